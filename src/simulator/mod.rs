@@ -1,0 +1,1 @@
+//! Faithful fake provider servers for tests, benchmarks and `tributary demo`.
