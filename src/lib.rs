@@ -2,6 +2,8 @@
 //!
 //! The library holds everything; `src/main.rs` only calls [`cli::main`].
 
+pub mod config;
 pub mod model;
-pub mod store;
+pub mod secrets;
 pub mod simulator;
+pub mod store;

@@ -147,7 +147,10 @@ pub struct ScheduleError {
 
 impl Schedule {
     pub fn parse(input: &str) -> Result<Self, ScheduleError> {
-        let err = |reason: &str| ScheduleError { input: input.to_owned(), reason: reason.to_owned() };
+        let err = |reason: &str| ScheduleError {
+            input: input.to_owned(),
+            reason: reason.to_owned(),
+        };
         let text = input.trim().to_ascii_lowercase();
         if text.is_empty() {
             return Err(err("empty"));
@@ -164,14 +167,18 @@ impl Schedule {
             return Ok(Self::DailyAt(time));
         }
         if let Some(rest) = text.strip_prefix("every ") {
-            return parse_words_interval(rest).map(Self::Every).map_err(|r| err(&r));
+            return parse_words_interval(rest)
+                .map(Self::Every)
+                .map_err(|r| err(&r));
         }
         if text.split_whitespace().count() >= 5 {
             return croner::Cron::from_str(input.trim())
                 .map(|_| Self::Cron(input.trim().to_owned()))
                 .map_err(|e| err(&format!("bad cron expression: {e}")));
         }
-        parse_compact_interval(&text).map(Self::Every).map_err(|r| err(&r))
+        parse_compact_interval(&text)
+            .map(Self::Every)
+            .map_err(|r| err(&r))
     }
 }
 
@@ -186,7 +193,8 @@ fn unit_seconds(unit: &str) -> Option<u64> {
 }
 
 fn interval(count: u64, unit: &str) -> Result<Duration, String> {
-    let secs = unit_seconds(unit).ok_or_else(|| format!("unknown unit `{unit}` (use s, m, h or d)"))?;
+    let secs =
+        unit_seconds(unit).ok_or_else(|| format!("unknown unit `{unit}` (use s, m, h or d)"))?;
     if count == 0 {
         return Err("the interval must be greater than zero".into());
     }
@@ -202,7 +210,9 @@ fn parse_words_interval(rest: &str) -> Result<Duration, String> {
     let mut words = rest.split_whitespace();
     match (words.next(), words.next(), words.next()) {
         (Some(n), Some(unit), None) => {
-            let count = n.parse().map_err(|_| format!("`{n}` is not a whole number"))?;
+            let count = n
+                .parse()
+                .map_err(|_| format!("`{n}` is not a whole number"))?;
             interval(count, unit)
         }
         (Some(unit), None, None) => interval(1, unit),
@@ -212,10 +222,15 @@ fn parse_words_interval(rest: &str) -> Result<Duration, String> {
 
 /// `15m`, `2h`, `1d`, `90s`.
 fn parse_compact_interval(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (n, unit) = text.split_at(split);
     if n.is_empty() {
-        return Err("expected an interval (`15m`, `1h`), `every …`, `daily at HH:MM` or a cron expression".into());
+        return Err(
+            "expected an interval (`15m`, `1h`), `every …`, `daily at HH:MM` or a cron expression"
+                .into(),
+        );
     }
     let count = n.parse().map_err(|_| format!("`{n}` is too large"))?;
     interval(count, unit.trim())
@@ -261,7 +276,13 @@ pub enum ConnectionStatus {
 }
 
 impl ConnectionStatus {
-    pub const ALL: [Self; 5] = [Self::Pending, Self::Connected, Self::Error, Self::NeedsReauth, Self::Disabled];
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::Connected,
+        Self::Error,
+        Self::NeedsReauth,
+        Self::Disabled,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -378,13 +399,29 @@ mod tests {
             Schedule::parse("daily at 02:00").unwrap(),
             Schedule::DailyAt(NaiveTime::from_hms_opt(2, 0, 0).unwrap())
         );
-        assert_eq!(Schedule::parse("*/15 * * * *").unwrap(), Schedule::Cron("*/15 * * * *".into()));
-        assert_eq!(Schedule::parse("0 30 2 * * *").unwrap(), Schedule::Cron("0 30 2 * * *".into()));
+        assert_eq!(
+            Schedule::parse("*/15 * * * *").unwrap(),
+            Schedule::Cron("*/15 * * * *".into())
+        );
+        assert_eq!(
+            Schedule::parse("0 30 2 * * *").unwrap(),
+            Schedule::Cron("0 30 2 * * *".into())
+        );
     }
 
     #[test]
     fn schedules_reject_nonsense_with_a_reason() {
-        for bad in ["", "0m", "15x", "every", "every banana", "daily at 25:00", "* * * * 99", "m15", "99999999999999999999m"] {
+        for bad in [
+            "",
+            "0m",
+            "15x",
+            "every",
+            "every banana",
+            "daily at 25:00",
+            "* * * * 99",
+            "m15",
+            "99999999999999999999m",
+        ] {
             let err = Schedule::parse(bad).unwrap_err();
             assert!(!err.reason.is_empty(), "{bad}");
         }

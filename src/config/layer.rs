@@ -1,0 +1,571 @@
+//! Configuration layers for one provider: connector defaults, preset defaults and tenant
+//! overrides all share this shape. Layers merge key by key; a later layer's value
+//! replaces an earlier one at the same key path, and a mapping for a target field
+//! replaces that field's mapping as a whole.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+use super::diag::{Diagnostics, join};
+use super::entities::Entities;
+use super::manifest::Manifest;
+use crate::model::{FieldName, Schedule};
+
+/// One provider's settings in one layer. Every field is optional: a layer states only
+/// what it changes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderLayer {
+    /// `false` switches the provider off for the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// How often the provider's streams run (`15m`, `hourly`, `daily at 02:00`, cron).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Replaces the connector's base URL (e.g. a sandbox).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Values for the base URL's placeholders (`site` for Jira); `subdomain` defaults to
+    /// the tenant's subdomain.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub streams: BTreeMap<String, StreamLayer>,
+    /// entity → target field → mapping.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mappings: BTreeMap<String, BTreeMap<String, MappingSpec>>,
+    /// Constant fields added to every record of the provider (e.g. `lms_provider`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Named record filters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub filters: BTreeMap<String, FilterSpec>,
+}
+
+/// One stream's settings in one layer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamLayer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The target entity the stream's records become.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    /// A schedule for this stream only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+}
+
+/// How one target field is filled.
+///
+/// TOML forms: `field = "source.path"`, `field = false` (not mapped) or a table
+/// `field = { from = "a" | ["a", "b"], value = <constant>, transform = ["trim"],
+/// default = <value>, map = { A = "x" }, separator = " " }`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MappingSpec {
+    Path(String),
+    Off,
+    Rule(MappingRule),
+}
+
+/// The table form of a mapping.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Sources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transform: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub map: BTreeMap<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub separator: Option<String>,
+}
+
+/// One source path or several (for `concat` and `coalesce`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Sources {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Sources {
+    pub fn paths(&self) -> Vec<&str> {
+        match self {
+            Self::One(p) => vec![p.as_str()],
+            Self::Many(ps) => ps.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// Value transforms a mapping may name, applied in order.
+pub const TRANSFORMS: &[&str] = &[
+    "trim",
+    "lower",
+    "upper",
+    "string",
+    "int",
+    "number",
+    "bool",
+    "date",
+    "datetime",
+    "null_if_empty",
+    "split_name_first",
+    "split_name_last",
+    "concat",
+    "coalesce",
+];
+
+impl MappingSpec {
+    /// Source paths the mapping reads.
+    pub fn sources(&self) -> Vec<&str> {
+        match self {
+            Self::Path(p) => vec![p.as_str()],
+            Self::Off => vec![],
+            Self::Rule(r) => r.from.as_ref().map(Sources::paths).unwrap_or_default(),
+        }
+    }
+
+    /// A short human form: `learner_id`, `trim(name)`, `"const"`, `(unmapped)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Path(p) => p.clone(),
+            Self::Off => "(unmapped)".into(),
+            Self::Rule(r) => {
+                let mut s = match (&r.from, &r.value) {
+                    (Some(from), _) => from.paths().join(" + "),
+                    (None, Some(v)) => v.to_string(),
+                    (None, None) => String::new(),
+                };
+                for t in &r.transform {
+                    s = format!("{t}({s})");
+                }
+                if !r.map.is_empty() {
+                    s = format!("map({s})");
+                }
+                if let Some(d) = &r.default {
+                    s = format!("{s} default {d}");
+                }
+                s
+            }
+        }
+    }
+}
+
+impl Serialize for MappingSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Path(p) => s.serialize_str(p),
+            Self::Off => s.serialize_bool(false),
+            Self::Rule(r) => r.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MappingSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MappingSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a source path, `false`, or a table with `from`/`value`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<MappingSpec, E> {
+                Ok(MappingSpec::Path(v.to_owned()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<MappingSpec, E> {
+                if v {
+                    Err(E::custom(
+                        "`true` is not a mapping; use a source path or `false`",
+                    ))
+                } else {
+                    Ok(MappingSpec::Off)
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MappingSpec, A::Error> {
+                MappingRule::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(MappingSpec::Rule)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A record filter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSpec {
+    /// The entity whose records the filter applies to.
+    pub entity: String,
+    /// A source path of the provider's record …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// … or a mapped target field of `entity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub op: FilterOp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<Value>,
+    /// `include` keeps only matching records, `exclude` drops them.
+    pub action: FilterAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterOp {
+    Eq,
+    Ne,
+    In,
+    NotIn,
+    Exists,
+    Missing,
+    Contains,
+    StartsWith,
+    EndsWith,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterAction {
+    Include,
+    Exclude,
+}
+
+impl ProviderLayer {
+    /// Applies `over` on top of `self`, key by key.
+    pub fn merge(&mut self, over: &ProviderLayer) {
+        replace(&mut self.enabled, &over.enabled);
+        replace(&mut self.schedule, &over.schedule);
+        replace(&mut self.base_url, &over.base_url);
+        self.variables
+            .extend(over.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for (name, s) in &over.streams {
+            let mine = self.streams.entry(name.clone()).or_default();
+            replace(&mut mine.enabled, &s.enabled);
+            replace(&mut mine.entity, &s.entity);
+            replace(&mut mine.schedule, &s.schedule);
+        }
+        for (entity, fields) in &over.mappings {
+            let mine = self.mappings.entry(entity.clone()).or_default();
+            mine.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        self.tags
+            .extend(over.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.filters
+            .extend(over.filters.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+
+    /// Every leaf as (dotted key path, value), in a stable order. Leaves are the units
+    /// that merge replaces: scalars, one stream setting, one field mapping, one filter.
+    pub fn entries(&self) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        if let Some(v) = &self.enabled {
+            out.push(("enabled".into(), json(v)));
+        }
+        if let Some(v) = &self.schedule {
+            out.push(("schedule".into(), json(v)));
+        }
+        if let Some(v) = &self.base_url {
+            out.push(("base_url".into(), json(v)));
+        }
+        for (k, v) in &self.variables {
+            out.push((join("variables", k), json(v)));
+        }
+        for (name, s) in &self.streams {
+            let p = join("streams", name);
+            if let Some(v) = &s.enabled {
+                out.push((join(&p, "enabled"), json(v)));
+            }
+            if let Some(v) = &s.entity {
+                out.push((join(&p, "entity"), json(v)));
+            }
+            if let Some(v) = &s.schedule {
+                out.push((join(&p, "schedule"), json(v)));
+            }
+        }
+        for (entity, fields) in &self.mappings {
+            for (field, spec) in fields {
+                out.push((join(&join("mappings", entity), field), json(spec)));
+            }
+        }
+        for (k, v) in &self.tags {
+            out.push((join("tags", k), json(v)));
+        }
+        for (k, v) in &self.filters {
+            out.push((join("filters", k), json(v)));
+        }
+        out
+    }
+
+    /// Whether the provider is switched on (it must be switched on by some layer).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.unwrap_or(false)
+    }
+
+    /// Streams that are switched on, with their target entity.
+    pub fn enabled_streams(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.streams
+            .iter()
+            .filter(|(_, s)| s.enabled.unwrap_or(false))
+            .map(|(n, s)| (n.as_str(), s.entity.as_deref()))
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn replace<T: Clone>(mine: &mut Option<T>, over: &Option<T>) {
+    if let Some(v) = over {
+        *mine = Some(v.clone());
+    }
+}
+
+/// Checks every name and value one layer states: streams, entities, fields, schedules,
+/// transforms, filters, variables. `path` is where the layer sits in `file`.
+pub fn check_names(
+    layer: &ProviderLayer,
+    manifest: &Manifest,
+    entities: &Entities,
+    diag: &mut Diagnostics,
+    file: &str,
+    path: &str,
+) {
+    let mut err = |key: &str, msg: String| diag.push(file, &join(path, key), msg);
+    if let Some(s) = &layer.schedule {
+        if let Err(e) = Schedule::parse(s) {
+            err("schedule", e.to_string());
+        }
+    }
+    if let Some(url) = &layer.base_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            err("base_url", format!("`{url}` is not an http(s) URL"));
+        }
+    }
+    let known_vars = manifest.tenant_variables();
+    for (k, v) in &layer.variables {
+        if !known_vars.iter().any(|x| x == k) {
+            let known = if known_vars.is_empty() {
+                "none".to_owned()
+            } else {
+                known_vars.join(", ")
+            };
+            err(
+                &join("variables", k),
+                format!(
+                    "unknown variable for `{}` (its base URL uses: {known})",
+                    manifest.name
+                ),
+            );
+        } else if v.trim().is_empty() {
+            err(&join("variables", k), "must not be empty".into());
+        }
+    }
+    for (name, s) in &layer.streams {
+        let p = join("streams", name);
+        if manifest.streams.keys().all(|k| k.as_str() != name) {
+            let known = manifest
+                .streams
+                .keys()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            err(
+                &p,
+                format!("unknown stream of `{}` (known: {known})", manifest.name),
+            );
+        }
+        if let Some(e) = &s.entity {
+            if entities.get(e).is_none() {
+                err(
+                    &join(&p, "entity"),
+                    format!("unknown entity `{e}` (known: {})", entities.names()),
+                );
+            }
+        }
+        if let Some(sched) = &s.schedule {
+            if let Err(e) = Schedule::parse(sched) {
+                err(&join(&p, "schedule"), e.to_string());
+            }
+        }
+    }
+    for (entity, fields) in &layer.mappings {
+        let p = join("mappings", entity);
+        let Some(def) = entities.get(entity) else {
+            err(
+                &p,
+                format!("unknown entity `{entity}` (known: {})", entities.names()),
+            );
+            continue;
+        };
+        for (field, spec) in fields {
+            let fp = join(&p, field);
+            if def.field(field).is_none() {
+                let known = def
+                    .fields
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                err(&fp, format!("unknown field of `{entity}` (known: {known})"));
+            }
+            if let Err(msg) = check_mapping(spec) {
+                err(&fp, msg);
+            }
+        }
+    }
+    for key in layer.tags.keys() {
+        if let Err(e) = FieldName::parse(key) {
+            err(&join("tags", key), e.to_string());
+        }
+    }
+    for (name, f) in &layer.filters {
+        let p = join("filters", name);
+        let Some(def) = entities.get(&f.entity) else {
+            err(
+                &join(&p, "entity"),
+                format!(
+                    "unknown entity `{}` (known: {})",
+                    f.entity,
+                    entities.names()
+                ),
+            );
+            continue;
+        };
+        match (&f.source, &f.field) {
+            (Some(_), Some(_)) | (None, None) => err(
+                &p,
+                "give exactly one of `source` (a source path) or `field` (a target field)".into(),
+            ),
+            (None, Some(field)) if def.field(field).is_none() => {
+                err(
+                    &join(&p, "field"),
+                    format!("unknown field of `{}`", f.entity),
+                );
+            }
+            (Some(src), None) if src.trim().is_empty() => {
+                err(&join(&p, "source"), "empty source path".into())
+            }
+            _ => {}
+        }
+        match (f.op, &f.value) {
+            (FilterOp::Exists | FilterOp::Missing, Some(_)) => err(
+                &join(&p, "value"),
+                "`exists`/`missing` take no value".into(),
+            ),
+            (FilterOp::Exists | FilterOp::Missing, None) => {}
+            (FilterOp::In | FilterOp::NotIn, Some(Value::Array(_))) => {}
+            (FilterOp::In | FilterOp::NotIn, _) => err(
+                &join(&p, "value"),
+                "`in`/`not_in` need an array value".into(),
+            ),
+            (_, None) => err(&join(&p, "value"), "this operator needs a `value`".into()),
+            _ => {}
+        }
+    }
+}
+
+fn check_mapping(spec: &MappingSpec) -> Result<(), String> {
+    match spec {
+        MappingSpec::Off => Ok(()),
+        MappingSpec::Path(p) if p.trim().is_empty() => Err("empty source path".into()),
+        MappingSpec::Path(_) => Ok(()),
+        MappingSpec::Rule(r) => {
+            if r.from.is_none() && r.value.is_none() && r.default.is_none() {
+                return Err("a mapping table needs `from`, `value` or `default`".into());
+            }
+            if r.from.is_some() && r.value.is_some() {
+                return Err("give either `from` or `value`, not both".into());
+            }
+            if let Some(from) = &r.from {
+                if from.paths().is_empty() || from.paths().iter().any(|p| p.trim().is_empty()) {
+                    return Err("empty source path in `from`".into());
+                }
+            }
+            for t in &r.transform {
+                if !TRANSFORMS.contains(&t.as_str()) {
+                    return Err(format!(
+                        "unknown transform `{t}` (known: {})",
+                        TRANSFORMS.join(", ")
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Checks that an effective (fully merged) layer can run: a schedule, at least one
+/// stream, and every required field of every enabled stream's entity mapped.
+pub fn check_complete(
+    layer: &ProviderLayer,
+    manifest: &Manifest,
+    entities: &Entities,
+    diag: &mut Diagnostics,
+    file: &str,
+    path: &str,
+) {
+    if !layer.is_enabled() {
+        return;
+    }
+    if layer.schedule.is_none() {
+        diag.push(
+            file,
+            &join(path, "schedule"),
+            format!(
+                "`{}` has no schedule (set one in the preset or the tenant)",
+                manifest.name
+            ),
+        );
+    }
+    let mut any = false;
+    for (stream, entity) in layer.enabled_streams() {
+        any = true;
+        let Some(entity) = entity.and_then(|e| entities.get(e)) else {
+            continue;
+        };
+        let mapped = layer.mappings.get(entity.name.as_str());
+        for field in entity.required_fields() {
+            let ok = mapped
+                .and_then(|m| m.get(field.name.as_str()))
+                .is_some_and(|s| *s != MappingSpec::Off);
+            if !ok {
+                diag.push(
+                    file,
+                    &join(&join(path, "mappings"), entity.name.as_str()),
+                    format!(
+                        "required field `{}.{}` is not mapped (stream `{stream}` of `{}` produces `{}`)",
+                        entity.name, field.name, manifest.name, entity.name
+                    ),
+                );
+            }
+        }
+    }
+    if !any {
+        diag.push(
+            file,
+            &join(path, "streams"),
+            format!("`{}` is enabled but none of its streams is", manifest.name),
+        );
+    }
+    for (name, v) in &layer.variables {
+        if v.trim().is_empty() {
+            diag.push(
+                file,
+                &join(&join(path, "variables"), name),
+                "must not be empty",
+            );
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! Credentials at rest: XChaCha20-Poly1305 with a 32-byte master key, additional data
+//! binding tenant, provider and key id (a ciphertext cannot be moved to another row or
+//! opened with another key), and redaction: secret values live in `secrecy` types and
+//! never appear in `Debug` output or logs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chacha20poly1305::aead::{Aead, Generate, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::model::{ProviderId, TenantId};
+use crate::store::SealedBlob;
+
+/// Format version of a sealed blob: `version || nonce (24) || ciphertext+tag`.
+const SEAL_VERSION: u8 = 1;
+const NONCE_LEN: usize = 24;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("cannot read master key file {path}: {source}")]
+    ReadKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write master key file {path}: {source}")]
+    WriteKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("master key file {path} must hold 32 raw bytes or 64 hex digits")]
+    BadKey { path: PathBuf },
+    #[error("credentials were sealed with key `{sealed}` but the loaded master key is `{loaded}`")]
+    WrongKey { sealed: String, loaded: String },
+    #[error(
+        "stored credentials for `{tenant}`/`{provider}` cannot be decrypted (tampered, moved or another key)"
+    )]
+    Decrypt { tenant: String, provider: String },
+    #[error("credentials must be a JSON object of strings: {0}")]
+    BadCredentials(String),
+}
+
+/// The master key and its id (a fingerprint, so rotation can tell keys apart).
+pub struct MasterKey {
+    id: String,
+    key: SecretBox<[u8; 32]>,
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MasterKey({}, [redacted])", self.id)
+    }
+}
+
+/// Where the master key was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOrigin {
+    /// `TRIBUTARY_MASTER_KEY_FILE` or the settings file.
+    Configured(PathBuf),
+    /// `$CREDENTIALS_DIRECTORY/master-key` (systemd `LoadCredential=`).
+    Systemd(PathBuf),
+    /// An existing key file beside the database.
+    Existing(PathBuf),
+    /// Generated just now, beside the database.
+    Generated(PathBuf),
+}
+
+impl fmt::Display for KeyOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Configured(p) => write!(f, "configured key file {}", p.display()),
+            Self::Systemd(p) => write!(f, "systemd credential {}", p.display()),
+            Self::Existing(p) => write!(f, "key file {}", p.display()),
+            Self::Generated(p) => write!(f, "newly generated key file {}", p.display()),
+        }
+    }
+}
+
+/// The key file name used beside the database.
+pub const KEY_FILE_NAME: &str = "tributary.master-key";
+
+impl MasterKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        let digest = Sha256::new()
+            .chain_update(b"tributary key id\0")
+            .chain_update(bytes)
+            .finalize();
+        let id = format!("k{}", &hex::encode(digest)[..8]);
+        Self {
+            id,
+            key: SecretBox::new(Box::new(bytes)),
+        }
+    }
+
+    /// A fresh random key.
+    pub fn generate() -> Self {
+        let key = chacha20poly1305::Key::generate();
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(key.as_slice());
+        Self::from_bytes(bytes)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Reads a key file: 32 raw bytes, or 64 hex digits with optional whitespace.
+    pub fn read(path: &Path) -> Result<Self, SecretsError> {
+        let data = Zeroizing::new(std::fs::read(path).map_err(|source| SecretsError::ReadKey {
+            path: path.into(),
+            source,
+        })?);
+        let bad = || SecretsError::BadKey { path: path.into() };
+        let mut bytes = [0u8; 32];
+        if data.len() == 32 {
+            bytes.copy_from_slice(&data);
+        } else {
+            let text = std::str::from_utf8(&data).map_err(|_| bad())?.trim();
+            hex::decode_to_slice(text, &mut bytes).map_err(|_| bad())?;
+        }
+        Ok(Self::from_bytes(bytes))
+    }
+
+    /// Finds the master key: a configured file, else `$CREDENTIALS_DIRECTORY/master-key`,
+    /// else `<state_dir>/tributary.master-key`, generated (mode 0600) when missing.
+    pub fn locate(
+        configured: Option<&Path>,
+        credentials_dir: Option<&Path>,
+        state_dir: &Path,
+    ) -> Result<(Self, KeyOrigin), SecretsError> {
+        if let Some(p) = configured {
+            return Ok((Self::read(p)?, KeyOrigin::Configured(p.into())));
+        }
+        if let Some(dir) = credentials_dir {
+            let p = dir.join("master-key");
+            if p.is_file() {
+                return Ok((Self::read(&p)?, KeyOrigin::Systemd(p)));
+            }
+        }
+        let p = state_dir.join(KEY_FILE_NAME);
+        if p.exists() {
+            return Ok((Self::read(&p)?, KeyOrigin::Existing(p)));
+        }
+        let key = Self::generate();
+        write_key_file(&p, key.key.expose_secret()).map_err(|source| SecretsError::WriteKey {
+            path: p.clone(),
+            source,
+        })?;
+        Ok((key, KeyOrigin::Generated(p)))
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(self.key.expose_secret().into())
+    }
+
+    /// Encrypts `plaintext` bound to (tenant, provider, this key's id).
+    pub fn seal(&self, tenant: &TenantId, provider: &ProviderId, plaintext: &[u8]) -> SealedBlob {
+        let nonce = XNonce::generate();
+        let aad = aad(tenant, provider, &self.id);
+        // Encryption with a valid key and nonce cannot fail for in-memory buffers.
+        let ciphertext = self
+            .cipher()
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
+            .unwrap_or_default();
+        let mut bytes = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
+        bytes.push(SEAL_VERSION);
+        bytes.extend_from_slice(nonce.as_slice());
+        bytes.extend_from_slice(&ciphertext);
+        SealedBlob {
+            key_id: self.id.clone(),
+            bytes,
+        }
+    }
+
+    /// Decrypts a blob sealed for (tenant, provider).
+    pub fn open(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        blob: &SealedBlob,
+    ) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
+        if blob.key_id != self.id {
+            return Err(SecretsError::WrongKey {
+                sealed: blob.key_id.clone(),
+                loaded: self.id.clone(),
+            });
+        }
+        let fail = || SecretsError::Decrypt {
+            tenant: tenant.to_string(),
+            provider: provider.to_string(),
+        };
+        if blob.bytes.len() < 1 + NONCE_LEN || blob.bytes[0] != SEAL_VERSION {
+            return Err(fail());
+        }
+        let nonce = XNonce::try_from(&blob.bytes[1..1 + NONCE_LEN]).map_err(|_| fail())?;
+        let aad = aad(tenant, provider, &self.id);
+        self.cipher()
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: &blob.bytes[1 + NONCE_LEN..],
+                    aad: &aad,
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| fail())
+    }
+}
+
+fn aad(tenant: &TenantId, provider: &ProviderId, key_id: &str) -> Vec<u8> {
+    format!("tributary/credentials/v1\0{tenant}\0{provider}\0{key_id}").into_bytes()
+}
+
+#[cfg(unix)]
+fn write_key_file(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    let text = Zeroizing::new(hex::encode(key));
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_key_file(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    f.write_all(hex::encode(key).as_bytes())
+}
+
+/// A provider credential set: field name → secret value. `Debug` shows names only.
+#[derive(Default)]
+pub struct Credentials(BTreeMap<String, SecretString>);
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "[redacted]")))
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// Parses a JSON object whose values are strings (numbers and booleans are kept as text).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, SecretsError> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| SecretsError::BadCredentials(format!("not valid JSON ({e})")))?;
+        let Value::Object(map) = value else {
+            return Err(SecretsError::BadCredentials(
+                "expected a JSON object".into(),
+            ));
+        };
+        if map.is_empty() {
+            return Err(SecretsError::BadCredentials("the object is empty".into()));
+        }
+        let mut out = BTreeMap::new();
+        for (k, v) in map {
+            let text = match v {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => {
+                    return Err(SecretsError::BadCredentials(format!(
+                        "field `{k}` must be a string"
+                    )));
+                }
+            };
+            out.insert(k, SecretString::from(text));
+        }
+        Ok(Self(out))
+    }
+
+    /// The JSON form, for sealing; wiped on drop.
+    pub fn to_json(&self) -> Zeroizing<Vec<u8>> {
+        let map: serde_json::Map<String, Value> = self
+            .0
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.expose_secret().to_owned())))
+            .collect();
+        Zeroizing::new(serde_json::to_vec(&map).unwrap_or_default())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&SecretString> {
+        self.0.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+
+    /// Fields of `required` that are missing or empty.
+    pub fn missing<'a>(&self, required: &'a [String]) -> Vec<&'a str> {
+        required
+            .iter()
+            .filter(|r| {
+                self.0
+                    .get(r.as_str())
+                    .is_none_or(|v| v.expose_secret().trim().is_empty())
+            })
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> (TenantId, ProviderId) {
+        (
+            TenantId::parse("acme").unwrap(),
+            ProviderId::parse("aptem").unwrap(),
+        )
+    }
+
+    #[test]
+    fn seal_open_round_trip_and_binding() {
+        let key = MasterKey::generate();
+        let (t, p) = ids();
+        let blob = key.seal(&t, &p, b"{\"api_token\":\"s3cret\"}");
+        assert!(!blob.bytes.windows(6).any(|w| w == b"s3cret"));
+        assert_eq!(
+            &key.open(&t, &p, &blob).unwrap()[..],
+            b"{\"api_token\":\"s3cret\"}"
+        );
+        // Bound to tenant and provider: moving the blob fails.
+        let other_t = TenantId::parse("globex").unwrap();
+        assert!(matches!(
+            key.open(&other_t, &p, &blob),
+            Err(SecretsError::Decrypt { .. })
+        ));
+        let other_p = ProviderId::parse("hubspot").unwrap();
+        assert!(matches!(
+            key.open(&t, &other_p, &blob),
+            Err(SecretsError::Decrypt { .. })
+        ));
+        // Another key is refused by id; a forged id still fails authentication.
+        let other = MasterKey::generate();
+        assert!(matches!(
+            other.open(&t, &p, &blob),
+            Err(SecretsError::WrongKey { .. })
+        ));
+        let forged = SealedBlob {
+            key_id: other.id().to_owned(),
+            bytes: blob.bytes.clone(),
+        };
+        assert!(matches!(
+            other.open(&t, &p, &forged),
+            Err(SecretsError::Decrypt { .. })
+        ));
+        // Tampering is detected.
+        let mut tampered = blob.clone();
+        let last = tampered.bytes.len() - 1;
+        tampered.bytes[last] ^= 1;
+        assert!(key.open(&t, &p, &tampered).is_err());
+        assert!(
+            key.open(
+                &t,
+                &p,
+                &SealedBlob {
+                    key_id: key.id().into(),
+                    bytes: vec![1, 2]
+                }
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn nonces_differ_between_seals() {
+        let key = MasterKey::generate();
+        let (t, p) = ids();
+        assert_ne!(key.seal(&t, &p, b"x").bytes, key.seal(&t, &p, b"x").bytes);
+    }
+
+    #[test]
+    fn key_file_is_generated_once_with_mode_0600_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (k1, o1) = MasterKey::locate(None, None, dir.path()).unwrap();
+        assert!(matches!(o1, KeyOrigin::Generated(_)));
+        let (k2, o2) = MasterKey::locate(None, None, dir.path()).unwrap();
+        assert!(matches!(o2, KeyOrigin::Existing(_)));
+        assert_eq!(k1.id(), k2.id());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE_NAME))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn key_sources_in_order_and_bad_files_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        std::fs::write(creds.join("master-key"), [7u8; 32]).unwrap();
+        let configured = dir.path().join("configured");
+        std::fs::write(&configured, format!("{}\n", "ab".repeat(32))).unwrap();
+        let (k, o) = MasterKey::locate(Some(&configured), Some(&creds), dir.path()).unwrap();
+        assert_eq!(o, KeyOrigin::Configured(configured.clone()));
+        assert_eq!(k.id(), MasterKey::from_bytes([0xab; 32]).id());
+        let (k, o) = MasterKey::locate(None, Some(&creds), dir.path()).unwrap();
+        assert!(matches!(o, KeyOrigin::Systemd(_)));
+        assert_eq!(k.id(), MasterKey::from_bytes([7; 32]).id());
+        std::fs::write(&configured, "too short").unwrap();
+        assert!(matches!(
+            MasterKey::read(&configured),
+            Err(SecretsError::BadKey { .. })
+        ));
+    }
+
+    #[test]
+    fn credentials_parse_redact_and_report_missing() {
+        let c =
+            Credentials::from_json(br#"{"client_id":"abc","client_secret":"topsecret","port":5}"#)
+                .unwrap();
+        let debug = format!("{c:?}");
+        assert!(
+            debug.contains("client_secret")
+                && !debug.contains("topsecret")
+                && !debug.contains("abc")
+        );
+        let required = vec!["client_id".to_owned(), "refresh_token".to_owned()];
+        assert_eq!(c.missing(&required), vec!["refresh_token"]);
+        assert_eq!(
+            c.get("port").map(|s| s.expose_secret().to_owned()),
+            Some("5".into())
+        );
+        for bad in [&b"[1]"[..], b"not json", b"{}", br#"{"a":{"b":1}}"#] {
+            assert!(Credentials::from_json(bad).is_err());
+        }
+        let key = MasterKey::generate();
+        assert!(!format!("{key:?}").contains(&hex::encode(key.key.expose_secret())));
+    }
+}
