@@ -37,6 +37,9 @@ struct RawField {
 #[serde(deny_unknown_fields)]
 struct RawEntity {
     title: String,
+    /// The field that identifies a record (default `external_id`).
+    #[serde(default)]
+    key: Option<String>,
     #[serde(default)]
     description: Option<String>,
     fields: toml::Table,
@@ -57,6 +60,8 @@ pub struct FieldDef {
 pub struct Entity {
     pub name: EntityName,
     pub title: String,
+    /// The required field whose value is the record's external id.
+    pub key: FieldName,
     pub description: Option<String>,
     pub fields: Vec<FieldDef>,
 }

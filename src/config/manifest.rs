@@ -276,6 +276,11 @@ impl Manifests {
         self.0.get(name)
     }
 
+    /// Adds or replaces one manifest.
+    pub fn insert(&mut self, manifest: Manifest) {
+        self.0.insert(manifest.name.clone(), manifest);
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Manifest> {
         self.0.values()
     }

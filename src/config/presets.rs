@@ -11,11 +11,11 @@ use super::diag::{Diagnostics, join};
 use super::entities::Entities;
 use super::layer::{ProviderLayer, check_complete, check_names};
 use super::manifest::Manifests;
-use super::source::{Source, take_table, typed};
+use super::source::{Source, take_table, typed, unknown_keys};
 use crate::model::{PresetName, ProviderId};
 
+/// Unknown keys are reported by `unknown_keys` so the rest of the preset is still checked.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawPreset {
     title: String,
     #[serde(default)]

@@ -10,14 +10,14 @@ use serde_json::Value;
 use super::Catalog;
 use super::diag::{Diagnostics, join};
 use super::layer::{ProviderLayer, check_complete, check_names};
-use super::source::{Source, typed};
+use super::source::{Source, typed, unknown_keys};
 use crate::model::{PresetName, ProviderId, TenantId};
 
 /// The tenant's time zone when none is given.
 pub const DEFAULT_TIMEZONE: &str = "UTC";
 
+/// Unknown keys are reported by `unknown_keys` so the rest of the file is still checked.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawTenantFile {
     id: String,
     name: String,
@@ -68,9 +68,11 @@ impl TenantSpec {
     /// Parses and validates a tenant file, reporting every problem.
     pub fn parse(source: &Source, catalog: &Catalog, diag: &mut Diagnostics) -> Option<Self> {
         let file = source.name.as_str();
-        let table = source.parse(diag)?;
-        let raw: RawTenantFile = typed(toml::Value::Table(table), diag, file, "")?;
         let before = diag.len();
+        let table = source.parse(diag)?;
+        let value = toml::Value::Table(table);
+        unknown_keys(&value, &["id", "name", "subdomain", "preset", "timezone", "providers"], diag, file, "");
+        let raw: RawTenantFile = typed(value, diag, file, "")?;
         let id = TenantId::parse(&raw.id)
             .map_err(|e| diag.push(file, "id", e.to_string()))
             .ok();
