@@ -1,0 +1,60 @@
+//! The store's error type.
+
+/// Everything a store operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database rejected or failed a statement; `context` says what the store was doing.
+    #[error("database error while {context}")]
+    Database {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Applying the embedded migrations failed.
+    #[error("applying database migrations failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The addressed row does not exist (for this tenant). `what` is the whole message.
+    #[error("{what}")]
+    NotFound { what: String },
+    /// The write contradicts what is stored (e.g. a duplicate id). `what` is the whole message.
+    #[error("{what}")]
+    Conflict { what: String },
+    /// A fenced write found that its worker no longer holds the job's lease.
+    #[error("lease on job {job_id} is no longer held by this worker")]
+    LeaseLost { job_id: i64 },
+    /// A stored value does not parse back into its domain type.
+    #[error("corrupt data in the store: {what}")]
+    Corrupt { what: String },
+    /// `Store::connect` was given a URL it cannot use. Passwords are redacted from `url`.
+    #[error("invalid database url `{url}`: {reason}")]
+    InvalidUrl { url: String, reason: String },
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(err: sqlx::migrate::MigrateError) -> Self {
+        Self::Migrate(err)
+    }
+}
+
+/// Maps a sqlx error to [`StoreError`]: undecodable columns are [`StoreError::Corrupt`],
+/// everything else [`StoreError::Database`] with `context`.
+pub(crate) fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| match source {
+        sqlx::Error::ColumnDecode { index, source } => StoreError::Corrupt {
+            what: format!("while {context}: column {index} does not decode: {source}"),
+        },
+        source => StoreError::Database { context, source },
+    }
+}
+
+/// A stored value that failed validation.
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        what: what.to_string(),
+    }
+}
+
+/// Whether `err` is a unique-constraint violation.
+pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(e) if e.is_unique_violation())
+}

@@ -1,0 +1,323 @@
+//! Jobs, runs and the audit log: SQL shared by both backends.
+
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::error::{StoreError, db};
+use super::postgres::PgStore;
+use super::rows::{RawAudit, RawJob, RawRun, convert_all, now, stored};
+use super::sqlite::SqliteStore;
+use super::types::{AuditEntry, JobRow, RunRow, RunStats};
+use crate::model::{RunOutcome, RunTrigger, StreamName, TenantId};
+
+/// The error for a job that does not exist at the tenant.
+pub(super) fn no_job(tenant: &TenantId, job_id: i64) -> StoreError {
+    StoreError::NotFound {
+        what: format!("no job {job_id} at tenant `{tenant}`"),
+    }
+}
+
+/// The error for a run that does not exist (at the tenant).
+fn no_run(tenant: &TenantId, run_id: Uuid) -> StoreError {
+    StoreError::NotFound {
+        what: format!("no run {run_id} at tenant `{tenant}`"),
+    }
+}
+
+macro_rules! job_methods {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            pub(super) async fn ensure_job(
+                &self,
+                tenant: &TenantId,
+                connection_id: i64,
+                stream: &StreamName,
+                schedule: &str,
+            ) -> Result<JobRow, StoreError> {
+                let now = now();
+                let mut tx = self
+                    .pool
+                    .begin_with(Self::BEGIN_WRITE)
+                    .await
+                    .map_err(db("starting a transaction"))?;
+                let connection: Option<(String, String)> = sqlx::query_as(
+                    "SELECT provider, status FROM connections WHERE id = $1 AND tenant_id = $2",
+                )
+                .bind(connection_id)
+                .bind(tenant.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("reading a connection"))?;
+                let Some((provider, status)) = connection else {
+                    return Err(StoreError::NotFound {
+                        what: format!("no connection {connection_id} at tenant `{tenant}`"),
+                    });
+                };
+                // A disabled connection keeps its jobs disabled until its provider is
+                // enabled again.
+                let enabled = status != "disabled";
+                let raw: RawJob = sqlx::query_as(concat!(
+                    "INSERT INTO jobs (tenant_id, connection_id, provider, stream, schedule, \
+                     enabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+                     ON CONFLICT (connection_id, stream) DO UPDATE SET \
+                     schedule = excluded.schedule, enabled = excluded.enabled, \
+                     updated_at = excluded.updated_at RETURNING ",
+                    job_columns!()
+                ))
+                .bind(tenant.as_str())
+                .bind(connection_id)
+                .bind(&provider)
+                .bind(stream.as_str())
+                .bind(schedule)
+                .bind(enabled)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("writing a job"))?;
+                let row = JobRow::try_from(raw)?;
+                tx.commit().await.map_err(db("committing a job"))?;
+                Ok(row)
+            }
+
+            pub(super) async fn get_job(
+                &self,
+                tenant: &TenantId,
+                job_id: i64,
+            ) -> Result<Option<JobRow>, StoreError> {
+                let raw: Option<RawJob> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE id = $1 AND tenant_id = $2"
+                ))
+                .bind(job_id)
+                .bind(tenant.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading a job"))?;
+                raw.map(JobRow::try_from).transpose()
+            }
+
+            pub(super) async fn list_jobs(
+                &self,
+                tenant: &TenantId,
+            ) -> Result<Vec<JobRow>, StoreError> {
+                let raws: Vec<RawJob> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE tenant_id = $1 ORDER BY provider, stream, id"
+                ))
+                .bind(tenant.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("listing jobs"))?;
+                convert_all(raws)
+            }
+
+            pub(super) async fn start_run(
+                &self,
+                tenant: &TenantId,
+                job_id: i64,
+                trigger: RunTrigger,
+            ) -> Result<RunRow, StoreError> {
+                let run_id = Uuid::now_v7();
+                let now = now();
+                let mut tx = self
+                    .pool
+                    .begin_with(Self::BEGIN_WRITE)
+                    .await
+                    .map_err(db("starting a transaction"))?;
+                let raw: Option<RawRun> = sqlx::query_as(concat!(
+                    "INSERT INTO runs (id, tenant_id, job_id, provider, stream, \"trigger\", \
+                     started_at, outcome, cursor_before) \
+                     SELECT $1, tenant_id, id, provider, stream, $2, $3, 'running', cursor \
+                     FROM jobs WHERE id = $4 AND tenant_id = $5 RETURNING ",
+                    run_columns!()
+                ))
+                .bind(run_id)
+                .bind(trigger.as_str())
+                .bind(now)
+                .bind(job_id)
+                .bind(tenant.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("inserting a run"))?;
+                let Some(raw) = raw else {
+                    return Err(no_job(tenant, job_id));
+                };
+                let row = RunRow::try_from(raw)?;
+                sqlx::query(
+                    "UPDATE jobs SET last_run_id = $1, updated_at = $2 \
+                     WHERE id = $3 AND tenant_id = $4",
+                )
+                .bind(run_id)
+                .bind(now)
+                .bind(job_id)
+                .bind(tenant.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("linking a job to its run"))?;
+                tx.commit().await.map_err(db("committing a new run"))?;
+                Ok(row)
+            }
+
+            pub(super) async fn finish_run(
+                &self,
+                tenant: &TenantId,
+                run_id: Uuid,
+                outcome: RunOutcome,
+                stats: &RunStats,
+            ) -> Result<RunRow, StoreError> {
+                let raw: Option<RawRun> = sqlx::query_as(concat!(
+                    "UPDATE runs SET finished_at = $1, outcome = $2, cursor_after = $3, \
+                     fetched = $4, inserted = $5, updated = $6, unchanged = $7, filtered = $8, \
+                     dead_lettered = $9, pages = $10, http_calls = $11, retries = $12, \
+                     rate_limit_waits = $13, rate_limit_wait_ms = $14, error = $15 \
+                     WHERE id = $16 AND tenant_id = $17 AND outcome = 'running' RETURNING ",
+                    run_columns!()
+                ))
+                .bind(now())
+                .bind(outcome.as_str())
+                .bind(stats.cursor_after.as_deref())
+                .bind(stats.fetched)
+                .bind(stats.inserted)
+                .bind(stats.updated)
+                .bind(stats.unchanged)
+                .bind(stats.filtered)
+                .bind(stats.dead_lettered)
+                .bind(stats.pages)
+                .bind(stats.http_calls)
+                .bind(stats.retries)
+                .bind(stats.rate_limit_waits)
+                .bind(stats.rate_limit_wait_ms)
+                .bind(stats.error.as_deref())
+                .bind(run_id)
+                .bind(tenant.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("finishing a run"))?;
+                if let Some(raw) = raw {
+                    return RunRow::try_from(raw);
+                }
+                match self.get_run(run_id, Some(tenant)).await? {
+                    None => Err(no_run(tenant, run_id)),
+                    Some(run) => Err(StoreError::Conflict {
+                        what: format!("run {run_id} already finished as `{}`", run.outcome),
+                    }),
+                }
+            }
+
+            pub(super) async fn get_run(
+                &self,
+                run_id: Uuid,
+                tenant: Option<&TenantId>,
+            ) -> Result<Option<RunRow>, StoreError> {
+                let query = match tenant {
+                    Some(tenant) => sqlx::query_as(concat!(
+                        "SELECT ",
+                        run_columns!(),
+                        " FROM runs WHERE id = $1 AND tenant_id = $2"
+                    ))
+                    .bind(run_id)
+                    .bind(tenant.as_str()),
+                    None => sqlx::query_as(concat!(
+                        "SELECT ",
+                        run_columns!(),
+                        " FROM runs WHERE id = $1"
+                    ))
+                    .bind(run_id),
+                };
+                let raw: Option<RawRun> = query
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db("reading a run"))?;
+                raw.map(RunRow::try_from).transpose()
+            }
+
+            pub(super) async fn list_runs(
+                &self,
+                tenant: Option<&TenantId>,
+                limit: i64,
+            ) -> Result<Vec<RunRow>, StoreError> {
+                let query = match tenant {
+                    Some(tenant) => sqlx::query_as(concat!(
+                        "SELECT ",
+                        run_columns!(),
+                        " FROM runs WHERE tenant_id = $1 \
+                         ORDER BY started_at DESC, id DESC LIMIT $2"
+                    ))
+                    .bind(tenant.as_str()),
+                    None => sqlx::query_as(concat!(
+                        "SELECT ",
+                        run_columns!(),
+                        " FROM runs ORDER BY started_at DESC, id DESC LIMIT $1"
+                    )),
+                };
+                let raws: Vec<RawRun> = query
+                    .bind(limit.max(0))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db("listing runs"))?;
+                convert_all(raws)
+            }
+
+            pub(super) async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+                let mut conn = self
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err(db("acquiring a connection"))?;
+                Self::insert_audit(&mut conn, entry).await
+            }
+
+            /// Appends `entry` to the audit log inside the caller's transaction.
+            pub(super) async fn insert_audit(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                entry: &AuditEntry,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO audit_log (at, actor, action, tenant_id, subject, details) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(stored(entry.at))
+                .bind(&entry.actor)
+                .bind(&entry.action)
+                .bind(entry.tenant_id.as_ref().map(TenantId::as_str))
+                .bind(entry.subject.as_deref())
+                .bind(Json(&entry.details))
+                .execute(&mut *conn)
+                .await
+                .map_err(db("writing an audit entry"))?;
+                Ok(())
+            }
+
+            pub(super) async fn list_audit(
+                &self,
+                tenant: Option<&TenantId>,
+                limit: i64,
+            ) -> Result<Vec<AuditEntry>, StoreError> {
+                let query = match tenant {
+                    Some(tenant) => sqlx::query_as(concat!(
+                        "SELECT ",
+                        audit_columns!(),
+                        " FROM audit_log WHERE tenant_id = $1 ORDER BY at DESC, id DESC LIMIT $2"
+                    ))
+                    .bind(tenant.as_str()),
+                    None => sqlx::query_as(concat!(
+                        "SELECT ",
+                        audit_columns!(),
+                        " FROM audit_log ORDER BY at DESC, id DESC LIMIT $1"
+                    )),
+                };
+                let raws: Vec<RawAudit> = query
+                    .bind(limit.max(0))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db("listing audit entries"))?;
+                convert_all(raws)
+            }
+        }
+    };
+}
+
+job_methods!(SqliteStore, sqlx::Sqlite);
+job_methods!(PgStore, sqlx::Postgres);

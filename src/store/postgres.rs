@@ -1,0 +1,65 @@
+//! The PostgreSQL backend: shared by several daemons that split jobs through leases.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use super::error::{StoreError, db};
+use super::invalid_url;
+
+/// A store on a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pub(super) pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to the database named by a `postgres://` URL and migrates it.
+    pub(super) async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| invalid_url(url, &e.to_string()))?
+            .application_name("tributary");
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(db("connecting to postgres"))?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    // --- SQL that differs from SQLite ----------------------------------------------------
+
+    /// Row locks (`FOR UPDATE`) do the serializing; a plain transaction suffices.
+    pub(super) const BEGIN_WRITE: &'static str = "BEGIN";
+
+    /// Bind parameters per statement (the protocol counts them in 16 bits).
+    pub(super) const MAX_BINDS: usize = 65_535;
+
+    /// `$4` is a list built by [`Self::id_list`].
+    pub(super) const SELECT_EXISTING_HASHES: &'static str = "SELECT external_id, content_hash, \
+         deleted_at IS NOT NULL AS deleted FROM records \
+         WHERE tenant_id = $1 AND entity = $2 AND provider = $3 AND external_id = ANY($4)";
+
+    /// Locks the job row until commit, so its lease cannot change under the page write.
+    pub(super) const SELECT_JOB_FOR_WRITE: &'static str =
+        "SELECT lease_owner FROM jobs WHERE id = $1 AND tenant_id = $2 FOR UPDATE";
+
+    /// `$3` is a list built by [`Self::id_list`] of the providers that stay enabled.
+    pub(super) const DISABLE_OTHER_JOBS: &'static str = "UPDATE jobs SET enabled = FALSE, \
+         updated_at = $1 WHERE tenant_id = $2 AND enabled AND connection_id IN \
+         (SELECT id FROM connections WHERE tenant_id = $2 AND provider <> ALL($3))";
+
+    /// `$4` is a list built by [`Self::id_list`] of the providers that stay enabled.
+    pub(super) const DISABLE_OTHER_CONNECTIONS: &'static str = "UPDATE connections \
+         SET status = 'disabled', status_reason = $1, updated_at = $2 \
+         WHERE tenant_id = $3 AND status <> 'disabled' AND provider <> ALL($4)";
+
+    /// A list of strings as one bind parameter: a `TEXT[]`.
+    pub(super) fn id_list(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|id| (*id).to_owned()).collect()
+    }
+}

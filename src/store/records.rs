@@ -1,0 +1,315 @@
+//! Normalized records and the page write: SQL shared by both backends.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use serde_json::Value;
+use sqlx::QueryBuilder;
+use sqlx::types::Json;
+
+use super::error::{StoreError, db};
+use super::jobs::no_job;
+use super::postgres::PgStore;
+use super::rows::{RawRecord, content_hash, convert_all, now};
+use super::sqlite::SqliteStore;
+use super::types::{PageOutcome, PageWrite, RecordInput, RecordRow};
+use crate::model::{EntityName, ProviderId, TenantId};
+
+/// Bind parameters per row of the multi-row `INSERT`.
+const INSERT_BINDS_PER_ROW: usize = 8;
+/// Bind parameters per row of the multi-row `UPDATE`, and those it binds once.
+const UPDATE_BINDS_PER_ROW: usize = 3;
+const UPDATE_BINDS_FIXED: usize = 4;
+
+/// One record of a page, ready to write.
+struct Prepared<'a> {
+    external_id: &'a str,
+    data: &'a Value,
+    hash: String,
+}
+
+/// Collapses duplicate external ids (the last occurrence wins, at the position of the
+/// first) and hashes every record.
+fn prepare(records: &[RecordInput]) -> Vec<Prepared<'_>> {
+    let mut position: HashMap<&str, usize> = HashMap::with_capacity(records.len());
+    let mut unique: Vec<&RecordInput> = Vec::with_capacity(records.len());
+    for record in records {
+        match position.entry(record.external_id.as_str()) {
+            Entry::Occupied(slot) => unique[*slot.get()] = record,
+            Entry::Vacant(slot) => {
+                slot.insert(unique.len());
+                unique.push(record);
+            }
+        }
+    }
+    unique
+        .into_iter()
+        .map(|record| Prepared {
+            external_id: &record.external_id,
+            data: &record.data,
+            hash: content_hash(&record.data),
+        })
+        .collect()
+}
+
+/// Rows per statement so `per_row * rows + fixed` stays within `max_binds`.
+fn rows_per_statement(max_binds: usize, per_row: usize, fixed: usize) -> usize {
+    (max_binds.saturating_sub(fixed) / per_row).max(1)
+}
+
+macro_rules! record_methods {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            pub(super) async fn write_page(
+                &self,
+                tenant: &TenantId,
+                page: &PageWrite<'_>,
+            ) -> Result<PageOutcome, StoreError> {
+                let now = now();
+                let records = prepare(page.records);
+                let mut tx = self
+                    .pool
+                    .begin_with(Self::BEGIN_WRITE)
+                    .await
+                    .map_err(db("starting a transaction"))?;
+
+                // The job must be the tenant's; a fenced write must hold its lease.
+                let lease: Option<Option<String>> = sqlx::query_scalar(Self::SELECT_JOB_FOR_WRITE)
+                    .bind(page.job_id)
+                    .bind(tenant.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db("reading the page's job"))?;
+                let Some(holder) = lease else {
+                    return Err(no_job(tenant, page.job_id));
+                };
+                if let Some(owner) = page.lease_owner {
+                    if holder.as_deref() != Some(owner) {
+                        return Err(StoreError::LeaseLost { job_id: page.job_id });
+                    }
+                }
+
+                let mut existing: HashMap<String, (String, bool)> = HashMap::new();
+                if !records.is_empty() {
+                    let ids: Vec<&str> = records.iter().map(|r| r.external_id).collect();
+                    let rows: Vec<(String, String, bool)> =
+                        sqlx::query_as(Self::SELECT_EXISTING_HASHES)
+                            .bind(tenant.as_str())
+                            .bind(page.entity.as_str())
+                            .bind(page.provider.as_str())
+                            .bind(Self::id_list(&ids))
+                            .fetch_all(&mut *tx)
+                            .await
+                            .map_err(db("reading stored record hashes"))?;
+                    existing.extend(rows.into_iter().map(|(id, hash, deleted)| (id, (hash, deleted))));
+                }
+                let mut outcome = PageOutcome::default();
+                let mut new = Vec::new();
+                let mut changed = Vec::new();
+                for record in &records {
+                    match existing.get(record.external_id) {
+                        None => new.push(record),
+                        Some((hash, deleted)) if *deleted || *hash != record.hash => {
+                            changed.push(record)
+                        }
+                        Some(_) => outcome.unchanged += 1,
+                    }
+                }
+                outcome.inserted = new.len() as u64;
+                outcome.updated = changed.len() as u64;
+
+                let per_insert = rows_per_statement(Self::MAX_BINDS, INSERT_BINDS_PER_ROW, 0);
+                for chunk in new.chunks(per_insert) {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "INSERT INTO records (tenant_id, entity, provider, external_id, data, \
+                         content_hash, first_seen, last_synced) ",
+                    );
+                    qb.push_values(chunk, |mut row, record| {
+                        row.push_bind(tenant.as_str())
+                            .push_bind(page.entity.as_str())
+                            .push_bind(page.provider.as_str())
+                            .push_bind(record.external_id)
+                            .push_bind(Json(record.data))
+                            .push_bind(record.hash.as_str())
+                            .push_bind(now)
+                            .push_bind(now);
+                    });
+                    // Another writer may have inserted the same record meanwhile.
+                    qb.push(
+                        " ON CONFLICT (tenant_id, entity, provider, external_id) DO UPDATE SET \
+                         data = excluded.data, content_hash = excluded.content_hash, \
+                         last_synced = excluded.last_synced, deleted_at = NULL",
+                    );
+                    qb.build()
+                        .persistent(false)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("inserting records"))?;
+                }
+
+                let per_update =
+                    rows_per_statement(Self::MAX_BINDS, UPDATE_BINDS_PER_ROW, UPDATE_BINDS_FIXED);
+                for chunk in changed.chunks(per_update) {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "WITH page (external_id, data, content_hash) AS (",
+                    );
+                    qb.push_values(chunk, |mut row, record| {
+                        row.push_bind(record.external_id)
+                            .push_bind(Json(record.data))
+                            .push_bind(record.hash.as_str());
+                    });
+                    qb.push(
+                        ") UPDATE records SET data = page.data, \
+                         content_hash = page.content_hash, deleted_at = NULL, last_synced = ",
+                    )
+                    .push_bind(now)
+                    .push(" FROM page WHERE records.tenant_id = ")
+                    .push_bind(tenant.as_str())
+                    .push(" AND records.entity = ")
+                    .push_bind(page.entity.as_str())
+                    .push(" AND records.provider = ")
+                    .push_bind(page.provider.as_str())
+                    .push(" AND records.external_id = page.external_id");
+                    qb.build()
+                        .persistent(false)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("updating records"))?;
+                }
+
+                if let Some(cursor) = page.cursor {
+                    let query = match page.lease_owner {
+                        Some(owner) => sqlx::query(
+                            "UPDATE jobs SET cursor = $1, updated_at = $2 \
+                             WHERE id = $3 AND tenant_id = $4 AND lease_owner = $5",
+                        )
+                        .bind(cursor)
+                        .bind(now)
+                        .bind(page.job_id)
+                        .bind(tenant.as_str())
+                        .bind(owner),
+                        None => sqlx::query(
+                            "UPDATE jobs SET cursor = $1, updated_at = $2 \
+                             WHERE id = $3 AND tenant_id = $4",
+                        )
+                        .bind(cursor)
+                        .bind(now)
+                        .bind(page.job_id)
+                        .bind(tenant.as_str()),
+                    };
+                    let done = query
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("moving the job cursor"))?;
+                    if done.rows_affected() == 0 {
+                        // Dropping `tx` rolls the records back with the cursor.
+                        return Err(StoreError::LeaseLost { job_id: page.job_id });
+                    }
+                }
+                tx.commit().await.map_err(db("committing a page"))?;
+                Ok(outcome)
+            }
+
+            pub(super) async fn list_records(
+                &self,
+                tenant: &TenantId,
+                entity: &EntityName,
+                limit: i64,
+            ) -> Result<Vec<RecordRow>, StoreError> {
+                let raws: Vec<RawRecord> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    record_columns!(),
+                    " FROM records WHERE tenant_id = $1 AND entity = $2 \
+                     ORDER BY provider, external_id LIMIT $3"
+                ))
+                .bind(tenant.as_str())
+                .bind(entity.as_str())
+                .bind(limit.max(0))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("listing records"))?;
+                convert_all(raws)
+            }
+
+            pub(super) async fn get_record(
+                &self,
+                tenant: &TenantId,
+                entity: &EntityName,
+                provider: &ProviderId,
+                external_id: &str,
+            ) -> Result<Option<RecordRow>, StoreError> {
+                let raw: Option<RawRecord> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    record_columns!(),
+                    " FROM records WHERE tenant_id = $1 AND entity = $2 AND provider = $3 \
+                     AND external_id = $4"
+                ))
+                .bind(tenant.as_str())
+                .bind(entity.as_str())
+                .bind(provider.as_str())
+                .bind(external_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading a record"))?;
+                raw.map(RecordRow::try_from).transpose()
+            }
+
+            pub(super) async fn count_records(
+                &self,
+                tenant: &TenantId,
+                entity: Option<&EntityName>,
+            ) -> Result<i64, StoreError> {
+                let query = match entity {
+                    Some(entity) => sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM records WHERE tenant_id = $1 AND entity = $2",
+                    )
+                    .bind(tenant.as_str())
+                    .bind(entity.as_str()),
+                    None => sqlx::query_scalar("SELECT COUNT(*) FROM records WHERE tenant_id = $1")
+                        .bind(tenant.as_str()),
+                };
+                query
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db("counting records"))
+            }
+        }
+    };
+}
+
+record_methods!(SqliteStore, sqlx::Sqlite);
+record_methods!(PgStore, sqlx::Postgres);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_collapse_to_the_last_occurrence() {
+        let rec = |id: &str, v: i64| RecordInput {
+            external_id: id.into(),
+            data: serde_json::json!({ "v": v }),
+        };
+        let page = [rec("a", 1), rec("b", 2), rec("a", 3)];
+        let prepared = prepare(&page);
+        let got: Vec<_> = prepared
+            .iter()
+            .map(|p| (p.external_id, p.data.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", serde_json::json!({"v": 3})),
+                ("b", serde_json::json!({"v": 2}))
+            ]
+        );
+    }
+
+    #[test]
+    fn statements_stay_within_the_bind_limit() {
+        let rows = rows_per_statement(SqliteStore::MAX_BINDS, INSERT_BINDS_PER_ROW, 0);
+        assert!(rows * INSERT_BINDS_PER_ROW <= SqliteStore::MAX_BINDS);
+        let rows = rows_per_statement(999, UPDATE_BINDS_PER_ROW, UPDATE_BINDS_FIXED);
+        assert!(rows * UPDATE_BINDS_PER_ROW + UPDATE_BINDS_FIXED <= 999);
+    }
+}

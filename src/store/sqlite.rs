@@ -1,0 +1,91 @@
+//! The SQLite backend: the embedded default store, one file in WAL mode.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use super::error::{StoreError, db};
+use super::invalid_url;
+
+/// A store on a SQLite database file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pub(super) pool: SqlitePool,
+    /// The database file; `None` for an in-memory database.
+    path: Option<PathBuf>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database named by a `sqlite:` URL and migrates it.
+    pub(super) async fn connect(url: &str) -> Result<Self, StoreError> {
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        let (file, params) = rest.split_once('?').unwrap_or((rest, ""));
+        if file.is_empty() {
+            return Err(invalid_url(url, "no database file named"));
+        }
+        let in_memory = file == ":memory:" || params.split('&').any(|p| p == "mode=memory");
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| invalid_url(url, &e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let path = (!in_memory).then(|| options.get_filename().to_path_buf());
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(db("opening the sqlite database"))?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool, path })
+    }
+
+    /// The database file, if the database is not in memory.
+    pub(super) fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    // --- SQL that differs from PostgreSQL ------------------------------------------------
+
+    /// Takes the write lock up front, so a read-then-write transaction never fails to
+    /// upgrade its lock (`SQLITE_BUSY`) while another writer commits.
+    pub(super) const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+
+    /// Bind parameters per statement (SQLite's `SQLITE_MAX_VARIABLE_NUMBER` default since
+    /// 3.32; the bundled library is newer).
+    pub(super) const MAX_BINDS: usize = 32_766;
+
+    /// `$4` is a list built by [`Self::id_list`].
+    pub(super) const SELECT_EXISTING_HASHES: &'static str = "SELECT external_id, content_hash, \
+         deleted_at IS NOT NULL AS deleted FROM records \
+         WHERE tenant_id = $1 AND entity = $2 AND provider = $3 \
+         AND external_id IN (SELECT value FROM json_each($4))";
+
+    /// Locks nothing beyond `BEGIN IMMEDIATE`, which already holds the write lock.
+    pub(super) const SELECT_JOB_FOR_WRITE: &'static str =
+        "SELECT lease_owner FROM jobs WHERE id = $1 AND tenant_id = $2";
+
+    /// `$3` is a list built by [`Self::id_list`] of the providers that stay enabled.
+    pub(super) const DISABLE_OTHER_JOBS: &'static str = "UPDATE jobs SET enabled = FALSE, \
+         updated_at = $1 WHERE tenant_id = $2 AND enabled AND connection_id IN \
+         (SELECT id FROM connections WHERE tenant_id = $2 \
+          AND provider NOT IN (SELECT value FROM json_each($3)))";
+
+    /// `$4` is a list built by [`Self::id_list`] of the providers that stay enabled.
+    pub(super) const DISABLE_OTHER_CONNECTIONS: &'static str = "UPDATE connections \
+         SET status = 'disabled', status_reason = $1, updated_at = $2 \
+         WHERE tenant_id = $3 AND status <> 'disabled' \
+         AND provider NOT IN (SELECT value FROM json_each($4))";
+
+    /// A list of strings as one bind parameter: a JSON array, read with `json_each`.
+    pub(super) fn id_list(ids: &[&str]) -> String {
+        serde_json::Value::from(ids.to_vec()).to_string()
+    }
+}

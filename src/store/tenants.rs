@@ -1,0 +1,389 @@
+//! Tenants, their overrides and their connections: SQL shared by both backends.
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+
+use super::error::{StoreError, db, is_unique_violation};
+use super::postgres::PgStore;
+use super::rows::{RawConnection, RawOverride, RawTenant, convert_all, now};
+use super::sqlite::SqliteStore;
+use super::types::{AuditEntry, ConnectionRow, SealedBlob, TenantRow, TenantState};
+use crate::model::{ConnectionStatus, ProviderId, TenantId};
+
+/// Why tenant saves disable a connection.
+const NOT_ENABLED_REASON: &str = "provider is not enabled for the tenant";
+
+/// The error for a company connection that does not exist.
+fn no_connection(tenant: &TenantId, provider: &ProviderId) -> StoreError {
+    StoreError::NotFound {
+        what: format!(
+            "no connection for provider `{provider}` at tenant `{tenant}` \
+             (is the provider enabled in its preset?)"
+        ),
+    }
+}
+
+/// Maps a failed tenant write; a taken subdomain is a conflict, not a database failure.
+fn tenant_write_error(
+    state: &TenantState,
+    context: &'static str,
+) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |err| {
+        if is_unique_violation(&err) {
+            StoreError::Conflict {
+                what: format!(
+                    "subdomain `{}` is already used by another tenant",
+                    state.subdomain
+                ),
+            }
+        } else {
+            db(context)(err)
+        }
+    }
+}
+
+macro_rules! tenant_methods {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            pub(super) async fn create_tenant(
+                &self,
+                state: &TenantState,
+                audit: &AuditEntry,
+            ) -> Result<TenantRow, StoreError> {
+                let now = now();
+                let mut tx = self
+                    .pool
+                    .begin_with(Self::BEGIN_WRITE)
+                    .await
+                    .map_err(db("starting a transaction"))?;
+                let raw: Option<RawTenant> = sqlx::query_as(concat!(
+                    "INSERT INTO tenants (",
+                    tenant_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+                     ON CONFLICT (id) DO NOTHING RETURNING ",
+                    tenant_columns!()
+                ))
+                .bind(state.id.as_str())
+                .bind(&state.name)
+                .bind(&state.subdomain)
+                .bind(&state.timezone)
+                .bind(state.preset.as_str())
+                .bind(&state.preset_revision)
+                .bind(Json(&state.preset_snapshot))
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(tenant_write_error(state, "inserting a tenant"))?;
+                let Some(raw) = raw else {
+                    return Err(StoreError::Conflict {
+                        what: format!("tenant `{}` already exists", state.id),
+                    });
+                };
+                let row = TenantRow::try_from(raw)?;
+                Self::apply_tenant_state(&mut tx, state, now).await?;
+                Self::insert_audit(&mut tx, audit).await?;
+                tx.commit().await.map_err(db("committing a new tenant"))?;
+                Ok(row)
+            }
+
+            pub(super) async fn update_tenant(
+                &self,
+                state: &TenantState,
+                audit: &AuditEntry,
+            ) -> Result<TenantRow, StoreError> {
+                let now = now();
+                let mut tx = self
+                    .pool
+                    .begin_with(Self::BEGIN_WRITE)
+                    .await
+                    .map_err(db("starting a transaction"))?;
+                let raw: Option<RawTenant> = sqlx::query_as(concat!(
+                    "UPDATE tenants SET name = $2, subdomain = $3, timezone = $4, preset = $5, \
+                     preset_revision = $6, preset_snapshot = $7, updated_at = $8 \
+                     WHERE id = $1 RETURNING ",
+                    tenant_columns!()
+                ))
+                .bind(state.id.as_str())
+                .bind(&state.name)
+                .bind(&state.subdomain)
+                .bind(&state.timezone)
+                .bind(state.preset.as_str())
+                .bind(&state.preset_revision)
+                .bind(Json(&state.preset_snapshot))
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(tenant_write_error(state, "updating a tenant"))?;
+                let Some(raw) = raw else {
+                    return Err(StoreError::NotFound {
+                        what: format!("tenant `{}` does not exist", state.id),
+                    });
+                };
+                let row = TenantRow::try_from(raw)?;
+                Self::apply_tenant_state(&mut tx, state, now).await?;
+                Self::insert_audit(&mut tx, audit).await?;
+                tx.commit().await.map_err(db("committing a tenant update"))?;
+                Ok(row)
+            }
+
+            /// Overrides and connections of a tenant save (see `Store::create_tenant`).
+            async fn apply_tenant_state(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                state: &TenantState,
+                now: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                let tenant = state.id.as_str();
+                sqlx::query("DELETE FROM overrides WHERE tenant_id = $1")
+                    .bind(tenant)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db("deleting overrides"))?;
+                for (provider, layer) in &state.overrides {
+                    sqlx::query(
+                        "INSERT INTO overrides (tenant_id, provider, layer, updated_at) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, provider) \
+                         DO UPDATE SET layer = excluded.layer",
+                    )
+                    .bind(tenant)
+                    .bind(provider.as_str())
+                    .bind(Json(layer))
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db("inserting an override"))?;
+                }
+                let enabled: Vec<&str> = state
+                    .enabled_providers
+                    .iter()
+                    .map(ProviderId::as_str)
+                    .collect();
+                for provider in &enabled {
+                    // A provider switched back on: its jobs run again and its connections
+                    // return to where their credentials put them.
+                    sqlx::query(
+                        "UPDATE jobs SET enabled = TRUE, updated_at = $1 \
+                         WHERE tenant_id = $2 AND NOT enabled AND connection_id IN \
+                         (SELECT id FROM connections WHERE tenant_id = $2 AND provider = $3 \
+                          AND status = 'disabled')",
+                    )
+                    .bind(now)
+                    .bind(tenant)
+                    .bind(*provider)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db("enabling jobs"))?;
+                    sqlx::query(
+                        "UPDATE connections SET status = CASE WHEN credentials IS NULL \
+                         THEN 'pending' ELSE 'connected' END, status_reason = NULL, \
+                         updated_at = $1 \
+                         WHERE tenant_id = $2 AND provider = $3 AND status = 'disabled'",
+                    )
+                    .bind(now)
+                    .bind(tenant)
+                    .bind(*provider)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db("enabling connections"))?;
+                    sqlx::query(
+                        "INSERT INTO connections \
+                         (tenant_id, provider, owner_user, status, created_at, updated_at) \
+                         VALUES ($1, $2, '', 'pending', $3, $3) \
+                         ON CONFLICT (tenant_id, provider, owner_user) DO NOTHING",
+                    )
+                    .bind(tenant)
+                    .bind(*provider)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db("creating a connection"))?;
+                }
+                sqlx::query(Self::DISABLE_OTHER_JOBS)
+                    .bind(now)
+                    .bind(tenant)
+                    .bind(Self::id_list(&enabled))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db("disabling jobs"))?;
+                sqlx::query(Self::DISABLE_OTHER_CONNECTIONS)
+                    .bind(NOT_ENABLED_REASON)
+                    .bind(now)
+                    .bind(tenant)
+                    .bind(Self::id_list(&enabled))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db("disabling connections"))?;
+                Ok(())
+            }
+
+            pub(super) async fn get_tenant(
+                &self,
+                tenant: &TenantId,
+            ) -> Result<Option<TenantRow>, StoreError> {
+                let raw: Option<RawTenant> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    tenant_columns!(),
+                    " FROM tenants WHERE id = $1"
+                ))
+                .bind(tenant.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading a tenant"))?;
+                raw.map(TenantRow::try_from).transpose()
+            }
+
+            pub(super) async fn list_tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
+                let raws: Vec<RawTenant> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    tenant_columns!(),
+                    " FROM tenants ORDER BY id"
+                ))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("listing tenants"))?;
+                convert_all(raws)
+            }
+
+            pub(super) async fn get_overrides(
+                &self,
+                tenant: &TenantId,
+            ) -> Result<Vec<(ProviderId, serde_json::Value)>, StoreError> {
+                let raws: Vec<RawOverride> = sqlx::query_as(
+                    "SELECT provider, layer FROM overrides WHERE tenant_id = $1 ORDER BY provider",
+                )
+                .bind(tenant.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("reading overrides"))?;
+                convert_all(raws)
+            }
+
+            pub(super) async fn list_connections(
+                &self,
+                tenant: &TenantId,
+            ) -> Result<Vec<ConnectionRow>, StoreError> {
+                let raws: Vec<RawConnection> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    connection_columns!(),
+                    " FROM connections WHERE tenant_id = $1 ORDER BY provider, owner_user, id"
+                ))
+                .bind(tenant.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("listing connections"))?;
+                convert_all(raws)
+            }
+
+            pub(super) async fn get_connection(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+            ) -> Result<Option<ConnectionRow>, StoreError> {
+                let raw: Option<RawConnection> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    connection_columns!(),
+                    " FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = ''"
+                ))
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading a connection"))?;
+                raw.map(ConnectionRow::try_from).transpose()
+            }
+
+            pub(super) async fn set_credentials(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                sealed: &SealedBlob,
+                audit: &AuditEntry,
+            ) -> Result<ConnectionRow, StoreError> {
+                let now = now();
+                let mut tx = self
+                    .pool
+                    .begin_with(Self::BEGIN_WRITE)
+                    .await
+                    .map_err(db("starting a transaction"))?;
+                let raw: Option<RawConnection> = sqlx::query_as(concat!(
+                    "UPDATE connections SET credentials = $1, credentials_key_id = $2, \
+                     credentials_version = credentials_version + 1, \
+                     credentials_updated_at = $3, updated_at = $3, \
+                     status_reason = CASE WHEN status IN ('pending', 'needs_reauth', 'error') \
+                     THEN NULL ELSE status_reason END, \
+                     status = CASE WHEN status IN ('pending', 'needs_reauth', 'error') \
+                     THEN 'connected' ELSE status END \
+                     WHERE tenant_id = $4 AND provider = $5 AND owner_user = '' RETURNING ",
+                    connection_columns!()
+                ))
+                .bind(sealed.bytes.as_slice())
+                .bind(&sealed.key_id)
+                .bind(now)
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("storing credentials"))?;
+                let row = raw
+                    .ok_or_else(|| no_connection(tenant, provider))
+                    .and_then(ConnectionRow::try_from)?;
+                Self::insert_audit(&mut tx, audit).await?;
+                tx.commit().await.map_err(db("committing credentials"))?;
+                Ok(row)
+            }
+
+            pub(super) async fn get_credentials(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+            ) -> Result<Option<(SealedBlob, i64)>, StoreError> {
+                let raw: Option<(Vec<u8>, Option<String>, i64)> = sqlx::query_as(
+                    "SELECT credentials, credentials_key_id, credentials_version \
+                     FROM connections WHERE tenant_id = $1 AND provider = $2 \
+                     AND owner_user = '' AND credentials IS NOT NULL",
+                )
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading credentials"))?;
+                let Some((bytes, key_id, version)) = raw else {
+                    return Ok(None);
+                };
+                let key_id = key_id.ok_or_else(|| StoreError::Corrupt {
+                    what: format!(
+                        "connections: credentials of `{provider}` at tenant `{tenant}` \
+                         have no key id"
+                    ),
+                })?;
+                Ok(Some((SealedBlob { key_id, bytes }, version)))
+            }
+
+            pub(super) async fn set_connection_status(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                status: ConnectionStatus,
+                reason: Option<&str>,
+            ) -> Result<ConnectionRow, StoreError> {
+                let raw: Option<RawConnection> = sqlx::query_as(concat!(
+                    "UPDATE connections SET status = $1, status_reason = $2, updated_at = $3 \
+                     WHERE tenant_id = $4 AND provider = $5 AND owner_user = '' RETURNING ",
+                    connection_columns!()
+                ))
+                .bind(status.as_str())
+                .bind(reason)
+                .bind(now())
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("setting a connection status"))?;
+                raw.ok_or_else(|| no_connection(tenant, provider))
+                    .and_then(ConnectionRow::try_from)
+            }
+        }
+    };
+}
+
+tenant_methods!(SqliteStore, sqlx::Sqlite);
+tenant_methods!(PgStore, sqlx::Postgres);
