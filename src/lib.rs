@@ -2,8 +2,10 @@
 //!
 //! The library holds everything; `src/main.rs` only calls [`cli::main`].
 
+pub mod cli;
 pub mod config;
 pub mod model;
 pub mod secrets;
 pub mod simulator;
 pub mod store;
+pub mod tenants;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `tributary` binary: everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    tributary::cli::main()
+}

@@ -60,6 +60,17 @@ pub enum AuthKind {
 }
 
 impl AuthKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Oauth2RefreshToken => "oauth2_refresh_token",
+            Self::Oauth2ClientCredentials => "oauth2_client_credentials",
+            Self::ApiKey => "api_key",
+            Self::Basic => "basic",
+            Self::Bearer => "bearer",
+            Self::SessionToken => "session_token",
+        }
+    }
+
     /// Credential fields an operator must supply when the manifest names none.
     pub fn default_credentials(self) -> &'static [&'static str] {
         match self {

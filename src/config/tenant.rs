@@ -305,15 +305,35 @@ impl Effective {
         out
     }
 
+    /// Leaves that matter for a comparison: whether each provider is enabled, and every
+    /// setting of the enabled ones (a disabled provider's settings do not run).
+    fn effective_leaves(&self) -> BTreeMap<String, Value> {
+        let mut out = BTreeMap::new();
+        for p in self.providers.values() {
+            let prefix = join("providers", p.provider.as_str());
+            out.insert(join(&prefix, "enabled"), Value::Bool(p.config.is_enabled()));
+            if p.config.is_enabled() {
+                for (k, v) in p.config.entries() {
+                    out.insert(join(&prefix, &k), v);
+                }
+            }
+        }
+        out
+    }
+
     /// What differs between `self` (before) and `after`, leaf by leaf.
     pub fn diff(&self, after: &Effective) -> Vec<Change> {
-        let before: BTreeMap<String, Value> =
-            self.explain().into_iter().map(|(k, v, _)| (k, v)).collect();
-        let after: BTreeMap<String, Value> = after
-            .explain()
-            .into_iter()
-            .map(|(k, v, _)| (k, v))
+        let mut before = self.effective_leaves();
+        let mut after = after.effective_leaves();
+        // A provider switched on or off is one change, not one per setting.
+        let toggled: Vec<String> = before
+            .iter()
+            .filter(|(k, v)| k.ends_with(".enabled") && k.matches('.').count() == 2 && after.get(*k) != Some(*v))
+            .map(|(k, _)| k.trim_end_matches("enabled").to_owned())
             .collect();
+        let keep = |k: &String| !toggled.iter().any(|t| k.starts_with(t.as_str()) && k[t.len()..] != *"enabled");
+        before.retain(|k, _| keep(k));
+        after.retain(|k, _| keep(k));
         let mut out = Vec::new();
         for (k, v) in &before {
             match after.get(k) {

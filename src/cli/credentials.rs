@@ -1,0 +1,124 @@
+//! `credentials set|show`. Secrets are read from stdin only and never printed.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use clap::Subcommand;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::output::outln;
+use super::{Global, actor, output};
+use crate::model::{ProviderId, TenantId};
+use crate::secrets::Credentials;
+use crate::store::AuditEntry;
+
+#[derive(Debug, Subcommand)]
+pub enum CredentialsCmd {
+    /// Store a provider's credentials for a tenant: a JSON object read from stdin
+    /// (e.g. `{"api_token": "…"}`), encrypted with the master key.
+    Set {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        provider: String,
+    },
+    /// List which credentials exist and when they changed — never their values.
+    Show {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
+    let catalog = g.catalog()?;
+    let store = g.store(&catalog).await?;
+    let result = match cmd {
+        CredentialsCmd::Set { tenant, provider } => {
+            let tenant = TenantId::parse(&tenant)?;
+            let provider = ProviderId::parse(&provider)?;
+            let manifest = catalog
+                .manifests
+                .get(provider.as_str())
+                .ok_or_else(|| anyhow::anyhow!("unknown provider `{provider}` (known: {})", catalog.manifests.names()))?;
+            if store.get_tenant(&tenant).await?.is_none() {
+                anyhow::bail!("tenant `{tenant}` not found");
+            }
+            let mut input = Zeroizing::new(Vec::new());
+            std::io::stdin().read_to_end(&mut input).context("cannot read credentials from stdin")?;
+            let creds = Credentials::from_json(&input).context("credentials on stdin")?;
+            let required = manifest.auth.required_credentials();
+            let missing = creds.missing(&required);
+            if !missing.is_empty() {
+                anyhow::bail!(
+                    "credentials for `{provider}` ({} auth) are missing: {} (expected fields: {})",
+                    manifest.auth.kind.as_str(),
+                    missing.join(", "),
+                    required.join(", ")
+                );
+            }
+            let key = g.master_key(&catalog, &store)?;
+            let sealed = key.seal(&tenant, &provider, &creds.to_json());
+            let fields: Vec<&str> = creds.names().collect();
+            let audit = AuditEntry {
+                at: Utc::now(),
+                actor: actor(),
+                action: "credentials.set".into(),
+                tenant_id: Some(tenant.clone()),
+                subject: Some(provider.to_string()),
+                details: json!({ "fields": fields, "key_id": key.id() }),
+            };
+            let conn = store.set_credentials(&tenant, &provider, &sealed, &audit).await?;
+            if g.json {
+                output::json(&json!({ "tenant": tenant, "provider": provider, "version": conn.credentials_version, "status": conn.status, "fields": fields }))?;
+            } else {
+                outln!(
+                    "stored credentials for {tenant}/{provider} (fields: {}; version {}; connection {})",
+                    fields.join(", "),
+                    conn.credentials_version,
+                    conn.status
+                );
+            }
+            Ok(())
+        }
+        CredentialsCmd::Show { tenant } => {
+            let tenants = match tenant {
+                Some(t) => vec![TenantId::parse(&t)?],
+                None => store.list_tenants().await?.into_iter().map(|t| t.id).collect(),
+            };
+            let mut rows = Vec::new();
+            for t in &tenants {
+                for c in store.list_connections(t).await? {
+                    rows.push(c);
+                }
+            }
+            if g.json {
+                let list: Vec<_> = rows
+                    .iter()
+                    .map(|c| json!({ "tenant": c.tenant_id, "provider": c.provider, "status": c.status, "has_credentials": c.has_credentials, "key_id": c.credentials_key_id, "version": c.credentials_version, "updated_at": c.credentials_updated_at }))
+                    .collect();
+                output::json(&list)?;
+            } else {
+                let table: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.tenant_id.to_string(),
+                            c.provider.to_string(),
+                            c.status.to_string(),
+                            if c.has_credentials { "stored".into() } else { "none".into() },
+                            c.credentials_version.to_string(),
+                            c.credentials_updated_at.map_or("-".into(), |t| t.to_rfc3339()),
+                        ]
+                    })
+                    .collect();
+                output::table(&["TENANT", "PROVIDER", "STATUS", "CREDENTIALS", "VERSION", "CHANGED"], &table);
+            }
+            Ok(())
+        }
+    };
+    store.close().await;
+    result.map(|()| ExitCode::SUCCESS)
+}

@@ -1,0 +1,190 @@
+//! The `tributary` command line: clap subcommands over the library. Human output by
+//! default, `--json` for machines; errors name what and where and exit non-zero.
+
+mod catalog;
+mod credentials;
+mod output;
+mod tenant;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Catalog, ConfigDir};
+use crate::secrets::MasterKey;
+use crate::store::Store;
+
+/// tributary — a multi-tenant integration sync daemon.
+///
+/// Keeps a normalized copy of each tenant's LMS, CRM and work-tool data current.
+#[derive(Debug, Parser)]
+#[command(name = "tributary", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// Configuration directory (entities.toml, presets.toml, tributary.toml, tenants/).
+    /// Default: ./config when it exists, else the copies built into the binary.
+    #[arg(long, global = true, env = "TRIBUTARY_CONFIG", value_name = "DIR")]
+    pub config: Option<PathBuf>,
+    /// Directory of extra or replacement connector manifests.
+    /// Default: ./connectors when it exists.
+    #[arg(long, global = true, env = "TRIBUTARY_CONNECTORS", value_name = "DIR")]
+    pub connectors: Option<PathBuf>,
+    /// Store URL: sqlite://FILE (default sqlite://tributary.db) or postgres://…
+    #[arg(long, global = true, env = "TRIBUTARY_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "TRIBUTARY_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate configuration files.
+    #[command(subcommand)]
+    Config(catalog::ConfigCmd),
+    /// List and inspect presets.
+    #[command(subcommand)]
+    Presets(catalog::PresetsCmd),
+    /// List connectors (providers).
+    #[command(subcommand)]
+    Connectors(catalog::ConnectorsCmd),
+    /// Create, apply, inspect and rebase tenants.
+    #[command(subcommand)]
+    Tenant(tenant::TenantCmd),
+    /// Store and list encrypted provider credentials.
+    #[command(subcommand)]
+    Credentials(credentials::CredentialsCmd),
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Config(cmd) => catalog::config(g, cmd),
+        Command::Presets(cmd) => catalog::presets(g, cmd),
+        Command::Connectors(cmd) => catalog::connectors(g, cmd),
+        Command::Tenant(cmd) => tenant::run(g, cmd).await,
+        Command::Credentials(cmd) => credentials::run(g, cmd).await,
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TRIBUTARY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+}
+
+impl Global {
+    pub fn config_dir(&self) -> ConfigDir {
+        match &self.config {
+            Some(dir) => ConfigDir::Dir(dir.clone()),
+            None if PathBuf::from("config").is_dir() => ConfigDir::Dir(PathBuf::from("config")),
+            None => ConfigDir::Builtin,
+        }
+    }
+
+    pub fn connectors_dir(&self) -> Option<PathBuf> {
+        match &self.connectors {
+            Some(dir) => Some(dir.clone()),
+            None => Some(PathBuf::from("connectors")).filter(|d| d.is_dir()),
+        }
+    }
+
+    /// Loads and validates configuration; every problem is in the error.
+    pub fn catalog(&self) -> anyhow::Result<Catalog> {
+        Catalog::load(&self.config_dir(), self.connectors_dir().as_deref()).map_err(|d| anyhow::anyhow!("{d}"))
+    }
+
+    pub fn database_url(&self, catalog: &Catalog) -> String {
+        self.database_url
+            .clone()
+            .or_else(|| catalog.settings.store.database_url.clone())
+            .unwrap_or_else(|| "sqlite://tributary.db".to_owned())
+    }
+
+    pub async fn store(&self, catalog: &Catalog) -> anyhow::Result<Store> {
+        let url = self.database_url(catalog);
+        Store::connect(&url).await.with_context(|| format!("cannot open the store at {}", redact_url(&url)))
+    }
+
+    /// Finds (or creates) the master key; logs where it came from.
+    pub fn master_key(&self, catalog: &Catalog, store: &Store) -> anyhow::Result<MasterKey> {
+        let configured = std::env::var_os("TRIBUTARY_MASTER_KEY_FILE")
+            .map(PathBuf::from)
+            .or_else(|| catalog.settings.secrets.master_key_file.clone());
+        let systemd = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        let state_dir = store
+            .sqlite_path()
+            .and_then(|p| p.parent())
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let (key, origin) = MasterKey::locate(configured.as_deref(), systemd.as_deref(), &state_dir)?;
+        match origin {
+            crate::secrets::KeyOrigin::Generated(ref p) => tracing::warn!(
+                path = %p.display(),
+                key_id = key.id(),
+                "generated a new master key; back it up — without it stored credentials cannot be decrypted"
+            ),
+            ref o => tracing::debug!(key_id = key.id(), "master key from {o}"),
+        }
+        Ok(key)
+    }
+}
+
+/// The actor recorded in the audit log for command-line changes.
+pub fn actor() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
+/// Hides a password in a database URL.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}

@@ -1,0 +1,224 @@
+//! `tenant create|apply|list|show|rebase|set-preset`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use serde_json::json;
+
+use super::output::outln;
+use super::{Global, actor, output};
+use crate::config::{Change, DEFAULT_TIMEZONE, TenantSpec, check_subdomain, check_timezone};
+use crate::model::{PresetName, TenantId};
+use crate::tenants::{ApplyOutcome, Rebased, Tenants};
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCmd {
+    /// Create a tenant with a preset; it pins the preset's current revision.
+    Create {
+        /// Tenant id: lowercase letters, digits and `-`.
+        #[arg(long)]
+        id: String,
+        /// Display name, e.g. "Acme Training Ltd".
+        #[arg(long)]
+        name: String,
+        /// The tenant's subdomain at its providers (e.g. acme for acme.aptem.co.uk).
+        #[arg(long)]
+        subdomain: String,
+        /// One of `tributary presets list`.
+        #[arg(long)]
+        preset: String,
+        /// IANA time zone its schedules run in.
+        #[arg(long, default_value = DEFAULT_TIMEZONE)]
+        timezone: String,
+    },
+    /// Create or update a tenant from a file (declarative, idempotent).
+    Apply { file: PathBuf },
+    /// List tenants.
+    List,
+    /// Show a tenant's effective configuration.
+    Show {
+        id: String,
+        /// Mark where every value comes from (preset revision or tenant override).
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Adopt the preset's current revision and print what changed.
+    Rebase { id: String },
+    /// Switch a tenant to another preset; dropped providers' connections are disabled, records stay.
+    SetPreset { id: String, preset: String },
+}
+
+pub async fn run(g: &Global, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
+    let catalog = g.catalog()?;
+    let store = g.store(&catalog).await?;
+    let tenants = Tenants::new(&catalog, &store, actor());
+    let result = match cmd {
+        TenantCmd::Create { id, name, subdomain, preset, timezone } => {
+            let id = TenantId::parse(&id)?;
+            check_subdomain(&subdomain).map_err(anyhow::Error::msg)?;
+            check_timezone(&timezone).map_err(anyhow::Error::msg)?;
+            let preset = PresetName::parse(&preset)?;
+            let spec = TenantSpec { id: id.clone(), name, subdomain, preset: preset.clone(), timezone, overrides: BTreeMap::new() };
+            let revision = tenants.create(&spec).await?;
+            if g.json {
+                output::json(&json!({ "created": id, "preset": preset, "revision": revision }))?;
+            } else {
+                outln!("created tenant {id} on preset {preset} at revision {revision}");
+            }
+            Ok(())
+        }
+        TenantCmd::Apply { file } => {
+            let spec = catalog.tenant_file(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
+            let outcome = tenants.apply(&spec).await?;
+            if g.json {
+                output::json(&json!({ "tenant": spec.id, "outcome": outcome }))?;
+            } else {
+                match outcome {
+                    ApplyOutcome::Created { revision } => {
+                        outln!("created tenant {} on preset {} at revision {revision}", spec.id, spec.preset)
+                    }
+                    ApplyOutcome::Unchanged => outln!("tenant {} is unchanged", spec.id),
+                    ApplyOutcome::Updated { changes } => {
+                        outln!("updated tenant {}:", spec.id);
+                        print_changes(&changes);
+                    }
+                }
+            }
+            Ok(())
+        }
+        TenantCmd::List => {
+            let rows = store.list_tenants().await?;
+            if g.json {
+                let list: Vec<_> = rows
+                    .iter()
+                    .map(|t| json!({ "id": t.id, "name": t.name, "subdomain": t.subdomain, "timezone": t.timezone, "preset": t.preset, "preset_revision": t.preset_revision, "created_at": t.created_at }))
+                    .collect();
+                output::json(&list)?;
+            } else {
+                let table: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|t| {
+                        let current = catalog.presets.get(t.preset.as_str()).map(|p| p.revision.as_str());
+                        let rev = match current {
+                            Some(c) if c != t.preset_revision => format!("{} (current {c})", t.preset_revision),
+                            _ => t.preset_revision.clone(),
+                        };
+                        vec![t.id.to_string(), t.name.clone(), t.preset.to_string(), rev, t.timezone.clone()]
+                    })
+                    .collect();
+                output::table(&["TENANT", "NAME", "PRESET", "REVISION", "TIMEZONE"], &table);
+            }
+            Ok(())
+        }
+        TenantCmd::Show { id, explain } => show(g, &tenants, &store, &TenantId::parse(&id)?, explain).await,
+        TenantCmd::Rebase { id } => {
+            let r = tenants.rebase(&TenantId::parse(&id)?).await?;
+            print_rebased(g, &id, &r)
+        }
+        TenantCmd::SetPreset { id, preset } => {
+            let r = tenants.set_preset(&TenantId::parse(&id)?, &preset).await?;
+            print_rebased(g, &id, &r)
+        }
+    };
+    store.close().await;
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+async fn show(g: &Global, tenants: &Tenants<'_>, store: &crate::store::Store, id: &TenantId, explain: bool) -> anyhow::Result<()> {
+    let view = tenants.require(id).await?;
+    let connections = store.list_connections(id).await?;
+    let t = &view.tenant;
+    if g.json {
+        let mut providers = serde_json::Map::new();
+        for p in view.effective.providers.values() {
+            let conn = connections.iter().find(|c| c.provider == p.provider);
+            let mut entry = json!({
+                "enabled": p.config.is_enabled(),
+                "in_preset": p.in_preset,
+                "connection": conn.map(|c| json!({ "status": c.status, "has_credentials": c.has_credentials })),
+                "config": p.config,
+            });
+            if explain {
+                entry["origins"] = json!(p.origins);
+            }
+            providers.insert(p.provider.to_string(), entry);
+        }
+        return output::json(&json!({
+            "id": t.id, "name": t.name, "subdomain": t.subdomain, "timezone": t.timezone,
+            "preset": t.preset, "preset_revision": t.preset_revision, "current_revision": view.current_revision,
+            "providers": providers,
+        }));
+    }
+    outln!("tenant {} — {}", t.id, t.name);
+    outln!("  subdomain  {}", t.subdomain);
+    outln!("  timezone   {}", t.timezone);
+    let rev = match &view.current_revision {
+        Some(c) if *c != t.preset_revision => {
+            format!("{} (preset now at {c}; `tributary tenant rebase {}` adopts it)", t.preset_revision, t.id)
+        }
+        Some(_) => format!("{} (current)", t.preset_revision),
+        None => format!("{} (preset no longer exists)", t.preset_revision),
+    };
+    outln!("  preset     {} @ {rev}", t.preset);
+    for p in view.effective.providers.values() {
+        let conn = connections.iter().find(|c| c.provider == p.provider);
+        let state = if p.config.is_enabled() { "enabled" } else { "disabled" };
+        let conn = conn.map_or("no connection".to_owned(), |c| {
+            format!("connection {}{}", c.status, if c.has_credentials { "" } else { ", no credentials" })
+        });
+        let origin = match (p.in_preset, p.config.is_enabled()) {
+            (true, _) => "",
+            (false, true) => ", added by the tenant outside its preset",
+            (false, false) => ", not in the preset (tenant overrides kept)",
+        };
+        outln!("\n[{}] {state}{origin}; {conn}", p.provider);
+        let entries = p.config.entries();
+        let width = entries.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (path, value) in entries {
+            let value = if path.starts_with("mappings.") {
+                serde_json::from_value::<crate::config::MappingSpec>(value.clone())
+                    .map_or_else(|_| output::compact(&value), |m| m.describe())
+            } else {
+                output::compact(&value)
+            };
+            if explain {
+                let origin = p.origins.get(&path).map_or("tenant override".into(), |o| o.to_string());
+                outln!("  {path:<width$}  {value}  [{origin}]");
+            } else {
+                outln!("  {path:<width$}  {value}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_changes(changes: &[Change]) {
+    if changes.is_empty() {
+        outln!("  (no effective changes)");
+    }
+    for c in changes {
+        let show = |v: &Option<serde_json::Value>| v.as_ref().map_or("(unset)".into(), output::compact);
+        outln!("  {}: {} → {}", c.path, show(&c.before), show(&c.after));
+    }
+}
+
+fn print_rebased(g: &Global, id: &str, r: &Rebased) -> anyhow::Result<()> {
+    if g.json {
+        return output::json(&json!({ "tenant": id, "result": r }));
+    }
+    if r.from_preset == r.to_preset {
+        outln!("tenant {id}: preset {} {} → {}", r.to_preset, r.from_revision, r.to_revision);
+    } else {
+        outln!("tenant {id}: preset {}@{} → {}@{}", r.from_preset, r.from_revision, r.to_preset, r.to_revision);
+    }
+    for p in &r.disabled {
+        outln!("  connection {p} disabled (its records stay)");
+    }
+    for p in &r.enabled {
+        outln!("  connection {p} enabled");
+    }
+    print_changes(&r.changes);
+    Ok(())
+}
