@@ -22,7 +22,10 @@ pub enum TenantError {
     #[error("unknown preset `{name}` (known: {known})")]
     UnknownPreset { name: String, known: String },
     #[error("the resulting configuration of tenant `{tenant}` is invalid:\n{diagnostics}")]
-    Invalid { tenant: TenantId, diagnostics: Diagnostics },
+    Invalid {
+        tenant: TenantId,
+        diagnostics: Diagnostics,
+    },
     #[error("stored configuration of tenant `{tenant}` is unreadable: {reason}")]
     Corrupt { tenant: TenantId, reason: String },
     #[error(transparent)]
@@ -70,18 +73,38 @@ pub struct Tenants<'a> {
 
 impl<'a> Tenants<'a> {
     pub fn new(catalog: &'a Catalog, store: &'a Store, actor: impl Into<String>) -> Self {
-        Self { catalog, store, actor: actor.into() }
+        Self {
+            catalog,
+            store,
+            actor: actor.into(),
+        }
     }
 
     fn preset(&self, name: &str) -> Result<&'a Preset, TenantError> {
-        self.catalog.presets.get(name).ok_or_else(|| TenantError::UnknownPreset {
-            name: name.to_owned(),
-            known: self.catalog.presets.names(),
-        })
+        self.catalog
+            .presets
+            .get(name)
+            .ok_or_else(|| TenantError::UnknownPreset {
+                name: name.to_owned(),
+                known: self.catalog.presets.names(),
+            })
     }
 
-    fn audit(&self, action: &str, tenant: &TenantId, subject: Option<String>, details: Value) -> AuditEntry {
-        AuditEntry { at: Utc::now(), actor: self.actor.clone(), action: action.to_owned(), tenant_id: Some(tenant.clone()), subject, details }
+    fn audit(
+        &self,
+        action: &str,
+        tenant: &TenantId,
+        subject: Option<String>,
+        details: Value,
+    ) -> AuditEntry {
+        AuditEntry {
+            at: Utc::now(),
+            actor: self.actor.clone(),
+            action: action.to_owned(),
+            tenant_id: Some(tenant.clone()),
+            subject,
+            details,
+        }
     }
 
     /// Validates and builds the state to store for `spec` on `snapshot`.
@@ -91,11 +114,25 @@ impl<'a> Tenants<'a> {
         revision: &str,
         snapshot: &BTreeMap<ProviderId, ProviderLayer>,
     ) -> Result<(TenantState, Effective), TenantError> {
-        let effective = Effective::compute(self.catalog, &spec.preset, revision, snapshot, &spec.overrides);
+        let effective = Effective::compute(
+            self.catalog,
+            &spec.preset,
+            revision,
+            snapshot,
+            &spec.overrides,
+        );
         let mut diag = Diagnostics::default();
-        effective.check(self.catalog, &spec.subdomain, &mut diag, &format!("tenant {}", spec.id));
+        effective.check(
+            self.catalog,
+            &spec.subdomain,
+            &mut diag,
+            &format!("tenant {}", spec.id),
+        );
         if !diag.is_empty() {
-            return Err(TenantError::Invalid { tenant: spec.id.clone(), diagnostics: diag });
+            return Err(TenantError::Invalid {
+                tenant: spec.id.clone(),
+                diagnostics: diag,
+            });
         }
         let state = TenantState {
             id: spec.id.clone(),
@@ -129,10 +166,13 @@ impl<'a> Tenants<'a> {
             None,
             json!({ "preset": spec.preset, "revision": preset.revision, "overrides": state.overrides.iter().map(|(p, _)| p).collect::<Vec<_>>() }),
         );
-        self.store.create_tenant(&state, &audit).await.map_err(|e| match e {
-            StoreError::Conflict { .. } => TenantError::Exists(spec.id.clone()),
-            e => e.into(),
-        })?;
+        self.store
+            .create_tenant(&state, &audit)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict { .. } => TenantError::Exists(spec.id.clone()),
+                e => e.into(),
+            })?;
         Ok(preset.revision.clone())
     }
 
@@ -141,7 +181,10 @@ impl<'a> Tenants<'a> {
     /// Applying the same file twice changes nothing the second time.
     pub async fn apply(&self, spec: &TenantSpec) -> Result<ApplyOutcome, TenantError> {
         let Some(view) = self.view(&spec.id).await? else {
-            return self.create(spec).await.map(|revision| ApplyOutcome::Created { revision });
+            return self
+                .create(spec)
+                .await
+                .map(|revision| ApplyOutcome::Created { revision });
         };
         let row = &view.tenant;
         let (revision, snapshot) = if row.preset == spec.preset {
@@ -159,7 +202,14 @@ impl<'a> Tenants<'a> {
             ("preset", &row.preset.to_string(), &spec.preset.to_string()),
         ] {
             if before != after {
-                changes.insert(0, Change { path: field.into(), before: Some(json!(before)), after: Some(json!(after)) });
+                changes.insert(
+                    0,
+                    Change {
+                        path: field.into(),
+                        before: Some(json!(before)),
+                        after: Some(json!(after)),
+                    },
+                );
             }
         }
         let stored_overrides: Vec<(ProviderId, Value)> = view
@@ -171,7 +221,12 @@ impl<'a> Tenants<'a> {
         if changes.is_empty() && stored_overrides == state.overrides {
             return Ok(ApplyOutcome::Unchanged);
         }
-        let audit = self.audit("tenant.apply", &spec.id, None, json!({ "changes": changes }));
+        let audit = self.audit(
+            "tenant.apply",
+            &spec.id,
+            None,
+            json!({ "changes": changes }),
+        );
         self.store.update_tenant(&state, &audit).await?;
         Ok(ApplyOutcome::Updated { changes })
     }
@@ -191,7 +246,12 @@ impl<'a> Tenants<'a> {
         self.switch(view, &preset, "tenant.set_preset").await
     }
 
-    async fn switch(&self, view: TenantView, to: &PresetName, action: &str) -> Result<Rebased, TenantError> {
+    async fn switch(
+        &self,
+        view: TenantView,
+        to: &PresetName,
+        action: &str,
+    ) -> Result<Rebased, TenantError> {
         let preset = self.preset(to.as_str())?;
         let row = &view.tenant;
         let spec = TenantSpec {
@@ -203,7 +263,11 @@ impl<'a> Tenants<'a> {
             overrides: view.overrides.clone(),
         };
         let (state, effective) = self.state(&spec, &preset.revision, &preset.resolved)?;
-        let was: Vec<ProviderId> = view.effective.enabled().map(|p| p.provider.clone()).collect();
+        let was: Vec<ProviderId> = view
+            .effective
+            .enabled()
+            .map(|p| p.provider.clone())
+            .collect();
         let now: Vec<ProviderId> = effective.enabled().map(|p| p.provider.clone()).collect();
         let result = Rebased {
             from_preset: row.preset.clone(),
@@ -214,32 +278,61 @@ impl<'a> Tenants<'a> {
             disabled: was.iter().filter(|p| !now.contains(p)).cloned().collect(),
             enabled: now.iter().filter(|p| !was.contains(p)).cloned().collect(),
         };
-        let audit = self.audit(action, &row.id, Some(preset.name.to_string()), serde_json::to_value(&result).unwrap_or(Value::Null));
+        let audit = self.audit(
+            action,
+            &row.id,
+            Some(preset.name.to_string()),
+            serde_json::to_value(&result).unwrap_or(Value::Null),
+        );
         self.store.update_tenant(&state, &audit).await?;
         Ok(result)
     }
 
     /// The stored tenant and its effective configuration.
     pub async fn view(&self, id: &TenantId) -> Result<Option<TenantView>, TenantError> {
-        let Some(tenant) = self.store.get_tenant(id).await? else { return Ok(None) };
+        let Some(tenant) = self.store.get_tenant(id).await? else {
+            return Ok(None);
+        };
         let snapshot = snapshot_of(&tenant)?;
         let mut overrides = BTreeMap::new();
         for (p, v) in self.store.get_overrides(id).await? {
-            let layer: ProviderLayer = serde_json::from_value(v)
-                .map_err(|e| TenantError::Corrupt { tenant: id.clone(), reason: format!("overrides of `{p}`: {e}") })?;
+            let layer: ProviderLayer =
+                serde_json::from_value(v).map_err(|e| TenantError::Corrupt {
+                    tenant: id.clone(),
+                    reason: format!("overrides of `{p}`: {e}"),
+                })?;
             overrides.insert(p, layer);
         }
-        let effective = Effective::compute(self.catalog, &tenant.preset, &tenant.preset_revision, &snapshot, &overrides);
-        let current_revision = self.catalog.presets.get(tenant.preset.as_str()).map(|p| p.revision.clone());
-        Ok(Some(TenantView { tenant, overrides, effective, current_revision }))
+        let effective = Effective::compute(
+            self.catalog,
+            &tenant.preset,
+            &tenant.preset_revision,
+            &snapshot,
+            &overrides,
+        );
+        let current_revision = self
+            .catalog
+            .presets
+            .get(tenant.preset.as_str())
+            .map(|p| p.revision.clone());
+        Ok(Some(TenantView {
+            tenant,
+            overrides,
+            effective,
+            current_revision,
+        }))
     }
 
     pub async fn require(&self, id: &TenantId) -> Result<TenantView, TenantError> {
-        self.view(id).await?.ok_or_else(|| TenantError::NotFound(id.clone()))
+        self.view(id)
+            .await?
+            .ok_or_else(|| TenantError::NotFound(id.clone()))
     }
 }
 
 fn snapshot_of(row: &TenantRow) -> Result<BTreeMap<ProviderId, ProviderLayer>, TenantError> {
-    serde_json::from_value(row.preset_snapshot.clone())
-        .map_err(|e| TenantError::Corrupt { tenant: row.id.clone(), reason: format!("preset snapshot: {e}") })
+    serde_json::from_value(row.preset_snapshot.clone()).map_err(|e| TenantError::Corrupt {
+        tenant: row.id.clone(),
+        reason: format!("preset snapshot: {e}"),
+    })
 }

@@ -39,15 +39,19 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
         CredentialsCmd::Set { tenant, provider } => {
             let tenant = TenantId::parse(&tenant)?;
             let provider = ProviderId::parse(&provider)?;
-            let manifest = catalog
-                .manifests
-                .get(provider.as_str())
-                .ok_or_else(|| anyhow::anyhow!("unknown provider `{provider}` (known: {})", catalog.manifests.names()))?;
+            let manifest = catalog.manifests.get(provider.as_str()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown provider `{provider}` (known: {})",
+                    catalog.manifests.names()
+                )
+            })?;
             if store.get_tenant(&tenant).await?.is_none() {
                 anyhow::bail!("tenant `{tenant}` not found");
             }
             let mut input = Zeroizing::new(Vec::new());
-            std::io::stdin().read_to_end(&mut input).context("cannot read credentials from stdin")?;
+            std::io::stdin()
+                .read_to_end(&mut input)
+                .context("cannot read credentials from stdin")?;
             let creds = Credentials::from_json(&input).context("credentials on stdin")?;
             let required = manifest.auth.required_credentials();
             let missing = creds.missing(&required);
@@ -70,9 +74,13 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
                 subject: Some(provider.to_string()),
                 details: json!({ "fields": fields, "key_id": key.id() }),
             };
-            let conn = store.set_credentials(&tenant, &provider, &sealed, &audit).await?;
+            let conn = store
+                .set_credentials(&tenant, &provider, &sealed, &audit)
+                .await?;
             if g.json {
-                output::json(&json!({ "tenant": tenant, "provider": provider, "version": conn.credentials_version, "status": conn.status, "fields": fields }))?;
+                output::json(
+                    &json!({ "tenant": tenant, "provider": provider, "version": conn.credentials_version, "status": conn.status, "fields": fields }),
+                )?;
             } else {
                 outln!(
                     "stored credentials for {tenant}/{provider} (fields: {}; version {}; connection {})",
@@ -86,7 +94,12 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
         CredentialsCmd::Show { tenant } => {
             let tenants = match tenant {
                 Some(t) => vec![TenantId::parse(&t)?],
-                None => store.list_tenants().await?.into_iter().map(|t| t.id).collect(),
+                None => store
+                    .list_tenants()
+                    .await?
+                    .into_iter()
+                    .map(|t| t.id)
+                    .collect(),
             };
             let mut rows = Vec::new();
             for t in &tenants {
@@ -108,13 +121,28 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
                             c.tenant_id.to_string(),
                             c.provider.to_string(),
                             c.status.to_string(),
-                            if c.has_credentials { "stored".into() } else { "none".into() },
+                            if c.has_credentials {
+                                "stored".into()
+                            } else {
+                                "none".into()
+                            },
                             c.credentials_version.to_string(),
-                            c.credentials_updated_at.map_or("-".into(), |t| t.to_rfc3339()),
+                            c.credentials_updated_at
+                                .map_or("-".into(), |t| t.to_rfc3339()),
                         ]
                     })
                     .collect();
-                output::table(&["TENANT", "PROVIDER", "STATUS", "CREDENTIALS", "VERSION", "CHANGED"], &table);
+                output::table(
+                    &[
+                        "TENANT",
+                        "PROVIDER",
+                        "STATUS",
+                        "CREDENTIALS",
+                        "VERSION",
+                        "CHANGED",
+                    ],
+                    &table,
+                );
             }
             Ok(())
         }

@@ -40,7 +40,12 @@ pub struct Global {
     #[arg(long, global = true, env = "TRIBUTARY_CONNECTORS", value_name = "DIR")]
     pub connectors: Option<PathBuf>,
     /// Store URL: sqlite://FILE (default sqlite://tributary.db) or postgres://…
-    #[arg(long, global = true, env = "TRIBUTARY_DATABASE_URL", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "TRIBUTARY_DATABASE_URL",
+        value_name = "URL"
+    )]
     pub database_url: Option<String>,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
@@ -79,7 +84,10 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -108,10 +116,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("TRIBUTARY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_env("TRIBUTARY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Human => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
+        LogFormat::Human => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
         LogFormat::Json => builder.json().with_ansi(false).try_init(),
     };
 }
@@ -134,7 +147,8 @@ impl Global {
 
     /// Loads and validates configuration; every problem is in the error.
     pub fn catalog(&self) -> anyhow::Result<Catalog> {
-        Catalog::load(&self.config_dir(), self.connectors_dir().as_deref()).map_err(|d| anyhow::anyhow!("{d}"))
+        Catalog::load(&self.config_dir(), self.connectors_dir().as_deref())
+            .map_err(|d| anyhow::anyhow!("{d}"))
     }
 
     pub fn database_url(&self, catalog: &Catalog) -> String {
@@ -146,7 +160,9 @@ impl Global {
 
     pub async fn store(&self, catalog: &Catalog) -> anyhow::Result<Store> {
         let url = self.database_url(catalog);
-        Store::connect(&url).await.with_context(|| format!("cannot open the store at {}", redact_url(&url)))
+        Store::connect(&url)
+            .await
+            .with_context(|| format!("cannot open the store at {}", redact_url(&url)))
     }
 
     /// Finds (or creates) the master key; logs where it came from.
@@ -161,7 +177,8 @@ impl Global {
             .filter(|p| !p.as_os_str().is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("."));
-        let (key, origin) = MasterKey::locate(configured.as_deref(), systemd.as_deref(), &state_dir)?;
+        let (key, origin) =
+            MasterKey::locate(configured.as_deref(), systemd.as_deref(), &state_dir)?;
         match origin {
             crate::secrets::KeyOrigin::Generated(ref p) => tracing::warn!(
                 path = %p.display(),
@@ -176,13 +193,20 @@ impl Global {
 
 /// The actor recorded in the audit log for command-line changes.
 pub fn actor() -> String {
-    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
 }
 
 /// Hides a password in a database URL.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_owned() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
     match userinfo.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_owned(),

@@ -55,12 +55,25 @@ pub async fn run(g: &Global, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
     let store = g.store(&catalog).await?;
     let tenants = Tenants::new(&catalog, &store, actor());
     let result = match cmd {
-        TenantCmd::Create { id, name, subdomain, preset, timezone } => {
+        TenantCmd::Create {
+            id,
+            name,
+            subdomain,
+            preset,
+            timezone,
+        } => {
             let id = TenantId::parse(&id)?;
             check_subdomain(&subdomain).map_err(anyhow::Error::msg)?;
             check_timezone(&timezone).map_err(anyhow::Error::msg)?;
             let preset = PresetName::parse(&preset)?;
-            let spec = TenantSpec { id: id.clone(), name, subdomain, preset: preset.clone(), timezone, overrides: BTreeMap::new() };
+            let spec = TenantSpec {
+                id: id.clone(),
+                name,
+                subdomain,
+                preset: preset.clone(),
+                timezone,
+                overrides: BTreeMap::new(),
+            };
             let revision = tenants.create(&spec).await?;
             if g.json {
                 output::json(&json!({ "created": id, "preset": preset, "revision": revision }))?;
@@ -70,14 +83,20 @@ pub async fn run(g: &Global, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
             Ok(())
         }
         TenantCmd::Apply { file } => {
-            let spec = catalog.tenant_file(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
+            let spec = catalog
+                .tenant_file(&file)
+                .map_err(|d| anyhow::anyhow!("{d}"))?;
             let outcome = tenants.apply(&spec).await?;
             if g.json {
                 output::json(&json!({ "tenant": spec.id, "outcome": outcome }))?;
             } else {
                 match outcome {
                     ApplyOutcome::Created { revision } => {
-                        outln!("created tenant {} on preset {} at revision {revision}", spec.id, spec.preset)
+                        outln!(
+                            "created tenant {} on preset {} at revision {revision}",
+                            spec.id,
+                            spec.preset
+                        )
                     }
                     ApplyOutcome::Unchanged => outln!("tenant {} is unchanged", spec.id),
                     ApplyOutcome::Updated { changes } => {
@@ -100,19 +119,35 @@ pub async fn run(g: &Global, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
                 let table: Vec<Vec<String>> = rows
                     .iter()
                     .map(|t| {
-                        let current = catalog.presets.get(t.preset.as_str()).map(|p| p.revision.as_str());
+                        let current = catalog
+                            .presets
+                            .get(t.preset.as_str())
+                            .map(|p| p.revision.as_str());
                         let rev = match current {
-                            Some(c) if c != t.preset_revision => format!("{} (current {c})", t.preset_revision),
+                            Some(c) if c != t.preset_revision => {
+                                format!("{} (current {c})", t.preset_revision)
+                            }
                             _ => t.preset_revision.clone(),
                         };
-                        vec![t.id.to_string(), t.name.clone(), t.preset.to_string(), rev, t.timezone.clone()]
+                        vec![
+                            t.id.to_string(),
+                            t.name.clone(),
+                            t.preset.to_string(),
+                            rev,
+                            t.timezone.clone(),
+                        ]
                     })
                     .collect();
-                output::table(&["TENANT", "NAME", "PRESET", "REVISION", "TIMEZONE"], &table);
+                output::table(
+                    &["TENANT", "NAME", "PRESET", "REVISION", "TIMEZONE"],
+                    &table,
+                );
             }
             Ok(())
         }
-        TenantCmd::Show { id, explain } => show(g, &tenants, &store, &TenantId::parse(&id)?, explain).await,
+        TenantCmd::Show { id, explain } => {
+            show(g, &tenants, &store, &TenantId::parse(&id)?, explain).await
+        }
         TenantCmd::Rebase { id } => {
             let r = tenants.rebase(&TenantId::parse(&id)?).await?;
             print_rebased(g, &id, &r)
@@ -126,7 +161,13 @@ pub async fn run(g: &Global, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
     result.map(|()| ExitCode::SUCCESS)
 }
 
-async fn show(g: &Global, tenants: &Tenants<'_>, store: &crate::store::Store, id: &TenantId, explain: bool) -> anyhow::Result<()> {
+async fn show(
+    g: &Global,
+    tenants: &Tenants<'_>,
+    store: &crate::store::Store,
+    id: &TenantId,
+    explain: bool,
+) -> anyhow::Result<()> {
     let view = tenants.require(id).await?;
     let connections = store.list_connections(id).await?;
     let t = &view.tenant;
@@ -156,7 +197,10 @@ async fn show(g: &Global, tenants: &Tenants<'_>, store: &crate::store::Store, id
     outln!("  timezone   {}", t.timezone);
     let rev = match &view.current_revision {
         Some(c) if *c != t.preset_revision => {
-            format!("{} (preset now at {c}; `tributary tenant rebase {}` adopts it)", t.preset_revision, t.id)
+            format!(
+                "{} (preset now at {c}; `tributary tenant rebase {}` adopts it)",
+                t.preset_revision, t.id
+            )
         }
         Some(_) => format!("{} (current)", t.preset_revision),
         None => format!("{} (preset no longer exists)", t.preset_revision),
@@ -164,9 +208,21 @@ async fn show(g: &Global, tenants: &Tenants<'_>, store: &crate::store::Store, id
     outln!("  preset     {} @ {rev}", t.preset);
     for p in view.effective.providers.values() {
         let conn = connections.iter().find(|c| c.provider == p.provider);
-        let state = if p.config.is_enabled() { "enabled" } else { "disabled" };
+        let state = if p.config.is_enabled() {
+            "enabled"
+        } else {
+            "disabled"
+        };
         let conn = conn.map_or("no connection".to_owned(), |c| {
-            format!("connection {}{}", c.status, if c.has_credentials { "" } else { ", no credentials" })
+            format!(
+                "connection {}{}",
+                c.status,
+                if c.has_credentials {
+                    ""
+                } else {
+                    ", no credentials"
+                }
+            )
         });
         let origin = match (p.in_preset, p.config.is_enabled()) {
             (true, _) => "",
@@ -184,7 +240,10 @@ async fn show(g: &Global, tenants: &Tenants<'_>, store: &crate::store::Store, id
                 output::compact(&value)
             };
             if explain {
-                let origin = p.origins.get(&path).map_or("tenant override".into(), |o| o.to_string());
+                let origin = p
+                    .origins
+                    .get(&path)
+                    .map_or("tenant override".into(), |o| o.to_string());
                 outln!("  {path:<width$}  {value}  [{origin}]");
             } else {
                 outln!("  {path:<width$}  {value}");
@@ -199,7 +258,8 @@ fn print_changes(changes: &[Change]) {
         outln!("  (no effective changes)");
     }
     for c in changes {
-        let show = |v: &Option<serde_json::Value>| v.as_ref().map_or("(unset)".into(), output::compact);
+        let show =
+            |v: &Option<serde_json::Value>| v.as_ref().map_or("(unset)".into(), output::compact);
         outln!("  {}: {} → {}", c.path, show(&c.before), show(&c.after));
     }
 }
@@ -209,9 +269,20 @@ fn print_rebased(g: &Global, id: &str, r: &Rebased) -> anyhow::Result<()> {
         return output::json(&json!({ "tenant": id, "result": r }));
     }
     if r.from_preset == r.to_preset {
-        outln!("tenant {id}: preset {} {} → {}", r.to_preset, r.from_revision, r.to_revision);
+        outln!(
+            "tenant {id}: preset {} {} → {}",
+            r.to_preset,
+            r.from_revision,
+            r.to_revision
+        );
     } else {
-        outln!("tenant {id}: preset {}@{} → {}@{}", r.from_preset, r.from_revision, r.to_preset, r.to_revision);
+        outln!(
+            "tenant {id}: preset {}@{} → {}@{}",
+            r.from_preset,
+            r.from_revision,
+            r.to_preset,
+            r.to_revision
+        );
     }
     for p in &r.disabled {
         outln!("  connection {p} disabled (its records stay)");

@@ -137,21 +137,39 @@ impl Entities {
                 }
             }
             if fields.is_empty() {
-                diag.push(file, &join(&path, "fields"), "an entity needs at least one field");
+                diag.push(
+                    file,
+                    &join(&path, "fields"),
+                    "an entity needs at least one field",
+                );
             }
             let key_name = raw.key.unwrap_or_else(|| "external_id".to_owned());
             let key = match fields.iter().find(|f| f.name.as_str() == key_name) {
                 Some(f) if f.required => f.name.clone(),
                 Some(_) => {
-                    diag.push(file, &join(&path, "key"), format!("key field `{key_name}` must be required"));
+                    diag.push(
+                        file,
+                        &join(&path, "key"),
+                        format!("key field `{key_name}` must be required"),
+                    );
                     continue;
                 }
                 None => {
-                    diag.push(file, &join(&path, "key"), format!("key field `{key_name}` is not a field of `{name}`"));
+                    diag.push(
+                        file,
+                        &join(&path, "key"),
+                        format!("key field `{key_name}` is not a field of `{name}`"),
+                    );
                     continue;
                 }
             };
-            let entity = Entity { name: id.clone(), title: raw.title, key, description: raw.description, fields };
+            let entity = Entity {
+                name: id.clone(),
+                title: raw.title,
+                key,
+                description: raw.description,
+                fields,
+            };
             out.insert(id, entity);
         }
         if out.is_empty() {

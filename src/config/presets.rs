@@ -111,7 +111,13 @@ impl Presets {
         for (name, value) in presets {
             let path = join("presets", &name);
             let id = PresetName::parse(&name).map_err(|e| diag.push(file, &path, e.to_string()));
-            let known = ["title", "description", "recommended", "providers", "overrides"];
+            let known = [
+                "title",
+                "description",
+                "recommended",
+                "providers",
+                "overrides",
+            ];
             unknown_keys(&value, &known, diag, file, &path);
             let Some(raw) = typed::<RawPreset>(value, diag, file, &path) else {
                 continue;

@@ -85,10 +85,27 @@ pub fn typed<T: DeserializeOwned>(
 
 /// Reports keys of `value` (a table) not in `known`, so that the rest of the table can
 /// still be checked instead of stopping at the first unknown key.
-pub fn unknown_keys(value: &toml::Value, known: &[&str], diag: &mut Diagnostics, file: &str, path: &str) {
+pub fn unknown_keys(
+    value: &toml::Value,
+    known: &[&str],
+    diag: &mut Diagnostics,
+    file: &str,
+    path: &str,
+) {
     if let toml::Value::Table(t) = value {
         for key in t.keys().filter(|k| !known.contains(&k.as_str())) {
-            diag.push(file, path, format!("unknown field `{key}`, expected one of {}", known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")));
+            diag.push(
+                file,
+                path,
+                format!(
+                    "unknown field `{key}`, expected one of {}",
+                    known
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
         }
     }
 }

@@ -71,7 +71,13 @@ impl TenantSpec {
         let before = diag.len();
         let table = source.parse(diag)?;
         let value = toml::Value::Table(table);
-        unknown_keys(&value, &["id", "name", "subdomain", "preset", "timezone", "providers"], diag, file, "");
+        unknown_keys(
+            &value,
+            &["id", "name", "subdomain", "preset", "timezone", "providers"],
+            diag,
+            file,
+            "",
+        );
         let raw: RawTenantFile = typed(value, diag, file, "")?;
         let id = TenantId::parse(&raw.id)
             .map_err(|e| diag.push(file, "id", e.to_string()))
@@ -328,10 +334,16 @@ impl Effective {
         // A provider switched on or off is one change, not one per setting.
         let toggled: Vec<String> = before
             .iter()
-            .filter(|(k, v)| k.ends_with(".enabled") && k.matches('.').count() == 2 && after.get(*k) != Some(*v))
+            .filter(|(k, v)| {
+                k.ends_with(".enabled") && k.matches('.').count() == 2 && after.get(*k) != Some(*v)
+            })
             .map(|(k, _)| k.trim_end_matches("enabled").to_owned())
             .collect();
-        let keep = |k: &String| !toggled.iter().any(|t| k.starts_with(t.as_str()) && k[t.len()..] != *"enabled");
+        let keep = |k: &String| {
+            !toggled
+                .iter()
+                .any(|t| k.starts_with(t.as_str()) && k[t.len()..] != *"enabled")
+        };
         before.retain(|k, _| keep(k));
         after.retain(|k, _| keep(k));
         let mut out = Vec::new();
