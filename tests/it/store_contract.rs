@@ -1,0 +1,214 @@
+//! The store contract: every test runs unchanged on SQLite and on PostgreSQL.
+//!
+//! Tests live in the child modules as `async fn name(store: &Store)` (or with the
+//! database URL as well); `contract!` generates `sqlite::name` and `postgres::name`.
+
+mod isolation;
+mod records;
+mod runs;
+mod tenants;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{Value, json};
+use tributary::model::{
+    ConnectionStatus, EntityName, PresetName, ProviderId, RunOutcome, RunTrigger, StreamName,
+    TenantId,
+};
+use tributary::store::{
+    AuditEntry, JobRow, PageOutcome, PageWrite, RecordInput, RunStats, SealedBlob, Store,
+    StoreError, TenantState,
+};
+
+/// Generates `sqlite::NAME` and `postgres::NAME` for each `module::NAME`. Tests in `store`
+/// take `&Store`; tests in `url` also take the URL of the same database.
+macro_rules! contract {
+    (
+        store: [$($module:ident::$test:ident),* $(,)?],
+        url: [$($url_module:ident::$url_test:ident),* $(,)?] $(,)?
+    ) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let (store, _dir) = crate::support::sqlite_store().await;
+                    super::$module::$test(&store).await;
+                    store.close().await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                async fn $url_test() {
+                    let (store, _dir) = crate::support::sqlite_store().await;
+                    let url = crate::support::sqlite_url(&store);
+                    super::$url_module::$url_test(&store, &url).await;
+                    store.close().await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let db = crate::support::postgres_store().await;
+                    super::$module::$test(&db.store).await;
+                    db.drop_db().await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                async fn $url_test() {
+                    let db = crate::support::postgres_store().await;
+                    super::$url_module::$url_test(&db.store, &db.url).await;
+                    db.drop_db().await;
+                }
+            )*
+        }
+    };
+}
+
+contract! {
+    store: [
+        tenants::tenant_create_conflicts_on_same_id,
+        tenants::tenant_update_requires_an_existing_tenant,
+        tenants::overrides_are_replaced_wholesale,
+        tenants::enabled_providers_drive_connections_and_jobs,
+        tenants::credentials_bump_version_connect_and_audit,
+        tenants::connection_status_is_set_per_tenant,
+        tenants::jobs_are_ensured_idempotently,
+        records::write_page_counts_inserted_updated_unchanged,
+        records::write_page_moves_the_cursor_in_the_same_transaction,
+        records::write_page_collapses_duplicate_ids,
+        records::write_page_handles_pages_beyond_the_bind_limit,
+        runs::runs_round_trip_newest_first,
+        runs::audit_is_listed_newest_first_per_scope,
+        isolation::tenants_are_isolated,
+    ],
+    url: [
+        tenants::migrations_rerun_idempotently,
+        records::fenced_writes_need_the_lease,
+        isolation::corrupt_rows_are_errors_not_panics,
+    ],
+}
+
+// --- fixtures -------------------------------------------------------------------------
+
+fn tenant_id(id: &str) -> TenantId {
+    TenantId::parse(id).unwrap()
+}
+
+fn provider(id: &str) -> ProviderId {
+    ProviderId::parse(id).unwrap()
+}
+
+fn stream(name: &str) -> StreamName {
+    StreamName::parse(name).unwrap()
+}
+
+fn entity(name: &str) -> EntityName {
+    EntityName::parse(name).unwrap()
+}
+
+/// A fixed instant (whole microseconds, as both backends store them).
+fn at(minute: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 21, 9, minute, 0).unwrap()
+}
+
+fn audit(tenant: Option<&str>, action: &str, at: DateTime<Utc>) -> AuditEntry {
+    AuditEntry {
+        at,
+        actor: "cli:alice".into(),
+        action: action.into(),
+        tenant_id: tenant.map(tenant_id),
+        subject: Some("subject".into()),
+        details: json!({ "action": action }),
+    }
+}
+
+fn state(id: &str, providers: &[&str]) -> TenantState {
+    TenantState {
+        id: tenant_id(id),
+        name: format!("{id} Ltd"),
+        subdomain: id.into(),
+        timezone: "Europe/London".into(),
+        preset: PresetName::parse("aptem_hubspot").unwrap(),
+        preset_revision: "r1".into(),
+        preset_snapshot: json!({ "aptem": { "schedule": "15m" }, "hubspot": { "streams": ["contacts"] } }),
+        overrides: vec![],
+        enabled_providers: providers.iter().map(|p| provider(p)).collect(),
+    }
+}
+
+async fn create(store: &Store, id: &str, providers: &[&str]) -> TenantState {
+    let state = state(id, providers);
+    store
+        .create_tenant(&state, &audit(Some(id), "tenant.create", at(0)))
+        .await
+        .unwrap();
+    state
+}
+
+async fn job(store: &Store, tenant: &str, provider_id: &str, stream_name: &str) -> JobRow {
+    let tenant = tenant_id(tenant);
+    let connection = store
+        .get_connection(&tenant, &provider(provider_id))
+        .await
+        .unwrap()
+        .expect("the provider's connection exists");
+    store
+        .ensure_job(&tenant, connection.id, &stream(stream_name), "15m")
+        .await
+        .unwrap()
+}
+
+fn records(items: &[(&str, Value)]) -> Vec<RecordInput> {
+    items
+        .iter()
+        .map(|(id, data)| RecordInput {
+            external_id: (*id).into(),
+            data: data.clone(),
+        })
+        .collect()
+}
+
+fn sealed(bytes: &[u8]) -> SealedBlob {
+    SealedBlob {
+        key_id: "k1".into(),
+        bytes: bytes.to_vec(),
+    }
+}
+
+struct Page {
+    entity: EntityName,
+    provider: ProviderId,
+    records: Vec<RecordInput>,
+}
+
+impl Page {
+    fn new(entity_name: &str, provider_id: &str, records: Vec<RecordInput>) -> Self {
+        Self {
+            entity: entity(entity_name),
+            provider: provider(provider_id),
+            records,
+        }
+    }
+
+    fn write<'a>(&'a self, job_id: i64, cursor: Option<&'a str>) -> PageWrite<'a> {
+        PageWrite {
+            entity: &self.entity,
+            provider: &self.provider,
+            records: &self.records,
+            job_id,
+            cursor,
+            lease_owner: None,
+        }
+    }
+}
+
+fn outcome(inserted: u64, updated: u64, unchanged: u64) -> PageOutcome {
+    PageOutcome {
+        inserted,
+        updated,
+        unchanged,
+    }
+}

@@ -1,0 +1,142 @@
+//! Runs and the audit log.
+
+use super::*;
+
+pub(super) async fn runs_round_trip_newest_first(store: &Store) {
+    let acme = create(store, "acme", &["hubspot"]).await;
+    let contacts = job(store, "acme", "hubspot", "contacts").await;
+    let first = store
+        .start_run(&acme.id, contacts.id, RunTrigger::Scheduled)
+        .await
+        .unwrap();
+    assert_eq!(first.tenant_id, acme.id);
+    assert_eq!(first.job_id, contacts.id);
+    assert_eq!(
+        (first.provider.as_str(), first.stream.as_str()),
+        ("hubspot", "contacts")
+    );
+    assert_eq!(first.trigger, RunTrigger::Scheduled);
+    assert_eq!(first.outcome, RunOutcome::Running);
+    assert_eq!(first.cursor_before, None);
+    assert_eq!(first.finished_at, None);
+    assert_eq!(first.stats, RunStats::default());
+    assert_eq!(first.id.get_version_num(), 7);
+    assert_eq!(store.get_run(first.id, None).await.unwrap().unwrap(), first);
+
+    let stats = RunStats {
+        fetched: 11,
+        inserted: 2,
+        updated: 3,
+        unchanged: 4,
+        filtered: 1,
+        dead_lettered: 1,
+        pages: 5,
+        http_calls: 7,
+        retries: 8,
+        rate_limit_waits: 9,
+        rate_limit_wait_ms: 1_234,
+        cursor_after: Some("after=99".into()),
+        error: Some("HTTP 503 after 3 retries".into()),
+    };
+    let finished = store
+        .finish_run(&acme.id, first.id, RunOutcome::Failed, &stats)
+        .await
+        .unwrap();
+    assert_eq!(finished.outcome, RunOutcome::Failed);
+    assert_eq!(finished.stats, stats);
+    assert!(finished.finished_at.unwrap() >= finished.started_at);
+    assert_eq!(
+        store
+            .get_run(first.id, Some(&acme.id))
+            .await
+            .unwrap()
+            .unwrap(),
+        finished
+    );
+    let err = store
+        .finish_run(
+            &acme.id,
+            first.id,
+            RunOutcome::Success,
+            &RunStats::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+    let err = store
+        .finish_run(&acme.id, uuid::Uuid::now_v7(), RunOutcome::Success, &stats)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+    let err = store
+        .start_run(&acme.id, contacts.id + 100, RunTrigger::Manual)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+
+    let second = store
+        .start_run(&acme.id, contacts.id, RunTrigger::Webhook)
+        .await
+        .unwrap();
+    let third = store
+        .start_run(&acme.id, contacts.id, RunTrigger::Cli)
+        .await
+        .unwrap();
+    let ids: Vec<_> = store
+        .list_runs(Some(&acme.id), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, [third.id, second.id, first.id]);
+    let ids: Vec<_> = store
+        .list_runs(None, 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, [third.id, second.id]);
+    let listed = store.list_runs(None, 10).await.unwrap();
+    assert_eq!(listed[2], finished);
+    assert_eq!(listed[1].trigger, RunTrigger::Webhook);
+}
+
+pub(super) async fn audit_is_listed_newest_first_per_scope(store: &Store) {
+    create(store, "acme", &[]).await;
+    create(store, "globex", &[]).await;
+    let entries = [
+        audit(Some("acme"), "credentials.set", at(10)),
+        audit(None, "daemon.start", at(12)),
+        AuditEntry {
+            subject: None,
+            details: json!([]),
+            ..audit(Some("globex"), "tenant.rebase", at(11))
+        },
+    ];
+    for entry in &entries {
+        store.record_audit(entry).await.unwrap();
+    }
+    let all = store.list_audit(None, 10).await.unwrap();
+    assert_eq!(all.len(), 5);
+    assert_eq!(
+        all[..3],
+        [entries[1].clone(), entries[2].clone(), entries[0].clone()]
+    );
+    let acme: Vec<_> = store
+        .list_audit(Some(&tenant_id("acme")), 10)
+        .await
+        .unwrap();
+    assert_eq!(acme.len(), 2);
+    assert_eq!(acme[0], entries[0]);
+    assert_eq!(acme[1].action, "tenant.create");
+    assert_eq!(store.list_audit(None, 2).await.unwrap().len(), 2);
+    assert!(
+        store
+            .list_audit(Some(&tenant_id("initech")), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

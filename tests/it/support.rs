@@ -1,0 +1,134 @@
+//! Fixtures shared by the integration tests: a fresh database for every test.
+
+use sqlx::{AssertSqlSafe, Connection, PgConnection, SqliteConnection};
+use tributary::store::Store;
+use uuid::Uuid;
+
+/// The PostgreSQL server used when `TRIBUTARY_TEST_POSTGRES` is unset.
+const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A store on a new SQLite file in a temporary directory (deleted with the directory).
+pub async fn sqlite_store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("tributary.db").display());
+    let store = Store::connect(&url).await.expect("open the sqlite store");
+    (store, dir)
+}
+
+/// A URL that opens the same SQLite file as `store`.
+pub fn sqlite_url(store: &Store) -> String {
+    let path = store.sqlite_path().expect("a sqlite store has a file");
+    format!("sqlite://{}", path.display())
+}
+
+/// A store on a fresh PostgreSQL database; call [`PgTestDb::drop_db`] at the end. If a
+/// test panics first, dropping the guard still drops the database (from a helper thread).
+pub struct PgTestDb {
+    pub store: Store,
+    /// URL of the fresh database.
+    pub url: String,
+    server_url: String,
+    /// The database still to drop.
+    name: Option<String>,
+}
+
+/// Creates a database `tributary_t_<uuid>` on the server named by
+/// `TRIBUTARY_TEST_POSTGRES` (default [`DEFAULT_POSTGRES`]) and connects a store to it.
+/// Panics if the server is unreachable: these tests never skip.
+pub async fn postgres_store() -> PgTestDb {
+    let server_url =
+        std::env::var("TRIBUTARY_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.to_owned());
+    let name = format!("tributary_t_{}", Uuid::now_v7().simple());
+    let mut admin = PgConnection::connect(&server_url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot reach the PostgreSQL test server (set TRIBUTARY_TEST_POSTGRES, \
+             default {DEFAULT_POSTGRES}): {e}"
+            )
+        });
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create a test database");
+    admin.close().await.expect("close the admin connection");
+    let url = with_database(&server_url, &name);
+    let store = Store::connect(&url).await.expect("open the postgres store");
+    PgTestDb {
+        store,
+        url,
+        server_url,
+        name: Some(name),
+    }
+}
+
+impl PgTestDb {
+    /// Closes the store and drops its database.
+    pub async fn drop_db(mut self) {
+        self.store.close().await;
+        if let Some(name) = self.name.take() {
+            drop_database(&self.server_url, &name).await;
+        }
+    }
+}
+
+impl Drop for PgTestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.name.take() else {
+            return;
+        };
+        // Only reached when a test panicked before `drop_db`; this runtime may be gone.
+        let server_url = self.server_url.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("build a cleanup runtime");
+            runtime.block_on(drop_database(&server_url, &name));
+        });
+        if cleanup.join().is_err() {
+            eprintln!("could not drop a test database after a failed test");
+        }
+    }
+}
+
+/// `DROP DATABASE name WITH (FORCE)` on the server at `server_url`.
+async fn drop_database(server_url: &str, name: &str) {
+    let mut admin = PgConnection::connect(server_url)
+        .await
+        .expect("reconnect to the PostgreSQL test server");
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("drop the test database");
+    admin.close().await.expect("close the admin connection");
+}
+
+/// `url` with its database name replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, params) = match url.split_once('?') {
+        Some((base, params)) => (base, format!("?{params}")),
+        None => (url, String::new()),
+    };
+    let (scheme, rest) = base.split_once("://").expect("a postgres:// url");
+    let authority = rest
+        .split_once('/')
+        .map_or(rest, |(authority, _)| authority);
+    format!("{scheme}://{authority}/{name}{params}")
+}
+
+/// Runs one statement on the database at `url` behind the store's back (to set up
+/// states the store API does not offer, such as a held lease or a corrupt row).
+pub async fn exec_raw(url: &str, sql: &'static str) {
+    if url.starts_with("sqlite:") {
+        let mut conn = SqliteConnection::connect(url).await.expect("open sqlite");
+        sqlx::query(sql).execute(&mut conn).await.expect(sql);
+        conn.close().await.expect("close sqlite");
+    } else {
+        let mut conn = PgConnection::connect(url).await.expect("connect postgres");
+        sqlx::query(sql).execute(&mut conn).await.expect(sql);
+        conn.close().await.expect("close postgres");
+    }
+}
