@@ -264,7 +264,7 @@ name = "name"
     assert_eq!(m.auth.required_credentials(), ["token"]);
     std::fs::write(dir.path().join("wrongname.toml"), "name = \"other\"\ntitle=\"x\"\ncategory=\"crm\"\nbase_url=\"https://x\"\n[auth]\nkind=\"bearer\"\n[streams.a]\nentity=\"company\"\nwidgets = 1\n").unwrap();
     let err = Catalog::load(&ConfigDir::Dir(repo().join("config")), Some(dir.path())).unwrap_err();
-    assert!(err.iter().any(|d| d.file.ends_with("wrongname.toml") && d.path == "streams.a" && d.message.contains("unknown field `widgets`")), "{err}");
+    assert!(err.iter().any(|d| d.file.ends_with("wrongname.toml") && d.path == "streams.a.widgets" && d.message.contains("unknown field `widgets`")), "{err}");
 }
 
 mod no_panics {

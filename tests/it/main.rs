@@ -1,2 +1,7 @@
+//! One integration-test binary: every module shares the fixtures in `support`.
+
+mod cli;
+mod config_model;
 mod store_contract;
 mod support;
+mod tenants;
