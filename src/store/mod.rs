@@ -36,7 +36,9 @@ use crate::model::{
 /// are shared).
 #[derive(Debug, Clone)]
 pub enum Store {
+    /// A SQLite file (or in-memory database), the embedded default.
     Sqlite(SqliteStore),
+    /// A PostgreSQL database, shared by replicas.
     Postgres(PgStore),
 }
 
@@ -400,5 +402,26 @@ mod tests {
             assert!(matches!(err, StoreError::InvalidUrl { .. }), "{url}: {err}");
             assert!(!err.to_string().contains("pw@"), "{err}");
         }
+    }
+
+    #[tokio::test]
+    async fn in_memory_sqlite_has_no_path_but_works() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        assert_eq!(store.backend(), "sqlite");
+        assert_eq!(store.sqlite_path(), None);
+        assert!(store.list_tenants().await.unwrap().is_empty());
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_files_are_created_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::connect(&format!("sqlite:{}", path.display()))
+            .await
+            .unwrap();
+        assert_eq!(store.sqlite_path(), Some(path.as_path()));
+        assert!(path.exists());
+        store.close().await;
     }
 }

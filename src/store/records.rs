@@ -15,11 +15,8 @@ use super::sqlite::SqliteStore;
 use super::types::{PageOutcome, PageWrite, RecordInput, RecordRow};
 use crate::model::{EntityName, ProviderId, TenantId};
 
-/// Bind parameters per row of the multi-row `INSERT`.
-const INSERT_BINDS_PER_ROW: usize = 8;
-/// Bind parameters per row of the multi-row `UPDATE`, and those it binds once.
-const UPDATE_BINDS_PER_ROW: usize = 3;
-const UPDATE_BINDS_FIXED: usize = 4;
+/// Bind parameters per row of the multi-row upsert.
+const BINDS_PER_ROW: usize = 8;
 
 /// One record of a page, ready to write.
 struct Prepared<'a> {
@@ -52,9 +49,9 @@ fn prepare(records: &[RecordInput]) -> Vec<Prepared<'_>> {
         .collect()
 }
 
-/// Rows per statement so `per_row * rows + fixed` stays within `max_binds`.
-fn rows_per_statement(max_binds: usize, per_row: usize, fixed: usize) -> usize {
-    (max_binds.saturating_sub(fixed) / per_row).max(1)
+/// Rows per statement so `per_row * rows` stays within `max_binds`.
+fn rows_per_statement(max_binds: usize, per_row: usize) -> usize {
+    (max_binds / per_row).max(1)
 }
 
 macro_rules! record_methods {
@@ -85,7 +82,9 @@ macro_rules! record_methods {
                 };
                 if let Some(owner) = page.lease_owner {
                     if holder.as_deref() != Some(owner) {
-                        return Err(StoreError::LeaseLost { job_id: page.job_id });
+                        return Err(StoreError::LeaseLost {
+                            job_id: page.job_id,
+                        });
                     }
                 }
 
@@ -101,25 +100,32 @@ macro_rules! record_methods {
                             .fetch_all(&mut *tx)
                             .await
                             .map_err(db("reading stored record hashes"))?;
-                    existing.extend(rows.into_iter().map(|(id, hash, deleted)| (id, (hash, deleted))));
+                    existing.extend(
+                        rows.into_iter()
+                            .map(|(id, hash, deleted)| (id, (hash, deleted))),
+                    );
                 }
+                // New and changed records go through one multi-row upsert: its
+                // `DO UPDATE` branch rewrites exactly the changed rows (keeping
+                // `first_seen`), each found through the primary key. Unchanged records
+                // are not written at all.
                 let mut outcome = PageOutcome::default();
-                let mut new = Vec::new();
-                let mut changed = Vec::new();
+                let mut writes = Vec::with_capacity(records.len());
                 for record in &records {
                     match existing.get(record.external_id) {
-                        None => new.push(record),
+                        None => outcome.inserted += 1,
                         Some((hash, deleted)) if *deleted || *hash != record.hash => {
-                            changed.push(record)
+                            outcome.updated += 1
                         }
-                        Some(_) => outcome.unchanged += 1,
+                        Some(_) => {
+                            outcome.unchanged += 1;
+                            continue;
+                        }
                     }
+                    writes.push(record);
                 }
-                outcome.inserted = new.len() as u64;
-                outcome.updated = changed.len() as u64;
-
-                let per_insert = rows_per_statement(Self::MAX_BINDS, INSERT_BINDS_PER_ROW, 0);
-                for chunk in new.chunks(per_insert) {
+                let per_statement = rows_per_statement(Self::MAX_BINDS, BINDS_PER_ROW);
+                for chunk in writes.chunks(per_statement) {
                     let mut qb = QueryBuilder::<$db>::new(
                         "INSERT INTO records (tenant_id, entity, provider, external_id, data, \
                          content_hash, first_seen, last_synced) ",
@@ -134,7 +140,6 @@ macro_rules! record_methods {
                             .push_bind(now)
                             .push_bind(now);
                     });
-                    // Another writer may have inserted the same record meanwhile.
                     qb.push(
                         " ON CONFLICT (tenant_id, entity, provider, external_id) DO UPDATE SET \
                          data = excluded.data, content_hash = excluded.content_hash, \
@@ -144,37 +149,7 @@ macro_rules! record_methods {
                         .persistent(false)
                         .execute(&mut *tx)
                         .await
-                        .map_err(db("inserting records"))?;
-                }
-
-                let per_update =
-                    rows_per_statement(Self::MAX_BINDS, UPDATE_BINDS_PER_ROW, UPDATE_BINDS_FIXED);
-                for chunk in changed.chunks(per_update) {
-                    let mut qb = QueryBuilder::<$db>::new(
-                        "WITH page (external_id, data, content_hash) AS (",
-                    );
-                    qb.push_values(chunk, |mut row, record| {
-                        row.push_bind(record.external_id)
-                            .push_bind(Json(record.data))
-                            .push_bind(record.hash.as_str());
-                    });
-                    qb.push(
-                        ") UPDATE records SET data = page.data, \
-                         content_hash = page.content_hash, deleted_at = NULL, last_synced = ",
-                    )
-                    .push_bind(now)
-                    .push(" FROM page WHERE records.tenant_id = ")
-                    .push_bind(tenant.as_str())
-                    .push(" AND records.entity = ")
-                    .push_bind(page.entity.as_str())
-                    .push(" AND records.provider = ")
-                    .push_bind(page.provider.as_str())
-                    .push(" AND records.external_id = page.external_id");
-                    qb.build()
-                        .persistent(false)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db("updating records"))?;
+                        .map_err(db("writing records"))?;
                 }
 
                 if let Some(cursor) = page.cursor {
@@ -203,7 +178,9 @@ macro_rules! record_methods {
                         .map_err(db("moving the job cursor"))?;
                     if done.rows_affected() == 0 {
                         // Dropping `tx` rolls the records back with the cursor.
-                        return Err(StoreError::LeaseLost { job_id: page.job_id });
+                        return Err(StoreError::LeaseLost {
+                            job_id: page.job_id,
+                        });
                     }
                 }
                 tx.commit().await.map_err(db("committing a page"))?;
@@ -307,9 +284,12 @@ mod tests {
 
     #[test]
     fn statements_stay_within_the_bind_limit() {
-        let rows = rows_per_statement(SqliteStore::MAX_BINDS, INSERT_BINDS_PER_ROW, 0);
-        assert!(rows * INSERT_BINDS_PER_ROW <= SqliteStore::MAX_BINDS);
-        let rows = rows_per_statement(999, UPDATE_BINDS_PER_ROW, UPDATE_BINDS_FIXED);
-        assert!(rows * UPDATE_BINDS_PER_ROW + UPDATE_BINDS_FIXED <= 999);
+        for max in [SqliteStore::MAX_BINDS, PgStore::MAX_BINDS, 999] {
+            let rows = rows_per_statement(max, BINDS_PER_ROW);
+            assert!(rows * BINDS_PER_ROW <= max);
+            assert!((rows + 1) * BINDS_PER_ROW > max);
+        }
+        // 5,000 records never fit one statement.
+        assert!(5_000 > rows_per_statement(SqliteStore::MAX_BINDS, BINDS_PER_ROW));
     }
 }

@@ -38,8 +38,15 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let path = (!in_memory).then(|| options.get_filename().to_path_buf());
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+        let mut pool = SqlitePoolOptions::new().max_connections(8);
+        if in_memory {
+            // An in-memory database lives only as long as one of its connections.
+            pool = pool
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let pool = pool
             .connect_with(options)
             .await
             .map_err(db("opening the sqlite database"))?;

@@ -27,7 +27,7 @@ pub struct TenantRow {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Everything `save_tenant` writes in one transaction.
+/// Everything `Store::create_tenant` / `Store::update_tenant` write in one transaction.
 #[derive(Debug, Clone)]
 pub struct TenantState {
     pub id: TenantId,

@@ -133,7 +133,10 @@ fn state(id: &str, providers: &[&str]) -> TenantState {
         timezone: "Europe/London".into(),
         preset: PresetName::parse("aptem_hubspot").unwrap(),
         preset_revision: "r1".into(),
-        preset_snapshot: json!({ "aptem": { "schedule": "15m" }, "hubspot": { "streams": ["contacts"] } }),
+        preset_snapshot: json!({
+            "aptem": { "schedule": "15m" },
+            "hubspot": { "streams": ["contacts"] },
+        }),
         overrides: vec![],
         enabled_providers: providers.iter().map(|p| provider(p)).collect(),
     }

@@ -295,7 +295,7 @@ pub(super) async fn write_page_handles_pages_beyond_the_bind_limit(store: &Store
             })
             .collect()
     };
-    // 5,000 records × 8 columns is more than SQLite binds in one statement.
+    // 5,000 records × 8 columns is more than one statement binds (32,766).
     let page = Page::new("contact", "hubspot", big(5_000, 1));
     assert_eq!(
         store
@@ -311,7 +311,7 @@ pub(super) async fn write_page_handles_pages_beyond_the_bind_limit(store: &Store
             .unwrap(),
         outcome(0, 0, 5_000)
     );
-    // 11,000 changed or new rows: more than one UPDATE statement on SQLite too.
+    // 6,000 new and 5,000 changed records in one page.
     let page = Page::new("contact", "hubspot", big(11_000, 2));
     assert_eq!(
         store
@@ -320,6 +320,7 @@ pub(super) async fn write_page_handles_pages_beyond_the_bind_limit(store: &Store
             .unwrap(),
         outcome(6_000, 5_000, 0)
     );
+    // 11,000 changed records: rewritten over several statements.
     let page = Page::new("contact", "hubspot", big(11_000, 3));
     assert_eq!(
         store
