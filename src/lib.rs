@@ -3,6 +3,7 @@
 //! The library holds everything; `src/main.rs` only calls [`cli::main`].
 
 pub mod config;
+pub mod mapping;
 pub mod model;
 pub mod secrets;
 pub mod simulator;
