@@ -27,6 +27,10 @@ mod dates;
 mod filters;
 mod paths;
 mod plan;
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
 mod transforms;
 mod types;
 mod value;
@@ -189,13 +193,24 @@ impl CompiledMapping {
                     .map_err(|e| errors.push(e))
                     .ok(),
             };
-            compiled.push(Field {
+            let field = Field {
                 name: def.name.to_string(),
                 label: format!("{name}.{}", def.name),
                 kind: def.kind,
                 required: def.required,
                 plan,
-            });
+            };
+            // A constant that does not fit its field would dead-letter every record.
+            if field.plan.as_ref().is_some_and(Plan::is_constant)
+                && let Err(reason) = field.produce(&Value::Null)
+            {
+                errors.push(MappingError::InvalidRule {
+                    entity: name.clone(),
+                    field: field.name.clone(),
+                    reason: format!("the constant cannot be used: {reason}"),
+                });
+            }
+            compiled.push(field);
         }
         let key = entity.fields.iter().position(|f| f.name == entity.key);
         if key.is_none() {

@@ -46,6 +46,11 @@ pub(super) struct Failure<'a> {
 }
 
 impl Plan {
+    /// Whether the value is the same for every record.
+    pub(super) fn is_constant(&self) -> bool {
+        matches!(self.input, Input::Constant(_))
+    }
+
     /// The field's value for `record`, before the type check.
     pub(super) fn produce<'a>(&'a self, record: &'a Value) -> Result<Val<'a>, Failure<'a>> {
         let merged = match &self.input {
