@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod mapping;
 pub mod model;
 pub mod secrets;
 pub mod simulator;
