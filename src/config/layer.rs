@@ -65,6 +65,8 @@ pub struct StreamLayer {
 /// TOML forms: `field = "source.path"`, `field = false` (not mapped) or a table
 /// `field = { from = "a" | ["a", "b"], value = <constant>, transform = ["trim"],
 /// default = <value>, map = { A = "x" }, separator = " " }`.
+/// Specs are few and compiled once per run, so the variant size difference is harmless.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum MappingSpec {
     Path(String),
@@ -343,15 +345,15 @@ pub fn check_names(
     path: &str,
 ) {
     let mut err = |key: &str, msg: String| diag.push(file, &join(path, key), msg);
-    if let Some(s) = &layer.schedule {
-        if let Err(e) = Schedule::parse(s) {
-            err("schedule", e.to_string());
-        }
+    if let Some(s) = &layer.schedule
+        && let Err(e) = Schedule::parse(s)
+    {
+        err("schedule", e.to_string());
     }
-    if let Some(url) = &layer.base_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            err("base_url", format!("`{url}` is not an http(s) URL"));
-        }
+    if let Some(url) = &layer.base_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        err("base_url", format!("`{url}` is not an http(s) URL"));
     }
     let known_vars = manifest.tenant_variables();
     for (k, v) in &layer.variables {
@@ -386,18 +388,18 @@ pub fn check_names(
                 format!("unknown stream of `{}` (known: {known})", manifest.name),
             );
         }
-        if let Some(e) = &s.entity {
-            if entities.get(e).is_none() {
-                err(
-                    &join(&p, "entity"),
-                    format!("unknown entity `{e}` (known: {})", entities.names()),
-                );
-            }
+        if let Some(e) = &s.entity
+            && entities.get(e).is_none()
+        {
+            err(
+                &join(&p, "entity"),
+                format!("unknown entity `{e}` (known: {})", entities.names()),
+            );
         }
-        if let Some(sched) = &s.schedule {
-            if let Err(e) = Schedule::parse(sched) {
-                err(&join(&p, "schedule"), e.to_string());
-            }
+        if let Some(sched) = &s.schedule
+            && let Err(e) = Schedule::parse(sched)
+        {
+            err(&join(&p, "schedule"), e.to_string());
         }
     }
     for (entity, fields) in &layer.mappings {
@@ -488,10 +490,10 @@ fn check_mapping(spec: &MappingSpec) -> Result<(), String> {
             if r.from.is_some() && r.value.is_some() {
                 return Err("give either `from` or `value`, not both".into());
             }
-            if let Some(from) = &r.from {
-                if from.paths().is_empty() || from.paths().iter().any(|p| p.trim().is_empty()) {
-                    return Err("empty source path in `from`".into());
-                }
+            if let Some(from) = &r.from
+                && (from.paths().is_empty() || from.paths().iter().any(|p| p.trim().is_empty()))
+            {
+                return Err("empty source path in `from`".into());
             }
             for t in &r.transform {
                 if !TRANSFORMS.contains(&t.as_str()) {

@@ -173,14 +173,14 @@ impl Manifest {
                 diag.push(file, "base_url", "empty `{}` placeholder");
             }
         }
-        if let Some(creds) = &raw.auth.credentials {
-            if creds.is_empty() {
-                diag.push(
-                    file,
-                    "auth.credentials",
-                    "list at least one credential field",
-                );
-            }
+        if let Some(creds) = &raw.auth.credentials
+            && creds.is_empty()
+        {
+            diag.push(
+                file,
+                "auth.credentials",
+                "list at least one credential field",
+            );
         }
         Some(Self {
             name: raw.name,
