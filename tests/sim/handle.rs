@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tributary::simulator::{Provider, SimConfig, start, start_on};
+use tributary::simulator::{Provider, SimConfig, serve, start, start_on};
 
 use super::common::{Session, boot, client};
 
@@ -183,4 +183,44 @@ async fn start_on_binds_the_given_address() {
         .expect("start");
     assert_eq!(sim.addr(), addr);
     assert_eq!(sim.base_url(), format!("http://{addr}"));
+}
+
+/// Two consecutive free ports on loopback.
+fn free_port_pair() -> u16 {
+    loop {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = first.local_addr().expect("addr").port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
+#[tokio::test]
+async fn serve_runs_each_provider_on_consecutive_ports() {
+    let port = free_port_pair();
+    let configs = vec![
+        SimConfig::new(Provider::Aptem, 1),
+        SimConfig::new(Provider::Jira, 1),
+    ];
+    let task = tokio::spawn(serve(configs, Some(port)));
+    let c = client();
+    let urls = [
+        format!("http://127.0.0.1:{port}/odata/1.0/Learners"),
+        format!("http://127.0.0.1:{}/rest/api/3/project/search", port + 1),
+    ];
+    for url in &urls {
+        let mut status = None;
+        for _ in 0..100 {
+            if let Ok(response) = c.get(url).send().await {
+                status = Some(response.status().as_u16());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(status, Some(401), "{url}");
+    }
+    task.abort();
+    let _ = task.await;
+    assert!(refused(&urls[0]).await);
 }

@@ -155,6 +155,18 @@ async fn system_modstamp_filter_selects_suffix_then_modified() {
     let soql = format!("SELECT {ACCOUNT_FIELDS} FROM Account WHERE SystemModstamp > {t}");
     let (rows, _) = walk(&s, &soql, None).await;
     assert_records(&s.sim, "accounts", &rows, &(21..25).collect::<Vec<_>>());
+    let id = s.sim.expected_record("accounts", 20).expect("record")["Id"]
+        .as_str()
+        .expect("Id")
+        .to_owned();
+    let soql = format!("SELECT {ACCOUNT_FIELDS} FROM Account WHERE Id > '{id}' ORDER BY Id ASC");
+    let (rows, _) = walk(&s, &soql, None).await;
+    assert_records(&s.sim, "accounts", &rows, &(21..25).collect::<Vec<_>>());
+    let soql = format!(
+        "SELECT {ACCOUNT_FIELDS} FROM Account WHERE LastModifiedDate < {t} ORDER BY LastModifiedDate DESC LIMIT 3"
+    );
+    let (rows, _) = walk(&s, &soql, None).await;
+    assert_records(&s.sim, "accounts", &rows, &[19, 18, 17]);
     let anchor = s.sim.anchor().format("%Y-%m-%dT%H:%M:%SZ");
     assert!(s.sim.modify("accounts", 13));
     assert!(s.sim.modify("accounts", 1));
