@@ -1,0 +1,383 @@
+//! The generic simulator core: the shared state behind one fake server and
+//! the description each provider module hands to it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::response::Response;
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use super::auth::{Auth, TokenCheck};
+use super::filter::Filter;
+use super::store::{Meta, Order, Page, Refine, StreamData};
+use super::util::{self, Ts};
+use super::{Faults, Provider, SimConfig};
+
+/// Whether a provider rotates refresh tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rotation {
+    /// Never (HubSpot).
+    Never,
+    /// Only when the app enables it (Salesforce); off unless configured.
+    Optional,
+    /// Always (Slack with token rotation, Jira).
+    Always,
+}
+
+/// How a stream's size is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamKind {
+    /// `records` records.
+    Primary,
+    /// `parents` records (Slack channels, Jira projects).
+    Parent,
+    /// `records` records split over the parents (messages, issues).
+    Child,
+}
+
+/// One stream a provider serves.
+#[derive(Debug)]
+pub(crate) struct StreamSpec {
+    /// Canonical lowercase name (`contacts`, `learners`…).
+    pub name: &'static str,
+    /// Other accepted names (the API's own spelling).
+    pub aliases: &'static [&'static str],
+    /// How big it is.
+    pub kind: StreamKind,
+}
+
+/// Everything the core needs to know about one provider.
+pub(crate) struct ProviderSpec {
+    /// Path prefix a connector appends resource paths to.
+    pub api_base: &'static str,
+    /// The token endpoint's path, if the provider has one.
+    pub token_path: Option<&'static str>,
+    /// Paths exempt from faults (token and session endpoints).
+    pub token_paths: &'static [&'static str],
+    /// The streams, in a fixed order.
+    pub streams: &'static [StreamSpec],
+    /// The provider's real access-token lifetime.
+    pub default_ttl: Option<Duration>,
+    /// Refresh-token rotation.
+    pub rotation: Rotation,
+    /// Prefix of issued access tokens.
+    pub access_prefix: &'static str,
+    /// Prefix of issued refresh tokens.
+    pub refresh_prefix: &'static str,
+    /// Resolution of the timestamps the API shows, in nanoseconds.
+    pub resolution_ns: i64,
+    /// Per-record adjustment of base timestamps.
+    pub refine: Option<Refine>,
+    /// The provider's routes.
+    pub router: fn() -> Router<Arc<Sim>>,
+    /// The provider's throttle response.
+    pub throttle: fn(&Sim) -> Response,
+    /// The provider's 503 response.
+    pub unavailable: fn(&Sim) -> Response,
+    /// What a tenant stores to connect.
+    pub credentials: fn(&Sim) -> Value,
+    /// The full record for a stream index, as the API shows it.
+    pub record: fn(&Sim, usize, &Meta) -> Value,
+    /// Adds headers to every response (given the request path).
+    pub decorate: Option<fn(&Sim, &str, &mut Response)>,
+}
+
+/// Locks a mutex, ignoring poisoning (state stays usable after a panic).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Server-side cursors (Salesforce query locators): a bounded FIFO map.
+#[derive(Debug, Default)]
+struct Registry {
+    next: u64,
+    map: HashMap<String, String>,
+    order: VecDeque<String>,
+}
+
+const REGISTRY_CAP: usize = 4096;
+
+/// Distinct request paths counted individually.
+const PATHS_CAP: usize = 4096;
+
+/// The state of one running simulator.
+pub(crate) struct Sim {
+    /// Which provider this is.
+    pub provider: Provider,
+    /// The provider's description.
+    pub spec: &'static ProviderSpec,
+    /// The configuration it was started with.
+    pub config: SimConfig,
+    /// `http://127.0.0.1:PORT`.
+    pub base_url: String,
+    /// Base records end an hour before this instant.
+    pub anchor: Ts,
+    streams: Mutex<Vec<StreamData>>,
+    /// Token state.
+    pub auth: Mutex<Auth>,
+    cursor_key: Vec<u8>,
+    faults: Mutex<Faults>,
+    requests: AtomicU64,
+    data_requests: AtomicU64,
+    paths: Mutex<HashMap<String, u64>>,
+    registry: Mutex<Registry>,
+    window: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Sim {
+    /// Builds the state for `config` served at `base_url`.
+    pub(crate) fn new(config: SimConfig, base_url: String) -> Self {
+        let spec = config.provider.spec();
+        let anchor = config
+            .anchor
+            .unwrap_or_else(|| util::truncate(Utc::now(), 1_000_000));
+        let parents = config.parents;
+        let streams = spec
+            .streams
+            .iter()
+            .map(|s| {
+                let (count, partitions) = match s.kind {
+                    StreamKind::Parent => (parents, 0),
+                    StreamKind::Primary => (config.count_for(s.name), 0),
+                    StreamKind::Child => (config.count_for(s.name), parents),
+                };
+                StreamData::new(
+                    config.seed,
+                    s.name,
+                    count,
+                    partitions,
+                    anchor,
+                    spec.resolution_ns,
+                    spec.refine,
+                )
+            })
+            .collect();
+        let ttl = config.access_token_ttl.or(spec.default_ttl);
+        let rotate = match spec.rotation {
+            Rotation::Never => false,
+            Rotation::Always => true,
+            Rotation::Optional => config.rotate_refresh_tokens,
+        };
+        let auth = Auth::new(config.seed, ttl, rotate);
+        let cursor_key = auth.secret().to_vec();
+        Self {
+            provider: config.provider,
+            spec,
+            faults: Mutex::new(config.faults.clone()),
+            config,
+            base_url,
+            anchor,
+            streams: Mutex::new(streams),
+            auth: Mutex::new(auth),
+            cursor_key,
+            requests: AtomicU64::new(0),
+            data_requests: AtomicU64::new(0),
+            paths: Mutex::new(HashMap::new()),
+            registry: Mutex::new(Registry::default()),
+            window: Mutex::new((None, 0)),
+        }
+    }
+
+    /// The stream's position in the spec, by name or alias (any case).
+    pub(crate) fn stream_index(&self, name: &str) -> Option<usize> {
+        self.spec.streams.iter().position(|s| {
+            s.name.eq_ignore_ascii_case(name)
+                || s.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// One page of a listing.
+    pub(crate) fn select(
+        &self,
+        stream: usize,
+        filter: &Filter,
+        order: Order,
+        desc: bool,
+        offset: u64,
+        limit: usize,
+    ) -> Page {
+        lock(&self.streams)
+            .get(stream)
+            .map(|s| s.select(filter, order, desc, offset, limit))
+            .unwrap_or_default()
+    }
+
+    /// The metadata of a live record.
+    pub(crate) fn meta(&self, stream: usize, index: u64) -> Option<Meta> {
+        lock(&self.streams).get(stream).and_then(|s| s.meta(index))
+    }
+
+    /// The size of a stream's index space (deleted records included).
+    pub(crate) fn len(&self, stream: usize) -> u64 {
+        lock(&self.streams).get(stream).map_or(0, StreamData::len)
+    }
+
+    /// How many live records a stream has.
+    pub(crate) fn live(&self, stream: usize) -> u64 {
+        lock(&self.streams).get(stream).map_or(0, StreamData::live)
+    }
+
+    /// The full records at `indices` (missing ones skipped).
+    pub(crate) fn records(&self, stream: usize, indices: &[u64]) -> Vec<Value> {
+        let metas: Vec<Meta> = {
+            let streams = lock(&self.streams);
+            let Some(s) = streams.get(stream) else {
+                return Vec::new();
+            };
+            indices.iter().filter_map(|i| s.meta(*i)).collect()
+        };
+        metas
+            .iter()
+            .map(|m| (self.spec.record)(self, stream, m))
+            .collect()
+    }
+
+    /// The full record at `index`.
+    pub(crate) fn record(&self, stream: usize, index: u64) -> Option<Value> {
+        let meta = self.meta(stream, index)?;
+        Some((self.spec.record)(self, stream, &meta))
+    }
+
+    /// Applies a mutation to one stream.
+    pub(crate) fn mutate<R>(
+        &self,
+        stream: usize,
+        f: impl FnOnce(&mut StreamData) -> R,
+    ) -> Option<R> {
+        lock(&self.streams).get_mut(stream).map(f)
+    }
+
+    /// The page size to use: the configured cap or the provider's maximum.
+    pub(crate) fn cap(&self, provider_max: usize) -> usize {
+        self.config.page_size_cap.unwrap_or(provider_max).max(1)
+    }
+
+    /// The key signing this simulator's cursors.
+    pub(crate) fn cursor_key(&self) -> &[u8] {
+        &self.cursor_key
+    }
+
+    /// A stable secret for a label.
+    pub(crate) fn static_secret(&self, label: &str, len: usize) -> String {
+        lock(&self.auth).static_secret(label, len)
+    }
+
+    /// Whether `revoke()` was called.
+    pub(crate) fn revoked(&self) -> bool {
+        lock(&self.auth).is_revoked()
+    }
+
+    /// Checks an access token.
+    pub(crate) fn check_token(&self, token: &str) -> TokenCheck {
+        lock(&self.auth).check(token)
+    }
+
+    /// The standard OAuth client id and secret of this simulator.
+    pub(crate) fn client_pair(&self) -> (String, String) {
+        let auth = lock(&self.auth);
+        (
+            auth.static_secret("client-id", 24),
+            auth.static_secret("client-secret", 40),
+        )
+    }
+
+    /// `{client_id, client_secret, refresh_token}` for the first grant.
+    pub(crate) fn oauth_credentials(&self) -> Value {
+        let (client_id, client_secret) = self.client_pair();
+        let refresh_token = lock(&self.auth).initial_refresh(self.spec.refresh_prefix);
+        json!({
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "refresh_token": refresh_token,
+        })
+    }
+
+    /// The current fault settings.
+    pub(crate) fn faults(&self) -> Faults {
+        lock(&self.faults).clone()
+    }
+
+    /// Replaces the fault settings.
+    pub(crate) fn set_faults(&self, faults: Faults) {
+        *lock(&self.faults) = faults;
+    }
+
+    /// `Retry-After` seconds for throttle responses.
+    pub(crate) fn retry_after(&self) -> u64 {
+        lock(&self.faults).retry_after_secs
+    }
+
+    /// Counts one request for `path`. Once many distinct paths were seen
+    /// (Salesforce locator URLs are unique), new ones are counted under
+    /// their parent path so the map stays bounded.
+    pub(crate) fn count_request(&self, path: &str) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut paths = lock(&self.paths);
+        let key = if paths.len() >= PATHS_CAP && !paths.contains_key(path) {
+            path.rsplit_once('/').map_or(path, |(parent, _)| parent)
+        } else {
+            path
+        };
+        *paths.entry(key.to_owned()).or_insert(0) += 1;
+    }
+
+    /// Counts one data request and returns its 1-based number.
+    pub(crate) fn count_data_request(&self) -> u64 {
+        self.data_requests.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Every request served so far.
+    pub(crate) fn request_count(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Data (non-token) requests served so far.
+    pub(crate) fn data_request_count(&self) -> u64 {
+        self.data_requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests whose path starts with `prefix`.
+    pub(crate) fn requests_for(&self, prefix: &str) -> u64 {
+        lock(&self.paths)
+            .iter()
+            .filter(|(p, _)| p.starts_with(prefix))
+            .map(|(_, n)| *n)
+            .sum()
+    }
+
+    /// Counts a request in a fixed window of `interval` and returns how many
+    /// the current window has seen (for rate-limit headers).
+    pub(crate) fn window_count(&self, interval: Duration) -> u64 {
+        let mut w = lock(&self.window);
+        let now = Instant::now();
+        match w.0 {
+            Some(start) if now.duration_since(start) < interval => w.1 += 1,
+            _ => *w = (Some(now), 1),
+        }
+        w.1
+    }
+
+    /// Stores a server-side cursor payload; returns its id.
+    pub(crate) fn register(&self, payload: String) -> String {
+        let mut reg = lock(&self.registry);
+        reg.next += 1;
+        let id = format!("{:012}", reg.next);
+        reg.map.insert(id.clone(), payload);
+        reg.order.push_back(id.clone());
+        while reg.order.len() > REGISTRY_CAP {
+            if let Some(old) = reg.order.pop_front() {
+                reg.map.remove(&old);
+            }
+        }
+        id
+    }
+
+    /// The payload of a server-side cursor.
+    pub(crate) fn lookup(&self, id: &str) -> Option<String> {
+        lock(&self.registry).map.get(id).cloned()
+    }
+}

@@ -1,0 +1,493 @@
+//! Salesforce REST: OAuth refresh at `POST /services/oauth2/token` (no
+//! `expires_in`; rotation only when configured), SOQL at `GET
+//! /services/data/vXX.X/query?q=…` paged through `nextRecordsUrl` until
+//! `done`, batch size from `Sforce-Query-Options`, `Sforce-Limit-Info` on
+//! every response, errors as JSON arrays, throttling as 403
+//! `REQUEST_LIMIT_EXCEEDED`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use chrono::{TimeDelta, Utc};
+use serde_json::{Map, Value, json};
+
+use super::auth::TokenCheck;
+use super::core::{ProviderSpec, Rotation, Sim, StreamKind, StreamSpec, lock};
+use super::fake::{self, Rng};
+use super::filter::{Cmp, Filter};
+use super::soql::{self, ObjectDef, Soql, SoqlError};
+use super::store::{Meta, Order};
+use super::util::{self, Early, Params, header_str};
+
+const ACCOUNTS: usize = 0;
+const DEFAULT_BATCH: usize = 2000;
+const MIN_BATCH: usize = 200;
+const DAILY_LIMIT: u64 = 100_000;
+
+/// The Salesforce simulator.
+pub(crate) static SPEC: ProviderSpec = ProviderSpec {
+    api_base: "/services/data/v60.0",
+    token_path: Some("/services/oauth2/token"),
+    token_paths: &["/services/oauth2/token"],
+    streams: &[
+        StreamSpec {
+            name: "accounts",
+            aliases: &["Account"],
+            kind: StreamKind::Primary,
+        },
+        StreamSpec {
+            name: "contacts",
+            aliases: &["Contact"],
+            kind: StreamKind::Primary,
+        },
+        StreamSpec {
+            name: "opportunities",
+            aliases: &["Opportunity"],
+            kind: StreamKind::Primary,
+        },
+    ],
+    default_ttl: Some(Duration::from_secs(2 * 3600)),
+    rotation: Rotation::Optional,
+    access_prefix: "00DSIM000000001!AQ",
+    refresh_prefix: "5Aep861SIM",
+    resolution_ns: 1_000_000,
+    refine: None,
+    router,
+    throttle,
+    unavailable,
+    credentials,
+    record,
+    decorate: Some(decorate),
+};
+
+/// The objects, in stream order.
+const OBJECTS: &[ObjectDef] = &[
+    ObjectDef {
+        name: "Account",
+        fields: &[
+            "Id",
+            "Name",
+            "Website",
+            "Industry",
+            "OwnerId",
+            "SystemModstamp",
+            "LastModifiedDate",
+        ],
+        times: &["SystemModstamp", "LastModifiedDate"],
+    },
+    ObjectDef {
+        name: "Contact",
+        fields: &[
+            "Id",
+            "FirstName",
+            "LastName",
+            "Email",
+            "AccountId",
+            "SystemModstamp",
+        ],
+        times: &["SystemModstamp"],
+    },
+    ObjectDef {
+        name: "Opportunity",
+        fields: &[
+            "Id",
+            "Name",
+            "Amount",
+            "StageName",
+            "CloseDate",
+            "AccountId",
+            "SystemModstamp",
+        ],
+        times: &["SystemModstamp"],
+    },
+];
+
+/// Key prefixes of the objects' ids.
+const KEY_PREFIXES: [&str; 3] = ["001", "003", "006"];
+
+fn router() -> Router<Arc<Sim>> {
+    Router::new()
+        .route("/services/oauth2/token", post(token))
+        .route("/services/data/{version}/query", get(query))
+        .route("/services/data/{version}/query/{locator}", get(more))
+}
+
+fn errors(status: StatusCode, code: &str, message: &str) -> Response {
+    util::json(status, &json!([{"message": message, "errorCode": code}]))
+}
+
+fn throttle(_: &Sim) -> Response {
+    errors(
+        StatusCode::FORBIDDEN,
+        "REQUEST_LIMIT_EXCEEDED",
+        "TotalRequests Limit exceeded.",
+    )
+}
+
+fn unavailable(_: &Sim) -> Response {
+    errors(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVER_UNAVAILABLE",
+        "Server temporarily unavailable, please try again later.",
+    )
+}
+
+fn decorate(sim: &Sim, _: &str, response: &mut Response) {
+    let usage = format!("api-usage={}/{DAILY_LIMIT}", sim.data_request_count());
+    util::set_header(response, "sforce-limit-info", &usage);
+}
+
+fn credentials(sim: &Sim) -> Value {
+    sim.oauth_credentials()
+}
+
+/// An 18-character id: key prefix, `Sim`, base-36 index, 3-char checksum.
+fn sf_id(sim: &Sim, stream: usize, index: u64) -> String {
+    let mut r = Rng::new(sim.config.seed, "sf-id-suffix", index, stream as u32);
+    let suffix: String = (0..3)
+        .map(|_| char::from(b'A' + r.below(26) as u8))
+        .collect();
+    format!(
+        "{}Sim{}{suffix}",
+        KEY_PREFIXES[stream],
+        fake::base36(index, 9)
+    )
+}
+
+/// The index behind one of our ids (15 or 18 characters).
+fn parse_id(stream: usize, id: &str) -> Option<u64> {
+    let rest = id.strip_prefix(KEY_PREFIXES[stream])?.strip_prefix("Sim")?;
+    fake::parse_base36(rest.get(..9)?)
+}
+
+fn oauth_error(error: &str, description: &str) -> Response {
+    util::json(
+        StatusCode::BAD_REQUEST,
+        &json!({"error": error, "error_description": description}),
+    )
+}
+
+async fn token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let form = Params::parse(&String::from_utf8_lossy(&body));
+    if form.get("grant_type") != Some("refresh_token") {
+        return oauth_error("unsupported_grant_type", "grant type not supported");
+    }
+    let (id, secret) = sim.client_pair();
+    if form.get("client_id") != Some(id.as_str()) {
+        return oauth_error("invalid_client_id", "client identifier invalid");
+    }
+    if form.get("client_secret").is_some_and(|s| s != secret) {
+        return oauth_error("invalid_client", "invalid client credentials");
+    }
+    let refresh = form.get("refresh_token").unwrap_or_default();
+    let issued = lock(&sim.auth).refresh(refresh, SPEC.refresh_prefix, SPEC.access_prefix);
+    let Ok(issued) = issued else {
+        return oauth_error("invalid_grant", "expired access/refresh token");
+    };
+    let issued_at = Utc::now().timestamp_millis().to_string();
+    let signature = util::base64_encode(&util::digest(&[
+        sim.cursor_key(),
+        issued.access_token.as_bytes(),
+        issued_at.as_bytes(),
+    ]));
+    let mut body = json!({
+        "access_token": issued.access_token,
+        "signature": signature,
+        "scope": "refresh_token api",
+        "instance_url": sim.base_url,
+        "id": format!("{}/id/00DSIM000000001AAA/005Sim000000001AAA", sim.base_url),
+        "token_type": "Bearer",
+        "issued_at": issued_at,
+    });
+    if let Some(rotated) = issued.refresh_token {
+        body["refresh_token"] = Value::String(rotated);
+    }
+    util::json(StatusCode::OK, &body)
+}
+
+fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
+    let mut r = Rng::new(sim.config.seed, SPEC.streams[stream].name, m.index, 0);
+    let def = &OBJECTS[stream];
+    let id = sf_id(sim, stream, m.index);
+    let stamp = util::iso_ms_offset(m.updated);
+    let accounts = sim.len(ACCOUNTS);
+    let account = (accounts > 0).then(|| sf_id(sim, ACCOUNTS, r.below(accounts)));
+    let mut out = Map::new();
+    out.insert(
+        "attributes".into(),
+        json!({"type": def.name, "url": format!("{}/sobjects/{}/{id}", SPEC.api_base, def.name)}),
+    );
+    out.insert("Id".into(), Value::String(id));
+    match stream {
+        ACCOUNTS => {
+            let name = fake::company(&mut r);
+            out.insert(
+                "Website".into(),
+                json!(format!(
+                    "https://www.{}.example.com",
+                    fake::domain_label(&name)
+                )),
+            );
+            out.insert("Name".into(), json!(name));
+            out.insert(
+                "Industry".into(),
+                json!(r.pick(&[
+                    "Technology",
+                    "Healthcare",
+                    "Finance",
+                    "Retail",
+                    "Education",
+                    "Manufacturing"
+                ])),
+            );
+            out.insert(
+                "OwnerId".into(),
+                json!(format!("005Sim{}AAA", fake::base36(r.below(20), 9))),
+            );
+            out.insert("LastModifiedDate".into(), json!(stamp));
+        }
+        1 => {
+            let first = r.pick(fake::FIRST_NAMES);
+            let last = r.pick(fake::LAST_NAMES);
+            out.insert("FirstName".into(), json!(first));
+            out.insert("LastName".into(), json!(last));
+            out.insert(
+                "Email".into(),
+                json!(format!(
+                    "{}.{}{}@example.com",
+                    first.to_lowercase(),
+                    last.to_lowercase(),
+                    m.index + 1
+                )),
+            );
+            out.insert("AccountId".into(), json!(account));
+        }
+        _ => {
+            let mut v = Rng::new(sim.config.seed, "sf-stage", m.index, m.rev);
+            out.insert(
+                "Name".into(),
+                json!(format!(
+                    "{} {}",
+                    fake::company(&mut r),
+                    fake::sentence(&mut r, 1)
+                )),
+            );
+            out.insert(
+                "Amount".into(),
+                json!(500.0 + r.below(1_000_000) as f64 / 4.0),
+            );
+            out.insert(
+                "StageName".into(),
+                json!(v.pick(&[
+                    "Prospecting",
+                    "Qualification",
+                    "Needs Analysis",
+                    "Proposal/Price Quote",
+                    "Negotiation/Review",
+                    "Closed Won",
+                    "Closed Lost"
+                ])),
+            );
+            out.insert(
+                "CloseDate".into(),
+                json!(util::date(
+                    m.created + TimeDelta::days(30 + r.below(180) as i64)
+                )),
+            );
+            out.insert("AccountId".into(), json!(account));
+        }
+    }
+    out.insert("SystemModstamp".into(), json!(stamp));
+    // Canonical field order.
+    let mut ordered = Map::new();
+    if let Some(a) = out.remove("attributes") {
+        ordered.insert("attributes".into(), a);
+    }
+    for f in def.fields {
+        if let Some(v) = out.remove(*f) {
+            ordered.insert((*f).to_owned(), v);
+        }
+    }
+    Value::Object(ordered)
+}
+
+/// Checks the session; `Err` is the 401 to send.
+fn authorize(sim: &Sim, headers: &HeaderMap) -> Early<()> {
+    let check = util::bearer(headers).map_or(TokenCheck::Unknown, |t| sim.check_token(&t));
+    if check == TokenCheck::Valid {
+        Ok(())
+    } else {
+        Err(Box::new(errors(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_SESSION_ID",
+            "Session expired or invalid",
+        )))
+    }
+}
+
+fn soql_error(e: SoqlError) -> Response {
+    match e {
+        SoqlError::Malformed(m) => errors(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", &m),
+        SoqlError::InvalidField(m) => errors(StatusCode::BAD_REQUEST, "INVALID_FIELD", &m),
+        SoqlError::InvalidType(m) => errors(StatusCode::BAD_REQUEST, "INVALID_TYPE", &m),
+    }
+}
+
+/// The batch size asked for in `Sforce-Query-Options`, clamped.
+fn batch_size(sim: &Sim, headers: &HeaderMap) -> usize {
+    let asked = header_str(headers, "sforce-query-options")
+        .and_then(|v| {
+            v.split(',')
+                .find_map(|kv| kv.trim().strip_prefix("batchSize="))
+                .and_then(|n| n.trim().parse::<usize>().ok())
+        })
+        .unwrap_or(DEFAULT_BATCH)
+        .clamp(MIN_BATCH, DEFAULT_BATCH);
+    asked.min(sim.cap(DEFAULT_BATCH))
+}
+
+async fn query(
+    State(sim): State<Arc<Sim>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
+    }
+    let params = Params::from_query(raw.as_deref());
+    let Some(q) = params.get("q").filter(|q| !q.trim().is_empty()) else {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_QUERY",
+            "A query string has to be specified",
+        );
+    };
+    let parsed = match soql::parse(q, OBJECTS) {
+        Ok(p) => p,
+        Err(e) => return soql_error(e),
+    };
+    let batch = batch_size(&sim, &headers);
+    let locator = sim.register(format!("{batch}\n{q}"));
+    respond(
+        &sim,
+        &version,
+        &parsed,
+        &format!("01gSIM{locator}"),
+        0,
+        batch,
+    )
+}
+
+async fn more(
+    State(sim): State<Arc<Sim>>,
+    Path((version, locator)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
+    }
+    let invalid = || {
+        errors(
+            StatusCode::BAD_REQUEST,
+            "INVALID_QUERY_LOCATOR",
+            "invalid query locator",
+        )
+    };
+    let Some((id, offset)) = locator.rsplit_once('-') else {
+        return invalid();
+    };
+    let (Some(key), Ok(offset)) = (id.strip_prefix("01gSIM"), offset.parse::<u64>()) else {
+        return invalid();
+    };
+    let Some(payload) = sim.lookup(key) else {
+        return invalid();
+    };
+    let Some((batch, q)) = payload.split_once('\n') else {
+        return invalid();
+    };
+    let (Ok(batch), Ok(parsed)) = (batch.parse::<usize>(), soql::parse(q, OBJECTS)) else {
+        return invalid();
+    };
+    respond(&sim, &version, &parsed, id, offset, batch)
+}
+
+fn respond(
+    sim: &Sim,
+    version: &str,
+    q: &Soql,
+    locator: &str,
+    offset: u64,
+    batch: usize,
+) -> Response {
+    let Some(stream) = OBJECTS.iter().position(|o| o.name == q.object) else {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            "INVALID_TYPE",
+            "sObject type is not supported.",
+        );
+    };
+    let mut filter = Filter::all();
+    for (cmp, t) in &q.time {
+        filter.updated(*cmp, *t);
+    }
+    for (cmp, id) in &q.ids {
+        match parse_id(stream, id) {
+            Some(index) => filter.index(*cmp, index),
+            // An id of another shape: equality matches nothing, ranges
+            // compare as text against our ids, which all share a prefix.
+            None if *cmp == Cmp::Eq => filter.index(Cmp::Lt, 0),
+            None => {
+                let ours = sf_id(sim, stream, 0);
+                let below = id.as_str() < ours.as_str();
+                if below != matches!(cmp, Cmp::Gt | Cmp::Ge) {
+                    filter.index(Cmp::Lt, 0);
+                }
+            }
+        }
+    }
+    let order = if q.by_time {
+        Order::Updated
+    } else {
+        Order::Index
+    };
+    let first = sim.select(stream, &filter, order, q.desc, offset, 0);
+    let total = q.limit.map_or(first.total, |l| l.min(first.total));
+    let take = (total.saturating_sub(offset)).min(batch as u64) as usize;
+    let page = sim.select(stream, &filter, order, q.desc, offset, take);
+    let records: Vec<Value> = sim
+        .records(stream, &page.items)
+        .into_iter()
+        .map(|r| select_fields(r, &q.fields))
+        .collect();
+    let next = offset + page.items.len() as u64;
+    let done = next >= total || page.items.is_empty();
+    let mut body = json!({"totalSize": total, "done": done});
+    if !done {
+        body["nextRecordsUrl"] = json!(format!("/services/data/{version}/query/{locator}-{next}"));
+    }
+    body["records"] = Value::Array(records);
+    util::json(StatusCode::OK, &body)
+}
+
+fn select_fields(record: Value, fields: &[&str]) -> Value {
+    let Value::Object(mut map) = record else {
+        return record;
+    };
+    let mut out = Map::new();
+    if let Some(a) = map.remove("attributes") {
+        out.insert("attributes".into(), a);
+    }
+    for f in fields {
+        if let Some(v) = map.get(*f) {
+            out.insert((*f).to_owned(), v.clone());
+        }
+    }
+    Value::Object(out)
+}

@@ -1,0 +1,12 @@
+//! Simulator tests: every provider's fake server over real HTTP on loopback.
+
+mod aptem;
+mod bud;
+mod common;
+mod faults;
+mod handle;
+mod hubspot;
+mod jira;
+mod onefile;
+mod salesforce;
+mod slack;
