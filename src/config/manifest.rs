@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::diag::{Diagnostics, join};
 use super::layer::{MappingSpec, ProviderLayer, StreamLayer};
+use super::manifest_spec::{
+    BodyFormat, IncrementalSpec, Pagination, ParamIn, RateLimitSpec, RequestSpec, ResponseRule, WriteSpec, check_pointer,
+};
 use super::source::{Source, toml_files, typed};
 use crate::model::{EntityName, ProviderId, StreamName};
 
@@ -93,19 +96,74 @@ pub struct AuthSpec {
     /// Base-URL variables the token response supplies (Salesforce `instance_url`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub provides: Vec<String>,
+    /// Token endpoint (OAuth2 kinds) or session endpoint (`session_token`); a template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_url: Option<String>,
+    /// How the token request body is encoded (OAuth2: form, Jira: json).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_body: Option<BodyFormat>,
+    /// Extra token request parameters (e.g. `scope`); templates.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub token_params: BTreeMap<String, String>,
+    /// Headers of the token request (OneFile: `X-CustomerToken`); templates.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub token_headers: BTreeMap<String, String>,
+    /// Pointer to the token in the token response; `""` = the raw body (OneFile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_path: Option<String>,
+    /// Pointer to the lifetime in seconds in the token response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_path: Option<String>,
+    /// Lifetime to assume when the response states none (Salesforce, OneFile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_ttl_secs: Option<u64>,
+    /// Pointer to a rotated refresh token in the token response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_path: Option<String>,
+    /// Header that carries the credential on every request (default `Authorization`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Query parameter that carries it instead of a header (API keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// The header or parameter value; a template (default `Bearer {access_token}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Basic auth user and password; templates over credential fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 impl AuthSpec {
     pub fn required_credentials(&self) -> Vec<String> {
         match &self.credentials {
             Some(c) => c.clone(),
-            None => self
-                .kind
-                .default_credentials()
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
+            None => self.kind.default_credentials().iter().map(|s| (*s).to_owned()).collect(),
         }
+    }
+
+    /// Whether the kind exchanges credentials for a token first.
+    pub fn needs_token(&self) -> bool {
+        matches!(self.kind, AuthKind::Oauth2RefreshToken | AuthKind::Oauth2ClientCredentials | AuthKind::SessionToken)
+    }
+
+    fn templates(&self) -> Vec<(&'static str, &str)> {
+        let mut out: Vec<(&'static str, &str)> = Vec::new();
+        for (key, v) in [
+            ("token_url", &self.token_url),
+            ("value", &self.value),
+            ("username", &self.username),
+            ("password", &self.password),
+        ] {
+            if let Some(v) = v {
+                out.push((key, v.as_str()));
+            }
+        }
+        out.extend(self.token_params.values().map(|v| ("token_params", v.as_str())));
+        out.extend(self.token_headers.values().map(|v| ("token_headers", v.as_str())));
+        out
     }
 }
 
@@ -120,10 +178,29 @@ pub struct StreamSpec {
     pub enabled_by_default: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Dotted path of the record's id in the provider's record (default `id`).
+    #[serde(default = "default_pk")]
+    pub primary_key: String,
+    /// For a child stream: the stream whose every record it is read for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<StreamName>,
+    /// Fields added to each record, e.g. `channel_id = "{parent.id}"`; templates.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inject: BTreeMap<String, String>,
+    /// The full read.
+    #[serde(default)]
+    pub request: RequestSpec,
+    /// How to read only what changed since the last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalSpec>,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn default_pk() -> String {
+    "id".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -135,12 +212,22 @@ struct RawManifest {
     #[serde(default)]
     description: Option<String>,
     base_url: String,
+    #[serde(default)]
+    variables: BTreeMap<String, String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
     auth: AuthSpec,
+    #[serde(default)]
+    rate_limit: Option<RateLimitSpec>,
+    #[serde(default)]
+    responses: Vec<ResponseRule>,
     #[serde(default)]
     default_schedule: Option<String>,
     streams: BTreeMap<StreamName, StreamSpec>,
     #[serde(default)]
     mappings: BTreeMap<String, BTreeMap<String, MappingSpec>>,
+    #[serde(default)]
+    writes: BTreeMap<String, WriteSpec>,
 }
 
 /// A validated connector manifest.
@@ -151,62 +238,164 @@ pub struct Manifest {
     pub category: Category,
     pub description: Option<String>,
     pub base_url: String,
+    /// Default values of template variables (a tenant may override them).
+    pub variables: BTreeMap<String, String>,
+    /// Headers sent with every request; templates.
+    pub headers: BTreeMap<String, String>,
     pub auth: AuthSpec,
+    pub rate_limit: Option<RateLimitSpec>,
+    /// Response classification rules, tried in order before the defaults.
+    pub responses: Vec<ResponseRule>,
     pub default_schedule: Option<String>,
     pub streams: BTreeMap<StreamName, StreamSpec>,
     pub mappings: BTreeMap<String, BTreeMap<String, MappingSpec>>,
+    /// Write operations per entity (declared; executed by write support).
+    pub writes: BTreeMap<String, WriteSpec>,
     /// Where it was loaded from.
     pub source: String,
 }
 
+/// Template variables every request may use without declaring them.
+pub const BUILTIN_VARIABLES: &[&str] = &["base_url", "subdomain", "access_token", "cursor"];
+
 impl Manifest {
-    /// Parses one manifest; problems are reported against `source.name`.
+    /// Parses one manifest; every problem is reported against `source.name` with its key path.
     pub fn parse(source: &Source, diag: &mut Diagnostics) -> Option<Self> {
         let file = source.name.as_str();
         let table = source.parse(diag)?;
         let raw: RawManifest = typed(toml::Value::Table(table), diag, file, "")?;
-        if raw.streams.is_empty() {
-            diag.push(file, "streams", "a connector needs at least one stream");
-        }
-        for var in template_variables(&raw.base_url) {
-            if var.is_empty() {
-                diag.push(file, "base_url", "empty `{}` placeholder");
-            }
-        }
-        if let Some(creds) = &raw.auth.credentials
-            && creds.is_empty()
-        {
-            diag.push(
-                file,
-                "auth.credentials",
-                "list at least one credential field",
-            );
-        }
-        Some(Self {
+        let m = Self {
             name: raw.name,
             title: raw.title,
             category: raw.category,
             description: raw.description,
             base_url: raw.base_url,
+            variables: raw.variables,
+            headers: raw.headers,
             auth: raw.auth,
+            rate_limit: raw.rate_limit,
+            responses: raw.responses,
             default_schedule: raw.default_schedule,
             streams: raw.streams,
             mappings: raw.mappings,
+            writes: raw.writes,
             source: source.name.clone(),
-        })
+        };
+        m.check_shape(diag);
+        Some(m)
     }
 
-    /// The variables its base URL needs (`{subdomain}` → `subdomain`).
-    pub fn variables(&self) -> Vec<String> {
-        template_variables(&self.base_url)
+    /// Checks what serde cannot: pointers, templates, stream references, auth settings.
+    fn check_shape(&self, diag: &mut Diagnostics) {
+        let file = self.source.as_str();
+        let mut err = |path: &str, msg: String| diag.push(file, path, msg);
+        if self.streams.is_empty() {
+            err("streams", "a connector needs at least one stream".into());
+        }
+        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://") || self.base_url.starts_with('{')) {
+            err("base_url", format!("`{}` is not an http(s) URL template", self.base_url));
+        }
+        let credentials = self.auth.required_credentials();
+        if credentials.is_empty() {
+            err("auth.credentials", "list at least one credential field".into());
+        }
+        let known = |var: &str, in_auth: bool, parent: bool| -> bool {
+            BUILTIN_VARIABLES.contains(&var)
+                || self.variables.contains_key(var)
+                || self.auth.provides.iter().any(|p| p == var)
+                || self.tenant_variables().iter().any(|v| v == var)
+                || (in_auth && credentials.iter().any(|c| c == var))
+                || (parent && var.starts_with("parent."))
+        };
+        for (key, t) in self.auth.templates() {
+            for var in template_variables(t) {
+                if !known(&var, true, false) {
+                    err(&join("auth", key), format!("unknown template variable `{{{var}}}`"));
+                }
+            }
+        }
+        for (name, t) in &self.headers {
+            check_template_vars(t, &|v| known(v, false, false), &join("headers", name), &mut err);
+        }
+        if self.auth.needs_token() && self.auth.token_url.is_none() {
+            err("auth.token_url", format!("`{}` auth needs a `token_url`", self.auth.kind.as_str()));
+        }
+        if self.auth.kind == AuthKind::Basic && (self.auth.username.is_none() || self.auth.password.is_none()) && self.auth.credentials.is_some() {
+            err("auth", "basic auth with custom credential fields needs `username` and `password` templates".into());
+        }
+        for (key, p) in [
+            ("auth.token_path", &self.auth.token_path),
+            ("auth.expires_in_path", &self.auth.expires_in_path),
+            ("auth.refresh_token_path", &self.auth.refresh_token_path),
+        ] {
+            if let Some(p) = p
+                && let Err(e) = check_pointer(p)
+            {
+                err(key, e);
+            }
+        }
+        for (i, rule) in self.responses.iter().enumerate() {
+            let path = format!("responses[{i}]");
+            for p in rule.body.keys().chain(rule.message.iter()) {
+                if let Err(e) = check_pointer(p) {
+                    err(&path, e);
+                }
+            }
+        }
+        for (name, s) in &self.streams {
+            let sp = join("streams", name.as_str());
+            let is_child = s.parent.is_some();
+            if let Some(parent) = &s.parent {
+                match self.streams.get(parent) {
+                    None => err(&join(&sp, "parent"), format!("unknown parent stream `{parent}`")),
+                    Some(_) if parent == name => err(&join(&sp, "parent"), "a stream cannot be its own parent".into()),
+                    Some(p) if p.parent.is_some() => err(&join(&sp, "parent"), "a parent stream cannot itself be a child".into()),
+                    Some(_) => {}
+                }
+            }
+            if s.request.path.is_none() {
+                err(&join(&sp, "request.path"), "a stream needs a request path".into());
+            }
+            let known_here = |v: &str| known(v, false, is_child);
+            check_request(&s.request, &known_here, &join(&sp, "request"), &mut err);
+            for (k, t) in &s.inject {
+                check_template_vars(t, &known_here, &join(&join(&sp, "inject"), k), &mut err);
+            }
+            if let Some(inc) = &s.incremental {
+                let ip = join(&sp, "incremental");
+                let merged = s.request.overlay(&inc.request);
+                check_request(&merged, &known_here, &join(&ip, "request"), &mut err);
+                if !uses_cursor(&merged) {
+                    err(&join(&ip, "request"), "the incremental request never uses `{cursor}`".into());
+                }
+                if inc.cursor_field.trim().is_empty() {
+                    err(&join(&ip, "cursor_field"), "must not be empty".into());
+                }
+            }
+        }
     }
 
-    /// The base-URL variables a tenant must supply (those the token response does not).
+    /// Variables a tenant must or may supply: placeholders of the base URL and declared
+    /// `[variables]`, except built-ins, credentials and what the token response provides.
     pub fn tenant_variables(&self) -> Vec<String> {
-        self.variables()
-            .into_iter()
-            .filter(|v| !self.auth.provides.contains(v))
-            .collect()
+        let credentials = self.auth.required_credentials();
+        let mut out: Vec<String> = Vec::new();
+        let candidates = template_variables(&self.base_url).into_iter().chain(self.variables.keys().cloned());
+        for v in candidates {
+            let skip = BUILTIN_VARIABLES.contains(&v.as_str())
+                || self.auth.provides.contains(&v)
+                || credentials.contains(&v)
+                || out.contains(&v);
+            if !skip {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// Tenant variables without a default: the tenant must give them.
+    pub fn required_variables(&self) -> Vec<String> {
+        self.tenant_variables().into_iter().filter(|v| !self.variables.contains_key(v)).collect()
     }
 
     /// The manifest's own defaults as the bottom configuration layer.
@@ -228,6 +417,81 @@ impl Manifest {
             mappings: self.mappings.clone(),
             ..ProviderLayer::default()
         }
+    }
+}
+
+fn uses_cursor(r: &RequestSpec) -> bool {
+    let mut texts: Vec<String> = r.query.values().cloned().collect();
+    texts.extend(r.path.clone());
+    texts.extend(r.headers.values().cloned());
+    if let Some(b) = &r.body {
+        texts.push(b.to_string());
+    }
+    texts.iter().any(|t| template_variables(t).iter().any(|v| v == "cursor"))
+}
+
+fn check_template_vars(t: &str, known: &dyn Fn(&str) -> bool, path: &str, err: &mut impl FnMut(&str, String)) {
+    for var in template_variables(t) {
+        if var.is_empty() {
+            err(path, "empty `{}` placeholder".into());
+        } else if !known(&var) {
+            err(path, format!("unknown template variable `{{{var}}}`"));
+        }
+    }
+}
+
+fn check_request(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &str, err: &mut impl FnMut(&str, String)) {
+    if let Some(p) = &r.path {
+        check_template_vars(p, known, &join(path, "path"), err);
+    }
+    for (k, v) in &r.query {
+        check_template_vars(v, known, &join(&join(path, "query"), k), err);
+    }
+    for (k, v) in &r.headers {
+        check_template_vars(v, known, &join(&join(path, "headers"), k), err);
+    }
+    if let Some(b) = &r.body {
+        check_template_vars(&b.to_string(), known, &join(path, "body"), err);
+    }
+    if let Some(rec) = &r.records
+        && let Err(e) = check_pointer(rec)
+    {
+        err(&join(path, "records"), e);
+    }
+    let pp = join(path, "pagination");
+    let pointers: Vec<(&str, &String)> = match &r.pagination {
+        Some(Pagination::Cursor { cursor, is_last, .. }) => {
+            let mut v = vec![("cursor", cursor)];
+            v.extend(is_last.iter().map(|p| ("is_last", p)));
+            v
+        }
+        Some(Pagination::NextUrl { next, done, .. }) => {
+            let mut v = vec![("next", next)];
+            v.extend(done.iter().map(|p| ("done", p)));
+            v
+        }
+        Some(Pagination::Offset { total, is_last, .. }) => total.iter().map(|p| ("total", p)).chain(is_last.iter().map(|p| ("is_last", p))).collect(),
+        Some(Pagination::PageNumber { total, .. }) => total.iter().map(|p| ("total", p)).collect(),
+        _ => Vec::new(),
+    };
+    for (k, p) in pointers {
+        if let Err(e) = check_pointer(p) {
+            err(&join(&pp, k), e);
+        }
+    }
+    let in_body = matches!(
+        &r.pagination,
+        Some(Pagination::Cursor { location: ParamIn::Body, .. } | Pagination::Offset { location: ParamIn::Body, .. } | Pagination::PageNumber { location: ParamIn::Body, .. })
+    );
+    if in_body && r.body.is_none() {
+        err(&pp, "paging parameters go in the body (`in = \"body\"`) but the request has no `body`".into());
+    }
+    match &r.pagination {
+        Some(Pagination::Offset { limit: 0, .. } | Pagination::Odata { limit: 0, .. } | Pagination::PageNumber { size: 0, .. }) => {
+            err(&pp, "the page size must be greater than zero".into());
+        }
+        Some(p) if p.max_pages() == Some(0) => err(&join(&pp, "max_pages"), "must be greater than zero".into()),
+        _ => {}
     }
 }
 

@@ -282,7 +282,7 @@ impl Effective {
                 continue;
             };
             check_complete(&p.config, manifest, &catalog.entities, diag, file, &path);
-            for var in manifest.tenant_variables() {
+            for var in manifest.required_variables() {
                 let given = p.config.variables.contains_key(&var)
                     || (var == "subdomain" && !subdomain.is_empty());
                 if !given && p.config.base_url.is_none() {

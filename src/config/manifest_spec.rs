@@ -1,0 +1,372 @@
+//! The request side of the manifest language: how a stream is fetched, paged, read
+//! incrementally and how responses are classified. Everything a provider needs is
+//! said here as data; the engine (`crate::engine`) interprets it generically.
+//!
+//! Templates: strings in `path`, `query`, `headers`, `body` and auth settings may
+//! hold `{name}` placeholders: `{base_url}`, `{subdomain}`, the tenant's variables,
+//! credential fields (auth settings only), `{access_token}`, `{cursor}` (the
+//! incremental position, formatted by `param_format`) and `{parent.<path>}` (a field
+//! of the parent record, for child streams). Pointers are RFC 6901 JSON pointers
+//! (`/paging/next/after`); `""` is the whole body.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+/// HTTP method of a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    #[default]
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Patch => "PATCH",
+            Self::Delete => "DELETE",
+        }
+    }
+}
+
+/// How a request body is encoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyFormat {
+    #[default]
+    Json,
+    Form,
+}
+
+/// One request shape. In an `incremental` section every field that is set replaces
+/// the stream's; `query` and `headers` merge key by key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<Method>,
+    /// Path appended to the base URL (or an absolute URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// A JSON body whose string values are templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_format: Option<BodyFormat>,
+    /// Pointer to the record array in the response (`/results`); `""` = the body itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pagination: Option<Pagination>,
+}
+
+impl RequestSpec {
+    /// `self` with every field `over` sets replaced.
+    pub fn overlay(&self, over: &RequestSpec) -> RequestSpec {
+        let mut out = self.clone();
+        if over.method.is_some() {
+            out.method = over.method;
+        }
+        if over.path.is_some() {
+            out.path.clone_from(&over.path);
+        }
+        out.query.extend(over.query.iter().map(|(k, v)| (k.clone(), v.clone())));
+        out.headers.extend(over.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if over.body.is_some() {
+            out.body.clone_from(&over.body);
+        }
+        if over.body_format.is_some() {
+            out.body_format = over.body_format;
+        }
+        if over.records.is_some() {
+            out.records.clone_from(&over.records);
+        }
+        if over.pagination.is_some() {
+            out.pagination.clone_from(&over.pagination);
+        }
+        out
+    }
+}
+
+/// Where a paging parameter goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamIn {
+    #[default]
+    Query,
+    Body,
+}
+
+/// How a stream pages. Every kind stops on an empty page; guards stop a cursor or a
+/// page that repeats, and `max_pages`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Pagination {
+    /// One request, no paging.
+    None,
+    /// A cursor in the body sent back as a parameter (HubSpot `paging.next.after`,
+    /// Slack `response_metadata.next_cursor`, Jira `nextPageToken`); `token` is a synonym.
+    #[serde(alias = "token")]
+    Cursor {
+        /// Pointer to the next cursor; absent, null or `""` ends the stream.
+        cursor: String,
+        /// Parameter (query) or body field that carries it.
+        param: String,
+        #[serde(default, rename = "in")]
+        location: ParamIn,
+        /// Pointer to a boolean that is true on the last page (Jira `isLast`).
+        #[serde(default)]
+        is_last: Option<String>,
+        #[serde(default)]
+        max_pages: Option<u64>,
+    },
+    /// A URL of the next page in the body (Salesforce `nextRecordsUrl`, Graph `@odata.nextLink`).
+    NextUrl {
+        next: String,
+        /// Pointer to a boolean that is true when done (Salesforce `done`).
+        #[serde(default)]
+        done: Option<String>,
+        #[serde(default)]
+        max_pages: Option<u64>,
+    },
+    /// RFC 5988 `Link: <…>; rel="next"`.
+    LinkHeader {
+        #[serde(default)]
+        max_pages: Option<u64>,
+    },
+    /// Offset and limit (Jira `startAt`/`maxResults`); `odata` is `$skip`/`$top`.
+    Offset {
+        offset_param: String,
+        limit_param: String,
+        limit: u64,
+        #[serde(default, rename = "in")]
+        location: ParamIn,
+        /// Pointer to the total count, when the API gives one.
+        #[serde(default)]
+        total: Option<String>,
+        #[serde(default)]
+        is_last: Option<String>,
+        #[serde(default)]
+        max_pages: Option<u64>,
+    },
+    /// OData `$top`/`$skip`.
+    Odata {
+        limit: u64,
+        #[serde(default)]
+        max_pages: Option<u64>,
+    },
+    /// Page numbers (Bud `pageNumber`, OneFile `PageNumber`).
+    PageNumber {
+        page_param: String,
+        size_param: String,
+        size: u64,
+        #[serde(default = "one")]
+        start: u64,
+        #[serde(default, rename = "in")]
+        location: ParamIn,
+        #[serde(default)]
+        total: Option<String>,
+        #[serde(default)]
+        max_pages: Option<u64>,
+    },
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl Pagination {
+    pub fn max_pages(&self) -> Option<u64> {
+        match self {
+            Self::None => Some(1),
+            Self::Cursor { max_pages, .. }
+            | Self::NextUrl { max_pages, .. }
+            | Self::LinkHeader { max_pages }
+            | Self::Offset { max_pages, .. }
+            | Self::Odata { max_pages, .. }
+            | Self::PageNumber { max_pages, .. } => *max_pages,
+        }
+    }
+}
+
+/// How cursor values are read from records and written into requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CursorFormat {
+    /// RFC 3339 / ISO 8601 with any precision, rendered `2024-06-01T10:00:00Z`.
+    Rfc3339,
+    /// RFC 3339 with milliseconds, `2024-06-01T10:00:00.123Z`.
+    Rfc3339Ms,
+    /// Milliseconds since the epoch (HubSpot search).
+    EpochMs,
+    /// Seconds since the epoch.
+    EpochS,
+    /// Slack `ts`: seconds with six decimals.
+    SlackTs,
+    /// Jira JQL: `yyyy-MM-dd HH:mm` (minute precision).
+    JqlMinute,
+    /// `YYYY-MM-DD`.
+    Date,
+    /// Opaque text, compared as text.
+    Raw,
+}
+
+/// Incremental reading of a stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementalSpec {
+    /// Dotted path or pointer of the cursor value in each record.
+    pub cursor_field: String,
+    /// How record values are parsed and compared.
+    pub cursor_format: CursorFormat,
+    /// How `{cursor}` is rendered into the request (default: `cursor_format`).
+    #[serde(default)]
+    pub param_format: Option<CursorFormat>,
+    /// Seconds subtracted from the cursor when requesting (late writes, minute precision).
+    #[serde(default)]
+    pub lookback_secs: u64,
+    /// Records come sorted ascending by the cursor, so the cursor may be committed
+    /// with every page; otherwise it is committed only after the last page.
+    #[serde(default)]
+    pub sorted: bool,
+    /// A query returns at most this many results (HubSpot search: 10,000); the engine
+    /// restarts the query from the last cursor value before reaching it.
+    #[serde(default)]
+    pub window_cap: Option<u64>,
+    /// The request when a cursor exists (fields set here replace the stream's).
+    #[serde(flatten)]
+    pub request: RequestSpec,
+}
+
+/// What a response means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseAction {
+    Success,
+    /// No records, end of stream (OneFile 204).
+    Empty,
+    /// Transient: retry with backoff.
+    Retry,
+    /// Throttled: wait (`Retry-After` or the rate-limit reset) and retry.
+    RateLimited,
+    /// The access token expired: refresh, then retry once.
+    AuthExpired,
+    /// Permanent: the run fails with the provider's message.
+    Fail,
+}
+
+/// A status code or class (`"5xx"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum StatusMatch {
+    Code(u16),
+    Class(u16),
+}
+
+impl StatusMatch {
+    pub fn matches(self, status: u16) -> bool {
+        match self {
+            Self::Code(c) => c == status,
+            Self::Class(c) => status / 100 == c,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusMatch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Code(u16),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Code(c) if (100..600).contains(&c) => Ok(Self::Code(c)),
+            Raw::Code(c) => Err(serde::de::Error::custom(format!("`{c}` is not an HTTP status"))),
+            Raw::Text(t) => match t.as_bytes() {
+                [d @ b'1'..=b'5', b'x', b'x'] => Ok(Self::Class(u16::from(d - b'0'))),
+                _ => Err(serde::de::Error::custom(format!("`{t}` is not a status class like \"5xx\""))),
+            },
+        }
+    }
+}
+
+/// One classification rule: when the status and body match, the response means `action`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseRule {
+    /// Statuses or classes this rule applies to (empty: any).
+    #[serde(default)]
+    pub status: Vec<StatusMatch>,
+    /// Pointer → value the body must hold; an array value means any of them.
+    #[serde(default)]
+    pub body: BTreeMap<String, Value>,
+    /// The raw body must contain this text.
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    pub action: ResponseAction,
+    /// Pointer to the provider's error message.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// The provider's rate limit, as it documents it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    pub requests: u32,
+    pub per_secs: u32,
+    /// `connection` (default) or `provider` (one quota shared by every tenant).
+    #[serde(default)]
+    pub scope: QuotaScope,
+    #[serde(default)]
+    pub remaining_header: Option<String>,
+    #[serde(default)]
+    pub reset_header: Option<String>,
+    #[serde(default = "retry_after")]
+    pub retry_after_header: String,
+}
+
+fn retry_after() -> String {
+    "Retry-After".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaScope {
+    #[default]
+    Connection,
+    Provider,
+}
+
+/// Create and update operations for one entity (executed by later write support).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteSpec {
+    #[serde(default)]
+    pub create: Option<RequestSpec>,
+    #[serde(default)]
+    pub update: Option<RequestSpec>,
+}
+
+/// Checks a JSON pointer's syntax.
+pub fn check_pointer(p: &str) -> Result<(), String> {
+    if p.is_empty() || p.starts_with('/') {
+        Ok(())
+    } else {
+        Err(format!("`{p}` is not a JSON pointer (start with `/`, or `\"\"` for the whole body)"))
+    }
+}
