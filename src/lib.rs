@@ -4,6 +4,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod engine;
+pub mod http;
 pub mod mapping;
 pub mod model;
 pub mod secrets;

@@ -301,6 +301,12 @@ impl Credentials {
         Zeroizing::new(serde_json::to_vec(&map).unwrap_or_default())
     }
 
+    /// Replaces one field (a rotated refresh token).
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.0
+            .insert(name.to_owned(), SecretString::from(value.to_owned()));
+    }
+
     pub fn get(&self, name: &str) -> Option<&SecretString> {
         self.0.get(name)
     }

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::diag::{Diagnostics, join};
 use super::layer::{MappingSpec, ProviderLayer, StreamLayer};
 use super::manifest_spec::{
-    BodyFormat, IncrementalSpec, Pagination, ParamIn, RateLimitSpec, RequestSpec, ResponseRule, WriteSpec, check_pointer,
+    BodyFormat, IncrementalSpec, Pagination, ParamIn, RateLimitSpec, RequestSpec, ResponseRule,
+    WriteSpec, check_pointer,
 };
 use super::source::{Source, toml_files, typed};
 use crate::model::{EntityName, ProviderId, StreamName};
@@ -140,13 +141,23 @@ impl AuthSpec {
     pub fn required_credentials(&self) -> Vec<String> {
         match &self.credentials {
             Some(c) => c.clone(),
-            None => self.kind.default_credentials().iter().map(|s| (*s).to_owned()).collect(),
+            None => self
+                .kind
+                .default_credentials()
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
         }
     }
 
     /// Whether the kind exchanges credentials for a token first.
     pub fn needs_token(&self) -> bool {
-        matches!(self.kind, AuthKind::Oauth2RefreshToken | AuthKind::Oauth2ClientCredentials | AuthKind::SessionToken)
+        matches!(
+            self.kind,
+            AuthKind::Oauth2RefreshToken
+                | AuthKind::Oauth2ClientCredentials
+                | AuthKind::SessionToken
+        )
     }
 
     fn templates(&self) -> Vec<(&'static str, &str)> {
@@ -161,8 +172,16 @@ impl AuthSpec {
                 out.push((key, v.as_str()));
             }
         }
-        out.extend(self.token_params.values().map(|v| ("token_params", v.as_str())));
-        out.extend(self.token_headers.values().map(|v| ("token_headers", v.as_str())));
+        out.extend(
+            self.token_params
+                .values()
+                .map(|v| ("token_params", v.as_str())),
+        );
+        out.extend(
+            self.token_headers
+                .values()
+                .map(|v| ("token_headers", v.as_str())),
+        );
         out
     }
 }
@@ -292,12 +311,21 @@ impl Manifest {
         if self.streams.is_empty() {
             err("streams", "a connector needs at least one stream".into());
         }
-        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://") || self.base_url.starts_with('{')) {
-            err("base_url", format!("`{}` is not an http(s) URL template", self.base_url));
+        if !(self.base_url.starts_with("http://")
+            || self.base_url.starts_with("https://")
+            || self.base_url.starts_with('{'))
+        {
+            err(
+                "base_url",
+                format!("`{}` is not an http(s) URL template", self.base_url),
+            );
         }
         let credentials = self.auth.required_credentials();
         if credentials.is_empty() {
-            err("auth.credentials", "list at least one credential field".into());
+            err(
+                "auth.credentials",
+                "list at least one credential field".into(),
+            );
         }
         let known = |var: &str, in_auth: bool, parent: bool| -> bool {
             BUILTIN_VARIABLES.contains(&var)
@@ -310,17 +338,31 @@ impl Manifest {
         for (key, t) in self.auth.templates() {
             for var in template_variables(t) {
                 if !known(&var, true, false) {
-                    err(&join("auth", key), format!("unknown template variable `{{{var}}}`"));
+                    err(
+                        &join("auth", key),
+                        format!("unknown template variable `{{{var}}}`"),
+                    );
                 }
             }
         }
         for (name, t) in &self.headers {
-            check_template_vars(t, &|v| known(v, false, false), &join("headers", name), &mut err);
+            check_template_vars(
+                t,
+                &|v| known(v, false, false),
+                &join("headers", name),
+                &mut err,
+            );
         }
         if self.auth.needs_token() && self.auth.token_url.is_none() {
-            err("auth.token_url", format!("`{}` auth needs a `token_url`", self.auth.kind.as_str()));
+            err(
+                "auth.token_url",
+                format!("`{}` auth needs a `token_url`", self.auth.kind.as_str()),
+            );
         }
-        if self.auth.kind == AuthKind::Basic && (self.auth.username.is_none() || self.auth.password.is_none()) && self.auth.credentials.is_some() {
+        if self.auth.kind == AuthKind::Basic
+            && (self.auth.username.is_none() || self.auth.password.is_none())
+            && self.auth.credentials.is_some()
+        {
             err("auth", "basic auth with custom credential fields needs `username` and `password` templates".into());
         }
         for (key, p) in [
@@ -347,14 +389,26 @@ impl Manifest {
             let is_child = s.parent.is_some();
             if let Some(parent) = &s.parent {
                 match self.streams.get(parent) {
-                    None => err(&join(&sp, "parent"), format!("unknown parent stream `{parent}`")),
-                    Some(_) if parent == name => err(&join(&sp, "parent"), "a stream cannot be its own parent".into()),
-                    Some(p) if p.parent.is_some() => err(&join(&sp, "parent"), "a parent stream cannot itself be a child".into()),
+                    None => err(
+                        &join(&sp, "parent"),
+                        format!("unknown parent stream `{parent}`"),
+                    ),
+                    Some(_) if parent == name => err(
+                        &join(&sp, "parent"),
+                        "a stream cannot be its own parent".into(),
+                    ),
+                    Some(p) if p.parent.is_some() => err(
+                        &join(&sp, "parent"),
+                        "a parent stream cannot itself be a child".into(),
+                    ),
                     Some(_) => {}
                 }
             }
             if s.request.path.is_none() {
-                err(&join(&sp, "request.path"), "a stream needs a request path".into());
+                err(
+                    &join(&sp, "request.path"),
+                    "a stream needs a request path".into(),
+                );
             }
             let known_here = |v: &str| known(v, false, is_child);
             check_request(&s.request, &known_here, &join(&sp, "request"), &mut err);
@@ -366,7 +420,10 @@ impl Manifest {
                 let merged = s.request.overlay(&inc.request);
                 check_request(&merged, &known_here, &join(&ip, "request"), &mut err);
                 if !uses_cursor(&merged) {
-                    err(&join(&ip, "request"), "the incremental request never uses `{cursor}`".into());
+                    err(
+                        &join(&ip, "request"),
+                        "the incremental request never uses `{cursor}`".into(),
+                    );
                 }
                 if inc.cursor_field.trim().is_empty() {
                     err(&join(&ip, "cursor_field"), "must not be empty".into());
@@ -380,7 +437,9 @@ impl Manifest {
     pub fn tenant_variables(&self) -> Vec<String> {
         let credentials = self.auth.required_credentials();
         let mut out: Vec<String> = Vec::new();
-        let candidates = template_variables(&self.base_url).into_iter().chain(self.variables.keys().cloned());
+        let candidates = template_variables(&self.base_url)
+            .into_iter()
+            .chain(self.variables.keys().cloned());
         for v in candidates {
             let skip = BUILTIN_VARIABLES.contains(&v.as_str())
                 || self.auth.provides.contains(&v)
@@ -395,7 +454,10 @@ impl Manifest {
 
     /// Tenant variables without a default: the tenant must give them.
     pub fn required_variables(&self) -> Vec<String> {
-        self.tenant_variables().into_iter().filter(|v| !self.variables.contains_key(v)).collect()
+        self.tenant_variables()
+            .into_iter()
+            .filter(|v| !self.variables.contains_key(v))
+            .collect()
     }
 
     /// The manifest's own defaults as the bottom configuration layer.
@@ -427,10 +489,17 @@ fn uses_cursor(r: &RequestSpec) -> bool {
     if let Some(b) = &r.body {
         texts.push(b.to_string());
     }
-    texts.iter().any(|t| template_variables(t).iter().any(|v| v == "cursor"))
+    texts
+        .iter()
+        .any(|t| template_variables(t).iter().any(|v| v == "cursor"))
 }
 
-fn check_template_vars(t: &str, known: &dyn Fn(&str) -> bool, path: &str, err: &mut impl FnMut(&str, String)) {
+fn check_template_vars(
+    t: &str,
+    known: &dyn Fn(&str) -> bool,
+    path: &str,
+    err: &mut impl FnMut(&str, String),
+) {
     for var in template_variables(t) {
         if var.is_empty() {
             err(path, "empty `{}` placeholder".into());
@@ -440,7 +509,12 @@ fn check_template_vars(t: &str, known: &dyn Fn(&str) -> bool, path: &str, err: &
     }
 }
 
-fn check_request(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &str, err: &mut impl FnMut(&str, String)) {
+fn check_request(
+    r: &RequestSpec,
+    known: &dyn Fn(&str) -> bool,
+    path: &str,
+    err: &mut impl FnMut(&str, String),
+) {
     if let Some(p) = &r.path {
         check_template_vars(p, known, &join(path, "path"), err);
     }
@@ -460,7 +534,9 @@ fn check_request(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &str, err:
     }
     let pp = join(path, "pagination");
     let pointers: Vec<(&str, &String)> = match &r.pagination {
-        Some(Pagination::Cursor { cursor, is_last, .. }) => {
+        Some(Pagination::Cursor {
+            cursor, is_last, ..
+        }) => {
             let mut v = vec![("cursor", cursor)];
             v.extend(is_last.iter().map(|p| ("is_last", p)));
             v
@@ -470,7 +546,11 @@ fn check_request(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &str, err:
             v.extend(done.iter().map(|p| ("done", p)));
             v
         }
-        Some(Pagination::Offset { total, is_last, .. }) => total.iter().map(|p| ("total", p)).chain(is_last.iter().map(|p| ("is_last", p))).collect(),
+        Some(Pagination::Offset { total, is_last, .. }) => total
+            .iter()
+            .map(|p| ("total", p))
+            .chain(is_last.iter().map(|p| ("is_last", p)))
+            .collect(),
         Some(Pagination::PageNumber { total, .. }) => total.iter().map(|p| ("total", p)).collect(),
         _ => Vec::new(),
     };
@@ -481,16 +561,37 @@ fn check_request(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &str, err:
     }
     let in_body = matches!(
         &r.pagination,
-        Some(Pagination::Cursor { location: ParamIn::Body, .. } | Pagination::Offset { location: ParamIn::Body, .. } | Pagination::PageNumber { location: ParamIn::Body, .. })
+        Some(
+            Pagination::Cursor {
+                location: ParamIn::Body,
+                ..
+            } | Pagination::Offset {
+                location: ParamIn::Body,
+                ..
+            } | Pagination::PageNumber {
+                location: ParamIn::Body,
+                ..
+            }
+        )
     );
     if in_body && r.body.is_none() {
-        err(&pp, "paging parameters go in the body (`in = \"body\"`) but the request has no `body`".into());
+        err(
+            &pp,
+            "paging parameters go in the body (`in = \"body\"`) but the request has no `body`"
+                .into(),
+        );
     }
     match &r.pagination {
-        Some(Pagination::Offset { limit: 0, .. } | Pagination::Odata { limit: 0, .. } | Pagination::PageNumber { size: 0, .. }) => {
+        Some(
+            Pagination::Offset { limit: 0, .. }
+            | Pagination::Odata { limit: 0, .. }
+            | Pagination::PageNumber { size: 0, .. },
+        ) => {
             err(&pp, "the page size must be greater than zero".into());
         }
-        Some(p) if p.max_pages() == Some(0) => err(&join(&pp, "max_pages"), "must be greater than zero".into()),
+        Some(p) if p.max_pages() == Some(0) => {
+            err(&join(&pp, "max_pages"), "must be greater than zero".into())
+        }
         _ => {}
     }
 }

@@ -83,8 +83,10 @@ impl RequestSpec {
         if over.path.is_some() {
             out.path.clone_from(&over.path);
         }
-        out.query.extend(over.query.iter().map(|(k, v)| (k.clone(), v.clone())));
-        out.headers.extend(over.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+        out.query
+            .extend(over.query.iter().map(|(k, v)| (k.clone(), v.clone())));
+        out.headers
+            .extend(over.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
         if over.body.is_some() {
             out.body.clone_from(&over.body);
         }
@@ -295,10 +297,14 @@ impl<'de> Deserialize<'de> for StatusMatch {
         }
         match Raw::deserialize(d)? {
             Raw::Code(c) if (100..600).contains(&c) => Ok(Self::Code(c)),
-            Raw::Code(c) => Err(serde::de::Error::custom(format!("`{c}` is not an HTTP status"))),
+            Raw::Code(c) => Err(serde::de::Error::custom(format!(
+                "`{c}` is not an HTTP status"
+            ))),
             Raw::Text(t) => match t.as_bytes() {
                 [d @ b'1'..=b'5', b'x', b'x'] => Ok(Self::Class(u16::from(d - b'0'))),
-                _ => Err(serde::de::Error::custom(format!("`{t}` is not a status class like \"5xx\""))),
+                _ => Err(serde::de::Error::custom(format!(
+                    "`{t}` is not a status class like \"5xx\""
+                ))),
             },
         }
     }
@@ -367,6 +373,8 @@ pub fn check_pointer(p: &str) -> Result<(), String> {
     if p.is_empty() || p.starts_with('/') {
         Ok(())
     } else {
-        Err(format!("`{p}` is not a JSON pointer (start with `/`, or `\"\"` for the whole body)"))
+        Err(format!(
+            "`{p}` is not a JSON pointer (start with `/`, or `\"\"` for the whole body)"
+        ))
     }
 }

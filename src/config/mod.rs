@@ -22,12 +22,13 @@ pub use layer::{
     FilterAction, FilterOp, FilterSpec, MappingRule, MappingSpec, ProviderLayer, Sources,
     StreamLayer, TRANSFORMS,
 };
-pub use manifest_spec::{
-    BodyFormat, CursorFormat, IncrementalSpec, Method, Pagination, ParamIn, QuotaScope, RateLimitSpec, RequestSpec, ResponseAction,
-    ResponseRule, StatusMatch, WriteSpec,
-};
 pub use manifest::{
-    AuthKind, AuthSpec, BUILTIN as BUILTIN_MANIFESTS, BUILTIN_VARIABLES, Category, Manifest, Manifests, StreamSpec,
+    AuthKind, AuthSpec, BUILTIN as BUILTIN_MANIFESTS, BUILTIN_VARIABLES, Category, Manifest,
+    Manifests, StreamSpec,
+};
+pub use manifest_spec::{
+    BodyFormat, CursorFormat, IncrementalSpec, Method, Pagination, ParamIn, QuotaScope,
+    RateLimitSpec, RequestSpec, ResponseAction, ResponseRule, StatusMatch, WriteSpec,
 };
 pub use presets::{Preset, Presets, revision_of};
 pub use settings::{SecretSettings, Settings, StoreSettings};

@@ -1,0 +1,499 @@
+//! One pagination walk: the pages of one request shape (for one parent record, when
+//! the stream is a child), with the guards against loops and the search-window cap.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use super::EngineError;
+use super::cursor::CursorValue;
+use super::template::{Vars, lookup_path, scalar_text};
+use crate::config::{
+    BodyFormat, IncrementalSpec, Pagination, ParamIn, RequestSpec, ResponseAction, StreamSpec,
+};
+use crate::http::{Body, Request, Session};
+use crate::model::StreamName;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Position {
+    Start,
+    Cursor(String),
+    Url(String),
+    Offset(u64),
+    Page(u64),
+    Done,
+}
+
+pub(super) struct Walk {
+    request: RequestSpec,
+    pagination: Pagination,
+    incremental: Option<IncrementalSpec>,
+    inject: Vec<(String, String)>,
+    primary_key: String,
+    parent: Option<Value>,
+    pub parent_key: Option<String>,
+    /// The cursor this walk's requests start from.
+    start: Option<CursorValue>,
+    /// The highest cursor value among the records read so far.
+    pub max_seen: Option<CursorValue>,
+    pos: Position,
+    seen_positions: HashSet<String>,
+    last_fingerprint: Option<(String, String, usize)>,
+    pages: u64,
+    window_records: u64,
+}
+
+impl Walk {
+    /// A walk of `spec`: incremental (with its request) when `start` is set.
+    pub fn new(
+        spec: &StreamSpec,
+        incremental: Option<&IncrementalSpec>,
+        start: Option<CursorValue>,
+        parent: Option<Value>,
+        parent_key: Option<String>,
+    ) -> Self {
+        let request = match (incremental, &start) {
+            (Some(inc), Some(_)) => spec.request.overlay(&inc.request),
+            _ => spec.request.clone(),
+        };
+        let pagination = request.pagination.clone().unwrap_or(Pagination::None);
+        Self {
+            request,
+            pagination,
+            incremental: incremental.cloned(),
+            inject: spec
+                .inject
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            primary_key: spec.primary_key.clone(),
+            parent,
+            parent_key,
+            start,
+            max_seen: None,
+            pos: Position::Start,
+            seen_positions: HashSet::new(),
+            last_fingerprint: None,
+            pages: 0,
+            window_records: 0,
+        }
+    }
+
+    pub fn finished(&self) -> bool {
+        self.pos == Position::Done
+    }
+
+    fn build(
+        &self,
+        vars: &Vars<'_>,
+        base_url: &str,
+        headers: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Request, EngineError> {
+        let mut query: Vec<(String, String)> = Vec::new();
+        let mut body = match &self.request.body {
+            Some(b) => Some(vars.render_json(b)?),
+            None => None,
+        };
+        let url = if let Position::Url(next) = &self.pos {
+            next.clone()
+        } else {
+            let path = vars.render(self.request.path.as_deref().unwrap_or(""))?;
+            let url = if path.starts_with("http://") || path.starts_with("https://") {
+                path
+            } else {
+                format!("{base_url}{path}")
+            };
+            for (k, v) in &self.request.query {
+                query.push((k.clone(), vars.render(v)?));
+            }
+            let mut set = |location: ParamIn, name: &str, value: Value| match location {
+                ParamIn::Query => {
+                    let text = value
+                        .as_str()
+                        .map_or_else(|| value.to_string(), str::to_owned);
+                    query.retain(|(k, _)| k != name);
+                    query.push((name.to_owned(), text));
+                }
+                ParamIn::Body => {
+                    if let Some(Value::Object(map)) = body.as_mut() {
+                        map.insert(name.to_owned(), value);
+                    }
+                }
+            };
+            match (&self.pagination, &self.pos) {
+                (
+                    Pagination::Cursor {
+                        param, location, ..
+                    },
+                    Position::Cursor(c),
+                ) => set(*location, param, Value::String(c.clone())),
+                (
+                    Pagination::Offset {
+                        offset_param,
+                        limit_param,
+                        limit,
+                        location,
+                        ..
+                    },
+                    pos,
+                ) => {
+                    let offset = if let Position::Offset(o) = pos { *o } else { 0 };
+                    set(*location, limit_param, Value::from(*limit));
+                    set(*location, offset_param, Value::from(offset));
+                }
+                (Pagination::Odata { limit, .. }, pos) => {
+                    let offset = if let Position::Offset(o) = pos { *o } else { 0 };
+                    set(ParamIn::Query, "$top", Value::from(*limit));
+                    set(ParamIn::Query, "$skip", Value::from(offset));
+                }
+                (
+                    Pagination::PageNumber {
+                        page_param,
+                        size_param,
+                        size,
+                        start,
+                        location,
+                        ..
+                    },
+                    pos,
+                ) => {
+                    let page = if let Position::Page(p) = pos {
+                        *p
+                    } else {
+                        *start
+                    };
+                    set(*location, size_param, Value::from(*size));
+                    set(*location, page_param, Value::from(page));
+                }
+                _ => {}
+            }
+            url
+        };
+        let mut hdrs = Vec::new();
+        for (k, v) in headers.iter().chain(self.request.headers.iter()) {
+            hdrs.push((k.clone(), vars.render(v)?));
+        }
+        let body = body.map(
+            |b| match self.request.body_format.unwrap_or(BodyFormat::Json) {
+                BodyFormat::Json => Body::Json(b),
+                BodyFormat::Form => Body::Form(match b {
+                    Value::Object(m) => m
+                        .into_iter()
+                        .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                        .collect(),
+                    _ => Vec::new(),
+                }),
+            },
+        );
+        Ok(Request {
+            method: self.request.method.unwrap_or_default(),
+            url,
+            query,
+            headers: hdrs,
+            body,
+        })
+    }
+
+    /// Fetches the next page; `Ok(None)` when the walk ended without records.
+    pub async fn next(
+        &mut self,
+        session: &mut Session<'_>,
+        vars: &mut Vars<'static>,
+        base_url: &str,
+        headers: &std::collections::BTreeMap<String, String>,
+        stream: &StreamName,
+    ) -> Result<Option<Vec<Value>>, EngineError> {
+        if self.finished() {
+            return Ok(None);
+        }
+        let stream_name = stream.to_string();
+        let max = self
+            .pagination
+            .max_pages()
+            .unwrap_or(super::DEFAULT_MAX_PAGES);
+        if self.pages >= max {
+            return Err(EngineError::PageLimit {
+                stream: stream_name,
+                max,
+            });
+        }
+        if let (Some(inc), Some(start)) = (&self.incremental, &self.start) {
+            let format = inc.param_format.unwrap_or(inc.cursor_format);
+            vars.set("cursor", start.minus_secs(inc.lookback_secs).render(format));
+        }
+        let parent = self.parent.clone();
+        let parent_vars = Vars {
+            values: vars.values.clone(),
+            parent: parent.as_ref(),
+        };
+        let request = self.build(&parent_vars, base_url, headers)?;
+        let response = session.send(&request, &parent_vars).await?;
+        self.pages += 1;
+        let records_ptr = self.request.records.as_deref().unwrap_or("");
+        let mut records = match (&response.json, response.action) {
+            (_, ResponseAction::Empty) | (None, _) => Vec::new(),
+            (Some(json), _) => match json.pointer(records_ptr) {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(items)) => items.clone(),
+                Some(other) => {
+                    return Err(EngineError::BadResponse {
+                        stream: stream_name,
+                        message: format!(
+                            "records at `{records_ptr}` are not an array but {}",
+                            type_name(other)
+                        ),
+                    });
+                }
+            },
+        };
+        // Guard: a page identical to the previous one means the API ignores our paging.
+        if !records.is_empty() {
+            let key =
+                |r: &Value| scalar_text(lookup_path(r, &self.primary_key)).unwrap_or_default();
+            let fp = (
+                key(&records[0]),
+                key(&records[records.len() - 1]),
+                records.len(),
+            );
+            if self.last_fingerprint.as_ref() == Some(&fp) {
+                return Err(EngineError::RepeatedPage {
+                    stream: stream_name,
+                    page: self.pages,
+                });
+            }
+            self.last_fingerprint = Some(fp);
+        }
+        self.advance(&response, records.len(), &stream_name)?;
+        if let Some(inc) = &self.incremental {
+            for r in &records {
+                if let Some(c) = lookup_path(r, &inc.cursor_field)
+                    .and_then(|v| CursorValue::from_record(v, inc.cursor_format))
+                    && self.max_seen.as_ref().is_none_or(|m| c > *m)
+                {
+                    self.max_seen = Some(c);
+                }
+            }
+            self.restart_window_if_capped(inc.window_cap, records.len() as u64, &stream_name)?;
+        }
+        if !self.inject.is_empty() {
+            for r in &mut records {
+                if let Value::Object(map) = r {
+                    for (k, t) in &self.inject {
+                        map.insert(k.clone(), Value::String(parent_vars.render(t)?));
+                    }
+                }
+            }
+        }
+        Ok(if records.is_empty() {
+            None
+        } else {
+            Some(records)
+        })
+    }
+
+    fn advance(
+        &mut self,
+        response: &crate::http::Response,
+        n: usize,
+        stream: &str,
+    ) -> Result<(), EngineError> {
+        let json = response.json.as_ref();
+        let flag = |p: &Option<String>| {
+            p.as_deref()
+                .and_then(|p| json?.pointer(p))
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        };
+        let total = |p: &Option<String>| {
+            p.as_deref()
+                .and_then(|p| json?.pointer(p))
+                .and_then(Value::as_u64)
+        };
+        let n = n as u64;
+        let next = if n == 0 || response.action == ResponseAction::Empty {
+            Position::Done
+        } else {
+            match &self.pagination {
+                Pagination::None => Position::Done,
+                Pagination::Cursor {
+                    cursor, is_last, ..
+                } => {
+                    let next = json
+                        .and_then(|j| j.pointer(cursor))
+                        .and_then(|v| scalar_text(Some(v)))
+                        .filter(|c| !c.is_empty());
+                    match next {
+                        Some(c) if !flag(is_last) => Position::Cursor(c),
+                        _ => Position::Done,
+                    }
+                }
+                Pagination::NextUrl { next, done, .. } => {
+                    let url = json
+                        .and_then(|j| j.pointer(next))
+                        .and_then(Value::as_str)
+                        .filter(|u| !u.is_empty());
+                    match url {
+                        Some(u) if !flag(done) => {
+                            Position::Url(resolve(&response_url_origin(&self.pos, u), u))
+                        }
+                        _ => Position::Done,
+                    }
+                }
+                Pagination::LinkHeader { .. } => match next_link(&response.headers) {
+                    Some(u) => Position::Url(u),
+                    None => Position::Done,
+                },
+                Pagination::Offset {
+                    limit,
+                    total: t,
+                    is_last,
+                    ..
+                } => {
+                    let offset = if let Position::Offset(o) = self.pos {
+                        o
+                    } else {
+                        0
+                    } + n;
+                    let over = total(t).is_some_and(|t| offset >= t);
+                    let short = t.is_none() && is_last.is_none() && n < *limit;
+                    if over || short || flag(is_last) {
+                        Position::Done
+                    } else {
+                        Position::Offset(offset)
+                    }
+                }
+                Pagination::Odata { limit, .. } => {
+                    let offset = if let Position::Offset(o) = self.pos {
+                        o
+                    } else {
+                        0
+                    } + n;
+                    if n < *limit {
+                        Position::Done
+                    } else {
+                        Position::Offset(offset)
+                    }
+                }
+                Pagination::PageNumber {
+                    size,
+                    start,
+                    total: t,
+                    ..
+                } => {
+                    let page = if let Position::Page(p) = self.pos {
+                        p
+                    } else {
+                        *start
+                    };
+                    let read = (page + 1 - start) * size;
+                    let over = total(t).is_some_and(|t| read >= t);
+                    if over || n < *size {
+                        Position::Done
+                    } else {
+                        Position::Page(page + 1)
+                    }
+                }
+            }
+        };
+        // Guard: a cursor or next URL seen before means the API is looping.
+        if let Position::Cursor(c) | Position::Url(c) = &next
+            && !self.seen_positions.insert(c.clone())
+        {
+            return Err(EngineError::StalledCursor {
+                stream: stream.to_owned(),
+                cursor: crate::http::display_path(c),
+            });
+        }
+        self.pos = next;
+        Ok(())
+    }
+
+    /// Restarts a capped search from the highest cursor seen before paging past the cap.
+    fn restart_window_if_capped(
+        &mut self,
+        cap: Option<u64>,
+        n: u64,
+        stream: &str,
+    ) -> Result<(), EngineError> {
+        let Some(cap) = cap else { return Ok(()) };
+        self.window_records += n;
+        if self.finished() || self.window_records + n <= cap {
+            return Ok(());
+        }
+        let Some(next_start) = self.max_seen.clone() else {
+            return Ok(());
+        };
+        if self.start.as_ref() == Some(&next_start) {
+            return Err(EngineError::WindowStuck {
+                stream: stream.to_owned(),
+                cap,
+                cursor: next_start.stored(),
+            });
+        }
+        tracing::debug!(stream, records = self.window_records, from = %next_start.stored(), "search window cap reached; restarting from the last cursor value");
+        self.start = Some(next_start);
+        self.pos = Position::Start;
+        self.seen_positions.clear();
+        self.last_fingerprint = None;
+        self.window_records = 0;
+        Ok(())
+    }
+}
+
+/// The origin the next URL is resolved against: the current URL's, or the value's own.
+fn response_url_origin(pos: &Position, next: &str) -> String {
+    match pos {
+        Position::Url(u) => origin(u),
+        _ => origin(next),
+    }
+}
+
+fn origin(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return String::new();
+    };
+    let host = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{host}")
+}
+
+/// Resolves a next-page URL: absolute URLs as they are, `/path` against `origin`.
+fn resolve(origin: &str, next: &str) -> String {
+    if next.starts_with("http://") || next.starts_with("https://") {
+        next.to_owned()
+    } else {
+        format!("{origin}{next}")
+    }
+}
+
+/// `Link: <url>; rel="next"`.
+fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    for value in headers.get_all("link") {
+        let text = value.to_str().ok()?;
+        for part in text.split(',') {
+            let mut pieces = part.split(';');
+            let url = pieces
+                .next()?
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>');
+            if pieces.any(|p| {
+                let p = p.trim().replace(' ', "");
+                p == "rel=\"next\"" || p == "rel=next"
+            }) {
+                return Some(url.to_owned());
+            }
+        }
+    }
+    None
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
