@@ -11,4 +11,5 @@ pub mod model;
 pub mod secrets;
 pub mod simulator;
 pub mod store;
+pub mod sync;
 pub mod tenants;

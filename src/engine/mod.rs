@@ -212,18 +212,17 @@ impl StreamReader {
             if finished {
                 self.walk = None;
             }
-            let Some(records) = result else { continue };
-            self.pages += 1;
             let sorted = self.incremental.as_ref().is_some_and(|i| i.sorted);
-            let checkpoint = if sorted || finished {
-                self.advance(parent_key, walk_max)
-            } else {
-                None
-            };
-            return Ok(Some(Page {
-                records,
-                checkpoint,
-            }));
+            let checkpoint = if sorted || finished { self.advance(parent_key, walk_max) } else { None };
+            match result {
+                Some(records) => {
+                    self.pages += 1;
+                    return Ok(Some(Page { records, checkpoint }));
+                }
+                // A walk that ends on an empty page still moves the cursor.
+                None if checkpoint.is_some() => return Ok(Some(Page { records: Vec::new(), checkpoint })),
+                None => {}
+            }
         }
     }
 

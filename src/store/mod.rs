@@ -292,6 +292,16 @@ impl Store {
         dispatch!(self.list_records(tenant, entity, limit))
     }
 
+    /// The tenant's dead letters, newest first; of one run when `run_id` is given.
+    pub async fn list_dead_letters(
+        &self,
+        tenant: &TenantId,
+        run_id: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<DeadLetterRow>, StoreError> {
+        dispatch!(self.list_dead_letters(tenant, run_id, limit))
+    }
+
     /// One of the tenant's records.
     pub async fn get_record(
         &self,

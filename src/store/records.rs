@@ -12,7 +12,7 @@ use super::jobs::no_job;
 use super::postgres::PgStore;
 use super::rows::{RawRecord, content_hash, convert_all, now};
 use super::sqlite::SqliteStore;
-use super::types::{PageOutcome, PageWrite, RecordInput, RecordRow};
+use super::types::{DeadLetterRow, PageOutcome, PageWrite, RecordInput, RecordRow};
 use crate::model::{EntityName, ProviderId, TenantId};
 
 /// Bind parameters per row of the multi-row upsert.
@@ -152,6 +152,29 @@ macro_rules! record_methods {
                         .map_err(db("writing records"))?;
                 }
 
+                for chunk in page.dead_letters.chunks(500) {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "INSERT INTO dead_letters (tenant_id, run_id, provider, stream, entity, \
+                         source_id, reason, record, created_at) ",
+                    );
+                    qb.push_values(chunk, |mut row, d| {
+                        row.push_bind(tenant.as_str())
+                            .push_bind(d.run_id)
+                            .push_bind(page.provider.as_str())
+                            .push_bind(d.stream.as_str())
+                            .push_bind(page.entity.as_str())
+                            .push_bind(d.source_id.as_deref())
+                            .push_bind(d.reason.as_str())
+                            .push_bind(Json(&d.record))
+                            .push_bind(now);
+                    });
+                    qb.build()
+                        .persistent(false)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("writing dead letters"))?;
+                }
+
                 if let Some(cursor) = page.cursor {
                     let query = match page.lease_owner {
                         Some(owner) => sqlx::query(
@@ -229,6 +252,42 @@ macro_rules! record_methods {
                 .await
                 .map_err(db("reading a record"))?;
                 raw.map(RecordRow::try_from).transpose()
+            }
+
+            pub(super) async fn list_dead_letters(
+                &self,
+                tenant: &TenantId,
+                run_id: Option<uuid::Uuid>,
+                limit: i64,
+            ) -> Result<Vec<DeadLetterRow>, StoreError> {
+                type Raw = (i64, Option<uuid::Uuid>, String, String, String, Option<String>, String, Json<Value>, chrono::DateTime<chrono::Utc>);
+                let rows: Vec<Raw> = sqlx::query_as(
+                    "SELECT id, run_id, provider, stream, entity, source_id, reason, record, created_at \
+                     FROM dead_letters WHERE tenant_id = $1 AND ($2 IS NULL OR run_id = $2) \
+                     ORDER BY id DESC LIMIT $3",
+                )
+                .bind(tenant.as_str())
+                .bind(run_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("listing dead letters"))?;
+                rows.into_iter()
+                    .map(|(id, run_id, provider, stream, entity, source_id, reason, record, created_at)| {
+                        let corrupt = |what: &str| StoreError::Corrupt { what: format!("dead letter {id}: {what}") };
+                        Ok(DeadLetterRow {
+                            id,
+                            run_id,
+                            provider: ProviderId::parse(&provider).map_err(|e| corrupt(&e.to_string()))?,
+                            stream,
+                            entity: EntityName::parse(&entity).map_err(|e| corrupt(&e.to_string()))?,
+                            source_id,
+                            reason,
+                            record: record.0,
+                            created_at,
+                        })
+                    })
+                    .collect()
             }
 
             pub(super) async fn count_records(

@@ -125,6 +125,33 @@ pub struct PageWrite<'a> {
     pub cursor: Option<&'a str>,
     /// When set, the cursor write is fenced on this lease owner.
     pub lease_owner: Option<&'a str>,
+    /// Records of this page that could not be mapped, stored in the same transaction.
+    pub dead_letters: &'a [DeadLetterInput],
+}
+
+/// A record that failed mapping, with the reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetterInput {
+    pub run_id: Option<Uuid>,
+    pub stream: String,
+    /// The provider's id of the record, when readable.
+    pub source_id: Option<String>,
+    pub reason: String,
+    pub record: Value,
+}
+
+/// A stored dead letter.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetterRow {
+    pub id: i64,
+    pub run_id: Option<Uuid>,
+    pub provider: ProviderId,
+    pub stream: String,
+    pub entity: EntityName,
+    pub source_id: Option<String>,
+    pub reason: String,
+    pub record: Value,
+    pub created_at: DateTime<Utc>,
 }
 
 /// What a page write did.

@@ -77,6 +77,7 @@ contract! {
         tenants::connection_status_is_set_per_tenant,
         tenants::jobs_are_ensured_idempotently,
         records::write_page_counts_inserted_updated_unchanged,
+        records::dead_letters_are_written_with_their_page,
         records::write_page_moves_the_cursor_in_the_same_transaction,
         records::write_page_collapses_duplicate_ids,
         records::write_page_handles_pages_beyond_the_bind_limit,
@@ -204,6 +205,7 @@ impl Page {
             job_id,
             cursor,
             lease_owner: None,
+            dead_letters: &[],
         }
     }
 }

@@ -226,6 +226,7 @@ async fn switching_preset_disables_the_dropped_provider_and_keeps_its_records(st
         job_id: job.id,
         cursor: Some("c1"),
         lease_owner: None,
+        dead_letters: &[],
     };
     store.write_page(&id("globex"), &page).await.unwrap();
 

@@ -372,3 +372,31 @@ pub(super) async fn write_page_handles_pages_beyond_the_bind_limit(store: &Store
         Some("p3")
     );
 }
+
+pub(super) async fn dead_letters_are_written_with_their_page(store: &Store) {
+    let acme = create(store, "acme", &["hubspot"]).await;
+    let contacts = job(store, "acme", "hubspot", "contacts").await;
+    let run = store.start_run(&acme.id, contacts.id, tributary::model::RunTrigger::Cli).await.unwrap();
+    let page = Page::new("contact", "hubspot", records(&[("c1", json!({ "n": 1 }))]));
+    let dead = vec![tributary::store::DeadLetterInput {
+        run_id: Some(run.id),
+        stream: "contacts".into(),
+        source_id: Some("c2".into()),
+        reason: "required field `contact.external_id` is missing".into(),
+        record: json!({ "properties": {} }),
+    }];
+    let write = PageWrite { dead_letters: &dead, ..page.write(contacts.id, Some("c1")) };
+    store.write_page(&acme.id, &write).await.unwrap();
+    let listed = store.list_dead_letters(&acme.id, Some(run.id), 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].source_id.as_deref(), Some("c2"));
+    assert_eq!(listed[0].entity.as_str(), "contact");
+    assert_eq!(listed[0].record, json!({ "properties": {} }));
+    // A fenced write that lost its lease stores no dead letter either.
+    let lost = PageWrite { lease_owner: Some("nobody"), ..write };
+    assert!(store.write_page(&acme.id, &lost).await.is_err());
+    assert_eq!(store.list_dead_letters(&acme.id, None, 10).await.unwrap().len(), 1);
+    // Another tenant sees none of them.
+    let other = create(store, "globex", &["hubspot"]).await;
+    assert!(store.list_dead_letters(&other.id, None, 10).await.unwrap().is_empty());
+}

@@ -1,0 +1,292 @@
+//! One run end to end: read a page → map it → upsert it and move the cursor in one
+//! transaction → next page, with the run row recording counts, HTTP calls, retries,
+//! waits, the cursor before and after, and the outcome. Memory is bounded by the page.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+use chrono::Utc;
+use serde_json::json;
+
+use crate::config::{Catalog, Manifest};
+use crate::engine::template::{lookup_path, scalar_text};
+use crate::engine::{EngineError, StreamReader};
+use crate::http::auth::{AuthState, CredentialSink};
+use crate::http::{RetryPolicy, Session};
+use crate::mapping::{CompiledMapping, MapResult};
+use crate::model::{ConnectionStatus, EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
+use crate::secrets::{Credentials, MasterKey};
+use crate::store::{AuditEntry, DeadLetterInput, PageWrite, RecordInput, RunRow, RunStats, Store, StoreError};
+use crate::tenants::{TenantError, Tenants};
+
+/// Why a run could not start (a run that starts and fails is a failed run row instead).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Tenant(#[from] TenantError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("provider `{provider}` is not enabled for tenant `{tenant}`")]
+    ProviderDisabled { tenant: TenantId, provider: ProviderId },
+    #[error("stream `{stream}` of `{provider}` is not enabled for tenant `{tenant}` (known streams: {known})")]
+    StreamDisabled { tenant: TenantId, provider: ProviderId, stream: StreamName, known: String },
+    #[error("no connector manifest for `{0}`")]
+    NoManifest(ProviderId),
+    #[error("connection {tenant}/{provider} is {status}{hint}")]
+    NotConnected { tenant: TenantId, provider: ProviderId, status: ConnectionStatus, hint: &'static str },
+    #[error("cannot start the HTTP client: {0}")]
+    Client(String),
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    pub tenant: TenantId,
+    pub provider: ProviderId,
+    pub stream: StreamName,
+    pub trigger: RunTrigger,
+    /// Ignore the stored cursor and read everything.
+    pub full_refresh: bool,
+}
+
+/// Runs syncs for one catalog, store and master key.
+pub struct Syncer<'a> {
+    pub catalog: &'a Catalog,
+    pub store: &'a Store,
+    pub key: &'a MasterKey,
+    pub retry: RetryPolicy,
+    clients: (reqwest::Client, reqwest::Client),
+}
+
+/// Stores a rotated refresh token (sealed) before the new access token is used.
+struct StoreSink<'a> {
+    store: &'a Store,
+    key: &'a MasterKey,
+    tenant: &'a TenantId,
+    provider: &'a ProviderId,
+}
+
+impl CredentialSink for StoreSink<'_> {
+    fn rotated<'b>(&'b self, credentials: &'b Credentials) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'b>> {
+        Box::pin(async move {
+            let sealed = self.key.seal(self.tenant, self.provider, &credentials.to_json());
+            let audit = AuditEntry {
+                at: Utc::now(),
+                actor: "sync".into(),
+                action: "credentials.rotated".into(),
+                tenant_id: Some(self.tenant.clone()),
+                subject: Some(self.provider.to_string()),
+                details: json!({ "key_id": self.key.id() }),
+            };
+            self.store.set_credentials(self.tenant, self.provider, &sealed, &audit).await.map(|_| ()).map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl<'a> Syncer<'a> {
+    pub fn new(catalog: &'a Catalog, store: &'a Store, key: &'a MasterKey) -> Result<Self, SyncError> {
+        let clients = crate::http::client().map_err(|e| SyncError::Client(e.to_string()))?;
+        Ok(Self { catalog, store, key, retry: RetryPolicy::default(), clients })
+    }
+
+    /// Runs one job; `progress` sees the counters after every page. A run that fails
+    /// after it started is returned as a run row with outcome `failed`.
+    pub async fn run(&self, req: &SyncRequest, progress: &mut dyn FnMut(&RunStats)) -> Result<RunRow, SyncError> {
+        let tenants = Tenants::new(self.catalog, self.store, "sync");
+        let view = tenants.require(&req.tenant).await?;
+        let provider = view
+            .effective
+            .providers
+            .get(&req.provider)
+            .filter(|p| p.config.is_enabled())
+            .ok_or_else(|| SyncError::ProviderDisabled { tenant: req.tenant.clone(), provider: req.provider.clone() })?;
+        let manifest = self.catalog.manifests.get(req.provider.as_str()).ok_or_else(|| SyncError::NoManifest(req.provider.clone()))?;
+        let config = &provider.config;
+        let entity = config
+            .streams
+            .get(req.stream.as_str())
+            .filter(|s| s.enabled.unwrap_or(false))
+            .and_then(|s| s.entity.clone())
+            .ok_or_else(|| SyncError::StreamDisabled {
+                tenant: req.tenant.clone(),
+                provider: req.provider.clone(),
+                stream: req.stream.clone(),
+                known: config.enabled_streams().map(|(n, _)| n).collect::<Vec<_>>().join(", "),
+            })?;
+        let connection = self
+            .store
+            .get_connection(&req.tenant, &req.provider)
+            .await?
+            .ok_or_else(|| SyncError::ProviderDisabled { tenant: req.tenant.clone(), provider: req.provider.clone() })?;
+        if matches!(connection.status, ConnectionStatus::Disabled | ConnectionStatus::Pending) || !connection.has_credentials {
+            return Err(SyncError::NotConnected {
+                tenant: req.tenant.clone(),
+                provider: req.provider.clone(),
+                status: connection.status,
+                hint: "; store credentials with `tributary credentials set`",
+            });
+        }
+        let schedule = config.streams.get(req.stream.as_str()).and_then(|s| s.schedule.clone()).or_else(|| config.schedule.clone()).unwrap_or_default();
+        let job = self.store.ensure_job(&req.tenant, connection.id, &req.stream, &schedule).await?;
+        let run = self.store.start_run(&req.tenant, job.id, req.trigger).await?;
+        let span = tracing::info_span!("run", tenant = %req.tenant, provider = %req.provider, stream = %req.stream, run_id = %run.id);
+        let _enter = span.enter();
+        tracing::info!(trigger = req.trigger.as_str(), cursor = ?job.cursor, full_refresh = req.full_refresh, "run started");
+
+        let started = Instant::now();
+        let mut stats = RunStats { cursor_after: job.cursor.clone(), ..RunStats::default() };
+        let result = self.read_all(req, manifest, config, &entity, &view.tenant.subdomain, &job, run.id, &mut stats, progress).await;
+        let (outcome, error) = match result {
+            Ok(()) => (RunOutcome::Success, None),
+            Err(e) => (RunOutcome::Failed, Some(e)),
+        };
+        if let Some(e) = &error {
+            stats.error = Some(e.message.clone());
+            if e.needs_reauth {
+                self.store.set_connection_status(&req.tenant, &req.provider, ConnectionStatus::NeedsReauth, Some(&e.message)).await?;
+                tracing::warn!("connection needs new credentials: {}", e.message);
+            }
+        }
+        let row = self.store.finish_run(&req.tenant, run.id, outcome, &stats).await?;
+        tracing::info!(
+            outcome = outcome.as_str(),
+            fetched = stats.fetched,
+            inserted = stats.inserted,
+            updated = stats.updated,
+            unchanged = stats.unchanged,
+            filtered = stats.filtered,
+            dead_lettered = stats.dead_lettered,
+            pages = stats.pages,
+            http_calls = stats.http_calls,
+            duration_ms = started.elapsed().as_millis() as u64,
+            error = stats.error.as_deref().unwrap_or(""),
+            "run finished"
+        );
+        Ok(row)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn read_all(
+        &self,
+        req: &SyncRequest,
+        manifest: &Manifest,
+        config: &crate::config::ProviderLayer,
+        entity: &str,
+        subdomain: &str,
+        job: &crate::store::JobRow,
+        run_id: uuid::Uuid,
+        stats: &mut RunStats,
+        progress: &mut dyn FnMut(&RunStats),
+    ) -> Result<(), RunFailure> {
+        let entity_def = self.catalog.entities.get(entity).ok_or_else(|| RunFailure::plain(format!("unknown entity `{entity}`")))?;
+        let empty = BTreeMap::new();
+        let fields = config.mappings.get(entity).unwrap_or(&empty);
+        let mapping = CompiledMapping::compile(entity_def, fields, &config.filters, &config.tags).map_err(|e| RunFailure::plain(e.to_string()))?;
+        let entity_name = EntityName::parse(entity).map_err(|e| RunFailure::plain(e.to_string()))?;
+
+        let (sealed, _version) = self
+            .store
+            .get_credentials(&req.tenant, &req.provider)
+            .await
+            .map_err(|e| RunFailure::plain(e.to_string()))?
+            .ok_or_else(|| RunFailure::reauth("no credentials are stored".into()))?;
+        let plain = self.key.open(&req.tenant, &req.provider, &sealed).map_err(|e| RunFailure::plain(e.to_string()))?;
+        let credentials = Credentials::from_json(&plain).map_err(|e| RunFailure::reauth(e.to_string()))?;
+
+        let mut vars: BTreeMap<String, String> = manifest.variables.clone();
+        vars.insert("subdomain".into(), subdomain.to_owned());
+        vars.extend(config.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let base_url = config.base_url.clone().unwrap_or_else(|| manifest.base_url.clone());
+        let sink = StoreSink { store: self.store, key: self.key, tenant: &req.tenant, provider: &req.provider };
+        let mut session = Session {
+            client: self.clients.0.clone(),
+            token_client: self.clients.1.clone(),
+            auth: AuthState::new(manifest.auth.clone(), credentials),
+            rules: manifest.responses.clone(),
+            retry: self.retry.clone(),
+            stats: Default::default(),
+            sink: Some(&sink),
+        };
+        let mut reader = StreamReader::new(manifest, &req.stream, &base_url, vars, job.cursor.as_deref(), req.full_refresh)
+            .map_err(|e| RunFailure::plain(e.to_string()))?;
+        let spec = &manifest.streams[&req.stream];
+        let result: Result<(), RunFailure> = async {
+            while let Some(page) = reader.next_page(&mut session).await.map_err(RunFailure::from)? {
+                let mut records = Vec::with_capacity(page.records.len());
+                let mut dead = Vec::new();
+                for raw in &page.records {
+                    match mapping.apply(raw) {
+                        MapResult::Mapped(m) => records.push(RecordInput { external_id: m.external_id, data: m.data }),
+                        MapResult::Filtered { .. } => stats.filtered += 1,
+                        MapResult::DeadLetter { reason } => dead.push(DeadLetterInput {
+                            run_id: Some(run_id),
+                            stream: req.stream.to_string(),
+                            source_id: scalar_text(lookup_path(raw, &spec.primary_key)),
+                            reason,
+                            record: raw.clone(),
+                        }),
+                    }
+                }
+                let write = PageWrite {
+                    entity: &entity_name,
+                    provider: &req.provider,
+                    records: &records,
+                    job_id: job.id,
+                    cursor: page.checkpoint.as_deref(),
+                    lease_owner: None,
+                    dead_letters: &dead,
+                };
+                let outcome = self.store.write_page(&req.tenant, &write).await.map_err(|e| RunFailure::plain(e.to_string()))?;
+                stats.fetched += page.records.len() as i64;
+                stats.inserted += outcome.inserted as i64;
+                stats.updated += outcome.updated as i64;
+                stats.unchanged += outcome.unchanged as i64;
+                stats.dead_lettered += dead.len() as i64;
+                stats.pages = reader.pages as i64;
+                if let Some(c) = page.checkpoint {
+                    stats.cursor_after = Some(c);
+                }
+                copy_http(stats, &session);
+                progress(stats);
+            }
+            Ok(())
+        }
+        .await;
+        stats.pages = reader.pages as i64;
+        copy_http(stats, &session);
+        result
+    }
+}
+
+fn copy_http(stats: &mut RunStats, session: &Session<'_>) {
+    stats.http_calls = session.stats.http_calls as i64;
+    stats.retries = session.stats.retries as i64;
+    stats.rate_limit_waits = session.stats.rate_limit_waits as i64;
+    stats.rate_limit_wait_ms = session.stats.rate_limit_wait_ms as i64;
+}
+
+/// A failed run's message, and whether the connection needs new credentials.
+#[derive(Debug)]
+struct RunFailure {
+    message: String,
+    needs_reauth: bool,
+}
+
+impl RunFailure {
+    fn plain(message: String) -> Self {
+        Self { message, needs_reauth: false }
+    }
+
+    fn reauth(message: String) -> Self {
+        Self { message, needs_reauth: true }
+    }
+}
+
+impl From<EngineError> for RunFailure {
+    fn from(e: EngineError) -> Self {
+        let needs_reauth = matches!(&e, EngineError::Http(h) if h.needs_reauth());
+        Self { message: e.to_string(), needs_reauth }
+    }
+}
