@@ -167,18 +167,14 @@ impl Schedule {
             return Ok(Self::DailyAt(time));
         }
         if let Some(rest) = text.strip_prefix("every ") {
-            return parse_words_interval(rest)
-                .map(Self::Every)
-                .map_err(|r| err(&r));
+            return parse_words_interval(rest).map(Self::Every).map_err(|r| err(&r));
         }
         if text.split_whitespace().count() >= 5 {
             return croner::Cron::from_str(input.trim())
                 .map(|_| Self::Cron(input.trim().to_owned()))
                 .map_err(|e| err(&format!("bad cron expression: {e}")));
         }
-        parse_compact_interval(&text)
-            .map(Self::Every)
-            .map_err(|r| err(&r))
+        parse_compact_interval(&text).map(Self::Every).map_err(|r| err(&r))
     }
 }
 
@@ -193,8 +189,7 @@ fn unit_seconds(unit: &str) -> Option<u64> {
 }
 
 fn interval(count: u64, unit: &str) -> Result<Duration, String> {
-    let secs =
-        unit_seconds(unit).ok_or_else(|| format!("unknown unit `{unit}` (use s, m, h or d)"))?;
+    let secs = unit_seconds(unit).ok_or_else(|| format!("unknown unit `{unit}` (use s, m, h or d)"))?;
     if count == 0 {
         return Err("the interval must be greater than zero".into());
     }
@@ -210,9 +205,7 @@ fn parse_words_interval(rest: &str) -> Result<Duration, String> {
     let mut words = rest.split_whitespace();
     match (words.next(), words.next(), words.next()) {
         (Some(n), Some(unit), None) => {
-            let count = n
-                .parse()
-                .map_err(|_| format!("`{n}` is not a whole number"))?;
+            let count = n.parse().map_err(|_| format!("`{n}` is not a whole number"))?;
             interval(count, unit)
         }
         (Some(unit), None, None) => interval(1, unit),
@@ -222,15 +215,10 @@ fn parse_words_interval(rest: &str) -> Result<Duration, String> {
 
 /// `15m`, `2h`, `1d`, `90s`.
 fn parse_compact_interval(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (n, unit) = text.split_at(split);
     if n.is_empty() {
-        return Err(
-            "expected an interval (`15m`, `1h`), `every …`, `daily at HH:MM` or a cron expression"
-                .into(),
-        );
+        return Err("expected an interval (`15m`, `1h`), `every …`, `daily at HH:MM` or a cron expression".into());
     }
     let count = n.parse().map_err(|_| format!("`{n}` is too large"))?;
     interval(count, unit.trim())

@@ -25,22 +25,14 @@ const NONCE_LEN: usize = 24;
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
     #[error("cannot read master key file {path}: {source}")]
-    ReadKey {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    ReadKey { path: PathBuf, source: std::io::Error },
     #[error("cannot write master key file {path}: {source}")]
-    WriteKey {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    WriteKey { path: PathBuf, source: std::io::Error },
     #[error("master key file {path} must hold 32 raw bytes or 64 hex digits")]
     BadKey { path: PathBuf },
     #[error("credentials were sealed with key `{sealed}` but the loaded master key is `{loaded}`")]
     WrongKey { sealed: String, loaded: String },
-    #[error(
-        "stored credentials for `{tenant}`/`{provider}` cannot be decrypted (tampered, moved or another key)"
-    )]
+    #[error("stored credentials for `{tenant}`/`{provider}` cannot be decrypted (tampered, moved or another key)")]
     Decrypt { tenant: String, provider: String },
     #[error("credentials must be a JSON object of strings: {0}")]
     BadCredentials(String),
@@ -242,10 +234,7 @@ fn write_key_file(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
 
 #[cfg(not(unix))]
 fn write_key_file(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
     f.write_all(hex::encode(key).as_bytes())
 }
 
@@ -255,21 +244,17 @@ pub struct Credentials(BTreeMap<String, SecretString>);
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.0.keys().map(|k| (k, "[redacted]")))
-            .finish()
+        f.debug_map().entries(self.0.keys().map(|k| (k, "[redacted]"))).finish()
     }
 }
 
 impl Credentials {
     /// Parses a JSON object whose values are strings (numbers and booleans are kept as text).
     pub fn from_json(bytes: &[u8]) -> Result<Self, SecretsError> {
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| SecretsError::BadCredentials(format!("not valid JSON ({e})")))?;
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| SecretsError::BadCredentials(format!("not valid JSON ({e})")))?;
         let Value::Object(map) = value else {
-            return Err(SecretsError::BadCredentials(
-                "expected a JSON object".into(),
-            ));
+            return Err(SecretsError::BadCredentials("expected a JSON object".into()));
         };
         if map.is_empty() {
             return Err(SecretsError::BadCredentials("the object is empty".into()));
@@ -281,9 +266,7 @@ impl Credentials {
                 Value::Number(n) => n.to_string(),
                 Value::Bool(b) => b.to_string(),
                 _ => {
-                    return Err(SecretsError::BadCredentials(format!(
-                        "field `{k}` must be a string"
-                    )));
+                    return Err(SecretsError::BadCredentials(format!("field `{k}` must be a string")));
                 }
             };
             out.insert(k, SecretString::from(text));
@@ -303,8 +286,7 @@ impl Credentials {
 
     /// Replaces one field (a rotated refresh token).
     pub fn set(&mut self, name: &str, value: &str) {
-        self.0
-            .insert(name.to_owned(), SecretString::from(value.to_owned()));
+        self.0.insert(name.to_owned(), SecretString::from(value.to_owned()));
     }
 
     pub fn get(&self, name: &str) -> Option<&SecretString> {
@@ -334,10 +316,7 @@ mod tests {
     use super::*;
 
     fn ids() -> (TenantId, ProviderId) {
-        (
-            TenantId::parse("acme").unwrap(),
-            ProviderId::parse("aptem").unwrap(),
-        )
+        (TenantId::parse("acme").unwrap(), ProviderId::parse("aptem").unwrap())
     }
 
     #[test]
@@ -346,10 +325,7 @@ mod tests {
         let (t, p) = ids();
         let blob = key.seal(&t, &p, b"{\"api_token\":\"s3cret\"}");
         assert!(!blob.bytes.windows(6).any(|w| w == b"s3cret"));
-        assert_eq!(
-            &key.open(&t, &p, &blob).unwrap()[..],
-            b"{\"api_token\":\"s3cret\"}"
-        );
+        assert_eq!(&key.open(&t, &p, &blob).unwrap()[..], b"{\"api_token\":\"s3cret\"}");
         // Bound to tenant and provider: moving the blob fails.
         let other_t = TenantId::parse("globex").unwrap();
         assert!(matches!(
@@ -363,18 +339,12 @@ mod tests {
         ));
         // Another key is refused by id; a forged id still fails authentication.
         let other = MasterKey::generate();
-        assert!(matches!(
-            other.open(&t, &p, &blob),
-            Err(SecretsError::WrongKey { .. })
-        ));
+        assert!(matches!(other.open(&t, &p, &blob), Err(SecretsError::WrongKey { .. })));
         let forged = SealedBlob {
             key_id: other.id().to_owned(),
             bytes: blob.bytes.clone(),
         };
-        assert!(matches!(
-            other.open(&t, &p, &forged),
-            Err(SecretsError::Decrypt { .. })
-        ));
+        assert!(matches!(other.open(&t, &p, &forged), Err(SecretsError::Decrypt { .. })));
         // Tampering is detected.
         let mut tampered = blob.clone();
         let last = tampered.bytes.len() - 1;
@@ -434,29 +404,17 @@ mod tests {
         assert!(matches!(o, KeyOrigin::Systemd(_)));
         assert_eq!(k.id(), MasterKey::from_bytes([7; 32]).id());
         std::fs::write(&configured, "too short").unwrap();
-        assert!(matches!(
-            MasterKey::read(&configured),
-            Err(SecretsError::BadKey { .. })
-        ));
+        assert!(matches!(MasterKey::read(&configured), Err(SecretsError::BadKey { .. })));
     }
 
     #[test]
     fn credentials_parse_redact_and_report_missing() {
-        let c =
-            Credentials::from_json(br#"{"client_id":"abc","client_secret":"topsecret","port":5}"#)
-                .unwrap();
+        let c = Credentials::from_json(br#"{"client_id":"abc","client_secret":"topsecret","port":5}"#).unwrap();
         let debug = format!("{c:?}");
-        assert!(
-            debug.contains("client_secret")
-                && !debug.contains("topsecret")
-                && !debug.contains("abc")
-        );
+        assert!(debug.contains("client_secret") && !debug.contains("topsecret") && !debug.contains("abc"));
         let required = vec!["client_id".to_owned(), "refresh_token".to_owned()];
         assert_eq!(c.missing(&required), vec!["refresh_token"]);
-        assert_eq!(
-            c.get("port").map(|s| s.expose_secret().to_owned()),
-            Some("5".into())
-        );
+        assert_eq!(c.get("port").map(|s| s.expose_secret().to_owned()), Some("5".into()));
         for bad in [&b"[1]"[..], b"not json", b"{}", br#"{"a":{"b":1}}"#] {
             assert!(Credentials::from_json(bad).is_err());
         }

@@ -22,10 +22,7 @@ pub enum TenantError {
     #[error("unknown preset `{name}` (known: {known})")]
     UnknownPreset { name: String, known: String },
     #[error("the resulting configuration of tenant `{tenant}` is invalid:\n{diagnostics}")]
-    Invalid {
-        tenant: TenantId,
-        diagnostics: Diagnostics,
-    },
+    Invalid { tenant: TenantId, diagnostics: Diagnostics },
     #[error("stored configuration of tenant `{tenant}` is unreadable: {reason}")]
     Corrupt { tenant: TenantId, reason: String },
     #[error(transparent)]
@@ -90,13 +87,7 @@ impl<'a> Tenants<'a> {
             })
     }
 
-    fn audit(
-        &self,
-        action: &str,
-        tenant: &TenantId,
-        subject: Option<String>,
-        details: Value,
-    ) -> AuditEntry {
+    fn audit(&self, action: &str, tenant: &TenantId, subject: Option<String>, details: Value) -> AuditEntry {
         AuditEntry {
             at: Utc::now(),
             actor: self.actor.clone(),
@@ -114,20 +105,9 @@ impl<'a> Tenants<'a> {
         revision: &str,
         snapshot: &BTreeMap<ProviderId, ProviderLayer>,
     ) -> Result<(TenantState, Effective), TenantError> {
-        let effective = Effective::compute(
-            self.catalog,
-            &spec.preset,
-            revision,
-            snapshot,
-            &spec.overrides,
-        );
+        let effective = Effective::compute(self.catalog, &spec.preset, revision, snapshot, &spec.overrides);
         let mut diag = Diagnostics::default();
-        effective.check(
-            self.catalog,
-            &spec.subdomain,
-            &mut diag,
-            &format!("tenant {}", spec.id),
-        );
+        effective.check(self.catalog, &spec.subdomain, &mut diag, &format!("tenant {}", spec.id));
         if !diag.is_empty() {
             return Err(TenantError::Invalid {
                 tenant: spec.id.clone(),
@@ -166,13 +146,10 @@ impl<'a> Tenants<'a> {
             None,
             json!({ "preset": spec.preset, "revision": preset.revision, "overrides": state.overrides.iter().map(|(p, _)| p).collect::<Vec<_>>() }),
         );
-        self.store
-            .create_tenant(&state, &audit)
-            .await
-            .map_err(|e| match e {
-                StoreError::Conflict { .. } => TenantError::Exists(spec.id.clone()),
-                e => e.into(),
-            })?;
+        self.store.create_tenant(&state, &audit).await.map_err(|e| match e {
+            StoreError::Conflict { .. } => TenantError::Exists(spec.id.clone()),
+            e => e.into(),
+        })?;
         Ok(preset.revision.clone())
     }
 
@@ -221,12 +198,7 @@ impl<'a> Tenants<'a> {
         if changes.is_empty() && stored_overrides == state.overrides {
             return Ok(ApplyOutcome::Unchanged);
         }
-        let audit = self.audit(
-            "tenant.apply",
-            &spec.id,
-            None,
-            json!({ "changes": changes }),
-        );
+        let audit = self.audit("tenant.apply", &spec.id, None, json!({ "changes": changes }));
         self.store.update_tenant(&state, &audit).await?;
         Ok(ApplyOutcome::Updated { changes })
     }
@@ -246,12 +218,7 @@ impl<'a> Tenants<'a> {
         self.switch(view, &preset, "tenant.set_preset").await
     }
 
-    async fn switch(
-        &self,
-        view: TenantView,
-        to: &PresetName,
-        action: &str,
-    ) -> Result<Rebased, TenantError> {
+    async fn switch(&self, view: TenantView, to: &PresetName, action: &str) -> Result<Rebased, TenantError> {
         let preset = self.preset(to.as_str())?;
         let row = &view.tenant;
         let spec = TenantSpec {
@@ -263,11 +230,7 @@ impl<'a> Tenants<'a> {
             overrides: view.overrides.clone(),
         };
         let (state, effective) = self.state(&spec, &preset.revision, &preset.resolved)?;
-        let was: Vec<ProviderId> = view
-            .effective
-            .enabled()
-            .map(|p| p.provider.clone())
-            .collect();
+        let was: Vec<ProviderId> = view.effective.enabled().map(|p| p.provider.clone()).collect();
         let now: Vec<ProviderId> = effective.enabled().map(|p| p.provider.clone()).collect();
         let result = Rebased {
             from_preset: row.preset.clone(),
@@ -296,11 +259,10 @@ impl<'a> Tenants<'a> {
         let snapshot = snapshot_of(&tenant)?;
         let mut overrides = BTreeMap::new();
         for (p, v) in self.store.get_overrides(id).await? {
-            let layer: ProviderLayer =
-                serde_json::from_value(v).map_err(|e| TenantError::Corrupt {
-                    tenant: id.clone(),
-                    reason: format!("overrides of `{p}`: {e}"),
-                })?;
+            let layer: ProviderLayer = serde_json::from_value(v).map_err(|e| TenantError::Corrupt {
+                tenant: id.clone(),
+                reason: format!("overrides of `{p}`: {e}"),
+            })?;
             overrides.insert(p, layer);
         }
         let effective = Effective::compute(
@@ -324,9 +286,7 @@ impl<'a> Tenants<'a> {
     }
 
     pub async fn require(&self, id: &TenantId) -> Result<TenantView, TenantError> {
-        self.view(id)
-            .await?
-            .ok_or_else(|| TenantError::NotFound(id.clone()))
+        self.view(id).await?.ok_or_else(|| TenantError::NotFound(id.clone()))
     }
 }
 

@@ -31,13 +31,7 @@ fn acme(provider: &str) -> ProviderLayer {
         .find(|(_, t)| t.id.as_str() == "acme")
         .expect("config/tenants/acme.toml");
     let preset = c.presets.get(spec.preset.as_str()).expect("preset");
-    let eff = Effective::compute(
-        c,
-        &spec.preset,
-        &preset.revision,
-        &preset.resolved,
-        &spec.overrides,
-    );
+    let eff = Effective::compute(c, &spec.preset, &preset.revision, &preset.resolved, &spec.overrides);
     eff.providers[provider].config.clone()
 }
 
@@ -48,11 +42,7 @@ fn preset(preset: &str, provider: &str) -> ProviderLayer {
 
 /// A connector's own defaults.
 fn connector(provider: &str) -> ProviderLayer {
-    catalog()
-        .manifests
-        .get(provider)
-        .expect("manifest")
-        .base_layer()
+    catalog().manifests.get(provider).expect("manifest").base_layer()
 }
 
 fn compile(layer: &ProviderLayer, entity_name: &str) -> CompiledMapping {
@@ -97,12 +87,7 @@ fn every_shipped_mapping_compiles() {
         for (provider, layer) in &p.resolved {
             for entity_name in layer.mappings.keys() {
                 let compiled = compile(layer, entity_name);
-                assert_eq!(
-                    compiled.entity().as_str(),
-                    entity_name,
-                    "{}/{provider}",
-                    p.name
-                );
+                assert_eq!(compiled.entity().as_str(), entity_name, "{}/{provider}", p.name);
             }
         }
     }
@@ -196,11 +181,7 @@ fn hubspot_contact_becomes_an_employer_with_tags() {
     let no_manager = json!({"id": 52, "properties": {"company": "Beta"}});
     let out = mapped(m.apply(&no_manager));
     assert_eq!(out.external_id, "52", "a numeric id becomes a string");
-    assert_eq!(
-        out.data["account_manager"],
-        Value::Null,
-        "a missing path is null"
-    );
+    assert_eq!(out.data["account_manager"], Value::Null, "a missing path is null");
 }
 
 #[test]
@@ -227,9 +208,8 @@ fn slack_message_id_joins_channel_and_ts() {
     assert_eq!(out.data["thread_ts"], Value::Null);
 
     let channel = compile(&connector("slack"), "channel");
-    let out = mapped(channel.apply(
-        &json!({"id": "C1", "name": "general", "is_private": "false", "num_members": "12"}),
-    ));
+    let out =
+        mapped(channel.apply(&json!({"id": "C1", "name": "general", "is_private": "false", "num_members": "12"})));
     assert_eq!(out.data["is_private"], json!(false));
     assert_eq!(out.data["member_count"], json!(12));
 }
@@ -237,8 +217,7 @@ fn slack_message_id_joins_channel_and_ts() {
 #[test]
 fn bud_full_name_is_split() {
     let m = compile(&preset("bud", "bud"), "learner");
-    let record =
-        json!({"id": 77, "fullName": "Mary Ann Smith", "email": "M@X.io", "programmeName": "L2"});
+    let record = json!({"id": 77, "fullName": "Mary Ann Smith", "email": "M@X.io", "programmeName": "L2"});
     let out = mapped(m.apply(&record));
     assert_eq!(out.external_id, "77");
     assert_eq!(out.data["first_name"], json!("Mary Ann"));

@@ -84,12 +84,7 @@ pub fn presets(g: &Global, cmd: PresetsCmd) -> anyhow::Result<ExitCode> {
                         } else {
                             p.title.clone()
                         };
-                        let providers = p
-                            .providers
-                            .iter()
-                            .map(|x| x.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ");
+                        let providers = p.providers.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(", ");
                         vec![p.name.to_string(), title, providers, p.revision.clone()]
                     })
                     .collect();
@@ -97,12 +92,10 @@ pub fn presets(g: &Global, cmd: PresetsCmd) -> anyhow::Result<ExitCode> {
             }
         }
         PresetsCmd::Show { name } => {
-            let preset = catalog.presets.get(&name).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "unknown preset `{name}` (known: {})",
-                    catalog.presets.names()
-                )
-            })?;
+            let preset = catalog
+                .presets
+                .get(&name)
+                .ok_or_else(|| anyhow::anyhow!("unknown preset `{name}` (known: {})", catalog.presets.names()))?;
             if g.json {
                 output::json(preset)?;
             } else {
@@ -144,26 +137,18 @@ pub fn connectors(g: &Global, cmd: ConnectorsCmd) -> anyhow::Result<ExitCode> {
                             m.title.clone(),
                             output::compact(&json!(m.category)),
                             output::compact(&json!(m.auth.kind)),
-                            m.streams
-                                .keys()
-                                .map(|s| s.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", "),
+                            m.streams.keys().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
                             m.source.clone(),
                         ]
                     })
                     .collect();
-                output::table(
-                    &["PROVIDER", "TITLE", "CATEGORY", "AUTH", "STREAMS", "SOURCE"],
-                    &rows,
-                );
+                output::table(&["PROVIDER", "TITLE", "CATEGORY", "AUTH", "STREAMS", "SOURCE"], &rows);
             }
             Ok(ExitCode::SUCCESS)
         }
         ConnectorsCmd::Check { file } => {
             let mut diag = Diagnostics::default();
-            let manifest =
-                Source::read(&file, &mut diag).and_then(|s| Manifest::parse(&s, &mut diag));
+            let manifest = Source::read(&file, &mut diag).and_then(|s| Manifest::parse(&s, &mut diag));
             if let Some(m) = &manifest {
                 // Entity references are checked against the configured entities.
                 if let Ok(catalog) = g.catalog() {

@@ -40,10 +40,7 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
             let tenant = TenantId::parse(&tenant)?;
             let provider = ProviderId::parse(&provider)?;
             let manifest = catalog.manifests.get(provider.as_str()).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "unknown provider `{provider}` (known: {})",
-                    catalog.manifests.names()
-                )
+                anyhow::anyhow!("unknown provider `{provider}` (known: {})", catalog.manifests.names())
             })?;
             if store.get_tenant(&tenant).await?.is_none() {
                 anyhow::bail!("tenant `{tenant}` not found");
@@ -74,9 +71,7 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
                 subject: Some(provider.to_string()),
                 details: json!({ "fields": fields, "key_id": key.id() }),
             };
-            let conn = store
-                .set_credentials(&tenant, &provider, &sealed, &audit)
-                .await?;
+            let conn = store.set_credentials(&tenant, &provider, &sealed, &audit).await?;
             if g.json {
                 output::json(
                     &json!({ "tenant": tenant, "provider": provider, "version": conn.credentials_version, "status": conn.status, "fields": fields }),
@@ -94,12 +89,7 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
         CredentialsCmd::Show { tenant } => {
             let tenants = match tenant {
                 Some(t) => vec![TenantId::parse(&t)?],
-                None => store
-                    .list_tenants()
-                    .await?
-                    .into_iter()
-                    .map(|t| t.id)
-                    .collect(),
+                None => store.list_tenants().await?.into_iter().map(|t| t.id).collect(),
             };
             let mut rows = Vec::new();
             for t in &tenants {
@@ -127,20 +117,12 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
                                 "none".into()
                             },
                             c.credentials_version.to_string(),
-                            c.credentials_updated_at
-                                .map_or("-".into(), |t| t.to_rfc3339()),
+                            c.credentials_updated_at.map_or("-".into(), |t| t.to_rfc3339()),
                         ]
                     })
                     .collect();
                 output::table(
-                    &[
-                        "TENANT",
-                        "PROVIDER",
-                        "STATUS",
-                        "CREDENTIALS",
-                        "VERSION",
-                        "CHANGED",
-                    ],
+                    &["TENANT", "PROVIDER", "STATUS", "CREDENTIALS", "VERSION", "CHANGED"],
                     &table,
                 );
             }

@@ -4,6 +4,7 @@
 mod catalog;
 mod credentials;
 mod output;
+mod simulate;
 mod tenant;
 
 use std::path::PathBuf;
@@ -40,12 +41,7 @@ pub struct Global {
     #[arg(long, global = true, env = "TRIBUTARY_CONNECTORS", value_name = "DIR")]
     pub connectors: Option<PathBuf>,
     /// Store URL: sqlite://FILE (default sqlite://tributary.db) or postgres://…
-    #[arg(
-        long,
-        global = true,
-        env = "TRIBUTARY_DATABASE_URL",
-        value_name = "URL"
-    )]
+    #[arg(long, global = true, env = "TRIBUTARY_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
@@ -78,16 +74,15 @@ pub enum Command {
     /// Store and list encrypted provider credentials.
     #[command(subcommand)]
     Credentials(credentials::CredentialsCmd),
+    /// Run provider simulators (fake APIs on loopback) in the foreground.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -111,13 +106,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Connectors(cmd) => catalog::connectors(g, cmd),
         Command::Tenant(cmd) => tenant::run(g, cmd).await,
         Command::Credentials(cmd) => credentials::run(g, cmd).await,
+        Command::Simulate(args) => simulate::run(args).await,
     }
 }
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("TRIBUTARY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("TRIBUTARY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -147,8 +142,7 @@ impl Global {
 
     /// Loads and validates configuration; every problem is in the error.
     pub fn catalog(&self) -> anyhow::Result<Catalog> {
-        Catalog::load(&self.config_dir(), self.connectors_dir().as_deref())
-            .map_err(|d| anyhow::anyhow!("{d}"))
+        Catalog::load(&self.config_dir(), self.connectors_dir().as_deref()).map_err(|d| anyhow::anyhow!("{d}"))
     }
 
     pub fn database_url(&self, catalog: &Catalog) -> String {
@@ -177,8 +171,7 @@ impl Global {
             .filter(|p| !p.as_os_str().is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("."));
-        let (key, origin) =
-            MasterKey::locate(configured.as_deref(), systemd.as_deref(), &state_dir)?;
+        let (key, origin) = MasterKey::locate(configured.as_deref(), systemd.as_deref(), &state_dir)?;
         match origin {
             crate::secrets::KeyOrigin::Generated(ref p) => tracing::warn!(
                 path = %p.display(),
@@ -193,10 +186,7 @@ impl Global {
 
 /// The actor recorded in the audit log for command-line changes.
 pub fn actor() -> String {
-    format!(
-        "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    )
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
 }
 
 /// Hides a password in a database URL.

@@ -83,9 +83,7 @@ pub async fn run(g: &Global, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
             Ok(())
         }
         TenantCmd::Apply { file } => {
-            let spec = catalog
-                .tenant_file(&file)
-                .map_err(|d| anyhow::anyhow!("{d}"))?;
+            let spec = catalog.tenant_file(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
             let outcome = tenants.apply(&spec).await?;
             if g.json {
                 output::json(&json!({ "tenant": spec.id, "outcome": outcome }))?;
@@ -119,10 +117,7 @@ pub async fn run(g: &Global, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
                 let table: Vec<Vec<String>> = rows
                     .iter()
                     .map(|t| {
-                        let current = catalog
-                            .presets
-                            .get(t.preset.as_str())
-                            .map(|p| p.revision.as_str());
+                        let current = catalog.presets.get(t.preset.as_str()).map(|p| p.revision.as_str());
                         let rev = match current {
                             Some(c) if c != t.preset_revision => {
                                 format!("{} (current {c})", t.preset_revision)
@@ -138,16 +133,11 @@ pub async fn run(g: &Global, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
                         ]
                     })
                     .collect();
-                output::table(
-                    &["TENANT", "NAME", "PRESET", "REVISION", "TIMEZONE"],
-                    &table,
-                );
+                output::table(&["TENANT", "NAME", "PRESET", "REVISION", "TIMEZONE"], &table);
             }
             Ok(())
         }
-        TenantCmd::Show { id, explain } => {
-            show(g, &tenants, &store, &TenantId::parse(&id)?, explain).await
-        }
+        TenantCmd::Show { id, explain } => show(g, &tenants, &store, &TenantId::parse(&id)?, explain).await,
         TenantCmd::Rebase { id } => {
             let r = tenants.rebase(&TenantId::parse(&id)?).await?;
             print_rebased(g, &id, &r)
@@ -208,20 +198,12 @@ async fn show(
     outln!("  preset     {} @ {rev}", t.preset);
     for p in view.effective.providers.values() {
         let conn = connections.iter().find(|c| c.provider == p.provider);
-        let state = if p.config.is_enabled() {
-            "enabled"
-        } else {
-            "disabled"
-        };
+        let state = if p.config.is_enabled() { "enabled" } else { "disabled" };
         let conn = conn.map_or("no connection".to_owned(), |c| {
             format!(
                 "connection {}{}",
                 c.status,
-                if c.has_credentials {
-                    ""
-                } else {
-                    ", no credentials"
-                }
+                if c.has_credentials { "" } else { ", no credentials" }
             )
         });
         let origin = match (p.in_preset, p.config.is_enabled()) {
@@ -240,10 +222,7 @@ async fn show(
                 output::compact(&value)
             };
             if explain {
-                let origin = p
-                    .origins
-                    .get(&path)
-                    .map_or("tenant override".into(), |o| o.to_string());
+                let origin = p.origins.get(&path).map_or("tenant override".into(), |o| o.to_string());
                 outln!("  {path:<width$}  {value}  [{origin}]");
             } else {
                 outln!("  {path:<width$}  {value}");
@@ -258,8 +237,7 @@ fn print_changes(changes: &[Change]) {
         outln!("  (no effective changes)");
     }
     for c in changes {
-        let show =
-            |v: &Option<serde_json::Value>| v.as_ref().map_or("(unset)".into(), output::compact);
+        let show = |v: &Option<serde_json::Value>| v.as_ref().map_or("(unset)".into(), output::compact);
         outln!("  {}: {} → {}", c.path, show(&c.before), show(&c.after));
     }
 }

@@ -56,22 +56,14 @@ impl Diagnostics {
 
     /// `Ok(value)` when nothing was reported, the diagnostics otherwise.
     pub fn finish<T>(self, value: T) -> Result<T, Diagnostics> {
-        if self.0.is_empty() {
-            Ok(value)
-        } else {
-            Err(self)
-        }
+        if self.0.is_empty() { Ok(value) } else { Err(self) }
     }
 }
 
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        writeln!(
-            f,
-            "{n} configuration error{}:",
-            if n == 1 { "" } else { "s" }
-        )?;
+        writeln!(f, "{n} configuration error{}:", if n == 1 { "" } else { "s" })?;
         for d in &self.0 {
             writeln!(f, "  {d}")?;
         }

@@ -91,11 +91,7 @@ impl Entities {
     }
 
     pub fn names(&self) -> String {
-        self.0
-            .keys()
-            .map(|k| k.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.0.keys().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
     }
 
     /// Parses `entities.toml`: `[entities.<name>]` with `title` and `[entities.<name>.fields]`.
@@ -124,8 +120,7 @@ impl Entities {
             let mut fields = Vec::new();
             for (field, value) in raw.fields {
                 let fpath = join(&join(&path, "fields"), &field);
-                let name =
-                    FieldName::parse(&field).map_err(|e| diag.push(file, &fpath, e.to_string()));
+                let name = FieldName::parse(&field).map_err(|e| diag.push(file, &fpath, e.to_string()));
                 let def = typed::<RawField>(value, diag, file, &fpath);
                 if let (Ok(name), Some(def)) = (name, def) {
                     fields.push(FieldDef {
@@ -137,11 +132,7 @@ impl Entities {
                 }
             }
             if fields.is_empty() {
-                diag.push(
-                    file,
-                    &join(&path, "fields"),
-                    "an entity needs at least one field",
-                );
+                diag.push(file, &join(&path, "fields"), "an entity needs at least one field");
             }
             let key_name = raw.key.unwrap_or_else(|| "external_id".to_owned());
             let key = match fields.iter().find(|f| f.name.as_str() == key_name) {

@@ -186,16 +186,13 @@ impl<'de> Deserialize<'de> for MappingSpec {
             }
             fn visit_bool<E: de::Error>(self, v: bool) -> Result<MappingSpec, E> {
                 if v {
-                    Err(E::custom(
-                        "`true` is not a mapping; use a source path or `false`",
-                    ))
+                    Err(E::custom("`true` is not a mapping; use a source path or `false`"))
                 } else {
                     Ok(MappingSpec::Off)
                 }
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MappingSpec, A::Error> {
-                MappingRule::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(MappingSpec::Rule)
+                MappingRule::deserialize(de::value::MapAccessDeserializer::new(map)).map(MappingSpec::Rule)
             }
         }
         d.deserialize_any(V)
@@ -262,8 +259,7 @@ impl ProviderLayer {
             let mine = self.mappings.entry(entity.clone()).or_default();
             mine.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
-        self.tags
-            .extend(over.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.tags.extend(over.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
         self.filters
             .extend(over.filters.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
@@ -365,10 +361,7 @@ pub fn check_names(
             };
             err(
                 &join("variables", k),
-                format!(
-                    "unknown variable for `{}` (its base URL uses: {known})",
-                    manifest.name
-                ),
+                format!("unknown variable for `{}` (its base URL uses: {known})", manifest.name),
             );
         } else if v.trim().is_empty() {
             err(&join("variables", k), "must not be empty".into());
@@ -383,10 +376,7 @@ pub fn check_names(
                 .map(|k| k.as_str())
                 .collect::<Vec<_>>()
                 .join(", ");
-            err(
-                &p,
-                format!("unknown stream of `{}` (known: {known})", manifest.name),
-            );
+            err(&p, format!("unknown stream of `{}` (known: {known})", manifest.name));
         }
         if let Some(e) = &s.entity
             && entities.get(e).is_none()
@@ -405,10 +395,7 @@ pub fn check_names(
     for (entity, fields) in &layer.mappings {
         let p = join("mappings", entity);
         let Some(def) = entities.get(entity) else {
-            err(
-                &p,
-                format!("unknown entity `{entity}` (known: {})", entities.names()),
-            );
+            err(&p, format!("unknown entity `{entity}` (known: {})", entities.names()));
             continue;
         };
         for (field, spec) in fields {
@@ -437,11 +424,7 @@ pub fn check_names(
         let Some(def) = entities.get(&f.entity) else {
             err(
                 &join(&p, "entity"),
-                format!(
-                    "unknown entity `{}` (known: {})",
-                    f.entity,
-                    entities.names()
-                ),
+                format!("unknown entity `{}` (known: {})", f.entity, entities.names()),
             );
             continue;
         };
@@ -451,27 +434,18 @@ pub fn check_names(
                 "give exactly one of `source` (a source path) or `field` (a target field)".into(),
             ),
             (None, Some(field)) if def.field(field).is_none() => {
-                err(
-                    &join(&p, "field"),
-                    format!("unknown field of `{}`", f.entity),
-                );
+                err(&join(&p, "field"), format!("unknown field of `{}`", f.entity));
             }
-            (Some(src), None) if src.trim().is_empty() => {
-                err(&join(&p, "source"), "empty source path".into())
-            }
+            (Some(src), None) if src.trim().is_empty() => err(&join(&p, "source"), "empty source path".into()),
             _ => {}
         }
         match (f.op, &f.value) {
-            (FilterOp::Exists | FilterOp::Missing, Some(_)) => err(
-                &join(&p, "value"),
-                "`exists`/`missing` take no value".into(),
-            ),
+            (FilterOp::Exists | FilterOp::Missing, Some(_)) => {
+                err(&join(&p, "value"), "`exists`/`missing` take no value".into())
+            }
             (FilterOp::Exists | FilterOp::Missing, None) => {}
             (FilterOp::In | FilterOp::NotIn, Some(Value::Array(_))) => {}
-            (FilterOp::In | FilterOp::NotIn, _) => err(
-                &join(&p, "value"),
-                "`in`/`not_in` need an array value".into(),
-            ),
+            (FilterOp::In | FilterOp::NotIn, _) => err(&join(&p, "value"), "`in`/`not_in` need an array value".into()),
             (_, None) => err(&join(&p, "value"), "this operator needs a `value`".into()),
             _ => {}
         }
@@ -497,10 +471,7 @@ fn check_mapping(spec: &MappingSpec) -> Result<(), String> {
             }
             for t in &r.transform {
                 if !TRANSFORMS.contains(&t.as_str()) {
-                    return Err(format!(
-                        "unknown transform `{t}` (known: {})",
-                        TRANSFORMS.join(", ")
-                    ));
+                    return Err(format!("unknown transform `{t}` (known: {})", TRANSFORMS.join(", ")));
                 }
             }
             Ok(())
@@ -563,11 +534,7 @@ pub fn check_complete(
     }
     for (name, v) in &layer.variables {
         if v.trim().is_empty() {
-            diag.push(
-                file,
-                &join(&join(path, "variables"), name),
-                "must not be empty",
-            );
+            diag.push(file, &join(&join(path, "variables"), name), "must not be empty");
         }
     }
 }

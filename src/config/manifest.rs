@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::diag::{Diagnostics, join};
 use super::layer::{MappingSpec, ProviderLayer, StreamLayer};
 use super::manifest_spec::{
-    BodyFormat, IncrementalSpec, Pagination, ParamIn, RateLimitSpec, RequestSpec, ResponseRule,
-    WriteSpec, check_pointer,
+    BodyFormat, IncrementalSpec, Pagination, ParamIn, RateLimitSpec, RequestSpec, ResponseRule, WriteSpec,
+    check_pointer,
 };
 use super::source::{Source, toml_files, typed};
 use crate::model::{EntityName, ProviderId, StreamName};
@@ -20,18 +20,9 @@ use crate::model::{EntityName, ProviderId, StreamName};
 pub const BUILTIN: &[(&str, &str)] = &[
     ("aptem.toml", include_str!("../../connectors/aptem.toml")),
     ("bud.toml", include_str!("../../connectors/bud.toml")),
-    (
-        "onefile.toml",
-        include_str!("../../connectors/onefile.toml"),
-    ),
-    (
-        "hubspot.toml",
-        include_str!("../../connectors/hubspot.toml"),
-    ),
-    (
-        "salesforce.toml",
-        include_str!("../../connectors/salesforce.toml"),
-    ),
+    ("onefile.toml", include_str!("../../connectors/onefile.toml")),
+    ("hubspot.toml", include_str!("../../connectors/hubspot.toml")),
+    ("salesforce.toml", include_str!("../../connectors/salesforce.toml")),
     ("slack.toml", include_str!("../../connectors/slack.toml")),
     ("jira.toml", include_str!("../../connectors/jira.toml")),
 ];
@@ -154,9 +145,7 @@ impl AuthSpec {
     pub fn needs_token(&self) -> bool {
         matches!(
             self.kind,
-            AuthKind::Oauth2RefreshToken
-                | AuthKind::Oauth2ClientCredentials
-                | AuthKind::SessionToken
+            AuthKind::Oauth2RefreshToken | AuthKind::Oauth2ClientCredentials | AuthKind::SessionToken
         )
     }
 
@@ -172,16 +161,8 @@ impl AuthSpec {
                 out.push((key, v.as_str()));
             }
         }
-        out.extend(
-            self.token_params
-                .values()
-                .map(|v| ("token_params", v.as_str())),
-        );
-        out.extend(
-            self.token_headers
-                .values()
-                .map(|v| ("token_headers", v.as_str())),
-        );
+        out.extend(self.token_params.values().map(|v| ("token_params", v.as_str())));
+        out.extend(self.token_headers.values().map(|v| ("token_headers", v.as_str())));
         out
     }
 }
@@ -322,10 +303,7 @@ impl Manifest {
         }
         let credentials = self.auth.required_credentials();
         if credentials.is_empty() {
-            err(
-                "auth.credentials",
-                "list at least one credential field".into(),
-            );
+            err("auth.credentials", "list at least one credential field".into());
         }
         let known = |var: &str, in_auth: bool, parent: bool| -> bool {
             BUILTIN_VARIABLES.contains(&var)
@@ -338,20 +316,12 @@ impl Manifest {
         for (key, t) in self.auth.templates() {
             for var in template_variables(t) {
                 if !known(&var, true, false) {
-                    err(
-                        &join("auth", key),
-                        format!("unknown template variable `{{{var}}}`"),
-                    );
+                    err(&join("auth", key), format!("unknown template variable `{{{var}}}`"));
                 }
             }
         }
         for (name, t) in &self.headers {
-            check_template_vars(
-                t,
-                &|v| known(v, false, false),
-                &join("headers", name),
-                &mut err,
-            );
+            check_template_vars(t, &|v| known(v, false, false), &join("headers", name), &mut err);
         }
         if self.auth.needs_token() && self.auth.token_url.is_none() {
             err(
@@ -363,7 +333,10 @@ impl Manifest {
             && (self.auth.username.is_none() || self.auth.password.is_none())
             && self.auth.credentials.is_some()
         {
-            err("auth", "basic auth with custom credential fields needs `username` and `password` templates".into());
+            err(
+                "auth",
+                "basic auth with custom credential fields needs `username` and `password` templates".into(),
+            );
         }
         for (key, p) in [
             ("auth.token_path", &self.auth.token_path),
@@ -389,26 +362,16 @@ impl Manifest {
             let is_child = s.parent.is_some();
             if let Some(parent) = &s.parent {
                 match self.streams.get(parent) {
-                    None => err(
-                        &join(&sp, "parent"),
-                        format!("unknown parent stream `{parent}`"),
-                    ),
-                    Some(_) if parent == name => err(
-                        &join(&sp, "parent"),
-                        "a stream cannot be its own parent".into(),
-                    ),
-                    Some(p) if p.parent.is_some() => err(
-                        &join(&sp, "parent"),
-                        "a parent stream cannot itself be a child".into(),
-                    ),
+                    None => err(&join(&sp, "parent"), format!("unknown parent stream `{parent}`")),
+                    Some(_) if parent == name => err(&join(&sp, "parent"), "a stream cannot be its own parent".into()),
+                    Some(p) if p.parent.is_some() => {
+                        err(&join(&sp, "parent"), "a parent stream cannot itself be a child".into())
+                    }
                     Some(_) => {}
                 }
             }
             if s.request.path.is_none() {
-                err(
-                    &join(&sp, "request.path"),
-                    "a stream needs a request path".into(),
-                );
+                err(&join(&sp, "request.path"), "a stream needs a request path".into());
             }
             let known_here = |v: &str| known(v, false, is_child);
             check_request(&s.request, &known_here, &join(&sp, "request"), &mut err);
@@ -494,12 +457,7 @@ fn uses_cursor(r: &RequestSpec) -> bool {
         .any(|t| template_variables(t).iter().any(|v| v == "cursor"))
 }
 
-fn check_template_vars(
-    t: &str,
-    known: &dyn Fn(&str) -> bool,
-    path: &str,
-    err: &mut impl FnMut(&str, String),
-) {
+fn check_template_vars(t: &str, known: &dyn Fn(&str) -> bool, path: &str, err: &mut impl FnMut(&str, String)) {
     for var in template_variables(t) {
         if var.is_empty() {
             err(path, "empty `{}` placeholder".into());
@@ -509,12 +467,7 @@ fn check_template_vars(
     }
 }
 
-fn check_request(
-    r: &RequestSpec,
-    known: &dyn Fn(&str) -> bool,
-    path: &str,
-    err: &mut impl FnMut(&str, String),
-) {
+fn check_request(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &str, err: &mut impl FnMut(&str, String)) {
     if let Some(p) = &r.path {
         check_template_vars(p, known, &join(path, "path"), err);
     }
@@ -534,9 +487,7 @@ fn check_request(
     }
     let pp = join(path, "pagination");
     let pointers: Vec<(&str, &String)> = match &r.pagination {
-        Some(Pagination::Cursor {
-            cursor, is_last, ..
-        }) => {
+        Some(Pagination::Cursor { cursor, is_last, .. }) => {
             let mut v = vec![("cursor", cursor)];
             v.extend(is_last.iter().map(|p| ("is_last", p)));
             v
@@ -577,8 +528,7 @@ fn check_request(
     if in_body && r.body.is_none() {
         err(
             &pp,
-            "paging parameters go in the body (`in = \"body\"`) but the request has no `body`"
-                .into(),
+            "paging parameters go in the body (`in = \"body\"`) but the request has no `body`".into(),
         );
     }
     match &r.pagination {
@@ -589,9 +539,7 @@ fn check_request(
         ) => {
             err(&pp, "the page size must be greater than zero".into());
         }
-        Some(p) if p.max_pages() == Some(0) => {
-            err(&join(&pp, "max_pages"), "must be greater than zero".into())
-        }
+        Some(p) if p.max_pages() == Some(0) => err(&join(&pp, "max_pages"), "must be greater than zero".into()),
         _ => {}
     }
 }
@@ -662,11 +610,7 @@ impl Manifests {
     }
 
     pub fn names(&self) -> String {
-        self.0
-            .keys()
-            .map(|k| k.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.0.keys().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
     }
 
     /// Checks the manifests' entity references and default mappings against `entities`.
@@ -678,11 +622,7 @@ impl Manifests {
                     diag.push(
                         &m.source,
                         &path,
-                        format!(
-                            "unknown entity `{}` (known: {})",
-                            spec.entity,
-                            entities.names()
-                        ),
+                        format!("unknown entity `{}` (known: {})", spec.entity, entities.names()),
                     );
                 }
             }

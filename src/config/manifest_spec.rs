@@ -83,10 +83,15 @@ impl RequestSpec {
         if over.path.is_some() {
             out.path.clone_from(&over.path);
         }
-        out.query
-            .extend(over.query.iter().map(|(k, v)| (k.clone(), v.clone())));
-        out.headers
-            .extend(over.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // A request to another path is another request: its query and headers replace.
+        if over.path.is_some() {
+            out.query.clone_from(&over.query);
+            out.headers.clone_from(&over.headers);
+        } else {
+            out.query.extend(over.query.iter().map(|(k, v)| (k.clone(), v.clone())));
+            out.headers
+                .extend(over.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
         if over.body.is_some() {
             out.body.clone_from(&over.body);
         }
@@ -297,9 +302,7 @@ impl<'de> Deserialize<'de> for StatusMatch {
         }
         match Raw::deserialize(d)? {
             Raw::Code(c) if (100..600).contains(&c) => Ok(Self::Code(c)),
-            Raw::Code(c) => Err(serde::de::Error::custom(format!(
-                "`{c}` is not an HTTP status"
-            ))),
+            Raw::Code(c) => Err(serde::de::Error::custom(format!("`{c}` is not an HTTP status"))),
             Raw::Text(t) => match t.as_bytes() {
                 [d @ b'1'..=b'5', b'x', b'x'] => Ok(Self::Class(u16::from(d - b'0'))),
                 _ => Err(serde::de::Error::custom(format!(

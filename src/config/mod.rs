@@ -19,23 +19,20 @@ use std::path::{Path, PathBuf};
 pub use diag::{Diagnostic, Diagnostics};
 pub use entities::{Entities, Entity, FieldDef, FieldType};
 pub use layer::{
-    FilterAction, FilterOp, FilterSpec, MappingRule, MappingSpec, ProviderLayer, Sources,
-    StreamLayer, TRANSFORMS,
+    FilterAction, FilterOp, FilterSpec, MappingRule, MappingSpec, ProviderLayer, Sources, StreamLayer, TRANSFORMS,
 };
 pub use manifest::{
-    AuthKind, AuthSpec, BUILTIN as BUILTIN_MANIFESTS, BUILTIN_VARIABLES, Category, Manifest,
-    Manifests, StreamSpec,
+    AuthKind, AuthSpec, BUILTIN as BUILTIN_MANIFESTS, BUILTIN_VARIABLES, Category, Manifest, Manifests, StreamSpec,
 };
 pub use manifest_spec::{
-    BodyFormat, CursorFormat, IncrementalSpec, Method, Pagination, ParamIn, QuotaScope,
-    RateLimitSpec, RequestSpec, ResponseAction, ResponseRule, StatusMatch, WriteSpec,
+    BodyFormat, CursorFormat, IncrementalSpec, Method, Pagination, ParamIn, QuotaScope, RateLimitSpec, RequestSpec,
+    ResponseAction, ResponseRule, StatusMatch, WriteSpec,
 };
 pub use presets::{Preset, Presets, revision_of};
 pub use settings::{SecretSettings, Settings, StoreSettings};
 pub use source::Source;
 pub use tenant::{
-    Change, DEFAULT_TIMEZONE, Effective, EffectiveProvider, Origin, TenantSpec, check_subdomain,
-    check_timezone,
+    Change, DEFAULT_TIMEZONE, Effective, EffectiveProvider, Origin, TenantSpec, check_subdomain, check_timezone,
 };
 
 use crate::model::TenantId;
@@ -84,24 +81,17 @@ impl Catalog {
                 (
                     Source::read(&d.join("entities.toml"), &mut diag),
                     Source::read(&d.join("presets.toml"), &mut diag),
-                    settings
-                        .is_file()
-                        .then(|| Source::read(&settings, &mut diag))
-                        .flatten(),
+                    settings.is_file().then(|| Source::read(&settings, &mut diag)).flatten(),
                 )
             }
         };
-        let entities = entities_src
-            .map(|s| Entities::load(&s, &mut diag))
-            .unwrap_or_default();
+        let entities = entities_src.map(|s| Entities::load(&s, &mut diag)).unwrap_or_default();
         let manifests = Manifests::load(connectors, &mut diag);
         manifests.check(&entities, &mut diag);
         let presets = presets_src
             .map(|s| Presets::load(&s, &manifests, &entities, &mut diag))
             .unwrap_or_default();
-        let settings = settings_src
-            .map(|s| Settings::load(&s, &mut diag))
-            .unwrap_or_default();
+        let settings = settings_src.map(|s| Settings::load(&s, &mut diag)).unwrap_or_default();
         let mut catalog = Self {
             entities,
             manifests,
@@ -132,11 +122,7 @@ impl Catalog {
                 diag.push(
                     &src.name,
                     "id",
-                    format!(
-                        "duplicate tenant id `{}` (also in {})",
-                        spec.id,
-                        first.display()
-                    ),
+                    format!("duplicate tenant id `{}` (also in {})", spec.id, first.display()),
                 );
                 continue;
             }
@@ -149,8 +135,7 @@ impl Catalog {
     /// Parses one tenant file against this catalog.
     pub fn tenant_file(&self, path: &Path) -> Result<TenantSpec, Diagnostics> {
         let mut diag = Diagnostics::default();
-        let spec =
-            Source::read(path, &mut diag).and_then(|src| TenantSpec::parse(&src, self, &mut diag));
+        let spec = Source::read(path, &mut diag).and_then(|src| TenantSpec::parse(&src, self, &mut diag));
         match spec {
             Some(spec) if diag.is_empty() => Ok(spec),
             _ => Err(diag),

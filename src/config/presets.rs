@@ -62,21 +62,12 @@ impl Presets {
     }
 
     pub fn names(&self) -> String {
-        self.0
-            .keys()
-            .map(|k| k.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.0.keys().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
     }
 
     /// Parses and validates `presets.toml`: `[providers.<p>]` platform defaults and
     /// `[presets.<name>]` with `providers = [...]` and optional `[presets.<name>.overrides.<p>]`.
-    pub fn load(
-        source: &Source,
-        manifests: &Manifests,
-        entities: &Entities,
-        diag: &mut Diagnostics,
-    ) -> Self {
+    pub fn load(source: &Source, manifests: &Manifests, entities: &Entities, diag: &mut Diagnostics) -> Self {
         let file = source.name.as_str();
         let Some(mut root) = source.parse(diag) else {
             return Self::default();
@@ -111,13 +102,7 @@ impl Presets {
         for (name, value) in presets {
             let path = join("presets", &name);
             let id = PresetName::parse(&name).map_err(|e| diag.push(file, &path, e.to_string()));
-            let known = [
-                "title",
-                "description",
-                "recommended",
-                "providers",
-                "overrides",
-            ];
+            let known = ["title", "description", "recommended", "providers", "overrides"];
             unknown_keys(&value, &known, diag, file, &path);
             let Some(raw) = typed::<RawPreset>(value, diag, file, &path) else {
                 continue;
@@ -144,11 +129,7 @@ impl Presets {
                 members.push(manifest.name.clone());
             }
             if raw.providers.is_empty() {
-                diag.push(
-                    file,
-                    &join(&path, "providers"),
-                    "a preset needs at least one provider",
-                );
+                diag.push(file, &join(&path, "providers"), "a preset needs at least one provider");
             }
             let mut adjustments = BTreeMap::new();
             for (p, value) in raw.overrides {
@@ -160,10 +141,9 @@ impl Presets {
                         format!("provider `{p}` is not in this preset's `providers`"),
                     ),
                     Some(member) => {
-                        if let (Some(layer), Some(manifest)) = (
-                            typed::<ProviderLayer>(value, diag, file, &opath),
-                            manifests.get(&p),
-                        ) {
+                        if let (Some(layer), Some(manifest)) =
+                            (typed::<ProviderLayer>(value, diag, file, &opath), manifests.get(&p))
+                        {
                             check_names(&layer, manifest, entities, diag, file, &opath);
                             adjustments.insert(member.clone(), layer);
                         }
@@ -183,14 +163,7 @@ impl Presets {
                 if let Some(a) = adjustments.get(member) {
                     layer.merge(a);
                 }
-                check_complete(
-                    &layer,
-                    manifest,
-                    entities,
-                    diag,
-                    file,
-                    &join(&path, member.as_str()),
-                );
+                check_complete(&layer, manifest, entities, diag, file, &join(&path, member.as_str()));
                 resolved.insert(member.clone(), layer);
             }
             let revision = revision_of(&resolved);

@@ -40,10 +40,7 @@ impl Source {
         match self.text.parse::<toml::Table>() {
             Ok(table) => Some(table),
             Err(e) => {
-                let at = e
-                    .span()
-                    .map(|s| line_col(&self.text, s.start))
-                    .unwrap_or_default();
+                let at = e.span().map(|s| line_col(&self.text, s.start)).unwrap_or_default();
                 diag.push(&self.name, "", format!("invalid TOML{at}: {}", e.message()));
                 None
             }
@@ -59,12 +56,7 @@ fn line_col(text: &str, offset: usize) -> String {
 }
 
 /// Deserializes `value` into `T`, reporting a failure with the key path where it happened.
-pub fn typed<T: DeserializeOwned>(
-    value: toml::Value,
-    diag: &mut Diagnostics,
-    file: &str,
-    path: &str,
-) -> Option<T> {
+pub fn typed<T: DeserializeOwned>(value: toml::Value, diag: &mut Diagnostics, file: &str, path: &str) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(v) => Some(v),
         Err(e) => {
@@ -85,13 +77,7 @@ pub fn typed<T: DeserializeOwned>(
 
 /// Reports keys of `value` (a table) not in `known`, so that the rest of the table can
 /// still be checked instead of stopping at the first unknown key.
-pub fn unknown_keys(
-    value: &toml::Value,
-    known: &[&str],
-    diag: &mut Diagnostics,
-    file: &str,
-    path: &str,
-) {
+pub fn unknown_keys(value: &toml::Value, known: &[&str], diag: &mut Diagnostics, file: &str, path: &str) {
     if let toml::Value::Table(t) = value {
         for key in t.keys().filter(|k| !known.contains(&k.as_str())) {
             diag.push(
@@ -99,11 +85,7 @@ pub fn unknown_keys(
                 path,
                 format!(
                     "unknown field `{key}`, expected one of {}",
-                    known
-                        .iter()
-                        .map(|k| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
                 ),
             );
         }
@@ -111,13 +93,7 @@ pub fn unknown_keys(
 }
 
 /// Takes the sub-table at `key`, reporting a non-table value.
-pub fn take_table(
-    table: &mut toml::Table,
-    key: &str,
-    diag: &mut Diagnostics,
-    file: &str,
-    path: &str,
-) -> toml::Table {
+pub fn take_table(table: &mut toml::Table, key: &str, diag: &mut Diagnostics, file: &str, path: &str) -> toml::Table {
     match table.remove(key) {
         None => toml::Table::new(),
         Some(toml::Value::Table(t)) => t,
@@ -137,11 +113,7 @@ pub fn toml_files(dir: &Path, diag: &mut Diagnostics) -> Vec<PathBuf> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
-            diag.push(
-                &dir.display().to_string(),
-                "",
-                format!("cannot read directory: {e}"),
-            );
+            diag.push(&dir.display().to_string(), "", format!("cannot read directory: {e}"));
             return Vec::new();
         }
     };

@@ -98,11 +98,7 @@ impl TenantSpec {
                 diag.push(
                     file,
                     "preset",
-                    format!(
-                        "unknown preset `{}` (known: {})",
-                        raw.preset,
-                        catalog.presets.names()
-                    ),
+                    format!("unknown preset `{}` (known: {})", raw.preset, catalog.presets.names()),
                 );
                 None
             }
@@ -156,10 +152,7 @@ impl TenantSpec {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Origin {
     /// The preset's defaults at the pinned revision.
-    Preset {
-        preset: PresetName,
-        revision: String,
-    },
+    Preset { preset: PresetName, revision: String },
     /// The connector manifest's defaults (a provider the tenant added outside its preset).
     Connector { provider: ProviderId },
     /// The tenant's own override.
@@ -211,8 +204,7 @@ impl Effective {
         overrides: &BTreeMap<ProviderId, ProviderLayer>,
     ) -> Self {
         let mut providers = BTreeMap::new();
-        let names: std::collections::BTreeSet<&ProviderId> =
-            snapshot.keys().chain(overrides.keys()).collect();
+        let names: std::collections::BTreeSet<&ProviderId> = snapshot.keys().chain(overrides.keys()).collect();
         for name in names {
             let (mut config, base_origin, in_preset) = match snapshot.get(name) {
                 Some(layer) => (
@@ -224,18 +216,10 @@ impl Effective {
                     true,
                 ),
                 None => match catalog.manifests.get(name.as_str()) {
-                    Some(m) => (
-                        m.base_layer(),
-                        Origin::Connector {
-                            provider: name.clone(),
-                        },
-                        false,
-                    ),
+                    Some(m) => (m.base_layer(), Origin::Connector { provider: name.clone() }, false),
                     None => (
                         ProviderLayer::default(),
-                        Origin::Connector {
-                            provider: name.clone(),
-                        },
+                        Origin::Connector { provider: name.clone() },
                         false,
                     ),
                 },
@@ -283,16 +267,12 @@ impl Effective {
             };
             check_complete(&p.config, manifest, &catalog.entities, diag, file, &path);
             for var in manifest.required_variables() {
-                let given = p.config.variables.contains_key(&var)
-                    || (var == "subdomain" && !subdomain.is_empty());
+                let given = p.config.variables.contains_key(&var) || (var == "subdomain" && !subdomain.is_empty());
                 if !given && p.config.base_url.is_none() {
                     diag.push(
                         file,
                         &join(&join(&path, "variables"), &var),
-                        format!(
-                            "`{}` needs a value for `{{{var}}}` in its base URL",
-                            p.provider
-                        ),
+                        format!("`{}` needs a value for `{{{var}}}` in its base URL", p.provider),
                     );
                 }
             }
@@ -334,9 +314,7 @@ impl Effective {
         // A provider switched on or off is one change, not one per setting.
         let toggled: Vec<String> = before
             .iter()
-            .filter(|(k, v)| {
-                k.ends_with(".enabled") && k.matches('.').count() == 2 && after.get(*k) != Some(*v)
-            })
+            .filter(|(k, v)| k.ends_with(".enabled") && k.matches('.').count() == 2 && after.get(*k) != Some(*v))
             .map(|(k, _)| k.trim_end_matches("enabled").to_owned())
             .collect();
         let keep = |k: &String| {

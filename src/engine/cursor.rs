@@ -52,9 +52,7 @@ impl CursorValue {
     /// The value minus a lookback window (times only).
     pub fn minus_secs(&self, secs: u64) -> Self {
         match self {
-            Self::Time(t) => Self::Time(
-                *t - chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000)),
-            ),
+            Self::Time(t) => Self::Time(*t - chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000))),
             Self::Text(s) => Self::Text(s.clone()),
         }
     }
@@ -106,11 +104,7 @@ fn parse_time(s: &str, format: CursorFormat) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z") {
         return Some(t.with_timezone(&Utc));
     }
-    for f in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%d %H:%M",
-    ] {
+    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
             return Some(t.and_utc());
         }
@@ -158,28 +152,19 @@ mod tests {
 
     #[test]
     fn renders_for_requests_and_round_trips_storage() {
-        let c =
-            CursorValue::from_record(&json!("2024-06-01T10:52:52.123456Z"), CursorFormat::Rfc3339)
-                .unwrap();
+        let c = CursorValue::from_record(&json!("2024-06-01T10:52:52.123456Z"), CursorFormat::Rfc3339).unwrap();
         assert_eq!(c.render(CursorFormat::Rfc3339), "2024-06-01T10:52:52Z");
-        assert_eq!(
-            c.render(CursorFormat::Rfc3339Ms),
-            "2024-06-01T10:52:52.123Z"
-        );
+        assert_eq!(c.render(CursorFormat::Rfc3339Ms), "2024-06-01T10:52:52.123Z");
         assert_eq!(c.render(CursorFormat::EpochMs), "1717239172123");
         assert_eq!(c.render(CursorFormat::SlackTs), "1717239172.123456");
         assert_eq!(c.render(CursorFormat::JqlMinute), "2024-06-01 10:52");
-        assert_eq!(
-            c.minus_secs(60).render(CursorFormat::JqlMinute),
-            "2024-06-01 10:51"
-        );
+        assert_eq!(c.minus_secs(60).render(CursorFormat::JqlMinute), "2024-06-01 10:51");
         assert_eq!(
             CursorValue::from_stored(&c.stored(), CursorFormat::Rfc3339),
             Some(c.clone())
         );
         assert!(CursorValue::from_stored("garbage", CursorFormat::Rfc3339).is_none());
-        let later = CursorValue::from_record(&json!("2024-06-01T10:52:53Z"), CursorFormat::Rfc3339)
-            .unwrap();
+        let later = CursorValue::from_record(&json!("2024-06-01T10:52:53Z"), CursorFormat::Rfc3339).unwrap();
         assert!(later > c);
     }
 }

@@ -25,28 +25,18 @@ use crate::model::StreamName;
 pub enum EngineError {
     #[error(transparent)]
     Http(#[from] HttpError),
-    #[error(
-        "stream `{stream}`: the API returned the cursor `{cursor}` a second time; stopping instead of looping"
-    )]
+    #[error("stream `{stream}`: the API returned the cursor `{cursor}` a second time; stopping instead of looping")]
     StalledCursor { stream: String, cursor: String },
-    #[error(
-        "stream `{stream}`: page {page} repeats the previous page; stopping instead of looping"
-    )]
+    #[error("stream `{stream}`: page {page} repeats the previous page; stopping instead of looping")]
     RepeatedPage { stream: String, page: u64 },
-    #[error(
-        "stream `{stream}`: more than {max} pages; stopping (raise `max_pages` if this is expected)"
-    )]
+    #[error("stream `{stream}`: more than {max} pages; stopping (raise `max_pages` if this is expected)")]
     PageLimit { stream: String, max: u64 },
     #[error("stream `{stream}`: {message}")]
     BadResponse { stream: String, message: String },
     #[error(
         "stream `{stream}`: more than {cap} records share the cursor value {cursor}; the search window cannot advance"
     )]
-    WindowStuck {
-        stream: String,
-        cap: u64,
-        cursor: String,
-    },
+    WindowStuck { stream: String, cap: u64, cursor: String },
     #[error("unknown stream `{0}`")]
     UnknownStream(String),
 }
@@ -123,20 +113,17 @@ impl StreamReader {
         let stored = if full_refresh { None } else { cursor };
         let state = match (&incremental, parent_spec.is_some()) {
             (Some(inc), true) => {
-                let map: BTreeMap<String, String> = stored
-                    .and_then(|c| serde_json::from_str(c).ok())
-                    .unwrap_or_default();
+                let map: BTreeMap<String, String> =
+                    stored.and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
                 CursorState::PerParent(
                     map.into_iter()
-                        .filter_map(|(k, v)| {
-                            Some((k, CursorValue::from_stored(&v, inc.cursor_format)?))
-                        })
+                        .filter_map(|(k, v)| Some((k, CursorValue::from_stored(&v, inc.cursor_format)?)))
                         .collect(),
                 )
             }
-            (Some(inc), false) => CursorState::Single(
-                stored.and_then(|c| CursorValue::from_stored(c, inc.cursor_format)),
-            ),
+            (Some(inc), false) => {
+                CursorState::Single(stored.and_then(|c| CursorValue::from_stored(c, inc.cursor_format)))
+            }
             (None, _) => CursorState::Single(None),
         };
         Ok(Self {
@@ -162,8 +149,7 @@ impl StreamReader {
             CursorState::Single(c) => c.as_ref().map(CursorValue::stored),
             CursorState::PerParent(m) if m.is_empty() => None,
             CursorState::PerParent(m) => {
-                let map: BTreeMap<&String, String> =
-                    m.iter().map(|(k, v)| (k, v.stored())).collect();
+                let map: BTreeMap<&String, String> = m.iter().map(|(k, v)| (k, v.stored())).collect();
                 serde_json::to_string(&map).ok()
             }
         }
@@ -178,20 +164,18 @@ impl StreamReader {
     }
 
     /// The next page, or `None` at the end of the stream.
-    pub async fn next_page(
-        &mut self,
-        session: &mut Session<'_>,
-    ) -> Result<Option<Page>, EngineError> {
+    pub async fn next_page(&mut self, session: &mut Session<'_>) -> Result<Option<Page>, EngineError> {
         loop {
             if self.done {
                 return Ok(None);
             }
             // Authenticate first: the base URL may need what the token response provides.
-            let vars = self.vars_for(session);
-            session
-                .auth
-                .ensure(&session.token_client, &vars, session.sink)
-                .await?;
+            let mut vars = self.vars_for(session);
+            // Token URLs may use `{base_url}` when it does not itself need the token.
+            if let Ok(base) = vars.render(&self.base_url) {
+                vars.set("base_url", base);
+            }
+            session.auth.ensure(&session.token_client, &vars, session.sink).await?;
             let vars = self.vars_for(session);
             let base_url = vars.render(&self.base_url)?;
             let mut vars = vars.with("base_url", base_url.clone());
@@ -213,14 +197,23 @@ impl StreamReader {
                 self.walk = None;
             }
             let sorted = self.incremental.as_ref().is_some_and(|i| i.sorted);
-            let checkpoint = if sorted || finished { self.advance(parent_key, walk_max) } else { None };
+            let checkpoint = if sorted || finished {
+                self.advance(parent_key, walk_max)
+            } else {
+                None
+            };
             match result {
                 Some(records) => {
                     self.pages += 1;
                     return Ok(Some(Page { records, checkpoint }));
                 }
                 // A walk that ends on an empty page still moves the cursor.
-                None if checkpoint.is_some() => return Ok(Some(Page { records: Vec::new(), checkpoint })),
+                None if checkpoint.is_some() => {
+                    return Ok(Some(Page {
+                        records: Vec::new(),
+                        checkpoint,
+                    }));
+                }
                 None => {}
             }
         }
@@ -267,13 +260,7 @@ impl StreamReader {
                 CursorState::Single(c) => c.clone(),
                 CursorState::PerParent(_) => None,
             };
-            self.walk = Some(Walk::new(
-                &self.spec,
-                self.incremental.as_ref(),
-                start,
-                None,
-                None,
-            ));
+            self.walk = Some(Walk::new(&self.spec, self.incremental.as_ref(), start, None, None));
             return Ok(true);
         };
         if self.parents.is_none() {
@@ -281,10 +268,7 @@ impl StreamReader {
             let mut parents = VecDeque::new();
             let mut walk = Walk::new(parent_spec, None, None, None, None);
             while !walk.finished() {
-                if let Some(records) = walk
-                    .next(session, vars, base_url, &self.headers, &self.name)
-                    .await?
-                {
+                if let Some(records) = walk.next(session, vars, base_url, &self.headers, &self.name).await? {
                     parents.extend(records);
                 }
             }
@@ -293,8 +277,7 @@ impl StreamReader {
         let Some(parent) = self.parents.as_mut().and_then(VecDeque::pop_front) else {
             return Ok(false);
         };
-        let key = template::scalar_text(template::lookup_path(&parent, &parent_spec.primary_key))
-            .unwrap_or_default();
+        let key = template::scalar_text(template::lookup_path(&parent, &parent_spec.primary_key)).unwrap_or_default();
         let start = match &self.state {
             CursorState::PerParent(m) => m.get(&key).cloned(),
             CursorState::Single(_) => None,

@@ -72,12 +72,7 @@ impl<'a> Vars<'a> {
     pub fn render_json(&self, value: &Value) -> Result<Value, MissingVariable> {
         Ok(match value {
             Value::String(s) => Value::String(self.render(s)?),
-            Value::Array(items) => Value::Array(
-                items
-                    .iter()
-                    .map(|v| self.render_json(v))
-                    .collect::<Result<_, _>>()?,
-            ),
+            Value::Array(items) => Value::Array(items.iter().map(|v| self.render_json(v)).collect::<Result<_, _>>()?),
             Value::Object(map) => {
                 let mut out = serde_json::Map::with_capacity(map.len());
                 for (k, v) in map {

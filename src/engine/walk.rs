@@ -8,9 +8,7 @@ use serde_json::Value;
 use super::EngineError;
 use super::cursor::CursorValue;
 use super::template::{Vars, lookup_path, scalar_text};
-use crate::config::{
-    BodyFormat, IncrementalSpec, Pagination, ParamIn, RequestSpec, ResponseAction, StreamSpec,
-};
+use crate::config::{BodyFormat, IncrementalSpec, Pagination, ParamIn, RequestSpec, ResponseAction, StreamSpec};
 use crate::http::{Body, Request, Session};
 use crate::model::StreamName;
 
@@ -61,11 +59,7 @@ impl Walk {
             request,
             pagination,
             incremental: incremental.cloned(),
-            inject: spec
-                .inject
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            inject: spec.inject.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             primary_key: spec.primary_key.clone(),
             parent,
             parent_key,
@@ -108,9 +102,7 @@ impl Walk {
             }
             let mut set = |location: ParamIn, name: &str, value: Value| match location {
                 ParamIn::Query => {
-                    let text = value
-                        .as_str()
-                        .map_or_else(|| value.to_string(), str::to_owned);
+                    let text = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
                     query.retain(|(k, _)| k != name);
                     query.push((name.to_owned(), text));
                 }
@@ -121,12 +113,9 @@ impl Walk {
                 }
             };
             match (&self.pagination, &self.pos) {
-                (
-                    Pagination::Cursor {
-                        param, location, ..
-                    },
-                    Position::Cursor(c),
-                ) => set(*location, param, Value::String(c.clone())),
+                (Pagination::Cursor { param, location, .. }, Position::Cursor(c)) => {
+                    set(*location, param, Value::String(c.clone()))
+                }
                 (
                     Pagination::Offset {
                         offset_param,
@@ -157,11 +146,7 @@ impl Walk {
                     },
                     pos,
                 ) => {
-                    let page = if let Position::Page(p) = pos {
-                        *p
-                    } else {
-                        *start
-                    };
+                    let page = if let Position::Page(p) = pos { *p } else { *start };
                     set(*location, size_param, Value::from(*size));
                     set(*location, page_param, Value::from(page));
                 }
@@ -173,18 +158,16 @@ impl Walk {
         for (k, v) in headers.iter().chain(self.request.headers.iter()) {
             hdrs.push((k.clone(), vars.render(v)?));
         }
-        let body = body.map(
-            |b| match self.request.body_format.unwrap_or(BodyFormat::Json) {
-                BodyFormat::Json => Body::Json(b),
-                BodyFormat::Form => Body::Form(match b {
-                    Value::Object(m) => m
-                        .into_iter()
-                        .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
-                        .collect(),
-                    _ => Vec::new(),
-                }),
-            },
-        );
+        let body = body.map(|b| match self.request.body_format.unwrap_or(BodyFormat::Json) {
+            BodyFormat::Json => Body::Json(b),
+            BodyFormat::Form => Body::Form(match b {
+                Value::Object(m) => m
+                    .into_iter()
+                    .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                    .collect(),
+                _ => Vec::new(),
+            }),
+        });
         Ok(Request {
             method: self.request.method.unwrap_or_default(),
             url,
@@ -207,10 +190,7 @@ impl Walk {
             return Ok(None);
         }
         let stream_name = stream.to_string();
-        let max = self
-            .pagination
-            .max_pages()
-            .unwrap_or(super::DEFAULT_MAX_PAGES);
+        let max = self.pagination.max_pages().unwrap_or(super::DEFAULT_MAX_PAGES);
         if self.pages >= max {
             return Err(EngineError::PageLimit {
                 stream: stream_name,
@@ -238,23 +218,15 @@ impl Walk {
                 Some(other) => {
                     return Err(EngineError::BadResponse {
                         stream: stream_name,
-                        message: format!(
-                            "records at `{records_ptr}` are not an array but {}",
-                            type_name(other)
-                        ),
+                        message: format!("records at `{records_ptr}` are not an array but {}", type_name(other)),
                     });
                 }
             },
         };
         // Guard: a page identical to the previous one means the API ignores our paging.
         if !records.is_empty() {
-            let key =
-                |r: &Value| scalar_text(lookup_path(r, &self.primary_key)).unwrap_or_default();
-            let fp = (
-                key(&records[0]),
-                key(&records[records.len() - 1]),
-                records.len(),
-            );
+            let key = |r: &Value| scalar_text(lookup_path(r, &self.primary_key)).unwrap_or_default();
+            let fp = (key(&records[0]), key(&records[records.len() - 1]), records.len());
             if self.last_fingerprint.as_ref() == Some(&fp) {
                 return Err(EngineError::RepeatedPage {
                     stream: stream_name,
@@ -266,8 +238,8 @@ impl Walk {
         self.advance(&response, records.len(), &stream_name)?;
         if let Some(inc) = &self.incremental {
             for r in &records {
-                if let Some(c) = lookup_path(r, &inc.cursor_field)
-                    .and_then(|v| CursorValue::from_record(v, inc.cursor_format))
+                if let Some(c) =
+                    lookup_path(r, &inc.cursor_field).and_then(|v| CursorValue::from_record(v, inc.cursor_format))
                     && self.max_seen.as_ref().is_none_or(|m| c > *m)
                 {
                     self.max_seen = Some(c);
@@ -284,19 +256,10 @@ impl Walk {
                 }
             }
         }
-        Ok(if records.is_empty() {
-            None
-        } else {
-            Some(records)
-        })
+        Ok(if records.is_empty() { None } else { Some(records) })
     }
 
-    fn advance(
-        &mut self,
-        response: &crate::http::Response,
-        n: usize,
-        stream: &str,
-    ) -> Result<(), EngineError> {
+    fn advance(&mut self, response: &crate::http::Response, n: usize, stream: &str) -> Result<(), EngineError> {
         let json = response.json.as_ref();
         let flag = |p: &Option<String>| {
             p.as_deref()
@@ -304,20 +267,14 @@ impl Walk {
                 .and_then(Value::as_bool)
                 .unwrap_or(false)
         };
-        let total = |p: &Option<String>| {
-            p.as_deref()
-                .and_then(|p| json?.pointer(p))
-                .and_then(Value::as_u64)
-        };
+        let total = |p: &Option<String>| p.as_deref().and_then(|p| json?.pointer(p)).and_then(Value::as_u64);
         let n = n as u64;
         let next = if n == 0 || response.action == ResponseAction::Empty {
             Position::Done
         } else {
             match &self.pagination {
                 Pagination::None => Position::Done,
-                Pagination::Cursor {
-                    cursor, is_last, ..
-                } => {
+                Pagination::Cursor { cursor, is_last, .. } => {
                     let next = json
                         .and_then(|j| j.pointer(cursor))
                         .and_then(|v| scalar_text(Some(v)))
@@ -333,9 +290,7 @@ impl Walk {
                         .and_then(Value::as_str)
                         .filter(|u| !u.is_empty());
                     match url {
-                        Some(u) if !flag(done) => {
-                            Position::Url(resolve(&response_url_origin(&self.pos, u), u))
-                        }
+                        Some(u) if !flag(done) => Position::Url(resolve(&response_url_origin(&self.pos, u), u)),
                         _ => Position::Done,
                     }
                 }
@@ -349,11 +304,7 @@ impl Walk {
                     is_last,
                     ..
                 } => {
-                    let offset = if let Position::Offset(o) = self.pos {
-                        o
-                    } else {
-                        0
-                    } + n;
+                    let offset = if let Position::Offset(o) = self.pos { o } else { 0 } + n;
                     let over = total(t).is_some_and(|t| offset >= t);
                     let short = t.is_none() && is_last.is_none() && n < *limit;
                     if over || short || flag(is_last) {
@@ -363,11 +314,7 @@ impl Walk {
                     }
                 }
                 Pagination::Odata { limit, .. } => {
-                    let offset = if let Position::Offset(o) = self.pos {
-                        o
-                    } else {
-                        0
-                    } + n;
+                    let offset = if let Position::Offset(o) = self.pos { o } else { 0 } + n;
                     if n < *limit {
                         Position::Done
                     } else {
@@ -375,16 +322,9 @@ impl Walk {
                     }
                 }
                 Pagination::PageNumber {
-                    size,
-                    start,
-                    total: t,
-                    ..
+                    size, start, total: t, ..
                 } => {
-                    let page = if let Position::Page(p) = self.pos {
-                        p
-                    } else {
-                        *start
-                    };
+                    let page = if let Position::Page(p) = self.pos { p } else { *start };
                     let read = (page + 1 - start) * size;
                     let over = total(t).is_some_and(|t| read >= t);
                     if over || n < *size {
@@ -409,12 +349,7 @@ impl Walk {
     }
 
     /// Restarts a capped search from the highest cursor seen before paging past the cap.
-    fn restart_window_if_capped(
-        &mut self,
-        cap: Option<u64>,
-        n: u64,
-        stream: &str,
-    ) -> Result<(), EngineError> {
+    fn restart_window_if_capped(&mut self, cap: Option<u64>, n: u64, stream: &str) -> Result<(), EngineError> {
         let Some(cap) = cap else { return Ok(()) };
         self.window_records += n;
         if self.finished() || self.window_records + n <= cap {
@@ -471,11 +406,7 @@ fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
         let text = value.to_str().ok()?;
         for part in text.split(',') {
             let mut pieces = part.split(';');
-            let url = pieces
-                .next()?
-                .trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>');
+            let url = pieces.next()?.trim().trim_start_matches('<').trim_end_matches('>');
             if pieces.any(|p| {
                 let p = p.trim().replace(' ', "");
                 p == "rel=\"next\"" || p == "rel=next"

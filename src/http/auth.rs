@@ -80,10 +80,9 @@ impl AuthState {
     }
 
     fn fresh(&self) -> bool {
-        self.token.as_ref().is_some_and(|t| {
-            t.expires_at
-                .is_none_or(|at| Instant::now() + EXPIRY_MARGIN < at)
-        })
+        self.token
+            .as_ref()
+            .is_some_and(|t| t.expires_at.is_none_or(|at| Instant::now() + EXPIRY_MARGIN < at))
     }
 
     /// Whether a new token can be obtained (token-based kinds).
@@ -113,9 +112,7 @@ impl AuthState {
             self.credentials
                 .get(name)
                 .map(|s| s.expose_secret().to_owned())
-                .ok_or_else(|| {
-                    HttpError::Credentials(format!("the `{name}` credential is missing"))
-                })
+                .ok_or_else(|| HttpError::Credentials(format!("the `{name}` credential is missing")))
         };
         match self.spec.kind {
             AuthKind::Oauth2RefreshToken => {
@@ -157,11 +154,7 @@ impl AuthState {
         if !(200..300).contains(&status) {
             let reason = json
                 .as_ref()
-                .and_then(|j| {
-                    j.get("error")
-                        .or_else(|| j.get("Message"))
-                        .or_else(|| j.get("message"))
-                })
+                .and_then(|j| j.get("error").or_else(|| j.get("Message")).or_else(|| j.get("message")))
                 .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
                 .unwrap_or_else(|| format!("HTTP {status}"));
             let permanent = matches!(status, 400 | 401 | 403);
@@ -212,13 +205,8 @@ impl AuthState {
             .and_then(|p| json.as_ref()?.pointer(p)?.as_u64())
             .or(self.spec.token_ttl_secs);
         for name in &self.spec.provides {
-            if let Some(v) = json
-                .as_ref()
-                .and_then(|j| j.get(name))
-                .and_then(Value::as_str)
-            {
-                self.provided
-                    .insert(name.clone(), v.trim_end_matches('/').to_owned());
+            if let Some(v) = json.as_ref().and_then(|j| j.get(name)).and_then(Value::as_str) {
+                self.provided.insert(name.clone(), v.trim_end_matches('/').to_owned());
             } else {
                 return Err(HttpError::Token {
                     message: format!("the token response has no `{name}`"),
@@ -228,15 +216,8 @@ impl AuthState {
         }
         // A rotated refresh token is stored before the new access token is used.
         if self.spec.kind == AuthKind::Oauth2RefreshToken {
-            let path = self
-                .spec
-                .refresh_token_path
-                .as_deref()
-                .unwrap_or("/refresh_token");
-            let rotated = json
-                .as_ref()
-                .and_then(|j| j.pointer(path))
-                .and_then(Value::as_str);
+            let path = self.spec.refresh_token_path.as_deref().unwrap_or("/refresh_token");
+            let rotated = json.as_ref().and_then(|j| j.pointer(path)).and_then(Value::as_str);
             let current = self
                 .credentials
                 .get("refresh_token")
@@ -244,12 +225,10 @@ impl AuthState {
             if let Some(new) = rotated.filter(|n| !n.is_empty() && Some(*n) != current.as_deref()) {
                 self.credentials.set("refresh_token", new);
                 if let Some(sink) = sink {
-                    sink.rotated(&self.credentials)
-                        .await
-                        .map_err(|e| HttpError::Token {
-                            message: format!("cannot store the rotated refresh token: {e}"),
-                            permanent: false,
-                        })?;
+                    sink.rotated(&self.credentials).await.map_err(|e| HttpError::Token {
+                        message: format!("cannot store the rotated refresh token: {e}"),
+                        permanent: false,
+                    })?;
                 }
             }
         }
@@ -262,11 +241,7 @@ impl AuthState {
     }
 
     /// Adds the credential to a request.
-    pub fn apply(
-        &self,
-        mut req: RequestBuilder,
-        base: &Vars<'_>,
-    ) -> Result<RequestBuilder, HttpError> {
+    pub fn apply(&self, mut req: RequestBuilder, base: &Vars<'_>) -> Result<RequestBuilder, HttpError> {
         let vars = self.credential_vars(base);
         if self.spec.kind == AuthKind::Basic {
             let user = vars.render(self.spec.username.as_deref().unwrap_or("{username}"))?;
@@ -285,9 +260,7 @@ impl AuthState {
         } else {
             let header = self.spec.header.as_deref().unwrap_or("Authorization");
             let mut hv = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
-                HttpError::Credentials(
-                    "a credential contains characters not allowed in a header".into(),
-                )
+                HttpError::Credentials("a credential contains characters not allowed in a header".into())
             })?;
             hv.set_sensitive(true);
             req = req.header(header, hv);

@@ -100,12 +100,7 @@ mod tests {
     use super::*;
     use crate::config::StatusMatch;
 
-    fn rule(
-        status: &[u16],
-        body: Value,
-        action: ResponseAction,
-        message: Option<&str>,
-    ) -> ResponseRule {
+    fn rule(status: &[u16], body: Value, action: ResponseAction, message: Option<&str>) -> ResponseRule {
         ResponseRule {
             status: status.iter().map(|s| StatusMatch::Code(*s)).collect(),
             body: serde_json::from_value(body).unwrap(),
@@ -130,20 +125,10 @@ mod tests {
                 ResponseAction::AuthExpired,
                 Some("/error"),
             ),
-            rule(
-                &[200],
-                json!({ "/ok": false }),
-                ResponseAction::Fail,
-                Some("/error"),
-            ),
+            rule(&[200], json!({ "/ok": false }), ResponseAction::Fail, Some("/error")),
         ];
-        let c = |status, body: Value| {
-            classify(&rules, status, body.to_string().as_bytes(), Some(&body))
-        };
-        assert_eq!(
-            c(200, json!({ "ok": true })).action,
-            ResponseAction::Success
-        );
+        let c = |status, body: Value| classify(&rules, status, body.to_string().as_bytes(), Some(&body));
+        assert_eq!(c(200, json!({ "ok": true })).action, ResponseAction::Success);
         assert_eq!(
             c(429, json!({ "ok": false, "error": "ratelimited" })).action,
             ResponseAction::RateLimited
@@ -195,21 +180,12 @@ mod tests {
                 message: Some("busy".into())
             }
         );
-        assert_eq!(
-            classify(&[], 401, b"", None).action,
-            ResponseAction::AuthExpired
-        );
+        assert_eq!(classify(&[], 401, b"", None).action, ResponseAction::AuthExpired);
         assert_eq!(classify(&[], 404, b"", None).action, ResponseAction::Fail);
         let mut contains = rule(&[400], json!({}), ResponseAction::Retry, None);
         contains.body_contains = Some("Try again".into());
         assert_eq!(
-            classify(
-                &[contains],
-                400,
-                b"{\"error\":{\"message\":\"Try again later\"}}",
-                None
-            )
-            .action,
+            classify(&[contains], 400, b"{\"error\":{\"message\":\"Try again later\"}}", None).action,
             ResponseAction::Retry
         );
     }

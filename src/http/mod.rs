@@ -37,11 +37,7 @@ pub enum HttpError {
     AuthRejected { path: String, message: String },
     /// Transient failures did not stop within the retry budget.
     #[error("{path}: gave up after {attempts} attempts: {last}")]
-    Exhausted {
-        path: String,
-        attempts: u32,
-        last: String,
-    },
+    Exhausted { path: String, attempts: u32, last: String },
     #[error("{0}")]
     Invalid(String),
 }
@@ -51,12 +47,7 @@ impl HttpError {
     pub fn needs_reauth(&self) -> bool {
         matches!(
             self,
-            Self::AuthRejected { .. }
-                | Self::Token {
-                    permanent: true,
-                    ..
-                }
-                | Self::Credentials(_)
+            Self::AuthRejected { .. } | Self::Token { permanent: true, .. } | Self::Credentials(_)
         )
     }
 }
@@ -152,22 +143,15 @@ pub struct Session<'s> {
 impl Session<'_> {
     /// Sends a request: authenticates, classifies, retries what is transient, waits
     /// out rate limits, refreshes an expired token once.
-    pub async fn send(
-        &mut self,
-        request: &Request,
-        vars: &Vars<'_>,
-    ) -> Result<Response, HttpError> {
+    pub async fn send(&mut self, request: &Request, vars: &Vars<'_>) -> Result<Response, HttpError> {
         let path = display_path(&request.url);
         let mut attempts = 0u32;
         let mut waits = 0u32;
         let mut refreshed = false;
         loop {
-            self.auth
-                .ensure(&self.token_client, vars, self.sink)
-                .await?;
+            self.auth.ensure(&self.token_client, vars, self.sink).await?;
             let mut req = self.client.request(
-                reqwest::Method::from_bytes(request.method.as_str().as_bytes())
-                    .unwrap_or(reqwest::Method::GET),
+                reqwest::Method::from_bytes(request.method.as_str().as_bytes()).unwrap_or(reqwest::Method::GET),
                 &request.url,
             );
             if !request.query.is_empty() {
@@ -220,11 +204,7 @@ impl Session<'_> {
                     .await?;
                 }
                 ResponseAction::Success | ResponseAction::Empty => {
-                    let action = if json.is_none() {
-                        ResponseAction::Empty
-                    } else {
-                        action
-                    };
+                    let action = if json.is_none() { ResponseAction::Empty } else { action };
                     return Ok(Response {
                         status,
                         headers,
@@ -250,8 +230,7 @@ impl Session<'_> {
                         .unwrap_or_else(|| self.delay(waits))
                         .min(self.retry.max_rate_limit_wait);
                     self.stats.rate_limit_waits += 1;
-                    self.stats.rate_limit_wait_ms +=
-                        u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                    self.stats.rate_limit_wait_ms += u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
                     tracing::debug!(path = %path, wait_ms = wait.as_millis() as u64, "rate limited: {message}");
                     tokio::time::sleep(wait).await;
                 }
@@ -313,12 +292,7 @@ impl Session<'_> {
 
 /// `Retry-After` seconds (or an HTTP date), else a reset header in seconds.
 fn rate_limit_wait(headers: &HeaderMap) -> Option<Duration> {
-    let text = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     if let Some(v) = text("retry-after") {
         if let Ok(secs) = v.parse::<f64>() {
             return Some(Duration::from_secs_f64(secs.clamp(0.0, 86_400.0)));

@@ -209,11 +209,7 @@ struct Epoch {
 impl Epoch {
     /// Read as milliseconds; a fraction of a millisecond is dropped.
     fn millis(self) -> i64 {
-        if self.negative {
-            -self.whole
-        } else {
-            self.whole
-        }
+        if self.negative { -self.whole } else { self.whole }
     }
 
     /// Milliseconds when at least 10^11, otherwise seconds (with their fraction).
@@ -221,10 +217,7 @@ impl Epoch {
         if self.whole >= 100_000_000_000 {
             return Some(self.millis());
         }
-        let ms = self
-            .whole
-            .checked_mul(1000)?
-            .checked_add(self.thousandths)?;
+        let ms = self.whole.checked_mul(1000)?.checked_add(self.thousandths)?;
         Some(if self.negative { -ms } else { ms })
     }
 }
@@ -335,37 +328,16 @@ mod tests {
         let d = |v: Value| date(v);
         assert_eq!(d(json!("2024-03-01")).as_deref(), Some("2024-03-01"));
         assert_eq!(d(json!(" 2024-03-01 ")).as_deref(), Some("2024-03-01"));
-        assert_eq!(
-            d(json!("2024-03-01T10:52:52.6880167Z")).as_deref(),
-            Some("2024-03-01")
-        );
-        assert_eq!(
-            d(json!("2024-03-01T10:52:52.68Z")).as_deref(),
-            Some("2024-03-01")
-        );
-        assert_eq!(
-            d(json!("2024-03-01T00:30:00+01:00")).as_deref(),
-            Some("2024-02-29")
-        );
-        assert_eq!(
-            d(json!("2024-03-01T23:30:00-02:00")).as_deref(),
-            Some("2024-03-02")
-        );
-        assert_eq!(
-            d(json!("2024-03-01T10:52:52.688+0000")).as_deref(),
-            Some("2024-03-01")
-        );
-        assert_eq!(
-            d(json!("2024-03-01T23:30:00")).as_deref(),
-            Some("2024-03-01")
-        );
+        assert_eq!(d(json!("2024-03-01T10:52:52.6880167Z")).as_deref(), Some("2024-03-01"));
+        assert_eq!(d(json!("2024-03-01T10:52:52.68Z")).as_deref(), Some("2024-03-01"));
+        assert_eq!(d(json!("2024-03-01T00:30:00+01:00")).as_deref(), Some("2024-02-29"));
+        assert_eq!(d(json!("2024-03-01T23:30:00-02:00")).as_deref(), Some("2024-03-02"));
+        assert_eq!(d(json!("2024-03-01T10:52:52.688+0000")).as_deref(), Some("2024-03-01"));
+        assert_eq!(d(json!("2024-03-01T23:30:00")).as_deref(), Some("2024-03-01"));
         assert_eq!(d(json!("2024-03-01 10:52")).as_deref(), Some("2024-03-01"));
         assert_eq!(d(json!("01/03/2024")).as_deref(), Some("2024-03-01"));
         assert_eq!(d(json!("1/3/2024")).as_deref(), Some("2024-03-01"));
-        assert_eq!(
-            d(json!(1_709_251_200_000_i64)).as_deref(),
-            Some("2024-03-01")
-        );
+        assert_eq!(d(json!(1_709_251_200_000_i64)).as_deref(), Some("2024-03-01"));
         assert_eq!(d(json!("1709251200000")).as_deref(), Some("2024-03-01"));
         assert_eq!(d(json!(86_400_000)).as_deref(), Some("1970-01-02"));
         assert_eq!(d(json!(1_709_251_200_000.0)).as_deref(), Some("2024-03-01"));
@@ -423,10 +395,7 @@ mod tests {
             t(json!("2024-03-01 10:52")).as_deref(),
             Some("2024-03-01T10:52:00.000Z")
         );
-        assert_eq!(
-            t(json!("2024-03-01")).as_deref(),
-            Some("2024-03-01T00:00:00.000Z")
-        );
+        assert_eq!(t(json!("2024-03-01")).as_deref(), Some("2024-03-01T00:00:00.000Z"));
         assert_eq!(
             t(json!("1712345678.000100")).as_deref(),
             Some("2024-04-05T19:34:38.000Z")
@@ -435,26 +404,14 @@ mod tests {
             t(json!("1712345678.999999")).as_deref(),
             Some("2024-04-05T19:34:38.999Z")
         );
-        assert_eq!(
-            t(json!(1_712_345_678)).as_deref(),
-            Some("2024-04-05T19:34:38.000Z")
-        );
-        assert_eq!(
-            t(json!(1_712_345_678.123)).as_deref(),
-            Some("2024-04-05T19:34:38.123Z")
-        );
+        assert_eq!(t(json!(1_712_345_678)).as_deref(), Some("2024-04-05T19:34:38.000Z"));
+        assert_eq!(t(json!(1_712_345_678.123)).as_deref(), Some("2024-04-05T19:34:38.123Z"));
         assert_eq!(
             t(json!(1_712_345_678_123_i64)).as_deref(),
             Some("2024-04-05T19:34:38.123Z")
         );
-        assert_eq!(
-            t(json!("1712345678123")).as_deref(),
-            Some("2024-04-05T19:34:38.123Z")
-        );
-        assert_eq!(
-            t(json!("-1.5")).as_deref(),
-            Some("1969-12-31T23:59:58.500Z")
-        );
+        assert_eq!(t(json!("1712345678123")).as_deref(), Some("2024-04-05T19:34:38.123Z"));
+        assert_eq!(t(json!("-1.5")).as_deref(), Some("1969-12-31T23:59:58.500Z"));
     }
 
     #[test]

@@ -43,15 +43,12 @@ impl Filter {
     /// exists is the caller's business (it knows the entity).
     pub(crate) fn compile(name: &str, spec: &FilterSpec) -> Result<Self, String> {
         let target = match (&spec.source, &spec.field) {
-            (Some(path), None) => Target::Source(
-                SourcePath::compile(path).map_err(|e| format!("bad source path `{path}`: {e}"))?,
-            ),
+            (Some(path), None) => {
+                Target::Source(SourcePath::compile(path).map_err(|e| format!("bad source path `{path}`: {e}"))?)
+            }
             (None, Some(field)) => Target::Field(field.clone()),
             _ => {
-                return Err(
-                    "give exactly one of `source` (a source path) or `field` (a target field)"
-                        .into(),
-                );
+                return Err("give exactly one of `source` (a source path) or `field` (a target field)".into());
             }
         };
         let op = spec.op;
@@ -66,10 +63,7 @@ impl Filter {
             Some(Value::Array(items)) => Ok(items.clone()),
             _ => Err(format!("`{}` needs an array `value`", op_name(op))),
         };
-        let one = |v: &Option<Value>| {
-            v.clone()
-                .ok_or_else(|| format!("`{}` needs a `value`", op_name(op)))
-        };
+        let one = |v: &Option<Value>| v.clone().ok_or_else(|| format!("`{}` needs a `value`", op_name(op)));
         let test = match op {
             FilterOp::Eq => Test::Eq(one(&spec.value)?),
             FilterOp::Ne => Test::Ne(one(&spec.value)?),
@@ -129,9 +123,7 @@ fn loose_eq(a: &Value, b: &Value) -> bool {
             (Some(x), Some(y)) => x == y,
             _ => x == y || x.as_f64().is_some_and(|x| y.as_f64() == Some(x)),
         },
-        (Value::String(s), n @ Value::Number(_)) | (n @ Value::Number(_), Value::String(s)) => {
-            text_test(n, |t| t == s)
-        }
+        (Value::String(s), n @ Value::Number(_)) | (n @ Value::Number(_), Value::String(s)) => text_test(n, |t| t == s),
         _ => a == b,
     }
 }
@@ -189,11 +181,7 @@ mod tests {
         assert!(matches(Ne, Some(json!("x")), None));
         assert!(matches(Ne, Some(json!("x")), Some(json!("y"))));
         assert!(!matches(Ne, Some(json!(1)), Some(json!("1"))));
-        assert!(matches(
-            Eq,
-            Some(json!({"a": [1]})),
-            Some(json!({"a": [1]}))
-        ));
+        assert!(matches(Eq, Some(json!({"a": [1]})), Some(json!({"a": [1]}))));
     }
 
     #[test]
@@ -224,29 +212,13 @@ mod tests {
     fn text_tests_are_case_sensitive_on_string_forms() {
         use FilterOp::{Contains, EndsWith, StartsWith};
         let at = Some(json!("@test.aptem.co.uk"));
-        assert!(matches(
-            EndsWith,
-            at.clone(),
-            Some(json!("x@test.aptem.co.uk"))
-        ));
-        assert!(!matches(
-            EndsWith,
-            at.clone(),
-            Some(json!("x@TEST.aptem.co.uk"))
-        ));
+        assert!(matches(EndsWith, at.clone(), Some(json!("x@test.aptem.co.uk"))));
+        assert!(!matches(EndsWith, at.clone(), Some(json!("x@TEST.aptem.co.uk"))));
         assert!(!matches(EndsWith, at, None));
         assert!(matches(StartsWith, Some(json!(12)), Some(json!(1234))));
         assert!(matches(Contains, Some(json!("nn")), Some(json!("Anne"))));
-        assert!(matches(
-            Contains,
-            Some(json!("vip")),
-            Some(json!(["a", "vip"]))
-        ));
-        assert!(!matches(
-            Contains,
-            Some(json!("vip")),
-            Some(json!({"vip": 1}))
-        ));
+        assert!(matches(Contains, Some(json!("vip")), Some(json!(["a", "vip"]))));
+        assert!(!matches(Contains, Some(json!("vip")), Some(json!({"vip": 1}))));
         assert!(matches(StartsWith, Some(json!("t")), Some(json!(true))));
     }
 
@@ -264,12 +236,8 @@ mod tests {
         let err = |s: FilterSpec| Filter::compile("f", &s).unwrap_err();
         assert!(err(spec(FilterOp::In, Some(json!("a")), Some("x"), None)).contains("array"));
         assert!(err(spec(FilterOp::Eq, None, Some("x"), None)).contains("needs a `value`"));
-        assert!(
-            err(spec(FilterOp::Exists, Some(json!(1)), Some("x"), None)).contains("no `value`")
-        );
-        assert!(
-            err(spec(FilterOp::Contains, Some(json!([1])), Some("x"), None)).contains("string")
-        );
+        assert!(err(spec(FilterOp::Exists, Some(json!(1)), Some("x"), None)).contains("no `value`"));
+        assert!(err(spec(FilterOp::Contains, Some(json!([1])), Some("x"), None)).contains("string"));
         assert!(err(spec(FilterOp::Exists, None, Some("x"), Some("y"))).contains("exactly one"));
         assert!(err(spec(FilterOp::Exists, None, None, None)).contains("exactly one"));
         assert!(err(spec(FilterOp::Exists, None, Some("a..b"), None)).contains("bad source path"));

@@ -140,11 +140,7 @@ pub enum MappingError {
 }
 
 fn list(errors: &[MappingError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// One entity field and how it is filled.

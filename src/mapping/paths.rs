@@ -37,10 +37,7 @@ impl SourcePath {
     /// Compiles `text`; the error says what is wrong with it.
     pub(crate) fn compile(text: &str) -> Result<Self, String> {
         let segments = if let Some(pointer) = text.strip_prefix('/') {
-            pointer
-                .split('/')
-                .map(|s| Segment::new(&unescape(s)))
-                .collect()
+            pointer.split('/').map(|s| Segment::new(&unescape(s))).collect()
         } else {
             dotted(text)?
         };
@@ -94,9 +91,7 @@ fn dotted(text: &str) -> Result<Vec<Segment>, String> {
                 .and_then(|r| r.split_once(']'))
                 .filter(|(idx, _)| parse_index(idx).is_some());
             let Some((idx, after)) = inner else {
-                return Err(format!(
-                    "bad index in `{part}` (write `name[0]` with a whole number)"
-                ));
+                return Err(format!("bad index in `{part}` (write `name[0]` with a whole number)"));
             };
             out.push(Segment::new(idx));
             rest = after;

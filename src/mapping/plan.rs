@@ -125,19 +125,13 @@ fn run<'a>(steps: &[Transform], mut v: Val<'a>, source: &'a str) -> Result<Val<'
 }
 
 /// Compiles one field's mapping; `entity` and `field` name it in errors.
-pub(super) fn compile_plan(
-    spec: &MappingSpec,
-    entity: &EntityName,
-    field: &str,
-) -> Result<Plan, MappingError> {
+pub(super) fn compile_plan(spec: &MappingSpec, entity: &EntityName, field: &str) -> Result<Plan, MappingError> {
     let invalid = |reason: String| MappingError::InvalidRule {
         entity: entity.clone(),
         field: field.to_owned(),
         reason,
     };
-    let path = |p: &str| {
-        SourcePath::compile(p).map_err(|e| invalid(format!("bad source path `{p}`: {e}")))
-    };
+    let path = |p: &str| SourcePath::compile(p).map_err(|e| invalid(format!("bad source path `{p}`: {e}")));
     let rule = match spec {
         MappingSpec::Rule(rule) => rule,
         MappingSpec::Path(p) => {
@@ -153,22 +147,17 @@ pub(super) fn compile_plan(
     };
     let mut steps = Vec::with_capacity(rule.transform.len());
     for name in &rule.transform {
-        steps.push(
-            Step::parse(name).ok_or_else(|| MappingError::UnknownTransform {
-                entity: entity.clone(),
-                field: field.to_owned(),
-                transform: name.clone(),
-            })?,
-        );
+        steps.push(Step::parse(name).ok_or_else(|| MappingError::UnknownTransform {
+            entity: entity.clone(),
+            field: field.to_owned(),
+            transform: name.clone(),
+        })?);
     }
     let at = steps.iter().enumerate().find_map(|(i, s)| match s {
         Step::Combine(c) => Some((i, *c)),
         Step::One(_) => None,
     });
-    let combiners = steps
-        .iter()
-        .filter(|s| matches!(s, Step::Combine(_)))
-        .count();
+    let combiners = steps.iter().filter(|s| matches!(s, Step::Combine(_))).count();
     if combiners > 1 {
         return Err(invalid("use only one of `concat` and `coalesce`".into()));
     }
@@ -194,9 +183,7 @@ pub(super) fn compile_plan(
             return Err(invalid("give either `from` or `value`, not both".into()));
         }
         (None, None) if rule.default.is_none() => {
-            return Err(invalid(
-                "a mapping table needs `from`, `value` or `default`".into(),
-            ));
+            return Err(invalid("a mapping table needs `from`, `value` or `default`".into()));
         }
         (None, constant) => {
             let constant = constant.clone().unwrap_or(Value::Null);
@@ -215,9 +202,7 @@ pub(super) fn compile_plan(
                     plan.post = one(&steps);
                 }
                 (None, _) => {
-                    return Err(invalid(
-                        "several sources in `from` need `concat` or `coalesce`".into(),
-                    ));
+                    return Err(invalid("several sources in `from` need `concat` or `coalesce`".into()));
                 }
                 (Some((at, combiner)), _) => {
                     plan.input = Input::Many {
@@ -235,12 +220,7 @@ pub(super) fn compile_plan(
 }
 
 /// A constant source is transformed, mapped and defaulted once, here.
-fn fold_constant(
-    rule: &MappingRule,
-    steps: &[Step],
-    separator: &str,
-    constant: Value,
-) -> Result<Plan, String> {
+fn fold_constant(rule: &MappingRule, steps: &[Step], separator: &str, constant: Value) -> Result<Plan, String> {
     let mut plan = Plan {
         input: Input::Constant(Value::Null),
         post: Vec::new(),
@@ -248,9 +228,7 @@ fn fold_constant(
         default: rule.default.clone(),
         source: "constant".into(),
     };
-    let reject = |name: &str, json_type: &str| {
-        format!("transform `{name}` cannot convert the constant {json_type}")
-    };
+    let reject = |name: &str, json_type: &str| format!("transform `{name}` cannot convert the constant {json_type}");
     let mut v = Val::Ref(&constant);
     for step in steps {
         v = match step {
@@ -258,9 +236,7 @@ fn fold_constant(
             Step::Combine(Combiner::Coalesce) => v,
             Step::Combine(Combiner::Concat) => {
                 let mut joined = Concat::default();
-                joined
-                    .push(v, separator)
-                    .map_err(|ty| reject("concat", ty))?;
+                joined.push(v, separator).map_err(|ty| reject("concat", ty))?;
                 joined.finish()
             }
         };

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use super::{CompiledMapping, MapResult, MappedRecord, MappingError};
 use crate::config::{
-    BUILTIN_ENTITIES, Diagnostics, Entities, Entity, FilterAction, FilterOp, FilterSpec,
-    MappingRule, MappingSpec, Source, Sources,
+    BUILTIN_ENTITIES, Diagnostics, Entities, Entity, FilterAction, FilterOp, FilterSpec, MappingRule, MappingSpec,
+    Source, Sources,
 };
 
 pub(super) const NO_FILTERS: &BTreeMap<String, FilterSpec> = &BTreeMap::new();
@@ -51,10 +51,7 @@ pub(super) fn rule(from: &str, transforms: &[&str]) -> MappingSpec {
 }
 
 pub(super) fn fields(pairs: &[(&str, MappingSpec)]) -> BTreeMap<String, MappingSpec> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
 }
 
 pub(super) fn path(p: &str) -> MappingSpec {
@@ -96,8 +93,7 @@ pub(super) fn learner(id: Value, status: &str, email: &str) -> Value {
 
 #[test]
 fn required_missing_is_a_dead_letter() {
-    let m = CompiledMapping::compile(entity("learner"), &learner_fields(), NO_FILTERS, NO_TAGS)
-        .unwrap();
+    let m = CompiledMapping::compile(entity("learner"), &learner_fields(), NO_FILTERS, NO_TAGS).unwrap();
     let record = json!({"first_name": "Ann", "last_name": "Lee"});
     assert_eq!(
         dead(m.apply(&record)),
@@ -110,18 +106,14 @@ fn required_missing_is_a_dead_letter() {
     partial.insert("last_name".into(), MappingSpec::Off);
     let m = CompiledMapping::compile(entity("learner"), &partial, NO_FILTERS, NO_TAGS).unwrap();
     let reason = dead(m.apply(&learner(json!("L1"), "x", "a@b.c")));
-    assert_eq!(
-        reason,
-        "required field `learner.last_name` is missing (not mapped)"
-    );
+    assert_eq!(reason, "required field `learner.last_name` is missing (not mapped)");
 
     assert!(dead(m.apply(&json!([1, 2]))).contains("is an array, not an object"));
 }
 
 #[test]
 fn type_mismatch_reasons_never_contain_the_value() {
-    let m = CompiledMapping::compile(entity("learner"), &learner_fields(), NO_FILTERS, NO_TAGS)
-        .unwrap();
+    let m = CompiledMapping::compile(entity("learner"), &learner_fields(), NO_FILTERS, NO_TAGS).unwrap();
     let secret = "ann.secret-at-example.com";
     let reason = dead(m.apply(&learner(json!("L1"), "Active", secret)));
     assert!(reason.contains("`learner.email`"), "{reason}");
@@ -168,36 +160,18 @@ fn filters_on_source_and_field() {
             "switched_off".to_owned(),
             FilterSpec {
                 enabled: Some(false),
-                ..filter(
-                    Some("status"),
-                    None,
-                    FilterOp::Exists,
-                    None,
-                    FilterAction::Exclude,
-                )
+                ..filter(Some("status"), None, FilterOp::Exists, None, FilterAction::Exclude)
             },
         ),
         (
             "other_entity".to_owned(),
             FilterSpec {
                 entity: "employer".into(),
-                ..filter(
-                    Some("status"),
-                    None,
-                    FilterOp::Exists,
-                    None,
-                    FilterAction::Exclude,
-                )
+                ..filter(Some("status"), None, FilterOp::Exists, None, FilterAction::Exclude)
             },
         ),
     ]);
-    let m = CompiledMapping::compile(
-        entity("learner"),
-        &learner_fields(),
-        &filters,
-        &BTreeMap::new(),
-    )
-    .unwrap();
+    let m = CompiledMapping::compile(entity("learner"), &learner_fields(), &filters, &BTreeMap::new()).unwrap();
     assert!(matches!(
         m.apply(&learner(json!(1), "Active", "a@b.c")),
         MapResult::Mapped(_)
@@ -223,7 +197,8 @@ fn filters_on_source_and_field() {
             filter: "only_active".into()
         }
     );
-    let bad_staff = json!({"learner_id": [1], "first_name": "A", "last_name": "B", "status": "Active", "email": "x@staff.org"});
+    let bad_staff =
+        json!({"learner_id": [1], "first_name": "A", "last_name": "B", "status": "Active", "email": "x@staff.org"});
     assert_eq!(
         m.apply(&bad_staff),
         MapResult::Filtered {
@@ -247,22 +222,10 @@ fn filter_equality_and_presence() {
         ),
         (
             "needs_email".to_owned(),
-            filter(
-                None,
-                Some("email"),
-                FilterOp::Missing,
-                None,
-                FilterAction::Exclude,
-            ),
+            filter(None, Some("email"), FilterOp::Missing, None, FilterAction::Exclude),
         ),
     ]);
-    let m = CompiledMapping::compile(
-        entity("learner"),
-        &learner_fields(),
-        &filters,
-        &BTreeMap::new(),
-    )
-    .unwrap();
+    let m = CompiledMapping::compile(entity("learner"), &learner_fields(), &filters, &BTreeMap::new()).unwrap();
     assert_eq!(
         m.apply(&learner(json!(7), "A", "a@b.c")),
         MapResult::Filtered {
@@ -290,10 +253,7 @@ fn value_map_then_default() {
         MappingSpec::Rule(MappingRule {
             from: Some(Sources::One("state".into())),
             transform: vec!["lower".into()],
-            map: BTreeMap::from([
-                ("c".to_owned(), json!("Completed")),
-                ("1".to_owned(), json!("Active")),
-            ]),
+            map: BTreeMap::from([("c".to_owned(), json!("Completed")), ("1".to_owned(), json!("Active"))]),
             default: Some(json!("Unknown")),
             ..MappingRule::default()
         }),
@@ -319,33 +279,13 @@ fn value_map_then_default() {
         r["state"] = state;
         mapped(m.apply(&r)).data["status"].clone()
     };
-    assert_eq!(
-        status(json!("C")),
-        json!("Completed"),
-        "hit after the transform"
-    );
-    assert_eq!(
-        status(json!(1)),
-        json!("Active"),
-        "numbers look up by string form"
-    );
-    assert_eq!(
-        status(json!("paused")),
-        json!("paused"),
-        "a miss passes through"
-    );
+    assert_eq!(status(json!("C")), json!("Completed"), "hit after the transform");
+    assert_eq!(status(json!(1)), json!("Active"), "numbers look up by string form");
+    assert_eq!(status(json!("paused")), json!("paused"), "a miss passes through");
     assert_eq!(status(Value::Null), json!("Unknown"));
     let out = mapped(m.apply(&learner(json!(1), "", "a@b.c")));
-    assert_eq!(
-        out.data["status"],
-        json!("Unknown"),
-        "missing is null, then default"
-    );
-    assert_eq!(
-        out.data["division"],
-        json!("HQ"),
-        "a constant is transformed"
-    );
+    assert_eq!(out.data["status"], json!("Unknown"), "missing is null, then default");
+    assert_eq!(out.data["division"], json!("HQ"), "a constant is transformed");
     assert_eq!(out.data["programme"], json!("None"));
 }
 
@@ -402,11 +342,7 @@ fn coalesce_and_concat_with_one_or_several_sources() {
     assert_eq!(out.data["division"], json!("5"));
     let out = mapped(m.apply(&json!({"learner_id": 1, "first_name": "A", "last_name": "B"})));
     assert_eq!(out.data["email"], Value::Null);
-    assert_eq!(
-        out.data["programme"],
-        Value::Null,
-        "all null concatenates to null"
-    );
+    assert_eq!(out.data["programme"], Value::Null, "all null concatenates to null");
 }
 
 #[test]
@@ -435,8 +371,7 @@ fn compile_errors_name_entity_field_and_problem() {
     });
     let e = err(fields(&[("programme", two)]));
     assert!(
-        e.to_string().contains("`learner.programme`")
-            && e.to_string().contains("`concat` or `coalesce`"),
+        e.to_string().contains("`learner.programme`") && e.to_string().contains("`concat` or `coalesce`"),
         "{e}"
     );
 
@@ -450,8 +385,7 @@ fn compile_errors_name_entity_field_and_problem() {
     });
     let e = err(fields(&[("uln", bad_const)]));
     assert!(
-        e.to_string()
-            .contains("`int` cannot convert the constant string"),
+        e.to_string().contains("`int` cannot convert the constant string"),
         "{e}"
     );
     let wrong_type = MappingSpec::Rule(MappingRule {
@@ -465,18 +399,14 @@ fn compile_errors_name_entity_field_and_problem() {
          expects a string but got an array (source `constant`)"
     );
 
-    let e = err(fields(&[
-        ("shoe_size", path("x")),
-        ("email", rule("e", &["nope"])),
-    ]));
+    let e = err(fields(&[("shoe_size", path("x")), ("email", rule("e", &["nope"]))]));
     let MappingError::Several { errors, .. } = &e else {
         panic!("{e:?}")
     };
     assert_eq!(errors.len(), 2, "every problem at once: {e}");
 
     let tags = BTreeMap::from([("status".to_owned(), "x".to_owned())]);
-    let e =
-        CompiledMapping::compile(learner_entity, &learner_fields(), NO_FILTERS, &tags).unwrap_err();
+    let e = CompiledMapping::compile(learner_entity, &learner_fields(), NO_FILTERS, &tags).unwrap_err();
     assert_eq!(
         e.to_string(),
         "tag `status` of `learner` has the same name as a field of the entity"
@@ -484,33 +414,16 @@ fn compile_errors_name_entity_field_and_problem() {
 
     let filters = BTreeMap::from([(
         "f".to_owned(),
-        filter(
-            None,
-            Some("shoe_size"),
-            FilterOp::Exists,
-            None,
-            FilterAction::Include,
-        ),
+        filter(None, Some("shoe_size"), FilterOp::Exists, None, FilterAction::Include),
     )]);
-    let e =
-        CompiledMapping::compile(learner_entity, &learner_fields(), &filters, NO_TAGS).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "filter `f` of `learner`: unknown field `shoe_size`"
-    );
+    let e = CompiledMapping::compile(learner_entity, &learner_fields(), &filters, NO_TAGS).unwrap_err();
+    assert_eq!(e.to_string(), "filter `f` of `learner`: unknown field `shoe_size`");
 
     let filters = BTreeMap::from([(
         "g".to_owned(),
-        filter(
-            None,
-            Some("uln"),
-            FilterOp::Exists,
-            None,
-            FilterAction::Include,
-        ),
+        filter(None, Some("uln"), FilterOp::Exists, None, FilterAction::Include),
     )]);
-    let e =
-        CompiledMapping::compile(learner_entity, &learner_fields(), &filters, NO_TAGS).unwrap_err();
+    let e = CompiledMapping::compile(learner_entity, &learner_fields(), &filters, NO_TAGS).unwrap_err();
     assert!(
         e.to_string()
             .starts_with("filter `g` of `learner`: field `uln` is not mapped"),
@@ -519,15 +432,8 @@ fn compile_errors_name_entity_field_and_problem() {
 
     let filters = BTreeMap::from([(
         "h".to_owned(),
-        filter(
-            Some("x"),
-            None,
-            FilterOp::In,
-            Some(json!("x")),
-            FilterAction::Include,
-        ),
+        filter(Some("x"), None, FilterOp::In, Some(json!("x")), FilterAction::Include),
     )]);
-    let e =
-        CompiledMapping::compile(learner_entity, &learner_fields(), &filters, NO_TAGS).unwrap_err();
+    let e = CompiledMapping::compile(learner_entity, &learner_fields(), &filters, NO_TAGS).unwrap_err();
     assert!(matches!(e, MappingError::InvalidFilter { .. }), "{e}");
 }

@@ -108,12 +108,8 @@ impl Transform {
             Self::Int => to_int(&v).map(|i| Val::Own(i.into())).ok_or(kind),
             Self::Number => to_number(&v).map(|n| Val::Own(n.into())).ok_or(kind),
             Self::Bool => to_bool(v.view()).map(|b| Val::Own(b.into())).ok_or(kind),
-            Self::Date => dates::to_date(v.view())
-                .map(|s| Val::Own(s.into()))
-                .ok_or(kind),
-            Self::Datetime => dates::to_datetime(v.view())
-                .map(|s| Val::Own(s.into()))
-                .ok_or(kind),
+            Self::Date => dates::to_date(v.view()).map(|s| Val::Own(s.into())).ok_or(kind),
+            Self::Datetime => dates::to_datetime(v.view()).map(|s| Val::Own(s.into())).ok_or(kind),
             Self::NullIfEmpty => match v.view() {
                 View::Str(s) if s.trim().is_empty() => Ok(NULL),
                 _ => Ok(v),
@@ -316,11 +312,7 @@ mod tests {
     fn null_passes_through_everything() {
         for name in crate::config::TRANSFORMS {
             if let Some(Step::One(t)) = Step::parse(name) {
-                assert_eq!(
-                    t.apply(NULL).map(Val::into_value),
-                    Ok(Value::Null),
-                    "{name}"
-                );
+                assert_eq!(t.apply(NULL).map(Val::into_value), Ok(Value::Null), "{name}");
             }
         }
     }
@@ -402,13 +394,7 @@ mod tests {
         ] {
             assert_eq!(run("bool", yes.clone()), Ok(json!(true)), "{yes}");
         }
-        for no in [
-            json!(false),
-            json!("false"),
-            json!(" No "),
-            json!("0"),
-            json!(0),
-        ] {
+        for no in [json!(false), json!("false"), json!(" No "), json!("0"), json!(0)] {
             assert_eq!(run("bool", no.clone()), Ok(json!(false)), "{no}");
         }
         assert_eq!(run("bool", json!("maybe")), Err("string"));
@@ -466,12 +452,7 @@ mod tests {
 
     #[test]
     fn concat_joins_string_forms_and_skips_nulls() {
-        let vals = [
-            json!("C01"),
-            json!(null),
-            json!(1712345678.0001),
-            json!(true),
-        ];
+        let vals = [json!("C01"), json!(null), json!(1712345678.0001), json!(true)];
         let mut c = Concat::default();
         for v in &vals {
             c.push(Val::Ref(v), ":").unwrap();

@@ -12,13 +12,9 @@ pub(super) fn conform(kind: FieldType, v: Value) -> Option<Value> {
     match (kind, v) {
         (FieldType::Json, v) => Some(v),
         (FieldType::String, v @ Value::String(_)) => Some(v),
-        (FieldType::String, v @ (Value::Number(_) | Value::Bool(_))) => {
-            text(View::of(&v)).map(Value::String)
-        }
+        (FieldType::String, v @ (Value::Number(_) | Value::Bool(_))) => text(View::of(&v)).map(Value::String),
         (FieldType::Email, Value::String(s)) if is_email(&s) => Some(Value::String(s)),
-        (FieldType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => {
-            Some(Value::Number(n))
-        }
+        (FieldType::Integer, Value::Number(n)) if n.is_i64() || n.is_u64() => Some(Value::Number(n)),
         (FieldType::Integer, Value::Number(n)) => whole_f64(n.as_f64()?).map(Value::from),
         (FieldType::Number, v @ Value::Number(_)) => Some(v),
         (FieldType::Boolean, v @ Value::Bool(_)) => Some(v),
@@ -30,9 +26,8 @@ pub(super) fn conform(kind: FieldType, v: Value) -> Option<Value> {
 
 /// One `@` with text on both sides.
 fn is_email(s: &str) -> bool {
-    s.split_once('@').is_some_and(|(local, domain)| {
-        !local.is_empty() && !domain.is_empty() && !domain.contains('@')
-    })
+    s.split_once('@')
+        .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'))
 }
 
 pub(super) fn expected(kind: FieldType) -> &'static str {
@@ -77,19 +72,13 @@ mod tests {
     #[test]
     fn numbers_booleans_and_json() {
         assert_eq!(conform(FieldType::Integer, json!(7)), Some(json!(7)));
-        assert_eq!(
-            conform(FieldType::Integer, json!(u64::MAX)),
-            Some(json!(u64::MAX))
-        );
+        assert_eq!(conform(FieldType::Integer, json!(u64::MAX)), Some(json!(u64::MAX)));
         assert_eq!(conform(FieldType::Integer, json!(7.0)), Some(json!(7)));
         assert_eq!(conform(FieldType::Integer, json!(7.5)), None);
         assert_eq!(conform(FieldType::Integer, json!("7")), None);
         assert_eq!(conform(FieldType::Number, json!(7)), Some(json!(7)));
         assert_eq!(conform(FieldType::Number, json!("7")), None);
-        assert_eq!(
-            conform(FieldType::Boolean, json!(false)),
-            Some(json!(false))
-        );
+        assert_eq!(conform(FieldType::Boolean, json!(false)), Some(json!(false)));
         assert_eq!(conform(FieldType::Boolean, json!("false")), None);
         let anything = json!({"a": [1, null]});
         assert_eq!(conform(FieldType::Json, anything.clone()), Some(anything));
@@ -97,10 +86,7 @@ mod tests {
 
     #[test]
     fn dates_and_datetimes_must_be_canonical() {
-        assert_eq!(
-            conform(FieldType::Date, json!("2024-03-01")),
-            Some(json!("2024-03-01"))
-        );
+        assert_eq!(conform(FieldType::Date, json!("2024-03-01")), Some(json!("2024-03-01")));
         assert_eq!(conform(FieldType::Date, json!("01/03/2024")), None);
         assert_eq!(conform(FieldType::Date, json!(20240301)), None);
         let t = json!("2024-03-01T10:52:52.688Z");

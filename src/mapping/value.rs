@@ -109,10 +109,7 @@ pub(crate) struct StackBuf {
 
 impl StackBuf {
     pub(crate) fn new() -> Self {
-        Self {
-            bytes: [0; 40],
-            len: 0,
-        }
+        Self { bytes: [0; 40], len: 0 }
     }
 
     pub(crate) fn as_str(&self) -> &str {

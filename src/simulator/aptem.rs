@@ -77,10 +77,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 fn throttle(_: &Sim) -> Response {
-    error(
-        StatusCode::BAD_REQUEST,
-        "Too many requests. Try again later.",
-    )
+    error(StatusCode::BAD_REQUEST, "Too many requests. Try again later.")
 }
 
 fn unavailable(_: &Sim) -> Response {
@@ -162,11 +159,7 @@ fn parse_query(stream: usize, params: &Params) -> Early<Query> {
     let skip = util::parse_u64(params.get("$skip"))
         .map_err(|_| bad("Invalid value for $skip: expected a non-negative integer.".into()))?
         .unwrap_or(0);
-    let key = if stream == LEARNERS {
-        "learner_id"
-    } else {
-        "id"
-    };
+    let key = if stream == LEARNERS { "learner_id" } else { "id" };
     let mut filter = Filter::all();
     if let Some(expr) = params.get("$filter") {
         for clause in split_and(expr) {
@@ -301,14 +294,7 @@ async fn collection(
         );
     }
     let take = query.top.unwrap_or(cap);
-    let page = sim.select(
-        stream,
-        &query.filter,
-        query.order,
-        query.desc,
-        query.skip,
-        take,
-    );
+    let page = sim.select(stream, &query.filter, query.order, query.desc, query.skip, take);
     let mut rows = sim.records(stream, &page.items);
     if let Some(fields) = &query.select {
         let known = sim.record(stream, 0).or_else(|| rows.first().cloned());
@@ -317,9 +303,7 @@ async fn collection(
         {
             return error(
                 StatusCode::BAD_REQUEST,
-                &format!(
-                    "The query specified in the URI is not valid. Could not find a property named '{missing}'."
-                ),
+                &format!("The query specified in the URI is not valid. Could not find a property named '{missing}'."),
             );
         }
         rows = rows.into_iter().map(|row| project(row, fields)).collect();
@@ -356,9 +340,7 @@ fn project(row: Value, fields: &[String]) -> Value {
 fn encode(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                char::from(b).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()

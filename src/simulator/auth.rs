@@ -124,8 +124,7 @@ impl Auth {
             current_refresh: token.clone(),
             revoked: false,
         });
-        self.refresh_tokens
-            .insert(token.clone(), self.grants.len() - 1);
+        self.refresh_tokens.insert(token.clone(), self.grants.len() - 1);
         token
     }
 
@@ -149,10 +148,8 @@ impl Auth {
         if self.access.len() > ACCESS_SOFT_CAP {
             let now = Instant::now();
             let old = Duration::from_secs(3600);
-            self.access.retain(|_, a| {
-                a.expires
-                    .is_none_or(|e| now.saturating_duration_since(e) < old)
-            });
+            self.access
+                .retain(|_, a| a.expires.is_none_or(|e| now.saturating_duration_since(e) < old));
         }
         let token = self.mint(prefix);
         // A lifetime too long to represent never expires.
@@ -259,20 +256,14 @@ mod tests {
         assert!(rt1.is_some());
         let at1 = first.map(|i| i.access_token).unwrap_or_default();
         assert_eq!(auth.check(&at1), TokenCheck::Valid);
-        assert_eq!(
-            auth.refresh(&rt0, "r-", "a-").err(),
-            Some(RefreshError::Reused)
-        );
+        assert_eq!(auth.refresh(&rt0, "r-", "a-").err(), Some(RefreshError::Reused));
         assert_eq!(
             auth.refresh(&rt1.unwrap_or_default(), "r-", "a-").err(),
             Some(RefreshError::Revoked)
         );
         assert_eq!(auth.check(&at1), TokenCheck::Revoked);
         assert!(auth.refresh(&other, "r-", "a-").is_ok());
-        assert_eq!(
-            auth.refresh("nope", "r-", "a-").err(),
-            Some(RefreshError::Unknown)
-        );
+        assert_eq!(auth.refresh("nope", "r-", "a-").err(), Some(RefreshError::Unknown));
     }
 
     #[test]
@@ -286,10 +277,7 @@ mod tests {
         assert!(matches!(auth.check(&at), TokenCheck::Expired { .. }));
         assert!(auth.refresh(&rt, "r-", "a-").is_ok());
         auth.revoke_all();
-        assert_eq!(
-            auth.refresh(&rt, "r-", "a-").err(),
-            Some(RefreshError::Revoked)
-        );
+        assert_eq!(auth.refresh(&rt, "r-", "a-").err(), Some(RefreshError::Revoked));
         assert_eq!(auth.check("zzz"), TokenCheck::Unknown);
     }
 }

@@ -183,19 +183,11 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
     })
 }
 
-async fn learners(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Response {
+async fn learners(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
     list(&sim, LEARNERS, &headers, raw.as_deref())
 }
 
-async fn employers(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Response {
+async fn employers(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
     list(&sim, EMPLOYERS, &headers, raw.as_deref())
 }
 
@@ -249,14 +241,7 @@ fn list(sim: &Sim, stream: usize, headers: &HeaderMap, raw: Option<&str>) -> Res
         }
     }
     let offset = (page_number - 1).saturating_mul(page_size);
-    let page = sim.select(
-        stream,
-        &filter,
-        Order::Index,
-        false,
-        offset,
-        page_size as usize,
-    );
+    let page = sim.select(stream, &filter, Order::Index, false, offset, page_size as usize);
     util::json(
         StatusCode::OK,
         &json!({

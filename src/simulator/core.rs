@@ -132,9 +132,7 @@ impl Sim {
     /// Builds the state for `config` served at `base_url`.
     pub(crate) fn new(config: SimConfig, base_url: String) -> Self {
         let spec = config.provider.spec();
-        let anchor = config
-            .anchor
-            .unwrap_or_else(|| util::truncate(Utc::now(), 1_000_000));
+        let anchor = config.anchor.unwrap_or_else(|| util::truncate(Utc::now(), 1_000_000));
         let parents = config.parents;
         let streams = spec
             .streams
@@ -184,10 +182,10 @@ impl Sim {
 
     /// The stream's position in the spec, by name or alias (any case).
     pub(crate) fn stream_index(&self, name: &str) -> Option<usize> {
-        self.spec.streams.iter().position(|s| {
-            s.name.eq_ignore_ascii_case(name)
-                || s.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
-        })
+        self.spec
+            .streams
+            .iter()
+            .position(|s| s.name.eq_ignore_ascii_case(name) || s.aliases.iter().any(|a| a.eq_ignore_ascii_case(name)))
     }
 
     /// One page of a listing.
@@ -230,10 +228,7 @@ impl Sim {
             };
             indices.iter().filter_map(|i| s.meta(*i)).collect()
         };
-        metas
-            .iter()
-            .map(|m| (self.spec.record)(self, stream, m))
-            .collect()
+        metas.iter().map(|m| (self.spec.record)(self, stream, m)).collect()
     }
 
     /// The full record at `index`.
@@ -243,11 +238,7 @@ impl Sim {
     }
 
     /// Applies a mutation to one stream.
-    pub(crate) fn mutate<R>(
-        &self,
-        stream: usize,
-        f: impl FnOnce(&mut StreamData) -> R,
-    ) -> Option<R> {
+    pub(crate) fn mutate<R>(&self, stream: usize, f: impl FnOnce(&mut StreamData) -> R) -> Option<R> {
         lock(&self.streams).get_mut(stream).map(f)
     }
 

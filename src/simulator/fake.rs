@@ -24,10 +24,7 @@ pub(crate) struct Rng(u64);
 impl Rng {
     /// The source for (seed, stream label, index, revision).
     pub(crate) fn new(seed: u64, label: &str, index: u64, rev: u32) -> Self {
-        Self(mix(seed
-            ^ mix(
-                label_hash(label) ^ mix(index ^ (u64::from(rev) << 48))
-            )))
+        Self(mix(seed ^ mix(label_hash(label) ^ mix(index ^ (u64::from(rev) << 48)))))
     }
 
     /// The next 64 random bits.
@@ -128,17 +125,16 @@ pub(crate) fn guid(rng: &mut Rng) -> String {
 
 /// Given names.
 pub(crate) const FIRST_NAMES: &[&str] = &[
-    "Amelia", "Oliver", "Isla", "George", "Ava", "Harry", "Mia", "Noah", "Ivy", "Leo", "Freya",
-    "Oscar", "Grace", "Arthur", "Lily", "Muhammad", "Ella", "Jack", "Sophia", "Charlie", "Evie",
-    "Thomas", "Poppy", "Jacob", "Rosie", "Alfie", "Aisha", "Ethan", "Zara", "Samuel",
+    "Amelia", "Oliver", "Isla", "George", "Ava", "Harry", "Mia", "Noah", "Ivy", "Leo", "Freya", "Oscar", "Grace",
+    "Arthur", "Lily", "Muhammad", "Ella", "Jack", "Sophia", "Charlie", "Evie", "Thomas", "Poppy", "Jacob", "Rosie",
+    "Alfie", "Aisha", "Ethan", "Zara", "Samuel",
 ];
 
 /// Family names.
 pub(crate) const LAST_NAMES: &[&str] = &[
-    "Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies", "Patel",
-    "Robinson", "Wright", "Thompson", "Evans", "Walker", "White", "Roberts", "Green", "Hall",
-    "Khan", "Clarke", "Jackson", "Wood", "Harris", "Lewis", "Martin", "Cooper", "Hill", "Ward",
-    "Morris", "Okafor",
+    "Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies", "Patel", "Robinson", "Wright",
+    "Thompson", "Evans", "Walker", "White", "Roberts", "Green", "Hall", "Khan", "Clarke", "Jackson", "Wood", "Harris",
+    "Lewis", "Martin", "Cooper", "Hill", "Ward", "Morris", "Okafor",
 ];
 
 /// Words that make company names.

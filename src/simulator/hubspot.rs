@@ -77,13 +77,7 @@ const DEFAULTS: [&[&str]; 3] = [
         "lastmodifieddate",
         "lastname",
     ],
-    &[
-        "createdate",
-        "domain",
-        "hs_lastmodifieddate",
-        "hs_object_id",
-        "name",
-    ],
+    &["createdate", "domain", "hs_lastmodifieddate", "hs_object_id", "name"],
     &[
         "amount",
         "closedate",
@@ -101,10 +95,7 @@ fn router() -> Router<Arc<Sim>> {
         .route("/oauth/v1/token", post(token))
         .route("/oauth/v3/token", post(token))
         .route("/crm/v3/objects/{object}", get(list))
-        .route(
-            "/crm/v3/objects/{object}/search",
-            post(super::hubspot_search::search),
-        )
+        .route("/crm/v3/objects/{object}/search", post(super::hubspot_search::search))
         .route("/crm/v3/objects/{object}/{id}", get(get_one))
 }
 
@@ -162,11 +153,7 @@ fn decorate(sim: &Sim, path: &str, response: &mut Response) {
         "x-hubspot-ratelimit-remaining",
         &RATE_MAX.saturating_sub(used).to_string(),
     );
-    util::set_header(
-        response,
-        "x-hubspot-ratelimit-interval-milliseconds",
-        "10000",
-    );
+    util::set_header(response, "x-hubspot-ratelimit-interval-milliseconds", "10000");
 }
 
 fn credentials(sim: &Sim) -> Value {
@@ -197,11 +184,7 @@ async fn token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     }
     let (id, secret) = sim.client_pair();
     if form.get("client_id") != Some(id.as_str()) {
-        return token_error(
-            "BAD_CLIENT_ID",
-            "invalid_client",
-            "missing or unknown client id",
-        );
+        return token_error("BAD_CLIENT_ID", "invalid_client", "missing or unknown client id");
     }
     if form.get("client_secret") != Some(secret.as_str()) {
         return token_error(
@@ -222,11 +205,9 @@ async fn token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
                 "expires_in": issued.expires_in,
             }),
         ),
-        Err(RefreshError::Unknown | RefreshError::Reused | RefreshError::Revoked) => token_error(
-            "BAD_REFRESH_TOKEN",
-            "invalid_grant",
-            "missing or unknown refresh token",
-        ),
+        Err(RefreshError::Unknown | RefreshError::Reused | RefreshError::Revoked) => {
+            token_error("BAD_REFRESH_TOKEN", "invalid_grant", "missing or unknown refresh token")
+        }
     }
 }
 
@@ -324,12 +305,8 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
 /// Keeps the requested properties plus the defaults.
 pub(super) fn shape(stream: usize, mut record: Value, requested: &[String]) -> Value {
     if let Some(Value::Object(props)) = record.get_mut("properties") {
-        let keep =
-            |k: &String| DEFAULTS[stream].contains(&k.as_str()) || requested.iter().any(|r| r == k);
-        let kept: Map<String, Value> = std::mem::take(props)
-            .into_iter()
-            .filter(|(k, _)| keep(k))
-            .collect();
+        let keep = |k: &String| DEFAULTS[stream].contains(&k.as_str()) || requested.iter().any(|r| r == k);
+        let kept: Map<String, Value> = std::mem::take(props).into_iter().filter(|(k, _)| keep(k)).collect();
         *props = kept;
     }
     record
@@ -361,9 +338,7 @@ async fn list(
     };
     let params = Params::from_query(raw.as_deref());
     let limit = match util::parse_u64(params.get("limit")) {
-        Ok(l) => l
-            .unwrap_or(DEFAULT_LIMIT)
-            .clamp(1, sim.cap(LIST_MAX) as u64) as usize,
+        Ok(l) => l.unwrap_or(DEFAULT_LIMIT).clamp(1, sim.cap(LIST_MAX) as u64) as usize,
         Err(()) => return validation("Invalid input: limit must be an integer"),
     };
     let mut filter = Filter::all();
@@ -387,10 +362,7 @@ async fn list(
     let mut body = json!({"results": results});
     if let Some(next) = page.items.get(limit) {
         let after = (next + 1).to_string();
-        let mut link = format!(
-            "{}/crm/v3/objects/{object}?limit={limit}&after={after}",
-            sim.base_url
-        );
+        let mut link = format!("{}/crm/v3/objects/{object}?limit={limit}&after={after}", sim.base_url);
         if !requested.is_empty() {
             link.push_str(&format!("&properties={}", requested.join(",")));
         }

@@ -15,9 +15,7 @@ use serde_json::{Value, json};
 
 use super::core::Sim;
 use super::filter::{Cmp, Filter};
-use super::hubspot::{
-    DEFAULT_LIMIT, SEARCH_CAP, SEARCH_MAX, authorize, object_stream, shape, validation,
-};
+use super::hubspot::{DEFAULT_LIMIT, SEARCH_CAP, SEARCH_MAX, authorize, object_stream, shape, validation};
 use super::store::Order;
 use super::util;
 
@@ -44,24 +42,15 @@ fn text(v: Option<&Value>) -> Option<String> {
 }
 
 fn apply_filter(filter: &mut Filter, f: &Value) -> Result<(), String> {
-    let name = f
-        .get("propertyName")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let op = f
-        .get("operator")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let name = f.get("propertyName").and_then(Value::as_str).unwrap_or_default();
+    let op = f.get("operator").and_then(Value::as_str).unwrap_or_default();
     let Some(p) = prop(name) else {
         return Err(format!(
             "The simulator can only filter on hs_lastmodifieddate, lastmodifieddate and hs_object_id, not '{name}'"
         ));
     };
     let bounds: Vec<(Cmp, Option<String>)> = if op == "BETWEEN" {
-        vec![
-            (Cmp::Ge, text(f.get("value"))),
-            (Cmp::Le, text(f.get("highValue"))),
-        ]
+        vec![(Cmp::Ge, text(f.get("value"))), (Cmp::Le, text(f.get("highValue")))]
     } else {
         match Cmp::parse(op).filter(|_| op.chars().all(|c| c.is_ascii_uppercase())) {
             Some(cmp) => vec![(cmp, text(f.get("value")))],
@@ -145,11 +134,7 @@ pub(super) async fn search(
             }
         }
     }
-    let (order, desc) = match req
-        .get("sorts")
-        .and_then(Value::as_array)
-        .and_then(|s| s.first())
-    {
+    let (order, desc) = match req.get("sorts").and_then(Value::as_array).and_then(|s| s.first()) {
         None => (Order::Index, false),
         Some(sort) => match parse_sort(sort) {
             Ok(o) => o,
@@ -178,11 +163,7 @@ pub(super) async fn search(
     let requested: Vec<String> = req
         .get("properties")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| p.as_str().map(str::to_owned))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
     let page = sim.select(stream, &filter, order, desc, after, limit as usize);
     let served = after + page.items.len() as u64;

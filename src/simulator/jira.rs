@@ -100,10 +100,7 @@ fn credentials(sim: &Sim) -> Value {
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    util::json(
-        status,
-        &json!({"error": error, "error_description": description}),
-    )
+    util::json(status, &json!({"error": error, "error_description": description}))
 }
 
 async fn token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
@@ -126,11 +123,7 @@ async fn token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     if field("client_id") != id || field("client_secret") != secret {
         return oauth_error(StatusCode::UNAUTHORIZED, "access_denied", "Unauthorized");
     }
-    let result = lock(&sim.auth).refresh(
-        field("refresh_token"),
-        SPEC.refresh_prefix,
-        SPEC.access_prefix,
-    );
+    let result = lock(&sim.auth).refresh(field("refresh_token"), SPEC.refresh_prefix, SPEC.access_prefix);
     match result {
         Ok(issued) => util::json(
             StatusCode::OK,
@@ -161,8 +154,7 @@ fn authorize(sim: &Sim, headers: &HeaderMap) -> Early<()> {
             ))),
         };
     }
-    let ok =
-        util::basic(headers).is_some_and(|(user, pass)| user == EMAIL && pass == api_token(sim));
+    let ok = util::basic(headers).is_some_and(|(user, pass)| user == EMAIL && pass == api_token(sim));
     if ok && !sim.revoked() {
         return Ok(());
     }
@@ -233,11 +225,7 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
     })
 }
 
-async fn projects(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Response {
+async fn projects(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
     if let Err(response) = authorize(&sim, &headers) {
         return *response;
     }
@@ -252,17 +240,8 @@ async fn projects(
         );
     };
     let start = start.unwrap_or(0);
-    let max = max
-        .unwrap_or(PROJECT_MAX as u64)
-        .clamp(1, sim.cap(PROJECT_MAX) as u64);
-    let page = sim.select(
-        PROJECTS,
-        &Filter::all(),
-        Order::Index,
-        false,
-        start,
-        max as usize,
-    );
+    let max = max.unwrap_or(PROJECT_MAX as u64).clamp(1, sim.cap(PROJECT_MAX) as u64);
+    let page = sim.select(PROJECTS, &Filter::all(), Order::Index, false, start, max as usize);
     let next = start + page.items.len() as u64;
     let is_last = next >= page.total;
     let mut body = json!({
@@ -290,20 +269,13 @@ struct SearchRequest {
     fields: Option<Vec<String>>,
 }
 
-async fn search_get(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Response {
+async fn search_get(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
     if let Err(response) = authorize(&sim, &headers) {
         return *response;
     }
     let params = Params::from_query(raw.as_deref());
     let Ok(max) = util::parse_u64(params.get("maxResults")) else {
-        return messages(
-            StatusCode::BAD_REQUEST,
-            "maxResults must be a non-negative integer.",
-        );
+        return messages(StatusCode::BAD_REQUEST, "maxResults must be a non-negative integer.");
     };
     let fields: Vec<String> = params
         .all("fields")
@@ -326,42 +298,25 @@ async fn search_post(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Byte
         return *response;
     }
     let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&body) else {
-        return messages(
-            StatusCode::BAD_REQUEST,
-            "The request body is not valid JSON.",
-        );
+        return messages(StatusCode::BAD_REQUEST, "The request body is not valid JSON.");
     };
     let max = match body.get("maxResults") {
         None | Some(Value::Null) => None,
         Some(v) => match v.as_u64() {
             Some(n) => Some(n),
             None => {
-                return messages(
-                    StatusCode::BAD_REQUEST,
-                    "maxResults must be a non-negative integer.",
-                );
+                return messages(StatusCode::BAD_REQUEST, "maxResults must be a non-negative integer.");
             }
         },
     };
     let fields = match body.get("fields") {
-        Some(Value::Array(a)) => Some(
-            a.iter()
-                .filter_map(|f| f.as_str().map(str::to_owned))
-                .collect(),
-        ),
+        Some(Value::Array(a)) => Some(a.iter().filter_map(|f| f.as_str().map(str::to_owned)).collect()),
         Some(Value::String(s)) => Some(s.split(',').map(|f| f.trim().to_owned()).collect()),
         _ => None,
     };
     let req = SearchRequest {
-        jql: body
-            .get("jql")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        token: body
-            .get("nextPageToken")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        jql: body.get("jql").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        token: body.get("nextPageToken").and_then(Value::as_str).map(str::to_owned),
         max,
         fields,
     };
@@ -412,10 +367,7 @@ fn search(sim: &Sim, req: SearchRequest) -> Response {
             }
         }
     };
-    let max = req
-        .max
-        .unwrap_or(DEFAULT_SEARCH)
-        .clamp(1, sim.cap(SEARCH_MAX) as u64);
+    let max = req.max.unwrap_or(DEFAULT_SEARCH).clamp(1, sim.cap(SEARCH_MAX) as u64);
     let order = if parsed.by_updated {
         Order::Updated
     } else {
@@ -431,10 +383,7 @@ fn search(sim: &Sim, req: SearchRequest) -> Response {
     let is_last = next >= page.total;
     let mut body = json!({"issues": issues});
     if !is_last {
-        body["nextPageToken"] = json!(util::sign_cursor(
-            sim.cursor_key(),
-            &format!("s={scope};o={next}")
-        ));
+        body["nextPageToken"] = json!(util::sign_cursor(sim.cursor_key(), &format!("s={scope};o={next}")));
     }
     body["isLast"] = json!(is_last);
     util::json(StatusCode::OK, &body)

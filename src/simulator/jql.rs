@@ -54,9 +54,7 @@ fn tokenize(q: &str) -> Result<Vec<String>, JqlError> {
             i += len;
         } else if c == '"' || c == '\'' {
             let end = chars[i + 1..].iter().position(|x| *x == c).ok_or_else(|| {
-                JqlError::Invalid(
-                    "Error in the JQL Query: The quoted string has not been completed.".into(),
-                )
+                JqlError::Invalid("Error in the JQL Query: The quoted string has not been completed.".into())
             })?;
             out.push(chars[i..i + end + 2].iter().collect());
             i += end + 2;
@@ -64,10 +62,7 @@ fn tokenize(q: &str) -> Result<Vec<String>, JqlError> {
             let start = i;
             while i < chars.len()
                 && !chars[i].is_whitespace()
-                && !matches!(
-                    chars[i],
-                    '(' | ')' | ',' | '<' | '>' | '=' | '!' | '"' | '\''
-                )
+                && !matches!(chars[i], '(' | ')' | ',' | '<' | '>' | '=' | '!' | '"' | '\'')
             {
                 i += 1;
             }
@@ -100,10 +95,7 @@ fn parse_time(literal: &str) -> Option<Ts> {
         }
     }
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s
-            .parse::<i64>()
-            .ok()
-            .and_then(chrono::DateTime::from_timestamp_millis);
+        return s.parse::<i64>().ok().and_then(chrono::DateTime::from_timestamp_millis);
     }
     None
 }
@@ -150,8 +142,7 @@ pub(crate) fn parse(q: &str) -> Result<Jql, JqlError> {
                 .filter(|o| o.starts_with(['<', '>', '=']))
                 .and_then(Cmp::parse)
                 .ok_or_else(|| syntax("Expecting an operator after 'updated'."))?;
-            let literal =
-                at(i + 2).ok_or_else(|| syntax("Expecting a date after the operator."))?;
+            let literal = at(i + 2).ok_or_else(|| syntax("Expecting a date after the operator."))?;
             let t = parse_time(literal).ok_or_else(|| {
                 JqlError::Invalid(format!(
                     "Date value '{}' for field 'updated' is invalid. Valid formats include: 'yyyy/MM/dd HH:mm', 'yyyy-MM-dd HH:mm', 'yyyy/MM/dd', 'yyyy-MM-dd', or a period format e.g. '-5d', '4w 2d'.",
@@ -211,16 +202,12 @@ mod tests {
             q,
             Ok(Jql {
                 project: Some("SIMA".into()),
-                updated: expected_time
-                    .map(|t| vec![(Cmp::Ge, t)])
-                    .unwrap_or_default(),
+                updated: expected_time.map(|t| vec![(Cmp::Ge, t)]).unwrap_or_default(),
                 by_updated: true,
                 desc: false,
             })
         );
-        assert!(
-            parse("project in (SIMB) order by key desc").is_ok_and(|q| q.desc && !q.by_updated)
-        );
+        assert!(parse("project in (SIMB) order by key desc").is_ok_and(|q| q.desc && !q.by_updated));
         assert!(parse("updated > '2024/06/01'").is_ok());
     }
 
@@ -228,14 +215,8 @@ mod tests {
     fn refuses_unbounded_and_malformed_queries() {
         assert_eq!(parse(""), Err(JqlError::Unbounded));
         assert_eq!(parse("ORDER BY updated"), Err(JqlError::Unbounded));
-        assert!(matches!(
-            parse("project = A OR project = B"),
-            Err(JqlError::Invalid(_))
-        ));
-        assert!(matches!(
-            parse("updated >= \"yesterday\""),
-            Err(JqlError::Invalid(_))
-        ));
+        assert!(matches!(parse("project = A OR project = B"), Err(JqlError::Invalid(_))));
+        assert!(matches!(parse("updated >= \"yesterday\""), Err(JqlError::Invalid(_))));
         assert!(matches!(parse("assignee = me"), Err(JqlError::Invalid(_))));
         assert!(matches!(parse("project = \"A"), Err(JqlError::Invalid(_))));
     }

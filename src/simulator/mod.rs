@@ -134,9 +134,7 @@ impl fmt::Display for Provider {
 
 /// The error for an unknown provider name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown simulated provider `{0}` (expected one of aptem, bud, onefile, hubspot, salesforce, slack, jira)"
-)]
+#[error("unknown simulated provider `{0}` (expected one of aptem, bud, onefile, hubspot, salesforce, slack, jira)")]
 pub struct UnknownProvider(pub String);
 
 impl FromStr for Provider {
@@ -319,10 +317,7 @@ impl SimConfig {
     }
 
     fn count_for(&self, stream: &str) -> u64 {
-        self.stream_records
-            .get(stream)
-            .copied()
-            .unwrap_or(self.records)
+        self.stream_records.get(stream).copied().unwrap_or(self.records)
     }
 }
 
@@ -465,9 +460,7 @@ impl SimHandle {
 
     /// How many live records `stream` has now (0 for an unknown stream).
     pub fn record_count(&self, stream: &str) -> u64 {
-        self.sim()
-            .stream_index(stream)
-            .map_or(0, |s| self.sim().live(s))
+        self.sim().stream_index(stream).map_or(0, |s| self.sim().live(s))
     }
 
     /// Bumps record `index` of `stream` to a new revision updated now;
@@ -505,8 +498,7 @@ impl SimHandle {
     /// The record's last-modified time (the incremental cursor field).
     pub fn updated_at(&self, stream: &str, index: u64) -> Option<DateTime<Utc>> {
         let sim = self.sim();
-        sim.meta(sim.stream_index(stream)?, index)
-            .map(|m| m.updated)
+        sim.meta(sim.stream_index(stream)?, index).map(|m| m.updated)
     }
 
     /// Whether `stream` is a child stream (messages per channel, issues per
@@ -547,9 +539,8 @@ pub async fn serve(configs: Vec<SimConfig>, port: Option<u16>) -> std::io::Resul
     let mut handles = Vec::with_capacity(configs.len());
     for (i, config) in configs.into_iter().enumerate() {
         let p = match port {
-            Some(p) => u16::try_from(usize::from(p) + i).map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "port out of range")
-            })?,
+            Some(p) => u16::try_from(usize::from(p) + i)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "port out of range"))?,
             None => 0,
         };
         let records = config.records;

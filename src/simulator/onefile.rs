@@ -79,10 +79,7 @@ fn invalid(field: &str, text: &str) -> Response {
 }
 
 fn throttle(sim: &Sim) -> Response {
-    let response = message(
-        StatusCode::TOO_MANY_REQUESTS,
-        "Rate limit exceeded. Try again later.",
-    );
+    let response = message(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded. Try again later.");
     util::with_header(response, "retry-after", &sim.retry_after().to_string())
 }
 
@@ -94,8 +91,7 @@ fn unavailable(_: &Sim) -> Response {
 }
 
 fn customer_token(sim: &Sim) -> String {
-    sim.static_secret("onefile-customer-token", 32)
-        .to_uppercase()
+    sim.static_secret("onefile-customer-token", 32).to_uppercase()
 }
 
 fn credentials(sim: &Sim) -> Value {
@@ -137,8 +133,7 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
     let start = m.created - TimeDelta::days(r.below(400) as i64);
     let end = start + TimeDelta::days(365 + r.below(400) as i64);
     let orgs = sim.len(ORGANISATIONS);
-    let episode =
-        fake::PROGRAMMES[(m.rev as usize + r.below(10) as usize) % fake::PROGRAMMES.len()];
+    let episode = fake::PROGRAMMES[(m.rev as usize + r.below(10) as usize) % fake::PROGRAMMES.len()];
     json!({
         "ID": 100_000 + m.index,
         "FirstName": first,
@@ -158,11 +153,7 @@ async fn user_search(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Byte
     search(&sim, LEARNERS, &headers, &body)
 }
 
-async fn organisation_search(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn organisation_search(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
     search(&sim, ORGANISATIONS, &headers, &body)
 }
 
@@ -172,13 +163,7 @@ fn body_object(headers: &HeaderMap, body: &[u8]) -> Option<Map<String, Value>> {
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
     if form {
         let params = Params::parse(&String::from_utf8_lossy(body));
-        let keys = [
-            "Role",
-            "PageNumber",
-            "PageSize",
-            "ModifiedFrom",
-            "ModifiedTo",
-        ];
+        let keys = ["Role", "PageNumber", "PageSize", "ModifiedFrom", "ModifiedTo"];
         return Some(
             keys.iter()
                 .filter_map(|k| params.get(k).map(|v| ((*k).to_owned(), Value::from(v))))
@@ -230,10 +215,7 @@ fn search(sim: &Sim, stream: usize, headers: &HeaderMap, body: &[u8]) -> Respons
         Ok(None) => cap,
         Ok(Some(n)) if n >= 1 && n as usize <= cap => n as usize,
         _ => {
-            return invalid(
-                "PageSize",
-                &format!("PageSize must be between 1 and {cap}."),
-            );
+            return invalid("PageSize", &format!("PageSize must be between 1 and {cap}."));
         }
     };
     let mut filter = Filter::all();
@@ -252,8 +234,5 @@ fn search(sim: &Sim, stream: usize, headers: &HeaderMap, body: &[u8]) -> Respons
     if page.items.is_empty() {
         return util::empty(StatusCode::NO_CONTENT);
     }
-    util::json(
-        StatusCode::OK,
-        &Value::Array(sim.records(stream, &page.items)),
-    )
+    util::json(StatusCode::OK, &Value::Array(sim.records(stream, &page.items)))
 }

@@ -83,14 +83,7 @@ const OBJECTS: &[ObjectDef] = &[
     },
     ObjectDef {
         name: "Contact",
-        fields: &[
-            "Id",
-            "FirstName",
-            "LastName",
-            "Email",
-            "AccountId",
-            "SystemModstamp",
-        ],
+        fields: &["Id", "FirstName", "LastName", "Email", "AccountId", "SystemModstamp"],
         times: &["SystemModstamp"],
     },
     ObjectDef {
@@ -150,14 +143,8 @@ fn credentials(sim: &Sim) -> Value {
 /// An 18-character id: key prefix, `Sim`, base-36 index, 3-char checksum.
 fn sf_id(sim: &Sim, stream: usize, index: u64) -> String {
     let mut r = Rng::new(sim.config.seed, "sf-id-suffix", index, stream as u32);
-    let suffix: String = (0..3)
-        .map(|_| char::from(b'A' + r.below(26) as u8))
-        .collect();
-    format!(
-        "{}Sim{}{suffix}",
-        KEY_PREFIXES[stream],
-        fake::base36(index, 9)
-    )
+    let suffix: String = (0..3).map(|_| char::from(b'A' + r.below(26) as u8)).collect();
+    format!("{}Sim{}{suffix}", KEY_PREFIXES[stream], fake::base36(index, 9))
 }
 
 /// The index behind one of our ids (15 or 18 characters).
@@ -229,10 +216,7 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
             let name = fake::company(&mut r);
             out.insert(
                 "Website".into(),
-                json!(format!(
-                    "https://www.{}.example.com",
-                    fake::domain_label(&name)
-                )),
+                json!(format!("https://www.{}.example.com", fake::domain_label(&name))),
             );
             out.insert("Name".into(), json!(name));
             out.insert(
@@ -272,16 +256,9 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
             let mut v = Rng::new(sim.config.seed, "sf-stage", m.index, m.rev);
             out.insert(
                 "Name".into(),
-                json!(format!(
-                    "{} {}",
-                    fake::company(&mut r),
-                    fake::sentence(&mut r, 1)
-                )),
+                json!(format!("{} {}", fake::company(&mut r), fake::sentence(&mut r, 1))),
             );
-            out.insert(
-                "Amount".into(),
-                json!(500.0 + r.below(1_000_000) as f64 / 4.0),
-            );
+            out.insert("Amount".into(), json!(500.0 + r.below(1_000_000) as f64 / 4.0));
             out.insert(
                 "StageName".into(),
                 json!(v.pick(&[
@@ -296,9 +273,7 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
             );
             out.insert(
                 "CloseDate".into(),
-                json!(util::date(
-                    m.created + TimeDelta::days(30 + r.below(180) as i64)
-                )),
+                json!(util::date(m.created + TimeDelta::days(30 + r.below(180) as i64))),
             );
             out.insert("AccountId".into(), json!(account));
         }
@@ -375,14 +350,7 @@ async fn query(
     };
     let batch = batch_size(&sim, &headers);
     let locator = sim.register(format!("{batch}\n{q}"));
-    respond(
-        &sim,
-        &version,
-        &parsed,
-        &format!("01gSIM{locator}"),
-        0,
-        batch,
-    )
+    respond(&sim, &version, &parsed, &format!("01gSIM{locator}"), 0, batch)
 }
 
 async fn more(
@@ -418,14 +386,7 @@ async fn more(
     respond(&sim, &version, &parsed, id, offset, batch)
 }
 
-fn respond(
-    sim: &Sim,
-    version: &str,
-    q: &Soql,
-    locator: &str,
-    offset: u64,
-    batch: usize,
-) -> Response {
+fn respond(sim: &Sim, version: &str, q: &Soql, locator: &str, offset: u64, batch: usize) -> Response {
     let Some(stream) = OBJECTS.iter().position(|o| o.name == q.object) else {
         return errors(
             StatusCode::BAD_REQUEST,
@@ -452,11 +413,7 @@ fn respond(
             }
         }
     }
-    let order = if q.by_time {
-        Order::Updated
-    } else {
-        Order::Index
-    };
+    let order = if q.by_time { Order::Updated } else { Order::Index };
     let first = sim.select(stream, &filter, order, q.desc, offset, 0);
     let total = q.limit.map_or(first.total, |l| l.min(first.total));
     let take = (total.saturating_sub(offset)).min(batch as u64) as usize;

@@ -35,11 +35,7 @@ fn reset_error() -> io::Error {
 }
 
 impl AsyncRead for KillStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if self.killed.load(Ordering::Relaxed) {
             return Poll::Ready(Err(reset_error()));
         }
@@ -48,11 +44,7 @@ impl AsyncRead for KillStream {
 }
 
 impl AsyncWrite for KillStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         if self.killed.load(Ordering::Relaxed) {
             return Poll::Ready(Err(reset_error()));
         }

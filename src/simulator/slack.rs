@@ -159,12 +159,7 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
         USERS => {
             let first = r.pick(fake::FIRST_NAMES);
             let last = r.pick(fake::LAST_NAMES);
-            let handle = format!(
-                "{}.{}{}",
-                first.to_lowercase(),
-                last.to_lowercase(),
-                m.index
-            );
+            let handle = format!("{}.{}{}", first.to_lowercase(), last.to_lowercase(), m.index);
             json!({
                 "id": user_id(m.index),
                 "team_id": TEAM,
@@ -242,10 +237,7 @@ async fn method(
         "conversations.list" => list(&sim, CHANNELS, "channels", &params),
         "users.list" => list(&sim, USERS, "members", &params),
         "conversations.history" => history(&sim, &params),
-        _ => util::json(
-            StatusCode::NOT_FOUND,
-            &json!({"ok": false, "error": "unknown_method"}),
-        ),
+        _ => util::json(StatusCode::NOT_FOUND, &json!({"ok": false, "error": "unknown_method"})),
     }
 }
 

@@ -167,13 +167,8 @@ pub(crate) fn parse(q: &str, objects: &[ObjectDef]) -> Result<Soql, SoqlError> {
     let def = objects
         .iter()
         .find(|o| o.name.eq_ignore_ascii_case(&object_name))
-        .ok_or_else(|| {
-            SoqlError::InvalidType(format!("sObject type '{object_name}' is not supported."))
-        })?;
-    let fields = names
-        .iter()
-        .map(|n| field(def, n))
-        .collect::<Result<Vec<_>, _>>()?;
+        .ok_or_else(|| SoqlError::InvalidType(format!("sObject type '{object_name}' is not supported.")))?;
+    let fields = names.iter().map(|n| field(def, n)).collect::<Result<Vec<_>, _>>()?;
     let mut query = Soql {
         object: def.name,
         fields,

@@ -143,10 +143,7 @@ impl StreamData {
 
     fn base_created(&self, i: u64) -> Ts {
         let back = Rng::new(self.seed, self.label, i, u32::MAX).below(CREATED_SPREAD_MS);
-        truncate(
-            self.base_updated(i) - TimeDelta::milliseconds(back as i64),
-            1_000_000,
-        )
+        truncate(self.base_updated(i) - TimeDelta::milliseconds(back as i64), 1_000_000)
     }
 
     /// The first base index of parent `p`.
@@ -296,9 +293,7 @@ impl StreamData {
     fn base_range(&self, f: &Filter) -> (u64, u64) {
         let n = self.base;
         let (mut a, mut b) = match f.partition {
-            Some(p) if self.parents > 0 && p < self.parents => {
-                (self.partition_start(p), self.partition_start(p + 1))
-            }
+            Some(p) if self.parents > 0 && p < self.parents => (self.partition_start(p), self.partition_start(p + 1)),
             Some(_) => (0, 0),
             None => (0, n),
         };
@@ -334,14 +329,7 @@ impl StreamData {
 
     /// One page of the listing `f` in `order`, `offset` records in; `desc`
     /// reverses the order.
-    pub(crate) fn select(
-        &self,
-        f: &Filter,
-        order: Order,
-        desc: bool,
-        offset: u64,
-        limit: usize,
-    ) -> Page {
+    pub(crate) fn select(&self, f: &Filter, order: Order, desc: bool, offset: u64, limit: usize) -> Page {
         let (a, b) = self.base_range(f);
         let o_keys: Vec<u64> = self.overlay.range(a..b).map(|(k, _)| *k).collect();
         let count_b = (b - a) - o_keys.len() as u64;
@@ -355,11 +343,7 @@ impl StreamData {
             Order::Updated => self
                 .by_updated
                 .iter()
-                .filter(|(_, i)| {
-                    self.overlay
-                        .get(i)
-                        .is_some_and(|o| self.overlay_matches(*i, o, f))
-                })
+                .filter(|(_, i)| self.overlay.get(i).is_some_and(|o| self.overlay_matches(*i, o, f)))
                 .map(|(_, i)| *i)
                 .collect(),
         };
@@ -421,15 +405,7 @@ impl StreamData {
 
     /// Ranks `start..start+take` of the index-ordered merge of the base part
     /// `[a, b) \ o_keys` and the sorted overlay part `extra`.
-    fn merge(
-        a: u64,
-        b: u64,
-        o_keys: &[u64],
-        count_b: u64,
-        extra: &[u64],
-        start: u64,
-        take: usize,
-    ) -> Vec<u64> {
+    fn merge(a: u64, b: u64, o_keys: &[u64], count_b: u64, extra: &[u64], start: u64, take: usize) -> Vec<u64> {
         // How many overlay records come before merged rank `start`.
         let mut before = 0;
         let mut oi = 0;
@@ -565,11 +541,7 @@ mod tests {
             for order in [Order::Index, Order::Updated] {
                 let expected = naive(&s, f, order);
                 for size in [1, 3, 7, 100] {
-                    assert_eq!(
-                        paged(&s, f, order, false, size),
-                        expected,
-                        "{f:?} {order:?}"
-                    );
+                    assert_eq!(paged(&s, f, order, false, size), expected, "{f:?} {order:?}");
                     let mut rev = expected.clone();
                     rev.reverse();
                     assert_eq!(paged(&s, f, order, true, size), rev, "desc {f:?} {order:?}");
@@ -586,16 +558,9 @@ mod tests {
         let parts: Vec<Option<u64>> = (0..10).map(|i| s.partition_of(i)).collect();
         assert_eq!(parts.iter().filter(|p| **p == Some(0)).count(), 3);
         assert_eq!(parts.iter().filter(|p| **p == Some(2)).count(), 4);
-        assert_eq!(
-            s.meta(3).map(|m| (m.partition, m.ordinal)),
-            Some((Some(1), 0))
-        );
+        assert_eq!(s.meta(3).map(|m| (m.partition, m.ordinal)), Some((Some(1), 0)));
         let none = stream(0, 3);
-        assert_eq!(
-            none.select(&Filter::all(), Order::Index, false, 0, 10)
-                .total,
-            0
-        );
+        assert_eq!(none.select(&Filter::all(), Order::Index, false, 0, 10).total, 0);
     }
 
     #[test]

@@ -37,10 +37,7 @@ impl Params {
 
     /// The first value of `key`.
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// Every value of `key` (for repeated parameters).
@@ -121,10 +118,7 @@ pub(crate) fn parse_ts(raw: &str) -> Option<Ts> {
         return d.and_hms_opt(0, 0, 0).map(|t| Utc.from_utc_datetime(&t));
     }
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s
-            .parse::<i64>()
-            .ok()
-            .and_then(DateTime::<Utc>::from_timestamp_millis);
+        return s.parse::<i64>().ok().and_then(DateTime::<Utc>::from_timestamp_millis);
     }
     None
 }
@@ -258,8 +252,7 @@ pub(crate) fn base64_encode(input: &[u8]) -> String {
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("oauth"))
-        .then(|| token.trim().to_owned())
+    (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("oauth")).then(|| token.trim().to_owned())
 }
 
 /// The `user:password` pair of a Basic `Authorization` header.
@@ -315,9 +308,7 @@ pub(crate) fn with_header(mut response: Response, name: &'static str, value: &st
 /// Sets a header on a response in place; invalid values are skipped.
 pub(crate) fn set_header(response: &mut Response, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(name), v);
+        response.headers_mut().insert(HeaderName::from_static(name), v);
     }
 }
 
@@ -349,15 +340,9 @@ mod tests {
     #[test]
     fn trimmed_iso_keeps_up_to_seven_digits() {
         let t = parse_ts("2024-06-01T10:00:52.6880167Z");
-        assert_eq!(
-            t.map(iso_trimmed).as_deref(),
-            Some("2024-06-01T10:00:52.6880167Z")
-        );
+        assert_eq!(t.map(iso_trimmed).as_deref(), Some("2024-06-01T10:00:52.6880167Z"));
         let t = parse_ts("2024-06-01T10:00:52.68Z");
-        assert_eq!(
-            t.map(iso_trimmed).as_deref(),
-            Some("2024-06-01T10:00:52.68Z")
-        );
+        assert_eq!(t.map(iso_trimmed).as_deref(), Some("2024-06-01T10:00:52.68Z"));
     }
 
     #[test]

@@ -49,9 +49,7 @@ pub(crate) fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreErro
 
 /// A stored value that failed validation.
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt {
-        what: what.to_string(),
-    }
+    StoreError::Corrupt { what: what.to_string() }
 }
 
 /// Whether `err` is a unique-constraint violation.

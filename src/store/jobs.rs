@@ -40,14 +40,13 @@ macro_rules! job_methods {
                     .begin_with(Self::BEGIN_WRITE)
                     .await
                     .map_err(db("starting a transaction"))?;
-                let connection: Option<(String, String)> = sqlx::query_as(
-                    "SELECT provider, status FROM connections WHERE id = $1 AND tenant_id = $2",
-                )
-                .bind(connection_id)
-                .bind(tenant.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("reading a connection"))?;
+                let connection: Option<(String, String)> =
+                    sqlx::query_as("SELECT provider, status FROM connections WHERE id = $1 AND tenant_id = $2")
+                        .bind(connection_id)
+                        .bind(tenant.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db("reading a connection"))?;
                 let Some((provider, status)) = connection else {
                     return Err(StoreError::NotFound {
                         what: format!("no connection {connection_id} at tenant `{tenant}`"),
@@ -79,11 +78,7 @@ macro_rules! job_methods {
                 Ok(row)
             }
 
-            pub(super) async fn get_job(
-                &self,
-                tenant: &TenantId,
-                job_id: i64,
-            ) -> Result<Option<JobRow>, StoreError> {
+            pub(super) async fn get_job(&self, tenant: &TenantId, job_id: i64) -> Result<Option<JobRow>, StoreError> {
                 let raw: Option<RawJob> = sqlx::query_as(concat!(
                     "SELECT ",
                     job_columns!(),
@@ -97,10 +92,7 @@ macro_rules! job_methods {
                 raw.map(JobRow::try_from).transpose()
             }
 
-            pub(super) async fn list_jobs(
-                &self,
-                tenant: &TenantId,
-            ) -> Result<Vec<JobRow>, StoreError> {
+            pub(super) async fn list_jobs(&self, tenant: &TenantId) -> Result<Vec<JobRow>, StoreError> {
                 let raws: Vec<RawJob> = sqlx::query_as(concat!(
                     "SELECT ",
                     job_columns!(),
@@ -219,12 +211,7 @@ macro_rules! job_methods {
                     ))
                     .bind(run_id)
                     .bind(tenant.as_str()),
-                    None => sqlx::query_as(concat!(
-                        "SELECT ",
-                        run_columns!(),
-                        " FROM runs WHERE id = $1"
-                    ))
-                    .bind(run_id),
+                    None => sqlx::query_as(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1")).bind(run_id),
                 };
                 let raw: Option<RawRun> = query
                     .fetch_optional(&self.pool)
@@ -261,11 +248,7 @@ macro_rules! job_methods {
             }
 
             pub(super) async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-                let mut conn = self
-                    .pool
-                    .acquire()
-                    .await
-                    .map_err(db("acquiring a connection"))?;
+                let mut conn = self.pool.acquire().await.map_err(db("acquiring a connection"))?;
                 Self::insert_audit(&mut conn, entry).await
             }
 

@@ -28,9 +28,7 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
 
-use crate::model::{
-    ConnectionStatus, EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId,
-};
+use crate::model::{ConnectionStatus, EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
 
 /// The state store: a SQLite file or a PostgreSQL database. Cheap to clone (the pools
 /// are shared).
@@ -129,11 +127,7 @@ impl Store {
     /// [`Store::update_tenant`]), and `audit`.
     ///
     /// [`StoreError::Conflict`] if the id exists or the subdomain is taken.
-    pub async fn create_tenant(
-        &self,
-        state: &TenantState,
-        audit: &AuditEntry,
-    ) -> Result<TenantRow, StoreError> {
+    pub async fn create_tenant(&self, state: &TenantState, audit: &AuditEntry) -> Result<TenantRow, StoreError> {
         dispatch!(self.create_tenant(state, audit))
     }
 
@@ -149,11 +143,7 @@ impl Store {
     ///   `enabled = false`; records and job cursors stay.
     ///
     /// [`StoreError::NotFound`] if the tenant does not exist.
-    pub async fn update_tenant(
-        &self,
-        state: &TenantState,
-        audit: &AuditEntry,
-    ) -> Result<TenantRow, StoreError> {
+    pub async fn update_tenant(&self, state: &TenantState, audit: &AuditEntry) -> Result<TenantRow, StoreError> {
         dispatch!(self.update_tenant(state, audit))
     }
 
@@ -168,20 +158,14 @@ impl Store {
     }
 
     /// The tenant's override layers, by provider.
-    pub async fn get_overrides(
-        &self,
-        tenant: &TenantId,
-    ) -> Result<Vec<(ProviderId, Value)>, StoreError> {
+    pub async fn get_overrides(&self, tenant: &TenantId) -> Result<Vec<(ProviderId, Value)>, StoreError> {
         dispatch!(self.get_overrides(tenant))
     }
 
     // --- connections ---------------------------------------------------------------------
 
     /// The tenant's connections, by provider then owner.
-    pub async fn list_connections(
-        &self,
-        tenant: &TenantId,
-    ) -> Result<Vec<ConnectionRow>, StoreError> {
+    pub async fn list_connections(&self, tenant: &TenantId) -> Result<Vec<ConnectionRow>, StoreError> {
         dispatch!(self.list_connections(tenant))
     }
 
@@ -251,11 +235,7 @@ impl Store {
     }
 
     /// The tenant's job `job_id`.
-    pub async fn get_job(
-        &self,
-        tenant: &TenantId,
-        job_id: i64,
-    ) -> Result<Option<JobRow>, StoreError> {
+    pub async fn get_job(&self, tenant: &TenantId, job_id: i64) -> Result<Option<JobRow>, StoreError> {
         dispatch!(self.get_job(tenant, job_id))
     }
 
@@ -274,11 +254,7 @@ impl Store {
     /// job's lease, and [`StoreError::LeaseLost`] rolls everything back.
     ///
     /// [`StoreError::NotFound`] if the job is not the tenant's.
-    pub async fn write_page(
-        &self,
-        tenant: &TenantId,
-        page: &PageWrite<'_>,
-    ) -> Result<PageOutcome, StoreError> {
+    pub async fn write_page(&self, tenant: &TenantId, page: &PageWrite<'_>) -> Result<PageOutcome, StoreError> {
         dispatch!(self.write_page(tenant, page))
     }
 
@@ -314,11 +290,7 @@ impl Store {
     }
 
     /// How many records the tenant has (of `entity`, if given).
-    pub async fn count_records(
-        &self,
-        tenant: &TenantId,
-        entity: Option<&EntityName>,
-    ) -> Result<i64, StoreError> {
+    pub async fn count_records(&self, tenant: &TenantId, entity: Option<&EntityName>) -> Result<i64, StoreError> {
         dispatch!(self.count_records(tenant, entity))
     }
 
@@ -328,12 +300,7 @@ impl Store {
     /// current cursor as `cursor_before`; the job's `last_run_id` points at it.
     ///
     /// [`StoreError::NotFound`] if the job is not the tenant's.
-    pub async fn start_run(
-        &self,
-        tenant: &TenantId,
-        job_id: i64,
-        trigger: RunTrigger,
-    ) -> Result<RunRow, StoreError> {
+    pub async fn start_run(&self, tenant: &TenantId, job_id: i64, trigger: RunTrigger) -> Result<RunRow, StoreError> {
         dispatch!(self.start_run(tenant, job_id, trigger))
     }
 
@@ -352,21 +319,13 @@ impl Store {
     }
 
     /// A run: any tenant's with `None` (operator scope), only that tenant's with `Some`.
-    pub async fn get_run(
-        &self,
-        run_id: Uuid,
-        tenant: Option<&TenantId>,
-    ) -> Result<Option<RunRow>, StoreError> {
+    pub async fn get_run(&self, run_id: Uuid, tenant: Option<&TenantId>) -> Result<Option<RunRow>, StoreError> {
         dispatch!(self.get_run(run_id, tenant))
     }
 
     /// Up to `limit` runs, newest first: every tenant's with `None`, one tenant's with
     /// `Some`.
-    pub async fn list_runs(
-        &self,
-        tenant: Option<&TenantId>,
-        limit: i64,
-    ) -> Result<Vec<RunRow>, StoreError> {
+    pub async fn list_runs(&self, tenant: Option<&TenantId>, limit: i64) -> Result<Vec<RunRow>, StoreError> {
         dispatch!(self.list_runs(tenant, limit))
     }
 
@@ -379,11 +338,7 @@ impl Store {
 
     /// Up to `limit` audit entries, newest first: all with `None`, one tenant's with
     /// `Some`.
-    pub async fn list_audit(
-        &self,
-        tenant: Option<&TenantId>,
-        limit: i64,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
+    pub async fn list_audit(&self, tenant: Option<&TenantId>, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
         dispatch!(self.list_audit(tenant, limit))
     }
 }
@@ -398,10 +353,7 @@ mod tests {
             redact_password("postgres://app:s3cret@db.internal:5432/tributary?sslmode=require"),
             "postgres://app:***@db.internal:5432/tributary?sslmode=require"
         );
-        assert_eq!(
-            redact_password("postgres://app@db/x"),
-            "postgres://app@db/x"
-        );
+        assert_eq!(redact_password("postgres://app@db/x"), "postgres://app@db/x");
         assert_eq!(redact_password("sqlite://state.db"), "sqlite://state.db");
     }
 
@@ -427,9 +379,7 @@ mod tests {
     async fn sqlite_files_are_created_and_reported() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        let store = Store::connect(&format!("sqlite:{}", path.display()))
-            .await
-            .unwrap();
+        let store = Store::connect(&format!("sqlite:{}", path.display())).await.unwrap();
         assert_eq!(store.sqlite_path(), Some(path.as_path()));
         assert!(path.exists());
         store.close().await;

@@ -82,28 +82,22 @@ macro_rules! record_methods {
                 };
                 if let Some(owner) = page.lease_owner {
                     if holder.as_deref() != Some(owner) {
-                        return Err(StoreError::LeaseLost {
-                            job_id: page.job_id,
-                        });
+                        return Err(StoreError::LeaseLost { job_id: page.job_id });
                     }
                 }
 
                 let mut existing: HashMap<String, (String, bool)> = HashMap::new();
                 if !records.is_empty() {
                     let ids: Vec<&str> = records.iter().map(|r| r.external_id).collect();
-                    let rows: Vec<(String, String, bool)> =
-                        sqlx::query_as(Self::SELECT_EXISTING_HASHES)
-                            .bind(tenant.as_str())
-                            .bind(page.entity.as_str())
-                            .bind(page.provider.as_str())
-                            .bind(Self::id_list(&ids))
-                            .fetch_all(&mut *tx)
-                            .await
-                            .map_err(db("reading stored record hashes"))?;
-                    existing.extend(
-                        rows.into_iter()
-                            .map(|(id, hash, deleted)| (id, (hash, deleted))),
-                    );
+                    let rows: Vec<(String, String, bool)> = sqlx::query_as(Self::SELECT_EXISTING_HASHES)
+                        .bind(tenant.as_str())
+                        .bind(page.entity.as_str())
+                        .bind(page.provider.as_str())
+                        .bind(Self::id_list(&ids))
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db("reading stored record hashes"))?;
+                    existing.extend(rows.into_iter().map(|(id, hash, deleted)| (id, (hash, deleted))));
                 }
                 // New and changed records go through one multi-row upsert: its
                 // `DO UPDATE` branch rewrites exactly the changed rows (keeping
@@ -114,9 +108,7 @@ macro_rules! record_methods {
                 for record in &records {
                     match existing.get(record.external_id) {
                         None => outcome.inserted += 1,
-                        Some((hash, deleted)) if *deleted || *hash != record.hash => {
-                            outcome.updated += 1
-                        }
+                        Some((hash, deleted)) if *deleted || *hash != record.hash => outcome.updated += 1,
                         Some(_) => {
                             outcome.unchanged += 1;
                             continue;
@@ -201,9 +193,7 @@ macro_rules! record_methods {
                         .map_err(db("moving the job cursor"))?;
                     if done.rows_affected() == 0 {
                         // Dropping `tx` rolls the records back with the cursor.
-                        return Err(StoreError::LeaseLost {
-                            job_id: page.job_id,
-                        });
+                        return Err(StoreError::LeaseLost { job_id: page.job_id });
                     }
                 }
                 tx.commit().await.map_err(db("committing a page"))?;
@@ -260,7 +250,17 @@ macro_rules! record_methods {
                 run_id: Option<uuid::Uuid>,
                 limit: i64,
             ) -> Result<Vec<DeadLetterRow>, StoreError> {
-                type Raw = (i64, Option<uuid::Uuid>, String, String, String, Option<String>, String, Json<Value>, chrono::DateTime<chrono::Utc>);
+                type Raw = (
+                    i64,
+                    Option<uuid::Uuid>,
+                    String,
+                    String,
+                    String,
+                    Option<String>,
+                    String,
+                    Json<Value>,
+                    chrono::DateTime<chrono::Utc>,
+                );
                 let rows: Vec<Raw> = sqlx::query_as(
                     "SELECT id, run_id, provider, stream, entity, source_id, reason, record, created_at \
                      FROM dead_letters WHERE tenant_id = $1 AND ($2 IS NULL OR run_id = $2) \
@@ -273,20 +273,24 @@ macro_rules! record_methods {
                 .await
                 .map_err(db("listing dead letters"))?;
                 rows.into_iter()
-                    .map(|(id, run_id, provider, stream, entity, source_id, reason, record, created_at)| {
-                        let corrupt = |what: &str| StoreError::Corrupt { what: format!("dead letter {id}: {what}") };
-                        Ok(DeadLetterRow {
-                            id,
-                            run_id,
-                            provider: ProviderId::parse(&provider).map_err(|e| corrupt(&e.to_string()))?,
-                            stream,
-                            entity: EntityName::parse(&entity).map_err(|e| corrupt(&e.to_string()))?,
-                            source_id,
-                            reason,
-                            record: record.0,
-                            created_at,
-                        })
-                    })
+                    .map(
+                        |(id, run_id, provider, stream, entity, source_id, reason, record, created_at)| {
+                            let corrupt = |what: &str| StoreError::Corrupt {
+                                what: format!("dead letter {id}: {what}"),
+                            };
+                            Ok(DeadLetterRow {
+                                id,
+                                run_id,
+                                provider: ProviderId::parse(&provider).map_err(|e| corrupt(&e.to_string()))?,
+                                stream,
+                                entity: EntityName::parse(&entity).map_err(|e| corrupt(&e.to_string()))?,
+                                source_id,
+                                reason,
+                                record: record.0,
+                                created_at,
+                            })
+                        },
+                    )
                     .collect()
             }
 
@@ -296,18 +300,16 @@ macro_rules! record_methods {
                 entity: Option<&EntityName>,
             ) -> Result<i64, StoreError> {
                 let query = match entity {
-                    Some(entity) => sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM records WHERE tenant_id = $1 AND entity = $2",
-                    )
-                    .bind(tenant.as_str())
-                    .bind(entity.as_str()),
-                    None => sqlx::query_scalar("SELECT COUNT(*) FROM records WHERE tenant_id = $1")
-                        .bind(tenant.as_str()),
+                    Some(entity) => {
+                        sqlx::query_scalar("SELECT COUNT(*) FROM records WHERE tenant_id = $1 AND entity = $2")
+                            .bind(tenant.as_str())
+                            .bind(entity.as_str())
+                    }
+                    None => {
+                        sqlx::query_scalar("SELECT COUNT(*) FROM records WHERE tenant_id = $1").bind(tenant.as_str())
+                    }
                 };
-                query
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(db("counting records"))
+                query.fetch_one(&self.pool).await.map_err(db("counting records"))
             }
         }
     };
@@ -328,16 +330,10 @@ mod tests {
         };
         let page = [rec("a", 1), rec("b", 2), rec("a", 3)];
         let prepared = prepare(&page);
-        let got: Vec<_> = prepared
-            .iter()
-            .map(|p| (p.external_id, p.data.clone()))
-            .collect();
+        let got: Vec<_> = prepared.iter().map(|p| (p.external_id, p.data.clone())).collect();
         assert_eq!(
             got,
-            vec![
-                ("a", serde_json::json!({"v": 3})),
-                ("b", serde_json::json!({"v": 2}))
-            ]
+            vec![("a", serde_json::json!({"v": 3})), ("b", serde_json::json!({"v": 2}))]
         );
     }
 

@@ -11,8 +11,7 @@ use uuid::Uuid;
 use super::error::{StoreError, corrupt};
 use super::types::{AuditEntry, ConnectionRow, JobRow, RecordRow, RunRow, RunStats, TenantRow};
 use crate::model::{
-    ConnectionStatus, EntityName, IdError, PresetName, ProviderId, RunOutcome, RunTrigger,
-    StreamName, TenantId,
+    ConnectionStatus, EntityName, IdError, PresetName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId,
 };
 
 /// Columns of [`RawTenant`], in `SELECT` order.
@@ -87,12 +86,7 @@ fn id<T>(table: &str, value: &str, parse: fn(&str) -> Result<T, IdError>) -> Res
     parse(value).map_err(|e| corrupt(format_args!("{table}: {e}")))
 }
 
-fn status<T>(
-    table: &str,
-    kind: &str,
-    value: &str,
-    parse: fn(&str) -> Option<T>,
-) -> Result<T, StoreError> {
+fn status<T>(table: &str, kind: &str, value: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
     parse(value).ok_or_else(|| corrupt(format_args!("{table}: unknown {kind} `{value}`")))
 }
 
@@ -139,10 +133,7 @@ impl TryFrom<RawOverride> for (ProviderId, Value) {
     type Error = StoreError;
 
     fn try_from(raw: RawOverride) -> Result<Self, StoreError> {
-        Ok((
-            id("overrides", &raw.provider, ProviderId::parse)?,
-            raw.layer.0,
-        ))
+        Ok((id("overrides", &raw.provider, ProviderId::parse)?, raw.layer.0))
     }
 }
 
@@ -174,12 +165,7 @@ impl TryFrom<RawConnection> for ConnectionRow {
             provider: id("connections", &raw.provider, ProviderId::parse)?,
             owner_user: raw.owner_user,
             owner_role: raw.owner_role,
-            status: status(
-                "connections",
-                "connection status",
-                &raw.status,
-                ConnectionStatus::parse,
-            )?,
+            status: status("connections", "connection status", &raw.status, ConnectionStatus::parse)?,
             status_reason: raw.status_reason,
             has_credentials: raw.has_credentials,
             credentials_key_id: raw.credentials_key_id,

@@ -41,10 +41,7 @@ impl SqliteStore {
         let mut pool = SqlitePoolOptions::new().max_connections(8);
         if in_memory {
             // An in-memory database lives only as long as one of its connections.
-            pool = pool
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None);
+            pool = pool.min_connections(1).idle_timeout(None).max_lifetime(None);
         }
         let pool = pool
             .connect_with(options)

@@ -24,17 +24,11 @@ fn no_connection(tenant: &TenantId, provider: &ProviderId) -> StoreError {
 }
 
 /// Maps a failed tenant write; a taken subdomain is a conflict, not a database failure.
-fn tenant_write_error(
-    state: &TenantState,
-    context: &'static str,
-) -> impl FnOnce(sqlx::Error) -> StoreError {
+fn tenant_write_error(state: &TenantState, context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |err| {
         if is_unique_violation(&err) {
             StoreError::Conflict {
-                what: format!(
-                    "subdomain `{}` is already used by another tenant",
-                    state.subdomain
-                ),
+                what: format!("subdomain `{}` is already used by another tenant", state.subdomain),
             }
         } else {
             db(context)(err)
@@ -152,11 +146,7 @@ macro_rules! tenant_methods {
                     .await
                     .map_err(db("inserting an override"))?;
                 }
-                let enabled: Vec<&str> = state
-                    .enabled_providers
-                    .iter()
-                    .map(ProviderId::as_str)
-                    .collect();
+                let enabled: Vec<&str> = state.enabled_providers.iter().map(ProviderId::as_str).collect();
                 for provider in &enabled {
                     // A provider switched back on: its jobs run again and its connections
                     // return to where their credentials put them.
@@ -215,10 +205,7 @@ macro_rules! tenant_methods {
                 Ok(())
             }
 
-            pub(super) async fn get_tenant(
-                &self,
-                tenant: &TenantId,
-            ) -> Result<Option<TenantRow>, StoreError> {
+            pub(super) async fn get_tenant(&self, tenant: &TenantId) -> Result<Option<TenantRow>, StoreError> {
                 let raw: Option<RawTenant> = sqlx::query_as(concat!(
                     "SELECT ",
                     tenant_columns!(),
@@ -232,14 +219,11 @@ macro_rules! tenant_methods {
             }
 
             pub(super) async fn list_tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
-                let raws: Vec<RawTenant> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    tenant_columns!(),
-                    " FROM tenants ORDER BY id"
-                ))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db("listing tenants"))?;
+                let raws: Vec<RawTenant> =
+                    sqlx::query_as(concat!("SELECT ", tenant_columns!(), " FROM tenants ORDER BY id"))
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db("listing tenants"))?;
                 convert_all(raws)
             }
 
@@ -247,20 +231,16 @@ macro_rules! tenant_methods {
                 &self,
                 tenant: &TenantId,
             ) -> Result<Vec<(ProviderId, serde_json::Value)>, StoreError> {
-                let raws: Vec<RawOverride> = sqlx::query_as(
-                    "SELECT provider, layer FROM overrides WHERE tenant_id = $1 ORDER BY provider",
-                )
-                .bind(tenant.as_str())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db("reading overrides"))?;
+                let raws: Vec<RawOverride> =
+                    sqlx::query_as("SELECT provider, layer FROM overrides WHERE tenant_id = $1 ORDER BY provider")
+                        .bind(tenant.as_str())
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db("reading overrides"))?;
                 convert_all(raws)
             }
 
-            pub(super) async fn list_connections(
-                &self,
-                tenant: &TenantId,
-            ) -> Result<Vec<ConnectionRow>, StoreError> {
+            pub(super) async fn list_connections(&self, tenant: &TenantId) -> Result<Vec<ConnectionRow>, StoreError> {
                 let raws: Vec<RawConnection> = sqlx::query_as(concat!(
                     "SELECT ",
                     connection_columns!(),

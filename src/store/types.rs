@@ -6,8 +6,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::model::{
-    ConnectionStatus, EntityName, PresetName, ProviderId, RunOutcome, RunTrigger, StreamName,
-    TenantId,
+    ConnectionStatus, EntityName, PresetName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId,
 };
 
 /// A tenant and the preset revision it pinned.
@@ -76,12 +75,7 @@ pub struct SealedBlob {
 
 impl std::fmt::Debug for SealedBlob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "SealedBlob(key {}, {} bytes)",
-            self.key_id,
-            self.bytes.len()
-        )
+        write!(f, "SealedBlob(key {}, {} bytes)", self.key_id, self.bytes.len())
     }
 }
 

@@ -31,11 +31,21 @@ pub enum SyncError {
     #[error("provider `{provider}` is not enabled for tenant `{tenant}`")]
     ProviderDisabled { tenant: TenantId, provider: ProviderId },
     #[error("stream `{stream}` of `{provider}` is not enabled for tenant `{tenant}` (known streams: {known})")]
-    StreamDisabled { tenant: TenantId, provider: ProviderId, stream: StreamName, known: String },
+    StreamDisabled {
+        tenant: TenantId,
+        provider: ProviderId,
+        stream: StreamName,
+        known: String,
+    },
     #[error("no connector manifest for `{0}`")]
     NoManifest(ProviderId),
     #[error("connection {tenant}/{provider} is {status}{hint}")]
-    NotConnected { tenant: TenantId, provider: ProviderId, status: ConnectionStatus, hint: &'static str },
+    NotConnected {
+        tenant: TenantId,
+        provider: ProviderId,
+        status: ConnectionStatus,
+        hint: &'static str,
+    },
     #[error("cannot start the HTTP client: {0}")]
     Client(String),
 }
@@ -69,7 +79,10 @@ struct StoreSink<'a> {
 }
 
 impl CredentialSink for StoreSink<'_> {
-    fn rotated<'b>(&'b self, credentials: &'b Credentials) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'b>> {
+    fn rotated<'b>(
+        &'b self,
+        credentials: &'b Credentials,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'b>> {
         Box::pin(async move {
             let sealed = self.key.seal(self.tenant, self.provider, &credentials.to_json());
             let audit = AuditEntry {
@@ -80,7 +93,11 @@ impl CredentialSink for StoreSink<'_> {
                 subject: Some(self.provider.to_string()),
                 details: json!({ "key_id": self.key.id() }),
             };
-            self.store.set_credentials(self.tenant, self.provider, &sealed, &audit).await.map(|_| ()).map_err(|e| e.to_string())
+            self.store
+                .set_credentials(self.tenant, self.provider, &sealed, &audit)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         })
     }
 }
@@ -88,7 +105,13 @@ impl CredentialSink for StoreSink<'_> {
 impl<'a> Syncer<'a> {
     pub fn new(catalog: &'a Catalog, store: &'a Store, key: &'a MasterKey) -> Result<Self, SyncError> {
         let clients = crate::http::client().map_err(|e| SyncError::Client(e.to_string()))?;
-        Ok(Self { catalog, store, key, retry: RetryPolicy::default(), clients })
+        Ok(Self {
+            catalog,
+            store,
+            key,
+            retry: RetryPolicy::default(),
+            clients,
+        })
     }
 
     /// Runs one job; `progress` sees the counters after every page. A run that fails
@@ -101,8 +124,15 @@ impl<'a> Syncer<'a> {
             .providers
             .get(&req.provider)
             .filter(|p| p.config.is_enabled())
-            .ok_or_else(|| SyncError::ProviderDisabled { tenant: req.tenant.clone(), provider: req.provider.clone() })?;
-        let manifest = self.catalog.manifests.get(req.provider.as_str()).ok_or_else(|| SyncError::NoManifest(req.provider.clone()))?;
+            .ok_or_else(|| SyncError::ProviderDisabled {
+                tenant: req.tenant.clone(),
+                provider: req.provider.clone(),
+            })?;
+        let manifest = self
+            .catalog
+            .manifests
+            .get(req.provider.as_str())
+            .ok_or_else(|| SyncError::NoManifest(req.provider.clone()))?;
         let config = &provider.config;
         let entity = config
             .streams
@@ -119,8 +149,15 @@ impl<'a> Syncer<'a> {
             .store
             .get_connection(&req.tenant, &req.provider)
             .await?
-            .ok_or_else(|| SyncError::ProviderDisabled { tenant: req.tenant.clone(), provider: req.provider.clone() })?;
-        if matches!(connection.status, ConnectionStatus::Disabled | ConnectionStatus::Pending) || !connection.has_credentials {
+            .ok_or_else(|| SyncError::ProviderDisabled {
+                tenant: req.tenant.clone(),
+                provider: req.provider.clone(),
+            })?;
+        if matches!(
+            connection.status,
+            ConnectionStatus::Disabled | ConnectionStatus::Pending
+        ) || !connection.has_credentials
+        {
             return Err(SyncError::NotConnected {
                 tenant: req.tenant.clone(),
                 provider: req.provider.clone(),
@@ -128,16 +165,39 @@ impl<'a> Syncer<'a> {
                 hint: "; store credentials with `tributary credentials set`",
             });
         }
-        let schedule = config.streams.get(req.stream.as_str()).and_then(|s| s.schedule.clone()).or_else(|| config.schedule.clone()).unwrap_or_default();
-        let job = self.store.ensure_job(&req.tenant, connection.id, &req.stream, &schedule).await?;
+        let schedule = config
+            .streams
+            .get(req.stream.as_str())
+            .and_then(|s| s.schedule.clone())
+            .or_else(|| config.schedule.clone())
+            .unwrap_or_default();
+        let job = self
+            .store
+            .ensure_job(&req.tenant, connection.id, &req.stream, &schedule)
+            .await?;
         let run = self.store.start_run(&req.tenant, job.id, req.trigger).await?;
         let span = tracing::info_span!("run", tenant = %req.tenant, provider = %req.provider, stream = %req.stream, run_id = %run.id);
         let _enter = span.enter();
         tracing::info!(trigger = req.trigger.as_str(), cursor = ?job.cursor, full_refresh = req.full_refresh, "run started");
 
         let started = Instant::now();
-        let mut stats = RunStats { cursor_after: job.cursor.clone(), ..RunStats::default() };
-        let result = self.read_all(req, manifest, config, &entity, &view.tenant.subdomain, &job, run.id, &mut stats, progress).await;
+        let mut stats = RunStats {
+            cursor_after: job.cursor.clone(),
+            ..RunStats::default()
+        };
+        let result = self
+            .read_all(
+                req,
+                manifest,
+                config,
+                &entity,
+                &view.tenant.subdomain,
+                &job,
+                run.id,
+                &mut stats,
+                progress,
+            )
+            .await;
         let (outcome, error) = match result {
             Ok(()) => (RunOutcome::Success, None),
             Err(e) => (RunOutcome::Failed, Some(e)),
@@ -145,7 +205,14 @@ impl<'a> Syncer<'a> {
         if let Some(e) = &error {
             stats.error = Some(e.message.clone());
             if e.needs_reauth {
-                self.store.set_connection_status(&req.tenant, &req.provider, ConnectionStatus::NeedsReauth, Some(&e.message)).await?;
+                self.store
+                    .set_connection_status(
+                        &req.tenant,
+                        &req.provider,
+                        ConnectionStatus::NeedsReauth,
+                        Some(&e.message),
+                    )
+                    .await?;
                 tracing::warn!("connection needs new credentials: {}", e.message);
             }
         }
@@ -180,10 +247,15 @@ impl<'a> Syncer<'a> {
         stats: &mut RunStats,
         progress: &mut dyn FnMut(&RunStats),
     ) -> Result<(), RunFailure> {
-        let entity_def = self.catalog.entities.get(entity).ok_or_else(|| RunFailure::plain(format!("unknown entity `{entity}`")))?;
+        let entity_def = self
+            .catalog
+            .entities
+            .get(entity)
+            .ok_or_else(|| RunFailure::plain(format!("unknown entity `{entity}`")))?;
         let empty = BTreeMap::new();
         let fields = config.mappings.get(entity).unwrap_or(&empty);
-        let mapping = CompiledMapping::compile(entity_def, fields, &config.filters, &config.tags).map_err(|e| RunFailure::plain(e.to_string()))?;
+        let mapping = CompiledMapping::compile(entity_def, fields, &config.filters, &config.tags)
+            .map_err(|e| RunFailure::plain(e.to_string()))?;
         let entity_name = EntityName::parse(entity).map_err(|e| RunFailure::plain(e.to_string()))?;
 
         let (sealed, _version) = self
@@ -192,14 +264,22 @@ impl<'a> Syncer<'a> {
             .await
             .map_err(|e| RunFailure::plain(e.to_string()))?
             .ok_or_else(|| RunFailure::reauth("no credentials are stored".into()))?;
-        let plain = self.key.open(&req.tenant, &req.provider, &sealed).map_err(|e| RunFailure::plain(e.to_string()))?;
+        let plain = self
+            .key
+            .open(&req.tenant, &req.provider, &sealed)
+            .map_err(|e| RunFailure::plain(e.to_string()))?;
         let credentials = Credentials::from_json(&plain).map_err(|e| RunFailure::reauth(e.to_string()))?;
 
         let mut vars: BTreeMap<String, String> = manifest.variables.clone();
         vars.insert("subdomain".into(), subdomain.to_owned());
         vars.extend(config.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
         let base_url = config.base_url.clone().unwrap_or_else(|| manifest.base_url.clone());
-        let sink = StoreSink { store: self.store, key: self.key, tenant: &req.tenant, provider: &req.provider };
+        let sink = StoreSink {
+            store: self.store,
+            key: self.key,
+            tenant: &req.tenant,
+            provider: &req.provider,
+        };
         let mut session = Session {
             client: self.clients.0.clone(),
             token_client: self.clients.1.clone(),
@@ -209,8 +289,15 @@ impl<'a> Syncer<'a> {
             stats: Default::default(),
             sink: Some(&sink),
         };
-        let mut reader = StreamReader::new(manifest, &req.stream, &base_url, vars, job.cursor.as_deref(), req.full_refresh)
-            .map_err(|e| RunFailure::plain(e.to_string()))?;
+        let mut reader = StreamReader::new(
+            manifest,
+            &req.stream,
+            &base_url,
+            vars,
+            job.cursor.as_deref(),
+            req.full_refresh,
+        )
+        .map_err(|e| RunFailure::plain(e.to_string()))?;
         let spec = &manifest.streams[&req.stream];
         let result: Result<(), RunFailure> = async {
             while let Some(page) = reader.next_page(&mut session).await.map_err(RunFailure::from)? {
@@ -218,7 +305,10 @@ impl<'a> Syncer<'a> {
                 let mut dead = Vec::new();
                 for raw in &page.records {
                     match mapping.apply(raw) {
-                        MapResult::Mapped(m) => records.push(RecordInput { external_id: m.external_id, data: m.data }),
+                        MapResult::Mapped(m) => records.push(RecordInput {
+                            external_id: m.external_id,
+                            data: m.data,
+                        }),
                         MapResult::Filtered { .. } => stats.filtered += 1,
                         MapResult::DeadLetter { reason } => dead.push(DeadLetterInput {
                             run_id: Some(run_id),
@@ -238,7 +328,11 @@ impl<'a> Syncer<'a> {
                     lease_owner: None,
                     dead_letters: &dead,
                 };
-                let outcome = self.store.write_page(&req.tenant, &write).await.map_err(|e| RunFailure::plain(e.to_string()))?;
+                let outcome = self
+                    .store
+                    .write_page(&req.tenant, &write)
+                    .await
+                    .map_err(|e| RunFailure::plain(e.to_string()))?;
                 stats.fetched += page.records.len() as i64;
                 stats.inserted += outcome.inserted as i64;
                 stats.updated += outcome.updated as i64;
@@ -276,17 +370,26 @@ struct RunFailure {
 
 impl RunFailure {
     fn plain(message: String) -> Self {
-        Self { message, needs_reauth: false }
+        Self {
+            message,
+            needs_reauth: false,
+        }
     }
 
     fn reauth(message: String) -> Self {
-        Self { message, needs_reauth: true }
+        Self {
+            message,
+            needs_reauth: true,
+        }
     }
 }
 
 impl From<EngineError> for RunFailure {
     fn from(e: EngineError) -> Self {
         let needs_reauth = matches!(&e, EngineError::Http(h) if h.needs_reauth());
-        Self { message: e.to_string(), needs_reauth }
+        Self {
+            message: e.to_string(),
+            needs_reauth,
+        }
     }
 }

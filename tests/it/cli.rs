@@ -25,10 +25,7 @@ impl Env {
         cmd.args(args)
             .current_dir(self.dir.path())
             .env("TRIBUTARY_CONFIG", repo.join("config"))
-            .env(
-                "TRIBUTARY_DATABASE_URL",
-                format!("sqlite://{}", self.db().display()),
-            )
+            .env("TRIBUTARY_DATABASE_URL", format!("sqlite://{}", self.db().display()))
             .env_remove("TRIBUTARY_MASTER_KEY_FILE")
             .env_remove("CREDENTIALS_DIRECTORY")
             .env_remove("TRIBUTARY_CONNECTORS");
@@ -57,12 +54,7 @@ impl Env {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         child.wait_with_output().unwrap()
     }
 }
@@ -74,10 +66,7 @@ fn json(text: &str) -> serde_json::Value {
 #[test]
 fn config_check_passes_on_the_repository_and_fails_listing_every_error() {
     let env = Env::new();
-    assert!(
-        env.ok(&["config", "check"])
-            .contains("configuration is valid")
-    );
+    assert!(env.ok(&["config", "check"]).contains("configuration is valid"));
     let broken = tempfile::tempdir().unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     for f in ["entities.toml", "presets.toml"] {
@@ -88,12 +77,7 @@ fn config_check_passes_on_the_repository_and_fails_listing_every_error() {
     let text = text.replacen("schedule = \"hourly\"", "schedule = \"often\"", 1)
         + "\n[presets.x]\ntitle = \"X\"\nproviders = [\"ghost\"]\n";
     std::fs::write(&presets, text).unwrap();
-    let out = env.run(&[
-        "--config",
-        broken.path().to_str().unwrap(),
-        "config",
-        "check",
-    ]);
+    let out = env.run(&["--config", broken.path().to_str().unwrap(), "config", "check"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -104,13 +88,7 @@ fn config_check_passes_on_the_repository_and_fails_listing_every_error() {
         stderr.contains("presets.toml: presets.x.providers[0]: preset names provider `ghost`"),
         "{stderr}"
     );
-    let out = env.run(&[
-        "--config",
-        broken.path().to_str().unwrap(),
-        "--json",
-        "config",
-        "check",
-    ]);
+    let out = env.run(&["--config", broken.path().to_str().unwrap(), "--json", "config", "check"]);
     let report = json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(report["ok"], false);
     assert!(report["errors"].as_array().unwrap().len() >= 2);
@@ -182,22 +160,13 @@ fn the_issue_example_tenant_round_trip() {
 
     let shown = json(&env.ok(&["--json", "tenant", "show", "acme", "--explain"]));
     assert_eq!(shown["preset"], "aptem_hubspot");
-    assert_eq!(
-        shown["providers"]["aptem"]["config"]["schedule"],
-        "every 15 minutes"
-    );
-    assert_eq!(
-        shown["providers"]["aptem"]["origins"]["schedule"]["kind"],
-        "override"
-    );
+    assert_eq!(shown["providers"]["aptem"]["config"]["schedule"], "every 15 minutes");
+    assert_eq!(shown["providers"]["aptem"]["origins"]["schedule"]["kind"], "override");
     assert_eq!(
         shown["providers"]["hubspot"]["config"]["mappings"]["employer"]["account_manager"],
         "properties.account_manager"
     );
-    assert_eq!(
-        shown["providers"]["hubspot"]["connection"]["status"],
-        "pending"
-    );
+    assert_eq!(shown["providers"]["hubspot"]["connection"]["status"], "pending");
 
     let switched = env.ok(&["tenant", "set-preset", "acme", "aptem"]);
     assert!(
@@ -206,10 +175,7 @@ fn the_issue_example_tenant_round_trip() {
     );
     let list = json(&env.ok(&["--json", "tenant", "list"]));
     assert_eq!(list[0]["preset"], "aptem");
-    assert!(
-        env.ok(&["tenant", "rebase", "acme"])
-            .contains("preset aptem")
-    );
+    assert!(env.ok(&["tenant", "rebase", "acme"]).contains("preset aptem"));
     let missing = env.run(&["tenant", "show", "nobody"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("tenant `nobody` not found"));
@@ -232,14 +198,7 @@ fn credentials_come_from_stdin_are_encrypted_and_never_printed() {
     ]);
     let secret = "s3cr3t-token-value-9f8e";
     let out = env.with_stdin(
-        &[
-            "credentials",
-            "set",
-            "--tenant",
-            "acme",
-            "--provider",
-            "aptem",
-        ],
+        &["credentials", "set", "--tenant", "acme", "--provider", "aptem"],
         &format!("{{\"api_token\": \"{secret}\"}}"),
     );
     let (stdout, stderr) = (
@@ -293,14 +252,7 @@ fn credentials_come_from_stdin_are_encrypted_and_never_printed() {
         ("ghost", "{}", "unknown provider `ghost`"),
     ] {
         let out = env.with_stdin(
-            &[
-                "credentials",
-                "set",
-                "--tenant",
-                "acme",
-                "--provider",
-                provider,
-            ],
+            &["credentials", "set", "--tenant", "acme", "--provider", provider],
             input,
         );
         assert!(!out.status.success());
@@ -339,31 +291,15 @@ fn a_configured_master_key_file_is_used() {
     ]);
     let key = env.dir.path().join("configured.key");
     std::fs::write(&key, "11".repeat(32)).unwrap();
-    let mut cmd = env.cmd(&[
-        "credentials",
-        "set",
-        "--tenant",
-        "acme",
-        "--provider",
-        "aptem",
-    ]);
+    let mut cmd = env.cmd(&["credentials", "set", "--tenant", "acme", "--provider", "aptem"]);
     cmd.env("TRIBUTARY_MASTER_KEY_FILE", &key)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"{\"api_token\":\"t\"}")
-        .unwrap();
+    child.stdin.take().unwrap().write_all(b"{\"api_token\":\"t\"}").unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!env.dir.path().join("tributary.master-key").exists());
     let listed = json(&env.ok(&["--json", "credentials", "show"]));
     assert_eq!(

@@ -35,11 +35,7 @@ fn load(dir: &Path) -> Catalog {
 }
 
 fn mapping(layer: &ProviderLayer, entity: &str, field: &str) -> Option<MappingSpec> {
-    layer
-        .mappings
-        .get(entity)
-        .and_then(|m| m.get(field))
-        .cloned()
+    layer.mappings.get(entity).and_then(|m| m.get(field)).cloned()
 }
 
 fn path(s: &str) -> MappingSpec {
@@ -67,21 +63,9 @@ fn repository_and_builtin_configuration_are_valid_and_identical() {
             builtin.presets.get(p.name.as_str()).map(|b| &b.revision),
             Some(&p.revision)
         );
-        assert!(
-            p.revision.starts_with('r') && p.revision.len() == 13,
-            "{}",
-            p.revision
-        );
+        assert!(p.revision.starts_with('r') && p.revision.len() == 13, "{}", p.revision);
     }
-    for provider in [
-        "aptem",
-        "bud",
-        "onefile",
-        "hubspot",
-        "salesforce",
-        "slack",
-        "jira",
-    ] {
+    for provider in ["aptem", "bud", "onefile", "hubspot", "salesforce", "slack", "jira"] {
         assert!(on_disk.manifests.get(provider).is_some(), "{provider}");
     }
     for entity in [
@@ -124,33 +108,15 @@ fn presets_carry_the_specified_defaults() {
     let hubspot = &ah.resolved[&ProviderId::parse("hubspot").unwrap()];
     assert_eq!(aptem.schedule.as_deref(), Some("hourly"));
     assert_eq!(hubspot.schedule.as_deref(), Some("daily at 02:00"));
-    assert_eq!(
-        mapping(aptem, "learner", "external_id"),
-        Some(path("learner_id"))
-    );
-    assert_eq!(
-        mapping(aptem, "learner", "programme"),
-        Some(path("programme_name"))
-    );
+    assert_eq!(mapping(aptem, "learner", "external_id"), Some(path("learner_id")));
+    assert_eq!(mapping(aptem, "learner", "programme"), Some(path("programme_name")));
     let completion = mapping(aptem, "learner", "completion").unwrap();
     assert_eq!(completion.sources(), ["completion_date"]);
     assert_eq!(mapping(hubspot, "employer", "crm_id"), Some(path("id")));
-    assert_eq!(
-        mapping(hubspot, "employer", "name"),
-        Some(path("properties.company"))
-    );
-    assert_eq!(
-        aptem.tags.get("lms_provider").map(String::as_str),
-        Some("Aptem")
-    );
-    assert_eq!(
-        hubspot.tags.get("crm_provider").map(String::as_str),
-        Some("HubSpot")
-    );
-    assert_eq!(
-        hubspot.streams["contacts"].entity.as_deref(),
-        Some("employer")
-    );
+    assert_eq!(mapping(hubspot, "employer", "name"), Some(path("properties.company")));
+    assert_eq!(aptem.tags.get("lms_provider").map(String::as_str), Some("Aptem"));
+    assert_eq!(hubspot.tags.get("crm_provider").map(String::as_str), Some("HubSpot"));
+    assert_eq!(hubspot.streams["contacts"].entity.as_deref(), Some("employer"));
     assert!(aptem.filters.contains_key("exclude_test_learners"));
     // LMS-only presets hold one provider each.
     for lms in ["aptem", "bud", "onefile"] {
@@ -165,11 +131,7 @@ fn editing_defaults_changes_the_revision_of_affected_presets_only() {
     let before = load(dir.path());
     let presets = dir.path().join("presets.toml");
     let text = std::fs::read_to_string(&presets).unwrap();
-    std::fs::write(
-        &presets,
-        text.replacen("schedule = \"hourly\"", "schedule = \"2h\"", 1),
-    )
-    .unwrap();
+    std::fs::write(&presets, text.replacen("schedule = \"hourly\"", "schedule = \"2h\"", 1)).unwrap();
     let after = load(dir.path());
     for name in ["aptem", "aptem_hubspot", "aptem_salesforce"] {
         assert_ne!(
@@ -293,8 +255,7 @@ fn missing_required_mapping_is_an_error() {
     let err = Catalog::load(&ConfigDir::Dir(dir.path().to_owned()), None).unwrap_err();
     assert!(
         err.iter()
-            .any(|d| d.path == "presets.aptem.aptem.mappings.learner"
-                && d.message.contains("learner.external_id")),
+            .any(|d| d.path == "presets.aptem.aptem.mappings.learner" && d.message.contains("learner.external_id")),
         "{err}"
     );
 }
@@ -306,13 +267,7 @@ fn the_example_tenant_file_applies_every_override_kind() {
     assert_eq!(acme.id.as_str(), "acme");
     assert_eq!(acme.name, "Acme Training Ltd");
     let preset = c.presets.get("aptem_hubspot").unwrap();
-    let eff = Effective::compute(
-        &c,
-        &acme.preset,
-        &preset.revision,
-        &preset.resolved,
-        &acme.overrides,
-    );
+    let eff = Effective::compute(&c, &acme.preset, &preset.revision, &preset.resolved, &acme.overrides);
     let aptem = &eff.providers[&ProviderId::parse("aptem").unwrap()];
     let hubspot = &eff.providers[&ProviderId::parse("hubspot").unwrap()];
     // "every 15 minutes" replaces the hourly default.
@@ -339,10 +294,7 @@ fn the_example_tenant_file_applies_every_override_kind() {
         mapping(&hubspot.config, "employer", "account_manager"),
         Some(path("properties.account_manager"))
     );
-    assert_eq!(
-        hubspot.origins["mappings.employer.account_manager"],
-        Origin::Override
-    );
+    assert_eq!(hubspot.origins["mappings.employer.account_manager"], Origin::Override);
     assert!(hubspot.config.is_enabled() && aptem.config.is_enabled());
 }
 
@@ -358,13 +310,7 @@ fn a_provider_disabled_by_override_stays_off_while_the_other_runs() {
             ..Default::default()
         },
     );
-    let eff = Effective::compute(
-        &c,
-        &preset.name,
-        &preset.revision,
-        &preset.resolved,
-        &overrides,
-    );
+    let eff = Effective::compute(&c, &preset.name, &preset.revision, &preset.resolved, &overrides);
     let enabled: Vec<_> = eff.enabled().map(|p| p.provider.to_string()).collect();
     assert_eq!(enabled, ["aptem"]);
 }
@@ -373,16 +319,9 @@ fn a_provider_disabled_by_override_stays_off_while_the_other_runs() {
 fn a_mapping_override_replaces_the_whole_default_for_that_field() {
     let c = load(&repo().join("config"));
     let preset = c.presets.get("aptem").unwrap();
-    let layer: ProviderLayer =
-        toml::from_str("[mappings.learner]\ncompletion = \"finished_on\"\n").unwrap();
+    let layer: ProviderLayer = toml::from_str("[mappings.learner]\ncompletion = \"finished_on\"\n").unwrap();
     let overrides = BTreeMap::from([(ProviderId::parse("aptem").unwrap(), layer)]);
-    let eff = Effective::compute(
-        &c,
-        &preset.name,
-        &preset.revision,
-        &preset.resolved,
-        &overrides,
-    );
+    let eff = Effective::compute(&c, &preset.name, &preset.revision, &preset.resolved, &overrides);
     // The default was a table with a `date` transform; the override is a bare path, nothing merged in.
     assert_eq!(
         mapping(
@@ -413,8 +352,7 @@ name = "name"
 "#,
     )
     .unwrap();
-    let c = Catalog::load(&ConfigDir::Dir(repo().join("config")), Some(dir.path()))
-        .unwrap_or_else(|d| panic!("{d}"));
+    let c = Catalog::load(&ConfigDir::Dir(repo().join("config")), Some(dir.path())).unwrap_or_else(|d| panic!("{d}"));
     let m = c.manifests.get("acmecrm").unwrap();
     assert_eq!(m.auth.required_credentials(), ["token"]);
     std::fs::write(dir.path().join("wrongname.toml"), "name = \"other\"\ntitle=\"x\"\ncategory=\"crm\"\nbase_url=\"https://x\"\n[auth]\nkind=\"bearer\"\n[streams.a]\nentity=\"company\"\nwidgets = 1\n").unwrap();

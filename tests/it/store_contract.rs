@@ -11,12 +11,10 @@ mod tenants;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use tributary::model::{
-    ConnectionStatus, EntityName, PresetName, ProviderId, RunOutcome, RunTrigger, StreamName,
-    TenantId,
+    ConnectionStatus, EntityName, PresetName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId,
 };
 use tributary::store::{
-    AuditEntry, JobRow, PageOutcome, PageWrite, RecordInput, RunStats, SealedBlob, Store,
-    StoreError, TenantState,
+    AuditEntry, JobRow, PageOutcome, PageWrite, RecordInput, RunStats, SealedBlob, Store, StoreError, TenantState,
 };
 
 /// Generates `sqlite::NAME` and `postgres::NAME` for each `module::NAME`. Tests in `store`

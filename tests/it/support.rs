@@ -36,17 +36,14 @@ pub struct PgTestDb {
 /// `TRIBUTARY_TEST_POSTGRES` (default [`DEFAULT_POSTGRES`]) and connects a store to it.
 /// Panics if the server is unreachable: these tests never skip.
 pub async fn postgres_store() -> PgTestDb {
-    let server_url =
-        std::env::var("TRIBUTARY_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.to_owned());
+    let server_url = std::env::var("TRIBUTARY_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.to_owned());
     let name = format!("tributary_t_{}", Uuid::now_v7().simple());
-    let mut admin = PgConnection::connect(&server_url)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot reach the PostgreSQL test server (set TRIBUTARY_TEST_POSTGRES, \
+    let mut admin = PgConnection::connect(&server_url).await.unwrap_or_else(|e| {
+        panic!(
+            "cannot reach the PostgreSQL test server (set TRIBUTARY_TEST_POSTGRES, \
              default {DEFAULT_POSTGRES}): {e}"
-            )
-        });
+        )
+    });
     sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await
@@ -97,12 +94,10 @@ async fn drop_database(server_url: &str, name: &str) {
     let mut admin = PgConnection::connect(server_url)
         .await
         .expect("reconnect to the PostgreSQL test server");
-    sqlx::query(AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .expect("drop the test database");
+    sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .execute(&mut admin)
+        .await
+        .expect("drop the test database");
     admin.close().await.expect("close the admin connection");
 }
 
@@ -113,9 +108,7 @@ fn with_database(url: &str, name: &str) -> String {
         None => (url, String::new()),
     };
     let (scheme, rest) = base.split_once("://").expect("a postgres:// url");
-    let authority = rest
-        .split_once('/')
-        .map_or(rest, |(authority, _)| authority);
+    let authority = rest.split_once('/').map_or(rest, |(authority, _)| authority);
     format!("{scheme}://{authority}/{name}{params}")
 }
 

@@ -78,11 +78,7 @@ async fn preset_revision_is_pinned_until_rebase(store: &Store) {
     // The platform default for Aptem changes from hourly to every 2 hours.
     let presets = dir.path().join("presets.toml");
     let text = std::fs::read_to_string(&presets).unwrap();
-    std::fs::write(
-        &presets,
-        text.replacen("schedule = \"hourly\"", "schedule = \"2h\"", 1),
-    )
-    .unwrap();
+    std::fs::write(&presets, text.replacen("schedule = \"hourly\"", "schedule = \"2h\"", 1)).unwrap();
     let after = load(dir.path());
     let new_revision = after.presets.get("aptem").unwrap().revision.clone();
     assert_ne!(first, new_revision);
@@ -91,15 +87,9 @@ async fn preset_revision_is_pinned_until_rebase(store: &Store) {
     // The existing tenant keeps the old defaults; a new tenant gets the new ones.
     let view = tenants.require(&id("first")).await.unwrap();
     assert_eq!(view.tenant.preset_revision, first);
+    assert_eq!(view.current_revision.as_deref(), Some(new_revision.as_str()));
     assert_eq!(
-        view.current_revision.as_deref(),
-        Some(new_revision.as_str())
-    );
-    assert_eq!(
-        view.effective.providers[&pid("aptem")]
-            .config
-            .schedule
-            .as_deref(),
+        view.effective.providers[&pid("aptem")].config.schedule.as_deref(),
         Some("hourly")
     );
     tenants
@@ -111,10 +101,7 @@ async fn preset_revision_is_pinned_until_rebase(store: &Store) {
         .unwrap();
     let second = tenants.require(&id("second")).await.unwrap();
     assert_eq!(
-        second.effective.providers[&pid("aptem")]
-            .config
-            .schedule
-            .as_deref(),
+        second.effective.providers[&pid("aptem")].config.schedule.as_deref(),
         Some("2h")
     );
 
@@ -161,10 +148,7 @@ async fn apply_is_idempotent_and_stores_only_differences(store: &Store) {
         ]
     );
     // Changing the file updates only what changed.
-    let edited = spec(
-        &catalog,
-        &ACME.replace("every 15 minutes", "every 30 minutes"),
-    );
+    let edited = spec(&catalog, &ACME.replace("every 15 minutes", "every 30 minutes"));
     let ApplyOutcome::Updated { changes } = tenants.apply(&edited).await.unwrap() else {
         panic!("expected an update")
     };
@@ -175,12 +159,7 @@ async fn apply_is_idempotent_and_stores_only_differences(store: &Store) {
     let off = spec(&catalog, &off);
     tenants.apply(&off).await.unwrap();
     let conns = store.list_connections(&id("acme")).await.unwrap();
-    let status = |p: &str| {
-        conns
-            .iter()
-            .find(|c| c.provider.as_str() == p)
-            .map(|c| c.status)
-    };
+    let status = |p: &str| conns.iter().find(|c| c.provider.as_str() == p).map(|c| c.status);
     assert_eq!(status("aptem"), Some(ConnectionStatus::Pending));
     assert_eq!(status("hubspot"), Some(ConnectionStatus::Disabled));
     let audit = store.list_audit(Some(&id("acme")), 10).await.unwrap();
@@ -198,18 +177,9 @@ async fn switching_preset_disables_the_dropped_provider_and_keeps_its_records(st
         "id = \"globex\"\nname = \"Globex\"\nsubdomain = \"globex\"\npreset = \"bud\"\n",
     );
     tenants.create(&globex).await.unwrap();
-    let bud = store
-        .get_connection(&id("globex"), &pid("bud"))
-        .await
-        .unwrap()
-        .unwrap();
+    let bud = store.get_connection(&id("globex"), &pid("bud")).await.unwrap().unwrap();
     let job = store
-        .ensure_job(
-            &id("globex"),
-            bud.id,
-            &StreamName::parse("learners").unwrap(),
-            "1h",
-        )
+        .ensure_job(&id("globex"), bud.id, &StreamName::parse("learners").unwrap(), "1h")
         .await
         .unwrap();
     let records: Vec<RecordInput> = (0..3)
@@ -234,32 +204,15 @@ async fn switching_preset_disables_the_dropped_provider_and_keeps_its_records(st
     assert_eq!(switched.disabled, [pid("bud")]);
     assert_eq!(switched.enabled, [pid("aptem")]);
     let conns = store.list_connections(&id("globex")).await.unwrap();
-    let status = |p: &str| {
-        conns
-            .iter()
-            .find(|c| c.provider.as_str() == p)
-            .map(|c| c.status)
-    };
+    let status = |p: &str| conns.iter().find(|c| c.provider.as_str() == p).map(|c| c.status);
     assert_eq!(status("bud"), Some(ConnectionStatus::Disabled));
     assert_eq!(status("aptem"), Some(ConnectionStatus::Pending));
-    assert_eq!(
-        store
-            .count_records(&id("globex"), Some(&learner))
-            .await
-            .unwrap(),
-        3
-    );
+    assert_eq!(store.count_records(&id("globex"), Some(&learner)).await.unwrap(), 3);
     let job = store.get_job(&id("globex"), job.id).await.unwrap().unwrap();
     assert!(!job.enabled);
     assert_eq!(job.cursor.as_deref(), Some("c1"));
     assert_eq!(
-        tenants
-            .require(&id("globex"))
-            .await
-            .unwrap()
-            .tenant
-            .preset
-            .as_str(),
+        tenants.require(&id("globex")).await.unwrap().tenant.preset.as_str(),
         "aptem"
     );
     assert!(matches!(
@@ -277,8 +230,7 @@ async fn invalid_results_are_refused_and_nothing_is_written(store: &Store) {
     let err = catalog.tenant_file(&file).unwrap_err();
     assert!(
         err.iter()
-            .any(|d| d.path == "providers.aptem.mappings.learner"
-                && d.message.contains("learner.external_id")),
+            .any(|d| d.path == "providers.aptem.mappings.learner" && d.message.contains("learner.external_id")),
         "{err}"
     );
     assert!(store.get_tenant(&id("bad")).await.unwrap().is_none());
@@ -287,10 +239,7 @@ async fn invalid_results_are_refused_and_nothing_is_written(store: &Store) {
         "id = \"dup\"\nname = \"Dup\"\nsubdomain = \"dup\"\npreset = \"aptem\"\n",
     );
     tenants.create(&ok).await.unwrap();
-    assert!(matches!(
-        tenants.create(&ok).await,
-        Err(TenantError::Exists(_))
-    ));
+    assert!(matches!(tenants.create(&ok).await, Err(TenantError::Exists(_))));
 }
 
 async fn a_tenant_can_add_a_provider_outside_its_preset(store: &Store) {
@@ -302,11 +251,7 @@ async fn a_tenant_can_add_a_provider_outside_its_preset(store: &Store) {
     );
     tenants.create(&initech).await.unwrap();
     let view = tenants.require(&id("initech")).await.unwrap();
-    let enabled: Vec<_> = view
-        .effective
-        .enabled()
-        .map(|p| p.provider.to_string())
-        .collect();
+    let enabled: Vec<_> = view.effective.enabled().map(|p| p.provider.to_string()).collect();
     assert_eq!(enabled, ["jira", "onefile", "slack"]);
     assert!(!view.effective.providers[&pid("slack")].in_preset);
     let conns = store.list_connections(&id("initech")).await.unwrap();
@@ -314,13 +259,13 @@ async fn a_tenant_can_add_a_provider_outside_its_preset(store: &Store) {
     // Jira without its `site` variable is refused.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("t.toml");
-    std::fs::write(&file, "id = \"x\"\nname = \"X\"\nsubdomain = \"x\"\npreset = \"onefile\"\n[providers.jira]\nenabled = true\n").unwrap();
+    std::fs::write(
+        &file,
+        "id = \"x\"\nname = \"X\"\nsubdomain = \"x\"\npreset = \"onefile\"\n[providers.jira]\nenabled = true\n",
+    )
+    .unwrap();
     let err = catalog.tenant_file(&file).unwrap_err();
-    assert!(
-        err.iter()
-            .any(|d| d.path == "providers.jira.variables.site"),
-        "{err}"
-    );
+    assert!(err.iter().any(|d| d.path == "providers.jira.variables.site"), "{err}");
 }
 
 async fn credentials_are_sealed_and_flip_the_connection_to_connected(store: &Store) {
@@ -353,8 +298,7 @@ async fn credentials_are_sealed_and_flip_the_connection_to_connected(store: &Sto
         .unwrap()
         .unwrap();
     assert_eq!(version, 1);
-    let opened =
-        Credentials::from_json(&key.open(&id("acme"), &pid("aptem"), &blob).unwrap()).unwrap();
+    let opened = Credentials::from_json(&key.open(&id("acme"), &pid("aptem"), &blob).unwrap()).unwrap();
     assert_eq!(opened.names().collect::<Vec<_>>(), ["api_token"]);
     // The blob cannot be opened as another tenant's.
     assert!(key.open(&id("globex"), &pid("aptem"), &blob).is_err());

@@ -10,12 +10,7 @@ fn config(n: u64) -> SimConfig {
 }
 
 /// Pages with `$top`/`$skip` until a short page; returns rows and page sizes.
-async fn walk(
-    s: &Session,
-    collection: &str,
-    top: usize,
-    extra: &[(&str, &str)],
-) -> (Vec<Value>, Vec<usize>) {
+async fn walk(s: &Session, collection: &str, top: usize, extra: &[(&str, &str)]) -> (Vec<Value>, Vec<usize>) {
     let mut rows = Vec::new();
     let mut sizes = Vec::new();
     loop {
@@ -23,20 +18,9 @@ async fn walk(
         let top_s = top.to_string();
         let mut q = vec![("$top", top_s.as_str()), ("$skip", skip.as_str())];
         q.extend_from_slice(extra);
-        let (status, body) = read(
-            s.get(&format!("/{collection}"))
-                .query(&q)
-                .send()
-                .await
-                .expect("send"),
-        )
-        .await;
+        let (status, body) = read(s.get(&format!("/{collection}")).query(&q).send().await.expect("send")).await;
         assert_eq!(status, 200, "{body}");
-        assert!(
-            body["@odata.context"]
-                .as_str()
-                .is_some_and(|c| c.ends_with(collection))
-        );
+        assert!(body["@odata.context"].as_str().is_some_and(|c| c.ends_with(collection)));
         let page = body["value"].as_array().cloned().unwrap_or_default();
         sizes.push(page.len());
         let short = page.len() < top;
@@ -56,9 +40,7 @@ async fn bad_or_missing_token_gets_401_with_error_message() {
         let (status, body) = read(request.send().await.expect("send")).await;
         assert_eq!(status, 401);
         assert!(
-            body["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
+            body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
             "{body}"
         );
     }
@@ -109,13 +91,7 @@ async fn updated_date_filter_selects_a_suffix_and_then_the_modified() {
         .expect("UpdatedDate")
         .to_owned();
     let ge = format!("UpdatedDate ge {cut}");
-    let (rows, _) = walk(
-        &s,
-        "Learners",
-        100,
-        &[("$filter", &ge), ("$orderby", "UpdatedDate")],
-    )
-    .await;
+    let (rows, _) = walk(&s, "Learners", 100, &[("$filter", &ge), ("$orderby", "UpdatedDate")]).await;
     assert_records(&s.sim, "learners", &rows, &(20..30).collect::<Vec<_>>());
     let gt = format!("UpdatedDate gt {}", cut.replace('Z', "+00:00"));
     let (rows, _) = walk(&s, "Learners", 100, &[("$filter", &gt)]).await;
@@ -138,19 +114,10 @@ async fn updated_date_filter_selects_a_suffix_and_then_the_modified() {
 #[tokio::test]
 async fn top_above_the_cap_is_refused_and_server_paging_follows_next_links() {
     let s = Session::start(config(12).page_size_cap(5)).await;
-    let (status, body) = read(
-        s.get("/Learners")
-            .query(&[("$top", "6")])
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = read(s.get("/Learners").query(&[("$top", "6")]).send().await.expect("send")).await;
     assert_eq!(status, 400);
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("'5'")),
+        body["error"]["message"].as_str().is_some_and(|m| m.contains("'5'")),
         "{body}"
     );
     let mut url = format!("{}/Learners", s.sim.api_base());
@@ -210,11 +177,6 @@ async fn a_million_records_are_served_lazily() {
     let (status, body) = read(s.get("/Learners").query(&q).send().await.expect("send")).await;
     assert_eq!(status, 200);
     let rows = body["value"].as_array().cloned().unwrap_or_default();
-    assert_records(
-        &s.sim,
-        "learners",
-        &rows,
-        &(999_995..1_000_000).collect::<Vec<_>>(),
-    );
+    assert_records(&s.sim, "learners", &rows, &(999_995..1_000_000).collect::<Vec<_>>());
     assert_eq!(rows[4]["learner_id"], "L1000000");
 }

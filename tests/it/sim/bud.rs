@@ -11,12 +11,7 @@ fn config(n: u64) -> SimConfig {
     SimConfig::new(Provider::Bud, n)
 }
 
-async fn walk(
-    s: &Session,
-    path: &str,
-    size: u64,
-    extra: &[(&str, &str)],
-) -> (Vec<Value>, Vec<usize>, u64) {
+async fn walk(s: &Session, path: &str, size: u64, extra: &[(&str, &str)]) -> (Vec<Value>, Vec<usize>, u64) {
     let mut rows = Vec::new();
     let mut sizes = Vec::new();
     let mut total = 0;
@@ -47,18 +42,8 @@ async fn tokens_are_checked_and_errors_are_oauth_shaped() {
     let response = c.get(&url).send().await.expect("send");
     assert_eq!(response.status().as_u16(), 401);
     assert!(response.headers().get("www-authenticate").is_some());
-    let (status, body) = read(
-        c.get(&url)
-            .bearer_auth("forged")
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (401, Some("invalid_token"))
-    );
+    let (status, body) = read(c.get(&url).bearer_auth("forged").send().await.expect("send")).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")));
     let form = [
         ("grant_type", "client_credentials"),
         ("client_id", "x"),
@@ -66,10 +51,7 @@ async fn tokens_are_checked_and_errors_are_oauth_shaped() {
     ];
     let token_url = sim.token_url().expect("token url");
     let (status, body) = read(c.post(&token_url).form(&form).send().await.expect("send")).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_client"))
-    );
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_client")));
     let creds = sim.credentials();
     assert!(creds["client_id"].is_string() && creds["client_secret"].is_string());
 }
@@ -137,10 +119,7 @@ async fn page_size_is_capped_and_validated() {
     )
     .await;
     assert_eq!((status, body["status"].as_u64()), (400, Some(400)));
-    assert!(
-        body["title"].is_string() && body["traceId"].is_string(),
-        "{body}"
-    );
+    assert!(body["title"].is_string() && body["traceId"].is_string(), "{body}");
     let capped = Session::start(config(12).page_size_cap(5)).await;
     let (rows, sizes, _) = walk(&capped, "/learners", 5, &[]).await;
     assert_eq!(sizes, vec![5, 5, 2]);
@@ -168,42 +147,23 @@ async fn expired_tokens_get_invalid_token_and_a_new_token_works() {
         client: s.client.clone(),
         auth: super::common::login_with(&s.sim, &s.client, &s.sim.credentials()).await,
     };
-    assert_eq!(
-        read(again.get("/learners").send().await.expect("send"))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(read(again.get("/learners").send().await.expect("send")).await.0, 200);
     let short = Session::start(config(3).access_token_ttl(Duration::ZERO)).await;
-    assert_eq!(
-        read(short.get("/learners").send().await.expect("send"))
-            .await
-            .0,
-        401
-    );
+    assert_eq!(read(short.get("/learners").send().await.expect("send")).await.0, 401);
 }
 
 #[tokio::test]
 async fn revoked_clients_cannot_get_tokens() {
     let s = Session::start(config(3)).await;
     s.sim.revoke();
-    assert_eq!(
-        read(s.get("/learners").send().await.expect("send")).await.0,
-        401
-    );
+    assert_eq!(read(s.get("/learners").send().await.expect("send")).await.0, 401);
     let creds = s.sim.credentials();
     let form = [
         ("grant_type", "client_credentials"),
         ("client_id", creds["client_id"].as_str().unwrap_or_default()),
-        (
-            "client_secret",
-            creds["client_secret"].as_str().unwrap_or_default(),
-        ),
+        ("client_secret", creds["client_secret"].as_str().unwrap_or_default()),
     ];
     let url = s.sim.token_url().expect("token url");
     let (status, body) = read(s.client.post(url).form(&form).send().await.expect("send")).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_client"))
-    );
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_client")));
 }

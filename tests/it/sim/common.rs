@@ -48,9 +48,7 @@ pub async fn login_with(sim: &SimHandle, client: &Client, creds: &Value) -> Auth
     let token_url = sim.token_url().unwrap_or_default();
     match sim.provider() {
         Provider::Aptem => Auth::Header("X-API-Token", s(creds, "api_token")),
-        Provider::Jira if creds.get("email").is_some() => {
-            Auth::Basic(s(creds, "email"), s(creds, "api_token"))
-        }
+        Provider::Jira if creds.get("email").is_some() => Auth::Basic(s(creds, "email"), s(creds, "api_token")),
         Provider::OneFile => {
             let response = client
                 .post(&token_url)
@@ -67,15 +65,7 @@ pub async fn login_with(sim: &SimHandle, client: &Client, creds: &Value) -> Auth
                 ("client_id", s(creds, "client_id")),
                 ("client_secret", s(creds, "client_secret")),
             ];
-            let (status, body) = read(
-                client
-                    .post(&token_url)
-                    .form(&form)
-                    .send()
-                    .await
-                    .expect("token"),
-            )
-            .await;
+            let (status, body) = read(client.post(&token_url).form(&form).send().await.expect("token")).await;
             assert_eq!(status, 200, "{body}");
             Auth::Bearer(s(&body, "access_token"))
         }
@@ -86,15 +76,7 @@ pub async fn login_with(sim: &SimHandle, client: &Client, creds: &Value) -> Auth
                 "client_secret": creds["client_secret"],
                 "refresh_token": creds["refresh_token"],
             });
-            let (status, body) = read(
-                client
-                    .post(&token_url)
-                    .json(&body)
-                    .send()
-                    .await
-                    .expect("token"),
-            )
-            .await;
+            let (status, body) = read(client.post(&token_url).json(&body).send().await.expect("token")).await;
             assert_eq!(status, 200, "{body}");
             Auth::Bearer(s(&body, "access_token"))
         }
@@ -150,9 +132,7 @@ impl Session {
         match self.sim.provider() {
             Provider::Aptem => self.get("/Learners").query(&[("$top", "1")]),
             Provider::Bud => self.get("/learners").query(&[("pageSize", "1")]),
-            Provider::OneFile => self
-                .post("/User/Search")
-                .json(&json!({"Role": 1, "PageSize": 1})),
+            Provider::OneFile => self.post("/User/Search").json(&json!({"Role": 1, "PageSize": 1})),
             Provider::HubSpot => self.get("/objects/contacts").query(&[("limit", "1")]),
             Provider::Salesforce => self.get("/query").query(&[("q", "SELECT Id FROM Account")]),
             Provider::Slack => self.get("/users.list").query(&[("limit", "1")]),

@@ -52,10 +52,7 @@ fn assert_throttled(provider: Provider, status: u16, headers: &HeaderMap, text: 
                 (body["errorType"].as_str(), body["policyName"].as_str()),
                 (Some("RATE_LIMIT"), Some("TEN_SECONDLY_ROLLING"))
             );
-            assert_eq!(
-                body["message"],
-                "You have reached your ten_secondly_rolling limit."
-            );
+            assert_eq!(body["message"], "You have reached your ten_secondly_rolling limit.");
         }
         Provider::Slack => {
             assert_eq!(
@@ -124,15 +121,9 @@ async fn resets_drop_the_connection_without_a_response() {
     for provider in Provider::ALL {
         let s = session(provider, Faults::none().reset_every(2)).await;
         assert!(probe(&s).await.is_some_and(|r| r.0 == 200), "{provider}");
-        assert!(
-            probe(&s).await.is_none(),
-            "{provider}: request 2 should be reset"
-        );
+        assert!(probe(&s).await.is_none(), "{provider}: request 2 should be reset");
         assert!(probe(&s).await.is_some_and(|r| r.0 == 200), "{provider}");
-        assert!(
-            probe(&s).await.is_none(),
-            "{provider}: request 4 should be reset"
-        );
+        assert!(probe(&s).await.is_none(), "{provider}: request 4 should be reset");
     }
 }
 
@@ -154,29 +145,17 @@ async fn truncation_sends_half_a_body_with_status_200() {
 
 #[tokio::test]
 async fn delays_apply_to_data_requests_and_faults_can_change_at_run_time() {
-    let s = session(
-        Provider::HubSpot,
-        Faults::none().delay(Duration::from_millis(80)),
-    )
-    .await;
+    let s = session(Provider::HubSpot, Faults::none().delay(Duration::from_millis(80))).await;
     let started = Instant::now();
     assert_eq!(probe(&s).await.expect("response").0, 200);
     assert!(started.elapsed() >= Duration::from_millis(80));
-    s.sim
-        .set_faults(Faults::none().rate_limit_every(1).retry_after_secs(7));
+    s.sim.set_faults(Faults::none().rate_limit_every(1).retry_after_secs(7));
     assert_eq!(probe(&s).await.expect("response").0, 429);
     s.sim.set_faults(Faults::none());
     assert_eq!(probe(&s).await.expect("response").0, 200);
-    let slack = session(
-        Provider::Slack,
-        Faults::none().rate_limit_every(1).retry_after_secs(7),
-    )
-    .await;
+    let slack = session(Provider::Slack, Faults::none().rate_limit_every(1).retry_after_secs(7)).await;
     let (_, headers, _) = probe(&slack).await.expect("response");
-    assert_eq!(
-        headers.get("retry-after").and_then(|v| v.to_str().ok()),
-        Some("7")
-    );
+    assert_eq!(headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("7"));
 }
 
 #[tokio::test]

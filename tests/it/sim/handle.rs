@@ -51,17 +51,9 @@ async fn credentials_api_bases_and_token_urls_per_provider() {
         let sim = boot(SimConfig::new(provider, 1)).await;
         assert!(sim.base_url().starts_with("http://127.0.0.1:"));
         assert_eq!(sim.api_base(), format!("{}{base}", sim.base_url()));
-        assert_eq!(
-            sim.token_url(),
-            token.map(|t| format!("{}{t}", sim.base_url()))
-        );
+        assert_eq!(sim.token_url(), token.map(|t| format!("{}{t}", sim.base_url())));
         let creds = sim.credentials();
-        let mut got: Vec<&str> = creds
-            .as_object()
-            .expect("object")
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let mut got: Vec<&str> = creds.as_object().expect("object").keys().map(String::as_str).collect();
         got.sort_unstable();
         let mut want = keys.clone();
         want.sort_unstable();
@@ -86,14 +78,8 @@ async fn records_are_deterministic_per_seed() {
     let anchor = a.anchor();
     let b = boot(SimConfig::new(Provider::HubSpot, 5).seed(9).anchor(anchor)).await;
     let c = boot(SimConfig::new(Provider::HubSpot, 5).seed(10).anchor(anchor)).await;
-    assert_eq!(
-        a.expected_record("contacts", 3),
-        b.expected_record("contacts", 3)
-    );
-    assert_ne!(
-        a.expected_record("contacts", 3),
-        c.expected_record("contacts", 3)
-    );
+    assert_eq!(a.expected_record("contacts", 3), b.expected_record("contacts", 3));
+    assert_ne!(a.expected_record("contacts", 3), c.expected_record("contacts", 3));
     assert_eq!(a.credentials(), b.credentials());
     let t: Vec<_> = (0..5).filter_map(|i| a.updated_at("contacts", i)).collect();
     assert!(t.windows(2).all(|w| w[0] < w[1]));
@@ -150,25 +136,18 @@ async fn refused(url: &str) -> bool {
 
 #[tokio::test]
 async fn shutdown_and_dropping_the_last_handle_stop_the_server() {
-    let sim = start(SimConfig::new(Provider::Slack, 1))
-        .await
-        .expect("start");
+    let sim = start(SimConfig::new(Provider::Slack, 1)).await.expect("start");
     let url = format!("{}/users.list", sim.api_base());
     assert!(client().get(&url).send().await.is_ok());
     let clone = sim.clone();
     clone.shutdown();
     assert!(refused(&url).await);
 
-    let sim = start(SimConfig::new(Provider::Slack, 1))
-        .await
-        .expect("start");
+    let sim = start(SimConfig::new(Provider::Slack, 1)).await.expect("start");
     let url = format!("{}/users.list", sim.api_base());
     let clone = sim.clone();
     drop(sim);
-    assert!(
-        client().get(&url).send().await.is_ok(),
-        "a clone keeps it running"
-    );
+    assert!(client().get(&url).send().await.is_ok(), "a clone keeps it running");
     drop(clone);
     assert!(refused(&url).await);
 }
@@ -178,9 +157,7 @@ async fn start_on_binds_the_given_address() {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = probe.local_addr().expect("addr");
     drop(probe);
-    let sim = start_on(SimConfig::new(Provider::Jira, 1), addr)
-        .await
-        .expect("start");
+    let sim = start_on(SimConfig::new(Provider::Jira, 1), addr).await.expect("start");
     assert_eq!(sim.addr(), addr);
     assert_eq!(sim.base_url(), format!("http://{addr}"));
 }
@@ -199,10 +176,7 @@ fn free_port_pair() -> u16 {
 #[tokio::test]
 async fn serve_runs_each_provider_on_consecutive_ports() {
     let port = free_port_pair();
-    let configs = vec![
-        SimConfig::new(Provider::Aptem, 1),
-        SimConfig::new(Provider::Jira, 1),
-    ];
+    let configs = vec![SimConfig::new(Provider::Aptem, 1), SimConfig::new(Provider::Jira, 1)];
     let task = tokio::spawn(serve(configs, Some(port)));
     let c = client();
     let urls = [

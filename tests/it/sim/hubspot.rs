@@ -9,14 +9,10 @@ fn config(n: u64) -> SimConfig {
     SimConfig::new(Provider::HubSpot, n)
 }
 
-const ALL_CONTACT_PROPS: &str = "firstname,lastname,email,company,phone,account_manager,hs_object_id,lastmodifieddate,createdate";
+const ALL_CONTACT_PROPS: &str =
+    "firstname,lastname,email,company,phone,account_manager,hs_object_id,lastmodifieddate,createdate";
 
-async fn walk_list(
-    s: &Session,
-    object: &str,
-    limit: usize,
-    props: &str,
-) -> (Vec<Value>, Vec<usize>) {
+async fn walk_list(s: &Session, object: &str, limit: usize, props: &str) -> (Vec<Value>, Vec<usize>) {
     let mut rows = Vec::new();
     let mut sizes = Vec::new();
     let mut after: Option<String> = None;
@@ -40,11 +36,7 @@ async fn walk_list(
         rows.extend(page);
         match body["paging"]["next"]["after"].as_str() {
             Some(a) => {
-                assert!(
-                    body["paging"]["next"]["link"]
-                        .as_str()
-                        .is_some_and(|l| l.contains(a))
-                );
+                assert!(body["paging"]["next"]["link"].as_str().is_some_and(|l| l.contains(a)));
                 after = Some(a.to_owned());
             }
             None => return (rows, sizes),
@@ -80,15 +72,7 @@ async fn walk_search(s: &Session, object: &str, mut body: Value) -> Vec<Value> {
 async fn unknown_and_expired_tokens_get_hubspot_401_bodies() {
     let s = Session::start(config(2)).await;
     let url = format!("{}/objects/contacts", s.sim.api_base());
-    let (status, body) = read(
-        s.client
-            .get(&url)
-            .bearer_auth("nope")
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = read(s.client.get(&url).bearer_auth("nope").send().await.expect("send")).await;
     assert_eq!(status, 401);
     assert_eq!(body["category"], "INVALID_AUTHENTICATION");
     assert!(
@@ -131,10 +115,7 @@ async fn refresh_tokens_are_not_rotated_and_bad_ones_are_refused() {
     );
     sim.revoke();
     let (status, body) = refresh(&sim, &c, &creds, rt).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_grant"))
-    );
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
 }
 
 #[tokio::test]
@@ -146,11 +127,7 @@ async fn list_walk_returns_every_contact_and_stops_without_paging() {
     let (rows, sizes) = walk_list(&s, "deals", 25, "dealname").await;
     assert_eq!((rows.len(), sizes), (25, vec![25]));
     let props = rows[0]["properties"].as_object().expect("properties");
-    assert!(
-        props.contains_key("dealname")
-            && props.contains_key("dealstage")
-            && props.contains_key("pipeline")
-    );
+    assert!(props.contains_key("dealname") && props.contains_key("dealstage") && props.contains_key("pipeline"));
 }
 
 #[tokio::test]
@@ -163,11 +140,7 @@ async fn default_properties_only_unless_requested() {
         .keys()
         .collect();
     assert_eq!(keys.len(), 6, "{keys:?}");
-    assert!(
-        !keys
-            .iter()
-            .any(|k| *k == "phone" || *k == "account_manager")
-    );
+    assert!(!keys.iter().any(|k| *k == "phone" || *k == "account_manager"));
     let (_, body) = read(
         s.get("/objects/contacts")
             .query(&[("properties", "account_manager")])
@@ -193,10 +166,7 @@ async fn limits_are_capped_and_bad_cursors_refused() {
     assert_eq!(body["results"].as_array().map(Vec::len), Some(100));
     assert!(body["paging"]["next"]["after"].is_string());
     let (status, body) = search(&s, "companies", &json!({"limit": 500})).await;
-    assert_eq!(
-        (status, body["results"].as_array().map(Vec::len)),
-        (200, Some(200))
-    );
+    assert_eq!((status, body["results"].as_array().map(Vec::len)), (200, Some(200)));
     let (status, body) = read(
         s.get("/objects/contacts")
             .query(&[("after", "abc")])
@@ -205,17 +175,11 @@ async fn limits_are_capped_and_bad_cursors_refused() {
             .expect("send"),
     )
     .await;
-    assert_eq!(
-        (status, body["category"].as_str()),
-        (400, Some("VALIDATION_ERROR"))
-    );
+    assert_eq!((status, body["category"].as_str()), (400, Some("VALIDATION_ERROR")));
     let (status, _) = search(&s, "contacts", &json!({"after": "xyz"})).await;
     assert_eq!(status, 400);
     let (status, body) = read(s.get("/objects/widgets").send().await.expect("send")).await;
-    assert_eq!(
-        (status, body["category"].as_str()),
-        (400, Some("VALIDATION_ERROR"))
-    );
+    assert_eq!((status, body["category"].as_str()), (400, Some("VALIDATION_ERROR")));
 }
 
 #[tokio::test]
@@ -262,26 +226,15 @@ async fn search_by_last_modified_selects_suffix_then_the_modified() {
 
 #[tokio::test]
 async fn search_stops_at_ten_thousand_and_the_id_workaround_continues() {
-    let s = Session::start(
-        config(10_050)
-            .stream_records("companies", 0)
-            .stream_records("deals", 0),
-    )
-    .await;
+    let s = Session::start(config(10_050).stream_records("companies", 0).stream_records("deals", 0)).await;
     let (status, body) = search(&s, "contacts", &json!({"limit": 200, "after": "9800"})).await;
     assert_eq!(status, 200);
     assert_eq!(
-        (
-            body["total"].as_u64(),
-            body["paging"]["next"]["after"].as_str()
-        ),
+        (body["total"].as_u64(), body["paging"]["next"]["after"].as_str()),
         (Some(10_050), Some("10000"))
     );
     let (status, body) = search(&s, "contacts", &json!({"limit": 200, "after": "10000"})).await;
-    assert_eq!(
-        (status, body["category"].as_str()),
-        (400, Some("VALIDATION_ERROR"))
-    );
+    assert_eq!((status, body["category"].as_str()), (400, Some("VALIDATION_ERROR")));
     let workaround = json!({
         "filterGroups": [{"filters": [{"propertyName": "hs_object_id", "operator": "GT", "value": "10000"}]}],
         "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
@@ -289,12 +242,7 @@ async fn search_stops_at_ten_thousand_and_the_id_workaround_continues() {
         "limit": 200,
     });
     let rows = walk_search(&s, "contacts", workaround).await;
-    assert_records(
-        &s.sim,
-        "contacts",
-        &rows,
-        &(10_000..10_050).collect::<Vec<_>>(),
-    );
+    assert_records(&s.sim, "contacts", &rows, &(10_000..10_050).collect::<Vec<_>>());
 }
 
 #[tokio::test]
@@ -303,8 +251,7 @@ async fn list_responses_carry_rate_limit_headers() {
     let response = s.probe().send().await.expect("send");
     let h = response.headers();
     assert_eq!(
-        h.get("x-hubspot-ratelimit-max")
-            .and_then(|v| v.to_str().ok()),
+        h.get("x-hubspot-ratelimit-max").and_then(|v| v.to_str().ok()),
         Some("110")
     );
     assert!(h.get("x-hubspot-ratelimit-remaining").is_some());

@@ -38,9 +38,7 @@ async fn bad_basic_and_bearer_credentials_get_401() {
     let url = format!("{}/project/search", s.sim.api_base());
     for request in [
         s.client.get(&url),
-        s.client
-            .get(&url)
-            .basic_auth("sim@example.com", Some("wrong")),
+        s.client.get(&url).basic_auth("sim@example.com", Some("wrong")),
     ] {
         let (status, body) = read(request.send().await.expect("send")).await;
         assert_eq!(status, 401);
@@ -49,15 +47,7 @@ async fn bad_basic_and_bearer_credentials_get_401() {
             "Client must be authenticated to access this resource."
         );
     }
-    let (status, body) = read(
-        s.client
-            .get(&url)
-            .bearer_auth("nope")
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = read(s.client.get(&url).bearer_auth("nope").send().await.expect("send")).await;
     assert_eq!((status, body["code"].as_u64()), (401, Some(401)));
     assert_eq!(read(s.probe().send().await.expect("send")).await.0, 200);
 }
@@ -69,10 +59,7 @@ async fn oauth_refresh_rotates_with_reuse_detection() {
     let creds = sim.oauth_credentials().expect("jira supports oauth");
     let url = sim.token_url().expect("token url");
     let grant = |rt: &str| json!({"grant_type": "refresh_token", "client_id": creds["client_id"], "client_secret": creds["client_secret"], "refresh_token": rt});
-    let rt0 = creds["refresh_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let rt0 = creds["refresh_token"].as_str().unwrap_or_default().to_owned();
     let (status, first) = read(c.post(&url).json(&grant(&rt0)).send().await.expect("send")).await;
     assert_eq!((status, first["expires_in"].as_u64()), (200, Some(3600)));
     let rt1 = first["refresh_token"].as_str().expect("rotated").to_owned();
@@ -90,14 +77,8 @@ async fn oauth_refresh_rotates_with_reuse_detection() {
         200
     );
     let (status, body) = read(c.post(&url).json(&grant(&rt0)).send().await.expect("send")).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (403, Some("invalid_grant"))
-    );
-    assert_eq!(
-        body["error_description"],
-        "Unknown or invalid refresh token."
-    );
+    assert_eq!((status, body["error"].as_str()), (403, Some("invalid_grant")));
+    assert_eq!(body["error_description"], "Unknown or invalid refresh token.");
     let (status, _) = read(c.post(&url).json(&grant(&rt1)).send().await.expect("send")).await;
     assert_eq!(status, 403, "the whole grant is revoked");
     assert_eq!(
@@ -112,13 +93,7 @@ async fn oauth_refresh_rotates_with_reuse_detection() {
     );
     let form = [("grant_type", "refresh_token")];
     assert_eq!(
-        c.post(&url)
-            .form(&form)
-            .send()
-            .await
-            .expect("send")
-            .status()
-            .as_u16(),
+        c.post(&url).form(&form).send().await.expect("send").status().as_u16(),
         400
     );
 }
@@ -129,18 +104,8 @@ async fn project_search_pages_by_offset() {
     let mut rows = Vec::new();
     let mut start = 0;
     loop {
-        let q = [
-            ("startAt", start.to_string()),
-            ("maxResults", "2".to_owned()),
-        ];
-        let (status, body) = read(
-            s.get("/project/search")
-                .query(&q)
-                .send()
-                .await
-                .expect("send"),
-        )
-        .await;
+        let q = [("startAt", start.to_string()), ("maxResults", "2".to_owned())];
+        let (status, body) = read(s.get("/project/search").query(&q).send().await.expect("send")).await;
         assert_eq!((status, body["total"].as_u64()), (200, Some(5)));
         let values = body["values"].as_array().cloned().unwrap_or_default();
         start += values.len();
@@ -161,10 +126,7 @@ async fn project_search_pages_by_offset() {
     )
     .await;
     assert_eq!(
-        (
-            body["maxResults"].as_u64(),
-            body["values"].as_array().map(Vec::len)
-        ),
+        (body["maxResults"].as_u64(), body["values"].as_array().map(Vec::len)),
         (Some(50), Some(50))
     );
 }
@@ -181,22 +143,10 @@ async fn jql_walk_per_project_with_partial_last_page() {
     assert_eq!(sizes, vec![4, 4, 2]);
     assert_records(&s.sim, "issues", &rows, &(10..20).collect::<Vec<_>>());
     assert_eq!(rows[0]["key"].as_str(), Some(format!("{key}-1").as_str()));
-    let (rows, sizes) = walk(
-        &s,
-        json!({"jql": format!("project = {key}"), "maxResults": 10}),
-    )
-    .await;
+    let (rows, sizes) = walk(&s, json!({"jql": format!("project = {key}"), "maxResults": 10})).await;
     assert_eq!(sizes, vec![10]);
-    assert_eq!(
-        rows[0].as_object().map(|o| o.len()),
-        Some(1),
-        "ids only without fields"
-    );
-    let (_, page) = jql(
-        &s,
-        &json!({"jql": format!("project = {key}"), "fields": ["summary"]}),
-    )
-    .await;
+    assert_eq!(rows[0].as_object().map(|o| o.len()), Some(1), "ids only without fields");
+    let (_, page) = jql(&s, &json!({"jql": format!("project = {key}"), "fields": ["summary"]})).await;
     let fields = page["issues"][0]["fields"].as_object().expect("fields");
     assert_eq!(fields.keys().collect::<Vec<_>>(), vec!["summary"]);
     let q = [
@@ -205,21 +155,15 @@ async fn jql_walk_per_project_with_partial_last_page() {
         ("maxResults", "20".to_owned()),
     ];
     let (status, page) = read(s.get("/search/jql").query(&q).send().await.expect("send")).await;
-    assert_eq!(
-        (status, page["issues"].as_array().map(Vec::len)),
-        (200, Some(10))
-    );
+    assert_eq!((status, page["issues"].as_array().map(Vec::len)), (200, Some(10)));
 }
 
 #[tokio::test]
 async fn updated_clause_at_minute_precision_then_modified() {
     let s = Session::start(config(30).parents(3)).await;
-    let t = s
-        .sim
-        .updated_at("issues", 15)
-        .expect("issue")
-        .format("%Y-%m-%d %H:%M");
-    let body = json!({"jql": format!("project = SIMB AND updated >= \"{t}\" ORDER BY updated ASC"), "fields": ["*all"]});
+    let t = s.sim.updated_at("issues", 15).expect("issue").format("%Y-%m-%d %H:%M");
+    let body =
+        json!({"jql": format!("project = SIMB AND updated >= \"{t}\" ORDER BY updated ASC"), "fields": ["*all"]});
     let (rows, _) = walk(&s, body).await;
     assert_records(&s.sim, "issues", &rows, &[15, 16, 17, 18, 19]);
     let since = s.sim.anchor().format("%Y-%m-%d %H:%M");
@@ -241,22 +185,10 @@ async fn unbounded_unknown_and_forged_queries_are_refused() {
     );
     let (status, body) = jql(&s, &json!({"jql": "project = NOPE"})).await;
     assert_eq!(status, 400);
-    assert!(
-        body["errorMessages"][0]
-            .as_str()
-            .is_some_and(|m| m.contains("NOPE"))
-    );
-    let (status, _) = jql(
-        &s,
-        &json!({"jql": "project = SIMA", "nextPageToken": "forged"}),
-    )
-    .await;
+    assert!(body["errorMessages"][0].as_str().is_some_and(|m| m.contains("NOPE")));
+    let (status, _) = jql(&s, &json!({"jql": "project = SIMA", "nextPageToken": "forged"})).await;
     assert_eq!(status, 400);
-    let (status, _) = jql(
-        &s,
-        &json!({"jql": "project = SIMA AND updated >= \"last tuesday\""}),
-    )
-    .await;
+    let (status, _) = jql(&s, &json!({"jql": "project = SIMA AND updated >= \"last tuesday\""})).await;
     assert_eq!(status, 400);
 }
 
@@ -269,11 +201,7 @@ async fn one_full_page_and_empty_projects() {
     let (rows, sizes) = walk(&s, json!({"jql": "project = SIMA"})).await;
     assert_eq!((rows.len(), sizes), (0, vec![0]));
     let capped = Session::start(config(250).parents(1)).await;
-    let (_, page) = jql(
-        &capped,
-        &json!({"jql": "project = SIMA", "maxResults": 5000}),
-    )
-    .await;
+    let (_, page) = jql(&capped, &json!({"jql": "project = SIMA", "maxResults": 5000})).await;
     assert_eq!(page["issues"].as_array().map(Vec::len), Some(100));
 }
 

@@ -57,18 +57,8 @@ async fn bad_customer_token_and_missing_session_get_401() {
     .await;
     assert_eq!((status, body["Message"].as_str()), (401, Some(DENIED)));
     let search = format!("{}/User/Search", sim.api_base());
-    for request in [
-        c.post(&search),
-        c.post(&search).header("X-TokenID", "forged"),
-    ] {
-        let (status, body) = read(
-            request
-                .json(&json!({"Role": 1}))
-                .send()
-                .await
-                .expect("send"),
-        )
-        .await;
+    for request in [c.post(&search), c.post(&search).header("X-TokenID", "forged")] {
+        let (status, body) = read(request.json(&json!({"Role": 1})).send().await.expect("send")).await;
         assert_eq!((status, body["Message"].as_str()), (401, Some(DENIED)));
     }
     assert!(sim.credentials()["customer_token"].is_string());
@@ -98,14 +88,7 @@ async fn one_full_page_then_204_and_empty_stream_is_204() {
 #[tokio::test]
 async fn role_and_page_size_are_validated() {
     let s = Session::start(config(5).page_size_cap(3)).await;
-    let (status, body) = read(
-        s.post("/User/Search")
-            .json(&json!({}))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = read(s.post("/User/Search").json(&json!({})).send().await.expect("send")).await;
     assert_eq!(status, 400);
     assert!(body["ModelState"]["model.Role"].is_array(), "{body}");
     let (status, _) = read(

@@ -9,8 +9,7 @@ fn config(n: u64) -> SimConfig {
     SimConfig::new(Provider::Salesforce, n)
 }
 
-const ACCOUNT_FIELDS: &str =
-    "Id, Name, Website, Industry, OwnerId, SystemModstamp, LastModifiedDate";
+const ACCOUNT_FIELDS: &str = "Id, Name, Website, Industry, OwnerId, SystemModstamp, LastModifiedDate";
 
 /// Runs a query and follows `nextRecordsUrl`; returns records and page sizes.
 async fn walk(s: &Session, soql: &str, batch: Option<u32>) -> (Vec<Value>, Vec<usize>) {
@@ -43,13 +42,7 @@ async fn walk(s: &Session, soql: &str, batch: Option<u32>) -> (Vec<Value>, Vec<u
 async fn invalid_and_expired_sessions_get_invalid_session_id() {
     let s = Session::start(config(2)).await;
     let url = format!("{}/query?q=SELECT+Id+FROM+Account", s.sim.api_base());
-    let response = s
-        .client
-        .get(&url)
-        .bearer_auth("nope")
-        .send()
-        .await
-        .expect("send");
+    let response = s.client.get(&url).bearer_auth("nope").send().await.expect("send");
     assert!(response.headers().get("sforce-limit-info").is_some());
     let (status, body) = read(response).await;
     assert_eq!(
@@ -79,10 +72,7 @@ async fn token_response_has_instance_url_and_rotation_is_optional() {
         assert!(body[key].is_string(), "{key}");
     }
     let (status, body) = refresh(&sim, &c, &creds, "bad").await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (400, Some("invalid_grant"))
-    );
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
 
     let rotating = boot(config(1).rotate_refresh_tokens(true)).await;
     let creds = rotating.credentials();
@@ -147,9 +137,7 @@ async fn system_modstamp_filter_selects_suffix_then_modified() {
         .updated_at("accounts", 20)
         .expect("record")
         .format("%Y-%m-%dT%H:%M:%S%.3fZ");
-    let soql = format!(
-        "SELECT {ACCOUNT_FIELDS} FROM Account WHERE SystemModstamp >= {t} ORDER BY SystemModstamp"
-    );
+    let soql = format!("SELECT {ACCOUNT_FIELDS} FROM Account WHERE SystemModstamp >= {t} ORDER BY SystemModstamp");
     let (rows, _) = walk(&s, &soql, None).await;
     assert_records(&s.sim, "accounts", &rows, &(20..25).collect::<Vec<_>>());
     let soql = format!("SELECT {ACCOUNT_FIELDS} FROM Account WHERE SystemModstamp > {t}");
@@ -170,9 +158,8 @@ async fn system_modstamp_filter_selects_suffix_then_modified() {
     let anchor = s.sim.anchor().format("%Y-%m-%dT%H:%M:%SZ");
     assert!(s.sim.modify("accounts", 13));
     assert!(s.sim.modify("accounts", 1));
-    let soql = format!(
-        "SELECT {ACCOUNT_FIELDS} FROM Account WHERE SystemModstamp >= {anchor} ORDER BY SystemModstamp ASC"
-    );
+    let soql =
+        format!("SELECT {ACCOUNT_FIELDS} FROM Account WHERE SystemModstamp >= {anchor} ORDER BY SystemModstamp ASC");
     let (rows, _) = walk(&s, &soql, None).await;
     assert_records(&s.sim, "accounts", &rows, &[13, 1]);
 }
@@ -189,27 +176,10 @@ async fn bad_queries_and_locators_get_salesforce_error_arrays() {
             "MALFORMED_QUERY",
         ),
     ] {
-        let (status, body) = read(
-            s.get("/query")
-                .query(&[("q", q)])
-                .send()
-                .await
-                .expect("send"),
-        )
-        .await;
-        assert_eq!(
-            (status, body[0]["errorCode"].as_str()),
-            (400, Some(code)),
-            "{q}"
-        );
+        let (status, body) = read(s.get("/query").query(&[("q", q)]).send().await.expect("send")).await;
+        assert_eq!((status, body[0]["errorCode"].as_str()), (400, Some(code)), "{q}");
     }
-    let (status, body) = read(
-        s.get("/query/01gSIM999999999999-2000")
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = read(s.get("/query/01gSIM999999999999-2000").send().await.expect("send")).await;
     assert_eq!(
         (status, body[0]["errorCode"].as_str()),
         (400, Some("INVALID_QUERY_LOCATOR"))

@@ -10,25 +10,13 @@ fn config(n: u64) -> SimConfig {
 }
 
 async fn call(s: &Session, method: &str, q: &[(&str, &str)]) -> Value {
-    let (status, body) = read(
-        s.get(&format!("/{method}"))
-            .query(q)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = read(s.get(&format!("/{method}")).query(q).send().await.expect("send")).await;
     assert_eq!(status, 200, "{body}");
     body
 }
 
 /// Follows `next_cursor` until it is empty.
-async fn walk(
-    s: &Session,
-    method: &str,
-    key: &str,
-    q: &[(&str, &str)],
-) -> (Vec<Value>, Vec<usize>) {
+async fn walk(s: &Session, method: &str, key: &str, q: &[(&str, &str)]) -> (Vec<Value>, Vec<usize>) {
     let mut rows = Vec::new();
     let mut sizes = Vec::new();
     let mut cursor = String::new();
@@ -65,15 +53,7 @@ async fn auth_errors_are_http_200_with_ok_false() {
         (status, body["ok"].as_bool(), body["error"].as_str()),
         (200, Some(false), Some("not_authed"))
     );
-    let (_, body) = read(
-        s.client
-            .get(&url)
-            .bearer_auth("xoxb-nope")
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, body) = read(s.client.get(&url).bearer_auth("xoxb-nope").send().await.expect("send")).await;
     assert_eq!(body["error"], "invalid_auth");
     s.sim.expire_access_tokens();
     assert_eq!(call(&s, "users.list", &[]).await["error"], "token_expired");
@@ -86,10 +66,7 @@ async fn refresh_rotates_and_reuse_revokes_the_grant() {
     let sim = boot(config(2)).await;
     let c = client();
     let creds = sim.credentials();
-    let rt0 = creds["refresh_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let rt0 = creds["refresh_token"].as_str().unwrap_or_default().to_owned();
     assert!(rt0.starts_with("xoxe-1-"));
     let (_, first) = refresh(&sim, &c, &creds, &rt0).await;
     assert_eq!(
@@ -100,39 +77,24 @@ async fn refresh_rotates_and_reuse_revokes_the_grant() {
     let at1 = first["access_token"].as_str().expect("access").to_owned();
     assert_ne!(rt1, rt0);
     let (_, second) = refresh(&sim, &c, &creds, &rt1).await;
-    let rt2 = second["refresh_token"]
-        .as_str()
-        .expect("rotated")
-        .to_owned();
+    let rt2 = second["refresh_token"].as_str().expect("rotated").to_owned();
     // Presenting a spent token revokes the whole grant.
     let (status, reuse) = refresh(&sim, &c, &creds, &rt0).await;
     assert_eq!(
         (status, reuse["ok"].as_bool(), reuse["error"].as_str()),
         (200, Some(false), Some("invalid_grant"))
     );
-    assert_eq!(
-        refresh(&sim, &c, &creds, &rt2).await.1["error"],
-        "invalid_grant"
-    );
+    assert_eq!(refresh(&sim, &c, &creds, &rt2).await.1["error"], "invalid_grant");
     let url = format!("{}/users.list", sim.api_base());
     let (_, body) = read(c.get(&url).bearer_auth(&at1).send().await.expect("send")).await;
     assert_eq!(body["error"], "token_revoked");
     // Another installation is unaffected.
     let other = sim.new_grant().expect("oauth provider");
-    let (_, body) = refresh(
-        &sim,
-        &c,
-        &other,
-        other["refresh_token"].as_str().unwrap_or_default(),
-    )
-    .await;
+    let (_, body) = refresh(&sim, &c, &other, other["refresh_token"].as_str().unwrap_or_default()).await;
     assert_eq!(body["ok"], true);
     let mut wrong = other.clone();
     wrong["client_secret"] = "nope".into();
-    assert_eq!(
-        refresh(&sim, &c, &wrong, "x").await.1["error"],
-        "bad_client_secret"
-    );
+    assert_eq!(refresh(&sim, &c, &wrong, "x").await.1["error"], "bad_client_secret");
 }
 
 #[tokio::test]
@@ -162,12 +124,7 @@ async fn history_is_newest_first_per_channel_with_exclusive_oldest() {
     )
     .await;
     assert_eq!(sizes, vec![4, 4, 2]);
-    assert_records(
-        &s.sim,
-        "messages",
-        &rows,
-        &(10..20).rev().collect::<Vec<_>>(),
-    );
+    assert_records(&s.sim, "messages", &rows, &(10..20).rev().collect::<Vec<_>>());
     let oldest = s.sim.expected_record("messages", 15).expect("message")["ts"]
         .as_str()
         .expect("ts")
@@ -213,22 +170,12 @@ async fn bad_channels_and_cursors_are_refused() {
         .as_str()
         .expect("id")
         .to_owned();
-    let first = call(
-        &s,
-        "conversations.history",
-        &[("channel", &c0), ("limit", "2")],
-    )
-    .await;
+    let first = call(&s, "conversations.history", &[("channel", &c0), ("limit", "2")]).await;
     let cursor = first["response_metadata"]["next_cursor"]
         .as_str()
         .expect("cursor")
         .to_owned();
-    let other = call(
-        &s,
-        "conversations.history",
-        &[("channel", &c1), ("cursor", &cursor)],
-    )
-    .await;
+    let other = call(&s, "conversations.history", &[("channel", &c1), ("cursor", &cursor)]).await;
     assert_eq!(other["error"], "invalid_cursor");
     assert_eq!(
         call(&s, "users.list", &[("cursor", "dXNlcjpVMDYxTkZUVDI=")]).await["error"],
@@ -245,12 +192,7 @@ async fn limits_are_capped_and_empty_streams_end_at_once() {
         .as_str()
         .expect("id")
         .to_owned();
-    let body = call(
-        &s,
-        "conversations.history",
-        &[("channel", &channel), ("limit", "5000")],
-    )
-    .await;
+    let body = call(&s, "conversations.history", &[("channel", &channel), ("limit", "5000")]).await;
     assert_eq!(body["messages"].as_array().map(Vec::len), Some(999));
     assert_eq!(body["has_more"], true);
     let s = Session::start(config(0).parents(1)).await;
@@ -258,13 +200,7 @@ async fn limits_are_capped_and_empty_streams_end_at_once() {
         .as_str()
         .expect("id")
         .to_owned();
-    let (rows, sizes) = walk(
-        &s,
-        "conversations.history",
-        "messages",
-        &[("channel", &channel)],
-    )
-    .await;
+    let (rows, sizes) = walk(&s, "conversations.history", "messages", &[("channel", &channel)]).await;
     assert_eq!((rows.len(), sizes), (0, vec![0]));
     let (rows, _) = walk(&s, "users.list", "members", &[]).await;
     assert!(rows.is_empty());
@@ -281,10 +217,7 @@ async fn methods_accept_form_posts_with_token_parameter() {
     let form = [("token", token.as_str()), ("limit", "2")];
     let (_, body) = read(s.client.post(&url).form(&form).send().await.expect("send")).await;
     assert_eq!(
-        (
-            body["ok"].as_bool(),
-            body["members"].as_array().map(Vec::len)
-        ),
+        (body["ok"].as_bool(), body["members"].as_array().map(Vec::len)),
         (Some(true), Some(2))
     );
 }

@@ -6,11 +6,7 @@ pub(super) async fn tenants_are_isolated(store: &Store) {
     let a = create(store, "acme", &["hubspot", "aptem"]).await;
     let b = create(store, "globex", &["hubspot"]).await;
     let hubspot = provider("hubspot");
-    let a_conn = store
-        .get_connection(&a.id, &hubspot)
-        .await
-        .unwrap()
-        .unwrap();
+    let a_conn = store.get_connection(&a.id, &hubspot).await.unwrap().unwrap();
     store
         .set_credentials(
             &a.id,
@@ -21,26 +17,15 @@ pub(super) async fn tenants_are_isolated(store: &Store) {
         .await
         .unwrap();
     let a_job = job(store, "acme", "hubspot", "contacts").await;
-    let page = Page::new(
-        "contact",
-        "hubspot",
-        records(&[("c1", json!({ "who": "acme" }))]),
-    );
+    let page = Page::new("contact", "hubspot", records(&[("c1", json!({ "who": "acme" }))]));
     store
         .write_page(&a.id, &page.write(a_job.id, Some("a-cursor")))
         .await
         .unwrap();
-    let a_run = store
-        .start_run(&a.id, a_job.id, RunTrigger::Manual)
-        .await
-        .unwrap();
+    let a_run = store.start_run(&a.id, a_job.id, RunTrigger::Manual).await.unwrap();
 
     // Reads under B see only B's own rows.
-    let b_conn = store
-        .get_connection(&b.id, &hubspot)
-        .await
-        .unwrap()
-        .unwrap();
+    let b_conn = store.get_connection(&b.id, &hubspot).await.unwrap().unwrap();
     assert_ne!(b_conn.id, a_conn.id);
     assert!(!b_conn.has_credentials);
     assert!(
@@ -52,13 +37,7 @@ pub(super) async fn tenants_are_isolated(store: &Store) {
             .all(|c| c.tenant_id == b.id)
     );
     assert_eq!(store.get_credentials(&b.id, &hubspot).await.unwrap(), None);
-    assert!(
-        store
-            .get_connection(&b.id, &provider("aptem"))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.get_connection(&b.id, &provider("aptem")).await.unwrap().is_none());
     assert!(store.get_job(&b.id, a_job.id).await.unwrap().is_none());
     assert!(store.list_jobs(&b.id).await.unwrap().is_empty());
     assert!(
@@ -76,13 +55,7 @@ pub(super) async fn tenants_are_isolated(store: &Store) {
             .is_none()
     );
     assert_eq!(store.count_records(&b.id, None).await.unwrap(), 0);
-    assert!(
-        store
-            .get_run(a_run.id, Some(&b.id))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.get_run(a_run.id, Some(&b.id)).await.unwrap().is_none());
     assert!(store.get_run(a_run.id, None).await.unwrap().is_some());
     assert!(store.list_runs(Some(&b.id), 10).await.unwrap().is_empty());
     assert!(
@@ -115,10 +88,7 @@ pub(super) async fn tenants_are_isolated(store: &Store) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
-    let err = store
-        .start_run(&b.id, a_job.id, RunTrigger::Manual)
-        .await
-        .unwrap_err();
+    let err = store.start_run(&b.id, a_job.id, RunTrigger::Manual).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     let err = store
         .finish_run(&b.id, a_run.id, RunOutcome::Cancelled, &RunStats::default())
@@ -151,28 +121,16 @@ pub(super) async fn tenants_are_isolated(store: &Store) {
         store.get_credentials(&a.id, &hubspot).await.unwrap(),
         Some((sealed(b"acme-secret"), 1))
     );
-    let a_conn_now = store
-        .get_connection(&a.id, &hubspot)
-        .await
-        .unwrap()
-        .unwrap();
+    let a_conn_now = store.get_connection(&a.id, &hubspot).await.unwrap().unwrap();
     assert_eq!(a_conn_now.status, ConnectionStatus::Connected);
     let a_job_now = store.get_job(&a.id, a_job.id).await.unwrap().unwrap();
     assert!(a_job_now.enabled);
     assert_eq!(a_job_now.cursor.as_deref(), Some("a-cursor"));
-    let records_now = store
-        .list_records(&a.id, &entity("contact"), 10)
-        .await
-        .unwrap();
+    let records_now = store.list_records(&a.id, &entity("contact"), 10).await.unwrap();
     assert_eq!(records_now.len(), 1);
     assert_eq!(records_now[0].data, json!({ "who": "acme" }));
     assert_eq!(
-        store
-            .get_run(a_run.id, Some(&a.id))
-            .await
-            .unwrap()
-            .unwrap()
-            .outcome,
+        store.get_run(a_run.id, Some(&a.id)).await.unwrap().unwrap().outcome,
         RunOutcome::Running
     );
     assert_eq!(store.count_records(&b.id, None).await.unwrap(), 0);
@@ -181,10 +139,7 @@ pub(super) async fn tenants_are_isolated(store: &Store) {
 pub(super) async fn corrupt_rows_are_errors_not_panics(store: &Store, url: &str) {
     create(store, "acme", &["aptem"]).await;
     crate::support::exec_raw(url, "UPDATE connections SET status = 'exploded'").await;
-    let err = store
-        .list_connections(&tenant_id("acme"))
-        .await
-        .unwrap_err();
+    let err = store.list_connections(&tenant_id("acme")).await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     assert!(err.to_string().contains("exploded"), "{err}");
 

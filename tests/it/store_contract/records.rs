@@ -46,10 +46,7 @@ pub(super) async fn write_page_counts_inserted_updated_unchanged(store: &Store) 
         outcome(1, 1, 2)
     );
 
-    let stored = store
-        .list_records(&acme.id, &entity("contact"), 100)
-        .await
-        .unwrap();
+    let stored = store.list_records(&acme.id, &entity("contact"), 100).await.unwrap();
     let got: Vec<_> = stored
         .iter()
         .map(|r| (r.external_id.as_str(), r.data.clone()))
@@ -65,11 +62,7 @@ pub(super) async fn write_page_counts_inserted_updated_unchanged(store: &Store) 
     );
     let c2 = &stored[1];
     assert_eq!(
-        (
-            c2.tenant_id.as_str(),
-            c2.entity.as_str(),
-            c2.provider.as_str()
-        ),
+        (c2.tenant_id.as_str(), c2.entity.as_str(), c2.provider.as_str()),
         ("acme", "contact", "hubspot")
     );
     assert_ne!(c2.content_hash, before.content_hash);
@@ -78,28 +71,14 @@ pub(super) async fn write_page_counts_inserted_updated_unchanged(store: &Store) 
     assert!(c2.last_synced >= before.last_synced);
     assert_eq!(c2.deleted_at, None);
     assert_eq!(
-        store
-            .list_records(&acme.id, &entity("contact"), 2)
-            .await
-            .unwrap()
-            .len(),
+        store.list_records(&acme.id, &entity("contact"), 2).await.unwrap().len(),
         2
     );
     assert_eq!(store.count_records(&acme.id, None).await.unwrap(), 4);
-    assert_eq!(
-        store
-            .count_records(&acme.id, Some(&entity("deal")))
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(store.count_records(&acme.id, Some(&entity("deal"))).await.unwrap(), 0);
 
     // The same external id under another entity or provider is another record.
-    let deals = Page::new(
-        "deal",
-        "hubspot",
-        records(&[("c1", json!({ "amount": 5 }))]),
-    );
+    let deals = Page::new("deal", "hubspot", records(&[("c1", json!({ "amount": 5 }))]));
     assert_eq!(
         store
             .write_page(&acme.id, &deals.write(contacts.id, None))
@@ -180,20 +159,14 @@ pub(super) async fn fenced_writes_need_the_lease(store: &Store, url: &str) {
     };
 
     // Nobody holds the lease yet.
-    let err = store
-        .write_page(&acme.id, &fenced("worker-1"))
-        .await
-        .unwrap_err();
+    let err = store.write_page(&acme.id, &fenced("worker-1")).await.unwrap_err();
     assert!(
         matches!(err, StoreError::LeaseLost { job_id } if job_id == contacts.id),
         "{err:?}"
     );
 
     crate::support::exec_raw(url, "UPDATE jobs SET lease_owner = 'worker-1'").await;
-    let err = store
-        .write_page(&acme.id, &fenced("worker-2"))
-        .await
-        .unwrap_err();
+    let err = store.write_page(&acme.id, &fenced("worker-2")).await.unwrap_err();
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
     let no_cursor = PageWrite {
         cursor: None,
@@ -203,20 +176,12 @@ pub(super) async fn fenced_writes_need_the_lease(store: &Store, url: &str) {
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
     assert_eq!(store.count_records(&acme.id, None).await.unwrap(), 0);
     assert_eq!(
-        store
-            .get_job(&acme.id, contacts.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .cursor,
+        store.get_job(&acme.id, contacts.id).await.unwrap().unwrap().cursor,
         None
     );
 
     assert_eq!(
-        store
-            .write_page(&acme.id, &fenced("worker-1"))
-            .await
-            .unwrap(),
+        store.write_page(&acme.id, &fenced("worker-1")).await.unwrap(),
         outcome(2, 0, 0)
     );
     let job = store.get_job(&acme.id, contacts.id).await.unwrap().unwrap();
@@ -330,19 +295,11 @@ pub(super) async fn write_page_handles_pages_beyond_the_bind_limit(store: &Store
         outcome(0, 11_000, 0)
     );
     assert_eq!(
-        store
-            .count_records(&acme.id, Some(&entity("contact")))
-            .await
-            .unwrap(),
+        store.count_records(&acme.id, Some(&entity("contact"))).await.unwrap(),
         11_000
     );
     let last = store
-        .get_record(
-            &acme.id,
-            &entity("contact"),
-            &provider("hubspot"),
-            "id-10999",
-        )
+        .get_record(&acme.id, &entity("contact"), &provider("hubspot"), "id-10999")
         .await
         .unwrap()
         .unwrap();
@@ -351,12 +308,7 @@ pub(super) async fn write_page_handles_pages_beyond_the_bind_limit(store: &Store
         json!({ "i": 10_999, "version": 3, "email": "u10999@example.com" })
     );
     let first = store
-        .get_record(
-            &acme.id,
-            &entity("contact"),
-            &provider("hubspot"),
-            "id-00000",
-        )
+        .get_record(&acme.id, &entity("contact"), &provider("hubspot"), "id-00000")
         .await
         .unwrap()
         .unwrap();
@@ -376,7 +328,10 @@ pub(super) async fn write_page_handles_pages_beyond_the_bind_limit(store: &Store
 pub(super) async fn dead_letters_are_written_with_their_page(store: &Store) {
     let acme = create(store, "acme", &["hubspot"]).await;
     let contacts = job(store, "acme", "hubspot", "contacts").await;
-    let run = store.start_run(&acme.id, contacts.id, tributary::model::RunTrigger::Cli).await.unwrap();
+    let run = store
+        .start_run(&acme.id, contacts.id, tributary::model::RunTrigger::Cli)
+        .await
+        .unwrap();
     let page = Page::new("contact", "hubspot", records(&[("c1", json!({ "n": 1 }))]));
     let dead = vec![tributary::store::DeadLetterInput {
         run_id: Some(run.id),
@@ -385,7 +340,10 @@ pub(super) async fn dead_letters_are_written_with_their_page(store: &Store) {
         reason: "required field `contact.external_id` is missing".into(),
         record: json!({ "properties": {} }),
     }];
-    let write = PageWrite { dead_letters: &dead, ..page.write(contacts.id, Some("c1")) };
+    let write = PageWrite {
+        dead_letters: &dead,
+        ..page.write(contacts.id, Some("c1"))
+    };
     store.write_page(&acme.id, &write).await.unwrap();
     let listed = store.list_dead_letters(&acme.id, Some(run.id), 10).await.unwrap();
     assert_eq!(listed.len(), 1);
@@ -393,7 +351,10 @@ pub(super) async fn dead_letters_are_written_with_their_page(store: &Store) {
     assert_eq!(listed[0].entity.as_str(), "contact");
     assert_eq!(listed[0].record, json!({ "properties": {} }));
     // A fenced write that lost its lease stores no dead letter either.
-    let lost = PageWrite { lease_owner: Some("nobody"), ..write };
+    let lost = PageWrite {
+        lease_owner: Some("nobody"),
+        ..write
+    };
     assert!(store.write_page(&acme.id, &lost).await.is_err());
     assert_eq!(store.list_dead_letters(&acme.id, None, 10).await.unwrap().len(), 1);
     // Another tenant sees none of them.

@@ -46,20 +46,11 @@ pub(super) async fn runs_round_trip_newest_first(store: &Store) {
     assert_eq!(finished.stats, stats);
     assert!(finished.finished_at.unwrap() >= finished.started_at);
     assert_eq!(
-        store
-            .get_run(first.id, Some(&acme.id))
-            .await
-            .unwrap()
-            .unwrap(),
+        store.get_run(first.id, Some(&acme.id)).await.unwrap().unwrap(),
         finished
     );
     let err = store
-        .finish_run(
-            &acme.id,
-            first.id,
-            RunOutcome::Success,
-            &RunStats::default(),
-        )
+        .finish_run(&acme.id, first.id, RunOutcome::Success, &RunStats::default())
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
@@ -78,10 +69,7 @@ pub(super) async fn runs_round_trip_newest_first(store: &Store) {
         .start_run(&acme.id, contacts.id, RunTrigger::Webhook)
         .await
         .unwrap();
-    let third = store
-        .start_run(&acme.id, contacts.id, RunTrigger::Cli)
-        .await
-        .unwrap();
+    let third = store.start_run(&acme.id, contacts.id, RunTrigger::Cli).await.unwrap();
     let ids: Vec<_> = store
         .list_runs(Some(&acme.id), 10)
         .await
@@ -120,14 +108,8 @@ pub(super) async fn audit_is_listed_newest_first_per_scope(store: &Store) {
     }
     let all = store.list_audit(None, 10).await.unwrap();
     assert_eq!(all.len(), 5);
-    assert_eq!(
-        all[..3],
-        [entries[1].clone(), entries[2].clone(), entries[0].clone()]
-    );
-    let acme: Vec<_> = store
-        .list_audit(Some(&tenant_id("acme")), 10)
-        .await
-        .unwrap();
+    assert_eq!(all[..3], [entries[1].clone(), entries[2].clone(), entries[0].clone()]);
+    let acme: Vec<_> = store.list_audit(Some(&tenant_id("acme")), 10).await.unwrap();
     assert_eq!(acme.len(), 2);
     assert_eq!(acme[0], entries[0]);
     assert_eq!(acme[1].action, "tenant.create");

@@ -5,9 +5,7 @@ use super::*;
 pub(super) async fn migrations_rerun_idempotently(store: &Store, url: &str) {
     create(store, "acme", &["aptem"]).await;
     for _ in 0..2 {
-        let again = Store::connect(url)
-            .await
-            .expect("reconnect and re-run migrations");
+        let again = Store::connect(url).await.expect("reconnect and re-run migrations");
         assert_eq!(again.backend(), store.backend());
         let tenant = again.get_tenant(&tenant_id("acme")).await.unwrap();
         assert_eq!(tenant.unwrap().name, "acme Ltd");
@@ -93,10 +91,7 @@ pub(super) async fn overrides_are_replaced_wholesale(store: &Store) {
     let mut acme = state("acme", &["aptem", "hubspot"]);
     acme.overrides = vec![
         (provider("hubspot"), json!({ "schedule": "1h" })),
-        (
-            provider("aptem"),
-            json!({ "mappings": { "email": "$.mail" } }),
-        ),
+        (provider("aptem"), json!({ "mappings": { "email": "$.mail" } })),
     ];
     store
         .create_tenant(&acme, &audit(Some("acme"), "tenant.create", at(0)))
@@ -105,10 +100,7 @@ pub(super) async fn overrides_are_replaced_wholesale(store: &Store) {
     assert_eq!(
         store.get_overrides(&acme.id).await.unwrap(),
         vec![
-            (
-                provider("aptem"),
-                json!({ "mappings": { "email": "$.mail" } })
-            ),
+            (provider("aptem"), json!({ "mappings": { "email": "$.mail" } })),
             (provider("hubspot"), json!({ "schedule": "1h" })),
         ]
     );
@@ -136,14 +128,7 @@ pub(super) async fn enabled_providers_drive_connections_and_jobs(store: &Store) 
     let connections = store.list_connections(&acme.id).await.unwrap();
     let summary: Vec<_> = connections
         .iter()
-        .map(|c| {
-            (
-                c.provider.as_str(),
-                c.owner_user.as_str(),
-                c.status,
-                c.has_credentials,
-            )
-        })
+        .map(|c| (c.provider.as_str(), c.owner_user.as_str(), c.status, c.has_credentials))
         .collect();
     assert_eq!(
         summary,
@@ -178,14 +163,7 @@ pub(super) async fn enabled_providers_drive_connections_and_jobs(store: &Store) 
     let contacts_off = store.get_job(&acme.id, contacts.id).await.unwrap().unwrap();
     assert!(!contacts_off.enabled);
     assert_eq!(contacts_off.cursor.as_deref(), Some("cur-1"));
-    assert!(
-        store
-            .get_job(&acme.id, learners.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .enabled
-    );
+    assert!(store.get_job(&acme.id, learners.id).await.unwrap().unwrap().enabled);
     let aptem = store
         .get_connection(&acme.id, &provider("aptem"))
         .await
@@ -194,10 +172,7 @@ pub(super) async fn enabled_providers_drive_connections_and_jobs(store: &Store) 
     assert_eq!(aptem.status, ConnectionStatus::Pending);
     // Its records stay.
     assert_eq!(
-        store
-            .count_records(&acme.id, Some(&entity("contact")))
-            .await
-            .unwrap(),
+        store.count_records(&acme.id, Some(&entity("contact"))).await.unwrap(),
         1
     );
     // Ensuring a job of a disabled connection does not switch it on.
@@ -239,19 +214,8 @@ pub(super) async fn enabled_providers_drive_connections_and_jobs(store: &Store) 
         .await
         .unwrap();
     let all_off = store.list_connections(&acme.id).await.unwrap();
-    assert!(
-        all_off
-            .iter()
-            .all(|c| c.status == ConnectionStatus::Disabled)
-    );
-    assert!(
-        store
-            .list_jobs(&acme.id)
-            .await
-            .unwrap()
-            .iter()
-            .all(|j| !j.enabled)
-    );
+    assert!(all_off.iter().all(|c| c.status == ConnectionStatus::Disabled));
+    assert!(store.list_jobs(&acme.id).await.unwrap().iter().all(|j| !j.enabled));
     acme.enabled_providers = vec![hub.clone()];
     store
         .update_tenant(&acme, &audit(Some("acme"), "tenant.update", at(5)))
@@ -286,14 +250,7 @@ pub(super) async fn credentials_bump_version_connect_and_audit(store: &Store) {
     assert_eq!(row.credentials_version, 1);
     assert_eq!(row.credentials_key_id.as_deref(), Some("k1"));
     assert!(row.credentials_updated_at.is_some());
-    assert_eq!(
-        store
-            .get_connection(&acme.id, &aptem)
-            .await
-            .unwrap()
-            .unwrap(),
-        row
-    );
+    assert_eq!(store.get_connection(&acme.id, &aptem).await.unwrap().unwrap(), row);
     assert_eq!(
         store.get_credentials(&acme.id, &aptem).await.unwrap(),
         Some((sealed(b"sealed-1"), 1))
@@ -388,25 +345,10 @@ pub(super) async fn connection_status_is_set_per_tenant(store: &Store) {
         .await
         .unwrap();
     assert_eq!(row.status, ConnectionStatus::Error);
-    assert_eq!(
-        row.status_reason.as_deref(),
-        Some("HTTP 500 from /learners")
-    );
-    assert_eq!(
-        store
-            .get_connection(&acme.id, &aptem)
-            .await
-            .unwrap()
-            .unwrap(),
-        row
-    );
+    assert_eq!(row.status_reason.as_deref(), Some("HTTP 500 from /learners"));
+    assert_eq!(store.get_connection(&acme.id, &aptem).await.unwrap().unwrap(), row);
     let err = store
-        .set_connection_status(
-            &acme.id,
-            &provider("bud"),
-            ConnectionStatus::Connected,
-            None,
-        )
+        .set_connection_status(&acme.id, &provider("bud"), ConnectionStatus::Connected, None)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
@@ -421,30 +363,18 @@ pub(super) async fn jobs_are_ensured_idempotently(store: &Store) {
     assert_eq!(first.schedule, "15m");
     assert!(first.enabled && !first.paused);
     assert_eq!(
-        (
-            first.cursor.clone(),
-            first.lease_owner.clone(),
-            first.attempts
-        ),
+        (first.cursor.clone(), first.lease_owner.clone(), first.attempts),
         (None, None, 0)
     );
 
     let again = store
-        .ensure_job(
-            &acme.id,
-            first.connection_id,
-            &stream("contacts"),
-            "daily at 02:00",
-        )
+        .ensure_job(&acme.id, first.connection_id, &stream("contacts"), "daily at 02:00")
         .await
         .unwrap();
     assert_eq!(again.id, first.id);
     assert_eq!(again.schedule, "daily at 02:00");
     assert_eq!(again.created_at, first.created_at);
-    assert_eq!(
-        store.get_job(&acme.id, first.id).await.unwrap().unwrap(),
-        again
-    );
+    assert_eq!(store.get_job(&acme.id, first.id).await.unwrap().unwrap(), again);
 
     job(store, "acme", "aptem", "learners").await;
     job(store, "acme", "hubspot", "companies").await;
@@ -455,9 +385,6 @@ pub(super) async fn jobs_are_ensured_idempotently(store: &Store) {
         .into_iter()
         .map(|j| format!("{}/{}", j.provider, j.stream))
         .collect();
-    assert_eq!(
-        listed,
-        ["aptem/learners", "hubspot/companies", "hubspot/contacts"]
-    );
+    assert_eq!(listed, ["aptem/learners", "hubspot/companies", "hubspot/contacts"]);
     assert!(store.get_job(&acme.id, 999_999).await.unwrap().is_none());
 }

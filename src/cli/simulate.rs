@@ -1,0 +1,52 @@
+//! `simulate`: run provider simulators in the foreground for people and benchmarks.
+
+use std::process::ExitCode;
+
+use crate::simulator::{Faults, Provider, SimConfig, serve};
+
+/// Arguments of `tributary simulate`.
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Providers to simulate (repeat or comma-separate); all seven when omitted.
+    #[arg(long = "provider", value_delimiter = ',')]
+    pub providers: Vec<String>,
+    /// Records per stream.
+    #[arg(long, default_value_t = 1000)]
+    pub records: u64,
+    /// First port (the next providers take the following ones); random when omitted.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Seed of the generated records.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Answer every K-th data request with the provider's throttle response.
+    #[arg(long, value_name = "K")]
+    pub rate_limit_every: Option<u64>,
+    /// Answer every M-th data request with a 503.
+    #[arg(long, value_name = "M")]
+    pub server_error_every: Option<u64>,
+}
+
+pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let providers: Vec<Provider> = if args.providers.is_empty() {
+        Provider::ALL.to_vec()
+    } else {
+        args.providers
+            .iter()
+            .map(|p| p.parse::<Provider>().map_err(|e| anyhow::anyhow!("{e}")))
+            .collect::<Result<_, _>>()?
+    };
+    let mut faults = Faults::none();
+    if let Some(k) = args.rate_limit_every {
+        faults = faults.rate_limit_every(k);
+    }
+    if let Some(m) = args.server_error_every {
+        faults = faults.server_error_every(m);
+    }
+    let configs = providers
+        .into_iter()
+        .map(|p| SimConfig::new(p, args.records).seed(args.seed).faults(faults.clone()))
+        .collect();
+    serve(configs, args.port).await?;
+    Ok(ExitCode::SUCCESS)
+}
