@@ -450,11 +450,21 @@ fn uses_cursor(r: &RequestSpec) -> bool {
     texts.extend(r.path.clone());
     texts.extend(r.headers.values().cloned());
     if let Some(b) = &r.body {
-        texts.push(b.to_string());
+        texts.extend(json_strings(b).into_iter().map(str::to_owned));
     }
     texts
         .iter()
         .any(|t| template_variables(t).iter().any(|v| v == "cursor"))
+}
+
+/// Every string inside a JSON value (templates live in strings only).
+fn json_strings(v: &serde_json::Value) -> Vec<&str> {
+    match v {
+        serde_json::Value::String(s) => vec![s.as_str()],
+        serde_json::Value::Array(a) => a.iter().flat_map(json_strings).collect(),
+        serde_json::Value::Object(m) => m.values().flat_map(json_strings).collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn check_template_vars(t: &str, known: &dyn Fn(&str) -> bool, path: &str, err: &mut impl FnMut(&str, String)) {
@@ -478,7 +488,9 @@ fn check_request(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &str, err:
         check_template_vars(v, known, &join(&join(path, "headers"), k), err);
     }
     if let Some(b) = &r.body {
-        check_template_vars(&b.to_string(), known, &join(path, "body"), err);
+        for t in json_strings(b) {
+            check_template_vars(t, known, &join(path, "body"), err);
+        }
     }
     if let Some(rec) = &r.records
         && let Err(e) = check_pointer(rec)

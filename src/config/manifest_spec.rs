@@ -254,7 +254,7 @@ pub struct IncrementalSpec {
     #[serde(default)]
     pub window_cap: Option<u64>,
     /// The request when a cursor exists (fields set here replace the stream's).
-    #[serde(flatten)]
+    #[serde(default)]
     pub request: RequestSpec,
 }
 

@@ -2,6 +2,7 @@
 
 mod cli;
 mod config_model;
+mod connectors;
 mod sim;
 mod store_contract;
 mod support;

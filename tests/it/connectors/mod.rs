@@ -1,0 +1,136 @@
+//! Every connector against its simulator: full and incremental syncs, pagination
+//! edges, tenant overrides, guards, and a provider added as a manifest file only.
+
+mod aptem;
+
+use std::path::Path;
+
+use serde_json::Value;
+use tributary::config::{Catalog, ConfigDir};
+use tributary::model::{EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
+use tributary::secrets::{Credentials, MasterKey};
+use tributary::simulator::SimHandle;
+use tributary::store::{AuditEntry, RecordRow, RunRow, Store};
+use tributary::sync::{SyncRequest, Syncer};
+use tributary::tenants::Tenants;
+
+/// A tenant connected to one simulator, on a fresh SQLite store.
+pub struct Harness {
+    pub store: Store,
+    pub catalog: Catalog,
+    pub key: MasterKey,
+    pub tenant: TenantId,
+    pub provider: ProviderId,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// `tenant_toml` is the tenant file (without `id`/`name`/`subdomain`); `sim` supplies the credentials.
+    pub async fn new(provider: &str, tenant_toml: &str, sim: &SimHandle) -> Self {
+        Self::with_connectors(provider, tenant_toml, &sim.credentials(), None).await
+    }
+
+    pub async fn with_connectors(
+        provider: &str,
+        tenant_toml: &str,
+        credentials: &Value,
+        connectors: Option<&Path>,
+    ) -> Self {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let catalog = Catalog::load(&ConfigDir::Dir(repo.join("config")), connectors).unwrap_or_else(|d| panic!("{d}"));
+        let (store, dir) = crate::support::sqlite_store().await;
+        let file = dir.path().join("tenant.toml");
+        std::fs::write(
+            &file,
+            format!("id = \"acme\"\nname = \"Acme Training Ltd\"\nsubdomain = \"acme\"\n{tenant_toml}"),
+        )
+        .unwrap();
+        let spec = catalog.tenant_file(&file).unwrap_or_else(|d| panic!("{d}"));
+        Tenants::new(&catalog, &store, "test").create(&spec).await.unwrap();
+        let key = MasterKey::generate();
+        let tenant = TenantId::parse("acme").unwrap();
+        let provider = ProviderId::parse(provider).unwrap();
+        let creds = Credentials::from_json(credentials.to_string().as_bytes()).unwrap();
+        let sealed = key.seal(&tenant, &provider, &creds.to_json());
+        let audit = AuditEntry {
+            at: chrono::Utc::now(),
+            actor: "test".into(),
+            action: "credentials.set".into(),
+            tenant_id: Some(tenant.clone()),
+            subject: Some(provider.to_string()),
+            details: Value::Null,
+        };
+        store
+            .set_credentials(&tenant, &provider, &sealed, &audit)
+            .await
+            .unwrap();
+        Self {
+            store,
+            catalog,
+            key,
+            tenant,
+            provider,
+            _dir: dir,
+        }
+    }
+
+    /// Runs one sync of `stream` and returns the run row.
+    pub async fn sync(&self, stream: &str) -> RunRow {
+        self.sync_with(stream, false).await
+    }
+
+    pub async fn sync_with(&self, stream: &str, full_refresh: bool) -> RunRow {
+        let mut syncer = Syncer::new(&self.catalog, &self.store, &self.key).unwrap();
+        syncer.retry.base_delay = std::time::Duration::from_millis(5);
+        let req = SyncRequest {
+            tenant: self.tenant.clone(),
+            provider: self.provider.clone(),
+            stream: StreamName::parse(stream).unwrap(),
+            trigger: RunTrigger::Cli,
+            full_refresh,
+        };
+        syncer.run(&req, &mut |_| {}).await.unwrap()
+    }
+
+    /// Every stored record of `entity`, keyed by external id.
+    pub async fn records(&self, entity: &str) -> std::collections::BTreeMap<String, RecordRow> {
+        let entity = EntityName::parse(entity).unwrap();
+        let rows = self.store.list_records(&self.tenant, &entity, 1_000_000).await.unwrap();
+        rows.into_iter().map(|r| (r.external_id.clone(), r)).collect()
+    }
+}
+
+/// Asserts a run succeeded, with its error in the message otherwise.
+pub fn ok(run: &RunRow) -> &RunRow {
+    assert_eq!(run.outcome, RunOutcome::Success, "run failed: {:?}", run.stats.error);
+    run
+}
+
+/// The text form of a JSON scalar.
+pub fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Modifies record `i` of `stream` until its content (ignoring `volatile` fields such as
+/// timestamps) differs from before, as the simulator itself reports it.
+pub fn modify_until_changed(sim: &SimHandle, stream: &str, i: u64, volatile: &[&str]) {
+    let strip = |mut v: Value| {
+        for key in volatile {
+            if let Some(m) = v.as_object_mut() {
+                m.remove(*key);
+            }
+        }
+        v
+    };
+    let before = strip(sim.expected_record(stream, i).unwrap());
+    for _ in 0..50 {
+        assert!(sim.modify(stream, i));
+        if strip(sim.expected_record(stream, i).unwrap()) != before {
+            return;
+        }
+    }
+    panic!("record {i} of {stream} never changed content");
+}
