@@ -4,7 +4,9 @@
 mod catalog;
 mod credentials;
 mod output;
+mod runs;
 mod simulate;
+mod sync;
 mod tenant;
 
 use std::path::PathBuf;
@@ -76,6 +78,14 @@ pub enum Command {
     Credentials(credentials::CredentialsCmd),
     /// Run provider simulators (fake APIs on loopback) in the foreground.
     Simulate(simulate::SimulateArgs),
+    /// Sync one provider (or one stream) of a tenant now, in the foreground.
+    Sync(sync::SyncArgs),
+    /// The sync log: recent runs and their details.
+    #[command(subcommand)]
+    Runs(runs::RunsCmd),
+    /// Stored records.
+    #[command(subcommand)]
+    Records(runs::RecordsCmd),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -107,6 +117,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tenant(cmd) => tenant::run(g, cmd).await,
         Command::Credentials(cmd) => credentials::run(g, cmd).await,
         Command::Simulate(args) => simulate::run(args).await,
+        Command::Sync(args) => sync::run(g, args).await,
+        Command::Runs(cmd) => runs::runs(g, cmd).await,
+        Command::Records(cmd) => runs::records(g, cmd).await,
     }
 }
 

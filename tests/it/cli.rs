@@ -331,3 +331,85 @@ fn every_command_explains_itself() {
     );
     assert!(env.ok(&["connectors", "list"]).contains("session_token"));
 }
+
+// The simulator runs in this process while the binary blocks a thread: multi-threaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_runs_and_records_from_the_command_line() {
+    let sim = tributary::simulator::start(tributary::simulator::SimConfig::new(
+        tributary::simulator::Provider::Aptem,
+        1_200,
+    ))
+    .await
+    .unwrap();
+    let env = Env::new();
+    let file = env.dir.path().join("acme.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "id = \"acme\"\nname = \"Acme\"\nsubdomain = \"acme\"\npreset = \"aptem\"\n[providers.aptem]\nbase_url = \"{}\"\n",
+            sim.api_base()
+        ),
+    )
+    .unwrap();
+    env.ok(&["tenant", "apply", file.to_str().unwrap()]);
+    // Without credentials the sync refuses and says how to fix it.
+    let out = env.run(&[
+        "sync",
+        "--tenant",
+        "acme",
+        "--provider",
+        "aptem",
+        "--stream",
+        "learners",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("credentials set"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = env.with_stdin(
+        &["credentials", "set", "--tenant", "acme", "--provider", "aptem"],
+        &sim.credentials().to_string(),
+    );
+    assert!(out.status.success());
+    let synced = env.ok(&["sync", "--tenant", "acme", "--provider", "aptem"]);
+    assert!(
+        synced.contains("aptem/learners: success") && synced.contains("fetched 1200, inserted 1200"),
+        "{synced}"
+    );
+    assert!(synced.contains("aptem/organizations: success"), "{synced}");
+
+    let runs = json(&env.ok(&["--json", "runs", "list", "--tenant", "acme"]));
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    let learners = runs.iter().find(|r| r["stream"] == "learners").unwrap();
+    assert_eq!(learners["fetched"], 1200);
+    assert_eq!(learners["outcome"], "success");
+    let shown = env.ok(&["runs", "show", learners["id"].as_str().unwrap()]);
+    assert!(shown.contains("inserted        1200"), "{shown}");
+    let records = json(&env.ok(&[
+        "--json", "records", "list", "--tenant", "acme", "--entity", "learner", "--limit", "5",
+    ]));
+    assert_eq!(records["total"], 1200);
+    assert_eq!(records["records"].as_array().unwrap().len(), 5);
+
+    // A revoked token fails the run: non-zero exit, the error in the run log.
+    sim.revoke();
+    let out = env.run(&[
+        "sync",
+        "--tenant",
+        "acme",
+        "--provider",
+        "aptem",
+        "--stream",
+        "learners",
+    ]);
+    assert!(!out.status.success());
+    let last = json(&env.ok(&["--json", "runs", "list", "--limit", "1"]));
+    assert_eq!(last[0]["outcome"], "failed");
+    assert!(last[0]["error"].as_str().unwrap().contains("rejects the credentials"));
+    let bad = env.run(&["runs", "show", "not-a-uuid"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a run id"));
+}
