@@ -235,7 +235,7 @@ impl Walk {
             }
             self.last_fingerprint = Some(fp);
         }
-        self.advance(&response, records.len(), &stream_name)?;
+        self.advance(&response, &request.url, records.len(), &stream_name)?;
         if let Some(inc) = &self.incremental {
             for r in &records {
                 if let Some(c) =
@@ -259,7 +259,13 @@ impl Walk {
         Ok(if records.is_empty() { None } else { Some(records) })
     }
 
-    fn advance(&mut self, response: &crate::http::Response, n: usize, stream: &str) -> Result<(), EngineError> {
+    fn advance(
+        &mut self,
+        response: &crate::http::Response,
+        request_url: &str,
+        n: usize,
+        stream: &str,
+    ) -> Result<(), EngineError> {
         let json = response.json.as_ref();
         let flag = |p: &Option<String>| {
             p.as_deref()
@@ -290,12 +296,12 @@ impl Walk {
                         .and_then(Value::as_str)
                         .filter(|u| !u.is_empty());
                     match url {
-                        Some(u) if !flag(done) => Position::Url(resolve(&response_url_origin(&self.pos, u), u)),
+                        Some(u) if !flag(done) => Position::Url(resolve_next(request_url, u, stream)?),
                         _ => Position::Done,
                     }
                 }
                 Pagination::LinkHeader { .. } => match next_link(&response.headers) {
-                    Some(u) => Position::Url(u),
+                    Some(u) => Position::Url(resolve_next(request_url, &u, stream)?),
                     None => Position::Done,
                 },
                 Pagination::Offset {
@@ -375,29 +381,15 @@ impl Walk {
     }
 }
 
-/// The origin the next URL is resolved against: the current URL's, or the value's own.
-fn response_url_origin(pos: &Position, next: &str) -> String {
-    match pos {
-        Position::Url(u) => origin(u),
-        _ => origin(next),
-    }
-}
-
-fn origin(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return String::new();
-    };
-    let host = rest.split('/').next().unwrap_or(rest);
-    format!("{scheme}://{host}")
-}
-
-/// Resolves a next-page URL: absolute URLs as they are, `/path` against `origin`.
-fn resolve(origin: &str, next: &str) -> String {
+/// Resolves a next-page reference (`nextRecordsUrl`, a `Link` target) against the URL of
+/// the request that returned it: absolute URLs stay, `/path` takes that request's origin,
+/// other references resolve as RFC 3986 says. `None` when it cannot be a URL.
+fn resolve(request_url: &str, next: &str) -> Option<String> {
     if next.starts_with("http://") || next.starts_with("https://") {
-        next.to_owned()
-    } else {
-        format!("{origin}{next}")
+        return Some(next.to_owned());
     }
+    let base = reqwest::Url::parse(request_url).ok()?;
+    base.join(next).ok().map(String::from)
 }
 
 /// `Link: <url>; rel="next"`.
@@ -418,6 +410,17 @@ fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
     None
 }
 
+fn resolve_next(request_url: &str, next: &str, stream: &str) -> Result<String, EngineError> {
+    resolve(request_url, next).ok_or_else(|| EngineError::BadResponse {
+        stream: stream.to_owned(),
+        message: format!(
+            "the next-page reference `{}` does not resolve against `{}`",
+            crate::http::display_path(next),
+            crate::http::display_path(request_url)
+        ),
+    })
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -426,5 +429,28 @@ fn type_name(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_page_references_resolve_against_the_request_url() {
+        let req = "http://127.0.0.1:9/services/data/v60.0/query";
+        assert_eq!(
+            resolve(req, "/services/data/v60.0/query/01g-2000").as_deref(),
+            Some("http://127.0.0.1:9/services/data/v60.0/query/01g-2000")
+        );
+        assert_eq!(
+            resolve(req, "https://other.example/x?page=2").as_deref(),
+            Some("https://other.example/x?page=2")
+        );
+        assert_eq!(
+            resolve("http://h/api/v1/items", "items?page=2").as_deref(),
+            Some("http://h/api/v1/items?page=2")
+        );
+        assert_eq!(resolve("not a url", "/x"), None);
     }
 }
