@@ -39,6 +39,10 @@ pub(super) struct Walk {
     last_fingerprint: Option<(String, String, usize)>,
     pages: u64,
     window_records: u64,
+    /// Whether this walk sends the incremental request (it started from a cursor). Only
+    /// that request is sorted by the cursor and subject to `window_cap`; a full read goes
+    /// through the stream's own request, in whatever order it has.
+    pub from_cursor: bool,
 }
 
 impl Walk {
@@ -50,6 +54,7 @@ impl Walk {
         parent: Option<Value>,
         parent_key: Option<String>,
     ) -> Self {
+        let from_cursor = incremental.is_some() && start.is_some();
         let request = match (incremental, &start) {
             (Some(inc), Some(_)) => spec.request.overlay(&inc.request),
             _ => spec.request.clone(),
@@ -70,6 +75,7 @@ impl Walk {
             last_fingerprint: None,
             pages: 0,
             window_records: 0,
+            from_cursor,
         }
     }
 
@@ -245,7 +251,9 @@ impl Walk {
                     self.max_seen = Some(c);
                 }
             }
-            self.restart_window_if_capped(inc.window_cap, records.len() as u64, &stream_name)?;
+            if self.from_cursor {
+                self.restart_window_if_capped(inc.window_cap, records.len() as u64, &stream_name)?;
+            }
         }
         if !self.inject.is_empty() {
             for r in &mut records {
