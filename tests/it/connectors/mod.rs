@@ -2,6 +2,12 @@
 //! edges, tenant overrides, guards, and a provider added as a manifest file only.
 
 mod aptem;
+mod bud;
+mod hubspot;
+mod jira;
+mod onefile;
+mod salesforce;
+mod slack;
 
 use std::path::Path;
 
