@@ -3,8 +3,10 @@
 
 mod aptem;
 mod bud;
+mod guards;
 mod hubspot;
 mod jira;
+mod new_provider;
 mod onefile;
 mod salesforce;
 mod slack;
