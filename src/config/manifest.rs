@@ -381,7 +381,15 @@ impl Manifest {
             if let Some(inc) = &s.incremental {
                 let ip = join(&sp, "incremental");
                 let merged = s.request.overlay(&inc.request);
-                check_request(&merged, &known_here, &join(&ip, "request"), &mut err);
+                // What the incremental section states is checked at its own key path;
+                // what it inherits was checked above. Only problems of the combination
+                // (paging into a body it no longer has) are reported here in addition.
+                check_request_fields(&inc.request, &known_here, &join(&ip, "request"), &mut err);
+                if let Some(msg) = body_paging_error(&merged)
+                    && body_paging_error(&s.request).is_none()
+                {
+                    err(&join(&join(&ip, "request"), "pagination"), msg);
+                }
                 if !uses_cursor(&merged) {
                     err(
                         &join(&ip, "request"),
@@ -478,6 +486,35 @@ fn check_template_vars(t: &str, known: &dyn Fn(&str) -> bool, path: &str, err: &
 }
 
 fn check_request(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &str, err: &mut impl FnMut(&str, String)) {
+    check_request_fields(r, known, path, err);
+    if let Some(msg) = body_paging_error(r) {
+        err(&join(path, "pagination"), msg);
+    }
+}
+
+/// Paging parameters that go into a body the request does not have.
+fn body_paging_error(r: &RequestSpec) -> Option<String> {
+    let in_body = matches!(
+        &r.pagination,
+        Some(
+            Pagination::Cursor {
+                location: ParamIn::Body,
+                ..
+            } | Pagination::Offset {
+                location: ParamIn::Body,
+                ..
+            } | Pagination::PageNumber {
+                location: ParamIn::Body,
+                ..
+            }
+        )
+    );
+    (in_body && r.body.is_none())
+        .then(|| "paging parameters go in the body (`in = \"body\"`) but the request has no `body`".to_owned())
+}
+
+/// Checks the fields a request spec states: templates, pointers, page sizes.
+fn check_request_fields(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &str, err: &mut impl FnMut(&str, String)) {
     if let Some(p) = &r.path {
         check_template_vars(p, known, &join(path, "path"), err);
     }
@@ -521,27 +558,6 @@ fn check_request(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &str, err:
         if let Err(e) = check_pointer(p) {
             err(&join(&pp, k), e);
         }
-    }
-    let in_body = matches!(
-        &r.pagination,
-        Some(
-            Pagination::Cursor {
-                location: ParamIn::Body,
-                ..
-            } | Pagination::Offset {
-                location: ParamIn::Body,
-                ..
-            } | Pagination::PageNumber {
-                location: ParamIn::Body,
-                ..
-            }
-        )
-    );
-    if in_body && r.body.is_none() {
-        err(
-            &pp,
-            "paging parameters go in the body (`in = \"body\"`) but the request has no `body`".into(),
-        );
     }
     match &r.pagination {
         Some(
@@ -628,16 +644,8 @@ impl Manifests {
     /// Checks the manifests' entity references and default mappings against `entities`.
     pub fn check(&self, entities: &super::entities::Entities, diag: &mut Diagnostics) {
         for m in self.0.values() {
-            for (stream, spec) in &m.streams {
-                if entities.get(spec.entity.as_str()).is_none() {
-                    let path = join(&join("streams", stream.as_str()), "entity");
-                    diag.push(
-                        &m.source,
-                        &path,
-                        format!("unknown entity `{}` (known: {})", spec.entity, entities.names()),
-                    );
-                }
-            }
+            // The base layer carries every stream's entity: `check_names` reports an
+            // unknown one at `streams.<name>.entity`, once.
             let layer = m.base_layer();
             super::layer::check_names(&layer, m, entities, diag, &m.source, "");
         }

@@ -245,12 +245,14 @@ pub struct IncrementalSpec {
     /// Seconds subtracted from the cursor when requesting (late writes, minute precision).
     #[serde(default)]
     pub lookback_secs: u64,
-    /// Records come sorted ascending by the cursor, so the cursor may be committed
-    /// with every page; otherwise it is committed only after the last page.
+    /// The incremental request's records come sorted ascending by the cursor, so the
+    /// cursor may be committed with every page; otherwise it is committed only after the
+    /// last page. A full read (no cursor yet) always commits at its end.
     #[serde(default)]
     pub sorted: bool,
-    /// A query returns at most this many results (HubSpot search: 10,000); the engine
-    /// restarts the query from the last cursor value before reaching it.
+    /// The incremental request returns at most this many results per query (HubSpot
+    /// search: 10,000); the engine restarts it from the last cursor value before
+    /// reaching the cap. The full read is not capped.
     #[serde(default)]
     pub window_cap: Option<u64>,
     /// The request when a cursor exists (fields set here replace the stream's).

@@ -191,12 +191,16 @@ impl StreamReader {
                 .next(session, &mut vars, &base_url, &self.headers, &self.name)
                 .await?;
             let finished = walk.finished();
+            // Records of the incremental request come sorted by the cursor when the
+            // manifest says so: the cursor may move with every page. A full read's order
+            // is not the cursor's, so its cursor is committed only once it is complete
+            // (else a failed first run could leave a cursor past records never read).
+            let sorted = walk.from_cursor && self.incremental.as_ref().is_some_and(|i| i.sorted);
             let walk_max = walk.max_seen.clone();
             let parent_key = walk.parent_key.clone();
             if finished {
                 self.walk = None;
             }
-            let sorted = self.incremental.as_ref().is_some_and(|i| i.sorted);
             let checkpoint = if sorted || finished {
                 self.advance(parent_key, walk_max)
             } else {

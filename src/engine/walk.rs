@@ -39,6 +39,10 @@ pub(super) struct Walk {
     last_fingerprint: Option<(String, String, usize)>,
     pages: u64,
     window_records: u64,
+    /// Whether this walk sends the incremental request (it started from a cursor). Only
+    /// that request is sorted by the cursor and subject to `window_cap`; a full read goes
+    /// through the stream's own request, in whatever order it has.
+    pub from_cursor: bool,
 }
 
 impl Walk {
@@ -50,6 +54,7 @@ impl Walk {
         parent: Option<Value>,
         parent_key: Option<String>,
     ) -> Self {
+        let from_cursor = incremental.is_some() && start.is_some();
         let request = match (incremental, &start) {
             (Some(inc), Some(_)) => spec.request.overlay(&inc.request),
             _ => spec.request.clone(),
@@ -70,6 +75,7 @@ impl Walk {
             last_fingerprint: None,
             pages: 0,
             window_records: 0,
+            from_cursor,
         }
     }
 
@@ -235,7 +241,7 @@ impl Walk {
             }
             self.last_fingerprint = Some(fp);
         }
-        self.advance(&response, records.len(), &stream_name)?;
+        self.advance(&response, &request.url, records.len(), &stream_name)?;
         if let Some(inc) = &self.incremental {
             for r in &records {
                 if let Some(c) =
@@ -245,7 +251,9 @@ impl Walk {
                     self.max_seen = Some(c);
                 }
             }
-            self.restart_window_if_capped(inc.window_cap, records.len() as u64, &stream_name)?;
+            if self.from_cursor {
+                self.restart_window_if_capped(inc.window_cap, records.len() as u64, &stream_name)?;
+            }
         }
         if !self.inject.is_empty() {
             for r in &mut records {
@@ -259,7 +267,13 @@ impl Walk {
         Ok(if records.is_empty() { None } else { Some(records) })
     }
 
-    fn advance(&mut self, response: &crate::http::Response, n: usize, stream: &str) -> Result<(), EngineError> {
+    fn advance(
+        &mut self,
+        response: &crate::http::Response,
+        request_url: &str,
+        n: usize,
+        stream: &str,
+    ) -> Result<(), EngineError> {
         let json = response.json.as_ref();
         let flag = |p: &Option<String>| {
             p.as_deref()
@@ -290,12 +304,12 @@ impl Walk {
                         .and_then(Value::as_str)
                         .filter(|u| !u.is_empty());
                     match url {
-                        Some(u) if !flag(done) => Position::Url(resolve(&response_url_origin(&self.pos, u), u)),
+                        Some(u) if !flag(done) => Position::Url(resolve_next(request_url, u, stream)?),
                         _ => Position::Done,
                     }
                 }
                 Pagination::LinkHeader { .. } => match next_link(&response.headers) {
-                    Some(u) => Position::Url(u),
+                    Some(u) => Position::Url(resolve_next(request_url, &u, stream)?),
                     None => Position::Done,
                 },
                 Pagination::Offset {
@@ -375,29 +389,15 @@ impl Walk {
     }
 }
 
-/// The origin the next URL is resolved against: the current URL's, or the value's own.
-fn response_url_origin(pos: &Position, next: &str) -> String {
-    match pos {
-        Position::Url(u) => origin(u),
-        _ => origin(next),
-    }
-}
-
-fn origin(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return String::new();
-    };
-    let host = rest.split('/').next().unwrap_or(rest);
-    format!("{scheme}://{host}")
-}
-
-/// Resolves a next-page URL: absolute URLs as they are, `/path` against `origin`.
-fn resolve(origin: &str, next: &str) -> String {
+/// Resolves a next-page reference (`nextRecordsUrl`, a `Link` target) against the URL of
+/// the request that returned it: absolute URLs stay, `/path` takes that request's origin,
+/// other references resolve as RFC 3986 says. `None` when it cannot be a URL.
+fn resolve(request_url: &str, next: &str) -> Option<String> {
     if next.starts_with("http://") || next.starts_with("https://") {
-        next.to_owned()
-    } else {
-        format!("{origin}{next}")
+        return Some(next.to_owned());
     }
+    let base = reqwest::Url::parse(request_url).ok()?;
+    base.join(next).ok().map(String::from)
 }
 
 /// `Link: <url>; rel="next"`.
@@ -418,6 +418,17 @@ fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
     None
 }
 
+fn resolve_next(request_url: &str, next: &str, stream: &str) -> Result<String, EngineError> {
+    resolve(request_url, next).ok_or_else(|| EngineError::BadResponse {
+        stream: stream.to_owned(),
+        message: format!(
+            "the next-page reference `{}` does not resolve against `{}`",
+            crate::http::display_path(next),
+            crate::http::display_path(request_url)
+        ),
+    })
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -426,5 +437,28 @@ fn type_name(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_page_references_resolve_against_the_request_url() {
+        let req = "http://127.0.0.1:9/services/data/v60.0/query";
+        assert_eq!(
+            resolve(req, "/services/data/v60.0/query/01g-2000").as_deref(),
+            Some("http://127.0.0.1:9/services/data/v60.0/query/01g-2000")
+        );
+        assert_eq!(
+            resolve(req, "https://other.example/x?page=2").as_deref(),
+            Some("https://other.example/x?page=2")
+        );
+        assert_eq!(
+            resolve("http://h/api/v1/items", "items?page=2").as_deref(),
+            Some("http://h/api/v1/items?page=2")
+        );
+        assert_eq!(resolve("not a url", "/x"), None);
     }
 }

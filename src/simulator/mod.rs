@@ -501,6 +501,13 @@ impl SimHandle {
         sim.meta(sim.stream_index(stream)?, index).map(|m| m.updated)
     }
 
+    /// The parent index (channel, project) of record `index` of a child
+    /// stream; `None` for other streams or a record that does not exist.
+    pub fn parent_of(&self, stream: &str, index: u64) -> Option<u64> {
+        let sim = self.sim();
+        sim.meta(sim.stream_index(stream)?, index)?.partition
+    }
+
     /// Whether `stream` is a child stream (messages per channel, issues per
     /// project).
     pub fn is_child_stream(&self, stream: &str) -> bool {

@@ -346,6 +346,7 @@ base_url = "https://{subdomain}.acmecrm.example"
 kind = "bearer"
 [streams.accounts]
 entity = "company"
+request = { path = "/accounts" }
 [mappings.company]
 external_id = "id"
 name = "name"

@@ -2,6 +2,14 @@
 //! edges, tenant overrides, guards, and a provider added as a manifest file only.
 
 mod aptem;
+mod bud;
+mod guards;
+mod hubspot;
+mod jira;
+mod new_provider;
+mod onefile;
+mod salesforce;
+mod slack;
 
 use std::path::Path;
 
@@ -10,7 +18,7 @@ use tributary::config::{Catalog, ConfigDir};
 use tributary::model::{EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
 use tributary::secrets::{Credentials, MasterKey};
 use tributary::simulator::SimHandle;
-use tributary::store::{AuditEntry, RecordRow, RunRow, Store};
+use tributary::store::{AuditEntry, RecordRow, RunRow, RunStats, Store};
 use tributary::sync::{SyncRequest, Syncer};
 use tributary::tenants::Tenants;
 
@@ -79,7 +87,16 @@ impl Harness {
         self.sync_with(stream, false).await
     }
 
+    /// Runs one sync of `stream`, calling `progress` after every stored page.
+    pub async fn sync_observed(&self, stream: &str, progress: &mut dyn FnMut(&RunStats)) -> RunRow {
+        self.run(stream, false, progress).await
+    }
+
     pub async fn sync_with(&self, stream: &str, full_refresh: bool) -> RunRow {
+        self.run(stream, full_refresh, &mut |_| {}).await
+    }
+
+    async fn run(&self, stream: &str, full_refresh: bool, progress: &mut dyn FnMut(&RunStats)) -> RunRow {
         let mut syncer = Syncer::new(&self.catalog, &self.store, &self.key).unwrap();
         syncer.retry.base_delay = std::time::Duration::from_millis(5);
         let req = SyncRequest {
@@ -89,7 +106,7 @@ impl Harness {
             trigger: RunTrigger::Cli,
             full_refresh,
         };
-        syncer.run(&req, &mut |_| {}).await.unwrap()
+        syncer.run(&req, progress).await.unwrap()
     }
 
     /// Every stored record of `entity`, keyed by external id.
@@ -115,12 +132,18 @@ pub fn text(v: &Value) -> String {
 }
 
 /// Modifies record `i` of `stream` until its content (ignoring `volatile` fields such as
-/// timestamps) differs from before, as the simulator itself reports it.
+/// timestamps; dotted paths reach into objects) differs from before, as the simulator
+/// itself reports it.
 pub fn modify_until_changed(sim: &SimHandle, stream: &str, i: u64, volatile: &[&str]) {
     let strip = |mut v: Value| {
-        for key in volatile {
-            if let Some(m) = v.as_object_mut() {
-                m.remove(*key);
+        for path in volatile {
+            let (parents, key) = path.rsplit_once('.').map_or(("", *path), |(p, k)| (p, k));
+            let mut target = Some(&mut v);
+            for seg in parents.split('.').filter(|s| !s.is_empty()) {
+                target = target.and_then(|t| t.get_mut(seg));
+            }
+            if let Some(m) = target.and_then(Value::as_object_mut) {
+                m.remove(key);
             }
         }
         v
