@@ -418,15 +418,29 @@ fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
     None
 }
 
+/// Resolves a next-page reference and refuses one on another origin: the request would
+/// carry the connection's credentials to a host the tenant never configured.
 fn resolve_next(request_url: &str, next: &str, stream: &str) -> Result<String, EngineError> {
-    resolve(request_url, next).ok_or_else(|| EngineError::BadResponse {
+    let bad = |why: &str| EngineError::BadResponse {
         stream: stream.to_owned(),
         message: format!(
-            "the next-page reference `{}` does not resolve against `{}`",
+            "the next-page reference `{}` {why} `{}`",
             crate::http::display_path(next),
             crate::http::display_path(request_url)
         ),
-    })
+    };
+    let url = resolve(request_url, next).ok_or_else(|| bad("does not resolve against"))?;
+    if !same_origin(request_url, &url) {
+        return Err(bad("points to another host than"));
+    }
+    Ok(url)
+}
+
+fn same_origin(a: &str, b: &str) -> bool {
+    match (reqwest::Url::parse(a), reqwest::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -460,5 +474,14 @@ mod tests {
             Some("http://h/api/v1/items?page=2")
         );
         assert_eq!(resolve("not a url", "/x"), None);
+    }
+
+    #[test]
+    fn next_pages_on_another_host_are_refused() {
+        let req = "http://127.0.0.1:9/api/items";
+        assert!(resolve_next(req, "http://127.0.0.1:9/api/items?page=2", "s").is_ok());
+        let err = resolve_next(req, "https://evil.example/steal", "s").unwrap_err();
+        assert!(err.to_string().contains("another host"), "{err}");
+        assert!(resolve_next(req, "http://127.0.0.1:10/api/items", "s").is_err());
     }
 }
