@@ -12,4 +12,5 @@ pub mod secrets;
 pub mod simulator;
 pub mod store;
 pub mod sync;
+pub mod telemetry;
 pub mod tenants;

@@ -67,6 +67,8 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
             stream: stream.clone(),
             trigger: RunTrigger::Cli,
             full_refresh: args.full_refresh,
+            lease_owner: None,
+            cancel: None,
         };
         let bar = ProgressBar::new_spinner();
         bar.set_style(

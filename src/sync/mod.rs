@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Instant;
+use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::json;
@@ -19,7 +19,10 @@ use crate::mapping::{CompiledMapping, MapResult};
 use crate::model::{ConnectionStatus, EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
 use crate::secrets::{Credentials, MasterKey};
 use crate::store::{AuditEntry, DeadLetterInput, PageWrite, RecordInput, RunRow, RunStats, Store, StoreError};
+use crate::telemetry::{LeaseLost, Metrics, NeedsReauth, RunFinished, RunStarted};
 use crate::tenants::{TenantError, Tenants};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Why a run could not start (a run that starts and fails is a failed run row instead).
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,10 @@ pub struct SyncRequest {
     pub trigger: RunTrigger,
     /// Ignore the stored cursor and read everything.
     pub full_refresh: bool,
+    /// The worker's lease on the job: every page write is fenced on it.
+    pub lease_owner: Option<String>,
+    /// Cancelled: stop at the next page boundary (the page's cursor is committed).
+    pub cancel: Option<CancellationToken>,
 }
 
 /// Runs syncs for one catalog, store and master key.
@@ -67,6 +74,7 @@ pub struct Syncer<'a> {
     pub store: &'a Store,
     pub key: &'a MasterKey,
     pub retry: RetryPolicy,
+    pub metrics: Arc<Metrics>,
     clients: (reqwest::Client, reqwest::Client),
 }
 
@@ -110,6 +118,7 @@ impl<'a> Syncer<'a> {
             store,
             key,
             retry: RetryPolicy::default(),
+            metrics: Arc::new(Metrics::new()),
             clients,
         })
     }
@@ -177,14 +186,13 @@ impl<'a> Syncer<'a> {
             .await?;
         let run = self.store.start_run(&req.tenant, job.id, req.trigger).await?;
         let span = tracing::info_span!("run", tenant = %req.tenant, provider = %req.provider, stream = %req.stream, run_id = %run.id);
-        let _enter = span.enter();
-        tracing::info!(trigger = req.trigger.as_str(), cursor = ?job.cursor, full_refresh = req.full_refresh, "run started");
+        RunStarted { run: &run }.emit(&self.metrics);
 
-        let started = Instant::now();
         let mut stats = RunStats {
             cursor_after: job.cursor.clone(),
             ..RunStats::default()
         };
+        let mut refreshes = 0u64;
         let result = self
             .read_all(
                 req,
@@ -196,10 +204,13 @@ impl<'a> Syncer<'a> {
                 run.id,
                 &mut stats,
                 progress,
+                &mut refreshes,
             )
+            .instrument(span)
             .await;
         let (outcome, error) = match result {
             Ok(()) => (RunOutcome::Success, None),
+            Err(e) if e.cancelled => (RunOutcome::Cancelled, Some(e)),
             Err(e) => (RunOutcome::Failed, Some(e)),
         };
         if let Some(e) = &error {
@@ -213,24 +224,29 @@ impl<'a> Syncer<'a> {
                         Some(&e.message),
                     )
                     .await?;
-                tracing::warn!("connection needs new credentials: {}", e.message);
+                NeedsReauth {
+                    tenant: req.tenant.as_str(),
+                    provider: req.provider.as_str(),
+                    reason: &e.message,
+                }
+                .emit(&self.metrics);
+            }
+            if e.lease_lost {
+                let event = LeaseLost {
+                    tenant: req.tenant.as_str(),
+                    provider: req.provider.as_str(),
+                    stream: req.stream.as_str(),
+                    job_id: job.id,
+                };
+                event.emit(&self.metrics);
             }
         }
         let row = self.store.finish_run(&req.tenant, run.id, outcome, &stats).await?;
-        tracing::info!(
-            outcome = outcome.as_str(),
-            fetched = stats.fetched,
-            inserted = stats.inserted,
-            updated = stats.updated,
-            unchanged = stats.unchanged,
-            filtered = stats.filtered,
-            dead_lettered = stats.dead_lettered,
-            pages = stats.pages,
-            http_calls = stats.http_calls,
-            duration_ms = started.elapsed().as_millis() as u64,
-            error = stats.error.as_deref().unwrap_or(""),
-            "run finished"
-        );
+        RunFinished {
+            run: &row,
+            token_refreshes: refreshes,
+        }
+        .emit(&self.metrics);
         Ok(row)
     }
 
@@ -246,6 +262,7 @@ impl<'a> Syncer<'a> {
         run_id: uuid::Uuid,
         stats: &mut RunStats,
         progress: &mut dyn FnMut(&RunStats),
+        refreshes: &mut u64,
     ) -> Result<(), RunFailure> {
         let entity_def = self
             .catalog
@@ -325,14 +342,14 @@ impl<'a> Syncer<'a> {
                     records: &records,
                     job_id: job.id,
                     cursor: page.checkpoint.as_deref(),
-                    lease_owner: None,
+                    lease_owner: req.lease_owner.as_deref(),
                     dead_letters: &dead,
                 };
                 let outcome = self
                     .store
                     .write_page(&req.tenant, &write)
                     .await
-                    .map_err(|e| RunFailure::plain(e.to_string()))?;
+                    .map_err(RunFailure::from_store)?;
                 stats.fetched += page.records.len() as i64;
                 stats.inserted += outcome.inserted as i64;
                 stats.updated += outcome.updated as i64;
@@ -344,12 +361,16 @@ impl<'a> Syncer<'a> {
                 }
                 copy_http(stats, &session);
                 progress(stats);
+                if req.cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
+                    return Err(RunFailure::cancelled());
+                }
             }
             Ok(())
         }
         .await;
         stats.pages = reader.pages as i64;
         copy_http(stats, &session);
+        *refreshes = session.auth.refreshes;
         result
     }
 }
@@ -361,18 +382,20 @@ fn copy_http(stats: &mut RunStats, session: &Session<'_>) {
     stats.rate_limit_wait_ms = session.stats.rate_limit_wait_ms as i64;
 }
 
-/// A failed run's message, and whether the connection needs new credentials.
-#[derive(Debug)]
+/// Why a run failed, and what that means for the connection and the job.
+#[derive(Debug, Default)]
 struct RunFailure {
     message: String,
     needs_reauth: bool,
+    lease_lost: bool,
+    cancelled: bool,
 }
 
 impl RunFailure {
     fn plain(message: String) -> Self {
         Self {
             message,
-            needs_reauth: false,
+            ..Self::default()
         }
     }
 
@@ -380,6 +403,25 @@ impl RunFailure {
         Self {
             message,
             needs_reauth: true,
+            ..Self::default()
+        }
+    }
+
+    fn cancelled() -> Self {
+        let message = "cancelled at a page boundary (the daemon is draining); the last page's cursor is committed";
+        Self {
+            message: message.into(),
+            cancelled: true,
+            ..Self::default()
+        }
+    }
+
+    fn from_store(e: StoreError) -> Self {
+        let lease_lost = matches!(e, StoreError::LeaseLost { .. });
+        Self {
+            message: e.to_string(),
+            lease_lost,
+            ..Self::default()
         }
     }
 }
@@ -390,6 +432,7 @@ impl From<EngineError> for RunFailure {
         Self {
             message: e.to_string(),
             needs_reauth,
+            ..Self::default()
         }
     }
 }

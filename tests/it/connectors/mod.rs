@@ -105,6 +105,8 @@ impl Harness {
             stream: StreamName::parse(stream).unwrap(),
             trigger: RunTrigger::Cli,
             full_refresh,
+            lease_owner: None,
+            cancel: None,
         };
         syncer.run(&req, progress).await.unwrap()
     }
