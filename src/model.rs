@@ -147,10 +147,7 @@ pub struct ScheduleError {
 
 impl Schedule {
     pub fn parse(input: &str) -> Result<Self, ScheduleError> {
-        let err = |reason: &str| ScheduleError {
-            input: input.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let err = |reason: &str| ScheduleError { input: input.to_owned(), reason: reason.to_owned() };
         let text = input.trim().to_ascii_lowercase();
         if text.is_empty() {
             return Err(err("empty"));
@@ -264,13 +261,7 @@ pub enum ConnectionStatus {
 }
 
 impl ConnectionStatus {
-    pub const ALL: [Self; 5] = [
-        Self::Pending,
-        Self::Connected,
-        Self::Error,
-        Self::NeedsReauth,
-        Self::Disabled,
-    ];
+    pub const ALL: [Self; 5] = [Self::Pending, Self::Connected, Self::Error, Self::NeedsReauth, Self::Disabled];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -387,29 +378,15 @@ mod tests {
             Schedule::parse("daily at 02:00").unwrap(),
             Schedule::DailyAt(NaiveTime::from_hms_opt(2, 0, 0).unwrap())
         );
-        assert_eq!(
-            Schedule::parse("*/15 * * * *").unwrap(),
-            Schedule::Cron("*/15 * * * *".into())
-        );
-        assert_eq!(
-            Schedule::parse("0 30 2 * * *").unwrap(),
-            Schedule::Cron("0 30 2 * * *".into())
-        );
+        assert_eq!(Schedule::parse("*/15 * * * *").unwrap(), Schedule::Cron("*/15 * * * *".into()));
+        assert_eq!(Schedule::parse("0 30 2 * * *").unwrap(), Schedule::Cron("0 30 2 * * *".into()));
     }
 
     #[test]
     fn schedules_reject_nonsense_with_a_reason() {
-        for bad in [
-            "",
-            "0m",
-            "15x",
-            "every",
-            "every banana",
-            "daily at 25:00",
-            "* * * * 99",
-            "m15",
-            "99999999999999999999m",
-        ] {
+        for bad in
+            ["", "0m", "15x", "every", "every banana", "daily at 25:00", "* * * * 99", "m15", "99999999999999999999m"]
+        {
             let err = Schedule::parse(bad).unwrap_err();
             assert!(!err.reason.is_empty(), "{bad}");
         }

@@ -79,15 +79,9 @@ pub const KEY_FILE_NAME: &str = "tributary.master-key";
 
 impl MasterKey {
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        let digest = Sha256::new()
-            .chain_update(b"tributary key id\0")
-            .chain_update(bytes)
-            .finalize();
+        let digest = Sha256::new().chain_update(b"tributary key id\0").chain_update(bytes).finalize();
         let id = format!("k{}", &hex::encode(digest)[..8]);
-        Self {
-            id,
-            key: SecretBox::new(Box::new(bytes)),
-        }
+        Self { id, key: SecretBox::new(Box::new(bytes)) }
     }
 
     /// A fresh random key.
@@ -104,10 +98,8 @@ impl MasterKey {
 
     /// Reads a key file: 32 raw bytes, or 64 hex digits with optional whitespace.
     pub fn read(path: &Path) -> Result<Self, SecretsError> {
-        let data = Zeroizing::new(std::fs::read(path).map_err(|source| SecretsError::ReadKey {
-            path: path.into(),
-            source,
-        })?);
+        let data =
+            Zeroizing::new(std::fs::read(path).map_err(|source| SecretsError::ReadKey { path: path.into(), source })?);
         let bad = || SecretsError::BadKey { path: path.into() };
         let mut bytes = [0u8; 32];
         if data.len() == 32 {
@@ -140,10 +132,8 @@ impl MasterKey {
             return Ok((Self::read(&p)?, KeyOrigin::Existing(p)));
         }
         let key = Self::generate();
-        write_key_file(&p, key.key.expose_secret()).map_err(|source| SecretsError::WriteKey {
-            path: p.clone(),
-            source,
-        })?;
+        write_key_file(&p, key.key.expose_secret())
+            .map_err(|source| SecretsError::WriteKey { path: p.clone(), source })?;
         Ok((key, KeyOrigin::Generated(p)))
     }
 
@@ -156,24 +146,12 @@ impl MasterKey {
         let nonce = XNonce::generate();
         let aad = aad(tenant, provider, &self.id);
         // Encryption with a valid key and nonce cannot fail for in-memory buffers.
-        let ciphertext = self
-            .cipher()
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
-            .unwrap_or_default();
+        let ciphertext = self.cipher().encrypt(&nonce, Payload { msg: plaintext, aad: &aad }).unwrap_or_default();
         let mut bytes = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
         bytes.push(SEAL_VERSION);
         bytes.extend_from_slice(nonce.as_slice());
         bytes.extend_from_slice(&ciphertext);
-        SealedBlob {
-            key_id: self.id.clone(),
-            bytes,
-        }
+        SealedBlob { key_id: self.id.clone(), bytes }
     }
 
     /// Decrypts a blob sealed for (tenant, provider).
@@ -184,28 +162,16 @@ impl MasterKey {
         blob: &SealedBlob,
     ) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
         if blob.key_id != self.id {
-            return Err(SecretsError::WrongKey {
-                sealed: blob.key_id.clone(),
-                loaded: self.id.clone(),
-            });
+            return Err(SecretsError::WrongKey { sealed: blob.key_id.clone(), loaded: self.id.clone() });
         }
-        let fail = || SecretsError::Decrypt {
-            tenant: tenant.to_string(),
-            provider: provider.to_string(),
-        };
+        let fail = || SecretsError::Decrypt { tenant: tenant.to_string(), provider: provider.to_string() };
         if blob.bytes.len() < 1 + NONCE_LEN || blob.bytes[0] != SEAL_VERSION {
             return Err(fail());
         }
         let nonce = XNonce::try_from(&blob.bytes[1..1 + NONCE_LEN]).map_err(|_| fail())?;
         let aad = aad(tenant, provider, &self.id);
         self.cipher()
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: &blob.bytes[1 + NONCE_LEN..],
-                    aad: &aad,
-                },
-            )
+            .decrypt(&nonce, Payload { msg: &blob.bytes[1 + NONCE_LEN..], aad: &aad })
             .map(Zeroizing::new)
             .map_err(|_| fail())
     }
@@ -221,11 +187,7 @@ fn write_key_file(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     let text = Zeroizing::new(hex::encode(key));
     f.write_all(text.as_bytes())?;
     f.write_all(b"\n")?;
@@ -276,11 +238,8 @@ impl Credentials {
 
     /// The JSON form, for sealing; wiped on drop.
     pub fn to_json(&self) -> Zeroizing<Vec<u8>> {
-        let map: serde_json::Map<String, Value> = self
-            .0
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.expose_secret().to_owned())))
-            .collect();
+        let map: serde_json::Map<String, Value> =
+            self.0.iter().map(|(k, v)| (k.clone(), Value::String(v.expose_secret().to_owned()))).collect();
         Zeroizing::new(serde_json::to_vec(&map).unwrap_or_default())
     }
 
@@ -301,11 +260,7 @@ impl Credentials {
     pub fn missing<'a>(&self, required: &'a [String]) -> Vec<&'a str> {
         required
             .iter()
-            .filter(|r| {
-                self.0
-                    .get(r.as_str())
-                    .is_none_or(|v| v.expose_secret().trim().is_empty())
-            })
+            .filter(|r| self.0.get(r.as_str()).is_none_or(|v| v.expose_secret().trim().is_empty()))
             .map(String::as_str)
             .collect()
     }
@@ -328,39 +283,20 @@ mod tests {
         assert_eq!(&key.open(&t, &p, &blob).unwrap()[..], b"{\"api_token\":\"s3cret\"}");
         // Bound to tenant and provider: moving the blob fails.
         let other_t = TenantId::parse("globex").unwrap();
-        assert!(matches!(
-            key.open(&other_t, &p, &blob),
-            Err(SecretsError::Decrypt { .. })
-        ));
+        assert!(matches!(key.open(&other_t, &p, &blob), Err(SecretsError::Decrypt { .. })));
         let other_p = ProviderId::parse("hubspot").unwrap();
-        assert!(matches!(
-            key.open(&t, &other_p, &blob),
-            Err(SecretsError::Decrypt { .. })
-        ));
+        assert!(matches!(key.open(&t, &other_p, &blob), Err(SecretsError::Decrypt { .. })));
         // Another key is refused by id; a forged id still fails authentication.
         let other = MasterKey::generate();
         assert!(matches!(other.open(&t, &p, &blob), Err(SecretsError::WrongKey { .. })));
-        let forged = SealedBlob {
-            key_id: other.id().to_owned(),
-            bytes: blob.bytes.clone(),
-        };
+        let forged = SealedBlob { key_id: other.id().to_owned(), bytes: blob.bytes.clone() };
         assert!(matches!(other.open(&t, &p, &forged), Err(SecretsError::Decrypt { .. })));
         // Tampering is detected.
         let mut tampered = blob.clone();
         let last = tampered.bytes.len() - 1;
         tampered.bytes[last] ^= 1;
         assert!(key.open(&t, &p, &tampered).is_err());
-        assert!(
-            key.open(
-                &t,
-                &p,
-                &SealedBlob {
-                    key_id: key.id().into(),
-                    bytes: vec![1, 2]
-                }
-            )
-            .is_err()
-        );
+        assert!(key.open(&t, &p, &SealedBlob { key_id: key.id().into(), bytes: vec![1, 2] }).is_err());
     }
 
     #[test]
@@ -381,10 +317,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(KEY_FILE_NAME))
-                .unwrap()
-                .permissions()
-                .mode();
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE_NAME)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

@@ -70,21 +70,14 @@ pub struct Tenants<'a> {
 
 impl<'a> Tenants<'a> {
     pub fn new(catalog: &'a Catalog, store: &'a Store, actor: impl Into<String>) -> Self {
-        Self {
-            catalog,
-            store,
-            actor: actor.into(),
-        }
+        Self { catalog, store, actor: actor.into() }
     }
 
     fn preset(&self, name: &str) -> Result<&'a Preset, TenantError> {
         self.catalog
             .presets
             .get(name)
-            .ok_or_else(|| TenantError::UnknownPreset {
-                name: name.to_owned(),
-                known: self.catalog.presets.names(),
-            })
+            .ok_or_else(|| TenantError::UnknownPreset { name: name.to_owned(), known: self.catalog.presets.names() })
     }
 
     fn audit(&self, action: &str, tenant: &TenantId, subject: Option<String>, details: Value) -> AuditEntry {
@@ -109,10 +102,7 @@ impl<'a> Tenants<'a> {
         let mut diag = Diagnostics::default();
         effective.check(self.catalog, &spec.subdomain, &mut diag, &format!("tenant {}", spec.id));
         if !diag.is_empty() {
-            return Err(TenantError::Invalid {
-                tenant: spec.id.clone(),
-                diagnostics: diag,
-            });
+            return Err(TenantError::Invalid { tenant: spec.id.clone(), diagnostics: diag });
         }
         let state = TenantState {
             id: spec.id.clone(),
@@ -158,10 +148,7 @@ impl<'a> Tenants<'a> {
     /// Applying the same file twice changes nothing the second time.
     pub async fn apply(&self, spec: &TenantSpec) -> Result<ApplyOutcome, TenantError> {
         let Some(view) = self.view(&spec.id).await? else {
-            return self
-                .create(spec)
-                .await
-                .map(|revision| ApplyOutcome::Created { revision });
+            return self.create(spec).await.map(|revision| ApplyOutcome::Created { revision });
         };
         let row = &view.tenant;
         let (revision, snapshot) = if row.preset == spec.preset {
@@ -179,14 +166,8 @@ impl<'a> Tenants<'a> {
             ("preset", &row.preset.to_string(), &spec.preset.to_string()),
         ] {
             if before != after {
-                changes.insert(
-                    0,
-                    Change {
-                        path: field.into(),
-                        before: Some(json!(before)),
-                        after: Some(json!(after)),
-                    },
-                );
+                changes
+                    .insert(0, Change { path: field.into(), before: Some(json!(before)), after: Some(json!(after)) });
             }
         }
         let stored_overrides: Vec<(ProviderId, Value)> = view
@@ -259,30 +240,14 @@ impl<'a> Tenants<'a> {
         let snapshot = snapshot_of(&tenant)?;
         let mut overrides = BTreeMap::new();
         for (p, v) in self.store.get_overrides(id).await? {
-            let layer: ProviderLayer = serde_json::from_value(v).map_err(|e| TenantError::Corrupt {
-                tenant: id.clone(),
-                reason: format!("overrides of `{p}`: {e}"),
-            })?;
+            let layer: ProviderLayer = serde_json::from_value(v)
+                .map_err(|e| TenantError::Corrupt { tenant: id.clone(), reason: format!("overrides of `{p}`: {e}") })?;
             overrides.insert(p, layer);
         }
-        let effective = Effective::compute(
-            self.catalog,
-            &tenant.preset,
-            &tenant.preset_revision,
-            &snapshot,
-            &overrides,
-        );
-        let current_revision = self
-            .catalog
-            .presets
-            .get(tenant.preset.as_str())
-            .map(|p| p.revision.clone());
-        Ok(Some(TenantView {
-            tenant,
-            overrides,
-            effective,
-            current_revision,
-        }))
+        let effective =
+            Effective::compute(self.catalog, &tenant.preset, &tenant.preset_revision, &snapshot, &overrides);
+        let current_revision = self.catalog.presets.get(tenant.preset.as_str()).map(|p| p.revision.clone());
+        Ok(Some(TenantView { tenant, overrides, effective, current_revision }))
     }
 
     pub async fn require(&self, id: &TenantId) -> Result<TenantView, TenantError> {
@@ -291,8 +256,6 @@ impl<'a> Tenants<'a> {
 }
 
 fn snapshot_of(row: &TenantRow) -> Result<BTreeMap<ProviderId, ProviderLayer>, TenantError> {
-    serde_json::from_value(row.preset_snapshot.clone()).map_err(|e| TenantError::Corrupt {
-        tenant: row.id.clone(),
-        reason: format!("preset snapshot: {e}"),
-    })
+    serde_json::from_value(row.preset_snapshot.clone())
+        .map_err(|e| TenantError::Corrupt { tenant: row.id.clone(), reason: format!("preset snapshot: {e}") })
 }

@@ -25,11 +25,7 @@ fn entity(name: &str) -> &'static Entity {
 /// The example tenant's effective layer for one provider.
 fn acme(provider: &str) -> ProviderLayer {
     let c = catalog();
-    let (_, spec) = c
-        .tenant_files
-        .iter()
-        .find(|(_, t)| t.id.as_str() == "acme")
-        .expect("config/tenants/acme.toml");
+    let (_, spec) = c.tenant_files.iter().find(|(_, t)| t.id.as_str() == "acme").expect("config/tenants/acme.toml");
     let preset = c.presets.get(spec.preset.as_str()).expect("preset");
     let eff = Effective::compute(c, &spec.preset, &preset.revision, &preset.resolved, &spec.overrides);
     eff.providers[provider].config.clone()
@@ -66,11 +62,7 @@ fn dead(result: MapResult) -> String {
 }
 
 fn keys(data: &Value) -> Vec<&str> {
-    data.as_object()
-        .expect("an object")
-        .keys()
-        .map(String::as_str)
-        .collect()
+    data.as_object().expect("an object").keys().map(String::as_str).collect()
 }
 
 #[test]
@@ -156,12 +148,7 @@ fn aptem_learner_with_tenant_custom_field() {
 fn aptem_preset_filter_drops_test_learners() {
     let m = compile(&acme("aptem"), "learner");
     let record = json!({"learner_id": "L-9", "first_name": "T", "last_name": "Bot", "email": "bot@test.aptem.co.uk"});
-    assert_eq!(
-        m.apply(&record),
-        MapResult::Filtered {
-            filter: "exclude_test_learners".into()
-        }
-    );
+    assert_eq!(m.apply(&record), MapResult::Filtered { filter: "exclude_test_learners".into() });
 }
 
 #[test]
@@ -225,10 +212,7 @@ fn bud_full_name_is_split() {
     assert_eq!(out.data["lms_provider"], json!("Bud"));
 
     let reason = dead(m.apply(&json!({"id": 78, "fullName": "Cher"})));
-    assert_eq!(
-        reason,
-        "required field `learner.last_name` is missing (source `fullName`)"
-    );
+    assert_eq!(reason, "required field `learner.last_name` is missing (source `fullName`)");
 }
 
 #[test]
@@ -259,16 +243,10 @@ fn jira_issue_offsets_without_colons() {
 fn failures_name_field_source_and_type_but_not_the_value() {
     let m = compile(&connector("slack"), "channel");
     let reason = dead(m.apply(&json!({"id": "C1", "name": "n", "num_members": {"count": 99}})));
-    assert_eq!(
-        reason,
-        "transform `int` cannot convert an object for `channel.member_count` (source `num_members`)"
-    );
+    assert_eq!(reason, "transform `int` cannot convert an object for `channel.member_count` (source `num_members`)");
 
     let m = compile(&connector("slack"), "user");
     let reason = dead(m.apply(&json!({"id": "U1", "name": ["Private", "Name"]})));
-    assert!(
-        reason.contains("`user.name` expects a string but got an array"),
-        "{reason}"
-    );
+    assert!(reason.contains("`user.name` expects a string but got an array"), "{reason}");
     assert!(!reason.contains("Private"), "{reason}");
 }

@@ -79,11 +79,7 @@ pub fn presets(g: &Global, cmd: PresetsCmd) -> anyhow::Result<ExitCode> {
                     .presets
                     .iter()
                     .map(|p| {
-                        let title = if p.recommended {
-                            format!("{} (recommended)", p.title)
-                        } else {
-                            p.title.clone()
-                        };
+                        let title = if p.recommended { format!("{} (recommended)", p.title) } else { p.title.clone() };
                         let providers = p.providers.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(", ");
                         vec![p.name.to_string(), title, providers, p.revision.clone()]
                     })
@@ -99,12 +95,7 @@ pub fn presets(g: &Global, cmd: PresetsCmd) -> anyhow::Result<ExitCode> {
             if g.json {
                 output::json(preset)?;
             } else {
-                outln!(
-                    "preset {} — {} (revision {})",
-                    preset.name,
-                    preset.title,
-                    preset.revision
-                );
+                outln!("preset {} — {} (revision {})", preset.name, preset.title, preset.revision);
                 if let Some(d) = &preset.description {
                     outln!("{d}");
                 }
@@ -163,12 +154,7 @@ pub fn connectors(g: &Global, cmd: ConnectorsCmd) -> anyhow::Result<ExitCode> {
             if g.json {
                 output::json(&json!({ "ok": true, "provider": manifest.map(|m| m.name) }))?;
             } else if let Some(m) = manifest {
-                outln!(
-                    "{}: valid manifest for `{}` ({} streams)",
-                    file.display(),
-                    m.name,
-                    m.streams.len()
-                );
+                outln!("{}: valid manifest for `{}` ({} streams)", file.display(), m.name, m.streams.len());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -46,9 +46,7 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("tenant `{tenant}` not found");
             }
             let mut input = Zeroizing::new(Vec::new());
-            std::io::stdin()
-                .read_to_end(&mut input)
-                .context("cannot read credentials from stdin")?;
+            std::io::stdin().read_to_end(&mut input).context("cannot read credentials from stdin")?;
             let creds = Credentials::from_json(&input).context("credentials on stdin")?;
             let required = manifest.auth.required_credentials();
             let missing = creds.missing(&required);
@@ -111,20 +109,13 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
                             c.tenant_id.to_string(),
                             c.provider.to_string(),
                             c.status.to_string(),
-                            if c.has_credentials {
-                                "stored".into()
-                            } else {
-                                "none".into()
-                            },
+                            if c.has_credentials { "stored".into() } else { "none".into() },
                             c.credentials_version.to_string(),
                             c.credentials_updated_at.map_or("-".into(), |t| t.to_rfc3339()),
                         ]
                     })
                     .collect();
-                output::table(
-                    &["TENANT", "PROVIDER", "STATUS", "CREDENTIALS", "VERSION", "CHANGED"],
-                    &table,
-                );
+                output::table(&["TENANT", "PROVIDER", "STATUS", "CREDENTIALS", "VERSION", "CHANGED"], &table);
             }
             Ok(())
         }

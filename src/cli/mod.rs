@@ -126,13 +126,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TRIBUTARY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Human => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
+        LogFormat::Human => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
         LogFormat::Json => builder.json().with_ansi(false).try_init(),
     };
 }
@@ -167,9 +163,7 @@ impl Global {
 
     pub async fn store(&self, catalog: &Catalog) -> anyhow::Result<Store> {
         let url = self.database_url(catalog);
-        Store::connect(&url)
-            .await
-            .with_context(|| format!("cannot open the store at {}", redact_url(&url)))
+        Store::connect(&url).await.with_context(|| format!("cannot open the store at {}", redact_url(&url)))
     }
 
     /// Finds (or creates) the master key; logs where it came from.

@@ -38,9 +38,7 @@ pub enum RecordsCmd {
 }
 
 fn duration(r: &RunRow) -> String {
-    r.finished_at.map_or("-".into(), |f| {
-        format!("{:.1}s", (f - r.started_at).num_milliseconds() as f64 / 1000.0)
-    })
+    r.finished_at.map_or("-".into(), |f| format!("{:.1}s", (f - r.started_at).num_milliseconds() as f64 / 1000.0))
 }
 
 pub async fn runs(g: &Global, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
@@ -66,11 +64,7 @@ pub async fn runs(g: &Global, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
                             r.outcome.to_string(),
                             r.stats.fetched.to_string(),
                             format!("{}/{}/{}", r.stats.inserted, r.stats.updated, r.stats.unchanged),
-                            r.stats
-                                .error
-                                .as_deref()
-                                .map(|e| e.chars().take(60).collect())
-                                .unwrap_or_default(),
+                            r.stats.error.as_deref().map(|e| e.chars().take(60).collect()).unwrap_or_default(),
                         ]
                     })
                     .collect();
@@ -93,10 +87,7 @@ pub async fn runs(g: &Global, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
         }
         RunsCmd::Show { run_id } => {
             let id = Uuid::parse_str(&run_id).map_err(|_| anyhow::anyhow!("`{run_id}` is not a run id (a UUID)"))?;
-            let run = store
-                .get_run(id, None)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("run `{run_id}` not found"))?;
+            let run = store.get_run(id, None).await?.ok_or_else(|| anyhow::anyhow!("run `{run_id}` not found"))?;
             let dead = store.list_dead_letters(&run.tenant_id, Some(run.id), 50).await?;
             if g.json {
                 output::json(&json!({ "run": run, "dead_letters": dead }))?;
@@ -107,10 +98,7 @@ pub async fn runs(g: &Global, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
                 outln!("  stream          {}/{}", run.provider, run.stream);
                 outln!("  trigger         {}", run.trigger.as_str());
                 outln!("  started         {}", run.started_at.to_rfc3339());
-                outln!(
-                    "  finished        {}",
-                    run.finished_at.map_or("-".into(), |t| t.to_rfc3339())
-                );
+                outln!("  finished        {}", run.finished_at.map_or("-".into(), |t| t.to_rfc3339()));
                 outln!("  took            {}", duration(&run));
                 outln!("  outcome         {}", run.outcome);
                 outln!("  fetched         {}", s.fetched);
@@ -122,11 +110,7 @@ pub async fn runs(g: &Global, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
                 outln!("  pages           {}", s.pages);
                 outln!("  http calls      {}", s.http_calls);
                 outln!("  retries         {}", s.retries);
-                outln!(
-                    "  rate-limit waits {} ({} ms)",
-                    s.rate_limit_waits,
-                    s.rate_limit_wait_ms
-                );
+                outln!("  rate-limit waits {} ({} ms)", s.rate_limit_waits, s.rate_limit_wait_ms);
                 outln!("  cursor before   {}", run.cursor_before.as_deref().unwrap_or("-"));
                 outln!("  cursor after    {}", s.cursor_after.as_deref().unwrap_or("-"));
                 if let Some(e) = &s.error {

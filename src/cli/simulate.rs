@@ -43,10 +43,8 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     if let Some(m) = args.server_error_every {
         faults = faults.server_error_every(m);
     }
-    let configs = providers
-        .into_iter()
-        .map(|p| SimConfig::new(p, args.records).seed(args.seed).faults(faults.clone()))
-        .collect();
+    let configs =
+        providers.into_iter().map(|p| SimConfig::new(p, args.records).seed(args.seed).faults(faults.clone())).collect();
     serve(configs, args.port).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -48,11 +48,8 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
                 .manifests
                 .get(provider.as_str())
                 .ok_or_else(|| anyhow::anyhow!("no manifest for `{provider}`"))?;
-            let mut names: Vec<StreamName> = p
-                .config
-                .enabled_streams()
-                .filter_map(|(n, _)| StreamName::parse(n).ok())
-                .collect();
+            let mut names: Vec<StreamName> =
+                p.config.enabled_streams().filter_map(|(n, _)| StreamName::parse(n).ok()).collect();
             names.sort_by_key(|n| manifest.streams.get(n).is_some_and(|s| s.parent.is_some()));
             names
         }

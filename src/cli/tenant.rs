@@ -55,13 +55,7 @@ pub async fn run(g: &Global, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
     let store = g.store(&catalog).await?;
     let tenants = Tenants::new(&catalog, &store, actor());
     let result = match cmd {
-        TenantCmd::Create {
-            id,
-            name,
-            subdomain,
-            preset,
-            timezone,
-        } => {
+        TenantCmd::Create { id, name, subdomain, preset, timezone } => {
             let id = TenantId::parse(&id)?;
             check_subdomain(&subdomain).map_err(anyhow::Error::msg)?;
             check_timezone(&timezone).map_err(anyhow::Error::msg)?;
@@ -90,11 +84,7 @@ pub async fn run(g: &Global, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
             } else {
                 match outcome {
                     ApplyOutcome::Created { revision } => {
-                        outln!(
-                            "created tenant {} on preset {} at revision {revision}",
-                            spec.id,
-                            spec.preset
-                        )
+                        outln!("created tenant {} on preset {} at revision {revision}", spec.id, spec.preset)
                     }
                     ApplyOutcome::Unchanged => outln!("tenant {} is unchanged", spec.id),
                     ApplyOutcome::Updated { changes } => {
@@ -124,13 +114,7 @@ pub async fn run(g: &Global, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
                             }
                             _ => t.preset_revision.clone(),
                         };
-                        vec![
-                            t.id.to_string(),
-                            t.name.clone(),
-                            t.preset.to_string(),
-                            rev,
-                            t.timezone.clone(),
-                        ]
+                        vec![t.id.to_string(), t.name.clone(), t.preset.to_string(), rev, t.timezone.clone()]
                     })
                     .collect();
                 output::table(&["TENANT", "NAME", "PRESET", "REVISION", "TIMEZONE"], &table);
@@ -187,10 +171,7 @@ async fn show(
     outln!("  timezone   {}", t.timezone);
     let rev = match &view.current_revision {
         Some(c) if *c != t.preset_revision => {
-            format!(
-                "{} (preset now at {c}; `tributary tenant rebase {}` adopts it)",
-                t.preset_revision, t.id
-            )
+            format!("{} (preset now at {c}; `tributary tenant rebase {}` adopts it)", t.preset_revision, t.id)
         }
         Some(_) => format!("{} (current)", t.preset_revision),
         None => format!("{} (preset no longer exists)", t.preset_revision),
@@ -200,11 +181,7 @@ async fn show(
         let conn = connections.iter().find(|c| c.provider == p.provider);
         let state = if p.config.is_enabled() { "enabled" } else { "disabled" };
         let conn = conn.map_or("no connection".to_owned(), |c| {
-            format!(
-                "connection {}{}",
-                c.status,
-                if c.has_credentials { "" } else { ", no credentials" }
-            )
+            format!("connection {}{}", c.status, if c.has_credentials { "" } else { ", no credentials" })
         });
         let origin = match (p.in_preset, p.config.is_enabled()) {
             (true, _) => "",
@@ -247,20 +224,9 @@ fn print_rebased(g: &Global, id: &str, r: &Rebased) -> anyhow::Result<()> {
         return output::json(&json!({ "tenant": id, "result": r }));
     }
     if r.from_preset == r.to_preset {
-        outln!(
-            "tenant {id}: preset {} {} → {}",
-            r.to_preset,
-            r.from_revision,
-            r.to_revision
-        );
+        outln!("tenant {id}: preset {} {} → {}", r.to_preset, r.from_revision, r.to_revision);
     } else {
-        outln!(
-            "tenant {id}: preset {}@{} → {}@{}",
-            r.from_preset,
-            r.from_revision,
-            r.to_preset,
-            r.to_revision
-        );
+        outln!("tenant {id}: preset {}@{} → {}@{}", r.from_preset, r.from_revision, r.to_preset, r.to_revision);
     }
     for p in &r.disabled {
         outln!("  connection {p} disabled (its records stay)");

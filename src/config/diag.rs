@@ -31,11 +31,7 @@ pub struct Diagnostics(Vec<Diagnostic>);
 
 impl Diagnostics {
     pub fn push(&mut self, file: &str, path: &str, message: impl Into<String>) {
-        self.0.push(Diagnostic {
-            file: file.to_owned(),
-            path: path.to_owned(),
-            message: message.into(),
-        });
+        self.0.push(Diagnostic { file: file.to_owned(), path: path.to_owned(), message: message.into() });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -78,17 +74,7 @@ pub fn join(prefix: &str, segment: &str) -> String {
     if segment.is_empty() {
         return prefix.to_owned();
     }
-    let bare = segment
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-    let segment = if bare {
-        segment.to_owned()
-    } else {
-        format!("{segment:?}")
-    };
-    if prefix.is_empty() {
-        segment
-    } else {
-        format!("{prefix}.{segment}")
-    }
+    let bare = segment.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    let segment = if bare { segment.to_owned() } else { format!("{segment:?}") };
+    if prefix.is_empty() { segment } else { format!("{prefix}.{segment}") }
 }

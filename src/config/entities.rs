@@ -138,29 +138,15 @@ impl Entities {
             let key = match fields.iter().find(|f| f.name.as_str() == key_name) {
                 Some(f) if f.required => f.name.clone(),
                 Some(_) => {
-                    diag.push(
-                        file,
-                        &join(&path, "key"),
-                        format!("key field `{key_name}` must be required"),
-                    );
+                    diag.push(file, &join(&path, "key"), format!("key field `{key_name}` must be required"));
                     continue;
                 }
                 None => {
-                    diag.push(
-                        file,
-                        &join(&path, "key"),
-                        format!("key field `{key_name}` is not a field of `{name}`"),
-                    );
+                    diag.push(file, &join(&path, "key"), format!("key field `{key_name}` is not a field of `{name}`"));
                     continue;
                 }
             };
-            let entity = Entity {
-                name: id.clone(),
-                title: raw.title,
-                key,
-                description: raw.description,
-                fields,
-            };
+            let entity = Entity { name: id.clone(), title: raw.title, key, description: raw.description, fields };
             out.insert(id, entity);
         }
         if out.is_empty() {

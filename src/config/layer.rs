@@ -247,8 +247,7 @@ impl ProviderLayer {
         replace(&mut self.enabled, &over.enabled);
         replace(&mut self.schedule, &over.schedule);
         replace(&mut self.base_url, &over.base_url);
-        self.variables
-            .extend(over.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.variables.extend(over.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
         for (name, s) in &over.streams {
             let mine = self.streams.entry(name.clone()).or_default();
             replace(&mut mine.enabled, &s.enabled);
@@ -260,8 +259,7 @@ impl ProviderLayer {
             mine.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         self.tags.extend(over.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
-        self.filters
-            .extend(over.filters.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.filters.extend(over.filters.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
 
     /// Every leaf as (dotted key path, value), in a stable order. Leaves are the units
@@ -313,10 +311,7 @@ impl ProviderLayer {
 
     /// Streams that are switched on, with their target entity.
     pub fn enabled_streams(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
-        self.streams
-            .iter()
-            .filter(|(_, s)| s.enabled.unwrap_or(false))
-            .map(|(n, s)| (n.as_str(), s.entity.as_deref()))
+        self.streams.iter().filter(|(_, s)| s.enabled.unwrap_or(false)).map(|(n, s)| (n.as_str(), s.entity.as_deref()))
     }
 }
 
@@ -354,11 +349,7 @@ pub fn check_names(
     let known_vars = manifest.tenant_variables();
     for (k, v) in &layer.variables {
         if !known_vars.iter().any(|x| x == k) {
-            let known = if known_vars.is_empty() {
-                "none".to_owned()
-            } else {
-                known_vars.join(", ")
-            };
+            let known = if known_vars.is_empty() { "none".to_owned() } else { known_vars.join(", ") };
             err(
                 &join("variables", k),
                 format!("unknown variable for `{}` (its base URL uses: {known})", manifest.name),
@@ -370,21 +361,13 @@ pub fn check_names(
     for (name, s) in &layer.streams {
         let p = join("streams", name);
         if manifest.streams.keys().all(|k| k.as_str() != name) {
-            let known = manifest
-                .streams
-                .keys()
-                .map(|k| k.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
+            let known = manifest.streams.keys().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
             err(&p, format!("unknown stream of `{}` (known: {known})", manifest.name));
         }
         if let Some(e) = &s.entity
             && entities.get(e).is_none()
         {
-            err(
-                &join(&p, "entity"),
-                format!("unknown entity `{e}` (known: {})", entities.names()),
-            );
+            err(&join(&p, "entity"), format!("unknown entity `{e}` (known: {})", entities.names()));
         }
         if let Some(sched) = &s.schedule
             && let Err(e) = Schedule::parse(sched)
@@ -401,12 +384,7 @@ pub fn check_names(
         for (field, spec) in fields {
             let fp = join(&p, field);
             if def.field(field).is_none() {
-                let known = def
-                    .fields
-                    .iter()
-                    .map(|f| f.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let known = def.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ");
                 err(&fp, format!("unknown field of `{entity}` (known: {known})"));
             }
             if let Err(msg) = check_mapping(spec) {
@@ -422,17 +400,13 @@ pub fn check_names(
     for (name, f) in &layer.filters {
         let p = join("filters", name);
         let Some(def) = entities.get(&f.entity) else {
-            err(
-                &join(&p, "entity"),
-                format!("unknown entity `{}` (known: {})", f.entity, entities.names()),
-            );
+            err(&join(&p, "entity"), format!("unknown entity `{}` (known: {})", f.entity, entities.names()));
             continue;
         };
         match (&f.source, &f.field) {
-            (Some(_), Some(_)) | (None, None) => err(
-                &p,
-                "give exactly one of `source` (a source path) or `field` (a target field)".into(),
-            ),
+            (Some(_), Some(_)) | (None, None) => {
+                err(&p, "give exactly one of `source` (a source path) or `field` (a target field)".into())
+            }
             (None, Some(field)) if def.field(field).is_none() => {
                 err(&join(&p, "field"), format!("unknown field of `{}`", f.entity));
             }
@@ -496,10 +470,7 @@ pub fn check_complete(
         diag.push(
             file,
             &join(path, "schedule"),
-            format!(
-                "`{}` has no schedule (set one in the preset or the tenant)",
-                manifest.name
-            ),
+            format!("`{}` has no schedule (set one in the preset or the tenant)", manifest.name),
         );
     }
     let mut any = false;
@@ -510,9 +481,7 @@ pub fn check_complete(
         };
         let mapped = layer.mappings.get(entity.name.as_str());
         for field in entity.required_fields() {
-            let ok = mapped
-                .and_then(|m| m.get(field.name.as_str()))
-                .is_some_and(|s| *s != MappingSpec::Off);
+            let ok = mapped.and_then(|m| m.get(field.name.as_str())).is_some_and(|s| *s != MappingSpec::Off);
             if !ok {
                 diag.push(
                     file,
@@ -526,11 +495,7 @@ pub fn check_complete(
         }
     }
     if !any {
-        diag.push(
-            file,
-            &join(path, "streams"),
-            format!("`{}` is enabled but none of its streams is", manifest.name),
-        );
+        diag.push(file, &join(path, "streams"), format!("`{}` is enabled but none of its streams is", manifest.name));
     }
     for (name, v) in &layer.variables {
         if v.trim().is_empty() {

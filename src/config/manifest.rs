@@ -132,21 +132,13 @@ impl AuthSpec {
     pub fn required_credentials(&self) -> Vec<String> {
         match &self.credentials {
             Some(c) => c.clone(),
-            None => self
-                .kind
-                .default_credentials()
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
+            None => self.kind.default_credentials().iter().map(|s| (*s).to_owned()).collect(),
         }
     }
 
     /// Whether the kind exchanges credentials for a token first.
     pub fn needs_token(&self) -> bool {
-        matches!(
-            self.kind,
-            AuthKind::Oauth2RefreshToken | AuthKind::Oauth2ClientCredentials | AuthKind::SessionToken
-        )
+        matches!(self.kind, AuthKind::Oauth2RefreshToken | AuthKind::Oauth2ClientCredentials | AuthKind::SessionToken)
     }
 
     fn templates(&self) -> Vec<(&'static str, &str)> {
@@ -296,10 +288,7 @@ impl Manifest {
             || self.base_url.starts_with("https://")
             || self.base_url.starts_with('{'))
         {
-            err(
-                "base_url",
-                format!("`{}` is not an http(s) URL template", self.base_url),
-            );
+            err("base_url", format!("`{}` is not an http(s) URL template", self.base_url));
         }
         let credentials = self.auth.required_credentials();
         if credentials.is_empty() {
@@ -324,19 +313,13 @@ impl Manifest {
             check_template_vars(t, &|v| known(v, false, false), &join("headers", name), &mut err);
         }
         if self.auth.needs_token() && self.auth.token_url.is_none() {
-            err(
-                "auth.token_url",
-                format!("`{}` auth needs a `token_url`", self.auth.kind.as_str()),
-            );
+            err("auth.token_url", format!("`{}` auth needs a `token_url`", self.auth.kind.as_str()));
         }
         if self.auth.kind == AuthKind::Basic
             && (self.auth.username.is_none() || self.auth.password.is_none())
             && self.auth.credentials.is_some()
         {
-            err(
-                "auth",
-                "basic auth with custom credential fields needs `username` and `password` templates".into(),
-            );
+            err("auth", "basic auth with custom credential fields needs `username` and `password` templates".into());
         }
         for (key, p) in [
             ("auth.token_path", &self.auth.token_path),
@@ -391,10 +374,7 @@ impl Manifest {
                     err(&join(&join(&ip, "request"), "pagination"), msg);
                 }
                 if !uses_cursor(&merged) {
-                    err(
-                        &join(&ip, "request"),
-                        "the incremental request never uses `{cursor}`".into(),
-                    );
+                    err(&join(&ip, "request"), "the incremental request never uses `{cursor}`".into());
                 }
                 if inc.cursor_field.trim().is_empty() {
                     err(&join(&ip, "cursor_field"), "must not be empty".into());
@@ -408,9 +388,7 @@ impl Manifest {
     pub fn tenant_variables(&self) -> Vec<String> {
         let credentials = self.auth.required_credentials();
         let mut out: Vec<String> = Vec::new();
-        let candidates = template_variables(&self.base_url)
-            .into_iter()
-            .chain(self.variables.keys().cloned());
+        let candidates = template_variables(&self.base_url).into_iter().chain(self.variables.keys().cloned());
         for v in candidates {
             let skip = BUILTIN_VARIABLES.contains(&v.as_str())
                 || self.auth.provides.contains(&v)
@@ -425,10 +403,7 @@ impl Manifest {
 
     /// Tenant variables without a default: the tenant must give them.
     pub fn required_variables(&self) -> Vec<String> {
-        self.tenant_variables()
-            .into_iter()
-            .filter(|v| !self.variables.contains_key(v))
-            .collect()
+        self.tenant_variables().into_iter().filter(|v| !self.variables.contains_key(v)).collect()
     }
 
     /// The manifest's own defaults as the bottom configuration layer.
@@ -460,9 +435,7 @@ fn uses_cursor(r: &RequestSpec) -> bool {
     if let Some(b) = &r.body {
         texts.extend(json_strings(b).into_iter().map(str::to_owned));
     }
-    texts
-        .iter()
-        .any(|t| template_variables(t).iter().any(|v| v == "cursor"))
+    texts.iter().any(|t| template_variables(t).iter().any(|v| v == "cursor"))
 }
 
 /// Every string inside a JSON value (templates live in strings only).
@@ -497,16 +470,9 @@ fn body_paging_error(r: &RequestSpec) -> Option<String> {
     let in_body = matches!(
         &r.pagination,
         Some(
-            Pagination::Cursor {
-                location: ParamIn::Body,
-                ..
-            } | Pagination::Offset {
-                location: ParamIn::Body,
-                ..
-            } | Pagination::PageNumber {
-                location: ParamIn::Body,
-                ..
-            }
+            Pagination::Cursor { location: ParamIn::Body, .. }
+                | Pagination::Offset { location: ParamIn::Body, .. }
+                | Pagination::PageNumber { location: ParamIn::Body, .. }
         )
     );
     (in_body && r.body.is_none())
@@ -546,11 +512,9 @@ fn check_request_fields(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &st
             v.extend(done.iter().map(|p| ("done", p)));
             v
         }
-        Some(Pagination::Offset { total, is_last, .. }) => total
-            .iter()
-            .map(|p| ("total", p))
-            .chain(is_last.iter().map(|p| ("is_last", p)))
-            .collect(),
+        Some(Pagination::Offset { total, is_last, .. }) => {
+            total.iter().map(|p| ("total", p)).chain(is_last.iter().map(|p| ("is_last", p))).collect()
+        }
         Some(Pagination::PageNumber { total, .. }) => total.iter().map(|p| ("total", p)).collect(),
         _ => Vec::new(),
     };
@@ -609,16 +573,9 @@ impl Manifests {
 
     fn add(&mut self, source: &Source, diag: &mut Diagnostics) {
         if let Some(m) = Manifest::parse(source, diag) {
-            let stem = Path::new(&source.name)
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default();
+            let stem = Path::new(&source.name).file_stem().and_then(|s| s.to_str()).unwrap_or_default();
             if stem != m.name.as_str() {
-                diag.push(
-                    &source.name,
-                    "name",
-                    format!("`{}` does not match the file name `{stem}.toml`", m.name),
-                );
+                diag.push(&source.name, "name", format!("`{}` does not match the file name `{stem}.toml`", m.name));
             }
             self.0.insert(m.name.clone(), m);
         }

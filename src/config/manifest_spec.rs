@@ -89,8 +89,7 @@ impl RequestSpec {
             out.headers.clone_from(&over.headers);
         } else {
             out.query.extend(over.query.iter().map(|(k, v)| (k.clone(), v.clone())));
-            out.headers
-                .extend(over.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+            out.headers.extend(over.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         if over.body.is_some() {
             out.body.clone_from(&over.body);
@@ -307,9 +306,7 @@ impl<'de> Deserialize<'de> for StatusMatch {
             Raw::Code(c) => Err(serde::de::Error::custom(format!("`{c}` is not an HTTP status"))),
             Raw::Text(t) => match t.as_bytes() {
                 [d @ b'1'..=b'5', b'x', b'x'] => Ok(Self::Class(u16::from(d - b'0'))),
-                _ => Err(serde::de::Error::custom(format!(
-                    "`{t}` is not a status class like \"5xx\""
-                ))),
+                _ => Err(serde::de::Error::custom(format!("`{t}` is not a status class like \"5xx\""))),
             },
         }
     }
@@ -378,8 +375,6 @@ pub fn check_pointer(p: &str) -> Result<(), String> {
     if p.is_empty() || p.starts_with('/') {
         Ok(())
     } else {
-        Err(format!(
-            "`{p}` is not a JSON pointer (start with `/`, or `\"\"` for the whole body)"
-        ))
+        Err(format!("`{p}` is not a JSON pointer (start with `/`, or `\"\"` for the whole body)"))
     }
 }

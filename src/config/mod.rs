@@ -88,17 +88,9 @@ impl Catalog {
         let entities = entities_src.map(|s| Entities::load(&s, &mut diag)).unwrap_or_default();
         let manifests = Manifests::load(connectors, &mut diag);
         manifests.check(&entities, &mut diag);
-        let presets = presets_src
-            .map(|s| Presets::load(&s, &manifests, &entities, &mut diag))
-            .unwrap_or_default();
+        let presets = presets_src.map(|s| Presets::load(&s, &manifests, &entities, &mut diag)).unwrap_or_default();
         let settings = settings_src.map(|s| Settings::load(&s, &mut diag)).unwrap_or_default();
-        let mut catalog = Self {
-            entities,
-            manifests,
-            presets,
-            settings,
-            tenant_files: Vec::new(),
-        };
+        let mut catalog = Self { entities, manifests, presets, settings, tenant_files: Vec::new() };
         if let ConfigDir::Dir(d) = dir {
             let tenants = d.join("tenants");
             if tenants.is_dir() {
@@ -119,11 +111,7 @@ impl Catalog {
                 continue;
             };
             if let Some(first) = seen.get(&spec.id) {
-                diag.push(
-                    &src.name,
-                    "id",
-                    format!("duplicate tenant id `{}` (also in {})", spec.id, first.display()),
-                );
+                diag.push(&src.name, "id", format!("duplicate tenant id `{}` (also in {})", spec.id, first.display()));
                 continue;
             }
             seen.insert(spec.id.clone(), path.clone());

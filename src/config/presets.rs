@@ -85,10 +85,7 @@ impl Presets {
                 diag.push(
                     file,
                     &path,
-                    format!(
-                        "no connector manifest for provider `{name}` (known: {})",
-                        manifests.names()
-                    ),
+                    format!("no connector manifest for provider `{name}` (known: {})", manifests.names()),
                 );
                 continue;
             };
@@ -135,11 +132,7 @@ impl Presets {
             for (p, value) in raw.overrides {
                 let opath = join(&join(&path, "overrides"), &p);
                 match members.iter().find(|m| m.as_str() == p) {
-                    None => diag.push(
-                        file,
-                        &opath,
-                        format!("provider `{p}` is not in this preset's `providers`"),
-                    ),
+                    None => diag.push(file, &opath, format!("provider `{p}` is not in this preset's `providers`")),
                     Some(member) => {
                         if let (Some(layer), Some(manifest)) =
                             (typed::<ProviderLayer>(value, diag, file, &opath), manifests.get(&p))

@@ -18,10 +18,7 @@ pub struct Source {
 
 impl Source {
     pub fn builtin(name: &str, text: &str) -> Self {
-        Self {
-            name: format!("<built-in>/{name}"),
-            text: text.to_owned(),
-        }
+        Self { name: format!("<built-in>/{name}"), text: text.to_owned() }
     }
 
     pub fn read(path: &Path, diag: &mut Diagnostics) -> Option<Self> {
@@ -98,11 +95,7 @@ pub fn take_table(table: &mut toml::Table, key: &str, diag: &mut Diagnostics, fi
         None => toml::Table::new(),
         Some(toml::Value::Table(t)) => t,
         Some(other) => {
-            diag.push(
-                file,
-                &join(path, key),
-                format!("expected a table, found {}", other.type_str()),
-            );
+            diag.push(file, &join(path, key), format!("expected a table, found {}", other.type_str()));
             toml::Table::new()
         }
     }

@@ -44,17 +44,10 @@ pub struct TenantSpec {
 pub fn check_subdomain(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{s}` is not a DNS label (lowercase letters, digits, `-`; at most 63)"
-        ))
-    }
+    if ok { Ok(()) } else { Err(format!("`{s}` is not a DNS label (lowercase letters, digits, `-`; at most 63)")) }
 }
 
 /// Checks a time zone name against the IANA database.
@@ -71,17 +64,9 @@ impl TenantSpec {
         let before = diag.len();
         let table = source.parse(diag)?;
         let value = toml::Value::Table(table);
-        unknown_keys(
-            &value,
-            &["id", "name", "subdomain", "preset", "timezone", "providers"],
-            diag,
-            file,
-            "",
-        );
+        unknown_keys(&value, &["id", "name", "subdomain", "preset", "timezone", "providers"], diag, file, "");
         let raw: RawTenantFile = typed(value, diag, file, "")?;
-        let id = TenantId::parse(&raw.id)
-            .map_err(|e| diag.push(file, "id", e.to_string()))
-            .ok();
+        let id = TenantId::parse(&raw.id).map_err(|e| diag.push(file, "id", e.to_string())).ok();
         if raw.name.trim().is_empty() {
             diag.push(file, "name", "must not be empty");
         }
@@ -110,10 +95,7 @@ impl TenantSpec {
                 diag.push(
                     file,
                     &path,
-                    format!(
-                        "no connector manifest for provider `{p}` (known: {})",
-                        catalog.manifests.names()
-                    ),
+                    format!("no connector manifest for provider `{p}` (known: {})", catalog.manifests.names()),
                 );
                 continue;
             };
@@ -125,22 +107,10 @@ impl TenantSpec {
         let (Some(id), Some(preset)) = (id, preset) else {
             return None;
         };
-        let spec = Self {
-            id,
-            name: raw.name,
-            subdomain: raw.subdomain,
-            preset: preset.name.clone(),
-            timezone,
-            overrides,
-        };
+        let spec =
+            Self { id, name: raw.name, subdomain: raw.subdomain, preset: preset.name.clone(), timezone, overrides };
         if diag.len() == before {
-            let eff = Effective::compute(
-                catalog,
-                &spec.preset,
-                &preset.revision,
-                &preset.resolved,
-                &spec.overrides,
-            );
+            let eff = Effective::compute(catalog, &spec.preset, &preset.revision, &preset.resolved, &spec.overrides);
             eff.check(catalog, &spec.subdomain, diag, file);
         }
         (diag.len() == before).then_some(spec)
@@ -207,43 +177,23 @@ impl Effective {
         let names: std::collections::BTreeSet<&ProviderId> = snapshot.keys().chain(overrides.keys()).collect();
         for name in names {
             let (mut config, base_origin, in_preset) = match snapshot.get(name) {
-                Some(layer) => (
-                    layer.clone(),
-                    Origin::Preset {
-                        preset: preset.clone(),
-                        revision: revision.to_owned(),
-                    },
-                    true,
-                ),
+                Some(layer) => {
+                    (layer.clone(), Origin::Preset { preset: preset.clone(), revision: revision.to_owned() }, true)
+                }
                 None => match catalog.manifests.get(name.as_str()) {
                     Some(m) => (m.base_layer(), Origin::Connector { provider: name.clone() }, false),
-                    None => (
-                        ProviderLayer::default(),
-                        Origin::Connector { provider: name.clone() },
-                        false,
-                    ),
+                    None => (ProviderLayer::default(), Origin::Connector { provider: name.clone() }, false),
                 },
             };
-            let mut origins: BTreeMap<String, Origin> = config
-                .entries()
-                .into_iter()
-                .map(|(k, _)| (k, base_origin.clone()))
-                .collect();
+            let mut origins: BTreeMap<String, Origin> =
+                config.entries().into_iter().map(|(k, _)| (k, base_origin.clone())).collect();
             if let Some(over) = overrides.get(name) {
                 config.merge(over);
                 for (k, _) in over.entries() {
                     origins.insert(k, Origin::Override);
                 }
             }
-            providers.insert(
-                name.clone(),
-                EffectiveProvider {
-                    provider: name.clone(),
-                    in_preset,
-                    config,
-                    origins,
-                },
-            );
+            providers.insert(name.clone(), EffectiveProvider { provider: name.clone(), in_preset, config, origins });
         }
         Self { providers }
     }
@@ -258,11 +208,7 @@ impl Effective {
         for p in self.enabled() {
             let path = join("providers", p.provider.as_str());
             let Some(manifest) = catalog.manifests.get(p.provider.as_str()) else {
-                diag.push(
-                    file,
-                    &path,
-                    format!("no connector manifest for provider `{}`", p.provider),
-                );
+                diag.push(file, &path, format!("no connector manifest for provider `{}`", p.provider));
                 continue;
             };
             check_complete(&p.config, manifest, &catalog.entities, diag, file, &path);
@@ -317,31 +263,19 @@ impl Effective {
             .filter(|(k, v)| k.ends_with(".enabled") && k.matches('.').count() == 2 && after.get(*k) != Some(*v))
             .map(|(k, _)| k.trim_end_matches("enabled").to_owned())
             .collect();
-        let keep = |k: &String| {
-            !toggled
-                .iter()
-                .any(|t| k.starts_with(t.as_str()) && k[t.len()..] != *"enabled")
-        };
+        let keep = |k: &String| !toggled.iter().any(|t| k.starts_with(t.as_str()) && k[t.len()..] != *"enabled");
         before.retain(|k, _| keep(k));
         after.retain(|k, _| keep(k));
         let mut out = Vec::new();
         for (k, v) in &before {
             match after.get(k) {
                 Some(a) if a == v => {}
-                other => out.push(Change {
-                    path: k.clone(),
-                    before: Some(v.clone()),
-                    after: other.cloned(),
-                }),
+                other => out.push(Change { path: k.clone(), before: Some(v.clone()), after: other.cloned() }),
             }
         }
         for (k, v) in &after {
             if !before.contains_key(k) {
-                out.push(Change {
-                    path: k.clone(),
-                    before: None,
-                    after: Some(v.clone()),
-                });
+                out.push(Change { path: k.clone(), before: None, after: Some(v.clone()) });
             }
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));

@@ -44,9 +44,7 @@ impl CursorValue {
         if format == CursorFormat::Raw {
             return (!s.is_empty()).then(|| Self::Text(s.to_owned()));
         }
-        DateTime::parse_from_rfc3339(s)
-            .ok()
-            .map(|t| Self::Time(t.with_timezone(&Utc)))
+        DateTime::parse_from_rfc3339(s).ok().map(|t| Self::Time(t.with_timezone(&Utc)))
     }
 
     /// The value minus a lookback window (times only).
@@ -141,10 +139,7 @@ mod tests {
             t(json!("1712345678.000100"), CursorFormat::SlackTs).as_deref(),
             Some("2024-04-05T19:34:38.000100Z")
         );
-        assert_eq!(
-            t(json!(1717239172000i64), CursorFormat::EpochMs).as_deref(),
-            Some("2024-06-01T10:52:52.000000Z")
-        );
+        assert_eq!(t(json!(1717239172000i64), CursorFormat::EpochMs).as_deref(), Some("2024-06-01T10:52:52.000000Z"));
         assert_eq!(t(json!("abc"), CursorFormat::Raw).as_deref(), Some("abc"));
         assert_eq!(t(json!(null), CursorFormat::Rfc3339), None);
         assert_eq!(t(json!("not a time"), CursorFormat::Rfc3339), None);
@@ -159,10 +154,7 @@ mod tests {
         assert_eq!(c.render(CursorFormat::SlackTs), "1717239172.123456");
         assert_eq!(c.render(CursorFormat::JqlMinute), "2024-06-01 10:52");
         assert_eq!(c.minus_secs(60).render(CursorFormat::JqlMinute), "2024-06-01 10:51");
-        assert_eq!(
-            CursorValue::from_stored(&c.stored(), CursorFormat::Rfc3339),
-            Some(c.clone())
-        );
+        assert_eq!(CursorValue::from_stored(&c.stored(), CursorFormat::Rfc3339), Some(c.clone()));
         assert!(CursorValue::from_stored("garbage", CursorFormat::Rfc3339).is_none());
         let later = CursorValue::from_record(&json!("2024-06-01T10:52:53Z"), CursorFormat::Rfc3339).unwrap();
         assert!(later > c);

@@ -94,19 +94,9 @@ impl StreamReader {
         cursor: Option<&str>,
         full_refresh: bool,
     ) -> Result<Self, EngineError> {
-        let spec = manifest
-            .streams
-            .get(stream)
-            .ok_or_else(|| EngineError::UnknownStream(stream.to_string()))?
-            .clone();
+        let spec = manifest.streams.get(stream).ok_or_else(|| EngineError::UnknownStream(stream.to_string()))?.clone();
         let parent_spec = match &spec.parent {
-            Some(p) => Some(
-                manifest
-                    .streams
-                    .get(p)
-                    .ok_or_else(|| EngineError::UnknownStream(p.to_string()))?
-                    .clone(),
-            ),
+            Some(p) => Some(manifest.streams.get(p).ok_or_else(|| EngineError::UnknownStream(p.to_string()))?.clone()),
             None => None,
         };
         let incremental = spec.incremental.clone();
@@ -187,9 +177,7 @@ impl StreamReader {
             let Some(walk) = self.walk.as_mut() else {
                 continue;
             };
-            let result = walk
-                .next(session, &mut vars, &base_url, &self.headers, &self.name)
-                .await?;
+            let result = walk.next(session, &mut vars, &base_url, &self.headers, &self.name).await?;
             let finished = walk.finished();
             // Records of the incremental request come sorted by the cursor when the
             // manifest says so: the cursor may move with every page. A full read's order
@@ -201,11 +189,7 @@ impl StreamReader {
             if finished {
                 self.walk = None;
             }
-            let checkpoint = if sorted || finished {
-                self.advance(parent_key, walk_max)
-            } else {
-                None
-            };
+            let checkpoint = if sorted || finished { self.advance(parent_key, walk_max) } else { None };
             match result {
                 Some(records) => {
                     self.pages += 1;
@@ -213,10 +197,7 @@ impl StreamReader {
                 }
                 // A walk that ends on an empty page still moves the cursor.
                 None if checkpoint.is_some() => {
-                    return Ok(Some(Page {
-                        records: Vec::new(),
-                        checkpoint,
-                    }));
+                    return Ok(Some(Page { records: Vec::new(), checkpoint }));
                 }
                 None => {}
             }
@@ -286,13 +267,7 @@ impl StreamReader {
             CursorState::PerParent(m) => m.get(&key).cloned(),
             CursorState::Single(_) => None,
         };
-        self.walk = Some(Walk::new(
-            &self.spec,
-            self.incremental.as_ref(),
-            start,
-            Some(parent),
-            Some(key),
-        ));
+        self.walk = Some(Walk::new(&self.spec, self.incremental.as_ref(), start, Some(parent), Some(key)));
         Ok(true)
     }
 }

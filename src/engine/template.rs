@@ -56,10 +56,7 @@ impl<'a> Vars<'a> {
             match self.lookup(name) {
                 Some(v) => out.push_str(&v),
                 None => {
-                    return Err(MissingVariable {
-                        template: template.to_owned(),
-                        name: name.to_owned(),
-                    });
+                    return Err(MissingVariable { template: template.to_owned(), name: name.to_owned() });
                 }
             }
             rest = &after[end + 1..];
@@ -120,15 +117,10 @@ mod tests {
     #[test]
     fn renders_variables_parents_and_json() {
         let parent = json!({ "id": "C1", "n": 3 });
-        let vars = Vars {
-            parent: Some(&parent),
-            ..Vars::default()
-        }
-        .with("cursor", "2024")
-        .with("base_url", "http://x");
+        let vars =
+            Vars { parent: Some(&parent), ..Vars::default() }.with("cursor", "2024").with("base_url", "http://x");
         assert_eq!(
-            vars.render("{base_url}/a?c={cursor}&p={parent.id}&n={parent.n}")
-                .unwrap(),
+            vars.render("{base_url}/a?c={cursor}&p={parent.id}&n={parent.n}").unwrap(),
             "http://x/a?c=2024&p=C1&n=3"
         );
         assert_eq!(vars.render("no braces").unwrap(), "no braces");
@@ -137,10 +129,7 @@ mod tests {
         assert_eq!(err.name, "missing");
         assert!(vars.render("{parent.nope}").is_err());
         let body = json!({ "filters": [{ "value": "{cursor}", "n": 1 }] });
-        assert_eq!(
-            vars.render_json(&body).unwrap(),
-            json!({ "filters": [{ "value": "2024", "n": 1 }] })
-        );
+        assert_eq!(vars.render_json(&body).unwrap(), json!({ "filters": [{ "value": "2024", "n": 1 }] }));
     }
 
     #[test]

@@ -122,16 +122,7 @@ impl Walk {
                 (Pagination::Cursor { param, location, .. }, Position::Cursor(c)) => {
                     set(*location, param, Value::String(c.clone()))
                 }
-                (
-                    Pagination::Offset {
-                        offset_param,
-                        limit_param,
-                        limit,
-                        location,
-                        ..
-                    },
-                    pos,
-                ) => {
+                (Pagination::Offset { offset_param, limit_param, limit, location, .. }, pos) => {
                     let offset = if let Position::Offset(o) = pos { *o } else { 0 };
                     set(*location, limit_param, Value::from(*limit));
                     set(*location, offset_param, Value::from(offset));
@@ -141,17 +132,7 @@ impl Walk {
                     set(ParamIn::Query, "$top", Value::from(*limit));
                     set(ParamIn::Query, "$skip", Value::from(offset));
                 }
-                (
-                    Pagination::PageNumber {
-                        page_param,
-                        size_param,
-                        size,
-                        start,
-                        location,
-                        ..
-                    },
-                    pos,
-                ) => {
+                (Pagination::PageNumber { page_param, size_param, size, start, location, .. }, pos) => {
                     let page = if let Position::Page(p) = pos { *p } else { *start };
                     set(*location, size_param, Value::from(*size));
                     set(*location, page_param, Value::from(page));
@@ -167,20 +148,13 @@ impl Walk {
         let body = body.map(|b| match self.request.body_format.unwrap_or(BodyFormat::Json) {
             BodyFormat::Json => Body::Json(b),
             BodyFormat::Form => Body::Form(match b {
-                Value::Object(m) => m
-                    .into_iter()
-                    .map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
-                    .collect(),
+                Value::Object(m) => {
+                    m.into_iter().map(|(k, v)| (k, v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect()
+                }
                 _ => Vec::new(),
             }),
         });
-        Ok(Request {
-            method: self.request.method.unwrap_or_default(),
-            url,
-            query,
-            headers: hdrs,
-            body,
-        })
+        Ok(Request { method: self.request.method.unwrap_or_default(), url, query, headers: hdrs, body })
     }
 
     /// Fetches the next page; `Ok(None)` when the walk ended without records.
@@ -198,20 +172,14 @@ impl Walk {
         let stream_name = stream.to_string();
         let max = self.pagination.max_pages().unwrap_or(super::DEFAULT_MAX_PAGES);
         if self.pages >= max {
-            return Err(EngineError::PageLimit {
-                stream: stream_name,
-                max,
-            });
+            return Err(EngineError::PageLimit { stream: stream_name, max });
         }
         if let (Some(inc), Some(start)) = (&self.incremental, &self.start) {
             let format = inc.param_format.unwrap_or(inc.cursor_format);
             vars.set("cursor", start.minus_secs(inc.lookback_secs).render(format));
         }
         let parent = self.parent.clone();
-        let parent_vars = Vars {
-            values: vars.values.clone(),
-            parent: parent.as_ref(),
-        };
+        let parent_vars = Vars { values: vars.values.clone(), parent: parent.as_ref() };
         let request = self.build(&parent_vars, base_url, headers)?;
         let response = session.send(&request, &parent_vars).await?;
         self.pages += 1;
@@ -234,10 +202,7 @@ impl Walk {
             let key = |r: &Value| scalar_text(lookup_path(r, &self.primary_key)).unwrap_or_default();
             let fp = (key(&records[0]), key(&records[records.len() - 1]), records.len());
             if self.last_fingerprint.as_ref() == Some(&fp) {
-                return Err(EngineError::RepeatedPage {
-                    stream: stream_name,
-                    page: self.pages,
-                });
+                return Err(EngineError::RepeatedPage { stream: stream_name, page: self.pages });
             }
             self.last_fingerprint = Some(fp);
         }
@@ -275,12 +240,8 @@ impl Walk {
         stream: &str,
     ) -> Result<(), EngineError> {
         let json = response.json.as_ref();
-        let flag = |p: &Option<String>| {
-            p.as_deref()
-                .and_then(|p| json?.pointer(p))
-                .and_then(Value::as_bool)
-                .unwrap_or(false)
-        };
+        let flag =
+            |p: &Option<String>| p.as_deref().and_then(|p| json?.pointer(p)).and_then(Value::as_bool).unwrap_or(false);
         let total = |p: &Option<String>| p.as_deref().and_then(|p| json?.pointer(p)).and_then(Value::as_u64);
         let n = n as u64;
         let next = if n == 0 || response.action == ResponseAction::Empty {
@@ -299,10 +260,7 @@ impl Walk {
                     }
                 }
                 Pagination::NextUrl { next, done, .. } => {
-                    let url = json
-                        .and_then(|j| j.pointer(next))
-                        .and_then(Value::as_str)
-                        .filter(|u| !u.is_empty());
+                    let url = json.and_then(|j| j.pointer(next)).and_then(Value::as_str).filter(|u| !u.is_empty());
                     match url {
                         Some(u) if !flag(done) => Position::Url(resolve_next(request_url, u, stream)?),
                         _ => Position::Done,
@@ -312,40 +270,21 @@ impl Walk {
                     Some(u) => Position::Url(resolve_next(request_url, &u, stream)?),
                     None => Position::Done,
                 },
-                Pagination::Offset {
-                    limit,
-                    total: t,
-                    is_last,
-                    ..
-                } => {
+                Pagination::Offset { limit, total: t, is_last, .. } => {
                     let offset = if let Position::Offset(o) = self.pos { o } else { 0 } + n;
                     let over = total(t).is_some_and(|t| offset >= t);
                     let short = t.is_none() && is_last.is_none() && n < *limit;
-                    if over || short || flag(is_last) {
-                        Position::Done
-                    } else {
-                        Position::Offset(offset)
-                    }
+                    if over || short || flag(is_last) { Position::Done } else { Position::Offset(offset) }
                 }
                 Pagination::Odata { limit, .. } => {
                     let offset = if let Position::Offset(o) = self.pos { o } else { 0 } + n;
-                    if n < *limit {
-                        Position::Done
-                    } else {
-                        Position::Offset(offset)
-                    }
+                    if n < *limit { Position::Done } else { Position::Offset(offset) }
                 }
-                Pagination::PageNumber {
-                    size, start, total: t, ..
-                } => {
+                Pagination::PageNumber { size, start, total: t, .. } => {
                     let page = if let Position::Page(p) = self.pos { p } else { *start };
                     let read = (page + 1 - start) * size;
                     let over = total(t).is_some_and(|t| read >= t);
-                    if over || n < *size {
-                        Position::Done
-                    } else {
-                        Position::Page(page + 1)
-                    }
+                    if over || n < *size { Position::Done } else { Position::Page(page + 1) }
                 }
             }
         };
@@ -353,10 +292,7 @@ impl Walk {
         if let Position::Cursor(c) | Position::Url(c) = &next
             && !self.seen_positions.insert(c.clone())
         {
-            return Err(EngineError::StalledCursor {
-                stream: stream.to_owned(),
-                cursor: crate::http::display_path(c),
-            });
+            return Err(EngineError::StalledCursor { stream: stream.to_owned(), cursor: crate::http::display_path(c) });
         }
         self.pos = next;
         Ok(())
@@ -373,11 +309,7 @@ impl Walk {
             return Ok(());
         };
         if self.start.as_ref() == Some(&next_start) {
-            return Err(EngineError::WindowStuck {
-                stream: stream.to_owned(),
-                cap,
-                cursor: next_start.stored(),
-            });
+            return Err(EngineError::WindowStuck { stream: stream.to_owned(), cap, cursor: next_start.stored() });
         }
         tracing::debug!(stream, records = self.window_records, from = %next_start.stored(), "search window cap reached; restarting from the last cursor value");
         self.start = Some(next_start);
@@ -465,14 +397,8 @@ mod tests {
             resolve(req, "/services/data/v60.0/query/01g-2000").as_deref(),
             Some("http://127.0.0.1:9/services/data/v60.0/query/01g-2000")
         );
-        assert_eq!(
-            resolve(req, "https://other.example/x?page=2").as_deref(),
-            Some("https://other.example/x?page=2")
-        );
-        assert_eq!(
-            resolve("http://h/api/v1/items", "items?page=2").as_deref(),
-            Some("http://h/api/v1/items?page=2")
-        );
+        assert_eq!(resolve(req, "https://other.example/x?page=2").as_deref(), Some("https://other.example/x?page=2"));
+        assert_eq!(resolve("http://h/api/v1/items", "items?page=2").as_deref(), Some("http://h/api/v1/items?page=2"));
         assert_eq!(resolve("not a url", "/x"), None);
     }
 

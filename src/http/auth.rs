@@ -56,13 +56,7 @@ impl std::fmt::Debug for AuthState {
 
 impl AuthState {
     pub fn new(spec: AuthSpec, credentials: Credentials) -> Self {
-        Self {
-            spec,
-            credentials,
-            token: None,
-            provided: BTreeMap::new(),
-            refreshes: 0,
-        }
+        Self { spec, credentials, token: None, provided: BTreeMap::new(), refreshes: 0 }
     }
 
     /// Credentials as template variables (auth templates only).
@@ -80,9 +74,7 @@ impl AuthState {
     }
 
     fn fresh(&self) -> bool {
-        self.token
-            .as_ref()
-            .is_some_and(|t| t.expires_at.is_none_or(|at| Instant::now() + EXPIRY_MARGIN < at))
+        self.token.as_ref().is_some_and(|t| t.expires_at.is_none_or(|at| Instant::now() + EXPIRY_MARGIN < at))
     }
 
     /// Whether a new token can be obtained (token-based kinds).
@@ -158,21 +150,11 @@ impl AuthState {
                 .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
                 .unwrap_or_else(|| format!("HTTP {status}"));
             let permanent = matches!(status, 400 | 401 | 403);
-            return Err(HttpError::Token {
-                message: format!("the token endpoint refused: {reason}"),
-                permanent,
-            });
+            return Err(HttpError::Token { message: format!("the token endpoint refused: {reason}"), permanent });
         }
         if let Some(Value::Bool(false)) = json.as_ref().and_then(|j| j.get("ok")) {
-            let reason = json
-                .as_ref()
-                .and_then(|j| j.get("error"))
-                .and_then(Value::as_str)
-                .unwrap_or("unknown error");
-            return Err(HttpError::Token {
-                message: format!("the token endpoint refused: {reason}"),
-                permanent: true,
-            });
+            let reason = json.as_ref().and_then(|j| j.get("error")).and_then(Value::as_str).unwrap_or("unknown error");
+            return Err(HttpError::Token { message: format!("the token endpoint refused: {reason}"), permanent: true });
         }
         let token_path = self.spec.token_path.as_deref().unwrap_or("/access_token");
         let access = if token_path.is_empty() {
@@ -182,20 +164,12 @@ impl AuthState {
                 _ => text,
             }
         } else {
-            json.as_ref()
-                .and_then(|j| j.pointer(token_path))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| HttpError::Token {
-                    message: format!("the token response has no `{token_path}`"),
-                    permanent: false,
-                })?
+            json.as_ref().and_then(|j| j.pointer(token_path)).and_then(Value::as_str).map(str::to_owned).ok_or_else(
+                || HttpError::Token { message: format!("the token response has no `{token_path}`"), permanent: false },
+            )?
         };
         if access.is_empty() {
-            return Err(HttpError::Token {
-                message: "the token response is empty".into(),
-                permanent: false,
-            });
+            return Err(HttpError::Token { message: "the token response is empty".into(), permanent: false });
         }
         let ttl = self
             .spec
@@ -218,10 +192,7 @@ impl AuthState {
         if self.spec.kind == AuthKind::Oauth2RefreshToken {
             let path = self.spec.refresh_token_path.as_deref().unwrap_or("/refresh_token");
             let rotated = json.as_ref().and_then(|j| j.pointer(path)).and_then(Value::as_str);
-            let current = self
-                .credentials
-                .get("refresh_token")
-                .map(|s| s.expose_secret().to_owned());
+            let current = self.credentials.get("refresh_token").map(|s| s.expose_secret().to_owned());
             if let Some(new) = rotated.filter(|n| !n.is_empty() && Some(*n) != current.as_deref()) {
                 self.credentials.set("refresh_token", new);
                 if let Some(sink) = sink {

@@ -35,10 +35,7 @@ pub fn classify(rules: &[ResponseRule], status: u16, body: &[u8], json: Option<&
                 .as_deref()
                 .and_then(|p| json.and_then(|j| text_at(j, p)))
                 .or_else(|| default_message(json, body));
-            return Verdict {
-                action: rule.action,
-                message,
-            };
+            return Verdict { action: rule.action, message };
         }
     }
     let action = match status {
@@ -49,9 +46,7 @@ pub fn classify(rules: &[ResponseRule], status: u16, body: &[u8], json: Option<&
         408 | 425 | 500..=599 => ResponseAction::Retry,
         _ => ResponseAction::Fail,
     };
-    let message = (action != ResponseAction::Success)
-        .then(|| default_message(json, body))
-        .flatten();
+    let message = (action != ResponseAction::Success).then(|| default_message(json, body)).flatten();
     Verdict { action, message }
 }
 
@@ -129,56 +124,28 @@ mod tests {
         ];
         let c = |status, body: Value| classify(&rules, status, body.to_string().as_bytes(), Some(&body));
         assert_eq!(c(200, json!({ "ok": true })).action, ResponseAction::Success);
-        assert_eq!(
-            c(429, json!({ "ok": false, "error": "ratelimited" })).action,
-            ResponseAction::RateLimited
-        );
+        assert_eq!(c(429, json!({ "ok": false, "error": "ratelimited" })).action, ResponseAction::RateLimited);
         let expired = c(200, json!({ "ok": false, "error": "token_expired" }));
-        assert_eq!(
-            expired,
-            Verdict {
-                action: ResponseAction::AuthExpired,
-                message: Some("token_expired".into())
-            }
-        );
+        assert_eq!(expired, Verdict { action: ResponseAction::AuthExpired, message: Some("token_expired".into()) });
         let other = c(200, json!({ "ok": false, "error": "channel_not_found" }));
-        assert_eq!(
-            other,
-            Verdict {
-                action: ResponseAction::Fail,
-                message: Some("channel_not_found".into())
-            }
-        );
+        assert_eq!(other, Verdict { action: ResponseAction::Fail, message: Some("channel_not_found".into()) });
     }
 
     #[test]
     fn defaults_and_salesforce_403() {
-        let rules = vec![rule(
-            &[403],
-            json!({ "/0/errorCode": "REQUEST_LIMIT_EXCEEDED" }),
-            ResponseAction::RateLimited,
-            None,
-        )];
+        let rules =
+            vec![rule(&[403], json!({ "/0/errorCode": "REQUEST_LIMIT_EXCEEDED" }), ResponseAction::RateLimited, None)];
         let body = json!([{ "message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED" }]);
-        assert_eq!(
-            classify(&rules, 403, b"", Some(&body)).action,
-            ResponseAction::RateLimited
-        );
+        assert_eq!(classify(&rules, 403, b"", Some(&body)).action, ResponseAction::RateLimited);
         let other = json!([{ "message": "no access", "errorCode": "INSUFFICIENT_ACCESS" }]);
         assert_eq!(
             classify(&rules, 403, b"", Some(&other)),
-            Verdict {
-                action: ResponseAction::Fail,
-                message: Some("no access".into())
-            }
+            Verdict { action: ResponseAction::Fail, message: Some("no access".into()) }
         );
         assert_eq!(classify(&[], 204, b"", None).action, ResponseAction::Empty);
         assert_eq!(
             classify(&[], 503, b"busy", None),
-            Verdict {
-                action: ResponseAction::Retry,
-                message: Some("busy".into())
-            }
+            Verdict { action: ResponseAction::Retry, message: Some("busy".into()) }
         );
         assert_eq!(classify(&[], 401, b"", None).action, ResponseAction::AuthExpired);
         assert_eq!(classify(&[], 404, b"", None).action, ResponseAction::Fail);

@@ -26,12 +26,7 @@ pub enum HttpError {
     Token { message: String, permanent: bool },
     /// The provider answered with a permanent error.
     #[error("{method} {path} failed with HTTP {status}: {message}")]
-    Permanent {
-        method: &'static str,
-        path: String,
-        status: u16,
-        message: String,
-    },
+    Permanent { method: &'static str, path: String, status: u16, message: String },
     /// The provider kept rejecting the credentials after a fresh token.
     #[error("{path}: the provider rejects the credentials ({message})")]
     AuthRejected { path: String, message: String },
@@ -45,10 +40,7 @@ pub enum HttpError {
 impl HttpError {
     /// Whether the connection needs new credentials from an operator.
     pub fn needs_reauth(&self) -> bool {
-        matches!(
-            self,
-            Self::AuthRejected { .. } | Self::Token { permanent: true, .. } | Self::Credentials(_)
-        )
+        matches!(self, Self::AuthRejected { .. } | Self::Token { permanent: true, .. } | Self::Credentials(_))
     }
 }
 
@@ -186,36 +178,22 @@ impl Session<'_> {
                     continue;
                 }
             };
-            let json: Option<Value> = if bytes.is_empty() {
-                None
-            } else {
-                serde_json::from_slice(&bytes).ok()
-            };
+            let json: Option<Value> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
             let Verdict { action, message } = classify(&self.rules, status, &bytes, json.as_ref());
             let message = message.unwrap_or_else(|| format!("HTTP {status}"));
             match action {
                 ResponseAction::Success if json.is_none() && !bytes.is_empty() => {
                     attempts += 1;
-                    self.backoff(
-                        attempts,
-                        &path,
-                        format!("HTTP {status} with a truncated or invalid JSON body"),
-                    )
-                    .await?;
+                    self.backoff(attempts, &path, format!("HTTP {status} with a truncated or invalid JSON body"))
+                        .await?;
                 }
                 ResponseAction::Success | ResponseAction::Empty => {
                     let action = if json.is_none() { ResponseAction::Empty } else { action };
-                    return Ok(Response {
-                        status,
-                        headers,
-                        json,
-                        action,
-                    });
+                    return Ok(Response { status, headers, json, action });
                 }
                 ResponseAction::Retry => {
                     attempts += 1;
-                    self.backoff(attempts, &path, format!("HTTP {status}: {message}"))
-                        .await?;
+                    self.backoff(attempts, &path, format!("HTTP {status}: {message}")).await?;
                 }
                 ResponseAction::RateLimited => {
                     waits += 1;
@@ -242,28 +220,18 @@ impl Session<'_> {
                     self.auth.invalidate();
                 }
                 ResponseAction::Fail => {
-                    return Err(HttpError::Permanent {
-                        method: request.method.as_str(),
-                        path,
-                        status,
-                        message,
-                    });
+                    return Err(HttpError::Permanent { method: request.method.as_str(), path, status, message });
                 }
             }
         }
     }
 
     fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .retry
-            .base_delay
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+        let exp = self.retry.base_delay.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
         let capped = exp.min(self.retry.max_delay);
         // Jitter: up to a quarter of the delay, from the clock's sub-second noise.
         let noise = u64::from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos()),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()),
         );
         let quarter = u64::try_from(capped.as_millis() / 4).unwrap_or(0).max(1);
         capped + Duration::from_millis(noise % quarter)
@@ -271,20 +239,11 @@ impl Session<'_> {
 
     async fn backoff(&mut self, attempts: u32, path: &str, last: String) -> Result<(), HttpError> {
         if attempts >= self.retry.max_attempts {
-            return Err(HttpError::Exhausted {
-                path: path.to_owned(),
-                attempts,
-                last,
-            });
+            return Err(HttpError::Exhausted { path: path.to_owned(), attempts, last });
         }
         self.stats.retries += 1;
         let wait = self.delay(attempts);
-        tracing::debug!(
-            path,
-            attempt = attempts,
-            wait_ms = wait.as_millis() as u64,
-            "retrying: {last}"
-        );
+        tracing::debug!(path, attempt = attempts, wait_ms = wait.as_millis() as u64, "retrying: {last}");
         tokio::time::sleep(wait).await;
         Ok(())
     }
@@ -298,9 +257,7 @@ fn rate_limit_wait(headers: &HeaderMap) -> Option<Duration> {
             return Some(Duration::from_secs_f64(secs.clamp(0.0, 86_400.0)));
         }
         if let Ok(at) = chrono::DateTime::parse_from_rfc2822(v) {
-            let secs = (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
-                .num_milliseconds()
-                .max(0);
+            let secs = (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_milliseconds().max(0);
             return Some(Duration::from_millis(u64::try_from(secs).unwrap_or(0)));
         }
     }

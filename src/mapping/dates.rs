@@ -133,11 +133,7 @@ fn parse_iso(s: &str) -> Option<Iso> {
     let day = p.digits(2)?;
     let date = NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?;
     if p.done() {
-        return Some(Iso {
-            date,
-            time: None,
-            offset: None,
-        });
+        return Some(Iso { date, time: None, offset: None });
     }
     if !matches!(p.next()?, b'T' | b't' | b' ') {
         return None;
@@ -176,11 +172,7 @@ fn parse_iso(s: &str) -> Option<Iso> {
         }
         Some(_) => return None,
     };
-    p.done().then_some(Iso {
-        date,
-        time: Some(time),
-        offset,
-    })
+    p.done().then_some(Iso { date, time: Some(time), offset })
 }
 
 /// UK `D[D]/M[M]/YYYY`.
@@ -240,11 +232,7 @@ fn epoch(s: &str) -> Option<Epoch> {
         let digit = fraction.as_bytes().get(i).map_or(0, |b| b - b'0');
         thousandths = thousandths * 10 + i64::from(digit);
     }
-    Some(Epoch {
-        negative,
-        whole: whole.parse().ok()?,
-        thousandths,
-    })
+    Some(Epoch { negative, whole: whole.parse().ok()?, thousandths })
 }
 
 /// A byte cursor for the ISO parser.
@@ -371,45 +359,18 @@ mod tests {
     #[test]
     fn datetimes_normalize_to_utc_milliseconds() {
         let t = |v: Value| datetime(v);
-        assert_eq!(
-            t(json!("2024-03-01T10:52:52.6880167Z")).as_deref(),
-            Some("2024-03-01T10:52:52.688Z")
-        );
-        assert_eq!(
-            t(json!("2024-03-01T10:52:52.68Z")).as_deref(),
-            Some("2024-03-01T10:52:52.680Z")
-        );
-        assert_eq!(
-            t(json!("2024-03-01T10:52:52Z")).as_deref(),
-            Some("2024-03-01T10:52:52.000Z")
-        );
-        assert_eq!(
-            t(json!("2024-03-01T10:52:52+01:00")).as_deref(),
-            Some("2024-03-01T09:52:52.000Z")
-        );
-        assert_eq!(
-            t(json!("2024-03-01T10:52:52.123-0530")).as_deref(),
-            Some("2024-03-01T16:22:52.123Z")
-        );
-        assert_eq!(
-            t(json!("2024-03-01 10:52")).as_deref(),
-            Some("2024-03-01T10:52:00.000Z")
-        );
+        assert_eq!(t(json!("2024-03-01T10:52:52.6880167Z")).as_deref(), Some("2024-03-01T10:52:52.688Z"));
+        assert_eq!(t(json!("2024-03-01T10:52:52.68Z")).as_deref(), Some("2024-03-01T10:52:52.680Z"));
+        assert_eq!(t(json!("2024-03-01T10:52:52Z")).as_deref(), Some("2024-03-01T10:52:52.000Z"));
+        assert_eq!(t(json!("2024-03-01T10:52:52+01:00")).as_deref(), Some("2024-03-01T09:52:52.000Z"));
+        assert_eq!(t(json!("2024-03-01T10:52:52.123-0530")).as_deref(), Some("2024-03-01T16:22:52.123Z"));
+        assert_eq!(t(json!("2024-03-01 10:52")).as_deref(), Some("2024-03-01T10:52:00.000Z"));
         assert_eq!(t(json!("2024-03-01")).as_deref(), Some("2024-03-01T00:00:00.000Z"));
-        assert_eq!(
-            t(json!("1712345678.000100")).as_deref(),
-            Some("2024-04-05T19:34:38.000Z")
-        );
-        assert_eq!(
-            t(json!("1712345678.999999")).as_deref(),
-            Some("2024-04-05T19:34:38.999Z")
-        );
+        assert_eq!(t(json!("1712345678.000100")).as_deref(), Some("2024-04-05T19:34:38.000Z"));
+        assert_eq!(t(json!("1712345678.999999")).as_deref(), Some("2024-04-05T19:34:38.999Z"));
         assert_eq!(t(json!(1_712_345_678)).as_deref(), Some("2024-04-05T19:34:38.000Z"));
         assert_eq!(t(json!(1_712_345_678.123)).as_deref(), Some("2024-04-05T19:34:38.123Z"));
-        assert_eq!(
-            t(json!(1_712_345_678_123_i64)).as_deref(),
-            Some("2024-04-05T19:34:38.123Z")
-        );
+        assert_eq!(t(json!(1_712_345_678_123_i64)).as_deref(), Some("2024-04-05T19:34:38.123Z"));
         assert_eq!(t(json!("1712345678123")).as_deref(), Some("2024-04-05T19:34:38.123Z"));
         assert_eq!(t(json!("-1.5")).as_deref(), Some("1969-12-31T23:59:58.500Z"));
     }

@@ -78,12 +78,7 @@ impl Filter {
             FilterOp::StartsWith => Test::StartsWith(text(&spec.value)?),
             FilterOp::EndsWith => Test::EndsWith(text(&spec.value)?),
         };
-        Ok(Self {
-            name: name.to_owned(),
-            target,
-            test,
-            action: spec.action,
-        })
+        Ok(Self { name: name.to_owned(), target, test, action: spec.action })
     }
 
     /// Whether a record whose tested value is `v` (`None` when absent) is kept.
@@ -97,9 +92,9 @@ impl Filter {
             (Test::In(list), v) => v.is_some_and(|v| list.iter().any(|w| loose_eq(v, w))),
             (Test::NotIn(list), v) => !v.is_some_and(|v| list.iter().any(|w| loose_eq(v, w))),
             (_, None) => false,
-            (Test::Contains(want), Some(Value::Array(items))) => items
-                .iter()
-                .any(|i| with_text(View::of(i), |t| t == want).unwrap_or(false)),
+            (Test::Contains(want), Some(Value::Array(items))) => {
+                items.iter().any(|i| with_text(View::of(i), |t| t == want).unwrap_or(false))
+            }
             (Test::Contains(want), Some(v)) => text_test(v, |t| t.contains(want.as_str())),
             (Test::StartsWith(want), Some(v)) => text_test(v, |t| t.starts_with(want.as_str())),
             (Test::EndsWith(want), Some(v)) => text_test(v, |t| t.ends_with(want.as_str())),

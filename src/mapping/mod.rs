@@ -90,53 +90,30 @@ pub struct MappedRecord {
 pub enum MappingError {
     /// A mapping targets a field the entity does not declare.
     #[error("mapping of `{entity}`: unknown field `{field}` (known: {known})")]
-    UnknownField {
-        entity: EntityName,
-        field: String,
-        known: String,
-    },
+    UnknownField { entity: EntityName, field: String, known: String },
     /// A mapping names a transform that does not exist.
     #[error("mapping of `{entity}.{field}`: unknown transform `{transform}` (known: {})", TRANSFORMS.join(", "))]
-    UnknownTransform {
-        entity: EntityName,
-        field: String,
-        transform: String,
-    },
+    UnknownTransform { entity: EntityName, field: String, transform: String },
     /// A mapping rule that cannot work: a malformed path, several sources without
     /// `concat`/`coalesce`, both `from` and `value`, a constant a transform rejects….
     #[error("mapping of `{entity}.{field}`: {reason}")]
-    InvalidRule {
-        entity: EntityName,
-        field: String,
-        reason: String,
-    },
+    InvalidRule { entity: EntityName, field: String, reason: String },
     /// A tag has the name of one of the entity's fields.
     #[error("tag `{tag}` of `{entity}` has the same name as a field of the entity")]
     TagShadowsField { entity: EntityName, tag: String },
     /// A filter tests a field the entity does not declare.
     #[error("filter `{filter}` of `{entity}`: unknown field `{field}`")]
-    FilterUnknownField {
-        entity: EntityName,
-        filter: String,
-        field: String,
-    },
+    FilterUnknownField { entity: EntityName, filter: String, field: String },
     /// A filter that cannot work: no or two targets, a missing or malformed value, a
     /// field that is not mapped.
     #[error("filter `{filter}` of `{entity}`: {reason}")]
-    InvalidFilter {
-        entity: EntityName,
-        filter: String,
-        reason: String,
-    },
+    InvalidFilter { entity: EntityName, filter: String, reason: String },
     /// The entity's key is not one of its fields.
     #[error("entity `{entity}`: key `{key}` is not one of its fields")]
     UnknownKey { entity: EntityName, key: String },
     /// Several of the above, all reported at once.
     #[error("{} problems in the mapping of `{entity}`: {}", .errors.len(), list(.errors))]
-    Several {
-        entity: EntityName,
-        errors: Vec<MappingError>,
-    },
+    Several { entity: EntityName, errors: Vec<MappingError> },
 }
 
 fn list(errors: &[MappingError]) -> String {
@@ -172,12 +149,7 @@ impl CompiledMapping {
                 errors.push(MappingError::UnknownField {
                     entity: name.clone(),
                     field: field.clone(),
-                    known: entity
-                        .fields
-                        .iter()
-                        .map(|f| f.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    known: entity.fields.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", "),
                 });
             }
         }
@@ -185,9 +157,7 @@ impl CompiledMapping {
         for def in &entity.fields {
             let plan = match fields.get(def.name.as_str()) {
                 None | Some(MappingSpec::Off) => None,
-                Some(spec) => compile_plan(spec, name, def.name.as_str())
-                    .map_err(|e| errors.push(e))
-                    .ok(),
+                Some(spec) => compile_plan(spec, name, def.name.as_str()).map_err(|e| errors.push(e)).ok(),
             };
             let field = Field {
                 name: def.name.to_string(),
@@ -210,31 +180,20 @@ impl CompiledMapping {
         }
         let key = entity.fields.iter().position(|f| f.name == entity.key);
         if key.is_none() {
-            errors.push(MappingError::UnknownKey {
-                entity: name.clone(),
-                key: entity.key.to_string(),
-            });
+            errors.push(MappingError::UnknownKey { entity: name.clone(), key: entity.key.to_string() });
         }
         let mut constant_tags = Vec::with_capacity(tags.len());
         for (tag, value) in tags {
             if entity.field(tag).is_some() {
-                errors.push(MappingError::TagShadowsField {
-                    entity: name.clone(),
-                    tag: tag.clone(),
-                });
+                errors.push(MappingError::TagShadowsField { entity: name.clone(), tag: tag.clone() });
             }
             constant_tags.push((tag.clone(), Value::String(value.clone())));
         }
         let (mut source_filters, mut field_filters) = (Vec::new(), Vec::new());
-        let applicable = filters
-            .iter()
-            .filter(|(_, f)| f.entity == name.as_str() && f.enabled != Some(false));
+        let applicable = filters.iter().filter(|(_, f)| f.entity == name.as_str() && f.enabled != Some(false));
         for (filter_name, spec) in applicable {
-            let invalid = |reason| MappingError::InvalidFilter {
-                entity: name.clone(),
-                filter: filter_name.clone(),
-                reason,
-            };
+            let invalid =
+                |reason| MappingError::InvalidFilter { entity: name.clone(), filter: filter_name.clone(), reason };
             let filter = match Filter::compile(filter_name, spec) {
                 Ok(f) => f,
                 Err(reason) => {
@@ -252,9 +211,8 @@ impl CompiledMapping {
                     filter: filter_name.clone(),
                     field: field.clone(),
                 }),
-                Some(f) if f.plan.is_none() => errors.push(invalid(format!(
-                    "field `{field}` is not mapped, so the filter would never see a value"
-                ))),
+                Some(f) if f.plan.is_none() => errors
+                    .push(invalid(format!("field `{field}` is not mapped, so the filter would never see a value"))),
                 Some(_) => field_filters.push(filter),
             }
         }
@@ -268,10 +226,7 @@ impl CompiledMapping {
                 field_filters,
             }),
             (1, _) => Err(errors.remove(0)),
-            _ => Err(MappingError::Several {
-                entity: name.clone(),
-                errors,
-            }),
+            _ => Err(MappingError::Several { entity: name.clone(), errors }),
         }
     }
 
@@ -284,11 +239,7 @@ impl CompiledMapping {
     pub fn apply(&self, record: &Value) -> MapResult {
         if !record.is_object() {
             let kind = type_name(View::of(record));
-            return dead(format!(
-                "the `{}` record is {} {kind}, not an object",
-                self.entity,
-                article(kind)
-            ));
+            return dead(format!("the `{}` record is {} {kind}, not an object", self.entity, article(kind)));
         }
         for filter in &self.source_filters {
             if let Target::Source(path) = &filter.target
@@ -328,18 +279,12 @@ impl CompiledMapping {
         }
         let Some(external_id) = external_id else {
             let key = &self.fields[self.key];
-            return dead(format!(
-                "key field `{}` has no string form (expected a string or number)",
-                key.label
-            ));
+            return dead(format!("key field `{}` has no string form (expected a string or number)", key.label));
         };
         for (tag, value) in &self.tags {
             data.insert(tag.clone(), value.clone());
         }
-        MapResult::Mapped(MappedRecord {
-            external_id,
-            data: Value::Object(data),
-        })
+        MapResult::Mapped(MappedRecord { external_id, data: Value::Object(data) })
     }
 }
 
@@ -348,17 +293,11 @@ fn dead(reason: String) -> MapResult {
 }
 
 fn filtered(filter: &Filter) -> MapResult {
-    MapResult::Filtered {
-        filter: filter.name.clone(),
-    }
+    MapResult::Filtered { filter: filter.name.clone() }
 }
 
 fn article(word: &str) -> &'static str {
-    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        "an"
-    } else {
-        "a"
-    }
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
 }
 
 impl Field {
@@ -383,10 +322,7 @@ impl Field {
         })?;
         if v.is_null() {
             return if self.required {
-                Err(format!(
-                    "required field `{label}` is missing (source `{}`)",
-                    plan.source
-                ))
+                Err(format!("required field `{label}` is missing (source `{}`)", plan.source))
             } else {
                 Ok(Some(Value::Null))
             };

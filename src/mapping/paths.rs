@@ -19,10 +19,7 @@ struct Segment {
 
 impl Segment {
     fn new(key: &str) -> Self {
-        Self {
-            key: key.into(),
-            index: parse_index(key),
-        }
+        Self { key: key.into(), index: parse_index(key) }
     }
 }
 
@@ -41,10 +38,7 @@ impl SourcePath {
         } else {
             dotted(text)?
         };
-        Ok(Self {
-            text: text.into(),
-            segments,
-        })
+        Ok(Self { text: text.into(), segments })
     }
 
     /// The path as written in configuration.
@@ -86,10 +80,8 @@ fn dotted(text: &str) -> Result<Vec<Segment>, String> {
             out.push(Segment::new(name));
         }
         while !rest.is_empty() {
-            let inner = rest
-                .strip_prefix('[')
-                .and_then(|r| r.split_once(']'))
-                .filter(|(idx, _)| parse_index(idx).is_some());
+            let inner =
+                rest.strip_prefix('[').and_then(|r| r.split_once(']')).filter(|(idx, _)| parse_index(idx).is_some());
             let Some((idx, after)) = inner else {
                 return Err(format!("bad index in `{part}` (write `name[0]` with a whole number)"));
             };
@@ -102,11 +94,7 @@ fn dotted(text: &str) -> Result<Vec<Segment>, String> {
 
 fn parse_index(s: &str) -> Option<usize> {
     let canonical = s == "0" || (!s.starts_with('0') && !s.is_empty());
-    if canonical && s.bytes().all(|b| b.is_ascii_digit()) {
-        s.parse().ok()
-    } else {
-        None
-    }
+    if canonical && s.bytes().all(|b| b.is_ascii_digit()) { s.parse().ok() } else { None }
 }
 
 fn unescape(s: &str) -> String {

@@ -56,12 +56,7 @@ impl Plan {
         let merged = match &self.input {
             Input::Constant(c) => return Ok(Val::Ref(c)),
             Input::One(path) => lookup(path, record),
-            Input::Many {
-                paths,
-                pre,
-                combiner: Combiner::Coalesce,
-                ..
-            } => {
+            Input::Many { paths, pre, combiner: Combiner::Coalesce, .. } => {
                 let mut first = NULL;
                 for path in paths {
                     let v = run(pre, lookup(path, record), path.as_str())?;
@@ -72,12 +67,7 @@ impl Plan {
                 }
                 first
             }
-            Input::Many {
-                paths,
-                pre,
-                combiner: Combiner::Concat,
-                separator,
-            } => {
+            Input::Many { paths, pre, combiner: Combiner::Concat, separator } => {
                 let mut joined = Concat::default();
                 for path in paths {
                     let v = run(pre, lookup(path, record), path.as_str())?;
@@ -96,11 +86,7 @@ impl Plan {
 
     /// `map`, then `default`.
     fn finish<'a>(&'a self, v: Val<'a>) -> Val<'a> {
-        let hit = if self.map.is_empty() {
-            None
-        } else {
-            with_text(v.view(), |t| self.map.get(t)).flatten()
-        };
+        let hit = if self.map.is_empty() { None } else { with_text(v.view(), |t| self.map.get(t)).flatten() };
         let v = hit.map_or(v, Val::Ref);
         match &self.default {
             Some(d) if v.is_null() => Val::Ref(d),
@@ -115,22 +101,15 @@ fn lookup<'a>(path: &SourcePath, record: &'a Value) -> Val<'a> {
 
 fn run<'a>(steps: &[Transform], mut v: Val<'a>, source: &'a str) -> Result<Val<'a>, Failure<'a>> {
     for t in steps {
-        v = t.apply(v).map_err(|json_type| Failure {
-            source,
-            transform: t.name(),
-            json_type,
-        })?;
+        v = t.apply(v).map_err(|json_type| Failure { source, transform: t.name(), json_type })?;
     }
     Ok(v)
 }
 
 /// Compiles one field's mapping; `entity` and `field` name it in errors.
 pub(super) fn compile_plan(spec: &MappingSpec, entity: &EntityName, field: &str) -> Result<Plan, MappingError> {
-    let invalid = |reason: String| MappingError::InvalidRule {
-        entity: entity.clone(),
-        field: field.to_owned(),
-        reason,
-    };
+    let invalid =
+        |reason: String| MappingError::InvalidRule { entity: entity.clone(), field: field.to_owned(), reason };
     let path = |p: &str| SourcePath::compile(p).map_err(|e| invalid(format!("bad source path `{p}`: {e}")));
     let rule = match spec {
         MappingSpec::Rule(rule) => rule,
@@ -205,12 +184,7 @@ pub(super) fn compile_plan(spec: &MappingSpec, entity: &EntityName, field: &str)
                     return Err(invalid("several sources in `from` need `concat` or `coalesce`".into()));
                 }
                 (Some((at, combiner)), _) => {
-                    plan.input = Input::Many {
-                        paths,
-                        pre: one(&steps[..at]),
-                        combiner,
-                        separator,
-                    };
+                    plan.input = Input::Many { paths, pre: one(&steps[..at]), combiner, separator };
                     plan.post = one(&steps[at + 1..]);
                 }
             }

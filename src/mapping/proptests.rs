@@ -64,26 +64,8 @@ fn everything() -> CompiledMapping {
         f.insert(field.into(), rule(from, &t));
     }
     let filters = BTreeMap::from([
-        (
-            "s".to_owned(),
-            filter(
-                Some("id"),
-                None,
-                FilterOp::Contains,
-                Some(json!("x")),
-                FilterAction::Exclude,
-            ),
-        ),
-        (
-            "f".to_owned(),
-            filter(
-                None,
-                Some("status"),
-                FilterOp::NotIn,
-                Some(json!(["A", 1])),
-                FilterAction::Include,
-            ),
-        ),
+        ("s".to_owned(), filter(Some("id"), None, FilterOp::Contains, Some(json!("x")), FilterAction::Exclude)),
+        ("f".to_owned(), filter(None, Some("status"), FilterOp::NotIn, Some(json!(["A", 1])), FilterAction::Include)),
     ]);
     CompiledMapping::compile(entity("learner"), &f, &filters, NO_TAGS).unwrap()
 }

@@ -95,10 +95,7 @@ pub(super) fn learner(id: Value, status: &str, email: &str) -> Value {
 fn required_missing_is_a_dead_letter() {
     let m = CompiledMapping::compile(entity("learner"), &learner_fields(), NO_FILTERS, NO_TAGS).unwrap();
     let record = json!({"first_name": "Ann", "last_name": "Lee"});
-    assert_eq!(
-        dead(m.apply(&record)),
-        "required field `learner.external_id` is missing (source `learner_id`)"
-    );
+    assert_eq!(dead(m.apply(&record)), "required field `learner.external_id` is missing (source `learner_id`)");
     let null_id = json!({"learner_id": null, "first_name": "Ann", "last_name": "Lee"});
     assert!(dead(m.apply(&null_id)).contains("`learner.external_id` is missing"));
 
@@ -127,10 +124,7 @@ fn type_mismatch_reasons_never_contain_the_value() {
     let mut record = learner(json!("L1"), "Active", "a@b.c");
     record["dob"] = json!("born on 1990-13-45 (private)");
     let reason = dead(m.apply(&record));
-    assert_eq!(
-        reason,
-        "transform `date` cannot convert a string for `learner.start_date` (source `dob`)"
-    );
+    assert_eq!(reason, "transform `date` cannot convert a string for `learner.start_date` (source `dob`)");
 }
 
 #[test]
@@ -138,23 +132,11 @@ fn filters_on_source_and_field() {
     let filters = BTreeMap::from([
         (
             "only_active".to_owned(),
-            filter(
-                Some("status"),
-                None,
-                FilterOp::In,
-                Some(json!(["Active", "Break"])),
-                FilterAction::Include,
-            ),
+            filter(Some("status"), None, FilterOp::In, Some(json!(["Active", "Break"])), FilterAction::Include),
         ),
         (
             "no_staff".to_owned(),
-            filter(
-                None,
-                Some("email"),
-                FilterOp::EndsWith,
-                Some(json!("@staff.org")),
-                FilterAction::Exclude,
-            ),
+            filter(None, Some("email"), FilterOp::EndsWith, Some(json!("@staff.org")), FilterAction::Exclude),
         ),
         (
             "switched_off".to_owned(),
@@ -172,39 +154,19 @@ fn filters_on_source_and_field() {
         ),
     ]);
     let m = CompiledMapping::compile(entity("learner"), &learner_fields(), &filters, &BTreeMap::new()).unwrap();
-    assert!(matches!(
-        m.apply(&learner(json!(1), "Active", "a@b.c")),
-        MapResult::Mapped(_)
-    ));
-    assert_eq!(
-        m.apply(&learner(json!(1), "Withdrawn", "a@b.c")),
-        MapResult::Filtered {
-            filter: "only_active".into()
-        }
-    );
+    assert!(matches!(m.apply(&learner(json!(1), "Active", "a@b.c")), MapResult::Mapped(_)));
+    assert_eq!(m.apply(&learner(json!(1), "Withdrawn", "a@b.c")), MapResult::Filtered { filter: "only_active".into() });
     // The field filter sees the mapped (trimmed, lower-cased) value, not the raw one.
     assert_eq!(
         m.apply(&learner(json!(1), "Break", " Bob@STAFF.org ")),
-        MapResult::Filtered {
-            filter: "no_staff".into()
-        }
+        MapResult::Filtered { filter: "no_staff".into() }
     );
     // Filters win over a dead letter in another field: excluded records are not errors.
     let no_id = json!({"first_name": "A", "last_name": "B", "status": "Gone", "email": "x@y.z"});
-    assert_eq!(
-        m.apply(&no_id),
-        MapResult::Filtered {
-            filter: "only_active".into()
-        }
-    );
+    assert_eq!(m.apply(&no_id), MapResult::Filtered { filter: "only_active".into() });
     let bad_staff =
         json!({"learner_id": [1], "first_name": "A", "last_name": "B", "status": "Active", "email": "x@staff.org"});
-    assert_eq!(
-        m.apply(&bad_staff),
-        MapResult::Filtered {
-            filter: "no_staff".into()
-        }
-    );
+    assert_eq!(m.apply(&bad_staff), MapResult::Filtered { filter: "no_staff".into() });
 }
 
 #[test]
@@ -212,37 +174,15 @@ fn filter_equality_and_presence() {
     let filters = BTreeMap::from([
         (
             "id_not_7".to_owned(),
-            filter(
-                Some("learner_id"),
-                None,
-                FilterOp::Ne,
-                Some(json!("7")),
-                FilterAction::Include,
-            ),
+            filter(Some("learner_id"), None, FilterOp::Ne, Some(json!("7")), FilterAction::Include),
         ),
-        (
-            "needs_email".to_owned(),
-            filter(None, Some("email"), FilterOp::Missing, None, FilterAction::Exclude),
-        ),
+        ("needs_email".to_owned(), filter(None, Some("email"), FilterOp::Missing, None, FilterAction::Exclude)),
     ]);
     let m = CompiledMapping::compile(entity("learner"), &learner_fields(), &filters, &BTreeMap::new()).unwrap();
-    assert_eq!(
-        m.apply(&learner(json!(7), "A", "a@b.c")),
-        MapResult::Filtered {
-            filter: "id_not_7".into()
-        }
-    );
-    assert!(matches!(
-        m.apply(&learner(json!(8), "A", "a@b.c")),
-        MapResult::Mapped(_)
-    ));
+    assert_eq!(m.apply(&learner(json!(7), "A", "a@b.c")), MapResult::Filtered { filter: "id_not_7".into() });
+    assert!(matches!(m.apply(&learner(json!(8), "A", "a@b.c")), MapResult::Mapped(_)));
     let no_email = json!({"learner_id": 8, "first_name": "A", "last_name": "B"});
-    assert_eq!(
-        m.apply(&no_email),
-        MapResult::Filtered {
-            filter: "needs_email".into()
-        }
-    );
+    assert_eq!(m.apply(&no_email), MapResult::Filtered { filter: "needs_email".into() });
 }
 
 #[test]
@@ -268,10 +208,7 @@ fn value_map_then_default() {
     );
     f.insert(
         "programme".into(),
-        MappingSpec::Rule(MappingRule {
-            default: Some(json!("None")),
-            ..MappingRule::default()
-        }),
+        MappingSpec::Rule(MappingRule { default: Some(json!("None")), ..MappingRule::default() }),
     );
     let m = CompiledMapping::compile(entity("learner"), &f, NO_FILTERS, NO_TAGS).unwrap();
     let status = |state: Value| {
@@ -320,18 +257,8 @@ fn coalesce_and_concat_with_one_or_several_sources() {
         })
     };
     let mut f = learner_fields();
-    f.insert(
-        "email".into(),
-        many(
-            &["work_email", "home_email"],
-            &["null_if_empty", "coalesce", "lower"],
-            None,
-        ),
-    );
-    f.insert(
-        "programme".into(),
-        many(&["code", "title"], &["trim", "concat"], Some(" — ")),
-    );
+    f.insert("email".into(), many(&["work_email", "home_email"], &["null_if_empty", "coalesce", "lower"], None));
+    f.insert("programme".into(), many(&["code", "title"], &["trim", "concat"], Some(" — ")));
     f.insert("division".into(), many(&["region"], &["concat"], None));
     let m = CompiledMapping::compile(entity("learner"), &f, NO_FILTERS, NO_TAGS).unwrap();
     let record = json!({"learner_id": 1, "first_name": "A", "last_name": "B",
@@ -354,26 +281,17 @@ fn compile_errors_name_entity_field_and_problem() {
 
     let e = err(fields(&[("shoe_size", path("x"))]));
     assert!(matches!(e, MappingError::UnknownField { .. }));
-    assert!(
-        e.to_string().contains("`learner`") && e.to_string().contains("`shoe_size`"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("`learner`") && e.to_string().contains("`shoe_size`"), "{e}");
 
     let e = err(fields(&[("email", rule("email", &["rot13"]))]));
-    assert_eq!(
-        e.to_string().split(" (known").next(),
-        Some("mapping of `learner.email`: unknown transform `rot13`")
-    );
+    assert_eq!(e.to_string().split(" (known").next(), Some("mapping of `learner.email`: unknown transform `rot13`"));
 
     let two = MappingSpec::Rule(MappingRule {
         from: Some(Sources::Many(vec!["a".into(), "b".into()])),
         ..MappingRule::default()
     });
     let e = err(fields(&[("programme", two)]));
-    assert!(
-        e.to_string().contains("`learner.programme`") && e.to_string().contains("`concat` or `coalesce`"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("`learner.programme`") && e.to_string().contains("`concat` or `coalesce`"), "{e}");
 
     let e = err(fields(&[("programme", path("a..b"))]));
     assert!(e.to_string().contains("bad source path `a..b`"), "{e}");
@@ -384,14 +302,8 @@ fn compile_errors_name_entity_field_and_problem() {
         ..MappingRule::default()
     });
     let e = err(fields(&[("uln", bad_const)]));
-    assert!(
-        e.to_string().contains("`int` cannot convert the constant string"),
-        "{e}"
-    );
-    let wrong_type = MappingSpec::Rule(MappingRule {
-        value: Some(json!(["a"])),
-        ..MappingRule::default()
-    });
+    assert!(e.to_string().contains("`int` cannot convert the constant string"), "{e}");
+    let wrong_type = MappingSpec::Rule(MappingRule { value: Some(json!(["a"])), ..MappingRule::default() });
     let e = err(fields(&[("division", wrong_type)]));
     assert_eq!(
         e.to_string(),
@@ -400,17 +312,12 @@ fn compile_errors_name_entity_field_and_problem() {
     );
 
     let e = err(fields(&[("shoe_size", path("x")), ("email", rule("e", &["nope"]))]));
-    let MappingError::Several { errors, .. } = &e else {
-        panic!("{e:?}")
-    };
+    let MappingError::Several { errors, .. } = &e else { panic!("{e:?}") };
     assert_eq!(errors.len(), 2, "every problem at once: {e}");
 
     let tags = BTreeMap::from([("status".to_owned(), "x".to_owned())]);
     let e = CompiledMapping::compile(learner_entity, &learner_fields(), NO_FILTERS, &tags).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "tag `status` of `learner` has the same name as a field of the entity"
-    );
+    assert_eq!(e.to_string(), "tag `status` of `learner` has the same name as a field of the entity");
 
     let filters = BTreeMap::from([(
         "f".to_owned(),
@@ -419,16 +326,10 @@ fn compile_errors_name_entity_field_and_problem() {
     let e = CompiledMapping::compile(learner_entity, &learner_fields(), &filters, NO_TAGS).unwrap_err();
     assert_eq!(e.to_string(), "filter `f` of `learner`: unknown field `shoe_size`");
 
-    let filters = BTreeMap::from([(
-        "g".to_owned(),
-        filter(None, Some("uln"), FilterOp::Exists, None, FilterAction::Include),
-    )]);
+    let filters =
+        BTreeMap::from([("g".to_owned(), filter(None, Some("uln"), FilterOp::Exists, None, FilterAction::Include))]);
     let e = CompiledMapping::compile(learner_entity, &learner_fields(), &filters, NO_TAGS).unwrap_err();
-    assert!(
-        e.to_string()
-            .starts_with("filter `g` of `learner`: field `uln` is not mapped"),
-        "{e}"
-    );
+    assert!(e.to_string().starts_with("filter `g` of `learner`: field `uln` is not mapped"), "{e}");
 
     let filters = BTreeMap::from([(
         "h".to_owned(),

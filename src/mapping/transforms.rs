@@ -206,19 +206,11 @@ fn slice(s: Cow<'_, str>, range: Range<usize>) -> Cow<'_, str> {
 }
 
 fn lower(s: Cow<'_, str>) -> Cow<'_, str> {
-    if s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase()) {
-        s
-    } else {
-        Cow::Owned(s.to_lowercase())
-    }
+    if s.is_ascii() && !s.bytes().any(|b| b.is_ascii_uppercase()) { s } else { Cow::Owned(s.to_lowercase()) }
 }
 
 fn upper(s: Cow<'_, str>) -> Cow<'_, str> {
-    if s.is_ascii() && !s.bytes().any(|b| b.is_ascii_lowercase()) {
-        s
-    } else {
-        Cow::Owned(s.to_uppercase())
-    }
+    if s.is_ascii() && !s.bytes().any(|b| b.is_ascii_lowercase()) { s } else { Cow::Owned(s.to_uppercase()) }
 }
 
 /// "Mary Ann Smith" → ("Mary Ann", Some("Smith")); "Cher" → ("Cher", None); blank → None.
@@ -328,10 +320,7 @@ mod tests {
         assert_eq!(run("upper", json!([1])), Ok(json!([1])));
         let v = json!("already lower");
         let out = Transform::Lower.apply(Val::Ref(&v)).unwrap();
-        assert!(
-            matches!(out, Val::Str(Cow::Borrowed(_))),
-            "no copy when nothing changes"
-        );
+        assert!(matches!(out, Val::Str(Cow::Borrowed(_))), "no copy when nothing changes");
         let v = json!("  x ");
         let out = Transform::Trim.apply(Val::Ref(&v)).unwrap();
         assert!(matches!(out, Val::Str(Cow::Borrowed("x"))), "trim borrows");
@@ -383,15 +372,7 @@ mod tests {
 
     #[test]
     fn booleans() {
-        for yes in [
-            json!(true),
-            json!("true"),
-            json!("TRUE"),
-            json!("yes"),
-            json!("1"),
-            json!(1),
-            json!(1.0),
-        ] {
+        for yes in [json!(true), json!("true"), json!("TRUE"), json!("yes"), json!("1"), json!(1), json!(1.0)] {
             assert_eq!(run("bool", yes.clone()), Ok(json!(true)), "{yes}");
         }
         for no in [json!(false), json!("false"), json!(" No "), json!("0"), json!(0)] {
@@ -404,22 +385,13 @@ mod tests {
 
     #[test]
     fn dates_and_datetimes() {
-        assert_eq!(
-            run("date", json!("2024-03-01T10:52:52.6880167Z")),
-            Ok(json!("2024-03-01"))
-        );
+        assert_eq!(run("date", json!("2024-03-01T10:52:52.6880167Z")), Ok(json!("2024-03-01")));
         assert_eq!(run("date", json!("01/03/2024")), Ok(json!("2024-03-01")));
         assert_eq!(run("date", json!("1709251200000")), Ok(json!("2024-03-01")));
         assert_eq!(run("date", json!("soon")), Err("string"));
         assert_eq!(run("date", json!(true)), Err("boolean"));
-        assert_eq!(
-            run("datetime", json!("1712345678.000100")),
-            Ok(json!("2024-04-05T19:34:38.000Z"))
-        );
-        assert_eq!(
-            run("datetime", json!("2024-03-01T10:52:52.68+01:00")),
-            Ok(json!("2024-03-01T09:52:52.680Z"))
-        );
+        assert_eq!(run("datetime", json!("1712345678.000100")), Ok(json!("2024-04-05T19:34:38.000Z")));
+        assert_eq!(run("datetime", json!("2024-03-01T10:52:52.68+01:00")), Ok(json!("2024-03-01T09:52:52.680Z")));
         assert_eq!(run("datetime", json!("later")), Err("string"));
         assert_eq!(run("datetime", json!([])), Err("array"));
     }

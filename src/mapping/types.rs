@@ -26,8 +26,7 @@ pub(super) fn conform(kind: FieldType, v: Value) -> Option<Value> {
 
 /// One `@` with text on both sides.
 fn is_email(s: &str) -> bool {
-    s.split_once('@')
-        .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'))
+    s.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'))
 }
 
 pub(super) fn expected(kind: FieldType) -> &'static str {

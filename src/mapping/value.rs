@@ -142,10 +142,7 @@ mod tests {
         assert_eq!(t(json!(-12)), Some("-12".into()));
         assert_eq!(t(json!(u64::MAX)), Some(u64::MAX.to_string()));
         assert_eq!(t(json!(12.5)), Some("12.5".into()));
-        assert_eq!(
-            t(json!(-1.7976931348623157e308)),
-            Some("-1.7976931348623157e+308".into())
-        );
+        assert_eq!(t(json!(-1.7976931348623157e308)), Some("-1.7976931348623157e+308".into()));
         assert_eq!(t(json!(true)), Some("true".into()));
         assert_eq!(t(json!(null)), None);
         assert_eq!(t(json!([1])), None);

@@ -30,16 +30,8 @@ pub(crate) static SPEC: ProviderSpec = ProviderSpec {
     token_path: None,
     token_paths: &[],
     streams: &[
-        StreamSpec {
-            name: "learners",
-            aliases: &["Learners"],
-            kind: StreamKind::Primary,
-        },
-        StreamSpec {
-            name: "organizations",
-            aliases: &["Organizations"],
-            kind: StreamKind::Primary,
-        },
+        StreamSpec { name: "learners", aliases: &["Learners"], kind: StreamKind::Primary },
+        StreamSpec { name: "organizations", aliases: &["Organizations"], kind: StreamKind::Primary },
     ],
     default_ttl: None,
     rotation: Rotation::Never,
@@ -81,10 +73,7 @@ fn throttle(_: &Sim) -> Response {
 }
 
 fn unavailable(_: &Sim) -> Response {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "The service is temporarily unavailable. Try again later.",
-    )
+    error(StatusCode::SERVICE_UNAVAILABLE, "The service is temporarily unavailable. Try again later.")
 }
 
 fn credentials(sim: &Sim) -> Value {
@@ -104,11 +93,7 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
     let updated = util::iso_trimmed(m.updated);
     if stream == ORGANIZATIONS {
         let name = fake::company(&mut r);
-        let name = if m.rev > 0 {
-            format!("{name} (rev {})", m.rev)
-        } else {
-            name
-        };
+        let name = if m.rev > 0 { format!("{name} (rev {})", m.rev) } else { name };
         return json!({"id": m.index + 1, "name": name, "UpdatedDate": updated});
     }
     let first = r.pick(fake::FIRST_NAMES);
@@ -164,9 +149,7 @@ fn parse_query(stream: usize, params: &Params) -> Early<Query> {
     if let Some(expr) = params.get("$filter") {
         for clause in split_and(expr) {
             parse_clause(clause, key, &mut filter).ok_or_else(|| {
-                bad(format!(
-                    "The query specified in the URI is not valid. Could not parse $filter '{clause}'."
-                ))
+                bad(format!("The query specified in the URI is not valid. Could not parse $filter '{clause}'."))
             })?;
         }
     }
@@ -192,20 +175,10 @@ fn parse_query(stream: usize, params: &Params) -> Early<Query> {
             }
         }
     };
-    let select = params.get("$select").map(|s| {
-        s.split(',')
-            .map(|f| f.trim().to_owned())
-            .filter(|f| !f.is_empty())
-            .collect::<Vec<_>>()
-    });
-    Ok(Query {
-        filter,
-        order,
-        desc,
-        skip,
-        top: top.map(|t| usize::try_from(t).unwrap_or(usize::MAX)),
-        select,
-    })
+    let select = params
+        .get("$select")
+        .map(|s| s.split(',').map(|f| f.trim().to_owned()).filter(|f| !f.is_empty()).collect::<Vec<_>>());
+    Ok(Query { filter, order, desc, skip, top: top.map(|t| usize::try_from(t).unwrap_or(usize::MAX)), select })
 }
 
 /// Splits `a and b and c` on the word `and` (case-insensitive).
@@ -241,11 +214,7 @@ fn parse_clause(clause: &str, key: &str, filter: &mut Filter) -> Option<()> {
         filter.updated(cmp, util::parse_ts(lit)?);
     } else if field == key {
         let lit = literal.trim_matches('\'');
-        let number = if key == "learner_id" {
-            lit.strip_prefix('L')?
-        } else {
-            lit
-        };
+        let number = if key == "learner_id" { lit.strip_prefix('L')? } else { lit };
         let id: u64 = number.parse().ok()?;
         filter.id(cmp, id);
     } else {
@@ -260,9 +229,8 @@ async fn collection(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let Some(stream) = sim
-        .stream_index(&collection)
-        .filter(|_| collection == "Learners" || collection == "Organizations")
+    let Some(stream) =
+        sim.stream_index(&collection).filter(|_| collection == "Learners" || collection == "Organizations")
     else {
         return error(
             StatusCode::NOT_FOUND,
@@ -328,9 +296,7 @@ async fn collection(
 fn project(row: Value, fields: &[String]) -> Value {
     match row {
         Value::Object(map) => Value::Object(
-            map.into_iter()
-                .filter(|(k, _)| fields.iter().any(|f| f == k))
-                .collect::<Map<String, Value>>(),
+            map.into_iter().filter(|(k, _)| fields.iter().any(|f| f == k)).collect::<Map<String, Value>>(),
         ),
         other => other,
     }

@@ -120,10 +120,7 @@ impl Auth {
     /// Starts a new independent grant; returns its refresh token.
     pub(crate) fn new_grant(&mut self, refresh_prefix: &str) -> String {
         let token = self.mint(refresh_prefix);
-        self.grants.push(Grant {
-            current_refresh: token.clone(),
-            revoked: false,
-        });
+        self.grants.push(Grant { current_refresh: token.clone(), revoked: false });
         self.refresh_tokens.insert(token.clone(), self.grants.len() - 1);
         token
     }
@@ -148,33 +145,19 @@ impl Auth {
         if self.access.len() > ACCESS_SOFT_CAP {
             let now = Instant::now();
             let old = Duration::from_secs(3600);
-            self.access
-                .retain(|_, a| a.expires.is_none_or(|e| now.saturating_duration_since(e) < old));
+            self.access.retain(|_, a| a.expires.is_none_or(|e| now.saturating_duration_since(e) < old));
         }
         let token = self.mint(prefix);
         // A lifetime too long to represent never expires.
         let expires = self.ttl.and_then(|ttl| Instant::now().checked_add(ttl));
-        let expires_wall = self
-            .ttl
-            .and_then(|ttl| TimeDelta::from_std(ttl).ok())
-            .and_then(|ttl| Utc::now().checked_add_signed(ttl));
+        let expires_wall =
+            self.ttl.and_then(|ttl| TimeDelta::from_std(ttl).ok()).and_then(|ttl| Utc::now().checked_add_signed(ttl));
         let (expires, expires_wall) = match (expires, expires_wall) {
             (Some(e), Some(w)) => (Some(e), Some(w)),
             _ => (None, None),
         };
-        self.access.insert(
-            token.clone(),
-            Access {
-                grant,
-                expires,
-                expires_wall,
-            },
-        );
-        Issued {
-            access_token: token,
-            refresh_token,
-            expires_in: self.ttl.map(|t| t.as_secs()),
-        }
+        self.access.insert(token.clone(), Access { grant, expires, expires_wall });
+        Issued { access_token: token, refresh_token, expires_in: self.ttl.map(|t| t.as_secs()) }
     }
 
     /// Exchanges a refresh token. With rotation the presented token is spent
@@ -215,10 +198,9 @@ impl Auth {
             return TokenCheck::Revoked;
         }
         match (access.expires, access.expires_wall) {
-            (Some(e), Some(at)) if Instant::now() >= e => TokenCheck::Expired {
-                ago_secs: Instant::now().saturating_duration_since(e).as_secs(),
-                at,
-            },
+            (Some(e), Some(at)) if Instant::now() >= e => {
+                TokenCheck::Expired { ago_secs: Instant::now().saturating_duration_since(e).as_secs(), at }
+            }
             _ => TokenCheck::Valid,
         }
     }
@@ -257,10 +239,7 @@ mod tests {
         let at1 = first.map(|i| i.access_token).unwrap_or_default();
         assert_eq!(auth.check(&at1), TokenCheck::Valid);
         assert_eq!(auth.refresh(&rt0, "r-", "a-").err(), Some(RefreshError::Reused));
-        assert_eq!(
-            auth.refresh(&rt1.unwrap_or_default(), "r-", "a-").err(),
-            Some(RefreshError::Revoked)
-        );
+        assert_eq!(auth.refresh(&rt1.unwrap_or_default(), "r-", "a-").err(), Some(RefreshError::Revoked));
         assert_eq!(auth.check(&at1), TokenCheck::Revoked);
         assert!(auth.refresh(&other, "r-", "a-").is_ok());
         assert_eq!(auth.refresh("nope", "r-", "a-").err(), Some(RefreshError::Unknown));

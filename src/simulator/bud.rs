@@ -33,16 +33,8 @@ pub(crate) static SPEC: ProviderSpec = ProviderSpec {
     token_path: Some("/connect/token"),
     token_paths: &["/connect/token"],
     streams: &[
-        StreamSpec {
-            name: "learners",
-            aliases: &[],
-            kind: StreamKind::Primary,
-        },
-        StreamSpec {
-            name: "employers",
-            aliases: &[],
-            kind: StreamKind::Primary,
-        },
+        StreamSpec { name: "learners", aliases: &[], kind: StreamKind::Primary },
+        StreamSpec { name: "employers", aliases: &[], kind: StreamKind::Primary },
     ],
     default_ttl: Some(std::time::Duration::from_secs(3600)),
     rotation: Rotation::Never,
@@ -90,19 +82,11 @@ fn throttle(sim: &Sim) -> Response {
 }
 
 fn unavailable(sim: &Sim) -> Response {
-    problem(
-        sim,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Service Unavailable",
-        "The service is temporarily unavailable.",
-    )
+    problem(sim, StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", "The service is temporarily unavailable.")
 }
 
 fn client(sim: &Sim) -> (String, String) {
-    (
-        format!("bud-sim-{}", sim.static_secret("bud-client-id", 12)),
-        sim.static_secret("bud-client-secret", 40),
-    )
+    (format!("bud-sim-{}", sim.static_secret("bud-client-id", 12)), sim.static_secret("bud-client-secret", 40))
 }
 
 fn credentials(sim: &Sim) -> Value {
@@ -150,11 +134,7 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
     let updated = util::iso_ms(m.updated);
     if stream == EMPLOYERS {
         let name = fake::company(&mut r);
-        let name = if m.rev > 0 {
-            format!("{name} (rev {})", m.rev)
-        } else {
-            name
-        };
+        let name = if m.rev > 0 { format!("{name} (rev {})", m.rev) } else { name };
         return json!({"id": guid(sim, "bud-employer", m.index), "name": name, "updatedAt": updated});
     }
     let first = r.pick(fake::FIRST_NAMES);
@@ -196,11 +176,7 @@ fn unauthorized(description: Option<&str>) -> Response {
         Some(d) => format!("Bearer error=\"invalid_token\", error_description=\"{d}\""),
         None => "Bearer".to_owned(),
     };
-    util::with_header(
-        oauth_error("invalid_token", StatusCode::UNAUTHORIZED),
-        "www-authenticate",
-        &challenge,
-    )
+    util::with_header(oauth_error("invalid_token", StatusCode::UNAUTHORIZED), "www-authenticate", &challenge)
 }
 
 fn list(sim: &Sim, stream: usize, headers: &HeaderMap, raw: Option<&str>) -> Response {
@@ -216,12 +192,7 @@ fn list(sim: &Sim, stream: usize, headers: &HeaderMap, raw: Option<&str>) -> Res
     }
     let params = Params::from_query(raw);
     let invalid = |field: &str, msg: &str| {
-        problem(
-            sim,
-            StatusCode::BAD_REQUEST,
-            "One or more validation errors occurred.",
-            &format!("{field}: {msg}"),
-        )
+        problem(sim, StatusCode::BAD_REQUEST, "One or more validation errors occurred.", &format!("{field}: {msg}"))
     };
     let page_number = match util::parse_u64(params.get("pageNumber")) {
         Ok(n) if n != Some(0) => n.unwrap_or(1),

@@ -143,15 +143,7 @@ impl Sim {
                     StreamKind::Primary => (config.count_for(s.name), 0),
                     StreamKind::Child => (config.count_for(s.name), parents),
                 };
-                StreamData::new(
-                    config.seed,
-                    s.name,
-                    count,
-                    partitions,
-                    anchor,
-                    spec.resolution_ns,
-                    spec.refine,
-                )
+                StreamData::new(config.seed, s.name, count, partitions, anchor, spec.resolution_ns, spec.refine)
             })
             .collect();
         let ttl = config.access_token_ttl.or(spec.default_ttl);
@@ -198,10 +190,7 @@ impl Sim {
         offset: u64,
         limit: usize,
     ) -> Page {
-        lock(&self.streams)
-            .get(stream)
-            .map(|s| s.select(filter, order, desc, offset, limit))
-            .unwrap_or_default()
+        lock(&self.streams).get(stream).map(|s| s.select(filter, order, desc, offset, limit)).unwrap_or_default()
     }
 
     /// The metadata of a live record.
@@ -270,10 +259,7 @@ impl Sim {
     /// The standard OAuth client id and secret of this simulator.
     pub(crate) fn client_pair(&self) -> (String, String) {
         let auth = lock(&self.auth);
-        (
-            auth.static_secret("client-id", 24),
-            auth.static_secret("client-secret", 40),
-        )
+        (auth.static_secret("client-id", 24), auth.static_secret("client-secret", 40))
     }
 
     /// `{client_id, client_secret, refresh_token}` for the first grant.
@@ -333,11 +319,7 @@ impl Sim {
 
     /// Requests whose path starts with `prefix`.
     pub(crate) fn requests_for(&self, prefix: &str) -> u64 {
-        lock(&self.paths)
-            .iter()
-            .filter(|(p, _)| p.starts_with(prefix))
-            .map(|(_, n)| *n)
-            .sum()
+        lock(&self.paths).iter().filter(|(p, _)| p.starts_with(prefix)).map(|(_, n)| *n).sum()
     }
 
     /// Counts a request in a fixed window of `interval` and returns how many

@@ -12,9 +12,7 @@ pub(crate) fn mix(x: u64) -> u64 {
 
 /// A stable 64-bit hash of a label (FNV-1a), used to separate streams.
 pub(crate) fn label_hash(label: &str) -> u64 {
-    label.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    label.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// A deterministic random source for one record.
@@ -40,10 +38,7 @@ impl Rng {
 
     /// One element of a non-empty list.
     pub(crate) fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items
-            .get(self.below(items.len() as u64) as usize)
-            .copied()
-            .unwrap_or_default()
+        items.get(self.below(items.len() as u64) as usize).copied().unwrap_or_default()
     }
 
     /// `n` random decimal digits.
@@ -162,16 +157,8 @@ pub(crate) const COMPANY_WORDS: &[&str] = &[
 ];
 
 /// Company name suffixes.
-pub(crate) const COMPANY_SUFFIXES: &[&str] = &[
-    "Ltd",
-    "Group",
-    "Holdings",
-    "Partners",
-    "Solutions",
-    "Logistics",
-    "Care",
-    "Engineering",
-];
+pub(crate) const COMPANY_SUFFIXES: &[&str] =
+    &["Ltd", "Group", "Holdings", "Partners", "Solutions", "Logistics", "Care", "Engineering"];
 
 /// Apprenticeship programmes.
 pub(crate) const PROGRAMMES: &[&str] = &[
@@ -188,9 +175,7 @@ pub(crate) const PROGRAMMES: &[&str] = &[
 ];
 
 /// Divisions and locations.
-pub(crate) const DIVISIONS: &[&str] = &[
-    "North", "South", "East", "West", "Midlands", "Scotland", "Wales", "London",
-];
+pub(crate) const DIVISIONS: &[&str] = &["North", "South", "East", "West", "Midlands", "Scotland", "Wales", "London"];
 
 /// Industries (HubSpot and Salesforce pick lists).
 pub(crate) const INDUSTRIES: &[&str] = &[
@@ -245,10 +230,7 @@ pub(crate) fn company(rng: &mut Rng) -> String {
 
 /// A lowercase DNS-like label from a company name.
 pub(crate) fn domain_label(name: &str) -> String {
-    name.chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .collect::<String>()
-        .to_lowercase()
+    name.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_lowercase()
 }
 
 #[cfg(test)]

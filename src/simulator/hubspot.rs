@@ -37,21 +37,9 @@ pub(crate) static SPEC: ProviderSpec = ProviderSpec {
     token_path: Some("/oauth/v1/token"),
     token_paths: &["/oauth/v1/token", "/oauth/v3/token"],
     streams: &[
-        StreamSpec {
-            name: "contacts",
-            aliases: &[],
-            kind: StreamKind::Primary,
-        },
-        StreamSpec {
-            name: "companies",
-            aliases: &[],
-            kind: StreamKind::Primary,
-        },
-        StreamSpec {
-            name: "deals",
-            aliases: &[],
-            kind: StreamKind::Primary,
-        },
+        StreamSpec { name: "contacts", aliases: &[], kind: StreamKind::Primary },
+        StreamSpec { name: "companies", aliases: &[], kind: StreamKind::Primary },
+        StreamSpec { name: "deals", aliases: &[], kind: StreamKind::Primary },
     ],
     default_ttl: Some(Duration::from_secs(1800)),
     rotation: Rotation::Never,
@@ -69,25 +57,9 @@ pub(crate) static SPEC: ProviderSpec = ProviderSpec {
 
 /// Properties returned when none are requested.
 const DEFAULTS: [&[&str]; 3] = [
-    &[
-        "createdate",
-        "email",
-        "firstname",
-        "hs_object_id",
-        "lastmodifieddate",
-        "lastname",
-    ],
+    &["createdate", "email", "firstname", "hs_object_id", "lastmodifieddate", "lastname"],
     &["createdate", "domain", "hs_lastmodifieddate", "hs_object_id", "name"],
-    &[
-        "amount",
-        "closedate",
-        "createdate",
-        "dealname",
-        "dealstage",
-        "hs_lastmodifieddate",
-        "hs_object_id",
-        "pipeline",
-    ],
+    &["amount", "closedate", "createdate", "dealname", "dealstage", "hs_lastmodifieddate", "hs_object_id", "pipeline"],
 ];
 
 fn router() -> Router<Arc<Sim>> {
@@ -135,11 +107,7 @@ fn throttle(_: &Sim) -> Response {
 }
 
 fn unavailable(_: &Sim) -> Response {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "SERVICE_UNAVAILABLE",
-        "The service is temporarily unavailable.",
-    )
+    error(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "The service is temporarily unavailable.")
 }
 
 fn decorate(sim: &Sim, path: &str, response: &mut Response) {
@@ -148,11 +116,7 @@ fn decorate(sim: &Sim, path: &str, response: &mut Response) {
     }
     let used = sim.window_count(Duration::from_secs(10));
     util::set_header(response, "x-hubspot-ratelimit-max", &RATE_MAX.to_string());
-    util::set_header(
-        response,
-        "x-hubspot-ratelimit-remaining",
-        &RATE_MAX.saturating_sub(used).to_string(),
-    );
+    util::set_header(response, "x-hubspot-ratelimit-remaining", &RATE_MAX.saturating_sub(used).to_string());
     util::set_header(response, "x-hubspot-ratelimit-interval-milliseconds", "10000");
 }
 
@@ -176,22 +140,14 @@ fn token_error(status: &str, error: &str, message: &str) -> Response {
 async fn token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let form = Params::parse(&String::from_utf8_lossy(&body));
     if form.get("grant_type") != Some("refresh_token") {
-        return token_error(
-            "BAD_GRANT_TYPE",
-            "unsupported_grant_type",
-            "grant_type must be refresh_token",
-        );
+        return token_error("BAD_GRANT_TYPE", "unsupported_grant_type", "grant_type must be refresh_token");
     }
     let (id, secret) = sim.client_pair();
     if form.get("client_id") != Some(id.as_str()) {
         return token_error("BAD_CLIENT_ID", "invalid_client", "missing or unknown client id");
     }
     if form.get("client_secret") != Some(secret.as_str()) {
-        return token_error(
-            "BAD_CLIENT_SECRET",
-            "invalid_client",
-            "missing or invalid client secret",
-        );
+        return token_error("BAD_CLIENT_SECRET", "invalid_client", "missing or invalid client secret");
     }
     let refresh = form.get("refresh_token").unwrap_or_default();
     let result = lock(&sim.auth).refresh(refresh, SPEC.refresh_prefix, SPEC.access_prefix);
@@ -384,11 +340,7 @@ async fn get_one(
         Ok(s) => s,
         Err(response) => return *response,
     };
-    let found = id
-        .parse::<u64>()
-        .ok()
-        .and_then(|id| id.checked_sub(1))
-        .and_then(|index| sim.record(stream, index));
+    let found = id.parse::<u64>().ok().and_then(|id| id.checked_sub(1)).and_then(|index| sim.record(stream, index));
     match found {
         Some(record) => {
             let requested = requested_properties(&Params::from_query(raw.as_deref()));

@@ -80,10 +80,7 @@ fn parse_sort(sort: &Value) -> Result<(Order, bool), String> {
             None => (s.clone(), false),
         },
         Value::Object(o) => (
-            o.get("propertyName")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            o.get("propertyName").and_then(Value::as_str).unwrap_or_default().to_owned(),
             o.get("direction").and_then(Value::as_str) == Some("DESCENDING"),
         ),
         _ => return Err("Invalid sort".to_owned()),
@@ -114,20 +111,12 @@ pub(super) async fn search(
         return validation("Invalid input JSON on line 1: expected an object");
     };
     let mut filter = Filter::all();
-    let groups = req
-        .get("filterGroups")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let groups = req.get("filterGroups").and_then(Value::as_array).cloned().unwrap_or_default();
     if groups.len() > 1 {
         return validation("The simulator supports at most one filterGroup");
     }
     for group in &groups {
-        let filters = group
-            .get("filters")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let filters = group.get("filters").and_then(Value::as_array).cloned().unwrap_or_default();
         for f in &filters {
             if let Err(message) = apply_filter(&mut filter, f) {
                 return validation(&message);
@@ -167,11 +156,8 @@ pub(super) async fn search(
         .unwrap_or_default();
     let page = sim.select(stream, &filter, order, desc, after, limit as usize);
     let served = after + page.items.len() as u64;
-    let results: Vec<Value> = sim
-        .records(stream, &page.items)
-        .into_iter()
-        .map(|r| shape(stream, r, &requested))
-        .collect();
+    let results: Vec<Value> =
+        sim.records(stream, &page.items).into_iter().map(|r| shape(stream, r, &requested)).collect();
     let mut body = json!({"total": page.total, "results": results});
     if served < page.total {
         body["paging"] = json!({"next": {"after": served.to_string()}});

@@ -37,16 +37,8 @@ pub(crate) static SPEC: ProviderSpec = ProviderSpec {
     token_path: Some("/oauth/token"),
     token_paths: &["/oauth/token"],
     streams: &[
-        StreamSpec {
-            name: "projects",
-            aliases: &["project"],
-            kind: StreamKind::Parent,
-        },
-        StreamSpec {
-            name: "issues",
-            aliases: &["issue"],
-            kind: StreamKind::Child,
-        },
+        StreamSpec { name: "projects", aliases: &["project"], kind: StreamKind::Parent },
+        StreamSpec { name: "issues", aliases: &["issue"], kind: StreamKind::Child },
     ],
     default_ttl: Some(Duration::from_secs(3600)),
     rotation: Rotation::Always,
@@ -74,9 +66,7 @@ fn messages(status: StatusCode, message: &str) -> Response {
 }
 
 fn throttle(sim: &Sim) -> Response {
-    let reset = (Utc::now() + TimeDelta::seconds(sim.retry_after() as i64 + 60))
-        .format("%Y-%m-%dT%H:%MZ")
-        .to_string();
+    let reset = (Utc::now() + TimeDelta::seconds(sim.retry_after() as i64 + 60)).format("%Y-%m-%dT%H:%MZ").to_string();
     let mut response = messages(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded.");
     util::set_header(&mut response, "retry-after", &sim.retry_after().to_string());
     util::set_header(&mut response, "x-ratelimit-limit", "350");
@@ -105,19 +95,11 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 
 async fn token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(&body) else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "The request body must be JSON.",
-        );
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "The request body must be JSON.");
     };
     let field = |k: &str| req.get(k).and_then(Value::as_str).unwrap_or_default();
     if field("grant_type") != "refresh_token" {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "Unsupported grant type.",
-        );
+        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "Unsupported grant type.");
     }
     let (id, secret) = sim.client_pair();
     if field("client_id") != id || field("client_secret") != secret {
@@ -135,11 +117,9 @@ async fn token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
                 "scope": "read:jira-work read:jira-user offline_access",
             }),
         ),
-        Err(RefreshError::Unknown | RefreshError::Reused | RefreshError::Revoked) => oauth_error(
-            StatusCode::FORBIDDEN,
-            "invalid_grant",
-            "Unknown or invalid refresh token.",
-        ),
+        Err(RefreshError::Unknown | RefreshError::Reused | RefreshError::Revoked) => {
+            oauth_error(StatusCode::FORBIDDEN, "invalid_grant", "Unknown or invalid refresh token.")
+        }
     }
 }
 
@@ -148,10 +128,7 @@ fn authorize(sim: &Sim, headers: &HeaderMap) -> Early<()> {
     if let Some(token) = util::bearer(headers) {
         return match sim.check_token(&token) {
             TokenCheck::Valid => Ok(()),
-            _ => Err(Box::new(util::json(
-                StatusCode::UNAUTHORIZED,
-                &json!({"code": 401, "message": "Unauthorized"}),
-            ))),
+            _ => Err(Box::new(util::json(StatusCode::UNAUTHORIZED, &json!({"code": 401, "message": "Unauthorized"})))),
         };
     }
     let ok = util::basic(headers).is_some_and(|(user, pass)| user == EMAIL && pass == api_token(sim));
@@ -159,10 +136,7 @@ fn authorize(sim: &Sim, headers: &HeaderMap) -> Early<()> {
         return Ok(());
     }
     Err(Box::new(util::with_header(
-        messages(
-            StatusCode::UNAUTHORIZED,
-            "Client must be authenticated to access this resource.",
-        ),
+        messages(StatusCode::UNAUTHORIZED, "Client must be authenticated to access this resource."),
         "www-authenticate",
         "Basic realm=\"protected-area\"",
     )))
@@ -230,14 +204,9 @@ async fn projects(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(raw)
         return *response;
     }
     let params = Params::from_query(raw.as_deref());
-    let (Ok(start), Ok(max)) = (
-        util::parse_u64(params.get("startAt")),
-        util::parse_u64(params.get("maxResults")),
-    ) else {
-        return messages(
-            StatusCode::BAD_REQUEST,
-            "startAt and maxResults must be non-negative integers.",
-        );
+    let (Ok(start), Ok(max)) = (util::parse_u64(params.get("startAt")), util::parse_u64(params.get("maxResults")))
+    else {
+        return messages(StatusCode::BAD_REQUEST, "startAt and maxResults must be non-negative integers.");
     };
     let start = start.unwrap_or(0);
     let max = max.unwrap_or(PROJECT_MAX as u64).clamp(1, sim.cap(PROJECT_MAX) as u64);
@@ -248,10 +217,7 @@ async fn projects(State(sim): State<Arc<Sim>>, headers: HeaderMap, RawQuery(raw)
         "self": format!("{}/rest/api/3/project/search?startAt={start}&maxResults={max}", sim.base_url),
     });
     if !is_last {
-        body["nextPage"] = json!(format!(
-            "{}/rest/api/3/project/search?startAt={next}&maxResults={max}",
-            sim.base_url
-        ));
+        body["nextPage"] = json!(format!("{}/rest/api/3/project/search?startAt={next}&maxResults={max}", sim.base_url));
     }
     body["maxResults"] = json!(max);
     body["startAt"] = json!(start);
@@ -359,27 +325,17 @@ fn search(sim: &Sim, req: SearchRequest) -> Response {
             match offset {
                 Some(o) => o,
                 None => {
-                    return messages(
-                        StatusCode::BAD_REQUEST,
-                        "The provided next page token is invalid or expired.",
-                    );
+                    return messages(StatusCode::BAD_REQUEST, "The provided next page token is invalid or expired.");
                 }
             }
         }
     };
     let max = req.max.unwrap_or(DEFAULT_SEARCH).clamp(1, sim.cap(SEARCH_MAX) as u64);
-    let order = if parsed.by_updated {
-        Order::Updated
-    } else {
-        Order::Index
-    };
+    let order = if parsed.by_updated { Order::Updated } else { Order::Index };
     let page = sim.select(ISSUES, &filter, order, parsed.desc, start, max as usize);
     let next = start + page.items.len() as u64;
-    let issues: Vec<Value> = sim
-        .records(ISSUES, &page.items)
-        .into_iter()
-        .map(|issue| shape(issue, req.fields.as_deref()))
-        .collect();
+    let issues: Vec<Value> =
+        sim.records(ISSUES, &page.items).into_iter().map(|issue| shape(issue, req.fields.as_deref())).collect();
     let is_last = next >= page.total;
     let mut body = json!({"issues": issues});
     if !is_last {
@@ -399,10 +355,8 @@ fn shape(issue: Value, fields: Option<&[String]>) -> Value {
     }
     let mut out = issue;
     if let Some(Value::Object(map)) = out.get_mut("fields") {
-        let kept: Map<String, Value> = std::mem::take(map)
-            .into_iter()
-            .filter(|(k, _)| fields.iter().any(|f| f == k))
-            .collect();
+        let kept: Map<String, Value> =
+            std::mem::take(map).into_iter().filter(|(k, _)| fields.iter().any(|f| f == k)).collect();
         *map = kept;
     }
     out

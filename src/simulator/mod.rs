@@ -361,13 +361,7 @@ pub async fn start_on(config: SimConfig, addr: SocketAddr) -> std::io::Result<Si
     let sim = Arc::new(Sim::new(config, format!("http://{local}")));
     let cancel = CancellationToken::new();
     server::spawn(sim.clone(), listener, cancel.clone());
-    Ok(SimHandle {
-        inner: Arc::new(HandleInner {
-            sim,
-            cancel,
-            addr: local,
-        }),
-    })
+    Ok(SimHandle { inner: Arc::new(HandleInner { sim, cancel, addr: local }) })
 }
 
 impl SimHandle {
@@ -405,10 +399,7 @@ impl SimHandle {
 
     /// The token (or session) endpoint, if the provider has one.
     pub fn token_url(&self) -> Option<String> {
-        self.sim()
-            .spec
-            .token_path
-            .map(|p| format!("{}{}", self.sim().base_url, p))
+        self.sim().spec.token_path.map(|p| format!("{}{}", self.sim().base_url, p))
     }
 
     /// What a tenant stores to connect (keys depend on the auth kind).
@@ -467,9 +458,7 @@ impl SimHandle {
     /// `false` if there is no such live record.
     pub fn modify(&self, stream: &str, index: u64) -> bool {
         let sim = self.sim();
-        sim.stream_index(stream)
-            .and_then(|s| sim.mutate(s, |d| d.modify(index, Utc::now())))
-            .unwrap_or(false)
+        sim.stream_index(stream).and_then(|s| sim.mutate(s, |d| d.modify(index, Utc::now()))).unwrap_or(false)
     }
 
     /// Appends `n` records created now; returns their indices (`None` for
@@ -483,9 +472,7 @@ impl SimHandle {
     /// Deletes record `index`; `false` if there is no such live record.
     pub fn delete(&self, stream: &str, index: u64) -> bool {
         let sim = self.sim();
-        sim.stream_index(stream)
-            .and_then(|s| sim.mutate(s, |d| d.delete(index)))
-            .unwrap_or(false)
+        sim.stream_index(stream).and_then(|s| sim.mutate(s, |d| d.delete(index))).unwrap_or(false)
     }
 
     /// The record exactly as the API returns it with every field requested
@@ -512,9 +499,7 @@ impl SimHandle {
     /// project).
     pub fn is_child_stream(&self, stream: &str) -> bool {
         let sim = self.sim();
-        sim.stream_index(stream)
-            .and_then(|s| sim.spec.streams.get(s))
-            .is_some_and(|s| s.kind == StreamKind::Child)
+        sim.stream_index(stream).and_then(|s| sim.spec.streams.get(s)).is_some_and(|s| s.kind == StreamKind::Child)
     }
 
     /// Replaces the faults (counters keep running).
@@ -562,10 +547,7 @@ pub async fn serve(configs: Vec<SimConfig>, port: Option<u16>) -> std::io::Resul
             println!("  token url:   {token_url}");
         }
         println!("  credentials: {}", handle.credentials());
-        if let Some(oauth) = handle
-            .oauth_credentials()
-            .filter(|_| handle.provider() == Provider::Jira)
-        {
+        if let Some(oauth) = handle.oauth_credentials().filter(|_| handle.provider() == Provider::Jira) {
             println!("  oauth:       {oauth}");
         }
         handles.push(handle);

@@ -35,16 +35,8 @@ pub(crate) static SPEC: ProviderSpec = ProviderSpec {
     token_path: Some("/api/v2.1/Authentication"),
     token_paths: &["/api/v2.1/Authentication"],
     streams: &[
-        StreamSpec {
-            name: "learners",
-            aliases: &["users", "User"],
-            kind: StreamKind::Primary,
-        },
-        StreamSpec {
-            name: "organisations",
-            aliases: &["Organisation", "organizations"],
-            kind: StreamKind::Primary,
-        },
+        StreamSpec { name: "learners", aliases: &["users", "User"], kind: StreamKind::Primary },
+        StreamSpec { name: "organisations", aliases: &["Organisation", "organizations"], kind: StreamKind::Primary },
     ],
     default_ttl: Some(std::time::Duration::from_secs(24 * 3600)),
     rotation: Rotation::Never,
@@ -84,10 +76,7 @@ fn throttle(sim: &Sim) -> Response {
 }
 
 fn unavailable(_: &Sim) -> Response {
-    message(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "The service is temporarily unavailable.",
-    )
+    message(StatusCode::SERVICE_UNAVAILABLE, "The service is temporarily unavailable.")
 }
 
 fn customer_token(sim: &Sim) -> String {
@@ -104,11 +93,7 @@ async fn authenticate(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Respon
         return message(StatusCode::UNAUTHORIZED, DENIED);
     }
     let issued = lock(&sim.auth).issue_session(SPEC.access_prefix);
-    util::raw(
-        StatusCode::OK,
-        "text/plain; charset=utf-8",
-        issued.access_token.into_bytes(),
-    )
+    util::raw(StatusCode::OK, "text/plain; charset=utf-8", issued.access_token.into_bytes())
 }
 
 fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
@@ -116,11 +101,7 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
     let modified = util::iso_ms(m.updated);
     if stream == ORGANISATIONS {
         let name = fake::company(&mut r);
-        let name = if m.rev > 0 {
-            format!("{name} (rev {})", m.rev)
-        } else {
-            name
-        };
+        let name = if m.rev > 0 { format!("{name} (rev {})", m.rev) } else { name };
         return json!({
             "ID": 5_000 + m.index,
             "Name": name,
@@ -164,11 +145,7 @@ fn body_object(headers: &HeaderMap, body: &[u8]) -> Option<Map<String, Value>> {
     if form {
         let params = Params::parse(&String::from_utf8_lossy(body));
         let keys = ["Role", "PageNumber", "PageSize", "ModifiedFrom", "ModifiedTo"];
-        return Some(
-            keys.iter()
-                .filter_map(|k| params.get(k).map(|v| ((*k).to_owned(), Value::from(v))))
-                .collect(),
-        );
+        return Some(keys.iter().filter_map(|k| params.get(k).map(|v| ((*k).to_owned(), Value::from(v)))).collect());
     }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Some(Map::new());

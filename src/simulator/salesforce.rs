@@ -36,21 +36,9 @@ pub(crate) static SPEC: ProviderSpec = ProviderSpec {
     token_path: Some("/services/oauth2/token"),
     token_paths: &["/services/oauth2/token"],
     streams: &[
-        StreamSpec {
-            name: "accounts",
-            aliases: &["Account"],
-            kind: StreamKind::Primary,
-        },
-        StreamSpec {
-            name: "contacts",
-            aliases: &["Contact"],
-            kind: StreamKind::Primary,
-        },
-        StreamSpec {
-            name: "opportunities",
-            aliases: &["Opportunity"],
-            kind: StreamKind::Primary,
-        },
+        StreamSpec { name: "accounts", aliases: &["Account"], kind: StreamKind::Primary },
+        StreamSpec { name: "contacts", aliases: &["Contact"], kind: StreamKind::Primary },
+        StreamSpec { name: "opportunities", aliases: &["Opportunity"], kind: StreamKind::Primary },
     ],
     default_ttl: Some(Duration::from_secs(2 * 3600)),
     rotation: Rotation::Optional,
@@ -70,15 +58,7 @@ pub(crate) static SPEC: ProviderSpec = ProviderSpec {
 const OBJECTS: &[ObjectDef] = &[
     ObjectDef {
         name: "Account",
-        fields: &[
-            "Id",
-            "Name",
-            "Website",
-            "Industry",
-            "OwnerId",
-            "SystemModstamp",
-            "LastModifiedDate",
-        ],
+        fields: &["Id", "Name", "Website", "Industry", "OwnerId", "SystemModstamp", "LastModifiedDate"],
         times: &["SystemModstamp", "LastModifiedDate"],
     },
     ObjectDef {
@@ -88,15 +68,7 @@ const OBJECTS: &[ObjectDef] = &[
     },
     ObjectDef {
         name: "Opportunity",
-        fields: &[
-            "Id",
-            "Name",
-            "Amount",
-            "StageName",
-            "CloseDate",
-            "AccountId",
-            "SystemModstamp",
-        ],
+        fields: &["Id", "Name", "Amount", "StageName", "CloseDate", "AccountId", "SystemModstamp"],
         times: &["SystemModstamp"],
     },
 ];
@@ -116,11 +88,7 @@ fn errors(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 fn throttle(_: &Sim) -> Response {
-    errors(
-        StatusCode::FORBIDDEN,
-        "REQUEST_LIMIT_EXCEEDED",
-        "TotalRequests Limit exceeded.",
-    )
+    errors(StatusCode::FORBIDDEN, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
 }
 
 fn unavailable(_: &Sim) -> Response {
@@ -154,10 +122,7 @@ fn parse_id(stream: usize, id: &str) -> Option<u64> {
 }
 
 fn oauth_error(error: &str, description: &str) -> Response {
-    util::json(
-        StatusCode::BAD_REQUEST,
-        &json!({"error": error, "error_description": description}),
-    )
+    util::json(StatusCode::BAD_REQUEST, &json!({"error": error, "error_description": description}))
 }
 
 async fn token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
@@ -178,11 +143,8 @@ async fn token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         return oauth_error("invalid_grant", "expired access/refresh token");
     };
     let issued_at = Utc::now().timestamp_millis().to_string();
-    let signature = util::base64_encode(&util::digest(&[
-        sim.cursor_key(),
-        issued.access_token.as_bytes(),
-        issued_at.as_bytes(),
-    ]));
+    let signature =
+        util::base64_encode(&util::digest(&[sim.cursor_key(), issued.access_token.as_bytes(), issued_at.as_bytes()]));
     let mut body = json!({
         "access_token": issued.access_token,
         "signature": signature,
@@ -214,26 +176,13 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
     match stream {
         ACCOUNTS => {
             let name = fake::company(&mut r);
-            out.insert(
-                "Website".into(),
-                json!(format!("https://www.{}.example.com", fake::domain_label(&name))),
-            );
+            out.insert("Website".into(), json!(format!("https://www.{}.example.com", fake::domain_label(&name))));
             out.insert("Name".into(), json!(name));
             out.insert(
                 "Industry".into(),
-                json!(r.pick(&[
-                    "Technology",
-                    "Healthcare",
-                    "Finance",
-                    "Retail",
-                    "Education",
-                    "Manufacturing"
-                ])),
+                json!(r.pick(&["Technology", "Healthcare", "Finance", "Retail", "Education", "Manufacturing"])),
             );
-            out.insert(
-                "OwnerId".into(),
-                json!(format!("005Sim{}AAA", fake::base36(r.below(20), 9))),
-            );
+            out.insert("OwnerId".into(), json!(format!("005Sim{}AAA", fake::base36(r.below(20), 9))));
             out.insert("LastModifiedDate".into(), json!(stamp));
         }
         1 => {
@@ -243,21 +192,13 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
             out.insert("LastName".into(), json!(last));
             out.insert(
                 "Email".into(),
-                json!(format!(
-                    "{}.{}{}@example.com",
-                    first.to_lowercase(),
-                    last.to_lowercase(),
-                    m.index + 1
-                )),
+                json!(format!("{}.{}{}@example.com", first.to_lowercase(), last.to_lowercase(), m.index + 1)),
             );
             out.insert("AccountId".into(), json!(account));
         }
         _ => {
             let mut v = Rng::new(sim.config.seed, "sf-stage", m.index, m.rev);
-            out.insert(
-                "Name".into(),
-                json!(format!("{} {}", fake::company(&mut r), fake::sentence(&mut r, 1))),
-            );
+            out.insert("Name".into(), json!(format!("{} {}", fake::company(&mut r), fake::sentence(&mut r, 1))));
             out.insert("Amount".into(), json!(500.0 + r.below(1_000_000) as f64 / 4.0));
             out.insert(
                 "StageName".into(),
@@ -271,10 +212,7 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
                     "Closed Lost"
                 ])),
             );
-            out.insert(
-                "CloseDate".into(),
-                json!(util::date(m.created + TimeDelta::days(30 + r.below(180) as i64))),
-            );
+            out.insert("CloseDate".into(), json!(util::date(m.created + TimeDelta::days(30 + r.below(180) as i64))));
             out.insert("AccountId".into(), json!(account));
         }
     }
@@ -298,11 +236,7 @@ fn authorize(sim: &Sim, headers: &HeaderMap) -> Early<()> {
     if check == TokenCheck::Valid {
         Ok(())
     } else {
-        Err(Box::new(errors(
-            StatusCode::UNAUTHORIZED,
-            "INVALID_SESSION_ID",
-            "Session expired or invalid",
-        )))
+        Err(Box::new(errors(StatusCode::UNAUTHORIZED, "INVALID_SESSION_ID", "Session expired or invalid")))
     }
 }
 
@@ -338,11 +272,7 @@ async fn query(
     }
     let params = Params::from_query(raw.as_deref());
     let Some(q) = params.get("q").filter(|q| !q.trim().is_empty()) else {
-        return errors(
-            StatusCode::BAD_REQUEST,
-            "MALFORMED_QUERY",
-            "A query string has to be specified",
-        );
+        return errors(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", "A query string has to be specified");
     };
     let parsed = match soql::parse(q, OBJECTS) {
         Ok(p) => p,
@@ -361,13 +291,7 @@ async fn more(
     if let Err(response) = authorize(&sim, &headers) {
         return *response;
     }
-    let invalid = || {
-        errors(
-            StatusCode::BAD_REQUEST,
-            "INVALID_QUERY_LOCATOR",
-            "invalid query locator",
-        )
-    };
+    let invalid = || errors(StatusCode::BAD_REQUEST, "INVALID_QUERY_LOCATOR", "invalid query locator");
     let Some((id, offset)) = locator.rsplit_once('-') else {
         return invalid();
     };
@@ -388,11 +312,7 @@ async fn more(
 
 fn respond(sim: &Sim, version: &str, q: &Soql, locator: &str, offset: u64, batch: usize) -> Response {
     let Some(stream) = OBJECTS.iter().position(|o| o.name == q.object) else {
-        return errors(
-            StatusCode::BAD_REQUEST,
-            "INVALID_TYPE",
-            "sObject type is not supported.",
-        );
+        return errors(StatusCode::BAD_REQUEST, "INVALID_TYPE", "sObject type is not supported.");
     };
     let mut filter = Filter::all();
     for (cmp, t) in &q.time {
@@ -418,11 +338,8 @@ fn respond(sim: &Sim, version: &str, q: &Soql, locator: &str, offset: u64, batch
     let total = q.limit.map_or(first.total, |l| l.min(first.total));
     let take = (total.saturating_sub(offset)).min(batch as u64) as usize;
     let page = sim.select(stream, &filter, order, q.desc, offset, take);
-    let records: Vec<Value> = sim
-        .records(stream, &page.items)
-        .into_iter()
-        .map(|r| select_fields(r, &q.fields))
-        .collect();
+    let records: Vec<Value> =
+        sim.records(stream, &page.items).into_iter().map(|r| select_fields(r, &q.fields)).collect();
     let next = offset + page.items.len() as u64;
     let done = next >= total || page.items.is_empty();
     let mut body = json!({"totalSize": total, "done": done});

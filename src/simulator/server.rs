@@ -92,10 +92,7 @@ impl Listener for SimListener {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
                     let killed = Arc::new(AtomicBool::new(false));
-                    let io = KillStream {
-                        inner: stream,
-                        killed: killed.clone(),
-                    };
+                    let io = KillStream { inner: stream, killed: killed.clone() };
                     return (io, ConnControl(killed));
                 }
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
@@ -104,9 +101,7 @@ impl Listener for SimListener {
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0
-            .local_addr()
-            .map(|_| ConnControl(Arc::new(AtomicBool::new(false))))
+        self.0.local_addr().map(|_| ConnControl(Arc::new(AtomicBool::new(false))))
     }
 }
 
@@ -118,27 +113,18 @@ pub(crate) fn spawn(sim: Arc<Sim>, listener: TcpListener, cancel: CancellationTo
         .with_state(sim);
     let service = app.into_make_service_with_connect_info::<ConnControl>();
     tokio::spawn(async move {
-        let _ = axum::serve(SimListener(listener), service)
-            .with_graceful_shutdown(cancel.cancelled_owned())
-            .await;
+        let _ = axum::serve(SimListener(listener), service).with_graceful_shutdown(cancel.cancelled_owned()).await;
     });
 }
 
 /// The local address of a listener, with an unspecified IP shown as
 /// loopback so the URL is usable.
 pub(crate) fn display_addr(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
-    }
+    if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr }
 }
 
 async fn not_found() -> Response {
-    json(
-        StatusCode::NOT_FOUND,
-        &json!({"error": "not_found", "message": "No such endpoint in this simulator"}),
-    )
+    json(StatusCode::NOT_FOUND, &json!({"error": "not_found", "message": "No such endpoint in this simulator"}))
 }
 
 fn every(n: u64, period: Option<u64>) -> bool {
@@ -172,11 +158,7 @@ async fn gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response
             (sim.spec.unavailable)(&sim)
         } else {
             let response = next.run(req).await;
-            if every(n, faults.truncate_every) {
-                truncate(response).await
-            } else {
-                response
-            }
+            if every(n, faults.truncate_every) { truncate(response).await } else { response }
         }
     };
     if let Some(decorate) = sim.spec.decorate {

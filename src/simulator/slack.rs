@@ -39,21 +39,9 @@ pub(crate) static SPEC: ProviderSpec = ProviderSpec {
     token_path: Some("/api/oauth.v2.access"),
     token_paths: &["/api/oauth.v2.access"],
     streams: &[
-        StreamSpec {
-            name: "channels",
-            aliases: &["conversations"],
-            kind: StreamKind::Parent,
-        },
-        StreamSpec {
-            name: "users",
-            aliases: &["members"],
-            kind: StreamKind::Primary,
-        },
-        StreamSpec {
-            name: "messages",
-            aliases: &["history"],
-            kind: StreamKind::Child,
-        },
+        StreamSpec { name: "channels", aliases: &["conversations"], kind: StreamKind::Parent },
+        StreamSpec { name: "users", aliases: &["members"], kind: StreamKind::Primary },
+        StreamSpec { name: "messages", aliases: &["history"], kind: StreamKind::Child },
     ],
     default_ttl: Some(Duration::from_secs(43_200)),
     rotation: Rotation::Always,
@@ -78,18 +66,12 @@ fn fail(error: &str) -> Response {
 }
 
 fn throttle(sim: &Sim) -> Response {
-    let response = util::json(
-        StatusCode::TOO_MANY_REQUESTS,
-        &json!({"ok": false, "error": "ratelimited"}),
-    );
+    let response = util::json(StatusCode::TOO_MANY_REQUESTS, &json!({"ok": false, "error": "ratelimited"}));
     util::with_header(response, "retry-after", &sim.retry_after().to_string())
 }
 
 fn unavailable(_: &Sim) -> Response {
-    util::json(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &json!({"ok": false, "error": "service_unavailable"}),
-    )
+    util::json(StatusCode::SERVICE_UNAVAILABLE, &json!({"ok": false, "error": "service_unavailable"}))
 }
 
 fn credentials(sim: &Sim) -> Value {
@@ -124,19 +106,11 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
     let mut r = Rng::new(sim.config.seed, SPEC.streams[stream].name, m.index, 0);
     let users = sim.len(USERS);
     let someone = |r: &mut Rng| {
-        if users == 0 {
-            "USLACKBOT".to_owned()
-        } else {
-            user_id(r.below(users))
-        }
+        if users == 0 { "USLACKBOT".to_owned() } else { user_id(r.below(users)) }
     };
     match stream {
         CHANNELS => {
-            let name = if m.index == 0 {
-                "general".to_owned()
-            } else {
-                format!("{}-{}", r.pick(fake::WORDS), m.index)
-            };
+            let name = if m.index == 0 { "general".to_owned() } else { format!("{}-{}", r.pick(fake::WORDS), m.index) };
             let creator = someone(&mut r);
             json!({
                 "id": channel_id(m.index),
@@ -257,11 +231,7 @@ fn oauth(sim: &Sim, headers: &HeaderMap, params: &Params) -> Response {
         return fail("bad_client_secret");
     }
     if params.get("grant_type") != Some("refresh_token") {
-        return fail(if params.get("code").is_some() {
-            "invalid_code"
-        } else {
-            "invalid_grant_type"
-        });
+        return fail(if params.get("code").is_some() { "invalid_code" } else { "invalid_grant_type" });
     }
     let refresh = params.get("refresh_token").unwrap_or_default();
     let issued = lock(&sim.auth).refresh(refresh, SPEC.refresh_prefix, SPEC.access_prefix);
@@ -309,11 +279,7 @@ fn offset(sim: &Sim, params: &Params, scope: &str) -> Early<u64> {
 }
 
 fn next_cursor(sim: &Sim, scope: &str, offset: u64, total: u64) -> String {
-    if offset >= total {
-        String::new()
-    } else {
-        util::sign_cursor(sim.cursor_key(), &format!("s={scope};o={offset}"))
-    }
+    if offset >= total { String::new() } else { util::sign_cursor(sim.cursor_key(), &format!("s={scope};o={offset}")) }
 }
 
 fn list(sim: &Sim, stream: usize, key: &str, params: &Params) -> Response {
@@ -397,10 +363,7 @@ mod tests {
     fn slack_timestamps_round_trip() {
         let t = parse_slack_ts("1712345678.000100");
         assert_eq!(t.map(slack_ts).as_deref(), Some("1712345678.000100"));
-        assert_eq!(
-            parse_slack_ts("1712345678").map(slack_ts).as_deref(),
-            Some("1712345678.000000")
-        );
+        assert_eq!(parse_slack_ts("1712345678").map(slack_ts).as_deref(), Some("1712345678.000000"));
         assert_eq!(parse_slack_ts("17x"), None);
         assert_eq!(parse_slack_ts("1.1234567"), None);
     }

@@ -117,11 +117,7 @@ impl Cursor {
     }
 
     fn expect(&mut self, word: &str) -> Result<(), SoqlError> {
-        if self.keyword(word) {
-            Ok(())
-        } else {
-            Err(unexpected(self.peek()))
-        }
+        if self.keyword(word) { Ok(()) } else { Err(unexpected(self.peek())) }
     }
 }
 
@@ -147,10 +143,7 @@ fn field(def: &ObjectDef, name: &str) -> Result<&'static str, SoqlError> {
 
 /// Parses `q` against the objects the simulator serves.
 pub(crate) fn parse(q: &str, objects: &[ObjectDef]) -> Result<Soql, SoqlError> {
-    let mut c = Cursor {
-        tokens: tokenize(q)?,
-        pos: 0,
-    };
+    let mut c = Cursor { tokens: tokenize(q)?, pos: 0 };
     c.expect("SELECT")?;
     let mut names = Vec::new();
     loop {
@@ -169,15 +162,8 @@ pub(crate) fn parse(q: &str, objects: &[ObjectDef]) -> Result<Soql, SoqlError> {
         .find(|o| o.name.eq_ignore_ascii_case(&object_name))
         .ok_or_else(|| SoqlError::InvalidType(format!("sObject type '{object_name}' is not supported.")))?;
     let fields = names.iter().map(|n| field(def, n)).collect::<Result<Vec<_>, _>>()?;
-    let mut query = Soql {
-        object: def.name,
-        fields,
-        time: Vec::new(),
-        ids: Vec::new(),
-        by_time: false,
-        desc: false,
-        limit: None,
-    };
+    let mut query =
+        Soql { object: def.name, fields, time: Vec::new(), ids: Vec::new(), by_time: false, desc: false, limit: None };
     if c.keyword("WHERE") {
         loop {
             let name = c.next().ok_or_else(|| unexpected(None))?;
@@ -251,11 +237,7 @@ pub(crate) fn parse(q: &str, objects: &[ObjectDef]) -> Result<Soql, SoqlError> {
     }
     if c.keyword("LIMIT") {
         let n = c.next();
-        query.limit = Some(
-            n.as_deref()
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| unexpected(n.as_deref()))?,
-        );
+        query.limit = Some(n.as_deref().and_then(|n| n.parse().ok()).ok_or_else(|| unexpected(n.as_deref()))?);
     }
     match c.peek() {
         None => Ok(query),
@@ -267,11 +249,8 @@ pub(crate) fn parse(q: &str, objects: &[ObjectDef]) -> Result<Soql, SoqlError> {
 mod tests {
     use super::*;
 
-    const OBJECTS: &[ObjectDef] = &[ObjectDef {
-        name: "Account",
-        fields: &["Id", "Name", "SystemModstamp"],
-        times: &["SystemModstamp"],
-    }];
+    const OBJECTS: &[ObjectDef] =
+        &[ObjectDef { name: "Account", fields: &["Id", "Name", "SystemModstamp"], times: &["SystemModstamp"] }];
 
     #[test]
     fn parses_the_incremental_shape() {
@@ -280,50 +259,23 @@ mod tests {
             OBJECTS,
         );
         let q = q.ok();
-        assert_eq!(
-            q.as_ref().map(|q| q.fields.clone()),
-            Some(vec!["Id", "Name", "SystemModstamp"])
-        );
-        assert_eq!(
-            q.as_ref().map(|q| (q.by_time, q.desc, q.limit)),
-            Some((true, false, Some(5)))
-        );
+        assert_eq!(q.as_ref().map(|q| q.fields.clone()), Some(vec!["Id", "Name", "SystemModstamp"]));
+        assert_eq!(q.as_ref().map(|q| (q.by_time, q.desc, q.limit)), Some((true, false, Some(5))));
         assert_eq!(q.as_ref().map(|q| q.ids.len()), Some(1));
         assert_eq!(q.map(|q| q.time.len()), Some(1));
     }
 
     #[test]
     fn rejects_what_salesforce_rejects() {
+        assert!(matches!(parse("SELECT Foo FROM Account", OBJECTS), Err(SoqlError::InvalidField(_))));
+        assert!(matches!(parse("SELECT Id FROM Nope", OBJECTS), Err(SoqlError::InvalidType(_))));
+        assert!(matches!(parse("SELECT Id FRM Account", OBJECTS), Err(SoqlError::Malformed(_))));
         assert!(matches!(
-            parse("SELECT Foo FROM Account", OBJECTS),
-            Err(SoqlError::InvalidField(_))
-        ));
-        assert!(matches!(
-            parse("SELECT Id FROM Nope", OBJECTS),
-            Err(SoqlError::InvalidType(_))
-        ));
-        assert!(matches!(
-            parse("SELECT Id FRM Account", OBJECTS),
+            parse("SELECT Id FROM Account WHERE SystemModstamp > '2024-01-01T00:00:00Z'", OBJECTS),
             Err(SoqlError::Malformed(_))
         ));
-        assert!(matches!(
-            parse(
-                "SELECT Id FROM Account WHERE SystemModstamp > '2024-01-01T00:00:00Z'",
-                OBJECTS
-            ),
-            Err(SoqlError::Malformed(_))
-        ));
-        assert!(matches!(
-            parse("SELECT Id FROM Account LIMIT", OBJECTS),
-            Err(SoqlError::Malformed(_))
-        ));
-        assert!(matches!(
-            parse("SELECT FROM Account", OBJECTS),
-            Err(SoqlError::Malformed(_))
-        ));
-        assert!(matches!(
-            parse("SELECT Id FROM Account WHERE Name = 'x'", OBJECTS),
-            Err(SoqlError::Malformed(_))
-        ));
+        assert!(matches!(parse("SELECT Id FROM Account LIMIT", OBJECTS), Err(SoqlError::Malformed(_))));
+        assert!(matches!(parse("SELECT FROM Account", OBJECTS), Err(SoqlError::Malformed(_))));
+        assert!(matches!(parse("SELECT Id FROM Account WHERE Name = 'x'", OBJECTS), Err(SoqlError::Malformed(_))));
     }
 }

@@ -189,14 +189,7 @@ impl StreamData {
             None => (self.base_updated(i), self.base_created(i), 0),
         };
         let partition = self.partition_of(i);
-        Some(Meta {
-            index: i,
-            updated,
-            created,
-            rev,
-            partition,
-            ordinal: self.ordinal_of(i, partition),
-        })
+        Some(Meta { index: i, updated, created, rev, partition, ordinal: self.ordinal_of(i, partition) })
     }
 
     /// A fresh modification time: now at the stream's resolution, strictly
@@ -224,15 +217,8 @@ impl StreamData {
         let updated = self.stamp(now);
         self.by_updated.remove(&(meta.updated, i));
         self.by_updated.insert((updated, i));
-        self.overlay.insert(
-            i,
-            Overlay {
-                updated,
-                created: meta.created,
-                rev: meta.rev.saturating_add(1),
-                deleted: false,
-            },
-        );
+        self.overlay
+            .insert(i, Overlay { updated, created: meta.created, rev: meta.rev.saturating_add(1), deleted: false });
         true
     }
 
@@ -241,15 +227,7 @@ impl StreamData {
         let start = self.len();
         for i in start..start + n {
             let t = self.stamp(now);
-            self.overlay.insert(
-                i,
-                Overlay {
-                    updated: t,
-                    created: t,
-                    rev: 0,
-                    deleted: false,
-                },
-            );
+            self.overlay.insert(i, Overlay { updated: t, created: t, rev: 0, deleted: false });
             self.by_updated.insert((t, i));
             self.added += 1;
         }
@@ -262,15 +240,7 @@ impl StreamData {
             return false;
         };
         self.by_updated.remove(&(meta.updated, i));
-        self.overlay.insert(
-            i,
-            Overlay {
-                updated: meta.updated,
-                created: meta.created,
-                rev: meta.rev,
-                deleted: true,
-            },
-        );
+        self.overlay.insert(i, Overlay { updated: meta.updated, created: meta.created, rev: meta.rev, deleted: true });
         true
     }
 
@@ -334,12 +304,9 @@ impl StreamData {
         let o_keys: Vec<u64> = self.overlay.range(a..b).map(|(k, _)| *k).collect();
         let count_b = (b - a) - o_keys.len() as u64;
         let extra: Vec<u64> = match order {
-            Order::Index => self
-                .overlay
-                .iter()
-                .filter(|(i, o)| self.overlay_matches(**i, o, f))
-                .map(|(i, _)| *i)
-                .collect(),
+            Order::Index => {
+                self.overlay.iter().filter(|(i, o)| self.overlay_matches(**i, o, f)).map(|(i, _)| *i).collect()
+            }
             Order::Updated => self
                 .by_updated
                 .iter()
@@ -422,11 +389,7 @@ impl StreamData {
             }
         }
         let base_rank = start - before as u64;
-        let mut x = if base_rank < count_b {
-            Self::kth_base(a, o_keys, base_rank)
-        } else {
-            b
-        };
+        let mut x = if base_rank < count_b { Self::kth_base(a, o_keys, base_rank) } else { b };
         let mut oi = o_keys.partition_point(|&o| o < x);
         let mut vi = before;
         let mut out = Vec::with_capacity(take);

@@ -40,9 +40,9 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 /// everything else [`StoreError::Database`] with `context`.
 pub(crate) fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| match source {
-        sqlx::Error::ColumnDecode { index, source } => StoreError::Corrupt {
-            what: format!("while {context}: column {index} does not decode: {source}"),
-        },
+        sqlx::Error::ColumnDecode { index, source } => {
+            StoreError::Corrupt { what: format!("while {context}: column {index} does not decode: {source}") }
+        }
         source => StoreError::Database { context, source },
     }
 }

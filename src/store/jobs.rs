@@ -12,16 +12,12 @@ use crate::model::{RunOutcome, RunTrigger, StreamName, TenantId};
 
 /// The error for a job that does not exist at the tenant.
 pub(super) fn no_job(tenant: &TenantId, job_id: i64) -> StoreError {
-    StoreError::NotFound {
-        what: format!("no job {job_id} at tenant `{tenant}`"),
-    }
+    StoreError::NotFound { what: format!("no job {job_id} at tenant `{tenant}`") }
 }
 
 /// The error for a run that does not exist (at the tenant).
 fn no_run(tenant: &TenantId, run_id: Uuid) -> StoreError {
-    StoreError::NotFound {
-        what: format!("no run {run_id} at tenant `{tenant}`"),
-    }
+    StoreError::NotFound { what: format!("no run {run_id} at tenant `{tenant}`") }
 }
 
 macro_rules! job_methods {
@@ -35,11 +31,7 @@ macro_rules! job_methods {
                 schedule: &str,
             ) -> Result<JobRow, StoreError> {
                 let now = now();
-                let mut tx = self
-                    .pool
-                    .begin_with(Self::BEGIN_WRITE)
-                    .await
-                    .map_err(db("starting a transaction"))?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
                 let connection: Option<(String, String)> =
                     sqlx::query_as("SELECT provider, status FROM connections WHERE id = $1 AND tenant_id = $2")
                         .bind(connection_id)
@@ -79,16 +71,13 @@ macro_rules! job_methods {
             }
 
             pub(super) async fn get_job(&self, tenant: &TenantId, job_id: i64) -> Result<Option<JobRow>, StoreError> {
-                let raw: Option<RawJob> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    job_columns!(),
-                    " FROM jobs WHERE id = $1 AND tenant_id = $2"
-                ))
-                .bind(job_id)
-                .bind(tenant.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("reading a job"))?;
+                let raw: Option<RawJob> =
+                    sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1 AND tenant_id = $2"))
+                        .bind(job_id)
+                        .bind(tenant.as_str())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db("reading a job"))?;
                 raw.map(JobRow::try_from).transpose()
             }
 
@@ -113,11 +102,7 @@ macro_rules! job_methods {
             ) -> Result<RunRow, StoreError> {
                 let run_id = Uuid::now_v7();
                 let now = now();
-                let mut tx = self
-                    .pool
-                    .begin_with(Self::BEGIN_WRITE)
-                    .await
-                    .map_err(db("starting a transaction"))?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
                 let raw: Option<RawRun> = sqlx::query_as(concat!(
                     "INSERT INTO runs (id, tenant_id, job_id, provider, stream, \"trigger\", \
                      started_at, outcome, cursor_before) \
@@ -213,10 +198,7 @@ macro_rules! job_methods {
                     .bind(tenant.as_str()),
                     None => sqlx::query_as(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1")).bind(run_id),
                 };
-                let raw: Option<RawRun> = query
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db("reading a run"))?;
+                let raw: Option<RawRun> = query.fetch_optional(&self.pool).await.map_err(db("reading a run"))?;
                 raw.map(RunRow::try_from).transpose()
             }
 
@@ -239,11 +221,8 @@ macro_rules! job_methods {
                         " FROM runs ORDER BY started_at DESC, id DESC LIMIT $1"
                     )),
                 };
-                let raws: Vec<RawRun> = query
-                    .bind(limit.max(0))
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db("listing runs"))?;
+                let raws: Vec<RawRun> =
+                    query.bind(limit.max(0)).fetch_all(&self.pool).await.map_err(db("listing runs"))?;
                 convert_all(raws)
             }
 
@@ -291,11 +270,8 @@ macro_rules! job_methods {
                         " FROM audit_log ORDER BY at DESC, id DESC LIMIT $1"
                     )),
                 };
-                let raws: Vec<RawAudit> = query
-                    .bind(limit.max(0))
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db("listing audit entries"))?;
+                let raws: Vec<RawAudit> =
+                    query.bind(limit.max(0)).fetch_all(&self.pool).await.map_err(db("listing audit entries"))?;
                 convert_all(raws)
             }
         }

@@ -52,10 +52,7 @@ macro_rules! dispatch {
 
 /// An [`StoreError::InvalidUrl`] for `url`, with any password in it redacted.
 fn invalid_url(url: &str, reason: &str) -> StoreError {
-    StoreError::InvalidUrl {
-        url: redact_password(url),
-        reason: reason.to_owned(),
-    }
+    StoreError::InvalidUrl { url: redact_password(url), reason: reason.to_owned() }
 }
 
 /// `scheme://user:secret@host/db` → `scheme://user:***@host/db`.
@@ -87,10 +84,7 @@ impl Store {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Store::Postgres(PgStore::connect(url).await?))
         } else {
-            Err(invalid_url(
-                url,
-                "expected `sqlite://PATH`, `sqlite:PATH` or `postgres://…`",
-            ))
+            Err(invalid_url(url, "expected `sqlite://PATH`, `sqlite:PATH` or `postgres://…`"))
         }
     }
 

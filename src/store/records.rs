@@ -64,11 +64,7 @@ macro_rules! record_methods {
             ) -> Result<PageOutcome, StoreError> {
                 let now = now();
                 let records = prepare(page.records);
-                let mut tx = self
-                    .pool
-                    .begin_with(Self::BEGIN_WRITE)
-                    .await
-                    .map_err(db("starting a transaction"))?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
 
                 // The job must be the tenant's; a fenced write must hold its lease.
                 let lease: Option<Option<String>> = sqlx::query_scalar(Self::SELECT_JOB_FOR_WRITE)
@@ -137,11 +133,7 @@ macro_rules! record_methods {
                          data = excluded.data, content_hash = excluded.content_hash, \
                          last_synced = excluded.last_synced, deleted_at = NULL",
                     );
-                    qb.build()
-                        .persistent(false)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db("writing records"))?;
+                    qb.build().persistent(false).execute(&mut *tx).await.map_err(db("writing records"))?;
                 }
 
                 for chunk in page.dead_letters.chunks(500) {
@@ -160,11 +152,7 @@ macro_rules! record_methods {
                             .push_bind(Json(&d.record))
                             .push_bind(now);
                     });
-                    qb.build()
-                        .persistent(false)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db("writing dead letters"))?;
+                    qb.build().persistent(false).execute(&mut *tx).await.map_err(db("writing dead letters"))?;
                 }
 
                 if let Some(cursor) = page.cursor {
@@ -187,10 +175,7 @@ macro_rules! record_methods {
                         .bind(page.job_id)
                         .bind(tenant.as_str()),
                     };
-                    let done = query
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db("moving the job cursor"))?;
+                    let done = query.execute(&mut *tx).await.map_err(db("moving the job cursor"))?;
                     if done.rows_affected() == 0 {
                         // Dropping `tx` rolls the records back with the cursor.
                         return Err(StoreError::LeaseLost { job_id: page.job_id });
@@ -273,24 +258,20 @@ macro_rules! record_methods {
                 .await
                 .map_err(db("listing dead letters"))?;
                 rows.into_iter()
-                    .map(
-                        |(id, run_id, provider, stream, entity, source_id, reason, record, created_at)| {
-                            let corrupt = |what: &str| StoreError::Corrupt {
-                                what: format!("dead letter {id}: {what}"),
-                            };
-                            Ok(DeadLetterRow {
-                                id,
-                                run_id,
-                                provider: ProviderId::parse(&provider).map_err(|e| corrupt(&e.to_string()))?,
-                                stream,
-                                entity: EntityName::parse(&entity).map_err(|e| corrupt(&e.to_string()))?,
-                                source_id,
-                                reason,
-                                record: record.0,
-                                created_at,
-                            })
-                        },
-                    )
+                    .map(|(id, run_id, provider, stream, entity, source_id, reason, record, created_at)| {
+                        let corrupt = |what: &str| StoreError::Corrupt { what: format!("dead letter {id}: {what}") };
+                        Ok(DeadLetterRow {
+                            id,
+                            run_id,
+                            provider: ProviderId::parse(&provider).map_err(|e| corrupt(&e.to_string()))?,
+                            stream,
+                            entity: EntityName::parse(&entity).map_err(|e| corrupt(&e.to_string()))?,
+                            source_id,
+                            reason,
+                            record: record.0,
+                            created_at,
+                        })
+                    })
                     .collect()
             }
 
@@ -324,17 +305,11 @@ mod tests {
 
     #[test]
     fn duplicates_collapse_to_the_last_occurrence() {
-        let rec = |id: &str, v: i64| RecordInput {
-            external_id: id.into(),
-            data: serde_json::json!({ "v": v }),
-        };
+        let rec = |id: &str, v: i64| RecordInput { external_id: id.into(), data: serde_json::json!({ "v": v }) };
         let page = [rec("a", 1), rec("b", 2), rec("a", 3)];
         let prepared = prepare(&page);
         let got: Vec<_> = prepared.iter().map(|p| (p.external_id, p.data.clone())).collect();
-        assert_eq!(
-            got,
-            vec![("a", serde_json::json!({"v": 3})), ("b", serde_json::json!({"v": 2}))]
-        );
+        assert_eq!(got, vec![("a", serde_json::json!({"v": 3})), ("b", serde_json::json!({"v": 2}))]);
     }
 
     #[test]

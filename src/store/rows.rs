@@ -336,10 +336,7 @@ impl TryFrom<RawAudit> for AuditEntry {
             at: raw.at,
             actor: raw.actor,
             action: raw.action,
-            tenant_id: raw
-                .tenant_id
-                .map(|t| id("audit_log", &t, TenantId::parse))
-                .transpose()?,
+            tenant_id: raw.tenant_id.map(|t| id("audit_log", &t, TenantId::parse)).transpose()?,
             subject: raw.subject,
             details: raw.details.0,
         })

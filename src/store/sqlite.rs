@@ -21,10 +21,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the database named by a `sqlite:` URL and migrates it.
     pub(super) async fn connect(url: &str) -> Result<Self, StoreError> {
-        let rest = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .unwrap_or(url);
+        let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         let (file, params) = rest.split_once('?').unwrap_or((rest, ""));
         if file.is_empty() {
             return Err(invalid_url(url, "no database file named"));
@@ -43,10 +40,7 @@ impl SqliteStore {
             // An in-memory database lives only as long as one of its connections.
             pool = pool.min_connections(1).idle_timeout(None).max_lifetime(None);
         }
-        let pool = pool
-            .connect_with(options)
-            .await
-            .map_err(db("opening the sqlite database"))?;
+        let pool = pool.connect_with(options).await.map_err(db("opening the sqlite database"))?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self { pool, path })
     }

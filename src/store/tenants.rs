@@ -27,9 +27,7 @@ fn no_connection(tenant: &TenantId, provider: &ProviderId) -> StoreError {
 fn tenant_write_error(state: &TenantState, context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |err| {
         if is_unique_violation(&err) {
-            StoreError::Conflict {
-                what: format!("subdomain `{}` is already used by another tenant", state.subdomain),
-            }
+            StoreError::Conflict { what: format!("subdomain `{}` is already used by another tenant", state.subdomain) }
         } else {
             db(context)(err)
         }
@@ -45,11 +43,7 @@ macro_rules! tenant_methods {
                 audit: &AuditEntry,
             ) -> Result<TenantRow, StoreError> {
                 let now = now();
-                let mut tx = self
-                    .pool
-                    .begin_with(Self::BEGIN_WRITE)
-                    .await
-                    .map_err(db("starting a transaction"))?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
                 let raw: Option<RawTenant> = sqlx::query_as(concat!(
                     "INSERT INTO tenants (",
                     tenant_columns!(),
@@ -69,9 +63,7 @@ macro_rules! tenant_methods {
                 .await
                 .map_err(tenant_write_error(state, "inserting a tenant"))?;
                 let Some(raw) = raw else {
-                    return Err(StoreError::Conflict {
-                        what: format!("tenant `{}` already exists", state.id),
-                    });
+                    return Err(StoreError::Conflict { what: format!("tenant `{}` already exists", state.id) });
                 };
                 let row = TenantRow::try_from(raw)?;
                 Self::apply_tenant_state(&mut tx, state, now).await?;
@@ -86,11 +78,7 @@ macro_rules! tenant_methods {
                 audit: &AuditEntry,
             ) -> Result<TenantRow, StoreError> {
                 let now = now();
-                let mut tx = self
-                    .pool
-                    .begin_with(Self::BEGIN_WRITE)
-                    .await
-                    .map_err(db("starting a transaction"))?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
                 let raw: Option<RawTenant> = sqlx::query_as(concat!(
                     "UPDATE tenants SET name = $2, subdomain = $3, timezone = $4, preset = $5, \
                      preset_revision = $6, preset_snapshot = $7, updated_at = $8 \
@@ -109,9 +97,7 @@ macro_rules! tenant_methods {
                 .await
                 .map_err(tenant_write_error(state, "updating a tenant"))?;
                 let Some(raw) = raw else {
-                    return Err(StoreError::NotFound {
-                        what: format!("tenant `{}` does not exist", state.id),
-                    });
+                    return Err(StoreError::NotFound { what: format!("tenant `{}` does not exist", state.id) });
                 };
                 let row = TenantRow::try_from(raw)?;
                 Self::apply_tenant_state(&mut tx, state, now).await?;
@@ -206,15 +192,12 @@ macro_rules! tenant_methods {
             }
 
             pub(super) async fn get_tenant(&self, tenant: &TenantId) -> Result<Option<TenantRow>, StoreError> {
-                let raw: Option<RawTenant> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    tenant_columns!(),
-                    " FROM tenants WHERE id = $1"
-                ))
-                .bind(tenant.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("reading a tenant"))?;
+                let raw: Option<RawTenant> =
+                    sqlx::query_as(concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE id = $1"))
+                        .bind(tenant.as_str())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db("reading a tenant"))?;
                 raw.map(TenantRow::try_from).transpose()
             }
 
@@ -279,11 +262,7 @@ macro_rules! tenant_methods {
                 audit: &AuditEntry,
             ) -> Result<ConnectionRow, StoreError> {
                 let now = now();
-                let mut tx = self
-                    .pool
-                    .begin_with(Self::BEGIN_WRITE)
-                    .await
-                    .map_err(db("starting a transaction"))?;
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
                 let raw: Option<RawConnection> = sqlx::query_as(concat!(
                     "UPDATE connections SET credentials = $1, credentials_key_id = $2, \
                      credentials_version = credentials_version + 1, \
@@ -303,9 +282,7 @@ macro_rules! tenant_methods {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db("storing credentials"))?;
-                let row = raw
-                    .ok_or_else(|| no_connection(tenant, provider))
-                    .and_then(ConnectionRow::try_from)?;
+                let row = raw.ok_or_else(|| no_connection(tenant, provider)).and_then(ConnectionRow::try_from)?;
                 Self::insert_audit(&mut tx, audit).await?;
                 tx.commit().await.map_err(db("committing credentials"))?;
                 Ok(row)
@@ -358,8 +335,7 @@ macro_rules! tenant_methods {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("setting a connection status"))?;
-                raw.ok_or_else(|| no_connection(tenant, provider))
-                    .and_then(ConnectionRow::try_from)
+                raw.ok_or_else(|| no_connection(tenant, provider)).and_then(ConnectionRow::try_from)
             }
         }
     };

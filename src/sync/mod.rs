@@ -34,21 +34,11 @@ pub enum SyncError {
     #[error("provider `{provider}` is not enabled for tenant `{tenant}`")]
     ProviderDisabled { tenant: TenantId, provider: ProviderId },
     #[error("stream `{stream}` of `{provider}` is not enabled for tenant `{tenant}` (known streams: {known})")]
-    StreamDisabled {
-        tenant: TenantId,
-        provider: ProviderId,
-        stream: StreamName,
-        known: String,
-    },
+    StreamDisabled { tenant: TenantId, provider: ProviderId, stream: StreamName, known: String },
     #[error("no connector manifest for `{0}`")]
     NoManifest(ProviderId),
     #[error("connection {tenant}/{provider} is {status}{hint}")]
-    NotConnected {
-        tenant: TenantId,
-        provider: ProviderId,
-        status: ConnectionStatus,
-        hint: &'static str,
-    },
+    NotConnected { tenant: TenantId, provider: ProviderId, status: ConnectionStatus, hint: &'static str },
     #[error("cannot start the HTTP client: {0}")]
     Client(String),
 }
@@ -113,14 +103,7 @@ impl CredentialSink for StoreSink<'_> {
 impl<'a> Syncer<'a> {
     pub fn new(catalog: &'a Catalog, store: &'a Store, key: &'a MasterKey) -> Result<Self, SyncError> {
         let clients = crate::http::client().map_err(|e| SyncError::Client(e.to_string()))?;
-        Ok(Self {
-            catalog,
-            store,
-            key,
-            retry: RetryPolicy::default(),
-            metrics: Arc::new(Metrics::new()),
-            clients,
-        })
+        Ok(Self { catalog, store, key, retry: RetryPolicy::default(), metrics: Arc::new(Metrics::new()), clients })
     }
 
     /// Runs one job; `progress` sees the counters after every page. A run that fails
@@ -128,14 +111,9 @@ impl<'a> Syncer<'a> {
     pub async fn run(&self, req: &SyncRequest, progress: &mut dyn FnMut(&RunStats)) -> Result<RunRow, SyncError> {
         let tenants = Tenants::new(self.catalog, self.store, "sync");
         let view = tenants.require(&req.tenant).await?;
-        let provider = view
-            .effective
-            .providers
-            .get(&req.provider)
-            .filter(|p| p.config.is_enabled())
-            .ok_or_else(|| SyncError::ProviderDisabled {
-                tenant: req.tenant.clone(),
-                provider: req.provider.clone(),
+        let provider =
+            view.effective.providers.get(&req.provider).filter(|p| p.config.is_enabled()).ok_or_else(|| {
+                SyncError::ProviderDisabled { tenant: req.tenant.clone(), provider: req.provider.clone() }
             })?;
         let manifest = self
             .catalog
@@ -154,18 +132,11 @@ impl<'a> Syncer<'a> {
                 stream: req.stream.clone(),
                 known: config.enabled_streams().map(|(n, _)| n).collect::<Vec<_>>().join(", "),
             })?;
-        let connection = self
-            .store
-            .get_connection(&req.tenant, &req.provider)
-            .await?
-            .ok_or_else(|| SyncError::ProviderDisabled {
-                tenant: req.tenant.clone(),
-                provider: req.provider.clone(),
-            })?;
-        if matches!(
-            connection.status,
-            ConnectionStatus::Disabled | ConnectionStatus::Pending
-        ) || !connection.has_credentials
+        let connection = self.store.get_connection(&req.tenant, &req.provider).await?.ok_or_else(|| {
+            SyncError::ProviderDisabled { tenant: req.tenant.clone(), provider: req.provider.clone() }
+        })?;
+        if matches!(connection.status, ConnectionStatus::Disabled | ConnectionStatus::Pending)
+            || !connection.has_credentials
         {
             return Err(SyncError::NotConnected {
                 tenant: req.tenant.clone(),
@@ -180,18 +151,12 @@ impl<'a> Syncer<'a> {
             .and_then(|s| s.schedule.clone())
             .or_else(|| config.schedule.clone())
             .unwrap_or_default();
-        let job = self
-            .store
-            .ensure_job(&req.tenant, connection.id, &req.stream, &schedule)
-            .await?;
+        let job = self.store.ensure_job(&req.tenant, connection.id, &req.stream, &schedule).await?;
         let run = self.store.start_run(&req.tenant, job.id, req.trigger).await?;
         let span = tracing::info_span!("run", tenant = %req.tenant, provider = %req.provider, stream = %req.stream, run_id = %run.id);
         RunStarted { run: &run }.emit(&self.metrics);
 
-        let mut stats = RunStats {
-            cursor_after: job.cursor.clone(),
-            ..RunStats::default()
-        };
+        let mut stats = RunStats { cursor_after: job.cursor.clone(), ..RunStats::default() };
         let mut refreshes = 0u64;
         let result = self
             .read_all(
@@ -217,19 +182,10 @@ impl<'a> Syncer<'a> {
             stats.error = Some(e.message.clone());
             if e.needs_reauth {
                 self.store
-                    .set_connection_status(
-                        &req.tenant,
-                        &req.provider,
-                        ConnectionStatus::NeedsReauth,
-                        Some(&e.message),
-                    )
+                    .set_connection_status(&req.tenant, &req.provider, ConnectionStatus::NeedsReauth, Some(&e.message))
                     .await?;
-                NeedsReauth {
-                    tenant: req.tenant.as_str(),
-                    provider: req.provider.as_str(),
-                    reason: &e.message,
-                }
-                .emit(&self.metrics);
+                NeedsReauth { tenant: req.tenant.as_str(), provider: req.provider.as_str(), reason: &e.message }
+                    .emit(&self.metrics);
             }
             if e.lease_lost {
                 let event = LeaseLost {
@@ -242,11 +198,7 @@ impl<'a> Syncer<'a> {
             }
         }
         let row = self.store.finish_run(&req.tenant, run.id, outcome, &stats).await?;
-        RunFinished {
-            run: &row,
-            token_refreshes: refreshes,
-        }
-        .emit(&self.metrics);
+        RunFinished { run: &row, token_refreshes: refreshes }.emit(&self.metrics);
         Ok(row)
     }
 
@@ -264,11 +216,8 @@ impl<'a> Syncer<'a> {
         progress: &mut dyn FnMut(&RunStats),
         refreshes: &mut u64,
     ) -> Result<(), RunFailure> {
-        let entity_def = self
-            .catalog
-            .entities
-            .get(entity)
-            .ok_or_else(|| RunFailure::plain(format!("unknown entity `{entity}`")))?;
+        let entity_def =
+            self.catalog.entities.get(entity).ok_or_else(|| RunFailure::plain(format!("unknown entity `{entity}`")))?;
         let empty = BTreeMap::new();
         let fields = config.mappings.get(entity).unwrap_or(&empty);
         let mapping = CompiledMapping::compile(entity_def, fields, &config.filters, &config.tags)
@@ -281,22 +230,14 @@ impl<'a> Syncer<'a> {
             .await
             .map_err(|e| RunFailure::plain(e.to_string()))?
             .ok_or_else(|| RunFailure::reauth("no credentials are stored".into()))?;
-        let plain = self
-            .key
-            .open(&req.tenant, &req.provider, &sealed)
-            .map_err(|e| RunFailure::plain(e.to_string()))?;
+        let plain = self.key.open(&req.tenant, &req.provider, &sealed).map_err(|e| RunFailure::plain(e.to_string()))?;
         let credentials = Credentials::from_json(&plain).map_err(|e| RunFailure::reauth(e.to_string()))?;
 
         let mut vars: BTreeMap<String, String> = manifest.variables.clone();
         vars.insert("subdomain".into(), subdomain.to_owned());
         vars.extend(config.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
         let base_url = config.base_url.clone().unwrap_or_else(|| manifest.base_url.clone());
-        let sink = StoreSink {
-            store: self.store,
-            key: self.key,
-            tenant: &req.tenant,
-            provider: &req.provider,
-        };
+        let sink = StoreSink { store: self.store, key: self.key, tenant: &req.tenant, provider: &req.provider };
         let mut session = Session {
             client: self.clients.0.clone(),
             token_client: self.clients.1.clone(),
@@ -306,15 +247,9 @@ impl<'a> Syncer<'a> {
             stats: Default::default(),
             sink: Some(&sink),
         };
-        let mut reader = StreamReader::new(
-            manifest,
-            &req.stream,
-            &base_url,
-            vars,
-            job.cursor.as_deref(),
-            req.full_refresh,
-        )
-        .map_err(|e| RunFailure::plain(e.to_string()))?;
+        let mut reader =
+            StreamReader::new(manifest, &req.stream, &base_url, vars, job.cursor.as_deref(), req.full_refresh)
+                .map_err(|e| RunFailure::plain(e.to_string()))?;
         let spec = &manifest.streams[&req.stream];
         let result: Result<(), RunFailure> = async {
             while let Some(page) = reader.next_page(&mut session).await.map_err(RunFailure::from)? {
@@ -322,10 +257,7 @@ impl<'a> Syncer<'a> {
                 let mut dead = Vec::new();
                 for raw in &page.records {
                     match mapping.apply(raw) {
-                        MapResult::Mapped(m) => records.push(RecordInput {
-                            external_id: m.external_id,
-                            data: m.data,
-                        }),
+                        MapResult::Mapped(m) => records.push(RecordInput { external_id: m.external_id, data: m.data }),
                         MapResult::Filtered { .. } => stats.filtered += 1,
                         MapResult::DeadLetter { reason } => dead.push(DeadLetterInput {
                             run_id: Some(run_id),
@@ -345,11 +277,7 @@ impl<'a> Syncer<'a> {
                     lease_owner: req.lease_owner.as_deref(),
                     dead_letters: &dead,
                 };
-                let outcome = self
-                    .store
-                    .write_page(&req.tenant, &write)
-                    .await
-                    .map_err(RunFailure::from_store)?;
+                let outcome = self.store.write_page(&req.tenant, &write).await.map_err(RunFailure::from_store)?;
                 stats.fetched += page.records.len() as i64;
                 stats.inserted += outcome.inserted as i64;
                 stats.updated += outcome.updated as i64;
@@ -393,46 +321,27 @@ struct RunFailure {
 
 impl RunFailure {
     fn plain(message: String) -> Self {
-        Self {
-            message,
-            ..Self::default()
-        }
+        Self { message, ..Self::default() }
     }
 
     fn reauth(message: String) -> Self {
-        Self {
-            message,
-            needs_reauth: true,
-            ..Self::default()
-        }
+        Self { message, needs_reauth: true, ..Self::default() }
     }
 
     fn cancelled() -> Self {
         let message = "cancelled at a page boundary (the daemon is draining); the last page's cursor is committed";
-        Self {
-            message: message.into(),
-            cancelled: true,
-            ..Self::default()
-        }
+        Self { message: message.into(), cancelled: true, ..Self::default() }
     }
 
     fn from_store(e: StoreError) -> Self {
         let lease_lost = matches!(e, StoreError::LeaseLost { .. });
-        Self {
-            message: e.to_string(),
-            lease_lost,
-            ..Self::default()
-        }
+        Self { message: e.to_string(), lease_lost, ..Self::default() }
     }
 }
 
 impl From<EngineError> for RunFailure {
     fn from(e: EngineError) -> Self {
         let needs_reauth = matches!(&e, EngineError::Http(h) if h.needs_reauth());
-        Self {
-            message: e.to_string(),
-            needs_reauth,
-            ..Self::default()
-        }
+        Self { message: e.to_string(), needs_reauth, ..Self::default() }
     }
 }

@@ -122,38 +122,18 @@ impl Metrics {
             m.records.clone(),
         );
         registry.register("http_requests", "HTTP requests sent to providers", m.http_calls.clone());
-        registry.register(
-            "retries",
-            "Requests retried after a transient failure",
-            m.retries.clone(),
-        );
-        registry.register(
-            "rate_limit_waits",
-            "Waits for a provider's rate limit",
-            m.rate_limit_waits.clone(),
-        );
+        registry.register("retries", "Requests retried after a transient failure", m.retries.clone());
+        registry.register("rate_limit_waits", "Waits for a provider's rate limit", m.rate_limit_waits.clone());
         registry.register(
             "rate_limit_wait_seconds",
             "Time spent waiting for rate limits",
             m.rate_limit_wait_seconds.clone(),
         );
-        registry.register(
-            "token_refreshes",
-            "Access tokens obtained, by result",
-            m.token_refreshes.clone(),
-        );
+        registry.register("token_refreshes", "Access tokens obtained, by result", m.token_refreshes.clone());
         registry.register("lease_losses", "Runs that lost their job lease", m.lease_losses.clone());
-        registry.register(
-            "jobs",
-            "Jobs by state (total, due, overdue, running, paused)",
-            m.jobs.clone(),
-        );
+        registry.register("jobs", "Jobs by state (total, due, overdue, running, paused)", m.jobs.clone());
         registry.register("connections", "Connections by status", m.connections.clone());
-        registry.register(
-            "config_reloads",
-            "Configuration reloads, by result",
-            m.config_reloads.clone(),
-        );
+        registry.register("config_reloads", "Configuration reloads, by result", m.config_reloads.clone());
         registry.register(
             "stalled_runs",
             "Runs reported stalled (no progress for the configured time)",
@@ -172,11 +152,7 @@ impl Metrics {
     }
 
     pub fn set_gauge(family: &Family<StateLabels, Gauge>, state: &str, value: i64) {
-        family
-            .get_or_create(&StateLabels {
-                state: state.to_owned(),
-            })
-            .set(value);
+        family.get_or_create(&StateLabels { state: state.to_owned() }).set(value);
     }
 }
 
@@ -184,10 +160,7 @@ impl Metrics {
 pub type SharedMetrics = Arc<Metrics>;
 
 fn stream(provider: &str, stream: &str) -> StreamLabels {
-    StreamLabels {
-        provider: provider.to_owned(),
-        stream: stream.to_owned(),
-    }
+    StreamLabels { provider: provider.to_owned(), stream: stream.to_owned() }
 }
 
 /// A run began.
@@ -219,9 +192,7 @@ impl RunFinished<'_> {
     pub fn emit(&self, m: &Metrics) {
         let r = self.run;
         let s = &r.stats;
-        let secs = r
-            .finished_at
-            .map_or(0.0, |f| (f - r.started_at).num_milliseconds() as f64 / 1000.0);
+        let secs = r.finished_at.map_or(0.0, |f| (f - r.started_at).num_milliseconds() as f64 / 1000.0);
         if r.outcome == crate::model::RunOutcome::Success {
             tracing::info!(
                 tenant = %r.tenant_id, provider = %r.provider, stream = %r.stream, run_id = %r.id,
@@ -257,29 +228,18 @@ impl RunFinished<'_> {
         ] {
             if n > 0 {
                 m.records
-                    .get_or_create(&RecordLabels {
-                        provider: p.clone(),
-                        stream: st.clone(),
-                        result: result.into(),
-                    })
+                    .get_or_create(&RecordLabels { provider: p.clone(), stream: st.clone(), result: result.into() })
                     .inc_by(n as u64);
             }
         }
         let pl = ProviderLabels { provider: p.clone() };
         m.http_calls.get_or_create(&pl).inc_by(s.http_calls.max(0) as u64);
         m.retries.get_or_create(&pl).inc_by(s.retries.max(0) as u64);
-        m.rate_limit_waits
-            .get_or_create(&pl)
-            .inc_by(s.rate_limit_waits.max(0) as u64);
-        m.rate_limit_wait_seconds
-            .get_or_create(&pl)
-            .inc_by(s.rate_limit_wait_ms.max(0) as f64 / 1000.0);
+        m.rate_limit_waits.get_or_create(&pl).inc_by(s.rate_limit_waits.max(0) as u64);
+        m.rate_limit_wait_seconds.get_or_create(&pl).inc_by(s.rate_limit_wait_ms.max(0) as f64 / 1000.0);
         if self.token_refreshes > 0 {
             m.token_refreshes
-                .get_or_create(&ResultLabels {
-                    provider: p,
-                    result: "ok".into(),
-                })
+                .get_or_create(&ResultLabels { provider: p, result: "ok".into() })
                 .inc_by(self.token_refreshes);
         }
     }
@@ -302,11 +262,7 @@ impl LeaseLost<'_> {
             job_id = self.job_id,
             "lease lost; the run stops without writing"
         );
-        m.lease_losses
-            .get_or_create(&ProviderLabels {
-                provider: self.provider.to_owned(),
-            })
-            .inc();
+        m.lease_losses.get_or_create(&ProviderLabels { provider: self.provider.to_owned() }).inc();
     }
 }
 
@@ -329,11 +285,7 @@ impl RunStalled<'_> {
             idle_secs = self.idle_secs,
             "run stalled: no progress"
         );
-        m.stalled_runs
-            .get_or_create(&ProviderLabels {
-                provider: self.provider.to_owned(),
-            })
-            .inc();
+        m.stalled_runs.get_or_create(&ProviderLabels { provider: self.provider.to_owned() }).inc();
     }
 }
 
@@ -348,16 +300,9 @@ impl ConfigReload<'_> {
         if self.ok {
             tracing::info!(detail = self.detail, "configuration reloaded");
         } else {
-            tracing::error!(
-                error = self.detail,
-                "configuration rejected; the previous configuration keeps running"
-            );
+            tracing::error!(error = self.detail, "configuration rejected; the previous configuration keeps running");
         }
-        m.config_reloads
-            .get_or_create(&StateLabels {
-                state: if self.ok { "ok" } else { "rejected" }.into(),
-            })
-            .inc();
+        m.config_reloads.get_or_create(&StateLabels { state: if self.ok { "ok" } else { "rejected" }.into() }).inc();
     }
 }
 
@@ -377,10 +322,7 @@ impl NeedsReauth<'_> {
             "connection needs new credentials; its jobs stop until `credentials set`"
         );
         m.token_refreshes
-            .get_or_create(&ResultLabels {
-                provider: self.provider.to_owned(),
-                result: "refused".into(),
-            })
+            .get_or_create(&ResultLabels { provider: self.provider.to_owned(), result: "refused".into() })
             .inc();
     }
 }
@@ -393,20 +335,16 @@ mod tests {
     fn metrics_render_with_bounded_labels() {
         let m = Metrics::new();
         Metrics::set_gauge(&m.jobs, "due", 3);
-        m.lease_losses
-            .get_or_create(&ProviderLabels {
-                provider: "hubspot".into(),
-            })
-            .inc();
+        m.lease_losses.get_or_create(&ProviderLabels { provider: "hubspot".into() }).inc();
+        m.run_duration.get_or_create(&stream("aptem", "learners")).observe(1.5);
         let text = m.encode();
         assert!(text.contains("tributary_jobs{state=\"due\"} 3"), "{text}");
+        assert!(text.contains("tributary_lease_losses_total{provider=\"hubspot\"} 1"), "{text}");
+        assert!(text.contains("# TYPE tributary_run_duration_seconds histogram"), "{text}");
         assert!(
-            text.contains("tributary_lease_losses_total{provider=\"hubspot\"} 1"),
+            text.contains("tributary_run_duration_seconds_count{provider=\"aptem\",stream=\"learners\"} 1"),
             "{text}"
         );
-        assert!(
-            text.contains("# TYPE tributary_run_duration_seconds histogram"),
-            "{text}"
-        );
+        assert!(!text.contains("tenant"), "{text}");
     }
 }

@@ -10,9 +10,7 @@ struct Env {
 
 impl Env {
     fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Self { dir: tempfile::tempdir().unwrap() }
     }
 
     fn db(&self) -> PathBuf {
@@ -38,22 +36,13 @@ impl Env {
 
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     }
 
     fn with_stdin(&self, args: &[&str], input: &str) -> Output {
-        let mut child = self
-            .cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child =
+            self.cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         child.wait_with_output().unwrap()
     }
@@ -80,14 +69,8 @@ fn config_check_passes_on_the_repository_and_fails_listing_every_error() {
     let out = env.run(&["--config", broken.path().to_str().unwrap(), "config", "check"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("presets.toml: providers.aptem.schedule: invalid schedule `often`"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("presets.toml: presets.x.providers[0]: preset names provider `ghost`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("presets.toml: providers.aptem.schedule: invalid schedule `often`"), "{stderr}");
+    assert!(stderr.contains("presets.toml: presets.x.providers[0]: preset names provider `ghost`"), "{stderr}");
     let out = env.run(&["--config", broken.path().to_str().unwrap(), "--json", "config", "check"]);
     let report = json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(report["ok"], false);
@@ -109,54 +92,23 @@ fn the_issue_example_tenant_round_trip() {
         "--preset",
         "aptem_hubspot",
     ]);
-    assert!(
-        created.contains("created tenant acme on preset aptem_hubspot"),
-        "{created}"
-    );
-    let out = env.run(&[
-        "tenant",
-        "create",
-        "--id",
-        "acme",
-        "--name",
-        "Again",
-        "--subdomain",
-        "acme",
-        "--preset",
-        "aptem",
-    ]);
+    assert!(created.contains("created tenant acme on preset aptem_hubspot"), "{created}");
+    let out =
+        env.run(&["tenant", "create", "--id", "acme", "--name", "Again", "--subdomain", "acme", "--preset", "aptem"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let file = repo.join("config/tenants/acme.toml");
     let applied = env.ok(&["tenant", "apply", file.to_str().unwrap()]);
-    assert!(
-        applied.contains("providers.aptem.schedule: hourly → every 15 minutes"),
-        "{applied}"
-    );
-    assert!(
-        env.ok(&["tenant", "apply", file.to_str().unwrap()])
-            .contains("unchanged")
-    );
+    assert!(applied.contains("providers.aptem.schedule: hourly → every 15 minutes"), "{applied}");
+    assert!(env.ok(&["tenant", "apply", file.to_str().unwrap()]).contains("unchanged"));
 
     let explained = env.ok(&["tenant", "show", "acme", "--explain"]);
-    let line = explained
-        .lines()
-        .find(|l| l.contains("mappings.learner.division"))
-        .unwrap();
-    assert!(
-        line.contains("custom_field_123") && line.contains("[tenant override]"),
-        "{line}"
-    );
-    let line = explained
-        .lines()
-        .find(|l| l.contains("mappings.learner.external_id"))
-        .unwrap();
-    assert!(
-        line.contains("learner_id") && line.contains("[preset aptem_hubspot@r"),
-        "{line}"
-    );
+    let line = explained.lines().find(|l| l.contains("mappings.learner.division")).unwrap();
+    assert!(line.contains("custom_field_123") && line.contains("[tenant override]"), "{line}");
+    let line = explained.lines().find(|l| l.contains("mappings.learner.external_id")).unwrap();
+    assert!(line.contains("learner_id") && line.contains("[preset aptem_hubspot@r"), "{line}");
 
     let shown = json(&env.ok(&["--json", "tenant", "show", "acme", "--explain"]));
     assert_eq!(shown["preset"], "aptem_hubspot");
@@ -169,10 +121,7 @@ fn the_issue_example_tenant_round_trip() {
     assert_eq!(shown["providers"]["hubspot"]["connection"]["status"], "pending");
 
     let switched = env.ok(&["tenant", "set-preset", "acme", "aptem"]);
-    assert!(
-        switched.contains("connection hubspot disabled (its records stay)"),
-        "{switched}"
-    );
+    assert!(switched.contains("connection hubspot disabled (its records stay)"), "{switched}");
     let list = json(&env.ok(&["--json", "tenant", "list"]));
     assert_eq!(list[0]["preset"], "aptem");
     assert!(env.ok(&["tenant", "rebase", "acme"]).contains("preset aptem"));
@@ -184,42 +133,22 @@ fn the_issue_example_tenant_round_trip() {
 #[test]
 fn credentials_come_from_stdin_are_encrypted_and_never_printed() {
     let env = Env::new();
-    env.ok(&[
-        "tenant",
-        "create",
-        "--id",
-        "acme",
-        "--name",
-        "Acme",
-        "--subdomain",
-        "acme",
-        "--preset",
-        "aptem_hubspot",
-    ]);
+    env.ok(&["tenant", "create", "--id", "acme", "--name", "Acme", "--subdomain", "acme", "--preset", "aptem_hubspot"]);
     let secret = "s3cr3t-token-value-9f8e";
     let out = env.with_stdin(
         &["credentials", "set", "--tenant", "acme", "--provider", "aptem"],
         &format!("{{\"api_token\": \"{secret}\"}}"),
     );
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("stored credentials for acme/aptem"));
-    assert!(
-        stderr.contains("generated a new master key") && stderr.contains("tributary.master-key"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("generated a new master key") && stderr.contains("tributary.master-key"), "{stderr}");
     assert!(!stdout.contains(secret) && !stderr.contains(secret));
     let key_file = env.dir.path().join("tributary.master-key");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
     }
     // Nothing on disk holds the plaintext (database, WAL, shared memory).
     for entry in std::fs::read_dir(env.dir.path()).unwrap() {
@@ -227,85 +156,41 @@ fn credentials_come_from_stdin_are_encrypted_and_never_printed() {
         assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
     }
     let shown = env.ok(&["credentials", "show"]);
-    assert!(
-        shown.contains("acme") && shown.contains("connected") && !shown.contains(secret),
-        "{shown}"
-    );
+    assert!(shown.contains("acme") && shown.contains("connected") && !shown.contains(secret), "{shown}");
     let listed = json(&env.ok(&["--json", "credentials", "show", "--tenant", "acme"]));
-    let aptem = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["provider"] == "aptem")
-        .unwrap();
+    let aptem = listed.as_array().unwrap().iter().find(|c| c["provider"] == "aptem").unwrap();
     assert_eq!(aptem["has_credentials"], true);
     assert_eq!(aptem["version"], 1);
 
     // Bad input is refused with a reason and changes nothing.
     for (provider, input, needle) in [
-        (
-            "hubspot",
-            "{\"client_id\": \"x\"}",
-            "missing: client_secret, refresh_token",
-        ),
+        ("hubspot", "{\"client_id\": \"x\"}", "missing: client_secret, refresh_token"),
         ("aptem", "not json", "not valid JSON"),
         ("ghost", "{}", "unknown provider `ghost`"),
     ] {
-        let out = env.with_stdin(
-            &["credentials", "set", "--tenant", "acme", "--provider", provider],
-            input,
-        );
+        let out = env.with_stdin(&["credentials", "set", "--tenant", "acme", "--provider", provider], input);
         assert!(!out.status.success());
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains(needle),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains(needle), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let listed = json(&env.ok(&["--json", "credentials", "show"]));
-    assert_eq!(
-        listed
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["has_credentials"] == true)
-            .count(),
-        1
-    );
+    assert_eq!(listed.as_array().unwrap().iter().filter(|c| c["has_credentials"] == true).count(), 1);
 }
 
 #[test]
 fn a_configured_master_key_file_is_used() {
     let env = Env::new();
-    env.ok(&[
-        "tenant",
-        "create",
-        "--id",
-        "acme",
-        "--name",
-        "Acme",
-        "--subdomain",
-        "acme",
-        "--preset",
-        "aptem",
-    ]);
+    env.ok(&["tenant", "create", "--id", "acme", "--name", "Acme", "--subdomain", "acme", "--preset", "aptem"]);
     let key = env.dir.path().join("configured.key");
     std::fs::write(&key, "11".repeat(32)).unwrap();
     let mut cmd = env.cmd(&["credentials", "set", "--tenant", "acme", "--provider", "aptem"]);
-    cmd.env("TRIBUTARY_MASTER_KEY_FILE", &key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.env("TRIBUTARY_MASTER_KEY_FILE", &key).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     child.stdin.take().unwrap().write_all(b"{\"api_token\":\"t\"}").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!env.dir.path().join("tributary.master-key").exists());
     let listed = json(&env.ok(&["--json", "credentials", "show"]));
-    assert_eq!(
-        listed[0]["key_id"],
-        tributary::secrets::MasterKey::from_bytes([0x11; 32]).id()
-    );
+    assert_eq!(listed[0]["key_id"], tributary::secrets::MasterKey::from_bytes([0x11; 32]).id());
 }
 
 #[test]
@@ -325,22 +210,17 @@ fn every_command_explains_itself() {
     }
     let presets = json(&env.ok(&["--json", "presets", "list"]));
     assert_eq!(presets.as_array().unwrap().len(), 6);
-    assert!(
-        env.ok(&["presets", "show", "aptem_hubspot"])
-            .contains("tags.crm_provider = HubSpot")
-    );
+    assert!(env.ok(&["presets", "show", "aptem_hubspot"]).contains("tags.crm_provider = HubSpot"));
     assert!(env.ok(&["connectors", "list"]).contains("session_token"));
 }
 
 // The simulator runs in this process while the binary blocks a thread: multi-threaded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_runs_and_records_from_the_command_line() {
-    let sim = tributary::simulator::start(tributary::simulator::SimConfig::new(
-        tributary::simulator::Provider::Aptem,
-        1_200,
-    ))
-    .await
-    .unwrap();
+    let sim =
+        tributary::simulator::start(tributary::simulator::SimConfig::new(tributary::simulator::Provider::Aptem, 1_200))
+            .await
+            .unwrap();
     let env = Env::new();
     let file = env.dir.path().join("acme.toml");
     std::fs::write(
@@ -353,15 +233,7 @@ async fn sync_runs_and_records_from_the_command_line() {
     .unwrap();
     env.ok(&["tenant", "apply", file.to_str().unwrap()]);
     // Without credentials the sync refuses and says how to fix it.
-    let out = env.run(&[
-        "sync",
-        "--tenant",
-        "acme",
-        "--provider",
-        "aptem",
-        "--stream",
-        "learners",
-    ]);
+    let out = env.run(&["sync", "--tenant", "acme", "--provider", "aptem", "--stream", "learners"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("credentials set"),
@@ -369,16 +241,11 @@ async fn sync_runs_and_records_from_the_command_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let out = env.with_stdin(
-        &["credentials", "set", "--tenant", "acme", "--provider", "aptem"],
-        &sim.credentials().to_string(),
-    );
+    let out = env
+        .with_stdin(&["credentials", "set", "--tenant", "acme", "--provider", "aptem"], &sim.credentials().to_string());
     assert!(out.status.success());
     let synced = env.ok(&["sync", "--tenant", "acme", "--provider", "aptem"]);
-    assert!(
-        synced.contains("aptem/learners: success") && synced.contains("fetched 1200, inserted 1200"),
-        "{synced}"
-    );
+    assert!(synced.contains("aptem/learners: success") && synced.contains("fetched 1200, inserted 1200"), "{synced}");
     assert!(synced.contains("aptem/organizations: success"), "{synced}");
 
     let runs = json(&env.ok(&["--json", "runs", "list", "--tenant", "acme"]));
@@ -389,23 +256,14 @@ async fn sync_runs_and_records_from_the_command_line() {
     assert_eq!(learners["outcome"], "success");
     let shown = env.ok(&["runs", "show", learners["id"].as_str().unwrap()]);
     assert!(shown.contains("inserted        1200"), "{shown}");
-    let records = json(&env.ok(&[
-        "--json", "records", "list", "--tenant", "acme", "--entity", "learner", "--limit", "5",
-    ]));
+    let records =
+        json(&env.ok(&["--json", "records", "list", "--tenant", "acme", "--entity", "learner", "--limit", "5"]));
     assert_eq!(records["total"], 1200);
     assert_eq!(records["records"].as_array().unwrap().len(), 5);
 
     // A revoked token fails the run: non-zero exit, the error in the run log.
     sim.revoke();
-    let out = env.run(&[
-        "sync",
-        "--tenant",
-        "acme",
-        "--provider",
-        "aptem",
-        "--stream",
-        "learners",
-    ]);
+    let out = env.run(&["sync", "--tenant", "acme", "--provider", "aptem", "--stream", "learners"]);
     assert!(!out.status.success());
     let last = json(&env.ok(&["--json", "runs", "list", "--limit", "1"]));
     assert_eq!(last[0]["outcome"], "failed");

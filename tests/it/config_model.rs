@@ -47,30 +47,15 @@ fn repository_and_builtin_configuration_are_valid_and_identical() {
     let on_disk = load(&repo().join("config"));
     let builtin = Catalog::load(&ConfigDir::Builtin, None).unwrap_or_else(|d| panic!("{d}"));
     let names: Vec<_> = on_disk.presets.iter().map(|p| p.name.to_string()).collect();
-    assert_eq!(
-        names,
-        [
-            "aptem",
-            "aptem_hubspot",
-            "aptem_salesforce",
-            "bud",
-            "bud_salesforce",
-            "onefile"
-        ]
-    );
+    assert_eq!(names, ["aptem", "aptem_hubspot", "aptem_salesforce", "bud", "bud_salesforce", "onefile"]);
     for p in on_disk.presets.iter() {
-        assert_eq!(
-            builtin.presets.get(p.name.as_str()).map(|b| &b.revision),
-            Some(&p.revision)
-        );
+        assert_eq!(builtin.presets.get(p.name.as_str()).map(|b| &b.revision), Some(&p.revision));
         assert!(p.revision.starts_with('r') && p.revision.len() == 13, "{}", p.revision);
     }
     for provider in ["aptem", "bud", "onefile", "hubspot", "salesforce", "slack", "jira"] {
         assert!(on_disk.manifests.get(provider).is_some(), "{provider}");
     }
-    for entity in [
-        "learner", "employer", "contact", "company", "deal", "issue", "message", "channel", "user",
-    ] {
+    for entity in ["learner", "employer", "contact", "company", "deal", "issue", "message", "channel", "user"] {
         assert!(on_disk.entities.get(entity).is_some(), "{entity}");
     }
     let learner = on_disk.entities.get("learner").unwrap();
@@ -96,12 +81,7 @@ fn repository_and_builtin_configuration_are_valid_and_identical() {
 #[test]
 fn presets_carry_the_specified_defaults() {
     let c = load(&repo().join("config"));
-    let recommended: Vec<_> = c
-        .presets
-        .iter()
-        .filter(|p| p.recommended)
-        .map(|p| p.name.to_string())
-        .collect();
+    let recommended: Vec<_> = c.presets.iter().filter(|p| p.recommended).map(|p| p.name.to_string()).collect();
     assert_eq!(recommended, ["aptem_hubspot"]);
     let ah = c.presets.get("aptem_hubspot").unwrap();
     let aptem = &ah.resolved[&ProviderId::parse("aptem").unwrap()];
@@ -134,18 +114,10 @@ fn editing_defaults_changes_the_revision_of_affected_presets_only() {
     std::fs::write(&presets, text.replacen("schedule = \"hourly\"", "schedule = \"2h\"", 1)).unwrap();
     let after = load(dir.path());
     for name in ["aptem", "aptem_hubspot", "aptem_salesforce"] {
-        assert_ne!(
-            before.presets.get(name).unwrap().revision,
-            after.presets.get(name).unwrap().revision,
-            "{name}"
-        );
+        assert_ne!(before.presets.get(name).unwrap().revision, after.presets.get(name).unwrap().revision, "{name}");
     }
     for name in ["bud", "onefile", "bud_salesforce"] {
-        assert_eq!(
-            before.presets.get(name).unwrap().revision,
-            after.presets.get(name).unwrap().revision,
-            "{name}"
-        );
+        assert_eq!(before.presets.get(name).unwrap().revision, after.presets.get(name).unwrap().revision, "{name}");
     }
 }
 
@@ -190,39 +162,18 @@ timezone = "Mars/Olympus"
     let all: Vec<String> = err.iter().map(|d| d.to_string()).collect();
     let has = |file: &str, key: &str, needle: &str| {
         assert!(
-            err.iter()
-                .any(|d| d.file.ends_with(file) && d.path == key && d.message.contains(needle)),
+            err.iter().any(|d| d.file.ends_with(file) && d.path == key && d.message.contains(needle)),
             "missing `{file}: {key}: …{needle}…` in:\n{}",
             all.join("\n")
         );
     };
     has("presets.toml", "providers.nosuch", "no connector manifest");
     has("presets.toml", "presets.broken", "unknown field `colour`");
-    has(
-        "presets.toml",
-        "presets.broken.providers[1]",
-        "without a connector manifest",
-    );
-    has(
-        "presets.toml",
-        "presets.broken.overrides.aptem.schedule",
-        "invalid schedule",
-    );
-    has(
-        "presets.toml",
-        "presets.broken.overrides.aptem.streams.lernerz",
-        "unknown stream",
-    );
-    has(
-        "presets.toml",
-        "presets.broken.overrides.aptem.mappings.learner.divison",
-        "unknown field of `learner`",
-    );
-    has(
-        "presets.toml",
-        "presets.broken.overrides.aptem.mappings.widget",
-        "unknown entity",
-    );
+    has("presets.toml", "presets.broken.providers[1]", "without a connector manifest");
+    has("presets.toml", "presets.broken.overrides.aptem.schedule", "invalid schedule");
+    has("presets.toml", "presets.broken.overrides.aptem.streams.lernerz", "unknown stream");
+    has("presets.toml", "presets.broken.overrides.aptem.mappings.learner.divison", "unknown field of `learner`");
+    has("presets.toml", "presets.broken.overrides.aptem.mappings.widget", "unknown entity");
     has("tenants/dup.toml", "id", "duplicate tenant id `acme`");
     has("tenants/bad.toml", "id", "invalid tenant id");
     has("tenants/bad.toml", "preset", "unknown preset `nope`");
@@ -235,11 +186,7 @@ fn syntax_errors_name_the_line() {
     let dir = config_copy();
     std::fs::write(dir.path().join("entities.toml"), "[entities.learner\n").unwrap();
     let err = Catalog::load(&ConfigDir::Dir(dir.path().to_owned()), None).unwrap_err();
-    assert!(
-        err.iter()
-            .any(|d| d.file.ends_with("entities.toml") && d.message.contains("line 1")),
-        "{err}"
-    );
+    assert!(err.iter().any(|d| d.file.ends_with("entities.toml") && d.message.contains("line 1")), "{err}");
 }
 
 #[test]
@@ -247,11 +194,7 @@ fn missing_required_mapping_is_an_error() {
     let dir = config_copy();
     let presets = dir.path().join("presets.toml");
     let text = std::fs::read_to_string(&presets).unwrap();
-    std::fs::write(
-        &presets,
-        text.replace("external_id = \"learner_id\"", "external_id = false"),
-    )
-    .unwrap();
+    std::fs::write(&presets, text.replace("external_id = \"learner_id\"", "external_id = false")).unwrap();
     let err = Catalog::load(&ConfigDir::Dir(dir.path().to_owned()), None).unwrap_err();
     assert!(
         err.iter()
@@ -274,26 +217,14 @@ fn the_example_tenant_file_applies_every_override_kind() {
     assert_eq!(aptem.config.schedule.as_deref(), Some("every 15 minutes"));
     assert_eq!(aptem.origins["schedule"], Origin::Override);
     // A custom field mapped to learner.division; the rest of the defaults stay.
-    assert_eq!(
-        mapping(&aptem.config, "learner", "division"),
-        Some(path("custom_field_123"))
-    );
-    assert_eq!(
-        mapping(&aptem.config, "learner", "external_id"),
-        Some(path("learner_id"))
-    );
+    assert_eq!(mapping(&aptem.config, "learner", "division"), Some(path("custom_field_123")));
+    assert_eq!(mapping(&aptem.config, "learner", "external_id"), Some(path("learner_id")));
     assert_eq!(
         aptem.origins["mappings.learner.external_id"],
-        Origin::Preset {
-            preset: preset.name.clone(),
-            revision: preset.revision.clone()
-        }
+        Origin::Preset { preset: preset.name.clone(), revision: preset.revision.clone() }
     );
     // A HubSpot custom property mapped to employer.account_manager.
-    assert_eq!(
-        mapping(&hubspot.config, "employer", "account_manager"),
-        Some(path("properties.account_manager"))
-    );
+    assert_eq!(mapping(&hubspot.config, "employer", "account_manager"), Some(path("properties.account_manager")));
     assert_eq!(hubspot.origins["mappings.employer.account_manager"], Origin::Override);
     assert!(hubspot.config.is_enabled() && aptem.config.is_enabled());
 }
@@ -303,13 +234,8 @@ fn a_provider_disabled_by_override_stays_off_while_the_other_runs() {
     let c = load(&repo().join("config"));
     let preset = c.presets.get("aptem_hubspot").unwrap();
     let mut overrides = BTreeMap::new();
-    overrides.insert(
-        ProviderId::parse("hubspot").unwrap(),
-        ProviderLayer {
-            enabled: Some(false),
-            ..Default::default()
-        },
-    );
+    overrides
+        .insert(ProviderId::parse("hubspot").unwrap(), ProviderLayer { enabled: Some(false), ..Default::default() });
     let eff = Effective::compute(&c, &preset.name, &preset.revision, &preset.resolved, &overrides);
     let enabled: Vec<_> = eff.enabled().map(|p| p.provider.to_string()).collect();
     assert_eq!(enabled, ["aptem"]);
@@ -324,11 +250,7 @@ fn a_mapping_override_replaces_the_whole_default_for_that_field() {
     let eff = Effective::compute(&c, &preset.name, &preset.revision, &preset.resolved, &overrides);
     // The default was a table with a `date` transform; the override is a bare path, nothing merged in.
     assert_eq!(
-        mapping(
-            &eff.providers[&ProviderId::parse("aptem").unwrap()].config,
-            "learner",
-            "completion"
-        ),
+        mapping(&eff.providers[&ProviderId::parse("aptem").unwrap()].config, "learner", "completion"),
         Some(path("finished_on"))
     );
 }

@@ -143,41 +143,23 @@ fn state(id: &str, providers: &[&str]) -> TenantState {
 
 async fn create(store: &Store, id: &str, providers: &[&str]) -> TenantState {
     let state = state(id, providers);
-    store
-        .create_tenant(&state, &audit(Some(id), "tenant.create", at(0)))
-        .await
-        .unwrap();
+    store.create_tenant(&state, &audit(Some(id), "tenant.create", at(0))).await.unwrap();
     state
 }
 
 async fn job(store: &Store, tenant: &str, provider_id: &str, stream_name: &str) -> JobRow {
     let tenant = tenant_id(tenant);
-    let connection = store
-        .get_connection(&tenant, &provider(provider_id))
-        .await
-        .unwrap()
-        .expect("the provider's connection exists");
-    store
-        .ensure_job(&tenant, connection.id, &stream(stream_name), "15m")
-        .await
-        .unwrap()
+    let connection =
+        store.get_connection(&tenant, &provider(provider_id)).await.unwrap().expect("the provider's connection exists");
+    store.ensure_job(&tenant, connection.id, &stream(stream_name), "15m").await.unwrap()
 }
 
 fn records(items: &[(&str, Value)]) -> Vec<RecordInput> {
-    items
-        .iter()
-        .map(|(id, data)| RecordInput {
-            external_id: (*id).into(),
-            data: data.clone(),
-        })
-        .collect()
+    items.iter().map(|(id, data)| RecordInput { external_id: (*id).into(), data: data.clone() }).collect()
 }
 
 fn sealed(bytes: &[u8]) -> SealedBlob {
-    SealedBlob {
-        key_id: "k1".into(),
-        bytes: bytes.to_vec(),
-    }
+    SealedBlob { key_id: "k1".into(), bytes: bytes.to_vec() }
 }
 
 struct Page {
@@ -188,11 +170,7 @@ struct Page {
 
 impl Page {
     fn new(entity_name: &str, provider_id: &str, records: Vec<RecordInput>) -> Self {
-        Self {
-            entity: entity(entity_name),
-            provider: provider(provider_id),
-            records,
-        }
+        Self { entity: entity(entity_name), provider: provider(provider_id), records }
     }
 
     fn write<'a>(&'a self, job_id: i64, cursor: Option<&'a str>) -> PageWrite<'a> {
@@ -209,9 +187,5 @@ impl Page {
 }
 
 fn outcome(inserted: u64, updated: u64, unchanged: u64) -> PageOutcome {
-    PageOutcome {
-        inserted,
-        updated,
-        unchanged,
-    }
+    PageOutcome { inserted, updated, unchanged }
 }

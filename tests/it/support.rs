@@ -51,12 +51,7 @@ pub async fn postgres_store() -> PgTestDb {
     admin.close().await.expect("close the admin connection");
     let url = with_database(&server_url, &name);
     let store = Store::connect(&url).await.expect("open the postgres store");
-    PgTestDb {
-        store,
-        url,
-        server_url,
-        name: Some(name),
-    }
+    PgTestDb { store, url, server_url, name: Some(name) }
 }
 
 impl PgTestDb {
@@ -77,10 +72,8 @@ impl Drop for PgTestDb {
         // Only reached when a test panicked before `drop_db`; this runtime may be gone.
         let server_url = self.server_url.clone();
         let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("build a cleanup runtime");
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().expect("build a cleanup runtime");
             runtime.block_on(drop_database(&server_url, &name));
         });
         if cleanup.join().is_err() {
@@ -91,9 +84,7 @@ impl Drop for PgTestDb {
 
 /// `DROP DATABASE name WITH (FORCE)` on the server at `server_url`.
 async fn drop_database(server_url: &str, name: &str) {
-    let mut admin = PgConnection::connect(server_url)
-        .await
-        .expect("reconnect to the PostgreSQL test server");
+    let mut admin = PgConnection::connect(server_url).await.expect("reconnect to the PostgreSQL test server");
     sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
         .execute(&mut admin)
         .await

@@ -67,10 +67,7 @@ async fn preset_revision_is_pinned_until_rebase(store: &Store) {
     let before = load(dir.path());
     let tenants = Tenants::new(&before, store, "test");
     let first = tenants
-        .create(&spec(
-            &before,
-            "id = \"first\"\nname = \"First\"\nsubdomain = \"first\"\npreset = \"aptem\"\n",
-        ))
+        .create(&spec(&before, "id = \"first\"\nname = \"First\"\nsubdomain = \"first\"\npreset = \"aptem\"\n"))
         .await
         .unwrap();
     assert_eq!(first, before.presets.get("aptem").unwrap().revision);
@@ -88,29 +85,17 @@ async fn preset_revision_is_pinned_until_rebase(store: &Store) {
     let view = tenants.require(&id("first")).await.unwrap();
     assert_eq!(view.tenant.preset_revision, first);
     assert_eq!(view.current_revision.as_deref(), Some(new_revision.as_str()));
-    assert_eq!(
-        view.effective.providers[&pid("aptem")].config.schedule.as_deref(),
-        Some("hourly")
-    );
+    assert_eq!(view.effective.providers[&pid("aptem")].config.schedule.as_deref(), Some("hourly"));
     tenants
-        .create(&spec(
-            &after,
-            "id = \"second\"\nname = \"Second\"\nsubdomain = \"second\"\npreset = \"aptem\"\n",
-        ))
+        .create(&spec(&after, "id = \"second\"\nname = \"Second\"\nsubdomain = \"second\"\npreset = \"aptem\"\n"))
         .await
         .unwrap();
     let second = tenants.require(&id("second")).await.unwrap();
-    assert_eq!(
-        second.effective.providers[&pid("aptem")].config.schedule.as_deref(),
-        Some("2h")
-    );
+    assert_eq!(second.effective.providers[&pid("aptem")].config.schedule.as_deref(), Some("2h"));
 
     // Rebase adopts the new revision and reports exactly what changed.
     let rebased = tenants.rebase(&id("first")).await.unwrap();
-    assert_eq!(
-        (rebased.from_revision.as_str(), rebased.to_revision.as_str()),
-        (first.as_str(), new_revision.as_str())
-    );
+    assert_eq!((rebased.from_revision.as_str(), rebased.to_revision.as_str()), (first.as_str(), new_revision.as_str()));
     assert_eq!(rebased.changes.len(), 1, "{:?}", rebased.changes);
     assert_eq!(rebased.changes[0].path, "providers.aptem.schedule");
     assert_eq!(rebased.changes[0].before, Some(json!("hourly")));
@@ -118,20 +103,14 @@ async fn preset_revision_is_pinned_until_rebase(store: &Store) {
     let view = tenants.require(&id("first")).await.unwrap();
     assert_eq!(view.tenant.preset_revision, new_revision);
     let audit = store.list_audit(Some(&id("first")), 10).await.unwrap();
-    assert_eq!(
-        audit.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
-        ["tenant.rebase", "tenant.create"]
-    );
+    assert_eq!(audit.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(), ["tenant.rebase", "tenant.create"]);
 }
 
 async fn apply_is_idempotent_and_stores_only_differences(store: &Store) {
     let catalog = load(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config"));
     let tenants = Tenants::new(&catalog, store, "test");
     let acme = spec(&catalog, ACME);
-    assert!(matches!(
-        tenants.apply(&acme).await.unwrap(),
-        ApplyOutcome::Created { .. }
-    ));
+    assert!(matches!(tenants.apply(&acme).await.unwrap(), ApplyOutcome::Created { .. }));
     assert_eq!(tenants.apply(&acme).await.unwrap(), ApplyOutcome::Unchanged);
     let overrides = store.get_overrides(&id("acme")).await.unwrap();
     assert_eq!(
@@ -149,9 +128,7 @@ async fn apply_is_idempotent_and_stores_only_differences(store: &Store) {
     );
     // Changing the file updates only what changed.
     let edited = spec(&catalog, &ACME.replace("every 15 minutes", "every 30 minutes"));
-    let ApplyOutcome::Updated { changes } = tenants.apply(&edited).await.unwrap() else {
-        panic!("expected an update")
-    };
+    let ApplyOutcome::Updated { changes } = tenants.apply(&edited).await.unwrap() else { panic!("expected an update") };
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].path, "providers.aptem.schedule");
     // HubSpot switched off while Aptem stays.
@@ -172,21 +149,12 @@ async fn apply_is_idempotent_and_stores_only_differences(store: &Store) {
 async fn switching_preset_disables_the_dropped_provider_and_keeps_its_records(store: &Store) {
     let catalog = load(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config"));
     let tenants = Tenants::new(&catalog, store, "test");
-    let globex = spec(
-        &catalog,
-        "id = \"globex\"\nname = \"Globex\"\nsubdomain = \"globex\"\npreset = \"bud\"\n",
-    );
+    let globex = spec(&catalog, "id = \"globex\"\nname = \"Globex\"\nsubdomain = \"globex\"\npreset = \"bud\"\n");
     tenants.create(&globex).await.unwrap();
     let bud = store.get_connection(&id("globex"), &pid("bud")).await.unwrap().unwrap();
-    let job = store
-        .ensure_job(&id("globex"), bud.id, &StreamName::parse("learners").unwrap(), "1h")
-        .await
-        .unwrap();
+    let job = store.ensure_job(&id("globex"), bud.id, &StreamName::parse("learners").unwrap(), "1h").await.unwrap();
     let records: Vec<RecordInput> = (0..3)
-        .map(|i| RecordInput {
-            external_id: format!("b{i}"),
-            data: json!({ "external_id": format!("b{i}") }),
-        })
+        .map(|i| RecordInput { external_id: format!("b{i}"), data: json!({ "external_id": format!("b{i}") }) })
         .collect();
     let learner = EntityName::parse("learner").unwrap();
     let page = PageWrite {
@@ -211,14 +179,8 @@ async fn switching_preset_disables_the_dropped_provider_and_keeps_its_records(st
     let job = store.get_job(&id("globex"), job.id).await.unwrap().unwrap();
     assert!(!job.enabled);
     assert_eq!(job.cursor.as_deref(), Some("c1"));
-    assert_eq!(
-        tenants.require(&id("globex")).await.unwrap().tenant.preset.as_str(),
-        "aptem"
-    );
-    assert!(matches!(
-        tenants.set_preset(&id("globex"), "nope").await,
-        Err(TenantError::UnknownPreset { .. })
-    ));
+    assert_eq!(tenants.require(&id("globex")).await.unwrap().tenant.preset.as_str(), "aptem");
+    assert!(matches!(tenants.set_preset(&id("globex"), "nope").await, Err(TenantError::UnknownPreset { .. })));
 }
 
 async fn invalid_results_are_refused_and_nothing_is_written(store: &Store) {
@@ -229,15 +191,11 @@ async fn invalid_results_are_refused_and_nothing_is_written(store: &Store) {
     std::fs::write(&file, "id = \"bad\"\nname = \"Bad\"\nsubdomain = \"bad\"\npreset = \"aptem\"\n[providers.aptem.mappings.learner]\nexternal_id = false\n").unwrap();
     let err = catalog.tenant_file(&file).unwrap_err();
     assert!(
-        err.iter()
-            .any(|d| d.path == "providers.aptem.mappings.learner" && d.message.contains("learner.external_id")),
+        err.iter().any(|d| d.path == "providers.aptem.mappings.learner" && d.message.contains("learner.external_id")),
         "{err}"
     );
     assert!(store.get_tenant(&id("bad")).await.unwrap().is_none());
-    let ok = spec(
-        &catalog,
-        "id = \"dup\"\nname = \"Dup\"\nsubdomain = \"dup\"\npreset = \"aptem\"\n",
-    );
+    let ok = spec(&catalog, "id = \"dup\"\nname = \"Dup\"\nsubdomain = \"dup\"\npreset = \"aptem\"\n");
     tenants.create(&ok).await.unwrap();
     assert!(matches!(tenants.create(&ok).await, Err(TenantError::Exists(_))));
 }
@@ -270,10 +228,7 @@ async fn a_tenant_can_add_a_provider_outside_its_preset(store: &Store) {
 
 async fn credentials_are_sealed_and_flip_the_connection_to_connected(store: &Store) {
     let catalog = load(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config"));
-    Tenants::new(&catalog, store, "test")
-        .create(&spec(&catalog, ACME))
-        .await
-        .unwrap();
+    Tenants::new(&catalog, store, "test").create(&spec(&catalog, ACME)).await.unwrap();
     let key = MasterKey::generate();
     let creds = Credentials::from_json(br#"{"api_token":"tok-123-secret"}"#).unwrap();
     let sealed = key.seal(&id("acme"), &pid("aptem"), &creds.to_json());
@@ -286,17 +241,10 @@ async fn credentials_are_sealed_and_flip_the_connection_to_connected(store: &Sto
         subject: Some("aptem".into()),
         details: json!({}),
     };
-    let conn = store
-        .set_credentials(&id("acme"), &pid("aptem"), &sealed, &audit)
-        .await
-        .unwrap();
+    let conn = store.set_credentials(&id("acme"), &pid("aptem"), &sealed, &audit).await.unwrap();
     assert_eq!(conn.status, ConnectionStatus::Connected);
     assert_eq!(conn.credentials_version, 1);
-    let (blob, version) = store
-        .get_credentials(&id("acme"), &pid("aptem"))
-        .await
-        .unwrap()
-        .unwrap();
+    let (blob, version) = store.get_credentials(&id("acme"), &pid("aptem")).await.unwrap().unwrap();
     assert_eq!(version, 1);
     let opened = Credentials::from_json(&key.open(&id("acme"), &pid("aptem"), &blob).unwrap()).unwrap();
     assert_eq!(opened.names().collect::<Vec<_>>(), ["api_token"]);

@@ -4,10 +4,7 @@ use tributary::simulator::{Provider, SimConfig, start};
 use super::{Harness, ok, text};
 
 fn tenant(sim: &tributary::simulator::SimHandle, extra: &str) -> String {
-    format!(
-        "preset = \"aptem\"\n[providers.aptem]\nbase_url = \"{}\"\n{extra}",
-        sim.api_base()
-    )
+    format!("preset = \"aptem\"\n[providers.aptem]\nbase_url = \"{}\"\n{extra}", sim.api_base())
 }
 
 #[tokio::test]
@@ -15,19 +12,13 @@ async fn full_then_incremental_sync_with_overrides_and_tags() {
     let sim = start(SimConfig::new(Provider::Aptem, 1_500)).await.unwrap();
     let h = Harness::new(
         "aptem",
-        &tenant(
-            &sim,
-            "[providers.aptem.mappings.learner]\ndivision = \"custom_field_123\"\n",
-        ),
+        &tenant(&sim, "[providers.aptem.mappings.learner]\ndivision = \"custom_field_123\"\n"),
         &sim,
     )
     .await;
     let run = h.sync("learners").await;
     ok(&run);
-    assert_eq!(
-        (run.stats.fetched, run.stats.inserted, run.stats.updated),
-        (1_500, 1_500, 0)
-    );
+    assert_eq!((run.stats.fetched, run.stats.inserted, run.stats.updated), (1_500, 1_500, 0));
     assert_eq!(run.stats.pages, 2);
     let stored = h.records("learner").await;
     assert_eq!(stored.len(), 1_500);
@@ -58,10 +49,7 @@ async fn full_then_incremental_sync_with_overrides_and_tags() {
     assert!(inc.stats.fetched <= 4, "fetched {}", inc.stats.fetched);
     assert_eq!(inc.cursor_before, again.stats.cursor_after);
     let row = &h.records("learner").await[&text(&sim.expected_record("learners", 700).unwrap()["learner_id"])];
-    assert_eq!(
-        row.data["first_name"],
-        sim.expected_record("learners", 700).unwrap()["first_name"]
-    );
+    assert_eq!(row.data["first_name"], sim.expected_record("learners", 700).unwrap()["first_name"]);
 }
 
 #[tokio::test]
@@ -82,20 +70,14 @@ async fn tenant_filters_count_what_they_drop() {
     let sim = start(SimConfig::new(Provider::Aptem, 300)).await.unwrap();
     let filter = "[providers.aptem.filters.no_withdrawn]\nentity = \"learner\"\nfield = \"status\"\nop = \"eq\"\nvalue = \"Withdrawn\"\naction = \"exclude\"\n";
     let h = Harness::new("aptem", &tenant(&sim, filter), &sim).await;
-    let withdrawn = (0..300)
-        .filter(|i| sim.expected_record("learners", *i).unwrap()["status"] == "Withdrawn")
-        .count() as i64;
+    let withdrawn =
+        (0..300).filter(|i| sim.expected_record("learners", *i).unwrap()["status"] == "Withdrawn").count() as i64;
     assert!(withdrawn > 0);
     let run = h.sync("learners").await;
     ok(&run);
     assert_eq!(run.stats.filtered, withdrawn);
     assert_eq!(run.stats.inserted, 300 - withdrawn);
-    assert!(
-        h.records("learner")
-            .await
-            .values()
-            .all(|r| r.data["status"] != "Withdrawn")
-    );
+    assert!(h.records("learner").await.values().all(|r| r.data["status"] != "Withdrawn"));
 }
 
 #[tokio::test]
@@ -104,15 +86,7 @@ async fn a_wrong_token_fails_the_run_and_marks_the_connection() {
     let h = Harness::with_connectors("aptem", &tenant(&sim, ""), &json!({ "api_token": "wrong" }), None).await;
     let run = h.sync("learners").await;
     assert_eq!(run.outcome, tributary::model::RunOutcome::Failed);
-    assert!(
-        run.stats
-            .error
-            .as_deref()
-            .unwrap_or("")
-            .contains("rejects the credentials"),
-        "{:?}",
-        run.stats.error
-    );
+    assert!(run.stats.error.as_deref().unwrap_or("").contains("rejects the credentials"), "{:?}", run.stats.error);
     let conn = h.store.get_connection(&h.tenant, &h.provider).await.unwrap().unwrap();
     assert_eq!(conn.status, tributary::model::ConnectionStatus::NeedsReauth);
 }

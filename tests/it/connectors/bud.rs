@@ -37,10 +37,7 @@ async fn full_sync_splits_names_then_incremental_reads_only_the_changes() {
     let h = Harness::new("bud", &tenant(&sim), &sim).await;
     let run = h.sync("learners").await;
     ok(&run);
-    assert_eq!(
-        (run.stats.fetched, run.stats.inserted, run.stats.updated),
-        (n as i64, n as i64, 0)
-    );
+    assert_eq!((run.stats.fetched, run.stats.inserted, run.stats.updated), (n as i64, n as i64, 0));
     assert_eq!(run.stats.pages, 3);
     let stored = h.records("learner").await;
     assert_eq!(stored.len() as u64, n);
@@ -101,11 +98,7 @@ async fn employers_sync_and_a_revoked_client_needs_reauth() {
     sim.revoke();
     let failed = h.sync("employers").await;
     assert_eq!(failed.outcome, tributary::model::RunOutcome::Failed);
-    assert!(
-        failed.stats.error.as_deref().unwrap_or("").contains("invalid_client"),
-        "{:?}",
-        failed.stats.error
-    );
+    assert!(failed.stats.error.as_deref().unwrap_or("").contains("invalid_client"), "{:?}", failed.stats.error);
     let conn = h.store.get_connection(&h.tenant, &h.provider).await.unwrap().unwrap();
     assert_eq!(conn.status, tributary::model::ConnectionStatus::NeedsReauth);
 }

@@ -45,10 +45,7 @@ name = "name"
 "#
     );
     std::fs::write(dir.path().join("guardcrm.toml"), manifest).unwrap();
-    let tenant = format!(
-        "preset = \"aptem\"\n[providers.guardcrm]\nenabled = true\nbase_url = \"{}\"\n",
-        server.uri()
-    );
+    let tenant = format!("preset = \"aptem\"\n[providers.guardcrm]\nenabled = true\nbase_url = \"{}\"\n", server.uri());
     let h = Harness::with_connectors("guardcrm", &tenant, &json!({ "token": "t0k" }), Some(dir.path())).await;
     Guarded { h, _connectors: dir }
 }
@@ -61,11 +58,7 @@ async fn sync(g: &Guarded) -> RunRow {
 }
 
 fn items(ids: &[u64]) -> Value {
-    Value::Array(
-        ids.iter()
-            .map(|i| json!({ "id": i, "name": format!("Company {i}") }))
-            .collect(),
-    )
+    Value::Array(ids.iter().map(|i| json!({ "id": i, "name": format!("Company {i}") })).collect())
 }
 
 fn failed_with(run: &RunRow, needle: &str) {
@@ -119,12 +112,8 @@ struct Endless;
 
 impl Respond for Endless {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let offset: u64 = request
-            .url
-            .query_pairs()
-            .find(|(k, _)| k == "offset")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
+        let offset: u64 =
+            request.url.query_pairs().find(|(k, _)| k == "offset").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
         ResponseTemplate::new(200).set_body_json(json!({ "items": items(&[offset + 1, offset + 2]) }))
     }
 }
@@ -132,11 +121,7 @@ impl Respond for Endless {
 #[tokio::test]
 async fn max_pages_stops_a_stream_that_never_ends() {
     let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/companies"))
-        .respond_with(Endless)
-        .mount(&server)
-        .await;
+    Mock::given(method("GET")).and(path("/companies")).respond_with(Endless).mount(&server).await;
     let pagination = r#"{ kind = "offset", offset_param = "offset", limit_param = "limit", limit = 2, max_pages = 3 }"#;
     let g = harness(&server, pagination, "").await;
     let run = sync(&g).await;
@@ -159,12 +144,7 @@ async fn a_permanent_4xx_fails_the_run_with_the_providers_message() {
     let run = sync(&g).await;
     failed_with(&run, "HTTP 400: Property 'foo' does not exist");
     assert_eq!((run.stats.http_calls, run.stats.retries), (1, 0));
-    let conn =
-        g.h.store
-            .get_connection(&g.h.tenant, &g.h.provider)
-            .await
-            .unwrap()
-            .unwrap();
+    let conn = g.h.store.get_connection(&g.h.tenant, &g.h.provider).await.unwrap().unwrap();
     assert_eq!(
         conn.status,
         tributary::model::ConnectionStatus::Connected,
@@ -222,9 +202,6 @@ message = "/error"
     let g = harness(&server, CURSOR, rules).await;
     let run = sync(&g).await;
     ok(&run);
-    assert_eq!(
-        (run.stats.rate_limit_waits, run.stats.retries, run.stats.http_calls),
-        (1, 0, 2)
-    );
+    assert_eq!((run.stats.rate_limit_waits, run.stats.retries, run.stats.http_calls), (1, 0, 2));
     assert_eq!(run.stats.inserted, 2);
 }

@@ -8,10 +8,7 @@ const PAGE: u64 = 100;
 
 /// A tenant on the `aptem_hubspot` preset: HubSpot contacts are its employers.
 fn tenant(sim: &SimHandle, extra: &str) -> String {
-    format!(
-        "preset = \"aptem_hubspot\"\n[providers.hubspot]\nbase_url = \"{}\"\n{extra}",
-        sim.base_url()
-    )
+    format!("preset = \"aptem_hubspot\"\n[providers.hubspot]\nbase_url = \"{}\"\n{extra}", sim.base_url())
 }
 
 const ACCOUNT_MANAGER: &str =
@@ -31,10 +28,7 @@ async fn contacts_become_employers_with_the_account_manager_override_and_tag() {
     let h = Harness::new("hubspot", &tenant(&sim, ACCOUNT_MANAGER), &sim).await;
     let run = h.sync("contacts").await;
     ok(&run);
-    assert_eq!(
-        (run.stats.fetched, run.stats.inserted, run.stats.updated),
-        (n as i64, n as i64, 0)
-    );
+    assert_eq!((run.stats.fetched, run.stats.inserted, run.stats.updated), (n as i64, n as i64, 0));
     assert_eq!(run.stats.pages, 3);
     assert!(h.records("contact").await.is_empty(), "contacts map to employers here");
     let stored = h.records("employer").await;
@@ -66,12 +60,7 @@ async fn contacts_become_employers_with_the_account_manager_override_and_tag() {
 async fn deals_incremental_reads_only_the_changed_and_added_deals() {
     let n = 300;
     let sim = start(SimConfig::new(Provider::HubSpot, n)).await.unwrap();
-    let h = Harness::new(
-        "hubspot",
-        &tenant(&sim, "[providers.hubspot.streams.deals]\nenabled = true\n"),
-        &sim,
-    )
-    .await;
+    let h = Harness::new("hubspot", &tenant(&sim, "[providers.hubspot.streams.deals]\nenabled = true\n"), &sim).await;
     let run = h.sync("deals").await;
     ok(&run);
     assert_eq!((run.stats.fetched, run.stats.inserted), (n as i64, n as i64));
@@ -134,31 +123,18 @@ async fn an_incremental_search_over_ten_thousand_results_restarts_its_window() {
     assert_eq!((inc.stats.inserted, inc.stats.updated), (10_500, 0));
     assert_eq!(inc.stats.retries, 0, "no request may fail");
     // At most the boundary record is read again per window (two windows).
-    assert!(
-        (10_500..=10_502).contains(&inc.stats.fetched),
-        "fetched {}",
-        inc.stats.fetched
-    );
+    assert!((10_500..=10_502).contains(&inc.stats.fetched), "fetched {}", inc.stats.fetched);
     let searches = sim.requests_for("/crm/v3/objects/contacts/search");
-    assert_eq!(
-        searches as i64, inc.stats.http_calls,
-        "every call of the run is a search"
-    );
+    assert_eq!(searches as i64, inc.stats.http_calls, "every call of the run is a search");
     assert!((53..=54).contains(&searches), "{searches} search requests");
     let stored = h.records("employer").await;
     assert_eq!(stored.len(), 10_505);
     for i in [added.start, added.start + 9_999, added.start + 10_000, added.end - 1] {
         let expected = sim.expected_record("contacts", i).unwrap();
-        assert_eq!(
-            stored[&text(&expected["id"])].data["name"],
-            expected["properties"]["company"]
-        );
+        assert_eq!(stored[&text(&expected["id"])].data["name"], expected["properties"]["company"]);
     }
     let last = sim.updated_at("contacts", added.end - 1).unwrap();
-    assert_eq!(
-        inc.stats.cursor_after.as_deref(),
-        Some(last.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().as_str())
-    );
+    assert_eq!(inc.stats.cursor_after.as_deref(), Some(last.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().as_str()));
 }
 
 /// The 10,000-result cap is the search endpoint's: a full read through the list
@@ -175,10 +151,7 @@ async fn a_full_list_sync_over_ten_thousand_contacts_is_not_capped() {
     assert_eq!(sim.requests_for("/crm/v3/objects/contacts/search"), 0);
     assert_eq!(h.records("employer").await.len() as u64, n);
     let last = sim.updated_at("contacts", n - 1).unwrap();
-    assert_eq!(
-        run.stats.cursor_after.as_deref(),
-        Some(last.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().as_str())
-    );
+    assert_eq!(run.stats.cursor_after.as_deref(), Some(last.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().as_str()));
 }
 
 /// The list endpoint is ordered by id, not by modification: a full read that fails

@@ -11,10 +11,7 @@ const PAGE: u64 = 100;
 
 /// Jira is in no preset: the tenant switches it on next to its LMS.
 fn tenant(sim: &SimHandle) -> String {
-    format!(
-        "preset = \"aptem\"\n[providers.jira]\nenabled = true\nbase_url = \"{}\"\n",
-        sim.base_url()
-    )
+    format!("preset = \"aptem\"\n[providers.jira]\nenabled = true\nbase_url = \"{}\"\n", sim.base_url())
 }
 
 fn assert_issue(row: &Value, expected: &Value) {
@@ -55,10 +52,7 @@ async fn issues_of_every_project_then_incremental_per_project() {
 
     let run = h.sync("issues").await;
     ok(&run);
-    assert_eq!(
-        (run.stats.fetched, run.stats.inserted, run.stats.updated),
-        (n as i64, n as i64, 0)
-    );
+    assert_eq!((run.stats.fetched, run.stats.inserted, run.stats.updated), (n as i64, n as i64, 0));
     // 150 issues per project: a page of 100 and one of 50 each.
     assert_eq!(run.stats.pages, 6);
     let stored = h.records("issue").await;
@@ -75,9 +69,7 @@ async fn issues_of_every_project_then_incremental_per_project() {
         assert_issue(&stored[&text(&expected["id"])].data, &expected);
     }
     let before = cursors(&run);
-    let project_ids: Vec<String> = (0..3)
-        .map(|p| text(&sim.expected_record("projects", p).unwrap()["id"]))
-        .collect();
+    let project_ids: Vec<String> = (0..3).map(|p| text(&sim.expected_record("projects", p).unwrap()["id"])).collect();
     assert_eq!(before.keys().cloned().collect::<Vec<_>>(), project_ids);
 
     // Issues change in the first and last project; one is added (to the first).
@@ -135,12 +127,7 @@ async fn many_projects_page_by_offset_and_revoked_credentials_need_reauth() {
     let failed = h.sync("issues").await;
     assert_eq!(failed.outcome, RunOutcome::Failed);
     assert!(
-        failed
-            .stats
-            .error
-            .as_deref()
-            .unwrap_or("")
-            .contains("Client must be authenticated"),
+        failed.stats.error.as_deref().unwrap_or("").contains("Client must be authenticated"),
         "{:?}",
         failed.stats.error
     );

@@ -68,18 +68,8 @@ impl Harness {
             subject: Some(provider.to_string()),
             details: Value::Null,
         };
-        store
-            .set_credentials(&tenant, &provider, &sealed, &audit)
-            .await
-            .unwrap();
-        Self {
-            store,
-            catalog,
-            key,
-            tenant,
-            provider,
-            _dir: dir,
-        }
+        store.set_credentials(&tenant, &provider, &sealed, &audit).await.unwrap();
+        Self { store, catalog, key, tenant, provider, _dir: dir }
     }
 
     /// Runs one sync of `stream` and returns the run row.

@@ -69,11 +69,7 @@ async fn a_manifest_file_alone_adds_a_provider_that_syncs() {
             ResponseTemplate::new(200)
                 .insert_header(
                     "Link",
-                    format!(
-                        "<{}/companies?per_page=2&sort=updated_at&page=2>; rel=\"next\"",
-                        server.uri()
-                    )
-                    .as_str(),
+                    format!("<{}/companies?per_page=2&sort=updated_at&page=2>; rel=\"next\"", server.uri()).as_str(),
                 )
                 .set_body_json(json!({ "data": [
                     company(1, "Acme One", "2024-03-01T09:00:00Z"),
@@ -109,17 +105,9 @@ async fn a_manifest_file_alone_adds_a_provider_that_syncs() {
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("acmecrm.toml"), ACMECRM).unwrap();
-    let tenant = format!(
-        "preset = \"aptem\"\n[providers.acmecrm]\nenabled = true\nbase_url = \"{}\"\n",
-        server.uri()
-    );
-    let h = Harness::with_connectors(
-        "acmecrm",
-        &tenant,
-        &json!({ "api_token": "acme-secret" }),
-        Some(dir.path()),
-    )
-    .await;
+    let tenant = format!("preset = \"aptem\"\n[providers.acmecrm]\nenabled = true\nbase_url = \"{}\"\n", server.uri());
+    let h =
+        Harness::with_connectors("acmecrm", &tenant, &json!({ "api_token": "acme-secret" }), Some(dir.path())).await;
     let full = h.sync("companies").await;
     ok(&full);
     assert_eq!((full.stats.fetched, full.stats.inserted, full.stats.pages), (3, 3, 2));
@@ -132,15 +120,7 @@ async fn a_manifest_file_alone_adds_a_provider_that_syncs() {
 
     let inc = h.sync("companies").await;
     ok(&inc);
-    assert_eq!(
-        (
-            inc.stats.fetched,
-            inc.stats.inserted,
-            inc.stats.updated,
-            inc.stats.unchanged
-        ),
-        (3, 1, 1, 1)
-    );
+    assert_eq!((inc.stats.fetched, inc.stats.inserted, inc.stats.updated, inc.stats.unchanged), (3, 1, 1, 1));
     let stored = h.records("company").await;
     assert_eq!(stored.len(), 4);
     assert_eq!(stored["2"].data["name"], "Acme Two Renamed");
@@ -159,11 +139,7 @@ fn check(file: &Path) -> (bool, String) {
         .env_remove("TRIBUTARY_CONNECTORS")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
 
@@ -195,30 +171,20 @@ fn connectors_check_accepts_the_manifest_and_reports_every_error_of_a_broken_cop
     assert!(!success, "a broken manifest must fail the check: {out}");
     let expected = [
         ("auth.value", "unknown template variable `{api_key}`"),
-        (
-            "streams.companies.request.path",
-            "unknown template variable `{workspace}`",
-        ),
+        ("streams.companies.request.path", "unknown template variable `{workspace}`"),
         ("streams.companies.request.records", "`data` is not a JSON pointer"),
         ("streams.companies.entity", "unknown entity `organisation`"),
         ("streams.companies.incremental.request", "never uses `{cursor}`"),
-        (
-            "streams.companies.incremental.request.query.updated_since",
-            "unknown template variable `{since}`",
-        ),
+        ("streams.companies.incremental.request.query.updated_since", "unknown template variable `{since}`"),
     ];
     for (key, message) in expected {
         assert!(
-            out.lines()
-                .any(|l| l.contains(&format!(": {key}: ")) && l.contains(message)),
+            out.lines().any(|l| l.contains(&format!(": {key}: ")) && l.contains(message)),
             "no `{key}: …{message}…` in:\n{out}"
         );
     }
     // Each error once, each naming the file: a header line, then exactly these.
     let errors: Vec<&str> = out.lines().filter(|l| l.contains("acmecrm.toml: ")).collect();
     assert_eq!(errors.len(), expected.len(), "{out}");
-    assert!(
-        out.starts_with(&format!("{} configuration errors", expected.len())),
-        "{out}"
-    );
+    assert!(out.starts_with(&format!("{} configuration errors", expected.len())), "{out}");
 }

@@ -8,10 +8,7 @@ use super::{Harness, modify_until_changed, ok, text};
 const PAGE: u64 = 500;
 
 fn tenant(sim: &SimHandle) -> String {
-    format!(
-        "preset = \"onefile\"\n[providers.onefile]\nbase_url = \"{}\"\n",
-        sim.api_base()
-    )
+    format!("preset = \"onefile\"\n[providers.onefile]\nbase_url = \"{}\"\n", sim.api_base())
 }
 
 fn assert_learner(row: &Value, expected: &Value) {
@@ -34,10 +31,7 @@ async fn full_sync_turns_integer_ids_into_strings_then_incremental_reads_only_th
     let h = Harness::new("onefile", &tenant(&sim), &sim).await;
     let run = h.sync("learners").await;
     ok(&run);
-    assert_eq!(
-        (run.stats.fetched, run.stats.inserted, run.stats.updated),
-        (n as i64, n as i64, 0)
-    );
+    assert_eq!((run.stats.fetched, run.stats.inserted, run.stats.updated), (n as i64, n as i64, 0));
     assert_eq!(run.stats.pages, 3);
     let stored = h.records("learner").await;
     assert_eq!(stored.len() as u64, n);
@@ -96,12 +90,7 @@ async fn organisations_sync_and_a_revoked_customer_token_needs_reauth() {
     let failed = h.sync("organisations").await;
     assert_eq!(failed.outcome, RunOutcome::Failed);
     assert!(
-        failed
-            .stats
-            .error
-            .as_deref()
-            .unwrap_or("")
-            .contains("Authorization has been denied"),
+        failed.stats.error.as_deref().unwrap_or("").contains("Authorization has been denied"),
         "{:?}",
         failed.stats.error
     );

@@ -31,10 +31,7 @@ async fn accounts_become_employers_then_incremental_reads_only_the_changes() {
     let h = Harness::new("salesforce", &tenant(&sim, ""), &sim).await;
     let run = h.sync("accounts").await;
     ok(&run);
-    assert_eq!(
-        (run.stats.fetched, run.stats.inserted, run.stats.updated),
-        (n as i64, n as i64, 0)
-    );
+    assert_eq!((run.stats.fetched, run.stats.inserted, run.stats.updated), (n as i64, n as i64, 0));
     assert_eq!(run.stats.pages, 2);
     assert!(h.records("company").await.is_empty(), "accounts map to employers here");
     let stored = h.records("employer").await;
@@ -108,12 +105,8 @@ async fn pagination_edges_empty_exactly_one_batch_and_partial_last_batch() {
 
 #[tokio::test]
 async fn throttling_403_is_waited_out_and_a_dead_refresh_token_needs_reauth() {
-    let faults = tributary::simulator::Faults::none()
-        .rate_limit_every(2)
-        .retry_after_secs(0);
-    let sim = start(SimConfig::new(Provider::Salesforce, 2_500).faults(faults))
-        .await
-        .unwrap();
+    let faults = tributary::simulator::Faults::none().rate_limit_every(2).retry_after_secs(0);
+    let sim = start(SimConfig::new(Provider::Salesforce, 2_500).faults(faults)).await.unwrap();
     let h = Harness::new("salesforce", &tenant(&sim, ""), &sim).await;
     let run = h.sync("accounts").await;
     ok(&run);
@@ -124,11 +117,7 @@ async fn throttling_403_is_waited_out_and_a_dead_refresh_token_needs_reauth() {
     sim.revoke();
     let failed = h.sync("accounts").await;
     assert_eq!(failed.outcome, RunOutcome::Failed);
-    assert!(
-        failed.stats.error.as_deref().unwrap_or("").contains("invalid_grant"),
-        "{:?}",
-        failed.stats.error
-    );
+    assert!(failed.stats.error.as_deref().unwrap_or("").contains("invalid_grant"), "{:?}", failed.stats.error);
     let conn = h.store.get_connection(&h.tenant, &h.provider).await.unwrap().unwrap();
     assert_eq!(conn.status, ConnectionStatus::NeedsReauth);
 }

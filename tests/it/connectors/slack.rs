@@ -11,10 +11,7 @@ const PAGE: u64 = 200;
 
 /// Slack is in no preset: the tenant switches it on next to its LMS.
 fn tenant(sim: &SimHandle) -> String {
-    format!(
-        "preset = \"aptem\"\n[providers.slack]\nenabled = true\nbase_url = \"{}\"\n",
-        sim.api_base()
-    )
+    format!("preset = \"aptem\"\n[providers.slack]\nenabled = true\nbase_url = \"{}\"\n", sim.api_base())
 }
 
 /// The external id the manifest gives message `i`: `channel:ts`.
@@ -53,10 +50,7 @@ async fn messages_of_every_channel_then_incremental_per_channel() {
 
     let run = h.sync("messages").await;
     ok(&run);
-    assert_eq!(
-        (run.stats.fetched, run.stats.inserted, run.stats.updated),
-        (n as i64, n as i64, 0)
-    );
+    assert_eq!((run.stats.fetched, run.stats.inserted, run.stats.updated), (n as i64, n as i64, 0));
     // About 333 messages per channel: two pages of at most 200 each.
     assert_eq!(run.stats.pages, 6);
     let stored = h.records("message").await;
@@ -67,10 +61,7 @@ async fn messages_of_every_channel_then_incremental_per_channel() {
     });
     assert_eq!(per_channel.len(), 3, "every channel has messages");
     for (channel, count) in &per_channel {
-        let got = stored
-            .values()
-            .filter(|r| r.data["channel_id"] == json!(channel))
-            .count() as u64;
+        let got = stored.values().filter(|r| r.data["channel_id"] == json!(channel)).count() as u64;
         assert_eq!(got, *count, "messages of {channel}");
     }
     for i in [0, 1, 332, 333, 334, 666, 667, n - 1] {
@@ -83,10 +74,7 @@ async fn messages_of_every_channel_then_incremental_per_channel() {
         assert_eq!(row["sent_at"], json!(sent.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()));
     }
     let before = cursors(&run);
-    assert_eq!(
-        before.keys().cloned().collect::<Vec<_>>(),
-        per_channel.keys().cloned().collect::<Vec<_>>()
-    );
+    assert_eq!(before.keys().cloned().collect::<Vec<_>>(), per_channel.keys().cloned().collect::<Vec<_>>());
 
     // One new message: it lands in the first channel, whose cursor alone moves.
     let added = sim.add("messages", 1).unwrap().start;
@@ -153,14 +141,7 @@ async fn rotated_refresh_tokens_are_stored_between_runs_and_a_revoked_grant_need
     let sim = start(SimConfig::new(Provider::Slack, 20)).await.unwrap();
     let initial = sim.credentials()["refresh_token"].as_str().unwrap().to_owned();
     let h = Harness::new("slack", &tenant(&sim), &sim).await;
-    let version = || async {
-        h.store
-            .get_credentials(&h.tenant, &h.provider)
-            .await
-            .unwrap()
-            .unwrap()
-            .1
-    };
+    let version = || async { h.store.get_credentials(&h.tenant, &h.provider).await.unwrap().unwrap().1 };
     let v0 = version().await;
     ok(&h.sync("users").await);
     let v1 = version().await;
@@ -189,11 +170,7 @@ async fn rotated_refresh_tokens_are_stored_between_runs_and_a_revoked_grant_need
     sim.revoke();
     let failed = h.sync("users").await;
     assert_eq!(failed.outcome, RunOutcome::Failed);
-    assert!(
-        failed.stats.error.as_deref().unwrap_or("").contains("invalid_grant"),
-        "{:?}",
-        failed.stats.error
-    );
+    assert!(failed.stats.error.as_deref().unwrap_or("").contains("invalid_grant"), "{:?}", failed.stats.error);
     let conn = h.store.get_connection(&h.tenant, &h.provider).await.unwrap().unwrap();
     assert_eq!(conn.status, ConnectionStatus::NeedsReauth);
 }
@@ -228,19 +205,12 @@ async fn a_token_revoked_during_a_run_needs_reauth() {
         .expect(1)
         .mount(&server)
         .await;
-    let tenant = format!(
-        "preset = \"aptem\"\n[providers.slack]\nenabled = true\nbase_url = \"{}\"\n",
-        server.uri()
-    );
+    let tenant = format!("preset = \"aptem\"\n[providers.slack]\nenabled = true\nbase_url = \"{}\"\n", server.uri());
     let creds = json!({ "client_id": "c", "client_secret": "s", "refresh_token": "xoxe-1-a" });
     let h = Harness::with_connectors("slack", &tenant, &creds, None).await;
     let run = h.sync("users").await;
     assert_eq!(run.outcome, RunOutcome::Failed);
-    assert!(
-        run.stats.error.as_deref().unwrap_or("").contains("invalid_grant"),
-        "{:?}",
-        run.stats.error
-    );
+    assert!(run.stats.error.as_deref().unwrap_or("").contains("invalid_grant"), "{:?}", run.stats.error);
     let conn = h.store.get_connection(&h.tenant, &h.provider).await.unwrap().unwrap();
     assert_eq!(conn.status, ConnectionStatus::NeedsReauth);
     server.verify().await;

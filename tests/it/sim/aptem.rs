@@ -39,10 +39,7 @@ async fn bad_or_missing_token_gets_401_with_error_message() {
     for request in [c.get(&url), c.get(&url).header("X-API-Token", "wrong")] {
         let (status, body) = read(request.send().await.expect("send")).await;
         assert_eq!(status, 401);
-        assert!(
-            body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "{body}"
-        );
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
     }
     assert_eq!(sim.credentials().as_object().map(|o| o.len()), Some(1));
 }
@@ -59,10 +56,8 @@ async fn full_walk_returns_every_record_exactly() {
     let (orgs, _) = walk(&s, "Organizations", 10, &[]).await;
     assert_records(&s.sim, "organizations", &orgs, &(0..25).collect::<Vec<_>>());
     // Timestamps come with varying precision, as the real feed's do.
-    let lens: std::collections::HashSet<usize> = rows
-        .iter()
-        .filter_map(|r| r["UpdatedDate"].as_str().map(str::len))
-        .collect();
+    let lens: std::collections::HashSet<usize> =
+        rows.iter().filter_map(|r| r["UpdatedDate"].as_str().map(str::len)).collect();
     assert!(lens.len() >= 2, "{lens:?}");
 }
 
@@ -86,10 +81,8 @@ async fn empty_stream_returns_empty_value() {
 #[tokio::test]
 async fn updated_date_filter_selects_a_suffix_and_then_the_modified() {
     let s = Session::start(config(30)).await;
-    let cut = s.sim.expected_record("learners", 20).expect("record")["UpdatedDate"]
-        .as_str()
-        .expect("UpdatedDate")
-        .to_owned();
+    let cut =
+        s.sim.expected_record("learners", 20).expect("record")["UpdatedDate"].as_str().expect("UpdatedDate").to_owned();
     let ge = format!("UpdatedDate ge {cut}");
     let (rows, _) = walk(&s, "Learners", 100, &[("$filter", &ge), ("$orderby", "UpdatedDate")]).await;
     assert_records(&s.sim, "learners", &rows, &(20..30).collect::<Vec<_>>());
@@ -101,13 +94,7 @@ async fn updated_date_filter_selects_a_suffix_and_then_the_modified() {
     assert!(s.sim.modify("learners", 17));
     assert!(s.sim.modify("learners", 3));
     let filter = format!("UpdatedDate ge {since}");
-    let (rows, _) = walk(
-        &s,
-        "Learners",
-        100,
-        &[("$filter", &filter), ("$orderby", "UpdatedDate")],
-    )
-    .await;
+    let (rows, _) = walk(&s, "Learners", 100, &[("$filter", &filter), ("$orderby", "UpdatedDate")]).await;
     assert_records(&s.sim, "learners", &rows, &[17, 3]);
 }
 
@@ -116,10 +103,7 @@ async fn top_above_the_cap_is_refused_and_server_paging_follows_next_links() {
     let s = Session::start(config(12).page_size_cap(5)).await;
     let (status, body) = read(s.get("/Learners").query(&[("$top", "6")]).send().await.expect("send")).await;
     assert_eq!(status, 400);
-    assert!(
-        body["error"]["message"].as_str().is_some_and(|m| m.contains("'5'")),
-        "{body}"
-    );
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("'5'")), "{body}");
     let mut url = format!("{}/Learners", s.sim.api_base());
     let mut rows = Vec::new();
     loop {
@@ -135,15 +119,7 @@ async fn top_above_the_cap_is_refused_and_server_paging_follows_next_links() {
     }
     assert_records(&s.sim, "learners", &rows, &(0..12).collect::<Vec<_>>());
     let default = Session::start(config(1)).await;
-    let (status, _) = read(
-        default
-            .get("/Learners")
-            .query(&[("$top", "1001")])
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _) = read(default.get("/Learners").query(&[("$top", "1001")]).send().await.expect("send")).await;
     assert_eq!(status, 400);
 }
 

@@ -44,11 +44,7 @@ async fn tokens_are_checked_and_errors_are_oauth_shaped() {
     assert!(response.headers().get("www-authenticate").is_some());
     let (status, body) = read(c.get(&url).bearer_auth("forged").send().await.expect("send")).await;
     assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")));
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("client_id", "x"),
-        ("client_secret", "y"),
-    ];
+    let form = [("grant_type", "client_credentials"), ("client_id", "x"), ("client_secret", "y")];
     let token_url = sim.token_url().expect("token url");
     let (status, body) = read(c.post(&token_url).form(&form).send().await.expect("send")).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_client")));
@@ -79,10 +75,8 @@ async fn one_full_page_and_empty_stream() {
 #[tokio::test]
 async fn updated_since_selects_suffix_then_modified_and_added() {
     let s = Session::start(config(25)).await;
-    let since = s.sim.expected_record("learners", 20).expect("record")["updatedAt"]
-        .as_str()
-        .expect("updatedAt")
-        .to_owned();
+    let since =
+        s.sim.expected_record("learners", 20).expect("record")["updatedAt"].as_str().expect("updatedAt").to_owned();
     let (rows, _, total) = walk(&s, "/learners", 100, &[("updatedSince", &since)]).await;
     assert_eq!(total, 5);
     assert_records(&s.sim, "learners", &rows, &(20..25).collect::<Vec<_>>());
@@ -100,24 +94,10 @@ async fn updated_since_selects_suffix_then_modified_and_added() {
 #[tokio::test]
 async fn page_size_is_capped_and_validated() {
     let s = Session::start(config(600)).await;
-    let (status, body) = read(
-        s.get("/learners")
-            .query(&[("pageSize", "1000")])
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = read(s.get("/learners").query(&[("pageSize", "1000")]).send().await.expect("send")).await;
     assert_eq!((status, body["pageSize"].as_u64()), (200, Some(500)));
     assert_eq!(body["items"].as_array().map(Vec::len), Some(500));
-    let (status, body) = read(
-        s.get("/learners")
-            .query(&[("pageNumber", "0")])
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = read(s.get("/learners").query(&[("pageNumber", "0")]).send().await.expect("send")).await;
     assert_eq!((status, body["status"].as_u64()), (400, Some(400)));
     assert!(body["title"].is_string() && body["traceId"].is_string(), "{body}");
     let capped = Session::start(config(12).page_size_cap(5)).await;
@@ -132,16 +112,9 @@ async fn expired_tokens_get_invalid_token_and_a_new_token_works() {
     s.sim.expire_access_tokens();
     let response = s.get("/learners").send().await.expect("send");
     assert_eq!(response.status().as_u16(), 401);
-    let challenge = response
-        .headers()
-        .get("www-authenticate")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        challenge.contains("invalid_token") && challenge.contains("expired"),
-        "{challenge}"
-    );
+    let challenge =
+        response.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(challenge.contains("invalid_token") && challenge.contains("expired"), "{challenge}");
     let again = Session {
         sim: s.sim.clone(),
         client: s.client.clone(),

@@ -21,10 +21,7 @@ pub enum Auth {
 }
 
 pub fn client() -> Client {
-    Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .expect("client")
+    Client::builder().timeout(std::time::Duration::from_secs(10)).build().expect("client")
 }
 
 pub async fn boot(config: SimConfig) -> SimHandle {
@@ -143,10 +140,8 @@ impl Session {
 
 /// Asserts `got` holds exactly the expected records at `indices`, in order.
 pub fn assert_records(sim: &SimHandle, stream: &str, got: &[Value], indices: &[u64]) {
-    let expected: Vec<Value> = indices
-        .iter()
-        .map(|i| sim.expected_record(stream, *i).expect("record exists"))
-        .collect();
+    let expected: Vec<Value> =
+        indices.iter().map(|i| sim.expected_record(stream, *i).expect("record exists")).collect();
     assert_eq!(got.len(), expected.len(), "record count");
     for (g, e) in got.iter().zip(&expected) {
         assert_eq!(g, e);

@@ -33,17 +33,10 @@ fn assert_throttled(provider: Provider, status: u16, headers: &HeaderMap, text: 
     match provider {
         Provider::Aptem => {
             assert_eq!(status, 400);
-            assert!(
-                body["error"]["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("Try again"))
-            );
+            assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("Try again")));
         }
         Provider::Salesforce => {
-            assert_eq!(
-                (status, body[0]["errorCode"].as_str()),
-                (403, Some("REQUEST_LIMIT_EXCEEDED"))
-            );
+            assert_eq!((status, body[0]["errorCode"].as_str()), (403, Some("REQUEST_LIMIT_EXCEEDED")));
             assert_eq!(retry_after, None);
         }
         Provider::HubSpot => {
@@ -55,21 +48,13 @@ fn assert_throttled(provider: Provider, status: u16, headers: &HeaderMap, text: 
             assert_eq!(body["message"], "You have reached your ten_secondly_rolling limit.");
         }
         Provider::Slack => {
-            assert_eq!(
-                (status, body["ok"].as_bool(), body["error"].as_str()),
-                (429, Some(false), Some("ratelimited"))
-            );
+            assert_eq!((status, body["ok"].as_bool(), body["error"].as_str()), (429, Some(false), Some("ratelimited")));
             assert_eq!(retry_after, Some("1"));
         }
         Provider::Jira => {
             assert_eq!(status, 429);
             assert_eq!(retry_after, Some("1"));
-            for h in [
-                "x-ratelimit-limit",
-                "x-ratelimit-remaining",
-                "x-ratelimit-reset",
-                "ratelimit-reason",
-            ] {
+            for h in ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "ratelimit-reason"] {
                 assert!(headers.get(h).is_some(), "{h}");
             }
         }
@@ -135,10 +120,7 @@ async fn truncation_sends_half_a_body_with_status_200() {
         assert!(serde_json::from_str::<Value>(&whole).is_ok(), "{provider}");
         let (status, _, half) = probe(&s).await.expect("response");
         assert_eq!(status, 200, "{provider}");
-        assert!(
-            !half.is_empty() && serde_json::from_str::<Value>(&half).is_err(),
-            "{provider}: {half}"
-        );
+        assert!(!half.is_empty() && serde_json::from_str::<Value>(&half).is_err(), "{provider}: {half}");
         assert_eq!(half.len(), whole.len() / 2, "{provider}");
     }
 }
@@ -160,18 +142,8 @@ async fn delays_apply_to_data_requests_and_faults_can_change_at_run_time() {
 
 #[tokio::test]
 async fn token_endpoints_are_exempt_from_faults() {
-    let every = Faults::none()
-        .rate_limit_every(1)
-        .server_error_every(1)
-        .reset_every(1)
-        .truncate_every(1);
-    for provider in [
-        Provider::Bud,
-        Provider::OneFile,
-        Provider::HubSpot,
-        Provider::Salesforce,
-        Provider::Slack,
-    ] {
+    let every = Faults::none().rate_limit_every(1).server_error_every(1).reset_every(1).truncate_every(1);
+    for provider in [Provider::Bud, Provider::OneFile, Provider::HubSpot, Provider::Salesforce, Provider::Slack] {
         // Logging in succeeds although every data request is faulted.
         let s = session(provider, every.clone()).await;
         assert!(probe(&s).await.is_none(), "{provider}");

@@ -10,42 +10,17 @@ use super::common::{Session, boot, client};
 async fn credentials_api_bases_and_token_urls_per_provider() {
     let expected = [
         (Provider::Aptem, "/odata/1.0", vec!["api_token"], None),
-        (
-            Provider::Bud,
-            "/v1",
-            vec!["client_id", "client_secret"],
-            Some("/connect/token"),
-        ),
-        (
-            Provider::OneFile,
-            "/api/v2.1",
-            vec!["customer_token"],
-            Some("/api/v2.1/Authentication"),
-        ),
-        (
-            Provider::HubSpot,
-            "/crm/v3",
-            vec!["client_id", "client_secret", "refresh_token"],
-            Some("/oauth/v1/token"),
-        ),
+        (Provider::Bud, "/v1", vec!["client_id", "client_secret"], Some("/connect/token")),
+        (Provider::OneFile, "/api/v2.1", vec!["customer_token"], Some("/api/v2.1/Authentication")),
+        (Provider::HubSpot, "/crm/v3", vec!["client_id", "client_secret", "refresh_token"], Some("/oauth/v1/token")),
         (
             Provider::Salesforce,
             "/services/data/v60.0",
             vec!["client_id", "client_secret", "refresh_token"],
             Some("/services/oauth2/token"),
         ),
-        (
-            Provider::Slack,
-            "/api",
-            vec!["client_id", "client_secret", "refresh_token"],
-            Some("/api/oauth.v2.access"),
-        ),
-        (
-            Provider::Jira,
-            "/rest/api/3",
-            vec!["email", "api_token"],
-            Some("/oauth/token"),
-        ),
+        (Provider::Slack, "/api", vec!["client_id", "client_secret", "refresh_token"], Some("/api/oauth.v2.access")),
+        (Provider::Jira, "/rest/api/3", vec!["email", "api_token"], Some("/oauth/token")),
     ];
     for (provider, base, keys, token) in expected {
         let sim = boot(SimConfig::new(provider, 1)).await;
@@ -58,13 +33,7 @@ async fn credentials_api_bases_and_token_urls_per_provider() {
         let mut want = keys.clone();
         want.sort_unstable();
         assert_eq!(got, want, "{provider}");
-        assert!(
-            creds
-                .as_object()
-                .expect("object")
-                .values()
-                .all(|v| v.as_str().is_some_and(|s| !s.is_empty()))
-        );
+        assert!(creds.as_object().expect("object").values().all(|v| v.as_str().is_some_and(|s| !s.is_empty())));
         assert_eq!(provider.id().parse::<Provider>(), Ok(provider));
         assert_eq!(provider.to_string(), provider.id());
         assert!(!sim.streams().is_empty());
@@ -83,10 +52,7 @@ async fn records_are_deterministic_per_seed() {
     assert_eq!(a.credentials(), b.credentials());
     let t: Vec<_> = (0..5).filter_map(|i| a.updated_at("contacts", i)).collect();
     assert!(t.windows(2).all(|w| w[0] < w[1]));
-    assert!(
-        t.iter()
-            .all(|u| *u < anchor && *u > anchor - chrono::TimeDelta::days(367))
-    );
+    assert!(t.iter().all(|u| *u < anchor && *u > anchor - chrono::TimeDelta::days(367)));
 }
 
 #[tokio::test]

@@ -22,14 +22,7 @@ async fn walk_list(s: &Session, object: &str, limit: usize, props: &str) -> (Vec
         if let Some(a) = &after {
             q.push(("after", a.as_str()));
         }
-        let (status, body) = read(
-            s.get(&format!("/objects/{object}"))
-                .query(&q)
-                .send()
-                .await
-                .expect("send"),
-        )
-        .await;
+        let (status, body) = read(s.get(&format!("/objects/{object}")).query(&q).send().await.expect("send")).await;
         assert_eq!(status, 200, "{body}");
         let page = body["results"].as_array().cloned().unwrap_or_default();
         sizes.push(page.len());
@@ -45,14 +38,7 @@ async fn walk_list(s: &Session, object: &str, limit: usize, props: &str) -> (Vec
 }
 
 async fn search(s: &Session, object: &str, body: &Value) -> (u16, Value) {
-    read(
-        s.post(&format!("/objects/{object}/search"))
-            .json(body)
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await
+    read(s.post(&format!("/objects/{object}/search")).json(body).send().await.expect("send")).await
 }
 
 async fn walk_search(s: &Session, object: &str, mut body: Value) -> Vec<Value> {
@@ -75,22 +61,11 @@ async fn unknown_and_expired_tokens_get_hubspot_401_bodies() {
     let (status, body) = read(s.client.get(&url).bearer_auth("nope").send().await.expect("send")).await;
     assert_eq!(status, 401);
     assert_eq!(body["category"], "INVALID_AUTHENTICATION");
-    assert!(
-        body["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("Authentication credentials not found."))
-    );
+    assert!(body["message"].as_str().is_some_and(|m| m.starts_with("Authentication credentials not found.")));
     s.sim.expire_access_tokens();
     let (status, body) = read(s.probe().send().await.expect("send")).await;
-    assert_eq!(
-        (status, body["category"].as_str()),
-        (401, Some("EXPIRED_AUTHENTICATION"))
-    );
-    assert!(
-        body["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("The OAuth token used to make this call expired"))
-    );
+    assert_eq!((status, body["category"].as_str()), (401, Some("EXPIRED_AUTHENTICATION")));
+    assert!(body["message"].as_str().is_some_and(|m| m.starts_with("The OAuth token used to make this call expired")));
     assert!(body["context"]["expire time"].is_array() && body["correlationId"].is_string());
 }
 
@@ -103,10 +78,7 @@ async fn refresh_tokens_are_not_rotated_and_bad_ones_are_refused() {
     for _ in 0..2 {
         let (status, body) = refresh(&sim, &c, &creds, rt).await;
         assert_eq!(status, 200);
-        assert_eq!(
-            (body["refresh_token"].as_str(), body["expires_in"].as_u64()),
-            (Some(rt), Some(1800))
-        );
+        assert_eq!((body["refresh_token"].as_str(), body["expires_in"].as_u64()), (Some(rt), Some(1800)));
     }
     let (status, body) = refresh(&sim, &c, &creds, "bogus").await;
     assert_eq!(
@@ -134,47 +106,23 @@ async fn list_walk_returns_every_contact_and_stops_without_paging() {
 async fn default_properties_only_unless_requested() {
     let s = Session::start(config(1)).await;
     let (_, body) = read(s.get("/objects/contacts").send().await.expect("send")).await;
-    let keys: Vec<&String> = body["results"][0]["properties"]
-        .as_object()
-        .expect("props")
-        .keys()
-        .collect();
+    let keys: Vec<&String> = body["results"][0]["properties"].as_object().expect("props").keys().collect();
     assert_eq!(keys.len(), 6, "{keys:?}");
     assert!(!keys.iter().any(|k| *k == "phone" || *k == "account_manager"));
-    let (_, body) = read(
-        s.get("/objects/contacts")
-            .query(&[("properties", "account_manager")])
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, body) =
+        read(s.get("/objects/contacts").query(&[("properties", "account_manager")]).send().await.expect("send")).await;
     assert!(body["results"][0]["properties"]["account_manager"].is_string());
 }
 
 #[tokio::test]
 async fn limits_are_capped_and_bad_cursors_refused() {
     let s = Session::start(config(250)).await;
-    let (_, body) = read(
-        s.get("/objects/companies")
-            .query(&[("limit", "500")])
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (_, body) = read(s.get("/objects/companies").query(&[("limit", "500")]).send().await.expect("send")).await;
     assert_eq!(body["results"].as_array().map(Vec::len), Some(100));
     assert!(body["paging"]["next"]["after"].is_string());
     let (status, body) = search(&s, "companies", &json!({"limit": 500})).await;
     assert_eq!((status, body["results"].as_array().map(Vec::len)), (200, Some(200)));
-    let (status, body) = read(
-        s.get("/objects/contacts")
-            .query(&[("after", "abc")])
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = read(s.get("/objects/contacts").query(&[("after", "abc")]).send().await.expect("send")).await;
     assert_eq!((status, body["category"].as_str()), (400, Some("VALIDATION_ERROR")));
     let (status, _) = search(&s, "contacts", &json!({"after": "xyz"})).await;
     assert_eq!(status, 400);
@@ -198,12 +146,7 @@ async fn one_full_page_and_empty_objects() {
 #[tokio::test]
 async fn search_by_last_modified_selects_suffix_then_the_modified() {
     let s = Session::start(config(25)).await;
-    let ms = s
-        .sim
-        .updated_at("contacts", 20)
-        .expect("record")
-        .timestamp_millis()
-        .to_string();
+    let ms = s.sim.updated_at("contacts", 20).expect("record").timestamp_millis().to_string();
     let body = json!({
         "filterGroups": [{"filters": [{"propertyName": "lastmodifieddate", "operator": "GTE", "value": ms}]}],
         "sorts": [{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}],
@@ -229,10 +172,7 @@ async fn search_stops_at_ten_thousand_and_the_id_workaround_continues() {
     let s = Session::start(config(10_050).stream_records("companies", 0).stream_records("deals", 0)).await;
     let (status, body) = search(&s, "contacts", &json!({"limit": 200, "after": "9800"})).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        (body["total"].as_u64(), body["paging"]["next"]["after"].as_str()),
-        (Some(10_050), Some("10000"))
-    );
+    assert_eq!((body["total"].as_u64(), body["paging"]["next"]["after"].as_str()), (Some(10_050), Some("10000")));
     let (status, body) = search(&s, "contacts", &json!({"limit": 200, "after": "10000"})).await;
     assert_eq!((status, body["category"].as_str()), (400, Some("VALIDATION_ERROR")));
     let workaround = json!({
@@ -250,14 +190,7 @@ async fn list_responses_carry_rate_limit_headers() {
     let s = Session::start(config(1)).await;
     let response = s.probe().send().await.expect("send");
     let h = response.headers();
-    assert_eq!(
-        h.get("x-hubspot-ratelimit-max").and_then(|v| v.to_str().ok()),
-        Some("110")
-    );
+    assert_eq!(h.get("x-hubspot-ratelimit-max").and_then(|v| v.to_str().ok()), Some("110"));
     assert!(h.get("x-hubspot-ratelimit-remaining").is_some());
-    assert_eq!(
-        h.get("x-hubspot-ratelimit-interval-milliseconds")
-            .and_then(|v| v.to_str().ok()),
-        Some("10000")
-    );
+    assert_eq!(h.get("x-hubspot-ratelimit-interval-milliseconds").and_then(|v| v.to_str().ok()), Some("10000"));
 }

@@ -36,16 +36,10 @@ async fn walk(s: &Session, mut body: Value) -> (Vec<Value>, Vec<usize>) {
 async fn bad_basic_and_bearer_credentials_get_401() {
     let s = Session::start(config(2)).await;
     let url = format!("{}/project/search", s.sim.api_base());
-    for request in [
-        s.client.get(&url),
-        s.client.get(&url).basic_auth("sim@example.com", Some("wrong")),
-    ] {
+    for request in [s.client.get(&url), s.client.get(&url).basic_auth("sim@example.com", Some("wrong"))] {
         let (status, body) = read(request.send().await.expect("send")).await;
         assert_eq!(status, 401);
-        assert_eq!(
-            body["errorMessages"][0],
-            "Client must be authenticated to access this resource."
-        );
+        assert_eq!(body["errorMessages"][0], "Client must be authenticated to access this resource.");
     }
     let (status, body) = read(s.client.get(&url).bearer_auth("nope").send().await.expect("send")).await;
     assert_eq!((status, body["code"].as_u64()), (401, Some(401)));
@@ -66,36 +60,15 @@ async fn oauth_refresh_rotates_with_reuse_detection() {
     assert_ne!(rt0, rt1);
     let at = first["access_token"].as_str().expect("access").to_owned();
     let projects = format!("{}/project/search", sim.api_base());
-    assert_eq!(
-        c.get(&projects)
-            .bearer_auth(&at)
-            .send()
-            .await
-            .expect("send")
-            .status()
-            .as_u16(),
-        200
-    );
+    assert_eq!(c.get(&projects).bearer_auth(&at).send().await.expect("send").status().as_u16(), 200);
     let (status, body) = read(c.post(&url).json(&grant(&rt0)).send().await.expect("send")).await;
     assert_eq!((status, body["error"].as_str()), (403, Some("invalid_grant")));
     assert_eq!(body["error_description"], "Unknown or invalid refresh token.");
     let (status, _) = read(c.post(&url).json(&grant(&rt1)).send().await.expect("send")).await;
     assert_eq!(status, 403, "the whole grant is revoked");
-    assert_eq!(
-        c.get(&projects)
-            .bearer_auth(&at)
-            .send()
-            .await
-            .expect("send")
-            .status()
-            .as_u16(),
-        401
-    );
+    assert_eq!(c.get(&projects).bearer_auth(&at).send().await.expect("send").status().as_u16(), 401);
     let form = [("grant_type", "refresh_token")];
-    assert_eq!(
-        c.post(&url).form(&form).send().await.expect("send").status().as_u16(),
-        400
-    );
+    assert_eq!(c.post(&url).form(&form).send().await.expect("send").status().as_u16(), 400);
 }
 
 #[tokio::test]
@@ -117,27 +90,14 @@ async fn project_search_pages_by_offset() {
     }
     assert_records(&s.sim, "projects", &rows, &[0, 1, 2, 3, 4]);
     let many = Session::start(config(0).parents(60)).await;
-    let (_, body) = read(
-        many.get("/project/search")
-            .query(&[("maxResults", "100")])
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
-    assert_eq!(
-        (body["maxResults"].as_u64(), body["values"].as_array().map(Vec::len)),
-        (Some(50), Some(50))
-    );
+    let (_, body) = read(many.get("/project/search").query(&[("maxResults", "100")]).send().await.expect("send")).await;
+    assert_eq!((body["maxResults"].as_u64(), body["values"].as_array().map(Vec::len)), (Some(50), Some(50)));
 }
 
 #[tokio::test]
 async fn jql_walk_per_project_with_partial_last_page() {
     let s = Session::start(config(30).parents(3)).await;
-    let key = s.sim.expected_record("projects", 1).expect("project")["key"]
-        .as_str()
-        .expect("key")
-        .to_owned();
+    let key = s.sim.expected_record("projects", 1).expect("project")["key"].as_str().expect("key").to_owned();
     let body = json!({"jql": format!("project = {key}"), "maxResults": 4, "fields": ["*all"]});
     let (rows, sizes) = walk(&s, body).await;
     assert_eq!(sizes, vec![4, 4, 2]);
@@ -149,11 +109,7 @@ async fn jql_walk_per_project_with_partial_last_page() {
     let (_, page) = jql(&s, &json!({"jql": format!("project = {key}"), "fields": ["summary"]})).await;
     let fields = page["issues"][0]["fields"].as_object().expect("fields");
     assert_eq!(fields.keys().collect::<Vec<_>>(), vec!["summary"]);
-    let q = [
-        ("jql", format!("project = {key}")),
-        ("fields", "*all".to_owned()),
-        ("maxResults", "20".to_owned()),
-    ];
+    let q = [("jql", format!("project = {key}")), ("fields", "*all".to_owned()), ("maxResults", "20".to_owned())];
     let (status, page) = read(s.get("/search/jql").query(&q).send().await.expect("send")).await;
     assert_eq!((status, page["issues"].as_array().map(Vec::len)), (200, Some(10)));
 }
@@ -215,11 +171,7 @@ async fn oauth_tokens_expire_like_basic_tokens_do_not() {
         auth: login_with(&sim, &c, &sim.oauth_credentials().expect("oauth")).await,
     };
     assert!(matches!(oauth.auth, Auth::Bearer(_)));
-    let basic = Session {
-        sim: sim.clone(),
-        client: c.clone(),
-        auth: login_with(&sim, &c, &sim.credentials()).await,
-    };
+    let basic = Session { sim: sim.clone(), client: c.clone(), auth: login_with(&sim, &c, &sim.credentials()).await };
     sim.expire_access_tokens();
     assert_eq!(read(oauth.probe().send().await.expect("send")).await.0, 401);
     assert_eq!(read(basic.probe().send().await.expect("send")).await.0, 200);

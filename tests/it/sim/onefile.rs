@@ -47,14 +47,7 @@ async fn bad_customer_token_and_missing_session_get_401() {
     let sim = boot(config(2)).await;
     let c = client();
     let auth = sim.token_url().expect("token url");
-    let (status, body) = read(
-        c.post(&auth)
-            .header("X-CustomerToken", "nope")
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, body) = read(c.post(&auth).header("X-CustomerToken", "nope").send().await.expect("send")).await;
     assert_eq!((status, body["Message"].as_str()), (401, Some(DENIED)));
     let search = format!("{}/User/Search", sim.api_base());
     for request in [c.post(&search), c.post(&search).header("X-TokenID", "forged")] {
@@ -91,40 +84,19 @@ async fn role_and_page_size_are_validated() {
     let (status, body) = read(s.post("/User/Search").json(&json!({})).send().await.expect("send")).await;
     assert_eq!(status, 400);
     assert!(body["ModelState"]["model.Role"].is_array(), "{body}");
-    let (status, _) = read(
-        s.post("/User/Search")
-            .json(&json!({"Role": 5}))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _) = read(s.post("/User/Search").json(&json!({"Role": 5})).send().await.expect("send")).await;
     assert_eq!(status, 204);
-    let (status, _) = read(
-        s.post("/User/Search")
-            .json(&json!({"Role": 1, "PageSize": 4}))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _) =
+        read(s.post("/User/Search").json(&json!({"Role": 1, "PageSize": 4})).send().await.expect("send")).await;
     assert_eq!(status, 400);
     let (rows, seen) = walk(&s, "/User/Search", 3, json!({})).await;
     assert_eq!((rows.len(), seen), (5, vec![(200, 3), (200, 2)]));
     let uncapped = Session::start(config(1)).await;
-    let (status, _) = read(
-        uncapped
-            .post("/User/Search")
-            .json(&json!({"Role": 1, "PageSize": 501}))
-            .send()
-            .await
-            .expect("send"),
-    )
-    .await;
+    let (status, _) =
+        read(uncapped.post("/User/Search").json(&json!({"Role": 1, "PageSize": 501})).send().await.expect("send"))
+            .await;
     assert_eq!(status, 400);
-    let form = uncapped
-        .post("/User/Search")
-        .form(&[("Role", "1"), ("PageSize", "500")]);
+    let form = uncapped.post("/User/Search").form(&[("Role", "1"), ("PageSize", "500")]);
     let (status, body) = read(form.send().await.expect("send")).await;
     assert_eq!((status, body.as_array().map(Vec::len)), (200, Some(1)));
 }

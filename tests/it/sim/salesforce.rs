@@ -45,17 +45,11 @@ async fn invalid_and_expired_sessions_get_invalid_session_id() {
     let response = s.client.get(&url).bearer_auth("nope").send().await.expect("send");
     assert!(response.headers().get("sforce-limit-info").is_some());
     let (status, body) = read(response).await;
-    assert_eq!(
-        (status, body[0]["errorCode"].as_str()),
-        (401, Some("INVALID_SESSION_ID"))
-    );
+    assert_eq!((status, body[0]["errorCode"].as_str()), (401, Some("INVALID_SESSION_ID")));
     assert_eq!(body[0]["message"], "Session expired or invalid");
     s.sim.expire_access_tokens();
     let (status, body) = read(s.probe().send().await.expect("send")).await;
-    assert_eq!(
-        (status, body[0]["errorCode"].as_str()),
-        (401, Some("INVALID_SESSION_ID"))
-    );
+    assert_eq!((status, body[0]["errorCode"].as_str()), (401, Some("INVALID_SESSION_ID")));
 }
 
 #[tokio::test]
@@ -92,19 +86,12 @@ async fn query_walk_follows_next_records_url_to_done() {
     let ids: std::collections::HashSet<_> = rows.iter().filter_map(|r| r["Id"].as_str()).collect();
     assert_eq!(ids.len(), 25);
     assert!(ids.iter().all(|id| id.len() == 18 && id.starts_with("001")));
-    let (rows, _) = walk(
-        &s,
-        "SELECT Id, FirstName, LastName, Email, AccountId, SystemModstamp FROM Contact",
-        None,
-    )
-    .await;
+    let (rows, _) =
+        walk(&s, "SELECT Id, FirstName, LastName, Email, AccountId, SystemModstamp FROM Contact", None).await;
     assert_records(&s.sim, "contacts", &rows, &(0..25).collect::<Vec<_>>());
-    let (rows, _) = walk(
-        &s,
-        "SELECT Id, Name, Amount, StageName, CloseDate, AccountId, SystemModstamp FROM Opportunity",
-        None,
-    )
-    .await;
+    let (rows, _) =
+        walk(&s, "SELECT Id, Name, Amount, StageName, CloseDate, AccountId, SystemModstamp FROM Opportunity", None)
+            .await;
     assert_records(&s.sim, "opportunities", &rows, &(0..25).collect::<Vec<_>>());
 }
 
@@ -132,21 +119,14 @@ async fn one_full_page_and_empty_results() {
 #[tokio::test]
 async fn system_modstamp_filter_selects_suffix_then_modified() {
     let s = Session::start(config(25)).await;
-    let t = s
-        .sim
-        .updated_at("accounts", 20)
-        .expect("record")
-        .format("%Y-%m-%dT%H:%M:%S%.3fZ");
+    let t = s.sim.updated_at("accounts", 20).expect("record").format("%Y-%m-%dT%H:%M:%S%.3fZ");
     let soql = format!("SELECT {ACCOUNT_FIELDS} FROM Account WHERE SystemModstamp >= {t} ORDER BY SystemModstamp");
     let (rows, _) = walk(&s, &soql, None).await;
     assert_records(&s.sim, "accounts", &rows, &(20..25).collect::<Vec<_>>());
     let soql = format!("SELECT {ACCOUNT_FIELDS} FROM Account WHERE SystemModstamp > {t}");
     let (rows, _) = walk(&s, &soql, None).await;
     assert_records(&s.sim, "accounts", &rows, &(21..25).collect::<Vec<_>>());
-    let id = s.sim.expected_record("accounts", 20).expect("record")["Id"]
-        .as_str()
-        .expect("Id")
-        .to_owned();
+    let id = s.sim.expected_record("accounts", 20).expect("record")["Id"].as_str().expect("Id").to_owned();
     let soql = format!("SELECT {ACCOUNT_FIELDS} FROM Account WHERE Id > '{id}' ORDER BY Id ASC");
     let (rows, _) = walk(&s, &soql, None).await;
     assert_records(&s.sim, "accounts", &rows, &(21..25).collect::<Vec<_>>());
@@ -171,17 +151,11 @@ async fn bad_queries_and_locators_get_salesforce_error_arrays() {
         ("SELECT Id FRM Account", "MALFORMED_QUERY"),
         ("SELECT Nope FROM Account", "INVALID_FIELD"),
         ("SELECT Id FROM Widget__c", "INVALID_TYPE"),
-        (
-            "SELECT Id FROM Account WHERE SystemModstamp >= '2024-01-01T00:00:00Z'",
-            "MALFORMED_QUERY",
-        ),
+        ("SELECT Id FROM Account WHERE SystemModstamp >= '2024-01-01T00:00:00Z'", "MALFORMED_QUERY"),
     ] {
         let (status, body) = read(s.get("/query").query(&[("q", q)]).send().await.expect("send")).await;
         assert_eq!((status, body[0]["errorCode"].as_str()), (400, Some(code)), "{q}");
     }
     let (status, body) = read(s.get("/query/01gSIM999999999999-2000").send().await.expect("send")).await;
-    assert_eq!(
-        (status, body[0]["errorCode"].as_str()),
-        (400, Some("INVALID_QUERY_LOCATOR"))
-    );
+    assert_eq!((status, body[0]["errorCode"].as_str()), (400, Some("INVALID_QUERY_LOCATOR")));
 }

@@ -5,16 +5,10 @@ use super::*;
 pub(super) async fn runs_round_trip_newest_first(store: &Store) {
     let acme = create(store, "acme", &["hubspot"]).await;
     let contacts = job(store, "acme", "hubspot", "contacts").await;
-    let first = store
-        .start_run(&acme.id, contacts.id, RunTrigger::Scheduled)
-        .await
-        .unwrap();
+    let first = store.start_run(&acme.id, contacts.id, RunTrigger::Scheduled).await.unwrap();
     assert_eq!(first.tenant_id, acme.id);
     assert_eq!(first.job_id, contacts.id);
-    assert_eq!(
-        (first.provider.as_str(), first.stream.as_str()),
-        ("hubspot", "contacts")
-    );
+    assert_eq!((first.provider.as_str(), first.stream.as_str()), ("hubspot", "contacts"));
     assert_eq!(first.trigger, RunTrigger::Scheduled);
     assert_eq!(first.outcome, RunOutcome::Running);
     assert_eq!(first.cursor_before, None);
@@ -38,53 +32,23 @@ pub(super) async fn runs_round_trip_newest_first(store: &Store) {
         cursor_after: Some("after=99".into()),
         error: Some("HTTP 503 after 3 retries".into()),
     };
-    let finished = store
-        .finish_run(&acme.id, first.id, RunOutcome::Failed, &stats)
-        .await
-        .unwrap();
+    let finished = store.finish_run(&acme.id, first.id, RunOutcome::Failed, &stats).await.unwrap();
     assert_eq!(finished.outcome, RunOutcome::Failed);
     assert_eq!(finished.stats, stats);
     assert!(finished.finished_at.unwrap() >= finished.started_at);
-    assert_eq!(
-        store.get_run(first.id, Some(&acme.id)).await.unwrap().unwrap(),
-        finished
-    );
-    let err = store
-        .finish_run(&acme.id, first.id, RunOutcome::Success, &RunStats::default())
-        .await
-        .unwrap_err();
+    assert_eq!(store.get_run(first.id, Some(&acme.id)).await.unwrap().unwrap(), finished);
+    let err = store.finish_run(&acme.id, first.id, RunOutcome::Success, &RunStats::default()).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
-    let err = store
-        .finish_run(&acme.id, uuid::Uuid::now_v7(), RunOutcome::Success, &stats)
-        .await
-        .unwrap_err();
+    let err = store.finish_run(&acme.id, uuid::Uuid::now_v7(), RunOutcome::Success, &stats).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
-    let err = store
-        .start_run(&acme.id, contacts.id + 100, RunTrigger::Manual)
-        .await
-        .unwrap_err();
+    let err = store.start_run(&acme.id, contacts.id + 100, RunTrigger::Manual).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
 
-    let second = store
-        .start_run(&acme.id, contacts.id, RunTrigger::Webhook)
-        .await
-        .unwrap();
+    let second = store.start_run(&acme.id, contacts.id, RunTrigger::Webhook).await.unwrap();
     let third = store.start_run(&acme.id, contacts.id, RunTrigger::Cli).await.unwrap();
-    let ids: Vec<_> = store
-        .list_runs(Some(&acme.id), 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    let ids: Vec<_> = store.list_runs(Some(&acme.id), 10).await.unwrap().into_iter().map(|r| r.id).collect();
     assert_eq!(ids, [third.id, second.id, first.id]);
-    let ids: Vec<_> = store
-        .list_runs(None, 2)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
+    let ids: Vec<_> = store.list_runs(None, 2).await.unwrap().into_iter().map(|r| r.id).collect();
     assert_eq!(ids, [third.id, second.id]);
     let listed = store.list_runs(None, 10).await.unwrap();
     assert_eq!(listed[2], finished);
@@ -97,11 +61,7 @@ pub(super) async fn audit_is_listed_newest_first_per_scope(store: &Store) {
     let entries = [
         audit(Some("acme"), "credentials.set", at(10)),
         audit(None, "daemon.start", at(12)),
-        AuditEntry {
-            subject: None,
-            details: json!([]),
-            ..audit(Some("globex"), "tenant.rebase", at(11))
-        },
+        AuditEntry { subject: None, details: json!([]), ..audit(Some("globex"), "tenant.rebase", at(11)) },
     ];
     for entry in &entries {
         store.record_audit(entry).await.unwrap();
@@ -114,11 +74,5 @@ pub(super) async fn audit_is_listed_newest_first_per_scope(store: &Store) {
     assert_eq!(acme[0], entries[0]);
     assert_eq!(acme[1].action, "tenant.create");
     assert_eq!(store.list_audit(None, 2).await.unwrap().len(), 2);
-    assert!(
-        store
-            .list_audit(Some(&tenant_id("initech")), 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.list_audit(Some(&tenant_id("initech")), 10).await.unwrap().is_empty());
 }
