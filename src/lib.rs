@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod http;
 pub mod mapping;

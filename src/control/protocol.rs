@@ -1,0 +1,212 @@
+//! The control protocol: one JSON object per line each way, versioned.
+//!
+//! Request: `{"v": 1, "scope": "operator" | {"tenant": "acme"}, "cmd": "trigger", "tenant": "acme", …}`.
+//! Reply: `{"v": 1, "ok": true, "data": …}` or `{"v": 1, "ok": false, "error": "…"}`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The protocol version this build speaks.
+pub const VERSION: u32 = 1;
+/// Longest request line accepted.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Who is asking: an operator (everything) or a tenant admin (one tenant's status,
+/// triggers and runs; never credentials, mappings or schedules).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", untagged)]
+pub enum Scope {
+    #[default]
+    #[serde(with = "operator")]
+    Operator,
+    Tenant {
+        tenant: String,
+    },
+}
+
+mod operator {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("operator")
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "operator" { Ok(()) } else { Err(serde::de::Error::custom(format!("unknown scope `{s}`"))) }
+    }
+}
+
+/// What to act on: a tenant, optionally one provider, optionally one stream or job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+}
+
+/// A command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Command {
+    /// Workers, running runs with progress, due/overdue counts, last errors, config state.
+    Status,
+    /// Tenants with their preset and connections.
+    Tenants,
+    /// Jobs, filtered by tenant/provider/stream.
+    Jobs(Target),
+    /// Recent runs, optionally of one tenant.
+    Runs(Target),
+    /// Make jobs due now (tenant [provider [stream]]); returns the triggered jobs.
+    Trigger(Target),
+    /// Pause a tenant, a connection (tenant + provider) or a job.
+    Pause(Target),
+    Resume(Target),
+    /// Reload configuration (as SIGHUP).
+    Reload,
+    /// Stop starting runs, finish in-flight ones at a page boundary, exit.
+    Drain,
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::Tenants => "tenants",
+            Self::Jobs(_) => "jobs",
+            Self::Runs(_) => "runs",
+            Self::Trigger(_) => "trigger",
+            Self::Pause(_) => "pause",
+            Self::Resume(_) => "resume",
+            Self::Reload => "reload",
+            Self::Drain => "drain",
+        }
+    }
+}
+
+/// One request line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub v: u32,
+    #[serde(default)]
+    pub scope: Scope,
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+/// One reply line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub v: u32,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Reply {
+    pub fn ok(data: Value) -> Self {
+        Self { v: VERSION, ok: true, data: Some(data), error: None }
+    }
+
+    pub fn error(message: impl Into<String>) -> Self {
+        Self { v: VERSION, ok: false, data: None, error: Some(message.into()) }
+    }
+}
+
+/// Parses one request line; the error says what is wrong with it.
+pub fn parse(line: &str) -> Result<Request, String> {
+    let value: Value = serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
+    match value.get("v").and_then(Value::as_u64) {
+        Some(v) if v == u64::from(VERSION) => {}
+        Some(v) => return Err(format!("protocol version {v} is not supported (this daemon speaks {VERSION})")),
+        None => return Err("missing protocol version `v`".into()),
+    }
+    let cmd = value.get("cmd").and_then(Value::as_str).unwrap_or("").to_owned();
+    serde_json::from_value(value)
+        .map_err(|e| if cmd.is_empty() { format!("missing `cmd`: {e}") } else { format!("bad `{cmd}` request: {e}") })
+}
+
+/// Whether a tenant-admin scope may run `command`, and on which tenant.
+pub fn authorize(scope: &Scope, command: &Command) -> Result<(), String> {
+    let Scope::Tenant { tenant } = scope else { return Ok(()) };
+    let own = |t: &Target| match &t.tenant {
+        Some(x) if x == tenant => Ok(()),
+        Some(x) => Err(format!("a tenant admin of `{tenant}` cannot act on tenant `{x}`")),
+        None => Err(format!("a tenant admin of `{tenant}` must name its tenant")),
+    };
+    match command {
+        Command::Status => Ok(()),
+        Command::Runs(t) | Command::Trigger(t) => own(t),
+        other => Err(format!("`{}` needs the operator scope", other.name())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn requests_parse_and_bad_ones_say_why() {
+        let r = parse(r#"{"v":1,"cmd":"trigger","tenant":"acme","provider":"aptem"}"#).unwrap();
+        assert_eq!(r.scope, Scope::Operator);
+        assert_eq!(
+            r.command,
+            Command::Trigger(Target {
+                tenant: Some("acme".into()),
+                provider: Some("aptem".into()),
+                ..Target::default()
+            })
+        );
+        let r = parse(r#"{"v":1,"scope":{"tenant":"acme"},"cmd":"status"}"#).unwrap();
+        assert_eq!(r.scope, Scope::Tenant { tenant: "acme".into() });
+        assert!(parse(r#"{"v":1,"scope":"operator","cmd":"reload"}"#).is_ok());
+        for (line, needle) in [
+            ("not json", "not a JSON object"),
+            (r#"{"cmd":"status"}"#, "missing protocol version"),
+            (r#"{"v":2,"cmd":"status"}"#, "version 2 is not supported"),
+            (r#"{"v":1}"#, "missing `cmd`"),
+            (r#"{"v":1,"cmd":"explode"}"#, "unknown variant"),
+            (r#"{"v":1,"cmd":"trigger","tenant":"acme","colour":"red"}"#, "unknown field"),
+            (r#"{"v":1,"scope":"root","cmd":"status"}"#, "scope"),
+        ] {
+            let err = parse(line).unwrap_err();
+            assert!(err.contains(needle) || (needle == "scope" && !err.is_empty()), "{line}: {err}");
+        }
+        let reply = serde_json::to_value(Reply::error("nope")).unwrap();
+        assert_eq!(reply, json!({ "v": 1, "ok": false, "error": "nope" }));
+    }
+
+    #[test]
+    fn tenant_admins_see_only_their_tenant_and_change_nothing() {
+        let admin = Scope::Tenant { tenant: "acme".into() };
+        let t = |tenant: &str| Target { tenant: Some(tenant.into()), ..Target::default() };
+        assert!(authorize(&admin, &Command::Status).is_ok());
+        assert!(authorize(&admin, &Command::Trigger(t("acme"))).is_ok());
+        assert!(authorize(&admin, &Command::Runs(t("acme"))).is_ok());
+        assert!(authorize(&admin, &Command::Trigger(t("globex"))).is_err());
+        assert!(authorize(&admin, &Command::Runs(Target::default())).is_err());
+        for c in [
+            Command::Pause(t("acme")),
+            Command::Resume(t("acme")),
+            Command::Reload,
+            Command::Drain,
+            Command::Tenants,
+            Command::Jobs(t("acme")),
+        ] {
+            assert!(authorize(&admin, &c).is_err(), "{c:?}");
+        }
+        assert!(authorize(&Scope::Operator, &Command::Drain).is_ok());
+    }
+}
