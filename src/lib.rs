@@ -10,6 +10,7 @@ pub mod http;
 pub mod mapping;
 pub mod model;
 pub mod secrets;
+pub mod server;
 pub mod simulator;
 pub mod store;
 pub mod sync;

@@ -3,6 +3,7 @@
 
 mod catalog;
 mod credentials;
+mod ctl;
 mod output;
 mod runs;
 mod simulate;
@@ -80,6 +81,8 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Sync one provider (or one stream) of a tenant now, in the foreground.
     Sync(sync::SyncArgs),
+    /// Talk to a running daemon (`tributary run`) over its control socket.
+    Ctl(ctl::CtlArgs),
     /// The sync log: recent runs and their details.
     #[command(subcommand)]
     Runs(runs::RunsCmd),
@@ -118,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Credentials(cmd) => credentials::run(g, cmd).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Sync(args) => sync::run(g, args).await,
+        Command::Ctl(args) => ctl::run(g, args).await,
         Command::Runs(cmd) => runs::runs(g, cmd).await,
         Command::Records(cmd) => runs::records(g, cmd).await,
     }
@@ -188,6 +192,15 @@ impl Global {
             ref o => tracing::debug!(key_id = key.id(), "master key from {o}"),
         }
         Ok(key)
+    }
+}
+
+/// The directory of the state (the SQLite file's, or the working directory).
+pub fn state_dir(database_url: &str) -> PathBuf {
+    let path = database_url.strip_prefix("sqlite://").or_else(|| database_url.strip_prefix("sqlite:"));
+    match path.map(std::path::Path::new).and_then(std::path::Path::parent) {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
     }
 }
 

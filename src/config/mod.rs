@@ -29,7 +29,7 @@ pub use manifest_spec::{
     ResponseAction, ResponseRule, StatusMatch, WriteSpec,
 };
 pub use presets::{Preset, Presets, revision_of};
-pub use settings::{SecretSettings, Settings, StoreSettings};
+pub use settings::{DaemonSettings, SecretSettings, Settings, StoreSettings};
 pub use source::Source;
 pub use tenant::{
     Change, DEFAULT_TIMEZONE, Effective, EffectiveProvider, Origin, TenantSpec, check_subdomain, check_timezone,

@@ -14,6 +14,60 @@ pub struct Settings {
     pub store: StoreSettings,
     #[serde(default)]
     pub secrets: SecretSettings,
+    #[serde(default)]
+    pub daemon: DaemonSettings,
+}
+
+/// `[daemon]`: the long-running service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonSettings {
+    /// Concurrent runs in this process (the global cap).
+    pub workers: usize,
+    /// Concurrent runs per tenant.
+    pub per_tenant: usize,
+    /// Concurrent runs per provider.
+    pub per_provider: usize,
+    /// How long a claimed job's lease lasts without a heartbeat.
+    pub lease_secs: u64,
+    /// How often a running job renews its lease.
+    pub heartbeat_secs: u64,
+    /// How long a drain (SIGTERM) waits for in-flight runs before exiting anyway.
+    pub drain_deadline_secs: u64,
+    /// A run without progress for this long is reported stalled.
+    pub stall_secs: u64,
+    /// First retry delay after a failed run; doubles per consecutive failure.
+    pub failure_base_secs: u64,
+    /// Longest retry delay.
+    pub failure_max_secs: u64,
+    /// Consecutive failed runs after which the connection is marked `error`.
+    pub error_after: u32,
+    /// Control socket path (default: the runtime directory).
+    pub control_socket: Option<std::path::PathBuf>,
+    /// Address of `/metrics`, `/healthz`, `/readyz`.
+    pub http_listen: String,
+    /// Apply `config/tenants/*.toml` on start and reload.
+    pub apply_tenant_files: bool,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        Self {
+            workers: 8,
+            per_tenant: 2,
+            per_provider: 4,
+            lease_secs: 60,
+            heartbeat_secs: 15,
+            drain_deadline_secs: 30,
+            stall_secs: 300,
+            failure_base_secs: 60,
+            failure_max_secs: 3600,
+            error_after: 5,
+            control_socket: None,
+            http_listen: "127.0.0.1:9187".into(),
+            apply_tenant_files: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

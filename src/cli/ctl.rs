@@ -1,0 +1,180 @@
+//! `ctl`: talk to a running daemon over its control socket.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use serde_json::Value;
+
+use super::output::outln;
+use super::{Global, output};
+use crate::control::client::call;
+use crate::control::protocol::{Command, Request, Scope, Target, VERSION};
+
+/// Arguments of `tributary ctl`.
+#[derive(Debug, clap::Args)]
+pub struct CtlArgs {
+    /// Control socket (default: the daemon's default path).
+    #[arg(long, env = "TRIBUTARY_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// Act as the tenant admin of this tenant instead of as an operator.
+    #[arg(long, value_name = "TENANT")]
+    pub as_tenant: Option<String>,
+    #[command(subcommand)]
+    pub command: CtlCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCmd {
+    /// Workers, running runs with progress, due and overdue jobs, last errors.
+    Status,
+    /// Tenants with their preset and connections.
+    Tenants,
+    /// Jobs, optionally of one tenant, provider or stream.
+    Jobs {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        provider: Option<String>,
+        #[arg(long)]
+        stream: Option<String>,
+        #[arg(long)]
+        limit: Option<i64>,
+    },
+    /// Recent runs.
+    Runs {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        limit: Option<i64>,
+    },
+    /// Run jobs now: a tenant, one of its providers, or one stream.
+    Trigger { tenant: String, provider: Option<String>, stream: Option<String> },
+    /// Pause a tenant, a connection (tenant provider) or one job (--job).
+    Pause {
+        tenant: String,
+        provider: Option<String>,
+        #[arg(long)]
+        job: Option<i64>,
+    },
+    /// Resume what `pause` stopped.
+    Resume {
+        tenant: String,
+        provider: Option<String>,
+        #[arg(long)]
+        job: Option<i64>,
+    },
+    /// Reload configuration (as SIGHUP).
+    Reload,
+    /// Drain and stop the daemon (as SIGTERM).
+    Drain,
+}
+
+fn target(tenant: Option<String>, provider: Option<String>, stream: Option<String>) -> Target {
+    Target { tenant, provider, stream, ..Target::default() }
+}
+
+pub async fn run(g: &Global, args: CtlArgs) -> anyhow::Result<ExitCode> {
+    let socket = match args.socket {
+        Some(s) => s,
+        None => {
+            let catalog = g.catalog()?;
+            let settings = &catalog.settings.daemon;
+            match &settings.control_socket {
+                Some(p) => p.clone(),
+                None => crate::control::default_socket_path(&super::state_dir(&g.database_url(&catalog))),
+            }
+        }
+    };
+    let command = match args.command {
+        CtlCmd::Status => Command::Status,
+        CtlCmd::Tenants => Command::Tenants,
+        CtlCmd::Jobs { tenant, provider, stream, limit } => {
+            Command::Jobs(Target { limit, ..target(tenant, provider, stream) })
+        }
+        CtlCmd::Runs { tenant, limit } => Command::Runs(Target { limit, ..target(tenant, None, None) }),
+        CtlCmd::Trigger { tenant, provider, stream } => Command::Trigger(target(Some(tenant), provider, stream)),
+        CtlCmd::Pause { tenant, provider, job } => {
+            Command::Pause(Target { job, ..target(Some(tenant), provider, None) })
+        }
+        CtlCmd::Resume { tenant, provider, job } => {
+            Command::Resume(Target { job, ..target(Some(tenant), provider, None) })
+        }
+        CtlCmd::Reload => Command::Reload,
+        CtlCmd::Drain => Command::Drain,
+    };
+    let scope = match args.as_tenant {
+        Some(tenant) => Scope::Tenant { tenant },
+        None => Scope::Operator,
+    };
+    let name = command.name();
+    let reply = call(&socket, &Request { v: VERSION, scope, command }).await.map_err(anyhow::Error::msg)?;
+    if g.json {
+        output::json(&reply)?;
+    } else if let Some(e) = &reply.error {
+        eprintln!("error: {e}");
+    } else if let Some(data) = &reply.data {
+        render(name, data);
+    }
+    Ok(if reply.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Human output: objects as `key: value` lines, arrays of objects as tables.
+fn render(name: &str, data: &Value) {
+    match data {
+        Value::Array(rows) => table(rows),
+        Value::Object(map) => {
+            for (k, v) in map {
+                match v {
+                    Value::Array(rows) if rows.first().is_some_and(Value::is_object) => {
+                        outln!("{k}:");
+                        table(rows);
+                    }
+                    Value::Array(rows) if rows.is_empty() => outln!("{k}: (none)"),
+                    Value::Object(inner) => {
+                        let parts: Vec<String> =
+                            inner.iter().map(|(ik, iv)| format!("{ik}={}", output::compact(iv))).collect();
+                        outln!("{k}: {}", parts.join(" "));
+                    }
+                    other => outln!("{k}: {}", output::compact(other)),
+                }
+            }
+        }
+        Value::String(s) => outln!("{s}"),
+        other => outln!("{name}: {other}"),
+    }
+}
+
+fn table(rows: &[Value]) {
+    let mut headers: Vec<String> = Vec::new();
+    for r in rows {
+        if let Value::Object(m) = r {
+            for k in m.keys() {
+                if !headers.contains(k) {
+                    headers.push(k.clone());
+                }
+            }
+        }
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            headers
+                .iter()
+                .map(|h| match r.get(h) {
+                    None | Some(Value::Null) => "-".to_owned(),
+                    Some(v) => {
+                        let text = output::compact(v);
+                        if text.chars().count() > 60 {
+                            format!("{}…", text.chars().take(59).collect::<String>())
+                        } else {
+                            text
+                        }
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let upper: Vec<String> = headers.iter().map(|h| h.to_uppercase()).collect();
+    output::table(&upper.iter().map(String::as_str).collect::<Vec<_>>(), &cells);
+}
