@@ -76,7 +76,7 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
         bar.enable_steady_tick(Duration::from_millis(120));
         let started = Instant::now();
         let row = syncer
-            .run(&req, &mut |s| {
+            .run(&req, &mut |_, s| {
                 let secs = started.elapsed().as_secs_f64().max(0.001);
                 bar.set_message(format!(
                     "{} records · {:.0}/s · page {} · {} new, {} changed",

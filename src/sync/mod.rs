@@ -19,7 +19,7 @@ use crate::mapping::{CompiledMapping, MapResult};
 use crate::model::{ConnectionStatus, EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
 use crate::secrets::{Credentials, MasterKey};
 use crate::store::{AuditEntry, DeadLetterInput, PageWrite, RecordInput, RunRow, RunStats, Store, StoreError};
-use crate::telemetry::{LeaseLost, Metrics, NeedsReauth, RunFinished, RunStarted};
+use crate::telemetry::{Metrics, NeedsReauth, RunFinished, RunStarted};
 use crate::tenants::{TenantError, Tenants};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -108,7 +108,7 @@ impl<'a> Syncer<'a> {
 
     /// Runs one job; `progress` sees the counters after every page. A run that fails
     /// after it started is returned as a run row with outcome `failed`.
-    pub async fn run(&self, req: &SyncRequest, progress: &mut dyn FnMut(&RunStats)) -> Result<RunRow, SyncError> {
+    pub async fn run(&self, req: &SyncRequest, progress: &mut dyn FnMut(uuid::Uuid, &RunStats)) -> Result<RunRow, SyncError> {
         let tenants = Tenants::new(self.catalog, self.store, "sync");
         let view = tenants.require(&req.tenant).await?;
         let provider =
@@ -155,6 +155,7 @@ impl<'a> Syncer<'a> {
         let run = self.store.start_run(&req.tenant, job.id, req.trigger).await?;
         let span = tracing::info_span!("run", tenant = %req.tenant, provider = %req.provider, stream = %req.stream, run_id = %run.id);
         RunStarted { run: &run }.emit(&self.metrics);
+        progress(run.id, &RunStats::default());
 
         let mut stats = RunStats { cursor_after: job.cursor.clone(), ..RunStats::default() };
         let mut refreshes = 0u64;
@@ -187,15 +188,6 @@ impl<'a> Syncer<'a> {
                 NeedsReauth { tenant: req.tenant.as_str(), provider: req.provider.as_str(), reason: &e.message }
                     .emit(&self.metrics);
             }
-            if e.lease_lost {
-                let event = LeaseLost {
-                    tenant: req.tenant.as_str(),
-                    provider: req.provider.as_str(),
-                    stream: req.stream.as_str(),
-                    job_id: job.id,
-                };
-                event.emit(&self.metrics);
-            }
         }
         let row = self.store.finish_run(&req.tenant, run.id, outcome, &stats).await?;
         RunFinished { run: &row, token_refreshes: refreshes }.emit(&self.metrics);
@@ -213,7 +205,7 @@ impl<'a> Syncer<'a> {
         job: &crate::store::JobRow,
         run_id: uuid::Uuid,
         stats: &mut RunStats,
-        progress: &mut dyn FnMut(&RunStats),
+        progress: &mut dyn FnMut(uuid::Uuid, &RunStats),
         refreshes: &mut u64,
     ) -> Result<(), RunFailure> {
         let entity_def =
@@ -288,7 +280,7 @@ impl<'a> Syncer<'a> {
                     stats.cursor_after = Some(c);
                 }
                 copy_http(stats, &session);
-                progress(stats);
+                progress(run_id, stats);
                 if req.cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
                     return Err(RunFailure::cancelled());
                 }
@@ -315,7 +307,6 @@ fn copy_http(stats: &mut RunStats, session: &Session<'_>) {
 struct RunFailure {
     message: String,
     needs_reauth: bool,
-    lease_lost: bool,
     cancelled: bool,
 }
 
@@ -334,8 +325,7 @@ impl RunFailure {
     }
 
     fn from_store(e: StoreError) -> Self {
-        let lease_lost = matches!(e, StoreError::LeaseLost { .. });
-        Self { message: e.to_string(), lease_lost, ..Self::default() }
+        Self { message: e.to_string(), ..Self::default() }
     }
 }
 

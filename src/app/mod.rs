@@ -1,0 +1,599 @@
+//! The daemon (`tributary run`): the composition root and its one main loop.
+//!
+//! Start-up is a sequence of logged steps: configuration, store, reconciliation, HTTP
+//! server, control socket, signals, then `READY=1`. The main loop owns all state and
+//! handles, in one place, every control message (socket requests and signals), run
+//! completions and the scheduler's wake-ups; it sleeps until the store's earliest due
+//! time, a trigger, or a run ending — never polling every job. Shutdown is ordered and
+//! bounded: stop claiming, cancel runs at their next page boundary, release leases,
+//! stop the servers, exit within the drain deadline.
+
+mod reconcile;
+mod requests;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use self::reconcile::{Reconciled, reconcile};
+use crate::config::{Catalog, ConfigDir, DaemonSettings};
+use crate::control::{self, ControlMessage};
+use crate::model::{ConnectionStatus, ProviderId, RunOutcome, StreamName, TenantId};
+use crate::scheduler::{FailurePolicy, after_run};
+use crate::secrets::MasterKey;
+use crate::store::{ClaimRequest, ClaimedJob, Exclusions, RunRow, RunStats, Store, StoreError};
+use crate::sync::{SyncRequest, Syncer};
+use crate::telemetry::{ConfigReload, LeaseLost, Metrics, RunStalled};
+
+/// Daily and cron jobs spread over at most this much.
+const FIXED_JITTER: Duration = Duration::from_secs(60);
+/// Housekeeping: gauges, stall checks, the systemd watchdog.
+const HOUSEKEEPING: Duration = Duration::from_secs(5);
+/// Recent errors kept for `status`.
+const RECENT_ERRORS: usize = 20;
+
+/// How to start the daemon.
+pub struct DaemonOptions {
+    pub config_dir: ConfigDir,
+    pub connectors: Option<PathBuf>,
+    pub store: Store,
+    pub key: Arc<MasterKey>,
+    pub settings: DaemonSettings,
+    pub socket: PathBuf,
+    pub http_listen: SocketAddr,
+}
+
+/// A run in flight.
+struct Running {
+    tenant: TenantId,
+    provider: ProviderId,
+    stream: StreamName,
+    claimed: ClaimedJob,
+    started: Instant,
+    progress: Arc<Mutex<Progress>>,
+    cancel: CancellationToken,
+    stall_reported: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Progress {
+    run_id: Option<uuid::Uuid>,
+    stats: RunStats,
+    last_change: Instant,
+}
+
+/// What a run task hands back.
+struct RunDone {
+    job_id: i64,
+    result: Result<RunRow, String>,
+    lease_lost: bool,
+}
+
+/// One entry of `status`'s recent errors.
+#[derive(Debug, Clone, Serialize)]
+struct RecentError {
+    at: DateTime<Utc>,
+    tenant: Option<String>,
+    provider: Option<String>,
+    stream: Option<String>,
+    error: String,
+}
+
+/// The daemon's state, owned by the main loop.
+pub struct Daemon {
+    config_dir: ConfigDir,
+    connectors: Option<PathBuf>,
+    catalog: Arc<Catalog>,
+    store: Store,
+    key: Arc<MasterKey>,
+    settings: DaemonSettings,
+    metrics: Arc<Metrics>,
+    owner: String,
+    started_at: DateTime<Utc>,
+    running: HashMap<i64, Running>,
+    tasks: JoinSet<RunDone>,
+    /// job id → run id, for `trigger` replies.
+    started_runs: Arc<Mutex<HashMap<i64, uuid::Uuid>>>,
+    recent_errors: VecDeque<RecentError>,
+    config_error: Option<String>,
+    draining: Option<Instant>,
+    policy: FailurePolicy,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+    wake: bool,
+}
+
+/// The daemon's addresses, once it is up.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub socket: PathBuf,
+    pub http: SocketAddr,
+}
+
+fn instance_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "host".into());
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &id[id.len() - 6..])
+}
+
+/// Runs the daemon until it is drained. `on_ready` receives the bound addresses (tests and
+/// `demo` use them); `extra` may inject control messages (tests).
+pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyhow::Result<()> {
+    tracing::info!(step = 1, "loading configuration");
+    let catalog = Catalog::load(&opts.config_dir, opts.connectors.as_deref()).map_err(|d| anyhow::anyhow!("{d}"))?;
+    tracing::info!(
+        step = 1,
+        connectors = catalog.manifests.iter().count(),
+        presets = catalog.presets.iter().count(),
+        tenant_files = catalog.tenant_files.len(),
+        "configuration valid"
+    );
+    tracing::info!(step = 2, backend = opts.store.backend(), "store open, migrations applied");
+    let metrics = Arc::new(Metrics::new());
+    let settings = opts.settings.clone();
+    let mut daemon = Daemon {
+        config_dir: opts.config_dir,
+        connectors: opts.connectors,
+        catalog: Arc::new(catalog),
+        store: opts.store,
+        key: opts.key,
+        policy: FailurePolicy {
+            base: Duration::from_secs(settings.failure_base_secs.max(1)),
+            max: Duration::from_secs(settings.failure_max_secs.max(1)),
+            error_after: settings.error_after,
+        },
+        settings,
+        metrics,
+        owner: instance_id(),
+        started_at: Utc::now(),
+        running: HashMap::new(),
+        tasks: JoinSet::new(),
+        started_runs: Arc::new(Mutex::new(HashMap::new())),
+        recent_errors: VecDeque::new(),
+        config_error: None,
+        draining: None,
+        ready: Arc::new(AtomicBool::new(false)),
+        shutdown: CancellationToken::new(),
+        wake: true,
+    };
+    let counts = reconcile(&daemon.catalog, &daemon.store, daemon.settings.apply_tenant_files, FIXED_JITTER, &daemon.metrics).await?;
+    for e in &counts.errors {
+        daemon.remember(None, None, None, e.clone());
+    }
+    tracing::info!(step = 3, tenants = counts.tenants, jobs = ?counts.jobs, "jobs reconciled with the configuration");
+
+    let http_state = crate::server::HttpState { metrics: daemon.metrics.clone(), store: daemon.store.clone(), ready: daemon.ready.clone() };
+    let (http, http_task) = crate::server::serve(opts.http_listen, http_state, daemon.shutdown.clone()).await?;
+    tracing::info!(step = 4, address = %http, "HTTP server listening (/metrics, /healthz, /readyz)");
+
+    let (tx, rx) = mpsc::channel::<ControlMessage>(64);
+    let listener = control::bind(&opts.socket).map_err(|e| anyhow::anyhow!("control socket {}: {e}", opts.socket.display()))?;
+    let socket_task = tokio::spawn(control::serve(listener, tx.clone(), daemon.shutdown.clone()));
+    tracing::info!(step = 5, socket = %opts.socket.display(), "control socket listening");
+
+    let signals_task = tokio::spawn(signals(tx.clone(), daemon.shutdown.clone()));
+    tracing::info!(step = 6, owner = %daemon.owner, workers = daemon.settings.workers, "signals handled; scheduler starting");
+    daemon.ready.store(true, Ordering::Relaxed);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    on_ready(&Endpoints { socket: opts.socket.clone(), http });
+
+    let result = daemon.main_loop(rx).await;
+
+    tracing::info!("stopping: releasing leases and closing servers");
+    if let Err(e) = daemon.store.release_all(&daemon.owner).await {
+        tracing::warn!("releasing leases failed: {e}");
+    }
+    daemon.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    let _ = socket_task.await;
+    signals_task.abort();
+    let _ = std::fs::remove_file(&opts.socket);
+    daemon.store.close().await;
+    tracing::info!("stopped");
+    result
+}
+
+/// Signals become control messages: SIGHUP reload, SIGTERM/SIGINT drain (a second one
+/// exits at once), SIGUSR1 triggers every enabled job.
+async fn signals(tx: mpsc::Sender<ControlMessage>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    let mut stops = 0;
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hup.recv() => ControlMessage::Reload,
+            _ = usr1.recv() => ControlMessage::TriggerAll,
+            _ = term.recv() => { stops += 1; if stops == 1 { ControlMessage::Drain } else { ControlMessage::ExitNow } }
+            _ = int.recv() => { stops += 1; if stops == 1 { ControlMessage::Drain } else { ControlMessage::ExitNow } }
+        };
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Daemon {
+    async fn main_loop(&mut self, mut rx: mpsc::Receiver<ControlMessage>) -> anyhow::Result<()> {
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let watchdog = sd_notify::watchdog_enabled();
+        loop {
+            if let Some(since) = self.draining {
+                if self.running.is_empty() {
+                    tracing::info!("drained: no runs in flight");
+                    return Ok(());
+                }
+                if since.elapsed() > Duration::from_secs(self.settings.drain_deadline_secs) {
+                    tracing::warn!(in_flight = self.running.len(), "drain deadline passed; exiting with runs in flight (their leases are released)");
+                    self.tasks.abort_all();
+                    return Ok(());
+                }
+            } else if self.wake {
+                self.wake = false;
+                self.dispatch().await;
+            }
+            let sleep = self.sleep_duration().await;
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(ControlMessage::ExitNow) => {
+                        tracing::warn!("second stop signal: exiting now");
+                        self.tasks.abort_all();
+                        return Ok(());
+                    }
+                    Some(msg) => self.handle(msg).await,
+                    None => return Ok(()),
+                },
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    match done {
+                        Ok(done) => self.complete(done).await,
+                        Err(e) => tracing::error!("a run task ended abnormally: {e}"),
+                    }
+                    self.wake = true;
+                }
+                _ = tokio::time::sleep(sleep) => { self.wake = true; }
+                _ = housekeeping.tick() => {
+                    self.housekeeping().await;
+                    if watchdog.is_some() {
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// How long to sleep before looking at the store again.
+    async fn sleep_duration(&self) -> Duration {
+        if self.draining.is_some() || self.running.len() >= self.settings.workers {
+            return crate::scheduler::MAX_SLEEP;
+        }
+        let (tenants, providers) = self.at_capacity();
+        let now = Utc::now();
+        match self.store.next_due_at(now, &Exclusions { tenants: &tenants, providers: &providers }).await {
+            Ok(Some(due)) => (due - now).to_std().unwrap_or(Duration::ZERO).min(crate::scheduler::MAX_SLEEP),
+            Ok(None) => crate::scheduler::MAX_SLEEP,
+            Err(e) => {
+                tracing::warn!("reading the next due time failed: {e}");
+                Duration::from_secs(1)
+            }
+        }
+    }
+
+    /// Tenants and providers whose concurrency caps are reached.
+    fn at_capacity(&self) -> (Vec<TenantId>, Vec<ProviderId>) {
+        let mut per_tenant: BTreeMap<&TenantId, usize> = BTreeMap::new();
+        let mut per_provider: BTreeMap<&ProviderId, usize> = BTreeMap::new();
+        for r in self.running.values() {
+            *per_tenant.entry(&r.tenant).or_default() += 1;
+            *per_provider.entry(&r.provider).or_default() += 1;
+        }
+        (
+            per_tenant.into_iter().filter(|(_, n)| *n >= self.settings.per_tenant).map(|(t, _)| t.clone()).collect(),
+            per_provider.into_iter().filter(|(_, n)| *n >= self.settings.per_provider).map(|(p, _)| p.clone()).collect(),
+        )
+    }
+
+    /// Claims due jobs up to the free capacity and starts them.
+    async fn dispatch(&mut self) {
+        loop {
+            let free = self.settings.workers.saturating_sub(self.running.len());
+            if free == 0 || self.draining.is_some() {
+                return;
+            }
+            let (tenants, providers) = self.at_capacity();
+            let now = Utc::now();
+            let req = ClaimRequest {
+                owner: &self.owner,
+                now,
+                lease_until: now + chrono::Duration::seconds(self.settings.lease_secs as i64),
+                limit: free as u32,
+                exclude: Exclusions { tenants: &tenants, providers: &providers },
+            };
+            let claimed = match self.store.claim_due_jobs(&req).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("claiming jobs failed: {e}");
+                    return;
+                }
+            };
+            if claimed.is_empty() {
+                return;
+            }
+            let mut started = 0;
+            for job in claimed {
+                let (tenants, providers) = self.at_capacity();
+                if tenants.contains(&job.job.tenant_id) || providers.contains(&job.job.provider) {
+                    // Several jobs of one tenant or provider in one claim: give this one back.
+                    let _ = self.store.release_lease(&job.job.tenant_id, job.job.id, &self.owner).await;
+                    continue;
+                }
+                self.start(job);
+                started += 1;
+            }
+            if started == 0 {
+                return;
+            }
+        }
+    }
+
+    fn start(&mut self, claimed: ClaimedJob) {
+        if claimed.reclaimed {
+            tracing::info!(tenant = %claimed.job.tenant_id, provider = %claimed.job.provider, stream = %claimed.job.stream, job_id = claimed.job.id, "reclaimed a job whose lease expired");
+        }
+        let progress = Arc::new(Mutex::new(Progress { run_id: None, stats: RunStats::default(), last_change: Instant::now() }));
+        let cancel = self.shutdown.child_token();
+        let running = Running {
+            tenant: claimed.job.tenant_id.clone(),
+            provider: claimed.job.provider.clone(),
+            stream: claimed.job.stream.clone(),
+            claimed: claimed.clone(),
+            started: Instant::now(),
+            progress: progress.clone(),
+            cancel: cancel.clone(),
+            stall_reported: false,
+        };
+        let ctx = RunContext {
+            catalog: self.catalog.clone(),
+            store: self.store.clone(),
+            key: self.key.clone(),
+            metrics: self.metrics.clone(),
+            owner: self.owner.clone(),
+            lease: Duration::from_secs(self.settings.lease_secs),
+            heartbeat: Duration::from_secs(self.settings.heartbeat_secs),
+            started_runs: self.started_runs.clone(),
+        };
+        self.running.insert(claimed.job.id, running);
+        self.tasks.spawn(run_job(ctx, claimed, cancel, progress));
+    }
+
+    /// Writes what a finished run means for its job and connection.
+    async fn complete(&mut self, done: RunDone) {
+        let Some(r) = self.running.remove(&done.job_id) else { return };
+        if let Ok(mut m) = self.started_runs.lock() {
+            m.remove(&done.job_id);
+        }
+        let job = &r.claimed.job;
+        if done.lease_lost {
+            LeaseLost { tenant: job.tenant_id.as_str(), provider: job.provider.as_str(), stream: job.stream.as_str(), job_id: job.id }.emit(&self.metrics);
+            self.remember(Some(&r.tenant), Some(&r.provider), Some(&r.stream), "lease lost; another worker owns the job".into());
+            return;
+        }
+        let (succeeded, run_id, error) = match &done.result {
+            Ok(row) if row.outcome == RunOutcome::Cancelled => {
+                // Drain: give the job back as it is; it resumes from its committed cursor.
+                let _ = self.store.release_lease(&job.tenant_id, job.id, &self.owner).await;
+                return;
+            }
+            Ok(row) => (row.outcome == RunOutcome::Success, Some(row.id), row.stats.error.clone()),
+            Err(e) => (false, None, Some(e.clone())),
+        };
+        if let Some(e) = &error {
+            self.remember(Some(&r.tenant), Some(&r.provider), Some(&r.stream), e.clone());
+        }
+        let plan = after_run(job, r.claimed.timezone, Utc::now(), succeeded, run_id, &self.policy, FIXED_JITTER);
+        match self.store.complete_job(&job.tenant_id, job.id, &self.owner, &plan.completion).await {
+            Ok(_) => {}
+            Err(StoreError::LeaseLost { .. }) => {
+                LeaseLost { tenant: job.tenant_id.as_str(), provider: job.provider.as_str(), stream: job.stream.as_str(), job_id: job.id }.emit(&self.metrics);
+                return;
+            }
+            Err(e) => tracing::warn!(job_id = job.id, "recording the job's next run failed: {e}"),
+        }
+        let status = self.store.get_connection(&job.tenant_id, &job.provider).await.ok().flatten().map(|c| c.status);
+        let set = |s| self.store.set_connection_status(&job.tenant_id, &job.provider, s, None);
+        match (succeeded, status) {
+            (true, Some(ConnectionStatus::Error)) => {
+                let _ = set(ConnectionStatus::Connected).await;
+            }
+            (false, Some(ConnectionStatus::Connected)) if plan.mark_connection_error => {
+                tracing::warn!(tenant = %job.tenant_id, provider = %job.provider, failures = job.consecutive_failures + 1, "connection marked `error` after consecutive failed runs");
+                let _ = self.store.set_connection_status(&job.tenant_id, &job.provider, ConnectionStatus::Error, error.as_deref()).await;
+            }
+            _ => {}
+        }
+    }
+
+    async fn housekeeping(&mut self) {
+        let now = Utc::now();
+        if let Ok(c) = self.store.job_counts(now, Duration::from_secs(300)).await {
+            for (state, n) in [("total", c.total), ("due", c.due), ("overdue", c.overdue), ("running", c.running), ("paused", c.paused), ("blocked", c.blocked)] {
+                Metrics::set_gauge(&self.metrics.jobs, state, n);
+            }
+        }
+        let stall = Duration::from_secs(self.settings.stall_secs);
+        let mut stalled = Vec::new();
+        for (job_id, r) in &mut self.running {
+            let (idle, run_id) = match r.progress.lock() {
+                Ok(p) => (p.last_change.elapsed(), p.run_id),
+                Err(_) => continue,
+            };
+            if idle >= stall && !r.stall_reported {
+                r.stall_reported = true;
+                let run_id = run_id.map(|u| u.to_string()).unwrap_or_default();
+                RunStalled { tenant: r.tenant.as_str(), provider: r.provider.as_str(), stream: r.stream.as_str(), run_id: &run_id, idle_secs: idle.as_secs() }.emit(&self.metrics);
+                stalled.push((*job_id, r.tenant.clone(), r.provider.clone(), r.stream.clone(), idle));
+            }
+        }
+        for (_, t, p, s, idle) in stalled {
+            self.remember(Some(&t), Some(&p), Some(&s), format!("run stalled: no progress for {} s", idle.as_secs()));
+        }
+    }
+
+    fn remember(&mut self, tenant: Option<&TenantId>, provider: Option<&ProviderId>, stream: Option<&StreamName>, error: String) {
+        if self.recent_errors.len() >= RECENT_ERRORS {
+            self.recent_errors.pop_front();
+        }
+        self.recent_errors.push_back(RecentError {
+            at: Utc::now(),
+            tenant: tenant.map(ToString::to_string),
+            provider: provider.map(ToString::to_string),
+            stream: stream.map(ToString::to_string),
+            error,
+        });
+    }
+
+    /// Loads the configuration again; a bad one is rejected and the old one keeps running.
+    async fn reload(&mut self) -> Result<Reconciled, String> {
+        match Catalog::load(&self.config_dir, self.connectors.as_deref()) {
+            Err(d) => {
+                let text = d.to_string();
+                ConfigReload { ok: false, detail: &text }.emit(&self.metrics);
+                self.config_error = Some(text.clone());
+                self.remember(None, None, None, format!("configuration rejected: {text}"));
+                Err(text)
+            }
+            Ok(catalog) => {
+                let catalog = Arc::new(catalog);
+                let result = reconcile(&catalog, &self.store, self.settings.apply_tenant_files, FIXED_JITTER, &self.metrics).await;
+                match result {
+                    Ok(counts) => {
+                        self.catalog = catalog;
+                        self.config_error = None;
+                        ConfigReload { ok: true, detail: &format!("{:?}", counts.jobs) }.emit(&self.metrics);
+                        for e in &counts.errors {
+                            self.remember(None, None, None, e.clone());
+                        }
+                        self.wake = true;
+                        Ok(counts)
+                    }
+                    Err(e) => {
+                        let text = format!("reconciling jobs failed: {e}");
+                        ConfigReload { ok: false, detail: &text }.emit(&self.metrics);
+                        self.config_error = Some(text.clone());
+                        Err(text)
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_drain(&mut self) {
+        if self.draining.is_some() {
+            return;
+        }
+        tracing::info!(in_flight = self.running.len(), deadline_secs = self.settings.drain_deadline_secs, "draining: no new runs; in-flight runs stop at their next page");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        self.ready.store(false, Ordering::Relaxed);
+        self.draining = Some(Instant::now());
+        for r in self.running.values() {
+            r.cancel.cancel();
+        }
+    }
+}
+
+/// What a run task needs, owned.
+struct RunContext {
+    catalog: Arc<Catalog>,
+    store: Store,
+    key: Arc<MasterKey>,
+    metrics: Arc<Metrics>,
+    owner: String,
+    lease: Duration,
+    heartbeat: Duration,
+    started_runs: Arc<Mutex<HashMap<i64, uuid::Uuid>>>,
+}
+
+/// Runs one claimed job, renewing its lease while it runs; a lost lease cancels it.
+async fn run_job(ctx: RunContext, claimed: ClaimedJob, cancel: CancellationToken, progress: Arc<Mutex<Progress>>) -> RunDone {
+    let job = claimed.job.clone();
+    let lost = Arc::new(AtomicBool::new(false));
+    let heartbeat = {
+        let (store, owner, lost, cancel) = (ctx.store.clone(), ctx.owner.clone(), lost.clone(), cancel.clone());
+        let (tenant, job_id, lease, every) = (job.tenant_id.clone(), job.id, ctx.lease, ctx.heartbeat);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
+                match store.renew_lease(&tenant, job_id, &owner, until).await {
+                    Ok(()) => {}
+                    Err(StoreError::LeaseLost { .. }) => {
+                        lost.store(true, Ordering::Relaxed);
+                        cancel.cancel();
+                        return;
+                    }
+                    Err(e) => tracing::warn!(job_id, "lease renewal failed (will retry): {e}"),
+                }
+            }
+        })
+    };
+    let result = async {
+        let mut syncer = Syncer::new(&ctx.catalog, &ctx.store, &ctx.key).map_err(|e| e.to_string())?;
+        syncer.metrics = ctx.metrics.clone();
+        let req = SyncRequest {
+            tenant: job.tenant_id.clone(),
+            provider: job.provider.clone(),
+            stream: job.stream.clone(),
+            trigger: claimed.trigger,
+            full_refresh: false,
+            lease_owner: Some(ctx.owner.clone()),
+            cancel: Some(cancel.clone()),
+        };
+        let started_runs = ctx.started_runs.clone();
+        let job_id = job.id;
+        syncer
+            .run(&req, &mut |run_id, stats| {
+                if let Ok(mut p) = progress.lock() {
+                    if p.run_id.is_none() {
+                        p.run_id = Some(run_id);
+                        if let Ok(mut m) = started_runs.lock() {
+                            m.insert(job_id, run_id);
+                        }
+                    }
+                    p.stats = stats.clone();
+                    p.last_change = Instant::now();
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    heartbeat.abort();
+    RunDone { job_id: job.id, result, lease_lost: lost.load(Ordering::Relaxed) }
+}
+
+/// The socket path from settings, or the default beside the state.
+pub fn socket_path(settings: &DaemonSettings, state_dir: &Path) -> PathBuf {
+    settings.control_socket.clone().unwrap_or_else(|| control::default_socket_path(state_dir))
+}

@@ -1,0 +1,72 @@
+//! Reconciliation: make the store's jobs follow the configuration. Start-up is a
+//! reconcile from whatever the store holds, so start and reload are the same code.
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::config::Catalog;
+use crate::model::ConnectionStatus;
+use crate::scheduler::{desired_jobs, next_due_fn};
+use crate::store::{ReconcileCounts, Store};
+use crate::telemetry::{Metrics, StatusLabels};
+use crate::tenants::{ApplyOutcome, Tenants};
+
+/// What a reconciliation did, for logs and `reload` replies.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Reconciled {
+    pub tenants: usize,
+    pub tenant_files_applied: usize,
+    pub jobs: ReconcileCounts,
+    /// Problems with single tenants (the others were reconciled).
+    pub errors: Vec<String>,
+}
+
+/// Applies tenant files (when asked), then reconciles every tenant's jobs.
+pub async fn reconcile(catalog: &Catalog, store: &Store, apply_files: bool, fixed_jitter: std::time::Duration, metrics: &Metrics) -> Result<Reconciled, crate::store::StoreError> {
+    let mut out = Reconciled::default();
+    let tenants = Tenants::new(catalog, store, "daemon");
+    if apply_files {
+        for (path, spec) in &catalog.tenant_files {
+            match tenants.apply(spec).await {
+                Ok(ApplyOutcome::Unchanged) => {}
+                Ok(_) => out.tenant_files_applied += 1,
+                Err(e) => out.errors.push(format!("{}: {e}", path.display())),
+            }
+        }
+    }
+    let now = Utc::now();
+    let mut statuses = std::collections::BTreeMap::<ConnectionStatus, i64>::new();
+    for row in store.list_tenants().await? {
+        out.tenants += 1;
+        let view = match tenants.view(&row.id).await {
+            Ok(Some(v)) => v,
+            Ok(None) => continue,
+            Err(e) => {
+                out.errors.push(format!("tenant `{}`: {e}", row.id));
+                continue;
+            }
+        };
+        let connections = store.list_connections(&row.id).await?;
+        for c in &connections {
+            *statuses.entry(c.status).or_default() += 1;
+        }
+        let desired = desired_jobs(&view.effective, &connections);
+        let tz: chrono_tz::Tz = row.timezone.parse().unwrap_or(chrono_tz::UTC);
+        let next_due = next_due_fn(tz, now, fixed_jitter);
+        match store.reconcile_jobs(&row.id, &desired, &next_due).await {
+            Ok(c) => {
+                out.jobs.created += c.created;
+                out.jobs.updated += c.updated;
+                out.jobs.reenabled += c.reenabled;
+                out.jobs.disabled += c.disabled;
+                out.jobs.unchanged += c.unchanged;
+            }
+            Err(e) => out.errors.push(format!("tenant `{}`: {e}", row.id)),
+        }
+    }
+    for status in ConnectionStatus::ALL {
+        let n = statuses.get(&status).copied().unwrap_or(0);
+        metrics.connections.get_or_create(&StatusLabels { status: status.as_str().into() }).set(n);
+    }
+    Ok(out)
+}

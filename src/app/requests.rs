@@ -1,0 +1,215 @@
+//! Control requests, answered by the main loop. Scope checks come first: a tenant admin
+//! sees and triggers only its own tenant and changes nothing else.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use super::{Daemon, Running};
+use crate::control::ControlMessage;
+use crate::control::protocol::{Command, Reply, Request, Scope, Target, authorize};
+use crate::model::{ProviderId, StreamName, TenantId, TriggerKind};
+use crate::store::{JobFilter, PauseScope};
+
+impl Daemon {
+    pub(super) async fn handle(&mut self, msg: ControlMessage) {
+        match msg {
+            ControlMessage::Request(request, reply) => {
+                let name = request.command.name();
+                let answer = self.answer(request).await;
+                if !answer.ok {
+                    tracing::debug!(command = name, error = answer.error.as_deref().unwrap_or(""), "control request refused");
+                }
+                let _ = reply.send(answer);
+            }
+            ControlMessage::Reload => {
+                let _ = self.reload().await;
+            }
+            ControlMessage::Drain => self.start_drain(),
+            ControlMessage::TriggerAll => {
+                match self.store.trigger_jobs(&JobFilter::default(), TriggerKind::Manual, Utc::now()).await {
+                    Ok(jobs) => tracing::info!(jobs = jobs.len(), "SIGUSR1: every enabled job triggered"),
+                    Err(e) => tracing::warn!("triggering every job failed: {e}"),
+                }
+                self.wake = true;
+            }
+            ControlMessage::ExitNow => {}
+        }
+    }
+
+    async fn answer(&mut self, request: Request) -> Reply {
+        if let Err(e) = authorize(&request.scope, &request.command) {
+            return Reply::error(e);
+        }
+        let result = match request.command {
+            Command::Status => Ok(self.status(&request.scope).await),
+            Command::Tenants => self.tenants().await,
+            Command::Jobs(t) => self.jobs(&t).await,
+            Command::Runs(t) => self.runs(&t).await,
+            Command::Trigger(t) => self.trigger(&t).await,
+            Command::Pause(t) => self.pause(&t, true).await,
+            Command::Resume(t) => self.pause(&t, false).await,
+            Command::Reload => self.reload().await.map(|r| json!(r)),
+            Command::Drain => {
+                self.start_drain();
+                Ok(json!({ "draining": true, "in_flight": self.running.len() }))
+            }
+        };
+        match result {
+            Ok(data) => Reply::ok(data),
+            Err(e) => Reply::error(e),
+        }
+    }
+
+    async fn status(&self, scope: &Scope) -> Value {
+        let only = match scope {
+            Scope::Tenant { tenant } => Some(tenant.as_str()),
+            Scope::Operator => None,
+        };
+        let mine = |t: &TenantId| only.is_none_or(|o| o == t.as_str());
+        let running: Vec<Value> = self
+            .running
+            .iter()
+            .filter(|(_, r)| mine(&r.tenant))
+            .map(|(job_id, r)| running_json(*job_id, r))
+            .collect();
+        let errors: Vec<Value> = self
+            .recent_errors
+            .iter()
+            .rev()
+            .filter(|e| only.is_none_or(|o| e.tenant.as_deref() == Some(o)))
+            .map(|e| json!(e))
+            .collect();
+        let mut out = json!({
+            "daemon": {
+                "owner": self.owner,
+                "version": env!("CARGO_PKG_VERSION"),
+                "started_at": self.started_at,
+                "state": if self.draining.is_some() { "draining" } else { "running" },
+                "workers": self.settings.workers,
+                "busy": self.running.len(),
+            },
+            "config": match &self.config_error {
+                None => json!({ "state": "ok" }),
+                Some(e) => json!({ "state": "rejected (the previous configuration keeps running)", "error": e }),
+            },
+            "running": running,
+            "last_errors": errors,
+        });
+        if only.is_none()
+            && let Ok(c) = self.store.job_counts(Utc::now(), Duration::from_secs(300)).await
+        {
+            out["jobs"] = json!(c);
+        }
+        out
+    }
+
+    async fn tenants(&self) -> Result<Value, String> {
+        let mut out = Vec::new();
+        for t in self.store.list_tenants().await.map_err(|e| e.to_string())? {
+            let conns = self.store.list_connections(&t.id).await.map_err(|e| e.to_string())?;
+            let conns: Vec<String> = conns.iter().map(|c| format!("{}:{}", c.provider, c.status)).collect();
+            out.push(json!({
+                "id": t.id, "name": t.name, "preset": t.preset, "revision": t.preset_revision,
+                "timezone": t.timezone, "connections": conns.join(" "),
+            }));
+        }
+        Ok(Value::Array(out))
+    }
+
+    async fn jobs(&self, t: &Target) -> Result<Value, String> {
+        let filter = filter(t)?;
+        let rows = self.store.list_jobs_filtered(&filter, t.limit.unwrap_or(200)).await.map_err(|e| e.to_string())?;
+        let now = Utc::now();
+        Ok(Value::Array(
+            rows.iter()
+                .map(|j| {
+                    let running = j.lease_owner.is_some() && j.lease_expires_at.is_some_and(|x| x > now);
+                    json!({
+                        "id": j.id, "tenant": j.tenant_id, "provider": j.provider, "stream": j.stream,
+                        "schedule": j.schedule, "next_run_at": j.next_run_at, "enabled": j.enabled, "paused": j.paused,
+                        "running": running, "failures": j.consecutive_failures, "cursor": j.cursor,
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    async fn runs(&self, t: &Target) -> Result<Value, String> {
+        let tenant = t.tenant.as_deref().map(TenantId::parse).transpose().map_err(|e| e.to_string())?;
+        let rows = self.store.list_runs(tenant.as_ref(), t.limit.unwrap_or(20)).await.map_err(|e| e.to_string())?;
+        Ok(Value::Array(
+            rows.iter()
+                .map(|r| {
+                    json!({
+                        "id": r.id, "tenant": r.tenant_id, "stream": format!("{}/{}", r.provider, r.stream),
+                        "trigger": r.trigger.as_str(), "started_at": r.started_at, "outcome": r.outcome,
+                        "fetched": r.stats.fetched, "inserted": r.stats.inserted, "updated": r.stats.updated,
+                        "error": r.stats.error,
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    /// Makes the jobs due now, starts what capacity allows, and answers with the run
+    /// ids of those that started within a moment (the rest are queued first in line).
+    async fn trigger(&mut self, t: &Target) -> Result<Value, String> {
+        let filter = filter(t)?;
+        if filter.tenant.is_none() {
+            return Err("`trigger` needs a tenant".into());
+        }
+        let jobs = self.store.trigger_jobs(&filter, TriggerKind::Manual, Utc::now()).await.map_err(|e| e.to_string())?;
+        if jobs.is_empty() {
+            return Err("no enabled, unpaused, connected job matches".into());
+        }
+        self.dispatch().await;
+        let deadline = std::time::Instant::now() + Duration::from_millis(1500);
+        loop {
+            let started = self.started_runs.lock().map(|m| jobs.iter().filter(|j| m.contains_key(&j.id)).count()).unwrap_or(0);
+            let in_flight = jobs.iter().filter(|j| self.running.contains_key(&j.id)).count();
+            if started >= in_flight || std::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let runs = self.started_runs.lock().map(|m| m.clone()).unwrap_or_default();
+        Ok(json!({
+            "triggered": jobs.iter().map(|j| json!({
+                "job_id": j.id, "tenant": j.tenant_id, "provider": j.provider, "stream": j.stream,
+                "run_id": runs.get(&j.id),
+                "state": if runs.contains_key(&j.id) { "running" } else { "queued" },
+            })).collect::<Vec<_>>(),
+        }))
+    }
+
+    async fn pause(&mut self, t: &Target, paused: bool) -> Result<Value, String> {
+        let tenant = TenantId::parse(t.tenant.as_deref().unwrap_or_default()).map_err(|e| e.to_string())?;
+        let scope = match (&t.provider, t.job) {
+            (_, Some(job)) => PauseScope::Job(tenant, job),
+            (Some(p), None) => PauseScope::Connection(tenant, ProviderId::parse(p).map_err(|e| e.to_string())?),
+            (None, None) => PauseScope::Tenant(tenant),
+        };
+        self.store.set_paused(&scope, paused).await.map_err(|e| e.to_string())?;
+        self.wake = true;
+        Ok(json!({ if paused { "paused" } else { "resumed" }: format!("{scope:?}") }))
+    }
+}
+
+fn filter(t: &Target) -> Result<JobFilter, String> {
+    Ok(JobFilter {
+        tenant: t.tenant.as_deref().map(TenantId::parse).transpose().map_err(|e| e.to_string())?,
+        provider: t.provider.as_deref().map(ProviderId::parse).transpose().map_err(|e| e.to_string())?,
+        stream: t.stream.as_deref().map(StreamName::parse).transpose().map_err(|e| e.to_string())?,
+    })
+}
+
+fn running_json(job_id: i64, r: &Running) -> Value {
+    let (run_id, stats) = r.progress.lock().map(|p| (p.run_id, p.stats.clone())).unwrap_or_default();
+    json!({
+        "job_id": job_id, "tenant": r.tenant, "provider": r.provider, "stream": r.stream,
+        "run_id": run_id, "trigger": r.claimed.trigger.as_str(), "seconds": r.started.elapsed().as_secs(),
+        "fetched": stats.fetched, "pages": stats.pages, "inserted": stats.inserted, "updated": stats.updated,
+    })
+}
