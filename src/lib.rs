@@ -8,6 +8,7 @@ pub mod engine;
 pub mod http;
 pub mod mapping;
 pub mod model;
+pub mod scheduler;
 pub mod secrets;
 pub mod simulator;
 pub mod store;
