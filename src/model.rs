@@ -350,8 +350,10 @@ pub enum TriggerKind {
 }
 
 impl TriggerKind {
+    /// Every kind, in declaration order.
     pub const ALL: [Self; 2] = [Self::Manual, Self::Webhook];
 
+    /// The stored name (`manual`, `webhook`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Manual => "manual",
@@ -359,6 +361,7 @@ impl TriggerKind {
         }
     }
 
+    /// The kind stored as `s`.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|v| v.as_str() == s)
     }

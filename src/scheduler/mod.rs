@@ -83,6 +83,7 @@ pub fn next_due_fn(tz: Tz, now: DateTime<Utc>, fixed_jitter: Duration) -> impl F
 /// connection must now be marked `error`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AfterRun {
+    /// What to pass to [`crate::store::Store::complete_job`].
     pub completion: JobCompletion,
     /// The failure streak reached the policy's `error_after`.
     pub mark_connection_error: bool,

@@ -263,7 +263,9 @@ impl Store {
     /// - every enabled job of the tenant not in `desired` is disabled.
     ///
     /// Cursors, pauses, leases and failure counts are never touched. Jobs stay disabled
-    /// while their connection is `disabled` (as in [`Store::ensure_job`]).
+    /// while their connection is `disabled` (as in [`Store::ensure_job`]). A job running
+    /// during a schedule change completes with the next run time its worker computed
+    /// from the old schedule; the new one applies from then on.
     ///
     /// [`StoreError::NotFound`] if the tenant or a connection is not the tenant's,
     /// [`StoreError::Conflict`] if `desired` names a (connection, stream) twice.

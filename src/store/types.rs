@@ -238,6 +238,7 @@ pub struct AuditEntry {
 /// A job that should exist for a tenant: one per enabled (connection, stream).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredJob {
+    /// The tenant's connection the job reads through.
     pub connection_id: i64,
     pub stream: StreamName,
     /// The schedule expression (`15m`, `daily at 02:00`, cron).
@@ -255,13 +256,16 @@ pub struct ReconcileCounts {
     pub reenabled: u64,
     /// Enabled jobs no longer desired (stream removed, provider dropped).
     pub disabled: u64,
+    /// Jobs already as desired.
     pub unchanged: u64,
 }
 
 /// Tenants and providers a claim must skip (their concurrency caps are reached).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Exclusions<'a> {
+    /// Tenants none of whose jobs may be claimed.
     pub tenants: &'a [TenantId],
+    /// Providers none of whose jobs may be claimed.
     pub providers: &'a [ProviderId],
 }
 
@@ -332,7 +336,9 @@ pub enum PauseScope {
 /// Job totals for `status` and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct JobCounts {
+    /// Every job, enabled or not.
     pub total: i64,
+    /// Jobs of enabled streams and providers.
     pub enabled: i64,
     /// Enabled jobs paused by themselves, their connection or their tenant.
     pub paused: i64,
