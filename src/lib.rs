@@ -2,6 +2,7 @@
 //!
 //! The library holds everything; `src/main.rs` only calls [`cli::main`].
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -9,6 +10,7 @@ pub mod engine;
 pub mod http;
 pub mod mapping;
 pub mod model;
+pub mod scheduler;
 pub mod secrets;
 pub mod server;
 pub mod simulator;

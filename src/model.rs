@@ -167,12 +167,24 @@ impl Schedule {
             return parse_words_interval(rest).map(Self::Every).map_err(|r| err(&r));
         }
         if text.split_whitespace().count() >= 5 {
-            return croner::Cron::from_str(input.trim())
+            return parse_cron(input.trim())
                 .map(|_| Self::Cron(input.trim().to_owned()))
                 .map_err(|e| err(&format!("bad cron expression: {e}")));
         }
         parse_compact_interval(&text).map(Self::Every).map_err(|r| err(&r))
     }
+}
+
+/// Parses a cron expression of 5 fields (minute hour day-of-month month day-of-week) or
+/// 6 (with a leading seconds field); day-of-month and day-of-week combine with OR, as in
+/// Vixie cron. A seventh (year) field is rejected. The scheduler evaluates expressions
+/// with the same parser, so whatever parses here also runs.
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .year(croner::parser::Year::Disallowed)
+        .build()
+        .parse(expr)
 }
 
 fn unit_seconds(unit: &str) -> Option<u64> {
@@ -249,7 +261,7 @@ impl fmt::Debug for Schedule {
 }
 
 /// The state of a connection (tenant × provider).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionStatus {
     /// Enabled, but no credentials have been stored yet.
@@ -308,6 +320,50 @@ impl RunTrigger {
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl fmt::Display for RunTrigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What asked for a job to run ahead of its schedule. A pending trigger makes the job
+/// claimable at once, before jobs that are merely due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerKind {
+    /// An operator or tenant admin (control socket, SIGUSR1).
+    Manual,
+    /// An inbound webhook from the provider.
+    Webhook,
+}
+
+impl TriggerKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [Self; 2] = [Self::Manual, Self::Webhook];
+
+    /// The stored name (`manual`, `webhook`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Webhook => "webhook",
+        }
+    }
+
+    /// The kind stored as `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl From<TriggerKind> for RunTrigger {
+    fn from(kind: TriggerKind) -> Self {
+        match kind {
+            TriggerKind::Manual => Self::Manual,
+            TriggerKind::Webhook => Self::Webhook,
+        }
     }
 }
 
@@ -384,9 +440,18 @@ mod tests {
 
     #[test]
     fn schedules_reject_nonsense_with_a_reason() {
-        for bad in
-            ["", "0m", "15x", "every", "every banana", "daily at 25:00", "* * * * 99", "m15", "99999999999999999999m"]
-        {
+        for bad in [
+            "",
+            "0m",
+            "15x",
+            "every",
+            "every banana",
+            "daily at 25:00",
+            "* * * * 99",
+            "0 0 0 * * * 2030",
+            "m15",
+            "99999999999999999999m",
+        ] {
             let err = Schedule::parse(bad).unwrap_err();
             assert!(!err.reason.is_empty(), "{bad}");
         }

@@ -170,18 +170,25 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
         shutdown: CancellationToken::new(),
         wake: true,
     };
-    let counts = reconcile(&daemon.catalog, &daemon.store, daemon.settings.apply_tenant_files, FIXED_JITTER, &daemon.metrics).await?;
+    let counts =
+        reconcile(&daemon.catalog, &daemon.store, daemon.settings.apply_tenant_files, FIXED_JITTER, &daemon.metrics)
+            .await?;
     for e in &counts.errors {
         daemon.remember(None, None, None, e.clone());
     }
     tracing::info!(step = 3, tenants = counts.tenants, jobs = ?counts.jobs, "jobs reconciled with the configuration");
 
-    let http_state = crate::server::HttpState { metrics: daemon.metrics.clone(), store: daemon.store.clone(), ready: daemon.ready.clone() };
+    let http_state = crate::server::HttpState {
+        metrics: daemon.metrics.clone(),
+        store: daemon.store.clone(),
+        ready: daemon.ready.clone(),
+    };
     let (http, http_task) = crate::server::serve(opts.http_listen, http_state, daemon.shutdown.clone()).await?;
     tracing::info!(step = 4, address = %http, "HTTP server listening (/metrics, /healthz, /readyz)");
 
     let (tx, rx) = mpsc::channel::<ControlMessage>(64);
-    let listener = control::bind(&opts.socket).map_err(|e| anyhow::anyhow!("control socket {}: {e}", opts.socket.display()))?;
+    let listener =
+        control::bind(&opts.socket).map_err(|e| anyhow::anyhow!("control socket {}: {e}", opts.socket.display()))?;
     let socket_task = tokio::spawn(control::serve(listener, tx.clone(), daemon.shutdown.clone()));
     tracing::info!(step = 5, socket = %opts.socket.display(), "control socket listening");
 
@@ -247,7 +254,10 @@ impl Daemon {
                     return Ok(());
                 }
                 if since.elapsed() > Duration::from_secs(self.settings.drain_deadline_secs) {
-                    tracing::warn!(in_flight = self.running.len(), "drain deadline passed; exiting with runs in flight (their leases are released)");
+                    tracing::warn!(
+                        in_flight = self.running.len(),
+                        "drain deadline passed; exiting with runs in flight (their leases are released)"
+                    );
                     self.tasks.abort_all();
                     return Ok(());
                 }
@@ -311,7 +321,11 @@ impl Daemon {
         }
         (
             per_tenant.into_iter().filter(|(_, n)| *n >= self.settings.per_tenant).map(|(t, _)| t.clone()).collect(),
-            per_provider.into_iter().filter(|(_, n)| *n >= self.settings.per_provider).map(|(p, _)| p.clone()).collect(),
+            per_provider
+                .into_iter()
+                .filter(|(_, n)| *n >= self.settings.per_provider)
+                .map(|(p, _)| p.clone())
+                .collect(),
         )
     }
 
@@ -362,7 +376,8 @@ impl Daemon {
         if claimed.reclaimed {
             tracing::info!(tenant = %claimed.job.tenant_id, provider = %claimed.job.provider, stream = %claimed.job.stream, job_id = claimed.job.id, "reclaimed a job whose lease expired");
         }
-        let progress = Arc::new(Mutex::new(Progress { run_id: None, stats: RunStats::default(), last_change: Instant::now() }));
+        let progress =
+            Arc::new(Mutex::new(Progress { run_id: None, stats: RunStats::default(), last_change: Instant::now() }));
         let cancel = self.shutdown.child_token();
         let running = Running {
             tenant: claimed.job.tenant_id.clone(),
@@ -396,8 +411,19 @@ impl Daemon {
         }
         let job = &r.claimed.job;
         if done.lease_lost {
-            LeaseLost { tenant: job.tenant_id.as_str(), provider: job.provider.as_str(), stream: job.stream.as_str(), job_id: job.id }.emit(&self.metrics);
-            self.remember(Some(&r.tenant), Some(&r.provider), Some(&r.stream), "lease lost; another worker owns the job".into());
+            LeaseLost {
+                tenant: job.tenant_id.as_str(),
+                provider: job.provider.as_str(),
+                stream: job.stream.as_str(),
+                job_id: job.id,
+            }
+            .emit(&self.metrics);
+            self.remember(
+                Some(&r.tenant),
+                Some(&r.provider),
+                Some(&r.stream),
+                "lease lost; another worker owns the job".into(),
+            );
             return;
         }
         let (succeeded, run_id, error) = match &done.result {
@@ -416,7 +442,13 @@ impl Daemon {
         match self.store.complete_job(&job.tenant_id, job.id, &self.owner, &plan.completion).await {
             Ok(_) => {}
             Err(StoreError::LeaseLost { .. }) => {
-                LeaseLost { tenant: job.tenant_id.as_str(), provider: job.provider.as_str(), stream: job.stream.as_str(), job_id: job.id }.emit(&self.metrics);
+                LeaseLost {
+                    tenant: job.tenant_id.as_str(),
+                    provider: job.provider.as_str(),
+                    stream: job.stream.as_str(),
+                    job_id: job.id,
+                }
+                .emit(&self.metrics);
                 return;
             }
             Err(e) => tracing::warn!(job_id = job.id, "recording the job's next run failed: {e}"),
@@ -429,7 +461,10 @@ impl Daemon {
             }
             (false, Some(ConnectionStatus::Connected)) if plan.mark_connection_error => {
                 tracing::warn!(tenant = %job.tenant_id, provider = %job.provider, failures = job.consecutive_failures + 1, "connection marked `error` after consecutive failed runs");
-                let _ = self.store.set_connection_status(&job.tenant_id, &job.provider, ConnectionStatus::Error, error.as_deref()).await;
+                let _ = self
+                    .store
+                    .set_connection_status(&job.tenant_id, &job.provider, ConnectionStatus::Error, error.as_deref())
+                    .await;
             }
             _ => {}
         }
@@ -438,7 +473,14 @@ impl Daemon {
     async fn housekeeping(&mut self) {
         let now = Utc::now();
         if let Ok(c) = self.store.job_counts(now, Duration::from_secs(300)).await {
-            for (state, n) in [("total", c.total), ("due", c.due), ("overdue", c.overdue), ("running", c.running), ("paused", c.paused), ("blocked", c.blocked)] {
+            for (state, n) in [
+                ("total", c.total),
+                ("due", c.due),
+                ("overdue", c.overdue),
+                ("running", c.running),
+                ("paused", c.paused),
+                ("blocked", c.blocked),
+            ] {
                 Metrics::set_gauge(&self.metrics.jobs, state, n);
             }
         }
@@ -452,7 +494,14 @@ impl Daemon {
             if idle >= stall && !r.stall_reported {
                 r.stall_reported = true;
                 let run_id = run_id.map(|u| u.to_string()).unwrap_or_default();
-                RunStalled { tenant: r.tenant.as_str(), provider: r.provider.as_str(), stream: r.stream.as_str(), run_id: &run_id, idle_secs: idle.as_secs() }.emit(&self.metrics);
+                RunStalled {
+                    tenant: r.tenant.as_str(),
+                    provider: r.provider.as_str(),
+                    stream: r.stream.as_str(),
+                    run_id: &run_id,
+                    idle_secs: idle.as_secs(),
+                }
+                .emit(&self.metrics);
                 stalled.push((*job_id, r.tenant.clone(), r.provider.clone(), r.stream.clone(), idle));
             }
         }
@@ -461,7 +510,13 @@ impl Daemon {
         }
     }
 
-    fn remember(&mut self, tenant: Option<&TenantId>, provider: Option<&ProviderId>, stream: Option<&StreamName>, error: String) {
+    fn remember(
+        &mut self,
+        tenant: Option<&TenantId>,
+        provider: Option<&ProviderId>,
+        stream: Option<&StreamName>,
+        error: String,
+    ) {
         if self.recent_errors.len() >= RECENT_ERRORS {
             self.recent_errors.pop_front();
         }
@@ -486,7 +541,9 @@ impl Daemon {
             }
             Ok(catalog) => {
                 let catalog = Arc::new(catalog);
-                let result = reconcile(&catalog, &self.store, self.settings.apply_tenant_files, FIXED_JITTER, &self.metrics).await;
+                let result =
+                    reconcile(&catalog, &self.store, self.settings.apply_tenant_files, FIXED_JITTER, &self.metrics)
+                        .await;
                 match result {
                     Ok(counts) => {
                         self.catalog = catalog;
@@ -513,7 +570,11 @@ impl Daemon {
         if self.draining.is_some() {
             return;
         }
-        tracing::info!(in_flight = self.running.len(), deadline_secs = self.settings.drain_deadline_secs, "draining: no new runs; in-flight runs stop at their next page");
+        tracing::info!(
+            in_flight = self.running.len(),
+            deadline_secs = self.settings.drain_deadline_secs,
+            "draining: no new runs; in-flight runs stop at their next page"
+        );
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         self.ready.store(false, Ordering::Relaxed);
         self.draining = Some(Instant::now());
@@ -536,7 +597,12 @@ struct RunContext {
 }
 
 /// Runs one claimed job, renewing its lease while it runs; a lost lease cancels it.
-async fn run_job(ctx: RunContext, claimed: ClaimedJob, cancel: CancellationToken, progress: Arc<Mutex<Progress>>) -> RunDone {
+async fn run_job(
+    ctx: RunContext,
+    claimed: ClaimedJob,
+    cancel: CancellationToken,
+    progress: Arc<Mutex<Progress>>,
+) -> RunDone {
     let job = claimed.job.clone();
     let lost = Arc::new(AtomicBool::new(false));
     let heartbeat = {

@@ -22,7 +22,13 @@ pub struct Reconciled {
 }
 
 /// Applies tenant files (when asked), then reconciles every tenant's jobs.
-pub async fn reconcile(catalog: &Catalog, store: &Store, apply_files: bool, fixed_jitter: std::time::Duration, metrics: &Metrics) -> Result<Reconciled, crate::store::StoreError> {
+pub async fn reconcile(
+    catalog: &Catalog,
+    store: &Store,
+    apply_files: bool,
+    fixed_jitter: std::time::Duration,
+    metrics: &Metrics,
+) -> Result<Reconciled, crate::store::StoreError> {
     let mut out = Reconciled::default();
     let tenants = Tenants::new(catalog, store, "daemon");
     if apply_files {

@@ -19,7 +19,11 @@ impl Daemon {
                 let name = request.command.name();
                 let answer = self.answer(request).await;
                 if !answer.ok {
-                    tracing::debug!(command = name, error = answer.error.as_deref().unwrap_or(""), "control request refused");
+                    tracing::debug!(
+                        command = name,
+                        error = answer.error.as_deref().unwrap_or(""),
+                        "control request refused"
+                    );
                 }
                 let _ = reply.send(answer);
             }
@@ -68,12 +72,8 @@ impl Daemon {
             Scope::Operator => None,
         };
         let mine = |t: &TenantId| only.is_none_or(|o| o == t.as_str());
-        let running: Vec<Value> = self
-            .running
-            .iter()
-            .filter(|(_, r)| mine(&r.tenant))
-            .map(|(job_id, r)| running_json(*job_id, r))
-            .collect();
+        let running: Vec<Value> =
+            self.running.iter().filter(|(_, r)| mine(&r.tenant)).map(|(job_id, r)| running_json(*job_id, r)).collect();
         let errors: Vec<Value> = self
             .recent_errors
             .iter()
@@ -160,14 +160,16 @@ impl Daemon {
         if filter.tenant.is_none() {
             return Err("`trigger` needs a tenant".into());
         }
-        let jobs = self.store.trigger_jobs(&filter, TriggerKind::Manual, Utc::now()).await.map_err(|e| e.to_string())?;
+        let jobs =
+            self.store.trigger_jobs(&filter, TriggerKind::Manual, Utc::now()).await.map_err(|e| e.to_string())?;
         if jobs.is_empty() {
             return Err("no enabled, unpaused, connected job matches".into());
         }
         self.dispatch().await;
         let deadline = std::time::Instant::now() + Duration::from_millis(1500);
         loop {
-            let started = self.started_runs.lock().map(|m| jobs.iter().filter(|j| m.contains_key(&j.id)).count()).unwrap_or(0);
+            let started =
+                self.started_runs.lock().map(|m| jobs.iter().filter(|j| m.contains_key(&j.id)).count()).unwrap_or(0);
             let in_flight = jobs.iter().filter(|j| self.running.contains_key(&j.id)).count();
             if started >= in_flight || std::time::Instant::now() > deadline {
                 break;

@@ -4,6 +4,7 @@
 mod catalog;
 mod credentials;
 mod ctl;
+mod daemon;
 mod output;
 mod runs;
 mod simulate;
@@ -81,6 +82,8 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Sync one provider (or one stream) of a tenant now, in the foreground.
     Sync(sync::SyncArgs),
+    /// Run the daemon: scheduler, workers, control socket, /metrics; until SIGTERM.
+    Run(daemon::RunArgs),
     /// Talk to a running daemon (`tributary run`) over its control socket.
     Ctl(ctl::CtlArgs),
     /// The sync log: recent runs and their details.
@@ -122,6 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => simulate::run(args).await,
         Command::Sync(args) => sync::run(g, args).await,
         Command::Ctl(args) => ctl::run(g, args).await,
+        Command::Run(args) => daemon::run(g, args).await,
         Command::Runs(cmd) => runs::runs(g, cmd).await,
         Command::Records(cmd) => runs::records(g, cmd).await,
     }

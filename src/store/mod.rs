@@ -13,13 +13,17 @@ mod rows;
 mod error;
 mod jobs;
 mod postgres;
+mod reconcile;
 mod records;
+mod scheduling;
 mod sqlite;
 mod tenants;
 mod types;
 
 use std::path::Path;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -28,7 +32,9 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
 
-use crate::model::{ConnectionStatus, EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
+use crate::model::{
+    ConnectionStatus, EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId, TriggerKind,
+};
 
 /// The state store: a SQLite file or a PostgreSQL database. Cheap to clone (the pools
 /// are shared).
@@ -236,6 +242,144 @@ impl Store {
     /// The tenant's jobs, by provider then stream.
     pub async fn list_jobs(&self, tenant: &TenantId) -> Result<Vec<JobRow>, StoreError> {
         dispatch!(self.list_jobs(tenant))
+    }
+
+    // --- scheduling ----------------------------------------------------------------------
+
+    /// Makes the tenant's jobs match `desired` (one per enabled connection × stream), in
+    /// one transaction:
+    ///
+    /// - a missing job is created with `next_run_at = next_due(schedule, job id)`;
+    /// - a job whose schedule changed (or that has no `next_run_at`) gets the new
+    ///   schedule and `next_due`'s time;
+    /// - a disabled job that is desired again is enabled, keeping its `next_run_at`
+    ///   (if that is past, it runs soon, catching up);
+    /// - every enabled job of the tenant not in `desired` is disabled.
+    ///
+    /// Cursors, pauses, leases and failure counts are never touched. Jobs stay disabled
+    /// while their connection is `disabled` (as in [`Store::ensure_job`]). A job running
+    /// during a schedule change completes with the next run time its worker computed
+    /// from the old schedule; the new one applies from then on.
+    ///
+    /// [`StoreError::NotFound`] if the tenant or a connection is not the tenant's,
+    /// [`StoreError::Conflict`] if `desired` names a (connection, stream) twice.
+    pub async fn reconcile_jobs(
+        &self,
+        tenant: &TenantId,
+        desired: &[DesiredJob],
+        next_due: &(dyn Fn(&str, i64) -> Option<DateTime<Utc>> + Sync),
+    ) -> Result<ReconcileCounts, StoreError> {
+        dispatch!(self.reconcile_jobs(tenant, desired, next_due))
+    }
+
+    /// Leases up to `req.limit` claimable jobs to `req.owner` until `req.lease_until`, in
+    /// one transaction: triggered jobs first (oldest trigger first), then due jobs
+    /// (earliest `next_run_at` first), skipping `req.exclude`. A job is claimable when it
+    /// is enabled, not paused (nor its connection or tenant), its connection is
+    /// `connected` or `error`, nobody holds an unexpired lease on it (an expired lease
+    /// is taken over: [`ClaimedJob::reclaimed`]), and it is triggered or due at
+    /// `req.now`. Each claim increments `attempts` and sets `claimed_at = req.now`.
+    ///
+    /// Concurrent claimers (threads, processes, replicas on one PostgreSQL) never get
+    /// the same job: SQLite claims inside `BEGIN IMMEDIATE`, PostgreSQL with
+    /// `FOR UPDATE SKIP LOCKED`. A batch may hold several jobs of one tenant or
+    /// provider; a caller enforcing per-tenant caps releases the surplus with
+    /// [`Store::release_lease`].
+    pub async fn claim_due_jobs(&self, req: &ClaimRequest<'_>) -> Result<Vec<ClaimedJob>, StoreError> {
+        dispatch!(self.claim_due_jobs(req))
+    }
+
+    /// Extends the lease `owner` holds on the tenant's job to `until` (the heartbeat).
+    /// An expired lease that nobody took over can still be renewed.
+    ///
+    /// [`StoreError::LeaseLost`] if `owner` no longer holds it, `NotFound` if the job is
+    /// not the tenant's.
+    pub async fn renew_lease(
+        &self,
+        tenant: &TenantId,
+        job_id: i64,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.renew_lease(tenant, job_id, owner, until))
+    }
+
+    /// Ends `owner`'s run of the tenant's job: writes `next_run_at`, the failure streak
+    /// and the last run, clears the lease and resets `attempts`. The trigger the run
+    /// served is cleared; one requested after the claim stays pending, so the job runs
+    /// again. Returns the job as written.
+    ///
+    /// Fenced: [`StoreError::LeaseLost`] (and nothing written) if `owner` no longer
+    /// holds the lease, `NotFound` if the job is not the tenant's.
+    pub async fn complete_job(
+        &self,
+        tenant: &TenantId,
+        job_id: i64,
+        owner: &str,
+        completion: &JobCompletion,
+    ) -> Result<JobRow, StoreError> {
+        dispatch!(self.complete_job(tenant, job_id, owner, completion))
+    }
+
+    /// Gives up `owner`'s lease on the tenant's job without finishing it (drain, or a
+    /// claim beyond a concurrency cap): `next_run_at` and any trigger stay, so the job
+    /// is claimable again at once; the claim's `attempts` increment is undone. `false`
+    /// if `owner` did not hold the lease.
+    pub async fn release_lease(&self, tenant: &TenantId, job_id: i64, owner: &str) -> Result<bool, StoreError> {
+        dispatch!(self.release_lease(tenant, job_id, owner))
+    }
+
+    /// Releases every lease `owner` holds (shutdown), like [`Store::release_lease`].
+    /// Returns how many.
+    pub async fn release_all(&self, owner: &str) -> Result<u64, StoreError> {
+        dispatch!(self.release_all(owner))
+    }
+
+    /// When the scheduler should look again: `now` if a claimable job is triggered or
+    /// due; otherwise the earliest `next_run_at` of runnable unleased jobs, or the
+    /// earliest expiry of a lease on a runnable job (after which it may be reclaimed);
+    /// `None` if nothing is scheduled. Paused, disabled and unconnected jobs and
+    /// `exclude` are left out. Never earlier than `now`. Reads a few index entries, not
+    /// every job.
+    pub async fn next_due_at(
+        &self,
+        now: DateTime<Utc>,
+        exclude: &Exclusions<'_>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        dispatch!(self.next_due_at(now, exclude))
+    }
+
+    /// Requests a `kind` run at `now` of every runnable job (enabled, not paused, its
+    /// connection `connected` or `error`) that `filter` matches, and returns them. Such
+    /// jobs are claimed ahead of due ones. A job already triggered keeps its earlier
+    /// request; a running job whose trigger its run is serving gets a new one (it runs
+    /// again after this run).
+    pub async fn trigger_jobs(
+        &self,
+        filter: &JobFilter,
+        kind: TriggerKind,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<JobRow>, StoreError> {
+        dispatch!(self.trigger_jobs(filter, kind, now))
+    }
+
+    /// Pauses or resumes a tenant, a connection (all the tenant's connections to the
+    /// provider) or one job. Paused jobs are not claimed; running ones finish.
+    ///
+    /// [`StoreError::NotFound`] if the target does not exist.
+    pub async fn set_paused(&self, scope: &PauseScope, paused: bool) -> Result<(), StoreError> {
+        dispatch!(self.set_paused(scope, paused))
+    }
+
+    /// Job totals at `now`; `overdue` counts claimable jobs due (or triggered) more than
+    /// `overdue_grace` before `now`.
+    pub async fn job_counts(&self, now: DateTime<Utc>, overdue_grace: Duration) -> Result<JobCounts, StoreError> {
+        dispatch!(self.job_counts(now, overdue_grace))
+    }
+
+    /// Up to `limit` jobs that `filter` matches, by tenant, provider and stream.
+    pub async fn list_jobs_filtered(&self, filter: &JobFilter, limit: i64) -> Result<Vec<JobRow>, StoreError> {
+        dispatch!(self.list_jobs_filtered(filter, limit))
     }
 
     // --- records -------------------------------------------------------------------------

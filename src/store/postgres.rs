@@ -40,6 +40,9 @@ impl PgStore {
     /// so both backends split large pages the same way (and the contract tests cover it).
     pub(super) const MAX_BINDS: usize = 32_766;
 
+    /// Locks the tenant row until commit, serializing writers of one tenant.
+    pub(super) const LOCK_TENANT: &'static str = "SELECT id FROM tenants WHERE id = $1 FOR UPDATE";
+
     /// `$4` is a list built by [`Self::id_list`].
     pub(super) const SELECT_EXISTING_HASHES: &'static str = "SELECT external_id, content_hash, \
          deleted_at IS NOT NULL AS deleted FROM records \

@@ -12,12 +12,13 @@ use super::error::{StoreError, corrupt};
 use super::types::{AuditEntry, ConnectionRow, JobRow, RecordRow, RunRow, RunStats, TenantRow};
 use crate::model::{
     ConnectionStatus, EntityName, IdError, PresetName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId,
+    TriggerKind,
 };
 
 /// Columns of [`RawTenant`], in `SELECT` order.
 macro_rules! tenant_columns {
     () => {
-        "id, name, subdomain, timezone, preset, preset_revision, preset_snapshot, \
+        "id, name, subdomain, timezone, preset, preset_revision, preset_snapshot, paused, \
          created_at, updated_at"
     };
 }
@@ -27,7 +28,7 @@ macro_rules! connection_columns {
     () => {
         "id, tenant_id, provider, owner_user, owner_role, status, status_reason, \
          credentials IS NOT NULL AS has_credentials, credentials_key_id, \
-         credentials_version, credentials_updated_at, created_at, updated_at"
+         credentials_version, credentials_updated_at, paused, created_at, updated_at"
     };
 }
 
@@ -36,6 +37,7 @@ macro_rules! job_columns {
     () => {
         "id, tenant_id, connection_id, provider, stream, schedule, next_run_at, cursor, \
          lease_owner, lease_expires_at, attempts, consecutive_failures, paused, enabled, \
+         trigger_requested_at, trigger_kind, claimed_at, reclaimed_from, last_run_id, \
          created_at, updated_at"
     };
 }
@@ -86,7 +88,7 @@ fn id<T>(table: &str, value: &str, parse: fn(&str) -> Result<T, IdError>) -> Res
     parse(value).map_err(|e| corrupt(format_args!("{table}: {e}")))
 }
 
-fn status<T>(table: &str, kind: &str, value: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
+pub(crate) fn status<T>(table: &str, kind: &str, value: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
     parse(value).ok_or_else(|| corrupt(format_args!("{table}: unknown {kind} `{value}`")))
 }
 
@@ -100,6 +102,7 @@ pub(crate) struct RawTenant {
     preset: String,
     preset_revision: String,
     preset_snapshot: Json<Value>,
+    paused: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -116,6 +119,7 @@ impl TryFrom<RawTenant> for TenantRow {
             preset: id("tenants", &raw.preset, PresetName::parse)?,
             preset_revision: raw.preset_revision,
             preset_snapshot: raw.preset_snapshot.0,
+            paused: raw.paused,
             created_at: raw.created_at,
             updated_at: raw.updated_at,
         })
@@ -151,6 +155,7 @@ pub(crate) struct RawConnection {
     credentials_key_id: Option<String>,
     credentials_version: i64,
     credentials_updated_at: Option<DateTime<Utc>>,
+    paused: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -171,6 +176,7 @@ impl TryFrom<RawConnection> for ConnectionRow {
             credentials_key_id: raw.credentials_key_id,
             credentials_version: raw.credentials_version,
             credentials_updated_at: raw.credentials_updated_at,
+            paused: raw.paused,
             created_at: raw.created_at,
             updated_at: raw.updated_at,
         })
@@ -194,6 +200,11 @@ pub(crate) struct RawJob {
     consecutive_failures: i64,
     paused: bool,
     enabled: bool,
+    trigger_requested_at: Option<DateTime<Utc>>,
+    trigger_kind: Option<String>,
+    claimed_at: Option<DateTime<Utc>>,
+    reclaimed_from: Option<String>,
+    last_run_id: Option<Uuid>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -217,6 +228,14 @@ impl TryFrom<RawJob> for JobRow {
             consecutive_failures: raw.consecutive_failures,
             paused: raw.paused,
             enabled: raw.enabled,
+            trigger_requested_at: raw.trigger_requested_at,
+            trigger_kind: raw
+                .trigger_kind
+                .map(|k| status("jobs", "trigger kind", &k, TriggerKind::parse))
+                .transpose()?,
+            claimed_at: raw.claimed_at,
+            reclaimed_from: raw.reclaimed_from,
+            last_run_id: raw.last_run_id,
             created_at: raw.created_at,
             updated_at: raw.updated_at,
         })

@@ -60,6 +60,9 @@ impl SqliteStore {
     /// 3.32; the bundled library is newer).
     pub(super) const MAX_BINDS: usize = 32_766;
 
+    /// Reads the tenant row; `BEGIN IMMEDIATE` already serializes writers.
+    pub(super) const LOCK_TENANT: &'static str = "SELECT id FROM tenants WHERE id = $1";
+
     /// `$4` is a list built by [`Self::id_list`].
     pub(super) const SELECT_EXISTING_HASHES: &'static str = "SELECT external_id, content_hash, \
          deleted_at IS NOT NULL AS deleted FROM records \

@@ -45,9 +45,8 @@ macro_rules! tenant_methods {
                 let now = now();
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
                 let raw: Option<RawTenant> = sqlx::query_as(concat!(
-                    "INSERT INTO tenants (",
-                    tenant_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+                    "INSERT INTO tenants (id, name, subdomain, timezone, preset, preset_revision, \
+                     preset_snapshot, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
                      ON CONFLICT (id) DO NOTHING RETURNING ",
                     tenant_columns!()
                 ))

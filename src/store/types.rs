@@ -1,12 +1,13 @@
 //! Rows and inputs of the store contract. Plain data; no database types leak out.
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::model::{
-    ConnectionStatus, EntityName, PresetName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId,
+    ConnectionStatus, EntityName, PresetName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId, TriggerKind,
 };
 
 /// A tenant and the preset revision it pinned.
@@ -22,6 +23,8 @@ pub struct TenantRow {
     pub preset_revision: String,
     /// The resolved preset defaults at `preset_revision` (provider → layer, JSON).
     pub preset_snapshot: Value,
+    /// A paused tenant's jobs are not claimed (running ones finish).
+    pub paused: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -62,6 +65,8 @@ pub struct ConnectionRow {
     /// Incremented on every credential write (compare-and-swap for token refresh).
     pub credentials_version: i64,
     pub credentials_updated_at: Option<DateTime<Utc>>,
+    /// A paused connection's jobs are not claimed (running ones finish).
+    pub paused: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -96,6 +101,14 @@ pub struct JobRow {
     pub consecutive_failures: i64,
     pub paused: bool,
     pub enabled: bool,
+    /// When a manual or webhook trigger asked for a run ahead of the schedule.
+    pub trigger_requested_at: Option<DateTime<Utc>>,
+    pub trigger_kind: Option<TriggerKind>,
+    /// When the current lease was taken.
+    pub claimed_at: Option<DateTime<Utc>>,
+    /// The owner whose expired lease the current claim replaced.
+    pub reclaimed_from: Option<String>,
+    pub last_run_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -218,4 +231,124 @@ pub struct AuditEntry {
     pub subject: Option<String>,
     /// Non-secret details (what changed).
     pub details: Value,
+}
+
+// --- scheduling ------------------------------------------------------------------------
+
+/// A job that should exist for a tenant: one per enabled (connection, stream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredJob {
+    /// The tenant's connection the job reads through.
+    pub connection_id: i64,
+    pub stream: StreamName,
+    /// The schedule expression (`15m`, `daily at 02:00`, cron).
+    pub schedule: String,
+}
+
+/// What `Store::reconcile_jobs` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReconcileCounts {
+    /// Jobs that did not exist.
+    pub created: u64,
+    /// Jobs whose schedule changed (or that had no next run time).
+    pub updated: u64,
+    /// Disabled jobs that are desired again (their cursor is kept).
+    pub reenabled: u64,
+    /// Enabled jobs no longer desired (stream removed, provider dropped).
+    pub disabled: u64,
+    /// Jobs already as desired.
+    pub unchanged: u64,
+}
+
+/// Tenants and providers a claim must skip (their concurrency caps are reached).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Exclusions<'a> {
+    /// Tenants none of whose jobs may be claimed.
+    pub tenants: &'a [TenantId],
+    /// Providers none of whose jobs may be claimed.
+    pub providers: &'a [ProviderId],
+}
+
+/// What `Store::claim_due_jobs` claims, for whom and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    /// The worker (daemon instance) taking the leases.
+    pub owner: &'a str,
+    pub now: DateTime<Utc>,
+    /// When the leases expire unless renewed.
+    pub lease_until: DateTime<Utc>,
+    /// At most this many jobs.
+    pub limit: u32,
+    pub exclude: Exclusions<'a>,
+}
+
+/// A job leased to a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedJob {
+    /// The job as it is after the claim (lease fields set).
+    pub job: JobRow,
+    /// The tenant's time zone, in which its schedules are evaluated.
+    pub timezone: Tz,
+    /// `Scheduled`, or the pending trigger (`Manual`, `Webhook`) that made it run.
+    pub trigger: RunTrigger,
+    /// Whether the claim took over another worker's expired lease.
+    pub reclaimed: bool,
+}
+
+/// How a finished run changes the job's failure streak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failures {
+    /// The run succeeded: the streak starts over.
+    Reset,
+    /// The run failed: one more failure in a row.
+    Increment,
+}
+
+/// What a worker writes when its run ends (`Store::complete_job`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobCompletion {
+    /// The next scheduled (or backed-off) run; `None` never runs again unless triggered.
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub failures: Failures,
+    /// The run that just ended.
+    pub last_run_id: Option<Uuid>,
+}
+
+/// Which jobs an operator command addresses; `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    pub tenant: Option<TenantId>,
+    pub provider: Option<ProviderId>,
+    pub stream: Option<StreamName>,
+}
+
+/// What `Store::set_paused` pauses or resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PauseScope {
+    /// Every job of the tenant.
+    Tenant(TenantId),
+    /// Every job of the tenant's connections to the provider.
+    Connection(TenantId, ProviderId),
+    /// One job of the tenant.
+    Job(TenantId, i64),
+}
+
+/// Job totals for `status` and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct JobCounts {
+    /// Every job, enabled or not.
+    pub total: i64,
+    /// Jobs of enabled streams and providers.
+    pub enabled: i64,
+    /// Enabled jobs paused by themselves, their connection or their tenant.
+    pub paused: i64,
+    /// Enabled, unpaused jobs whose connection cannot run (`pending`, `needs_reauth`,
+    /// `disabled`).
+    pub blocked: i64,
+    /// Claimable now: due or triggered, and not running.
+    pub due: i64,
+    /// Due (or triggered) for longer than the grace period.
+    pub overdue: i64,
+    /// Leased with an unexpired lease.
+    pub running: i64,
 }

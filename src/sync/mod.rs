@@ -108,7 +108,11 @@ impl<'a> Syncer<'a> {
 
     /// Runs one job; `progress` sees the counters after every page. A run that fails
     /// after it started is returned as a run row with outcome `failed`.
-    pub async fn run(&self, req: &SyncRequest, progress: &mut dyn FnMut(uuid::Uuid, &RunStats)) -> Result<RunRow, SyncError> {
+    pub async fn run(
+        &self,
+        req: &SyncRequest,
+        progress: &mut (dyn FnMut(uuid::Uuid, &RunStats) + Send),
+    ) -> Result<RunRow, SyncError> {
         let tenants = Tenants::new(self.catalog, self.store, "sync");
         let view = tenants.require(&req.tenant).await?;
         let provider =
@@ -205,7 +209,7 @@ impl<'a> Syncer<'a> {
         job: &crate::store::JobRow,
         run_id: uuid::Uuid,
         stats: &mut RunStats,
-        progress: &mut dyn FnMut(uuid::Uuid, &RunStats),
+        progress: &mut (dyn FnMut(uuid::Uuid, &RunStats) + Send),
         refreshes: &mut u64,
     ) -> Result<(), RunFailure> {
         let entity_def =

@@ -78,7 +78,7 @@ impl Harness {
     }
 
     /// Runs one sync of `stream`, calling `progress` after every stored page.
-    pub async fn sync_observed(&self, stream: &str, progress: &mut dyn FnMut(&RunStats)) -> RunRow {
+    pub async fn sync_observed(&self, stream: &str, progress: &mut (dyn FnMut(&RunStats) + Send)) -> RunRow {
         self.run(stream, false, progress).await
     }
 
@@ -86,7 +86,7 @@ impl Harness {
         self.run(stream, full_refresh, &mut |_| {}).await
     }
 
-    async fn run(&self, stream: &str, full_refresh: bool, progress: &mut dyn FnMut(&RunStats)) -> RunRow {
+    async fn run(&self, stream: &str, full_refresh: bool, progress: &mut (dyn FnMut(&RunStats) + Send)) -> RunRow {
         let mut syncer = Syncer::new(&self.catalog, &self.store, &self.key).unwrap();
         syncer.retry.base_delay = std::time::Duration::from_millis(5);
         let req = SyncRequest {
@@ -98,7 +98,7 @@ impl Harness {
             lease_owner: None,
             cancel: None,
         };
-        syncer.run(&req, progress).await.unwrap()
+        syncer.run(&req, &mut |_, stats| progress(stats)).await.unwrap()
     }
 
     /// Every stored record of `entity`, keyed by external id.

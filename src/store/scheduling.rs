@@ -1,0 +1,490 @@
+//! Scheduling: claiming due jobs under leases, renewing, completing and releasing those
+//! leases, triggers, pauses, the next wake-up time and job counts. SQL shared by both
+//! backends; the statements that differ (list parameters, row locks) are generated for
+//! each backend by `scheduling_sql!` from one text.
+//!
+//! A job is *runnable* when it is enabled, neither it nor its connection nor its tenant
+//! is paused, and its connection is `connected` or `error`. A runnable job is
+//! *claimable* when nobody holds an unexpired lease on it and it is triggered or due
+//! (`next_run_at <= now`). Every write a worker makes to its job is fenced on
+//! `lease_owner`: expiry alone does not take a lease away, another worker's claim does.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use chrono_tz::Tz;
+
+use super::error::{StoreError, corrupt, db};
+use super::jobs::no_job;
+use super::postgres::PgStore;
+use super::rows::{RawJob, convert_all, now};
+use super::sqlite::SqliteStore;
+use super::types::{
+    ClaimRequest, ClaimedJob, Exclusions, Failures, JobCompletion, JobCounts, JobFilter, JobRow, PauseScope,
+};
+use crate::model::{ProviderId, RunTrigger, TenantId, TriggerKind};
+
+/// The jobs of the scheduling queries, with their connection (`c`) and tenant (`t`).
+macro_rules! job_joins {
+    () => {
+        " FROM jobs j JOIN connections c ON c.id = j.connection_id \
+         JOIN tenants t ON t.id = j.tenant_id "
+    };
+}
+
+/// Enabled, unpaused at every level, on a connection that may run.
+macro_rules! runnable {
+    () => {
+        "j.enabled AND NOT j.paused AND NOT c.paused AND NOT t.paused \
+         AND c.status IN ('connected', 'error')"
+    };
+}
+
+/// No unexpired lease at time `$now` (a lease without an expiry counts as expired).
+macro_rules! lease_free {
+    ($now:literal) => {
+        concat!("(j.lease_owner IS NULL OR j.lease_expires_at IS NULL OR j.lease_expires_at <= ", $now, ")")
+    };
+}
+
+/// SQLite: `column` is not in the JSON array bound as `param`.
+macro_rules! sqlite_not_in {
+    ($column:literal, $param:literal) => {
+        concat!($column, " NOT IN (SELECT value FROM json_each(", $param, "))")
+    };
+}
+
+/// PostgreSQL: `column` is not in the `TEXT[]` bound as `param`.
+macro_rules! pg_not_in {
+    ($column:literal, $param:literal) => {
+        concat!($column, " <> ALL(", $param, ")")
+    };
+}
+
+/// The claim statement for one kind of candidate (`$branch`, taken in `$order`):
+/// `$1` owner, `$2` lease expiry, `$3` now, `$4` limit, `$5` excluded tenants, `$6`
+/// excluded providers. `reclaimed_from` reads the old `lease_owner` (every `SET`
+/// expression sees the row as it was).
+macro_rules! claim_sql {
+    ($not_in:ident, $lock:literal, $branch:literal, $order:literal) => {
+        concat!(
+            "UPDATE jobs SET lease_owner = $1, lease_expires_at = $2, claimed_at = $3, \
+             updated_at = $3, attempts = attempts + 1, reclaimed_from = lease_owner \
+             WHERE id IN (SELECT j.id",
+            job_joins!(),
+            "WHERE ",
+            runnable!(),
+            " AND ",
+            lease_free!("$3"),
+            " AND ",
+            $not_in!("j.tenant_id", "$5"),
+            " AND ",
+            $not_in!("j.provider", "$6"),
+            " AND ",
+            $branch,
+            " ORDER BY ",
+            $order,
+            " LIMIT $4",
+            $lock,
+            ") RETURNING ",
+            job_columns!(),
+            ", (SELECT timezone FROM tenants WHERE tenants.id = jobs.tenant_id) AS timezone"
+        )
+    };
+}
+
+/// The statements that differ between the backends, written once.
+macro_rules! scheduling_sql {
+    ($store:ty, $not_in:ident, $lock:literal) => {
+        impl $store {
+            /// Claims triggered jobs, oldest trigger first.
+            const CLAIM_TRIGGERED: &'static str =
+                claim_sql!($not_in, $lock, "j.trigger_requested_at IS NOT NULL", "j.trigger_requested_at, j.id");
+
+            /// Claims due jobs without a trigger, earliest first (index `jobs_claim_due`).
+            const CLAIM_DUE: &'static str = claim_sql!(
+                $not_in,
+                $lock,
+                "j.trigger_requested_at IS NULL AND j.next_run_at <= $3",
+                "j.next_run_at, j.id"
+            );
+
+            /// The earliest of: now if a claimable job is triggered; the earliest
+            /// `next_run_at` of unleased runnable jobs; for leased ones, when the lease
+            /// expires (or their next run, if later). `$1` now, `$2`/`$3` exclusions.
+            /// Each part reads one index in order and stops at its first row.
+            const NEXT_DUE: &'static str = concat!(
+                "SELECT MIN(w) FROM (SELECT (SELECT $1",
+                job_joins!(),
+                "WHERE ",
+                runnable!(),
+                " AND ",
+                lease_free!("$1"),
+                " AND ",
+                $not_in!("j.tenant_id", "$2"),
+                " AND ",
+                $not_in!("j.provider", "$3"),
+                " AND j.trigger_requested_at IS NOT NULL LIMIT 1) AS w \
+                 UNION ALL SELECT (SELECT j.next_run_at",
+                job_joins!(),
+                "WHERE ",
+                runnable!(),
+                " AND ",
+                lease_free!("$1"),
+                " AND ",
+                $not_in!("j.tenant_id", "$2"),
+                " AND ",
+                $not_in!("j.provider", "$3"),
+                " AND j.trigger_requested_at IS NULL AND j.next_run_at IS NOT NULL \
+                 ORDER BY j.next_run_at, j.id LIMIT 1) \
+                 UNION ALL SELECT (SELECT MIN(CASE WHEN j.trigger_requested_at IS NULL \
+                 AND j.next_run_at > j.lease_expires_at THEN j.next_run_at \
+                 ELSE j.lease_expires_at END)",
+                job_joins!(),
+                "WHERE ",
+                runnable!(),
+                " AND ",
+                $not_in!("j.tenant_id", "$2"),
+                " AND ",
+                $not_in!("j.provider", "$3"),
+                " AND j.lease_owner IS NOT NULL AND j.lease_expires_at > $1 \
+                 AND (j.trigger_requested_at IS NOT NULL OR j.next_run_at IS NOT NULL))) \
+                 AS candidates"
+            );
+        }
+    };
+}
+
+scheduling_sql!(SqliteStore, sqlite_not_in, "");
+scheduling_sql!(PgStore, pg_not_in, " FOR UPDATE OF j SKIP LOCKED");
+
+/// A claimed row: the job plus its tenant's time zone.
+#[derive(sqlx::FromRow)]
+struct RawClaim {
+    #[sqlx(flatten)]
+    job: RawJob,
+    timezone: String,
+}
+
+impl TryFrom<RawClaim> for ClaimedJob {
+    type Error = StoreError;
+
+    fn try_from(raw: RawClaim) -> Result<Self, StoreError> {
+        let job = JobRow::try_from(raw.job)?;
+        let timezone: Tz = raw.timezone.parse().map_err(|_| {
+            corrupt(format_args!(
+                "tenants: time zone `{}` of tenant `{}` is not an IANA zone",
+                raw.timezone, job.tenant_id
+            ))
+        })?;
+        Ok(Self {
+            trigger: job.trigger_kind.map_or(RunTrigger::Scheduled, RunTrigger::from),
+            reclaimed: job.reclaimed_from.is_some(),
+            timezone,
+            job,
+        })
+    }
+}
+
+/// Triggered jobs first (oldest trigger first), then by due time.
+fn claim_order(job: &ClaimedJob) -> (bool, Option<DateTime<Utc>>, Option<DateTime<Utc>>, i64) {
+    let j = &job.job;
+    (j.trigger_requested_at.is_none(), j.trigger_requested_at, j.next_run_at, j.id)
+}
+
+/// The ids of `tenants` / `providers` as list parameters.
+fn exclusion_ids<'a>(exclude: &Exclusions<'a>) -> (Vec<&'a str>, Vec<&'a str>) {
+    (exclude.tenants.iter().map(TenantId::as_str).collect(), exclude.providers.iter().map(ProviderId::as_str).collect())
+}
+
+macro_rules! scheduling_methods {
+    ($store:ty) => {
+        impl $store {
+            pub(super) async fn claim_due_jobs(&self, req: &ClaimRequest<'_>) -> Result<Vec<ClaimedJob>, StoreError> {
+                let (tenants, providers) = exclusion_ids(&req.exclude);
+                let mut tx =
+                    self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a claim transaction"))?;
+                let mut raws: Vec<RawClaim> = Vec::new();
+                for sql in [Self::CLAIM_TRIGGERED, Self::CLAIM_DUE] {
+                    let room = i64::from(req.limit) - raws.len() as i64;
+                    if room <= 0 {
+                        break;
+                    }
+                    let batch: Vec<RawClaim> = sqlx::query_as(sql)
+                        .bind(req.owner)
+                        .bind(req.lease_until)
+                        .bind(req.now)
+                        .bind(room)
+                        .bind(Self::id_list(&tenants))
+                        .bind(Self::id_list(&providers))
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db("claiming due jobs"))?;
+                    raws.extend(batch);
+                }
+                // A row that does not convert rolls the whole claim back.
+                let mut claimed: Vec<ClaimedJob> = convert_all(raws)?;
+                tx.commit().await.map_err(db("committing a claim"))?;
+                claimed.sort_by_key(claim_order);
+                Ok(claimed)
+            }
+
+            /// [`StoreError::LeaseLost`] if the tenant's job exists, else `NotFound`.
+            async fn lease_lost(&self, tenant: &TenantId, job_id: i64) -> StoreError {
+                match self.get_job(tenant, job_id).await {
+                    Ok(Some(_)) => StoreError::LeaseLost { job_id },
+                    Ok(None) => no_job(tenant, job_id),
+                    Err(err) => err,
+                }
+            }
+
+            pub(super) async fn renew_lease(
+                &self,
+                tenant: &TenantId,
+                job_id: i64,
+                owner: &str,
+                until: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                let done = sqlx::query(
+                    "UPDATE jobs SET lease_expires_at = $1 \
+                     WHERE id = $2 AND tenant_id = $3 AND lease_owner = $4",
+                )
+                .bind(until)
+                .bind(job_id)
+                .bind(tenant.as_str())
+                .bind(owner)
+                .execute(&self.pool)
+                .await
+                .map_err(db("renewing a lease"))?;
+                if done.rows_affected() == 0 {
+                    return Err(self.lease_lost(tenant, job_id).await);
+                }
+                Ok(())
+            }
+
+            pub(super) async fn complete_job(
+                &self,
+                tenant: &TenantId,
+                job_id: i64,
+                owner: &str,
+                completion: &JobCompletion,
+            ) -> Result<JobRow, StoreError> {
+                // A trigger that arrived after the claim survives, so the job runs again.
+                let raw: Option<RawJob> = sqlx::query_as(concat!(
+                    "UPDATE jobs SET next_run_at = $1, \
+                     consecutive_failures = CASE WHEN $2 THEN consecutive_failures + 1 ELSE 0 END, \
+                     last_run_id = COALESCE($3, last_run_id), \
+                     trigger_kind = CASE WHEN trigger_requested_at > claimed_at \
+                     THEN trigger_kind ELSE NULL END, \
+                     trigger_requested_at = CASE WHEN trigger_requested_at > claimed_at \
+                     THEN trigger_requested_at ELSE NULL END, \
+                     lease_owner = NULL, lease_expires_at = NULL, claimed_at = NULL, \
+                     reclaimed_from = NULL, attempts = 0, updated_at = $4 \
+                     WHERE id = $5 AND tenant_id = $6 AND lease_owner = $7 RETURNING ",
+                    job_columns!()
+                ))
+                .bind(completion.next_run_at)
+                .bind(completion.failures == Failures::Increment)
+                .bind(completion.last_run_id)
+                .bind(now())
+                .bind(job_id)
+                .bind(tenant.as_str())
+                .bind(owner)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("completing a job"))?;
+                match raw {
+                    Some(raw) => JobRow::try_from(raw),
+                    None => Err(self.lease_lost(tenant, job_id).await),
+                }
+            }
+
+            pub(super) async fn release_lease(
+                &self,
+                tenant: &TenantId,
+                job_id: i64,
+                owner: &str,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL, claimed_at = NULL, \
+                     reclaimed_from = NULL, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
+                     updated_at = $1 WHERE id = $2 AND tenant_id = $3 AND lease_owner = $4",
+                )
+                .bind(now())
+                .bind(job_id)
+                .bind(tenant.as_str())
+                .bind(owner)
+                .execute(&self.pool)
+                .await
+                .map_err(db("releasing a lease"))?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            pub(super) async fn release_all(&self, owner: &str) -> Result<u64, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL, claimed_at = NULL, \
+                     reclaimed_from = NULL, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
+                     updated_at = $1 WHERE lease_owner = $2",
+                )
+                .bind(now())
+                .bind(owner)
+                .execute(&self.pool)
+                .await
+                .map_err(db("releasing a worker's leases"))?;
+                Ok(done.rows_affected())
+            }
+
+            pub(super) async fn next_due_at(
+                &self,
+                now: DateTime<Utc>,
+                exclude: &Exclusions<'_>,
+            ) -> Result<Option<DateTime<Utc>>, StoreError> {
+                let (tenants, providers) = exclusion_ids(exclude);
+                let earliest: Option<DateTime<Utc>> = sqlx::query_scalar(Self::NEXT_DUE)
+                    .bind(now)
+                    .bind(Self::id_list(&tenants))
+                    .bind(Self::id_list(&providers))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db("finding the next due job"))?;
+                Ok(earliest.map(|at| at.max(now)))
+            }
+
+            pub(super) async fn trigger_jobs(
+                &self,
+                filter: &JobFilter,
+                kind: TriggerKind,
+                now: DateTime<Utc>,
+            ) -> Result<Vec<JobRow>, StoreError> {
+                // A pending trigger keeps its (earlier) time, unless the running claim has
+                // already consumed it: then this one is recorded to run again.
+                let raws: Vec<RawJob> = sqlx::query_as(concat!(
+                    "UPDATE jobs SET \
+                     trigger_kind = CASE WHEN trigger_requested_at IS NULL \
+                     OR trigger_requested_at <= claimed_at THEN $1 ELSE trigger_kind END, \
+                     trigger_requested_at = CASE WHEN trigger_requested_at IS NULL \
+                     OR trigger_requested_at <= claimed_at THEN $2 ELSE trigger_requested_at END, \
+                     updated_at = $2 WHERE id IN (SELECT j.id",
+                    job_joins!(),
+                    "WHERE ",
+                    runnable!(),
+                    " AND ($3 IS NULL OR j.tenant_id = $3) AND ($4 IS NULL OR j.provider = $4) \
+                     AND ($5 IS NULL OR j.stream = $5)) RETURNING ",
+                    job_columns!()
+                ))
+                .bind(kind.as_str())
+                .bind(now)
+                .bind(filter.tenant.as_ref().map(TenantId::as_str))
+                .bind(filter.provider.as_ref().map(ProviderId::as_str))
+                .bind(filter.stream.as_ref().map(|s| s.as_str()))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("triggering jobs"))?;
+                let mut jobs: Vec<JobRow> = convert_all(raws)?;
+                jobs.sort_by(|a, b| {
+                    (&a.tenant_id, &a.provider, &a.stream, a.id).cmp(&(&b.tenant_id, &b.provider, &b.stream, b.id))
+                });
+                Ok(jobs)
+            }
+
+            pub(super) async fn set_paused(&self, scope: &PauseScope, paused: bool) -> Result<(), StoreError> {
+                let now = now();
+                let (query, missing) = match scope {
+                    PauseScope::Tenant(tenant) => (
+                        sqlx::query("UPDATE tenants SET paused = $1, updated_at = $2 WHERE id = $3")
+                            .bind(paused)
+                            .bind(now)
+                            .bind(tenant.as_str()),
+                        format!("tenant `{tenant}` does not exist"),
+                    ),
+                    PauseScope::Connection(tenant, provider) => (
+                        sqlx::query(
+                            "UPDATE connections SET paused = $1, updated_at = $2 \
+                             WHERE tenant_id = $3 AND provider = $4",
+                        )
+                        .bind(paused)
+                        .bind(now)
+                        .bind(tenant.as_str())
+                        .bind(provider.as_str()),
+                        format!("no connection for provider `{provider}` at tenant `{tenant}`"),
+                    ),
+                    PauseScope::Job(tenant, job_id) => (
+                        sqlx::query("UPDATE jobs SET paused = $1, updated_at = $2 WHERE id = $3 AND tenant_id = $4")
+                            .bind(paused)
+                            .bind(now)
+                            .bind(*job_id)
+                            .bind(tenant.as_str()),
+                        format!("no job {job_id} at tenant `{tenant}`"),
+                    ),
+                };
+                let done = query.execute(&self.pool).await.map_err(db(if paused { "pausing" } else { "resuming" }))?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound { what: missing });
+                }
+                Ok(())
+            }
+
+            pub(super) async fn job_counts(
+                &self,
+                now: DateTime<Utc>,
+                overdue_grace: Duration,
+            ) -> Result<JobCounts, StoreError> {
+                let overdue_before = now - TimeDelta::from_std(overdue_grace).unwrap_or(TimeDelta::MAX);
+                let (total, enabled, paused, blocked, due, overdue, running): (i64, i64, i64, i64, i64, i64, i64) =
+                    sqlx::query_as(concat!(
+                        "SELECT COUNT(*), \
+                         COALESCE(SUM(CASE WHEN j.enabled THEN 1 ELSE 0 END), 0), \
+                         COALESCE(SUM(CASE WHEN j.enabled AND (j.paused OR c.paused OR t.paused) \
+                         THEN 1 ELSE 0 END), 0), \
+                         COALESCE(SUM(CASE WHEN j.enabled AND NOT (j.paused OR c.paused OR t.paused) \
+                         AND c.status NOT IN ('connected', 'error') THEN 1 ELSE 0 END), 0), \
+                         COALESCE(SUM(CASE WHEN ",
+                        runnable!(),
+                        " AND ",
+                        lease_free!("$1"),
+                        " AND (j.trigger_requested_at IS NOT NULL OR j.next_run_at <= $1) \
+                         THEN 1 ELSE 0 END), 0), \
+                         COALESCE(SUM(CASE WHEN ",
+                        runnable!(),
+                        " AND ",
+                        lease_free!("$1"),
+                        " AND (j.trigger_requested_at <= $2 OR j.next_run_at <= $2) \
+                         THEN 1 ELSE 0 END), 0), \
+                         COALESCE(SUM(CASE WHEN j.lease_owner IS NOT NULL AND j.lease_expires_at > $1 \
+                         THEN 1 ELSE 0 END), 0)",
+                        job_joins!()
+                    ))
+                    .bind(now)
+                    .bind(overdue_before)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db("counting jobs"))?;
+                Ok(JobCounts { total, enabled, paused, blocked, due, overdue, running })
+            }
+
+            pub(super) async fn list_jobs_filtered(
+                &self,
+                filter: &JobFilter,
+                limit: i64,
+            ) -> Result<Vec<JobRow>, StoreError> {
+                let raws: Vec<RawJob> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE ($1 IS NULL OR tenant_id = $1) AND ($2 IS NULL OR provider = $2) \
+                     AND ($3 IS NULL OR stream = $3) ORDER BY tenant_id, provider, stream, id LIMIT $4"
+                ))
+                .bind(filter.tenant.as_ref().map(TenantId::as_str))
+                .bind(filter.provider.as_ref().map(ProviderId::as_str))
+                .bind(filter.stream.as_ref().map(|s| s.as_str()))
+                .bind(limit.max(0))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("listing jobs"))?;
+                convert_all(raws)
+            }
+        }
+    };
+}
+
+scheduling_methods!(SqliteStore);
+scheduling_methods!(PgStore);

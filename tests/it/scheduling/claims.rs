@@ -1,0 +1,269 @@
+use std::collections::HashSet;
+
+use serde_json::json;
+use tributary::model::{ConnectionStatus, EntityName, RunTrigger, TriggerKind};
+use tributary::store::{
+    ClaimRequest, Exclusions, Failures, JobCompletion, JobFilter, JobRow, PageWrite, PauseScope, RecordInput, Store,
+    StoreError,
+};
+
+use super::{at, claim, jobs, names, provider, request, tenant, tenant_id};
+
+pub(super) async fn claims_skip_every_exclusion(store: &Store) {
+    let acme = tenant(store, "acme", &["hubspot", "aptem", "bud", "onefile", "jira", "slack", "salesforce"]).await;
+    let rows = jobs(
+        store,
+        &acme,
+        &[
+            ("hubspot", "contacts", Some(1)),    // claimable
+            ("hubspot", "companies", Some(1)),   // job paused
+            ("hubspot", "deals", Some(35)),      // not due at minute 30
+            ("hubspot", "tickets", None),        // never scheduled
+            ("hubspot", "owners", Some(1)),      // leased by another worker
+            ("aptem", "learners", Some(1)),      // connection paused
+            ("bud", "learners", Some(1)),        // connection needs_reauth
+            ("onefile", "learners", Some(1)),    // connection pending
+            ("slack", "messages", Some(1)),      // connection disabled
+            ("jira", "issues", Some(1)),         // connection error: still runs
+            ("salesforce", "accounts", Some(1)), // job disabled (removed below)
+        ],
+    )
+    .await;
+    // The salesforce job is dropped from the desired set: reconciliation disables it.
+    let desired_without_salesforce: Vec<(&str, &str, Option<i64>)> = rows[..10]
+        .iter()
+        .zip([Some(1), Some(1), Some(35), None, Some(1), Some(1), Some(1), Some(1), Some(1), Some(1)])
+        .map(|(j, due)| (j.provider.as_str(), j.stream.as_str(), due))
+        .collect();
+    jobs(store, &acme, &desired_without_salesforce).await;
+    let globex = tenant(store, "globex", &["hubspot"]).await;
+    jobs(store, &globex, &[("hubspot", "contacts", Some(1))]).await;
+
+    store.set_paused(&PauseScope::Job(acme.clone(), rows[1].id), true).await.unwrap();
+    store.set_paused(&PauseScope::Connection(acme.clone(), provider("aptem")), true).await.unwrap();
+    store.set_paused(&PauseScope::Tenant(globex.clone()), true).await.unwrap();
+    for (p, status) in [
+        ("bud", ConnectionStatus::NeedsReauth),
+        ("onefile", ConnectionStatus::Pending),
+        ("slack", ConnectionStatus::Disabled),
+        ("jira", ConnectionStatus::Error),
+    ] {
+        store.set_connection_status(&acme, &provider(p), status, None).await.unwrap();
+    }
+    // Another worker holds the owners job until minute 500.
+    let other =
+        store.claim_due_jobs(&ClaimRequest { lease_until: at(500), ..request("worker-0", 25, 100) }).await.unwrap();
+    assert_eq!(names(&other), ["acme/hubspot/contacts", "acme/hubspot/owners", "acme/jira/issues"]);
+    for job in other.iter().filter(|c| c.job.stream.as_str() != "owners") {
+        assert!(store.release_lease(&acme, job.job.id, "worker-0").await.unwrap());
+    }
+
+    let claimed = claim(store, "worker-1", 30, 100).await;
+    assert_eq!(names(&claimed), ["acme/hubspot/contacts", "acme/jira/issues"]);
+    for c in &claimed {
+        assert_eq!(c.job.lease_owner.as_deref(), Some("worker-1"));
+        assert_eq!(c.job.lease_expires_at, Some(at(40)));
+        assert_eq!(c.job.claimed_at, Some(at(30)));
+        assert_eq!(c.trigger, RunTrigger::Scheduled);
+        assert!(!c.reclaimed);
+        assert_eq!(c.job.attempts, 1, "the release undid worker-0's attempt");
+    }
+    assert!(claim(store, "worker-1", 30, 100).await.is_empty(), "leased jobs are not claimed twice");
+
+    // Lifting each exclusion makes exactly that job claimable.
+    store.set_paused(&PauseScope::Job(acme.clone(), rows[1].id), false).await.unwrap();
+    assert_eq!(names(&claim(store, "w", 30, 100).await), ["acme/hubspot/companies"]);
+    store.set_paused(&PauseScope::Connection(acme.clone(), provider("aptem")), false).await.unwrap();
+    assert_eq!(names(&claim(store, "w", 30, 100).await), ["acme/aptem/learners"]);
+    store.set_paused(&PauseScope::Tenant(globex.clone()), false).await.unwrap();
+    assert_eq!(names(&claim(store, "w", 30, 100).await), ["globex/hubspot/contacts"]);
+    store.set_connection_status(&acme, &provider("bud"), ConnectionStatus::Connected, None).await.unwrap();
+    assert_eq!(names(&claim(store, "w", 30, 100).await), ["acme/bud/learners"]);
+    assert_eq!(names(&claim(store, "w", 35, 100).await), ["acme/hubspot/deals"]);
+    // Pending, disabled connections and the disabled job never came up.
+    let salesforce = store.get_job(&acme, rows[10].id).await.unwrap().unwrap();
+    assert!(!salesforce.enabled);
+    assert_eq!(salesforce.lease_owner, None);
+    // Once every lease has expired, all but those jobs are claimable again.
+    let mut late = names(&claim(store, "w", 1_000, 100).await);
+    late.sort();
+    assert_eq!(
+        late,
+        [
+            "acme/aptem/learners",
+            "acme/bud/learners",
+            "acme/hubspot/companies",
+            "acme/hubspot/contacts",
+            "acme/hubspot/deals",
+            "acme/hubspot/owners",
+            "acme/jira/issues",
+            "globex/hubspot/contacts",
+        ]
+    );
+}
+
+pub(super) async fn claims_skip_excluded_tenants_and_providers(store: &Store) {
+    let acme = tenant(store, "acme", &["hubspot", "aptem"]).await;
+    let globex = tenant(store, "globex", &["hubspot"]).await;
+    jobs(store, &acme, &[("hubspot", "contacts", Some(1)), ("aptem", "learners", Some(2))]).await;
+    jobs(store, &globex, &[("hubspot", "contacts", Some(3))]).await;
+    let skip_tenants = [acme.clone()];
+    let claimed = store
+        .claim_due_jobs(&ClaimRequest {
+            exclude: Exclusions { tenants: &skip_tenants, providers: &[] },
+            ..request("w", 10, 100)
+        })
+        .await
+        .unwrap();
+    assert_eq!(names(&claimed), ["globex/hubspot/contacts"]);
+    let skip_providers = [provider("hubspot")];
+    let claimed = store
+        .claim_due_jobs(&ClaimRequest {
+            exclude: Exclusions { tenants: &[], providers: &skip_providers },
+            ..request("w", 10, 100)
+        })
+        .await
+        .unwrap();
+    assert_eq!(names(&claimed), ["acme/aptem/learners"]);
+    assert_eq!(names(&claim(store, "w", 10, 100).await), ["acme/hubspot/contacts"]);
+}
+
+pub(super) async fn triggered_jobs_are_claimed_first(store: &Store) {
+    let acme = tenant(store, "acme", &["hubspot"]).await;
+    let rows = jobs(
+        store,
+        &acme,
+        &[
+            ("hubspot", "a", Some(1)),
+            ("hubspot", "b", Some(2)),
+            ("hubspot", "c", Some(3)),
+            ("hubspot", "d", Some(50)), // not due
+            ("hubspot", "e", None),     // never scheduled
+            ("hubspot", "f", Some(1)),  // paused: not triggered
+        ],
+    )
+    .await;
+    store.set_paused(&PauseScope::Job(acme.clone(), rows[5].id), true).await.unwrap();
+    let filter = |s: &str| JobFilter {
+        tenant: Some(acme.clone()),
+        provider: Some(provider("hubspot")),
+        stream: Some(tributary::model::StreamName::parse(s).unwrap()),
+    };
+    let triggered = store.trigger_jobs(&filter("e"), TriggerKind::Webhook, at(5)).await.unwrap();
+    assert_eq!(triggered.len(), 1);
+    assert_eq!(triggered[0].trigger_kind, Some(TriggerKind::Webhook));
+    assert_eq!(triggered[0].trigger_requested_at, Some(at(5)));
+    store.trigger_jobs(&filter("d"), TriggerKind::Manual, at(6)).await.unwrap();
+    // A second trigger keeps the first (earlier) request.
+    let again = store.trigger_jobs(&filter("e"), TriggerKind::Manual, at(7)).await.unwrap();
+    assert_eq!(again[0].trigger_requested_at, Some(at(5)));
+    assert_eq!(again[0].trigger_kind, Some(TriggerKind::Webhook));
+    assert!(store.trigger_jobs(&filter("f"), TriggerKind::Manual, at(7)).await.unwrap().is_empty());
+
+    let first = claim(store, "w", 10, 3).await;
+    assert_eq!(names(&first), ["acme/hubspot/e", "acme/hubspot/d", "acme/hubspot/a"]);
+    let triggers: Vec<RunTrigger> = first.iter().map(|c| c.trigger).collect();
+    assert_eq!(triggers, [RunTrigger::Webhook, RunTrigger::Manual, RunTrigger::Scheduled]);
+    assert_eq!(names(&claim(store, "w", 10, 10).await), ["acme/hubspot/b", "acme/hubspot/c"]);
+}
+
+pub(super) async fn expired_leases_are_reclaimed_and_the_old_holder_is_fenced(store: &Store) {
+    let acme = tenant(store, "acme", &["hubspot"]).await;
+    let job = jobs(store, &acme, &[("hubspot", "contacts", Some(1))]).await.remove(0);
+    let mine = claim(store, "worker-1", 5, 1).await; // lease until minute 15
+    assert_eq!(mine.len(), 1);
+    assert!(claim(store, "worker-2", 14, 10).await.is_empty(), "the lease has not expired");
+
+    let theirs = claim(store, "worker-2", 16, 10).await;
+    assert_eq!(theirs.len(), 1);
+    let taken = &theirs[0];
+    assert!(taken.reclaimed);
+    assert_eq!(taken.job.reclaimed_from.as_deref(), Some("worker-1"));
+    assert_eq!(taken.job.attempts, 2);
+    assert_eq!(taken.job.lease_owner.as_deref(), Some("worker-2"));
+
+    // worker-1 comes back: none of its writes land.
+    let completion = JobCompletion { next_run_at: Some(at(100)), failures: Failures::Reset, last_run_id: None };
+    let lost = |err: StoreError| matches!(err, StoreError::LeaseLost { job_id } if job_id == job.id);
+    assert!(lost(store.complete_job(&acme, job.id, "worker-1", &completion).await.unwrap_err()));
+    assert!(lost(store.renew_lease(&acme, job.id, "worker-1", at(60)).await.unwrap_err()));
+    let entity = EntityName::parse("contact").unwrap();
+    let hubspot = provider("hubspot");
+    let records = [RecordInput { external_id: "c1".into(), data: json!({ "n": 1 }) }];
+    let page = PageWrite {
+        entity: &entity,
+        provider: &hubspot,
+        records: &records,
+        job_id: job.id,
+        cursor: Some("c1"),
+        lease_owner: Some("worker-1"),
+        dead_letters: &[],
+    };
+    assert!(lost(store.write_page(&acme, &page).await.unwrap_err()));
+    assert!(!store.release_lease(&acme, job.id, "worker-1").await.unwrap());
+    assert_eq!(store.count_records(&acme, None).await.unwrap(), 0);
+    let row: JobRow = store.get_job(&acme, job.id).await.unwrap().unwrap();
+    assert_eq!(row.cursor, None);
+    assert_eq!(row.lease_owner.as_deref(), Some("worker-2"));
+    assert_eq!(row.next_run_at, Some(at(1)));
+
+    // The new holder writes and completes.
+    let page = PageWrite { lease_owner: Some("worker-2"), ..page };
+    store.write_page(&acme, &page).await.unwrap();
+    let done = store.complete_job(&acme, job.id, "worker-2", &completion).await.unwrap();
+    assert_eq!((done.lease_owner, done.reclaimed_from, done.attempts), (None, None, 0));
+    assert_eq!(done.cursor.as_deref(), Some("c1"));
+    assert_eq!(done.next_run_at, Some(at(100)));
+    // A missing job is not a lost lease.
+    let err = store.renew_lease(&acme, job.id + 1_000, "worker-2", at(60)).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+    let err = store.complete_job(&tenant_id("globex"), job.id, "worker-2", &completion).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+}
+
+pub(super) async fn claims_report_the_tenant_time_zone(store: &Store) {
+    let acme = tenant(store, "acme", &["hubspot"]).await;
+    jobs(store, &acme, &[("hubspot", "contacts", Some(1))]).await;
+    let claimed = claim(store, "w", 5, 1).await;
+    assert_eq!(claimed[0].timezone, chrono_tz::Europe::London);
+}
+
+/// Two stores on one database, 16 tasks claiming in small batches over 200 due jobs:
+/// every job is claimed exactly once.
+pub(super) async fn concurrent_claimers_never_share_a_job(store: &Store, url: &str) {
+    let acme = tenant(store, "acme", &["hubspot"]).await;
+    let streams: Vec<String> = (0..200).map(|i| format!("s{i:03}")).collect();
+    let wanted: Vec<(&str, &str, Option<i64>)> = streams.iter().map(|s| ("hubspot", s.as_str(), Some(1))).collect();
+    jobs(store, &acme, &wanted).await;
+    let second = Store::connect(url).await.unwrap();
+    let stores = [store.clone(), second.clone()];
+    let mut tasks = Vec::new();
+    for worker in 0..16 {
+        let store = stores[worker % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let owner = format!("worker-{worker}");
+            let mut got = Vec::new();
+            loop {
+                let batch = store.claim_due_jobs(&request(&owner, 5, 7)).await.unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                got.extend(batch.into_iter().map(|c| {
+                    assert_eq!(c.job.lease_owner.as_deref(), Some(owner.as_str()));
+                    c.job.id
+                }));
+                tokio::task::yield_now().await;
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let unique: HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(unique.len(), all.len(), "a job was claimed twice");
+    assert_eq!(all.len(), 200);
+    assert!(claim(store, "late", 5, 1000).await.is_empty());
+    second.close().await;
+}
