@@ -98,7 +98,14 @@ impl Harness {
             lease_owner: None,
             cancel: None,
         };
-        syncer.run(&req, &mut |_, stats| progress(stats)).await.unwrap()
+        syncer
+            .run(&req, &mut |_, stats| {
+                if stats.pages > 0 {
+                    progress(stats)
+                }
+            })
+            .await
+            .unwrap()
     }
 
     /// Every stored record of `entity`, keyed by external id.
