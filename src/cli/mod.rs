@@ -5,6 +5,7 @@ mod catalog;
 mod credentials;
 mod ctl;
 mod daemon;
+mod demo;
 mod output;
 mod runs;
 mod simulate;
@@ -82,6 +83,8 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Sync one provider (or one stream) of a tenant now, in the foreground.
     Sync(sync::SyncArgs),
+    /// Start simulators, demo tenants and the daemon: everything working, no credentials.
+    Demo(demo::DemoArgs),
     /// Run the daemon: scheduler, workers, control socket, /metrics; until SIGTERM.
     Run(daemon::RunArgs),
     /// Talk to a running daemon (`tributary run`) over its control socket.
@@ -126,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync(args) => sync::run(g, args).await,
         Command::Ctl(args) => ctl::run(g, args).await,
         Command::Run(args) => daemon::run(g, args).await,
+        Command::Demo(args) => demo::run(g, args).await,
         Command::Runs(cmd) => runs::runs(g, cmd).await,
         Command::Records(cmd) => runs::records(g, cmd).await,
     }

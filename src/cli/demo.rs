@@ -1,0 +1,258 @@
+//! `demo`: everything working with no credentials. Starts the seven provider
+//! simulators on loopback, creates demo tenants against them in `./tributary-demo/`,
+//! runs the daemon, and prints where to look. Data keeps changing upstream, so the
+//! one-minute schedule shows incremental runs. Ctrl-C drains and stops.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use serde_json::json;
+
+use super::Global;
+use crate::app::{DaemonOptions, Endpoints, reconcile};
+use crate::model::{ProviderId, TenantId, TriggerKind};
+use crate::secrets::{Credentials, MasterKey};
+use crate::simulator::{Faults, Provider, SimConfig, SimHandle, start};
+use crate::store::{AuditEntry, JobFilter, Store};
+use crate::tenants::Tenants;
+
+/// Arguments of `tributary demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Where the demo keeps its database, key, socket and tenant files (recreated).
+    #[arg(long, default_value = "tributary-demo")]
+    pub dir: PathBuf,
+    /// Records per simulated stream.
+    #[arg(long, default_value_t = 2000)]
+    pub records: u64,
+    /// Address of /metrics (falls back to a free port when taken).
+    #[arg(long, default_value = "127.0.0.1:9187")]
+    pub listen: SocketAddr,
+}
+
+/// One simulator per provider, in `Provider::ALL` order.
+struct Sims {
+    by_provider: Vec<(Provider, SimHandle)>,
+}
+
+impl Sims {
+    fn get(&self, p: Provider) -> &SimHandle {
+        let i = self.by_provider.iter().position(|(q, _)| *q == p).unwrap_or(0);
+        &self.by_provider[i].1
+    }
+}
+
+pub async fn run(g: &Global, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let catalog = g.catalog()?;
+    if args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir).with_context(|| format!("cannot reset {}", args.dir.display()))?;
+    }
+    std::fs::create_dir_all(args.dir.join("tenants"))?;
+    let dir = std::fs::canonicalize(&args.dir)?;
+
+    tracing::info!("demo: starting simulators for the seven providers");
+    let mut by_provider = Vec::new();
+    for p in Provider::ALL {
+        let mut config = SimConfig::new(p, args.records);
+        if p == Provider::HubSpot {
+            // A little real-world weather: throttling now and then.
+            config = config.faults(Faults::none().rate_limit_every(97));
+        }
+        by_provider.push((p, start(config).await?));
+    }
+    let sims = Sims { by_provider };
+
+    let url = format!("sqlite://{}", dir.join("demo.db").display());
+    let store = Store::connect(&url).await?;
+    let (key, _) = MasterKey::locate(None, None, &dir)?;
+    let key = Arc::new(key);
+
+    let tenants = Tenants::new(&catalog, &store, "demo");
+    for (id, text) in tenant_files(&sims) {
+        let path = dir.join("tenants").join(format!("{id}.toml"));
+        std::fs::write(&path, text)?;
+        let spec = catalog.tenant_file(&path).map_err(|d| anyhow::anyhow!("{d}"))?;
+        tenants.apply(&spec).await?;
+    }
+    for (tenant, provider, p) in [
+        ("acme", "aptem", Provider::Aptem),
+        ("acme", "hubspot", Provider::HubSpot),
+        ("globex", "bud", Provider::Bud),
+        ("globex", "salesforce", Provider::Salesforce),
+        ("initech", "onefile", Provider::OneFile),
+        ("initech", "slack", Provider::Slack),
+        ("initech", "jira", Provider::Jira),
+    ] {
+        store_credentials(&store, &key, tenant, provider, &sims.get(p).credentials()).await?;
+    }
+    let mut settings = catalog.settings.daemon.clone();
+    settings.apply_tenant_files = false;
+    // Jobs exist now; run everything once right away, then on schedule.
+    reconcile(&catalog, &store, false, Duration::from_secs(60), &crate::telemetry::Metrics::new()).await?;
+    store.trigger_jobs(&JobFilter::default(), TriggerKind::Manual, Utc::now()).await?;
+
+    let listen = match std::net::TcpListener::bind(args.listen) {
+        Ok(l) => l.local_addr()?,
+        Err(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    let socket = dir.join("tributary.sock");
+    let changes = tokio::spawn(keep_changing(sims.get(Provider::Aptem).clone()));
+    let opts = DaemonOptions {
+        config_dir: g.config_dir(),
+        connectors: g.connectors_dir(),
+        store,
+        key,
+        settings,
+        socket,
+        http_listen: listen,
+    };
+    let dir_text = args.dir.display().to_string();
+    let sim_lines: Vec<String> =
+        sims.by_provider.iter().map(|(p, h)| format!("    {:<11} {}", p.id(), h.api_base())).collect();
+    crate::app::run(opts, move |e: &Endpoints| print_welcome(e, &dir_text, &sim_lines)).await?;
+    changes.abort();
+    for (_, h) in &sims.by_provider {
+        h.shutdown();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_welcome(e: &Endpoints, dir: &str, sims: &[String]) {
+    let db = format!("sqlite://{dir}/demo.db");
+    println!(
+        "\ntributary demo is running — three tenants, seven simulated providers, no credentials needed.\n\n  \
+         simulators:\n{}\n\n  \
+         tenants:     acme (Aptem + HubSpot, custom field → learner.division, Aptem every minute)\n               \
+         globex (Bud + Salesforce), initech (OneFile + Slack + Jira)\n               \
+         their files: {dir}/tenants/*.toml\n\n  \
+         look at it:\n    \
+         tributary ctl --socket {} status\n    \
+         tributary ctl --socket {} trigger acme aptem\n    \
+         tributary --database-url {db} runs list\n    \
+         tributary --database-url {db} records list --tenant acme --entity learner\n    \
+         curl http://{}/metrics\n\n  \
+         Ctrl-C drains and stops.\n",
+        sims.join("\n"),
+        e.socket.display(),
+        e.socket.display(),
+        e.http,
+    );
+}
+
+/// Demo tenant files pointing every connector at its simulator.
+fn tenant_files(s: &Sims) -> Vec<(&'static str, String)> {
+    let api = |p| s.get(p).api_base();
+    let base = |p| s.get(p).base_url();
+    vec![
+        (
+            "acme",
+            format!(
+                r#"id = "acme"
+name = "Acme Training Ltd"
+subdomain = "acme"
+preset = "aptem_hubspot"
+timezone = "Europe/London"
+
+[providers.aptem]
+base_url = "{}"
+schedule = "every 1 minute"
+
+[providers.aptem.mappings.learner]
+division = "custom_field_123"
+
+[providers.hubspot]
+base_url = "{}"
+
+[providers.hubspot.mappings.employer]
+account_manager = "properties.account_manager"
+"#,
+                api(Provider::Aptem),
+                base(Provider::HubSpot)
+            ),
+        ),
+        (
+            "globex",
+            format!(
+                r#"id = "globex"
+name = "Globex Apprenticeships"
+subdomain = "globex"
+preset = "bud_salesforce"
+
+[providers.bud]
+base_url = "{}"
+variables = {{ auth_url = "{}" }}
+
+[providers.salesforce]
+variables = {{ login_url = "{}" }}
+"#,
+                base(Provider::Bud),
+                base(Provider::Bud),
+                base(Provider::Salesforce)
+            ),
+        ),
+        (
+            "initech",
+            format!(
+                r#"id = "initech"
+name = "Initech Skills"
+subdomain = "initech"
+preset = "onefile"
+
+[providers.onefile]
+base_url = "{}"
+
+[providers.slack]
+enabled = true
+base_url = "{}"
+
+[providers.jira]
+enabled = true
+base_url = "{}"
+"#,
+                api(Provider::OneFile),
+                api(Provider::Slack),
+                base(Provider::Jira)
+            ),
+        ),
+    ]
+}
+
+async fn store_credentials(
+    store: &Store,
+    key: &MasterKey,
+    tenant: &str,
+    provider: &str,
+    secret: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let tenant = TenantId::parse(tenant)?;
+    let provider = ProviderId::parse(provider)?;
+    let creds = Credentials::from_json(secret.to_string().as_bytes())?;
+    let sealed = key.seal(&tenant, &provider, &creds.to_json());
+    let audit = AuditEntry {
+        at: Utc::now(),
+        actor: "demo".into(),
+        action: "credentials.set".into(),
+        tenant_id: Some(tenant.clone()),
+        subject: Some(provider.to_string()),
+        details: json!({ "key_id": key.id() }),
+    };
+    store.set_credentials(&tenant, &provider, &sealed, &audit).await?;
+    Ok(())
+}
+
+/// Upstream keeps changing: a few learners every 20 seconds.
+async fn keep_changing(aptem: SimHandle) {
+    let mut i = 0u64;
+    loop {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        for _ in 0..5 {
+            i = (i * 7919 + 13) % aptem.record_count("learners").max(1);
+            aptem.modify("learners", i);
+        }
+    }
+}
