@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Progress, RunDone};
 use crate::config::Catalog;
 use crate::secrets::MasterKey;
-use crate::store::{ClaimedJob, Store, StoreError};
+use crate::store::{ClaimedJob, JobRow, Store, StoreError};
 use crate::sync::{SyncRequest, Syncer};
 use crate::telemetry::Metrics;
 
@@ -56,6 +56,9 @@ pub(super) async fn run_job(
             }
         })
     };
+    if let Some(previous) = &job.reclaimed_from {
+        close_abandoned_runs(&ctx, &job, previous).await;
+    }
     let result = async {
         let mut syncer = Syncer::new(&ctx.catalog, &ctx.store, &ctx.key).map_err(|e| e.to_string())?;
         syncer.metrics = ctx.metrics.clone();
@@ -89,4 +92,19 @@ pub(super) async fn run_job(
     .await;
     heartbeat.abort();
     RunDone { job_id: job.id, result, lease_lost: lost.load(Ordering::Relaxed) }
+}
+
+/// A reclaimed job's runs still marked `running` belong to the worker whose lease
+/// expired (it died, or lost the store): they are closed as failed, so that no run
+/// stays `running` for ever.
+async fn close_abandoned_runs(ctx: &RunContext, job: &JobRow, previous: &str) {
+    let error = format!("abandoned: {previous} stopped renewing its lease and {} reclaimed the job", ctx.owner);
+    match ctx.store.close_abandoned_runs(&job.tenant_id, job.id, &error).await {
+        Ok(0) => {}
+        Ok(runs) => tracing::warn!(
+            tenant = %job.tenant_id, provider = %job.provider, stream = %job.stream, job_id = job.id,
+            runs, previous_owner = previous, "closed runs abandoned by a worker whose lease expired"
+        ),
+        Err(e) => tracing::warn!(job_id = job.id, "closing abandoned runs failed: {e}"),
+    }
 }
