@@ -233,7 +233,7 @@ impl Daemon {
                         in_flight = self.running.len(),
                         "drain deadline passed; exiting with runs in flight (their leases are released)"
                     );
-                    self.tasks.abort_all();
+                    self.stop_in_flight("the drain deadline passed before the run reached a page boundary").await;
                     return Ok(());
                 }
             } else if self.wake {
@@ -245,7 +245,7 @@ impl Daemon {
                 msg = rx.recv() => match msg {
                     Some(ControlMessage::ExitNow) => {
                         tracing::warn!("second stop signal: exiting now");
-                        self.tasks.abort_all();
+                        self.stop_in_flight("stopped at once by a second stop signal").await;
                         return Ok(());
                     }
                     Some(msg) => self.handle(msg).await,
@@ -271,7 +271,13 @@ impl Daemon {
 
     /// How long to sleep before looking at the store again.
     async fn sleep_duration(&self) -> Duration {
-        if self.draining.is_some() || self.running.len() >= self.settings.workers {
+        if let Some(since) = self.draining {
+            // Wake at the deadline: a run that never reaches a page boundary must not keep
+            // the daemon past it.
+            let deadline = Duration::from_secs(self.settings.drain_deadline_secs);
+            return deadline.saturating_sub(since.elapsed()) + Duration::from_millis(10);
+        }
+        if self.running.len() >= self.settings.workers {
             return crate::scheduler::MAX_SLEEP;
         }
         let (tenants, providers) = self.at_capacity();
