@@ -338,6 +338,13 @@ impl Daemon {
             }
             let mut started = 0;
             for job in claimed {
+                if self.running.contains_key(&job.job.id) {
+                    // Our own lease lapsed while the run is alive (late heartbeats) and the
+                    // claim took it again: the run goes on under the renewed lease. A job
+                    // never runs twice at once, here either.
+                    tracing::warn!(tenant = %job.job.tenant_id, job_id = job.job.id, "the lease of a running job had lapsed; renewed by the claim");
+                    continue;
+                }
                 let (tenants, providers) = self.at_capacity();
                 if tenants.contains(&job.job.tenant_id) || providers.contains(&job.job.provider) {
                     // Several jobs of one tenant or provider in one claim: give this one back.
