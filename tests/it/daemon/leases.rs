@@ -110,8 +110,9 @@ async fn two_daemons_on_one_postgres_database_never_run_one_job_twice_at_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_daemons_lease_is_reclaimed_and_the_job_completes_under_the_survivor() {
-    const RECORDS: u64 = 3_000;
-    let faults = Faults::none().delay(Duration::from_millis(500));
+    // Five pages, each answered after a pause: the run outlasts the steps before the kill.
+    const RECORDS: u64 = 5_000;
+    let faults = Faults::none().delay(Duration::from_millis(700));
     let sim = start(SimConfig::new(Provider::Aptem, RECORDS).faults(faults)).await.unwrap();
     let fx = Fixture::postgres("lease_secs = 2\nheartbeat_secs = 1").await;
     fx.connect("acme", &aptem_tenant(&sim, NEVER), &[("aptem", sim.credentials())]).await;
