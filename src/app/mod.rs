@@ -10,6 +10,8 @@
 
 mod reconcile;
 mod requests;
+mod shutdown;
+mod worker;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -25,13 +27,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use self::reconcile::{Reconciled, reconcile};
+use self::shutdown::signals;
+use self::worker::{RunContext, run_job};
 use crate::config::{Catalog, ConfigDir, DaemonSettings};
 use crate::control::{self, ControlMessage};
 use crate::model::{ConnectionStatus, ProviderId, RunOutcome, StreamName, TenantId};
 use crate::scheduler::{FailurePolicy, after_run};
 use crate::secrets::MasterKey;
 use crate::store::{ClaimRequest, ClaimedJob, Exclusions, RunRow, RunStats, Store, StoreError};
-use crate::sync::{SyncRequest, Syncer};
 use crate::telemetry::{ConfigReload, LeaseLost, Metrics, RunStalled};
 
 /// Daily and cron jobs spread over at most this much.
@@ -214,34 +217,6 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
     result
 }
 
-/// Signals become control messages: SIGHUP reload, SIGTERM/SIGINT drain (a second one
-/// exits at once), SIGUSR1 triggers every enabled job.
-async fn signals(tx: mpsc::Sender<ControlMessage>, shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::user_defined1()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    let mut stops = 0;
-    loop {
-        let msg = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = hup.recv() => ControlMessage::Reload,
-            _ = usr1.recv() => ControlMessage::TriggerAll,
-            _ = term.recv() => { stops += 1; if stops == 1 { ControlMessage::Drain } else { ControlMessage::ExitNow } }
-            _ = int.recv() => { stops += 1; if stops == 1 { ControlMessage::Drain } else { ControlMessage::ExitNow } }
-        };
-        if tx.send(msg).await.is_err() {
-            return;
-        }
-    }
-}
-
 impl Daemon {
     async fn main_loop(&mut self, mut rx: mpsc::Receiver<ControlMessage>) -> anyhow::Result<()> {
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
@@ -258,7 +233,7 @@ impl Daemon {
                         in_flight = self.running.len(),
                         "drain deadline passed; exiting with runs in flight (their leases are released)"
                     );
-                    self.tasks.abort_all();
+                    self.stop_in_flight("the drain deadline passed before the run reached a page boundary").await;
                     return Ok(());
                 }
             } else if self.wake {
@@ -270,7 +245,7 @@ impl Daemon {
                 msg = rx.recv() => match msg {
                     Some(ControlMessage::ExitNow) => {
                         tracing::warn!("second stop signal: exiting now");
-                        self.tasks.abort_all();
+                        self.stop_in_flight("stopped at once by a second stop signal").await;
                         return Ok(());
                     }
                     Some(msg) => self.handle(msg).await,
@@ -296,7 +271,13 @@ impl Daemon {
 
     /// How long to sleep before looking at the store again.
     async fn sleep_duration(&self) -> Duration {
-        if self.draining.is_some() || self.running.len() >= self.settings.workers {
+        if let Some(since) = self.draining {
+            // Wake at the deadline: a run that never reaches a page boundary must not keep
+            // the daemon past it.
+            let deadline = Duration::from_secs(self.settings.drain_deadline_secs);
+            return deadline.saturating_sub(since.elapsed()) + Duration::from_millis(10);
+        }
+        if self.running.len() >= self.settings.workers {
             return crate::scheduler::MAX_SLEEP;
         }
         let (tenants, providers) = self.at_capacity();
@@ -357,6 +338,13 @@ impl Daemon {
             }
             let mut started = 0;
             for job in claimed {
+                if self.running.contains_key(&job.job.id) {
+                    // Our own lease lapsed while the run is alive (late heartbeats) and the
+                    // claim took it again: the run goes on under the renewed lease. A job
+                    // never runs twice at once, here either.
+                    tracing::warn!(tenant = %job.job.tenant_id, job_id = job.job.id, "the lease of a running job had lapsed; renewed by the claim");
+                    continue;
+                }
                 let (tenants, providers) = self.at_capacity();
                 if tenants.contains(&job.job.tenant_id) || providers.contains(&job.job.provider) {
                     // Several jobs of one tenant or provider in one claim: give this one back.
@@ -565,98 +553,6 @@ impl Daemon {
             }
         }
     }
-
-    fn start_drain(&mut self) {
-        if self.draining.is_some() {
-            return;
-        }
-        tracing::info!(
-            in_flight = self.running.len(),
-            deadline_secs = self.settings.drain_deadline_secs,
-            "draining: no new runs; in-flight runs stop at their next page"
-        );
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-        self.ready.store(false, Ordering::Relaxed);
-        self.draining = Some(Instant::now());
-        for r in self.running.values() {
-            r.cancel.cancel();
-        }
-    }
-}
-
-/// What a run task needs, owned.
-struct RunContext {
-    catalog: Arc<Catalog>,
-    store: Store,
-    key: Arc<MasterKey>,
-    metrics: Arc<Metrics>,
-    owner: String,
-    lease: Duration,
-    heartbeat: Duration,
-    started_runs: Arc<Mutex<HashMap<i64, uuid::Uuid>>>,
-}
-
-/// Runs one claimed job, renewing its lease while it runs; a lost lease cancels it.
-async fn run_job(
-    ctx: RunContext,
-    claimed: ClaimedJob,
-    cancel: CancellationToken,
-    progress: Arc<Mutex<Progress>>,
-) -> RunDone {
-    let job = claimed.job.clone();
-    let lost = Arc::new(AtomicBool::new(false));
-    let heartbeat = {
-        let (store, owner, lost, cancel) = (ctx.store.clone(), ctx.owner.clone(), lost.clone(), cancel.clone());
-        let (tenant, job_id, lease, every) = (job.tenant_id.clone(), job.id, ctx.lease, ctx.heartbeat);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
-                match store.renew_lease(&tenant, job_id, &owner, until).await {
-                    Ok(()) => {}
-                    Err(StoreError::LeaseLost { .. }) => {
-                        lost.store(true, Ordering::Relaxed);
-                        cancel.cancel();
-                        return;
-                    }
-                    Err(e) => tracing::warn!(job_id, "lease renewal failed (will retry): {e}"),
-                }
-            }
-        })
-    };
-    let result = async {
-        let mut syncer = Syncer::new(&ctx.catalog, &ctx.store, &ctx.key).map_err(|e| e.to_string())?;
-        syncer.metrics = ctx.metrics.clone();
-        let req = SyncRequest {
-            tenant: job.tenant_id.clone(),
-            provider: job.provider.clone(),
-            stream: job.stream.clone(),
-            trigger: claimed.trigger,
-            full_refresh: false,
-            lease_owner: Some(ctx.owner.clone()),
-            cancel: Some(cancel.clone()),
-        };
-        let started_runs = ctx.started_runs.clone();
-        let job_id = job.id;
-        syncer
-            .run(&req, &mut |run_id, stats| {
-                if let Ok(mut p) = progress.lock() {
-                    if p.run_id.is_none() {
-                        p.run_id = Some(run_id);
-                        if let Ok(mut m) = started_runs.lock() {
-                            m.insert(job_id, run_id);
-                        }
-                    }
-                    p.stats = stats.clone();
-                    p.last_change = Instant::now();
-                }
-            })
-            .await
-            .map_err(|e| e.to_string())
-    }
-    .await;
-    heartbeat.abort();
-    RunDone { job_id: job.id, result, lease_lost: lost.load(Ordering::Relaxed) }
 }
 
 /// The socket path from settings, or the default beside the state.

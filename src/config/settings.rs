@@ -91,6 +91,57 @@ impl Settings {
         let Some(table) = source.parse(diag) else {
             return Self::default();
         };
-        typed(toml::Value::Table(table), diag, &source.name, "").unwrap_or_default()
+        let settings: Self = typed(toml::Value::Table(table), diag, &source.name, "").unwrap_or_default();
+        settings.daemon.check(&source.name, diag);
+        settings
+    }
+}
+
+impl DaemonSettings {
+    /// Values that would stop the daemon working as configured: no capacity at all, or
+    /// leases that lapse between two heartbeats of a run that is alive.
+    fn check(&self, file: &str, diag: &mut Diagnostics) {
+        for (key, value) in [
+            ("workers", self.workers),
+            ("per_tenant", self.per_tenant),
+            ("per_provider", self.per_provider),
+            ("lease_secs", usize::try_from(self.lease_secs).unwrap_or(usize::MAX)),
+            ("heartbeat_secs", usize::try_from(self.heartbeat_secs).unwrap_or(usize::MAX)),
+        ] {
+            if value == 0 {
+                diag.push(file, &format!("daemon.{key}"), "must be at least 1");
+            }
+        }
+        if self.heartbeat_secs > 0 && self.heartbeat_secs >= self.lease_secs {
+            diag.push(
+                file,
+                "daemon.heartbeat_secs",
+                format!(
+                    "must be less than daemon.lease_secs ({}): a running job's lease would lapse between heartbeats",
+                    self.lease_secs
+                ),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Settings, String> {
+        let mut diag = Diagnostics::default();
+        let settings = Settings::load(&Source::builtin("tributary.toml", text), &mut diag);
+        if diag.is_empty() { Ok(settings) } else { Err(diag.to_string()) }
+    }
+
+    #[test]
+    fn leases_outlive_heartbeats_and_capacities_are_positive() {
+        assert_eq!(load("[daemon]\nlease_secs = 2\nheartbeat_secs = 1\n").unwrap().daemon.lease_secs, 2);
+        let err = load("[daemon]\nlease_secs = 10\nheartbeat_secs = 10\nworkers = 0\n").unwrap_err();
+        assert!(err.contains("daemon.heartbeat_secs") && err.contains("lease_secs (10)"), "{err}");
+        assert!(err.contains("daemon.workers: must be at least 1"), "{err}");
+        let err = load("[daemon]\nlease_secs = 0\n").unwrap_err();
+        assert!(err.contains("daemon.lease_secs: must be at least 1"), "{err}");
     }
 }

@@ -183,6 +183,27 @@ macro_rules! job_methods {
                 }
             }
 
+            pub(super) async fn close_abandoned_runs(
+                &self,
+                tenant: &TenantId,
+                job_id: i64,
+                error: &str,
+            ) -> Result<u64, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE runs SET finished_at = $1, outcome = 'failed', error = $2, \
+                     cursor_after = (SELECT cursor FROM jobs WHERE jobs.id = runs.job_id) \
+                     WHERE job_id = $3 AND tenant_id = $4 AND outcome = 'running' AND \"trigger\" <> 'cli'",
+                )
+                .bind(now())
+                .bind(error)
+                .bind(job_id)
+                .bind(tenant.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(db("closing abandoned runs"))?;
+                Ok(done.rows_affected())
+            }
+
             pub(super) async fn get_run(
                 &self,
                 run_id: Uuid,

@@ -456,6 +456,14 @@ impl Store {
         dispatch!(self.finish_run(tenant, run_id, outcome, stats))
     }
 
+    /// Closes the job's runs still marked `running` as `failed` with `error`, their
+    /// `cursor_after` the job's committed cursor: runs of a worker that died holding the
+    /// job's lease. Foreground (`cli`) runs hold no lease and are left alone. Call it only
+    /// while holding the job's lease; returns how many runs were closed.
+    pub async fn close_abandoned_runs(&self, tenant: &TenantId, job_id: i64, error: &str) -> Result<u64, StoreError> {
+        dispatch!(self.close_abandoned_runs(tenant, job_id, error))
+    }
+
     /// A run: any tenant's with `None` (operator scope), only that tenant's with `Some`.
     pub async fn get_run(&self, run_id: Uuid, tenant: Option<&TenantId>) -> Result<Option<RunRow>, StoreError> {
         dispatch!(self.get_run(run_id, tenant))
