@@ -104,6 +104,8 @@ pub struct Daemon {
     started_at: DateTime<Utc>,
     running: HashMap<i64, Running>,
     tasks: JoinSet<RunDone>,
+    /// Which job each run task runs (to clean up after a task that panicked).
+    task_jobs: HashMap<tokio::task::Id, i64>,
     /// job id → run id, for `trigger` replies.
     started_runs: Arc<Mutex<HashMap<i64, uuid::Uuid>>>,
     recent_errors: VecDeque<RecentError>,
@@ -165,6 +167,7 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
         started_at: Utc::now(),
         running: HashMap::new(),
         tasks: JoinSet::new(),
+        task_jobs: HashMap::new(),
         started_runs: Arc::new(Mutex::new(HashMap::new())),
         recent_errors: VecDeque::new(),
         config_error: None,
@@ -251,10 +254,13 @@ impl Daemon {
                     Some(msg) => self.handle(msg).await,
                     None => return Ok(()),
                 },
-                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
                     match done {
-                        Ok(done) => self.complete(done).await,
-                        Err(e) => tracing::error!("a run task ended abnormally: {e}"),
+                        Ok((id, done)) => {
+                            self.task_jobs.remove(&id);
+                            self.complete(done).await;
+                        }
+                        Err(e) => self.task_died(e).await,
                     }
                     self.wake = true;
                 }
@@ -360,6 +366,24 @@ impl Daemon {
         }
     }
 
+    /// A run task panicked or was aborted: free its slot and give its job back.
+    async fn task_died(&mut self, e: tokio::task::JoinError) {
+        let Some(job_id) = self.task_jobs.remove(&e.id()) else {
+            tracing::error!("a run task ended abnormally: {e}");
+            return;
+        };
+        tracing::error!(job_id, "a run task ended abnormally: {e}; its lease is released");
+        if let Some(r) = self.running.remove(&job_id) {
+            let _ = self.store.release_lease(&r.tenant, job_id, &self.owner).await;
+            self.remember(
+                Some(&r.tenant),
+                Some(&r.provider),
+                Some(&r.stream),
+                format!("run task ended abnormally: {e}"),
+            );
+        }
+    }
+
     fn start(&mut self, claimed: ClaimedJob) {
         if claimed.reclaimed {
             tracing::info!(tenant = %claimed.job.tenant_id, provider = %claimed.job.provider, stream = %claimed.job.stream, job_id = claimed.job.id, "reclaimed a job whose lease expired");
@@ -388,7 +412,9 @@ impl Daemon {
             started_runs: self.started_runs.clone(),
         };
         self.running.insert(claimed.job.id, running);
-        self.tasks.spawn(run_job(ctx, claimed, cancel, progress));
+        let job_id = claimed.job.id;
+        let handle = self.tasks.spawn(run_job(ctx, claimed, cancel, progress));
+        self.task_jobs.insert(handle.id(), job_id);
     }
 
     /// Writes what a finished run means for its job and connection.

@@ -37,7 +37,7 @@ pub(super) async fn run_job(
 ) -> RunDone {
     let job = claimed.job.clone();
     let lost = Arc::new(AtomicBool::new(false));
-    let heartbeat = {
+    let heartbeat = AbortOnDrop({
         let (store, owner, lost, cancel) = (ctx.store.clone(), ctx.owner.clone(), lost.clone(), cancel.clone());
         let (tenant, job_id, lease, every) = (job.tenant_id.clone(), job.id, ctx.lease, ctx.heartbeat);
         tokio::spawn(async move {
@@ -55,7 +55,7 @@ pub(super) async fn run_job(
                 }
             }
         })
-    };
+    });
     if let Some(previous) = &job.reclaimed_from {
         close_abandoned_runs(&ctx, &job, previous).await;
     }
@@ -90,7 +90,7 @@ pub(super) async fn run_job(
             .map_err(|e| e.to_string())
     }
     .await;
-    heartbeat.abort();
+    drop(heartbeat);
     RunDone { job_id: job.id, result, lease_lost: lost.load(Ordering::Relaxed) }
 }
 
@@ -106,5 +106,15 @@ async fn close_abandoned_runs(ctx: &RunContext, job: &JobRow, previous: &str) {
             runs, previous_owner = previous, "closed runs abandoned by a worker whose lease expired"
         ),
         Err(e) => tracing::warn!(job_id = job.id, "closing abandoned runs failed: {e}"),
+    }
+}
+
+/// Stops the heartbeat when the run ends — also when the run task panics or is aborted,
+/// so a dead run never keeps its lease alive.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
