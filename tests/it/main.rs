@@ -8,3 +8,4 @@ mod sim;
 mod store_contract;
 mod support;
 mod tenants;
+mod tokens;

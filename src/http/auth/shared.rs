@@ -252,6 +252,11 @@ impl ConnectionAuth {
                     if let Err(store) = sink.refuse(locked.version, &reason).await {
                         tracing::warn!("recording refused credentials failed: {store}");
                     }
+                    let message = format!(
+                        "{reason}; the connection needs new credentials (`tributary credentials set`) \
+                         and makes no further requests with these"
+                    );
+                    return Err(HttpError::Token { message, permanent: true });
                 } else {
                     sink.event(&TokenEvent::Failed { reason: &reason });
                     if let Err(store) = sink.unlock(&owner).await {
