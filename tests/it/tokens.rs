@@ -105,7 +105,8 @@ impl Fixture {
     /// The refresh token stored now.
     async fn stored_refresh_token(&self, store: &Store) -> String {
         let (sealed, _) = store.get_credentials(&self.tenant, &self.provider).await.unwrap().unwrap();
-        let plain: Value = serde_json::from_slice(&self.key.open(&self.tenant, &self.provider, &sealed).unwrap()).unwrap();
+        let plain: Value =
+            serde_json::from_slice(&self.key.open(&self.tenant, &self.provider, &sealed).unwrap()).unwrap();
         plain["refresh_token"].as_str().unwrap().to_owned()
     }
 }
@@ -276,8 +277,7 @@ async fn runs_of_one_process_share_the_token_and_its_refresh() {
         shared_entries.fetch_max(registry.len() as u64, Ordering::SeqCst);
     };
     let mut nothing = |_: &RunStats| {};
-    let (messages, users) =
-        tokio::join!(f.run(&s1, "messages", &mut observe), f.run(&s2, "users", &mut nothing));
+    let (messages, users) = tokio::join!(f.run(&s1, "messages", &mut observe), f.run(&s2, "users", &mut nothing));
     ok(&messages);
     ok(&users);
     assert_eq!((messages.stats.fetched, users.stats.fetched), (n as i64, n as i64));
