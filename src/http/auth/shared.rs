@@ -252,6 +252,8 @@ impl ConnectionAuth {
                     if let Err(store) = sink.refuse(locked.version, &reason).await {
                         tracing::warn!("recording refused credentials failed: {store}");
                     }
+                    // Recording released the lease, unless new credentials arrived meanwhile.
+                    let _ = sink.unlock(&owner).await;
                     let message = format!(
                         "{reason}; the connection needs new credentials (`tributary credentials set`) \
                          and makes no further requests with these"
