@@ -141,10 +141,26 @@ impl MasterKey {
         XChaCha20Poly1305::new(self.key.expose_secret().into())
     }
 
-    /// Encrypts `plaintext` bound to (tenant, provider, this key's id).
+    /// Encrypts credentials: `plaintext` bound to (tenant, provider, this key's id).
     pub fn seal(&self, tenant: &TenantId, provider: &ProviderId, plaintext: &[u8]) -> SealedBlob {
+        self.seal_as(Sealed::Credentials, tenant, provider, plaintext)
+    }
+
+    /// Decrypts credentials sealed for (tenant, provider).
+    pub fn open(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        blob: &SealedBlob,
+    ) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
+        self.open_as(Sealed::Credentials, tenant, provider, blob)
+    }
+
+    /// Encrypts `plaintext` as `what`, bound to (tenant, provider, this key's id): a blob
+    /// sealed as one kind of secret does not open as another.
+    pub fn seal_as(&self, what: Sealed, tenant: &TenantId, provider: &ProviderId, plaintext: &[u8]) -> SealedBlob {
         let nonce = XNonce::generate();
-        let aad = aad(tenant, provider, &self.id);
+        let aad = aad(what, tenant, provider, &self.id);
         // Encryption with a valid key and nonce cannot fail for in-memory buffers.
         let ciphertext = self.cipher().encrypt(&nonce, Payload { msg: plaintext, aad: &aad }).unwrap_or_default();
         let mut bytes = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
@@ -154,9 +170,10 @@ impl MasterKey {
         SealedBlob { key_id: self.id.clone(), bytes }
     }
 
-    /// Decrypts a blob sealed for (tenant, provider).
-    pub fn open(
+    /// Decrypts a blob sealed as `what` for (tenant, provider).
+    pub fn open_as(
         &self,
+        what: Sealed,
         tenant: &TenantId,
         provider: &ProviderId,
         blob: &SealedBlob,
@@ -169,7 +186,7 @@ impl MasterKey {
             return Err(fail());
         }
         let nonce = XNonce::try_from(&blob.bytes[1..1 + NONCE_LEN]).map_err(|_| fail())?;
-        let aad = aad(tenant, provider, &self.id);
+        let aad = aad(what, tenant, provider, &self.id);
         self.cipher()
             .decrypt(&nonce, Payload { msg: &blob.bytes[1 + NONCE_LEN..], aad: &aad })
             .map(Zeroizing::new)
@@ -177,8 +194,21 @@ impl MasterKey {
     }
 }
 
-fn aad(tenant: &TenantId, provider: &ProviderId, key_id: &str) -> Vec<u8> {
-    format!("tributary/credentials/v1\0{tenant}\0{provider}\0{key_id}").into_bytes()
+/// What a sealed blob holds; part of its additional data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sealed {
+    /// A connection's credentials (`connections.credentials`).
+    Credentials,
+    /// A connection's current access token (`connections.auth_state`).
+    AuthState,
+}
+
+fn aad(what: Sealed, tenant: &TenantId, provider: &ProviderId, key_id: &str) -> Vec<u8> {
+    let domain = match what {
+        Sealed::Credentials => "tributary/credentials/v1",
+        Sealed::AuthState => "tributary/auth-state/v1",
+    };
+    format!("{domain}\0{tenant}\0{provider}\0{key_id}").into_bytes()
 }
 
 #[cfg(unix)]
@@ -201,7 +231,7 @@ fn write_key_file(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
 }
 
 /// A provider credential set: field name → secret value. `Debug` shows names only.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Credentials(BTreeMap<String, SecretString>);
 
 impl fmt::Debug for Credentials {
@@ -297,6 +327,17 @@ mod tests {
         tampered.bytes[last] ^= 1;
         assert!(key.open(&t, &p, &tampered).is_err());
         assert!(key.open(&t, &p, &SealedBlob { key_id: key.id().into(), bytes: vec![1, 2] }).is_err());
+    }
+
+    #[test]
+    fn tokens_and_credentials_do_not_open_as_each_other() {
+        let key = MasterKey::generate();
+        let (t, p) = ids();
+        let token = key.seal_as(Sealed::AuthState, &t, &p, b"{\"access_token\":\"at\"}");
+        assert_eq!(&key.open_as(Sealed::AuthState, &t, &p, &token).unwrap()[..], b"{\"access_token\":\"at\"}");
+        assert!(matches!(key.open(&t, &p, &token), Err(SecretsError::Decrypt { .. })));
+        let creds = key.seal(&t, &p, b"{}");
+        assert!(matches!(key.open_as(Sealed::AuthState, &t, &p, &creds), Err(SecretsError::Decrypt { .. })));
     }
 
     #[test]

@@ -1,47 +1,196 @@
 //! Provider authentication as the manifest declares it: static keys, Basic, bearer
 //! tokens, OAuth2 refresh-token and client-credentials grants, and session-token
-//! exchanges. Tokens are obtained when first needed and again when they expire or a
-//! response says they did. A rotated refresh token is handed to the credential sink
-//! (which stores it, encrypted) before the new access token is used.
+//! exchanges.
+//!
+//! Token-based kinds share one access token per connection: every run (and every
+//! replica) first uses the stored, unexpired token and refreshes it only shortly before
+//! it expires or when a response says it did. Refreshes are serialised per connection —
+//! in the process by an async mutex from the [`AuthRegistry`], across replicas by a
+//! refresh lease in the store — and the loser of a race uses the winner's token instead
+//! of spending the refresh token again. A rotated refresh token is stored (sealed)
+//! together with the new access token, by a compare-and-swap on the credentials
+//! version, before that access token is used. A refused grant (`invalid_grant`) is
+//! recorded so that nobody spends those credentials again.
+//!
+//! The store side is the [`CredentialSink`]; without one ([`AuthState::new`]) the
+//! credentials and token live in memory for the session only.
+
+mod exchange;
+mod memory;
+mod oauth;
+mod shared;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use reqwest::RequestBuilder;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
+use self::memory::MemorySink;
+pub use self::shared::{AuthRegistry, ConnectionAuth};
 use super::HttpError;
-use crate::config::{AuthKind, AuthSpec, BodyFormat};
+use crate::config::{AuthKind, AuthSpec};
 use crate::engine::template::Vars;
 use crate::secrets::Credentials;
 
-/// Stores credentials that changed during a run (a rotated refresh token).
+/// By default a token is refreshed this long before its stated expiry (at most a
+/// quarter of its lifetime before, for short-lived tokens).
+pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(60);
+
+/// A boxed future of a credential store operation.
+pub type SinkFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, HttpError>> + Send + 'a>>;
+
+/// Where a connection's credentials and shared token live (the store, sealed).
 pub trait CredentialSink: Send + Sync {
-    fn rotated<'a>(
+    /// The current credentials, their version and the stored token.
+    fn load(&self) -> SinkFuture<'_, Stored>;
+
+    /// Takes the connection's refresh lease for `owner` (for `lease`) if nobody else
+    /// holds it, and returns the state then; `None` while someone else holds it.
+    fn lock<'a>(&'a self, owner: &'a str, lease: Duration) -> SinkFuture<'a, Option<Stored>>;
+
+    /// Stores `token` (obtained with credentials `version`) and `rotated` credentials,
+    /// and releases `owner`'s lease, only if the credentials are still at `version` and
+    /// `owner` still holds the lease. Returns the new (credentials version, token
+    /// serial); `None` if the swap lost and nothing was written.
+    fn save<'a>(
         &'a self,
-        credentials: &'a Credentials,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+        owner: &'a str,
+        version: i64,
+        rotated: Option<&'a Credentials>,
+        token: &'a Token,
+    ) -> SinkFuture<'a, Option<(i64, i64)>>;
+
+    /// Releases `owner`'s lease.
+    fn unlock<'a>(&'a self, owner: &'a str) -> SinkFuture<'a, ()>;
+
+    /// The provider refused the grant of credentials `version`: never spend it again
+    /// (until new credentials are stored); releases any lease.
+    fn refuse<'a>(&'a self, version: i64, reason: &'a str) -> SinkFuture<'a, ()>;
+
+    /// Reports what happened to a token (logs and metrics).
+    fn event(&self, _event: &TokenEvent<'_>) {}
 }
 
-/// Refresh this long before the stated expiry.
-const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+/// A connection's credentials and stored token, as a [`CredentialSink`] holds them.
+#[derive(Clone)]
+pub struct Stored {
+    pub credentials: Arc<Credentials>,
+    pub version: i64,
+    /// The stored token, if it was obtained with these credentials.
+    pub token: Option<Token>,
+    /// The serial of the latest token stored (see [`Token::serial`]).
+    pub serial: i64,
+    /// The provider refused these credentials' grant.
+    pub refused: bool,
+}
 
-struct Token {
+/// What happened to a connection's token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenEvent<'a> {
+    /// A new token was obtained from the provider (and stored).
+    Obtained { rotated: bool },
+    /// Another runner refreshed while this one waited; its token is used.
+    Shared,
+    /// The provider refused the grant; the connection needs new credentials.
+    Refused { reason: &'a str },
+    /// Obtaining a token failed for now (network, server error, store).
+    Failed { reason: &'a str },
+}
+
+/// An access token shared by a connection's runs.
+#[derive(Clone)]
+pub struct Token {
     access: SecretString,
-    expires_at: Option<Instant>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub obtained_at: DateTime<Utc>,
+    /// Variables the token response supplied (Salesforce `instance_url`).
+    pub provided: BTreeMap<String, String>,
+    /// Which stored token this is: grows with every token stored for the connection.
+    pub serial: i64,
+    /// The credentials version it was obtained with.
+    pub version: i64,
 }
 
-/// One connection's authentication state during a run.
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("expires_at", &self.expires_at)
+            .field("serial", &self.serial)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sealed form of a token.
+#[derive(Serialize, Deserialize)]
+struct TokenRecord {
+    access_token: String,
+    expires_at: Option<DateTime<Utc>>,
+    obtained_at: DateTime<Utc>,
+    #[serde(default)]
+    provided: BTreeMap<String, String>,
+}
+
+impl Token {
+    pub fn new(access: String, lifetime: Option<Duration>, provided: BTreeMap<String, String>) -> Self {
+        let obtained_at = Utc::now();
+        let expires_at = lifetime.and_then(|l| chrono::Duration::from_std(l).ok()).map(|l| obtained_at + l);
+        Self { access: SecretString::from(access), expires_at, obtained_at, provided, serial: 0, version: 0 }
+    }
+
+    /// The JSON to seal; wiped on drop.
+    pub fn to_json(&self) -> Zeroizing<Vec<u8>> {
+        let record = TokenRecord {
+            access_token: self.access.expose_secret().to_owned(),
+            expires_at: self.expires_at,
+            obtained_at: self.obtained_at,
+            provided: self.provided.clone(),
+        };
+        Zeroizing::new(serde_json::to_vec(&record).unwrap_or_default())
+    }
+
+    /// A token from its unsealed JSON.
+    pub fn from_json(bytes: &[u8], serial: i64, version: i64) -> Result<Self, String> {
+        let r: TokenRecord =
+            serde_json::from_slice(bytes).map_err(|e| format!("the stored token is unreadable: {e}"))?;
+        let TokenRecord { access_token, expires_at, obtained_at, provided } = r;
+        Ok(Self { access: SecretString::from(access_token), expires_at, obtained_at, provided, serial, version })
+    }
+
+    /// Whether the token can still be sent: it does not expire, or does so later than
+    /// `margin` from `now` (a quarter of its lifetime at most, for short-lived tokens).
+    pub fn usable(&self, now: DateTime<Utc>, margin: Duration) -> bool {
+        let Some(at) = self.expires_at else {
+            return true;
+        };
+        let lifetime = (at - self.obtained_at).to_std().unwrap_or_default();
+        let margin = chrono::Duration::from_std(margin.min(lifetime / 4)).unwrap_or_default();
+        now + margin < at
+    }
+}
+
+/// One connection's authentication during a run.
 pub struct AuthState {
     spec: AuthSpec,
-    credentials: Credentials,
+    conn: Arc<ConnectionAuth>,
+    /// The credentials and token when there is no store ([`AuthState::new`]).
+    memory: Option<MemorySink>,
+    credentials: Option<Arc<Credentials>>,
     token: Option<Token>,
+    /// The serial of a token a response rejected: not to be used again.
+    rejected: Option<i64>,
+    /// Refresh this long before expiry (see [`Token::usable`]).
+    pub margin: Duration,
     /// Variables the token response supplied (`instance_url`).
     pub provided: BTreeMap<String, String>,
-    /// Tokens obtained so far.
+    /// Tokens this run obtained from the provider itself.
     pub refreshes: u64,
 }
 
@@ -50,21 +199,44 @@ impl std::fmt::Debug for AuthState {
         f.debug_struct("AuthState")
             .field("kind", &self.spec.kind)
             .field("credentials", &self.credentials)
+            .field("token", &self.token)
             .finish_non_exhaustive()
     }
 }
 
 impl AuthState {
+    /// Authentication with `credentials` held in memory (no store, nothing shared).
     pub fn new(spec: AuthSpec, credentials: Credentials) -> Self {
-        Self { spec, credentials, token: None, provided: BTreeMap::new(), refreshes: 0 }
+        let mut state = Self::shared(spec, Arc::new(ConnectionAuth::default()));
+        state.memory = Some(MemorySink::new(credentials));
+        state
     }
 
-    /// Credentials as template variables (auth templates only).
+    /// Authentication through the connection's shared state (from an
+    /// [`AuthRegistry`]); credentials and tokens come from the sink given to
+    /// [`AuthState::ensure`].
+    pub fn shared(spec: AuthSpec, conn: Arc<ConnectionAuth>) -> Self {
+        Self {
+            spec,
+            conn,
+            memory: None,
+            credentials: None,
+            token: None,
+            rejected: None,
+            margin: DEFAULT_REFRESH_MARGIN,
+            provided: BTreeMap::new(),
+            refreshes: 0,
+        }
+    }
+
+    /// Credentials (and the access token) as template variables.
     fn credential_vars<'a>(&self, base: &Vars<'a>) -> Vars<'a> {
         let mut vars = base.clone();
-        for name in self.credentials.names() {
-            if let Some(v) = self.credentials.get(name) {
-                vars.set(name, v.expose_secret());
+        if let Some(credentials) = &self.credentials {
+            for name in credentials.names() {
+                if let Some(v) = credentials.get(name) {
+                    vars.set(name, v.expose_secret());
+                }
             }
         }
         if let Some(t) = &self.token {
@@ -73,141 +245,53 @@ impl AuthState {
         vars
     }
 
-    fn fresh(&self) -> bool {
-        self.token.as_ref().is_some_and(|t| t.expires_at.is_none_or(|at| Instant::now() + EXPIRY_MARGIN < at))
-    }
-
     /// Whether a new token can be obtained (token-based kinds).
     pub fn can_refresh(&self) -> bool {
         self.spec.needs_token()
     }
 
-    /// Forgets the access token (a response said it expired).
+    /// A response said the token is no longer valid: the next [`AuthState::ensure`]
+    /// gets another (a newer stored one, or a refresh).
     pub fn invalidate(&mut self) {
-        self.token = None;
+        if let Some(t) = self.token.take() {
+            self.rejected = Some(t.serial);
+        }
     }
 
-    /// Obtains a token when the kind needs one and none is fresh.
+    /// Makes sure a request can be authenticated: loads the credentials, and for
+    /// token-based kinds a usable token (the connection's shared one, or a new one).
     pub async fn ensure(
         &mut self,
         client: &reqwest::Client,
         base: &Vars<'_>,
         sink: Option<&dyn CredentialSink>,
     ) -> Result<(), HttpError> {
-        if !self.spec.needs_token() || self.fresh() {
+        let sink: &dyn CredentialSink = match (&self.memory, sink) {
+            (Some(memory), _) => memory,
+            (None, Some(sink)) => sink,
+            (None, None) => return Err(HttpError::Credentials("no credential store is configured".into())),
+        };
+        if !self.spec.needs_token() {
+            if self.credentials.is_none() {
+                self.credentials = Some(sink.load().await?.credentials);
+            }
             return Ok(());
         }
-        let vars = self.credential_vars(base);
-        let url = vars.render(self.spec.token_url.as_deref().unwrap_or_default())?;
-        let mut params: Vec<(String, String)> = Vec::new();
-        let cred = |name: &str| -> Result<String, HttpError> {
-            self.credentials
-                .get(name)
-                .map(|s| s.expose_secret().to_owned())
-                .ok_or_else(|| HttpError::Credentials(format!("the `{name}` credential is missing")))
-        };
-        match self.spec.kind {
-            AuthKind::Oauth2RefreshToken => {
-                params.push(("grant_type".into(), "refresh_token".into()));
-                params.push(("client_id".into(), cred("client_id")?));
-                params.push(("client_secret".into(), cred("client_secret")?));
-                params.push(("refresh_token".into(), cred("refresh_token")?));
+        if let Some(t) = &self.token {
+            if let Some(message) = self.conn.refused(t.version) {
+                self.token = None;
+                return Err(HttpError::Token { message, permanent: true });
             }
-            AuthKind::Oauth2ClientCredentials => {
-                params.push(("grant_type".into(), "client_credentials".into()));
-                params.push(("client_id".into(), cred("client_id")?));
-                params.push(("client_secret".into(), cred("client_secret")?));
-            }
-            _ => {}
-        }
-        for (k, v) in &self.spec.token_params {
-            params.push((k.clone(), vars.render(v)?));
-        }
-        let mut req = client.post(&url);
-        for (k, v) in &self.spec.token_headers {
-            req = req.header(k, vars.render(v)?);
-        }
-        if self.spec.kind != AuthKind::SessionToken || !params.is_empty() {
-            req = match self.spec.token_body.unwrap_or(BodyFormat::Form) {
-                BodyFormat::Form => req.form(&params),
-                BodyFormat::Json => req.json(&params.iter().cloned().collect::<BTreeMap<_, _>>()),
-            };
-        }
-        let resp = req.send().await.map_err(|e| HttpError::Token {
-            message: format!("token request failed: {}", e.without_url()),
-            permanent: false,
-        })?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|e| HttpError::Token {
-            message: format!("token response unreadable: {}", e.without_url()),
-            permanent: false,
-        })?;
-        let json: Option<Value> = serde_json::from_slice(&bytes).ok();
-        if !(200..300).contains(&status) {
-            let reason = json
-                .as_ref()
-                .and_then(|j| j.get("error").or_else(|| j.get("Message")).or_else(|| j.get("message")))
-                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-                .unwrap_or_else(|| format!("HTTP {status}"));
-            let permanent = matches!(status, 400 | 401 | 403);
-            return Err(HttpError::Token { message: format!("the token endpoint refused: {reason}"), permanent });
-        }
-        if let Some(Value::Bool(false)) = json.as_ref().and_then(|j| j.get("ok")) {
-            let reason = json.as_ref().and_then(|j| j.get("error")).and_then(Value::as_str).unwrap_or("unknown error");
-            return Err(HttpError::Token { message: format!("the token endpoint refused: {reason}"), permanent: true });
-        }
-        let token_path = self.spec.token_path.as_deref().unwrap_or("/access_token");
-        let access = if token_path.is_empty() {
-            let text = String::from_utf8_lossy(&bytes).trim().to_owned();
-            match &json {
-                Some(Value::String(s)) => s.clone(),
-                _ => text,
-            }
-        } else {
-            json.as_ref().and_then(|j| j.pointer(token_path)).and_then(Value::as_str).map(str::to_owned).ok_or_else(
-                || HttpError::Token { message: format!("the token response has no `{token_path}`"), permanent: false },
-            )?
-        };
-        if access.is_empty() {
-            return Err(HttpError::Token { message: "the token response is empty".into(), permanent: false });
-        }
-        let ttl = self
-            .spec
-            .expires_in_path
-            .as_deref()
-            .or(Some("/expires_in"))
-            .and_then(|p| json.as_ref()?.pointer(p)?.as_u64())
-            .or(self.spec.token_ttl_secs);
-        for name in &self.spec.provides {
-            if let Some(v) = json.as_ref().and_then(|j| j.get(name)).and_then(Value::as_str) {
-                self.provided.insert(name.clone(), v.trim_end_matches('/').to_owned());
-            } else {
-                return Err(HttpError::Token {
-                    message: format!("the token response has no `{name}`"),
-                    permanent: false,
-                });
+            if t.usable(Utc::now(), self.margin) {
+                return Ok(());
             }
         }
-        // A rotated refresh token is stored before the new access token is used.
-        if self.spec.kind == AuthKind::Oauth2RefreshToken {
-            let path = self.spec.refresh_token_path.as_deref().unwrap_or("/refresh_token");
-            let rotated = json.as_ref().and_then(|j| j.pointer(path)).and_then(Value::as_str);
-            let current = self.credentials.get("refresh_token").map(|s| s.expose_secret().to_owned());
-            if let Some(new) = rotated.filter(|n| !n.is_empty() && Some(*n) != current.as_deref()) {
-                self.credentials.set("refresh_token", new);
-                if let Some(sink) = sink {
-                    sink.rotated(&self.credentials).await.map_err(|e| HttpError::Token {
-                        message: format!("cannot store the rotated refresh token: {e}"),
-                        permanent: false,
-                    })?;
-                }
-            }
-        }
-        self.token = Some(Token {
-            access: SecretString::from(access),
-            expires_at: ttl.map(|s| Instant::now() + Duration::from_secs(s)),
-        });
-        self.refreshes += 1;
+        let got = self.conn.obtain(&self.spec, client, base, sink, self.rejected, self.margin).await?;
+        self.refreshes += u64::from(got.refreshed);
+        self.provided = got.token.provided.clone();
+        self.credentials = Some(got.credentials);
+        self.token = Some(got.token);
+        self.rejected = None;
         Ok(())
     }
 
@@ -239,7 +323,16 @@ impl AuthState {
         Ok(req)
     }
 
-    pub fn credentials(&self) -> &Credentials {
-        &self.credentials
+    /// The credentials loaded so far (none before the first [`AuthState::ensure`]).
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.credentials.as_deref()
+    }
+
+    /// The token in use, if any.
+    pub fn token(&self) -> Option<&Token> {
+        self.token.as_ref()
     }
 }
+
+#[cfg(test)]
+mod tests;

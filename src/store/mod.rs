@@ -56,6 +56,9 @@ macro_rules! dispatch {
     };
 }
 
+// After `dispatch!`, which it uses.
+mod tokens;
+
 /// An [`StoreError::InvalidUrl`] for `url`, with any password in it redacted.
 fn invalid_url(url: &str, reason: &str) -> StoreError {
     StoreError::InvalidUrl { url: redact_password(url), reason: reason.to_owned() }

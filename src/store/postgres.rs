@@ -13,6 +13,8 @@ use super::invalid_url;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pub(super) pool: PgPool,
+    /// See [`super::Store::instance_id`].
+    pub(super) instance: u64,
 }
 
 impl PgStore {
@@ -28,7 +30,7 @@ impl PgStore {
             .await
             .map_err(db("connecting to postgres"))?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, instance: super::tokens::next_instance() })
     }
 
     // --- SQL that differs from SQLite ----------------------------------------------------

@@ -16,6 +16,8 @@ pub struct SqliteStore {
     pub(super) pool: SqlitePool,
     /// The database file; `None` for an in-memory database.
     path: Option<PathBuf>,
+    /// See [`super::Store::instance_id`].
+    pub(super) instance: u64,
 }
 
 impl SqliteStore {
@@ -42,7 +44,7 @@ impl SqliteStore {
         }
         let pool = pool.connect_with(options).await.map_err(db("opening the sqlite database"))?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool, path })
+        Ok(Self { pool, path, instance: super::tokens::next_instance() })
     }
 
     /// The database file, if the database is not in memory.

@@ -84,6 +84,41 @@ impl std::fmt::Debug for SealedBlob {
     }
 }
 
+/// A connection's credentials and shared access token as a token refresh sees them
+/// ([`super::Store::get_auth`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthRow {
+    /// The sealed credentials; `None` if none are stored.
+    pub credentials: Option<SealedBlob>,
+    pub credentials_version: i64,
+    pub status: ConnectionStatus,
+    /// The sealed access token, only if it was obtained with the current credentials.
+    pub auth_state: Option<SealedBlob>,
+    /// Grows with every token stored: a runner that read serial S and finds another
+    /// knows someone refreshed since.
+    pub auth_state_serial: i64,
+    /// The provider refused the current credentials' grant; they must not be spent again.
+    pub refused: bool,
+    /// Who holds the refresh lease, and until when.
+    pub refresh_lock_owner: Option<String>,
+    pub refresh_lock_until: Option<DateTime<Utc>>,
+}
+
+/// A newly obtained token for [`super::Store::save_token`].
+#[derive(Debug, Clone)]
+pub struct TokenWrite<'a> {
+    /// The refresh lease holder; the write is fenced on it.
+    pub lock_owner: &'a str,
+    /// The credentials version the token was obtained with (compare-and-swap).
+    pub expected_version: i64,
+    /// New sealed credentials when the provider rotated the refresh token.
+    pub credentials: Option<&'a SealedBlob>,
+    /// The sealed token.
+    pub auth_state: &'a SealedBlob,
+    /// When the token expires, if it does.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
 /// One (connection, stream) job.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobRow {

@@ -3,9 +3,8 @@
 //! waits, the cursor before and after, and the outcome. Memory is bounded by the page.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
@@ -13,13 +12,17 @@ use serde_json::json;
 use crate::config::{Catalog, Manifest};
 use crate::engine::template::{lookup_path, scalar_text};
 use crate::engine::{EngineError, StreamReader};
-use crate::http::auth::{AuthState, CredentialSink};
-use crate::http::{RetryPolicy, Session};
+use crate::http::auth::{
+    AuthRegistry, AuthState, CredentialSink, DEFAULT_REFRESH_MARGIN, SinkFuture, Stored, Token, TokenEvent,
+};
+use crate::http::{HttpError, RetryPolicy, Session};
 use crate::mapping::{CompiledMapping, MapResult};
 use crate::model::{ConnectionStatus, EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
-use crate::secrets::{Credentials, MasterKey};
-use crate::store::{AuditEntry, DeadLetterInput, PageWrite, RecordInput, RunRow, RunStats, Store, StoreError};
-use crate::telemetry::{Metrics, NeedsReauth, RunFinished, RunStarted};
+use crate::secrets::{Credentials, MasterKey, Sealed};
+use crate::store::{
+    AuditEntry, AuthRow, DeadLetterInput, PageWrite, RecordInput, RunRow, RunStats, Store, StoreError, TokenWrite,
+};
+use crate::telemetry::{Metrics, NeedsReauth, RunFinished, RunStarted, TokenRefresh};
 use crate::tenants::{TenantError, Tenants};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -65,45 +68,141 @@ pub struct Syncer<'a> {
     pub key: &'a MasterKey,
     pub retry: RetryPolicy,
     pub metrics: Arc<Metrics>,
+    /// Per-connection token state shared with the process's other runs (by default the
+    /// process-wide registry, so concurrent runs of one connection share one token and
+    /// one refresh).
+    pub auth: AuthRegistry,
+    /// Tokens are refreshed this long before they expire (at most a quarter of their
+    /// lifetime before).
+    pub token_margin: Duration,
     clients: (reqwest::Client, reqwest::Client),
 }
 
-/// Stores a rotated refresh token (sealed) before the new access token is used.
+/// A connection's credentials and shared token in the store: sealed on the way in,
+/// opened on the way out, with token events reported as telemetry.
 struct StoreSink<'a> {
     store: &'a Store,
     key: &'a MasterKey,
     tenant: &'a TenantId,
     provider: &'a ProviderId,
+    metrics: &'a Metrics,
+}
+
+fn store_error(e: StoreError) -> HttpError {
+    HttpError::Token { message: format!("the credential store failed: {e}"), permanent: false }
+}
+
+impl StoreSink<'_> {
+    /// Opens what [`Store::get_auth`] or [`Store::lock_refresh`] returned.
+    fn open(&self, row: AuthRow) -> Result<Stored, HttpError> {
+        let sealed = row.credentials.ok_or_else(|| HttpError::Credentials("no credentials are stored".into()))?;
+        let plain = self
+            .key
+            .open(self.tenant, self.provider, &sealed)
+            .map_err(|e| HttpError::Token { message: e.to_string(), permanent: false })?;
+        let credentials = Credentials::from_json(&plain).map_err(|e| HttpError::Credentials(e.to_string()))?;
+        // A stored token that no longer opens (another master key) is refreshed instead.
+        let token = row.auth_state.and_then(|blob| {
+            self.key
+                .open_as(Sealed::AuthState, self.tenant, self.provider, &blob)
+                .map_err(|e| e.to_string())
+                .and_then(|plain| Token::from_json(&plain, row.auth_state_serial, row.credentials_version))
+                .inspect_err(|e| tracing::warn!(tenant = %self.tenant, provider = %self.provider, "{e}"))
+                .ok()
+        });
+        Ok(Stored {
+            credentials: Arc::new(credentials),
+            version: row.credentials_version,
+            token,
+            serial: row.auth_state_serial,
+            refused: row.refused,
+        })
+    }
+
+    fn gone(&self) -> HttpError {
+        HttpError::Credentials(format!("the connection {}/{} no longer exists", self.tenant, self.provider))
+    }
 }
 
 impl CredentialSink for StoreSink<'_> {
-    fn rotated<'b>(
-        &'b self,
-        credentials: &'b Credentials,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'b>> {
+    fn load(&self) -> SinkFuture<'_, Stored> {
         Box::pin(async move {
-            let sealed = self.key.seal(self.tenant, self.provider, &credentials.to_json());
+            let row = self.store.get_auth(self.tenant, self.provider).await.map_err(store_error)?;
+            self.open(row.ok_or_else(|| self.gone())?)
+        })
+    }
+
+    fn lock<'b>(&'b self, owner: &'b str, lease: Duration) -> SinkFuture<'b, Option<Stored>> {
+        Box::pin(async move {
+            let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
+            let row = self.store.lock_refresh(self.tenant, self.provider, owner, until).await.map_err(store_error)?;
+            row.map(|r| self.open(r)).transpose()
+        })
+    }
+
+    fn save<'b>(
+        &'b self,
+        owner: &'b str,
+        version: i64,
+        rotated: Option<&'b Credentials>,
+        token: &'b Token,
+    ) -> SinkFuture<'b, Option<(i64, i64)>> {
+        Box::pin(async move {
+            let sealed_token = self.key.seal_as(Sealed::AuthState, self.tenant, self.provider, &token.to_json());
+            let sealed_credentials = rotated.map(|c| self.key.seal(self.tenant, self.provider, &c.to_json()));
+            let write = TokenWrite {
+                lock_owner: owner,
+                expected_version: version,
+                credentials: sealed_credentials.as_ref(),
+                auth_state: &sealed_token,
+                expires_at: token.expires_at,
+            };
             let audit = AuditEntry {
                 at: Utc::now(),
                 actor: "sync".into(),
                 action: "credentials.rotated".into(),
                 tenant_id: Some(self.tenant.clone()),
                 subject: Some(self.provider.to_string()),
-                details: json!({ "key_id": self.key.id() }),
+                details: json!({ "key_id": self.key.id(), "from_version": version }),
             };
+            self.store.save_token(self.tenant, self.provider, &write, Some(&audit)).await.map_err(store_error)
+        })
+    }
+
+    fn unlock<'b>(&'b self, owner: &'b str) -> SinkFuture<'b, ()> {
+        Box::pin(async move {
+            self.store.unlock_refresh(self.tenant, self.provider, owner).await.map(|_| ()).map_err(store_error)
+        })
+    }
+
+    fn refuse<'b>(&'b self, version: i64, reason: &'b str) -> SinkFuture<'b, ()> {
+        Box::pin(async move {
             self.store
-                .set_credentials(self.tenant, self.provider, &sealed, &audit)
+                .refuse_credentials(self.tenant, self.provider, version, reason)
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(store_error)
         })
+    }
+
+    fn event(&self, event: &TokenEvent<'_>) {
+        TokenRefresh { tenant: self.tenant.as_str(), provider: self.provider.as_str(), event }.emit(self.metrics);
     }
 }
 
 impl<'a> Syncer<'a> {
     pub fn new(catalog: &'a Catalog, store: &'a Store, key: &'a MasterKey) -> Result<Self, SyncError> {
         let clients = crate::http::client().map_err(|e| SyncError::Client(e.to_string()))?;
-        Ok(Self { catalog, store, key, retry: RetryPolicy::default(), metrics: Arc::new(Metrics::new()), clients })
+        Ok(Self {
+            catalog,
+            store,
+            key,
+            retry: RetryPolicy::default(),
+            metrics: Arc::new(Metrics::new()),
+            auth: AuthRegistry::global(),
+            token_margin: DEFAULT_REFRESH_MARGIN,
+            clients,
+        })
     }
 
     /// Runs one job; `progress` sees the counters after every page. A run that fails
@@ -220,24 +319,25 @@ impl<'a> Syncer<'a> {
             .map_err(|e| RunFailure::plain(e.to_string()))?;
         let entity_name = EntityName::parse(entity).map_err(|e| RunFailure::plain(e.to_string()))?;
 
-        let (sealed, _version) = self
-            .store
-            .get_credentials(&req.tenant, &req.provider)
-            .await
-            .map_err(|e| RunFailure::plain(e.to_string()))?
-            .ok_or_else(|| RunFailure::reauth("no credentials are stored".into()))?;
-        let plain = self.key.open(&req.tenant, &req.provider, &sealed).map_err(|e| RunFailure::plain(e.to_string()))?;
-        let credentials = Credentials::from_json(&plain).map_err(|e| RunFailure::reauth(e.to_string()))?;
-
         let mut vars: BTreeMap<String, String> = manifest.variables.clone();
         vars.insert("subdomain".into(), subdomain.to_owned());
         vars.extend(config.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
         let base_url = config.base_url.clone().unwrap_or_else(|| manifest.base_url.clone());
-        let sink = StoreSink { store: self.store, key: self.key, tenant: &req.tenant, provider: &req.provider };
+        // Credentials and tokens are read from the store when a request needs them.
+        let sink = StoreSink {
+            store: self.store,
+            key: self.key,
+            tenant: &req.tenant,
+            provider: &req.provider,
+            metrics: &self.metrics,
+        };
+        let conn = self.auth.connection(&format!("{}/{}/{}", self.store.instance_id(), req.tenant, req.provider));
+        let mut auth = AuthState::shared(manifest.auth.clone(), conn);
+        auth.margin = self.token_margin;
         let mut session = Session {
             client: self.clients.0.clone(),
             token_client: self.clients.1.clone(),
-            auth: AuthState::new(manifest.auth.clone(), credentials),
+            auth,
             rules: manifest.responses.clone(),
             retry: self.retry.clone(),
             stats: Default::default(),
@@ -317,10 +417,6 @@ struct RunFailure {
 impl RunFailure {
     fn plain(message: String) -> Self {
         Self { message, ..Self::default() }
-    }
-
-    fn reauth(message: String) -> Self {
-        Self { message, needs_reauth: true, ..Self::default() }
     }
 
     fn cancelled() -> Self {

@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::http::auth::TokenEvent;
 use crate::store::RunRow;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -237,11 +238,52 @@ impl RunFinished<'_> {
         m.retries.get_or_create(&pl).inc_by(s.retries.max(0) as u64);
         m.rate_limit_waits.get_or_create(&pl).inc_by(s.rate_limit_waits.max(0) as u64);
         m.rate_limit_wait_seconds.get_or_create(&pl).inc_by(s.rate_limit_wait_ms.max(0) as f64 / 1000.0);
+        // Tokens are counted as they are obtained ([`TokenRefresh`]); the run's own
+        // refreshes only go to the log.
         if self.token_refreshes > 0 {
-            m.token_refreshes
-                .get_or_create(&ResultLabels { provider: p, result: "ok".into() })
-                .inc_by(self.token_refreshes);
+            tracing::debug!(run_id = %r.id, token_refreshes = self.token_refreshes, "tokens obtained by the run");
         }
+    }
+}
+
+/// Something happened to a connection's access token.
+pub struct TokenRefresh<'a> {
+    pub tenant: &'a str,
+    pub provider: &'a str,
+    pub event: &'a TokenEvent<'a>,
+}
+
+impl TokenRefresh<'_> {
+    /// Logs the event and counts it in `tributary_token_refreshes_total{result}`:
+    /// `ok` (a token obtained from the provider), `shared` (another runner's refresh
+    /// used instead of refreshing again), `refused` (the grant is dead: needs reauth),
+    /// `error` (failed for now).
+    pub fn emit(&self, m: &Metrics) {
+        let (tenant, provider) = (self.tenant, self.provider);
+        let result = match self.event {
+            TokenEvent::Obtained { rotated } => {
+                tracing::info!(tenant, provider, rotated, "access token obtained");
+                "ok"
+            }
+            TokenEvent::Shared => {
+                tracing::debug!(tenant, provider, "another runner refreshed the token; using theirs");
+                "shared"
+            }
+            TokenEvent::Refused { reason } => {
+                tracing::warn!(
+                    tenant,
+                    provider,
+                    reason,
+                    "the provider refused the connection's grant; it needs new credentials"
+                );
+                "refused"
+            }
+            TokenEvent::Failed { reason } => {
+                tracing::warn!(tenant, provider, reason, "obtaining an access token failed");
+                "error"
+            }
+        };
+        m.token_refreshes.get_or_create(&ResultLabels { provider: provider.to_owned(), result: result.into() }).inc();
     }
 }
 
@@ -306,7 +348,8 @@ impl ConfigReload<'_> {
     }
 }
 
-/// A provider refused a grant: the connection needs new credentials.
+/// A connection needs new credentials (a refused grant, rejected or missing
+/// credentials). A refused grant is counted by [`TokenRefresh`].
 pub struct NeedsReauth<'a> {
     pub tenant: &'a str,
     pub provider: &'a str,
@@ -314,16 +357,13 @@ pub struct NeedsReauth<'a> {
 }
 
 impl NeedsReauth<'_> {
-    pub fn emit(&self, m: &Metrics) {
+    pub fn emit(&self, _m: &Metrics) {
         tracing::warn!(
             tenant = self.tenant,
             provider = self.provider,
             reason = self.reason,
             "connection needs new credentials; its jobs stop until `credentials set`"
         );
-        m.token_refreshes
-            .get_or_create(&ResultLabels { provider: self.provider.to_owned(), result: "refused".into() })
-            .inc();
     }
 }
 

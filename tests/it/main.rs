@@ -9,3 +9,4 @@ mod sim;
 mod store_contract;
 mod support;
 mod tenants;
+mod tokens;

@@ -135,20 +135,27 @@ async fn pagination_edges_empty_exactly_one_page_and_partial_last_page() {
 }
 
 /// Slack rotates refresh tokens and treats a spent one as stolen (the grant dies), so
-/// each run must store the new one before using it.
+/// a refresh must store the new one before using the new access token. The next run
+/// uses the stored access token while it is valid, and refreshes once it expired.
 #[tokio::test]
 async fn rotated_refresh_tokens_are_stored_between_runs_and_a_revoked_grant_needs_reauth() {
     let sim = start(SimConfig::new(Provider::Slack, 20)).await.unwrap();
     let initial = sim.credentials()["refresh_token"].as_str().unwrap().to_owned();
     let h = Harness::new("slack", &tenant(&sim), &sim).await;
     let version = || async { h.store.get_credentials(&h.tenant, &h.provider).await.unwrap().unwrap().1 };
+    let token_calls = || sim.requests_for("/api/oauth.v2.access");
     let v0 = version().await;
     ok(&h.sync("users").await);
     let v1 = version().await;
     assert!(v1 > v0, "the rotated refresh token was stored ({v0} → {v1})");
+    assert_eq!(token_calls(), 1);
+    ok(&h.sync("users").await);
+    assert_eq!((version().await, token_calls()), (v1, 1), "the stored access token was used again");
+    sim.expire_access_tokens();
     let second = h.sync("users").await;
     ok(&second);
     assert!(version().await > v1);
+    assert_eq!(token_calls(), 2);
     assert_eq!(second.stats.inserted, 0);
     let users = h.records("user").await;
     assert_eq!(users.len(), 20);

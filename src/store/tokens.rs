@@ -1,0 +1,294 @@
+//! The access token a connection's runs share, and the refresh lease that lets one
+//! runner at a time (in any replica) spend the refresh token: SQL shared by both
+//! backends.
+//!
+//! A refresh is: [`Store::lock_refresh`] (a lease on the connection row, taken only when
+//! free or expired) → the token call → [`Store::save_token`], a compare-and-swap on
+//! `credentials_version` fenced on the lease, which stores a rotated refresh token and
+//! the new access token in one statement and releases the lease. A runner that finds the
+//! lease taken waits and re-reads [`Store::get_auth`] until the holder's token appears.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+
+use super::Store;
+use super::error::{StoreError, corrupt, db};
+use super::postgres::PgStore;
+use super::rows::{now, stored};
+use super::sqlite::SqliteStore;
+use super::types::{AuditEntry, AuthRow, SealedBlob, TokenWrite};
+use crate::model::{ConnectionStatus, ProviderId, TenantId};
+
+/// Columns of [`RawAuth`]. The token is returned only when it was obtained with the
+/// current credentials; `refused` only when the refused grant is the current one.
+macro_rules! auth_columns {
+    () => {
+        "credentials, credentials_key_id, credentials_version, status, \
+         CASE WHEN auth_state_version = credentials_version THEN auth_state END AS auth_state, \
+         auth_state_key_id, auth_state_serial, \
+         COALESCE(refused_version = credentials_version, FALSE) AS refused, \
+         refresh_lock_owner, refresh_lock_until"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct RawAuth {
+    credentials: Option<Vec<u8>>,
+    credentials_key_id: Option<String>,
+    credentials_version: i64,
+    status: String,
+    auth_state: Option<Vec<u8>>,
+    auth_state_key_id: Option<String>,
+    auth_state_serial: i64,
+    refused: bool,
+    refresh_lock_owner: Option<String>,
+    refresh_lock_until: Option<DateTime<Utc>>,
+}
+
+impl RawAuth {
+    fn into_row(self, tenant: &TenantId, provider: &ProviderId) -> Result<AuthRow, StoreError> {
+        let blob = |bytes: Option<Vec<u8>>, key_id: Option<String>, what: &str| match (bytes, key_id) {
+            (Some(bytes), Some(key_id)) => Ok(Some(SealedBlob { key_id, bytes })),
+            (Some(_), None) => {
+                Err(corrupt(format!("connections: {what} of `{provider}` at `{tenant}` have no key id")))
+            }
+            (None, _) => Ok(None),
+        };
+        Ok(AuthRow {
+            credentials: blob(self.credentials, self.credentials_key_id, "credentials")?,
+            credentials_version: self.credentials_version,
+            status: ConnectionStatus::parse(&self.status)
+                .ok_or_else(|| corrupt(format!("connections: unknown connection status `{}`", self.status)))?,
+            auth_state: blob(self.auth_state, self.auth_state_key_id, "the stored token")?,
+            auth_state_serial: self.auth_state_serial,
+            refused: self.refused,
+            refresh_lock_owner: self.refresh_lock_owner,
+            refresh_lock_until: self.refresh_lock_until,
+        })
+    }
+}
+
+macro_rules! token_methods {
+    ($store:ty) => {
+        impl $store {
+            pub(super) async fn get_auth(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+            ) -> Result<Option<AuthRow>, StoreError> {
+                let raw: Option<RawAuth> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    auth_columns!(),
+                    " FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = ''"
+                ))
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading a connection's token"))?;
+                raw.map(|r| r.into_row(tenant, provider)).transpose()
+            }
+
+            pub(super) async fn lock_refresh(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                owner: &str,
+                until: DateTime<Utc>,
+            ) -> Result<Option<AuthRow>, StoreError> {
+                let raw: Option<RawAuth> = sqlx::query_as(concat!(
+                    "UPDATE connections SET refresh_lock_owner = $1, refresh_lock_until = $2 \
+                     WHERE tenant_id = $3 AND provider = $4 AND owner_user = '' \
+                     AND (refresh_lock_owner IS NULL OR refresh_lock_owner = $1 \
+                          OR refresh_lock_until IS NULL OR refresh_lock_until <= $5) \
+                     RETURNING ",
+                    auth_columns!()
+                ))
+                .bind(owner)
+                .bind(stored(until))
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .bind(now())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("taking the refresh lease"))?;
+                raw.map(|r| r.into_row(tenant, provider)).transpose()
+            }
+
+            pub(super) async fn save_token(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                write: &TokenWrite<'_>,
+                audit: Option<&AuditEntry>,
+            ) -> Result<Option<(i64, i64)>, StoreError> {
+                let now = now();
+                let bump = i64::from(write.credentials.is_some());
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                let saved: Option<(i64, i64)> = sqlx::query_as(
+                    "UPDATE connections SET \
+                     credentials = COALESCE($1, credentials), \
+                     credentials_key_id = COALESCE($2, credentials_key_id), \
+                     credentials_version = credentials_version + $3, \
+                     credentials_updated_at = CASE WHEN $3 = 1 THEN $4 ELSE credentials_updated_at END, \
+                     auth_state = $5, auth_state_key_id = $6, auth_state_version = credentials_version + $3, \
+                     auth_state_serial = auth_state_serial + 1, auth_state_expires_at = $7, \
+                     auth_state_updated_at = $4, refresh_lock_owner = NULL, refresh_lock_until = NULL, \
+                     updated_at = $4 \
+                     WHERE tenant_id = $8 AND provider = $9 AND owner_user = '' \
+                     AND credentials_version = $10 AND refresh_lock_owner = $11 \
+                     RETURNING credentials_version, auth_state_serial",
+                )
+                .bind(write.credentials.map(|c| c.bytes.as_slice()))
+                .bind(write.credentials.map(|c| c.key_id.as_str()))
+                .bind(bump)
+                .bind(now)
+                .bind(write.auth_state.bytes.as_slice())
+                .bind(&write.auth_state.key_id)
+                .bind(write.expires_at.map(stored))
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .bind(write.expected_version)
+                .bind(write.lock_owner)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("storing a token"))?;
+                if saved.is_none() {
+                    return Ok(None);
+                }
+                if let (Some(audit), true) = (audit, write.credentials.is_some()) {
+                    Self::insert_audit(&mut tx, audit).await?;
+                }
+                tx.commit().await.map_err(db("committing a token"))?;
+                Ok(saved)
+            }
+
+            pub(super) async fn unlock_refresh(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                owner: &str,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE connections SET refresh_lock_owner = NULL, refresh_lock_until = NULL \
+                     WHERE tenant_id = $1 AND provider = $2 AND owner_user = '' AND refresh_lock_owner = $3",
+                )
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .bind(owner)
+                .execute(&self.pool)
+                .await
+                .map_err(db("releasing the refresh lease"))?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            pub(super) async fn refuse_credentials(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                version: i64,
+                reason: &str,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE connections SET refused_version = credentials_version, \
+                     status = CASE WHEN status = 'disabled' THEN status ELSE 'needs_reauth' END, \
+                     status_reason = CASE WHEN status = 'disabled' THEN status_reason ELSE $1 END, \
+                     auth_state = NULL, auth_state_key_id = NULL, auth_state_version = NULL, \
+                     auth_state_expires_at = NULL, refresh_lock_owner = NULL, refresh_lock_until = NULL, \
+                     updated_at = $2 \
+                     WHERE tenant_id = $3 AND provider = $4 AND owner_user = '' AND credentials_version = $5",
+                )
+                .bind(reason)
+                .bind(now())
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .bind(version)
+                .execute(&self.pool)
+                .await
+                .map_err(db("recording refused credentials"))?;
+                Ok(done.rows_affected() > 0)
+            }
+        }
+    };
+}
+
+token_methods!(SqliteStore);
+token_methods!(PgStore);
+
+/// Distinguishes `Store` values opened separately (clones share one).
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
+/// A new process-unique store instance id.
+pub(super) fn next_instance() -> u64 {
+    NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Store {
+    /// Identifies this opened store within the process: clones share it, another
+    /// [`Store::connect`] (even to the same database, as a replica would) gets another.
+    pub fn instance_id(&self) -> u64 {
+        match self {
+            Store::Sqlite(s) => s.instance,
+            Store::Postgres(s) => s.instance,
+        }
+    }
+
+    /// The credentials and shared access token of the tenant's company connection to
+    /// `provider`, as a token refresh sees them; `None` if the connection does not exist.
+    pub async fn get_auth(&self, tenant: &TenantId, provider: &ProviderId) -> Result<Option<AuthRow>, StoreError> {
+        dispatch!(self.get_auth(tenant, provider))
+    }
+
+    /// Takes (or renews) the connection's refresh lease for `owner` until `until`, if
+    /// nobody else holds an unexpired one. Returns the row as it is then (`None`: someone
+    /// else holds the lease, or there is no such connection).
+    pub async fn lock_refresh(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<Option<AuthRow>, StoreError> {
+        dispatch!(self.lock_refresh(tenant, provider, owner, until))
+    }
+
+    /// Stores a newly obtained token (and a rotated refresh token, sealed, with `audit`)
+    /// and releases the refresh lease, in one transaction, only if the credentials are
+    /// still at `write.expected_version` and `write.lock_owner` still holds the lease.
+    /// A rotated refresh token increments `credentials_version`. Returns the credentials
+    /// version and token serial written; `None` (nothing written) if the swap lost.
+    pub async fn save_token(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        write: &TokenWrite<'_>,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        dispatch!(self.save_token(tenant, provider, write, audit))
+    }
+
+    /// Releases `owner`'s refresh lease; `false` if it did not hold it.
+    pub async fn unlock_refresh(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.unlock_refresh(tenant, provider, owner))
+    }
+
+    /// The provider refused the grant of credentials `version`: the connection becomes
+    /// `needs_reauth` (a `disabled` one stays) with `reason`, its token is forgotten, the
+    /// refresh lease released, and [`AuthRow::refused`] holds until new credentials are
+    /// stored. `false` (nothing written) if the credentials are no longer at `version`.
+    pub async fn refuse_credentials(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        version: i64,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.refuse_credentials(tenant, provider, version, reason))
+    }
+}
