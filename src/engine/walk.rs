@@ -39,6 +39,8 @@ pub(super) struct Walk {
     last_fingerprint: Option<(String, String, usize)>,
     pages: u64,
     window_records: u64,
+    /// Records read by this walk (page-number paging with a total).
+    records_read: u64,
     /// Whether this walk sends the incremental request (it started from a cursor). Only
     /// that request is sorted by the cursor and subject to `window_cap`; a full read goes
     /// through the stream's own request, in whatever order it has.
@@ -75,6 +77,7 @@ impl Walk {
             last_fingerprint: None,
             pages: 0,
             window_records: 0,
+            records_read: 0,
             from_cursor,
         }
     }
@@ -282,9 +285,14 @@ impl Walk {
                 }
                 Pagination::PageNumber { size, start, total: t, .. } => {
                     let page = if let Position::Page(p) = self.pos { p } else { *start };
-                    let read = (page + 1 - start) * size;
-                    let over = total(t).is_some_and(|t| read >= t);
-                    if over || n < *size { Position::Done } else { Position::Page(page + 1) }
+                    self.records_read += n;
+                    // With a total, a server that caps the page size below ours still has
+                    // more pages; without one, a short page is the last.
+                    let done = match total(t) {
+                        Some(t) => self.records_read >= t,
+                        None => n < *size,
+                    };
+                    if done { Position::Done } else { Position::Page(page + 1) }
                 }
             }
         };
@@ -317,6 +325,7 @@ impl Walk {
         self.seen_positions.clear();
         self.last_fingerprint = None;
         self.window_records = 0;
+        self.records_read = 0;
         Ok(())
     }
 }

@@ -102,3 +102,17 @@ async fn employers_sync_and_a_revoked_client_needs_reauth() {
     let conn = h.store.get_connection(&h.tenant, &h.provider).await.unwrap().unwrap();
     assert_eq!(conn.status, tributary::model::ConnectionStatus::NeedsReauth);
 }
+
+/// A server that caps the page size below what the manifest asks for still reports the
+/// total: every record is read, none silently dropped after the first short page.
+#[tokio::test]
+async fn a_server_capped_page_size_still_reads_every_record_up_to_the_total() {
+    let n = 400;
+    let sim = start(SimConfig::new(Provider::Bud, n).page_size_cap(25)).await.unwrap();
+    let h = Harness::new("bud", &tenant(&sim), &sim).await;
+    let run = h.sync("learners").await;
+    ok(&run);
+    assert_eq!(run.stats.fetched, n as i64);
+    assert_eq!(run.stats.pages, (n / 25) as i64);
+    assert_eq!(h.records("learner").await.len() as u64, n);
+}
