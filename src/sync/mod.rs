@@ -14,7 +14,7 @@ use crate::config::{Catalog, Manifest};
 use crate::engine::template::{lookup_path, scalar_text};
 use crate::engine::{EngineError, StreamReader};
 use crate::http::auth::{AuthState, CredentialSink};
-use crate::http::{RetryPolicy, Session};
+use crate::http::{RateLimiters, RetryPolicy, Session};
 use crate::mapping::{CompiledMapping, MapResult};
 use crate::model::{ConnectionStatus, EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
 use crate::secrets::{Credentials, MasterKey};
@@ -65,7 +65,11 @@ pub struct Syncer<'a> {
     pub key: &'a MasterKey,
     pub retry: RetryPolicy,
     pub metrics: Arc<Metrics>,
-    clients: (reqwest::Client, reqwest::Client),
+    /// The process's rate limiters: share one (`Arc`) between every syncer of a process
+    /// so all runs draw from the same quotas.
+    pub limits: Arc<RateLimiters>,
+    /// Clients built for `retry.connect_timeout` (the value they were built with).
+    clients: (reqwest::Client, reqwest::Client, std::time::Duration),
 }
 
 /// Stores a rotated refresh token (sealed) before the new access token is used.
@@ -102,8 +106,17 @@ impl CredentialSink for StoreSink<'_> {
 
 impl<'a> Syncer<'a> {
     pub fn new(catalog: &'a Catalog, store: &'a Store, key: &'a MasterKey) -> Result<Self, SyncError> {
-        let clients = crate::http::client().map_err(|e| SyncError::Client(e.to_string()))?;
-        Ok(Self { catalog, store, key, retry: RetryPolicy::default(), metrics: Arc::new(Metrics::new()), clients })
+        let retry = RetryPolicy::default();
+        let (data, token) = crate::http::client(&retry).map_err(|e| SyncError::Client(e.to_string()))?;
+        let clients = (data, token, retry.connect_timeout);
+        let metrics = Arc::new(Metrics::new());
+        Ok(Self { catalog, store, key, retry, metrics, limits: Arc::new(RateLimiters::default()), clients })
+    }
+
+    /// Draws from `limits` (the process-wide registry) instead of a private one.
+    pub fn with_limits(mut self, limits: Arc<RateLimiters>) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Runs one job; `progress` sees the counters after every page. A run that fails
@@ -234,14 +247,21 @@ impl<'a> Syncer<'a> {
         vars.extend(config.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
         let base_url = config.base_url.clone().unwrap_or_else(|| manifest.base_url.clone());
         let sink = StoreSink { store: self.store, key: self.key, tenant: &req.tenant, provider: &req.provider };
+        // The connect timeout is a client setting: build clients if it was changed.
+        let (client, token_client) = if self.retry.connect_timeout == self.clients.2 {
+            (self.clients.0.clone(), self.clients.1.clone())
+        } else {
+            crate::http::client(&self.retry).map_err(|e| RunFailure::plain(format!("HTTP client: {e}")))?
+        };
         let mut session = Session {
-            client: self.clients.0.clone(),
-            token_client: self.clients.1.clone(),
+            client,
+            token_client,
             auth: AuthState::new(manifest.auth.clone(), credentials),
             rules: manifest.responses.clone(),
             retry: self.retry.clone(),
             stats: Default::default(),
             sink: Some(&sink),
+            quota: self.limits.quota(req.provider.as_str(), req.tenant.as_str(), manifest.rate_limit.as_ref()),
         };
         let mut reader =
             StreamReader::new(manifest, &req.stream, &base_url, vars, job.cursor.as_deref(), req.full_refresh)
