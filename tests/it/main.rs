@@ -3,6 +3,7 @@
 mod cli;
 mod config_model;
 mod connectors;
+mod faults;
 mod scheduling;
 mod sim;
 mod store_contract;
