@@ -31,6 +31,7 @@ use self::shutdown::signals;
 use self::worker::{RunContext, run_job};
 use crate::config::{Catalog, ConfigDir, DaemonSettings};
 use crate::control::{self, ControlMessage};
+use crate::http::RateLimiters;
 use crate::model::{ConnectionStatus, ProviderId, RunOutcome, StreamName, TenantId};
 use crate::scheduler::{FailurePolicy, after_run};
 use crate::secrets::MasterKey;
@@ -100,6 +101,8 @@ pub struct Daemon {
     key: Arc<MasterKey>,
     settings: DaemonSettings,
     metrics: Arc<Metrics>,
+    /// Every run's rate limits (one registry for the process).
+    limits: Arc<RateLimiters>,
     owner: String,
     started_at: DateTime<Utc>,
     running: HashMap<i64, Running>,
@@ -161,6 +164,7 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
             max: Duration::from_secs(settings.failure_max_secs.max(1)),
             error_after: settings.error_after,
         },
+        limits: Arc::new(RateLimiters::new(settings.replicas)),
         settings,
         metrics,
         owner: instance_id(),
@@ -406,6 +410,8 @@ impl Daemon {
             store: self.store.clone(),
             key: self.key.clone(),
             metrics: self.metrics.clone(),
+            limits: self.limits.clone(),
+            retry: self.settings.retry_policy(),
             owner: self.owner.clone(),
             lease: Duration::from_secs(self.settings.lease_secs),
             heartbeat: Duration::from_secs(self.settings.heartbeat_secs),
@@ -498,6 +504,8 @@ impl Daemon {
                 Metrics::set_gauge(&self.metrics.jobs, state, n);
             }
         }
+        self.limits.sweep();
+        self.metrics.rate_limit_keys.set(i64::try_from(self.limits.keys()).unwrap_or(i64::MAX));
         let stall = Duration::from_secs(self.settings.stall_secs);
         let mut stalled = Vec::new();
         for (job_id, r) in &mut self.running {

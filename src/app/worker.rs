@@ -26,6 +26,9 @@ pub(super) struct RunContext {
     pub(super) lease: Duration,
     pub(super) heartbeat: Duration,
     pub(super) started_runs: Arc<Mutex<HashMap<i64, uuid::Uuid>>>,
+    /// Every run's rate limits (one registry for the process).
+    pub(super) limits: Arc<crate::http::RateLimiters>,
+    pub(super) retry: crate::http::RetryPolicy,
 }
 
 /// Runs one claimed job, renewing its lease while it runs; a lost lease cancels it.
@@ -60,8 +63,10 @@ pub(super) async fn run_job(
         close_abandoned_runs(&ctx, &job, previous).await;
     }
     let result = async {
-        let mut syncer = Syncer::new(&ctx.catalog, &ctx.store, &ctx.key).map_err(|e| e.to_string())?;
+        let mut syncer =
+            Syncer::new(&ctx.catalog, &ctx.store, &ctx.key).map_err(|e| e.to_string())?.with_limits(ctx.limits.clone());
         syncer.metrics = ctx.metrics.clone();
+        syncer.retry = ctx.retry.clone();
         let req = SyncRequest {
             tenant: job.tenant_id.clone(),
             provider: job.provider.clone(),

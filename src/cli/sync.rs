@@ -55,7 +55,11 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let key = g.master_key(&catalog, &store)?;
-    let syncer = Syncer::new(&catalog, &store, &key)?;
+    // One process, one set of limits; next to running daemons this is one more replica.
+    let daemon = &catalog.settings.daemon;
+    let mut syncer = Syncer::new(&catalog, &store, &key)?
+        .with_limits(std::sync::Arc::new(crate::http::RateLimiters::new(daemon.replicas)));
+    syncer.retry = daemon.retry_policy();
     let mut rows: Vec<RunRow> = Vec::new();
     for stream in streams {
         let req = SyncRequest {
@@ -94,7 +98,7 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
             let s = &row.stats;
             let secs = started.elapsed().as_secs_f64();
             outln!(
-                "{provider}/{stream}: {} in {secs:.1}s — fetched {}, inserted {}, updated {}, unchanged {}, filtered {}, dead-lettered {}, {} pages, {} HTTP calls{}",
+                "{provider}/{stream}: {} in {secs:.1}s — fetched {}, inserted {}, updated {}, unchanged {}, filtered {}, dead-lettered {}, {} pages, {} HTTP calls, {} retries, {} rate-limit waits ({} ms){}",
                 row.outcome,
                 s.fetched,
                 s.inserted,
@@ -104,6 +108,9 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
                 s.dead_lettered,
                 s.pages,
                 s.http_calls,
+                s.retries,
+                s.rate_limit_waits,
+                s.rate_limit_wait_ms,
                 s.error.as_ref().map(|e| format!("\n  error: {e}")).unwrap_or_default()
             );
         }

@@ -48,6 +48,13 @@ pub struct DaemonSettings {
     pub http_listen: String,
     /// Apply `config/tenants/*.toml` on start and reload.
     pub apply_tenant_files: bool,
+    /// Daemons sharing the providers' quotas (replicas on one PostgreSQL): each takes
+    /// `1/replicas` of every rate limit, so together they stay within it.
+    pub replicas: u32,
+    /// Total timeout of one HTTP attempt to a provider (connect, send, whole body).
+    pub request_timeout_secs: u64,
+    /// Connect timeout of HTTP requests to providers.
+    pub connect_timeout_secs: u64,
 }
 
 impl Default for DaemonSettings {
@@ -66,6 +73,9 @@ impl Default for DaemonSettings {
             control_socket: None,
             http_listen: "127.0.0.1:9187".into(),
             apply_tenant_files: true,
+            replicas: 1,
+            request_timeout_secs: 120,
+            connect_timeout_secs: 10,
         }
     }
 }
@@ -84,6 +94,17 @@ pub struct SecretSettings {
     /// A file holding the 32-byte master key (raw or 64 hex digits).
     #[serde(default)]
     pub master_key_file: Option<std::path::PathBuf>,
+}
+
+impl DaemonSettings {
+    /// The HTTP retry and timeout policy these settings ask for.
+    pub fn retry_policy(&self) -> crate::http::RetryPolicy {
+        crate::http::RetryPolicy {
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_secs.max(1)),
+            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs.max(1)),
+            ..crate::http::RetryPolicy::default()
+        }
+    }
 }
 
 impl Settings {

@@ -1,16 +1,21 @@
-//! The shared HTTP client: authentication, response classification, retries and
-//! rate-limit waits, with every call counted for the run log.
+//! The shared HTTP client: authentication, response classification, retries (backon)
+//! and rate limits (`ratelimit`), with every call and wait counted for the run log.
 
 pub mod auth;
 pub mod classify;
+pub mod ratelimit;
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder, Retryable};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use self::auth::{AuthState, CredentialSink};
 use self::classify::{Verdict, classify};
+pub use self::ratelimit::{QuotaHandle, RateLimiters};
+use self::ratelimit::{reset_in, retry_after};
 use crate::config::{Method, ResponseAction, ResponseRule};
 use crate::engine::template::{MissingVariable, Vars};
 
@@ -44,27 +49,51 @@ impl HttpError {
     }
 }
 
-/// Retry and wait bounds.
+/// Retry, wait and timeout bounds.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
+    /// Attempts per request for transient failures, the first included.
     pub max_attempts: u32,
+    /// Time one request may take over all its attempts and backoff (rate-limit waits
+    /// not included).
+    pub max_elapsed: Duration,
+    /// First backoff delay; doubles per attempt, with jitter.
     pub base_delay: Duration,
     pub max_delay: Duration,
     /// Longest single rate-limit wait honoured.
     pub max_rate_limit_wait: Duration,
-    /// Rate-limit waits allowed for one request before giving up.
+    /// Rate-limit responses allowed for one request before giving up.
     pub max_rate_limit_waits: u32,
+    /// Connect timeout of every request.
+    pub connect_timeout: Duration,
+    /// Total timeout of one attempt: connect, send and the whole body.
+    pub request_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             max_attempts: 5,
+            max_elapsed: Duration::from_secs(600),
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
             max_rate_limit_wait: Duration::from_secs(300),
             max_rate_limit_waits: 50,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(120),
         }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with jitter, bounded by attempts and by total delay.
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(self.base_delay)
+            .with_max_delay(self.max_delay.max(self.base_delay))
+            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+            .with_total_delay(Some(self.max_elapsed))
     }
 }
 
@@ -104,16 +133,17 @@ pub struct Response {
 }
 
 /// Builds the reqwest clients: data calls follow no redirects to other hosts, token
-/// calls follow none at all.
-pub fn client() -> Result<(reqwest::Client, reqwest::Client), reqwest::Error> {
+/// calls follow none at all. Both connect within `policy.connect_timeout`; data calls
+/// also get `policy.request_timeout` per attempt (set again on each request).
+pub fn client(policy: &RetryPolicy) -> Result<(reqwest::Client, reqwest::Client), reqwest::Error> {
     let data = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(120))
+        .connect_timeout(policy.connect_timeout)
+        .timeout(policy.request_timeout)
         .redirect(reqwest::redirect::Policy::limited(3))
         .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
         .build()?;
     let token = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(policy.connect_timeout)
         .timeout(Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("tributary/", env!("CARGO_PKG_VERSION")))
@@ -130,22 +160,128 @@ pub struct Session<'s> {
     pub retry: RetryPolicy,
     pub stats: CallStats,
     pub sink: Option<&'s dyn CredentialSink>,
+    /// The quota every request waits on (`None`: the manifest declares no limit).
+    pub quota: Option<QuotaHandle>,
+}
+
+/// Why one attempt did not produce a response.
+#[derive(Debug)]
+enum Failure {
+    /// Worth another attempt (5xx, timeout, reset, truncated body).
+    Transient { message: String, retry_after: Option<Duration> },
+    /// Final.
+    Fatal(HttpError),
+}
+
+impl Failure {
+    fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient { .. })
+    }
+}
+
+/// What one `send` remembers across its attempts.
+struct SendState {
+    /// A token was already refreshed for this request.
+    refreshed: bool,
+    /// Rate-limit responses so far.
+    throttled: u32,
+    /// Delays for rate-limit responses that name no wait.
+    throttle_backoff: ExponentialBackoff,
+}
+
+/// Limiter waits shorter than this are pacing noise, not rate-limit waits.
+const COUNTED_WAIT: Duration = Duration::from_millis(5);
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Session<'_> {
-    /// Sends a request: authenticates, classifies, retries what is transient, waits
-    /// out rate limits, refreshes an expired token once.
+    /// Sends a request: waits for the quota, authenticates, classifies; retries what
+    /// is transient with backoff (backon), waits out rate limits (not counted as
+    /// attempts), refreshes an expired token once, and fails at once on a permanent error.
     pub async fn send(&mut self, request: &Request, vars: &Vars<'_>) -> Result<Response, HttpError> {
         let path = display_path(&request.url);
-        let mut attempts = 0u32;
-        let mut waits = 0u32;
-        let mut refreshed = false;
+        let policy = self.retry.clone();
+        let started = Instant::now();
+        let waited_before = self.stats.rate_limit_wait_ms;
+        let throttle_backoff = ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(policy.base_delay)
+            .with_max_delay(policy.max_delay.max(policy.base_delay))
+            .without_max_times()
+            .build();
+        let state = SendState { refreshed: false, throttled: 0, throttle_backoff };
+        let cell = tokio::sync::Mutex::new((&mut *self, state));
+        let retries = AtomicU64::new(0);
+        let result = (|| async {
+            let mut guard = cell.lock().await;
+            let (session, state) = &mut *guard;
+            session.attempt(request, vars, &path, state).await
+        })
+        .retry(policy.backoff())
+        .when(Failure::is_transient)
+        .adjust(|failure, next| {
+            // Rate-limit waits do not use up the time budget.
+            let waited = cell.try_lock().map_or(0, |g| g.0.stats.rate_limit_wait_ms - waited_before);
+            let elapsed = started.elapsed().saturating_sub(Duration::from_millis(waited));
+            let next = match failure {
+                Failure::Transient { retry_after: Some(after), .. } => {
+                    next.map(|_| (*after).min(policy.max_rate_limit_wait))
+                }
+                _ => next,
+            };
+            next.filter(|d| elapsed + *d <= policy.max_elapsed)
+        })
+        .notify(|failure, wait| {
+            retries.fetch_add(1, Ordering::Relaxed);
+            if let Failure::Transient { message, .. } = failure {
+                tracing::debug!(path = %path, wait_ms = millis(wait), "retrying: {message}");
+            }
+        })
+        .await;
+        let retries = retries.into_inner();
+        self.stats.retries += retries;
+        result.map_err(|failure| match failure {
+            Failure::Fatal(e) => e,
+            Failure::Transient { message, .. } => {
+                HttpError::Exhausted { path, attempts: u32::try_from(retries + 1).unwrap_or(u32::MAX), last: message }
+            }
+        })
+    }
+
+    /// Waits for the quota; a wait longer than pacing noise counts as a rate-limit wait.
+    async fn wait_for_quota(&mut self) {
+        let Some(quota) = &self.quota else { return };
+        let waited = quota.acquire().await;
+        if waited >= COUNTED_WAIT {
+            self.stats.rate_limit_waits += 1;
+            self.stats.rate_limit_wait_ms += millis(waited);
+        }
+    }
+
+    /// One attempt: as many rate-limit waits and one token refresh as needed, until a
+    /// response that is a success or a failure.
+    async fn attempt(
+        &mut self,
+        request: &Request,
+        vars: &Vars<'_>,
+        path: &str,
+        state: &mut SendState,
+    ) -> Result<Response, Failure> {
+        let transient = |message: String| Failure::Transient { message, retry_after: None };
         loop {
-            self.auth.ensure(&self.token_client, vars, self.sink).await?;
-            let mut req = self.client.request(
-                reqwest::Method::from_bytes(request.method.as_str().as_bytes()).unwrap_or(reqwest::Method::GET),
-                &request.url,
-            );
+            // Quota first, then the token: a token checked before a long quota wait could
+            // expire while the request waits.
+            self.wait_for_quota().await;
+            self.auth.ensure(&self.token_client, vars, self.sink).await.map_err(Failure::Fatal)?;
+            let mut req = self
+                .client
+                .request(
+                    reqwest::Method::from_bytes(request.method.as_str().as_bytes()).unwrap_or(reqwest::Method::GET),
+                    &request.url,
+                )
+                .timeout(self.retry.request_timeout);
             if !request.query.is_empty() {
                 req = req.query(&request.query);
             }
@@ -157,111 +293,90 @@ impl Session<'_> {
                 Some(Body::Form(f)) => req.form(f),
                 None => req,
             };
-            req = self.auth.apply(req, vars)?;
+            req = self.auth.apply(req, vars).map_err(Failure::Fatal)?;
             self.stats.http_calls += 1;
-            let outcome = match req.send().await {
-                Err(e) => Err(format!("request failed: {}", e.without_url())),
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let headers = resp.headers().clone();
-                    match resp.bytes().await {
-                        Err(e) => Err(format!("reading the response failed: {}", e.without_url())),
-                        Ok(bytes) => Ok((status, headers, bytes)),
-                    }
-                }
-            };
-            let (status, headers, bytes) = match outcome {
-                Ok(x) => x,
-                Err(last) => {
-                    attempts += 1;
-                    self.backoff(attempts, &path, last).await?;
-                    continue;
-                }
-            };
+            let resp = req.send().await.map_err(|e| transient(format!("request failed: {}", e.without_url())))?;
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| transient(format!("reading the response failed: {}", e.without_url())))?;
             let json: Option<Value> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
             let Verdict { action, message } = classify(&self.rules, status, &bytes, json.as_ref());
             let message = message.unwrap_or_else(|| format!("HTTP {status}"));
+            if action != ResponseAction::RateLimited
+                && let Some(quota) = &self.quota
+                && let Some(pause) = quota.observe(&headers, self.retry.max_rate_limit_wait)
+            {
+                tracing::debug!(path, pause_ms = millis(pause), "the provider reports its budget nearly spent");
+            }
             match action {
                 ResponseAction::Success if json.is_none() && !bytes.is_empty() => {
-                    attempts += 1;
-                    self.backoff(attempts, &path, format!("HTTP {status} with a truncated or invalid JSON body"))
-                        .await?;
+                    return Err(transient(format!("HTTP {status} with a truncated or invalid JSON body")));
                 }
                 ResponseAction::Success | ResponseAction::Empty => {
                     let action = if json.is_none() { ResponseAction::Empty } else { action };
                     return Ok(Response { status, headers, json, action });
                 }
                 ResponseAction::Retry => {
-                    attempts += 1;
-                    self.backoff(attempts, &path, format!("HTTP {status}: {message}")).await?;
+                    let retry_after = retry_after(&headers, self.retry_after_header());
+                    return Err(Failure::Transient { message: format!("HTTP {status}: {message}"), retry_after });
                 }
                 ResponseAction::RateLimited => {
-                    waits += 1;
-                    if waits > self.retry.max_rate_limit_waits {
-                        return Err(HttpError::Exhausted {
-                            path,
-                            attempts: waits,
+                    state.throttled += 1;
+                    if state.throttled > self.retry.max_rate_limit_waits {
+                        return Err(Failure::Fatal(HttpError::Exhausted {
+                            path: path.to_owned(),
+                            attempts: state.throttled,
                             last: format!("still rate limited: {message}"),
-                        });
+                        }));
                     }
-                    let wait = rate_limit_wait(&headers)
-                        .unwrap_or_else(|| self.delay(waits))
+                    let wait = self
+                        .throttle_wait(&headers)
+                        .or_else(|| state.throttle_backoff.next())
+                        .unwrap_or(self.retry.max_delay)
                         .min(self.retry.max_rate_limit_wait);
                     self.stats.rate_limit_waits += 1;
-                    self.stats.rate_limit_wait_ms += u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-                    tracing::debug!(path = %path, wait_ms = wait.as_millis() as u64, "rate limited: {message}");
-                    tokio::time::sleep(wait).await;
+                    self.stats.rate_limit_wait_ms += millis(wait);
+                    tracing::debug!(path, wait_ms = millis(wait), "rate limited: {message}");
+                    let until = Instant::now() + wait;
+                    if let Some(quota) = &self.quota {
+                        // Every request on this quota waits, not only this one.
+                        quota.hold_until(until);
+                    }
+                    tokio::time::sleep_until(until.into()).await;
                 }
                 ResponseAction::AuthExpired => {
-                    if refreshed || !self.auth.can_refresh() {
-                        return Err(HttpError::AuthRejected { path, message });
+                    if state.refreshed || !self.auth.can_refresh() {
+                        return Err(Failure::Fatal(HttpError::AuthRejected { path: path.to_owned(), message }));
                     }
-                    refreshed = true;
+                    state.refreshed = true;
                     self.auth.invalidate();
                 }
                 ResponseAction::Fail => {
-                    return Err(HttpError::Permanent { method: request.method.as_str(), path, status, message });
+                    return Err(Failure::Fatal(HttpError::Permanent {
+                        method: request.method.as_str(),
+                        path: path.to_owned(),
+                        status,
+                        message,
+                    }));
                 }
             }
         }
     }
 
-    fn delay(&self, attempt: u32) -> Duration {
-        let exp = self.retry.base_delay.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
-        let capped = exp.min(self.retry.max_delay);
-        // Jitter: up to a quarter of the delay, from the clock's sub-second noise.
-        let noise = u64::from(
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()),
-        );
-        let quarter = u64::try_from(capped.as_millis() / 4).unwrap_or(0).max(1);
-        capped + Duration::from_millis(noise % quarter)
+    fn retry_after_header(&self) -> &str {
+        self.quota.as_ref().map_or("retry-after", |q| q.spec().retry_after_header.as_str())
     }
 
-    async fn backoff(&mut self, attempts: u32, path: &str, last: String) -> Result<(), HttpError> {
-        if attempts >= self.retry.max_attempts {
-            return Err(HttpError::Exhausted { path: path.to_owned(), attempts, last });
-        }
-        self.stats.retries += 1;
-        let wait = self.delay(attempts);
-        tracing::debug!(path, attempt = attempts, wait_ms = wait.as_millis() as u64, "retrying: {last}");
-        tokio::time::sleep(wait).await;
-        Ok(())
+    /// What a throttle response asks for: `Retry-After`, else the manifest's reset header.
+    fn throttle_wait(&self, headers: &HeaderMap) -> Option<Duration> {
+        retry_after(headers, self.retry_after_header()).or_else(|| {
+            let reset = self.quota.as_ref()?.spec().reset_header.as_deref()?;
+            reset_in(headers, reset)
+        })
     }
-}
-
-/// `Retry-After` seconds (or an HTTP date), else a reset header in seconds.
-fn rate_limit_wait(headers: &HeaderMap) -> Option<Duration> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(v) = text("retry-after") {
-        if let Ok(secs) = v.parse::<f64>() {
-            return Some(Duration::from_secs_f64(secs.clamp(0.0, 86_400.0)));
-        }
-        if let Ok(at) = chrono::DateTime::parse_from_rfc2822(v) {
-            let secs = (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_milliseconds().max(0);
-            return Some(Duration::from_millis(u64::try_from(secs).unwrap_or(0)));
-        }
-    }
-    None
 }
 
 /// The URL without its query (queries may carry keys).

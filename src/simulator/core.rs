@@ -104,6 +104,9 @@ const REGISTRY_CAP: usize = 4096;
 /// Distinct request paths counted individually.
 const PATHS_CAP: usize = 4096;
 
+/// Arrival times of data requests kept.
+const TIMES_CAP: usize = 10_000;
+
 /// The state of one running simulator.
 pub(crate) struct Sim {
     /// Which provider this is.
@@ -123,6 +126,7 @@ pub(crate) struct Sim {
     faults: Mutex<Faults>,
     requests: AtomicU64,
     data_requests: AtomicU64,
+    data_request_times: Mutex<VecDeque<Instant>>,
     paths: Mutex<HashMap<String, u64>>,
     registry: Mutex<Registry>,
     window: Mutex<(Option<Instant>, u64)>,
@@ -166,6 +170,7 @@ impl Sim {
             cursor_key,
             requests: AtomicU64::new(0),
             data_requests: AtomicU64::new(0),
+            data_request_times: Mutex::new(VecDeque::new()),
             paths: Mutex::new(HashMap::new()),
             registry: Mutex::new(Registry::default()),
             window: Mutex::new((None, 0)),
@@ -304,7 +309,17 @@ impl Sim {
 
     /// Counts one data request and returns its 1-based number.
     pub(crate) fn count_data_request(&self) -> u64 {
+        let mut times = lock(&self.data_request_times);
+        if times.len() >= TIMES_CAP {
+            times.pop_front();
+        }
+        times.push_back(Instant::now());
         self.data_requests.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Arrival times of the most recent data requests, oldest first.
+    pub(crate) fn data_request_times(&self) -> Vec<Instant> {
+        lock(&self.data_request_times).iter().copied().collect()
     }
 
     /// Every request served so far.

@@ -163,8 +163,10 @@ pub struct Faults {
     pub reset_every: Option<u64>,
     /// Send only the first half of every T-th response body (status kept).
     pub truncate_every: Option<u64>,
-    /// Wait this long before answering each data request.
+    /// Wait this long before answering each data request (or every D-th, below).
     pub delay: Option<Duration>,
+    /// Apply `delay` only to every D-th data request (`None`: to every one).
+    pub delay_every: Option<u64>,
     /// The `Retry-After` value (seconds) for providers that send one.
     pub retry_after_secs: u64,
 }
@@ -177,6 +179,7 @@ impl Default for Faults {
             reset_every: None,
             truncate_every: None,
             delay: None,
+            delay_every: None,
             retry_after_secs: 1,
         }
     }
@@ -215,6 +218,13 @@ impl Faults {
     /// Delay every data request.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = Some(delay);
+        self
+    }
+
+    /// Delay only every `d`-th data request by `delay` (a slow response now and then).
+    pub fn delay_every(mut self, d: u64, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self.delay_every = Some(d);
         self
     }
 
@@ -437,6 +447,12 @@ impl SimHandle {
     /// Data requests served (the ones faults count).
     pub fn data_request_count(&self) -> u64 {
         self.sim().data_request_count()
+    }
+
+    /// When the most recent data requests arrived (up to the last 10,000), oldest
+    /// first: a server-side view of the client's request rate.
+    pub fn data_request_times(&self) -> Vec<std::time::Instant> {
+        self.sim().data_request_times()
     }
 
     /// Requests whose path starts with `path_prefix`.

@@ -142,7 +142,7 @@ async fn gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response
     } else {
         let n = sim.count_data_request();
         let faults = sim.faults();
-        if let Some(delay) = faults.delay {
+        if let Some(delay) = faults.delay.filter(|_| faults.delay_every.is_none_or(|d| every(n, Some(d)))) {
             tokio::time::sleep(delay).await;
         }
         if every(n, faults.reset_every) {

@@ -15,7 +15,7 @@ use crate::engine::{EngineError, StreamReader};
 use crate::http::auth::{
     AuthRegistry, AuthState, CredentialSink, DEFAULT_REFRESH_MARGIN, SinkFuture, Stored, Token, TokenEvent,
 };
-use crate::http::{HttpError, RetryPolicy, Session};
+use crate::http::{HttpError, RateLimiters, RetryPolicy, Session};
 use crate::mapping::{CompiledMapping, MapResult};
 use crate::model::{ConnectionStatus, EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
 use crate::secrets::{Credentials, MasterKey, Sealed};
@@ -75,7 +75,11 @@ pub struct Syncer<'a> {
     /// Tokens are refreshed this long before they expire (at most a quarter of their
     /// lifetime before).
     pub token_margin: Duration,
-    clients: (reqwest::Client, reqwest::Client),
+    /// The process's rate limiters: share one (`Arc`) between every syncer of a process
+    /// so all runs draw from the same quotas.
+    pub limits: Arc<RateLimiters>,
+    /// Clients built for `retry.connect_timeout` (the value they were built with).
+    clients: (reqwest::Client, reqwest::Client, std::time::Duration),
 }
 
 /// A connection's credentials and shared token in the store: sealed on the way in,
@@ -192,17 +196,26 @@ impl CredentialSink for StoreSink<'_> {
 
 impl<'a> Syncer<'a> {
     pub fn new(catalog: &'a Catalog, store: &'a Store, key: &'a MasterKey) -> Result<Self, SyncError> {
-        let clients = crate::http::client().map_err(|e| SyncError::Client(e.to_string()))?;
+        let retry = RetryPolicy::default();
+        let (data, token) = crate::http::client(&retry).map_err(|e| SyncError::Client(e.to_string()))?;
+        let clients = (data, token, retry.connect_timeout);
         Ok(Self {
             catalog,
             store,
             key,
-            retry: RetryPolicy::default(),
+            retry,
             metrics: Arc::new(Metrics::new()),
             auth: AuthRegistry::global(),
             token_margin: DEFAULT_REFRESH_MARGIN,
+            limits: Arc::new(RateLimiters::default()),
             clients,
         })
+    }
+
+    /// Draws from `limits` (the process-wide registry) instead of a private one.
+    pub fn with_limits(mut self, limits: Arc<RateLimiters>) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Runs one job; `progress` sees the counters after every page. A run that fails
@@ -334,14 +347,21 @@ impl<'a> Syncer<'a> {
         let conn = self.auth.connection(&format!("{}/{}/{}", self.store.instance_id(), req.tenant, req.provider));
         let mut auth = AuthState::shared(manifest.auth.clone(), conn);
         auth.margin = self.token_margin;
+        // The connect timeout is a client setting: build clients if it was changed.
+        let (client, token_client) = if self.retry.connect_timeout == self.clients.2 {
+            (self.clients.0.clone(), self.clients.1.clone())
+        } else {
+            crate::http::client(&self.retry).map_err(|e| RunFailure::plain(format!("HTTP client: {e}")))?
+        };
         let mut session = Session {
-            client: self.clients.0.clone(),
-            token_client: self.clients.1.clone(),
+            client,
+            token_client,
             auth,
             rules: manifest.responses.clone(),
             retry: self.retry.clone(),
             stats: Default::default(),
             sink: Some(&sink),
+            quota: self.limits.quota(req.provider.as_str(), req.tenant.as_str(), manifest.rate_limit.as_ref()),
         };
         let mut reader =
             StreamReader::new(manifest, &req.stream, &base_url, vars, job.cursor.as_deref(), req.full_refresh)

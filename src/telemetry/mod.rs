@@ -80,6 +80,8 @@ pub struct Metrics {
     pub retries: Family<ProviderLabels, Counter>,
     pub rate_limit_waits: Family<ProviderLabels, Counter>,
     pub rate_limit_wait_seconds: Family<ProviderLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    /// Quota keys the rate limiters track (idle ones are evicted).
+    pub rate_limit_keys: Gauge,
     pub token_refreshes: Family<ResultLabels, Counter>,
     pub lease_losses: Family<ProviderLabels, Counter>,
     pub jobs: Family<StateLabels, Gauge>,
@@ -106,6 +108,7 @@ impl Metrics {
             retries: Family::default(),
             rate_limit_waits: Family::default(),
             rate_limit_wait_seconds: Family::default(),
+            rate_limit_keys: Gauge::default(),
             token_refreshes: Family::default(),
             lease_losses: Family::default(),
             jobs: Family::default(),
@@ -129,6 +132,11 @@ impl Metrics {
             "rate_limit_wait_seconds",
             "Time spent waiting for rate limits",
             m.rate_limit_wait_seconds.clone(),
+        );
+        registry.register(
+            "rate_limit_keys",
+            "Rate-limit quota keys tracked (connections, shared provider quotas)",
+            m.rate_limit_keys.clone(),
         );
         registry.register("token_refreshes", "Access tokens obtained, by result", m.token_refreshes.clone());
         registry.register("lease_losses", "Runs that lost their job lease", m.lease_losses.clone());

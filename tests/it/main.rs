@@ -4,6 +4,7 @@ mod cli;
 mod config_model;
 mod connectors;
 mod daemon;
+mod faults;
 mod scheduling;
 mod sim;
 mod store_contract;

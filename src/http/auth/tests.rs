@@ -114,7 +114,7 @@ async fn in_memory_sessions_store_rotated_refresh_tokens_and_remember_refusals()
     let spec = spec(&format!("kind = \"oauth2_refresh_token\"\ntoken_url = \"{}/token\"", server.uri()));
     let mut auth =
         AuthState::new(spec, credentials(json!({"client_id": "c", "client_secret": "s", "refresh_token": "rt1"})));
-    let (client, _) = crate::http::client().unwrap();
+    let (client, _) = crate::http::client(&crate::http::RetryPolicy::default()).unwrap();
     let vars = Vars::default();
     auth.ensure(&client, &vars, None).await.unwrap();
     auth.ensure(&client, &vars, None).await.unwrap();

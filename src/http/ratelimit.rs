@@ -1,0 +1,322 @@
+//! Process-wide rate limiting: one governor limiter per quota, shared by every session
+//! and run of the process through [`RateLimiters`].
+//!
+//! - **Quotas.** A manifest's `[rate_limit]` is `requests` per `per_secs`. With
+//!   `scope = "connection"` (the default) every connection (tenant + provider) has its
+//!   own budget: one keyed limiter per provider, keyed by tenant (the same quota shape
+//!   fanned out). With `scope = "provider"` every tenant shares one budget (one app
+//!   quota): one direct limiter, taken in FIFO turns so tenants share it fairly.
+//! - **Shape.** A limit is a sliding-window promise: never more than `requests` in any
+//!   `per_secs`. A small burst (5 % of the quota, at least 2) is allowed and the rest is
+//!   spread evenly over the window stretched by 2 % (a margin for network jitter), which
+//!   keeps every window at or under `requests` and uses about 93–96 % of it.
+//! - **Replicas.** Each of N replicas takes `requests / N` of every quota (`daemon.replicas`).
+//! - **Adaptive.** A response's remaining/reset headers (named by the manifest) spread the
+//!   requests left until the reset; remaining 0 without a reset pauses for one window.
+//!   A throttle response's wait (`Retry-After` or the reset) holds the whole quota.
+//! - **Eviction.** [`RateLimiters::sweep`] (run every minute from [`RateLimiters::quota`]
+//!   and by the daemon's housekeeping) drops keys whose state is indistinguishable from
+//!   a fresh one (governor's `retain_recent`), so idle connections cost nothing.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use governor::clock::Clock;
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
+use reqwest::header::HeaderMap;
+
+use crate::config::{QuotaScope, RateLimitSpec};
+
+/// Share of a quota usable as a burst.
+const BURST_DIVISOR: u32 = 20;
+/// The window is stretched by this fraction: requests timed at the client arrive with
+/// jitter at the server, and the server's count is the one that matters.
+const JITTER_MARGIN: f64 = 0.02;
+/// How often [`RateLimiters::quota`] sweeps idle keys.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The governor quota that keeps `requests` per `per_secs` (already divided among
+/// `replicas`) in every sliding window.
+pub fn window_quota(requests: u32, per_secs: u32, replicas: u32) -> Quota {
+    let n = (requests / replicas.max(1)).max(1);
+    let window = Duration::from_secs(u64::from(per_secs.max(1)));
+    let burst = (n / BURST_DIVISOR).max(2).min(n);
+    // GCRA admits `burst + ceil(w / period) - 1` requests in a window `w`; with
+    // `cells = n - burst + 1` periods spanning more than the window that is at most `n`.
+    let cells = n - burst + 1;
+    let period = window.mul_f64(1.0 + JITTER_MARGIN) / cells;
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst)
+}
+
+enum Limiter {
+    Direct(DefaultDirectRateLimiter),
+    Keyed(DefaultKeyedRateLimiter<String>),
+}
+
+impl Limiter {
+    /// `None` when a request may go now (and is counted), else how long to wait.
+    fn check(&self, key: &str) -> Option<Duration> {
+        match self {
+            Self::Direct(l) => l.check().err().map(|n| n.wait_time_from(l.clock().now())),
+            Self::Keyed(l) => l.check_key(&key.to_owned()).err().map(|n| n.wait_time_from(l.clock().now())),
+        }
+    }
+}
+
+/// One provider's quota: its limiter and the holds responses put on it.
+struct ProviderQuota {
+    /// The manifest's spec (a changed manifest gets a new limiter).
+    spec: RateLimitSpec,
+    window: Duration,
+    limiter: Limiter,
+    /// FIFO turns for a shared (provider-scope) budget.
+    turn: tokio::sync::Mutex<()>,
+    /// Key → no request before this instant (throttle responses, remaining/reset).
+    holds: Mutex<HashMap<String, Instant>>,
+    last_used: Mutex<Instant>,
+}
+
+impl ProviderQuota {
+    fn new(spec: &RateLimitSpec, replicas: u32) -> Self {
+        let quota = window_quota(spec.requests, spec.per_secs, replicas);
+        let limiter = match spec.scope {
+            QuotaScope::Provider => Limiter::Direct(DefaultDirectRateLimiter::direct(quota)),
+            QuotaScope::Connection => Limiter::Keyed(DefaultKeyedRateLimiter::keyed(quota)),
+        };
+        Self {
+            spec: spec.clone(),
+            window: Duration::from_secs(u64::from(spec.per_secs.max(1))),
+            limiter,
+            turn: tokio::sync::Mutex::new(()),
+            holds: Mutex::new(HashMap::new()),
+            last_used: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Evicts fresh keys and expired holds; `true` when nothing is left worth keeping.
+    fn sweep(&self) -> bool {
+        let now = Instant::now();
+        lock(&self.holds).retain(|_, until| *until > now);
+        let idle = match &self.limiter {
+            Limiter::Keyed(l) => {
+                l.retain_recent();
+                l.shrink_to_fit();
+                l.is_empty()
+            }
+            Limiter::Direct(_) => lock(&self.last_used).elapsed() > self.window.mul_f64(1.0 + JITTER_MARGIN),
+        };
+        idle && lock(&self.holds).is_empty()
+    }
+
+    fn keys(&self) -> usize {
+        match &self.limiter {
+            Limiter::Keyed(l) => l.len(),
+            Limiter::Direct(_) => 1,
+        }
+    }
+}
+
+/// Every quota of the process. Create one (per daemon or CLI invocation) and share it
+/// with `Arc` so all sessions and runs draw from the same budgets.
+pub struct RateLimiters {
+    replicas: u32,
+    quotas: Mutex<HashMap<String, Arc<ProviderQuota>>>,
+    last_sweep: Mutex<Instant>,
+}
+
+impl Default for RateLimiters {
+    fn default() -> Self {
+        Self::new(1)
+    }
+}
+
+impl std::fmt::Debug for RateLimiters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiters").field("replicas", &self.replicas).field("keys", &self.keys()).finish()
+    }
+}
+
+impl RateLimiters {
+    /// Limiters for one of `replicas` processes sharing the providers' quotas.
+    pub fn new(replicas: u32) -> Self {
+        Self { replicas: replicas.max(1), quotas: Mutex::new(HashMap::new()), last_sweep: Mutex::new(Instant::now()) }
+    }
+
+    pub fn replicas(&self) -> u32 {
+        self.replicas
+    }
+
+    /// The quota a request of `tenant` to `provider` draws from; `None` when the
+    /// manifest declares no rate limit.
+    pub fn quota(&self, provider: &str, tenant: &str, spec: Option<&RateLimitSpec>) -> Option<QuotaHandle> {
+        let spec = spec?;
+        if lock(&self.last_sweep).elapsed() >= SWEEP_EVERY {
+            self.sweep();
+        }
+        let quota = {
+            let mut quotas = lock(&self.quotas);
+            match quotas.get(provider) {
+                Some(q) if q.spec == *spec => q.clone(),
+                _ => {
+                    let q = Arc::new(ProviderQuota::new(spec, self.replicas));
+                    quotas.insert(provider.to_owned(), q.clone());
+                    q
+                }
+            }
+        };
+        let key = match spec.scope {
+            QuotaScope::Connection => tenant.to_owned(),
+            QuotaScope::Provider => String::new(),
+        };
+        Some(QuotaHandle { quota, key })
+    }
+
+    /// Drops keys (and whole providers) nobody used for longer than their window.
+    pub fn sweep(&self) {
+        *lock(&self.last_sweep) = Instant::now();
+        let mut quotas = lock(&self.quotas);
+        quotas.retain(|_, q| !(q.sweep() && Arc::strong_count(q) == 1));
+    }
+
+    /// Quota keys currently tracked (connections, plus one per shared provider quota).
+    pub fn keys(&self) -> usize {
+        lock(&self.quotas).values().map(|q| q.keys()).sum()
+    }
+}
+
+/// One connection's view of its quota.
+#[derive(Clone)]
+pub struct QuotaHandle {
+    quota: Arc<ProviderQuota>,
+    key: String,
+}
+
+impl std::fmt::Debug for QuotaHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuotaHandle").field("scope", &self.quota.spec.scope).field("key", &self.key).finish()
+    }
+}
+
+impl QuotaHandle {
+    pub fn spec(&self) -> &RateLimitSpec {
+        &self.quota.spec
+    }
+
+    /// Waits until a request may be sent (holds first, then the limiter) and returns
+    /// how long that took.
+    pub async fn acquire(&self) -> Duration {
+        let started = Instant::now();
+        let _turn = match self.quota.limiter {
+            Limiter::Direct(_) => Some(self.quota.turn.lock().await),
+            Limiter::Keyed(_) => None,
+        };
+        loop {
+            if let Some(until) = self.held_until().filter(|u| *u > Instant::now()) {
+                tokio::time::sleep_until(until.into()).await;
+                continue;
+            }
+            match self.quota.limiter.check(&self.key) {
+                None => break,
+                Some(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+        *lock(&self.quota.last_used) = Instant::now();
+        started.elapsed()
+    }
+
+    fn held_until(&self) -> Option<Instant> {
+        lock(&self.quota.holds).get(&self.key).copied()
+    }
+
+    /// No request on this quota before `until`.
+    pub fn hold_until(&self, until: Instant) {
+        let mut holds = lock(&self.quota.holds);
+        let entry = holds.entry(self.key.clone()).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+
+    /// Adapts to what a (non-throttle) response says about the budget left: the
+    /// requests remaining are spread until the reset; none remaining without a reset
+    /// waits one window. Returns the hold placed, if any.
+    pub fn observe(&self, headers: &HeaderMap, max: Duration) -> Option<Duration> {
+        let spec = &self.quota.spec;
+        let remaining = header_u64(headers, spec.remaining_header.as_deref()?)?;
+        let reset = spec.reset_header.as_deref().and_then(|h| reset_in(headers, h));
+        let pause = match reset {
+            Some(until_reset) => until_reset / u32::try_from(remaining.saturating_add(1)).unwrap_or(u32::MAX),
+            None if remaining == 0 => self.quota.window,
+            None => return None,
+        }
+        .min(max);
+        if pause < Duration::from_millis(1) {
+            return None;
+        }
+        self.hold_until(Instant::now() + pause);
+        Some(pause)
+    }
+}
+
+fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    header_text(headers, name)?.parse::<f64>().ok().filter(|v| v.is_finite()).map(|v| v.max(0.0) as u64)
+}
+
+fn until(at: chrono::DateTime<chrono::Utc>) -> Duration {
+    (at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO)
+}
+
+/// `Retry-After` (or the manifest's header): seconds or an HTTP date.
+pub fn retry_after(headers: &HeaderMap, name: &str) -> Option<Duration> {
+    let v = header_text(headers, name)?;
+    if let Ok(secs) = v.parse::<f64>() {
+        return Some(Duration::from_secs_f64(secs.clamp(0.0, 86_400.0)));
+    }
+    chrono::DateTime::parse_from_rfc2822(v).ok().map(|at| until(at.to_utc()))
+}
+
+/// A reset header: epoch seconds or milliseconds, seconds from now, or a timestamp
+/// (RFC 3339, RFC 2822, or minute precision like Jira's `2024-06-01T10:00Z`).
+pub fn reset_in(headers: &HeaderMap, name: &str) -> Option<Duration> {
+    let v = header_text(headers, name)?;
+    if let Ok(n) = v.parse::<f64>() {
+        if !n.is_finite() || n < 0.0 {
+            return None;
+        }
+        return Some(if n >= 1e12 {
+            until(chrono::DateTime::from_timestamp_millis(n as i64)?)
+        } else if n >= 1e9 {
+            until(chrono::DateTime::from_timestamp(n as i64, 0)?)
+        } else {
+            Duration::from_secs_f64(n.min(86_400.0))
+        });
+    }
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(v) {
+        return Some(until(at.to_utc()));
+    }
+    if let Ok(at) = chrono::DateTime::parse_from_rfc2822(v) {
+        return Some(until(at.to_utc()));
+    }
+    ["%Y-%m-%dT%H:%MZ", "%Y-%m-%dT%H:%M%z", "%Y-%m-%dT%H:%M:%S%.f%z"]
+        .iter()
+        .find_map(|f| {
+            chrono::DateTime::parse_from_str(v, f)
+                .map(|d| d.to_utc())
+                .or_else(|_| chrono::NaiveDateTime::parse_from_str(v, f).map(|d| d.and_utc()))
+                .ok()
+        })
+        .map(until)
+}
+
+#[cfg(test)]
+#[path = "ratelimit_tests.rs"]
+mod tests;
