@@ -104,6 +104,8 @@ pub struct CallStats {
     pub retries: u64,
     pub rate_limit_waits: u64,
     pub rate_limit_wait_ms: u64,
+    /// Responses by status class: index 1–5 for 1xx–5xx, 0 for no response (transport error).
+    pub by_class: [u64; 6],
 }
 
 /// A request before authentication.
@@ -295,8 +297,15 @@ impl Session<'_> {
             };
             req = self.auth.apply(req, vars).map_err(Failure::Fatal)?;
             self.stats.http_calls += 1;
-            let resp = req.send().await.map_err(|e| transient(format!("request failed: {}", e.without_url())))?;
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.stats.by_class[0] += 1;
+                    return Err(transient(format!("request failed: {}", e.without_url())));
+                }
+            };
             let status = resp.status().as_u16();
+            self.stats.by_class[usize::from(status / 100).clamp(1, 5)] += 1;
             let headers = resp.headers().clone();
             let bytes = resp
                 .bytes()

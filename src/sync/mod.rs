@@ -274,7 +274,7 @@ impl<'a> Syncer<'a> {
         progress(run.id, &RunStats::default());
 
         let mut stats = RunStats { cursor_after: job.cursor.clone(), ..RunStats::default() };
-        let mut refreshes = 0u64;
+        let mut calls = crate::http::CallStats::default();
         let result = self
             .read_all(
                 req,
@@ -286,7 +286,7 @@ impl<'a> Syncer<'a> {
                 run.id,
                 &mut stats,
                 progress,
-                &mut refreshes,
+                &mut calls,
             )
             .instrument(span)
             .await;
@@ -306,7 +306,7 @@ impl<'a> Syncer<'a> {
             }
         }
         let row = self.store.finish_run(&req.tenant, run.id, outcome, &stats).await?;
-        RunFinished { run: &row, token_refreshes: refreshes }.emit(&self.metrics);
+        RunFinished { run: &row, http: &calls }.emit(&self.metrics);
         Ok(row)
     }
 
@@ -322,7 +322,7 @@ impl<'a> Syncer<'a> {
         run_id: uuid::Uuid,
         stats: &mut RunStats,
         progress: &mut (dyn FnMut(uuid::Uuid, &RunStats) + Send),
-        refreshes: &mut u64,
+        calls: &mut crate::http::CallStats,
     ) -> Result<(), RunFailure> {
         let entity_def =
             self.catalog.entities.get(entity).ok_or_else(|| RunFailure::plain(format!("unknown entity `{entity}`")))?;
@@ -414,7 +414,7 @@ impl<'a> Syncer<'a> {
         .await;
         stats.pages = reader.pages as i64;
         copy_http(stats, &session);
-        *refreshes = session.auth.refreshes;
+        *calls = session.stats;
         result
     }
 }

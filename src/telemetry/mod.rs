@@ -48,6 +48,13 @@ pub struct ProviderLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    pub provider: String,
+    /// `2xx` … `5xx`, or `error` when no response arrived.
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub provider: String,
     pub result: String,
@@ -76,7 +83,7 @@ pub struct Metrics {
     pub runs_finished: Family<OutcomeLabels, Counter>,
     pub run_duration: HistogramFamily,
     pub records: Family<RecordLabels, Counter>,
-    pub http_calls: Family<ProviderLabels, Counter>,
+    pub http_calls: Family<ClassLabels, Counter>,
     pub retries: Family<ProviderLabels, Counter>,
     pub rate_limit_waits: Family<ProviderLabels, Counter>,
     pub rate_limit_wait_seconds: Family<ProviderLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
@@ -125,7 +132,11 @@ impl Metrics {
             "Records by result (inserted, updated, unchanged, filtered, dead_lettered)",
             m.records.clone(),
         );
-        registry.register("http_requests", "HTTP requests sent to providers", m.http_calls.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests sent to providers, by status class (error = no response)",
+            m.http_calls.clone(),
+        );
         registry.register("retries", "Requests retried after a transient failure", m.retries.clone());
         registry.register("rate_limit_waits", "Waits for a provider's rate limit", m.rate_limit_waits.clone());
         registry.register(
@@ -194,7 +205,8 @@ impl RunStarted<'_> {
 /// A run ended (any outcome).
 pub struct RunFinished<'a> {
     pub run: &'a RunRow,
-    pub token_refreshes: u64,
+    /// The run's HTTP traffic (responses by status class).
+    pub http: &'a crate::http::CallStats,
 }
 
 impl RunFinished<'_> {
@@ -242,15 +254,15 @@ impl RunFinished<'_> {
             }
         }
         let pl = ProviderLabels { provider: p.clone() };
-        m.http_calls.get_or_create(&pl).inc_by(s.http_calls.max(0) as u64);
+        for (i, n) in self.http.by_class.iter().enumerate() {
+            if *n > 0 {
+                let class = if i == 0 { "error".to_owned() } else { format!("{i}xx") };
+                m.http_calls.get_or_create(&ClassLabels { provider: p.clone(), class }).inc_by(*n);
+            }
+        }
         m.retries.get_or_create(&pl).inc_by(s.retries.max(0) as u64);
         m.rate_limit_waits.get_or_create(&pl).inc_by(s.rate_limit_waits.max(0) as u64);
         m.rate_limit_wait_seconds.get_or_create(&pl).inc_by(s.rate_limit_wait_ms.max(0) as f64 / 1000.0);
-        // Tokens are counted as they are obtained ([`TokenRefresh`]); the run's own
-        // refreshes only go to the log.
-        if self.token_refreshes > 0 {
-            tracing::debug!(run_id = %r.id, token_refreshes = self.token_refreshes, "tokens obtained by the run");
-        }
     }
 }
 
@@ -394,5 +406,37 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("tenant"), "{text}");
+    }
+
+    #[test]
+    fn run_finished_counts_http_by_status_class_and_records_by_result() {
+        use crate::model::{ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
+        let m = Metrics::new();
+        let now = chrono::Utc::now();
+        let run = RunRow {
+            id: uuid::Uuid::now_v7(),
+            tenant_id: TenantId::parse("acme").unwrap(),
+            job_id: 1,
+            provider: ProviderId::parse("hubspot").unwrap(),
+            stream: StreamName::parse("contacts").unwrap(),
+            trigger: RunTrigger::Scheduled,
+            started_at: now,
+            finished_at: Some(now),
+            outcome: RunOutcome::Success,
+            cursor_before: None,
+            stats: crate::store::RunStats { inserted: 7, http_calls: 5, ..Default::default() },
+        };
+        let http = crate::http::CallStats { http_calls: 5, by_class: [1, 0, 3, 0, 1, 0], ..Default::default() };
+        RunFinished { run: &run, http: &http }.emit(&m);
+        let text = m.encode();
+        for line in [
+            "tributary_http_requests_total{provider=\"hubspot\",class=\"2xx\"} 3",
+            "tributary_http_requests_total{provider=\"hubspot\",class=\"4xx\"} 1",
+            "tributary_http_requests_total{provider=\"hubspot\",class=\"error\"} 1",
+            "tributary_records_total{provider=\"hubspot\",stream=\"contacts\",result=\"inserted\"} 7",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(!text.contains("acme"), "tenant ids must not be labels");
     }
 }
