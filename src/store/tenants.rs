@@ -42,33 +42,14 @@ macro_rules! tenant_methods {
                 state: &TenantState,
                 audit: &AuditEntry,
             ) -> Result<TenantRow, StoreError> {
-                let now = now();
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
-                let raw: Option<RawTenant> = sqlx::query_as(concat!(
+                const SQL: &str = concat!(
                     "INSERT INTO tenants (id, name, subdomain, timezone, preset, preset_revision, \
                      preset_snapshot, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
                      ON CONFLICT (id) DO NOTHING RETURNING ",
                     tenant_columns!()
-                ))
-                .bind(state.id.as_str())
-                .bind(&state.name)
-                .bind(&state.subdomain)
-                .bind(&state.timezone)
-                .bind(state.preset.as_str())
-                .bind(&state.preset_revision)
-                .bind(Json(&state.preset_snapshot))
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(tenant_write_error(state, "inserting a tenant"))?;
-                let Some(raw) = raw else {
-                    return Err(StoreError::Conflict { what: format!("tenant `{}` already exists", state.id) });
-                };
-                let row = TenantRow::try_from(raw)?;
-                Self::apply_tenant_state(&mut tx, state, now).await?;
-                Self::insert_audit(&mut tx, audit).await?;
-                tx.commit().await.map_err(db("committing a new tenant"))?;
-                Ok(row)
+                );
+                let missing = || StoreError::Conflict { what: format!("tenant `{}` already exists", state.id) };
+                self.write_tenant(SQL, state, audit, "inserting a tenant", missing).await
             }
 
             pub(super) async fn update_tenant(
@@ -76,32 +57,46 @@ macro_rules! tenant_methods {
                 state: &TenantState,
                 audit: &AuditEntry,
             ) -> Result<TenantRow, StoreError> {
-                let now = now();
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
-                let raw: Option<RawTenant> = sqlx::query_as(concat!(
+                const SQL: &str = concat!(
                     "UPDATE tenants SET name = $2, subdomain = $3, timezone = $4, preset = $5, \
                      preset_revision = $6, preset_snapshot = $7, updated_at = $8 \
                      WHERE id = $1 RETURNING ",
                     tenant_columns!()
-                ))
-                .bind(state.id.as_str())
-                .bind(&state.name)
-                .bind(&state.subdomain)
-                .bind(&state.timezone)
-                .bind(state.preset.as_str())
-                .bind(&state.preset_revision)
-                .bind(Json(&state.preset_snapshot))
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(tenant_write_error(state, "updating a tenant"))?;
-                let Some(raw) = raw else {
-                    return Err(StoreError::NotFound { what: format!("tenant `{}` does not exist", state.id) });
-                };
+                );
+                let missing = || StoreError::NotFound { what: format!("tenant `{}` does not exist", state.id) };
+                self.write_tenant(SQL, state, audit, "updating a tenant", missing).await
+            }
+
+            /// Writes the tenant row with `sql` (binds: id, name, subdomain, timezone,
+            /// preset, revision, snapshot, now), then its overrides, connections and audit
+            /// entry, in one transaction; `missing` when `sql` returns no row.
+            async fn write_tenant(
+                &self,
+                sql: &'static str,
+                state: &TenantState,
+                audit: &AuditEntry,
+                context: &'static str,
+                missing: impl FnOnce() -> StoreError,
+            ) -> Result<TenantRow, StoreError> {
+                let now = now();
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                let raw: Option<RawTenant> = sqlx::query_as(sql)
+                    .bind(state.id.as_str())
+                    .bind(&state.name)
+                    .bind(&state.subdomain)
+                    .bind(&state.timezone)
+                    .bind(state.preset.as_str())
+                    .bind(&state.preset_revision)
+                    .bind(Json(&state.preset_snapshot))
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(tenant_write_error(state, context))?;
+                let Some(raw) = raw else { return Err(missing()) };
                 let row = TenantRow::try_from(raw)?;
                 Self::apply_tenant_state(&mut tx, state, now).await?;
                 Self::insert_audit(&mut tx, audit).await?;
-                tx.commit().await.map_err(db("committing a tenant update"))?;
+                tx.commit().await.map_err(db("committing a tenant"))?;
                 Ok(row)
             }
 
