@@ -7,6 +7,7 @@
 //! when their guard drops.
 
 mod control;
+mod crash;
 mod leases;
 mod signals;
 
