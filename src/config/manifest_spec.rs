@@ -216,6 +216,8 @@ pub enum CursorFormat {
     Rfc3339,
     /// RFC 3339 with milliseconds, `2024-06-01T10:00:00.123Z`.
     Rfc3339Ms,
+    /// RFC 3339 with microseconds, `2024-06-01T10:00:00.123456Z` (OData feeds keep 7 digits).
+    Rfc3339Us,
     /// Milliseconds since the epoch (HubSpot search).
     EpochMs,
     /// Seconds since the epoch.

@@ -63,6 +63,7 @@ impl CursorValue {
         match format {
             CursorFormat::Rfc3339 => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
             CursorFormat::Rfc3339Ms => t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            CursorFormat::Rfc3339Us => t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
             CursorFormat::EpochMs => t.timestamp_millis().to_string(),
             CursorFormat::EpochS => t.timestamp().to_string(),
             CursorFormat::SlackTs => {
@@ -150,6 +151,7 @@ mod tests {
         let c = CursorValue::from_record(&json!("2024-06-01T10:52:52.123456Z"), CursorFormat::Rfc3339).unwrap();
         assert_eq!(c.render(CursorFormat::Rfc3339), "2024-06-01T10:52:52Z");
         assert_eq!(c.render(CursorFormat::Rfc3339Ms), "2024-06-01T10:52:52.123Z");
+        assert_eq!(c.render(CursorFormat::Rfc3339Us), "2024-06-01T10:52:52.123456Z");
         assert_eq!(c.render(CursorFormat::EpochMs), "1717239172123");
         assert_eq!(c.render(CursorFormat::SlackTs), "1717239172.123456");
         assert_eq!(c.render(CursorFormat::JqlMinute), "2024-06-01 10:52");
