@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::json;
@@ -78,8 +79,39 @@ pub struct Syncer<'a> {
     /// The process's rate limiters: share one (`Arc`) between every syncer of a process
     /// so all runs draw from the same quotas.
     pub limits: Arc<RateLimiters>,
+    /// Time this syncer's runs spent in each stage, summed over its runs.
+    pub stages: Arc<StageTimes>,
     /// Clients built for `retry.connect_timeout` (the value they were built with).
     clients: (reqwest::Client, reqwest::Client, std::time::Duration),
+}
+
+/// Wall time spent in each stage of the page loop, summed over runs: reading a page
+/// (HTTP, rate-limit waits, JSON parse, pagination), mapping it, and writing it.
+#[derive(Debug, Default)]
+pub struct StageTimes {
+    fetch_ns: AtomicU64,
+    map_ns: AtomicU64,
+    store_ns: AtomicU64,
+}
+
+/// A reading of [`StageTimes`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageSnapshot {
+    pub fetch: Duration,
+    pub map: Duration,
+    pub store: Duration,
+}
+
+impl StageTimes {
+    pub fn snapshot(&self) -> StageSnapshot {
+        let read = |c: &AtomicU64| Duration::from_nanos(c.load(Ordering::Relaxed));
+        StageSnapshot { fetch: read(&self.fetch_ns), map: read(&self.map_ns), store: read(&self.store_ns) }
+    }
+
+    fn add(counter: &AtomicU64, since: Instant) {
+        let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        counter.fetch_add(ns, Ordering::Relaxed);
+    }
 }
 
 /// A connection's credentials and shared token in the store: sealed on the way in,
@@ -208,6 +240,7 @@ impl<'a> Syncer<'a> {
             auth: AuthRegistry::global(),
             token_margin: DEFAULT_REFRESH_MARGIN,
             limits: Arc::new(RateLimiters::default()),
+            stages: Arc::default(),
             clients,
         })
     }
@@ -368,7 +401,12 @@ impl<'a> Syncer<'a> {
                 .map_err(|e| RunFailure::plain(e.to_string()))?;
         let spec = &manifest.streams[&req.stream];
         let result: Result<(), RunFailure> = async {
-            while let Some(page) = reader.next_page(&mut session).await.map_err(RunFailure::from)? {
+            loop {
+                let started = Instant::now();
+                let page = reader.next_page(&mut session).await.map_err(RunFailure::from);
+                StageTimes::add(&self.stages.fetch_ns, started);
+                let Some(page) = page? else { break };
+                let started = Instant::now();
                 let mut records = Vec::with_capacity(page.records.len());
                 let mut dead = Vec::new();
                 for raw in &page.records {
@@ -393,7 +431,11 @@ impl<'a> Syncer<'a> {
                     lease_owner: req.lease_owner.as_deref(),
                     dead_letters: &dead,
                 };
-                let outcome = self.store.write_page(&req.tenant, &write).await.map_err(RunFailure::from_store)?;
+                StageTimes::add(&self.stages.map_ns, started);
+                let started = Instant::now();
+                let outcome = self.store.write_page(&req.tenant, &write).await.map_err(RunFailure::from_store);
+                StageTimes::add(&self.stages.store_ns, started);
+                let outcome = outcome?;
                 stats.fetched += page.records.len() as i64;
                 stats.inserted += outcome.inserted as i64;
                 stats.updated += outcome.updated as i64;
