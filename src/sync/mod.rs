@@ -400,12 +400,25 @@ impl<'a> Syncer<'a> {
             StreamReader::new(manifest, &req.stream, &base_url, vars, job.cursor.as_deref(), req.full_refresh)
                 .map_err(|e| RunFailure::plain(e.to_string()))?;
         let spec = &manifest.streams[&req.stream];
+        // Pages are pipelined: while one page is written, the next one is read (both wait
+        // mostly on I/O: the provider and the database). A failed write discards the page
+        // read ahead; cancellation stops the read ahead at once.
+        let cancelled = || async {
+            match &req.cancel {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut consumed = 0u64;
+        let mut at_boundary = false;
         let result: Result<(), RunFailure> = async {
+            let started = Instant::now();
+            let mut next = reader.next_page(&mut session).await.map_err(RunFailure::from);
+            StageTimes::add(&self.stages.fetch_ns, started);
             loop {
-                let started = Instant::now();
-                let page = reader.next_page(&mut session).await.map_err(RunFailure::from);
-                StageTimes::add(&self.stages.fetch_ns, started);
-                let Some(page) = page? else { break };
+                let Some(page) = next? else { break };
+                consumed = reader.pages;
+                let calls_so_far = session.stats;
                 let started = Instant::now();
                 let mut records = Vec::with_capacity(page.records.len());
                 let mut dead = Vec::new();
@@ -432,40 +445,64 @@ impl<'a> Syncer<'a> {
                     dead_letters: &dead,
                 };
                 StageTimes::add(&self.stages.map_ns, started);
-                let started = Instant::now();
-                let outcome = self.store.write_page(&req.tenant, &write).await.map_err(RunFailure::from_store);
-                StageTimes::add(&self.stages.store_ns, started);
-                let outcome = outcome?;
+                let write = async {
+                    let started = Instant::now();
+                    let outcome = self.store.write_page(&req.tenant, &write).await.map_err(RunFailure::from_store);
+                    StageTimes::add(&self.stages.store_ns, started);
+                    outcome
+                };
+                let read_ahead = async {
+                    let started = Instant::now();
+                    let page = tokio::select! {
+                        page = reader.next_page(&mut session) => Some(page.map_err(RunFailure::from)),
+                        () = cancelled() => None,
+                    };
+                    StageTimes::add(&self.stages.fetch_ns, started);
+                    page
+                };
+                let (outcome, read) = tokio::join!(write, read_ahead);
+                let outcome = match outcome {
+                    Ok(o) => o,
+                    Err(e) => {
+                        at_boundary = true;
+                        return Err(e);
+                    }
+                };
                 stats.fetched += page.records.len() as i64;
                 stats.inserted += outcome.inserted as i64;
                 stats.updated += outcome.updated as i64;
                 stats.unchanged += outcome.unchanged as i64;
                 stats.dead_lettered += dead.len() as i64;
-                stats.pages = reader.pages as i64;
+                stats.pages = consumed as i64;
                 if let Some(c) = page.checkpoint {
                     stats.cursor_after = Some(c);
                 }
-                copy_http(stats, &session);
+                copy_http(stats, &calls_so_far);
                 progress(run_id, stats);
                 if req.cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
+                    at_boundary = true;
                     return Err(RunFailure::cancelled());
                 }
+                // `None` only when cancelled, which returned above.
+                next = read.unwrap_or(Ok(None));
             }
             Ok(())
         }
         .await;
-        stats.pages = reader.pages as i64;
-        copy_http(stats, &session);
+        // A run stopped by a failed write or cancellation counts the pages it processed,
+        // not the page read ahead.
+        stats.pages = if at_boundary { consumed } else { reader.pages } as i64;
+        copy_http(stats, &session.stats);
         *calls = session.stats;
         result
     }
 }
 
-fn copy_http(stats: &mut RunStats, session: &Session<'_>) {
-    stats.http_calls = session.stats.http_calls as i64;
-    stats.retries = session.stats.retries as i64;
-    stats.rate_limit_waits = session.stats.rate_limit_waits as i64;
-    stats.rate_limit_wait_ms = session.stats.rate_limit_wait_ms as i64;
+fn copy_http(stats: &mut RunStats, calls: &crate::http::CallStats) {
+    stats.http_calls = calls.http_calls as i64;
+    stats.retries = calls.retries as i64;
+    stats.rate_limit_waits = calls.rate_limit_waits as i64;
+    stats.rate_limit_wait_ms = calls.rate_limit_wait_ms as i64;
 }
 
 /// Why a run failed, and what that means for the connection and the job.
