@@ -184,14 +184,17 @@ impl Walk {
         let parent = self.parent.clone();
         let parent_vars = Vars { values: vars.values.clone(), parent: parent.as_ref() };
         let request = self.build(&parent_vars, base_url, headers)?;
-        let response = session.send(&request, &parent_vars).await?;
+        let mut response = session.send(&request, &parent_vars).await?;
         self.pages += 1;
-        let records_ptr = self.request.records.as_deref().unwrap_or("");
-        let mut records = match (&response.json, response.action) {
-            (_, ResponseAction::Empty) | (None, _) => Vec::new(),
+        let records_ptr = self.request.records.clone().unwrap_or_default();
+        let records_ptr = records_ptr.as_str();
+        // The records are moved out of the parsed body (not cloned) once the body has
+        // served pagination.
+        let items = match (&response.json, response.action) {
+            (_, ResponseAction::Empty) | (None, _) => None,
             (Some(json), _) => match json.pointer(records_ptr) {
-                None | Some(Value::Null) => Vec::new(),
-                Some(Value::Array(items)) => items.clone(),
+                None | Some(Value::Null) => None,
+                Some(Value::Array(items)) => Some(items),
                 Some(other) => {
                     return Err(EngineError::BadResponse {
                         stream: stream_name,
@@ -200,16 +203,25 @@ impl Walk {
                 }
             },
         };
+        let n = items.map_or(0, Vec::len);
         // Guard: a page identical to the previous one means the API ignores our paging.
-        if !records.is_empty() {
+        if let Some(items) = items.filter(|i| !i.is_empty()) {
             let key = |r: &Value| scalar_text(lookup_path(r, &self.primary_key)).unwrap_or_default();
-            let fp = (key(&records[0]), key(&records[records.len() - 1]), records.len());
+            let fp = (key(&items[0]), key(&items[items.len() - 1]), items.len());
             if self.last_fingerprint.as_ref() == Some(&fp) {
                 return Err(EngineError::RepeatedPage { stream: stream_name, page: self.pages });
             }
             self.last_fingerprint = Some(fp);
         }
-        self.advance(&response, &request.url, records.len(), &stream_name)?;
+        self.advance(&response, &request.url, n, &stream_name)?;
+        let mut records = if n == 0 {
+            Vec::new()
+        } else {
+            match response.json.as_mut().and_then(|j| j.pointer_mut(records_ptr)).map(Value::take) {
+                Some(Value::Array(items)) => items,
+                _ => Vec::new(),
+            }
+        };
         if let Some(inc) = &self.incremental {
             for r in &records {
                 if let Some(c) =

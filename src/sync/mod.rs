@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::json;
@@ -78,8 +79,39 @@ pub struct Syncer<'a> {
     /// The process's rate limiters: share one (`Arc`) between every syncer of a process
     /// so all runs draw from the same quotas.
     pub limits: Arc<RateLimiters>,
+    /// Time this syncer's runs spent in each stage, summed over its runs.
+    pub stages: Arc<StageTimes>,
     /// Clients built for `retry.connect_timeout` (the value they were built with).
     clients: (reqwest::Client, reqwest::Client, std::time::Duration),
+}
+
+/// Wall time spent in each stage of the page loop, summed over runs: reading a page
+/// (HTTP, rate-limit waits, JSON parse, pagination), mapping it, and writing it.
+#[derive(Debug, Default)]
+pub struct StageTimes {
+    fetch_ns: AtomicU64,
+    map_ns: AtomicU64,
+    store_ns: AtomicU64,
+}
+
+/// A reading of [`StageTimes`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageSnapshot {
+    pub fetch: Duration,
+    pub map: Duration,
+    pub store: Duration,
+}
+
+impl StageTimes {
+    pub fn snapshot(&self) -> StageSnapshot {
+        let read = |c: &AtomicU64| Duration::from_nanos(c.load(Ordering::Relaxed));
+        StageSnapshot { fetch: read(&self.fetch_ns), map: read(&self.map_ns), store: read(&self.store_ns) }
+    }
+
+    fn add(counter: &AtomicU64, since: Instant) {
+        let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        counter.fetch_add(ns, Ordering::Relaxed);
+    }
 }
 
 /// A connection's credentials and shared token in the store: sealed on the way in,
@@ -208,6 +240,7 @@ impl<'a> Syncer<'a> {
             auth: AuthRegistry::global(),
             token_margin: DEFAULT_REFRESH_MARGIN,
             limits: Arc::new(RateLimiters::default()),
+            stages: Arc::default(),
             clients,
         })
     }
@@ -367,8 +400,26 @@ impl<'a> Syncer<'a> {
             StreamReader::new(manifest, &req.stream, &base_url, vars, job.cursor.as_deref(), req.full_refresh)
                 .map_err(|e| RunFailure::plain(e.to_string()))?;
         let spec = &manifest.streams[&req.stream];
+        // Pages are pipelined: while one page is written, the next one is read (both wait
+        // mostly on I/O: the provider and the database). A failed write discards the page
+        // read ahead; cancellation stops the read ahead at once.
+        let cancelled = || async {
+            match &req.cancel {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut consumed = 0u64;
+        let mut at_boundary = false;
         let result: Result<(), RunFailure> = async {
-            while let Some(page) = reader.next_page(&mut session).await.map_err(RunFailure::from)? {
+            let started = Instant::now();
+            let mut next = reader.next_page(&mut session).await.map_err(RunFailure::from);
+            StageTimes::add(&self.stages.fetch_ns, started);
+            loop {
+                let Some(page) = next? else { break };
+                consumed = reader.pages;
+                let calls_so_far = session.stats;
+                let started = Instant::now();
                 let mut records = Vec::with_capacity(page.records.len());
                 let mut dead = Vec::new();
                 for raw in &page.records {
@@ -393,37 +444,65 @@ impl<'a> Syncer<'a> {
                     lease_owner: req.lease_owner.as_deref(),
                     dead_letters: &dead,
                 };
-                let outcome = self.store.write_page(&req.tenant, &write).await.map_err(RunFailure::from_store)?;
+                StageTimes::add(&self.stages.map_ns, started);
+                let write = async {
+                    let started = Instant::now();
+                    let outcome = self.store.write_page(&req.tenant, &write).await.map_err(RunFailure::from_store);
+                    StageTimes::add(&self.stages.store_ns, started);
+                    outcome
+                };
+                let read_ahead = async {
+                    let started = Instant::now();
+                    let page = tokio::select! {
+                        page = reader.next_page(&mut session) => Some(page.map_err(RunFailure::from)),
+                        () = cancelled() => None,
+                    };
+                    StageTimes::add(&self.stages.fetch_ns, started);
+                    page
+                };
+                let (outcome, read) = tokio::join!(write, read_ahead);
+                let outcome = match outcome {
+                    Ok(o) => o,
+                    Err(e) => {
+                        at_boundary = true;
+                        return Err(e);
+                    }
+                };
                 stats.fetched += page.records.len() as i64;
                 stats.inserted += outcome.inserted as i64;
                 stats.updated += outcome.updated as i64;
                 stats.unchanged += outcome.unchanged as i64;
                 stats.dead_lettered += dead.len() as i64;
-                stats.pages = reader.pages as i64;
+                stats.pages = consumed as i64;
                 if let Some(c) = page.checkpoint {
                     stats.cursor_after = Some(c);
                 }
-                copy_http(stats, &session);
+                copy_http(stats, &calls_so_far);
                 progress(run_id, stats);
                 if req.cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
+                    at_boundary = true;
                     return Err(RunFailure::cancelled());
                 }
+                // `None` only when cancelled, which returned above.
+                next = read.unwrap_or(Ok(None));
             }
             Ok(())
         }
         .await;
-        stats.pages = reader.pages as i64;
-        copy_http(stats, &session);
+        // A run stopped by a failed write or cancellation counts the pages it processed,
+        // not the page read ahead.
+        stats.pages = if at_boundary { consumed } else { reader.pages } as i64;
+        copy_http(stats, &session.stats);
         *calls = session.stats;
         result
     }
 }
 
-fn copy_http(stats: &mut RunStats, session: &Session<'_>) {
-    stats.http_calls = session.stats.http_calls as i64;
-    stats.retries = session.stats.retries as i64;
-    stats.rate_limit_waits = session.stats.rate_limit_waits as i64;
-    stats.rate_limit_wait_ms = session.stats.rate_limit_wait_ms as i64;
+fn copy_http(stats: &mut RunStats, calls: &crate::http::CallStats) {
+    stats.http_calls = calls.http_calls as i64;
+    stats.retries = calls.retries as i64;
+    stats.rate_limit_waits = calls.rate_limit_waits as i64;
+    stats.rate_limit_wait_ms = calls.rate_limit_wait_ms as i64;
 }
 
 /// Why a run failed, and what that means for the connection and the job.
