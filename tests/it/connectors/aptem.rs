@@ -54,15 +54,15 @@ async fn full_then_incremental_sync_with_overrides_and_tags() {
 
 #[tokio::test]
 async fn pagination_edges_empty_exactly_one_page_and_partial_last_page() {
-    for (n, pages) in [(0u64, 0i64), (1_000, 1), (1_001, 2)] {
-        let sim = start(SimConfig::new(Provider::Aptem, n)).await.unwrap();
-        let h = Harness::new("aptem", &tenant(&sim, ""), &sim).await;
-        let run = h.sync("learners").await;
-        ok(&run);
-        assert_eq!(run.stats.fetched, n as i64, "n = {n}");
-        assert_eq!(run.stats.pages, pages, "n = {n}");
-        assert_eq!(h.records("learner").await.len() as u64, n);
-    }
+    super::assert_pagination_edges(
+        1_000,
+        |n| SimConfig::new(Provider::Aptem, n),
+        |sim| tenant(sim, ""),
+        "aptem",
+        "learners",
+        "learner",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -71,15 +71,8 @@ async fn full_sync_splits_names_then_incremental_reads_only_the_changes() {
 
 #[tokio::test]
 async fn pagination_edges_empty_exactly_one_page_and_partial_last_page() {
-    for (n, pages) in [(0u64, 0i64), (PAGE, 1), (PAGE + 3, 2)] {
-        let sim = start(SimConfig::new(Provider::Bud, n)).await.unwrap();
-        let h = Harness::new("bud", &tenant(&sim), &sim).await;
-        let run = h.sync("learners").await;
-        ok(&run);
-        assert_eq!(run.stats.fetched, n as i64, "n = {n}");
-        assert_eq!(run.stats.pages, pages, "n = {n}");
-        assert_eq!(h.records("learner").await.len() as u64, n);
-    }
+    super::assert_pagination_edges(PAGE, |n| SimConfig::new(Provider::Bud, n), tenant, "bud", "learners", "learner")
+        .await;
 }
 
 #[tokio::test]

@@ -99,15 +99,15 @@ async fn deals_incremental_reads_only_the_changed_and_added_deals() {
 
 #[tokio::test]
 async fn pagination_edges_empty_exactly_one_page_and_partial_last_page() {
-    for (n, pages) in [(0u64, 0i64), (PAGE, 1), (PAGE + 3, 2)] {
-        let sim = start(SimConfig::new(Provider::HubSpot, n)).await.unwrap();
-        let h = Harness::new("hubspot", &tenant(&sim, ""), &sim).await;
-        let run = h.sync("contacts").await;
-        ok(&run);
-        assert_eq!(run.stats.fetched, n as i64, "n = {n}");
-        assert_eq!(run.stats.pages, pages, "n = {n}");
-        assert_eq!(h.records("employer").await.len() as u64, n);
-    }
+    super::assert_pagination_edges(
+        PAGE,
+        |n| SimConfig::new(Provider::HubSpot, n),
+        |sim| tenant(sim, ""),
+        "hubspot",
+        "contacts",
+        "employer",
+    )
+    .await;
 }
 
 /// HubSpot search serves at most 10,000 results per query (paging further is a 400):

@@ -100,15 +100,15 @@ async fn issues_of_every_project_then_incremental_per_project() {
 
 #[tokio::test]
 async fn pagination_edges_empty_exactly_one_page_and_partial_last_page() {
-    for (n, pages) in [(0u64, 0i64), (PAGE, 1), (PAGE + 3, 2)] {
-        let sim = start(SimConfig::new(Provider::Jira, n).parents(1)).await.unwrap();
-        let h = Harness::new("jira", &tenant(&sim), &sim).await;
-        let run = h.sync("issues").await;
-        ok(&run);
-        assert_eq!(run.stats.fetched, n as i64, "n = {n}");
-        assert_eq!(run.stats.pages, pages, "n = {n}");
-        assert_eq!(h.records("issue").await.len() as u64, n);
-    }
+    super::assert_pagination_edges(
+        PAGE,
+        |n| SimConfig::new(Provider::Jira, n).parents(1),
+        tenant,
+        "jira",
+        "issues",
+        "issue",
+    )
+    .await;
 }
 
 #[tokio::test]

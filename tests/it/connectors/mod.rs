@@ -200,3 +200,25 @@ pub fn modify_until_changed(sim: &SimHandle, stream: &str, i: u64, volatile: &[&
     }
     panic!("record {i} of {stream} never changed content");
 }
+
+/// Pagination edges of one stream: an empty stream, exactly one full page, and a partial
+/// last page — exact record and page counts each time, against a fresh simulator and
+/// tenant per case.
+pub async fn assert_pagination_edges(
+    page: u64,
+    config: impl Fn(u64) -> tributary::simulator::SimConfig,
+    tenant: impl Fn(&SimHandle) -> String,
+    provider: &str,
+    stream: &str,
+    entity: &str,
+) {
+    for (n, pages) in [(0u64, 0i64), (page, 1), (page + 3, 2)] {
+        let sim = tributary::simulator::start(config(n)).await.unwrap();
+        let h = Harness::new(provider, &tenant(&sim), &sim).await;
+        let run = h.sync(stream).await;
+        ok(&run);
+        assert_eq!(run.stats.fetched, n as i64, "n = {n}");
+        assert_eq!(run.stats.pages, pages, "n = {n}");
+        assert_eq!(h.records(entity).await.len() as u64, n);
+    }
+}

@@ -65,15 +65,15 @@ async fn full_sync_turns_integer_ids_into_strings_then_incremental_reads_only_th
 
 #[tokio::test]
 async fn pagination_edges_empty_exactly_one_page_and_partial_last_page() {
-    for (n, pages) in [(0u64, 0i64), (PAGE, 1), (PAGE + 3, 2)] {
-        let sim = start(SimConfig::new(Provider::OneFile, n)).await.unwrap();
-        let h = Harness::new("onefile", &tenant(&sim), &sim).await;
-        let run = h.sync("learners").await;
-        ok(&run);
-        assert_eq!(run.stats.fetched, n as i64, "n = {n}");
-        assert_eq!(run.stats.pages, pages, "n = {n}");
-        assert_eq!(h.records("learner").await.len() as u64, n);
-    }
+    super::assert_pagination_edges(
+        PAGE,
+        |n| SimConfig::new(Provider::OneFile, n),
+        tenant,
+        "onefile",
+        "learners",
+        "learner",
+    )
+    .await;
 }
 
 #[tokio::test]

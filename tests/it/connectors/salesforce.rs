@@ -92,15 +92,15 @@ async fn opportunities_incremental_updates_exactly_the_modified_ones() {
 
 #[tokio::test]
 async fn pagination_edges_empty_exactly_one_batch_and_partial_last_batch() {
-    for (n, pages) in [(0u64, 0i64), (BATCH, 1), (BATCH + 3, 2)] {
-        let sim = start(SimConfig::new(Provider::Salesforce, n)).await.unwrap();
-        let h = Harness::new("salesforce", &tenant(&sim, ""), &sim).await;
-        let run = h.sync("accounts").await;
-        ok(&run);
-        assert_eq!(run.stats.fetched, n as i64, "n = {n}");
-        assert_eq!(run.stats.pages, pages, "n = {n}");
-        assert_eq!(h.records("employer").await.len() as u64, n);
-    }
+    super::assert_pagination_edges(
+        BATCH,
+        |n| SimConfig::new(Provider::Salesforce, n),
+        |sim| tenant(sim, ""),
+        "salesforce",
+        "accounts",
+        "employer",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -117,15 +117,15 @@ async fn messages_of_every_channel_then_incremental_per_channel() {
 
 #[tokio::test]
 async fn pagination_edges_empty_exactly_one_page_and_partial_last_page() {
-    for (n, pages) in [(0u64, 0i64), (PAGE, 1), (PAGE + 3, 2)] {
-        let sim = start(SimConfig::new(Provider::Slack, n).parents(1)).await.unwrap();
-        let h = Harness::new("slack", &tenant(&sim), &sim).await;
-        let run = h.sync("messages").await;
-        ok(&run);
-        assert_eq!(run.stats.fetched, n as i64, "n = {n}");
-        assert_eq!(run.stats.pages, pages, "n = {n}");
-        assert_eq!(h.records("message").await.len() as u64, n);
-    }
+    super::assert_pagination_edges(
+        PAGE,
+        |n| SimConfig::new(Provider::Slack, n).parents(1),
+        tenant,
+        "slack",
+        "messages",
+        "message",
+    )
+    .await;
     // No channel at all: nothing to read, and still a success.
     let sim = start(SimConfig::new(Provider::Slack, 10).parents(0)).await.unwrap();
     let h = Harness::new("slack", &tenant(&sim), &sim).await;
