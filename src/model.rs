@@ -400,6 +400,142 @@ impl fmt::Display for RunOutcome {
     }
 }
 
+identifier!(
+    /// A person who uses tributary at one or more companies, e.g. `alice`.
+    UserId, "user id", 63, "-_."
+);
+identifier!(
+    /// A user's role at one company (`developer`, `sales`, …): decides which streams that
+    /// user's own connections may sync there.
+    RoleName, "role name", 63, "_-"
+);
+
+/// An enum stored and shown as a fixed lowercase word: `ALL`, `as_str`, `parse`,
+/// `Display` and serde as that word.
+macro_rules! word_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $word:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $word),+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s)
+            }
+
+            /// The accepted words, for error messages.
+            pub fn words() -> String {
+                Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Self::parse(&s).ok_or_else(|| {
+                    serde::de::Error::custom(format!("unknown {} `{s}` (expected one of: {})", stringify!($name), Self::words()))
+                })
+            }
+        }
+    };
+}
+
+word_enum!(
+    /// What kind of fact a contribution reports about a company integration.
+    ContributionKind {
+        DataSource => "data_source",
+        UsagePattern => "usage_pattern",
+        PerformanceMetrics => "performance_metrics",
+        ErrorReporting => "error_reporting",
+        OptimizationSuggestion => "optimization_suggestion",
+        Configuration => "configuration",
+    }
+);
+
+word_enum!(
+    /// Where a contribution stands: `active` when made, `approved`/`rejected` by a
+    /// reviewer, `superseded` by a newer one of the same user, connection and kind.
+    ContributionStatus {
+        Active => "active",
+        Approved => "approved",
+        Rejected => "rejected",
+        Superseded => "superseded",
+    }
+);
+
+impl ContributionStatus {
+    /// Counts towards company intelligence.
+    pub fn is_current(self) -> bool {
+        matches!(self, Self::Active | Self::Approved)
+    }
+}
+
+word_enum!(
+    /// What a user is responsible for on one company integration (tenant + provider).
+    Responsibility {
+        /// Contributes everything.
+        Owner => "owner",
+        /// Performance and error data.
+        Admin => "admin",
+        /// Usage and error data.
+        User => "user",
+        /// Nothing.
+        Viewer => "viewer",
+        /// What its scope says.
+        Contributor => "contributor",
+        /// Approves or rejects contributions; contributes nothing itself.
+        Reviewer => "reviewer",
+        /// Technical data: performance and errors.
+        Maintainer => "maintainer",
+    }
+);
+
+impl Responsibility {
+    /// The contribution kinds this responsibility contributes unless its scope is set
+    /// explicitly (a `contributor` has no default scope: it contributes what it is given).
+    pub fn default_scope(self) -> &'static [ContributionKind] {
+        use ContributionKind as K;
+        match self {
+            Self::Owner => ContributionKind::ALL,
+            Self::Admin | Self::Maintainer => &[K::PerformanceMetrics, K::ErrorReporting],
+            Self::User => &[K::UsagePattern, K::ErrorReporting],
+            Self::Viewer | Self::Contributor | Self::Reviewer => &[],
+        }
+    }
+
+    /// Whether contributions are made automatically after runs unless set otherwise.
+    pub fn default_auto_contribute(self) -> bool {
+        !matches!(self, Self::Viewer | Self::Reviewer)
+    }
+
+    /// May approve or reject other users' contributions on the integration.
+    pub fn may_review(self) -> bool {
+        matches!(self, Self::Owner | Self::Reviewer)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
