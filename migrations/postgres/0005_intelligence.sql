@@ -33,7 +33,7 @@ CREATE INDEX memberships_user ON memberships (user_id);
 CREATE TABLE role_grants (
     tenant_id  TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
     role       TEXT NOT NULL,
-    streams    TIMESTAMPTZ NOT NULL,
+    streams    JSONB NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (tenant_id, role)
 );
