@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, SqliteConnection};
 use tributary::model::{ConnectionStatus, PresetName, ProviderId, TenantId};
-use tributary::store::{AuditEntry, ClaimRequest, Exclusions, Store, TenantState};
+use tributary::store::{AuditEntry, ClaimRequest, Exclusions, Owner, Store, TenantState};
 
 const TENANTS: usize = 1_500;
 const JOBS_PER_TENANT: i64 = 100;
@@ -119,7 +119,7 @@ async fn seed(store: &Store, url: &str, now: DateTime<Utc>, due: i64) -> anyhow:
             details: json!({}),
         };
         store.create_tenant(&state, &audit).await?;
-        store.set_connection_status(&id, &hubspot, ConnectionStatus::Connected, None).await?;
+        store.set_connection_status(&id, &hubspot, Owner::Company, ConnectionStatus::Connected, None).await?;
     }
     let total = TENANTS as i64 * JOBS_PER_TENANT;
     // Job n belongs to connection n / JOBS_PER_TENANT + 1; due jobs are spread evenly.

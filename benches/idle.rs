@@ -44,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
                 preset: PresetName::parse("aptem_hubspot")?,
                 timezone: "Europe/London".into(),
                 overrides: Default::default(),
+                roles: Default::default(),
             };
             t.create(&spec).await?;
         }

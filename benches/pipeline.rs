@@ -34,7 +34,7 @@ use tributary::mapping::{CompiledMapping, MapResult};
 use tributary::model::{ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
 use tributary::secrets::{Credentials, MasterKey};
 use tributary::simulator::{Provider, SimConfig, SimHandle, start};
-use tributary::store::{AuditEntry, Store};
+use tributary::store::{AuditEntry, Owner, Store};
 use tributary::sync::{StageSnapshot, SyncRequest, Syncer};
 use tributary::tenants::Tenants;
 
@@ -189,7 +189,8 @@ async fn measure(catalog: &Catalog, sim: &SimHandle, url: &str, dir: &Path, n: u
         subject: Some(provider.to_string()),
         details: Value::Null,
     };
-    store.set_credentials(&tenant, &provider, &key.seal(&tenant, &provider, &creds.to_json()), &audit).await?;
+    let sealed = key.seal(&tenant, &provider, &creds.to_json());
+    store.set_credentials(&tenant, &provider, Owner::Company, &sealed, &audit).await?;
     let manifest = catalog.manifests.get("hubspot").ok_or_else(|| anyhow::anyhow!("no hubspot manifest"))?;
 
     // Simulator ceiling: every page through the engine, nothing else.
@@ -208,6 +209,7 @@ async fn measure(catalog: &Catalog, sim: &SimHandle, url: &str, dir: &Path, n: u
         full_refresh,
         lease_owner: None,
         cancel: None,
+        owner: None,
     };
     let started = Instant::now();
     let row = syncer.run(&run(false), &mut |_, _| {}).await?;

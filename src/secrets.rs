@@ -1,5 +1,6 @@
 //! Credentials at rest: XChaCha20-Poly1305 with a 32-byte master key, additional data
-//! binding tenant, provider and key id (a ciphertext cannot be moved to another row or
+//! binding tenant, provider, owning user and key id (a ciphertext cannot be moved to
+//! another row — another tenant's, or between a company and a user connection — or
 //! opened with another key), and redaction: secret values live in `secrecy` types and
 //! never appear in `Debug` output or logs.
 
@@ -16,7 +17,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::model::{ProviderId, TenantId};
-use crate::store::SealedBlob;
+use crate::store::{Owner, SealedBlob};
 
 /// Format version of a sealed blob: `version || nonce (24) || ciphertext+tag`.
 const SEAL_VERSION: u8 = 1;
@@ -141,26 +142,35 @@ impl MasterKey {
         XChaCha20Poly1305::new(self.key.expose_secret().into())
     }
 
-    /// Encrypts credentials: `plaintext` bound to (tenant, provider, this key's id).
+    /// Encrypts the credentials of a company connection: `plaintext` bound to (tenant,
+    /// provider, this key's id).
     pub fn seal(&self, tenant: &TenantId, provider: &ProviderId, plaintext: &[u8]) -> SealedBlob {
-        self.seal_as(Sealed::Credentials, tenant, provider, plaintext)
+        self.seal_as(Sealed::Credentials, tenant, provider, Owner::Company, plaintext)
     }
 
-    /// Decrypts credentials sealed for (tenant, provider).
+    /// Decrypts a company connection's credentials sealed for (tenant, provider).
     pub fn open(
         &self,
         tenant: &TenantId,
         provider: &ProviderId,
         blob: &SealedBlob,
     ) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
-        self.open_as(Sealed::Credentials, tenant, provider, blob)
+        self.open_as(Sealed::Credentials, tenant, provider, Owner::Company, blob)
     }
 
-    /// Encrypts `plaintext` as `what`, bound to (tenant, provider, this key's id): a blob
-    /// sealed as one kind of secret does not open as another.
-    pub fn seal_as(&self, what: Sealed, tenant: &TenantId, provider: &ProviderId, plaintext: &[u8]) -> SealedBlob {
+    /// Encrypts `plaintext` as `what` of `owner`'s connection, bound to (tenant, provider,
+    /// owner, this key's id): a blob sealed as one kind of secret does not open as
+    /// another, and a user's does not open as the company's (nor the other way round).
+    pub fn seal_as(
+        &self,
+        what: Sealed,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        owner: Owner<'_>,
+        plaintext: &[u8],
+    ) -> SealedBlob {
         let nonce = XNonce::generate();
-        let aad = aad(what, tenant, provider, &self.id);
+        let aad = aad(what, tenant, provider, owner, &self.id);
         // Encryption with a valid key and nonce cannot fail for in-memory buffers.
         let ciphertext = self.cipher().encrypt(&nonce, Payload { msg: plaintext, aad: &aad }).unwrap_or_default();
         let mut bytes = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
@@ -170,12 +180,13 @@ impl MasterKey {
         SealedBlob { key_id: self.id.clone(), bytes }
     }
 
-    /// Decrypts a blob sealed as `what` for (tenant, provider).
+    /// Decrypts a blob sealed as `what` of `owner`'s connection to (tenant, provider).
     pub fn open_as(
         &self,
         what: Sealed,
         tenant: &TenantId,
         provider: &ProviderId,
+        owner: Owner<'_>,
         blob: &SealedBlob,
     ) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
         if blob.key_id != self.id {
@@ -186,7 +197,7 @@ impl MasterKey {
             return Err(fail());
         }
         let nonce = XNonce::try_from(&blob.bytes[1..1 + NONCE_LEN]).map_err(|_| fail())?;
-        let aad = aad(what, tenant, provider, &self.id);
+        let aad = aad(what, tenant, provider, owner, &self.id);
         self.cipher()
             .decrypt(&nonce, Payload { msg: &blob.bytes[1 + NONCE_LEN..], aad: &aad })
             .map(Zeroizing::new)
@@ -203,12 +214,18 @@ pub enum Sealed {
     AuthState,
 }
 
-fn aad(what: Sealed, tenant: &TenantId, provider: &ProviderId, key_id: &str) -> Vec<u8> {
+/// The additional data of a sealed blob. A company connection's is what it always was
+/// (blobs stored before user connections existed still open); a user connection's adds
+/// the user.
+fn aad(what: Sealed, tenant: &TenantId, provider: &ProviderId, owner: Owner<'_>, key_id: &str) -> Vec<u8> {
     let domain = match what {
         Sealed::Credentials => "tributary/credentials/v1",
         Sealed::AuthState => "tributary/auth-state/v1",
     };
-    format!("{domain}\0{tenant}\0{provider}\0{key_id}").into_bytes()
+    match owner {
+        Owner::Company => format!("{domain}\0{tenant}\0{provider}\0{key_id}").into_bytes(),
+        Owner::User(user) => format!("{domain}\0{tenant}\0{provider}\0{key_id}\0user\0{user}").into_bytes(),
+    }
 }
 
 #[cfg(unix)]
@@ -299,6 +316,7 @@ impl Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::UserId;
 
     fn ids() -> (TenantId, ProviderId) {
         (TenantId::parse("acme").unwrap(), ProviderId::parse("aptem").unwrap())
@@ -333,11 +351,35 @@ mod tests {
     fn tokens_and_credentials_do_not_open_as_each_other() {
         let key = MasterKey::generate();
         let (t, p) = ids();
-        let token = key.seal_as(Sealed::AuthState, &t, &p, b"{\"access_token\":\"at\"}");
-        assert_eq!(&key.open_as(Sealed::AuthState, &t, &p, &token).unwrap()[..], b"{\"access_token\":\"at\"}");
+        let company = Owner::Company;
+        let token = key.seal_as(Sealed::AuthState, &t, &p, company, b"{\"access_token\":\"at\"}");
+        assert_eq!(&key.open_as(Sealed::AuthState, &t, &p, company, &token).unwrap()[..], b"{\"access_token\":\"at\"}");
         assert!(matches!(key.open(&t, &p, &token), Err(SecretsError::Decrypt { .. })));
         let creds = key.seal(&t, &p, b"{}");
-        assert!(matches!(key.open_as(Sealed::AuthState, &t, &p, &creds), Err(SecretsError::Decrypt { .. })));
+        assert!(matches!(key.open_as(Sealed::AuthState, &t, &p, company, &creds), Err(SecretsError::Decrypt { .. })));
+    }
+
+    #[test]
+    fn user_and_company_secrets_do_not_open_as_each_other() {
+        let key = MasterKey::generate();
+        let (t, p) = ids();
+        let (bob, carol) = (UserId::parse("bob").unwrap(), UserId::parse("carol").unwrap());
+        let company = key.seal(&t, &p, b"{\"refresh_token\":\"company\"}");
+        let bobs = key.seal_as(Sealed::Credentials, &t, &p, Owner::User(&bob), b"{\"refresh_token\":\"bob\"}");
+        assert_eq!(
+            &key.open_as(Sealed::Credentials, &t, &p, Owner::User(&bob), &bobs).unwrap()[..],
+            b"{\"refresh_token\":\"bob\"}"
+        );
+        // Bob's credentials moved onto the company connection (or Carol's) do not open,
+        // nor do the company's on Bob's connection.
+        assert!(matches!(key.open(&t, &p, &bobs), Err(SecretsError::Decrypt { .. })));
+        let as_carol = key.open_as(Sealed::Credentials, &t, &p, Owner::User(&carol), &bobs);
+        assert!(matches!(as_carol, Err(SecretsError::Decrypt { .. })));
+        let as_bob = key.open_as(Sealed::Credentials, &t, &p, Owner::User(&bob), &company);
+        assert!(matches!(as_bob, Err(SecretsError::Decrypt { .. })));
+        // A user's token is bound to the user as well.
+        let token = key.seal_as(Sealed::AuthState, &t, &p, Owner::User(&bob), b"{}");
+        assert!(key.open_as(Sealed::AuthState, &t, &p, Owner::Company, &token).is_err());
     }
 
     #[test]

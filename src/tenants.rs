@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::{Catalog, Change, Diagnostics, Effective, Preset, ProviderLayer, TenantSpec};
-use crate::model::{PresetName, ProviderId, TenantId};
+use crate::model::{PresetName, ProviderId, RoleName, TenantId};
 use crate::store::{AuditEntry, Store, StoreError, TenantRow, TenantState};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,8 @@ pub struct TenantView {
     pub effective: Effective,
     /// The preset's current revision (differs from the pinned one after edits).
     pub current_revision: Option<String>,
+    /// Role → the stream patterns its users' own connections may sync.
+    pub roles: BTreeMap<RoleName, Vec<String>>,
 }
 
 /// What `apply` did.
@@ -140,7 +142,17 @@ impl<'a> Tenants<'a> {
             StoreError::Conflict { .. } => TenantError::Exists(spec.id.clone()),
             e => e.into(),
         })?;
+        if !spec.roles.is_empty() {
+            self.put_roles(spec).await?;
+        }
         Ok(preset.revision.clone())
+    }
+
+    /// Stores the spec's role grants, replacing the tenant's.
+    async fn put_roles(&self, spec: &TenantSpec) -> Result<(), TenantError> {
+        let audit = self.audit("roles.set", &spec.id, None, json!({ "roles": spec.roles }));
+        self.store.put_role_grants(&spec.id, &spec.roles, &audit).await?;
+        Ok(())
     }
 
     /// Makes the stored tenant match `spec`: creates it, or updates name, subdomain,
@@ -170,6 +182,8 @@ impl<'a> Tenants<'a> {
                     .insert(0, Change { path: field.into(), before: Some(json!(before)), after: Some(json!(after)) });
             }
         }
+        let role_changes = role_changes(&view.roles, &spec.roles);
+        changes.extend(role_changes.iter().cloned());
         let stored_overrides: Vec<(ProviderId, Value)> = view
             .overrides
             .iter()
@@ -181,6 +195,9 @@ impl<'a> Tenants<'a> {
         }
         let audit = self.audit("tenant.apply", &spec.id, None, json!({ "changes": changes }));
         self.store.update_tenant(&state, &audit).await?;
+        if !role_changes.is_empty() {
+            self.put_roles(spec).await?;
+        }
         Ok(ApplyOutcome::Updated { changes })
     }
 
@@ -209,6 +226,7 @@ impl<'a> Tenants<'a> {
             preset: preset.name.clone(),
             timezone: row.timezone.clone(),
             overrides: view.overrides.clone(),
+            roles: view.roles.clone(),
         };
         let (state, effective) = self.state(&spec, &preset.revision, &preset.resolved)?;
         let was: Vec<ProviderId> = view.effective.enabled().map(|p| p.provider.clone()).collect();
@@ -247,12 +265,27 @@ impl<'a> Tenants<'a> {
         let effective =
             Effective::compute(self.catalog, &tenant.preset, &tenant.preset_revision, &snapshot, &overrides);
         let current_revision = self.catalog.presets.get(tenant.preset.as_str()).map(|p| p.revision.clone());
-        Ok(Some(TenantView { tenant, overrides, effective, current_revision }))
+        let roles = self.store.role_grants(id).await?;
+        Ok(Some(TenantView { tenant, overrides, effective, current_revision, roles }))
     }
 
     pub async fn require(&self, id: &TenantId) -> Result<TenantView, TenantError> {
         self.view(id).await?.ok_or_else(|| TenantError::NotFound(id.clone()))
     }
+}
+
+/// One change per role whose grants differ (`roles.<role>.streams`).
+fn role_changes(before: &BTreeMap<RoleName, Vec<String>>, after: &BTreeMap<RoleName, Vec<String>>) -> Vec<Change> {
+    let roles: std::collections::BTreeSet<&RoleName> = before.keys().chain(after.keys()).collect();
+    roles
+        .into_iter()
+        .filter(|role| before.get(*role) != after.get(*role))
+        .map(|role| Change {
+            path: format!("roles.{role}.streams"),
+            before: before.get(role).map(|s| json!(s)),
+            after: after.get(role).map(|s| json!(s)),
+        })
+        .collect()
 }
 
 fn snapshot_of(row: &TenantRow) -> Result<BTreeMap<ProviderId, ProviderLayer>, TenantError> {

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use self::reconcile::{Reconciled, reconcile};
+pub use self::reconcile::{Reconciled, reconcile, reconcile_tenant};
 use self::shutdown::signals;
 use self::worker::{RunContext, run_job};
 use crate::config::{Catalog, ConfigDir, DaemonSettings};
@@ -35,11 +35,11 @@ use crate::http::RateLimiters;
 use crate::model::{ConnectionStatus, ProviderId, RunOutcome, StreamName, TenantId};
 use crate::scheduler::{FailurePolicy, after_run};
 use crate::secrets::MasterKey;
-use crate::store::{ClaimRequest, ClaimedJob, Exclusions, RunRow, RunStats, Store, StoreError};
+use crate::store::{ClaimRequest, ClaimedJob, Exclusions, Owner, RunRow, RunStats, Store, StoreError};
 use crate::telemetry::{ConfigReload, LeaseLost, Metrics, RunStalled};
 
 /// Daily and cron jobs spread over at most this much.
-const FIXED_JITTER: Duration = Duration::from_secs(60);
+pub const FIXED_JITTER: Duration = Duration::from_secs(60);
 /// Housekeeping: gauges, stall checks, the systemd watchdog.
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
 /// The job gauges come from a full scan of the jobs table (`job_counts`), so they are
@@ -482,8 +482,11 @@ impl Daemon {
             }
             Err(e) => tracing::warn!(job_id = job.id, "recording the job's next run failed: {e}"),
         }
-        let status = self.store.get_connection(&job.tenant_id, &job.provider).await.ok().flatten().map(|c| c.status);
-        let set = |s| self.store.set_connection_status(&job.tenant_id, &job.provider, s, None);
+        // The job's own connection: the company's, or its owning user's.
+        let owner = Owner::of(r.claimed.owner.as_ref());
+        let status =
+            self.store.get_connection(&job.tenant_id, &job.provider, owner).await.ok().flatten().map(|c| c.status);
+        let set = |s| self.store.set_connection_status(&job.tenant_id, &job.provider, owner, s, None);
         match (succeeded, status) {
             (true, Some(ConnectionStatus::Error)) => {
                 let _ = set(ConnectionStatus::Connected).await;
@@ -492,7 +495,13 @@ impl Daemon {
                 tracing::warn!(tenant = %job.tenant_id, provider = %job.provider, failures = job.consecutive_failures + 1, "connection marked `error` after consecutive failed runs");
                 let _ = self
                     .store
-                    .set_connection_status(&job.tenant_id, &job.provider, ConnectionStatus::Error, error.as_deref())
+                    .set_connection_status(
+                        &job.tenant_id,
+                        &job.provider,
+                        owner,
+                        ConnectionStatus::Error,
+                        error.as_deref(),
+                    )
                     .await;
             }
             _ => {}

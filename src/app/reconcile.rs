@@ -1,15 +1,15 @@
 //! Reconciliation: make the store's jobs follow the configuration. Start-up is a
 //! reconcile from whatever the store holds, so start and reload are the same code.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::config::Catalog;
-use crate::model::ConnectionStatus;
+use crate::config::{Catalog, RoleGrants};
+use crate::model::{ConnectionStatus, TenantId};
 use crate::scheduler::{desired_jobs, next_due_fn};
-use crate::store::{ReconcileCounts, Store};
+use crate::store::{ConnectionRow, ReconcileCounts, Store, StoreError};
 use crate::telemetry::{Metrics, StatusLabels};
-use crate::tenants::{ApplyOutcome, Tenants};
+use crate::tenants::{ApplyOutcome, TenantError, TenantView, Tenants};
 
 /// What a reconciliation did, for logs and `reload` replies.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -28,7 +28,7 @@ pub async fn reconcile(
     apply_files: bool,
     fixed_jitter: std::time::Duration,
     metrics: &Metrics,
-) -> Result<Reconciled, crate::store::StoreError> {
+) -> Result<Reconciled, StoreError> {
     let mut out = Reconciled::default();
     let tenants = Tenants::new(catalog, store, "daemon");
     if apply_files {
@@ -56,10 +56,7 @@ pub async fn reconcile(
         for c in &connections {
             *statuses.entry(c.status).or_default() += 1;
         }
-        let desired = desired_jobs(&view.effective, &connections);
-        let tz: chrono_tz::Tz = row.timezone.parse().unwrap_or(chrono_tz::UTC);
-        let next_due = next_due_fn(tz, now, fixed_jitter);
-        match store.reconcile_jobs(&row.id, &desired, &next_due).await {
+        match reconcile_view(store, &view, &connections, now, fixed_jitter).await {
             Ok(c) => {
                 out.jobs.created += c.created;
                 out.jobs.updated += c.updated;
@@ -75,4 +72,31 @@ pub async fn reconcile(
         metrics.connections.get_or_create(&StatusLabels { status: status.as_str().into() }).set(n);
     }
     Ok(out)
+}
+
+/// Reconciles one tenant's jobs with its effective configuration, its connections and
+/// its role grants, as [`reconcile`] does for every tenant: after `tenant apply`, or
+/// when a user connection or a membership changed.
+pub async fn reconcile_tenant(
+    catalog: &Catalog,
+    store: &Store,
+    tenant: &TenantId,
+    fixed_jitter: std::time::Duration,
+) -> Result<ReconcileCounts, TenantError> {
+    let view = Tenants::new(catalog, store, "reconcile").require(tenant).await?;
+    let connections = store.list_connections(tenant).await?;
+    Ok(reconcile_view(store, &view, &connections, Utc::now(), fixed_jitter).await?)
+}
+
+async fn reconcile_view(
+    store: &Store,
+    view: &TenantView,
+    connections: &[ConnectionRow],
+    now: DateTime<Utc>,
+    fixed_jitter: std::time::Duration,
+) -> Result<ReconcileCounts, StoreError> {
+    let desired = desired_jobs(&view.effective, connections, &RoleGrants::from_stored(&view.roles));
+    let tz: chrono_tz::Tz = view.tenant.timezone.parse().unwrap_or(chrono_tz::UTC);
+    let next_due = next_due_fn(tz, now, fixed_jitter);
+    store.reconcile_jobs(&view.tenant.id, &desired, &next_due).await
 }

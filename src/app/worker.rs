@@ -75,6 +75,7 @@ pub(super) async fn run_job(
             full_refresh: false,
             lease_owner: Some(ctx.owner.clone()),
             cancel: Some(cancel.clone()),
+            owner: claimed.owner.clone(),
         };
         let started_runs = ctx.started_runs.clone();
         let job_id = job.id;

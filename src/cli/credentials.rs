@@ -11,9 +11,9 @@ use zeroize::Zeroizing;
 
 use super::output::outln;
 use super::{Global, actor, output};
-use crate::model::{ProviderId, TenantId};
-use crate::secrets::Credentials;
-use crate::store::AuditEntry;
+use crate::model::{ProviderId, TenantId, UserId};
+use crate::secrets::{Credentials, Sealed};
+use crate::store::{AuditEntry, Owner};
 
 #[derive(Debug, Subcommand)]
 pub enum CredentialsCmd {
@@ -24,6 +24,10 @@ pub enum CredentialsCmd {
         tenant: String,
         #[arg(long)]
         provider: String,
+        /// The credentials of this user's own connection (see `tributary users connect`)
+        /// instead of the company's.
+        #[arg(long)]
+        user: Option<String>,
     },
     /// List which credentials exist and when they changed — never their values.
     Show {
@@ -36,14 +40,24 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
     let catalog = g.catalog()?;
     let store = g.store(&catalog).await?;
     let result = match cmd {
-        CredentialsCmd::Set { tenant, provider } => {
+        CredentialsCmd::Set { tenant, provider, user } => {
             let tenant = TenantId::parse(&tenant)?;
             let provider = ProviderId::parse(&provider)?;
+            let user = user.as_deref().map(UserId::parse).transpose()?;
+            let owner = Owner::of(user.as_ref());
             let manifest = catalog.manifests.get(provider.as_str()).ok_or_else(|| {
                 anyhow::anyhow!("unknown provider `{provider}` (known: {})", catalog.manifests.names())
             })?;
             if store.get_tenant(&tenant).await?.is_none() {
                 anyhow::bail!("tenant `{tenant}` not found");
+            }
+            if let Some(user) = &user
+                && store.get_connection(&tenant, &provider, owner).await?.is_none()
+            {
+                anyhow::bail!(
+                    "user `{user}` has no connection to `{provider}` at tenant `{tenant}` (create it with \
+                     `tributary users connect {user} --tenant {tenant} --provider {provider}`)"
+                );
             }
             let mut input = Zeroizing::new(Vec::new());
             std::io::stdin().read_to_end(&mut input).context("cannot read credentials from stdin")?;
@@ -59,7 +73,7 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
                 );
             }
             let key = g.master_key(&catalog, &store)?;
-            let sealed = key.seal(&tenant, &provider, &creds.to_json());
+            let sealed = key.seal_as(Sealed::Credentials, &tenant, &provider, owner, &creds.to_json());
             let fields: Vec<&str> = creds.names().collect();
             let audit = AuditEntry {
                 at: Utc::now(),
@@ -67,16 +81,17 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
                 action: "credentials.set".into(),
                 tenant_id: Some(tenant.clone()),
                 subject: Some(provider.to_string()),
-                details: json!({ "fields": fields, "key_id": key.id() }),
+                details: json!({ "fields": fields, "key_id": key.id(), "user": user }),
             };
-            let conn = store.set_credentials(&tenant, &provider, &sealed, &audit).await?;
+            let conn = store.set_credentials(&tenant, &provider, owner, &sealed, &audit).await?;
             if g.json {
                 output::json(
-                    &json!({ "tenant": tenant, "provider": provider, "version": conn.credentials_version, "status": conn.status, "fields": fields }),
+                    &json!({ "tenant": tenant, "provider": provider, "user": user, "version": conn.credentials_version, "status": conn.status, "fields": fields }),
                 )?;
             } else {
+                let of = user.as_ref().map(|u| format!(" of user {u}")).unwrap_or_default();
                 outln!(
-                    "stored credentials for {tenant}/{provider} (fields: {}; version {}; connection {})",
+                    "stored credentials for {tenant}/{provider}{of} (fields: {}; version {}; connection {})",
                     fields.join(", "),
                     conn.credentials_version,
                     conn.status
@@ -98,7 +113,7 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
             if g.json {
                 let list: Vec<_> = rows
                     .iter()
-                    .map(|c| json!({ "tenant": c.tenant_id, "provider": c.provider, "status": c.status, "has_credentials": c.has_credentials, "key_id": c.credentials_key_id, "version": c.credentials_version, "updated_at": c.credentials_updated_at }))
+                    .map(|c| json!({ "tenant": c.tenant_id, "provider": c.provider, "user": c.owner_user, "status": c.status, "has_credentials": c.has_credentials, "key_id": c.credentials_key_id, "version": c.credentials_version, "updated_at": c.credentials_updated_at }))
                     .collect();
                 output::json(&list)?;
             } else {
@@ -108,6 +123,7 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
                         vec![
                             c.tenant_id.to_string(),
                             c.provider.to_string(),
+                            c.owner_user.as_ref().map_or("(company)".into(), ToString::to_string),
                             c.status.to_string(),
                             if c.has_credentials { "stored".into() } else { "none".into() },
                             c.credentials_version.to_string(),
@@ -115,7 +131,7 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
                         ]
                     })
                     .collect();
-                output::table(&["TENANT", "PROVIDER", "STATUS", "CREDENTIALS", "VERSION", "CHANGED"], &table);
+                output::table(&["TENANT", "PROVIDER", "OWNER", "STATUS", "CREDENTIALS", "VERSION", "CHANGED"], &table);
             }
             Ok(())
         }

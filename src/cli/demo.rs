@@ -241,7 +241,7 @@ async fn store_credentials(
         subject: Some(provider.to_string()),
         details: json!({ "key_id": key.id() }),
     };
-    store.set_credentials(&tenant, &provider, &sealed, &audit).await?;
+    store.set_credentials(&tenant, &provider, crate::store::Owner::Company, &sealed, &audit).await?;
     Ok(())
 }
 

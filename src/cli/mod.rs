@@ -11,6 +11,7 @@ mod runs;
 mod simulate;
 mod sync;
 mod tenant;
+mod users;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,6 +80,9 @@ pub enum Command {
     /// Store and list encrypted provider credentials.
     #[command(subcommand)]
     Credentials(credentials::CredentialsCmd),
+    /// Users, their roles at tenants, and their own connections.
+    #[command(subcommand)]
+    Users(users::UsersCmd),
     /// Run provider simulators (fake APIs on loopback) in the foreground.
     Simulate(simulate::SimulateArgs),
     /// Sync one provider (or one stream) of a tenant now, in the foreground.
@@ -125,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Connectors(cmd) => catalog::connectors(g, cmd),
         Command::Tenant(cmd) => tenant::run(g, cmd).await,
         Command::Credentials(cmd) => credentials::run(g, cmd).await,
+        Command::Users(cmd) => users::run(g, cmd).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Sync(args) => sync::run(g, args).await,
         Command::Ctl(args) => ctl::run(g, args).await,

@@ -9,8 +9,10 @@ use serde_json::json;
 
 use super::output::outln;
 use super::{Global, output};
-use crate::model::{ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
-use crate::store::RunRow;
+use crate::config::RoleGrants;
+use crate::model::{ProviderId, RunOutcome, RunTrigger, StreamName, TenantId, UserId};
+use crate::scheduler::stream_access;
+use crate::store::{Owner, RunRow};
 use crate::sync::{SyncRequest, Syncer};
 use crate::tenants::Tenants;
 
@@ -27,6 +29,10 @@ pub struct SyncArgs {
     /// Ignore the stored cursor and read everything again.
     #[arg(long)]
     pub full_refresh: bool,
+    /// Run this user's own connection (its credentials, and only the streams their role
+    /// is granted) instead of the company's.
+    #[arg(long)]
+    pub user: Option<String>,
 }
 
 pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
@@ -34,6 +40,7 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
     let store = g.store(&catalog).await?;
     let tenant = TenantId::parse(&args.tenant)?;
     let provider = ProviderId::parse(&args.provider)?;
+    let user = args.user.as_deref().map(UserId::parse).transpose()?;
     let streams: Vec<StreamName> = match &args.stream {
         Some(s) => vec![StreamName::parse(s)?],
         None => {
@@ -50,6 +57,26 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
                 .ok_or_else(|| anyhow::anyhow!("no manifest for `{provider}`"))?;
             let mut names: Vec<StreamName> =
                 p.config.enabled_streams().filter_map(|(n, _)| StreamName::parse(n).ok()).collect();
+            if let Some(user) = &user {
+                // A user connection runs the streams its owner's role is granted.
+                let connection =
+                    store.get_connection(&tenant, &provider, Owner::User(user)).await?.ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "user `{user}` has no connection to `{provider}` at tenant `{tenant}` (create it with \
+                         `tributary users connect {user} --tenant {tenant} --provider {provider}`)"
+                        )
+                    })?;
+                let access = stream_access(p, &connection, &RoleGrants::from_stored(&view.roles));
+                names.retain(|n| access.iter().any(|a| a.stream == n.as_str() && a.denied.is_none()));
+                if names.is_empty() {
+                    let why = access.iter().find_map(|a| a.denied.as_ref()).map(|d| d.describe(&tenant));
+                    anyhow::bail!(
+                        "user `{user}`'s connection to `{provider}` at tenant `{tenant}` may sync none of its \
+                         enabled streams{}",
+                        why.map(|w| format!(": {w}")).unwrap_or_default()
+                    );
+                }
+            }
             names.sort_by_key(|n| manifest.streams.get(n).is_some_and(|s| s.parent.is_some()));
             names
         }
@@ -70,6 +97,7 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
             full_refresh: args.full_refresh,
             lease_owner: None,
             cancel: None,
+            owner: user.clone(),
         };
         let bar = ProgressBar::new_spinner();
         bar.set_style(

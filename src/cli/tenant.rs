@@ -8,9 +8,12 @@ use clap::Subcommand;
 use serde_json::json;
 
 use super::output::outln;
+use super::users::{access_json, owner_label, print_access};
 use super::{Global, actor, output};
-use crate::config::{Change, DEFAULT_TIMEZONE, TenantSpec, check_subdomain, check_timezone};
+use crate::app::{FIXED_JITTER, reconcile_tenant};
+use crate::config::{Change, DEFAULT_TIMEZONE, RoleGrants, TenantSpec, check_subdomain, check_timezone};
 use crate::model::{PresetName, TenantId};
+use crate::scheduler::stream_access;
 use crate::tenants::{ApplyOutcome, Rebased, Tenants};
 
 #[derive(Debug, Subcommand)]
@@ -33,14 +36,16 @@ pub enum TenantCmd {
         #[arg(long, default_value = DEFAULT_TIMEZONE)]
         timezone: String,
     },
-    /// Create or update a tenant from a file (declarative, idempotent).
+    /// Create or update a tenant from a file (declarative, idempotent), then make its
+    /// jobs match (providers, streams, schedules, role grants).
     Apply { file: PathBuf },
     /// List tenants.
     List,
-    /// Show a tenant's effective configuration.
+    /// Show a tenant's effective configuration, roles and user connections.
     Show {
         id: String,
-        /// Mark where every value comes from (preset revision or tenant override).
+        /// Mark where every value comes from (preset revision or tenant override), and
+        /// say which streams each user connection syncs and why not the others.
         #[arg(long)]
         explain: bool,
     },
@@ -67,6 +72,7 @@ pub async fn run(g: &Global, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
                 preset: preset.clone(),
                 timezone,
                 overrides: BTreeMap::new(),
+                roles: BTreeMap::new(),
             };
             let revision = tenants.create(&spec).await?;
             if g.json {
@@ -79,8 +85,9 @@ pub async fn run(g: &Global, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
         TenantCmd::Apply { file } => {
             let spec = catalog.tenant_file(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
             let outcome = tenants.apply(&spec).await?;
+            let jobs = reconcile_tenant(&catalog, &store, &spec.id, FIXED_JITTER).await?;
             if g.json {
-                output::json(&json!({ "tenant": spec.id, "outcome": outcome }))?;
+                output::json(&json!({ "tenant": spec.id, "outcome": outcome, "jobs": jobs }))?;
             } else {
                 match outcome {
                     ApplyOutcome::Created { revision } => {
@@ -91,6 +98,15 @@ pub async fn run(g: &Global, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
                         outln!("updated tenant {}:", spec.id);
                         print_changes(&changes);
                     }
+                }
+                if jobs.created + jobs.reenabled + jobs.disabled + jobs.updated > 0 {
+                    outln!(
+                        "jobs: {} created, {} re-enabled, {} disabled, {} rescheduled",
+                        jobs.created,
+                        jobs.reenabled,
+                        jobs.disabled,
+                        jobs.updated
+                    );
                 }
             }
             Ok(())
@@ -144,11 +160,13 @@ async fn show(
 ) -> anyhow::Result<()> {
     let view = tenants.require(id).await?;
     let connections = store.list_connections(id).await?;
+    let members = store.memberships(id).await?;
+    let grants = RoleGrants::from_stored(&view.roles);
     let t = &view.tenant;
     if g.json {
         let mut providers = serde_json::Map::new();
         for p in view.effective.providers.values() {
-            let conn = connections.iter().find(|c| c.provider == p.provider);
+            let conn = connections.iter().find(|c| c.provider == p.provider && c.owner_user.is_none());
             let mut entry = json!({
                 "enabled": p.config.is_enabled(),
                 "in_preset": p.in_preset,
@@ -160,10 +178,28 @@ async fn show(
             }
             providers.insert(p.provider.to_string(), entry);
         }
+        let user_connections: Vec<_> = connections
+            .iter()
+            .filter(|c| c.owner_user.is_some())
+            .map(|c| {
+                let streams: Vec<_> = view
+                    .effective
+                    .providers
+                    .get(&c.provider)
+                    .filter(|p| p.config.is_enabled())
+                    .map(|p| stream_access(p, c, &grants).iter().map(|a| access_json(a, id)).collect())
+                    .unwrap_or_default();
+                json!({
+                    "user": c.owner_user, "role": c.owner_role, "provider": c.provider, "status": c.status,
+                    "status_reason": c.status_reason, "has_credentials": c.has_credentials, "schedule": c.schedule,
+                    "streams": streams,
+                })
+            })
+            .collect();
         return output::json(&json!({
             "id": t.id, "name": t.name, "subdomain": t.subdomain, "timezone": t.timezone,
             "preset": t.preset, "preset_revision": t.preset_revision, "current_revision": view.current_revision,
-            "providers": providers,
+            "providers": providers, "roles": view.roles, "members": members, "user_connections": user_connections,
         }));
     }
     outln!("tenant {} — {}", t.id, t.name);
@@ -178,7 +214,7 @@ async fn show(
     };
     outln!("  preset     {} @ {rev}", t.preset);
     for p in view.effective.providers.values() {
-        let conn = connections.iter().find(|c| c.provider == p.provider);
+        let conn = connections.iter().find(|c| c.provider == p.provider && c.owner_user.is_none());
         let state = if p.config.is_enabled() { "enabled" } else { "disabled" };
         let conn = conn.map_or("no connection".to_owned(), |c| {
             format!("connection {}{}", c.status, if c.has_credentials { "" } else { ", no credentials" })
@@ -206,7 +242,64 @@ async fn show(
             }
         }
     }
+    print_roles(&view.roles, &members);
+    print_user_connections(&view, &connections, &grants, explain);
     Ok(())
+}
+
+/// The tenant's role grants, and the roles of its members that have none.
+fn print_roles(roles: &BTreeMap<crate::model::RoleName, Vec<String>>, members: &[crate::store::MembershipRow]) {
+    outln!("\n[roles] streams each role's own user connections may sync (deny by default)");
+    let width = roles.keys().map(|r| r.as_str().len()).max().unwrap_or(0);
+    for (role, streams) in roles {
+        let who: Vec<&str> = members.iter().filter(|m| m.role == *role).map(|m| m.user_id.as_str()).collect();
+        let who = if who.is_empty() { String::new() } else { format!("  (members: {})", who.join(", ")) };
+        let streams = if streams.is_empty() { "(nothing)".to_owned() } else { streams.join(", ") };
+        outln!("  {role:<width$}  {streams}{who}");
+    }
+    let mut ungranted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for m in members.iter().filter(|m| !roles.contains_key(&m.role)) {
+        ungranted.entry(m.role.as_str()).or_default().push(m.user_id.as_str());
+    }
+    for (role, who) in &ungranted {
+        outln!("  {role}: no `[roles.{role}]` entry, granted nothing (members: {})", who.join(", "));
+    }
+    if roles.is_empty() && ungranted.is_empty() {
+        outln!("  (none)");
+    }
+}
+
+/// Each user connection: owner, role and status; with `explain`, what it syncs and why
+/// not the other enabled streams.
+fn print_user_connections(
+    view: &crate::tenants::TenantView,
+    connections: &[crate::store::ConnectionRow],
+    grants: &RoleGrants,
+    explain: bool,
+) {
+    let users: Vec<_> = connections.iter().filter(|c| c.owner_user.is_some()).collect();
+    if users.is_empty() {
+        return;
+    }
+    outln!("\n[user connections]");
+    for c in users {
+        let reason = c.status_reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default();
+        let schedule = c.schedule.as_ref().map(|s| format!("; own schedule {s}")).unwrap_or_default();
+        outln!("  {} → {}: {}{reason}{schedule}", owner_label(c), c.provider, c.status);
+        let Some(p) = view.effective.providers.get(&c.provider).filter(|p| p.config.is_enabled()) else {
+            if explain {
+                outln!("    syncs nothing: provider `{}` is not enabled for {}", c.provider, view.tenant.id);
+            }
+            continue;
+        };
+        let access = stream_access(p, c, grants);
+        if explain {
+            print_access(&access, &view.tenant.id, "    ");
+        } else {
+            let synced: Vec<&str> = access.iter().filter(|a| a.denied.is_none()).map(|a| a.stream.as_str()).collect();
+            outln!("    syncs: {}", if synced.is_empty() { "nothing".to_owned() } else { synced.join(", ") });
+        }
+    }
 }
 
 fn print_changes(changes: &[Change]) {

@@ -9,6 +9,7 @@ mod layer;
 mod manifest;
 mod manifest_spec;
 mod presets;
+mod roles;
 mod settings;
 mod source;
 mod tenant;
@@ -29,6 +30,7 @@ pub use manifest_spec::{
     ResponseAction, ResponseRule, StatusMatch, WriteSpec,
 };
 pub use presets::{Preset, Presets, revision_of};
+pub use roles::{Denied, RoleGrants, StreamPattern};
 pub use settings::{DaemonSettings, SecretSettings, Settings, StoreSettings};
 pub use source::Source;
 pub use tenant::{

@@ -10,8 +10,9 @@ use serde_json::Value;
 use super::Catalog;
 use super::diag::{Diagnostics, join};
 use super::layer::{ProviderLayer, check_complete, check_names};
+use super::roles::parse_roles;
 use super::source::{Source, typed, unknown_keys};
-use crate::model::{PresetName, ProviderId, TenantId};
+use crate::model::{PresetName, ProviderId, RoleName, TenantId};
 
 /// The tenant's time zone when none is given.
 pub const DEFAULT_TIMEZONE: &str = "UTC";
@@ -27,6 +28,8 @@ struct RawTenantFile {
     timezone: Option<String>,
     #[serde(default)]
     providers: toml::Table,
+    #[serde(default)]
+    roles: toml::Table,
 }
 
 /// A validated tenant file: identity, chosen preset and overrides.
@@ -38,6 +41,9 @@ pub struct TenantSpec {
     pub preset: PresetName,
     pub timezone: String,
     pub overrides: BTreeMap<ProviderId, ProviderLayer>,
+    /// `[roles.<role>] streams = [...]`: the streams each role's user connections may
+    /// sync (patterns in canonical text). A role without an entry may sync nothing.
+    pub roles: BTreeMap<RoleName, Vec<String>>,
 }
 
 /// Checks a subdomain is one DNS label.
@@ -64,7 +70,7 @@ impl TenantSpec {
         let before = diag.len();
         let table = source.parse(diag)?;
         let value = toml::Value::Table(table);
-        unknown_keys(&value, &["id", "name", "subdomain", "preset", "timezone", "providers"], diag, file, "");
+        unknown_keys(&value, &["id", "name", "subdomain", "preset", "timezone", "providers", "roles"], diag, file, "");
         let raw: RawTenantFile = typed(value, diag, file, "")?;
         let id = TenantId::parse(&raw.id).map_err(|e| diag.push(file, "id", e.to_string())).ok();
         if raw.name.trim().is_empty() {
@@ -104,11 +110,19 @@ impl TenantSpec {
                 overrides.insert(manifest.name.clone(), layer);
             }
         }
+        let roles = parse_roles(raw.roles, catalog, diag, file);
         let (Some(id), Some(preset)) = (id, preset) else {
             return None;
         };
-        let spec =
-            Self { id, name: raw.name, subdomain: raw.subdomain, preset: preset.name.clone(), timezone, overrides };
+        let spec = Self {
+            id,
+            name: raw.name,
+            subdomain: raw.subdomain,
+            preset: preset.name.clone(),
+            timezone,
+            overrides,
+            roles,
+        };
         if diag.len() == before {
             let eff = Effective::compute(catalog, &spec.preset, &preset.revision, &preset.resolved, &spec.overrides);
             eff.check(catalog, &spec.subdomain, diag, file);

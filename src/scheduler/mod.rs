@@ -18,9 +18,9 @@ use uuid::Uuid;
 pub use backoff::FailurePolicy;
 pub use schedule::{Jitter, first_run_at, next_run_after};
 
-use crate::config::Effective;
+use crate::config::{Denied, Effective, EffectiveProvider, RoleGrants};
 use crate::model::{Schedule, StreamName};
-use crate::store::{ConnectionRow, DesiredJob, Failures, JobCompletion, JobRow};
+use crate::store::{ConnectionRow, DesiredJob, Failures, JobCompletion, JobRow, Owner};
 
 /// The longest single sleep of [`sleep_until`]: tokio sleeps on the monotonic clock, so
 /// a wall-clock step (suspend, NTP) is noticed at most this late.
@@ -36,31 +36,66 @@ pub async fn sleep_until(due: DateTime<Utc>, now: DateTime<Utc>) {
     }
 }
 
-/// The jobs a tenant's effective configuration asks for: one per enabled stream of each
-/// enabled provider that has a company connection, with the stream's schedule or else
-/// the provider's. Streams without any schedule or with an invalid name are left out
+/// The jobs a tenant's effective configuration asks for: for each enabled provider,
+/// one per enabled stream on its company connection, and one per enabled stream its
+/// owner's role is granted ([`RoleGrants`]) on each user connection. A job runs on the
+/// user connection's own schedule if it has one, else the stream's, else the
+/// provider's. Streams without any schedule or with an invalid name are left out
 /// (configuration checks reject both before anything is stored).
-pub fn desired_jobs(effective: &Effective, connections: &[ConnectionRow]) -> Vec<DesiredJob> {
+pub fn desired_jobs(effective: &Effective, connections: &[ConnectionRow], grants: &RoleGrants) -> Vec<DesiredJob> {
     let mut out = Vec::new();
     for provider in effective.enabled() {
-        let Some(connection) = connections.iter().find(|c| c.provider == provider.provider && c.owner_user.is_empty())
-        else {
-            continue;
-        };
-        for (name, stream) in &provider.config.streams {
-            if stream.enabled != Some(true) {
-                continue;
+        for connection in connections.iter().filter(|c| c.provider == provider.provider) {
+            for access in stream_access(provider, connection, grants) {
+                let (None, Some(schedule)) = (access.denied, access.schedule) else {
+                    continue;
+                };
+                let Ok(stream) = StreamName::parse(&access.stream) else {
+                    continue;
+                };
+                out.push(DesiredJob { connection_id: connection.id, stream, schedule });
             }
-            let Some(schedule) = stream.schedule.as_ref().or(provider.config.schedule.as_ref()) else {
-                continue;
-            };
-            let Ok(stream_name) = StreamName::parse(name) else {
-                continue;
-            };
-            out.push(DesiredJob { connection_id: connection.id, stream: stream_name, schedule: schedule.clone() });
         }
     }
     out
+}
+
+/// One enabled stream of a provider as one connection sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamAccess {
+    pub stream: String,
+    /// The schedule its job runs on; `None` if none is configured.
+    pub schedule: Option<String>,
+    /// Why the connection does not sync it (only user connections are ever denied).
+    pub denied: Option<Denied>,
+}
+
+/// Every enabled stream of `provider` for `connection` (one of that provider's): the
+/// schedule its job would run on and, for a user connection, whether its owner's role
+/// is granted the stream. [`desired_jobs`] creates jobs from exactly this, so what
+/// `tenant show --explain` prints is what runs.
+pub fn stream_access(
+    provider: &EffectiveProvider,
+    connection: &ConnectionRow,
+    grants: &RoleGrants,
+) -> Vec<StreamAccess> {
+    let config = &provider.config;
+    config
+        .streams
+        .iter()
+        .filter(|(_, stream)| stream.enabled == Some(true))
+        .map(|(name, stream)| {
+            let configured = stream.schedule.as_ref().or(config.schedule.as_ref());
+            let (schedule, denied) = match connection.owner() {
+                Owner::Company => (configured.cloned(), None),
+                Owner::User(_) => (
+                    connection.schedule.clone().or_else(|| configured.cloned()),
+                    grants.check(connection.owner_role.as_ref(), &provider.provider, name).err(),
+                ),
+            };
+            StreamAccess { stream: name.clone(), schedule, denied }
+        })
+        .collect()
 }
 
 /// The `next_due` function for [`crate::store::Store::reconcile_jobs`]: the first run

@@ -5,7 +5,7 @@ use chrono_tz::Europe::London;
 
 use super::*;
 use crate::config::{EffectiveProvider, ProviderLayer, StreamLayer};
-use crate::model::{ConnectionStatus, ProviderId, TenantId};
+use crate::model::{ConnectionStatus, ProviderId, RoleName, TenantId, UserId};
 
 fn utc(h: u32, m: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 12, 1, h, m, 0).unwrap()
@@ -51,8 +51,9 @@ fn connection(id: i64, provider: &str, owner: &str) -> ConnectionRow {
         id,
         tenant_id: TenantId::parse("acme").unwrap(),
         provider: ProviderId::parse(provider).unwrap(),
-        owner_user: owner.into(),
+        owner_user: (!owner.is_empty()).then(|| UserId::parse(owner).unwrap()),
         owner_role: None,
+        schedule: None,
         status: ConnectionStatus::Connected,
         status_reason: None,
         has_credentials: true,
@@ -114,10 +115,82 @@ fn desired_jobs_follow_enabled_providers_and_streams() {
         connection(3, "bud", ""),
         connection(4, "jira", "alice"),
     ];
-    let desired = desired_jobs(&effective, &connections);
+    let desired = desired_jobs(&effective, &connections, &RoleGrants::default());
     let got: Vec<(i64, &str, &str)> =
         desired.iter().map(|d| (d.connection_id, d.stream.as_str(), d.schedule.as_str())).collect();
     assert_eq!(got, [(1, "companies", "15m"), (1, "contacts", "daily at 02:00")]);
+}
+
+/// A user connection of `owner` with `role` (and its own schedule, if any).
+fn user_connection(id: i64, provider: &str, owner: &str, role: Option<&str>, schedule: Option<&str>) -> ConnectionRow {
+    ConnectionRow {
+        owner_role: role.map(|r| RoleName::parse(r).unwrap()),
+        schedule: schedule.map(str::to_owned),
+        ..connection(id, provider, owner)
+    }
+}
+
+#[test]
+fn user_connections_get_jobs_for_the_streams_their_role_is_granted() {
+    let providers = [
+        provider(
+            "hubspot",
+            Some(true),
+            Some("daily at 02:00"),
+            vec![
+                ("contacts", stream(Some(true), None)),
+                ("companies", stream(Some(true), Some("15m"))),
+                ("deals", stream(Some(false), None)),
+            ],
+        ),
+        provider("jira", Some(true), Some("hourly"), vec![("issues", stream(Some(true), None))]),
+        provider("aptem", Some(false), Some("hourly"), vec![("learners", stream(Some(true), None))]),
+    ];
+    let effective = Effective { providers: providers.into_iter().map(|p| (p.provider.clone(), p)).collect() };
+    let grants = RoleGrants::from_stored(&BTreeMap::from([
+        (RoleName::parse("developer").unwrap(), vec!["hubspot.contacts".to_owned(), "jira.*".to_owned()]),
+        (RoleName::parse("sales").unwrap(), vec!["hubspot.*".to_owned()]),
+        (RoleName::parse("admin").unwrap(), vec!["*".to_owned()]),
+    ]));
+    let connections = [
+        connection(1, "hubspot", ""),
+        user_connection(2, "hubspot", "bob", Some("developer"), None),
+        user_connection(3, "hubspot", "carol", Some("sales"), Some("30m")),
+        user_connection(4, "hubspot", "dave", Some("intern"), None),
+        user_connection(5, "hubspot", "erin", None, None),
+        user_connection(6, "jira", "bob", Some("developer"), None),
+        // A disabled provider runs nothing, whatever the role.
+        user_connection(7, "aptem", "frank", Some("admin"), None),
+    ];
+    let desired = desired_jobs(&effective, &connections, &grants);
+    let got: Vec<(i64, &str, &str)> =
+        desired.iter().map(|d| (d.connection_id, d.stream.as_str(), d.schedule.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (1, "companies", "15m"),
+            (1, "contacts", "daily at 02:00"),
+            (2, "contacts", "daily at 02:00"),
+            (3, "companies", "30m"),
+            (3, "contacts", "30m"),
+            (6, "issues", "hourly"),
+        ]
+    );
+
+    // The explanation is what the jobs came from.
+    let hubspot = &effective.providers[&ProviderId::parse("hubspot").unwrap()];
+    let denied = |c: &ConnectionRow| -> Vec<(String, Option<Denied>)> {
+        stream_access(hubspot, c, &grants).into_iter().map(|a| (a.stream, a.denied)).collect()
+    };
+    let developer = RoleName::parse("developer").unwrap();
+    assert_eq!(
+        denied(&connections[1]),
+        [("companies".to_owned(), Some(Denied::NotGranted(developer))), ("contacts".to_owned(), None)]
+    );
+    let intern = RoleName::parse("intern").unwrap();
+    assert!(denied(&connections[3]).iter().all(|(_, d)| *d == Some(Denied::NoEntry(intern.clone()))));
+    assert!(denied(&connections[4]).iter().all(|(_, d)| *d == Some(Denied::NoRole)));
+    assert!(denied(&connections[0]).iter().all(|(_, d)| d.is_none()), "company connections are not subject to roles");
 }
 
 fn job(consecutive_failures: i64, schedule: &str) -> JobRow {

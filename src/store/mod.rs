@@ -31,6 +31,7 @@ pub use error::StoreError;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
+pub use users::NOT_A_MEMBER_REASON;
 
 use crate::model::{
     ConnectionStatus, EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId, TriggerKind,
@@ -56,8 +57,9 @@ macro_rules! dispatch {
     };
 }
 
-// After `dispatch!`, which it uses.
+// After `dispatch!`, which they use.
 mod tokens;
+mod users;
 
 /// An [`StoreError::InvalidUrl`] for `url`, with any password in it redacted.
 fn invalid_url(url: &str, reason: &str) -> StoreError {
@@ -140,7 +142,8 @@ impl Store {
     /// - the overrides stored are exactly `state.overrides`;
     /// - each provider of `state.enabled_providers` gets its company connection if
     ///   missing (`pending`); its `disabled` connections return to `connected` (with
-    ///   credentials) or `pending` (without), and their jobs are enabled again; other
+    ///   credentials) or `pending` (without), and their jobs are enabled again — except
+    ///   user connections whose owner is no longer a member of the tenant; other
     ///   statuses stay;
     /// - every connection of any other provider becomes `disabled` and its jobs
     ///   `enabled = false`; records and job cursors stay.
@@ -172,16 +175,17 @@ impl Store {
         dispatch!(self.list_connections(tenant))
     }
 
-    /// The tenant's company-owned connection to `provider`.
+    /// `owner`'s connection to `provider` at the tenant.
     pub async fn get_connection(
         &self,
         tenant: &TenantId,
         provider: &ProviderId,
+        owner: Owner<'_>,
     ) -> Result<Option<ConnectionRow>, StoreError> {
-        dispatch!(self.get_connection(tenant, provider))
+        dispatch!(self.get_connection(tenant, provider, owner))
     }
 
-    /// Stores sealed credentials on the tenant's company connection to `provider` and
+    /// Stores sealed credentials on `owner`'s connection to `provider` at the tenant and
     /// writes `audit`, in one transaction. Increments `credentials_version`; a `pending`,
     /// `needs_reauth` or `error` connection becomes `connected`, a `disabled` one stays.
     ///
@@ -190,34 +194,37 @@ impl Store {
         &self,
         tenant: &TenantId,
         provider: &ProviderId,
+        owner: Owner<'_>,
         sealed: &SealedBlob,
         audit: &AuditEntry,
     ) -> Result<ConnectionRow, StoreError> {
-        dispatch!(self.set_credentials(tenant, provider, sealed, audit))
+        dispatch!(self.set_credentials(tenant, provider, owner, sealed, audit))
     }
 
-    /// The sealed credentials of the tenant's company connection to `provider` and their
-    /// version; `None` if there are none.
+    /// The sealed credentials of `owner`'s connection to `provider` at the tenant and
+    /// their version; `None` if there are none.
     pub async fn get_credentials(
         &self,
         tenant: &TenantId,
         provider: &ProviderId,
+        owner: Owner<'_>,
     ) -> Result<Option<(SealedBlob, i64)>, StoreError> {
-        dispatch!(self.get_credentials(tenant, provider))
+        dispatch!(self.get_credentials(tenant, provider, owner))
     }
 
-    /// Sets the status (and why) of the tenant's company connection to `provider`. Jobs
-    /// are not touched.
+    /// Sets the status (and why) of `owner`'s connection to `provider` at the tenant.
+    /// Jobs are not touched.
     ///
     /// [`StoreError::NotFound`] if the connection does not exist.
     pub async fn set_connection_status(
         &self,
         tenant: &TenantId,
         provider: &ProviderId,
+        owner: Owner<'_>,
         status: ConnectionStatus,
         reason: Option<&str>,
     ) -> Result<ConnectionRow, StoreError> {
-        dispatch!(self.set_connection_status(tenant, provider, status, reason))
+        dispatch!(self.set_connection_status(tenant, provider, owner, status, reason))
     }
 
     // --- jobs ----------------------------------------------------------------------------

@@ -9,10 +9,10 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::error::{StoreError, corrupt};
-use super::types::{AuditEntry, ConnectionRow, JobRow, RecordRow, RunRow, RunStats, TenantRow};
+use super::types::{AuditEntry, ConnectionRow, JobRow, MembershipRow, RecordRow, RunRow, RunStats, TenantRow, UserRow};
 use crate::model::{
-    ConnectionStatus, EntityName, IdError, PresetName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId,
-    TriggerKind,
+    ConnectionStatus, EntityName, IdError, PresetName, ProviderId, RoleName, RunOutcome, RunTrigger, StreamName,
+    TenantId, TriggerKind, UserId,
 };
 
 /// Columns of [`RawTenant`], in `SELECT` order.
@@ -28,7 +28,7 @@ macro_rules! connection_columns {
     () => {
         "id, tenant_id, provider, owner_user, owner_role, status, status_reason, \
          credentials IS NOT NULL AS has_credentials, credentials_key_id, \
-         credentials_version, credentials_updated_at, paused, created_at, updated_at"
+         credentials_version, credentials_updated_at, paused, schedule, created_at, updated_at"
     };
 }
 
@@ -60,6 +60,20 @@ macro_rules! run_columns {
     };
 }
 
+/// Columns of [`RawUser`].
+macro_rules! user_columns {
+    () => {
+        "id, name, email, created_at, updated_at"
+    };
+}
+
+/// Columns of [`RawMembership`].
+macro_rules! membership_columns {
+    () => {
+        "tenant_id, user_id, role, created_at, updated_at"
+    };
+}
+
 /// Columns of [`RawAudit`].
 macro_rules! audit_columns {
     () => {
@@ -84,7 +98,7 @@ pub(crate) fn content_hash(data: &Value) -> String {
     hex::encode(&digest[..16])
 }
 
-fn id<T>(table: &str, value: &str, parse: fn(&str) -> Result<T, IdError>) -> Result<T, StoreError> {
+pub(crate) fn id<T>(table: &str, value: &str, parse: fn(&str) -> Result<T, IdError>) -> Result<T, StoreError> {
     parse(value).map_err(|e| corrupt(format_args!("{table}: {e}")))
 }
 
@@ -156,6 +170,7 @@ pub(crate) struct RawConnection {
     credentials_version: i64,
     credentials_updated_at: Option<DateTime<Utc>>,
     paused: bool,
+    schedule: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -168,8 +183,9 @@ impl TryFrom<RawConnection> for ConnectionRow {
             id: raw.id,
             tenant_id: id("connections", &raw.tenant_id, TenantId::parse)?,
             provider: id("connections", &raw.provider, ProviderId::parse)?,
-            owner_user: raw.owner_user,
-            owner_role: raw.owner_role,
+            owner_user: owner_user("connections", &raw.owner_user)?,
+            owner_role: raw.owner_role.map(|r| id("connections", &r, RoleName::parse)).transpose()?,
+            schedule: raw.schedule,
             status: status("connections", "connection status", &raw.status, ConnectionStatus::parse)?,
             status_reason: raw.status_reason,
             has_credentials: raw.has_credentials,
@@ -177,6 +193,59 @@ impl TryFrom<RawConnection> for ConnectionRow {
             credentials_version: raw.credentials_version,
             credentials_updated_at: raw.credentials_updated_at,
             paused: raw.paused,
+            created_at: raw.created_at,
+            updated_at: raw.updated_at,
+        })
+    }
+}
+
+/// `connections.owner_user` as stored: empty for the company, a user id otherwise.
+pub(crate) fn owner_user(table: &str, value: &str) -> Result<Option<UserId>, StoreError> {
+    (!value.is_empty()).then(|| id(table, value, UserId::parse)).transpose()
+}
+
+/// A `users` row as stored.
+#[derive(sqlx::FromRow)]
+pub(crate) struct RawUser {
+    pub(crate) id: String,
+    name: String,
+    email: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl RawUser {
+    /// The user with `memberships` (already theirs).
+    pub(crate) fn into_row(self, memberships: Vec<MembershipRow>) -> Result<UserRow, StoreError> {
+        Ok(UserRow {
+            id: id("users", &self.id, UserId::parse)?,
+            name: self.name,
+            email: self.email,
+            memberships,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// A `memberships` row as stored.
+#[derive(sqlx::FromRow)]
+pub(crate) struct RawMembership {
+    tenant_id: String,
+    user_id: String,
+    role: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<RawMembership> for MembershipRow {
+    type Error = StoreError;
+
+    fn try_from(raw: RawMembership) -> Result<Self, StoreError> {
+        Ok(Self {
+            tenant_id: id("memberships", &raw.tenant_id, TenantId::parse)?,
+            user_id: id("memberships", &raw.user_id, UserId::parse)?,
+            role: id("memberships", &raw.role, RoleName::parse)?,
             created_at: raw.created_at,
             updated_at: raw.updated_at,
         })

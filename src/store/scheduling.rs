@@ -17,7 +17,7 @@ use chrono_tz::Tz;
 use super::error::{StoreError, corrupt, db};
 use super::jobs::no_job;
 use super::postgres::PgStore;
-use super::rows::{RawJob, convert_all, now};
+use super::rows::{RawJob, convert_all, now, owner_user};
 use super::sqlite::SqliteStore;
 use super::types::{
     ClaimRequest, ClaimedJob, Exclusions, Failures, JobCompletion, JobCounts, JobFilter, JobRow, PauseScope,
@@ -88,7 +88,8 @@ macro_rules! claim_sql {
             $lock,
             ") RETURNING ",
             job_columns!(),
-            ", (SELECT timezone FROM tenants WHERE tenants.id = jobs.tenant_id) AS timezone"
+            ", (SELECT timezone FROM tenants WHERE tenants.id = jobs.tenant_id) AS timezone, \
+             (SELECT owner_user FROM connections WHERE connections.id = jobs.connection_id) AS owner_user"
         )
     };
 }
@@ -158,12 +159,13 @@ macro_rules! scheduling_sql {
 scheduling_sql!(SqliteStore, sqlite_not_in, "");
 scheduling_sql!(PgStore, pg_not_in, " FOR UPDATE OF j SKIP LOCKED");
 
-/// A claimed row: the job plus its tenant's time zone.
+/// A claimed row: the job plus its tenant's time zone and its connection's owner.
 #[derive(sqlx::FromRow)]
 struct RawClaim {
     #[sqlx(flatten)]
     job: RawJob,
     timezone: String,
+    owner_user: String,
 }
 
 impl TryFrom<RawClaim> for ClaimedJob {
@@ -180,6 +182,7 @@ impl TryFrom<RawClaim> for ClaimedJob {
         Ok(Self {
             trigger: job.trigger_kind.map_or(RunTrigger::Scheduled, RunTrigger::from),
             reclaimed: job.reclaimed_from.is_some(),
+            owner: owner_user("connections", &raw.owner_user)?,
             timezone,
             job,
         })

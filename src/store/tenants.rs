@@ -7,20 +7,31 @@ use super::error::{StoreError, db, is_unique_violation};
 use super::postgres::PgStore;
 use super::rows::{RawConnection, RawOverride, RawTenant, convert_all, now};
 use super::sqlite::SqliteStore;
-use super::types::{AuditEntry, ConnectionRow, SealedBlob, TenantRow, TenantState};
+use super::types::{AuditEntry, ConnectionRow, Owner, SealedBlob, TenantRow, TenantState};
 use crate::model::{ConnectionStatus, ProviderId, TenantId};
 
 /// Why tenant saves disable a connection.
 const NOT_ENABLED_REASON: &str = "provider is not enabled for the tenant";
 
-/// The error for a company connection that does not exist.
-fn no_connection(tenant: &TenantId, provider: &ProviderId) -> StoreError {
-    StoreError::NotFound {
-        what: format!(
+/// A user connection whose owner is still a member of its tenant (`connections` is not
+/// aliased); company connections always pass.
+macro_rules! owner_is_member {
+    () => {
+        "(owner_user = '' OR EXISTS (SELECT 1 FROM memberships m \
+         WHERE m.tenant_id = connections.tenant_id AND m.user_id = connections.owner_user))"
+    };
+}
+
+/// The error for a connection that does not exist.
+pub(super) fn no_connection(tenant: &TenantId, provider: &ProviderId, owner: Owner<'_>) -> StoreError {
+    let what = match owner {
+        Owner::Company => format!(
             "no connection for provider `{provider}` at tenant `{tenant}` \
              (is the provider enabled in its preset?)"
         ),
-    }
+        Owner::User(user) => format!("user `{user}` has no connection to `{provider}` at tenant `{tenant}`"),
+    };
+    StoreError::NotFound { what }
 }
 
 /// Maps a failed tenant write; a taken subdomain is a conflict, not a database failure.
@@ -129,25 +140,29 @@ macro_rules! tenant_methods {
                 let enabled: Vec<&str> = state.enabled_providers.iter().map(ProviderId::as_str).collect();
                 for provider in &enabled {
                     // A provider switched back on: its jobs run again and its connections
-                    // return to where their credentials put them.
-                    sqlx::query(
+                    // return to where their credentials put them — except user connections
+                    // whose owner has left the tenant.
+                    sqlx::query(concat!(
                         "UPDATE jobs SET enabled = TRUE, updated_at = $1 \
                          WHERE tenant_id = $2 AND NOT enabled AND connection_id IN \
                          (SELECT id FROM connections WHERE tenant_id = $2 AND provider = $3 \
-                          AND status = 'disabled')",
-                    )
+                          AND status = 'disabled' AND ",
+                        owner_is_member!(),
+                        ")"
+                    ))
                     .bind(now)
                     .bind(tenant)
                     .bind(*provider)
                     .execute(&mut *conn)
                     .await
                     .map_err(db("enabling jobs"))?;
-                    sqlx::query(
+                    sqlx::query(concat!(
                         "UPDATE connections SET status = CASE WHEN credentials IS NULL \
                          THEN 'pending' ELSE 'connected' END, status_reason = NULL, \
                          updated_at = $1 \
-                         WHERE tenant_id = $2 AND provider = $3 AND status = 'disabled'",
-                    )
+                         WHERE tenant_id = $2 AND provider = $3 AND status = 'disabled' AND ",
+                        owner_is_member!()
+                    ))
                     .bind(now)
                     .bind(tenant)
                     .bind(*provider)
@@ -234,14 +249,16 @@ macro_rules! tenant_methods {
                 &self,
                 tenant: &TenantId,
                 provider: &ProviderId,
+                owner: Owner<'_>,
             ) -> Result<Option<ConnectionRow>, StoreError> {
                 let raw: Option<RawConnection> = sqlx::query_as(concat!(
                     "SELECT ",
                     connection_columns!(),
-                    " FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = ''"
+                    " FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = $3"
                 ))
                 .bind(tenant.as_str())
                 .bind(provider.as_str())
+                .bind(owner.as_str())
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("reading a connection"))?;
@@ -252,6 +269,7 @@ macro_rules! tenant_methods {
                 &self,
                 tenant: &TenantId,
                 provider: &ProviderId,
+                owner: Owner<'_>,
                 sealed: &SealedBlob,
                 audit: &AuditEntry,
             ) -> Result<ConnectionRow, StoreError> {
@@ -265,7 +283,7 @@ macro_rules! tenant_methods {
                      THEN NULL ELSE status_reason END, \
                      status = CASE WHEN status IN ('pending', 'needs_reauth', 'error') \
                      THEN 'connected' ELSE status END \
-                     WHERE tenant_id = $4 AND provider = $5 AND owner_user = '' RETURNING ",
+                     WHERE tenant_id = $4 AND provider = $5 AND owner_user = $6 RETURNING ",
                     connection_columns!()
                 ))
                 .bind(sealed.bytes.as_slice())
@@ -273,10 +291,12 @@ macro_rules! tenant_methods {
                 .bind(now)
                 .bind(tenant.as_str())
                 .bind(provider.as_str())
+                .bind(owner.as_str())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db("storing credentials"))?;
-                let row = raw.ok_or_else(|| no_connection(tenant, provider)).and_then(ConnectionRow::try_from)?;
+                let row =
+                    raw.ok_or_else(|| no_connection(tenant, provider, owner)).and_then(ConnectionRow::try_from)?;
                 Self::insert_audit(&mut tx, audit).await?;
                 tx.commit().await.map_err(db("committing credentials"))?;
                 Ok(row)
@@ -286,14 +306,16 @@ macro_rules! tenant_methods {
                 &self,
                 tenant: &TenantId,
                 provider: &ProviderId,
+                owner: Owner<'_>,
             ) -> Result<Option<(SealedBlob, i64)>, StoreError> {
                 let raw: Option<(Vec<u8>, Option<String>, i64)> = sqlx::query_as(
                     "SELECT credentials, credentials_key_id, credentials_version \
                      FROM connections WHERE tenant_id = $1 AND provider = $2 \
-                     AND owner_user = '' AND credentials IS NOT NULL",
+                     AND owner_user = $3 AND credentials IS NOT NULL",
                 )
                 .bind(tenant.as_str())
                 .bind(provider.as_str())
+                .bind(owner.as_str())
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("reading credentials"))?;
@@ -302,8 +324,8 @@ macro_rules! tenant_methods {
                 };
                 let key_id = key_id.ok_or_else(|| StoreError::Corrupt {
                     what: format!(
-                        "connections: credentials of `{provider}` at tenant `{tenant}` \
-                         have no key id"
+                        "connections: credentials of {owner} for `{provider}` at tenant \
+                         `{tenant}` have no key id"
                     ),
                 })?;
                 Ok(Some((SealedBlob { key_id, bytes }, version)))
@@ -313,12 +335,13 @@ macro_rules! tenant_methods {
                 &self,
                 tenant: &TenantId,
                 provider: &ProviderId,
+                owner: Owner<'_>,
                 status: ConnectionStatus,
                 reason: Option<&str>,
             ) -> Result<ConnectionRow, StoreError> {
                 let raw: Option<RawConnection> = sqlx::query_as(concat!(
                     "UPDATE connections SET status = $1, status_reason = $2, updated_at = $3 \
-                     WHERE tenant_id = $4 AND provider = $5 AND owner_user = '' RETURNING ",
+                     WHERE tenant_id = $4 AND provider = $5 AND owner_user = $6 RETURNING ",
                     connection_columns!()
                 ))
                 .bind(status.as_str())
@@ -326,10 +349,11 @@ macro_rules! tenant_methods {
                 .bind(now())
                 .bind(tenant.as_str())
                 .bind(provider.as_str())
+                .bind(owner.as_str())
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("setting a connection status"))?;
-                raw.ok_or_else(|| no_connection(tenant, provider)).and_then(ConnectionRow::try_from)
+                raw.ok_or_else(|| no_connection(tenant, provider, owner)).and_then(ConnectionRow::try_from)
             }
         }
     };

@@ -17,7 +17,7 @@ use super::error::{StoreError, corrupt, db};
 use super::postgres::PgStore;
 use super::rows::{now, stored};
 use super::sqlite::SqliteStore;
-use super::types::{AuditEntry, AuthRow, SealedBlob, TokenWrite};
+use super::types::{AuditEntry, AuthRow, Owner, SealedBlob, TokenWrite};
 use crate::model::{ConnectionStatus, ProviderId, TenantId};
 
 /// Columns of [`RawAuth`]. The token is returned only when it was obtained with the
@@ -47,11 +47,11 @@ struct RawAuth {
 }
 
 impl RawAuth {
-    fn into_row(self, tenant: &TenantId, provider: &ProviderId) -> Result<AuthRow, StoreError> {
+    fn into_row(self, tenant: &TenantId, provider: &ProviderId, owner: Owner<'_>) -> Result<AuthRow, StoreError> {
         let blob = |bytes: Option<Vec<u8>>, key_id: Option<String>, what: &str| match (bytes, key_id) {
             (Some(bytes), Some(key_id)) => Ok(Some(SealedBlob { key_id, bytes })),
             (Some(_), None) => {
-                Err(corrupt(format!("connections: {what} of `{provider}` at `{tenant}` have no key id")))
+                Err(corrupt(format!("connections: {what} of {owner} for `{provider}` at `{tenant}` have no key id")))
             }
             (None, _) => Ok(None),
         };
@@ -76,50 +76,55 @@ macro_rules! token_methods {
                 &self,
                 tenant: &TenantId,
                 provider: &ProviderId,
+                owner: Owner<'_>,
             ) -> Result<Option<AuthRow>, StoreError> {
                 let raw: Option<RawAuth> = sqlx::query_as(concat!(
                     "SELECT ",
                     auth_columns!(),
-                    " FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = ''"
+                    " FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = $3"
                 ))
                 .bind(tenant.as_str())
                 .bind(provider.as_str())
+                .bind(owner.as_str())
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("reading a connection's token"))?;
-                raw.map(|r| r.into_row(tenant, provider)).transpose()
+                raw.map(|r| r.into_row(tenant, provider, owner)).transpose()
             }
 
             pub(super) async fn lock_refresh(
                 &self,
                 tenant: &TenantId,
                 provider: &ProviderId,
-                owner: &str,
+                owner: Owner<'_>,
+                holder: &str,
                 until: DateTime<Utc>,
             ) -> Result<Option<AuthRow>, StoreError> {
                 let raw: Option<RawAuth> = sqlx::query_as(concat!(
                     "UPDATE connections SET refresh_lock_owner = $1, refresh_lock_until = $2 \
-                     WHERE tenant_id = $3 AND provider = $4 AND owner_user = '' \
+                     WHERE tenant_id = $3 AND provider = $4 AND owner_user = $6 \
                      AND (refresh_lock_owner IS NULL OR refresh_lock_owner = $1 \
                           OR refresh_lock_until IS NULL OR refresh_lock_until <= $5) \
                      RETURNING ",
                     auth_columns!()
                 ))
-                .bind(owner)
+                .bind(holder)
                 .bind(stored(until))
                 .bind(tenant.as_str())
                 .bind(provider.as_str())
                 .bind(now())
+                .bind(owner.as_str())
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("taking the refresh lease"))?;
-                raw.map(|r| r.into_row(tenant, provider)).transpose()
+                raw.map(|r| r.into_row(tenant, provider, owner)).transpose()
             }
 
             pub(super) async fn save_token(
                 &self,
                 tenant: &TenantId,
                 provider: &ProviderId,
+                owner: Owner<'_>,
                 write: &TokenWrite<'_>,
                 audit: Option<&AuditEntry>,
             ) -> Result<Option<(i64, i64)>, StoreError> {
@@ -136,7 +141,7 @@ macro_rules! token_methods {
                      auth_state_serial = auth_state_serial + 1, auth_state_expires_at = $7, \
                      auth_state_updated_at = $4, refresh_lock_owner = NULL, refresh_lock_until = NULL, \
                      updated_at = $4 \
-                     WHERE tenant_id = $8 AND provider = $9 AND owner_user = '' \
+                     WHERE tenant_id = $8 AND provider = $9 AND owner_user = $12 \
                      AND credentials_version = $10 AND refresh_lock_owner = $11 \
                      RETURNING credentials_version, auth_state_serial",
                 )
@@ -151,6 +156,7 @@ macro_rules! token_methods {
                 .bind(provider.as_str())
                 .bind(write.expected_version)
                 .bind(write.lock_owner)
+                .bind(owner.as_str())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db("storing a token"))?;
@@ -168,15 +174,17 @@ macro_rules! token_methods {
                 &self,
                 tenant: &TenantId,
                 provider: &ProviderId,
-                owner: &str,
+                owner: Owner<'_>,
+                holder: &str,
             ) -> Result<bool, StoreError> {
                 let done = sqlx::query(
                     "UPDATE connections SET refresh_lock_owner = NULL, refresh_lock_until = NULL \
-                     WHERE tenant_id = $1 AND provider = $2 AND owner_user = '' AND refresh_lock_owner = $3",
+                     WHERE tenant_id = $1 AND provider = $2 AND owner_user = $4 AND refresh_lock_owner = $3",
                 )
                 .bind(tenant.as_str())
                 .bind(provider.as_str())
-                .bind(owner)
+                .bind(holder)
+                .bind(owner.as_str())
                 .execute(&self.pool)
                 .await
                 .map_err(db("releasing the refresh lease"))?;
@@ -187,6 +195,7 @@ macro_rules! token_methods {
                 &self,
                 tenant: &TenantId,
                 provider: &ProviderId,
+                owner: Owner<'_>,
                 version: i64,
                 reason: &str,
             ) -> Result<bool, StoreError> {
@@ -197,13 +206,14 @@ macro_rules! token_methods {
                      auth_state = NULL, auth_state_key_id = NULL, auth_state_version = NULL, \
                      auth_state_expires_at = NULL, refresh_lock_owner = NULL, refresh_lock_until = NULL, \
                      updated_at = $2 \
-                     WHERE tenant_id = $3 AND provider = $4 AND owner_user = '' AND credentials_version = $5",
+                     WHERE tenant_id = $3 AND provider = $4 AND owner_user = $6 AND credentials_version = $5",
                 )
                 .bind(reason)
                 .bind(now())
                 .bind(tenant.as_str())
                 .bind(provider.as_str())
                 .bind(version)
+                .bind(owner.as_str())
                 .execute(&self.pool)
                 .await
                 .map_err(db("recording refused credentials"))?;
@@ -234,23 +244,30 @@ impl Store {
         }
     }
 
-    /// The credentials and shared access token of the tenant's company connection to
-    /// `provider`, as a token refresh sees them; `None` if the connection does not exist.
-    pub async fn get_auth(&self, tenant: &TenantId, provider: &ProviderId) -> Result<Option<AuthRow>, StoreError> {
-        dispatch!(self.get_auth(tenant, provider))
+    /// The credentials and shared access token of `owner`'s connection to `provider` at
+    /// the tenant, as a token refresh sees them; `None` if the connection does not exist.
+    /// Each connection (the company's, each user's) has its own token.
+    pub async fn get_auth(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        owner: Owner<'_>,
+    ) -> Result<Option<AuthRow>, StoreError> {
+        dispatch!(self.get_auth(tenant, provider, owner))
     }
 
-    /// Takes (or renews) the connection's refresh lease for `owner` until `until`, if
+    /// Takes (or renews) the connection's refresh lease for `holder` until `until`, if
     /// nobody else holds an unexpired one. Returns the row as it is then (`None`: someone
     /// else holds the lease, or there is no such connection).
     pub async fn lock_refresh(
         &self,
         tenant: &TenantId,
         provider: &ProviderId,
-        owner: &str,
+        owner: Owner<'_>,
+        holder: &str,
         until: DateTime<Utc>,
     ) -> Result<Option<AuthRow>, StoreError> {
-        dispatch!(self.lock_refresh(tenant, provider, owner, until))
+        dispatch!(self.lock_refresh(tenant, provider, owner, holder, until))
     }
 
     /// Stores a newly obtained token (and a rotated refresh token, sealed, with `audit`)
@@ -262,20 +279,22 @@ impl Store {
         &self,
         tenant: &TenantId,
         provider: &ProviderId,
+        owner: Owner<'_>,
         write: &TokenWrite<'_>,
         audit: Option<&AuditEntry>,
     ) -> Result<Option<(i64, i64)>, StoreError> {
-        dispatch!(self.save_token(tenant, provider, write, audit))
+        dispatch!(self.save_token(tenant, provider, owner, write, audit))
     }
 
-    /// Releases `owner`'s refresh lease; `false` if it did not hold it.
+    /// Releases `holder`'s refresh lease; `false` if it did not hold it.
     pub async fn unlock_refresh(
         &self,
         tenant: &TenantId,
         provider: &ProviderId,
-        owner: &str,
+        owner: Owner<'_>,
+        holder: &str,
     ) -> Result<bool, StoreError> {
-        dispatch!(self.unlock_refresh(tenant, provider, owner))
+        dispatch!(self.unlock_refresh(tenant, provider, owner, holder))
     }
 
     /// The provider refused the grant of credentials `version`: the connection becomes
@@ -286,9 +305,10 @@ impl Store {
         &self,
         tenant: &TenantId,
         provider: &ProviderId,
+        owner: Owner<'_>,
         version: i64,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        dispatch!(self.refuse_credentials(tenant, provider, version, reason))
+        dispatch!(self.refuse_credentials(tenant, provider, owner, version, reason))
     }
 }

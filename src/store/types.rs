@@ -7,7 +7,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::model::{
-    ConnectionStatus, EntityName, PresetName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId, TriggerKind,
+    ConnectionStatus, EntityName, PresetName, ProviderId, RoleName, RunOutcome, RunTrigger, StreamName, TenantId,
+    TriggerKind, UserId,
 };
 
 /// A tenant and the preset revision it pinned.
@@ -47,6 +48,45 @@ pub struct TenantState {
     pub enabled_providers: Vec<ProviderId>,
 }
 
+/// Who owns a connection: the company (tenant) itself, or one of its users (a "user
+/// integration"). Every store function that addresses one connection takes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Owner<'a> {
+    /// The tenant's own connection to a provider (`connections.owner_user = ''`).
+    Company,
+    /// A user's own connection to a provider at the tenant.
+    User(&'a UserId),
+}
+
+impl<'a> Owner<'a> {
+    /// `Company` for `None`.
+    pub fn of(user: Option<&'a UserId>) -> Self {
+        user.map_or(Self::Company, Self::User)
+    }
+
+    /// The owning user, if any.
+    pub fn user(self) -> Option<&'a UserId> {
+        match self {
+            Self::Company => None,
+            Self::User(user) => Some(user),
+        }
+    }
+
+    /// The stored `connections.owner_user`: empty for the company.
+    pub fn as_str(self) -> &'a str {
+        self.user().map_or("", UserId::as_str)
+    }
+}
+
+impl std::fmt::Display for Owner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Company => f.write_str("the company"),
+            Self::User(user) => write!(f, "user `{user}`"),
+        }
+    }
+}
+
 /// A connection (tenant × provider × optional owner). Never carries secret material:
 /// sealed credentials are read through `get_credentials`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -54,9 +94,13 @@ pub struct ConnectionRow {
     pub id: i64,
     pub tenant_id: TenantId,
     pub provider: ProviderId,
-    /// Owning user; empty for a company-owned connection.
-    pub owner_user: String,
-    pub owner_role: Option<String>,
+    /// Owning user; `None` for a company-owned connection.
+    pub owner_user: Option<UserId>,
+    /// The owning user's role at the tenant (kept in step with the membership; `None`
+    /// for company connections and after the membership was removed).
+    pub owner_role: Option<RoleName>,
+    /// A user connection's own schedule; `None`: the tenant's effective schedule.
+    pub schedule: Option<String>,
     pub status: ConnectionStatus,
     pub status_reason: Option<String>,
     pub has_credentials: bool,
@@ -69,6 +113,45 @@ pub struct ConnectionRow {
     pub paused: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl ConnectionRow {
+    /// Who owns the connection.
+    pub fn owner(&self) -> Owner<'_> {
+        Owner::of(self.owner_user.as_ref())
+    }
+}
+
+/// A person who uses tributary at one or more companies, with their memberships.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UserRow {
+    pub id: UserId,
+    pub name: String,
+    pub email: Option<String>,
+    /// By tenant; see `Store::get_user` and `Store::list_users` for which ones.
+    pub memberships: Vec<MembershipRow>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A user's membership of a company (tenant), with the role they have there.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MembershipRow {
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub role: RoleName,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What an idempotent write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Saved {
+    Created,
+    Updated,
+    /// Already as asked; nothing was written (not even the audit entry).
+    Unchanged,
 }
 
 /// Sealed (encrypted) bytes plus the id of the key that sealed them.
@@ -328,6 +411,8 @@ pub struct ClaimedJob {
     pub trigger: RunTrigger,
     /// Whether the claim took over another worker's expired lease.
     pub reclaimed: bool,
+    /// The user owning the job's connection; `None` for a company connection.
+    pub owner: Option<UserId>,
 }
 
 /// How a finished run changes the job's failure streak.

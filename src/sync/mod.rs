@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::json;
 
-use crate::config::{Catalog, Manifest};
+use crate::config::{Catalog, Manifest, RoleGrants};
 use crate::engine::template::{lookup_path, scalar_text};
 use crate::engine::{EngineError, StreamReader};
 use crate::http::auth::{
@@ -18,10 +18,11 @@ use crate::http::auth::{
 };
 use crate::http::{HttpError, RateLimiters, RetryPolicy, Session};
 use crate::mapping::{CompiledMapping, MapResult};
-use crate::model::{ConnectionStatus, EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
+use crate::model::{ConnectionStatus, EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId, UserId};
 use crate::secrets::{Credentials, MasterKey, Sealed};
 use crate::store::{
-    AuditEntry, AuthRow, DeadLetterInput, PageWrite, RecordInput, RunRow, RunStats, Store, StoreError, TokenWrite,
+    AuditEntry, AuthRow, DeadLetterInput, Owner, PageWrite, RecordInput, RunRow, RunStats, Store, StoreError,
+    TokenWrite,
 };
 use crate::telemetry::{Metrics, NeedsReauth, RunFinished, RunStarted, TokenRefresh};
 use crate::tenants::{TenantError, Tenants};
@@ -43,6 +44,13 @@ pub enum SyncError {
     NoManifest(ProviderId),
     #[error("connection {tenant}/{provider} is {status}{hint}")]
     NotConnected { tenant: TenantId, provider: ProviderId, status: ConnectionStatus, hint: &'static str },
+    #[error(
+        "user `{user}` has no connection to `{provider}` at tenant `{tenant}` \
+         (create it with `tributary users connect {user} --tenant {tenant} --provider {provider}`)"
+    )]
+    NoUserConnection { tenant: TenantId, provider: ProviderId, user: UserId },
+    #[error("user `{user}`'s connection to `{provider}` at tenant `{tenant}` may not sync stream `{stream}`: {reason}")]
+    NotGranted { tenant: TenantId, provider: ProviderId, stream: StreamName, user: UserId, reason: String },
     #[error("cannot start the HTTP client: {0}")]
     Client(String),
 }
@@ -60,6 +68,9 @@ pub struct SyncRequest {
     pub lease_owner: Option<String>,
     /// Cancelled: stop at the next page boundary (the page's cursor is committed).
     pub cancel: Option<CancellationToken>,
+    /// The user whose own connection runs (its credentials, token and the streams their
+    /// role is granted); `None`: the company connection.
+    pub owner: Option<UserId>,
 }
 
 /// Runs syncs for one catalog, store and master key.
@@ -121,6 +132,7 @@ struct StoreSink<'a> {
     key: &'a MasterKey,
     tenant: &'a TenantId,
     provider: &'a ProviderId,
+    owner: Owner<'a>,
     metrics: &'a Metrics,
 }
 
@@ -134,13 +146,13 @@ impl StoreSink<'_> {
         let sealed = row.credentials.ok_or_else(|| HttpError::Credentials("no credentials are stored".into()))?;
         let plain = self
             .key
-            .open(self.tenant, self.provider, &sealed)
+            .open_as(Sealed::Credentials, self.tenant, self.provider, self.owner, &sealed)
             .map_err(|e| HttpError::Token { message: e.to_string(), permanent: false })?;
         let credentials = Credentials::from_json(&plain).map_err(|e| HttpError::Credentials(e.to_string()))?;
         // A stored token that no longer opens (another master key) is refreshed instead.
         let token = row.auth_state.and_then(|blob| {
             self.key
-                .open_as(Sealed::AuthState, self.tenant, self.provider, &blob)
+                .open_as(Sealed::AuthState, self.tenant, self.provider, self.owner, &blob)
                 .map_err(|e| e.to_string())
                 .and_then(|plain| Token::from_json(&plain, row.auth_state_serial, row.credentials_version))
                 .inspect_err(|e| tracing::warn!(tenant = %self.tenant, provider = %self.provider, "{e}"))
@@ -163,7 +175,7 @@ impl StoreSink<'_> {
 impl CredentialSink for StoreSink<'_> {
     fn load(&self) -> SinkFuture<'_, Stored> {
         Box::pin(async move {
-            let row = self.store.get_auth(self.tenant, self.provider).await.map_err(store_error)?;
+            let row = self.store.get_auth(self.tenant, self.provider, self.owner).await.map_err(store_error)?;
             self.open(row.ok_or_else(|| self.gone())?)
         })
     }
@@ -171,7 +183,11 @@ impl CredentialSink for StoreSink<'_> {
     fn lock<'b>(&'b self, owner: &'b str, lease: Duration) -> SinkFuture<'b, Option<Stored>> {
         Box::pin(async move {
             let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
-            let row = self.store.lock_refresh(self.tenant, self.provider, owner, until).await.map_err(store_error)?;
+            let row = self
+                .store
+                .lock_refresh(self.tenant, self.provider, self.owner, owner, until)
+                .await
+                .map_err(store_error)?;
             row.map(|r| self.open(r)).transpose()
         })
     }
@@ -184,8 +200,10 @@ impl CredentialSink for StoreSink<'_> {
         token: &'b Token,
     ) -> SinkFuture<'b, Option<(i64, i64)>> {
         Box::pin(async move {
-            let sealed_token = self.key.seal_as(Sealed::AuthState, self.tenant, self.provider, &token.to_json());
-            let sealed_credentials = rotated.map(|c| self.key.seal(self.tenant, self.provider, &c.to_json()));
+            let sealed_token =
+                self.key.seal_as(Sealed::AuthState, self.tenant, self.provider, self.owner, &token.to_json());
+            let sealed_credentials = rotated
+                .map(|c| self.key.seal_as(Sealed::Credentials, self.tenant, self.provider, self.owner, &c.to_json()));
             let write = TokenWrite {
                 lock_owner: owner,
                 expected_version: version,
@@ -201,20 +219,27 @@ impl CredentialSink for StoreSink<'_> {
                 subject: Some(self.provider.to_string()),
                 details: json!({ "key_id": self.key.id(), "from_version": version }),
             };
-            self.store.save_token(self.tenant, self.provider, &write, Some(&audit)).await.map_err(store_error)
+            self.store
+                .save_token(self.tenant, self.provider, self.owner, &write, Some(&audit))
+                .await
+                .map_err(store_error)
         })
     }
 
     fn unlock<'b>(&'b self, owner: &'b str) -> SinkFuture<'b, ()> {
         Box::pin(async move {
-            self.store.unlock_refresh(self.tenant, self.provider, owner).await.map(|_| ()).map_err(store_error)
+            self.store
+                .unlock_refresh(self.tenant, self.provider, self.owner, owner)
+                .await
+                .map(|_| ())
+                .map_err(store_error)
         })
     }
 
     fn refuse<'b>(&'b self, version: i64, reason: &'b str) -> SinkFuture<'b, ()> {
         Box::pin(async move {
             self.store
-                .refuse_credentials(self.tenant, self.provider, version, reason)
+                .refuse_credentials(self.tenant, self.provider, self.owner, version, reason)
                 .await
                 .map(|_| ())
                 .map_err(store_error)
@@ -281,9 +306,28 @@ impl<'a> Syncer<'a> {
                 stream: req.stream.clone(),
                 known: config.enabled_streams().map(|(n, _)| n).collect::<Vec<_>>().join(", "),
             })?;
-        let connection = self.store.get_connection(&req.tenant, &req.provider).await?.ok_or_else(|| {
-            SyncError::ProviderDisabled { tenant: req.tenant.clone(), provider: req.provider.clone() }
-        })?;
+        let owner = Owner::of(req.owner.as_ref());
+        let connection =
+            self.store.get_connection(&req.tenant, &req.provider, owner).await?.ok_or_else(|| match &req.owner {
+                None => SyncError::ProviderDisabled { tenant: req.tenant.clone(), provider: req.provider.clone() },
+                Some(user) => SyncError::NoUserConnection {
+                    tenant: req.tenant.clone(),
+                    provider: req.provider.clone(),
+                    user: user.clone(),
+                },
+            })?;
+        // A user connection syncs only the streams its owner's role is granted there.
+        if let Some(user) = &req.owner {
+            RoleGrants::from_stored(&view.roles)
+                .check(connection.owner_role.as_ref(), &req.provider, req.stream.as_str())
+                .map_err(|denied| SyncError::NotGranted {
+                    tenant: req.tenant.clone(),
+                    provider: req.provider.clone(),
+                    stream: req.stream.clone(),
+                    user: user.clone(),
+                    reason: denied.describe(&req.tenant),
+                })?;
+        }
         if matches!(connection.status, ConnectionStatus::Disabled | ConnectionStatus::Pending)
             || !connection.has_credentials
         {
@@ -294,10 +338,10 @@ impl<'a> Syncer<'a> {
                 hint: "; store credentials with `tributary credentials set`",
             });
         }
-        let schedule = config
-            .streams
-            .get(req.stream.as_str())
-            .and_then(|s| s.schedule.clone())
+        let schedule = connection
+            .schedule
+            .clone()
+            .or_else(|| config.streams.get(req.stream.as_str()).and_then(|s| s.schedule.clone()))
             .or_else(|| config.schedule.clone())
             .unwrap_or_default();
         let job = self.store.ensure_job(&req.tenant, connection.id, &req.stream, &schedule).await?;
@@ -332,7 +376,13 @@ impl<'a> Syncer<'a> {
             stats.error = Some(e.message.clone());
             if e.needs_reauth {
                 self.store
-                    .set_connection_status(&req.tenant, &req.provider, ConnectionStatus::NeedsReauth, Some(&e.message))
+                    .set_connection_status(
+                        &req.tenant,
+                        &req.provider,
+                        owner,
+                        ConnectionStatus::NeedsReauth,
+                        Some(&e.message),
+                    )
                     .await?;
                 NeedsReauth { tenant: req.tenant.as_str(), provider: req.provider.as_str(), reason: &e.message }
                     .emit(&self.metrics);
@@ -375,9 +425,17 @@ impl<'a> Syncer<'a> {
             key: self.key,
             tenant: &req.tenant,
             provider: &req.provider,
+            owner: Owner::of(req.owner.as_ref()),
             metrics: &self.metrics,
         };
-        let conn = self.auth.connection(&format!("{}/{}/{}", self.store.instance_id(), req.tenant, req.provider));
+        // One token per connection: a user's never serves the company's, nor another's.
+        let conn = self.auth.connection(&format!(
+            "{}/{}/{}/{}",
+            self.store.instance_id(),
+            req.tenant,
+            req.provider,
+            sink.owner.as_str()
+        ));
         let mut auth = AuthState::shared(manifest.auth.clone(), conn);
         auth.margin = self.token_margin;
         // The connect timeout is a client setting: build clients if it was changed.

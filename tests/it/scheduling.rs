@@ -12,7 +12,9 @@ mod reconcile;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde_json::json;
 use tributary::model::{ConnectionStatus, PresetName, ProviderId, StreamName, TenantId};
-use tributary::store::{AuditEntry, ClaimRequest, ClaimedJob, DesiredJob, Exclusions, JobRow, Store, TenantState};
+use tributary::store::{
+    AuditEntry, ClaimRequest, ClaimedJob, DesiredJob, Exclusions, JobRow, Owner, Store, TenantState,
+};
 
 /// Generates `sqlite::NAME` and `postgres::NAME` for each `module::NAME` (see
 /// `store_contract.rs`).
@@ -127,7 +129,10 @@ async fn tenant(store: &Store, id: &str, providers: &[&str]) -> TenantId {
     };
     store.create_tenant(&state, &audit).await.unwrap();
     for p in providers {
-        store.set_connection_status(&state.id, &provider(p), ConnectionStatus::Connected, None).await.unwrap();
+        store
+            .set_connection_status(&state.id, &provider(p), Owner::Company, ConnectionStatus::Connected, None)
+            .await
+            .unwrap();
     }
     state.id
 }

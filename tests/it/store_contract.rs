@@ -14,7 +14,8 @@ use tributary::model::{
     ConnectionStatus, EntityName, PresetName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId,
 };
 use tributary::store::{
-    AuditEntry, JobRow, PageOutcome, PageWrite, RecordInput, RunStats, SealedBlob, Store, StoreError, TenantState,
+    AuditEntry, JobRow, Owner, PageOutcome, PageWrite, RecordInput, RunStats, SealedBlob, Store, StoreError,
+    TenantState,
 };
 
 /// Generates `sqlite::NAME` and `postgres::NAME` for each `module::NAME`. Tests in `store`
@@ -149,8 +150,11 @@ async fn create(store: &Store, id: &str, providers: &[&str]) -> TenantState {
 
 async fn job(store: &Store, tenant: &str, provider_id: &str, stream_name: &str) -> JobRow {
     let tenant = tenant_id(tenant);
-    let connection =
-        store.get_connection(&tenant, &provider(provider_id)).await.unwrap().expect("the provider's connection exists");
+    let connection = store
+        .get_connection(&tenant, &provider(provider_id), Owner::Company)
+        .await
+        .unwrap()
+        .expect("the provider's connection exists");
     store.ensure_job(&tenant, connection.id, &stream(stream_name), "15m").await.unwrap()
 }
 

@@ -7,7 +7,7 @@ use serde_json::json;
 use tributary::config::{Catalog, ConfigDir};
 use tributary::model::{ConnectionStatus, EntityName, ProviderId, StreamName, TenantId};
 use tributary::secrets::{Credentials, MasterKey};
-use tributary::store::{AuditEntry, PageWrite, RecordInput, Store};
+use tributary::store::{AuditEntry, Owner, PageWrite, RecordInput, Store};
 use tributary::tenants::{ApplyOutcome, TenantError, Tenants};
 
 use crate::config_model::config_copy;
@@ -151,7 +151,7 @@ async fn switching_preset_disables_the_dropped_provider_and_keeps_its_records(st
     let tenants = Tenants::new(&catalog, store, "test");
     let globex = spec(&catalog, "id = \"globex\"\nname = \"Globex\"\nsubdomain = \"globex\"\npreset = \"bud\"\n");
     tenants.create(&globex).await.unwrap();
-    let bud = store.get_connection(&id("globex"), &pid("bud")).await.unwrap().unwrap();
+    let bud = store.get_connection(&id("globex"), &pid("bud"), Owner::Company).await.unwrap().unwrap();
     let job = store.ensure_job(&id("globex"), bud.id, &StreamName::parse("learners").unwrap(), "1h").await.unwrap();
     let records: Vec<RecordInput> = (0..3)
         .map(|i| RecordInput { external_id: format!("b{i}"), data: json!({ "external_id": format!("b{i}") }) })
@@ -241,10 +241,10 @@ async fn credentials_are_sealed_and_flip_the_connection_to_connected(store: &Sto
         subject: Some("aptem".into()),
         details: json!({}),
     };
-    let conn = store.set_credentials(&id("acme"), &pid("aptem"), &sealed, &audit).await.unwrap();
+    let conn = store.set_credentials(&id("acme"), &pid("aptem"), Owner::Company, &sealed, &audit).await.unwrap();
     assert_eq!(conn.status, ConnectionStatus::Connected);
     assert_eq!(conn.credentials_version, 1);
-    let (blob, version) = store.get_credentials(&id("acme"), &pid("aptem")).await.unwrap().unwrap();
+    let (blob, version) = store.get_credentials(&id("acme"), &pid("aptem"), Owner::Company).await.unwrap().unwrap();
     assert_eq!(version, 1);
     let opened = Credentials::from_json(&key.open(&id("acme"), &pid("aptem"), &blob).unwrap()).unwrap();
     assert_eq!(opened.names().collect::<Vec<_>>(), ["api_token"]);

@@ -15,7 +15,7 @@ use tributary::http::auth::AuthRegistry;
 use tributary::model::{ConnectionStatus, EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
 use tributary::secrets::{Credentials, MasterKey};
 use tributary::simulator::{Faults, Provider, SimConfig, SimHandle, start};
-use tributary::store::{AuditEntry, ConnectionRow, RunRow, RunStats, SealedBlob, Store, TokenWrite};
+use tributary::store::{AuditEntry, ConnectionRow, Owner, RunRow, RunStats, SealedBlob, Store, TokenWrite};
 use tributary::sync::{SyncRequest, Syncer};
 use tributary::telemetry::{Metrics, ResultLabels};
 use tributary::tenants::Tenants;
@@ -63,7 +63,7 @@ impl Fixture {
             subject: Some(self.provider.to_string()),
             details: Value::Null,
         };
-        store.set_credentials(&self.tenant, &self.provider, &sealed, &audit).await.unwrap()
+        store.set_credentials(&self.tenant, &self.provider, Owner::Company, &sealed, &audit).await.unwrap()
     }
 
     fn syncer<'a>(&'a self, store: &'a Store, registry: &AuthRegistry, metrics: &Arc<Metrics>) -> Syncer<'a> {
@@ -83,6 +83,7 @@ impl Fixture {
             full_refresh: false,
             lease_owner: None,
             cancel: None,
+            owner: None,
         };
         syncer
             .run(&req, &mut |_, stats| {
@@ -95,7 +96,7 @@ impl Fixture {
     }
 
     async fn connection(&self, store: &Store) -> ConnectionRow {
-        store.get_connection(&self.tenant, &self.provider).await.unwrap().unwrap()
+        store.get_connection(&self.tenant, &self.provider, Owner::Company).await.unwrap().unwrap()
     }
 
     async fn count(&self, store: &Store, entity: &str) -> i64 {
@@ -104,7 +105,7 @@ impl Fixture {
 
     /// The refresh token stored now.
     async fn stored_refresh_token(&self, store: &Store) -> String {
-        let (sealed, _) = store.get_credentials(&self.tenant, &self.provider).await.unwrap().unwrap();
+        let (sealed, _) = store.get_credentials(&self.tenant, &self.provider, Owner::Company).await.unwrap().unwrap();
         let plain: Value =
             serde_json::from_slice(&self.key.open(&self.tenant, &self.provider, &sealed).unwrap()).unwrap();
         plain["refresh_token"].as_str().unwrap().to_owned()
@@ -353,7 +354,7 @@ async fn a_stored_token_is_reused_by_the_next_run_with_what_it_provided() {
     assert_eq!(token_calls(&sim), 1, "the stored token (and instance_url) was used");
     assert_eq!(refreshes(&metrics, "salesforce", "ok"), 1);
     // The token is sealed at rest.
-    let (blob, _) = store.get_credentials(&f.tenant, &f.provider).await.unwrap().unwrap();
+    let (blob, _) = store.get_credentials(&f.tenant, &f.provider, Owner::Company).await.unwrap().unwrap();
     assert!(!blob.bytes.is_empty());
     // Once it expires, the next run refreshes once.
     sim.expire_access_tokens();
@@ -448,10 +449,10 @@ async fn refresh_lease_and_compare_and_swap(a: &Store, b: &Store) {
     let f = Fixture::new(a, "slack", &slack(&sim), &sim.credentials()).await;
     let (t, p) = (&f.tenant, &f.provider);
     let soon = Utc::now() + chrono::Duration::seconds(45);
-    let first = a.lock_refresh(t, p, "a", soon).await.unwrap().expect("a free lease");
+    let first = a.lock_refresh(t, p, Owner::Company, "a", soon).await.unwrap().expect("a free lease");
     let v = first.credentials_version;
     assert_eq!((first.auth_state.as_ref(), first.auth_state_serial, first.refused), (None, 0, false));
-    assert!(b.lock_refresh(t, p, "b", soon).await.unwrap().is_none(), "held by a");
+    assert!(b.lock_refresh(t, p, Owner::Company, "b", soon).await.unwrap().is_none(), "held by a");
     let token = SealedBlob { key_id: f.key.id().into(), bytes: vec![1, 2, 3] };
     let rotated = SealedBlob { key_id: f.key.id().into(), bytes: vec![4, 5, 6] };
     let write = |owner, expected_version, credentials| TokenWrite {
@@ -461,31 +462,36 @@ async fn refresh_lease_and_compare_and_swap(a: &Store, b: &Store) {
         auth_state: &token,
         expires_at: Some(soon),
     };
-    assert_eq!(b.save_token(t, p, &write("b", v, None), None).await.unwrap(), None, "b holds no lease");
-    assert_eq!(a.save_token(t, p, &write("a", v, Some(&rotated)), None).await.unwrap(), Some((v + 1, 1)));
-    let row = b.get_auth(t, p).await.unwrap().unwrap();
+    assert_eq!(b.save_token(t, p, Owner::Company, &write("b", v, None), None).await.unwrap(), None, "b holds no lease");
+    assert_eq!(
+        a.save_token(t, p, Owner::Company, &write("a", v, Some(&rotated)), None).await.unwrap(),
+        Some((v + 1, 1))
+    );
+    let row = b.get_auth(t, p, Owner::Company).await.unwrap().unwrap();
     assert_eq!((row.credentials_version, row.auth_state_serial), (v + 1, 1));
     assert_eq!(row.credentials.map(|c| c.bytes), Some(vec![4, 5, 6]));
     assert_eq!(row.auth_state.map(|s| s.bytes), Some(vec![1, 2, 3]));
     assert_eq!(row.refresh_lock_owner, None, "the write released the lease");
     // A writer that read an older version loses the swap.
-    assert!(b.lock_refresh(t, p, "b", soon).await.unwrap().is_some());
-    assert_eq!(b.save_token(t, p, &write("b", v, None), None).await.unwrap(), None);
+    assert!(b.lock_refresh(t, p, Owner::Company, "b", soon).await.unwrap().is_some());
+    assert_eq!(b.save_token(t, p, Owner::Company, &write("b", v, None), None).await.unwrap(), None);
     // A lease that expired is taken over; its old holder's write is then refused.
-    assert!(b.lock_refresh(t, p, "b", Utc::now() - chrono::Duration::seconds(1)).await.unwrap().is_some());
-    assert!(a.lock_refresh(t, p, "a", soon).await.unwrap().is_some());
-    assert_eq!(b.save_token(t, p, &write("b", v + 1, None), None).await.unwrap(), None);
-    assert_eq!(a.save_token(t, p, &write("a", v + 1, None), None).await.unwrap(), Some((v + 1, 2)));
-    assert!(!a.unlock_refresh(t, p, "a").await.unwrap(), "already released");
+    assert!(
+        b.lock_refresh(t, p, Owner::Company, "b", Utc::now() - chrono::Duration::seconds(1)).await.unwrap().is_some()
+    );
+    assert!(a.lock_refresh(t, p, Owner::Company, "a", soon).await.unwrap().is_some());
+    assert_eq!(b.save_token(t, p, Owner::Company, &write("b", v + 1, None), None).await.unwrap(), None);
+    assert_eq!(a.save_token(t, p, Owner::Company, &write("a", v + 1, None), None).await.unwrap(), Some((v + 1, 2)));
+    assert!(!a.unlock_refresh(t, p, Owner::Company, "a").await.unwrap(), "already released");
     // A refused grant: needs_reauth, the token forgotten, until new credentials.
-    assert!(!a.refuse_credentials(t, p, v, "stale").await.unwrap(), "an older version is not refused");
-    assert!(a.refuse_credentials(t, p, v + 1, "invalid_grant").await.unwrap());
-    let row = b.get_auth(t, p).await.unwrap().unwrap();
+    assert!(!a.refuse_credentials(t, p, Owner::Company, v, "stale").await.unwrap(), "an older version is not refused");
+    assert!(a.refuse_credentials(t, p, Owner::Company, v + 1, "invalid_grant").await.unwrap());
+    let row = b.get_auth(t, p, Owner::Company).await.unwrap().unwrap();
     assert!(row.refused);
     assert_eq!((row.status, row.auth_state), (ConnectionStatus::NeedsReauth, None));
     let conn = f.set_credentials(b, &sim.credentials()).await;
     assert_eq!(conn.status, ConnectionStatus::Connected);
-    let row = a.get_auth(t, p).await.unwrap().unwrap();
+    let row = a.get_auth(t, p, Owner::Company).await.unwrap().unwrap();
     assert!(!row.refused);
     assert_eq!(row.credentials_version, v + 2);
 }

@@ -2,6 +2,7 @@ use serde_json::json;
 use tributary::simulator::{Provider, SimConfig, start};
 
 use super::{Harness, ok, text};
+use tributary::store::Owner;
 
 fn tenant(sim: &tributary::simulator::SimHandle, extra: &str) -> String {
     format!("preset = \"aptem\"\n[providers.aptem]\nbase_url = \"{}\"\n{extra}", sim.api_base())
@@ -87,6 +88,6 @@ async fn a_wrong_token_fails_the_run_and_marks_the_connection() {
     let run = h.sync("learners").await;
     assert_eq!(run.outcome, tributary::model::RunOutcome::Failed);
     assert!(run.stats.error.as_deref().unwrap_or("").contains("rejects the credentials"), "{:?}", run.stats.error);
-    let conn = h.store.get_connection(&h.tenant, &h.provider).await.unwrap().unwrap();
+    let conn = h.store.get_connection(&h.tenant, &h.provider, Owner::Company).await.unwrap().unwrap();
     assert_eq!(conn.status, tributary::model::ConnectionStatus::NeedsReauth);
 }

@@ -2,6 +2,7 @@ use serde_json::{Value, json};
 use tributary::simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::{Harness, modify_until_changed, ok, text};
+use tributary::store::Owner;
 
 /// The Bud page size the manifest asks for.
 const PAGE: u64 = 500;
@@ -92,7 +93,7 @@ async fn employers_sync_and_a_revoked_client_needs_reauth() {
     let failed = h.sync("employers").await;
     assert_eq!(failed.outcome, tributary::model::RunOutcome::Failed);
     assert!(failed.stats.error.as_deref().unwrap_or("").contains("invalid_client"), "{:?}", failed.stats.error);
-    let conn = h.store.get_connection(&h.tenant, &h.provider).await.unwrap().unwrap();
+    let conn = h.store.get_connection(&h.tenant, &h.provider, Owner::Company).await.unwrap().unwrap();
     assert_eq!(conn.status, tributary::model::ConnectionStatus::NeedsReauth);
 }
 

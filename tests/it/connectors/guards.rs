@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tributary::model::RunOutcome;
-use tributary::store::RunRow;
+use tributary::store::{Owner, RunRow};
 use wiremock::matchers::{method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -144,7 +144,7 @@ async fn a_permanent_4xx_fails_the_run_with_the_providers_message() {
     let run = sync(&g).await;
     failed_with(&run, "HTTP 400: Property 'foo' does not exist");
     assert_eq!((run.stats.http_calls, run.stats.retries), (1, 0));
-    let conn = g.h.store.get_connection(&g.h.tenant, &g.h.provider).await.unwrap().unwrap();
+    let conn = g.h.store.get_connection(&g.h.tenant, &g.h.provider, Owner::Company).await.unwrap().unwrap();
     assert_eq!(
         conn.status,
         tributary::model::ConnectionStatus::Connected,

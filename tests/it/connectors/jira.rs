@@ -5,6 +5,7 @@ use tributary::model::{ConnectionStatus, RunOutcome};
 use tributary::simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::{Harness, modify_until_changed, ok, text};
+use tributary::store::Owner;
 
 /// The search page size the manifest asks for (`maxResults = 100`).
 const PAGE: u64 = 100;
@@ -131,6 +132,6 @@ async fn many_projects_page_by_offset_and_revoked_credentials_need_reauth() {
         "{:?}",
         failed.stats.error
     );
-    let conn = h.store.get_connection(&h.tenant, &h.provider).await.unwrap().unwrap();
+    let conn = h.store.get_connection(&h.tenant, &h.provider, Owner::Company).await.unwrap().unwrap();
     assert_eq!(conn.status, ConnectionStatus::NeedsReauth);
 }

@@ -18,7 +18,7 @@ use tributary::config::{Catalog, ConfigDir, Manifest};
 use tributary::model::{EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
 use tributary::secrets::{Credentials, MasterKey};
 use tributary::simulator::SimHandle;
-use tributary::store::{AuditEntry, RecordRow, RunRow, RunStats, Store};
+use tributary::store::{AuditEntry, Owner, RecordRow, RunRow, RunStats, Store};
 use tributary::sync::{SyncRequest, Syncer};
 use tributary::tenants::Tenants;
 
@@ -81,7 +81,7 @@ impl Harness {
             subject: Some(self.provider.to_string()),
             details: Value::Null,
         };
-        self.store.set_credentials(tenant, &self.provider, &sealed, &audit).await.unwrap();
+        self.store.set_credentials(tenant, &self.provider, Owner::Company, &sealed, &audit).await.unwrap();
     }
 
     /// Adds another tenant `id` (same store and provider) with its own tenant file and
@@ -113,6 +113,7 @@ impl Harness {
             full_refresh: false,
             lease_owner: None,
             cancel: None,
+            owner: None,
         };
         syncer.run(&req, &mut |_, _| {}).await.unwrap()
     }
@@ -141,6 +142,7 @@ impl Harness {
             full_refresh,
             lease_owner: None,
             cancel: None,
+            owner: None,
         };
         syncer
             .run(&req, &mut |_, stats| {

@@ -3,6 +3,7 @@ use tributary::model::{ConnectionStatus, RunOutcome};
 use tributary::simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::{Harness, modify_until_changed, ok, text};
+use tributary::store::Owner;
 
 /// The OneFile page size the manifest asks for.
 const PAGE: u64 = 500;
@@ -94,6 +95,6 @@ async fn organisations_sync_and_a_revoked_customer_token_needs_reauth() {
         "{:?}",
         failed.stats.error
     );
-    let conn = h.store.get_connection(&h.tenant, &h.provider).await.unwrap().unwrap();
+    let conn = h.store.get_connection(&h.tenant, &h.provider, Owner::Company).await.unwrap().unwrap();
     assert_eq!(conn.status, ConnectionStatus::NeedsReauth);
 }

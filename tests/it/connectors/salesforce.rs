@@ -3,6 +3,7 @@ use tributary::model::{ConnectionStatus, RunOutcome};
 use tributary::simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::{Harness, modify_until_changed, ok, text};
+use tributary::store::Owner;
 
 /// Salesforce's default query batch (the manifest asks for no other).
 const BATCH: u64 = 2_000;
@@ -118,6 +119,6 @@ async fn throttling_403_is_waited_out_and_a_dead_refresh_token_needs_reauth() {
     let failed = h.sync("accounts").await;
     assert_eq!(failed.outcome, RunOutcome::Failed);
     assert!(failed.stats.error.as_deref().unwrap_or("").contains("invalid_grant"), "{:?}", failed.stats.error);
-    let conn = h.store.get_connection(&h.tenant, &h.provider).await.unwrap().unwrap();
+    let conn = h.store.get_connection(&h.tenant, &h.provider, Owner::Company).await.unwrap().unwrap();
     assert_eq!(conn.status, ConnectionStatus::NeedsReauth);
 }

@@ -5,6 +5,7 @@ use tributary::model::{ConnectionStatus, RunOutcome};
 use tributary::simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::{Harness, ok, text};
+use tributary::store::Owner;
 
 /// The `conversations.history` page size the manifest asks for.
 const PAGE: u64 = 200;
@@ -142,7 +143,8 @@ async fn rotated_refresh_tokens_are_stored_between_runs_and_a_revoked_grant_need
     let sim = start(SimConfig::new(Provider::Slack, 20)).await.unwrap();
     let initial = sim.credentials()["refresh_token"].as_str().unwrap().to_owned();
     let h = Harness::new("slack", &tenant(&sim), &sim).await;
-    let version = || async { h.store.get_credentials(&h.tenant, &h.provider).await.unwrap().unwrap().1 };
+    let version =
+        || async { h.store.get_credentials(&h.tenant, &h.provider, Owner::Company).await.unwrap().unwrap().1 };
     let token_calls = || sim.requests_for("/api/oauth.v2.access");
     let v0 = version().await;
     ok(&h.sync("users").await);
@@ -165,7 +167,7 @@ async fn rotated_refresh_tokens_are_stored_between_runs_and_a_revoked_grant_need
     assert_eq!(row["email"], expected["profile"]["email"]);
 
     // What is stored is the grant's current refresh token, sealed.
-    let (sealed, _) = h.store.get_credentials(&h.tenant, &h.provider).await.unwrap().unwrap();
+    let (sealed, _) = h.store.get_credentials(&h.tenant, &h.provider, Owner::Company).await.unwrap().unwrap();
     let opened = h.key.open(&h.tenant, &h.provider, &sealed).unwrap();
     let opened: Value = serde_json::from_slice(&opened).unwrap();
     let refresh = opened["refresh_token"].as_str().unwrap();
@@ -178,7 +180,7 @@ async fn rotated_refresh_tokens_are_stored_between_runs_and_a_revoked_grant_need
     let failed = h.sync("users").await;
     assert_eq!(failed.outcome, RunOutcome::Failed);
     assert!(failed.stats.error.as_deref().unwrap_or("").contains("invalid_grant"), "{:?}", failed.stats.error);
-    let conn = h.store.get_connection(&h.tenant, &h.provider).await.unwrap().unwrap();
+    let conn = h.store.get_connection(&h.tenant, &h.provider, Owner::Company).await.unwrap().unwrap();
     assert_eq!(conn.status, ConnectionStatus::NeedsReauth);
 }
 
@@ -218,7 +220,7 @@ async fn a_token_revoked_during_a_run_needs_reauth() {
     let run = h.sync("users").await;
     assert_eq!(run.outcome, RunOutcome::Failed);
     assert!(run.stats.error.as_deref().unwrap_or("").contains("invalid_grant"), "{:?}", run.stats.error);
-    let conn = h.store.get_connection(&h.tenant, &h.provider).await.unwrap().unwrap();
+    let conn = h.store.get_connection(&h.tenant, &h.provider, Owner::Company).await.unwrap().unwrap();
     assert_eq!(conn.status, ConnectionStatus::NeedsReauth);
     server.verify().await;
 }

@@ -12,7 +12,7 @@ use tributary::control::protocol::Command as Ctl;
 use tributary::model::{EntityName, RunOutcome, TenantId};
 use tributary::secrets::{Credentials, MasterKey};
 use tributary::simulator::{Faults, Provider, SimConfig, start};
-use tributary::store::{AuditEntry, RunRow};
+use tributary::store::{AuditEntry, Owner, RunRow};
 use tributary::tenants::Tenants;
 
 use super::control::aptem_tenant;
@@ -38,7 +38,7 @@ async fn create_tenants(fx: &Fixture, credentials: &Value) {
             details: Value::Null,
         };
         let sealed = key.seal(&spec.id, &provider, &creds.to_json());
-        fx.store.set_credentials(&spec.id, &provider, &sealed, &audit).await.unwrap();
+        fx.store.set_credentials(&spec.id, &provider, Owner::Company, &sealed, &audit).await.unwrap();
     }
 }
 

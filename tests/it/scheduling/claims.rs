@@ -3,8 +3,8 @@ use std::collections::HashSet;
 use serde_json::json;
 use tributary::model::{ConnectionStatus, EntityName, RunTrigger, TriggerKind};
 use tributary::store::{
-    ClaimRequest, Exclusions, Failures, JobCompletion, JobFilter, JobRow, PageWrite, PauseScope, RecordInput, Store,
-    StoreError,
+    ClaimRequest, Exclusions, Failures, JobCompletion, JobFilter, JobRow, Owner, PageWrite, PauseScope, RecordInput,
+    Store, StoreError,
 };
 
 use super::{at, claim, jobs, names, provider, request, tenant, tenant_id};
@@ -48,7 +48,7 @@ pub(super) async fn claims_skip_every_exclusion(store: &Store) {
         ("slack", ConnectionStatus::Disabled),
         ("jira", ConnectionStatus::Error),
     ] {
-        store.set_connection_status(&acme, &provider(p), status, None).await.unwrap();
+        store.set_connection_status(&acme, &provider(p), Owner::Company, status, None).await.unwrap();
     }
     // Another worker holds the owners job until minute 500.
     let other =
@@ -77,7 +77,10 @@ pub(super) async fn claims_skip_every_exclusion(store: &Store) {
     assert_eq!(names(&claim(store, "w", 30, 100).await), ["acme/aptem/learners"]);
     store.set_paused(&PauseScope::Tenant(globex.clone()), false).await.unwrap();
     assert_eq!(names(&claim(store, "w", 30, 100).await), ["globex/hubspot/contacts"]);
-    store.set_connection_status(&acme, &provider("bud"), ConnectionStatus::Connected, None).await.unwrap();
+    store
+        .set_connection_status(&acme, &provider("bud"), Owner::Company, ConnectionStatus::Connected, None)
+        .await
+        .unwrap();
     assert_eq!(names(&claim(store, "w", 30, 100).await), ["acme/bud/learners"]);
     assert_eq!(names(&claim(store, "w", 35, 100).await), ["acme/hubspot/deals"]);
     // Pending, disabled connections and the disabled job never came up.

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use tributary::model::{ConnectionStatus, TriggerKind};
-use tributary::store::{ClaimRequest, Exclusions, JobCounts, JobFilter, PauseScope, Store};
+use tributary::store::{ClaimRequest, Exclusions, JobCounts, JobFilter, Owner, PauseScope, Store};
 
 use super::{at, claim, jobs, provider, request, tenant};
 
@@ -20,7 +20,10 @@ pub(super) async fn next_due_at_is_the_earliest_claimable_time(store: &Store) {
 
     store.set_paused(&PauseScope::Job(acme.clone(), rows[0].id), true).await.unwrap();
     assert_eq!(next_due(store, 30).await, Some(at(50)));
-    store.set_connection_status(&acme, &provider("aptem"), ConnectionStatus::NeedsReauth, None).await.unwrap();
+    store
+        .set_connection_status(&acme, &provider("aptem"), Owner::Company, ConnectionStatus::NeedsReauth, None)
+        .await
+        .unwrap();
     assert_eq!(next_due(store, 30).await, None, "paused, unconnected and unscheduled jobs never come due");
 
     let c = JobFilter {
@@ -73,7 +76,10 @@ pub(super) async fn job_counts_count_each_state(store: &Store) {
     jobs(store, &acme, &all[..6]).await; // h is disabled
     jobs(store, &globex, &[("hubspot", "g", Some(1))]).await;
     store.set_paused(&PauseScope::Job(acme.clone(), rows[3].id), true).await.unwrap();
-    store.set_connection_status(&acme, &provider("aptem"), ConnectionStatus::NeedsReauth, None).await.unwrap();
+    store
+        .set_connection_status(&acme, &provider("aptem"), Owner::Company, ConnectionStatus::NeedsReauth, None)
+        .await
+        .unwrap();
     store.set_paused(&PauseScope::Connection(acme.clone(), provider("jira")), true).await.unwrap();
     store.set_paused(&PauseScope::Tenant(globex.clone()), true).await.unwrap();
     let running = store.claim_due_jobs(&ClaimRequest { lease_until: at(12), ..request("w", 2, 1) }).await.unwrap();

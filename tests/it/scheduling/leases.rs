@@ -1,5 +1,5 @@
 use tributary::model::{ConnectionStatus, RunTrigger, StreamName, TriggerKind};
-use tributary::store::{Failures, JobCompletion, JobFilter, PauseScope, Store, StoreError};
+use tributary::store::{Failures, JobCompletion, JobFilter, Owner, PauseScope, Store, StoreError};
 
 use super::{at, claim, jobs, names, provider, tenant, tenant_id};
 
@@ -119,14 +119,17 @@ pub(super) async fn pauses_and_triggers_address_scopes(store: &Store) {
     store.set_paused(&PauseScope::Tenant(globex.clone()), true).await.unwrap();
     assert!(store.get_tenant(&globex).await.unwrap().unwrap().paused);
     store.set_paused(&PauseScope::Connection(acme.clone(), provider("aptem")), true).await.unwrap();
-    assert!(store.get_connection(&acme, &provider("aptem")).await.unwrap().unwrap().paused);
-    assert!(!store.get_connection(&acme, &provider("hubspot")).await.unwrap().unwrap().paused);
+    assert!(store.get_connection(&acme, &provider("aptem"), Owner::Company).await.unwrap().unwrap().paused);
+    assert!(!store.get_connection(&acme, &provider("hubspot"), Owner::Company).await.unwrap().unwrap().paused);
 
     // Triggering everything (SIGUSR1) reaches only runnable jobs.
     let all = store.trigger_jobs(&JobFilter::default(), TriggerKind::Manual, at(2)).await.unwrap();
     let triggered: Vec<String> = all.iter().map(|j| format!("{}/{}/{}", j.tenant_id, j.provider, j.stream)).collect();
     assert_eq!(triggered, ["acme/hubspot/companies", "acme/hubspot/contacts"]);
-    store.set_connection_status(&acme, &provider("hubspot"), ConnectionStatus::NeedsReauth, None).await.unwrap();
+    store
+        .set_connection_status(&acme, &provider("hubspot"), Owner::Company, ConnectionStatus::NeedsReauth, None)
+        .await
+        .unwrap();
     assert!(store.trigger_jobs(&one_tenant(&acme), TriggerKind::Manual, at(3)).await.unwrap().is_empty());
 
     // Operators list jobs by filter.

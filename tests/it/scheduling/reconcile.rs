@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use tributary::model::EntityName;
-use tributary::store::{DesiredJob, JobRow, PageWrite, ReconcileCounts, RecordInput, Store, StoreError};
+use tributary::store::{DesiredJob, JobRow, Owner, PageWrite, ReconcileCounts, RecordInput, Store, StoreError};
 
 use super::{at, provider, stream, tenant, tenant_id};
 
@@ -26,8 +26,8 @@ fn counts(created: u64, updated: u64, reenabled: u64, disabled: u64, unchanged: 
 
 pub(super) async fn reconcile_creates_updates_disables_and_reenables(store: &Store) {
     let acme = tenant(store, "acme", &["hubspot", "aptem"]).await;
-    let hubspot = store.get_connection(&acme, &provider("hubspot")).await.unwrap().unwrap().id;
-    let aptem = store.get_connection(&acme, &provider("aptem")).await.unwrap().unwrap().id;
+    let hubspot = store.get_connection(&acme, &provider("hubspot"), Owner::Company).await.unwrap().unwrap().id;
+    let aptem = store.get_connection(&acme, &provider("aptem"), Owner::Company).await.unwrap().unwrap().id;
     let first = [
         desired(hubspot, "contacts", "15m"),
         desired(hubspot, "companies", "daily at 02:00"),
@@ -100,8 +100,8 @@ pub(super) async fn reconcile_creates_updates_disables_and_reenables(store: &Sto
 pub(super) async fn reconcile_rejects_foreign_connections_and_duplicates(store: &Store) {
     let acme = tenant(store, "acme", &["hubspot"]).await;
     let globex = tenant(store, "globex", &["hubspot"]).await;
-    let theirs = store.get_connection(&globex, &provider("hubspot")).await.unwrap().unwrap().id;
-    let mine = store.get_connection(&acme, &provider("hubspot")).await.unwrap().unwrap().id;
+    let theirs = store.get_connection(&globex, &provider("hubspot"), Owner::Company).await.unwrap().unwrap().id;
+    let mine = store.get_connection(&acme, &provider("hubspot"), Owner::Company).await.unwrap().unwrap().id;
 
     let err = store
         .reconcile_jobs(&acme, &[desired(mine, "contacts", "15m"), desired(theirs, "deals", "15m")], &by_id)

@@ -1,14 +1,21 @@
 //! Tenant isolation and corrupt rows.
 
 use super::*;
+use tributary::store::Owner;
 
 pub(super) async fn tenants_are_isolated(store: &Store) {
     let a = create(store, "acme", &["hubspot", "aptem"]).await;
     let b = create(store, "globex", &["hubspot"]).await;
     let hubspot = provider("hubspot");
-    let a_conn = store.get_connection(&a.id, &hubspot).await.unwrap().unwrap();
+    let a_conn = store.get_connection(&a.id, &hubspot, Owner::Company).await.unwrap().unwrap();
     store
-        .set_credentials(&a.id, &hubspot, &sealed(b"acme-secret"), &audit(Some("acme"), "credentials.set", at(1)))
+        .set_credentials(
+            &a.id,
+            &hubspot,
+            Owner::Company,
+            &sealed(b"acme-secret"),
+            &audit(Some("acme"), "credentials.set", at(1)),
+        )
         .await
         .unwrap();
     let a_job = job(store, "acme", "hubspot", "contacts").await;
@@ -17,12 +24,12 @@ pub(super) async fn tenants_are_isolated(store: &Store) {
     let a_run = store.start_run(&a.id, a_job.id, RunTrigger::Manual).await.unwrap();
 
     // Reads under B see only B's own rows.
-    let b_conn = store.get_connection(&b.id, &hubspot).await.unwrap().unwrap();
+    let b_conn = store.get_connection(&b.id, &hubspot, Owner::Company).await.unwrap().unwrap();
     assert_ne!(b_conn.id, a_conn.id);
     assert!(!b_conn.has_credentials);
     assert!(store.list_connections(&b.id).await.unwrap().iter().all(|c| c.tenant_id == b.id));
-    assert_eq!(store.get_credentials(&b.id, &hubspot).await.unwrap(), None);
-    assert!(store.get_connection(&b.id, &provider("aptem")).await.unwrap().is_none());
+    assert_eq!(store.get_credentials(&b.id, &hubspot, Owner::Company).await.unwrap(), None);
+    assert!(store.get_connection(&b.id, &provider("aptem"), Owner::Company).await.unwrap().is_none());
     assert!(store.get_job(&b.id, a_job.id).await.unwrap().is_none());
     assert!(store.list_jobs(&b.id).await.unwrap().is_empty());
     assert!(store.list_records(&b.id, &entity("contact"), 100).await.unwrap().is_empty());
@@ -45,11 +52,19 @@ pub(super) async fn tenants_are_isolated(store: &Store) {
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     let err = store.finish_run(&b.id, a_run.id, RunOutcome::Cancelled, &RunStats::default()).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
-    let err =
-        store.set_connection_status(&b.id, &provider("aptem"), ConnectionStatus::Disabled, None).await.unwrap_err();
+    let err = store
+        .set_connection_status(&b.id, &provider("aptem"), Owner::Company, ConnectionStatus::Disabled, None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     store
-        .set_credentials(&b.id, &hubspot, &sealed(b"globex-secret"), &audit(Some("globex"), "credentials.set", at(2)))
+        .set_credentials(
+            &b.id,
+            &hubspot,
+            Owner::Company,
+            &sealed(b"globex-secret"),
+            &audit(Some("globex"), "credentials.set", at(2)),
+        )
         .await
         .unwrap();
     let mut b_off = b.clone();
@@ -57,8 +72,11 @@ pub(super) async fn tenants_are_isolated(store: &Store) {
     store.update_tenant(&b_off, &audit(Some("globex"), "tenant.update", at(3))).await.unwrap();
 
     // A is exactly as it was.
-    assert_eq!(store.get_credentials(&a.id, &hubspot).await.unwrap(), Some((sealed(b"acme-secret"), 1)));
-    let a_conn_now = store.get_connection(&a.id, &hubspot).await.unwrap().unwrap();
+    assert_eq!(
+        store.get_credentials(&a.id, &hubspot, Owner::Company).await.unwrap(),
+        Some((sealed(b"acme-secret"), 1))
+    );
+    let a_conn_now = store.get_connection(&a.id, &hubspot, Owner::Company).await.unwrap().unwrap();
     assert_eq!(a_conn_now.status, ConnectionStatus::Connected);
     let a_job_now = store.get_job(&a.id, a_job.id).await.unwrap().unwrap();
     assert!(a_job_now.enabled);

@@ -1,6 +1,7 @@
 //! Tenants, overrides, connections, credentials and jobs.
 
 use super::*;
+use tributary::store::Owner;
 
 pub(super) async fn migrations_rerun_idempotently(store: &Store, url: &str) {
     create(store, "acme", &["aptem"]).await;
@@ -96,8 +97,10 @@ pub(super) async fn overrides_are_replaced_wholesale(store: &Store) {
 pub(super) async fn enabled_providers_drive_connections_and_jobs(store: &Store) {
     let mut acme = create(store, "acme", &["aptem", "hubspot"]).await;
     let connections = store.list_connections(&acme.id).await.unwrap();
-    let summary: Vec<_> =
-        connections.iter().map(|c| (c.provider.as_str(), c.owner_user.as_str(), c.status, c.has_credentials)).collect();
+    let summary: Vec<_> = connections
+        .iter()
+        .map(|c| (c.provider.as_str(), c.owner_user.as_ref().map_or("", |u| u.as_str()), c.status, c.has_credentials))
+        .collect();
     assert_eq!(
         summary,
         [("aptem", "", ConnectionStatus::Pending, false), ("hubspot", "", ConnectionStatus::Pending, false),]
@@ -111,7 +114,7 @@ pub(super) async fn enabled_providers_drive_connections_and_jobs(store: &Store) 
     // Switching to a preset without hubspot disables its connection and jobs.
     acme.enabled_providers = vec![provider("aptem")];
     store.update_tenant(&acme, &audit(Some("acme"), "tenant.update", at(1))).await.unwrap();
-    let off = store.get_connection(&acme.id, &provider("hubspot")).await.unwrap().unwrap();
+    let off = store.get_connection(&acme.id, &provider("hubspot"), Owner::Company).await.unwrap().unwrap();
     assert_eq!(off.id, hubspot.id);
     assert_eq!(off.status, ConnectionStatus::Disabled);
     assert!(off.status_reason.is_some());
@@ -119,7 +122,7 @@ pub(super) async fn enabled_providers_drive_connections_and_jobs(store: &Store) 
     assert!(!contacts_off.enabled);
     assert_eq!(contacts_off.cursor.as_deref(), Some("cur-1"));
     assert!(store.get_job(&acme.id, learners.id).await.unwrap().unwrap().enabled);
-    let aptem = store.get_connection(&acme.id, &provider("aptem")).await.unwrap().unwrap();
+    let aptem = store.get_connection(&acme.id, &provider("aptem"), Owner::Company).await.unwrap().unwrap();
     assert_eq!(aptem.status, ConnectionStatus::Pending);
     // Its records stay.
     assert_eq!(store.count_records(&acme.id, Some(&entity("contact"))).await.unwrap(), 1);
@@ -130,7 +133,7 @@ pub(super) async fn enabled_providers_drive_connections_and_jobs(store: &Store) 
     // Switching back brings the same connection and job back.
     acme.enabled_providers = vec![provider("aptem"), provider("hubspot")];
     store.update_tenant(&acme, &audit(Some("acme"), "tenant.update", at(2))).await.unwrap();
-    let back = store.get_connection(&acme.id, &provider("hubspot")).await.unwrap().unwrap();
+    let back = store.get_connection(&acme.id, &provider("hubspot"), Owner::Company).await.unwrap().unwrap();
     assert_eq!(back.id, hubspot.id);
     assert_eq!(back.status, ConnectionStatus::Pending);
     assert_eq!(back.status_reason, None);
@@ -140,7 +143,10 @@ pub(super) async fn enabled_providers_drive_connections_and_jobs(store: &Store) 
 
     // A connection with credentials comes back `connected`.
     let hub = provider("hubspot");
-    store.set_credentials(&acme.id, &hub, &sealed(b"x"), &audit(Some("acme"), "credentials.set", at(3))).await.unwrap();
+    store
+        .set_credentials(&acme.id, &hub, Owner::Company, &sealed(b"x"), &audit(Some("acme"), "credentials.set", at(3)))
+        .await
+        .unwrap();
     acme.enabled_providers = vec![];
     store.update_tenant(&acme, &audit(Some("acme"), "tenant.update", at(4))).await.unwrap();
     let all_off = store.list_connections(&acme.id).await.unwrap();
@@ -148,19 +154,25 @@ pub(super) async fn enabled_providers_drive_connections_and_jobs(store: &Store) 
     assert!(store.list_jobs(&acme.id).await.unwrap().iter().all(|j| !j.enabled));
     acme.enabled_providers = vec![hub.clone()];
     store.update_tenant(&acme, &audit(Some("acme"), "tenant.update", at(5))).await.unwrap();
-    let connected = store.get_connection(&acme.id, &hub).await.unwrap().unwrap();
+    let connected = store.get_connection(&acme.id, &hub, Owner::Company).await.unwrap().unwrap();
     assert_eq!(connected.status, ConnectionStatus::Connected);
-    let aptem = store.get_connection(&acme.id, &provider("aptem")).await.unwrap().unwrap();
+    let aptem = store.get_connection(&acme.id, &provider("aptem"), Owner::Company).await.unwrap().unwrap();
     assert_eq!(aptem.status, ConnectionStatus::Disabled);
 }
 
 pub(super) async fn credentials_bump_version_connect_and_audit(store: &Store) {
     let acme = create(store, "acme", &["aptem", "hubspot"]).await;
     let aptem = provider("aptem");
-    assert_eq!(store.get_credentials(&acme.id, &aptem).await.unwrap(), None);
+    assert_eq!(store.get_credentials(&acme.id, &aptem, Owner::Company).await.unwrap(), None);
 
     let row = store
-        .set_credentials(&acme.id, &aptem, &sealed(b"sealed-1"), &audit(Some("acme"), "credentials.set", at(1)))
+        .set_credentials(
+            &acme.id,
+            &aptem,
+            Owner::Company,
+            &sealed(b"sealed-1"),
+            &audit(Some("acme"), "credentials.set", at(1)),
+        )
         .await
         .unwrap();
     assert_eq!(row.status, ConnectionStatus::Connected);
@@ -168,32 +180,47 @@ pub(super) async fn credentials_bump_version_connect_and_audit(store: &Store) {
     assert_eq!(row.credentials_version, 1);
     assert_eq!(row.credentials_key_id.as_deref(), Some("k1"));
     assert!(row.credentials_updated_at.is_some());
-    assert_eq!(store.get_connection(&acme.id, &aptem).await.unwrap().unwrap(), row);
-    assert_eq!(store.get_credentials(&acme.id, &aptem).await.unwrap(), Some((sealed(b"sealed-1"), 1)));
+    assert_eq!(store.get_connection(&acme.id, &aptem, Owner::Company).await.unwrap().unwrap(), row);
+    assert_eq!(store.get_credentials(&acme.id, &aptem, Owner::Company).await.unwrap(), Some((sealed(b"sealed-1"), 1)));
 
-    store.set_connection_status(&acme.id, &aptem, ConnectionStatus::NeedsReauth, Some("401")).await.unwrap();
+    store
+        .set_connection_status(&acme.id, &aptem, Owner::Company, ConnectionStatus::NeedsReauth, Some("401"))
+        .await
+        .unwrap();
     let rotated = SealedBlob { key_id: "k2".into(), bytes: b"sealed-2".to_vec() };
     let row = store
-        .set_credentials(&acme.id, &aptem, &rotated, &audit(Some("acme"), "credentials.set", at(2)))
+        .set_credentials(&acme.id, &aptem, Owner::Company, &rotated, &audit(Some("acme"), "credentials.set", at(2)))
         .await
         .unwrap();
     assert_eq!(row.credentials_version, 2);
     assert_eq!(row.status, ConnectionStatus::Connected);
     assert_eq!(row.status_reason, None);
-    assert_eq!(store.get_credentials(&acme.id, &aptem).await.unwrap(), Some((rotated, 2)));
+    assert_eq!(store.get_credentials(&acme.id, &aptem, Owner::Company).await.unwrap(), Some((rotated, 2)));
 
     // A disabled connection stays disabled.
     let hubspot = provider("hubspot");
-    store.set_connection_status(&acme.id, &hubspot, ConnectionStatus::Disabled, None).await.unwrap();
+    store.set_connection_status(&acme.id, &hubspot, Owner::Company, ConnectionStatus::Disabled, None).await.unwrap();
     let row = store
-        .set_credentials(&acme.id, &hubspot, &sealed(b"h"), &audit(Some("acme"), "credentials.set", at(3)))
+        .set_credentials(
+            &acme.id,
+            &hubspot,
+            Owner::Company,
+            &sealed(b"h"),
+            &audit(Some("acme"), "credentials.set", at(3)),
+        )
         .await
         .unwrap();
     assert_eq!(row.status, ConnectionStatus::Disabled);
     assert_eq!(row.credentials_version, 1);
 
     let err = store
-        .set_credentials(&acme.id, &provider("slack"), &sealed(b"s"), &audit(Some("acme"), "credentials.set", at(4)))
+        .set_credentials(
+            &acme.id,
+            &provider("slack"),
+            Owner::Company,
+            &sealed(b"s"),
+            &audit(Some("acme"), "credentials.set", at(4)),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
@@ -219,14 +246,22 @@ pub(super) async fn connection_status_is_set_per_tenant(store: &Store) {
     let acme = create(store, "acme", &["aptem"]).await;
     let aptem = provider("aptem");
     let row = store
-        .set_connection_status(&acme.id, &aptem, ConnectionStatus::Error, Some("HTTP 500 from /learners"))
+        .set_connection_status(
+            &acme.id,
+            &aptem,
+            Owner::Company,
+            ConnectionStatus::Error,
+            Some("HTTP 500 from /learners"),
+        )
         .await
         .unwrap();
     assert_eq!(row.status, ConnectionStatus::Error);
     assert_eq!(row.status_reason.as_deref(), Some("HTTP 500 from /learners"));
-    assert_eq!(store.get_connection(&acme.id, &aptem).await.unwrap().unwrap(), row);
-    let err =
-        store.set_connection_status(&acme.id, &provider("bud"), ConnectionStatus::Connected, None).await.unwrap_err();
+    assert_eq!(store.get_connection(&acme.id, &aptem, Owner::Company).await.unwrap().unwrap(), row);
+    let err = store
+        .set_connection_status(&acme.id, &provider("bud"), Owner::Company, ConnectionStatus::Connected, None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
 }
 

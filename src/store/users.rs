@@ -1,0 +1,627 @@
+//! Users, their memberships of companies (tenants) with a role, the streams each role
+//! may sync at a company (`role_grants`), and user-owned connections: SQL shared by
+//! both backends.
+//!
+//! A user connection carries its owner's role at the tenant (`connections.owner_role`),
+//! kept in step with the membership in the same transaction: changing the role changes
+//! it, removing the membership disables the user's connections there (records stay).
+
+use std::collections::BTreeMap;
+
+use sqlx::types::Json;
+
+use super::Store;
+use super::error::{StoreError, db};
+use super::postgres::PgStore;
+use super::rows::{RawConnection, RawMembership, RawUser, convert_all, id, now};
+use super::sqlite::SqliteStore;
+use super::tenants::no_connection;
+use super::types::{AuditEntry, ConnectionRow, MembershipRow, Owner, Saved, UserRow};
+use crate::model::{ProviderId, RoleName, TenantId, UserId};
+
+/// Why a user connection is `disabled` after its owner left the tenant. Connections
+/// disabled for this reason come back when the user becomes a member again.
+pub const NOT_A_MEMBER_REASON: &str = "the owner is no longer a member of the tenant";
+
+/// A tenant's memberships (`$1`), by user.
+const MEMBERSHIPS_OF_TENANT: &str =
+    concat!("SELECT ", membership_columns!(), " FROM memberships WHERE tenant_id = $1 ORDER BY user_id");
+
+/// A user's memberships (`$1`), by tenant.
+const MEMBERSHIPS_OF_USER: &str =
+    concat!("SELECT ", membership_columns!(), " FROM memberships WHERE user_id = $1 ORDER BY tenant_id");
+
+fn no_tenant(tenant: &TenantId) -> StoreError {
+    StoreError::NotFound { what: format!("tenant `{tenant}` does not exist") }
+}
+
+fn no_user(user: &UserId) -> StoreError {
+    StoreError::NotFound { what: format!("user `{user}` does not exist") }
+}
+
+fn not_a_member(tenant: &TenantId, user: &UserId) -> StoreError {
+    StoreError::NotFound { what: format!("user `{user}` is not a member of tenant `{tenant}`") }
+}
+
+/// Groups `memberships` (ordered by user) under each of `users`.
+fn with_memberships(users: Vec<RawUser>, memberships: Vec<MembershipRow>) -> Result<Vec<UserRow>, StoreError> {
+    let mut by_user: BTreeMap<UserId, Vec<MembershipRow>> = BTreeMap::new();
+    for m in memberships {
+        by_user.entry(m.user_id.clone()).or_default().push(m);
+    }
+    users
+        .into_iter()
+        .map(|raw| {
+            let theirs = UserId::parse(&raw.id).ok().and_then(|u| by_user.remove(&u)).unwrap_or_default();
+            raw.into_row(theirs)
+        })
+        .collect()
+}
+
+macro_rules! user_methods {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            pub(super) async fn add_user(
+                &self,
+                user: &UserId,
+                name: &str,
+                email: Option<&str>,
+                audit: &AuditEntry,
+            ) -> Result<(UserRow, Saved), StoreError> {
+                let now = now();
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                let created: Option<RawUser> = sqlx::query_as(concat!(
+                    "INSERT INTO users (id, name, email, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+                     ON CONFLICT (id) DO NOTHING RETURNING ",
+                    user_columns!()
+                ))
+                .bind(user.as_str())
+                .bind(name)
+                .bind(email)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("inserting a user"))?;
+                let (raw, saved) = match created {
+                    Some(raw) => (raw, Saved::Created),
+                    None => {
+                        let updated: Option<RawUser> = sqlx::query_as(concat!(
+                            "UPDATE users SET name = $2, email = $3, updated_at = $4 \
+                             WHERE id = $1 AND (name <> $2 OR email IS DISTINCT FROM $3) RETURNING ",
+                            user_columns!()
+                        ))
+                        .bind(user.as_str())
+                        .bind(name)
+                        .bind(email)
+                        .bind(now)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db("updating a user"))?;
+                        match updated {
+                            Some(raw) => (raw, Saved::Updated),
+                            None => {
+                                let raw: RawUser =
+                                    sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
+                                        .bind(user.as_str())
+                                        .fetch_one(&mut *tx)
+                                        .await
+                                        .map_err(db("reading a user"))?;
+                                (raw, Saved::Unchanged)
+                            }
+                        }
+                    }
+                };
+                let memberships = Self::memberships_where(&mut tx, MEMBERSHIPS_OF_USER, user.as_str()).await?;
+                if saved != Saved::Unchanged {
+                    Self::insert_audit(&mut tx, audit).await?;
+                }
+                tx.commit().await.map_err(db("committing a user"))?;
+                Ok((raw.into_row(memberships)?, saved))
+            }
+
+            /// The memberships `sql` ([`MEMBERSHIPS_OF_TENANT`] or
+            /// [`MEMBERSHIPS_OF_USER`]) selects for `key`.
+            async fn memberships_where(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                sql: &'static str,
+                key: &str,
+            ) -> Result<Vec<MembershipRow>, StoreError> {
+                let raws: Vec<RawMembership> = sqlx::query_as(sql)
+                    .bind(key)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(db("reading memberships"))?;
+                convert_all(raws)
+            }
+
+            pub(super) async fn get_user(&self, user: &UserId) -> Result<Option<UserRow>, StoreError> {
+                let mut conn = self.pool.acquire().await.map_err(db("acquiring a connection"))?;
+                let raw: Option<RawUser> =
+                    sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
+                        .bind(user.as_str())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(db("reading a user"))?;
+                let Some(raw) = raw else { return Ok(None) };
+                let memberships = Self::memberships_where(&mut conn, MEMBERSHIPS_OF_USER, user.as_str()).await?;
+                raw.into_row(memberships).map(Some)
+            }
+
+            pub(super) async fn list_users(&self, tenant: Option<&TenantId>) -> Result<Vec<UserRow>, StoreError> {
+                let mut conn = self.pool.acquire().await.map_err(db("acquiring a connection"))?;
+                let (users, memberships) = match tenant {
+                    Some(tenant) => {
+                        let users: Vec<RawUser> = sqlx::query_as(concat!(
+                            "SELECT ",
+                            user_columns!(),
+                            " FROM users WHERE id IN (SELECT user_id FROM memberships WHERE tenant_id = $1) \
+                             ORDER BY id"
+                        ))
+                        .bind(tenant.as_str())
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(db("listing users"))?;
+                        (users, Self::memberships_where(&mut conn, MEMBERSHIPS_OF_TENANT, tenant.as_str()).await?)
+                    }
+                    None => {
+                        let users: Vec<RawUser> =
+                            sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users ORDER BY id"))
+                                .fetch_all(&mut *conn)
+                                .await
+                                .map_err(db("listing users"))?;
+                        let raws: Vec<RawMembership> = sqlx::query_as(concat!(
+                            "SELECT ",
+                            membership_columns!(),
+                            " FROM memberships ORDER BY user_id, tenant_id"
+                        ))
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(db("listing memberships"))?;
+                        (users, convert_all(raws)?)
+                    }
+                };
+                with_memberships(users, memberships)
+            }
+
+            /// Locks the tenant row (see `LOCK_TENANT`); [`StoreError::NotFound`] if the
+            /// tenant does not exist.
+            async fn lock_tenant(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                tenant: &TenantId,
+            ) -> Result<(), StoreError> {
+                let found: Option<String> = sqlx::query_scalar(Self::LOCK_TENANT)
+                    .bind(tenant.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db("locking a tenant"))?;
+                found.map(|_| ()).ok_or_else(|| no_tenant(tenant))
+            }
+
+            /// The user's role at the tenant, if they are a member.
+            async fn role_of(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                tenant: &TenantId,
+                user: &UserId,
+            ) -> Result<Option<RoleName>, StoreError> {
+                let role: Option<String> =
+                    sqlx::query_scalar("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
+                        .bind(tenant.as_str())
+                        .bind(user.as_str())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(db("reading a membership"))?;
+                role.map(|r| id("memberships", &r, RoleName::parse)).transpose()
+            }
+
+            pub(super) async fn set_membership(
+                &self,
+                tenant: &TenantId,
+                user: &UserId,
+                role: &RoleName,
+                audit: &AuditEntry,
+            ) -> Result<(MembershipRow, Saved), StoreError> {
+                let now = now();
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                Self::lock_tenant(&mut tx, tenant).await?;
+                let exists: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
+                    .bind(user.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db("reading a user"))?;
+                if exists.is_none() {
+                    return Err(no_user(user));
+                }
+                let saved = match Self::role_of(&mut tx, tenant, user).await? {
+                    Some(current) if current == *role => Saved::Unchanged,
+                    Some(_) => {
+                        sqlx::query(
+                            "UPDATE memberships SET role = $1, updated_at = $2 WHERE tenant_id = $3 AND user_id = $4",
+                        )
+                        .bind(role.as_str())
+                        .bind(now)
+                        .bind(tenant.as_str())
+                        .bind(user.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("changing a role"))?;
+                        Saved::Updated
+                    }
+                    None => {
+                        sqlx::query(
+                            "INSERT INTO memberships (tenant_id, user_id, role, created_at, updated_at) \
+                             VALUES ($1, $2, $3, $4, $4)",
+                        )
+                        .bind(tenant.as_str())
+                        .bind(user.as_str())
+                        .bind(role.as_str())
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("inserting a membership"))?;
+                        // A returning member's connections come back where their provider
+                        // is still enabled (the company connection is not disabled).
+                        sqlx::query(
+                            "UPDATE connections SET status = CASE WHEN credentials IS NULL \
+                             THEN 'pending' ELSE 'connected' END, status_reason = NULL, updated_at = $1 \
+                             WHERE tenant_id = $2 AND owner_user = $3 AND status = 'disabled' \
+                             AND status_reason = $4 AND EXISTS (SELECT 1 FROM connections c \
+                             WHERE c.tenant_id = connections.tenant_id AND c.provider = connections.provider \
+                             AND c.owner_user = '' AND c.status <> 'disabled')",
+                        )
+                        .bind(now)
+                        .bind(tenant.as_str())
+                        .bind(user.as_str())
+                        .bind(NOT_A_MEMBER_REASON)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("restoring a member's connections"))?;
+                        Saved::Created
+                    }
+                };
+                if saved != Saved::Unchanged {
+                    sqlx::query(
+                        "UPDATE connections SET owner_role = $1, updated_at = $2 \
+                         WHERE tenant_id = $3 AND owner_user = $4",
+                    )
+                    .bind(role.as_str())
+                    .bind(now)
+                    .bind(tenant.as_str())
+                    .bind(user.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("updating the role of a user's connections"))?;
+                    Self::insert_audit(&mut tx, audit).await?;
+                }
+                let raw: RawMembership = sqlx::query_as(concat!(
+                    "SELECT ",
+                    membership_columns!(),
+                    " FROM memberships WHERE tenant_id = $1 AND user_id = $2"
+                ))
+                .bind(tenant.as_str())
+                .bind(user.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("reading a membership"))?;
+                tx.commit().await.map_err(db("committing a membership"))?;
+                Ok((MembershipRow::try_from(raw)?, saved))
+            }
+
+            pub(super) async fn remove_membership(
+                &self,
+                tenant: &TenantId,
+                user: &UserId,
+                audit: &AuditEntry,
+            ) -> Result<u64, StoreError> {
+                let now = now();
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                Self::lock_tenant(&mut tx, tenant).await?;
+                let removed = sqlx::query("DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2")
+                    .bind(tenant.as_str())
+                    .bind(user.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("deleting a membership"))?;
+                if removed.rows_affected() == 0 {
+                    return Err(not_a_member(tenant, user));
+                }
+                sqlx::query(
+                    "UPDATE jobs SET enabled = FALSE, updated_at = $1 WHERE tenant_id = $2 AND enabled \
+                     AND connection_id IN (SELECT id FROM connections WHERE tenant_id = $2 AND owner_user = $3)",
+                )
+                .bind(now)
+                .bind(tenant.as_str())
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("disabling a user's jobs"))?;
+                let disabled = sqlx::query(
+                    "UPDATE connections SET status = 'disabled', status_reason = $1, owner_role = NULL, \
+                     updated_at = $2 WHERE tenant_id = $3 AND owner_user = $4",
+                )
+                .bind(NOT_A_MEMBER_REASON)
+                .bind(now)
+                .bind(tenant.as_str())
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("disabling a user's connections"))?;
+                Self::insert_audit(&mut tx, audit).await?;
+                tx.commit().await.map_err(db("committing a membership removal"))?;
+                Ok(disabled.rows_affected())
+            }
+
+            pub(super) async fn memberships(&self, tenant: &TenantId) -> Result<Vec<MembershipRow>, StoreError> {
+                let mut conn = self.pool.acquire().await.map_err(db("acquiring a connection"))?;
+                Self::memberships_where(&mut conn, MEMBERSHIPS_OF_TENANT, tenant.as_str()).await
+            }
+
+            pub(super) async fn memberships_of(&self, user: &UserId) -> Result<Vec<MembershipRow>, StoreError> {
+                let mut conn = self.pool.acquire().await.map_err(db("acquiring a connection"))?;
+                Self::memberships_where(&mut conn, MEMBERSHIPS_OF_USER, user.as_str()).await
+            }
+
+            pub(super) async fn put_role_grants(
+                &self,
+                tenant: &TenantId,
+                grants: &BTreeMap<RoleName, Vec<String>>,
+                audit: &AuditEntry,
+            ) -> Result<(), StoreError> {
+                let now = now();
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                Self::lock_tenant(&mut tx, tenant).await?;
+                sqlx::query("DELETE FROM role_grants WHERE tenant_id = $1")
+                    .bind(tenant.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("deleting role grants"))?;
+                for (role, streams) in grants {
+                    sqlx::query(
+                        "INSERT INTO role_grants (tenant_id, role, streams, updated_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(tenant.as_str())
+                    .bind(role.as_str())
+                    .bind(Json(streams))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("inserting role grants"))?;
+                }
+                Self::insert_audit(&mut tx, audit).await?;
+                tx.commit().await.map_err(db("committing role grants"))?;
+                Ok(())
+            }
+
+            pub(super) async fn role_grants(
+                &self,
+                tenant: &TenantId,
+            ) -> Result<BTreeMap<RoleName, Vec<String>>, StoreError> {
+                let raws: Vec<(String, Json<Vec<String>>)> =
+                    sqlx::query_as("SELECT role, streams FROM role_grants WHERE tenant_id = $1 ORDER BY role")
+                        .bind(tenant.as_str())
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(db("reading role grants"))?;
+                raws.into_iter().map(|(role, streams)| Ok((id("role_grants", &role, RoleName::parse)?, streams.0))).collect()
+            }
+
+            pub(super) async fn connect_user(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                user: &UserId,
+                schedule: Option<&str>,
+                audit: &AuditEntry,
+            ) -> Result<(ConnectionRow, Saved), StoreError> {
+                let now = now();
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                Self::lock_tenant(&mut tx, tenant).await?;
+                let Some(role) = Self::role_of(&mut tx, tenant, user).await? else {
+                    return Err(not_a_member(tenant, user));
+                };
+                let company: Option<String> = sqlx::query_scalar(
+                    "SELECT status FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = ''",
+                )
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("reading a connection"))?;
+                match company.as_deref() {
+                    None => return Err(no_connection(tenant, provider, Owner::Company)),
+                    Some("disabled") => {
+                        return Err(StoreError::Conflict {
+                            what: format!(
+                                "provider `{provider}` is disabled at tenant `{tenant}`: \
+                                 its users cannot connect to it"
+                            ),
+                        });
+                    }
+                    Some(_) => {}
+                }
+                let existing: Option<RawConnection> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    connection_columns!(),
+                    " FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = $3"
+                ))
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .bind(user.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("reading a connection"))?;
+                let existing = existing.map(ConnectionRow::try_from).transpose()?;
+                let (raw, saved) = match existing {
+                    Some(c) if c.schedule.as_deref() == schedule && c.owner_role.as_ref() == Some(&role) => {
+                        (None, Saved::Unchanged)
+                    }
+                    Some(c) => {
+                        let raw: RawConnection = sqlx::query_as(concat!(
+                            "UPDATE connections SET schedule = $1, owner_role = $2, updated_at = $3 \
+                             WHERE id = $4 RETURNING ",
+                            connection_columns!()
+                        ))
+                        .bind(schedule)
+                        .bind(role.as_str())
+                        .bind(now)
+                        .bind(c.id)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db("updating a user connection"))?;
+                        (Some(raw), Saved::Updated)
+                    }
+                    None => {
+                        let raw: RawConnection = sqlx::query_as(concat!(
+                            "INSERT INTO connections (tenant_id, provider, owner_user, owner_role, status, \
+                             schedule, created_at, updated_at) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $6) \
+                             RETURNING ",
+                            connection_columns!()
+                        ))
+                        .bind(tenant.as_str())
+                        .bind(provider.as_str())
+                        .bind(user.as_str())
+                        .bind(role.as_str())
+                        .bind(schedule)
+                        .bind(now)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db("creating a user connection"))?;
+                        (Some(raw), Saved::Created)
+                    }
+                };
+                let row = match raw {
+                    Some(raw) => {
+                        Self::insert_audit(&mut tx, audit).await?;
+                        ConnectionRow::try_from(raw)?
+                    }
+                    None => {
+                        let raw: RawConnection = sqlx::query_as(concat!(
+                            "SELECT ",
+                            connection_columns!(),
+                            " FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = $3"
+                        ))
+                        .bind(tenant.as_str())
+                        .bind(provider.as_str())
+                        .bind(user.as_str())
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db("reading a connection"))?;
+                        ConnectionRow::try_from(raw)?
+                    }
+                };
+                tx.commit().await.map_err(db("committing a user connection"))?;
+                Ok((row, saved))
+            }
+        }
+    };
+}
+
+user_methods!(SqliteStore, sqlx::Sqlite);
+user_methods!(PgStore, sqlx::Postgres);
+
+impl Store {
+    /// Adds user `user`, or updates their name and email if they differ; `audit` is
+    /// written when something changed. Returns the user (with every membership) and what
+    /// was done.
+    pub async fn add_user(
+        &self,
+        user: &UserId,
+        name: &str,
+        email: Option<&str>,
+        audit: &AuditEntry,
+    ) -> Result<(UserRow, Saved), StoreError> {
+        dispatch!(self.add_user(user, name, email, audit))
+    }
+
+    /// The user with every membership, if they exist.
+    pub async fn get_user(&self, user: &UserId) -> Result<Option<UserRow>, StoreError> {
+        dispatch!(self.get_user(user))
+    }
+
+    /// Users by id: every user with every membership with `None`; with `Some(tenant)`,
+    /// the tenant's members with only their membership of that tenant (a tenant's
+    /// listing does not show the other companies its users belong to).
+    pub async fn list_users(&self, tenant: Option<&TenantId>) -> Result<Vec<UserRow>, StoreError> {
+        dispatch!(self.list_users(tenant))
+    }
+
+    /// Makes `user` a member of the tenant with `role`, or changes their role there; in
+    /// the same transaction, the `owner_role` of the user's connections at the tenant
+    /// follows, and a returning member's connections that were disabled when they left
+    /// come back (`connected` with credentials, else `pending`) where their provider is
+    /// still enabled. Jobs are not touched: reconciliation adds or removes them for the
+    /// new role. `audit` is written when something changed.
+    ///
+    /// [`StoreError::NotFound`] if the tenant or the user does not exist.
+    pub async fn set_membership(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        role: &RoleName,
+        audit: &AuditEntry,
+    ) -> Result<(MembershipRow, Saved), StoreError> {
+        dispatch!(self.set_membership(tenant, user, role, audit))
+    }
+
+    /// Ends `user`'s membership of the tenant, in one transaction with `audit`: their
+    /// connections there become `disabled` ([`NOT_A_MEMBER_REASON`]) with no role, and
+    /// their jobs are disabled; records, cursors and credentials stay. Returns how many
+    /// connections were disabled.
+    ///
+    /// [`StoreError::NotFound`] if the user is not a member of the tenant.
+    pub async fn remove_membership(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        audit: &AuditEntry,
+    ) -> Result<u64, StoreError> {
+        dispatch!(self.remove_membership(tenant, user, audit))
+    }
+
+    /// The tenant's memberships, by user.
+    pub async fn memberships(&self, tenant: &TenantId) -> Result<Vec<MembershipRow>, StoreError> {
+        dispatch!(self.memberships(tenant))
+    }
+
+    /// The user's memberships, by tenant.
+    pub async fn memberships_of(&self, user: &UserId) -> Result<Vec<MembershipRow>, StoreError> {
+        dispatch!(self.memberships_of(user))
+    }
+
+    /// Replaces the tenant's role grants (role → stream patterns `provider.stream`,
+    /// `provider.*`, `*`; validated by the caller) and writes `audit`, in one
+    /// transaction. A role without grants may sync nothing.
+    ///
+    /// [`StoreError::NotFound`] if the tenant does not exist.
+    pub async fn put_role_grants(
+        &self,
+        tenant: &TenantId,
+        grants: &BTreeMap<RoleName, Vec<String>>,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.put_role_grants(tenant, grants, audit))
+    }
+
+    /// The tenant's role grants, by role.
+    pub async fn role_grants(&self, tenant: &TenantId) -> Result<BTreeMap<RoleName, Vec<String>>, StoreError> {
+        dispatch!(self.role_grants(tenant))
+    }
+
+    /// Creates `user`'s own connection to `provider` at the tenant (`pending` until
+    /// credentials are stored, `owner_role` their role there, `schedule` its own schedule
+    /// — validated by the caller — or `None` for the tenant's), or updates its schedule;
+    /// `audit` is written when something changed.
+    ///
+    /// [`StoreError::NotFound`] if the tenant does not exist, the user is not a member of
+    /// it, or the provider has no company connection there (it is not enabled);
+    /// [`StoreError::Conflict`] if the provider is disabled at the tenant.
+    pub async fn connect_user(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        user: &UserId,
+        schedule: Option<&str>,
+        audit: &AuditEntry,
+    ) -> Result<(ConnectionRow, Saved), StoreError> {
+        dispatch!(self.connect_user(tenant, provider, user, schedule, audit))
+    }
+}
