@@ -255,7 +255,7 @@ fn print_roles(roles: &BTreeMap<crate::model::RoleName, Vec<String>>, members: &
         let who: Vec<&str> = members.iter().filter(|m| m.role == *role).map(|m| m.user_id.as_str()).collect();
         let who = if who.is_empty() { String::new() } else { format!("  (members: {})", who.join(", ")) };
         let streams = if streams.is_empty() { "(nothing)".to_owned() } else { streams.join(", ") };
-        outln!("  {role:<width$}  {streams}{who}");
+        outln!("  {:<width$}  {streams}{who}", role.as_str());
     }
     let mut ungranted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for m in members.iter().filter(|m| !roles.contains_key(&m.role)) {

@@ -7,6 +7,7 @@ mod isolation;
 mod records;
 mod runs;
 mod tenants;
+mod users;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
@@ -83,6 +84,12 @@ contract! {
         runs::runs_round_trip_newest_first,
         runs::audit_is_listed_newest_first_per_scope,
         isolation::tenants_are_isolated,
+        users::users_are_added_idempotently,
+        users::memberships_give_users_a_role_per_tenant,
+        users::user_connections_need_a_membership_and_follow_it,
+        users::role_grants_are_replaced_wholesale_per_tenant,
+        users::each_owner_has_its_own_token_lease_and_status,
+        users::claimed_jobs_name_their_connection_owner,
     ],
     url: [
         tenants::migrations_rerun_idempotently,

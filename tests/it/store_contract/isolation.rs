@@ -1,7 +1,6 @@
 //! Tenant isolation and corrupt rows.
 
 use super::*;
-use tributary::store::Owner;
 
 pub(super) async fn tenants_are_isolated(store: &Store) {
     let a = create(store, "acme", &["hubspot", "aptem"]).await;

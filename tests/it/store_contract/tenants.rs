@@ -1,7 +1,6 @@
 //! Tenants, overrides, connections, credentials and jobs.
 
 use super::*;
-use tributary::store::Owner;
 
 pub(super) async fn migrations_rerun_idempotently(store: &Store, url: &str) {
     create(store, "acme", &["aptem"]).await;
