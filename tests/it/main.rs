@@ -11,3 +11,4 @@ mod store_contract;
 mod support;
 mod tenants;
 mod tokens;
+mod users;
