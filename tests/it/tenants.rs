@@ -142,7 +142,8 @@ async fn apply_is_idempotent_and_stores_only_differences(store: &Store) {
     let audit = store.list_audit(Some(&id("acme")), 10).await.unwrap();
     assert_eq!(
         audit.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(),
-        ["tenant.apply", "tenant.apply", "tenant.create"]
+        // The example's `[roles]` are stored with the tenant.
+        ["tenant.apply", "tenant.apply", "roles.set", "tenant.create"]
     );
 }
 

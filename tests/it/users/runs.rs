@@ -16,7 +16,7 @@ use tributary::simulator::{Faults, Provider, SimConfig, SimHandle, start};
 use tributary::store::{AuditEntry, ConnectionRow, Owner, RunRow, Store};
 use tributary::sync::{SyncError, SyncRequest, Syncer};
 use tributary::telemetry::Metrics;
-use tributary::tenants::Tenants;
+use tributary::tenants::{ApplyOutcome, Tenants};
 
 use crate::support::exec_raw;
 
@@ -282,4 +282,58 @@ async fn postgres_user_connections_sync_only_what_their_role_is_granted() {
     let db = crate::support::postgres_store().await;
     user_connections_sync_only_what_their_role_is_granted(db.store.clone(), db.url.clone()).await;
     db.drop_db().await;
+}
+
+#[tokio::test]
+async fn tenant_apply_stores_role_grants_reports_their_changes_and_jobs_follow() {
+    let (store, _dir) = crate::support::sqlite_store().await;
+    let url = crate::support::sqlite_url(&store);
+    let w = World::new(store, url).await;
+    let developer_contacts = "[roles.developer]\nstreams = [\"hubspot.contacts\"]\n";
+    w.apply("acme", developer_contacts).await;
+    w.store.add_user(&uid("bob"), "Bob", None, &audit("user.add", &tid("acme"))).await.unwrap();
+    w.member("acme", "bob", "developer").await;
+    w.connect("acme", "bob").await;
+    let acme = tid("acme");
+    let reconcile_acme = || async {
+        tributary::app::reconcile_tenant(&w.catalog, &w.store, &acme, Duration::from_secs(60)).await.unwrap()
+    };
+    reconcile_acme().await;
+    assert_eq!(w.jobs("acme", Some("bob")).await, jobs(&[("contacts", true)]));
+
+    let tenants = Tenants::new(&w.catalog, &w.store, "test");
+    let spec = |roles: &str| {
+        let file = w.dir.path().join("acme.toml");
+        let text = format!(
+            "id = \"acme\"\nname = \"acme\"\nsubdomain = \"acme\"\npreset = \"aptem_hubspot\"\n\
+             [providers.hubspot]\nbase_url = \"{}\"\n{roles}",
+            w.sim.base_url()
+        );
+        std::fs::write(&file, text).unwrap();
+        w.catalog.tenant_file(&file).unwrap()
+    };
+    assert_eq!(tenants.apply(&spec(developer_contacts)).await.unwrap(), ApplyOutcome::Unchanged);
+    // Widening the role is a change of the tenant, and its jobs follow.
+    let outcome = tenants.apply(&spec("[roles.developer]\nstreams = [\"hubspot.*\"]\n")).await.unwrap();
+    let ApplyOutcome::Updated { changes } = outcome else { panic!("{outcome:?}") };
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].path, "roles.developer.streams");
+    assert_eq!(
+        (changes[0].before.clone(), changes[0].after.clone()),
+        (Some(json!(["hubspot.contacts"])), Some(json!(["hubspot.*"])))
+    );
+    assert_eq!(w.store.role_grants(&acme).await.unwrap()[&RoleName::parse("developer").unwrap()], ["hubspot.*"]);
+    let counts = reconcile_acme().await;
+    assert_eq!(counts.created, 1);
+    assert_eq!(w.jobs("acme", Some("bob")).await, jobs(&[("companies", true), ("contacts", true)]));
+    // A file without roles grants nothing any more: Bob's jobs stop, the company's stay.
+    tenants.apply(&spec("")).await.unwrap();
+    assert!(w.store.role_grants(&acme).await.unwrap().is_empty());
+    reconcile_acme().await;
+    assert_eq!(w.jobs("acme", Some("bob")).await, jobs(&[("companies", false), ("contacts", false)]));
+    assert_eq!(w.jobs("acme", None).await, jobs(&[("companies", true), ("contacts", true)]));
+    let actions: Vec<String> =
+        w.store.list_audit(Some(&acme), 100).await.unwrap().into_iter().map(|a| a.action).collect();
+    assert_eq!(actions.iter().filter(|a| *a == "roles.set").count(), 3, "{actions:?}");
+    w.store.close().await;
 }
