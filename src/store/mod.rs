@@ -472,6 +472,16 @@ impl Store {
         dispatch!(self.get_run(run_id, tenant))
     }
 
+    /// Up to `limit` finished runs of one connection's jobs, newest first.
+    pub async fn connection_runs(
+        &self,
+        tenant: &TenantId,
+        connection_id: i64,
+        limit: i64,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        dispatch!(self.connection_runs(tenant, connection_id, limit))
+    }
+
     /// Up to `limit` runs, newest first: every tenant's with `None`, one tenant's with
     /// `Some`.
     pub async fn list_runs(&self, tenant: Option<&TenantId>, limit: i64) -> Result<Vec<RunRow>, StoreError> {
