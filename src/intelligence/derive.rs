@@ -466,3 +466,6 @@ fn round2(v: f64) -> f64 {
 fn round4(v: f64) -> f64 {
     (v * 10_000.0).round() / 10_000.0
 }
+
+#[cfg(test)]
+mod tests;
