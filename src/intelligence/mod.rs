@@ -8,6 +8,7 @@
 
 pub mod aggregate;
 pub mod derive;
+pub mod report;
 
 use std::time::Duration;
 
