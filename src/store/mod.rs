@@ -28,6 +28,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use error::StoreError;
+pub use intelligence::{
+    ContributionFilter, ContributionRow, Fold, IntelligenceRow, NewContribution, ResponsibilityRow,
+};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
@@ -56,7 +59,8 @@ macro_rules! dispatch {
     };
 }
 
-// After `dispatch!`, which it uses.
+// After `dispatch!`, which they use.
+mod intelligence;
 mod tokens;
 
 /// An [`StoreError::InvalidUrl`] for `url`, with any password in it redacted.
