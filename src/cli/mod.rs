@@ -6,6 +6,7 @@ mod credentials;
 mod ctl;
 mod daemon;
 mod demo;
+mod intelligence;
 mod output;
 mod runs;
 mod simulate;
@@ -95,6 +96,12 @@ pub enum Command {
     /// Stored records.
     #[command(subcommand)]
     Records(runs::RecordsCmd),
+    /// Company integration intelligence aggregated from users' contributions.
+    #[command(subcommand)]
+    Intelligence(intelligence::IntelligenceCmd),
+    /// Contributions of users' runs to company integrations; review them.
+    #[command(subcommand)]
+    Contributions(intelligence::ContributionsCmd),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -132,6 +139,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(g, args).await,
         Command::Runs(cmd) => runs::runs(g, cmd).await,
         Command::Records(cmd) => runs::records(g, cmd).await,
+        Command::Intelligence(cmd) => intelligence::show(g, cmd).await,
+        Command::Contributions(cmd) => intelligence::contributions(g, cmd).await,
     }
 }
 
