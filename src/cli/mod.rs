@@ -7,6 +7,7 @@ mod ctl;
 mod daemon;
 mod demo;
 mod output;
+mod responsibilities;
 mod runs;
 mod simulate;
 mod sync;
@@ -95,6 +96,9 @@ pub enum Command {
     /// Stored records.
     #[command(subcommand)]
     Records(runs::RecordsCmd),
+    /// Who is responsible for each company integration, and what their runs contribute.
+    #[command(subcommand)]
+    Responsibilities(responsibilities::ResponsibilitiesCmd),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -132,6 +136,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(g, args).await,
         Command::Runs(cmd) => runs::runs(g, cmd).await,
         Command::Records(cmd) => runs::records(g, cmd).await,
+        Command::Responsibilities(cmd) => responsibilities::run(g, cmd).await,
     }
 }
 
