@@ -8,6 +8,7 @@ mod daemon;
 mod demo;
 mod intelligence;
 mod output;
+mod responsibilities;
 mod runs;
 mod simulate;
 mod sync;
@@ -102,6 +103,9 @@ pub enum Command {
     /// Contributions of users' runs to company integrations; review them.
     #[command(subcommand)]
     Contributions(intelligence::ContributionsCmd),
+    /// Who is responsible for each company integration, and what their runs contribute.
+    #[command(subcommand)]
+    Responsibilities(responsibilities::ResponsibilitiesCmd),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -141,6 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Records(cmd) => runs::records(g, cmd).await,
         Command::Intelligence(cmd) => intelligence::show(g, cmd).await,
         Command::Contributions(cmd) => intelligence::contributions(g, cmd).await,
+        Command::Responsibilities(cmd) => responsibilities::run(g, cmd).await,
     }
 }
 

@@ -229,7 +229,7 @@ impl Sim {
     fn build(&self, stream: usize, meta: &Meta) -> Value {
         let mut record = (self.spec.record)(self, stream, meta);
         if let Some((path, every)) = &lock(&self.faults).blank_field
-            && meta.index % every == 0
+            && meta.index.is_multiple_of(*every)
         {
             let mut parts: Vec<&str> = path.split('.').collect();
             let last = parts.pop().unwrap_or_default();
