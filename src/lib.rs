@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod engine;
 pub mod http;
+pub mod intelligence;
 pub mod mapping;
 pub mod model;
 pub mod scheduler;

@@ -536,6 +536,29 @@ impl Responsibility {
     }
 }
 
+word_enum!(
+    /// What kind of error failed a run: decides the severity of its error report.
+    ErrorClass {
+        /// The provider refuses the credentials: an operator must re-authorize.
+        Auth => "auth",
+        /// The provider answered with a permanent error (4xx other than auth and limits).
+        Client => "client",
+        /// Transient failures (5xx, timeouts, transport) outlasted the retry budget.
+        Transient => "transient",
+        /// The provider kept rate limiting beyond the waits allowed.
+        RateLimited => "rate_limited",
+        /// The configuration or manifest cannot produce a request (missing variable…).
+        Config => "config",
+        /// The provider's responses could not be read as the manifest says (bad body,
+        /// pagination loop, window stuck).
+        Data => "data",
+        /// The state store failed.
+        Store => "store",
+        /// The run was stopped (drain, lease lost) and resumes later.
+        Cancelled => "cancelled",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,6 +54,7 @@ impl Daemon {
             Command::Trigger(t) => self.trigger(&t).await,
             Command::Pause(t) => self.pause(&t, true).await,
             Command::Resume(t) => self.pause(&t, false).await,
+            Command::Intelligence(t) => self.intelligence(&t).await,
             Command::Reload => self.reload().await.map(|r| json!(r)),
             Command::Drain => {
                 self.start_drain();
@@ -148,6 +149,28 @@ impl Daemon {
                         "fetched": r.stats.fetched, "inserted": r.stats.inserted, "updated": r.stats.updated,
                         "error": r.stats.error,
                     })
+                })
+                .collect(),
+        ))
+    }
+
+    async fn intelligence(&self, t: &Target) -> Result<Value, String> {
+        let tenant = t.tenant.as_deref().ok_or("`intelligence` needs a tenant")?;
+        let tenant = TenantId::parse(tenant).map_err(|e| e.to_string())?;
+        let provider = t.provider.as_deref().map(ProviderId::parse).transpose().map_err(|e| e.to_string())?;
+        let rows = crate::intelligence::integrations(&self.store, &tenant, provider.as_ref(), false)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Value::Array(
+            rows.iter()
+                .map(|(r, s)| {
+                    crate::intelligence::report::to_json(
+                        r.tenant.as_str(),
+                        r.provider.as_str(),
+                        s,
+                        r.version,
+                        r.updated_at,
+                    )
                 })
                 .collect(),
         ))

@@ -64,6 +64,8 @@ pub enum CtlCmd {
         #[arg(long)]
         job: Option<i64>,
     },
+    /// Company integration intelligence of a tenant (optionally one provider).
+    Intelligence { tenant: String, provider: Option<String> },
     /// Reload configuration (as SIGHUP).
     Reload,
     /// Drain and stop the daemon (as SIGTERM).
@@ -100,6 +102,7 @@ pub async fn run(g: &Global, args: CtlArgs) -> anyhow::Result<ExitCode> {
         CtlCmd::Resume { tenant, provider, job } => {
             Command::Resume(Target { job, ..target(Some(tenant), provider, None) })
         }
+        CtlCmd::Intelligence { tenant, provider } => Command::Intelligence(target(Some(tenant), provider, None)),
         CtlCmd::Reload => Command::Reload,
         CtlCmd::Drain => Command::Drain,
     };
@@ -122,6 +125,13 @@ pub async fn run(g: &Global, args: CtlArgs) -> anyhow::Result<ExitCode> {
 /// Human output: objects as `key: value` lines, arrays of objects as tables.
 fn render(name: &str, data: &Value) {
     match data {
+        // One document per integration: each as `key: value` lines.
+        Value::Array(docs) if name == "intelligence" => {
+            for doc in docs {
+                render("", doc);
+                outln!("");
+            }
+        }
         Value::Array(rows) => table(rows),
         Value::Object(map) => {
             for (k, v) in map {

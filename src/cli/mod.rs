@@ -6,7 +6,9 @@ mod credentials;
 mod ctl;
 mod daemon;
 mod demo;
+mod intelligence;
 mod output;
+mod responsibilities;
 mod runs;
 mod simulate;
 mod sync;
@@ -99,6 +101,15 @@ pub enum Command {
     /// Stored records.
     #[command(subcommand)]
     Records(runs::RecordsCmd),
+    /// Company integration intelligence aggregated from users' contributions.
+    #[command(subcommand)]
+    Intelligence(intelligence::IntelligenceCmd),
+    /// Contributions of users' runs to company integrations; review them.
+    #[command(subcommand)]
+    Contributions(intelligence::ContributionsCmd),
+    /// Who is responsible for each company integration, and what their runs contribute.
+    #[command(subcommand)]
+    Responsibilities(responsibilities::ResponsibilitiesCmd),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -137,6 +148,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(g, args).await,
         Command::Runs(cmd) => runs::runs(g, cmd).await,
         Command::Records(cmd) => runs::records(g, cmd).await,
+        Command::Intelligence(cmd) => intelligence::show(g, cmd).await,
+        Command::Contributions(cmd) => intelligence::contributions(g, cmd).await,
+        Command::Responsibilities(cmd) => responsibilities::run(g, cmd).await,
     }
 }
 

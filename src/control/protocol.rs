@@ -70,6 +70,8 @@ pub enum Command {
     /// Pause a tenant, a connection (tenant + provider) or a job.
     Pause(Target),
     Resume(Target),
+    /// Company integration intelligence of a tenant (optionally one provider).
+    Intelligence(Target),
     /// Reload configuration (as SIGHUP).
     Reload,
     /// Stop starting runs, finish in-flight ones at a page boundary, exit.
@@ -86,6 +88,7 @@ impl Command {
             Self::Trigger(_) => "trigger",
             Self::Pause(_) => "pause",
             Self::Resume(_) => "resume",
+            Self::Intelligence(_) => "intelligence",
             Self::Reload => "reload",
             Self::Drain => "drain",
         }
@@ -146,7 +149,7 @@ pub fn authorize(scope: &Scope, command: &Command) -> Result<(), String> {
     };
     match command {
         Command::Status => Ok(()),
-        Command::Runs(t) | Command::Trigger(t) => own(t),
+        Command::Runs(t) | Command::Trigger(t) | Command::Intelligence(t) => own(t),
         other => Err(format!("`{}` needs the operator scope", other.name())),
     }
 }
@@ -196,6 +199,8 @@ mod tests {
         assert!(authorize(&admin, &Command::Trigger(t("acme"))).is_ok());
         assert!(authorize(&admin, &Command::Runs(t("acme"))).is_ok());
         assert!(authorize(&admin, &Command::Trigger(t("globex"))).is_err());
+        assert!(authorize(&admin, &Command::Intelligence(t("acme"))).is_ok());
+        assert!(authorize(&admin, &Command::Intelligence(t("globex"))).is_err());
         assert!(authorize(&admin, &Command::Runs(Target::default())).is_err());
         for c in [
             Command::Pause(t("acme")),

@@ -18,6 +18,7 @@ pub use self::ratelimit::{QuotaHandle, RateLimiters};
 use self::ratelimit::{reset_in, retry_after};
 use crate::config::{Method, ResponseAction, ResponseRule};
 use crate::engine::template::{MissingVariable, Vars};
+use crate::model::ErrorClass;
 
 /// What went wrong talking to a provider.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,41 @@ pub enum HttpError {
 }
 
 impl HttpError {
+    /// The kind of failure, for error reports.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            _ if self.needs_reauth() => ErrorClass::Auth,
+            Self::Template(_) | Self::Invalid(_) | Self::Credentials(_) => ErrorClass::Config,
+            Self::Token { .. } => ErrorClass::Transient,
+            Self::Permanent { status: 401 | 403, .. } | Self::AuthRejected { .. } => ErrorClass::Auth,
+            Self::Permanent { .. } => ErrorClass::Client,
+            Self::Exhausted { last, .. } if last.starts_with("still rate limited") => ErrorClass::RateLimited,
+            Self::Exhausted { .. } => ErrorClass::Transient,
+        }
+    }
+
+    /// The HTTP status of the failing response, when there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Permanent { status, .. } => Some(*status),
+            Self::Exhausted { last, .. } => {
+                let digits = last.strip_prefix("HTTP ")?.get(..3)?;
+                digits.parse().ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// The request path that failed (no query string, no host).
+    pub fn endpoint(&self) -> Option<&str> {
+        match self {
+            Self::Permanent { path, .. } | Self::AuthRejected { path, .. } | Self::Exhausted { path, .. } => {
+                Some(path.as_str())
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the connection needs new credentials from an operator.
     pub fn needs_reauth(&self) -> bool {
         matches!(self, Self::AuthRejected { .. } | Self::Token { permanent: true, .. } | Self::Credentials(_))
@@ -106,6 +142,59 @@ pub struct CallStats {
     pub rate_limit_wait_ms: u64,
     /// Responses by status class: index 1–5 for 1xx–5xx, 0 for no response (transport error).
     pub by_class: [u64; 6],
+    /// Response times of the requests that got a response (headers and body).
+    pub latency: Latency,
+}
+
+/// A response-time histogram with logarithmic buckets: fixed size (so [`CallStats`] stays
+/// `Copy` and a run's memory does not grow with its requests), percentiles within about
+/// 12 % (half a bucket) from 0.05 ms to 80 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Latency {
+    buckets: [u32; Latency::BUCKETS],
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self { buckets: [0; Self::BUCKETS] }
+    }
+}
+
+impl Latency {
+    const BUCKETS: usize = 64;
+    /// Lower edge of bucket 0, in milliseconds.
+    const FLOOR_MS: f64 = 0.05;
+    /// Each bucket's upper edge over its lower one.
+    const GROWTH: f64 = 1.25;
+
+    pub fn record(&mut self, elapsed: Duration) {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        let index = if ms <= Self::FLOOR_MS { 0.0 } else { (ms / Self::FLOOR_MS).ln() / Self::GROWTH.ln() };
+        let index = (index as usize).min(Self::BUCKETS - 1);
+        self.buckets[index] = self.buckets[index].saturating_add(1);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|&n| u64::from(n)).sum()
+    }
+
+    /// The `q`-quantile (0–1) in milliseconds: the geometric middle of the bucket holding
+    /// it; `None` with no samples.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            seen += u64::from(n);
+            if seen >= rank {
+                return Some(Self::FLOOR_MS * Self::GROWTH.powf(i as f64 + 0.5));
+            }
+        }
+        None
+    }
 }
 
 /// A request before authentication.
@@ -297,6 +386,7 @@ impl Session<'_> {
             };
             req = self.auth.apply(req, vars).map_err(Failure::Fatal)?;
             self.stats.http_calls += 1;
+            let sent = Instant::now();
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
@@ -311,6 +401,7 @@ impl Session<'_> {
                 .bytes()
                 .await
                 .map_err(|e| transient(format!("reading the response failed: {}", e.without_url())))?;
+            self.stats.latency.record(sent.elapsed());
             let json: Option<Value> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
             let Verdict { action, message } = classify(&self.rules, status, &bytes, json.as_ref());
             let message = message.unwrap_or_else(|| format!("HTTP {status}"));
@@ -391,4 +482,29 @@ impl Session<'_> {
 /// The URL without its query (queries may carry keys).
 pub fn display_path(url: &str) -> String {
     url.split('?').next().unwrap_or(url).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles_fall_within_half_a_bucket() {
+        let mut latency = Latency::default();
+        assert_eq!(latency.quantile_ms(0.5), None);
+        // 1..=100 ms, one sample each: the median is 50 ms, p99 is 99 ms.
+        for ms in 1..=100u64 {
+            latency.record(Duration::from_millis(ms));
+        }
+        assert_eq!(latency.count(), 100);
+        let within = |got: f64, want: f64| (got / want - 1.0).abs() <= 0.13;
+        let p50 = latency.quantile_ms(0.5).unwrap();
+        let p99 = latency.quantile_ms(0.99).unwrap();
+        assert!(within(p50, 50.0), "p50 {p50}");
+        assert!(within(p99, 99.0), "p99 {p99}");
+        // Out-of-range samples land in the edge buckets instead of panicking.
+        latency.record(Duration::ZERO);
+        latency.record(Duration::from_secs(3600));
+        assert_eq!(latency.count(), 102);
+    }
 }

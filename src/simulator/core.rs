@@ -222,13 +222,29 @@ impl Sim {
             };
             indices.iter().filter_map(|i| s.meta(*i)).collect()
         };
-        metas.iter().map(|m| (self.spec.record)(self, stream, m)).collect()
+        metas.iter().map(|m| self.build(stream, m)).collect()
+    }
+
+    /// Generates a record, with the `blank_field` fault applied.
+    fn build(&self, stream: usize, meta: &Meta) -> Value {
+        let mut record = (self.spec.record)(self, stream, meta);
+        if let Some((path, every)) = &lock(&self.faults).blank_field
+            && meta.index.is_multiple_of(*every)
+        {
+            let mut parts: Vec<&str> = path.split('.').collect();
+            let last = parts.pop().unwrap_or_default();
+            let parent = parts.iter().try_fold(&mut record, |v, k| v.get_mut(*k));
+            if let Some(Value::Object(map)) = parent {
+                map.remove(last);
+            }
+        }
+        record
     }
 
     /// The full record at `index`.
     pub(crate) fn record(&self, stream: usize, index: u64) -> Option<Value> {
         let meta = self.meta(stream, index)?;
-        Some((self.spec.record)(self, stream, &meta))
+        Some(self.build(stream, &meta))
     }
 
     /// Applies a mutation to one stream.

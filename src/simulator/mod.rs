@@ -169,6 +169,9 @@ pub struct Faults {
     pub delay_every: Option<u64>,
     /// The `Retry-After` value (seconds) for providers that send one.
     pub retry_after_secs: u64,
+    /// Serve every N-th record (by position) without the field at this dotted path
+    /// (`properties.email`): bad source data, for data-quality tests.
+    pub blank_field: Option<(String, u64)>,
 }
 
 impl Default for Faults {
@@ -181,6 +184,7 @@ impl Default for Faults {
             delay: None,
             delay_every: None,
             retry_after_secs: 1,
+            blank_field: None,
         }
     }
 }
@@ -189,6 +193,12 @@ impl Faults {
     /// No faults.
     pub fn none() -> Self {
         Self::default()
+    }
+
+    /// Serve every `every`-th record without the field at `path` (dotted).
+    pub fn blank_field(mut self, path: &str, every: u64) -> Self {
+        self.blank_field = Some((path.to_owned(), every.max(1)));
+        self
     }
 
     /// Throttle every `k`-th data request.

@@ -19,6 +19,10 @@ pub enum StoreError {
     /// The write contradicts what is stored (e.g. a duplicate id). `what` is the whole message.
     #[error("{what}")]
     Conflict { what: String },
+    /// The input cannot be stored as given (e.g. a score out of range). `what` is the whole
+    /// message.
+    #[error("{what}")]
+    Invalid { what: String },
     /// A fenced write found that its worker no longer holds the job's lease.
     #[error("lease on job {job_id} is no longer held by this worker")]
     LeaseLost { job_id: i64 },

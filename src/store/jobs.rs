@@ -148,8 +148,10 @@ macro_rules! job_methods {
                     "UPDATE runs SET finished_at = $1, outcome = $2, cursor_after = $3, \
                      fetched = $4, inserted = $5, updated = $6, unchanged = $7, filtered = $8, \
                      dead_lettered = $9, pages = $10, http_calls = $11, retries = $12, \
-                     rate_limit_waits = $13, rate_limit_wait_ms = $14, error = $15 \
-                     WHERE id = $16 AND tenant_id = $17 AND outcome = 'running' RETURNING ",
+                     rate_limit_waits = $13, rate_limit_wait_ms = $14, error = $15, http_p50_ms = $16, \
+                     http_p95_ms = $17, http_p99_ms = $18, error_class = $19, error_status = $20, \
+                     error_endpoint = $21 \
+                     WHERE id = $22 AND tenant_id = $23 AND outcome = 'running' RETURNING ",
                     run_columns!()
                 ))
                 .bind(now())
@@ -167,6 +169,12 @@ macro_rules! job_methods {
                 .bind(stats.rate_limit_waits)
                 .bind(stats.rate_limit_wait_ms)
                 .bind(stats.error.as_deref())
+                .bind(stats.http_p50_ms)
+                .bind(stats.http_p95_ms)
+                .bind(stats.http_p99_ms)
+                .bind(stats.error_class.as_deref())
+                .bind(stats.error_status)
+                .bind(stats.error_endpoint.as_deref())
                 .bind(run_id)
                 .bind(tenant.as_str())
                 .fetch_optional(&self.pool)
@@ -244,6 +252,28 @@ macro_rules! job_methods {
                 };
                 let raws: Vec<RawRun> =
                     query.bind(limit.max(0)).fetch_all(&self.pool).await.map_err(db("listing runs"))?;
+                convert_all(raws)
+            }
+
+            pub(super) async fn connection_runs(
+                &self,
+                tenant: &TenantId,
+                connection_id: i64,
+                limit: i64,
+            ) -> Result<Vec<RunRow>, StoreError> {
+                let raws: Vec<RawRun> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    run_columns!(),
+                    " FROM runs WHERE tenant_id = $1 AND outcome <> 'running' AND job_id IN \
+                     (SELECT id FROM jobs WHERE connection_id = $2 AND tenant_id = $1) \
+                     ORDER BY started_at DESC, id DESC LIMIT $3"
+                ))
+                .bind(tenant.as_str())
+                .bind(connection_id)
+                .bind(limit.max(0))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("listing a connection's runs"))?;
                 convert_all(raws)
             }
 

@@ -28,6 +28,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use error::StoreError;
+pub use intelligence::{
+    ContributionFilter, ContributionRow, Fold, IntelligenceRow, NewContribution, ResponsibilityRow,
+};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
@@ -58,6 +61,7 @@ macro_rules! dispatch {
 }
 
 // After `dispatch!`, which they use.
+mod intelligence;
 mod tokens;
 mod users;
 
@@ -477,6 +481,16 @@ impl Store {
     /// A run: any tenant's with `None` (operator scope), only that tenant's with `Some`.
     pub async fn get_run(&self, run_id: Uuid, tenant: Option<&TenantId>) -> Result<Option<RunRow>, StoreError> {
         dispatch!(self.get_run(run_id, tenant))
+    }
+
+    /// Up to `limit` finished runs of one connection's jobs, newest first.
+    pub async fn connection_runs(
+        &self,
+        tenant: &TenantId,
+        connection_id: i64,
+        limit: i64,
+    ) -> Result<Vec<RunRow>, StoreError> {
+        dispatch!(self.connection_runs(tenant, connection_id, limit))
     }
 
     /// Up to `limit` runs, newest first: every tenant's with `None`, one tenant's with

@@ -56,7 +56,8 @@ macro_rules! run_columns {
         "id, tenant_id, job_id, provider, stream, \"trigger\", started_at, finished_at, \
          outcome, cursor_before, cursor_after, fetched, inserted, updated, unchanged, \
          filtered, dead_lettered, pages, http_calls, retries, rate_limit_waits, \
-         rate_limit_wait_ms, error"
+         rate_limit_wait_ms, error, http_p50_ms, http_p95_ms, http_p99_ms, error_class, \
+         error_status, error_endpoint"
     };
 }
 
@@ -369,6 +370,12 @@ pub(crate) struct RawRun {
     rate_limit_waits: i64,
     rate_limit_wait_ms: i64,
     error: Option<String>,
+    http_p50_ms: Option<f64>,
+    http_p95_ms: Option<f64>,
+    http_p99_ms: Option<f64>,
+    error_class: Option<String>,
+    error_status: Option<i64>,
+    error_endpoint: Option<String>,
 }
 
 impl TryFrom<RawRun> for RunRow {
@@ -398,8 +405,14 @@ impl TryFrom<RawRun> for RunRow {
                 retries: raw.retries,
                 rate_limit_waits: raw.rate_limit_waits,
                 rate_limit_wait_ms: raw.rate_limit_wait_ms,
+                http_p50_ms: raw.http_p50_ms,
+                http_p95_ms: raw.http_p95_ms,
+                http_p99_ms: raw.http_p99_ms,
                 cursor_after: raw.cursor_after,
                 error: raw.error,
+                error_class: raw.error_class,
+                error_status: raw.error_status,
+                error_endpoint: raw.error_endpoint,
             },
         })
     }

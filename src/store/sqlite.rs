@@ -75,6 +75,17 @@ impl SqliteStore {
     pub(super) const SELECT_JOB_FOR_WRITE: &'static str =
         "SELECT lease_owner FROM jobs WHERE id = $1 AND tenant_id = $2";
 
+    /// Reads an integration's aggregate; `BEGIN IMMEDIATE` already serializes writers.
+    pub(super) const LOCK_INTELLIGENCE: &'static str =
+        "SELECT state, version FROM company_intelligence WHERE tenant_id = $1 AND provider = $2";
+
+    /// The numeric top-level `quality` of every aggregate (NULL when absent or not a
+    /// number).
+    pub(super) const SELECT_INTELLIGENCE_QUALITIES: &'static str = "SELECT CASE \
+         WHEN json_type(state, '$.quality') IN ('integer', 'real') \
+         THEN CAST(json_extract(state, '$.quality') AS REAL) END \
+         FROM company_intelligence WHERE version > 0 ORDER BY tenant_id, provider";
+
     /// `$3` is a list built by [`Self::id_list`] of the providers that stay enabled.
     pub(super) const DISABLE_OTHER_JOBS: &'static str = "UPDATE jobs SET enabled = FALSE, \
          updated_at = $1 WHERE tenant_id = $2 AND enabled AND connection_id IN \

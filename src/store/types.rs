@@ -315,8 +315,17 @@ pub struct RunStats {
     pub retries: i64,
     pub rate_limit_waits: i64,
     pub rate_limit_wait_ms: i64,
+    /// Response time percentiles of the run's HTTP requests, in milliseconds.
+    pub http_p50_ms: Option<f64>,
+    pub http_p95_ms: Option<f64>,
+    pub http_p99_ms: Option<f64>,
     pub cursor_after: Option<String>,
     pub error: Option<String>,
+    /// What kind of error failed the run (`auth`, `client`, `transient`, `rate_limited`,
+    /// `config`, `data`, `store`, `cancelled`), and the HTTP status and endpoint involved.
+    pub error_class: Option<String>,
+    pub error_status: Option<i64>,
+    pub error_endpoint: Option<String>,
 }
 
 /// One run: the sync log.

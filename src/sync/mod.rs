@@ -18,7 +18,9 @@ use crate::http::auth::{
 };
 use crate::http::{HttpError, RateLimiters, RetryPolicy, Session};
 use crate::mapping::{CompiledMapping, MapResult};
-use crate::model::{ConnectionStatus, EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId, UserId};
+use crate::model::{
+    ConnectionStatus, EntityName, ErrorClass, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId, UserId,
+};
 use crate::secrets::{Credentials, MasterKey, Sealed};
 use crate::store::{
     AuditEntry, AuthRow, DeadLetterInput, Owner, PageWrite, RecordInput, RunRow, RunStats, Store, StoreError,
@@ -374,6 +376,9 @@ impl<'a> Syncer<'a> {
         };
         if let Some(e) = &error {
             stats.error = Some(e.message.clone());
+            stats.error_class = Some(e.class.as_str().to_owned());
+            stats.error_status = e.status.map(i64::from);
+            stats.error_endpoint = e.endpoint.clone();
             if e.needs_reauth {
                 self.store
                     .set_connection_status(
@@ -561,34 +566,52 @@ fn copy_http(stats: &mut RunStats, calls: &crate::http::CallStats) {
     stats.retries = calls.retries as i64;
     stats.rate_limit_waits = calls.rate_limit_waits as i64;
     stats.rate_limit_wait_ms = calls.rate_limit_wait_ms as i64;
+    stats.http_p50_ms = calls.latency.quantile_ms(0.50);
+    stats.http_p95_ms = calls.latency.quantile_ms(0.95);
+    stats.http_p99_ms = calls.latency.quantile_ms(0.99);
 }
 
 /// Why a run failed, and what that means for the connection and the job.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RunFailure {
     message: String,
     needs_reauth: bool,
     cancelled: bool,
+    class: ErrorClass,
+    status: Option<u16>,
+    endpoint: Option<String>,
 }
 
 impl RunFailure {
+    fn new(class: ErrorClass, message: String) -> Self {
+        Self { message, needs_reauth: false, cancelled: false, class, status: None, endpoint: None }
+    }
+
     fn plain(message: String) -> Self {
-        Self { message, ..Self::default() }
+        Self::new(ErrorClass::Config, message)
     }
 
     fn cancelled() -> Self {
         let message = "cancelled at a page boundary (the daemon is draining); the last page's cursor is committed";
-        Self { message: message.into(), cancelled: true, ..Self::default() }
+        Self { cancelled: true, ..Self::new(ErrorClass::Cancelled, message.into()) }
     }
 
     fn from_store(e: StoreError) -> Self {
-        Self { message: e.to_string(), ..Self::default() }
+        Self::new(ErrorClass::Store, e.to_string())
     }
 }
 
 impl From<EngineError> for RunFailure {
     fn from(e: EngineError) -> Self {
-        let needs_reauth = matches!(&e, EngineError::Http(h) if h.needs_reauth());
-        Self { message: e.to_string(), needs_reauth, ..Self::default() }
+        match &e {
+            EngineError::Http(h) => Self {
+                needs_reauth: h.needs_reauth(),
+                status: h.status(),
+                endpoint: h.endpoint().map(str::to_owned),
+                ..Self::new(h.class(), e.to_string())
+            },
+            EngineError::UnknownStream(_) => Self::new(ErrorClass::Config, e.to_string()),
+            _ => Self::new(ErrorClass::Data, e.to_string()),
+        }
     }
 }

@@ -70,6 +70,32 @@ pub struct StatusLabels {
     pub status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub provider: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BandLabels {
+    pub band: String,
+}
+
+/// The quality bands of company integrations: `excellent` (≥ 90), `good` (≥ 75),
+/// `fair` (≥ 50), `poor`, and `unknown` before any data-source contribution.
+pub const QUALITY_BANDS: [&str; 5] = ["excellent", "good", "fair", "poor", "unknown"];
+
+/// The band of an integration's quality score (0–100).
+pub fn quality_band(quality: Option<f64>) -> &'static str {
+    match quality {
+        Some(q) if q >= 90.0 => "excellent",
+        Some(q) if q >= 75.0 => "good",
+        Some(q) if q >= 50.0 => "fair",
+        Some(_) => "poor",
+        None => "unknown",
+    }
+}
+
 type HistogramFamily = Family<StreamLabels, Histogram, fn() -> Histogram>;
 
 fn run_duration_histogram() -> Histogram {
@@ -95,6 +121,8 @@ pub struct Metrics {
     pub connections: Family<StatusLabels, Gauge>,
     pub config_reloads: Family<StateLabels, Counter>,
     pub stalled_runs: Family<ProviderLabels, Counter>,
+    pub contributions: Family<KindLabels, Counter>,
+    pub integrations: Family<BandLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -122,6 +150,8 @@ impl Metrics {
             connections: Family::default(),
             config_reloads: Family::default(),
             stalled_runs: Family::default(),
+            contributions: Family::default(),
+            integrations: Family::default(),
             registry: Registry::default(),
         };
         registry.register("runs_started", "Runs started", m.runs_started.clone());
@@ -159,7 +189,21 @@ impl Metrics {
             "Runs reported stalled (no progress for the configured time)",
             m.stalled_runs.clone(),
         );
+        registry.register("contributions", "Contributions recorded, by kind", m.contributions.clone());
+        registry.register(
+            "integrations",
+            "Company integrations by quality band (excellent, good, fair, poor, unknown)",
+            m.integrations.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Sets the integrations-by-band gauges from every integration's quality.
+    pub fn set_quality_bands(&self, qualities: &[Option<f64>]) {
+        for band in QUALITY_BANDS {
+            let n = qualities.iter().filter(|q| quality_band(**q) == band).count();
+            self.integrations.get_or_create(&BandLabels { band: band.to_owned() }).set(n as i64);
+        }
     }
 
     /// The Prometheus text exposition.
@@ -181,6 +225,36 @@ pub type SharedMetrics = Arc<Metrics>;
 
 fn stream(provider: &str, stream: &str) -> StreamLabels {
     StreamLabels { provider: provider.to_owned(), stream: stream.to_owned() }
+}
+
+/// A run's contribution to a company integration was recorded.
+pub struct ContributionRecorded<'a> {
+    pub tenant: &'a str,
+    pub provider: &'a str,
+    pub user: &'a str,
+    pub kind: &'a str,
+    pub id: i64,
+    pub confidence: f64,
+    /// The integration's quality after the contribution was folded in.
+    pub quality: Option<f64>,
+}
+
+impl ContributionRecorded<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        tracing::info!(
+            tenant = self.tenant,
+            provider = self.provider,
+            user = self.user,
+            kind = self.kind,
+            contribution = self.id,
+            confidence = self.confidence,
+            integration_quality = ?self.quality,
+            "contribution recorded"
+        );
+        m.contributions
+            .get_or_create(&KindLabels { provider: self.provider.to_owned(), kind: self.kind.to_owned() })
+            .inc();
+    }
 }
 
 /// A run began.

@@ -5,6 +5,7 @@ mod config_model;
 mod connectors;
 mod daemon;
 mod faults;
+mod responsibilities_cli;
 mod scheduling;
 mod sim;
 mod store_contract;

@@ -3,6 +3,7 @@
 //! Tests live in the child modules as `async fn name(store: &Store)` (or with the
 //! database URL as well); `contract!` generates `sqlite::name` and `postgres::name`.
 
+mod intelligence;
 mod isolation;
 mod records;
 mod runs;
@@ -90,11 +91,21 @@ contract! {
         users::role_grants_are_replaced_wholesale_per_tenant,
         users::each_owner_has_its_own_token_lease_and_status,
         users::claimed_jobs_name_their_connection_owner,
+        intelligence::responsibilities_default_from_the_responsibility_and_are_replaced,
+        intelligence::responsibilities_and_contributions_need_a_membership,
+        intelligence::contributions_supersede_their_predecessor_and_fold_once,
+        intelligence::contributions_are_listed_newest_first_by_filter,
+        intelligence::reviews_decide_active_contributions_only,
+        intelligence::intelligence_is_replaced_on_demand_and_qualities_are_read,
+        intelligence::intelligence_is_isolated_between_tenants,
+        intelligence::out_of_range_numbers_are_rejected,
     ],
     url: [
         tenants::migrations_rerun_idempotently,
         records::fenced_writes_need_the_lease,
         isolation::corrupt_rows_are_errors_not_panics,
+        intelligence::concurrent_contributions_lose_no_update,
+        intelligence::corrupt_contribution_rows_are_errors_not_panics,
     ],
 }
 

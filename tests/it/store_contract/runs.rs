@@ -29,8 +29,14 @@ pub(super) async fn runs_round_trip_newest_first(store: &Store) {
         retries: 8,
         rate_limit_waits: 9,
         rate_limit_wait_ms: 1_234,
+        http_p50_ms: Some(12.5),
+        http_p95_ms: Some(40.25),
+        http_p99_ms: Some(80.0),
         cursor_after: Some("after=99".into()),
         error: Some("HTTP 503 after 3 retries".into()),
+        error_class: Some("transient".into()),
+        error_status: Some(503),
+        error_endpoint: Some("/crm/v3/objects/contacts".into()),
     };
     let finished = store.finish_run(&acme.id, first.id, RunOutcome::Failed, &stats).await.unwrap();
     assert_eq!(finished.outcome, RunOutcome::Failed);

@@ -1,0 +1,1043 @@
+//! Responsibilities, contributions and company intelligence: SQL shared by both
+//! backends.
+//!
+//! A user's responsibility on a company integration (tenant + provider) decides what the
+//! runs of the user's connection contribute. Every contribution change is folded into the
+//! integration's aggregate (`company_intelligence.state`) in the same transaction, under
+//! a lock on the aggregate's row: PostgreSQL `SELECT … FOR UPDATE` (the row is created
+//! first if absent), SQLite the write lock of `BEGIN IMMEDIATE`. Concurrent writers to one
+//! integration, in any replica, therefore fold one after another and no update is lost.
+//! How a contribution changes the aggregate is the caller's [`Fold`].
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::Store;
+use super::error::{StoreError, corrupt, db};
+use super::postgres::PgStore;
+use super::rows::{convert_all, now, status, stored};
+use super::sqlite::SqliteStore;
+use super::types::AuditEntry;
+use crate::model::{
+    ContributionKind, ContributionStatus, IdError, ProviderId, Responsibility, RoleName, TenantId, UserId,
+};
+
+/// A user's responsibility on a company integration (tenant + provider).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResponsibilityRow {
+    pub tenant: TenantId,
+    pub provider: ProviderId,
+    pub user: UserId,
+    pub responsibility: Responsibility,
+    /// Runs of the user's connection contribute without being asked.
+    pub auto_contribute: bool,
+    /// Effective scope: the explicit one, or the responsibility's default.
+    pub scope: Vec<ContributionKind>,
+    /// `scope` was set explicitly (otherwise it follows the responsibility's default).
+    pub explicit_scope: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A contribution to record ([`Store::record_contribution`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewContribution {
+    pub user: UserId,
+    /// The connection whose run it comes from (one of the tenant's, to the same provider).
+    pub connection_id: Option<i64>,
+    /// The run it was derived from (one of the tenant's, of the same provider).
+    pub run_id: Option<Uuid>,
+    pub kind: ContributionKind,
+    /// 0 to 1.
+    pub confidence: f64,
+    pub data: Value,
+    /// When the data it describes was observed.
+    pub data_freshness: DateTime<Utc>,
+    /// Scores, 0 to 100.
+    pub quality: f64,
+    pub impact: f64,
+    pub reliability: f64,
+    pub consistency: f64,
+}
+
+/// A stored contribution.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContributionRow {
+    pub id: i64,
+    pub tenant: TenantId,
+    pub provider: ProviderId,
+    pub user: UserId,
+    pub connection_id: Option<i64>,
+    pub run_id: Option<Uuid>,
+    pub kind: ContributionKind,
+    pub status: ContributionStatus,
+    pub confidence: f64,
+    pub data: Value,
+    pub data_freshness: DateTime<Utc>,
+    pub quality: f64,
+    pub impact: f64,
+    pub reliability: f64,
+    pub consistency: f64,
+    /// The newer contribution of the same user, connection and kind that replaced it.
+    pub superseded_by: Option<i64>,
+    pub reviewed_by: Option<UserId>,
+    pub reviewed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A company integration's aggregate state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IntelligenceRow {
+    pub tenant: TenantId,
+    pub provider: ProviderId,
+    pub state: Value,
+    /// Grows by one with every change folded into `state` (and every replacement).
+    pub version: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Which contributions [`Store::contributions`] lists; `None` matches anything.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContributionFilter {
+    pub provider: Option<ProviderId>,
+    pub user: Option<UserId>,
+    pub kind: Option<ContributionKind>,
+    pub status: Option<ContributionStatus>,
+    /// At most this many (newest first).
+    pub limit: i64,
+}
+
+impl Default for ContributionFilter {
+    /// Every contribution, up to 100.
+    fn default() -> Self {
+        Self { provider: None, user: None, kind: None, status: None, limit: 100 }
+    }
+}
+
+/// Folds one changed contribution into an integration's aggregate state (None: no state yet).
+pub type Fold<'a> = &'a (dyn Fn(Option<&Value>, &ContributionRow) -> Value + Send + Sync);
+
+/// Columns of [`RawResponsibility`].
+macro_rules! responsibility_columns {
+    () => {
+        "tenant_id, provider, user_id, responsibility, auto_contribute, scope, created_at, updated_at"
+    };
+}
+
+/// Columns of [`RawContribution`].
+macro_rules! contribution_columns {
+    () => {
+        "id, tenant_id, provider, user_id, connection_id, run_id, kind, status, confidence, \
+         data, data_freshness, quality, impact, reliability, consistency, superseded_by, \
+         reviewed_by, reviewed_at, created_at, updated_at"
+    };
+}
+
+/// Columns of [`RawIntelligence`].
+macro_rules! intelligence_columns {
+    () => {
+        "tenant_id, provider, state, version, updated_at"
+    };
+}
+
+fn parse_id<T>(table: &str, value: &str, parse: fn(&str) -> Result<T, IdError>) -> Result<T, StoreError> {
+    parse(value).map_err(|e| corrupt(format_args!("{table}: {e}")))
+}
+
+/// A `responsibilities` row as stored.
+#[derive(sqlx::FromRow)]
+struct RawResponsibility {
+    tenant_id: String,
+    provider: String,
+    user_id: String,
+    responsibility: String,
+    auto_contribute: bool,
+    scope: Option<Json<Vec<String>>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<RawResponsibility> for ResponsibilityRow {
+    type Error = StoreError;
+
+    fn try_from(raw: RawResponsibility) -> Result<Self, StoreError> {
+        const TABLE: &str = "responsibilities";
+        let responsibility = status(TABLE, "responsibility", &raw.responsibility, Responsibility::parse)?;
+        let explicit_scope = raw.scope.is_some();
+        let scope = match raw.scope {
+            Some(Json(words)) => words
+                .iter()
+                .map(|w| status(TABLE, "contribution kind", w, ContributionKind::parse))
+                .collect::<Result<_, _>>()?,
+            None => responsibility.default_scope().to_vec(),
+        };
+        Ok(Self {
+            tenant: parse_id(TABLE, &raw.tenant_id, TenantId::parse)?,
+            provider: parse_id(TABLE, &raw.provider, ProviderId::parse)?,
+            user: parse_id(TABLE, &raw.user_id, UserId::parse)?,
+            responsibility,
+            auto_contribute: raw.auto_contribute,
+            scope,
+            explicit_scope,
+            created_at: raw.created_at,
+            updated_at: raw.updated_at,
+        })
+    }
+}
+
+/// A `contributions` row as stored.
+#[derive(sqlx::FromRow)]
+struct RawContribution {
+    id: i64,
+    tenant_id: String,
+    provider: String,
+    user_id: String,
+    connection_id: Option<i64>,
+    run_id: Option<Uuid>,
+    kind: String,
+    status: String,
+    confidence: f64,
+    data: Json<Value>,
+    data_freshness: DateTime<Utc>,
+    quality: f64,
+    impact: f64,
+    reliability: f64,
+    consistency: f64,
+    superseded_by: Option<i64>,
+    reviewed_by: Option<String>,
+    reviewed_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<RawContribution> for ContributionRow {
+    type Error = StoreError;
+
+    fn try_from(raw: RawContribution) -> Result<Self, StoreError> {
+        const TABLE: &str = "contributions";
+        Ok(Self {
+            id: raw.id,
+            tenant: parse_id(TABLE, &raw.tenant_id, TenantId::parse)?,
+            provider: parse_id(TABLE, &raw.provider, ProviderId::parse)?,
+            user: parse_id(TABLE, &raw.user_id, UserId::parse)?,
+            connection_id: raw.connection_id,
+            run_id: raw.run_id,
+            kind: status(TABLE, "contribution kind", &raw.kind, ContributionKind::parse)?,
+            status: status(TABLE, "contribution status", &raw.status, ContributionStatus::parse)?,
+            confidence: raw.confidence,
+            data: raw.data.0,
+            data_freshness: raw.data_freshness,
+            quality: raw.quality,
+            impact: raw.impact,
+            reliability: raw.reliability,
+            consistency: raw.consistency,
+            superseded_by: raw.superseded_by,
+            reviewed_by: raw.reviewed_by.map(|u| parse_id(TABLE, &u, UserId::parse)).transpose()?,
+            reviewed_at: raw.reviewed_at,
+            created_at: raw.created_at,
+            updated_at: raw.updated_at,
+        })
+    }
+}
+
+/// A `company_intelligence` row as stored.
+#[derive(sqlx::FromRow)]
+struct RawIntelligence {
+    tenant_id: String,
+    provider: String,
+    state: Json<Value>,
+    version: i64,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<RawIntelligence> for IntelligenceRow {
+    type Error = StoreError;
+
+    fn try_from(raw: RawIntelligence) -> Result<Self, StoreError> {
+        const TABLE: &str = "company_intelligence";
+        Ok(Self {
+            tenant: parse_id(TABLE, &raw.tenant_id, TenantId::parse)?,
+            provider: parse_id(TABLE, &raw.provider, ProviderId::parse)?,
+            state: raw.state.0,
+            version: raw.version,
+            updated_at: raw.updated_at,
+        })
+    }
+}
+
+/// The error for a user without a membership at the tenant.
+fn not_a_member(tenant: &TenantId, user: &UserId) -> StoreError {
+    StoreError::NotFound { what: format!("user `{user}` is not a member of tenant `{tenant}`") }
+}
+
+/// The error for a contribution that does not exist at the tenant.
+fn no_contribution(tenant: &TenantId, id: i64) -> StoreError {
+    StoreError::NotFound { what: format!("no contribution {id} at tenant `{tenant}`") }
+}
+
+/// Whether `err` is a foreign-key violation.
+fn is_foreign_key_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(e) if e.is_foreign_key_violation())
+}
+
+/// Checks a new contribution's numbers: confidence 0 to 1, scores 0 to 100, all finite.
+fn validate(new: &NewContribution) -> Result<(), StoreError> {
+    let mut bad = Vec::new();
+    if !(0.0..=1.0).contains(&new.confidence) {
+        bad.push(format!("confidence {} is not between 0 and 1", new.confidence));
+    }
+    for (name, value) in [
+        ("quality", new.quality),
+        ("impact", new.impact),
+        ("reliability", new.reliability),
+        ("consistency", new.consistency),
+    ] {
+        if !(0.0..=100.0).contains(&value) {
+            bad.push(format!("{name} {value} is not between 0 and 100"));
+        }
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid {
+            what: format!("{} contribution of user `{}`: {}", new.kind, new.user, bad.join("; ")),
+        })
+    }
+}
+
+/// `scope` without duplicates, in declaration order.
+fn normalized_scope(scope: &[ContributionKind]) -> Vec<&'static str> {
+    let mut kinds = scope.to_vec();
+    kinds.sort();
+    kinds.dedup();
+    kinds.into_iter().map(ContributionKind::as_str).collect()
+}
+
+macro_rules! intelligence_methods {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            #[allow(clippy::too_many_arguments)]
+            pub(super) async fn assign_responsibility(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                user: &UserId,
+                responsibility: Responsibility,
+                auto_contribute: Option<bool>,
+                scope: Option<&[ContributionKind]>,
+                actor: &str,
+            ) -> Result<ResponsibilityRow, StoreError> {
+                let now = now();
+                let auto_contribute = auto_contribute.unwrap_or(responsibility.default_auto_contribute());
+                let scope = scope.map(normalized_scope);
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                Self::require_member(&mut tx, tenant, user).await?;
+                let raw: RawResponsibility = sqlx::query_as(concat!(
+                    "INSERT INTO responsibilities (tenant_id, provider, user_id, responsibility, \
+                     auto_contribute, scope, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+                     ON CONFLICT (tenant_id, provider, user_id) DO UPDATE SET \
+                     responsibility = excluded.responsibility, auto_contribute = excluded.auto_contribute, \
+                     scope = excluded.scope, updated_at = excluded.updated_at RETURNING ",
+                    responsibility_columns!()
+                ))
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .bind(user.as_str())
+                .bind(responsibility.as_str())
+                .bind(auto_contribute)
+                .bind(scope.as_ref().map(Json))
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| {
+                    // The membership went away since it was checked.
+                    if is_foreign_key_violation(&e) { not_a_member(tenant, user) } else { db("assigning a responsibility")(e) }
+                })?;
+                let row = ResponsibilityRow::try_from(raw)?;
+                let audit = AuditEntry {
+                    at: now,
+                    actor: actor.to_owned(),
+                    action: "responsibility.assign".into(),
+                    tenant_id: Some(tenant.clone()),
+                    subject: Some(format!("{provider}/{user}")),
+                    details: json!({
+                        "provider": provider,
+                        "user": user,
+                        "responsibility": responsibility,
+                        "auto_contribute": auto_contribute,
+                        "scope": scope,
+                    }),
+                };
+                Self::insert_audit(&mut tx, &audit).await?;
+                tx.commit().await.map_err(db("committing a responsibility"))?;
+                Ok(row)
+            }
+
+            pub(super) async fn remove_responsibility(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                user: &UserId,
+                actor: &str,
+            ) -> Result<bool, StoreError> {
+                let now = now();
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                let removed: Option<String> = sqlx::query_scalar(
+                    "DELETE FROM responsibilities WHERE tenant_id = $1 AND provider = $2 AND user_id = $3 \
+                     RETURNING responsibility",
+                )
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .bind(user.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("removing a responsibility"))?;
+                let Some(was) = removed else {
+                    return Ok(false);
+                };
+                let audit = AuditEntry {
+                    at: now,
+                    actor: actor.to_owned(),
+                    action: "responsibility.remove".into(),
+                    tenant_id: Some(tenant.clone()),
+                    subject: Some(format!("{provider}/{user}")),
+                    details: json!({ "provider": provider, "user": user, "responsibility": was }),
+                };
+                Self::insert_audit(&mut tx, &audit).await?;
+                tx.commit().await.map_err(db("committing a responsibility removal"))?;
+                Ok(true)
+            }
+
+            pub(super) async fn responsibilities(
+                &self,
+                tenant: &TenantId,
+                provider: Option<&ProviderId>,
+            ) -> Result<Vec<ResponsibilityRow>, StoreError> {
+                let raws: Vec<RawResponsibility> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    responsibility_columns!(),
+                    " FROM responsibilities WHERE tenant_id = $1 AND ($2 IS NULL OR provider = $2) \
+                     ORDER BY provider, user_id"
+                ))
+                .bind(tenant.as_str())
+                .bind(provider.map(ProviderId::as_str))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("listing responsibilities"))?;
+                convert_all(raws)
+            }
+
+            pub(super) async fn responsibility(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                user: &UserId,
+            ) -> Result<Option<ResponsibilityRow>, StoreError> {
+                let raw: Option<RawResponsibility> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    responsibility_columns!(),
+                    " FROM responsibilities WHERE tenant_id = $1 AND provider = $2 AND user_id = $3"
+                ))
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .bind(user.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading a responsibility"))?;
+                raw.map(ResponsibilityRow::try_from).transpose()
+            }
+
+            pub(super) async fn record_contribution(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                new: &NewContribution,
+                fold: Fold<'_>,
+            ) -> Result<(ContributionRow, IntelligenceRow), StoreError> {
+                validate(new)?;
+                let now = now();
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                Self::require_member(&mut tx, tenant, &new.user).await?;
+                if let Some(connection_id) = new.connection_id {
+                    let found: Option<i64> = sqlx::query_scalar(
+                        "SELECT id FROM connections WHERE id = $1 AND tenant_id = $2 AND provider = $3",
+                    )
+                    .bind(connection_id)
+                    .bind(tenant.as_str())
+                    .bind(provider.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db("reading a contribution's connection"))?;
+                    if found.is_none() {
+                        return Err(StoreError::NotFound {
+                            what: format!("no connection {connection_id} to `{provider}` at tenant `{tenant}`"),
+                        });
+                    }
+                }
+                if let Some(run_id) = new.run_id {
+                    let found: Option<String> = sqlx::query_scalar(
+                        "SELECT provider FROM runs WHERE id = $1 AND tenant_id = $2 AND provider = $3",
+                    )
+                    .bind(run_id)
+                    .bind(tenant.as_str())
+                    .bind(provider.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db("reading a contribution's run"))?;
+                    if found.is_none() {
+                        return Err(StoreError::NotFound {
+                            what: format!("no run {run_id} of `{provider}` at tenant `{tenant}`"),
+                        });
+                    }
+                }
+                let previous = Self::lock_intelligence(&mut tx, tenant, provider, now).await?;
+                let raw: RawContribution = sqlx::query_as(concat!(
+                    "INSERT INTO contributions (tenant_id, provider, user_id, connection_id, run_id, kind, \
+                     status, confidence, data, data_freshness, quality, impact, reliability, consistency, \
+                     created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10, $11, $12, $13, $14, $14) \
+                     RETURNING ",
+                    contribution_columns!()
+                ))
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .bind(new.user.as_str())
+                .bind(new.connection_id)
+                .bind(new.run_id)
+                .bind(new.kind.as_str())
+                .bind(new.confidence)
+                .bind(Json(&new.data))
+                .bind(stored(new.data_freshness))
+                .bind(new.quality)
+                .bind(new.impact)
+                .bind(new.reliability)
+                .bind(new.consistency)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("inserting a contribution"))?;
+                let row = ContributionRow::try_from(raw)?;
+                sqlx::query(
+                    "UPDATE contributions SET status = 'superseded', superseded_by = $1, updated_at = $2 \
+                     WHERE tenant_id = $3 AND provider = $4 AND user_id = $5 AND kind = $6 \
+                     AND (connection_id = $7 OR (connection_id IS NULL AND $7 IS NULL)) \
+                     AND status IN ('active', 'approved') AND id <> $1",
+                )
+                .bind(row.id)
+                .bind(now)
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .bind(new.user.as_str())
+                .bind(new.kind.as_str())
+                .bind(new.connection_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("superseding a contribution"))?;
+                let state = fold(previous.as_ref(), &row);
+                let intelligence = Self::store_intelligence(&mut tx, tenant, provider, &state, now).await?;
+                tx.commit().await.map_err(db("committing a contribution"))?;
+                Ok((row, intelligence))
+            }
+
+            pub(super) async fn review_contribution(
+                &self,
+                tenant: &TenantId,
+                id: i64,
+                approve: bool,
+                reviewer: &UserId,
+                fold: Fold<'_>,
+            ) -> Result<(ContributionRow, IntelligenceRow), StoreError> {
+                let now = now();
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                let provider: Option<String> =
+                    sqlx::query_scalar("SELECT provider FROM contributions WHERE id = $1 AND tenant_id = $2")
+                        .bind(id)
+                        .bind(tenant.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db("reading a contribution"))?;
+                let provider = provider.ok_or_else(|| no_contribution(tenant, id))?;
+                let provider = parse_id("contributions", &provider, ProviderId::parse)?;
+                let held: Option<String> = sqlx::query_scalar(
+                    "SELECT responsibility FROM responsibilities \
+                     WHERE tenant_id = $1 AND provider = $2 AND user_id = $3",
+                )
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .bind(reviewer.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("reading the reviewer's responsibility"))?;
+                let held = held
+                    .map(|r| status("responsibilities", "responsibility", &r, Responsibility::parse))
+                    .transpose()?;
+                if !held.is_some_and(Responsibility::may_review) {
+                    let has = held.map_or_else(|| "none".to_owned(), |r| r.to_string());
+                    return Err(StoreError::Conflict {
+                        what: format!(
+                            "user `{reviewer}` may not review contributions to `{provider}` at tenant \
+                             `{tenant}`: that takes responsibility owner or reviewer (has: {has})"
+                        ),
+                    });
+                }
+                let previous = Self::lock_intelligence(&mut tx, tenant, &provider, now).await?;
+                let decided = if approve { ContributionStatus::Approved } else { ContributionStatus::Rejected };
+                let raw: Option<RawContribution> = sqlx::query_as(concat!(
+                    "UPDATE contributions SET status = $1, reviewed_by = $2, reviewed_at = $3, updated_at = $3 \
+                     WHERE id = $4 AND tenant_id = $5 AND status = 'active' RETURNING ",
+                    contribution_columns!()
+                ))
+                .bind(decided.as_str())
+                .bind(reviewer.as_str())
+                .bind(now)
+                .bind(id)
+                .bind(tenant.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("reviewing a contribution"))?;
+                let Some(raw) = raw else {
+                    let current: Option<String> =
+                        sqlx::query_scalar("SELECT status FROM contributions WHERE id = $1 AND tenant_id = $2")
+                            .bind(id)
+                            .bind(tenant.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(db("reading a contribution"))?;
+                    let current = current.ok_or_else(|| no_contribution(tenant, id))?;
+                    return Err(StoreError::Conflict {
+                        what: format!(
+                            "contribution {id} at tenant `{tenant}` is {current}; only an active \
+                             contribution may be approved or rejected"
+                        ),
+                    });
+                };
+                let row = ContributionRow::try_from(raw)?;
+                let state = fold(previous.as_ref(), &row);
+                let intelligence = Self::store_intelligence(&mut tx, tenant, &provider, &state, now).await?;
+                tx.commit().await.map_err(db("committing a review"))?;
+                Ok((row, intelligence))
+            }
+
+            pub(super) async fn contributions(
+                &self,
+                tenant: &TenantId,
+                filter: &ContributionFilter,
+            ) -> Result<Vec<ContributionRow>, StoreError> {
+                let raws: Vec<RawContribution> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    contribution_columns!(),
+                    " FROM contributions WHERE tenant_id = $1 AND ($2 IS NULL OR provider = $2) \
+                     AND ($3 IS NULL OR user_id = $3) AND ($4 IS NULL OR kind = $4) \
+                     AND ($5 IS NULL OR status = $5) ORDER BY id DESC LIMIT $6"
+                ))
+                .bind(tenant.as_str())
+                .bind(filter.provider.as_ref().map(ProviderId::as_str))
+                .bind(filter.user.as_ref().map(UserId::as_str))
+                .bind(filter.kind.map(ContributionKind::as_str))
+                .bind(filter.status.map(ContributionStatus::as_str))
+                .bind(filter.limit.max(0))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("listing contributions"))?;
+                convert_all(raws)
+            }
+
+            pub(super) async fn contribution(
+                &self,
+                tenant: &TenantId,
+                id: i64,
+            ) -> Result<Option<ContributionRow>, StoreError> {
+                let raw: Option<RawContribution> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    contribution_columns!(),
+                    " FROM contributions WHERE id = $1 AND tenant_id = $2"
+                ))
+                .bind(id)
+                .bind(tenant.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading a contribution"))?;
+                raw.map(ContributionRow::try_from).transpose()
+            }
+
+            pub(super) async fn current_contributions(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+            ) -> Result<Vec<ContributionRow>, StoreError> {
+                let raws: Vec<RawContribution> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    contribution_columns!(),
+                    " FROM contributions WHERE tenant_id = $1 AND provider = $2 \
+                     AND status IN ('active', 'approved') ORDER BY id"
+                ))
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("listing current contributions"))?;
+                convert_all(raws)
+            }
+
+            pub(super) async fn intelligence(
+                &self,
+                tenant: &TenantId,
+                provider: Option<&ProviderId>,
+            ) -> Result<Vec<IntelligenceRow>, StoreError> {
+                let raws: Vec<RawIntelligence> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    intelligence_columns!(),
+                    " FROM company_intelligence WHERE tenant_id = $1 AND ($2 IS NULL OR provider = $2) \
+                     AND version > 0 ORDER BY provider"
+                ))
+                .bind(tenant.as_str())
+                .bind(provider.map(ProviderId::as_str))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("reading company intelligence"))?;
+                convert_all(raws)
+            }
+
+            pub(super) async fn replace_intelligence(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                state: &Value,
+            ) -> Result<IntelligenceRow, StoreError> {
+                let raw: RawIntelligence = sqlx::query_as(concat!(
+                    "INSERT INTO company_intelligence (tenant_id, provider, state, version, updated_at) \
+                     VALUES ($1, $2, $3, 1, $4) ON CONFLICT (tenant_id, provider) DO UPDATE SET \
+                     state = excluded.state, version = company_intelligence.version + 1, \
+                     updated_at = excluded.updated_at RETURNING ",
+                    intelligence_columns!()
+                ))
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .bind(Json(state))
+                .bind(now())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| {
+                    if is_foreign_key_violation(&e) {
+                        StoreError::NotFound { what: format!("tenant `{tenant}` does not exist") }
+                    } else {
+                        db("replacing company intelligence")(e)
+                    }
+                })?;
+                IntelligenceRow::try_from(raw)
+            }
+
+            pub(super) async fn contribution_counts(
+                &self,
+            ) -> Result<Vec<(ContributionKind, ContributionStatus, i64)>, StoreError> {
+                let raws: Vec<(String, String, i64)> = sqlx::query_as(
+                    "SELECT kind, status, COUNT(*) FROM contributions GROUP BY kind, status ORDER BY kind, status",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("counting contributions"))?;
+                raws.into_iter()
+                    .map(|(kind, state, count)| {
+                        Ok((
+                            status("contributions", "contribution kind", &kind, ContributionKind::parse)?,
+                            status("contributions", "contribution status", &state, ContributionStatus::parse)?,
+                            count,
+                        ))
+                    })
+                    .collect()
+            }
+
+            pub(super) async fn intelligence_qualities(&self) -> Result<Vec<Option<f64>>, StoreError> {
+                sqlx::query_scalar(Self::SELECT_INTELLIGENCE_QUALITIES)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db("reading company intelligence qualities"))
+            }
+
+            pub(super) async fn seed_membership(
+                &self,
+                tenant: &TenantId,
+                user: &UserId,
+                role: &RoleName,
+            ) -> Result<(), StoreError> {
+                let now = now();
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                sqlx::query(
+                    "INSERT INTO users (id, name, email, created_at, updated_at) VALUES ($1, $1, NULL, $2, $2) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(user.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("inserting a user"))?;
+                sqlx::query(
+                    "INSERT INTO memberships (tenant_id, user_id, role, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $4) ON CONFLICT (tenant_id, user_id) \
+                     DO UPDATE SET role = excluded.role, updated_at = excluded.updated_at",
+                )
+                .bind(tenant.as_str())
+                .bind(user.as_str())
+                .bind(role.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    if is_foreign_key_violation(&e) {
+                        StoreError::NotFound { what: format!("tenant `{tenant}` does not exist") }
+                    } else {
+                        db("inserting a membership")(e)
+                    }
+                })?;
+                tx.commit().await.map_err(db("committing a membership"))?;
+                Ok(())
+            }
+
+            /// [`not_a_member`] unless `user` has a membership at `tenant`.
+            async fn require_member(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                tenant: &TenantId,
+                user: &UserId,
+            ) -> Result<(), StoreError> {
+                let found: Option<String> =
+                    sqlx::query_scalar("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
+                        .bind(tenant.as_str())
+                        .bind(user.as_str())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(db("reading a membership"))?;
+                found.map(|_| ()).ok_or_else(|| not_a_member(tenant, user))
+            }
+
+            /// Locks the integration's aggregate row until commit, creating it (version 0,
+            /// no state) if absent. Returns the state; `None` if there is none yet.
+            async fn lock_intelligence(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                now: DateTime<Utc>,
+            ) -> Result<Option<Value>, StoreError> {
+                sqlx::query(
+                    "INSERT INTO company_intelligence (tenant_id, provider, state, version, updated_at) \
+                     VALUES ($1, $2, $3, 0, $4) ON CONFLICT (tenant_id, provider) DO NOTHING",
+                )
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .bind(Json(Value::Null))
+                .bind(now)
+                .execute(&mut *conn)
+                .await
+                .map_err(db("creating company intelligence"))?;
+                let (state, version): (Json<Value>, i64) = sqlx::query_as(Self::LOCK_INTELLIGENCE)
+                    .bind(tenant.as_str())
+                    .bind(provider.as_str())
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db("locking company intelligence"))?;
+                Ok((version > 0).then_some(state.0))
+            }
+
+            /// Writes the folded state of a locked aggregate row and increments its version.
+            async fn store_intelligence(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                state: &Value,
+                now: DateTime<Utc>,
+            ) -> Result<IntelligenceRow, StoreError> {
+                let raw: RawIntelligence = sqlx::query_as(concat!(
+                    "UPDATE company_intelligence SET state = $1, version = version + 1, updated_at = $2 \
+                     WHERE tenant_id = $3 AND provider = $4 RETURNING ",
+                    intelligence_columns!()
+                ))
+                .bind(Json(state))
+                .bind(now)
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db("storing company intelligence"))?;
+                IntelligenceRow::try_from(raw)
+            }
+        }
+    };
+}
+
+intelligence_methods!(SqliteStore, sqlx::Sqlite);
+intelligence_methods!(PgStore, sqlx::Postgres);
+
+impl Store {
+    // --- responsibilities ----------------------------------------------------------------
+
+    /// Makes `responsibility` the user's on the tenant's integration with `provider`
+    /// (replacing any earlier one) and writes an audit entry by `actor`, in one
+    /// transaction. `auto_contribute` and `scope` default to the responsibility's
+    /// ([`Responsibility::default_auto_contribute`], [`Responsibility::default_scope`]);
+    /// an explicit scope is stored without duplicates, in declaration order.
+    ///
+    /// [`StoreError::NotFound`] ("user `x` is not a member of tenant `y`") without a
+    /// membership.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn assign_responsibility(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        user: &UserId,
+        responsibility: Responsibility,
+        auto_contribute: Option<bool>,
+        scope: Option<&[ContributionKind]>,
+        actor: &str,
+    ) -> Result<ResponsibilityRow, StoreError> {
+        dispatch!(self.assign_responsibility(tenant, provider, user, responsibility, auto_contribute, scope, actor))
+    }
+
+    /// Removes the user's responsibility on the tenant's integration with `provider` and
+    /// writes an audit entry by `actor`; `false` (nothing written) if there was none.
+    /// Earlier contributions stay.
+    pub async fn remove_responsibility(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        user: &UserId,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.remove_responsibility(tenant, provider, user, actor))
+    }
+
+    /// The tenant's responsibilities (on one integration with `Some`), by provider then
+    /// user.
+    pub async fn responsibilities(
+        &self,
+        tenant: &TenantId,
+        provider: Option<&ProviderId>,
+    ) -> Result<Vec<ResponsibilityRow>, StoreError> {
+        dispatch!(self.responsibilities(tenant, provider))
+    }
+
+    /// The user's responsibility on the tenant's integration with `provider`.
+    pub async fn responsibility(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        user: &UserId,
+    ) -> Result<Option<ResponsibilityRow>, StoreError> {
+        dispatch!(self.responsibility(tenant, provider, user))
+    }
+
+    // --- contributions and company intelligence ------------------------------------------
+
+    /// Records a contribution to the tenant's integration with `provider` and folds it
+    /// into the integration's aggregate, in one transaction: the aggregate row is locked
+    /// (created if absent), the user's previous current (`active` or `approved`)
+    /// contribution of the same connection and kind becomes `superseded` by the new one,
+    /// the new one is inserted `active`, and `fold(previous state, new row)` is called
+    /// once; its result is stored with the version incremented. Returns the new
+    /// contribution and the aggregate as stored.
+    ///
+    /// [`StoreError::Invalid`] if confidence is not within 0 to 1 or a score not within
+    /// 0 to 100; [`StoreError::NotFound`] if the user is not a member of the tenant, or
+    /// the connection or run given is not the tenant's with `provider`.
+    pub async fn record_contribution(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        new: &NewContribution,
+        fold: Fold<'_>,
+    ) -> Result<(ContributionRow, IntelligenceRow), StoreError> {
+        dispatch!(self.record_contribution(tenant, provider, new, fold))
+    }
+
+    /// Approves (or rejects) the tenant's `active` contribution `id` as `reviewer`, and
+    /// folds the changed row into its integration's aggregate under the same lock as
+    /// [`Store::record_contribution`], in one transaction. Returns the reviewed
+    /// contribution and the aggregate as stored.
+    ///
+    /// [`StoreError::NotFound`] if the contribution is not the tenant's;
+    /// [`StoreError::Conflict`] if it is not `active` (the message names its status) or
+    /// `reviewer` is neither owner nor reviewer of that integration.
+    pub async fn review_contribution(
+        &self,
+        tenant: &TenantId,
+        id: i64,
+        approve: bool,
+        reviewer: &UserId,
+        fold: Fold<'_>,
+    ) -> Result<(ContributionRow, IntelligenceRow), StoreError> {
+        dispatch!(self.review_contribution(tenant, id, approve, reviewer, fold))
+    }
+
+    /// Up to `filter.limit` of the tenant's contributions that `filter` matches, newest
+    /// first.
+    pub async fn contributions(
+        &self,
+        tenant: &TenantId,
+        filter: &ContributionFilter,
+    ) -> Result<Vec<ContributionRow>, StoreError> {
+        dispatch!(self.contributions(tenant, filter))
+    }
+
+    /// The tenant's contribution `id`.
+    pub async fn contribution(&self, tenant: &TenantId, id: i64) -> Result<Option<ContributionRow>, StoreError> {
+        dispatch!(self.contribution(tenant, id))
+    }
+
+    /// The contributions that count towards the tenant's integration with `provider`
+    /// (`active` and `approved`), oldest first: the input of a recomputation.
+    pub async fn current_contributions(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+    ) -> Result<Vec<ContributionRow>, StoreError> {
+        dispatch!(self.current_contributions(tenant, provider))
+    }
+
+    /// The aggregates of the tenant's integrations (of one with `Some`), by provider.
+    pub async fn intelligence(
+        &self,
+        tenant: &TenantId,
+        provider: Option<&ProviderId>,
+    ) -> Result<Vec<IntelligenceRow>, StoreError> {
+        dispatch!(self.intelligence(tenant, provider))
+    }
+
+    /// Replaces the aggregate of the tenant's integration with `provider` with `state`
+    /// (an on-demand recomputation), incrementing its version (1 when it is new). A
+    /// contribution recorded between reading [`Store::current_contributions`] and this
+    /// call is not in `state`; compare versions to detect that.
+    ///
+    /// [`StoreError::NotFound`] if the tenant does not exist.
+    pub async fn replace_intelligence(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        state: &Value,
+    ) -> Result<IntelligenceRow, StoreError> {
+        dispatch!(self.replace_intelligence(tenant, provider, state))
+    }
+
+    /// How many contributions there are of each kind and status, over every tenant (for
+    /// metrics), by kind then status.
+    pub async fn contribution_counts(&self) -> Result<Vec<(ContributionKind, ContributionStatus, i64)>, StoreError> {
+        dispatch!(self.contribution_counts())
+    }
+
+    /// The numeric top-level `quality` of every aggregate, over every tenant (for
+    /// metrics); `None` where it is absent or not a number.
+    pub async fn intelligence_qualities(&self) -> Result<Vec<Option<f64>>, StoreError> {
+        dispatch!(self.intelligence_qualities())
+    }
+
+    /// Inserts the user (named by its id, if new) and its membership at `tenant` with
+    /// `role` (replacing the role), without audit or connection changes: a fixture for
+    /// tests of what builds on memberships.
+    ///
+    /// [`StoreError::NotFound`] if the tenant does not exist.
+    #[doc(hidden)]
+    pub async fn seed_membership(&self, tenant: &TenantId, user: &UserId, role: &RoleName) -> Result<(), StoreError> {
+        dispatch!(self.seed_membership(tenant, user, role))
+    }
+}
