@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Progress, RunDone};
 use crate::config::Catalog;
+use crate::model::UserId;
 use crate::secrets::MasterKey;
-use crate::store::{ClaimedJob, JobRow, Store, StoreError};
+use crate::store::{ClaimedJob, JobRow, RunRow, Store, StoreError};
 use crate::sync::{SyncRequest, Syncer};
 use crate::telemetry::Metrics;
 
@@ -79,7 +80,7 @@ pub(super) async fn run_job(
         };
         let started_runs = ctx.started_runs.clone();
         let job_id = job.id;
-        syncer
+        let row = syncer
             .run(&req, &mut |run_id, stats| {
                 if let Ok(mut p) = progress.lock() {
                     if p.run_id.is_none() {
@@ -93,11 +94,24 @@ pub(super) async fn run_job(
                 }
             })
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        contribute(&ctx, &row, req.owner.as_ref()).await;
+        Ok(row)
     }
     .await;
     drop(heartbeat);
     RunDone { job_id: job.id, result, lease_lost: lost.load(Ordering::Relaxed) }
+}
+
+/// Records what the run contributes to its company integration (user connections
+/// only). A failure to do so is logged; it never fails the run.
+async fn contribute(ctx: &RunContext, run: &RunRow, owner: Option<&UserId>) {
+    if owner.is_none() {
+        return;
+    }
+    if let Err(e) = crate::intelligence::after_run(&ctx.store, &ctx.catalog, &ctx.metrics, run, owner).await {
+        tracing::warn!(tenant = %run.tenant_id, provider = %run.provider, run_id = %run.id, "recording contributions failed: {e}");
+    }
 }
 
 /// A reclaimed job's runs still marked `running` belong to the worker whose lease

@@ -122,6 +122,16 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
             .await;
         bar.finish_and_clear();
         let row = row?;
+        if user.is_some() {
+            match crate::intelligence::after_run(&store, &catalog, &syncer.metrics, &row, user.as_ref()).await {
+                Ok(made) if !made.is_empty() && !g.json => {
+                    let kinds: Vec<&str> = made.iter().map(|c| c.kind.as_str()).collect();
+                    outln!("{provider}/{stream}: contributed {}", kinds.join(", "));
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("warning: recording contributions failed: {e}"),
+            }
+        }
         if !g.json {
             let s = &row.stats;
             let secs = started.elapsed().as_secs_f64();

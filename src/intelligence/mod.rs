@@ -19,6 +19,7 @@ use serde_json::Value;
 use self::aggregate::{IntegrationState, Observation};
 use self::derive::{Derived, RunContext};
 use crate::config::Catalog;
+use crate::config::RoleGrants;
 use crate::model::{ProviderId, RunOutcome, Schedule, TenantId, UserId};
 use crate::store::{ContributionRow, IntelligenceRow, NewContribution, RunRow, Store, StoreError};
 use crate::telemetry::{ContributionRecorded, Metrics};
@@ -169,11 +170,21 @@ pub async fn after_run(
     let history = store.connection_runs(tenant, job.connection_id, HISTORY_RUNS).await?;
     let view = Tenants::new(catalog, store, "intelligence").require(tenant).await?;
     let timezone = view.tenant.timezone.parse().unwrap_or(chrono_tz::UTC);
+    // The streams this user's connection may sync: enabled, and granted to the user's
+    // role at this company.
+    let grants = RoleGrants::from_stored(&view.roles);
+    let role = store.memberships(tenant).await?.into_iter().find(|m| &m.user_id == user).map(|m| m.role);
     let streams_allowed: Vec<String> = view
         .effective
         .providers
         .get(provider)
-        .map(|p| p.config.enabled_streams().map(|(name, _)| name.to_owned()).collect())
+        .map(|p| {
+            p.config
+                .enabled_streams()
+                .filter(|(name, _)| grants.check(role.as_ref(), provider, name).is_ok())
+                .map(|(name, _)| name.to_owned())
+                .collect()
+        })
         .unwrap_or_default();
     let auth_method = catalog.manifests.get(provider.as_str()).map_or("unknown", |m| m.auth.kind.as_str());
     let interval =

@@ -5,6 +5,7 @@ mod config_model;
 mod connectors;
 mod daemon;
 mod faults;
+mod intelligence;
 mod responsibilities_cli;
 mod scheduling;
 mod sim;

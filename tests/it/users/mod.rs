@@ -4,4 +4,4 @@
 
 mod cli;
 mod config;
-mod runs;
+pub(crate) mod runs;

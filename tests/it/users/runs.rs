@@ -23,16 +23,16 @@ use crate::support::exec_raw;
 /// Contacts (and companies) the simulator serves.
 const N: u64 = 120;
 
-struct World {
-    store: Store,
-    url: String,
-    catalog: Catalog,
-    key: MasterKey,
-    sim: SimHandle,
+pub(crate) struct World {
+    pub(crate) store: Store,
+    pub(crate) url: String,
+    pub(crate) catalog: Catalog,
+    pub(crate) key: MasterKey,
+    pub(crate) sim: SimHandle,
     dir: tempfile::TempDir,
 }
 
-fn audit(action: &str, tenant: &TenantId) -> AuditEntry {
+pub(crate) fn audit(action: &str, tenant: &TenantId) -> AuditEntry {
     AuditEntry {
         at: chrono::Utc::now(),
         actor: "test".into(),
@@ -43,20 +43,20 @@ fn audit(action: &str, tenant: &TenantId) -> AuditEntry {
     }
 }
 
-fn tid(id: &str) -> TenantId {
+pub(crate) fn tid(id: &str) -> TenantId {
     TenantId::parse(id).unwrap()
 }
 
-fn uid(id: &str) -> UserId {
+pub(crate) fn uid(id: &str) -> UserId {
     UserId::parse(id).unwrap()
 }
 
-fn hubspot() -> ProviderId {
+pub(crate) fn hubspot() -> ProviderId {
     ProviderId::parse("hubspot").unwrap()
 }
 
 impl World {
-    async fn new(store: Store, url: String) -> Self {
+    pub(crate) async fn new(store: Store, url: String) -> Self {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut catalog = Catalog::load(&ConfigDir::Dir(repo.join("config")), None).unwrap_or_else(|d| panic!("{d}"));
         // Data, not pacing, is under test.
@@ -70,7 +70,7 @@ impl World {
 
     /// Applies a tenant file on `aptem_hubspot` with HubSpot at the simulator; `roles`
     /// is its `[roles]` part.
-    async fn apply(&self, id: &str, roles: &str) {
+    pub(crate) async fn apply(&self, id: &str, roles: &str) {
         let file = self.dir.path().join(format!("{id}.toml"));
         let text = format!(
             "id = \"{id}\"\nname = \"{id}\"\nsubdomain = \"{id}\"\npreset = \"aptem_hubspot\"\n\
@@ -82,7 +82,7 @@ impl World {
         Tenants::new(&self.catalog, &self.store, "test").apply(&spec).await.unwrap();
     }
 
-    async fn member(&self, tenant: &str, user: &str, role: &str) {
+    pub(crate) async fn member(&self, tenant: &str, user: &str, role: &str) {
         let role = RoleName::parse(role).unwrap();
         self.store
             .set_membership(&tid(tenant), &uid(user), &role, &audit("membership.set", &tid(tenant)))
@@ -90,13 +90,18 @@ impl World {
             .unwrap();
     }
 
-    async fn connect(&self, tenant: &str, user: &str) -> ConnectionRow {
+    pub(crate) async fn connect(&self, tenant: &str, user: &str) -> ConnectionRow {
+        self.connect_on(tenant, user, None).await
+    }
+
+    /// A user connection with its own schedule.
+    pub(crate) async fn connect_on(&self, tenant: &str, user: &str, schedule: Option<&str>) -> ConnectionRow {
         let t = tid(tenant);
-        self.store.connect_user(&t, &hubspot(), &uid(user), None, &audit("connect", &t)).await.unwrap().0
+        self.store.connect_user(&t, &hubspot(), &uid(user), schedule, &audit("connect", &t)).await.unwrap().0
     }
 
     /// What `tributary credentials set [--user]` does.
-    async fn credentials(&self, tenant: &str, user: Option<&str>, credentials: &Value) {
+    pub(crate) async fn credentials(&self, tenant: &str, user: Option<&str>, credentials: &Value) {
         let (t, p, user) = (tid(tenant), hubspot(), user.map(uid));
         let owner = Owner::of(user.as_ref());
         let creds = Credentials::from_json(credentials.to_string().as_bytes()).unwrap();
@@ -104,16 +109,22 @@ impl World {
         self.store.set_credentials(&t, &p, owner, &sealed, &audit("credentials.set", &t)).await.unwrap();
     }
 
-    async fn sync(&self, tenant: &str, user: Option<&str>, stream: &str) -> Result<RunRow, SyncError> {
+    pub(crate) async fn sync(&self, tenant: &str, user: Option<&str>, stream: &str) -> Result<RunRow, SyncError> {
         self.run(tenant, user, stream, false).await
     }
 
     /// A run that reads everything again (not from the cursor).
-    async fn sync_full(&self, tenant: &str, user: Option<&str>, stream: &str) -> Result<RunRow, SyncError> {
+    pub(crate) async fn sync_full(&self, tenant: &str, user: Option<&str>, stream: &str) -> Result<RunRow, SyncError> {
         self.run(tenant, user, stream, true).await
     }
 
-    async fn run(&self, tenant: &str, user: Option<&str>, stream: &str, full: bool) -> Result<RunRow, SyncError> {
+    pub(crate) async fn run(
+        &self,
+        tenant: &str,
+        user: Option<&str>,
+        stream: &str,
+        full: bool,
+    ) -> Result<RunRow, SyncError> {
         let mut syncer = Syncer::new(&self.catalog, &self.store, &self.key).unwrap();
         syncer.retry.base_delay = Duration::from_millis(5);
         let req = SyncRequest {
@@ -129,31 +140,31 @@ impl World {
         syncer.run(&req, &mut |_, _| {}).await
     }
 
-    async fn reconcile(&self) {
+    pub(crate) async fn reconcile(&self) {
         let done =
             reconcile(&self.catalog, &self.store, false, Duration::from_secs(60), &Metrics::new()).await.unwrap();
         assert!(done.errors.is_empty(), "{:?}", done.errors);
     }
 
-    async fn connection(&self, tenant: &str, user: Option<&str>) -> ConnectionRow {
+    pub(crate) async fn connection(&self, tenant: &str, user: Option<&str>) -> ConnectionRow {
         let user = user.map(uid);
         self.store.get_connection(&tid(tenant), &hubspot(), Owner::of(user.as_ref())).await.unwrap().unwrap()
     }
 
     /// The jobs of `user`'s (or the company's) HubSpot connection: (stream, enabled).
-    async fn jobs(&self, tenant: &str, user: Option<&str>) -> Vec<(String, bool)> {
+    pub(crate) async fn jobs(&self, tenant: &str, user: Option<&str>) -> Vec<(String, bool)> {
         let connection = self.connection(tenant, user).await.id;
         let jobs = self.store.list_jobs(&tid(tenant)).await.unwrap();
         jobs.into_iter().filter(|j| j.connection_id == connection).map(|j| (j.stream.to_string(), j.enabled)).collect()
     }
 
-    async fn employers(&self, tenant: &str) -> i64 {
+    pub(crate) async fn employers(&self, tenant: &str) -> i64 {
         let employer = EntityName::parse("employer").unwrap();
         self.store.count_records(&tid(tenant), Some(&employer)).await.unwrap()
     }
 }
 
-fn ok(run: &RunRow) {
+pub(crate) fn ok(run: &RunRow) {
     assert_eq!(run.outcome, RunOutcome::Success, "run failed: {:?}", run.stats.error);
 }
 
