@@ -21,9 +21,7 @@ use super::postgres::PgStore;
 use super::rows::{convert_all, now, status, stored};
 use super::sqlite::SqliteStore;
 use super::types::AuditEntry;
-use crate::model::{
-    ContributionKind, ContributionStatus, IdError, ProviderId, Responsibility, RoleName, TenantId, UserId,
-};
+use crate::model::{ContributionKind, ContributionStatus, IdError, ProviderId, Responsibility, TenantId, UserId};
 
 /// A user's responsibility on a company integration (tenant + provider).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -758,44 +756,6 @@ macro_rules! intelligence_methods {
                     .map_err(db("reading company intelligence qualities"))
             }
 
-            pub(super) async fn seed_membership(
-                &self,
-                tenant: &TenantId,
-                user: &UserId,
-                role: &RoleName,
-            ) -> Result<(), StoreError> {
-                let now = now();
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
-                sqlx::query(
-                    "INSERT INTO users (id, name, email, created_at, updated_at) VALUES ($1, $1, NULL, $2, $2) \
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(user.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("inserting a user"))?;
-                sqlx::query(
-                    "INSERT INTO memberships (tenant_id, user_id, role, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $4) ON CONFLICT (tenant_id, user_id) \
-                     DO UPDATE SET role = excluded.role, updated_at = excluded.updated_at",
-                )
-                .bind(tenant.as_str())
-                .bind(user.as_str())
-                .bind(role.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| {
-                    if is_foreign_key_violation(&e) {
-                        StoreError::NotFound { what: format!("tenant `{tenant}` does not exist") }
-                    } else {
-                        db("inserting a membership")(e)
-                    }
-                })?;
-                tx.commit().await.map_err(db("committing a membership"))?;
-                Ok(())
-            }
 
             /// [`not_a_member`] unless `user` has a membership at `tenant`.
             async fn require_member(
@@ -1029,15 +989,5 @@ impl Store {
     /// metrics); `None` where it is absent or not a number.
     pub async fn intelligence_qualities(&self) -> Result<Vec<Option<f64>>, StoreError> {
         dispatch!(self.intelligence_qualities())
-    }
-
-    /// Inserts the user (named by its id, if new) and its membership at `tenant` with
-    /// `role` (replacing the role), without audit or connection changes: a fixture for
-    /// tests of what builds on memberships.
-    ///
-    /// [`StoreError::NotFound`] if the tenant does not exist.
-    #[doc(hidden)]
-    pub async fn seed_membership(&self, tenant: &TenantId, user: &UserId, role: &RoleName) -> Result<(), StoreError> {
-        dispatch!(self.seed_membership(tenant, user, role))
     }
 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use tributary::model::{RoleName, TenantId, UserId};
+use tributary::model::{TenantId, UserId};
 use tributary::store::Store;
 
 struct Env {
@@ -60,11 +60,11 @@ fn assign<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 async fn responsibilities_are_assigned_listed_and_removed() {
     let env = Env::new();
     env.ok(&["tenant", "create", "--id", "acme", "--name", "Acme", "--subdomain", "acme", "--preset", "aptem_hubspot"]);
+    for user in ["alice", "bob"] {
+        env.ok(&["users", "add", user, "--name", user, "--tenant", "acme", "--role", "sales"]);
+    }
     let store = Store::connect(&env.url()).await.unwrap();
     let acme = TenantId::parse("acme").unwrap();
-    for user in ["alice", "bob"] {
-        store.seed_membership(&acme, &UserId::parse(user).unwrap(), &RoleName::parse("sales").unwrap()).await.unwrap();
-    }
 
     let said = env.ok(&assign(&["--user", "alice", "--as", "owner"]));
     assert!(said.contains("alice is owner of acme/hubspot"), "{said}");
