@@ -513,6 +513,9 @@ impl Daemon {
         let started = Instant::now();
         let counts = if started >= self.gauges_due {
             let counts = self.store.job_counts(now, Duration::from_secs(300)).await;
+            if let Err(e) = crate::intelligence::refresh_gauges(&self.store, &self.metrics).await {
+                tracing::debug!("integration quality gauges not refreshed: {e}");
+            }
             let wait = (started.elapsed() * GAUGE_COST_FACTOR).min(GAUGE_MAX_AGE);
             self.gauges_due = Instant::now() + wait;
             counts.ok()

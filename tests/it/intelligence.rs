@@ -212,3 +212,113 @@ async fn postgres_runs_feed_company_intelligence() {
     runs_feed_company_intelligence(db.store.clone(), db.url.clone()).await;
     db.drop_db().await;
 }
+
+/// The command line and the daemon: responsibilities assigned, `sync --user` and the
+/// daemon's runs contributing, contributions listed and reviewed, intelligence shown
+/// by the CLI and over the control socket (to operators and the tenant's admins only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_and_the_daemon_contribute_review_and_show() {
+    use tributary::control::protocol::{Command as Ctl, Scope};
+
+    use crate::daemon::{Fixture, NEVER, eventually, started_runs, target};
+
+    let sim =
+        tributary::simulator::start(tributary::simulator::SimConfig::new(tributary::simulator::Provider::HubSpot, 60))
+            .await
+            .unwrap();
+    let fx = Fixture::sqlite("").await;
+    let body = format!(
+        "preset = \"aptem_hubspot\"\n[providers.aptem]\nschedule = \"{NEVER}\"\n\
+         [providers.hubspot]\nbase_url = \"{}\"\nschedule = \"{NEVER}\"\n\
+         [roles.sales]\nstreams = [\"hubspot.*\"]\n",
+        sim.base_url()
+    );
+    fx.connect("acme", &body, &[]).await;
+    for (user, duty) in [("ann", "owner"), ("ben", "user")] {
+        fx.ok(&["users", "add", user, "--name", user, "--tenant", "acme", "--role", "sales"], "").await;
+        fx.ok(&["users", "connect", user, "--tenant", "acme", "--provider", "hubspot"], "").await;
+        let grant = sim.new_grant().unwrap().to_string();
+        fx.ok(&["credentials", "set", "--tenant", "acme", "--provider", "hubspot", "--user", user], &grant).await;
+        let out = fx
+            .ok(
+                &[
+                    "responsibilities",
+                    "assign",
+                    "--tenant",
+                    "acme",
+                    "--provider",
+                    "hubspot",
+                    "--user",
+                    user,
+                    "--as",
+                    duty,
+                ],
+                "",
+            )
+            .await;
+        assert!(out.contains(&format!("{user} is {duty} of acme/hubspot")), "{out}");
+    }
+
+    // `sync --user` says what the run contributed.
+    let out = fx
+        .ok(&["sync", "--tenant", "acme", "--provider", "hubspot", "--user", "ann", "--stream", "contacts"], "")
+        .await;
+    assert!(
+        out.contains("hubspot/contacts: contributed data_source, usage_pattern, performance_metrics, configuration"),
+        "{out}"
+    );
+
+    // The daemon's runs contribute too: Ben's connection reports its usage.
+    let daemon = fx.start("d", 2).await;
+    let reply = daemon.ok(Ctl::Trigger(target("acme", Some("hubspot"), Some("contacts")))).await;
+    assert_eq!(started_runs(&reply).len(), 2, "Ann's and Ben's contacts jobs: {reply}");
+    let event = eventually("Ben's contribution from a daemon run", || async {
+        daemon.events("contribution recorded").into_iter().find(|e| e["fields"]["user"] == "ben")
+    })
+    .await;
+    assert_eq!(event["fields"]["kind"], "usage_pattern");
+
+    let list = |args: &'static [&'static str]| {
+        let fx = &fx;
+        async move {
+            let text = fx.ok(&[&["--json", "contributions", "list", "--tenant", "acme"][..], args].concat(), "").await;
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        }
+    };
+    let bens = list(&["--user", "ben", "--status", "active"]).await;
+    let bens = bens.as_array().unwrap();
+    assert_eq!(bens.len(), 1, "{bens:?}");
+    assert_eq!(bens[0]["kind"], "usage_pattern");
+    let id = bens[0]["id"].as_i64().unwrap().to_string();
+    let err = fx.command(&["contributions", "reject", &id, "--tenant", "acme", "--by", "ben"]).output().await.unwrap();
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("cannot review it"));
+    let out = fx.ok(&["contributions", "reject", &id, "--tenant", "acme", "--by", "ann"], "").await;
+    assert!(out.contains(&format!("contribution {id} (usage_pattern by ben) rejected")), "{out}");
+    let bad = fx.command(&["contributions", "list", "--tenant", "acme", "--kind", "gossip"]).output().await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("unknown contribution kind `gossip` (expected one of: data_source")
+    );
+
+    // The intelligence, from the CLI and over the socket.
+    let shown = fx.ok(&["--json", "intelligence", "show", "--tenant", "acme"], "").await;
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown[0]["provider"], "hubspot");
+    assert_eq!(shown[0]["quality"], 100.0);
+    assert_eq!(shown[0]["quality_band"], "excellent");
+    let users: Vec<&str> =
+        shown[0]["contributors"].as_array().unwrap().iter().map(|c| c["user"].as_str().unwrap()).collect();
+    assert_eq!(users, ["ann"], "Ben's only contribution was rejected");
+    let text = fx.ok(&["intelligence", "show", "--tenant", "acme", "--recompute"], "").await;
+    assert!(text.contains("acme/hubspot") && text.contains("quality 100.0 (excellent)"), "{text}");
+    let admin = Scope::Tenant { tenant: "acme".into() };
+    let reply = daemon.request(admin, Ctl::Intelligence(target("acme", Some("hubspot"), None))).await;
+    assert!(reply.ok, "{reply:?}");
+    assert_eq!(reply.data.unwrap()[0]["quality"], 100.0);
+    let other = Scope::Tenant { tenant: "globex".into() };
+    let reply = daemon.request(other, Ctl::Intelligence(target("acme", None, None))).await;
+    assert!(!reply.ok && reply.error.unwrap().contains("cannot act on tenant `acme`"));
+    drop(daemon);
+    fx.finish().await;
+}
