@@ -15,8 +15,8 @@ use serde_json::json;
 
 use super::Global;
 use crate::app::{DaemonOptions, Endpoints, reconcile};
-use crate::model::{ProviderId, TenantId, TriggerKind};
-use crate::secrets::{Credentials, MasterKey};
+use crate::model::{ProviderId, Responsibility, RoleName, TenantId, TriggerKind, UserId};
+use crate::secrets::{Credentials, MasterKey, Sealed};
 use crate::simulator::{Faults, Provider, SimConfig, SimHandle, start};
 use crate::store::{AuditEntry, JobFilter, Store};
 use crate::tenants::Tenants;
@@ -88,8 +88,9 @@ pub async fn run(g: &Global, args: DemoArgs) -> anyhow::Result<ExitCode> {
         ("initech", "slack", Provider::Slack),
         ("initech", "jira", Provider::Jira),
     ] {
-        store_credentials(&store, &key, tenant, provider, &sims.get(p).credentials()).await?;
+        store_credentials(&store, &key, tenant, provider, None, &sims.get(p).credentials()).await?;
     }
+    demo_users(&store, &key, sims.get(Provider::HubSpot)).await?;
     let mut settings = catalog.settings.daemon.clone();
     settings.apply_tenant_files = false;
     // Jobs exist now; run everything once right away, then on schedule.
@@ -127,17 +128,20 @@ fn print_welcome(e: &Endpoints, dir: &str, sims: &[String]) {
     println!(
         "\ntributary demo is running — three tenants, seven simulated providers, no credentials needed.\n\n  \
          simulators:\n{}\n\n  \
-         tenants:     acme (Aptem + HubSpot, custom field → learner.division, Aptem every minute)\n               \
+         tenants:     acme (Aptem + HubSpot, custom field → learner.division, Aptem every minute;\n               \
+         users ann, ben, cat with their own HubSpot connections feeding its intelligence)\n               \
          globex (Bud + Salesforce), initech (OneFile + Slack + Jira)\n               \
          their files: {dir}/tenants/*.toml\n\n  \
          look at it:\n    \
          tributary ctl --socket {} status\n    \
          tributary ctl --socket {} trigger acme aptem\n    \
+         tributary ctl --socket {} intelligence acme hubspot\n    \
          tributary --database-url {db} runs list\n    \
          tributary --database-url {db} records list --tenant acme --entity learner\n    \
          curl http://{}/metrics\n\n  \
          Ctrl-C drains and stops.\n",
         sims.join("\n"),
+        e.socket.display(),
         e.socket.display(),
         e.socket.display(),
         e.http,
@@ -170,6 +174,13 @@ base_url = "{}"
 
 [providers.hubspot.mappings.employer]
 account_manager = "properties.account_manager"
+
+# People's own HubSpot connections sync what their role is granted.
+[roles.sales]
+streams = ["hubspot.*"]
+
+[roles.developer]
+streams = ["hubspot.contacts"]
 "#,
                 api(Provider::Aptem),
                 base(Provider::HubSpot)
@@ -222,17 +233,57 @@ base_url = "{}"
     ]
 }
 
+/// Three people at acme with their own HubSpot connections, schedules and
+/// responsibilities, so the company intelligence has contributors from the first runs:
+/// Ann (sales, owner, every minute), Ben (developer — contacts only —, user, every five
+/// minutes: a schedule conflict with Ann's) and Cat (sales, viewer: contributes nothing).
+async fn demo_users(store: &Store, key: &MasterKey, hubspot: &SimHandle) -> anyhow::Result<()> {
+    let acme = TenantId::parse("acme")?;
+    let provider = ProviderId::parse("hubspot")?;
+    for (id, name, role, schedule, duty) in [
+        ("ann", "Ann Lee", "sales", "every 1 minute", Responsibility::Owner),
+        ("ben", "Ben Ode", "developer", "every 5 minutes", Responsibility::User),
+        ("cat", "Cat Roy", "sales", "every 1 minute", Responsibility::Viewer),
+    ] {
+        let user = UserId::parse(id)?;
+        let audit = AuditEntry {
+            at: Utc::now(),
+            actor: "demo".into(),
+            action: "user.add".into(),
+            tenant_id: Some(acme.clone()),
+            subject: Some(id.into()),
+            details: json!({}),
+        };
+        store.add_user(&user, name, None, &audit).await?;
+        store.set_membership(&acme, &user, &RoleName::parse(role)?, &audit).await?;
+        store.connect_user(&acme, &provider, &user, Some(schedule), &audit).await?;
+        store_credentials(
+            store,
+            key,
+            "acme",
+            "hubspot",
+            Some(&user),
+            &hubspot.new_grant().context("the HubSpot simulator issues grants")?,
+        )
+        .await?;
+        store.assign_responsibility(&acme, &provider, &user, duty, None, None, "demo").await?;
+    }
+    Ok(())
+}
+
 async fn store_credentials(
     store: &Store,
     key: &MasterKey,
     tenant: &str,
     provider: &str,
+    user: Option<&UserId>,
     secret: &serde_json::Value,
 ) -> anyhow::Result<()> {
     let tenant = TenantId::parse(tenant)?;
     let provider = ProviderId::parse(provider)?;
     let creds = Credentials::from_json(secret.to_string().as_bytes())?;
-    let sealed = key.seal(&tenant, &provider, &creds.to_json());
+    let owner = crate::store::Owner::of(user);
+    let sealed = key.seal_as(Sealed::Credentials, &tenant, &provider, owner, &creds.to_json());
     let audit = AuditEntry {
         at: Utc::now(),
         actor: "demo".into(),
@@ -241,7 +292,7 @@ async fn store_credentials(
         subject: Some(provider.to_string()),
         details: json!({ "key_id": key.id() }),
     };
-    store.set_credentials(&tenant, &provider, crate::store::Owner::Company, &sealed, &audit).await?;
+    store.set_credentials(&tenant, &provider, owner, &sealed, &audit).await?;
     Ok(())
 }
 
