@@ -96,6 +96,21 @@ CREATE TABLE company_intelligence (
     PRIMARY KEY (tenant_id, provider)
 );
 
+-- The relations (correlations, synergy, conflicts) between two contributors of one
+-- integration, `user_a` < `user_b`; only pairs with something to say. Kept apart from
+-- the state so that a contribution rewrites only its user's pairs.
+CREATE TABLE intelligence_pairs (
+    tenant_id TEXT NOT NULL,
+    provider  TEXT NOT NULL,
+    user_a    TEXT NOT NULL,
+    user_b    TEXT NOT NULL,
+    relation  JSONB NOT NULL,
+    PRIMARY KEY (tenant_id, provider, user_a, user_b),
+    FOREIGN KEY (tenant_id, provider) REFERENCES company_intelligence (tenant_id, provider) ON DELETE CASCADE
+);
+
+CREATE INDEX intelligence_pairs_b ON intelligence_pairs (tenant_id, provider, user_b);
+
 -- What contributions are derived from, beyond the counts runs already keep: response
 -- time percentiles of the run's HTTP requests, and the class, status and endpoint of
 -- the error that failed it.

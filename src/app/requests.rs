@@ -161,19 +161,7 @@ impl Daemon {
         let rows = crate::intelligence::integrations(&self.store, &tenant, provider.as_ref(), false)
             .await
             .map_err(|e| e.to_string())?;
-        Ok(Value::Array(
-            rows.iter()
-                .map(|(r, s)| {
-                    crate::intelligence::report::to_json(
-                        r.tenant.as_str(),
-                        r.provider.as_str(),
-                        s,
-                        r.version,
-                        r.updated_at,
-                    )
-                })
-                .collect(),
-        ))
+        Ok(Value::Array(rows.iter().map(crate::intelligence::Integration::to_json).collect()))
     }
 
     /// Makes the jobs due now, starts what capacity allows, and answers with the run

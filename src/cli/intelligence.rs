@@ -89,17 +89,14 @@ pub async fn show(g: &Global, cmd: IntelligenceCmd) -> anyhow::Result<ExitCode> 
     }
     let rows = intelligence::integrations(&store, &tenant, provider.as_ref(), recompute).await?;
     if g.json {
-        let docs: Vec<Value> = rows
-            .iter()
-            .map(|(r, s)| report::to_json(r.tenant.as_str(), r.provider.as_str(), s, r.version, r.updated_at))
-            .collect();
+        let docs: Vec<Value> = rows.iter().map(intelligence::Integration::to_json).collect();
         output::json(&docs)?;
     } else if rows.is_empty() {
         let scope = provider.map(|p| format!(" on {p}")).unwrap_or_default();
         outln!("no contributions yet at {tenant}{scope}");
     } else {
-        for (r, s) in &rows {
-            outln!("{}", report::to_text(r.tenant.as_str(), r.provider.as_str(), s, r.version));
+        for i in &rows {
+            outln!("{}", report::to_text(&i.row, &i.state, &i.pairs));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,12 +1,14 @@
 //! Company intelligence: the aggregate of the current contributions to one company
 //! integration (tenant + provider).
 //!
-//! The state keeps each contributor's current contribution per kind and the relation of
-//! every pair of contributors. A changed contribution ([`apply`]) replaces one entry of
-//! one user, recomputes that user's pairs with every other contributor and the summary
-//! from the per-user entries: time proportional to the integration's contributors, never
-//! a recomputation of every pair. [`recompute`] builds the same state from scratch (on
-//! demand, and as the reference the incremental path is tested against).
+//! The state keeps each contributor's current contribution per kind and the summary; the
+//! relations of pairs of contributors ([`Pair`]) are kept beside it, one row per pair in
+//! the store. A changed contribution ([`apply`]) replaces one entry of one user, yields
+//! that user's pairs with every other contributor (which replace the user's stored
+//! ones) and recomputes the summary from the per-user entries: time and data written
+//! proportional to the integration's contributors, never a recomputation of every pair.
+//! [`recompute`] builds the same state and pairs from scratch (on demand, and as the
+//! reference the incremental path is tested against).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -170,15 +172,13 @@ pub struct Summary {
     pub optimization_insights: Vec<Insight>,
 }
 
-/// The state of one company integration's intelligence.
+/// The state of one company integration's intelligence (its pairs are kept apart).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct IntegrationState {
     #[serde(flatten)]
     pub summary: Summary,
     /// Current contribution per user and kind.
     pub users: BTreeMap<String, BTreeMap<ContributionKind, Entry>>,
-    /// Non-empty relations, keyed `a|b` with `a` < `b`.
-    pub pairs: BTreeMap<String, Pair>,
 }
 
 impl IntegrationState {
@@ -191,59 +191,61 @@ impl IntegrationState {
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
+}
 
-    pub fn correlations(&self) -> impl Iterator<Item = (&Pair, &Correlation)> {
-        self.pairs.values().flat_map(|p| p.correlations.iter().map(move |c| (p, c)))
-    }
+/// Every correlation of `pairs`, with its pair.
+pub fn correlations(pairs: &[Pair]) -> impl Iterator<Item = (&Pair, &Correlation)> {
+    pairs.iter().flat_map(|p| p.correlations.iter().map(move |c| (p, c)))
+}
 
-    pub fn synergies(&self) -> impl Iterator<Item = (&Pair, &Synergy)> {
-        self.pairs.values().filter_map(|p| p.synergy.as_ref().map(|s| (p, s)))
-    }
+/// Every synergy of `pairs`, with its pair.
+pub fn synergies(pairs: &[Pair]) -> impl Iterator<Item = (&Pair, &Synergy)> {
+    pairs.iter().filter_map(|p| p.synergy.as_ref().map(|s| (p, s)))
+}
 
-    pub fn conflicts(&self) -> impl Iterator<Item = (&Pair, &Conflict)> {
-        self.pairs.values().flat_map(|p| p.conflicts.iter().map(move |c| (p, c)))
-    }
+/// Every conflict of `pairs`, with its pair.
+pub fn conflicts(pairs: &[Pair]) -> impl Iterator<Item = (&Pair, &Conflict)> {
+    pairs.iter().flat_map(|p| p.conflicts.iter().map(move |c| (p, c)))
 }
 
 /// Folds one changed contribution into `state`: a current one (active, approved)
 /// becomes its user's entry for its kind; a rejected or superseded one is dropped if it
-/// is that entry. Only the user's pairs and the summary are recomputed.
-pub fn apply(mut state: IntegrationState, o: &Observation<'_>) -> IntegrationState {
-    let user = o.user.to_owned();
+/// is that entry. Returns the new state and the user's relations to every other
+/// contributor (by the other user), which replace all of the user's previous ones.
+pub fn apply(mut state: IntegrationState, o: &Observation<'_>) -> (IntegrationState, Vec<Pair>) {
+    let user = o.user;
     if o.status.is_current() {
-        let entries = state.users.entry(user.clone()).or_default();
+        let entries = state.users.entry(user.to_owned()).or_default();
         // An older contribution never replaces a newer one of the same kind.
         if entries.get(&o.kind).is_none_or(|e| e.id <= o.id) {
             entries.insert(o.kind, Entry::of(o));
         }
-    } else if let Some(entries) = state.users.get_mut(&user) {
+    } else if let Some(entries) = state.users.get_mut(user) {
         if entries.get(&o.kind).is_some_and(|e| e.id == o.id) {
             entries.remove(&o.kind);
         }
         if entries.is_empty() {
-            state.users.remove(&user);
+            state.users.remove(user);
         }
     }
-    if state.users.contains_key(&user) {
-        let others: Vec<String> = state.users.keys().filter(|u| **u != user).cloned().collect();
-        for other in others {
-            let (a, b) = if user < other { (&user, &other) } else { (&other, &user) };
-            let key = pair_key(a, b);
-            match pair(a, &state.users[a.as_str()], b, &state.users[b.as_str()]) {
-                Some(p) => state.pairs.insert(key, p),
-                None => state.pairs.remove(&key),
-            };
-        }
-    } else {
-        state.pairs.retain(|_, p| p.a != user && p.b != user);
-    }
+    let pairs = match state.users.get(user) {
+        Some(mine) => state
+            .users
+            .iter()
+            .filter(|(other, _)| other.as_str() != user)
+            .filter_map(|(other, theirs)| {
+                if user < other.as_str() { pair(user, mine, other, theirs) } else { pair(other, theirs, user, mine) }
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     state.summary = summarize(&state.users);
-    state
+    (state, pairs)
 }
 
-/// Builds the state from the integration's contributions (any order; only current
-/// ones count, the newest per user and kind).
-pub fn recompute<'a>(contributions: impl IntoIterator<Item = Observation<'a>>) -> IntegrationState {
+/// Builds the state and every pair from the integration's contributions (any order;
+/// only current ones count, the newest per user and kind). Pairs come ordered by users.
+pub fn recompute<'a>(contributions: impl IntoIterator<Item = Observation<'a>>) -> (IntegrationState, Vec<Pair>) {
     let mut users: BTreeMap<String, BTreeMap<ContributionKind, Entry>> = BTreeMap::new();
     for o in contributions.into_iter().filter(|o| o.status.is_current()) {
         let entries = users.entry(o.user.to_owned()).or_default();
@@ -251,20 +253,14 @@ pub fn recompute<'a>(contributions: impl IntoIterator<Item = Observation<'a>>) -
             entries.insert(o.kind, Entry::of(&o));
         }
     }
-    let mut pairs = BTreeMap::new();
+    let mut pairs = Vec::new();
     let names: Vec<&String> = users.keys().collect();
     for (i, a) in names.iter().enumerate() {
         for b in &names[i + 1..] {
-            if let Some(p) = pair(a, &users[a.as_str()], b, &users[b.as_str()]) {
-                pairs.insert(pair_key(a, b), p);
-            }
+            pairs.extend(pair(a, &users[a.as_str()], b, &users[b.as_str()]));
         }
     }
-    IntegrationState { summary: summarize(&users), users, pairs }
-}
-
-fn pair_key(a: &str, b: &str) -> String {
-    format!("{a}|{b}")
+    (IntegrationState { summary: summarize(&users), users }, pairs)
 }
 
 type Entries = BTreeMap<ContributionKind, Entry>;

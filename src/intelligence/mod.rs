@@ -16,12 +16,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use self::aggregate::{IntegrationState, Observation};
+use self::aggregate::{IntegrationState, Observation, Pair};
 use self::derive::{Derived, RunContext};
 use crate::config::Catalog;
 use crate::config::RoleGrants;
 use crate::model::{ProviderId, RunOutcome, Schedule, TenantId, UserId};
-use crate::store::{ContributionRow, IntelligenceRow, NewContribution, RunRow, Store, StoreError};
+use crate::store::{ContributionRow, Folded, IntelligenceRow, NewContribution, PairRow, RunRow, Store, StoreError};
 use crate::telemetry::{ContributionRecorded, Metrics};
 use crate::tenants::{TenantError, Tenants};
 
@@ -59,10 +59,11 @@ impl<'a> From<&'a ContributionRow> for Observation<'a> {
     }
 }
 
-/// The store's fold: the stored state with one changed contribution applied. A stored
-/// state this build cannot read is replaced by one built from this contribution alone
-/// (with a warning); `intelligence show --recompute` rebuilds it from every contribution.
-pub fn fold(state: Option<&Value>, row: &ContributionRow) -> Value {
+/// The store's fold: the stored state with one changed contribution applied, and the
+/// contribution's user's pairs. A stored state this build cannot read is replaced by one
+/// built from this contribution alone (with a warning); `intelligence show --recompute`
+/// rebuilds it from every contribution.
+pub fn fold(state: Option<&Value>, row: &ContributionRow) -> Folded {
     let state = match state.map(IntegrationState::from_json) {
         None => IntegrationState::default(),
         Some(Ok(s)) => s,
@@ -71,29 +72,54 @@ pub fn fold(state: Option<&Value>, row: &ContributionRow) -> Value {
             IntegrationState::default()
         }
     };
-    aggregate::apply(state, &Observation::from(row)).to_json()
+    let (state, pairs) = aggregate::apply(state, &Observation::from(row));
+    Folded { state: state.to_json(), user: row.user.clone(), pairs: pair_rows(&pairs) }
 }
 
-/// An integration's stored state, parsed.
-pub fn state_of(row: &IntelligenceRow) -> IntegrationState {
-    IntegrationState::from_json(&row.state).unwrap_or_default()
+fn pair_rows(pairs: &[Pair]) -> Vec<PairRow> {
+    pairs
+        .iter()
+        .filter_map(|p| {
+            Some(PairRow {
+                user_a: UserId::parse(&p.a).ok()?,
+                user_b: UserId::parse(&p.b).ok()?,
+                relation: serde_json::to_value(p).ok()?,
+            })
+        })
+        .collect()
 }
 
-/// Rebuilds one integration's state from all its current contributions and stores it.
+/// One company integration's intelligence as read from the store.
+#[derive(Debug, Clone)]
+pub struct Integration {
+    pub row: IntelligenceRow,
+    pub state: IntegrationState,
+    pub pairs: Vec<Pair>,
+}
+
+impl Integration {
+    /// As operators and tenant admins see it ([`report::to_json`]).
+    pub fn to_json(&self) -> Value {
+        report::to_json(&self.row, &self.state, &self.pairs)
+    }
+}
+
+/// Rebuilds one integration's state and pairs from all its current contributions and
+/// stores them.
 pub async fn recompute(store: &Store, tenant: &TenantId, provider: &ProviderId) -> Result<IntelligenceRow, StoreError> {
     let rows = store.current_contributions(tenant, provider).await?;
-    let state = aggregate::recompute(rows.iter().map(Observation::from));
-    store.replace_intelligence(tenant, provider, &state.to_json()).await
+    let (state, pairs) = aggregate::recompute(rows.iter().map(Observation::from));
+    store.replace_intelligence(tenant, provider, &state.to_json(), &pair_rows(&pairs)).await
 }
 
-/// The tenant's company integrations (or one), each with its parsed state; with
+/// The tenant's company integrations (or one), each with its state and pairs; with
 /// `recompute`, each is first rebuilt from its contributions.
 pub async fn integrations(
     store: &Store,
     tenant: &TenantId,
     provider: Option<&ProviderId>,
     recompute_first: bool,
-) -> Result<Vec<(IntelligenceRow, IntegrationState)>, StoreError> {
+) -> Result<Vec<Integration>, StoreError> {
     let mut rows = store.intelligence(tenant, provider).await?;
     if recompute_first {
         let mut fresh = Vec::with_capacity(rows.len());
@@ -102,13 +128,18 @@ pub async fn integrations(
         }
         rows = fresh;
     }
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let state = state_of(&r);
-            (r, state)
-        })
-        .collect())
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let pairs = store
+            .intelligence_pairs(tenant, &row.provider)
+            .await?
+            .into_iter()
+            .filter_map(|p| serde_json::from_value::<Pair>(p.relation).ok())
+            .collect();
+        let state = IntegrationState::from_json(&row.state).unwrap_or_default();
+        out.push(Integration { row, state, pairs });
+    }
+    Ok(out)
 }
 
 /// Approves or rejects an active contribution. The reviewer must be responsible for

@@ -3,31 +3,23 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::aggregate::IntegrationState;
+use super::aggregate::{IntegrationState, Pair, conflicts, correlations, synergies};
+use crate::store::IntelligenceRow;
 use crate::telemetry::quality_band;
 
 /// One company integration's intelligence as shown to operators and tenant admins:
 /// the summary, the relations between contributors, and each contributor's current
 /// contribution kinds (not their data).
-pub fn to_json(
-    tenant: &str,
-    provider: &str,
-    state: &IntegrationState,
-    version: i64,
-    updated_at: DateTime<Utc>,
-) -> Value {
+pub fn to_json(row: &IntelligenceRow, state: &IntegrationState, pairs: &[Pair]) -> Value {
     let s = &state.summary;
-    let correlations: Vec<Value> = state
-        .correlations()
+    let correlations: Vec<Value> = correlations(pairs)
         .map(|(p, c)| json!({ "users": [p.a, p.b], "kind": c.kind, "agreement": c.agreement }))
         .collect();
     let synergies: Vec<Value> =
-        state.synergies().map(|(p, y)| json!({ "users": [p.a, p.b], "kinds": y.kinds, "impact": y.impact })).collect();
-    let conflicts: Vec<Value> = state
-        .conflicts()
+        synergies(pairs).map(|(p, y)| json!({ "users": [p.a, p.b], "kinds": y.kinds, "impact": y.impact })).collect();
+    let conflicts: Vec<Value> = conflicts(pairs)
         .map(|(p, c)| {
             json!({ "users": [p.a, p.b], "topic": c.topic, "left": c.left, "right": c.right, "gap": c.gap, "resolution": c.resolution })
         })
@@ -44,10 +36,10 @@ pub fn to_json(
         })
         .collect();
     json!({
-        "tenant": tenant,
-        "provider": provider,
-        "version": version,
-        "updated_at": updated_at,
+        "tenant": row.tenant,
+        "provider": row.provider,
+        "version": row.version,
+        "updated_at": row.updated_at,
         "quality": s.quality,
         "quality_band": quality_band(s.quality),
         "reliability": s.reliability,
@@ -71,10 +63,10 @@ fn score(v: Option<f64>) -> String {
 }
 
 /// A text rendering of [`to_json`]'s content.
-pub fn to_text(tenant: &str, provider: &str, state: &IntegrationState, version: i64) -> String {
+pub fn to_text(row: &IntelligenceRow, state: &IntegrationState, pairs: &[Pair]) -> String {
     let s = &state.summary;
     let mut out = String::new();
-    let _ = writeln!(out, "{tenant}/{provider}  (version {version})");
+    let _ = writeln!(out, "{}/{}  (version {})", row.tenant, row.provider, row.version);
     let _ = writeln!(
         out,
         "  quality {} ({})  reliability {}  consensus {}  diversity {:.0}%",
@@ -103,15 +95,13 @@ pub fn to_text(tenant: &str, provider: &str, state: &IntegrationState, version: 
     };
     section(
         "correlations",
-        state
-            .correlations()
+        correlations(pairs)
             .map(|(p, c)| format!("{} ~ {} on {} (agreement {:.1})", p.a, p.b, c.kind, c.agreement))
             .collect(),
     );
     section(
         "synergies",
-        state
-            .synergies()
+        synergies(pairs)
             .map(|(p, y)| {
                 let kinds: Vec<&str> = y.kinds.iter().map(|k| k.as_str()).collect();
                 format!("{} + {}: high impact on {} ({:.0})", p.a, p.b, kinds.join(", "), y.impact)
@@ -120,8 +110,7 @@ pub fn to_text(tenant: &str, provider: &str, state: &IntegrationState, version: 
     );
     section(
         "conflicts",
-        state
-            .conflicts()
+        conflicts(pairs)
             .map(|(p, c)| format!("{} vs {} on {} (gap {:.0}): {}", p.a, p.b, c.topic, c.gap, c.resolution))
             .collect(),
     );

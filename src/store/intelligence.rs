@@ -116,8 +116,26 @@ impl Default for ContributionFilter {
     }
 }
 
+/// The relation of two contributors of one integration (`user_a` < `user_b`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PairRow {
+    pub user_a: UserId,
+    pub user_b: UserId,
+    pub relation: Value,
+}
+
+/// What folding one changed contribution produces: the integration's new state, and the
+/// contribution's user's relations to the other contributors, which replace all of that
+/// user's stored ones (none: the user has no relations, or no longer contributes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Folded {
+    pub state: Value,
+    pub user: UserId,
+    pub pairs: Vec<PairRow>,
+}
+
 /// Folds one changed contribution into an integration's aggregate state (None: no state yet).
-pub type Fold<'a> = &'a (dyn Fn(Option<&Value>, &ContributionRow) -> Value + Send + Sync);
+pub type Fold<'a> = &'a (dyn Fn(Option<&Value>, &ContributionRow) -> Folded + Send + Sync);
 
 /// Columns of [`RawResponsibility`].
 macro_rules! responsibility_columns {
@@ -535,8 +553,8 @@ macro_rules! intelligence_methods {
                 .execute(&mut *tx)
                 .await
                 .map_err(db("superseding a contribution"))?;
-                let state = fold(previous.as_ref(), &row);
-                let intelligence = Self::store_intelligence(&mut tx, tenant, provider, &state, now).await?;
+                let folded = fold(previous.as_ref(), &row);
+                let intelligence = Self::store_intelligence(&mut tx, tenant, provider, &folded, now).await?;
                 tx.commit().await.map_err(db("committing a contribution"))?;
                 Ok((row, intelligence))
             }
@@ -614,8 +632,8 @@ macro_rules! intelligence_methods {
                     });
                 };
                 let row = ContributionRow::try_from(raw)?;
-                let state = fold(previous.as_ref(), &row);
-                let intelligence = Self::store_intelligence(&mut tx, tenant, &provider, &state, now).await?;
+                let folded = fold(previous.as_ref(), &row);
+                let intelligence = Self::store_intelligence(&mut tx, tenant, &provider, &folded, now).await?;
                 tx.commit().await.map_err(db("committing a review"))?;
                 Ok((row, intelligence))
             }
@@ -705,7 +723,9 @@ macro_rules! intelligence_methods {
                 tenant: &TenantId,
                 provider: &ProviderId,
                 state: &Value,
+                pairs: &[PairRow],
             ) -> Result<IntelligenceRow, StoreError> {
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
                 let raw: RawIntelligence = sqlx::query_as(concat!(
                     "INSERT INTO company_intelligence (tenant_id, provider, state, version, updated_at) \
                      VALUES ($1, $2, $3, 1, $4) ON CONFLICT (tenant_id, provider) DO UPDATE SET \
@@ -717,7 +737,7 @@ macro_rules! intelligence_methods {
                 .bind(provider.as_str())
                 .bind(Json(state))
                 .bind(now())
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| {
                     if is_foreign_key_violation(&e) {
@@ -726,7 +746,40 @@ macro_rules! intelligence_methods {
                         db("replacing company intelligence")(e)
                     }
                 })?;
+                sqlx::query("DELETE FROM intelligence_pairs WHERE tenant_id = $1 AND provider = $2")
+                    .bind(tenant.as_str())
+                    .bind(provider.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("replacing pairs of contributors"))?;
+                Self::insert_pairs(&mut tx, tenant, provider, pairs).await?;
+                tx.commit().await.map_err(db("committing company intelligence"))?;
                 IntelligenceRow::try_from(raw)
+            }
+
+            pub(super) async fn intelligence_pairs(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+            ) -> Result<Vec<PairRow>, StoreError> {
+                let raws: Vec<(String, String, Json<Value>)> = sqlx::query_as(
+                    "SELECT user_a, user_b, relation FROM intelligence_pairs \
+                     WHERE tenant_id = $1 AND provider = $2 ORDER BY user_a, user_b",
+                )
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("reading pairs of contributors"))?;
+                raws.into_iter()
+                    .map(|(a, b, relation)| {
+                        Ok(PairRow {
+                            user_a: parse_id("intelligence_pairs", &a, UserId::parse)?,
+                            user_b: parse_id("intelligence_pairs", &b, UserId::parse)?,
+                            relation: relation.0,
+                        })
+                    })
+                    .collect()
             }
 
             pub(super) async fn contribution_counts(
@@ -801,12 +854,13 @@ macro_rules! intelligence_methods {
                 Ok((version > 0).then_some(state.0))
             }
 
-            /// Writes the folded state of a locked aggregate row and increments its version.
+            /// Writes the folded state of a locked aggregate row, increments its version, and
+            /// replaces the folded user's pairs.
             async fn store_intelligence(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 tenant: &TenantId,
                 provider: &ProviderId,
-                state: &Value,
+                folded: &Folded,
                 now: DateTime<Utc>,
             ) -> Result<IntelligenceRow, StoreError> {
                 let raw: RawIntelligence = sqlx::query_as(concat!(
@@ -814,14 +868,50 @@ macro_rules! intelligence_methods {
                      WHERE tenant_id = $3 AND provider = $4 RETURNING ",
                     intelligence_columns!()
                 ))
-                .bind(Json(state))
+                .bind(Json(&folded.state))
                 .bind(now)
                 .bind(tenant.as_str())
                 .bind(provider.as_str())
                 .fetch_one(&mut *conn)
                 .await
                 .map_err(db("storing company intelligence"))?;
+                sqlx::query(
+                    "DELETE FROM intelligence_pairs WHERE tenant_id = $1 AND provider = $2 \
+                     AND (user_a = $3 OR user_b = $3)",
+                )
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .bind(folded.user.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(db("replacing a contributor's pairs"))?;
+                Self::insert_pairs(conn, tenant, provider, &folded.pairs).await?;
                 IntelligenceRow::try_from(raw)
+            }
+
+            async fn insert_pairs(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                pairs: &[PairRow],
+            ) -> Result<(), StoreError> {
+                for p in pairs {
+                    let (a, b) = if p.user_a <= p.user_b { (&p.user_a, &p.user_b) } else { (&p.user_b, &p.user_a) };
+                    sqlx::query(
+                        "INSERT INTO intelligence_pairs (tenant_id, provider, user_a, user_b, relation) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, provider, user_a, user_b) \
+                         DO UPDATE SET relation = excluded.relation",
+                    )
+                    .bind(tenant.as_str())
+                    .bind(provider.as_str())
+                    .bind(a.as_str())
+                    .bind(b.as_str())
+                    .bind(Json(&p.relation))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db("storing a pair of contributors"))?;
+                }
+                Ok(())
             }
         }
     };
@@ -965,6 +1055,7 @@ impl Store {
     }
 
     /// Replaces the aggregate of the tenant's integration with `provider` with `state`
+    /// and its pairs of contributors with `pairs`
     /// (an on-demand recomputation), incrementing its version (1 when it is new). A
     /// contribution recorded between reading [`Store::current_contributions`] and this
     /// call is not in `state`; compare versions to detect that.
@@ -975,8 +1066,19 @@ impl Store {
         tenant: &TenantId,
         provider: &ProviderId,
         state: &Value,
+        pairs: &[PairRow],
     ) -> Result<IntelligenceRow, StoreError> {
-        dispatch!(self.replace_intelligence(tenant, provider, state))
+        dispatch!(self.replace_intelligence(tenant, provider, state, pairs))
+    }
+
+    /// The relations between the contributors of the tenant's integration with
+    /// `provider`, by user.
+    pub async fn intelligence_pairs(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+    ) -> Result<Vec<PairRow>, StoreError> {
+        dispatch!(self.intelligence_pairs(tenant, provider))
     }
 
     /// How many contributions there are of each kind and status, over every tenant (for

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 pub use error::StoreError;
 pub use intelligence::{
-    ContributionFilter, ContributionRow, Fold, IntelligenceRow, NewContribution, ResponsibilityRow,
+    ContributionFilter, ContributionRow, Fold, Folded, IntelligenceRow, NewContribution, PairRow, ResponsibilityRow,
 };
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

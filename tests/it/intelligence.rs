@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use serde_json::json;
-use tributary::intelligence::aggregate::{IntegrationState, Observation, recompute};
-use tributary::intelligence::{self, IntelligenceError};
+use tributary::intelligence::aggregate::{Observation, conflicts, recompute};
+use tributary::intelligence::{self, Integration, IntelligenceError};
 use tributary::model::{ContributionKind as K, ContributionStatus, Responsibility};
 use tributary::simulator::Faults;
 use tributary::store::{ContributionFilter, ContributionRow, RunRow, Store};
@@ -26,17 +26,20 @@ impl World {
         self.store.assign_responsibility(&tid(tenant), &hubspot(), &uid(user), duty, None, None, "test").await.unwrap();
     }
 
-    async fn intelligence(&self, tenant: &str) -> IntegrationState {
+    async fn intelligence(&self, tenant: &str) -> Integration {
         let rows = intelligence::integrations(&self.store, &tid(tenant), Some(&hubspot()), false).await.unwrap();
         assert_eq!(rows.len(), 1, "one integration at {tenant}");
-        rows.into_iter().next().unwrap().1
+        rows.into_iter().next().unwrap()
     }
 
-    /// The stored (incrementally maintained) state equals one rebuilt from scratch.
-    async fn assert_incremental_equals_scratch(&self, tenant: &str) -> IntegrationState {
+    /// The stored (incrementally maintained) state and pairs equal ones rebuilt from
+    /// scratch.
+    async fn assert_incremental_equals_scratch(&self, tenant: &str) -> Integration {
         let stored = self.intelligence(tenant).await;
         let rows = self.store.current_contributions(&tid(tenant), &hubspot()).await.unwrap();
-        assert_eq!(stored, recompute(rows.iter().map(Observation::from)), "{tenant}: incremental ≠ from scratch");
+        let (state, pairs) = recompute(rows.iter().map(Observation::from));
+        assert_eq!(stored.state, state, "{tenant}: incremental state ≠ from scratch");
+        assert_eq!(stored.pairs, pairs, "{tenant}: incremental pairs ≠ from scratch");
         stored
     }
 
@@ -111,17 +114,19 @@ async fn runs_feed_company_intelligence(store: Store, url: String) {
     }
     let acme = w.assert_incremental_equals_scratch("acme").await;
     let globex = w.assert_incremental_equals_scratch("globex").await;
-    assert_eq!(acme.users.keys().collect::<Vec<_>>(), ["ann", "ben", "eve"]);
-    assert_eq!(globex.users.keys().collect::<Vec<_>>(), ["dan", "eve"]);
-    assert_eq!(acme.summary.quality, Some(100.0));
-    assert_eq!(acme.summary.contributors_total, 3);
+    assert_eq!(acme.state.users.keys().collect::<Vec<_>>(), ["ann", "ben", "eve"]);
+    assert_eq!(globex.state.users.keys().collect::<Vec<_>>(), ["dan", "eve"]);
+    assert_eq!(acme.state.summary.quality, Some(100.0));
+    assert_eq!(acme.state.summary.contributors_total, 3);
 
     // Ann syncs hourly, Ben daily: a schedule conflict with a resolution. Eve's 50
     // minutes is within 30 % of Ann's hour.
-    let schedule: Vec<(String, String)> =
-        acme.conflicts().filter(|(_, c)| c.topic == "schedule").map(|(p, _)| (p.a.clone(), p.b.clone())).collect();
+    let schedule: Vec<(String, String)> = conflicts(&acme.pairs)
+        .filter(|(_, c)| c.topic == "schedule")
+        .map(|(p, _)| (p.a.clone(), p.b.clone()))
+        .collect();
     assert_eq!(schedule, [("ann".to_owned(), "ben".to_owned()), ("ben".to_owned(), "eve".to_owned())]);
-    let (_, conflict) = acme.conflicts().find(|(_, c)| c.topic == "schedule").unwrap();
+    let (_, conflict) = conflicts(&acme.pairs).find(|(_, c)| c.topic == "schedule").unwrap();
     assert!(conflict.resolution.starts_with("align on `"), "{}", conflict.resolution);
 
     // Records missing a required field lower the data quality: a quarter of the contacts
@@ -134,7 +139,7 @@ async fn runs_feed_company_intelligence(store: Store, url: String) {
     assert!(dead > 0 && dead * 4 >= run.stats.fetched - 1, "dead-lettered {dead} of {}", run.stats.fetched);
     let acme = w.assert_incremental_equals_scratch("acme").await;
     let expected = 100.0 * (run.stats.fetched - dead) as f64 / run.stats.fetched as f64;
-    let quality = acme.summary.quality.unwrap();
+    let quality = acme.state.summary.quality.unwrap();
     assert!((quality - expected).abs() < 0.01, "quality {quality}, expected {expected}");
     let superseded = w
         .contributions_of("acme", "ann")
@@ -161,9 +166,9 @@ async fn runs_feed_company_intelligence(store: Store, url: String) {
     assert!(made.contains(&K::ErrorReporting) && !made.contains(&K::DataSource), "{made:?}");
     let acme = w.assert_incremental_equals_scratch("acme").await;
     let patterns: Vec<(&str, &str, Option<i64>)> =
-        acme.summary.error_patterns.iter().map(|e| (e.severity.as_str(), e.class.as_str(), e.status)).collect();
+        acme.state.summary.error_patterns.iter().map(|e| (e.severity.as_str(), e.class.as_str(), e.status)).collect();
     assert_eq!(patterns, [("critical", "auth", None), ("medium", "transient", Some(503))]);
-    let transient = &acme.summary.error_patterns[1];
+    let transient = &acme.state.summary.error_patterns[1];
     assert_eq!(transient.users, ["ann"]);
     assert!(transient.endpoint.as_deref().unwrap_or_default().contains("/crm/v3/objects/contacts"), "{transient:?}");
 
@@ -182,13 +187,13 @@ async fn runs_feed_company_intelligence(store: Store, url: String) {
     let (row, _) = intelligence::review(&w.store, &tid("acme"), bens_usage.id, false, &uid("ann")).await.unwrap();
     assert_eq!(row.status, ContributionStatus::Rejected);
     let acme = w.assert_incremental_equals_scratch("acme").await;
-    assert!(!acme.users["ben"].contains_key(&K::UsagePattern));
-    assert!(acme.conflicts().all(|(p, c)| c.topic != "schedule" || (p.a != "ben" && p.b != "ben")));
+    assert!(!acme.state.users["ben"].contains_key(&K::UsagePattern));
+    assert!(conflicts(&acme.pairs).all(|(p, c)| c.topic != "schedule" || (p.a != "ben" && p.b != "ben")));
 
     // Globex never saw acme's contributions.
     let globex = w.assert_incremental_equals_scratch("globex").await;
-    assert_eq!(globex.summary.quality, Some(100.0));
-    assert!(globex.summary.error_patterns.is_empty());
+    assert_eq!(globex.state.summary.quality, Some(100.0));
+    assert!(globex.state.summary.error_patterns.is_empty());
 
     // Contributions are counted by kind.
     let text = metrics.encode();

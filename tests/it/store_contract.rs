@@ -97,6 +97,7 @@ contract! {
         intelligence::contributions_are_listed_newest_first_by_filter,
         intelligence::reviews_decide_active_contributions_only,
         intelligence::intelligence_is_replaced_on_demand_and_qualities_are_read,
+        intelligence::each_fold_replaces_its_users_pairs,
         intelligence::intelligence_is_isolated_between_tenants,
         intelligence::out_of_range_numbers_are_rejected,
     ],

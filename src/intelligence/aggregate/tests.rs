@@ -2,6 +2,8 @@ use chrono::TimeZone;
 use proptest::prelude::*;
 use serde_json::json;
 
+use std::collections::BTreeMap;
+
 use super::*;
 
 /// A contribution as the store keeps it.
@@ -77,6 +79,8 @@ fn data_for(kind: ContributionKind, interval: Option<u32>, severity: u8) -> Valu
 fn check(ops: &[Op]) -> Result<(), TestCaseError> {
     let mut rows: Vec<Row> = Vec::new();
     let mut stored = IntegrationState::default().to_json();
+    // The pairs as the store keeps them: one per pair of users.
+    let mut pairs: BTreeMap<(String, String), Pair> = BTreeMap::new();
     for op in ops {
         let changed = match op {
             Op::Add { user, kind, scores, day, interval, severity } => {
@@ -100,11 +104,18 @@ fn check(ops: &[Op]) -> Result<(), TestCaseError> {
             }
         };
         let state = IntegrationState::from_json(&stored).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let state = apply(state, &rows[changed].observation());
+        let user = rows[changed].user.clone();
+        let (state, mine) = apply(state, &rows[changed].observation());
         stored = state.to_json();
-        let scratch = recompute(rows.iter().map(Row::observation));
+        pairs.retain(|(a, b), _| *a != user && *b != user);
+        for p in mine {
+            prop_assert!(p.a < p.b && (p.a == user || p.b == user), "{p:?}");
+            pairs.insert((p.a.clone(), p.b.clone()), p);
+        }
+        let (scratch, scratch_pairs) = recompute(rows.iter().map(Row::observation));
         prop_assert_eq!(&state, &scratch);
         prop_assert_eq!(&stored, &scratch.to_json());
+        prop_assert_eq!(pairs.values().cloned().collect::<Vec<_>>(), scratch_pairs);
     }
     Ok(())
 }
@@ -138,18 +149,18 @@ fn obs<'a>(id: i64, user: &'a str, kind: ContributionKind, scores: [f64; 5], dat
 #[test]
 fn agreeing_confident_users_correlate_and_high_impact_users_have_synergy() {
     let empty = json!({});
-    let state = recompute([
+    let (state, pairs) = recompute([
         obs(1, "ann", ContributionKind::DataSource, [0.9, 95.0, 80.0, 90.0, 88.0], &empty),
         obs(2, "bob", ContributionKind::DataSource, [0.8, 93.0, 75.0, 92.0, 85.0], &empty),
         // Confident but disagreeing, and low impact: neither correlation nor synergy.
         obs(3, "cat", ContributionKind::DataSource, [0.9, 40.0, 20.0, 50.0, 30.0], &empty),
     ]);
-    let corr: Vec<_> = state.correlations().map(|(p, c)| (p.a.as_str(), p.b.as_str(), c.kind)).collect();
+    let corr: Vec<_> = correlations(&pairs).map(|(p, c)| (p.a.as_str(), p.b.as_str(), c.kind)).collect();
     assert_eq!(corr, vec![("ann", "bob", ContributionKind::DataSource)]);
-    let syn: Vec<_> = state.synergies().map(|(p, s)| (p.a.as_str(), p.b.as_str(), s.impact)).collect();
+    let syn: Vec<_> = synergies(&pairs).map(|(p, s)| (p.a.as_str(), p.b.as_str(), s.impact)).collect();
     assert_eq!(syn, vec![("ann", "bob", 75.0)]);
     // cat's impact differs from ann's by 60 and bob's by 55 points.
-    let conflicts: Vec<_> = state.conflicts().map(|(p, c)| (p.a.as_str(), p.b.as_str(), c.gap)).collect();
+    let conflicts: Vec<_> = conflicts(&pairs).map(|(p, c)| (p.a.as_str(), p.b.as_str(), c.gap)).collect();
     assert_eq!(conflicts, vec![("ann", "cat", 60.0), ("bob", "cat", 55.0)]);
     assert_eq!(state.summary.contributors_total, 3);
     // Weighted by confidence: (0.9·95 + 0.8·93 + 0.9·40) / 2.6.
@@ -160,11 +171,11 @@ fn agreeing_confident_users_correlate_and_high_impact_users_have_synergy() {
 #[test]
 fn low_confidence_blocks_correlation() {
     let empty = json!({});
-    let state = recompute([
+    let (_, pairs) = recompute([
         obs(1, "ann", ContributionKind::PerformanceMetrics, [0.7, 95.0, 10.0, 90.0, 88.0], &empty),
         obs(2, "bob", ContributionKind::PerformanceMetrics, [0.95, 95.0, 10.0, 90.0, 88.0], &empty),
     ]);
-    assert_eq!(state.correlations().count(), 0, "confidence must be above 0.7 on both sides");
+    assert_eq!(correlations(&pairs).count(), 0, "confidence must be above 0.7 on both sides");
 }
 
 #[test]
@@ -172,16 +183,16 @@ fn hourly_and_daily_schedules_conflict_with_a_resolution() {
     let hourly = json!({ "schedule": "hourly", "interval_secs": 3600.0, "changed_share": 0.1 });
     let daily = json!({ "schedule": "daily", "interval_secs": 86400.0, "changed_share": 0.9 });
     let near = json!({ "schedule": "every 50 minutes", "interval_secs": 3000.0 });
-    let state = recompute([
+    let (_, pairs) = recompute([
         obs(1, "ann", ContributionKind::UsagePattern, [0.5, 50.0, 10.0, 100.0, 100.0], &hourly),
         obs(2, "bob", ContributionKind::UsagePattern, [0.5, 50.0, 20.0, 100.0, 100.0], &daily),
         obs(3, "cat", ContributionKind::UsagePattern, [0.5, 50.0, 15.0, 100.0, 100.0], &near),
     ]);
     let schedule: Vec<_> =
-        state.conflicts().filter(|(_, c)| c.topic == "schedule").map(|(p, c)| (p.a.clone(), p.b.clone(), c)).collect();
-    let pairs: Vec<_> = schedule.iter().map(|(a, b, _)| (a.as_str(), b.as_str())).collect();
+        conflicts(&pairs).filter(|(_, c)| c.topic == "schedule").map(|(p, c)| (p.a.clone(), p.b.clone(), c)).collect();
+    let users: Vec<_> = schedule.iter().map(|(a, b, _)| (a.as_str(), b.as_str())).collect();
     // 3600 vs 3000 differ by 16.7 % of the larger: no conflict.
-    assert_eq!(pairs, vec![("ann", "bob"), ("bob", "cat")]);
+    assert_eq!(users, vec![("ann", "bob"), ("bob", "cat")]);
     let (_, _, c) = &schedule[0];
     // Only 10 % of ann's hourly runs change anything: align on the slower `daily`.
     assert!(c.resolution.contains("align on `daily`"), "{}", c.resolution);
@@ -193,7 +204,7 @@ fn errors_group_by_class_status_and_endpoint() {
     let a = json!({ "class": "client", "status": 400, "endpoint": "/v1/x", "severity": "high", "count": 1, "message": "bad" });
     let b = json!({ "class": "client", "status": 400, "endpoint": "/v1/x", "severity": "high", "count": 3, "message": "bad" });
     let c = json!({ "class": "auth", "status": 401, "endpoint": "/v1/x", "severity": "critical", "count": 1, "message": "no" });
-    let state = recompute([
+    let (state, _) = recompute([
         obs(1, "ann", ContributionKind::ErrorReporting, [1.0, 25.0, 75.0, 50.0, 100.0], &a),
         obs(2, "bob", ContributionKind::ErrorReporting, [1.0, 25.0, 75.0, 50.0, 100.0], &b),
         obs(3, "cat", ContributionKind::ErrorReporting, [1.0, 0.0, 100.0, 50.0, 100.0], &c),

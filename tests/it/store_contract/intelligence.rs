@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tributary::model::{ContributionKind as K, ContributionStatus, Responsibility, RoleName, UserId};
-use tributary::store::{ContributionFilter, ContributionRow, Fold, NewContribution};
+use tributary::store::{ContributionFilter, ContributionRow, Fold, Folded, NewContribution, PairRow};
 
 use super::*;
 
@@ -59,12 +59,63 @@ fn contribution(who: &str, kind: K, connection_id: Option<i64>) -> NewContributi
     }
 }
 
-/// Counts folds and keeps each user's latest row per kind, as an aggregation would.
-fn counting(previous: Option<&Value>, row: &ContributionRow) -> Value {
+/// Counts folds and keeps each user's latest row per kind, as an aggregation would; the
+/// user is paired with every other user seen so far, the pair carrying the fold count.
+fn counting(previous: Option<&Value>, row: &ContributionRow) -> Folded {
     let n = previous.and_then(|s| s["n"].as_i64()).unwrap_or(0);
     let mut entries = previous.and_then(|s| s.get("entries")).cloned().unwrap_or_else(|| json!({}));
     entries[format!("{}/{}", row.user, row.kind).as_str()] = json!({ "id": row.id, "status": row.status });
-    json!({ "n": n + 1, "had_state": previous.is_some(), "entries": entries })
+    let others: std::collections::BTreeSet<String> = entries
+        .as_object()
+        .map(|m| {
+            m.keys()
+                .filter_map(|k| k.split('/').next())
+                .filter(|u| *u != row.user.as_str())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let pairs = others
+        .iter()
+        .map(|other| PairRow { user_a: row.user.clone(), user_b: user(other), relation: json!({ "n": n + 1 }) })
+        .collect();
+    let state = json!({ "n": n + 1, "had_state": previous.is_some(), "entries": entries });
+    Folded { state, user: row.user.clone(), pairs }
+}
+
+/// The stored pairs of an integration: (a, b, n).
+async fn pairs(store: &Store, tenant: &str, provider_id: &str) -> Vec<(String, String, i64)> {
+    let rows = store.intelligence_pairs(&tenant_id(tenant), &provider(provider_id)).await.unwrap();
+    rows.into_iter().map(|p| (p.user_a.to_string(), p.user_b.to_string(), p.relation["n"].as_i64().unwrap())).collect()
+}
+
+pub(super) async fn each_fold_replaces_its_users_pairs(store: &Store) {
+    create(store, "acme", &["hubspot"]).await;
+    for id in ["alice", "bob", "carol"] {
+        member(store, "acme", id).await;
+    }
+    let pair = |a: &str, b: &str, n: i64| (a.to_owned(), b.to_owned(), n);
+    record(store, "acme", "hubspot", &contribution("bob", K::DataSource, None)).await;
+    assert!(pairs(store, "acme", "hubspot").await.is_empty());
+    // Carol pairs with Bob; then Alice with both (stored a < b whatever order given).
+    record(store, "acme", "hubspot", &contribution("carol", K::DataSource, None)).await;
+    assert_eq!(pairs(store, "acme", "hubspot").await, [pair("bob", "carol", 2)]);
+    record(store, "acme", "hubspot", &contribution("alice", K::UsagePattern, None)).await;
+    assert_eq!(
+        pairs(store, "acme", "hubspot").await,
+        [pair("alice", "bob", 3), pair("alice", "carol", 3), pair("bob", "carol", 2)]
+    );
+    // A fold replaces exactly its user's pairs: Bob's are rewritten, Alice–Carol stays.
+    record(store, "acme", "hubspot", &contribution("bob", K::UsagePattern, None)).await;
+    assert_eq!(
+        pairs(store, "acme", "hubspot").await,
+        [pair("alice", "bob", 4), pair("alice", "carol", 3), pair("bob", "carol", 4)]
+    );
+    // A replacement replaces every pair.
+    let ab = PairRow { user_a: user("bob"), user_b: user("alice"), relation: json!({ "n": 9 }) };
+    store.replace_intelligence(&tenant_id("acme"), &provider("hubspot"), &json!({}), &[ab]).await.unwrap();
+    assert_eq!(pairs(store, "acme", "hubspot").await, [pair("alice", "bob", 9)]);
+    assert!(pairs(store, "acme", "aptem").await.is_empty());
 }
 
 const COUNTING: Fold<'static> = &counting;
@@ -389,14 +440,14 @@ pub(super) async fn intelligence_is_replaced_on_demand_and_qualities_are_read(st
     assert!(store.intelligence(&acme, None).await.unwrap().is_empty());
     assert!(store.intelligence_qualities().await.unwrap().is_empty());
 
-    let first = store.replace_intelligence(&acme, &hubspot, &json!({ "quality": 82.5 })).await.unwrap();
+    let first = store.replace_intelligence(&acme, &hubspot, &json!({ "quality": 82.5 }), &[]).await.unwrap();
     assert_eq!((first.version, &first.state), (1, &json!({ "quality": 82.5 })));
-    let second = store.replace_intelligence(&acme, &hubspot, &json!({ "quality": 90, "n": 7 })).await.unwrap();
+    let second = store.replace_intelligence(&acme, &hubspot, &json!({ "quality": 90, "n": 7 }), &[]).await.unwrap();
     assert_eq!(second.version, 2);
     assert!(second.updated_at >= first.updated_at);
-    store.replace_intelligence(&acme, &aptem, &json!({ "quality": "high" })).await.unwrap();
-    store.replace_intelligence(&globex, &hubspot, &json!({ "reliability": 1 })).await.unwrap();
-    store.replace_intelligence(&globex, &aptem, &json!({ "quality": 70 })).await.unwrap();
+    store.replace_intelligence(&acme, &aptem, &json!({ "quality": "high" }), &[]).await.unwrap();
+    store.replace_intelligence(&globex, &hubspot, &json!({ "reliability": 1 }), &[]).await.unwrap();
+    store.replace_intelligence(&globex, &aptem, &json!({ "quality": 70 }), &[]).await.unwrap();
 
     let rows = store.intelligence(&acme, None).await.unwrap();
     assert_eq!(rows.iter().map(|r| r.provider.as_str()).collect::<Vec<_>>(), ["aptem", "hubspot"]);
@@ -413,7 +464,7 @@ pub(super) async fn intelligence_is_replaced_on_demand_and_qualities_are_read(st
         .unwrap();
     assert_eq!((state.version, &state.state["n"], &state.state["had_state"]), (3, &json!(8), &json!(true)));
 
-    let err = store.replace_intelligence(&tenant_id("nowhere"), &hubspot, &json!({})).await.unwrap_err();
+    let err = store.replace_intelligence(&tenant_id("nowhere"), &hubspot, &json!({}), &[]).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     assert!(err.to_string().contains("nowhere"), "{err}");
 }
@@ -475,7 +526,7 @@ pub(super) async fn intelligence_is_isolated_between_tenants(store: &Store) {
     let err = store.review_contribution(&globex, at_acme.id, true, &user("owen"), COUNTING).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
     assert!(!store.remove_responsibility(&globex, &hubspot, &user("owen"), "x").await.unwrap());
-    store.replace_intelligence(&globex, &hubspot, &json!({ "reset": true })).await.unwrap();
+    store.replace_intelligence(&globex, &hubspot, &json!({ "reset": true }), &[]).await.unwrap();
 
     // Acme is exactly as it was.
     assert_eq!(store.contribution(&acme, at_acme.id).await.unwrap(), Some(at_acme.clone()));
