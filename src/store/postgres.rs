@@ -69,6 +69,10 @@ impl PgStore {
          SET status = 'disabled', status_reason = $1, updated_at = $2 \
          WHERE tenant_id = $3 AND status <> 'disabled' AND provider <> ALL($4)";
 
+    /// After a JSON text parameter: the server parses it into `JSONB` (as it parses the
+    /// binary `JSONB` input format, which is the same text behind a version byte).
+    pub(super) const JSON_PARAM: &'static str = "::jsonb";
+
     /// A list of strings as one bind parameter: a `TEXT[]`.
     pub(super) fn id_list(ids: &[&str]) -> Vec<String> {
         ids.iter().map(|id| (*id).to_owned()).collect()

@@ -10,7 +10,7 @@ use sqlx::types::Json;
 use super::error::{StoreError, db};
 use super::jobs::no_job;
 use super::postgres::PgStore;
-use super::rows::{RawRecord, content_hash, convert_all, now};
+use super::rows::{RawRecord, content_hash_of_text, convert_all, now};
 use super::sqlite::SqliteStore;
 use super::types::{DeadLetterRow, PageOutcome, PageWrite, RecordInput, RecordRow};
 use crate::model::{EntityName, ProviderId, TenantId};
@@ -18,15 +18,15 @@ use crate::model::{EntityName, ProviderId, TenantId};
 /// Bind parameters per row of the multi-row upsert.
 const BINDS_PER_ROW: usize = 8;
 
-/// One record of a page, ready to write.
+/// One record of a page, ready to write: serialized once, and hashed over that text.
 struct Prepared<'a> {
     external_id: &'a str,
-    data: &'a Value,
+    json: String,
     hash: String,
 }
 
 /// Collapses duplicate external ids (the last occurrence wins, at the position of the
-/// first) and hashes every record.
+/// first), serializes every record once and hashes the text.
 fn prepare(records: &[RecordInput]) -> Vec<Prepared<'_>> {
     let mut position: HashMap<&str, usize> = HashMap::with_capacity(records.len());
     let mut unique: Vec<&RecordInput> = Vec::with_capacity(records.len());
@@ -41,10 +41,9 @@ fn prepare(records: &[RecordInput]) -> Vec<Prepared<'_>> {
     }
     unique
         .into_iter()
-        .map(|record| Prepared {
-            external_id: &record.external_id,
-            data: &record.data,
-            hash: content_hash(&record.data),
+        .map(|record| {
+            let json = record.data.to_string();
+            Prepared { external_id: &record.external_id, hash: content_hash_of_text(&json), json }
         })
         .collect()
 }
@@ -123,7 +122,8 @@ macro_rules! record_methods {
                             .push_bind(page.entity.as_str())
                             .push_bind(page.provider.as_str())
                             .push_bind(record.external_id)
-                            .push_bind(Json(record.data))
+                            .push_bind(record.json.as_str())
+                            .push_unseparated(Self::JSON_PARAM)
                             .push_bind(record.hash.as_str())
                             .push_bind(now)
                             .push_bind(now);
@@ -308,8 +308,9 @@ mod tests {
         let rec = |id: &str, v: i64| RecordInput { external_id: id.into(), data: serde_json::json!({ "v": v }) };
         let page = [rec("a", 1), rec("b", 2), rec("a", 3)];
         let prepared = prepare(&page);
-        let got: Vec<_> = prepared.iter().map(|p| (p.external_id, p.data.clone())).collect();
-        assert_eq!(got, vec![("a", serde_json::json!({"v": 3})), ("b", serde_json::json!({"v": 2}))]);
+        let got: Vec<_> = prepared.iter().map(|p| (p.external_id, p.json.as_str())).collect();
+        assert_eq!(got, vec![("a", r#"{"v":3}"#), ("b", r#"{"v":2}"#)]);
+        assert_eq!(prepared[0].hash, super::super::rows::content_hash(&serde_json::json!({"v": 3})));
     }
 
     #[test]

@@ -87,6 +87,9 @@ impl SqliteStore {
          WHERE tenant_id = $3 AND status <> 'disabled' \
          AND provider NOT IN (SELECT value FROM json_each($4))";
 
+    /// After a JSON text parameter: SQLite stores JSON as TEXT as it is.
+    pub(super) const JSON_PARAM: &'static str = "";
+
     /// A list of strings as one bind parameter: a JSON array, read with `json_each`.
     pub(super) fn id_list(ids: &[&str]) -> String {
         serde_json::Value::from(ids.to_vec()).to_string()
