@@ -226,11 +226,13 @@ async fn measure(catalog: &Catalog, sim: &SimHandle, url: &str, dir: &Path, n: u
         lease_owner: None,
         cancel: None,
     };
-    let (sim_cpu, process_cpu) = (support::thread_cpu_secs("simulator"), support::cpu_secs(std::process::id())?);
+    let (threads, process_cpu) = (support::thread_cpu(), support::cpu_secs(std::process::id())?);
     let started = Instant::now();
     let row = syncer.run(&run(false), &mut |_, _| {}).await?;
     let pipeline = started.elapsed();
-    let sim_cpu = support::thread_cpu_secs("simulator") - sim_cpu;
+    let after = support::thread_cpu();
+    println!("  CPU during the pipeline by thread (s per s): {}", support::thread_cpu_share(&threads, &after, pipeline));
+    let sim_cpu = after.get("simulator").copied().unwrap_or(0.0) - threads.get("simulator").copied().unwrap_or(0.0);
     let process_cpu = support::cpu_secs(std::process::id())? - process_cpu;
     let stages = syncer.stages.snapshot();
     anyhow::ensure!(row.outcome == RunOutcome::Success, "pipeline run failed: {:?}", row.stats.error);
@@ -304,7 +306,8 @@ async fn read_pages(manifest: &Manifest, sim: &SimHandle, creds: &Credentials) -
 
 /// Inserts `pages` (external id, JSON text, hash) for tenant `ceiling`, one multi-row
 /// statement and one transaction per page, on a plain connection; returns the elapsed
-/// time. The JSON is serialized before the clock starts.
+/// time. The JSON is serialized before the clock starts; the statement stays prepared
+/// (as the store's does).
 async fn plain_insert(url: &str, pages: &[Vec<(String, String, String)>]) -> anyhow::Result<Duration> {
     let now = chrono::Utc::now();
     macro_rules! insert_all {
@@ -327,7 +330,7 @@ async fn plain_insert(url: &str, pages: &[Vec<(String, String, String)>]) -> any
                         .push_bind(now)
                         .push_bind(now);
                 });
-                qb.build().persistent(false).execute(&mut *tx).await?;
+                qb.build().execute(&mut *tx).await?;
                 tx.commit().await?;
             }
             started.elapsed()

@@ -275,20 +275,40 @@ pub fn machine() -> String {
     format!("{cores} cores ({cpu}), Linux {}", kernel.trim())
 }
 
-/// CPU seconds used so far by this process's threads named `name` (e.g. `simulator`).
-pub fn thread_cpu_secs(name: &str) -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
-    let mut total = 0.0;
+/// CPU seconds used so far by this process's threads, summed by thread name (the
+/// main thread carries the program's name).
+pub fn thread_cpu() -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
     for task in tasks.flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() != name {
-            continue;
-        }
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
         let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        total += (ticks(11) + ticks(12)) as f64 / 100.0;
+        *out.entry(comm.trim().to_owned()).or_default() += (ticks(11) + ticks(12)) as f64 / 100.0;
     }
-    total
+    out
+}
+
+/// CPU seconds used so far by this process's threads named `name` (e.g. `simulator`).
+pub fn thread_cpu_secs(name: &str) -> f64 {
+    thread_cpu().get(name).copied().unwrap_or(0.0)
+}
+
+/// What each thread name used between two readings of [`thread_cpu`], per second of
+/// `wall`, as `name 0.42, …` (threads that used less than 1% left out).
+pub fn thread_cpu_share(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    wall: Duration,
+) -> String {
+    let mut parts = Vec::new();
+    for (name, a) in after {
+        let used = (a - before.get(name).copied().unwrap_or(0.0)) / wall.as_secs_f64();
+        if used >= 0.01 {
+            parts.push(format!("{name} {used:.2}"));
+        }
+    }
+    parts.join(", ")
 }

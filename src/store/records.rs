@@ -133,7 +133,8 @@ macro_rules! record_methods {
                          data = excluded.data, content_hash = excluded.content_hash, \
                          last_synced = excluded.last_synced, deleted_at = NULL",
                     );
-                    qb.build().persistent(false).execute(&mut *tx).await.map_err(db("writing records"))?;
+                    // Kept prepared: a full page always has the same text.
+                    qb.build().execute(&mut *tx).await.map_err(db("writing records"))?;
                 }
 
                 for chunk in page.dead_letters.chunks(500) {

@@ -37,7 +37,9 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let path = (!in_memory).then(|| options.get_filename().to_path_buf());
-        let mut pool = SqlitePoolOptions::new().max_connections(8);
+        // A connection to a local file cannot go stale: no ping (a round trip to the
+        // connection's worker thread) before every acquire.
+        let mut pool = SqlitePoolOptions::new().max_connections(8).test_before_acquire(false);
         if in_memory {
             // An in-memory database lives only as long as one of its connections.
             pool = pool.min_connections(1).idle_timeout(None).max_lifetime(None);
