@@ -6,6 +6,11 @@
 //! uses a part of it.
 #![allow(dead_code)]
 
+/// The allocator of the `tributary` binary (`src/main.rs`), so the library runs here as
+/// it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

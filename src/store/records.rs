@@ -65,13 +65,28 @@ macro_rules! record_methods {
                 let records = prepare(page.records);
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
 
-                // The job must be the tenant's; a fenced write must hold its lease.
-                let lease: Option<Option<String>> = sqlx::query_scalar(Self::SELECT_JOB_FOR_WRITE)
-                    .bind(page.job_id)
+                // The job must be the tenant's; a fenced write must hold its lease. The
+                // job's row and the stored hashes come back from one statement.
+                let ids: Vec<&str> = records.iter().map(|r| r.external_id).collect();
+                let rows: Vec<(Option<String>, Option<String>, bool)> = sqlx::query_as(Self::SELECT_JOB_AND_HASHES)
                     .bind(tenant.as_str())
-                    .fetch_optional(&mut *tx)
+                    .bind(page.entity.as_str())
+                    .bind(page.provider.as_str())
+                    .bind(Self::id_list(&ids))
+                    .bind(page.job_id)
+                    .fetch_all(&mut *tx)
                     .await
-                    .map_err(db("reading the page's job"))?;
+                    .map_err(db("reading the page's job and stored record hashes"))?;
+                let mut lease: Option<Option<String>> = None;
+                let mut existing: HashMap<String, (String, bool)> = HashMap::with_capacity(rows.len());
+                for (id, hash, deleted) in rows {
+                    match id {
+                        None => lease = Some(hash),
+                        Some(id) => {
+                            existing.insert(id, (hash.unwrap_or_default(), deleted));
+                        }
+                    }
+                }
                 let Some(holder) = lease else {
                     return Err(no_job(tenant, page.job_id));
                 };
@@ -81,19 +96,6 @@ macro_rules! record_methods {
                     }
                 }
 
-                let mut existing: HashMap<String, (String, bool)> = HashMap::new();
-                if !records.is_empty() {
-                    let ids: Vec<&str> = records.iter().map(|r| r.external_id).collect();
-                    let rows: Vec<(String, String, bool)> = sqlx::query_as(Self::SELECT_EXISTING_HASHES)
-                        .bind(tenant.as_str())
-                        .bind(page.entity.as_str())
-                        .bind(page.provider.as_str())
-                        .bind(Self::id_list(&ids))
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(db("reading stored record hashes"))?;
-                    existing.extend(rows.into_iter().map(|(id, hash, deleted)| (id, (hash, deleted))));
-                }
                 // New and changed records go through one multi-row upsert: its
                 // `DO UPDATE` branch rewrites exactly the changed rows (keeping
                 // `first_seen`), each found through the primary key. Unchanged records

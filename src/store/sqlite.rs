@@ -67,15 +67,15 @@ impl SqliteStore {
     /// Reads the tenant row; `BEGIN IMMEDIATE` already serializes writers.
     pub(super) const LOCK_TENANT: &'static str = "SELECT id FROM tenants WHERE id = $1";
 
-    /// `$4` is a list built by [`Self::id_list`].
-    pub(super) const SELECT_EXISTING_HASHES: &'static str = "SELECT external_id, content_hash, \
-         deleted_at IS NOT NULL AS deleted FROM records \
+    /// The page's job (`$5`, a row with a NULL `external_id` whose `content_hash` is the
+    /// lease owner; no such row if the tenant has no such job), then the stored hash of
+    /// every record of the page (`$4`, a list built by [`Self::id_list`]): one statement.
+    /// `BEGIN IMMEDIATE` already holds the write lock, so the lease cannot change.
+    pub(super) const SELECT_JOB_AND_HASHES: &'static str = "SELECT NULL AS external_id, \
+         lease_owner AS content_hash, 0 AS deleted FROM jobs WHERE id = $5 AND tenant_id = $1 \
+         UNION ALL SELECT external_id, content_hash, deleted_at IS NOT NULL FROM records \
          WHERE tenant_id = $1 AND entity = $2 AND provider = $3 \
          AND external_id IN (SELECT value FROM json_each($4))";
-
-    /// Locks nothing beyond `BEGIN IMMEDIATE`, which already holds the write lock.
-    pub(super) const SELECT_JOB_FOR_WRITE: &'static str =
-        "SELECT lease_owner FROM jobs WHERE id = $1 AND tenant_id = $2";
 
     /// `$3` is a list built by [`Self::id_list`] of the providers that stay enabled.
     pub(super) const DISABLE_OTHER_JOBS: &'static str = "UPDATE jobs SET enabled = FALSE, \
