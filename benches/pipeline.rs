@@ -231,7 +231,10 @@ async fn measure(catalog: &Catalog, sim: &SimHandle, url: &str, dir: &Path, n: u
     let row = syncer.run(&run(false), &mut |_, _| {}).await?;
     let pipeline = started.elapsed();
     let after = support::thread_cpu();
-    println!("  CPU during the pipeline by thread (s per s): {}", support::thread_cpu_share(&threads, &after, pipeline));
+    println!(
+        "  CPU during the pipeline by thread (s per s): {}",
+        support::thread_cpu_share(&threads, &after, pipeline)
+    );
     let sim_cpu = after.get("simulator").copied().unwrap_or(0.0) - threads.get("simulator").copied().unwrap_or(0.0);
     let process_cpu = support::cpu_secs(std::process::id())? - process_cpu;
     let stages = syncer.stages.snapshot();

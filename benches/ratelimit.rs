@@ -100,7 +100,9 @@ async fn measure(
     let dir = scratch.dir.path();
     let connectors = match limit {
         Some(shipped) if shipped == SHIPPED => support::connectors_dir(dir, "-", None)?,
-        Some((n, per)) => support::connectors_dir(dir, "hubspot", Some(&format!("requests = {n}\nper_secs = {per}\n")))?,
+        Some((n, per)) => {
+            support::connectors_dir(dir, "hubspot", Some(&format!("requests = {n}\nper_secs = {per}\n")))?
+        }
         None => support::connectors_dir(dir, "hubspot", None)?,
     };
     let config = support::config_dir(dir, "")?;

@@ -108,8 +108,17 @@ async fn measure(
     child.kill().await?;
     let runs = store.list_runs(Some(&tenant), 10_000).await?;
     let failed = runs.iter().filter(|r| r.outcome != RunOutcome::Success).count();
-    anyhow::ensure!(runs.len() - before >= triggers + 5, "only {} runs for {} triggers", runs.len() - before, triggers + 5);
-    anyhow::ensure!(failed == 0, "{failed} runs did not succeed: {:?}", runs.iter().find_map(|r| r.stats.error.clone()));
+    anyhow::ensure!(
+        runs.len() - before >= triggers + 5,
+        "only {} runs for {} triggers",
+        runs.len() - before,
+        triggers + 5
+    );
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} runs did not succeed: {:?}",
+        runs.iter().find_map(|r| r.stats.error.clone())
+    );
     store.close().await;
     Ok((latency, status))
 }

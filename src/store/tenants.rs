@@ -209,9 +209,7 @@ macro_rules! tenant_methods {
                     .fetch_all(&self.pool)
                     .await
                     .map_err(db("listing tenants"))?;
-                ids.iter()
-                    .map(|id| TenantId::parse(id).map_err(|e| corrupt(format_args!("tenants: {e}"))))
-                    .collect()
+                ids.iter().map(|id| TenantId::parse(id).map_err(|e| corrupt(format_args!("tenants: {e}")))).collect()
             }
 
             pub(super) async fn get_overrides(

@@ -451,7 +451,8 @@ impl<'a> Syncer<'a> {
                 };
                 let task = tokio::spawn(write_page(self.store.clone(), req.tenant.clone(), owned, self.stages.clone()));
                 let write = async {
-                    task.await.unwrap_or_else(|e| Err(RunFailure::plain(format!("the page write ended abnormally: {e}"))))
+                    task.await
+                        .unwrap_or_else(|e| Err(RunFailure::plain(format!("the page write ended abnormally: {e}"))))
                 };
                 let read_ahead = async {
                     let started = Instant::now();
