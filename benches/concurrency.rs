@@ -5,8 +5,12 @@
 //! starts. From the run rows: total time (first run started → last run finished),
 //! runs per second, and the most runs in flight at any moment (≤ 32).
 //!
-//! Reference measured in the same run: the median duration of one run; with 32 workers
-//! the ideal total is `TENANTS × median / 32`.
+//! Reference measured in the same run: the same batch with `workers = 1` (one run at a
+//! time), so the speed-up of 32 workers is its total over theirs; and the median
+//! duration of one run (from its run row, which leaves out the claim, the tenant's
+//! configuration and the completion around it). The daemon's CPU time over the batch
+//! (from its start, so its start-up reconciliation is included) shows how much of the
+//! 2 cores it used.
 //!
 //! `cargo bench --bench concurrency` (SQLite) or
 //! `cargo bench --bench concurrency -- postgres://user@host/db` (also PostgreSQL).
@@ -31,30 +35,36 @@ async fn main() -> anyhow::Result<()> {
     println!("machine: {}", support::machine());
     let sim = support::simulator_thread(SimConfig::new(Provider::HubSpot, 100))?;
     for pg in Scratch::backends() {
-        let scratch = Scratch::new(pg.as_deref()).await?;
-        let result = measure(&scratch, &sim, tenants).await;
-        let backend = scratch.backend;
-        scratch.drop_database().await?;
-        let runs = result?;
-        let first = runs.iter().map(|r| r.started_at).min().unwrap_or_default();
-        let last = runs.iter().filter_map(|r| r.finished_at).max().unwrap_or_default();
-        let total = (last - first).to_std().unwrap_or_default().as_secs_f64();
-        let durations: Vec<f64> = runs
-            .iter()
-            .filter_map(|r| r.finished_at.map(|f| (f - r.started_at).to_std().unwrap_or_default().as_secs_f64()))
-            .collect();
-        let one = support::median(&durations);
-        let ideal = tenants as f64 * one / WORKERS as f64;
+        let mut totals = Vec::new();
+        for workers in [WORKERS, 1] {
+            let scratch = Scratch::new(pg.as_deref()).await?;
+            let result = measure(&scratch, &sim, tenants, workers).await;
+            let backend = scratch.backend;
+            scratch.drop_database().await?;
+            let (runs, cpu) = result?;
+            let first = runs.iter().map(|r| r.started_at).min().unwrap_or_default();
+            let last = runs.iter().filter_map(|r| r.finished_at).max().unwrap_or_default();
+            let total = (last - first).to_std().unwrap_or_default().as_secs_f64();
+            let durations: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.finished_at.map(|f| (f - r.started_at).to_std().unwrap_or_default().as_secs_f64()))
+                .collect();
+            totals.push(total);
+            println!(
+                "{backend}: {} runs, workers {workers}: total {total:.2} s, {:.1} runs/s, at most {} in flight; \
+                 one run median {:.0} ms (p90 {:.0} ms); daemon CPU {cpu:.1} s ({:.2} cores over the batch)",
+                runs.len(),
+                runs.len() as f64 / total,
+                peak(&runs),
+                support::median(&durations) * 1e3,
+                support::quantile(&durations, 0.9) * 1e3,
+                cpu / total,
+            );
+        }
         println!(
-            "{backend}: {} runs, cap {WORKERS}: total {total:.2} s, {:.1} runs/s, at most {} in flight | \
-             reference: one run median {:.0} ms (p90 {:.0} ms), ideal total at {WORKERS} workers {ideal:.2} s \
-             (total/ideal {:.2})",
-            runs.len(),
-            runs.len() as f64 / total,
-            peak(&runs),
-            one * 1e3,
-            support::quantile(&durations, 0.9) * 1e3,
-            total / ideal,
+            "{}: speed-up of {WORKERS} workers over 1 (reference, same run): {:.2}",
+            if pg.is_some() { "postgres" } else { "sqlite" },
+            totals[1] / totals[0]
         );
     }
     sim.shutdown();
@@ -78,11 +88,16 @@ fn peak(runs: &[RunRow]) -> usize {
     best as usize
 }
 
-/// The finished `contacts` runs.
-async fn measure(scratch: &Scratch, sim: &SimHandle, tenants: usize) -> anyhow::Result<Vec<RunRow>> {
+/// The finished `contacts` runs, and the daemon's CPU seconds until the last one.
+async fn measure(
+    scratch: &Scratch,
+    sim: &SimHandle,
+    tenants: usize,
+    workers: usize,
+) -> anyhow::Result<(Vec<RunRow>, f64)> {
     let dir = scratch.dir.path();
     let connectors = support::connectors_dir(dir, "hubspot", None)?;
-    let config = support::config_dir(dir, &format!("workers = {WORKERS}\nper_provider = 1000\nper_tenant = 2"))?;
+    let config = support::config_dir(dir, &format!("workers = {workers}\nper_provider = 1000\nper_tenant = 2"))?;
     let catalog = support::catalog(&config, &connectors)?;
     let (key, key_file) = support::master_key(dir)?;
     let store = Store::connect(&scratch.url).await?;
@@ -102,7 +117,9 @@ async fn measure(scratch: &Scratch, sim: &SimHandle, tenants: usize) -> anyhow::
     println!("{}: {tenants} tenants created and triggered in {:.1?}", scratch.backend, started.elapsed());
 
     let (mut child, _socket) = support::spawn_daemon(dir, &scratch.url, &config, &connectors, &key_file).await?;
+    let pid = child.id().ok_or_else(|| anyhow::anyhow!("no pid"))?;
     let started = Instant::now();
+    let mut cpu = 0.0;
     let runs = loop {
         let runs: Vec<RunRow> = store
             .list_runs(None, 10 * tenants as i64)
@@ -113,12 +130,13 @@ async fn measure(scratch: &Scratch, sim: &SimHandle, tenants: usize) -> anyhow::
         if runs.len() >= tenants {
             break runs;
         }
+        cpu = support::cpu_secs(pid)?;
         anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "{} of {tenants} runs after 600 s", runs.len());
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     child.kill().await?;
     store.close().await;
     let failed: Vec<_> = runs.iter().filter(|r| r.outcome != RunOutcome::Success).collect();
     anyhow::ensure!(failed.is_empty(), "{} runs failed: {:?}", failed.len(), failed[0].stats.error);
-    Ok(runs)
+    Ok((runs, cpu))
 }
