@@ -440,6 +440,8 @@ impl<'a> Syncer<'a> {
                 let dead_lettered = dead.len();
                 // The write is a task of its own, so another worker thread can drive it
                 // (and serialize the page) while this task reads and parses the next page.
+                // If the run is dropped meanwhile, the write still commits or rolls back
+                // as a whole (records and cursor together, fenced on the lease).
                 let owned = OwnedPage {
                     entity: entity_name.clone(),
                     provider: req.provider.clone(),
