@@ -1,9 +1,11 @@
 //! The idle daemon with many jobs: tenants on the `aptem_hubspot` preset are created in
-//! a fresh SQLite store (no credentials, so nothing is claimable and no job is due before
-//! its schedule), their jobs are reconciled, then `tributary run` (a child process) starts
-//! on the store. After it has been up `SETTLE` seconds, the CPU time it uses over
+//! a fresh SQLite store (no credentials, so nothing is claimable), their jobs are
+//! reconciled from the configuration (timed), then `tributary run` (a child process)
+//! starts on the store. After it has been up `SETTLE` seconds, the CPU time it uses over
 //! `WINDOW` seconds is read from `/proc/<pid>/stat`, with its RSS (`VmRSS`, `VmHWM`).
-//! The reference measured in the same run: the time of one `job_counts` full scan.
+//! Then the same again with every connection `connected` and every job due tomorrow
+//! (runnable, nothing due). The reference measured in the same run: the time of one
+//! `job_counts` full scan.
 //!
 //! The preset gives every tenant 4 jobs: `cargo bench --bench idle` runs 3,750 and 37,500
 //! tenants (15,000 and 150,000 jobs); `cargo bench --bench idle -- 3750` picks sizes.
@@ -11,6 +13,8 @@
 //! daemon (e.g. an older commit's) instead of this one's.
 
 use std::time::{Duration, Instant};
+
+use sqlx::{Connection, SqliteConnection};
 
 use tributary::app::reconcile;
 use tributary::config::{Catalog, ConfigDir, TenantSpec};
@@ -64,37 +68,54 @@ async fn main() -> anyhow::Result<()> {
         );
 
         let socket = dir.path().join("d.sock");
-        let bin = std::env::var("TRIBUTARY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tributary").into());
-        let mut child = tokio::process::Command::new(bin)
-            .args(["run", "--listen", "127.0.0.1:0", "--socket"])
-            .arg(&socket)
-            .env("TRIBUTARY_DATABASE_URL", &url)
-            .env("TRIBUTARY_CONFIG", repo.join("config"))
-            .env("RUST_LOG", "warn")
-            .kill_on_drop(true)
-            .spawn()?;
-        let pid = child.id().ok_or_else(|| anyhow::anyhow!("no pid"))?;
-        let started = Instant::now();
-        while !socket.exists() {
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "the daemon did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        // First as created (no credentials: no job can run), then with every connection
+        // `connected` and every job due tomorrow (runnable, nothing due).
+        for phase in ["no credentials", "connected, due tomorrow"] {
+            if phase != "no credentials" {
+                let mut conn = SqliteConnection::connect(&url).await?;
+                sqlx::query("UPDATE connections SET status = 'connected'").execute(&mut conn).await?;
+                sqlx::query("UPDATE jobs SET next_run_at = $1")
+                    .bind(chrono::Utc::now() + chrono::TimeDelta::days(1))
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await?;
+            }
+            let _ = std::fs::remove_file(&socket);
+            let bin = std::env::var("TRIBUTARY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tributary").into());
+            let mut child = tokio::process::Command::new(bin)
+                .args(["run", "--listen", "127.0.0.1:0", "--socket"])
+                .arg(&socket)
+                .env("TRIBUTARY_DATABASE_URL", &url)
+                .env("TRIBUTARY_CONFIG", repo.join("config"))
+                .env("TRIBUTARY_LOG", "warn")
+                .kill_on_drop(true)
+                .spawn()?;
+            let pid = child.id().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+            let started = Instant::now();
+            while !socket.exists() {
+                anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "the daemon did not start");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let ready = started.elapsed();
+            let (_, startup_hwm) = rss_kb(pid)?;
+            tokio::time::sleep(Duration::from_secs(SETTLE)).await;
+            let before = cpu_ticks(pid)?;
+            let wall = Instant::now();
+            tokio::time::sleep(Duration::from_secs(window)).await;
+            let used = (cpu_ticks(pid)? - before) as f64 / ticks_per_sec;
+            let wall = wall.elapsed().as_secs_f64();
+            let (rss, hwm) = rss_kb(pid)?;
+            println!(
+                "{tenants} tenants ({phase}): daemon ready in {ready:.1?} (peak RSS then {:.1} MiB); idle over {wall:.0} s: \
+                 {used:.2} s CPU ({:.2}% of one core); RSS {:.1} MiB (peak {:.1} MiB) | reference: job_counts {scan:.1?}",
+                startup_hwm as f64 / 1024.0,
+                100.0 * used / wall,
+                rss as f64 / 1024.0,
+                hwm as f64 / 1024.0,
+            );
+            child.kill().await?;
+            child.wait().await?;
         }
-        let ready = started.elapsed();
-        tokio::time::sleep(Duration::from_secs(SETTLE)).await;
-        let before = cpu_ticks(pid)?;
-        let wall = Instant::now();
-        tokio::time::sleep(Duration::from_secs(window)).await;
-        let used = (cpu_ticks(pid)? - before) as f64 / ticks_per_sec;
-        let wall = wall.elapsed().as_secs_f64();
-        let (rss, hwm) = rss_kb(pid)?;
-        println!(
-            "{tenants} tenants: daemon ready in {ready:.1?}; idle over {wall:.0} s: {used:.2} s CPU ({:.2}% of one core); \
-             RSS {:.1} MiB (peak {:.1} MiB)",
-            100.0 * used / wall,
-            rss as f64 / 1024.0,
-            hwm as f64 / 1024.0,
-        );
-        child.kill().await?;
     }
     Ok(())
 }

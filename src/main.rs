@@ -1,5 +1,10 @@
 //! The `tributary` binary: everything lives in the library.
 
+/// A sync parses, maps and serializes many small JSON values; with glibc's allocator a
+/// third of a sync's CPU went to `malloc`/`free` (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     tributary::cli::main()
 }

@@ -126,6 +126,8 @@ pub struct Daemon {
     wake: bool,
     /// When the job gauges are next refreshed (see [`GAUGE_COST_FACTOR`]).
     gauges_due: Instant,
+    /// When the main loop next claims; `None`: read it from the store on the next turn.
+    wake_at: Option<tokio::time::Instant>,
 }
 
 /// The daemon's addresses, once it is up.
@@ -188,6 +190,7 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
         shutdown: CancellationToken::new(),
         wake: true,
         gauges_due: Instant::now(),
+        wake_at: None,
     };
     let counts =
         reconcile(&daemon.catalog, &daemon.store, daemon.settings.apply_tenant_files, FIXED_JITTER, &daemon.metrics)
@@ -256,7 +259,14 @@ impl Daemon {
                 self.wake = false;
                 self.dispatch().await;
             }
-            let sleep = self.sleep_duration().await;
+            // The wake-up time is read from the store only after something changed (a
+            // claim, a run ending, a control message, the last wake-up), not on every
+            // housekeeping tick: with many jobs that cannot run, finding the earliest
+            // due one reads the whole queue.
+            let wake_at = match self.wake_at {
+                Some(at) => at,
+                None => *self.wake_at.insert(tokio::time::Instant::now() + self.sleep_duration().await),
+            };
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(ControlMessage::ExitNow) => {
@@ -264,7 +274,10 @@ impl Daemon {
                         self.stop_in_flight("stopped at once by a second stop signal").await;
                         return Ok(());
                     }
-                    Some(msg) => self.handle(msg).await,
+                    Some(msg) => {
+                        self.handle(msg).await;
+                        self.wake_at = None;
+                    }
                     None => return Ok(()),
                 },
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
@@ -276,8 +289,12 @@ impl Daemon {
                         Err(e) => self.task_died(e).await,
                     }
                     self.wake = true;
+                    self.wake_at = None;
                 }
-                _ = tokio::time::sleep(sleep) => { self.wake = true; }
+                _ = tokio::time::sleep_until(wake_at) => {
+                    self.wake = true;
+                    self.wake_at = None;
+                }
                 _ = housekeeping.tick() => {
                     self.housekeeping().await;
                     if watchdog.is_some() {

@@ -42,16 +42,19 @@ pub async fn reconcile(
     }
     let now = Utc::now();
     let mut statuses = std::collections::BTreeMap::<ConnectionStatus, i64>::new();
-    for row in store.list_tenants().await? {
+    // One tenant at a time: a row carries its preset snapshot, so all of them at once
+    // would hold every tenant's snapshot in memory together.
+    for id in store.list_tenant_ids().await? {
         out.tenants += 1;
-        let view = match tenants.view(&row.id).await {
+        let view = match tenants.view(&id).await {
             Ok(Some(v)) => v,
             Ok(None) => continue,
             Err(e) => {
-                out.errors.push(format!("tenant `{}`: {e}", row.id));
+                out.errors.push(format!("tenant `{id}`: {e}"));
                 continue;
             }
         };
+        let row = &view.tenant;
         let connections = store.list_connections(&row.id).await?;
         for c in &connections {
             *statuses.entry(c.status).or_default() += 1;

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use chrono::TimeDelta;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::auth::{RefreshError, TokenCheck};
 use super::core::{ProviderSpec, Rotation, Sim, StreamKind, StreamSpec, lock};
@@ -261,9 +261,7 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
 /// Keeps the requested properties plus the defaults.
 pub(super) fn shape(stream: usize, mut record: Value, requested: &[String]) -> Value {
     if let Some(Value::Object(props)) = record.get_mut("properties") {
-        let keep = |k: &String| DEFAULTS[stream].contains(&k.as_str()) || requested.iter().any(|r| r == k);
-        let kept: Map<String, Value> = std::mem::take(props).into_iter().filter(|(k, _)| keep(k)).collect();
-        *props = kept;
+        props.retain(|k, _| DEFAULTS[stream].contains(&k.as_str()) || requested.iter().any(|r| r == k));
     }
     record
 }

@@ -167,6 +167,11 @@ impl Store {
         dispatch!(self.list_tenants())
     }
 
+    /// Every tenant's id, in order (without the rows: a preset snapshot each).
+    pub async fn list_tenant_ids(&self) -> Result<Vec<TenantId>, StoreError> {
+        dispatch!(self.list_tenant_ids())
+    }
+
     /// The tenant's override layers, by provider.
     pub async fn get_overrides(&self, tenant: &TenantId) -> Result<Vec<(ProviderId, Value)>, StoreError> {
         dispatch!(self.get_overrides(tenant))

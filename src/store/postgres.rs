@@ -45,19 +45,23 @@ impl PgStore {
     /// Locks the tenant row until commit, serializing writers of one tenant.
     pub(super) const LOCK_TENANT: &'static str = "SELECT id FROM tenants WHERE id = $1 FOR UPDATE";
 
-    /// `$4` is a list built by [`Self::id_list`]. One primary-key lookup per id: with
-    /// `external_id = ANY($4)` the planner, on statistics from before a large first sync
-    /// (a new tenant, or a table not yet analyzed), scans every row of the tenant's entity
-    /// and filters — 50 ms per 100-record page at 200,000 rows. `LIMIT 1` keeps the
-    /// lateral subquery a parameterized index scan.
-    pub(super) const SELECT_EXISTING_HASHES: &'static str = "SELECT r.external_id, r.content_hash, r.deleted \
+    /// The page's job (`$5`, a row with a NULL `external_id` whose `content_hash` is the
+    /// lease owner; no such row if the tenant has no such job), locked until commit so
+    /// its lease cannot change under the page write; then the stored hash of every record
+    /// of the page (`$4`, a list built by [`Self::id_list`]): one statement.
+    ///
+    /// One primary-key lookup per id: with `external_id = ANY($4)` the planner, on
+    /// statistics from before a large first sync (a new tenant, or a table not yet
+    /// analyzed), scans every row of the tenant's entity and filters — 50 ms per
+    /// 100-record page at 200,000 rows. `LIMIT 1` keeps the lateral subquery a
+    /// parameterized index scan.
+    pub(super) const SELECT_JOB_AND_HASHES: &'static str = "WITH job AS (SELECT lease_owner FROM jobs \
+         WHERE id = $5 AND tenant_id = $1 FOR UPDATE) \
+         SELECT NULL::text AS external_id, lease_owner AS content_hash, FALSE AS deleted FROM job \
+         UNION ALL SELECT r.external_id, r.content_hash, r.deleted \
          FROM unnest($4::text[]) AS i(id) CROSS JOIN LATERAL (SELECT external_id, content_hash, \
          deleted_at IS NOT NULL AS deleted FROM records \
          WHERE tenant_id = $1 AND entity = $2 AND provider = $3 AND external_id = i.id LIMIT 1) r";
-
-    /// Locks the job row until commit, so its lease cannot change under the page write.
-    pub(super) const SELECT_JOB_FOR_WRITE: &'static str =
-        "SELECT lease_owner FROM jobs WHERE id = $1 AND tenant_id = $2 FOR UPDATE";
 
     /// Locks an integration's aggregate row until commit, serializing its writers.
     pub(super) const LOCK_INTELLIGENCE: &'static str =
@@ -78,6 +82,10 @@ impl PgStore {
     pub(super) const DISABLE_OTHER_CONNECTIONS: &'static str = "UPDATE connections \
          SET status = 'disabled', status_reason = $1, updated_at = $2 \
          WHERE tenant_id = $3 AND status <> 'disabled' AND provider <> ALL($4)";
+
+    /// After a JSON text parameter: the server parses it into `JSONB` (as it parses the
+    /// binary `JSONB` input format, which is the same text behind a version byte).
+    pub(super) const JSON_PARAM: &'static str = "::jsonb";
 
     /// A list of strings as one bind parameter: a `TEXT[]`.
     pub(super) fn id_list(ids: &[&str]) -> Vec<String> {

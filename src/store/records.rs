@@ -10,7 +10,7 @@ use sqlx::types::Json;
 use super::error::{StoreError, db};
 use super::jobs::no_job;
 use super::postgres::PgStore;
-use super::rows::{RawRecord, content_hash, convert_all, now};
+use super::rows::{RawRecord, content_hash_of_text, convert_all, now};
 use super::sqlite::SqliteStore;
 use super::types::{DeadLetterRow, PageOutcome, PageWrite, RecordInput, RecordRow};
 use crate::model::{EntityName, ProviderId, TenantId};
@@ -18,15 +18,15 @@ use crate::model::{EntityName, ProviderId, TenantId};
 /// Bind parameters per row of the multi-row upsert.
 const BINDS_PER_ROW: usize = 8;
 
-/// One record of a page, ready to write.
+/// One record of a page, ready to write: serialized once, and hashed over that text.
 struct Prepared<'a> {
     external_id: &'a str,
-    data: &'a Value,
+    json: String,
     hash: String,
 }
 
 /// Collapses duplicate external ids (the last occurrence wins, at the position of the
-/// first) and hashes every record.
+/// first), serializes every record once and hashes the text.
 fn prepare(records: &[RecordInput]) -> Vec<Prepared<'_>> {
     let mut position: HashMap<&str, usize> = HashMap::with_capacity(records.len());
     let mut unique: Vec<&RecordInput> = Vec::with_capacity(records.len());
@@ -41,10 +41,9 @@ fn prepare(records: &[RecordInput]) -> Vec<Prepared<'_>> {
     }
     unique
         .into_iter()
-        .map(|record| Prepared {
-            external_id: &record.external_id,
-            data: &record.data,
-            hash: content_hash(&record.data),
+        .map(|record| {
+            let json = record.data.to_string();
+            Prepared { external_id: &record.external_id, hash: content_hash_of_text(&json), json }
         })
         .collect()
 }
@@ -66,13 +65,28 @@ macro_rules! record_methods {
                 let records = prepare(page.records);
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
 
-                // The job must be the tenant's; a fenced write must hold its lease.
-                let lease: Option<Option<String>> = sqlx::query_scalar(Self::SELECT_JOB_FOR_WRITE)
-                    .bind(page.job_id)
+                // The job must be the tenant's; a fenced write must hold its lease. The
+                // job's row and the stored hashes come back from one statement.
+                let ids: Vec<&str> = records.iter().map(|r| r.external_id).collect();
+                let rows: Vec<(Option<String>, Option<String>, bool)> = sqlx::query_as(Self::SELECT_JOB_AND_HASHES)
                     .bind(tenant.as_str())
-                    .fetch_optional(&mut *tx)
+                    .bind(page.entity.as_str())
+                    .bind(page.provider.as_str())
+                    .bind(Self::id_list(&ids))
+                    .bind(page.job_id)
+                    .fetch_all(&mut *tx)
                     .await
-                    .map_err(db("reading the page's job"))?;
+                    .map_err(db("reading the page's job and stored record hashes"))?;
+                let mut lease: Option<Option<String>> = None;
+                let mut existing: HashMap<String, (String, bool)> = HashMap::with_capacity(rows.len());
+                for (id, hash, deleted) in rows {
+                    match id {
+                        None => lease = Some(hash),
+                        Some(id) => {
+                            existing.insert(id, (hash.unwrap_or_default(), deleted));
+                        }
+                    }
+                }
                 let Some(holder) = lease else {
                     return Err(no_job(tenant, page.job_id));
                 };
@@ -82,19 +96,6 @@ macro_rules! record_methods {
                     }
                 }
 
-                let mut existing: HashMap<String, (String, bool)> = HashMap::new();
-                if !records.is_empty() {
-                    let ids: Vec<&str> = records.iter().map(|r| r.external_id).collect();
-                    let rows: Vec<(String, String, bool)> = sqlx::query_as(Self::SELECT_EXISTING_HASHES)
-                        .bind(tenant.as_str())
-                        .bind(page.entity.as_str())
-                        .bind(page.provider.as_str())
-                        .bind(Self::id_list(&ids))
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(db("reading stored record hashes"))?;
-                    existing.extend(rows.into_iter().map(|(id, hash, deleted)| (id, (hash, deleted))));
-                }
                 // New and changed records go through one multi-row upsert: its
                 // `DO UPDATE` branch rewrites exactly the changed rows (keeping
                 // `first_seen`), each found through the primary key. Unchanged records
@@ -123,7 +124,8 @@ macro_rules! record_methods {
                             .push_bind(page.entity.as_str())
                             .push_bind(page.provider.as_str())
                             .push_bind(record.external_id)
-                            .push_bind(Json(record.data))
+                            .push_bind(record.json.as_str())
+                            .push_unseparated(Self::JSON_PARAM)
                             .push_bind(record.hash.as_str())
                             .push_bind(now)
                             .push_bind(now);
@@ -133,7 +135,8 @@ macro_rules! record_methods {
                          data = excluded.data, content_hash = excluded.content_hash, \
                          last_synced = excluded.last_synced, deleted_at = NULL",
                     );
-                    qb.build().persistent(false).execute(&mut *tx).await.map_err(db("writing records"))?;
+                    // Kept prepared: a full page always has the same text.
+                    qb.build().execute(&mut *tx).await.map_err(db("writing records"))?;
                 }
 
                 for chunk in page.dead_letters.chunks(500) {
@@ -308,8 +311,9 @@ mod tests {
         let rec = |id: &str, v: i64| RecordInput { external_id: id.into(), data: serde_json::json!({ "v": v }) };
         let page = [rec("a", 1), rec("b", 2), rec("a", 3)];
         let prepared = prepare(&page);
-        let got: Vec<_> = prepared.iter().map(|p| (p.external_id, p.data.clone())).collect();
-        assert_eq!(got, vec![("a", serde_json::json!({"v": 3})), ("b", serde_json::json!({"v": 2}))]);
+        let got: Vec<_> = prepared.iter().map(|p| (p.external_id, p.json.as_str())).collect();
+        assert_eq!(got, vec![("a", r#"{"v":3}"#), ("b", r#"{"v":2}"#)]);
+        assert_eq!(prepared[0].hash, super::super::rows::content_hash(&serde_json::json!({"v": 3})));
     }
 
     #[test]

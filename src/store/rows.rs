@@ -92,10 +92,17 @@ pub(crate) fn stored(at: DateTime<Utc>) -> DateTime<Utc> {
     at.trunc_subsecs(6)
 }
 
-/// Hex of the first 16 bytes of SHA-256 over the compact JSON text of `data` (the same
-/// bytes `serde_json::to_vec` produces; `Display` is used because it cannot fail).
+/// [`content_hash_of_text`] of `data`'s compact JSON text (the same bytes
+/// `serde_json::to_vec` produces; `Display` is used because it cannot fail).
+#[cfg(test)]
 pub(crate) fn content_hash(data: &Value) -> String {
-    let digest = Sha256::digest(data.to_string().as_bytes());
+    content_hash_of_text(&data.to_string())
+}
+
+/// Hex of the first 16 bytes of SHA-256 over a record's compact JSON text, as it is
+/// stored: the page write serializes each record once, hashes that text and binds it.
+pub(crate) fn content_hash_of_text(json: &str) -> String {
+    let digest = Sha256::digest(json.as_bytes());
     hex::encode(&digest[..16])
 }
 

@@ -64,13 +64,18 @@ macro_rules! pg_not_in {
 /// The claim statement for one kind of candidate (`$branch`, taken in `$order`):
 /// `$1` owner, `$2` lease expiry, `$3` now, `$4` limit, `$5` excluded tenants, `$6`
 /// excluded providers. `reclaimed_from` reads the old `lease_owner` (every `SET`
-/// expression sees the row as it was).
+/// expression sees the row as it was). `$ids_open … $ids_close` wrap the selected ids:
+/// on PostgreSQL an array, so the update finds the rows by primary key (with
+/// `id IN (…)` the planner hash-joined a scan of the whole table: 72 ms instead of
+/// 23 ms for 1,000 of 150,000 jobs).
 macro_rules! claim_sql {
-    ($not_in:ident, $lock:literal, $branch:literal, $order:literal) => {
+    ($not_in:ident, $lock:literal, $ids_open:literal, $ids_close:literal, $branch:literal, $order:literal) => {
         concat!(
             "UPDATE jobs SET lease_owner = $1, lease_expires_at = $2, claimed_at = $3, \
              updated_at = $3, attempts = attempts + 1, reclaimed_from = lease_owner \
-             WHERE id IN (SELECT j.id",
+             WHERE id ",
+            $ids_open,
+            "SELECT j.id",
             job_joins!(),
             "WHERE ",
             runnable!(),
@@ -86,7 +91,8 @@ macro_rules! claim_sql {
             $order,
             " LIMIT $4",
             $lock,
-            ") RETURNING ",
+            $ids_close,
+            " RETURNING ",
             job_columns!(),
             ", (SELECT timezone FROM tenants WHERE tenants.id = jobs.tenant_id) AS timezone, \
              (SELECT owner_user FROM connections WHERE connections.id = jobs.connection_id) AS owner_user"
@@ -96,16 +102,24 @@ macro_rules! claim_sql {
 
 /// The statements that differ between the backends, written once.
 macro_rules! scheduling_sql {
-    ($store:ty, $not_in:ident, $lock:literal) => {
+    ($store:ty, $not_in:ident, $lock:literal, $ids_open:literal, $ids_close:literal) => {
         impl $store {
             /// Claims triggered jobs, oldest trigger first.
-            const CLAIM_TRIGGERED: &'static str =
-                claim_sql!($not_in, $lock, "j.trigger_requested_at IS NOT NULL", "j.trigger_requested_at, j.id");
+            const CLAIM_TRIGGERED: &'static str = claim_sql!(
+                $not_in,
+                $lock,
+                $ids_open,
+                $ids_close,
+                "j.trigger_requested_at IS NOT NULL",
+                "j.trigger_requested_at, j.id"
+            );
 
             /// Claims due jobs without a trigger, earliest first (index `jobs_claim_due`).
             const CLAIM_DUE: &'static str = claim_sql!(
                 $not_in,
                 $lock,
+                $ids_open,
+                $ids_close,
                 "j.trigger_requested_at IS NULL AND j.next_run_at <= $3",
                 "j.next_run_at, j.id"
             );
@@ -113,7 +127,9 @@ macro_rules! scheduling_sql {
             /// The earliest of: now if a claimable job is triggered; the earliest
             /// `next_run_at` of unleased runnable jobs; for leased ones, when the lease
             /// expires (or their next run, if later). `$1` now, `$2`/`$3` exclusions.
-            /// Each part reads one index in order and stops at its first row.
+            /// Each part reads one index in order and stops at its first row (the
+            /// `ORDER BY` of the first keeps SQLite on `jobs_claim_triggered` once
+            /// `ANALYZE` statistics exist; without it, it scanned every connection's jobs).
             const NEXT_DUE: &'static str = concat!(
                 "SELECT MIN(w) FROM (SELECT (SELECT $1",
                 job_joins!(),
@@ -125,7 +141,8 @@ macro_rules! scheduling_sql {
                 $not_in!("j.tenant_id", "$2"),
                 " AND ",
                 $not_in!("j.provider", "$3"),
-                " AND j.trigger_requested_at IS NOT NULL LIMIT 1) AS w \
+                " AND j.trigger_requested_at IS NOT NULL \
+                 ORDER BY j.trigger_requested_at, j.id LIMIT 1) AS w \
                  UNION ALL SELECT (SELECT j.next_run_at",
                 job_joins!(),
                 "WHERE ",
@@ -156,8 +173,8 @@ macro_rules! scheduling_sql {
     };
 }
 
-scheduling_sql!(SqliteStore, sqlite_not_in, "");
-scheduling_sql!(PgStore, pg_not_in, " FOR UPDATE OF j SKIP LOCKED");
+scheduling_sql!(SqliteStore, sqlite_not_in, "", "IN (", ")");
+scheduling_sql!(PgStore, pg_not_in, " FOR UPDATE OF j SKIP LOCKED", "= ANY(ARRAY(", "))");
 
 /// A claimed row: the job plus its tenant's time zone and its connection's owner.
 #[derive(sqlx::FromRow)]

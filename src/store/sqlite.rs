@@ -37,7 +37,9 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let path = (!in_memory).then(|| options.get_filename().to_path_buf());
-        let mut pool = SqlitePoolOptions::new().max_connections(8);
+        // A connection to a local file cannot go stale: no ping (a round trip to the
+        // connection's worker thread) before every acquire.
+        let mut pool = SqlitePoolOptions::new().max_connections(8).test_before_acquire(false);
         if in_memory {
             // An in-memory database lives only as long as one of its connections.
             pool = pool.min_connections(1).idle_timeout(None).max_lifetime(None);
@@ -65,15 +67,15 @@ impl SqliteStore {
     /// Reads the tenant row; `BEGIN IMMEDIATE` already serializes writers.
     pub(super) const LOCK_TENANT: &'static str = "SELECT id FROM tenants WHERE id = $1";
 
-    /// `$4` is a list built by [`Self::id_list`].
-    pub(super) const SELECT_EXISTING_HASHES: &'static str = "SELECT external_id, content_hash, \
-         deleted_at IS NOT NULL AS deleted FROM records \
+    /// The page's job (`$5`, a row with a NULL `external_id` whose `content_hash` is the
+    /// lease owner; no such row if the tenant has no such job), then the stored hash of
+    /// every record of the page (`$4`, a list built by [`Self::id_list`]): one statement.
+    /// `BEGIN IMMEDIATE` already holds the write lock, so the lease cannot change.
+    pub(super) const SELECT_JOB_AND_HASHES: &'static str = "SELECT NULL AS external_id, \
+         lease_owner AS content_hash, 0 AS deleted FROM jobs WHERE id = $5 AND tenant_id = $1 \
+         UNION ALL SELECT external_id, content_hash, deleted_at IS NOT NULL FROM records \
          WHERE tenant_id = $1 AND entity = $2 AND provider = $3 \
          AND external_id IN (SELECT value FROM json_each($4))";
-
-    /// Locks nothing beyond `BEGIN IMMEDIATE`, which already holds the write lock.
-    pub(super) const SELECT_JOB_FOR_WRITE: &'static str =
-        "SELECT lease_owner FROM jobs WHERE id = $1 AND tenant_id = $2";
 
     /// Reads an integration's aggregate; `BEGIN IMMEDIATE` already serializes writers.
     pub(super) const LOCK_INTELLIGENCE: &'static str =
@@ -97,6 +99,9 @@ impl SqliteStore {
          SET status = 'disabled', status_reason = $1, updated_at = $2 \
          WHERE tenant_id = $3 AND status <> 'disabled' \
          AND provider NOT IN (SELECT value FROM json_each($4))";
+
+    /// After a JSON text parameter: SQLite stores JSON as TEXT as it is.
+    pub(super) const JSON_PARAM: &'static str = "";
 
     /// A list of strings as one bind parameter: a JSON array, read with `json_each`.
     pub(super) fn id_list(ids: &[&str]) -> String {

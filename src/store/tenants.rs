@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
-use super::error::{StoreError, db, is_unique_violation};
+use super::error::{StoreError, corrupt, db, is_unique_violation};
 use super::postgres::PgStore;
 use super::rows::{RawConnection, RawOverride, RawTenant, convert_all, now};
 use super::sqlite::SqliteStore;
@@ -217,6 +217,14 @@ macro_rules! tenant_methods {
                         .await
                         .map_err(db("listing tenants"))?;
                 convert_all(raws)
+            }
+
+            pub(super) async fn list_tenant_ids(&self) -> Result<Vec<TenantId>, StoreError> {
+                let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM tenants ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db("listing tenants"))?;
+                ids.iter().map(|id| TenantId::parse(id).map_err(|e| corrupt(format_args!("tenants: {e}")))).collect()
             }
 
             pub(super) async fn get_overrides(

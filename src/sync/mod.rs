@@ -23,8 +23,8 @@ use crate::model::{
 };
 use crate::secrets::{Credentials, MasterKey, Sealed};
 use crate::store::{
-    AuditEntry, AuthRow, DeadLetterInput, Owner, PageWrite, RecordInput, RunRow, RunStats, Store, StoreError,
-    TokenWrite,
+    AuditEntry, AuthRow, DeadLetterInput, Owner, PageOutcome, PageWrite, RecordInput, RunRow, RunStats, Store,
+    StoreError, TokenWrite,
 };
 use crate::telemetry::{Metrics, NeedsReauth, RunFinished, RunStarted, TokenRefresh};
 use crate::tenants::{TenantError, Tenants};
@@ -498,21 +498,25 @@ impl<'a> Syncer<'a> {
                         }),
                     }
                 }
-                let write = PageWrite {
-                    entity: &entity_name,
-                    provider: &req.provider,
-                    records: &records,
-                    job_id: job.id,
-                    cursor: page.checkpoint.as_deref(),
-                    lease_owner: req.lease_owner.as_deref(),
-                    dead_letters: &dead,
-                };
                 StageTimes::add(&self.stages.map_ns, started);
+                let dead_lettered = dead.len();
+                // The write is a task of its own, so another worker thread can drive it
+                // (and serialize the page) while this task reads and parses the next page.
+                // If the run is dropped meanwhile, the write still commits or rolls back
+                // as a whole (records and cursor together, fenced on the lease).
+                let owned = OwnedPage {
+                    entity: entity_name.clone(),
+                    provider: req.provider.clone(),
+                    records,
+                    job_id: job.id,
+                    cursor: page.checkpoint.clone(),
+                    lease_owner: req.lease_owner.clone(),
+                    dead_letters: dead,
+                };
+                let task = tokio::spawn(write_page(self.store.clone(), req.tenant.clone(), owned, self.stages.clone()));
                 let write = async {
-                    let started = Instant::now();
-                    let outcome = self.store.write_page(&req.tenant, &write).await.map_err(RunFailure::from_store);
-                    StageTimes::add(&self.stages.store_ns, started);
-                    outcome
+                    task.await
+                        .unwrap_or_else(|e| Err(RunFailure::plain(format!("the page write ended abnormally: {e}"))))
                 };
                 let read_ahead = async {
                     let started = Instant::now();
@@ -535,7 +539,7 @@ impl<'a> Syncer<'a> {
                 stats.inserted += outcome.inserted as i64;
                 stats.updated += outcome.updated as i64;
                 stats.unchanged += outcome.unchanged as i64;
-                stats.dead_lettered += dead.len() as i64;
+                stats.dead_lettered += dead_lettered as i64;
                 stats.pages = consumed as i64;
                 if let Some(c) = page.checkpoint {
                     stats.cursor_after = Some(c);
@@ -559,6 +563,39 @@ impl<'a> Syncer<'a> {
         *calls = session.stats;
         result
     }
+}
+
+/// A page to write, owned by the task that writes it.
+struct OwnedPage {
+    entity: EntityName,
+    provider: ProviderId,
+    records: Vec<RecordInput>,
+    job_id: i64,
+    cursor: Option<String>,
+    lease_owner: Option<String>,
+    dead_letters: Vec<DeadLetterInput>,
+}
+
+/// Writes one page (records, dead letters and cursor in one transaction).
+async fn write_page(
+    store: Store,
+    tenant: TenantId,
+    page: OwnedPage,
+    stages: Arc<StageTimes>,
+) -> Result<PageOutcome, RunFailure> {
+    let started = Instant::now();
+    let write = PageWrite {
+        entity: &page.entity,
+        provider: &page.provider,
+        records: &page.records,
+        job_id: page.job_id,
+        cursor: page.cursor.as_deref(),
+        lease_owner: page.lease_owner.as_deref(),
+        dead_letters: &page.dead_letters,
+    };
+    let outcome = store.write_page(&tenant, &write).await.map_err(RunFailure::from_store);
+    StageTimes::add(&stages.store_ns, started);
+    outcome
 }
 
 fn copy_http(stats: &mut RunStats, calls: &crate::http::CallStats) {
