@@ -209,26 +209,38 @@ impl QuotaHandle {
         &self.quota.spec
     }
 
-    /// Waits until a request may be sent (holds first, then the limiter) and returns
-    /// how long that took.
+    /// Waits until a request may be sent (another request's turn on a shared quota, a
+    /// hold, then the limiter) and returns how long it waited: zero when the quota let
+    /// it through at once, however long a busy machine took to get there.
     pub async fn acquire(&self) -> Duration {
         let started = Instant::now();
+        let mut waited = false;
         let _turn = match self.quota.limiter {
-            Limiter::Direct(_) => Some(self.quota.turn.lock().await),
+            Limiter::Direct(_) => Some(match self.quota.turn.try_lock() {
+                Ok(turn) => turn,
+                Err(_) => {
+                    waited = true;
+                    self.quota.turn.lock().await
+                }
+            }),
             Limiter::Keyed(_) => None,
         };
         loop {
             if let Some(until) = self.held_until().filter(|u| *u > Instant::now()) {
+                waited = true;
                 tokio::time::sleep_until(until.into()).await;
                 continue;
             }
             match self.quota.limiter.check(&self.key) {
                 None => break,
-                Some(wait) => tokio::time::sleep(wait).await,
+                Some(wait) => {
+                    waited = true;
+                    tokio::time::sleep(wait).await;
+                }
             }
         }
         *lock(&self.quota.last_used) = Instant::now();
-        started.elapsed()
+        if waited { started.elapsed() } else { Duration::ZERO }
     }
 
     fn held_until(&self) -> Option<Instant> {
