@@ -28,10 +28,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use error::StoreError;
-pub use intelligence::{
-    ContributionFilter, ContributionRow, Fold, Folded, IntelligenceRow, NewContribution, PairRow, ResponsibilityRow,
-};
+pub use intelligence::{ContributionFilter, ContributionRow, Fold, Folded, IntelligenceRow, NewContribution, PairRow};
 pub use postgres::PgStore;
+pub use responsibilities::ResponsibilityRow;
 pub use sqlite::SqliteStore;
 pub use types::*;
 pub use users::NOT_A_MEMBER_REASON;
@@ -62,6 +61,7 @@ macro_rules! dispatch {
 
 // After `dispatch!`, which they use.
 mod intelligence;
+mod responsibilities;
 mod tokens;
 mod users;
 

@@ -1,0 +1,290 @@
+//! Responsibilities: what each user is responsible for on a company integration
+//! (tenant + provider), which decides what the runs of the user's connection contribute.
+//! SQL shared by both backends.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::types::Json;
+
+use super::Store;
+use super::error::{StoreError, db};
+use super::intelligence::{is_foreign_key_violation, not_a_member, parse_id};
+use super::postgres::PgStore;
+use super::rows::{convert_all, now, status};
+use super::sqlite::SqliteStore;
+use super::types::AuditEntry;
+use crate::model::{ContributionKind, ProviderId, Responsibility, TenantId, UserId};
+
+/// A user's responsibility on a company integration (tenant + provider).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResponsibilityRow {
+    pub tenant: TenantId,
+    pub provider: ProviderId,
+    pub user: UserId,
+    pub responsibility: Responsibility,
+    /// Runs of the user's connection contribute without being asked.
+    pub auto_contribute: bool,
+    /// Effective scope: the explicit one, or the responsibility's default.
+    pub scope: Vec<ContributionKind>,
+    /// `scope` was set explicitly (otherwise it follows the responsibility's default).
+    pub explicit_scope: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Columns of [`RawResponsibility`].
+macro_rules! responsibility_columns {
+    () => {
+        "tenant_id, provider, user_id, responsibility, auto_contribute, scope, created_at, updated_at"
+    };
+}
+
+/// A `responsibilities` row as stored.
+#[derive(sqlx::FromRow)]
+struct RawResponsibility {
+    tenant_id: String,
+    provider: String,
+    user_id: String,
+    responsibility: String,
+    auto_contribute: bool,
+    scope: Option<Json<Vec<String>>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<RawResponsibility> for ResponsibilityRow {
+    type Error = StoreError;
+
+    fn try_from(raw: RawResponsibility) -> Result<Self, StoreError> {
+        const TABLE: &str = "responsibilities";
+        let responsibility = status(TABLE, "responsibility", &raw.responsibility, Responsibility::parse)?;
+        let explicit_scope = raw.scope.is_some();
+        let scope = match raw.scope {
+            Some(Json(words)) => words
+                .iter()
+                .map(|w| status(TABLE, "contribution kind", w, ContributionKind::parse))
+                .collect::<Result<_, _>>()?,
+            None => responsibility.default_scope().to_vec(),
+        };
+        Ok(Self {
+            tenant: parse_id(TABLE, &raw.tenant_id, TenantId::parse)?,
+            provider: parse_id(TABLE, &raw.provider, ProviderId::parse)?,
+            user: parse_id(TABLE, &raw.user_id, UserId::parse)?,
+            responsibility,
+            auto_contribute: raw.auto_contribute,
+            scope,
+            explicit_scope,
+            created_at: raw.created_at,
+            updated_at: raw.updated_at,
+        })
+    }
+}
+
+/// `scope` without duplicates, in declaration order.
+fn normalized_scope(scope: &[ContributionKind]) -> Vec<&'static str> {
+    let mut kinds = scope.to_vec();
+    kinds.sort();
+    kinds.dedup();
+    kinds.into_iter().map(ContributionKind::as_str).collect()
+}
+
+macro_rules! responsibility_methods {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            #[allow(clippy::too_many_arguments)]
+            pub(super) async fn assign_responsibility(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                user: &UserId,
+                responsibility: Responsibility,
+                auto_contribute: Option<bool>,
+                scope: Option<&[ContributionKind]>,
+                actor: &str,
+            ) -> Result<ResponsibilityRow, StoreError> {
+                let now = now();
+                let auto_contribute = auto_contribute.unwrap_or(responsibility.default_auto_contribute());
+                let scope = scope.map(normalized_scope);
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                Self::require_member(&mut tx, tenant, user).await?;
+                let raw: RawResponsibility = sqlx::query_as(concat!(
+                    "INSERT INTO responsibilities (tenant_id, provider, user_id, responsibility, \
+                     auto_contribute, scope, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+                     ON CONFLICT (tenant_id, provider, user_id) DO UPDATE SET \
+                     responsibility = excluded.responsibility, auto_contribute = excluded.auto_contribute, \
+                     scope = excluded.scope, updated_at = excluded.updated_at RETURNING ",
+                    responsibility_columns!()
+                ))
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .bind(user.as_str())
+                .bind(responsibility.as_str())
+                .bind(auto_contribute)
+                .bind(scope.as_ref().map(Json))
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| {
+                    // The membership went away since it was checked.
+                    if is_foreign_key_violation(&e) { not_a_member(tenant, user) } else { db("assigning a responsibility")(e) }
+                })?;
+                let row = ResponsibilityRow::try_from(raw)?;
+                let audit = AuditEntry {
+                    at: now,
+                    actor: actor.to_owned(),
+                    action: "responsibility.assign".into(),
+                    tenant_id: Some(tenant.clone()),
+                    subject: Some(format!("{provider}/{user}")),
+                    details: json!({
+                        "provider": provider,
+                        "user": user,
+                        "responsibility": responsibility,
+                        "auto_contribute": auto_contribute,
+                        "scope": scope,
+                    }),
+                };
+                Self::insert_audit(&mut tx, &audit).await?;
+                tx.commit().await.map_err(db("committing a responsibility"))?;
+                Ok(row)
+            }
+
+            pub(super) async fn remove_responsibility(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                user: &UserId,
+                actor: &str,
+            ) -> Result<bool, StoreError> {
+                let now = now();
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                let removed: Option<String> = sqlx::query_scalar(
+                    "DELETE FROM responsibilities WHERE tenant_id = $1 AND provider = $2 AND user_id = $3 \
+                     RETURNING responsibility",
+                )
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .bind(user.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("removing a responsibility"))?;
+                let Some(was) = removed else {
+                    return Ok(false);
+                };
+                let audit = AuditEntry {
+                    at: now,
+                    actor: actor.to_owned(),
+                    action: "responsibility.remove".into(),
+                    tenant_id: Some(tenant.clone()),
+                    subject: Some(format!("{provider}/{user}")),
+                    details: json!({ "provider": provider, "user": user, "responsibility": was }),
+                };
+                Self::insert_audit(&mut tx, &audit).await?;
+                tx.commit().await.map_err(db("committing a responsibility removal"))?;
+                Ok(true)
+            }
+
+            pub(super) async fn responsibilities(
+                &self,
+                tenant: &TenantId,
+                provider: Option<&ProviderId>,
+            ) -> Result<Vec<ResponsibilityRow>, StoreError> {
+                let raws: Vec<RawResponsibility> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    responsibility_columns!(),
+                    " FROM responsibilities WHERE tenant_id = $1 AND ($2 IS NULL OR provider = $2) \
+                     ORDER BY provider, user_id"
+                ))
+                .bind(tenant.as_str())
+                .bind(provider.map(ProviderId::as_str))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("listing responsibilities"))?;
+                convert_all(raws)
+            }
+
+            pub(super) async fn responsibility(
+                &self,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                user: &UserId,
+            ) -> Result<Option<ResponsibilityRow>, StoreError> {
+                let raw: Option<RawResponsibility> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    responsibility_columns!(),
+                    " FROM responsibilities WHERE tenant_id = $1 AND provider = $2 AND user_id = $3"
+                ))
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .bind(user.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading a responsibility"))?;
+                raw.map(ResponsibilityRow::try_from).transpose()
+            }
+
+        }
+    };
+}
+
+responsibility_methods!(SqliteStore, sqlx::Sqlite);
+responsibility_methods!(PgStore, sqlx::Postgres);
+
+impl Store {
+    // --- responsibilities ----------------------------------------------------------------
+
+    /// Makes `responsibility` the user's on the tenant's integration with `provider`
+    /// (replacing any earlier one) and writes an audit entry by `actor`, in one
+    /// transaction. `auto_contribute` and `scope` default to the responsibility's
+    /// ([`Responsibility::default_auto_contribute`], [`Responsibility::default_scope`]);
+    /// an explicit scope is stored without duplicates, in declaration order.
+    ///
+    /// [`StoreError::NotFound`] ("user `x` is not a member of tenant `y`") without a
+    /// membership.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn assign_responsibility(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        user: &UserId,
+        responsibility: Responsibility,
+        auto_contribute: Option<bool>,
+        scope: Option<&[ContributionKind]>,
+        actor: &str,
+    ) -> Result<ResponsibilityRow, StoreError> {
+        dispatch!(self.assign_responsibility(tenant, provider, user, responsibility, auto_contribute, scope, actor))
+    }
+
+    /// Removes the user's responsibility on the tenant's integration with `provider` and
+    /// writes an audit entry by `actor`; `false` (nothing written) if there was none.
+    /// Earlier contributions stay.
+    pub async fn remove_responsibility(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        user: &UserId,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.remove_responsibility(tenant, provider, user, actor))
+    }
+
+    /// The tenant's responsibilities (on one integration with `Some`), by provider then
+    /// user.
+    pub async fn responsibilities(
+        &self,
+        tenant: &TenantId,
+        provider: Option<&ProviderId>,
+    ) -> Result<Vec<ResponsibilityRow>, StoreError> {
+        dispatch!(self.responsibilities(tenant, provider))
+    }
+
+    /// The user's responsibility on the tenant's integration with `provider`.
+    pub async fn responsibility(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        user: &UserId,
+    ) -> Result<Option<ResponsibilityRow>, StoreError> {
+        dispatch!(self.responsibility(tenant, provider, user))
+    }
+}
