@@ -142,8 +142,9 @@ pub async fn integrations(
     Ok(out)
 }
 
-/// Approves or rejects an active contribution. The reviewer must be responsible for
-/// the integration as `owner` or `reviewer`, and may not review their own.
+/// Approves or rejects an active contribution. The reviewer may not review their own;
+/// the store requires them to be responsible for the integration as `owner` or
+/// `reviewer`.
 pub async fn review(
     store: &Store,
     tenant: &TenantId,
@@ -157,15 +158,6 @@ pub async fn review(
         .ok_or_else(|| IntelligenceError::NotFound(format!("contribution {id} not found at tenant `{tenant}`")))?;
     if &row.user == reviewer {
         return Err(IntelligenceError::NotAllowed(format!("`{reviewer}` made contribution {id} and cannot review it")));
-    }
-    let duty = store.responsibility(tenant, &row.provider, reviewer).await?;
-    if !duty.as_ref().is_some_and(|d| d.responsibility.may_review()) {
-        let what = duty
-            .map_or_else(|| "no responsibility".to_owned(), |d| format!("the `{}` responsibility", d.responsibility));
-        return Err(IntelligenceError::NotAllowed(format!(
-            "`{reviewer}` has {what} on {tenant}/{}; reviewing needs `owner` or `reviewer`",
-            row.provider
-        )));
     }
     Ok(store.review_contribution(tenant, id, approve, reviewer, &fold).await?)
 }
@@ -204,7 +196,7 @@ pub async fn after_run(
     // The streams this user's connection may sync: enabled, and granted to the user's
     // role at this company.
     let grants = RoleGrants::from_stored(&view.roles);
-    let role = store.memberships(tenant).await?.into_iter().find(|m| &m.user_id == user).map(|m| m.role);
+    let role = store.memberships_of(user).await?.into_iter().find(|m| &m.tenant_id == tenant).map(|m| m.role);
     let streams_allowed: Vec<String> = view
         .effective
         .providers
