@@ -40,7 +40,7 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
     if !s.ready.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned());
     }
-    match s.store.list_tenants().await {
+    match s.store.ping().await {
         Ok(_) => (StatusCode::OK, "ready\n".to_owned()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {e}\n")),
     }
@@ -67,4 +67,40 @@ pub async fn serve(
 /// Whether the readiness flag is set.
 pub fn is_ready(flag: &AtomicBool) -> bool {
     flag.load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readiness_follows_the_drain_flag_and_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+        let metrics = Arc::new(Metrics::new());
+        metrics.set_quality_bands(&[Some(95.0), Some(40.0), None]);
+        let ready = Arc::new(AtomicBool::new(true));
+        let state = HttpState { metrics, store: store.clone(), ready: ready.clone() };
+        let shutdown = CancellationToken::new();
+        let (addr, handle) = serve(([127, 0, 0, 1], 0).into(), state, shutdown.clone()).await.unwrap();
+        let get = |path: &'static str| async move {
+            let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        };
+        assert_eq!(get("/healthz").await, (200, "ok\n".to_owned()));
+        assert_eq!(get("/readyz").await, (200, "ready\n".to_owned()));
+        let metrics = get("/metrics").await.1;
+        assert!(metrics.contains("tributary_integrations{band=\"excellent\"} 1"), "{metrics}");
+        assert!(metrics.contains("tributary_integrations{band=\"poor\"} 1"), "{metrics}");
+        assert!(metrics.contains("tributary_integrations{band=\"unknown\"} 1"), "{metrics}");
+        ready.store(false, Ordering::Relaxed);
+        assert_eq!(get("/readyz").await, (503, "draining\n".to_owned()));
+        ready.store(true, Ordering::Relaxed);
+        store.close().await;
+        let (status, body) = get("/readyz").await;
+        assert_eq!(status, 503);
+        assert!(body.starts_with("store unavailable"), "{body}");
+        shutdown.cancel();
+        handle.await.unwrap();
+    }
 }

@@ -255,6 +255,10 @@ macro_rules! job_methods {
                 convert_all(raws)
             }
 
+            pub(super) async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(db("checking the store"))
+            }
+
             pub(super) async fn connection_runs(
                 &self,
                 tenant: &TenantId,

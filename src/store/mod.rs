@@ -488,6 +488,11 @@ impl Store {
         dispatch!(self.get_run(run_id, tenant))
     }
 
+    /// Answers when the store can run a statement (readiness probes).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self.ping())
+    }
+
     /// Up to `limit` finished runs of one connection's jobs, newest first.
     pub async fn connection_runs(
         &self,
