@@ -464,9 +464,10 @@ impl<'a> Syncer<'a> {
             StreamReader::new(manifest, &req.stream, &base_url, vars, job.cursor.as_deref(), req.full_refresh)
                 .map_err(|e| RunFailure::plain(e.to_string()))?;
         let spec = &manifest.streams[&req.stream];
-        // Pages are pipelined: while one page is written, the next one is read (both wait
-        // mostly on I/O: the provider and the database). A failed write discards the page
-        // read ahead; cancellation stops the read ahead at once.
+        // Pages are pipelined: while pages are written (one after another, in order), the
+        // next one is read (both wait mostly on I/O: the provider and the database). A
+        // failed write discards the pages after it; cancellation stops the read ahead at
+        // once.
         let cancelled = || async {
             match &req.cancel {
                 Some(token) => token.cancelled().await,
