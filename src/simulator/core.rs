@@ -215,14 +215,21 @@ impl Sim {
 
     /// The full records at `indices` (missing ones skipped).
     pub(crate) fn records(&self, stream: usize, indices: &[u64]) -> Vec<Value> {
-        let metas: Vec<Meta> = {
-            let streams = lock(&self.streams);
-            let Some(s) = streams.get(stream) else {
-                return Vec::new();
-            };
-            indices.iter().filter_map(|i| s.meta(*i)).collect()
+        self.metas(stream, indices).iter().map(|m| self.build(stream, m)).collect()
+    }
+
+    /// The metadata of the live records at `indices` (missing ones skipped).
+    pub(crate) fn metas(&self, stream: usize, indices: &[u64]) -> Vec<Meta> {
+        let streams = lock(&self.streams);
+        let Some(s) = streams.get(stream) else {
+            return Vec::new();
         };
-        metas.iter().map(|m| self.build(stream, m)).collect()
+        indices.iter().filter_map(|i| s.meta(*i)).collect()
+    }
+
+    /// Whether the `blank_field` fault is set.
+    pub(crate) fn blanks_fields(&self) -> bool {
+        lock(&self.faults).blank_field.is_some()
     }
 
     /// Generates a record, with the `blank_field` fault applied.

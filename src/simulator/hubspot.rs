@@ -201,7 +201,16 @@ pub(super) fn object_stream(sim: &Sim, object: &str) -> Early<usize> {
     })
 }
 
-fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
+/// A record's fields: id, creation and modification times, and its properties in order
+/// (every HubSpot property is text).
+struct Fields {
+    id: String,
+    created: String,
+    updated: String,
+    properties: Vec<(&'static str, String)>,
+}
+
+fn fields(sim: &Sim, stream: usize, m: &Meta) -> Fields {
     let mut r = Rng::new(sim.config.seed, SPEC.streams[stream].name, m.index, 0);
     let id = (m.index + 1).to_string();
     let created = util::iso_ms(m.created);
@@ -211,44 +220,64 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
             let first = r.pick(fake::FIRST_NAMES);
             let last = r.pick(fake::LAST_NAMES);
             let mut v = Rng::new(sim.config.seed, "hubspot-phone", m.index, m.rev);
-            json!({
-                "firstname": first,
-                "lastname": last,
-                "email": format!("{}.{}{}@example.com", first.to_lowercase(), last.to_lowercase(), m.index + 1),
-                "company": fake::company(&mut r),
-                "phone": format!("+44 7{}", v.digits(9)),
-                "account_manager": format!("{} {}", r.pick(fake::FIRST_NAMES), r.pick(fake::LAST_NAMES)),
-                "hs_object_id": id,
-                "lastmodifieddate": updated,
-                "createdate": created,
-            })
+            vec![
+                ("firstname", first.to_owned()),
+                ("lastname", last.to_owned()),
+                ("email", format!("{}.{}{}@example.com", first.to_lowercase(), last.to_lowercase(), m.index + 1)),
+                ("company", fake::company(&mut r)),
+                ("phone", format!("+44 7{}", v.digits(9))),
+                ("account_manager", format!("{} {}", r.pick(fake::FIRST_NAMES), r.pick(fake::LAST_NAMES))),
+                ("hs_object_id", id.clone()),
+                ("lastmodifieddate", updated.clone()),
+                ("createdate", created.clone()),
+            ]
         }
         COMPANIES => {
             let name = fake::company(&mut r);
-            json!({
-                "name": name,
-                "domain": format!("{}{}.example.com", fake::domain_label(&name), m.index + 1),
-                "industry": r.pick(fake::INDUSTRIES),
-                "hs_object_id": id,
-                "hs_lastmodifieddate": updated,
-                "createdate": created,
-            })
+            let domain = format!("{}{}.example.com", fake::domain_label(&name), m.index + 1);
+            vec![
+                ("name", name),
+                ("domain", domain),
+                ("industry", r.pick(fake::INDUSTRIES).to_owned()),
+                ("hs_object_id", id.clone()),
+                ("hs_lastmodifieddate", updated.clone()),
+                ("createdate", created.clone()),
+            ]
         }
         _ => {
             let mut v = Rng::new(sim.config.seed, "hubspot-stage", m.index, m.rev);
             let close = m.created + TimeDelta::days(30 + r.below(180) as i64);
-            json!({
-                "dealname": format!("{} — {}", fake::company(&mut r), fake::sentence(&mut r, 2)),
-                "amount": format!("{}.{:02}", 500 + r.below(100_000), r.below(100)),
-                "dealstage": v.pick(&["appointmentscheduled", "qualifiedtobuy", "presentationscheduled", "decisionmakerboughtin", "contractsent", "closedwon", "closedlost"]),
-                "closedate": util::iso_ms(close),
-                "pipeline": "default",
-                "hs_object_id": id,
-                "hs_lastmodifieddate": updated,
-                "createdate": created,
-            })
+            vec![
+                ("dealname", format!("{} — {}", fake::company(&mut r), fake::sentence(&mut r, 2))),
+                ("amount", format!("{}.{:02}", 500 + r.below(100_000), r.below(100))),
+                (
+                    "dealstage",
+                    v.pick(&[
+                        "appointmentscheduled",
+                        "qualifiedtobuy",
+                        "presentationscheduled",
+                        "decisionmakerboughtin",
+                        "contractsent",
+                        "closedwon",
+                        "closedlost",
+                    ])
+                    .to_owned(),
+                ),
+                ("closedate", util::iso_ms(close)),
+                ("pipeline", "default".to_owned()),
+                ("hs_object_id", id.clone()),
+                ("hs_lastmodifieddate", updated.clone()),
+                ("createdate", created.clone()),
+            ]
         }
     };
+    Fields { id, created, updated, properties }
+}
+
+fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
+    let Fields { id, created, updated, properties } = fields(sim, stream, m);
+    let properties: serde_json::Map<String, Value> =
+        properties.into_iter().map(|(k, v)| (k.to_owned(), Value::String(v))).collect();
     json!({
         "id": id,
         "properties": properties,
@@ -256,6 +285,39 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
         "updatedAt": updated,
         "archived": false,
     })
+}
+
+/// Writes a JSON string.
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Writing to a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Writes a record as [`shape`] of [`record`] serializes, without building its `Value`
+/// (the listing's hot path; not used while the `blank_field` fault is set).
+fn render(sim: &Sim, stream: usize, m: &Meta, requested: &[String], out: &mut Vec<u8>) {
+    let Fields { id, created, updated, properties } = fields(sim, stream, m);
+    out.extend_from_slice(b"{\"id\":");
+    push_str(out, &id);
+    out.extend_from_slice(b",\"properties\":{");
+    let mut first = true;
+    for (k, v) in &properties {
+        if !(DEFAULTS[stream].contains(k) || requested.iter().any(|r| r == k)) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        push_str(out, k);
+        out.push(b':');
+        push_str(out, v);
+    }
+    out.extend_from_slice(b"},\"createdAt\":");
+    push_str(out, &created);
+    out.extend_from_slice(b",\"updatedAt\":");
+    push_str(out, &updated);
+    out.extend_from_slice(b",\"archived\":false}");
 }
 
 /// Keeps the requested properties plus the defaults.
@@ -308,21 +370,40 @@ async fn list(
     }
     let page = sim.select(stream, &filter, Order::Index, false, 0, limit + 1);
     let requested = requested_properties(&params);
-    let results: Vec<Value> = sim
-        .records(stream, &page.items[..page.items.len().min(limit)])
-        .into_iter()
-        .map(|r| shape(stream, r, &requested))
-        .collect();
-    let mut body = json!({"results": results});
-    if let Some(next) = page.items.get(limit) {
+    let shown = &page.items[..page.items.len().min(limit)];
+    let paging = page.items.get(limit).map(|next| {
         let after = (next + 1).to_string();
         let mut link = format!("{}/crm/v3/objects/{object}?limit={limit}&after={after}", sim.base_url);
         if !requested.is_empty() {
             link.push_str(&format!("&properties={}", requested.join(",")));
         }
-        body["paging"] = json!({"next": {"after": after, "link": link}});
+        json!({"next": {"after": after, "link": link}})
+    });
+    if sim.blanks_fields() {
+        let results: Vec<Value> =
+            sim.records(stream, shown).into_iter().map(|r| shape(stream, r, &requested)).collect();
+        let mut body = json!({"results": results});
+        if let Some(paging) = paging {
+            body["paging"] = paging;
+        }
+        return util::json(StatusCode::OK, &body);
     }
-    util::json(StatusCode::OK, &body)
+    // The same bytes as the `Value` above would serialize to, written directly.
+    let mut body = Vec::with_capacity(64 + shown.len() * 512);
+    body.extend_from_slice(b"{\"results\":[");
+    for (i, meta) in sim.metas(stream, shown).iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        render(&sim, stream, meta, &requested, &mut body);
+    }
+    body.push(b']');
+    if let Some(paging) = paging {
+        body.extend_from_slice(b",\"paging\":");
+        let _ = serde_json::to_writer(&mut body, &paging);
+    }
+    body.push(b'}');
+    util::raw(StatusCode::OK, "application/json;charset=utf-8", body)
 }
 
 async fn get_one(
@@ -355,6 +436,22 @@ async fn get_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rendered_record_is_its_shaped_value_serialized() {
+        let sim = Sim::new(super::super::SimConfig::new(super::super::Provider::HubSpot, 3), "http://x".into());
+        for stream in [CONTACTS, COMPANIES, 2] {
+            for requested in [vec![], vec!["phone".to_owned(), "industry".to_owned(), "pipeline".to_owned()]] {
+                for index in 0..3 {
+                    let meta = sim.meta(stream, index).unwrap();
+                    let mut out = Vec::new();
+                    render(&sim, stream, &meta, &requested, &mut out);
+                    let value = shape(stream, record(&sim, stream, &meta), &requested);
+                    assert_eq!(String::from_utf8(out).unwrap(), value.to_string());
+                }
+            }
+        }
+    }
 
     #[test]
     fn shape_keeps_defaults_and_requested_only() {

@@ -415,6 +415,23 @@ impl Store {
         dispatch!(self.write_page(tenant, page))
     }
 
+    /// [`Self::write_page`] once `ready` says so: the page's records are serialized and
+    /// hashed first, while `ready` is pending (e.g. the previous page's write is still
+    /// under way), then the page is written if `ready` gives `true`; `Ok(None)` (nothing
+    /// written) if it gives `false`.
+    pub async fn write_page_when(
+        &self,
+        tenant: &TenantId,
+        page: &PageWrite<'_>,
+        ready: impl Future<Output = bool>,
+    ) -> Result<Option<PageOutcome>, StoreError> {
+        let records = records::prepare(page.records);
+        if !ready.await {
+            return Ok(None);
+        }
+        dispatch!(self.write_prepared(tenant, page, &records)).map(Some)
+    }
+
     /// Up to `limit` of the tenant's records of `entity`, by provider then external id.
     pub async fn list_records(
         &self,

@@ -87,6 +87,11 @@ impl PgStore {
     /// binary `JSONB` input format, which is the same text behind a version byte).
     pub(super) const JSON_PARAM: &'static str = "::jsonb";
 
+    /// Whether a page's job-and-hashes read and its upsert go to the database as one
+    /// batch of two statements: not on PostgreSQL (a prepared statement is one
+    /// statement).
+    pub(super) const READ_AND_UPSERT_TOGETHER: bool = false;
+
     /// A list of strings as one bind parameter: a `TEXT[]`.
     pub(super) fn id_list(ids: &[&str]) -> Vec<String> {
         ids.iter().map(|id| (*id).to_owned()).collect()

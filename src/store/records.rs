@@ -19,7 +19,7 @@ use crate::model::{EntityName, ProviderId, TenantId};
 const BINDS_PER_ROW: usize = 8;
 
 /// One record of a page, ready to write: serialized once, and hashed over that text.
-struct Prepared<'a> {
+pub(super) struct Prepared<'a> {
     external_id: &'a str,
     json: String,
     hash: String,
@@ -27,7 +27,7 @@ struct Prepared<'a> {
 
 /// Collapses duplicate external ids (the last occurrence wins, at the position of the
 /// first), serializes every record once and hashes the text.
-fn prepare(records: &[RecordInput]) -> Vec<Prepared<'_>> {
+pub(super) fn prepare(records: &[RecordInput]) -> Vec<Prepared<'_>> {
     let mut position: HashMap<&str, usize> = HashMap::with_capacity(records.len());
     let mut unique: Vec<&RecordInput> = Vec::with_capacity(records.len());
     for record in records {
@@ -53,6 +53,34 @@ fn rows_per_statement(max_binds: usize, per_row: usize) -> usize {
     (max_binds / per_row).max(1)
 }
 
+/// Pushes the multi-row upsert of `$records` (an iterator of `&Prepared`) onto a query
+/// builder: new rows inserted, existing ones rewritten (keeping `first_seen`), each found
+/// through the primary key.
+macro_rules! push_upsert {
+    ($qb:expr, $store:ty, $tenant:expr, $page:expr, $records:expr, $now:expr) => {{
+        $qb.push(
+            "INSERT INTO records (tenant_id, entity, provider, external_id, data, content_hash, \
+             first_seen, last_synced) ",
+        );
+        $qb.push_values($records, |mut row, record| {
+            row.push_bind($tenant.as_str())
+                .push_bind($page.entity.as_str())
+                .push_bind($page.provider.as_str())
+                .push_bind(record.external_id)
+                .push_bind(record.json.as_str())
+                .push_unseparated(<$store>::JSON_PARAM)
+                .push_bind(record.hash.as_str())
+                .push_bind($now)
+                .push_bind($now);
+        });
+        $qb.push(
+            " ON CONFLICT (tenant_id, entity, provider, external_id) DO UPDATE SET \
+             data = excluded.data, content_hash = excluded.content_hash, \
+             last_synced = excluded.last_synced, deleted_at = NULL",
+        );
+    }};
+}
+
 macro_rules! record_methods {
     ($store:ty, $db:ty) => {
         impl $store {
@@ -61,22 +89,63 @@ macro_rules! record_methods {
                 tenant: &TenantId,
                 page: &PageWrite<'_>,
             ) -> Result<PageOutcome, StoreError> {
+                self.write_prepared(tenant, page, &prepare(page.records)).await
+            }
+
+            /// [`Self::write_page`] with the page's records already prepared (by
+            /// [`prepare`] from `page.records`).
+            pub(super) async fn write_prepared(
+                &self,
+                tenant: &TenantId,
+                page: &PageWrite<'_>,
+                records: &[Prepared<'_>],
+            ) -> Result<PageOutcome, StoreError> {
                 let now = now();
-                let records = prepare(page.records);
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                let per_statement = rows_per_statement(Self::MAX_BINDS, BINDS_PER_ROW);
 
                 // The job must be the tenant's; a fenced write must hold its lease. The
-                // job's row and the stored hashes come back from one statement.
+                // job's row and the stored hashes come back from one statement. Where the
+                // backend allows it, the upsert of the whole page follows in the same
+                // batch: it writes only new and changed rows (its `DO UPDATE ... WHERE`),
+                // which the hashes read before it tell apart, and the checks below roll
+                // it back if they fail.
                 let ids: Vec<&str> = records.iter().map(|r| r.external_id).collect();
-                let rows: Vec<(Option<String>, Option<String>, bool)> = sqlx::query_as(Self::SELECT_JOB_AND_HASHES)
-                    .bind(tenant.as_str())
-                    .bind(page.entity.as_str())
-                    .bind(page.provider.as_str())
-                    .bind(Self::id_list(&ids))
-                    .bind(page.job_id)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(db("reading the page's job and stored record hashes"))?;
+                let together = Self::READ_AND_UPSERT_TOGETHER && !records.is_empty() && records.len() <= per_statement;
+                let rows: Vec<(Option<String>, Option<String>, bool)> = if together {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "SELECT NULL AS external_id, lease_owner AS content_hash, 0 AS deleted \
+                         FROM jobs WHERE id = ",
+                    );
+                    qb.push_bind(page.job_id).push(" AND tenant_id = ").push_bind(tenant.as_str());
+                    qb.push(
+                        " UNION ALL SELECT external_id, content_hash, deleted_at IS NOT NULL FROM records \
+                         WHERE tenant_id = ",
+                    );
+                    qb.push_bind(tenant.as_str()).push(" AND entity = ").push_bind(page.entity.as_str());
+                    qb.push(" AND provider = ").push_bind(page.provider.as_str());
+                    qb.push(" AND external_id IN (SELECT value FROM json_each(")
+                        .push_bind(Self::id_list(&ids))
+                        .push(")); ");
+                    push_upsert!(qb, Self, tenant, page, records.iter(), now);
+                    qb.push(
+                        " WHERE records.content_hash IS NOT excluded.content_hash OR records.deleted_at IS NOT NULL",
+                    );
+                    qb.build_query_as()
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db("reading the page's job and stored record hashes, and writing records"))?
+                } else {
+                    sqlx::query_as(Self::SELECT_JOB_AND_HASHES)
+                        .bind(tenant.as_str())
+                        .bind(page.entity.as_str())
+                        .bind(page.provider.as_str())
+                        .bind(Self::id_list(&ids))
+                        .bind(page.job_id)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db("reading the page's job and stored record hashes"))?
+                };
                 let mut lease: Option<Option<String>> = None;
                 let mut existing: HashMap<String, (String, bool)> = HashMap::with_capacity(rows.len());
                 for (id, hash, deleted) in rows {
@@ -102,7 +171,7 @@ macro_rules! record_methods {
                 // are not written at all.
                 let mut outcome = PageOutcome::default();
                 let mut writes = Vec::with_capacity(records.len());
-                for record in &records {
+                for record in records {
                     match existing.get(record.external_id) {
                         None => outcome.inserted += 1,
                         Some((hash, deleted)) if *deleted || *hash != record.hash => outcome.updated += 1,
@@ -113,28 +182,9 @@ macro_rules! record_methods {
                     }
                     writes.push(record);
                 }
-                let per_statement = rows_per_statement(Self::MAX_BINDS, BINDS_PER_ROW);
-                for chunk in writes.chunks(per_statement) {
-                    let mut qb = QueryBuilder::<$db>::new(
-                        "INSERT INTO records (tenant_id, entity, provider, external_id, data, \
-                         content_hash, first_seen, last_synced) ",
-                    );
-                    qb.push_values(chunk, |mut row, record| {
-                        row.push_bind(tenant.as_str())
-                            .push_bind(page.entity.as_str())
-                            .push_bind(page.provider.as_str())
-                            .push_bind(record.external_id)
-                            .push_bind(record.json.as_str())
-                            .push_unseparated(Self::JSON_PARAM)
-                            .push_bind(record.hash.as_str())
-                            .push_bind(now)
-                            .push_bind(now);
-                    });
-                    qb.push(
-                        " ON CONFLICT (tenant_id, entity, provider, external_id) DO UPDATE SET \
-                         data = excluded.data, content_hash = excluded.content_hash, \
-                         last_synced = excluded.last_synced, deleted_at = NULL",
-                    );
+                for chunk in writes.chunks(per_statement).filter(|_| !together) {
+                    let mut qb = QueryBuilder::<$db>::new("");
+                    push_upsert!(qb, Self, tenant, page, chunk.iter().copied(), now);
                     // Kept prepared: a full page always has the same text.
                     qb.build().execute(&mut *tx).await.map_err(db("writing records"))?;
                 }

@@ -103,6 +103,12 @@ impl SqliteStore {
     /// After a JSON text parameter: SQLite stores JSON as TEXT as it is.
     pub(super) const JSON_PARAM: &'static str = "";
 
+    /// Whether a page's job-and-hashes read and its upsert go to the database as one
+    /// batch of two statements (one round trip to the connection's thread instead of
+    /// two). The upsert then skips unchanged rows itself, and a page whose job is not
+    /// the tenant's or whose lease is lost is rolled back.
+    pub(super) const READ_AND_UPSERT_TOGETHER: bool = true;
+
     /// A list of strings as one bind parameter: a JSON array, read with `json_each`.
     pub(super) fn id_list(ids: &[&str]) -> String {
         serde_json::Value::from(ids.to_vec()).to_string()

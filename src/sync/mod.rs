@@ -28,6 +28,7 @@ use crate::store::{
 };
 use crate::telemetry::{Metrics, NeedsReauth, RunFinished, RunStarted, TokenRefresh};
 use crate::tenants::{TenantError, Tenants};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -463,9 +464,10 @@ impl<'a> Syncer<'a> {
             StreamReader::new(manifest, &req.stream, &base_url, vars, job.cursor.as_deref(), req.full_refresh)
                 .map_err(|e| RunFailure::plain(e.to_string()))?;
         let spec = &manifest.streams[&req.stream];
-        // Pages are pipelined: while one page is written, the next one is read (both wait
-        // mostly on I/O: the provider and the database). A failed write discards the page
-        // read ahead; cancellation stops the read ahead at once.
+        // Pages are pipelined: while pages are written (one after another, in order), the
+        // next one is read (both wait mostly on I/O: the provider and the database). A
+        // failed write discards the pages after it; cancellation stops the read ahead at
+        // once.
         let cancelled = || async {
             match &req.cancel {
                 Some(token) => token.cancelled().await,
@@ -478,9 +480,28 @@ impl<'a> Syncer<'a> {
             let started = Instant::now();
             let mut next = reader.next_page(&mut session).await.map_err(RunFailure::from);
             StageTimes::add(&self.stages.fetch_ns, started);
+            // The page whose write is under way, and the signal its write sends when it
+            // ends (committed or not), which the next page's write waits for.
+            let mut in_flight: Option<InFlight> = None;
+            let mut after: Option<oneshot::Receiver<bool>> = None;
             loop {
-                let Some(page) = next? else { break };
-                consumed = reader.pages;
+                let page = match next {
+                    Ok(Some(page)) => page,
+                    end => {
+                        // The last page (or the one before a failed read) is still being
+                        // written: it counts before the run ends either way.
+                        if let Some(last) = in_flight.take() {
+                            let (done, outcome) = last.finish().await;
+                            if let Err(e) = settle(stats, &mut consumed, &done, outcome) {
+                                at_boundary = true;
+                                return Err(e);
+                            }
+                            progress(run_id, stats);
+                        }
+                        end?;
+                        break;
+                    }
+                };
                 let calls_so_far = session.stats;
                 let started = Instant::now();
                 let mut records = Vec::with_capacity(page.records.len());
@@ -499,24 +520,45 @@ impl<'a> Syncer<'a> {
                     }
                 }
                 StageTimes::add(&self.stages.map_ns, started);
-                let dead_lettered = dead.len();
+                let done = PageDone {
+                    fetched: page.records.len(),
+                    dead_lettered: dead.len(),
+                    checkpoint: page.checkpoint.clone(),
+                    pages: reader.pages,
+                    calls: calls_so_far,
+                };
                 // The write is a task of its own, so another worker thread can drive it
-                // (and serialize the page) while this task reads and parses the next page.
-                // If the run is dropped meanwhile, the write still commits or rolls back
-                // as a whole (records and cursor together, fenced on the lease).
+                // (and serialize the page) while this task reads and parses the next
+                // pages. Writes stay in page order: each waits for the previous page's
+                // write to end and is skipped if that one did not commit. If the run is
+                // dropped meanwhile, each write still commits or rolls back as a whole
+                // (records and cursor together, fenced on the lease).
                 let owned = OwnedPage {
                     entity: entity_name.clone(),
                     provider: req.provider.clone(),
                     records,
                     job_id: job.id,
-                    cursor: page.checkpoint.clone(),
+                    cursor: page.checkpoint,
                     lease_owner: req.lease_owner.clone(),
                     dead_letters: dead,
                 };
-                let task = tokio::spawn(write_page(self.store.clone(), req.tenant.clone(), owned, self.stages.clone()));
+                let (signal, ended) = oneshot::channel();
+                let task = tokio::spawn(write_page(
+                    self.store.clone(),
+                    req.tenant.clone(),
+                    owned,
+                    self.stages.clone(),
+                    after.replace(ended),
+                    signal,
+                ));
+                // While this page's write waits for the previous page's, the next page
+                // is read: the reads never wait for a write to start, only to end.
+                let previous = in_flight.replace(InFlight { task, done });
                 let write = async {
-                    task.await
-                        .unwrap_or_else(|e| Err(RunFailure::plain(format!("the page write ended abnormally: {e}"))))
+                    match previous {
+                        Some(p) => Some(p.finish().await),
+                        None => None,
+                    }
                 };
                 let read_ahead = async {
                     let started = Instant::now();
@@ -527,26 +569,27 @@ impl<'a> Syncer<'a> {
                     StageTimes::add(&self.stages.fetch_ns, started);
                     page
                 };
-                let (outcome, read) = tokio::join!(write, read_ahead);
-                let outcome = match outcome {
-                    Ok(o) => o,
-                    Err(e) => {
+                let (written, read) = tokio::join!(write, read_ahead);
+                if let Some((done, outcome)) = written {
+                    if let Err(e) = settle(stats, &mut consumed, &done, outcome) {
+                        // This page's write sees that the previous one failed and skips.
+                        if let Some(skipped) = in_flight.take() {
+                            let _ = skipped.finish().await;
+                        }
                         at_boundary = true;
                         return Err(e);
                     }
-                };
-                stats.fetched += page.records.len() as i64;
-                stats.inserted += outcome.inserted as i64;
-                stats.updated += outcome.updated as i64;
-                stats.unchanged += outcome.unchanged as i64;
-                stats.dead_lettered += dead_lettered as i64;
-                stats.pages = consumed as i64;
-                if let Some(c) = page.checkpoint {
-                    stats.cursor_after = Some(c);
+                    progress(run_id, stats);
                 }
-                copy_http(stats, &calls_so_far);
-                progress(run_id, stats);
                 if req.cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
+                    // The page being written commits (or not) before the run stops.
+                    if let Some(last) = in_flight.take() {
+                        let (done, outcome) = last.finish().await;
+                        let settled = settle(stats, &mut consumed, &done, outcome);
+                        at_boundary = true;
+                        settled?;
+                        progress(run_id, stats);
+                    }
                     at_boundary = true;
                     return Err(RunFailure::cancelled());
                 }
@@ -557,12 +600,69 @@ impl<'a> Syncer<'a> {
         }
         .await;
         // A run stopped by a failed write or cancellation counts the pages it processed,
-        // not the page read ahead.
+        // not the pages read ahead.
         stats.pages = if at_boundary { consumed } else { reader.pages } as i64;
         copy_http(stats, &session.stats);
         *calls = session.stats;
         result
     }
+}
+
+/// What a page brings to the run's statistics once its write has ended.
+struct PageDone {
+    fetched: usize,
+    dead_lettered: usize,
+    checkpoint: Option<String>,
+    /// Pages read up to and including this one.
+    pages: u64,
+    /// The HTTP statistics when this page had been read.
+    calls: crate::http::CallStats,
+}
+
+/// A page whose write task is under way.
+struct InFlight {
+    task: tokio::task::JoinHandle<Result<Option<PageOutcome>, RunFailure>>,
+    done: PageDone,
+}
+
+impl InFlight {
+    /// Waits for the write to end.
+    async fn finish(self) -> (PageDone, Result<Option<PageOutcome>, RunFailure>) {
+        let outcome =
+            self.task.await.unwrap_or_else(|e| Err(RunFailure::plain(format!("the page write ended abnormally: {e}"))));
+        (self.done, outcome)
+    }
+}
+
+/// Adds a written page to the run's statistics (`Ok(None)`: the write was skipped,
+/// nothing to add); a failed write is the run's failure.
+fn settle(
+    stats: &mut RunStats,
+    consumed: &mut u64,
+    done: &PageDone,
+    outcome: Result<Option<PageOutcome>, RunFailure>,
+) -> Result<(), RunFailure> {
+    let outcome = match outcome {
+        Ok(Some(outcome)) => outcome,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            // The page whose write failed counts as processed.
+            *consumed = done.pages;
+            return Err(e);
+        }
+    };
+    *consumed = done.pages;
+    stats.fetched += done.fetched as i64;
+    stats.inserted += outcome.inserted as i64;
+    stats.updated += outcome.updated as i64;
+    stats.unchanged += outcome.unchanged as i64;
+    stats.dead_lettered += done.dead_lettered as i64;
+    stats.pages = done.pages as i64;
+    if let Some(c) = &done.checkpoint {
+        stats.cursor_after = Some(c.clone());
+    }
+    copy_http(stats, &done.calls);
+    Ok(())
 }
 
 /// A page to write, owned by the task that writes it.
@@ -576,13 +676,17 @@ struct OwnedPage {
     dead_letters: Vec<DeadLetterInput>,
 }
 
-/// Writes one page (records, dead letters and cursor in one transaction).
+/// Writes one page (records, dead letters and cursor in one transaction) once the
+/// previous page's write (`after`) has committed; `Ok(None)` if it did not, and nothing
+/// is written. Sends on `ended` whether this page committed.
 async fn write_page(
     store: Store,
     tenant: TenantId,
     page: OwnedPage,
     stages: Arc<StageTimes>,
-) -> Result<PageOutcome, RunFailure> {
+    after: Option<oneshot::Receiver<bool>>,
+    ended: oneshot::Sender<bool>,
+) -> Result<Option<PageOutcome>, RunFailure> {
     let started = Instant::now();
     let write = PageWrite {
         entity: &page.entity,
@@ -593,8 +697,20 @@ async fn write_page(
         lease_owner: page.lease_owner.as_deref(),
         dead_letters: &page.dead_letters,
     };
-    let outcome = store.write_page(&tenant, &write).await.map_err(RunFailure::from_store);
-    StageTimes::add(&stages.store_ns, started);
+    // The page is serialized and hashed while the previous page's write is under way;
+    // the time spent waiting for it is not this page's store time.
+    let waited = AtomicU64::new(0);
+    let ready = async {
+        let Some(previous) = after else { return true };
+        let since = Instant::now();
+        let committed = previous.await.unwrap_or(false);
+        StageTimes::add(&waited, since);
+        committed
+    };
+    let outcome = store.write_page_when(&tenant, &write, ready).await.map_err(RunFailure::from_store);
+    let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    stages.store_ns.fetch_add(ns.saturating_sub(waited.load(Ordering::Relaxed)), Ordering::Relaxed);
+    let _ = ended.send(matches!(outcome, Ok(Some(_))));
     outcome
 }
 

@@ -317,8 +317,9 @@ async fn revocation_mid_sync_needs_reauth_and_stops_every_request_with_that_cred
     assert_eq!(run.outcome, RunOutcome::Failed);
     let error = run.stats.error.clone().unwrap_or_default();
     assert!(error.contains("invalid_grant") && error.contains("credentials set"), "{error}");
-    // The fourth page was read ahead (while the third was written) before the revocation.
-    assert_eq!(run.stats.fetched, 80, "four pages were stored before");
+    // The fourth and fifth pages were read ahead (while the third and fourth were
+    // written) before the revocation.
+    assert_eq!(run.stats.fetched, 100, "five pages were stored before");
     // One data request found the token revoked; the refresh was refused; nothing more.
     assert_eq!(sim.data_request_count(), at + 1);
     assert_eq!(token_calls(&sim), 2, "the first token, then the refused refresh");

@@ -158,7 +158,7 @@ async fn a_full_list_sync_over_ten_thousand_contacts_is_not_capped() {
 /// half-way must not leave a cursor that makes the next run skip what it never read.
 #[tokio::test]
 async fn a_full_sync_failing_half_way_leaves_no_cursor_past_unread_records() {
-    let n = 300;
+    let n = 500;
     let sim = start(SimConfig::new(Provider::HubSpot, n)).await.unwrap();
     // Contact 0 (first page) is now the most recently modified of all.
     assert!(sim.modify("contacts", 0));
@@ -170,14 +170,15 @@ async fn a_full_sync_failing_half_way_leaves_no_cursor_past_unread_records() {
         })
         .await;
     assert_eq!(run.outcome, tributary::model::RunOutcome::Failed);
-    // The second page was read ahead while the first was written, before the faults.
-    assert_eq!(run.stats.fetched, 2 * PAGE as i64, "the first two pages were stored");
+    // The second and third pages were read ahead while the first and second were
+    // written, before the faults.
+    assert_eq!(run.stats.fetched, 3 * PAGE as i64, "the first three pages were stored");
     assert_eq!(run.stats.cursor_after, None, "no cursor from an incomplete full read");
 
     sim.set_faults(tributary::simulator::Faults::none());
     let again = h.sync("contacts").await;
     ok(&again);
     assert_eq!(again.cursor_before, None);
-    assert_eq!(again.stats.inserted, (n - 2 * PAGE) as i64);
+    assert_eq!(again.stats.inserted, (n - 3 * PAGE) as i64);
     assert_eq!(h.records("employer").await.len() as u64, n);
 }
