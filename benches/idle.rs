@@ -9,12 +9,17 @@
 //!
 //! The preset gives every tenant 4 jobs: `cargo bench --bench idle` runs 3,750 and 37,500
 //! tenants (15,000 and 150,000 jobs); `cargo bench --bench idle -- 3750` picks sizes.
+//! A PostgreSQL server URL among the arguments (`cargo bench --bench idle -- 37500
+//! postgres://postgres@127.0.0.1:5432/test`) measures a scratch database there too.
 //! `IDLE_WINDOW` (default 30) sets the window; `TRIBUTARY_BIN` runs another build of the
 //! daemon (e.g. an older commit's) instead of this one's.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, SqliteConnection};
+use sqlx::{Connection, PgConnection, SqliteConnection};
 
 use tributary::app::reconcile;
 use tributary::config::{Catalog, ConfigDir, TenantSpec};
@@ -22,6 +27,8 @@ use tributary::model::{PresetName, TenantId};
 use tributary::store::Store;
 use tributary::telemetry::Metrics;
 use tributary::tenants::Tenants;
+
+use support::Scratch;
 
 const SETTLE: u64 = 10;
 
@@ -33,9 +40,10 @@ async fn main() -> anyhow::Result<()> {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let catalog = Catalog::load(&ConfigDir::Dir(repo.join("config")), None).map_err(|d| anyhow::anyhow!("{d}"))?;
     let ticks_per_sec = 100.0; // USER_HZ on Linux
-    for tenants in sizes {
-        let dir = tempfile::tempdir()?;
-        let url = format!("sqlite://{}", dir.path().join("idle.db").display());
+    for (pg, tenants) in Scratch::backends().into_iter().flat_map(|pg| sizes.iter().map(move |n| (pg.clone(), *n))) {
+        let scratch = Scratch::new(pg.as_deref()).await?;
+        let (dir, url) = (&scratch.dir, scratch.url.clone());
+        let backend = scratch.backend;
         let store = Store::connect(&url).await?;
         let started = Instant::now();
         let t = Tenants::new(&catalog, &store, "bench");
@@ -62,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
         let scan = started.elapsed();
         store.close().await;
         println!(
-            "{tenants} tenants created in {created:.1?}; reconciled {} jobs in {reconciled:.1?}; \
+            "{backend}: {tenants} tenants created in {created:.1?}; reconciled {} jobs in {reconciled:.1?}; \
              job_counts {scan:.1?} ({} due)",
             rec.jobs.created, counts.due
         );
@@ -72,13 +80,20 @@ async fn main() -> anyhow::Result<()> {
         // `connected` and every job due tomorrow (runnable, nothing due).
         for phase in ["no credentials", "connected, due tomorrow"] {
             if phase != "no credentials" {
-                let mut conn = SqliteConnection::connect(&url).await?;
-                sqlx::query("UPDATE connections SET status = 'connected'").execute(&mut conn).await?;
-                sqlx::query("UPDATE jobs SET next_run_at = $1")
-                    .bind(chrono::Utc::now() + chrono::TimeDelta::days(1))
-                    .execute(&mut conn)
-                    .await?;
-                conn.close().await?;
+                let tomorrow = chrono::Utc::now() + chrono::TimeDelta::days(1);
+                let connected = "UPDATE connections SET status = 'connected'";
+                let due = "UPDATE jobs SET next_run_at = $1";
+                if pg.is_some() {
+                    let mut conn = PgConnection::connect(&url).await?;
+                    sqlx::query(connected).execute(&mut conn).await?;
+                    sqlx::query(due).bind(tomorrow).execute(&mut conn).await?;
+                    conn.close().await?;
+                } else {
+                    let mut conn = SqliteConnection::connect(&url).await?;
+                    sqlx::query(connected).execute(&mut conn).await?;
+                    sqlx::query(due).bind(tomorrow).execute(&mut conn).await?;
+                    conn.close().await?;
+                }
             }
             let _ = std::fs::remove_file(&socket);
             let bin = std::env::var("TRIBUTARY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tributary").into());
@@ -106,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
             let wall = wall.elapsed().as_secs_f64();
             let (rss, hwm) = rss_kb(pid)?;
             println!(
-                "{tenants} tenants ({phase}): daemon ready in {ready:.1?} (peak RSS then {:.1} MiB); idle over {wall:.0} s: \
+                "{backend}: {tenants} tenants ({phase}): daemon ready in {ready:.1?} (peak RSS then {:.1} MiB); idle over {wall:.0} s: \
                  {used:.2} s CPU ({:.2}% of one core); RSS {:.1} MiB (peak {:.1} MiB) | reference: job_counts {scan:.1?}",
                 startup_hwm as f64 / 1024.0,
                 100.0 * used / wall,
@@ -116,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
             child.kill().await?;
             child.wait().await?;
         }
+        scratch.drop_database().await?;
     }
     Ok(())
 }
