@@ -452,7 +452,8 @@ macro_rules! user_methods {
                 let existing = existing.map(ConnectionRow::try_from).transpose()?;
                 let (raw, saved) = match existing {
                     Some(c) if c.schedule.as_deref() == schedule && c.owner_role.as_ref() == Some(&role) => {
-                        (None, Saved::Unchanged)
+                        tx.commit().await.map_err(db("committing a user connection"))?;
+                        return Ok((c, Saved::Unchanged));
                     }
                     Some(c) => {
                         let raw: RawConnection = sqlx::query_as(concat!(
@@ -467,7 +468,7 @@ macro_rules! user_methods {
                         .fetch_one(&mut *tx)
                         .await
                         .map_err(db("updating a user connection"))?;
-                        (Some(raw), Saved::Updated)
+                        (raw, Saved::Updated)
                     }
                     None => {
                         let raw: RawConnection = sqlx::query_as(concat!(
@@ -485,29 +486,11 @@ macro_rules! user_methods {
                         .fetch_one(&mut *tx)
                         .await
                         .map_err(db("creating a user connection"))?;
-                        (Some(raw), Saved::Created)
+                        (raw, Saved::Created)
                     }
                 };
-                let row = match raw {
-                    Some(raw) => {
-                        Self::insert_audit(&mut tx, audit).await?;
-                        ConnectionRow::try_from(raw)?
-                    }
-                    None => {
-                        let raw: RawConnection = sqlx::query_as(concat!(
-                            "SELECT ",
-                            connection_columns!(),
-                            " FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = $3"
-                        ))
-                        .bind(tenant.as_str())
-                        .bind(provider.as_str())
-                        .bind(user.as_str())
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(db("reading a connection"))?;
-                        ConnectionRow::try_from(raw)?
-                    }
-                };
+                Self::insert_audit(&mut tx, audit).await?;
+                let row = ConnectionRow::try_from(raw)?;
                 tx.commit().await.map_err(db("committing a user connection"))?;
                 Ok((row, saved))
             }
