@@ -308,10 +308,15 @@ async fn tenants_sharing_a_provider_quota_share_one_budget_fairly() {
     let share = in_overlap(&a) / (in_overlap(&a) + in_overlap(&b));
     assert!((0.4..=0.6).contains(&share), "tenant a had {share:.2} of the shared budget");
 
-    // Per connection, the same two runs each get the whole budget.
+    // Per connection, the same two runs each get the whole budget. Arrival times are
+    // read at the simulators: with the whole test binary running in parallel on two
+    // cores, one request held up on its way (~20 ms at R = 20) lands in the next one's
+    // window, so each budget is checked to within that one request here; the exact
+    // bound is held above and by `a_connection_limited_to_r_per_second_never_exceeds_it_and_uses_most_of_it`.
     let (a, b) = two_tenants(QuotaScope::Connection).await;
     let all: Vec<Instant> = a.iter().chain(&b).copied().collect();
-    assert!(busiest(&a, Duration::from_secs(1)) <= R as usize && busiest(&b, Duration::from_secs(1)) <= R as usize);
+    let each = busiest(&a, Duration::from_secs(1)).max(busiest(&b, Duration::from_secs(1)));
+    assert!(each <= R as usize + 1, "{each} requests in one second on one connection's budget of {R}");
     assert!(busiest(&all, Duration::from_secs(1)) > 3 * R as usize / 2, "separate budgets add up");
 }
 
