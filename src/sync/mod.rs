@@ -7,30 +7,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use serde_json::json;
-
 use crate::config::{Catalog, Manifest, RoleGrants};
 use crate::engine::template::{lookup_path, scalar_text};
 use crate::engine::{EngineError, StreamReader};
-use crate::http::auth::{
-    AuthRegistry, AuthState, CredentialSink, DEFAULT_REFRESH_MARGIN, SinkFuture, Stored, Token, TokenEvent,
-};
-use crate::http::{HttpError, RateLimiters, RetryPolicy, Session};
+use crate::http::auth::{AuthRegistry, AuthState, DEFAULT_REFRESH_MARGIN};
+use crate::http::{RateLimiters, RetryPolicy, Session};
 use crate::mapping::{CompiledMapping, MapResult};
 use crate::model::{
     ConnectionStatus, EntityName, ErrorClass, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId, UserId,
 };
-use crate::secrets::{Credentials, MasterKey, Sealed};
-use crate::store::{
-    AuditEntry, AuthRow, DeadLetterInput, Owner, PageOutcome, PageWrite, RecordInput, RunRow, RunStats, Store,
-    StoreError, TokenWrite,
-};
-use crate::telemetry::{Metrics, NeedsReauth, RunFinished, RunStarted, TokenRefresh};
+use crate::secrets::MasterKey;
+use crate::store::{DeadLetterInput, Owner, PageOutcome, PageWrite, RecordInput, RunRow, RunStats, Store, StoreError};
+use crate::telemetry::{Metrics, NeedsReauth, RunFinished, RunStarted};
 use crate::tenants::{TenantError, Tenants};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+mod sink;
+
+use self::sink::StoreSink;
 
 /// Why a run could not start (a run that starts and fails is a failed run row instead).
 #[derive(Debug, thiserror::Error)]
@@ -125,132 +121,6 @@ impl StageTimes {
     fn add(counter: &AtomicU64, since: Instant) {
         let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
         counter.fetch_add(ns, Ordering::Relaxed);
-    }
-}
-
-/// A connection's credentials and shared token in the store: sealed on the way in,
-/// opened on the way out, with token events reported as telemetry.
-struct StoreSink<'a> {
-    store: &'a Store,
-    key: &'a MasterKey,
-    tenant: &'a TenantId,
-    provider: &'a ProviderId,
-    owner: Owner<'a>,
-    metrics: &'a Metrics,
-}
-
-fn store_error(e: StoreError) -> HttpError {
-    HttpError::Token { message: format!("the credential store failed: {e}"), permanent: false }
-}
-
-impl StoreSink<'_> {
-    /// Opens what [`Store::get_auth`] or [`Store::lock_refresh`] returned.
-    fn open(&self, row: AuthRow) -> Result<Stored, HttpError> {
-        let sealed = row.credentials.ok_or_else(|| HttpError::Credentials("no credentials are stored".into()))?;
-        let plain = self
-            .key
-            .open_as(Sealed::Credentials, self.tenant, self.provider, self.owner, &sealed)
-            .map_err(|e| HttpError::Token { message: e.to_string(), permanent: false })?;
-        let credentials = Credentials::from_json(&plain).map_err(|e| HttpError::Credentials(e.to_string()))?;
-        // A stored token that no longer opens (another master key) is refreshed instead.
-        let token = row.auth_state.and_then(|blob| {
-            self.key
-                .open_as(Sealed::AuthState, self.tenant, self.provider, self.owner, &blob)
-                .map_err(|e| e.to_string())
-                .and_then(|plain| Token::from_json(&plain, row.auth_state_serial, row.credentials_version))
-                .inspect_err(|e| tracing::warn!(tenant = %self.tenant, provider = %self.provider, "{e}"))
-                .ok()
-        });
-        Ok(Stored {
-            credentials: Arc::new(credentials),
-            version: row.credentials_version,
-            token,
-            serial: row.auth_state_serial,
-            refused: row.refused,
-        })
-    }
-
-    fn gone(&self) -> HttpError {
-        HttpError::Credentials(format!("the connection {}/{} no longer exists", self.tenant, self.provider))
-    }
-}
-
-impl CredentialSink for StoreSink<'_> {
-    fn load(&self) -> SinkFuture<'_, Stored> {
-        Box::pin(async move {
-            let row = self.store.get_auth(self.tenant, self.provider, self.owner).await.map_err(store_error)?;
-            self.open(row.ok_or_else(|| self.gone())?)
-        })
-    }
-
-    fn lock<'b>(&'b self, owner: &'b str, lease: Duration) -> SinkFuture<'b, Option<Stored>> {
-        Box::pin(async move {
-            let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
-            let row = self
-                .store
-                .lock_refresh(self.tenant, self.provider, self.owner, owner, until)
-                .await
-                .map_err(store_error)?;
-            row.map(|r| self.open(r)).transpose()
-        })
-    }
-
-    fn save<'b>(
-        &'b self,
-        owner: &'b str,
-        version: i64,
-        rotated: Option<&'b Credentials>,
-        token: &'b Token,
-    ) -> SinkFuture<'b, Option<(i64, i64)>> {
-        Box::pin(async move {
-            let sealed_token =
-                self.key.seal_as(Sealed::AuthState, self.tenant, self.provider, self.owner, &token.to_json());
-            let sealed_credentials = rotated
-                .map(|c| self.key.seal_as(Sealed::Credentials, self.tenant, self.provider, self.owner, &c.to_json()));
-            let write = TokenWrite {
-                lock_owner: owner,
-                expected_version: version,
-                credentials: sealed_credentials.as_ref(),
-                auth_state: &sealed_token,
-                expires_at: token.expires_at,
-            };
-            let audit = AuditEntry {
-                at: Utc::now(),
-                actor: "sync".into(),
-                action: "credentials.rotated".into(),
-                tenant_id: Some(self.tenant.clone()),
-                subject: Some(self.provider.to_string()),
-                details: json!({ "key_id": self.key.id(), "from_version": version }),
-            };
-            self.store
-                .save_token(self.tenant, self.provider, self.owner, &write, Some(&audit))
-                .await
-                .map_err(store_error)
-        })
-    }
-
-    fn unlock<'b>(&'b self, owner: &'b str) -> SinkFuture<'b, ()> {
-        Box::pin(async move {
-            self.store
-                .unlock_refresh(self.tenant, self.provider, self.owner, owner)
-                .await
-                .map(|_| ())
-                .map_err(store_error)
-        })
-    }
-
-    fn refuse<'b>(&'b self, version: i64, reason: &'b str) -> SinkFuture<'b, ()> {
-        Box::pin(async move {
-            self.store
-                .refuse_credentials(self.tenant, self.provider, self.owner, version, reason)
-                .await
-                .map(|_| ())
-                .map_err(store_error)
-        })
-    }
-
-    fn event(&self, event: &TokenEvent<'_>) {
-        TokenRefresh { tenant: self.tenant.as_str(), provider: self.provider.as_str(), event }.emit(self.metrics);
     }
 }
 
