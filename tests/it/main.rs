@@ -6,6 +6,7 @@ mod connectors;
 mod daemon;
 mod faults;
 mod intelligence;
+mod postgres_socket;
 mod responsibilities_cli;
 mod scheduling;
 mod sim;
