@@ -6,6 +6,7 @@ mod connectors;
 mod daemon;
 mod faults;
 mod intelligence;
+mod migrations;
 mod postgres_socket;
 mod responsibilities_cli;
 mod scheduling;
