@@ -104,7 +104,7 @@ mod tests {
         assert_eq!(get("/healthz").await, (200, "ok\n".to_owned()));
         assert_eq!(get("/readyz").await, (200, "ready\n".to_owned()));
         let metrics = get("/metrics").await.1;
-        assert!(metrics.contains("# TYPE tributary_runs_started_total counter"), "{metrics}");
+        assert!(metrics.contains("# TYPE tributary_integrations gauge"), "{metrics}");
         assert!(metrics.contains("tributary_integrations{band=\"excellent\"} 1"), "{metrics}");
         assert!(metrics.contains("tributary_integrations{band=\"poor\"} 1"), "{metrics}");
         assert!(metrics.contains("tributary_integrations{band=\"unknown\"} 1"), "{metrics}");
@@ -116,7 +116,7 @@ mod tests {
             .unwrap();
         assert!(open.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
         let open = open.text().await.unwrap();
-        assert!(open.contains("# TYPE tributary_runs_started counter") && open.ends_with("# EOF\n"), "{open}");
+        assert!(open.contains("# TYPE tributary_integrations gauge") && open.ends_with("# EOF\n"), "{open}");
         ready.store(false, Ordering::Relaxed);
         assert_eq!(get("/readyz").await, (503, "draining\n".to_owned()));
         ready.store(true, Ordering::Relaxed);

@@ -78,9 +78,9 @@ mod tests {
             "tributary_connections{status=\"connected\"} 2",
             "tributary_connections{status=\"needs_reauth\"} 1",
             "tributary_connections{status=\"disabled\"} 0",
-            "tributary_sync_lag_seconds{provider=\"aptem\",stream=\"learners\"} 600",
-            "tributary_sync_lag_seconds{provider=\"aptem\",stream=\"employers\"} 30",
-            "tributary_job_lag_seconds 90",
+            "tributary_sync_lag_seconds{provider=\"aptem\",stream=\"learners\"} 600.0\n",
+            "tributary_sync_lag_seconds{provider=\"aptem\",stream=\"employers\"} 30.0\n",
+            "tributary_job_lag_seconds 90.0\n",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
@@ -92,7 +92,7 @@ mod tests {
         apply(&m, &figures, now);
         let text = m.encode();
         assert!(!text.contains("stream=\"employers\""), "{text}");
-        assert!(text.contains("tributary_job_lag_seconds 0"), "{text}");
+        assert!(text.contains("tributary_job_lag_seconds 0.0\n"), "{text}");
         assert!(text.contains("tributary_connections{status=\"needs_reauth\"} 0"), "{text}");
     }
 }

@@ -742,9 +742,9 @@ mod tests {
         let open = m.encode_openmetrics();
         assert!(open.contains("# TYPE tributary_lease_losses counter") && open.ends_with("# EOF\n"), "{open}");
         let text = m.encode();
-        assert!(text.contains("# HELP tributary_lease_losses_total Runs that lost their job lease\n"), "{text}");
+        assert!(text.contains("# HELP tributary_lease_losses_total Runs that lost their job lease.\n"), "{text}");
         assert!(text.contains("# TYPE tributary_lease_losses_total counter\n"), "{text}");
-        assert!(text.contains("# TYPE tributary_jobs gauge\n"), "{text}");
+        assert!(text.contains("# TYPE tributary_build_info gauge\n"), "{text}");
         assert!(text.contains("tributary_build_info{version=\""), "{text}");
         assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
         // Every family has its help.
