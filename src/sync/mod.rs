@@ -18,7 +18,7 @@ use crate::model::{
 };
 use crate::secrets::MasterKey;
 use crate::store::{DeadLetterInput, Owner, PageOutcome, PageWrite, RecordInput, RunRow, RunStats, Store, StoreError};
-use crate::telemetry::{HttpMetrics, Metrics, NeedsReauth, RunFinished, RunStarted, RunTally};
+use crate::telemetry::{HttpMetrics, InProgress, Metrics, NeedsReauth, RunFinished, RunStarted, RunTally};
 use crate::tenants::{TenantError, Tenants};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -221,6 +221,7 @@ impl<'a> Syncer<'a> {
         let run = self.store.start_run(&req.tenant, job.id, req.trigger).await?;
         let span = tracing::info_span!("run", tenant = %req.tenant, provider = %req.provider, stream = %req.stream, run_id = %run.id);
         RunStarted { run: &run }.emit(&self.metrics);
+        let _in_progress = InProgress::new(&self.metrics, req.provider.as_str());
         progress(run.id, &RunStats::default());
 
         let mut stats = RunStats { cursor_after: job.cursor.clone(), ..RunStats::default() };

@@ -160,6 +160,8 @@ pub struct Metrics {
     /// How long the longest-waiting claimable job has been due.
     pub job_lag: SecondsGauge,
     pub build_info: Family<BuildLabels, Gauge>,
+    /// Runs this process is running now.
+    pub runs_in_progress: Family<ProviderLabels, Gauge>,
     /// The streams that have `last_success` and `sync_lag` series.
     streams_seen: std::sync::Mutex<std::collections::HashSet<StreamLabels>>,
     /// A connection status changed in this process: the store gauges are out of date.
@@ -199,6 +201,7 @@ impl Metrics {
             sync_lag: Family::default(),
             job_lag: SecondsGauge::default(),
             build_info: Family::default(),
+            runs_in_progress: Family::default(),
             streams_seen: Default::default(),
             stale: AtomicBool::new(false),
             registry: Registry::default(),
@@ -264,6 +267,11 @@ impl Metrics {
             "job_lag_seconds",
             "How long the longest-waiting claimable job has been due (0 when none is)",
             m.job_lag.clone(),
+        );
+        registry.register(
+            "runs_in_progress",
+            "Runs in progress in this process (the `running` jobs gauge counts every replica's)",
+            m.runs_in_progress.clone(),
         );
         registry.register(
             "build_info",
@@ -468,6 +476,24 @@ impl ContributionRecorded<'_> {
         m.contributions
             .get_or_create(&KindLabels { provider: self.provider.to_owned(), kind: self.kind.to_owned() })
             .inc();
+    }
+}
+
+/// Counts a run in `tributary_runs_in_progress` for as long as it is held, however the
+/// run ends (its future may be dropped).
+pub struct InProgress(Gauge);
+
+impl InProgress {
+    pub fn new(m: &Metrics, provider: &str) -> Self {
+        let gauge = m.runs_in_progress.get_or_create(&ProviderLabels { provider: provider.to_owned() }).clone();
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -684,6 +710,10 @@ mod tests {
         }
         http.retry();
         http.rate_limit_wait(Duration::from_millis(1500));
+        let running = InProgress::new(&m, "hubspot");
+        assert!(m.encode().contains("tributary_runs_in_progress{provider=\"hubspot\"} 1\n"));
+        drop(running);
+        assert!(m.encode().contains("tributary_runs_in_progress{provider=\"hubspot\"} 0\n"));
         let mut tally = RunTally::new(&m, "hubspot", "contacts");
         let mut stats = RunStats { inserted: 4, filtered: 1, pages: 1, ..Default::default() };
         tally.advance(&stats);

@@ -95,6 +95,7 @@ async fn counters_move_page_by_page_and_a_killed_daemon_counted_its_run_up_to_th
     assert!(sample(&during, requests).unwrap_or(0.0) >= 2.0, "{during}");
     let count = "tributary_http_request_duration_seconds_count{provider=\"hubspot\",class=\"2xx\"}";
     assert!(sample(&during, count).unwrap_or(0.0) >= 2.0, "{during}");
+    assert_eq!(sample(&during, "tributary_runs_in_progress{provider=\"hubspot\"}"), Some(1.0), "{during}");
 
     // The scrape just before a SIGKILL holds what the run had committed by then.
     let before_kill = scrape(&address).await;
