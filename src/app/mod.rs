@@ -530,7 +530,7 @@ impl Daemon {
     async fn housekeeping(&mut self) {
         let now = Utc::now();
         let started = Instant::now();
-        // A connection status changed in this process: the gauges follow at once.
+        // A connection status changed in this process: the gauges follow on this tick.
         let stale = self.metrics.take_stale();
         let counts = if stale || started >= self.gauges_due {
             let counts = self.store.job_counts(now, Duration::from_secs(300)).await;

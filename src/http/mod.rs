@@ -1,5 +1,6 @@
 //! The shared HTTP client: authentication, response classification, retries (backon)
-//! and rate limits (`ratelimit`), with every call and wait counted for the run log.
+//! and rate limits (`ratelimit`), with every call and wait counted for the run log and
+//! reported as it happens to the session's [`CallObserver`] (the metrics).
 
 pub mod auth;
 pub mod classify;
