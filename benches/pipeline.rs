@@ -297,6 +297,7 @@ async fn read_pages(manifest: &Manifest, sim: &SimHandle, creds: &Credentials) -
         stats: Default::default(),
         sink: None,
         quota: None,
+        observer: None,
     };
     let mut vars = manifest.variables.clone();
     vars.insert("subdomain".into(), "acme".into());

@@ -507,6 +507,7 @@ impl Daemon {
         match (succeeded, status) {
             (true, Some(ConnectionStatus::Error)) => {
                 let _ = set(ConnectionStatus::Connected).await;
+                self.metrics.mark_stale();
             }
             (false, Some(ConnectionStatus::Connected)) if plan.mark_connection_error => {
                 tracing::warn!(tenant = %job.tenant_id, provider = %job.provider, failures = job.consecutive_failures + 1, "connection marked `error` after consecutive failed runs");
@@ -520,6 +521,7 @@ impl Daemon {
                         error.as_deref(),
                     )
                     .await;
+                self.metrics.mark_stale();
             }
             _ => {}
         }
@@ -528,8 +530,13 @@ impl Daemon {
     async fn housekeeping(&mut self) {
         let now = Utc::now();
         let started = Instant::now();
-        let counts = if started >= self.gauges_due {
+        // A connection status changed in this process: the gauges follow on this tick.
+        let stale = self.metrics.take_stale();
+        let counts = if stale || started >= self.gauges_due {
             let counts = self.store.job_counts(now, Duration::from_secs(300)).await;
+            if let Err(e) = crate::telemetry::gauges::refresh(&self.store, &self.metrics, now).await {
+                tracing::debug!("connection and stream gauges not refreshed: {e}");
+            }
             if let Err(e) = crate::intelligence::refresh_gauges(&self.store, &self.metrics).await {
                 tracing::debug!("integration quality gauges not refreshed: {e}");
             }

@@ -72,7 +72,7 @@ impl Daemon {
             })
             .await;
             match closed {
-                Ok(Ok(row)) => RunFinished { run: &row, http: &crate::http::CallStats::default() }.emit(&self.metrics),
+                Ok(Ok(row)) => RunFinished { run: &row }.emit(&self.metrics),
                 Ok(Err(e)) => tracing::warn!(run_id = %run_id, "closing a stopped run failed: {e}"),
                 Err(_) => tracing::warn!(run_id = %run_id, "closing a stopped run timed out"),
             }

@@ -1,5 +1,6 @@
 //! The shared HTTP client: authentication, response classification, retries (backon)
-//! and rate limits (`ratelimit`), with every call and wait counted for the run log.
+//! and rate limits (`ratelimit`), with every call and wait counted for the run log and
+//! reported as it happens to the session's [`CallObserver`] (the metrics).
 
 pub mod auth;
 pub mod classify;
@@ -197,6 +198,18 @@ impl Latency {
     }
 }
 
+/// Watches a session's traffic as it happens (the process's metrics), while
+/// [`CallStats`] sums it up for the run log.
+pub trait CallObserver: Send + Sync {
+    /// A request ended: `class` is its status class (1–5), or 0 when no response arrived;
+    /// `elapsed` runs from sending it to the end of its body (or to the failure).
+    fn request(&self, class: usize, elapsed: Duration);
+    /// A failed attempt is about to be retried.
+    fn retry(&self);
+    /// The session waits `waited` for a rate limit (the provider's or its own quota).
+    fn rate_limit_wait(&self, waited: Duration);
+}
+
 /// A request before authentication.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -253,6 +266,8 @@ pub struct Session<'s> {
     pub sink: Option<&'s dyn CredentialSink>,
     /// The quota every request waits on (`None`: the manifest declares no limit).
     pub quota: Option<QuotaHandle>,
+    /// Sees every request, retry and rate-limit wait when it happens.
+    pub observer: Option<&'s dyn CallObserver>,
 }
 
 /// Why one attempt did not produce a response.
@@ -303,6 +318,7 @@ impl Session<'_> {
             .without_max_times()
             .build();
         let state = SendState { refreshed: false, throttled: 0, throttle_backoff };
+        let observer = self.observer;
         let cell = tokio::sync::Mutex::new((&mut *self, state));
         let retries = AtomicU64::new(0);
         let result = (|| async {
@@ -326,6 +342,9 @@ impl Session<'_> {
         })
         .notify(|failure, wait| {
             retries.fetch_add(1, Ordering::Relaxed);
+            if let Some(o) = observer {
+                o.retry();
+            }
             if let Failure::Transient { message, .. } = failure {
                 tracing::debug!(path = %path, wait_ms = millis(wait), "retrying: {message}");
             }
@@ -348,6 +367,9 @@ impl Session<'_> {
         if waited >= COUNTED_WAIT {
             self.stats.rate_limit_waits += 1;
             self.stats.rate_limit_wait_ms += millis(waited);
+            if let Some(o) = self.observer {
+                o.rate_limit_wait(waited);
+            }
         }
     }
 
@@ -391,16 +413,21 @@ impl Session<'_> {
                 Ok(r) => r,
                 Err(e) => {
                     self.stats.by_class[0] += 1;
+                    if let Some(o) = self.observer {
+                        o.request(0, sent.elapsed());
+                    }
                     return Err(transient(format!("request failed: {}", e.without_url())));
                 }
             };
             let status = resp.status().as_u16();
-            self.stats.by_class[usize::from(status / 100).clamp(1, 5)] += 1;
+            let class = usize::from(status / 100).clamp(1, 5);
+            self.stats.by_class[class] += 1;
             let headers = resp.headers().clone();
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| transient(format!("reading the response failed: {}", e.without_url())))?;
+            let bytes = resp.bytes().await;
+            if let Some(o) = self.observer {
+                o.request(class, sent.elapsed());
+            }
+            let bytes = bytes.map_err(|e| transient(format!("reading the response failed: {}", e.without_url())))?;
             self.stats.latency.record(sent.elapsed());
             let json: Option<Value> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
             let Verdict { action, message } = classify(&self.rules, status, &bytes, json.as_ref());
@@ -439,6 +466,9 @@ impl Session<'_> {
                         .min(self.retry.max_rate_limit_wait);
                     self.stats.rate_limit_waits += 1;
                     self.stats.rate_limit_wait_ms += millis(wait);
+                    if let Some(o) = self.observer {
+                        o.rate_limit_wait(wait);
+                    }
                     tracing::debug!(path, wait_ms = millis(wait), "rate limited: {message}");
                     let until = Instant::now() + wait;
                     if let Some(quota) = &self.quota {

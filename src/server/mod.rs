@@ -1,4 +1,4 @@
-//! HTTP: `/metrics` (Prometheus text), `/healthz` (the process answers) and `/readyz`
+//! HTTP: `/metrics` (Prometheus text, or OpenMetrics when the scraper asks for it), `/healthz` (the process answers) and `/readyz`
 //! (configuration loaded, store reachable, not draining).
 
 use std::net::SocketAddr;
@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
@@ -32,8 +32,22 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.encode())
+/// The Prometheus text format; OpenMetrics when the `Accept` header names it (as
+/// Prometheus itself does).
+async fn metrics(State(s): State<HttpState>, headers: HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            s.metrics.encode_openmetrics(),
+        )
+    } else {
+        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.encode())
+    }
 }
 
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
@@ -90,9 +104,19 @@ mod tests {
         assert_eq!(get("/healthz").await, (200, "ok\n".to_owned()));
         assert_eq!(get("/readyz").await, (200, "ready\n".to_owned()));
         let metrics = get("/metrics").await.1;
+        assert!(metrics.contains("# TYPE tributary_integrations gauge"), "{metrics}");
         assert!(metrics.contains("tributary_integrations{band=\"excellent\"} 1"), "{metrics}");
         assert!(metrics.contains("tributary_integrations{band=\"poor\"} 1"), "{metrics}");
         assert!(metrics.contains("tributary_integrations{band=\"unknown\"} 1"), "{metrics}");
+        let open = reqwest::Client::new()
+            .get(format!("http://{addr}/metrics"))
+            .header("accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
+            .send()
+            .await
+            .unwrap();
+        assert!(open.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+        let open = open.text().await.unwrap();
+        assert!(open.contains("# TYPE tributary_integrations gauge") && open.ends_with("# EOF\n"), "{open}");
         ready.store(false, Ordering::Relaxed);
         assert_eq!(get("/readyz").await, (503, "draining\n".to_owned()));
         ready.store(true, Ordering::Relaxed);

@@ -28,6 +28,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use error::StoreError;
+pub use gauges::{GaugeFigures, StreamFreshness};
 pub use intelligence::{ContributionFilter, ContributionRow, Fold, Folded, IntelligenceRow, NewContribution, PairRow};
 pub use postgres::PgStore;
 pub use responsibilities::ResponsibilityRow;
@@ -60,6 +61,7 @@ macro_rules! dispatch {
 }
 
 // After `dispatch!`, which they use.
+mod gauges;
 mod intelligence;
 mod responsibilities;
 mod tokens;

@@ -18,7 +18,7 @@ use crate::model::{
 };
 use crate::secrets::MasterKey;
 use crate::store::{DeadLetterInput, Owner, PageOutcome, PageWrite, RecordInput, RunRow, RunStats, Store, StoreError};
-use crate::telemetry::{Metrics, NeedsReauth, RunFinished, RunStarted};
+use crate::telemetry::{HttpMetrics, InProgress, Metrics, NeedsReauth, RunFinished, RunStarted, RunTally};
 use crate::tenants::{TenantError, Tenants};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -221,25 +221,21 @@ impl<'a> Syncer<'a> {
         let run = self.store.start_run(&req.tenant, job.id, req.trigger).await?;
         let span = tracing::info_span!("run", tenant = %req.tenant, provider = %req.provider, stream = %req.stream, run_id = %run.id);
         RunStarted { run: &run }.emit(&self.metrics);
+        let _in_progress = InProgress::new(&self.metrics, req.provider.as_str());
         progress(run.id, &RunStats::default());
 
         let mut stats = RunStats { cursor_after: job.cursor.clone(), ..RunStats::default() };
-        let mut calls = crate::http::CallStats::default();
+        // Records and pages are counted in the metrics as each page commits.
+        let mut tally = RunTally::new(&self.metrics, req.provider.as_str(), req.stream.as_str());
+        let mut counted = |id: uuid::Uuid, s: &RunStats| {
+            tally.advance(s);
+            progress(id, s);
+        };
         let result = self
-            .read_all(
-                req,
-                manifest,
-                config,
-                &entity,
-                &view.tenant.subdomain,
-                &job,
-                run.id,
-                &mut stats,
-                progress,
-                &mut calls,
-            )
+            .read_all(req, manifest, config, &entity, &view.tenant.subdomain, &job, run.id, &mut stats, &mut counted)
             .instrument(span)
             .await;
+        tally.advance(&stats);
         let (outcome, error) = match result {
             Ok(()) => (RunOutcome::Success, None),
             Err(e) if e.cancelled => (RunOutcome::Cancelled, Some(e)),
@@ -265,7 +261,7 @@ impl<'a> Syncer<'a> {
             }
         }
         let row = self.store.finish_run(&req.tenant, run.id, outcome, &stats).await?;
-        RunFinished { run: &row, http: &calls }.emit(&self.metrics);
+        RunFinished { run: &row }.emit(&self.metrics);
         Ok(row)
     }
 
@@ -281,7 +277,6 @@ impl<'a> Syncer<'a> {
         run_id: uuid::Uuid,
         stats: &mut RunStats,
         progress: &mut (dyn FnMut(uuid::Uuid, &RunStats) + Send),
-        calls: &mut crate::http::CallStats,
     ) -> Result<(), RunFailure> {
         let entity_def =
             self.catalog.entities.get(entity).ok_or_else(|| RunFailure::plain(format!("unknown entity `{entity}`")))?;
@@ -320,6 +315,7 @@ impl<'a> Syncer<'a> {
         } else {
             crate::http::client(&self.retry).map_err(|e| RunFailure::plain(format!("HTTP client: {e}")))?
         };
+        let observer = HttpMetrics::new(&self.metrics, req.provider.as_str());
         let mut session = Session {
             client,
             token_client,
@@ -329,6 +325,7 @@ impl<'a> Syncer<'a> {
             stats: Default::default(),
             sink: Some(&sink),
             quota: self.limits.quota(req.provider.as_str(), req.tenant.as_str(), manifest.rate_limit.as_ref()),
+            observer: Some(&observer),
         };
         let mut reader =
             StreamReader::new(manifest, &req.stream, &base_url, vars, job.cursor.as_deref(), req.full_refresh)
@@ -473,7 +470,6 @@ impl<'a> Syncer<'a> {
         // not the pages read ahead.
         stats.pages = if at_boundary { consumed } else { reader.pages } as i64;
         copy_http(stats, &session.stats);
-        *calls = session.stats;
         result
     }
 }

@@ -2,8 +2,18 @@
 //! struct per notable happening whose `emit` writes the log line and updates the
 //! metrics together, so the two cannot drift apart. Labels are bounded: provider and
 //! stream (from the catalog), outcome, trigger, result and status class — never tenants.
+//!
+//! Counters move when things happen: every HTTP request, retry and rate-limit wait as
+//! the session sees it ([`HttpMetrics`]), records and pages as each page commits
+//! ([`RunTally`]); the store-wide gauges are recomputed from the store ([`gauges`]).
+//! `/metrics` serves the Prometheus text format, or OpenMetrics when asked for it.
 
-use std::sync::Arc;
+pub mod gauges;
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -12,8 +22,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::http::CallObserver;
 use crate::http::auth::TokenEvent;
-use crate::store::RunRow;
+use crate::store::{RunRow, RunStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StreamLabels {
@@ -77,6 +88,15 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    /// `release` or `debug`.
+    pub profile: String,
+    pub os: String,
+    pub arch: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BandLabels {
     pub band: String,
 }
@@ -97,9 +117,17 @@ pub fn quality_band(quality: Option<f64>) -> &'static str {
 }
 
 type HistogramFamily = Family<StreamLabels, Histogram, fn() -> Histogram>;
+type ClassHistogramFamily = Family<ClassLabels, Histogram, fn() -> Histogram>;
+/// A gauge of seconds (fractions kept).
+pub type SecondsGauge = Gauge<f64, AtomicU64>;
 
 fn run_duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.05, 2.0, 16))
+}
+
+/// 5 ms to about 41 s.
+fn request_duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
 
 /// Every metric of the process.
@@ -109,7 +137,9 @@ pub struct Metrics {
     pub runs_finished: Family<OutcomeLabels, Counter>,
     pub run_duration: HistogramFamily,
     pub records: Family<RecordLabels, Counter>,
+    pub pages: Family<StreamLabels, Counter>,
     pub http_calls: Family<ClassLabels, Counter>,
+    pub http_duration: ClassHistogramFamily,
     pub retries: Family<ProviderLabels, Counter>,
     pub rate_limit_waits: Family<ProviderLabels, Counter>,
     pub rate_limit_wait_seconds: Family<ProviderLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
@@ -123,6 +153,19 @@ pub struct Metrics {
     pub stalled_runs: Family<ProviderLabels, Counter>,
     pub contributions: Family<KindLabels, Counter>,
     pub integrations: Family<BandLabels, Gauge>,
+    /// The most recent successful run of each stream, over every tenant (Unix seconds).
+    pub last_success: Family<StreamLabels, SecondsGauge>,
+    /// How far the furthest-behind tenant's job of each stream is behind.
+    pub sync_lag: Family<StreamLabels, SecondsGauge>,
+    /// How long the longest-waiting claimable job has been due.
+    pub job_lag: SecondsGauge,
+    pub build_info: Family<BuildLabels, Gauge>,
+    /// Runs this process is running now.
+    pub runs_in_progress: Family<ProviderLabels, Gauge>,
+    /// The streams that have `last_success` and `sync_lag` series.
+    streams_seen: std::sync::Mutex<std::collections::HashSet<StreamLabels>>,
+    /// A connection status changed in this process: the store gauges are out of date.
+    stale: AtomicBool,
 }
 
 impl Default for Metrics {
@@ -139,7 +182,9 @@ impl Metrics {
             runs_finished: Family::default(),
             run_duration: Family::new_with_constructor(run_duration_histogram as fn() -> Histogram),
             records: Family::default(),
+            pages: Family::default(),
             http_calls: Family::default(),
+            http_duration: Family::new_with_constructor(request_duration_histogram as fn() -> Histogram),
             retries: Family::default(),
             rate_limit_waits: Family::default(),
             rate_limit_wait_seconds: Family::default(),
@@ -152,6 +197,13 @@ impl Metrics {
             stalled_runs: Family::default(),
             contributions: Family::default(),
             integrations: Family::default(),
+            last_success: Family::default(),
+            sync_lag: Family::default(),
+            job_lag: SecondsGauge::default(),
+            build_info: Family::default(),
+            runs_in_progress: Family::default(),
+            streams_seen: Default::default(),
+            stale: AtomicBool::new(false),
             registry: Registry::default(),
         };
         registry.register("runs_started", "Runs started", m.runs_started.clone());
@@ -162,10 +214,16 @@ impl Metrics {
             "Records by result (inserted, updated, unchanged, filtered, dead_lettered)",
             m.records.clone(),
         );
+        registry.register("pages", "Pages committed (records and position in one transaction)", m.pages.clone());
         registry.register(
             "http_requests",
             "HTTP requests sent to providers, by status class (error = no response)",
             m.http_calls.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from sending a request to the end of its response body, by status class",
+            m.http_duration.clone(),
         );
         registry.register("retries", "Requests retried after a transient failure", m.retries.clone());
         registry.register("rate_limit_waits", "Waits for a provider's rate limit", m.rate_limit_waits.clone());
@@ -195,7 +253,51 @@ impl Metrics {
             "Company integrations by quality band (excellent, good, fair, poor, unknown)",
             m.integrations.clone(),
         );
+        registry.register(
+            "last_success_timestamp_seconds",
+            "When a run of the stream last succeeded, for any tenant (Unix time)",
+            m.last_success.clone(),
+        );
+        registry.register(
+            "sync_lag_seconds",
+            "Time since the stream last succeeded for the tenant furthest behind (since the job's creation if never)",
+            m.sync_lag.clone(),
+        );
+        registry.register(
+            "job_lag_seconds",
+            "How long the longest-waiting claimable job has been due (0 when none is)",
+            m.job_lag.clone(),
+        );
+        registry.register(
+            "runs_in_progress",
+            "Runs in progress in this process (the `running` jobs gauge counts every replica's)",
+            m.runs_in_progress.clone(),
+        );
+        registry.register(
+            "build_info",
+            "The running build: version, profile, os and arch (always 1)",
+            m.build_info.clone(),
+        );
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                profile: if cfg!(debug_assertions) { "debug" } else { "release" }.to_owned(),
+                os: std::env::consts::OS.to_owned(),
+                arch: std::env::consts::ARCH.to_owned(),
+            })
+            .set(1);
         Self { registry, ..m }
+    }
+
+    /// Marks the store gauges out of date (a connection's status changed in this
+    /// process), so the next housekeeping tick recomputes them.
+    pub fn mark_stale(&self) {
+        self.stale.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the store gauges were marked out of date; clears the mark.
+    pub fn take_stale(&self) -> bool {
+        self.stale.swap(false, Ordering::Relaxed)
     }
 
     /// Sets the integrations-by-band gauges from every integration's quality.
@@ -206,8 +308,8 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition.
-    pub fn encode(&self) -> String {
+    /// The OpenMetrics text exposition (ends with `# EOF`).
+    pub fn encode_openmetrics(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -215,13 +317,133 @@ impl Metrics {
         out
     }
 
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn encode(&self) -> String {
+        prometheus_text(&self.encode_openmetrics())
+    }
+
     pub fn set_gauge(family: &Family<StateLabels, Gauge>, state: &str, value: i64) {
         family.get_or_create(&StateLabels { state: state.to_owned() }).set(value);
     }
 }
 
+/// The Prometheus text format (0.0.4) of an OpenMetrics exposition: a counter family's
+/// `HELP` and `TYPE` lines name it with the `_total` suffix its samples carry, and the
+/// OpenMetrics-only `# UNIT` and `# EOF` lines are left out.
+fn prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = Some(rest);
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let name = if kind == "counter" { format!("{name}_total") } else { name.to_owned() };
+            if let Some(text) = help.take() {
+                let text = text.split_once(' ').map_or("", |(_, t)| t);
+                let _ = writeln!(out, "# HELP {name} {text}");
+            }
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+        } else if !(line.starts_with("# UNIT ") || line == "# EOF") {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Shared handle.
 pub type SharedMetrics = Arc<Metrics>;
+
+/// One run's HTTP traffic counted as it happens: the [`CallObserver`] of its session.
+/// The series of each status class are looked up once, on the class's first request.
+pub struct HttpMetrics<'a> {
+    metrics: &'a Metrics,
+    provider: String,
+    classes: [OnceLock<(Counter, Histogram)>; 6],
+    retries: Counter,
+    waits: Counter,
+    wait_seconds: Counter<f64, AtomicU64>,
+}
+
+impl<'a> HttpMetrics<'a> {
+    pub fn new(metrics: &'a Metrics, provider: &str) -> Self {
+        let labels = ProviderLabels { provider: provider.to_owned() };
+        Self {
+            metrics,
+            provider: provider.to_owned(),
+            classes: Default::default(),
+            retries: metrics.retries.get_or_create(&labels).clone(),
+            waits: metrics.rate_limit_waits.get_or_create(&labels).clone(),
+            wait_seconds: metrics.rate_limit_wait_seconds.get_or_create(&labels).clone(),
+        }
+    }
+}
+
+impl CallObserver for HttpMetrics<'_> {
+    fn request(&self, class: usize, elapsed: Duration) {
+        let Some(slot) = self.classes.get(class) else { return };
+        let (count, duration) = slot.get_or_init(|| {
+            let class = if class == 0 { "error".to_owned() } else { format!("{class}xx") };
+            let labels = ClassLabels { provider: self.provider.clone(), class };
+            (
+                self.metrics.http_calls.get_or_create(&labels).clone(),
+                self.metrics.http_duration.get_or_create(&labels).clone(),
+            )
+        });
+        count.inc();
+        duration.observe(elapsed.as_secs_f64());
+    }
+
+    fn retry(&self) {
+        self.retries.inc();
+    }
+
+    fn rate_limit_wait(&self, waited: Duration) {
+        self.waits.inc();
+        self.wait_seconds.inc_by(waited.as_secs_f64());
+    }
+}
+
+/// Counts a run's records (by result) and pages as its pages commit: each call adds
+/// what the run's statistics gained since the previous one, so the counters follow
+/// the run page by page and end equal to its run row, counted once.
+pub struct RunTally<'a> {
+    metrics: &'a Metrics,
+    provider: String,
+    stream: String,
+    /// Inserted, updated, unchanged, filtered, dead-lettered, pages: counted so far.
+    counted: [i64; 6],
+}
+
+impl<'a> RunTally<'a> {
+    const RESULTS: [&'static str; 5] = ["inserted", "updated", "unchanged", "filtered", "dead_lettered"];
+
+    pub fn new(metrics: &'a Metrics, provider: &str, stream: &str) -> Self {
+        Self { metrics, provider: provider.to_owned(), stream: stream.to_owned(), counted: [0; 6] }
+    }
+
+    /// Counts what `stats` (the run's totals so far) holds beyond what was counted.
+    pub fn advance(&mut self, stats: &RunStats) {
+        let now = [stats.inserted, stats.updated, stats.unchanged, stats.filtered, stats.dead_lettered, stats.pages];
+        for (i, (seen, total)) in self.counted.iter_mut().zip(now).enumerate() {
+            let Ok(added) = u64::try_from(total - *seen) else { continue };
+            if added == 0 {
+                continue;
+            }
+            *seen = total;
+            match Self::RESULTS.get(i) {
+                Some(result) => self.metrics.records.get_or_create(&RecordLabels {
+                    provider: self.provider.clone(),
+                    stream: self.stream.clone(),
+                    result: (*result).to_owned(),
+                }),
+                None => self.metrics.pages.get_or_create(&stream(&self.provider, &self.stream)),
+            }
+            .inc_by(added);
+        }
+    }
+}
 
 fn stream(provider: &str, stream: &str) -> StreamLabels {
     StreamLabels { provider: provider.to_owned(), stream: stream.to_owned() }
@@ -257,6 +479,24 @@ impl ContributionRecorded<'_> {
     }
 }
 
+/// Counts a run in `tributary_runs_in_progress` for as long as it is held, however the
+/// run ends (its future may be dropped).
+pub struct InProgress(Gauge);
+
+impl InProgress {
+    pub fn new(m: &Metrics, provider: &str) -> Self {
+        let gauge = m.runs_in_progress.get_or_create(&ProviderLabels { provider: provider.to_owned() }).clone();
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// A run began.
 pub struct RunStarted<'a> {
     pub run: &'a RunRow,
@@ -276,11 +516,10 @@ impl RunStarted<'_> {
     }
 }
 
-/// A run ended (any outcome).
+/// A run ended (any outcome). Its records, pages and HTTP traffic were counted as they
+/// happened ([`RunTally`], [`HttpMetrics`]); this counts the run and its duration.
 pub struct RunFinished<'a> {
     pub run: &'a RunRow,
-    /// The run's HTTP traffic (responses by status class).
-    pub http: &'a crate::http::CallStats,
 }
 
 impl RunFinished<'_> {
@@ -314,29 +553,6 @@ impl RunFinished<'_> {
             })
             .inc();
         m.run_duration.get_or_create(&stream(&p, &st)).observe(secs);
-        for (result, n) in [
-            ("inserted", s.inserted),
-            ("updated", s.updated),
-            ("unchanged", s.unchanged),
-            ("filtered", s.filtered),
-            ("dead_lettered", s.dead_lettered),
-        ] {
-            if n > 0 {
-                m.records
-                    .get_or_create(&RecordLabels { provider: p.clone(), stream: st.clone(), result: result.into() })
-                    .inc_by(n as u64);
-            }
-        }
-        let pl = ProviderLabels { provider: p.clone() };
-        for (i, n) in self.http.by_class.iter().enumerate() {
-            if *n > 0 {
-                let class = if i == 0 { "error".to_owned() } else { format!("{i}xx") };
-                m.http_calls.get_or_create(&ClassLabels { provider: p.clone(), class }).inc_by(*n);
-            }
-        }
-        m.retries.get_or_create(&pl).inc_by(s.retries.max(0) as u64);
-        m.rate_limit_waits.get_or_create(&pl).inc_by(s.rate_limit_waits.max(0) as u64);
-        m.rate_limit_wait_seconds.get_or_create(&pl).inc_by(s.rate_limit_wait_ms.max(0) as f64 / 1000.0);
     }
 }
 
@@ -451,13 +667,15 @@ pub struct NeedsReauth<'a> {
 }
 
 impl NeedsReauth<'_> {
-    pub fn emit(&self, _m: &Metrics) {
+    /// Logs it and marks the connection gauges out of date.
+    pub fn emit(&self, m: &Metrics) {
         tracing::warn!(
             tenant = self.tenant,
             provider = self.provider,
             reason = self.reason,
             "connection needs new credentials; its jobs stop until `credentials set`"
         );
+        m.mark_stale();
     }
 }
 
@@ -483,9 +701,42 @@ mod tests {
     }
 
     #[test]
-    fn run_finished_counts_http_by_status_class_and_records_by_result() {
+    fn requests_and_pages_count_as_they_happen_and_the_run_end_adds_nothing() {
         use crate::model::{ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
         let m = Metrics::new();
+        let http = HttpMetrics::new(&m, "hubspot");
+        for class in [2, 2, 2, 4, 0] {
+            http.request(class, Duration::from_millis(30));
+        }
+        http.retry();
+        http.rate_limit_wait(Duration::from_millis(1500));
+        let running = InProgress::new(&m, "hubspot");
+        assert!(m.encode().contains("tributary_runs_in_progress{provider=\"hubspot\"} 1\n"));
+        drop(running);
+        assert!(m.encode().contains("tributary_runs_in_progress{provider=\"hubspot\"} 0\n"));
+        let mut tally = RunTally::new(&m, "hubspot", "contacts");
+        let mut stats = RunStats { inserted: 4, filtered: 1, pages: 1, ..Default::default() };
+        tally.advance(&stats);
+        stats.inserted = 7;
+        stats.pages = 2;
+        tally.advance(&stats);
+        tally.advance(&stats);
+        let text = m.encode();
+        for line in [
+            "tributary_http_requests_total{provider=\"hubspot\",class=\"2xx\"} 3",
+            "tributary_http_requests_total{provider=\"hubspot\",class=\"4xx\"} 1",
+            "tributary_http_requests_total{provider=\"hubspot\",class=\"error\"} 1",
+            "tributary_http_request_duration_seconds_count{provider=\"hubspot\",class=\"2xx\"} 3",
+            "tributary_retries_total{provider=\"hubspot\"} 1",
+            "tributary_rate_limit_waits_total{provider=\"hubspot\"} 1",
+            "tributary_rate_limit_wait_seconds_total{provider=\"hubspot\"} 1.5",
+            "tributary_records_total{provider=\"hubspot\",stream=\"contacts\",result=\"inserted\"} 7",
+            "tributary_records_total{provider=\"hubspot\",stream=\"contacts\",result=\"filtered\"} 1",
+            "tributary_pages_total{provider=\"hubspot\",stream=\"contacts\"} 2",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        // The run's end counts the run, not its records or requests again.
         let now = chrono::Utc::now();
         let run = RunRow {
             id: uuid::Uuid::now_v7(),
@@ -498,19 +749,37 @@ mod tests {
             finished_at: Some(now),
             outcome: RunOutcome::Success,
             cursor_before: None,
-            stats: crate::store::RunStats { inserted: 7, http_calls: 5, ..Default::default() },
+            stats: RunStats { http_calls: 5, ..stats },
         };
-        let http = crate::http::CallStats { http_calls: 5, by_class: [1, 0, 3, 0, 1, 0], ..Default::default() };
-        RunFinished { run: &run, http: &http }.emit(&m);
+        RunFinished { run: &run }.emit(&m);
+        let after = m.encode();
+        assert!(
+            after.contains("tributary_records_total{provider=\"hubspot\",stream=\"contacts\",result=\"inserted\"} 7")
+        );
+        assert!(after.contains("tributary_http_requests_total{provider=\"hubspot\",class=\"2xx\"} 3"));
+        assert!(
+            after.contains(
+                "tributary_runs_finished_total{provider=\"hubspot\",stream=\"contacts\",outcome=\"success\"} 1"
+            )
+        );
+        assert!(!after.contains("acme"), "tenant ids must not be labels");
+    }
+
+    #[test]
+    fn the_prometheus_text_names_counter_families_with_their_suffix() {
+        let m = Metrics::new();
+        m.lease_losses.get_or_create(&ProviderLabels { provider: "hubspot".into() }).inc();
+        let open = m.encode_openmetrics();
+        assert!(open.contains("# TYPE tributary_lease_losses counter") && open.ends_with("# EOF\n"), "{open}");
         let text = m.encode();
-        for line in [
-            "tributary_http_requests_total{provider=\"hubspot\",class=\"2xx\"} 3",
-            "tributary_http_requests_total{provider=\"hubspot\",class=\"4xx\"} 1",
-            "tributary_http_requests_total{provider=\"hubspot\",class=\"error\"} 1",
-            "tributary_records_total{provider=\"hubspot\",stream=\"contacts\",result=\"inserted\"} 7",
-        ] {
-            assert!(text.contains(line), "missing {line} in\n{text}");
-        }
-        assert!(!text.contains("acme"), "tenant ids must not be labels");
+        assert!(text.contains("# HELP tributary_lease_losses_total Runs that lost their job lease.\n"), "{text}");
+        assert!(text.contains("# TYPE tributary_lease_losses_total counter\n"), "{text}");
+        assert!(text.contains("# TYPE tributary_build_info gauge\n"), "{text}");
+        assert!(text.contains("tributary_build_info{version=\""), "{text}");
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+        // Every family has its help.
+        let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
+        assert_eq!(types, helps, "{text}");
     }
 }

@@ -111,6 +111,30 @@ fn injected(n: u64, throttle: u64, unavailable: u64, reset: u64, truncate: u64) 
     (retries, waits)
 }
 
+/// The sum of the exposition's samples whose series starts with `prefix`.
+fn summed(text: &str, prefix: &str) -> i64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as i64
+}
+
+/// The process's counters, moved request by request and page by page, end equal to the
+/// run row: nothing is missed and nothing is counted twice.
+fn metrics_match_the_run(text: &str, run: &tributary::store::RunRow) {
+    let (p, st, s) = (run.provider.as_str(), run.stream.as_str(), &run.stats);
+    let provider = format!("{{provider=\"{p}\"");
+    let series = |name: &str| format!("{name}{provider}");
+    let stream = |name: &str| format!("{name}{provider},stream=\"{st}\"");
+    assert_eq!(summed(text, &series("tributary_http_requests_total")), s.http_calls, "{p}: {text}");
+    assert_eq!(summed(text, &series("tributary_http_request_duration_seconds_count")), s.http_calls, "{p}");
+    assert_eq!(summed(text, &series("tributary_retries_total")), s.retries, "{p}: {text}");
+    assert_eq!(summed(text, &series("tributary_rate_limit_waits_total")), s.rate_limit_waits, "{p}: {text}");
+    let records = |result: &str| summed(text, &format!("{},result=\"{result}\"", stream("tributary_records_total")));
+    assert_eq!((records("inserted"), records("updated")), (s.inserted, s.updated), "{p}: {text}");
+    assert_eq!(summed(text, &stream("tributary_pages_total")), s.pages, "{p}: {text}");
+}
+
 async fn fault_mix(provider: Provider, retry_after_secs: u64) {
     let case = Case::new(provider);
     let n = 1_234;
@@ -124,9 +148,11 @@ async fn fault_mix(provider: Provider, retry_after_secs: u64) {
     // A generous limit: the limiter is in the path but never makes a run wait.
     let h = case.harness(&sim, limit(10_000, 1, QuotaScope::Connection)).await;
     let started = Instant::now();
-    let run = h.sync_using(&h.syncer(), &h.tenant, case.stream).await;
+    let syncer = h.syncer();
+    let run = h.sync_using(&syncer, &h.tenant, case.stream).await;
     ok(&run);
     let s = &run.stats;
+    metrics_match_the_run(&syncer.metrics.encode(), &run);
     let stored = h.records(case.entity).await.len() as i64;
     assert_eq!((s.fetched, s.inserted, stored), (n as i64, n as i64, n as i64), "{provider}: {s:?}");
     let requests = sim.data_request_count();

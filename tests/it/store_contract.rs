@@ -84,6 +84,7 @@ contract! {
         records::write_page_handles_pages_beyond_the_bind_limit,
         runs::runs_round_trip_newest_first,
         runs::audit_is_listed_newest_first_per_scope,
+        runs::gauge_figures_aggregate_each_stream_over_tenants,
         isolation::tenants_are_isolated,
         users::users_are_added_idempotently,
         users::memberships_give_users_a_role_per_tenant,

@@ -9,6 +9,7 @@
 mod control;
 mod crash;
 mod leases;
+mod metrics;
 mod signals;
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,8 @@
 //! Runs and the audit log.
 
+use tributary::model::TriggerKind;
+use tributary::store::{JobFilter, PauseScope};
+
 use super::*;
 
 pub(super) async fn runs_round_trip_newest_first(store: &Store) {
@@ -81,4 +84,49 @@ pub(super) async fn audit_is_listed_newest_first_per_scope(store: &Store) {
     assert_eq!(acme[1].action, "tenant.create");
     assert_eq!(store.list_audit(None, 2).await.unwrap().len(), 2);
     assert!(store.list_audit(Some(&tenant_id("initech")), 10).await.unwrap().is_empty());
+}
+
+pub(super) async fn gauge_figures_aggregate_each_stream_over_tenants(store: &Store) {
+    let hubspot = provider("hubspot");
+    let acme = create(store, "acme", &["hubspot"]).await;
+    let globex = create(store, "globex", &["hubspot"]).await;
+    let paused = create(store, "initech", &["hubspot"]).await;
+    let acme_job = job(store, "acme", "hubspot", "contacts").await;
+    let globex_job = job(store, "globex", "hubspot", "contacts").await;
+    let paused_job = job(store, "initech", "hubspot", "contacts").await;
+    store.set_paused(&PauseScope::Job(paused.id.clone(), paused_job.id), true).await.unwrap();
+    for tenant in [&acme.id, &globex.id] {
+        store.set_connection_status(tenant, &hubspot, Owner::Company, ConnectionStatus::Connected, None).await.unwrap();
+    }
+    store
+        .set_connection_status(&paused.id, &hubspot, Owner::Company, ConnectionStatus::NeedsReauth, None)
+        .await
+        .unwrap();
+    // acme succeeded once, then failed; globex never succeeded; the paused job is left out.
+    let run = store.start_run(&acme.id, acme_job.id, RunTrigger::Manual).await.unwrap();
+    let succeeded = store.finish_run(&acme.id, run.id, RunOutcome::Success, &RunStats::default()).await.unwrap();
+    let run = store.start_run(&acme.id, acme_job.id, RunTrigger::Manual).await.unwrap();
+    store.finish_run(&acme.id, run.id, RunOutcome::Failed, &RunStats::default()).await.unwrap();
+    let run = store.start_run(&paused.id, paused_job.id, RunTrigger::Manual).await.unwrap();
+    store.finish_run(&paused.id, run.id, RunOutcome::Success, &RunStats::default()).await.unwrap();
+
+    let now = Utc::now() + chrono::TimeDelta::hours(1);
+    let figures = store.gauge_figures(now).await.unwrap();
+    assert_eq!(figures.connections, [("connected".to_owned(), 2), ("needs_reauth".to_owned(), 1)]);
+    assert_eq!(figures.streams.len(), 1, "{figures:?}");
+    let contacts = &figures.streams[0];
+    assert_eq!((contacts.provider.as_str(), contacts.stream.as_str()), ("hubspot", "contacts"));
+    assert_eq!(contacts.last_success, succeeded.finished_at);
+    // The furthest behind: globex, which never succeeded, since its job was created.
+    assert_eq!(contacts.oldest, Some(globex_job.created_at));
+    assert!(globex_job.created_at < succeeded.finished_at.unwrap());
+
+    // A triggered job is due since its trigger; nothing else is due.
+    let triggered_at = at(5);
+    let filter = JobFilter { tenant: Some(globex.id.clone()), provider: None, stream: None };
+    store.trigger_jobs(&filter, TriggerKind::Manual, triggered_at).await.unwrap();
+    let due = store.gauge_figures(now).await.unwrap().oldest_due;
+    let acme_due = store.get_job(&acme.id, acme_job.id).await.unwrap().unwrap().next_run_at;
+    let expected = [Some(triggered_at), acme_due.filter(|d| *d <= now)].into_iter().flatten().min();
+    assert_eq!(due, expected);
 }
