@@ -2,6 +2,7 @@
 //! default, `--json` for machines; errors name what and where and exit non-zero.
 
 mod catalog;
+mod connections;
 mod credentials;
 mod ctl;
 mod daemon;
@@ -85,6 +86,9 @@ pub enum Command {
     /// Users, their roles at tenants, and their own connections.
     #[command(subcommand)]
     Users(users::UsersCmd),
+    /// Check a connection: authenticate and read one page per stream, storing nothing.
+    #[command(subcommand)]
+    Connections(connections::ConnectionsCmd),
     /// Run provider simulators (fake APIs on loopback) in the foreground.
     Simulate(simulate::SimulateArgs),
     /// Sync one provider (or one stream) of a tenant now, in the foreground.
@@ -141,6 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tenant(cmd) => tenant::run(g, cmd).await,
         Command::Credentials(cmd) => credentials::run(g, cmd).await,
         Command::Users(cmd) => users::run(g, cmd).await,
+        Command::Connections(cmd) => connections::run(g, cmd).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Sync(args) => sync::run(g, args).await,
         Command::Ctl(args) => ctl::run(g, args).await,
@@ -195,6 +200,13 @@ impl Global {
     pub async fn store(&self, catalog: &Catalog) -> anyhow::Result<Store> {
         let url = self.database_url(catalog);
         Store::connect(&url).await.with_context(|| format!("cannot open the store at {}", redact_url(&url)))
+    }
+
+    /// Opens the store for a command that only reads: a missing SQLite file is an error
+    /// naming the URL, never a new empty database.
+    pub async fn store_existing(&self, catalog: &Catalog) -> anyhow::Result<Store> {
+        let url = self.database_url(catalog);
+        Store::connect_existing(&url).await.with_context(|| format!("cannot open the store at {}", redact_url(&url)))
     }
 
     /// Finds (or creates) the master key; logs where it came from.

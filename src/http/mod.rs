@@ -41,6 +41,12 @@ pub enum HttpError {
     Exhausted { path: String, attempts: u32, last: String },
     #[error("{0}")]
     Invalid(String),
+    /// A response body was larger than the limit; not retried.
+    #[error(
+        "{origin}{path}: the response is larger than the limit of {limit} bytes (raise `max_response_bytes` in \
+         the manifest or `daemon.max_response_bytes` if this is expected)"
+    )]
+    TooLarge { origin: String, path: String, limit: u64 },
 }
 
 impl HttpError {
@@ -49,6 +55,7 @@ impl HttpError {
         match self {
             _ if self.needs_reauth() => ErrorClass::Auth,
             Self::Template(_) | Self::Invalid(_) | Self::Credentials(_) => ErrorClass::Config,
+            Self::TooLarge { .. } => ErrorClass::Data,
             Self::Token { .. } => ErrorClass::Transient,
             Self::Permanent { status: 401 | 403, .. } | Self::AuthRejected { .. } => ErrorClass::Auth,
             Self::Permanent { .. } => ErrorClass::Client,
@@ -72,9 +79,10 @@ impl HttpError {
     /// The request path that failed (no query string, no host).
     pub fn endpoint(&self) -> Option<&str> {
         match self {
-            Self::Permanent { path, .. } | Self::AuthRejected { path, .. } | Self::Exhausted { path, .. } => {
-                Some(path.as_str())
-            }
+            Self::Permanent { path, .. }
+            | Self::AuthRejected { path, .. }
+            | Self::Exhausted { path, .. }
+            | Self::TooLarge { path, .. } => Some(path.as_str()),
             _ => None,
         }
     }
@@ -104,7 +112,14 @@ pub struct RetryPolicy {
     pub connect_timeout: Duration,
     /// Total timeout of one attempt: connect, send and the whole body.
     pub request_timeout: Duration,
+    /// Largest response body read (after decompression); a larger one fails the request.
+    pub max_response_bytes: u64,
+    /// What the requests read, named in errors (e.g. "provider `hubspot` stream `contacts`").
+    pub origin: Option<String>,
 }
+
+/// The default limit of one response body: 64 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -117,6 +132,8 @@ impl Default for RetryPolicy {
             max_rate_limit_waits: 50,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(120),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            origin: None,
         }
     }
 }
@@ -391,16 +408,13 @@ impl Session<'_> {
                 Ok(r) => r,
                 Err(e) => {
                     self.stats.by_class[0] += 1;
-                    return Err(transient(format!("request failed: {}", e.without_url())));
+                    return Err(transient(format!("request failed: {}", describe_transport(e))));
                 }
             };
             let status = resp.status().as_u16();
             self.stats.by_class[usize::from(status / 100).clamp(1, 5)] += 1;
             let headers = resp.headers().clone();
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| transient(format!("reading the response failed: {}", e.without_url())))?;
+            let bytes = self.read_body(resp, path).await?;
             self.stats.latency.record(sent.elapsed());
             let json: Option<Value> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
             let Verdict { action, message } = classify(&self.rules, status, &bytes, json.as_ref());
@@ -466,6 +480,34 @@ impl Session<'_> {
         }
     }
 
+    /// Reads a response body chunk by chunk, failing (not retried) as soon as it grows
+    /// past `max_response_bytes`, so an oversized page never sits in memory whole.
+    async fn read_body(&self, mut resp: reqwest::Response, path: &str) -> Result<Vec<u8>, Failure> {
+        let limit = self.retry.max_response_bytes;
+        let too_large = || {
+            let origin = self.retry.origin.as_ref().map(|o| format!("{o}: ")).unwrap_or_default();
+            Failure::Fatal(HttpError::TooLarge { origin, path: path.to_owned(), limit })
+        };
+        let declared = resp.content_length();
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let capacity = declared.unwrap_or(0).min(limit).min(8 * 1024 * 1024);
+        let mut body = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
+        loop {
+            let chunk = resp.chunk().await.map_err(|e| Failure::Transient {
+                message: format!("reading the response failed: {}", describe_transport(e)),
+                retry_after: None,
+            })?;
+            let Some(chunk) = chunk else { break };
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
     fn retry_after_header(&self) -> &str {
         self.quota.as_ref().map_or("retry-after", |q| q.spec().retry_after_header.as_str())
     }
@@ -477,6 +519,25 @@ impl Session<'_> {
             reset_in(headers, reset)
         })
     }
+}
+
+/// A transport error with its underlying causes (connection refused, DNS failure, TLS
+/// certificate problems, timeouts) instead of only "error sending request"; the URL,
+/// which may carry keys in its query, is left out.
+pub fn describe_transport(e: reqwest::Error) -> String {
+    use std::error::Error as _;
+    let e = e.without_url();
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !text.is_empty() && !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }
 
 /// The URL without its query (queries may carry keys).

@@ -24,8 +24,10 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+mod probe;
 mod sink;
 
+pub use self::probe::StreamProbe;
 use self::sink::StoreSink;
 
 /// Why a run could not start (a run that starts and fails is a failed run row instead).
@@ -330,6 +332,8 @@ impl<'a> Syncer<'a> {
             sink: Some(&sink),
             quota: self.limits.quota(req.provider.as_str(), req.tenant.as_str(), manifest.rate_limit.as_ref()),
         };
+        session.retry.max_response_bytes = manifest.max_response_bytes.unwrap_or(self.retry.max_response_bytes);
+        session.retry.origin = Some(format!("provider `{}` stream `{}`", req.provider, req.stream));
         let mut reader =
             StreamReader::new(manifest, &req.stream, &base_url, vars, job.cursor.as_deref(), req.full_refresh)
                 .map_err(|e| RunFailure::plain(e.to_string()))?;

@@ -6,6 +6,7 @@ mod connectors;
 mod daemon;
 mod faults;
 mod intelligence;
+mod operator_cli;
 mod responsibilities_cli;
 mod scheduling;
 mod sim;
