@@ -9,6 +9,7 @@ mod daemon;
 mod demo;
 mod intelligence;
 mod output;
+mod progress;
 mod responsibilities;
 mod runs;
 mod simulate;
@@ -162,7 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TRIBUTARY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(progress::LogWriter);
     let _ = match format {
         LogFormat::Human => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
         LogFormat::Json => builder.json().with_ansi(false).try_init(),

@@ -531,6 +531,11 @@ fn check_request_fields(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &st
     {
         err(&join(path, "records"), e);
     }
+    if let Some(total) = &r.total
+        && let Err(e) = check_pointer(total)
+    {
+        err(&join(path, "total"), e);
+    }
     let pp = join(path, "pagination");
     let pointers: Vec<(&str, &String)> = match &r.pagination {
         Some(Pagination::Cursor { cursor, is_last, .. }) => {

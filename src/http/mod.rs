@@ -297,6 +297,33 @@ struct SendState {
     throttle_backoff: ExponentialBackoff,
 }
 
+/// Where a foreground caller watches rate-limit waits live (the `sync` progress bar):
+/// set it for the run's task with `RATE_LIMIT_WATCH.scope(watch, run)`; without it,
+/// sessions report nothing.
+#[derive(Debug, Default)]
+pub struct WaitWatch {
+    /// Since when the current request waits, and until when if the provider said.
+    waiting: std::sync::Mutex<Option<(Instant, Option<Instant>)>>,
+}
+
+impl WaitWatch {
+    /// The wait under way: since when, and until when if known.
+    pub fn current(&self) -> Option<(Instant, Option<Instant>)> {
+        *self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set(value: Option<(Instant, Option<Instant>)>) {
+        let _ = RATE_LIMIT_WATCH.try_with(|w| {
+            *w.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+        });
+    }
+}
+
+tokio::task_local! {
+    /// The [`WaitWatch`] of the task's run, if a caller watches.
+    pub static RATE_LIMIT_WATCH: std::sync::Arc<WaitWatch>;
+}
+
 /// Limiter waits shorter than this are pacing noise, not rate-limit waits.
 const COUNTED_WAIT: Duration = Duration::from_millis(5);
 
@@ -361,7 +388,9 @@ impl Session<'_> {
     /// Waits for the quota; a wait longer than pacing noise counts as a rate-limit wait.
     async fn wait_for_quota(&mut self) {
         let Some(quota) = &self.quota else { return };
+        WaitWatch::set(Some((Instant::now(), None)));
         let waited = quota.acquire().await;
+        WaitWatch::set(None);
         if waited >= COUNTED_WAIT {
             self.stats.rate_limit_waits += 1;
             self.stats.rate_limit_wait_ms += millis(waited);
@@ -459,7 +488,9 @@ impl Session<'_> {
                         // Every request on this quota waits, not only this one.
                         quota.hold_until(until);
                     }
+                    WaitWatch::set(Some((Instant::now(), Some(until))));
                     tokio::time::sleep_until(until.into()).await;
+                    WaitWatch::set(None);
                 }
                 ResponseAction::AuthExpired => {
                     if state.refreshed || !self.auth.can_refresh() {

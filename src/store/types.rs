@@ -326,6 +326,10 @@ pub struct RunStats {
     pub error_class: Option<String>,
     pub error_status: Option<i64>,
     pub error_endpoint: Option<String>,
+    /// The number of records the read returns, as the API reports it: progress while
+    /// the run runs (not stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<i64>,
 }
 
 /// One run: the sync log.

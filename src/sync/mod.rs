@@ -376,6 +376,9 @@ impl<'a> Syncer<'a> {
                         break;
                     }
                 };
+                if let Some(total) = page.total {
+                    stats.total = i64::try_from(total).ok();
+                }
                 let calls_so_far = session.stats;
                 let started = Instant::now();
                 let mut records = Vec::with_capacity(page.records.len());

@@ -128,6 +128,7 @@ impl Syncer<'_> {
             };
             match read.await {
                 Ok(page) => {
+                    probe.total = page.as_ref().and_then(|p| p.total);
                     let page = page.map(|p| p.records).unwrap_or_default();
                     probe.records = page.len();
                     if let (Some(first), Some(entity)) = (page.first(), &entity) {

@@ -299,3 +299,58 @@ async fn connections_test_reads_one_page_per_stream_and_stores_nothing() {
     let runs: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "runs", "list"])).unwrap();
     assert_eq!(runs.as_array().unwrap().len(), 0, "{runs}");
 }
+
+/// Applies a tenant `acme` with `providers` (TOML) and stores `provider`'s simulator credentials.
+fn connect(env: &Env, preset: &str, providers: &str, provider: &str, creds: &str) {
+    let file = env.dir.path().join("acme.toml");
+    std::fs::write(
+        &file,
+        format!("id = \"acme\"\nname = \"Acme\"\nsubdomain = \"acme\"\npreset = \"{preset}\"\n{providers}"),
+    )
+    .unwrap();
+    env.ok(&["tenant", "apply", file.to_str().unwrap()]);
+    let out = env.with_stdin(&["credentials", "set", "--tenant", "acme", "--provider", provider], creds.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+// The simulator runs in this process while the binary blocks a thread: multi-threaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_progress_shows_the_total_without_a_terminal() {
+    use tributary::simulator::{Provider, SimConfig, start};
+    // Salesforce reports `totalSize`.
+    let sim = start(SimConfig::new(Provider::Salesforce, 600).page_size_cap(200)).await.unwrap();
+    let env = Env::new();
+    let providers = format!("[providers.salesforce]\nvariables = {{ login_url = \"{}\" }}\n", sim.base_url());
+    connect(&env, "bud_salesforce", &providers, "salesforce", &sim.credentials().to_string());
+
+    let tested =
+        env.ok(&["connections", "test", "--tenant", "acme", "--provider", "salesforce", "--stream", "accounts"]);
+    assert!(tested.contains("records on the first page of 600"), "{tested}");
+
+    let out = env.run(&["sync", "--tenant", "acme", "--provider", "salesforce", "--stream", "accounts"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("salesforce/accounts: 200 of 600 records (33%)"), "{err}");
+    assert!(err.contains("ETA "), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fetched 600"));
+}
+
+// The simulator runs in this process while the binary blocks a thread: multi-threaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_progress_says_when_it_waits_on_a_rate_limit() {
+    use tributary::simulator::{Faults, Provider, SimConfig, start};
+    // Bud answers every 2nd data request with 429 and `Retry-After: 2`.
+    let faults = Faults::none().rate_limit_every(2).retry_after_secs(2);
+    let sim = start(SimConfig::new(Provider::Bud, 600).faults(faults)).await.unwrap();
+    let env = Env::new();
+    let providers = format!(
+        "[providers.bud]\nbase_url = \"{base}\"\nvariables = {{ auth_url = \"{base}\" }}\n",
+        base = sim.base_url()
+    );
+    connect(&env, "bud", &providers, "bud", &sim.credentials().to_string());
+    let out = env.run(&["sync", "--tenant", "acme", "--provider", "bud", "--stream", "learners"]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("bud/learners: waiting on the rate limit: "), "{err}");
+    assert!(err.contains("of 600 records ("), "{err}");
+}
