@@ -185,7 +185,7 @@ impl Schedule {
             let now = chrono::Utc::now();
             let horizon = now + chrono::Duration::days(5 * 366);
             let fires = parse_cron(expr).ok().and_then(|c| c.find_next_occurrence(&now, false).ok());
-            if !fires.is_some_and(|next| next <= horizon) {
+            if fires.is_none_or(|next| next > horizon) {
                 return Err(ScheduleError {
                     input: input.to_owned(),
                     reason: "the cron expression never fires (no occurrence within 5 years)".into(),

@@ -120,20 +120,30 @@ pub enum Command {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.global.log_format);
+    let format = cli.global.log_format;
+    init_logging(format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            fatal(format, &format!("cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            fatal(format, &format!("{e:#}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Reports the error that ends the process: a log line when logs are JSON (so a log
+/// collector reads it like any other), else `error: …` for a person.
+fn fatal(format: LogFormat, message: &str) {
+    match format {
+        LogFormat::Json => tracing::error!("{message}"),
+        LogFormat::Human => eprintln!("error: {message}"),
     }
 }
 

@@ -50,6 +50,7 @@ const SHOWN_WAIT: Duration = Duration::from_secs(1);
 /// The progress display of one run.
 pub struct Progress {
     label: String,
+    fields: Arc<RunFields>,
     bar: Option<ProgressBar>,
     started: Instant,
     last_logged: Option<Instant>,
@@ -58,9 +59,37 @@ pub struct Progress {
     ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// What every progress log line names: the run's tenant, provider, stream and id.
+struct RunFields {
+    tenant: String,
+    provider: String,
+    stream: String,
+    run_id: Mutex<Option<uuid::Uuid>>,
+}
+
+impl RunFields {
+    fn log(&self, label: &str, text: &str) {
+        let run_id = *self.run_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tracing::info!(
+            tenant = %self.tenant,
+            provider = %self.provider,
+            stream = %self.stream,
+            run_id = run_id.map(tracing::field::display),
+            "{label}: {text}"
+        );
+    }
+}
+
 impl Progress {
     /// A bar on a terminal, log lines otherwise; `watch` reports live rate-limit waits.
-    pub fn start(label: String, watch: Arc<WaitWatch>) -> Self {
+    pub fn start(tenant: &str, provider: &str, stream: &str, watch: Arc<WaitWatch>) -> Self {
+        let label = format!("{provider}/{stream}");
+        let fields = Arc::new(RunFields {
+            tenant: tenant.to_owned(),
+            provider: provider.to_owned(),
+            stream: stream.to_owned(),
+            run_id: Mutex::new(None),
+        });
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let line = Arc::new(Mutex::new(String::new()));
         let bar = terminal.then(|| {
@@ -76,7 +105,7 @@ impl Progress {
         });
         // Live waits: the bar shows them as they happen; log lines say once per wait.
         let ticker = {
-            let (bar, line, label) = (bar.clone(), line.clone(), label.clone());
+            let (bar, line, label, fields) = (bar.clone(), line.clone(), label.clone(), fields.clone());
             tokio::spawn(async move {
                 let mut announced: Option<Instant> = None;
                 loop {
@@ -96,25 +125,26 @@ impl Progress {
                                 && announced != Some(since)
                             {
                                 announced = Some(since);
-                                tracing::info!("{label}: {text}");
+                                fields.log(&label, text);
                             }
                         }
                     }
                 }
             })
         };
-        Self { label, bar, started: Instant::now(), last_logged: None, line, ticker: Some(ticker) }
+        Self { label, fields, bar, started: Instant::now(), last_logged: None, line, ticker: Some(ticker) }
     }
 
-    /// Shows the counters after a page.
-    pub fn update(&mut self, stats: &RunStats) {
+    /// Shows the counters of run `run_id` after a page.
+    pub fn update(&mut self, run_id: uuid::Uuid, stats: &RunStats) {
+        *self.fields.run_id.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(run_id);
         let text = progress_line(stats, self.started.elapsed());
         *self.line.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = text.clone();
         match &self.bar {
             Some(bar) => bar.set_message(text),
             None if stats.pages > 0 && self.last_logged.is_none_or(|t| t.elapsed() >= LOG_EVERY) => {
                 self.last_logged = Some(Instant::now());
-                tracing::info!("{}: {text}", self.label);
+                self.fields.log(&self.label, &text);
             }
             None => {}
         }

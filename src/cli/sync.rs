@@ -100,9 +100,10 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
             owner: user.clone(),
         };
         let watch = std::sync::Arc::new(crate::http::WaitWatch::default());
-        let mut progress = Progress::start(format!("{provider}/{stream}"), watch.clone());
+        let mut progress = Progress::start(tenant.as_str(), provider.as_str(), stream.as_str(), watch.clone());
         let started = Instant::now();
-        let row = crate::http::RATE_LIMIT_WATCH.scope(watch, syncer.run(&req, &mut |_, s| progress.update(s))).await;
+        let row =
+            crate::http::RATE_LIMIT_WATCH.scope(watch, syncer.run(&req, &mut |id, s| progress.update(id, s))).await;
         progress.finish();
         let row = row?;
         if user.is_some() {

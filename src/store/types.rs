@@ -391,6 +391,16 @@ pub struct ReconcileCounts {
     pub unchanged: u64,
 }
 
+impl std::fmt::Display for ReconcileCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} created, {} rescheduled, {} re-enabled, {} disabled, {} unchanged",
+            self.created, self.updated, self.reenabled, self.disabled, self.unchanged
+        )
+    }
+}
+
 /// Tenants and providers a claim must skip (their concurrency caps are reached).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Exclusions<'a> {
@@ -464,6 +474,16 @@ pub enum PauseScope {
     Connection(TenantId, ProviderId),
     /// One job of the tenant.
     Job(TenantId, i64),
+}
+
+impl std::fmt::Display for PauseScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tenant(t) => write!(f, "tenant {t}"),
+            Self::Connection(t, p) => write!(f, "connection {t}/{p}"),
+            Self::Job(t, job) => write!(f, "job {job} of tenant {t}"),
+        }
+    }
 }
 
 /// Job totals for `status` and metrics.

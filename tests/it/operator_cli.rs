@@ -354,3 +354,63 @@ async fn sync_progress_says_when_it_waits_on_a_rate_limit() {
     assert!(err.contains("bud/learners: waiting on the rate limit: "), "{err}");
     assert!(err.contains("of 600 records ("), "{err}");
 }
+
+/// Every stderr line parsed as a JSON log event.
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    stderr(out)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect()
+}
+
+// The simulator runs in this process while the binary blocks a thread: multi-threaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_name_the_run_on_every_event_and_fatal_errors_are_json() {
+    use tributary::simulator::{Provider, SimConfig, start};
+    let sim = start(SimConfig::new(Provider::Aptem, 1_500)).await.unwrap();
+    let env = Env::new();
+    let providers = format!("[providers.aptem]\nbase_url = \"{}\"\n", sim.api_base());
+    connect(&env, "aptem", &providers, "aptem", &sim.credentials().to_string());
+    // Twice: the second run starts from a cursor.
+    for _ in 0..2 {
+        let out = env.run(&[
+            "--log-format",
+            "json",
+            "sync",
+            "--tenant",
+            "acme",
+            "--provider",
+            "aptem",
+            "--stream",
+            "learners",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let events = json_lines(&out);
+        assert!(events.len() >= 3, "{}", stderr(&out));
+        for e in &events {
+            for key in ["tenant", "provider", "stream", "run_id"] {
+                let value = e["fields"].get(key).or_else(|| e["span"].get(key));
+                assert!(value.is_some_and(|v| v.is_string()), "`{key}` missing from {e}");
+            }
+            let text = e.to_string();
+            assert!(!text.contains("Some(") && !text.contains("None"), "Debug text in {text}");
+        }
+        assert!(events.iter().any(|e| {
+            e["fields"]["message"].as_str().is_some_and(|m| m.contains("of 1500 records") || m.contains("records ·"))
+        }));
+    }
+
+    // A fatal start-up error is one JSON log line too.
+    let config = config_copy();
+    let presets = config.path().join("presets.toml");
+    let text = std::fs::read_to_string(&presets).unwrap().replacen("schedule = \"hourly\"", "schedule = \"often\"", 1);
+    std::fs::write(&presets, text).unwrap();
+    let out = env.run(&["--log-format", "json", "--config", config.path().to_str().unwrap(), "run"]);
+    assert!(!out.status.success());
+    let events = json_lines(&out);
+    assert_eq!(events.len(), 1, "{}", stderr(&out));
+    assert_eq!(events[0]["level"], "ERROR");
+    let message = events[0]["fields"]["message"].as_str().unwrap();
+    assert!(message.contains("invalid schedule `often`"), "{message}");
+}
