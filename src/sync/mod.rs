@@ -240,7 +240,7 @@ impl<'a> Syncer<'a> {
                 progress,
                 &mut calls,
             )
-            .instrument(span)
+            .instrument(span.clone())
             .await;
         let (outcome, error) = match result {
             Ok(()) => (RunOutcome::Success, None),
@@ -262,8 +262,10 @@ impl<'a> Syncer<'a> {
                         Some(&e.message),
                     )
                     .await?;
-                NeedsReauth { tenant: req.tenant.as_str(), provider: req.provider.as_str(), reason: &e.message }
-                    .emit(&self.metrics);
+                span.in_scope(|| {
+                    NeedsReauth { tenant: req.tenant.as_str(), provider: req.provider.as_str(), reason: &e.message }
+                        .emit(&self.metrics)
+                });
             }
         }
         let row = self.store.finish_run(&req.tenant, run.id, outcome, &stats).await?;

@@ -401,6 +401,21 @@ async fn json_logs_name_the_run_on_every_event_and_fatal_errors_are_json() {
         }));
     }
 
+    // A revoked token: the run fails and the connection needs new credentials; those
+    // events name the run too.
+    sim.revoke();
+    let out =
+        env.run(&["--log-format", "json", "sync", "--tenant", "acme", "--provider", "aptem", "--stream", "learners"]);
+    assert!(!out.status.success());
+    let events = json_lines(&out);
+    assert!(events.iter().any(|e| e["level"] == "WARN"), "{}", stderr(&out));
+    for e in &events {
+        for key in ["tenant", "provider", "stream", "run_id"] {
+            let value = e["fields"].get(key).or_else(|| e["span"].get(key));
+            assert!(value.is_some_and(|v| v.is_string()), "`{key}` missing from {e}");
+        }
+    }
+
     // A fatal start-up error is one JSON log line too.
     let config = config_copy();
     let presets = config.path().join("presets.toml");
