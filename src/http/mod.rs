@@ -561,7 +561,7 @@ pub fn describe_transport(e: reqwest::Error) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
-        let text = cause.to_string();
+        let text = plain_certificate_error(cause.to_string());
         if !text.is_empty() && !message.contains(&text) {
             message.push_str(": ");
             message.push_str(&text);
@@ -569,6 +569,27 @@ pub fn describe_transport(e: reqwest::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+/// rustls names certificate problems by their Rust names
+/// (`invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))`): say them in words.
+fn plain_certificate_error(text: String) -> String {
+    let Some(why) = text.strip_prefix("invalid peer certificate: ") else {
+        return text;
+    };
+    let plain = [
+        ("CaUsedAsEndEntity", "a CA certificate is used as the server's own (end-entity) certificate"),
+        ("UnknownIssuer", "unknown issuer (not signed by a trusted certificate authority)"),
+        ("NotValidForName", "not valid for this host name"),
+        ("NotValidYet", "not valid yet"),
+        ("Expired", "expired"),
+        ("Revoked", "revoked"),
+        ("BadSignature", "bad signature"),
+    ]
+    .into_iter()
+    .find(|(name, _)| why.contains(name))
+    .map_or(why, |(_, words)| words);
+    format!("invalid peer certificate: {plain}")
 }
 
 /// The URL without its query (queries may carry keys).

@@ -160,3 +160,42 @@ async fn a_timeout_is_named_in_the_run_row() {
     let error = run.stats.error.as_deref().unwrap_or("");
     assert!(error.contains("timed out"), "error {error:?} should name the timeout");
 }
+
+#[tokio::test]
+async fn an_untrusted_tls_certificate_is_named_in_the_run_row() {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures");
+    let certs = CertificateDer::pem_file_iter(fixtures.join("self-signed.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(fixtures.join("self-signed.key")).unwrap();
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            // The client refuses the certificate: the handshake fails on its side.
+            let _ = acceptor.accept(socket).await;
+        }
+    });
+    let b = harness(&format!("https://localhost:{port}"), "").await;
+    let run = sync(&b).await;
+    server.abort();
+    assert_eq!(run.outcome, RunOutcome::Failed);
+    let error = run.stats.error.as_deref().unwrap_or("");
+    assert!(
+        error.contains("invalid peer certificate: a CA certificate is used as the server's own"),
+        "error {error:?} should name the certificate problem in words"
+    );
+    assert!(!error.contains("Other("), "{error}");
+}
