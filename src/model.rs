@@ -175,6 +175,27 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// Parses like [`Schedule::parse`] and also rejects a cron expression that does not
+    /// fire within five years (`0 0 30 2 *`, February 30th): for checking what an
+    /// operator writes, where such a schedule is a mistake, not a plan.
+    pub fn parse_checked(input: &str) -> Result<Self, ScheduleError> {
+        let schedule = Self::parse(input)?;
+        if let Self::Cron(expr) = &schedule {
+            let now = chrono::Utc::now();
+            let horizon = now + chrono::Duration::days(5 * 366);
+            let fires = parse_cron(expr).ok().and_then(|c| c.find_next_occurrence(&now, false).ok());
+            if fires.is_none_or(|next| next > horizon) {
+                return Err(ScheduleError {
+                    input: input.to_owned(),
+                    reason: "the cron expression never fires (no occurrence within 5 years)".into(),
+                });
+            }
+        }
+        Ok(schedule)
+    }
+}
+
 /// Parses a cron expression of 5 fields (minute hour day-of-month month day-of-week) or
 /// 6 (with a leading seconds field); day-of-month and day-of-week combine with OR, as in
 /// Vixie cron. A seventh (year) field is rejected. The scheduler evaluates expressions
@@ -613,6 +634,19 @@ mod tests {
         ] {
             let err = Schedule::parse(bad).unwrap_err();
             assert!(!err.reason.is_empty(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cron_schedules_that_never_fire_are_rejected_when_checked() {
+        for never in ["0 0 30 2 *", "0 0 31 4 *", "0 0 0 31 11 *"] {
+            assert!(Schedule::parse(never).is_ok(), "{never} parses");
+            let err = Schedule::parse_checked(never).unwrap_err();
+            assert!(err.reason.contains("never fires"), "{never}: {}", err.reason);
+        }
+        // Leap days fire every four years: within the horizon.
+        for fine in ["0 0 29 2 *", "*/15 * * * *", "15m", "daily at 02:00"] {
+            assert!(Schedule::parse_checked(fine).is_ok(), "{fine}");
         }
     }
 

@@ -247,6 +247,10 @@ fn write_key_file(path: &Path, key: &[u8; 32]) -> std::io::Result<()> {
     f.write_all(hex::encode(key).as_bytes())
 }
 
+/// The largest credential set accepted (its JSON text): 64 KiB, far above any real
+/// key, token or certificate, far below what would strain the store.
+pub const MAX_CREDENTIALS_BYTES: usize = 64 * 1024;
+
 /// A provider credential set: field name → secret value. `Debug` shows names only.
 #[derive(Default, Clone)]
 pub struct Credentials(BTreeMap<String, SecretString>);
@@ -260,6 +264,12 @@ impl fmt::Debug for Credentials {
 impl Credentials {
     /// Parses a JSON object whose values are strings (numbers and booleans are kept as text).
     pub fn from_json(bytes: &[u8]) -> Result<Self, SecretsError> {
+        if bytes.len() > MAX_CREDENTIALS_BYTES {
+            return Err(SecretsError::BadCredentials(format!(
+                "{} bytes is more than the limit of {MAX_CREDENTIALS_BYTES} bytes (64 KiB)",
+                bytes.len()
+            )));
+        }
         let value: Value =
             serde_json::from_slice(bytes).map_err(|e| SecretsError::BadCredentials(format!("not valid JSON ({e})")))?;
         let Value::Object(map) = value else {

@@ -25,6 +25,13 @@ pub enum TenantError {
     Invalid { tenant: TenantId, diagnostics: Diagnostics },
     #[error("stored configuration of tenant `{tenant}` is unreadable: {reason}")]
     Corrupt { tenant: TenantId, reason: String },
+    /// The tenant is defined by a file in `config/tenants/`, which `tenant apply` and the
+    /// daemon's start and reload apply again: a change made only in the store would be undone.
+    #[error(
+        "tenant `{tenant}` is managed by the tenant file {file}, which names preset `{current}`: set \
+         `preset = \"{wanted}\"` there and run `tributary tenant apply {file}` (or reload the daemon)"
+    )]
+    FileManaged { tenant: TenantId, file: String, current: PresetName, wanted: PresetName },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -213,6 +220,17 @@ impl<'a> Tenants<'a> {
     pub async fn set_preset(&self, id: &TenantId, preset: &str) -> Result<Rebased, TenantError> {
         let view = self.require(id).await?;
         let preset = self.preset(preset)?.name.clone();
+        // One source of truth: a file-managed tenant changes preset in its file.
+        if let Some((file, spec)) = self.catalog.tenant_files.iter().find(|(_, spec)| spec.id == *id)
+            && spec.preset != preset
+        {
+            return Err(TenantError::FileManaged {
+                tenant: id.clone(),
+                file: file.display().to_string(),
+                current: spec.preset.clone(),
+                wanted: preset,
+            });
+        }
         self.switch(view, &preset, "tenant.set_preset").await
     }
 

@@ -198,7 +198,7 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
     for e in &counts.errors {
         daemon.remember(None, None, None, e.clone());
     }
-    tracing::info!(step = 3, tenants = counts.tenants, jobs = ?counts.jobs, "jobs reconciled with the configuration");
+    tracing::info!(step = 3, tenants = counts.tenants, jobs = %counts.jobs, "jobs reconciled with the configuration");
 
     let http_state = crate::server::HttpState {
         metrics: daemon.metrics.clone(),
@@ -624,7 +624,7 @@ impl Daemon {
                     Ok(counts) => {
                         self.catalog = catalog;
                         self.config_error = None;
-                        ConfigReload { ok: true, detail: &format!("{:?}", counts.jobs) }.emit(&self.metrics);
+                        ConfigReload { ok: true, detail: &counts.jobs.to_string() }.emit(&self.metrics);
                         for e in &counts.errors {
                             self.remember(None, None, None, e.clone());
                         }

@@ -206,7 +206,7 @@ impl Daemon {
         };
         self.store.set_paused(&scope, paused).await.map_err(|e| e.to_string())?;
         self.wake = true;
-        Ok(json!({ if paused { "paused" } else { "resumed" }: format!("{scope:?}") }))
+        Ok(json!({ if paused { "paused" } else { "resumed" }: scope.to_string() }))
     }
 }
 

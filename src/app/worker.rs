@@ -110,7 +110,7 @@ async fn contribute(ctx: &RunContext, run: &RunRow, owner: Option<&UserId>) {
         return;
     }
     if let Err(e) = crate::intelligence::after_run(&ctx.store, &ctx.catalog, &ctx.metrics, run, owner).await {
-        tracing::warn!(tenant = %run.tenant_id, provider = %run.provider, run_id = %run.id, "recording contributions failed: {e}");
+        tracing::warn!(tenant = %run.tenant_id, provider = %run.provider, stream = %run.stream, run_id = %run.id, "recording contributions failed: {e}");
     }
 }
 

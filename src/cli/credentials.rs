@@ -38,7 +38,10 @@ pub enum CredentialsCmd {
 
 pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
     let catalog = g.catalog()?;
-    let store = g.store(&catalog).await?;
+    let store = match cmd {
+        CredentialsCmd::Show { .. } => g.store_existing(&catalog).await?,
+        CredentialsCmd::Set { .. } => g.store(&catalog).await?,
+    };
     let result = match cmd {
         CredentialsCmd::Set { tenant, provider, user } => {
             let tenant = TenantId::parse(&tenant)?;
@@ -60,7 +63,19 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
                 );
             }
             let mut input = Zeroizing::new(Vec::new());
-            std::io::stdin().read_to_end(&mut input).context("cannot read credentials from stdin")?;
+            // Read one byte past the limit, not the whole input: an endless or huge stdin
+            // is refused without being held in memory.
+            let limit = crate::secrets::MAX_CREDENTIALS_BYTES;
+            std::io::stdin()
+                .take(limit as u64 + 1)
+                .read_to_end(&mut input)
+                .context("cannot read credentials from stdin")?;
+            if input.len() > limit {
+                anyhow::bail!(
+                    "credentials on stdin are larger than the limit of {limit} bytes (64 KiB); expected a JSON \
+                     object of credential fields"
+                );
+            }
             let creds = Credentials::from_json(&input).context("credentials on stdin")?;
             let required = manifest.auth.required_credentials();
             let missing = creds.missing(&required);

@@ -81,7 +81,7 @@ fn word<T>(
 pub async fn show(g: &Global, cmd: IntelligenceCmd) -> anyhow::Result<ExitCode> {
     let IntelligenceCmd::Show { tenant, provider, recompute } = cmd;
     let catalog = g.catalog()?;
-    let store = g.store(&catalog).await?;
+    let store = g.store_existing(&catalog).await?;
     let tenant = TenantId::parse(&tenant)?;
     let provider = provider.map(|p| ProviderId::parse(&p)).transpose()?;
     if store.get_tenant(&tenant).await?.is_none() {
@@ -104,7 +104,8 @@ pub async fn show(g: &Global, cmd: IntelligenceCmd) -> anyhow::Result<ExitCode> 
 
 pub async fn contributions(g: &Global, cmd: ContributionsCmd) -> anyhow::Result<ExitCode> {
     let catalog = g.catalog()?;
-    let store = g.store(&catalog).await?;
+    // Every contributions command works on a tenant's existing contributions.
+    let store = g.store_existing(&catalog).await?;
     match cmd {
         ContributionsCmd::List { tenant, provider, user, kind, status, limit } => {
             let tenant = TenantId::parse(&tenant)?;

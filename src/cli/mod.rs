@@ -2,12 +2,14 @@
 //! default, `--json` for machines; errors name what and where and exit non-zero.
 
 mod catalog;
+mod connections;
 mod credentials;
 mod ctl;
 mod daemon;
 mod demo;
 mod intelligence;
 mod output;
+mod progress;
 mod responsibilities;
 mod runs;
 mod simulate;
@@ -85,6 +87,9 @@ pub enum Command {
     /// Users, their roles at tenants, and their own connections.
     #[command(subcommand)]
     Users(users::UsersCmd),
+    /// Check a connection: authenticate and read one page per stream, storing nothing.
+    #[command(subcommand)]
+    Connections(connections::ConnectionsCmd),
     /// Run provider simulators (fake APIs on loopback) in the foreground.
     Simulate(simulate::SimulateArgs),
     /// Sync one provider (or one stream) of a tenant now, in the foreground.
@@ -115,20 +120,30 @@ pub enum Command {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.global.log_format);
+    let format = cli.global.log_format;
+    init_logging(format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            fatal(format, &format!("cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            fatal(format, &format!("{e:#}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Reports the error that ends the process: a log line when logs are JSON (so a log
+/// collector reads it like any other), else `error: …` for a person.
+fn fatal(format: LogFormat, message: &str) {
+    match format {
+        LogFormat::Json => tracing::error!("{message}"),
+        LogFormat::Human => eprintln!("error: {message}"),
     }
 }
 
@@ -141,6 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tenant(cmd) => tenant::run(g, cmd).await,
         Command::Credentials(cmd) => credentials::run(g, cmd).await,
         Command::Users(cmd) => users::run(g, cmd).await,
+        Command::Connections(cmd) => connections::run(g, cmd).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Sync(args) => sync::run(g, args).await,
         Command::Ctl(args) => ctl::run(g, args).await,
@@ -157,7 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TRIBUTARY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(progress::LogWriter);
     let _ = match format {
         LogFormat::Human => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
         LogFormat::Json => builder.json().with_ansi(false).try_init(),
@@ -195,6 +211,13 @@ impl Global {
     pub async fn store(&self, catalog: &Catalog) -> anyhow::Result<Store> {
         let url = self.database_url(catalog);
         Store::connect(&url).await.with_context(|| format!("cannot open the store at {}", redact_url(&url)))
+    }
+
+    /// Opens the store for a command that only reads: a missing SQLite file is an error
+    /// naming the URL, never a new empty database.
+    pub async fn store_existing(&self, catalog: &Catalog) -> anyhow::Result<Store> {
+        let url = self.database_url(catalog);
+        Store::connect_existing(&url).await.with_context(|| format!("cannot open the store at {}", redact_url(&url)))
     }
 
     /// Finds (or creates) the master key; logs where it came from.

@@ -136,7 +136,7 @@ pub async fn run(g: &Global, cmd: ResponsibilitiesCmd) -> anyhow::Result<ExitCod
         }
         ResponsibilitiesCmd::List { tenant, provider } => {
             let provider = provider.map(|p| known_provider(&catalog, &p)).transpose()?;
-            let store = g.store(&catalog).await?;
+            let store = g.store_existing(&catalog).await?;
             let tenant = existing_tenant(&store, &tenant).await?;
             let rows = store.responsibilities(&tenant, provider.as_ref()).await?;
             if g.json {

@@ -43,7 +43,7 @@ fn duration(r: &RunRow) -> String {
 
 pub async fn runs(g: &Global, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
     let catalog = g.catalog()?;
-    let store = g.store(&catalog).await?;
+    let store = g.store_existing(&catalog).await?;
     match cmd {
         RunsCmd::List { tenant, limit } => {
             let tenant = tenant.map(|t| TenantId::parse(&t)).transpose()?;
@@ -132,7 +132,7 @@ pub async fn records(g: &Global, cmd: RecordsCmd) -> anyhow::Result<ExitCode> {
     if catalog.entities.get(&entity).is_none() {
         anyhow::bail!("unknown entity `{entity}` (known: {})", catalog.entities.names());
     }
-    let store = g.store(&catalog).await?;
+    let store = g.store_existing(&catalog).await?;
     let tenant = TenantId::parse(&tenant)?;
     let entity = EntityName::parse(&entity)?;
     let rows = store.list_records(&tenant, &entity, limit).await?;

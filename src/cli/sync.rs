@@ -2,12 +2,12 @@
 //! on a terminal and plain log lines otherwise; non-zero exit when a run fails.
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::output::outln;
+use super::progress::Progress;
 use super::{Global, output};
 use crate::config::RoleGrants;
 use crate::model::{ProviderId, RunOutcome, RunTrigger, StreamName, TenantId, UserId};
@@ -99,28 +99,12 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
             cancel: None,
             owner: user.clone(),
         };
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {prefix} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.set_prefix(format!("{provider}/{stream}"));
-        bar.enable_steady_tick(Duration::from_millis(120));
+        let watch = std::sync::Arc::new(crate::http::WaitWatch::default());
+        let mut progress = Progress::start(tenant.as_str(), provider.as_str(), stream.as_str(), watch.clone());
         let started = Instant::now();
-        let row = syncer
-            .run(&req, &mut |_, s| {
-                let secs = started.elapsed().as_secs_f64().max(0.001);
-                bar.set_message(format!(
-                    "{} records · {:.0}/s · page {} · {} new, {} changed",
-                    s.fetched,
-                    s.fetched as f64 / secs,
-                    s.pages,
-                    s.inserted,
-                    s.updated
-                ));
-            })
-            .await;
-        bar.finish_and_clear();
+        let row =
+            crate::http::RATE_LIMIT_WATCH.scope(watch, syncer.run(&req, &mut |id, s| progress.update(id, s))).await;
+        progress.finish();
         let row = row?;
         if user.is_some() {
             match crate::intelligence::after_run(&store, &catalog, &syncer.metrics, &row, user.as_ref()).await {

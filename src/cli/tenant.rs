@@ -57,7 +57,11 @@ pub enum TenantCmd {
 
 pub async fn run(g: &Global, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
     let catalog = g.catalog()?;
-    let store = g.store(&catalog).await?;
+    let store = match cmd {
+        // Only creating commands may create the store.
+        TenantCmd::Create { .. } | TenantCmd::Apply { .. } => g.store(&catalog).await?,
+        _ => g.store_existing(&catalog).await?,
+    };
     let tenants = Tenants::new(&catalog, &store, actor());
     let result = match cmd {
         TenantCmd::Create { id, name, subdomain, preset, timezone } => {

@@ -75,7 +75,10 @@ pub enum UsersCmd {
 
 pub async fn run(g: &Global, cmd: UsersCmd) -> anyhow::Result<ExitCode> {
     let catalog = g.catalog()?;
-    let store = g.store(&catalog).await?;
+    let store = match cmd {
+        UsersCmd::List { .. } => g.store_existing(&catalog).await?,
+        _ => g.store(&catalog).await?,
+    };
     let result = match cmd {
         UsersCmd::Add { id, name, email, tenant, role } => {
             add(g, &catalog, &store, &id, &name, email, tenant, role).await
@@ -258,7 +261,7 @@ async fn connect(
         anyhow::bail!("unknown provider `{provider}` (known: {})", catalog.manifests.names());
     }
     if let Some(s) = schedule {
-        Schedule::parse(s).map_err(|e| anyhow::anyhow!("--schedule: {e}"))?;
+        Schedule::parse_checked(s).map_err(|e| anyhow::anyhow!("--schedule: {e}"))?;
     }
     let view = Tenants::new(catalog, store, actor()).require(&tenant).await?;
     let Some(effective) = view.effective.providers.get(&provider).filter(|p| p.config.is_enabled()) else {

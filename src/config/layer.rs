@@ -337,7 +337,7 @@ pub fn check_names(
 ) {
     let mut err = |key: &str, msg: String| diag.push(file, &join(path, key), msg);
     if let Some(s) = &layer.schedule
-        && let Err(e) = Schedule::parse(s)
+        && let Err(e) = Schedule::parse_checked(s)
     {
         err("schedule", e.to_string());
     }
@@ -370,7 +370,7 @@ pub fn check_names(
             err(&join(&p, "entity"), format!("unknown entity `{e}` (known: {})", entities.names()));
         }
         if let Some(sched) = &s.schedule
-            && let Err(e) = Schedule::parse(sched)
+            && let Err(e) = Schedule::parse_checked(sched)
         {
             err(&join(&p, "schedule"), e.to_string());
         }

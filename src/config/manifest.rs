@@ -220,6 +220,8 @@ struct RawManifest {
     mappings: BTreeMap<String, BTreeMap<String, MappingSpec>>,
     #[serde(default)]
     writes: BTreeMap<String, WriteSpec>,
+    #[serde(default)]
+    max_response_bytes: Option<u64>,
 }
 
 /// A validated connector manifest.
@@ -243,6 +245,9 @@ pub struct Manifest {
     pub mappings: BTreeMap<String, BTreeMap<String, MappingSpec>>,
     /// Write operations per entity (declared; executed by write support).
     pub writes: BTreeMap<String, WriteSpec>,
+    /// Largest response body read from this provider (default: the daemon's
+    /// `max_response_bytes`, 64 MiB).
+    pub max_response_bytes: Option<u64>,
     /// Where it was loaded from.
     pub source: String,
 }
@@ -271,6 +276,7 @@ impl Manifest {
             streams: raw.streams,
             mappings: raw.mappings,
             writes: raw.writes,
+            max_response_bytes: raw.max_response_bytes,
             source: source.name.clone(),
         };
         m.check_shape(diag);
@@ -290,6 +296,9 @@ impl Manifest {
         {
             err("base_url", format!("`{}` is not an http(s) URL template", self.base_url));
         }
+        if self.max_response_bytes == Some(0) {
+            err("max_response_bytes", "must be greater than zero".into());
+        }
         let credentials = self.auth.required_credentials();
         if credentials.is_empty() {
             err("auth.credentials", "list at least one credential field".into());
@@ -302,7 +311,20 @@ impl Manifest {
                 || (in_auth && credentials.iter().any(|c| c == var))
                 || (parent && var.starts_with("parent."))
         };
+        if let Some(msg) = unclosed_placeholder(&self.base_url) {
+            err("base_url", msg);
+        }
+        if let Some(rate) = &self.rate_limit {
+            for (key, value) in [("requests", rate.requests), ("per_secs", rate.per_secs)] {
+                if value == 0 {
+                    err(&join("rate_limit", key), "must be greater than zero".into());
+                }
+            }
+        }
         for (key, t) in self.auth.templates() {
+            if let Some(msg) = unclosed_placeholder(t) {
+                err(&join("auth", key), msg);
+            }
             for var in template_variables(t) {
                 if !known(&var, true, false) {
                     err(&join("auth", key), format!("unknown template variable `{{{var}}}`"));
@@ -448,7 +470,16 @@ fn json_strings(v: &serde_json::Value) -> Vec<&str> {
     }
 }
 
+/// A `{` without its closing `}`: such a template would send the brace literally.
+fn unclosed_placeholder(t: &str) -> Option<String> {
+    let start = t.rfind('{')?;
+    (!t[start..].contains('}')).then(|| format!("unclosed `{{` in template `{t}`"))
+}
+
 fn check_template_vars(t: &str, known: &dyn Fn(&str) -> bool, path: &str, err: &mut impl FnMut(&str, String)) {
+    if let Some(msg) = unclosed_placeholder(t) {
+        err(path, msg);
+    }
     for var in template_variables(t) {
         if var.is_empty() {
             err(path, "empty `{}` placeholder".into());
@@ -499,6 +530,11 @@ fn check_request_fields(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &st
         && let Err(e) = check_pointer(rec)
     {
         err(&join(path, "records"), e);
+    }
+    if let Some(total) = &r.total
+        && let Err(e) = check_pointer(total)
+    {
+        err(&join(path, "total"), e);
     }
     let pp = join(path, "pagination");
     let pointers: Vec<(&str, &String)> = match &r.pagination {

@@ -71,6 +71,11 @@ pub struct RequestSpec {
     pub records: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pagination: Option<Pagination>,
+    /// Pointer to the number of records the whole read will return, when the API says
+    /// (Salesforce `/totalSize`, HubSpot search `/total`, OData `/@odata.count`): shown
+    /// as progress. Default: the pagination's `total`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<String>,
 }
 
 impl RequestSpec {
@@ -102,6 +107,9 @@ impl RequestSpec {
         }
         if over.pagination.is_some() {
             out.pagination.clone_from(&over.pagination);
+        }
+        if over.total.is_some() {
+            out.total.clone_from(&over.total);
         }
         out
     }

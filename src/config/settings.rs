@@ -55,6 +55,8 @@ pub struct DaemonSettings {
     pub request_timeout_secs: u64,
     /// Connect timeout of HTTP requests to providers.
     pub connect_timeout_secs: u64,
+    /// Largest provider response body read (a manifest's `max_response_bytes` overrides it).
+    pub max_response_bytes: u64,
 }
 
 impl Default for DaemonSettings {
@@ -76,6 +78,7 @@ impl Default for DaemonSettings {
             replicas: 1,
             request_timeout_secs: 120,
             connect_timeout_secs: 10,
+            max_response_bytes: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -102,6 +105,7 @@ impl DaemonSettings {
         crate::http::RetryPolicy {
             request_timeout: std::time::Duration::from_secs(self.request_timeout_secs.max(1)),
             connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs.max(1)),
+            max_response_bytes: self.max_response_bytes,
             ..crate::http::RetryPolicy::default()
         }
     }
@@ -128,10 +132,18 @@ impl DaemonSettings {
             ("per_provider", self.per_provider),
             ("lease_secs", usize::try_from(self.lease_secs).unwrap_or(usize::MAX)),
             ("heartbeat_secs", usize::try_from(self.heartbeat_secs).unwrap_or(usize::MAX)),
+            ("max_response_bytes", usize::try_from(self.max_response_bytes).unwrap_or(usize::MAX)),
         ] {
             if value == 0 {
                 diag.push(file, &format!("daemon.{key}"), "must be at least 1");
             }
+        }
+        if let Err(e) = self.http_listen.parse::<std::net::SocketAddr>() {
+            diag.push(
+                file,
+                "daemon.http_listen",
+                format!("`{}` is not an address and port such as `127.0.0.1:9187` ({e})", self.http_listen),
+            );
         }
         if self.heartbeat_secs > 0 && self.heartbeat_secs >= self.lease_secs {
             diag.push(
@@ -164,5 +176,15 @@ mod tests {
         assert!(err.contains("daemon.workers: must be at least 1"), "{err}");
         let err = load("[daemon]\nlease_secs = 0\n").unwrap_err();
         assert!(err.contains("daemon.lease_secs: must be at least 1"), "{err}");
+    }
+
+    #[test]
+    fn the_http_listen_address_must_parse() {
+        assert!(load("[daemon]\nhttp_listen = \"0.0.0.0:9187\"\n").is_ok());
+        assert!(load("[daemon]\nhttp_listen = \"[::1]:9187\"\n").is_ok());
+        for bad in ["localhost", "127.0.0.1", "127.0.0.1:99999", ":9187"] {
+            let err = load(&format!("[daemon]\nhttp_listen = \"{bad}\"\n")).unwrap_err();
+            assert!(err.contains("tributary.toml: daemon.http_listen: `"), "{bad}: {err}");
+        }
     }
 }

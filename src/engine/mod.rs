@@ -53,6 +53,9 @@ pub struct Page {
     pub records: Vec<Value>,
     /// The cursor state to commit together with this page, if it moved.
     pub checkpoint: Option<String>,
+    /// The number of records the whole read returns, as the API reports it (not for
+    /// child streams, whose totals are per parent).
+    pub total: Option<u64>,
 }
 
 /// Where an incremental stream stands: one cursor, or one per parent record.
@@ -185,6 +188,7 @@ impl StreamReader {
             // (else a failed first run could leave a cursor past records never read).
             let sorted = walk.from_cursor && self.incremental.as_ref().is_some_and(|i| i.sorted);
             let walk_max = walk.max_seen.clone();
+            let total = walk.total.filter(|_| self.parent_spec.is_none());
             let parent_key = walk.parent_key.clone();
             if finished {
                 self.walk = None;
@@ -193,11 +197,11 @@ impl StreamReader {
             match result {
                 Some(records) => {
                     self.pages += 1;
-                    return Ok(Some(Page { records, checkpoint }));
+                    return Ok(Some(Page { records, checkpoint, total }));
                 }
                 // A walk that ends on an empty page still moves the cursor.
                 None if checkpoint.is_some() => {
-                    return Ok(Some(Page { records: Vec::new(), checkpoint }));
+                    return Ok(Some(Page { records: Vec::new(), checkpoint, total }));
                 }
                 None => {}
             }

@@ -41,6 +41,8 @@ pub(super) struct Walk {
     window_records: u64,
     /// Records read by this walk (page-number paging with a total).
     records_read: u64,
+    /// The read's total record count, as the last response reported it.
+    pub total: Option<u64>,
     /// Whether this walk sends the incremental request (it started from a cursor). Only
     /// that request is sorted by the cursor and subject to `window_cap`; a full read goes
     /// through the stream's own request, in whatever order it has.
@@ -78,6 +80,7 @@ impl Walk {
             pages: 0,
             window_records: 0,
             records_read: 0,
+            total: None,
             from_cursor,
         }
     }
@@ -186,6 +189,14 @@ impl Walk {
         let request = self.build(&parent_vars, base_url, headers)?;
         let mut response = session.send(&request, &parent_vars).await?;
         self.pages += 1;
+        let total_ptr = match (&self.request.total, &self.pagination) {
+            (Some(p), _) => Some(p),
+            (None, Pagination::Offset { total, .. } | Pagination::PageNumber { total, .. }) => total.as_ref(),
+            _ => None,
+        };
+        if let Some(t) = total_ptr.and_then(|p| response.json.as_ref()?.pointer(p)).and_then(Value::as_u64) {
+            self.total = Some(t);
+        }
         let records_ptr = self.request.records.clone().unwrap_or_default();
         let records_ptr = records_ptr.as_str();
         // The records are moved out of the parsed body (not cloned) once the body has

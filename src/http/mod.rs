@@ -42,6 +42,12 @@ pub enum HttpError {
     Exhausted { path: String, attempts: u32, last: String },
     #[error("{0}")]
     Invalid(String),
+    /// A response body was larger than the limit; not retried.
+    #[error(
+        "{origin}{path}: the response is larger than the limit of {limit} bytes (raise `max_response_bytes` in \
+         the manifest or `daemon.max_response_bytes` if this is expected)"
+    )]
+    TooLarge { origin: String, path: String, limit: u64 },
 }
 
 impl HttpError {
@@ -50,6 +56,7 @@ impl HttpError {
         match self {
             _ if self.needs_reauth() => ErrorClass::Auth,
             Self::Template(_) | Self::Invalid(_) | Self::Credentials(_) => ErrorClass::Config,
+            Self::TooLarge { .. } => ErrorClass::Data,
             Self::Token { .. } => ErrorClass::Transient,
             Self::Permanent { status: 401 | 403, .. } | Self::AuthRejected { .. } => ErrorClass::Auth,
             Self::Permanent { .. } => ErrorClass::Client,
@@ -73,9 +80,10 @@ impl HttpError {
     /// The request path that failed (no query string, no host).
     pub fn endpoint(&self) -> Option<&str> {
         match self {
-            Self::Permanent { path, .. } | Self::AuthRejected { path, .. } | Self::Exhausted { path, .. } => {
-                Some(path.as_str())
-            }
+            Self::Permanent { path, .. }
+            | Self::AuthRejected { path, .. }
+            | Self::Exhausted { path, .. }
+            | Self::TooLarge { path, .. } => Some(path.as_str()),
             _ => None,
         }
     }
@@ -105,7 +113,14 @@ pub struct RetryPolicy {
     pub connect_timeout: Duration,
     /// Total timeout of one attempt: connect, send and the whole body.
     pub request_timeout: Duration,
+    /// Largest response body read (after decompression); a larger one fails the request.
+    pub max_response_bytes: u64,
+    /// What the requests read, named in errors (e.g. "provider `hubspot` stream `contacts`").
+    pub origin: Option<String>,
 }
+
+/// The default limit of one response body: 64 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -118,6 +133,8 @@ impl Default for RetryPolicy {
             max_rate_limit_waits: 50,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(120),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            origin: None,
         }
     }
 }
@@ -295,6 +312,33 @@ struct SendState {
     throttle_backoff: ExponentialBackoff,
 }
 
+/// Where a foreground caller watches rate-limit waits live (the `sync` progress bar):
+/// set it for the run's task with `RATE_LIMIT_WATCH.scope(watch, run)`; without it,
+/// sessions report nothing.
+#[derive(Debug, Default)]
+pub struct WaitWatch {
+    /// Since when the current request waits, and until when if the provider said.
+    waiting: std::sync::Mutex<Option<(Instant, Option<Instant>)>>,
+}
+
+impl WaitWatch {
+    /// The wait under way: since when, and until when if known.
+    pub fn current(&self) -> Option<(Instant, Option<Instant>)> {
+        *self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set(value: Option<(Instant, Option<Instant>)>) {
+        let _ = RATE_LIMIT_WATCH.try_with(|w| {
+            *w.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+        });
+    }
+}
+
+tokio::task_local! {
+    /// The [`WaitWatch`] of the task's run, if a caller watches.
+    pub static RATE_LIMIT_WATCH: std::sync::Arc<WaitWatch>;
+}
+
 /// Limiter waits shorter than this are pacing noise, not rate-limit waits.
 const COUNTED_WAIT: Duration = Duration::from_millis(5);
 
@@ -363,7 +407,9 @@ impl Session<'_> {
     /// Waits for the quota; a wait longer than pacing noise counts as a rate-limit wait.
     async fn wait_for_quota(&mut self) {
         let Some(quota) = &self.quota else { return };
+        WaitWatch::set(Some((Instant::now(), None)));
         let waited = quota.acquire().await;
+        WaitWatch::set(None);
         if waited >= COUNTED_WAIT {
             self.stats.rate_limit_waits += 1;
             self.stats.rate_limit_wait_ms += millis(waited);
@@ -416,18 +462,18 @@ impl Session<'_> {
                     if let Some(o) = self.observer {
                         o.request(0, sent.elapsed());
                     }
-                    return Err(transient(format!("request failed: {}", e.without_url())));
+                    return Err(transient(format!("request failed: {}", describe_transport(e))));
                 }
             };
             let status = resp.status().as_u16();
             let class = usize::from(status / 100).clamp(1, 5);
             self.stats.by_class[class] += 1;
             let headers = resp.headers().clone();
-            let bytes = resp.bytes().await;
+            let bytes = self.read_body(resp, path).await;
             if let Some(o) = self.observer {
                 o.request(class, sent.elapsed());
             }
-            let bytes = bytes.map_err(|e| transient(format!("reading the response failed: {}", e.without_url())))?;
+            let bytes = bytes?;
             self.stats.latency.record(sent.elapsed());
             let json: Option<Value> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
             let Verdict { action, message } = classify(&self.rules, status, &bytes, json.as_ref());
@@ -475,7 +521,9 @@ impl Session<'_> {
                         // Every request on this quota waits, not only this one.
                         quota.hold_until(until);
                     }
+                    WaitWatch::set(Some((Instant::now(), Some(until))));
                     tokio::time::sleep_until(until.into()).await;
+                    WaitWatch::set(None);
                 }
                 ResponseAction::AuthExpired => {
                     if state.refreshed || !self.auth.can_refresh() {
@@ -496,6 +544,34 @@ impl Session<'_> {
         }
     }
 
+    /// Reads a response body chunk by chunk, failing (not retried) as soon as it grows
+    /// past `max_response_bytes`, so an oversized page never sits in memory whole.
+    async fn read_body(&self, mut resp: reqwest::Response, path: &str) -> Result<Vec<u8>, Failure> {
+        let limit = self.retry.max_response_bytes;
+        let too_large = || {
+            let origin = self.retry.origin.as_ref().map(|o| format!("{o}: ")).unwrap_or_default();
+            Failure::Fatal(HttpError::TooLarge { origin, path: path.to_owned(), limit })
+        };
+        let declared = resp.content_length();
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let capacity = declared.unwrap_or(0).min(limit).min(8 * 1024 * 1024);
+        let mut body = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
+        loop {
+            let chunk = resp.chunk().await.map_err(|e| Failure::Transient {
+                message: format!("reading the response failed: {}", describe_transport(e)),
+                retry_after: None,
+            })?;
+            let Some(chunk) = chunk else { break };
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
     fn retry_after_header(&self) -> &str {
         self.quota.as_ref().map_or("retry-after", |q| q.spec().retry_after_header.as_str())
     }
@@ -507,6 +583,46 @@ impl Session<'_> {
             reset_in(headers, reset)
         })
     }
+}
+
+/// A transport error with its underlying causes (connection refused, DNS failure, TLS
+/// certificate problems, timeouts) instead of only "error sending request"; the URL,
+/// which may carry keys in its query, is left out.
+pub fn describe_transport(e: reqwest::Error) -> String {
+    use std::error::Error as _;
+    let e = e.without_url();
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = plain_certificate_error(cause.to_string());
+        if !text.is_empty() && !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+/// rustls names certificate problems by their Rust names
+/// (`invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))`): say them in words.
+fn plain_certificate_error(text: String) -> String {
+    let Some(why) = text.strip_prefix("invalid peer certificate: ") else {
+        return text;
+    };
+    let plain = [
+        ("CaUsedAsEndEntity", "a CA certificate is used as the server's own (end-entity) certificate"),
+        ("UnknownIssuer", "unknown issuer (not signed by a trusted certificate authority)"),
+        ("NotValidForName", "not valid for this host name"),
+        ("NotValidYet", "not valid yet"),
+        ("Expired", "expired"),
+        ("Revoked", "revoked"),
+        ("BadSignature", "bad signature"),
+    ]
+    .into_iter()
+    .find(|(name, _)| why.contains(name))
+    .map_or(why, |(_, words)| words);
+    format!("invalid peer certificate: {plain}")
 }
 
 /// The URL without its query (queries may carry keys).

@@ -105,6 +105,17 @@ impl Store {
         }
     }
 
+    /// Opens an existing store, for commands that only read: like [`Store::connect`], but
+    /// a missing SQLite file is an error naming the URL instead of a new empty database
+    /// (a missing PostgreSQL database is an error either way).
+    pub async fn connect_existing(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(SqliteStore::connect_existing(url).await?))
+        } else {
+            Self::connect(url).await
+        }
+    }
+
     /// `"sqlite"` or `"postgres"`.
     pub fn backend(&self) -> &'static str {
         match self {

@@ -420,6 +420,7 @@ impl TryFrom<RawRun> for RunRow {
                 error_class: raw.error_class,
                 error_status: raw.error_status,
                 error_endpoint: raw.error_endpoint,
+                total: None,
             },
         })
     }

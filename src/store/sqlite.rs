@@ -23,6 +23,16 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the database named by a `sqlite:` URL and migrates it.
     pub(super) async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::open(url, true).await
+    }
+
+    /// Opens the existing database named by a `sqlite:` URL and migrates it; a missing
+    /// file is an error naming the URL, not a new empty database.
+    pub(super) async fn connect_existing(url: &str) -> Result<Self, StoreError> {
+        Self::open(url, false).await
+    }
+
+    async fn open(url: &str, create: bool) -> Result<Self, StoreError> {
         let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         let (file, params) = rest.split_once('?').unwrap_or((rest, ""));
         if file.is_empty() {
@@ -31,12 +41,22 @@ impl SqliteStore {
         let in_memory = file == ":memory:" || params.split('&').any(|p| p == "mode=memory");
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| invalid_url(url, &e.to_string()))?
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let path = (!in_memory).then(|| options.get_filename().to_path_buf());
+        if let Some(file) = path.as_deref().filter(|f| !create && !f.exists()) {
+            return Err(StoreError::NotFound {
+                what: format!(
+                    "no database at `{}`: the file {} does not exist (this command only reads; check \
+                     --database-url, TRIBUTARY_DATABASE_URL or the working directory)",
+                    super::redact_password(url),
+                    file.display()
+                ),
+            });
+        }
         // A connection to a local file cannot go stale: no ping (a round trip to the
         // connection's worker thread) before every acquire.
         let mut pool = SqlitePoolOptions::new().max_connections(8).test_before_acquire(false);

@@ -326,6 +326,10 @@ pub struct RunStats {
     pub error_class: Option<String>,
     pub error_status: Option<i64>,
     pub error_endpoint: Option<String>,
+    /// The number of records the read returns, as the API reports it: progress while
+    /// the run runs (not stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<i64>,
 }
 
 /// One run: the sync log.
@@ -385,6 +389,16 @@ pub struct ReconcileCounts {
     pub disabled: u64,
     /// Jobs already as desired.
     pub unchanged: u64,
+}
+
+impl std::fmt::Display for ReconcileCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} created, {} rescheduled, {} re-enabled, {} disabled, {} unchanged",
+            self.created, self.updated, self.reenabled, self.disabled, self.unchanged
+        )
+    }
 }
 
 /// Tenants and providers a claim must skip (their concurrency caps are reached).
@@ -460,6 +474,16 @@ pub enum PauseScope {
     Connection(TenantId, ProviderId),
     /// One job of the tenant.
     Job(TenantId, i64),
+}
+
+impl std::fmt::Display for PauseScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tenant(t) => write!(f, "tenant {t}"),
+            Self::Connection(t, p) => write!(f, "connection {t}/{p}"),
+            Self::Job(t, job) => write!(f, "job {job} of tenant {t}"),
+        }
+    }
 }
 
 /// Job totals for `status` and metrics.

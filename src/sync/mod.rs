@@ -24,8 +24,10 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+mod probe;
 mod sink;
 
+pub use self::probe::StreamProbe;
 use self::sink::StoreSink;
 
 /// Why a run could not start (a run that starts and fails is a failed run row instead).
@@ -233,7 +235,7 @@ impl<'a> Syncer<'a> {
         };
         let result = self
             .read_all(req, manifest, config, &entity, &view.tenant.subdomain, &job, run.id, &mut stats, &mut counted)
-            .instrument(span)
+            .instrument(span.clone())
             .await;
         tally.advance(&stats);
         let (outcome, error) = match result {
@@ -256,8 +258,10 @@ impl<'a> Syncer<'a> {
                         Some(&e.message),
                     )
                     .await?;
-                NeedsReauth { tenant: req.tenant.as_str(), provider: req.provider.as_str(), reason: &e.message }
-                    .emit(&self.metrics);
+                span.in_scope(|| {
+                    NeedsReauth { tenant: req.tenant.as_str(), provider: req.provider.as_str(), reason: &e.message }
+                        .emit(&self.metrics)
+                });
             }
         }
         let row = self.store.finish_run(&req.tenant, run.id, outcome, &stats).await?;
@@ -327,6 +331,8 @@ impl<'a> Syncer<'a> {
             quota: self.limits.quota(req.provider.as_str(), req.tenant.as_str(), manifest.rate_limit.as_ref()),
             observer: Some(&observer),
         };
+        session.retry.max_response_bytes = manifest.max_response_bytes.unwrap_or(self.retry.max_response_bytes);
+        session.retry.origin = Some(format!("provider `{}` stream `{}`", req.provider, req.stream));
         let mut reader =
             StreamReader::new(manifest, &req.stream, &base_url, vars, job.cursor.as_deref(), req.full_refresh)
                 .map_err(|e| RunFailure::plain(e.to_string()))?;
@@ -369,6 +375,9 @@ impl<'a> Syncer<'a> {
                         break;
                     }
                 };
+                if let Some(total) = page.total {
+                    stats.total = i64::try_from(total).ok();
+                }
                 let calls_so_far = session.stats;
                 let started = Instant::now();
                 let mut records = Vec::with_capacity(page.records.len());

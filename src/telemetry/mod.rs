@@ -470,7 +470,7 @@ impl ContributionRecorded<'_> {
             kind = self.kind,
             contribution = self.id,
             confidence = self.confidence,
-            integration_quality = ?self.quality,
+            integration_quality = self.quality,
             "contribution recorded"
         );
         m.contributions
@@ -505,7 +505,7 @@ pub struct RunStarted<'a> {
 impl RunStarted<'_> {
     pub fn emit(&self, m: &Metrics) {
         let r = self.run;
-        tracing::info!(tenant = %r.tenant_id, provider = %r.provider, stream = %r.stream, run_id = %r.id, trigger = r.trigger.as_str(), cursor = ?r.cursor_before, "run started");
+        tracing::info!(tenant = %r.tenant_id, provider = %r.provider, stream = %r.stream, run_id = %r.id, trigger = r.trigger.as_str(), cursor = r.cursor_before.as_deref(), "run started");
         m.runs_started
             .get_or_create(&StartLabels {
                 provider: r.provider.to_string(),

@@ -120,7 +120,13 @@ fn the_issue_example_tenant_round_trip() {
     );
     assert_eq!(shown["providers"]["hubspot"]["connection"]["status"], "pending");
 
-    let switched = env.ok(&["tenant", "set-preset", "acme", "aptem"]);
+    // The repository's config/tenants/acme.toml owns acme's preset (see
+    // `operator_cli::set_preset_refuses_a_file_managed_tenant`); without it the store does.
+    let bare = tempfile::tempdir().unwrap();
+    for f in ["entities.toml", "presets.toml"] {
+        std::fs::copy(repo.join("config").join(f), bare.path().join(f)).unwrap();
+    }
+    let switched = env.ok(&["--config", bare.path().to_str().unwrap(), "tenant", "set-preset", "acme", "aptem"]);
     assert!(switched.contains("connection hubspot disabled (its records stay)"), "{switched}");
     let list = json(&env.ok(&["--json", "tenant", "list"]));
     assert_eq!(list[0]["preset"], "aptem");

@@ -8,6 +8,7 @@ mod faults;
 mod intelligence;
 mod migrations;
 mod postgres_socket;
+mod operator_cli;
 mod responsibilities_cli;
 mod scheduling;
 mod sim;

@@ -127,12 +127,12 @@ async fn generic(
         };
     }
     let resp = req.send().await.map_err(|e| HttpError::Token {
-        message: format!("token request failed: {}", e.without_url()),
+        message: format!("token request failed: {}", crate::http::describe_transport(e)),
         permanent: false,
     })?;
     let status = resp.status().as_u16();
     let bytes = resp.bytes().await.map_err(|e| HttpError::Token {
-        message: format!("token response unreadable: {}", e.without_url()),
+        message: format!("token response unreadable: {}", crate::http::describe_transport(e)),
         permanent: false,
     })?;
     let json: Option<Value> = serde_json::from_slice(&bytes).ok();

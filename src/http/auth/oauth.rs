@@ -179,7 +179,7 @@ pub(super) async fn exchange(
         }
         Err(RequestTokenError::Request(e)) => {
             let detail = match e {
-                HttpClientError::Reqwest(e) => e.without_url().to_string(),
+                HttpClientError::Reqwest(e) => crate::http::describe_transport(*e),
                 other => other.to_string(),
             };
             Err(HttpError::Token { message: format!("token request failed: {detail}"), permanent: false })

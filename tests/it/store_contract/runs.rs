@@ -40,6 +40,7 @@ pub(super) async fn runs_round_trip_newest_first(store: &Store) {
         error_class: Some("transient".into()),
         error_status: Some(503),
         error_endpoint: Some("/crm/v3/objects/contacts".into()),
+        total: None,
     };
     let finished = store.finish_run(&acme.id, first.id, RunOutcome::Failed, &stats).await.unwrap();
     assert_eq!(finished.outcome, RunOutcome::Failed);
