@@ -67,7 +67,7 @@ fn connection(id: i64, provider: &str, owner: &str) -> ConnectionRow {
 }
 
 fn stream(enabled: Option<bool>, schedule: Option<&str>) -> StreamLayer {
-    StreamLayer { enabled, entity: None, schedule: schedule.map(str::to_owned) }
+    StreamLayer { enabled, entity: None, schedule: schedule.map(str::to_owned), ..StreamLayer::default() }
 }
 
 fn provider(

@@ -205,6 +205,8 @@ impl Page {
             cursor,
             lease_owner: None,
             dead_letters: &[],
+            position: tributary::store::PositionWrite::Keep,
+            run: None,
         }
     }
 }
