@@ -7,6 +7,7 @@ mod daemon;
 mod faults;
 mod intelligence;
 mod responsibilities_cli;
+mod resume;
 mod scheduling;
 mod sim;
 mod store_contract;
