@@ -23,8 +23,8 @@ pub use layer::{
     FilterAction, FilterOp, FilterSpec, MappingRule, MappingSpec, ProviderLayer, Sources, StreamLayer, TRANSFORMS,
 };
 pub use manifest::{
-    AuthKind, AuthSpec, BUILTIN as BUILTIN_MANIFESTS, BUILTIN_VARIABLES, Category, Manifest, Manifests, StreamSpec,
-    DEFAULT_MAX_PAGES_PER_RUN, DEFAULT_MAX_RUN_SECS, DEFAULT_TOKEN_TTL_SECS,
+    AuthKind, AuthSpec, BUILTIN as BUILTIN_MANIFESTS, BUILTIN_VARIABLES, Category, DEFAULT_MAX_PAGES_PER_RUN,
+    DEFAULT_MAX_RUN_SECS, DEFAULT_TOKEN_TTL_SECS, Manifest, Manifests, StreamSpec,
 };
 pub use manifest_spec::{
     BodyFormat, CursorFormat, IncrementalSpec, Method, Pagination, ParamIn, QuotaScope, RateLimitSpec, RequestSpec,

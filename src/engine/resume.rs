@@ -93,9 +93,7 @@ impl SavedPosition {
 
     /// Whether it is older than `ttl_secs` at `now`.
     pub fn expired(&self, ttl_secs: Option<u64>, now: DateTime<Utc>) -> bool {
-        ttl_secs.is_some_and(|ttl| {
-            (now - self.saved_at).num_seconds() > i64::try_from(ttl).unwrap_or(i64::MAX)
-        })
+        ttl_secs.is_some_and(|ttl| (now - self.saved_at).num_seconds() > i64::try_from(ttl).unwrap_or(i64::MAX))
     }
 }
 

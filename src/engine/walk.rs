@@ -13,7 +13,6 @@ use crate::config::{BodyFormat, IncrementalSpec, Pagination, ParamIn, RequestSpe
 use crate::http::{Body, Request, Session};
 use crate::model::StreamName;
 
-
 pub(super) struct Walk {
     request: RequestSpec,
     pagination: Pagination,
@@ -96,14 +95,14 @@ impl Walk {
             return None;
         }
         let mut walk = Self::new(spec, incremental, start, parent, parent_key);
-        let fits = match (&walk.pagination, &point.next) {
-            (_, Position::Start | Position::Done) => true,
-            (Pagination::Cursor { .. }, Position::Cursor(_)) => true,
-            (Pagination::NextUrl { .. } | Pagination::LinkHeader { .. }, Position::Url(_)) => true,
-            (Pagination::Offset { .. } | Pagination::Odata { .. }, Position::Offset(_)) => true,
-            (Pagination::PageNumber { .. }, Position::Page(_)) => true,
-            _ => false,
-        };
+        let fits = matches!(
+            (&walk.pagination, &point.next),
+            (_, Position::Start | Position::Done)
+                | (Pagination::Cursor { .. }, Position::Cursor(_))
+                | (Pagination::NextUrl { .. } | Pagination::LinkHeader { .. }, Position::Url(_))
+                | (Pagination::Offset { .. } | Pagination::Odata { .. }, Position::Offset(_))
+                | (Pagination::PageNumber { .. }, Position::Page(_))
+        );
         if !fits {
             return None;
         }

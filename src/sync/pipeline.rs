@@ -17,9 +17,7 @@ use crate::engine::template::{lookup_path, scalar_text};
 use crate::http::{CallStats, Session};
 use crate::mapping::{CompiledMapping, MapResult};
 use crate::model::{EntityName, ProviderId, TenantId};
-use crate::store::{
-    DeadLetterInput, PageOutcome, PageWrite, PositionWrite, RecordInput, RunProgress, RunStats, Store,
-};
+use crate::store::{DeadLetterInput, PageOutcome, PageWrite, PositionWrite, RecordInput, RunProgress, RunStats, Store};
 
 /// How much one run may read before it ends `partial` (the next run continues).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -89,7 +89,8 @@ async fn an_endless_page_chain_ends_partial_at_its_bound_and_the_next_run_contin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_position_restarts_the_pass_and_the_run_row_says_so() {
-    let config = SimConfig::new(Provider::Aptem, 100).page_size_cap(10).faults(Faults::none().delay(Duration::from_millis(150)));
+    let config =
+        SimConfig::new(Provider::Aptem, 100).page_size_cap(10).faults(Faults::none().delay(Duration::from_millis(150)));
     let sim = start(config).await.unwrap();
     let env = Env::new(Backend::Sqlite).await;
     env.manifest("aptem", |m| {
@@ -138,7 +139,11 @@ async fn a_response_without_its_records_field_fails_unless_the_manifest_allows_i
     let env = Env::new(Backend::Sqlite).await;
     env.manifest_text("strict", &manifest("strict", ""));
     env.manifest_text("lenient", &manifest("lenient", "records_optional = true"));
-    let both = format!("{}[providers.lenient]\nenabled = true\nbase_url = \"{}\"\n", tenant("strict", &server, ""), server.uri());
+    let both = format!(
+        "{}[providers.lenient]\nenabled = true\nbase_url = \"{}\"\n",
+        tenant("strict", &server, ""),
+        server.uri()
+    );
     env.tenant(&both, "strict", &json!({ "api_token": "t" })).await;
     env.ok(&["credentials", "set", "--tenant", "acme", "--provider", "lenient"], r#"{"api_token":"t"}"#).await;
 
@@ -148,9 +153,38 @@ async fn a_response_without_its_records_field_fails_unless_the_manifest_allows_i
     assert_eq!(run.outcome, RunOutcome::Failed);
     assert_eq!(run.stats.error_class.as_deref(), Some("data"));
     let error = run.stats.error.unwrap();
-    assert!(error.contains("`companies`") && error.contains("`/data`") && error.contains("records_optional"), "{error}");
+    assert!(
+        error.contains("`companies`") && error.contains("`/data`") && error.contains("records_optional"),
+        "{error}"
+    );
 
     let out = env.ok(&["sync", "--tenant", "acme", "--provider", "lenient", "--stream", "companies"], "").await;
     assert!(out.contains("lenient/companies: success"), "{out}");
+    env.finish().await;
+}
+
+#[tokio::test]
+async fn connectors_check_rejects_bad_resume_and_bound_keys_naming_file_and_key() {
+    let env = Env::new(Backend::Sqlite).await;
+    let bad =
+        manifest("badkeys", "resume = \"cursor\"\nposition_ttl_secs = 0\nmax_pages_per_run = 0\nmax_run_secs = 0");
+    let file = env.db_dir().join("badkeys.toml");
+    std::fs::write(&file, bad).unwrap();
+    let out = env.run(&["connectors", "check", file.to_str().unwrap()], "").await;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    for key in [
+        "streams.companies.resume",
+        "streams.companies.position_ttl_secs",
+        "streams.companies.max_pages_per_run",
+        "streams.companies.max_run_secs",
+    ] {
+        assert!(text.contains(&format!("badkeys.toml: {key}")), "{key} in:\n{text}");
+    }
+    let unknown = env.db_dir().join("unknown.toml");
+    std::fs::write(&unknown, manifest("unknown", "resume = \"sometimes\"")).unwrap();
+    let out = env.run(&["connectors", "check", unknown.to_str().unwrap()], "").await;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success() && text.contains("unknown.toml") && text.contains("sometimes"), "{text}");
     env.finish().await;
 }

@@ -32,10 +32,8 @@ struct Case<'a> {
 
 /// A simulator serving `records` records in pages of [`PAGE`], each answered [`SLOW`]ly.
 async fn slow_sim(provider: Provider, records: u64, parents: u64) -> SimHandle {
-    let config = SimConfig::new(provider, records)
-        .page_size_cap(PAGE)
-        .parents(parents)
-        .faults(Faults::none().delay(SLOW));
+    let config =
+        SimConfig::new(provider, records).page_size_cap(PAGE).parents(parents).faults(Faults::none().delay(SLOW));
     start(config).await.unwrap()
 }
 
@@ -204,12 +202,8 @@ struct LinkPages {
 
 impl Respond for LinkPages {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let page: usize = request
-            .url
-            .query_pairs()
-            .find(|(k, _)| k == "page")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(1);
+        let page: usize =
+            request.url.query_pairs().find(|(k, _)| k == "page").and_then(|(_, v)| v.parse().ok()).unwrap_or(1);
         let from = (page - 1) * PAGE;
         let to = (from + PAGE).min(self.total);
         let data: Vec<_> = (from..to)
@@ -270,5 +264,26 @@ async fn link_headers_resume_after_sigkill() {
         requests.iter().map(|r| format!("{} {}", r.method, r.url)).collect()
     };
     interrupt_and_resume(&env, case, log, || {}).await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_signal_no_further_stream_starts() {
+    let sim = slow_sim(Provider::Aptem, 100, 3).await;
+    let env = Env::new(Backend::Sqlite).await;
+    env.manifest("aptem", |m| {
+        m["streams"]["learners"]["request"]["pagination"]["limit"] = toml::Value::Integer(PAGE as i64);
+    });
+    let tenant = format!("preset = \"aptem\"\n[providers.aptem]\nbase_url = \"{}\"\n", sim.api_base());
+    env.tenant(&tenant, "aptem", &sim.credentials()).await;
+    // Every enabled stream: learners first, then organizations.
+    let child = env.cmd(&["sync", "--tenant", "acme", "--provider", "aptem"]).spawn().unwrap();
+    env.run_with_pages(2).await;
+    let output = stop(child, Stop::Int).await;
+    assert!(output.contains("aptem/learners: cancelled"), "{output}");
+    assert!(!output.contains("aptem/organizations"), "{output}");
+    let runs = env.store.list_runs(Some(&env.tenant), 10).await.unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert!(!sim.request_log().iter().any(|r| r.contains("/Organizations")));
     env.finish().await;
 }

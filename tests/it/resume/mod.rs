@@ -73,6 +73,11 @@ impl Env {
         }
     }
 
+    /// The working directory of the commands.
+    pub fn db_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     fn connectors(&self) -> PathBuf {
         self.dir.path().join("connectors")
     }

@@ -198,7 +198,11 @@ pub(super) async fn positions_and_run_counts_commit_with_their_page(store: &Stor
     let page = Page::new("contact", "hubspot", records(&[("c1", json!({ "n": 1 })), ("c2", json!({ "n": 2 }))]));
 
     // The first page saves where the pass continues and counts itself in the run.
-    let first = PageWrite { position: PositionWrite::Save(r#"{"pass":"p1"}"#), run: Some(progress(3, 1)), ..page.write(contacts.id, None) };
+    let first = PageWrite {
+        position: PositionWrite::Save(r#"{"pass":"p1"}"#),
+        run: Some(progress(3, 1)),
+        ..page.write(contacts.id, None)
+    };
     store.write_page(&acme.id, &first).await.unwrap();
     assert_eq!(store.job_position(&acme.id, contacts.id).await.unwrap().as_deref(), Some(r#"{"pass":"p1"}"#));
     let row = store.get_run(run.id, Some(&acme.id)).await.unwrap().unwrap();
@@ -206,7 +210,11 @@ pub(super) async fn positions_and_run_counts_commit_with_their_page(store: &Stor
     assert_eq!((row.stats.http_calls, row.stats.cursor_after.as_deref()), (2, None));
 
     // The next adds to the counts (the same records: unchanged) and moves the cursor.
-    let second = PageWrite { position: PositionWrite::Save(r#"{"pass":"p1","n":2}"#), run: Some(progress(2, 2)), ..page.write(contacts.id, Some("c2")) };
+    let second = PageWrite {
+        position: PositionWrite::Save(r#"{"pass":"p1","n":2}"#),
+        run: Some(progress(2, 2)),
+        ..page.write(contacts.id, Some("c2"))
+    };
     store.write_page(&acme.id, &second).await.unwrap();
     let row = store.get_run(run.id, Some(&acme.id)).await.unwrap().unwrap();
     assert_eq!((row.stats.fetched, row.stats.inserted, row.stats.unchanged, row.stats.pages), (5, 2, 2, 2));
