@@ -232,6 +232,16 @@ fn after_a_success_the_schedule_resumes_and_the_streak_resets() {
 }
 
 #[test]
+fn after_a_partial_run_the_job_is_due_again_soon_and_the_streak_resets() {
+    let run = Uuid::now_v7();
+    let plan = after_partial_run(utc(10, 0), Some(run));
+    assert_eq!(plan.completion.next_run_at, Some(utc(10, 0) + TimeDelta::seconds(5)));
+    assert_eq!(plan.completion.failures, Failures::Reset);
+    assert_eq!(plan.completion.last_run_id, Some(run));
+    assert!(!plan.mark_connection_error);
+}
+
+#[test]
 fn after_failures_the_job_backs_off_and_the_fifth_marks_the_connection() {
     let policy = FailurePolicy::default();
     let first = after_run(&job(0, "daily at 02:00"), London, utc(10, 0), false, None, &policy, Duration::ZERO);

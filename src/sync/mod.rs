@@ -65,7 +65,8 @@ pub struct SyncRequest {
     pub full_refresh: bool,
     /// The worker's lease on the job: every page write is fenced on it.
     pub lease_owner: Option<String>,
-    /// Cancelled: stop at the next page boundary (the page's cursor is committed).
+    /// Cancelled: stop at the next page boundary (the page, its cursor and the position
+    /// after it are committed).
     pub cancel: Option<CancellationToken>,
     /// The user whose own connection runs (its credentials, token and the streams their
     /// role is granted); `None`: the company connection.
