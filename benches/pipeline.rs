@@ -22,7 +22,9 @@
 //! `cargo bench --bench pipeline` (SQLite only) or
 //! `cargo bench --bench pipeline -- postgres://user@host/db` (also PostgreSQL: scratch
 //! databases `tributary_bench_<uuid>` are created on that server and dropped afterwards).
-//! `PIPELINE_N` (default 200000) and `PIPELINE_RUNS` (default 3) override the size.
+//! `PIPELINE_N` (default 200000) and `PIPELINE_RUNS` (default 3) override the size;
+//! `PIPELINE_RESUME=none` (or `cursor`, `position`) overrides how the contacts stream
+//! resumes, to measure what per-page position commits cost.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,7 +33,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, QueryBuilder, SqliteConnection};
-use tributary::config::{Catalog, ConfigDir, Manifest};
+use tributary::config::{Catalog, ConfigDir, Manifest, ResumeMode};
 use tributary::engine::StreamReader;
 use tributary::http::auth::AuthState;
 use tributary::http::{RetryPolicy, Session};
@@ -168,7 +170,24 @@ fn report(backend: &str, n: u64, results: &[Measured]) {
 fn catalog() -> anyhow::Result<Catalog> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut catalog = Catalog::load(&ConfigDir::Dir(repo.join("config")), None).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let unlimited: Vec<_> = catalog.manifests.iter().map(|m| Manifest { rate_limit: None, ..m.clone() }).collect();
+    let resume: Option<ResumeMode> = match std::env::var("PIPELINE_RESUME").ok().as_deref() {
+        None => None,
+        Some("none") => Some(ResumeMode::None),
+        Some("cursor") => Some(ResumeMode::Cursor),
+        Some("position") => Some(ResumeMode::Position),
+        Some(other) => anyhow::bail!("PIPELINE_RESUME: `{other}` is not none, cursor or position"),
+    };
+    let unlimited: Vec<_> = catalog
+        .manifests
+        .iter()
+        .map(|m| {
+            let mut m = Manifest { rate_limit: None, ..m.clone() };
+            for spec in m.streams.values_mut() {
+                spec.resume = resume.or(spec.resume);
+            }
+            m
+        })
+        .collect();
     for m in unlimited {
         catalog.manifests.insert(m);
     }

@@ -396,10 +396,13 @@ pub enum RunOutcome {
     Success,
     Failed,
     Cancelled,
+    /// Stopped at the run's bounds (pages or duration) with its position committed; the
+    /// next run continues the pass. Not a failure.
+    Partial,
 }
 
 impl RunOutcome {
-    pub const ALL: [Self; 4] = [Self::Running, Self::Success, Self::Failed, Self::Cancelled];
+    pub const ALL: [Self; 5] = [Self::Running, Self::Success, Self::Failed, Self::Cancelled, Self::Partial];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -407,6 +410,7 @@ impl RunOutcome {
             Self::Success => "success",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Partial => "partial",
         }
     }
 

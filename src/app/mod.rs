@@ -33,7 +33,7 @@ use crate::config::{Catalog, ConfigDir, DaemonSettings};
 use crate::control::{self, ControlMessage};
 use crate::http::RateLimiters;
 use crate::model::{ConnectionStatus, ProviderId, RunOutcome, StreamName, TenantId};
-use crate::scheduler::{FailurePolicy, after_run};
+use crate::scheduler::{FailurePolicy, after_partial_run, after_run};
 use crate::secrets::MasterKey;
 use crate::store::{ClaimRequest, ClaimedJob, Exclusions, Owner, RunRow, RunStats, Store, StoreError};
 use crate::telemetry::{ConfigReload, LeaseLost, Metrics, RunStalled};
@@ -484,7 +484,13 @@ impl Daemon {
         if let Some(e) = &error {
             self.remember(Some(&r.tenant), Some(&r.provider), Some(&r.stream), e.clone());
         }
-        let plan = after_run(job, r.claimed.timezone, Utc::now(), succeeded, run_id, &self.policy, FIXED_JITTER);
+        let partial = matches!(&done.result, Ok(row) if row.outcome == RunOutcome::Partial);
+        let plan = if partial {
+            // Ended at its bounds: the pass continues soon.
+            after_partial_run(Utc::now(), run_id)
+        } else {
+            after_run(job, r.claimed.timezone, Utc::now(), succeeded, run_id, &self.policy, FIXED_JITTER)
+        };
         match self.store.complete_job(&job.tenant_id, job.id, &self.owner, &plan.completion).await {
             Ok(_) => {}
             Err(StoreError::LeaseLost { .. }) => {

@@ -101,6 +101,10 @@ pub async fn runs(g: &Global, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
                 outln!("  finished        {}", run.finished_at.map_or("-".into(), |t| t.to_rfc3339()));
                 outln!("  took            {}", duration(&run));
                 outln!("  outcome         {}", run.outcome);
+                outln!("  replica         {}", s.replica.as_deref().unwrap_or("-"));
+                if let Some(note) = &s.note {
+                    outln!("  note            {note}");
+                }
                 outln!("  fetched         {}", s.fetched);
                 outln!("  inserted        {}", s.inserted);
                 outln!("  updated         {}", s.updated);

@@ -2,9 +2,13 @@
 //! on a terminal and plain log lines otherwise; non-zero exit when a run fails.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
 use serde_json::json;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 
 use super::output::outln;
 use super::progress::Progress;
@@ -87,8 +91,16 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
     let mut syncer = Syncer::new(&catalog, &store, &key)?
         .with_limits(std::sync::Arc::new(crate::http::RateLimiters::new(daemon.replicas)));
     syncer.retry = daemon.retry_policy();
+    // SIGINT/SIGTERM: the run in progress stops at the next page boundary (its page
+    // and position commit) and no further stream starts; a second signal exits at once.
+    let cancel = CancellationToken::new();
+    let stopped_by = Arc::new(AtomicU8::new(0));
+    let watcher = tokio::spawn(watch_signals(cancel.clone(), stopped_by.clone()));
     let mut rows: Vec<RunRow> = Vec::new();
     for stream in streams {
+        if cancel.is_cancelled() {
+            break;
+        }
         let req = SyncRequest {
             tenant: tenant.clone(),
             provider: provider.clone(),
@@ -96,7 +108,7 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
             trigger: RunTrigger::Cli,
             full_refresh: args.full_refresh,
             lease_owner: None,
-            cancel: None,
+            cancel: Some(cancel.clone()),
             owner: user.clone(),
         };
         let watch = std::sync::Arc::new(crate::http::WaitWatch::default());
@@ -135,13 +147,43 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
                 s.rate_limit_wait_ms,
                 s.error.as_ref().map(|e| format!("\n  error: {e}")).unwrap_or_default()
             );
+            if let Some(note) = &s.note {
+                outln!("  note: {note}");
+            }
         }
         rows.push(row);
     }
+    watcher.abort();
     store.close().await;
     if g.json {
         output::json(&json!(rows))?;
     }
-    let failed = rows.iter().any(|r| r.outcome != RunOutcome::Success);
+    let signal = stopped_by.load(Ordering::SeqCst);
+    if signal != 0 {
+        return Ok(ExitCode::from(signal));
+    }
+    let failed = rows.iter().any(|r| !matches!(r.outcome, RunOutcome::Success | RunOutcome::Partial));
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Waits for SIGINT or SIGTERM: the first cancels `cancel` and records the exit code
+/// it calls for (130 or 143) in `stopped_by`; the second exits the process at once.
+async fn watch_signals(cancel: CancellationToken, stopped_by: Arc<AtomicU8>) {
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        eprintln!("warning: cannot listen for SIGINT/SIGTERM; a signal stops the sync without committing");
+        return;
+    };
+    let next = async |int: &mut tokio::signal::unix::Signal, term: &mut tokio::signal::unix::Signal| {
+        tokio::select! {
+            _ = int.recv() => ("SIGINT", 130u8),
+            _ = term.recv() => ("SIGTERM", 143u8),
+        }
+    };
+    let (name, code) = next(&mut int, &mut term).await;
+    stopped_by.store(code, Ordering::SeqCst);
+    cancel.cancel();
+    eprintln!("{name}: stopping at the next page boundary (the page in flight commits); signal again to exit at once");
+    let (name, code) = next(&mut int, &mut term).await;
+    eprintln!("{name}: exiting at once; the run continues from its last committed page next time");
+    std::process::exit(i32::from(code));
 }

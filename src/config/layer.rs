@@ -58,6 +58,12 @@ pub struct StreamLayer {
     /// A schedule for this stream only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// Pages one run reads at most before it ends `partial` (overrides the manifest's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pages_per_run: Option<u64>,
+    /// Seconds one run reads at most before it ends `partial` (overrides the manifest's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_run_secs: Option<u64>,
 }
 
 /// How one target field is filled.
@@ -253,6 +259,8 @@ impl ProviderLayer {
             replace(&mut mine.enabled, &s.enabled);
             replace(&mut mine.entity, &s.entity);
             replace(&mut mine.schedule, &s.schedule);
+            replace(&mut mine.max_pages_per_run, &s.max_pages_per_run);
+            replace(&mut mine.max_run_secs, &s.max_run_secs);
         }
         for (entity, fields) in &over.mappings {
             let mine = self.mappings.entry(entity.clone()).or_default();

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::diag::{Diagnostics, join};
 use super::layer::{MappingSpec, ProviderLayer, StreamLayer};
 use super::manifest_spec::{
-    BodyFormat, IncrementalSpec, Pagination, ParamIn, RateLimitSpec, RequestSpec, ResponseRule, WriteSpec,
+    BodyFormat, IncrementalSpec, Pagination, ParamIn, RateLimitSpec, RequestSpec, ResponseRule, ResumeMode, WriteSpec,
     check_pointer,
 };
 use super::source::{Source, toml_files, typed};
@@ -185,6 +185,56 @@ pub struct StreamSpec {
     /// How to read only what changed since the last run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<IncrementalSpec>,
+    /// How an interrupted pass continues (`position`, `cursor` or `none`); by default
+    /// `position` for a stream that pages or is a child, `none` for a single request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeMode>,
+    /// How long a saved position stays usable, in seconds (an API's page tokens expire:
+    /// Salesforce `nextRecordsUrl` after about 15 minutes). An older position restarts
+    /// the pass. By default a day for API-issued tokens (cursor, next URL, `Link`) and
+    /// unlimited for offsets and page numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_ttl_secs: Option<u64>,
+    /// Pages one run reads at most before it ends `partial` (the next run continues).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pages_per_run: Option<u64>,
+    /// Seconds one run reads at most before it ends `partial` (the next run continues).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_run_secs: Option<u64>,
+    /// Whether a successful response may lack the records field (an API that omits it
+    /// on empty pages); otherwise such a response fails the run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub records_optional: bool,
+}
+
+/// Pages one run of a stream reads at most when neither manifest nor tenant says.
+pub const DEFAULT_MAX_PAGES_PER_RUN: u64 = 20_000;
+
+/// Seconds one run of a stream reads at most when neither manifest nor tenant says.
+pub const DEFAULT_MAX_RUN_SECS: u64 = 6 * 3600;
+
+/// How long a saved position of API-issued page tokens stays usable by default.
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 24 * 3600;
+
+impl StreamSpec {
+    /// The pagination of the stream's full read.
+    pub fn pagination(&self) -> &Pagination {
+        self.request.pagination.as_ref().unwrap_or(&Pagination::None)
+    }
+
+    /// How an interrupted pass continues, with the default applied.
+    pub fn resume_mode(&self) -> ResumeMode {
+        self.resume.unwrap_or(if self.parent.is_some() || *self.pagination() != Pagination::None {
+            ResumeMode::Position
+        } else {
+            ResumeMode::None
+        })
+    }
+
+    /// How long a saved position stays usable, with the default applied (`None`: no limit).
+    pub fn position_ttl(&self) -> Option<u64> {
+        self.position_ttl_secs.or_else(|| self.pagination().issues_tokens().then_some(DEFAULT_TOKEN_TTL_SECS))
+    }
 }
 
 fn yes() -> bool {
@@ -402,6 +452,23 @@ impl Manifest {
                     err(&join(&ip, "cursor_field"), "must not be empty".into());
                 }
             }
+            if s.resume == Some(ResumeMode::Cursor) && !s.incremental.as_ref().is_some_and(|i| i.sorted) {
+                err(
+                    &join(&sp, "resume"),
+                    "`cursor` resumes only a sorted incremental read (`incremental.sorted = true`); \
+                     use `position` or `none`"
+                        .into(),
+                );
+            }
+            for (key, value) in [
+                ("position_ttl_secs", s.position_ttl_secs),
+                ("max_pages_per_run", s.max_pages_per_run),
+                ("max_run_secs", s.max_run_secs),
+            ] {
+                if value == Some(0) {
+                    err(&join(&sp, key), "must be at least 1".into());
+                }
+            }
         }
     }
 
@@ -440,6 +507,8 @@ impl Manifest {
                         enabled: Some(s.enabled_by_default),
                         entity: Some(s.entity.to_string()),
                         schedule: None,
+                        max_pages_per_run: s.max_pages_per_run,
+                        max_run_secs: s.max_run_secs,
                     };
                     (name.to_string(), layer)
                 })

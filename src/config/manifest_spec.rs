@@ -203,6 +203,12 @@ fn one() -> u64 {
 }
 
 impl Pagination {
+    /// Whether positions of this kind are opaque tokens issued by the API (which may
+    /// expire), rather than numbers the client computes.
+    pub fn issues_tokens(&self) -> bool {
+        matches!(self, Self::Cursor { .. } | Self::NextUrl { .. } | Self::LinkHeader { .. })
+    }
+
     pub fn max_pages(&self) -> Option<u64> {
         match self {
             Self::None => Some(1),
@@ -212,6 +218,31 @@ impl Pagination {
             | Self::Offset { max_pages, .. }
             | Self::Odata { max_pages, .. }
             | Self::PageNumber { max_pages, .. } => *max_pages,
+        }
+    }
+}
+
+/// How an interrupted pass of a stream continues on the next run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeMode {
+    /// Every page saves where the pass continues (page token, next URL, offset, page
+    /// number, the parent being read, the high-water mark so far); the next run goes on
+    /// from there.
+    Position,
+    /// Only the incremental cursor is kept (it moves with every page of a sorted
+    /// incremental read); an interrupted full read starts over.
+    Cursor,
+    /// Nothing is kept: an interrupted pass starts over.
+    None,
+}
+
+impl ResumeMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Position => "position",
+            Self::Cursor => "cursor",
+            Self::None => "none",
         }
     }
 }

@@ -23,11 +23,12 @@ pub use layer::{
     FilterAction, FilterOp, FilterSpec, MappingRule, MappingSpec, ProviderLayer, Sources, StreamLayer, TRANSFORMS,
 };
 pub use manifest::{
-    AuthKind, AuthSpec, BUILTIN as BUILTIN_MANIFESTS, BUILTIN_VARIABLES, Category, Manifest, Manifests, StreamSpec,
+    AuthKind, AuthSpec, BUILTIN as BUILTIN_MANIFESTS, BUILTIN_VARIABLES, Category, DEFAULT_MAX_PAGES_PER_RUN,
+    DEFAULT_MAX_RUN_SECS, DEFAULT_TOKEN_TTL_SECS, Manifest, Manifests, StreamSpec,
 };
 pub use manifest_spec::{
     BodyFormat, CursorFormat, IncrementalSpec, Method, Pagination, ParamIn, QuotaScope, RateLimitSpec, RequestSpec,
-    ResponseAction, ResponseRule, StatusMatch, WriteSpec,
+    ResponseAction, ResponseRule, ResumeMode, StatusMatch, WriteSpec,
 };
 pub use presets::{Preset, Presets, revision_of};
 pub use roles::{Denied, RoleGrants, StreamPattern};

@@ -5,6 +5,7 @@
 //! with the cursor checkpoint to commit with that page; it never holds a stream.
 
 pub mod cursor;
+pub mod resume;
 pub mod template;
 
 mod walk;
@@ -14,9 +15,10 @@ use std::collections::{BTreeMap, VecDeque};
 use serde_json::Value;
 
 use self::cursor::CursorValue;
+use self::resume::{ParentPoint, PositionUpdate, SavedPosition};
 use self::template::Vars;
 use self::walk::Walk;
-use crate::config::{IncrementalSpec, Manifest, StreamSpec};
+use crate::config::{IncrementalSpec, Manifest, ResumeMode, StreamSpec};
 use crate::http::{HttpError, Session};
 use crate::model::StreamName;
 
@@ -56,6 +58,8 @@ pub struct Page {
     /// The number of records the whole read returns, as the API reports it (not for
     /// child streams, whose totals are per parent).
     pub total: Option<u64>,
+    /// The resumable position to commit together with this page.
+    pub position: PositionUpdate,
 }
 
 /// Where an incremental stream stands: one cursor, or one per parent record.
@@ -84,6 +88,17 @@ pub struct StreamReader {
     started: bool,
     done: bool,
     pub pages: u64,
+    mode: ResumeMode,
+    ttl_secs: Option<u64>,
+    /// The pass under way (a new one, or the one a saved position continues).
+    pass: String,
+    /// The saved position still to be applied (when the first walk starts).
+    resume: Option<SavedPosition>,
+    /// Whether the store holds a position of this job (loaded or saved since), which
+    /// the end of the pass clears.
+    position_live: bool,
+    /// What the run row should say about how the pass began (resumed, restarted).
+    pub notes: Vec<String>,
 }
 
 impl StreamReader {
@@ -103,6 +118,8 @@ impl StreamReader {
             None => None,
         };
         let incremental = spec.incremental.clone();
+        let mode = spec.resume_mode();
+        let ttl_secs = spec.position_ttl();
         let stored = if full_refresh { None } else { cursor };
         let state = match (&incremental, parent_spec.is_some()) {
             (Some(inc), true) => {
@@ -133,7 +150,88 @@ impl StreamReader {
             started: false,
             done: false,
             pages: 0,
+            mode,
+            ttl_secs,
+            pass: uuid::Uuid::now_v7().to_string(),
+            resume: None,
+            position_live: false,
+            notes: Vec::new(),
         })
+    }
+
+    /// Continues the pass a stored position (`stored`, the job's) belongs to, unless
+    /// `full_refresh`, the stream does not resume by position, or the position expired
+    /// (`now` is the time to judge that by); each case leaves a note. Any stored position
+    /// is replaced by this run's or cleared when the pass completes.
+    pub fn resume_from(&mut self, stored: Option<&str>, full_refresh: bool, now: chrono::DateTime<chrono::Utc>) {
+        let Some(text) = stored else { return };
+        self.position_live = true;
+        if full_refresh {
+            self.notes.push("--full-refresh: the saved position of the previous pass was discarded".into());
+            return;
+        }
+        if self.mode != ResumeMode::Position {
+            return;
+        }
+        let Some(saved) = SavedPosition::parse(text) else {
+            self.notes.push("the saved position could not be read; the pass restarted from the beginning".into());
+            return;
+        };
+        let at = saved.saved_at.format("%Y-%m-%dT%H:%M:%SZ");
+        if saved.expired(self.ttl_secs, now) {
+            self.notes.push(format!(
+                "the saved position of pass {} (saved {at}) expired after position_ttl_secs = {}; the pass \
+                 restarted from the beginning",
+                saved.pass,
+                self.ttl_secs.unwrap_or_default()
+            ));
+            return;
+        }
+        let mut place = saved.walk.as_ref().map(|w| w.next.describe()).unwrap_or_else(|| "the next parent".into());
+        if let Some(p) = &saved.parent {
+            place = format!("{place} of parent {}", p.key);
+        }
+        self.notes.push(format!("resumed pass {} at {place} (saved {at})", saved.pass));
+        self.pass = saved.pass.clone();
+        self.resume = Some(saved);
+    }
+
+    /// The pass this reader reads.
+    pub fn pass(&self) -> &str {
+        &self.pass
+    }
+
+    fn restart_pass(&mut self, why: String) {
+        self.notes.push(format!("{why}; the pass restarted from the beginning"));
+        self.pass = uuid::Uuid::now_v7().to_string();
+    }
+
+    /// The position update to commit with the page just read: the position after it
+    /// while the pass goes on, a clear once it is complete.
+    fn position_after(&mut self, walk: Option<&Walk>, parent_key: Option<String>, stream_done: bool) -> PositionUpdate {
+        if stream_done {
+            if self.position_live {
+                self.position_live = false;
+                return PositionUpdate::Clear;
+            }
+            return PositionUpdate::Keep;
+        }
+        if self.mode != ResumeMode::Position {
+            return PositionUpdate::Keep;
+        }
+        let saved = SavedPosition {
+            pass: self.pass.clone(),
+            saved_at: chrono::Utc::now(),
+            walk: walk.map(Walk::point),
+            parent: parent_key.map(|key| ParentPoint { key, done: walk.is_none() }),
+        };
+        match serde_json::to_string(&saved) {
+            Ok(text) => {
+                self.position_live = true;
+                PositionUpdate::Save(text)
+            }
+            Err(_) => PositionUpdate::Keep,
+        }
     }
 
     /// The stored form of the current cursor state.
@@ -175,6 +273,12 @@ impl StreamReader {
 
             if self.walk.is_none() && !self.start_next_walk(session, &mut vars, &base_url).await? {
                 self.done = true;
+                // A position left from before (or of a pass that ended on an empty walk)
+                // is cleared with a last, empty page.
+                if self.position_live {
+                    self.position_live = false;
+                    return Ok(Some(Page { records: Vec::new(), checkpoint: None, position: PositionUpdate::Clear, total: None }));
+                }
                 return Ok(None);
             }
             let Some(walk) = self.walk.as_mut() else {
@@ -185,7 +289,8 @@ impl StreamReader {
             // Records of the incremental request come sorted by the cursor when the
             // manifest says so: the cursor may move with every page. A full read's order
             // is not the cursor's, so its cursor is committed only once it is complete
-            // (else a failed first run could leave a cursor past records never read).
+            // (else a failed first run could leave a cursor past records never read);
+            // until then the position carries the walk's high-water mark.
             let sorted = walk.from_cursor && self.incremental.as_ref().is_some_and(|i| i.sorted);
             let walk_max = walk.max_seen.clone();
             let total = walk.total.filter(|_| self.parent_spec.is_none());
@@ -193,15 +298,19 @@ impl StreamReader {
             if finished {
                 self.walk = None;
             }
-            let checkpoint = if sorted || finished { self.advance(parent_key, walk_max) } else { None };
+            let stream_done = finished && self.parents.as_ref().is_none_or(VecDeque::is_empty);
+            let checkpoint = if sorted || finished { self.advance(parent_key.clone(), walk_max) } else { None };
+            let walk = self.walk.take();
+            let position = self.position_after(walk.as_ref(), parent_key, stream_done);
+            self.walk = walk;
             match result {
                 Some(records) => {
                     self.pages += 1;
-                    return Ok(Some(Page { records, checkpoint, total }));
+                    return Ok(Some(Page { records, checkpoint, position, total }));
                 }
-                // A walk that ends on an empty page still moves the cursor.
-                None if checkpoint.is_some() => {
-                    return Ok(Some(Page { records: Vec::new(), checkpoint, total }));
+                // A walk that ends on an empty page still moves the cursor and position.
+                None if checkpoint.is_some() || position != PositionUpdate::Keep => {
+                    return Ok(Some(Page { records: Vec::new(), checkpoint, position, total }));
                 }
                 None => {}
             }
@@ -245,6 +354,15 @@ impl StreamReader {
                 return Ok(false);
             }
             self.started = true;
+            if let Some(point) = self.resume.take().and_then(|p| p.walk) {
+                match Walk::resume(&self.spec, self.incremental.as_ref(), &point, None, None) {
+                    Some(walk) => {
+                        self.walk = Some(walk);
+                        return Ok(true);
+                    }
+                    None => self.restart_pass("the saved position does not fit the stream's pagination".into()),
+                }
+            }
             let start = match &self.state {
                 CursorState::Single(c) => c.clone(),
                 CursorState::PerParent(_) => None,
@@ -252,10 +370,11 @@ impl StreamReader {
             self.walk = Some(Walk::new(&self.spec, self.incremental.as_ref(), start, None, None));
             return Ok(true);
         };
+        let parent_spec = parent_spec.clone();
         if self.parents.is_none() {
             // Read every parent record first (parent streams are small: channels, projects).
             let mut parents = VecDeque::new();
-            let mut walk = Walk::new(parent_spec, None, None, None, None);
+            let mut walk = Walk::new(&parent_spec, None, None, None, None);
             while !walk.finished() {
                 if let Some(records) = walk.next(session, vars, base_url, &self.headers, &self.name).await? {
                     parents.extend(records);
@@ -263,10 +382,37 @@ impl StreamReader {
             }
             self.parents = Some(parents);
         }
+        let key_of = |parent: &Value| {
+            template::scalar_text(template::lookup_path(parent, &parent_spec.primary_key)).unwrap_or_default()
+        };
+        // A saved position skips the parents already read and continues the walk of
+        // the one it was in.
+        let mut resumed_walk = None;
+        if let Some(saved) = self.resume.take()
+            && let Some(point) = saved.parent
+        {
+            let parents = self.parents.get_or_insert_with(VecDeque::new);
+            match parents.iter().position(|p| key_of(p) == point.key) {
+                Some(i) => {
+                    parents.drain(..if point.done { i + 1 } else { i });
+                    resumed_walk = saved.walk.filter(|_| !point.done);
+                }
+                None => self.restart_pass(format!("the saved position's parent `{}` is no longer listed", point.key)),
+            }
+        }
         let Some(parent) = self.parents.as_mut().and_then(VecDeque::pop_front) else {
             return Ok(false);
         };
-        let key = template::scalar_text(template::lookup_path(&parent, &parent_spec.primary_key)).unwrap_or_default();
+        let key = key_of(&parent);
+        if let Some(point) = resumed_walk {
+            match Walk::resume(&self.spec, self.incremental.as_ref(), &point, Some(parent.clone()), Some(key.clone())) {
+                Some(walk) => {
+                    self.walk = Some(walk);
+                    return Ok(true);
+                }
+                None => self.restart_pass("the saved position does not fit the stream's pagination".into()),
+            }
+        }
         let start = match &self.state {
             CursorState::PerParent(m) => m.get(&key).cloned(),
             CursorState::Single(_) => None,

@@ -7,20 +7,11 @@ use serde_json::Value;
 
 use super::EngineError;
 use super::cursor::CursorValue;
+use super::resume::{PagePosition as Position, WalkPoint};
 use super::template::{Vars, lookup_path, scalar_text};
 use crate::config::{BodyFormat, IncrementalSpec, Pagination, ParamIn, RequestSpec, ResponseAction, StreamSpec};
 use crate::http::{Body, Request, Session};
 use crate::model::StreamName;
-
-#[derive(Debug, Clone, PartialEq)]
-enum Position {
-    Start,
-    Cursor(String),
-    Url(String),
-    Offset(u64),
-    Page(u64),
-    Done,
-}
 
 pub(super) struct Walk {
     request: RequestSpec,
@@ -28,6 +19,8 @@ pub(super) struct Walk {
     incremental: Option<IncrementalSpec>,
     inject: Vec<(String, String)>,
     primary_key: String,
+    /// Whether a response may lack the records field.
+    records_optional: bool,
     parent: Option<Value>,
     pub parent_key: Option<String>,
     /// The cursor this walk's requests start from.
@@ -70,6 +63,7 @@ impl Walk {
             incremental: incremental.cloned(),
             inject: spec.inject.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             primary_key: spec.primary_key.clone(),
+            records_optional: spec.records_optional,
             parent,
             parent_key,
             start,
@@ -82,6 +76,56 @@ impl Walk {
             records_read: 0,
             total: None,
             from_cursor,
+        }
+    }
+
+    /// A walk of `spec` continuing from a saved `point`; `None` when the point does not
+    /// fit the stream's pagination (the manifest changed since it was saved).
+    pub fn resume(
+        spec: &StreamSpec,
+        incremental: Option<&IncrementalSpec>,
+        point: &WalkPoint,
+        parent: Option<Value>,
+        parent_key: Option<String>,
+    ) -> Option<Self> {
+        let format = incremental.map(|i| i.cursor_format);
+        let from = |s: &Option<String>| match (s, format) {
+            (Some(s), Some(f)) => CursorValue::from_stored(s, f),
+            _ => None,
+        };
+        let start = from(&point.started_from);
+        if point.started_from.is_some() && start.is_none() {
+            return None;
+        }
+        let mut walk = Self::new(spec, incremental, start, parent, parent_key);
+        let fits = matches!(
+            (&walk.pagination, &point.next),
+            (_, Position::Start | Position::Done)
+                | (Pagination::Cursor { .. }, Position::Cursor(_))
+                | (Pagination::NextUrl { .. } | Pagination::LinkHeader { .. }, Position::Url(_))
+                | (Pagination::Offset { .. } | Pagination::Odata { .. }, Position::Offset(_))
+                | (Pagination::PageNumber { .. }, Position::Page(_))
+        );
+        if !fits {
+            return None;
+        }
+        walk.pos = point.next.clone();
+        walk.max_seen = from(&point.high_water);
+        walk.pages = point.pages;
+        walk.records_read = point.records;
+        walk.window_records = point.window_records;
+        Some(walk)
+    }
+
+    /// Where this walk stands, to continue it later.
+    pub fn point(&self) -> WalkPoint {
+        WalkPoint {
+            next: self.pos.clone(),
+            started_from: self.start.as_ref().map(CursorValue::stored),
+            high_water: self.max_seen.as_ref().map(CursorValue::stored),
+            pages: self.pages,
+            records: self.records_read,
+            window_records: self.window_records,
         }
     }
 
@@ -201,10 +245,23 @@ impl Walk {
         let records_ptr = records_ptr.as_str();
         // The records are moved out of the parsed body (not cloned) once the body has
         // served pagination.
+        // A successful response without the records field (or without a body) is not an
+        // empty page unless the manifest says the API omits the field.
+        let missing = |what: &str| EngineError::BadResponse {
+            stream: stream_name.clone(),
+            message: format!(
+                "{what} (records expected at `{records_ptr}`); if the API omits them on empty pages, set \
+                 `records_optional = true` on the stream"
+            ),
+        };
         let items = match (&response.json, response.action) {
-            (_, ResponseAction::Empty) | (None, _) => None,
+            (_, ResponseAction::Empty) => None,
+            (None, _) if self.records_optional => None,
+            (None, _) => return Err(missing("the response has no JSON body")),
             (Some(json), _) => match json.pointer(records_ptr) {
-                None | Some(Value::Null) => None,
+                None | Some(Value::Null) if self.records_optional => None,
+                None => return Err(missing("the response has no records field")),
+                Some(Value::Null) => return Err(missing("the records field is null")),
                 Some(Value::Array(items)) => Some(items),
                 Some(other) => {
                     return Err(EngineError::BadResponse {

@@ -118,6 +118,19 @@ pub struct AfterRun {
     pub mark_connection_error: bool,
 }
 
+/// How soon a job whose run ended `partial` (at its bounds) runs again to continue the pass.
+pub const PARTIAL_CONTINUE_AFTER: Duration = Duration::from_secs(5);
+
+/// Plans the job's next run after a run ended `partial`: not a failure (the streak
+/// starts over), and due again [`PARTIAL_CONTINUE_AFTER`] later so the pass continues.
+pub fn after_partial_run(finished_at: DateTime<Utc>, run_id: Option<Uuid>) -> AfterRun {
+    let next = chrono::Duration::from_std(PARTIAL_CONTINUE_AFTER).ok().map(|d| finished_at + d);
+    AfterRun {
+        completion: JobCompletion { next_run_at: next, failures: Failures::Reset, last_run_id: run_id },
+        mark_connection_error: false,
+    }
+}
+
 /// Plans the job's next run after a run ended: on success the next scheduled time
 /// ([`next_run_after`] from `finished_at`), on failure the backoff
 /// ([`FailurePolicy::retry_at`]) for the streak including this failure.

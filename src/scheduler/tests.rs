@@ -67,7 +67,7 @@ fn connection(id: i64, provider: &str, owner: &str) -> ConnectionRow {
 }
 
 fn stream(enabled: Option<bool>, schedule: Option<&str>) -> StreamLayer {
-    StreamLayer { enabled, entity: None, schedule: schedule.map(str::to_owned) }
+    StreamLayer { enabled, entity: None, schedule: schedule.map(str::to_owned), ..StreamLayer::default() }
 }
 
 fn provider(
@@ -226,6 +226,16 @@ fn after_a_success_the_schedule_resumes_and_the_streak_resets() {
         after_run(&job(3, "15m"), London, utc(10, 0), true, Some(run), &FailurePolicy::default(), Duration::ZERO);
     let next = plan.completion.next_run_at.unwrap();
     assert!(next >= utc(10, 15) && next <= utc(10, 15) + TimeDelta::seconds(90));
+    assert_eq!(plan.completion.failures, Failures::Reset);
+    assert_eq!(plan.completion.last_run_id, Some(run));
+    assert!(!plan.mark_connection_error);
+}
+
+#[test]
+fn after_a_partial_run_the_job_is_due_again_soon_and_the_streak_resets() {
+    let run = Uuid::now_v7();
+    let plan = after_partial_run(utc(10, 0), Some(run));
+    assert_eq!(plan.completion.next_run_at, Some(utc(10, 0) + TimeDelta::seconds(5)));
     assert_eq!(plan.completion.failures, Failures::Reset);
     assert_eq!(plan.completion.last_run_id, Some(run));
     assert!(!plan.mark_connection_error);

@@ -107,6 +107,9 @@ const PATHS_CAP: usize = 4096;
 /// Arrival times of data requests kept.
 const TIMES_CAP: usize = 10_000;
 
+/// Data requests kept in the request log (path and query), most recent last.
+const LOG_CAP: usize = 10_000;
+
 /// The state of one running simulator.
 pub(crate) struct Sim {
     /// Which provider this is.
@@ -127,6 +130,7 @@ pub(crate) struct Sim {
     requests: AtomicU64,
     data_requests: AtomicU64,
     data_request_times: Mutex<VecDeque<Instant>>,
+    request_log: Mutex<VecDeque<String>>,
     paths: Mutex<HashMap<String, u64>>,
     registry: Mutex<Registry>,
     window: Mutex<(Option<Instant>, u64)>,
@@ -171,6 +175,7 @@ impl Sim {
             requests: AtomicU64::new(0),
             data_requests: AtomicU64::new(0),
             data_request_times: Mutex::new(VecDeque::new()),
+            request_log: Mutex::new(VecDeque::new()),
             paths: Mutex::new(HashMap::new()),
             registry: Mutex::new(Registry::default()),
             window: Mutex::new((None, 0)),
@@ -338,6 +343,20 @@ impl Sim {
         }
         times.push_back(Instant::now());
         self.data_requests.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Logs one data request's method, path and query (the last [`LOG_CAP`] are kept).
+    pub(crate) fn log_request(&self, entry: String) {
+        let mut log = lock(&self.request_log);
+        if log.len() >= LOG_CAP {
+            log.pop_front();
+        }
+        log.push_back(entry);
+    }
+
+    /// The most recent data requests, oldest first.
+    pub(crate) fn request_log(&self) -> Vec<String> {
+        lock(&self.request_log).iter().cloned().collect()
     }
 
     /// Arrival times of the most recent data requests, oldest first.

@@ -465,6 +465,12 @@ impl SimHandle {
         self.sim().data_request_times()
     }
 
+    /// The most recent data requests (up to the last 10,000) as `METHOD /path?query`,
+    /// oldest first: which pages a client asked for.
+    pub fn request_log(&self) -> Vec<String> {
+        self.sim().request_log()
+    }
+
     /// Requests whose path starts with `path_prefix`.
     pub fn requests_for(&self, path_prefix: &str) -> u64 {
         self.sim().requests_for(path_prefix)

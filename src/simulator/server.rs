@@ -141,6 +141,8 @@ async fn gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response
         next.run(req).await
     } else {
         let n = sim.count_data_request();
+        let target = req.uri().path_and_query().map_or_else(|| path.clone(), |pq| pq.as_str().to_owned());
+        sim.log_request(format!("{} {target}", req.method()));
         let faults = sim.faults();
         if let Some(delay) = faults.delay.filter(|_| faults.delay_every.is_none_or(|d| every(n, Some(d)))) {
             tokio::time::sleep(delay).await;

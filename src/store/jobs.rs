@@ -99,14 +99,15 @@ macro_rules! job_methods {
                 tenant: &TenantId,
                 job_id: i64,
                 trigger: RunTrigger,
+                replica: Option<&str>,
             ) -> Result<RunRow, StoreError> {
                 let run_id = Uuid::now_v7();
                 let now = now();
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
                 let raw: Option<RawRun> = sqlx::query_as(concat!(
                     "INSERT INTO runs (id, tenant_id, job_id, provider, stream, \"trigger\", \
-                     started_at, outcome, cursor_before) \
-                     SELECT $1, tenant_id, id, provider, stream, $2, $3, 'running', cursor \
+                     started_at, outcome, cursor_before, replica) \
+                     SELECT $1, tenant_id, id, provider, stream, $2, $3, 'running', cursor, $6 \
                      FROM jobs WHERE id = $4 AND tenant_id = $5 RETURNING ",
                     run_columns!()
                 ))
@@ -115,6 +116,7 @@ macro_rules! job_methods {
                 .bind(now)
                 .bind(job_id)
                 .bind(tenant.as_str())
+                .bind(replica)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db("inserting a run"))?;
@@ -150,7 +152,7 @@ macro_rules! job_methods {
                      dead_lettered = $9, pages = $10, http_calls = $11, retries = $12, \
                      rate_limit_waits = $13, rate_limit_wait_ms = $14, error = $15, http_p50_ms = $16, \
                      http_p95_ms = $17, http_p99_ms = $18, error_class = $19, error_status = $20, \
-                     error_endpoint = $21 \
+                     error_endpoint = $21, note = COALESCE($24, note) \
                      WHERE id = $22 AND tenant_id = $23 AND outcome = 'running' RETURNING ",
                     run_columns!()
                 ))
@@ -177,6 +179,7 @@ macro_rules! job_methods {
                 .bind(stats.error_endpoint.as_deref())
                 .bind(run_id)
                 .bind(tenant.as_str())
+                .bind(stats.note.as_deref())
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("finishing a run"))?;
@@ -188,6 +191,40 @@ macro_rules! job_methods {
                     Some(run) => Err(StoreError::Conflict {
                         what: format!("run {run_id} already finished as `{}`", run.outcome),
                     }),
+                }
+            }
+
+            pub(super) async fn set_run_note(
+                &self,
+                tenant: &TenantId,
+                run_id: Uuid,
+                note: &str,
+            ) -> Result<(), StoreError> {
+                sqlx::query("UPDATE runs SET note = $1 WHERE id = $2 AND tenant_id = $3")
+                    .bind(note)
+                    .bind(run_id)
+                    .bind(tenant.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("writing a run's note"))?;
+                Ok(())
+            }
+
+            pub(super) async fn job_position(
+                &self,
+                tenant: &TenantId,
+                job_id: i64,
+            ) -> Result<Option<String>, StoreError> {
+                let row: Option<(Option<String>,)> =
+                    sqlx::query_as("SELECT position FROM jobs WHERE id = $1 AND tenant_id = $2")
+                        .bind(job_id)
+                        .bind(tenant.as_str())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db("reading a job's resumable position"))?;
+                match row {
+                    Some((position,)) => Ok(position),
+                    None => Err(no_job(tenant, job_id)),
                 }
             }
 

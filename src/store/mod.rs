@@ -488,7 +488,30 @@ impl Store {
     ///
     /// [`StoreError::NotFound`] if the job is not the tenant's.
     pub async fn start_run(&self, tenant: &TenantId, job_id: i64, trigger: RunTrigger) -> Result<RunRow, StoreError> {
-        dispatch!(self.start_run(tenant, job_id, trigger))
+        dispatch!(self.start_run(tenant, job_id, trigger, None))
+    }
+
+    /// [`Self::start_run`] naming the replica (process) that runs it.
+    pub async fn start_run_by(
+        &self,
+        tenant: &TenantId,
+        job_id: i64,
+        trigger: RunTrigger,
+        replica: &str,
+    ) -> Result<RunRow, StoreError> {
+        dispatch!(self.start_run(tenant, job_id, trigger, Some(replica)))
+    }
+
+    /// Sets the note of the tenant's run (how it began: a resumed pass, an expired
+    /// position).
+    pub async fn set_run_note(&self, tenant: &TenantId, run_id: Uuid, note: &str) -> Result<(), StoreError> {
+        dispatch!(self.set_run_note(tenant, run_id, note))
+    }
+
+    /// The job's resumable position (JSON, as the last page write saved it), if a pass
+    /// is under way. [`StoreError::NotFound`] if the job is not the tenant's.
+    pub async fn job_position(&self, tenant: &TenantId, job_id: i64) -> Result<Option<String>, StoreError> {
+        dispatch!(self.job_position(tenant, job_id))
     }
 
     /// Finishes the tenant's running run with `outcome` and `stats`.

@@ -12,7 +12,7 @@ use super::jobs::no_job;
 use super::postgres::PgStore;
 use super::rows::{RawRecord, content_hash_of_text, convert_all, now};
 use super::sqlite::SqliteStore;
-use super::types::{DeadLetterRow, PageOutcome, PageWrite, RecordInput, RecordRow};
+use super::types::{DeadLetterRow, PageOutcome, PageWrite, PositionWrite, RecordInput, RecordRow};
 use crate::model::{EntityName, ProviderId, TenantId};
 
 /// Bind parameters per row of the multi-row upsert.
@@ -208,31 +208,65 @@ macro_rules! record_methods {
                     qb.build().persistent(false).execute(&mut *tx).await.map_err(db("writing dead letters"))?;
                 }
 
-                if let Some(cursor) = page.cursor {
-                    let query = match page.lease_owner {
-                        Some(owner) => sqlx::query(
-                            "UPDATE jobs SET cursor = $1, updated_at = $2 \
-                             WHERE id = $3 AND tenant_id = $4 AND lease_owner = $5",
-                        )
-                        .bind(cursor)
-                        .bind(now)
-                        .bind(page.job_id)
-                        .bind(tenant.as_str())
-                        .bind(owner),
-                        None => sqlx::query(
-                            "UPDATE jobs SET cursor = $1, updated_at = $2 \
-                             WHERE id = $3 AND tenant_id = $4",
-                        )
-                        .bind(cursor)
-                        .bind(now)
-                        .bind(page.job_id)
-                        .bind(tenant.as_str()),
-                    };
-                    let done = query.execute(&mut *tx).await.map_err(db("moving the job cursor"))?;
+                // The cursor and the resumable position move with the page, fenced on
+                // the lease like the records.
+                let position = match page.position {
+                    PositionWrite::Keep => None,
+                    PositionWrite::Save(p) => Some(Some(p)),
+                    PositionWrite::Clear => Some(None),
+                };
+                if page.cursor.is_some() || position.is_some() {
+                    let mut qb = QueryBuilder::<$db>::new("UPDATE jobs SET updated_at = ");
+                    qb.push_bind(now);
+                    if let Some(cursor) = page.cursor {
+                        qb.push(", cursor = ").push_bind(cursor);
+                    }
+                    if let Some(position) = position {
+                        qb.push(", position = ").push_bind(position);
+                    }
+                    qb.push(" WHERE id = ").push_bind(page.job_id);
+                    qb.push(" AND tenant_id = ").push_bind(tenant.as_str());
+                    if let Some(owner) = page.lease_owner {
+                        qb.push(" AND lease_owner = ").push_bind(owner);
+                    }
+                    let done = qb
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("moving the job cursor and resumable position"))?;
                     if done.rows_affected() == 0 {
                         // Dropping `tx` rolls the records back with the cursor.
                         return Err(StoreError::LeaseLost { job_id: page.job_id });
                     }
+                }
+                // The run's row counts what this page stored, so a run that dies later
+                // still says what it wrote.
+                if let Some(run) = &page.run {
+                    sqlx::query(
+                        "UPDATE runs SET fetched = fetched + $1, inserted = inserted + $2, \
+                         updated = updated + $3, unchanged = unchanged + $4, filtered = filtered + $5, \
+                         dead_lettered = dead_lettered + $6, pages = $7, http_calls = $8, retries = $9, \
+                         rate_limit_waits = $10, rate_limit_wait_ms = $11, \
+                         cursor_after = COALESCE($12, cursor_after) \
+                         WHERE id = $13 AND tenant_id = $14 AND outcome = 'running'",
+                    )
+                    .bind(run.fetched)
+                    .bind(outcome.inserted as i64)
+                    .bind(outcome.updated as i64)
+                    .bind(outcome.unchanged as i64)
+                    .bind(run.filtered)
+                    .bind(run.dead_lettered)
+                    .bind(run.pages)
+                    .bind(run.http_calls)
+                    .bind(run.retries)
+                    .bind(run.rate_limit_waits)
+                    .bind(run.rate_limit_wait_ms)
+                    .bind(page.cursor)
+                    .bind(run.run_id)
+                    .bind(tenant.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("counting a page in its run"))?;
                 }
                 tx.commit().await.map_err(db("committing a page"))?;
                 Ok(outcome)

@@ -57,7 +57,7 @@ macro_rules! run_columns {
          outcome, cursor_before, cursor_after, fetched, inserted, updated, unchanged, \
          filtered, dead_lettered, pages, http_calls, retries, rate_limit_waits, \
          rate_limit_wait_ms, error, http_p50_ms, http_p95_ms, http_p99_ms, error_class, \
-         error_status, error_endpoint"
+         error_status, error_endpoint, replica, note"
     };
 }
 
@@ -383,6 +383,8 @@ pub(crate) struct RawRun {
     error_class: Option<String>,
     error_status: Option<i64>,
     error_endpoint: Option<String>,
+    replica: Option<String>,
+    note: Option<String>,
 }
 
 impl TryFrom<RawRun> for RunRow {
@@ -421,6 +423,8 @@ impl TryFrom<RawRun> for RunRow {
                 error_status: raw.error_status,
                 error_endpoint: raw.error_endpoint,
                 total: None,
+                replica: raw.replica,
+                note: raw.note,
             },
         })
     }

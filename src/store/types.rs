@@ -252,6 +252,38 @@ pub struct PageWrite<'a> {
     pub lease_owner: Option<&'a str>,
     /// Records of this page that could not be mapped, stored in the same transaction.
     pub dead_letters: &'a [DeadLetterInput],
+    /// What becomes of the job's resumable position (fenced like the cursor).
+    pub position: PositionWrite<'a>,
+    /// The run whose counters this page adds to, in the same transaction.
+    pub run: Option<RunProgress>,
+}
+
+/// What a page write does to the job's resumable position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PositionWrite<'a> {
+    /// Leaves it as it is.
+    #[default]
+    Keep,
+    /// Stores this position (JSON): where the pass continues after this page.
+    Save(&'a str),
+    /// Clears it: the pass is complete.
+    Clear,
+}
+
+/// What one page adds to its run's row, written with the page so that a run that dies
+/// mid-way still says what it stored. Counts are this page's; `pages` and the HTTP
+/// figures are the run's totals so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunProgress {
+    pub run_id: Uuid,
+    pub fetched: i64,
+    pub filtered: i64,
+    pub dead_lettered: i64,
+    pub pages: i64,
+    pub http_calls: i64,
+    pub retries: i64,
+    pub rate_limit_waits: i64,
+    pub rate_limit_wait_ms: i64,
 }
 
 /// A record that failed mapping, with the reason.
@@ -330,6 +362,12 @@ pub struct RunStats {
     /// the run runs (not stored).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total: Option<i64>,
+    /// The replica (process) that ran it: the daemon's lease owner id, or
+    /// `hostname-pid` for `tributary sync`.
+    pub replica: Option<String>,
+    /// How the run began, when there is something to say: which pass it resumed and
+    /// from where, or that a saved position had expired and the pass restarted.
+    pub note: Option<String>,
 }
 
 /// One run: the sync log.

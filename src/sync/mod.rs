@@ -7,26 +7,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::config::{Catalog, Manifest, RoleGrants};
-use crate::engine::template::{lookup_path, scalar_text};
+use crate::config::{Catalog, DEFAULT_MAX_PAGES_PER_RUN, DEFAULT_MAX_RUN_SECS, Manifest, RoleGrants};
 use crate::engine::{EngineError, StreamReader};
 use crate::http::auth::{AuthRegistry, AuthState, DEFAULT_REFRESH_MARGIN};
 use crate::http::{RateLimiters, RetryPolicy, Session};
-use crate::mapping::{CompiledMapping, MapResult};
+use crate::mapping::CompiledMapping;
 use crate::model::{
     ConnectionStatus, EntityName, ErrorClass, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId, UserId,
 };
 use crate::secrets::MasterKey;
-use crate::store::{DeadLetterInput, Owner, PageOutcome, PageWrite, RecordInput, RunRow, RunStats, Store, StoreError};
+use crate::store::{JobRow, Owner, RunRow, RunStats, Store, StoreError};
 use crate::telemetry::{HttpMetrics, InProgress, Metrics, NeedsReauth, RunFinished, RunStarted, RunTally};
 use crate::tenants::{TenantError, Tenants};
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+mod pipeline;
 mod probe;
 mod sink;
 
+use self::pipeline::{Bounds, PageLoop};
 pub use self::probe::StreamProbe;
 use self::sink::StoreSink;
 
@@ -67,11 +67,36 @@ pub struct SyncRequest {
     pub full_refresh: bool,
     /// The worker's lease on the job: every page write is fenced on it.
     pub lease_owner: Option<String>,
-    /// Cancelled: stop at the next page boundary (the page's cursor is committed).
+    /// Cancelled: stop at the next page boundary (the page, its cursor and the position
+    /// after it are committed).
     pub cancel: Option<CancellationToken>,
     /// The user whose own connection runs (its credentials, token and the streams their
     /// role is granted); `None`: the company connection.
     pub owner: Option<UserId>,
+}
+
+/// The name of this process as a replica in run rows when it holds no lease:
+/// `hostname-pid`.
+pub fn process_replica() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// What one run works with once it has started: the job, its run row and the
+/// effective configuration of its provider.
+struct RunSetup<'r> {
+    req: &'r SyncRequest,
+    manifest: &'r Manifest,
+    config: &'r crate::config::ProviderLayer,
+    entity: &'r str,
+    subdomain: &'r str,
+    job: &'r JobRow,
+    run_id: uuid::Uuid,
 }
 
 /// Runs syncs for one catalog, store and master key.
@@ -220,7 +245,8 @@ impl<'a> Syncer<'a> {
             .or_else(|| config.schedule.clone())
             .unwrap_or_default();
         let job = self.store.ensure_job(&req.tenant, connection.id, &req.stream, &schedule).await?;
-        let run = self.store.start_run(&req.tenant, job.id, req.trigger).await?;
+        let replica = req.lease_owner.clone().unwrap_or_else(process_replica);
+        let run = self.store.start_run_by(&req.tenant, job.id, req.trigger, &replica).await?;
         let span = tracing::info_span!("run", tenant = %req.tenant, provider = %req.provider, stream = %req.stream, run_id = %run.id);
         RunStarted { run: &run }.emit(&self.metrics);
         let _in_progress = InProgress::new(&self.metrics, req.provider.as_str());
@@ -233,17 +259,30 @@ impl<'a> Syncer<'a> {
             tally.advance(s);
             progress(id, s);
         };
-        let result = self
-            .read_all(req, manifest, config, &entity, &view.tenant.subdomain, &job, run.id, &mut stats, &mut counted)
-            .instrument(span.clone())
-            .await;
+        let setup = RunSetup {
+            req,
+            manifest,
+            config,
+            entity: &entity,
+            subdomain: &view.tenant.subdomain,
+            job: &job,
+            run_id: run.id,
+        };
+        let result = self.read_all(&setup, &mut stats, &mut counted).instrument(span.clone()).await;
         tally.advance(&stats);
         let (outcome, error) = match result {
             Ok(()) => (RunOutcome::Success, None),
             Err(e) if e.cancelled => (RunOutcome::Cancelled, Some(e)),
+            Err(e) if e.partial => (RunOutcome::Partial, Some(e)),
             Err(e) => (RunOutcome::Failed, Some(e)),
         };
-        if let Some(e) = &error {
+        if let Some(e) = error.as_ref().filter(|e| e.partial) {
+            // Not an error: the run did what it may, and says so.
+            stats.note = Some(match stats.note.take() {
+                Some(note) => format!("{note}; {}", e.message),
+                None => e.message.clone(),
+            });
+        } else if let Some(e) = &error {
             stats.error = Some(e.message.clone());
             stats.error_class = Some(e.class.as_str().to_owned());
             stats.error_status = e.status.map(i64::from);
@@ -269,19 +308,15 @@ impl<'a> Syncer<'a> {
         Ok(row)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Reads the stream page by page through the pipeline, continuing the pass a saved
+    /// position belongs to.
     async fn read_all(
         &self,
-        req: &SyncRequest,
-        manifest: &Manifest,
-        config: &crate::config::ProviderLayer,
-        entity: &str,
-        subdomain: &str,
-        job: &crate::store::JobRow,
-        run_id: uuid::Uuid,
+        setup: &RunSetup<'_>,
         stats: &mut RunStats,
         progress: &mut (dyn FnMut(uuid::Uuid, &RunStats) + Send),
     ) -> Result<(), RunFailure> {
+        let RunSetup { req, manifest, config, entity, job, .. } = *setup;
         let entity_def =
             self.catalog.entities.get(entity).ok_or_else(|| RunFailure::plain(format!("unknown entity `{entity}`")))?;
         let empty = BTreeMap::new();
@@ -291,7 +326,7 @@ impl<'a> Syncer<'a> {
         let entity_name = EntityName::parse(entity).map_err(|e| RunFailure::plain(e.to_string()))?;
 
         let mut vars: BTreeMap<String, String> = manifest.variables.clone();
-        vars.insert("subdomain".into(), subdomain.to_owned());
+        vars.insert("subdomain".into(), setup.subdomain.to_owned());
         vars.extend(config.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
         let base_url = config.base_url.clone().unwrap_or_else(|| manifest.base_url.clone());
         // Credentials and tokens are read from the store when a request needs them.
@@ -303,6 +338,57 @@ impl<'a> Syncer<'a> {
             owner: Owner::of(req.owner.as_ref()),
             metrics: &self.metrics,
         };
+        let observer = HttpMetrics::new(&self.metrics, req.provider.as_str());
+        let mut session = self.session(req, manifest, &sink, &observer)?;
+        let mut reader =
+            StreamReader::new(manifest, &req.stream, &base_url, vars, job.cursor.as_deref(), req.full_refresh)
+                .map_err(|e| RunFailure::plain(e.to_string()))?;
+        let position = self.store.job_position(&req.tenant, job.id).await.map_err(RunFailure::from_store)?;
+        reader.resume_from(position.as_deref(), req.full_refresh, chrono::Utc::now());
+        if !reader.notes.is_empty() {
+            let note = reader.notes.join("; ");
+            tracing::info!(pass = reader.pass(), "{note}");
+            self.store.set_run_note(&req.tenant, setup.run_id, &note).await.map_err(RunFailure::from_store)?;
+        }
+        let spec = &manifest.streams[&req.stream];
+        let layer = config.streams.get(req.stream.as_str());
+        let bounds = Bounds {
+            max_pages: layer
+                .and_then(|l| l.max_pages_per_run)
+                .or(spec.max_pages_per_run)
+                .unwrap_or(DEFAULT_MAX_PAGES_PER_RUN)
+                .max(1),
+            max_duration: Duration::from_secs(
+                layer.and_then(|l| l.max_run_secs).or(spec.max_run_secs).unwrap_or(DEFAULT_MAX_RUN_SECS).max(1),
+            ),
+        };
+        let pages = PageLoop {
+            store: self.store,
+            stages: &self.stages,
+            req,
+            run_id: setup.run_id,
+            job_id: job.id,
+            mapping: &mapping,
+            entity: &entity_name,
+            primary_key: &spec.primary_key,
+            bounds,
+        };
+        let result = pages.run(&mut reader, &mut session, stats, progress).await;
+        if !reader.notes.is_empty() {
+            stats.note = Some(reader.notes.join("; "));
+        }
+        result
+    }
+
+    /// The HTTP session of one run: the connection's token state, its rate-limit quota
+    /// and the manifest's response rules.
+    fn session<'s>(
+        &self,
+        req: &SyncRequest,
+        manifest: &Manifest,
+        sink: &'s StoreSink<'s>,
+        observer: &'s HttpMetrics,
+    ) -> Result<Session<'s>, RunFailure> {
         // One token per connection: a user's never serves the company's, nor another's.
         let conn = self.auth.connection(&format!(
             "{}/{}/{}/{}",
@@ -319,7 +405,6 @@ impl<'a> Syncer<'a> {
         } else {
             crate::http::client(&self.retry).map_err(|e| RunFailure::plain(format!("HTTP client: {e}")))?
         };
-        let observer = HttpMetrics::new(&self.metrics, req.provider.as_str());
         let mut session = Session {
             client,
             token_client,
@@ -327,266 +412,14 @@ impl<'a> Syncer<'a> {
             rules: manifest.responses.clone(),
             retry: self.retry.clone(),
             stats: Default::default(),
-            sink: Some(&sink),
+            sink: Some(sink),
             quota: self.limits.quota(req.provider.as_str(), req.tenant.as_str(), manifest.rate_limit.as_ref()),
-            observer: Some(&observer),
+            observer: Some(observer),
         };
         session.retry.max_response_bytes = manifest.max_response_bytes.unwrap_or(self.retry.max_response_bytes);
         session.retry.origin = Some(format!("provider `{}` stream `{}`", req.provider, req.stream));
-        let mut reader =
-            StreamReader::new(manifest, &req.stream, &base_url, vars, job.cursor.as_deref(), req.full_refresh)
-                .map_err(|e| RunFailure::plain(e.to_string()))?;
-        let spec = &manifest.streams[&req.stream];
-        // Pages are pipelined: while pages are written (one after another, in order), the
-        // next one is read (both wait mostly on I/O: the provider and the database). A
-        // failed write discards the pages after it; cancellation stops the read ahead at
-        // once.
-        let cancelled = || async {
-            match &req.cancel {
-                Some(token) => token.cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
-        let mut consumed = 0u64;
-        let mut at_boundary = false;
-        let result: Result<(), RunFailure> = async {
-            let started = Instant::now();
-            let mut next = reader.next_page(&mut session).await.map_err(RunFailure::from);
-            StageTimes::add(&self.stages.fetch_ns, started);
-            // The page whose write is under way, and the signal its write sends when it
-            // ends (committed or not), which the next page's write waits for.
-            let mut in_flight: Option<InFlight> = None;
-            let mut after: Option<oneshot::Receiver<bool>> = None;
-            loop {
-                let page = match next {
-                    Ok(Some(page)) => page,
-                    end => {
-                        // The last page (or the one before a failed read) is still being
-                        // written: it counts before the run ends either way.
-                        if let Some(last) = in_flight.take() {
-                            let (done, outcome) = last.finish().await;
-                            if let Err(e) = settle(stats, &mut consumed, &done, outcome) {
-                                at_boundary = true;
-                                return Err(e);
-                            }
-                            progress(run_id, stats);
-                        }
-                        end?;
-                        break;
-                    }
-                };
-                if let Some(total) = page.total {
-                    stats.total = i64::try_from(total).ok();
-                }
-                let calls_so_far = session.stats;
-                let started = Instant::now();
-                let mut records = Vec::with_capacity(page.records.len());
-                let mut dead = Vec::new();
-                for raw in &page.records {
-                    match mapping.apply(raw) {
-                        MapResult::Mapped(m) => records.push(RecordInput { external_id: m.external_id, data: m.data }),
-                        MapResult::Filtered { .. } => stats.filtered += 1,
-                        MapResult::DeadLetter { reason } => dead.push(DeadLetterInput {
-                            run_id: Some(run_id),
-                            stream: req.stream.to_string(),
-                            source_id: scalar_text(lookup_path(raw, &spec.primary_key)),
-                            reason,
-                            record: raw.clone(),
-                        }),
-                    }
-                }
-                StageTimes::add(&self.stages.map_ns, started);
-                let done = PageDone {
-                    fetched: page.records.len(),
-                    dead_lettered: dead.len(),
-                    checkpoint: page.checkpoint.clone(),
-                    pages: reader.pages,
-                    calls: calls_so_far,
-                };
-                // The write is a task of its own, so another worker thread can drive it
-                // (and serialize the page) while this task reads and parses the next
-                // pages. Writes stay in page order: each waits for the previous page's
-                // write to end and is skipped if that one did not commit. If the run is
-                // dropped meanwhile, each write still commits or rolls back as a whole
-                // (records and cursor together, fenced on the lease).
-                let owned = OwnedPage {
-                    entity: entity_name.clone(),
-                    provider: req.provider.clone(),
-                    records,
-                    job_id: job.id,
-                    cursor: page.checkpoint,
-                    lease_owner: req.lease_owner.clone(),
-                    dead_letters: dead,
-                };
-                let (signal, ended) = oneshot::channel();
-                let task = tokio::spawn(write_page(
-                    self.store.clone(),
-                    req.tenant.clone(),
-                    owned,
-                    self.stages.clone(),
-                    after.replace(ended),
-                    signal,
-                ));
-                // While this page's write waits for the previous page's, the next page
-                // is read: the reads never wait for a write to start, only to end.
-                let previous = in_flight.replace(InFlight { task, done });
-                let write = async {
-                    match previous {
-                        Some(p) => Some(p.finish().await),
-                        None => None,
-                    }
-                };
-                let read_ahead = async {
-                    let started = Instant::now();
-                    let page = tokio::select! {
-                        page = reader.next_page(&mut session) => Some(page.map_err(RunFailure::from)),
-                        () = cancelled() => None,
-                    };
-                    StageTimes::add(&self.stages.fetch_ns, started);
-                    page
-                };
-                let (written, read) = tokio::join!(write, read_ahead);
-                if let Some((done, outcome)) = written {
-                    if let Err(e) = settle(stats, &mut consumed, &done, outcome) {
-                        // This page's write sees that the previous one failed and skips.
-                        if let Some(skipped) = in_flight.take() {
-                            let _ = skipped.finish().await;
-                        }
-                        at_boundary = true;
-                        return Err(e);
-                    }
-                    progress(run_id, stats);
-                }
-                if req.cancel.as_ref().is_some_and(CancellationToken::is_cancelled) {
-                    // The page being written commits (or not) before the run stops.
-                    if let Some(last) = in_flight.take() {
-                        let (done, outcome) = last.finish().await;
-                        let settled = settle(stats, &mut consumed, &done, outcome);
-                        at_boundary = true;
-                        settled?;
-                        progress(run_id, stats);
-                    }
-                    at_boundary = true;
-                    return Err(RunFailure::cancelled());
-                }
-                // `None` only when cancelled, which returned above.
-                next = read.unwrap_or(Ok(None));
-            }
-            Ok(())
-        }
-        .await;
-        // A run stopped by a failed write or cancellation counts the pages it processed,
-        // not the pages read ahead.
-        stats.pages = if at_boundary { consumed } else { reader.pages } as i64;
-        copy_http(stats, &session.stats);
-        result
+        Ok(session)
     }
-}
-
-/// What a page brings to the run's statistics once its write has ended.
-struct PageDone {
-    fetched: usize,
-    dead_lettered: usize,
-    checkpoint: Option<String>,
-    /// Pages read up to and including this one.
-    pages: u64,
-    /// The HTTP statistics when this page had been read.
-    calls: crate::http::CallStats,
-}
-
-/// A page whose write task is under way.
-struct InFlight {
-    task: tokio::task::JoinHandle<Result<Option<PageOutcome>, RunFailure>>,
-    done: PageDone,
-}
-
-impl InFlight {
-    /// Waits for the write to end.
-    async fn finish(self) -> (PageDone, Result<Option<PageOutcome>, RunFailure>) {
-        let outcome =
-            self.task.await.unwrap_or_else(|e| Err(RunFailure::plain(format!("the page write ended abnormally: {e}"))));
-        (self.done, outcome)
-    }
-}
-
-/// Adds a written page to the run's statistics (`Ok(None)`: the write was skipped,
-/// nothing to add); a failed write is the run's failure.
-fn settle(
-    stats: &mut RunStats,
-    consumed: &mut u64,
-    done: &PageDone,
-    outcome: Result<Option<PageOutcome>, RunFailure>,
-) -> Result<(), RunFailure> {
-    let outcome = match outcome {
-        Ok(Some(outcome)) => outcome,
-        Ok(None) => return Ok(()),
-        Err(e) => {
-            // The page whose write failed counts as processed.
-            *consumed = done.pages;
-            return Err(e);
-        }
-    };
-    *consumed = done.pages;
-    stats.fetched += done.fetched as i64;
-    stats.inserted += outcome.inserted as i64;
-    stats.updated += outcome.updated as i64;
-    stats.unchanged += outcome.unchanged as i64;
-    stats.dead_lettered += done.dead_lettered as i64;
-    stats.pages = done.pages as i64;
-    if let Some(c) = &done.checkpoint {
-        stats.cursor_after = Some(c.clone());
-    }
-    copy_http(stats, &done.calls);
-    Ok(())
-}
-
-/// A page to write, owned by the task that writes it.
-struct OwnedPage {
-    entity: EntityName,
-    provider: ProviderId,
-    records: Vec<RecordInput>,
-    job_id: i64,
-    cursor: Option<String>,
-    lease_owner: Option<String>,
-    dead_letters: Vec<DeadLetterInput>,
-}
-
-/// Writes one page (records, dead letters and cursor in one transaction) once the
-/// previous page's write (`after`) has committed; `Ok(None)` if it did not, and nothing
-/// is written. Sends on `ended` whether this page committed.
-async fn write_page(
-    store: Store,
-    tenant: TenantId,
-    page: OwnedPage,
-    stages: Arc<StageTimes>,
-    after: Option<oneshot::Receiver<bool>>,
-    ended: oneshot::Sender<bool>,
-) -> Result<Option<PageOutcome>, RunFailure> {
-    let started = Instant::now();
-    let write = PageWrite {
-        entity: &page.entity,
-        provider: &page.provider,
-        records: &page.records,
-        job_id: page.job_id,
-        cursor: page.cursor.as_deref(),
-        lease_owner: page.lease_owner.as_deref(),
-        dead_letters: &page.dead_letters,
-    };
-    // The page is serialized and hashed while the previous page's write is under way;
-    // the time spent waiting for it is not this page's store time.
-    let waited = AtomicU64::new(0);
-    let ready = async {
-        let Some(previous) = after else { return true };
-        let since = Instant::now();
-        let committed = previous.await.unwrap_or(false);
-        StageTimes::add(&waited, since);
-        committed
-    };
-    let outcome = store.write_page_when(&tenant, &write, ready).await.map_err(RunFailure::from_store);
-    let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    stages.store_ns.fetch_add(ns.saturating_sub(waited.load(Ordering::Relaxed)), Ordering::Relaxed);
-    let _ = ended.send(matches!(outcome, Ok(Some(_))));
-    outcome
 }
 
 fn copy_http(stats: &mut RunStats, calls: &crate::http::CallStats) {
@@ -605,6 +438,8 @@ struct RunFailure {
     message: String,
     needs_reauth: bool,
     cancelled: bool,
+    /// The run reached its bounds; its position is committed and the next run continues.
+    partial: bool,
     class: ErrorClass,
     status: Option<u16>,
     endpoint: Option<String>,
@@ -612,7 +447,7 @@ struct RunFailure {
 
 impl RunFailure {
     fn new(class: ErrorClass, message: String) -> Self {
-        Self { message, needs_reauth: false, cancelled: false, class, status: None, endpoint: None }
+        Self { message, needs_reauth: false, cancelled: false, partial: false, class, status: None, endpoint: None }
     }
 
     fn plain(message: String) -> Self {
@@ -620,8 +455,19 @@ impl RunFailure {
     }
 
     fn cancelled() -> Self {
-        let message = "cancelled at a page boundary (the daemon is draining); the last page's cursor is committed";
+        let message = "cancelled at a page boundary; the last page and the position after it are committed, and \
+                       the next run continues from there";
         Self { cancelled: true, ..Self::new(ErrorClass::Cancelled, message.into()) }
+    }
+
+    fn partial(bounds: &Bounds) -> Self {
+        let message = format!(
+            "stopped at the run's bounds ({} pages or {} s: `max_pages_per_run`, `max_run_secs`); the position is \
+             committed and the next run continues the pass",
+            bounds.max_pages,
+            bounds.max_duration.as_secs()
+        );
+        Self { partial: true, ..Self::new(ErrorClass::Cancelled, message) }
     }
 
     fn from_store(e: StoreError) -> Self {

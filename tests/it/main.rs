@@ -10,6 +10,7 @@ mod migrations;
 mod operator_cli;
 mod postgres_socket;
 mod responsibilities_cli;
+mod resume;
 mod scheduling;
 mod sim;
 mod store_contract;

@@ -105,6 +105,7 @@ contract! {
     url: [
         tenants::migrations_rerun_idempotently,
         records::fenced_writes_need_the_lease,
+        records::positions_and_run_counts_commit_with_their_page,
         isolation::corrupt_rows_are_errors_not_panics,
         intelligence::concurrent_contributions_lose_no_update,
         intelligence::corrupt_contribution_rows_are_errors_not_panics,
@@ -206,6 +207,8 @@ impl Page {
             cursor,
             lease_owner: None,
             dead_letters: &[],
+            position: tributary::store::PositionWrite::Keep,
+            run: None,
         }
     }
 }

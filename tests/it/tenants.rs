@@ -166,6 +166,8 @@ async fn switching_preset_disables_the_dropped_provider_and_keeps_its_records(st
         cursor: Some("c1"),
         lease_owner: None,
         dead_letters: &[],
+        position: tributary::store::PositionWrite::Keep,
+        run: None,
     };
     store.write_page(&id("globex"), &page).await.unwrap();
 

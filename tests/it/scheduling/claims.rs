@@ -201,6 +201,8 @@ pub(super) async fn expired_leases_are_reclaimed_and_the_old_holder_is_fenced(st
         cursor: Some("c1"),
         lease_owner: Some("worker-1"),
         dead_letters: &[],
+        position: tributary::store::PositionWrite::Keep,
+        run: None,
     };
     assert!(lost(store.write_page(&acme, &page).await.unwrap_err()));
     assert!(!store.release_lease(&acme, job.id, "worker-1").await.unwrap());

@@ -54,6 +54,8 @@ pub(super) async fn reconcile_creates_updates_disables_and_reenables(store: &Sto
         cursor: Some("2026-11-01"),
         lease_owner: None,
         dead_letters: &[],
+        position: tributary::store::PositionWrite::Keep,
+        run: None,
     };
     store.write_page(&acme, &page).await.unwrap();
     let jobs = by_stream(store, &acme).await;

@@ -176,3 +176,77 @@ pub(super) async fn dead_letters_are_written_with_their_page(store: &Store) {
     let other = create(store, "globex", &["hubspot"]).await;
     assert!(store.list_dead_letters(&other.id, None, 10).await.unwrap().is_empty());
 }
+
+pub(super) async fn positions_and_run_counts_commit_with_their_page(store: &Store, url: &str) {
+    use tributary::store::{PositionWrite, RunProgress};
+    let acme = create(store, "acme", &["hubspot"]).await;
+    let contacts = job(store, "acme", "hubspot", "contacts").await;
+    assert_eq!(store.job_position(&acme.id, contacts.id).await.unwrap(), None);
+    let run = store.start_run_by(&acme.id, contacts.id, RunTrigger::Cli, "host-1234").await.unwrap();
+    assert_eq!(run.stats.replica.as_deref(), Some("host-1234"));
+    let progress = |fetched, pages| RunProgress {
+        run_id: run.id,
+        fetched,
+        filtered: 1,
+        dead_lettered: 0,
+        pages,
+        http_calls: pages + 1,
+        retries: 0,
+        rate_limit_waits: 0,
+        rate_limit_wait_ms: 0,
+    };
+    let page = Page::new("contact", "hubspot", records(&[("c1", json!({ "n": 1 })), ("c2", json!({ "n": 2 }))]));
+
+    // The first page saves where the pass continues and counts itself in the run.
+    let first = PageWrite {
+        position: PositionWrite::Save(r#"{"pass":"p1"}"#),
+        run: Some(progress(3, 1)),
+        ..page.write(contacts.id, None)
+    };
+    store.write_page(&acme.id, &first).await.unwrap();
+    assert_eq!(store.job_position(&acme.id, contacts.id).await.unwrap().as_deref(), Some(r#"{"pass":"p1"}"#));
+    let row = store.get_run(run.id, Some(&acme.id)).await.unwrap().unwrap();
+    assert_eq!((row.stats.fetched, row.stats.inserted, row.stats.filtered, row.stats.pages), (3, 2, 1, 1));
+    assert_eq!((row.stats.http_calls, row.stats.cursor_after.as_deref()), (2, None));
+
+    // The next adds to the counts (the same records: unchanged) and moves the cursor.
+    let second = PageWrite {
+        position: PositionWrite::Save(r#"{"pass":"p1","n":2}"#),
+        run: Some(progress(2, 2)),
+        ..page.write(contacts.id, Some("c2"))
+    };
+    store.write_page(&acme.id, &second).await.unwrap();
+    let row = store.get_run(run.id, Some(&acme.id)).await.unwrap().unwrap();
+    assert_eq!((row.stats.fetched, row.stats.inserted, row.stats.unchanged, row.stats.pages), (5, 2, 2, 2));
+    assert_eq!(row.stats.cursor_after.as_deref(), Some("c2"));
+    assert_eq!(row.outcome, RunOutcome::Running);
+
+    // A fenced write that lost its lease changes neither the position nor the counts.
+    crate::support::exec_raw(url, "UPDATE jobs SET lease_owner = 'worker-1'").await;
+    let lost = PageWrite { lease_owner: Some("worker-2"), position: PositionWrite::Clear, ..second.clone() };
+    let err = store.write_page(&acme.id, &lost).await.unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
+    assert!(store.job_position(&acme.id, contacts.id).await.unwrap().is_some());
+    assert_eq!(store.get_run(run.id, Some(&acme.id)).await.unwrap().unwrap().stats.fetched, 5);
+
+    // `Keep` leaves it; the page that completes the pass clears it.
+    let keep = PageWrite { lease_owner: Some("worker-1"), run: None, ..page.write(contacts.id, None) };
+    store.write_page(&acme.id, &keep).await.unwrap();
+    assert!(store.job_position(&acme.id, contacts.id).await.unwrap().is_some());
+    let clear = PageWrite { position: PositionWrite::Clear, ..keep.clone() };
+    store.write_page(&acme.id, &clear).await.unwrap();
+    assert_eq!(store.job_position(&acme.id, contacts.id).await.unwrap(), None);
+
+    // The note says how the run began; finishing keeps it unless the run has its own.
+    store.set_run_note(&acme.id, run.id, "resumed pass p1 at page 3").await.unwrap();
+    let done = store.finish_run(&acme.id, run.id, RunOutcome::Cancelled, &RunStats::default()).await.unwrap();
+    assert_eq!(done.stats.note.as_deref(), Some("resumed pass p1 at page 3"));
+    assert_eq!(done.stats.replica.as_deref(), Some("host-1234"));
+
+    // Counts sent for a finished run change nothing; an unknown job has no position.
+    let late = PageWrite { run: Some(progress(100, 9)), ..keep };
+    store.write_page(&acme.id, &late).await.unwrap();
+    assert_eq!(store.get_run(run.id, Some(&acme.id)).await.unwrap().unwrap().stats.fetched, 0);
+    let err = store.job_position(&acme.id, contacts.id + 100).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+}

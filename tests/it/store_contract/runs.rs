@@ -41,6 +41,8 @@ pub(super) async fn runs_round_trip_newest_first(store: &Store) {
         error_status: Some(503),
         error_endpoint: Some("/crm/v3/objects/contacts".into()),
         total: None,
+        replica: None,
+        note: Some("resumed pass p1 at page 3 (saved 2026-01-01T00:00:00Z)".into()),
     };
     let finished = store.finish_run(&acme.id, first.id, RunOutcome::Failed, &stats).await.unwrap();
     assert_eq!(finished.outcome, RunOutcome::Failed);

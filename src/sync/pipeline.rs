@@ -1,0 +1,348 @@
+//! The page pipeline of one run: read a page → map it → write it (records, dead
+//! letters, cursor, resumable position and the run's counters in one transaction),
+//! while the next page is read. It stops at a page boundary when the run is cancelled
+//! or reaches its bounds.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::{RunFailure, StageTimes, SyncRequest, copy_http};
+use crate::engine::StreamReader;
+use crate::engine::resume::PositionUpdate;
+use crate::engine::template::{lookup_path, scalar_text};
+use crate::http::{CallStats, Session};
+use crate::mapping::{CompiledMapping, MapResult};
+use crate::model::{EntityName, ProviderId, TenantId};
+use crate::store::{DeadLetterInput, PageOutcome, PageWrite, PositionWrite, RecordInput, RunProgress, RunStats, Store};
+
+/// How much one run may read before it ends `partial` (the next run continues).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Bounds {
+    pub max_pages: u64,
+    pub max_duration: Duration,
+}
+
+impl Bounds {
+    fn reached(&self, pages: u64, since: Instant) -> bool {
+        pages >= self.max_pages || since.elapsed() >= self.max_duration
+    }
+}
+
+/// What every page of one run shares.
+pub(super) struct PageLoop<'r> {
+    pub store: &'r Store,
+    pub stages: &'r Arc<StageTimes>,
+    pub req: &'r SyncRequest,
+    pub run_id: uuid::Uuid,
+    pub job_id: i64,
+    pub mapping: &'r CompiledMapping,
+    pub entity: &'r EntityName,
+    /// Where the provider's record id is (dead letters name it).
+    pub primary_key: &'r str,
+    pub bounds: Bounds,
+}
+
+impl PageLoop<'_> {
+    /// Reads, maps and writes every page of `reader`. Pages are pipelined: while pages
+    /// are written (one after another, in order), the next one is read (both wait mostly
+    /// on I/O: the provider and the database). A failed write discards the pages after
+    /// it; cancellation stops the read ahead at once.
+    pub async fn run(
+        &self,
+        reader: &mut StreamReader,
+        session: &mut Session<'_>,
+        stats: &mut RunStats,
+        progress: &mut (dyn FnMut(uuid::Uuid, &RunStats) + Send),
+    ) -> Result<(), RunFailure> {
+        let req = self.req;
+        let cancelled = || async {
+            match &req.cancel {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut consumed = 0u64;
+        let mut at_boundary = false;
+        let run_started = Instant::now();
+        let result: Result<(), RunFailure> = async {
+            let started = Instant::now();
+            let mut next = reader.next_page(session).await.map_err(RunFailure::from);
+            StageTimes::add(&self.stages.fetch_ns, started);
+            // The page whose write is under way, and the signal its write sends when it
+            // ends (committed or not), which the next page's write waits for.
+            let mut in_flight: Option<InFlight> = None;
+            let mut after: Option<oneshot::Receiver<bool>> = None;
+            loop {
+                let page = match next {
+                    Ok(Some(page)) => page,
+                    end => {
+                        // The last page (or the one before a failed read) is still being
+                        // written: it counts before the run ends either way.
+                        if let Some(last) = in_flight.take() {
+                            let (done, outcome) = last.finish().await;
+                            if let Err(e) = settle(stats, &mut consumed, &done, outcome) {
+                                at_boundary = true;
+                                return Err(e);
+                            }
+                            progress(self.run_id, stats);
+                        }
+                        end?;
+                        break;
+                    }
+                };
+                if let Some(total) = page.total {
+                    stats.total = i64::try_from(total).ok();
+                }
+                let calls_so_far = session.stats;
+                let (owned, done) = self.map_page(page, reader.pages, calls_so_far);
+                let pass_complete = owned.position == PositionUpdate::Clear;
+                // The write is a task of its own, so another worker thread can drive it
+                // (and serialize the page) while this task reads and parses the next
+                // pages. Writes stay in page order: each waits for the previous page's
+                // write to end and is skipped if that one did not commit. If the run is
+                // dropped meanwhile, each write still commits or rolls back as a whole
+                // (records, cursor, position and counts together, fenced on the lease).
+                let (signal, ended) = oneshot::channel();
+                let task = tokio::spawn(write_page(
+                    self.store.clone(),
+                    req.tenant.clone(),
+                    owned,
+                    self.stages.clone(),
+                    after.replace(ended),
+                    signal,
+                ));
+                // A run that reached its bounds reads no further: the position committed
+                // with this page is where the next run continues.
+                let bounded = !pass_complete && self.bounds.reached(reader.pages, run_started);
+                // While this page's write waits for the previous page's, the next page
+                // is read: the reads never wait for a write to start, only to end.
+                let previous = in_flight.replace(InFlight { task, done });
+                let write = async {
+                    match previous {
+                        Some(p) => Some(p.finish().await),
+                        None => None,
+                    }
+                };
+                let read_ahead = async {
+                    if bounded {
+                        return None;
+                    }
+                    let started = Instant::now();
+                    let page = tokio::select! {
+                        page = reader.next_page(session) => Some(page.map_err(RunFailure::from)),
+                        () = cancelled() => None,
+                    };
+                    StageTimes::add(&self.stages.fetch_ns, started);
+                    page
+                };
+                let (written, read) = tokio::join!(write, read_ahead);
+                if let Some((done, outcome)) = written {
+                    if let Err(e) = settle(stats, &mut consumed, &done, outcome) {
+                        // This page's write sees that the previous one failed and skips.
+                        if let Some(skipped) = in_flight.take() {
+                            let _ = skipped.finish().await;
+                        }
+                        at_boundary = true;
+                        return Err(e);
+                    }
+                    progress(self.run_id, stats);
+                }
+                let cancel = req.cancel.as_ref().is_some_and(CancellationToken::is_cancelled);
+                if cancel || bounded {
+                    // The page being written commits (or not) before the run stops.
+                    if let Some(last) = in_flight.take() {
+                        let (done, outcome) = last.finish().await;
+                        let settled = settle(stats, &mut consumed, &done, outcome);
+                        at_boundary = true;
+                        settled?;
+                        progress(self.run_id, stats);
+                    }
+                    at_boundary = true;
+                    return Err(if cancel { RunFailure::cancelled() } else { RunFailure::partial(&self.bounds) });
+                }
+                // `None` only when cancelled or bounded, which returned above.
+                next = read.unwrap_or(Ok(None));
+            }
+            Ok(())
+        }
+        .await;
+        // A run stopped by a failed write, cancellation or its bounds counts the pages
+        // it processed, not the pages read ahead.
+        stats.pages = if at_boundary { consumed } else { reader.pages } as i64;
+        copy_http(stats, &session.stats);
+        result
+    }
+
+    /// Maps a page's records; returns the page to write and what it adds to the run.
+    fn map_page(&self, page: crate::engine::Page, pages: u64, calls: CallStats) -> (OwnedPage, PageDone) {
+        let started = Instant::now();
+        let mut records = Vec::with_capacity(page.records.len());
+        let mut dead = Vec::new();
+        let mut filtered = 0usize;
+        for raw in &page.records {
+            match self.mapping.apply(raw) {
+                MapResult::Mapped(m) => records.push(RecordInput { external_id: m.external_id, data: m.data }),
+                MapResult::Filtered { .. } => filtered += 1,
+                MapResult::DeadLetter { reason } => dead.push(DeadLetterInput {
+                    run_id: Some(self.run_id),
+                    stream: self.req.stream.to_string(),
+                    source_id: scalar_text(lookup_path(raw, self.primary_key)),
+                    reason,
+                    record: raw.clone(),
+                }),
+            }
+        }
+        StageTimes::add(&self.stages.map_ns, started);
+        let done = PageDone {
+            fetched: page.records.len(),
+            filtered,
+            dead_lettered: dead.len(),
+            checkpoint: page.checkpoint.clone(),
+            pages,
+            calls,
+        };
+        let run = RunProgress {
+            run_id: self.run_id,
+            fetched: done.fetched as i64,
+            filtered: filtered as i64,
+            dead_lettered: done.dead_lettered as i64,
+            pages: pages as i64,
+            http_calls: calls.http_calls as i64,
+            retries: calls.retries as i64,
+            rate_limit_waits: calls.rate_limit_waits as i64,
+            rate_limit_wait_ms: calls.rate_limit_wait_ms as i64,
+        };
+        let owned = OwnedPage {
+            entity: self.entity.clone(),
+            provider: self.req.provider.clone(),
+            records,
+            job_id: self.job_id,
+            cursor: page.checkpoint,
+            position: page.position,
+            run,
+            lease_owner: self.req.lease_owner.clone(),
+            dead_letters: dead,
+        };
+        (owned, done)
+    }
+}
+
+/// What a page brings to the run's statistics once its write has ended.
+struct PageDone {
+    fetched: usize,
+    filtered: usize,
+    dead_lettered: usize,
+    checkpoint: Option<String>,
+    /// Pages read up to and including this one.
+    pages: u64,
+    /// The HTTP statistics when this page had been read.
+    calls: CallStats,
+}
+
+/// A page whose write task is under way.
+struct InFlight {
+    task: tokio::task::JoinHandle<Result<Option<PageOutcome>, RunFailure>>,
+    done: PageDone,
+}
+
+impl InFlight {
+    /// Waits for the write to end.
+    async fn finish(self) -> (PageDone, Result<Option<PageOutcome>, RunFailure>) {
+        let outcome =
+            self.task.await.unwrap_or_else(|e| Err(RunFailure::plain(format!("the page write ended abnormally: {e}"))));
+        (self.done, outcome)
+    }
+}
+
+/// Adds a written page to the run's statistics (`Ok(None)`: the write was skipped,
+/// nothing to add); a failed write is the run's failure.
+fn settle(
+    stats: &mut RunStats,
+    consumed: &mut u64,
+    done: &PageDone,
+    outcome: Result<Option<PageOutcome>, RunFailure>,
+) -> Result<(), RunFailure> {
+    let outcome = match outcome {
+        Ok(Some(outcome)) => outcome,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            // The page whose write failed counts as processed.
+            *consumed = done.pages;
+            return Err(e);
+        }
+    };
+    *consumed = done.pages;
+    stats.fetched += done.fetched as i64;
+    stats.inserted += outcome.inserted as i64;
+    stats.updated += outcome.updated as i64;
+    stats.unchanged += outcome.unchanged as i64;
+    stats.filtered += done.filtered as i64;
+    stats.dead_lettered += done.dead_lettered as i64;
+    stats.pages = done.pages as i64;
+    if let Some(c) = &done.checkpoint {
+        stats.cursor_after = Some(c.clone());
+    }
+    copy_http(stats, &done.calls);
+    Ok(())
+}
+
+/// A page to write, owned by the task that writes it.
+struct OwnedPage {
+    entity: EntityName,
+    provider: ProviderId,
+    records: Vec<RecordInput>,
+    job_id: i64,
+    cursor: Option<String>,
+    position: PositionUpdate,
+    run: RunProgress,
+    lease_owner: Option<String>,
+    dead_letters: Vec<DeadLetterInput>,
+}
+
+/// Writes one page (records, dead letters, cursor, position and run counters in one
+/// transaction) once the previous page's write (`after`) has committed; `Ok(None)` if it
+/// did not, and nothing is written. Sends on `ended` whether this page committed.
+async fn write_page(
+    store: Store,
+    tenant: TenantId,
+    page: OwnedPage,
+    stages: Arc<StageTimes>,
+    after: Option<oneshot::Receiver<bool>>,
+    ended: oneshot::Sender<bool>,
+) -> Result<Option<PageOutcome>, RunFailure> {
+    let started = Instant::now();
+    let write = PageWrite {
+        entity: &page.entity,
+        provider: &page.provider,
+        records: &page.records,
+        job_id: page.job_id,
+        cursor: page.cursor.as_deref(),
+        lease_owner: page.lease_owner.as_deref(),
+        dead_letters: &page.dead_letters,
+        position: match &page.position {
+            PositionUpdate::Keep => PositionWrite::Keep,
+            PositionUpdate::Save(p) => PositionWrite::Save(p),
+            PositionUpdate::Clear => PositionWrite::Clear,
+        },
+        run: Some(page.run),
+    };
+    // The page is serialized and hashed while the previous page's write is under way;
+    // the time spent waiting for it is not this page's store time.
+    let waited = AtomicU64::new(0);
+    let ready = async {
+        let Some(previous) = after else { return true };
+        let since = Instant::now();
+        let committed = previous.await.unwrap_or(false);
+        StageTimes::add(&waited, since);
+        committed
+    };
+    let outcome = store.write_page_when(&tenant, &write, ready).await.map_err(RunFailure::from_store);
+    let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    stages.store_ns.fetch_add(ns.saturating_sub(waited.load(Ordering::Relaxed)), Ordering::Relaxed);
+    let _ = ended.send(matches!(outcome, Ok(Some(_))));
+    outcome
+}
