@@ -375,10 +375,13 @@ pub enum RunOutcome {
     Success,
     Failed,
     Cancelled,
+    /// Its process died (or lost the store) holding the job's lease, and whoever next
+    /// saw the lease expired closed it.
+    Abandoned,
 }
 
 impl RunOutcome {
-    pub const ALL: [Self; 4] = [Self::Running, Self::Success, Self::Failed, Self::Cancelled];
+    pub const ALL: [Self; 5] = [Self::Running, Self::Success, Self::Failed, Self::Cancelled, Self::Abandoned];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -386,6 +389,7 @@ impl RunOutcome {
             Self::Success => "success",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Abandoned => "abandoned",
         }
     }
 

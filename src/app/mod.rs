@@ -35,7 +35,9 @@ use crate::http::RateLimiters;
 use crate::model::{ConnectionStatus, ProviderId, RunOutcome, StreamName, TenantId};
 use crate::scheduler::{FailurePolicy, after_run};
 use crate::secrets::MasterKey;
-use crate::store::{ClaimRequest, ClaimedJob, Exclusions, Owner, RunRow, RunStats, Store, StoreError};
+use crate::store::{
+    ClaimRequest, ClaimedJob, Exclusions, HealthChange, Owner, RunRow, RunStats, Store, StoreError, StoreHealth,
+};
 use crate::telemetry::{ConfigReload, LeaseLost, Metrics, RunStalled};
 
 /// Daily and cron jobs spread over at most this much.
@@ -50,6 +52,10 @@ const GAUGE_COST_FACTOR: u32 = 500;
 const GAUGE_MAX_AGE: Duration = Duration::from_secs(60);
 /// Recent errors kept for `status`.
 const RECENT_ERRORS: usize = 20;
+/// How often the store is probed, and how long a probe may take (readiness and `status`
+/// answer from the last probe).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_WITHIN: Duration = Duration::from_millis(800);
 
 /// How to start the daemon.
 pub struct DaemonOptions {
@@ -86,6 +92,15 @@ struct RunDone {
     job_id: i64,
     result: Result<RunRow, String>,
     lease_lost: bool,
+}
+
+/// A run that ended while the store was unreachable: its run row and its job's lease
+/// are settled once the store answers again.
+struct Unsettled {
+    tenant: TenantId,
+    job_id: i64,
+    run_id: Option<uuid::Uuid>,
+    stats: RunStats,
 }
 
 /// One entry of `status`'s recent errors.
@@ -128,6 +143,11 @@ pub struct Daemon {
     gauges_due: Instant,
     /// When the main loop next claims; `None`: read it from the store on the next turn.
     wake_at: Option<tokio::time::Instant>,
+    /// The store's reachability, kept by a background probe.
+    health: Arc<StoreHealth>,
+    /// Whether the main loop last saw the store unreachable.
+    store_down: bool,
+    unsettled: Vec<Unsettled>,
 }
 
 /// The daemon's addresses, once it is up.
@@ -138,14 +158,7 @@ pub struct Endpoints {
 }
 
 fn instance_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "host".into());
-    let id = uuid::Uuid::now_v7().simple().to_string();
-    format!("{host}-{}-{}", std::process::id(), &id[id.len() - 6..])
+    crate::scheduler::lease::instance_id("")
 }
 
 /// Runs the daemon until it is drained. `on_ready` receives the bound addresses (tests and
@@ -191,6 +204,9 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
         wake: true,
         gauges_due: Instant::now(),
         wake_at: None,
+        health: Arc::new(StoreHealth::default()),
+        store_down: false,
+        unsettled: Vec::new(),
     };
     let counts =
         reconcile(&daemon.catalog, &daemon.store, daemon.settings.apply_tenant_files, FIXED_JITTER, &daemon.metrics)
@@ -199,11 +215,13 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
         daemon.remember(None, None, None, e.clone());
     }
     tracing::info!(step = 3, tenants = counts.tenants, jobs = ?counts.jobs, "jobs reconciled with the configuration");
+    daemon.close_expired_runs().await;
 
     let http_state = crate::server::HttpState {
         metrics: daemon.metrics.clone(),
         store: daemon.store.clone(),
         ready: daemon.ready.clone(),
+        health: daemon.health.clone(),
     };
     let (http, http_task) = crate::server::serve(opts.http_listen, http_state, daemon.shutdown.clone()).await?;
     tracing::info!(step = 4, address = %http, "HTTP server listening (/metrics, /healthz, /readyz)");
@@ -215,6 +233,7 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
     tracing::info!(step = 5, socket = %opts.socket.display(), "control socket listening");
 
     let signals_task = tokio::spawn(signals(tx.clone(), daemon.shutdown.clone()));
+    let probe_task = tokio::spawn(watch_store(daemon.store.clone(), daemon.health.clone(), daemon.shutdown.clone()));
     tracing::info!(step = 6, owner = %daemon.owner, workers = daemon.settings.workers, "signals handled; scheduler starting");
     daemon.ready.store(true, Ordering::Relaxed);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -230,6 +249,7 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
     let _ = socket_task.await;
     signals_task.abort();
+    probe_task.abort();
     let _ = std::fs::remove_file(&opts.socket);
     daemon.store.close().await;
     tracing::info!("stopped");
@@ -316,6 +336,10 @@ impl Daemon {
         if self.running.len() >= self.settings.workers {
             return crate::scheduler::MAX_SLEEP;
         }
+        if self.store_down {
+            // Housekeeping notices the store's return and wakes the loop.
+            return crate::scheduler::MAX_SLEEP;
+        }
         let (tenants, providers) = self.at_capacity();
         let now = Utc::now();
         match self.store.next_due_at(now, &Exclusions { tenants: &tenants, providers: &providers }).await {
@@ -350,7 +374,7 @@ impl Daemon {
     async fn dispatch(&mut self) {
         loop {
             let free = self.settings.workers.saturating_sub(self.running.len());
-            if free == 0 || self.draining.is_some() {
+            if free == 0 || self.draining.is_some() || self.store_down {
                 return;
             }
             let (tenants, providers) = self.at_capacity();
@@ -442,6 +466,7 @@ impl Daemon {
             lease: Duration::from_secs(self.settings.lease_secs),
             heartbeat: Duration::from_secs(self.settings.heartbeat_secs),
             started_runs: self.started_runs.clone(),
+            health: self.health.clone(),
         };
         self.running.insert(claimed.job.id, running);
         let job_id = claimed.job.id;
@@ -472,6 +497,21 @@ impl Daemon {
             );
             return;
         }
+        if self.health.outage().is_some() {
+            // Nothing can be written now: settled when the store answers again.
+            let (run_id, mut stats) = r.progress.lock().map(|p| (p.run_id, p.stats.clone())).unwrap_or_default();
+            if let Err(e) = &done.result {
+                stats.error = Some(e.clone());
+            }
+            self.remember(Some(&r.tenant), Some(&r.provider), Some(&r.stream), stats.error.clone().unwrap_or_default());
+            let run_id = if done.result.is_err() { run_id } else { None };
+            self.unsettled.push(Unsettled { tenant: job.tenant_id.clone(), job_id: job.id, run_id, stats });
+            return;
+        }
+        if let Err(e) = &done.result {
+            // The run ended without closing its row (e.g. the store failed under it).
+            self.close_failed_run(&r, e).await;
+        }
         let (succeeded, run_id, error) = match &done.result {
             Ok(row) if row.outcome == RunOutcome::Cancelled => {
                 // Drain: give the job back as it is; it resumes from its committed cursor.
@@ -497,7 +537,16 @@ impl Daemon {
                 .emit(&self.metrics);
                 return;
             }
-            Err(e) => tracing::warn!(job_id = job.id, "recording the job's next run failed: {e}"),
+            Err(e) => {
+                tracing::warn!(job_id = job.id, "recording the job's next run failed: {e}");
+                self.unsettled.push(Unsettled {
+                    tenant: job.tenant_id.clone(),
+                    job_id: job.id,
+                    run_id: None,
+                    stats: RunStats::default(),
+                });
+                return;
+            }
         }
         // The job's own connection: the company's, or its owning user's.
         let owner = Owner::of(r.claimed.owner.as_ref());
@@ -525,7 +574,79 @@ impl Daemon {
         }
     }
 
+    /// Closes as `abandoned` the runs left `running` by processes (other daemons,
+    /// `tributary sync`) that died holding their job's lease: the lease expired at least a
+    /// heartbeat ago. This daemon's own runs are its to finish.
+    async fn close_expired_runs(&mut self) {
+        let grace = chrono::Duration::seconds(i64::try_from(self.settings.heartbeat_secs).unwrap_or(0));
+        match self.store.close_expired_runs(Utc::now() - grace, &self.owner).await {
+            Ok(0) => {}
+            Ok(runs) => tracing::warn!(runs, "closed runs left `running` by processes whose lease expired"),
+            Err(e) => tracing::warn!("closing runs whose lease expired failed: {e}"),
+        }
+    }
+
+    /// Closes the row of a run whose task ended with an error instead of a row, as
+    /// failed; if the store does not answer, later ([`Self::settle_unsettled`]).
+    async fn close_failed_run(&mut self, r: &Running, error: &str) {
+        let Some((run_id, mut stats)) = r.progress.lock().ok().and_then(|p| Some((p.run_id?, p.stats.clone()))) else {
+            return;
+        };
+        stats.error = Some(error.to_owned());
+        let job = &r.claimed.job;
+        match self.store.finish_run(&job.tenant_id, run_id, RunOutcome::Failed, &stats).await {
+            Ok(_) | Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => {}
+            Err(_) => self.unsettled.push(Unsettled {
+                tenant: job.tenant_id.clone(),
+                job_id: job.id,
+                run_id: Some(run_id),
+                stats,
+            }),
+        }
+    }
+
+    /// Settles what runs that ended during a store outage left behind, now that the
+    /// store answers: closes their rows as failed and gives their jobs back (a job that
+    /// was triggered or due runs again). A job another worker took over meanwhile is its.
+    async fn settle_unsettled(&mut self) {
+        let lease = chrono::Duration::seconds(i64::try_from(self.settings.lease_secs).unwrap_or(60));
+        for u in std::mem::take(&mut self.unsettled) {
+            if self.running.contains_key(&u.job_id) {
+                continue;
+            }
+            match self.store.renew_lease(&u.tenant, u.job_id, &self.owner, Utc::now() + lease).await {
+                Ok(()) => {}
+                Err(StoreError::LeaseLost { .. } | StoreError::NotFound { .. }) => continue,
+                Err(_) => {
+                    self.unsettled.push(u);
+                    continue;
+                }
+            }
+            if let Some(run_id) = u.run_id {
+                let _ = self.store.finish_run(&u.tenant, run_id, RunOutcome::Failed, &u.stats).await;
+            }
+            if let Err(e) = self.store.release_lease(&u.tenant, u.job_id, &self.owner).await {
+                tracing::warn!(job_id = u.job_id, "giving a job back after a store outage failed: {e}");
+            }
+        }
+    }
+
     async fn housekeeping(&mut self) {
+        let down = self.health.outage().is_some();
+        if down != self.store_down {
+            self.store_down = down;
+            if let Some(outage) = self.health.outage() {
+                self.remember(None, None, None, format!("store {}", outage.describe()));
+            }
+            // Back: claim again at once (jobs whose runs failed during the outage are due).
+            self.wake = !down;
+            self.wake_at = None;
+        }
+        if down {
+            return;
+        }
+        self.settle_unsettled().await;
+        self.close_expired_runs().await;
         let now = Utc::now();
         let started = Instant::now();
         let counts = if started >= self.gauges_due {
@@ -639,4 +760,27 @@ impl Daemon {
 /// The socket path from settings, or the default beside the state.
 pub fn socket_path(settings: &DaemonSettings, state_dir: &Path) -> PathBuf {
     settings.control_socket.clone().unwrap_or_else(|| control::default_socket_path(state_dir))
+}
+
+/// Probes the store every [`PROBE_EVERY`] and keeps `health`; logs each change of state
+/// once, with the underlying cause.
+async fn watch_store(store: Store, health: Arc<StoreHealth>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match health.record(store.probe(PROBE_WITHIN).await) {
+            Some(HealthChange::Down(outage)) => {
+                tracing::error!(since = %outage.since, cause = %outage.cause, "store unreachable");
+            }
+            Some(HealthChange::Up(outage)) => {
+                let secs = (Utc::now() - outage.since).num_seconds();
+                tracing::info!(down_secs = secs, "store reachable again");
+            }
+            None => {}
+        }
+    }
 }

@@ -11,6 +11,7 @@ use super::output::outln;
 use super::{Global, output};
 use crate::config::RoleGrants;
 use crate::model::{ProviderId, RunOutcome, RunTrigger, StreamName, TenantId, UserId};
+use crate::scheduler::lease::ForegroundLease;
 use crate::scheduler::stream_access;
 use crate::store::{Owner, RunRow};
 use crate::sync::{SyncRequest, Syncer};
@@ -88,14 +89,22 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
         .with_limits(std::sync::Arc::new(crate::http::RateLimiters::new(daemon.replicas)));
     syncer.retry = daemon.retry_policy();
     let mut rows: Vec<RunRow> = Vec::new();
+    let (lease_for, heartbeat) =
+        (Duration::from_secs(daemon.lease_secs), Duration::from_secs(daemon.heartbeat_secs));
     for stream in streams {
+        // The job's lease, as a daemon worker holds it; closes runs left by dead processes.
+        let target = (&tenant, &provider, &stream);
+        let lease = ForegroundLease::take(&catalog, &store, target, user.as_ref(), lease_for, heartbeat).await?;
+        if let Some(n) = lease.as_ref().map(|l| l.abandoned).filter(|n| *n > 0) {
+            eprintln!("{provider}/{stream}: closed {n} run(s) left `running` by a process that died");
+        }
         let req = SyncRequest {
             tenant: tenant.clone(),
             provider: provider.clone(),
             stream: stream.clone(),
             trigger: RunTrigger::Cli,
             full_refresh: args.full_refresh,
-            lease_owner: None,
+            lease_owner: lease.as_ref().map(|l| l.owner().to_owned()),
             cancel: None,
             owner: user.clone(),
         };
@@ -121,6 +130,11 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
             })
             .await;
         bar.finish_and_clear();
+        if let Some(lease) = lease
+            && let Err(e) = lease.release().await
+        {
+            eprintln!("warning: releasing the lease on {provider}/{stream} failed (it expires on its own): {e}");
+        }
         let row = row?;
         if user.is_some() {
             match crate::intelligence::after_run(&store, &catalog, &syncer.metrics, &row, user.as_ref()).await {
