@@ -89,8 +89,7 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
         .with_limits(std::sync::Arc::new(crate::http::RateLimiters::new(daemon.replicas)));
     syncer.retry = daemon.retry_policy();
     let mut rows: Vec<RunRow> = Vec::new();
-    let (lease_for, heartbeat) =
-        (Duration::from_secs(daemon.lease_secs), Duration::from_secs(daemon.heartbeat_secs));
+    let (lease_for, heartbeat) = (Duration::from_secs(daemon.lease_secs), Duration::from_secs(daemon.heartbeat_secs));
     for stream in streams {
         // The job's lease, as a daemon worker holds it; closes runs left by dead processes.
         let target = (&tenant, &provider, &stream);

@@ -85,7 +85,11 @@ async fn killed_syncs_are_closed_as_abandoned(fx: Fixture) {
     assert_eq!(last.outcome, RunOutcome::Abandoned, "{last:?}");
     let error = last.stats.error.unwrap_or_default();
     assert!(error.contains("stopped renewing") && error.contains("sync-"), "{error}");
-    assert!(!daemon.events("closed runs left `running` by processes whose lease expired").is_empty());
+    eventually("the daemon to log what it closed", || async {
+        let closed = daemon.events("closed runs left `running` by processes whose lease expired");
+        closed.first().map(|e| assert_eq!(e["fields"]["runs"], 1))
+    })
+    .await;
     drop(daemon);
 
     // Then a sync runs to its end and gives the lease back.
