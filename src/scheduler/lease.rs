@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::config::Catalog;
-use crate::model::{ProviderId, StreamName, TenantId, UserId};
+use crate::config::{Catalog, RoleGrants};
+use crate::model::{ConnectionStatus, ProviderId, StreamName, TenantId, UserId};
 use crate::store::{JobRow, Owner, Store, StoreError};
 use crate::tenants::{TenantError, Tenants};
 
@@ -185,17 +185,26 @@ async fn find_job(
     if let Some(job) = jobs.into_iter().find(|j| j.connection_id == connection.id && &j.stream == stream) {
         return Ok(Some(job));
     }
+    // Only a job the run would make: a connection that may run, a stream it may sync.
+    if matches!(connection.status, ConnectionStatus::Disabled | ConnectionStatus::Pending)
+        || !connection.has_credentials
+    {
+        return Ok(None);
+    }
     let view = Tenants::new(catalog, store, "sync").require(tenant).await?;
-    let Some(config) = view.effective.providers.get(provider).map(|p| &p.config).filter(|c| c.is_enabled()) else {
+    let Some(effective) = view.effective.providers.get(provider).filter(|p| p.config.is_enabled()) else {
         return Ok(None);
     };
-    let Some(stream_config) = config.streams.get(stream.as_str()).filter(|s| s.enabled.unwrap_or(false)) else {
+    let grants = RoleGrants::from_stored(&view.roles);
+    let access = super::stream_access(effective, &connection, &grants);
+    if !access.iter().any(|a| a.stream == stream.as_str() && a.denied.is_none()) {
         return Ok(None);
-    };
+    }
+    let config = &effective.config;
     let schedule = connection
         .schedule
         .clone()
-        .or_else(|| stream_config.schedule.clone())
+        .or_else(|| config.streams.get(stream.as_str()).and_then(|s| s.schedule.clone()))
         .or_else(|| config.schedule.clone())
         .unwrap_or_default();
     Ok(Some(store.ensure_job(tenant, connection.id, stream, &schedule).await?))

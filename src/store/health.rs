@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::ConnectOptions;
+use sqlx::{ConnectOptions, Connection};
 
 use super::Store;
 use super::error::StoreError;
@@ -73,7 +73,9 @@ impl StoreHealth {
 
 impl Store {
     /// Runs a trivial statement within `within`; on failure, the underlying cause as
-    /// text (`Connection refused (os error 111)` rather than `pool timed out`).
+    /// text (`Connection refused (os error 111)` rather than `pool timed out`). A store
+    /// that is only busy (a slow answer, every pooled connection in use, while a new
+    /// connection opens fine) counts as reachable.
     pub async fn probe(&self, within: Duration) -> Result<(), String> {
         let half = within / 2;
         let err = match tokio::time::timeout(half, self.ping()).await {
@@ -81,33 +83,32 @@ impl Store {
             Ok(Err(e)) => Some(e),
             Err(_) => None,
         };
-        // A pool that timed out hides why; a dropped connection is the symptom, not the cause.
-        let unreachable = matches!(&err, None | Some(StoreError::Database { .. }));
-        if unreachable && let Some(cause) = self.connect_directly(half).await {
-            return Err(cause);
+        let busy = matches!(&err, None | Some(StoreError::Database { error: sqlx::Error::PoolTimedOut, .. }));
+        match (self.connect_directly(half).await, err) {
+            // A dropped or refused connection, a timeout: the direct attempt says why.
+            (Some(Err(cause)), _) => Err(cause),
+            (Some(Ok(())) | None, _) if busy => Ok(()),
+            (_, Some(StoreError::Database { error, .. })) => Err(root_cause(&error)),
+            (_, Some(other)) => Err(other.to_string()),
+            (_, None) => Ok(()),
         }
-        Err(match err {
-            Some(StoreError::Database { error, .. }) => root_cause(&error),
-            Some(other) => other.to_string(),
-            None => format!("no answer within {} ms", half.as_millis()),
-        })
     }
 
-    /// Opens one connection outside the pool, for the error the pool does not report;
-    /// `None` if that works (or is not worth trying).
-    async fn connect_directly(&self, within: Duration) -> Option<String> {
+    /// Opens one connection outside the pool, for the error the pool does not report:
+    /// `None` for SQLite (a file; nothing to connect to).
+    async fn connect_directly(&self, within: Duration) -> Option<Result<(), String>> {
         let Store::Postgres(pg) = self else {
             return None;
         };
         let options = pg.pool.connect_options();
-        match tokio::time::timeout(within, options.connect()).await {
+        Some(match tokio::time::timeout(within, options.connect()).await {
             Ok(Ok(conn)) => {
-                drop(conn);
-                None
+                let _ = conn.close().await;
+                Ok(())
             }
-            Ok(Err(e)) => Some(root_cause(&e)),
-            Err(_) => Some(format!("connecting took longer than {} ms", within.as_millis())),
-        }
+            Ok(Err(e)) => Err(root_cause(&e)),
+            Err(_) => Err(format!("no connection within {} ms", within.as_millis())),
+        })
     }
 }
 

@@ -139,6 +139,17 @@ async fn readyz(address: &str) -> (u16, String) {
     (response.status().as_u16(), response.text().await.expect("a body"))
 }
 
+/// Waits for the run to finish; panics with the daemon's log if it does not.
+async fn finished_or_log(fx: &Fixture, daemon: &super::Daemon, run: uuid::Uuid) -> tributary::store::RunRow {
+    for _ in 0..400 {
+        if let Some(row) = fx.runs("acme").await.into_iter().find(|r| r.id == run && r.finished_at.is_some()) {
+            return row;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("run {run} did not finish:\n{}", daemon.log_text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_is_reported_at_once_with_its_cause_and_the_daemon_recovers() {
     let pg = ScratchPg::start().await;
@@ -187,7 +198,7 @@ async fn a_database_outage_is_reported_at_once_with_its_cause_and_the_daemon_rec
     assert_eq!(daemon.events("store reachable again").len(), 1, "{}", daemon.log_text());
     assert_eq!(daemon.events("store unreachable").len(), 1);
     // The run in flight failed cleanly: its row is closed, with the store's error.
-    let failed = fx.finished_run("acme", run).await;
+    let failed = finished_or_log(&fx, &daemon, run).await;
     assert_eq!(failed.outcome, RunOutcome::Failed, "{failed:?}");
     assert!(failed.stats.error.as_deref().is_some_and(|e| e.contains("database error")), "{:?}", failed.stats);
     // Jobs run again: a triggered run succeeds and stores everything.
@@ -198,7 +209,7 @@ async fn a_database_outage_is_reported_at_once_with_its_cause_and_the_daemon_rec
         started_runs(&reply.data?).into_iter().find(|id| *id != run)
     })
     .await;
-    let again = fx.finished_run("acme", again).await;
+    let again = finished_or_log(&fx, &daemon, again).await;
     assert_eq!(again.outcome, RunOutcome::Success, "{:?}", again.stats.error);
     let runs = fx.runs("acme").await;
     assert!(runs.iter().all(|r| r.outcome != RunOutcome::Running), "{runs:#?}");
