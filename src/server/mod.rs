@@ -94,7 +94,8 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         metrics.set_quality_bands(&[Some(95.0), Some(40.0), None]);
         let ready = Arc::new(AtomicBool::new(true));
-        let state = HttpState { metrics, store: store.clone(), ready: ready.clone(), health: Arc::default() };
+        let health = Arc::new(StoreHealth::default());
+        let state = HttpState { metrics, store: store.clone(), ready: ready.clone(), health: health.clone() };
         let shutdown = CancellationToken::new();
         let (addr, handle) = serve(([127, 0, 0, 1], 0).into(), state, shutdown.clone()).await.unwrap();
         let get = |path: &'static str| async move {
@@ -110,6 +111,13 @@ mod tests {
         ready.store(false, Ordering::Relaxed);
         assert_eq!(get("/readyz").await, (503, "draining\n".to_owned()));
         ready.store(true, Ordering::Relaxed);
+        // A known outage is answered from memory, with its cause.
+        health.record(Err("Connection refused (os error 111)".into()));
+        let (status, body) = get("/readyz").await;
+        assert_eq!(status, 503);
+        assert!(body.starts_with("store unreachable since ") && body.contains("Connection refused"), "{body}");
+        health.record(Ok(()));
+        assert_eq!(get("/readyz").await, (200, "ready\n".to_owned()));
         store.close().await;
         let (status, body) = get("/readyz").await;
         assert_eq!(status, 503);

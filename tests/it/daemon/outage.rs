@@ -14,7 +14,7 @@ use tributary::simulator::{Faults, Provider, SimConfig, start};
 use tributary::store::Store;
 
 use super::control::aptem_tenant;
-use super::{Fixture, NEVER, eventually, started_runs, target};
+use super::{Fixture, NEVER, eventually, target};
 
 /// A PostgreSQL cluster of the test's own, in a temporary directory; stopped when dropped.
 struct ScratchPg {
@@ -167,7 +167,11 @@ async fn a_database_outage_is_reported_at_once_with_its_cause_and_the_daemon_rec
     let address = listening[0]["fields"]["address"].as_str().expect("the HTTP address").to_owned();
     assert_eq!(readyz(&address).await, (200, "ready\n".to_owned()));
     let learners = target("acme", Some("aptem"), Some("learners"));
-    let run = started_runs(&daemon.ok(Ctl::Trigger(learners.clone())).await)[0];
+    daemon.ok(Ctl::Trigger(learners.clone())).await;
+    let run = eventually("the run to start", || async {
+        fx.runs("acme").await.into_iter().find(|r| r.outcome == RunOutcome::Running).map(|r| r.id)
+    })
+    .await;
 
     pg.stop().await;
     // `/readyz` says so at once, with the cause.
@@ -203,14 +207,17 @@ async fn a_database_outage_is_reported_at_once_with_its_cause_and_the_daemon_rec
     assert!(failed.stats.error.as_deref().is_some_and(|e| e.contains("database error")), "{:?}", failed.stats);
     // Jobs run again: a triggered run succeeds and stores everything.
     sim.set_faults(Faults::none());
-    let again = eventually("a run after the outage to start", || async {
-        let reply = daemon.try_request(tributary::control::protocol::Scope::Operator, Ctl::Trigger(learners.clone()));
-        let reply = reply.await.ok()?;
-        started_runs(&reply.data?).into_iter().find(|id| *id != run)
-    })
-    .await;
-    let again = finished_or_log(&fx, &daemon, again).await;
-    assert_eq!(again.outcome, RunOutcome::Success, "{:?}", again.stats.error);
+    daemon.ok(Ctl::Trigger(learners)).await;
+    let mut succeeded = false;
+    for _ in 0..400 {
+        let runs = fx.runs("acme").await;
+        if runs.iter().any(|r| r.id != run && r.outcome == RunOutcome::Success) {
+            succeeded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(succeeded, "no run succeeded after the outage:\n{}", daemon.log_text());
     let runs = fx.runs("acme").await;
     assert!(runs.iter().all(|r| r.outcome != RunOutcome::Running), "{runs:#?}");
     let stored = fx.store.count_records(&TenantId::parse("acme").unwrap(), None).await.unwrap();
