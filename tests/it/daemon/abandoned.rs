@@ -26,7 +26,7 @@ async fn learners_job(fx: &Fixture) -> JobRow {
 async fn killed_syncs_are_closed_as_abandoned(fx: Fixture) {
     // Slow pages: every sync is still reading when it is killed.
     let faults = Faults::none().delay(Duration::from_millis(500));
-    let sim = start(SimConfig::new(Provider::Aptem, 20_000).faults(faults)).await.unwrap();
+    let sim = start(SimConfig::new(Provider::Aptem, 10_000).faults(faults)).await.unwrap();
     fx.connect("acme", &aptem_tenant(&sim, NEVER), &[("aptem", sim.credentials())]).await;
     let mut killed: Vec<uuid::Uuid> = Vec::new();
     for i in 0..KILLED {
@@ -99,7 +99,7 @@ async fn killed_syncs_are_closed_as_abandoned(fx: Fixture) {
     assert!(runs.iter().all(|r| r.outcome != RunOutcome::Running), "{runs:#?}");
     assert_eq!(runs.iter().filter(|r| r.outcome == RunOutcome::Abandoned).count(), KILLED);
     assert_eq!(runs[0].outcome, RunOutcome::Success, "{:?}", runs[0].stats.error);
-    assert_eq!(runs[0].stats.fetched, 20_000);
+    assert_eq!(runs[0].stats.fetched, 10_000);
     let job = learners_job(&fx).await;
     assert_eq!((job.lease_owner, job.lease_expires_at), (None, None), "the sync released its lease");
     fx.finish().await;
