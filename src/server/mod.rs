@@ -28,7 +28,7 @@ pub struct HttpState {
 }
 
 /// The longest `/readyz` waits for the store before answering that it does not answer.
-const READY_PROBE: Duration = Duration::from_millis(500);
+const READY_PROBE: Duration = Duration::from_millis(900);
 
 pub fn router(state: HttpState) -> Router {
     Router::new()

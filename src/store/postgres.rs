@@ -27,7 +27,7 @@ impl PgStore {
             .max_connections(10)
             // Short: a daemon that lost its database says so within seconds (the cause is
             // found by `Store::probe`), instead of every caller waiting out a long timeout.
-            .acquire_timeout(Duration::from_secs(3))
+            .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
             .map_err(db("connecting to postgres"))?;
