@@ -27,7 +27,7 @@ impl Daemon {
         if self.running.len() >= self.settings.workers {
             return crate::scheduler::MAX_SLEEP;
         }
-        if self.store_down {
+        if self.health.outage().is_some() {
             // Housekeeping notices the store's return and wakes the loop.
             return crate::scheduler::MAX_SLEEP;
         }
@@ -47,8 +47,14 @@ impl Daemon {
     pub(super) async fn dispatch(&mut self) {
         loop {
             let free = self.settings.workers.saturating_sub(self.running.len());
-            if free == 0 || self.draining.is_some() || self.store_down {
+            if free == 0 || self.draining.is_some() || self.health.outage().is_some() {
                 return;
+            }
+            if !self.unsettled.is_empty() {
+                // First what runs that ended during an outage left (their jobs' leases
+                // are still this daemon's): a claim would otherwise take them back
+                // from under their unclosed run rows.
+                self.settle_unsettled().await;
             }
             let (tenants, providers) = self.at_capacity();
             let now = Utc::now();
