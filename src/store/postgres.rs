@@ -25,9 +25,9 @@ impl PgStore {
             .application_name("tributary");
         let pool = PgPoolOptions::new()
             .max_connections(10)
-            // Short: a daemon that lost its database says so within seconds (the cause is
-            // found by `Store::probe`), instead of every caller waiting out a long timeout.
-            .acquire_timeout(Duration::from_secs(5))
+            // Tolerant of a loaded server; a daemon notices an outage through its own
+            // probe (`Store::probe`) within seconds, and stops using the pool meanwhile.
+            .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
             .map_err(db("connecting to postgres"))?;
