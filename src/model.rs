@@ -399,10 +399,14 @@ pub enum RunOutcome {
     /// Stopped at the run's bounds (pages or duration) with its position committed; the
     /// next run continues the pass. Not a failure.
     Partial,
+    /// Its process died (or lost the store) holding the job's lease, and whoever next
+    /// saw the lease expired closed it.
+    Abandoned,
 }
 
 impl RunOutcome {
-    pub const ALL: [Self; 5] = [Self::Running, Self::Success, Self::Failed, Self::Cancelled, Self::Partial];
+    pub const ALL: [Self; 6] =
+        [Self::Running, Self::Success, Self::Failed, Self::Cancelled, Self::Partial, Self::Abandoned];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -411,6 +415,7 @@ impl RunOutcome {
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
             Self::Partial => "partial",
+            Self::Abandoned => "abandoned",
         }
     }
 

@@ -1,5 +1,12 @@
 //! The daemon (`tributary run`): the composition root and its one main loop.
 //!
+//! The main loop and the daemon's state live here; the rest along its seams: start-up
+//! and teardown (`startup`), claiming and finishing runs (`dispatch`, with the caps in
+//! `caps`), the periodic tick (`housekeeping`: gauges, stall checks, closing dead
+//! processes' runs), the store probe and outage handling (`health`), configuration
+//! reload (`reload`), control requests (`requests`), signals and drain (`shutdown`),
+//! and one run task (`worker`).
+//!
 //! Start-up is a sequence of logged steps: configuration, store, reconciliation, HTTP
 //! server, control socket, signals, then `READY=1`. The main loop owns all state and
 //! handles, in one place, every control message (socket requests and signals), run
@@ -8,15 +15,21 @@
 //! bounded: stop claiming, cancel runs at their next page boundary, release leases,
 //! stop the servers, exit within the drain deadline.
 
+mod caps;
+mod dispatch;
+mod health;
+mod housekeeping;
 mod reconcile;
+mod reload;
 mod requests;
 mod shutdown;
+mod startup;
 mod worker;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,28 +39,21 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use self::health::Unsettled;
+use self::housekeeping::HOUSEKEEPING;
 pub use self::reconcile::{Reconciled, reconcile, reconcile_tenant};
-use self::shutdown::signals;
-use self::worker::{RunContext, run_job};
+pub use self::startup::run;
 use crate::config::{Catalog, ConfigDir, DaemonSettings};
 use crate::control::{self, ControlMessage};
 use crate::http::RateLimiters;
-use crate::model::{ConnectionStatus, ProviderId, RunOutcome, StreamName, TenantId};
-use crate::scheduler::{FailurePolicy, after_partial_run, after_run};
+use crate::model::{ProviderId, StreamName, TenantId};
+use crate::scheduler::FailurePolicy;
 use crate::secrets::MasterKey;
-use crate::store::{ClaimRequest, ClaimedJob, Exclusions, Owner, RunRow, RunStats, Store, StoreError};
-use crate::telemetry::{ConfigReload, LeaseLost, Metrics, RunStalled};
+use crate::store::{ClaimedJob, RunRow, RunStats, Store, StoreHealth};
+use crate::telemetry::Metrics;
 
 /// Daily and cron jobs spread over at most this much.
 pub const FIXED_JITTER: Duration = Duration::from_secs(60);
-/// Housekeeping: gauges, stall checks, the systemd watchdog.
-const HOUSEKEEPING: Duration = Duration::from_secs(5);
-/// The job gauges come from a full scan of the jobs table (`job_counts`), so they are
-/// refreshed on a housekeeping tick only once `GAUGE_COST_FACTOR` times the last scan's
-/// duration has passed (the scan takes at most ~0.2% of the time), and at least every
-/// `GAUGE_MAX_AGE`. Small stores still refresh on every tick.
-const GAUGE_COST_FACTOR: u32 = 500;
-const GAUGE_MAX_AGE: Duration = Duration::from_secs(60);
 /// Recent errors kept for `status`.
 const RECENT_ERRORS: usize = 20;
 
@@ -128,6 +134,11 @@ pub struct Daemon {
     gauges_due: Instant,
     /// When the main loop next claims; `None`: read it from the store on the next turn.
     wake_at: Option<tokio::time::Instant>,
+    /// The store's reachability, kept by a background probe.
+    health: Arc<StoreHealth>,
+    /// Whether the main loop last saw the store unreachable.
+    store_down: bool,
+    unsettled: Vec<Unsettled>,
 }
 
 /// The daemon's addresses, once it is up.
@@ -135,105 +146,6 @@ pub struct Daemon {
 pub struct Endpoints {
     pub socket: PathBuf,
     pub http: SocketAddr,
-}
-
-fn instance_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "host".into());
-    let id = uuid::Uuid::now_v7().simple().to_string();
-    format!("{host}-{}-{}", std::process::id(), &id[id.len() - 6..])
-}
-
-/// Runs the daemon until it is drained. `on_ready` receives the bound addresses (tests and
-/// `demo` use them); `extra` may inject control messages (tests).
-pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyhow::Result<()> {
-    tracing::info!(step = 1, "loading configuration");
-    let catalog = Catalog::load(&opts.config_dir, opts.connectors.as_deref()).map_err(|d| anyhow::anyhow!("{d}"))?;
-    tracing::info!(
-        step = 1,
-        connectors = catalog.manifests.iter().count(),
-        presets = catalog.presets.iter().count(),
-        tenant_files = catalog.tenant_files.len(),
-        "configuration valid"
-    );
-    tracing::info!(step = 2, backend = opts.store.backend(), "store open, migrations applied");
-    let metrics = Arc::new(Metrics::new());
-    let settings = opts.settings.clone();
-    let mut daemon = Daemon {
-        config_dir: opts.config_dir,
-        connectors: opts.connectors,
-        catalog: Arc::new(catalog),
-        store: opts.store,
-        key: opts.key,
-        policy: FailurePolicy {
-            base: Duration::from_secs(settings.failure_base_secs.max(1)),
-            max: Duration::from_secs(settings.failure_max_secs.max(1)),
-            error_after: settings.error_after,
-        },
-        limits: Arc::new(RateLimiters::new(settings.replicas)),
-        settings,
-        metrics,
-        owner: instance_id(),
-        started_at: Utc::now(),
-        running: HashMap::new(),
-        tasks: JoinSet::new(),
-        task_jobs: HashMap::new(),
-        started_runs: Arc::new(Mutex::new(HashMap::new())),
-        recent_errors: VecDeque::new(),
-        config_error: None,
-        draining: None,
-        ready: Arc::new(AtomicBool::new(false)),
-        shutdown: CancellationToken::new(),
-        wake: true,
-        gauges_due: Instant::now(),
-        wake_at: None,
-    };
-    let counts =
-        reconcile(&daemon.catalog, &daemon.store, daemon.settings.apply_tenant_files, FIXED_JITTER, &daemon.metrics)
-            .await?;
-    for e in &counts.errors {
-        daemon.remember(None, None, None, e.clone());
-    }
-    tracing::info!(step = 3, tenants = counts.tenants, jobs = %counts.jobs, "jobs reconciled with the configuration");
-
-    let http_state = crate::server::HttpState {
-        metrics: daemon.metrics.clone(),
-        store: daemon.store.clone(),
-        ready: daemon.ready.clone(),
-    };
-    let (http, http_task) = crate::server::serve(opts.http_listen, http_state, daemon.shutdown.clone()).await?;
-    tracing::info!(step = 4, address = %http, "HTTP server listening (/metrics, /healthz, /readyz)");
-
-    let (tx, rx) = mpsc::channel::<ControlMessage>(64);
-    let listener =
-        control::bind(&opts.socket).map_err(|e| anyhow::anyhow!("control socket {}: {e}", opts.socket.display()))?;
-    let socket_task = tokio::spawn(control::serve(listener, tx.clone(), daemon.shutdown.clone()));
-    tracing::info!(step = 5, socket = %opts.socket.display(), "control socket listening");
-
-    let signals_task = tokio::spawn(signals(tx.clone(), daemon.shutdown.clone()));
-    tracing::info!(step = 6, owner = %daemon.owner, workers = daemon.settings.workers, "signals handled; scheduler starting");
-    daemon.ready.store(true, Ordering::Relaxed);
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    on_ready(&Endpoints { socket: opts.socket.clone(), http });
-
-    let result = daemon.main_loop(rx).await;
-
-    tracing::info!("stopping: releasing leases and closing servers");
-    if let Err(e) = daemon.store.release_all(&daemon.owner).await {
-        tracing::warn!("releasing leases failed: {e}");
-    }
-    daemon.shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
-    let _ = socket_task.await;
-    signals_task.abort();
-    let _ = std::fs::remove_file(&opts.socket);
-    daemon.store.close().await;
-    tracing::info!("stopped");
-    result
 }
 
 impl Daemon {
@@ -305,293 +217,6 @@ impl Daemon {
         }
     }
 
-    /// How long to sleep before looking at the store again.
-    async fn sleep_duration(&self) -> Duration {
-        if let Some(since) = self.draining {
-            // Wake at the deadline: a run that never reaches a page boundary must not keep
-            // the daemon past it.
-            let deadline = Duration::from_secs(self.settings.drain_deadline_secs);
-            return deadline.saturating_sub(since.elapsed()) + Duration::from_millis(10);
-        }
-        if self.running.len() >= self.settings.workers {
-            return crate::scheduler::MAX_SLEEP;
-        }
-        let (tenants, providers) = self.at_capacity();
-        let now = Utc::now();
-        match self.store.next_due_at(now, &Exclusions { tenants: &tenants, providers: &providers }).await {
-            Ok(Some(due)) => (due - now).to_std().unwrap_or(Duration::ZERO).min(crate::scheduler::MAX_SLEEP),
-            Ok(None) => crate::scheduler::MAX_SLEEP,
-            Err(e) => {
-                tracing::warn!("reading the next due time failed: {e}");
-                Duration::from_secs(1)
-            }
-        }
-    }
-
-    /// Tenants and providers whose concurrency caps are reached.
-    fn at_capacity(&self) -> (Vec<TenantId>, Vec<ProviderId>) {
-        let mut per_tenant: BTreeMap<&TenantId, usize> = BTreeMap::new();
-        let mut per_provider: BTreeMap<&ProviderId, usize> = BTreeMap::new();
-        for r in self.running.values() {
-            *per_tenant.entry(&r.tenant).or_default() += 1;
-            *per_provider.entry(&r.provider).or_default() += 1;
-        }
-        (
-            per_tenant.into_iter().filter(|(_, n)| *n >= self.settings.per_tenant).map(|(t, _)| t.clone()).collect(),
-            per_provider
-                .into_iter()
-                .filter(|(_, n)| *n >= self.settings.per_provider)
-                .map(|(p, _)| p.clone())
-                .collect(),
-        )
-    }
-
-    /// Claims due jobs up to the free capacity and starts them.
-    async fn dispatch(&mut self) {
-        loop {
-            let free = self.settings.workers.saturating_sub(self.running.len());
-            if free == 0 || self.draining.is_some() {
-                return;
-            }
-            let (tenants, providers) = self.at_capacity();
-            let now = Utc::now();
-            let req = ClaimRequest {
-                owner: &self.owner,
-                now,
-                lease_until: now + chrono::Duration::seconds(self.settings.lease_secs as i64),
-                limit: free as u32,
-                exclude: Exclusions { tenants: &tenants, providers: &providers },
-            };
-            let claimed = match self.store.claim_due_jobs(&req).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!("claiming jobs failed: {e}");
-                    return;
-                }
-            };
-            if claimed.is_empty() {
-                return;
-            }
-            let mut started = 0;
-            for job in claimed {
-                if self.running.contains_key(&job.job.id) {
-                    // Our own lease lapsed while the run is alive (late heartbeats) and the
-                    // claim took it again: the run goes on under the renewed lease. A job
-                    // never runs twice at once, here either.
-                    tracing::warn!(tenant = %job.job.tenant_id, job_id = job.job.id, "the lease of a running job had lapsed; renewed by the claim");
-                    continue;
-                }
-                let (tenants, providers) = self.at_capacity();
-                if tenants.contains(&job.job.tenant_id) || providers.contains(&job.job.provider) {
-                    // Several jobs of one tenant or provider in one claim: give this one back.
-                    let _ = self.store.release_lease(&job.job.tenant_id, job.job.id, &self.owner).await;
-                    continue;
-                }
-                self.start(job);
-                started += 1;
-            }
-            if started == 0 {
-                return;
-            }
-        }
-    }
-
-    /// A run task panicked or was aborted: free its slot and give its job back.
-    async fn task_died(&mut self, e: tokio::task::JoinError) {
-        let Some(job_id) = self.task_jobs.remove(&e.id()) else {
-            tracing::error!("a run task ended abnormally: {e}");
-            return;
-        };
-        tracing::error!(job_id, "a run task ended abnormally: {e}; its lease is released");
-        if let Some(r) = self.running.remove(&job_id) {
-            let _ = self.store.release_lease(&r.tenant, job_id, &self.owner).await;
-            self.remember(
-                Some(&r.tenant),
-                Some(&r.provider),
-                Some(&r.stream),
-                format!("run task ended abnormally: {e}"),
-            );
-        }
-    }
-
-    fn start(&mut self, claimed: ClaimedJob) {
-        if claimed.reclaimed {
-            tracing::info!(tenant = %claimed.job.tenant_id, provider = %claimed.job.provider, stream = %claimed.job.stream, job_id = claimed.job.id, "reclaimed a job whose lease expired");
-        }
-        let progress =
-            Arc::new(Mutex::new(Progress { run_id: None, stats: RunStats::default(), last_change: Instant::now() }));
-        let cancel = self.shutdown.child_token();
-        let running = Running {
-            tenant: claimed.job.tenant_id.clone(),
-            provider: claimed.job.provider.clone(),
-            stream: claimed.job.stream.clone(),
-            claimed: claimed.clone(),
-            started: Instant::now(),
-            progress: progress.clone(),
-            cancel: cancel.clone(),
-            stall_reported: false,
-        };
-        let ctx = RunContext {
-            catalog: self.catalog.clone(),
-            store: self.store.clone(),
-            key: self.key.clone(),
-            metrics: self.metrics.clone(),
-            limits: self.limits.clone(),
-            retry: self.settings.retry_policy(),
-            owner: self.owner.clone(),
-            lease: Duration::from_secs(self.settings.lease_secs),
-            heartbeat: Duration::from_secs(self.settings.heartbeat_secs),
-            started_runs: self.started_runs.clone(),
-        };
-        self.running.insert(claimed.job.id, running);
-        let job_id = claimed.job.id;
-        let handle = self.tasks.spawn(run_job(ctx, claimed, cancel, progress));
-        self.task_jobs.insert(handle.id(), job_id);
-    }
-
-    /// Writes what a finished run means for its job and connection.
-    async fn complete(&mut self, done: RunDone) {
-        let Some(r) = self.running.remove(&done.job_id) else { return };
-        if let Ok(mut m) = self.started_runs.lock() {
-            m.remove(&done.job_id);
-        }
-        let job = &r.claimed.job;
-        if done.lease_lost {
-            LeaseLost {
-                tenant: job.tenant_id.as_str(),
-                provider: job.provider.as_str(),
-                stream: job.stream.as_str(),
-                job_id: job.id,
-            }
-            .emit(&self.metrics);
-            self.remember(
-                Some(&r.tenant),
-                Some(&r.provider),
-                Some(&r.stream),
-                "lease lost; another worker owns the job".into(),
-            );
-            return;
-        }
-        let (succeeded, run_id, error) = match &done.result {
-            Ok(row) if row.outcome == RunOutcome::Cancelled => {
-                // Drain: give the job back as it is; it resumes from its committed cursor.
-                let _ = self.store.release_lease(&job.tenant_id, job.id, &self.owner).await;
-                return;
-            }
-            Ok(row) => (row.outcome == RunOutcome::Success, Some(row.id), row.stats.error.clone()),
-            Err(e) => (false, None, Some(e.clone())),
-        };
-        if let Some(e) = &error {
-            self.remember(Some(&r.tenant), Some(&r.provider), Some(&r.stream), e.clone());
-        }
-        let partial = matches!(&done.result, Ok(row) if row.outcome == RunOutcome::Partial);
-        let plan = if partial {
-            // Ended at its bounds: the pass continues soon.
-            after_partial_run(Utc::now(), run_id)
-        } else {
-            after_run(job, r.claimed.timezone, Utc::now(), succeeded, run_id, &self.policy, FIXED_JITTER)
-        };
-        match self.store.complete_job(&job.tenant_id, job.id, &self.owner, &plan.completion).await {
-            Ok(_) => {}
-            Err(StoreError::LeaseLost { .. }) => {
-                LeaseLost {
-                    tenant: job.tenant_id.as_str(),
-                    provider: job.provider.as_str(),
-                    stream: job.stream.as_str(),
-                    job_id: job.id,
-                }
-                .emit(&self.metrics);
-                return;
-            }
-            Err(e) => tracing::warn!(job_id = job.id, "recording the job's next run failed: {e}"),
-        }
-        // The job's own connection: the company's, or its owning user's.
-        let owner = Owner::of(r.claimed.owner.as_ref());
-        let status =
-            self.store.get_connection(&job.tenant_id, &job.provider, owner).await.ok().flatten().map(|c| c.status);
-        let set = |s| self.store.set_connection_status(&job.tenant_id, &job.provider, owner, s, None);
-        match (succeeded, status) {
-            (true, Some(ConnectionStatus::Error)) => {
-                let _ = set(ConnectionStatus::Connected).await;
-                self.metrics.mark_stale();
-            }
-            (false, Some(ConnectionStatus::Connected)) if plan.mark_connection_error => {
-                tracing::warn!(tenant = %job.tenant_id, provider = %job.provider, failures = job.consecutive_failures + 1, "connection marked `error` after consecutive failed runs");
-                let _ = self
-                    .store
-                    .set_connection_status(
-                        &job.tenant_id,
-                        &job.provider,
-                        owner,
-                        ConnectionStatus::Error,
-                        error.as_deref(),
-                    )
-                    .await;
-                self.metrics.mark_stale();
-            }
-            _ => {}
-        }
-    }
-
-    async fn housekeeping(&mut self) {
-        let now = Utc::now();
-        let started = Instant::now();
-        // A connection status changed in this process: the gauges follow on this tick.
-        let stale = self.metrics.take_stale();
-        let counts = if stale || started >= self.gauges_due {
-            let counts = self.store.job_counts(now, Duration::from_secs(300)).await;
-            if let Err(e) = crate::telemetry::gauges::refresh(&self.store, &self.metrics, now).await {
-                tracing::debug!("connection and stream gauges not refreshed: {e}");
-            }
-            if let Err(e) = crate::intelligence::refresh_gauges(&self.store, &self.metrics).await {
-                tracing::debug!("integration quality gauges not refreshed: {e}");
-            }
-            let wait = (started.elapsed() * GAUGE_COST_FACTOR).min(GAUGE_MAX_AGE);
-            self.gauges_due = Instant::now() + wait;
-            counts.ok()
-        } else {
-            None
-        };
-        if let Some(c) = counts {
-            for (state, n) in [
-                ("total", c.total),
-                ("due", c.due),
-                ("overdue", c.overdue),
-                ("running", c.running),
-                ("paused", c.paused),
-                ("blocked", c.blocked),
-            ] {
-                Metrics::set_gauge(&self.metrics.jobs, state, n);
-            }
-        }
-        self.limits.sweep();
-        self.metrics.rate_limit_keys.set(i64::try_from(self.limits.keys()).unwrap_or(i64::MAX));
-        let stall = Duration::from_secs(self.settings.stall_secs);
-        let mut stalled = Vec::new();
-        for (job_id, r) in &mut self.running {
-            let (idle, run_id) = match r.progress.lock() {
-                Ok(p) => (p.last_change.elapsed(), p.run_id),
-                Err(_) => continue,
-            };
-            if idle >= stall && !r.stall_reported {
-                r.stall_reported = true;
-                let run_id = run_id.map(|u| u.to_string()).unwrap_or_default();
-                RunStalled {
-                    tenant: r.tenant.as_str(),
-                    provider: r.provider.as_str(),
-                    stream: r.stream.as_str(),
-                    run_id: &run_id,
-                    idle_secs: idle.as_secs(),
-                }
-                .emit(&self.metrics);
-                stalled.push((*job_id, r.tenant.clone(), r.provider.clone(), r.stream.clone(), idle));
-            }
-        }
-        for (_, t, p, s, idle) in stalled {
-            self.remember(Some(&t), Some(&p), Some(&s), format!("run stalled: no progress for {} s", idle.as_secs()));
-        }
-    }
-
     fn remember(
         &mut self,
         tenant: Option<&TenantId>,
@@ -609,43 +234,6 @@ impl Daemon {
             stream: stream.map(ToString::to_string),
             error,
         });
-    }
-
-    /// Loads the configuration again; a bad one is rejected and the old one keeps running.
-    async fn reload(&mut self) -> Result<Reconciled, String> {
-        match Catalog::load(&self.config_dir, self.connectors.as_deref()) {
-            Err(d) => {
-                let text = d.to_string();
-                ConfigReload { ok: false, detail: &text }.emit(&self.metrics);
-                self.config_error = Some(text.clone());
-                self.remember(None, None, None, format!("configuration rejected: {text}"));
-                Err(text)
-            }
-            Ok(catalog) => {
-                let catalog = Arc::new(catalog);
-                let result =
-                    reconcile(&catalog, &self.store, self.settings.apply_tenant_files, FIXED_JITTER, &self.metrics)
-                        .await;
-                match result {
-                    Ok(counts) => {
-                        self.catalog = catalog;
-                        self.config_error = None;
-                        ConfigReload { ok: true, detail: &counts.jobs.to_string() }.emit(&self.metrics);
-                        for e in &counts.errors {
-                            self.remember(None, None, None, e.clone());
-                        }
-                        self.wake = true;
-                        Ok(counts)
-                    }
-                    Err(e) => {
-                        let text = format!("reconciling jobs failed: {e}");
-                        ConfigReload { ok: false, detail: &text }.emit(&self.metrics);
-                        self.config_error = Some(text.clone());
-                        Err(text)
-                    }
-                }
-            }
-        }
     }
 }
 

@@ -46,6 +46,12 @@ impl Daemon {
         if let Err(e) = authorize(&request.scope, &request.command) {
             return Reply::error(e);
         }
+        // Without the store only what the daemon knows itself can be answered, at once.
+        if let Some(outage) = self.health.outage()
+            && !matches!(request.command, Command::Status | Command::Drain)
+        {
+            return Reply::error(format!("the store is {}; try again when it answers", outage.describe()));
+        }
         let result = match request.command {
             Command::Status => Ok(self.status(&request.scope).await),
             Command::Tenants => self.tenants().await,
@@ -95,10 +101,15 @@ impl Daemon {
                 None => json!({ "state": "ok" }),
                 Some(e) => json!({ "state": "rejected (the previous configuration keeps running)", "error": e }),
             },
+            "store": match self.health.outage() {
+                None => "reachable".to_owned(),
+                Some(outage) => outage.describe(),
+            },
             "running": running,
             "last_errors": errors,
         });
         if only.is_none()
+            && self.health.outage().is_none()
             && let Ok(c) = self.store.job_counts(Utc::now(), Duration::from_secs(300)).await
         {
             out["jobs"] = json!(c);

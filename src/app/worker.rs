@@ -13,7 +13,7 @@ use super::{Progress, RunDone};
 use crate::config::Catalog;
 use crate::model::UserId;
 use crate::secrets::MasterKey;
-use crate::store::{ClaimedJob, JobRow, RunRow, Store, StoreError};
+use crate::store::{ClaimedJob, JobRow, RunRow, Store, StoreError, StoreHealth};
 use crate::sync::{SyncRequest, Syncer};
 use crate::telemetry::Metrics;
 
@@ -30,6 +30,9 @@ pub(super) struct RunContext {
     /// Every run's rate limits (one registry for the process).
     pub(super) limits: Arc<crate::http::RateLimiters>,
     pub(super) retry: crate::http::RetryPolicy,
+    /// The store's reachability: renewals that fail during a known outage are not logged
+    /// one by one.
+    pub(super) health: Arc<StoreHealth>,
 }
 
 /// Runs one claimed job, renewing its lease while it runs; a lost lease cancels it.
@@ -43,6 +46,7 @@ pub(super) async fn run_job(
     let lost = Arc::new(AtomicBool::new(false));
     let heartbeat = AbortOnDrop({
         let (store, owner, lost, cancel) = (ctx.store.clone(), ctx.owner.clone(), lost.clone(), cancel.clone());
+        let health = ctx.health.clone();
         let (tenant, job_id, lease, every) = (job.tenant_id.clone(), job.id, ctx.lease, ctx.heartbeat);
         tokio::spawn(async move {
             loop {
@@ -55,6 +59,7 @@ pub(super) async fn run_job(
                         cancel.cancel();
                         return;
                     }
+                    Err(e) if health.outage().is_some() => tracing::debug!(job_id, "lease renewal failed: {e}"),
                     Err(e) => tracing::warn!(job_id, "lease renewal failed (will retry): {e}"),
                 }
             }

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
@@ -15,6 +15,7 @@ use super::progress::Progress;
 use super::{Global, output};
 use crate::config::RoleGrants;
 use crate::model::{ProviderId, RunOutcome, RunTrigger, StreamName, TenantId, UserId};
+use crate::scheduler::lease::ForegroundLease;
 use crate::scheduler::stream_access;
 use crate::store::{Owner, RunRow};
 use crate::sync::{SyncRequest, Syncer};
@@ -97,9 +98,16 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
     let stopped_by = Arc::new(AtomicU8::new(0));
     let watcher = tokio::spawn(watch_signals(cancel.clone(), stopped_by.clone()));
     let mut rows: Vec<RunRow> = Vec::new();
+    let (lease_for, heartbeat) = (Duration::from_secs(daemon.lease_secs), Duration::from_secs(daemon.heartbeat_secs));
     for stream in streams {
         if cancel.is_cancelled() {
             break;
+        }
+        // The job's lease, as a daemon worker holds it; closes runs left by dead processes.
+        let target = (&tenant, &provider, &stream);
+        let lease = ForegroundLease::take(&catalog, &store, target, user.as_ref(), lease_for, heartbeat).await?;
+        if let Some(n) = lease.as_ref().map(|l| l.abandoned).filter(|n| *n > 0) {
+            eprintln!("{provider}/{stream}: closed {n} run(s) left `running` by a process that died");
         }
         let req = SyncRequest {
             tenant: tenant.clone(),
@@ -107,7 +115,7 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
             stream: stream.clone(),
             trigger: RunTrigger::Cli,
             full_refresh: args.full_refresh,
-            lease_owner: None,
+            lease_owner: lease.as_ref().map(|l| l.owner().to_owned()),
             cancel: Some(cancel.clone()),
             owner: user.clone(),
         };
@@ -117,6 +125,11 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
         let row =
             crate::http::RATE_LIMIT_WATCH.scope(watch, syncer.run(&req, &mut |id, s| progress.update(id, s))).await;
         progress.finish();
+        if let Some(lease) = lease
+            && let Err(e) = lease.release().await
+        {
+            eprintln!("warning: releasing the lease on {provider}/{stream} failed (it expires on its own): {e}");
+        }
         let row = row?;
         if user.is_some() {
             match crate::intelligence::after_run(&store, &catalog, &syncer.metrics, &row, user.as_ref()).await {

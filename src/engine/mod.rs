@@ -277,7 +277,12 @@ impl StreamReader {
                 // is cleared with a last, empty page.
                 if self.position_live {
                     self.position_live = false;
-                    return Ok(Some(Page { records: Vec::new(), checkpoint: None, position: PositionUpdate::Clear, total: None }));
+                    return Ok(Some(Page {
+                        records: Vec::new(),
+                        checkpoint: None,
+                        position: PositionUpdate::Clear,
+                        total: None,
+                    }));
                 }
                 return Ok(None);
             }

@@ -7,6 +7,7 @@
 //! scheduler sleeps until [`crate::store::Store::next_due_at`] or a trigger.
 
 pub mod backoff;
+pub mod lease;
 pub mod schedule;
 
 use std::time::Duration;

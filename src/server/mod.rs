@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -12,7 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::Store;
+use crate::store::{Store, StoreHealth};
 use crate::telemetry::Metrics;
 
 /// What the handlers read.
@@ -22,7 +23,12 @@ pub struct HttpState {
     pub store: Store,
     /// Cleared while draining.
     pub ready: Arc<AtomicBool>,
+    /// The store's reachability, kept by the daemon's probe.
+    pub health: Arc<StoreHealth>,
 }
+
+/// The longest `/readyz` waits for the store before answering that it does not answer.
+const READY_PROBE: Duration = Duration::from_millis(900);
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
@@ -54,9 +60,17 @@ async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
     if !s.ready.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n".to_owned());
     }
-    match s.store.ping().await {
-        Ok(_) => (StatusCode::OK, "ready\n".to_owned()),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {e}\n")),
+    // During a known outage, at once from memory; otherwise a bounded check.
+    if let Some(outage) = s.health.outage() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("store {}\n", outage.describe()));
+    }
+    match tokio::time::timeout(READY_PROBE, s.store.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n".to_owned()),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unreachable: {e}\n")),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unreachable: no answer within {} ms\n", READY_PROBE.as_millis()),
+        ),
     }
 }
 
@@ -94,7 +108,8 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         metrics.set_quality_bands(&[Some(95.0), Some(40.0), None]);
         let ready = Arc::new(AtomicBool::new(true));
-        let state = HttpState { metrics, store: store.clone(), ready: ready.clone() };
+        let health = Arc::new(StoreHealth::default());
+        let state = HttpState { metrics, store: store.clone(), ready: ready.clone(), health: health.clone() };
         let shutdown = CancellationToken::new();
         let (addr, handle) = serve(([127, 0, 0, 1], 0).into(), state, shutdown.clone()).await.unwrap();
         let get = |path: &'static str| async move {
@@ -120,10 +135,17 @@ mod tests {
         ready.store(false, Ordering::Relaxed);
         assert_eq!(get("/readyz").await, (503, "draining\n".to_owned()));
         ready.store(true, Ordering::Relaxed);
+        // A known outage is answered from memory, with its cause.
+        health.record(Err("Connection refused (os error 111)".into()));
+        let (status, body) = get("/readyz").await;
+        assert_eq!(status, 503);
+        assert!(body.starts_with("store unreachable since ") && body.contains("Connection refused"), "{body}");
+        health.record(Ok(()));
+        assert_eq!(get("/readyz").await, (200, "ready\n".to_owned()));
         store.close().await;
         let (status, body) = get("/readyz").await;
         assert_eq!(status, 503);
-        assert!(body.starts_with("store unavailable"), "{body}");
+        assert!(body.starts_with("store unreachable"), "{body}");
         shutdown.cancel();
         handle.await.unwrap();
     }

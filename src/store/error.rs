@@ -3,13 +3,11 @@
 /// Everything a store operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database rejected or failed a statement; `context` says what the store was doing.
-    #[error("database error while {context}")]
-    Database {
-        context: &'static str,
-        #[source]
-        source: sqlx::Error,
-    },
+    /// The database rejected or failed a statement; `context` says what the store was
+    /// doing. The message carries the driver's error (e.g. `Connection refused`), so a log
+    /// line names the cause.
+    #[error("database error while {context}: {error}")]
+    Database { context: &'static str, error: sqlx::Error },
     /// Applying the embedded migrations failed.
     #[error("applying database migrations failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
@@ -26,6 +24,9 @@ pub enum StoreError {
     /// A fenced write found that its worker no longer holds the job's lease.
     #[error("lease on job {job_id} is no longer held by this worker")]
     LeaseLost { job_id: i64 },
+    /// Another process holds a live lease on the job (it is running it).
+    #[error("job {job_id} is being run by `{owner}`, whose lease on it lasts until {until}")]
+    LeaseHeld { job_id: i64, owner: String, until: chrono::DateTime<chrono::Utc> },
     /// A stored value does not parse back into its domain type.
     #[error("corrupt data in the store: {what}")]
     Corrupt { what: String },
@@ -47,7 +48,7 @@ pub(crate) fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreErro
         sqlx::Error::ColumnDecode { index, source } => {
             StoreError::Corrupt { what: format!("while {context}: column {index} does not decode: {source}") }
         }
-        source => StoreError::Database { context, source },
+        error => StoreError::Database { context, error },
     }
 }
 

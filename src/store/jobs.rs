@@ -1,5 +1,6 @@
 //! Jobs, runs and the audit log: SQL shared by both backends.
 
+use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
@@ -235,9 +236,9 @@ macro_rules! job_methods {
                 error: &str,
             ) -> Result<u64, StoreError> {
                 let done = sqlx::query(
-                    "UPDATE runs SET finished_at = $1, outcome = 'failed', error = $2, \
+                    "UPDATE runs SET finished_at = $1, outcome = 'abandoned', error = $2, \
                      cursor_after = (SELECT cursor FROM jobs WHERE jobs.id = runs.job_id) \
-                     WHERE job_id = $3 AND tenant_id = $4 AND outcome = 'running' AND \"trigger\" <> 'cli'",
+                     WHERE job_id = $3 AND tenant_id = $4 AND outcome = 'running'",
                 )
                 .bind(now())
                 .bind(error)
@@ -246,6 +247,32 @@ macro_rules! job_methods {
                 .execute(&self.pool)
                 .await
                 .map_err(db("closing abandoned runs"))?;
+                Ok(done.rows_affected())
+            }
+
+            pub(super) async fn close_expired_runs(
+                &self,
+                expired_before: DateTime<Utc>,
+                seen_by: &str,
+            ) -> Result<u64, StoreError> {
+                // Index `runs_running`; one job lookup by primary key per running run.
+                let done = sqlx::query(
+                    "UPDATE runs SET finished_at = $1, outcome = 'abandoned', \
+                     error = 'abandoned: ' || COALESCE((SELECT 'its lease holder `' || j.lease_owner || \
+                     '` stopped renewing the job''s lease' FROM jobs j WHERE j.id = runs.job_id \
+                     AND j.lease_owner IS NOT NULL), 'no process held the job''s lease') || \
+                     '; closed by `' || $3 || '`', \
+                     cursor_after = (SELECT cursor FROM jobs WHERE jobs.id = runs.job_id) \
+                     WHERE outcome = 'running' AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = runs.job_id \
+                     AND (j.lease_owner IS NULL OR (j.lease_owner <> $3 AND \
+                     (j.lease_expires_at IS NULL OR j.lease_expires_at <= $2))))",
+                )
+                .bind(now())
+                .bind(expired_before)
+                .bind(seen_by)
+                .execute(&self.pool)
+                .await
+                .map_err(db("closing runs whose lease expired"))?;
                 Ok(done.rows_affected())
             }
 

@@ -11,6 +11,7 @@
 #[macro_use]
 mod rows;
 mod error;
+mod health;
 mod jobs;
 mod postgres;
 mod reconcile;
@@ -29,6 +30,7 @@ use uuid::Uuid;
 
 pub use error::StoreError;
 pub use gauges::{GaugeFigures, StreamFreshness};
+pub use health::{HealthChange, Outage, StoreHealth};
 pub use intelligence::{ContributionFilter, ContributionRow, Fold, Folded, IntelligenceRow, NewContribution, PairRow};
 pub use postgres::PgStore;
 pub use responsibilities::ResponsibilityRow;
@@ -336,6 +338,24 @@ impl Store {
         dispatch!(self.renew_lease(tenant, job_id, owner, until))
     }
 
+    /// Takes the lease on one job for a run outside the scheduler (`tributary sync`),
+    /// whether or not it is due: `owner` holds it until `lease_until` (renew it with
+    /// [`Store::renew_lease`], give it back with [`Store::release_lease`]). An expired
+    /// lease is taken over (`reclaimed_from` names its holder).
+    ///
+    /// [`StoreError::LeaseHeld`] if another owner's lease is live, `NotFound` if the job is
+    /// not the tenant's.
+    pub async fn claim_job(
+        &self,
+        tenant: &TenantId,
+        job_id: i64,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<JobRow, StoreError> {
+        dispatch!(self.claim_job(tenant, job_id, owner, now, lease_until))
+    }
+
     /// Ends `owner`'s run of the tenant's job: writes `next_run_at`, the failure streak
     /// and the last run, clears the lease and resets `attempts`. The trigger the run
     /// served is cleared; one requested after the claim stays pending, so the job runs
@@ -528,12 +548,20 @@ impl Store {
         dispatch!(self.finish_run(tenant, run_id, outcome, stats))
     }
 
-    /// Closes the job's runs still marked `running` as `failed` with `error`, their
-    /// `cursor_after` the job's committed cursor: runs of a worker that died holding the
-    /// job's lease. Foreground (`cli`) runs hold no lease and are left alone. Call it only
-    /// while holding the job's lease; returns how many runs were closed.
+    /// Closes the job's runs still marked `running` as `abandoned` with `error`, their
+    /// `cursor_after` the job's committed cursor: runs of a process (daemon worker or
+    /// `tributary sync`) that died holding the job's lease. Call it only while holding the
+    /// job's lease, before starting a run; returns how many runs were closed.
     pub async fn close_abandoned_runs(&self, tenant: &TenantId, job_id: i64, error: &str) -> Result<u64, StoreError> {
         dispatch!(self.close_abandoned_runs(tenant, job_id, error))
+    }
+
+    /// Closes as `abandoned` every run still marked `running` whose job has no live lease
+    /// holder: no lease at all, or another owner's lease that expired at or before
+    /// `expired_before`. Runs under `seen_by`'s own leases are left to `seen_by`, which
+    /// knows whether they are alive. Returns how many runs were closed.
+    pub async fn close_expired_runs(&self, expired_before: DateTime<Utc>, seen_by: &str) -> Result<u64, StoreError> {
+        dispatch!(self.close_expired_runs(expired_before, seen_by))
     }
 
     /// A run: any tenant's with `None` (operator scope), only that tenant's with `Some`.

@@ -25,6 +25,8 @@ impl PgStore {
             .application_name("tributary");
         let pool = PgPoolOptions::new()
             .max_connections(10)
+            // Tolerant of a loaded server; a daemon notices an outage through its own
+            // probe (`Store::probe`) within seconds, and stops using the pool meanwhile.
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await

@@ -282,6 +282,42 @@ macro_rules! scheduling_methods {
                 Ok(())
             }
 
+            pub(super) async fn claim_job(
+                &self,
+                tenant: &TenantId,
+                job_id: i64,
+                owner: &str,
+                now: DateTime<Utc>,
+                lease_until: DateTime<Utc>,
+            ) -> Result<JobRow, StoreError> {
+                let raw: Option<RawJob> = sqlx::query_as(concat!(
+                    "UPDATE jobs SET lease_owner = $1, lease_expires_at = $2, claimed_at = $3, \
+                     updated_at = $3, attempts = attempts + 1, reclaimed_from = lease_owner \
+                     WHERE id = $4 AND tenant_id = $5 AND \
+                     (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= $3) RETURNING ",
+                    job_columns!()
+                ))
+                .bind(owner)
+                .bind(lease_until)
+                .bind(now)
+                .bind(job_id)
+                .bind(tenant.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("claiming a job"))?;
+                if let Some(raw) = raw {
+                    return JobRow::try_from(raw);
+                }
+                match self.get_job(tenant, job_id).await? {
+                    None => Err(no_job(tenant, job_id)),
+                    Some(job) => Err(StoreError::LeaseHeld {
+                        job_id,
+                        owner: job.lease_owner.unwrap_or_default(),
+                        until: job.lease_expires_at.unwrap_or(now),
+                    }),
+                }
+            }
+
             pub(super) async fn complete_job(
                 &self,
                 tenant: &TenantId,

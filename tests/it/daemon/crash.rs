@@ -223,7 +223,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_restarts_resume_from_the_co
         // finished just before a kill that came before its job was completed.
         for r in &mine[1..] {
             let abandoned =
-                r.outcome == RunOutcome::Failed && r.stats.error.as_deref().is_some_and(|e| e.contains("abandoned"));
+                r.outcome == RunOutcome::Abandoned && r.stats.error.as_deref().is_some_and(|e| e.contains("abandoned"));
             assert!(abandoned || r.outcome == RunOutcome::Success, "{}: {r:#?}", s.stream);
         }
         assert_eq!(last.cursor_before.as_deref(), Some(committed[s.stream].as_str()));

@@ -141,7 +141,7 @@ async fn a_killed_daemons_lease_is_reclaimed_and_the_job_completes_under_the_sur
     assert_eq!(fx.store.count_records(&tenant, Some(&entity)).await.unwrap() as u64, RECORDS);
     // The dead daemon's run is closed, not left running for ever.
     let orphan = fx.finished_run("acme", killed).await;
-    assert_eq!(orphan.outcome, RunOutcome::Failed);
+    assert_eq!(orphan.outcome, RunOutcome::Abandoned);
     assert!(orphan.stats.error.as_deref().unwrap_or("").contains(&owner_a), "{:?}", orphan.stats.error);
     let job = fx.store.get_job(&tenant, job.id).await.unwrap().unwrap();
     assert_eq!((job.lease_owner, job.reclaimed_from), (None, None));

@@ -6,10 +6,12 @@
 //! the test waits) and never blocks it: children are `tokio::process` children, killed
 //! when their guard drops.
 
+mod abandoned;
 mod control;
 mod crash;
 mod leases;
 mod metrics;
+mod outage;
 mod signals;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,123 @@
+//! Housekeeping, on a fixed tick: noticing the store's outages and returns, closing
+//! runs left `running` by dead processes, the job and quality gauges, rate-limit key
+//! sweeps, and stall checks.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use super::Daemon;
+use crate::telemetry::{Metrics, RunStalled};
+
+/// Housekeeping: gauges, stall checks, the systemd watchdog.
+pub(super) const HOUSEKEEPING: Duration = Duration::from_secs(5);
+/// The job gauges come from a full scan of the jobs table (`job_counts`), so they are
+/// refreshed on a housekeeping tick only once `GAUGE_COST_FACTOR` times the last scan's
+/// duration has passed (the scan takes at most ~0.2% of the time), and at least every
+/// `GAUGE_MAX_AGE`. Small stores still refresh on every tick.
+const GAUGE_COST_FACTOR: u32 = 500;
+const GAUGE_MAX_AGE: Duration = Duration::from_secs(60);
+
+impl Daemon {
+    /// One tick: the store's state first; with the store reachable, what needs it; then
+    /// what the daemon keeps in memory.
+    pub(super) async fn housekeeping(&mut self) {
+        if self.note_store_health() {
+            self.settle_unsettled().await;
+            self.close_expired_runs().await;
+            self.refresh_gauges().await;
+        }
+        self.limits.sweep();
+        self.metrics.rate_limit_keys.set(i64::try_from(self.limits.keys()).unwrap_or(i64::MAX));
+        self.check_stalls();
+    }
+
+    /// Follows the probe's view of the store; `true` if the store is reachable. While
+    /// it is not, nothing is claimed; when it is back, the loop claims again at once
+    /// (jobs whose runs failed during the outage are due).
+    fn note_store_health(&mut self) -> bool {
+        let outage = self.health.outage();
+        let down = outage.is_some();
+        if down != self.store_down {
+            self.store_down = down;
+            if let Some(outage) = outage {
+                self.remember(None, None, None, format!("store {}", outage.describe()));
+            }
+            self.wake = !down;
+            self.wake_at = None;
+        }
+        !down
+    }
+
+    /// The job gauges (see [`GAUGE_COST_FACTOR`]) and the integration quality gauges.
+    async fn refresh_gauges(&mut self) {
+        let started = Instant::now();
+        // A connection status changed in this process: the gauges follow on this tick.
+        let stale = self.metrics.take_stale();
+        if !stale && started < self.gauges_due {
+            return;
+        }
+        let now = Utc::now();
+        let counts = self.store.job_counts(now, Duration::from_secs(300)).await;
+        if let Err(e) = crate::telemetry::gauges::refresh(&self.store, &self.metrics, now).await {
+            tracing::debug!("connection and stream gauges not refreshed: {e}");
+        }
+        if let Err(e) = crate::intelligence::refresh_gauges(&self.store, &self.metrics).await {
+            tracing::debug!("integration quality gauges not refreshed: {e}");
+        }
+        let wait = (started.elapsed() * GAUGE_COST_FACTOR).min(GAUGE_MAX_AGE);
+        self.gauges_due = Instant::now() + wait;
+        if let Ok(c) = counts {
+            for (state, n) in [
+                ("total", c.total),
+                ("due", c.due),
+                ("overdue", c.overdue),
+                ("running", c.running),
+                ("paused", c.paused),
+                ("blocked", c.blocked),
+            ] {
+                Metrics::set_gauge(&self.metrics.jobs, state, n);
+            }
+        }
+    }
+
+    /// Reports, once each, the runs without progress for `stall_secs`.
+    fn check_stalls(&mut self) {
+        let stall = Duration::from_secs(self.settings.stall_secs);
+        let mut stalled = Vec::new();
+        for r in self.running.values_mut() {
+            let (idle, run_id) = match r.progress.lock() {
+                Ok(p) => (p.last_change.elapsed(), p.run_id),
+                Err(_) => continue,
+            };
+            if idle >= stall && !r.stall_reported {
+                r.stall_reported = true;
+                let run_id = run_id.map(|u| u.to_string()).unwrap_or_default();
+                RunStalled {
+                    tenant: r.tenant.as_str(),
+                    provider: r.provider.as_str(),
+                    stream: r.stream.as_str(),
+                    run_id: &run_id,
+                    idle_secs: idle.as_secs(),
+                }
+                .emit(&self.metrics);
+                stalled.push((r.tenant.clone(), r.provider.clone(), r.stream.clone(), idle));
+            }
+        }
+        for (t, p, s, idle) in stalled {
+            self.remember(Some(&t), Some(&p), Some(&s), format!("run stalled: no progress for {} s", idle.as_secs()));
+        }
+    }
+
+    /// Closes as `abandoned` the runs left `running` by processes (other daemons,
+    /// `tributary sync`) that died holding their job's lease: the lease expired at least a
+    /// heartbeat ago. This daemon's own runs are its to finish.
+    pub(super) async fn close_expired_runs(&mut self) {
+        let grace = chrono::Duration::seconds(i64::try_from(self.settings.heartbeat_secs).unwrap_or(0));
+        match self.store.close_expired_runs(Utc::now() - grace, &self.owner).await {
+            Ok(0) => {}
+            Ok(runs) => tracing::warn!(runs, "closed runs left `running` by processes whose lease expired"),
+            Err(e) => tracing::warn!("closing runs whose lease expired failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Start-up and teardown: the logged sequence of steps that brings the daemon up
+//! (configuration, store, reconciliation, HTTP server, control socket, signals, the
+//! store probe, `READY=1`), the main loop, then the ordered stop.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::health::watch_store;
+use super::shutdown::signals;
+use super::{Daemon, DaemonOptions, Endpoints, FIXED_JITTER, reconcile};
+use crate::config::Catalog;
+use crate::control::{self, ControlMessage};
+use crate::http::RateLimiters;
+use crate::scheduler::FailurePolicy;
+use crate::store::StoreHealth;
+use crate::telemetry::Metrics;
+
+fn instance_id() -> String {
+    crate::scheduler::lease::instance_id("")
+}
+
+/// Runs the daemon until it is drained. `on_ready` receives the bound addresses (tests and
+/// `demo` use them); `extra` may inject control messages (tests).
+pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyhow::Result<()> {
+    tracing::info!(step = 1, "loading configuration");
+    let catalog = Catalog::load(&opts.config_dir, opts.connectors.as_deref()).map_err(|d| anyhow::anyhow!("{d}"))?;
+    tracing::info!(
+        step = 1,
+        connectors = catalog.manifests.iter().count(),
+        presets = catalog.presets.iter().count(),
+        tenant_files = catalog.tenant_files.len(),
+        "configuration valid"
+    );
+    tracing::info!(step = 2, backend = opts.store.backend(), "store open, migrations applied");
+    let metrics = Arc::new(Metrics::new());
+    let settings = opts.settings.clone();
+    let mut daemon = Daemon {
+        config_dir: opts.config_dir,
+        connectors: opts.connectors,
+        catalog: Arc::new(catalog),
+        store: opts.store,
+        key: opts.key,
+        policy: FailurePolicy {
+            base: Duration::from_secs(settings.failure_base_secs.max(1)),
+            max: Duration::from_secs(settings.failure_max_secs.max(1)),
+            error_after: settings.error_after,
+        },
+        limits: Arc::new(RateLimiters::new(settings.replicas)),
+        settings,
+        metrics,
+        owner: instance_id(),
+        started_at: Utc::now(),
+        running: HashMap::new(),
+        tasks: JoinSet::new(),
+        task_jobs: HashMap::new(),
+        started_runs: Arc::new(Mutex::new(HashMap::new())),
+        recent_errors: VecDeque::new(),
+        config_error: None,
+        draining: None,
+        ready: Arc::new(AtomicBool::new(false)),
+        shutdown: CancellationToken::new(),
+        wake: true,
+        gauges_due: Instant::now(),
+        wake_at: None,
+        health: Arc::new(StoreHealth::default()),
+        store_down: false,
+        unsettled: Vec::new(),
+    };
+    let counts =
+        reconcile(&daemon.catalog, &daemon.store, daemon.settings.apply_tenant_files, FIXED_JITTER, &daemon.metrics)
+            .await?;
+    for e in &counts.errors {
+        daemon.remember(None, None, None, e.clone());
+    }
+    tracing::info!(step = 3, tenants = counts.tenants, jobs = %counts.jobs, "jobs reconciled with the configuration");
+    daemon.close_expired_runs().await;
+
+    let http_state = crate::server::HttpState {
+        metrics: daemon.metrics.clone(),
+        store: daemon.store.clone(),
+        ready: daemon.ready.clone(),
+        health: daemon.health.clone(),
+    };
+    let (http, http_task) = crate::server::serve(opts.http_listen, http_state, daemon.shutdown.clone()).await?;
+    tracing::info!(step = 4, address = %http, "HTTP server listening (/metrics, /healthz, /readyz)");
+
+    let (tx, rx) = mpsc::channel::<ControlMessage>(64);
+    let listener =
+        control::bind(&opts.socket).map_err(|e| anyhow::anyhow!("control socket {}: {e}", opts.socket.display()))?;
+    let socket_task = tokio::spawn(control::serve(listener, tx.clone(), daemon.shutdown.clone()));
+    tracing::info!(step = 5, socket = %opts.socket.display(), "control socket listening");
+
+    let signals_task = tokio::spawn(signals(tx.clone(), daemon.shutdown.clone()));
+    let probe_task = tokio::spawn(watch_store(daemon.store.clone(), daemon.health.clone(), daemon.shutdown.clone()));
+    tracing::info!(step = 6, owner = %daemon.owner, workers = daemon.settings.workers, "signals handled; scheduler starting");
+    daemon.ready.store(true, Ordering::Relaxed);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    on_ready(&Endpoints { socket: opts.socket.clone(), http });
+
+    let result = daemon.main_loop(rx).await;
+
+    tracing::info!("stopping: releasing leases and closing servers");
+    if let Err(e) = daemon.store.release_all(&daemon.owner).await {
+        tracing::warn!("releasing leases failed: {e}");
+    }
+    daemon.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    let _ = socket_task.await;
+    signals_task.abort();
+    probe_task.abort();
+    let _ = std::fs::remove_file(&opts.socket);
+    daemon.store.close().await;
+    tracing::info!("stopped");
+    result
+}
