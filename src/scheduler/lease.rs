@@ -28,6 +28,20 @@ pub fn instance_id(prefix: &str) -> String {
     format!("{prefix}{host}-{}-{}", std::process::id(), &id[id.len() - 6..])
 }
 
+/// Whether `holder` (an [`instance_id`]) names a process on this host that no longer
+/// runs. Another host's holders, and ids of another shape, are never judged dead here.
+fn holder_died_here(holder: &str) -> bool {
+    let mut parts = holder.rsplitn(3, '-');
+    let (Some(_random), Some(pid), Some(named)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else { return false };
+    let mine = instance_id("");
+    let Some(host) = mine.rsplitn(3, '-').nth(2) else { return false };
+    let on_this_host = named == host || named.strip_prefix("sync-") == Some(host);
+    on_this_host && pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Why a foreground lease was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
@@ -78,7 +92,15 @@ impl ForegroundLease {
         };
         let owner = instance_id("sync-");
         let now = Utc::now();
-        let job = match store.claim_job(tenant, job.id, &owner, now, until(now, lease)).await {
+        let mut claimed = store.claim_job(tenant, job.id, &owner, now, until(now, lease), None).await;
+        // A holder on this machine whose process is gone (a SIGKILLed `tributary sync`)
+        // cannot renew: its lease is taken over at once instead of after it expires.
+        if let Err(StoreError::LeaseHeld { owner: holder, .. }) = &claimed
+            && holder_died_here(holder)
+        {
+            claimed = store.claim_job(tenant, job.id, &owner, now, until(now, lease), Some(holder)).await;
+        }
+        let job = match claimed {
             Ok(job) => job,
             Err(held @ StoreError::LeaseHeld { .. }) => {
                 return Err(LeaseError::Busy {
@@ -208,4 +230,22 @@ async fn find_job(
         .or_else(|| config.schedule.clone())
         .unwrap_or_default();
     Ok(Some(store.ensure_job(tenant, connection.id, stream, &schedule).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_holders_on_this_host_whose_process_is_gone_are_dead() {
+        let mine = instance_id("sync-");
+        let host = mine.strip_prefix("sync-").and_then(|m| m.rsplitn(3, '-').nth(2)).expect("a host in the id");
+        // No process has this pid (Linux pids stay below 2^22).
+        assert!(holder_died_here(&format!("sync-{host}-999999999-abc123")));
+        assert!(holder_died_here(&format!("{host}-999999999-abc123")), "a daemon's id too");
+        assert!(!holder_died_here(&mine), "this process is alive");
+        assert!(!holder_died_here(&format!("{host}-1-abc123")), "pid 1 runs");
+        assert!(!holder_died_here("sync-another-host.example-999999999-abc123"), "another host is not judged");
+        assert!(!holder_died_here("not an id"));
+    }
 }

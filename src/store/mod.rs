@@ -341,7 +341,8 @@ impl Store {
     /// Takes the lease on one job for a run outside the scheduler (`tributary sync`),
     /// whether or not it is due: `owner` holds it until `lease_until` (renew it with
     /// [`Store::renew_lease`], give it back with [`Store::release_lease`]). An expired
-    /// lease is taken over (`reclaimed_from` names its holder).
+    /// lease is taken over (`reclaimed_from` names its holder), and so is a live lease
+    /// held by `dead_holder` (a holder the caller knows has died).
     ///
     /// [`StoreError::LeaseHeld`] if another owner's lease is live, `NotFound` if the job is
     /// not the tenant's.
@@ -352,8 +353,9 @@ impl Store {
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
+        dead_holder: Option<&str>,
     ) -> Result<JobRow, StoreError> {
-        dispatch!(self.claim_job(tenant, job_id, owner, now, lease_until))
+        dispatch!(self.claim_job(tenant, job_id, owner, now, lease_until, dead_holder))
     }
 
     /// Ends `owner`'s run of the tenant's job: writes `next_run_at`, the failure streak

@@ -289,12 +289,14 @@ macro_rules! scheduling_methods {
                 owner: &str,
                 now: DateTime<Utc>,
                 lease_until: DateTime<Utc>,
+                dead_holder: Option<&str>,
             ) -> Result<JobRow, StoreError> {
                 let raw: Option<RawJob> = sqlx::query_as(concat!(
                     "UPDATE jobs SET lease_owner = $1, lease_expires_at = $2, claimed_at = $3, \
                      updated_at = $3, attempts = attempts + 1, reclaimed_from = lease_owner \
                      WHERE id = $4 AND tenant_id = $5 AND \
-                     (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= $3) RETURNING ",
+                     (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= $3 \
+                      OR lease_owner = $6) RETURNING ",
                     job_columns!()
                 ))
                 .bind(owner)
@@ -302,6 +304,7 @@ macro_rules! scheduling_methods {
                 .bind(now)
                 .bind(job_id)
                 .bind(tenant.as_str())
+                .bind(dead_holder)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("claiming a job"))?;
