@@ -1,61 +1,10 @@
 //! The operator's view through the built binary: bounded credential input, validation
 //! that names file and key, read-only commands that never create a store.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        Self { dir: tempfile::tempdir().unwrap() }
-    }
-
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("tributary.db")
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tributary"));
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env("TRIBUTARY_CONFIG", repo.join("config"))
-            .env("TRIBUTARY_DATABASE_URL", format!("sqlite://{}", self.db().display()))
-            .env_remove("TRIBUTARY_MASTER_KEY_FILE")
-            .env_remove("CREDENTIALS_DIRECTORY")
-            .env_remove("TRIBUTARY_CONNECTORS");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs with `input` on stdin; the command may stop reading early.
-    fn with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child =
-            self.cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let input = input.to_vec();
-        let writer = std::thread::spawn(move || {
-            // A broken pipe is the point when the command refuses a huge input.
-            let _ = stdin.write_all(&input);
-        });
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap();
-        out
-    }
-}
+use crate::cli::Env;
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
