@@ -154,7 +154,7 @@ fn credentials_come_from_stdin_are_encrypted_and_never_printed() {
     let secret = "s3cr3t-token-value-9f8e";
     let out = env.with_stdin(
         &["credentials", "set", "--tenant", "acme", "--provider", "aptem"],
-        &format!("{{\"api_token\": \"{secret}\"}}"),
+        format!("{{\"api_token\": \"{secret}\"}}"),
     );
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stderr}");
@@ -259,7 +259,7 @@ async fn sync_runs_and_records_from_the_command_line() {
     );
 
     let out = env
-        .with_stdin(&["credentials", "set", "--tenant", "acme", "--provider", "aptem"], &sim.credentials().to_string());
+        .with_stdin(&["credentials", "set", "--tenant", "acme", "--provider", "aptem"], sim.credentials().to_string());
     assert!(out.status.success());
     let synced = env.ok(&["sync", "--tenant", "acme", "--provider", "aptem"]);
     assert!(synced.contains("aptem/learners: success") && synced.contains("fetched 1200, inserted 1200"), "{synced}");
