@@ -12,8 +12,8 @@ use super::worker::{RunContext, run_job};
 use super::{Daemon, FIXED_JITTER, Progress, RunDone, Running};
 use crate::model::{ConnectionStatus, RunOutcome};
 use crate::scheduler::{after_partial_run, after_run};
-use crate::store::{ClaimRequest, ClaimedJob, Exclusions, Owner, RunStats, StoreError};
-use crate::telemetry::LeaseLost;
+use crate::store::{ClaimRequest, ClaimedJob, Exclusions, JobRow, Owner, RunStats, StoreError};
+use crate::telemetry::{LeaseLost, Metrics};
 
 impl Daemon {
     /// How long to sleep before looking at the store again.
@@ -161,13 +161,7 @@ impl Daemon {
         }
         let job = &r.claimed.job;
         if done.lease_lost {
-            LeaseLost {
-                tenant: job.tenant_id.as_str(),
-                provider: job.provider.as_str(),
-                stream: job.stream.as_str(),
-                job_id: job.id,
-            }
-            .emit(&self.metrics);
+            lease_lost(job, &self.metrics);
             self.remember(
                 Some(&r.tenant),
                 Some(&r.provider),
@@ -213,13 +207,7 @@ impl Daemon {
         match self.store.complete_job(&job.tenant_id, job.id, &self.owner, &plan.completion).await {
             Ok(_) => {}
             Err(StoreError::LeaseLost { .. }) => {
-                LeaseLost {
-                    tenant: job.tenant_id.as_str(),
-                    provider: job.provider.as_str(),
-                    stream: job.stream.as_str(),
-                    job_id: job.id,
-                }
-                .emit(&self.metrics);
+                lease_lost(job, &self.metrics);
                 return;
             }
             Err(e) => {
@@ -279,4 +267,15 @@ impl Daemon {
             }),
         }
     }
+}
+
+/// Reports that this daemon lost its lease on `job` (another worker owns it now).
+fn lease_lost(job: &JobRow, metrics: &Metrics) {
+    LeaseLost {
+        tenant: job.tenant_id.as_str(),
+        provider: job.provider.as_str(),
+        stream: job.stream.as_str(),
+        job_id: job.id,
+    }
+    .emit(metrics);
 }
