@@ -129,7 +129,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    // The command runs on a worker thread, beside the I/O it waits on (the HTTP
+    // connection tasks), not on this thread: a wake-up from a worker to a task on the
+    // thread that blocks on the runtime is a futex round trip, several per page read.
+    let done = runtime.block_on(async { tokio::spawn(run(cli)).await });
+    match done.unwrap_or_else(|e| Err(anyhow::anyhow!("the command ended abnormally: {e}"))) {
         Ok(code) => code,
         Err(e) => {
             fatal(format, &format!("{e:#}"));

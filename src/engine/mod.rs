@@ -11,6 +11,7 @@ pub mod template;
 mod walk;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -19,6 +20,7 @@ use self::resume::{ParentPoint, PositionUpdate, SavedPosition};
 use self::template::Vars;
 use self::walk::Walk;
 use crate::config::{IncrementalSpec, Manifest, ResumeMode, StreamSpec};
+use crate::http::shape::{Projection, RawBody};
 use crate::http::{HttpError, Session};
 use crate::model::StreamName;
 
@@ -60,6 +62,9 @@ pub struct Page {
     pub total: Option<u64>,
     /// The resumable position to commit together with this page.
     pub position: PositionUpdate,
+    /// The body as the provider sent it: its records whole, where `records` may hold
+    /// only the parts the run reads ([`StreamReader::read_only`]).
+    pub body: Option<RawBody>,
 }
 
 /// Where an incremental stream stands: one cursor, or one per parent record.
@@ -99,6 +104,8 @@ pub struct StreamReader {
     position_live: bool,
     /// What the run row should say about how the pass began (resumed, restarted).
     pub notes: Vec<String>,
+    /// The parts of each record the run reads; `None`: records are read whole.
+    projection: Option<Arc<Projection>>,
 }
 
 impl StreamReader {
@@ -156,7 +163,19 @@ impl StreamReader {
             resume: None,
             position_live: false,
             notes: Vec::new(),
+            projection: None,
         })
+    }
+
+    /// Reads only `projection`'s parts of each record (and the primary key and cursor
+    /// the reader itself needs) instead of every record whole: the rest of each record
+    /// is scanned but never built. Parent records of a child stream are read whole.
+    pub fn read_only(&mut self, mut projection: Projection) {
+        projection.keep_path(&self.spec.primary_key);
+        if let Some(inc) = &self.incremental {
+            projection.keep_path(&inc.cursor_field);
+        }
+        self.projection = Some(Arc::new(projection));
     }
 
     /// Continues the pass a stored position (`stored`, the job's) belongs to, unless
@@ -282,6 +301,7 @@ impl StreamReader {
                         checkpoint: None,
                         position: PositionUpdate::Clear,
                         total: None,
+                        body: None,
                     }));
                 }
                 return Ok(None);
@@ -289,7 +309,9 @@ impl StreamReader {
             let Some(walk) = self.walk.as_mut() else {
                 continue;
             };
-            let result = walk.next(session, &mut vars, &base_url, &self.headers, &self.name).await?;
+            let result =
+                walk.next(session, &mut vars, &base_url, &self.headers, &self.name, self.projection.as_ref()).await?;
+            let body = walk.body.take();
             let finished = walk.finished();
             // Records of the incremental request come sorted by the cursor when the
             // manifest says so: the cursor may move with every page. A full read's order
@@ -311,11 +333,11 @@ impl StreamReader {
             match result {
                 Some(records) => {
                     self.pages += 1;
-                    return Ok(Some(Page { records, checkpoint, position, total }));
+                    return Ok(Some(Page { records, checkpoint, position, total, body }));
                 }
                 // A walk that ends on an empty page still moves the cursor and position.
                 None if checkpoint.is_some() || position != PositionUpdate::Keep => {
-                    return Ok(Some(Page { records: Vec::new(), checkpoint, position, total }));
+                    return Ok(Some(Page { records: Vec::new(), checkpoint, position, total, body: None }));
                 }
                 None => {}
             }
@@ -381,7 +403,7 @@ impl StreamReader {
             let mut parents = VecDeque::new();
             let mut walk = Walk::new(&parent_spec, None, None, None, None);
             while !walk.finished() {
-                if let Some(records) = walk.next(session, vars, base_url, &self.headers, &self.name).await? {
+                if let Some(records) = walk.next(session, vars, base_url, &self.headers, &self.name, None).await? {
                     parents.extend(records);
                 }
             }

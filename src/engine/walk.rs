@@ -2,6 +2,7 @@
 //! the stream is a child), with the guards against loops and the search-window cap.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -10,6 +11,7 @@ use super::cursor::CursorValue;
 use super::resume::{PagePosition as Position, WalkPoint};
 use super::template::{Vars, lookup_path, scalar_text};
 use crate::config::{BodyFormat, IncrementalSpec, Pagination, ParamIn, RequestSpec, ResponseAction, StreamSpec};
+use crate::http::shape::{BodyShape, Projection, RawBody};
 use crate::http::{Body, Request, Session};
 use crate::model::StreamName;
 
@@ -40,6 +42,8 @@ pub(super) struct Walk {
     /// that request is sorted by the cursor and subject to `window_cap`; a full read goes
     /// through the stream's own request, in whatever order it has.
     pub from_cursor: bool,
+    /// The last page's body as the provider sent it (dead letters keep its records).
+    pub body: Option<RawBody>,
 }
 
 impl Walk {
@@ -76,6 +80,7 @@ impl Walk {
             records_read: 0,
             total: None,
             from_cursor,
+            body: None,
         }
     }
 
@@ -204,7 +209,7 @@ impl Walk {
                 _ => Vec::new(),
             }),
         });
-        Ok(Request { method: self.request.method.unwrap_or_default(), url, query, headers: hdrs, body })
+        Ok(Request { method: self.request.method.unwrap_or_default(), url, query, headers: hdrs, body, shape: None })
     }
 
     /// Fetches the next page; `Ok(None)` when the walk ended without records.
@@ -215,6 +220,7 @@ impl Walk {
         base_url: &str,
         headers: &std::collections::BTreeMap<String, String>,
         stream: &StreamName,
+        projection: Option<&Arc<Projection>>,
     ) -> Result<Option<Vec<Value>>, EngineError> {
         if self.finished() {
             return Ok(None);
@@ -230,7 +236,9 @@ impl Walk {
         }
         let parent = self.parent.clone();
         let parent_vars = Vars { values: vars.values.clone(), parent: parent.as_ref() };
-        let request = self.build(&parent_vars, base_url, headers)?;
+        let mut request = self.build(&parent_vars, base_url, headers)?;
+        let records_at = self.request.records.as_deref().unwrap_or_default();
+        request.shape = projection.map(|p| Arc::new(BodyShape::new(records_at, p.clone())));
         let mut response = session.send(&request, &parent_vars).await?;
         self.pages += 1;
         let total_ptr = match (&self.request.total, &self.pagination) {
@@ -303,6 +311,7 @@ impl Walk {
                 self.restart_window_if_capped(inc.window_cap, records.len() as u64, &stream_name)?;
             }
         }
+        self.body = Some(RawBody::new(std::mem::take(&mut response.body), records_ptr));
         if !self.inject.is_empty() {
             for r in &mut records {
                 if let Value::Object(map) = r {

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod classify;
 pub mod ratelimit;
+pub mod shape;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -235,6 +236,9 @@ pub struct Request {
     pub query: Vec<(String, String)>,
     pub headers: Vec<(String, String)>,
     pub body: Option<Body>,
+    /// Where the records are in the response and which of their parts the reader
+    /// uses; `None` parses the whole body.
+    pub shape: Option<std::sync::Arc<shape::BodyShape>>,
 }
 
 #[derive(Debug, Clone)]
@@ -248,8 +252,11 @@ pub enum Body {
 pub struct Response {
     pub status: u16,
     pub headers: HeaderMap,
-    /// The parsed body; `None` for an empty response.
+    /// The parsed body (its records projected as the request's shape says); `None` for
+    /// an empty response.
     pub json: Option<Value>,
+    /// The body as the provider sent it.
+    pub body: Vec<u8>,
     pub action: ResponseAction,
 }
 
@@ -475,7 +482,8 @@ impl Session<'_> {
             }
             let bytes = bytes?;
             self.stats.latency.record(sent.elapsed());
-            let json: Option<Value> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
+            let json: Option<Value> =
+                if bytes.is_empty() { None } else { shape::parse_body(&bytes, request.shape.as_deref()).ok() };
             let Verdict { action, message } = classify(&self.rules, status, &bytes, json.as_ref());
             let message = message.unwrap_or_else(|| format!("HTTP {status}"));
             if action != ResponseAction::RateLimited
@@ -490,7 +498,7 @@ impl Session<'_> {
                 }
                 ResponseAction::Success | ResponseAction::Empty => {
                     let action = if json.is_none() { ResponseAction::Empty } else { action };
-                    return Ok(Response { status, headers, json, action });
+                    return Ok(Response { status, headers, json, body: bytes, action });
                 }
                 ResponseAction::Retry => {
                     let retry_after = retry_after(&headers, self.retry_after_header());

@@ -235,6 +235,18 @@ impl CompiledMapping {
         &self.entity
     }
 
+    /// Every path into the raw record that [`Self::apply`] reads (the fields' sources
+    /// and the source filters), each as its steps: object keys, or array indexes
+    /// written as numbers. Everything else of a record may be left out.
+    pub fn source_paths(&self) -> Vec<Vec<&str>> {
+        let fields = self.fields.iter().filter_map(|f| f.plan.as_ref()).flat_map(|p| p.paths());
+        let filters = self.source_filters.iter().filter_map(|f| match &f.target {
+            Target::Source(path) => Some(path),
+            Target::Field(_) => None,
+        });
+        fields.chain(filters).map(|p| p.segments().collect()).collect()
+    }
+
     /// Maps one raw record (a JSON object). Never panics, whatever the record holds.
     pub fn apply(&self, record: &Value) -> MapResult {
         if !record.is_object() {

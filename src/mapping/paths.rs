@@ -46,6 +46,11 @@ impl SourcePath {
         &self.text
     }
 
+    /// The steps of the path: object keys, or array indexes written as numbers.
+    pub(crate) fn segments(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().map(|s| &*s.key)
+    }
+
     /// The value at this path, or `None` when any step is missing.
     pub(crate) fn lookup<'a>(&self, record: &'a Value) -> Option<&'a Value> {
         let mut current = record;

@@ -51,6 +51,15 @@ impl Plan {
         matches!(self.input, Input::Constant(_))
     }
 
+    /// The paths into the record this plan reads.
+    pub(super) fn paths(&self) -> &[SourcePath] {
+        match &self.input {
+            Input::Constant(_) => &[],
+            Input::One(path) => std::slice::from_ref(path),
+            Input::Many { paths, .. } => paths,
+        }
+    }
+
     /// The field's value for `record`, before the type check.
     pub(super) fn produce<'a>(&'a self, record: &'a Value) -> Result<Val<'a>, Failure<'a>> {
         let merged = match &self.input {

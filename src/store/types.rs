@@ -287,14 +287,15 @@ pub struct RunProgress {
 }
 
 /// A record that failed mapping, with the reason.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct DeadLetterInput {
     pub run_id: Option<Uuid>,
     pub stream: String,
     /// The provider's id of the record, when readable.
     pub source_id: Option<String>,
     pub reason: String,
-    pub record: Value,
+    /// The record as the provider sent it.
+    pub record: Box<serde_json::value::RawValue>,
 }
 
 /// A stored dead letter.

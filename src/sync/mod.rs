@@ -344,6 +344,8 @@ impl<'a> Syncer<'a> {
             StreamReader::new(manifest, &req.stream, &base_url, vars, job.cursor.as_deref(), req.full_refresh)
                 .map_err(|e| RunFailure::plain(e.to_string()))?;
         let position = self.store.job_position(&req.tenant, job.id).await.map_err(RunFailure::from_store)?;
+        // Only what the mapping reads of each record is built (besides the key and cursor).
+        reader.read_only(pipeline::projection(&mapping));
         reader.resume_from(position.as_deref(), req.full_refresh, chrono::Utc::now());
         if !reader.notes.is_empty() {
             let note = reader.notes.join("; ");

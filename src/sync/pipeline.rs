@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -14,10 +15,20 @@ use super::{RunFailure, StageTimes, SyncRequest, copy_http};
 use crate::engine::StreamReader;
 use crate::engine::resume::PositionUpdate;
 use crate::engine::template::{lookup_path, scalar_text};
+use crate::http::shape::{Projection, RawBody};
 use crate::http::{CallStats, Session};
 use crate::mapping::{CompiledMapping, MapResult};
 use crate::model::{EntityName, ProviderId, TenantId};
 use crate::store::{DeadLetterInput, PageOutcome, PageWrite, PositionWrite, RecordInput, RunProgress, RunStats, Store};
+
+/// The parts of each record `mapping` reads: its sources and source filters.
+pub(super) fn projection(mapping: &CompiledMapping) -> Projection {
+    let mut projection = Projection::default();
+    for path in mapping.source_paths() {
+        projection.keep(path);
+    }
+    projection
+}
 
 /// How much one run may read before it ends `partial` (the next run continues).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +184,10 @@ impl PageLoop<'_> {
         // A run stopped by a failed write, cancellation or its bounds counts the pages
         // it processed, not the pages read ahead.
         stats.pages = if at_boundary { consumed } else { reader.pages } as i64;
+        if std::env::var_os("TRIB_STAGES").is_some() {
+            let s = self.stages.snapshot();
+            eprintln!("STAGES wall {:?} fetch {:?} map {:?} store {:?}", run_started.elapsed(), s.fetch, s.map, s.store);
+        }
         copy_http(stats, &session.stats);
         result
     }
@@ -183,17 +198,27 @@ impl PageLoop<'_> {
         let mut records = Vec::with_capacity(page.records.len());
         let mut dead = Vec::new();
         let mut filtered = 0usize;
-        for raw in &page.records {
+        // The records as the provider sent them, read from the body only when one of
+        // them is dead-lettered (the mapped ones may hold only the parts mapping reads).
+        let mut sent: Option<Option<Vec<&RawValue>>> = None;
+        for (i, raw) in page.records.iter().enumerate() {
             match self.mapping.apply(raw) {
                 MapResult::Mapped(m) => records.push(RecordInput { external_id: m.external_id, data: m.data }),
                 MapResult::Filtered { .. } => filtered += 1,
-                MapResult::DeadLetter { reason } => dead.push(DeadLetterInput {
-                    run_id: Some(self.run_id),
-                    stream: self.req.stream.to_string(),
-                    source_id: scalar_text(lookup_path(raw, self.primary_key)),
-                    reason,
-                    record: raw.clone(),
-                }),
+                MapResult::DeadLetter { reason } => {
+                    let sent = sent.get_or_insert_with(|| page.body.as_ref().and_then(RawBody::records));
+                    let record = match sent.as_ref().and_then(|r| r.get(i)) {
+                        Some(r) => (*r).to_owned(),
+                        None => serde_json::value::to_raw_value(raw).unwrap_or_else(|_| RawValue::NULL.to_owned()),
+                    };
+                    dead.push(DeadLetterInput {
+                        run_id: Some(self.run_id),
+                        stream: self.req.stream.to_string(),
+                        source_id: scalar_text(lookup_path(raw, self.primary_key)),
+                        reason,
+                        record,
+                    });
+                }
             }
         }
         StageTimes::add(&self.stages.map_ns, started);
@@ -345,4 +370,109 @@ async fn write_page(
     stages.store_ns.fetch_add(ns.saturating_sub(waited.load(Ordering::Relaxed)), Ordering::Relaxed);
     let _ = ended.send(matches!(outcome, Ok(Some(_))));
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::config::{BUILTIN_ENTITIES, Diagnostics, Entities, Manifests, Source};
+    use crate::http::shape::{BodyShape, parse_body};
+
+    /// Every mapping of every built-in connector manifest, compiled as a run does.
+    fn shipped() -> &'static [CompiledMapping] {
+        static SHIPPED: std::sync::OnceLock<Vec<CompiledMapping>> = std::sync::OnceLock::new();
+        SHIPPED.get_or_init(load_shipped)
+    }
+
+    fn load_shipped() -> Vec<CompiledMapping> {
+        let mut diag = Diagnostics::default();
+        let entities = Entities::load(&Source::builtin("config/entities.toml", BUILTIN_ENTITIES), &mut diag);
+        let manifests = Manifests::load(None, &mut diag);
+        assert!(diag.is_empty(), "{diag:?}");
+        let mut out = Vec::new();
+        for m in manifests.iter() {
+            for (entity, fields) in &m.mappings {
+                let def = entities.get(entity).unwrap_or_else(|| panic!("{}: no entity `{entity}`", m.name));
+                let compiled = CompiledMapping::compile(def, fields, &Default::default(), &Default::default());
+                out.push(compiled.unwrap_or_else(|e| panic!("{}: {e}", m.name)));
+            }
+        }
+        assert!(out.len() >= 10, "only {} shipped mappings", out.len());
+        out
+    }
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-1e9..1e9f64).prop_map(Value::from),
+            "[ -~]{0,12}".prop_map(Value::from),
+            Just(json!("2024-03-01T10:52:52.688Z")),
+            Just(json!("2024-03-01")),
+            Just(json!([{"id": 1, "name": "a b"}, "x"])),
+            Just(json!({"id": "7", "value": "v", "name": "n"})),
+        ]
+    }
+
+    /// Sets `value` at `path` in `record`, making objects (or arrays, for numeric steps)
+    /// on the way; what is already there may be replaced.
+    fn set(record: &mut Value, path: &[&str], value: Value) {
+        let Some((first, rest)) = path.split_first() else {
+            *record = value;
+            return;
+        };
+        let slot = match (first.parse::<usize>(), &mut *record) {
+            (Ok(i), Value::Array(a)) => {
+                a.resize(a.len().max(i + 1), json!("pad"));
+                &mut a[i]
+            }
+            (Ok(i), other) if !other.is_object() => {
+                *other = Value::Array(vec![json!("pad"); i + 1]);
+                &mut other[i]
+            }
+            (_, other) => {
+                if !other.is_object() {
+                    *other = json!({});
+                }
+                other.as_object_mut().unwrap().entry(first.to_string()).or_insert(Value::Null)
+            }
+        };
+        set(slot, rest, value);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// For every shipped mapping, a record read through the run's projection maps
+        /// to exactly what the record read whole maps to (fields, key, dead letters,
+        /// filters), whatever the record holds at and beside the mapped paths.
+        #[test]
+        fn projected_records_map_as_whole_ones(
+            values in prop::collection::vec(leaf(), 64),
+            noise in prop::collection::btree_map("[a-z]{1,6}", leaf(), 0..6),
+            drop in prop::collection::vec(any::<bool>(), 64),
+        ) {
+            for mapping in shipped() {
+                let paths = mapping.source_paths();
+                let mut record = Value::Object(noise.clone().into_iter().collect());
+                for (i, path) in paths.iter().enumerate() {
+                    if !drop[i % drop.len()] {
+                        set(&mut record, path, values[i % values.len()].clone());
+                    }
+                }
+                let body = json!({"next": "t", "records": [record.clone(), noise.clone()]});
+                let shape = BodyShape::new("/records", Arc::new(projection(&mapping)));
+                let parsed = parse_body(body.to_string().as_bytes(), Some(&shape)).unwrap();
+                let whole = [record, Value::Object(noise.clone().into_iter().collect())];
+                for (i, w) in whole.iter().enumerate() {
+                    prop_assert_eq!(mapping.apply(&parsed["records"][i]), mapping.apply(w), "{}", mapping.entity());
+                }
+            }
+        }
+    }
 }

@@ -159,7 +159,7 @@ pub(super) async fn dead_letters_are_written_with_their_page(store: &Store) {
         stream: "contacts".into(),
         source_id: Some("c2".into()),
         reason: "required field `contact.external_id` is missing".into(),
-        record: json!({ "properties": {} }),
+        record: serde_json::value::RawValue::from_string(r#"{"properties": {}}"#.into()).unwrap(),
     }];
     let write = PageWrite { dead_letters: &dead, ..page.write(contacts.id, Some("c1")) };
     store.write_page(&acme.id, &write).await.unwrap();
