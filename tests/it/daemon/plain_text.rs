@@ -107,10 +107,28 @@ async fn control_replies_ctl_output_and_json_logs_are_plain_text() {
     fx.connect("acme", &aptem_tenant(&sim, NEVER), &[("aptem", sim.credentials())]).await;
     // Globex's token is wrong: its runs fail, and their error reaches `status` and `runs`.
     fx.connect("globex", &aptem_tenant(&sim, NEVER), &[("aptem", json!({ "api_token": "wrong" }))]).await;
+    // At Hooli, Ann's own HubSpot connection, whose runs contribute to the company's
+    // integration intelligence.
+    let hubspot = start(SimConfig::new(Provider::HubSpot, 60)).await.unwrap();
+    let body = format!(
+        "preset = \"aptem_hubspot\"\n[providers.aptem]\nschedule = \"{NEVER}\"\n\
+         [providers.hubspot]\nbase_url = \"{}\"\nschedule = \"{NEVER}\"\n[roles.sales]\nstreams = [\"hubspot.*\"]\n",
+        hubspot.base_url()
+    );
+    fx.connect("hooli", &body, &[]).await;
+    fx.ok(&["users", "add", "ann", "--name", "Ann", "--tenant", "hooli", "--role", "sales"], "").await;
+    fx.ok(&["users", "connect", "ann", "--tenant", "hooli", "--provider", "hubspot"], "").await;
+    let grant = hubspot.new_grant().unwrap().to_string();
+    fx.ok(&["credentials", "set", "--tenant", "hooli", "--provider", "hubspot", "--user", "ann"], &grant).await;
+    let assign = ["responsibilities", "assign", "--tenant", "hooli", "--provider", "hubspot", "--user", "ann"];
+    fx.ok(&[&assign[..], &["--as", "owner"]].concat(), "").await;
 
-    // A sync from the command line with JSON logs, twice: the second starts from a cursor.
-    for _ in 0..2 {
-        let args = ["--log-format", "json", "sync", "--tenant", "acme", "--provider", "aptem", "--stream", "learners"];
+    // Syncs from the command line with JSON logs: Acme's twice (the second starts from a
+    // cursor), and Ann's, which records contributions.
+    let acme = ["sync", "--tenant", "acme", "--provider", "aptem", "--stream", "learners"];
+    let ann = ["sync", "--tenant", "hooli", "--provider", "hubspot", "--user", "ann", "--stream", "contacts"];
+    for sync in [&acme[..], &acme[..], &ann[..]] {
+        let args = [&["--log-format", "json"][..], sync].concat();
         let out = fx.command(&args).stdin(std::process::Stdio::null()).output().await.expect("run the binary");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
@@ -135,6 +153,14 @@ async fn control_replies_ctl_output_and_json_logs_are_plain_text() {
             fx.finished_run(tenant, id).await;
         }
     }
+    let reply = plain_reply(
+        &daemon,
+        v(json!({ "cmd": "trigger", "tenant": "hooli", "provider": "hubspot", "stream": "contacts" })),
+    )
+    .await;
+    for id in super::started_runs(&reply) {
+        assert_eq!(fx.finished_run("hooli", id).await.outcome, RunOutcome::Success);
+    }
     let runs = fx.runs("globex").await;
     assert!(runs.iter().any(|r| r.outcome == RunOutcome::Failed), "globex's runs fail");
     let runs = fx.runs("acme").await;
@@ -156,6 +182,7 @@ async fn control_replies_ctl_output_and_json_logs_are_plain_text() {
         json!({ "cmd": "runs" }),
         json!({ "cmd": "runs", "tenant": "globex" }),
         json!({ "cmd": "intelligence", "tenant": "acme" }),
+        json!({ "cmd": "intelligence", "tenant": "hooli" }),
         json!({ "cmd": "reload" }),
     ] {
         plain_reply(&daemon, v(request)).await;
@@ -176,6 +203,7 @@ async fn control_replies_ctl_output_and_json_logs_are_plain_text() {
         vec!["resume", "globex"],
         vec!["pause", "acme", "aptem"],
         vec!["resume", "acme", "aptem"],
+        vec!["intelligence", "hooli"],
         vec!["reload"],
     ] {
         for json_output in [false, true] {
@@ -196,7 +224,9 @@ async fn control_replies_ctl_output_and_json_logs_are_plain_text() {
         json(line);
         assert_plain("the daemon's log", line);
     }
-    for message in ["jobs reconciled with the configuration", "run started", "configuration reloaded"] {
+    for message in
+        ["jobs reconciled with the configuration", "run started", "contribution recorded", "configuration reloaded"]
+    {
         assert!(log.contains(message), "the log has `{message}`:\n{log}");
     }
     fx.finish().await;
