@@ -1,4 +1,6 @@
-//! One integration-test binary: every module shares the fixtures in `support`.
+//! One integration-test binary: every module shares the test kit in `support` (fresh
+//! databases, the `contract!` macro for tests on both backends, the CLI environment, the
+//! world builder and `json`).
 
 mod cli;
 mod config_model;
