@@ -75,6 +75,43 @@ pub fn join(prefix: &str, segment: &str) -> String {
         return prefix.to_owned();
     }
     let bare = segment.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-    let segment = if bare { segment.to_owned() } else { format!("{segment:?}") };
+    let segment = if bare { segment.to_owned() } else { quoted(segment) };
     if prefix.is_empty() { segment } else { format!("{prefix}.{segment}") }
+}
+
+/// `key` as a TOML basic string, as it would be written in the file.
+fn quoted(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 2);
+    out.push('"');
+    for c in key.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_paths_quote_segments_as_toml_writes_them() {
+        assert_eq!(join("", "providers"), "providers");
+        assert_eq!(join("providers", "aptem"), "providers.aptem");
+        assert_eq!(join("mappings", "full name"), "mappings.\"full name\"");
+        assert_eq!(join("x", "tab\there \"q\" \\ \u{1} é"), "x.\"tab\\there \\\"q\\\" \\\\ \\u0001 é\"");
+        // Each quoted key reads back as the same key.
+        for key in ["full name", "say \"hi\"", "back\\slash", "line\nbreak", "bell\u{7}", "café"] {
+            let table: toml::Table = toml::from_str(&format!("{} = 1", quoted(key))).unwrap();
+            assert_eq!(table.keys().collect::<Vec<_>>(), [key]);
+        }
+    }
 }

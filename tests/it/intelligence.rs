@@ -12,7 +12,8 @@ use tributary::simulator::Faults;
 use tributary::store::{ContributionFilter, ContributionRow, RunRow, Store};
 use tributary::telemetry::Metrics;
 
-use crate::users::runs::{World, audit, hubspot, ok, tid, uid};
+use crate::support::world::audit;
+use crate::users::runs::{World, hubspot, ok, tid, uid};
 
 impl World {
     /// A sync of `user`'s connection followed by what the daemon does after a run.
@@ -53,8 +54,8 @@ fn kinds(list: &[K]) -> BTreeSet<K> {
     list.iter().copied().collect()
 }
 
-async fn runs_feed_company_intelligence(store: Store, url: String) {
-    let w = World::new(store, url).await;
+async fn runs_feed_company_intelligence(store: &Store, url: &str) {
+    let w = World::new(store.clone(), url.to_owned()).await;
     let sales = "[roles.sales]\nstreams = [\"hubspot.*\"]\n";
     w.apply("acme", sales).await;
     w.apply("globex", sales).await;
@@ -204,19 +205,9 @@ async fn runs_feed_company_intelligence(store: Store, url: String) {
     );
 }
 
-#[tokio::test]
-async fn sqlite_runs_feed_company_intelligence() {
-    let (store, dir) = crate::support::sqlite_store().await;
-    let url = crate::support::sqlite_url(&store);
-    runs_feed_company_intelligence(store, url).await;
-    drop(dir);
-}
-
-#[tokio::test]
-async fn postgres_runs_feed_company_intelligence() {
-    let db = crate::support::postgres_store().await;
-    runs_feed_company_intelligence(db.store.clone(), db.url.clone()).await;
-    db.drop_db().await;
+crate::support::contract::contract! {
+    store: [],
+    url: [runs_feed_company_intelligence],
 }
 
 /// The command line and the daemon: responsibilities assigned, `sync --user` and the

@@ -1,4 +1,6 @@
-//! One integration-test binary: every module shares the fixtures in `support`.
+//! One integration-test binary: every module shares the test kit in `support` (fresh
+//! databases, the `contract!` macro for tests on both backends, the CLI environment, the
+//! world builder and `json`).
 
 mod cli;
 mod config_model;
@@ -6,6 +8,7 @@ mod connectors;
 mod daemon;
 mod faults;
 mod intelligence;
+mod mapping;
 mod migrations;
 mod operator_cli;
 mod postgres_socket;

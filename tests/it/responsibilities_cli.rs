@@ -1,54 +1,10 @@
 //! `tributary responsibilities …`, as an operator runs it.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 use tributary::model::{TenantId, UserId};
 use tributary::store::Store;
 
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        Self { dir: tempfile::tempdir().unwrap() }
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite://{}", self.dir.path().join("tributary.db").display())
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        Command::new(env!("CARGO_BIN_EXE_tributary"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("TRIBUTARY_CONFIG", repo.join("config"))
-            .env("TRIBUTARY_DATABASE_URL", self.url())
-            .env("USER", "ops")
-            .env_remove("TRIBUTARY_CONNECTORS")
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs a command that must fail; returns its stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(!out.status.success(), "{args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
-        String::from_utf8(out.stderr).unwrap()
-    }
-}
-
-fn json(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
+use crate::support::cli::Env;
+use crate::support::json;
 
 const ASSIGN: [&str; 6] = ["responsibilities", "assign", "--tenant", "acme", "--provider", "hubspot"];
 

@@ -16,55 +16,7 @@ use tributary::store::{
     AuditEntry, ClaimRequest, ClaimedJob, DesiredJob, Exclusions, JobRow, Owner, Store, TenantState,
 };
 
-/// Generates `sqlite::NAME` and `postgres::NAME` for each `module::NAME` (see
-/// `store_contract.rs`).
-macro_rules! contract {
-    (
-        store: [$($module:ident::$test:ident),* $(,)?],
-        url: [$($url_module:ident::$url_test:ident),* $(,)?] $(,)?
-    ) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    let (store, _dir) = crate::support::sqlite_store().await;
-                    super::$module::$test(&store).await;
-                    store.close().await;
-                }
-            )*
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $url_test() {
-                    let (store, _dir) = crate::support::sqlite_store().await;
-                    let url = crate::support::sqlite_url(&store);
-                    super::$url_module::$url_test(&store, &url).await;
-                    store.close().await;
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    let db = crate::support::postgres_store().await;
-                    super::$module::$test(&db.store).await;
-                    db.drop_db().await;
-                }
-            )*
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $url_test() {
-                    let db = crate::support::postgres_store().await;
-                    super::$url_module::$url_test(&db.store, &db.url).await;
-                    db.drop_db().await;
-                }
-            )*
-        }
-    };
-}
-
-contract! {
+crate::support::contract::contract! {
     store: [
         claims::claims_skip_every_exclusion,
         claims::claims_skip_excluded_tenants_and_providers,

@@ -20,55 +20,7 @@ use tributary::store::{
     TenantState,
 };
 
-/// Generates `sqlite::NAME` and `postgres::NAME` for each `module::NAME`. Tests in `store`
-/// take `&Store`; tests in `url` also take the URL of the same database.
-macro_rules! contract {
-    (
-        store: [$($module:ident::$test:ident),* $(,)?],
-        url: [$($url_module:ident::$url_test:ident),* $(,)?] $(,)?
-    ) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    let (store, _dir) = crate::support::sqlite_store().await;
-                    super::$module::$test(&store).await;
-                    store.close().await;
-                }
-            )*
-            $(
-                #[tokio::test]
-                async fn $url_test() {
-                    let (store, _dir) = crate::support::sqlite_store().await;
-                    let url = crate::support::sqlite_url(&store);
-                    super::$url_module::$url_test(&store, &url).await;
-                    store.close().await;
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    let db = crate::support::postgres_store().await;
-                    super::$module::$test(&db.store).await;
-                    db.drop_db().await;
-                }
-            )*
-            $(
-                #[tokio::test]
-                async fn $url_test() {
-                    let db = crate::support::postgres_store().await;
-                    super::$url_module::$url_test(&db.store, &db.url).await;
-                    db.drop_db().await;
-                }
-            )*
-        }
-    };
-}
-
-contract! {
+crate::support::contract::contract! {
     store: [
         tenants::tenant_create_conflicts_on_same_id,
         tenants::tenant_update_requires_an_existing_tenant,

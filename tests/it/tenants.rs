@@ -12,34 +12,17 @@ use tributary::tenants::{ApplyOutcome, TenantError, Tenants};
 
 use crate::config_model::config_copy;
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                let (store, _dir) = crate::support::sqlite_store().await;
-                super::$name(&store).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                let db = crate::support::postgres_store().await;
-                super::$name(&db.store).await;
-                db.drop_db().await;
-            })*
-        }
-    };
+crate::support::contract::contract! {
+    store: [
+        preset_revision_is_pinned_until_rebase,
+        apply_is_idempotent_and_stores_only_differences,
+        switching_preset_disables_the_dropped_provider_and_keeps_its_records,
+        invalid_results_are_refused_and_nothing_is_written,
+        a_tenant_can_add_a_provider_outside_its_preset,
+        credentials_are_sealed_and_flip_the_connection_to_connected,
+    ],
+    url: [],
 }
-
-both_backends!(
-    preset_revision_is_pinned_until_rebase,
-    apply_is_idempotent_and_stores_only_differences,
-    switching_preset_disables_the_dropped_provider_and_keeps_its_records,
-    invalid_results_are_refused_and_nothing_is_written,
-    a_tenant_can_add_a_provider_outside_its_preset,
-    credentials_are_sealed_and_flip_the_connection_to_connected,
-);
 
 fn load(dir: &Path) -> Catalog {
     Catalog::load(&ConfigDir::Dir(dir.to_owned()), None).unwrap_or_else(|d| panic!("{d}"))

@@ -3,90 +3,56 @@
 //! two stores on one PostgreSQL database (replicas), revocation mid-sync, stored tokens
 //! reused by the next run, and new credentials after `needs_reauth`.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::Value;
-use tributary::config::{Catalog, ConfigDir};
 use tributary::http::auth::AuthRegistry;
-use tributary::model::{ConnectionStatus, EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
-use tributary::secrets::{Credentials, MasterKey};
+use tributary::model::{ConnectionStatus, EntityName, ProviderId, RunOutcome, TenantId};
 use tributary::simulator::{Faults, Provider, SimConfig, SimHandle, start};
-use tributary::store::{AuditEntry, ConnectionRow, Owner, RunRow, RunStats, SealedBlob, Store, TokenWrite};
-use tributary::sync::{SyncRequest, Syncer};
+use tributary::store::{ConnectionRow, Owner, RunRow, RunStats, SealedBlob, Store, TokenWrite};
+use tributary::sync::Syncer;
 use tributary::telemetry::{Metrics, ResultLabels};
-use tributary::tenants::Tenants;
 
-/// A tenant `acme` connected to one simulator.
+use crate::support::world::{World, request};
+
+/// A tenant `acme` connected to one simulator, in a [`World`] that keeps the manifests'
+/// rate limits. The methods take the store to act through: a test may have two on one
+/// database (replicas).
 struct Fixture {
-    catalog: Catalog,
-    key: MasterKey,
+    world: World,
     tenant: TenantId,
     provider: ProviderId,
-    _dir: tempfile::TempDir,
 }
 
 impl Fixture {
     /// Creates the tenant (`tenant_toml` without id, name and subdomain) in `store` and
     /// stores `credentials`.
     async fn new(store: &Store, provider: &str, tenant_toml: &str, credentials: &Value) -> Self {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let catalog = Catalog::load(&ConfigDir::Dir(repo.join("config")), None).unwrap_or_else(|d| panic!("{d}"));
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("tenant.toml");
-        std::fs::write(&file, format!("id = \"acme\"\nname = \"Acme\"\nsubdomain = \"acme\"\n{tenant_toml}")).unwrap();
-        let spec = catalog.tenant_file(&file).unwrap_or_else(|d| panic!("{d}"));
-        Tenants::new(&catalog, store, "test").create(&spec).await.unwrap();
-        let f = Self {
-            catalog,
-            key: MasterKey::generate(),
-            tenant: TenantId::parse("acme").unwrap(),
-            provider: ProviderId::parse(provider).unwrap(),
-            _dir: dir,
-        };
+        let world = World::builder().rate_limits().on(store.clone());
+        let tenant = world.create_tenant("acme", "Acme", tenant_toml).await;
+        let f = Self { world, tenant, provider: ProviderId::parse(provider).unwrap() };
         f.set_credentials(store, credentials).await;
         f
     }
 
     /// What `tributary credentials set` does.
     async fn set_credentials(&self, store: &Store, credentials: &Value) -> ConnectionRow {
-        let creds = Credentials::from_json(credentials.to_string().as_bytes()).unwrap();
-        let sealed = self.key.seal(&self.tenant, &self.provider, &creds.to_json());
-        let audit = AuditEntry {
-            at: Utc::now(),
-            actor: "test".into(),
-            action: "credentials.set".into(),
-            tenant_id: Some(self.tenant.clone()),
-            subject: Some(self.provider.to_string()),
-            details: Value::Null,
-        };
-        store.set_credentials(&self.tenant, &self.provider, Owner::Company, &sealed, &audit).await.unwrap()
+        self.world.credentials_in(store, &self.tenant, &self.provider, None, credentials).await
     }
 
     fn syncer<'a>(&'a self, store: &'a Store, registry: &AuthRegistry, metrics: &Arc<Metrics>) -> Syncer<'a> {
-        let mut syncer = Syncer::new(&self.catalog, store, &self.key).unwrap();
-        syncer.retry.base_delay = Duration::from_millis(5);
+        let mut syncer = self.world.syncer_in(store);
         syncer.auth = registry.clone();
         syncer.metrics = metrics.clone();
         syncer
     }
 
     async fn run(&self, syncer: &Syncer<'_>, stream: &str, progress: &mut (dyn FnMut(&RunStats) + Send)) -> RunRow {
-        let req = SyncRequest {
-            tenant: self.tenant.clone(),
-            provider: self.provider.clone(),
-            stream: StreamName::parse(stream).unwrap(),
-            trigger: RunTrigger::Cli,
-            full_refresh: false,
-            lease_owner: None,
-            cancel: None,
-            owner: None,
-        };
         syncer
-            .run(&req, &mut |_, stats| {
+            .run(&request(&self.tenant, &self.provider, stream), &mut |_, stats| {
                 if stats.pages > 0 {
                     progress(stats)
                 }
@@ -107,7 +73,7 @@ impl Fixture {
     async fn stored_refresh_token(&self, store: &Store) -> String {
         let (sealed, _) = store.get_credentials(&self.tenant, &self.provider, Owner::Company).await.unwrap().unwrap();
         let plain: Value =
-            serde_json::from_slice(&self.key.open(&self.tenant, &self.provider, &sealed).unwrap()).unwrap();
+            serde_json::from_slice(&self.world.key.open(&self.tenant, &self.provider, &sealed).unwrap()).unwrap();
         plain["refresh_token"].as_str().unwrap().to_owned()
     }
 }
@@ -445,7 +411,9 @@ async fn client_credentials_and_session_tokens_renew_the_same_way() {
 /// The store's half of the protocol, on both backends: one lease holder at a time, a
 /// write fenced on the lease and the credentials version, expired leases taken over,
 /// refused grants remembered until new credentials.
-async fn refresh_lease_and_compare_and_swap(a: &Store, b: &Store) {
+async fn refresh_lease_and_compare_and_swap(a: &Store, url: &str) {
+    let other = Store::connect(url).await.unwrap();
+    let b = &other;
     let sim = start(SimConfig::new(Provider::Slack, 1)).await.unwrap();
     let f = Fixture::new(a, "slack", &slack(&sim), &sim.credentials()).await;
     let (t, p) = (&f.tenant, &f.provider);
@@ -454,8 +422,8 @@ async fn refresh_lease_and_compare_and_swap(a: &Store, b: &Store) {
     let v = first.credentials_version;
     assert_eq!((first.auth_state.as_ref(), first.auth_state_serial, first.refused), (None, 0, false));
     assert!(b.lock_refresh(t, p, Owner::Company, "b", soon).await.unwrap().is_none(), "held by a");
-    let token = SealedBlob { key_id: f.key.id().into(), bytes: vec![1, 2, 3] };
-    let rotated = SealedBlob { key_id: f.key.id().into(), bytes: vec![4, 5, 6] };
+    let token = SealedBlob { key_id: f.world.key.id().into(), bytes: vec![1, 2, 3] };
+    let rotated = SealedBlob { key_id: f.world.key.id().into(), bytes: vec![4, 5, 6] };
     let write = |owner, expected_version, credentials| TokenWrite {
         lock_owner: owner,
         expected_version,
@@ -495,22 +463,10 @@ async fn refresh_lease_and_compare_and_swap(a: &Store, b: &Store) {
     let row = a.get_auth(t, p, Owner::Company).await.unwrap().unwrap();
     assert!(!row.refused);
     assert_eq!(row.credentials_version, v + 2);
+    other.close().await;
 }
 
-#[tokio::test]
-async fn sqlite_refresh_lease_and_compare_and_swap() {
-    let (store, _dir) = crate::support::sqlite_store().await;
-    let other = Store::connect(&crate::support::sqlite_url(&store)).await.unwrap();
-    refresh_lease_and_compare_and_swap(&store, &other).await;
-    other.close().await;
-    store.close().await;
-}
-
-#[tokio::test]
-async fn postgres_refresh_lease_and_compare_and_swap() {
-    let db = crate::support::postgres_store().await;
-    let other = Store::connect(&db.url).await.unwrap();
-    refresh_lease_and_compare_and_swap(&db.store, &other).await;
-    other.close().await;
-    db.drop_db().await;
+crate::support::contract::contract! {
+    store: [],
+    url: [refresh_lease_and_compare_and_swap],
 }

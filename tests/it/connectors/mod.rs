@@ -15,22 +15,32 @@ mod slack;
 use std::path::Path;
 
 use serde_json::Value;
-use tributary::config::{Catalog, ConfigDir, Manifest};
-use tributary::model::{EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
-use tributary::secrets::{Credentials, MasterKey};
+use tributary::model::{EntityName, ProviderId, RunOutcome, TenantId};
 use tributary::simulator::SimHandle;
-use tributary::store::{AuditEntry, Owner, RecordRow, RunRow, RunStats, Store};
+use tributary::store::{RecordRow, RunRow, RunStats};
 use tributary::sync::{SyncRequest, Syncer};
-use tributary::tenants::Tenants;
 
-/// A tenant connected to one simulator, on a fresh SQLite store.
+use crate::support::world::{World, request};
+
+/// A tenant `acme` connected to one simulator: a [`World`] on a fresh SQLite store.
 pub struct Harness {
-    pub store: Store,
-    pub catalog: Catalog,
-    pub key: MasterKey,
+    pub world: World,
     pub tenant: TenantId,
     pub provider: ProviderId,
-    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = World;
+
+    fn deref(&self) -> &World {
+        &self.world
+    }
+}
+
+impl std::ops::DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut World {
+        &mut self.world
+    }
 }
 
 impl Harness {
@@ -45,78 +55,26 @@ impl Harness {
         credentials: &Value,
         connectors: Option<&Path>,
     ) -> Self {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut catalog =
-            Catalog::load(&ConfigDir::Dir(repo.join("config")), connectors).unwrap_or_else(|d| panic!("{d}"));
         // Connector tests check data, not pacing: the real limits (Slack: 50 a minute) would
         // only slow them down. `faults.rs` tests rate limiting with limits it sets itself.
-        let unlimited: Vec<_> = catalog.manifests.iter().map(|m| Manifest { rate_limit: None, ..m.clone() }).collect();
-        for m in unlimited {
-            catalog.manifests.insert(m);
-        }
-        let (store, dir) = crate::support::sqlite_store().await;
-        let file = dir.path().join("tenant.toml");
-        std::fs::write(
-            &file,
-            format!("id = \"acme\"\nname = \"Acme Training Ltd\"\nsubdomain = \"acme\"\n{tenant_toml}"),
-        )
-        .unwrap();
-        let spec = catalog.tenant_file(&file).unwrap_or_else(|d| panic!("{d}"));
-        Tenants::new(&catalog, &store, "test").create(&spec).await.unwrap();
-        let key = MasterKey::generate();
-        let tenant = TenantId::parse("acme").unwrap();
+        let world = World::builder().connectors(connectors).on_sqlite().await;
+        let tenant = world.create_tenant("acme", "Acme Training Ltd", tenant_toml).await;
         let provider = ProviderId::parse(provider).unwrap();
-        let h = Self { store, catalog, key, tenant, provider, _dir: dir };
-        h.store_credentials(&h.tenant, credentials).await;
-        h
-    }
-
-    async fn store_credentials(&self, tenant: &TenantId, credentials: &Value) {
-        let creds = Credentials::from_json(credentials.to_string().as_bytes()).unwrap();
-        let sealed = self.key.seal(tenant, &self.provider, &creds.to_json());
-        let audit = AuditEntry {
-            at: chrono::Utc::now(),
-            actor: "test".into(),
-            action: "credentials.set".into(),
-            tenant_id: Some(tenant.clone()),
-            subject: Some(self.provider.to_string()),
-            details: Value::Null,
-        };
-        self.store.set_credentials(tenant, &self.provider, Owner::Company, &sealed, &audit).await.unwrap();
+        world.credentials(&tenant, &provider, None, credentials).await;
+        Self { world, tenant, provider }
     }
 
     /// Adds another tenant `id` (same store and provider) with its own tenant file and
     /// credentials.
     pub async fn add_tenant(&self, id: &str, tenant_toml: &str, credentials: &Value) -> TenantId {
-        let file = self._dir.path().join(format!("{id}.toml"));
-        std::fs::write(&file, format!("id = \"{id}\"\nname = \"{id}\"\nsubdomain = \"{id}\"\n{tenant_toml}")).unwrap();
-        let spec = self.catalog.tenant_file(&file).unwrap_or_else(|d| panic!("{d}"));
-        Tenants::new(&self.catalog, &self.store, "test").create(&spec).await.unwrap();
-        let tenant = TenantId::parse(id).unwrap();
-        self.store_credentials(&tenant, credentials).await;
+        let tenant = self.create_tenant(id, id, tenant_toml).await;
+        self.credentials(&tenant, &self.provider, None, credentials).await;
         tenant
-    }
-
-    /// A syncer like the harness's own (short backoff), for tests that adjust it.
-    pub fn syncer(&self) -> Syncer<'_> {
-        let mut syncer = Syncer::new(&self.catalog, &self.store, &self.key).unwrap();
-        syncer.retry.base_delay = std::time::Duration::from_millis(5);
-        syncer
     }
 
     /// Runs one sync of `stream` for `tenant` with `syncer`.
     pub async fn sync_using(&self, syncer: &Syncer<'_>, tenant: &TenantId, stream: &str) -> RunRow {
-        let req = SyncRequest {
-            tenant: tenant.clone(),
-            provider: self.provider.clone(),
-            stream: StreamName::parse(stream).unwrap(),
-            trigger: RunTrigger::Cli,
-            full_refresh: false,
-            lease_owner: None,
-            cancel: None,
-            owner: None,
-        };
-        syncer.run(&req, &mut |_, _| {}).await.unwrap()
+        syncer.run(&request(tenant, &self.provider, stream), &mut |_, _| {}).await.unwrap()
     }
 
     /// Runs one sync of `stream` and returns the run row.
@@ -135,16 +93,7 @@ impl Harness {
 
     async fn run(&self, stream: &str, full_refresh: bool, progress: &mut (dyn FnMut(&RunStats) + Send)) -> RunRow {
         let syncer = self.syncer();
-        let req = SyncRequest {
-            tenant: self.tenant.clone(),
-            provider: self.provider.clone(),
-            stream: StreamName::parse(stream).unwrap(),
-            trigger: RunTrigger::Cli,
-            full_refresh,
-            lease_owner: None,
-            cancel: None,
-            owner: None,
-        };
+        let req = SyncRequest { full_refresh, ..request(&self.tenant, &self.provider, stream) };
         syncer
             .run(&req, &mut |_, stats| {
                 if stats.pages > 0 {

@@ -8,14 +8,11 @@ use tributary::model::{RunOutcome, RunTrigger};
 use tributary::simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::{Fixture, NEVER, started_runs, target};
+use crate::support::json;
 
 /// An Aptem tenant body pointing at `sim`, scheduled `schedule`.
 pub fn aptem_tenant(sim: &SimHandle, schedule: &str) -> String {
     format!("preset = \"aptem\"\n[providers.aptem]\nbase_url = \"{}\"\nschedule = \"{schedule}\"\n", sim.api_base())
-}
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,38 +7,30 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use tributary::config::{Catalog, ConfigDir};
 use tributary::control::protocol::Command as Ctl;
 use tributary::model::{EntityName, RunOutcome, TenantId};
-use tributary::secrets::{Credentials, MasterKey};
+use tributary::secrets::MasterKey;
 use tributary::simulator::{Faults, Provider, SimConfig, start};
-use tributary::store::{AuditEntry, Owner, RunRow};
-use tributary::tenants::Tenants;
+use tributary::store::RunRow;
 
 use super::control::aptem_tenant;
 use super::{Fixture, NEVER, eventually, started_runs, target};
+use crate::support::world::World;
 
 /// Creates every tenant file's tenant and stores `credentials` for its Aptem connection,
 /// through the library (a few hundred command-line round trips would dominate the test).
 async fn create_tenants(fx: &Fixture, credentials: &Value) {
     let connectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors");
-    let catalog = Catalog::load(&ConfigDir::Dir(fx.config_dir()), Some(&connectors)).unwrap_or_else(|d| panic!("{d}"));
-    let key = MasterKey::read(&fx.dir.path().join("master.key")).unwrap();
-    let tenants = Tenants::new(&catalog, &fx.store, "test");
+    let world = World::builder()
+        .config(fx.config_dir())
+        .connectors(Some(&connectors))
+        .rate_limits()
+        .key(MasterKey::read(&fx.dir.path().join("master.key")).unwrap())
+        .on(fx.store.clone());
     let provider = tributary::model::ProviderId::parse("aptem").unwrap();
-    let creds = Credentials::from_json(credentials.to_string().as_bytes()).unwrap();
-    for (_, spec) in &catalog.tenant_files {
-        tenants.apply(spec).await.unwrap();
-        let audit = AuditEntry {
-            at: chrono::Utc::now(),
-            actor: "test".into(),
-            action: "credentials.set".into(),
-            tenant_id: Some(spec.id.clone()),
-            subject: Some("aptem".into()),
-            details: Value::Null,
-        };
-        let sealed = key.seal(&spec.id, &provider, &creds.to_json());
-        fx.store.set_credentials(&spec.id, &provider, Owner::Company, &sealed, &audit).await.unwrap();
+    for (_, spec) in &world.catalog.tenant_files {
+        world.apply(spec).await;
+        world.credentials(&spec.id, &provider, None, credentials).await;
     }
 }
 

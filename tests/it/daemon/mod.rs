@@ -12,6 +12,7 @@ mod crash;
 mod leases;
 mod metrics;
 mod outage;
+mod plain_text;
 mod signals;
 
 use std::path::{Path, PathBuf};

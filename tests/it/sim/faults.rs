@@ -8,6 +8,7 @@ use serde_json::Value;
 use tributary::simulator::{Faults, Provider, SimConfig};
 
 use super::common::Session;
+use crate::support::json;
 
 async fn session(provider: Provider, faults: Faults) -> Session {
     Session::start(SimConfig::new(provider, 3).faults(faults)).await
@@ -20,10 +21,6 @@ async fn probe(s: &Session) -> Option<(u16, HeaderMap, String)> {
     let headers = response.headers().clone();
     let text = response.text().await.ok()?;
     Some((status, headers, text))
-}
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or(Value::Null)
 }
 
 /// Checks the provider's own throttle response.

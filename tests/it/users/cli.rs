@@ -11,10 +11,7 @@ use tributary::simulator::{Provider, SimConfig, start};
 use tributary::store::{Owner, RunRow};
 
 use crate::daemon::{Fixture, NEVER, started_runs, target};
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-}
+use crate::support::json;
 
 /// Runs a command that must fail; returns its stderr.
 async fn fails(fx: &Fixture, args: &[&str]) -> String {

@@ -2,44 +2,37 @@
 //! only the streams the owner's role is granted at that company, with the owner's own
 //! credentials and token, and jobs that follow role changes at the next reconcile.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tributary::app::reconcile;
-use tributary::config::{Catalog, ConfigDir, Manifest};
-use tributary::model::{
-    ConnectionStatus, EntityName, ProviderId, RoleName, RunOutcome, RunTrigger, StreamName, TenantId, UserId,
-};
-use tributary::secrets::{Credentials, MasterKey, Sealed};
+use tributary::config::TenantSpec;
+use tributary::model::{ConnectionStatus, EntityName, ProviderId, RoleName, RunOutcome, TenantId, UserId};
 use tributary::simulator::{Faults, Provider, SimConfig, SimHandle, start};
-use tributary::store::{AuditEntry, ConnectionRow, Owner, RunRow, Store};
-use tributary::sync::{SyncError, SyncRequest, Syncer};
+use tributary::store::{ConnectionRow, Owner, RunRow, Store};
+use tributary::sync::{SyncError, SyncRequest};
 use tributary::telemetry::Metrics;
 use tributary::tenants::{ApplyOutcome, Tenants};
 
 use crate::support::exec_raw;
+use crate::support::world::{audit, request};
 
 /// Contacts (and companies) the simulator serves.
 const N: u64 = 120;
 
+/// Tenants on `aptem_hubspot` with HubSpot at a simulator serving [`N`] contacts, in a
+/// [`support::world::World`](crate::support::world::World) on the test's store.
 pub(crate) struct World {
-    pub(crate) store: Store,
+    pub(crate) base: crate::support::world::World,
     pub(crate) url: String,
-    pub(crate) catalog: Catalog,
-    pub(crate) key: MasterKey,
     pub(crate) sim: SimHandle,
-    dir: tempfile::TempDir,
 }
 
-pub(crate) fn audit(action: &str, tenant: &TenantId) -> AuditEntry {
-    AuditEntry {
-        at: chrono::Utc::now(),
-        actor: "test".into(),
-        action: action.into(),
-        tenant_id: Some(tenant.clone()),
-        subject: None,
-        details: Value::Null,
+impl std::ops::Deref for World {
+    type Target = crate::support::world::World;
+
+    fn deref(&self) -> &Self::Target {
+        &self.base
     }
 }
 
@@ -57,29 +50,21 @@ pub(crate) fn hubspot() -> ProviderId {
 
 impl World {
     pub(crate) async fn new(store: Store, url: String) -> Self {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut catalog = Catalog::load(&ConfigDir::Dir(repo.join("config")), None).unwrap_or_else(|d| panic!("{d}"));
-        // Data, not pacing, is under test.
-        let unlimited: Vec<_> = catalog.manifests.iter().map(|m| Manifest { rate_limit: None, ..m.clone() }).collect();
-        for m in unlimited {
-            catalog.manifests.insert(m);
-        }
         let sim = start(SimConfig::new(Provider::HubSpot, N)).await.unwrap();
-        Self { store, url, catalog, key: MasterKey::generate(), sim, dir: tempfile::tempdir().unwrap() }
+        Self { base: crate::support::world::World::builder().on(store), url, sim }
     }
 
-    /// Applies a tenant file on `aptem_hubspot` with HubSpot at the simulator; `roles`
-    /// is its `[roles]` part.
+    /// A tenant file on `aptem_hubspot` with HubSpot at the simulator; `roles` is its
+    /// `[roles]` part.
+    pub(crate) fn spec(&self, id: &str, roles: &str) -> TenantSpec {
+        let body =
+            format!("preset = \"aptem_hubspot\"\n[providers.hubspot]\nbase_url = \"{}\"\n{roles}", self.sim.base_url());
+        self.tenant_file(id, id, &body)
+    }
+
+    /// Applies [`World::spec`].
     pub(crate) async fn apply(&self, id: &str, roles: &str) {
-        let file = self.dir.path().join(format!("{id}.toml"));
-        let text = format!(
-            "id = \"{id}\"\nname = \"{id}\"\nsubdomain = \"{id}\"\npreset = \"aptem_hubspot\"\n\
-             [providers.hubspot]\nbase_url = \"{}\"\n{roles}",
-            self.sim.base_url()
-        );
-        std::fs::write(&file, text).unwrap();
-        let spec = self.catalog.tenant_file(&file).unwrap_or_else(|d| panic!("{d}"));
-        Tenants::new(&self.catalog, &self.store, "test").apply(&spec).await.unwrap();
+        self.base.apply(&self.spec(id, roles)).await;
     }
 
     pub(crate) async fn member(&self, tenant: &str, user: &str, role: &str) {
@@ -102,11 +87,8 @@ impl World {
 
     /// What `tributary credentials set [--user]` does.
     pub(crate) async fn credentials(&self, tenant: &str, user: Option<&str>, credentials: &Value) {
-        let (t, p, user) = (tid(tenant), hubspot(), user.map(uid));
-        let owner = Owner::of(user.as_ref());
-        let creds = Credentials::from_json(credentials.to_string().as_bytes()).unwrap();
-        let sealed = self.key.seal_as(Sealed::Credentials, &t, &p, owner, &creds.to_json());
-        self.store.set_credentials(&t, &p, owner, &sealed, &audit("credentials.set", &t)).await.unwrap();
+        let user = user.map(uid);
+        self.base.credentials(&tid(tenant), &hubspot(), user.as_ref(), credentials).await;
     }
 
     pub(crate) async fn sync(&self, tenant: &str, user: Option<&str>, stream: &str) -> Result<RunRow, SyncError> {
@@ -125,18 +107,8 @@ impl World {
         stream: &str,
         full: bool,
     ) -> Result<RunRow, SyncError> {
-        let mut syncer = Syncer::new(&self.catalog, &self.store, &self.key).unwrap();
-        syncer.retry.base_delay = Duration::from_millis(5);
-        let req = SyncRequest {
-            tenant: tid(tenant),
-            provider: hubspot(),
-            stream: StreamName::parse(stream).unwrap(),
-            trigger: RunTrigger::Cli,
-            full_refresh: full,
-            lease_owner: None,
-            cancel: None,
-            owner: user.map(uid),
-        };
+        let syncer = self.syncer();
+        let req = SyncRequest { full_refresh: full, owner: user.map(uid), ..request(&tid(tenant), &hubspot(), stream) };
         syncer.run(&req, &mut |_, _| {}).await
     }
 
@@ -172,8 +144,8 @@ fn jobs(list: &[(&str, bool)]) -> Vec<(String, bool)> {
     list.iter().map(|(s, e)| ((*s).to_owned(), *e)).collect()
 }
 
-async fn user_connections_sync_only_what_their_role_is_granted(store: Store, url: String) {
-    let w = World::new(store, url).await;
+async fn user_connections_sync_only_what_their_role_is_granted(store: &Store, url: &str) {
+    let w = World::new(store.clone(), url.to_owned()).await;
     w.apply("acme", "[roles.developer]\nstreams = [\"hubspot.contacts\"]\n[roles.sales]\nstreams = [\"hubspot.*\"]\n")
         .await;
     w.apply("globex", "[roles.sales]\nstreams = [\"hubspot.*\"]\n").await;
@@ -281,18 +253,9 @@ async fn user_connections_sync_only_what_their_role_is_granted(store: Store, url
     w.store.close().await;
 }
 
-#[tokio::test]
-async fn sqlite_user_connections_sync_only_what_their_role_is_granted() {
-    let (store, _dir) = crate::support::sqlite_store().await;
-    let url = crate::support::sqlite_url(&store);
-    user_connections_sync_only_what_their_role_is_granted(store, url).await;
-}
-
-#[tokio::test]
-async fn postgres_user_connections_sync_only_what_their_role_is_granted() {
-    let db = crate::support::postgres_store().await;
-    user_connections_sync_only_what_their_role_is_granted(db.store.clone(), db.url.clone()).await;
-    db.drop_db().await;
+crate::support::contract::contract! {
+    store: [],
+    url: [user_connections_sync_only_what_their_role_is_granted],
 }
 
 #[tokio::test]
@@ -313,16 +276,7 @@ async fn tenant_apply_stores_role_grants_reports_their_changes_and_jobs_follow()
     assert_eq!(w.jobs("acme", Some("bob")).await, jobs(&[("contacts", true)]));
 
     let tenants = Tenants::new(&w.catalog, &w.store, "test");
-    let spec = |roles: &str| {
-        let file = w.dir.path().join("acme.toml");
-        let text = format!(
-            "id = \"acme\"\nname = \"acme\"\nsubdomain = \"acme\"\npreset = \"aptem_hubspot\"\n\
-             [providers.hubspot]\nbase_url = \"{}\"\n{roles}",
-            w.sim.base_url()
-        );
-        std::fs::write(&file, text).unwrap();
-        w.catalog.tenant_file(&file).unwrap()
-    };
+    let spec = |roles: &str| w.spec("acme", roles);
     assert_eq!(tenants.apply(&spec(developer_contacts)).await.unwrap(), ApplyOutcome::Unchanged);
     // Widening the role is a change of the tenant, and its jobs follow.
     let outcome = tenants.apply(&spec("[roles.developer]\nstreams = [\"hubspot.*\"]\n")).await.unwrap();

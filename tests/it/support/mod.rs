@@ -1,5 +1,13 @@
-//! Fixtures shared by the integration tests: a fresh database for every test.
+//! The test kit every integration test shares: a fresh database for every test (here),
+//! the backend-parametrised `contract!` tests ([`contract`]), the built binary as an
+//! operator runs it ([`cli::Env`]), a tenant connected to a simulator ([`world::World`])
+//! and [`json`].
 
+pub mod cli;
+pub mod contract;
+pub mod world;
+
+use serde_json::Value;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, SqliteConnection};
 use tributary::store::Store;
 use uuid::Uuid;
@@ -115,4 +123,9 @@ pub async fn exec_raw(url: &str, sql: &'static str) {
         sqlx::query(sql).execute(&mut conn).await.expect(sql);
         conn.close().await.expect("close postgres");
     }
+}
+
+/// `text` parsed as JSON; panics with the text when it is not JSON.
+pub fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
