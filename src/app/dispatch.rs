@@ -140,7 +140,7 @@ impl Daemon {
             key: self.key.clone(),
             metrics: self.metrics.clone(),
             limits: self.limits.clone(),
-            retry: self.settings.retry_policy(),
+            retry: crate::http::RetryPolicy::from_settings(&self.settings),
             owner: self.owner.clone(),
             lease: Duration::from_secs(self.settings.lease_secs),
             heartbeat: Duration::from_secs(self.settings.heartbeat_secs),

@@ -80,7 +80,7 @@ async fn test(
     }
     let key = g.master_key(catalog, store)?;
     let mut syncer = Syncer::new(catalog, store, &key)?;
-    syncer.retry = catalog.settings.daemon.retry_policy();
+    syncer.retry = crate::http::RetryPolicy::from_settings(&catalog.settings.daemon);
     // A check answers quickly: one attempt per request, no long backoff.
     syncer.retry.max_attempts = 2;
     let probes = syncer.probe(&tenant, &provider, user.as_ref(), &streams).await?;

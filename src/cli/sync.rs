@@ -91,7 +91,7 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
     let daemon = &catalog.settings.daemon;
     let mut syncer = Syncer::new(&catalog, &store, &key)?
         .with_limits(std::sync::Arc::new(crate::http::RateLimiters::new(daemon.replicas)));
-    syncer.retry = daemon.retry_policy();
+    syncer.retry = crate::http::RetryPolicy::from_settings(daemon);
     // SIGINT/SIGTERM: the run in progress stops at the next page boundary (its page
     // and position commit) and no further stream starts; a second signal exits at once.
     let cancel = CancellationToken::new();

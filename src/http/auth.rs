@@ -36,7 +36,7 @@ use self::memory::MemorySink;
 pub use self::shared::{AuthRegistry, ConnectionAuth};
 use super::HttpError;
 use crate::config::{AuthKind, AuthSpec};
-use crate::engine::template::Vars;
+use crate::http::template::Vars;
 use crate::secrets::Credentials;
 
 /// By default a token is refreshed this long before its stated expiry (at most a

@@ -10,6 +10,7 @@
 
 #[macro_use]
 mod rows;
+mod connect;
 mod error;
 mod health;
 mod jobs;
@@ -28,6 +29,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+use connect::invalid_url;
 pub use error::StoreError;
 pub use gauges::{GaugeFigures, StreamFreshness};
 pub use health::{HealthChange, Outage, StoreHealth};
@@ -68,27 +70,6 @@ mod intelligence;
 mod responsibilities;
 mod tokens;
 mod users;
-
-/// An [`StoreError::InvalidUrl`] for `url`, with any password in it redacted.
-fn invalid_url(url: &str, reason: &str) -> StoreError {
-    StoreError::InvalidUrl { url: redact_password(url), reason: reason.to_owned() }
-}
-
-/// `scheme://user:secret@host/db` → `scheme://user:***@host/db`.
-fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    let Some((user, _password)) = userinfo.split_once(':') else {
-        return url.to_owned();
-    };
-    format!("{scheme}://{user}:***@{host}{tail}")
-}
 
 impl Store {
     /// Opens the store named by `url` and applies pending migrations.
@@ -608,6 +589,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::connect::redact_password;
     use super::*;
 
     #[test]

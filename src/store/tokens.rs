@@ -8,8 +8,6 @@
 //! the new access token in one statement and releases the lease. A runner that finds the
 //! lease taken waits and re-reads [`Store::get_auth`] until the holder's token appears.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use chrono::{DateTime, Utc};
 
 use super::Store;
@@ -225,14 +223,6 @@ macro_rules! token_methods {
 
 token_methods!(SqliteStore);
 token_methods!(PgStore);
-
-/// Distinguishes `Store` values opened separately (clones share one).
-static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
-
-/// A new process-unique store instance id.
-pub(super) fn next_instance() -> u64 {
-    NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)
-}
 
 impl Store {
     /// Identifies this opened store within the process: clones share it, another

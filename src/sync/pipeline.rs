@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{RunFailure, StageTimes, SyncRequest, copy_http};
 use crate::engine::StreamReader;
 use crate::engine::resume::PositionUpdate;
-use crate::engine::template::{lookup_path, scalar_text};
+use crate::http::template::{lookup_path, scalar_text};
 use crate::http::{CallStats, Session};
 use crate::mapping::{CompiledMapping, MapResult};
 use crate::model::{EntityName, ProviderId, TenantId};
