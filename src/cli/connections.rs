@@ -8,9 +8,8 @@ use clap::Subcommand;
 use super::output::outln;
 use super::{Global, output};
 use crate::config::RoleGrants;
-use crate::model::{ProviderId, StreamName, TenantId, UserId};
+use crate::model::{Owner, ProviderId, StreamName, TenantId, UserId};
 use crate::scheduler::stream_access;
-use crate::store::Owner;
 use crate::sync::Syncer;
 use crate::tenants::Tenants;
 

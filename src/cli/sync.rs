@@ -14,10 +14,9 @@ use super::output::outln;
 use super::progress::Progress;
 use super::{Global, output};
 use crate::config::RoleGrants;
-use crate::model::{ProviderId, RunOutcome, RunTrigger, StreamName, TenantId, UserId};
+use crate::model::{Owner, ProviderId, RunOutcome, RunRow, RunTrigger, StreamName, TenantId, UserId};
 use crate::scheduler::lease::ForegroundLease;
 use crate::scheduler::stream_access;
-use crate::store::{Owner, RunRow};
 use crate::sync::{SyncRequest, Syncer};
 use crate::tenants::Tenants;
 

@@ -9,8 +9,7 @@ use chrono::{DateTime, Timelike, Utc};
 use chrono_tz::Tz;
 use serde_json::{Value, json};
 
-use crate::model::{ContributionKind, ErrorClass, RunOutcome, RunTrigger};
-use crate::store::RunRow;
+use crate::model::{ContributionKind, ErrorClass, RunOutcome, RunRow, RunTrigger};
 
 /// A run is "mostly unchanged" evidence when at least this share of recent successful
 /// runs wrote nothing new.

@@ -9,28 +9,7 @@ use super::Store;
 use super::error::{StoreError, db};
 use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
-
-/// How fresh one (provider, stream) is over every tenant's enabled, unpaused job of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamFreshness {
-    pub provider: String,
-    pub stream: String,
-    /// The most recent end of a successful run of any of the jobs.
-    pub last_success: Option<DateTime<Utc>>,
-    /// The job furthest behind: the oldest of each job's last success (or, for a job
-    /// that never succeeded, its creation).
-    pub oldest: Option<DateTime<Utc>>,
-}
-
-/// What [`Store::gauge_figures`] reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GaugeFigures {
-    /// Connections by stored status (statuses without connections are absent).
-    pub connections: Vec<(String, i64)>,
-    pub streams: Vec<StreamFreshness>,
-    /// The earliest due time (or trigger) of the claimable jobs; `None` when none is due.
-    pub oldest_due: Option<DateTime<Utc>>,
-}
+use crate::model::{GaugeFigures, StreamFreshness};
 
 #[derive(sqlx::FromRow)]
 struct RawFreshness {

@@ -8,7 +8,6 @@
 //! How a contribution changes the aggregate is the caller's [`Fold`].
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -18,7 +17,10 @@ use super::error::{StoreError, corrupt, db};
 use super::postgres::PgStore;
 use super::rows::{convert_all, now, status, stored};
 use super::sqlite::SqliteStore;
-use crate::model::{ContributionKind, ContributionStatus, IdError, ProviderId, Responsibility, TenantId, UserId};
+use crate::model::{
+    ContributionKind, ContributionRow, ContributionStatus, IdError, IntelligenceRow, PairRow, ProviderId,
+    Responsibility, TenantId, UserId,
+};
 
 /// A contribution to record ([`Store::record_contribution`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -41,43 +43,6 @@ pub struct NewContribution {
     pub consistency: f64,
 }
 
-/// A stored contribution.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ContributionRow {
-    pub id: i64,
-    pub tenant: TenantId,
-    pub provider: ProviderId,
-    pub user: UserId,
-    pub connection_id: Option<i64>,
-    pub run_id: Option<Uuid>,
-    pub kind: ContributionKind,
-    pub status: ContributionStatus,
-    pub confidence: f64,
-    pub data: Value,
-    pub data_freshness: DateTime<Utc>,
-    pub quality: f64,
-    pub impact: f64,
-    pub reliability: f64,
-    pub consistency: f64,
-    /// The newer contribution of the same user, connection and kind that replaced it.
-    pub superseded_by: Option<i64>,
-    pub reviewed_by: Option<UserId>,
-    pub reviewed_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// A company integration's aggregate state.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct IntelligenceRow {
-    pub tenant: TenantId,
-    pub provider: ProviderId,
-    pub state: Value,
-    /// Grows by one with every change folded into `state` (and every replacement).
-    pub version: i64,
-    pub updated_at: DateTime<Utc>,
-}
-
 /// Which contributions [`Store::contributions`] lists; `None` matches anything.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContributionFilter {
@@ -96,14 +61,6 @@ impl Default for ContributionFilter {
     }
 }
 
-/// The relation of two contributors of one integration (`user_a` < `user_b`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PairRow {
-    pub user_a: UserId,
-    pub user_b: UserId,
-    pub relation: Value,
-}
-
 /// What folding one changed contribution produces: the integration's new state, and the
 /// contribution's user's relations to the other contributors, which replace all of that
 /// user's stored ones (none: the user has no relations, or no longer contributes).
@@ -117,7 +74,6 @@ pub struct Folded {
 /// Folds one changed contribution into an integration's aggregate state (None: no state yet).
 pub type Fold<'a> = &'a (dyn Fn(Option<&Value>, &ContributionRow) -> Folded + Send + Sync);
 
-/// Columns of [`RawContribution`].
 macro_rules! contribution_columns {
     () => {
         "id, tenant_id, provider, user_id, connection_id, run_id, kind, status, confidence, \
@@ -125,13 +81,14 @@ macro_rules! contribution_columns {
          reviewed_by, reviewed_at, created_at, updated_at"
     };
 }
+/// Columns of [`RawContribution`].
 
-/// Columns of [`RawIntelligence`].
 macro_rules! intelligence_columns {
     () => {
         "tenant_id, provider, state, version, updated_at"
     };
 }
+/// Columns of [`RawIntelligence`].
 
 pub(super) fn parse_id<T>(table: &str, value: &str, parse: fn(&str) -> Result<T, IdError>) -> Result<T, StoreError> {
     parse(value).map_err(|e| corrupt(format_args!("{table}: {e}")))

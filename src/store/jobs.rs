@@ -8,8 +8,7 @@ use super::error::{StoreError, db};
 use super::postgres::PgStore;
 use super::rows::{RawAudit, RawJob, RawRun, convert_all, now, stored};
 use super::sqlite::SqliteStore;
-use super::types::{AuditEntry, JobRow, RunRow, RunStats};
-use crate::model::{RunOutcome, RunTrigger, StreamName, TenantId};
+use crate::model::{AuditEntry, JobRow, RunOutcome, RunRow, RunStats, RunTrigger, StreamName, TenantId};
 
 /// The error for a job that does not exist at the tenant.
 pub(super) fn no_job(tenant: &TenantId, job_id: i64) -> StoreError {

@@ -31,17 +31,17 @@ use uuid::Uuid;
 
 use connect::invalid_url;
 pub use error::StoreError;
-pub use gauges::{GaugeFigures, StreamFreshness};
 pub use health::{HealthChange, Outage, StoreHealth};
-pub use intelligence::{ContributionFilter, ContributionRow, Fold, Folded, IntelligenceRow, NewContribution, PairRow};
+pub use intelligence::{ContributionFilter, Fold, Folded, NewContribution};
 pub use postgres::PgStore;
-pub use responsibilities::ResponsibilityRow;
 pub use sqlite::SqliteStore;
 pub use types::*;
 pub use users::NOT_A_MEMBER_REASON;
 
 use crate::model::{
-    ConnectionStatus, EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId, TriggerKind,
+    AuditEntry, ClaimedJob, ConnectionRow, ConnectionStatus, DeadLetterRow, EntityName, JobCounts, JobFilter, JobRow,
+    Owner, PageOutcome, PauseScope, ProviderId, ReconcileCounts, RecordRow, RunOutcome, RunRow, RunStats, RunTrigger,
+    SealedBlob, StreamName, TenantId, TenantRow, TriggerKind,
 };
 
 /// The state store: a SQLite file or a PostgreSQL database. Cheap to clone (the pools

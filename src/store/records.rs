@@ -12,8 +12,8 @@ use super::jobs::no_job;
 use super::postgres::PgStore;
 use super::rows::{RawRecord, content_hash_of_text, convert_all, now};
 use super::sqlite::SqliteStore;
-use super::types::{DeadLetterRow, PageOutcome, PageWrite, PositionWrite, RecordInput, RecordRow};
-use crate::model::{EntityName, ProviderId, TenantId};
+use super::types::{PageWrite, PositionWrite, RecordInput};
+use crate::model::{DeadLetterRow, EntityName, PageOutcome, ProviderId, RecordRow, TenantId};
 
 /// Bind parameters per row of the multi-row upsert.
 const BINDS_PER_ROW: usize = 8;

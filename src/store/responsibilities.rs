@@ -3,7 +3,6 @@
 //! SQL shared by both backends.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::json;
 use sqlx::types::Json;
 
@@ -13,32 +12,14 @@ use super::intelligence::{is_foreign_key_violation, not_a_member, parse_id};
 use super::postgres::PgStore;
 use super::rows::{convert_all, now, status};
 use super::sqlite::SqliteStore;
-use super::types::AuditEntry;
-use crate::model::{ContributionKind, ProviderId, Responsibility, TenantId, UserId};
+use crate::model::{AuditEntry, ContributionKind, ProviderId, Responsibility, ResponsibilityRow, TenantId, UserId};
 
-/// A user's responsibility on a company integration (tenant + provider).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ResponsibilityRow {
-    pub tenant: TenantId,
-    pub provider: ProviderId,
-    pub user: UserId,
-    pub responsibility: Responsibility,
-    /// Runs of the user's connection contribute without being asked.
-    pub auto_contribute: bool,
-    /// Effective scope: the explicit one, or the responsibility's default.
-    pub scope: Vec<ContributionKind>,
-    /// `scope` was set explicitly (otherwise it follows the responsibility's default).
-    pub explicit_scope: bool,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// Columns of [`RawResponsibility`].
 macro_rules! responsibility_columns {
     () => {
         "tenant_id, provider, user_id, responsibility, auto_contribute, scope, created_at, updated_at"
     };
 }
+/// Columns of [`RawResponsibility`].
 
 /// A `responsibilities` row as stored.
 #[derive(sqlx::FromRow)]

@@ -9,10 +9,10 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::error::{StoreError, corrupt};
-use super::types::{AuditEntry, ConnectionRow, JobRow, MembershipRow, RecordRow, RunRow, RunStats, TenantRow, UserRow};
 use crate::model::{
-    ConnectionStatus, EntityName, IdError, PresetName, ProviderId, RoleName, RunOutcome, RunTrigger, StreamName,
-    TenantId, TriggerKind, UserId,
+    AuditEntry, ConnectionRow, ConnectionStatus, EntityName, IdError, JobRow, MembershipRow, PresetName, ProviderId,
+    RecordRow, RoleName, RunOutcome, RunRow, RunStats, RunTrigger, StreamName, TenantId, TenantRow, TriggerKind,
+    UserId, UserRow,
 };
 
 /// Columns of [`RawTenant`], in `SELECT` order.

@@ -19,10 +19,10 @@ use super::jobs::no_job;
 use super::postgres::PgStore;
 use super::rows::{RawJob, convert_all, now, owner_user};
 use super::sqlite::SqliteStore;
-use super::types::{
-    ClaimRequest, ClaimedJob, Exclusions, Failures, JobCompletion, JobCounts, JobFilter, JobRow, PauseScope,
+use super::types::{ClaimRequest, Exclusions, Failures, JobCompletion};
+use crate::model::{
+    ClaimedJob, JobCounts, JobFilter, JobRow, PauseScope, ProviderId, RunTrigger, TenantId, TriggerKind,
 };
-use crate::model::{ProviderId, RunTrigger, TenantId, TriggerKind};
 
 /// The jobs of the scheduling queries, with their connection (`c`) and tenant (`t`).
 macro_rules! job_joins {

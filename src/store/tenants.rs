@@ -7,8 +7,8 @@ use super::error::{StoreError, corrupt, db, is_unique_violation};
 use super::postgres::PgStore;
 use super::rows::{RawConnection, RawOverride, RawTenant, convert_all, now};
 use super::sqlite::SqliteStore;
-use super::types::{AuditEntry, ConnectionRow, Owner, SealedBlob, TenantRow, TenantState};
-use crate::model::{ConnectionStatus, ProviderId, TenantId};
+use super::types::TenantState;
+use crate::model::{AuditEntry, ConnectionRow, ConnectionStatus, Owner, ProviderId, SealedBlob, TenantId, TenantRow};
 
 /// Why tenant saves disable a connection.
 const NOT_ENABLED_REASON: &str = "provider is not enabled for the tenant";

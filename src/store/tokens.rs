@@ -15,8 +15,8 @@ use super::error::{StoreError, corrupt, db};
 use super::postgres::PgStore;
 use super::rows::{now, stored};
 use super::sqlite::SqliteStore;
-use super::types::{AuditEntry, AuthRow, Owner, SealedBlob, TokenWrite};
-use crate::model::{ConnectionStatus, ProviderId, TenantId};
+use super::types::{AuthRow, TokenWrite};
+use crate::model::{AuditEntry, ConnectionStatus, Owner, ProviderId, SealedBlob, TenantId};
 
 /// Columns of [`RawAuth`]. The token is returned only when it was obtained with the
 /// current credentials; `refused` only when the refused grant is the current one.

@@ -16,8 +16,9 @@ use super::postgres::PgStore;
 use super::rows::{RawConnection, RawMembership, RawUser, convert_all, id, now};
 use super::sqlite::SqliteStore;
 use super::tenants::no_connection;
-use super::types::{AuditEntry, ConnectionRow, MembershipRow, Owner, Saved, UserRow};
-use crate::model::{ProviderId, RoleName, TenantId, UserId};
+use crate::model::{
+    AuditEntry, ConnectionRow, MembershipRow, Owner, ProviderId, RoleName, Saved, TenantId, UserId, UserRow,
+};
 
 /// Why a user connection is `disabled` after its owner left the tenant. Connections
 /// disabled for this reason come back when the user becomes a member again.

@@ -13,10 +13,11 @@ use crate::http::auth::{AuthRegistry, AuthState, DEFAULT_REFRESH_MARGIN};
 use crate::http::{RateLimiters, RetryPolicy, Session};
 use crate::mapping::CompiledMapping;
 use crate::model::{
-    ConnectionStatus, EntityName, ErrorClass, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId, UserId,
+    ConnectionStatus, EntityName, ErrorClass, JobRow, Owner, ProviderId, RunOutcome, RunRow, RunStats, RunTrigger,
+    StreamName, TenantId, UserId,
 };
 use crate::secrets::MasterKey;
-use crate::store::{JobRow, Owner, RunRow, RunStats, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::telemetry::{HttpMetrics, InProgress, Metrics, NeedsReauth, RunFinished, RunStarted, RunTally};
 use crate::tenants::{TenantError, Tenants};
 use tokio_util::sync::CancellationToken;

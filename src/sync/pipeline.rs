@@ -16,8 +16,8 @@ use crate::engine::resume::PositionUpdate;
 use crate::http::template::{lookup_path, scalar_text};
 use crate::http::{CallStats, Session};
 use crate::mapping::{CompiledMapping, MapResult};
-use crate::model::{EntityName, ProviderId, TenantId};
-use crate::store::{DeadLetterInput, PageOutcome, PageWrite, PositionWrite, RecordInput, RunProgress, RunStats, Store};
+use crate::model::{EntityName, PageOutcome, ProviderId, RunStats, TenantId};
+use crate::store::{DeadLetterInput, PageWrite, PositionWrite, RecordInput, RunProgress, Store};
 
 /// How much one run may read before it ends `partial` (the next run continues).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use super::metrics::*;
 use crate::http::auth::TokenEvent;
-use crate::store::RunRow;
+use crate::model::RunRow;
 
 /// A run's contribution to a company integration was recorded.
 pub struct ContributionRecorded<'a> {

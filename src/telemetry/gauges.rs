@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 
 use super::{Metrics, StatusLabels, StreamLabels};
-use crate::model::ConnectionStatus;
-use crate::store::{GaugeFigures, Store, StoreError};
+use crate::model::{ConnectionStatus, GaugeFigures};
+use crate::store::{Store, StoreError};
 
 /// Reads the figures from the store and sets the gauges; streams without an enabled
 /// job any more lose their series.
@@ -54,7 +54,7 @@ pub fn apply(metrics: &Metrics, figures: &GaugeFigures, now: DateTime<Utc>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StreamFreshness;
+    use crate::model::StreamFreshness;
 
     #[test]
     fn stream_series_follow_the_streams_that_have_jobs() {

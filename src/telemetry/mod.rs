@@ -22,7 +22,7 @@ mod tests {
     use super::metrics::stream;
     use super::*;
     use crate::http::CallObserver;
-    use crate::store::{RunRow, RunStats};
+    use crate::model::{RunRow, RunStats};
 
     #[test]
     fn metrics_render_with_bounded_labels() {

@@ -13,12 +13,10 @@ mod users;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use tributary::model::{
-    ConnectionStatus, EntityName, PresetName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId,
+    AuditEntry, ConnectionStatus, EntityName, JobRow, Owner, PageOutcome, PresetName, ProviderId, RunOutcome, RunStats,
+    RunTrigger, SealedBlob, StreamName, TenantId,
 };
-use tributary::store::{
-    AuditEntry, JobRow, Owner, PageOutcome, PageWrite, RecordInput, RunStats, SealedBlob, Store, StoreError,
-    TenantState,
-};
+use tributary::store::{PageWrite, RecordInput, Store, StoreError, TenantState};
 
 /// Generates `sqlite::NAME` and `postgres::NAME` for each `module::NAME`. Tests in `store`
 /// take `&Store`; tests in `url` also take the URL of the same database.

@@ -12,10 +12,13 @@ use chrono::Utc;
 use serde_json::Value;
 use tributary::config::{Catalog, ConfigDir};
 use tributary::http::auth::AuthRegistry;
-use tributary::model::{ConnectionStatus, EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
+use tributary::model::{
+    AuditEntry, ConnectionRow, ConnectionStatus, EntityName, Owner, ProviderId, RunOutcome, RunRow, RunStats,
+    RunTrigger, SealedBlob, StreamName, TenantId,
+};
 use tributary::secrets::{Credentials, MasterKey};
 use tributary::simulator::{Faults, Provider, SimConfig, SimHandle, start};
-use tributary::store::{AuditEntry, ConnectionRow, Owner, RunRow, RunStats, SealedBlob, Store, TokenWrite};
+use tributary::store::{Store, TokenWrite};
 use tributary::sync::{SyncRequest, Syncer};
 use tributary::telemetry::{Metrics, ResultLabels};
 use tributary::tenants::Tenants;

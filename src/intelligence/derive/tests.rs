@@ -1,8 +1,7 @@
 use chrono::TimeZone;
 
 use super::*;
-use crate::model::{ProviderId, StreamName, TenantId};
-use crate::store::RunStats;
+use crate::model::{ProviderId, RunStats, StreamName, TenantId};
 
 fn run(minute: i64, outcome: RunOutcome, stats: RunStats) -> RunRow {
     let started = Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap() + chrono::Duration::minutes(minute);

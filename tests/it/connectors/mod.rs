@@ -16,10 +16,13 @@ use std::path::Path;
 
 use serde_json::Value;
 use tributary::config::{Catalog, ConfigDir, Manifest};
-use tributary::model::{EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
+use tributary::model::{
+    AuditEntry, EntityName, Owner, ProviderId, RecordRow, RunOutcome, RunRow, RunStats, RunTrigger, StreamName,
+    TenantId,
+};
 use tributary::secrets::{Credentials, MasterKey};
 use tributary::simulator::SimHandle;
-use tributary::store::{AuditEntry, Owner, RecordRow, RunRow, RunStats, Store};
+use tributary::store::Store;
 use tributary::sync::{SyncRequest, Syncer};
 use tributary::tenants::Tenants;
 

@@ -9,10 +9,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tributary::config::{Catalog, ConfigDir};
 use tributary::control::protocol::Command as Ctl;
-use tributary::model::{EntityName, RunOutcome, TenantId};
+use tributary::model::{AuditEntry, EntityName, Owner, RunOutcome, RunRow, TenantId};
 use tributary::secrets::{Credentials, MasterKey};
 use tributary::simulator::{Faults, Provider, SimConfig, start};
-use tributary::store::{AuditEntry, Owner, RunRow};
 use tributary::tenants::Tenants;
 
 use super::control::aptem_tenant;

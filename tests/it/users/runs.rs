@@ -9,11 +9,12 @@ use serde_json::{Value, json};
 use tributary::app::reconcile;
 use tributary::config::{Catalog, ConfigDir, Manifest};
 use tributary::model::{
-    ConnectionStatus, EntityName, ProviderId, RoleName, RunOutcome, RunTrigger, StreamName, TenantId, UserId,
+    AuditEntry, ConnectionRow, ConnectionStatus, EntityName, Owner, ProviderId, RoleName, RunOutcome, RunRow,
+    RunTrigger, StreamName, TenantId, UserId,
 };
 use tributary::secrets::{Credentials, MasterKey, Sealed};
 use tributary::simulator::{Faults, Provider, SimConfig, SimHandle, start};
-use tributary::store::{AuditEntry, ConnectionRow, Owner, RunRow, Store};
+use tributary::store::Store;
 use tributary::sync::{SyncError, SyncRequest, Syncer};
 use tributary::telemetry::Metrics;
 use tributary::tenants::{ApplyOutcome, Tenants};
