@@ -74,6 +74,7 @@ pub struct Folded {
 /// Folds one changed contribution into an integration's aggregate state (None: no state yet).
 pub type Fold<'a> = &'a (dyn Fn(Option<&Value>, &ContributionRow) -> Folded + Send + Sync);
 
+/// Columns of [`RawContribution`].
 macro_rules! contribution_columns {
     () => {
         "id, tenant_id, provider, user_id, connection_id, run_id, kind, status, confidence, \
@@ -81,14 +82,13 @@ macro_rules! contribution_columns {
          reviewed_by, reviewed_at, created_at, updated_at"
     };
 }
-/// Columns of [`RawContribution`].
 
+/// Columns of [`RawIntelligence`].
 macro_rules! intelligence_columns {
     () => {
         "tenant_id, provider, state, version, updated_at"
     };
 }
-/// Columns of [`RawIntelligence`].
 
 pub(super) fn parse_id<T>(table: &str, value: &str, parse: fn(&str) -> Result<T, IdError>) -> Result<T, StoreError> {
     parse(value).map_err(|e| corrupt(format_args!("{table}: {e}")))

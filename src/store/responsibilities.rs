@@ -14,12 +14,12 @@ use super::rows::{convert_all, now, status};
 use super::sqlite::SqliteStore;
 use crate::model::{AuditEntry, ContributionKind, ProviderId, Responsibility, ResponsibilityRow, TenantId, UserId};
 
+/// Columns of [`RawResponsibility`].
 macro_rules! responsibility_columns {
     () => {
         "tenant_id, provider, user_id, responsibility, auto_contribute, scope, created_at, updated_at"
     };
 }
-/// Columns of [`RawResponsibility`].
 
 /// A `responsibilities` row as stored.
 #[derive(sqlx::FromRow)]

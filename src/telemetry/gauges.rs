@@ -8,17 +8,9 @@ use chrono::{DateTime, Utc};
 
 use super::{Metrics, StatusLabels, StreamLabels};
 use crate::model::{ConnectionStatus, GaugeFigures};
-use crate::store::{Store, StoreError};
 
-/// Reads the figures from the store and sets the gauges; streams without an enabled
-/// job any more lose their series.
-pub async fn refresh(store: &Store, metrics: &Metrics, now: DateTime<Utc>) -> Result<(), StoreError> {
-    let figures = store.gauge_figures(now).await?;
-    apply(metrics, &figures, now);
-    Ok(())
-}
-
-/// Sets the gauges from `figures` read at `now`.
+/// Sets the gauges from `figures` read from the store at `now`; streams without an
+/// enabled job any more lose their series.
 pub fn apply(metrics: &Metrics, figures: &GaugeFigures, now: DateTime<Utc>) {
     for status in ConnectionStatus::ALL {
         let n = figures.connections.iter().find(|(s, _)| s == status.as_str()).map_or(0, |(_, n)| *n);

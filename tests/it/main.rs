@@ -6,6 +6,7 @@ mod connectors;
 mod daemon;
 mod faults;
 mod intelligence;
+mod layering;
 mod migrations;
 mod operator_cli;
 mod postgres_socket;
