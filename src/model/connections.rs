@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::column::OwnerColumn;
 use super::{ConnectionStatus, ProviderId, RoleName, TenantId, UserId};
 
 /// Who owns a connection: the company (tenant) itself, or one of its users (a "user
@@ -47,12 +48,13 @@ impl std::fmt::Display for Owner<'_> {
 
 /// A connection (tenant × provider × optional owner). Never carries secret material:
 /// sealed credentials are read through `get_credentials`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct ConnectionRow {
     pub id: i64,
     pub tenant_id: TenantId,
     pub provider: ProviderId,
     /// Owning user; `None` for a company-owned connection.
+    #[sqlx(try_from = "OwnerColumn")]
     pub owner_user: Option<UserId>,
     /// The owning user's role at the tenant (kept in step with the membership; `None`
     /// for company connections and after the membership was removed).

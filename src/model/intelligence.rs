@@ -9,17 +9,20 @@ use uuid::Uuid;
 use super::{ContributionKind, ContributionStatus, ProviderId, Responsibility, TenantId, UserId};
 
 /// A stored contribution.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct ContributionRow {
     pub id: i64,
+    #[sqlx(rename = "tenant_id")]
     pub tenant: TenantId,
     pub provider: ProviderId,
+    #[sqlx(rename = "user_id")]
     pub user: UserId,
     pub connection_id: Option<i64>,
     pub run_id: Option<Uuid>,
     pub kind: ContributionKind,
     pub status: ContributionStatus,
     pub confidence: f64,
+    #[sqlx(json)]
     pub data: Value,
     pub data_freshness: DateTime<Utc>,
     pub quality: f64,
@@ -35,10 +38,12 @@ pub struct ContributionRow {
 }
 
 /// A company integration's aggregate state.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct IntelligenceRow {
+    #[sqlx(rename = "tenant_id")]
     pub tenant: TenantId,
     pub provider: ProviderId,
+    #[sqlx(json)]
     pub state: Value,
     /// Grows by one with every change folded into `state` (and every replacement).
     pub version: i64,
@@ -46,10 +51,11 @@ pub struct IntelligenceRow {
 }
 
 /// The relation of two contributors of one integration (`user_a` < `user_b`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct PairRow {
     pub user_a: UserId,
     pub user_b: UserId,
+    #[sqlx(json)]
     pub relation: Value,
 }
 

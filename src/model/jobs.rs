@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{ProviderId, RunTrigger, StreamName, TenantId, TriggerKind, UserId};
 
 /// One (connection, stream) job.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct JobRow {
     pub id: i64,
     pub tenant_id: TenantId,
@@ -127,7 +127,7 @@ pub struct JobCounts {
 }
 
 /// How fresh one (provider, stream) is over every tenant's enabled, unpaused job of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StreamFreshness {
     pub provider: String,
     pub stream: String,

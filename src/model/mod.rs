@@ -6,6 +6,7 @@
 //! Identifiers are validated once, in their `parse` constructor; everything that
 //! holds one may rely on its shape.
 
+mod column;
 mod connections;
 mod intelligence;
 mod jobs;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use chrono::NaiveTime;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use self::column::OwnerColumn;
 pub use self::connections::{ConnectionRow, Owner, SealedBlob};
 pub use self::intelligence::{ContributionRow, IntelligenceRow, PairRow, ResponsibilityRow};
 pub use self::jobs::{

@@ -30,12 +30,13 @@ pub struct PageOutcome {
 }
 
 /// A stored record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct RecordRow {
     pub tenant_id: TenantId,
     pub entity: EntityName,
     pub provider: ProviderId,
     pub external_id: String,
+    #[sqlx(json)]
     pub data: Value,
     pub content_hash: String,
     pub first_seen: DateTime<Utc>,

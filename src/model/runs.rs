@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
 
 /// Counters and outcome written when a run finishes.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, sqlx::FromRow)]
 pub struct RunStats {
     pub fetched: i64,
     pub inserted: i64,
@@ -34,6 +34,7 @@ pub struct RunStats {
     /// The number of records the read returns, as the API reports it: progress while
     /// the run runs (not stored).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[sqlx(skip)]
     pub total: Option<i64>,
     /// The replica (process) that ran it: the daemon's lease owner id, or
     /// `hostname-pid` for `tributary sync`.
@@ -44,7 +45,7 @@ pub struct RunStats {
 }
 
 /// One run: the sync log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct RunRow {
     pub id: Uuid,
     pub tenant_id: TenantId,
@@ -57,5 +58,6 @@ pub struct RunRow {
     pub outcome: RunOutcome,
     pub cursor_before: Option<String>,
     #[serde(flatten)]
+    #[sqlx(flatten)]
     pub stats: RunStats,
 }

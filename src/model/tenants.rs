@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::{PresetName, RoleName, TenantId, UserId};
 
 /// A tenant and the preset revision it pinned.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct TenantRow {
     pub id: TenantId,
     pub name: String,
@@ -19,6 +19,7 @@ pub struct TenantRow {
     /// Revision of the preset the snapshot was taken at.
     pub preset_revision: String,
     /// The resolved preset defaults at `preset_revision` (provider → layer, JSON).
+    #[sqlx(json)]
     pub preset_snapshot: Value,
     /// A paused tenant's jobs are not claimed (running ones finish).
     pub paused: bool,
@@ -27,19 +28,20 @@ pub struct TenantRow {
 }
 
 /// A person who uses tributary at one or more companies, with their memberships.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct UserRow {
     pub id: UserId,
     pub name: String,
     pub email: Option<String>,
     /// By tenant; see `Store::get_user` and `Store::list_users` for which ones.
+    #[sqlx(skip)]
     pub memberships: Vec<MembershipRow>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 /// A user's membership of a company (tenant), with the role they have there.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct MembershipRow {
     pub tenant_id: TenantId,
     pub user_id: UserId,
@@ -59,7 +61,7 @@ pub enum Saved {
 }
 
 /// One audit entry: who changed what, never secret values.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct AuditEntry {
     pub at: DateTime<Utc>,
     /// e.g. `cli:alice`, `daemon`, `ctl:operator`.
@@ -70,5 +72,6 @@ pub struct AuditEntry {
     /// What was acted on, e.g. `aptem` for a credential.
     pub subject: Option<String>,
     /// Non-secret details (what changed).
+    #[sqlx(json)]
     pub details: Value,
 }

@@ -11,14 +11,6 @@ use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
 use crate::model::{GaugeFigures, StreamFreshness};
 
-#[derive(sqlx::FromRow)]
-struct RawFreshness {
-    provider: String,
-    stream: String,
-    last_success: Option<DateTime<Utc>>,
-    oldest: Option<DateTime<Utc>>,
-}
-
 macro_rules! gauge_methods {
     ($store:ty) => {
         impl $store {
@@ -28,7 +20,7 @@ macro_rules! gauge_methods {
                         .fetch_all(&self.pool)
                         .await
                         .map_err(db("counting connections by status"))?;
-                let streams: Vec<RawFreshness> = sqlx::query_as(
+                let streams: Vec<StreamFreshness> = sqlx::query_as(
                     "SELECT provider, stream, MAX(last_success) AS last_success, \
                      MIN(COALESCE(last_success, created_at)) AS oldest FROM \
                      (SELECT j.provider, j.stream, j.created_at, \
@@ -55,19 +47,7 @@ macro_rules! gauge_methods {
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db("reading the longest-waiting due job"))?;
-                Ok(GaugeFigures {
-                    connections,
-                    streams: streams
-                        .into_iter()
-                        .map(|r| StreamFreshness {
-                            provider: r.provider,
-                            stream: r.stream,
-                            last_success: r.last_success,
-                            oldest: r.oldest,
-                        })
-                        .collect(),
-                    oldest_due,
-                })
+                Ok(GaugeFigures { connections, streams, oldest_due })
             }
         }
     };

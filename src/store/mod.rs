@@ -2,11 +2,15 @@
 //! pools: SQLite (the embedded default) and PostgreSQL (replicas). Every method that
 //! touches tenant data takes the tenant id and scopes its queries by it.
 //!
-//! Each query is written once (`tenants.rs`, `jobs.rs`, `records.rs`): a macro expands
-//! the same method bodies for [`SqliteStore`] and [`PgStore`]. SQL that differs between
-//! the dialects lives in a few associated constants of each backend (`sqlite.rs`,
-//! `postgres.rs`). Migrations are embedded from `migrations/sqlite` and
-//! `migrations/postgres` (same version numbers) and run by [`Store::connect`].
+//! The store keeps the model's rows (`crate::model`): each query is written once (one
+//! file per area: `tenants.rs`, `jobs.rs`, `records.rs`, `users.rs`, …), a macro expands
+//! the same method bodies for [`SqliteStore`] and [`PgStore`], and rows decode straight
+//! into the model types (`rows.rs` lists their columns). SQL that differs between the
+//! dialects lives in a few associated constants of each backend (`sqlite.rs`,
+//! `postgres.rs`); what both share when they open a database is in `connect.rs`. What the
+//! methods take (page and token writes, claims) is in `types.rs`. Migrations are
+//! embedded from `migrations/sqlite` and `migrations/postgres` (same version numbers)
+//! and run by [`Store::connect`].
 
 #[macro_use]
 mod rows;

@@ -35,7 +35,7 @@ struct RawAuth {
     credentials: Option<Vec<u8>>,
     credentials_key_id: Option<String>,
     credentials_version: i64,
-    status: String,
+    status: ConnectionStatus,
     auth_state: Option<Vec<u8>>,
     auth_state_key_id: Option<String>,
     auth_state_serial: i64,
@@ -56,8 +56,7 @@ impl RawAuth {
         Ok(AuthRow {
             credentials: blob(self.credentials, self.credentials_key_id, "credentials")?,
             credentials_version: self.credentials_version,
-            status: ConnectionStatus::parse(&self.status)
-                .ok_or_else(|| corrupt(format!("connections: unknown connection status `{}`", self.status)))?,
+            status: self.status,
             auth_state: blob(self.auth_state, self.auth_state_key_id, "the stored token")?,
             auth_state_serial: self.auth_state_serial,
             refused: self.refused,
