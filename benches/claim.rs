@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
 use sqlx::{Connection, PgConnection, SqliteConnection};
-use tributary::model::{ConnectionStatus, PresetName, ProviderId, TenantId};
-use tributary::store::{AuditEntry, ClaimRequest, Exclusions, Owner, Store, TenantState};
+use tributary::model::{AuditEntry, ConnectionStatus, Owner, PresetName, ProviderId, TenantId};
+use tributary::store::{ClaimRequest, Exclusions, Store, TenantState};
 
 use support::Scratch;
 

@@ -21,9 +21,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tributary::model::{ProviderId, RunOutcome, StreamName, TriggerKind};
+use tributary::model::{JobFilter, ProviderId, RunOutcome, RunRow, StreamName, TriggerKind};
 use tributary::simulator::{Provider, SimConfig, SimHandle};
-use tributary::store::{JobFilter, RunRow, Store};
+use tributary::store::Store;
 
 use support::Scratch;
 

@@ -76,7 +76,8 @@ fn main() {
     let records: Vec<Value> = (1..=100).map(issue).collect();
     let body = json!({"issues": records, "nextPageToken": "bzoxMDA", "isLast": false}).to_string().into_bytes();
     let mut projection = Projection::default();
-    for path in ["id", "key", "fields.summary", "fields.status.name", "fields.assignee.displayName", "fields.project.key"]
+    for path in
+        ["id", "key", "fields.summary", "fields.status.name", "fields.assignee.displayName", "fields.project.key"]
     {
         projection.keep_path(path);
     }

@@ -38,10 +38,10 @@ use tributary::engine::StreamReader;
 use tributary::http::auth::AuthState;
 use tributary::http::{RetryPolicy, Session};
 use tributary::mapping::{CompiledMapping, MapResult};
-use tributary::model::{ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
+use tributary::model::{AuditEntry, Owner, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
 use tributary::secrets::{Credentials, MasterKey};
 use tributary::simulator::{Provider, SimConfig, SimHandle};
-use tributary::store::{AuditEntry, Owner, Store};
+use tributary::store::Store;
 use tributary::sync::{StageSnapshot, SyncRequest, Syncer};
 use tributary::tenants::Tenants;
 

@@ -1,6 +1,30 @@
 //! tributary: a multi-tenant integration sync daemon.
 //!
 //! The library holds everything; `src/main.rs` only calls [`cli::main`].
+//!
+//! ## Layers
+//!
+//! A module names only the modules before it in this order, lowest first (a line is one
+//! layer of `DESIGN.md`; within a line, too, a module names only those before it). The
+//! integration test `layering` reads the order from here and fails on any import that
+//! runs up it, naming the file and line.
+//!
+//! ```text
+//! model
+//! → telemetry → config → mapping
+//! → secrets → store → tenants → http
+//! → engine
+//! → sync → intelligence
+//! → scheduler
+//! → control → server
+//! → simulator → app → cli
+//! ```
+//!
+//! `model` is the vocabulary; `telemetry` knows only the model (the modules that report
+//! fill in its event structs); `secrets` seals what the store keeps without knowing the
+//! store; `http` holds request templating, which the engine uses.
+//! The simulators serve tests, benchmarks and `tributary demo`, so only the composition
+//! root and the CLI may name them.
 
 pub mod app;
 pub mod cli;

@@ -16,8 +16,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::model::{ProviderId, TenantId};
-use crate::store::{Owner, SealedBlob};
+use crate::model::{Owner, ProviderId, SealedBlob, TenantId};
 
 /// Format version of a sealed blob: `version || nonce (24) || ciphertext+tag`.
 const SEAL_VERSION: u8 = 1;

@@ -10,8 +10,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::{Catalog, Change, Diagnostics, Effective, Preset, ProviderLayer, TenantSpec};
-use crate::model::{PresetName, ProviderId, RoleName, TenantId};
-use crate::store::{AuditEntry, Store, StoreError, TenantRow, TenantState};
+use crate::model::{AuditEntry, PresetName, ProviderId, RoleName, TenantId, TenantRow};
+use crate::store::{Store, StoreError, TenantState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TenantError {

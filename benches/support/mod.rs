@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tributary::config::{Catalog, ConfigDir};
-use tributary::model::{ProviderId, TenantId};
+use tributary::model::{AuditEntry, ProviderId, TenantId};
 use tributary::secrets::{Credentials, MasterKey};
 use tributary::simulator::{SimConfig, SimHandle};
-use tributary::store::{AuditEntry, Store};
+use tributary::store::Store;
 use tributary::tenants::Tenants;
 
 /// The repository (where `config/` and `connectors/` are).
@@ -192,7 +192,7 @@ pub async fn hubspot_tenant(
         details: serde_json::Value::Null,
     };
     let sealed = key.seal(&tenant, &provider, &creds.to_json());
-    store.set_credentials(&tenant, &provider, tributary::store::Owner::Company, &sealed, &audit).await?;
+    store.set_credentials(&tenant, &provider, tributary::model::Owner::Company, &sealed, &audit).await?;
     Ok(())
 }
 

@@ -10,9 +10,9 @@ use chrono::Utc;
 use super::health::Unsettled;
 use super::worker::{RunContext, run_job};
 use super::{Daemon, FIXED_JITTER, Progress, RunDone, Running};
-use crate::model::{ConnectionStatus, RunOutcome};
+use crate::model::{ClaimedJob, ConnectionStatus, JobRow, Owner, RunOutcome, RunStats};
 use crate::scheduler::{after_partial_run, after_run};
-use crate::store::{ClaimRequest, ClaimedJob, Exclusions, JobRow, Owner, RunStats, StoreError};
+use crate::store::{ClaimRequest, Exclusions, StoreError};
 use crate::telemetry::{LeaseLost, Metrics};
 
 impl Daemon {
@@ -140,7 +140,7 @@ impl Daemon {
             key: self.key.clone(),
             metrics: self.metrics.clone(),
             limits: self.limits.clone(),
-            retry: self.settings.retry_policy(),
+            retry: crate::http::RetryPolicy::from_settings(&self.settings),
             owner: self.owner.clone(),
             lease: Duration::from_secs(self.settings.lease_secs),
             heartbeat: Duration::from_secs(self.settings.heartbeat_secs),

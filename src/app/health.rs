@@ -10,8 +10,8 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::Daemon;
-use crate::model::{RunOutcome, TenantId};
-use crate::store::{HealthChange, RunStats, Store, StoreError, StoreHealth};
+use crate::model::{RunOutcome, RunStats, TenantId};
+use crate::store::{HealthChange, Store, StoreError, StoreHealth};
 
 /// How often the store is probed, and how long a probe may take (readiness and `status`
 /// answer from the last probe). Generous: a store slow under load is not an outage; a

@@ -59,8 +59,9 @@ impl Daemon {
         }
         let now = Utc::now();
         let counts = self.store.job_counts(now, Duration::from_secs(300)).await;
-        if let Err(e) = crate::telemetry::gauges::refresh(&self.store, &self.metrics, now).await {
-            tracing::debug!("connection and stream gauges not refreshed: {e}");
+        match self.store.gauge_figures(now).await {
+            Ok(figures) => crate::telemetry::gauges::apply(&self.metrics, &figures, now),
+            Err(e) => tracing::debug!("connection and stream gauges not refreshed: {e}"),
         }
         if let Err(e) = crate::intelligence::refresh_gauges(&self.store, &self.metrics).await {
             tracing::debug!("integration quality gauges not refreshed: {e}");

@@ -46,10 +46,10 @@ pub use self::startup::run;
 use crate::config::{Catalog, ConfigDir, DaemonSettings};
 use crate::control::{self, ControlMessage};
 use crate::http::RateLimiters;
-use crate::model::{ProviderId, StreamName, TenantId};
+use crate::model::{ClaimedJob, ProviderId, RunRow, RunStats, StreamName, TenantId};
 use crate::scheduler::FailurePolicy;
 use crate::secrets::MasterKey;
-use crate::store::{ClaimedJob, RunRow, RunStats, Store, StoreHealth};
+use crate::store::{Store, StoreHealth};
 use crate::telemetry::Metrics;
 
 /// Daily and cron jobs spread over at most this much.

@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::{Catalog, RoleGrants};
-use crate::model::{ConnectionStatus, TenantId};
+use crate::model::{ConnectionRow, ConnectionStatus, ReconcileCounts, TenantId};
 use crate::scheduler::{desired_jobs, next_due_fn};
-use crate::store::{ConnectionRow, ReconcileCounts, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::telemetry::{Metrics, StatusLabels};
 use crate::tenants::{ApplyOutcome, TenantError, TenantView, Tenants};
 

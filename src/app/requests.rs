@@ -9,8 +9,7 @@ use serde_json::{Value, json};
 use super::{Daemon, Running};
 use crate::control::ControlMessage;
 use crate::control::protocol::{Command, Reply, Request, Scope, Target, authorize};
-use crate::model::{ProviderId, StreamName, TenantId, TriggerKind};
-use crate::store::{JobFilter, PauseScope};
+use crate::model::{JobFilter, PauseScope, ProviderId, StreamName, TenantId, TriggerKind};
 
 impl Daemon {
     pub(super) async fn handle(&mut self, msg: ControlMessage) {

@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Progress, RunDone};
 use crate::config::Catalog;
-use crate::model::UserId;
+use crate::model::{ClaimedJob, JobRow, RunRow, UserId};
 use crate::secrets::MasterKey;
-use crate::store::{ClaimedJob, JobRow, RunRow, Store, StoreError, StoreHealth};
+use crate::store::{Store, StoreError, StoreHealth};
 use crate::sync::{SyncRequest, Syncer};
 use crate::telemetry::Metrics;
 

@@ -8,9 +8,8 @@ use clap::Subcommand;
 use super::output::outln;
 use super::{Global, output};
 use crate::config::RoleGrants;
-use crate::model::{ProviderId, StreamName, TenantId, UserId};
+use crate::model::{Owner, ProviderId, StreamName, TenantId, UserId};
 use crate::scheduler::stream_access;
-use crate::store::Owner;
 use crate::sync::Syncer;
 use crate::tenants::Tenants;
 
@@ -80,7 +79,7 @@ async fn test(
     }
     let key = g.master_key(catalog, store)?;
     let mut syncer = Syncer::new(catalog, store, &key)?;
-    syncer.retry = catalog.settings.daemon.retry_policy();
+    syncer.retry = crate::http::RetryPolicy::from_settings(&catalog.settings.daemon);
     // A check answers quickly: one attempt per request, no long backoff.
     syncer.retry.max_attempts = 2;
     let probes = syncer.probe(&tenant, &provider, user.as_ref(), &streams).await?;

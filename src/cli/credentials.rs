@@ -11,9 +11,8 @@ use zeroize::Zeroizing;
 
 use super::output::outln;
 use super::{Global, actor, output};
-use crate::model::{ProviderId, TenantId, UserId};
+use crate::model::{AuditEntry, Owner, ProviderId, TenantId, UserId};
 use crate::secrets::{Credentials, Sealed};
-use crate::store::{AuditEntry, Owner};
 
 #[derive(Debug, Subcommand)]
 pub enum CredentialsCmd {

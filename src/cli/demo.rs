@@ -15,10 +15,10 @@ use serde_json::json;
 
 use super::Global;
 use crate::app::{DaemonOptions, Endpoints, reconcile};
-use crate::model::{ProviderId, Responsibility, RoleName, TenantId, TriggerKind, UserId};
+use crate::model::{AuditEntry, JobFilter, ProviderId, Responsibility, RoleName, TenantId, TriggerKind, UserId};
 use crate::secrets::{Credentials, MasterKey, Sealed};
 use crate::simulator::{Faults, Provider, SimConfig, SimHandle, start};
-use crate::store::{AuditEntry, JobFilter, Store};
+use crate::store::Store;
 use crate::tenants::Tenants;
 
 /// Arguments of `tributary demo`.
@@ -282,7 +282,7 @@ async fn store_credentials(
     let tenant = TenantId::parse(tenant)?;
     let provider = ProviderId::parse(provider)?;
     let creds = Credentials::from_json(secret.to_string().as_bytes())?;
-    let owner = crate::store::Owner::of(user);
+    let owner = crate::model::Owner::of(user);
     let sealed = key.seal_as(Sealed::Credentials, &tenant, &provider, owner, &creds.to_json());
     let audit = AuditEntry {
         at: Utc::now(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::http::WaitWatch;
-use crate::store::RunStats;
+use crate::model::RunStats;
 
 /// The bar on screen, if any: log lines are written with it suspended.
 static BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);

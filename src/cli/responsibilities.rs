@@ -8,8 +8,8 @@ use clap::{ArgAction, Subcommand};
 use super::output::outln;
 use super::{Global, actor, output};
 use crate::config::Catalog;
-use crate::model::{ContributionKind, ProviderId, Responsibility, TenantId, UserId};
-use crate::store::{ResponsibilityRow, Store};
+use crate::model::{ContributionKind, ProviderId, Responsibility, ResponsibilityRow, TenantId, UserId};
+use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
 pub enum ResponsibilitiesCmd {

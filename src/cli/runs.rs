@@ -8,8 +8,7 @@ use uuid::Uuid;
 
 use super::output::outln;
 use super::{Global, output};
-use crate::model::{EntityName, TenantId};
-use crate::store::RunRow;
+use crate::model::{EntityName, RunRow, TenantId};
 
 #[derive(Debug, Subcommand)]
 pub enum RunsCmd {

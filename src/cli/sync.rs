@@ -14,10 +14,9 @@ use super::output::outln;
 use super::progress::Progress;
 use super::{Global, output};
 use crate::config::RoleGrants;
-use crate::model::{ProviderId, RunOutcome, RunTrigger, StreamName, TenantId, UserId};
+use crate::model::{Owner, ProviderId, RunOutcome, RunRow, RunTrigger, StreamName, TenantId, UserId};
 use crate::scheduler::lease::ForegroundLease;
 use crate::scheduler::stream_access;
-use crate::store::{Owner, RunRow};
 use crate::sync::{SyncRequest, Syncer};
 use crate::tenants::Tenants;
 
@@ -91,7 +90,7 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
     let daemon = &catalog.settings.daemon;
     let mut syncer = Syncer::new(&catalog, &store, &key)?
         .with_limits(std::sync::Arc::new(crate::http::RateLimiters::new(daemon.replicas)));
-    syncer.retry = daemon.retry_policy();
+    syncer.retry = crate::http::RetryPolicy::from_settings(daemon);
     // SIGINT/SIGTERM: the run in progress stops at the next page boundary (its page
     // and position commit) and no further stream starts; a second signal exits at once.
     let cancel = CancellationToken::new();

@@ -252,7 +252,7 @@ async fn show(
 }
 
 /// The tenant's role grants, and the roles of its members that have none.
-fn print_roles(roles: &BTreeMap<crate::model::RoleName, Vec<String>>, members: &[crate::store::MembershipRow]) {
+fn print_roles(roles: &BTreeMap<crate::model::RoleName, Vec<String>>, members: &[crate::model::MembershipRow]) {
     outln!("\n[roles] streams each role's own user connections may sync (deny by default)");
     let width = roles.keys().map(|r| r.as_str().len()).max().unwrap_or(0);
     for (role, streams) in roles {
@@ -277,7 +277,7 @@ fn print_roles(roles: &BTreeMap<crate::model::RoleName, Vec<String>>, members: &
 /// not the other enabled streams.
 fn print_user_connections(
     view: &crate::tenants::TenantView,
-    connections: &[crate::store::ConnectionRow],
+    connections: &[crate::model::ConnectionRow],
     grants: &RoleGrants,
     explain: bool,
 ) {

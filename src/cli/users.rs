@@ -12,9 +12,11 @@ use super::output::outln;
 use super::{Global, actor, output};
 use crate::app::{FIXED_JITTER, reconcile_tenant};
 use crate::config::{Catalog, RoleGrants};
-use crate::model::{ProviderId, RoleName, Schedule, TenantId, UserId};
+use crate::model::{
+    AuditEntry, ConnectionRow, ProviderId, ReconcileCounts, RoleName, Saved, Schedule, TenantId, UserId, UserRow,
+};
 use crate::scheduler::{StreamAccess, stream_access};
-use crate::store::{AuditEntry, ConnectionRow, ReconcileCounts, Saved, Store, UserRow};
+use crate::store::Store;
 use crate::tenants::Tenants;
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use super::diag::Diagnostics;
 use super::source::{Source, typed};
 
+/// The default limit of one provider response body: 64 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// `tributary.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,7 +81,7 @@ impl Default for DaemonSettings {
             replicas: 1,
             request_timeout_secs: 120,
             connect_timeout_secs: 10,
-            max_response_bytes: crate::http::DEFAULT_MAX_RESPONSE_BYTES,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -97,18 +100,6 @@ pub struct SecretSettings {
     /// A file holding the 32-byte master key (raw or 64 hex digits).
     #[serde(default)]
     pub master_key_file: Option<std::path::PathBuf>,
-}
-
-impl DaemonSettings {
-    /// The HTTP retry and timeout policy these settings ask for.
-    pub fn retry_policy(&self) -> crate::http::RetryPolicy {
-        crate::http::RetryPolicy {
-            request_timeout: std::time::Duration::from_secs(self.request_timeout_secs.max(1)),
-            connect_timeout: std::time::Duration::from_secs(self.connect_timeout_secs.max(1)),
-            max_response_bytes: self.max_response_bytes,
-            ..crate::http::RetryPolicy::default()
-        }
-    }
 }
 
 impl Settings {

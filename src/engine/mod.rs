@@ -6,8 +6,6 @@
 
 pub mod cursor;
 pub mod resume;
-pub mod template;
-
 mod walk;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -17,10 +15,10 @@ use serde_json::Value;
 
 use self::cursor::CursorValue;
 use self::resume::{ParentPoint, PositionUpdate, SavedPosition};
-use self::template::Vars;
 use self::walk::Walk;
 use crate::config::{IncrementalSpec, Manifest, ResumeMode, StreamSpec};
 use crate::http::shape::{Projection, RawBody};
+use crate::http::template::{self, Vars};
 use crate::http::{HttpError, Session};
 use crate::model::StreamName;
 

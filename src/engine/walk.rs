@@ -9,9 +9,9 @@ use serde_json::Value;
 use super::EngineError;
 use super::cursor::CursorValue;
 use super::resume::{PagePosition as Position, WalkPoint};
-use super::template::{Vars, lookup_path, scalar_text};
 use crate::config::{BodyFormat, IncrementalSpec, Pagination, ParamIn, RequestSpec, ResponseAction, StreamSpec};
 use crate::http::shape::{BodyShape, Projection, RawBody};
+use crate::http::template::{Vars, lookup_path, scalar_text};
 use crate::http::{Body, Request, Session};
 use crate::model::StreamName;
 

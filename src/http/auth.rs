@@ -36,8 +36,9 @@ use self::memory::MemorySink;
 pub use self::shared::{AuthRegistry, ConnectionAuth};
 use super::HttpError;
 use crate::config::{AuthKind, AuthSpec};
-use crate::engine::template::Vars;
+use crate::http::template::Vars;
 use crate::secrets::Credentials;
+use crate::telemetry::TokenEvent;
 
 /// By default a token is refreshed this long before its stated expiry (at most a
 /// quarter of its lifetime before, for short-lived tokens).
@@ -89,19 +90,6 @@ pub struct Stored {
     pub serial: i64,
     /// The provider refused these credentials' grant.
     pub refused: bool,
-}
-
-/// What happened to a connection's token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenEvent<'a> {
-    /// A new token was obtained from the provider (and stored).
-    Obtained { rotated: bool },
-    /// Another runner refreshed while this one waited; its token is used.
-    Shared,
-    /// The provider refused the grant; the connection needs new credentials.
-    Refused { reason: &'a str },
-    /// Obtaining a token failed for now (network, server error, store).
-    Failed { reason: &'a str },
 }
 
 /// An access token shared by a connection's runs.

@@ -1,11 +1,13 @@
-//! The shared HTTP client: authentication, response classification, retries (backon)
-//! and rate limits (`ratelimit`), with every call and wait counted for the run log and
-//! reported as it happens to the session's [`CallObserver`] (the metrics).
+//! The shared HTTP client: `{name}` request templates (`template`), authentication,
+//! response classification, retries (backon) and rate limits (`ratelimit`), with every
+//! call and wait counted for the run log and reported as it happens to the session's
+//! [`CallObserver`] (the metrics).
 
 pub mod auth;
 pub mod classify;
 pub mod ratelimit;
 pub mod shape;
+pub mod template;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,8 +20,8 @@ use self::auth::{AuthState, CredentialSink};
 use self::classify::{Verdict, classify};
 pub use self::ratelimit::{QuotaHandle, RateLimiters};
 use self::ratelimit::{reset_in, retry_after};
-use crate::config::{Method, ResponseAction, ResponseRule};
-use crate::engine::template::{MissingVariable, Vars};
+use self::template::{MissingVariable, Vars};
+use crate::config::{DEFAULT_MAX_RESPONSE_BYTES, DaemonSettings, Method, ResponseAction, ResponseRule};
 use crate::model::ErrorClass;
 
 /// What went wrong talking to a provider.
@@ -120,9 +122,6 @@ pub struct RetryPolicy {
     pub origin: Option<String>,
 }
 
-/// The default limit of one response body: 64 MiB.
-pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
-
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
@@ -141,6 +140,17 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The policy the daemon settings ask for: their timeouts and body limit, the
+    /// default retry bounds.
+    pub fn from_settings(daemon: &DaemonSettings) -> Self {
+        Self {
+            request_timeout: Duration::from_secs(daemon.request_timeout_secs.max(1)),
+            connect_timeout: Duration::from_secs(daemon.connect_timeout_secs.max(1)),
+            max_response_bytes: daemon.max_response_bytes,
+            ..Self::default()
+        }
+    }
+
     /// Exponential backoff with jitter, bounded by attempts and by total delay.
     fn backoff(&self) -> ExponentialBuilder {
         ExponentialBuilder::default()

@@ -9,8 +9,7 @@ use chrono::{DateTime, Timelike, Utc};
 use chrono_tz::Tz;
 use serde_json::{Value, json};
 
-use crate::model::{ContributionKind, ErrorClass, RunOutcome, RunTrigger};
-use crate::store::RunRow;
+use crate::model::{ContributionKind, ErrorClass, RunOutcome, RunRow, RunTrigger};
 
 /// A run is "mostly unchanged" evidence when at least this share of recent successful
 /// runs wrote nothing new.
@@ -472,8 +471,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::model::{ProviderId, StreamName, TenantId};
-    use crate::store::RunStats;
+    use crate::model::{ProviderId, RunStats, StreamName, TenantId};
 
     fn run(minute: i64, outcome: RunOutcome, stats: RunStats) -> RunRow {
         let started = Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap() + chrono::Duration::minutes(minute);

@@ -20,8 +20,10 @@ use self::aggregate::{IntegrationState, Observation, Pair};
 use self::derive::{Derived, RunContext};
 use crate::config::Catalog;
 use crate::config::RoleGrants;
-use crate::model::{ProviderId, RunOutcome, Schedule, TenantId, UserId};
-use crate::store::{ContributionRow, Folded, IntelligenceRow, NewContribution, PairRow, RunRow, Store, StoreError};
+use crate::model::{
+    ContributionRow, IntelligenceRow, PairRow, ProviderId, RunOutcome, RunRow, Schedule, TenantId, UserId,
+};
+use crate::store::{Folded, NewContribution, Store, StoreError};
 use crate::telemetry::{ContributionRecorded, Metrics};
 use crate::tenants::{TenantError, Tenants};
 

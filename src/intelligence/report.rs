@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use super::aggregate::{IntegrationState, Pair, conflicts, correlations, synergies};
-use crate::store::IntelligenceRow;
+use crate::model::IntelligenceRow;
 use crate::telemetry::quality_band;
 
 /// One company integration's intelligence as shown to operators and tenant admins:

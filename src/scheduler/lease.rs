@@ -11,8 +11,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Catalog, RoleGrants};
-use crate::model::{ConnectionStatus, ProviderId, StreamName, TenantId, UserId};
-use crate::store::{JobRow, Owner, Store, StoreError};
+use crate::model::{ConnectionStatus, JobRow, Owner, ProviderId, StreamName, TenantId, UserId};
+use crate::store::{Store, StoreError};
 use crate::tenants::{TenantError, Tenants};
 
 /// An id naming one process that holds leases: `<prefix><host>-<pid>-<random>`, so an

@@ -20,8 +20,8 @@ pub use backoff::FailurePolicy;
 pub use schedule::{Jitter, first_run_at, next_run_after};
 
 use crate::config::{Denied, Effective, EffectiveProvider, RoleGrants};
-use crate::model::{Schedule, StreamName};
-use crate::store::{ConnectionRow, DesiredJob, Failures, JobCompletion, JobRow, Owner};
+use crate::model::{ConnectionRow, JobRow, Owner, Schedule, StreamName};
+use crate::store::{DesiredJob, Failures, JobCompletion};
 
 /// The longest single sleep of [`sleep_until`]: tokio sleeps on the monotonic clock, so
 /// a wall-clock step (suspend, NTP) is noticed at most this late.

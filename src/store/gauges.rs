@@ -9,36 +9,7 @@ use super::Store;
 use super::error::{StoreError, db};
 use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
-
-/// How fresh one (provider, stream) is over every tenant's enabled, unpaused job of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamFreshness {
-    pub provider: String,
-    pub stream: String,
-    /// The most recent end of a successful run of any of the jobs.
-    pub last_success: Option<DateTime<Utc>>,
-    /// The job furthest behind: the oldest of each job's last success (or, for a job
-    /// that never succeeded, its creation).
-    pub oldest: Option<DateTime<Utc>>,
-}
-
-/// What [`Store::gauge_figures`] reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GaugeFigures {
-    /// Connections by stored status (statuses without connections are absent).
-    pub connections: Vec<(String, i64)>,
-    pub streams: Vec<StreamFreshness>,
-    /// The earliest due time (or trigger) of the claimable jobs; `None` when none is due.
-    pub oldest_due: Option<DateTime<Utc>>,
-}
-
-#[derive(sqlx::FromRow)]
-struct RawFreshness {
-    provider: String,
-    stream: String,
-    last_success: Option<DateTime<Utc>>,
-    oldest: Option<DateTime<Utc>>,
-}
+use crate::model::{GaugeFigures, StreamFreshness};
 
 macro_rules! gauge_methods {
     ($store:ty) => {
@@ -49,7 +20,7 @@ macro_rules! gauge_methods {
                         .fetch_all(&self.pool)
                         .await
                         .map_err(db("counting connections by status"))?;
-                let streams: Vec<RawFreshness> = sqlx::query_as(
+                let streams: Vec<StreamFreshness> = sqlx::query_as(
                     "SELECT provider, stream, MAX(last_success) AS last_success, \
                      MIN(COALESCE(last_success, created_at)) AS oldest FROM \
                      (SELECT j.provider, j.stream, j.created_at, \
@@ -76,19 +47,7 @@ macro_rules! gauge_methods {
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db("reading the longest-waiting due job"))?;
-                Ok(GaugeFigures {
-                    connections,
-                    streams: streams
-                        .into_iter()
-                        .map(|r| StreamFreshness {
-                            provider: r.provider,
-                            stream: r.stream,
-                            last_success: r.last_success,
-                            oldest: r.oldest,
-                        })
-                        .collect(),
-                    oldest_due,
-                })
+                Ok(GaugeFigures { connections, streams, oldest_due })
             }
         }
     };

@@ -8,17 +8,19 @@
 //! How a contribution changes the aggregate is the caller's [`Fold`].
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::Store;
-use super::error::{StoreError, corrupt, db};
+use super::error::{StoreError, db};
 use super::postgres::PgStore;
-use super::rows::{convert_all, now, status, stored};
+use super::rows::{now, stored};
 use super::sqlite::SqliteStore;
-use crate::model::{ContributionKind, ContributionStatus, IdError, ProviderId, Responsibility, TenantId, UserId};
+use crate::model::{
+    ContributionKind, ContributionRow, ContributionStatus, IntelligenceRow, PairRow, ProviderId, Responsibility,
+    TenantId, UserId,
+};
 
 /// A contribution to record ([`Store::record_contribution`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -41,43 +43,6 @@ pub struct NewContribution {
     pub consistency: f64,
 }
 
-/// A stored contribution.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ContributionRow {
-    pub id: i64,
-    pub tenant: TenantId,
-    pub provider: ProviderId,
-    pub user: UserId,
-    pub connection_id: Option<i64>,
-    pub run_id: Option<Uuid>,
-    pub kind: ContributionKind,
-    pub status: ContributionStatus,
-    pub confidence: f64,
-    pub data: Value,
-    pub data_freshness: DateTime<Utc>,
-    pub quality: f64,
-    pub impact: f64,
-    pub reliability: f64,
-    pub consistency: f64,
-    /// The newer contribution of the same user, connection and kind that replaced it.
-    pub superseded_by: Option<i64>,
-    pub reviewed_by: Option<UserId>,
-    pub reviewed_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// A company integration's aggregate state.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct IntelligenceRow {
-    pub tenant: TenantId,
-    pub provider: ProviderId,
-    pub state: Value,
-    /// Grows by one with every change folded into `state` (and every replacement).
-    pub version: i64,
-    pub updated_at: DateTime<Utc>,
-}
-
 /// Which contributions [`Store::contributions`] lists; `None` matches anything.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContributionFilter {
@@ -96,14 +61,6 @@ impl Default for ContributionFilter {
     }
 }
 
-/// The relation of two contributors of one integration (`user_a` < `user_b`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PairRow {
-    pub user_a: UserId,
-    pub user_b: UserId,
-    pub relation: Value,
-}
-
 /// What folding one changed contribution produces: the integration's new state, and the
 /// contribution's user's relations to the other contributors, which replace all of that
 /// user's stored ones (none: the user has no relations, or no longer contributes).
@@ -117,7 +74,7 @@ pub struct Folded {
 /// Folds one changed contribution into an integration's aggregate state (None: no state yet).
 pub type Fold<'a> = &'a (dyn Fn(Option<&Value>, &ContributionRow) -> Folded + Send + Sync);
 
-/// Columns of [`RawContribution`].
+/// Columns of [`ContributionRow`].
 macro_rules! contribution_columns {
     () => {
         "id, tenant_id, provider, user_id, connection_id, run_id, kind, status, confidence, \
@@ -126,95 +83,11 @@ macro_rules! contribution_columns {
     };
 }
 
-/// Columns of [`RawIntelligence`].
+/// Columns of [`IntelligenceRow`].
 macro_rules! intelligence_columns {
     () => {
         "tenant_id, provider, state, version, updated_at"
     };
-}
-
-pub(super) fn parse_id<T>(table: &str, value: &str, parse: fn(&str) -> Result<T, IdError>) -> Result<T, StoreError> {
-    parse(value).map_err(|e| corrupt(format_args!("{table}: {e}")))
-}
-
-/// A `contributions` row as stored.
-#[derive(sqlx::FromRow)]
-struct RawContribution {
-    id: i64,
-    tenant_id: String,
-    provider: String,
-    user_id: String,
-    connection_id: Option<i64>,
-    run_id: Option<Uuid>,
-    kind: String,
-    status: String,
-    confidence: f64,
-    data: Json<Value>,
-    data_freshness: DateTime<Utc>,
-    quality: f64,
-    impact: f64,
-    reliability: f64,
-    consistency: f64,
-    superseded_by: Option<i64>,
-    reviewed_by: Option<String>,
-    reviewed_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-impl TryFrom<RawContribution> for ContributionRow {
-    type Error = StoreError;
-
-    fn try_from(raw: RawContribution) -> Result<Self, StoreError> {
-        const TABLE: &str = "contributions";
-        Ok(Self {
-            id: raw.id,
-            tenant: parse_id(TABLE, &raw.tenant_id, TenantId::parse)?,
-            provider: parse_id(TABLE, &raw.provider, ProviderId::parse)?,
-            user: parse_id(TABLE, &raw.user_id, UserId::parse)?,
-            connection_id: raw.connection_id,
-            run_id: raw.run_id,
-            kind: status(TABLE, "contribution kind", &raw.kind, ContributionKind::parse)?,
-            status: status(TABLE, "contribution status", &raw.status, ContributionStatus::parse)?,
-            confidence: raw.confidence,
-            data: raw.data.0,
-            data_freshness: raw.data_freshness,
-            quality: raw.quality,
-            impact: raw.impact,
-            reliability: raw.reliability,
-            consistency: raw.consistency,
-            superseded_by: raw.superseded_by,
-            reviewed_by: raw.reviewed_by.map(|u| parse_id(TABLE, &u, UserId::parse)).transpose()?,
-            reviewed_at: raw.reviewed_at,
-            created_at: raw.created_at,
-            updated_at: raw.updated_at,
-        })
-    }
-}
-
-/// A `company_intelligence` row as stored.
-#[derive(sqlx::FromRow)]
-struct RawIntelligence {
-    tenant_id: String,
-    provider: String,
-    state: Json<Value>,
-    version: i64,
-    updated_at: DateTime<Utc>,
-}
-
-impl TryFrom<RawIntelligence> for IntelligenceRow {
-    type Error = StoreError;
-
-    fn try_from(raw: RawIntelligence) -> Result<Self, StoreError> {
-        const TABLE: &str = "company_intelligence";
-        Ok(Self {
-            tenant: parse_id(TABLE, &raw.tenant_id, TenantId::parse)?,
-            provider: parse_id(TABLE, &raw.provider, ProviderId::parse)?,
-            state: raw.state.0,
-            version: raw.version,
-            updated_at: raw.updated_at,
-        })
-    }
 }
 
 /// The error for a user without a membership at the tenant.
@@ -304,7 +177,7 @@ macro_rules! intelligence_methods {
                     }
                 }
                 let previous = Self::lock_intelligence(&mut tx, tenant, provider, now).await?;
-                let raw: RawContribution = sqlx::query_as(concat!(
+                let row: ContributionRow = sqlx::query_as(concat!(
                     "INSERT INTO contributions (tenant_id, provider, user_id, connection_id, run_id, kind, \
                      status, confidence, data, data_freshness, quality, impact, reliability, consistency, \
                      created_at, updated_at) \
@@ -329,7 +202,6 @@ macro_rules! intelligence_methods {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db("inserting a contribution"))?;
-                let row = ContributionRow::try_from(raw)?;
                 sqlx::query(
                     "UPDATE contributions SET status = 'superseded', superseded_by = $1, updated_at = $2 \
                      WHERE tenant_id = $3 AND provider = $4 AND user_id = $5 AND kind = $6 \
@@ -362,7 +234,7 @@ macro_rules! intelligence_methods {
             ) -> Result<(ContributionRow, IntelligenceRow), StoreError> {
                 let now = now();
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
-                let provider: Option<String> =
+                let provider: Option<ProviderId> =
                     sqlx::query_scalar("SELECT provider FROM contributions WHERE id = $1 AND tenant_id = $2")
                         .bind(id)
                         .bind(tenant.as_str())
@@ -370,8 +242,7 @@ macro_rules! intelligence_methods {
                         .await
                         .map_err(db("reading a contribution"))?;
                 let provider = provider.ok_or_else(|| no_contribution(tenant, id))?;
-                let provider = parse_id("contributions", &provider, ProviderId::parse)?;
-                let held: Option<String> = sqlx::query_scalar(
+                let held: Option<Responsibility> = sqlx::query_scalar(
                     "SELECT responsibility FROM responsibilities \
                      WHERE tenant_id = $1 AND provider = $2 AND user_id = $3",
                 )
@@ -381,9 +252,6 @@ macro_rules! intelligence_methods {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db("reading the reviewer's responsibility"))?;
-                let held = held
-                    .map(|r| status("responsibilities", "responsibility", &r, Responsibility::parse))
-                    .transpose()?;
                 if !held.is_some_and(Responsibility::may_review) {
                     let has = held.map_or_else(|| "none".to_owned(), |r| r.to_string());
                     return Err(StoreError::Conflict {
@@ -395,7 +263,7 @@ macro_rules! intelligence_methods {
                 }
                 let previous = Self::lock_intelligence(&mut tx, tenant, &provider, now).await?;
                 let decided = if approve { ContributionStatus::Approved } else { ContributionStatus::Rejected };
-                let raw: Option<RawContribution> = sqlx::query_as(concat!(
+                let row: Option<ContributionRow> = sqlx::query_as(concat!(
                     "UPDATE contributions SET status = $1, reviewed_by = $2, reviewed_at = $3, updated_at = $3 \
                      WHERE id = $4 AND tenant_id = $5 AND status = 'active' RETURNING ",
                     contribution_columns!()
@@ -408,7 +276,7 @@ macro_rules! intelligence_methods {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db("reviewing a contribution"))?;
-                let Some(raw) = raw else {
+                let Some(row) = row else {
                     let current: Option<String> =
                         sqlx::query_scalar("SELECT status FROM contributions WHERE id = $1 AND tenant_id = $2")
                             .bind(id)
@@ -424,7 +292,6 @@ macro_rules! intelligence_methods {
                         ),
                     });
                 };
-                let row = ContributionRow::try_from(raw)?;
                 let folded = fold(previous.as_ref(), &row);
                 let intelligence = Self::store_intelligence(&mut tx, tenant, &provider, &folded, now).await?;
                 tx.commit().await.map_err(db("committing a review"))?;
@@ -436,7 +303,7 @@ macro_rules! intelligence_methods {
                 tenant: &TenantId,
                 filter: &ContributionFilter,
             ) -> Result<Vec<ContributionRow>, StoreError> {
-                let raws: Vec<RawContribution> = sqlx::query_as(concat!(
+                let rows: Vec<ContributionRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     contribution_columns!(),
                     " FROM contributions WHERE tenant_id = $1 AND ($2 IS NULL OR provider = $2) \
@@ -452,7 +319,7 @@ macro_rules! intelligence_methods {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db("listing contributions"))?;
-                convert_all(raws)
+                Ok(rows)
             }
 
             pub(super) async fn contribution(
@@ -460,7 +327,7 @@ macro_rules! intelligence_methods {
                 tenant: &TenantId,
                 id: i64,
             ) -> Result<Option<ContributionRow>, StoreError> {
-                let raw: Option<RawContribution> = sqlx::query_as(concat!(
+                let row: Option<ContributionRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     contribution_columns!(),
                     " FROM contributions WHERE id = $1 AND tenant_id = $2"
@@ -470,7 +337,7 @@ macro_rules! intelligence_methods {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("reading a contribution"))?;
-                raw.map(ContributionRow::try_from).transpose()
+                Ok(row)
             }
 
             pub(super) async fn current_contributions(
@@ -478,7 +345,7 @@ macro_rules! intelligence_methods {
                 tenant: &TenantId,
                 provider: &ProviderId,
             ) -> Result<Vec<ContributionRow>, StoreError> {
-                let raws: Vec<RawContribution> = sqlx::query_as(concat!(
+                let rows: Vec<ContributionRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     contribution_columns!(),
                     " FROM contributions WHERE tenant_id = $1 AND provider = $2 \
@@ -489,7 +356,7 @@ macro_rules! intelligence_methods {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db("listing current contributions"))?;
-                convert_all(raws)
+                Ok(rows)
             }
 
             pub(super) async fn intelligence(
@@ -497,7 +364,7 @@ macro_rules! intelligence_methods {
                 tenant: &TenantId,
                 provider: Option<&ProviderId>,
             ) -> Result<Vec<IntelligenceRow>, StoreError> {
-                let raws: Vec<RawIntelligence> = sqlx::query_as(concat!(
+                let rows: Vec<IntelligenceRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     intelligence_columns!(),
                     " FROM company_intelligence WHERE tenant_id = $1 AND ($2 IS NULL OR provider = $2) \
@@ -508,7 +375,7 @@ macro_rules! intelligence_methods {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db("reading company intelligence"))?;
-                convert_all(raws)
+                Ok(rows)
             }
 
             pub(super) async fn replace_intelligence(
@@ -519,7 +386,7 @@ macro_rules! intelligence_methods {
                 pairs: &[PairRow],
             ) -> Result<IntelligenceRow, StoreError> {
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
-                let raw: RawIntelligence = sqlx::query_as(concat!(
+                let row: IntelligenceRow = sqlx::query_as(concat!(
                     "INSERT INTO company_intelligence (tenant_id, provider, state, version, updated_at) \
                      VALUES ($1, $2, $3, 1, $4) ON CONFLICT (tenant_id, provider) DO UPDATE SET \
                      state = excluded.state, version = company_intelligence.version + 1, \
@@ -547,7 +414,7 @@ macro_rules! intelligence_methods {
                     .map_err(db("replacing pairs of contributors"))?;
                 Self::insert_pairs(&mut tx, tenant, provider, pairs).await?;
                 tx.commit().await.map_err(db("committing company intelligence"))?;
-                IntelligenceRow::try_from(raw)
+                Ok(row)
             }
 
             pub(super) async fn intelligence_pairs(
@@ -555,7 +422,7 @@ macro_rules! intelligence_methods {
                 tenant: &TenantId,
                 provider: &ProviderId,
             ) -> Result<Vec<PairRow>, StoreError> {
-                let raws: Vec<(String, String, Json<Value>)> = sqlx::query_as(
+                sqlx::query_as(
                     "SELECT user_a, user_b, relation FROM intelligence_pairs \
                      WHERE tenant_id = $1 AND provider = $2 ORDER BY user_a, user_b",
                 )
@@ -563,36 +430,18 @@ macro_rules! intelligence_methods {
                 .bind(provider.as_str())
                 .fetch_all(&self.pool)
                 .await
-                .map_err(db("reading pairs of contributors"))?;
-                raws.into_iter()
-                    .map(|(a, b, relation)| {
-                        Ok(PairRow {
-                            user_a: parse_id("intelligence_pairs", &a, UserId::parse)?,
-                            user_b: parse_id("intelligence_pairs", &b, UserId::parse)?,
-                            relation: relation.0,
-                        })
-                    })
-                    .collect()
+                .map_err(db("reading pairs of contributors"))
             }
 
             pub(super) async fn contribution_counts(
                 &self,
             ) -> Result<Vec<(ContributionKind, ContributionStatus, i64)>, StoreError> {
-                let raws: Vec<(String, String, i64)> = sqlx::query_as(
+                sqlx::query_as(
                     "SELECT kind, status, COUNT(*) FROM contributions GROUP BY kind, status ORDER BY kind, status",
                 )
                 .fetch_all(&self.pool)
                 .await
-                .map_err(db("counting contributions"))?;
-                raws.into_iter()
-                    .map(|(kind, state, count)| {
-                        Ok((
-                            status("contributions", "contribution kind", &kind, ContributionKind::parse)?,
-                            status("contributions", "contribution status", &state, ContributionStatus::parse)?,
-                            count,
-                        ))
-                    })
-                    .collect()
+                .map_err(db("counting contributions"))
             }
 
             pub(super) async fn intelligence_qualities(&self) -> Result<Vec<Option<f64>>, StoreError> {
@@ -655,7 +504,7 @@ macro_rules! intelligence_methods {
                 folded: &Folded,
                 now: DateTime<Utc>,
             ) -> Result<IntelligenceRow, StoreError> {
-                let raw: RawIntelligence = sqlx::query_as(concat!(
+                let row: IntelligenceRow = sqlx::query_as(concat!(
                     "UPDATE company_intelligence SET state = $1, version = version + 1, updated_at = $2 \
                      WHERE tenant_id = $3 AND provider = $4 RETURNING ",
                     intelligence_columns!()
@@ -678,7 +527,7 @@ macro_rules! intelligence_methods {
                 .await
                 .map_err(db("replacing a contributor's pairs"))?;
                 Self::insert_pairs(conn, tenant, provider, &folded.pairs).await?;
-                IntelligenceRow::try_from(raw)
+                Ok(row)
             }
 
             async fn insert_pairs(

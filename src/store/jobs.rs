@@ -6,10 +6,9 @@ use uuid::Uuid;
 
 use super::error::{StoreError, db};
 use super::postgres::PgStore;
-use super::rows::{RawAudit, RawJob, RawRun, convert_all, now, stored};
+use super::rows::{now, stored};
 use super::sqlite::SqliteStore;
-use super::types::{AuditEntry, JobRow, RunRow, RunStats};
-use crate::model::{RunOutcome, RunTrigger, StreamName, TenantId};
+use crate::model::{AuditEntry, JobRow, RunOutcome, RunRow, RunStats, RunTrigger, StreamName, TenantId};
 
 /// The error for a job that does not exist at the tenant.
 pub(super) fn no_job(tenant: &TenantId, job_id: i64) -> StoreError {
@@ -48,7 +47,7 @@ macro_rules! job_methods {
                 // A disabled connection keeps its jobs disabled until its provider is
                 // enabled again.
                 let enabled = status != "disabled";
-                let raw: RawJob = sqlx::query_as(concat!(
+                let row: JobRow = sqlx::query_as(concat!(
                     "INSERT INTO jobs (tenant_id, connection_id, provider, stream, schedule, \
                      enabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
                      ON CONFLICT (connection_id, stream) DO UPDATE SET \
@@ -66,24 +65,23 @@ macro_rules! job_methods {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db("writing a job"))?;
-                let row = JobRow::try_from(raw)?;
                 tx.commit().await.map_err(db("committing a job"))?;
                 Ok(row)
             }
 
             pub(super) async fn get_job(&self, tenant: &TenantId, job_id: i64) -> Result<Option<JobRow>, StoreError> {
-                let raw: Option<RawJob> =
+                let row: Option<JobRow> =
                     sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1 AND tenant_id = $2"))
                         .bind(job_id)
                         .bind(tenant.as_str())
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(db("reading a job"))?;
-                raw.map(JobRow::try_from).transpose()
+                Ok(row)
             }
 
             pub(super) async fn list_jobs(&self, tenant: &TenantId) -> Result<Vec<JobRow>, StoreError> {
-                let raws: Vec<RawJob> = sqlx::query_as(concat!(
+                let rows: Vec<JobRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     job_columns!(),
                     " FROM jobs WHERE tenant_id = $1 ORDER BY provider, stream, id"
@@ -92,7 +90,7 @@ macro_rules! job_methods {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db("listing jobs"))?;
-                convert_all(raws)
+                Ok(rows)
             }
 
             pub(super) async fn start_run(
@@ -105,7 +103,7 @@ macro_rules! job_methods {
                 let run_id = Uuid::now_v7();
                 let now = now();
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
-                let raw: Option<RawRun> = sqlx::query_as(concat!(
+                let row: Option<RunRow> = sqlx::query_as(concat!(
                     "INSERT INTO runs (id, tenant_id, job_id, provider, stream, \"trigger\", \
                      started_at, outcome, cursor_before, replica) \
                      SELECT $1, tenant_id, id, provider, stream, $2, $3, 'running', cursor, $6 \
@@ -121,10 +119,9 @@ macro_rules! job_methods {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db("inserting a run"))?;
-                let Some(raw) = raw else {
+                let Some(row) = row else {
                     return Err(no_job(tenant, job_id));
                 };
-                let row = RunRow::try_from(raw)?;
                 sqlx::query(
                     "UPDATE jobs SET last_run_id = $1, updated_at = $2 \
                      WHERE id = $3 AND tenant_id = $4",
@@ -147,7 +144,7 @@ macro_rules! job_methods {
                 outcome: RunOutcome,
                 stats: &RunStats,
             ) -> Result<RunRow, StoreError> {
-                let raw: Option<RawRun> = sqlx::query_as(concat!(
+                let row: Option<RunRow> = sqlx::query_as(concat!(
                     "UPDATE runs SET finished_at = $1, outcome = $2, cursor_after = $3, \
                      fetched = $4, inserted = $5, updated = $6, unchanged = $7, filtered = $8, \
                      dead_lettered = $9, pages = $10, http_calls = $11, retries = $12, \
@@ -184,8 +181,8 @@ macro_rules! job_methods {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("finishing a run"))?;
-                if let Some(raw) = raw {
-                    return RunRow::try_from(raw);
+                if let Some(row) = row {
+                    return Ok(row);
                 }
                 match self.get_run(run_id, Some(tenant)).await? {
                     None => Err(no_run(tenant, run_id)),
@@ -291,8 +288,8 @@ macro_rules! job_methods {
                     .bind(tenant.as_str()),
                     None => sqlx::query_as(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1")).bind(run_id),
                 };
-                let raw: Option<RawRun> = query.fetch_optional(&self.pool).await.map_err(db("reading a run"))?;
-                raw.map(RunRow::try_from).transpose()
+                let row: Option<RunRow> = query.fetch_optional(&self.pool).await.map_err(db("reading a run"))?;
+                Ok(row)
             }
 
             pub(super) async fn list_runs(
@@ -314,9 +311,9 @@ macro_rules! job_methods {
                         " FROM runs ORDER BY started_at DESC, id DESC LIMIT $1"
                     )),
                 };
-                let raws: Vec<RawRun> =
+                let rows: Vec<RunRow> =
                     query.bind(limit.max(0)).fetch_all(&self.pool).await.map_err(db("listing runs"))?;
-                convert_all(raws)
+                Ok(rows)
             }
 
             pub(super) async fn ping(&self) -> Result<(), StoreError> {
@@ -329,7 +326,7 @@ macro_rules! job_methods {
                 connection_id: i64,
                 limit: i64,
             ) -> Result<Vec<RunRow>, StoreError> {
-                let raws: Vec<RawRun> = sqlx::query_as(concat!(
+                let rows: Vec<RunRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     run_columns!(),
                     " FROM runs WHERE tenant_id = $1 AND outcome <> 'running' AND job_id IN \
@@ -342,7 +339,7 @@ macro_rules! job_methods {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db("listing a connection's runs"))?;
-                convert_all(raws)
+                Ok(rows)
             }
 
             pub(super) async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
@@ -389,9 +386,9 @@ macro_rules! job_methods {
                         " FROM audit_log ORDER BY at DESC, id DESC LIMIT $1"
                     )),
                 };
-                let raws: Vec<RawAudit> =
+                let rows: Vec<AuditEntry> =
                     query.bind(limit.max(0)).fetch_all(&self.pool).await.map_err(db("listing audit entries"))?;
-                convert_all(raws)
+                Ok(rows)
             }
         }
     };

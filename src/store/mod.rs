@@ -2,14 +2,19 @@
 //! pools: SQLite (the embedded default) and PostgreSQL (replicas). Every method that
 //! touches tenant data takes the tenant id and scopes its queries by it.
 //!
-//! Each query is written once (`tenants.rs`, `jobs.rs`, `records.rs`): a macro expands
-//! the same method bodies for [`SqliteStore`] and [`PgStore`]. SQL that differs between
-//! the dialects lives in a few associated constants of each backend (`sqlite.rs`,
-//! `postgres.rs`). Migrations are embedded from `migrations/sqlite` and
-//! `migrations/postgres` (same version numbers) and run by [`Store::connect`].
+//! The store keeps the model's rows (`crate::model`): each query is written once (one
+//! file per area: `tenants.rs`, `jobs.rs`, `records.rs`, `users.rs`, …), a macro expands
+//! the same method bodies for [`SqliteStore`] and [`PgStore`], and rows decode straight
+//! into the model types (`rows.rs` lists their columns). SQL that differs between the
+//! dialects lives in a few associated constants of each backend (`sqlite.rs`,
+//! `postgres.rs`); what both share when they open a database is in `connect.rs`. What the
+//! methods take (page and token writes, claims) is in `types.rs`. Migrations are
+//! embedded from `migrations/sqlite` and `migrations/postgres` (same version numbers)
+//! and run by [`Store::connect`].
 
 #[macro_use]
 mod rows;
+mod connect;
 mod error;
 mod health;
 mod jobs;
@@ -28,18 +33,19 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+use connect::invalid_url;
 pub use error::StoreError;
-pub use gauges::{GaugeFigures, StreamFreshness};
 pub use health::{HealthChange, Outage, StoreHealth};
-pub use intelligence::{ContributionFilter, ContributionRow, Fold, Folded, IntelligenceRow, NewContribution, PairRow};
+pub use intelligence::{ContributionFilter, Fold, Folded, NewContribution};
 pub use postgres::PgStore;
-pub use responsibilities::ResponsibilityRow;
 pub use sqlite::SqliteStore;
 pub use types::*;
 pub use users::NOT_A_MEMBER_REASON;
 
 use crate::model::{
-    ConnectionStatus, EntityName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId, TriggerKind,
+    AuditEntry, ClaimedJob, ConnectionRow, ConnectionStatus, DeadLetterRow, EntityName, JobCounts, JobFilter, JobRow,
+    Owner, PageOutcome, PauseScope, ProviderId, ReconcileCounts, RecordRow, RunOutcome, RunRow, RunStats, RunTrigger,
+    SealedBlob, StreamName, TenantId, TenantRow, TriggerKind,
 };
 
 /// The state store: a SQLite file or a PostgreSQL database. Cheap to clone (the pools
@@ -68,27 +74,6 @@ mod intelligence;
 mod responsibilities;
 mod tokens;
 mod users;
-
-/// An [`StoreError::InvalidUrl`] for `url`, with any password in it redacted.
-fn invalid_url(url: &str, reason: &str) -> StoreError {
-    StoreError::InvalidUrl { url: redact_password(url), reason: reason.to_owned() }
-}
-
-/// `scheme://user:secret@host/db` → `scheme://user:***@host/db`.
-fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    let Some((user, _password)) = userinfo.split_once(':') else {
-        return url.to_owned();
-    };
-    format!("{scheme}://{user}:***@{host}{tail}")
-}
 
 impl Store {
     /// Opens the store named by `url` and applies pending migrations.
@@ -608,6 +593,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::connect::redact_password;
     use super::*;
 
     #[test]

@@ -6,8 +6,8 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use super::connect::{invalid_url, next_instance};
 use super::error::{StoreError, db};
-use super::invalid_url;
 
 /// A store on a PostgreSQL database.
 #[derive(Debug, Clone)]
@@ -32,7 +32,7 @@ impl PgStore {
             .await
             .map_err(db("connecting to postgres"))?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool, instance: super::tokens::next_instance() })
+        Ok(Self { pool, instance: next_instance() })
     }
 
     // --- SQL that differs from SQLite ----------------------------------------------------

@@ -9,8 +9,8 @@ use super::error::{StoreError, db};
 use super::postgres::PgStore;
 use super::rows::now;
 use super::sqlite::SqliteStore;
-use super::types::{DesiredJob, ReconcileCounts};
-use crate::model::TenantId;
+use super::types::DesiredJob;
+use crate::model::{ReconcileCounts, TenantId};
 
 /// Computes a job's next run time from its schedule expression and id (the id seeds the
 /// job's jitter); `None` leaves the job without a scheduled run.

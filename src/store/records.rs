@@ -10,10 +10,10 @@ use sqlx::types::Json;
 use super::error::{StoreError, db};
 use super::jobs::no_job;
 use super::postgres::PgStore;
-use super::rows::{RawRecord, content_hash_of_text, convert_all, now};
+use super::rows::{content_hash_of_text, now};
 use super::sqlite::SqliteStore;
-use super::types::{DeadLetterRow, PageOutcome, PageWrite, PositionWrite, RecordInput, RecordRow};
-use crate::model::{EntityName, ProviderId, TenantId};
+use super::types::{PageWrite, PositionWrite, RecordInput};
+use crate::model::{DeadLetterRow, EntityName, PageOutcome, ProviderId, RecordRow, TenantId};
 
 /// Bind parameters per row of the multi-row upsert.
 const BINDS_PER_ROW: usize = 8;
@@ -278,7 +278,7 @@ macro_rules! record_methods {
                 entity: &EntityName,
                 limit: i64,
             ) -> Result<Vec<RecordRow>, StoreError> {
-                let raws: Vec<RawRecord> = sqlx::query_as(concat!(
+                let rows: Vec<RecordRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     record_columns!(),
                     " FROM records WHERE tenant_id = $1 AND entity = $2 \
@@ -290,7 +290,7 @@ macro_rules! record_methods {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db("listing records"))?;
-                convert_all(raws)
+                Ok(rows)
             }
 
             pub(super) async fn get_record(
@@ -300,7 +300,7 @@ macro_rules! record_methods {
                 provider: &ProviderId,
                 external_id: &str,
             ) -> Result<Option<RecordRow>, StoreError> {
-                let raw: Option<RawRecord> = sqlx::query_as(concat!(
+                let row: Option<RecordRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     record_columns!(),
                     " FROM records WHERE tenant_id = $1 AND entity = $2 AND provider = $3 \
@@ -313,7 +313,7 @@ macro_rules! record_methods {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("reading a record"))?;
-                raw.map(RecordRow::try_from).transpose()
+                Ok(row)
             }
 
             pub(super) async fn list_dead_letters(

@@ -3,35 +3,16 @@
 //! SQL shared by both backends.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::json;
 use sqlx::types::Json;
 
 use super::Store;
 use super::error::{StoreError, db};
-use super::intelligence::{is_foreign_key_violation, not_a_member, parse_id};
+use super::intelligence::{is_foreign_key_violation, not_a_member};
 use super::postgres::PgStore;
-use super::rows::{convert_all, now, status};
+use super::rows::now;
 use super::sqlite::SqliteStore;
-use super::types::AuditEntry;
-use crate::model::{ContributionKind, ProviderId, Responsibility, TenantId, UserId};
-
-/// A user's responsibility on a company integration (tenant + provider).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ResponsibilityRow {
-    pub tenant: TenantId,
-    pub provider: ProviderId,
-    pub user: UserId,
-    pub responsibility: Responsibility,
-    /// Runs of the user's connection contribute without being asked.
-    pub auto_contribute: bool,
-    /// Effective scope: the explicit one, or the responsibility's default.
-    pub scope: Vec<ContributionKind>,
-    /// `scope` was set explicitly (otherwise it follows the responsibility's default).
-    pub explicit_scope: bool,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
+use crate::model::{AuditEntry, ContributionKind, ProviderId, Responsibility, ResponsibilityRow, TenantId, UserId};
 
 /// Columns of [`RawResponsibility`].
 macro_rules! responsibility_columns {
@@ -40,44 +21,33 @@ macro_rules! responsibility_columns {
     };
 }
 
-/// A `responsibilities` row as stored.
+/// A `responsibilities` row as stored: a `scope` of NULL follows the responsibility's
+/// default.
 #[derive(sqlx::FromRow)]
 struct RawResponsibility {
-    tenant_id: String,
-    provider: String,
-    user_id: String,
-    responsibility: String,
+    tenant_id: TenantId,
+    provider: ProviderId,
+    user_id: UserId,
+    responsibility: Responsibility,
     auto_contribute: bool,
-    scope: Option<Json<Vec<String>>>,
+    scope: Option<Json<Vec<ContributionKind>>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
 
-impl TryFrom<RawResponsibility> for ResponsibilityRow {
-    type Error = StoreError;
-
-    fn try_from(raw: RawResponsibility) -> Result<Self, StoreError> {
-        const TABLE: &str = "responsibilities";
-        let responsibility = status(TABLE, "responsibility", &raw.responsibility, Responsibility::parse)?;
-        let explicit_scope = raw.scope.is_some();
-        let scope = match raw.scope {
-            Some(Json(words)) => words
-                .iter()
-                .map(|w| status(TABLE, "contribution kind", w, ContributionKind::parse))
-                .collect::<Result<_, _>>()?,
-            None => responsibility.default_scope().to_vec(),
-        };
-        Ok(Self {
-            tenant: parse_id(TABLE, &raw.tenant_id, TenantId::parse)?,
-            provider: parse_id(TABLE, &raw.provider, ProviderId::parse)?,
-            user: parse_id(TABLE, &raw.user_id, UserId::parse)?,
-            responsibility,
+impl From<RawResponsibility> for ResponsibilityRow {
+    fn from(raw: RawResponsibility) -> Self {
+        Self {
+            explicit_scope: raw.scope.is_some(),
+            scope: raw.scope.map_or_else(|| raw.responsibility.default_scope().to_vec(), |Json(kinds)| kinds),
+            tenant: raw.tenant_id,
+            provider: raw.provider,
+            user: raw.user_id,
+            responsibility: raw.responsibility,
             auto_contribute: raw.auto_contribute,
-            scope,
-            explicit_scope,
             created_at: raw.created_at,
             updated_at: raw.updated_at,
-        })
+        }
     }
 }
 
@@ -129,7 +99,7 @@ macro_rules! responsibility_methods {
                     // The membership went away since it was checked.
                     if is_foreign_key_violation(&e) { not_a_member(tenant, user) } else { db("assigning a responsibility")(e) }
                 })?;
-                let row = ResponsibilityRow::try_from(raw)?;
+                let row = ResponsibilityRow::from(raw);
                 let audit = AuditEntry {
                     at: now,
                     actor: actor.to_owned(),
@@ -200,7 +170,7 @@ macro_rules! responsibility_methods {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db("listing responsibilities"))?;
-                convert_all(raws)
+                Ok(raws.into_iter().map(ResponsibilityRow::from).collect())
             }
 
             pub(super) async fn responsibility(
@@ -220,7 +190,7 @@ macro_rules! responsibility_methods {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("reading a responsibility"))?;
-                raw.map(ResponsibilityRow::try_from).transpose()
+                Ok(raw.map(ResponsibilityRow::from))
             }
 
         }

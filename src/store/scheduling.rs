@@ -17,12 +17,13 @@ use chrono_tz::Tz;
 use super::error::{StoreError, corrupt, db};
 use super::jobs::no_job;
 use super::postgres::PgStore;
-use super::rows::{RawJob, convert_all, now, owner_user};
+use super::rows::{convert_all, now};
 use super::sqlite::SqliteStore;
-use super::types::{
-    ClaimRequest, ClaimedJob, Exclusions, Failures, JobCompletion, JobCounts, JobFilter, JobRow, PauseScope,
+use super::types::{ClaimRequest, Exclusions, Failures, JobCompletion};
+use crate::model::{
+    ClaimedJob, JobCounts, JobFilter, JobRow, OwnerColumn, PauseScope, ProviderId, RunTrigger, TenantId, TriggerKind,
+    UserId,
 };
-use crate::model::{ProviderId, RunTrigger, TenantId, TriggerKind};
 
 /// The jobs of the scheduling queries, with their connection (`c`) and tenant (`t`).
 macro_rules! job_joins {
@@ -180,16 +181,17 @@ scheduling_sql!(PgStore, pg_not_in, " FOR UPDATE OF j SKIP LOCKED", "= ANY(ARRAY
 #[derive(sqlx::FromRow)]
 struct RawClaim {
     #[sqlx(flatten)]
-    job: RawJob,
+    job: JobRow,
     timezone: String,
-    owner_user: String,
+    #[sqlx(try_from = "OwnerColumn")]
+    owner_user: Option<UserId>,
 }
 
 impl TryFrom<RawClaim> for ClaimedJob {
     type Error = StoreError;
 
     fn try_from(raw: RawClaim) -> Result<Self, StoreError> {
-        let job = JobRow::try_from(raw.job)?;
+        let job = raw.job;
         let timezone: Tz = raw.timezone.parse().map_err(|_| {
             corrupt(format_args!(
                 "tenants: time zone `{}` of tenant `{}` is not an IANA zone",
@@ -199,7 +201,7 @@ impl TryFrom<RawClaim> for ClaimedJob {
         Ok(Self {
             trigger: job.trigger_kind.map_or(RunTrigger::Scheduled, RunTrigger::from),
             reclaimed: job.reclaimed_from.is_some(),
-            owner: owner_user("connections", &raw.owner_user)?,
+            owner: raw.owner_user,
             timezone,
             job,
         })
@@ -291,7 +293,7 @@ macro_rules! scheduling_methods {
                 lease_until: DateTime<Utc>,
                 dead_holder: Option<&str>,
             ) -> Result<JobRow, StoreError> {
-                let raw: Option<RawJob> = sqlx::query_as(concat!(
+                let row: Option<JobRow> = sqlx::query_as(concat!(
                     "UPDATE jobs SET lease_owner = $1, lease_expires_at = $2, claimed_at = $3, \
                      updated_at = $3, attempts = attempts + 1, reclaimed_from = lease_owner \
                      WHERE id = $4 AND tenant_id = $5 AND \
@@ -308,8 +310,8 @@ macro_rules! scheduling_methods {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("claiming a job"))?;
-                if let Some(raw) = raw {
-                    return JobRow::try_from(raw);
+                if let Some(row) = row {
+                    return Ok(row);
                 }
                 match self.get_job(tenant, job_id).await? {
                     None => Err(no_job(tenant, job_id)),
@@ -329,7 +331,7 @@ macro_rules! scheduling_methods {
                 completion: &JobCompletion,
             ) -> Result<JobRow, StoreError> {
                 // A trigger that arrived after the claim survives, so the job runs again.
-                let raw: Option<RawJob> = sqlx::query_as(concat!(
+                let row: Option<JobRow> = sqlx::query_as(concat!(
                     "UPDATE jobs SET next_run_at = $1, \
                      consecutive_failures = CASE WHEN $2 THEN consecutive_failures + 1 ELSE 0 END, \
                      last_run_id = COALESCE($3, last_run_id), \
@@ -352,8 +354,8 @@ macro_rules! scheduling_methods {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("completing a job"))?;
-                match raw {
-                    Some(raw) => JobRow::try_from(raw),
+                match row {
+                    Some(row) => Ok(row),
                     None => Err(self.lease_lost(tenant, job_id).await),
                 }
             }
@@ -417,7 +419,7 @@ macro_rules! scheduling_methods {
             ) -> Result<Vec<JobRow>, StoreError> {
                 // A pending trigger keeps its (earlier) time, unless the running claim has
                 // already consumed it: then this one is recorded to run again.
-                let raws: Vec<RawJob> = sqlx::query_as(concat!(
+                let mut jobs: Vec<JobRow> = sqlx::query_as(concat!(
                     "UPDATE jobs SET \
                      trigger_kind = CASE WHEN trigger_requested_at IS NULL \
                      OR trigger_requested_at <= claimed_at THEN $1 ELSE trigger_kind END, \
@@ -439,7 +441,6 @@ macro_rules! scheduling_methods {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db("triggering jobs"))?;
-                let mut jobs: Vec<JobRow> = convert_all(raws)?;
                 jobs.sort_by(|a, b| {
                     (&a.tenant_id, &a.provider, &a.stream, a.id).cmp(&(&b.tenant_id, &b.provider, &b.stream, b.id))
                 });
@@ -526,7 +527,7 @@ macro_rules! scheduling_methods {
                 filter: &JobFilter,
                 limit: i64,
             ) -> Result<Vec<JobRow>, StoreError> {
-                let raws: Vec<RawJob> = sqlx::query_as(concat!(
+                let rows: Vec<JobRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     job_columns!(),
                     " FROM jobs WHERE ($1 IS NULL OR tenant_id = $1) AND ($2 IS NULL OR provider = $2) \
@@ -539,7 +540,7 @@ macro_rules! scheduling_methods {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db("listing jobs"))?;
-                convert_all(raws)
+                Ok(rows)
             }
         }
     };

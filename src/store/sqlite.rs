@@ -7,8 +7,8 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+use super::connect::{invalid_url, next_instance, redact_password};
 use super::error::{StoreError, db};
-use super::invalid_url;
 
 /// A store on a SQLite database file.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ impl SqliteStore {
                 what: format!(
                     "no database at `{}`: the file {} does not exist (this command only reads; check \
                      --database-url, TRIBUTARY_DATABASE_URL or the working directory)",
-                    super::redact_password(url),
+                    redact_password(url),
                     file.display()
                 ),
             });
@@ -66,7 +66,7 @@ impl SqliteStore {
         }
         let pool = pool.connect_with(options).await.map_err(db("opening the sqlite database"))?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool, path, instance: super::tokens::next_instance() })
+        Ok(Self { pool, path, instance: next_instance() })
     }
 
     /// The database file, if the database is not in memory.

@@ -3,12 +3,12 @@
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
-use super::error::{StoreError, corrupt, db, is_unique_violation};
+use super::error::{StoreError, db, is_unique_violation};
 use super::postgres::PgStore;
-use super::rows::{RawConnection, RawOverride, RawTenant, convert_all, now};
+use super::rows::now;
 use super::sqlite::SqliteStore;
-use super::types::{AuditEntry, ConnectionRow, Owner, SealedBlob, TenantRow, TenantState};
-use crate::model::{ConnectionStatus, ProviderId, TenantId};
+use super::types::TenantState;
+use crate::model::{AuditEntry, ConnectionRow, ConnectionStatus, Owner, ProviderId, SealedBlob, TenantId, TenantRow};
 
 /// Why tenant saves disable a connection.
 const NOT_ENABLED_REASON: &str = "provider is not enabled for the tenant";
@@ -91,7 +91,7 @@ macro_rules! tenant_methods {
             ) -> Result<TenantRow, StoreError> {
                 let now = now();
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
-                let raw: Option<RawTenant> = sqlx::query_as(sql)
+                let row: Option<TenantRow> = sqlx::query_as(sql)
                     .bind(state.id.as_str())
                     .bind(&state.name)
                     .bind(&state.subdomain)
@@ -103,8 +103,7 @@ macro_rules! tenant_methods {
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(tenant_write_error(state, context))?;
-                let Some(raw) = raw else { return Err(missing()) };
-                let row = TenantRow::try_from(raw)?;
+                let Some(row) = row else { return Err(missing()) };
                 Self::apply_tenant_state(&mut tx, state, now).await?;
                 Self::insert_audit(&mut tx, audit).await?;
                 tx.commit().await.map_err(db("committing a tenant"))?;
@@ -201,47 +200,46 @@ macro_rules! tenant_methods {
             }
 
             pub(super) async fn get_tenant(&self, tenant: &TenantId) -> Result<Option<TenantRow>, StoreError> {
-                let raw: Option<RawTenant> =
+                let row: Option<TenantRow> =
                     sqlx::query_as(concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE id = $1"))
                         .bind(tenant.as_str())
                         .fetch_optional(&self.pool)
                         .await
                         .map_err(db("reading a tenant"))?;
-                raw.map(TenantRow::try_from).transpose()
+                Ok(row)
             }
 
             pub(super) async fn list_tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
-                let raws: Vec<RawTenant> =
+                let rows: Vec<TenantRow> =
                     sqlx::query_as(concat!("SELECT ", tenant_columns!(), " FROM tenants ORDER BY id"))
                         .fetch_all(&self.pool)
                         .await
                         .map_err(db("listing tenants"))?;
-                convert_all(raws)
+                Ok(rows)
             }
 
             pub(super) async fn list_tenant_ids(&self) -> Result<Vec<TenantId>, StoreError> {
-                let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM tenants ORDER BY id")
+                sqlx::query_scalar("SELECT id FROM tenants ORDER BY id")
                     .fetch_all(&self.pool)
                     .await
-                    .map_err(db("listing tenants"))?;
-                ids.iter().map(|id| TenantId::parse(id).map_err(|e| corrupt(format_args!("tenants: {e}")))).collect()
+                    .map_err(db("listing tenants"))
             }
 
             pub(super) async fn get_overrides(
                 &self,
                 tenant: &TenantId,
             ) -> Result<Vec<(ProviderId, serde_json::Value)>, StoreError> {
-                let raws: Vec<RawOverride> =
+                let layers: Vec<(ProviderId, Json<serde_json::Value>)> =
                     sqlx::query_as("SELECT provider, layer FROM overrides WHERE tenant_id = $1 ORDER BY provider")
                         .bind(tenant.as_str())
                         .fetch_all(&self.pool)
                         .await
                         .map_err(db("reading overrides"))?;
-                convert_all(raws)
+                Ok(layers.into_iter().map(|(provider, layer)| (provider, layer.0)).collect())
             }
 
             pub(super) async fn list_connections(&self, tenant: &TenantId) -> Result<Vec<ConnectionRow>, StoreError> {
-                let raws: Vec<RawConnection> = sqlx::query_as(concat!(
+                let rows: Vec<ConnectionRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     connection_columns!(),
                     " FROM connections WHERE tenant_id = $1 ORDER BY provider, owner_user, id"
@@ -250,7 +248,7 @@ macro_rules! tenant_methods {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db("listing connections"))?;
-                convert_all(raws)
+                Ok(rows)
             }
 
             pub(super) async fn get_connection(
@@ -259,7 +257,7 @@ macro_rules! tenant_methods {
                 provider: &ProviderId,
                 owner: Owner<'_>,
             ) -> Result<Option<ConnectionRow>, StoreError> {
-                let raw: Option<RawConnection> = sqlx::query_as(concat!(
+                let row: Option<ConnectionRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     connection_columns!(),
                     " FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = $3"
@@ -270,7 +268,7 @@ macro_rules! tenant_methods {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("reading a connection"))?;
-                raw.map(ConnectionRow::try_from).transpose()
+                Ok(row)
             }
 
             pub(super) async fn set_credentials(
@@ -283,7 +281,7 @@ macro_rules! tenant_methods {
             ) -> Result<ConnectionRow, StoreError> {
                 let now = now();
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
-                let raw: Option<RawConnection> = sqlx::query_as(concat!(
+                let row: Option<ConnectionRow> = sqlx::query_as(concat!(
                     "UPDATE connections SET credentials = $1, credentials_key_id = $2, \
                      credentials_version = credentials_version + 1, \
                      credentials_updated_at = $3, updated_at = $3, \
@@ -303,8 +301,7 @@ macro_rules! tenant_methods {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db("storing credentials"))?;
-                let row =
-                    raw.ok_or_else(|| no_connection(tenant, provider, owner)).and_then(ConnectionRow::try_from)?;
+                let row = row.ok_or_else(|| no_connection(tenant, provider, owner))?;
                 Self::insert_audit(&mut tx, audit).await?;
                 tx.commit().await.map_err(db("committing credentials"))?;
                 Ok(row)
@@ -347,7 +344,7 @@ macro_rules! tenant_methods {
                 status: ConnectionStatus,
                 reason: Option<&str>,
             ) -> Result<ConnectionRow, StoreError> {
-                let raw: Option<RawConnection> = sqlx::query_as(concat!(
+                let row: Option<ConnectionRow> = sqlx::query_as(concat!(
                     "UPDATE connections SET status = $1, status_reason = $2, updated_at = $3 \
                      WHERE tenant_id = $4 AND provider = $5 AND owner_user = $6 RETURNING ",
                     connection_columns!()
@@ -361,7 +358,7 @@ macro_rules! tenant_methods {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("setting a connection status"))?;
-                raw.ok_or_else(|| no_connection(tenant, provider, owner)).and_then(ConnectionRow::try_from)
+                row.ok_or_else(|| no_connection(tenant, provider, owner))
             }
         }
     };

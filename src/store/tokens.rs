@@ -8,8 +8,6 @@
 //! the new access token in one statement and releases the lease. A runner that finds the
 //! lease taken waits and re-reads [`Store::get_auth`] until the holder's token appears.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use chrono::{DateTime, Utc};
 
 use super::Store;
@@ -17,8 +15,8 @@ use super::error::{StoreError, corrupt, db};
 use super::postgres::PgStore;
 use super::rows::{now, stored};
 use super::sqlite::SqliteStore;
-use super::types::{AuditEntry, AuthRow, Owner, SealedBlob, TokenWrite};
-use crate::model::{ConnectionStatus, ProviderId, TenantId};
+use super::types::{AuthRow, TokenWrite};
+use crate::model::{AuditEntry, ConnectionStatus, Owner, ProviderId, SealedBlob, TenantId};
 
 /// Columns of [`RawAuth`]. The token is returned only when it was obtained with the
 /// current credentials; `refused` only when the refused grant is the current one.
@@ -37,7 +35,7 @@ struct RawAuth {
     credentials: Option<Vec<u8>>,
     credentials_key_id: Option<String>,
     credentials_version: i64,
-    status: String,
+    status: ConnectionStatus,
     auth_state: Option<Vec<u8>>,
     auth_state_key_id: Option<String>,
     auth_state_serial: i64,
@@ -58,8 +56,7 @@ impl RawAuth {
         Ok(AuthRow {
             credentials: blob(self.credentials, self.credentials_key_id, "credentials")?,
             credentials_version: self.credentials_version,
-            status: ConnectionStatus::parse(&self.status)
-                .ok_or_else(|| corrupt(format!("connections: unknown connection status `{}`", self.status)))?,
+            status: self.status,
             auth_state: blob(self.auth_state, self.auth_state_key_id, "the stored token")?,
             auth_state_serial: self.auth_state_serial,
             refused: self.refused,
@@ -225,14 +222,6 @@ macro_rules! token_methods {
 
 token_methods!(SqliteStore);
 token_methods!(PgStore);
-
-/// Distinguishes `Store` values opened separately (clones share one).
-static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
-
-/// A new process-unique store instance id.
-pub(super) fn next_instance() -> u64 {
-    NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)
-}
 
 impl Store {
     /// Identifies this opened store within the process: clones share it, another

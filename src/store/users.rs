@@ -13,11 +13,12 @@ use sqlx::types::Json;
 use super::Store;
 use super::error::{StoreError, db};
 use super::postgres::PgStore;
-use super::rows::{RawConnection, RawMembership, RawUser, convert_all, id, now};
+use super::rows::now;
 use super::sqlite::SqliteStore;
 use super::tenants::no_connection;
-use super::types::{AuditEntry, ConnectionRow, MembershipRow, Owner, Saved, UserRow};
-use crate::model::{ProviderId, RoleName, TenantId, UserId};
+use crate::model::{
+    AuditEntry, ConnectionRow, MembershipRow, Owner, ProviderId, RoleName, Saved, TenantId, UserId, UserRow,
+};
 
 /// Why a user connection is `disabled` after its owner left the tenant. Connections
 /// disabled for this reason come back when the user becomes a member again.
@@ -44,16 +45,16 @@ fn not_a_member(tenant: &TenantId, user: &UserId) -> StoreError {
 }
 
 /// Groups `memberships` (ordered by user) under each of `users`.
-fn with_memberships(users: Vec<RawUser>, memberships: Vec<MembershipRow>) -> Result<Vec<UserRow>, StoreError> {
+fn with_memberships(users: Vec<UserRow>, memberships: Vec<MembershipRow>) -> Result<Vec<UserRow>, StoreError> {
     let mut by_user: BTreeMap<UserId, Vec<MembershipRow>> = BTreeMap::new();
     for m in memberships {
         by_user.entry(m.user_id.clone()).or_default().push(m);
     }
     users
         .into_iter()
-        .map(|raw| {
-            let theirs = UserId::parse(&raw.id).ok().and_then(|u| by_user.remove(&u)).unwrap_or_default();
-            raw.into_row(theirs)
+        .map(|user| {
+            let memberships = by_user.remove(&user.id).unwrap_or_default();
+            Ok(UserRow { memberships, ..user })
         })
         .collect()
 }
@@ -70,7 +71,7 @@ macro_rules! user_methods {
             ) -> Result<(UserRow, Saved), StoreError> {
                 let now = now();
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
-                let created: Option<RawUser> = sqlx::query_as(concat!(
+                let created: Option<UserRow> = sqlx::query_as(concat!(
                     "INSERT INTO users (id, name, email, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
                      ON CONFLICT (id) DO NOTHING RETURNING ",
                     user_columns!()
@@ -82,10 +83,10 @@ macro_rules! user_methods {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db("inserting a user"))?;
-                let (raw, saved) = match created {
-                    Some(raw) => (raw, Saved::Created),
+                let (row, saved) = match created {
+                    Some(row) => (row, Saved::Created),
                     None => {
-                        let updated: Option<RawUser> = sqlx::query_as(concat!(
+                        let updated: Option<UserRow> = sqlx::query_as(concat!(
                             "UPDATE users SET name = $2, email = $3, updated_at = $4 \
                              WHERE id = $1 AND (name <> $2 OR email IS DISTINCT FROM $3) RETURNING ",
                             user_columns!()
@@ -98,15 +99,15 @@ macro_rules! user_methods {
                         .await
                         .map_err(db("updating a user"))?;
                         match updated {
-                            Some(raw) => (raw, Saved::Updated),
+                            Some(row) => (row, Saved::Updated),
                             None => {
-                                let raw: RawUser =
+                                let row: UserRow =
                                     sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
                                         .bind(user.as_str())
                                         .fetch_one(&mut *tx)
                                         .await
                                         .map_err(db("reading a user"))?;
-                                (raw, Saved::Unchanged)
+                                (row, Saved::Unchanged)
                             }
                         }
                     }
@@ -116,7 +117,7 @@ macro_rules! user_methods {
                     Self::insert_audit(&mut tx, audit).await?;
                 }
                 tx.commit().await.map_err(db("committing a user"))?;
-                Ok((raw.into_row(memberships)?, saved))
+                Ok((UserRow { memberships, ..row }, saved))
             }
 
             /// The memberships `sql` ([`MEMBERSHIPS_OF_TENANT`] or
@@ -126,32 +127,32 @@ macro_rules! user_methods {
                 sql: &'static str,
                 key: &str,
             ) -> Result<Vec<MembershipRow>, StoreError> {
-                let raws: Vec<RawMembership> = sqlx::query_as(sql)
+                let rows: Vec<MembershipRow> = sqlx::query_as(sql)
                     .bind(key)
                     .fetch_all(&mut *conn)
                     .await
                     .map_err(db("reading memberships"))?;
-                convert_all(raws)
+                Ok(rows)
             }
 
             pub(super) async fn get_user(&self, user: &UserId) -> Result<Option<UserRow>, StoreError> {
                 let mut conn = self.pool.acquire().await.map_err(db("acquiring a connection"))?;
-                let raw: Option<RawUser> =
+                let row: Option<UserRow> =
                     sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
                         .bind(user.as_str())
                         .fetch_optional(&mut *conn)
                         .await
                         .map_err(db("reading a user"))?;
-                let Some(raw) = raw else { return Ok(None) };
+                let Some(row) = row else { return Ok(None) };
                 let memberships = Self::memberships_where(&mut conn, MEMBERSHIPS_OF_USER, user.as_str()).await?;
-                raw.into_row(memberships).map(Some)
+                Ok(Some(UserRow { memberships, ..row }))
             }
 
             pub(super) async fn list_users(&self, tenant: Option<&TenantId>) -> Result<Vec<UserRow>, StoreError> {
                 let mut conn = self.pool.acquire().await.map_err(db("acquiring a connection"))?;
                 let (users, memberships) = match tenant {
                     Some(tenant) => {
-                        let users: Vec<RawUser> = sqlx::query_as(concat!(
+                        let users: Vec<UserRow> = sqlx::query_as(concat!(
                             "SELECT ",
                             user_columns!(),
                             " FROM users WHERE id IN (SELECT user_id FROM memberships WHERE tenant_id = $1) \
@@ -164,12 +165,12 @@ macro_rules! user_methods {
                         (users, Self::memberships_where(&mut conn, MEMBERSHIPS_OF_TENANT, tenant.as_str()).await?)
                     }
                     None => {
-                        let users: Vec<RawUser> =
+                        let users: Vec<UserRow> =
                             sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users ORDER BY id"))
                                 .fetch_all(&mut *conn)
                                 .await
                                 .map_err(db("listing users"))?;
-                        let raws: Vec<RawMembership> = sqlx::query_as(concat!(
+                        let rows: Vec<MembershipRow> = sqlx::query_as(concat!(
                             "SELECT ",
                             membership_columns!(),
                             " FROM memberships ORDER BY user_id, tenant_id"
@@ -177,7 +178,7 @@ macro_rules! user_methods {
                         .fetch_all(&mut *conn)
                         .await
                         .map_err(db("listing memberships"))?;
-                        (users, convert_all(raws)?)
+                        (users, rows)
                     }
                 };
                 with_memberships(users, memberships)
@@ -203,14 +204,12 @@ macro_rules! user_methods {
                 tenant: &TenantId,
                 user: &UserId,
             ) -> Result<Option<RoleName>, StoreError> {
-                let role: Option<String> =
-                    sqlx::query_scalar("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
-                        .bind(tenant.as_str())
-                        .bind(user.as_str())
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map_err(db("reading a membership"))?;
-                role.map(|r| id("memberships", &r, RoleName::parse)).transpose()
+                sqlx::query_scalar("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
+                    .bind(tenant.as_str())
+                    .bind(user.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db("reading a membership"))
             }
 
             pub(super) async fn set_membership(
@@ -292,7 +291,7 @@ macro_rules! user_methods {
                     .map_err(db("updating the role of a user's connections"))?;
                     Self::insert_audit(&mut tx, audit).await?;
                 }
-                let raw: RawMembership = sqlx::query_as(concat!(
+                let row: MembershipRow = sqlx::query_as(concat!(
                     "SELECT ",
                     membership_columns!(),
                     " FROM memberships WHERE tenant_id = $1 AND user_id = $2"
@@ -303,7 +302,7 @@ macro_rules! user_methods {
                 .await
                 .map_err(db("reading a membership"))?;
                 tx.commit().await.map_err(db("committing a membership"))?;
-                Ok((MembershipRow::try_from(raw)?, saved))
+                Ok((row, saved))
             }
 
             pub(super) async fn remove_membership(
@@ -395,13 +394,13 @@ macro_rules! user_methods {
                 &self,
                 tenant: &TenantId,
             ) -> Result<BTreeMap<RoleName, Vec<String>>, StoreError> {
-                let raws: Vec<(String, Json<Vec<String>>)> =
+                let grants: Vec<(RoleName, Json<Vec<String>>)> =
                     sqlx::query_as("SELECT role, streams FROM role_grants WHERE tenant_id = $1 ORDER BY role")
                         .bind(tenant.as_str())
                         .fetch_all(&self.pool)
                         .await
                         .map_err(db("reading role grants"))?;
-                raws.into_iter().map(|(role, streams)| Ok((id("role_grants", &role, RoleName::parse)?, streams.0))).collect()
+                Ok(grants.into_iter().map(|(role, streams)| (role, streams.0)).collect())
             }
 
             pub(super) async fn connect_user(
@@ -438,7 +437,7 @@ macro_rules! user_methods {
                     }
                     Some(_) => {}
                 }
-                let existing: Option<RawConnection> = sqlx::query_as(concat!(
+                let existing: Option<ConnectionRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     connection_columns!(),
                     " FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = $3"
@@ -449,14 +448,13 @@ macro_rules! user_methods {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db("reading a connection"))?;
-                let existing = existing.map(ConnectionRow::try_from).transpose()?;
-                let (raw, saved) = match existing {
+                let (row, saved) = match existing {
                     Some(c) if c.schedule.as_deref() == schedule && c.owner_role.as_ref() == Some(&role) => {
                         tx.commit().await.map_err(db("committing a user connection"))?;
                         return Ok((c, Saved::Unchanged));
                     }
                     Some(c) => {
-                        let raw: RawConnection = sqlx::query_as(concat!(
+                        let row: ConnectionRow = sqlx::query_as(concat!(
                             "UPDATE connections SET schedule = $1, owner_role = $2, updated_at = $3 \
                              WHERE id = $4 RETURNING ",
                             connection_columns!()
@@ -468,10 +466,10 @@ macro_rules! user_methods {
                         .fetch_one(&mut *tx)
                         .await
                         .map_err(db("updating a user connection"))?;
-                        (raw, Saved::Updated)
+                        (row, Saved::Updated)
                     }
                     None => {
-                        let raw: RawConnection = sqlx::query_as(concat!(
+                        let row: ConnectionRow = sqlx::query_as(concat!(
                             "INSERT INTO connections (tenant_id, provider, owner_user, owner_role, status, \
                              schedule, created_at, updated_at) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $6) \
                              RETURNING ",
@@ -486,11 +484,10 @@ macro_rules! user_methods {
                         .fetch_one(&mut *tx)
                         .await
                         .map_err(db("creating a user connection"))?;
-                        (raw, Saved::Created)
+                        (row, Saved::Created)
                     }
                 };
                 Self::insert_audit(&mut tx, audit).await?;
-                let row = ConnectionRow::try_from(raw)?;
                 tx.commit().await.map_err(db("committing a user connection"))?;
                 Ok((row, saved))
             }

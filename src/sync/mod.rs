@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use crate::config::{Catalog, DEFAULT_MAX_PAGES_PER_RUN, DEFAULT_MAX_RUN_SECS, Manifest, RoleGrants};
 use crate::engine::{EngineError, StreamReader};
 use crate::http::auth::{AuthRegistry, AuthState, DEFAULT_REFRESH_MARGIN};
-use crate::http::{RateLimiters, RetryPolicy, Session};
+use crate::http::{CallObserver, RateLimiters, RetryPolicy, Session};
 use crate::mapping::CompiledMapping;
 use crate::model::{
-    ConnectionStatus, EntityName, ErrorClass, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId, UserId,
+    ConnectionStatus, EntityName, ErrorClass, JobRow, Owner, ProviderId, RunOutcome, RunRow, RunStats, RunTrigger,
+    StreamName, TenantId, UserId,
 };
 use crate::secrets::MasterKey;
-use crate::store::{JobRow, Owner, RunRow, RunStats, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::telemetry::{HttpMetrics, InProgress, Metrics, NeedsReauth, RunFinished, RunStarted, RunTally};
 use crate::tenants::{TenantError, Tenants};
 use tokio_util::sync::CancellationToken;
@@ -432,6 +433,21 @@ fn copy_http(stats: &mut RunStats, calls: &crate::http::CallStats) {
     stats.http_p50_ms = calls.latency.quantile_ms(0.50);
     stats.http_p95_ms = calls.latency.quantile_ms(0.95);
     stats.http_p99_ms = calls.latency.quantile_ms(0.99);
+}
+
+/// The process's metrics watch a run's HTTP calls as its session makes them.
+impl CallObserver for HttpMetrics<'_> {
+    fn request(&self, class: usize, elapsed: Duration) {
+        HttpMetrics::request(self, class, elapsed);
+    }
+
+    fn retry(&self) {
+        HttpMetrics::retry(self);
+    }
+
+    fn rate_limit_wait(&self, waited: Duration) {
+        HttpMetrics::rate_limit_wait(self, waited);
+    }
 }
 
 /// Why a run failed, and what that means for the connection and the job.

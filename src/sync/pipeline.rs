@@ -14,12 +14,12 @@ use tokio_util::sync::CancellationToken;
 use super::{RunFailure, StageTimes, SyncRequest, copy_http};
 use crate::engine::StreamReader;
 use crate::engine::resume::PositionUpdate;
-use crate::engine::template::{lookup_path, scalar_text};
 use crate::http::shape::{Projection, RawBody};
+use crate::http::template::{lookup_path, scalar_text};
 use crate::http::{CallStats, Session};
 use crate::mapping::{CompiledMapping, MapResult};
-use crate::model::{EntityName, ProviderId, TenantId};
-use crate::store::{DeadLetterInput, PageOutcome, PageWrite, PositionWrite, RecordInput, RunProgress, RunStats, Store};
+use crate::model::{EntityName, PageOutcome, ProviderId, RunStats, TenantId};
+use crate::store::{DeadLetterInput, PageWrite, PositionWrite, RecordInput, RunProgress, Store};
 
 /// The parts of each record `mapping` reads: its sources and source filters.
 pub(super) fn projection(mapping: &CompiledMapping) -> Projection {
@@ -186,7 +186,13 @@ impl PageLoop<'_> {
         stats.pages = if at_boundary { consumed } else { reader.pages } as i64;
         if std::env::var_os("TRIB_STAGES").is_some() {
             let s = self.stages.snapshot();
-            eprintln!("STAGES wall {:?} fetch {:?} map {:?} store {:?}", run_started.elapsed(), s.fetch, s.map, s.store);
+            eprintln!(
+                "STAGES wall {:?} fetch {:?} map {:?} store {:?}",
+                run_started.elapsed(),
+                s.fetch,
+                s.map,
+                s.store
+            );
         }
         copy_http(stats, &session.stats);
         result
@@ -466,7 +472,7 @@ mod tests {
                     }
                 }
                 let body = json!({"next": "t", "records": [record.clone(), noise.clone()]});
-                let shape = BodyShape::new("/records", Arc::new(projection(&mapping)));
+                let shape = BodyShape::new("/records", Arc::new(projection(mapping)));
                 let parsed = parse_body(body.to_string().as_bytes(), Some(&shape)).unwrap();
                 let whole = [record, Value::Object(noise.clone().into_iter().collect())];
                 for (i, w) in whole.iter().enumerate() {

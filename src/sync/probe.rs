@@ -12,8 +12,7 @@ use crate::engine::{EngineError, StreamReader};
 use crate::http::Session;
 use crate::http::auth::AuthState;
 use crate::mapping::{CompiledMapping, MapResult};
-use crate::model::{ProviderId, StreamName, TenantId, UserId};
-use crate::store::Owner;
+use crate::model::{Owner, ProviderId, StreamName, TenantId, UserId};
 use crate::tenants::Tenants;
 
 /// What reading one stream's first page showed.

@@ -8,11 +8,11 @@ use chrono::Utc;
 use serde_json::json;
 
 use crate::http::HttpError;
-use crate::http::auth::{CredentialSink, SinkFuture, Stored, Token, TokenEvent};
-use crate::model::{ProviderId, TenantId};
+use crate::http::auth::{CredentialSink, SinkFuture, Stored, Token};
+use crate::model::{AuditEntry, Owner, ProviderId, TenantId};
 use crate::secrets::{Credentials, MasterKey, Sealed};
-use crate::store::{AuditEntry, AuthRow, Owner, Store, StoreError, TokenWrite};
-use crate::telemetry::{Metrics, TokenRefresh};
+use crate::store::{AuthRow, Store, StoreError, TokenWrite};
+use crate::telemetry::{Metrics, TokenEvent, TokenRefresh};
 
 /// A connection's credentials and shared token in the store: sealed on the way in,
 /// opened on the way out, with token events reported as telemetry.

@@ -4,8 +4,7 @@
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::metrics::*;
-use crate::http::auth::TokenEvent;
-use crate::store::RunRow;
+use crate::model::RunRow;
 
 /// A run's contribution to a company integration was recorded.
 pub struct ContributionRecorded<'a> {
@@ -112,6 +111,19 @@ impl RunFinished<'_> {
             .inc();
         m.run_duration.get_or_create(&stream(&p, &st)).observe(secs);
     }
+}
+
+/// What happened to a connection's token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenEvent<'a> {
+    /// A new token was obtained from the provider (and stored).
+    Obtained { rotated: bool },
+    /// Another runner refreshed while this one waited; its token is used.
+    Shared,
+    /// The provider refused the grant; the connection needs new credentials.
+    Refused { reason: &'a str },
+    /// Obtaining a token failed for now (network, server error, store).
+    Failed { reason: &'a str },
 }
 
 /// Something happened to a connection's access token.

@@ -7,18 +7,10 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 
 use super::{Metrics, StatusLabels, StreamLabels};
-use crate::model::ConnectionStatus;
-use crate::store::{GaugeFigures, Store, StoreError};
+use crate::model::{ConnectionStatus, GaugeFigures};
 
-/// Reads the figures from the store and sets the gauges; streams without an enabled
-/// job any more lose their series.
-pub async fn refresh(store: &Store, metrics: &Metrics, now: DateTime<Utc>) -> Result<(), StoreError> {
-    let figures = store.gauge_figures(now).await?;
-    apply(metrics, &figures, now);
-    Ok(())
-}
-
-/// Sets the gauges from `figures` read at `now`.
+/// Sets the gauges from `figures` read from the store at `now`; streams without an
+/// enabled job any more lose their series.
 pub fn apply(metrics: &Metrics, figures: &GaugeFigures, now: DateTime<Utc>) {
     for status in ConnectionStatus::ALL {
         let n = figures.connections.iter().find(|(s, _)| s == status.as_str()).map_or(0, |(_, n)| *n);
@@ -54,7 +46,7 @@ pub fn apply(metrics: &Metrics, figures: &GaugeFigures, now: DateTime<Utc>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StreamFreshness;
+    use crate::model::StreamFreshness;
 
     #[test]
     fn stream_series_follow_the_streams_that_have_jobs() {

@@ -13,8 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::http::CallObserver;
-use crate::store::RunStats;
+use crate::model::RunStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StreamLabels {
@@ -345,7 +344,8 @@ pub(super) fn prometheus_text(openmetrics: &str) -> String {
 /// Shared handle.
 pub type SharedMetrics = Arc<Metrics>;
 
-/// One run's HTTP traffic counted as it happens: the [`CallObserver`] of its session.
+/// One run's HTTP traffic counted as it happens (the sync makes it its session's
+/// call observer).
 /// The series of each status class are looked up once, on the class's first request.
 pub struct HttpMetrics<'a> {
     metrics: &'a Metrics,
@@ -370,8 +370,9 @@ impl<'a> HttpMetrics<'a> {
     }
 }
 
-impl CallObserver for HttpMetrics<'_> {
-    fn request(&self, class: usize, elapsed: Duration) {
+impl HttpMetrics<'_> {
+    /// A request ended: `class` is its status class (1–5), or 0 when no response arrived.
+    pub fn request(&self, class: usize, elapsed: Duration) {
         let Some(slot) = self.classes.get(class) else { return };
         let (count, duration) = slot.get_or_init(|| {
             let class = if class == 0 { "error".to_owned() } else { format!("{class}xx") };
@@ -385,11 +386,13 @@ impl CallObserver for HttpMetrics<'_> {
         duration.observe(elapsed.as_secs_f64());
     }
 
-    fn retry(&self) {
+    /// A failed attempt is about to be retried.
+    pub fn retry(&self) {
         self.retries.inc();
     }
 
-    fn rate_limit_wait(&self, waited: Duration) {
+    /// A wait of `waited` for a rate limit.
+    pub fn rate_limit_wait(&self, waited: Duration) {
         self.waits.inc();
         self.wait_seconds.inc_by(waited.as_secs_f64());
     }

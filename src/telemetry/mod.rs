@@ -5,7 +5,9 @@
 //!
 //! Counters move when things happen: every HTTP request, retry and rate-limit wait as
 //! the session sees it ([`HttpMetrics`]), records and pages as each page commits
-//! ([`RunTally`]); the store-wide gauges are recomputed from the store ([`gauges`]).
+//! ([`RunTally`]); the store-wide gauges are set from the figures the daemon reads
+//! from the store ([`gauges`]). Telemetry knows no module above the model: the modules
+//! that report fill in its plain event structs.
 //! `/metrics` serves the Prometheus text format, or OpenMetrics when asked for it.
 
 mod events;
@@ -21,8 +23,7 @@ mod tests {
 
     use super::metrics::stream;
     use super::*;
-    use crate::http::CallObserver;
-    use crate::store::{RunRow, RunStats};
+    use crate::model::{RunRow, RunStats};
 
     #[test]
     fn metrics_render_with_bounded_labels() {

@@ -121,7 +121,7 @@ fn summed(text: &str, prefix: &str) -> i64 {
 
 /// The process's counters, moved request by request and page by page, end equal to the
 /// run row: nothing is missed and nothing is counted twice.
-fn metrics_match_the_run(text: &str, run: &tributary::store::RunRow) {
+fn metrics_match_the_run(text: &str, run: &tributary::model::RunRow) {
     let (p, st, s) = (run.provider.as_str(), run.stream.as_str(), &run.stats);
     let provider = format!("{{provider=\"{p}\"");
     let series = |name: &str| format!("{name}{provider}");

@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use serde_json::json;
 use tributary::intelligence::aggregate::{Observation, conflicts, recompute};
 use tributary::intelligence::{self, Integration, IntelligenceError};
-use tributary::model::{ContributionKind as K, ContributionStatus, Responsibility};
+use tributary::model::{ContributionKind as K, ContributionRow, ContributionStatus, Responsibility, RunRow};
 use tributary::simulator::Faults;
-use tributary::store::{ContributionFilter, ContributionRow, RunRow, Store};
+use tributary::store::{ContributionFilter, Store};
 use tributary::telemetry::Metrics;
 
 use crate::support::world::audit;

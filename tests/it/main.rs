@@ -8,6 +8,7 @@ mod connectors;
 mod daemon;
 mod faults;
 mod intelligence;
+mod layering;
 mod mapping;
 mod migrations;
 mod operator_cli;

@@ -11,10 +11,10 @@ mod reconcile;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde_json::json;
-use tributary::model::{ConnectionStatus, PresetName, ProviderId, StreamName, TenantId};
-use tributary::store::{
-    AuditEntry, ClaimRequest, ClaimedJob, DesiredJob, Exclusions, JobRow, Owner, Store, TenantState,
+use tributary::model::{
+    AuditEntry, ClaimedJob, ConnectionStatus, JobRow, Owner, PresetName, ProviderId, StreamName, TenantId,
 };
+use tributary::store::{ClaimRequest, DesiredJob, Exclusions, Store, TenantState};
 
 crate::support::contract::contract! {
     store: [

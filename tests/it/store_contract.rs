@@ -13,12 +13,10 @@ mod users;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 use tributary::model::{
-    ConnectionStatus, EntityName, PresetName, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId,
+    AuditEntry, ConnectionStatus, EntityName, JobRow, Owner, PageOutcome, PresetName, ProviderId, RunOutcome, RunStats,
+    RunTrigger, SealedBlob, StreamName, TenantId,
 };
-use tributary::store::{
-    AuditEntry, JobRow, Owner, PageOutcome, PageWrite, RecordInput, RunStats, SealedBlob, Store, StoreError,
-    TenantState,
-};
+use tributary::store::{PageWrite, RecordInput, Store, StoreError, TenantState};
 
 crate::support::contract::contract! {
     store: [

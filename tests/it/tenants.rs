@@ -5,9 +5,9 @@ use std::path::Path;
 
 use serde_json::json;
 use tributary::config::{Catalog, ConfigDir};
-use tributary::model::{ConnectionStatus, EntityName, ProviderId, StreamName, TenantId};
+use tributary::model::{AuditEntry, ConnectionStatus, EntityName, Owner, ProviderId, StreamName, TenantId};
 use tributary::secrets::{Credentials, MasterKey};
-use tributary::store::{AuditEntry, Owner, PageWrite, RecordInput, Store};
+use tributary::store::{PageWrite, RecordInput, Store};
 use tributary::tenants::{ApplyOutcome, TenantError, Tenants};
 
 use crate::config_model::config_copy;

@@ -10,9 +10,11 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::Value;
 use tributary::http::auth::AuthRegistry;
-use tributary::model::{ConnectionStatus, EntityName, ProviderId, RunOutcome, TenantId};
+use tributary::model::{
+    ConnectionRow, ConnectionStatus, EntityName, Owner, ProviderId, RunOutcome, RunRow, RunStats, SealedBlob, TenantId,
+};
 use tributary::simulator::{Faults, Provider, SimConfig, SimHandle, start};
-use tributary::store::{ConnectionRow, Owner, RunRow, RunStats, SealedBlob, Store, TokenWrite};
+use tributary::store::{Store, TokenWrite};
 use tributary::sync::Syncer;
 use tributary::telemetry::{Metrics, ResultLabels};
 

@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use super::oauth;
 use crate::config::{AuthKind, AuthSpec, BodyFormat};
-use crate::engine::template::Vars;
 use crate::http::HttpError;
+use crate::http::template::Vars;
 use crate::secrets::Credentials;
 
 /// What a token call returned.

@@ -27,8 +27,8 @@ use serde_json::Value;
 
 use super::exchange::{Fresh, credential, provided, refusal};
 use crate::config::{AuthKind, AuthSpec, BodyFormat};
-use crate::engine::template::Vars;
 use crate::http::HttpError;
+use crate::http::template::Vars;
 use crate::secrets::Credentials;
 
 /// A token response, read leniently: `token_type` may be missing (it is assumed to be

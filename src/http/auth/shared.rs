@@ -19,8 +19,8 @@ use chrono::Utc;
 use super::exchange::{Fresh, exchange};
 use super::{CredentialSink, Stored, Token, TokenEvent};
 use crate::config::AuthSpec;
-use crate::engine::template::Vars;
 use crate::http::HttpError;
+use crate::http::template::Vars;
 use crate::secrets::Credentials;
 
 /// How long a refresher holds the lease: beyond the token client's 30 s timeout, so a

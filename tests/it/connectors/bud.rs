@@ -2,7 +2,7 @@ use serde_json::{Value, json};
 use tributary::simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::{Harness, modify_until_changed, ok, text};
-use tributary::store::Owner;
+use tributary::model::Owner;
 
 /// The Bud page size the manifest asks for.
 const PAGE: u64 = 500;

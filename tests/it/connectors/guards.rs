@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tributary::model::RunOutcome;
-use tributary::store::{Owner, RunRow};
+use tributary::model::{Owner, RunOutcome, RunRow};
 use wiremock::matchers::{method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 

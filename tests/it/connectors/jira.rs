@@ -1,11 +1,10 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use tributary::model::{ConnectionStatus, RunOutcome};
+use tributary::model::{ConnectionStatus, Owner, RunOutcome};
 use tributary::simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::{Harness, modify_until_changed, ok, text};
-use tributary::store::Owner;
 
 /// The search page size the manifest asks for (`maxResults = 100`).
 const PAGE: u64 = 100;
@@ -29,7 +28,7 @@ fn assert_issue(row: &Value, expected: &Value) {
 }
 
 /// The job cursor of a child stream: one cursor per project id.
-fn cursors(run: &tributary::store::RunRow) -> BTreeMap<String, String> {
+fn cursors(run: &tributary::model::RunRow) -> BTreeMap<String, String> {
     serde_json::from_str(run.stats.cursor_after.as_deref().expect("a cursor")).expect("a JSON object of cursors")
 }
 

@@ -15,9 +15,8 @@ mod slack;
 use std::path::Path;
 
 use serde_json::Value;
-use tributary::model::{EntityName, ProviderId, RunOutcome, TenantId};
+use tributary::model::{EntityName, ProviderId, RecordRow, RunOutcome, RunRow, RunStats, TenantId};
 use tributary::simulator::SimHandle;
-use tributary::store::{RecordRow, RunRow, RunStats};
 use tributary::sync::{SyncRequest, Syncer};
 
 use crate::support::world::{World, request};

@@ -1,9 +1,8 @@
 use serde_json::{Value, json};
-use tributary::model::{ConnectionStatus, RunOutcome};
+use tributary::model::{ConnectionStatus, Owner, RunOutcome};
 use tributary::simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::{Harness, modify_until_changed, ok, text};
-use tributary::store::Owner;
 
 /// The OneFile page size the manifest asks for.
 const PAGE: u64 = 500;

@@ -1,9 +1,8 @@
 use serde_json::Value;
-use tributary::model::{ConnectionStatus, RunOutcome};
+use tributary::model::{ConnectionStatus, Owner, RunOutcome};
 use tributary::simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::{Harness, modify_until_changed, ok, text};
-use tributary::store::Owner;
 
 /// Salesforce's default query batch (the manifest asks for no other).
 const BATCH: u64 = 2_000;

@@ -1,11 +1,10 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use tributary::model::{ConnectionStatus, RunOutcome};
+use tributary::model::{ConnectionStatus, Owner, RunOutcome};
 use tributary::simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::{Harness, ok, text};
-use tributary::store::Owner;
 
 /// The `conversations.history` page size the manifest asks for.
 const PAGE: u64 = 200;
@@ -27,7 +26,7 @@ fn channel_of(sim: &SimHandle, i: u64) -> String {
 }
 
 /// The job cursor of a child stream: one cursor per channel id.
-fn cursors(run: &tributary::store::RunRow) -> BTreeMap<String, String> {
+fn cursors(run: &tributary::model::RunRow) -> BTreeMap<String, String> {
     serde_json::from_str(run.stats.cursor_after.as_deref().expect("a cursor")).expect("a JSON object of cursors")
 }
 

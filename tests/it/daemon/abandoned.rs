@@ -7,9 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::Utc;
-use tributary::model::{RunOutcome, TenantId};
+use tributary::model::{JobRow, RunOutcome, TenantId};
 use tributary::simulator::{Faults, Provider, SimConfig, start};
-use tributary::store::JobRow;
 
 use super::control::aptem_tenant;
 use super::{Fixture, NEVER, eventually};

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tributary::control::protocol::Command as Ctl;
-use tributary::model::{EntityName, RunOutcome, TenantId};
+use tributary::model::{EntityName, JobRow, RunOutcome, TenantId};
 use tributary::simulator::{Faults, Provider, SimConfig, SimHandle, start};
-use tributary::store::JobRow;
 
 use super::{Fixture, NEVER, eventually, started_runs, target};
 

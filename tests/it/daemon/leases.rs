@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tributary::control::protocol::Command as Ctl;
-use tributary::model::{EntityName, RunOutcome, TenantId};
+use tributary::model::{EntityName, RunOutcome, RunRow, TenantId};
 use tributary::secrets::MasterKey;
 use tributary::simulator::{Faults, Provider, SimConfig, start};
-use tributary::store::RunRow;
 
 use super::control::aptem_tenant;
 use super::{Fixture, NEVER, eventually, started_runs, target};

@@ -24,8 +24,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use tributary::control::client::call;
 use tributary::control::protocol::{Command as Ctl, Reply, Request, Scope, Target, VERSION};
-use tributary::model::TenantId;
-use tributary::store::{RunRow, Store};
+use tributary::model::{RunRow, TenantId};
+use tributary::store::Store;
 
 use crate::support::PgTestDb;
 

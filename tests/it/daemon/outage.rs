@@ -140,7 +140,7 @@ async fn readyz(address: &str) -> (u16, String) {
 }
 
 /// Waits for the run to finish; panics with the daemon's log if it does not.
-async fn finished_or_log(fx: &Fixture, daemon: &super::Daemon, run: uuid::Uuid) -> tributary::store::RunRow {
+async fn finished_or_log(fx: &Fixture, daemon: &super::Daemon, run: uuid::Uuid) -> tributary::model::RunRow {
     for _ in 0..400 {
         if let Some(row) = fx.runs("acme").await.into_iter().find(|r| r.id == run && r.finished_at.is_some()) {
             return row;

@@ -4,9 +4,8 @@
 use std::time::{Duration, Instant};
 
 use tributary::control::protocol::Command as Ctl;
-use tributary::model::{EntityName, RunOutcome, TenantId};
+use tributary::model::{EntityName, JobRow, RunOutcome, TenantId};
 use tributary::simulator::{Faults, Provider, SimConfig, start};
-use tributary::store::JobRow;
 
 use super::control::aptem_tenant;
 use super::{Fixture, NEVER, eventually, started_runs, target};

@@ -13,8 +13,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
-use tributary::model::TenantId;
-use tributary::store::{RunRow, Store};
+use tributary::model::{RunRow, TenantId};
+use tributary::store::Store;
 
 use crate::support::{PgTestDb, postgres_store, sqlite_store, sqlite_url};
 

@@ -1,11 +1,8 @@
 use std::collections::HashSet;
 
 use serde_json::json;
-use tributary::model::{ConnectionStatus, EntityName, RunTrigger, TriggerKind};
-use tributary::store::{
-    ClaimRequest, Exclusions, Failures, JobCompletion, JobFilter, JobRow, Owner, PageWrite, PauseScope, RecordInput,
-    Store, StoreError,
-};
+use tributary::model::{ConnectionStatus, EntityName, JobFilter, JobRow, Owner, PauseScope, RunTrigger, TriggerKind};
+use tributary::store::{ClaimRequest, Exclusions, Failures, JobCompletion, PageWrite, RecordInput, Store, StoreError};
 
 use super::{at, claim, jobs, names, provider, request, tenant, tenant_id};
 

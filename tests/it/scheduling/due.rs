@@ -1,7 +1,7 @@
 use std::time::Duration;
 
-use tributary::model::{ConnectionStatus, TriggerKind};
-use tributary::store::{ClaimRequest, Exclusions, JobCounts, JobFilter, Owner, PauseScope, Store};
+use tributary::model::{ConnectionStatus, JobCounts, JobFilter, Owner, PauseScope, TriggerKind};
+use tributary::store::{ClaimRequest, Exclusions, Store};
 
 use super::{at, claim, jobs, provider, request, tenant};
 

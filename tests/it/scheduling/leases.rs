@@ -1,5 +1,5 @@
-use tributary::model::{ConnectionStatus, RunTrigger, StreamName, TriggerKind};
-use tributary::store::{Failures, JobCompletion, JobFilter, Owner, PauseScope, Store, StoreError};
+use tributary::model::{ConnectionStatus, JobFilter, Owner, PauseScope, RunTrigger, StreamName, TriggerKind};
+use tributary::store::{Failures, JobCompletion, Store, StoreError};
 
 use super::{at, claim, jobs, names, provider, tenant, tenant_id};
 

@@ -2,8 +2,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use tributary::model::EntityName;
-use tributary::store::{DesiredJob, JobRow, Owner, PageWrite, ReconcileCounts, RecordInput, Store, StoreError};
+use tributary::model::{EntityName, JobRow, Owner, ReconcileCounts};
+use tributary::store::{DesiredJob, PageWrite, RecordInput, Store, StoreError};
 
 use super::{at, provider, stream, tenant, tenant_id};
 

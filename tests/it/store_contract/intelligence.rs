@@ -2,8 +2,10 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tributary::model::{ContributionKind as K, ContributionStatus, Responsibility, RoleName, UserId};
-use tributary::store::{ContributionFilter, ContributionRow, Fold, Folded, NewContribution, PairRow};
+use tributary::model::{
+    ContributionKind as K, ContributionRow, ContributionStatus, PairRow, Responsibility, RoleName, UserId,
+};
+use tributary::store::{ContributionFilter, Fold, Folded, NewContribution};
 
 use super::*;
 

@@ -1,7 +1,6 @@
 //! Runs and the audit log.
 
-use tributary::model::TriggerKind;
-use tributary::store::{JobFilter, PauseScope};
+use tributary::model::{JobFilter, PauseScope, TriggerKind};
 
 use super::*;
 

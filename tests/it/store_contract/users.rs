@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use tributary::model::{RoleName, TriggerKind, UserId};
-use tributary::store::{ClaimRequest, Exclusions, JobFilter, NOT_A_MEMBER_REASON, Saved, TokenWrite};
+use tributary::model::{JobFilter, RoleName, Saved, TriggerKind, UserId};
+use tributary::store::{ClaimRequest, Exclusions, NOT_A_MEMBER_REASON, TokenWrite};
 
 fn user(id: &str) -> UserId {
     UserId::parse(id).unwrap()
@@ -31,7 +31,7 @@ async fn set_credentials(
     provider: &ProviderId,
     owner: Owner<'_>,
     bytes: &[u8],
-) -> Result<tributary::store::ConnectionRow, StoreError> {
+) -> Result<tributary::model::ConnectionRow, StoreError> {
     store.set_credentials(tenant, provider, owner, &sealed(bytes), &audit(Some("acme"), "credentials.set", at(3))).await
 }
 
@@ -92,7 +92,7 @@ pub(super) async fn memberships_give_users_a_role_per_tenant(store: &Store) {
     let (m, saved) = set(&acme, "carol", "admin").await.unwrap();
     assert_eq!((m.role.as_str(), saved), ("admin", Saved::Updated));
 
-    let pairs = |ms: Vec<tributary::store::MembershipRow>| -> Vec<(String, String, String)> {
+    let pairs = |ms: Vec<tributary::model::MembershipRow>| -> Vec<(String, String, String)> {
         ms.into_iter().map(|m| (m.tenant_id.to_string(), m.user_id.to_string(), m.role.to_string())).collect()
     };
     let s = |a: &str, b: &str, c: &str| (a.to_owned(), b.to_owned(), c.to_owned());

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tributary::config::{Catalog, ConfigDir, Manifest, TenantSpec};
+use tributary::model::{AuditEntry, ConnectionRow, Owner};
 use tributary::model::{ProviderId, RunTrigger, StreamName, TenantId, UserId};
 use tributary::secrets::{Credentials, MasterKey, Sealed};
-use tributary::store::{AuditEntry, ConnectionRow, Owner, Store};
+use tributary::store::Store;
 use tributary::sync::{SyncRequest, Syncer};
 use tributary::tenants::{ApplyOutcome, Tenants};
 

@@ -7,9 +7,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tributary::app::reconcile;
 use tributary::config::TenantSpec;
-use tributary::model::{ConnectionStatus, EntityName, ProviderId, RoleName, RunOutcome, TenantId, UserId};
+use tributary::model::{
+    ConnectionRow, ConnectionStatus, EntityName, Owner, ProviderId, RoleName, RunOutcome, RunRow, TenantId, UserId,
+};
 use tributary::simulator::{Faults, Provider, SimConfig, SimHandle, start};
-use tributary::store::{ConnectionRow, Owner, RunRow, Store};
+use tributary::store::Store;
 use tributary::sync::{SyncError, SyncRequest};
 use tributary::telemetry::Metrics;
 use tributary::tenants::{ApplyOutcome, Tenants};

@@ -1,7 +1,18 @@
-//! Plain domain types shared by every module: identifiers, schedules, statuses.
+//! Plain domain types shared by every module: identifiers, schedules, statuses, and
+//! the vocabulary the program speaks about what it keeps — tenants, users,
+//! connections, jobs, runs, records and company intelligence (the submodules). The
+//! store persists these; every other module reads and writes them.
 //!
 //! Identifiers are validated once, in their `parse` constructor; everything that
 //! holds one may rely on its shape.
+
+mod column;
+mod connections;
+mod intelligence;
+mod jobs;
+mod records;
+mod runs;
+mod tenants;
 
 use std::fmt;
 use std::str::FromStr;
@@ -9,6 +20,16 @@ use std::time::Duration;
 
 use chrono::NaiveTime;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use self::column::OwnerColumn;
+pub use self::connections::{ConnectionRow, Owner, SealedBlob};
+pub use self::intelligence::{ContributionRow, IntelligenceRow, PairRow, ResponsibilityRow};
+pub use self::jobs::{
+    ClaimedJob, GaugeFigures, JobCounts, JobFilter, JobRow, PauseScope, ReconcileCounts, StreamFreshness,
+};
+pub use self::records::{DeadLetterRow, PageOutcome, RecordRow};
+pub use self::runs::{RunRow, RunStats};
+pub use self::tenants::{AuditEntry, MembershipRow, Saved, TenantRow, UserRow};
 
 /// Why an identifier was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
