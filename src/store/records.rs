@@ -100,6 +100,9 @@ macro_rules! record_methods {
                 page: &PageWrite<'_>,
                 records: &[Prepared<'_>],
             ) -> Result<PageOutcome, StoreError> {
+                if let Some(outcome) = self.write_in_one_statement(tenant, page, records).await? {
+                    return Ok(outcome);
+                }
                 let now = now();
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
                 let per_statement = rows_per_statement(Self::MAX_BINDS, BINDS_PER_ROW);
@@ -385,6 +388,120 @@ macro_rules! record_methods {
 
 record_methods!(SqliteStore, sqlx::Sqlite);
 record_methods!(PgStore, sqlx::Postgres);
+
+impl SqliteStore {
+    /// `None`: in-process, a page's statements cost no round trips, so SQLite writes
+    /// every page in the transaction of several statements of `write_prepared`.
+    async fn write_in_one_statement(
+        &self,
+        _: &TenantId,
+        _: &PageWrite<'_>,
+        _: &[Prepared<'_>],
+    ) -> Result<Option<PageOutcome>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// A page without dead letters as one PostgreSQL statement (its own transaction): one
+/// round trip instead of begin, job and hashes, upsert, cursor and position, run
+/// counts and commit. Its parts:
+/// - `job` locks the page's job row (no row: the tenant has no such job), `fenced` is
+///   that row when the lease is the writer's (or the write is not fenced); nothing is
+///   written without it;
+/// - `existing` reads the stored hashes before the upsert (every part of a statement
+///   sees the same snapshot), so `counted` tells new, changed and unchanged apart;
+/// - `upsert` writes new and changed records only; `moved` moves the cursor and the
+///   position; `counted_run` adds the page to its run's row.
+const PAGE_STATEMENT: &str = "WITH job AS (SELECT lease_owner FROM jobs WHERE id = $7 AND tenant_id = $1 FOR UPDATE), \
+     fenced AS (SELECT 1 FROM job WHERE $8::text IS NULL OR lease_owner = $8), \
+     incoming AS (SELECT * FROM unnest($4::text[], $5::text[], $6::text[]) AS i(external_id, data, content_hash)), \
+     existing AS (SELECT external_id, content_hash, deleted_at IS NOT NULL AS deleted FROM records \
+         WHERE tenant_id = $1 AND entity = $2 AND provider = $3 AND external_id = ANY($4::text[])), \
+     counted AS (SELECT \
+         count(*) FILTER (WHERE e.external_id IS NULL) AS inserted, \
+         count(*) FILTER (WHERE e.external_id IS NOT NULL \
+             AND (e.deleted OR e.content_hash IS DISTINCT FROM i.content_hash)) AS updated, \
+         count(*) FILTER (WHERE e.external_id IS NOT NULL AND NOT e.deleted \
+             AND e.content_hash IS NOT DISTINCT FROM i.content_hash) AS unchanged \
+         FROM incoming i LEFT JOIN existing e USING (external_id)), \
+     upsert AS (INSERT INTO records (tenant_id, entity, provider, external_id, data, content_hash, first_seen, \
+         last_synced) SELECT $1, $2, $3, i.external_id, i.data::jsonb, i.content_hash, $9, $9 FROM incoming i \
+         WHERE EXISTS (SELECT 1 FROM fenced) \
+         ON CONFLICT (tenant_id, entity, provider, external_id) DO UPDATE SET data = excluded.data, \
+         content_hash = excluded.content_hash, last_synced = excluded.last_synced, deleted_at = NULL \
+         WHERE records.content_hash IS DISTINCT FROM excluded.content_hash OR records.deleted_at IS NOT NULL), \
+     moved AS (UPDATE jobs SET updated_at = $9, cursor = COALESCE($10, cursor), \
+         position = CASE WHEN $11 THEN $12 ELSE position END \
+         WHERE id = $7 AND tenant_id = $1 AND ($10::text IS NOT NULL OR $11) AND EXISTS (SELECT 1 FROM fenced)), \
+     counted_run AS (UPDATE runs SET fetched = runs.fetched + $14, inserted = runs.inserted + c.inserted, \
+         updated = runs.updated + c.updated, unchanged = runs.unchanged + c.unchanged, \
+         filtered = runs.filtered + $15, dead_lettered = runs.dead_lettered + $16, pages = $17, http_calls = $18, \
+         retries = $19, rate_limit_waits = $20, rate_limit_wait_ms = $21, \
+         cursor_after = COALESCE($10, runs.cursor_after) FROM counted c \
+         WHERE runs.id = $13 AND runs.tenant_id = $1 AND runs.outcome = 'running' AND EXISTS (SELECT 1 FROM fenced)) \
+     SELECT (SELECT count(*) FROM job) AS jobs, (SELECT lease_owner FROM job) AS holder, \
+         c.inserted, c.updated, c.unchanged FROM counted c";
+
+impl PgStore {
+    /// Writes a page without dead letters with [`PAGE_STATEMENT`]; `None` for a page
+    /// with dead letters (rare), which goes through the transaction of `write_prepared`.
+    async fn write_in_one_statement(
+        &self,
+        tenant: &TenantId,
+        page: &PageWrite<'_>,
+        records: &[Prepared<'_>],
+    ) -> Result<Option<PageOutcome>, StoreError> {
+        if !page.dead_letters.is_empty() {
+            return Ok(None);
+        }
+        let ids: Vec<&str> = records.iter().map(|r| r.external_id).collect();
+        let data: Vec<&str> = records.iter().map(|r| r.json.as_str()).collect();
+        let hashes: Vec<&str> = records.iter().map(|r| r.hash.as_str()).collect();
+        let (save_position, position) = match page.position {
+            PositionWrite::Keep => (false, None),
+            PositionWrite::Save(p) => (true, Some(p)),
+            PositionWrite::Clear => (true, None),
+        };
+        let run = page.run.as_ref();
+        let count = |f: fn(&super::types::RunProgress) -> i64| run.map_or(0, f);
+        let (jobs, holder, inserted, updated, unchanged): (i64, Option<String>, i64, i64, i64) =
+            sqlx::query_as(PAGE_STATEMENT)
+                .bind(tenant.as_str())
+                .bind(page.entity.as_str())
+                .bind(page.provider.as_str())
+                .bind(&ids)
+                .bind(&data)
+                .bind(&hashes)
+                .bind(page.job_id)
+                .bind(page.lease_owner)
+                .bind(now())
+                .bind(page.cursor)
+                .bind(save_position)
+                .bind(position)
+                .bind(run.map(|r| r.run_id))
+                .bind(count(|r| r.fetched))
+                .bind(count(|r| r.filtered))
+                .bind(count(|r| r.dead_lettered))
+                .bind(count(|r| r.pages))
+                .bind(count(|r| r.http_calls))
+                .bind(count(|r| r.retries))
+                .bind(count(|r| r.rate_limit_waits))
+                .bind(count(|r| r.rate_limit_wait_ms))
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("writing a page (records, cursor, position and run counts)"))?;
+        if jobs == 0 {
+            return Err(no_job(tenant, page.job_id));
+        }
+        if let Some(owner) = page.lease_owner
+            && holder.as_deref() != Some(owner)
+        {
+            return Err(StoreError::LeaseLost { job_id: page.job_id });
+        }
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(Some(PageOutcome { inserted: n(inserted), updated: n(updated), unchanged: n(unchanged) }))
+    }
+}
 
 #[cfg(test)]
 mod tests {
