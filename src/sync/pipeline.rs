@@ -79,6 +79,7 @@ impl PageLoop<'_> {
         let mut consumed = 0u64;
         let mut at_boundary = false;
         let run_started = Instant::now();
+        let before = self.stages.snapshot();
         let result: Result<(), RunFailure> = async {
             let started = Instant::now();
             let mut next = reader.next_page(session).await.map_err(RunFailure::from);
@@ -184,16 +185,16 @@ impl PageLoop<'_> {
         // A run stopped by a failed write, cancellation or its bounds counts the pages
         // it processed, not the pages read ahead.
         stats.pages = if at_boundary { consumed } else { reader.pages } as i64;
-        if std::env::var_os("TRIB_STAGES").is_some() {
-            let s = self.stages.snapshot();
-            eprintln!(
-                "STAGES wall {:?} fetch {:?} map {:?} store {:?}",
-                run_started.elapsed(),
-                s.fetch,
-                s.map,
-                s.store
-            );
-        }
+        // Where the run's time went (the stages overlap: reads go on while pages are
+        // written), for whoever tunes a connector or the store.
+        let after = self.stages.snapshot();
+        tracing::debug!(
+            wall_ms = run_started.elapsed().as_millis() as u64,
+            read_ms = after.fetch.saturating_sub(before.fetch).as_millis() as u64,
+            map_ms = after.map.saturating_sub(before.map).as_millis() as u64,
+            store_ms = after.store.saturating_sub(before.store).as_millis() as u64,
+            "page stages"
+        );
         copy_http(stats, &session.stats);
         result
     }
