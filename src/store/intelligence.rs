@@ -133,324 +133,6 @@ fn validate(new: &NewContribution) -> Result<(), StoreError> {
 macro_rules! intelligence_methods {
     ($store:ty, $db:ty) => {
         impl $store {
-            pub(super) async fn record_contribution(
-                &self,
-                tenant: &TenantId,
-                provider: &ProviderId,
-                new: &NewContribution,
-                fold: Fold<'_>,
-            ) -> Result<(ContributionRow, IntelligenceRow), StoreError> {
-                validate(new)?;
-                let now = now();
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
-                Self::require_member(&mut tx, tenant, &new.user).await?;
-                if let Some(connection_id) = new.connection_id {
-                    let found: Option<i64> = sqlx::query_scalar(
-                        "SELECT id FROM connections WHERE id = $1 AND tenant_id = $2 AND provider = $3",
-                    )
-                    .bind(connection_id)
-                    .bind(tenant.as_str())
-                    .bind(provider.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db("reading a contribution's connection"))?;
-                    if found.is_none() {
-                        return Err(StoreError::NotFound {
-                            what: format!("no connection {connection_id} to `{provider}` at tenant `{tenant}`"),
-                        });
-                    }
-                }
-                if let Some(run_id) = new.run_id {
-                    let found: Option<String> = sqlx::query_scalar(
-                        "SELECT provider FROM runs WHERE id = $1 AND tenant_id = $2 AND provider = $3",
-                    )
-                    .bind(run_id)
-                    .bind(tenant.as_str())
-                    .bind(provider.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db("reading a contribution's run"))?;
-                    if found.is_none() {
-                        return Err(StoreError::NotFound {
-                            what: format!("no run {run_id} of `{provider}` at tenant `{tenant}`"),
-                        });
-                    }
-                }
-                let previous = Self::lock_intelligence(&mut tx, tenant, provider, now).await?;
-                let row: ContributionRow = sqlx::query_as(concat!(
-                    "INSERT INTO contributions (tenant_id, provider, user_id, connection_id, run_id, kind, \
-                     status, confidence, data, data_freshness, quality, impact, reliability, consistency, \
-                     created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10, $11, $12, $13, $14, $14) \
-                     RETURNING ",
-                    contribution_columns!()
-                ))
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
-                .bind(new.user.as_str())
-                .bind(new.connection_id)
-                .bind(new.run_id)
-                .bind(new.kind.as_str())
-                .bind(new.confidence)
-                .bind(Json(&new.data))
-                .bind(stored(new.data_freshness))
-                .bind(new.quality)
-                .bind(new.impact)
-                .bind(new.reliability)
-                .bind(new.consistency)
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db("inserting a contribution"))?;
-                sqlx::query(
-                    "UPDATE contributions SET status = 'superseded', superseded_by = $1, updated_at = $2 \
-                     WHERE tenant_id = $3 AND provider = $4 AND user_id = $5 AND kind = $6 \
-                     AND (connection_id = $7 OR (connection_id IS NULL AND $7 IS NULL)) \
-                     AND status IN ('active', 'approved') AND id <> $1",
-                )
-                .bind(row.id)
-                .bind(now)
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
-                .bind(new.user.as_str())
-                .bind(new.kind.as_str())
-                .bind(new.connection_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("superseding a contribution"))?;
-                let folded = fold(previous.as_ref(), &row);
-                let intelligence = Self::store_intelligence(&mut tx, tenant, provider, &folded, now).await?;
-                tx.commit().await.map_err(db("committing a contribution"))?;
-                Ok((row, intelligence))
-            }
-
-            pub(super) async fn review_contribution(
-                &self,
-                tenant: &TenantId,
-                id: i64,
-                approve: bool,
-                reviewer: &UserId,
-                fold: Fold<'_>,
-            ) -> Result<(ContributionRow, IntelligenceRow), StoreError> {
-                let now = now();
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
-                let provider: Option<ProviderId> =
-                    sqlx::query_scalar("SELECT provider FROM contributions WHERE id = $1 AND tenant_id = $2")
-                        .bind(id)
-                        .bind(tenant.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db("reading a contribution"))?;
-                let provider = provider.ok_or_else(|| no_contribution(tenant, id))?;
-                let held: Option<Responsibility> = sqlx::query_scalar(
-                    "SELECT responsibility FROM responsibilities \
-                     WHERE tenant_id = $1 AND provider = $2 AND user_id = $3",
-                )
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
-                .bind(reviewer.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("reading the reviewer's responsibility"))?;
-                if !held.is_some_and(Responsibility::may_review) {
-                    let has = held.map_or_else(|| "none".to_owned(), |r| r.to_string());
-                    return Err(StoreError::Conflict {
-                        what: format!(
-                            "user `{reviewer}` may not review contributions to `{provider}` at tenant \
-                             `{tenant}`: that takes responsibility owner or reviewer (has: {has})"
-                        ),
-                    });
-                }
-                let previous = Self::lock_intelligence(&mut tx, tenant, &provider, now).await?;
-                let decided = if approve { ContributionStatus::Approved } else { ContributionStatus::Rejected };
-                let row: Option<ContributionRow> = sqlx::query_as(concat!(
-                    "UPDATE contributions SET status = $1, reviewed_by = $2, reviewed_at = $3, updated_at = $3 \
-                     WHERE id = $4 AND tenant_id = $5 AND status = 'active' RETURNING ",
-                    contribution_columns!()
-                ))
-                .bind(decided.as_str())
-                .bind(reviewer.as_str())
-                .bind(now)
-                .bind(id)
-                .bind(tenant.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("reviewing a contribution"))?;
-                let Some(row) = row else {
-                    let current: Option<String> =
-                        sqlx::query_scalar("SELECT status FROM contributions WHERE id = $1 AND tenant_id = $2")
-                            .bind(id)
-                            .bind(tenant.as_str())
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(db("reading a contribution"))?;
-                    let current = current.ok_or_else(|| no_contribution(tenant, id))?;
-                    return Err(StoreError::Conflict {
-                        what: format!(
-                            "contribution {id} at tenant `{tenant}` is {current}; only an active \
-                             contribution may be approved or rejected"
-                        ),
-                    });
-                };
-                let folded = fold(previous.as_ref(), &row);
-                let intelligence = Self::store_intelligence(&mut tx, tenant, &provider, &folded, now).await?;
-                tx.commit().await.map_err(db("committing a review"))?;
-                Ok((row, intelligence))
-            }
-
-            pub(super) async fn contributions(
-                &self,
-                tenant: &TenantId,
-                filter: &ContributionFilter,
-            ) -> Result<Vec<ContributionRow>, StoreError> {
-                let rows: Vec<ContributionRow> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    contribution_columns!(),
-                    " FROM contributions WHERE tenant_id = $1 AND ($2 IS NULL OR provider = $2) \
-                     AND ($3 IS NULL OR user_id = $3) AND ($4 IS NULL OR kind = $4) \
-                     AND ($5 IS NULL OR status = $5) ORDER BY id DESC LIMIT $6"
-                ))
-                .bind(tenant.as_str())
-                .bind(filter.provider.as_ref().map(ProviderId::as_str))
-                .bind(filter.user.as_ref().map(UserId::as_str))
-                .bind(filter.kind.map(ContributionKind::as_str))
-                .bind(filter.status.map(ContributionStatus::as_str))
-                .bind(filter.limit.max(0))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db("listing contributions"))?;
-                Ok(rows)
-            }
-
-            pub(super) async fn contribution(
-                &self,
-                tenant: &TenantId,
-                id: i64,
-            ) -> Result<Option<ContributionRow>, StoreError> {
-                let row: Option<ContributionRow> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    contribution_columns!(),
-                    " FROM contributions WHERE id = $1 AND tenant_id = $2"
-                ))
-                .bind(id)
-                .bind(tenant.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("reading a contribution"))?;
-                Ok(row)
-            }
-
-            pub(super) async fn current_contributions(
-                &self,
-                tenant: &TenantId,
-                provider: &ProviderId,
-            ) -> Result<Vec<ContributionRow>, StoreError> {
-                let rows: Vec<ContributionRow> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    contribution_columns!(),
-                    " FROM contributions WHERE tenant_id = $1 AND provider = $2 \
-                     AND status IN ('active', 'approved') ORDER BY id"
-                ))
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db("listing current contributions"))?;
-                Ok(rows)
-            }
-
-            pub(super) async fn intelligence(
-                &self,
-                tenant: &TenantId,
-                provider: Option<&ProviderId>,
-            ) -> Result<Vec<IntelligenceRow>, StoreError> {
-                let rows: Vec<IntelligenceRow> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    intelligence_columns!(),
-                    " FROM company_intelligence WHERE tenant_id = $1 AND ($2 IS NULL OR provider = $2) \
-                     AND version > 0 ORDER BY provider"
-                ))
-                .bind(tenant.as_str())
-                .bind(provider.map(ProviderId::as_str))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db("reading company intelligence"))?;
-                Ok(rows)
-            }
-
-            pub(super) async fn replace_intelligence(
-                &self,
-                tenant: &TenantId,
-                provider: &ProviderId,
-                state: &Value,
-                pairs: &[PairRow],
-            ) -> Result<IntelligenceRow, StoreError> {
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
-                let row: IntelligenceRow = sqlx::query_as(concat!(
-                    "INSERT INTO company_intelligence (tenant_id, provider, state, version, updated_at) \
-                     VALUES ($1, $2, $3, 1, $4) ON CONFLICT (tenant_id, provider) DO UPDATE SET \
-                     state = excluded.state, version = company_intelligence.version + 1, \
-                     updated_at = excluded.updated_at RETURNING ",
-                    intelligence_columns!()
-                ))
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
-                .bind(Json(state))
-                .bind(now())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| {
-                    if is_foreign_key_violation(&e) {
-                        StoreError::NotFound { what: format!("tenant `{tenant}` does not exist") }
-                    } else {
-                        db("replacing company intelligence")(e)
-                    }
-                })?;
-                sqlx::query("DELETE FROM intelligence_pairs WHERE tenant_id = $1 AND provider = $2")
-                    .bind(tenant.as_str())
-                    .bind(provider.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("replacing pairs of contributors"))?;
-                Self::insert_pairs(&mut tx, tenant, provider, pairs).await?;
-                tx.commit().await.map_err(db("committing company intelligence"))?;
-                Ok(row)
-            }
-
-            pub(super) async fn intelligence_pairs(
-                &self,
-                tenant: &TenantId,
-                provider: &ProviderId,
-            ) -> Result<Vec<PairRow>, StoreError> {
-                sqlx::query_as(
-                    "SELECT user_a, user_b, relation FROM intelligence_pairs \
-                     WHERE tenant_id = $1 AND provider = $2 ORDER BY user_a, user_b",
-                )
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db("reading pairs of contributors"))
-            }
-
-            pub(super) async fn contribution_counts(
-                &self,
-            ) -> Result<Vec<(ContributionKind, ContributionStatus, i64)>, StoreError> {
-                sqlx::query_as(
-                    "SELECT kind, status, COUNT(*) FROM contributions GROUP BY kind, status ORDER BY kind, status",
-                )
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db("counting contributions"))
-            }
-
-            pub(super) async fn intelligence_qualities(&self) -> Result<Vec<Option<f64>>, StoreError> {
-                sqlx::query_scalar(Self::SELECT_INTELLIGENCE_QUALITIES)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db("reading company intelligence qualities"))
-            }
-
             /// [`not_a_member`] unless `user` has a membership at `tenant`.
             pub(super) async fn require_member(
                 conn: &mut <$db as sqlx::Database>::Connection,
@@ -582,7 +264,88 @@ impl Store {
         new: &NewContribution,
         fold: Fold<'_>,
     ) -> Result<(ContributionRow, IntelligenceRow), StoreError> {
-        dispatch!(self.record_contribution(tenant, provider, new, fold))
+        on_backend!(self, |s: B| {
+            validate(new)?;
+            let now = now();
+            let mut tx = s.begin_write().await?;
+            B::require_member(&mut tx, tenant, &new.user).await?;
+            if let Some(connection_id) = new.connection_id {
+                let found: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM connections WHERE id = $1 AND tenant_id = $2 AND provider = $3")
+                        .bind(connection_id)
+                        .bind(tenant.as_str())
+                        .bind(provider.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db("reading a contribution's connection"))?;
+                if found.is_none() {
+                    return Err(StoreError::NotFound {
+                        what: format!("no connection {connection_id} to `{provider}` at tenant `{tenant}`"),
+                    });
+                }
+            }
+            if let Some(run_id) = new.run_id {
+                let found: Option<String> =
+                    sqlx::query_scalar("SELECT provider FROM runs WHERE id = $1 AND tenant_id = $2 AND provider = $3")
+                        .bind(run_id)
+                        .bind(tenant.as_str())
+                        .bind(provider.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db("reading a contribution's run"))?;
+                if found.is_none() {
+                    return Err(StoreError::NotFound {
+                        what: format!("no run {run_id} of `{provider}` at tenant `{tenant}`"),
+                    });
+                }
+            }
+            let previous = B::lock_intelligence(&mut tx, tenant, provider, now).await?;
+            let row: ContributionRow = sqlx::query_as(concat!(
+                "INSERT INTO contributions (tenant_id, provider, user_id, connection_id, run_id, kind, \
+                 status, confidence, data, data_freshness, quality, impact, reliability, consistency, \
+                 created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10, $11, $12, $13, $14, $14) \
+                 RETURNING ",
+                contribution_columns!()
+            ))
+            .bind(tenant.as_str())
+            .bind(provider.as_str())
+            .bind(new.user.as_str())
+            .bind(new.connection_id)
+            .bind(new.run_id)
+            .bind(new.kind.as_str())
+            .bind(new.confidence)
+            .bind(Json(&new.data))
+            .bind(stored(new.data_freshness))
+            .bind(new.quality)
+            .bind(new.impact)
+            .bind(new.reliability)
+            .bind(new.consistency)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("inserting a contribution"))?;
+            sqlx::query(
+                "UPDATE contributions SET status = 'superseded', superseded_by = $1, updated_at = $2 \
+                 WHERE tenant_id = $3 AND provider = $4 AND user_id = $5 AND kind = $6 \
+                 AND (connection_id = $7 OR (connection_id IS NULL AND $7 IS NULL)) \
+                 AND status IN ('active', 'approved') AND id <> $1",
+            )
+            .bind(row.id)
+            .bind(now)
+            .bind(tenant.as_str())
+            .bind(provider.as_str())
+            .bind(new.user.as_str())
+            .bind(new.kind.as_str())
+            .bind(new.connection_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("superseding a contribution"))?;
+            let folded = fold(previous.as_ref(), &row);
+            let intelligence = B::store_intelligence(&mut tx, tenant, provider, &folded, now).await?;
+            tx.commit().await.map_err(db("committing a contribution"))?;
+            Ok((row, intelligence))
+        })
     }
 
     /// Approves (or rejects) the tenant's `active` contribution `id` as `reviewer`, and
@@ -601,7 +364,72 @@ impl Store {
         reviewer: &UserId,
         fold: Fold<'_>,
     ) -> Result<(ContributionRow, IntelligenceRow), StoreError> {
-        dispatch!(self.review_contribution(tenant, id, approve, reviewer, fold))
+        on_backend!(self, |s: B| {
+            let now = now();
+            let mut tx = s.begin_write().await?;
+            let provider: Option<ProviderId> =
+                sqlx::query_scalar("SELECT provider FROM contributions WHERE id = $1 AND tenant_id = $2")
+                    .bind(id)
+                    .bind(tenant.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db("reading a contribution"))?;
+            let provider = provider.ok_or_else(|| no_contribution(tenant, id))?;
+            let held: Option<Responsibility> = sqlx::query_scalar(
+                "SELECT responsibility FROM responsibilities \
+                 WHERE tenant_id = $1 AND provider = $2 AND user_id = $3",
+            )
+            .bind(tenant.as_str())
+            .bind(provider.as_str())
+            .bind(reviewer.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("reading the reviewer's responsibility"))?;
+            if !held.is_some_and(Responsibility::may_review) {
+                let has = held.map_or_else(|| "none".to_owned(), |r| r.to_string());
+                return Err(StoreError::Conflict {
+                    what: format!(
+                        "user `{reviewer}` may not review contributions to `{provider}` at tenant \
+                         `{tenant}`: that takes responsibility owner or reviewer (has: {has})"
+                    ),
+                });
+            }
+            let previous = B::lock_intelligence(&mut tx, tenant, &provider, now).await?;
+            let decided = if approve { ContributionStatus::Approved } else { ContributionStatus::Rejected };
+            let row: Option<ContributionRow> = sqlx::query_as(concat!(
+                "UPDATE contributions SET status = $1, reviewed_by = $2, reviewed_at = $3, updated_at = $3 \
+                 WHERE id = $4 AND tenant_id = $5 AND status = 'active' RETURNING ",
+                contribution_columns!()
+            ))
+            .bind(decided.as_str())
+            .bind(reviewer.as_str())
+            .bind(now)
+            .bind(id)
+            .bind(tenant.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("reviewing a contribution"))?;
+            let Some(row) = row else {
+                let current: Option<String> =
+                    sqlx::query_scalar("SELECT status FROM contributions WHERE id = $1 AND tenant_id = $2")
+                        .bind(id)
+                        .bind(tenant.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db("reading a contribution"))?;
+                let current = current.ok_or_else(|| no_contribution(tenant, id))?;
+                return Err(StoreError::Conflict {
+                    what: format!(
+                        "contribution {id} at tenant `{tenant}` is {current}; only an active \
+                         contribution may be approved or rejected"
+                    ),
+                });
+            };
+            let folded = fold(previous.as_ref(), &row);
+            let intelligence = B::store_intelligence(&mut tx, tenant, &provider, &folded, now).await?;
+            tx.commit().await.map_err(db("committing a review"))?;
+            Ok((row, intelligence))
+        })
     }
 
     /// Up to `filter.limit` of the tenant's contributions that `filter` matches, newest
@@ -611,12 +439,42 @@ impl Store {
         tenant: &TenantId,
         filter: &ContributionFilter,
     ) -> Result<Vec<ContributionRow>, StoreError> {
-        dispatch!(self.contributions(tenant, filter))
+        on_backend!(self, |s| {
+            let rows: Vec<ContributionRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                contribution_columns!(),
+                " FROM contributions WHERE tenant_id = $1 AND ($2 IS NULL OR provider = $2) \
+                 AND ($3 IS NULL OR user_id = $3) AND ($4 IS NULL OR kind = $4) \
+                 AND ($5 IS NULL OR status = $5) ORDER BY id DESC LIMIT $6"
+            ))
+            .bind(tenant.as_str())
+            .bind(filter.provider.as_ref().map(ProviderId::as_str))
+            .bind(filter.user.as_ref().map(UserId::as_str))
+            .bind(filter.kind.map(ContributionKind::as_str))
+            .bind(filter.status.map(ContributionStatus::as_str))
+            .bind(filter.limit.max(0))
+            .fetch_all(&s.pool)
+            .await
+            .map_err(db("listing contributions"))?;
+            Ok(rows)
+        })
     }
 
     /// The tenant's contribution `id`.
     pub async fn contribution(&self, tenant: &TenantId, id: i64) -> Result<Option<ContributionRow>, StoreError> {
-        dispatch!(self.contribution(tenant, id))
+        on_backend!(self, |s| {
+            let row: Option<ContributionRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                contribution_columns!(),
+                " FROM contributions WHERE id = $1 AND tenant_id = $2"
+            ))
+            .bind(id)
+            .bind(tenant.as_str())
+            .fetch_optional(&s.pool)
+            .await
+            .map_err(db("reading a contribution"))?;
+            Ok(row)
+        })
     }
 
     /// The contributions that count towards the tenant's integration with `provider`
@@ -626,7 +484,20 @@ impl Store {
         tenant: &TenantId,
         provider: &ProviderId,
     ) -> Result<Vec<ContributionRow>, StoreError> {
-        dispatch!(self.current_contributions(tenant, provider))
+        on_backend!(self, |s| {
+            let rows: Vec<ContributionRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                contribution_columns!(),
+                " FROM contributions WHERE tenant_id = $1 AND provider = $2 \
+                 AND status IN ('active', 'approved') ORDER BY id"
+            ))
+            .bind(tenant.as_str())
+            .bind(provider.as_str())
+            .fetch_all(&s.pool)
+            .await
+            .map_err(db("listing current contributions"))?;
+            Ok(rows)
+        })
     }
 
     /// The aggregates of the tenant's integrations (of one with `Some`), by provider.
@@ -635,7 +506,20 @@ impl Store {
         tenant: &TenantId,
         provider: Option<&ProviderId>,
     ) -> Result<Vec<IntelligenceRow>, StoreError> {
-        dispatch!(self.intelligence(tenant, provider))
+        on_backend!(self, |s| {
+            let rows: Vec<IntelligenceRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                intelligence_columns!(),
+                " FROM company_intelligence WHERE tenant_id = $1 AND ($2 IS NULL OR provider = $2) \
+                 AND version > 0 ORDER BY provider"
+            ))
+            .bind(tenant.as_str())
+            .bind(provider.map(ProviderId::as_str))
+            .fetch_all(&s.pool)
+            .await
+            .map_err(db("reading company intelligence"))?;
+            Ok(rows)
+        })
     }
 
     /// Replaces the aggregate of the tenant's integration with `provider` with `state`
@@ -652,7 +536,38 @@ impl Store {
         state: &Value,
         pairs: &[PairRow],
     ) -> Result<IntelligenceRow, StoreError> {
-        dispatch!(self.replace_intelligence(tenant, provider, state, pairs))
+        on_backend!(self, |s: B| {
+            let mut tx = s.begin_write().await?;
+            let row: IntelligenceRow = sqlx::query_as(concat!(
+                "INSERT INTO company_intelligence (tenant_id, provider, state, version, updated_at) \
+                 VALUES ($1, $2, $3, 1, $4) ON CONFLICT (tenant_id, provider) DO UPDATE SET \
+                 state = excluded.state, version = company_intelligence.version + 1, \
+                 updated_at = excluded.updated_at RETURNING ",
+                intelligence_columns!()
+            ))
+            .bind(tenant.as_str())
+            .bind(provider.as_str())
+            .bind(Json(state))
+            .bind(now())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_foreign_key_violation(&e) {
+                    StoreError::NotFound { what: format!("tenant `{tenant}` does not exist") }
+                } else {
+                    db("replacing company intelligence")(e)
+                }
+            })?;
+            sqlx::query("DELETE FROM intelligence_pairs WHERE tenant_id = $1 AND provider = $2")
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("replacing pairs of contributors"))?;
+            B::insert_pairs(&mut tx, tenant, provider, pairs).await?;
+            tx.commit().await.map_err(db("committing company intelligence"))?;
+            Ok(row)
+        })
     }
 
     /// The relations between the contributors of the tenant's integration with
@@ -662,18 +577,40 @@ impl Store {
         tenant: &TenantId,
         provider: &ProviderId,
     ) -> Result<Vec<PairRow>, StoreError> {
-        dispatch!(self.intelligence_pairs(tenant, provider))
+        on_backend!(self, |s| {
+            sqlx::query_as(
+                "SELECT user_a, user_b, relation FROM intelligence_pairs \
+                 WHERE tenant_id = $1 AND provider = $2 ORDER BY user_a, user_b",
+            )
+            .bind(tenant.as_str())
+            .bind(provider.as_str())
+            .fetch_all(&s.pool)
+            .await
+            .map_err(db("reading pairs of contributors"))
+        })
     }
 
     /// How many contributions there are of each kind and status, over every tenant (for
     /// metrics), by kind then status.
     pub async fn contribution_counts(&self) -> Result<Vec<(ContributionKind, ContributionStatus, i64)>, StoreError> {
-        dispatch!(self.contribution_counts())
+        on_backend!(self, |s| {
+            sqlx::query_as(
+                "SELECT kind, status, COUNT(*) FROM contributions GROUP BY kind, status ORDER BY kind, status",
+            )
+            .fetch_all(&s.pool)
+            .await
+            .map_err(db("counting contributions"))
+        })
     }
 
     /// The numeric top-level `quality` of every aggregate, over every tenant (for
     /// metrics); `None` where it is absent or not a number.
     pub async fn intelligence_qualities(&self) -> Result<Vec<Option<f64>>, StoreError> {
-        dispatch!(self.intelligence_qualities())
+        on_backend!(self, |s: B| {
+            sqlx::query_scalar(B::SELECT_INTELLIGENCE_QUALITIES)
+                .fetch_all(&s.pool)
+                .await
+                .map_err(db("reading company intelligence qualities"))
+        })
     }
 }

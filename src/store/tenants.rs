@@ -1,17 +1,41 @@
 //! Tenants, their overrides and their connections: SQL shared by both backends.
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::types::Json;
 
+use super::Store;
 use super::error::{StoreError, db, is_unique_violation};
 use super::postgres::PgStore;
 use super::rows::now;
 use super::sqlite::SqliteStore;
+use super::statement::{Bind, all, connection, optional};
 use super::types::TenantState;
 use crate::model::{AuditEntry, ConnectionRow, ConnectionStatus, Owner, ProviderId, SealedBlob, TenantId, TenantRow};
 
 /// Why tenant saves disable a connection.
 const NOT_ENABLED_REASON: &str = "provider is not enabled for the tenant";
+
+/// `owner`'s connection to `provider` at the tenant.
+pub(super) const SELECT_CONNECTION: &str =
+    concat!("SELECT ", connection_columns!(), " FROM connections WHERE ", connection_key!());
+
+/// The tenant (`$1`).
+const SELECT_TENANT: &str = concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE id = $1");
+
+/// The tenant's (`$1`) connections, by provider then owner.
+const CONNECTIONS_OF_TENANT: &str = concat!(
+    "SELECT ",
+    connection_columns!(),
+    " FROM connections WHERE tenant_id = $1 ORDER BY provider, owner_user, id"
+);
+
+/// The sealed credentials of `owner`'s connection to `provider` at the tenant, if it has some.
+const SELECT_CREDENTIALS: &str = concat!(
+    "SELECT credentials, credentials_key_id, credentials_version FROM connections WHERE ",
+    connection_key!(),
+    " AND credentials IS NOT NULL"
+);
 
 /// A user connection whose owner is still a member of its tenant (`connections` is not
 /// aliased); company connections always pass.
@@ -48,36 +72,6 @@ fn tenant_write_error(state: &TenantState, context: &'static str) -> impl FnOnce
 macro_rules! tenant_methods {
     ($store:ty, $db:ty) => {
         impl $store {
-            pub(super) async fn create_tenant(
-                &self,
-                state: &TenantState,
-                audit: &AuditEntry,
-            ) -> Result<TenantRow, StoreError> {
-                const SQL: &str = concat!(
-                    "INSERT INTO tenants (id, name, subdomain, timezone, preset, preset_revision, \
-                     preset_snapshot, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
-                     ON CONFLICT (id) DO NOTHING RETURNING ",
-                    tenant_columns!()
-                );
-                let missing = || StoreError::Conflict { what: format!("tenant `{}` already exists", state.id) };
-                self.write_tenant(SQL, state, audit, "inserting a tenant", missing).await
-            }
-
-            pub(super) async fn update_tenant(
-                &self,
-                state: &TenantState,
-                audit: &AuditEntry,
-            ) -> Result<TenantRow, StoreError> {
-                const SQL: &str = concat!(
-                    "UPDATE tenants SET name = $2, subdomain = $3, timezone = $4, preset = $5, \
-                     preset_revision = $6, preset_snapshot = $7, updated_at = $8 \
-                     WHERE id = $1 RETURNING ",
-                    tenant_columns!()
-                );
-                let missing = || StoreError::NotFound { what: format!("tenant `{}` does not exist", state.id) };
-                self.write_tenant(SQL, state, audit, "updating a tenant", missing).await
-            }
-
             /// Writes the tenant row with `sql` (binds: id, name, subdomain, timezone,
             /// preset, revision, snapshot, now), then its overrides, connections and audit
             /// entry, in one transaction; `missing` when `sql` returns no row.
@@ -90,7 +84,7 @@ macro_rules! tenant_methods {
                 missing: impl FnOnce() -> StoreError,
             ) -> Result<TenantRow, StoreError> {
                 let now = now();
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                let mut tx = self.begin_write().await?;
                 let row: Option<TenantRow> = sqlx::query_as(sql)
                     .bind(state.id.as_str())
                     .bind(&state.name)
@@ -198,171 +192,211 @@ macro_rules! tenant_methods {
                     .map_err(db("disabling connections"))?;
                 Ok(())
             }
-
-            pub(super) async fn get_tenant(&self, tenant: &TenantId) -> Result<Option<TenantRow>, StoreError> {
-                let row: Option<TenantRow> =
-                    sqlx::query_as(concat!("SELECT ", tenant_columns!(), " FROM tenants WHERE id = $1"))
-                        .bind(tenant.as_str())
-                        .fetch_optional(&self.pool)
-                        .await
-                        .map_err(db("reading a tenant"))?;
-                Ok(row)
-            }
-
-            pub(super) async fn list_tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
-                let rows: Vec<TenantRow> =
-                    sqlx::query_as(concat!("SELECT ", tenant_columns!(), " FROM tenants ORDER BY id"))
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err(db("listing tenants"))?;
-                Ok(rows)
-            }
-
-            pub(super) async fn list_tenant_ids(&self) -> Result<Vec<TenantId>, StoreError> {
-                sqlx::query_scalar("SELECT id FROM tenants ORDER BY id")
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db("listing tenants"))
-            }
-
-            pub(super) async fn get_overrides(
-                &self,
-                tenant: &TenantId,
-            ) -> Result<Vec<(ProviderId, serde_json::Value)>, StoreError> {
-                let layers: Vec<(ProviderId, Json<serde_json::Value>)> =
-                    sqlx::query_as("SELECT provider, layer FROM overrides WHERE tenant_id = $1 ORDER BY provider")
-                        .bind(tenant.as_str())
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err(db("reading overrides"))?;
-                Ok(layers.into_iter().map(|(provider, layer)| (provider, layer.0)).collect())
-            }
-
-            pub(super) async fn list_connections(&self, tenant: &TenantId) -> Result<Vec<ConnectionRow>, StoreError> {
-                let rows: Vec<ConnectionRow> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    connection_columns!(),
-                    " FROM connections WHERE tenant_id = $1 ORDER BY provider, owner_user, id"
-                ))
-                .bind(tenant.as_str())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db("listing connections"))?;
-                Ok(rows)
-            }
-
-            pub(super) async fn get_connection(
-                &self,
-                tenant: &TenantId,
-                provider: &ProviderId,
-                owner: Owner<'_>,
-            ) -> Result<Option<ConnectionRow>, StoreError> {
-                let row: Option<ConnectionRow> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    connection_columns!(),
-                    " FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = $3"
-                ))
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
-                .bind(owner.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("reading a connection"))?;
-                Ok(row)
-            }
-
-            pub(super) async fn set_credentials(
-                &self,
-                tenant: &TenantId,
-                provider: &ProviderId,
-                owner: Owner<'_>,
-                sealed: &SealedBlob,
-                audit: &AuditEntry,
-            ) -> Result<ConnectionRow, StoreError> {
-                let now = now();
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
-                let row: Option<ConnectionRow> = sqlx::query_as(concat!(
-                    "UPDATE connections SET credentials = $1, credentials_key_id = $2, \
-                     credentials_version = credentials_version + 1, \
-                     credentials_updated_at = $3, updated_at = $3, \
-                     status_reason = CASE WHEN status IN ('pending', 'needs_reauth', 'error') \
-                     THEN NULL ELSE status_reason END, \
-                     status = CASE WHEN status IN ('pending', 'needs_reauth', 'error') \
-                     THEN 'connected' ELSE status END \
-                     WHERE tenant_id = $4 AND provider = $5 AND owner_user = $6 RETURNING ",
-                    connection_columns!()
-                ))
-                .bind(sealed.bytes.as_slice())
-                .bind(&sealed.key_id)
-                .bind(now)
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
-                .bind(owner.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("storing credentials"))?;
-                let row = row.ok_or_else(|| no_connection(tenant, provider, owner))?;
-                Self::insert_audit(&mut tx, audit).await?;
-                tx.commit().await.map_err(db("committing credentials"))?;
-                Ok(row)
-            }
-
-            pub(super) async fn get_credentials(
-                &self,
-                tenant: &TenantId,
-                provider: &ProviderId,
-                owner: Owner<'_>,
-            ) -> Result<Option<(SealedBlob, i64)>, StoreError> {
-                let raw: Option<(Vec<u8>, Option<String>, i64)> = sqlx::query_as(
-                    "SELECT credentials, credentials_key_id, credentials_version \
-                     FROM connections WHERE tenant_id = $1 AND provider = $2 \
-                     AND owner_user = $3 AND credentials IS NOT NULL",
-                )
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
-                .bind(owner.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("reading credentials"))?;
-                let Some((bytes, key_id, version)) = raw else {
-                    return Ok(None);
-                };
-                let key_id = key_id.ok_or_else(|| StoreError::Corrupt {
-                    what: format!(
-                        "connections: credentials of {owner} for `{provider}` at tenant \
-                         `{tenant}` have no key id"
-                    ),
-                })?;
-                Ok(Some((SealedBlob { key_id, bytes }, version)))
-            }
-
-            pub(super) async fn set_connection_status(
-                &self,
-                tenant: &TenantId,
-                provider: &ProviderId,
-                owner: Owner<'_>,
-                status: ConnectionStatus,
-                reason: Option<&str>,
-            ) -> Result<ConnectionRow, StoreError> {
-                let row: Option<ConnectionRow> = sqlx::query_as(concat!(
-                    "UPDATE connections SET status = $1, status_reason = $2, updated_at = $3 \
-                     WHERE tenant_id = $4 AND provider = $5 AND owner_user = $6 RETURNING ",
-                    connection_columns!()
-                ))
-                .bind(status.as_str())
-                .bind(reason)
-                .bind(now())
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
-                .bind(owner.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("setting a connection status"))?;
-                row.ok_or_else(|| no_connection(tenant, provider, owner))
-            }
         }
     };
 }
 
 tenant_methods!(SqliteStore, sqlx::Sqlite);
 tenant_methods!(PgStore, sqlx::Postgres);
+
+impl Store {
+    // --- tenants -------------------------------------------------------------------------
+
+    /// Creates a tenant in one transaction: the tenant row, its overrides (all of
+    /// `state.overrides`), a company connection (`pending`) for each provider of
+    /// `state.enabled_providers`, every other connection `disabled` (see
+    /// [`Store::update_tenant`]), and `audit`.
+    ///
+    /// [`StoreError::Conflict`] if the id exists or the subdomain is taken.
+    pub async fn create_tenant(&self, state: &TenantState, audit: &AuditEntry) -> Result<TenantRow, StoreError> {
+        on_backend!(self, |s| {
+            const SQL: &str = concat!(
+                "INSERT INTO tenants (id, name, subdomain, timezone, preset, preset_revision, \
+                 preset_snapshot, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+                 ON CONFLICT (id) DO NOTHING RETURNING ",
+                tenant_columns!()
+            );
+            let missing = || StoreError::Conflict { what: format!("tenant `{}` already exists", state.id) };
+            s.write_tenant(SQL, state, audit, "inserting a tenant", missing).await
+        })
+    }
+
+    /// Saves an existing tenant in one transaction, like [`Store::create_tenant`] (the
+    /// creation time stays):
+    ///
+    /// - the overrides stored are exactly `state.overrides`;
+    /// - each provider of `state.enabled_providers` gets its company connection if
+    ///   missing (`pending`); its `disabled` connections return to `connected` (with
+    ///   credentials) or `pending` (without), and their jobs are enabled again — except
+    ///   user connections whose owner is no longer a member of the tenant; other
+    ///   statuses stay;
+    /// - every connection of any other provider becomes `disabled` and its jobs
+    ///   `enabled = false`; records and job cursors stay.
+    ///
+    /// [`StoreError::NotFound`] if the tenant does not exist.
+    pub async fn update_tenant(&self, state: &TenantState, audit: &AuditEntry) -> Result<TenantRow, StoreError> {
+        on_backend!(self, |s| {
+            const SQL: &str = concat!(
+                "UPDATE tenants SET name = $2, subdomain = $3, timezone = $4, preset = $5, \
+                 preset_revision = $6, preset_snapshot = $7, updated_at = $8 \
+                 WHERE id = $1 RETURNING ",
+                tenant_columns!()
+            );
+            let missing = || StoreError::NotFound { what: format!("tenant `{}` does not exist", state.id) };
+            s.write_tenant(SQL, state, audit, "updating a tenant", missing).await
+        })
+    }
+
+    /// The tenant, if it exists.
+    pub async fn get_tenant(&self, tenant: &TenantId) -> Result<Option<TenantRow>, StoreError> {
+        on_backend!(self, |s| { optional(&s.pool, SELECT_TENANT, [tenant.as_str()], "reading a tenant").await })
+    }
+
+    /// Every tenant, by id.
+    pub async fn list_tenants(&self) -> Result<Vec<TenantRow>, StoreError> {
+        on_backend!(self, |s| {
+            let rows: Vec<TenantRow> =
+                sqlx::query_as(concat!("SELECT ", tenant_columns!(), " FROM tenants ORDER BY id"))
+                    .fetch_all(&s.pool)
+                    .await
+                    .map_err(db("listing tenants"))?;
+            Ok(rows)
+        })
+    }
+
+    /// Every tenant's id, in order (without the rows: a preset snapshot each).
+    pub async fn list_tenant_ids(&self) -> Result<Vec<TenantId>, StoreError> {
+        on_backend!(self, |s| {
+            sqlx::query_scalar("SELECT id FROM tenants ORDER BY id")
+                .fetch_all(&s.pool)
+                .await
+                .map_err(db("listing tenants"))
+        })
+    }
+
+    /// The tenant's override layers, by provider.
+    pub async fn get_overrides(&self, tenant: &TenantId) -> Result<Vec<(ProviderId, Value)>, StoreError> {
+        on_backend!(self, |s| {
+            let sql = "SELECT provider, layer FROM overrides WHERE tenant_id = $1 ORDER BY provider";
+            let layers: Vec<(ProviderId, Json<Value>)> =
+                all(&s.pool, sql, [tenant.as_str()], "reading overrides").await?;
+            Ok(layers.into_iter().map(|(provider, layer)| (provider, layer.0)).collect())
+        })
+    }
+
+    // --- connections ---------------------------------------------------------------------
+
+    /// The tenant's connections, by provider then owner.
+    pub async fn list_connections(&self, tenant: &TenantId) -> Result<Vec<ConnectionRow>, StoreError> {
+        on_backend!(self, |s| { all(&s.pool, CONNECTIONS_OF_TENANT, [tenant.as_str()], "listing connections").await })
+    }
+
+    /// `owner`'s connection to `provider` at the tenant.
+    pub async fn get_connection(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        owner: Owner<'_>,
+    ) -> Result<Option<ConnectionRow>, StoreError> {
+        on_backend!(self, |s| {
+            optional(&s.pool, SELECT_CONNECTION, connection(tenant, provider, owner), "reading a connection").await
+        })
+    }
+
+    /// Stores sealed credentials on `owner`'s connection to `provider` at the tenant and
+    /// writes `audit`, in one transaction. Increments `credentials_version`; a `pending`,
+    /// `needs_reauth` or `error` connection becomes `connected`, a `disabled` one stays.
+    ///
+    /// [`StoreError::NotFound`] if the connection does not exist.
+    pub async fn set_credentials(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        owner: Owner<'_>,
+        sealed: &SealedBlob,
+        audit: &AuditEntry,
+    ) -> Result<ConnectionRow, StoreError> {
+        on_backend!(self, |s: B| {
+            let now = now();
+            let mut tx = s.begin_write().await?;
+            let row: Option<ConnectionRow> = sqlx::query_as(concat!(
+                "UPDATE connections SET credentials = $4, credentials_key_id = $5, \
+                 credentials_version = credentials_version + 1, \
+                 credentials_updated_at = $6, updated_at = $6, \
+                 status_reason = CASE WHEN status IN ('pending', 'needs_reauth', 'error') \
+                 THEN NULL ELSE status_reason END, \
+                 status = CASE WHEN status IN ('pending', 'needs_reauth', 'error') \
+                 THEN 'connected' ELSE status END WHERE ",
+                connection_key!(),
+                " RETURNING ",
+                connection_columns!()
+            ))
+            .bind_key(connection(tenant, provider, owner))
+            .bind(sealed.bytes.as_slice())
+            .bind(&sealed.key_id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("storing credentials"))?;
+            let row = row.ok_or_else(|| no_connection(tenant, provider, owner))?;
+            B::insert_audit(&mut tx, audit).await?;
+            tx.commit().await.map_err(db("committing credentials"))?;
+            Ok(row)
+        })
+    }
+
+    /// The sealed credentials of `owner`'s connection to `provider` at the tenant and
+    /// their version; `None` if there are none.
+    pub async fn get_credentials(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        owner: Owner<'_>,
+    ) -> Result<Option<(SealedBlob, i64)>, StoreError> {
+        on_backend!(self, |s| {
+            let key = connection(tenant, provider, owner);
+            let raw: Option<(Vec<u8>, Option<String>, i64)> =
+                optional(&s.pool, SELECT_CREDENTIALS, key, "reading credentials").await?;
+            let Some((bytes, key_id, version)) = raw else {
+                return Ok(None);
+            };
+            let key_id = key_id.ok_or_else(|| StoreError::Corrupt {
+                what: format!(
+                    "connections: credentials of {owner} for `{provider}` at tenant \
+                     `{tenant}` have no key id"
+                ),
+            })?;
+            Ok(Some((SealedBlob { key_id, bytes }, version)))
+        })
+    }
+
+    /// Sets the status (and why) of `owner`'s connection to `provider` at the tenant.
+    /// Jobs are not touched.
+    ///
+    /// [`StoreError::NotFound`] if the connection does not exist.
+    pub async fn set_connection_status(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        owner: Owner<'_>,
+        status: ConnectionStatus,
+        reason: Option<&str>,
+    ) -> Result<ConnectionRow, StoreError> {
+        on_backend!(self, |s| {
+            let row: Option<ConnectionRow> = sqlx::query_as(concat!(
+                "UPDATE connections SET status = $4, status_reason = $5, updated_at = $6 WHERE ",
+                connection_key!(),
+                " RETURNING ",
+                connection_columns!()
+            ))
+            .bind_key(connection(tenant, provider, owner))
+            .bind(status.as_str())
+            .bind(reason)
+            .bind(now())
+            .fetch_optional(&s.pool)
+            .await
+            .map_err(db("setting a connection status"))?;
+            row.ok_or_else(|| no_connection(tenant, provider, owner))
+        })
+    }
+}
