@@ -7,18 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::Store;
 use super::error::{StoreError, db};
-use super::postgres::PgStore;
-use super::sqlite::SqliteStore;
 use crate::model::{GaugeFigures, StreamFreshness};
-
-macro_rules! gauge_methods {
-    ($store:ty) => {
-        impl $store {}
-    };
-}
-
-gauge_methods!(SqliteStore);
-gauge_methods!(PgStore);
 
 impl Store {
     /// Connections by status, each stream's freshness and the longest-waiting claimable

@@ -17,6 +17,8 @@ use super::error::{StoreError, db};
 use super::postgres::PgStore;
 use super::rows::{now, stored};
 use super::sqlite::SqliteStore;
+use super::statement::{Bind, all, integration, optional};
+use super::users::ROLE_AT_TENANT;
 use crate::model::{
     ContributionKind, ContributionRow, ContributionStatus, IntelligenceRow, PairRow, ProviderId, Responsibility,
     TenantId, UserId,
@@ -90,6 +92,20 @@ macro_rules! intelligence_columns {
     };
 }
 
+/// The tenant's (`$1`) contribution `$2`.
+macro_rules! contribution_key {
+    () => {
+        "tenant_id = $1 AND id = $2"
+    };
+}
+
+/// The tenant's connection `$3` to the provider (`$1`, `$2`).
+const CONNECTION_OF_INTEGRATION: &str =
+    concat!("SELECT id FROM connections WHERE ", integration_key!(), " AND id = $3");
+
+/// The tenant's run `$3` of the provider (`$1`, `$2`).
+const RUN_OF_INTEGRATION: &str = concat!("SELECT provider FROM runs WHERE ", integration_key!(), " AND id = $3");
+
 /// The error for a user without a membership at the tenant.
 pub(super) fn not_a_member(tenant: &TenantId, user: &UserId) -> StoreError {
     StoreError::NotFound { what: format!("user `{user}` is not a member of tenant `{tenant}`") }
@@ -139,13 +155,9 @@ macro_rules! intelligence_methods {
                 tenant: &TenantId,
                 user: &UserId,
             ) -> Result<(), StoreError> {
-                let found: Option<String> =
-                    sqlx::query_scalar("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
-                        .bind(tenant.as_str())
-                        .bind(user.as_str())
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map_err(db("reading a membership"))?;
+                let found: Option<(String,)> =
+                    optional(&mut *conn, ROLE_AT_TENANT, [tenant.as_str(), user.as_str()], "reading a membership")
+                        .await?;
                 found.map(|_| ()).ok_or_else(|| not_a_member(tenant, user))
             }
 
@@ -161,16 +173,14 @@ macro_rules! intelligence_methods {
                     "INSERT INTO company_intelligence (tenant_id, provider, state, version, updated_at) \
                      VALUES ($1, $2, $3, 0, $4) ON CONFLICT (tenant_id, provider) DO NOTHING",
                 )
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
+                .bind_key(integration(tenant, provider))
                 .bind(Json(Value::Null))
                 .bind(now)
                 .execute(&mut *conn)
                 .await
                 .map_err(db("creating company intelligence"))?;
                 let (state, version): (Json<Value>, i64) = sqlx::query_as(Self::LOCK_INTELLIGENCE)
-                    .bind(tenant.as_str())
-                    .bind(provider.as_str())
+                    .bind_key(integration(tenant, provider))
                     .fetch_one(&mut *conn)
                     .await
                     .map_err(db("locking company intelligence"))?;
@@ -187,24 +197,23 @@ macro_rules! intelligence_methods {
                 now: DateTime<Utc>,
             ) -> Result<IntelligenceRow, StoreError> {
                 let row: IntelligenceRow = sqlx::query_as(concat!(
-                    "UPDATE company_intelligence SET state = $1, version = version + 1, updated_at = $2 \
-                     WHERE tenant_id = $3 AND provider = $4 RETURNING ",
+                    "UPDATE company_intelligence SET state = $3, version = version + 1, updated_at = $4 WHERE ",
+                    integration_key!(),
+                    " RETURNING ",
                     intelligence_columns!()
                 ))
+                .bind_key(integration(tenant, provider))
                 .bind(Json(&folded.state))
                 .bind(now)
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
                 .fetch_one(&mut *conn)
                 .await
                 .map_err(db("storing company intelligence"))?;
-                sqlx::query(
-                    "DELETE FROM intelligence_pairs WHERE tenant_id = $1 AND provider = $2 \
-                     AND (user_a = $3 OR user_b = $3)",
-                )
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
-                .bind(folded.user.as_str())
+                sqlx::query(concat!(
+                    "DELETE FROM intelligence_pairs WHERE ",
+                    integration_key!(),
+                    " AND (user_a = $3 OR user_b = $3)"
+                ))
+                .bind_key([tenant.as_str(), provider.as_str(), folded.user.as_str()])
                 .execute(&mut *conn)
                 .await
                 .map_err(db("replacing a contributor's pairs"))?;
@@ -225,10 +234,7 @@ macro_rules! intelligence_methods {
                          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, provider, user_a, user_b) \
                          DO UPDATE SET relation = excluded.relation",
                     )
-                    .bind(tenant.as_str())
-                    .bind(provider.as_str())
-                    .bind(a.as_str())
-                    .bind(b.as_str())
+                    .bind_key([tenant.as_str(), provider.as_str(), a.as_str(), b.as_str()])
                     .bind(Json(&p.relation))
                     .execute(&mut *conn)
                     .await
@@ -270,14 +276,9 @@ impl Store {
             let mut tx = s.begin_write().await?;
             B::require_member(&mut tx, tenant, &new.user).await?;
             if let Some(connection_id) = new.connection_id {
-                let found: Option<i64> =
-                    sqlx::query_scalar("SELECT id FROM connections WHERE id = $1 AND tenant_id = $2 AND provider = $3")
-                        .bind(connection_id)
-                        .bind(tenant.as_str())
-                        .bind(provider.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db("reading a contribution's connection"))?;
+                let key = (integration(tenant, provider), connection_id);
+                let found: Option<(i64,)> =
+                    optional(&mut *tx, CONNECTION_OF_INTEGRATION, key, "reading a contribution's connection").await?;
                 if found.is_none() {
                     return Err(StoreError::NotFound {
                         what: format!("no connection {connection_id} to `{provider}` at tenant `{tenant}`"),
@@ -285,14 +286,9 @@ impl Store {
                 }
             }
             if let Some(run_id) = new.run_id {
-                let found: Option<String> =
-                    sqlx::query_scalar("SELECT provider FROM runs WHERE id = $1 AND tenant_id = $2 AND provider = $3")
-                        .bind(run_id)
-                        .bind(tenant.as_str())
-                        .bind(provider.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db("reading a contribution's run"))?;
+                let key = (integration(tenant, provider), run_id);
+                let found: Option<(String,)> =
+                    optional(&mut *tx, RUN_OF_INTEGRATION, key, "reading a contribution's run").await?;
                 if found.is_none() {
                     return Err(StoreError::NotFound {
                         what: format!("no run {run_id} of `{provider}` at tenant `{tenant}`"),
@@ -308,9 +304,7 @@ impl Store {
                  RETURNING ",
                 contribution_columns!()
             ))
-            .bind(tenant.as_str())
-            .bind(provider.as_str())
-            .bind(new.user.as_str())
+            .bind_key([tenant.as_str(), provider.as_str(), new.user.as_str()])
             .bind(new.connection_id)
             .bind(new.run_id)
             .bind(new.kind.as_str())
@@ -326,18 +320,15 @@ impl Store {
             .await
             .map_err(db("inserting a contribution"))?;
             sqlx::query(
-                "UPDATE contributions SET status = 'superseded', superseded_by = $1, updated_at = $2 \
-                 WHERE tenant_id = $3 AND provider = $4 AND user_id = $5 AND kind = $6 \
-                 AND (connection_id = $7 OR (connection_id IS NULL AND $7 IS NULL)) \
-                 AND status IN ('active', 'approved') AND id <> $1",
+                "UPDATE contributions SET status = 'superseded', superseded_by = $6, updated_at = $7 \
+                 WHERE tenant_id = $1 AND provider = $2 AND user_id = $3 AND kind = $4 \
+                 AND (connection_id = $5 OR (connection_id IS NULL AND $5 IS NULL)) \
+                 AND status IN ('active', 'approved') AND id <> $6",
             )
+            .bind_key([tenant.as_str(), provider.as_str(), new.user.as_str(), new.kind.as_str()])
+            .bind(new.connection_id)
             .bind(row.id)
             .bind(now)
-            .bind(tenant.as_str())
-            .bind(provider.as_str())
-            .bind(new.user.as_str())
-            .bind(new.kind.as_str())
-            .bind(new.connection_id)
             .execute(&mut *tx)
             .await
             .map_err(db("superseding a contribution"))?;
@@ -367,24 +358,15 @@ impl Store {
         on_backend!(self, |s: B| {
             let now = now();
             let mut tx = s.begin_write().await?;
-            let provider: Option<ProviderId> =
-                sqlx::query_scalar("SELECT provider FROM contributions WHERE id = $1 AND tenant_id = $2")
-                    .bind(id)
-                    .bind(tenant.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db("reading a contribution"))?;
-            let provider = provider.ok_or_else(|| no_contribution(tenant, id))?;
-            let held: Option<Responsibility> = sqlx::query_scalar(
-                "SELECT responsibility FROM responsibilities \
-                 WHERE tenant_id = $1 AND provider = $2 AND user_id = $3",
-            )
-            .bind(tenant.as_str())
-            .bind(provider.as_str())
-            .bind(reviewer.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db("reading the reviewer's responsibility"))?;
+            let sql = concat!("SELECT provider FROM contributions WHERE ", contribution_key!());
+            let provider: Option<(ProviderId,)> =
+                optional(&mut *tx, sql, ([tenant.as_str()], id), "reading a contribution").await?;
+            let (provider,) = provider.ok_or_else(|| no_contribution(tenant, id))?;
+            let sql = concat!("SELECT responsibility FROM responsibilities WHERE ", responsibility_key!());
+            let key = [tenant.as_str(), provider.as_str(), reviewer.as_str()];
+            let held: Option<(Responsibility,)> =
+                optional(&mut *tx, sql, key, "reading the reviewer's responsibility").await?;
+            let held = held.map(|(held,)| held);
             if !held.is_some_and(Responsibility::may_review) {
                 let has = held.map_or_else(|| "none".to_owned(), |r| r.to_string());
                 return Err(StoreError::Conflict {
@@ -397,27 +379,23 @@ impl Store {
             let previous = B::lock_intelligence(&mut tx, tenant, &provider, now).await?;
             let decided = if approve { ContributionStatus::Approved } else { ContributionStatus::Rejected };
             let row: Option<ContributionRow> = sqlx::query_as(concat!(
-                "UPDATE contributions SET status = $1, reviewed_by = $2, reviewed_at = $3, updated_at = $3 \
-                 WHERE id = $4 AND tenant_id = $5 AND status = 'active' RETURNING ",
+                "UPDATE contributions SET status = $3, reviewed_by = $4, reviewed_at = $5, updated_at = $5 WHERE ",
+                contribution_key!(),
+                " AND status = 'active' RETURNING ",
                 contribution_columns!()
             ))
+            .bind_key(([tenant.as_str()], id))
             .bind(decided.as_str())
             .bind(reviewer.as_str())
             .bind(now)
-            .bind(id)
-            .bind(tenant.as_str())
             .fetch_optional(&mut *tx)
             .await
             .map_err(db("reviewing a contribution"))?;
             let Some(row) = row else {
-                let current: Option<String> =
-                    sqlx::query_scalar("SELECT status FROM contributions WHERE id = $1 AND tenant_id = $2")
-                        .bind(id)
-                        .bind(tenant.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db("reading a contribution"))?;
-                let current = current.ok_or_else(|| no_contribution(tenant, id))?;
+                let sql = concat!("SELECT status FROM contributions WHERE ", contribution_key!());
+                let current: Option<(String,)> =
+                    optional(&mut *tx, sql, ([tenant.as_str()], id), "reading a contribution").await?;
+                let (current,) = current.ok_or_else(|| no_contribution(tenant, id))?;
                 return Err(StoreError::Conflict {
                     what: format!(
                         "contribution {id} at tenant `{tenant}` is {current}; only an active \
@@ -463,17 +441,8 @@ impl Store {
     /// The tenant's contribution `id`.
     pub async fn contribution(&self, tenant: &TenantId, id: i64) -> Result<Option<ContributionRow>, StoreError> {
         on_backend!(self, |s| {
-            let row: Option<ContributionRow> = sqlx::query_as(concat!(
-                "SELECT ",
-                contribution_columns!(),
-                " FROM contributions WHERE id = $1 AND tenant_id = $2"
-            ))
-            .bind(id)
-            .bind(tenant.as_str())
-            .fetch_optional(&s.pool)
-            .await
-            .map_err(db("reading a contribution"))?;
-            Ok(row)
+            let sql = concat!("SELECT ", contribution_columns!(), " FROM contributions WHERE ", contribution_key!());
+            optional(&s.pool, sql, ([tenant.as_str()], id), "reading a contribution").await
         })
     }
 
@@ -485,18 +454,14 @@ impl Store {
         provider: &ProviderId,
     ) -> Result<Vec<ContributionRow>, StoreError> {
         on_backend!(self, |s| {
-            let rows: Vec<ContributionRow> = sqlx::query_as(concat!(
+            let sql = concat!(
                 "SELECT ",
                 contribution_columns!(),
-                " FROM contributions WHERE tenant_id = $1 AND provider = $2 \
-                 AND status IN ('active', 'approved') ORDER BY id"
-            ))
-            .bind(tenant.as_str())
-            .bind(provider.as_str())
-            .fetch_all(&s.pool)
-            .await
-            .map_err(db("listing current contributions"))?;
-            Ok(rows)
+                " FROM contributions WHERE ",
+                integration_key!(),
+                " AND status IN ('active', 'approved') ORDER BY id"
+            );
+            all(&s.pool, sql, integration(tenant, provider), "listing current contributions").await
         })
     }
 
@@ -545,8 +510,7 @@ impl Store {
                  updated_at = excluded.updated_at RETURNING ",
                 intelligence_columns!()
             ))
-            .bind(tenant.as_str())
-            .bind(provider.as_str())
+            .bind_key(integration(tenant, provider))
             .bind(Json(state))
             .bind(now())
             .fetch_one(&mut *tx)
@@ -558,9 +522,8 @@ impl Store {
                     db("replacing company intelligence")(e)
                 }
             })?;
-            sqlx::query("DELETE FROM intelligence_pairs WHERE tenant_id = $1 AND provider = $2")
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
+            sqlx::query(concat!("DELETE FROM intelligence_pairs WHERE ", integration_key!()))
+                .bind_key(integration(tenant, provider))
                 .execute(&mut *tx)
                 .await
                 .map_err(db("replacing pairs of contributors"))?;
@@ -578,15 +541,12 @@ impl Store {
         provider: &ProviderId,
     ) -> Result<Vec<PairRow>, StoreError> {
         on_backend!(self, |s| {
-            sqlx::query_as(
-                "SELECT user_a, user_b, relation FROM intelligence_pairs \
-                 WHERE tenant_id = $1 AND provider = $2 ORDER BY user_a, user_b",
-            )
-            .bind(tenant.as_str())
-            .bind(provider.as_str())
-            .fetch_all(&s.pool)
-            .await
-            .map_err(db("reading pairs of contributors"))
+            let sql = concat!(
+                "SELECT user_a, user_b, relation FROM intelligence_pairs WHERE ",
+                integration_key!(),
+                " ORDER BY user_a, user_b"
+            );
+            all(&s.pool, sql, integration(tenant, provider), "reading pairs of contributors").await
         })
     }
 

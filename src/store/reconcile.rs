@@ -7,9 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::Store;
 use super::error::{StoreError, db};
-use super::postgres::PgStore;
 use super::rows::now;
-use super::sqlite::SqliteStore;
 use super::types::DesiredJob;
 use crate::model::{ReconcileCounts, TenantId};
 
@@ -27,15 +25,6 @@ struct ExistingJob {
     enabled: bool,
     next_run_at: Option<DateTime<Utc>>,
 }
-
-macro_rules! reconcile_methods {
-    ($store:ty) => {
-        impl $store {}
-    };
-}
-
-reconcile_methods!(SqliteStore);
-reconcile_methods!(PgStore);
 
 impl Store {
     // --- scheduling ----------------------------------------------------------------------
@@ -63,29 +52,22 @@ impl Store {
         desired: &[DesiredJob],
         next_due: NextDue<'_>,
     ) -> Result<ReconcileCounts, StoreError> {
-        on_backend!(self, |s: B| {
-            let mut seen = HashSet::with_capacity(desired.len());
-            for d in desired {
-                if !seen.insert((d.connection_id, d.stream.as_str())) {
-                    return Err(StoreError::Conflict {
-                        what: format!(
-                            "job of connection {} and stream `{}` is desired twice at tenant `{tenant}`",
-                            d.connection_id, d.stream
-                        ),
-                    });
-                }
+        let mut seen = HashSet::with_capacity(desired.len());
+        for d in desired {
+            if !seen.insert((d.connection_id, d.stream.as_str())) {
+                return Err(StoreError::Conflict {
+                    what: format!(
+                        "job of connection {} and stream `{}` is desired twice at tenant `{tenant}`",
+                        d.connection_id, d.stream
+                    ),
+                });
             }
+        }
+        on_backend!(self, |s: B| {
             let now = now();
             let mut tx = s.begin_write().await?;
             // Serializes reconciliations (and tenant saves) of this tenant.
-            let found: Option<String> = sqlx::query_scalar(B::LOCK_TENANT)
-                .bind(tenant.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("locking a tenant"))?;
-            if found.is_none() {
-                return Err(StoreError::NotFound { what: format!("tenant `{tenant}` does not exist") });
-            }
+            B::lock_tenant(&mut tx, tenant).await?;
             let connections: HashMap<i64, (String, String)> = sqlx::query_as::<_, (i64, String, String)>(
                 "SELECT id, provider, status FROM connections WHERE tenant_id = $1",
             )

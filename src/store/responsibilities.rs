@@ -9,9 +9,8 @@ use sqlx::types::Json;
 use super::Store;
 use super::error::{StoreError, db};
 use super::intelligence::{is_foreign_key_violation, not_a_member};
-use super::postgres::PgStore;
 use super::rows::now;
-use super::sqlite::SqliteStore;
+use super::statement::{Bind, optional};
 use crate::model::{AuditEntry, ContributionKind, ProviderId, Responsibility, ResponsibilityRow, TenantId, UserId};
 
 /// Columns of [`RawResponsibility`].
@@ -59,15 +58,6 @@ fn normalized_scope(scope: &[ContributionKind]) -> Vec<&'static str> {
     kinds.into_iter().map(ContributionKind::as_str).collect()
 }
 
-macro_rules! responsibility_methods {
-    ($store:ty, $db:ty) => {
-        impl $store {}
-    };
-}
-
-responsibility_methods!(SqliteStore, sqlx::Sqlite);
-responsibility_methods!(PgStore, sqlx::Postgres);
-
 impl Store {
     // --- responsibilities ----------------------------------------------------------------
 
@@ -104,9 +94,7 @@ impl Store {
                  scope = excluded.scope, updated_at = excluded.updated_at RETURNING ",
                 responsibility_columns!()
             ))
-            .bind(tenant.as_str())
-            .bind(provider.as_str())
-            .bind(user.as_str())
+            .bind_key([tenant.as_str(), provider.as_str(), user.as_str()])
             .bind(responsibility.as_str())
             .bind(auto_contribute)
             .bind(scope.as_ref().map(Json))
@@ -155,17 +143,11 @@ impl Store {
         on_backend!(self, |s: B| {
             let now = now();
             let mut tx = s.begin_write().await?;
-            let removed: Option<String> = sqlx::query_scalar(
-                "DELETE FROM responsibilities WHERE tenant_id = $1 AND provider = $2 AND user_id = $3 \
-                 RETURNING responsibility",
-            )
-            .bind(tenant.as_str())
-            .bind(provider.as_str())
-            .bind(user.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db("removing a responsibility"))?;
-            let Some(was) = removed else {
+            let sql =
+                concat!("DELETE FROM responsibilities WHERE ", responsibility_key!(), " RETURNING responsibility");
+            let key = [tenant.as_str(), provider.as_str(), user.as_str()];
+            let removed: Option<(String,)> = optional(&mut *tx, sql, key, "removing a responsibility").await?;
+            let Some((was,)) = removed else {
                 return Ok(false);
             };
             let audit = AuditEntry {
@@ -213,17 +195,10 @@ impl Store {
         user: &UserId,
     ) -> Result<Option<ResponsibilityRow>, StoreError> {
         on_backend!(self, |s| {
-            let raw: Option<RawResponsibility> = sqlx::query_as(concat!(
-                "SELECT ",
-                responsibility_columns!(),
-                " FROM responsibilities WHERE tenant_id = $1 AND provider = $2 AND user_id = $3"
-            ))
-            .bind(tenant.as_str())
-            .bind(provider.as_str())
-            .bind(user.as_str())
-            .fetch_optional(&s.pool)
-            .await
-            .map_err(db("reading a responsibility"))?;
+            let sql =
+                concat!("SELECT ", responsibility_columns!(), " FROM responsibilities WHERE ", responsibility_key!());
+            let key = [tenant.as_str(), provider.as_str(), user.as_str()];
+            let raw: Option<RawResponsibility> = optional(&s.pool, sql, key, "reading a responsibility").await?;
             Ok(raw.map(ResponsibilityRow::from))
         })
     }

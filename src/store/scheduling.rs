@@ -49,6 +49,23 @@ macro_rules! lease_free {
     };
 }
 
+/// The runnable jobs (with `c` and `t`), `$and` (if given) of them, of tenants and
+/// providers not excluded (the list parameters `$tenants` and `$providers`).
+macro_rules! runnable_unexcluded {
+    ($not_in:ident, $tenants:literal, $providers:literal $(, $and:expr)?) => {
+        concat!(
+            job_joins!(),
+            "WHERE ",
+            runnable!(),
+            $(" AND ", $and,)?
+            " AND ",
+            $not_in!("j.tenant_id", $tenants),
+            " AND ",
+            $not_in!("j.provider", $providers)
+        )
+    };
+}
+
 /// SQLite: `column` is not in the JSON array bound as `param`.
 macro_rules! sqlite_not_in {
     ($column:literal, $param:literal) => {
@@ -78,15 +95,7 @@ macro_rules! claim_sql {
              WHERE id ",
             $ids_open,
             "SELECT j.id",
-            job_joins!(),
-            "WHERE ",
-            runnable!(),
-            " AND ",
-            lease_free!("$3"),
-            " AND ",
-            $not_in!("j.tenant_id", "$5"),
-            " AND ",
-            $not_in!("j.provider", "$6"),
+            runnable_unexcluded!($not_in, "$5", "$6", lease_free!("$3")),
             " AND ",
             $branch,
             " ORDER BY ",
@@ -134,39 +143,17 @@ macro_rules! scheduling_sql {
             /// `ANALYZE` statistics exist; without it, it scanned every connection's jobs).
             const NEXT_DUE: &'static str = concat!(
                 "SELECT MIN(w) FROM (SELECT (SELECT $1",
-                job_joins!(),
-                "WHERE ",
-                runnable!(),
-                " AND ",
-                lease_free!("$1"),
-                " AND ",
-                $not_in!("j.tenant_id", "$2"),
-                " AND ",
-                $not_in!("j.provider", "$3"),
+                runnable_unexcluded!($not_in, "$2", "$3", lease_free!("$1")),
                 " AND j.trigger_requested_at IS NOT NULL \
                  ORDER BY j.trigger_requested_at, j.id LIMIT 1) AS w \
                  UNION ALL SELECT (SELECT j.next_run_at",
-                job_joins!(),
-                "WHERE ",
-                runnable!(),
-                " AND ",
-                lease_free!("$1"),
-                " AND ",
-                $not_in!("j.tenant_id", "$2"),
-                " AND ",
-                $not_in!("j.provider", "$3"),
+                runnable_unexcluded!($not_in, "$2", "$3", lease_free!("$1")),
                 " AND j.trigger_requested_at IS NULL AND j.next_run_at IS NOT NULL \
                  ORDER BY j.next_run_at, j.id LIMIT 1) \
                  UNION ALL SELECT (SELECT MIN(CASE WHEN j.trigger_requested_at IS NULL \
                  AND j.next_run_at > j.lease_expires_at THEN j.next_run_at \
                  ELSE j.lease_expires_at END)",
-                job_joins!(),
-                "WHERE ",
-                runnable!(),
-                " AND ",
-                $not_in!("j.tenant_id", "$2"),
-                " AND ",
-                $not_in!("j.provider", "$3"),
+                runnable_unexcluded!($not_in, "$2", "$3"),
                 " AND j.lease_owner IS NOT NULL AND j.lease_expires_at > $1 \
                  AND (j.trigger_requested_at IS NOT NULL OR j.next_run_at IS NOT NULL))) \
                  AS candidates"

@@ -24,6 +24,14 @@ macro_rules! integration_key {
     };
 }
 
+/// A user's responsibility on the tenant's integration: `$1`, `$2` are [`integration`],
+/// `$3` the user.
+macro_rules! responsibility_key {
+    () => {
+        concat!(integration_key!(), " AND user_id = $3")
+    };
+}
+
 /// The identifiers [`connection_key!`] matches.
 pub(super) fn connection<'a>(tenant: &'a TenantId, provider: &'a ProviderId, owner: Owner<'a>) -> [&'a str; 3] {
     [tenant.as_str(), provider.as_str(), owner.as_str()]
@@ -39,12 +47,34 @@ pub(super) trait Bind<'q, DB: Database>: Sized {
     /// The statement's own `bind`.
     fn bind_value<T: 'q + Encode<'q, DB> + Type<DB>>(self, value: T) -> Self;
 
-    /// Binds a key's identifiers as the next parameters, in order.
-    fn bind_key<const N: usize>(self, key: [&'q str; N]) -> Self
-    where
-        &'q str: Encode<'q, DB> + Type<DB>,
-    {
-        key.into_iter().fold(self, Self::bind_value)
+    /// Binds `key` as the next parameters, in order.
+    fn bind_key(self, key: impl Key<'q, DB>) -> Self {
+        key.bind_to(self)
+    }
+}
+
+/// What addresses a row: identifiers (`[tenant, provider, …]`), optionally followed by
+/// one more value (a row id: `([tenant, provider], id)`).
+pub(super) trait Key<'q, DB: Database> {
+    /// Binds the key's values to `query`, in order.
+    fn bind_to<Q: Bind<'q, DB>>(self, query: Q) -> Q;
+}
+
+impl<'q, DB: Database, const N: usize> Key<'q, DB> for [&'q str; N]
+where
+    &'q str: Encode<'q, DB> + Type<DB>,
+{
+    fn bind_to<Q: Bind<'q, DB>>(self, query: Q) -> Q {
+        self.into_iter().fold(query, Q::bind_value)
+    }
+}
+
+impl<'q, DB: Database, const N: usize, T: 'q + Encode<'q, DB> + Type<DB>> Key<'q, DB> for ([&'q str; N], T)
+where
+    &'q str: Encode<'q, DB> + Type<DB>,
+{
+    fn bind_to<Q: Bind<'q, DB>>(self, query: Q) -> Q {
+        self.0.bind_to(query).bind_value(self.1)
     }
 }
 
@@ -66,38 +96,38 @@ impl<'q, DB: Database, O> Bind<'q, DB> for QueryScalar<'q, DB, O, <DB as Databas
     }
 }
 
-/// The row `sql` selects with `key` bound as its parameters, if there is one.
-pub(super) async fn optional<'e, 'c: 'e, 'q: 'e, DB, O, E, const N: usize>(
-    conn: E,
-    sql: &'static str,
-    key: [&'q str; N],
-    context: &'static str,
-) -> Result<Option<O>, StoreError>
-where
-    DB: Database,
-    DB: 'e,
-    E: 'e + Executor<'c, Database = DB>,
-    O: 'e + Send + Unpin + for<'r> FromRow<'r, DB::Row>,
-    &'q str: Encode<'q, DB> + Type<DB>,
-    <DB as Database>::Arguments: IntoArguments<DB>,
-{
-    sqlx::query_as(sql).bind_key(key).fetch_optional(conn).await.map_err(db(context))
+/// Defines a function that runs a `query_as` with a key bound as its parameters on `conn`
+/// and reads its rows with `$fetch`; a failure is a [`StoreError`] naming `context`.
+macro_rules! fetch_by_key {
+    ($(#[$doc:meta])* $name:ident, $fetch:ident, $rows:ty) => {
+        $(#[$doc])*
+        pub(super) async fn $name<'e, 'c: 'e, 'q: 'e, DB, O, E>(
+            conn: E,
+            sql: &'static str,
+            key: impl Key<'q, DB>,
+            context: &'static str,
+        ) -> Result<$rows, StoreError>
+        where
+            DB: 'e + Database,
+            E: 'e + Executor<'c, Database = DB>,
+            O: 'e + Send + Unpin + for<'r> FromRow<'r, DB::Row>,
+            <DB as Database>::Arguments: IntoArguments<DB>,
+        {
+            sqlx::query_as(sql).bind_key(key).$fetch(conn).await.map_err(db(context))
+        }
+    };
 }
 
-/// Every row `sql` selects with `key` bound as its parameters.
-pub(super) async fn all<'e, 'c: 'e, 'q: 'e, DB, O, E, const N: usize>(
-    conn: E,
-    sql: &'static str,
-    key: [&'q str; N],
-    context: &'static str,
-) -> Result<Vec<O>, StoreError>
-where
-    DB: Database,
-    DB: 'e,
-    E: 'e + Executor<'c, Database = DB>,
-    O: 'e + Send + Unpin + for<'r> FromRow<'r, DB::Row>,
-    &'q str: Encode<'q, DB> + Type<DB>,
-    <DB as Database>::Arguments: IntoArguments<DB>,
-{
-    sqlx::query_as(sql).bind_key(key).fetch_all(conn).await.map_err(db(context))
-}
+fetch_by_key!(
+    /// The row `sql` selects with `key` bound as its parameters, if there is one.
+    optional,
+    fetch_optional,
+    Option<O>
+);
+
+fetch_by_key!(
+    /// Every row `sql` selects with `key` bound as its parameters.
+    all,
+    fetch_all,
+    Vec<O>
+);

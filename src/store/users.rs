@@ -12,10 +12,12 @@ use sqlx::types::Json;
 
 use super::Store;
 use super::error::{StoreError, db};
+use super::intelligence::not_a_member;
 use super::postgres::PgStore;
 use super::rows::now;
 use super::sqlite::SqliteStore;
-use super::tenants::no_connection;
+use super::statement::{Bind, all, connection, optional};
+use super::tenants::{SELECT_CONNECTION, no_connection};
 use crate::model::{
     AuditEntry, ConnectionRow, MembershipRow, Owner, ProviderId, RoleName, Saved, TenantId, UserId, UserRow,
 };
@@ -23,6 +25,26 @@ use crate::model::{
 /// Why a user connection is `disabled` after its owner left the tenant. Connections
 /// disabled for this reason come back when the user becomes a member again.
 pub const NOT_A_MEMBER_REASON: &str = "the owner is no longer a member of the tenant";
+
+/// Inserts a user (`$1` id, `$2` name, `$3` email, `$4` now) unless the id exists.
+const INSERT_USER: &str = concat!(
+    "INSERT INTO users (id, name, email, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+     ON CONFLICT (id) DO NOTHING RETURNING ",
+    user_columns!()
+);
+
+/// Updates a user's name and email (binds as [`INSERT_USER`]) where they differ.
+const UPDATE_USER: &str = concat!(
+    "UPDATE users SET name = $2, email = $3, updated_at = $4 \
+     WHERE id = $1 AND (name <> $2 OR email IS DISTINCT FROM $3) RETURNING ",
+    user_columns!()
+);
+
+/// The user `$1`.
+const SELECT_USER: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
+
+/// The role of user `$2` at tenant `$1`.
+pub(super) const ROLE_AT_TENANT: &str = "SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2";
 
 /// A tenant's memberships (`$1`), by user.
 const MEMBERSHIPS_OF_TENANT: &str =
@@ -38,10 +60,6 @@ fn no_tenant(tenant: &TenantId) -> StoreError {
 
 fn no_user(user: &UserId) -> StoreError {
     StoreError::NotFound { what: format!("user `{user}` does not exist") }
-}
-
-fn not_a_member(tenant: &TenantId, user: &UserId) -> StoreError {
-    StoreError::NotFound { what: format!("user `{user}` is not a member of tenant `{tenant}`") }
 }
 
 /// Groups `memberships` (ordered by user) under each of `users`.
@@ -62,21 +80,9 @@ fn with_memberships(users: Vec<UserRow>, memberships: Vec<MembershipRow>) -> Res
 macro_rules! user_methods {
     ($store:ty, $db:ty) => {
         impl $store {
-            /// The memberships `sql` ([`MEMBERSHIPS_OF_TENANT`] or
-            /// [`MEMBERSHIPS_OF_USER`]) selects for `key`.
-            async fn memberships_where(
-                conn: &mut <$db as sqlx::Database>::Connection,
-                sql: &'static str,
-                key: &str,
-            ) -> Result<Vec<MembershipRow>, StoreError> {
-                let rows: Vec<MembershipRow> =
-                    sqlx::query_as(sql).bind(key).fetch_all(&mut *conn).await.map_err(db("reading memberships"))?;
-                Ok(rows)
-            }
-
             /// Locks the tenant row (see `LOCK_TENANT`); [`StoreError::NotFound`] if the
             /// tenant does not exist.
-            async fn lock_tenant(
+            pub(super) async fn lock_tenant(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 tenant: &TenantId,
             ) -> Result<(), StoreError> {
@@ -94,9 +100,8 @@ macro_rules! user_methods {
                 tenant: &TenantId,
                 user: &UserId,
             ) -> Result<Option<RoleName>, StoreError> {
-                sqlx::query_scalar("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
-                    .bind(tenant.as_str())
-                    .bind(user.as_str())
+                sqlx::query_scalar(ROLE_AT_TENANT)
+                    .bind_key([tenant.as_str(), user.as_str()])
                     .fetch_optional(&mut *conn)
                     .await
                     .map_err(db("reading a membership"))
@@ -122,48 +127,36 @@ impl Store {
         on_backend!(self, |s: B| {
             let now = now();
             let mut tx = s.begin_write().await?;
-            let created: Option<UserRow> = sqlx::query_as(concat!(
-                "INSERT INTO users (id, name, email, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
-                 ON CONFLICT (id) DO NOTHING RETURNING ",
-                user_columns!()
-            ))
-            .bind(user.as_str())
-            .bind(name)
-            .bind(email)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db("inserting a user"))?;
-            let (row, saved) = match created {
-                Some(row) => (row, Saved::Created),
-                None => {
-                    let updated: Option<UserRow> = sqlx::query_as(concat!(
-                        "UPDATE users SET name = $2, email = $3, updated_at = $4 \
-                         WHERE id = $1 AND (name <> $2 OR email IS DISTINCT FROM $3) RETURNING ",
-                        user_columns!()
-                    ))
+            // Inserted, else updated where it differs, else read as it is.
+            let mut saved = None;
+            let writes =
+                [(INSERT_USER, "inserting a user", Saved::Created), (UPDATE_USER, "updating a user", Saved::Updated)];
+            for (sql, context, done) in writes {
+                let row: Option<UserRow> = sqlx::query_as(sql)
                     .bind(user.as_str())
                     .bind(name)
                     .bind(email)
                     .bind(now)
                     .fetch_optional(&mut *tx)
                     .await
-                    .map_err(db("updating a user"))?;
-                    match updated {
-                        Some(row) => (row, Saved::Updated),
-                        None => {
-                            let row: UserRow =
-                                sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
-                                    .bind(user.as_str())
-                                    .fetch_one(&mut *tx)
-                                    .await
-                                    .map_err(db("reading a user"))?;
-                            (row, Saved::Unchanged)
-                        }
-                    }
+                    .map_err(db(context))?;
+                if let Some(row) = row {
+                    saved = Some((row, done));
+                    break;
+                }
+            }
+            let (row, saved) = match saved {
+                Some(saved) => saved,
+                None => {
+                    let row: UserRow = sqlx::query_as(SELECT_USER)
+                        .bind(user.as_str())
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db("reading a user"))?;
+                    (row, Saved::Unchanged)
                 }
             };
-            let memberships = B::memberships_where(&mut tx, MEMBERSHIPS_OF_USER, user.as_str()).await?;
+            let memberships = all(&mut *tx, MEMBERSHIPS_OF_USER, [user.as_str()], "reading memberships").await?;
             if saved != Saved::Unchanged {
                 B::insert_audit(&mut tx, audit).await?;
             }
@@ -174,15 +167,11 @@ impl Store {
 
     /// The user with every membership, if they exist.
     pub async fn get_user(&self, user: &UserId) -> Result<Option<UserRow>, StoreError> {
-        on_backend!(self, |s: B| {
+        on_backend!(self, |s| {
             let mut conn = s.pool.acquire().await.map_err(db("acquiring a connection"))?;
-            let row: Option<UserRow> = sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
-                .bind(user.as_str())
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(db("reading a user"))?;
+            let row: Option<UserRow> = optional(&mut *conn, SELECT_USER, [user.as_str()], "reading a user").await?;
             let Some(row) = row else { return Ok(None) };
-            let memberships = B::memberships_where(&mut conn, MEMBERSHIPS_OF_USER, user.as_str()).await?;
+            let memberships = all(&mut *conn, MEMBERSHIPS_OF_USER, [user.as_str()], "reading memberships").await?;
             Ok(Some(UserRow { memberships, ..row }))
         })
     }
@@ -191,7 +180,7 @@ impl Store {
     /// the tenant's members with only their membership of that tenant (a tenant's
     /// listing does not show the other companies its users belong to).
     pub async fn list_users(&self, tenant: Option<&TenantId>) -> Result<Vec<UserRow>, StoreError> {
-        on_backend!(self, |s: B| {
+        on_backend!(self, |s| {
             let mut conn = s.pool.acquire().await.map_err(db("acquiring a connection"))?;
             let (users, memberships) = match tenant {
                 Some(tenant) => {
@@ -205,7 +194,7 @@ impl Store {
                     .fetch_all(&mut *conn)
                     .await
                     .map_err(db("listing users"))?;
-                    (users, B::memberships_where(&mut conn, MEMBERSHIPS_OF_TENANT, tenant.as_str()).await?)
+                    (users, all(&mut *conn, MEMBERSHIPS_OF_TENANT, [tenant.as_str()], "reading memberships").await?)
                 }
                 None => {
                     let users: Vec<UserRow> =
@@ -385,17 +374,17 @@ impl Store {
 
     /// The tenant's memberships, by user.
     pub async fn memberships(&self, tenant: &TenantId) -> Result<Vec<MembershipRow>, StoreError> {
-        on_backend!(self, |s: B| {
+        on_backend!(self, |s| {
             let mut conn = s.pool.acquire().await.map_err(db("acquiring a connection"))?;
-            B::memberships_where(&mut conn, MEMBERSHIPS_OF_TENANT, tenant.as_str()).await
+            all(&mut *conn, MEMBERSHIPS_OF_TENANT, [tenant.as_str()], "reading memberships").await
         })
     }
 
     /// The user's memberships, by tenant.
     pub async fn memberships_of(&self, user: &UserId) -> Result<Vec<MembershipRow>, StoreError> {
-        on_backend!(self, |s: B| {
+        on_backend!(self, |s| {
             let mut conn = s.pool.acquire().await.map_err(db("acquiring a connection"))?;
-            B::memberships_where(&mut conn, MEMBERSHIPS_OF_USER, user.as_str()).await
+            all(&mut *conn, MEMBERSHIPS_OF_USER, [user.as_str()], "reading memberships").await
         })
     }
 
@@ -471,14 +460,12 @@ impl Store {
             let Some(role) = B::role_of(&mut tx, tenant, user).await? else {
                 return Err(not_a_member(tenant, user));
             };
-            let company: Option<String> = sqlx::query_scalar(
-                "SELECT status FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = ''",
-            )
-            .bind(tenant.as_str())
-            .bind(provider.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db("reading a connection"))?;
+            let company: Option<String> =
+                sqlx::query_scalar(concat!("SELECT status FROM connections WHERE ", connection_key!()))
+                    .bind_key(connection(tenant, provider, Owner::Company))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db("reading a connection"))?;
             match company.as_deref() {
                 None => return Err(no_connection(tenant, provider, Owner::Company)),
                 Some("disabled") => {
@@ -491,17 +478,9 @@ impl Store {
                 }
                 Some(_) => {}
             }
-            let existing: Option<ConnectionRow> = sqlx::query_as(concat!(
-                "SELECT ",
-                connection_columns!(),
-                " FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = $3"
-            ))
-            .bind(tenant.as_str())
-            .bind(provider.as_str())
-            .bind(user.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db("reading a connection"))?;
+            let key = connection(tenant, provider, Owner::User(user));
+            let existing: Option<ConnectionRow> =
+                optional(&mut *tx, SELECT_CONNECTION, key, "reading a connection").await?;
             let (row, saved) = match existing {
                 Some(c) if c.schedule.as_deref() == schedule && c.owner_role.as_ref() == Some(&role) => {
                     tx.commit().await.map_err(db("committing a user connection"))?;
@@ -529,9 +508,7 @@ impl Store {
                          RETURNING ",
                         connection_columns!()
                     ))
-                    .bind(tenant.as_str())
-                    .bind(provider.as_str())
-                    .bind(user.as_str())
+                    .bind_key(key)
                     .bind(role.as_str())
                     .bind(schedule)
                     .bind(now)
