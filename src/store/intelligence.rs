@@ -12,13 +12,11 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::Store;
 use super::error::{StoreError, db};
-use super::postgres::PgStore;
 use super::rows::{now, stored};
-use super::sqlite::SqliteStore;
 use super::statement::{Bind, all, integration, optional};
 use super::users::ROLE_AT_TENANT;
+use super::{Conn, Store};
 use crate::model::{
     ContributionKind, ContributionRow, ContributionStatus, IntelligenceRow, PairRow, ProviderId, Responsibility,
     TenantId, UserId,
@@ -146,109 +144,6 @@ fn validate(new: &NewContribution) -> Result<(), StoreError> {
     }
 }
 
-macro_rules! intelligence_methods {
-    ($store:ty, $db:ty) => {
-        impl $store {
-            /// [`not_a_member`] unless `user` has a membership at `tenant`.
-            pub(super) async fn require_member(
-                conn: &mut <$db as sqlx::Database>::Connection,
-                tenant: &TenantId,
-                user: &UserId,
-            ) -> Result<(), StoreError> {
-                let found: Option<(String,)> =
-                    optional(&mut *conn, ROLE_AT_TENANT, [tenant.as_str(), user.as_str()], "reading a membership")
-                        .await?;
-                found.map(|_| ()).ok_or_else(|| not_a_member(tenant, user))
-            }
-
-            /// Locks the integration's aggregate row until commit, creating it (version 0,
-            /// no state) if absent. Returns the state; `None` if there is none yet.
-            async fn lock_intelligence(
-                conn: &mut <$db as sqlx::Database>::Connection,
-                tenant: &TenantId,
-                provider: &ProviderId,
-                now: DateTime<Utc>,
-            ) -> Result<Option<Value>, StoreError> {
-                sqlx::query(
-                    "INSERT INTO company_intelligence (tenant_id, provider, state, version, updated_at) \
-                     VALUES ($1, $2, $3, 0, $4) ON CONFLICT (tenant_id, provider) DO NOTHING",
-                )
-                .bind_key(integration(tenant, provider))
-                .bind(Json(Value::Null))
-                .bind(now)
-                .execute(&mut *conn)
-                .await
-                .map_err(db("creating company intelligence"))?;
-                let (state, version): (Json<Value>, i64) = sqlx::query_as(Self::LOCK_INTELLIGENCE)
-                    .bind_key(integration(tenant, provider))
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(db("locking company intelligence"))?;
-                Ok((version > 0).then_some(state.0))
-            }
-
-            /// Writes the folded state of a locked aggregate row, increments its version, and
-            /// replaces the folded user's pairs.
-            async fn store_intelligence(
-                conn: &mut <$db as sqlx::Database>::Connection,
-                tenant: &TenantId,
-                provider: &ProviderId,
-                folded: &Folded,
-                now: DateTime<Utc>,
-            ) -> Result<IntelligenceRow, StoreError> {
-                let row: IntelligenceRow = sqlx::query_as(concat!(
-                    "UPDATE company_intelligence SET state = $3, version = version + 1, updated_at = $4 WHERE ",
-                    integration_key!(),
-                    " RETURNING ",
-                    intelligence_columns!()
-                ))
-                .bind_key(integration(tenant, provider))
-                .bind(Json(&folded.state))
-                .bind(now)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(db("storing company intelligence"))?;
-                sqlx::query(concat!(
-                    "DELETE FROM intelligence_pairs WHERE ",
-                    integration_key!(),
-                    " AND (user_a = $3 OR user_b = $3)"
-                ))
-                .bind_key([tenant.as_str(), provider.as_str(), folded.user.as_str()])
-                .execute(&mut *conn)
-                .await
-                .map_err(db("replacing a contributor's pairs"))?;
-                Self::insert_pairs(conn, tenant, provider, &folded.pairs).await?;
-                Ok(row)
-            }
-
-            async fn insert_pairs(
-                conn: &mut <$db as sqlx::Database>::Connection,
-                tenant: &TenantId,
-                provider: &ProviderId,
-                pairs: &[PairRow],
-            ) -> Result<(), StoreError> {
-                for p in pairs {
-                    let (a, b) = if p.user_a <= p.user_b { (&p.user_a, &p.user_b) } else { (&p.user_b, &p.user_a) };
-                    sqlx::query(
-                        "INSERT INTO intelligence_pairs (tenant_id, provider, user_a, user_b, relation) \
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, provider, user_a, user_b) \
-                         DO UPDATE SET relation = excluded.relation",
-                    )
-                    .bind_key([tenant.as_str(), provider.as_str(), a.as_str(), b.as_str()])
-                    .bind(Json(&p.relation))
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db("storing a pair of contributors"))?;
-                }
-                Ok(())
-            }
-        }
-    };
-}
-
-intelligence_methods!(SqliteStore, sqlx::Sqlite);
-intelligence_methods!(PgStore, sqlx::Postgres);
-
 impl Store {
     // --- contributions and company intelligence ------------------------------------------
 
@@ -270,11 +165,10 @@ impl Store {
         new: &NewContribution,
         fold: Fold<'_>,
     ) -> Result<(ContributionRow, IntelligenceRow), StoreError> {
-        on_backend!(self, |s: B| {
-            validate(new)?;
-            let now = now();
-            let mut tx = s.begin_write().await?;
-            B::require_member(&mut tx, tenant, &new.user).await?;
+        validate(new)?;
+        on_backend!(self, |s| {
+            let (mut tx, now) = s.begin_write().await?;
+            require_member(&mut *tx, tenant, &new.user).await?;
             if let Some(connection_id) = new.connection_id {
                 let key = (integration(tenant, provider), connection_id);
                 let found: Option<(i64,)> =
@@ -295,7 +189,7 @@ impl Store {
                     });
                 }
             }
-            let previous = B::lock_intelligence(&mut tx, tenant, provider, now).await?;
+            let previous = lock_intelligence(&mut *tx, tenant, provider, now).await?;
             let row: ContributionRow = sqlx::query_as(concat!(
                 "INSERT INTO contributions (tenant_id, provider, user_id, connection_id, run_id, kind, \
                  status, confidence, data, data_freshness, quality, impact, reliability, consistency, \
@@ -333,7 +227,7 @@ impl Store {
             .await
             .map_err(db("superseding a contribution"))?;
             let folded = fold(previous.as_ref(), &row);
-            let intelligence = B::store_intelligence(&mut tx, tenant, provider, &folded, now).await?;
+            let intelligence = store_intelligence(&mut *tx, tenant, provider, &folded, now).await?;
             tx.commit().await.map_err(db("committing a contribution"))?;
             Ok((row, intelligence))
         })
@@ -355,9 +249,8 @@ impl Store {
         reviewer: &UserId,
         fold: Fold<'_>,
     ) -> Result<(ContributionRow, IntelligenceRow), StoreError> {
-        on_backend!(self, |s: B| {
-            let now = now();
-            let mut tx = s.begin_write().await?;
+        on_backend!(self, |s| {
+            let (mut tx, now) = s.begin_write().await?;
             let sql = concat!("SELECT provider FROM contributions WHERE ", contribution_key!());
             let provider: Option<(ProviderId,)> =
                 optional(&mut *tx, sql, ([tenant.as_str()], id), "reading a contribution").await?;
@@ -376,7 +269,7 @@ impl Store {
                     ),
                 });
             }
-            let previous = B::lock_intelligence(&mut tx, tenant, &provider, now).await?;
+            let previous = lock_intelligence(&mut *tx, tenant, &provider, now).await?;
             let decided = if approve { ContributionStatus::Approved } else { ContributionStatus::Rejected };
             let row: Option<ContributionRow> = sqlx::query_as(concat!(
                 "UPDATE contributions SET status = $3, reviewed_by = $4, reviewed_at = $5, updated_at = $5 WHERE ",
@@ -404,7 +297,7 @@ impl Store {
                 });
             };
             let folded = fold(previous.as_ref(), &row);
-            let intelligence = B::store_intelligence(&mut tx, tenant, &provider, &folded, now).await?;
+            let intelligence = store_intelligence(&mut *tx, tenant, &provider, &folded, now).await?;
             tx.commit().await.map_err(db("committing a review"))?;
             Ok((row, intelligence))
         })
@@ -501,8 +394,8 @@ impl Store {
         state: &Value,
         pairs: &[PairRow],
     ) -> Result<IntelligenceRow, StoreError> {
-        on_backend!(self, |s: B| {
-            let mut tx = s.begin_write().await?;
+        on_backend!(self, |s| {
+            let (mut tx, _) = s.begin_write().await?;
             let row: IntelligenceRow = sqlx::query_as(concat!(
                 "INSERT INTO company_intelligence (tenant_id, provider, state, version, updated_at) \
                  VALUES ($1, $2, $3, 1, $4) ON CONFLICT (tenant_id, provider) DO UPDATE SET \
@@ -527,7 +420,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(db("replacing pairs of contributors"))?;
-            B::insert_pairs(&mut tx, tenant, provider, pairs).await?;
+            insert_pairs(&mut *tx, tenant, provider, pairs).await?;
             tx.commit().await.map_err(db("committing company intelligence"))?;
             Ok(row)
         })
@@ -573,4 +466,105 @@ impl Store {
                 .map_err(db("reading company intelligence qualities"))
         })
     }
+}
+
+/// [`not_a_member`] unless `user` has a membership at `tenant`.
+pub(super) async fn require_member(
+    conn: impl Into<Conn<'_>>,
+    tenant: &TenantId,
+    user: &UserId,
+) -> Result<(), StoreError> {
+    on_connection!(conn, |conn| {
+        let found: Option<(String,)> =
+            optional(&mut *conn, ROLE_AT_TENANT, [tenant.as_str(), user.as_str()], "reading a membership").await?;
+        found.map(|_| ()).ok_or_else(|| not_a_member(tenant, user))
+    })
+}
+
+/// Locks the integration's aggregate row until commit, creating it (version 0,
+/// no state) if absent. Returns the state; `None` if there is none yet.
+pub(super) async fn lock_intelligence(
+    conn: impl Into<Conn<'_>>,
+    tenant: &TenantId,
+    provider: &ProviderId,
+    now: DateTime<Utc>,
+) -> Result<Option<Value>, StoreError> {
+    on_connection!(conn, |conn: B| {
+        sqlx::query(
+            "INSERT INTO company_intelligence (tenant_id, provider, state, version, updated_at) \
+         VALUES ($1, $2, $3, 0, $4) ON CONFLICT (tenant_id, provider) DO NOTHING",
+        )
+        .bind_key(integration(tenant, provider))
+        .bind(Json(Value::Null))
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("creating company intelligence"))?;
+        let (state, version): (Json<Value>, i64) = sqlx::query_as(B::LOCK_INTELLIGENCE)
+            .bind_key(integration(tenant, provider))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db("locking company intelligence"))?;
+        Ok((version > 0).then_some(state.0))
+    })
+}
+
+/// Writes the folded state of a locked aggregate row, increments its version, and
+/// replaces the folded user's pairs.
+pub(super) async fn store_intelligence(
+    conn: impl Into<Conn<'_>>,
+    tenant: &TenantId,
+    provider: &ProviderId,
+    folded: &Folded,
+    now: DateTime<Utc>,
+) -> Result<IntelligenceRow, StoreError> {
+    on_connection!(conn, |conn| {
+        let row: IntelligenceRow = sqlx::query_as(concat!(
+            "UPDATE company_intelligence SET state = $3, version = version + 1, updated_at = $4 WHERE ",
+            integration_key!(),
+            " RETURNING ",
+            intelligence_columns!()
+        ))
+        .bind_key(integration(tenant, provider))
+        .bind(Json(&folded.state))
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db("storing company intelligence"))?;
+        sqlx::query(concat!(
+            "DELETE FROM intelligence_pairs WHERE ",
+            integration_key!(),
+            " AND (user_a = $3 OR user_b = $3)"
+        ))
+        .bind_key([tenant.as_str(), provider.as_str(), folded.user.as_str()])
+        .execute(&mut *conn)
+        .await
+        .map_err(db("replacing a contributor's pairs"))?;
+        insert_pairs(&mut *conn, tenant, provider, &folded.pairs).await?;
+        Ok(row)
+    })
+}
+
+pub(super) async fn insert_pairs(
+    conn: impl Into<Conn<'_>>,
+    tenant: &TenantId,
+    provider: &ProviderId,
+    pairs: &[PairRow],
+) -> Result<(), StoreError> {
+    on_connection!(conn, |conn| {
+        for p in pairs {
+            let (a, b) = if p.user_a <= p.user_b { (&p.user_a, &p.user_b) } else { (&p.user_b, &p.user_a) };
+            sqlx::query(
+                "INSERT INTO intelligence_pairs (tenant_id, provider, user_a, user_b, relation) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, provider, user_a, user_b) \
+             DO UPDATE SET relation = excluded.relation",
+            )
+            .bind_key([tenant.as_str(), provider.as_str(), a.as_str(), b.as_str()])
+            .bind(Json(&p.relation))
+            .execute(&mut *conn)
+            .await
+            .map_err(db("storing a pair of contributors"))?;
+        }
+        Ok(())
+    })
 }

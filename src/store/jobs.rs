@@ -4,11 +4,9 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::Store;
 use super::error::{StoreError, db};
-use super::postgres::PgStore;
 use super::rows::{now, stored};
-use super::sqlite::SqliteStore;
+use super::{Conn, Store};
 use crate::model::{AuditEntry, JobRow, RunOutcome, RunRow, RunStats, RunTrigger, StreamName, TenantId};
 
 /// The error for a job that does not exist at the tenant.
@@ -20,36 +18,6 @@ pub(super) fn no_job(tenant: &TenantId, job_id: i64) -> StoreError {
 fn no_run(tenant: &TenantId, run_id: Uuid) -> StoreError {
     StoreError::NotFound { what: format!("no run {run_id} at tenant `{tenant}`") }
 }
-
-macro_rules! job_methods {
-    ($store:ty, $db:ty) => {
-        impl $store {
-            /// Appends `entry` to the audit log inside the caller's transaction.
-            pub(super) async fn insert_audit(
-                conn: &mut <$db as sqlx::Database>::Connection,
-                entry: &AuditEntry,
-            ) -> Result<(), StoreError> {
-                sqlx::query(
-                    "INSERT INTO audit_log (at, actor, action, tenant_id, subject, details) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(stored(entry.at))
-                .bind(&entry.actor)
-                .bind(&entry.action)
-                .bind(entry.tenant_id.as_ref().map(TenantId::as_str))
-                .bind(entry.subject.as_deref())
-                .bind(Json(&entry.details))
-                .execute(&mut *conn)
-                .await
-                .map_err(db("writing an audit entry"))?;
-                Ok(())
-            }
-        }
-    };
-}
-
-job_methods!(SqliteStore, sqlx::Sqlite);
-job_methods!(PgStore, sqlx::Postgres);
 
 impl Store {
     // --- runs ----------------------------------------------------------------------------
@@ -83,8 +51,7 @@ impl Store {
     ) -> Result<RunRow, StoreError> {
         on_backend!(self, |s| {
             let run_id = Uuid::now_v7();
-            let now = now();
-            let mut tx = s.begin_write().await?;
+            let (mut tx, now) = s.begin_write().await?;
             let row: Option<RunRow> = sqlx::query_as(concat!(
                 "INSERT INTO runs (id, tenant_id, job_id, provider, stream, \"trigger\", \
                  started_at, outcome, cursor_before, replica) \
@@ -135,8 +102,7 @@ impl Store {
         schedule: &str,
     ) -> Result<JobRow, StoreError> {
         on_backend!(self, |s| {
-            let now = now();
-            let mut tx = s.begin_write().await?;
+            let (mut tx, now) = s.begin_write().await?;
             let connection: Option<(String, String)> =
                 sqlx::query_as("SELECT provider, status FROM connections WHERE id = $1 AND tenant_id = $2")
                     .bind(connection_id)
@@ -424,9 +390,9 @@ impl Store {
 
     /// Appends an entry to the audit log.
     pub async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        on_backend!(self, |s: B| {
+        on_backend!(self, |s| {
             let mut conn = s.pool.acquire().await.map_err(db("acquiring a connection"))?;
-            B::insert_audit(&mut conn, entry).await
+            insert_audit(&mut *conn, entry).await
         })
     }
 
@@ -452,4 +418,24 @@ impl Store {
             Ok(rows)
         })
     }
+}
+
+/// Appends `entry` to the audit log inside the caller's transaction.
+pub(super) async fn insert_audit(conn: impl Into<Conn<'_>>, entry: &AuditEntry) -> Result<(), StoreError> {
+    on_connection!(conn, |conn| {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, tenant_id, subject, details) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(stored(entry.at))
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(entry.tenant_id.as_ref().map(TenantId::as_str))
+        .bind(entry.subject.as_deref())
+        .bind(Json(&entry.details))
+        .execute(&mut *conn)
+        .await
+        .map_err(db("writing an audit entry"))?;
+        Ok(())
+    })
 }

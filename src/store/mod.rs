@@ -23,23 +23,38 @@ macro_rules! dispatch {
 }
 
 /// Runs `$body` on whichever backend `$store` is: `$s` is the backend's store and `$b`,
-/// when named, its type (for the SQL constants and helpers that differ). The body is
-/// written once and expanded for each backend; it is not a closure: `?`, `return` and
-/// `.await` act on the method it is in.
+/// when named, its type (for the SQL constants that differ). The body is written once
+/// and expanded for each backend; it is not a closure: `?`, `return` and `.await` act on
+/// the method it is in.
 macro_rules! on_backend {
-    ($store:expr, |$s:ident| $body:expr) => {
-        match $store {
-            $crate::store::Store::Sqlite($s) => $body,
-            $crate::store::Store::Postgres($s) => $body,
+    ($store:expr, |$s:ident $(: $b:ident)?| $body:expr) => {
+        on_each!(Store, $store, |$s $(: $b)?| $body)
+    };
+}
+
+/// [`on_backend!`] for a step of a larger write: `$conn` (anything that converts into a
+/// [`Conn`], e.g. `&mut *tx`) is the backend's connection in `$c`.
+macro_rules! on_connection {
+    ($conn:expr, |$c:ident $(: $b:ident)?| $body:expr) => {
+        on_each!(Conn, Into::<$crate::store::Conn<'_>>::into($conn), |$c $(: $b)?| $body)
+    };
+}
+
+/// The `match` behind [`on_backend!`] and [`on_connection!`].
+macro_rules! on_each {
+    ($enum:ident, $value:expr, |$s:ident| $body:expr) => {
+        match $value {
+            $crate::store::$enum::Sqlite($s) => $body,
+            $crate::store::$enum::Postgres($s) => $body,
         }
     };
-    ($store:expr, |$s:ident: $b:ident| $body:expr) => {
-        match $store {
-            $crate::store::Store::Sqlite($s) => {
+    ($enum:ident, $value:expr, |$s:ident: $b:ident| $body:expr) => {
+        match $value {
+            $crate::store::$enum::Sqlite($s) => {
                 type $b = $crate::store::SqliteStore;
                 $body
             }
-            $crate::store::Store::Postgres($s) => {
+            $crate::store::$enum::Postgres($s) => {
                 type $b = $crate::store::PgStore;
                 $body
             }
@@ -92,6 +107,25 @@ pub enum Store {
     Sqlite(SqliteStore),
     /// A PostgreSQL database, shared by replicas.
     Postgres(PgStore),
+}
+
+/// A connection of either backend in the middle of a write (a transaction's): what the
+/// steps several writes share take (see [`on_connection!`]).
+pub(crate) enum Conn<'a> {
+    Sqlite(&'a mut sqlx::SqliteConnection),
+    Postgres(&'a mut sqlx::PgConnection),
+}
+
+impl<'a> From<&'a mut sqlx::SqliteConnection> for Conn<'a> {
+    fn from(conn: &'a mut sqlx::SqliteConnection) -> Self {
+        Self::Sqlite(conn)
+    }
+}
+
+impl<'a> From<&'a mut sqlx::PgConnection> for Conn<'a> {
+    fn from(conn: &'a mut sqlx::PgConnection) -> Self {
+        Self::Postgres(conn)
+    }
 }
 
 impl Store {

@@ -35,11 +35,6 @@ impl PgStore {
         Ok(Self { pool, instance: next_instance() })
     }
 
-    /// Begins a transaction that will write (with [`Self::BEGIN_WRITE`]).
-    pub(super) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-        self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))
-    }
-
     // --- SQL that differs from SQLite ----------------------------------------------------
 
     /// Row locks (`FOR UPDATE`) do the serializing; a plain transaction suffices.

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 
 use super::Store;
 use super::error::{StoreError, db};
-use super::rows::now;
 use super::types::DesiredJob;
+use super::users::lock_tenant;
 use crate::model::{ReconcileCounts, TenantId};
 
 /// Computes a job's next run time from its schedule expression and id (the id seeds the
@@ -63,11 +63,10 @@ impl Store {
                 });
             }
         }
-        on_backend!(self, |s: B| {
-            let now = now();
-            let mut tx = s.begin_write().await?;
+        on_backend!(self, |s| {
+            let (mut tx, now) = s.begin_write().await?;
             // Serializes reconciliations (and tenant saves) of this tenant.
-            B::lock_tenant(&mut tx, tenant).await?;
+            lock_tenant(&mut *tx, tenant).await?;
             let connections: HashMap<i64, (String, String)> = sqlx::query_as::<_, (i64, String, String)>(
                 "SELECT id, provider, status FROM connections WHERE tenant_id = $1",
             )

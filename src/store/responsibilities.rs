@@ -8,8 +8,9 @@ use sqlx::types::Json;
 
 use super::Store;
 use super::error::{StoreError, db};
+use super::intelligence::require_member;
 use super::intelligence::{is_foreign_key_violation, not_a_member};
-use super::rows::now;
+use super::jobs::insert_audit;
 use super::statement::{Bind, optional};
 use crate::model::{AuditEntry, ContributionKind, ProviderId, Responsibility, ResponsibilityRow, TenantId, UserId};
 
@@ -80,12 +81,11 @@ impl Store {
         scope: Option<&[ContributionKind]>,
         actor: &str,
     ) -> Result<ResponsibilityRow, StoreError> {
-        on_backend!(self, |s: B| {
-            let now = now();
-            let auto_contribute = auto_contribute.unwrap_or(responsibility.default_auto_contribute());
-            let scope = scope.map(normalized_scope);
-            let mut tx = s.begin_write().await?;
-            B::require_member(&mut tx, tenant, user).await?;
+        let auto_contribute = auto_contribute.unwrap_or(responsibility.default_auto_contribute());
+        let scope = scope.map(normalized_scope);
+        on_backend!(self, |s| {
+            let (mut tx, now) = s.begin_write().await?;
+            require_member(&mut *tx, tenant, user).await?;
             let raw: RawResponsibility = sqlx::query_as(concat!(
                 "INSERT INTO responsibilities (tenant_id, provider, user_id, responsibility, \
                  auto_contribute, scope, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
@@ -124,7 +124,7 @@ impl Store {
                     "scope": scope,
                 }),
             };
-            B::insert_audit(&mut tx, &audit).await?;
+            insert_audit(&mut *tx, &audit).await?;
             tx.commit().await.map_err(db("committing a responsibility"))?;
             Ok(row)
         })
@@ -140,9 +140,8 @@ impl Store {
         user: &UserId,
         actor: &str,
     ) -> Result<bool, StoreError> {
-        on_backend!(self, |s: B| {
-            let now = now();
-            let mut tx = s.begin_write().await?;
+        on_backend!(self, |s| {
+            let (mut tx, now) = s.begin_write().await?;
             let sql =
                 concat!("DELETE FROM responsibilities WHERE ", responsibility_key!(), " RETURNING responsibility");
             let key = [tenant.as_str(), provider.as_str(), user.as_str()];
@@ -158,7 +157,7 @@ impl Store {
                 subject: Some(format!("{provider}/{user}")),
                 details: json!({ "provider": provider, "user": user, "responsibility": was }),
             };
-            B::insert_audit(&mut tx, &audit).await?;
+            insert_audit(&mut *tx, &audit).await?;
             tx.commit().await.map_err(db("committing a responsibility removal"))?;
             Ok(true)
         })

@@ -74,11 +74,6 @@ impl SqliteStore {
         self.path.as_deref()
     }
 
-    /// Begins a transaction that will write (with [`Self::BEGIN_WRITE`]).
-    pub(super) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))
-    }
-
     // --- SQL that differs from PostgreSQL ------------------------------------------------
 
     /// Takes the write lock up front, so a read-then-write transaction never fails to

@@ -4,13 +4,12 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 
-use super::Store;
 use super::error::{StoreError, db, is_unique_violation};
-use super::postgres::PgStore;
+use super::jobs::insert_audit;
 use super::rows::now;
-use super::sqlite::SqliteStore;
 use super::statement::{Bind, all, connection, optional};
 use super::types::TenantState;
+use super::{Conn, Store};
 use crate::model::{AuditEntry, ConnectionRow, ConnectionStatus, Owner, ProviderId, SealedBlob, TenantId, TenantRow};
 
 /// Why tenant saves disable a connection.
@@ -69,136 +68,6 @@ fn tenant_write_error(state: &TenantState, context: &'static str) -> impl FnOnce
     }
 }
 
-macro_rules! tenant_methods {
-    ($store:ty, $db:ty) => {
-        impl $store {
-            /// Writes the tenant row with `sql` (binds: id, name, subdomain, timezone,
-            /// preset, revision, snapshot, now), then its overrides, connections and audit
-            /// entry, in one transaction; `missing` when `sql` returns no row.
-            async fn write_tenant(
-                &self,
-                sql: &'static str,
-                state: &TenantState,
-                audit: &AuditEntry,
-                context: &'static str,
-                missing: impl FnOnce() -> StoreError,
-            ) -> Result<TenantRow, StoreError> {
-                let now = now();
-                let mut tx = self.begin_write().await?;
-                let row: Option<TenantRow> = sqlx::query_as(sql)
-                    .bind(state.id.as_str())
-                    .bind(&state.name)
-                    .bind(&state.subdomain)
-                    .bind(&state.timezone)
-                    .bind(state.preset.as_str())
-                    .bind(&state.preset_revision)
-                    .bind(Json(&state.preset_snapshot))
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(tenant_write_error(state, context))?;
-                let Some(row) = row else { return Err(missing()) };
-                Self::apply_tenant_state(&mut tx, state, now).await?;
-                Self::insert_audit(&mut tx, audit).await?;
-                tx.commit().await.map_err(db("committing a tenant"))?;
-                Ok(row)
-            }
-
-            /// Overrides and connections of a tenant save (see `Store::create_tenant`).
-            async fn apply_tenant_state(
-                conn: &mut <$db as sqlx::Database>::Connection,
-                state: &TenantState,
-                now: DateTime<Utc>,
-            ) -> Result<(), StoreError> {
-                let tenant = state.id.as_str();
-                sqlx::query("DELETE FROM overrides WHERE tenant_id = $1")
-                    .bind(tenant)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db("deleting overrides"))?;
-                for (provider, layer) in &state.overrides {
-                    sqlx::query(
-                        "INSERT INTO overrides (tenant_id, provider, layer, updated_at) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, provider) \
-                         DO UPDATE SET layer = excluded.layer",
-                    )
-                    .bind(tenant)
-                    .bind(provider.as_str())
-                    .bind(Json(layer))
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db("inserting an override"))?;
-                }
-                let enabled: Vec<&str> = state.enabled_providers.iter().map(ProviderId::as_str).collect();
-                for provider in &enabled {
-                    // A provider switched back on: its jobs run again and its connections
-                    // return to where their credentials put them — except user connections
-                    // whose owner has left the tenant.
-                    sqlx::query(concat!(
-                        "UPDATE jobs SET enabled = TRUE, updated_at = $1 \
-                         WHERE tenant_id = $2 AND NOT enabled AND connection_id IN \
-                         (SELECT id FROM connections WHERE tenant_id = $2 AND provider = $3 \
-                          AND status = 'disabled' AND ",
-                        owner_is_member!(),
-                        ")"
-                    ))
-                    .bind(now)
-                    .bind(tenant)
-                    .bind(*provider)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db("enabling jobs"))?;
-                    sqlx::query(concat!(
-                        "UPDATE connections SET status = CASE WHEN credentials IS NULL \
-                         THEN 'pending' ELSE 'connected' END, status_reason = NULL, \
-                         updated_at = $1 \
-                         WHERE tenant_id = $2 AND provider = $3 AND status = 'disabled' AND ",
-                        owner_is_member!()
-                    ))
-                    .bind(now)
-                    .bind(tenant)
-                    .bind(*provider)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db("enabling connections"))?;
-                    sqlx::query(
-                        "INSERT INTO connections \
-                         (tenant_id, provider, owner_user, status, created_at, updated_at) \
-                         VALUES ($1, $2, '', 'pending', $3, $3) \
-                         ON CONFLICT (tenant_id, provider, owner_user) DO NOTHING",
-                    )
-                    .bind(tenant)
-                    .bind(*provider)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db("creating a connection"))?;
-                }
-                sqlx::query(Self::DISABLE_OTHER_JOBS)
-                    .bind(now)
-                    .bind(tenant)
-                    .bind(Self::id_list(&enabled))
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db("disabling jobs"))?;
-                sqlx::query(Self::DISABLE_OTHER_CONNECTIONS)
-                    .bind(NOT_ENABLED_REASON)
-                    .bind(now)
-                    .bind(tenant)
-                    .bind(Self::id_list(&enabled))
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db("disabling connections"))?;
-                Ok(())
-            }
-        }
-    };
-}
-
-tenant_methods!(SqliteStore, sqlx::Sqlite);
-tenant_methods!(PgStore, sqlx::Postgres);
-
 impl Store {
     // --- tenants -------------------------------------------------------------------------
 
@@ -209,16 +78,14 @@ impl Store {
     ///
     /// [`StoreError::Conflict`] if the id exists or the subdomain is taken.
     pub async fn create_tenant(&self, state: &TenantState, audit: &AuditEntry) -> Result<TenantRow, StoreError> {
-        on_backend!(self, |s| {
-            const SQL: &str = concat!(
-                "INSERT INTO tenants (id, name, subdomain, timezone, preset, preset_revision, \
-                 preset_snapshot, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
-                 ON CONFLICT (id) DO NOTHING RETURNING ",
-                tenant_columns!()
-            );
-            let missing = || StoreError::Conflict { what: format!("tenant `{}` already exists", state.id) };
-            s.write_tenant(SQL, state, audit, "inserting a tenant", missing).await
-        })
+        const SQL: &str = concat!(
+            "INSERT INTO tenants (id, name, subdomain, timezone, preset, preset_revision, \
+             preset_snapshot, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+             ON CONFLICT (id) DO NOTHING RETURNING ",
+            tenant_columns!()
+        );
+        let missing = || StoreError::Conflict { what: format!("tenant `{}` already exists", state.id) };
+        self.write_tenant(SQL, state, audit, "inserting a tenant", missing).await
     }
 
     /// Saves an existing tenant in one transaction, like [`Store::create_tenant`] (the
@@ -235,16 +102,14 @@ impl Store {
     ///
     /// [`StoreError::NotFound`] if the tenant does not exist.
     pub async fn update_tenant(&self, state: &TenantState, audit: &AuditEntry) -> Result<TenantRow, StoreError> {
-        on_backend!(self, |s| {
-            const SQL: &str = concat!(
-                "UPDATE tenants SET name = $2, subdomain = $3, timezone = $4, preset = $5, \
-                 preset_revision = $6, preset_snapshot = $7, updated_at = $8 \
-                 WHERE id = $1 RETURNING ",
-                tenant_columns!()
-            );
-            let missing = || StoreError::NotFound { what: format!("tenant `{}` does not exist", state.id) };
-            s.write_tenant(SQL, state, audit, "updating a tenant", missing).await
-        })
+        const SQL: &str = concat!(
+            "UPDATE tenants SET name = $2, subdomain = $3, timezone = $4, preset = $5, \
+             preset_revision = $6, preset_snapshot = $7, updated_at = $8 \
+             WHERE id = $1 RETURNING ",
+            tenant_columns!()
+        );
+        let missing = || StoreError::NotFound { what: format!("tenant `{}` does not exist", state.id) };
+        self.write_tenant(SQL, state, audit, "updating a tenant", missing).await
     }
 
     /// The tenant, if it exists.
@@ -316,9 +181,8 @@ impl Store {
         sealed: &SealedBlob,
         audit: &AuditEntry,
     ) -> Result<ConnectionRow, StoreError> {
-        on_backend!(self, |s: B| {
-            let now = now();
-            let mut tx = s.begin_write().await?;
+        on_backend!(self, |s| {
+            let (mut tx, now) = s.begin_write().await?;
             let row: Option<ConnectionRow> = sqlx::query_as(concat!(
                 "UPDATE connections SET credentials = $4, credentials_key_id = $5, \
                  credentials_version = credentials_version + 1, \
@@ -339,7 +203,7 @@ impl Store {
             .await
             .map_err(db("storing credentials"))?;
             let row = row.ok_or_else(|| no_connection(tenant, provider, owner))?;
-            B::insert_audit(&mut tx, audit).await?;
+            insert_audit(&mut *tx, audit).await?;
             tx.commit().await.map_err(db("committing credentials"))?;
             Ok(row)
         })
@@ -399,4 +263,128 @@ impl Store {
             row.ok_or_else(|| no_connection(tenant, provider, owner))
         })
     }
+
+    /// Writes the tenant row with `sql` (binds: id, name, subdomain, timezone, preset,
+    /// revision, snapshot, now), then its overrides, connections and audit entry, in one
+    /// transaction; `missing` when `sql` returns no row.
+    async fn write_tenant(
+        &self,
+        sql: &'static str,
+        state: &TenantState,
+        audit: &AuditEntry,
+        context: &'static str,
+        missing: impl FnOnce() -> StoreError,
+    ) -> Result<TenantRow, StoreError> {
+        on_backend!(self, |s| {
+            let (mut tx, now) = s.begin_write().await?;
+            let row: Option<TenantRow> = sqlx::query_as(sql)
+                .bind(state.id.as_str())
+                .bind(&state.name)
+                .bind(&state.subdomain)
+                .bind(&state.timezone)
+                .bind(state.preset.as_str())
+                .bind(&state.preset_revision)
+                .bind(Json(&state.preset_snapshot))
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(tenant_write_error(state, context))?;
+            let Some(row) = row else { return Err(missing()) };
+            apply_tenant_state(&mut *tx, state, now).await?;
+            insert_audit(&mut *tx, audit).await?;
+            tx.commit().await.map_err(db("committing a tenant"))?;
+            Ok(row)
+        })
+    }
+}
+
+/// Overrides and connections of a tenant save (see `Store::create_tenant`).
+pub(super) async fn apply_tenant_state(
+    conn: impl Into<Conn<'_>>,
+    state: &TenantState,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    on_connection!(conn, |conn: B| {
+        let tenant = state.id.as_str();
+        sqlx::query("DELETE FROM overrides WHERE tenant_id = $1")
+            .bind(tenant)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("deleting overrides"))?;
+        for (provider, layer) in &state.overrides {
+            sqlx::query(
+                "INSERT INTO overrides (tenant_id, provider, layer, updated_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, provider) \
+             DO UPDATE SET layer = excluded.layer",
+            )
+            .bind(tenant)
+            .bind(provider.as_str())
+            .bind(Json(layer))
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("inserting an override"))?;
+        }
+        let enabled: Vec<&str> = state.enabled_providers.iter().map(ProviderId::as_str).collect();
+        for provider in &enabled {
+            // A provider switched back on: its jobs run again and its connections
+            // return to where their credentials put them — except user connections
+            // whose owner has left the tenant.
+            sqlx::query(concat!(
+                "UPDATE jobs SET enabled = TRUE, updated_at = $1 \
+             WHERE tenant_id = $2 AND NOT enabled AND connection_id IN \
+             (SELECT id FROM connections WHERE tenant_id = $2 AND provider = $3 \
+              AND status = 'disabled' AND ",
+                owner_is_member!(),
+                ")"
+            ))
+            .bind(now)
+            .bind(tenant)
+            .bind(*provider)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("enabling jobs"))?;
+            sqlx::query(concat!(
+                "UPDATE connections SET status = CASE WHEN credentials IS NULL \
+             THEN 'pending' ELSE 'connected' END, status_reason = NULL, \
+             updated_at = $1 \
+             WHERE tenant_id = $2 AND provider = $3 AND status = 'disabled' AND ",
+                owner_is_member!()
+            ))
+            .bind(now)
+            .bind(tenant)
+            .bind(*provider)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("enabling connections"))?;
+            sqlx::query(
+                "INSERT INTO connections \
+             (tenant_id, provider, owner_user, status, created_at, updated_at) \
+             VALUES ($1, $2, '', 'pending', $3, $3) \
+             ON CONFLICT (tenant_id, provider, owner_user) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(*provider)
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("creating a connection"))?;
+        }
+        sqlx::query(B::DISABLE_OTHER_JOBS)
+            .bind(now)
+            .bind(tenant)
+            .bind(B::id_list(&enabled))
+            .execute(&mut *conn)
+            .await
+            .map_err(db("disabling jobs"))?;
+        sqlx::query(B::DISABLE_OTHER_CONNECTIONS)
+            .bind(NOT_ENABLED_REASON)
+            .bind(now)
+            .bind(tenant)
+            .bind(B::id_list(&enabled))
+            .execute(&mut *conn)
+            .await
+            .map_err(db("disabling connections"))?;
+        Ok(())
+    })
 }

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 
 use super::Store;
 use super::error::{StoreError, corrupt, db};
+use super::jobs::insert_audit;
 use super::rows::{now, stored};
 use super::statement::{Bind, connection, optional};
 use super::types::{AuthRow, TokenWrite};
@@ -137,10 +138,9 @@ impl Store {
         write: &TokenWrite<'_>,
         audit: Option<&AuditEntry>,
     ) -> Result<Option<(i64, i64)>, StoreError> {
-        on_backend!(self, |s: B| {
-            let now = now();
-            let bump = i64::from(write.credentials.is_some());
-            let mut tx = s.begin_write().await?;
+        let bump = i64::from(write.credentials.is_some());
+        on_backend!(self, |s| {
+            let (mut tx, now) = s.begin_write().await?;
             let saved: Option<(i64, i64)> = sqlx::query_as(concat!(
                 "UPDATE connections SET \
                  credentials = COALESCE($4, credentials), \
@@ -172,7 +172,7 @@ impl Store {
                 return Ok(None);
             }
             if let (Some(audit), true) = (audit, write.credentials.is_some()) {
-                B::insert_audit(&mut tx, audit).await?;
+                insert_audit(&mut *tx, audit).await?;
             }
             tx.commit().await.map_err(db("committing a token"))?;
             Ok(saved)

@@ -10,14 +10,12 @@ use std::collections::BTreeMap;
 
 use sqlx::types::Json;
 
-use super::Store;
 use super::error::{StoreError, db};
 use super::intelligence::not_a_member;
-use super::postgres::PgStore;
-use super::rows::now;
-use super::sqlite::SqliteStore;
+use super::jobs::insert_audit;
 use super::statement::{Bind, all, connection, optional};
 use super::tenants::{SELECT_CONNECTION, no_connection};
+use super::{Conn, Store};
 use crate::model::{
     AuditEntry, ConnectionRow, MembershipRow, Owner, ProviderId, RoleName, Saved, TenantId, UserId, UserRow,
 };
@@ -77,42 +75,6 @@ fn with_memberships(users: Vec<UserRow>, memberships: Vec<MembershipRow>) -> Res
         .collect()
 }
 
-macro_rules! user_methods {
-    ($store:ty, $db:ty) => {
-        impl $store {
-            /// Locks the tenant row (see `LOCK_TENANT`); [`StoreError::NotFound`] if the
-            /// tenant does not exist.
-            pub(super) async fn lock_tenant(
-                conn: &mut <$db as sqlx::Database>::Connection,
-                tenant: &TenantId,
-            ) -> Result<(), StoreError> {
-                let found: Option<String> = sqlx::query_scalar(Self::LOCK_TENANT)
-                    .bind(tenant.as_str())
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(db("locking a tenant"))?;
-                found.map(|_| ()).ok_or_else(|| no_tenant(tenant))
-            }
-
-            /// The user's role at the tenant, if they are a member.
-            async fn role_of(
-                conn: &mut <$db as sqlx::Database>::Connection,
-                tenant: &TenantId,
-                user: &UserId,
-            ) -> Result<Option<RoleName>, StoreError> {
-                sqlx::query_scalar(ROLE_AT_TENANT)
-                    .bind_key([tenant.as_str(), user.as_str()])
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(db("reading a membership"))
-            }
-        }
-    };
-}
-
-user_methods!(SqliteStore, sqlx::Sqlite);
-user_methods!(PgStore, sqlx::Postgres);
-
 impl Store {
     /// Adds user `user`, or updates their name and email if they differ; `audit` is
     /// written when something changed. Returns the user (with every membership) and what
@@ -124,9 +86,8 @@ impl Store {
         email: Option<&str>,
         audit: &AuditEntry,
     ) -> Result<(UserRow, Saved), StoreError> {
-        on_backend!(self, |s: B| {
-            let now = now();
-            let mut tx = s.begin_write().await?;
+        on_backend!(self, |s| {
+            let (mut tx, now) = s.begin_write().await?;
             // Inserted, else updated where it differs, else read as it is.
             let mut saved = None;
             let writes =
@@ -158,7 +119,7 @@ impl Store {
             };
             let memberships = all(&mut *tx, MEMBERSHIPS_OF_USER, [user.as_str()], "reading memberships").await?;
             if saved != Saved::Unchanged {
-                B::insert_audit(&mut tx, audit).await?;
+                insert_audit(&mut *tx, audit).await?;
             }
             tx.commit().await.map_err(db("committing a user"))?;
             Ok((UserRow { memberships, ..row }, saved))
@@ -232,10 +193,9 @@ impl Store {
         role: &RoleName,
         audit: &AuditEntry,
     ) -> Result<(MembershipRow, Saved), StoreError> {
-        on_backend!(self, |s: B| {
-            let now = now();
-            let mut tx = s.begin_write().await?;
-            B::lock_tenant(&mut tx, tenant).await?;
+        on_backend!(self, |s| {
+            let (mut tx, now) = s.begin_write().await?;
+            lock_tenant(&mut *tx, tenant).await?;
             let exists: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
                 .bind(user.as_str())
                 .fetch_optional(&mut *tx)
@@ -244,7 +204,7 @@ impl Store {
             if exists.is_none() {
                 return Err(no_user(user));
             }
-            let saved = match B::role_of(&mut tx, tenant, user).await? {
+            let saved = match role_of(&mut *tx, tenant, user).await? {
                 Some(current) if current == *role => Saved::Unchanged,
                 Some(_) => {
                     sqlx::query(
@@ -303,7 +263,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(db("updating the role of a user's connections"))?;
-                B::insert_audit(&mut tx, audit).await?;
+                insert_audit(&mut *tx, audit).await?;
             }
             let row: MembershipRow = sqlx::query_as(concat!(
                 "SELECT ",
@@ -332,10 +292,9 @@ impl Store {
         user: &UserId,
         audit: &AuditEntry,
     ) -> Result<u64, StoreError> {
-        on_backend!(self, |s: B| {
-            let now = now();
-            let mut tx = s.begin_write().await?;
-            B::lock_tenant(&mut tx, tenant).await?;
+        on_backend!(self, |s| {
+            let (mut tx, now) = s.begin_write().await?;
+            lock_tenant(&mut *tx, tenant).await?;
             let removed = sqlx::query("DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2")
                 .bind(tenant.as_str())
                 .bind(user.as_str())
@@ -366,7 +325,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db("disabling a user's connections"))?;
-            B::insert_audit(&mut tx, audit).await?;
+            insert_audit(&mut *tx, audit).await?;
             tx.commit().await.map_err(db("committing a membership removal"))?;
             Ok(disabled.rows_affected())
         })
@@ -399,10 +358,9 @@ impl Store {
         grants: &BTreeMap<RoleName, Vec<String>>,
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
-        on_backend!(self, |s: B| {
-            let now = now();
-            let mut tx = s.begin_write().await?;
-            B::lock_tenant(&mut tx, tenant).await?;
+        on_backend!(self, |s| {
+            let (mut tx, now) = s.begin_write().await?;
+            lock_tenant(&mut *tx, tenant).await?;
             sqlx::query("DELETE FROM role_grants WHERE tenant_id = $1")
                 .bind(tenant.as_str())
                 .execute(&mut *tx)
@@ -418,7 +376,7 @@ impl Store {
                     .await
                     .map_err(db("inserting role grants"))?;
             }
-            B::insert_audit(&mut tx, audit).await?;
+            insert_audit(&mut *tx, audit).await?;
             tx.commit().await.map_err(db("committing role grants"))?;
             Ok(())
         })
@@ -453,11 +411,10 @@ impl Store {
         schedule: Option<&str>,
         audit: &AuditEntry,
     ) -> Result<(ConnectionRow, Saved), StoreError> {
-        on_backend!(self, |s: B| {
-            let now = now();
-            let mut tx = s.begin_write().await?;
-            B::lock_tenant(&mut tx, tenant).await?;
-            let Some(role) = B::role_of(&mut tx, tenant, user).await? else {
+        on_backend!(self, |s| {
+            let (mut tx, now) = s.begin_write().await?;
+            lock_tenant(&mut *tx, tenant).await?;
+            let Some(role) = role_of(&mut *tx, tenant, user).await? else {
                 return Err(not_a_member(tenant, user));
             };
             let company: Option<String> =
@@ -518,9 +475,37 @@ impl Store {
                     (row, Saved::Created)
                 }
             };
-            B::insert_audit(&mut tx, audit).await?;
+            insert_audit(&mut *tx, audit).await?;
             tx.commit().await.map_err(db("committing a user connection"))?;
             Ok((row, saved))
         })
     }
+}
+
+/// Locks the tenant row (see `LOCK_TENANT`); [`StoreError::NotFound`] if the
+/// tenant does not exist.
+pub(super) async fn lock_tenant(conn: impl Into<Conn<'_>>, tenant: &TenantId) -> Result<(), StoreError> {
+    on_connection!(conn, |conn: B| {
+        let found: Option<String> = sqlx::query_scalar(B::LOCK_TENANT)
+            .bind(tenant.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db("locking a tenant"))?;
+        found.map(|_| ()).ok_or_else(|| no_tenant(tenant))
+    })
+}
+
+/// The user's role at the tenant, if they are a member.
+pub(super) async fn role_of(
+    conn: impl Into<Conn<'_>>,
+    tenant: &TenantId,
+    user: &UserId,
+) -> Result<Option<RoleName>, StoreError> {
+    on_connection!(conn, |conn| {
+        sqlx::query_scalar(ROLE_AT_TENANT)
+            .bind_key([tenant.as_str(), user.as_str()])
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db("reading a membership"))
+    })
 }
