@@ -199,17 +199,19 @@ impl Store {
                 contribution_columns!()
             ))
             .bind_key([tenant.as_str(), provider.as_str(), new.user.as_str()])
-            .bind(new.connection_id)
-            .bind(new.run_id)
-            .bind(new.kind.as_str())
-            .bind(new.confidence)
-            .bind(Json(&new.data))
-            .bind(stored(new.data_freshness))
-            .bind(new.quality)
-            .bind(new.impact)
-            .bind(new.reliability)
-            .bind(new.consistency)
-            .bind(now)
+            .bind_all((
+                new.connection_id,
+                new.run_id,
+                new.kind.as_str(),
+                new.confidence,
+                Json(&new.data),
+                stored(new.data_freshness),
+                new.quality,
+                new.impact,
+                new.reliability,
+                new.consistency,
+                now,
+            ))
             .fetch_one(&mut *tx)
             .await
             .map_err(db("inserting a contribution"))?;
@@ -220,9 +222,7 @@ impl Store {
                  AND status IN ('active', 'approved') AND id <> $6",
             )
             .bind_key([tenant.as_str(), provider.as_str(), new.user.as_str(), new.kind.as_str()])
-            .bind(new.connection_id)
-            .bind(row.id)
-            .bind(now)
+            .bind_all((new.connection_id, row.id, now))
             .execute(&mut *tx)
             .await
             .map_err(db("superseding a contribution"))?;
@@ -278,9 +278,7 @@ impl Store {
                 contribution_columns!()
             ))
             .bind_key(([tenant.as_str()], id))
-            .bind(decided.as_str())
-            .bind(reviewer.as_str())
-            .bind(now)
+            .bind_all((decided.as_str(), reviewer.as_str(), now))
             .fetch_optional(&mut *tx)
             .await
             .map_err(db("reviewing a contribution"))?;
@@ -318,12 +316,14 @@ impl Store {
                  AND ($3 IS NULL OR user_id = $3) AND ($4 IS NULL OR kind = $4) \
                  AND ($5 IS NULL OR status = $5) ORDER BY id DESC LIMIT $6"
             ))
-            .bind(tenant.as_str())
-            .bind(filter.provider.as_ref().map(ProviderId::as_str))
-            .bind(filter.user.as_ref().map(UserId::as_str))
-            .bind(filter.kind.map(ContributionKind::as_str))
-            .bind(filter.status.map(ContributionStatus::as_str))
-            .bind(filter.limit.max(0))
+            .bind_all((
+                tenant.as_str(),
+                filter.provider.as_ref().map(ProviderId::as_str),
+                filter.user.as_ref().map(UserId::as_str),
+                filter.kind.map(ContributionKind::as_str),
+                filter.status.map(ContributionStatus::as_str),
+                filter.limit.max(0),
+            ))
             .fetch_all(&s.pool)
             .await
             .map_err(db("listing contributions"))?;
@@ -371,8 +371,7 @@ impl Store {
                 " FROM company_intelligence WHERE tenant_id = $1 AND ($2 IS NULL OR provider = $2) \
                  AND version > 0 ORDER BY provider"
             ))
-            .bind(tenant.as_str())
-            .bind(provider.map(ProviderId::as_str))
+            .bind_all((tenant.as_str(), provider.map(ProviderId::as_str)))
             .fetch_all(&s.pool)
             .await
             .map_err(db("reading company intelligence"))?;
@@ -404,8 +403,7 @@ impl Store {
                 intelligence_columns!()
             ))
             .bind_key(integration(tenant, provider))
-            .bind(Json(state))
-            .bind(now())
+            .bind_all((Json(state), now()))
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| {
@@ -492,11 +490,10 @@ pub(super) async fn lock_intelligence(
     on_connection!(conn, |conn: B| {
         sqlx::query(
             "INSERT INTO company_intelligence (tenant_id, provider, state, version, updated_at) \
-         VALUES ($1, $2, $3, 0, $4) ON CONFLICT (tenant_id, provider) DO NOTHING",
+             VALUES ($1, $2, $3, 0, $4) ON CONFLICT (tenant_id, provider) DO NOTHING",
         )
         .bind_key(integration(tenant, provider))
-        .bind(Json(Value::Null))
-        .bind(now)
+        .bind_all((Json(Value::Null), now))
         .execute(&mut *conn)
         .await
         .map_err(db("creating company intelligence"))?;
@@ -526,8 +523,7 @@ pub(super) async fn store_intelligence(
             intelligence_columns!()
         ))
         .bind_key(integration(tenant, provider))
-        .bind(Json(&folded.state))
-        .bind(now)
+        .bind_all((Json(&folded.state), now))
         .fetch_one(&mut *conn)
         .await
         .map_err(db("storing company intelligence"))?;
@@ -556,8 +552,8 @@ pub(super) async fn insert_pairs(
             let (a, b) = if p.user_a <= p.user_b { (&p.user_a, &p.user_b) } else { (&p.user_b, &p.user_a) };
             sqlx::query(
                 "INSERT INTO intelligence_pairs (tenant_id, provider, user_a, user_b, relation) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, provider, user_a, user_b) \
-             DO UPDATE SET relation = excluded.relation",
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, provider, user_a, user_b) \
+                 DO UPDATE SET relation = excluded.relation",
             )
             .bind_key([tenant.as_str(), provider.as_str(), a.as_str(), b.as_str()])
             .bind(Json(&p.relation))

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::error::{StoreError, db};
 use super::rows::{now, stored};
+use super::statement::Bind;
 use super::{Conn, Store};
 use crate::model::{AuditEntry, JobRow, RunOutcome, RunRow, RunStats, RunTrigger, StreamName, TenantId};
 
@@ -59,12 +60,7 @@ impl Store {
                  FROM jobs WHERE id = $4 AND tenant_id = $5 RETURNING ",
                 run_columns!()
             ))
-            .bind(run_id)
-            .bind(trigger.as_str())
-            .bind(now)
-            .bind(job_id)
-            .bind(tenant.as_str())
-            .bind(replica)
+            .bind_all((run_id, trigger.as_str(), now, job_id, tenant.as_str(), replica))
             .fetch_optional(&mut *tx)
             .await
             .map_err(db("inserting a run"))?;
@@ -75,10 +71,7 @@ impl Store {
                 "UPDATE jobs SET last_run_id = $1, updated_at = $2 \
                  WHERE id = $3 AND tenant_id = $4",
             )
-            .bind(run_id)
-            .bind(now)
-            .bind(job_id)
-            .bind(tenant.as_str())
+            .bind_all((run_id, now, job_id, tenant.as_str()))
             .execute(&mut *tx)
             .await
             .map_err(db("linking a job to its run"))?;
@@ -105,8 +98,7 @@ impl Store {
             let (mut tx, now) = s.begin_write().await?;
             let connection: Option<(String, String)> =
                 sqlx::query_as("SELECT provider, status FROM connections WHERE id = $1 AND tenant_id = $2")
-                    .bind(connection_id)
-                    .bind(tenant.as_str())
+                    .bind_all((connection_id, tenant.as_str()))
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(db("reading a connection"))?;
@@ -126,13 +118,7 @@ impl Store {
                  updated_at = excluded.updated_at RETURNING ",
                 job_columns!()
             ))
-            .bind(tenant.as_str())
-            .bind(connection_id)
-            .bind(&provider)
-            .bind(stream.as_str())
-            .bind(schedule)
-            .bind(enabled)
-            .bind(now)
+            .bind_all((tenant.as_str(), connection_id, &provider, stream.as_str(), schedule, enabled, now))
             .fetch_one(&mut *tx)
             .await
             .map_err(db("writing a job"))?;
@@ -146,8 +132,7 @@ impl Store {
         on_backend!(self, |s| {
             let row: Option<JobRow> =
                 sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1 AND tenant_id = $2"))
-                    .bind(job_id)
-                    .bind(tenant.as_str())
+                    .bind_all((job_id, tenant.as_str()))
                     .fetch_optional(&s.pool)
                     .await
                     .map_err(db("reading a job"))?;
@@ -176,9 +161,7 @@ impl Store {
     pub async fn set_run_note(&self, tenant: &TenantId, run_id: Uuid, note: &str) -> Result<(), StoreError> {
         on_backend!(self, |s| {
             sqlx::query("UPDATE runs SET note = $1 WHERE id = $2 AND tenant_id = $3")
-                .bind(note)
-                .bind(run_id)
-                .bind(tenant.as_str())
+                .bind_all((note, run_id, tenant.as_str()))
                 .execute(&s.pool)
                 .await
                 .map_err(db("writing a run's note"))?;
@@ -192,8 +175,7 @@ impl Store {
         on_backend!(self, |s| {
             let row: Option<(Option<String>,)> =
                 sqlx::query_as("SELECT position FROM jobs WHERE id = $1 AND tenant_id = $2")
-                    .bind(job_id)
-                    .bind(tenant.as_str())
+                    .bind_all((job_id, tenant.as_str()))
                     .fetch_optional(&s.pool)
                     .await
                     .map_err(db("reading a job's resumable position"))?;
@@ -276,10 +258,7 @@ impl Store {
                  cursor_after = (SELECT cursor FROM jobs WHERE jobs.id = runs.job_id) \
                  WHERE job_id = $3 AND tenant_id = $4 AND outcome = 'running'",
             )
-            .bind(now())
-            .bind(error)
-            .bind(job_id)
-            .bind(tenant.as_str())
+            .bind_all((now(), error, job_id, tenant.as_str()))
             .execute(&s.pool)
             .await
             .map_err(db("closing abandoned runs"))?;
@@ -305,9 +284,7 @@ impl Store {
                  AND (j.lease_owner IS NULL OR (j.lease_owner <> $3 AND \
                  (j.lease_expires_at IS NULL OR j.lease_expires_at <= $2))))",
             )
-            .bind(now())
-            .bind(expired_before)
-            .bind(seen_by)
+            .bind_all((now(), expired_before, seen_by))
             .execute(&s.pool)
             .await
             .map_err(db("closing runs whose lease expired"))?;
@@ -321,8 +298,7 @@ impl Store {
             let query = match tenant {
                 Some(tenant) => {
                     sqlx::query_as(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1 AND tenant_id = $2"))
-                        .bind(run_id)
-                        .bind(tenant.as_str())
+                        .bind_all((run_id, tenant.as_str()))
                 }
                 None => sqlx::query_as(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1")).bind(run_id),
             };
@@ -353,9 +329,7 @@ impl Store {
                  (SELECT id FROM jobs WHERE connection_id = $2 AND tenant_id = $1) \
                  ORDER BY started_at DESC, id DESC LIMIT $3"
             ))
-            .bind(tenant.as_str())
-            .bind(connection_id)
-            .bind(limit.max(0))
+            .bind_all((tenant.as_str(), connection_id, limit.max(0)))
             .fetch_all(&s.pool)
             .await
             .map_err(db("listing a connection's runs"))?;
@@ -425,14 +399,16 @@ pub(super) async fn insert_audit(conn: impl Into<Conn<'_>>, entry: &AuditEntry) 
     on_connection!(conn, |conn| {
         sqlx::query(
             "INSERT INTO audit_log (at, actor, action, tenant_id, subject, details) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(stored(entry.at))
-        .bind(&entry.actor)
-        .bind(&entry.action)
-        .bind(entry.tenant_id.as_ref().map(TenantId::as_str))
-        .bind(entry.subject.as_deref())
-        .bind(Json(&entry.details))
+        .bind_all((
+            stored(entry.at),
+            &entry.actor,
+            &entry.action,
+            entry.tenant_id.as_ref().map(TenantId::as_str),
+            entry.subject.as_deref(),
+            Json(&entry.details),
+        ))
         .execute(&mut *conn)
         .await
         .map_err(db("writing an audit entry"))?;

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::Store;
 use super::error::{StoreError, db};
+use super::statement::Bind;
 use super::types::DesiredJob;
 use super::users::lock_tenant;
 use crate::model::{ReconcileCounts, TenantId};
@@ -104,19 +105,20 @@ impl Store {
                          enabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
                          RETURNING id",
                     )
-                    .bind(tenant.as_str())
-                    .bind(d.connection_id)
-                    .bind(provider)
-                    .bind(d.stream.as_str())
-                    .bind(&d.schedule)
-                    .bind(enabled)
-                    .bind(now)
+                    .bind_all((
+                        tenant.as_str(),
+                        d.connection_id,
+                        provider,
+                        d.stream.as_str(),
+                        &d.schedule,
+                        enabled,
+                        now,
+                    ))
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(db("creating a job"))?;
                     sqlx::query("UPDATE jobs SET next_run_at = $1 WHERE id = $2")
-                        .bind(next_due(&d.schedule, id))
-                        .bind(id)
+                        .bind_all((next_due(&d.schedule, id), id))
                         .execute(&mut *tx)
                         .await
                         .map_err(db("scheduling a new job"))?;
@@ -133,12 +135,7 @@ impl Store {
                     "UPDATE jobs SET schedule = $1, enabled = $2, next_run_at = $3, updated_at = $4 \
                      WHERE id = $5 AND tenant_id = $6",
                 )
-                .bind(&d.schedule)
-                .bind(enabled)
-                .bind(next_run_at)
-                .bind(now)
-                .bind(job.id)
-                .bind(tenant.as_str())
+                .bind_all((&d.schedule, enabled, next_run_at, now, job.id, tenant.as_str()))
                 .execute(&mut *tx)
                 .await
                 .map_err(db("updating a job"))?;
@@ -154,8 +151,7 @@ impl Store {
                     continue;
                 }
                 sqlx::query("UPDATE jobs SET enabled = FALSE, updated_at = $1 WHERE id = $2")
-                    .bind(now)
-                    .bind(job.id)
+                    .bind_all((now, job.id))
                     .execute(&mut *tx)
                     .await
                     .map_err(db("disabling a job"))?;

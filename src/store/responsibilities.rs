@@ -95,10 +95,7 @@ impl Store {
                 responsibility_columns!()
             ))
             .bind_key([tenant.as_str(), provider.as_str(), user.as_str()])
-            .bind(responsibility.as_str())
-            .bind(auto_contribute)
-            .bind(scope.as_ref().map(Json))
-            .bind(now)
+            .bind_all((responsibility.as_str(), auto_contribute, scope.as_ref().map(Json), now))
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| {
@@ -177,8 +174,7 @@ impl Store {
                 " FROM responsibilities WHERE tenant_id = $1 AND ($2 IS NULL OR provider = $2) \
                  ORDER BY provider, user_id"
             ))
-            .bind(tenant.as_str())
-            .bind(provider.map(ProviderId::as_str))
+            .bind_all((tenant.as_str(), provider.map(ProviderId::as_str)))
             .fetch_all(&s.pool)
             .await
             .map_err(db("listing responsibilities"))?;

@@ -20,6 +20,7 @@ use super::jobs::no_job;
 use super::postgres::PgStore;
 use super::rows::{convert_all, now};
 use super::sqlite::SqliteStore;
+use super::statement::Bind;
 use super::types::{ClaimRequest, Exclusions, Failures, JobCompletion};
 use crate::model::{
     ClaimedJob, JobCounts, JobFilter, JobRow, OwnerColumn, PauseScope, ProviderId, RunTrigger, TenantId, TriggerKind,
@@ -232,12 +233,7 @@ impl Store {
                     break;
                 }
                 let batch: Vec<RawClaim> = sqlx::query_as(sql)
-                    .bind(req.owner)
-                    .bind(req.lease_until)
-                    .bind(req.now)
-                    .bind(room)
-                    .bind(B::id_list(&tenants))
-                    .bind(B::id_list(&providers))
+                    .bind_all((req.owner, req.lease_until, req.now, room, B::id_list(&tenants), B::id_list(&providers)))
                     .fetch_all(&mut *tx)
                     .await
                     .map_err(db("claiming due jobs"))?;
@@ -268,10 +264,7 @@ impl Store {
                 "UPDATE jobs SET lease_expires_at = $1 \
                  WHERE id = $2 AND tenant_id = $3 AND lease_owner = $4",
             )
-            .bind(until)
-            .bind(job_id)
-            .bind(tenant.as_str())
-            .bind(owner)
+            .bind_all((until, job_id, tenant.as_str(), owner))
             .execute(&s.pool)
             .await
             .map_err(db("renewing a lease"))?;
@@ -308,12 +301,7 @@ impl Store {
                   OR lease_owner = $6) RETURNING ",
                 job_columns!()
             ))
-            .bind(owner)
-            .bind(lease_until)
-            .bind(now)
-            .bind(job_id)
-            .bind(tenant.as_str())
-            .bind(dead_holder)
+            .bind_all((owner, lease_until, now, job_id, tenant.as_str(), dead_holder))
             .fetch_optional(&s.pool)
             .await
             .map_err(db("claiming a job"))?;
@@ -360,13 +348,15 @@ impl Store {
                  WHERE id = $5 AND tenant_id = $6 AND lease_owner = $7 RETURNING ",
                 job_columns!()
             ))
-            .bind(completion.next_run_at)
-            .bind(completion.failures == Failures::Increment)
-            .bind(completion.last_run_id)
-            .bind(now())
-            .bind(job_id)
-            .bind(tenant.as_str())
-            .bind(owner)
+            .bind_all((
+                completion.next_run_at,
+                completion.failures == Failures::Increment,
+                completion.last_run_id,
+                now(),
+                job_id,
+                tenant.as_str(),
+                owner,
+            ))
             .fetch_optional(&s.pool)
             .await
             .map_err(db("completing a job"))?;
@@ -388,10 +378,7 @@ impl Store {
                  reclaimed_from = NULL, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
                  updated_at = $1 WHERE id = $2 AND tenant_id = $3 AND lease_owner = $4",
             )
-            .bind(now())
-            .bind(job_id)
-            .bind(tenant.as_str())
-            .bind(owner)
+            .bind_all((now(), job_id, tenant.as_str(), owner))
             .execute(&s.pool)
             .await
             .map_err(db("releasing a lease"))?;
@@ -408,8 +395,7 @@ impl Store {
                  reclaimed_from = NULL, attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
                  updated_at = $1 WHERE lease_owner = $2",
             )
-            .bind(now())
-            .bind(owner)
+            .bind_all((now(), owner))
             .execute(&s.pool)
             .await
             .map_err(db("releasing a worker's leases"))?;
@@ -431,9 +417,7 @@ impl Store {
         on_backend!(self, |s: B| {
             let (tenants, providers) = exclusion_ids(exclude);
             let earliest: Option<DateTime<Utc>> = sqlx::query_scalar(B::NEXT_DUE)
-                .bind(now)
-                .bind(B::id_list(&tenants))
-                .bind(B::id_list(&providers))
+                .bind_all((now, B::id_list(&tenants), B::id_list(&providers)))
                 .fetch_one(&s.pool)
                 .await
                 .map_err(db("finding the next due job"))?;
@@ -469,11 +453,13 @@ impl Store {
                  AND ($5 IS NULL OR j.stream = $5)) RETURNING ",
                 job_columns!()
             ))
-            .bind(kind.as_str())
-            .bind(now)
-            .bind(filter.tenant.as_ref().map(TenantId::as_str))
-            .bind(filter.provider.as_ref().map(ProviderId::as_str))
-            .bind(filter.stream.as_ref().map(|s| s.as_str()))
+            .bind_all((
+                kind.as_str(),
+                now,
+                filter.tenant.as_ref().map(TenantId::as_str),
+                filter.provider.as_ref().map(ProviderId::as_str),
+                filter.stream.as_ref().map(|s| s.as_str()),
+            ))
             .fetch_all(&s.pool)
             .await
             .map_err(db("triggering jobs"))?;
@@ -494,8 +480,7 @@ impl Store {
             let (query, missing) = match scope {
                 PauseScope::Tenant(tenant) => (
                     sqlx::query("UPDATE tenants SET paused = $1, updated_at = $2 WHERE id = $3")
-                        .bind(paused)
-                        .bind(now)
+                        .bind_all((paused, now))
                         .bind(tenant.as_str()),
                     format!("tenant `{tenant}` does not exist"),
                 ),
@@ -504,17 +489,13 @@ impl Store {
                         "UPDATE connections SET paused = $1, updated_at = $2 \
                          WHERE tenant_id = $3 AND provider = $4",
                     )
-                    .bind(paused)
-                    .bind(now)
-                    .bind(tenant.as_str())
+                    .bind_all((paused, now, tenant.as_str()))
                     .bind(provider.as_str()),
                     format!("no connection for provider `{provider}` at tenant `{tenant}`"),
                 ),
                 PauseScope::Job(tenant, job_id) => (
                     sqlx::query("UPDATE jobs SET paused = $1, updated_at = $2 WHERE id = $3 AND tenant_id = $4")
-                        .bind(paused)
-                        .bind(now)
-                        .bind(*job_id)
+                        .bind_all((paused, now, *job_id))
                         .bind(tenant.as_str()),
                     format!("no job {job_id} at tenant `{tenant}`"),
                 ),
@@ -556,8 +537,7 @@ impl Store {
                      THEN 1 ELSE 0 END), 0)",
                     job_joins!()
                 ))
-                .bind(now)
-                .bind(overdue_before)
+                .bind_all((now, overdue_before))
                 .fetch_one(&s.pool)
                 .await
                 .map_err(db("counting jobs"))?;
@@ -574,10 +554,12 @@ impl Store {
                 " FROM jobs WHERE ($1 IS NULL OR tenant_id = $1) AND ($2 IS NULL OR provider = $2) \
                  AND ($3 IS NULL OR stream = $3) ORDER BY tenant_id, provider, stream, id LIMIT $4"
             ))
-            .bind(filter.tenant.as_ref().map(TenantId::as_str))
-            .bind(filter.provider.as_ref().map(ProviderId::as_str))
-            .bind(filter.stream.as_ref().map(|s| s.as_str()))
-            .bind(limit.max(0))
+            .bind_all((
+                filter.tenant.as_ref().map(TenantId::as_str),
+                filter.provider.as_ref().map(ProviderId::as_str),
+                filter.stream.as_ref().map(|s| s.as_str()),
+                limit.max(0),
+            ))
             .fetch_all(&s.pool)
             .await
             .map_err(db("listing jobs"))?;

@@ -1,12 +1,14 @@
-//! The keys that address rows, written once for every statement and both backends: a
-//! SQL fragment that matches a key's columns against the first parameters (`$1`, `$2`,
-//! …), and the identifiers to bind to them, in the same order ([`Bind::bind_key`]).
+//! How statements address rows and run, written once for every statement and both
+//! backends: the keys that address rows (a SQL fragment matching a key's columns against
+//! the first parameters `$1`, `$2`, …, and the identifiers bound to them in the same
+//! order), binding a statement's parameters in one call ([`Bind`]: a key, or a tuple of
+//! values in `$n` order), and reading the rows a key selects ([`optional`], [`all`]) with
+//! a failure naming what the store was doing.
 
 use sqlx::query::{Query, QueryAs, QueryScalar};
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::error::{StoreError, db};
-
 use crate::model::{Owner, ProviderId, TenantId};
 
 /// `owner`'s connection to `provider` at the tenant: `$1`, `$2`, `$3` are [`connection`].
@@ -51,7 +53,43 @@ pub(super) trait Bind<'q, DB: Database>: Sized {
     fn bind_key(self, key: impl Key<'q, DB>) -> Self {
         key.bind_to(self)
     }
+
+    /// Binds each value of a tuple as the next parameters, in order.
+    fn bind_all(self, values: impl Values<'q, DB>) -> Self {
+        values.bind_to(self)
+    }
 }
+
+/// Values of different types bound one after another: a tuple.
+pub(super) trait Values<'q, DB: Database> {
+    /// Binds the values to `query`, in order.
+    fn bind_to<Q: Bind<'q, DB>>(self, query: Q) -> Q;
+}
+
+/// [`Values`] for tuples of up to 12 values.
+macro_rules! tuple_values {
+    ($($value:ident),+) => {
+        impl<'q, DB: Database, $($value: 'q + Encode<'q, DB> + Type<DB>),+> Values<'q, DB> for ($($value,)+) {
+            #[allow(non_snake_case)]
+            fn bind_to<Q: Bind<'q, DB>>(self, query: Q) -> Q {
+                let ($($value,)+) = self;
+                query$(.bind_value($value))+
+            }
+        }
+    };
+}
+
+tuple_values!(A, B);
+tuple_values!(A, B, C);
+tuple_values!(A, B, C, D);
+tuple_values!(A, B, C, D, E);
+tuple_values!(A, B, C, D, E, F);
+tuple_values!(A, B, C, D, E, F, G);
+tuple_values!(A, B, C, D, E, F, G, H);
+tuple_values!(A, B, C, D, E, F, G, H, I);
+tuple_values!(A, B, C, D, E, F, G, H, I, J);
+tuple_values!(A, B, C, D, E, F, G, H, I, J, K);
+tuple_values!(A, B, C, D, E, F, G, H, I, J, K, L);
 
 /// What addresses a row: identifiers (`[tenant, provider, …]`), optionally followed by
 /// one more value (a row id: `([tenant, provider], id)`).

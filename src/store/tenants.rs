@@ -196,9 +196,7 @@ impl Store {
                 connection_columns!()
             ))
             .bind_key(connection(tenant, provider, owner))
-            .bind(sealed.bytes.as_slice())
-            .bind(&sealed.key_id)
-            .bind(now)
+            .bind_all((sealed.bytes.as_slice(), &sealed.key_id, now))
             .fetch_optional(&mut *tx)
             .await
             .map_err(db("storing credentials"))?;
@@ -254,9 +252,7 @@ impl Store {
                 connection_columns!()
             ))
             .bind_key(connection(tenant, provider, owner))
-            .bind(status.as_str())
-            .bind(reason)
-            .bind(now())
+            .bind_all((status.as_str(), reason, now()))
             .fetch_optional(&s.pool)
             .await
             .map_err(db("setting a connection status"))?;
@@ -278,14 +274,16 @@ impl Store {
         on_backend!(self, |s| {
             let (mut tx, now) = s.begin_write().await?;
             let row: Option<TenantRow> = sqlx::query_as(sql)
-                .bind(state.id.as_str())
-                .bind(&state.name)
-                .bind(&state.subdomain)
-                .bind(&state.timezone)
-                .bind(state.preset.as_str())
-                .bind(&state.preset_revision)
-                .bind(Json(&state.preset_snapshot))
-                .bind(now)
+                .bind_all((
+                    state.id.as_str(),
+                    &state.name,
+                    &state.subdomain,
+                    &state.timezone,
+                    state.preset.as_str(),
+                    &state.preset_revision,
+                    Json(&state.preset_snapshot),
+                    now,
+                ))
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(tenant_write_error(state, context))?;
@@ -314,13 +312,10 @@ pub(super) async fn apply_tenant_state(
         for (provider, layer) in &state.overrides {
             sqlx::query(
                 "INSERT INTO overrides (tenant_id, provider, layer, updated_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, provider) \
-             DO UPDATE SET layer = excluded.layer",
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, provider) \
+                 DO UPDATE SET layer = excluded.layer",
             )
-            .bind(tenant)
-            .bind(provider.as_str())
-            .bind(Json(layer))
-            .bind(now)
+            .bind_all((tenant, provider.as_str(), Json(layer), now))
             .execute(&mut *conn)
             .await
             .map_err(db("inserting an override"))?;
@@ -332,56 +327,45 @@ pub(super) async fn apply_tenant_state(
             // whose owner has left the tenant.
             sqlx::query(concat!(
                 "UPDATE jobs SET enabled = TRUE, updated_at = $1 \
-             WHERE tenant_id = $2 AND NOT enabled AND connection_id IN \
-             (SELECT id FROM connections WHERE tenant_id = $2 AND provider = $3 \
-              AND status = 'disabled' AND ",
+                 WHERE tenant_id = $2 AND NOT enabled AND connection_id IN \
+                 (SELECT id FROM connections WHERE tenant_id = $2 AND provider = $3 \
+                 AND status = 'disabled' AND ",
                 owner_is_member!(),
                 ")"
             ))
-            .bind(now)
-            .bind(tenant)
-            .bind(*provider)
+            .bind_all((now, tenant, *provider))
             .execute(&mut *conn)
             .await
             .map_err(db("enabling jobs"))?;
             sqlx::query(concat!(
                 "UPDATE connections SET status = CASE WHEN credentials IS NULL \
-             THEN 'pending' ELSE 'connected' END, status_reason = NULL, \
-             updated_at = $1 \
-             WHERE tenant_id = $2 AND provider = $3 AND status = 'disabled' AND ",
+                 THEN 'pending' ELSE 'connected' END, status_reason = NULL, \
+                 updated_at = $1 \
+                 WHERE tenant_id = $2 AND provider = $3 AND status = 'disabled' AND ",
                 owner_is_member!()
             ))
-            .bind(now)
-            .bind(tenant)
-            .bind(*provider)
+            .bind_all((now, tenant, *provider))
             .execute(&mut *conn)
             .await
             .map_err(db("enabling connections"))?;
             sqlx::query(
                 "INSERT INTO connections \
-             (tenant_id, provider, owner_user, status, created_at, updated_at) \
-             VALUES ($1, $2, '', 'pending', $3, $3) \
-             ON CONFLICT (tenant_id, provider, owner_user) DO NOTHING",
+                 (tenant_id, provider, owner_user, status, created_at, updated_at) \
+                 VALUES ($1, $2, '', 'pending', $3, $3) \
+                 ON CONFLICT (tenant_id, provider, owner_user) DO NOTHING",
             )
-            .bind(tenant)
-            .bind(*provider)
-            .bind(now)
+            .bind_all((tenant, *provider, now))
             .execute(&mut *conn)
             .await
             .map_err(db("creating a connection"))?;
         }
         sqlx::query(B::DISABLE_OTHER_JOBS)
-            .bind(now)
-            .bind(tenant)
-            .bind(B::id_list(&enabled))
+            .bind_all((now, tenant, B::id_list(&enabled)))
             .execute(&mut *conn)
             .await
             .map_err(db("disabling jobs"))?;
         sqlx::query(B::DISABLE_OTHER_CONNECTIONS)
-            .bind(NOT_ENABLED_REASON)
-            .bind(now)
-            .bind(tenant)
-            .bind(B::id_list(&enabled))
+            .bind_all((NOT_ENABLED_REASON, now, tenant, B::id_list(&enabled)))
             .execute(&mut *conn)
             .await
             .map_err(db("disabling connections"))?;

@@ -115,9 +115,7 @@ impl Store {
                 auth_columns!()
             ))
             .bind_key(connection(tenant, provider, owner))
-            .bind(holder)
-            .bind(stored(until))
-            .bind(now())
+            .bind_all((holder, stored(until), now()))
             .fetch_optional(&s.pool)
             .await
             .map_err(db("taking the refresh lease"))?;
@@ -156,15 +154,17 @@ impl Store {
                  RETURNING credentials_version, auth_state_serial"
             ))
             .bind_key(connection(tenant, provider, owner))
-            .bind(write.credentials.map(|c| c.bytes.as_slice()))
-            .bind(write.credentials.map(|c| c.key_id.as_str()))
-            .bind(bump)
-            .bind(now)
-            .bind(write.auth_state.bytes.as_slice())
-            .bind(&write.auth_state.key_id)
-            .bind(write.expires_at.map(stored))
-            .bind(write.expected_version)
-            .bind(write.lock_owner)
+            .bind_all((
+                write.credentials.map(|c| c.bytes.as_slice()),
+                write.credentials.map(|c| c.key_id.as_str()),
+                bump,
+                now,
+                write.auth_state.bytes.as_slice(),
+                &write.auth_state.key_id,
+                write.expires_at.map(stored),
+                write.expected_version,
+                write.lock_owner,
+            ))
             .fetch_optional(&mut *tx)
             .await
             .map_err(db("storing a token"))?;
@@ -226,9 +226,7 @@ impl Store {
                 " AND credentials_version = $6"
             ))
             .bind_key(connection(tenant, provider, owner))
-            .bind(reason)
-            .bind(now())
-            .bind(version)
+            .bind_all((reason, now(), version))
             .execute(&s.pool)
             .await
             .map_err(db("recording refused credentials"))?;

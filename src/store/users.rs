@@ -94,10 +94,7 @@ impl Store {
                 [(INSERT_USER, "inserting a user", Saved::Created), (UPDATE_USER, "updating a user", Saved::Updated)];
             for (sql, context, done) in writes {
                 let row: Option<UserRow> = sqlx::query_as(sql)
-                    .bind(user.as_str())
-                    .bind(name)
-                    .bind(email)
-                    .bind(now)
+                    .bind_all((user.as_str(), name, email, now))
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(db(context))?;
@@ -210,10 +207,7 @@ impl Store {
                     sqlx::query(
                         "UPDATE memberships SET role = $1, updated_at = $2 WHERE tenant_id = $3 AND user_id = $4",
                     )
-                    .bind(role.as_str())
-                    .bind(now)
-                    .bind(tenant.as_str())
-                    .bind(user.as_str())
+                    .bind_all((role.as_str(), now, tenant.as_str(), user.as_str()))
                     .execute(&mut *tx)
                     .await
                     .map_err(db("changing a role"))?;
@@ -224,10 +218,7 @@ impl Store {
                         "INSERT INTO memberships (tenant_id, user_id, role, created_at, updated_at) \
                          VALUES ($1, $2, $3, $4, $4)",
                     )
-                    .bind(tenant.as_str())
-                    .bind(user.as_str())
-                    .bind(role.as_str())
-                    .bind(now)
+                    .bind_all((tenant.as_str(), user.as_str(), role.as_str(), now))
                     .execute(&mut *tx)
                     .await
                     .map_err(db("inserting a membership"))?;
@@ -241,10 +232,7 @@ impl Store {
                          WHERE c.tenant_id = connections.tenant_id AND c.provider = connections.provider \
                          AND c.owner_user = '' AND c.status <> 'disabled')",
                     )
-                    .bind(now)
-                    .bind(tenant.as_str())
-                    .bind(user.as_str())
-                    .bind(NOT_A_MEMBER_REASON)
+                    .bind_all((now, tenant.as_str(), user.as_str(), NOT_A_MEMBER_REASON))
                     .execute(&mut *tx)
                     .await
                     .map_err(db("restoring a member's connections"))?;
@@ -256,10 +244,7 @@ impl Store {
                     "UPDATE connections SET owner_role = $1, updated_at = $2 \
                      WHERE tenant_id = $3 AND owner_user = $4",
                 )
-                .bind(role.as_str())
-                .bind(now)
-                .bind(tenant.as_str())
-                .bind(user.as_str())
+                .bind_all((role.as_str(), now, tenant.as_str(), user.as_str()))
                 .execute(&mut *tx)
                 .await
                 .map_err(db("updating the role of a user's connections"))?;
@@ -270,8 +255,7 @@ impl Store {
                 membership_columns!(),
                 " FROM memberships WHERE tenant_id = $1 AND user_id = $2"
             ))
-            .bind(tenant.as_str())
-            .bind(user.as_str())
+            .bind_all((tenant.as_str(), user.as_str()))
             .fetch_one(&mut *tx)
             .await
             .map_err(db("reading a membership"))?;
@@ -296,8 +280,7 @@ impl Store {
             let (mut tx, now) = s.begin_write().await?;
             lock_tenant(&mut *tx, tenant).await?;
             let removed = sqlx::query("DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2")
-                .bind(tenant.as_str())
-                .bind(user.as_str())
+                .bind_all((tenant.as_str(), user.as_str()))
                 .execute(&mut *tx)
                 .await
                 .map_err(db("deleting a membership"))?;
@@ -308,9 +291,7 @@ impl Store {
                 "UPDATE jobs SET enabled = FALSE, updated_at = $1 WHERE tenant_id = $2 AND enabled \
                  AND connection_id IN (SELECT id FROM connections WHERE tenant_id = $2 AND owner_user = $3)",
             )
-            .bind(now)
-            .bind(tenant.as_str())
-            .bind(user.as_str())
+            .bind_all((now, tenant.as_str(), user.as_str()))
             .execute(&mut *tx)
             .await
             .map_err(db("disabling a user's jobs"))?;
@@ -318,10 +299,7 @@ impl Store {
                 "UPDATE connections SET status = 'disabled', status_reason = $1, owner_role = NULL, \
                  updated_at = $2 WHERE tenant_id = $3 AND owner_user = $4",
             )
-            .bind(NOT_A_MEMBER_REASON)
-            .bind(now)
-            .bind(tenant.as_str())
-            .bind(user.as_str())
+            .bind_all((NOT_A_MEMBER_REASON, now, tenant.as_str(), user.as_str()))
             .execute(&mut *tx)
             .await
             .map_err(db("disabling a user's connections"))?;
@@ -368,10 +346,7 @@ impl Store {
                 .map_err(db("deleting role grants"))?;
             for (role, streams) in grants {
                 sqlx::query("INSERT INTO role_grants (tenant_id, role, streams, updated_at) VALUES ($1, $2, $3, $4)")
-                    .bind(tenant.as_str())
-                    .bind(role.as_str())
-                    .bind(Json(streams))
-                    .bind(now)
+                    .bind_all((tenant.as_str(), role.as_str(), Json(streams), now))
                     .execute(&mut *tx)
                     .await
                     .map_err(db("inserting role grants"))?;
@@ -449,10 +424,7 @@ impl Store {
                          WHERE id = $4 RETURNING ",
                         connection_columns!()
                     ))
-                    .bind(schedule)
-                    .bind(role.as_str())
-                    .bind(now)
-                    .bind(c.id)
+                    .bind_all((schedule, role.as_str(), now, c.id))
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(db("updating a user connection"))?;
@@ -466,9 +438,7 @@ impl Store {
                         connection_columns!()
                     ))
                     .bind_key(key)
-                    .bind(role.as_str())
-                    .bind(schedule)
-                    .bind(now)
+                    .bind_all((role.as_str(), schedule, now))
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(db("creating a user connection"))?;
