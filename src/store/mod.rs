@@ -2,17 +2,23 @@
 //! pools: SQLite (the embedded default) and PostgreSQL (replicas). Every method that
 //! touches tenant data takes the tenant id and scopes its queries by it.
 //!
-//! The store keeps the model's rows (`crate::model`): each query is written once (one
-//! file per area: `tenants.rs`, `jobs.rs`, `records.rs`, `users.rs`, …), a macro expands
-//! the same method bodies for [`SqliteStore`] and [`PgStore`], and rows decode straight
-//! into the model types (`rows.rs` lists their columns). SQL that differs between the
-//! dialects lives in a few associated constants of each backend (`sqlite.rs`,
-//! `postgres.rs`); what both share when they open a database is in `connect.rs`. What the
-//! methods take (page and token writes, claims) is in `types.rs`. Migrations are
-//! embedded from `migrations/sqlite` and `migrations/postgres` (same version numbers)
-//! and run by [`Store::connect`].
+//! The store keeps the model's rows (`crate::model`), one file per area (`tenants.rs`,
+//! `jobs.rs`, `scheduling.rs`, `users.rs`, `tokens.rs`, `intelligence.rs`, …). Each
+//! method is written once, on [`Store`], with its documentation, and its body is
+//! expanded for [`SqliteStore`] and [`PgStore`] by `on_backend!`; steps several writes
+//! share (the audit entry, locking a tenant) take either backend's connection
+//! (`Conn`, `on_connection!`). Statements address rows by shared keys and bind their
+//! parameters in one call (`statement.rs`); rows decode straight into the model types
+//! (`rows.rs` lists their columns). SQL that differs between the dialects lives in a few
+//! associated constants of each backend (`sqlite.rs`, `postgres.rs`); what both share
+//! when they open a database or begin a write is in `connect.rs`. What the methods take
+//! (page and token writes, claims) is in `types.rs`. The record page write
+//! (`records.rs`) is still expanded per backend by its own macro, behind `dispatch!`.
+//! Migrations are embedded from `migrations/sqlite` and `migrations/postgres` (same
+//! version numbers) and run by [`Store::connect`].
 
-/// Calls the same method on whichever backend `self` is.
+/// Calls the same method on whichever backend `self` is (the methods `records.rs`
+/// expands for each backend).
 macro_rules! dispatch {
     ($self:ident . $method:ident ( $($arg:expr),* $(,)? )) => {
         match $self {
@@ -32,7 +38,7 @@ macro_rules! on_backend {
     };
 }
 
-/// [`on_backend!`] for a step of a larger write: `$conn` (anything that converts into a
+/// `on_backend!` for a step of a larger write: `$conn` (anything that converts into a
 /// [`Conn`], e.g. `&mut *tx`) is the backend's connection in `$c`.
 macro_rules! on_connection {
     ($conn:expr, |$c:ident $(: $b:ident)?| $body:expr) => {
@@ -40,7 +46,7 @@ macro_rules! on_connection {
     };
 }
 
-/// The `match` behind [`on_backend!`] and [`on_connection!`].
+/// The `match` behind `on_backend!` and `on_connection!`.
 macro_rules! on_each {
     ($enum:ident, $value:expr, |$s:ident| $body:expr) => {
         match $value {
@@ -110,7 +116,7 @@ pub enum Store {
 }
 
 /// A connection of either backend in the middle of a write (a transaction's): what the
-/// steps several writes share take (see [`on_connection!`]).
+/// steps several writes share take (see `on_connection!`).
 pub(crate) enum Conn<'a> {
     Sqlite(&'a mut sqlx::SqliteConnection),
     Postgres(&'a mut sqlx::PgConnection),
