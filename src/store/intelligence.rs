@@ -12,7 +12,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::error::{StoreError, db};
+use super::error::{StoreError, db, not_found};
 use super::rows::{now, stored};
 use super::statement::{Bind, all, integration, optional};
 use super::users::ROLE_AT_TENANT;
@@ -173,21 +173,15 @@ impl Store {
                 let key = (integration(tenant, provider), connection_id);
                 let found: Option<(i64,)> =
                     optional(&mut *tx, CONNECTION_OF_INTEGRATION, key, "reading a contribution's connection").await?;
-                if found.is_none() {
-                    return Err(StoreError::NotFound {
-                        what: format!("no connection {connection_id} to `{provider}` at tenant `{tenant}`"),
-                    });
-                }
+                found.ok_or_else(|| {
+                    not_found(format!("no connection {connection_id} to `{provider}` at tenant `{tenant}`"))
+                })?;
             }
             if let Some(run_id) = new.run_id {
                 let key = (integration(tenant, provider), run_id);
                 let found: Option<(String,)> =
                     optional(&mut *tx, RUN_OF_INTEGRATION, key, "reading a contribution's run").await?;
-                if found.is_none() {
-                    return Err(StoreError::NotFound {
-                        what: format!("no run {run_id} of `{provider}` at tenant `{tenant}`"),
-                    });
-                }
+                found.ok_or_else(|| not_found(format!("no run {run_id} of `{provider}` at tenant `{tenant}`")))?;
             }
             let previous = lock_intelligence(&mut *tx, tenant, provider, now).await?;
             let row: ContributionRow = sqlx::query_as(concat!(

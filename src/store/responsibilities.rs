@@ -8,8 +8,7 @@ use sqlx::types::Json;
 
 use super::Store;
 use super::error::{StoreError, db};
-use super::intelligence::require_member;
-use super::intelligence::{is_foreign_key_violation, not_a_member};
+use super::intelligence::{is_foreign_key_violation, not_a_member, require_member};
 use super::jobs::insert_audit;
 use super::statement::{Bind, optional};
 use crate::model::{AuditEntry, ContributionKind, ProviderId, Responsibility, ResponsibilityRow, TenantId, UserId};
@@ -48,6 +47,27 @@ impl From<RawResponsibility> for ResponsibilityRow {
             created_at: raw.created_at,
             updated_at: raw.updated_at,
         }
+    }
+}
+
+/// The audit entry of `action` by `actor` at `at` on the user's responsibility on the
+/// tenant's integration with `provider`.
+fn change(
+    action: &str,
+    actor: &str,
+    at: DateTime<Utc>,
+    tenant: &TenantId,
+    provider: &ProviderId,
+    user: &UserId,
+    details: serde_json::Value,
+) -> AuditEntry {
+    AuditEntry {
+        at,
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        tenant_id: Some(tenant.clone()),
+        subject: Some(format!("{provider}/{user}")),
+        details,
     }
 }
 
@@ -107,20 +127,14 @@ impl Store {
                 }
             })?;
             let row = ResponsibilityRow::from(raw);
-            let audit = AuditEntry {
-                at: now,
-                actor: actor.to_owned(),
-                action: "responsibility.assign".into(),
-                tenant_id: Some(tenant.clone()),
-                subject: Some(format!("{provider}/{user}")),
-                details: json!({
-                    "provider": provider,
-                    "user": user,
-                    "responsibility": responsibility,
-                    "auto_contribute": auto_contribute,
-                    "scope": scope,
-                }),
-            };
+            let details = json!({
+                "provider": provider,
+                "user": user,
+                "responsibility": responsibility,
+                "auto_contribute": auto_contribute,
+                "scope": scope,
+            });
+            let audit = change("responsibility.assign", actor, now, tenant, provider, user, details);
             insert_audit(&mut *tx, &audit).await?;
             tx.commit().await.map_err(db("committing a responsibility"))?;
             Ok(row)
@@ -146,14 +160,8 @@ impl Store {
             let Some((was,)) = removed else {
                 return Ok(false);
             };
-            let audit = AuditEntry {
-                at: now,
-                actor: actor.to_owned(),
-                action: "responsibility.remove".into(),
-                tenant_id: Some(tenant.clone()),
-                subject: Some(format!("{provider}/{user}")),
-                details: json!({ "provider": provider, "user": user, "responsibility": was }),
-            };
+            let details = json!({ "provider": provider, "user": user, "responsibility": was });
+            let audit = change("responsibility.remove", actor, now, tenant, provider, user, details);
             insert_audit(&mut *tx, &audit).await?;
             tx.commit().await.map_err(db("committing a responsibility removal"))?;
             Ok(true)
