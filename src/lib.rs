@@ -22,7 +22,9 @@
 //!
 //! `model` is the vocabulary; `telemetry` knows only the model (the modules that report
 //! fill in its event structs); `secrets` seals what the store keeps without knowing the
-//! store; `http` holds request templating, which the engine uses.
+//! store; `http` holds request templating, which the engine uses. (DESIGN.md's module
+//! table lists `telemetry` among the top modules and `secrets` after `store`; both sit
+//! lower here because they import neither. README's layout lists this order.)
 //! The simulators serve tests, benchmarks and `tributary demo`, so only the composition
 //! root and the CLI may name them.
 

@@ -4,8 +4,9 @@
 //! and teardown (`startup`), claiming and finishing runs (`dispatch`, with the caps in
 //! `caps`), the periodic tick (`housekeeping`: gauges, stall checks, closing dead
 //! processes' runs), the store probe and outage handling (`health`), configuration
-//! reload (`reload`), control requests (`requests`), signals and drain (`shutdown`),
-//! and one run task (`worker`).
+//! reload (`reload`) and the job reconciliation that start-up and reload share
+//! (`reconcile`), control requests (`requests`), signals and drain (`shutdown`), and one
+//! run task (`worker`).
 //!
 //! Start-up is a sequence of logged steps: configuration, store, reconciliation, HTTP
 //! server, control socket, signals, then `READY=1`. The main loop owns all state and

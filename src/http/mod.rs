@@ -1,7 +1,8 @@
 //! The shared HTTP client: `{name}` request templates (`template`), authentication,
-//! response classification, retries (backon) and rate limits (`ratelimit`), with every
-//! call and wait counted for the run log and reported as it happens to the session's
-//! [`CallObserver`] (the metrics).
+//! response classification, parsing only the parts of a body a reader uses (`shape`),
+//! retries (backon) and rate limits (`ratelimit`), with every call and wait counted for
+//! the run log and reported as it happens to the session's [`CallObserver`] (the
+//! metrics).
 
 pub mod auth;
 pub mod classify;

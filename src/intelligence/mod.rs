@@ -4,7 +4,7 @@
 //! recent runs) become contributions of the kinds the user's responsibility on that
 //! company integration covers ([`derive`]); each contribution supersedes the user's
 //! previous one of its kind and is folded into the integration's aggregate
-//! ([`aggregate`]) in the same store transaction.
+//! ([`aggregate`]) in the same store transaction. [`report`] shows the result.
 
 pub mod aggregate;
 pub mod derive;

@@ -1,7 +1,9 @@
 //! Plain domain types shared by every module: identifiers, schedules, statuses, and
-//! the vocabulary the program speaks about what it keeps — tenants, users,
+//! the vocabulary the program speaks about what it keeps — tenants and their users,
 //! connections, jobs, runs, records and company intelligence (the submodules). The
-//! store persists these; every other module reads and writes them.
+//! store persists these; every other module reads and writes them. How each value is
+//! kept in a database column, so that stored rows decode straight into these types, is
+//! in `column`.
 //!
 //! Identifiers are validated once, in their `parse` constructor; everything that
 //! holds one may rely on its shape.

@@ -52,6 +52,11 @@ pub(crate) fn db(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreErro
     }
 }
 
+/// A row that does not exist; `what` is the whole message.
+pub(crate) fn not_found(what: impl std::fmt::Display) -> StoreError {
+    StoreError::NotFound { what: what.to_string() }
+}
+
 /// A stored value that failed validation.
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt { what: what.to_string() }

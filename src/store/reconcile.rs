@@ -5,11 +5,11 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
+use super::Store;
 use super::error::{StoreError, db};
-use super::postgres::PgStore;
-use super::rows::now;
-use super::sqlite::SqliteStore;
+use super::statement::Bind;
 use super::types::DesiredJob;
+use super::users::lock_tenant;
 use crate::model::{ReconcileCounts, TenantId};
 
 /// Computes a job's next run time from its schedule expression and id (the id seeds the
@@ -27,137 +27,138 @@ struct ExistingJob {
     next_run_at: Option<DateTime<Utc>>,
 }
 
-macro_rules! reconcile_methods {
-    ($store:ty) => {
-        impl $store {
-            pub(super) async fn reconcile_jobs(
-                &self,
-                tenant: &TenantId,
-                desired: &[DesiredJob],
-                next_due: NextDue<'_>,
-            ) -> Result<ReconcileCounts, StoreError> {
-                let mut seen = HashSet::with_capacity(desired.len());
-                for d in desired {
-                    if !seen.insert((d.connection_id, d.stream.as_str())) {
-                        return Err(StoreError::Conflict {
-                            what: format!(
-                                "job of connection {} and stream `{}` is desired twice at tenant `{tenant}`",
-                                d.connection_id, d.stream
-                            ),
-                        });
-                    }
-                }
-                let now = now();
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
-                // Serializes reconciliations (and tenant saves) of this tenant.
-                let found: Option<String> = sqlx::query_scalar(Self::LOCK_TENANT)
-                    .bind(tenant.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db("locking a tenant"))?;
-                if found.is_none() {
-                    return Err(StoreError::NotFound { what: format!("tenant `{tenant}` does not exist") });
-                }
-                let connections: HashMap<i64, (String, String)> = sqlx::query_as::<_, (i64, String, String)>(
-                    "SELECT id, provider, status FROM connections WHERE tenant_id = $1",
-                )
-                .bind(tenant.as_str())
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db("reading connections"))?
-                .into_iter()
-                .map(|(id, provider, status)| (id, (provider, status)))
-                .collect();
-                let existing: Vec<ExistingJob> = sqlx::query_as(
-                    "SELECT id, connection_id, stream, schedule, enabled, next_run_at \
-                     FROM jobs WHERE tenant_id = $1",
-                )
-                .bind(tenant.as_str())
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db("reading jobs"))?;
-                let by_key: HashMap<(i64, &str), &ExistingJob> =
-                    existing.iter().map(|job| ((job.connection_id, job.stream.as_str()), job)).collect();
+impl Store {
+    // --- scheduling ----------------------------------------------------------------------
 
-                let mut counts = ReconcileCounts::default();
-                for d in desired {
-                    let Some((provider, status)) = connections.get(&d.connection_id) else {
-                        return Err(StoreError::NotFound {
-                            what: format!("no connection {} at tenant `{tenant}`", d.connection_id),
-                        });
-                    };
-                    // A disabled connection keeps its jobs disabled until its provider is
-                    // enabled again (as in `ensure_job`).
-                    let enabled = status != "disabled";
-                    let Some(job) = by_key.get(&(d.connection_id, d.stream.as_str())) else {
-                        let id: i64 = sqlx::query_scalar(
-                            "INSERT INTO jobs (tenant_id, connection_id, provider, stream, schedule, \
-                             enabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
-                             RETURNING id",
-                        )
-                        .bind(tenant.as_str())
-                        .bind(d.connection_id)
-                        .bind(provider)
-                        .bind(d.stream.as_str())
-                        .bind(&d.schedule)
-                        .bind(enabled)
-                        .bind(now)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(db("creating a job"))?;
-                        sqlx::query("UPDATE jobs SET next_run_at = $1 WHERE id = $2")
-                            .bind(next_due(&d.schedule, id))
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(db("scheduling a new job"))?;
-                        counts.created += 1;
-                        continue;
-                    };
-                    let reschedule = job.schedule != d.schedule || job.next_run_at.is_none();
-                    if !reschedule && job.enabled == enabled {
-                        counts.unchanged += 1;
-                        continue;
-                    }
-                    let next_run_at = if reschedule { next_due(&d.schedule, job.id) } else { job.next_run_at };
-                    sqlx::query(
-                        "UPDATE jobs SET schedule = $1, enabled = $2, next_run_at = $3, updated_at = $4 \
-                         WHERE id = $5 AND tenant_id = $6",
-                    )
-                    .bind(&d.schedule)
-                    .bind(enabled)
-                    .bind(next_run_at)
-                    .bind(now)
-                    .bind(job.id)
-                    .bind(tenant.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("updating a job"))?;
-                    match (job.enabled, enabled) {
-                        (false, true) => counts.reenabled += 1,
-                        (true, false) => counts.disabled += 1,
-                        _ => counts.updated += 1,
-                    }
-                }
-
-                for job in existing.iter().filter(|job| job.enabled) {
-                    if seen.contains(&(job.connection_id, job.stream.as_str())) {
-                        continue;
-                    }
-                    sqlx::query("UPDATE jobs SET enabled = FALSE, updated_at = $1 WHERE id = $2")
-                        .bind(now)
-                        .bind(job.id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db("disabling a job"))?;
-                    counts.disabled += 1;
-                }
-                tx.commit().await.map_err(db("committing a reconciliation"))?;
-                Ok(counts)
+    /// Makes the tenant's jobs match `desired` (one per enabled connection × stream), in
+    /// one transaction:
+    ///
+    /// - a missing job is created with `next_run_at = next_due(schedule, job id)`;
+    /// - a job whose schedule changed (or that has no `next_run_at`) gets the new
+    ///   schedule and `next_due`'s time;
+    /// - a disabled job that is desired again is enabled, keeping its `next_run_at`
+    ///   (if that is past, it runs soon, catching up);
+    /// - every enabled job of the tenant not in `desired` is disabled.
+    ///
+    /// Cursors, pauses, leases and failure counts are never touched. Jobs stay disabled
+    /// while their connection is `disabled` (as in [`Store::ensure_job`]). A job running
+    /// during a schedule change completes with the next run time its worker computed
+    /// from the old schedule; the new one applies from then on.
+    ///
+    /// [`StoreError::NotFound`] if the tenant or a connection is not the tenant's,
+    /// [`StoreError::Conflict`] if `desired` names a (connection, stream) twice.
+    pub async fn reconcile_jobs(
+        &self,
+        tenant: &TenantId,
+        desired: &[DesiredJob],
+        next_due: NextDue<'_>,
+    ) -> Result<ReconcileCounts, StoreError> {
+        let mut seen = HashSet::with_capacity(desired.len());
+        for d in desired {
+            if !seen.insert((d.connection_id, d.stream.as_str())) {
+                return Err(StoreError::Conflict {
+                    what: format!(
+                        "job of connection {} and stream `{}` is desired twice at tenant `{tenant}`",
+                        d.connection_id, d.stream
+                    ),
+                });
             }
         }
-    };
-}
+        on_backend!(self, |s| {
+            let (mut tx, now) = s.begin_write().await?;
+            // Serializes reconciliations (and tenant saves) of this tenant.
+            lock_tenant(&mut *tx, tenant).await?;
+            let connections: HashMap<i64, (String, String)> = sqlx::query_as::<_, (i64, String, String)>(
+                "SELECT id, provider, status FROM connections WHERE tenant_id = $1",
+            )
+            .bind(tenant.as_str())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("reading connections"))?
+            .into_iter()
+            .map(|(id, provider, status)| (id, (provider, status)))
+            .collect();
+            let existing: Vec<ExistingJob> = sqlx::query_as(
+                "SELECT id, connection_id, stream, schedule, enabled, next_run_at \
+                 FROM jobs WHERE tenant_id = $1",
+            )
+            .bind(tenant.as_str())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("reading jobs"))?;
+            let by_key: HashMap<(i64, &str), &ExistingJob> =
+                existing.iter().map(|job| ((job.connection_id, job.stream.as_str()), job)).collect();
 
-reconcile_methods!(SqliteStore);
-reconcile_methods!(PgStore);
+            let mut counts = ReconcileCounts::default();
+            for d in desired {
+                let Some((provider, status)) = connections.get(&d.connection_id) else {
+                    return Err(StoreError::NotFound {
+                        what: format!("no connection {} at tenant `{tenant}`", d.connection_id),
+                    });
+                };
+                // A disabled connection keeps its jobs disabled until its provider is
+                // enabled again (as in `ensure_job`).
+                let enabled = status != "disabled";
+                let Some(job) = by_key.get(&(d.connection_id, d.stream.as_str())) else {
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO jobs (tenant_id, connection_id, provider, stream, schedule, \
+                         enabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+                         RETURNING id",
+                    )
+                    .bind_all((
+                        tenant.as_str(),
+                        d.connection_id,
+                        provider,
+                        d.stream.as_str(),
+                        &d.schedule,
+                        enabled,
+                        now,
+                    ))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db("creating a job"))?;
+                    sqlx::query("UPDATE jobs SET next_run_at = $1 WHERE id = $2")
+                        .bind_all((next_due(&d.schedule, id), id))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("scheduling a new job"))?;
+                    counts.created += 1;
+                    continue;
+                };
+                let reschedule = job.schedule != d.schedule || job.next_run_at.is_none();
+                if !reschedule && job.enabled == enabled {
+                    counts.unchanged += 1;
+                    continue;
+                }
+                let next_run_at = if reschedule { next_due(&d.schedule, job.id) } else { job.next_run_at };
+                sqlx::query(
+                    "UPDATE jobs SET schedule = $1, enabled = $2, next_run_at = $3, updated_at = $4 \
+                     WHERE id = $5 AND tenant_id = $6",
+                )
+                .bind_all((&d.schedule, enabled, next_run_at, now, job.id, tenant.as_str()))
+                .execute(&mut *tx)
+                .await
+                .map_err(db("updating a job"))?;
+                match (job.enabled, enabled) {
+                    (false, true) => counts.reenabled += 1,
+                    (true, false) => counts.disabled += 1,
+                    _ => counts.updated += 1,
+                }
+            }
+
+            for job in existing.iter().filter(|job| job.enabled) {
+                if seen.contains(&(job.connection_id, job.stream.as_str())) {
+                    continue;
+                }
+                sqlx::query("UPDATE jobs SET enabled = FALSE, updated_at = $1 WHERE id = $2")
+                    .bind_all((now, job.id))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("disabling a job"))?;
+                counts.disabled += 1;
+            }
+            tx.commit().await.map_err(db("committing a reconciliation"))?;
+            Ok(counts)
+        })
+    }
+}

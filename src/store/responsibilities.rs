@@ -8,10 +8,9 @@ use sqlx::types::Json;
 
 use super::Store;
 use super::error::{StoreError, db};
-use super::intelligence::{is_foreign_key_violation, not_a_member};
-use super::postgres::PgStore;
-use super::rows::now;
-use super::sqlite::SqliteStore;
+use super::intelligence::{is_foreign_key_violation, not_a_member, require_member};
+use super::jobs::insert_audit;
+use super::statement::{Bind, optional};
 use crate::model::{AuditEntry, ContributionKind, ProviderId, Responsibility, ResponsibilityRow, TenantId, UserId};
 
 /// Columns of [`RawResponsibility`].
@@ -51,6 +50,27 @@ impl From<RawResponsibility> for ResponsibilityRow {
     }
 }
 
+/// The audit entry of `action` by `actor` at `at` on the user's responsibility on the
+/// tenant's integration with `provider`.
+fn change(
+    action: &str,
+    actor: &str,
+    at: DateTime<Utc>,
+    tenant: &TenantId,
+    provider: &ProviderId,
+    user: &UserId,
+    details: serde_json::Value,
+) -> AuditEntry {
+    AuditEntry {
+        at,
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        tenant_id: Some(tenant.clone()),
+        subject: Some(format!("{provider}/{user}")),
+        details,
+    }
+}
+
 /// `scope` without duplicates, in declaration order.
 fn normalized_scope(scope: &[ContributionKind]) -> Vec<&'static str> {
     let mut kinds = scope.to_vec();
@@ -58,147 +78,6 @@ fn normalized_scope(scope: &[ContributionKind]) -> Vec<&'static str> {
     kinds.dedup();
     kinds.into_iter().map(ContributionKind::as_str).collect()
 }
-
-macro_rules! responsibility_methods {
-    ($store:ty, $db:ty) => {
-        impl $store {
-            #[allow(clippy::too_many_arguments)]
-            pub(super) async fn assign_responsibility(
-                &self,
-                tenant: &TenantId,
-                provider: &ProviderId,
-                user: &UserId,
-                responsibility: Responsibility,
-                auto_contribute: Option<bool>,
-                scope: Option<&[ContributionKind]>,
-                actor: &str,
-            ) -> Result<ResponsibilityRow, StoreError> {
-                let now = now();
-                let auto_contribute = auto_contribute.unwrap_or(responsibility.default_auto_contribute());
-                let scope = scope.map(normalized_scope);
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
-                Self::require_member(&mut tx, tenant, user).await?;
-                let raw: RawResponsibility = sqlx::query_as(concat!(
-                    "INSERT INTO responsibilities (tenant_id, provider, user_id, responsibility, \
-                     auto_contribute, scope, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
-                     ON CONFLICT (tenant_id, provider, user_id) DO UPDATE SET \
-                     responsibility = excluded.responsibility, auto_contribute = excluded.auto_contribute, \
-                     scope = excluded.scope, updated_at = excluded.updated_at RETURNING ",
-                    responsibility_columns!()
-                ))
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
-                .bind(user.as_str())
-                .bind(responsibility.as_str())
-                .bind(auto_contribute)
-                .bind(scope.as_ref().map(Json))
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| {
-                    // The membership went away since it was checked.
-                    if is_foreign_key_violation(&e) { not_a_member(tenant, user) } else { db("assigning a responsibility")(e) }
-                })?;
-                let row = ResponsibilityRow::from(raw);
-                let audit = AuditEntry {
-                    at: now,
-                    actor: actor.to_owned(),
-                    action: "responsibility.assign".into(),
-                    tenant_id: Some(tenant.clone()),
-                    subject: Some(format!("{provider}/{user}")),
-                    details: json!({
-                        "provider": provider,
-                        "user": user,
-                        "responsibility": responsibility,
-                        "auto_contribute": auto_contribute,
-                        "scope": scope,
-                    }),
-                };
-                Self::insert_audit(&mut tx, &audit).await?;
-                tx.commit().await.map_err(db("committing a responsibility"))?;
-                Ok(row)
-            }
-
-            pub(super) async fn remove_responsibility(
-                &self,
-                tenant: &TenantId,
-                provider: &ProviderId,
-                user: &UserId,
-                actor: &str,
-            ) -> Result<bool, StoreError> {
-                let now = now();
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
-                let removed: Option<String> = sqlx::query_scalar(
-                    "DELETE FROM responsibilities WHERE tenant_id = $1 AND provider = $2 AND user_id = $3 \
-                     RETURNING responsibility",
-                )
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
-                .bind(user.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("removing a responsibility"))?;
-                let Some(was) = removed else {
-                    return Ok(false);
-                };
-                let audit = AuditEntry {
-                    at: now,
-                    actor: actor.to_owned(),
-                    action: "responsibility.remove".into(),
-                    tenant_id: Some(tenant.clone()),
-                    subject: Some(format!("{provider}/{user}")),
-                    details: json!({ "provider": provider, "user": user, "responsibility": was }),
-                };
-                Self::insert_audit(&mut tx, &audit).await?;
-                tx.commit().await.map_err(db("committing a responsibility removal"))?;
-                Ok(true)
-            }
-
-            pub(super) async fn responsibilities(
-                &self,
-                tenant: &TenantId,
-                provider: Option<&ProviderId>,
-            ) -> Result<Vec<ResponsibilityRow>, StoreError> {
-                let raws: Vec<RawResponsibility> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    responsibility_columns!(),
-                    " FROM responsibilities WHERE tenant_id = $1 AND ($2 IS NULL OR provider = $2) \
-                     ORDER BY provider, user_id"
-                ))
-                .bind(tenant.as_str())
-                .bind(provider.map(ProviderId::as_str))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db("listing responsibilities"))?;
-                Ok(raws.into_iter().map(ResponsibilityRow::from).collect())
-            }
-
-            pub(super) async fn responsibility(
-                &self,
-                tenant: &TenantId,
-                provider: &ProviderId,
-                user: &UserId,
-            ) -> Result<Option<ResponsibilityRow>, StoreError> {
-                let raw: Option<RawResponsibility> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    responsibility_columns!(),
-                    " FROM responsibilities WHERE tenant_id = $1 AND provider = $2 AND user_id = $3"
-                ))
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
-                .bind(user.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("reading a responsibility"))?;
-                Ok(raw.map(ResponsibilityRow::from))
-            }
-
-        }
-    };
-}
-
-responsibility_methods!(SqliteStore, sqlx::Sqlite);
-responsibility_methods!(PgStore, sqlx::Postgres);
 
 impl Store {
     // --- responsibilities ----------------------------------------------------------------
@@ -222,7 +101,44 @@ impl Store {
         scope: Option<&[ContributionKind]>,
         actor: &str,
     ) -> Result<ResponsibilityRow, StoreError> {
-        dispatch!(self.assign_responsibility(tenant, provider, user, responsibility, auto_contribute, scope, actor))
+        let auto_contribute = auto_contribute.unwrap_or(responsibility.default_auto_contribute());
+        let scope = scope.map(normalized_scope);
+        on_backend!(self, |s| {
+            let (mut tx, now) = s.begin_write().await?;
+            require_member(&mut *tx, tenant, user).await?;
+            let raw: RawResponsibility = sqlx::query_as(concat!(
+                "INSERT INTO responsibilities (tenant_id, provider, user_id, responsibility, \
+                 auto_contribute, scope, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+                 ON CONFLICT (tenant_id, provider, user_id) DO UPDATE SET \
+                 responsibility = excluded.responsibility, auto_contribute = excluded.auto_contribute, \
+                 scope = excluded.scope, updated_at = excluded.updated_at RETURNING ",
+                responsibility_columns!()
+            ))
+            .bind_key([tenant.as_str(), provider.as_str(), user.as_str()])
+            .bind_all((responsibility.as_str(), auto_contribute, scope.as_ref().map(Json), now))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| {
+                // The membership went away since it was checked.
+                if is_foreign_key_violation(&e) {
+                    not_a_member(tenant, user)
+                } else {
+                    db("assigning a responsibility")(e)
+                }
+            })?;
+            let row = ResponsibilityRow::from(raw);
+            let details = json!({
+                "provider": provider,
+                "user": user,
+                "responsibility": responsibility,
+                "auto_contribute": auto_contribute,
+                "scope": scope,
+            });
+            let audit = change("responsibility.assign", actor, now, tenant, provider, user, details);
+            insert_audit(&mut *tx, &audit).await?;
+            tx.commit().await.map_err(db("committing a responsibility"))?;
+            Ok(row)
+        })
     }
 
     /// Removes the user's responsibility on the tenant's integration with `provider` and
@@ -235,7 +151,21 @@ impl Store {
         user: &UserId,
         actor: &str,
     ) -> Result<bool, StoreError> {
-        dispatch!(self.remove_responsibility(tenant, provider, user, actor))
+        on_backend!(self, |s| {
+            let (mut tx, now) = s.begin_write().await?;
+            let sql =
+                concat!("DELETE FROM responsibilities WHERE ", responsibility_key!(), " RETURNING responsibility");
+            let key = [tenant.as_str(), provider.as_str(), user.as_str()];
+            let removed: Option<(String,)> = optional(&mut *tx, sql, key, "removing a responsibility").await?;
+            let Some((was,)) = removed else {
+                return Ok(false);
+            };
+            let details = json!({ "provider": provider, "user": user, "responsibility": was });
+            let audit = change("responsibility.remove", actor, now, tenant, provider, user, details);
+            insert_audit(&mut *tx, &audit).await?;
+            tx.commit().await.map_err(db("committing a responsibility removal"))?;
+            Ok(true)
+        })
     }
 
     /// The tenant's responsibilities (on one integration with `Some`), by provider then
@@ -245,7 +175,19 @@ impl Store {
         tenant: &TenantId,
         provider: Option<&ProviderId>,
     ) -> Result<Vec<ResponsibilityRow>, StoreError> {
-        dispatch!(self.responsibilities(tenant, provider))
+        on_backend!(self, |s| {
+            let raws: Vec<RawResponsibility> = sqlx::query_as(concat!(
+                "SELECT ",
+                responsibility_columns!(),
+                " FROM responsibilities WHERE tenant_id = $1 AND ($2 IS NULL OR provider = $2) \
+                 ORDER BY provider, user_id"
+            ))
+            .bind_all((tenant.as_str(), provider.map(ProviderId::as_str)))
+            .fetch_all(&s.pool)
+            .await
+            .map_err(db("listing responsibilities"))?;
+            Ok(raws.into_iter().map(ResponsibilityRow::from).collect())
+        })
     }
 
     /// The user's responsibility on the tenant's integration with `provider`.
@@ -255,6 +197,12 @@ impl Store {
         provider: &ProviderId,
         user: &UserId,
     ) -> Result<Option<ResponsibilityRow>, StoreError> {
-        dispatch!(self.responsibility(tenant, provider, user))
+        on_backend!(self, |s| {
+            let sql =
+                concat!("SELECT ", responsibility_columns!(), " FROM responsibilities WHERE ", responsibility_key!());
+            let key = [tenant.as_str(), provider.as_str(), user.as_str()];
+            let raw: Option<RawResponsibility> = optional(&s.pool, sql, key, "reading a responsibility").await?;
+            Ok(raw.map(ResponsibilityRow::from))
+        })
     }
 }

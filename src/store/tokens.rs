@@ -12,9 +12,9 @@ use chrono::{DateTime, Utc};
 
 use super::Store;
 use super::error::{StoreError, corrupt, db};
-use super::postgres::PgStore;
+use super::jobs::insert_audit;
 use super::rows::{now, stored};
-use super::sqlite::SqliteStore;
+use super::statement::{Bind, connection, optional};
 use super::types::{AuthRow, TokenWrite};
 use crate::model::{AuditEntry, ConnectionStatus, Owner, ProviderId, SealedBlob, TenantId};
 
@@ -66,162 +66,8 @@ impl RawAuth {
     }
 }
 
-macro_rules! token_methods {
-    ($store:ty) => {
-        impl $store {
-            pub(super) async fn get_auth(
-                &self,
-                tenant: &TenantId,
-                provider: &ProviderId,
-                owner: Owner<'_>,
-            ) -> Result<Option<AuthRow>, StoreError> {
-                let raw: Option<RawAuth> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    auth_columns!(),
-                    " FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = $3"
-                ))
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
-                .bind(owner.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("reading a connection's token"))?;
-                raw.map(|r| r.into_row(tenant, provider, owner)).transpose()
-            }
-
-            pub(super) async fn lock_refresh(
-                &self,
-                tenant: &TenantId,
-                provider: &ProviderId,
-                owner: Owner<'_>,
-                holder: &str,
-                until: DateTime<Utc>,
-            ) -> Result<Option<AuthRow>, StoreError> {
-                let raw: Option<RawAuth> = sqlx::query_as(concat!(
-                    "UPDATE connections SET refresh_lock_owner = $1, refresh_lock_until = $2 \
-                     WHERE tenant_id = $3 AND provider = $4 AND owner_user = $6 \
-                     AND (refresh_lock_owner IS NULL OR refresh_lock_owner = $1 \
-                          OR refresh_lock_until IS NULL OR refresh_lock_until <= $5) \
-                     RETURNING ",
-                    auth_columns!()
-                ))
-                .bind(holder)
-                .bind(stored(until))
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
-                .bind(now())
-                .bind(owner.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("taking the refresh lease"))?;
-                raw.map(|r| r.into_row(tenant, provider, owner)).transpose()
-            }
-
-            pub(super) async fn save_token(
-                &self,
-                tenant: &TenantId,
-                provider: &ProviderId,
-                owner: Owner<'_>,
-                write: &TokenWrite<'_>,
-                audit: Option<&AuditEntry>,
-            ) -> Result<Option<(i64, i64)>, StoreError> {
-                let now = now();
-                let bump = i64::from(write.credentials.is_some());
-                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
-                let saved: Option<(i64, i64)> = sqlx::query_as(
-                    "UPDATE connections SET \
-                     credentials = COALESCE($1, credentials), \
-                     credentials_key_id = COALESCE($2, credentials_key_id), \
-                     credentials_version = credentials_version + $3, \
-                     credentials_updated_at = CASE WHEN $3 = 1 THEN $4 ELSE credentials_updated_at END, \
-                     auth_state = $5, auth_state_key_id = $6, auth_state_version = credentials_version + $3, \
-                     auth_state_serial = auth_state_serial + 1, auth_state_expires_at = $7, \
-                     auth_state_updated_at = $4, refresh_lock_owner = NULL, refresh_lock_until = NULL, \
-                     updated_at = $4 \
-                     WHERE tenant_id = $8 AND provider = $9 AND owner_user = $12 \
-                     AND credentials_version = $10 AND refresh_lock_owner = $11 \
-                     RETURNING credentials_version, auth_state_serial",
-                )
-                .bind(write.credentials.map(|c| c.bytes.as_slice()))
-                .bind(write.credentials.map(|c| c.key_id.as_str()))
-                .bind(bump)
-                .bind(now)
-                .bind(write.auth_state.bytes.as_slice())
-                .bind(&write.auth_state.key_id)
-                .bind(write.expires_at.map(stored))
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
-                .bind(write.expected_version)
-                .bind(write.lock_owner)
-                .bind(owner.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("storing a token"))?;
-                if saved.is_none() {
-                    return Ok(None);
-                }
-                if let (Some(audit), true) = (audit, write.credentials.is_some()) {
-                    Self::insert_audit(&mut tx, audit).await?;
-                }
-                tx.commit().await.map_err(db("committing a token"))?;
-                Ok(saved)
-            }
-
-            pub(super) async fn unlock_refresh(
-                &self,
-                tenant: &TenantId,
-                provider: &ProviderId,
-                owner: Owner<'_>,
-                holder: &str,
-            ) -> Result<bool, StoreError> {
-                let done = sqlx::query(
-                    "UPDATE connections SET refresh_lock_owner = NULL, refresh_lock_until = NULL \
-                     WHERE tenant_id = $1 AND provider = $2 AND owner_user = $4 AND refresh_lock_owner = $3",
-                )
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
-                .bind(holder)
-                .bind(owner.as_str())
-                .execute(&self.pool)
-                .await
-                .map_err(db("releasing the refresh lease"))?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            pub(super) async fn refuse_credentials(
-                &self,
-                tenant: &TenantId,
-                provider: &ProviderId,
-                owner: Owner<'_>,
-                version: i64,
-                reason: &str,
-            ) -> Result<bool, StoreError> {
-                let done = sqlx::query(
-                    "UPDATE connections SET refused_version = credentials_version, \
-                     status = CASE WHEN status = 'disabled' THEN status ELSE 'needs_reauth' END, \
-                     status_reason = CASE WHEN status = 'disabled' THEN status_reason ELSE $1 END, \
-                     auth_state = NULL, auth_state_key_id = NULL, auth_state_version = NULL, \
-                     auth_state_expires_at = NULL, refresh_lock_owner = NULL, refresh_lock_until = NULL, \
-                     updated_at = $2 \
-                     WHERE tenant_id = $3 AND provider = $4 AND owner_user = $6 AND credentials_version = $5",
-                )
-                .bind(reason)
-                .bind(now())
-                .bind(tenant.as_str())
-                .bind(provider.as_str())
-                .bind(version)
-                .bind(owner.as_str())
-                .execute(&self.pool)
-                .await
-                .map_err(db("recording refused credentials"))?;
-                Ok(done.rows_affected() > 0)
-            }
-        }
-    };
-}
-
-token_methods!(SqliteStore);
-token_methods!(PgStore);
+/// `owner`'s connection to `provider` at the tenant, as a token refresh sees it.
+const SELECT_AUTH: &str = concat!("SELECT ", auth_columns!(), " FROM connections WHERE ", connection_key!());
 
 impl Store {
     /// Identifies this opened store within the process: clones share it, another
@@ -242,7 +88,11 @@ impl Store {
         provider: &ProviderId,
         owner: Owner<'_>,
     ) -> Result<Option<AuthRow>, StoreError> {
-        dispatch!(self.get_auth(tenant, provider, owner))
+        on_backend!(self, |s| {
+            let key = connection(tenant, provider, owner);
+            let raw: Option<RawAuth> = optional(&s.pool, SELECT_AUTH, key, "reading a connection's token").await?;
+            raw.map(|r| r.into_row(tenant, provider, owner)).transpose()
+        })
     }
 
     /// Takes (or renews) the connection's refresh lease for `holder` until `until`, if
@@ -256,7 +106,21 @@ impl Store {
         holder: &str,
         until: DateTime<Utc>,
     ) -> Result<Option<AuthRow>, StoreError> {
-        dispatch!(self.lock_refresh(tenant, provider, owner, holder, until))
+        on_backend!(self, |s| {
+            let raw: Option<RawAuth> = sqlx::query_as(concat!(
+                "UPDATE connections SET refresh_lock_owner = $4, refresh_lock_until = $5 WHERE ",
+                connection_key!(),
+                " AND (refresh_lock_owner IS NULL OR refresh_lock_owner = $4 \
+                 OR refresh_lock_until IS NULL OR refresh_lock_until <= $6) RETURNING ",
+                auth_columns!()
+            ))
+            .bind_key(connection(tenant, provider, owner))
+            .bind_all((holder, stored(until), now()))
+            .fetch_optional(&s.pool)
+            .await
+            .map_err(db("taking the refresh lease"))?;
+            raw.map(|r| r.into_row(tenant, provider, owner)).transpose()
+        })
     }
 
     /// Stores a newly obtained token (and a rotated refresh token, sealed, with `audit`)
@@ -272,7 +136,47 @@ impl Store {
         write: &TokenWrite<'_>,
         audit: Option<&AuditEntry>,
     ) -> Result<Option<(i64, i64)>, StoreError> {
-        dispatch!(self.save_token(tenant, provider, owner, write, audit))
+        let bump = i64::from(write.credentials.is_some());
+        on_backend!(self, |s| {
+            let (mut tx, now) = s.begin_write().await?;
+            let saved: Option<(i64, i64)> = sqlx::query_as(concat!(
+                "UPDATE connections SET \
+                 credentials = COALESCE($4, credentials), \
+                 credentials_key_id = COALESCE($5, credentials_key_id), \
+                 credentials_version = credentials_version + $6, \
+                 credentials_updated_at = CASE WHEN $6 = 1 THEN $7 ELSE credentials_updated_at END, \
+                 auth_state = $8, auth_state_key_id = $9, auth_state_version = credentials_version + $6, \
+                 auth_state_serial = auth_state_serial + 1, auth_state_expires_at = $10, \
+                 auth_state_updated_at = $7, refresh_lock_owner = NULL, refresh_lock_until = NULL, \
+                 updated_at = $7 WHERE ",
+                connection_key!(),
+                " AND credentials_version = $11 AND refresh_lock_owner = $12 \
+                 RETURNING credentials_version, auth_state_serial"
+            ))
+            .bind_key(connection(tenant, provider, owner))
+            .bind_all((
+                write.credentials.map(|c| c.bytes.as_slice()),
+                write.credentials.map(|c| c.key_id.as_str()),
+                bump,
+                now,
+                write.auth_state.bytes.as_slice(),
+                &write.auth_state.key_id,
+                write.expires_at.map(stored),
+                write.expected_version,
+                write.lock_owner,
+            ))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("storing a token"))?;
+            if saved.is_none() {
+                return Ok(None);
+            }
+            if let (Some(audit), true) = (audit, write.credentials.is_some()) {
+                insert_audit(&mut *tx, audit).await?;
+            }
+            tx.commit().await.map_err(db("committing a token"))?;
+            Ok(saved)
+        })
     }
 
     /// Releases `holder`'s refresh lease; `false` if it did not hold it.
@@ -283,7 +187,19 @@ impl Store {
         owner: Owner<'_>,
         holder: &str,
     ) -> Result<bool, StoreError> {
-        dispatch!(self.unlock_refresh(tenant, provider, owner, holder))
+        on_backend!(self, |s| {
+            let done = sqlx::query(concat!(
+                "UPDATE connections SET refresh_lock_owner = NULL, refresh_lock_until = NULL WHERE ",
+                connection_key!(),
+                " AND refresh_lock_owner = $4"
+            ))
+            .bind_key(connection(tenant, provider, owner))
+            .bind(holder)
+            .execute(&s.pool)
+            .await
+            .map_err(db("releasing the refresh lease"))?;
+            Ok(done.rows_affected() > 0)
+        })
     }
 
     /// The provider refused the grant of credentials `version`: the connection becomes
@@ -298,6 +214,23 @@ impl Store {
         version: i64,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        dispatch!(self.refuse_credentials(tenant, provider, owner, version, reason))
+        on_backend!(self, |s| {
+            let done = sqlx::query(concat!(
+                "UPDATE connections SET refused_version = credentials_version, \
+                 status = CASE WHEN status = 'disabled' THEN status ELSE 'needs_reauth' END, \
+                 status_reason = CASE WHEN status = 'disabled' THEN status_reason ELSE $4 END, \
+                 auth_state = NULL, auth_state_key_id = NULL, auth_state_version = NULL, \
+                 auth_state_expires_at = NULL, refresh_lock_owner = NULL, refresh_lock_until = NULL, \
+                 updated_at = $5 WHERE ",
+                connection_key!(),
+                " AND credentials_version = $6"
+            ))
+            .bind_key(connection(tenant, provider, owner))
+            .bind_all((reason, now(), version))
+            .execute(&s.pool)
+            .await
+            .map_err(db("recording refused credentials"))?;
+            Ok(done.rows_affected() > 0)
+        })
     }
 }

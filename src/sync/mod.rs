@@ -1,6 +1,7 @@
 //! One run end to end: read a page → map it → upsert it and move the cursor in one
 //! transaction → next page, with the run row recording counts, HTTP calls, retries,
 //! waits, the cursor before and after, and the outcome. Memory is bounded by the page.
+//! Also a connection check that reads without storing (`probe`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
