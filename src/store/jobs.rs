@@ -144,6 +144,7 @@ macro_rules! job_methods {
                 outcome: RunOutcome,
                 stats: &RunStats,
             ) -> Result<RunRow, StoreError> {
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
                 let row: Option<RunRow> = sqlx::query_as(concat!(
                     "UPDATE runs SET finished_at = $1, outcome = $2, cursor_after = $3, \
                      fetched = $4, inserted = $5, updated = $6, unchanged = $7, filtered = $8, \
@@ -178,12 +179,17 @@ macro_rules! job_methods {
                 .bind(run_id)
                 .bind(tenant.as_str())
                 .bind(stats.note.as_deref())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(db("finishing a run"))?;
                 if let Some(row) = row {
+                    if let Some((event, data)) = super::webhooks::run_event(&row) {
+                        Self::enqueue_event(&mut tx, Some(tenant), event, data).await?;
+                    }
+                    tx.commit().await.map_err(db("committing a finished run"))?;
                     return Ok(row);
                 }
+                drop(tx);
                 match self.get_run(run_id, Some(tenant)).await? {
                     None => Err(no_run(tenant, run_id)),
                     Some(run) => Err(StoreError::Conflict {

@@ -281,6 +281,7 @@ macro_rules! tenant_methods {
             ) -> Result<ConnectionRow, StoreError> {
                 let now = now();
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                let before = Self::connection_status_in(&mut tx, tenant, provider, owner).await?;
                 let row: Option<ConnectionRow> = sqlx::query_as(concat!(
                     "UPDATE connections SET credentials = $1, credentials_key_id = $2, \
                      credentials_version = credentials_version + 1, \
@@ -302,6 +303,16 @@ macro_rules! tenant_methods {
                 .await
                 .map_err(db("storing credentials"))?;
                 let row = row.ok_or_else(|| no_connection(tenant, provider, owner))?;
+                Self::enqueue_connection_change(
+                    &mut tx,
+                    tenant,
+                    provider,
+                    owner,
+                    before.as_deref(),
+                    row.status.as_str(),
+                    None,
+                )
+                .await?;
                 Self::insert_audit(&mut tx, audit).await?;
                 tx.commit().await.map_err(db("committing credentials"))?;
                 Ok(row)
@@ -344,6 +355,8 @@ macro_rules! tenant_methods {
                 status: ConnectionStatus,
                 reason: Option<&str>,
             ) -> Result<ConnectionRow, StoreError> {
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                let before = Self::connection_status_in(&mut tx, tenant, provider, owner).await?;
                 let row: Option<ConnectionRow> = sqlx::query_as(concat!(
                     "UPDATE connections SET status = $1, status_reason = $2, updated_at = $3 \
                      WHERE tenant_id = $4 AND provider = $5 AND owner_user = $6 RETURNING ",
@@ -355,10 +368,14 @@ macro_rules! tenant_methods {
                 .bind(tenant.as_str())
                 .bind(provider.as_str())
                 .bind(owner.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(db("setting a connection status"))?;
-                row.ok_or_else(|| no_connection(tenant, provider, owner))
+                let row = row.ok_or_else(|| no_connection(tenant, provider, owner))?;
+                Self::enqueue_connection_change(&mut tx, tenant, provider, owner, before.as_deref(), status.as_str(), reason)
+                    .await?;
+                tx.commit().await.map_err(db("committing a connection status"))?;
+                Ok(row)
             }
         }
     };

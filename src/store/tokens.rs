@@ -196,6 +196,8 @@ macro_rules! token_methods {
                 version: i64,
                 reason: &str,
             ) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                let before = Self::connection_status_in(&mut tx, tenant, provider, owner).await?;
                 let done = sqlx::query(
                     "UPDATE connections SET refused_version = credentials_version, \
                      status = CASE WHEN status = 'disabled' THEN status ELSE 'needs_reauth' END, \
@@ -211,10 +213,26 @@ macro_rules! token_methods {
                 .bind(provider.as_str())
                 .bind(version)
                 .bind(owner.as_str())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(db("recording refused credentials"))?;
-                Ok(done.rows_affected() > 0)
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                if before.as_deref() != Some("disabled") {
+                    Self::enqueue_connection_change(
+                        &mut tx,
+                        tenant,
+                        provider,
+                        owner,
+                        before.as_deref(),
+                        "needs_reauth",
+                        Some(reason),
+                    )
+                    .await?;
+                }
+                tx.commit().await.map_err(db("committing refused credentials"))?;
+                Ok(true)
             }
         }
     };
