@@ -303,6 +303,28 @@ macro_rules! webhook_methods {
                 Ok(n)
             }
 
+            pub(super) async fn emit_test_event(
+                &self,
+                endpoint: &str,
+                tenant: Option<&TenantId>,
+            ) -> Result<usize, StoreError> {
+                let now = now();
+                let data = serde_json::json!({"endpoint_id": endpoint, "tenant_id": tenant.map(TenantId::as_str)});
+                let done = sqlx::query(
+                    "INSERT INTO webhook_outbox (id, endpoint_id, tenant_id, event_type, payload, \
+                     next_attempt_at, created_at) VALUES ($1, $2, $3, 'webhook.test', $4, $5, $5)",
+                )
+                .bind(format!("msg_{}", Uuid::now_v7().simple()))
+                .bind(endpoint)
+                .bind(tenant.map(TenantId::as_str))
+                .bind(envelope("webhook.test", now, data).to_string())
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(db("writing a webhook test message"))?;
+                Ok(usize::try_from(done.rows_affected()).unwrap_or(0))
+            }
+
             pub(super) async fn create_webhook_endpoint(
                 &self,
                 new: &NewWebhookEndpoint<'_>,
@@ -555,6 +577,11 @@ impl Store {
         data: Value,
     ) -> Result<usize, StoreError> {
         dispatch!(self.emit_event(tenant, event_type, data))
+    }
+
+    /// Queues a `webhook.test` message for one endpoint.
+    pub async fn emit_test_event(&self, endpoint: &str, tenant: Option<&TenantId>) -> Result<usize, StoreError> {
+        dispatch!(self.emit_test_event(endpoint, tenant))
     }
 
     /// Registers an endpoint.
