@@ -219,7 +219,11 @@ impl MasterKey {
     }
 
     /// Decrypts an outbound webhook endpoint's signing secret.
-    pub fn open_webhook_secret(&self, endpoint_id: &str, blob: &SealedBlob) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
+    pub fn open_webhook_secret(
+        &self,
+        endpoint_id: &str,
+        blob: &SealedBlob,
+    ) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
         if blob.key_id != self.id {
             return Err(SecretsError::WrongKey { sealed: blob.key_id.clone(), loaded: self.id.clone() });
         }

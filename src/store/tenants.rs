@@ -372,8 +372,16 @@ macro_rules! tenant_methods {
                 .await
                 .map_err(db("setting a connection status"))?;
                 let row = row.ok_or_else(|| no_connection(tenant, provider, owner))?;
-                Self::enqueue_connection_change(&mut tx, tenant, provider, owner, before.as_deref(), status.as_str(), reason)
-                    .await?;
+                Self::enqueue_connection_change(
+                    &mut tx,
+                    tenant,
+                    provider,
+                    owner,
+                    before.as_deref(),
+                    status.as_str(),
+                    reason,
+                )
+                .await?;
                 tx.commit().await.map_err(db("committing a connection status"))?;
                 Ok(row)
             }

@@ -639,7 +639,11 @@ impl Store {
     }
 
     /// The endpoint's latest attempts, newest first.
-    pub async fn list_webhook_deliveries(&self, endpoint: &str, limit: i64) -> Result<Vec<WebhookDelivery>, StoreError> {
+    pub async fn list_webhook_deliveries(
+        &self,
+        endpoint: &str,
+        limit: i64,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
         dispatch!(self.list_webhook_deliveries(endpoint, limit))
     }
 
