@@ -181,7 +181,7 @@ async fn every_event_is_delivered_signed_through_failures_with_stable_ids() {
     cancel.cancel();
     task.await.unwrap();
 
-    let seen = r.seen.lock().unwrap();
+    let seen = std::mem::take(&mut *r.seen.lock().unwrap());
     assert_eq!(seen.bad_signatures, 0);
     let failures = seen.hits.iter().filter(|(_, s)| *s == 503).count() + r.slow.load(Ordering::SeqCst) as usize;
     assert!(failures >= N / 5, "the receiver failed {failures} of {} requests", seen.hits.len());
