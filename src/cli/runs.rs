@@ -34,6 +34,20 @@ pub enum RecordsCmd {
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
+    /// The tenant's change feed: records inserted, updated or deleted after a sequence
+    /// number, in order. Page with the next `--since` it prints.
+    Changes {
+        #[arg(long)]
+        tenant: String,
+        /// Changes of this entity only.
+        #[arg(long)]
+        entity: Option<String>,
+        /// Changes after this sequence number (0: from the start).
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
 }
 
 fn duration(r: &RunRow) -> String {
@@ -130,7 +144,12 @@ pub async fn runs(g: &Global, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn records(g: &Global, cmd: RecordsCmd) -> anyhow::Result<ExitCode> {
-    let RecordsCmd::List { tenant, entity, limit } = cmd;
+    let (tenant, entity, limit) = match cmd {
+        RecordsCmd::List { tenant, entity, limit } => (tenant, entity, limit),
+        RecordsCmd::Changes { tenant, entity, since, limit } => {
+            return changes(g, &tenant, entity.as_deref(), since, limit).await;
+        }
+    };
     let catalog = g.catalog()?;
     if catalog.entities.get(&entity).is_none() {
         anyhow::bail!("unknown entity `{entity}` (known: {})", catalog.entities.names());
@@ -157,6 +176,49 @@ pub async fn records(g: &Global, cmd: RecordsCmd) -> anyhow::Result<ExitCode> {
             .collect();
         output::table(&["PROVIDER", "EXTERNAL ID", "LAST SYNCED", "DATA"], &table);
         outln!("{} of {total} {entity} records", rows.len());
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn changes(g: &Global, tenant: &str, entity: Option<&str>, since: i64, limit: i64) -> anyhow::Result<ExitCode> {
+    let catalog = g.catalog()?;
+    if let Some(entity) = entity
+        && catalog.entities.get(entity).is_none()
+    {
+        anyhow::bail!("unknown entity `{entity}` (known: {})", catalog.entities.names());
+    }
+    if since < 0 {
+        anyhow::bail!("--since must be 0 or a sequence number the feed printed");
+    }
+    let store = g.store_existing(&catalog).await?;
+    let tenant = TenantId::parse(tenant)?;
+    let entity = entity.map(EntityName::parse).transpose()?;
+    let rows = store.list_changes(&tenant, entity.as_ref(), since, limit).await?;
+    let next = rows.last().map_or(since, |c| c.seq);
+    if g.json {
+        output::json(&json!({ "changes": rows, "next_since": next }))?;
+    } else {
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|c| {
+                vec![
+                    c.seq.to_string(),
+                    c.entity.to_string(),
+                    c.provider.to_string(),
+                    c.external_id.clone(),
+                    c.kind.to_string(),
+                    c.run_id.map_or("-".into(), |r| r.to_string()),
+                    c.changed_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                ]
+            })
+            .collect();
+        output::table(&["SEQ", "ENTITY", "PROVIDER", "EXTERNAL ID", "KIND", "RUN", "CHANGED"], &table);
+        if rows.is_empty() {
+            outln!("no changes after {since}");
+        } else {
+            outln!("{} changes; next: --since {next}", rows.len());
+        }
     }
     store.close().await;
     Ok(ExitCode::SUCCESS)

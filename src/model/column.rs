@@ -7,8 +7,8 @@ use sqlx::error::BoxDynError;
 use sqlx::{Database, Decode, Type};
 
 use super::{
-    ConnectionStatus, ContributionKind, ContributionStatus, EntityName, PresetName, ProviderId, Responsibility,
-    RoleName, RunOutcome, RunTrigger, StreamName, TenantId, TriggerKind, UserId,
+    ChangeKind, ConnectionStatus, ContributionKind, ContributionStatus, EntityName, PresetName, ProviderId,
+    Responsibility, RoleName, RunOutcome, RunTrigger, StreamName, TenantId, TriggerKind, UserId,
 };
 
 /// Kept as TEXT: `$parse` turns the stored text back into the value.
@@ -67,6 +67,7 @@ text_column!(
     ContributionKind => |t| word("contribution kind", ContributionKind::parse, t),
     ContributionStatus => |t| word("contribution status", ContributionStatus::parse, t),
     Responsibility => |t| word("responsibility", Responsibility::parse, t),
+    ChangeKind => |t| word("change kind", ChangeKind::parse, t),
 );
 
 /// A connection's owning user as `connections.owner_user` keeps it: the empty text for

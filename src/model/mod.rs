@@ -27,7 +27,7 @@ pub use self::intelligence::{ContributionRow, IntelligenceRow, PairRow, Responsi
 pub use self::jobs::{
     ClaimedJob, GaugeFigures, JobCounts, JobFilter, JobRow, PauseScope, ReconcileCounts, StreamFreshness,
 };
-pub use self::records::{DeadLetterRow, PageOutcome, RecordRow};
+pub use self::records::{ChangeKind, ChangeRange, ChangeRow, DeadLetterRow, PageOutcome, RecordRow};
 pub use self::runs::{RunRow, RunStats};
 pub use self::tenants::{AuditEntry, MembershipRow, Saved, TenantRow, UserRow};
 

@@ -43,3 +43,59 @@ pub struct RecordRow {
     pub last_synced: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
 }
+
+/// What a change did to a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Inserted,
+    Updated,
+    Deleted,
+}
+
+impl ChangeKind {
+    pub const ALL: [Self; 3] = [Self::Inserted, Self::Updated, Self::Deleted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inserted => "inserted",
+            Self::Updated => "updated",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for ChangeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One entry of a tenant's change feed: the latest change of a record, at its place in
+/// the tenant's change sequence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChangeRow {
+    pub seq: i64,
+    pub entity: EntityName,
+    pub provider: ProviderId,
+    pub external_id: String,
+    pub kind: ChangeKind,
+    /// The run that made the change; `None` for records that predate the feed.
+    pub run_id: Option<Uuid>,
+    pub changed_at: DateTime<Utc>,
+}
+
+/// The changes a run made to one entity, as they stand in the feed: the sequence range
+/// they occupy and how many of each kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ChangeRange {
+    pub from_seq: i64,
+    pub to_seq: i64,
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+}

@@ -46,9 +46,9 @@ pub use webhooks::{
 };
 
 use crate::model::{
-    AuditEntry, ClaimedJob, ConnectionRow, ConnectionStatus, DeadLetterRow, EntityName, JobCounts, JobFilter, JobRow,
-    Owner, PageOutcome, PauseScope, ProviderId, ReconcileCounts, RecordRow, RunOutcome, RunRow, RunStats, RunTrigger,
-    SealedBlob, StreamName, TenantId, TenantRow, TriggerKind,
+    AuditEntry, ChangeRange, ChangeRow, ClaimedJob, ConnectionRow, ConnectionStatus, DeadLetterRow, EntityName,
+    JobCounts, JobFilter, JobRow, Owner, PageOutcome, PauseScope, ProviderId, ReconcileCounts, RecordRow, RunOutcome,
+    RunRow, RunStats, RunTrigger, SealedBlob, StreamName, TenantId, TenantRow, TriggerKind,
 };
 
 /// The state store: a SQLite file or a PostgreSQL database. Cheap to clone (the pools
@@ -485,6 +485,46 @@ impl Store {
         external_id: &str,
     ) -> Result<Option<RecordRow>, StoreError> {
         dispatch!(self.get_record(tenant, entity, provider, external_id))
+    }
+
+    /// The tenant's change feed after `since_seq`, in sequence order (of `entity`, if
+    /// given): up to `limit` records with their latest change. A record changed again
+    /// moves to the end of the feed; page with the last `seq` returned.
+    pub async fn list_changes(
+        &self,
+        tenant: &TenantId,
+        entity: Option<&EntityName>,
+        since_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<ChangeRow>, StoreError> {
+        dispatch!(self.list_changes(tenant, entity, since_seq, limit))
+    }
+
+    /// Where the changes `run_id` made to the tenant's `entity` stand in the change feed:
+    /// the lowest and highest sequence and the count of each kind, over the records whose
+    /// latest change is the run's (a record a later run changed again counts there).
+    /// `None` if there are none.
+    pub async fn change_range(
+        &self,
+        tenant: &TenantId,
+        run_id: Uuid,
+        entity: &EntityName,
+    ) -> Result<Option<ChangeRange>, StoreError> {
+        dispatch!(self.change_range(tenant, run_id, entity))
+    }
+
+    /// Soft-deletes the tenant's records `ids` of `entity` from `provider` (those not
+    /// deleted already), each taking the next number of the change sequence with kind
+    /// `deleted` and `run` as its run, in one transaction. Returns how many it deleted.
+    pub async fn mark_deleted(
+        &self,
+        tenant: &TenantId,
+        entity: &EntityName,
+        provider: &ProviderId,
+        ids: &[&str],
+        run: Option<Uuid>,
+    ) -> Result<u64, StoreError> {
+        dispatch!(self.mark_deleted(tenant, entity, provider, ids, run))
     }
 
     /// How many records the tenant has (of `entity`, if given).

@@ -94,6 +94,12 @@ impl PgStore {
     /// statement).
     pub(super) const READ_AND_UPSERT_TOGETHER: bool = false;
 
+    /// Marks the records of `id_list` `$4` deleted (those not deleted already), leaving
+    /// them for `number_changes`.
+    pub(super) const MARK_DELETED: &'static str = "UPDATE records SET deleted_at = $5, change_seq = NULL, \
+         change_kind = 'deleted', change_run = $6 WHERE tenant_id = $1 AND entity = $2 AND provider = $3 \
+         AND external_id = ANY($4::text[]) AND deleted_at IS NULL";
+
     /// A list of strings as one bind parameter: a `TEXT[]`.
     pub(super) fn id_list(ids: &[&str]) -> Vec<String> {
         ids.iter().map(|id| (*id).to_owned()).collect()

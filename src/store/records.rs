@@ -13,10 +13,12 @@ use super::postgres::PgStore;
 use super::rows::{content_hash_of_text, now};
 use super::sqlite::SqliteStore;
 use super::types::{PageWrite, PositionWrite, RecordInput};
-use crate::model::{DeadLetterRow, EntityName, PageOutcome, ProviderId, RecordRow, TenantId};
+use crate::model::{
+    ChangeKind, ChangeRange, ChangeRow, DeadLetterRow, EntityName, PageOutcome, ProviderId, RecordRow, TenantId,
+};
 
 /// Bind parameters per row of the multi-row upsert.
-const BINDS_PER_ROW: usize = 8;
+const BINDS_PER_ROW: usize = 9;
 
 /// One record of a page, ready to write: serialized once, and hashed over that text.
 pub(super) struct Prepared<'a> {
@@ -56,12 +58,16 @@ fn rows_per_statement(max_binds: usize, per_row: usize) -> usize {
 /// Pushes the multi-row upsert of `$records` (an iterator of `&Prepared`) onto a query
 /// builder: new rows inserted, existing ones rewritten (keeping `first_seen`), each found
 /// through the primary key.
+///
+/// Written rows are left without a change sequence (`change_seq` NULL), their kind and
+/// run set; `number_changes` numbers them before the transaction commits.
 macro_rules! push_upsert {
     ($qb:expr, $store:ty, $tenant:expr, $page:expr, $records:expr, $now:expr) => {{
         $qb.push(
             "INSERT INTO records (tenant_id, entity, provider, external_id, data, content_hash, \
-             first_seen, last_synced) ",
+             first_seen, last_synced, change_run, change_seq, change_kind) ",
         );
+        let change_run = $page.run.as_ref().map(|r| r.run_id);
         $qb.push_values($records, |mut row, record| {
             row.push_bind($tenant.as_str())
                 .push_bind($page.entity.as_str())
@@ -71,12 +77,15 @@ macro_rules! push_upsert {
                 .push_unseparated(<$store>::JSON_PARAM)
                 .push_bind(record.hash.as_str())
                 .push_bind($now)
-                .push_bind($now);
+                .push_bind($now)
+                .push_bind(change_run)
+                .push_unseparated(", NULL, 'inserted'");
         });
         $qb.push(
             " ON CONFLICT (tenant_id, entity, provider, external_id) DO UPDATE SET \
              data = excluded.data, content_hash = excluded.content_hash, \
-             last_synced = excluded.last_synced, deleted_at = NULL",
+             last_synced = excluded.last_synced, deleted_at = NULL, change_seq = NULL, \
+             change_kind = 'updated', change_run = excluded.change_run",
         );
     }};
 }
@@ -84,6 +93,56 @@ macro_rules! push_upsert {
 macro_rules! record_methods {
     ($store:ty, $db:ty) => {
         impl $store {
+            /// Numbers the tenant's records written in this transaction (those without a
+            /// change sequence; `written` of them by the writer's count) with the next
+            /// numbers of the tenant's change sequence, in key order. The counter's row
+            /// stays locked until commit, so concurrent writers of one tenant take their
+            /// numbers one after the other.
+            async fn number_changes(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                tenant: &TenantId,
+                written: u64,
+            ) -> Result<(), StoreError> {
+                if written == 0 {
+                    return Ok(());
+                }
+                let written = i64::try_from(written).unwrap_or(i64::MAX);
+                let last: i64 = sqlx::query_scalar(
+                    "INSERT INTO change_sequences (tenant_id, last_seq) VALUES ($1, $2) ON CONFLICT (tenant_id) \
+                     DO UPDATE SET last_seq = change_sequences.last_seq + excluded.last_seq RETURNING last_seq",
+                )
+                .bind(tenant.as_str())
+                .bind(written)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(db("advancing the tenant's change sequence"))?;
+                let numbered = sqlx::query(
+                    "UPDATE records SET change_seq = $2 + n.rn FROM (SELECT entity, provider, external_id, \
+                     row_number() OVER (ORDER BY entity, provider, external_id) AS rn FROM records \
+                     WHERE tenant_id = $1 AND change_seq IS NULL) AS n WHERE records.tenant_id = $1 \
+                     AND records.entity = n.entity AND records.provider = n.provider \
+                     AND records.external_id = n.external_id",
+                )
+                .bind(tenant.as_str())
+                .bind(last - written)
+                .execute(&mut **tx)
+                .await
+                .map_err(db("numbering changed records"))?
+                .rows_affected();
+                // A row a concurrent writer changed between this writer's read and its
+                // upsert is written but was not counted: the counter covers it too.
+                let numbered = i64::try_from(numbered).unwrap_or(i64::MAX);
+                if numbered != written {
+                    sqlx::query("UPDATE change_sequences SET last_seq = $2 WHERE tenant_id = $1")
+                        .bind(tenant.as_str())
+                        .bind(last - written + numbered.max(written))
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(db("advancing the tenant's change sequence"))?;
+                }
+                Ok(())
+            }
+
             pub(super) async fn write_page(
                 &self,
                 tenant: &TenantId,
@@ -185,12 +244,14 @@ macro_rules! record_methods {
                     }
                     writes.push(record);
                 }
+                let mut written = if together { outcome.inserted + outcome.updated } else { 0 };
                 for chunk in writes.chunks(per_statement).filter(|_| !together) {
                     let mut qb = QueryBuilder::<$db>::new("");
                     push_upsert!(qb, Self, tenant, page, chunk.iter().copied(), now);
                     // Kept prepared: a full page always has the same text.
-                    qb.build().execute(&mut *tx).await.map_err(db("writing records"))?;
+                    written += qb.build().execute(&mut *tx).await.map_err(db("writing records"))?.rows_affected();
                 }
+                Self::number_changes(&mut tx, tenant, written).await?;
 
                 for chunk in page.dead_letters.chunks(500) {
                     let mut qb = QueryBuilder::<$db>::new(
@@ -273,6 +334,110 @@ macro_rules! record_methods {
                 }
                 tx.commit().await.map_err(db("committing a page"))?;
                 Ok(outcome)
+            }
+
+            pub(super) async fn mark_deleted(
+                &self,
+                tenant: &TenantId,
+                entity: &EntityName,
+                provider: &ProviderId,
+                ids: &[&str],
+                run: Option<uuid::Uuid>,
+            ) -> Result<u64, StoreError> {
+                if ids.is_empty() {
+                    return Ok(0);
+                }
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                let deleted = sqlx::query(Self::MARK_DELETED)
+                    .bind(tenant.as_str())
+                    .bind(entity.as_str())
+                    .bind(provider.as_str())
+                    .bind(Self::id_list(ids))
+                    .bind(now())
+                    .bind(run)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("marking records deleted"))?
+                    .rows_affected();
+                Self::number_changes(&mut tx, tenant, deleted).await?;
+                tx.commit().await.map_err(db("committing deleted records"))?;
+                Ok(deleted)
+            }
+
+            pub(super) async fn list_changes(
+                &self,
+                tenant: &TenantId,
+                entity: Option<&EntityName>,
+                since_seq: i64,
+                limit: i64,
+            ) -> Result<Vec<ChangeRow>, StoreError> {
+                type Raw = (
+                    i64,
+                    EntityName,
+                    ProviderId,
+                    String,
+                    ChangeKind,
+                    Option<uuid::Uuid>,
+                    chrono::DateTime<chrono::Utc>,
+                    Option<chrono::DateTime<chrono::Utc>>,
+                );
+                let rows: Vec<Raw> = sqlx::query_as(
+                    "SELECT change_seq, entity, provider, external_id, change_kind, change_run, last_synced, \
+                     deleted_at FROM records WHERE tenant_id = $1 AND change_seq > $2 \
+                     AND ($3 IS NULL OR entity = $3) ORDER BY change_seq LIMIT $4",
+                )
+                .bind(tenant.as_str())
+                .bind(since_seq)
+                .bind(entity.map(|e| e.as_str()))
+                .bind(limit.max(0))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("listing changes"))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(seq, entity, provider, external_id, kind, run_id, last_synced, deleted_at)| ChangeRow {
+                        seq,
+                        entity,
+                        provider,
+                        external_id,
+                        changed_at: match (kind, deleted_at) {
+                            (ChangeKind::Deleted, Some(at)) => at,
+                            _ => last_synced,
+                        },
+                        kind,
+                        run_id,
+                    })
+                    .collect())
+            }
+
+            pub(super) async fn change_range(
+                &self,
+                tenant: &TenantId,
+                run_id: uuid::Uuid,
+                entity: &EntityName,
+            ) -> Result<Option<ChangeRange>, StoreError> {
+                let (from, to, inserted, updated, deleted): (Option<i64>, Option<i64>, i64, i64, i64) = sqlx::query_as(
+                    "SELECT min(change_seq), max(change_seq), \
+                         COALESCE(sum(CASE WHEN change_kind = 'inserted' THEN 1 ELSE 0 END), 0), \
+                         COALESCE(sum(CASE WHEN change_kind = 'updated' THEN 1 ELSE 0 END), 0), \
+                         COALESCE(sum(CASE WHEN change_kind = 'deleted' THEN 1 ELSE 0 END), 0) \
+                         FROM records WHERE change_run = $1 AND entity = $2 AND tenant_id = $3 \
+                         AND change_seq IS NOT NULL",
+                )
+                .bind(run_id)
+                .bind(entity.as_str())
+                .bind(tenant.as_str())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("reading a run's change range"))?;
+                let n = |v: i64| u64::try_from(v).unwrap_or(0);
+                Ok(from.zip(to).map(|(from_seq, to_seq)| ChangeRange {
+                    from_seq,
+                    to_seq,
+                    inserted: n(inserted),
+                    updated: n(updated),
+                    deleted: n(deleted),
+                }))
             }
 
             pub(super) async fn list_records(
@@ -412,11 +577,16 @@ impl SqliteStore {
 ///   sees the same snapshot), so `counted` tells new, changed and unchanged apart; one
 ///   index lookup per record (a lateral join: with `= ANY($4)` the generic plan of the
 ///   prepared statement filters every record of the entity instead);
-/// - `upsert` writes new and changed records only; `moved` moves the cursor and the
+/// - `written` are the new and changed records; `seq` advances the tenant's change
+///   sequence by their number (its row locked until commit: concurrent writers of one
+///   tenant take their numbers one after the other), and only when fenced;
+/// - `upsert` writes them, numbered in page order with the numbers `seq` took (a
+///   changed record moves to the end of the feed); `moved` moves the cursor and the
 ///   position; `counted_run` adds the page to its run's row.
 const PAGE_STATEMENT: &str = "WITH job AS (SELECT lease_owner FROM jobs WHERE id = $7 AND tenant_id = $1 FOR UPDATE), \
      fenced AS (SELECT 1 FROM job WHERE $8::text IS NULL OR lease_owner = $8), \
-     incoming AS (SELECT * FROM unnest($4::text[], $5::text[], $6::text[]) AS i(external_id, data, content_hash)), \
+     incoming AS (SELECT * FROM unnest($4::text[], $5::text[], $6::text[]) WITH ORDINALITY \
+         AS i(external_id, data, content_hash, ord)), \
      existing AS (SELECT r.* FROM incoming i CROSS JOIN LATERAL (SELECT external_id, content_hash, \
          deleted_at IS NOT NULL AS deleted FROM records WHERE tenant_id = $1 AND entity = $2 AND provider = $3 \
          AND external_id = i.external_id LIMIT 1) r), \
@@ -427,11 +597,19 @@ const PAGE_STATEMENT: &str = "WITH job AS (SELECT lease_owner FROM jobs WHERE id
          count(*) FILTER (WHERE e.external_id IS NOT NULL AND NOT e.deleted \
              AND e.content_hash IS NOT DISTINCT FROM i.content_hash) AS unchanged \
          FROM incoming i LEFT JOIN existing e USING (external_id)), \
+     written AS (SELECT i.* FROM incoming i LEFT JOIN existing e USING (external_id) \
+         WHERE e.external_id IS NULL OR e.deleted OR e.content_hash IS DISTINCT FROM i.content_hash), \
+     seq AS (INSERT INTO change_sequences (tenant_id, last_seq) SELECT $1, count(*) FROM written \
+         HAVING count(*) > 0 AND EXISTS (SELECT 1 FROM fenced) \
+         ON CONFLICT (tenant_id) DO UPDATE SET last_seq = change_sequences.last_seq + excluded.last_seq \
+         RETURNING last_seq - (SELECT count(*) FROM written) AS base), \
      upsert AS (INSERT INTO records (tenant_id, entity, provider, external_id, data, content_hash, first_seen, \
-         last_synced) SELECT $1, $2, $3, i.external_id, i.data::jsonb, i.content_hash, $9, $9 FROM incoming i \
-         WHERE EXISTS (SELECT 1 FROM fenced) \
+         last_synced, change_seq, change_kind, change_run) SELECT $1, $2, $3, w.external_id, w.data::jsonb, \
+         w.content_hash, $9, $9, s.base + row_number() OVER (ORDER BY w.ord), 'inserted', $13 \
+         FROM written w CROSS JOIN seq s \
          ON CONFLICT (tenant_id, entity, provider, external_id) DO UPDATE SET data = excluded.data, \
-         content_hash = excluded.content_hash, last_synced = excluded.last_synced, deleted_at = NULL \
+         content_hash = excluded.content_hash, last_synced = excluded.last_synced, deleted_at = NULL, \
+         change_seq = excluded.change_seq, change_kind = 'updated', change_run = excluded.change_run \
          WHERE records.content_hash IS DISTINCT FROM excluded.content_hash OR records.deleted_at IS NOT NULL), \
      moved AS (UPDATE jobs SET updated_at = $9, cursor = COALESCE($10, cursor), \
          position = CASE WHEN $11 THEN $12 ELSE position END \

@@ -129,6 +129,12 @@ impl SqliteStore {
     /// the tenant's or whose lease is lost is rolled back.
     pub(super) const READ_AND_UPSERT_TOGETHER: bool = true;
 
+    /// Marks the records of `id_list` `$4` deleted (those not deleted already), leaving
+    /// them for `number_changes`.
+    pub(super) const MARK_DELETED: &'static str = "UPDATE records SET deleted_at = $5, change_seq = NULL, \
+         change_kind = 'deleted', change_run = $6 WHERE tenant_id = $1 AND entity = $2 AND provider = $3 \
+         AND external_id IN (SELECT value FROM json_each($4)) AND deleted_at IS NULL";
+
     /// A list of strings as one bind parameter: a JSON array, read with `json_each`.
     pub(super) fn id_list(ids: &[&str]) -> String {
         serde_json::Value::from(ids.to_vec()).to_string()

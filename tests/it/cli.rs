@@ -232,3 +232,70 @@ async fn sync_runs_and_records_from_the_command_line() {
     let bad = env.run(&["runs", "show", "not-a-uuid"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a run id"));
 }
+
+// The simulator runs in this process while the binary blocks a thread: multi-threaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_changes_pages_through_the_change_feed() {
+    let sim =
+        tributary::simulator::start(tributary::simulator::SimConfig::new(tributary::simulator::Provider::Aptem, 25))
+            .await
+            .unwrap();
+    let env = Env::new();
+    let file = env.dir.path().join("acme.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "id = \"acme\"\nname = \"Acme\"\nsubdomain = \"acme\"\npreset = \"aptem\"\n[providers.aptem]\nbase_url = \"{}\"\n",
+            sim.api_base()
+        ),
+    )
+    .unwrap();
+    env.ok(&["tenant", "apply", file.to_str().unwrap()]);
+    let out = env
+        .with_stdin(&["credentials", "set", "--tenant", "acme", "--provider", "aptem"], sim.credentials().to_string());
+    assert!(out.status.success());
+    // Nothing synced yet: an empty feed.
+    assert!(env.ok(&["records", "changes", "--tenant", "acme"]).contains("no changes after 0"));
+    env.ok(&["sync", "--tenant", "acme", "--provider", "aptem", "--stream", "learners"]);
+    let runs = json(&env.ok(&["--json", "runs", "list", "--tenant", "acme"]));
+    let run_id = runs[0]["id"].as_str().unwrap().to_owned();
+
+    // Page through the learners ten at a time with the printed `next_since`.
+    let mut since = 0;
+    let mut seen = Vec::new();
+    for expected in [10, 10, 5, 0] {
+        let since_arg = since.to_string();
+        let page = json(&env.ok(&[
+            "--json", "records", "changes", "--tenant", "acme", "--entity", "learner", "--since", &since_arg,
+            "--limit", "10",
+        ]));
+        let changes = page["changes"].as_array().unwrap();
+        assert_eq!(changes.len(), expected, "{page}");
+        for change in changes {
+            assert_eq!(change["entity"], "learner");
+            assert_eq!(change["kind"], "inserted");
+            assert_eq!(change["run_id"], run_id.as_str());
+            assert!(change["external_id"].is_string() && change["changed_at"].is_string(), "{change}");
+            seen.push(change["seq"].as_i64().unwrap());
+        }
+        let next = page["next_since"].as_i64().unwrap();
+        assert_eq!(next, seen.last().copied().unwrap_or(0));
+        since = next;
+    }
+    // One sync of 25 learners: the numbers 1 to 25, in order.
+    assert_eq!(seen, (1..=25).collect::<Vec<i64>>());
+
+    // The table names each change and says how to continue.
+    let text = env.ok(&["records", "changes", "--tenant", "acme", "--since", "20", "--limit", "3"]);
+    assert!(text.contains("SEQ") && text.contains("EXTERNAL ID") && text.contains("KIND"), "{text}");
+    assert!(text.contains("inserted") && text.contains(&run_id), "{text}");
+    assert!(text.contains("3 changes; next: --since 23"), "{text}");
+
+    // A sync that changes nothing adds nothing to the feed.
+    env.ok(&["sync", "--tenant", "acme", "--provider", "aptem", "--stream", "learners"]);
+    assert!(env.ok(&["records", "changes", "--tenant", "acme", "--since", "25"]).contains("no changes after 25"));
+
+    // Bad input is an error, not a panic.
+    assert!(env.fails(&["records", "changes", "--tenant", "acme", "--entity", "nope"]).contains("unknown entity"));
+    assert!(env.fails(&["records", "changes", "--tenant", "acme", "--since=-1"]).contains("--since must be"));
+}

@@ -125,3 +125,78 @@ async fn both_backends_migrate_to_the_same_tables_and_columns() {
     }
     assert!(differences.is_empty(), "the migrated schemas differ:\n{}", differences.join("\n"));
 }
+
+/// Records stored before the change feed existed are numbered by its migration, per
+/// tenant in the order they were last written, so the feed starts complete.
+#[tokio::test]
+async fn the_change_feed_migration_numbers_existing_records() {
+    use tributary::model::{ChangeKind, EntityName, TenantId};
+    let dir = tempfile::tempdir().unwrap();
+    // The migrations before the feed, applied to a fresh file.
+    let before = dir.path().join("before");
+    std::fs::create_dir(&before).unwrap();
+    for name in migration_files("migrations/sqlite").into_iter().filter(|n| n.as_str() < "0008") {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite").join(&name);
+        std::fs::copy(from, before.join(&name)).unwrap();
+    }
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+    let mut conn = SqliteConnection::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(before.as_path()).await.unwrap().run(&mut conn).await.unwrap();
+    for tenant in ["acme", "globex"] {
+        sqlx::query(
+            "INSERT INTO tenants (id, name, subdomain, timezone, preset, preset_revision, preset_snapshot, \
+             created_at, updated_at) VALUES ($1, $1, $1, 'UTC', 'aptem', 'r1', '{}', \
+             '2026-11-21T09:00:00Z', '2026-11-21T09:00:00Z')",
+        )
+        .bind(tenant)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    for (tenant, id, synced, deleted) in [
+        ("acme", "c2", "2026-11-21T09:01:00.000000Z", None),
+        ("acme", "c1", "2026-11-21T09:03:00.000000Z", None),
+        ("acme", "c3", "2026-11-21T09:02:00.000000Z", Some("2026-11-21T09:04:00.000000Z")),
+        ("globex", "g1", "2026-11-21T09:05:00.000000Z", None),
+    ] {
+        sqlx::query(
+            "INSERT INTO records (tenant_id, entity, provider, external_id, data, content_hash, first_seen, \
+             last_synced, deleted_at) VALUES ($1, 'contact', 'hubspot', $2, '{}', 'h', $3, $3, $4)",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(synced)
+        .bind(deleted)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    conn.close().await.unwrap();
+
+    // Opening the store applies the feed's migration to the stored records.
+    let store = tributary::store::Store::connect(&url).await.unwrap();
+    let feed = |tenant: &'static str| {
+        let store = store.clone();
+        async move {
+            let tenant = TenantId::parse(tenant).unwrap();
+            let rows = store.list_changes(&tenant, None, 0, 100).await.unwrap();
+            rows.into_iter().map(|c| (c.seq, c.external_id, c.kind, c.run_id)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        feed("acme").await,
+        [
+            (1, "c2".to_owned(), ChangeKind::Inserted, None),
+            (2, "c3".to_owned(), ChangeKind::Deleted, None),
+            (3, "c1".to_owned(), ChangeKind::Inserted, None),
+        ]
+    );
+    assert_eq!(feed("globex").await, [(1, "g1".to_owned(), ChangeKind::Inserted, None)]);
+    // The counter continues after them: a deletion takes acme's next number.
+    let acme = TenantId::parse("acme").unwrap();
+    let (contact, hubspot) =
+        (EntityName::parse("contact").unwrap(), tributary::model::ProviderId::parse("hubspot").unwrap());
+    assert_eq!(store.mark_deleted(&acme, &contact, &hubspot, &["c1"], None).await.unwrap(), 1);
+    assert_eq!(feed("acme").await.last().map(|c| (c.0, c.2)), Some((4, ChangeKind::Deleted)));
+    store.close().await;
+}

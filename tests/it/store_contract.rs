@@ -3,6 +3,7 @@
 //! Tests live in the child modules as `async fn name(store: &Store)` (or with the
 //! database URL as well); `contract!` generates `sqlite::name` and `postgres::name`.
 
+mod changes;
 mod intelligence;
 mod isolation;
 mod records;
@@ -32,6 +33,8 @@ crate::support::contract::contract! {
         records::write_page_moves_the_cursor_in_the_same_transaction,
         records::write_page_collapses_duplicate_ids,
         records::write_page_handles_pages_beyond_the_bind_limit,
+        changes::changes_number_every_write_per_tenant,
+        changes::dead_letter_pages_and_deletions_take_sequences,
         runs::runs_round_trip_newest_first,
         runs::audit_is_listed_newest_first_per_scope,
         runs::gauge_figures_aggregate_each_stream_over_tenants,
@@ -56,6 +59,8 @@ crate::support::contract::contract! {
         tenants::migrations_rerun_idempotently,
         records::fenced_writes_need_the_lease,
         records::positions_and_run_counts_commit_with_their_page,
+        changes::fenced_writes_that_lost_the_lease_take_no_sequence,
+        changes::concurrent_writers_never_share_a_sequence,
         isolation::corrupt_rows_are_errors_not_panics,
         intelligence::concurrent_contributions_lose_no_update,
         intelligence::corrupt_contribution_rows_are_errors_not_panics,
