@@ -186,6 +186,7 @@ macro_rules! job_methods {
                     if let Some((event, data)) = super::webhooks::run_event(&row) {
                         Self::enqueue_event(&mut tx, Some(tenant), event, data).await?;
                     }
+                    Self::enqueue_records_changed(&mut tx, &row).await?;
                     tx.commit().await.map_err(db("committing a finished run"))?;
                     return Ok(row);
                 }

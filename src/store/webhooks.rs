@@ -291,6 +291,55 @@ macro_rules! webhook_methods {
                 Ok(())
             }
 
+            /// Writes one `records.changed` per entity the run changed (counts and the
+            /// change-sequence range), inside the caller's transaction (the run's end). The
+            /// records are read only when an endpoint subscribes to the event.
+            pub(super) async fn enqueue_records_changed(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                run: &RunRow,
+            ) -> Result<(), StoreError> {
+                let tenant = &run.tenant_id;
+                let endpoints: Vec<(String,)> = sqlx::query_as(
+                    "SELECT events FROM webhook_endpoints WHERE enabled AND (tenant_id IS NULL OR tenant_id = $1)",
+                )
+                .bind(tenant.as_str())
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db("reading webhook endpoints"))?;
+                if !endpoints.iter().any(|(events,)| subscribed(events, "records.changed")) {
+                    return Ok(());
+                }
+                let changes: Vec<(String, Option<i64>, Option<i64>, i64, i64, i64)> = sqlx::query_as(
+                    "SELECT entity, min(change_seq), max(change_seq), \
+                     COALESCE(sum(CASE WHEN change_kind = 'inserted' THEN 1 ELSE 0 END), 0), \
+                     COALESCE(sum(CASE WHEN change_kind = 'updated' THEN 1 ELSE 0 END), 0), \
+                     COALESCE(sum(CASE WHEN change_kind = 'deleted' THEN 1 ELSE 0 END), 0) \
+                     FROM records WHERE change_run = $1 AND tenant_id = $2 AND change_seq IS NOT NULL \
+                     GROUP BY entity ORDER BY entity",
+                )
+                .bind(run.id)
+                .bind(tenant.as_str())
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db("reading a run's record changes"))?;
+                for (entity, from, to, inserted, updated, deleted) in changes {
+                    let data = serde_json::json!({
+                        "tenant_id": tenant.as_str(),
+                        "run_id": run.id.to_string(),
+                        "provider": run.provider.as_str(),
+                        "stream": run.stream.as_str(),
+                        "entity": entity,
+                        "inserted": inserted,
+                        "updated": updated,
+                        "deleted": deleted,
+                        "from_seq": from,
+                        "to_seq": to,
+                    });
+                    Self::enqueue_event(conn, Some(tenant), "records.changed", data).await?;
+                }
+                Ok(())
+            }
+
             pub(super) async fn emit_event(
                 &self,
                 tenant: Option<&TenantId>,
