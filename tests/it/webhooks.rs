@@ -379,3 +379,53 @@ async fn two_replicas_on_postgres_deliver_each_message_once() {
     other.close().await;
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_reports_its_record_changes_per_entity() {
+    use tributary::simulator::{Provider, SimConfig, start};
+    let sim = start(SimConfig::new(Provider::Aptem, 25)).await.unwrap();
+    let (store, _dir) = sqlite_store().await;
+    let world = World::builder().on(store.clone());
+    let tenant = world
+        .create_tenant(
+            "acme",
+            "Acme",
+            &format!("preset = \"aptem\"\n[providers.aptem]\nbase_url = \"{}\"\n", sim.api_base()),
+        )
+        .await;
+    let provider = ProviderId::parse("aptem").unwrap();
+    world.credentials(&tenant, &provider, None, &sim.credentials()).await;
+    let key = MasterKey::generate();
+    let secret = generate_secret();
+    let ep = {
+        let id = "ep_records".to_owned();
+        let sealed = key.seal_webhook_secret(&id, secret.as_bytes());
+        store
+            .create_webhook_endpoint(&NewWebhookEndpoint {
+                id: &id,
+                tenant: Some(&tenant),
+                url: "https://hooks.example.com/x",
+                events: &["records.changed".to_owned()],
+                secret: &sealed,
+            })
+            .await
+            .unwrap();
+        id
+    };
+    let run = world
+        .syncer()
+        .run(&crate::support::world::request(&tenant, &provider, "learners"), &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(run.outcome, RunOutcome::Success);
+    let msgs = store.list_webhook_messages(&ep, 10).await.unwrap();
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    let body: serde_json::Value = serde_json::from_str(&msgs[0].payload).unwrap();
+    assert_eq!(body["type"], "records.changed");
+    let d = &body["data"];
+    assert_eq!(d["run_id"], run.id.to_string());
+    assert_eq!(d["inserted"], 25);
+    assert_eq!(d["updated"], 0);
+    assert_eq!(d["deleted"], 0);
+    assert_eq!(d["to_seq"].as_i64().unwrap() - d["from_seq"].as_i64().unwrap(), 24);
+}
