@@ -204,6 +204,46 @@ impl MasterKey {
     }
 }
 
+impl MasterKey {
+    /// Encrypts an outbound webhook endpoint's signing secret, bound to (endpoint id, this
+    /// key's id).
+    pub fn seal_webhook_secret(&self, endpoint_id: &str, plaintext: &[u8]) -> SealedBlob {
+        let nonce = XNonce::generate();
+        let aad = webhook_aad(endpoint_id, &self.id);
+        let ciphertext = self.cipher().encrypt(&nonce, Payload { msg: plaintext, aad: &aad }).unwrap_or_default();
+        let mut bytes = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
+        bytes.push(SEAL_VERSION);
+        bytes.extend_from_slice(nonce.as_slice());
+        bytes.extend_from_slice(&ciphertext);
+        SealedBlob { key_id: self.id.clone(), bytes }
+    }
+
+    /// Decrypts an outbound webhook endpoint's signing secret.
+    pub fn open_webhook_secret(
+        &self,
+        endpoint_id: &str,
+        blob: &SealedBlob,
+    ) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
+        if blob.key_id != self.id {
+            return Err(SecretsError::WrongKey { sealed: blob.key_id.clone(), loaded: self.id.clone() });
+        }
+        let fail = || SecretsError::Decrypt { tenant: "-".into(), provider: format!("webhook endpoint {endpoint_id}") };
+        if blob.bytes.len() < 1 + NONCE_LEN || blob.bytes[0] != SEAL_VERSION {
+            return Err(fail());
+        }
+        let nonce = XNonce::try_from(&blob.bytes[1..1 + NONCE_LEN]).map_err(|_| fail())?;
+        let aad = webhook_aad(endpoint_id, &self.id);
+        self.cipher()
+            .decrypt(&nonce, Payload { msg: &blob.bytes[1 + NONCE_LEN..], aad: &aad })
+            .map(Zeroizing::new)
+            .map_err(|_| fail())
+    }
+}
+
+fn webhook_aad(endpoint_id: &str, key_id: &str) -> Vec<u8> {
+    format!("tributary/webhook-secret/v1\0{endpoint_id}\0{key_id}").into_bytes()
+}
+
 /// What a sealed blob holds; part of its additional data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sealed {

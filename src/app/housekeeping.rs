@@ -105,6 +105,21 @@ impl Daemon {
                 stalled.push((r.tenant.clone(), r.provider.clone(), r.stream.clone(), idle));
             }
         }
+        for (t, p, s, idle) in &stalled {
+            let store = self.store.clone();
+            let data = serde_json::json!({
+                "tenant_id": t.as_str(),
+                "provider": p.as_str(),
+                "stream": s.as_str(),
+                "idle_secs": idle.as_secs(),
+            });
+            let tenant = t.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.emit_event(Some(&tenant), "job.stalled", data).await {
+                    tracing::debug!("job.stalled webhook not written: {e}");
+                }
+            });
+        }
         for (t, p, s, idle) in stalled {
             self.remember(Some(&t), Some(&p), Some(&s), format!("run stalled: no progress for {} s", idle.as_secs()));
         }

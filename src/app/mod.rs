@@ -65,6 +65,8 @@ pub struct DaemonOptions {
     pub store: Store,
     pub key: Arc<MasterKey>,
     pub settings: DaemonSettings,
+    /// `[webhooks]`: outbound event deliveries.
+    pub webhooks: crate::config::WebhookSettings,
     pub socket: PathBuf,
     pub http_listen: SocketAddr,
 }

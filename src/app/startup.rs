@@ -99,6 +99,15 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
 
     let signals_task = tokio::spawn(signals(tx.clone(), daemon.shutdown.clone()));
     let probe_task = tokio::spawn(watch_store(daemon.store.clone(), daemon.health.clone(), daemon.shutdown.clone()));
+    let webhooks_task = tokio::spawn(crate::http::webhooks::run_worker(
+        daemon.store.clone(),
+        daemon.key.clone(),
+        opts.webhooks.clone(),
+        daemon.owner.clone(),
+        Duration::from_millis(500),
+        Arc::new(crate::http::webhooks::DeliveryCounters::default()),
+        daemon.shutdown.clone(),
+    ));
     tracing::info!(step = 6, owner = %daemon.owner, workers = daemon.settings.workers, "signals handled; scheduler starting");
     daemon.ready.store(true, Ordering::Relaxed);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -115,6 +124,9 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
     let _ = socket_task.await;
     signals_task.abort();
     probe_task.abort();
+    // An attempt in flight is abandoned; its lease expires and it is attempted again
+    // with the same webhook-id.
+    let _ = tokio::time::timeout(Duration::from_secs(1), webhooks_task).await;
     let _ = std::fs::remove_file(&opts.socket);
     daemon.store.close().await;
     tracing::info!("stopped");

@@ -47,6 +47,7 @@ pub async fn run(g: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
         store,
         key,
         settings,
+        webhooks: catalog.settings.webhooks.clone(),
         socket,
         http_listen,
     };

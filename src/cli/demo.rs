@@ -109,6 +109,7 @@ pub async fn run(g: &Global, args: DemoArgs) -> anyhow::Result<ExitCode> {
         store,
         key,
         settings,
+        webhooks: crate::config::WebhookSettings { allow_private_targets: true, ..catalog.settings.webhooks.clone() },
         socket,
         http_listen: listen,
     };

@@ -16,6 +16,7 @@ mod simulate;
 mod sync;
 mod tenant;
 mod users;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -115,6 +116,9 @@ pub enum Command {
     /// Who is responsible for each company integration, and what their runs contribute.
     #[command(subcommand)]
     Responsibilities(responsibilities::ResponsibilitiesCmd),
+    /// Outbound event webhooks: endpoints, deliveries, replay.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCmd),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -171,6 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Intelligence(cmd) => intelligence::show(g, cmd).await,
         Command::Contributions(cmd) => intelligence::contributions(g, cmd).await,
         Command::Responsibilities(cmd) => responsibilities::run(g, cmd).await,
+        Command::Webhooks(cmd) => webhooks::run(g, cmd).await,
     }
 }
 

@@ -32,7 +32,9 @@ pub use manifest_spec::{
 };
 pub use presets::{Preset, Presets, revision_of};
 pub use roles::{Denied, RoleGrants, StreamPattern};
-pub use settings::{DEFAULT_MAX_RESPONSE_BYTES, DaemonSettings, SecretSettings, Settings, StoreSettings};
+pub use settings::{
+    DEFAULT_MAX_RESPONSE_BYTES, DaemonSettings, SecretSettings, Settings, StoreSettings, WebhookSettings,
+};
 pub use source::Source;
 pub use tenant::{
     Change, DEFAULT_TIMEZONE, Effective, EffectiveProvider, Origin, TenantSpec, check_subdomain, check_timezone,

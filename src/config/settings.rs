@@ -19,6 +19,38 @@ pub struct Settings {
     pub secrets: SecretSettings,
     #[serde(default)]
     pub daemon: DaemonSettings,
+    #[serde(default)]
+    pub webhooks: WebhookSettings,
+}
+
+/// `[webhooks]`: outbound event deliveries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// Deliver to private, loopback and link-local addresses too (tests, demos, trusted
+    /// networks). Off: such targets are refused at connect time.
+    pub allow_private_targets: bool,
+    /// Delays between attempts: the first attempt is immediate, then one retry after each
+    /// delay; when they are spent the message fails and its endpoint is disabled.
+    pub retry_schedule_secs: Vec<u64>,
+    /// Total timeout of one attempt.
+    pub timeout_secs: u64,
+    /// Concurrent deliveries per daemon.
+    pub concurrency: usize,
+    /// How long a claimed message stays leased to its worker.
+    pub lease_secs: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            allow_private_targets: false,
+            retry_schedule_secs: vec![5, 300, 1800, 7200, 18_000, 36_000, 36_000],
+            timeout_secs: 15,
+            concurrency: 16,
+            lease_secs: 60,
+        }
+    }
 }
 
 /// `[daemon]`: the long-running service.

@@ -197,7 +197,9 @@ impl Store {
         outcome: RunOutcome,
         stats: &RunStats,
     ) -> Result<RunRow, StoreError> {
-        on_backend!(self, |s| {
+        on_backend!(self, |s: B| {
+            // The run's end and the events that report it commit together.
+            let (mut tx, _) = s.begin_write().await?;
             let row: Option<RunRow> = sqlx::query_as(concat!(
                 "UPDATE runs SET finished_at = $1, outcome = $2, cursor_after = $3, \
                  fetched = $4, inserted = $5, updated = $6, unchanged = $7, filtered = $8, \
@@ -232,12 +234,18 @@ impl Store {
             .bind(run_id)
             .bind(tenant.as_str())
             .bind(stats.note.as_deref())
-            .fetch_optional(&s.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db("finishing a run"))?;
             if let Some(row) = row {
+                if let Some((event, data)) = super::webhooks::run_event(&row) {
+                    B::enqueue_event(&mut tx, Some(tenant), event, data).await?;
+                }
+                B::enqueue_records_changed(&mut tx, &row).await?;
+                tx.commit().await.map_err(db("committing a finished run"))?;
                 return Ok(row);
             }
+            drop(tx);
             match self.get_run(run_id, Some(tenant)).await? {
                 None => Err(no_run(tenant, run_id)),
                 Some(run) => {

@@ -89,6 +89,7 @@ mod tenants;
 mod tokens;
 mod types;
 mod users;
+mod webhooks;
 
 use std::path::Path;
 
@@ -102,6 +103,9 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
 pub use users::NOT_A_MEMBER_REASON;
+pub use webhooks::{
+    NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint, WebhookMessage, WebhookOutboxRow, WebhookSettle, envelope,
+};
 
 use crate::model::{ChangeRange, ChangeRow, DeadLetterRow, EntityName, PageOutcome, ProviderId, RecordRow, TenantId};
 

@@ -6,7 +6,6 @@ use sqlx::types::Json;
 
 use super::error::{StoreError, db, is_unique_violation};
 use super::jobs::insert_audit;
-use super::rows::now;
 use super::statement::{Bind, all, connection, optional};
 use super::types::TenantState;
 use super::{Conn, Store};
@@ -181,8 +180,9 @@ impl Store {
         sealed: &SealedBlob,
         audit: &AuditEntry,
     ) -> Result<ConnectionRow, StoreError> {
-        on_backend!(self, |s| {
+        on_backend!(self, |s: B| {
             let (mut tx, now) = s.begin_write().await?;
+            let before = B::connection_status_in(&mut tx, tenant, provider, owner).await?;
             let row: Option<ConnectionRow> = sqlx::query_as(concat!(
                 "UPDATE connections SET credentials = $4, credentials_key_id = $5, \
                  credentials_version = credentials_version + 1, \
@@ -201,6 +201,16 @@ impl Store {
             .await
             .map_err(db("storing credentials"))?;
             let row = row.ok_or_else(|| no_connection(tenant, provider, owner))?;
+            B::enqueue_connection_change(
+                &mut tx,
+                tenant,
+                provider,
+                owner,
+                before.as_deref(),
+                row.status.as_str(),
+                None,
+            )
+            .await?;
             insert_audit(&mut *tx, audit).await?;
             tx.commit().await.map_err(db("committing credentials"))?;
             Ok(row)
@@ -244,7 +254,10 @@ impl Store {
         status: ConnectionStatus,
         reason: Option<&str>,
     ) -> Result<ConnectionRow, StoreError> {
-        on_backend!(self, |s| {
+        on_backend!(self, |s: B| {
+            // The new status and the event that reports it commit together.
+            let (mut tx, now) = s.begin_write().await?;
+            let before = B::connection_status_in(&mut tx, tenant, provider, owner).await?;
             let row: Option<ConnectionRow> = sqlx::query_as(concat!(
                 "UPDATE connections SET status = $4, status_reason = $5, updated_at = $6 WHERE ",
                 connection_key!(),
@@ -252,11 +265,15 @@ impl Store {
                 connection_columns!()
             ))
             .bind_key(connection(tenant, provider, owner))
-            .bind_all((status.as_str(), reason, now()))
-            .fetch_optional(&s.pool)
+            .bind_all((status.as_str(), reason, now))
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db("setting a connection status"))?;
-            row.ok_or_else(|| no_connection(tenant, provider, owner))
+            let row = row.ok_or_else(|| no_connection(tenant, provider, owner))?;
+            B::enqueue_connection_change(&mut tx, tenant, provider, owner, before.as_deref(), status.as_str(), reason)
+                .await?;
+            tx.commit().await.map_err(db("committing a connection status"))?;
+            Ok(row)
         })
     }
 

@@ -214,7 +214,10 @@ impl Store {
         version: i64,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        on_backend!(self, |s| {
+        on_backend!(self, |s: B| {
+            // The refusal and the `connection.needs_reauth` event commit together.
+            let (mut tx, now) = s.begin_write().await?;
+            let before = B::connection_status_in(&mut tx, tenant, provider, owner).await?;
             let done = sqlx::query(concat!(
                 "UPDATE connections SET refused_version = credentials_version, \
                  status = CASE WHEN status = 'disabled' THEN status ELSE 'needs_reauth' END, \
@@ -226,11 +229,27 @@ impl Store {
                 " AND credentials_version = $6"
             ))
             .bind_key(connection(tenant, provider, owner))
-            .bind_all((reason, now(), version))
-            .execute(&s.pool)
+            .bind_all((reason, now, version))
+            .execute(&mut *tx)
             .await
             .map_err(db("recording refused credentials"))?;
-            Ok(done.rows_affected() > 0)
+            if done.rows_affected() == 0 {
+                return Ok(false);
+            }
+            if before.as_deref() != Some("disabled") {
+                B::enqueue_connection_change(
+                    &mut tx,
+                    tenant,
+                    provider,
+                    owner,
+                    before.as_deref(),
+                    "needs_reauth",
+                    Some(reason),
+                )
+                .await?;
+            }
+            tx.commit().await.map_err(db("committing refused credentials"))?;
+            Ok(true)
         })
     }
 }

@@ -22,3 +22,4 @@ mod support;
 mod tenants;
 mod tokens;
 mod users;
+mod webhooks;

@@ -1,0 +1,375 @@
+//! Outbound event webhooks: signing (Standard Webhooks), the SSRF guard and the delivery
+//! worker that drains the store's outbox.
+//!
+//! Every attempt of a message carries the same `webhook-id` (the outbox row's id), a
+//! fresh `webhook-timestamp` (Unix seconds) and `webhook-signature: v1,<base64>`: the
+//! HMAC-SHA256, keyed with the base64-decoded part of the endpoint's `whsec_…` secret,
+//! of `{id}.{timestamp}.{body}`. A 2xx delivers the message; 410 Gone, or the retry
+//! schedule spent, fails it and disables its endpoint; anything else is retried after
+//! the next delay of the schedule. Redirects are not followed.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
+
+use crate::config::WebhookSettings;
+use crate::secrets::MasterKey;
+use crate::store::{Store, WebhookMessage, WebhookSettle};
+
+/// The prefix of a signing secret.
+pub const SECRET_PREFIX: &str = "whsec_";
+
+/// A new random signing secret, `whsec_` and 32 random bytes in base64.
+pub fn generate_secret() -> Zeroizing<String> {
+    use chacha20poly1305::aead::Generate;
+    let bytes = chacha20poly1305::Key::generate();
+    Zeroizing::new(format!("{SECRET_PREFIX}{}", B64.encode(bytes.as_slice())))
+}
+
+/// The key bytes of a `whsec_<base64>` secret; `None` if it is not one.
+pub fn secret_key(secret: &str) -> Option<Zeroizing<Vec<u8>>> {
+    let b64 = secret.strip_prefix(SECRET_PREFIX)?;
+    B64.decode(b64).ok().filter(|k| !k.is_empty()).map(Zeroizing::new)
+}
+
+/// HMAC-SHA256 (RFC 2104).
+fn hmac_sha256(key: &[u8], message: &[&[u8]]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut k = Zeroizing::new([0u8; BLOCK]);
+    if key.len() > BLOCK {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.iter().map(|b| b ^ 0x36).collect::<Vec<u8>>());
+    for part in message {
+        inner.update(part);
+    }
+    let inner = inner.finalize();
+    let mut outer = Sha256::new();
+    outer.update(k.iter().map(|b| b ^ 0x5c).collect::<Vec<u8>>());
+    outer.update(inner);
+    outer.finalize().into()
+}
+
+/// The `webhook-signature` header value: `v1,<base64 HMAC-SHA256 of id.timestamp.body>`.
+pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let ts = timestamp.to_string();
+    let mac = hmac_sha256(key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]);
+    format!("v1,{}", B64.encode(mac))
+}
+
+/// Whether `ip` is private, loopback, link-local, unspecified, multicast or otherwise
+/// not a public unicast address.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10, shared address space
+                || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15, benchmarking
+                || o[0] >= 240
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64 of any IPv4
+        }
+    }
+}
+
+/// Resolves names like the system resolver, then drops private addresses: the check
+/// happens on the addresses actually connected to, so a name that resolves to a private
+/// address after registration (DNS rebinding) is refused too.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = addrs.into_iter().filter(|a| !is_private(a.ip())).collect();
+            if public.is_empty() {
+                return Err(format!("`{host}` resolves only to private or local addresses").into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Checks a target URL: http(s), with a host; with `allow_private` false, a literal IP
+/// must be public (names are checked when they are resolved, at connect time).
+pub fn check_url(url: &str, allow_private: bool) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid URL `{url}`: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("`{url}`: only http and https targets are supported"));
+    }
+    let Some(host) = parsed.host_str() else {
+        return Err(format!("`{url}` has no host"));
+    };
+    let ip = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
+    if ip.is_none() && !allow_private && (host.eq_ignore_ascii_case("localhost") || host.ends_with(".localhost")) {
+        return Err(format!("`{url}` is a local target (set `[webhooks] allow_private_targets`)"));
+    }
+    if let Some(ip) = ip
+        && !allow_private
+        && is_private(ip)
+    {
+        return Err(format!("`{url}` is a private or local address (set `[webhooks] allow_private_targets`)"));
+    }
+    Ok(parsed)
+}
+
+/// The HTTP client deliveries use: no redirects, no proxy, the attempt timeout, and
+/// (unless private targets are allowed) the public-only resolver.
+pub fn client(settings: &WebhookSettings) -> reqwest::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(Duration::from_secs(settings.timeout_secs.max(1)))
+        .connect_timeout(Duration::from_secs(settings.timeout_secs.clamp(1, 10)))
+        .user_agent(concat!("tributary-webhooks/", env!("CARGO_PKG_VERSION")));
+    if !settings.allow_private_targets {
+        b = b.dns_resolver(PublicOnly);
+    }
+    b.build()
+}
+
+/// What one attempt got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub status: Option<u16>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+}
+
+/// Makes one attempt of `message`.
+pub async fn attempt(
+    client: &reqwest::Client,
+    key: &MasterKey,
+    settings: &WebhookSettings,
+    message: &WebhookMessage,
+) -> Attempt {
+    let started = Instant::now();
+    let fail = |error: String| Attempt { status: None, latency_ms: 0, error: Some(error) };
+    let url = match check_url(&message.url, settings.allow_private_targets) {
+        Ok(u) => u,
+        Err(e) => return fail(e),
+    };
+    let secret = match key.open_webhook_secret(&message.endpoint_id, &message.sealed_secret()) {
+        Ok(s) => s,
+        Err(e) => return fail(format!("the endpoint's secret does not open: {e}")),
+    };
+    let Some(secret_key) = std::str::from_utf8(&secret).ok().and_then(secret_key) else {
+        return fail("the endpoint's secret is not a `whsec_` secret".into());
+    };
+    let timestamp = Utc::now().timestamp();
+    let signature = sign(&secret_key, &message.id, timestamp, message.payload.as_bytes());
+    let sent = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", &message.id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(message.payload.clone())
+        .send()
+        .await;
+    let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+    match sent {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let error = (!resp.status().is_success()).then(|| format!("HTTP {status}"));
+            Attempt { status: Some(status), latency_ms, error }
+        }
+        Err(e) => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            Attempt { status: None, latency_ms, error: Some(text) }
+        }
+    }
+}
+
+/// What follows an attempt, given the attempts made before it.
+pub fn settle_for(settings: &WebhookSettings, previous_attempts: i64, got: &Attempt) -> WebhookSettle {
+    match got.status {
+        Some(s) if (200..300).contains(&s) => WebhookSettle::Delivered,
+        Some(410) => WebhookSettle::GiveUp("the endpoint answered 410 Gone".into()),
+        _ => {
+            let index = usize::try_from(previous_attempts).unwrap_or(usize::MAX);
+            match settings.retry_schedule_secs.get(index) {
+                Some(&delay) => WebhookSettle::Retry(
+                    Utc::now() + chrono::Duration::seconds(i64::try_from(delay).unwrap_or(i64::MAX / 1000)),
+                ),
+                None => WebhookSettle::GiveUp(format!(
+                    "delivery failed {} times (last: {})",
+                    previous_attempts + 1,
+                    got.error.as_deref().unwrap_or("no response")
+                )),
+            }
+        }
+    }
+}
+
+/// Counters a delivery worker keeps (the daemon exposes them).
+#[derive(Debug, Default)]
+pub struct DeliveryCounters {
+    pub delivered: std::sync::atomic::AtomicU64,
+    pub failed_attempts: std::sync::atomic::AtomicU64,
+    pub endpoints_disabled: std::sync::atomic::AtomicU64,
+}
+
+/// Delivers due outbox messages until `cancel`: claims up to `concurrency` at a time
+/// under `owner`'s lease, attempts them concurrently and settles each. Polls every
+/// `poll` when nothing is due.
+pub async fn run_worker(
+    store: Store,
+    key: Arc<MasterKey>,
+    settings: WebhookSettings,
+    owner: String,
+    poll: Duration,
+    counters: Arc<DeliveryCounters>,
+    cancel: CancellationToken,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let client = match client(&settings) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("webhook deliveries disabled: cannot build the HTTP client: {e}");
+            return;
+        }
+    };
+    let limit = i64::try_from(settings.concurrency.max(1)).unwrap_or(16);
+    loop {
+        if cancel.is_cancelled() {
+            return;
+        }
+        let until = Utc::now() + chrono::Duration::seconds(i64::try_from(settings.lease_secs.max(1)).unwrap_or(60));
+        let claimed = match store.claim_webhooks(&owner, until, limit).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("claiming webhook messages failed: {e}");
+                Vec::new()
+            }
+        };
+        if claimed.is_empty() {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(poll) => continue,
+            }
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for message in claimed {
+            let (client, key, settings, store, owner, counters) =
+                (client.clone(), key.clone(), settings.clone(), store.clone(), owner.clone(), counters.clone());
+            tasks.spawn(async move {
+                let got = attempt(&client, &key, &settings, &message).await;
+                let settle = settle_for(&settings, message.attempts, &got);
+                match &settle {
+                    WebhookSettle::Delivered => {
+                        counters.delivered.fetch_add(1, Relaxed);
+                    }
+                    WebhookSettle::Retry(at) => {
+                        counters.failed_attempts.fetch_add(1, Relaxed);
+                        tracing::debug!(
+                            message = %message.id, endpoint = %message.endpoint_id, retry_at = %at,
+                            "webhook attempt failed: {}", got.error.as_deref().unwrap_or("")
+                        );
+                    }
+                    WebhookSettle::GiveUp(reason) => {
+                        counters.failed_attempts.fetch_add(1, Relaxed);
+                        counters.endpoints_disabled.fetch_add(1, Relaxed);
+                        tracing::warn!(
+                            message = %message.id, endpoint = %message.endpoint_id, event = %message.event_type,
+                            "webhook endpoint disabled: {reason}"
+                        );
+                    }
+                }
+                match store
+                    .settle_webhook(&message.id, &owner, got.status, got.latency_ms, got.error.as_deref(), &settle)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => tracing::debug!(message = %message.id, "webhook lease lost before settling"),
+                    Err(e) => tracing::warn!(message = %message.id, "recording a webhook attempt failed: {e}"),
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231_case_2() {
+        let mac = hmac_sha256(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
+        assert_eq!(hex::encode(mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    }
+
+    #[test]
+    fn secrets_round_trip_and_differ() {
+        let a = generate_secret();
+        let b = generate_secret();
+        assert_ne!(*a, *b);
+        assert_eq!(secret_key(&a).map(|k| k.len()), Some(32));
+        assert!(secret_key("nope").is_none());
+    }
+
+    #[test]
+    fn private_addresses_are_refused() {
+        for url in [
+            "http://127.0.0.1/x",
+            "http://10.1.2.3/",
+            "http://[::1]/",
+            "http://169.254.169.254/",
+            "http://localhost:80/",
+        ] {
+            assert!(check_url(url, false).is_err(), "{url}");
+            assert!(check_url(url, true).is_ok(), "{url}");
+        }
+        assert!(check_url("https://93.184.216.34/hook", false).is_ok());
+        assert!(check_url("ftp://example.com/", true).is_err());
+    }
+
+    #[test]
+    fn schedule_then_give_up() {
+        let s = WebhookSettings { retry_schedule_secs: vec![0, 5], ..WebhookSettings::default() };
+        let fail = Attempt { status: Some(503), latency_ms: 1, error: Some("HTTP 503".into()) };
+        assert!(matches!(settle_for(&s, 0, &fail), WebhookSettle::Retry(_)));
+        assert!(matches!(settle_for(&s, 1, &fail), WebhookSettle::Retry(_)));
+        assert!(matches!(settle_for(&s, 2, &fail), WebhookSettle::GiveUp(_)));
+        let gone = Attempt { status: Some(410), ..fail.clone() };
+        assert!(matches!(settle_for(&s, 0, &gone), WebhookSettle::GiveUp(_)));
+        let ok = Attempt { status: Some(204), ..fail };
+        assert_eq!(settle_for(&s, 0, &ok), WebhookSettle::Delivered);
+    }
+}

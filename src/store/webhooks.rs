@@ -1,0 +1,709 @@
+//! Outbound event webhooks: endpoints, the outbox and the delivery log, SQL shared by
+//! both backends.
+//!
+//! An event is written to the outbox by [`enqueue_event`](SqliteStore::enqueue_event)
+//! inside the transaction of the state change it reports (a run's end, a connection's
+//! status), one row per enabled endpoint subscribed to it; the row's id is the
+//! `webhook-id` of every attempt. Delivery workers in any replica claim due rows with a
+//! lease ([`Store::claim_webhooks`]: `FOR UPDATE SKIP LOCKED` on PostgreSQL, the single
+//! writer on SQLite) and settle each attempt with [`Store::settle_webhook`], fenced on the
+//! lease.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::Store;
+use super::error::{StoreError, db};
+use super::postgres::PgStore;
+use super::rows::{now, stored};
+use super::sqlite::SqliteStore;
+use crate::model::{Owner, ProviderId, RunOutcome, RunRow, SealedBlob, TenantId};
+
+/// A registered endpoint (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct WebhookEndpoint {
+    pub id: String,
+    /// `None`: operator-wide (every tenant's events).
+    pub tenant_id: Option<String>,
+    pub url: String,
+    /// Comma-separated event types.
+    pub events: String,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl WebhookEndpoint {
+    /// Whether the endpoint subscribes to `event`.
+    pub fn subscribes(&self, event: &str) -> bool {
+        subscribed(&self.events, event)
+    }
+}
+
+fn subscribed(events: &str, event: &str) -> bool {
+    events.split(',').map(str::trim).any(|e| e == event || e == "*")
+}
+
+/// A claimed outbox message with what its delivery needs.
+#[derive(Clone, sqlx::FromRow)]
+pub struct WebhookMessage {
+    pub id: String,
+    pub endpoint_id: String,
+    pub tenant_id: Option<String>,
+    pub event_type: String,
+    pub payload: String,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    pub url: String,
+    pub secret: Vec<u8>,
+    pub secret_key_id: String,
+}
+
+impl std::fmt::Debug for WebhookMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookMessage")
+            .field("id", &self.id)
+            .field("endpoint_id", &self.endpoint_id)
+            .field("event_type", &self.event_type)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookMessage {
+    pub fn sealed_secret(&self) -> SealedBlob {
+        SealedBlob { key_id: self.secret_key_id.clone(), bytes: self.secret.clone() }
+    }
+}
+
+/// An outbox message as listed (without the endpoint's secret).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct WebhookOutboxRow {
+    pub id: String,
+    pub endpoint_id: String,
+    pub tenant_id: Option<String>,
+    pub event_type: String,
+    pub payload: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct WebhookDelivery {
+    pub message_id: String,
+    pub attempt: i64,
+    pub endpoint_id: String,
+    pub event_type: String,
+    /// The HTTP status, if a response came.
+    pub status: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// How an attempt ended, as the store records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookSettle {
+    /// A 2xx: the message is delivered.
+    Delivered,
+    /// Try again at this time.
+    Retry(DateTime<Utc>),
+    /// Give up on the message and disable its endpoint with this reason (410 Gone, or
+    /// the retry schedule is exhausted).
+    GiveUp(String),
+}
+
+/// A new endpoint, its secret already sealed.
+#[derive(Debug, Clone)]
+pub struct NewWebhookEndpoint<'a> {
+    pub id: &'a str,
+    pub tenant: Option<&'a TenantId>,
+    pub url: &'a str,
+    pub events: &'a [String],
+    pub secret: &'a SealedBlob,
+}
+
+/// The event envelope every payload shares: `{"type", "timestamp", "data"}`.
+pub fn envelope(event_type: &str, at: DateTime<Utc>, data: Value) -> Value {
+    serde_json::json!({
+        "type": event_type,
+        "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "data": data,
+    })
+}
+
+/// The event a finished run reports: `run.succeeded`, `run.failed` or `run.cancelled`
+/// (other outcomes report nothing), with its data.
+pub(super) fn run_event(run: &RunRow) -> Option<(&'static str, Value)> {
+    let event = match run.outcome {
+        RunOutcome::Success => "run.succeeded",
+        RunOutcome::Failed => "run.failed",
+        RunOutcome::Cancelled => "run.cancelled",
+        _ => return None,
+    };
+    let s = &run.stats;
+    Some((
+        event,
+        serde_json::json!({
+            "tenant_id": run.tenant_id.as_str(),
+            "run_id": run.id.to_string(),
+            "job_id": run.job_id,
+            "provider": run.provider.as_str(),
+            "stream": run.stream.as_str(),
+            "trigger": run.trigger.as_str(),
+            "outcome": run.outcome.as_str(),
+            "started_at": run.started_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "finished_at": run.finished_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+            "fetched": s.fetched,
+            "inserted": s.inserted,
+            "updated": s.updated,
+            "unchanged": s.unchanged,
+            "dead_lettered": s.dead_lettered,
+            "error": s.error,
+            "error_class": s.error_class,
+        }),
+    ))
+}
+
+/// The data of `connection.needs_reauth` and `connection.restored`.
+pub(super) fn connection_event_data(
+    tenant: &TenantId,
+    provider: &ProviderId,
+    owner: Owner<'_>,
+    status: &str,
+    reason: Option<&str>,
+) -> Value {
+    serde_json::json!({
+        "tenant_id": tenant.as_str(),
+        "provider": provider.as_str(),
+        "owner": owner.user().map(|u| u.as_str()),
+        "status": status,
+        "reason": reason,
+    })
+}
+
+impl SqliteStore {
+    /// The due messages a claim takes (the single writer serializes claims).
+    const CLAIM_WEBHOOKS: &'static str = "UPDATE webhook_outbox SET lease_owner = $1, lease_until = $2 \
+         WHERE id IN (SELECT o.id FROM webhook_outbox o WHERE o.state = 'pending' AND o.next_attempt_at <= $3 \
+         AND (o.lease_until IS NULL OR o.lease_until <= $3) \
+         AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = o.endpoint_id AND e.enabled) \
+         ORDER BY o.next_attempt_at LIMIT $4)";
+}
+
+impl PgStore {
+    /// The due messages a claim takes; replicas skip each other's locked rows.
+    const CLAIM_WEBHOOKS: &'static str = "UPDATE webhook_outbox SET lease_owner = $1, lease_until = $2 \
+         WHERE id IN (SELECT o.id FROM webhook_outbox o WHERE o.state = 'pending' AND o.next_attempt_at <= $3 \
+         AND (o.lease_until IS NULL OR o.lease_until <= $3) \
+         AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = o.endpoint_id AND e.enabled) \
+         ORDER BY o.next_attempt_at LIMIT $4 FOR UPDATE OF o SKIP LOCKED)";
+}
+
+macro_rules! webhook_methods {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            /// Writes `event_type` with `data` to the outbox of every enabled endpoint
+            /// subscribed to it (the tenant's and the operator-wide ones), inside the
+            /// caller's transaction. Returns how many messages were written.
+            pub(super) async fn enqueue_event(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                tenant: Option<&TenantId>,
+                event_type: &str,
+                data: Value,
+            ) -> Result<usize, StoreError> {
+                let endpoints: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT id, events FROM webhook_endpoints WHERE enabled \
+                     AND (tenant_id IS NULL OR tenant_id = $1)",
+                )
+                .bind(tenant.map(TenantId::as_str))
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db("reading webhook endpoints"))?;
+                let now = now();
+                let payload = envelope(event_type, now, data).to_string();
+                let mut written = 0;
+                for (endpoint, events) in endpoints {
+                    if !subscribed(&events, event_type) {
+                        continue;
+                    }
+                    sqlx::query(
+                        "INSERT INTO webhook_outbox (id, endpoint_id, tenant_id, event_type, payload, \
+                         next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                    )
+                    .bind(format!("msg_{}", Uuid::now_v7().simple()))
+                    .bind(&endpoint)
+                    .bind(tenant.map(TenantId::as_str))
+                    .bind(event_type)
+                    .bind(&payload)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db("writing a webhook message"))?;
+                    written += 1;
+                }
+                Ok(written)
+            }
+
+            /// The status of `owner`'s connection to `provider`, read inside the caller's
+            /// transaction (before a change, to tell which event the change is).
+            pub(super) async fn connection_status_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                owner: Owner<'_>,
+            ) -> Result<Option<String>, StoreError> {
+                sqlx::query_scalar(
+                    "SELECT status FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = $3",
+                )
+                .bind(tenant.as_str())
+                .bind(provider.as_str())
+                .bind(owner.as_str())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db("reading a connection status"))
+            }
+
+            /// Writes `connection.needs_reauth` (a connection became `needs_reauth`) or
+            /// `connection.restored` (a `needs_reauth` or `error` connection became
+            /// `connected`) inside the caller's transaction; other changes report nothing.
+            pub(super) async fn enqueue_connection_change(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                tenant: &TenantId,
+                provider: &ProviderId,
+                owner: Owner<'_>,
+                before: Option<&str>,
+                after: &str,
+                reason: Option<&str>,
+            ) -> Result<(), StoreError> {
+                let event = match (before, after) {
+                    (Some(b), "needs_reauth") if b != "needs_reauth" => "connection.needs_reauth",
+                    (Some("needs_reauth" | "error"), "connected") => "connection.restored",
+                    _ => return Ok(()),
+                };
+                let data = connection_event_data(tenant, provider, owner, after, reason);
+                Self::enqueue_event(conn, Some(tenant), event, data).await?;
+                Ok(())
+            }
+
+            /// Writes one `records.changed` per entity the run changed (counts and the
+            /// change-sequence range), inside the caller's transaction (the run's end). The
+            /// records are read only when an endpoint subscribes to the event.
+            pub(super) async fn enqueue_records_changed(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                run: &RunRow,
+            ) -> Result<(), StoreError> {
+                let tenant = &run.tenant_id;
+                let endpoints: Vec<(String,)> = sqlx::query_as(
+                    "SELECT events FROM webhook_endpoints WHERE enabled AND (tenant_id IS NULL OR tenant_id = $1)",
+                )
+                .bind(tenant.as_str())
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db("reading webhook endpoints"))?;
+                if !endpoints.iter().any(|(events,)| subscribed(events, "records.changed")) {
+                    return Ok(());
+                }
+                let changes: Vec<(String, Option<i64>, Option<i64>, i64, i64, i64)> = sqlx::query_as(
+                    "SELECT entity, min(change_seq), max(change_seq), \
+                     COALESCE(sum(CASE WHEN change_kind = 'inserted' THEN 1 ELSE 0 END), 0), \
+                     COALESCE(sum(CASE WHEN change_kind = 'updated' THEN 1 ELSE 0 END), 0), \
+                     COALESCE(sum(CASE WHEN change_kind = 'deleted' THEN 1 ELSE 0 END), 0) \
+                     FROM records WHERE change_run = $1 AND tenant_id = $2 AND change_seq IS NOT NULL \
+                     GROUP BY entity ORDER BY entity",
+                )
+                .bind(run.id)
+                .bind(tenant.as_str())
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db("reading a run's record changes"))?;
+                for (entity, from, to, inserted, updated, deleted) in changes {
+                    let data = serde_json::json!({
+                        "tenant_id": tenant.as_str(),
+                        "run_id": run.id.to_string(),
+                        "provider": run.provider.as_str(),
+                        "stream": run.stream.as_str(),
+                        "entity": entity,
+                        "inserted": inserted,
+                        "updated": updated,
+                        "deleted": deleted,
+                        "from_seq": from,
+                        "to_seq": to,
+                    });
+                    Self::enqueue_event(conn, Some(tenant), "records.changed", data).await?;
+                }
+                Ok(())
+            }
+
+            pub(super) async fn emit_event(
+                &self,
+                tenant: Option<&TenantId>,
+                event_type: &str,
+                data: Value,
+            ) -> Result<usize, StoreError> {
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                let n = Self::enqueue_event(&mut tx, tenant, event_type, data).await?;
+                tx.commit().await.map_err(db("committing a webhook message"))?;
+                Ok(n)
+            }
+
+            pub(super) async fn emit_test_event(
+                &self,
+                endpoint: &str,
+                tenant: Option<&TenantId>,
+            ) -> Result<usize, StoreError> {
+                let now = now();
+                let data = serde_json::json!({"endpoint_id": endpoint, "tenant_id": tenant.map(TenantId::as_str)});
+                let done = sqlx::query(
+                    "INSERT INTO webhook_outbox (id, endpoint_id, tenant_id, event_type, payload, \
+                     next_attempt_at, created_at) VALUES ($1, $2, $3, 'webhook.test', $4, $5, $5)",
+                )
+                .bind(format!("msg_{}", Uuid::now_v7().simple()))
+                .bind(endpoint)
+                .bind(tenant.map(TenantId::as_str))
+                .bind(envelope("webhook.test", now, data).to_string())
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(db("writing a webhook test message"))?;
+                Ok(usize::try_from(done.rows_affected()).unwrap_or(0))
+            }
+
+            pub(super) async fn create_webhook_endpoint(
+                &self,
+                new: &NewWebhookEndpoint<'_>,
+            ) -> Result<WebhookEndpoint, StoreError> {
+                sqlx::query_as(
+                    "INSERT INTO webhook_endpoints (id, tenant_id, url, events, secret, secret_key_id, \
+                     enabled, created_at) VALUES ($1, $2, $3, $4, $5, $6, TRUE, $7) \
+                     RETURNING id, tenant_id, url, events, enabled, disabled_reason, created_at",
+                )
+                .bind(new.id)
+                .bind(new.tenant.map(TenantId::as_str))
+                .bind(new.url)
+                .bind(new.events.join(","))
+                .bind(new.secret.bytes.as_slice())
+                .bind(&new.secret.key_id)
+                .bind(now())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("registering a webhook endpoint"))
+            }
+
+            pub(super) async fn list_webhook_endpoints(
+                &self,
+                tenant: Option<&TenantId>,
+            ) -> Result<Vec<WebhookEndpoint>, StoreError> {
+                sqlx::query_as(
+                    "SELECT id, tenant_id, url, events, enabled, disabled_reason, created_at \
+                     FROM webhook_endpoints WHERE ($1 IS NULL OR tenant_id = $1) ORDER BY created_at, id",
+                )
+                .bind(tenant.map(TenantId::as_str))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("listing webhook endpoints"))
+            }
+
+            pub(super) async fn get_webhook_endpoint(&self, id: &str) -> Result<Option<WebhookEndpoint>, StoreError> {
+                sqlx::query_as(
+                    "SELECT id, tenant_id, url, events, enabled, disabled_reason, created_at \
+                     FROM webhook_endpoints WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("reading a webhook endpoint"))
+            }
+
+            pub(super) async fn delete_webhook_endpoint(&self, id: &str) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                sqlx::query(
+                    "DELETE FROM webhook_deliveries WHERE message_id IN \
+                     (SELECT id FROM webhook_outbox WHERE endpoint_id = $1)",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("removing a webhook endpoint's deliveries"))?;
+                sqlx::query("DELETE FROM webhook_outbox WHERE endpoint_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("removing a webhook endpoint's messages"))?;
+                let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("removing a webhook endpoint"))?;
+                tx.commit().await.map_err(db("committing a webhook endpoint's removal"))?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            pub(super) async fn set_webhook_endpoint_enabled(
+                &self,
+                id: &str,
+                enabled: bool,
+                reason: Option<&str>,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query("UPDATE webhook_endpoints SET enabled = $1, disabled_reason = $2 WHERE id = $3")
+                    .bind(enabled)
+                    .bind(reason)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("enabling or disabling a webhook endpoint"))?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            pub(super) async fn claim_webhooks(
+                &self,
+                owner: &str,
+                until: DateTime<Utc>,
+                limit: i64,
+            ) -> Result<Vec<WebhookMessage>, StoreError> {
+                let until = stored(until);
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                sqlx::query(Self::CLAIM_WEBHOOKS)
+                    .bind(owner)
+                    .bind(until)
+                    .bind(now())
+                    .bind(limit)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("claiming webhook messages"))?;
+                let claimed: Vec<WebhookMessage> = sqlx::query_as(
+                    "SELECT o.id, o.endpoint_id, o.tenant_id, o.event_type, o.payload, o.attempts, \
+                     e.url, e.secret, e.secret_key_id \
+                     FROM webhook_outbox o JOIN webhook_endpoints e ON e.id = o.endpoint_id \
+                     WHERE o.lease_owner = $1 AND o.lease_until = $2 AND o.state = 'pending' \
+                     ORDER BY o.next_attempt_at, o.id",
+                )
+                .bind(owner)
+                .bind(until)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("reading claimed webhook messages"))?;
+                tx.commit().await.map_err(db("committing a webhook claim"))?;
+                Ok(claimed)
+            }
+
+            pub(super) async fn settle_webhook(
+                &self,
+                message: &str,
+                owner: &str,
+                status: Option<u16>,
+                latency_ms: i64,
+                error: Option<&str>,
+                settle: &WebhookSettle,
+            ) -> Result<bool, StoreError> {
+                let now = now();
+                let (state, next, delivered) = match settle {
+                    WebhookSettle::Delivered => ("delivered", now, Some(now)),
+                    WebhookSettle::Retry(at) => ("pending", stored(*at), None),
+                    WebhookSettle::GiveUp(_) => ("failed", now, None),
+                };
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                let row: Option<(i64, String)> = sqlx::query_as(
+                    "UPDATE webhook_outbox SET attempts = attempts + 1, state = $1, next_attempt_at = $2, \
+                     delivered_at = $3, lease_owner = NULL, lease_until = NULL \
+                     WHERE id = $4 AND lease_owner = $5 AND state = 'pending' RETURNING attempts, endpoint_id",
+                )
+                .bind(state)
+                .bind(next)
+                .bind(delivered)
+                .bind(message)
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("settling a webhook message"))?;
+                let Some((attempt, endpoint)) = row else {
+                    return Ok(false);
+                };
+                sqlx::query(
+                    "INSERT INTO webhook_deliveries (message_id, attempt, endpoint_id, status, latency_ms, error, at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(message)
+                .bind(attempt)
+                .bind(&endpoint)
+                .bind(status.map(i64::from))
+                .bind(latency_ms)
+                .bind(error)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("recording a webhook delivery"))?;
+                if let WebhookSettle::GiveUp(reason) = settle {
+                    sqlx::query("UPDATE webhook_endpoints SET enabled = FALSE, disabled_reason = $1 WHERE id = $2")
+                        .bind(reason)
+                        .bind(&endpoint)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("disabling a webhook endpoint"))?;
+                }
+                tx.commit().await.map_err(db("committing a webhook delivery"))?;
+                Ok(true)
+            }
+
+            pub(super) async fn list_webhook_deliveries(
+                &self,
+                endpoint: &str,
+                limit: i64,
+            ) -> Result<Vec<WebhookDelivery>, StoreError> {
+                sqlx::query_as(
+                    "SELECT d.message_id, d.attempt, d.endpoint_id, o.event_type, d.status, d.latency_ms, \
+                     d.error, d.at FROM webhook_deliveries d JOIN webhook_outbox o ON o.id = d.message_id \
+                     WHERE d.endpoint_id = $1 ORDER BY d.at DESC, d.message_id, d.attempt DESC LIMIT $2",
+                )
+                .bind(endpoint)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("listing webhook deliveries"))
+            }
+
+            pub(super) async fn list_webhook_messages(
+                &self,
+                endpoint: &str,
+                limit: i64,
+            ) -> Result<Vec<WebhookOutboxRow>, StoreError> {
+                sqlx::query_as(
+                    "SELECT id, endpoint_id, tenant_id, event_type, payload, state, attempts, \
+                     next_attempt_at, created_at, delivered_at FROM webhook_outbox WHERE endpoint_id = $1 \
+                     ORDER BY created_at DESC, id DESC LIMIT $2",
+                )
+                    .bind(endpoint)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db("listing webhook messages"))
+            }
+
+            pub(super) async fn replay_webhooks(
+                &self,
+                endpoint: &str,
+                message: Option<&str>,
+            ) -> Result<u64, StoreError> {
+                let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
+                let done = sqlx::query(
+                    "UPDATE webhook_outbox SET state = 'pending', next_attempt_at = $1, lease_owner = NULL, \
+                     lease_until = NULL WHERE endpoint_id = $2 AND ($3 IS NULL OR id = $3) \
+                     AND ($3 IS NOT NULL OR state = 'failed')",
+                )
+                .bind(now())
+                .bind(endpoint)
+                .bind(message)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("replaying webhook messages"))?;
+                sqlx::query("UPDATE webhook_endpoints SET enabled = TRUE, disabled_reason = NULL WHERE id = $1")
+                    .bind(endpoint)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("enabling a webhook endpoint"))?;
+                tx.commit().await.map_err(db("committing a webhook replay"))?;
+                Ok(done.rows_affected())
+            }
+        }
+    };
+}
+
+webhook_methods!(SqliteStore, sqlx::Sqlite);
+webhook_methods!(PgStore, sqlx::Postgres);
+
+impl Store {
+    /// Writes an event to the outbox of every subscribed endpoint in its own transaction
+    /// (for events that do not accompany a store write, e.g. `job.stalled`, `webhook.test`).
+    pub async fn emit_event(
+        &self,
+        tenant: Option<&TenantId>,
+        event_type: &str,
+        data: Value,
+    ) -> Result<usize, StoreError> {
+        dispatch!(self.emit_event(tenant, event_type, data))
+    }
+
+    /// Queues a `webhook.test` message for one endpoint.
+    pub async fn emit_test_event(&self, endpoint: &str, tenant: Option<&TenantId>) -> Result<usize, StoreError> {
+        dispatch!(self.emit_test_event(endpoint, tenant))
+    }
+
+    /// Registers an endpoint.
+    pub async fn create_webhook_endpoint(&self, new: &NewWebhookEndpoint<'_>) -> Result<WebhookEndpoint, StoreError> {
+        dispatch!(self.create_webhook_endpoint(new))
+    }
+
+    /// The endpoints of a tenant (`Some`), or every endpoint (`None`).
+    pub async fn list_webhook_endpoints(&self, tenant: Option<&TenantId>) -> Result<Vec<WebhookEndpoint>, StoreError> {
+        dispatch!(self.list_webhook_endpoints(tenant))
+    }
+
+    /// One endpoint.
+    pub async fn get_webhook_endpoint(&self, id: &str) -> Result<Option<WebhookEndpoint>, StoreError> {
+        dispatch!(self.get_webhook_endpoint(id))
+    }
+
+    /// Removes an endpoint with its messages and deliveries; `false` if there was none.
+    pub async fn delete_webhook_endpoint(&self, id: &str) -> Result<bool, StoreError> {
+        dispatch!(self.delete_webhook_endpoint(id))
+    }
+
+    /// Enables or disables an endpoint (with why).
+    pub async fn set_webhook_endpoint_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.set_webhook_endpoint_enabled(id, enabled, reason))
+    }
+
+    /// Leases up to `limit` due messages of enabled endpoints to `owner` until `until`.
+    pub async fn claim_webhooks(
+        &self,
+        owner: &str,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<WebhookMessage>, StoreError> {
+        dispatch!(self.claim_webhooks(owner, until, limit))
+    }
+
+    /// Records an attempt of `message` and what follows from it, if `owner` still holds
+    /// its lease (`false`: the lease was lost; nothing written).
+    pub async fn settle_webhook(
+        &self,
+        message: &str,
+        owner: &str,
+        status: Option<u16>,
+        latency_ms: i64,
+        error: Option<&str>,
+        settle: &WebhookSettle,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.settle_webhook(message, owner, status, latency_ms, error, settle))
+    }
+
+    /// The endpoint's latest attempts, newest first.
+    pub async fn list_webhook_deliveries(
+        &self,
+        endpoint: &str,
+        limit: i64,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        dispatch!(self.list_webhook_deliveries(endpoint, limit))
+    }
+
+    /// The endpoint's latest messages, newest first.
+    pub async fn list_webhook_messages(&self, endpoint: &str, limit: i64) -> Result<Vec<WebhookOutboxRow>, StoreError> {
+        dispatch!(self.list_webhook_messages(endpoint, limit))
+    }
+
+    /// Makes the endpoint's failed messages (or the one `message`, whatever its state)
+    /// due now and enables the endpoint again. Returns how many messages were requeued.
+    pub async fn replay_webhooks(&self, endpoint: &str, message: Option<&str>) -> Result<u64, StoreError> {
+        dispatch!(self.replay_webhooks(endpoint, message))
+    }
+}
