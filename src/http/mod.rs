@@ -8,6 +8,7 @@ pub mod classify;
 pub mod ratelimit;
 pub mod shape;
 pub mod template;
+pub mod webhook;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

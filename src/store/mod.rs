@@ -41,6 +41,7 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
 pub use users::NOT_A_MEMBER_REASON;
+pub use webhooks::{InboxRow, NewDelivery, WAKE_CHANNEL};
 
 use crate::model::{
     AuditEntry, ClaimedJob, ConnectionRow, ConnectionStatus, DeadLetterRow, EntityName, JobCounts, JobFilter, JobRow,
@@ -74,6 +75,7 @@ mod intelligence;
 mod responsibilities;
 mod tokens;
 mod users;
+mod webhooks;
 
 impl Store {
     /// Opens the store named by `url` and applies pending migrations.
