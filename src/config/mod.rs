@@ -35,10 +35,10 @@ pub use presets::{Preset, Presets, revision_of};
 pub use roles::{Denied, RoleGrants, StreamPattern};
 pub use settings::{DEFAULT_MAX_RESPONSE_BYTES, DaemonSettings, SecretSettings, Settings, StoreSettings};
 pub use source::Source;
-pub use webhooks::{WebhookScheme, WebhookSpec};
 pub use tenant::{
     Change, DEFAULT_TIMEZONE, Effective, EffectiveProvider, Origin, TenantSpec, check_subdomain, check_timezone,
 };
+pub use webhooks::{WebhookScheme, WebhookSpec};
 
 use crate::model::TenantId;
 

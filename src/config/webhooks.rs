@@ -109,7 +109,9 @@ impl WebhookSpec {
     pub fn problems(&self, has_stream: &dyn Fn(&StreamName) -> bool) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut location = |key: &str, value: &str| {
-            if !(value.is_empty() || value.starts_with('/') || value.strip_prefix("header:").is_some_and(|h| !h.is_empty()))
+            if !(value.is_empty()
+                || value.starts_with('/')
+                || value.strip_prefix("header:").is_some_and(|h| !h.is_empty()))
             {
                 out.push((
                     format!("webhooks.{key}"),

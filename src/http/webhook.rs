@@ -303,8 +303,14 @@ mod tests {
         let s = spec(WebhookScheme::SlackV0);
         assert_eq!(verify(&s, b"8f742231b10e8888abcd99yyyzzz85a5", &req, at(1_531_420_618 + 60)), Ok(()));
         assert_eq!(verify(&s, b"8f742231b10e8888abcd99yyyzzz85a4", &req, at(1_531_420_618)), Err(Rejection::Signature));
-        assert_eq!(verify(&s, b"8f742231b10e8888abcd99yyyzzz85a5", &req, at(1_531_420_618 + 301)), Err(Rejection::Stale));
-        assert_eq!(verify(&s, b"8f742231b10e8888abcd99yyyzzz85a5", &req, at(1_531_420_618 - 301)), Err(Rejection::Future));
+        assert_eq!(
+            verify(&s, b"8f742231b10e8888abcd99yyyzzz85a5", &req, at(1_531_420_618 + 301)),
+            Err(Rejection::Stale)
+        );
+        assert_eq!(
+            verify(&s, b"8f742231b10e8888abcd99yyyzzz85a5", &req, at(1_531_420_618 - 301)),
+            Err(Rejection::Future)
+        );
         let mut tampered = body.to_vec();
         tampered[0] = b'T';
         let req = Inbound { method: "POST", url: "http://x/", headers: &h, body: &tampered };
@@ -338,10 +344,8 @@ mod tests {
     fn hubspot_v3_verifies_an_openssl_vector() {
         let body = br#"[{"eventId":1,"subscriptionType":"contact.propertyChange","objectId":7}]"#;
         let url = "https://example.com/webhooks/acme/hubspot";
-        let h = headers(&[
-            ("X-HubSpot-Request-Timestamp", "1700000000000"),
-            ("X-HubSpot-Signature-v3", HUBSPOT_VECTOR),
-        ]);
+        let h =
+            headers(&[("X-HubSpot-Request-Timestamp", "1700000000000"), ("X-HubSpot-Signature-v3", HUBSPOT_VECTOR)]);
         let s = spec(WebhookScheme::HubspotV3);
         let req = Inbound { method: "POST", url, headers: &h, body };
         assert_eq!(verify(&s, b"hubspot-client-secret", &req, at(1_700_000_000)), Ok(()));
@@ -383,8 +387,9 @@ mod tests {
     #[test]
     fn deliveries_read_types_ids_and_the_challenge() {
         let s = spec(WebhookScheme::HubspotV3);
-        let d = read_delivery(&s, &HeaderMap::new(), br#"[{"id":1,"type":"a"},{"id":2,"type":"b"},{"id":3,"type":"a"}]"#)
-            .unwrap();
+        let d =
+            read_delivery(&s, &HeaderMap::new(), br#"[{"id":1,"type":"a"},{"id":2,"type":"b"},{"id":3,"type":"a"}]"#)
+                .unwrap();
         assert_eq!(d.event_types, vec!["a".to_owned(), "b".to_owned()]);
         assert_eq!(d.delivery_id.as_deref(), Some("1,2,3"));
         assert_eq!(read_delivery(&s, &HeaderMap::new(), b"[]"), Err(Rejection::Malformed));

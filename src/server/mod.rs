@@ -16,9 +16,9 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
+pub use self::webhooks::{MAX_WEBHOOK_BODY, WebhookIntake};
 use crate::store::{Store, StoreHealth};
 use crate::telemetry::Metrics;
-pub use self::webhooks::{MAX_WEBHOOK_BODY, WebhookIntake};
 
 /// What the handlers read.
 #[derive(Clone)]

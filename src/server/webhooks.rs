@@ -206,4 +206,3 @@ pub(super) async fn receive(
         }
     }
 }
-
