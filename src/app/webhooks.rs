@@ -54,7 +54,7 @@ pub(super) async fn inbox_worker(
             }
             () = tokio::time::sleep(SWEEP) => {
                 sweeps = sweeps.wrapping_add(1);
-                if sweeps % 360 == 0 && let Err(e) = store.prune_webhooks(Utc::now() - KEEP).await {
+                if sweeps.is_multiple_of(360) && let Err(e) = store.prune_webhooks(Utc::now() - KEEP).await {
                     tracing::warn!("pruning the webhook inbox failed: {e}");
                 }
             }
