@@ -151,3 +151,33 @@ impl WebhookSpec {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_name_their_keys() {
+        let spec: WebhookSpec = toml::from_str(
+            "scheme = \"jira\"\nevent_type = \"webhookEvent\"\ndelivery_id = \"header:\"\nwindow_secs = 0\n\
+             signature_header = \"X-Sig\"\n[events]\n\"jira:issue_updated\" = [\"issues\", \"tickets\"]\n",
+        )
+        .unwrap();
+        let has = |s: &StreamName| s.as_str() == "issues";
+        let keys: Vec<String> = spec.problems(&has).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "webhooks.event_type",
+                "webhooks.delivery_id",
+                "webhooks.window_secs",
+                "webhooks.signature_header",
+                "webhooks.events.jira:issue_updated",
+            ]
+        );
+        assert_eq!(spec.secret_field(), "webhook_secret");
+        assert_eq!(spec.streams_for("jira:issue_updated").len(), 2);
+        assert!(spec.streams_for("other").is_empty());
+        assert!(toml::from_str::<WebhookSpec>("scheme = \"md5\"\nevent_type = \"/t\"\n[events]\n").is_err());
+    }
+}
