@@ -25,6 +25,7 @@ mod reload;
 mod requests;
 mod shutdown;
 mod startup;
+mod webhooks;
 mod worker;
 
 use std::collections::{HashMap, VecDeque};
@@ -142,6 +143,9 @@ pub struct Daemon {
     /// Whether the main loop last saw the store unreachable.
     store_down: bool,
     unsettled: Vec<Unsettled>,
+    /// The configuration the webhook handler and the inbox worker read (replaced with
+    /// `catalog` on reload).
+    shared_catalog: Arc<std::sync::RwLock<Arc<Catalog>>>,
 }
 
 /// The daemon's addresses, once it is up.
@@ -149,6 +153,8 @@ pub struct Daemon {
 pub struct Endpoints {
     pub socket: PathBuf,
     pub http: SocketAddr,
+    /// Where `POST /webhooks/…` is served (`http` unless `[daemon] webhook_listen` is set).
+    pub webhooks: SocketAddr,
 }
 
 impl Daemon {

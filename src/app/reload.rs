@@ -26,6 +26,8 @@ impl Daemon {
                         .await;
                 match result {
                     Ok(counts) => {
+                        *self.shared_catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            Arc::clone(&catalog);
                         self.catalog = catalog;
                         self.config_error = None;
                         ConfigReload { ok: true, detail: &counts.jobs.to_string() }.emit(&self.metrics);

@@ -37,6 +37,7 @@ impl Daemon {
                 }
                 self.wake = true;
             }
+            ControlMessage::Wake => self.wake = true,
             ControlMessage::ExitNow => {}
         }
     }

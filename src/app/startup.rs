@@ -41,10 +41,12 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
     tracing::info!(step = 2, backend = opts.store.backend(), "store open, migrations applied");
     let metrics = Arc::new(Metrics::new());
     let settings = opts.settings.clone();
+    let catalog = Arc::new(catalog);
     let mut daemon = Daemon {
         config_dir: opts.config_dir,
         connectors: opts.connectors,
-        catalog: Arc::new(catalog),
+        shared_catalog: Arc::new(std::sync::RwLock::new(Arc::clone(&catalog))),
+        catalog,
         store: opts.store,
         key: opts.key,
         policy: FailurePolicy {
@@ -82,16 +84,52 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
     tracing::info!(step = 3, tenants = counts.tenants, jobs = %counts.jobs, "jobs reconciled with the configuration");
     daemon.close_expired_runs().await;
 
+    let accepted = Arc::new(tokio::sync::Notify::new());
+    let intake = Arc::new(crate::server::WebhookIntake::new(
+        daemon.shared_catalog.clone(),
+        daemon.store.clone(),
+        daemon.key.clone(),
+        daemon.metrics.clone(),
+        accepted.clone(),
+        daemon.settings.webhook_rate_per_source,
+    ));
+    let webhook_listen = match &daemon.settings.webhook_listen {
+        Some(a) => Some(
+            a.parse::<std::net::SocketAddr>()
+                .map_err(|e| anyhow::anyhow!("daemon.webhook_listen `{a}` is not an address: {e}"))?,
+        ),
+        None => None,
+    };
     let http_state = crate::server::HttpState {
         metrics: daemon.metrics.clone(),
         store: daemon.store.clone(),
         ready: daemon.ready.clone(),
         health: daemon.health.clone(),
+        webhooks: webhook_listen.is_none().then(|| intake.clone()),
     };
     let (http, http_task) = crate::server::serve(opts.http_listen, http_state, daemon.shutdown.clone()).await?;
     tracing::info!(step = 4, address = %http, "HTTP server listening (/metrics, /healthz, /readyz)");
+    let (webhooks, webhook_task) = match webhook_listen {
+        Some(addr) => {
+            let (bound, task) =
+                crate::server::serve_router(addr, crate::server::webhook_router(intake), daemon.shutdown.clone())
+                    .await?;
+            tracing::info!(step = 4, address = %bound, "webhook listener (POST /webhooks/{{tenant}}/{{provider}})");
+            (bound, Some(task))
+        }
+        None => (http, None),
+    };
 
     let (tx, rx) = mpsc::channel::<ControlMessage>(64);
+    let inbox_task = tokio::spawn(super::webhooks::inbox_worker(
+        daemon.store.clone(),
+        daemon.shared_catalog.clone(),
+        accepted,
+        tx.clone(),
+        daemon.shutdown.clone(),
+    ));
+    let wake_task =
+        tokio::spawn(super::webhooks::wake_listener(daemon.store.clone(), tx.clone(), daemon.shutdown.clone()));
     let listener =
         control::bind(&opts.socket).map_err(|e| anyhow::anyhow!("control socket {}: {e}", opts.socket.display()))?;
     let socket_task = tokio::spawn(control::serve(listener, tx.clone(), daemon.shutdown.clone()));
@@ -111,7 +149,7 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
     tracing::info!(step = 6, owner = %daemon.owner, workers = daemon.settings.workers, "signals handled; scheduler starting");
     daemon.ready.store(true, Ordering::Relaxed);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    on_ready(&Endpoints { socket: opts.socket.clone(), http });
+    on_ready(&Endpoints { socket: opts.socket.clone(), http, webhooks });
 
     let result = daemon.main_loop(rx).await;
 
@@ -121,6 +159,11 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
     }
     daemon.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    if let Some(task) = webhook_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    inbox_task.abort();
+    wake_task.abort();
     let _ = socket_task.await;
     signals_task.abort();
     probe_task.abort();

@@ -14,6 +14,7 @@ use super::manifest_spec::{
     check_pointer,
 };
 use super::source::{Source, toml_files, typed};
+use super::webhooks::WebhookSpec;
 use crate::model::{EntityName, ProviderId, StreamName};
 
 /// The manifests built into the binary.
@@ -272,6 +273,8 @@ struct RawManifest {
     writes: BTreeMap<String, WriteSpec>,
     #[serde(default)]
     max_response_bytes: Option<u64>,
+    #[serde(default)]
+    webhooks: Option<WebhookSpec>,
 }
 
 /// A validated connector manifest.
@@ -298,6 +301,8 @@ pub struct Manifest {
     /// Largest response body read from this provider (default: the daemon's
     /// `max_response_bytes`, 64 MiB).
     pub max_response_bytes: Option<u64>,
+    /// How the provider signs the webhooks it sends, and what they trigger.
+    pub webhooks: Option<WebhookSpec>,
     /// Where it was loaded from.
     pub source: String,
 }
@@ -327,6 +332,7 @@ impl Manifest {
             mappings: raw.mappings,
             writes: raw.writes,
             max_response_bytes: raw.max_response_bytes,
+            webhooks: raw.webhooks,
             source: source.name.clone(),
         };
         m.check_shape(diag);
@@ -348,6 +354,11 @@ impl Manifest {
         }
         if self.max_response_bytes == Some(0) {
             err("max_response_bytes", "must be greater than zero".into());
+        }
+        if let Some(w) = &self.webhooks {
+            for (path, msg) in w.problems(&|s| self.streams.contains_key(s)) {
+                err(&path, msg);
+            }
         }
         let credentials = self.auth.required_credentials();
         if credentials.is_empty() {

@@ -13,6 +13,7 @@ mod roles;
 mod settings;
 mod source;
 mod tenant;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ pub use source::Source;
 pub use tenant::{
     Change, DEFAULT_TIMEZONE, Effective, EffectiveProvider, Origin, TenantSpec, check_subdomain, check_timezone,
 };
+pub use webhooks::{WebhookScheme, WebhookSpec};
 
 use crate::model::TenantId;
 

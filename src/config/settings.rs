@@ -92,6 +92,11 @@ pub struct DaemonSettings {
     pub connect_timeout_secs: u64,
     /// Largest provider response body read (a manifest's `max_response_bytes` overrides it).
     pub max_response_bytes: u64,
+    /// A separate address for `POST /webhooks/…` (it faces the providers, `/metrics`
+    /// should not); default: served on `http_listen`.
+    pub webhook_listen: Option<String>,
+    /// Inbound webhook requests a second accepted from one source address.
+    pub webhook_rate_per_source: u32,
 }
 
 impl Default for DaemonSettings {
@@ -114,6 +119,8 @@ impl Default for DaemonSettings {
             request_timeout_secs: 120,
             connect_timeout_secs: 10,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            webhook_listen: None,
+            webhook_rate_per_source: 100,
         }
     }
 }

@@ -29,6 +29,8 @@ pub enum ControlMessage {
     ExitNow,
     /// SIGUSR1: every enabled job now.
     TriggerAll,
+    /// Jobs were triggered elsewhere (an inbound webhook, another replica): claim now.
+    Wake,
 }
 
 /// Binds the socket: removes a stale file, creates the directory, sets mode 0600.

@@ -9,6 +9,7 @@ pub mod classify;
 pub mod ratelimit;
 pub mod shape;
 pub mod template;
+pub mod webhook;
 pub mod webhooks;
 
 use std::sync::atomic::{AtomicU64, Ordering};

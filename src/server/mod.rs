@@ -1,5 +1,8 @@
 //! HTTP: `/metrics` (Prometheus text, or OpenMetrics when the scraper asks for it), `/healthz` (the process answers) and `/readyz`
-//! (configuration loaded, store reachable, not draining).
+//! (configuration loaded, store reachable, not draining); and `POST /webhooks/{tenant}/{provider}`
+//! (`webhooks`), here or on a listener of its own (`[daemon] webhook_listen`).
+
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,9 +13,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
+pub use self::webhooks::{MAX_WEBHOOK_BODY, WebhookIntake};
 use crate::store::{Store, StoreHealth};
 use crate::telemetry::Metrics;
 
@@ -25,17 +29,29 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
     /// The store's reachability, kept by the daemon's probe.
     pub health: Arc<StoreHealth>,
+    /// `POST /webhooks/…` on this listener (`None`: not here).
+    pub webhooks: Option<Arc<WebhookIntake>>,
 }
 
 /// The longest `/readyz` waits for the store before answering that it does not answer.
 const READY_PROBE: Duration = Duration::from_millis(900);
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let webhooks = state.webhooks.clone();
+    let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .with_state(state);
+    match webhooks {
+        Some(intake) => router.merge(webhook_router(intake)),
+        None => router,
+    }
+}
+
+/// Only `POST /webhooks/{tenant}/{provider}`.
+pub fn webhook_router(intake: Arc<WebhookIntake>) -> Router {
+    Router::new().route("/webhooks/{tenant}/{provider}", post(webhooks::receive)).with_state(intake)
 }
 
 /// The Prometheus text format; OpenMetrics when the `Accept` header names it (as
@@ -80,11 +96,21 @@ pub async fn serve(
     state: HttpState,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_router(addr, router(state), shutdown).await
+}
+
+/// Binds `addr` and serves `router` (with the peer's address, for per-source limits)
+/// until `shutdown`; returns the bound address.
+pub async fn serve_router(
+    addr: SocketAddr,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let handle = tokio::spawn(async move {
-        let serve =
-            axum::serve(listener, router(state)).with_graceful_shutdown(async move { shutdown.cancelled().await });
+        let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { shutdown.cancelled().await });
         if let Err(e) = serve.await {
             tracing::error!("HTTP server stopped: {e}");
         }
@@ -109,7 +135,8 @@ mod tests {
         metrics.set_quality_bands(&[Some(95.0), Some(40.0), None]);
         let ready = Arc::new(AtomicBool::new(true));
         let health = Arc::new(StoreHealth::default());
-        let state = HttpState { metrics, store: store.clone(), ready: ready.clone(), health: health.clone() };
+        let state =
+            HttpState { metrics, store: store.clone(), ready: ready.clone(), health: health.clone(), webhooks: None };
         let shutdown = CancellationToken::new();
         let (addr, handle) = serve(([127, 0, 0, 1], 0).into(), state, shutdown.clone()).await.unwrap();
         let get = |path: &'static str| async move {

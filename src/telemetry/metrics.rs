@@ -42,6 +42,15 @@ pub struct RecordLabels {
     pub result: String,
 }
 
+/// Inbound webhooks: `provider` is a manifest with a `[webhooks]` section or `unknown`;
+/// `outcome` is one of a fixed set (accepted, duplicate, bad_signature, stale, future,
+/// malformed, too_large, rate_limited, unknown, error).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub provider: String,
+    pub outcome: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
     pub provider: String,
@@ -140,6 +149,7 @@ pub struct Metrics {
     pub connections: Family<StatusLabels, Gauge>,
     pub config_reloads: Family<StateLabels, Counter>,
     pub stalled_runs: Family<ProviderLabels, Counter>,
+    pub webhooks_received: Family<WebhookLabels, Counter>,
     pub contributions: Family<KindLabels, Counter>,
     pub integrations: Family<BandLabels, Gauge>,
     /// The most recent successful run of each stream, over every tenant (Unix seconds).
@@ -184,6 +194,7 @@ impl Metrics {
             connections: Family::default(),
             config_reloads: Family::default(),
             stalled_runs: Family::default(),
+            webhooks_received: Family::default(),
             contributions: Family::default(),
             integrations: Family::default(),
             last_success: Family::default(),
@@ -235,6 +246,11 @@ impl Metrics {
             "stalled_runs",
             "Runs reported stalled (no progress for the configured time)",
             m.stalled_runs.clone(),
+        );
+        registry.register(
+            "webhooks_received",
+            "Inbound webhooks, by provider and outcome",
+            m.webhooks_received.clone(),
         );
         registry.register("contributions", "Contributions recorded, by kind", m.contributions.clone());
         registry.register(

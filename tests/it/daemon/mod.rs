@@ -14,6 +14,7 @@ mod metrics;
 mod outage;
 mod plain_text;
 mod signals;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};

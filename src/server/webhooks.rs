@@ -1,0 +1,208 @@
+//! `POST /webhooks/{tenant}/{provider}`: inbound webhooks from providers.
+//!
+//! In order: the body is bounded (1 MiB), the source's rate checked, the signature and
+//! its timestamp verified with the secret stored in the tenant's company connection (as
+//! the manifest's `[webhooks]` section says), a replayed delivery id refused, then the
+//! delivery is kept in the store's inbox and answered at once; the daemon's inbox
+//! worker triggers the streams later. An unknown tenant or provider, a connection
+//! without the secret and a bad signature all get the same `401` with an empty body.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::{Arc, RwLock};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::Notify;
+
+use crate::config::{Catalog, WebhookSpec};
+use crate::http::webhook::{Inbound, read_delivery, verify};
+use crate::model::{Owner, ProviderId, TenantId};
+use crate::secrets::{Credentials, MasterKey, Sealed};
+use crate::store::{NewDelivery, Store};
+use crate::telemetry::{Metrics, WebhookLabels};
+
+/// The largest webhook body accepted.
+pub const MAX_WEBHOOK_BODY: usize = 1024 * 1024;
+
+/// What the webhook handler needs.
+pub struct WebhookIntake {
+    /// The current configuration (replaced on reload).
+    pub catalog: Arc<RwLock<Arc<Catalog>>>,
+    pub store: Store,
+    pub key: Arc<MasterKey>,
+    pub metrics: Arc<Metrics>,
+    /// Woken for each accepted delivery: the daemon's inbox worker.
+    pub accepted: Arc<Notify>,
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl WebhookIntake {
+    /// `per_source` requests a second from one address (with as large a burst).
+    pub fn new(
+        catalog: Arc<RwLock<Arc<Catalog>>>,
+        store: Store,
+        key: Arc<MasterKey>,
+        metrics: Arc<Metrics>,
+        accepted: Arc<Notify>,
+        per_source: u32,
+    ) -> Self {
+        let rate = NonZeroU32::new(per_source).unwrap_or(NonZeroU32::MIN);
+        Self { catalog, store, key, metrics, accepted, limiter: RateLimiter::keyed(Quota::per_second(rate)) }
+    }
+
+    fn count(&self, provider: &str, outcome: &str) {
+        self.metrics
+            .webhooks_received
+            .get_or_create(&WebhookLabels { provider: provider.to_owned(), outcome: outcome.to_owned() })
+            .inc();
+    }
+
+    /// The manifest's webhook section for `provider`, if it has one.
+    fn spec(&self, provider: &str) -> Option<WebhookSpec> {
+        let catalog = self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        catalog.manifests.get(provider).and_then(|m| m.webhooks.clone())
+    }
+
+    /// The signing secret stored in the tenant's company connection.
+    async fn secret(&self, tenant: &str, provider: &str, spec: &WebhookSpec) -> Result<Option<Vec<u8>>, ()> {
+        let (Ok(tenant), Ok(provider)) = (TenantId::parse(tenant), ProviderId::parse(provider)) else {
+            return Ok(None);
+        };
+        let row = match self.store.get_auth(&tenant, &provider, Owner::Company).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::warn!(%tenant, %provider, "webhook: reading the connection failed: {e}");
+                return Err(());
+            }
+        };
+        let Some(sealed) = row.credentials else { return Ok(None) };
+        let plain = match self.key.open_as(Sealed::Credentials, &tenant, &provider, Owner::Company, &sealed) {
+            Ok(plain) => plain,
+            Err(e) => {
+                tracing::warn!(%tenant, %provider, "webhook: the stored credentials do not open: {e}");
+                return Ok(None);
+            }
+        };
+        let Ok(credentials) = Credentials::from_json(&plain) else { return Ok(None) };
+        Ok(credentials.get(spec.secret_field()).map(|s| {
+            use secrecy::ExposeSecret;
+            s.expose_secret().as_bytes().to_vec()
+        }))
+    }
+}
+
+fn denied() -> Response {
+    StatusCode::UNAUTHORIZED.into_response()
+}
+
+/// The URL the provider called, as HubSpot v3 signs it: the forwarded scheme and host when
+/// a proxy says them, else `http` and `Host`.
+fn called_url(headers: &HeaderMap, uri: &Uri) -> String {
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let scheme = h("x-forwarded-proto").unwrap_or("http");
+    let host = h("x-forwarded-host").or_else(|| h(header::HOST.as_str())).unwrap_or("");
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("{scheme}://{host}{path}")
+}
+
+pub(super) async fn receive(
+    State(intake): State<Arc<WebhookIntake>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((tenant, provider)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let spec = intake.spec(&provider);
+    let label = if spec.is_some() { provider.as_str() } else { "unknown" };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_WEBHOOK_BODY) {
+        intake.count(label, "too_large");
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    }
+    let body: Bytes = match axum::body::to_bytes(body, MAX_WEBHOOK_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            intake.count(label, "too_large");
+            return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+        }
+    };
+    if intake.limiter.check_key(&peer.ip()).is_err() {
+        intake.count(label, "rate_limited");
+        return StatusCode::TOO_MANY_REQUESTS.into_response();
+    }
+    if intake.limiter.len() > 10_000 {
+        intake.limiter.retain_recent();
+    }
+    let Some(spec) = spec else {
+        intake.count(label, "unknown");
+        return denied();
+    };
+    let secret = match intake.secret(&tenant, &provider, &spec).await {
+        Ok(Some(secret)) => zeroize::Zeroizing::new(secret),
+        Ok(None) => {
+            intake.count(label, "unknown");
+            return denied();
+        }
+        Err(()) => {
+            intake.count(label, "error");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    };
+    let url = called_url(&headers, &uri);
+    let inbound = Inbound { method: method.as_str(), url: &url, headers: &headers, body: &body };
+    let now = Utc::now();
+    if let Err(r) = verify(&spec, &secret, &inbound, now) {
+        tracing::debug!(%tenant, %provider, reason = r.as_str(), "webhook refused");
+        intake.count(label, r.as_str());
+        return denied();
+    }
+    let delivery = match read_delivery(&spec, &headers, &body) {
+        Ok(d) => d,
+        Err(r) => {
+            intake.count(label, r.as_str());
+            return StatusCode::BAD_REQUEST.into_response();
+        }
+    };
+    if let Some(challenge) = delivery.challenge {
+        intake.count(label, "challenge");
+        return ([(header::CONTENT_TYPE, "text/plain")], challenge).into_response();
+    }
+    // Both parsed above (the secret was found under them).
+    let (Ok(tenant), Ok(provider)) = (TenantId::parse(&tenant), ProviderId::parse(&provider)) else {
+        return denied();
+    };
+    let window = chrono::Duration::seconds(i64::try_from(spec.window_secs).unwrap_or(300));
+    let new = NewDelivery {
+        tenant: &tenant,
+        provider: &provider,
+        delivery_id: delivery.delivery_id.as_deref(),
+        event_types: &delivery.event_types,
+        body: &body,
+        at: now,
+        forget_before: now - window - window,
+    };
+    match intake.store.accept_webhook(&new).await {
+        Ok(true) => {
+            intake.count(label, "accepted");
+            intake.accepted.notify_one();
+            StatusCode::OK.into_response()
+        }
+        Ok(false) => {
+            intake.count(label, "duplicate");
+            StatusCode::OK.into_response()
+        }
+        Err(e) => {
+            tracing::warn!(%tenant, %provider, "webhook: storing the delivery failed: {e}");
+            intake.count(label, "error");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
