@@ -116,13 +116,11 @@ macro_rules! record_methods {
                 .fetch_one(&mut **tx)
                 .await
                 .map_err(db("advancing the tenant's change sequence"))?;
-                let numbered = sqlx::query(
-                    "UPDATE records SET change_seq = $2 + n.rn FROM (SELECT entity, provider, external_id, \
-                     row_number() OVER (ORDER BY entity, provider, external_id) AS rn FROM records \
-                     WHERE tenant_id = $1 AND change_seq IS NULL) AS n WHERE records.tenant_id = $1 \
-                     AND records.entity = n.entity AND records.provider = n.provider \
-                     AND records.external_id = n.external_id",
-                )
+                // The unnumbered rows come from the `(tenant_id, change_seq)` index and are
+                // updated through their physical row id (SQLite's `rowid`, PostgreSQL's
+                // `ctid`): joining on the key instead let SQLite's planner scan every record
+                // of the tenant for each page.
+                let numbered = sqlx::query(<$store>::NUMBER_CHANGES)
                 .bind(tenant.as_str())
                 .bind(last - written)
                 .execute(&mut **tx)
@@ -555,6 +553,11 @@ record_methods!(SqliteStore, sqlx::Sqlite);
 record_methods!(PgStore, sqlx::Postgres);
 
 impl SqliteStore {
+    /// Numbers the rows a page wrote (see `number_changes`).
+    const NUMBER_CHANGES: &str = "UPDATE records SET change_seq = $2 + n.rn FROM (SELECT rowid AS rid, \
+         row_number() OVER (ORDER BY entity, provider, external_id) AS rn FROM records \
+         WHERE tenant_id = $1 AND change_seq IS NULL) AS n WHERE records.rowid = n.rid";
+
     /// `None`: in-process, a page's statements cost no round trips, so SQLite writes
     /// every page in the transaction of several statements of `write_prepared`.
     async fn write_in_one_statement(
@@ -624,6 +627,11 @@ const PAGE_STATEMENT: &str = "WITH job AS (SELECT lease_owner FROM jobs WHERE id
          c.inserted, c.updated, c.unchanged FROM counted c";
 
 impl PgStore {
+    /// Numbers the rows a page wrote (see `number_changes`).
+    const NUMBER_CHANGES: &str = "UPDATE records SET change_seq = $2 + n.rn FROM (SELECT ctid AS rid, \
+         row_number() OVER (ORDER BY entity, provider, external_id) AS rn FROM records \
+         WHERE tenant_id = $1 AND change_seq IS NULL) AS n WHERE records.ctid = n.rid";
+
     /// Writes a page without dead letters with [`PAGE_STATEMENT`]; `None` for a page
     /// with dead letters (rare), which goes through the transaction of `write_prepared`.
     async fn write_in_one_statement(
