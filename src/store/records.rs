@@ -116,17 +116,7 @@ macro_rules! record_methods {
                 .fetch_one(&mut **tx)
                 .await
                 .map_err(db("advancing the tenant's change sequence"))?;
-                // The unnumbered rows come from the `(tenant_id, change_seq)` index and are
-                // updated through their physical row id (SQLite's `rowid`, PostgreSQL's
-                // `ctid`): joining on the key instead let SQLite's planner scan every record
-                // of the tenant for each page.
-                let numbered = sqlx::query(<$store>::NUMBER_CHANGES)
-                .bind(tenant.as_str())
-                .bind(last - written)
-                .execute(&mut **tx)
-                .await
-                .map_err(db("numbering changed records"))?
-                .rows_affected();
+                let numbered = <$store>::number_rows(tx, tenant, last - written).await?;
                 // A row a concurrent writer changed between this writer's read and its
                 // upsert is written but was not counted: the counter covers it too.
                 let numbered = i64::try_from(numbered).unwrap_or(i64::MAX);
@@ -553,10 +543,38 @@ record_methods!(SqliteStore, sqlx::Sqlite);
 record_methods!(PgStore, sqlx::Postgres);
 
 impl SqliteStore {
-    /// Numbers the rows a page wrote (see `number_changes`).
-    const NUMBER_CHANGES: &str = "UPDATE records SET change_seq = $2 + n.rn FROM (SELECT rowid AS rid, \
-         row_number() OVER (ORDER BY entity, provider, external_id) AS rn FROM records \
-         WHERE tenant_id = $1 AND change_seq IS NULL) AS n WHERE records.rowid = n.rid";
+    /// Numbers the rows a page wrote (those without a change sequence) after `base`, in
+    /// key order, through their `rowid`s; returns how many.
+    async fn number_rows(
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        tenant: &TenantId,
+        base: i64,
+    ) -> Result<u64, StoreError> {
+        let rows: Vec<i64> = sqlx::query_scalar(
+            // Without `INDEXED BY`, the planner reads every record of the tenant through the
+            // primary key to save the sort of the page's few rows.
+            "SELECT rowid FROM records INDEXED BY records_changes WHERE tenant_id = $1 AND change_seq IS NULL \
+             ORDER BY entity, provider, external_id",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db("reading changed records"))?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        // The row ids in key order as one JSON array: the n-th gets `base + n + 1`.
+        let ids = serde_json::to_string(&rows).unwrap_or_default();
+        let done = sqlx::query(
+            "UPDATE records SET change_seq = $2 + r.key + 1 FROM json_each($1) AS r WHERE records.rowid = r.value",
+        )
+        .bind(ids)
+        .bind(base)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("numbering changed records"))?;
+        Ok(done.rows_affected())
+    }
 
     /// `None`: in-process, a page's statements cost no round trips, so SQLite writes
     /// every page in the transaction of several statements of `write_prepared`.
@@ -627,10 +645,25 @@ const PAGE_STATEMENT: &str = "WITH job AS (SELECT lease_owner FROM jobs WHERE id
          c.inserted, c.updated, c.unchanged FROM counted c";
 
 impl PgStore {
-    /// Numbers the rows a page wrote (see `number_changes`).
-    const NUMBER_CHANGES: &str = "UPDATE records SET change_seq = $2 + n.rn FROM (SELECT ctid AS rid, \
-         row_number() OVER (ORDER BY entity, provider, external_id) AS rn FROM records \
-         WHERE tenant_id = $1 AND change_seq IS NULL) AS n WHERE records.ctid = n.rid";
+    /// Numbers the rows a page wrote (those without a change sequence) after `base`, in
+    /// key order, in one statement; returns how many.
+    async fn number_rows(
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        tenant: &TenantId,
+        base: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE records SET change_seq = $2 + n.rn FROM (SELECT ctid AS rid, \
+             row_number() OVER (ORDER BY entity, provider, external_id) AS rn FROM records \
+             WHERE tenant_id = $1 AND change_seq IS NULL) AS n WHERE records.ctid = n.rid",
+        )
+        .bind(tenant.as_str())
+        .bind(base)
+        .execute(&mut **tx)
+        .await
+        .map_err(db("numbering changed records"))?;
+        Ok(done.rows_affected())
+    }
 
     /// Writes a page without dead letters with [`PAGE_STATEMENT`]; `None` for a page
     /// with dead letters (rare), which goes through the transaction of `write_prepared`.
