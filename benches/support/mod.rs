@@ -205,10 +205,22 @@ pub async fn spawn_daemon(
     connectors: &Path,
     key_file: &Path,
 ) -> anyhow::Result<(tokio::process::Child, PathBuf)> {
+    spawn_daemon_on(dir, url, config, connectors, key_file, "127.0.0.1:0").await
+}
+
+/// As [`spawn_daemon`], its HTTP server on `listen`.
+pub async fn spawn_daemon_on(
+    dir: &Path,
+    url: &str,
+    config: &Path,
+    connectors: &Path,
+    key_file: &Path,
+    listen: &str,
+) -> anyhow::Result<(tokio::process::Child, PathBuf)> {
     let socket = dir.join("d.sock");
     let bin = std::env::var("TRIBUTARY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_tributary").into());
     let child = tokio::process::Command::new(bin)
-        .args(["run", "--listen", "127.0.0.1:0", "--socket"])
+        .args(["run", "--listen", listen, "--socket"])
         .arg(&socket)
         .env("TRIBUTARY_DATABASE_URL", url)
         .env("TRIBUTARY_CONFIG", config)
