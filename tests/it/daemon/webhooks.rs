@@ -223,6 +223,32 @@ async fn a_signed_hubspot_webhook_is_stored_and_triggers_a_run_of_its_stream() {
     s.fx.finish().await;
 }
 
+/// HubSpot signs the URL it calls with some escapes decoded (`%40` → `@`, `%2C` → `,`):
+/// a registered URL with such a query verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hubspot_webhook_to_a_url_with_escapes_verifies_as_hubspot_signs_it() {
+    let s = setup().await;
+    let sent = format!("http://{}{HUBSPOT_PATH}?owner=ops%40acme.example&tags=a%2Cb&note=x%20y", s.address);
+    let signed = format!("http://{}{HUBSPOT_PATH}?owner=ops@acme.example&tags=a,b&note=x%20y", s.address);
+    let body = contact_change(5);
+    let post = |url: &str| {
+        let ts = now_ms().to_string();
+        let sig = B64.encode(mac(s.secret.as_bytes(), &[b"POST", url.as_bytes(), body.as_bytes(), ts.as_bytes()]));
+        reqwest::Client::new()
+            .post(&sent)
+            .header("X-HubSpot-Request-Timestamp", ts)
+            .header("X-HubSpot-Signature-v3", sig)
+            .body(body.clone())
+            .send()
+    };
+    assert_eq!(post(&sent).await.unwrap().status().as_u16(), 401, "the escapes as sent are not what HubSpot signs");
+    assert_eq!(post(&signed).await.unwrap().status().as_u16(), 200);
+    let run = finished_webhook_run(&s.fx, "acme").await;
+    assert_eq!(run.stream.as_str(), "contacts");
+    drop(s.daemon);
+    s.fx.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_delivery_is_accepted_once() {
     let s = setup().await;

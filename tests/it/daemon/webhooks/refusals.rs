@@ -142,6 +142,19 @@ async fn a_connection_without_the_secret_is_answered_as_a_bad_signature() {
     finish(s).await;
 }
 
+/// A correctly signed body that is not what the manifest describes: `400`, not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_but_malformed_delivery_is_refused() {
+    let s = setup().await;
+    for body in ["not json", r#"[]"#, r#"[{"eventId":1,"objectId":101}]"#] {
+        let answer = post_hubspot(&s.address, HUBSPOT_PATH, body, &s.secret, now_ms()).await;
+        assert_eq!((answer.status, answer.body.as_str()), (400, ""), "{body}");
+    }
+    nothing_kept(&s).await;
+    assert_eq!(received(&s.address, "hubspot", "malformed").await, 3);
+    finish(s).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_declared_over_one_mebibyte_is_refused() {
     let s = setup().await;
