@@ -108,6 +108,49 @@ fn standard_key(secret: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// The %-escapes HubSpot v3 decodes in the URL before signing it, and their characters.
+const HUBSPOT_DECODED: [(&str, char); 12] = [
+    ("3A", ':'),
+    ("2F", '/'),
+    ("3F", '?'),
+    ("40", '@'),
+    ("21", '!'),
+    ("24", '$'),
+    ("27", '\''),
+    ("28", '('),
+    ("29", ')'),
+    ("2A", '*'),
+    ("2C", ','),
+    ("3B", ';'),
+];
+
+/// The URL as HubSpot v3 signs it: the escapes of [`HUBSPOT_DECODED`] decoded (in either
+/// case of hex digit), every other escape (`%20`, `%26`, `%3D`, …) kept as sent.
+fn hubspot_uri(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = &rest[at..];
+        let decoded = escape
+            .get(1..3)
+            .and_then(|hex| HUBSPOT_DECODED.iter().find(|(code, _)| code.eq_ignore_ascii_case(hex)))
+            .map(|&(_, c)| c);
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &escape[3..];
+            }
+            None => {
+                out.push('%');
+                rest = &escape[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Verifies `req`'s signature with `secret` and its timestamp against `now`.
 pub fn verify(spec: &WebhookSpec, secret: &[u8], req: &Inbound<'_>, now: DateTime<Utc>) -> Result<(), Rejection> {
     let window = spec.window_secs;
@@ -116,7 +159,8 @@ pub fn verify(spec: &WebhookSpec, secret: &[u8], req: &Inbound<'_>, now: DateTim
         WebhookScheme::HubspotV3 => {
             let given = B64.decode(h("X-HubSpot-Signature-v3")?).map_err(|_| Rejection::Signature)?;
             let ts = h("X-HubSpot-Request-Timestamp")?;
-            let mac = hmac_sha256(secret, &[req.method.as_bytes(), req.url.as_bytes(), req.body, ts.as_bytes()]);
+            let url = hubspot_uri(req.url);
+            let mac = hmac_sha256(secret, &[req.method.as_bytes(), url.as_bytes(), req.body, ts.as_bytes()]);
             if !constant_time_eq(&mac, &given) {
                 return Err(Rejection::Signature);
             }
@@ -353,6 +397,41 @@ mod tests {
         assert_eq!(verify(&s, b"hubspot-client-secret", &req, at(1_700_000_000)), Err(Rejection::Signature));
         let req = Inbound { method: "POST", url, headers: &h, body };
         assert_eq!(verify(&s, b"hubspot-client-secret", &req, at(1_700_000_301)), Err(Rejection::Stale));
+    }
+
+    /// HubSpot's table of the escapes it decodes before signing (developers.hubspot.com,
+    /// "Validating requests", v3): decoded, in either case; others kept, as is a `%` that
+    /// starts no escape.
+    #[test]
+    fn hubspot_v3_decodes_the_documented_escapes_of_the_url() {
+        assert_eq!(
+            hubspot_uri(
+                "https://example.com/webhooks/acme/hubspot?a=%3A%2F%3F%40%21%24%27%28%29%2A%2C%3B&b=%3a%2f&c=%20%26%3D%25%E2%82%AC"
+            ),
+            "https://example.com/webhooks/acme/hubspot?a=:/?@!$'()*,;&b=:/&c=%20%26%3D%25%E2%82%AC"
+        );
+        assert_eq!(hubspot_uri("https://x/p?q=100%"), "https://x/p?q=100%");
+        assert_eq!(hubspot_uri("https://x/p?q=%2"), "https://x/p?q=%2");
+        assert_eq!(hubspot_uri("https://x/p?q=%%3A"), "https://x/p?q=%:");
+        assert_eq!(hubspot_uri("https://x/p?q=%C3%A9"), "https://x/p?q=%C3%A9");
+    }
+
+    /// A URL with escapes verifies against a signature over its decoded form (as HubSpot
+    /// computes it), not over the escapes as sent.
+    #[test]
+    fn hubspot_v3_signs_the_decoded_url() {
+        let body = br#"[{"eventId":1,"subscriptionType":"contact.propertyChange","objectId":7}]"#;
+        let sent = "https://example.com/webhooks/acme/hubspot?from=a%40b.example&to=%28x%29%2Cy&keep=%20";
+        let signed = "https://example.com/webhooks/acme/hubspot?from=a@b.example&to=(x),y&keep=%20";
+        let ts = "1700000000000";
+        let sign = |url: &str| B64.encode(hmac_sha256(b"s", &[b"POST", url.as_bytes(), body, ts.as_bytes()]));
+        let s = spec(WebhookScheme::HubspotV3);
+        let h = headers(&[("X-HubSpot-Request-Timestamp", ts), ("X-HubSpot-Signature-v3", &sign(signed))]);
+        let req = Inbound { method: "POST", url: sent, headers: &h, body };
+        assert_eq!(verify(&s, b"s", &req, at(1_700_000_000)), Ok(()));
+        let h = headers(&[("X-HubSpot-Request-Timestamp", ts), ("X-HubSpot-Signature-v3", &sign(sent))]);
+        let req = Inbound { method: "POST", url: sent, headers: &h, body };
+        assert_eq!(verify(&s, b"s", &req, at(1_700_000_000)), Err(Rejection::Signature));
     }
 
     /// `printf '%s' '{"webhookEvent":"jira:issue_updated"}' | openssl dgst -sha256 -hmac jira-secret`.

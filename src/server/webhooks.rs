@@ -1,17 +1,21 @@
 //! `POST /webhooks/{tenant}/{provider}`: inbound webhooks from providers.
 //!
-//! In order: the body is bounded (1 MiB), the source's rate checked, the signature and
-//! its timestamp verified with the secret stored in the tenant's company connection (as
-//! the manifest's `[webhooks]` section says), a replayed delivery id refused, then the
-//! delivery is kept in the store's inbox and answered at once; the daemon's inbox
-//! worker triggers the streams later. An unknown tenant or provider, a connection
-//! without the secret and a bad signature all get the same `401` with an empty body.
+//! In order: the declared length is bounded (1 MiB), the source's rate checked, the body
+//! read (at most 1 MiB, within [`BODY_TIMEOUT`]), the signature and its timestamp
+//! verified with the secret stored in the tenant's company connection (as the manifest's
+//! `[webhooks]` section says), a replayed delivery id refused, then the delivery is kept
+//! in the store's inbox and answered at once; the daemon's inbox worker triggers the
+//! streams later. An unknown tenant or provider (or a path that names none), a
+//! connection without the secret and a bad signature all get the same `401` with an
+//! empty body.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -28,6 +32,8 @@ use crate::telemetry::{Metrics, WebhookLabels};
 
 /// The largest webhook body accepted.
 pub const MAX_WEBHOOK_BODY: usize = 1024 * 1024;
+/// The longest a webhook body may take to arrive once its headers have.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the webhook handler needs.
 pub struct WebhookIntake {
@@ -114,12 +120,14 @@ fn called_url(headers: &HeaderMap, uri: &Uri) -> String {
 pub(super) async fn receive(
     State(intake): State<Arc<WebhookIntake>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((tenant, provider)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // A path that does not decode (`%FF`) names no tenant or provider: refused as such.
+    let (tenant, provider) = path.map(|Path(p)| p).unwrap_or_default();
     let spec = intake.spec(&provider);
     let label = if spec.is_some() { provider.as_str() } else { "unknown" };
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
@@ -127,13 +135,7 @@ pub(super) async fn receive(
         intake.count(label, "too_large");
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
     }
-    let body: Bytes = match axum::body::to_bytes(body, MAX_WEBHOOK_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
-            intake.count(label, "too_large");
-            return StatusCode::PAYLOAD_TOO_LARGE.into_response();
-        }
-    };
+    // Before the body is read: a source over its rate costs no more than its headers.
     if intake.limiter.check_key(&peer.ip()).is_err() {
         intake.count(label, "rate_limited");
         return StatusCode::TOO_MANY_REQUESTS.into_response();
@@ -141,6 +143,17 @@ pub(super) async fn receive(
     if intake.limiter.len() > 10_000 {
         intake.limiter.retain_recent();
     }
+    let body: Bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_WEBHOOK_BODY)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            intake.count(label, "too_large");
+            return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+        }
+        Err(_) => {
+            intake.count(label, "timeout");
+            return StatusCode::REQUEST_TIMEOUT.into_response();
+        }
+    };
     let Some(spec) = spec else {
         intake.count(label, "unknown");
         return denied();

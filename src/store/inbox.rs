@@ -98,6 +98,13 @@ macro_rules! webhook_methods {
                 .map_err(db("reading the webhook inbox"))
             }
 
+            pub(super) async fn webhook_inbox_len(&self) -> Result<i64, StoreError> {
+                sqlx::query_scalar("SELECT COUNT(*) FROM webhook_inbox")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db("counting the webhook inbox"))
+            }
+
             pub(super) async fn finish_webhooks(&self, ids: &[i64], at: DateTime<Utc>) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
                 for id in ids {
@@ -144,6 +151,11 @@ impl Store {
     /// Up to `limit` deliveries whose streams are not yet triggered, oldest first.
     pub async fn pending_webhooks(&self, limit: i64) -> Result<Vec<InboxRow>, StoreError> {
         dispatch!(self.pending_webhooks(limit))
+    }
+
+    /// How many deliveries the inbox holds, processed or not.
+    pub async fn webhook_inbox_len(&self) -> Result<i64, StoreError> {
+        dispatch!(self.webhook_inbox_len())
     }
 
     /// Marks deliveries processed (their streams were triggered).
