@@ -148,7 +148,33 @@ impl Settings {
         };
         let settings: Self = typed(toml::Value::Table(table), diag, &source.name, "").unwrap_or_default();
         settings.daemon.check(&source.name, diag);
+        settings.webhooks.check(&source.name, diag);
         settings
+    }
+}
+
+impl WebhookSettings {
+    /// Values with which no delivery could ever succeed.
+    fn check(&self, file: &str, diag: &mut Diagnostics) {
+        for (key, value) in [
+            ("timeout_secs", usize::try_from(self.timeout_secs).unwrap_or(usize::MAX)),
+            ("concurrency", self.concurrency),
+            ("lease_secs", usize::try_from(self.lease_secs).unwrap_or(usize::MAX)),
+        ] {
+            if value == 0 {
+                diag.push(file, &format!("webhooks.{key}"), "must be at least 1");
+            }
+        }
+        if self.lease_secs > 0 && self.timeout_secs >= self.lease_secs {
+            diag.push(
+                file,
+                "webhooks.timeout_secs",
+                format!(
+                    "must be less than webhooks.lease_secs ({}): a slow attempt would outlive its lease and be sent twice at once",
+                    self.lease_secs
+                ),
+            );
+        }
     }
 }
 
@@ -163,6 +189,7 @@ impl DaemonSettings {
             ("lease_secs", usize::try_from(self.lease_secs).unwrap_or(usize::MAX)),
             ("heartbeat_secs", usize::try_from(self.heartbeat_secs).unwrap_or(usize::MAX)),
             ("max_response_bytes", usize::try_from(self.max_response_bytes).unwrap_or(usize::MAX)),
+            ("webhook_rate_per_source", usize::try_from(self.webhook_rate_per_source).unwrap_or(usize::MAX)),
         ] {
             if value == 0 {
                 diag.push(file, &format!("daemon.{key}"), "must be at least 1");
@@ -173,6 +200,15 @@ impl DaemonSettings {
                 file,
                 "daemon.http_listen",
                 format!("`{}` is not an address and port such as `127.0.0.1:9187` ({e})", self.http_listen),
+            );
+        }
+        if let Some(listen) = &self.webhook_listen
+            && let Err(e) = listen.parse::<std::net::SocketAddr>()
+        {
+            diag.push(
+                file,
+                "daemon.webhook_listen",
+                format!("`{listen}` is not an address and port such as `0.0.0.0:9188` ({e})"),
             );
         }
         if self.heartbeat_secs > 0 && self.heartbeat_secs >= self.lease_secs {
@@ -206,6 +242,17 @@ mod tests {
         assert!(err.contains("daemon.workers: must be at least 1"), "{err}");
         let err = load("[daemon]\nlease_secs = 0\n").unwrap_err();
         assert!(err.contains("daemon.lease_secs: must be at least 1"), "{err}");
+    }
+
+    #[test]
+    fn webhook_settings_that_cannot_work_are_refused() {
+        assert!(load("[daemon]\nwebhook_listen = \"0.0.0.0:9188\"\nwebhook_rate_per_source = 5\n").is_ok());
+        let err = load("[daemon]\nwebhook_listen = \"0.0.0.0\"\nwebhook_rate_per_source = 0\n").unwrap_err();
+        assert!(err.contains("daemon.webhook_listen: `0.0.0.0` is not an address"), "{err}");
+        assert!(err.contains("daemon.webhook_rate_per_source: must be at least 1"), "{err}");
+        let err = load("[webhooks]\nconcurrency = 0\ntimeout_secs = 60\nlease_secs = 60\n").unwrap_err();
+        assert!(err.contains("webhooks.concurrency: must be at least 1"), "{err}");
+        assert!(err.contains("webhooks.timeout_secs: must be less than webhooks.lease_secs (60)"), "{err}");
     }
 
     #[test]
