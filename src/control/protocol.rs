@@ -1,6 +1,7 @@
 //! The control protocol: one JSON object per line each way, versioned.
 //!
-//! Request: `{"v": 1, "scope": "operator" | {"tenant": "acme"}, "cmd": "trigger", "tenant": "acme", …}`.
+//! Request: `{"v": 1, "scope": "operator" | {"tenant": "acme"}, "cmd": "trigger", "tenant": "acme", …}`;
+//! webhook endpoints: `{"v": 1, "cmd": "webhooks", "action": "add", "tenant": "acme", "url": …, "events": […]}`.
 //! Reply: `{"v": 1, "ok": true, "data": …}` or `{"v": 1, "ok": false, "error": "…"}`.
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,7 @@ pub const VERSION: u32 = 1;
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// Who is asking: an operator (everything) or a tenant admin (one tenant's status,
-/// triggers and runs; never credentials, mappings or schedules).
+/// triggers, runs and webhook endpoints; never credentials, mappings or schedules).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", untagged)]
 pub enum Scope {
@@ -53,6 +54,79 @@ pub struct Target {
     pub limit: Option<i64>,
 }
 
+/// `webhooks` `add`: an endpoint of `tenant`, or operator-wide without one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookAdd {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub url: String,
+    /// Event types, or `*`.
+    pub events: Vec<String>,
+}
+
+/// `webhooks` `list`: every endpoint in scope, or one tenant's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookList {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// `webhooks` `remove` and `test`: one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookId {
+    pub id: String,
+}
+
+/// `webhooks` `deliveries`: an endpoint's latest attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookDeliveries {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+}
+
+/// `webhooks` `replay`: an endpoint's failed messages, or one of its messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookReplay {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What to do with outbound webhook endpoints (`"cmd": "webhooks", "action": …`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum WebhookCommand {
+    /// Register an endpoint; the reply carries its `whsec_` secret, the only time it is shown.
+    Add(WebhookAdd),
+    List(WebhookList),
+    /// Remove an endpoint with its messages and delivery log.
+    Remove(WebhookId),
+    /// Queue a `webhook.test` event for the endpoint.
+    Test(WebhookId),
+    Deliveries(WebhookDeliveries),
+    /// Make failed messages (or one message) due again and enable the endpoint.
+    Replay(WebhookReplay),
+}
+
+impl WebhookCommand {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Add(_) => "webhooks add",
+            Self::List(_) => "webhooks list",
+            Self::Remove(_) => "webhooks remove",
+            Self::Test(_) => "webhooks test",
+            Self::Deliveries(_) => "webhooks deliveries",
+            Self::Replay(_) => "webhooks replay",
+        }
+    }
+}
+
 /// A command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -76,6 +150,10 @@ pub enum Command {
     Reload,
     /// Stop starting runs, finish in-flight ones at a page boundary, exit.
     Drain,
+    /// Outbound webhook endpoints. A tenant admin manages its own tenant's only: the
+    /// scope is checked against each endpoint where it is read
+    /// ([`webhooks::Endpoints`](super::webhooks::Endpoints)).
+    Webhooks(WebhookCommand),
 }
 
 impl Command {
@@ -91,6 +169,7 @@ impl Command {
             Self::Intelligence(_) => "intelligence",
             Self::Reload => "reload",
             Self::Drain => "drain",
+            Self::Webhooks(w) => w.name(),
         }
     }
 }
@@ -150,6 +229,8 @@ pub fn authorize(scope: &Scope, command: &Command) -> Result<(), String> {
     match command {
         Command::Status => Ok(()),
         Command::Runs(t) | Command::Trigger(t) | Command::Intelligence(t) => own(t),
+        // Checked against the endpoints themselves, where they are read.
+        Command::Webhooks(_) => Ok(()),
         other => Err(format!("`{}` needs the operator scope", other.name())),
     }
 }
