@@ -256,6 +256,22 @@ mod tests {
         let r = parse(r#"{"v":1,"scope":{"tenant":"acme"},"cmd":"status"}"#).unwrap();
         assert_eq!(r.scope, Scope::Tenant { tenant: "acme".into() });
         assert!(parse(r#"{"v":1,"scope":"operator","cmd":"reload"}"#).is_ok());
+        let r = parse(r#"{"v":1,"cmd":"webhooks","action":"add","tenant":"acme","url":"https://h.example/x","events":["run.failed"]}"#)
+            .unwrap();
+        assert_eq!(
+            r.command,
+            Command::Webhooks(WebhookCommand::Add(WebhookAdd {
+                tenant: Some("acme".into()),
+                url: "https://h.example/x".into(),
+                events: vec!["run.failed".into()],
+            }))
+        );
+        let r = parse(r#"{"v":1,"cmd":"webhooks","action":"deliveries","id":"ep_1","limit":5}"#).unwrap();
+        assert_eq!(
+            r.command,
+            Command::Webhooks(WebhookCommand::Deliveries(WebhookDeliveries { id: "ep_1".into(), limit: Some(5) }))
+        );
+        assert_eq!(serde_json::from_str::<Value>(&serde_json::to_string(&r).unwrap()).unwrap()["action"], "deliveries");
         for (line, needle) in [
             ("not json", "not a JSON object"),
             (r#"{"cmd":"status"}"#, "missing protocol version"),
@@ -264,6 +280,9 @@ mod tests {
             (r#"{"v":1,"cmd":"explode"}"#, "unknown variant"),
             (r#"{"v":1,"cmd":"trigger","tenant":"acme","colour":"red"}"#, "unknown field"),
             (r#"{"v":1,"scope":"root","cmd":"status"}"#, "scope"),
+            (r#"{"v":1,"cmd":"webhooks","action":"explode"}"#, "unknown variant"),
+            (r#"{"v":1,"cmd":"webhooks","action":"remove"}"#, "missing field `id`"),
+            (r#"{"v":1,"cmd":"webhooks","action":"test","id":"ep_1","secret":"x"}"#, "unknown field"),
         ] {
             let err = parse(line).unwrap_err();
             assert!(err.contains(needle) || (needle == "scope" && !err.is_empty()), "{line}: {err}");
@@ -294,5 +313,8 @@ mod tests {
             assert!(authorize(&admin, &c).is_err(), "{c:?}");
         }
         assert!(authorize(&Scope::Operator, &Command::Drain).is_ok());
+        // Webhook endpoints are checked against their tenant where they are read.
+        let list = Command::Webhooks(WebhookCommand::List(WebhookList::default()));
+        assert!(authorize(&admin, &list).is_ok());
     }
 }

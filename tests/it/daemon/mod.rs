@@ -11,6 +11,7 @@ mod control;
 mod crash;
 mod leases;
 mod metrics;
+mod outbound;
 mod outage;
 mod plain_text;
 mod signals;
