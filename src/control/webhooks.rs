@@ -166,7 +166,9 @@ impl Endpoints<'_> {
     pub async fn deliveries(&self, id: &str, limit: Option<i64>) -> Result<Vec<WebhookDelivery>, WebhookError> {
         let limit = limit.unwrap_or(DEFAULT_DELIVERIES);
         if !(1..=MAX_DELIVERIES).contains(&limit) {
-            return Err(WebhookError::Invalid(format!("the limit must be between 1 and {MAX_DELIVERIES}, not {limit}")));
+            return Err(WebhookError::Invalid(format!(
+                "the limit must be between 1 and {MAX_DELIVERIES}, not {limit}"
+            )));
         }
         let endpoint = self.visible(id).await?;
         Ok(self.store.list_webhook_deliveries(&endpoint.id, limit).await?)

@@ -323,7 +323,8 @@ impl DeliveryCounters {
         let Some(m) = &self.metrics else { return };
         m.webhook_attempts.get_or_create(&DeliveryLabels { outcome: got.outcome.as_str().to_owned() }).inc();
         if got.outcome.waited() {
-            m.webhook_delivery_duration.observe(Duration::from_millis(got.latency_ms.max(0).unsigned_abs()).as_secs_f64());
+            m.webhook_delivery_duration
+                .observe(Duration::from_millis(got.latency_ms.max(0).unsigned_abs()).as_secs_f64());
         }
         if matches!(settle, WebhookSettle::GiveUp(_)) {
             m.webhook_endpoints_disabled.inc();

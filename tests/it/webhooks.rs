@@ -226,7 +226,9 @@ async fn every_event_is_delivered_signed_through_failures_with_stable_ids() {
     // The metrics count every attempt by outcome, the latency of each, no disabling.
     let text = metrics.encode();
     let failed = seen.hits.iter().filter(|(_, s)| *s == 503).count();
-    for (outcome, n) in [("delivered", N), ("failed", failed), ("timeout", timeouts), ("gone", 0), ("refused_target", 0)] {
+    for (outcome, n) in
+        [("delivered", N), ("failed", failed), ("timeout", timeouts), ("gone", 0), ("refused_target", 0)]
+    {
         let series = format!("tributary_webhook_delivery_attempts_total{{outcome=\"{outcome}\"}}");
         assert_eq!(sample(&text, &series), Some(n as f64), "{series} in\n{text}");
     }

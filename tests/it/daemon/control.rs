@@ -5,8 +5,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tributary::control::protocol::{
-    Command as Ctl, Scope, Target, WebhookAdd, WebhookCommand, WebhookDeliveries, WebhookId, WebhookList,
-    WebhookReplay,
+    Command as Ctl, Scope, Target, WebhookAdd, WebhookCommand, WebhookDeliveries, WebhookId, WebhookList, WebhookReplay,
 };
 use tributary::model::{RunOutcome, RunTrigger};
 use tributary::simulator::{Provider, SimConfig, SimHandle, start};
@@ -200,7 +199,8 @@ async fn webhook_endpoints_through_the_socket_and_tenant_admins_manage_only_thei
     let everyone = daemon.ok(add_endpoint(None, "https://hooks.example.com/all", &["*"])).await;
     assert_eq!(globex["endpoint"]["tenant_id"], "globex", "{globex}");
     assert_eq!(everyone["endpoint"]["tenant_id"], Value::Null, "{everyone}");
-    let (globex_id, everyone_id) = (globex["endpoint"]["id"].as_str().unwrap(), everyone["endpoint"]["id"].as_str().unwrap());
+    let (globex_id, everyone_id) =
+        (globex["endpoint"]["id"].as_str().unwrap(), everyone["endpoint"]["id"].as_str().unwrap());
 
     // Acme's admin registers its own endpoint, but none for everyone or for Globex.
     let reply = daemon.request(admin.clone(), add_endpoint(Some("acme"), &receiver.url, &["webhook.test"])).await;
@@ -276,10 +276,7 @@ async fn webhook_endpoints_through_the_socket_and_tenant_admins_manage_only_thei
         (add_endpoint(Some("acme"), &receiver.url, &["run.exploded"]), "unknown event `run.exploded`"),
         (add_endpoint(Some("acme"), &receiver.url, &[]), "no event"),
         (add_endpoint(Some("nobody"), &receiver.url, &["*"]), "no tenant `nobody`"),
-        (
-            Ctl::Webhooks(WebhookCommand::Deliveries(WebhookDeliveries { id: mine_id.clone(), limit: Some(0) })),
-            "limit",
-        ),
+        (Ctl::Webhooks(WebhookCommand::Deliveries(WebhookDeliveries { id: mine_id.clone(), limit: Some(0) })), "limit"),
     ] {
         let name = command.name();
         let reply = daemon.request(Scope::Operator, command).await;

@@ -193,7 +193,8 @@ async fn webhook_deliveries_are_counted_by_outcome_and_promtool_finds_nothing() 
     let gone_id = endpoint_with_tests(&daemon, &gone, 1).await;
 
     eventually("every test event to be delivered, and the gone endpoint disabled", || async {
-        let flaky_done = fx.store.list_webhook_messages(&flaky_id, 10).await.unwrap().iter().all(|m| m.state == "delivered");
+        let flaky_done =
+            fx.store.list_webhook_messages(&flaky_id, 10).await.unwrap().iter().all(|m| m.state == "delivered");
         let gone_done = !fx.store.get_webhook_endpoint(&gone_id).await.unwrap().unwrap().enabled;
         (flaky.delivered().len() == 3 && flaky_done && gone_done).then_some(())
     })
@@ -205,7 +206,8 @@ async fn webhook_deliveries_are_counted_by_outcome_and_promtool_finds_nothing() 
         (sample(&text, pending) == Some(0.0)).then_some(text)
     })
     .await;
-    let attempts = |outcome: &str| sample(&text, &format!("tributary_webhook_delivery_attempts_total{{outcome=\"{outcome}\"}}"));
+    let attempts =
+        |outcome: &str| sample(&text, &format!("tributary_webhook_delivery_attempts_total{{outcome=\"{outcome}\"}}"));
     assert_eq!(attempts("delivered"), Some(3.0), "{text}");
     assert_eq!(attempts("failed"), Some(3.0), "{text}");
     assert_eq!(attempts("gone"), Some(1.0), "{text}");

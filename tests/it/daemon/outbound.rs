@@ -11,10 +11,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
 use serde_json::Value;
+use tokio::sync::watch;
 use tributary::control::protocol::Command as Ctl;
 use tributary::model::RunOutcome;
 use tributary::simulator::{Provider, SimConfig, start};
-use tokio::sync::watch;
 
 use super::control::aptem_tenant;
 use super::{Fixture, NEVER, eventually, started_runs, target};
@@ -126,7 +126,17 @@ async fn sigkill_mid_delivery_loses_nothing_and_every_attempt_keeps_its_webhook_
     // the daemon starts.
     let added = json(
         &fx.ok(
-            &["--json", "webhooks", "add", "--tenant", "acme", "--url", &receiver.url, "--events", "run.succeeded,webhook.test"],
+            &[
+                "--json",
+                "webhooks",
+                "add",
+                "--tenant",
+                "acme",
+                "--url",
+                &receiver.url,
+                "--events",
+                "run.succeeded,webhook.test",
+            ],
             "",
         )
         .await,
@@ -165,7 +175,7 @@ async fn sigkill_mid_delivery_loses_nothing_and_every_attempt_keeps_its_webhook_
         (receiver.delivered() == ids && stored.iter().all(|m| m.state == "delivered")).then_some(())
     })
     .await;
-    let seen = receiver.seen.lock().unwrap();
+    let seen = std::mem::take(&mut *receiver.seen.lock().unwrap());
     assert_eq!(seen.bad_signatures, 0, "every request was signed with the endpoint's secret");
     // At least once: the ids held when the daemon died came again and were delivered.
     for id in &held {
@@ -177,7 +187,6 @@ async fn sigkill_mid_delivery_loses_nothing_and_every_attempt_keeps_its_webhook_
     assert_eq!(types, ["run.succeeded", "webhook.test", "webhook.test", "webhook.test"]);
     let succeeded = seen.delivered.values().find(|(v, _)| v["type"] == "run.succeeded").unwrap();
     assert_eq!(succeeded.0["data"]["run_id"], run.to_string());
-    drop(seen);
     drop(daemon);
     fx.finish().await;
 }
