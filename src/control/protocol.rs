@@ -184,8 +184,9 @@ pub struct Request {
     pub command: Command,
 }
 
-/// One reply line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One reply line. `Debug` leaves out a `secret` in the data (the answer to
+/// `webhooks add`, the one place a signing secret is shown).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
     pub v: u32,
     pub ok: bool,
@@ -193,6 +194,25 @@ pub struct Reply {
     pub data: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let data = self.data.as_ref().map(|d| match d {
+            Value::Object(map) if map.contains_key("secret") => {
+                let mut shown = map.clone();
+                shown.insert("secret".into(), Value::String("<redacted>".into()));
+                Value::Object(shown)
+            }
+            other => other.clone(),
+        });
+        f.debug_struct("Reply")
+            .field("v", &self.v)
+            .field("ok", &self.ok)
+            .field("data", &data)
+            .field("error", &self.error)
+            .finish()
+    }
 }
 
 impl Reply {
@@ -289,6 +309,9 @@ mod tests {
         }
         let reply = serde_json::to_value(Reply::error("nope")).unwrap();
         assert_eq!(reply, json!({ "v": 1, "ok": false, "error": "nope" }));
+        let added = Reply::ok(json!({ "endpoint": { "id": "ep_1" }, "secret": "whsec_c2VjcmV0" }));
+        let shown = format!("{added:?}");
+        assert!(!shown.contains("whsec_") && shown.contains("ep_1") && shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]

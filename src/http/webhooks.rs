@@ -453,6 +453,17 @@ mod tests {
     }
 
     #[test]
+    fn every_outcome_is_a_label_of_the_metric() {
+        use Outcome::*;
+        for o in [Delivered, Failed, Gone, Timeout, RefusedTarget, Error] {
+            assert!(crate::telemetry::DELIVERY_OUTCOMES.contains(&o.as_str()), "{o:?}");
+        }
+        assert_eq!(Outcome::of_status(204), Delivered);
+        assert_eq!(Outcome::of_status(410), Gone);
+        assert_eq!(Outcome::of_status(503), Failed);
+    }
+
+    #[test]
     fn schedule_then_give_up() {
         let s = WebhookSettings { retry_schedule_secs: vec![0, 5], ..WebhookSettings::default() };
         let fail =
