@@ -116,10 +116,30 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: axum:
     StatusCode::from_u16(status).expect("a status")
 }
 
+/// The `[daemon]` and `[webhooks]` settings of the SIGKILL tests: a dead daemon's job and
+/// message leases expire within two seconds.
+fn crash_settings() -> String {
+    format!("lease_secs = 2\nheartbeat_secs = 1\n{WEBHOOKS}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_delivery_loses_nothing_and_every_attempt_keeps_its_webhook_id() {
+async fn sigkill_mid_delivery_loses_nothing_and_every_attempt_keeps_its_webhook_id_on_sqlite() {
+    sigkill_mid_delivery_loses_nothing_and_every_attempt_keeps_its_webhook_id(Fixture::sqlite(&crash_settings()).await)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_delivery_loses_nothing_and_every_attempt_keeps_its_webhook_id_on_postgres() {
+    sigkill_mid_delivery_loses_nothing_and_every_attempt_keeps_its_webhook_id(
+        Fixture::postgres(&crash_settings()).await,
+    )
+    .await;
+}
+
+/// Three test events held open by the receiver when the daemon is killed, a run's event
+/// still in the outbox; a new daemon delivers all four.
+async fn sigkill_mid_delivery_loses_nothing_and_every_attempt_keeps_its_webhook_id(fx: Fixture) {
     let sim = start(SimConfig::new(Provider::Aptem, 20)).await.unwrap();
-    let fx = Fixture::sqlite(&format!("lease_secs = 2\nheartbeat_secs = 1\n{WEBHOOKS}")).await;
     fx.connect("acme", &aptem_tenant(&sim, NEVER), &[("aptem", sim.credentials())]).await;
     let receiver = Receiver::start(Mode::Hold).await;
     // Registered from the command line, on the store; three test events queued before
