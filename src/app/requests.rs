@@ -1,5 +1,6 @@
 //! Control requests, answered by the main loop. Scope checks come first: a tenant admin
-//! sees and triggers only its own tenant and changes nothing else.
+//! sees and triggers only its own tenant and changes nothing else but its own tenant's
+//! webhook endpoints.
 
 use std::time::Duration;
 
@@ -8,7 +9,8 @@ use serde_json::{Value, json};
 
 use super::{Daemon, Running};
 use crate::control::ControlMessage;
-use crate::control::protocol::{Command, Reply, Request, Scope, Target, authorize};
+use crate::control::protocol::{Command, Reply, Request, Scope, Target, WebhookCommand, authorize};
+use crate::control::webhooks::Endpoints;
 use crate::model::{JobFilter, PauseScope, ProviderId, StreamName, TenantId, TriggerKind};
 
 impl Daemon {
@@ -66,6 +68,7 @@ impl Daemon {
                 self.start_drain();
                 Ok(json!({ "draining": true, "in_flight": self.running.len() }))
             }
+            Command::Webhooks(w) => self.webhooks(&request.scope, &w).await,
         };
         match result {
             Ok(data) => Reply::ok(data),
@@ -206,6 +209,16 @@ impl Daemon {
                 "state": if runs.contains_key(&j.id) { "running" } else { "queued" },
             })).collect::<Vec<_>>(),
         }))
+    }
+
+    /// Webhook endpoints, as `tributary webhooks` manages them, within `scope`.
+    async fn webhooks(&self, scope: &Scope, command: &WebhookCommand) -> Result<Value, String> {
+        let endpoints = Endpoints {
+            store: &self.store,
+            scope,
+            allow_private: self.catalog.settings.webhooks.allow_private_targets,
+        };
+        endpoints.run(&self.key, command).await.map_err(|e| e.to_string())
     }
 
     async fn pause(&mut self, t: &Target, paused: bool) -> Result<Value, String> {

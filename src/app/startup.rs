@@ -143,7 +143,7 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
         opts.webhooks.clone(),
         daemon.owner.clone(),
         Duration::from_millis(500),
-        Arc::new(crate::http::webhooks::DeliveryCounters::default()),
+        Arc::new(crate::http::webhooks::DeliveryCounters::exporting(daemon.metrics.clone())),
         daemon.shutdown.clone(),
     ));
     tracing::info!(step = 6, owner = %daemon.owner, workers = daemon.settings.workers, "signals handled; scheduler starting");

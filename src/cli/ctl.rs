@@ -70,6 +70,9 @@ pub enum CtlCmd {
     Reload,
     /// Drain and stop the daemon (as SIGTERM).
     Drain,
+    /// Outbound webhook endpoints (a tenant admin: its own tenant's only).
+    #[command(subcommand)]
+    Webhooks(super::webhooks::WebhooksCmd),
 }
 
 fn target(tenant: Option<String>, provider: Option<String>, stream: Option<String>) -> Target {
@@ -105,19 +108,28 @@ pub async fn run(g: &Global, args: CtlArgs) -> anyhow::Result<ExitCode> {
         CtlCmd::Intelligence { tenant, provider } => Command::Intelligence(target(Some(tenant), provider, None)),
         CtlCmd::Reload => Command::Reload,
         CtlCmd::Drain => Command::Drain,
+        CtlCmd::Webhooks(cmd) => Command::Webhooks(cmd.command()),
     };
     let scope = match args.as_tenant {
         Some(tenant) => Scope::Tenant { tenant },
         None => Scope::Operator,
     };
     let name = command.name();
+    let webhooks = match &command {
+        Command::Webhooks(w) => Some(w.clone()),
+        _ => None,
+    };
     let reply = call(&socket, &Request { v: VERSION, scope, command }).await.map_err(anyhow::Error::msg)?;
     if g.json {
         output::json(&reply)?;
     } else if let Some(e) = &reply.error {
         eprintln!("error: {e}");
     } else if let Some(data) = &reply.data {
-        render(name, data);
+        match &webhooks {
+            // As `tributary webhooks …` prints it.
+            Some(w) => super::webhooks::print(false, w, data)?,
+            None => render(name, data),
+        }
     }
     Ok(if reply.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -1,27 +1,23 @@
 //! `webhooks`: outbound event endpoints — register (the signing secret is printed once),
 //! list, remove, send a test event, show the delivery log, replay failed messages.
+//!
+//! `tributary webhooks …` acts on the store as the operator; `tributary ctl webhooks …`
+//! sends the same command to a running daemon (where a tenant admin may use it too).
+//! Both run [`Endpoints::run`](crate::control::webhooks::Endpoints::run) and print its
+//! answer with [`print`].
 
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use serde_json::Value;
 
 use super::output::outln;
 use super::{Global, output};
-use crate::http::webhooks::{check_url, generate_secret};
-use crate::model::TenantId;
-use crate::store::NewWebhookEndpoint;
-
-/// The events an endpoint can subscribe to (`*`: all of them).
-pub const EVENTS: [&str; 8] = [
-    "run.succeeded",
-    "run.failed",
-    "run.cancelled",
-    "connection.needs_reauth",
-    "connection.restored",
-    "job.stalled",
-    "records.changed",
-    "webhook.test",
-];
+use crate::control::protocol::{
+    Scope, WebhookAdd, WebhookCommand, WebhookDeliveries, WebhookId, WebhookList, WebhookReplay,
+};
+use crate::control::webhooks::{DEFAULT_DELIVERIES, Endpoints};
+use crate::store::{WebhookDelivery, WebhookEndpoint};
 
 #[derive(Debug, Subcommand)]
 pub enum WebhooksCmd {
@@ -51,7 +47,7 @@ pub enum WebhooksCmd {
     /// The endpoint's latest delivery attempts.
     Deliveries {
         id: String,
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = DEFAULT_DELIVERIES)]
         limit: i64,
     },
     /// Make the endpoint's failed messages (or one message) due again and enable it.
@@ -62,128 +58,96 @@ pub enum WebhooksCmd {
     },
 }
 
+impl WebhooksCmd {
+    /// The command as the control protocol carries it.
+    pub fn command(self) -> WebhookCommand {
+        match self {
+            Self::Add { tenant, operator: _, url, events } => WebhookCommand::Add(WebhookAdd { tenant, url, events }),
+            Self::List { tenant } => WebhookCommand::List(WebhookList { tenant }),
+            Self::Remove { id } => WebhookCommand::Remove(WebhookId { id }),
+            Self::Test { id } => WebhookCommand::Test(WebhookId { id }),
+            Self::Deliveries { id, limit } => WebhookCommand::Deliveries(WebhookDeliveries { id, limit: Some(limit) }),
+            Self::Replay { id, message } => WebhookCommand::Replay(WebhookReplay { id, message }),
+        }
+    }
+}
+
 pub async fn run(g: &Global, cmd: WebhooksCmd) -> anyhow::Result<ExitCode> {
     let catalog = g.catalog()?;
     let store = g.store(&catalog).await?;
+    let command = cmd.command();
     let result = async {
-        match cmd {
-            WebhooksCmd::Add { tenant, operator: _, url, events } => {
-                let tenant = tenant.as_deref().map(TenantId::parse).transpose()?;
-                if let Some(t) = &tenant {
-                    anyhow::ensure!(store.get_tenant(t).await?.is_some(), "no tenant `{t}`");
-                }
-                check_url(&url, catalog.settings.webhooks.allow_private_targets).map_err(anyhow::Error::msg)?;
-                let events = check_events(events)?;
-                let key = g.master_key(&catalog, &store)?;
-                let id = format!("ep_{}", uuid::Uuid::now_v7().simple());
-                let secret = generate_secret();
-                let sealed = key.seal_webhook_secret(&id, secret.as_bytes());
-                let ep = store
-                    .create_webhook_endpoint(&NewWebhookEndpoint {
-                        id: &id,
-                        tenant: tenant.as_ref(),
-                        url: &url,
-                        events: &events,
-                        secret: &sealed,
-                    })
-                    .await?;
-                if g.json {
-                    output::json(&serde_json::json!({"endpoint": ep, "secret": secret.as_str()}))?;
-                } else {
-                    outln!("endpoint {} registered for {}", ep.id, ep.events);
-                    outln!("signing secret (shown once): {}", secret.as_str());
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            WebhooksCmd::List { tenant } => {
-                let tenant = tenant.as_deref().map(TenantId::parse).transpose()?;
-                let eps = store.list_webhook_endpoints(tenant.as_ref()).await?;
-                if g.json {
-                    output::json(&eps)?;
-                } else {
-                    let rows: Vec<Vec<String>> = eps
-                        .iter()
-                        .map(|e| {
-                            vec![
-                                e.id.clone(),
-                                e.tenant_id.clone().unwrap_or_else(|| "(operator)".into()),
-                                e.url.clone(),
-                                e.events.clone(),
-                                if e.enabled {
-                                    "enabled".into()
-                                } else {
-                                    format!("disabled: {}", e.disabled_reason.as_deref().unwrap_or(""))
-                                },
-                            ]
-                        })
-                        .collect();
-                    output::table(&["ID", "TENANT", "URL", "EVENTS", "STATE"], &rows);
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            WebhooksCmd::Remove { id } => {
-                anyhow::ensure!(store.delete_webhook_endpoint(&id).await?, "no webhook endpoint `{id}`");
-                outln!("endpoint {id} removed");
-                Ok(ExitCode::SUCCESS)
-            }
-            WebhooksCmd::Test { id } => {
-                let n = send_test(&store, &id).await?;
-                outln!("test event queued ({n} message)");
-                Ok(ExitCode::SUCCESS)
-            }
-            WebhooksCmd::Deliveries { id, limit } => {
-                let ds = store.list_webhook_deliveries(&id, limit).await?;
-                if g.json {
-                    output::json(&ds)?;
-                } else {
-                    let rows: Vec<Vec<String>> = ds
-                        .iter()
-                        .map(|d| {
-                            vec![
-                                d.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                                d.message_id.clone(),
-                                d.event_type.clone(),
-                                d.attempt.to_string(),
-                                d.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-                                format!("{} ms", d.latency_ms),
-                                d.error.clone().unwrap_or_default(),
-                            ]
-                        })
-                        .collect();
-                    output::table(&["AT", "MESSAGE", "EVENT", "ATTEMPT", "STATUS", "LATENCY", "ERROR"], &rows);
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            WebhooksCmd::Replay { id, message } => {
-                anyhow::ensure!(store.get_webhook_endpoint(&id).await?.is_some(), "no webhook endpoint `{id}`");
-                let n = store.replay_webhooks(&id, message.as_deref()).await?;
-                outln!("{n} message(s) queued again; endpoint {id} enabled");
-                Ok(ExitCode::SUCCESS)
-            }
-        }
+        let key = g.master_key(&catalog, &store)?;
+        let endpoints = Endpoints {
+            store: &store,
+            scope: &Scope::Operator,
+            allow_private: catalog.settings.webhooks.allow_private_targets,
+        };
+        let answer = endpoints.run(&key, &command).await?;
+        print(g.json, &command, &answer)?;
+        Ok(ExitCode::SUCCESS)
     }
     .await;
     store.close().await;
     result
 }
 
-/// Validates event names (`*` alone or known types).
-pub fn check_events(events: Vec<String>) -> anyhow::Result<Vec<String>> {
-    let events: Vec<String> = events.into_iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect();
-    anyhow::ensure!(!events.is_empty(), "--events names no event");
-    for e in &events {
-        anyhow::ensure!(
-            e == "*" || EVENTS.contains(&e.as_str()),
-            "unknown event `{e}` (known: {}, or `*`)",
-            EVENTS.join(", ")
-        );
+/// Prints the answer to `command`: as it is with `--json`, else as tables and lines.
+pub fn print(json: bool, command: &WebhookCommand, answer: &Value) -> anyhow::Result<()> {
+    if json {
+        return output::json(answer);
     }
-    Ok(events)
+    match command {
+        WebhookCommand::Add(_) => {
+            let endpoint: WebhookEndpoint = serde_json::from_value(answer["endpoint"].clone())?;
+            outln!("endpoint {} registered for {}", endpoint.id, endpoint.events);
+            outln!("signing secret (shown once): {}", answer["secret"].as_str().unwrap_or_default());
+        }
+        WebhookCommand::List(_) => endpoints_table(&serde_json::from_value::<Vec<_>>(answer.clone())?),
+        WebhookCommand::Remove(r) => outln!("endpoint {} removed", r.id),
+        WebhookCommand::Test(_) => outln!("test event queued ({} message)", answer["queued"]),
+        WebhookCommand::Deliveries(_) => deliveries_table(&serde_json::from_value::<Vec<_>>(answer.clone())?),
+        WebhookCommand::Replay(r) => {
+            outln!("{} message(s) queued again; endpoint {} enabled", answer["requeued"], r.id);
+        }
+    }
+    Ok(())
 }
 
-/// Queues a `webhook.test` event for one endpoint (whatever it subscribes to).
-pub async fn send_test(store: &crate::store::Store, id: &str) -> anyhow::Result<usize> {
-    let ep = store.get_webhook_endpoint(id).await?.ok_or_else(|| anyhow::anyhow!("no webhook endpoint `{id}`"))?;
-    let tenant = ep.tenant_id.as_deref().map(TenantId::parse).transpose()?;
-    Ok(store.emit_test_event(&ep.id, tenant.as_ref()).await?)
+fn endpoints_table(endpoints: &[WebhookEndpoint]) {
+    let rows: Vec<Vec<String>> = endpoints
+        .iter()
+        .map(|e| {
+            vec![
+                e.id.clone(),
+                e.tenant_id.clone().unwrap_or_else(|| "(operator)".into()),
+                e.url.clone(),
+                e.events.clone(),
+                if e.enabled {
+                    "enabled".into()
+                } else {
+                    format!("disabled: {}", e.disabled_reason.as_deref().unwrap_or(""))
+                },
+            ]
+        })
+        .collect();
+    output::table(&["ID", "TENANT", "URL", "EVENTS", "STATE"], &rows);
+}
+
+fn deliveries_table(deliveries: &[WebhookDelivery]) {
+    let rows: Vec<Vec<String>> = deliveries
+        .iter()
+        .map(|d| {
+            vec![
+                d.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                d.message_id.clone(),
+                d.event_type.clone(),
+                d.attempt.to_string(),
+                d.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                format!("{} ms", d.latency_ms),
+                d.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    output::table(&["AT", "MESSAGE", "EVENT", "ATTEMPT", "STATUS", "LATENCY", "ERROR"], &rows);
 }

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod protocol;
+pub mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

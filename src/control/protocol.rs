@@ -1,6 +1,7 @@
 //! The control protocol: one JSON object per line each way, versioned.
 //!
-//! Request: `{"v": 1, "scope": "operator" | {"tenant": "acme"}, "cmd": "trigger", "tenant": "acme", …}`.
+//! Request: `{"v": 1, "scope": "operator" | {"tenant": "acme"}, "cmd": "trigger", "tenant": "acme", …}`;
+//! webhook endpoints: `{"v": 1, "cmd": "webhooks", "action": "add", "tenant": "acme", "url": …, "events": […]}`.
 //! Reply: `{"v": 1, "ok": true, "data": …}` or `{"v": 1, "ok": false, "error": "…"}`.
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,7 @@ pub const VERSION: u32 = 1;
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// Who is asking: an operator (everything) or a tenant admin (one tenant's status,
-/// triggers and runs; never credentials, mappings or schedules).
+/// triggers, runs and webhook endpoints; never credentials, mappings or schedules).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", untagged)]
 pub enum Scope {
@@ -53,6 +54,79 @@ pub struct Target {
     pub limit: Option<i64>,
 }
 
+/// `webhooks` `add`: an endpoint of `tenant`, or operator-wide without one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookAdd {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub url: String,
+    /// Event types, or `*`.
+    pub events: Vec<String>,
+}
+
+/// `webhooks` `list`: every endpoint in scope, or one tenant's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookList {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// `webhooks` `remove` and `test`: one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookId {
+    pub id: String,
+}
+
+/// `webhooks` `deliveries`: an endpoint's latest attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookDeliveries {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+}
+
+/// `webhooks` `replay`: an endpoint's failed messages, or one of its messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookReplay {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What to do with outbound webhook endpoints (`"cmd": "webhooks", "action": …`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum WebhookCommand {
+    /// Register an endpoint; the reply carries its `whsec_` secret, the only time it is shown.
+    Add(WebhookAdd),
+    List(WebhookList),
+    /// Remove an endpoint with its messages and delivery log.
+    Remove(WebhookId),
+    /// Queue a `webhook.test` event for the endpoint.
+    Test(WebhookId),
+    Deliveries(WebhookDeliveries),
+    /// Make failed messages (or one message) due again and enable the endpoint.
+    Replay(WebhookReplay),
+}
+
+impl WebhookCommand {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Add(_) => "webhooks add",
+            Self::List(_) => "webhooks list",
+            Self::Remove(_) => "webhooks remove",
+            Self::Test(_) => "webhooks test",
+            Self::Deliveries(_) => "webhooks deliveries",
+            Self::Replay(_) => "webhooks replay",
+        }
+    }
+}
+
 /// A command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -76,6 +150,10 @@ pub enum Command {
     Reload,
     /// Stop starting runs, finish in-flight ones at a page boundary, exit.
     Drain,
+    /// Outbound webhook endpoints. A tenant admin manages its own tenant's only: the
+    /// scope is checked against each endpoint where it is read
+    /// ([`webhooks::Endpoints`](super::webhooks::Endpoints)).
+    Webhooks(WebhookCommand),
 }
 
 impl Command {
@@ -91,6 +169,7 @@ impl Command {
             Self::Intelligence(_) => "intelligence",
             Self::Reload => "reload",
             Self::Drain => "drain",
+            Self::Webhooks(w) => w.name(),
         }
     }
 }
@@ -105,8 +184,9 @@ pub struct Request {
     pub command: Command,
 }
 
-/// One reply line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One reply line. `Debug` leaves out a `secret` in the data (the answer to
+/// `webhooks add`, the one place a signing secret is shown).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
     pub v: u32,
     pub ok: bool,
@@ -114,6 +194,25 @@ pub struct Reply {
     pub data: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let data = self.data.as_ref().map(|d| match d {
+            Value::Object(map) if map.contains_key("secret") => {
+                let mut shown = map.clone();
+                shown.insert("secret".into(), Value::String("<redacted>".into()));
+                Value::Object(shown)
+            }
+            other => other.clone(),
+        });
+        f.debug_struct("Reply")
+            .field("v", &self.v)
+            .field("ok", &self.ok)
+            .field("data", &data)
+            .field("error", &self.error)
+            .finish()
+    }
 }
 
 impl Reply {
@@ -150,6 +249,8 @@ pub fn authorize(scope: &Scope, command: &Command) -> Result<(), String> {
     match command {
         Command::Status => Ok(()),
         Command::Runs(t) | Command::Trigger(t) | Command::Intelligence(t) => own(t),
+        // Checked against the endpoints themselves, where they are read.
+        Command::Webhooks(_) => Ok(()),
         other => Err(format!("`{}` needs the operator scope", other.name())),
     }
 }
@@ -175,6 +276,22 @@ mod tests {
         let r = parse(r#"{"v":1,"scope":{"tenant":"acme"},"cmd":"status"}"#).unwrap();
         assert_eq!(r.scope, Scope::Tenant { tenant: "acme".into() });
         assert!(parse(r#"{"v":1,"scope":"operator","cmd":"reload"}"#).is_ok());
+        let r = parse(r#"{"v":1,"cmd":"webhooks","action":"add","tenant":"acme","url":"https://h.example/x","events":["run.failed"]}"#)
+            .unwrap();
+        assert_eq!(
+            r.command,
+            Command::Webhooks(WebhookCommand::Add(WebhookAdd {
+                tenant: Some("acme".into()),
+                url: "https://h.example/x".into(),
+                events: vec!["run.failed".into()],
+            }))
+        );
+        let r = parse(r#"{"v":1,"cmd":"webhooks","action":"deliveries","id":"ep_1","limit":5}"#).unwrap();
+        assert_eq!(
+            r.command,
+            Command::Webhooks(WebhookCommand::Deliveries(WebhookDeliveries { id: "ep_1".into(), limit: Some(5) }))
+        );
+        assert_eq!(serde_json::from_str::<Value>(&serde_json::to_string(&r).unwrap()).unwrap()["action"], "deliveries");
         for (line, needle) in [
             ("not json", "not a JSON object"),
             (r#"{"cmd":"status"}"#, "missing protocol version"),
@@ -183,12 +300,18 @@ mod tests {
             (r#"{"v":1,"cmd":"explode"}"#, "unknown variant"),
             (r#"{"v":1,"cmd":"trigger","tenant":"acme","colour":"red"}"#, "unknown field"),
             (r#"{"v":1,"scope":"root","cmd":"status"}"#, "scope"),
+            (r#"{"v":1,"cmd":"webhooks","action":"explode"}"#, "unknown variant"),
+            (r#"{"v":1,"cmd":"webhooks","action":"remove"}"#, "missing field `id`"),
+            (r#"{"v":1,"cmd":"webhooks","action":"test","id":"ep_1","secret":"x"}"#, "unknown field"),
         ] {
             let err = parse(line).unwrap_err();
             assert!(err.contains(needle) || (needle == "scope" && !err.is_empty()), "{line}: {err}");
         }
         let reply = serde_json::to_value(Reply::error("nope")).unwrap();
         assert_eq!(reply, json!({ "v": 1, "ok": false, "error": "nope" }));
+        let added = Reply::ok(json!({ "endpoint": { "id": "ep_1" }, "secret": "whsec_c2VjcmV0" }));
+        let shown = format!("{added:?}");
+        assert!(!shown.contains("whsec_") && shown.contains("ep_1") && shown.contains("<redacted>"), "{shown}");
     }
 
     #[test]
@@ -213,5 +336,8 @@ mod tests {
             assert!(authorize(&admin, &c).is_err(), "{c:?}");
         }
         assert!(authorize(&Scope::Operator, &Command::Drain).is_ok());
+        // Webhook endpoints are checked against their tenant where they are read.
+        let list = Command::Webhooks(WebhookCommand::List(WebhookList::default()));
+        assert!(authorize(&admin, &list).is_ok());
     }
 }

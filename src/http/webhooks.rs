@@ -22,6 +22,7 @@ use zeroize::Zeroizing;
 use crate::config::WebhookSettings;
 use crate::secrets::MasterKey;
 use crate::store::{Store, WebhookMessage, WebhookSettle};
+use crate::telemetry::{DeliveryLabels, Metrics};
 
 /// The prefix of a signing secret.
 pub const SECRET_PREFIX: &str = "whsec_";
@@ -84,6 +85,18 @@ pub fn is_private(ip: IpAddr) -> bool {
 /// address after registration (DNS rebinding) is refused too.
 struct PublicOnly;
 
+/// The resolver's refusal of a name that resolves only to private addresses.
+#[derive(Debug)]
+struct PrivateTarget(String);
+
+impl std::fmt::Display for PrivateTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` resolves only to private or local addresses", self.0)
+    }
+}
+
+impl std::error::Error for PrivateTarget {}
+
 impl reqwest::dns::Resolve for PublicOnly {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
@@ -91,7 +104,7 @@ impl reqwest::dns::Resolve for PublicOnly {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let public: Vec<SocketAddr> = addrs.into_iter().filter(|a| !is_private(a.ip())).collect();
             if public.is_empty() {
-                return Err(format!("`{host}` resolves only to private or local addresses").into());
+                return Err(Box::new(PrivateTarget(host)) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
         })
@@ -142,6 +155,50 @@ pub struct Attempt {
     pub status: Option<u16>,
     pub latency_ms: i64,
     pub error: Option<String>,
+    pub outcome: Outcome,
+}
+
+/// How an attempt ended (the `outcome` label of its metric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A 2xx.
+    Delivered,
+    /// Another status.
+    Failed,
+    /// 410 Gone.
+    Gone,
+    /// No answer within the timeout.
+    Timeout,
+    /// A private or local target, refused before connecting.
+    RefusedTarget,
+    /// No answer for another reason (connection refused, TLS, the secret).
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+            Self::Gone => "gone",
+            Self::Timeout => "timeout",
+            Self::RefusedTarget => "refused_target",
+            Self::Error => "error",
+        }
+    }
+
+    /// Whether the attempt reached the network and waited for an answer.
+    fn waited(self) -> bool {
+        matches!(self, Self::Delivered | Self::Failed | Self::Gone | Self::Timeout)
+    }
+
+    fn of_status(status: u16) -> Self {
+        match status {
+            200..=299 => Self::Delivered,
+            410 => Self::Gone,
+            _ => Self::Failed,
+        }
+    }
 }
 
 /// Makes one attempt of `message`.
@@ -152,17 +209,18 @@ pub async fn attempt(
     message: &WebhookMessage,
 ) -> Attempt {
     let started = Instant::now();
-    let fail = |error: String| Attempt { status: None, latency_ms: 0, error: Some(error) };
+    let fail = |outcome: Outcome, error: String| Attempt { status: None, latency_ms: 0, error: Some(error), outcome };
     let url = match check_url(&message.url, settings.allow_private_targets) {
         Ok(u) => u,
-        Err(e) => return fail(e),
+        // A malformed URL cannot be registered; what fails here is a private target.
+        Err(e) => return fail(Outcome::RefusedTarget, e),
     };
     let secret = match key.open_webhook_secret(&message.endpoint_id, &message.sealed_secret()) {
         Ok(s) => s,
-        Err(e) => return fail(format!("the endpoint's secret does not open: {e}")),
+        Err(e) => return fail(Outcome::Error, format!("the endpoint's secret does not open: {e}")),
     };
     let Some(secret_key) = std::str::from_utf8(&secret).ok().and_then(secret_key) else {
-        return fail("the endpoint's secret is not a `whsec_` secret".into());
+        return fail(Outcome::Error, "the endpoint's secret is not a `whsec_` secret".into());
     };
     let timestamp = Utc::now().timestamp();
     let signature = sign(&secret_key, &message.id, timestamp, message.payload.as_bytes());
@@ -180,17 +238,21 @@ pub async fn attempt(
         Ok(resp) => {
             let status = resp.status().as_u16();
             let error = (!resp.status().is_success()).then(|| format!("HTTP {status}"));
-            Attempt { status: Some(status), latency_ms, error }
+            Attempt { status: Some(status), latency_ms, error, outcome: Outcome::of_status(status) }
         }
         Err(e) => {
             let mut text = e.to_string();
+            let mut outcome = if e.is_timeout() { Outcome::Timeout } else { Outcome::Error };
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
+                if s.is::<PrivateTarget>() {
+                    outcome = Outcome::RefusedTarget;
+                }
                 text.push_str(": ");
                 text.push_str(&s.to_string());
                 source = s.source();
             }
-            Attempt { status: None, latency_ms, error: Some(text) }
+            Attempt { status: None, latency_ms, error: Some(text), outcome }
         }
     }
 }
@@ -216,12 +278,69 @@ pub fn settle_for(settings: &WebhookSettings, previous_attempts: i64, got: &Atte
     }
 }
 
-/// Counters a delivery worker keeps (the daemon exposes them).
-#[derive(Debug, Default)]
+/// How often a worker reads the outbox's pending count for its gauge (one count over
+/// the partial index of pending messages).
+pub const PENDING_REFRESH: Duration = Duration::from_secs(5);
+
+/// Counters a delivery worker keeps; with [`DeliveryCounters::exporting`], also the
+/// delivery metrics of `/metrics`.
+#[derive(Default)]
 pub struct DeliveryCounters {
     pub delivered: std::sync::atomic::AtomicU64,
     pub failed_attempts: std::sync::atomic::AtomicU64,
     pub endpoints_disabled: std::sync::atomic::AtomicU64,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl std::fmt::Debug for DeliveryCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryCounters")
+            .field("delivered", &self.delivered)
+            .field("failed_attempts", &self.failed_attempts)
+            .field("endpoints_disabled", &self.endpoints_disabled)
+            .field("exporting", &self.metrics.is_some())
+            .finish()
+    }
+}
+
+impl DeliveryCounters {
+    /// Counters that also feed `metrics`.
+    pub fn exporting(metrics: Arc<Metrics>) -> Self {
+        Self { metrics: Some(metrics), ..Self::default() }
+    }
+
+    /// Counts an attempt and what follows from it.
+    fn record(&self, got: &Attempt, settle: &WebhookSettle) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match settle {
+            WebhookSettle::Delivered => self.delivered.fetch_add(1, Relaxed),
+            WebhookSettle::Retry(_) => self.failed_attempts.fetch_add(1, Relaxed),
+            WebhookSettle::GiveUp(_) => {
+                self.endpoints_disabled.fetch_add(1, Relaxed);
+                self.failed_attempts.fetch_add(1, Relaxed)
+            }
+        };
+        let Some(m) = &self.metrics else { return };
+        m.webhook_attempts.get_or_create(&DeliveryLabels { outcome: got.outcome.as_str().to_owned() }).inc();
+        if got.outcome.waited() {
+            m.webhook_delivery_duration
+                .observe(Duration::from_millis(got.latency_ms.max(0).unsigned_abs()).as_secs_f64());
+        }
+        if matches!(settle, WebhookSettle::GiveUp(_)) {
+            m.webhook_endpoints_disabled.inc();
+        }
+    }
+
+    /// Sets the pending gauge from the store.
+    async fn refresh_pending(&self, store: &Store) {
+        let Some(m) = &self.metrics else { return };
+        match store.pending_webhook_count().await {
+            Ok(n) => {
+                m.webhook_outbox_pending.set(n);
+            }
+            Err(e) => tracing::debug!("the webhook outbox's pending count was not read: {e}"),
+        }
+    }
 }
 
 /// Delivers due outbox messages until `cancel`: claims up to `concurrency` at a time
@@ -236,7 +355,6 @@ pub async fn run_worker(
     counters: Arc<DeliveryCounters>,
     cancel: CancellationToken,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
     let client = match client(&settings) {
         Ok(c) => c,
         Err(e) => {
@@ -245,9 +363,14 @@ pub async fn run_worker(
         }
     };
     let limit = i64::try_from(settings.concurrency.max(1)).unwrap_or(16);
+    let mut pending_read: Option<Instant> = None;
     loop {
         if cancel.is_cancelled() {
             return;
+        }
+        if pending_read.is_none_or(|at| at.elapsed() >= PENDING_REFRESH) {
+            counters.refresh_pending(&store).await;
+            pending_read = Some(Instant::now());
         }
         let until = Utc::now() + chrono::Duration::seconds(i64::try_from(settings.lease_secs.max(1)).unwrap_or(60));
         let claimed = match store.claim_webhooks(&owner, until, limit).await {
@@ -270,20 +393,16 @@ pub async fn run_worker(
             tasks.spawn(async move {
                 let got = attempt(&client, &key, &settings, &message).await;
                 let settle = settle_for(&settings, message.attempts, &got);
+                counters.record(&got, &settle);
                 match &settle {
-                    WebhookSettle::Delivered => {
-                        counters.delivered.fetch_add(1, Relaxed);
-                    }
+                    WebhookSettle::Delivered => {}
                     WebhookSettle::Retry(at) => {
-                        counters.failed_attempts.fetch_add(1, Relaxed);
                         tracing::debug!(
                             message = %message.id, endpoint = %message.endpoint_id, retry_at = %at,
                             "webhook attempt failed: {}", got.error.as_deref().unwrap_or("")
                         );
                     }
                     WebhookSettle::GiveUp(reason) => {
-                        counters.failed_attempts.fetch_add(1, Relaxed);
-                        counters.endpoints_disabled.fetch_add(1, Relaxed);
                         tracing::warn!(
                             message = %message.id, endpoint = %message.endpoint_id, event = %message.event_type,
                             "webhook endpoint disabled: {reason}"
@@ -334,9 +453,21 @@ mod tests {
     }
 
     #[test]
+    fn every_outcome_is_a_label_of_the_metric() {
+        use Outcome::*;
+        for o in [Delivered, Failed, Gone, Timeout, RefusedTarget, Error] {
+            assert!(crate::telemetry::DELIVERY_OUTCOMES.contains(&o.as_str()), "{o:?}");
+        }
+        assert_eq!(Outcome::of_status(204), Delivered);
+        assert_eq!(Outcome::of_status(410), Gone);
+        assert_eq!(Outcome::of_status(503), Failed);
+    }
+
+    #[test]
     fn schedule_then_give_up() {
         let s = WebhookSettings { retry_schedule_secs: vec![0, 5], ..WebhookSettings::default() };
-        let fail = Attempt { status: Some(503), latency_ms: 1, error: Some("HTTP 503".into()) };
+        let fail =
+            Attempt { status: Some(503), latency_ms: 1, error: Some("HTTP 503".into()), outcome: Outcome::Failed };
         assert!(matches!(settle_for(&s, 0, &fail), WebhookSettle::Retry(_)));
         assert!(matches!(settle_for(&s, 1, &fail), WebhookSettle::Retry(_)));
         assert!(matches!(settle_for(&s, 2, &fail), WebhookSettle::GiveUp(_)));

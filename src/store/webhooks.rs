@@ -21,7 +21,7 @@ use super::sqlite::SqliteStore;
 use crate::model::{Owner, ProviderId, RunOutcome, RunRow, SealedBlob, TenantId};
 
 /// A registered endpoint (never its secret).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct WebhookEndpoint {
     pub id: String,
     /// `None`: operator-wide (every tenant's events).
@@ -93,7 +93,7 @@ pub struct WebhookOutboxRow {
 }
 
 /// One delivery attempt.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct WebhookDelivery {
     pub message_id: String,
     pub attempt: i64,
@@ -188,6 +188,11 @@ pub(super) fn connection_event_data(
 }
 
 impl SqliteStore {
+    /// A connection's status before a change; the transaction (`BEGIN IMMEDIATE`) already
+    /// holds the only write lock, so no other change comes between the read and the write.
+    const CONNECTION_STATUS: &'static str =
+        "SELECT status FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = $3";
+
     /// The due messages a claim takes (the single writer serializes claims).
     const CLAIM_WEBHOOKS: &'static str = "UPDATE webhook_outbox SET lease_owner = $1, lease_until = $2 \
          WHERE id IN (SELECT o.id FROM webhook_outbox o WHERE o.state = 'pending' AND o.next_attempt_at <= $3 \
@@ -197,6 +202,13 @@ impl SqliteStore {
 }
 
 impl PgStore {
+    /// A connection's status before a change, its row locked until the transaction ends:
+    /// a concurrent change waits, then reads this one's result, so each real transition
+    /// is reported once (read without the lock, two changes could both see the old
+    /// status and both report, or both miss, the transition).
+    const CONNECTION_STATUS: &'static str =
+        "SELECT status FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = $3 FOR UPDATE";
+
     /// The due messages a claim takes; replicas skip each other's locked rows.
     const CLAIM_WEBHOOKS: &'static str = "UPDATE webhook_outbox SET lease_owner = $1, lease_until = $2 \
          WHERE id IN (SELECT o.id FROM webhook_outbox o WHERE o.state = 'pending' AND o.next_attempt_at <= $3 \
@@ -251,16 +263,15 @@ macro_rules! webhook_methods {
             }
 
             /// The status of `owner`'s connection to `provider`, read inside the caller's
-            /// transaction (before a change, to tell which event the change is).
+            /// transaction before a change, to tell which event the change is; no other
+            /// change of the connection can come between this read and the transaction's end.
             pub(super) async fn connection_status_in(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 tenant: &TenantId,
                 provider: &ProviderId,
                 owner: Owner<'_>,
             ) -> Result<Option<String>, StoreError> {
-                sqlx::query_scalar(
-                    "SELECT status FROM connections WHERE tenant_id = $1 AND provider = $2 AND owner_user = $3",
-                )
+                sqlx::query_scalar(Self::CONNECTION_STATUS)
                 .bind(tenant.as_str())
                 .bind(provider.as_str())
                 .bind(owner.as_str())
@@ -584,6 +595,13 @@ macro_rules! webhook_methods {
                     .map_err(db("listing webhook messages"))
             }
 
+            pub(super) async fn pending_webhook_count(&self) -> Result<i64, StoreError> {
+                sqlx::query_scalar("SELECT count(*) FROM webhook_outbox WHERE state = 'pending'")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db("counting pending webhook messages"))
+            }
+
             pub(super) async fn replay_webhooks(
                 &self,
                 endpoint: &str,
@@ -699,6 +717,12 @@ impl Store {
     /// The endpoint's latest messages, newest first.
     pub async fn list_webhook_messages(&self, endpoint: &str, limit: i64) -> Result<Vec<WebhookOutboxRow>, StoreError> {
         dispatch!(self.list_webhook_messages(endpoint, limit))
+    }
+
+    /// How many outbox messages wait for delivery (every endpoint's; through the partial
+    /// index of pending messages).
+    pub async fn pending_webhook_count(&self) -> Result<i64, StoreError> {
+        dispatch!(self.pending_webhook_count())
     }
 
     /// Makes the endpoint's failed messages (or the one `message`, whatever its state)

@@ -51,6 +51,18 @@ pub struct WebhookLabels {
     pub outcome: String,
 }
 
+/// Outbound webhook attempts: `outcome` is one of [`DELIVERY_OUTCOMES`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub outcome: String,
+}
+
+/// How an outbound webhook attempt ends: a 2xx (`delivered`), another status
+/// (`failed`), 410 Gone (`gone`), no answer within the timeout (`timeout`), a target
+/// refused as private or local (`refused_target`), or no answer for another reason
+/// (`error`: connection refused, TLS, an unreadable secret).
+pub const DELIVERY_OUTCOMES: [&str; 6] = ["delivered", "failed", "gone", "timeout", "refused_target", "error"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
     pub provider: String,
@@ -150,6 +162,14 @@ pub struct Metrics {
     pub config_reloads: Family<StateLabels, Counter>,
     pub stalled_runs: Family<ProviderLabels, Counter>,
     pub webhooks_received: Family<WebhookLabels, Counter>,
+    /// Outbound webhook attempts by outcome.
+    pub webhook_attempts: Family<DeliveryLabels, Counter>,
+    /// Outbound webhook attempts that reached the network: time to the answer (or timeout).
+    pub webhook_delivery_duration: Histogram,
+    /// Webhook endpoints this process disabled (410 Gone, or the retry schedule spent).
+    pub webhook_endpoints_disabled: Counter,
+    /// Outbox messages waiting for delivery (read from the store; every replica's).
+    pub webhook_outbox_pending: Gauge,
     pub contributions: Family<KindLabels, Counter>,
     pub integrations: Family<BandLabels, Gauge>,
     /// The most recent successful run of each stream, over every tenant (Unix seconds).
@@ -195,6 +215,10 @@ impl Metrics {
             config_reloads: Family::default(),
             stalled_runs: Family::default(),
             webhooks_received: Family::default(),
+            webhook_attempts: Family::default(),
+            webhook_delivery_duration: request_duration_histogram(),
+            webhook_endpoints_disabled: Counter::default(),
+            webhook_outbox_pending: Gauge::default(),
             contributions: Family::default(),
             integrations: Family::default(),
             last_success: Family::default(),
@@ -252,6 +276,29 @@ impl Metrics {
             "Inbound webhooks, by provider and outcome",
             m.webhooks_received.clone(),
         );
+        registry.register(
+            "webhook_delivery_attempts",
+            "Outbound webhook delivery attempts, by outcome",
+            m.webhook_attempts.clone(),
+        );
+        registry.register(
+            "webhook_delivery_duration_seconds",
+            "Outbound webhook attempts: time from sending to the answer or the timeout",
+            m.webhook_delivery_duration.clone(),
+        );
+        registry.register(
+            "webhook_endpoints_disabled",
+            "Webhook endpoints disabled (410 Gone or the retry schedule spent)",
+            m.webhook_endpoints_disabled.clone(),
+        );
+        registry.register(
+            "webhook_outbox_pending",
+            "Outbound webhook messages waiting for delivery, in the store",
+            m.webhook_outbox_pending.clone(),
+        );
+        for outcome in DELIVERY_OUTCOMES {
+            let _ = m.webhook_attempts.get_or_create(&DeliveryLabels { outcome: outcome.to_owned() });
+        }
         registry.register("contributions", "Contributions recorded, by kind", m.contributions.clone());
         registry.register(
             "integrations",

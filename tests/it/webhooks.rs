@@ -1,6 +1,7 @@
 //! Outbound event webhooks: signed deliveries through a flaky receiver, stable ids across
 //! retries, 410 disabling the endpoint, the SSRF guard, events written with the state
-//! change they report, and two replicas on PostgreSQL delivering each message once.
+//! change they report (each connection transition once, however many changes race), the
+//! delivery metrics, and two replicas on PostgreSQL delivering each message once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +18,7 @@ use tributary::http::webhooks::{DeliveryCounters, generate_secret, run_worker};
 use tributary::model::{ConnectionStatus, Owner, ProviderId, RunOutcome, RunStats, RunTrigger, StreamName};
 use tributary::secrets::MasterKey;
 use tributary::store::{NewWebhookEndpoint, Store};
+use tributary::telemetry::Metrics;
 
 use crate::support::world::World;
 use crate::support::{postgres_store, sqlite_store};
@@ -48,8 +50,9 @@ struct Receiver {
     seen: Mutex<Seen>,
 }
 
-/// Standard Webhooks verification, computed here with the `hmac` crate.
-fn verify(key: &[u8], headers: &HeaderMap, body: &[u8]) -> Option<String> {
+/// Standard Webhooks verification, computed here with the `hmac` crate: the message id
+/// when the signature is valid and the timestamp recent.
+pub fn verify(key: &[u8], headers: &HeaderMap, body: &[u8]) -> Option<String> {
     let id = headers.get("webhook-id")?.to_str().ok()?;
     let ts = headers.get("webhook-timestamp")?.to_str().ok()?;
     let sig = headers.get("webhook-signature")?.to_str().ok()?;
@@ -134,6 +137,7 @@ fn settings(schedule: Vec<u64>, allow_private: bool) -> WebhookSettings {
     }
 }
 
+/// A delivery worker; its counters also feed the returned metrics.
 fn worker(
     store: &Store,
     key: &Arc<MasterKey>,
@@ -141,7 +145,18 @@ fn worker(
     owner: &str,
     cancel: &CancellationToken,
 ) -> (tokio::task::JoinHandle<()>, Arc<DeliveryCounters>) {
-    let counters = Arc::new(DeliveryCounters::default());
+    worker_with(store, key, settings, owner, cancel, Arc::new(Metrics::new()))
+}
+
+fn worker_with(
+    store: &Store,
+    key: &Arc<MasterKey>,
+    settings: WebhookSettings,
+    owner: &str,
+    cancel: &CancellationToken,
+    metrics: Arc<Metrics>,
+) -> (tokio::task::JoinHandle<()>, Arc<DeliveryCounters>) {
+    let counters = Arc::new(DeliveryCounters::exporting(metrics));
     let task = tokio::spawn(run_worker(
         store.clone(),
         key.clone(),
@@ -176,7 +191,8 @@ async fn every_event_is_delivered_signed_through_failures_with_stable_ids() {
         assert_eq!(n, 1);
     }
     let cancel = CancellationToken::new();
-    let (task, _) = worker(&store, &key, settings(vec![0; 20], true), "w1", &cancel);
+    let metrics = Arc::new(Metrics::new());
+    let (task, _) = worker_with(&store, &key, settings(vec![0; 20], true), "w1", &cancel, metrics.clone());
     until(60, || r.seen.lock().unwrap().delivered.len() == N).await;
     cancel.cancel();
     task.await.unwrap();
@@ -207,6 +223,23 @@ async fn every_event_is_delivered_signed_through_failures_with_stable_ids() {
     assert_eq!(log.len(), seen.hits.len() + timeouts);
     let msgs = store.list_webhook_messages(&ep, 1000).await.unwrap();
     assert!(msgs.iter().all(|m| m.state == "delivered"));
+    // The metrics count every attempt by outcome, the latency of each, no disabling.
+    let text = metrics.encode();
+    let failed = seen.hits.iter().filter(|(_, s)| *s == 503).count();
+    for (outcome, n) in
+        [("delivered", N), ("failed", failed), ("timeout", timeouts), ("gone", 0), ("refused_target", 0)]
+    {
+        let series = format!("tributary_webhook_delivery_attempts_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(sample(&text, &series), Some(n as f64), "{series} in\n{text}");
+    }
+    let count = sample(&text, "tributary_webhook_delivery_duration_seconds_count");
+    assert_eq!(count, Some(log.len() as f64), "{text}");
+    assert_eq!(sample(&text, "tributary_webhook_endpoints_disabled_total"), Some(0.0), "{text}");
+}
+
+/// The value of one series (`name{labels}` exactly as exposed); `None` when absent.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[tokio::test]
@@ -218,12 +251,16 @@ async fn gone_disables_the_endpoint_after_one_attempt() {
     let ep = endpoint(&store, &key, &url, &secret).await;
     store.emit_event(None, "job.stalled", serde_json::json!({})).await.unwrap();
     let cancel = CancellationToken::new();
-    let (task, counters) = worker(&store, &key, settings(vec![0; 5], true), "w1", &cancel);
+    let metrics = Arc::new(Metrics::new());
+    let (task, counters) = worker_with(&store, &key, settings(vec![0; 5], true), "w1", &cancel, metrics.clone());
     until(20, || counters.endpoints_disabled.load(Ordering::SeqCst) == 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     cancel.cancel();
     task.await.unwrap();
     assert_eq!(r.count.load(Ordering::SeqCst), 1);
+    let text = metrics.encode();
+    assert_eq!(sample(&text, r#"tributary_webhook_delivery_attempts_total{outcome="gone"}"#), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "tributary_webhook_endpoints_disabled_total"), Some(1.0), "{text}");
     let e = store.get_webhook_endpoint(&ep).await.unwrap().unwrap();
     assert!(!e.enabled);
     assert_eq!(e.disabled_reason.as_deref(), Some("the endpoint answered 410 Gone"));
@@ -269,7 +306,8 @@ async fn private_targets_are_refused_unless_allowed() {
     let literal = endpoint(&store, &key, &url, &secret).await;
     store.emit_event(None, "job.stalled", serde_json::json!({})).await.unwrap();
     let cancel = CancellationToken::new();
-    let (task, _) = worker(&store, &key, settings(vec![60], false), "w1", &cancel);
+    let metrics = Arc::new(Metrics::new());
+    let (task, _) = worker_with(&store, &key, settings(vec![60], false), "w1", &cancel, metrics.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let mut n = 0;
@@ -292,6 +330,12 @@ async fn private_targets_are_refused_unless_allowed() {
         let error = log[0].error.as_deref().unwrap();
         assert!(error.contains("private or local"), "{error}");
     }
+    // Both refusals, the literal one and the name refused at connect time, are counted
+    // as such, and neither waited for an answer.
+    let text = metrics.encode();
+    assert_eq!(sample(&text, r#"tributary_webhook_delivery_attempts_total{outcome="refused_target"}"#), Some(2.0));
+    assert_eq!(sample(&text, r#"tributary_webhook_delivery_attempts_total{outcome="error"}"#), Some(0.0));
+    assert_eq!(sample(&text, "tributary_webhook_delivery_duration_seconds_count"), Some(0.0), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,4 +472,52 @@ async fn a_run_reports_its_record_changes_per_entity() {
     assert_eq!(d["updated"], 0);
     assert_eq!(d["deleted"], 0);
     assert_eq!(d["to_seq"].as_i64().unwrap() - d["from_seq"].as_i64().unwrap(), 24);
+}
+
+/// Rounds of `RACERS` concurrent changes to `needs_reauth`, then as many back to
+/// `connected`: each round is one real transition each way, so exactly one
+/// `connection.needs_reauth` and one `connection.restored` per round, however the
+/// changes interleave.
+async fn racing_status_changes_report_each_transition_once(store: Store) {
+    const ROUNDS: usize = 8;
+    const RACERS: usize = 6;
+    let world = World::builder().on(store.clone());
+    let tenant = world.create_tenant("acme", "Acme", "preset = \"aptem\"\n").await;
+    let key = MasterKey::generate();
+    let ep = endpoint(&store, &key, "https://hooks.example.com/x", &generate_secret()).await;
+    let provider = ProviderId::parse("aptem").unwrap();
+    for _ in 0..ROUNDS {
+        for status in [ConnectionStatus::NeedsReauth, ConnectionStatus::Connected] {
+            let start = Arc::new(tokio::sync::Barrier::new(RACERS));
+            let mut racers = tokio::task::JoinSet::new();
+            for _ in 0..RACERS {
+                let (store, tenant, provider, start) = (store.clone(), tenant.clone(), provider.clone(), start.clone());
+                racers.spawn(async move {
+                    start.wait().await;
+                    store.set_connection_status(&tenant, &provider, Owner::Company, status, None).await.unwrap();
+                });
+            }
+            while let Some(done) = racers.join_next().await {
+                done.unwrap();
+            }
+        }
+    }
+    let msgs = store.list_webhook_messages(&ep, 10_000).await.unwrap();
+    let count = |t: &str| msgs.iter().filter(|m| m.event_type == t).count();
+    assert_eq!(count("connection.needs_reauth"), ROUNDS, "{msgs:#?}");
+    assert_eq!(count("connection.restored"), ROUNDS, "{msgs:#?}");
+    assert_eq!(msgs.len(), 2 * ROUNDS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_status_changes_report_each_transition_once_on_postgres() {
+    let db = postgres_store().await;
+    racing_status_changes_report_each_transition_once(db.store.clone()).await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_status_changes_report_each_transition_once_on_sqlite() {
+    let (store, _dir) = sqlite_store().await;
+    racing_status_changes_report_each_transition_once(store).await;
 }

@@ -1,16 +1,18 @@
 //! `/metrics` of a running daemon: counters move page by page while a run runs (and a
 //! killed daemon's scrape counted its run up to the kill), connection gauges follow a
-//! status change without a reload, and the exposition passes `promtool check metrics`.
+//! status change without a reload, outbound webhook deliveries are counted by outcome,
+//! and the exposition passes `promtool check metrics`.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tributary::control::protocol::Command as Ctl;
+use tributary::control::protocol::{Command as Ctl, WebhookAdd, WebhookCommand, WebhookId};
 use tributary::model::{EntityName, RunOutcome, TenantId};
 use tributary::simulator::{Faults, Provider, SimConfig, start};
 
 use super::control::aptem_tenant;
+use super::outbound::{Mode, Receiver, WEBHOOKS};
 use super::{Daemon, Fixture, NEVER, eventually, started_runs, target};
 
 /// The address the daemon's HTTP server bound (it was started on port 0).
@@ -164,4 +166,58 @@ async fn a_revoked_connection_shows_as_needs_reauth_and_promtool_finds_nothing_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_connection_shows_as_needs_reauth_and_promtool_finds_nothing_on_postgres() {
     a_revoked_connection_shows_as_needs_reauth_and_promtool_finds_nothing(Fixture::postgres("").await).await;
+}
+
+/// Registers an operator-wide endpoint for every event at `receiver` through the socket,
+/// hands the receiver its secret, and queues `tests` test events; the endpoint's id.
+async fn endpoint_with_tests(daemon: &Daemon, receiver: &Receiver, tests: usize) -> String {
+    let add = WebhookAdd { tenant: None, url: receiver.url.clone(), events: vec!["*".into()] };
+    let added = daemon.ok(Ctl::Webhooks(WebhookCommand::Add(add))).await;
+    receiver.set_secret(added["secret"].as_str().expect("the secret"));
+    let id = added["endpoint"]["id"].as_str().expect("the id").to_owned();
+    for _ in 0..tests {
+        daemon.ok(Ctl::Webhooks(WebhookCommand::Test(WebhookId { id: id.clone() }))).await;
+    }
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_deliveries_are_counted_by_outcome_and_promtool_finds_nothing() {
+    let fx = Fixture::sqlite(WEBHOOKS).await;
+    let daemon = fx.start("d", 1).await;
+    let address = http_address(&daemon);
+    // One endpoint fails each message once, then takes it; another is gone.
+    let flaky = Receiver::start(Mode::FailFirst).await;
+    let gone = Receiver::start(Mode::Status(410)).await;
+    let flaky_id = endpoint_with_tests(&daemon, &flaky, 3).await;
+    let gone_id = endpoint_with_tests(&daemon, &gone, 1).await;
+
+    eventually("every test event to be delivered, and the gone endpoint disabled", || async {
+        let flaky_done =
+            fx.store.list_webhook_messages(&flaky_id, 10).await.unwrap().iter().all(|m| m.state == "delivered");
+        let gone_done = !fx.store.get_webhook_endpoint(&gone_id).await.unwrap().unwrap().enabled;
+        (flaky.delivered().len() == 3 && flaky_done && gone_done).then_some(())
+    })
+    .await;
+    // The pending gauge is read from the store every few seconds: it comes down to 0.
+    let pending = "tributary_webhook_outbox_pending";
+    let text = eventually("the pending gauge to read 0", || async {
+        let text = scrape(&address).await;
+        (sample(&text, pending) == Some(0.0)).then_some(text)
+    })
+    .await;
+    let attempts =
+        |outcome: &str| sample(&text, &format!("tributary_webhook_delivery_attempts_total{{outcome=\"{outcome}\"}}"));
+    assert_eq!(attempts("delivered"), Some(3.0), "{text}");
+    assert_eq!(attempts("failed"), Some(3.0), "{text}");
+    assert_eq!(attempts("gone"), Some(1.0), "{text}");
+    for outcome in ["timeout", "refused_target", "error"] {
+        assert_eq!(attempts(outcome), Some(0.0), "{outcome}: {text}");
+    }
+    assert_eq!(sample(&text, "tributary_webhook_endpoints_disabled_total"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "tributary_webhook_delivery_duration_seconds_count"), Some(7.0), "{text}");
+    assert!(sample(&text, "tributary_webhook_delivery_duration_seconds_sum").is_some_and(|s| s > 0.0), "{text}");
+    promtool_check(&text).await;
+    drop(daemon);
+    fx.finish().await;
 }

@@ -12,6 +12,7 @@ mod crash;
 mod leases;
 mod metrics;
 mod outage;
+mod outbound;
 mod plain_text;
 mod signals;
 mod webhooks;
