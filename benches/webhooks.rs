@@ -61,7 +61,10 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "{backend}: outbound {} deliveries in {:.2} s = {:.0}/s (all signatures valid) | reference: plain \
              client to the same receiver {:.0} requests/s",
-            r.delivered, r.delivery_secs, r.delivered as f64 / r.delivery_secs, r.reference_rps
+            r.delivered,
+            r.delivery_secs,
+            r.delivered as f64 / r.delivery_secs,
+            r.reference_rps
         );
         let ms = |v: &[f64], q: f64| support::quantile(v, q) * 1e3;
         println!(
@@ -108,7 +111,8 @@ struct Receiver {
 async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let (id, ts, sig) = (h("webhook-id"), h("webhook-timestamp"), h("webhook-signature"));
-    let expected = format!("v1,{}", B64.encode(hmac_sha256(&r.key, &[id.as_bytes(), b".", ts.as_bytes(), b".", &body])));
+    let expected =
+        format!("v1,{}", B64.encode(hmac_sha256(&r.key, &[id.as_bytes(), b".", ts.as_bytes(), b".", &body])));
     let ok = sig.split(' ').any(|s| s == expected);
     let now = Instant::now();
     let mut seen = r.seen.lock().expect("the receiver's lock");
@@ -141,7 +145,9 @@ async fn measure(
     let connectors = support::connectors_dir(dir, "hubspot", None)?;
     let config = support::config_dir(
         dir,
-        &format!("webhook_rate_per_source = 1000000\n[webhooks]\nallow_private_targets = true\nconcurrency = {CONCURRENCY}\n"),
+        &format!(
+            "webhook_rate_per_source = 1000000\n[webhooks]\nallow_private_targets = true\nconcurrency = {CONCURRENCY}\n"
+        ),
     )?;
     let catalog = support::catalog(&config, &connectors)?;
     let (key, key_file) = support::master_key(dir)?;
@@ -179,7 +185,8 @@ async fn measure(
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let listen = format!("127.0.0.1:{port}");
-    let (mut child, _socket) = support::spawn_daemon_on(dir, &scratch.url, &config, &connectors, &key_file, &listen).await?;
+    let (mut child, _socket) =
+        support::spawn_daemon_on(dir, &scratch.url, &config, &connectors, &key_file, &listen).await?;
 
     let started = Instant::now();
     loop {

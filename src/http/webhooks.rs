@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::config::WebhookSettings;
 use crate::secrets::MasterKey;
-use crate::store::{Store, WebhookMessage, WebhookSettle};
+use crate::store::{Store, WebhookAttemptRecord, WebhookMessage, WebhookSettle};
 use crate::telemetry::{DeliveryLabels, Metrics};
 
 /// The prefix of a signing secret.
@@ -343,9 +343,18 @@ impl DeliveryCounters {
     }
 }
 
-/// Delivers due outbox messages until `cancel`: claims up to `concurrency` at a time
-/// under `owner`'s lease, attempts them concurrently and settles each. Polls every
-/// `poll` when nothing is due.
+/// How long the claim loop waits for half its slots before claiming for fewer.
+const CLAIM_WAIT: Duration = Duration::from_millis(5);
+
+/// Attempts settled in one store transaction at most.
+const SETTLE_BATCH: usize = 256;
+
+/// Delivers due outbox messages until `cancel`: keeps up to `concurrency` attempts in
+/// flight, claiming (under `owner`'s lease) as many due messages as there are free
+/// slots, so one slow endpoint holds one slot, not a batch. Finished attempts go to a
+/// settler that records whatever has finished meanwhile in one transaction (one commit
+/// for many deliveries). Polls every `poll` when nothing is due. On `cancel` it stops
+/// claiming, lets the attempts in flight finish and records them.
 pub async fn run_worker(
     store: Store,
     key: Arc<MasterKey>,
@@ -362,18 +371,38 @@ pub async fn run_worker(
             return;
         }
     };
-    let limit = i64::try_from(settings.concurrency.max(1)).unwrap_or(16);
+    let concurrency = settings.concurrency.clamp(1, 4096);
+    let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let (done, finished) = tokio::sync::mpsc::channel::<WebhookAttemptRecord>(concurrency * 4);
+    let settler = tokio::spawn(settle_finished(store.clone(), owner.clone(), finished));
     let mut pending_read: Option<Instant> = None;
     loop {
-        if cancel.is_cancelled() {
-            return;
+        // Wait for half the slots (briefly), so that under load one claim takes several
+        // messages rather than one transaction per message; then take every free one.
+        let half = u32::try_from(concurrency.div_ceil(2)).unwrap_or(1);
+        let mut held = tokio::select! {
+            got = tokio::time::timeout(CLAIM_WAIT, Arc::clone(&slots).acquire_many_owned(half)) => match got {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) => break,
+                Err(_) => tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => match slot { Ok(p) => p, Err(_) => break },
+                    () = cancel.cancelled() => break,
+                },
+            },
+            () = cancel.cancelled() => break,
+        };
+        if let Ok(more) =
+            Arc::clone(&slots).try_acquire_many_owned(u32::try_from(slots.available_permits()).unwrap_or(0))
+        {
+            held.merge(more);
         }
         if pending_read.is_none_or(|at| at.elapsed() >= PENDING_REFRESH) {
             counters.refresh_pending(&store).await;
             pending_read = Some(Instant::now());
         }
+        let free = held.num_permits();
         let until = Utc::now() + chrono::Duration::seconds(i64::try_from(settings.lease_secs.max(1)).unwrap_or(60));
-        let claimed = match store.claim_webhooks(&owner, until, limit).await {
+        let claimed = match store.claim_webhooks(&owner, until, i64::try_from(free).unwrap_or(1)).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!("claiming webhook messages failed: {e}");
@@ -381,16 +410,18 @@ pub async fn run_worker(
             }
         };
         if claimed.is_empty() {
+            drop(held);
             tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(poll) => continue,
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(poll) => continue,
             }
         }
-        let mut tasks = tokio::task::JoinSet::new();
         for message in claimed {
-            let (client, key, settings, store, owner, counters) =
-                (client.clone(), key.clone(), settings.clone(), store.clone(), owner.clone(), counters.clone());
-            tasks.spawn(async move {
+            // At most `free` messages were claimed, one slot each.
+            let Some(slot) = held.split(1) else { break };
+            let (client, key, settings, counters, done) =
+                (client.clone(), key.clone(), settings.clone(), counters.clone(), done.clone());
+            tokio::spawn(async move {
                 let got = attempt(&client, &key, &settings, &message).await;
                 let settle = settle_for(&settings, message.attempts, &got);
                 counters.record(&got, &settle);
@@ -409,17 +440,42 @@ pub async fn run_worker(
                         );
                     }
                 }
-                match store
-                    .settle_webhook(&message.id, &owner, got.status, got.latency_ms, got.error.as_deref(), &settle)
-                    .await
-                {
-                    Ok(true) => {}
-                    Ok(false) => tracing::debug!(message = %message.id, "webhook lease lost before settling"),
-                    Err(e) => tracing::warn!(message = %message.id, "recording a webhook attempt failed: {e}"),
-                }
+                let record = WebhookAttemptRecord {
+                    message: message.id,
+                    status: got.status,
+                    latency_ms: got.latency_ms,
+                    error: got.error,
+                    settle,
+                };
+                let _ = done.send(record).await;
+                drop(slot);
             });
         }
-        while tasks.join_next().await.is_some() {}
+    }
+    // Every slot back: no attempt is in flight any more.
+    let _ = slots.acquire_many(u32::try_from(concurrency).unwrap_or(u32::MAX)).await;
+    drop(done);
+    let _ = settler.await;
+}
+
+/// Records finished attempts: waits for one, takes whatever else has finished (up to
+/// [`SETTLE_BATCH`]) and settles them together. Ends when every sender is gone.
+async fn settle_finished(store: Store, owner: String, mut finished: tokio::sync::mpsc::Receiver<WebhookAttemptRecord>) {
+    let mut batch = Vec::with_capacity(SETTLE_BATCH);
+    while finished.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
+        match store.settle_webhooks(&owner, &batch).await {
+            Ok(kept) => {
+                for (record, kept) in batch.iter().zip(kept) {
+                    if !kept {
+                        tracing::debug!(message = %record.message, "webhook lease lost before settling");
+                    }
+                }
+            }
+            // The messages stay leased; when the lease lapses they are attempted again,
+            // with the same webhook-id.
+            Err(e) => tracing::warn!(attempts = batch.len(), "recording webhook attempts failed: {e}"),
+        }
+        batch.clear();
     }
 }
 

@@ -106,7 +106,8 @@ pub use sqlite::SqliteStore;
 pub use types::*;
 pub use users::NOT_A_MEMBER_REASON;
 pub use webhooks::{
-    NewWebhookEndpoint, WebhookDelivery, WebhookEndpoint, WebhookMessage, WebhookOutboxRow, WebhookSettle, envelope,
+    NewWebhookEndpoint, WebhookAttemptRecord, WebhookDelivery, WebhookEndpoint, WebhookMessage, WebhookOutboxRow,
+    WebhookSettle, envelope,
 };
 
 use crate::model::{ChangeRange, ChangeRow, DeadLetterRow, EntityName, PageOutcome, ProviderId, RecordRow, TenantId};

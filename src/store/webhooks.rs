@@ -118,6 +118,19 @@ pub enum WebhookSettle {
     GiveUp(String),
 }
 
+/// One delivery attempt, to record with [`Store::settle_webhooks`].
+#[derive(Debug, Clone)]
+pub struct WebhookAttemptRecord {
+    /// The message attempted.
+    pub message: String,
+    /// The HTTP status, if one came back.
+    pub status: Option<u16>,
+    pub latency_ms: i64,
+    /// What went wrong (never the secret or the body).
+    pub error: Option<String>,
+    pub settle: WebhookSettle,
+}
+
 /// A new endpoint, its secret already sealed.
 #[derive(Debug, Clone)]
 pub struct NewWebhookEndpoint<'a> {
@@ -503,62 +516,63 @@ macro_rules! webhook_methods {
                 Ok(claimed)
             }
 
-            pub(super) async fn settle_webhook(
+            pub(super) async fn settle_webhooks(
                 &self,
-                message: &str,
                 owner: &str,
-                status: Option<u16>,
-                latency_ms: i64,
-                error: Option<&str>,
-                settle: &WebhookSettle,
-            ) -> Result<bool, StoreError> {
+                attempts: &[WebhookAttemptRecord],
+            ) -> Result<Vec<bool>, StoreError> {
                 let now = now();
-                let (state, next, delivered) = match settle {
-                    WebhookSettle::Delivered => ("delivered", now, Some(now)),
-                    WebhookSettle::Retry(at) => ("pending", stored(*at), None),
-                    WebhookSettle::GiveUp(_) => ("failed", now, None),
-                };
+                let mut kept = Vec::with_capacity(attempts.len());
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
-                let row: Option<(i64, String)> = sqlx::query_as(
-                    "UPDATE webhook_outbox SET attempts = attempts + 1, state = $1, next_attempt_at = $2, \
-                     delivered_at = $3, lease_owner = NULL, lease_until = NULL \
-                     WHERE id = $4 AND lease_owner = $5 AND state = 'pending' RETURNING attempts, endpoint_id",
-                )
-                .bind(state)
-                .bind(next)
-                .bind(delivered)
-                .bind(message)
-                .bind(owner)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("settling a webhook message"))?;
-                let Some((attempt, endpoint)) = row else {
-                    return Ok(false);
-                };
-                sqlx::query(
-                    "INSERT INTO webhook_deliveries (message_id, attempt, endpoint_id, status, latency_ms, error, at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(message)
-                .bind(attempt)
-                .bind(&endpoint)
-                .bind(status.map(i64::from))
-                .bind(latency_ms)
-                .bind(error)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("recording a webhook delivery"))?;
-                if let WebhookSettle::GiveUp(reason) = settle {
-                    sqlx::query("UPDATE webhook_endpoints SET enabled = FALSE, disabled_reason = $1 WHERE id = $2")
-                        .bind(reason)
-                        .bind(&endpoint)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db("disabling a webhook endpoint"))?;
+                for a in attempts {
+                    let (state, next, delivered) = match &a.settle {
+                        WebhookSettle::Delivered => ("delivered", now, Some(now)),
+                        WebhookSettle::Retry(at) => ("pending", stored(*at), None),
+                        WebhookSettle::GiveUp(_) => ("failed", now, None),
+                    };
+                    let row: Option<(i64, String)> = sqlx::query_as(
+                        "UPDATE webhook_outbox SET attempts = attempts + 1, state = $1, next_attempt_at = $2, \
+                         delivered_at = $3, lease_owner = NULL, lease_until = NULL \
+                         WHERE id = $4 AND lease_owner = $5 AND state = 'pending' RETURNING attempts, endpoint_id",
+                    )
+                    .bind(state)
+                    .bind(next)
+                    .bind(delivered)
+                    .bind(&a.message)
+                    .bind(owner)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db("settling a webhook message"))?;
+                    let Some((attempt, endpoint)) = row else {
+                        kept.push(false);
+                        continue;
+                    };
+                    kept.push(true);
+                    sqlx::query(
+                        "INSERT INTO webhook_deliveries (message_id, attempt, endpoint_id, status, latency_ms, error, at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(&a.message)
+                    .bind(attempt)
+                    .bind(&endpoint)
+                    .bind(a.status.map(i64::from))
+                    .bind(a.latency_ms)
+                    .bind(a.error.as_deref())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("recording a webhook delivery"))?;
+                    if let WebhookSettle::GiveUp(reason) = &a.settle {
+                        sqlx::query("UPDATE webhook_endpoints SET enabled = FALSE, disabled_reason = $1 WHERE id = $2")
+                            .bind(reason)
+                            .bind(&endpoint)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db("disabling a webhook endpoint"))?;
+                    }
                 }
-                tx.commit().await.map_err(db("committing a webhook delivery"))?;
-                Ok(true)
+                tx.commit().await.map_err(db("committing webhook deliveries"))?;
+                Ok(kept)
             }
 
             pub(super) async fn list_webhook_deliveries(
@@ -691,18 +705,15 @@ impl Store {
         dispatch!(self.claim_webhooks(owner, until, limit))
     }
 
-    /// Records an attempt of `message` and what follows from it, if `owner` still holds
-    /// its lease (`false`: the lease was lost; nothing written).
-    pub async fn settle_webhook(
+    /// Records attempts and what follows from each, in one transaction: for each, `true`
+    /// if `owner` still held its message's lease, `false` if the lease was lost (nothing
+    /// written for it).
+    pub async fn settle_webhooks(
         &self,
-        message: &str,
         owner: &str,
-        status: Option<u16>,
-        latency_ms: i64,
-        error: Option<&str>,
-        settle: &WebhookSettle,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self.settle_webhook(message, owner, status, latency_ms, error, settle))
+        attempts: &[WebhookAttemptRecord],
+    ) -> Result<Vec<bool>, StoreError> {
+        dispatch!(self.settle_webhooks(owner, attempts))
     }
 
     /// The endpoint's latest attempts, newest first.
