@@ -14,6 +14,7 @@ mod metrics;
 mod outage;
 mod plain_text;
 mod signals;
+mod sim_webhooks;
 mod webhooks;
 
 use std::path::{Path, PathBuf};
