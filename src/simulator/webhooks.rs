@@ -76,7 +76,9 @@ impl fmt::Debug for WebhookTarget {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
     /// The provider sends no webhook for this stream (or none at all).
-    #[error("the {0} simulator sends no webhooks for `{1}` (hubspot: contacts, companies, deals; slack: messages; jira: issues)")]
+    #[error(
+        "the {0} simulator sends no webhooks for `{1}` (hubspot: contacts, companies, deals; slack: messages; jira: issues)"
+    )]
     Unsupported(Provider, String),
     /// No target was set.
     #[error("the {0} simulator has no webhook target (set one first)")]
@@ -204,7 +206,8 @@ pub(crate) async fn change_and_notify(
         .ok_or_else(|| WebhookError::BadUrl(target.url.clone()))?;
     let s = sim.stream_index(stream).ok_or_else(|| WebhookError::Unsupported(provider, stream.to_owned()))?;
     let changed = sim.mutate(s, |d| d.modify(index, Utc::now())).unwrap_or(false);
-    let record = changed.then(|| sim.record(s, index)).flatten().ok_or(WebhookError::NoRecord(stream.to_owned(), index))?;
+    let record =
+        changed.then(|| sim.record(s, index)).flatten().ok_or(WebhookError::NoRecord(stream.to_owned(), index))?;
     let now = Utc::now();
     let out = match provider {
         Provider::HubSpot => hubspot(notifier, stream, index, &record, url.as_str(), &target.secret, now),
@@ -220,8 +223,10 @@ async fn post(notifier: &Notifier, url: reqwest::Url, out: Outgoing) -> Result<W
     for (name, value) in &out.headers {
         request = request.header(*name, value);
     }
-    let response =
-        request.send().await.map_err(|e| WebhookError::Send { url: shown.clone(), reason: e.without_url().to_string() })?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| WebhookError::Send { url: shown.clone(), reason: e.without_url().to_string() })?;
     let status = response.status().as_u16();
     if !response.status().is_success() {
         return Err(WebhookError::Refused { url: shown, status });
@@ -385,7 +390,10 @@ fn jira(notifier: &Notifier, index: u64, issue: &Value, secret: &str, now: DateT
     let signature = hex::encode(hmac(secret, &[&body]));
     Outgoing {
         body,
-        headers: vec![("X-Hub-Signature", format!("sha256={signature}")), ("X-Atlassian-Webhook-Identifier", id.clone())],
+        headers: vec![
+            ("X-Hub-Signature", format!("sha256={signature}")),
+            ("X-Atlassian-Webhook-Identifier", id.clone()),
+        ],
         sent: WebhookSent {
             provider: Provider::Jira,
             stream: "issues",

@@ -166,35 +166,44 @@ async fn follow_changes(store: Store, tenants: Vec<&'static str>, mut rx: mpsc::
         }
         let now = Utc::now();
         recent.retain(|_, c| now - c.changed_at < RECENT);
-        waiting.retain(|e| {
-            let seen = recent.get(&e.key()).filter(|c| c.changed_at >= e.sent_at);
-            if let Some(c) = seen {
-                let latency = (c.changed_at - e.sent_at).num_milliseconds();
-                tracing::info!(
-                    tenant = e.tenant,
-                    provider = %e.provider,
-                    event = %e.event_type,
-                    record = %e.external_id,
-                    change = %c.kind,
-                    seq = c.seq,
-                    run = %c.run_id.map(|r| r.to_string()).unwrap_or_default(),
-                    latency_ms = latency,
-                    "demo: webhook change synced"
-                );
-                return false;
-            }
-            if now - e.sent_at > SYNC_PATIENCE {
-                tracing::warn!(
+        let mut still = Vec::with_capacity(waiting.len());
+        for e in waiting.drain(..) {
+            match recent.get(&e.key()).filter(|c| c.changed_at >= e.sent_at) {
+                Some(c) => report(&store, &e, c).await,
+                None if now - e.sent_at > SYNC_PATIENCE => tracing::warn!(
                     tenant = e.tenant,
                     provider = %e.provider,
                     record = %e.external_id,
                     "demo: a webhook's change was not stored within 60 s"
-                );
-                return false;
+                ),
+                None => still.push(e),
             }
-            true
-        });
+        }
+        waiting = still;
     }
+}
+
+/// Logs that the change a webhook announced is stored: by which run (and what triggered
+/// it: usually the webhook, or a run already under way that read the change first), and
+/// the latency from the webhook sent to the record stored.
+async fn report(store: &Store, e: &Expected, c: &ChangeRow) {
+    let tenant = TenantId::parse(e.tenant).ok();
+    let run = match c.run_id {
+        Some(id) => store.get_run(id, tenant.as_ref()).await.ok().flatten(),
+        None => None,
+    };
+    tracing::info!(
+        tenant = e.tenant,
+        provider = %e.provider,
+        event = %e.event_type,
+        record = %e.external_id,
+        change = %c.kind,
+        seq = c.seq,
+        run = %c.run_id.map(|r| r.to_string()).unwrap_or_default(),
+        trigger = run.as_ref().map_or("", |r| r.trigger.as_str()),
+        latency_ms = (c.changed_at - e.sent_at).num_milliseconds(),
+        "demo: webhook change synced"
+    );
 }
 
 type HmacSha256 = Hmac<sha2_11::Sha256>;

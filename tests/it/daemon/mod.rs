@@ -9,6 +9,7 @@
 mod abandoned;
 mod control;
 mod crash;
+mod demo;
 mod leases;
 mod metrics;
 mod outage;

@@ -69,10 +69,7 @@ async fn setup(provider: Provider, stream: &str) -> Setup {
         let run = fx.finished_run("acme", id).await;
         assert_eq!(run.outcome, RunOutcome::Success, "{}: {:?}", run.stream, run.stats.error);
     }
-    assert!(
-        fx.runs("acme").await.iter().any(|r| r.stream.as_str() == stream),
-        "the first run synced {stream}"
-    );
+    assert!(fx.runs("acme").await.iter().any(|r| r.stream.as_str() == stream), "the first run synced {stream}");
     Setup { fx, daemon, address, sim, _aptem: aptem }
 }
 
@@ -88,10 +85,8 @@ async fn notify_and_wait(s: &Setup, stream: &str, index: u64) -> (WebhookSent, R
     assert_eq!((run.provider.as_str(), run.stream.as_str()), (s.sim.provider().id(), stream));
     assert!(run.cursor_before.is_some(), "the webhook's run is incremental");
     let metrics = reqwest::get(format!("http://{}/metrics", s.address)).await.unwrap().text().await.unwrap();
-    let accepted = format!(
-        "tributary_webhooks_received_total{{provider=\"{}\",outcome=\"accepted\"}} 1",
-        s.sim.provider().id()
-    );
+    let accepted =
+        format!("tributary_webhooks_received_total{{provider=\"{}\",outcome=\"accepted\"}} 1", s.sim.provider().id());
     assert!(metrics.contains(&accepted), "{accepted} in\n{metrics}");
     (sent, run)
 }
