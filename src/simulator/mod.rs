@@ -22,6 +22,10 @@
 //! [`SimHandle::add`] stamp "now", so `updated >= anchor` selects exactly the
 //! touched records.
 //!
+//! HubSpot, Slack and Jira also send webhooks, signed as the real providers sign them,
+//! to a target set at any time ([`SimHandle::set_webhook_target`]):
+//! [`SimHandle::change_and_notify`] changes a record, then posts the event about it.
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use tributary::simulator::{Provider, SimConfig, start};
