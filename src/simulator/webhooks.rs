@@ -223,15 +223,25 @@ async fn post(notifier: &Notifier, url: reqwest::Url, out: Outgoing) -> Result<W
     for (name, value) in &out.headers {
         request = request.header(*name, value);
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| WebhookError::Send { url: shown.clone(), reason: e.without_url().to_string() })?;
+    let response =
+        request.send().await.map_err(|e| WebhookError::Send { url: shown.clone(), reason: reason(e.without_url()) })?;
     let status = response.status().as_u16();
     if !response.status().is_success() {
         return Err(WebhookError::Refused { url: shown, status });
     }
     Ok(WebhookSent { status, ..out.sent })
+}
+
+/// The error with its causes (`error sending request: … Connection refused`).
+fn reason(e: reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn hmac(secret: &str, parts: &[&[u8]]) -> Vec<u8> {
