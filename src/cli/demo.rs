@@ -1,7 +1,12 @@
 //! `demo`: everything working with no credentials. Starts the seven provider
 //! simulators on loopback, creates demo tenants against them in `./tributary-demo/`,
 //! runs the daemon, and prints where to look. Data keeps changing upstream, so the
-//! one-minute schedule shows incremental runs. Ctrl-C drains and stops.
+//! one-minute schedule shows incremental runs. Webhooks flow both ways (see
+//! [`webhooks`]): the simulated HubSpot, Slack and Jira send signed webhooks that
+//! trigger runs, and a local receiver verifies the daemon's outbound deliveries.
+//! Ctrl-C drains and stops.
+
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +38,9 @@ pub struct DemoArgs {
     /// Address of /metrics (falls back to a free port when taken).
     #[arg(long, default_value = "127.0.0.1:9187")]
     pub listen: SocketAddr,
+    /// Seconds between the simulated providers' webhooks (HubSpot, Slack and Jira in turn).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_every: u64,
 }
 
 /// One simulator per provider, in `Provider::ALL` order.
@@ -88,7 +96,9 @@ pub async fn run(g: &Global, args: DemoArgs) -> anyhow::Result<ExitCode> {
         ("initech", "slack", Provider::Slack),
         ("initech", "jira", Provider::Jira),
     ] {
-        store_credentials(&store, &key, tenant, provider, None, &sims.get(p).credentials()).await?;
+        // With the secret each provider signs its webhooks with (HubSpot: the client secret).
+        let creds = sims.get(p).credentials_with_webhook_secret();
+        store_credentials(&store, &key, tenant, provider, None, &creds).await?;
     }
     demo_users(&store, &key, sims.get(Provider::HubSpot)).await?;
     let mut settings = catalog.settings.daemon.clone();
@@ -103,6 +113,16 @@ pub async fn run(g: &Global, args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let socket = dir.join("tributary.sock");
     let changes = tokio::spawn(keep_changing(sims.get(Provider::Aptem).clone()));
+    let receiver = webhooks::start_receiver(&store, &key, "acme").await?;
+    let receiver_text = format!("{} (endpoint {})", receiver.url, receiver.endpoint);
+    let sources = vec![
+        webhooks::Source { sim: sims.get(Provider::HubSpot).clone(), tenant: "acme", entity: "employer" },
+        webhooks::Source { sim: sims.get(Provider::Slack).clone(), tenant: "initech", entity: "message" },
+        webhooks::Source { sim: sims.get(Provider::Jira).clone(), tenant: "initech", entity: "issue" },
+    ];
+    let (ready, address) = tokio::sync::oneshot::channel();
+    let every = Duration::from_secs(args.webhook_every);
+    let inbound = tokio::spawn(webhooks::send_webhooks(sources, store.clone(), address, every));
     let opts = DaemonOptions {
         config_dir: g.config_dir(),
         connectors: g.connectors_dir(),
@@ -116,15 +136,22 @@ pub async fn run(g: &Global, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let dir_text = args.dir.display().to_string();
     let sim_lines: Vec<String> =
         sims.by_provider.iter().map(|(p, h)| format!("    {:<11} {}", p.id(), h.api_base())).collect();
-    crate::app::run(opts, move |e: &Endpoints| print_welcome(e, &dir_text, &sim_lines)).await?;
+    let every = args.webhook_every;
+    crate::app::run(opts, move |e: &Endpoints| {
+        let _ = ready.send(e.webhooks);
+        print_welcome(e, &dir_text, &sim_lines, &receiver_text, every);
+    })
+    .await?;
     changes.abort();
+    inbound.abort();
+    receiver.task.abort();
     for (_, h) in &sims.by_provider {
         h.shutdown();
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_welcome(e: &Endpoints, dir: &str, sims: &[String]) {
+fn print_welcome(e: &Endpoints, dir: &str, sims: &[String], receiver: &str, every: u64) {
     let db = format!("sqlite://{dir}/demo.db");
     println!(
         "\ntributary demo is running — three tenants, seven simulated providers, no credentials needed.\n\n  \
@@ -133,6 +160,12 @@ fn print_welcome(e: &Endpoints, dir: &str, sims: &[String]) {
          users ann, ben, cat with their own HubSpot connections feeding its intelligence)\n               \
          globex (Bud + Salesforce), initech (OneFile + Slack + Jira)\n               \
          their files: {dir}/tenants/*.toml\n\n  \
+         webhooks in: every {every} s the simulated HubSpot (acme), Slack or Jira (initech) changes a record\n               \
+         and sends its signed webhook to http://{}/webhooks/<tenant>/<provider>; the triggered\n               \
+         run syncs it (log lines `demo: webhook sent`, then `demo: webhook change synced` with the latency)\n  \
+         webhooks out: a local receiver at {receiver} is acme's endpoint for every event;\n               \
+         it verifies each Standard Webhooks signature and prints one line per delivery\n    \
+         tributary --database-url {db} webhooks list --tenant acme\n\n  \
          look at it:\n    \
          tributary ctl --socket {} status\n    \
          tributary ctl --socket {} trigger acme aptem\n    \
@@ -142,6 +175,7 @@ fn print_welcome(e: &Endpoints, dir: &str, sims: &[String]) {
          curl http://{}/metrics\n\n  \
          Ctrl-C drains and stops.\n",
         sims.join("\n"),
+        e.webhooks,
         e.socket.display(),
         e.socket.display(),
         e.socket.display(),

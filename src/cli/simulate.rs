@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use crate::simulator::{Faults, Provider, SimConfig, serve};
+use std::time::Duration;
+
+use crate::simulator::{Faults, Provider, ServeWebhooks, SimConfig, serve};
 
 /// Arguments of `tributary simulate`.
 #[derive(Debug, clap::Args)]
@@ -25,6 +27,13 @@ pub struct SimulateArgs {
     /// Answer every M-th data request with a 503.
     #[arg(long, value_name = "M")]
     pub server_error_every: Option<u64>,
+    /// Send signed webhooks (HubSpot, Slack, Jira) to this URL; `{provider}` is replaced
+    /// by the provider's id (`http://127.0.0.1:9187/webhooks/acme/{provider}`).
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: Option<String>,
+    /// Seconds between webhooks (each changes a record first).
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub webhook_every: u64,
 }
 
 pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
@@ -45,6 +54,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     }
     let configs =
         providers.into_iter().map(|p| SimConfig::new(p, args.records).seed(args.seed).faults(faults.clone())).collect();
-    serve(configs, args.port).await?;
+    let webhooks = args.webhook_url.map(|url| ServeWebhooks { url, every: Duration::from_secs(args.webhook_every) });
+    serve(configs, args.port, webhooks).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -226,7 +226,11 @@ fn fields(sim: &Sim, stream: usize, m: &Meta) -> Fields {
                 ("email", format!("{}.{}{}@example.com", first.to_lowercase(), last.to_lowercase(), m.index + 1)),
                 ("company", fake::company(&mut r)),
                 ("phone", format!("+44 7{}", v.digits(9))),
-                ("account_manager", format!("{} {}", r.pick(fake::FIRST_NAMES), r.pick(fake::LAST_NAMES))),
+                // Reassigned by a modification (what the contact webhook reports).
+                ("account_manager", {
+                    let mut o = Rng::new(sim.config.seed, "hubspot-owner", m.index, m.rev);
+                    format!("{} {}", o.pick(fake::FIRST_NAMES), o.pick(fake::LAST_NAMES))
+                }),
                 ("hs_object_id", id.clone()),
                 ("lastmodifieddate", updated.clone()),
                 ("createdate", created.clone()),

@@ -22,6 +22,10 @@
 //! [`SimHandle::add`] stamp "now", so `updated >= anchor` selects exactly the
 //! touched records.
 //!
+//! HubSpot, Slack and Jira also send webhooks, signed as the real providers sign them,
+//! to a target set at any time ([`SimHandle::set_webhook_target`]):
+//! [`SimHandle::change_and_notify`] changes a record, then posts the event about it.
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use tributary::simulator::{Provider, SimConfig, start};
@@ -48,6 +52,7 @@ mod slack;
 mod soql;
 mod store;
 mod util;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -63,6 +68,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use self::core::{ProviderSpec, Sim, StreamKind};
+pub use self::webhooks::{WebhookError, WebhookSent, WebhookTarget};
 
 /// The providers that have a simulator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -343,6 +349,7 @@ impl SimConfig {
 
 struct HandleInner {
     sim: Arc<Sim>,
+    notifier: webhooks::Notifier,
     cancel: CancellationToken,
     addr: SocketAddr,
 }
@@ -381,7 +388,8 @@ pub async fn start_on(config: SimConfig, addr: SocketAddr) -> std::io::Result<Si
     let sim = Arc::new(Sim::new(config, format!("http://{local}")));
     let cancel = CancellationToken::new();
     server::spawn(sim.clone(), listener, cancel.clone());
-    Ok(SimHandle { inner: Arc::new(HandleInner { sim, cancel, addr: local }) })
+    let notifier = webhooks::Notifier::new();
+    Ok(SimHandle { inner: Arc::new(HandleInner { sim, notifier, cancel, addr: local }) })
 }
 
 impl SimHandle {
@@ -550,16 +558,76 @@ impl SimHandle {
         core::lock(&self.sim().auth).expire_all();
     }
 
+    /// The credential field tributary reads this provider's webhook secret from
+    /// (HubSpot `client_secret`, Slack `signing_secret`, Jira `webhook_secret`) and the
+    /// simulator's value for it; `None` for providers whose simulator sends no webhooks.
+    /// HubSpot's is the app's client secret, already in [`credentials`](Self::credentials).
+    pub fn webhook_secret(&self) -> Option<(&'static str, String)> {
+        webhooks::secret(self.sim())
+    }
+
+    /// [`credentials`](Self::credentials) with the webhook secret added under its field
+    /// (unchanged for providers without webhooks).
+    pub fn credentials_with_webhook_secret(&self) -> Value {
+        let mut creds = self.credentials();
+        if let (Some((field, secret)), Value::Object(map)) = (self.webhook_secret(), &mut creds) {
+            map.insert(field.to_owned(), Value::String(secret));
+        }
+        creds
+    }
+
+    /// Sets (or with `None` clears) where webhooks go; may change at any time.
+    pub fn set_webhook_target(&self, target: Option<WebhookTarget>) {
+        self.inner.notifier.set_target(target);
+    }
+
+    /// The current webhook target.
+    pub fn webhook_target(&self) -> Option<WebhookTarget> {
+        self.inner.notifier.target()
+    }
+
+    /// Changes record `index` of `stream` (a new revision updated now, as
+    /// [`modify`](Self::modify)), then posts the provider's signed webhook about it to the
+    /// target: HubSpot `{contact,company,deal}.propertyChange`, Slack `message`, Jira
+    /// `jira:issue_updated`. An error if the provider announces no changes of `stream`,
+    /// no target is set (nothing is changed then), the record does not exist, or the
+    /// target does not answer 2xx (the change stays).
+    pub async fn change_and_notify(&self, stream: &str, index: u64) -> Result<WebhookSent, WebhookError> {
+        webhooks::change_and_notify(self.sim(), &self.inner.notifier, stream, index).await
+    }
+
+    /// The stream [`change_and_notify`](Self::change_and_notify) changes by default:
+    /// HubSpot `contacts`, Slack `messages`, Jira `issues`; `None` for the others.
+    pub fn webhook_stream(&self) -> Option<&'static str> {
+        match self.provider() {
+            Provider::HubSpot => Some("contacts"),
+            Provider::Slack => Some("messages"),
+            Provider::Jira => Some("issues"),
+            _ => None,
+        }
+    }
+
     /// Stops the server (also happens when the last handle drops).
     pub fn shutdown(&self) {
         self.inner.cancel.cancel();
     }
 }
 
+/// Webhooks standalone simulators send ([`serve`]): every `every`, the next simulator
+/// that has webhooks (HubSpot, Slack, Jira) changes a record and posts its event to `url`
+/// with `{provider}` replaced by its id, signed with its own secret (printed at start).
+#[derive(Debug, Clone)]
+pub struct ServeWebhooks {
+    /// `http://127.0.0.1:9187/webhooks/acme/{provider}`.
+    pub url: String,
+    pub every: Duration,
+}
+
 /// Runs one simulator per config until Ctrl-C, printing each base URL, API
 /// base and credentials. With `port`, the simulators listen on `port`,
-/// `port + 1`, … in order; otherwise on free ports.
-pub async fn serve(configs: Vec<SimConfig>, port: Option<u16>) -> std::io::Result<()> {
+/// `port + 1`, … in order; otherwise on free ports. With `webhooks`, the
+/// simulators that have webhooks send them (see [`ServeWebhooks`]).
+pub async fn serve(configs: Vec<SimConfig>, port: Option<u16>, webhooks: Option<ServeWebhooks>) -> std::io::Result<()> {
     let mut handles = Vec::with_capacity(configs.len());
     for (i, config) in configs.into_iter().enumerate() {
         let p = match port {
@@ -582,12 +650,48 @@ pub async fn serve(configs: Vec<SimConfig>, port: Option<u16>) -> std::io::Resul
         if let Some(oauth) = handle.oauth_credentials().filter(|_| handle.provider() == Provider::Jira) {
             println!("  oauth:       {oauth}");
         }
+        if let (Some(w), Some((field, secret))) = (&webhooks, handle.webhook_secret()) {
+            let url = w.url.replace("{provider}", handle.provider().id());
+            println!("  webhooks:    {url} (signed with the credential `{field}` = {secret})");
+            handle.set_webhook_target(Some(WebhookTarget::new(url, secret)));
+        }
         handles.push(handle);
     }
+    let senders: Vec<SimHandle> = handles.iter().filter(|h| h.webhook_target().is_some()).cloned().collect();
+    let every = webhooks.map(|w| w.every);
+    let sending = tokio::spawn(async move {
+        if let Some(every) = every
+            && !senders.is_empty()
+        {
+            send_webhooks(senders, every).await;
+        }
+    });
     println!("simulators running; press Ctrl-C to stop");
     tokio::signal::ctrl_c().await?;
+    sending.abort();
     for handle in &handles {
         handle.shutdown();
     }
     Ok(())
+}
+
+/// Every `every`, the next of `sims` changes a record of its webhook stream and posts
+/// the event; one line per webhook.
+async fn send_webhooks(sims: Vec<SimHandle>, every: Duration) {
+    let mut index = 0u64;
+    for turn in 0usize.. {
+        tokio::time::sleep(every).await;
+        let sim = &sims[turn % sims.len()];
+        let Some(stream) = sim.webhook_stream() else {
+            continue;
+        };
+        index = (index * 7919 + 13) % sim.record_count(stream).max(1);
+        match sim.change_and_notify(stream, index).await {
+            Ok(sent) => println!(
+                "{}: {} {} {} (delivery {}) → {}",
+                sent.provider, sent.event_type, sent.stream, sent.object_id, sent.delivery_id, sent.status
+            ),
+            Err(e) => eprintln!("{}: {e}", sim.provider()),
+        }
+    }
 }

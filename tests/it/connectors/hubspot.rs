@@ -39,7 +39,8 @@ async fn contacts_become_employers_with_the_account_manager_override_and_tag() {
     }
     let cursor = run.stats.cursor_after.clone().expect("a cursor after the full sync");
 
-    // Three contacts change (nothing an employer maps) and one is added.
+    // Three contacts change (a modification reassigns the account manager, which the
+    // employer maps) and one is added.
     for i in [4u64, 120, 240] {
         assert!(sim.modify("contacts", i));
     }
@@ -47,10 +48,15 @@ async fn contacts_become_employers_with_the_account_manager_override_and_tag() {
     let inc = h.sync("contacts").await;
     ok(&inc);
     assert_eq!(inc.cursor_before.as_deref(), Some(cursor.as_str()));
-    assert_eq!((inc.stats.inserted, inc.stats.updated), (1, 0));
+    assert_eq!((inc.stats.inserted, inc.stats.updated), (1, 3));
     // The search filter is `GTE`: the boundary contact comes back too.
     assert!((4..=5).contains(&inc.stats.fetched), "fetched {}", inc.stats.fetched);
-    assert_eq!(inc.stats.unchanged, inc.stats.fetched - 1);
+    assert_eq!(inc.stats.unchanged, inc.stats.fetched - 4);
+    let stored = h.records("employer").await;
+    for i in [4u64, 120, 240] {
+        let expected = sim.expected_record("contacts", i).unwrap();
+        assert_employer(&stored[&text(&expected["id"])].data, &expected);
+    }
     assert!(sim.requests_for("/crm/v3/objects/contacts/search") >= 1);
     let expected = sim.expected_record("contacts", added).unwrap();
     assert_employer(&h.records("employer").await[&text(&expected["id"])].data, &expected);

@@ -9,12 +9,14 @@
 mod abandoned;
 mod control;
 mod crash;
+mod demo;
 mod leases;
 mod metrics;
 mod outage;
 mod outbound;
 mod plain_text;
 mod signals;
+mod sim_webhooks;
 mod webhooks;
 
 use std::path::{Path, PathBuf};

@@ -143,7 +143,7 @@ fn free_port_pair() -> u16 {
 async fn serve_runs_each_provider_on_consecutive_ports() {
     let port = free_port_pair();
     let configs = vec![SimConfig::new(Provider::Aptem, 1), SimConfig::new(Provider::Jira, 1)];
-    let task = tokio::spawn(serve(configs, Some(port)));
+    let task = tokio::spawn(serve(configs, Some(port), None));
     let c = client();
     let urls = [
         format!("http://127.0.0.1:{port}/odata/1.0/Learners"),

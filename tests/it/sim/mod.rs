@@ -10,3 +10,4 @@ mod jira;
 mod onefile;
 mod salesforce;
 mod slack;
+mod webhooks;
