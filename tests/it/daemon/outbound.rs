@@ -20,10 +20,12 @@ use super::control::aptem_tenant;
 use super::{Fixture, NEVER, eventually, started_runs, target};
 use crate::support::json;
 
-/// `[webhooks]` for tests: local receivers allowed, retries at once, a dead daemon's
-/// messages taken again after 2 s, attempts that wait as long as a receiver holds them.
-pub const WEBHOOKS: &str = "[webhooks]\nallow_private_targets = true\nretry_schedule_secs = [0, 0, 0, 0, 0]\n\
-                            timeout_secs = 120\nlease_secs = 2\n";
+/// `[webhooks]` for tests: local receivers allowed, many retries at once, a dead daemon's
+/// messages taken again after 2 s (an attempt gives up after 1 s, within its lease: a
+/// held request is attempted again, with the same id, while the daemon lives).
+pub const WEBHOOKS: &str = "[webhooks]\nallow_private_targets = true\nretry_schedule_secs = [0, 0, 0, 0, 0, 0, 0, 0, \
+                            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]\n\
+                            timeout_secs = 1\nlease_secs = 2\n";
 
 /// How the receiver answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,8 +169,8 @@ async fn sigkill_mid_delivery_loses_nothing_and_every_attempt_keeps_its_webhook_
         fx.ok(&["webhooks", "test", &ep], "").await;
     }
     let mut daemon = fx.start("d1", 2).await;
-    // A run's end writes its `run.succeeded` with it; the worker is busy with the held
-    // test events, so this one waits in the outbox.
+    // A run's end writes its `run.succeeded` with it; the receiver holds it too, or it
+    // waits in the outbox.
     let run = started_runs(&daemon.ok(Ctl::Trigger(target("acme", Some("aptem"), Some("learners")))).await)[0];
     assert_eq!(fx.finished_run("acme", run).await.outcome, RunOutcome::Success);
     let held = eventually("the three test events to be in flight", || async {
