@@ -4,7 +4,8 @@
 //! read (at most 1 MiB, within [`BODY_TIMEOUT`]), the signature and its timestamp
 //! verified with the secret stored in the tenant's company connection (as the manifest's
 //! `[webhooks]` section says), a replayed delivery id refused, then the delivery is kept
-//! in the store's inbox and answered at once; the daemon's inbox worker triggers the
+//! in the store's inbox (deliveries arriving together share one transaction) and
+//! answered once that commits; the daemon's inbox worker triggers the
 //! streams later. An unknown tenant or provider (or a path that names none), a
 //! connection without the secret and a bad signature all get the same `401` with an
 //! empty body.
@@ -21,7 +22,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::{Catalog, WebhookSpec};
 use crate::http::webhook::{Inbound, read_delivery, verify};
@@ -45,10 +46,43 @@ pub struct WebhookIntake {
     /// Woken for each accepted delivery: the daemon's inbox worker.
     pub accepted: Arc<Notify>,
     limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// The writer that keeps deliveries in the store (see [`keep_deliveries`]).
+    keeper: mpsc::Sender<Keep>,
+}
+
+/// A delivery to keep, and where to say whether it was new.
+type Keep = (NewDelivery, oneshot::Sender<Result<bool, ()>>);
+
+/// Deliveries kept in one transaction at most.
+const KEEP_BATCH: usize = 128;
+
+/// Keeps deliveries in the store as they come: waits for one, takes every other that
+/// arrived meanwhile (up to [`KEEP_BATCH`]) and stores them in one transaction, then
+/// answers each. Concurrent deliveries share a commit instead of queueing for the
+/// database's write lock one by one. Ends when the intake is dropped.
+async fn keep_deliveries(store: Store, mut incoming: mpsc::Receiver<Keep>) {
+    let mut batch: Vec<Keep> = Vec::with_capacity(KEEP_BATCH);
+    while incoming.recv_many(&mut batch, KEEP_BATCH).await > 0 {
+        let (deliveries, replies): (Vec<NewDelivery>, Vec<_>) = batch.drain(..).unzip();
+        match store.accept_webhooks(&deliveries).await {
+            Ok(kept) => {
+                for (reply, new) in replies.into_iter().zip(kept) {
+                    let _ = reply.send(Ok(new));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(deliveries = deliveries.len(), "webhook: storing deliveries failed: {e}");
+                for reply in replies {
+                    let _ = reply.send(Err(()));
+                }
+            }
+        }
+    }
 }
 
 impl WebhookIntake {
-    /// `per_source` requests a second from one address (with as large a burst).
+    /// `per_source` requests a second from one address (with as large a burst). Starts
+    /// the writer of accepted deliveries: call within the runtime.
     pub fn new(
         catalog: Arc<RwLock<Arc<Catalog>>>,
         store: Store,
@@ -58,7 +92,9 @@ impl WebhookIntake {
         per_source: u32,
     ) -> Self {
         let rate = NonZeroU32::new(per_source).unwrap_or(NonZeroU32::MIN);
-        Self { catalog, store, key, metrics, accepted, limiter: RateLimiter::keyed(Quota::per_second(rate)) }
+        let (keeper, incoming) = mpsc::channel(KEEP_BATCH * 8);
+        tokio::spawn(keep_deliveries(store.clone(), incoming));
+        Self { catalog, store, key, metrics, accepted, limiter: RateLimiter::keyed(Quota::per_second(rate)), keeper }
     }
 
     fn count(&self, provider: &str, outcome: &str) {
@@ -194,15 +230,20 @@ pub(super) async fn receive(
     };
     let window = chrono::Duration::seconds(i64::try_from(spec.window_secs).unwrap_or(300));
     let new = NewDelivery {
-        tenant: &tenant,
-        provider: &provider,
-        delivery_id: delivery.delivery_id.as_deref(),
-        event_types: &delivery.event_types,
-        body: &body,
+        tenant,
+        provider,
+        delivery_id: delivery.delivery_id,
+        event_types: delivery.event_types,
+        body: body.into(),
         at: now,
         forget_before: now - window - window,
     };
-    match intake.store.accept_webhook(&new).await {
+    let (reply, kept) = oneshot::channel();
+    let kept = match intake.keeper.send((new, reply)).await {
+        Ok(()) => kept.await.unwrap_or(Err(())),
+        Err(_) => Err(()),
+    };
+    match kept {
         Ok(true) => {
             intake.count(label, "accepted");
             intake.accepted.notify_one();
@@ -212,8 +253,7 @@ pub(super) async fn receive(
             intake.count(label, "duplicate");
             StatusCode::OK.into_response()
         }
-        Err(e) => {
-            tracing::warn!(%tenant, %provider, "webhook: storing the delivery failed: {e}");
+        Err(()) => {
             intake.count(label, "error");
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }

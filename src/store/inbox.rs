@@ -24,13 +24,13 @@ pub struct InboxRow {
 }
 
 /// A delivery to keep.
-#[derive(Debug, Clone, Copy)]
-pub struct NewDelivery<'a> {
-    pub tenant: &'a TenantId,
-    pub provider: &'a ProviderId,
-    pub delivery_id: Option<&'a str>,
-    pub event_types: &'a [String],
-    pub body: &'a [u8],
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub tenant: TenantId,
+    pub provider: ProviderId,
+    pub delivery_id: Option<String>,
+    pub event_types: Vec<String>,
+    pub body: Vec<u8>,
     pub at: DateTime<Utc>,
     /// Delivery ids remembered before this are forgotten (the window has passed).
     pub forget_before: DateTime<Utc>,
@@ -39,52 +39,57 @@ pub struct NewDelivery<'a> {
 macro_rules! webhook_methods {
     ($store:ty) => {
         impl $store {
-            pub(super) async fn accept_webhook(&self, d: &NewDelivery<'_>) -> Result<bool, StoreError> {
+            pub(super) async fn accept_webhooks(&self, ds: &[NewDelivery]) -> Result<Vec<bool>, StoreError> {
+                let mut kept = Vec::with_capacity(ds.len());
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
-                if let Some(id) = d.delivery_id {
+                for d in ds {
+                    if let Some(id) = d.delivery_id.as_deref() {
+                        sqlx::query(
+                            "DELETE FROM webhook_delivery_ids WHERE tenant_id = $1 AND provider = $2 \
+                             AND delivery_id = $3 AND received_at < $4",
+                        )
+                        .bind(d.tenant.as_str())
+                        .bind(d.provider.as_str())
+                        .bind(id)
+                        .bind(stored(d.forget_before))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("forgetting an old delivery id"))?;
+                        let fresh = sqlx::query(
+                            "INSERT INTO webhook_delivery_ids (tenant_id, provider, delivery_id, received_at) \
+                             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(d.tenant.as_str())
+                        .bind(d.provider.as_str())
+                        .bind(id)
+                        .bind(stored(d.at))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("remembering a delivery id"))?
+                        .rows_affected()
+                            == 1;
+                        if !fresh {
+                            kept.push(false);
+                            continue;
+                        }
+                    }
                     sqlx::query(
-                        "DELETE FROM webhook_delivery_ids WHERE tenant_id = $1 AND provider = $2 \
-                         AND delivery_id = $3 AND received_at < $4",
+                        "INSERT INTO webhook_inbox (tenant_id, provider, delivery_id, event_types, body, received_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
                     )
                     .bind(d.tenant.as_str())
                     .bind(d.provider.as_str())
-                    .bind(id)
-                    .bind(stored(d.forget_before))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("forgetting an old delivery id"))?;
-                    let fresh = sqlx::query(
-                        "INSERT INTO webhook_delivery_ids (tenant_id, provider, delivery_id, received_at) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(d.tenant.as_str())
-                    .bind(d.provider.as_str())
-                    .bind(id)
+                    .bind(d.delivery_id.as_deref())
+                    .bind(d.event_types.join("\n"))
+                    .bind(&d.body)
                     .bind(stored(d.at))
                     .execute(&mut *tx)
                     .await
-                    .map_err(db("remembering a delivery id"))?
-                    .rows_affected()
-                        == 1;
-                    if !fresh {
-                        return Ok(false);
-                    }
+                    .map_err(db("storing a webhook delivery"))?;
+                    kept.push(true);
                 }
-                sqlx::query(
-                    "INSERT INTO webhook_inbox (tenant_id, provider, delivery_id, event_types, body, received_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(d.tenant.as_str())
-                .bind(d.provider.as_str())
-                .bind(d.delivery_id)
-                .bind(d.event_types.join("\n"))
-                .bind(d.body)
-                .bind(stored(d.at))
-                .execute(&mut *tx)
-                .await
-                .map_err(db("storing a webhook delivery"))?;
-                tx.commit().await.map_err(db("committing a webhook delivery"))?;
-                Ok(true)
+                tx.commit().await.map_err(db("committing webhook deliveries"))?;
+                Ok(kept)
             }
 
             pub(super) async fn pending_webhooks(&self, limit: i64) -> Result<Vec<InboxRow>, StoreError> {
@@ -141,11 +146,11 @@ webhook_methods!(SqliteStore);
 webhook_methods!(PgStore);
 
 impl Store {
-    /// Keeps an accepted delivery in the inbox, in one transaction with its delivery id.
-    /// `false` (and nothing stored) when the id was already seen since `forget_before`:
-    /// a replay.
-    pub async fn accept_webhook(&self, delivery: &NewDelivery<'_>) -> Result<bool, StoreError> {
-        dispatch!(self.accept_webhook(delivery))
+    /// Keeps accepted deliveries in the inbox with their delivery ids, all in one
+    /// transaction. For each, `false` (and nothing stored for it) when its id was already
+    /// seen since its `forget_before` — a replay, also of one earlier in `deliveries`.
+    pub async fn accept_webhooks(&self, deliveries: &[NewDelivery]) -> Result<Vec<bool>, StoreError> {
+        dispatch!(self.accept_webhooks(deliveries))
     }
 
     /// Up to `limit` deliveries whose streams are not yet triggered, oldest first.

@@ -4,6 +4,7 @@
 //! database URL as well); `contract!` generates `sqlite::name` and `postgres::name`.
 
 mod changes;
+mod inbox;
 mod intelligence;
 mod isolation;
 mod records;
@@ -35,6 +36,7 @@ crate::support::contract::contract! {
         records::write_page_handles_pages_beyond_the_bind_limit,
         changes::changes_number_every_write_per_tenant,
         changes::dead_letter_pages_and_deletions_take_sequences,
+        inbox::deliveries_are_kept_once_per_id_within_their_window,
         runs::runs_round_trip_newest_first,
         runs::audit_is_listed_newest_first_per_scope,
         runs::gauge_figures_aggregate_each_stream_over_tenants,
