@@ -56,13 +56,23 @@ type Keep = (NewDelivery, oneshot::Sender<Result<bool, ()>>);
 /// Deliveries kept in one transaction at most.
 const KEEP_BATCH: usize = 128;
 
+/// Writers of deliveries on SQLite: one, since the database has one writer at a time
+/// (several would queue for its lock with its busy backoff).
+const SQLITE_KEEPERS: usize = 1;
+/// On PostgreSQL, whose concurrent transactions commit together by themselves.
+const POSTGRES_KEEPERS: usize = 8;
+
 /// Keeps deliveries in the store as they come: waits for one, takes every other that
 /// arrived meanwhile (up to [`KEEP_BATCH`]) and stores them in one transaction, then
 /// answers each. Concurrent deliveries share a commit instead of queueing for the
 /// database's write lock one by one. Ends when the intake is dropped.
-async fn keep_deliveries(store: Store, mut incoming: mpsc::Receiver<Keep>) {
+async fn keep_deliveries(store: Store, incoming: Arc<tokio::sync::Mutex<mpsc::Receiver<Keep>>>) {
     let mut batch: Vec<Keep> = Vec::with_capacity(KEEP_BATCH);
-    while incoming.recv_many(&mut batch, KEEP_BATCH).await > 0 {
+    loop {
+        // The lock is held only while waiting: another keeper takes the next batch.
+        if incoming.lock().await.recv_many(&mut batch, KEEP_BATCH).await == 0 {
+            return;
+        }
         let (deliveries, replies): (Vec<NewDelivery>, Vec<_>) = batch.drain(..).unzip();
         match store.accept_webhooks(&deliveries).await {
             Ok(kept) => {
@@ -93,7 +103,11 @@ impl WebhookIntake {
     ) -> Self {
         let rate = NonZeroU32::new(per_source).unwrap_or(NonZeroU32::MIN);
         let (keeper, incoming) = mpsc::channel(KEEP_BATCH * 8);
-        tokio::spawn(keep_deliveries(store.clone(), incoming));
+        let incoming = Arc::new(tokio::sync::Mutex::new(incoming));
+        let keepers = if store.backend() == "postgres" { POSTGRES_KEEPERS } else { SQLITE_KEEPERS };
+        for _ in 0..keepers {
+            tokio::spawn(keep_deliveries(store.clone(), Arc::clone(&incoming)));
+        }
         Self { catalog, store, key, metrics, accepted, limiter: RateLimiter::keyed(Quota::per_second(rate)), keeper }
     }
 
