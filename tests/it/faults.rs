@@ -298,9 +298,15 @@ async fn a_connection_limited_to_r_per_second_never_exceeds_it_and_uses_most_of_
     assert_eq!(times.len() as i64, run.stats.http_calls);
     let span = times.last().unwrap().duration_since(times[0]);
     assert!(span >= Duration::from_secs(5), "the sync took {span:?}");
-    assert!(busiest(&times, Duration::from_secs(1)) <= R as usize, "more than {R} requests in one second");
+    // Stamped on arrival at the simulator: a request that was sent on time may arrive up
+    // to a scheduling delay late, next to the following ones. Sends at most R in any
+    // second arrive at most R in any second less that delay (allowed: 60 ms).
+    let busiest_arrivals = busiest(&times, Duration::from_millis(940));
+    assert!(busiest_arrivals <= R as usize, "{busiest_arrivals} requests within 940 ms: more than {R} a second");
     let used = rate(&times);
     assert!(used >= 0.9 * f64::from(R), "{used:.2} requests a second");
+    // Over the whole run the delay counts once: a limiter even 5 % fast shows here.
+    assert!(used <= 1.03 * f64::from(R), "{used:.2} requests a second: faster than {R}");
     // Limiter waits are rate-limit waits in the run row.
     assert!(run.stats.rate_limit_waits > 0 && run.stats.rate_limit_wait_ms >= 2_000, "{:?}", run.stats);
 }
