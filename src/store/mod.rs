@@ -80,6 +80,7 @@ mod health;
 mod inbox;
 mod intelligence;
 mod jobs;
+mod outbox;
 mod postgres;
 mod reconcile;
 mod records;
@@ -101,14 +102,12 @@ pub use error::StoreError;
 pub use health::{HealthChange, Outage, StoreHealth};
 pub use inbox::{InboxRow, NewDelivery, WAKE_CHANNEL};
 pub use intelligence::{ContributionFilter, Fold, Folded, NewContribution};
+pub use outbox::{WebhookAttemptRecord, WebhookDelivery, WebhookMessage, WebhookOutboxRow, WebhookSettle};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
 pub use users::NOT_A_MEMBER_REASON;
-pub use webhooks::{
-    NewWebhookEndpoint, WebhookAttemptRecord, WebhookDelivery, WebhookEndpoint, WebhookMessage, WebhookOutboxRow,
-    WebhookSettle, envelope,
-};
+pub use webhooks::{NewWebhookEndpoint, WebhookEndpoint, envelope};
 
 use crate::model::{ChangeRange, ChangeRow, DeadLetterRow, EntityName, PageOutcome, ProviderId, RecordRow, TenantId};
 
