@@ -305,6 +305,9 @@ impl LookupSpec {
                     out.push((key.clone(), format!("unknown placeholder `{{{p}}}` in `{t}`")));
                 }
             }
+            if let Some(msg) = unclosed(t) {
+                out.push((key, msg));
+            }
         }
         for (key, p) in [("lookup.id", Some(&self.id)), ("lookup.version", self.version.as_ref())] {
             if let Some(p) = p
