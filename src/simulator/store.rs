@@ -38,6 +38,8 @@ struct Overlay {
     created: Ts,
     rev: u32,
     deleted: bool,
+    /// The parent of a child record added to a chosen one (a posted message).
+    partition: Option<u64>,
 }
 
 /// Everything a generator needs to build one record.
@@ -159,6 +161,9 @@ impl StreamData {
         if self.parents == 0 {
             return None;
         }
+        if let Some(p) = self.chosen_partition(i) {
+            return Some(p);
+        }
         if i < self.base {
             let p = ((u128::from(i) + 1) * u128::from(self.parents) - 1) / u128::from(self.base);
             Some(p as u64)
@@ -218,7 +223,13 @@ impl StreamData {
         self.by_updated.remove(&(meta.updated, i));
         self.by_updated.insert((updated, i));
         self.overlay
-            .insert(i, Overlay { updated, created: meta.created, rev: meta.rev.saturating_add(1), deleted: false });
+            .insert(i, Overlay {
+                updated,
+                created: meta.created,
+                rev: meta.rev.saturating_add(1),
+                deleted: false,
+                partition: self.chosen_partition(i),
+            });
         true
     }
 
@@ -227,11 +238,24 @@ impl StreamData {
         let start = self.len();
         for i in start..start + n {
             let t = self.stamp(now);
-            self.overlay.insert(i, Overlay { updated: t, created: t, rev: 0, deleted: false });
+            self.overlay.insert(i, Overlay { updated: t, created: t, rev: 0, deleted: false, partition: None });
             self.by_updated.insert((t, i));
             self.added += 1;
         }
         start..start + n
+    }
+
+    /// Appends one child record created now under parent `partition`; returns its index.
+    pub(crate) fn add_to(&mut self, partition: u64, now: Ts) -> u64 {
+        let i = self.add(1, now).start;
+        if let Some(o) = self.overlay.get_mut(&i) {
+            o.partition = Some(partition);
+        }
+        i
+    }
+
+    fn chosen_partition(&self, i: u64) -> Option<u64> {
+        self.overlay.get(&i).and_then(|o| o.partition)
     }
 
     /// Deletes a live record.
@@ -240,7 +264,8 @@ impl StreamData {
             return false;
         };
         self.by_updated.remove(&(meta.updated, i));
-        self.overlay.insert(i, Overlay { updated: meta.updated, created: meta.created, rev: meta.rev, deleted: true });
+        let partition = self.chosen_partition(i);
+        self.overlay.insert(i, Overlay { updated: meta.updated, created: meta.created, rev: meta.rev, deleted: true, partition });
         true
     }
 
