@@ -458,6 +458,7 @@ async fn update(
     if let Some(since) = header_str(&headers, "if-unmodified-since") {
         let parsed = chrono::DateTime::parse_from_rfc2822(since)
             .or_else(|_| chrono::DateTime::parse_from_rfc3339(since))
+            .or_else(|_| chrono::DateTime::parse_from_str(since, "%Y-%m-%dT%H:%M:%S%.f%z"))
             .map(|t| t.with_timezone(&Utc));
         match parsed {
             Ok(t) if util::truncate(meta.updated, 1_000_000_000) > t => {
