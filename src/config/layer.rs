@@ -504,7 +504,10 @@ pub fn check_names(
                 && def.key.as_str() != field
                 && let Err(msg) = reverse_rule(spec)
             {
-                err(&fp, format!("`{}` writes `{entity}`, but this field cannot be written back: {msg}", manifest.name));
+                err(
+                    &fp,
+                    format!("`{}` writes `{entity}`, but this field cannot be written back: {msg}", manifest.name),
+                );
             }
         }
     }

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::diag::{Diagnostics, join};
 use super::layer::{MappingSpec, ProviderLayer, StreamLayer};
 use super::manifest_spec::{
-    BodyFormat, IncrementalSpec, Pagination, ParamIn, RateLimitSpec, RequestSpec, ResponseRule, ResumeMode, check_pointer,
+    BodyFormat, IncrementalSpec, Pagination, ParamIn, RateLimitSpec, RequestSpec, ResponseRule, ResumeMode,
+    check_pointer,
 };
 use super::source::{Source, toml_files, typed};
 use super::webhooks::WebhookSpec;

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 pub use diag::{Diagnostic, Diagnostics};
 pub use entities::{Entities, Entity, FieldDef, FieldType};
 pub use layer::{
-    FilterAction, FilterOp, FilterSpec, MappingRule, MappingSpec, ProviderLayer, ReverseRule, ReverseSpec, ReverseTable, Sources,
-    StreamLayer, TRANSFORMS, reverse_rule,
+    FilterAction, FilterOp, FilterSpec, MappingRule, MappingSpec, ProviderLayer, ReverseRule, ReverseSpec,
+    ReverseTable, Sources, StreamLayer, TRANSFORMS, reverse_rule,
 };
 pub use manifest::{
     AuthKind, AuthSpec, BUILTIN as BUILTIN_MANIFESTS, BUILTIN_VARIABLES, Category, DEFAULT_MAX_PAGES_PER_RUN,
@@ -39,11 +39,11 @@ pub use settings::{
     DEFAULT_MAX_RESPONSE_BYTES, DaemonSettings, SecretSettings, Settings, StoreSettings, WebhookSettings,
 };
 pub use source::Source;
-pub use writes::{ConflictCheck, LookupSpec, WriteOp, WriteRequest, WriteSpec, placeholders};
 pub use tenant::{
     Change, DEFAULT_TIMEZONE, Effective, EffectiveProvider, Origin, TenantSpec, check_subdomain, check_timezone,
 };
 pub use webhooks::{WebhookScheme, WebhookSpec};
+pub use writes::{ConflictCheck, LookupSpec, WriteOp, WriteRequest, WriteSpec, placeholders};
 
 use crate::model::TenantId;
 

@@ -425,9 +425,11 @@ mod tests {
 
     #[test]
     fn precondition_header_defaults_to_if_match() {
-        let mut s = spec(r#"version_field = "v"
+        let mut s = spec(
+            r#"version_field = "v"
             conflict = "if_match"
-            update = { method = "PATCH", path = "/o/{id}" }"#);
+            update = { method = "PATCH", path = "/o/{id}" }"#,
+        );
         assert_eq!(s.precondition_header(), Some("If-Match"));
         s.conflict_header = Some("If-Unmodified-Since".into());
         assert_eq!(s.precondition_header(), Some("If-Unmodified-Since"));

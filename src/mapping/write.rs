@@ -137,7 +137,12 @@ impl ReverseMapping {
                     errors.push(MappingError::InvalidRule {
                         entity: name.clone(),
                         field: b.name.clone(),
-                        reason: format!("writes to `{}`, which overlaps `{}` of `{}`", b.to.as_str(), a.to.as_str(), a.name),
+                        reason: format!(
+                            "writes to `{}`, which overlaps `{}` of `{}`",
+                            b.to.as_str(),
+                            a.to.as_str(),
+                            a.name
+                        ),
                     });
                 }
             }
@@ -174,7 +179,7 @@ impl ReverseMapping {
             let Some(&(kind, required)) = self.types.get(name) else {
                 return Err(WriteError::UnknownField { entity: self.entity.clone(), field: name.clone() });
             };
-            if !(value.is_null() && !required) && conform(kind, value.clone()).is_none() {
+            if (required || !value.is_null()) && conform(kind, value.clone()).is_none() {
                 return Err(WriteError::Invalid {
                     entity: self.entity.clone(),
                     field: name.clone(),
@@ -308,8 +313,7 @@ pub fn build_request(
     external_id: Option<&str>,
 ) -> Result<PreparedRequest, WriteError> {
     let entity = write.reverse.entity();
-    let req: &WriteRequest =
-        write.spec.op(op).ok_or_else(|| WriteError::NotDeclared { entity: entity.clone(), op })?;
+    let req: &WriteRequest = write.spec.op(op).ok_or_else(|| WriteError::NotDeclared { entity: entity.clone(), op })?;
     if op.needs_id() && external_id.is_none() {
         return Err(WriteError::MissingId { op });
     }
@@ -321,7 +325,12 @@ pub fn build_request(
         WriteOp::Delete | WriteOp::Comment => None,
     };
     let fields = reversed.as_ref().map(|r| with_defaults(req.defaults.as_ref(), &r.fields));
-    let fill = Filler { record, id: external_id.filter(|_| op.needs_id()), fields: fields.as_ref(), variables: &write.variables };
+    let fill = Filler {
+        record,
+        id: external_id.filter(|_| op.needs_id()),
+        fields: fields.as_ref(),
+        variables: &write.variables,
+    };
     let body = match (&req.body, &fields) {
         (Some(template), _) => Some(fill.json(template)?),
         (None, Some(f)) => Some(f.clone()),

@@ -102,8 +102,8 @@ fn jira_defaults_read_only_fields_and_comment_template() {
 #[test]
 fn slack_renames_the_channel_and_reads_a_composite_id() {
     let w = shipped("slack", "message");
-    let req = build_request(&w, WriteOp::Create, &json!({"channel_id": "C1", "text": "hi", "user_id": "U9"}), None)
-        .unwrap();
+    let req =
+        build_request(&w, WriteOp::Create, &json!({"channel_id": "C1", "text": "hi", "user_id": "U9"}), None).unwrap();
     assert_eq!(req.body, Some(json!({"channel": "C1", "text": "hi"})));
     let create = w.spec().create.as_ref().unwrap();
     let ok = json!({"ok": true, "channel": "C1", "ts": "1712345678.000100"});
@@ -138,12 +138,14 @@ fn lookup_requests_fill_the_record() {
 
 #[test]
 fn variables_stay_for_the_executor() {
-    let mut spec = WriteSpec::default();
-    spec.update = Some(crate::config::WriteRequest {
-        path: "/{site}/things/{id}".into(),
-        headers: [("X-Name".to_owned(), "{first_name}".to_owned())].into(),
-        ..Default::default()
-    });
+    let spec = WriteSpec {
+        update: Some(crate::config::WriteRequest {
+            path: "/{site}/things/{id}".into(),
+            headers: [("X-Name".to_owned(), "{first_name}".to_owned())].into(),
+            ..Default::default()
+        }),
+        ..WriteSpec::default()
+    };
     let fields: BTreeMap<String, MappingSpec> = [("first_name".to_owned(), MappingSpec::Path("fn".into()))].into();
     let w = CompiledWrite::compile(entity("contact"), &fields, &spec, vec!["site".into()]).unwrap();
     let req = build_request(&w, WriteOp::Update, &json!({"first_name": "Zoë"}), Some("9")).unwrap();

@@ -441,7 +441,11 @@ const WRITABLE: [&[&str]; 3] = [
 ];
 
 fn not_found(id: &str) -> Response {
-    error(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", &format!("Object not found.  objectId are usually numeric. Object: {id}"))
+    error(
+        StatusCode::NOT_FOUND,
+        "OBJECT_NOT_FOUND",
+        &format!("Object not found.  objectId are usually numeric. Object: {id}"),
+    )
 }
 
 /// The `properties` of a create or update body, as HubSpot stores them (text), or the
@@ -491,7 +495,11 @@ fn written_properties(stream: usize, body: &Value) -> Early<serde_json::Map<Stri
 
 fn valid_email(s: &str) -> bool {
     s.split_once('@').is_some_and(|(local, domain)| {
-        !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.') && !s.contains(' ')
+        !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !s.contains(' ')
     })
 }
 

@@ -395,9 +395,9 @@ fn issue_not_found() -> Response {
 }
 
 /// The `fields` of an issue write, checked: what may be set, or the 400.
-fn written_issue_fields(body: &Value, creating: bool) -> Result<Map<String, Value>, Response> {
+fn written_issue_fields(body: &Value, creating: bool) -> Early<Map<String, Value>> {
     let Some(Value::Object(fields)) = body.get("fields") else {
-        return Err(messages(StatusCode::BAD_REQUEST, "Field 'fields' is required."));
+        return Err(Box::new(messages(StatusCode::BAD_REQUEST, "Field 'fields' is required.")));
     };
     let mut errors = Vec::new();
     for (name, value) in fields {
@@ -420,13 +420,13 @@ fn written_issue_fields(body: &Value, creating: bool) -> Result<Map<String, Valu
         if fields.get("issuetype").is_none() {
             errors.push(("issuetype", "Specify an issue type".to_owned()));
         }
-        if project_ref(&fields).is_none() {
+        if project_ref(fields).is_none() {
             errors.push(("project", "Specify a valid project ID or key".to_owned()));
         }
     } else if fields.contains_key("project") {
         errors.push(("project", "Field 'project' cannot be set. Move the issue instead.".to_owned()));
     }
-    if errors.is_empty() { Ok(fields.clone()) } else { Err(field_errors(errors)) }
+    if errors.is_empty() { Ok(fields.clone()) } else { Err(Box::new(field_errors(errors))) }
 }
 
 /// `POST /rest/api/3/issue`: 201 `{id, key, self}`.
@@ -438,7 +438,7 @@ async fn create_issue(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Byt
     }
     let fields = match written_issue_fields(&body, true) {
         Ok(f) => f,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let project = project_ref(&fields).and_then(Value::as_str);
     let Some(project) = project.and_then(|p| project_index(&sim, p)) else {
@@ -470,7 +470,12 @@ async fn get_issue(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers:
 }
 
 /// `PUT /rest/api/3/issue/{idOrKey}`: 204, `fields.updated` moved on.
-async fn update_issue(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn update_issue(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let body = write_body(&body);
     sim.record_write("PUT", &format!("/rest/api/3/issue/{id}"), &headers, body.clone());
     if let Err(response) = authorize(&sim, &headers) {
@@ -481,7 +486,7 @@ async fn update_issue(State(sim): State<Arc<Sim>>, Path(id): Path<String>, heade
     };
     let fields = match written_issue_fields(&body, false) {
         Ok(f) => f,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let patch: Map<String, Value> = fields.into_iter().filter(|(k, _)| k == "summary").collect();
     match sim.apply_write(ISSUES, Some(index), &json!({"fields": patch})) {
@@ -522,7 +527,8 @@ async fn add_comment(State(sim): State<Arc<Sim>>, Path(id): Path<String>, header
         }
         _ => vec![comment.clone()],
     };
-    match sim.apply_write(ISSUES, Some(index), &json!({"fields": {"comment": {"comments": list, "total": list.len()}}})) {
+    match sim.apply_write(ISSUES, Some(index), &json!({"fields": {"comment": {"comments": list, "total": list.len()}}}))
+    {
         Some(_) => applied(util::json(StatusCode::CREATED, &comment)),
         None => issue_not_found(),
     }

@@ -370,15 +370,20 @@ fn select_fields(record: Value, fields: &[&str]) -> Value {
 
 /// The stream of an sObject name, or Salesforce's 404.
 fn sobject(object: &str) -> Early<usize> {
-    OBJECTS.iter().position(|d| d.name.eq_ignore_ascii_case(object)).ok_or_else(|| {
-        Box::new(errors(StatusCode::NOT_FOUND, "NOT_FOUND", "The requested resource does not exist"))
-    })
+    OBJECTS
+        .iter()
+        .position(|d| d.name.eq_ignore_ascii_case(object))
+        .ok_or_else(|| Box::new(errors(StatusCode::NOT_FOUND, "NOT_FOUND", "The requested resource does not exist")))
 }
 
 /// The writable fields of a create or update body, or Salesforce's 400.
 fn written_fields(stream: usize, body: &Value) -> Early<Map<String, Value>> {
     let Value::Object(map) = body else {
-        return Err(Box::new(errors(StatusCode::BAD_REQUEST, "JSON_PARSER_ERROR", "The request body must be a JSON object")));
+        return Err(Box::new(errors(
+            StatusCode::BAD_REQUEST,
+            "JSON_PARSER_ERROR",
+            "The request body must be a JSON object",
+        )));
     };
     let def = &OBJECTS[stream];
     let mut out = Map::new();
@@ -449,9 +454,8 @@ async fn update(
         Ok(w) => w,
         Err(response) => return *response,
     };
-    let not_found = || {
-        errors(StatusCode::NOT_FOUND, "NOT_FOUND", "Provided external ID field does not exist or is not accessible")
-    };
+    let not_found =
+        || errors(StatusCode::NOT_FOUND, "NOT_FOUND", "Provided external ID field does not exist or is not accessible");
     let Some(meta) = parse_id(stream, &id).and_then(|i| sim.meta(stream, i)) else {
         return not_found();
     };
@@ -470,7 +474,11 @@ async fn update(
             }
             Ok(_) => {}
             Err(_) => {
-                return errors(StatusCode::BAD_REQUEST, "INVALID_HEADER_TYPE", "If-Unmodified-Since is not a valid date");
+                return errors(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_HEADER_TYPE",
+                    "If-Unmodified-Since is not a valid date",
+                );
             }
         }
     }

@@ -359,20 +359,6 @@ fn history(sim: &Sim, params: &Params) -> Response {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slack_timestamps_round_trip() {
-        let t = parse_slack_ts("1712345678.000100");
-        assert_eq!(t.map(slack_ts).as_deref(), Some("1712345678.000100"));
-        assert_eq!(parse_slack_ts("1712345678").map(slack_ts).as_deref(), Some("1712345678.000000"));
-        assert_eq!(parse_slack_ts("17x"), None);
-        assert_eq!(parse_slack_ts("1.1234567"), None);
-    }
-}
-
 /// `chat.postMessage`: `{ok, channel, ts, message}`; the message then shows in
 /// `conversations.history` of its channel.
 fn post_message(sim: &Sim, params: &Params) -> Response {
@@ -410,3 +396,17 @@ fn post_message(sim: &Sim, params: &Params) -> Response {
 
 /// The bot user messages are posted as.
 const BOT_USER: &str = "USIMBOT01";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slack_timestamps_round_trip() {
+        let t = parse_slack_ts("1712345678.000100");
+        assert_eq!(t.map(slack_ts).as_deref(), Some("1712345678.000100"));
+        assert_eq!(parse_slack_ts("1712345678").map(slack_ts).as_deref(), Some("1712345678.000000"));
+        assert_eq!(parse_slack_ts("17x"), None);
+        assert_eq!(parse_slack_ts("1.1234567"), None);
+    }
+}

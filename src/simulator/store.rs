@@ -222,14 +222,16 @@ impl StreamData {
         let updated = self.stamp(now);
         self.by_updated.remove(&(meta.updated, i));
         self.by_updated.insert((updated, i));
-        self.overlay
-            .insert(i, Overlay {
+        self.overlay.insert(
+            i,
+            Overlay {
                 updated,
                 created: meta.created,
                 rev: meta.rev.saturating_add(1),
                 deleted: false,
                 partition: self.chosen_partition(i),
-            });
+            },
+        );
         true
     }
 
@@ -265,7 +267,10 @@ impl StreamData {
         };
         self.by_updated.remove(&(meta.updated, i));
         let partition = self.chosen_partition(i);
-        self.overlay.insert(i, Overlay { updated: meta.updated, created: meta.created, rev: meta.rev, deleted: true, partition });
+        self.overlay.insert(
+            i,
+            Overlay { updated: meta.updated, created: meta.created, rev: meta.rev, deleted: true, partition },
+        );
         true
     }
 

@@ -320,13 +320,22 @@ fn irreversible_fields_of_written_entities_are_refused_at_load() {
         r#"completion = { from = "completion_date", transform = ["date"] }"#,
     );
     std::fs::write(&presets, text).unwrap();
-    let tenant = dir.path().join("tenants").join(std::fs::read_dir(dir.path().join("tenants")).unwrap().next().unwrap().unwrap().file_name());
+    let tenant = dir
+        .path()
+        .join("tenants")
+        .join(std::fs::read_dir(dir.path().join("tenants")).unwrap().next().unwrap().unwrap().file_name());
     let mut text = std::fs::read_to_string(&tenant).unwrap();
     // Fine: a value map reverses by swapping, `reverse = false` opts out.
-    text.push_str("\n[providers.aptem.mappings.learner.status]\nfrom = \"status\"\nmap = { A = \"active\", W = \"withdrawn\" }\n");
-    text.push_str("\n[providers.aptem.mappings.learner.uln]\nfrom = \"uln\"\ntransform = [\"trim\"]\nreverse = false\n");
+    text.push_str(
+        "\n[providers.aptem.mappings.learner.status]\nfrom = \"status\"\nmap = { A = \"active\", W = \"withdrawn\" }\n",
+    );
+    text.push_str(
+        "\n[providers.aptem.mappings.learner.uln]\nfrom = \"uln\"\ntransform = [\"trim\"]\nreverse = false\n",
+    );
     // Refused: two source values give one target value.
-    text.push_str("\n[providers.aptem.mappings.learner.programme]\nfrom = \"programme_name\"\nmap = { a = \"x\", b = \"x\" }\n");
+    text.push_str(
+        "\n[providers.aptem.mappings.learner.programme]\nfrom = \"programme_name\"\nmap = { a = \"x\", b = \"x\" }\n",
+    );
     std::fs::write(&tenant, text).unwrap();
     let err = Catalog::load(&ConfigDir::Dir(dir.path().to_owned()), None).unwrap_err();
     let all: Vec<String> = err.iter().map(|d| d.to_string()).collect();

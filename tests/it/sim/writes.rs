@@ -83,8 +83,9 @@ async fn hubspot_create_update_and_read_back() {
     assert!(updated["updatedAt"].as_str() > created["updatedAt"].as_str(), "{updated} after {created}");
     assert_eq!(updated["properties"]["lastname"], "Lee");
     assert_eq!(updated["properties"]["phone"], "7", "HubSpot stores text");
-    let (_, one) = read(s.get(&format!("/objects/contacts/{id}")).query(&[("properties", "lastname")]).send().await.unwrap())
-        .await;
+    let (_, one) =
+        read(s.get(&format!("/objects/contacts/{id}")).query(&[("properties", "lastname")]).send().await.unwrap())
+            .await;
     assert_eq!(one["properties"]["lastname"], "Lee");
 
     let (status, body) = read(
@@ -118,7 +119,8 @@ async fn hubspot_validation_errors_apply_nothing() {
         assert_eq!(answer["errors"][0]["error"], error);
         assert!(answer["message"].as_str().unwrap().starts_with("Property values were not valid"));
     }
-    let (status, _) = read(send(&s, HttpMethod::POST, "/objects/contacts").json(&json!({})).send().await.unwrap()).await;
+    let (status, _) =
+        read(send(&s, HttpMethod::POST, "/objects/contacts").json(&json!({})).send().await.unwrap()).await;
     assert_eq!(status, 400);
     assert_eq!(s.sim.record_count("contacts"), 2);
     assert_eq!(s.sim.writes_received().len(), 3, "refused writes are received too");
@@ -144,9 +146,7 @@ async fn throttled_writes_are_not_applied() {
 #[tokio::test]
 async fn ambiguous_writes_are_applied_without_an_answer() {
     let s = Session::start(SimConfig::new(Provider::HubSpot, 2)).await;
-    let create = || {
-        send(&s, HttpMethod::POST, "/objects/companies").json(&json!({"properties": {"name": "Acme"}}))
-    };
+    let create = || send(&s, HttpMethod::POST, "/objects/companies").json(&json!({"properties": {"name": "Acme"}}));
     s.sim.set_write_fault(Some(AmbiguousWrite::Drop));
     let dropped = create().send().await;
     assert!(dropped.is_err(), "the connection is dropped: {dropped:?}");
@@ -191,16 +191,28 @@ async fn salesforce_create_update_and_preconditions() {
     assert_eq!((status, body[0]["errorCode"].as_str()), (412, Some("PRECONDITION_FAILED")));
 
     let (status, body) = read(
-        send(&s, HttpMethod::POST, "/sobjects/Account").json(&json!({"Name": "X", "Colour__c": "red"})).send().await.unwrap(),
+        send(&s, HttpMethod::POST, "/sobjects/Account")
+            .json(&json!({"Name": "X", "Colour__c": "red"}))
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(status, 400);
-    assert_eq!(body, json!([{"message": "No such column 'Colour__c' on sobject of type Account", "errorCode": "INVALID_FIELD", "fields": ["Colour__c"]}]));
+    assert_eq!(
+        body,
+        json!([{"message": "No such column 'Colour__c' on sobject of type Account", "errorCode": "INVALID_FIELD", "fields": ["Colour__c"]}])
+    );
     let (status, body) =
-        read(send(&s, HttpMethod::POST, "/sobjects/Account").json(&json!({"Website": "x"})).send().await.unwrap()).await;
+        read(send(&s, HttpMethod::POST, "/sobjects/Account").json(&json!({"Website": "x"})).send().await.unwrap())
+            .await;
     assert_eq!((status, body[0]["errorCode"].as_str()), (400, Some("REQUIRED_FIELD_MISSING")));
     let (status, _) = read(
-        send(&s, HttpMethod::PATCH, "/sobjects/Account/001SimZZZZZZZZZAAA").json(&json!({"Name": "Y"})).send().await.unwrap(),
+        send(&s, HttpMethod::PATCH, "/sobjects/Account/001SimZZZZZZZZZAAA")
+            .json(&json!({"Name": "Y"}))
+            .send()
+            .await
+            .unwrap(),
     )
     .await;
     assert_eq!(status, 404);
@@ -271,15 +283,14 @@ async fn slack_post_message_shows_in_history() {
     assert_eq!(status, 200);
     assert_eq!((posted["ok"].as_bool(), posted["channel"].as_str()), (Some(true), Some(channel.as_str())), "{posted}");
     let ts = posted["ts"].as_str().unwrap().to_owned();
-    let (_, history) = read(s.get("/conversations.history").query(&[("channel", channel.as_str())]).send().await.unwrap())
-        .await;
+    let (_, history) =
+        read(s.get("/conversations.history").query(&[("channel", channel.as_str())]).send().await.unwrap()).await;
     let message = history["messages"].as_array().unwrap().iter().find(|m| m["ts"] == ts.as_str()).cloned();
     assert_eq!(message.map(|m| m["text"].clone()), Some(json!("Deploy done")), "{history}");
 
-    let (status, body) = read(
-        s.post("/chat.postMessage").json(&json!({"channel": "CNOPE0000", "text": "x"})).send().await.unwrap(),
-    )
-    .await;
+    let (status, body) =
+        read(s.post("/chat.postMessage").json(&json!({"channel": "CNOPE0000", "text": "x"})).send().await.unwrap())
+            .await;
     assert_eq!((status, body), (200, json!({"ok": false, "error": "channel_not_found"})));
     assert_eq!(s.sim.writes_received().len(), 2);
 }
