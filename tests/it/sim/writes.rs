@@ -308,6 +308,16 @@ async fn shipped_write_declarations_work_against_the_simulators() {
     let result = write_result(w.spec().create.as_ref().unwrap(), &body);
     let id = result.id.expect("an id");
     assert!(result.version.is_some());
+    // The declared lookup finds what a create made (an ambiguous create resumes from it).
+    let lookup = w.lookup_request(&json!({"email": "BO@example.com"})).unwrap().unwrap();
+    let (status, found) = execute(&s, &lookup).await;
+    assert_eq!(status, 200, "{found}");
+    let l = w.spec().lookup.as_ref().unwrap();
+    assert_eq!(found.pointer(&l.id).and_then(Value::as_str), Some(id.as_str()), "{found}");
+    assert_eq!(found.pointer(l.total.as_deref().unwrap()), Some(&json!(1)));
+    let none = w.lookup_request(&json!({"email": "nobody@example.com"})).unwrap().unwrap();
+    let (_, found) = execute(&s, &none).await;
+    assert_eq!(found.pointer(&l.id), None);
     let req = build_request(&w, WriteOp::Update, &json!({"email": "bad"}), Some(&id));
     assert!(req.is_err(), "the target schema refuses a bad email before the provider sees it");
     let req = build_request(&w, WriteOp::Update, &json!({"phone": "+44 1"}), Some(&id)).unwrap();
