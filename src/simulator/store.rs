@@ -92,6 +92,8 @@ pub(crate) struct StreamData {
     overlay: BTreeMap<u64, Overlay>,
     by_updated: BTreeSet<(Ts, u64)>,
     last_stamp: Option<Ts>,
+    /// Whether a record was added to a chosen parent ([`Self::add_to`]).
+    any_chosen: bool,
 }
 
 impl StreamData {
@@ -119,6 +121,7 @@ impl StreamData {
             overlay: BTreeMap::new(),
             by_updated: BTreeSet::new(),
             last_stamp: None,
+            any_chosen: false,
         }
     }
 
@@ -176,9 +179,14 @@ impl StreamData {
         match partition {
             None => i,
             Some(p) if i < self.base => i - self.partition_start(p),
-            Some(p) => {
+            Some(p) if !self.any_chosen => {
                 let base_count = self.partition_start(p + 1) - self.partition_start(p);
                 base_count + (i - self.base) / self.parents
+            }
+            // Records were added to chosen parents: count the added ones before it.
+            Some(p) => {
+                let base_count = self.partition_start(p + 1) - self.partition_start(p);
+                base_count + (self.base..i).filter(|j| self.partition_of(*j) == Some(p)).count() as u64
             }
         }
     }
@@ -253,6 +261,7 @@ impl StreamData {
         if let Some(o) = self.overlay.get_mut(&i) {
             o.partition = Some(partition);
         }
+        self.any_chosen = true;
         i
     }
 

@@ -234,6 +234,8 @@ async fn jira_create_update_comment() {
     .await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
+    let (_, by_key) = read(s.get(&format!("/issue/{}", created["key"].as_str().unwrap())).send().await.unwrap()).await;
+    assert_eq!(by_key["id"], id.as_str(), "the new key addresses the new issue: {by_key}");
     assert!(created["self"].as_str().unwrap().ends_with(&format!("/rest/api/3/issue/{id}")));
     let (_, issue) = read(s.get(&format!("/issue/{id}")).send().await.unwrap()).await;
     assert_eq!(issue["fields"]["summary"], "Printer on fire");
