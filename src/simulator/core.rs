@@ -307,6 +307,16 @@ impl Sim {
         Some(index)
     }
 
+    /// The live records of `stream` whose written fields satisfy `pred` (records only
+    /// generated are not searched).
+    pub(crate) fn written_where(&self, stream: usize, pred: impl Fn(&Value) -> bool) -> Vec<u64> {
+        let found: Vec<u64> =
+            lock(&self.patches).iter().filter(|((s, _), p)| *s == stream && pred(p)).map(|((_, i), _)| *i).collect();
+        let mut live: Vec<u64> = found.into_iter().filter(|i| self.meta(stream, *i).is_some()).collect();
+        live.sort_unstable();
+        live
+    }
+
     /// Whether any record of `stream` carries written fields.
     pub(crate) fn has_writes(&self, stream: usize) -> bool {
         lock(&self.patches).keys().any(|(s, _)| *s == stream)

@@ -515,6 +515,20 @@ async fn create(State(sim): State<Arc<Sim>>, Path(object): Path<String>, headers
         Ok(w) => w,
         Err(response) => return *response,
     };
+    // A contact's email is unique: HubSpot answers 409 naming the existing one (what a
+    // blindly repeated create runs into). Only written contacts are searched.
+    if let Some(email) = props.get("email").and_then(Value::as_str).filter(|e| stream == CONTACTS && !e.is_empty()) {
+        let same = |p: &Value| {
+            p.pointer("/properties/email").and_then(Value::as_str).is_some_and(|e| e.eq_ignore_ascii_case(email))
+        };
+        if let Some(existing) = sim.written_where(stream, same).first() {
+            return error(
+                StatusCode::CONFLICT,
+                "CONFLICT",
+                &format!("Contact already exists. Existing ID: {}", existing + 1),
+            );
+        }
+    }
     let Some(index) = sim.apply_write(stream, None, &json!({"properties": props})) else {
         return unavailable(&sim);
     };

@@ -67,6 +67,19 @@ async fn hubspot_create_update_and_read_back() {
     assert_eq!(s.sim.record_count("contacts"), 6);
 
     // The read endpoints show it: the listing and the single object.
+    // The email is unique: a repeated create is a 409 naming the contact.
+    let (status, again) = read(
+        send(&s, HttpMethod::POST, "/objects/contacts")
+            .json(&json!({"properties": {"email": "ANN@example.com"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, again["category"].as_str()), (409, Some("CONFLICT")));
+    assert_eq!(again["message"], format!("Contact already exists. Existing ID: {id}"));
+    assert_eq!(s.sim.record_count("contacts"), 6);
+
     let (_, list) = read(s.get("/objects/contacts").query(&[("limit", "100")]).send().await.unwrap()).await;
     let found = list["results"].as_array().unwrap().iter().find(|r| r["id"] == id.as_str()).cloned().unwrap();
     assert_eq!(found["properties"]["firstname"], "Ann");
@@ -99,9 +112,9 @@ async fn hubspot_create_update_and_read_back() {
     assert_eq!((status, body["category"].as_str()), (404, Some("OBJECT_NOT_FOUND")));
 
     let received = s.sim.writes_received();
-    assert_eq!(received.len(), 3);
+    assert_eq!(received.len(), 4);
     assert_eq!((received[0].method.as_str(), received[0].path.as_str()), ("POST", "/crm/v3/objects/contacts"));
-    assert_eq!(received[1].body, json!({"properties": {"lastname": "Lee", "phone": 7}}));
+    assert_eq!(received[2].body, json!({"properties": {"lastname": "Lee", "phone": 7}}));
     assert!(received.iter().all(|w| !w.headers.contains_key("authorization")), "credentials are not kept");
 }
 
