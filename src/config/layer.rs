@@ -96,6 +96,107 @@ pub struct MappingRule {
     pub map: BTreeMap<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub separator: Option<String>,
+    /// How a written value goes back to the provider (see [`reverse_rule`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse: Option<ReverseSpec>,
+}
+
+/// The `reverse` of a mapping rule: `false` (the field is never written), `true` (the
+/// value is written as it is to the single `from` path) or a table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ReverseSpec {
+    Flag(bool),
+    Table(ReverseTable),
+}
+
+/// `reverse = { to = "path", transform = ["upper"], map = { "x" = "X" } }`: the value is
+/// looked up in `map` (a hit replaces it), transformed, and written at `to` (default:
+/// the single `from` path).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReverseTable {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transform: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub map: BTreeMap<String, Value>,
+}
+
+/// How one target field is written back, resolved from its mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReverseRule {
+    /// Not written: unmapped, a constant, or `reverse = false`.
+    Skip,
+    /// Written at the provider path `to`, after the value `map` and the `transform`s.
+    To { to: String, transform: Vec<String>, map: BTreeMap<String, Value> },
+}
+
+/// The reverse of one field's mapping. A plain path reverses to itself; a value map
+/// alone reverses by swapping keys and values (when no two keys give the same value);
+/// an unmapped field or a constant is not written. Transforms, several sources or a
+/// non-invertible map need an explicit `reverse`, else the error says why.
+pub fn reverse_rule(spec: &MappingSpec) -> Result<ReverseRule, String> {
+    let rule = match spec {
+        MappingSpec::Off => return Ok(ReverseRule::Skip),
+        MappingSpec::Path(p) => return Ok(ReverseRule::To { to: p.clone(), transform: vec![], map: BTreeMap::new() }),
+        MappingSpec::Rule(r) => r,
+    };
+    let single = match rule.from.as_ref().map(Sources::paths) {
+        Some(paths) if paths.len() == 1 => Some(paths[0].to_owned()),
+        _ => None,
+    };
+    let how = "declare `reverse = true` (write the value as it is), `reverse = { to, transform, map }`, \
+               or `reverse = false` (never write the field)";
+    match &rule.reverse {
+        Some(ReverseSpec::Flag(false)) => Ok(ReverseRule::Skip),
+        Some(ReverseSpec::Flag(true)) => match single {
+            Some(to) => Ok(ReverseRule::To { to, transform: vec![], map: BTreeMap::new() }),
+            None => Err("`reverse = true` needs a single `from` path; give `reverse = { to = \"path\" }`".into()),
+        },
+        Some(ReverseSpec::Table(t)) => {
+            let Some(to) = t.to.clone().or(single) else {
+                return Err("the mapping has no single `from` path, so `reverse` needs `to`".into());
+            };
+            if to.trim().is_empty() {
+                return Err("`reverse.to` is an empty path".into());
+            }
+            for name in &t.transform {
+                if !TRANSFORMS.contains(&name.as_str()) || matches!(name.as_str(), "concat" | "coalesce") {
+                    return Err(format!("`reverse` cannot use transform `{name}`"));
+                }
+            }
+            Ok(ReverseRule::To { to, transform: t.transform.clone(), map: t.map.clone() })
+        }
+        None if rule.from.is_none() => Ok(ReverseRule::Skip),
+        None => {
+            let Some(to) = single else {
+                return Err(format!("a value merged from several sources cannot be split back; {how}"));
+            };
+            if let Some(t) = rule.transform.first() {
+                return Err(format!("transform `{t}` cannot be undone; {how}"));
+            }
+            Ok(ReverseRule::To { to, transform: vec![], map: swap_map(&rule.map).map_err(|e| format!("{e}; {how}"))? })
+        }
+    }
+}
+
+/// A value map with keys and values swapped; two keys giving one value cannot be swapped.
+fn swap_map(map: &BTreeMap<String, Value>) -> Result<BTreeMap<String, Value>, String> {
+    let mut out: BTreeMap<String, Value> = BTreeMap::new();
+    for (from, to) in map {
+        let text = match to {
+            Value::String(s) => s.clone(),
+            Value::Number(_) | Value::Bool(_) => to.to_string(),
+            _ => return Err(format!("the value map gives `{from}` a value without a string form")),
+        };
+        if let Some(Value::String(other)) = out.get(&text) {
+            return Err(format!("the value map is not one-to-one (`{other}` and `{from}` both give `{text}`)"));
+        }
+        out.insert(text, Value::String(from.clone()));
+    }
+    Ok(out)
 }
 
 /// One source path or several (for `concat` and `coalesce`).
@@ -397,6 +498,16 @@ pub fn check_names(
             }
             if let Err(msg) = check_mapping(spec) {
                 err(&fp, msg);
+            }
+            // A field of a written entity must reverse (its key goes in the URL instead).
+            if manifest.writes.contains_key(entity.as_str())
+                && def.key.as_str() != field
+                && let Err(msg) = reverse_rule(spec)
+            {
+                err(
+                    &fp,
+                    format!("`{}` writes `{entity}`, but this field cannot be written back: {msg}", manifest.name),
+                );
             }
         }
     }

@@ -10,11 +10,12 @@ use serde::{Deserialize, Serialize};
 use super::diag::{Diagnostics, join};
 use super::layer::{MappingSpec, ProviderLayer, StreamLayer};
 use super::manifest_spec::{
-    BodyFormat, IncrementalSpec, Pagination, ParamIn, RateLimitSpec, RequestSpec, ResponseRule, ResumeMode, WriteSpec,
+    BodyFormat, IncrementalSpec, Pagination, ParamIn, RateLimitSpec, RequestSpec, ResponseRule, ResumeMode,
     check_pointer,
 };
 use super::source::{Source, toml_files, typed};
 use super::webhooks::WebhookSpec;
+use super::writes::WriteSpec;
 use crate::model::{EntityName, ProviderId, StreamName};
 
 /// The manifests built into the binary.
@@ -506,6 +507,30 @@ impl Manifest {
         self.tenant_variables().into_iter().filter(|v| !self.variables.contains_key(v)).collect()
     }
 
+    /// Checks the `[writes.*]` declarations: a known entity, well-formed requests whose
+    /// placeholders name the entity's fields or the manifest's variables. (Whether the
+    /// entity's mapping can be reversed is checked with the mappings, in every layer.)
+    fn check_writes(&self, entities: &super::entities::Entities, diag: &mut Diagnostics) {
+        let variables = self.tenant_variables();
+        for (entity, spec) in &self.writes {
+            let at = join("writes", entity);
+            let Some(def) = entities.get(entity) else {
+                diag.push(&self.source, &at, format!("unknown entity `{entity}` (known: {})", entities.names()));
+                continue;
+            };
+            let known = |name: &str| {
+                def.field(name).is_some()
+                    || name == "text"
+                    || variables.iter().any(|v| v == name)
+                    || BUILTIN_VARIABLES.contains(&name)
+            };
+            for (key, msg) in spec.problems(&known) {
+                let path = if key.is_empty() { at.clone() } else { join(&at, &key) };
+                diag.push(&self.source, &path, msg);
+            }
+        }
+    }
+
     /// The manifest's own defaults as the bottom configuration layer.
     pub fn base_layer(&self) -> ProviderLayer {
         ProviderLayer {
@@ -721,6 +746,7 @@ impl Manifests {
             // unknown one at `streams.<name>.entity`, once.
             let layer = m.base_layer();
             super::layer::check_names(&layer, m, entities, diag, &m.source, "");
+            m.check_writes(entities, diag);
         }
     }
 }

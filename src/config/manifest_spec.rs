@@ -401,16 +401,6 @@ pub enum QuotaScope {
     Provider,
 }
 
-/// Create and update operations for one entity (executed by later write support).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WriteSpec {
-    #[serde(default)]
-    pub create: Option<RequestSpec>,
-    #[serde(default)]
-    pub update: Option<RequestSpec>,
-}
-
 /// Checks a JSON pointer's syntax.
 pub fn check_pointer(p: &str) -> Result<(), String> {
     if p.is_empty() || p.starts_with('/') {

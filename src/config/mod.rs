@@ -14,6 +14,7 @@ mod settings;
 mod source;
 mod tenant;
 mod webhooks;
+mod writes;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,8 @@ use std::path::{Path, PathBuf};
 pub use diag::{Diagnostic, Diagnostics};
 pub use entities::{Entities, Entity, FieldDef, FieldType};
 pub use layer::{
-    FilterAction, FilterOp, FilterSpec, MappingRule, MappingSpec, ProviderLayer, Sources, StreamLayer, TRANSFORMS,
+    FilterAction, FilterOp, FilterSpec, MappingRule, MappingSpec, ProviderLayer, ReverseRule, ReverseSpec,
+    ReverseTable, Sources, StreamLayer, TRANSFORMS, reverse_rule,
 };
 pub use manifest::{
     AuthKind, AuthSpec, BUILTIN as BUILTIN_MANIFESTS, BUILTIN_VARIABLES, Category, DEFAULT_MAX_PAGES_PER_RUN,
@@ -29,7 +31,7 @@ pub use manifest::{
 };
 pub use manifest_spec::{
     BodyFormat, CursorFormat, IncrementalSpec, Method, Pagination, ParamIn, QuotaScope, RateLimitSpec, RequestSpec,
-    ResponseAction, ResponseRule, ResumeMode, StatusMatch, WriteSpec,
+    ResponseAction, ResponseRule, ResumeMode, StatusMatch,
 };
 pub use presets::{Preset, Presets, revision_of};
 pub use roles::{Denied, RoleGrants, StreamPattern};
@@ -41,6 +43,7 @@ pub use tenant::{
     Change, DEFAULT_TIMEZONE, Effective, EffectiveProvider, Origin, TenantSpec, check_subdomain, check_timezone,
 };
 pub use webhooks::{WebhookScheme, WebhookSpec};
+pub use writes::{ConflictCheck, LookupSpec, WriteOp, WriteRequest, WriteSpec, placeholders};
 
 use crate::model::TenantId;
 

@@ -34,6 +34,7 @@ mod tests;
 mod transforms;
 mod types;
 mod value;
+mod write;
 
 use std::collections::BTreeMap;
 
@@ -45,6 +46,10 @@ use filters::{Filter, Target};
 use plan::{Plan, compile_plan};
 use types::{conform, expected};
 use value::{View, text, type_name};
+pub use write::{
+    CompiledWrite, PreparedRequest, ReverseMapping, Reversed, WriteError, WriteResult, build_request, provider_error,
+    write_result,
+};
 
 /// The mapping of one provider's records into one target entity, ready to apply.
 #[derive(Debug, Clone)]

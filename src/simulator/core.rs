@@ -15,7 +15,7 @@ use super::auth::{Auth, TokenCheck};
 use super::filter::Filter;
 use super::store::{Meta, Order, Page, Refine, StreamData};
 use super::util::{self, Ts};
-use super::{Faults, Provider, SimConfig};
+use super::{AmbiguousWrite, Faults, Provider, SimConfig, WriteReceived};
 
 /// Whether a provider rotates refresh tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +134,17 @@ pub(crate) struct Sim {
     paths: Mutex<HashMap<String, u64>>,
     registry: Mutex<Registry>,
     window: Mutex<(Option<Instant>, u64)>,
+    /// Provider fields written to records, merged over the generated ones.
+    patches: Mutex<HashMap<(usize, u64), Value>>,
+    /// Every write received, in order.
+    writes: Mutex<Vec<WriteReceived>>,
+    /// What happens to the answer of an applied write.
+    write_fault: Mutex<Option<AmbiguousWrite>>,
 }
+
+/// Marks a response whose write was applied (the gate may then withhold it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriteApplied;
 
 impl Sim {
     /// Builds the state for `config` served at `base_url`.
@@ -179,6 +189,9 @@ impl Sim {
             paths: Mutex::new(HashMap::new()),
             registry: Mutex::new(Registry::default()),
             window: Mutex::new((None, 0)),
+            patches: Mutex::new(HashMap::new()),
+            writes: Mutex::new(Vec::new()),
+            write_fault: Mutex::new(None),
         }
     }
 
@@ -237,9 +250,12 @@ impl Sim {
         lock(&self.faults).blank_field.is_some()
     }
 
-    /// Generates a record, with the `blank_field` fault applied.
+    /// Generates a record, with written fields and the `blank_field` fault applied.
     fn build(&self, stream: usize, meta: &Meta) -> Value {
         let mut record = (self.spec.record)(self, stream, meta);
+        if let Some(patch) = lock(&self.patches).get(&(stream, meta.index)) {
+            merge(&mut record, patch);
+        }
         if let Some((path, every)) = &lock(&self.faults).blank_field
             && meta.index.is_multiple_of(*every)
         {
@@ -262,6 +278,74 @@ impl Sim {
     /// Applies a mutation to one stream.
     pub(crate) fn mutate<R>(&self, stream: usize, f: impl FnOnce(&mut StreamData) -> R) -> Option<R> {
         lock(&self.streams).get_mut(stream).map(f)
+    }
+
+    /// Applies a write: `index: None` creates a record, otherwise bumps the live record
+    /// `index` to a new revision updated now; `fields` (provider fields, shaped as the
+    /// record) are merged over what the record shows. Returns the record's index, or
+    /// `None` when there is no such live record.
+    pub(crate) fn apply_write(&self, stream: usize, index: Option<u64>, fields: &Value) -> Option<u64> {
+        self.apply_write_to(stream, index, None, fields)
+    }
+
+    /// [`apply_write`](Self::apply_write) that creates a child record under `parent`.
+    pub(crate) fn apply_write_to(
+        &self,
+        stream: usize,
+        index: Option<u64>,
+        parent: Option<u64>,
+        fields: &Value,
+    ) -> Option<u64> {
+        let now = Utc::now();
+        let index = match (index, parent) {
+            (None, Some(p)) => self.mutate(stream, |d| d.add_to(p, now))?,
+            (None, None) => self.mutate(stream, |d| d.add(1, now).start)?,
+            (Some(i), _) => self.mutate(stream, |d| d.modify(i, now)).filter(|ok| *ok).map(|_| i)?,
+        };
+        let mut patches = lock(&self.patches);
+        merge(patches.entry((stream, index)).or_insert_with(|| json!({})), fields);
+        Some(index)
+    }
+
+    /// The live records of `stream` whose written fields satisfy `pred` (records only
+    /// generated are not searched).
+    pub(crate) fn written_where(&self, stream: usize, pred: impl Fn(&Value) -> bool) -> Vec<u64> {
+        let found: Vec<u64> =
+            lock(&self.patches).iter().filter(|((s, _), p)| *s == stream && pred(p)).map(|((_, i), _)| *i).collect();
+        let mut live: Vec<u64> = found.into_iter().filter(|i| self.meta(stream, *i).is_some()).collect();
+        live.sort_unstable();
+        live
+    }
+
+    /// Whether any record of `stream` carries written fields.
+    pub(crate) fn has_writes(&self, stream: usize) -> bool {
+        lock(&self.patches).keys().any(|(s, _)| *s == stream)
+    }
+
+    /// Records one write request as received (before it is validated).
+    pub(crate) fn record_write(&self, method: &str, path: &str, headers: &axum::http::HeaderMap, body: Value) {
+        // Credentials are not kept; everything else the client sent is.
+        let headers = headers
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "authorization" | "x-api-token" | "x-tokenid"))
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
+        lock(&self.writes).push(WriteReceived { method: method.to_owned(), path: path.to_owned(), headers, body });
+    }
+
+    /// Every write received so far.
+    pub(crate) fn writes_received(&self) -> Vec<WriteReceived> {
+        lock(&self.writes).clone()
+    }
+
+    /// The fault applied to the answers of applied writes.
+    pub(crate) fn write_fault(&self) -> Option<AmbiguousWrite> {
+        *lock(&self.write_fault)
+    }
+
+    /// Sets (or clears) the fault applied to the answers of applied writes.
+    pub(crate) fn set_write_fault(&self, fault: Option<AmbiguousWrite>) {
+        *lock(&self.write_fault) = fault;
     }
 
     /// The page size to use: the configured cap or the provider's maximum.
@@ -410,4 +494,41 @@ impl Sim {
     pub(crate) fn lookup(&self, id: &str) -> Option<String> {
         lock(&self.registry).map.get(id).cloned()
     }
+}
+
+/// Merges `over` into `base`: objects key by key, anything else replaced.
+pub(crate) fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(slot) if slot.is_object() && v.is_object() => merge(slot, v),
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// Marks `response` as the answer of an applied write.
+pub(crate) fn applied(mut response: Response) -> Response {
+    response.extensions_mut().insert(WriteApplied);
+    response
+}
+
+/// A write's body: JSON, or a form as an object of strings; `null` when empty or neither.
+pub(crate) fn write_body(body: &[u8]) -> Value {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Value::Null;
+    }
+    serde_json::from_slice(body).unwrap_or_else(|_| {
+        let text = String::from_utf8_lossy(body);
+        let form = super::util::Params::parse(&text);
+        let map: serde_json::Map<String, Value> =
+            form.pairs().map(|(k, v)| (k.to_owned(), Value::String(v.to_owned()))).collect();
+        if map.is_empty() { Value::Null } else { Value::Object(map) }
+    })
 }

@@ -17,7 +17,7 @@ use chrono::TimeDelta;
 use serde_json::{Value, json};
 
 use super::auth::{RefreshError, TokenCheck};
-use super::core::{ProviderSpec, Rotation, Sim, StreamKind, StreamSpec, lock};
+use super::core::{ProviderSpec, Rotation, Sim, StreamKind, StreamSpec, applied, lock, write_body};
 use super::fake::{self, Rng};
 use super::filter::{Cmp, Filter};
 use super::store::{Meta, Order};
@@ -66,9 +66,9 @@ fn router() -> Router<Arc<Sim>> {
     Router::new()
         .route("/oauth/v1/token", post(token))
         .route("/oauth/v3/token", post(token))
-        .route("/crm/v3/objects/{object}", get(list))
+        .route("/crm/v3/objects/{object}", get(list).post(create))
         .route("/crm/v3/objects/{object}/search", post(super::hubspot_search::search))
-        .route("/crm/v3/objects/{object}/{id}", get(get_one))
+        .route("/crm/v3/objects/{object}/{id}", get(get_one).patch(update))
 }
 
 fn correlation() -> String {
@@ -383,7 +383,7 @@ async fn list(
         }
         json!({"next": {"after": after, "link": link}})
     });
-    if sim.blanks_fields() {
+    if sim.blanks_fields() || sim.has_writes(stream) {
         let results: Vec<Value> =
             sim.records(stream, shown).into_iter().map(|r| shape(stream, r, &requested)).collect();
         let mut body = json!({"results": results});
@@ -429,11 +429,139 @@ async fn get_one(
             let requested = requested_properties(&Params::from_query(raw.as_deref()));
             util::json(StatusCode::OK, &shape(stream, record, &requested))
         }
-        None => error(
-            StatusCode::NOT_FOUND,
-            "OBJECT_NOT_FOUND",
-            &format!("Object not found.  objectId are usually numeric. Object: {id}"),
-        ),
+        None => not_found(&id),
+    }
+}
+
+/// Properties a write may set, per stream (the rest are HubSpot's own, read-only).
+const WRITABLE: [&[&str]; 3] = [
+    &["firstname", "lastname", "email", "company", "phone", "account_manager"],
+    &["name", "domain", "industry"],
+    &["dealname", "amount", "dealstage", "closedate", "pipeline"],
+];
+
+fn not_found(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "OBJECT_NOT_FOUND",
+        &format!("Object not found.  objectId are usually numeric. Object: {id}"),
+    )
+}
+
+/// The `properties` of a create or update body, as HubSpot stores them (text), or the
+/// 400 HubSpot answers.
+fn written_properties(stream: usize, body: &Value) -> Early<serde_json::Map<String, Value>> {
+    let invalid = |message: String, errors: Vec<Value>| -> Box<Response> {
+        let mut body = json!({
+            "status": "error",
+            "message": message,
+            "correlationId": correlation(),
+            "category": "VALIDATION_ERROR",
+        });
+        if !errors.is_empty() {
+            body["errors"] = Value::Array(errors);
+        }
+        Box::new(util::json(StatusCode::BAD_REQUEST, &body))
+    };
+    let Some(Value::Object(props)) = body.get("properties") else {
+        return Err(invalid("Invalid input JSON on line 1: `properties` is required".into(), vec![]));
+    };
+    let mut out = serde_json::Map::new();
+    let mut errors = Vec::new();
+    for (name, value) in props {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            Value::Number(_) | Value::Bool(_) => value.to_string(),
+            _ => {
+                errors.push(json!({"isValid": false, "message": format!("{name} must be a scalar"), "error": "INVALID_VALUE", "name": name}));
+                continue;
+            }
+        };
+        if !WRITABLE[stream].contains(&name.as_str()) {
+            errors.push(json!({"isValid": false, "message": format!("Property \"{name}\" does not exist"), "error": "PROPERTY_DOESNT_EXIST", "name": name}));
+        } else if name == "email" && !text.is_empty() && !valid_email(&text) {
+            errors.push(json!({"isValid": false, "message": format!("Email address {text} is invalid"), "error": "INVALID_EMAIL", "name": name}));
+        } else {
+            out.insert(name.clone(), Value::String(text));
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(invalid(format!("Property values were not valid: {}", Value::Array(errors.clone())), errors))
+    }
+}
+
+fn valid_email(s: &str) -> bool {
+    s.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !s.contains(' ')
+    })
+}
+
+/// `POST /crm/v3/objects/{type}`: 201 with the new object.
+async fn create(State(sim): State<Arc<Sim>>, Path(object): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = write_body(&body);
+    sim.record_write("POST", &format!("/crm/v3/objects/{object}"), &headers, body.clone());
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
+    }
+    let written = object_stream(&sim, &object).and_then(|stream| Ok((stream, written_properties(stream, &body)?)));
+    let (stream, props) = match written {
+        Ok(w) => w,
+        Err(response) => return *response,
+    };
+    // A contact's email is unique: HubSpot answers 409 naming the existing one (what a
+    // blindly repeated create runs into). Only written contacts are searched.
+    if let Some(email) = props.get("email").and_then(Value::as_str).filter(|e| stream == CONTACTS && !e.is_empty()) {
+        let same = |p: &Value| {
+            p.pointer("/properties/email").and_then(Value::as_str).is_some_and(|e| e.eq_ignore_ascii_case(email))
+        };
+        if let Some(existing) = sim.written_where(stream, same).first() {
+            return error(
+                StatusCode::CONFLICT,
+                "CONFLICT",
+                &format!("Contact already exists. Existing ID: {}", existing + 1),
+            );
+        }
+    }
+    let Some(index) = sim.apply_write(stream, None, &json!({"properties": props})) else {
+        return unavailable(&sim);
+    };
+    match sim.record(stream, index) {
+        Some(record) => applied(util::json(StatusCode::CREATED, &record)),
+        None => unavailable(&sim),
+    }
+}
+
+/// `PATCH /crm/v3/objects/{type}/{id}`: 200 with the object, its `updatedAt` moved on.
+async fn update(
+    State(sim): State<Arc<Sim>>,
+    Path((object, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = write_body(&body);
+    sim.record_write("PATCH", &format!("/crm/v3/objects/{object}/{id}"), &headers, body.clone());
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
+    }
+    let written = object_stream(&sim, &object).and_then(|stream| Ok((stream, written_properties(stream, &body)?)));
+    let (stream, props) = match written {
+        Ok(w) => w,
+        Err(response) => return *response,
+    };
+    let index = id.parse::<u64>().ok().and_then(|id| id.checked_sub(1));
+    let Some(index) = index.and_then(|i| sim.apply_write(stream, Some(i), &json!({"properties": props}))) else {
+        return not_found(&id);
+    };
+    match sim.record(stream, index) {
+        Some(record) => applied(util::json(StatusCode::OK, &record)),
+        None => not_found(&id),
     }
 }
 

@@ -1,6 +1,8 @@
 //! HubSpot CRM search: `POST /crm/v3/objects/{type}/search` with one filter
 //! group over `hs_lastmodifieddate` / `lastmodifieddate` / `hs_object_id`
-//! (EQ, GT, GTE, LT, LTE, BETWEEN), sorts on those properties, `limit ≤ 200`,
+//! (EQ, GT, GTE, LT, LTE, BETWEEN), and `EQ` on any other property (a scan of
+//! the stream, case-insensitive as HubSpot compares emails: what a write's
+//! lookup by email or domain needs), sorts on those properties, `limit ≤ 200`,
 //! an offset `after`, and the 10,000-result cap: an `after` of 10,000 or
 //! more is a 400 `VALIDATION_ERROR`. Other filters or sorts get a 400 that
 //! names the simulator's limit.
@@ -16,7 +18,7 @@ use serde_json::{Value, json};
 use super::core::Sim;
 use super::filter::{Cmp, Filter};
 use super::hubspot::{DEFAULT_LIMIT, SEARCH_CAP, SEARCH_MAX, authorize, object_stream, shape, validation};
-use super::store::Order;
+use super::store::{Order, Page};
 use super::util;
 
 /// Which property a search filter or sort refers to.
@@ -41,9 +43,15 @@ fn text(v: Option<&Value>) -> Option<String> {
     }
 }
 
-fn apply_filter(filter: &mut Filter, f: &Value) -> Result<(), String> {
+/// Applies one filter; an `EQ` on another property comes back as (name, value) for the
+/// scan.
+fn apply_filter(filter: &mut Filter, f: &Value) -> Result<Option<(String, String)>, String> {
     let name = f.get("propertyName").and_then(Value::as_str).unwrap_or_default();
     let op = f.get("operator").and_then(Value::as_str).unwrap_or_default();
+    if prop(name).is_none() && op == "EQ" && !name.is_empty() {
+        let value = text(f.get("value")).ok_or_else(|| format!("Missing value for filter on '{name}'"))?;
+        return Ok(Some((name.to_owned(), value)));
+    }
     let Some(p) = prop(name) else {
         return Err(format!(
             "The simulator can only filter on hs_lastmodifieddate, lastmodifieddate and hs_object_id, not '{name}'"
@@ -70,7 +78,16 @@ fn apply_filter(filter: &mut Filter, f: &Value) -> Result<(), String> {
             },
         }
     }
-    Ok(())
+    Ok(None)
+}
+
+/// Whether a record's property equals `value` (case-insensitively).
+fn property_is(record: &Value, name: &str, value: &str) -> bool {
+    record
+        .get("properties")
+        .and_then(|p| p.get(name))
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.eq_ignore_ascii_case(value))
 }
 
 fn parse_sort(sort: &Value) -> Result<(Order, bool), String> {
@@ -111,6 +128,7 @@ pub(super) async fn search(
         return validation("Invalid input JSON on line 1: expected an object");
     };
     let mut filter = Filter::all();
+    let mut equals: Vec<(String, String)> = Vec::new();
     let groups = req.get("filterGroups").and_then(Value::as_array).cloned().unwrap_or_default();
     if groups.len() > 1 {
         return validation("The simulator supports at most one filterGroup");
@@ -118,8 +136,10 @@ pub(super) async fn search(
     for group in &groups {
         let filters = group.get("filters").and_then(Value::as_array).cloned().unwrap_or_default();
         for f in &filters {
-            if let Err(message) = apply_filter(&mut filter, f) {
-                return validation(&message);
+            match apply_filter(&mut filter, f) {
+                Ok(Some(eq)) => equals.push(eq),
+                Ok(None) => {}
+                Err(message) => return validation(&message),
             }
         }
     }
@@ -154,7 +174,19 @@ pub(super) async fn search(
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
-    let page = sim.select(stream, &filter, order, desc, after, limit as usize);
+    let page = if equals.is_empty() {
+        sim.select(stream, &filter, order, desc, after, limit as usize)
+    } else {
+        let all = sim.select(stream, &filter, order, desc, 0, sim.len(stream) as usize);
+        let matching: Vec<u64> = all
+            .items
+            .into_iter()
+            .filter(|i| sim.record(stream, *i).is_some_and(|r| equals.iter().all(|(n, v)| property_is(&r, n, v))))
+            .collect();
+        let total = matching.len() as u64;
+        let items = matching.into_iter().skip(after as usize).take(limit as usize).collect();
+        Page { items, total }
+    };
     let served = after + page.items.len() as u64;
     let results: Vec<Value> =
         sim.records(stream, &page.items).into_iter().map(|r| shape(stream, r, &requested)).collect();

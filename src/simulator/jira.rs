@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -17,7 +17,7 @@ use chrono::{TimeDelta, Utc};
 use serde_json::{Map, Value, json};
 
 use super::auth::{RefreshError, TokenCheck};
-use super::core::{ProviderSpec, Rotation, Sim, StreamKind, StreamSpec, lock};
+use super::core::{ProviderSpec, Rotation, Sim, StreamKind, StreamSpec, applied, lock, write_body};
 use super::fake::{self, Rng};
 use super::filter::Filter;
 use super::jql::{self, JqlError};
@@ -59,6 +59,9 @@ fn router() -> Router<Arc<Sim>> {
         .route("/oauth/token", post(token))
         .route("/rest/api/3/project/search", get(projects))
         .route("/rest/api/3/search/jql", get(search_get).post(search_post))
+        .route("/rest/api/3/issue", post(create_issue))
+        .route("/rest/api/3/issue/{id}", get(get_issue).put(update_issue))
+        .route("/rest/api/3/issue/{id}/comment", post(add_comment))
 }
 
 fn messages(status: StatusCode, message: &str) -> Response {
@@ -360,4 +363,173 @@ fn shape(issue: Value, fields: Option<&[String]>) -> Value {
         *map = kept;
     }
     out
+}
+
+/// Jira's 400: `{"errorMessages": [], "errors": {field: message}}`.
+fn field_errors(errors: Vec<(&str, String)>) -> Response {
+    let map: Map<String, Value> = errors.into_iter().map(|(k, v)| (k.to_owned(), Value::String(v))).collect();
+    util::json(StatusCode::BAD_REQUEST, &json!({"errorMessages": [], "errors": map}))
+}
+
+/// The project a create names, by key or id.
+fn project_ref(fields: &Map<String, Value>) -> Option<&Value> {
+    fields.get("project").and_then(|p| p.get("key").or_else(|| p.get("id")))
+}
+
+/// The index of an issue given by id (`10042`) or key (`SIMA-3`).
+fn issue_index(sim: &Sim, id: &str) -> Option<u64> {
+    if let Ok(n) = id.parse::<u64>() {
+        return n.checked_sub(10_000).filter(|i| sim.meta(ISSUES, *i).is_some());
+    }
+    let (project, number) = id.rsplit_once('-')?;
+    let project = project_index(sim, project)?;
+    let ordinal = number.parse::<u64>().ok()?.checked_sub(1)?;
+    let mut filter = Filter::all();
+    filter.partition = Some(project);
+    let page = sim.select(ISSUES, &filter, Order::Index, false, ordinal, 1);
+    page.items.first().copied().filter(|i| sim.meta(ISSUES, *i).is_some_and(|m| m.ordinal == ordinal))
+}
+
+fn issue_not_found() -> Response {
+    messages(StatusCode::NOT_FOUND, "Issue does not exist or you do not have permission to see it.")
+}
+
+/// The `fields` of an issue write, checked: what may be set, or the 400.
+fn written_issue_fields(body: &Value, creating: bool) -> Early<Map<String, Value>> {
+    let Some(Value::Object(fields)) = body.get("fields") else {
+        return Err(Box::new(messages(StatusCode::BAD_REQUEST, "Field 'fields' is required.")));
+    };
+    let mut errors = Vec::new();
+    for (name, value) in fields {
+        match name.as_str() {
+            "summary" if !value.is_string() => errors.push(("summary", "Operation value must be a string".to_owned())),
+            "summary" if value.as_str().is_some_and(|s| s.chars().count() > 255) => {
+                errors.push(("summary", "Summary must be less than 255 characters.".to_owned()))
+            }
+            "summary" | "project" | "issuetype" | "description" | "labels" => {}
+            _ => errors.push((
+                name.as_str(),
+                format!("Field '{name}' cannot be set. It is not on the appropriate screen, or unknown."),
+            )),
+        }
+    }
+    if creating {
+        if fields.get("summary").and_then(Value::as_str).is_none_or(str::is_empty) {
+            errors.push(("summary", "You must specify a summary of the issue.".to_owned()));
+        }
+        if fields.get("issuetype").is_none() {
+            errors.push(("issuetype", "Specify an issue type".to_owned()));
+        }
+        if project_ref(fields).is_none() {
+            errors.push(("project", "Specify a valid project ID or key".to_owned()));
+        }
+    } else if fields.contains_key("project") {
+        errors.push(("project", "Field 'project' cannot be set. Move the issue instead.".to_owned()));
+    }
+    if errors.is_empty() { Ok(fields.clone()) } else { Err(Box::new(field_errors(errors))) }
+}
+
+/// `POST /rest/api/3/issue`: 201 `{id, key, self}`.
+async fn create_issue(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = write_body(&body);
+    sim.record_write("POST", "/rest/api/3/issue", &headers, body.clone());
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
+    }
+    let fields = match written_issue_fields(&body, true) {
+        Ok(f) => f,
+        Err(response) => return *response,
+    };
+    let project = project_ref(&fields).and_then(Value::as_str);
+    let Some(project) = project.and_then(|p| project_index(&sim, p)) else {
+        return field_errors(vec![("project", "Specify a valid project ID or key".to_owned())]);
+    };
+    let mut patch = Map::new();
+    patch.insert("summary".into(), fields.get("summary").cloned().unwrap_or(Value::Null));
+    let Some(index) = sim.apply_write_to(ISSUES, None, Some(project), &json!({"fields": patch})) else {
+        return unavailable(&sim);
+    };
+    match sim.record(ISSUES, index) {
+        Some(issue) => applied(util::json(
+            StatusCode::CREATED,
+            &json!({"id": issue["id"], "key": issue["key"], "self": issue["self"]}),
+        )),
+        None => unavailable(&sim),
+    }
+}
+
+/// `GET /rest/api/3/issue/{idOrKey}`.
+async fn get_issue(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
+    }
+    match issue_index(&sim, &id).and_then(|i| sim.record(ISSUES, i)) {
+        Some(issue) => util::json(StatusCode::OK, &issue),
+        None => issue_not_found(),
+    }
+}
+
+/// `PUT /rest/api/3/issue/{idOrKey}`: 204, `fields.updated` moved on.
+async fn update_issue(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = write_body(&body);
+    sim.record_write("PUT", &format!("/rest/api/3/issue/{id}"), &headers, body.clone());
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
+    }
+    let Some(index) = issue_index(&sim, &id) else {
+        return issue_not_found();
+    };
+    let fields = match written_issue_fields(&body, false) {
+        Ok(f) => f,
+        Err(response) => return *response,
+    };
+    let patch: Map<String, Value> = fields.into_iter().filter(|(k, _)| k == "summary").collect();
+    match sim.apply_write(ISSUES, Some(index), &json!({"fields": patch})) {
+        Some(_) => applied(util::empty(StatusCode::NO_CONTENT)),
+        None => issue_not_found(),
+    }
+}
+
+/// `POST /rest/api/3/issue/{idOrKey}/comment` with an ADF `body`: 201 with the comment.
+async fn add_comment(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = write_body(&body);
+    sim.record_write("POST", &format!("/rest/api/3/issue/{id}/comment"), &headers, body.clone());
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
+    }
+    let Some(index) = issue_index(&sim, &id) else {
+        return issue_not_found();
+    };
+    let adf = body.get("body").filter(|b| b.get("type").and_then(Value::as_str) == Some("doc"));
+    let Some(adf) = adf else {
+        return field_errors(vec![("comment", "Comment body can not be empty!".to_owned())]);
+    };
+    let comment_id = (10_000 + sim.writes_received().len()).to_string();
+    let now = util::iso_ms_offset(Utc::now());
+    let comment = json!({
+        "self": format!("{}/rest/api/3/issue/{}/comment/{comment_id}", sim.base_url, 10_000 + index),
+        "id": comment_id,
+        "body": adf,
+        "created": now,
+        "updated": now,
+    });
+    // The issue shows the comment (and a new `updated`), as Jira does.
+    let mut comments = sim.record(ISSUES, index).and_then(|i| i.pointer("/fields/comment/comments").cloned());
+    let list = match comments.as_mut() {
+        Some(Value::Array(list)) => {
+            list.push(comment.clone());
+            list.clone()
+        }
+        _ => vec![comment.clone()],
+    };
+    match sim.apply_write(ISSUES, Some(index), &json!({"fields": {"comment": {"comments": list, "total": list.len()}}}))
+    {
+        Some(_) => applied(util::json(StatusCode::CREATED, &comment)),
+        None => issue_not_found(),
+    }
 }

@@ -251,6 +251,29 @@ impl Faults {
     }
 }
 
+/// What happens to the answer of a write the simulator applied: the client cannot tell
+/// whether it was applied (an ambiguous failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AmbiguousWrite {
+    /// Never answer (the client times out).
+    Hang,
+    /// Drop the connection without an answer.
+    Drop,
+}
+
+/// One write request a simulator received, as sent (credential headers left out).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteReceived {
+    /// `POST`, `PATCH`, `PUT`.
+    pub method: String,
+    /// The request path (no query).
+    pub path: String,
+    /// Lowercase header names.
+    pub headers: BTreeMap<String, String>,
+    /// The parsed body (`null` when empty or not JSON; a form body as an object).
+    pub body: Value,
+}
+
 /// How to run one simulator.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -540,6 +563,18 @@ impl SimHandle {
     pub fn is_child_stream(&self, stream: &str) -> bool {
         let sim = self.sim();
         sim.stream_index(stream).and_then(|s| sim.spec.streams.get(s)).is_some_and(|s| s.kind == StreamKind::Child)
+    }
+
+    /// Every write request that reached the API (create, update, comment, post), in
+    /// order, applied or refused (a request the fault injection throttled never does).
+    pub fn writes_received(&self) -> Vec<WriteReceived> {
+        self.sim().writes_received()
+    }
+
+    /// From now on, applies each write but withholds its answer as `fault` says
+    /// (`None`: answer normally again).
+    pub fn set_write_fault(&self, fault: Option<AmbiguousWrite>) {
+        self.sim().set_write_fault(fault);
     }
 
     /// Replaces the faults (counters keep running).

@@ -18,7 +18,7 @@ use chrono::{TimeDelta, Utc};
 use serde_json::{Map, Value, json};
 
 use super::auth::TokenCheck;
-use super::core::{ProviderSpec, Rotation, Sim, StreamKind, StreamSpec, lock};
+use super::core::{ProviderSpec, Rotation, Sim, StreamKind, StreamSpec, applied, lock, write_body};
 use super::fake::{self, Rng};
 use super::filter::{Cmp, Filter};
 use super::soql::{self, ObjectDef, Soql, SoqlError};
@@ -81,6 +81,8 @@ fn router() -> Router<Arc<Sim>> {
         .route("/services/oauth2/token", post(token))
         .route("/services/data/{version}/query", get(query))
         .route("/services/data/{version}/query/{locator}", get(more))
+        .route("/services/data/{version}/sobjects/{object}", post(create))
+        .route("/services/data/{version}/sobjects/{object}/{id}", axum::routing::patch(update))
 }
 
 fn errors(status: StatusCode, code: &str, message: &str) -> Response {
@@ -364,4 +366,124 @@ fn select_fields(record: Value, fields: &[&str]) -> Value {
         }
     }
     Value::Object(out)
+}
+
+/// The stream of an sObject name, or Salesforce's 404.
+fn sobject(object: &str) -> Early<usize> {
+    OBJECTS
+        .iter()
+        .position(|d| d.name.eq_ignore_ascii_case(object))
+        .ok_or_else(|| Box::new(errors(StatusCode::NOT_FOUND, "NOT_FOUND", "The requested resource does not exist")))
+}
+
+/// The writable fields of a create or update body, or Salesforce's 400.
+fn written_fields(stream: usize, body: &Value) -> Early<Map<String, Value>> {
+    let Value::Object(map) = body else {
+        return Err(Box::new(errors(
+            StatusCode::BAD_REQUEST,
+            "JSON_PARSER_ERROR",
+            "The request body must be a JSON object",
+        )));
+    };
+    let def = &OBJECTS[stream];
+    let mut out = Map::new();
+    for (name, value) in map {
+        let known = def.fields.iter().find(|f| f.eq_ignore_ascii_case(name));
+        let Some(field) = known.filter(|f| !matches!(**f, "Id" | "SystemModstamp" | "LastModifiedDate")) else {
+            let body = json!([{
+                "message": format!("No such column '{name}' on sobject of type {}", def.name),
+                "errorCode": "INVALID_FIELD",
+                "fields": [name],
+            }]);
+            return Err(Box::new(util::json(StatusCode::BAD_REQUEST, &body)));
+        };
+        if *field == "Email" && value.as_str().is_some_and(|e| !e.contains('@')) {
+            let body = json!([{"message": format!("Email: invalid email address: {}", value.as_str().unwrap_or_default()), "errorCode": "INVALID_EMAIL_ADDRESS", "fields": ["Email"]}]);
+            return Err(Box::new(util::json(StatusCode::BAD_REQUEST, &body)));
+        }
+        out.insert((*field).to_owned(), value.clone());
+    }
+    Ok(out)
+}
+
+/// `POST …/sobjects/{Object}`: 201 `{"id","success":true,"errors":[]}`.
+async fn create(
+    State(sim): State<Arc<Sim>>,
+    Path((version, object)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = write_body(&body);
+    sim.record_write("POST", &format!("/services/data/{version}/sobjects/{object}"), &headers, body.clone());
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
+    }
+    let written = sobject(&object).and_then(|stream| Ok((stream, written_fields(stream, &body)?)));
+    let (stream, fields) = match written {
+        Ok(w) => w,
+        Err(response) => return *response,
+    };
+    if stream == ACCOUNTS && !fields.contains_key("Name") {
+        let body = json!([{"message": "Required fields are missing: [Name]", "errorCode": "REQUIRED_FIELD_MISSING", "fields": ["Name"]}]);
+        return util::json(StatusCode::BAD_REQUEST, &body);
+    }
+    match sim.apply_write(stream, None, &Value::Object(fields)) {
+        Some(index) => applied(util::json(
+            StatusCode::CREATED,
+            &json!({"id": sf_id(&sim, stream, index), "success": true, "errors": []}),
+        )),
+        None => unavailable(&sim),
+    }
+}
+
+/// `PATCH …/sobjects/{Object}/{Id}`: 204; 412 when `If-Unmodified-Since` is older than
+/// the record's last modification.
+async fn update(
+    State(sim): State<Arc<Sim>>,
+    Path((version, object, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = write_body(&body);
+    sim.record_write("PATCH", &format!("/services/data/{version}/sobjects/{object}/{id}"), &headers, body.clone());
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
+    }
+    let written = sobject(&object).and_then(|stream| Ok((stream, written_fields(stream, &body)?)));
+    let (stream, fields) = match written {
+        Ok(w) => w,
+        Err(response) => return *response,
+    };
+    let not_found =
+        || errors(StatusCode::NOT_FOUND, "NOT_FOUND", "Provided external ID field does not exist or is not accessible");
+    let Some(meta) = parse_id(stream, &id).and_then(|i| sim.meta(stream, i)) else {
+        return not_found();
+    };
+    if let Some(since) = header_str(&headers, "if-unmodified-since") {
+        let parsed = chrono::DateTime::parse_from_rfc2822(since)
+            .or_else(|_| chrono::DateTime::parse_from_rfc3339(since))
+            .or_else(|_| chrono::DateTime::parse_from_str(since, "%Y-%m-%dT%H:%M:%S%.f%z"))
+            .map(|t| t.with_timezone(&Utc));
+        match parsed {
+            Ok(t) if util::truncate(meta.updated, 1_000_000_000) > t => {
+                return errors(
+                    StatusCode::PRECONDITION_FAILED,
+                    "PRECONDITION_FAILED",
+                    "The requested resource was modified since the If-Unmodified-Since time",
+                );
+            }
+            Ok(_) => {}
+            Err(_) => {
+                return errors(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_HEADER_TYPE",
+                    "If-Unmodified-Since is not a valid date",
+                );
+            }
+        }
+    }
+    match sim.apply_write(stream, Some(meta.index), &Value::Object(fields)) {
+        Some(_) => applied(util::empty(StatusCode::NO_CONTENT)),
+        None => not_found(),
+    }
 }

@@ -21,7 +21,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::core::Sim;
+use super::AmbiguousWrite;
+use super::core::{Sim, WriteApplied};
 use super::util::{empty, json};
 
 /// A TCP stream the server can cut off mid-request.
@@ -159,7 +160,13 @@ async fn gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response
         } else if every(n, faults.server_error_every) {
             (sim.spec.unavailable)(&sim)
         } else {
+            let control = req.extensions().get::<ConnectInfo<ConnControl>>().map(|c| c.0.clone());
             let response = next.run(req).await;
+            if response.extensions().get::<WriteApplied>().is_some()
+                && let Some(fault) = sim.write_fault()
+            {
+                return withhold(fault, control).await;
+            }
             if every(n, faults.truncate_every) { truncate(response).await } else { response }
         }
     };
@@ -167,6 +174,19 @@ async fn gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response
         decorate(&sim, &path, &mut response);
     }
     response
+}
+
+/// The answer of an applied write that never reaches the client.
+async fn withhold(fault: AmbiguousWrite, control: Option<ConnControl>) -> Response {
+    match (fault, control) {
+        (AmbiguousWrite::Drop, Some(control)) => {
+            control.kill();
+            empty(StatusCode::OK)
+        }
+        // Without a connection to kill, or when told to hang: never answer (the client
+        // times out).
+        _ => std::future::pending().await,
+    }
 }
 
 /// Keeps the status and headers but only the first half of the body.

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::auth::TokenCheck;
-use super::core::{ProviderSpec, Rotation, Sim, StreamKind, StreamSpec, lock};
+use super::core::{ProviderSpec, Rotation, Sim, StreamKind, StreamSpec, applied, lock, write_body};
 use super::fake::{self, Rng};
 use super::filter::{Cmp, Filter};
 use super::store::{Meta, Order};
@@ -197,6 +197,9 @@ async fn method(
     if method == "oauth.v2.access" {
         return oauth(&sim, &headers, &params);
     }
+    if method == "chat.postMessage" {
+        sim.record_write("POST", "/api/chat.postMessage", &headers, write_body(&body));
+    }
     let token = util::bearer(&headers).or_else(|| params.get("token").map(str::to_owned));
     let Some(token) = token else {
         return fail("not_authed");
@@ -211,6 +214,7 @@ async fn method(
         "conversations.list" => list(&sim, CHANNELS, "channels", &params),
         "users.list" => list(&sim, USERS, "members", &params),
         "conversations.history" => history(&sim, &params),
+        "chat.postMessage" => post_message(&sim, &params),
         _ => util::json(StatusCode::NOT_FOUND, &json!({"ok": false, "error": "unknown_method"})),
     }
 }
@@ -354,6 +358,44 @@ fn history(sim: &Sim, params: &Params) -> Response {
         }),
     )
 }
+
+/// `chat.postMessage`: `{ok, channel, ts, message}`; the message then shows in
+/// `conversations.history` of its channel.
+fn post_message(sim: &Sim, params: &Params) -> Response {
+    let channel = params.get("channel").unwrap_or_default();
+    let index = channel
+        .strip_prefix('C')
+        .filter(|rest| rest.len() == 8)
+        .and_then(fake::parse_base36)
+        .filter(|i| sim.meta(CHANNELS, *i).is_some());
+    let Some(channel_index) = index else {
+        return fail("channel_not_found");
+    };
+    let text = params.get("text").unwrap_or_default();
+    if text.trim().is_empty() && params.get("blocks").is_none() {
+        return fail("no_text");
+    }
+    if text.chars().count() > 40_000 {
+        return fail("msg_too_long");
+    }
+    let mut patch = json!({"text": text, "user": BOT_USER});
+    if let Some(thread) = params.get("thread_ts") {
+        patch["thread_ts"] = json!(thread);
+    }
+    let Some(index) = sim.apply_write_to(MESSAGES, None, Some(channel_index), &patch) else {
+        return fail("internal_error");
+    };
+    match sim.record(MESSAGES, index) {
+        Some(message) => applied(util::json(
+            StatusCode::OK,
+            &json!({"ok": true, "channel": channel, "ts": message["ts"], "message": message}),
+        )),
+        None => fail("internal_error"),
+    }
+}
+
+/// The bot user messages are posted as.
+const BOT_USER: &str = "USIMBOT01";
 
 #[cfg(test)]
 mod tests {

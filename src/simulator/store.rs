@@ -38,6 +38,8 @@ struct Overlay {
     created: Ts,
     rev: u32,
     deleted: bool,
+    /// The parent of a child record added to a chosen one (a posted message).
+    partition: Option<u64>,
 }
 
 /// Everything a generator needs to build one record.
@@ -90,6 +92,8 @@ pub(crate) struct StreamData {
     overlay: BTreeMap<u64, Overlay>,
     by_updated: BTreeSet<(Ts, u64)>,
     last_stamp: Option<Ts>,
+    /// Whether a record was added to a chosen parent ([`Self::add_to`]).
+    any_chosen: bool,
 }
 
 impl StreamData {
@@ -117,6 +121,7 @@ impl StreamData {
             overlay: BTreeMap::new(),
             by_updated: BTreeSet::new(),
             last_stamp: None,
+            any_chosen: false,
         }
     }
 
@@ -159,6 +164,9 @@ impl StreamData {
         if self.parents == 0 {
             return None;
         }
+        if let Some(p) = self.chosen_partition(i) {
+            return Some(p);
+        }
         if i < self.base {
             let p = ((u128::from(i) + 1) * u128::from(self.parents) - 1) / u128::from(self.base);
             Some(p as u64)
@@ -171,9 +179,14 @@ impl StreamData {
         match partition {
             None => i,
             Some(p) if i < self.base => i - self.partition_start(p),
-            Some(p) => {
+            Some(p) if !self.any_chosen => {
                 let base_count = self.partition_start(p + 1) - self.partition_start(p);
                 base_count + (i - self.base) / self.parents
+            }
+            // Records were added to chosen parents: count the added ones before it.
+            Some(p) => {
+                let base_count = self.partition_start(p + 1) - self.partition_start(p);
+                base_count + (self.base..i).filter(|j| self.partition_of(*j) == Some(p)).count() as u64
             }
         }
     }
@@ -217,8 +230,16 @@ impl StreamData {
         let updated = self.stamp(now);
         self.by_updated.remove(&(meta.updated, i));
         self.by_updated.insert((updated, i));
-        self.overlay
-            .insert(i, Overlay { updated, created: meta.created, rev: meta.rev.saturating_add(1), deleted: false });
+        self.overlay.insert(
+            i,
+            Overlay {
+                updated,
+                created: meta.created,
+                rev: meta.rev.saturating_add(1),
+                deleted: false,
+                partition: self.chosen_partition(i),
+            },
+        );
         true
     }
 
@@ -227,11 +248,25 @@ impl StreamData {
         let start = self.len();
         for i in start..start + n {
             let t = self.stamp(now);
-            self.overlay.insert(i, Overlay { updated: t, created: t, rev: 0, deleted: false });
+            self.overlay.insert(i, Overlay { updated: t, created: t, rev: 0, deleted: false, partition: None });
             self.by_updated.insert((t, i));
             self.added += 1;
         }
         start..start + n
+    }
+
+    /// Appends one child record created now under parent `partition`; returns its index.
+    pub(crate) fn add_to(&mut self, partition: u64, now: Ts) -> u64 {
+        let i = self.add(1, now).start;
+        if let Some(o) = self.overlay.get_mut(&i) {
+            o.partition = Some(partition);
+        }
+        self.any_chosen = true;
+        i
+    }
+
+    fn chosen_partition(&self, i: u64) -> Option<u64> {
+        self.overlay.get(&i).and_then(|o| o.partition)
     }
 
     /// Deletes a live record.
@@ -240,7 +275,11 @@ impl StreamData {
             return false;
         };
         self.by_updated.remove(&(meta.updated, i));
-        self.overlay.insert(i, Overlay { updated: meta.updated, created: meta.created, rev: meta.rev, deleted: true });
+        let partition = self.chosen_partition(i);
+        self.overlay.insert(
+            i,
+            Overlay { updated: meta.updated, created: meta.created, rev: meta.rev, deleted: true, partition },
+        );
         true
     }
 

@@ -307,3 +307,89 @@ mod no_panics {
         }
     }
 }
+
+/// A field of an entity the connector writes must reverse: every layer is checked at
+/// load, with file and key.
+#[test]
+fn irreversible_fields_of_written_entities_are_refused_at_load() {
+    let dir = config_copy();
+    let presets = dir.path().join("presets.toml");
+    let text = std::fs::read_to_string(&presets).unwrap();
+    let text = text.replace(
+        r#"completion = { from = "completion_date", transform = ["date"], reverse = true }"#,
+        r#"completion = { from = "completion_date", transform = ["date"] }"#,
+    );
+    std::fs::write(&presets, text).unwrap();
+    let tenant = dir
+        .path()
+        .join("tenants")
+        .join(std::fs::read_dir(dir.path().join("tenants")).unwrap().next().unwrap().unwrap().file_name());
+    let mut text = std::fs::read_to_string(&tenant).unwrap();
+    // Fine: a value map reverses by swapping, `reverse = false` opts out.
+    text.push_str(
+        "\n[providers.aptem.mappings.learner.status]\nfrom = \"status\"\nmap = { A = \"active\", W = \"withdrawn\" }\n",
+    );
+    text.push_str(
+        "\n[providers.aptem.mappings.learner.uln]\nfrom = \"uln\"\ntransform = [\"trim\"]\nreverse = false\n",
+    );
+    // Refused: two source values give one target value.
+    text.push_str(
+        "\n[providers.aptem.mappings.learner.programme]\nfrom = \"programme_name\"\nmap = { a = \"x\", b = \"x\" }\n",
+    );
+    std::fs::write(&tenant, text).unwrap();
+    let err = Catalog::load(&ConfigDir::Dir(dir.path().to_owned()), None).unwrap_err();
+    let all: Vec<String> = err.iter().map(|d| d.to_string()).collect();
+    let has = |file: &str, key: &str, needle: &str| {
+        assert!(
+            err.iter().any(|d| d.file.ends_with(file) && d.path == key && d.message.contains(needle)),
+            "missing `{file}: {key}: …{needle}…` in:\n{}",
+            all.join("\n")
+        );
+    };
+    has("presets.toml", "providers.aptem.mappings.learner.completion", "transform `date` cannot be undone");
+    has("acme.toml", "providers.aptem.mappings.learner.programme", "not one-to-one");
+    assert_eq!(err.len(), 2, "{}", all.join("\n"));
+}
+
+#[test]
+fn write_declarations_are_checked_with_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("acmecrm.toml"),
+        r#"name = "acmecrm"
+title = "Acme CRM"
+category = "crm"
+base_url = "https://{subdomain}.acmecrm.example"
+[auth]
+kind = "bearer"
+[streams.accounts]
+entity = "company"
+request = { path = "/accounts" }
+[mappings.company]
+external_id = "id"
+name = { from = "name", transform = ["upper"] }
+[writes.company]
+conflict = "read"
+create = { method = "POST", path = "/accounts/{id}", id = "id" }
+update = { method = "PATCH", path = "/accounts/{id}?by={owner}" }
+[writes.widget]
+create = { method = "POST", path = "/widgets" }
+"#,
+    )
+    .unwrap();
+    let err = Catalog::load(&ConfigDir::Dir(repo().join("config")), Some(dir.path())).unwrap_err();
+    let all: Vec<String> = err.iter().map(|d| d.to_string()).collect();
+    let has = |key: &str, needle: &str| {
+        assert!(
+            err.iter().any(|d| d.file.ends_with("acmecrm.toml") && d.path == key && d.message.contains(needle)),
+            "missing `{key}: …{needle}…` in:\n{}",
+            all.join("\n")
+        );
+    };
+    has("mappings.company.name", "cannot be written back");
+    has("writes.company.version_field", "needs the `version_field`");
+    has("writes.company.create.path", "unknown placeholder `{id}`");
+    has("writes.company.create.id", "neither a JSON pointer");
+    has("writes.company.update.path", "unknown placeholder `{owner}`");
+    has("writes.widget", "unknown entity `widget`");
+}

@@ -11,3 +11,4 @@ mod onefile;
 mod salesforce;
 mod slack;
 mod webhooks;
+mod writes;
