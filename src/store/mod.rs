@@ -3,7 +3,7 @@
 //! touches tenant data takes the tenant id and scopes its queries by it.
 //!
 //! The store keeps the model's rows (`crate::model`), one file per area (`tenants.rs`,
-//! `jobs.rs`, `scheduling.rs`, `users.rs`, `tokens.rs`, `intelligence.rs`, …). Each
+//! `jobs.rs`, `scheduling.rs`, `users.rs`, `tokens.rs`, `intelligence.rs`, `writes.rs`, …). Each
 //! method is written once, on [`Store`], with its documentation, and its body is
 //! expanded for [`SqliteStore`] and [`PgStore`] by `on_backend!`; steps several writes
 //! share (the audit entry, locking a tenant) take either backend's connection
@@ -92,6 +92,7 @@ mod tokens;
 mod types;
 mod users;
 mod webhooks;
+mod writes;
 
 use std::path::Path;
 
@@ -108,6 +109,9 @@ pub use sqlite::SqliteStore;
 pub use types::*;
 pub use users::NOT_A_MEMBER_REASON;
 pub use webhooks::{NewWebhookEndpoint, WebhookEndpoint, envelope};
+pub use writes::{
+    MAX_PROVIDER_MESSAGE, NewWrite, WriteAttempt, WriteDetail, WriteFilter, WriteOp, WriteRow, WriteSettle, WriteState,
+};
 
 use crate::model::{ChangeRange, ChangeRow, DeadLetterRow, EntityName, PageOutcome, ProviderId, RecordRow, TenantId};
 

@@ -11,6 +11,7 @@ mod records;
 mod runs;
 mod tenants;
 mod users;
+mod writes;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
@@ -56,6 +57,10 @@ crate::support::contract::contract! {
         intelligence::each_fold_replaces_its_users_pairs,
         intelligence::intelligence_is_isolated_between_tenants,
         intelligence::out_of_range_numbers_are_rejected,
+        writes::writes_are_stored_once_per_idempotency_key,
+        writes::writes_to_one_object_are_claimed_one_at_a_time_in_order,
+        writes::settles_are_fenced_and_recorded_with_their_attempts,
+        writes::only_pending_writes_are_cancelled,
     ],
     url: [
         tenants::migrations_rerun_idempotently,
@@ -66,6 +71,8 @@ crate::support::contract::contract! {
         isolation::corrupt_rows_are_errors_not_panics,
         intelligence::concurrent_contributions_lose_no_update,
         intelligence::corrupt_contribution_rows_are_errors_not_panics,
+        writes::concurrent_submissions_with_one_key_make_one_write,
+        writes::two_claimers_apply_each_objects_writes_in_order,
     ],
 }
 
