@@ -1,6 +1,6 @@
 //! Control requests, answered by the main loop. Scope checks come first: a tenant admin
 //! sees and triggers only its own tenant and changes nothing else but its own tenant's
-//! webhook endpoints.
+//! webhook endpoints and writes.
 
 use std::time::Duration;
 
@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 
 use super::{Daemon, Running};
 use crate::control::ControlMessage;
-use crate::control::protocol::{Command, Reply, Request, Scope, Target, WebhookCommand, authorize};
+use crate::control::protocol::{Command, Reply, Request, Scope, Target, WebhookCommand, WriteCommand, authorize};
 use crate::control::webhooks::Endpoints;
+use crate::control::writes::Writes;
 use crate::model::{JobFilter, PauseScope, ProviderId, StreamName, TenantId, TriggerKind};
 
 impl Daemon {
@@ -69,6 +70,7 @@ impl Daemon {
                 Ok(json!({ "draining": true, "in_flight": self.running.len() }))
             }
             Command::Webhooks(w) => self.webhooks(&request.scope, &w).await,
+            Command::Writes(w) => self.writes(&request.scope, &w).await,
         };
         match result {
             Ok(data) => Reply::ok(data),
@@ -219,6 +221,12 @@ impl Daemon {
             allow_private: self.catalog.settings.webhooks.allow_private_targets,
         };
         endpoints.run(&self.key, command).await.map_err(|e| e.to_string())
+    }
+
+    /// Write-back, as `tributary writes` uses it, within `scope`.
+    async fn writes(&self, scope: &Scope, command: &WriteCommand) -> Result<Value, String> {
+        let writes = Writes { store: &self.store, catalog: &self.catalog, scope };
+        writes.run(command).await.map_err(|e| e.to_string())
     }
 
     async fn pause(&mut self, t: &Target, paused: bool) -> Result<Value, String> {

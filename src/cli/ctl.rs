@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::output::outln;
 use super::{Global, output};
 use crate::control::client::call;
-use crate::control::protocol::{Command, Request, Scope, Target, VERSION};
+use crate::control::protocol::{Command, Request, Scope, Target, VERSION, WebhookCommand, WriteCommand};
 
 /// Arguments of `tributary ctl`.
 #[derive(Debug, clap::Args)]
@@ -73,6 +73,9 @@ pub enum CtlCmd {
     /// Outbound webhook endpoints (a tenant admin: its own tenant's only).
     #[command(subcommand)]
     Webhooks(super::webhooks::WebhooksCmd),
+    /// Write-back (a tenant admin: its own tenant's writes only).
+    #[command(subcommand)]
+    Writes(super::writes::WritesCmd),
 }
 
 fn target(tenant: Option<String>, provider: Option<String>, stream: Option<String>) -> Target {
@@ -109,15 +112,17 @@ pub async fn run(g: &Global, args: CtlArgs) -> anyhow::Result<ExitCode> {
         CtlCmd::Reload => Command::Reload,
         CtlCmd::Drain => Command::Drain,
         CtlCmd::Webhooks(cmd) => Command::Webhooks(cmd.command()),
+        CtlCmd::Writes(cmd) => Command::Writes(cmd.command()?),
     };
     let scope = match args.as_tenant {
         Some(tenant) => Scope::Tenant { tenant },
         None => Scope::Operator,
     };
     let name = command.name();
-    let webhooks = match &command {
-        Command::Webhooks(w) => Some(w.clone()),
-        _ => None,
+    let printed = match &command {
+        Command::Webhooks(w) => Printed::Webhooks(w.clone()),
+        Command::Writes(w) => Printed::Writes(w.clone()),
+        _ => Printed::Rendered,
     };
     let reply = call(&socket, &Request { v: VERSION, scope, command }).await.map_err(anyhow::Error::msg)?;
     if g.json {
@@ -125,13 +130,22 @@ pub async fn run(g: &Global, args: CtlArgs) -> anyhow::Result<ExitCode> {
     } else if let Some(e) = &reply.error {
         eprintln!("error: {e}");
     } else if let Some(data) = &reply.data {
-        match &webhooks {
-            // As `tributary webhooks …` prints it.
-            Some(w) => super::webhooks::print(false, w, data)?,
-            None => render(name, data),
+        match &printed {
+            // As `tributary webhooks …` and `tributary writes …` print it.
+            Printed::Webhooks(w) => super::webhooks::print(false, w, data)?,
+            Printed::Writes(w) => super::writes::print(false, w, data)?,
+            Printed::Rendered => render(name, data),
         }
     }
     Ok(if reply.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// How an answer is printed for a person.
+enum Printed {
+    Webhooks(WebhookCommand),
+    Writes(WriteCommand),
+    /// By [`render`].
+    Rendered,
 }
 
 /// Human output: objects as `key: value` lines, arrays of objects as tables.

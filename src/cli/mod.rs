@@ -17,6 +17,7 @@ mod sync;
 mod tenant;
 mod users;
 mod webhooks;
+mod writes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -119,6 +120,9 @@ pub enum Command {
     /// Outbound event webhooks: endpoints, deliveries, replay.
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCmd),
+    /// Write-back: submit writes to providers, list, show, retry, cancel them.
+    #[command(subcommand)]
+    Writes(writes::WritesCmd),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -176,6 +180,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Contributions(cmd) => intelligence::contributions(g, cmd).await,
         Command::Responsibilities(cmd) => responsibilities::run(g, cmd).await,
         Command::Webhooks(cmd) => webhooks::run(g, cmd).await,
+        Command::Writes(cmd) => writes::run(g, cmd).await,
     }
 }
 

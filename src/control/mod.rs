@@ -6,6 +6,7 @@
 pub mod client;
 pub mod protocol;
 pub mod webhooks;
+pub mod writes;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,7 +1,9 @@
 //! The control protocol: one JSON object per line each way, versioned.
 //!
 //! Request: `{"v": 1, "scope": "operator" | {"tenant": "acme"}, "cmd": "trigger", "tenant": "acme", …}`;
-//! webhook endpoints: `{"v": 1, "cmd": "webhooks", "action": "add", "tenant": "acme", "url": …, "events": […]}`.
+//! webhook endpoints: `{"v": 1, "cmd": "webhooks", "action": "add", "tenant": "acme", "url": …, "events": […]}`;
+//! write-back: `{"v": 1, "cmd": "writes", "action": "submit", "tenant": "acme", "provider": "hubspot",
+//! "entity": "contact", "op": "create", "record": {…}}`.
 //! Reply: `{"v": 1, "ok": true, "data": …}` or `{"v": 1, "ok": false, "error": "…"}`.
 
 use serde::{Deserialize, Serialize};
@@ -127,6 +129,88 @@ impl WebhookCommand {
     }
 }
 
+/// `writes` `submit`: one write to a provider, the record in the tenant's target schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteSubmit {
+    pub tenant: String,
+    pub provider: String,
+    pub entity: String,
+    /// `create`, `update`, `delete` or `comment`.
+    pub op: String,
+    /// The provider's id of the object (every operation but `create`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_version: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+    /// The user whose connection writes (the company's without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// A JSON object.
+    pub record: Value,
+}
+
+/// `writes` `list`: the latest writes in scope, filtered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteList {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+}
+
+/// `writes` `show` and `cancel`: one write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteId {
+    pub id: String,
+}
+
+/// `writes` `retry`: a failed or conflicting write, optionally forced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteRetry {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+}
+
+/// What to do with write-back (`"cmd": "writes", "action": …`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum WriteCommand {
+    /// Store a write in the outbox; the reply is the write (id and state) at once.
+    Submit(WriteSubmit),
+    List(WriteList),
+    /// One write with its attempts.
+    Show(WriteId),
+    /// Queue a failed or conflicting write again.
+    Retry(WriteRetry),
+    /// Cancel a pending write.
+    Cancel(WriteId),
+}
+
+impl WriteCommand {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Submit(_) => "writes submit",
+            Self::List(_) => "writes list",
+            Self::Show(_) => "writes show",
+            Self::Retry(_) => "writes retry",
+            Self::Cancel(_) => "writes cancel",
+        }
+    }
+}
+
 /// A command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -154,6 +238,10 @@ pub enum Command {
     /// scope is checked against each endpoint where it is read
     /// ([`webhooks::Endpoints`](super::webhooks::Endpoints)).
     Webhooks(WebhookCommand),
+    /// Write-back. A tenant admin submits and manages its own tenant's writes only: the
+    /// scope is checked against each write where it is read
+    /// ([`writes::Writes`](super::writes::Writes)).
+    Writes(WriteCommand),
 }
 
 impl Command {
@@ -170,6 +258,7 @@ impl Command {
             Self::Reload => "reload",
             Self::Drain => "drain",
             Self::Webhooks(w) => w.name(),
+            Self::Writes(w) => w.name(),
         }
     }
 }
@@ -250,7 +339,7 @@ pub fn authorize(scope: &Scope, command: &Command) -> Result<(), String> {
         Command::Status => Ok(()),
         Command::Runs(t) | Command::Trigger(t) | Command::Intelligence(t) => own(t),
         // Checked against the endpoints themselves, where they are read.
-        Command::Webhooks(_) => Ok(()),
+        Command::Webhooks(_) | Command::Writes(_) => Ok(()),
         other => Err(format!("`{}` needs the operator scope", other.name())),
     }
 }
@@ -339,5 +428,29 @@ mod tests {
         // Webhook endpoints are checked against their tenant where they are read.
         let list = Command::Webhooks(WebhookCommand::List(WebhookList::default()));
         assert!(authorize(&admin, &list).is_ok());
+        let writes = Command::Writes(WriteCommand::List(WriteList::default()));
+        assert!(authorize(&admin, &writes).is_ok());
+    }
+
+    #[test]
+    fn write_requests_parse() {
+        let r = parse(
+            r#"{"v":1,"cmd":"writes","action":"submit","tenant":"acme","provider":"hubspot","entity":"contact","op":"update","id":"101","record":{"email":"a@example.com"}}"#,
+        )
+        .unwrap();
+        let Command::Writes(WriteCommand::Submit(submit)) = &r.command else { panic!("{r:?}") };
+        assert_eq!((submit.op.as_str(), submit.id.as_deref(), submit.force), ("update", Some("101"), false));
+        assert_eq!(submit.record, json!({"email": "a@example.com"}));
+        assert_eq!(r.command.name(), "writes submit");
+        let r = parse(r#"{"v":1,"cmd":"writes","action":"retry","id":"wr_1","force":true}"#).unwrap();
+        assert_eq!(r.command, Command::Writes(WriteCommand::Retry(WriteRetry { id: "wr_1".into(), force: true })));
+        for (line, needle) in [
+            (r#"{"v":1,"cmd":"writes","action":"submit","tenant":"acme"}"#, "missing field"),
+            (r#"{"v":1,"cmd":"writes","action":"show"}"#, "missing field `id`"),
+            (r#"{"v":1,"cmd":"writes","action":"cancel","id":"wr_1","force":true}"#, "unknown field"),
+        ] {
+            let err = parse(line).unwrap_err();
+            assert!(err.contains(needle), "{line}: {err}");
+        }
     }
 }

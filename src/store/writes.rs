@@ -142,8 +142,8 @@ impl TryFrom<String> for WriteState {
     }
 }
 
-/// A write as stored.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+/// A write as stored (and as the control socket answers it: the payload as JSON).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct WriteRow {
     /// `wr_` and a UUID v7.
     pub id: String,
@@ -164,7 +164,7 @@ pub struct WriteRow {
     /// Write even if the provider's version is newer than `base_version`.
     pub force: bool,
     /// The record in the tenant's target schema (JSON text).
-    #[serde(serialize_with = "json_text")]
+    #[serde(serialize_with = "json_text", deserialize_with = "text_of_json")]
     pub payload: String,
     #[sqlx(try_from = "String")]
     pub state: WriteState,
@@ -198,6 +198,12 @@ fn json_text<S: serde::Serializer>(text: &str, serializer: S) -> Result<S::Ok, S
     }
 }
 
+/// Reads JSON back as its compact text (the inverse of [`json_text`]).
+fn text_of_json<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let value: Value = serde::Deserialize::deserialize(deserializer)?;
+    Ok(value.to_string())
+}
+
 /// One attempt of a write.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct WriteAttempt {
@@ -213,7 +219,7 @@ pub struct WriteAttempt {
 }
 
 /// A write with its attempts, oldest first.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WriteDetail {
     pub write: WriteRow,
     pub attempts: Vec<WriteAttempt>,

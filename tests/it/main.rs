@@ -23,3 +23,4 @@ mod tenants;
 mod tokens;
 mod users;
 mod webhooks;
+mod writes_cli;
