@@ -18,6 +18,7 @@ mod plain_text;
 mod signals;
 mod sim_webhooks;
 mod webhooks;
+mod writes;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
