@@ -339,9 +339,15 @@ pub(super) async fn two_claimers_apply_each_objects_writes_in_order(store: &Stor
                 if applied.lock().unwrap().len() == OBJECTS * PER_OBJECT {
                     return;
                 }
-                for w in claimer.claim_writes(name, later(), 3).await.unwrap() {
+                let claimed = claimer.claim_writes(name, later(), 3).await.unwrap();
+                // Held from the claim until just before the settle commits.
+                for w in &claimed {
                     let object = w.external_id.clone().unwrap();
                     assert!(in_flight.lock().unwrap().insert(object.clone()), "two writes to {object} in flight");
+                }
+                for w in claimed {
+                    tokio::task::yield_now().await;
+                    let object = w.external_id.clone().unwrap();
                     applied.lock().unwrap().push((object.clone(), w.id.clone()));
                     in_flight.lock().unwrap().remove(&object);
                     claimer.settle_write(&w.id, name, 1, &succeeded(&object)).await.unwrap().unwrap();
