@@ -82,7 +82,7 @@ impl WritesCmd {
         Ok(match self {
             Self::Submit { tenant, provider, entity, op, id, idempotency_key, base_version, force, owner } => {
                 let record = read_record(std::io::stdin().lock())?;
-                WriteCommand::Submit(WriteSubmit {
+                WriteCommand::Submit(Box::new(WriteSubmit {
                     tenant,
                     provider,
                     entity,
@@ -93,7 +93,7 @@ impl WritesCmd {
                     force,
                     owner,
                     record,
-                })
+                }))
             }
             Self::List { tenant, state, provider, limit } => {
                 WriteCommand::List(WriteList { tenant, state, provider, limit: Some(limit) })
@@ -193,7 +193,10 @@ fn writes_table(writes: &[WriteRow]) {
             ]
         })
         .collect();
-    output::table(&["ID", "TENANT", "PROVIDER", "ENTITY", "OP", "OBJECT", "STATE", "ATTEMPTS", "CREATED", "ERROR"], &rows);
+    output::table(
+        &["ID", "TENANT", "PROVIDER", "ENTITY", "OP", "OBJECT", "STATE", "ATTEMPTS", "CREATED", "ERROR"],
+        &rows,
+    );
 }
 
 fn show(d: &WriteDetail) {

@@ -189,7 +189,8 @@ pub struct WriteRetry {
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum WriteCommand {
     /// Store a write in the outbox; the reply is the write (id and state) at once.
-    Submit(WriteSubmit),
+    /// (Boxed: it carries the record, and would make every command as large.)
+    Submit(Box<WriteSubmit>),
     List(WriteList),
     /// One write with its attempts.
     Show(WriteId),

@@ -223,7 +223,9 @@ pub fn check_record(record: &Value) -> Result<(), WriteError> {
     }
     let size = record.to_string().len();
     if size > MAX_RECORD_BYTES {
-        return Err(WriteError::Invalid(format!("the record is {size} bytes; at most {MAX_RECORD_BYTES} are accepted")));
+        return Err(WriteError::Invalid(format!(
+            "the record is {size} bytes; at most {MAX_RECORD_BYTES} are accepted"
+        )));
     }
     Ok(())
 }

@@ -333,11 +333,13 @@ fn settled(settle: &WriteSettle) -> Settled<'_> {
             next_attempt_at: None,
             result_id: None,
             result_version: Some(provider_version),
-            error: Some(bounded(&format!(
-                "the provider's version `{provider_version}` is newer than the base version `{}`",
-                base_version.as_deref().unwrap_or("(none)")
-            ))
-            .to_owned()),
+            error: Some(
+                bounded(&format!(
+                    "the provider's version `{provider_version}` is newer than the base version `{}`",
+                    base_version.as_deref().unwrap_or("(none)")
+                ))
+                .to_owned(),
+            ),
             error_class: Some("conflict"),
             provider_message: None,
         },
@@ -404,7 +406,6 @@ impl PgStore {
         write_columns!()
     );
 }
-
 
 impl Store {
     /// Stores a write as `pending`, due now; `(write, true)`. With an idempotency key the

@@ -3,9 +3,7 @@
 //! exactly like one that does not exist.
 
 use serde_json::{Value, json};
-use tributary::control::protocol::{
-    Command as Ctl, Scope, WriteCommand, WriteId, WriteList, WriteRetry, WriteSubmit,
-};
+use tributary::control::protocol::{Command as Ctl, Scope, WriteCommand, WriteId, WriteList, WriteRetry, WriteSubmit};
 
 use super::{Fixture, NEVER};
 
@@ -18,7 +16,7 @@ fn tenant_body() -> String {
 }
 
 fn submit(tenant: &str, key: Option<&str>) -> Ctl {
-    Ctl::Writes(WriteCommand::Submit(WriteSubmit {
+    Ctl::Writes(WriteCommand::Submit(Box::new(WriteSubmit {
         tenant: tenant.into(),
         provider: "hubspot".into(),
         entity: "contact".into(),
@@ -29,7 +27,7 @@ fn submit(tenant: &str, key: Option<&str>) -> Ctl {
         force: false,
         owner: None,
         record: json!({ "email": format!("someone@{tenant}.example.com") }),
-    }))
+    })))
 }
 
 fn list(tenant: Option<&str>) -> Ctl {
