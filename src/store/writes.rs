@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::Store;
 use super::error::{StoreError, db, not_found};
+use super::intelligence::is_foreign_key_violation;
 use super::postgres::PgStore;
 use super::rows::{now, stored};
 use super::sqlite::SqliteStore;
@@ -414,7 +415,8 @@ impl Store {
     /// naming the key when that write differs (provider, owner, entity, operation,
     /// external id or payload).
     ///
-    /// [`StoreError::Invalid`] for an update, delete or comment without an external id.
+    /// [`StoreError::Invalid`] for an update, delete or comment without an external id,
+    /// [`StoreError::NotFound`] if the tenant does not exist.
     pub async fn submit_write(&self, new: &NewWrite<'_>) -> Result<(WriteRow, bool), StoreError> {
         if new.op.needs_external_id() && new.external_id.is_none_or(str::is_empty) {
             return Err(StoreError::Invalid {
@@ -450,7 +452,13 @@ impl Store {
             .bind(now)
             .fetch_optional(&s.pool)
             .await
-            .map_err(db("submitting a write"))?;
+            .map_err(|e| {
+                if is_foreign_key_violation(&e) {
+                    StoreError::NotFound { what: format!("tenant `{}` does not exist", new.tenant) }
+                } else {
+                    db("submitting a write")(e)
+                }
+            })?;
             if let Some(row) = inserted {
                 return Ok((row, true));
             }

@@ -111,6 +111,11 @@ pub async fn writes_are_stored_once_per_idempotency_key(store: &Store) {
     assert!(created);
     assert_ne!(theirs.id, row.id);
 
+    // A write of a tenant that does not exist is not stored.
+    let nobody = Spec { tenant: tenant_id("initech"), ..spec(WriteOp::Create, None, json!({})) };
+    let err = store.submit_write(&nobody.new_write()).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }) && err.to_string().contains("`initech`"), "{err}");
+
     // Writes without a key are each their own.
     let create_a = submit(store, &spec(WriteOp::Create, None, json!({"n": 1}))).await;
     let create_b = submit(store, &spec(WriteOp::Create, None, json!({"n": 1}))).await;
