@@ -10,9 +10,9 @@
 use serde_json::{Value, json};
 
 use super::protocol::{Scope, WriteCommand, WriteList, WriteSubmit};
-use crate::config::Catalog;
+use crate::config::{Catalog, WriteOp};
 use crate::model::{ConnectionStatus, EntityName, Owner, ProviderId, TenantId, UserId};
-use crate::store::{NewWrite, Store, StoreError, WriteDetail, WriteFilter, WriteOp, WriteRow, WriteState};
+use crate::store::{NewWrite, Store, StoreError, WriteDetail, WriteFilter, WriteRow, WriteState};
 
 /// The largest record a write carries, as compact JSON.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
@@ -89,7 +89,7 @@ impl Writes<'_> {
             }
         }
         let external_id = s.id.as_deref().filter(|id| !id.is_empty());
-        match (op.needs_external_id(), external_id) {
+        match (op.needs_id(), external_id) {
             (true, None) => {
                 return Err(WriteError::Invalid(format!("`{op}` needs the object's id (--id EXTERNAL_ID)")));
             }
@@ -194,8 +194,8 @@ impl Writes<'_> {
                 if declared.is_empty() { "none".to_owned() } else { declared.join(", ") }
             )));
         };
-        if !spec.has(op.as_str()) {
-            let declared: Vec<&str> = WriteOp::ALL.iter().map(|o| o.as_str()).filter(|o| spec.has(o)).collect();
+        if spec.op(op).is_none() {
+            let declared: Vec<&str> = spec.ops().map(|(o, _)| o.as_str()).collect();
             return Err(WriteError::Invalid(format!(
                 "connector `{provider}` declares no `{op}` of `{entity}` (it declares: {})",
                 if declared.is_empty() { "none".to_owned() } else { declared.join(", ") }

@@ -22,6 +22,7 @@ use super::postgres::PgStore;
 use super::rows::{now, stored};
 use super::sqlite::SqliteStore;
 use super::statement::Bind;
+use crate::config::WriteOp;
 use crate::model::{EntityName, Owner, OwnerColumn, ProviderId, TenantId, UserId};
 
 /// The longest provider message (and error) kept, in bytes; longer ones are cut at a
@@ -37,46 +38,7 @@ macro_rules! write_columns {
     };
 }
 
-/// What a write does to its object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WriteOp {
-    Create,
-    Update,
-    Delete,
-    Comment,
-}
-
-impl WriteOp {
-    /// Every operation, in the order the CLI lists them.
-    pub const ALL: [WriteOp; 4] = [Self::Create, Self::Update, Self::Delete, Self::Comment];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Create => "create",
-            Self::Update => "update",
-            Self::Delete => "delete",
-            Self::Comment => "comment",
-        }
-    }
-
-    /// `None` for anything but `create`, `update`, `delete` and `comment`.
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|op| op.as_str() == text)
-    }
-
-    /// Whether the operation addresses an existing object (needs its external id).
-    pub fn needs_external_id(self) -> bool {
-        self != Self::Create
-    }
-}
-
-impl std::fmt::Display for WriteOp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
+/// How the store reads an operation back from its TEXT column (`#[sqlx(try_from)]`).
 impl TryFrom<String> for WriteOp {
     type Error = String;
 
@@ -418,7 +380,7 @@ impl Store {
     /// [`StoreError::Invalid`] for an update, delete or comment without an external id,
     /// [`StoreError::NotFound`] if the tenant does not exist.
     pub async fn submit_write(&self, new: &NewWrite<'_>) -> Result<(WriteRow, bool), StoreError> {
-        if new.op.needs_external_id() && new.external_id.is_none_or(str::is_empty) {
+        if new.op.needs_id() && new.external_id.is_none_or(str::is_empty) {
             return Err(StoreError::Invalid {
                 what: format!("a write that does `{}` needs the external id of the object", new.op),
             });
@@ -714,12 +676,12 @@ mod tests {
     #[test]
     fn ops_and_states_round_trip_their_words() {
         for op in WriteOp::ALL {
-            assert_eq!(WriteOp::parse(op.as_str()), Some(op));
+            assert_eq!(WriteOp::try_from(op.as_str().to_owned()), Ok(op));
         }
         for state in WriteState::ALL {
             assert_eq!(WriteState::parse(state.as_str()), Some(state));
         }
-        assert_eq!(WriteOp::parse("upsert"), None);
+        assert!(WriteOp::try_from("upsert".to_owned()).unwrap_err().contains("`upsert`"));
         assert!(WriteState::try_from("done".to_owned()).unwrap_err().contains("`done`"));
     }
 

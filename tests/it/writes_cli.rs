@@ -145,7 +145,7 @@ fn submissions_are_checked_before_they_are_stored() {
                 "create",
             ],
             record,
-            "connector `hubspot` declares no writes of `learner` (it declares: company, contact)",
+            "connector `hubspot` declares no writes of `learner` (it declares: company, contact, deal)",
         ),
         (
             vec![

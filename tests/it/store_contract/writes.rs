@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::Duration;
+use tributary::config::WriteOp;
 use tributary::model::UserId;
-use tributary::store::{NewWrite, WriteFilter, WriteOp, WriteRow, WriteSettle, WriteState};
+use tributary::store::{NewWrite, WriteFilter, WriteRow, WriteSettle, WriteState};
 
 use super::*;
 
