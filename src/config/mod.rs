@@ -7,6 +7,7 @@ mod diag;
 mod entities;
 mod layer;
 mod manifest;
+mod manifest_check;
 mod manifest_spec;
 mod presets;
 mod roles;

@@ -1,0 +1,299 @@
+//! The checks of a connector manifest that serde cannot make: pointers, templates and
+//! their variables, stream references, paging and auth settings, write declarations.
+//! Every problem is reported with the manifest's file and key path.
+
+use super::diag::{Diagnostics, join};
+use super::manifest::{AuthKind, BUILTIN_VARIABLES, Manifest, template_variables};
+use super::manifest_spec::{Pagination, ParamIn, RequestSpec, ResumeMode, check_pointer};
+
+impl Manifest {
+    /// Checks what serde cannot: pointers, templates, stream references, auth settings.
+    pub(super) fn check_shape(&self, diag: &mut Diagnostics) {
+        let file = self.source.as_str();
+        let mut err = |path: &str, msg: String| diag.push(file, path, msg);
+        if self.streams.is_empty() {
+            err("streams", "a connector needs at least one stream".into());
+        }
+        if !(self.base_url.starts_with("http://")
+            || self.base_url.starts_with("https://")
+            || self.base_url.starts_with('{'))
+        {
+            err("base_url", format!("`{}` is not an http(s) URL template", self.base_url));
+        }
+        if self.max_response_bytes == Some(0) {
+            err("max_response_bytes", "must be greater than zero".into());
+        }
+        if let Some(w) = &self.webhooks {
+            for (path, msg) in w.problems(&|s| self.streams.contains_key(s)) {
+                err(&path, msg);
+            }
+        }
+        let credentials = self.auth.required_credentials();
+        if credentials.is_empty() {
+            err("auth.credentials", "list at least one credential field".into());
+        }
+        let known = |var: &str, in_auth: bool, parent: bool| -> bool {
+            BUILTIN_VARIABLES.contains(&var)
+                || self.variables.contains_key(var)
+                || self.auth.provides.iter().any(|p| p == var)
+                || self.tenant_variables().iter().any(|v| v == var)
+                || (in_auth && credentials.iter().any(|c| c == var))
+                || (parent && var.starts_with("parent."))
+        };
+        if let Some(msg) = unclosed_placeholder(&self.base_url) {
+            err("base_url", msg);
+        }
+        if let Some(rate) = &self.rate_limit {
+            for (key, value) in [("requests", rate.requests), ("per_secs", rate.per_secs)] {
+                if value == 0 {
+                    err(&join("rate_limit", key), "must be greater than zero".into());
+                }
+            }
+        }
+        for (key, t) in self.auth.templates() {
+            if let Some(msg) = unclosed_placeholder(t) {
+                err(&join("auth", key), msg);
+            }
+            for var in template_variables(t) {
+                if !known(&var, true, false) {
+                    err(&join("auth", key), format!("unknown template variable `{{{var}}}`"));
+                }
+            }
+        }
+        for (name, t) in &self.headers {
+            check_template_vars(t, &|v| known(v, false, false), &join("headers", name), &mut err);
+        }
+        if self.auth.needs_token() && self.auth.token_url.is_none() {
+            err("auth.token_url", format!("`{}` auth needs a `token_url`", self.auth.kind.as_str()));
+        }
+        if self.auth.kind == AuthKind::Basic
+            && (self.auth.username.is_none() || self.auth.password.is_none())
+            && self.auth.credentials.is_some()
+        {
+            err("auth", "basic auth with custom credential fields needs `username` and `password` templates".into());
+        }
+        for (key, p) in [
+            ("auth.token_path", &self.auth.token_path),
+            ("auth.expires_in_path", &self.auth.expires_in_path),
+            ("auth.refresh_token_path", &self.auth.refresh_token_path),
+        ] {
+            if let Some(p) = p
+                && let Err(e) = check_pointer(p)
+            {
+                err(key, e);
+            }
+        }
+        for (i, rule) in self.responses.iter().enumerate() {
+            let path = format!("responses[{i}]");
+            for p in rule.body.keys().chain(rule.message.iter()) {
+                if let Err(e) = check_pointer(p) {
+                    err(&path, e);
+                }
+            }
+        }
+        for (name, s) in &self.streams {
+            let sp = join("streams", name.as_str());
+            let is_child = s.parent.is_some();
+            if let Some(parent) = &s.parent {
+                match self.streams.get(parent) {
+                    None => err(&join(&sp, "parent"), format!("unknown parent stream `{parent}`")),
+                    Some(_) if parent == name => err(&join(&sp, "parent"), "a stream cannot be its own parent".into()),
+                    Some(p) if p.parent.is_some() => {
+                        err(&join(&sp, "parent"), "a parent stream cannot itself be a child".into())
+                    }
+                    Some(_) => {}
+                }
+            }
+            if s.request.path.is_none() {
+                err(&join(&sp, "request.path"), "a stream needs a request path".into());
+            }
+            let known_here = |v: &str| known(v, false, is_child);
+            check_request(&s.request, &known_here, &join(&sp, "request"), &mut err);
+            for (k, t) in &s.inject {
+                check_template_vars(t, &known_here, &join(&join(&sp, "inject"), k), &mut err);
+            }
+            if let Some(inc) = &s.incremental {
+                let ip = join(&sp, "incremental");
+                let merged = s.request.overlay(&inc.request);
+                // What the incremental section states is checked at its own key path;
+                // what it inherits was checked above. Only problems of the combination
+                // (paging into a body it no longer has) are reported here in addition.
+                check_request_fields(&inc.request, &known_here, &join(&ip, "request"), &mut err);
+                if let Some(msg) = body_paging_error(&merged)
+                    && body_paging_error(&s.request).is_none()
+                {
+                    err(&join(&join(&ip, "request"), "pagination"), msg);
+                }
+                if !uses_cursor(&merged) {
+                    err(&join(&ip, "request"), "the incremental request never uses `{cursor}`".into());
+                }
+                if inc.cursor_field.trim().is_empty() {
+                    err(&join(&ip, "cursor_field"), "must not be empty".into());
+                }
+            }
+            if s.resume == Some(ResumeMode::Cursor) && !s.incremental.as_ref().is_some_and(|i| i.sorted) {
+                err(
+                    &join(&sp, "resume"),
+                    "`cursor` resumes only a sorted incremental read (`incremental.sorted = true`); \
+                     use `position` or `none`"
+                        .into(),
+                );
+            }
+            for (key, value) in [
+                ("position_ttl_secs", s.position_ttl_secs),
+                ("max_pages_per_run", s.max_pages_per_run),
+                ("max_run_secs", s.max_run_secs),
+            ] {
+                if value == Some(0) {
+                    err(&join(&sp, key), "must be at least 1".into());
+                }
+            }
+        }
+    }
+
+    /// Checks the `[writes.*]` declarations: a known entity, well-formed requests whose
+    /// placeholders name the entity's fields or the manifest's variables. (Whether the
+    /// entity's mapping can be reversed is checked with the mappings, in every layer.)
+    pub(super) fn check_writes(&self, entities: &super::entities::Entities, diag: &mut Diagnostics) {
+        let variables = self.tenant_variables();
+        for (entity, spec) in &self.writes {
+            let at = join("writes", entity);
+            let Some(def) = entities.get(entity) else {
+                diag.push(&self.source, &at, format!("unknown entity `{entity}` (known: {})", entities.names()));
+                continue;
+            };
+            let known = |name: &str| {
+                def.field(name).is_some()
+                    || name == "text"
+                    || variables.iter().any(|v| v == name)
+                    || BUILTIN_VARIABLES.contains(&name)
+            };
+            for (key, msg) in spec.problems(&known) {
+                let path = if key.is_empty() { at.clone() } else { join(&at, &key) };
+                diag.push(&self.source, &path, msg);
+            }
+        }
+    }
+}
+
+fn uses_cursor(r: &RequestSpec) -> bool {
+    let mut texts: Vec<String> = r.query.values().cloned().collect();
+    texts.extend(r.path.clone());
+    texts.extend(r.headers.values().cloned());
+    if let Some(b) = &r.body {
+        texts.extend(json_strings(b).into_iter().map(str::to_owned));
+    }
+    texts.iter().any(|t| template_variables(t).iter().any(|v| v == "cursor"))
+}
+
+/// Every string inside a JSON value (templates live in strings only).
+fn json_strings(v: &serde_json::Value) -> Vec<&str> {
+    match v {
+        serde_json::Value::String(s) => vec![s.as_str()],
+        serde_json::Value::Array(a) => a.iter().flat_map(json_strings).collect(),
+        serde_json::Value::Object(m) => m.values().flat_map(json_strings).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A `{` without its closing `}`: such a template would send the brace literally.
+fn unclosed_placeholder(t: &str) -> Option<String> {
+    let start = t.rfind('{')?;
+    (!t[start..].contains('}')).then(|| format!("unclosed `{{` in template `{t}`"))
+}
+
+fn check_template_vars(t: &str, known: &dyn Fn(&str) -> bool, path: &str, err: &mut impl FnMut(&str, String)) {
+    if let Some(msg) = unclosed_placeholder(t) {
+        err(path, msg);
+    }
+    for var in template_variables(t) {
+        if var.is_empty() {
+            err(path, "empty `{}` placeholder".into());
+        } else if !known(&var) {
+            err(path, format!("unknown template variable `{{{var}}}`"));
+        }
+    }
+}
+
+fn check_request(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &str, err: &mut impl FnMut(&str, String)) {
+    check_request_fields(r, known, path, err);
+    if let Some(msg) = body_paging_error(r) {
+        err(&join(path, "pagination"), msg);
+    }
+}
+
+/// Paging parameters that go into a body the request does not have.
+fn body_paging_error(r: &RequestSpec) -> Option<String> {
+    let in_body = matches!(
+        &r.pagination,
+        Some(
+            Pagination::Cursor { location: ParamIn::Body, .. }
+                | Pagination::Offset { location: ParamIn::Body, .. }
+                | Pagination::PageNumber { location: ParamIn::Body, .. }
+        )
+    );
+    (in_body && r.body.is_none())
+        .then(|| "paging parameters go in the body (`in = \"body\"`) but the request has no `body`".to_owned())
+}
+
+/// Checks the fields a request spec states: templates, pointers, page sizes.
+fn check_request_fields(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &str, err: &mut impl FnMut(&str, String)) {
+    if let Some(p) = &r.path {
+        check_template_vars(p, known, &join(path, "path"), err);
+    }
+    for (k, v) in &r.query {
+        check_template_vars(v, known, &join(&join(path, "query"), k), err);
+    }
+    for (k, v) in &r.headers {
+        check_template_vars(v, known, &join(&join(path, "headers"), k), err);
+    }
+    if let Some(b) = &r.body {
+        for t in json_strings(b) {
+            check_template_vars(t, known, &join(path, "body"), err);
+        }
+    }
+    if let Some(rec) = &r.records
+        && let Err(e) = check_pointer(rec)
+    {
+        err(&join(path, "records"), e);
+    }
+    if let Some(total) = &r.total
+        && let Err(e) = check_pointer(total)
+    {
+        err(&join(path, "total"), e);
+    }
+    let pp = join(path, "pagination");
+    let pointers: Vec<(&str, &String)> = match &r.pagination {
+        Some(Pagination::Cursor { cursor, is_last, .. }) => {
+            let mut v = vec![("cursor", cursor)];
+            v.extend(is_last.iter().map(|p| ("is_last", p)));
+            v
+        }
+        Some(Pagination::NextUrl { next, done, .. }) => {
+            let mut v = vec![("next", next)];
+            v.extend(done.iter().map(|p| ("done", p)));
+            v
+        }
+        Some(Pagination::Offset { total, is_last, .. }) => {
+            total.iter().map(|p| ("total", p)).chain(is_last.iter().map(|p| ("is_last", p))).collect()
+        }
+        Some(Pagination::PageNumber { total, .. }) => total.iter().map(|p| ("total", p)).collect(),
+        _ => Vec::new(),
+    };
+    for (k, p) in pointers {
+        if let Err(e) = check_pointer(p) {
+            err(&join(&pp, k), e);
+        }
+    }
+    match &r.pagination {
+        Some(
+            Pagination::Offset { limit: 0, .. }
+            | Pagination::Odata { limit: 0, .. }
+            | Pagination::PageNumber { size: 0, .. },
+        ) => {
+            err(&pp, "the page size must be greater than zero".into());
+        }
+        Some(p) if p.max_pages() == Some(0) => err(&join(&pp, "max_pages"), "must be greater than zero".into()),
+        _ => {}
+    }
+}
