@@ -22,6 +22,12 @@ use crate::scheduler::FailurePolicy;
 use crate::store::StoreHealth;
 use crate::telemetry::Metrics;
 
+/// Writes in flight at once per daemon.
+const WRITE_CONCURRENCY: usize = 8;
+/// How long a claim holds a write: longer than a send with its retries and rate-limit
+/// waits takes, so a live attempt is not claimed again.
+const WRITE_LEASE: Duration = Duration::from_secs(300);
+
 fn instance_id() -> String {
     crate::scheduler::lease::instance_id("")
 }
@@ -146,6 +152,22 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
         Arc::new(crate::http::webhooks::DeliveryCounters::exporting(daemon.metrics.clone())),
         daemon.shutdown.clone(),
     ));
+    // Writes wait on the same quotas as the runs and use the same retry policy.
+    let writes_task = tokio::spawn(
+        Arc::new(crate::sync::writes::WriteWorker {
+            catalog: daemon.shared_catalog.clone(),
+            store: daemon.store.clone(),
+            key: daemon.key.clone(),
+            metrics: daemon.metrics.clone(),
+            limits: daemon.limits.clone(),
+            retry: crate::http::RetryPolicy::from_settings(&daemon.settings),
+            owner: daemon.owner.clone(),
+            concurrency: WRITE_CONCURRENCY,
+            lease: WRITE_LEASE,
+            idle_poll: Duration::from_millis(250),
+        })
+        .run(daemon.shutdown.clone()),
+    );
     tracing::info!(step = 6, owner = %daemon.owner, workers = daemon.settings.workers, "signals handled; scheduler starting");
     daemon.ready.store(true, Ordering::Relaxed);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -170,6 +192,8 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
     // An attempt in flight is abandoned; its lease expires and it is attempted again
     // with the same webhook-id.
     let _ = tokio::time::timeout(Duration::from_secs(1), webhooks_task).await;
+    // Likewise a write in flight: its lease expires and another claim attempts it again.
+    let _ = tokio::time::timeout(Duration::from_secs(1), writes_task).await;
     let _ = std::fs::remove_file(&opts.socket);
     daemon.store.close().await;
     tracing::info!("stopped");

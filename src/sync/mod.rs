@@ -27,6 +27,7 @@ use tracing::Instrument;
 mod pipeline;
 mod probe;
 mod sink;
+pub mod writes;
 
 use self::pipeline::{Bounds, PageLoop};
 pub use self::probe::StreamProbe;
@@ -341,7 +342,8 @@ impl<'a> Syncer<'a> {
             metrics: &self.metrics,
         };
         let observer = HttpMetrics::new(&self.metrics, req.provider.as_str());
-        let mut session = self.session(req, manifest, &sink, &observer)?;
+        let origin = format!("provider `{}` stream `{}`", req.provider, req.stream);
+        let mut session = self.session(&req.tenant, &req.provider, origin, manifest, &sink, &observer)?;
         let mut reader =
             StreamReader::new(manifest, &req.stream, &base_url, vars, job.cursor.as_deref(), req.full_refresh)
                 .map_err(|e| RunFailure::plain(e.to_string()))?;
@@ -384,11 +386,13 @@ impl<'a> Syncer<'a> {
         result
     }
 
-    /// The HTTP session of one run: the connection's token state, its rate-limit quota
-    /// and the manifest's response rules.
+    /// The HTTP session of one run (or write): the connection's token state, its
+    /// rate-limit quota and the manifest's response rules; `origin` names it in errors.
     fn session<'s>(
         &self,
-        req: &SyncRequest,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        origin: String,
         manifest: &Manifest,
         sink: &'s StoreSink<'s>,
         observer: &'s HttpMetrics,
@@ -397,8 +401,8 @@ impl<'a> Syncer<'a> {
         let conn = self.auth.connection(&format!(
             "{}/{}/{}/{}",
             self.store.instance_id(),
-            req.tenant,
-            req.provider,
+            tenant,
+            provider,
             sink.owner.as_str()
         ));
         let mut auth = AuthState::shared(manifest.auth.clone(), conn);
@@ -417,11 +421,11 @@ impl<'a> Syncer<'a> {
             retry: self.retry.clone(),
             stats: Default::default(),
             sink: Some(sink),
-            quota: self.limits.quota(req.provider.as_str(), req.tenant.as_str(), manifest.rate_limit.as_ref()),
+            quota: self.limits.quota(provider.as_str(), tenant.as_str(), manifest.rate_limit.as_ref()),
             observer: Some(observer),
         };
         session.retry.max_response_bytes = manifest.max_response_bytes.unwrap_or(self.retry.max_response_bytes);
-        session.retry.origin = Some(format!("provider `{}` stream `{}`", req.provider, req.stream));
+        session.retry.origin = Some(origin);
         Ok(session)
     }
 }

@@ -1,0 +1,314 @@
+//! The write executor: one outbox write sent to its provider through the connection's
+//! session (the read path's token state and refresh, rate-limit quota, response rules and
+//! retries of transient errors), and what the answer means for the write
+//! ([`WriteSettle`]); and the daemon's worker that claims due writes under a lease,
+//! executes them concurrently (bounded) and settles each.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::Syncer;
+use super::sink::StoreSink;
+use crate::config::{BUILTIN_VARIABLES, Catalog, WriteOp};
+use crate::http::template::Vars;
+use crate::http::{Body, HttpError, RateLimiters, Request, RetryPolicy};
+use crate::mapping::{CompiledWrite, build_request, provider_error, write_result};
+use crate::model::{ConnectionStatus, ErrorClass, Owner};
+use crate::secrets::MasterKey;
+use crate::store::{Store, WriteRow, WriteSettle};
+use crate::telemetry::{HttpMetrics, Metrics};
+use crate::tenants::Tenants;
+
+/// A write waits this long before it is tried again when its connection cannot be used
+/// (no credentials, needs re-authorization) or the store failed.
+const NOT_READY_RETRY: Duration = Duration::from_secs(60);
+/// The wait after transient failures the session's own retries did not overcome, when
+/// the provider named none.
+const TRANSIENT_RETRY: Duration = Duration::from_secs(30);
+
+fn later(after: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(after).unwrap_or_else(|_| chrono::Duration::seconds(60))
+}
+
+fn failed(class: ErrorClass, message: impl Into<String>) -> WriteSettle {
+    WriteSettle::Failed { status: None, message: message.into(), error_class: class.as_str().to_owned() }
+}
+
+fn retry(class: ErrorClass, after: Duration, status: Option<u16>, message: impl Into<String>) -> WriteSettle {
+    WriteSettle::Retry { at: later(after), status, message: message.into(), error_class: class.as_str().to_owned() }
+}
+
+impl Syncer<'_> {
+    /// Sends `write` to its provider and says how the attempt ended: 2xx (and no
+    /// `ok: false`) succeeded with the provider's id and version; a validation error
+    /// (400/404/409/422 and other permanent 4xx) failed with the provider's message; a
+    /// 412 is a conflict; rate limits, 5xx and timeouts the session did not overcome are
+    /// retried later. A write that cannot be prepared (provider not enabled, operation
+    /// not declared, a record the mapping cannot reverse) fails without a request.
+    pub async fn execute_write(&self, write: &WriteRow) -> WriteSettle {
+        match self.try_write(write).await {
+            Ok(settle) | Err(settle) => settle,
+        }
+    }
+
+    async fn try_write(&self, w: &WriteRow) -> Result<WriteSettle, WriteSettle> {
+        let tenants = Tenants::new(self.catalog, self.store, "writes");
+        let view = tenants.require(&w.tenant_id).await.map_err(|e| failed(ErrorClass::Config, e.to_string()))?;
+        let provider = view.effective.providers.get(&w.provider).filter(|p| p.config.is_enabled()).ok_or_else(|| {
+            failed(ErrorClass::Config, format!("provider `{}` is not enabled for tenant `{}`", w.provider, w.tenant_id))
+        })?;
+        let config = &provider.config;
+        let manifest = self
+            .catalog
+            .manifests
+            .get(w.provider.as_str())
+            .ok_or_else(|| failed(ErrorClass::Config, format!("no connector manifest for `{}`", w.provider)))?;
+        let entity = w.entity.as_str();
+        let spec = manifest.writes.get(entity).ok_or_else(|| {
+            failed(ErrorClass::Config, format!("`{}` declares no writes for entity `{entity}`", w.provider))
+        })?;
+        let req = spec.op(w.op).ok_or_else(|| {
+            failed(ErrorClass::Config, format!("`{}` declares no `{}` for entity `{entity}`", w.provider, w.op.as_str()))
+        })?;
+        let def = self
+            .catalog
+            .entities
+            .get(entity)
+            .ok_or_else(|| failed(ErrorClass::Config, format!("unknown entity `{entity}`")))?;
+        let empty = BTreeMap::new();
+        let fields = config.mappings.get(entity).unwrap_or(&empty);
+        let mut variables: Vec<String> = manifest.tenant_variables();
+        variables.extend(manifest.variables.keys().cloned());
+        variables.extend(manifest.auth.provides.iter().cloned());
+        variables.extend(BUILTIN_VARIABLES.iter().map(|v| (*v).to_owned()));
+        let compiled = CompiledWrite::compile(def, fields, spec, variables)
+            .map_err(|e| failed(ErrorClass::Config, e.to_string()))?;
+        let prepared = build_request(&compiled, w.op, &w.payload_json(), w.external_id.as_deref())
+            .map_err(|e| failed(ErrorClass::Data, e.to_string()))?;
+
+        let owner = Owner::of(w.owner_user.as_ref());
+        let connection = self
+            .store
+            .get_connection(&w.tenant_id, &w.provider, owner)
+            .await
+            .map_err(|e| retry(ErrorClass::Store, NOT_READY_RETRY, None, e.to_string()))?
+            .ok_or_else(|| {
+                failed(ErrorClass::Config, format!("no connection {}/{} ({})", w.tenant_id, w.provider, owner.as_str()))
+            })?;
+        if matches!(connection.status, ConnectionStatus::Disabled | ConnectionStatus::Pending | ConnectionStatus::NeedsReauth)
+            || !connection.has_credentials
+        {
+            let message = format!(
+                "connection {}/{} is {}; the write waits for credentials (`tributary credentials set`)",
+                w.tenant_id, w.provider, connection.status
+            );
+            return Err(retry(ErrorClass::Auth, NOT_READY_RETRY, None, message));
+        }
+
+        let mut vars: BTreeMap<String, String> = manifest.variables.clone();
+        vars.insert("subdomain".into(), view.tenant.subdomain.clone());
+        vars.extend(config.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let base_url = config.base_url.clone().unwrap_or_else(|| manifest.base_url.clone());
+        let sink = StoreSink {
+            store: self.store,
+            key: self.key,
+            tenant: &w.tenant_id,
+            provider: &w.provider,
+            owner,
+            metrics: &self.metrics,
+        };
+        let observer = HttpMetrics::new(&self.metrics, w.provider.as_str());
+        let origin = format!("provider `{}` write `{}`", w.provider, w.id);
+        let mut session = self
+            .session(&w.tenant_id, &w.provider, origin, manifest, &sink, &observer)
+            .map_err(|e| retry(ErrorClass::Config, NOT_READY_RETRY, None, e.message))?;
+
+        // Authenticate first: the base URL may need what the token response provides.
+        let with = |session: &crate::http::Session<'_>| {
+            let mut v = Vars::default();
+            for (k, val) in vars.iter().chain(session.auth.provided.iter()) {
+                v.set(k, val.clone());
+            }
+            v
+        };
+        let mut pre = with(&session);
+        if let Ok(base) = pre.render(&base_url) {
+            pre.set("base_url", base);
+        }
+        if let Err(e) = session.auth.ensure(&session.token_client, &pre, session.sink).await {
+            return Err(http_settle(&e));
+        }
+        let mut vars = with(&session);
+        let base = vars.render(&base_url).map_err(|e| failed(ErrorClass::Config, e.to_string()))?;
+        vars.set("base_url", base.clone());
+        let path = vars.render(&prepared.path).map_err(|e| failed(ErrorClass::Config, e.to_string()))?;
+        let mut headers = Vec::new();
+        for (k, v) in &prepared.headers {
+            headers.push((k.clone(), vars.render(v).map_err(|e| failed(ErrorClass::Config, e.to_string()))?));
+        }
+        if let (Some(name), Some(key)) = (&req.idempotency_header, &w.idempotency_key) {
+            headers.push((name.clone(), key.clone()));
+        }
+        let body = prepared.body.map(|b| match prepared.format {
+            crate::config::BodyFormat::Form => Body::Form(form_fields(&b)),
+            crate::config::BodyFormat::Json => Body::Json(b),
+        });
+        let request = Request {
+            method: prepared.method,
+            url: format!("{}{path}", base.trim_end_matches('/')),
+            query: prepared.query.into_iter().collect(),
+            headers,
+            body,
+            shape: None,
+        };
+        let response = match session.send(&request, &vars).await {
+            Ok(r) => r,
+            Err(e) => return Err(http_settle(&e)),
+        };
+        let json = response.json.unwrap_or(Value::Null);
+        if let Some(message) = provider_error(req, &json).filter(|_| req.ok.is_some()) {
+            return Ok(WriteSettle::Failed {
+                status: Some(response.status),
+                message,
+                error_class: ErrorClass::Client.as_str().to_owned(),
+            });
+        }
+        let result = write_result(req, &json);
+        let result_id = result.id.or_else(|| w.external_id.clone()).unwrap_or_default();
+        if result_id.is_empty() && w.op == WriteOp::Create {
+            return Ok(WriteSettle::Failed {
+                status: Some(response.status),
+                message: "the provider accepted the create but its answer names no id where the manifest says".into(),
+                error_class: ErrorClass::Data.as_str().to_owned(),
+            });
+        }
+        Ok(WriteSettle::Succeeded { status: Some(response.status), result_id, result_version: result.version })
+    }
+}
+
+/// The top level of a body as form fields (strings as they are, other values as JSON).
+fn form_fields(body: &Value) -> Vec<(String, String)> {
+    let Value::Object(map) = body else { return Vec::new() };
+    map.iter()
+        .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+        .collect()
+}
+
+/// What a failed send means for the write: a 412 is a conflict, other permanent
+/// answers fail it with the provider's message, rejected credentials and transient
+/// failures (rate limits, 5xx, timeouts) the session gave up on are retried later.
+fn http_settle(e: &HttpError) -> WriteSettle {
+    let class = e.class();
+    match e {
+        HttpError::Permanent { status: 412, message, .. } => WriteSettle::Conflict {
+            status: Some(412),
+            provider_version: message.clone(),
+            base_version: None,
+        },
+        HttpError::Permanent { status, message, .. } if *status != 401 && *status != 403 => WriteSettle::Failed {
+            status: Some(*status),
+            message: message.clone(),
+            error_class: class.as_str().to_owned(),
+        },
+        HttpError::Template(_) | HttpError::Invalid(_) | HttpError::TooLarge { .. } => {
+            WriteSettle::Failed { status: e.status(), message: e.to_string(), error_class: class.as_str().to_owned() }
+        }
+        _ => retry(class, TRANSIENT_RETRY, e.status(), e.to_string()),
+    }
+}
+
+/// What the write worker needs, owned.
+pub struct WriteWorker {
+    /// The daemon's current catalog (replaced on reload).
+    pub catalog: Arc<RwLock<Arc<Catalog>>>,
+    pub store: Store,
+    pub key: Arc<MasterKey>,
+    pub metrics: Arc<Metrics>,
+    /// The process's rate limiters: writes draw from the same quotas as reads.
+    pub limits: Arc<RateLimiters>,
+    pub retry: RetryPolicy,
+    /// The lease owner (the daemon's instance id).
+    pub owner: String,
+    /// At most this many writes in flight.
+    pub concurrency: usize,
+    /// How long a claim holds a write.
+    pub lease: Duration,
+    /// The wait between claims when nothing was due.
+    pub idle_poll: Duration,
+}
+
+impl WriteWorker {
+    /// Claims due writes and executes them until `shutdown`; a write in flight when it
+    /// fires is abandoned and claimed again when its lease expires.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let claimed = tokio::select! {
+                () = shutdown.cancelled() => return,
+                claimed = self.claim_and_execute() => claimed,
+            };
+            let wait = match claimed {
+                Ok(0) => self.idle_poll,
+                Ok(_) => Duration::ZERO,
+                Err(e) => {
+                    tracing::warn!("claiming writes failed (will retry): {e}");
+                    self.idle_poll.max(Duration::from_secs(1))
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One round: claims up to `concurrency` due writes, executes them concurrently and
+    /// settles each; the number claimed.
+    async fn claim_and_execute(self: &Arc<Self>) -> Result<usize, String> {
+        let until = Utc::now() + chrono::Duration::from_std(self.lease).unwrap_or_else(|_| chrono::Duration::minutes(5));
+        let limit = i64::try_from(self.concurrency.max(1)).unwrap_or(1);
+        let writes = self.store.claim_writes(&self.owner, until, limit).await.map_err(|e| e.to_string())?;
+        if writes.is_empty() {
+            return Ok(0);
+        }
+        let catalog = self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let count = writes.len();
+        let mut tasks = tokio::task::JoinSet::new();
+        for write in writes {
+            let (worker, catalog) = (Arc::clone(self), Arc::clone(&catalog));
+            tasks.spawn(async move { worker.execute_and_settle(&catalog, &write).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done {
+                tracing::warn!("a write task ended abnormally (its lease will expire): {e}");
+            }
+        }
+        Ok(count)
+    }
+
+    /// Executes one claimed write through the connection's session and settles it.
+    async fn execute_and_settle(&self, catalog: &Catalog, w: &WriteRow) {
+        let started = Instant::now();
+        let settle = match Syncer::new(catalog, &self.store, &self.key) {
+            Ok(syncer) => {
+                let mut syncer = syncer.with_limits(self.limits.clone());
+                syncer.metrics = self.metrics.clone();
+                syncer.retry = self.retry.clone();
+                syncer.execute_write(w).await
+            }
+            Err(e) => retry(ErrorClass::Config, NOT_READY_RETRY, None, e.to_string()),
+        };
+        let latency = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        match self.store.settle_write(&w.id, &self.owner, latency, &settle).await {
+            Ok(Some(row)) => {
+                tracing::info!(write = %w.id, state = row.state.as_str(), attempts = row.attempts, "write attempted");
+            }
+            Ok(None) => tracing::warn!(write = %w.id, "the write's lease was lost before it was settled"),
+            Err(e) => tracing::warn!(write = %w.id, "settling the write failed (its lease will expire): {e}"),
+        }
+    }
+}
