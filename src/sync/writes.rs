@@ -27,9 +27,17 @@ use crate::tenants::Tenants;
 /// A write waits this long before it is tried again when its connection cannot be used
 /// (no credentials, needs re-authorization) or the store failed.
 const NOT_READY_RETRY: Duration = Duration::from_secs(60);
-/// The wait after transient failures the session's own retries did not overcome, when
-/// the provider named none.
+/// The first wait after transient failures the session's own retries (which honour
+/// `Retry-After`) did not overcome; it doubles with every attempt, up to
+/// [`MAX_TRANSIENT_RETRY`].
 const TRANSIENT_RETRY: Duration = Duration::from_secs(30);
+const MAX_TRANSIENT_RETRY: Duration = Duration::from_secs(3600);
+
+/// The wait before the next attempt of a write that has had `attempts` attempts.
+fn backoff(attempts: i64) -> Duration {
+    let doublings = u32::try_from(attempts.clamp(0, 7)).unwrap_or(7);
+    (TRANSIENT_RETRY * 2u32.pow(doublings)).min(MAX_TRANSIENT_RETRY)
+}
 
 fn later(after: Duration) -> DateTime<Utc> {
     Utc::now() + chrono::Duration::from_std(after).unwrap_or_else(|_| chrono::Duration::seconds(60))
@@ -59,9 +67,13 @@ impl Syncer<'_> {
     async fn try_write(&self, w: &WriteRow) -> Result<WriteSettle, WriteSettle> {
         let tenants = Tenants::new(self.catalog, self.store, "writes");
         let view = tenants.require(&w.tenant_id).await.map_err(|e| failed(ErrorClass::Config, e.to_string()))?;
-        let provider = view.effective.providers.get(&w.provider).filter(|p| p.config.is_enabled()).ok_or_else(|| {
-            failed(ErrorClass::Config, format!("provider `{}` is not enabled for tenant `{}`", w.provider, w.tenant_id))
-        })?;
+        let provider =
+            view.effective.providers.get(&w.provider).filter(|p| p.config.is_enabled()).ok_or_else(|| {
+                failed(
+                    ErrorClass::Config,
+                    format!("provider `{}` is not enabled for tenant `{}`", w.provider, w.tenant_id),
+                )
+            })?;
         let config = &provider.config;
         let manifest = self
             .catalog
@@ -73,7 +85,10 @@ impl Syncer<'_> {
             failed(ErrorClass::Config, format!("`{}` declares no writes for entity `{entity}`", w.provider))
         })?;
         let req = spec.op(w.op).ok_or_else(|| {
-            failed(ErrorClass::Config, format!("`{}` declares no `{}` for entity `{entity}`", w.provider, w.op.as_str()))
+            failed(
+                ErrorClass::Config,
+                format!("`{}` declares no `{}` for entity `{entity}`", w.provider, w.op.as_str()),
+            )
         })?;
         let def = self
             .catalog
@@ -100,8 +115,10 @@ impl Syncer<'_> {
             .ok_or_else(|| {
                 failed(ErrorClass::Config, format!("no connection {}/{} ({})", w.tenant_id, w.provider, owner.as_str()))
             })?;
-        if matches!(connection.status, ConnectionStatus::Disabled | ConnectionStatus::Pending | ConnectionStatus::NeedsReauth)
-            || !connection.has_credentials
+        if matches!(
+            connection.status,
+            ConnectionStatus::Disabled | ConnectionStatus::Pending | ConnectionStatus::NeedsReauth
+        ) || !connection.has_credentials
         {
             let message = format!(
                 "connection {}/{} is {}; the write waits for credentials (`tributary credentials set`)",
@@ -141,7 +158,7 @@ impl Syncer<'_> {
             pre.set("base_url", base);
         }
         if let Err(e) = session.auth.ensure(&session.token_client, &pre, session.sink).await {
-            return Err(http_settle(&e));
+            return Err(http_settle(&e, w.attempts));
         }
         let mut vars = with(&session);
         let base = vars.render(&base_url).map_err(|e| failed(ErrorClass::Config, e.to_string()))?;
@@ -168,7 +185,7 @@ impl Syncer<'_> {
         };
         let response = match session.send(&request, &vars).await {
             Ok(r) => r,
-            Err(e) => return Err(http_settle(&e)),
+            Err(e) => return Err(http_settle(&e, w.attempts)),
         };
         let json = response.json.unwrap_or(Value::Null);
         if let Some(message) = provider_error(req, &json).filter(|_| req.ok.is_some()) {
@@ -194,22 +211,19 @@ impl Syncer<'_> {
 /// The top level of a body as form fields (strings as they are, other values as JSON).
 fn form_fields(body: &Value) -> Vec<(String, String)> {
     let Value::Object(map) = body else { return Vec::new() };
-    map.iter()
-        .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
-        .collect()
+    map.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect()
 }
 
 /// What a failed send means for the write: a 412 is a conflict, other permanent
 /// answers fail it with the provider's message, rejected credentials and transient
-/// failures (rate limits, 5xx, timeouts) the session gave up on are retried later.
-fn http_settle(e: &HttpError) -> WriteSettle {
+/// failures (rate limits, 5xx, timeouts) the session gave up on are retried later,
+/// after a wait that grows with the write's `attempts` so far.
+fn http_settle(e: &HttpError, attempts: i64) -> WriteSettle {
     let class = e.class();
     match e {
-        HttpError::Permanent { status: 412, message, .. } => WriteSettle::Conflict {
-            status: Some(412),
-            provider_version: message.clone(),
-            base_version: None,
-        },
+        HttpError::Permanent { status: 412, message, .. } => {
+            WriteSettle::Conflict { status: Some(412), provider_version: message.clone(), base_version: None }
+        }
         HttpError::Permanent { status, message, .. } if *status != 401 && *status != 403 => WriteSettle::Failed {
             status: Some(*status),
             message: message.clone(),
@@ -218,7 +232,7 @@ fn http_settle(e: &HttpError) -> WriteSettle {
         HttpError::Template(_) | HttpError::Invalid(_) | HttpError::TooLarge { .. } => {
             WriteSettle::Failed { status: e.status(), message: e.to_string(), error_class: class.as_str().to_owned() }
         }
-        _ => retry(class, TRANSIENT_RETRY, e.status(), e.to_string()),
+        _ => retry(class, backoff(attempts), e.status(), e.to_string()),
     }
 }
 
@@ -269,7 +283,8 @@ impl WriteWorker {
     /// One round: claims up to `concurrency` due writes, executes them concurrently and
     /// settles each; the number claimed.
     async fn claim_and_execute(self: &Arc<Self>) -> Result<usize, String> {
-        let until = Utc::now() + chrono::Duration::from_std(self.lease).unwrap_or_else(|_| chrono::Duration::minutes(5));
+        let until =
+            Utc::now() + chrono::Duration::from_std(self.lease).unwrap_or_else(|_| chrono::Duration::minutes(5));
         let limit = i64::try_from(self.concurrency.max(1)).unwrap_or(1);
         let writes = self.store.claim_writes(&self.owner, until, limit).await.map_err(|e| e.to_string())?;
         if writes.is_empty() {
@@ -310,5 +325,63 @@ impl WriteWorker {
             Ok(None) => tracing::warn!(write = %w.id, "the write's lease was lost before it was settled"),
             Err(e) => tracing::warn!(write = %w.id, "settling the write failed (its lease will expire): {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn permanent(status: u16, message: &str) -> HttpError {
+        HttpError::Permanent { method: "POST", path: "/x".into(), status, message: message.into() }
+    }
+
+    #[test]
+    fn validation_errors_fail_with_the_providers_message() {
+        for status in [400, 404, 409, 422] {
+            match http_settle(&permanent(status, "Email address a@b is invalid"), 0) {
+                WriteSettle::Failed { status: got, message, error_class } => {
+                    assert_eq!(
+                        (got, message.as_str(), error_class.as_str()),
+                        (Some(status), "Email address a@b is invalid", "client")
+                    );
+                }
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_412_is_a_conflict_and_auth_and_transient_failures_are_retried() {
+        assert!(matches!(http_settle(&permanent(412, "changed"), 0), WriteSettle::Conflict { status: Some(412), .. }));
+        for e in [
+            permanent(401, "expired"),
+            permanent(403, "forbidden"),
+            HttpError::Exhausted { path: "/x".into(), attempts: 5, last: "HTTP 503: down".into() },
+            HttpError::Exhausted { path: "/x".into(), attempts: 51, last: "still rate limited: slow down".into() },
+        ] {
+            let text = e.to_string();
+            match http_settle(&e, 0) {
+                WriteSettle::Retry { at, message, .. } => {
+                    assert_eq!(message, text);
+                    assert!(at > Utc::now(), "{text}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let status =
+            http_settle(&HttpError::Exhausted { path: "/x".into(), attempts: 5, last: "HTTP 503: down".into() }, 0);
+        assert!(
+            matches!(status, WriteSettle::Retry { status: Some(503), ref error_class, .. } if error_class == "transient")
+        );
+    }
+
+    #[test]
+    fn the_wait_doubles_per_attempt_up_to_an_hour() {
+        assert_eq!(backoff(0), Duration::from_secs(30));
+        assert_eq!(backoff(1), Duration::from_secs(60));
+        assert_eq!(backoff(3), Duration::from_secs(240));
+        assert_eq!(backoff(50), Duration::from_secs(3600));
+        assert_eq!(backoff(-1), Duration::from_secs(30));
     }
 }
