@@ -164,7 +164,7 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
             owner: daemon.owner.clone(),
             concurrency: WRITE_CONCURRENCY,
             lease: WRITE_LEASE,
-            idle_poll: Duration::from_millis(250),
+            idle_poll: Duration::from_millis(500),
         })
         .run(daemon.shutdown.clone()),
     );
