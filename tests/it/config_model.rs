@@ -255,12 +255,9 @@ fn a_mapping_override_replaces_the_whole_default_for_that_field() {
     );
 }
 
-#[test]
-fn external_connector_directory_adds_a_provider() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("acmecrm.toml"),
-        r#"name = "acmecrm"
+/// The head of a run-time connector manifest the tests below complete: one stream of
+/// companies with an id.
+const ACME_CRM: &str = r#"name = "acmecrm"
 title = "Acme CRM"
 category = "crm"
 base_url = "https://{subdomain}.acmecrm.example"
@@ -271,10 +268,12 @@ entity = "company"
 request = { path = "/accounts" }
 [mappings.company]
 external_id = "id"
-name = "name"
-"#,
-    )
-    .unwrap();
+"#;
+
+#[test]
+fn external_connector_directory_adds_a_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("acmecrm.toml"), format!("{ACME_CRM}name = \"name\"\n")).unwrap();
     let c = Catalog::load(&ConfigDir::Dir(repo().join("config")), Some(dir.path())).unwrap_or_else(|d| panic!("{d}"));
     let m = c.manifests.get("acmecrm").unwrap();
     assert_eq!(m.auth.required_credentials(), ["token"]);
@@ -356,25 +355,17 @@ fn write_declarations_are_checked_with_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("acmecrm.toml"),
-        r#"name = "acmecrm"
-title = "Acme CRM"
-category = "crm"
-base_url = "https://{subdomain}.acmecrm.example"
-[auth]
-kind = "bearer"
-[streams.accounts]
-entity = "company"
-request = { path = "/accounts" }
-[mappings.company]
-external_id = "id"
-name = { from = "name", transform = ["upper"] }
+        format!(
+            "{ACME_CRM}{}",
+            r#"name = { from = "name", transform = ["upper"] }
 [writes.company]
 conflict = "read"
 create = { method = "POST", path = "/accounts/{id}", id = "id" }
 update = { method = "PATCH", path = "/accounts/{id}?by={owner}" }
 [writes.widget]
 create = { method = "POST", path = "/widgets" }
-"#,
+"#
+        ),
     )
     .unwrap();
     let err = Catalog::load(&ConfigDir::Dir(repo().join("config")), Some(dir.path())).unwrap_err();
