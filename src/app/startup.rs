@@ -22,11 +22,6 @@ use crate::scheduler::FailurePolicy;
 use crate::store::StoreHealth;
 use crate::telemetry::Metrics;
 
-/// Writes in flight at once per daemon.
-const WRITE_CONCURRENCY: usize = 8;
-/// How long a claim holds a write: longer than a send with its retries and rate-limit
-/// waits takes, so a live attempt is not claimed again.
-const WRITE_LEASE: Duration = Duration::from_secs(300);
 
 fn instance_id() -> String {
     crate::scheduler::lease::instance_id("")
@@ -162,8 +157,8 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
             limits: daemon.limits.clone(),
             retry: crate::http::RetryPolicy::from_settings(&daemon.settings),
             owner: daemon.owner.clone(),
-            concurrency: WRITE_CONCURRENCY,
-            lease: WRITE_LEASE,
+            concurrency: daemon.settings.writes.concurrency,
+            lease: Duration::from_secs(daemon.settings.writes.lease_secs),
             idle_poll: Duration::from_millis(500),
         })
         .run(daemon.shutdown.clone()),

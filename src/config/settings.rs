@@ -21,6 +21,29 @@ pub struct Settings {
     pub daemon: DaemonSettings,
     #[serde(default)]
     pub webhooks: WebhookSettings,
+    #[serde(default)]
+    pub writes: WriteSettings,
+}
+
+/// `[writes]`: the write-back executor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriteSettings {
+    /// Writes in flight at once per daemon.
+    pub concurrency: usize,
+    /// How long a claimed write stays leased to its worker; a write whose daemon died is
+    /// claimed again after this.
+    pub lease_secs: u64,
+    /// The share of a connection's rate-limit budget kept for writes while reads and
+    /// writes both wait on it (0 to 0.9): a read backfill cannot starve them. Uncontended,
+    /// either may use the whole budget.
+    pub rate_share: f64,
+}
+
+impl Default for WriteSettings {
+    fn default() -> Self {
+        Self { concurrency: 8, lease_secs: 300, rate_share: 0.25 }
+    }
 }
 
 /// `[webhooks]`: outbound event deliveries.
@@ -149,6 +172,7 @@ impl Settings {
         let settings: Self = typed(toml::Value::Table(table), diag, &source.name, "").unwrap_or_default();
         settings.daemon.check(&source.name, diag);
         settings.webhooks.check(&source.name, diag);
+        settings.writes.check(&source.name, diag);
         settings
     }
 }
@@ -174,6 +198,20 @@ impl WebhookSettings {
                     self.lease_secs
                 ),
             );
+        }
+    }
+}
+
+impl WriteSettings {
+    fn check(&self, file: &str, diag: &mut Diagnostics) {
+        if self.concurrency == 0 {
+            diag.push(file, "writes.concurrency", "must be at least 1");
+        }
+        if self.lease_secs == 0 {
+            diag.push(file, "writes.lease_secs", "must be at least 1");
+        }
+        if !(0.0..=0.9).contains(&self.rate_share) {
+            diag.push(file, "writes.rate_share", format!("must be between 0 and 0.9, not {}", self.rate_share));
         }
     }
 }
