@@ -148,6 +148,8 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
         daemon.shutdown.clone(),
     ));
     // Writes wait on the same quotas as the runs and use the same retry policy.
+    let write_settings =
+        daemon.shared_catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner).settings.writes.clone();
     let writes_task = tokio::spawn(
         Arc::new(crate::sync::writes::WriteWorker {
             catalog: daemon.shared_catalog.clone(),
@@ -157,8 +159,8 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
             limits: daemon.limits.clone(),
             retry: crate::http::RetryPolicy::from_settings(&daemon.settings),
             owner: daemon.owner.clone(),
-            concurrency: daemon.settings.writes.concurrency,
-            lease: Duration::from_secs(daemon.settings.writes.lease_secs),
+            concurrency: write_settings.concurrency,
+            lease: Duration::from_secs(write_settings.lease_secs),
             idle_poll: Duration::from_millis(500),
         })
         .run(daemon.shutdown.clone()),
