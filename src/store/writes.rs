@@ -19,7 +19,7 @@ use super::Store;
 use super::error::{StoreError, db, not_found};
 use super::intelligence::is_foreign_key_violation;
 use super::postgres::PgStore;
-use super::rows::{now, stored};
+use super::rows::{content_hash_of_text, now, stored};
 use super::sqlite::SqliteStore;
 use super::statement::Bind;
 use crate::config::WriteOp;
@@ -34,7 +34,7 @@ macro_rules! write_columns {
     () => {
         "id, tenant_id, provider, owner_user, entity, op, external_id, idempotency_key, \
          base_version, force, payload, state, attempts, next_attempt_at, lease_owner, lease_until, \
-         result_id, result_version, error, error_class, created_at, updated_at, finished_at"
+         result_id, result_version, error, error_class, created_at, updated_at, finished_at, claims"
     };
 }
 
@@ -144,6 +144,10 @@ pub struct WriteRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// How often the write was claimed (this claim included): a create claimed before may
+    /// have reached the provider, so it is looked up before it is sent again.
+    #[serde(default)]
+    pub claims: i64,
 }
 
 impl WriteRow {
@@ -227,6 +231,56 @@ impl WriteSettle {
             | Self::Conflict { status, .. } => *status,
         }
     }
+}
+
+/// What a successful write changes in the stored records (read-your-writes), applied in
+/// the transaction that settles it with the next number of the tenant's change feed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordEffect {
+    /// `fields` (target fields, a JSON object) laid over the stored record of
+    /// `external_id` (a new record when there is none).
+    Upsert { entity: EntityName, external_id: String, fields: Value },
+    /// The object is gone at the provider: the stored record is marked deleted.
+    Delete { entity: EntityName, external_id: String },
+}
+
+/// The outbound event a write that reached a final state reports, with its data:
+/// `write.succeeded`, `write.failed` or `write.conflict`.
+fn write_event(row: &WriteRow, settle: &WriteSettle) -> Option<(&'static str, Value)> {
+    let event = match row.state {
+        WriteState::Succeeded => "write.succeeded",
+        WriteState::Failed => "write.failed",
+        WriteState::Conflict => "write.conflict",
+        WriteState::Pending | WriteState::InFlight | WriteState::Cancelled => return None,
+    };
+    let mut data = serde_json::json!({
+        "tenant_id": row.tenant_id.as_str(),
+        "write_id": row.id,
+        "provider": row.provider.as_str(),
+        "owner_user": row.owner_user.as_ref().map(UserId::as_str),
+        "entity": row.entity.as_str(),
+        "op": row.op.as_str(),
+        "external_id": row.external_id,
+        "idempotency_key": row.idempotency_key,
+        "attempts": row.attempts,
+        "status": settle.status(),
+    });
+    let extra = match settle {
+        WriteSettle::Succeeded { result_id, result_version, .. } => {
+            serde_json::json!({"result_id": result_id, "result_version": result_version})
+        }
+        WriteSettle::Failed { message, error_class, .. } => {
+            serde_json::json!({"error": bounded(message), "error_class": error_class})
+        }
+        WriteSettle::Conflict { provider_version, base_version, .. } => {
+            serde_json::json!({"provider_version": provider_version, "base_version": base_version})
+        }
+        WriteSettle::Retry { .. } => Value::Null,
+    };
+    if let (Value::Object(d), Value::Object(e)) = (&mut data, extra) {
+        d.extend(e);
+    }
+    Some((event, data))
 }
 
 /// Which writes [`Store::list_writes`] lists.
@@ -344,12 +398,32 @@ macro_rules! claimable {
     };
 }
 
+/// The upsert of a written record (`$1..$4` its key, `$5` data, `$6` hash, `$7` now, `$8`
+/// change number); `$json` casts the data parameter.
+macro_rules! upsert_written_record {
+    ($json:literal) => {
+        concat!(
+            "INSERT INTO records (tenant_id, entity, provider, external_id, data, content_hash, first_seen, \
+             last_synced, change_run, change_seq, change_kind) VALUES ($1, $2, $3, $4, $5",
+            $json,
+            ", $6, $7, $7, NULL, $8, 'inserted') ON CONFLICT (tenant_id, entity, provider, external_id) DO UPDATE SET \
+             data = excluded.data, content_hash = excluded.content_hash, last_synced = excluded.last_synced, \
+             deleted_at = NULL, change_seq = excluded.change_seq, change_kind = 'updated', change_run = NULL"
+        )
+    };
+}
+
 impl SqliteStore {
+    /// A written record's data and whether it is deleted (the single writer holds it).
+    const WRITTEN_RECORD: &'static str = "SELECT data, deleted_at IS NOT NULL FROM records \
+         WHERE tenant_id = $1 AND entity = $2 AND provider = $3 AND external_id = $4";
+    const UPSERT_WRITTEN_RECORD: &'static str = upsert_written_record!("");
+
     /// The writes a claim takes (the single writer serializes claims): due pending writes
     /// and in-flight ones whose lease expired, each the earliest open write to its object
     /// with no other write to it in flight.
     const CLAIM_WRITES: &'static str = concat!(
-        "UPDATE writes SET state = 'in_flight', lease_owner = $1, lease_until = $2, updated_at = $3 \
+        "UPDATE writes SET state = 'in_flight', lease_owner = $1, lease_until = $2, updated_at = $3, claims = claims + 1 \
          WHERE id IN (SELECT w.id FROM writes w WHERE ",
         claimable!(),
         " ORDER BY w.created_at, w.id LIMIT $4) RETURNING ",
@@ -358,17 +432,109 @@ impl SqliteStore {
 }
 
 impl PgStore {
+    /// A written record's data and whether it is deleted, locked until the settle commits
+    /// (a page writing the record waits, and then writes over it).
+    const WRITTEN_RECORD: &'static str = "SELECT data::text, deleted_at IS NOT NULL FROM records \
+         WHERE tenant_id = $1 AND entity = $2 AND provider = $3 AND external_id = $4 FOR UPDATE";
+    const UPSERT_WRITTEN_RECORD: &'static str = upsert_written_record!("::jsonb");
+
     /// The writes a claim takes; replicas skip each other's locked rows. A write whose
     /// earlier sibling another claimer holds locked still sees that sibling open, so it
     /// waits for it.
     const CLAIM_WRITES: &'static str = concat!(
-        "UPDATE writes SET state = 'in_flight', lease_owner = $1, lease_until = $2, updated_at = $3 \
+        "UPDATE writes SET state = 'in_flight', lease_owner = $1, lease_until = $2, updated_at = $3, claims = claims + 1 \
          WHERE id IN (SELECT w.id FROM writes w WHERE ",
         claimable!(),
         " ORDER BY w.created_at, w.id LIMIT $4 FOR UPDATE OF w SKIP LOCKED) RETURNING ",
         write_columns!()
     );
 }
+
+macro_rules! write_effect_methods {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            /// Applies a succeeded write's effect to the stored record inside the settle
+            /// transaction; a changed record takes the next number of the tenant's feed.
+            async fn apply_record_effect(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                row: &WriteRow,
+                effect: &RecordEffect,
+                now: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                let (entity, external_id) = match effect {
+                    RecordEffect::Upsert { entity, external_id, .. } | RecordEffect::Delete { entity, external_id } => {
+                        (entity, external_id)
+                    }
+                };
+                let key = (row.tenant_id.as_str(), entity.as_str(), row.provider.as_str(), external_id.as_str());
+                let stored: Option<(String, bool)> = sqlx::query_as(Self::WRITTEN_RECORD)
+                    .bind_all(key)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(db("reading the written record"))?;
+                match effect {
+                    RecordEffect::Upsert { fields, .. } => {
+                        let before: Option<Value> = match &stored {
+                            Some((text, false)) => serde_json::from_str(text).ok(),
+                            _ => None,
+                        };
+                        let mut data = before.clone().filter(Value::is_object).unwrap_or_else(|| Value::Object(Default::default()));
+                        if let (Value::Object(d), Value::Object(f)) = (&mut data, fields) {
+                            d.extend(f.iter().map(|(k, v)| (k.clone(), v.clone())));
+                        }
+                        if before.as_ref() == Some(&data) {
+                            return Ok(());
+                        }
+                        let json = data.to_string();
+                        let hash = content_hash_of_text(&json);
+                        let seq = Self::next_change(tx, &row.tenant_id).await?;
+                        sqlx::query(Self::UPSERT_WRITTEN_RECORD)
+                            .bind_all(key)
+                            .bind_all((json.as_str(), hash.as_str(), now, seq))
+                            .execute(&mut **tx)
+                            .await
+                            .map_err(db("writing the written record"))?;
+                    }
+                    RecordEffect::Delete { .. } => {
+                        if !matches!(stored, Some((_, false))) {
+                            return Ok(());
+                        }
+                        let seq = Self::next_change(tx, &row.tenant_id).await?;
+                        sqlx::query(
+                            "UPDATE records SET deleted_at = $5, change_seq = $6, change_kind = 'deleted', \
+                             change_run = NULL WHERE tenant_id = $1 AND entity = $2 AND provider = $3 \
+                             AND external_id = $4",
+                        )
+                        .bind_all(key)
+                        .bind_all((now, seq))
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(db("marking the written record deleted"))?;
+                    }
+                }
+                Ok(())
+            }
+
+            /// Takes the next number of the tenant's change feed inside the transaction.
+            async fn next_change(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                tenant: &TenantId,
+            ) -> Result<i64, StoreError> {
+                sqlx::query_scalar(
+                    "INSERT INTO change_sequences (tenant_id, last_seq) VALUES ($1, 1) ON CONFLICT (tenant_id) \
+                     DO UPDATE SET last_seq = change_sequences.last_seq + 1 RETURNING last_seq",
+                )
+                .bind(tenant.as_str())
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(db("advancing the tenant's change sequence"))
+            }
+        }
+    };
+}
+
+write_effect_methods!(SqliteStore, sqlx::Sqlite);
+write_effect_methods!(PgStore, sqlx::Postgres);
 
 impl Store {
     /// Stores a write as `pending`, due now; `(write, true)`. With an idempotency key the
@@ -481,8 +647,24 @@ impl Store {
         latency_ms: i64,
         settle: &WriteSettle,
     ) -> Result<Option<WriteRow>, StoreError> {
+        self.settle_write_with(id, owner, latency_ms, settle, None).await
+    }
+
+    /// [`Store::settle_write`], and in the same transaction: a succeeded write's `effect`
+    /// on the stored record (read-your-writes: the record changes at once and takes the
+    /// next number of the tenant's change feed; an unchanged record keeps its number),
+    /// and the `write.succeeded|failed|conflict` event of a final state to every
+    /// subscribed endpoint.
+    pub async fn settle_write_with(
+        &self,
+        id: &str,
+        owner: &str,
+        latency_ms: i64,
+        settle: &WriteSettle,
+        effect: Option<&RecordEffect>,
+    ) -> Result<Option<WriteRow>, StoreError> {
         let v = settled(settle);
-        on_backend!(self, |s| {
+        on_backend!(self, |s: B| {
             let (mut tx, now) = s.begin_write().await?;
             let finished = v.state.is_final().then_some(now);
             let row: Option<WriteRow> = sqlx::query_as(concat!(
@@ -527,6 +709,12 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db("recording a write attempt"))?;
+            if let (WriteState::Succeeded, Some(effect)) = (row.state, effect) {
+                B::apply_record_effect(&mut tx, &row, effect, now).await?;
+            }
+            if let Some((event, data)) = write_event(&row, settle) {
+                B::enqueue_event(&mut tx, Some(&row.tenant_id), event, data).await?;
+            }
             tx.commit().await.map_err(db("committing a write attempt"))?;
             Ok(Some(row))
         })
