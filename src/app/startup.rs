@@ -22,7 +22,6 @@ use crate::scheduler::FailurePolicy;
 use crate::store::StoreHealth;
 use crate::telemetry::Metrics;
 
-
 fn instance_id() -> String {
     crate::scheduler::lease::instance_id("")
 }

@@ -18,7 +18,7 @@ use crate::secrets::MasterKey;
 use crate::store::{NewWebhookEndpoint, Store, StoreError, WebhookDelivery, WebhookEndpoint};
 
 /// The events an endpoint can subscribe to (`*`: all of them).
-pub const EVENTS: [&str; 8] = [
+pub const EVENTS: [&str; 11] = [
     "run.succeeded",
     "run.failed",
     "run.cancelled",
@@ -26,6 +26,9 @@ pub const EVENTS: [&str; 8] = [
     "connection.restored",
     "job.stalled",
     "records.changed",
+    "write.succeeded",
+    "write.failed",
+    "write.conflict",
     "webhook.test",
 ];
 

@@ -10,7 +10,9 @@
 use serde_json::{Value, json};
 
 use super::protocol::{Scope, WriteCommand, WriteList, WriteSubmit};
-use crate::config::{Catalog, WriteOp};
+use crate::config::{Catalog, ConflictCheck, WriteOp};
+use crate::mapping::{text_of, version_target};
+use crate::tenants::Tenants;
 use crate::model::{ConnectionStatus, EntityName, Owner, ProviderId, TenantId, UserId};
 use crate::store::{NewWrite, Store, StoreError, WriteDetail, WriteFilter, WriteRow, WriteState};
 
@@ -59,6 +61,35 @@ impl Writes<'_> {
         })
     }
 
+    /// The version of the object tributary last synced, where the provider's writes of
+    /// the entity check conflicts and the tenant's mapping keeps the `version_field` in a
+    /// target field: an update's base version when the writer names none.
+    async fn synced_version(
+        &self,
+        tenant: &TenantId,
+        provider: &ProviderId,
+        entity: &EntityName,
+        id: &str,
+    ) -> Result<Option<String>, WriteError> {
+        let Some(spec) = self.catalog.manifests.get(provider.as_str()).and_then(|m| m.writes.get(entity.as_str()))
+        else {
+            return Ok(None);
+        };
+        let Some(field) = spec.version_field.as_deref().filter(|_| spec.conflict != ConflictCheck::None) else {
+            return Ok(None);
+        };
+        let view = Tenants::new(self.catalog, self.store, "writes")
+            .require(tenant)
+            .await
+            .map_err(|e| WriteError::Invalid(e.to_string()))?;
+        let mapping = view.effective.providers.get(provider).and_then(|p| p.config.mappings.get(entity.as_str()));
+        let Some(target) = mapping.and_then(|m| version_target(m, field)) else {
+            return Ok(None);
+        };
+        let record = self.store.get_record(tenant, entity, provider, id).await?;
+        Ok(record.filter(|r| r.deleted_at.is_none()).and_then(|r| r.data.get(target).and_then(text_of)))
+    }
+
     /// Checks a write against the catalog and the tenant's connections and stores it;
     /// `(write, created)`, `created` false when its idempotency key named an earlier one.
     pub async fn submit(&self, s: &WriteSubmit) -> Result<(WriteRow, bool), WriteError> {
@@ -98,6 +129,11 @@ impl Writes<'_> {
             }
             _ => {}
         }
+        let base_version = match (s.base_version.as_deref().filter(|v| !v.is_empty()), op, external_id) {
+            (Some(v), _, _) => Some(v.to_owned()),
+            (None, WriteOp::Update, Some(id)) if !s.force => self.synced_version(&tenant, &provider, &entity, id).await?,
+            _ => None,
+        };
         let new = NewWrite {
             tenant: &tenant,
             provider: &provider,
@@ -106,7 +142,7 @@ impl Writes<'_> {
             op,
             external_id,
             idempotency_key: s.idempotency_key.as_deref().filter(|k| !k.is_empty()),
-            base_version: s.base_version.as_deref(),
+            base_version: base_version.as_deref(),
             force: s.force,
             payload: &s.record,
         };

@@ -47,8 +47,8 @@ use plan::{Plan, compile_plan};
 use types::{conform, expected};
 use value::{View, text, type_name};
 pub use write::{
-    CompiledWrite, PreparedRequest, ReverseMapping, Reversed, WriteError, WriteResult, build_request, provider_error,
-    write_result,
+    CompiledWrite, PreparedRequest, ReverseMapping, Reversed, WriteError, WriteResult, build_request, http_date,
+    is_newer, normalized_version, provider_error, text_of, value_at, version_target, write_result,
 };
 
 /// The mapping of one provider's records into one target entity, ready to apply.

@@ -159,6 +159,11 @@ impl ReverseMapping {
         &self.entity
     }
 
+    /// The entity's key field (the external id).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// Target field → provider path, for the fields that are written.
     pub fn paths(&self) -> Vec<(&str, &str)> {
         self.fields.iter().map(|f| (f.name.as_str(), f.to.as_str())).collect()
@@ -301,6 +306,83 @@ impl CompiledWrite {
             skipped: Vec::new(),
         }))
     }
+}
+
+impl CompiledWrite {
+    /// The request that reads the object's current version before an update
+    /// (`conflict = "read"`): a `GET` of the update's path. `None` when no update is
+    /// declared.
+    pub fn read_request(&self, record: &Value, external_id: &str) -> Result<Option<PreparedRequest>, WriteError> {
+        let Some(update) = &self.spec.update else { return Ok(None) };
+        let fill = Filler { record, id: Some(external_id), fields: None, variables: &self.variables };
+        Ok(Some(PreparedRequest {
+            method: Method::Get,
+            path: fill.text(&update.path, true)?,
+            query: BTreeMap::new(),
+            body: None,
+            format: BodyFormat::Json,
+            headers: BTreeMap::new(),
+            skipped: Vec::new(),
+        }))
+    }
+}
+
+/// The target field a mapping fills from the provider field `version_field` (a plain
+/// path or a rule with that one source): where the stored record keeps the version
+/// tributary last synced.
+pub fn version_target<'a>(fields: &'a BTreeMap<String, MappingSpec>, version_field: &str) -> Option<&'a str> {
+    fields.iter().find_map(|(name, spec)| {
+        let from = match spec {
+            MappingSpec::Path(p) => p.as_str(),
+            MappingSpec::Rule(r) => match r.from.as_ref().map(crate::config::Sources::paths).as_deref() {
+                Some([one]) => one,
+                _ => return None,
+            },
+            MappingSpec::Off => return None,
+        };
+        (from == version_field).then_some(name.as_str())
+    })
+}
+
+/// A JSON value as text (strings as they are, numbers and booleans printed); `None`
+/// for null, arrays and objects.
+pub fn text_of(v: &Value) -> Option<String> {
+    text(View::of(v))
+}
+
+/// The value at a dotted path of a provider record (`fields.updated`), as text.
+pub fn value_at(record: &Value, dotted: &str) -> Option<String> {
+    let mut at = record;
+    for part in dotted.split('.') {
+        at = at.get(part)?;
+    }
+    text(View::of(at))
+}
+
+/// A version as stored in the target schema: a date-time normalized as the `datetime`
+/// transform does (so the provider's and the stored forms compare), else as it is.
+pub fn normalized_version(version: &str) -> String {
+    super::dates::to_datetime(View::of(&Value::from(version))).unwrap_or_else(|| version.to_owned())
+}
+
+/// Whether the provider's `current` version is newer than `base`: later date-times,
+/// larger numbers, and otherwise any difference.
+pub fn is_newer(current: &str, base: &str) -> bool {
+    let (c, b) = (normalized_version(current), normalized_version(base));
+    if super::dates::is_rfc3339(&c) && super::dates::is_rfc3339(&b) {
+        return c > b;
+    }
+    match (current.trim().parse::<f64>(), base.trim().parse::<f64>()) {
+        (Ok(c), Ok(b)) => c > b,
+        _ => current != base,
+    }
+}
+
+/// A version date-time as an HTTP-date (`If-Unmodified-Since`), `None` when it is not a
+/// date-time.
+pub fn http_date(version: &str) -> Option<String> {
+    let t = chrono::DateTime::parse_from_rfc3339(&normalized_version(version)).ok()?;
+    Some(t.with_timezone(&chrono::Utc).format("%a, %d %b %Y %H:%M:%S GMT").to_string())
 }
 
 /// Prepares the request of `op` for `record` (in the tenant's target schema; for a

@@ -110,7 +110,8 @@ pub use types::*;
 pub use users::NOT_A_MEMBER_REASON;
 pub use webhooks::{NewWebhookEndpoint, WebhookEndpoint, envelope};
 pub use writes::{
-    MAX_PROVIDER_MESSAGE, NewWrite, RecordEffect, WriteAttempt, WriteDetail, WriteFilter, WriteRow, WriteSettle, WriteState,
+    MAX_PROVIDER_MESSAGE, NewWrite, RecordEffect, WriteAttempt, WriteDetail, WriteFilter, WriteRow, WriteSettle,
+    WriteState,
 };
 
 use crate::model::{ChangeRange, ChangeRow, DeadLetterRow, EntityName, PageOutcome, ProviderId, RecordRow, TenantId};

@@ -478,7 +478,10 @@ macro_rules! write_effect_methods {
                             Some((text, false)) => serde_json::from_str(text).ok(),
                             _ => None,
                         };
-                        let mut data = before.clone().filter(Value::is_object).unwrap_or_else(|| Value::Object(Default::default()));
+                        let mut data = before
+                            .clone()
+                            .filter(Value::is_object)
+                            .unwrap_or_else(|| Value::Object(Default::default()));
                         if let (Value::Object(d), Value::Object(f)) = (&mut data, fields) {
                             d.extend(f.iter().map(|(k, v)| (k.clone(), v.clone())));
                         }

@@ -14,14 +14,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::Syncer;
 use super::sink::StoreSink;
-use crate::config::{BUILTIN_VARIABLES, Catalog, WriteOp};
+use crate::config::{BUILTIN_VARIABLES, Catalog, ConflictCheck, WriteOp};
 use crate::http::template::Vars;
 use crate::http::{Body, HttpError, RateLimiters, Request, RetryPolicy};
-use crate::mapping::{CompiledWrite, build_request, provider_error, write_result};
+use crate::mapping::{
+    CompiledWrite, PreparedRequest, build_request, http_date, is_newer, normalized_version, provider_error, value_at,
+    version_target, write_result,
+};
 use crate::model::{ConnectionStatus, ErrorClass, Owner};
 use crate::secrets::MasterKey;
-use crate::store::{Store, WriteRow, WriteSettle};
-use crate::telemetry::{HttpMetrics, Metrics};
+use crate::store::{RecordEffect, Store, WriteRow, WriteSettle};
+use crate::telemetry::{HttpMetrics, Metrics, NeedsReauth, WriteLabels};
 use crate::tenants::Tenants;
 
 /// A write waits this long before it is tried again when its connection cannot be used
@@ -51,20 +54,70 @@ fn retry(class: ErrorClass, after: Duration, status: Option<u16>, message: impl 
     WriteSettle::Retry { at: later(after), status, message: message.into(), error_class: class.as_str().to_owned() }
 }
 
+/// What one attempt of a write came to: how it is settled, and what a success changes
+/// in the stored record (read-your-writes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteOutcome {
+    pub settle: WriteSettle,
+    pub effect: Option<RecordEffect>,
+}
+
+impl From<WriteSettle> for WriteOutcome {
+    fn from(settle: WriteSettle) -> Self {
+        Self { settle, effect: None }
+    }
+}
+
+/// The request to send, with manifest variables, auth values and the base URL filled.
+fn to_request(
+    prepared: PreparedRequest,
+    vars: &Vars<'_>,
+    base: &str,
+    extra: Vec<(String, String)>,
+) -> Result<Request, WriteSettle> {
+    let render = |t: &str| vars.render(t).map_err(|e| failed(ErrorClass::Config, e.to_string()));
+    let path = render(&prepared.path)?;
+    let mut headers = Vec::new();
+    for (k, v) in &prepared.headers {
+        headers.push((k.clone(), render(v)?));
+    }
+    headers.extend(extra);
+    let mut query = Vec::new();
+    for (k, v) in prepared.query {
+        query.push((k, render(&v)?));
+    }
+    let body = prepared.body.map(|b| match prepared.format {
+        crate::config::BodyFormat::Form => Body::Form(form_fields(&b)),
+        crate::config::BodyFormat::Json => Body::Json(b),
+    });
+    Ok(Request {
+        method: prepared.method,
+        url: format!("{}{path}", base.trim_end_matches('/')),
+        query,
+        headers,
+        body,
+        shape: None,
+    })
+}
+
 impl Syncer<'_> {
     /// Sends `write` to its provider and says how the attempt ended: 2xx (and no
-    /// `ok: false`) succeeded with the provider's id and version; a validation error
-    /// (400/404/409/422 and other permanent 4xx) failed with the provider's message; a
-    /// 412 is a conflict; rate limits, 5xx and timeouts the session did not overcome are
-    /// retried later. A write that cannot be prepared (provider not enabled, operation
-    /// not declared, a record the mapping cannot reverse) fails without a request.
-    pub async fn execute_write(&self, write: &WriteRow) -> WriteSettle {
+    /// `ok: false`) succeeded with the provider's id and version, and the stored record's
+    /// change; a validation error (400/404/409/422 and other permanent 4xx) failed with
+    /// the provider's message; a 412, or a provider version newer than the base version
+    /// (`conflict = "read"`), is a conflict; rate limits, 5xx and timeouts the session did
+    /// not overcome are retried later. A create claimed before is first looked up (the
+    /// manifest's `lookup`): found, it succeeds without being sent again. A write that
+    /// cannot be prepared (provider not enabled, operation not declared, a record the
+    /// mapping cannot reverse) fails without a request.
+    pub async fn execute_write(&self, write: &WriteRow) -> WriteOutcome {
         match self.try_write(write).await {
-            Ok(settle) | Err(settle) => settle,
+            Ok(outcome) => outcome,
+            Err(settle) => settle.into(),
         }
     }
 
-    async fn try_write(&self, w: &WriteRow) -> Result<WriteSettle, WriteSettle> {
+    async fn try_write(&self, w: &WriteRow) -> Result<WriteOutcome, WriteSettle> {
         let tenants = Tenants::new(self.catalog, self.store, "writes");
         let view = tenants.require(&w.tenant_id).await.map_err(|e| failed(ErrorClass::Config, e.to_string()))?;
         let provider =
@@ -103,7 +156,8 @@ impl Syncer<'_> {
         variables.extend(BUILTIN_VARIABLES.iter().map(|v| (*v).to_owned()));
         let compiled = CompiledWrite::compile(def, fields, spec, variables)
             .map_err(|e| failed(ErrorClass::Config, e.to_string()))?;
-        let prepared = build_request(&compiled, w.op, &w.payload_json(), w.external_id.as_deref())
+        let payload = w.payload_json();
+        let prepared = build_request(&compiled, w.op, &payload, w.external_id.as_deref())
             .map_err(|e| failed(ErrorClass::Data, e.to_string()))?;
 
         let owner = Owner::of(w.owner_user.as_ref());
@@ -158,34 +212,111 @@ impl Syncer<'_> {
             pre.set("base_url", base);
         }
         if let Err(e) = session.auth.ensure(&session.token_client, &pre, session.sink).await {
-            return Err(http_settle(&e, w.attempts));
+            return Err(self.http_failure(&e, w).await);
         }
         let mut vars = with(&session);
         let base = vars.render(&base_url).map_err(|e| failed(ErrorClass::Config, e.to_string()))?;
         vars.set("base_url", base.clone());
-        let path = vars.render(&prepared.path).map_err(|e| failed(ErrorClass::Config, e.to_string()))?;
-        let mut headers = Vec::new();
-        for (k, v) in &prepared.headers {
-            headers.push((k.clone(), vars.render(v).map_err(|e| failed(ErrorClass::Config, e.to_string()))?));
+
+        // A create claimed before may have reached the provider: look for it first.
+        if w.op == WriteOp::Create
+            && (w.claims > 1 || w.attempts > 0)
+            && let Some(lookup) = &spec.lookup
+            && let Some(request) =
+                compiled.lookup_request(&payload).map_err(|e| failed(ErrorClass::Data, e.to_string()))?
+        {
+            let request = to_request(request, &vars, &base, Vec::new())?;
+            let response = match session.send(&request, &vars).await {
+                Ok(r) => r,
+                Err(e) => return Err(self.http_failure(&e, w).await),
+            };
+            let json = response.json.unwrap_or(Value::Null);
+            let total = lookup.total.as_deref().and_then(|p| json.pointer(p)).and_then(Value::as_u64);
+            if let Some(n) = total.filter(|n| *n > 1) {
+                return Ok(WriteSettle::Failed {
+                    status: Some(response.status),
+                    message: format!(
+                        "the create may have been applied, and {n} objects match its `{}`: not guessed; \
+                         check the provider and cancel or retry",
+                        lookup.by
+                    ),
+                    error_class: ErrorClass::Data.as_str().to_owned(),
+                }
+                .into());
+            }
+            if let Some(id) = json.pointer(&lookup.id).and_then(crate::mapping::text_of) {
+                let version = lookup.version.as_deref().and_then(|p| json.pointer(p)).and_then(crate::mapping::text_of);
+                tracing::info!(write = %w.id, "an earlier attempt of the create was applied: found by its `{}`", lookup.by);
+                let effect = record_effect(
+                    w,
+                    &compiled,
+                    def,
+                    spec,
+                    fields,
+                    &payload,
+                    &prepared.skipped,
+                    &id,
+                    version.as_deref(),
+                );
+                return Ok(WriteOutcome {
+                    settle: WriteSettle::Succeeded {
+                        status: Some(response.status),
+                        result_id: id,
+                        result_version: version,
+                    },
+                    effect,
+                });
+            }
         }
+
+        // Conflicts: compare the provider's version with the base version first.
+        let mut precondition = Vec::new();
+        if w.op == WriteOp::Update
+            && !w.force
+            && let (Some(base_version), Some(id)) = (w.base_version.as_deref(), w.external_id.as_deref())
+        {
+            match spec.conflict {
+                ConflictCheck::Read => {
+                    if let Some(current) =
+                        self.current_version(&compiled, spec, &payload, id, &mut session, &vars, &base, w).await?
+                        && is_newer(&current, base_version)
+                    {
+                        return Ok(conflict(None, current, w).into());
+                    }
+                }
+                ConflictCheck::IfMatch => {
+                    if let Some(header) = spec.precondition_header() {
+                        let value = if header.eq_ignore_ascii_case("If-Unmodified-Since") {
+                            http_date(base_version).unwrap_or_else(|| base_version.to_owned())
+                        } else {
+                            base_version.to_owned()
+                        };
+                        precondition.push((header.to_owned(), value));
+                    }
+                }
+                ConflictCheck::None => {}
+            }
+        }
+
         if let (Some(name), Some(key)) = (&req.idempotency_header, &w.idempotency_key) {
-            headers.push((name.clone(), key.clone()));
+            precondition.push((name.clone(), key.clone()));
         }
-        let body = prepared.body.map(|b| match prepared.format {
-            crate::config::BodyFormat::Form => Body::Form(form_fields(&b)),
-            crate::config::BodyFormat::Json => Body::Json(b),
-        });
-        let request = Request {
-            method: prepared.method,
-            url: format!("{}{path}", base.trim_end_matches('/')),
-            query: prepared.query.into_iter().collect(),
-            headers,
-            body,
-            shape: None,
-        };
+        let skipped = prepared.skipped.clone();
+        let request = to_request(prepared, &vars, &base, precondition)?;
         let response = match session.send(&request, &vars).await {
             Ok(r) => r,
-            Err(e) => return Err(http_settle(&e, w.attempts)),
+            Err(HttpError::Permanent { status: 412, .. }) if w.op == WriteOp::Update => {
+                // The provider refused the precondition: show its version where it can be read.
+                let id = w.external_id.as_deref().unwrap_or_default();
+                let current = self
+                    .current_version(&compiled, spec, &payload, id, &mut session, &vars, &base, w)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| "(newer: the provider refused the precondition)".into());
+                return Ok(conflict(Some(412), current, w).into());
+            }
+            Err(e) => return Err(self.http_failure(&e, w).await),
         };
         let json = response.json.unwrap_or(Value::Null);
         if let Some(message) = provider_error(req, &json).filter(|_| req.ok.is_some()) {
@@ -193,7 +324,8 @@ impl Syncer<'_> {
                 status: Some(response.status),
                 message,
                 error_class: ErrorClass::Client.as_str().to_owned(),
-            });
+            }
+            .into());
         }
         let result = write_result(req, &json);
         let result_id = result.id.or_else(|| w.external_id.clone()).unwrap_or_default();
@@ -202,9 +334,107 @@ impl Syncer<'_> {
                 status: Some(response.status),
                 message: "the provider accepted the create but its answer names no id where the manifest says".into(),
                 error_class: ErrorClass::Data.as_str().to_owned(),
-            });
+            }
+            .into());
         }
-        Ok(WriteSettle::Succeeded { status: Some(response.status), result_id, result_version: result.version })
+        let effect =
+            record_effect(w, &compiled, def, spec, fields, &payload, &skipped, &result_id, result.version.as_deref());
+        Ok(WriteOutcome {
+            settle: WriteSettle::Succeeded { status: Some(response.status), result_id, result_version: result.version },
+            effect,
+        })
+    }
+
+    /// The provider's current version of the object (a read of it); `None` when no
+    /// version can be read.
+    #[allow(clippy::too_many_arguments)]
+    async fn current_version(
+        &self,
+        compiled: &CompiledWrite,
+        spec: &crate::config::WriteSpec,
+        payload: &Value,
+        id: &str,
+        session: &mut crate::http::Session<'_>,
+        vars: &Vars<'_>,
+        base: &str,
+        w: &WriteRow,
+    ) -> Result<Option<String>, WriteSettle> {
+        let (Some(read), Some(field)) = (
+            compiled.read_request(payload, id).map_err(|e| failed(ErrorClass::Data, e.to_string()))?,
+            spec.version_field.as_deref(),
+        ) else {
+            return Ok(None);
+        };
+        let request = to_request(read, vars, base, Vec::new())?;
+        match session.send(&request, vars).await {
+            Ok(r) => Ok(r.json.as_ref().and_then(|j| value_at(j, field))),
+            Err(e) => Err(self.http_failure(&e, w).await),
+        }
+    }
+
+    /// How a failed request settles the write; a refused credential also marks the
+    /// connection `needs_reauth`, as a run does.
+    async fn http_failure(&self, e: &HttpError, w: &WriteRow) -> WriteSettle {
+        if e.needs_reauth() {
+            let owner = Owner::of(w.owner_user.as_ref());
+            let reason = e.to_string();
+            match self
+                .store
+                .set_connection_status(&w.tenant_id, &w.provider, owner, ConnectionStatus::NeedsReauth, Some(&reason))
+                .await
+            {
+                Ok(_) => NeedsReauth { tenant: w.tenant_id.as_str(), provider: w.provider.as_str(), reason: &reason }
+                    .emit(&self.metrics),
+                Err(err) => tracing::warn!(write = %w.id, "marking the connection needs_reauth failed: {err}"),
+            }
+        }
+        http_settle(e, w.attempts)
+    }
+}
+
+/// A conflict with the write's base version and the provider's `current` one.
+fn conflict(status: Option<u16>, current: String, w: &WriteRow) -> WriteSettle {
+    WriteSettle::Conflict { status, provider_version: current, base_version: w.base_version.clone() }
+}
+
+/// What a succeeded write changes in the stored record: a create or update lays the
+/// written fields (those the provider was sent), the key and the new version over it; a
+/// delete marks it deleted; a comment changes nothing.
+#[allow(clippy::too_many_arguments)]
+fn record_effect(
+    w: &WriteRow,
+    compiled: &CompiledWrite,
+    def: &crate::config::Entity,
+    spec: &crate::config::WriteSpec,
+    fields: &BTreeMap<String, crate::config::MappingSpec>,
+    payload: &Value,
+    skipped: &[String],
+    id: &str,
+    version: Option<&str>,
+) -> Option<RecordEffect> {
+    let entity = w.entity.clone();
+    match w.op {
+        WriteOp::Comment => None,
+        WriteOp::Delete => Some(RecordEffect::Delete { entity, external_id: id.to_owned() }),
+        WriteOp::Create | WriteOp::Update => {
+            let mut out = serde_json::Map::new();
+            if let Value::Object(record) = payload {
+                for (k, v) in record {
+                    if !skipped.contains(k) && def.field(k).is_some() {
+                        out.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            out.insert(compiled.reverse().key().to_owned(), Value::from(id));
+            if let (Some(version), Some(target)) =
+                (version, spec.version_field.as_deref().and_then(|f| version_target(fields, f)))
+            {
+                let datetime = def.field(target).is_some_and(|f| f.kind == crate::config::FieldType::Datetime);
+                let v = if datetime { normalized_version(version) } else { version.to_owned() };
+                out.insert(target.to_owned(), Value::from(v));
+            }
+            Some(RecordEffect::Upsert { entity, external_id: id.to_owned(), fields: Value::Object(out) })
+        }
     }
 }
 
@@ -308,19 +538,41 @@ impl WriteWorker {
     /// Executes one claimed write through the connection's session and settles it.
     async fn execute_and_settle(&self, catalog: &Catalog, w: &WriteRow) {
         let started = Instant::now();
-        let settle = match Syncer::new(catalog, &self.store, &self.key) {
+        let outcome = match Syncer::new(catalog, &self.store, &self.key) {
             Ok(syncer) => {
                 let mut syncer = syncer.with_limits(self.limits.clone());
                 syncer.metrics = self.metrics.clone();
                 syncer.retry = self.retry.clone();
                 syncer.execute_write(w).await
             }
-            Err(e) => retry(ErrorClass::Config, NOT_READY_RETRY, None, e.to_string()),
+            Err(e) => retry(ErrorClass::Config, NOT_READY_RETRY, None, e.to_string()).into(),
         };
         let latency = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-        match self.store.settle_write(&w.id, &self.owner, latency, &settle).await {
+        let settled =
+            self.store.settle_write_with(&w.id, &self.owner, latency, &outcome.settle, outcome.effect.as_ref()).await;
+        let outcome_label = match (&settled, &outcome.settle) {
+            (Ok(Some(_)), WriteSettle::Succeeded { .. }) => "succeeded",
+            (Ok(Some(_)), WriteSettle::Retry { .. }) => "retry",
+            (Ok(Some(_)), WriteSettle::Failed { .. }) => "failed",
+            (Ok(Some(_)), WriteSettle::Conflict { .. }) => "conflict",
+            (Ok(None) | Err(_), _) => "lost",
+        };
+        self.metrics
+            .write_attempts
+            .get_or_create(&WriteLabels {
+                provider: w.provider.to_string(),
+                op: w.op.as_str().to_owned(),
+                outcome: outcome_label.to_owned(),
+            })
+            .inc();
+        self.metrics.write_duration.observe(started.elapsed().as_secs_f64());
+        match settled {
             Ok(Some(row)) => {
-                tracing::info!(write = %w.id, state = row.state.as_str(), attempts = row.attempts, "write attempted");
+                let error = row.error.as_deref().unwrap_or_default();
+                tracing::info!(
+                    write = %w.id, tenant = %w.tenant_id, provider = %w.provider, op = w.op.as_str(),
+                    state = row.state.as_str(), attempts = row.attempts, error, "write attempted"
+                );
             }
             Ok(None) => tracing::warn!(write = %w.id, "the write's lease was lost before it was settled"),
             Err(e) => tracing::warn!(write = %w.id, "settling the write failed (its lease will expire): {e}"),

@@ -51,6 +51,21 @@ pub struct WebhookLabels {
     pub outcome: String,
 }
 
+/// Write-back attempts: `provider`, `op` (create, update, delete, comment) and `outcome`,
+/// one of [`WRITE_OUTCOMES`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub provider: String,
+    pub op: String,
+    pub outcome: String,
+}
+
+/// How a write-back attempt ends: the provider applied it (`succeeded`), it will be
+/// tried again (`retry`: rate limits, 5xx, timeouts, credentials), a permanent refusal
+/// (`failed`), the provider's object was newer (`conflict`), or the attempt's lease was
+/// lost before it was settled (`lost`).
+pub const WRITE_OUTCOMES: [&str; 5] = ["succeeded", "retry", "failed", "conflict", "lost"];
+
 /// Outbound webhook attempts: `outcome` is one of [`DELIVERY_OUTCOMES`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeliveryLabels {
@@ -168,6 +183,11 @@ pub struct Metrics {
     pub webhook_delivery_duration: Histogram,
     /// Webhook endpoints this process disabled (410 Gone, or the retry schedule spent).
     pub webhook_endpoints_disabled: Counter,
+    /// Write-back attempts by provider, operation and outcome.
+    pub write_attempts: Family<WriteLabels, Counter>,
+    /// Write-back attempts: time from the claim to the settled answer (lookups, version
+    /// reads and rate-limit waits included).
+    pub write_duration: Histogram,
     /// Outbox messages waiting for delivery (read from the store; every replica's).
     pub webhook_outbox_pending: Gauge,
     pub contributions: Family<KindLabels, Counter>,
@@ -218,6 +238,8 @@ impl Metrics {
             webhook_attempts: Family::default(),
             webhook_delivery_duration: request_duration_histogram(),
             webhook_endpoints_disabled: Counter::default(),
+            write_attempts: Family::default(),
+            write_duration: request_duration_histogram(),
             webhook_outbox_pending: Gauge::default(),
             contributions: Family::default(),
             integrations: Family::default(),
@@ -290,6 +312,16 @@ impl Metrics {
             "webhook_endpoints_disabled",
             "Webhook endpoints disabled (410 Gone or the retry schedule spent)",
             m.webhook_endpoints_disabled.clone(),
+        );
+        registry.register(
+            "write_attempts",
+            "Write-back attempts, by provider, operation and outcome",
+            m.write_attempts.clone(),
+        );
+        registry.register(
+            "write_duration_seconds",
+            "Write-back attempts: time from the claim to the settled answer",
+            m.write_duration.clone(),
         );
         registry.register(
             "webhook_outbox_pending",
