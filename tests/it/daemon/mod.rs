@@ -19,6 +19,7 @@ mod signals;
 mod sim_webhooks;
 mod webhooks;
 mod writes;
+mod writes_effects;
 mod writes_exec;
 
 use std::path::{Path, PathBuf};
