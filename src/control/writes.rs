@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 use super::protocol::{Scope, WriteCommand, WriteList, WriteSubmit};
 use crate::config::{Catalog, ConflictCheck, WriteOp};
 use crate::mapping::{text_of, version_target};
-use crate::tenants::Tenants;
 use crate::model::{ConnectionStatus, EntityName, Owner, ProviderId, TenantId, UserId};
 use crate::store::{NewWrite, Store, StoreError, WriteDetail, WriteFilter, WriteRow, WriteState};
+use crate::tenants::Tenants;
 
 /// The largest record a write carries, as compact JSON.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
@@ -131,7 +131,9 @@ impl Writes<'_> {
         }
         let base_version = match (s.base_version.as_deref().filter(|v| !v.is_empty()), op, external_id) {
             (Some(v), _, _) => Some(v.to_owned()),
-            (None, WriteOp::Update, Some(id)) if !s.force => self.synced_version(&tenant, &provider, &entity, id).await?,
+            (None, WriteOp::Update, Some(id)) if !s.force => {
+                self.synced_version(&tenant, &provider, &entity, id).await?
+            }
             _ => None,
         };
         let new = NewWrite {

@@ -35,11 +35,21 @@ const NOT_READY_RETRY: Duration = Duration::from_secs(60);
 /// [`MAX_TRANSIENT_RETRY`].
 const TRANSIENT_RETRY: Duration = Duration::from_secs(30);
 const MAX_TRANSIENT_RETRY: Duration = Duration::from_secs(3600);
+/// The first wait after a create or comment failed ambiguously.
+const AMBIGUOUS_RETRY: Duration = Duration::from_secs(2);
 
 /// The wait before the next attempt of a write that has had `attempts` attempts.
 fn backoff(attempts: i64) -> Duration {
     let doublings = u32::try_from(attempts.clamp(0, 7)).unwrap_or(7);
     (TRANSIENT_RETRY * 2u32.pow(doublings)).min(MAX_TRANSIENT_RETRY)
+}
+
+/// The wait before the next attempt of a create or comment whose answer was lost (it
+/// may have been applied): short at first, since the next attempt looks the create up
+/// before sending it again, then growing as [`backoff`] does.
+fn ambiguous_backoff(attempts: i64) -> Duration {
+    let doublings = u32::try_from(attempts.clamp(0, 11)).unwrap_or(11);
+    (AMBIGUOUS_RETRY * 2u32.pow(doublings)).min(backoff(attempts))
 }
 
 fn later(after: Duration) -> DateTime<Utc> {
@@ -303,8 +313,18 @@ impl Syncer<'_> {
         }
         let skipped = prepared.skipped.clone();
         let request = to_request(prepared, &vars, &base, precondition)?;
+        // A create or comment is not sent twice within an attempt: a timeout, reset or
+        // 5xx may come after the provider applied it. The attempt ends; the next looks the
+        // create up first.
+        let once = matches!(w.op, WriteOp::Create | WriteOp::Comment);
+        if once {
+            session.retry.max_attempts = 1;
+        }
         let response = match session.send(&request, &vars).await {
             Ok(r) => r,
+            Err(e) if once && e.class() == ErrorClass::Transient => {
+                return Err(retry(ErrorClass::Transient, ambiguous_backoff(w.attempts), e.status(), e.to_string()));
+            }
             Err(HttpError::Permanent { status: 412, .. }) if w.op == WriteOp::Update => {
                 // The provider refused the precondition: show its version where it can be read.
                 let id = w.external_id.as_deref().unwrap_or_default();
@@ -635,5 +655,11 @@ mod tests {
         assert_eq!(backoff(3), Duration::from_secs(240));
         assert_eq!(backoff(50), Duration::from_secs(3600));
         assert_eq!(backoff(-1), Duration::from_secs(30));
+        assert_eq!(ambiguous_backoff(0), Duration::from_secs(2));
+        assert_eq!(ambiguous_backoff(2), Duration::from_secs(8));
+        assert_eq!(ambiguous_backoff(6), Duration::from_secs(128));
+        assert_eq!(ambiguous_backoff(9), Duration::from_secs(1024));
+        assert_eq!(ambiguous_backoff(30), Duration::from_secs(3600));
+        assert_eq!(ambiguous_backoff(10), Duration::from_secs(2048));
     }
 }

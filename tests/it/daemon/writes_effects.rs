@@ -93,8 +93,7 @@ async fn round_trip(fx: Fixture) {
     assert_eq!((changes[0].external_id.as_str(), changes[0].kind), (id.as_str(), ChangeKind::Inserted));
 
     // An update based on the stored version (none named): read, compared, sent, merged.
-    let updated =
-        settled(&fx, &submit(&fx, &["--op", "update", "--id", &id], r#"{"first_name": "Ada"}"#).await).await;
+    let updated = settled(&fx, &submit(&fx, &["--op", "update", "--id", &id], r#"{"first_name": "Ada"}"#).await).await;
     assert_eq!(updated.write.state, WriteState::Succeeded, "{updated:?}");
     assert!(updated.write.base_version.is_some(), "the base version defaults to the synced one: {updated:?}");
     assert_eq!(at_provider(&sim, SEEDED)["properties"]["firstname"], "Ada");
@@ -185,6 +184,47 @@ async fn a_refused_credential_marks_the_connection_and_the_write_waits() {
     assert_eq!(waiting.write.state, WriteState::Pending, "it waits for new credentials: {waiting:?}");
     assert_eq!(waiting.write.error_class.as_deref(), Some("auth"), "{waiting:?}");
     assert!(sim.writes_received().is_empty());
+    drop(daemon);
+    fx.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_answer_was_lost_is_looked_up_not_sent_again() {
+    let sim = start(SimConfig::new(Provider::HubSpot, SEEDED)).await.unwrap();
+    let fx = Fixture::sqlite("request_timeout_secs = 1").await;
+    connected(&fx, &sim).await;
+    let daemon = fx.start("d", 1).await;
+    // The simulator applies the create and never answers: the attempt times out.
+    sim.set_write_fault(Some(tributary::simulator::AmbiguousWrite::Hang));
+    let companies = sim.record_count("companies");
+    let said = fx
+        .ok(
+            &["writes", "submit", "--tenant", "acme", "--provider", "hubspot", "--entity", "company", "--op", "create"],
+            r#"{"name": "Analytical Engines", "domain": "engines.example.com"}"#,
+        )
+        .await;
+    let id = said.split_whitespace().nth(1).unwrap().to_owned();
+    let first = eventually("the first attempt to time out", || async {
+        let d = fx.store.get_write(&id).await.unwrap()?;
+        (!d.attempts.is_empty()).then_some(d)
+    })
+    .await;
+    assert_eq!(first.write.state, WriteState::Pending, "{first:?}");
+    assert_eq!(first.write.error_class.as_deref(), Some("transient"), "{first:?}");
+    assert_eq!(sim.record_count("companies"), companies + 1, "the provider applied it");
+    sim.set_write_fault(None);
+
+    let done = settled(&fx, &id).await;
+    assert_eq!(done.write.state, WriteState::Succeeded, "{done:?}");
+    let posts = sim.writes_received().iter().filter(|w| w.path == "/crm/v3/objects/companies").count();
+    assert_eq!(posts, 1, "sent once: {:?}", sim.writes_received());
+    assert_eq!(sim.record_count("companies"), companies + 1, "exactly one object");
+    let new_id = (companies + 1).to_string();
+    assert_eq!(done.write.result_id.as_deref(), Some(new_id.as_str()), "the id the lookup found");
+    let (tenant, _, provider) = key();
+    let company = EntityName::parse("company").unwrap();
+    let record = fx.store.get_record(&tenant, &company, &provider, &new_id).await.unwrap().unwrap();
+    assert_eq!(record.data["domain"], "engines.example.com");
     drop(daemon);
     fx.finish().await;
 }
