@@ -243,3 +243,48 @@ fn provider_errors_without_an_ok_flag() {
     let created = json!({"id": "001A", "success": true, "errors": []});
     assert_eq!(write_result(&create, &created), WriteResult { id: Some("001A".into()), version: None });
 }
+
+#[test]
+fn versions_compare_as_time_then_number_then_text() {
+    // HubSpot's, Salesforce's and Jira's forms of the same instant are equal; later is newer.
+    assert!(!is_newer("2024-05-01T10:00:00.000Z", "2024-05-01T10:00:00.000+0000"));
+    assert!(!is_newer("2024-05-01T11:00:00.000+01:00", "2024-05-01T10:00:00Z"));
+    assert!(is_newer("2024-05-01T10:00:00.001Z", "2024-05-01T10:00:00.000Z"));
+    assert!(!is_newer("2024-05-01T09:59:59.999Z", "2024-05-01T10:00:00.000Z"));
+    assert!(is_newer("12", "9"), "numbers compare as numbers, not text");
+    assert!(!is_newer("9", "12"));
+    assert!(is_newer("\"etag-b\"", "\"etag-a\""), "other versions: any difference");
+    assert!(!is_newer("\"etag-a\"", "\"etag-a\""));
+    assert_eq!(normalized_version("2024-05-01T10:00:00+0000"), "2024-05-01T10:00:00.000Z");
+    assert_eq!(normalized_version("v7"), "v7");
+}
+
+#[test]
+fn http_dates_for_if_unmodified_since() {
+    assert_eq!(http_date("2024-05-01T10:00:00.250+0000").as_deref(), Some("Wed, 01 May 2024 10:00:00 GMT"));
+    assert_eq!(http_date("2024-05-01T12:30:05+02:00").as_deref(), Some("Wed, 01 May 2024 10:30:05 GMT"));
+    assert_eq!(http_date("\"etag\""), None);
+}
+
+#[test]
+fn the_synced_version_is_where_the_mapping_puts_the_version_field() {
+    let hubspot = &manifests().get("hubspot").unwrap().mappings["contact"];
+    assert_eq!(version_target(hubspot, "updatedAt"), Some("updated_at"));
+    assert_eq!(version_target(hubspot, "properties.hs_lastmodifieddate"), None);
+    let mut plain = BTreeMap::new();
+    plain.insert("version".to_owned(), MappingSpec::Path("meta.version".into()));
+    assert_eq!(version_target(&plain, "meta.version"), Some("version"));
+    let record = json!({"fields": {"updated": "2024-05-01T10:00:00.000+0000"}, "n": 3});
+    assert_eq!(value_at(&record, "fields.updated").as_deref(), Some("2024-05-01T10:00:00.000+0000"));
+    assert_eq!(value_at(&record, "n").as_deref(), Some("3"));
+    assert_eq!(value_at(&record, "fields.missing"), None);
+}
+
+#[test]
+fn version_reads_get_the_update_path() {
+    let jira = shipped("jira", "issue");
+    let read = jira.read_request(&json!({"summary": "x"}), "PROJ 1").unwrap().unwrap();
+    assert_eq!((read.method, read.path.as_str(), read.body), (Method::Get, "/rest/api/3/issue/PROJ%201", None));
+    let slack = shipped("slack", "message");
+    assert!(slack.read_request(&json!({}), "C1:1.2").unwrap().is_none(), "no update declared");
+}
