@@ -2,18 +2,25 @@
 //! `X-API-Token` header, `$top`/`$skip`/`$filter`/`$orderby`/`$select`, and
 //! `{"value":[…]}` bodies. Throttling is a 400 whose message says "Try
 //! again". Learner fields are [ASSUMED] (snake_case, per the product spec).
+//!
+//! Beside the feed, the REST API's learner writes [ASSUMED, PROVIDERS.md §8]: `POST
+//! /api/v1/learners` (201 `{id}`), `PATCH /api/v1/learners/{id}` (204), `GET
+//! /api/v1/learners/{id}` (the learner as the feed shows it), `POST|GET
+//! /api/v1/learners/{id}/notes`; the same `X-API-Token`, errors
+//! `{"error":{"code","message"}}`, throttling as 429 with `Retry-After`.
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::get;
-use chrono::TimeDelta;
+use axum::routing::{get, post};
+use chrono::{NaiveDate, TimeDelta, Utc};
 use serde_json::{Map, Value, json};
 
-use super::core::{ProviderSpec, Rotation, Sim, StreamKind, StreamSpec};
+use super::core::{ProviderSpec, Rotation, Sim, StreamKind, StreamSpec, applied, valid_email, write_body};
 use super::fake::{self, Rng};
 use super::filter::{Cmp, Filter};
 use super::store::{Meta, Order};
@@ -60,15 +67,32 @@ fn refine(index: u64, t: Ts) -> Ts {
     }
 }
 
+/// Where the REST API lives (the feed is under `SPEC.api_base`).
+const REST: &str = "/api/v1";
+
 fn router() -> Router<Arc<Sim>> {
-    Router::new().route("/odata/1.0/{collection}", get(collection))
+    Router::new()
+        .route("/odata/1.0/{collection}", get(collection))
+        .route("/api/v1/learners", post(create_learner))
+        .route("/api/v1/learners/{id}", get(get_learner).patch(update_learner))
+        .route("/api/v1/learners/{id}/notes", get(learner_notes).post(add_note))
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
-    util::json(status, &json!({"error": {"code": "", "message": message}}))
+    coded(status, "", message)
 }
 
-fn throttle(_: &Sim) -> Response {
+/// The error body with a code (the REST API names one; the feed leaves it empty).
+fn coded(status: StatusCode, code: &str, message: &str) -> Response {
+    util::json(status, &json!({"error": {"code": code, "message": message}}))
+}
+
+/// The feed throttles with a 400 saying "Try again"; the REST API with a 429.
+fn throttle(sim: &Sim, path: &str) -> Response {
+    if path.starts_with(REST) {
+        let response = coded(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Rate limit exceeded. Try again later.");
+        return util::with_header(response, "retry-after", &sim.retry_after().to_string());
+    }
     error(StatusCode::BAD_REQUEST, "Too many requests. Try again later.")
 }
 
@@ -86,6 +110,24 @@ fn api_token(sim: &Sim) -> String {
 
 fn learner_id(index: u64) -> String {
     format!("L{:06}", index + 1)
+}
+
+/// The index of a live learner by its id (`L000042`).
+fn learner_index(sim: &Sim, id: &str) -> Option<u64> {
+    let index = id.strip_prefix('L')?.parse::<u64>().ok()?.checked_sub(1)?;
+    sim.meta(LEARNERS, index).map(|_| index)
+}
+
+/// Checks the `X-API-Token` header (feed and REST API alike); `Err` is the 401.
+fn authorize(sim: &Sim, headers: &HeaderMap) -> Early<()> {
+    let token_ok = header_str(headers, "x-api-token").is_some_and(|t| t == api_token(sim));
+    if token_ok && !sim.revoked() {
+        return Ok(());
+    }
+    Err(Box::new(error(
+        StatusCode::UNAUTHORIZED,
+        "Authorization has been denied for this request. The API token is missing, invalid or revoked.",
+    )))
 }
 
 fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
@@ -240,12 +282,8 @@ async fn collection(
             ),
         );
     };
-    let token_ok = header_str(&headers, "x-api-token").is_some_and(|t| t == api_token(&sim));
-    if !token_ok || sim.revoked() {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "Authorization has been denied for this request. The API token is missing, invalid or revoked.",
-        );
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
     }
     let params = Params::from_query(raw.as_deref());
     let query = match parse_query(stream, &params) {
@@ -310,4 +348,188 @@ fn encode(v: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Learner fields a write may set (besides `custom_field_*`); `learner_id` and
+/// `UpdatedDate` are Aptem's own.
+const WRITABLE: &[&str] = &[
+    "first_name",
+    "last_name",
+    "email",
+    "uln",
+    "programme_name",
+    "start_date",
+    "planned_end_date",
+    "completion_date",
+    "status",
+    "employer_id",
+];
+const STATUSES: &[&str] = &["Active", "Completed", "Withdrawn", "BreakInLearning"];
+/// The longest note text.
+const NOTE_MAX: usize = 4000;
+
+fn validation(message: &str) -> Response {
+    coded(StatusCode::BAD_REQUEST, "ValidationFailed", message)
+}
+
+fn learner_not_found(id: &str) -> Response {
+    coded(StatusCode::NOT_FOUND, "NotFound", &format!("Learner '{id}' was not found."))
+}
+
+/// One written field's value as the feed shows it, or why it is refused.
+fn written_value(name: &str, value: &Value) -> Result<Value, String> {
+    if matches!(name, "first_name" | "last_name") && value.as_str().is_none_or(|s| s.trim().is_empty()) {
+        return Err(format!("'{name}' is required and must not be empty."));
+    }
+    if value.is_null() {
+        return Ok(Value::Null);
+    }
+    if name == "employer_id" {
+        // A number, also when sent as text (the feed shows a number).
+        return value
+            .as_u64()
+            .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+            .filter(|n| *n > 0)
+            .map(Value::from)
+            .ok_or_else(|| "'employer_id' must be a positive integer.".into());
+    }
+    let text = value.as_str().ok_or_else(|| format!("'{name}' must be a string."))?;
+    let problem = match name {
+        "email" if !valid_email(text) => Some(format!("'{text}' is not a valid email address.")),
+        "uln" if !(text.len() == 10 && text.bytes().all(|b| b.is_ascii_digit())) => {
+            Some("'uln' must be 10 digits.".to_owned())
+        }
+        "start_date" | "planned_end_date" | "completion_date"
+            if NaiveDate::parse_from_str(text, "%Y-%m-%d").is_err() =>
+        {
+            Some(format!("'{name}' must be a date (yyyy-MM-dd), not '{text}'."))
+        }
+        "status" if !STATUSES.contains(&text) => {
+            Some(format!("'status' must be one of {}, not '{text}'.", STATUSES.join(", ")))
+        }
+        _ => None,
+    };
+    match problem {
+        Some(p) => Err(p),
+        None => Ok(Value::String(text.to_owned())),
+    }
+}
+
+/// The fields of a learner create or update, as the feed will show them, or the 400
+/// naming every problem.
+fn written_fields(body: &Value, creating: bool) -> Early<Map<String, Value>> {
+    let Value::Object(map) = body else {
+        return Err(Box::new(validation("The request body must be a JSON object.")));
+    };
+    let mut out = Map::new();
+    let mut problems = Vec::new();
+    for (name, value) in map {
+        if !(WRITABLE.contains(&name.as_str()) || name.starts_with("custom_field_")) {
+            problems.push(format!("'{name}' is not a writable learner field."));
+            continue;
+        }
+        match written_value(name, value) {
+            Ok(v) => {
+                out.insert(name.clone(), v);
+            }
+            Err(problem) => problems.push(problem),
+        }
+    }
+    if creating {
+        for required in ["first_name", "last_name"] {
+            if !map.contains_key(required) {
+                problems.push(format!("'{required}' is required and must not be empty."));
+            }
+        }
+    }
+    if problems.is_empty() { Ok(out) } else { Err(Box::new(validation(&problems.join(" ")))) }
+}
+
+/// `POST /api/v1/learners`: 201 `{id}`.
+async fn create_learner(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = write_body(&body);
+    sim.record_write("POST", "/api/v1/learners", &headers, body.clone());
+    let fields = match authorize(&sim, &headers).and_then(|()| written_fields(&body, true)) {
+        Ok(f) => f,
+        Err(response) => return *response,
+    };
+    match sim.apply_write(LEARNERS, None, &Value::Object(fields)) {
+        Some(index) => {
+            let id = learner_id(index);
+            let location = format!("{}{REST}/learners/{id}", sim.base_url);
+            applied(util::with_header(util::json(StatusCode::CREATED, &json!({"id": id})), "location", &location))
+        }
+        None => unavailable(&sim),
+    }
+}
+
+/// `PATCH /api/v1/learners/{id}`: 204; the feed shows the change with a new `UpdatedDate`.
+async fn update_learner(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = write_body(&body);
+    sim.record_write("PATCH", &format!("/api/v1/learners/{id}"), &headers, body.clone());
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
+    }
+    let Some(index) = learner_index(&sim, &id) else {
+        return learner_not_found(&id);
+    };
+    let fields = match written_fields(&body, false) {
+        Ok(f) => f,
+        Err(response) => return *response,
+    };
+    match sim.apply_write(LEARNERS, Some(index), &Value::Object(fields)) {
+        Some(_) => applied(util::empty(StatusCode::NO_CONTENT)),
+        None => learner_not_found(&id),
+    }
+}
+
+/// `GET /api/v1/learners/{id}`: the learner as the feed's items show it.
+async fn get_learner(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
+    }
+    match learner_index(&sim, &id).and_then(|i| sim.record(LEARNERS, i)) {
+        Some(learner) => util::json(StatusCode::OK, &learner),
+        None => learner_not_found(&id),
+    }
+}
+
+/// `POST /api/v1/learners/{id}/notes` with `{"text"}`: 201 with the note.
+async fn add_note(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = write_body(&body);
+    sim.record_write("POST", &format!("/api/v1/learners/{id}/notes"), &headers, body.clone());
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
+    }
+    let Some(index) = learner_index(&sim, &id) else {
+        return learner_not_found(&id);
+    };
+    let text = match body.get("text").and_then(Value::as_str).filter(|t| !t.trim().is_empty()) {
+        Some(t) if t.chars().count() <= NOTE_MAX => t.to_owned(),
+        Some(_) => return validation(&format!("'text' must be at most {NOTE_MAX} characters.")),
+        None => return validation("'text' is required and must not be empty."),
+    };
+    let learner = learner_id(index);
+    let note =
+        |n: u64| json!({"id": n, "learner_id": learner, "text": text, "created_date": util::iso_trimmed(Utc::now())});
+    match sim.add_note(LEARNERS, index, note) {
+        Some(note) => applied(util::json(StatusCode::CREATED, &note)),
+        None => learner_not_found(&id),
+    }
+}
+
+/// `GET /api/v1/learners/{id}/notes`: `{"items": […]}`, oldest first.
+async fn learner_notes(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
+    }
+    match learner_index(&sim, &id) {
+        Some(index) => util::json(StatusCode::OK, &json!({"items": sim.notes(LEARNERS, index)})),
+        None => learner_not_found(&id),
+    }
 }

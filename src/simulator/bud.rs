@@ -3,24 +3,30 @@
 //! `pageNumber`/`pageSize`/`updatedSince`, `{"items","pageNumber","pageSize",
 //! "totalCount"}` bodies, RFC 7807 errors and 429 with `Retry-After`.
 //! Listings are ordered by id; `statuses` is accepted and ignored.
+//!
+//! Learner writes [ASSUMED]: `GET /v1/learners/{id}` (the learner as the listing's
+//! items show it, with `updatedAt`, what a conflict check reads), `PATCH
+//! /v1/learners/{id}` (200 with the learner, `updatedAt` moved on) and `POST|GET
+//! /v1/learners/{id}/notes` (201 with the note). Bud creates no learners through the
+//! API. Validation errors are RFC 7807 problems whose `detail` names every problem.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
-use chrono::TimeDelta;
-use serde_json::{Value, json};
+use chrono::{NaiveDate, TimeDelta, Utc};
+use serde_json::{Map, Value, json};
 
 use super::auth::TokenCheck;
-use super::core::{ProviderSpec, Rotation, Sim, StreamKind, StreamSpec, lock};
+use super::core::{ProviderSpec, Rotation, Sim, StreamKind, StreamSpec, applied, lock, valid_email, write_body};
 use super::fake::{self, Rng};
 use super::filter::{Cmp, Filter};
 use super::store::{Meta, Order};
-use super::util::{self, Params};
+use super::util::{self, Early, Params};
 
 const LEARNERS: usize = 0;
 const EMPLOYERS: usize = 1;
@@ -55,6 +61,8 @@ fn router() -> Router<Arc<Sim>> {
         .route("/connect/token", post(token))
         .route("/v1/learners", get(learners))
         .route("/v1/employers", get(employers))
+        .route("/v1/learners/{id}", get(get_learner).patch(update_learner))
+        .route("/v1/learners/{id}/notes", get(learner_notes).post(add_note))
 }
 
 fn problem(sim: &Sim, status: StatusCode, title: &str, detail: &str) -> Response {
@@ -71,7 +79,7 @@ fn problem(sim: &Sim, status: StatusCode, title: &str, detail: &str) -> Response
     )
 }
 
-fn throttle(sim: &Sim) -> Response {
+fn throttle(sim: &Sim, _: &str) -> Response {
     let response = problem(
         sim,
         StatusCode::TOO_MANY_REQUESTS,
@@ -179,16 +187,21 @@ fn unauthorized(description: Option<&str>) -> Response {
     util::with_header(oauth_error("invalid_token", StatusCode::UNAUTHORIZED), "www-authenticate", &challenge)
 }
 
-fn list(sim: &Sim, stream: usize, headers: &HeaderMap, raw: Option<&str>) -> Response {
+/// Checks the bearer token (reads and writes alike); `Err` is the 401.
+fn authorize(sim: &Sim, headers: &HeaderMap) -> Early<()> {
     let Some(token) = util::bearer(headers) else {
-        return unauthorized(None);
+        return Err(Box::new(unauthorized(None)));
     };
     match sim.check_token(&token) {
-        TokenCheck::Valid => {}
-        TokenCheck::Expired { .. } => return unauthorized(Some("The access token expired")),
-        TokenCheck::Revoked | TokenCheck::Unknown => {
-            return unauthorized(Some("The access token is invalid"));
-        }
+        TokenCheck::Valid => Ok(()),
+        TokenCheck::Expired { .. } => Err(Box::new(unauthorized(Some("The access token expired")))),
+        TokenCheck::Revoked | TokenCheck::Unknown => Err(Box::new(unauthorized(Some("The access token is invalid")))),
+    }
+}
+
+fn list(sim: &Sim, stream: usize, headers: &HeaderMap, raw: Option<&str>) -> Response {
+    if let Err(response) = authorize(sim, headers) {
+        return *response;
     }
     let params = Params::from_query(raw);
     let invalid = |field: &str, msg: &str| {
@@ -222,4 +235,165 @@ fn list(sim: &Sim, stream: usize, headers: &HeaderMap, raw: Option<&str>) -> Res
             "totalCount": page.total,
         }),
     )
+}
+
+/// Learner fields a write may set; `id`, `apprenticeId`, `active` (follows `status`) and
+/// `updatedAt` are Bud's own.
+const WRITABLE: &[&str] = &[
+    "fullName",
+    "email",
+    "programmeName",
+    "programmeType",
+    "trainerName",
+    "startDate",
+    "expectedEndDate",
+    "learnerReferenceNumber",
+    "location",
+    "status",
+    "employerId",
+];
+/// The longest note text.
+const NOTE_MAX: usize = 4000;
+
+fn validation_problem(sim: &Sim, problems: &[String]) -> Response {
+    problem(sim, StatusCode::BAD_REQUEST, "One or more validation errors occurred.", &problems.join(" "))
+}
+
+fn learner_not_found(sim: &Sim, id: &str) -> Response {
+    problem(sim, StatusCode::NOT_FOUND, "Not Found", &format!("Learner '{id}' was not found."))
+}
+
+/// The index of a live learner by its id (a GUID).
+fn learner_index(sim: &Sim, id: &str) -> Option<u64> {
+    // Generated ids are GUIDs derived from the index: search the index space for it.
+    let wanted = id.to_ascii_lowercase();
+    (0..sim.len(LEARNERS)).find(|i| guid(sim, "bud-learner", *i) == wanted).filter(|i| sim.meta(LEARNERS, *i).is_some())
+}
+
+/// One written field's value as the reads show it, or why it is refused.
+fn written_value(name: &str, value: &Value) -> Result<Value, String> {
+    if name == "status" {
+        // 1–4, also when sent as text (the reads show a number).
+        return value
+            .as_u64()
+            .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+            .filter(|n| (1..=4).contains(n))
+            .map(Value::from)
+            .ok_or_else(|| format!("status: '{value}' is not a valid status (1–4)."));
+    }
+    if value.is_null() {
+        return if name == "fullName" { Err("fullName: must not be empty.".into()) } else { Ok(Value::Null) };
+    }
+    let text = value.as_str().ok_or_else(|| format!("{name}: must be a string."))?;
+    let problem = match name {
+        "fullName" if text.trim().is_empty() => Some("fullName: must not be empty.".to_owned()),
+        "email" if !valid_email(text) => Some(format!("email: '{text}' is not a valid email address.")),
+        "startDate" | "expectedEndDate" if NaiveDate::parse_from_str(text, "%Y-%m-%d").is_err() => {
+            Some(format!("{name}: '{text}' is not a valid date (yyyy-MM-dd)."))
+        }
+        _ => None,
+    };
+    match problem {
+        Some(p) => Err(p),
+        None => Ok(Value::String(text.to_owned())),
+    }
+}
+
+/// The fields of a learner update as the reads will show them (`active` follows
+/// `status`), or the 400 naming every problem.
+fn written_fields(sim: &Sim, body: &Value) -> Early<Map<String, Value>> {
+    let Value::Object(map) = body else {
+        return Err(Box::new(validation_problem(sim, &["The request body must be a JSON object.".to_owned()])));
+    };
+    let mut out = Map::new();
+    let mut problems = Vec::new();
+    for (name, value) in map {
+        if !WRITABLE.contains(&name.as_str()) {
+            problems.push(format!("{name}: is not a writable learner field."));
+            continue;
+        }
+        match written_value(name, value) {
+            Ok(v) => {
+                out.insert(name.clone(), v);
+            }
+            Err(p) => problems.push(p),
+        }
+    }
+    if let Some(status) = out.get("status").and_then(Value::as_u64) {
+        out.insert("active".into(), Value::Bool(status == 1));
+    }
+    if problems.is_empty() { Ok(out) } else { Err(Box::new(validation_problem(sim, &problems))) }
+}
+
+/// `GET /v1/learners/{id}`: the learner as the listing's items show it.
+async fn get_learner(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
+    }
+    match learner_index(&sim, &id).and_then(|i| sim.record(LEARNERS, i)) {
+        Some(learner) => util::json(StatusCode::OK, &learner),
+        None => learner_not_found(&sim, &id),
+    }
+}
+
+/// `PATCH /v1/learners/{id}`: 200 with the learner, its `updatedAt` moved on.
+async fn update_learner(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = write_body(&body);
+    sim.record_write("PATCH", &format!("/v1/learners/{id}"), &headers, body.clone());
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
+    }
+    let Some(index) = learner_index(&sim, &id) else {
+        return learner_not_found(&sim, &id);
+    };
+    let fields = match written_fields(&sim, &body) {
+        Ok(f) => f,
+        Err(response) => return *response,
+    };
+    match sim.apply_write(LEARNERS, Some(index), &Value::Object(fields)).and_then(|i| sim.record(LEARNERS, i)) {
+        Some(learner) => applied(util::json(StatusCode::OK, &learner)),
+        None => learner_not_found(&sim, &id),
+    }
+}
+
+/// `POST /v1/learners/{id}/notes` with `{"text"}`: 201 with the note.
+async fn add_note(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = write_body(&body);
+    sim.record_write("POST", &format!("/v1/learners/{id}/notes"), &headers, body.clone());
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
+    }
+    let Some(index) = learner_index(&sim, &id) else {
+        return learner_not_found(&sim, &id);
+    };
+    let text = match body.get("text").and_then(Value::as_str).filter(|t| !t.trim().is_empty()) {
+        Some(t) if t.chars().count() <= NOTE_MAX => t.to_owned(),
+        Some(_) => return validation_problem(&sim, &[format!("text: must be at most {NOTE_MAX} characters.")]),
+        None => return validation_problem(&sim, &["text: is required.".to_owned()]),
+    };
+    let learner = guid(&sim, "bud-learner", index);
+    let note = |n: u64| {
+        let id = fake::guid(&mut Rng::new(sim.config.seed, "bud-note", n, 0));
+        json!({"id": id, "learnerId": learner, "text": text, "createdAt": util::iso_ms(Utc::now())})
+    };
+    match sim.add_note(LEARNERS, index, note) {
+        Some(note) => applied(util::json(StatusCode::CREATED, &note)),
+        None => learner_not_found(&sim, &id),
+    }
+}
+
+/// `GET /v1/learners/{id}/notes`: `{"items": […]}`, oldest first.
+async fn learner_notes(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
+    }
+    match learner_index(&sim, &id) {
+        Some(index) => util::json(StatusCode::OK, &json!({"items": sim.notes(LEARNERS, index)})),
+        None => learner_not_found(&sim, &id),
+    }
 }

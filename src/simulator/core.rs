@@ -74,8 +74,9 @@ pub(crate) struct ProviderSpec {
     pub refine: Option<Refine>,
     /// The provider's routes.
     pub router: fn() -> Router<Arc<Sim>>,
-    /// The provider's throttle response.
-    pub throttle: fn(&Sim) -> Response,
+    /// The provider's throttle response to a request for a path (an API may throttle
+    /// its parts differently: Aptem's OData feed and its REST API).
+    pub throttle: fn(&Sim, &str) -> Response,
     /// The provider's 503 response.
     pub unavailable: fn(&Sim) -> Response,
     /// What a tenant stores to connect.
@@ -140,6 +141,10 @@ pub(crate) struct Sim {
     writes: Mutex<Vec<WriteReceived>>,
     /// What happens to the answer of an applied write.
     write_fault: Mutex<Option<AmbiguousWrite>>,
+    /// Notes written to records (Aptem, Bud), per (stream, index), oldest first.
+    notes: Mutex<HashMap<(usize, u64), Vec<Value>>>,
+    /// Notes written so far (their ids count from 1).
+    note_count: AtomicU64,
 }
 
 /// Marks a response whose write was applied (the gate may then withhold it).
@@ -192,6 +197,8 @@ impl Sim {
             patches: Mutex::new(HashMap::new()),
             writes: Mutex::new(Vec::new()),
             write_fault: Mutex::new(None),
+            notes: Mutex::new(HashMap::new()),
+            note_count: AtomicU64::new(0),
         }
     }
 
@@ -315,6 +322,21 @@ impl Sim {
         let mut live: Vec<u64> = found.into_iter().filter(|i| self.meta(stream, *i).is_some()).collect();
         live.sort_unstable();
         live
+    }
+
+    /// Adds a note to the live record `index`: `note(id)` builds it from the note's id
+    /// (unique in this simulator, from 1). The record itself is unchanged (its version
+    /// stays). `None` when there is no such live record.
+    pub(crate) fn add_note(&self, stream: usize, index: u64, note: impl FnOnce(u64) -> Value) -> Option<Value> {
+        self.meta(stream, index)?;
+        let note = note(self.note_count.fetch_add(1, Ordering::Relaxed) + 1);
+        lock(&self.notes).entry((stream, index)).or_default().push(note.clone());
+        Some(note)
+    }
+
+    /// The notes of record `index`, oldest first.
+    pub(crate) fn notes(&self, stream: usize, index: u64) -> Vec<Value> {
+        lock(&self.notes).get(&(stream, index)).cloned().unwrap_or_default()
     }
 
     /// Whether any record of `stream` carries written fields.
@@ -511,6 +533,19 @@ pub(crate) fn merge(base: &mut Value, over: &Value) {
         }
         (b, o) => *b = o.clone(),
     }
+}
+
+/// Whether `s` looks like an email address as the providers check it: one `@`, a local
+/// part, a dotted domain, no spaces.
+pub(crate) fn valid_email(s: &str) -> bool {
+    s.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && domain.contains('.')
+            && !domain.contains('@')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !s.contains(' ')
+    })
 }
 
 /// Marks `response` as the answer of an applied write.

@@ -17,7 +17,7 @@ use chrono::TimeDelta;
 use serde_json::{Value, json};
 
 use super::auth::{RefreshError, TokenCheck};
-use super::core::{ProviderSpec, Rotation, Sim, StreamKind, StreamSpec, applied, lock, write_body};
+use super::core::{ProviderSpec, Rotation, Sim, StreamKind, StreamSpec, applied, lock, valid_email, write_body};
 use super::fake::{self, Rng};
 use super::filter::{Cmp, Filter};
 use super::store::{Meta, Order};
@@ -91,7 +91,7 @@ pub(super) fn validation(message: &str) -> Response {
     error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
 }
 
-fn throttle(_: &Sim) -> Response {
+fn throttle(_: &Sim, _: &str) -> Response {
     util::json(
         StatusCode::TOO_MANY_REQUESTS,
         &json!({
@@ -491,16 +491,6 @@ fn written_properties(stream: usize, body: &Value) -> Early<serde_json::Map<Stri
     } else {
         Err(invalid(format!("Property values were not valid: {}", Value::Array(errors.clone())), errors))
     }
-}
-
-fn valid_email(s: &str) -> bool {
-    s.split_once('@').is_some_and(|(local, domain)| {
-        !local.is_empty()
-            && domain.contains('.')
-            && !domain.starts_with('.')
-            && !domain.ends_with('.')
-            && !s.contains(' ')
-    })
 }
 
 /// `POST /crm/v3/objects/{type}`: 201 with the new object.

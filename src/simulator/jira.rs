@@ -68,7 +68,7 @@ fn messages(status: StatusCode, message: &str) -> Response {
     util::json(status, &json!({"errorMessages": [message], "errors": {}}))
 }
 
-fn throttle(sim: &Sim) -> Response {
+fn throttle(sim: &Sim, _: &str) -> Response {
     let reset = (Utc::now() + TimeDelta::seconds(sim.retry_after() as i64 + 60)).format("%Y-%m-%dT%H:%MZ").to_string();
     let mut response = messages(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded.");
     util::set_header(&mut response, "retry-after", &sim.retry_after().to_string());

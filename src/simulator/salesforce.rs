@@ -3,7 +3,10 @@
 //! /services/data/vXX.X/query?q=…` paged through `nextRecordsUrl` until
 //! `done`, batch size from `Sforce-Query-Options`, `Sforce-Limit-Info` on
 //! every response, errors as JSON arrays, throttling as 403
-//! `REQUEST_LIMIT_EXCEEDED`.
+//! `REQUEST_LIMIT_EXCEEDED`. sObject rows: `POST …/sobjects/{Object}` (201
+//! `{id, success, errors}`), `GET …/sobjects/{Object}/{Id}` (the record with every
+//! field, `?fields=` to choose), `PATCH …/sobjects/{Object}/{Id}` (204; 412 when an
+//! `If-Unmodified-Since` HTTP-date is older than the record's last modification).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +25,7 @@ use super::core::{ProviderSpec, Rotation, Sim, StreamKind, StreamSpec, applied, 
 use super::fake::{self, Rng};
 use super::filter::{Cmp, Filter};
 use super::soql::{self, ObjectDef, Soql, SoqlError};
-use super::store::{Meta, Order};
+use super::store::{Meta, Order, Page};
 use super::util::{self, Early, Params, header_str};
 
 const ACCOUNTS: usize = 0;
@@ -82,14 +85,14 @@ fn router() -> Router<Arc<Sim>> {
         .route("/services/data/{version}/query", get(query))
         .route("/services/data/{version}/query/{locator}", get(more))
         .route("/services/data/{version}/sobjects/{object}", post(create))
-        .route("/services/data/{version}/sobjects/{object}/{id}", axum::routing::patch(update))
+        .route("/services/data/{version}/sobjects/{object}/{id}", get(get_one).patch(update))
 }
 
 fn errors(status: StatusCode, code: &str, message: &str) -> Response {
     util::json(status, &json!([{"message": message, "errorCode": code}]))
 }
 
-fn throttle(_: &Sim) -> Response {
+fn throttle(_: &Sim, _: &str) -> Response {
     errors(StatusCode::FORBIDDEN, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
 }
 
@@ -336,10 +339,24 @@ fn respond(sim: &Sim, version: &str, q: &Soql, locator: &str, offset: u64, batch
         }
     }
     let order = if q.by_time { Order::Updated } else { Order::Index };
-    let first = sim.select(stream, &filter, order, q.desc, offset, 0);
+    let select = |offset: u64, limit: usize| -> Page {
+        if q.equals.is_empty() {
+            return sim.select(stream, &filter, order, q.desc, offset, limit);
+        }
+        // Text conditions: a scan of the records the other conditions select.
+        let all = sim.select(stream, &filter, order, q.desc, 0, sim.len(stream) as usize);
+        let matching: Vec<u64> = all
+            .items
+            .into_iter()
+            .filter(|i| sim.record(stream, *i).is_some_and(|r| q.equals.iter().all(|(f, v)| text_is(&r, f, v))))
+            .collect();
+        let total = matching.len() as u64;
+        Page { items: matching.into_iter().skip(offset as usize).take(limit).collect(), total }
+    };
+    let first = select(offset, 0);
     let total = q.limit.map_or(first.total, |l| l.min(first.total));
     let take = (total.saturating_sub(offset)).min(batch as u64) as usize;
-    let page = sim.select(stream, &filter, order, q.desc, offset, take);
+    let page = select(offset, take);
     let records: Vec<Value> =
         sim.records(stream, &page.items).into_iter().map(|r| select_fields(r, &q.fields)).collect();
     let next = offset + page.items.len() as u64;
@@ -350,6 +367,16 @@ fn respond(sim: &Sim, version: &str, q: &Soql, locator: &str, offset: u64, batch
     }
     body["records"] = Value::Array(records);
     util::json(StatusCode::OK, &body)
+}
+
+/// Whether a record's field is the text `value`, compared as Salesforce compares text
+/// (case-insensitively); numbers compare by their text.
+fn text_is(record: &Value, field: &str, value: &str) -> bool {
+    match record.get(field) {
+        Some(Value::String(s)) => s.eq_ignore_ascii_case(value),
+        Some(Value::Number(n)) => n.to_string() == value,
+        _ => false,
+    }
 }
 
 fn select_fields(record: Value, fields: &[&str]) -> Value {
@@ -460,24 +487,23 @@ async fn update(
         return not_found();
     };
     if let Some(since) = header_str(&headers, "if-unmodified-since") {
-        let parsed = chrono::DateTime::parse_from_rfc2822(since)
-            .or_else(|_| chrono::DateTime::parse_from_rfc3339(since))
-            .or_else(|_| chrono::DateTime::parse_from_str(since, "%Y-%m-%dT%H:%M:%S%.f%z"))
-            .map(|t| t.with_timezone(&Utc));
-        match parsed {
-            Ok(t) if util::truncate(meta.updated, 1_000_000_000) > t => {
+        // An HTTP-date (`Tue, 10 Aug 2015 00:00:00 GMT`), compared with the record's
+        // last modification at the header's one-second resolution; anything else is a
+        // 400, as Salesforce answers an invalid precondition on a PATCH.
+        match http_date(since) {
+            Some(t) if util::truncate(meta.updated, 1_000_000_000) > t => {
                 return errors(
                     StatusCode::PRECONDITION_FAILED,
                     "PRECONDITION_FAILED",
                     "The requested resource was modified since the If-Unmodified-Since time",
                 );
             }
-            Ok(_) => {}
-            Err(_) => {
+            Some(_) => {}
+            None => {
                 return errors(
                     StatusCode::BAD_REQUEST,
                     "INVALID_HEADER_TYPE",
-                    "If-Unmodified-Since is not a valid date",
+                    "If-Unmodified-Since is not a valid date (EEE, dd MMM yyyy HH:mm:ss z)",
                 );
             }
         }
@@ -486,4 +512,50 @@ async fn update(
         Some(_) => applied(util::empty(StatusCode::NO_CONTENT)),
         None => not_found(),
     }
+}
+
+/// An HTTP-date as Salesforce reads conditional headers (`EEE, dd MMM yyyy HH:mm:ss z`:
+/// RFC 1123 with a zone name or offset); ISO 8601 is not one.
+fn http_date(text: &str) -> Option<chrono::DateTime<Utc>> {
+    let t = chrono::DateTime::parse_from_rfc2822(text.trim()).ok()?;
+    Some(t.with_timezone(&Utc))
+}
+
+/// `GET …/sobjects/{Object}/{Id}[?fields=a,b]`: the record with `attributes` and every
+/// field (or the ones asked for), as the query's rows show them.
+async fn get_one(
+    State(sim): State<Arc<Sim>>,
+    Path((_version, object, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    if let Err(response) = authorize(&sim, &headers) {
+        return *response;
+    }
+    let stream = match sobject(&object) {
+        Ok(s) => s,
+        Err(response) => return *response,
+    };
+    let Some(record) = parse_id(stream, &id).and_then(|i| sim.record(stream, i)) else {
+        return errors(StatusCode::NOT_FOUND, "NOT_FOUND", "The requested resource does not exist");
+    };
+    let params = Params::from_query(raw.as_deref());
+    let Some(asked) = params.get("fields").filter(|f| !f.trim().is_empty()) else {
+        return util::json(StatusCode::OK, &record);
+    };
+    let def = &OBJECTS[stream];
+    let mut fields = Vec::new();
+    for name in asked.split(',').map(str::trim) {
+        match def.fields.iter().find(|f| f.eq_ignore_ascii_case(name)) {
+            Some(f) => fields.push(*f),
+            None => {
+                return errors(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_FIELD",
+                    &format!("No such column '{name}' on entity '{}'.", def.name),
+                );
+            }
+        }
+    }
+    util::json(StatusCode::OK, &select_fields(record, &fields))
 }

@@ -156,7 +156,7 @@ async fn gate(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response
             return empty(StatusCode::OK);
         }
         if every(n, faults.rate_limit_every) {
-            (sim.spec.throttle)(&sim)
+            (sim.spec.throttle)(&sim, &path)
         } else if every(n, faults.server_error_every) {
             (sim.spec.unavailable)(&sim)
         } else {

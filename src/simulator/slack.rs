@@ -65,7 +65,7 @@ fn fail(error: &str) -> Response {
     util::json(StatusCode::OK, &json!({"ok": false, "error": error}))
 }
 
-fn throttle(sim: &Sim) -> Response {
+fn throttle(sim: &Sim, _: &str) -> Response {
     let response = util::json(StatusCode::TOO_MANY_REQUESTS, &json!({"ok": false, "error": "ratelimited"}));
     util::with_header(response, "retry-after", &sim.retry_after().to_string())
 }

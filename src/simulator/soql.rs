@@ -7,9 +7,12 @@
 //!   [LIMIT n]
 //! ```
 //!
-//! Conditions are allowed on the datetime fields (unquoted ISO literal) and
-//! on `Id` (quoted). Anything else is `MALFORMED_QUERY`; unknown fields are
-//! `INVALID_FIELD`, unknown objects `INVALID_TYPE`.
+//! Conditions are allowed on the datetime fields (unquoted ISO literal), on
+//! `Id` (quoted), and `=` on any other field with a quoted string literal
+//! (`Email = 'ann@example.com'`; backslash escapes as SOQL has them, `\'` for a
+//! quote), compared case-insensitively as Salesforce compares text. Anything
+//! else is `MALFORMED_QUERY`; unknown fields are `INVALID_FIELD`, unknown
+//! objects `INVALID_TYPE`.
 
 use crate::simulator::filter::Cmp;
 use crate::simulator::util::{self, Ts};
@@ -25,6 +28,8 @@ pub(crate) struct Soql {
     pub time: Vec<(Cmp, Ts)>,
     /// Conditions on `Id` (the id text).
     pub ids: Vec<(Cmp, String)>,
+    /// `field = 'text'` conditions on other fields (the literal unescaped).
+    pub equals: Vec<(&'static str, String)>,
     /// Order by modification time (`true`) or by `Id` (`false`).
     pub by_time: bool,
     /// Descending order.
@@ -71,12 +76,16 @@ fn tokenize(q: &str) -> Result<Vec<String>, SoqlError> {
             tokens.push(chars[i..i + if two { 2 } else { 1 }].iter().collect());
             i += if two { 2 } else { 1 };
         } else if c == '\'' {
-            let end = chars[i + 1..]
-                .iter()
-                .position(|c| *c == '\'')
-                .ok_or_else(|| SoqlError::Malformed("unterminated string literal".into()))?;
-            tokens.push(chars[i..i + end + 2].iter().collect());
-            i += end + 2;
+            // The literal runs to the first quote not escaped by a backslash.
+            let mut end = i + 1;
+            while end < chars.len() && chars[end] != '\'' {
+                end += if chars[end] == '\\' { 2 } else { 1 };
+            }
+            if end >= chars.len() {
+                return Err(SoqlError::Malformed("unterminated string literal".into()));
+            }
+            tokens.push(chars[i..=end].iter().collect());
+            i = end + 1;
         } else {
             let start = i;
             while i < chars.len()
@@ -121,6 +130,30 @@ impl Cursor {
     }
 }
 
+/// The text of a quoted literal token (`'O\'Brien'` → `O'Brien`); `None` when it is not
+/// quoted or has an escape SOQL does not know.
+fn unquote(token: &str) -> Option<String> {
+    let inner = token.strip_prefix('\'')?.strip_suffix('\'')?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        out.push(match chars.next()? {
+            'n' => '\n',
+            'r' => '\r',
+            't' => '\t',
+            'b' => '\u{8}',
+            'f' => '\u{c}',
+            c @ ('\'' | '"' | '\\' | '_' | '%') => c,
+            _ => return None,
+        });
+    }
+    Some(out)
+}
+
 fn unexpected(token: Option<&str>) -> SoqlError {
     SoqlError::Malformed(match token {
         Some(t) => format!("unexpected token: '{t}'"),
@@ -162,8 +195,16 @@ pub(crate) fn parse(q: &str, objects: &[ObjectDef]) -> Result<Soql, SoqlError> {
         .find(|o| o.name.eq_ignore_ascii_case(&object_name))
         .ok_or_else(|| SoqlError::InvalidType(format!("sObject type '{object_name}' is not supported.")))?;
     let fields = names.iter().map(|n| field(def, n)).collect::<Result<Vec<_>, _>>()?;
-    let mut query =
-        Soql { object: def.name, fields, time: Vec::new(), ids: Vec::new(), by_time: false, desc: false, limit: None };
+    let mut query = Soql {
+        object: def.name,
+        fields,
+        time: Vec::new(),
+        ids: Vec::new(),
+        equals: Vec::new(),
+        by_time: false,
+        desc: false,
+        limit: None,
+    };
     if c.keyword("WHERE") {
         loop {
             let name = c.next().ok_or_else(|| unexpected(None))?;
@@ -187,14 +228,17 @@ pub(crate) fn parse(q: &str, objects: &[ObjectDef]) -> Result<Soql, SoqlError> {
                     })?;
                 query.time.push((cmp, t));
             } else if f == "Id" {
-                let id = literal
-                    .strip_prefix('\'')
-                    .and_then(|l| l.strip_suffix('\''))
-                    .ok_or_else(|| SoqlError::Malformed(format!("invalid ID field: {literal}")))?;
-                query.ids.push((cmp, id.to_owned()));
+                let id =
+                    unquote(&literal).ok_or_else(|| SoqlError::Malformed(format!("invalid ID field: {literal}")))?;
+                query.ids.push((cmp, id));
+            } else if cmp == Cmp::Eq {
+                let text = unquote(&literal).ok_or_else(|| {
+                    SoqlError::Malformed(format!("the simulator compares {f} with a quoted string only, not {literal}"))
+                })?;
+                query.equals.push((f, text));
             } else {
                 return Err(SoqlError::Malformed(format!(
-                    "the simulator can only filter on Id and {}",
+                    "the simulator can only compare {f} with =; ranges are on Id and {}",
                     def.times.join(", ")
                 )));
             }
@@ -276,6 +320,17 @@ mod tests {
         ));
         assert!(matches!(parse("SELECT Id FROM Account LIMIT", OBJECTS), Err(SoqlError::Malformed(_))));
         assert!(matches!(parse("SELECT FROM Account", OBJECTS), Err(SoqlError::Malformed(_))));
-        assert!(matches!(parse("SELECT Id FROM Account WHERE Name = 'x'", OBJECTS), Err(SoqlError::Malformed(_))));
+        assert!(matches!(parse("SELECT Id FROM Account WHERE Name > 'x'", OBJECTS), Err(SoqlError::Malformed(_))));
+        assert!(matches!(parse("SELECT Id FROM Account WHERE Name = x", OBJECTS), Err(SoqlError::Malformed(_))));
+        assert!(matches!(parse("SELECT Id FROM Account WHERE Name = 'x", OBJECTS), Err(SoqlError::Malformed(_))));
+        assert!(matches!(parse("SELECT Id FROM Account WHERE Name = 'a\\qb'", OBJECTS), Err(SoqlError::Malformed(_))));
+    }
+
+    #[test]
+    fn text_equality_with_escaped_quotes() {
+        let q = parse(r"SELECT Id FROM Account WHERE Name = 'O\'Brien \\ Co' AND Id = 'x'", OBJECTS);
+        let q = q.ok();
+        assert_eq!(q.as_ref().map(|q| q.equals.clone()), Some(vec![("Name", r"O'Brien \ Co".to_owned())]));
+        assert_eq!(q.map(|q| q.ids), Some(vec![(Cmp::Eq, "x".to_owned())]));
     }
 }

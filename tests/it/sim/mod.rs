@@ -7,6 +7,7 @@ mod faults;
 mod handle;
 mod hubspot;
 mod jira;
+mod lms_writes;
 mod onefile;
 mod salesforce;
 mod slack;
