@@ -100,6 +100,41 @@ pub struct WriteSpec {
     /// How to find an object a create may have made when its answer was lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lookup: Option<LookupSpec>,
+    /// What the paths are below: `base_url` (default) or `origin`, the scheme, host and
+    /// port of the base URL alone (an API whose writes live beside its read feed).
+    #[serde(default, skip_serializing_if = "PathRoot::is_default")]
+    pub path_root: PathRoot,
+}
+
+/// What write paths are below.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathRoot {
+    /// The connection's base URL.
+    #[default]
+    BaseUrl,
+    /// The base URL's scheme, host and port.
+    Origin,
+}
+
+impl PathRoot {
+    fn is_default(&self) -> bool {
+        *self == Self::BaseUrl
+    }
+
+    /// The URL write paths are appended to, from the rendered base URL.
+    pub fn root(self, base_url: &str) -> String {
+        match self {
+            Self::BaseUrl => base_url.trim_end_matches('/').to_owned(),
+            Self::Origin => {
+                let after_scheme = base_url.find("://").map_or(0, |i| i + 3);
+                match base_url[after_scheme..].find('/') {
+                    Some(i) => base_url[..after_scheme + i].to_owned(),
+                    None => base_url.trim_end_matches('/').to_owned(),
+                }
+            }
+        }
+    }
 }
 
 impl WriteSpec {
@@ -358,6 +393,16 @@ fn json_strings(v: &Value) -> Vec<&str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn paths_below_the_base_url_or_its_origin() {
+        use super::PathRoot;
+        let base = "https://acme.aptem.co.uk/odata/1.0/";
+        assert_eq!(PathRoot::BaseUrl.root(base), "https://acme.aptem.co.uk/odata/1.0");
+        assert_eq!(PathRoot::Origin.root(base), "https://acme.aptem.co.uk");
+        assert_eq!(PathRoot::Origin.root("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(PathRoot::Origin.root("http://127.0.0.1:8080/x"), "http://127.0.0.1:8080");
+    }
+
     use serde_json::json;
 
     use super::*;

@@ -227,6 +227,7 @@ impl Syncer<'_> {
         let mut vars = with(&session);
         let base = vars.render(&base_url).map_err(|e| failed(ErrorClass::Config, e.to_string()))?;
         vars.set("base_url", base.clone());
+        let base = spec.path_root.root(&base);
 
         // A create claimed before may have reached the provider: look for it first.
         if w.op == WriteOp::Create
