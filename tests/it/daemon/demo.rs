@@ -89,7 +89,7 @@ async fn the_demo_shows_webhooks_in_and_out_and_a_write_round_trip() {
                     unverified.push(line.clone());
                 }
             }
-            if line.starts_with("  write-back:") || line.starts_with("    stored record:") {
+            if line.starts_with("  write-back: wr_") || line.starts_with("    stored record:") {
                 writes.push(line.clone());
             } else if line.starts_with("    the simulated ") {
                 received += 1;
