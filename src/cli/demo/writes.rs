@@ -106,7 +106,9 @@ pub(super) async fn round_trip(catalog: Catalog, store: Store, planned: Vec<Plan
                 tracing::info!(write = %write.id, provider = %write.provider, op = %write.op, "demo: write submitted");
                 submitted.push((p, write.id, received_before));
             }
-            Err(e) => println!("  write-back: {} {} {} not submitted: {e}", p.submit.provider, p.submit.entity, p.submit.op),
+            Err(e) => {
+                println!("  write-back: {} {} {} not submitted: {e}", p.submit.provider, p.submit.entity, p.submit.op)
+            }
         }
     }
     for (p, id, received_before) in submitted {

@@ -20,6 +20,7 @@ mod sim_webhooks;
 mod webhooks;
 mod writes;
 mod writes_ambiguous;
+mod writes_conflict;
 mod writes_crash;
 mod writes_effects;
 mod writes_exec;

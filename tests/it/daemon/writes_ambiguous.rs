@@ -9,8 +9,7 @@ use tributary::simulator::{AmbiguousWrite, Faults, Provider, SimConfig, start};
 
 use super::Fixture;
 use super::writes_crash::{
-    SEARCH_PATH, SEEDED, connected, creates_received, settled, submit_contact, succeeded_once, within,
-    WRITE_PATIENCE,
+    SEARCH_PATH, SEEDED, WRITE_PATIENCE, connected, creates_received, settled, submit_contact, succeeded_once, within,
 };
 
 async fn lost_answer(fx: Fixture, fault: AmbiguousWrite) {
