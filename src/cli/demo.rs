@@ -177,7 +177,8 @@ fn print_welcome(e: &Endpoints, dir: &str, sims: &[String], receiver: &str, ever
          it verifies each Standard Webhooks signature and prints one line per delivery\n    \
          tributary --database-url {db} webhooks list --tenant acme\n  \
          write-back:  a HubSpot contact (acme) and a Jira comment (initech) go through the outbox;\n               \
-         the daemon's write worker sends them and the lines `write-back:` below say how each ended\n    \
+         the daemon's write worker sends them; the `write-back:` lines below say how each ended\n               \
+         (and acme's receiver gets the `write.succeeded` event)\n    \
          tributary --database-url {db} writes list\n\n  \
          look at it:\n    \
          tributary ctl --socket {} status\n    \
