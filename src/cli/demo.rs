@@ -4,9 +4,11 @@
 //! one-minute schedule shows incremental runs. Webhooks flow both ways (see
 //! [`webhooks`]): the simulated HubSpot, Slack and Jira send signed webhooks that
 //! trigger runs, and a local receiver verifies the daemon's outbound deliveries.
-//! Ctrl-C drains and stops.
+//! Writes flow back (see [`writes`]): a HubSpot contact and a Jira comment go through
+//! the outbox to the simulators. Ctrl-C drains and stops.
 
 mod webhooks;
+mod writes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -123,6 +125,12 @@ pub async fn run(g: &Global, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let (ready, address) = tokio::sync::oneshot::channel();
     let every = Duration::from_secs(args.webhook_every);
     let inbound = tokio::spawn(webhooks::send_webhooks(sources, store.clone(), address, every));
+    let (writes_ready, writes_go) = tokio::sync::oneshot::channel();
+    let planned = vec![
+        writes::Planned::hubspot_contact(sims.get(Provider::HubSpot).clone()),
+        writes::Planned::jira_comment(sims.get(Provider::Jira).clone()),
+    ];
+    let outbound_writes = tokio::spawn(writes::round_trip(catalog.clone(), store.clone(), planned, writes_go));
     let opts = DaemonOptions {
         config_dir: g.config_dir(),
         connectors: g.connectors_dir(),
@@ -140,10 +148,12 @@ pub async fn run(g: &Global, args: DemoArgs) -> anyhow::Result<ExitCode> {
     crate::app::run(opts, move |e: &Endpoints| {
         let _ = ready.send(e.webhooks);
         print_welcome(e, &dir_text, &sim_lines, &receiver_text, every);
+        let _ = writes_ready.send(());
     })
     .await?;
     changes.abort();
     inbound.abort();
+    outbound_writes.abort();
     receiver.task.abort();
     for (_, h) in &sims.by_provider {
         h.shutdown();
@@ -165,7 +175,11 @@ fn print_welcome(e: &Endpoints, dir: &str, sims: &[String], receiver: &str, ever
          run syncs it (log lines `demo: webhook sent`, then `demo: webhook change synced` with the latency)\n  \
          webhooks out: a local receiver at {receiver} is acme's endpoint for every event;\n               \
          it verifies each Standard Webhooks signature and prints one line per delivery\n    \
-         tributary --database-url {db} webhooks list --tenant acme\n\n  \
+         tributary --database-url {db} webhooks list --tenant acme\n  \
+         write-back:  a HubSpot contact (acme) and a Jira comment (initech) go through the outbox;\n               \
+         the daemon's write worker sends them; the `write-back:` lines below say how each ended\n               \
+         (and acme's receiver gets the `write.succeeded` event)\n    \
+         tributary --database-url {db} writes list\n\n  \
          look at it:\n    \
          tributary ctl --socket {} status\n    \
          tributary ctl --socket {} trigger acme aptem\n    \

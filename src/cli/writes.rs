@@ -18,7 +18,7 @@ use super::output::outln;
 use super::{Global, output};
 use crate::control::protocol::{Scope, WriteCommand, WriteId, WriteList, WriteRetry, WriteSubmit};
 use crate::control::writes::{DEFAULT_LIST, MAX_RECORD_BYTES, Writes, check_record};
-use crate::store::{WriteDetail, WriteRow};
+use crate::store::{WriteDetail, WriteRow, WriteState};
 
 #[derive(Debug, Subcommand)]
 pub enum WritesCmd {
@@ -175,6 +175,20 @@ fn object(w: &WriteRow) -> String {
     w.external_id.clone().or_else(|| w.result_id.clone()).unwrap_or_else(|| "(new)".into())
 }
 
+/// For a conflict, its two versions side by side and what to do about it.
+fn conflict(w: &WriteRow) -> Vec<String> {
+    if w.state != WriteState::Conflict {
+        return Vec::new();
+    }
+    let base = w.base_version.as_deref().unwrap_or("the stored record's version when it was sent");
+    vec![
+        "  nothing was overwritten: the provider's object is newer than the write's base".into(),
+        format!("  provider's version: {}", w.result_version.as_deref().unwrap_or("-")),
+        format!("  write's base:       {base}"),
+        format!("  to overwrite it anyway: tributary writes retry {} --force", w.id),
+    ]
+}
+
 fn writes_table(writes: &[WriteRow]) {
     let rows: Vec<Vec<String>> = writes
         .iter()
@@ -210,6 +224,9 @@ fn show(d: &WriteDetail) {
     outln!("op: {}", w.op);
     outln!("object: {}", object(w));
     outln!("state: {}", w.state);
+    for line in conflict(w) {
+        outln!("{line}");
+    }
     outln!("idempotency key: {}", opt(&w.idempotency_key));
     outln!("base version: {}", opt(&w.base_version));
     outln!("force: {}", w.force);
@@ -249,6 +266,31 @@ fn show(d: &WriteDetail) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_conflict_shows_both_versions_and_how_to_force_it() {
+        let mut w: WriteRow = serde_json::from_value(serde_json::json!({
+            "id": "wr_1", "tenant_id": "acme", "provider": "hubspot", "owner_user": null,
+            "entity": "contact", "op": "update", "external_id": "7", "idempotency_key": null,
+            "base_version": "v1", "force": false, "payload": {"first_name": "Ada"},
+            "state": "conflict", "attempts": 1, "next_attempt_at": "2026-01-01T00:00:00Z",
+            "lease_owner": null, "lease_until": null, "result_id": null, "result_version": "v7",
+            "error": "newer", "error_class": "conflict", "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap();
+        let lines = conflict(&w);
+        assert_eq!(
+            lines[1..],
+            [
+                "  provider's version: v7",
+                "  write's base:       v1",
+                "  to overwrite it anyway: tributary writes retry wr_1 --force"
+            ]
+        );
+        w.state = WriteState::Failed;
+        assert!(conflict(&w).is_empty());
+    }
 
     #[test]
     fn records_on_stdin_are_bounded_json_objects() {

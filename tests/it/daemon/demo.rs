@@ -1,6 +1,8 @@
 //! `tributary demo` as a process: webhooks flow both ways. The simulated providers'
 //! signed webhooks trigger runs that store their changes, and the demo's local receiver
-//! verifies the Standard Webhooks signature of the daemon's outbound deliveries.
+//! verifies the Standard Webhooks signature of the daemon's outbound deliveries. Writes
+//! flow back: a HubSpot contact create and a Jira comment go through the outbox, the
+//! daemon sends them, and the demo prints how each ended.
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
@@ -9,8 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
-use tributary::model::{RunOutcome, RunTrigger};
-use tributary::store::Store;
+use tributary::model::{EntityName, RunOutcome, RunTrigger, TenantId};
+use tributary::store::{Store, WriteFilter, WriteState};
 
 use super::Fixture;
 
@@ -34,7 +36,7 @@ fn forward(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_shows_webhooks_in_and_out() {
+async fn the_demo_shows_webhooks_in_and_out_and_a_write_round_trip() {
     let fx = Fixture::sqlite("").await;
     let dir = fx.dir.path().join("demo");
     let dir_text = dir.to_str().expect("UTF-8 path").to_owned();
@@ -66,8 +68,13 @@ async fn the_demo_shows_webhooks_in_and_out() {
     let mut unverified = Vec::new();
     let mut synced = BTreeSet::new();
     let mut log = Vec::new();
+    // Each write's lines: how it ended, what the simulator received (and for the
+    // create, the stored record between them and the next write's).
+    let mut writes = Vec::new();
+    let mut received = 0;
+    let mut write_event = false;
     let deadline = Instant::now() + DEMO_PATIENCE;
-    while verified == 0 || synced.is_empty() {
+    while verified == 0 || synced.is_empty() || received < 2 || !write_event {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(Some((stream, line))) = tokio::time::timeout(left, rx.recv()).await else {
             panic!(
@@ -79,9 +86,17 @@ async fn the_demo_shows_webhooks_in_and_out() {
             if line.contains("outbound webhook delivered:") {
                 if line.ends_with("verified: yes") {
                     verified += 1;
+                    // Acme's endpoint hears of its HubSpot write.
+                    write_event |= line.contains("delivered: write.succeeded ");
                 } else {
                     unverified.push(line.clone());
                 }
+            }
+            if line.starts_with("  write-back: wr_") || line.starts_with("    stored record:") {
+                writes.push(line.clone());
+            } else if line.starts_with("    the simulated ") {
+                received += 1;
+                writes.push(line.clone());
             }
             welcome.push_str(&line);
             welcome.push('\n');
@@ -95,6 +110,7 @@ async fn the_demo_shows_webhooks_in_and_out() {
     }
     assert!(unverified.is_empty(), "every delivery verifies: {unverified:?}");
     assert!(welcome.contains("webhooks in:") && welcome.contains("webhooks out:"), "{welcome}");
+    assert!(welcome.contains("write-back:"), "{welcome}");
 
     let store = Store::connect(&format!("sqlite://{dir_text}/demo.db")).await.expect("open the demo's store");
     // The runs that stored the webhooks' changes finish (they were triggered by webhooks).
@@ -105,8 +121,51 @@ async fn the_demo_shows_webhooks_in_and_out() {
     .await;
     assert_eq!(run.trigger, RunTrigger::Webhook);
     assert_eq!(run.outcome, RunOutcome::Success, "{:?}", run.stats.error);
+    check_writes(&store, &writes).await;
     store.close().await;
     let _ = child.start_kill();
     let _ = child.wait().await;
     fx.finish().await;
+}
+
+/// The demo's write-back lines say what its store holds: the HubSpot contact created
+/// (with the provider's id and version, received by the simulator, stored at once as a
+/// record) and the Jira comment added, both succeeded.
+async fn check_writes(store: &Store, lines: &[String]) {
+    let text = lines.join("\n");
+    let written = store.list_writes(&WriteFilter { limit: 10, ..WriteFilter::default() }).await.expect("list writes");
+    assert_eq!(written.len(), 2, "{written:#?}");
+    for w in &written {
+        assert_eq!(w.state, WriteState::Succeeded, "{w:#?}\n{text}");
+    }
+    let contact = written.iter().find(|w| w.provider.as_str() == "hubspot").expect("the HubSpot write");
+    let contact_id = contact.result_id.clone().expect("the provider's id");
+    let version = contact.result_version.clone().expect("the provider's version");
+    let comment = written.iter().find(|w| w.provider.as_str() == "jira").expect("the Jira write");
+    let issue = comment.external_id.clone().expect("the commented issue");
+    let comment_id = comment.result_id.clone().expect("the comment's id");
+    let expected = [
+        format!(
+            "  write-back: {} hubspot contact create: succeeded, provider id {contact_id}, version {version}",
+            contact.id
+        ),
+        "    the simulated hubspot received POST /crm/v3/objects/contacts".to_owned(),
+        format!("    stored record: contact {contact_id} "),
+        format!("  write-back: {} jira issue comment on {issue}: succeeded, provider id {comment_id}", comment.id),
+        format!("    the simulated jira received POST /rest/api/3/issue/{issue}/comment"),
+    ];
+    assert_eq!(lines.len(), expected.len(), "{text}");
+    for (line, expected) in lines.iter().zip(&expected) {
+        assert!(line.starts_with(expected.as_str()), "expected `{expected}…`, got:\n{text}");
+    }
+    assert!(lines[2].contains("ada.lovelace@acme.example.com"), "the stored record is the written contact: {text}");
+    // The line says what the store holds: the record of the new contact, read back.
+    let acme = TenantId::parse("acme").unwrap();
+    let entity = EntityName::parse("contact").unwrap();
+    let record = store
+        .get_record(&acme, &entity, &contact.provider, &contact_id)
+        .await
+        .expect("read the record")
+        .expect("the created contact is stored as the write succeeds");
+    assert_eq!(record.data["email"], "ada.lovelace@acme.example.com", "{record:#?}");
 }

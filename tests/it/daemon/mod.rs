@@ -19,6 +19,9 @@ mod signals;
 mod sim_webhooks;
 mod webhooks;
 mod writes;
+mod writes_ambiguous;
+mod writes_conflict;
+mod writes_crash;
 mod writes_effects;
 mod writes_exec;
 
