@@ -314,6 +314,27 @@ pub struct LookupSpec {
     /// JSON pointer of the number of matches; more than one is reported, never guessed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<String>,
+    /// How record values are quoted where they are filled into the lookup's query and
+    /// body: `soql` escapes `\` and `'` (Salesforce string literals), so a value cannot
+    /// change the query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escape: Option<LookupEscape>,
+}
+
+/// A quoting of values filled into a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LookupEscape {
+    /// A SOQL string literal: `\` → `\\`, `'` → `\'`.
+    Soql,
+}
+
+impl LookupEscape {
+    pub fn apply(self, value: &str) -> String {
+        match self {
+            Self::Soql => value.replace('\\', "\\\\").replace('\'', "\\'"),
+        }
+    }
 }
 
 impl LookupSpec {
@@ -401,6 +422,14 @@ mod tests {
         assert_eq!(PathRoot::Origin.root(base), "https://acme.aptem.co.uk");
         assert_eq!(PathRoot::Origin.root("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
         assert_eq!(PathRoot::Origin.root("http://127.0.0.1:8080/x"), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn soql_values_cannot_leave_their_literal() {
+        let e = super::LookupEscape::Soql;
+        assert_eq!(e.apply("o'brien@example.com"), r"o\'brien@example.com");
+        assert_eq!(e.apply(r"a\' OR Name != '"), r"a\\\' OR Name != \'");
+        assert_eq!(e.apply("plain"), "plain");
     }
 
     use serde_json::json;

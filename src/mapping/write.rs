@@ -294,7 +294,7 @@ impl CompiledWrite {
         if record.get(&l.by).is_none_or(Value::is_null) {
             return Ok(None);
         }
-        let fill = Filler { record, id: None, fields: None, variables: &self.variables };
+        let fill = Filler { record, id: None, fields: None, variables: &self.variables, escape: l.escape };
         let query = l.query.iter().map(|(k, v)| Ok((k.clone(), fill.text(v, false)?))).collect::<Result<_, _>>()?;
         Ok(Some(PreparedRequest {
             method: l.method,
@@ -314,7 +314,7 @@ impl CompiledWrite {
     /// declared.
     pub fn read_request(&self, record: &Value, external_id: &str) -> Result<Option<PreparedRequest>, WriteError> {
         let Some(update) = &self.spec.update else { return Ok(None) };
-        let fill = Filler { record, id: Some(external_id), fields: None, variables: &self.variables };
+        let fill = Filler { record, id: Some(external_id), fields: None, variables: &self.variables, escape: None };
         Ok(Some(PreparedRequest {
             method: Method::Get,
             path: fill.text(&update.path, true)?,
@@ -408,6 +408,7 @@ pub fn build_request(
     };
     let fields = reversed.as_ref().map(|r| with_defaults(req.defaults.as_ref(), &r.fields));
     let fill = Filler {
+        escape: None,
         record,
         id: external_id.filter(|_| op.needs_id()),
         fields: fields.as_ref(),
@@ -456,6 +457,8 @@ fn merge(base: &mut Value, over: &Value) {
 
 /// Fills templates from the record.
 struct Filler<'a> {
+    /// Quoting of record values filled into text (lookups).
+    escape: Option<crate::config::LookupEscape>,
     record: &'a Value,
     id: Option<&'a str>,
     fields: Option<&'a Value>,
@@ -488,6 +491,10 @@ impl Filler<'_> {
                 None => out.push_str(&rest[start..=start + len]),
                 Some(v) => {
                     let t = text(View::of(&v)).ok_or_else(|| WriteError::NotText(name.to_owned()))?;
+                    let t = match self.escape {
+                        Some(e) if name != "id" => e.apply(&t),
+                        _ => t,
+                    };
                     out.push_str(&if in_path { encode_segment(&t) } else { t });
                 }
             }

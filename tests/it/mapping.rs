@@ -101,6 +101,7 @@ fn aptem_learner_with_tenant_custom_field() {
         "status": "Completed",
         "employer_id": 42,
         "custom_field_123": "North",
+        "UpdatedDate": "2024-03-02T08:00:00.5+01:00",
         "unmapped": {"big": [1, 2, 3]},
     });
     let out = mapped(m.apply(&record));
@@ -120,6 +121,7 @@ fn aptem_learner_with_tenant_custom_field() {
             "status": "Completed",
             "division": "North",
             "employer_id": "42",
+            "updated_at": "2024-03-02T07:00:00.500Z",
             "lms_provider": "Aptem",
         })
     );
@@ -138,6 +140,7 @@ fn aptem_learner_with_tenant_custom_field() {
             "status",
             "division",
             "employer_id",
+            "updated_at",
             "lms_provider",
         ],
         "entity fields in declaration order, then tags"
