@@ -24,3 +24,4 @@ mod tokens;
 mod users;
 mod webhooks;
 mod writes_cli;
+mod writes_exec;
