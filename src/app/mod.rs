@@ -23,6 +23,7 @@ mod housekeeping;
 mod reconcile;
 mod reload;
 mod requests;
+mod retention;
 mod shutdown;
 mod startup;
 mod webhooks;

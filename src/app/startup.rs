@@ -164,6 +164,11 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
         })
         .run(daemon.shutdown.clone()),
     );
+    let prune_task = tokio::spawn(super::retention::pruner(
+        daemon.store.clone(),
+        daemon.shared_catalog.clone(),
+        daemon.shutdown.clone(),
+    ));
     tracing::info!(step = 6, owner = %daemon.owner, workers = daemon.settings.workers, "signals handled; scheduler starting");
     daemon.ready.store(true, Ordering::Relaxed);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -185,6 +190,7 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
     let _ = socket_task.await;
     signals_task.abort();
     probe_task.abort();
+    prune_task.abort();
     // An attempt in flight is abandoned; its lease expires and it is attempted again
     // with the same webhook-id.
     let _ = tokio::time::timeout(Duration::from_secs(1), webhooks_task).await;

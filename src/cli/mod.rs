@@ -10,6 +10,7 @@ mod demo;
 mod intelligence;
 mod output;
 mod progress;
+mod prune;
 mod responsibilities;
 mod runs;
 mod simulate;
@@ -123,6 +124,8 @@ pub enum Command {
     /// Write-back: submit writes to providers, list, show, retry, cancel them.
     #[command(subcommand)]
     Writes(writes::WritesCmd),
+    /// Remove the history `[retention]` no longer keeps (the daemon does it daily).
+    Prune(prune::PruneArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -181,6 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Responsibilities(cmd) => responsibilities::run(g, cmd).await,
         Command::Webhooks(cmd) => webhooks::run(g, cmd).await,
         Command::Writes(cmd) => writes::run(g, cmd).await,
+        Command::Prune(args) => prune::run(g, args).await,
     }
 }
 

@@ -37,7 +37,8 @@ pub use manifest_spec::{
 pub use presets::{Preset, Presets, revision_of};
 pub use roles::{Denied, RoleGrants, StreamPattern};
 pub use settings::{
-    DEFAULT_MAX_RESPONSE_BYTES, DaemonSettings, SecretSettings, Settings, StoreSettings, WebhookSettings,
+    DEFAULT_MAX_RESPONSE_BYTES, DaemonSettings, RetentionSettings, SecretSettings, Settings, StoreSettings,
+    WebhookSettings, WriteSettings,
 };
 pub use source::Source;
 pub use tenant::{

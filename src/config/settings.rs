@@ -23,6 +23,47 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     #[serde(default)]
     pub writes: WriteSettings,
+    #[serde(default)]
+    pub retention: RetentionSettings,
+}
+
+/// `[retention]`: how long history is kept. A number of days of 0 keeps that kind forever.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Finished runs older than this are pruned…
+    pub runs_days: u32,
+    /// …except each job's latest `runs_keep` runs (at least its latest one).
+    pub runs_keep: u32,
+    /// Dead letters (records a mapping refused).
+    pub dead_letters_days: u32,
+    /// Delivered and failed outbound webhook messages, with their delivery attempts.
+    pub webhook_messages_days: u32,
+    /// Contributions superseded by a newer one.
+    pub contributions_days: u32,
+    /// Finished writes (succeeded, failed, conflict, cancelled), with their attempts; a
+    /// pruned write's idempotency key can be used again.
+    pub writes_days: u32,
+    /// Records deleted at the provider (soft-deleted) are purged after this; 0 (the
+    /// default) keeps them.
+    pub deleted_records_days: u32,
+    /// Rows removed per transaction, so pruning never holds the store for long.
+    pub batch: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            runs_days: 90,
+            runs_keep: 20,
+            dead_letters_days: 30,
+            webhook_messages_days: 30,
+            contributions_days: 180,
+            writes_days: 90,
+            deleted_records_days: 0,
+            batch: 1000,
+        }
+    }
 }
 
 /// `[writes]`: the write-back executor.
@@ -173,6 +214,9 @@ impl Settings {
         settings.daemon.check(&source.name, diag);
         settings.webhooks.check(&source.name, diag);
         settings.writes.check(&source.name, diag);
+        if settings.retention.batch == 0 {
+            diag.push(&source.name, "retention.batch", "must be at least 1");
+        }
         settings
     }
 }

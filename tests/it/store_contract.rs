@@ -7,6 +7,7 @@ mod changes;
 mod inbox;
 mod intelligence;
 mod isolation;
+mod prune;
 mod records;
 mod runs;
 mod tenants;
@@ -57,6 +58,7 @@ crate::support::contract::contract! {
         intelligence::each_fold_replaces_its_users_pairs,
         intelligence::intelligence_is_isolated_between_tenants,
         intelligence::out_of_range_numbers_are_rejected,
+        prune::pruning_removes_old_history_and_keeps_what_is_live,
         writes::writes_are_stored_once_per_idempotency_key,
         writes::writes_to_one_object_are_claimed_one_at_a_time_in_order,
         writes::settles_are_fenced_and_recorded_with_their_attempts,

@@ -195,3 +195,24 @@ fn submissions_are_checked_before_they_are_stored() {
     let listed = json(&env.ok(&["--json", "writes", "list"]));
     assert_eq!(listed, serde_json::json!([]), "nothing was stored");
 }
+
+/// `tributary prune` as an operator runs it: a dry run counts, a real one removes what
+/// `[retention]` no longer keeps (here: a finished write, once it is old enough — the
+/// repository's settings keep writes 90 days, so nothing goes now), `--json` says both.
+#[tokio::test]
+async fn prune_counts_and_removes_by_hand() {
+    let env = env();
+    let said = ok_with(&env, &submit(&["--op", "create"]), r#"{"email": "ada@acme.example.com"}"#);
+    let id = said.split_whitespace().nth(1).unwrap().to_owned();
+    env.ok(&["writes", "cancel", &id]);
+    let dry = env.ok(&["prune", "--dry-run"]);
+    assert!(dry.contains("WOULD REMOVE"), "{dry}");
+    let line = dry.lines().find(|l| l.starts_with("writes")).unwrap_or_default();
+    assert_eq!(line.split_whitespace().collect::<Vec<_>>(), ["writes", "0"], "{dry}");
+    let json: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "prune"])).unwrap();
+    assert_eq!(json["dry_run"], false);
+    assert_eq!(json["removed"]["writes"], 0, "{json}");
+    let store = Store::connect(&env.url()).await.unwrap();
+    assert!(store.get_write(&id).await.unwrap().is_some(), "a cancelled write younger than 90 days stays");
+    assert!(env.fails(&["prune", "--everything"]).contains("--everything"));
+}
