@@ -221,3 +221,36 @@ async fn webhook_deliveries_are_counted_by_outcome_and_promtool_finds_nothing() 
     drop(daemon);
     fx.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_attempts_are_counted_by_outcome_and_promtool_finds_nothing() {
+    let hubspot = start(SimConfig::new(Provider::HubSpot, 2)).await.unwrap();
+    let fx = Fixture::sqlite("").await;
+    let tenant = format!(
+        "preset = \"aptem_hubspot\"\n[providers.aptem]\nschedule = \"{NEVER}\"\n\
+         [providers.hubspot]\nbase_url = \"{}\"\nschedule = \"{NEVER}\"\n",
+        hubspot.base_url()
+    );
+    fx.connect("acme", &tenant, &[("hubspot", hubspot.credentials())]).await;
+    let daemon = fx.start("d", 1).await;
+    let address = http_address(&daemon);
+    let submit =
+        ["writes", "submit", "--tenant", "acme", "--provider", "hubspot", "--entity", "contact", "--op", "create"];
+    fx.ok(&submit, r#"{"email": "ada@acme.example.com"}"#).await;
+    // HubSpot refuses an address without a dot in its domain.
+    fx.ok(&submit, r#"{"email": "ada@nodot"}"#).await;
+    let series = |outcome: &str| {
+        format!("tributary_write_attempts_total{{provider=\"hubspot\",op=\"create\",outcome=\"{outcome}\"}}")
+    };
+    let text = eventually("both writes to be counted", || async {
+        let text = scrape(&address).await;
+        (sample(&text, &series("succeeded")) == Some(1.0) && sample(&text, &series("failed")) == Some(1.0))
+            .then_some(text)
+    })
+    .await;
+    assert_eq!(sample(&text, "tributary_write_duration_seconds_count"), Some(2.0), "{text}");
+    assert_eq!(sample(&text, &series("retry")), None, "{text}");
+    promtool_check(&text).await;
+    drop(daemon);
+    fx.finish().await;
+}
