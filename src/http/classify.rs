@@ -81,16 +81,37 @@ fn text_at(json: &Value, pointer: &str) -> Option<String> {
 
 fn default_message(json: Option<&Value>, body: &[u8]) -> Option<String> {
     if let Some(j) = json {
-        return MESSAGE_POINTERS.iter().find_map(|p| text_at(j, p));
+        return MESSAGE_POINTERS.iter().find_map(|p| text_at(j, p)).or_else(|| field_errors(j));
     }
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
     (!text.is_empty()).then(|| text.chars().take(200).collect())
 }
 
+/// Errors keyed by field (Jira's `{"errorMessages": [], "errors": {"summary": "…"}}`),
+/// as `field: message` pairs, at most five.
+fn field_errors(json: &Value) -> Option<String> {
+    let Value::Object(errors) = json.get("errors")? else { return None };
+    let pairs: Vec<String> =
+        errors.iter().filter_map(|(field, v)| v.as_str().map(|m| format!("{field}: {m}"))).take(5).collect();
+    (!pairs.is_empty()).then(|| pairs.join("; "))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    #[test]
+    fn field_errors_are_named_by_field() {
+        let jira = json!({"errorMessages": [], "errors": {"summary": "You must specify a summary of the issue."}});
+        assert_eq!(
+            super::default_message(Some(&jira), b"").as_deref(),
+            Some("summary: You must specify a summary of the issue.")
+        );
+        let first = json!({"errorMessages": ["Issue does not exist"], "errors": {}});
+        assert_eq!(super::default_message(Some(&first), b"").as_deref(), Some("Issue does not exist"));
+        assert_eq!(super::default_message(Some(&json!({"errors": {}})), b""), None);
+    }
 
     use super::*;
     use crate::config::StatusMatch;
