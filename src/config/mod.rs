@@ -45,7 +45,10 @@ pub use tenant::{
     Change, DEFAULT_TIMEZONE, Effective, EffectiveProvider, Origin, TenantSpec, check_subdomain, check_timezone,
 };
 pub use webhooks::{WebhookScheme, WebhookSpec};
-pub use writes::{ConflictCheck, LookupEscape, LookupSpec, PathRoot, WriteOp, WriteRequest, WriteSpec, placeholders};
+pub use writes::{
+    ConflictCheck, LOOKUP_CREATED_MARGIN, LookupEscape, LookupSpec, PathRoot, WriteOp, WriteRequest, WriteSpec,
+    placeholders,
+};
 
 use crate::model::TenantId;
 

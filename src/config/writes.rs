@@ -290,6 +290,10 @@ impl WriteRequest {
     }
 }
 
+/// How much older than its write an object found by a lookup may be and still be the
+/// write's own (clock differences between tributary and the provider).
+pub const LOOKUP_CREATED_MARGIN: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// A request that finds the object an ambiguous create may have made, by a field the
 /// record carries (an external-id property, an email…).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -314,6 +318,11 @@ pub struct LookupSpec {
     /// JSON pointer of the number of matches; more than one is reported, never guessed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<String>,
+    /// JSON pointer of the found object's creation time: an object created well before
+    /// the write was submitted (more than [`LOOKUP_CREATED_MARGIN`]) is someone else's,
+    /// not one an earlier attempt made, and the create is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
     /// How record values are quoted where they are filled into the lookup's query and
     /// body: `soql` escapes `\` and `'` (Salesforce string literals), so a value cannot
     /// change the query.
@@ -372,10 +381,12 @@ impl LookupSpec {
                 out.push((key.into(), e));
             }
         }
-        if let Some(t) = &self.total
-            && let Err(e) = check_pointer(t)
-        {
-            out.push(("lookup.total".into(), e));
+        for (key, p) in [("lookup.total", self.total.as_ref()), ("lookup.created", self.created.as_ref())] {
+            if let Some(p) = p
+                && let Err(e) = check_pointer(p)
+            {
+                out.push((key.into(), e));
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Syncer;
 use super::sink::StoreSink;
-use crate::config::{BUILTIN_VARIABLES, Catalog, ConflictCheck, WriteOp};
+use crate::config::{BUILTIN_VARIABLES, Catalog, ConflictCheck, LOOKUP_CREATED_MARGIN, WriteOp};
 use crate::http::template::Vars;
 use crate::http::{Body, HttpError, RateLimiters, Request, RetryPolicy};
 use crate::mapping::{
@@ -255,7 +255,14 @@ impl Syncer<'_> {
                 }
                 .into());
             }
-            if let Some(id) = json.pointer(&lookup.id).and_then(crate::mapping::text_of) {
+            let created = lookup.created.as_deref().and_then(|p| json.pointer(p)).and_then(crate::mapping::text_of);
+            let margin = chrono::Duration::from_std(LOOKUP_CREATED_MARGIN).unwrap_or_default();
+            let someone_elses = created
+                .and_then(|c| chrono::DateTime::parse_from_rfc3339(&normalized_version(&c)).ok())
+                .is_some_and(|c| c < w.created_at - margin);
+            if someone_elses {
+                tracing::info!(write = %w.id, "the object found by its `{}` predates the write: sending the create", lookup.by);
+            } else if let Some(id) = json.pointer(&lookup.id).and_then(crate::mapping::text_of) {
                 let version = lookup.version.as_deref().and_then(|p| json.pointer(p)).and_then(crate::mapping::text_of);
                 tracing::info!(write = %w.id, "an earlier attempt of the create was applied: found by its `{}`", lookup.by);
                 let effect = record_effect(

@@ -140,3 +140,31 @@ async fn salesforce_updates_carry_the_base_version_and_a_412_is_a_conflict() {
     }
     assert!(outcome.effect.is_none());
 }
+
+#[tokio::test]
+async fn a_lookup_does_not_adopt_an_object_that_predates_the_write() {
+    // The simulator's companies were created a month ago.
+    let anchor = chrono::Utc::now() - chrono::Duration::days(30);
+    let sim = start(SimConfig::new(Provider::HubSpot, 3).anchor(anchor)).await.unwrap();
+    let (store, _dir) = crate::support::sqlite_store().await;
+    let world = world(&store, &sim, "hubspot", None).await;
+    let existing = sim.expected_record("companies", 0).unwrap();
+    let domain = existing["properties"]["domain"].as_str().unwrap().to_owned();
+    let record = json!({"name": "Another Engines", "domain": domain});
+    let first = claimed(&store, "hubspot", "company", WriteOp::Create, None, None, None, &record).await;
+    // Its worker gave it back before sending anything; another claim takes it.
+    assert!(store.release_write(&first.id, "test").await.unwrap());
+    let until = chrono::Utc::now() + chrono::Duration::minutes(5);
+    let w = store.claim_writes("other", until, 1).await.unwrap().remove(0);
+    assert_eq!(w.claims, 2, "{w:?}");
+
+    let outcome = world.syncer().execute_write(&w).await;
+    match &outcome.settle {
+        WriteSettle::Succeeded { result_id, .. } => {
+            assert_ne!(result_id, existing["id"].as_str().unwrap(), "the older company is not the write's");
+        }
+        other => panic!("{other:?}"),
+    }
+    let posts = sim.writes_received().iter().filter(|r| r.path == "/crm/v3/objects/companies").count();
+    assert_eq!(posts, 1, "the create was sent");
+}
