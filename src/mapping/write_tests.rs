@@ -140,7 +140,10 @@ fn lookup_requests_fill_the_record() {
 fn soql_lookups_keep_a_value_inside_its_literal() {
     let w = shipped("salesforce", "contact");
     let req = w.lookup_request(&json!({"email": "x' OR Email != 'y"})).unwrap().unwrap();
-    assert_eq!(req.query["q"], r"SELECT Id, SystemModstamp FROM Contact WHERE Email = 'x\' OR Email != \'y' LIMIT 2");
+    assert_eq!(
+        req.query["q"],
+        r"SELECT Id, SystemModstamp, CreatedDate FROM Contact WHERE Email = 'x\' OR Email != \'y' LIMIT 2"
+    );
 }
 
 #[test]

@@ -61,18 +61,18 @@ pub(crate) static SPEC: ProviderSpec = ProviderSpec {
 const OBJECTS: &[ObjectDef] = &[
     ObjectDef {
         name: "Account",
-        fields: &["Id", "Name", "Website", "Industry", "OwnerId", "SystemModstamp", "LastModifiedDate"],
-        times: &["SystemModstamp", "LastModifiedDate"],
+        fields: &["Id", "Name", "Website", "Industry", "OwnerId", "CreatedDate", "SystemModstamp", "LastModifiedDate"],
+        times: &["CreatedDate", "SystemModstamp", "LastModifiedDate"],
     },
     ObjectDef {
         name: "Contact",
-        fields: &["Id", "FirstName", "LastName", "Email", "AccountId", "SystemModstamp"],
-        times: &["SystemModstamp"],
+        fields: &["Id", "FirstName", "LastName", "Email", "AccountId", "CreatedDate", "SystemModstamp"],
+        times: &["CreatedDate", "SystemModstamp"],
     },
     ObjectDef {
         name: "Opportunity",
-        fields: &["Id", "Name", "Amount", "StageName", "CloseDate", "AccountId", "SystemModstamp"],
-        times: &["SystemModstamp"],
+        fields: &["Id", "Name", "Amount", "StageName", "CloseDate", "AccountId", "CreatedDate", "SystemModstamp"],
+        times: &["CreatedDate", "SystemModstamp"],
     },
 ];
 
@@ -221,6 +221,7 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
             out.insert("AccountId".into(), json!(account));
         }
     }
+    out.insert("CreatedDate".into(), json!(util::iso_ms_offset(m.created)));
     out.insert("SystemModstamp".into(), json!(stamp));
     // Canonical field order.
     let mut ordered = Map::new();
@@ -416,7 +417,9 @@ fn written_fields(stream: usize, body: &Value) -> Early<Map<String, Value>> {
     let mut out = Map::new();
     for (name, value) in map {
         let known = def.fields.iter().find(|f| f.eq_ignore_ascii_case(name));
-        let Some(field) = known.filter(|f| !matches!(**f, "Id" | "SystemModstamp" | "LastModifiedDate")) else {
+        let Some(field) =
+            known.filter(|f| !matches!(**f, "Id" | "CreatedDate" | "SystemModstamp" | "LastModifiedDate"))
+        else {
             let body = json!([{
                 "message": format!("No such column '{name}' on sobject of type {}", def.name),
                 "errorCode": "INVALID_FIELD",

@@ -9,7 +9,7 @@ fn config(n: u64) -> SimConfig {
     SimConfig::new(Provider::Salesforce, n)
 }
 
-const ACCOUNT_FIELDS: &str = "Id, Name, Website, Industry, OwnerId, SystemModstamp, LastModifiedDate";
+const ACCOUNT_FIELDS: &str = "Id, Name, Website, Industry, OwnerId, CreatedDate, SystemModstamp, LastModifiedDate";
 
 /// Runs a query and follows `nextRecordsUrl`; returns records and page sizes.
 async fn walk(s: &Session, soql: &str, batch: Option<u32>) -> (Vec<Value>, Vec<usize>) {
@@ -87,11 +87,15 @@ async fn query_walk_follows_next_records_url_to_done() {
     assert_eq!(ids.len(), 25);
     assert!(ids.iter().all(|id| id.len() == 18 && id.starts_with("001")));
     let (rows, _) =
-        walk(&s, "SELECT Id, FirstName, LastName, Email, AccountId, SystemModstamp FROM Contact", None).await;
-    assert_records(&s.sim, "contacts", &rows, &(0..25).collect::<Vec<_>>());
-    let (rows, _) =
-        walk(&s, "SELECT Id, Name, Amount, StageName, CloseDate, AccountId, SystemModstamp FROM Opportunity", None)
+        walk(&s, "SELECT Id, FirstName, LastName, Email, AccountId, CreatedDate, SystemModstamp FROM Contact", None)
             .await;
+    assert_records(&s.sim, "contacts", &rows, &(0..25).collect::<Vec<_>>());
+    let (rows, _) = walk(
+        &s,
+        "SELECT Id, Name, Amount, StageName, CloseDate, AccountId, CreatedDate, SystemModstamp FROM Opportunity",
+        None,
+    )
+    .await;
     assert_records(&s.sim, "opportunities", &rows, &(0..25).collect::<Vec<_>>());
 }
 

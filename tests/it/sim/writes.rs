@@ -401,7 +401,7 @@ fn http_date(stamp: &str) -> String {
 #[tokio::test]
 async fn salesforce_reads_one_record_as_the_query_shows_it() {
     let s = Session::start(SimConfig::new(Provider::Salesforce, 3)).await;
-    let soql = "SELECT Id, FirstName, LastName, Email, AccountId, SystemModstamp FROM Contact";
+    let soql = "SELECT Id, FirstName, LastName, Email, AccountId, CreatedDate, SystemModstamp FROM Contact";
     let (_, rows) = read(s.get("/query").query(&[("q", soql)]).send().await.unwrap()).await;
     let row = rows["records"][2].clone();
     let id = row["Id"].as_str().unwrap().to_owned();
