@@ -595,13 +595,16 @@ impl WriteWorker {
             .inc();
         self.metrics.write_duration.observe(started.elapsed().as_secs_f64());
         match settled {
-            Ok(Some(row)) => {
-                let error = row.error.as_deref().unwrap_or_default();
-                tracing::info!(
-                    write = %w.id, tenant = %w.tenant_id, provider = %w.provider, op = w.op.as_str(),
-                    state = row.state.as_str(), attempts = row.attempts, error, "write attempted"
-                );
-            }
+            Ok(Some(row)) => match row.error.as_deref() {
+                Some(error) => tracing::info!(
+                    write = %w.id, tenant = %w.tenant_id, provider = %w.provider, op = %w.op,
+                    state = %row.state, attempts = row.attempts, error = %error, "write attempted"
+                ),
+                None => tracing::info!(
+                    write = %w.id, tenant = %w.tenant_id, provider = %w.provider, op = %w.op,
+                    state = %row.state, attempts = row.attempts, "write attempted"
+                ),
+            },
             Ok(None) => tracing::warn!(write = %w.id, "the write's lease was lost before it was settled"),
             Err(e) => tracing::warn!(write = %w.id, "settling the write failed (its lease will expire): {e}"),
         }
