@@ -338,6 +338,41 @@ mod tests {
     }
 
     #[test]
+    fn write_and_retention_settings_that_cannot_work_are_refused() {
+        let ok = load(
+            "[writes]
+concurrency = 2
+rate_share = 0.5
+[retention]
+runs_days = 0
+",
+        )
+        .unwrap();
+        assert_eq!((ok.writes.concurrency, ok.writes.lease_secs, ok.retention.runs_days), (2, 300, 0));
+        let err = load(
+            "[writes]
+concurrency = 0
+lease_secs = 0
+rate_share = 1.5
+[retention]
+batch = 0
+",
+        )
+        .unwrap_err();
+        assert!(err.contains("writes.concurrency: must be at least 1"), "{err}");
+        assert!(err.contains("writes.lease_secs: must be at least 1"), "{err}");
+        assert!(err.contains("writes.rate_share: must be between 0 and 0.9, not 1.5"), "{err}");
+        assert!(err.contains("retention.batch: must be at least 1"), "{err}");
+        let err = load(
+            "[retention]
+runs_dayz = 3
+",
+        )
+        .unwrap_err();
+        assert!(err.contains("runs_dayz"), "{err}");
+    }
+
+    #[test]
     fn the_http_listen_address_must_parse() {
         assert!(load("[daemon]\nhttp_listen = \"0.0.0.0:9187\"\n").is_ok());
         assert!(load("[daemon]\nhttp_listen = \"[::1]:9187\"\n").is_ok());
