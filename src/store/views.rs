@@ -426,7 +426,7 @@ impl Store {
             Store::Sqlite(s) => {
                 let (mut tx, _) = s.begin_write().await?;
                 let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
-                    "SELECT type, name, sql FROM sqlite_master WHERE type IN ('table', 'view') AND substr(name, 1, 7) = $1",
+                    "SELECT type, name, sql FROM sqlite_master WHERE type IN ('table', 'view') AND substr(name, 1, length($1)) = $1",
                 )
                 .bind(VIEW_PREFIX)
                 .fetch_all(&mut *tx)
@@ -477,7 +477,7 @@ impl Store {
                 let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
                     "SELECT c.relname::text, c.relkind::text, obj_description(c.oid, 'pg_class') \
                      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE n.nspname = current_schema() AND left(c.relname, 7) = $1",
+                     WHERE n.nspname = current_schema() AND left(c.relname, length($1)) = $1",
                 )
                 .bind(VIEW_PREFIX)
                 .fetch_all(&mut *tx)
