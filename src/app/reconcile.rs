@@ -1,5 +1,6 @@
-//! Reconciliation: make the store's jobs follow the configuration. Start-up is a
-//! reconcile from whatever the store holds, so start and reload are the same code.
+//! Reconciliation: make the store's jobs and entity views follow the configuration.
+//! Start-up is a reconcile from whatever the store holds, so start and reload are the
+//! same code.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -7,7 +8,7 @@ use serde::Serialize;
 use crate::config::{Catalog, RoleGrants};
 use crate::model::{ConnectionRow, ConnectionStatus, ReconcileCounts, TenantId};
 use crate::scheduler::{desired_jobs, next_due_fn};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, ViewsRefreshed};
 use crate::telemetry::{Metrics, StatusLabels};
 use crate::tenants::{ApplyOutcome, TenantError, TenantView, Tenants};
 
@@ -17,11 +18,15 @@ pub struct Reconciled {
     pub tenants: usize,
     pub tenant_files_applied: usize,
     pub jobs: ReconcileCounts,
+    /// The entity views (`entity_<name>`) made to follow `entities.toml`.
+    pub views: ViewsRefreshed,
     /// Problems with single tenants (the others were reconciled).
     pub errors: Vec<String>,
 }
 
-/// Applies tenant files (when asked), then reconciles every tenant's jobs.
+/// Applies tenant files (when asked), then reconciles every tenant's jobs, then the
+/// entity views. A refresh of the views that fails is one of the errors (the views stay
+/// as they were; the next reload tries again).
 pub async fn reconcile(
     catalog: &Catalog,
     store: &Store,
@@ -73,6 +78,21 @@ pub async fn reconcile(
     for status in ConnectionStatus::ALL {
         let n = statuses.get(&status).copied().unwrap_or(0);
         metrics.connections.get_or_create(&StatusLabels { status: status.as_str().into() }).set(n);
+    }
+    match store.refresh_views(&catalog.entities).await {
+        Ok(views) => {
+            if views.changed() {
+                tracing::info!(
+                    created = ?views.created,
+                    replaced = ?views.replaced,
+                    dropped = ?views.dropped,
+                    "entity views follow entities.toml"
+                );
+            }
+            out.errors.extend(views.problems.iter().cloned());
+            out.views = views;
+        }
+        Err(e) => out.errors.push(format!("entity views not refreshed: {e}")),
     }
     Ok(out)
 }

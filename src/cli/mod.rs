@@ -17,6 +17,7 @@ mod simulate;
 mod sync;
 mod tenant;
 mod users;
+mod views;
 mod webhooks;
 mod writes;
 
@@ -126,6 +127,9 @@ pub enum Command {
     Writes(writes::WritesCmd),
     /// Remove the history `[retention]` no longer keeps (the daemon does it daily).
     Prune(prune::PruneArgs),
+    /// The typed entity views (`entity_<name>`) consumers read.
+    #[command(subcommand)]
+    Views(views::ViewsCmd),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -185,6 +189,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Webhooks(cmd) => webhooks::run(g, cmd).await,
         Command::Writes(cmd) => writes::run(g, cmd).await,
         Command::Prune(args) => prune::run(g, args).await,
+        Command::Views(cmd) => views::run(g, cmd).await,
     }
 }
 

@@ -14,6 +14,7 @@
 //! when they open a database or begin a write is in `connect.rs`. What the methods take
 //! (page and token writes, claims) is in `types.rs`. The record page write
 //! (`records.rs`) is still expanded per backend by its own macro, behind `dispatch!`.
+//! The typed entity views over the records follow `entities.toml` (`views.rs`).
 //! Migrations are embedded from `migrations/sqlite` and `migrations/postgres` (same
 //! version numbers) and run by [`Store::connect`].
 
@@ -92,6 +93,7 @@ mod tenants;
 mod tokens;
 mod types;
 mod users;
+mod views;
 mod webhooks;
 mod writes;
 
@@ -110,6 +112,7 @@ pub use prune::PruneReport;
 pub use sqlite::SqliteStore;
 pub use types::*;
 pub use users::NOT_A_MEMBER_REASON;
+pub use views::{VIEW_PREFIX, ViewsRefreshed};
 pub use webhooks::{NewWebhookEndpoint, WebhookEndpoint, envelope};
 pub use writes::{
     MAX_PROVIDER_MESSAGE, NewWrite, RecordEffect, WriteAttempt, WriteDetail, WriteFilter, WriteRow, WriteSettle,

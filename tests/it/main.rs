@@ -22,6 +22,7 @@ mod support;
 mod tenants;
 mod tokens;
 mod users;
+mod views;
 mod webhooks;
 mod writes_cli;
 mod writes_exec;

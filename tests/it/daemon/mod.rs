@@ -17,6 +17,7 @@ mod outbound;
 mod plain_text;
 mod signals;
 mod sim_webhooks;
+mod views;
 mod webhooks;
 mod writes;
 mod writes_ambiguous;
