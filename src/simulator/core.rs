@@ -252,6 +252,11 @@ impl Sim {
         indices.iter().filter_map(|i| s.meta(*i)).collect()
     }
 
+    /// Up to `limit` deleted records of a stream from index `from` on, in index order.
+    pub(crate) fn deleted(&self, stream: usize, from: u64, limit: usize) -> Vec<Meta> {
+        lock(&self.streams).get(stream).map(|s| s.deleted(from, limit)).unwrap_or_default()
+    }
+
     /// Whether the `blank_field` fault is set.
     pub(crate) fn blanks_fields(&self) -> bool {
         lock(&self.faults).blank_field.is_some()

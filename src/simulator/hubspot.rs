@@ -370,7 +370,7 @@ async fn list(
         },
     }
     if params.get("archived") == Some("true") {
-        filter.index(Cmp::Lt, 0);
+        return archived(&sim, stream, &object, limit, &params);
     }
     let page = sim.select(stream, &filter, Order::Index, false, 0, limit + 1);
     let requested = requested_properties(&params);
@@ -408,6 +408,37 @@ async fn list(
     }
     body.push(b'}');
     util::raw(StatusCode::OK, "application/json;charset=utf-8", body)
+}
+
+/// `archived=true`: the deleted records, as they were when deleted, with
+/// `archived: true` and `archivedAt`, paged by `after` like the live listing.
+fn archived(sim: &Sim, stream: usize, object: &str, limit: usize, params: &Params) -> Response {
+    let from = match params.get("after") {
+        None | Some("") => 0,
+        Some(after) => match after.parse::<u64>() {
+            Ok(id) => id.saturating_sub(1),
+            Err(_) => return validation(&format!("Invalid after value: {after}")),
+        },
+    };
+    let metas = sim.deleted(stream, from, limit + 1);
+    let requested = requested_properties(params);
+    let results: Vec<Value> = metas
+        .iter()
+        .take(limit)
+        .map(|m| {
+            let mut r = shape(stream, record(sim, stream, m), &requested);
+            r["archived"] = Value::Bool(true);
+            r["archivedAt"] = r["updatedAt"].clone();
+            r
+        })
+        .collect();
+    let mut body = json!({"results": results});
+    if let Some(next) = metas.get(limit) {
+        let after = (next.index + 1).to_string();
+        let link = format!("{}/crm/v3/objects/{object}?limit={limit}&archived=true&after={after}", sim.base_url);
+        body["paging"] = json!({"next": {"after": after, "link": link}});
+    }
+    util::json(StatusCode::OK, &body)
 }
 
 async fn get_one(

@@ -538,6 +538,14 @@ impl SimHandle {
         sim.stream_index(stream).and_then(|s| sim.mutate(s, |d| d.delete(index))).unwrap_or(false)
     }
 
+    /// Brings deleted record `index` back, modified now; `false` if it is not deleted
+    /// (or the provider's listings cannot show it: only HubSpot's `archived=true` lists
+    /// deleted records).
+    pub fn restore(&self, stream: &str, index: u64) -> bool {
+        let sim = self.sim();
+        sim.stream_index(stream).and_then(|s| sim.mutate(s, |d| d.restore(index, Utc::now()))).unwrap_or(false)
+    }
+
     /// The record exactly as the API returns it with every field requested
     /// (`None` if deleted or out of range).
     pub fn expected_record(&self, stream: &str, index: u64) -> Option<Value> {

@@ -283,6 +283,41 @@ impl StreamData {
         true
     }
 
+    /// Brings a deleted record back, modified now; `false` if it is not deleted.
+    pub(crate) fn restore(&mut self, i: u64, now: Ts) -> bool {
+        if !self.overlay.get(&i).is_some_and(|o| o.deleted) {
+            return false;
+        }
+        let updated = self.stamp(now);
+        if let Some(o) = self.overlay.get_mut(&i) {
+            o.deleted = false;
+            o.updated = updated;
+        }
+        self.by_updated.insert((updated, i));
+        true
+    }
+
+    /// Up to `limit` deleted records from index `from` on, in index order, with the
+    /// metadata they had when deleted.
+    pub(crate) fn deleted(&self, from: u64, limit: usize) -> Vec<Meta> {
+        self.overlay
+            .range(from..)
+            .filter(|(_, o)| o.deleted)
+            .take(limit)
+            .map(|(&i, o)| {
+                let partition = self.partition_of(i);
+                Meta {
+                    index: i,
+                    updated: o.updated,
+                    created: o.created,
+                    rev: o.rev,
+                    partition,
+                    ordinal: self.ordinal_of(i, partition),
+                }
+            })
+            .collect()
+    }
+
     /// First index in `0..n` where `pred` turns true (`pred` monotone).
     fn first_where(n: u64, pred: impl Fn(u64) -> bool) -> u64 {
         let (mut lo, mut hi) = (0, n);
