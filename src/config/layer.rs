@@ -595,6 +595,19 @@ pub fn check_complete(
     let mut any = false;
     for (stream, entity) in layer.enabled_streams() {
         any = true;
+        // A deletion stream deletes records of an entity another stream reads.
+        if manifest.streams.iter().any(|(k, s)| k.as_str() == stream && s.deletions)
+            && let Some(e) = entity
+            && !manifest.streams.iter().any(|(k, s)| {
+                !s.deletions && layer.streams.get(k.as_str()).and_then(|l| l.entity.as_deref()) == Some(e)
+            })
+        {
+            diag.push(
+                file,
+                &join(&join(&join(path, "streams"), stream), "entity"),
+                format!("deletion stream `{stream}` deletes `{e}`, which no other stream of `{}` reads", manifest.name),
+            );
+        }
         let Some(entity) = entity.and_then(|e| entities.get(e)) else {
             continue;
         };

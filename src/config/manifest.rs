@@ -206,6 +206,12 @@ pub struct StreamSpec {
     /// on empty pages); otherwise such a response fails the run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub records_optional: bool,
+    /// Whether the stream lists records the provider deleted (HubSpot `archived=true`)
+    /// instead of records to store: each record's key, through the entity's mapping,
+    /// marks the stored record of the same entity deleted. Another stream of the
+    /// provider must read that entity normally.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deletions: bool,
 }
 
 /// Pages one run of a stream reads at most when neither manifest nor tenant says.

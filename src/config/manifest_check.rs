@@ -139,6 +139,18 @@ impl Manifest {
                         .into(),
                 );
             }
+            if s.deletions
+                && !self.streams.iter().any(|(other, o)| other != name && !o.deletions && o.entity == s.entity)
+            {
+                err(
+                    &join(&sp, "deletions"),
+                    format!(
+                        "a deletion stream needs a stream of the provider that reads `{}` normally \
+                         (one without `deletions = true`)",
+                        s.entity
+                    ),
+                );
+            }
             for (key, value) in [
                 ("position_ttl_secs", s.position_ttl_secs),
                 ("max_pages_per_run", s.max_pages_per_run),

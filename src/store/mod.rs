@@ -234,6 +234,24 @@ impl Store {
         dispatch!(self.write_prepared(tenant, page, &records)).map(Some)
     }
 
+    /// [`Self::write_page_when`] for a page of a deletion stream: the keys of
+    /// `page.records` (their data is not read) mark the stored records of the entity
+    /// deleted instead of being stored ([`Self::mark_deleted`]), with the page's dead
+    /// letters, cursor, position and run counts in one transaction. A deletion counts
+    /// as `updated`, a key not stored or already deleted as `unchanged`.
+    pub async fn write_deletions_when(
+        &self,
+        tenant: &TenantId,
+        page: &PageWrite<'_>,
+        ready: impl Future<Output = bool>,
+    ) -> Result<Option<PageOutcome>, StoreError> {
+        let records = records::prepare(page.records);
+        if !ready.await {
+            return Ok(None);
+        }
+        dispatch!(self.write_deletions(tenant, page, &records)).map(Some)
+    }
+
     /// Up to `limit` of the tenant's records of `entity`, by provider then external id.
     pub async fn list_records(
         &self,

@@ -150,6 +150,32 @@ macro_rules! record_methods {
                 if let Some(outcome) = self.write_in_one_statement(tenant, page, records).await? {
                     return Ok(outcome);
                 }
+                self.write_in_transaction(tenant, page, records, false).await
+            }
+
+            /// A page of a deletion stream: its records' keys mark the stored records
+            /// deleted (those not deleted already, each numbered in the change feed as
+            /// `deleted`), with the dead letters, cursor, position and run counts of the
+            /// page, in one transaction. A deletion counts as `updated` in the run; a key
+            /// that is not stored or already deleted as `unchanged`.
+            pub(super) async fn write_deletions(
+                &self,
+                tenant: &TenantId,
+                page: &PageWrite<'_>,
+                records: &[Prepared<'_>],
+            ) -> Result<PageOutcome, StoreError> {
+                self.write_in_transaction(tenant, page, records, true).await
+            }
+
+            /// The page write in a transaction of several statements: `records` are
+            /// upserted, or, for a deletion page (`deletions`), marked deleted.
+            async fn write_in_transaction(
+                &self,
+                tenant: &TenantId,
+                page: &PageWrite<'_>,
+                records: &[Prepared<'_>],
+                deletions: bool,
+            ) -> Result<PageOutcome, StoreError> {
                 let now = now();
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
                 let per_statement = rows_per_statement(Self::MAX_BINDS, BINDS_PER_ROW);
@@ -161,7 +187,10 @@ macro_rules! record_methods {
                 // which the hashes read before it tell apart, and the checks below roll
                 // it back if they fail.
                 let ids: Vec<&str> = records.iter().map(|r| r.external_id).collect();
-                let together = Self::READ_AND_UPSERT_TOGETHER && !records.is_empty() && records.len() <= per_statement;
+                let together = Self::READ_AND_UPSERT_TOGETHER
+                    && !deletions
+                    && !records.is_empty()
+                    && records.len() <= per_statement;
                 let rows: Vec<(Option<String>, Option<String>, bool)> = if together {
                     let mut qb = QueryBuilder::<$db>::new(
                         "SELECT NULL AS external_id, lease_owner AS content_hash, 0 AS deleted \
@@ -220,8 +249,10 @@ macro_rules! record_methods {
                 // `first_seen`), each found through the primary key. Unchanged records
                 // are not written at all.
                 let mut outcome = PageOutcome::default();
-                let mut writes = Vec::with_capacity(records.len());
-                for record in records {
+                // A deletion page's records are marked deleted below, not upserted.
+                let upserted = if deletions { &[][..] } else { records };
+                let mut writes = Vec::with_capacity(upserted.len());
+                for record in upserted {
                     match existing.get(record.external_id) {
                         None => outcome.inserted += 1,
                         Some((hash, deleted)) if *deleted || *hash != record.hash => outcome.updated += 1,
@@ -233,6 +264,21 @@ macro_rules! record_methods {
                     writes.push(record);
                 }
                 let mut written = if together { outcome.inserted + outcome.updated } else { 0 };
+                if deletions && !ids.is_empty() {
+                    written = sqlx::query(Self::MARK_DELETED)
+                        .bind(tenant.as_str())
+                        .bind(page.entity.as_str())
+                        .bind(page.provider.as_str())
+                        .bind(Self::id_list(&ids))
+                        .bind(now)
+                        .bind(page.run.as_ref().map(|r| r.run_id))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("marking records deleted"))?
+                        .rows_affected();
+                    outcome.updated = written;
+                    outcome.unchanged = records.len() as u64 - written.min(records.len() as u64);
+                }
                 for chunk in writes.chunks(per_statement).filter(|_| !together) {
                     let mut qb = QueryBuilder::<$db>::new("");
                     push_upsert!(qb, Self, tenant, page, chunk.iter().copied(), now);

@@ -378,6 +378,7 @@ impl<'a> Syncer<'a> {
             entity: &entity_name,
             primary_key: &spec.primary_key,
             bounds,
+            deletions: spec.deletions,
         };
         let result = pages.run(&mut reader, &mut session, stats, progress).await;
         if !reader.notes.is_empty() {

@@ -55,6 +55,8 @@ pub(super) struct PageLoop<'r> {
     /// Where the provider's record id is (dead letters name it).
     pub primary_key: &'r str,
     pub bounds: Bounds,
+    /// The stream lists deleted records: their keys mark the stored ones deleted.
+    pub deletions: bool,
 }
 
 impl PageLoop<'_> {
@@ -210,6 +212,10 @@ impl PageLoop<'_> {
         let mut sent: Option<Option<Vec<&RawValue>>> = None;
         for (i, raw) in page.records.iter().enumerate() {
             match self.mapping.apply(raw) {
+                // A deletion needs only the key.
+                MapResult::Mapped(m) if self.deletions => {
+                    records.push(RecordInput { external_id: m.external_id, data: serde_json::Value::Null })
+                }
                 MapResult::Mapped(m) => records.push(RecordInput { external_id: m.external_id, data: m.data }),
                 MapResult::Filtered { .. } => filtered += 1,
                 MapResult::DeadLetter { reason } => {
@@ -258,6 +264,7 @@ impl PageLoop<'_> {
             run,
             lease_owner: self.req.lease_owner.clone(),
             dead_letters: dead,
+            deletions: self.deletions,
         };
         (owned, done)
     }
@@ -333,11 +340,14 @@ struct OwnedPage {
     run: RunProgress,
     lease_owner: Option<String>,
     dead_letters: Vec<DeadLetterInput>,
+    /// The records' keys mark stored records deleted.
+    deletions: bool,
 }
 
-/// Writes one page (records, dead letters, cursor, position and run counters in one
-/// transaction) once the previous page's write (`after`) has committed; `Ok(None)` if it
-/// did not, and nothing is written. Sends on `ended` whether this page committed.
+/// Writes one page (records, or the deletions of a deletion stream, dead letters,
+/// cursor, position and run counters in one transaction) once the previous page's write
+/// (`after`) has committed; `Ok(None)` if it did not, and nothing is written. Sends on
+/// `ended` whether this page committed.
 async fn write_page(
     store: Store,
     tenant: TenantId,
@@ -372,7 +382,12 @@ async fn write_page(
         StageTimes::add(&waited, since);
         committed
     };
-    let outcome = store.write_page_when(&tenant, &write, ready).await.map_err(RunFailure::from_store);
+    let outcome = if page.deletions {
+        store.write_deletions_when(&tenant, &write, ready).await
+    } else {
+        store.write_page_when(&tenant, &write, ready).await
+    };
+    let outcome = outcome.map_err(RunFailure::from_store);
     let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     stages.store_ns.fetch_add(ns.saturating_sub(waited.load(Ordering::Relaxed)), Ordering::Relaxed);
     let _ = ended.send(matches!(outcome, Ok(Some(_))));

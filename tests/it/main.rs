@@ -6,6 +6,7 @@ mod cli;
 mod config_model;
 mod connectors;
 mod daemon;
+mod deletions;
 mod faults;
 mod intelligence;
 mod layering;
