@@ -18,6 +18,7 @@ mod plain_text;
 mod signals;
 mod sim_webhooks;
 mod webhooks;
+mod write_share;
 mod writes;
 mod writes_ambiguous;
 mod writes_conflict;
