@@ -7,7 +7,7 @@
 //!   fanned out). With `scope = "provider"` every tenant shares one budget (one app
 //!   quota): one direct limiter, taken in FIFO turns so tenants share it fairly.
 //! - **Shape.** A limit is a sliding-window promise: never more than `requests` in any
-//!   `per_secs`. A small burst (2 % of the quota, at least 2) is allowed and the rest is
+//!   `per_secs`. A small burst (2 plus 1 % of the quota) is allowed and the rest is
 //!   spread evenly over the window stretched by 2 % (a margin for network jitter), which
 //!   keeps every window at or under `requests` and uses about 93–97 % of it.
 //! - **Replicas.** Each of N replicas takes `requests / N` of every quota (`daemon.replicas`).
@@ -36,10 +36,11 @@ use reqwest::header::HeaderMap;
 
 use crate::config::{QuotaScope, RateLimitSpec};
 
-/// Share of a quota usable as a burst. Every request of the burst is one fewer in the
-/// steady rate (a window holds the burst and the spread requests), so it is kept small:
-/// 2 (enough to absorb a short pause of a busy client) for quotas under 150 a window.
-const BURST_DIVISOR: u32 = 50;
+/// A quota's burst is 2 plus one request per this many. Every request of the burst is
+/// one fewer in the steady rate (a window holds the burst and the spread requests), so
+/// it is kept small; it lets a client that pauses for up to `burst - 1` intervals (a
+/// worker between two batches) catch up instead of losing those requests.
+const BURST_PER: u32 = 100;
 /// The window is stretched by this fraction: requests timed at the client arrive with
 /// jitter at the server, and the server's count is the one that matters.
 const JITTER_MARGIN: f64 = 0.02;
@@ -61,7 +62,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub fn window_quota(requests: u32, per_secs: u32, replicas: u32) -> Quota {
     let n = (requests / replicas.max(1)).max(1);
     let window = Duration::from_secs(u64::from(per_secs.max(1)));
-    let burst = (n / BURST_DIVISOR).max(2).min(n);
+    let burst = (2 + n / BURST_PER).min(n);
     // GCRA admits `burst + ceil(w / period) - 1` requests in a window `w`; with
     // `cells = n - burst + 1` periods spanning more than the window that is at most `n`.
     let cells = n - burst + 1;
@@ -549,7 +550,7 @@ mod tests {
                 assert!(used >= 0.9, "{requests}/{per_secs}s ÷ {replicas}: used {used:.3}");
             }
             if n >= 100 {
-                // A small burst leaves the steady rate at least 96 % of the limit.
+                // A small burst leaves at least 96 % of the limit to the steady rate.
                 assert!(used >= 0.96, "{requests}/{per_secs}s ÷ {replicas}: used {used:.3}");
             }
         }
