@@ -41,6 +41,7 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
     tracing::info!(step = 2, backend = opts.store.backend(), "store open, migrations applied");
     let metrics = Arc::new(Metrics::new());
     let settings = opts.settings.clone();
+    let write_share = catalog.settings.writes.rate_share;
     let catalog = Arc::new(catalog);
     let mut daemon = Daemon {
         config_dir: opts.config_dir,
@@ -54,7 +55,7 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
             max: Duration::from_secs(settings.failure_max_secs.max(1)),
             error_after: settings.error_after,
         },
-        limits: Arc::new(RateLimiters::new(settings.replicas)),
+        limits: Arc::new(RateLimiters::new(settings.replicas).with_write_share(write_share)),
         settings,
         metrics,
         owner: instance_id(),

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use self::auth::{AuthState, CredentialSink};
 use self::classify::{Verdict, classify};
-pub use self::ratelimit::{QuotaHandle, RateLimiters};
+pub use self::ratelimit::{Class, QuotaHandle, RateLimiters};
 use self::ratelimit::{reset_in, retry_after};
 use self::template::{MissingVariable, Vars};
 use crate::config::{DEFAULT_MAX_RESPONSE_BYTES, DaemonSettings, Method, ResponseAction, ResponseRule};
@@ -367,6 +367,12 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl Session<'_> {
+    /// Marks the session's requests as writes: on a quota that reads wait on too, they
+    /// get at least the write share of the grants ([`RateLimiters::with_write_share`]).
+    pub fn for_writes(&mut self) {
+        self.quota = self.quota.take().map(QuotaHandle::for_writes);
+    }
+
     /// Sends a request: waits for the quota, authenticates, classifies; retries what
     /// is transient with backoff (backon), waits out rate limits (not counted as
     /// attempts), refreshes an expired token once, and fails at once on a permanent error.

@@ -7,13 +7,20 @@
 //!   fanned out). With `scope = "provider"` every tenant shares one budget (one app
 //!   quota): one direct limiter, taken in FIFO turns so tenants share it fairly.
 //! - **Shape.** A limit is a sliding-window promise: never more than `requests` in any
-//!   `per_secs`. A small burst (5 % of the quota, at least 2) is allowed and the rest is
+//!   `per_secs`. A small burst (2 plus 1 % of the quota) is allowed and the rest is
 //!   spread evenly over the window stretched by 2 % (a margin for network jitter), which
-//!   keeps every window at or under `requests` and uses about 93–96 % of it.
+//!   keeps every window at or under `requests` and uses about 93–97 % of it.
 //! - **Replicas.** Each of N replicas takes `requests / N` of every quota (`daemon.replicas`).
 //! - **Adaptive.** A response's remaining/reset headers (named by the manifest) spread the
 //!   requests left until the reset; remaining 0 without a reset pauses for one window.
 //!   A throttle response's wait (`Retry-After` or the reset) holds the whole quota.
+//! - **Writes' share.** A handle is of the read or the write class
+//!   ([`QuotaHandle::for_writes`]). While writes wait on a key, a read that would take a
+//!   request defers when writes got less than the write share (`[writes] rate_share`) of
+//!   the key's recent grants; writes never defer. When only one class waits it uses the
+//!   whole budget: nothing is kept idle for the other. On a shared quota reads and writes
+//!   take FIFO turns of their own, so a read waiting for its turn never stands in front
+//!   of a write.
 //! - **Eviction.** [`RateLimiters::sweep`] (run every minute from [`RateLimiters::quota`]
 //!   and by the daemon's housekeeping) drops keys whose state is indistinguishable from
 //!   a fresh one (governor's `retain_recent`), so idle connections cost nothing.
@@ -29,13 +36,22 @@ use reqwest::header::HeaderMap;
 
 use crate::config::{QuotaScope, RateLimitSpec};
 
-/// Share of a quota usable as a burst.
-const BURST_DIVISOR: u32 = 20;
+/// A quota's burst is 2 plus one request per this many. Every request of the burst is
+/// one fewer in the steady rate (a window holds the burst and the spread requests), so
+/// it is kept small; it lets a client that pauses for up to `burst - 1` intervals (a
+/// worker between two batches) catch up instead of losing those requests.
+const BURST_PER: u32 = 100;
 /// The window is stretched by this fraction: requests timed at the client arrive with
 /// jitter at the server, and the server's count is the one that matters.
 const JITTER_MARGIN: f64 = 0.02;
 /// How often [`RateLimiters::quota`] sweeps idle keys.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Writes' share is counted over this many recent grants of a key.
+const SHARE_WINDOW: u32 = 20;
+/// The longest a deferred read sleeps before it looks again.
+const DEFER_MAX: Duration = Duration::from_millis(50);
+/// Writes' share of a quota while reads and writes both wait on it (`[writes] rate_share`).
+pub const DEFAULT_WRITE_SHARE: f64 = 0.25;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -46,13 +62,49 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub fn window_quota(requests: u32, per_secs: u32, replicas: u32) -> Quota {
     let n = (requests / replicas.max(1)).max(1);
     let window = Duration::from_secs(u64::from(per_secs.max(1)));
-    let burst = (n / BURST_DIVISOR).max(2).min(n);
+    let burst = (2 + n / BURST_PER).min(n);
     // GCRA admits `burst + ceil(w / period) - 1` requests in a window `w`; with
     // `cells = n - burst + 1` periods spanning more than the window that is at most `n`.
     let cells = n - burst + 1;
     let period = window.mul_f64(1.0 + JITTER_MARGIN) / cells;
     let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
     Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN)).allow_burst(burst)
+}
+
+/// Who a request is, for the share of the budget writes are given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Class {
+    #[default]
+    Read,
+    Write,
+}
+
+/// One key's recent grants and waiting writes.
+#[derive(Debug, Default)]
+struct Shares {
+    writes_waiting: u32,
+    /// The last grants' classes, newest in bit 0 (set: a write).
+    recent: u32,
+    /// Grants in `recent`, at most [`SHARE_WINDOW`].
+    counted: u32,
+    last_grant: Option<Instant>,
+}
+
+impl Shares {
+    /// Writes' share of the recent grants (0 before any).
+    fn write_share(&self) -> f64 {
+        if self.counted == 0 {
+            return 0.0;
+        }
+        let mask = if self.counted >= 32 { u32::MAX } else { (1 << self.counted) - 1 };
+        f64::from((self.recent & mask).count_ones()) / f64::from(self.counted)
+    }
+
+    fn grant(&mut self, class: Class) {
+        self.recent = (self.recent << 1) | u32::from(class == Class::Write);
+        self.counted = (self.counted + 1).min(SHARE_WINDOW);
+        self.last_grant = Some(Instant::now());
+    }
 }
 
 enum Limiter {
@@ -76,16 +128,23 @@ struct ProviderQuota {
     spec: RateLimitSpec,
     window: Duration,
     limiter: Limiter,
-    /// FIFO turns for a shared (provider-scope) budget.
-    turn: tokio::sync::Mutex<()>,
+    /// FIFO turns for a shared (provider-scope) budget, one queue per [`Class`].
+    turns: [tokio::sync::Mutex<()>; 2],
+    /// Writes' share while reads and writes both wait (0: reads never defer).
+    write_share: f64,
+    /// How long a deferred read sleeps before it looks again.
+    defer: Duration,
+    /// Keys where writes wait or were granted lately.
+    shares: Mutex<HashMap<String, Shares>>,
     /// Key → no request before this instant (throttle responses, remaining/reset).
     holds: Mutex<HashMap<String, Instant>>,
     last_used: Mutex<Instant>,
 }
 
 impl ProviderQuota {
-    fn new(spec: &RateLimitSpec, replicas: u32) -> Self {
+    fn new(spec: &RateLimitSpec, replicas: u32, write_share: f64) -> Self {
         let quota = window_quota(spec.requests, spec.per_secs, replicas);
+        let defer = quota.replenish_interval().clamp(Duration::from_millis(1), DEFER_MAX);
         let limiter = match spec.scope {
             QuotaScope::Provider => Limiter::Direct(DefaultDirectRateLimiter::direct(quota)),
             QuotaScope::Connection => Limiter::Keyed(DefaultKeyedRateLimiter::keyed(quota)),
@@ -94,7 +153,10 @@ impl ProviderQuota {
             spec: spec.clone(),
             window: Duration::from_secs(u64::from(spec.per_secs.max(1))),
             limiter,
-            turn: tokio::sync::Mutex::new(()),
+            turns: [tokio::sync::Mutex::new(()), tokio::sync::Mutex::new(())],
+            write_share,
+            defer,
+            shares: Mutex::new(HashMap::new()),
             holds: Mutex::new(HashMap::new()),
             last_used: Mutex::new(Instant::now()),
         }
@@ -104,6 +166,8 @@ impl ProviderQuota {
     fn sweep(&self) -> bool {
         let now = Instant::now();
         lock(&self.holds).retain(|_, until| *until > now);
+        let window = self.window.mul_f64(1.0 + JITTER_MARGIN);
+        lock(&self.shares).retain(|_, s| s.writes_waiting > 0 || s.last_grant.is_some_and(|t| t.elapsed() <= window));
         let idle = match &self.limiter {
             Limiter::Keyed(l) => {
                 l.retain_recent();
@@ -112,7 +176,7 @@ impl ProviderQuota {
             }
             Limiter::Direct(_) => lock(&self.last_used).elapsed() > self.window.mul_f64(1.0 + JITTER_MARGIN),
         };
-        idle && lock(&self.holds).is_empty()
+        idle && lock(&self.holds).is_empty() && lock(&self.shares).is_empty()
     }
 
     fn keys(&self) -> usize {
@@ -121,12 +185,49 @@ impl ProviderQuota {
             Limiter::Direct(_) => 1,
         }
     }
+
+    /// Whether a read on `key` should leave the next request to a waiting write.
+    fn read_defers(&self, key: &str) -> bool {
+        lock(&self.shares).get(key).is_some_and(|s| s.writes_waiting > 0 && s.write_share() < self.write_share)
+    }
+
+    /// Counts a grant; a read's only where writes were seen (read-only keys cost nothing).
+    fn granted(&self, key: &str, class: Class) {
+        let mut shares = lock(&self.shares);
+        if let Some(s) = shares.get_mut(key) {
+            s.grant(class);
+        } else if class == Class::Write {
+            shares.entry(key.to_owned()).or_default().grant(class);
+        }
+    }
+}
+
+/// A write waiting on a key, counted while it lives (also when its wait is cancelled).
+struct WriteWaiting<'q> {
+    quota: &'q ProviderQuota,
+    key: &'q str,
+}
+
+impl<'q> WriteWaiting<'q> {
+    fn new(quota: &'q ProviderQuota, key: &'q str) -> Self {
+        lock(&quota.shares).entry(key.to_owned()).or_default().writes_waiting += 1;
+        Self { quota, key }
+    }
+}
+
+impl Drop for WriteWaiting<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = lock(&self.quota.shares).get_mut(self.key) {
+            s.writes_waiting = s.writes_waiting.saturating_sub(1);
+        }
+    }
 }
 
 /// Every quota of the process. Create one (per daemon or CLI invocation) and share it
 /// with `Arc` so all sessions and runs draw from the same budgets.
 pub struct RateLimiters {
     replicas: u32,
+    write_share: f64,
     quotas: Mutex<HashMap<String, Arc<ProviderQuota>>>,
     last_sweep: Mutex<Instant>,
 }
@@ -139,14 +240,34 @@ impl Default for RateLimiters {
 
 impl std::fmt::Debug for RateLimiters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimiters").field("replicas", &self.replicas).field("keys", &self.keys()).finish()
+        f.debug_struct("RateLimiters")
+            .field("replicas", &self.replicas)
+            .field("write_share", &self.write_share)
+            .field("keys", &self.keys())
+            .finish()
     }
 }
 
 impl RateLimiters {
     /// Limiters for one of `replicas` processes sharing the providers' quotas.
     pub fn new(replicas: u32) -> Self {
-        Self { replicas: replicas.max(1), quotas: Mutex::new(HashMap::new()), last_sweep: Mutex::new(Instant::now()) }
+        Self {
+            replicas: replicas.max(1),
+            write_share: DEFAULT_WRITE_SHARE,
+            quotas: Mutex::new(HashMap::new()),
+            last_sweep: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Writes get at least `share` (0 to 0.9) of a quota's grants while reads wait on it
+    /// too (`[writes] rate_share`). Set it before the first quota is handed out.
+    pub fn with_write_share(mut self, share: f64) -> Self {
+        self.write_share = if share.is_finite() { share.clamp(0.0, 0.9) } else { DEFAULT_WRITE_SHARE };
+        self
+    }
+
+    pub fn write_share(&self) -> f64 {
+        self.write_share
     }
 
     pub fn replicas(&self) -> u32 {
@@ -165,7 +286,7 @@ impl RateLimiters {
             match quotas.get(provider) {
                 Some(q) if q.spec == *spec => q.clone(),
                 _ => {
-                    let q = Arc::new(ProviderQuota::new(spec, self.replicas));
+                    let q = Arc::new(ProviderQuota::new(spec, self.replicas, self.write_share));
                     quotas.insert(provider.to_owned(), q.clone());
                     q
                 }
@@ -175,7 +296,7 @@ impl RateLimiters {
             QuotaScope::Connection => tenant.to_owned(),
             QuotaScope::Provider => String::new(),
         };
-        Some(QuotaHandle { quota, key })
+        Some(QuotaHandle { quota, key, class: Class::Read })
     }
 
     /// Drops keys (and whole providers) nobody used for longer than their window.
@@ -191,16 +312,21 @@ impl RateLimiters {
     }
 }
 
-/// One connection's view of its quota.
+/// One connection's view of its quota, for reads or (after [`Self::for_writes`]) writes.
 #[derive(Clone)]
 pub struct QuotaHandle {
     quota: Arc<ProviderQuota>,
     key: String,
+    class: Class,
 }
 
 impl std::fmt::Debug for QuotaHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QuotaHandle").field("scope", &self.quota.spec.scope).field("key", &self.key).finish()
+        f.debug_struct("QuotaHandle")
+            .field("scope", &self.quota.spec.scope)
+            .field("key", &self.key)
+            .field("class", &self.class)
+            .finish()
     }
 }
 
@@ -209,26 +335,45 @@ impl QuotaHandle {
         &self.quota.spec
     }
 
-    /// Waits until a request may be sent (another request's turn on a shared quota, a
-    /// hold, then the limiter) and returns how long it waited: zero when the quota let
-    /// it through at once, however long a busy machine took to get there.
+    /// The same quota for writes: they take their share ahead of waiting reads.
+    pub fn for_writes(mut self) -> Self {
+        self.class = Class::Write;
+        self
+    }
+
+    pub fn class(&self) -> Class {
+        self.class
+    }
+
+    /// Waits until a request may be sent (its class's turn on a shared quota, a hold,
+    /// writes' share, then the limiter) and returns how long it waited: zero when the
+    /// quota let it through at once, however long a busy machine took to get there.
     pub async fn acquire(&self) -> Duration {
         let started = Instant::now();
         let mut waited = false;
+        let _writing = (self.class == Class::Write).then(|| WriteWaiting::new(&self.quota, &self.key));
         let _turn = match self.quota.limiter {
-            Limiter::Direct(_) => Some(match self.quota.turn.try_lock() {
-                Ok(turn) => turn,
-                Err(_) => {
-                    waited = true;
-                    self.quota.turn.lock().await
-                }
-            }),
+            Limiter::Direct(_) => {
+                let turn = &self.quota.turns[usize::from(self.class == Class::Write)];
+                Some(match turn.try_lock() {
+                    Ok(turn) => turn,
+                    Err(_) => {
+                        waited = true;
+                        turn.lock().await
+                    }
+                })
+            }
             Limiter::Keyed(_) => None,
         };
         loop {
             if let Some(until) = self.held_until().filter(|u| *u > Instant::now()) {
                 waited = true;
                 tokio::time::sleep_until(until.into()).await;
+                continue;
+            }
+            if self.class == Class::Read && self.quota.read_defers(&self.key) {
+                waited = true;
+                tokio::time::sleep(self.quota.defer).await;
                 continue;
             }
             match self.quota.limiter.check(&self.key) {
@@ -239,6 +384,7 @@ impl QuotaHandle {
                 }
             }
         }
+        self.quota.granted(&self.key, self.class);
         *lock(&self.quota.last_used) = Instant::now();
         if waited { started.elapsed() } else { Duration::ZERO }
     }
@@ -383,17 +529,29 @@ mod tests {
 
     #[test]
     fn no_window_ever_exceeds_the_quota_and_long_runs_use_most_of_it() {
-        for (requests, per_secs, replicas) in
-            [(20, 1, 1), (50, 60, 1), (110, 10, 1), (100, 10, 2), (1, 1, 1), (2, 1, 1), (3, 5, 1), (1000, 1, 3)]
-        {
+        for (requests, per_secs, replicas) in [
+            (20, 1, 1),
+            (50, 60, 1),
+            (100, 10, 1),
+            (110, 10, 1),
+            (100, 10, 2),
+            (1, 1, 1),
+            (2, 1, 1),
+            (3, 5, 1),
+            (1000, 1, 3),
+        ] {
             let w = Duration::from_secs(u64::from(per_secs));
             let n = (requests / replicas).max(1) as usize;
             let times = admitted(window_quota(requests, per_secs, replicas), w * 8);
             let busiest = busiest_window(&times, w);
             assert!(busiest <= n, "{requests}/{per_secs}s ÷ {replicas}: {busiest} in one window");
+            let used = times.len() as f64 / (8.0 * n as f64);
             if n >= 20 {
-                let used = times.len() as f64 / (8.0 * n as f64);
                 assert!(used >= 0.9, "{requests}/{per_secs}s ÷ {replicas}: used {used:.3}");
+            }
+            if n >= 100 {
+                // A small burst leaves at least 96 % of the limit to the steady rate.
+                assert!(used >= 0.96, "{requests}/{per_secs}s ÷ {replicas}: used {used:.3}");
             }
         }
     }
@@ -448,6 +606,122 @@ mod tests {
         a.hold_until(Instant::now() + Duration::from_millis(80));
         assert!(b.acquire().await < Duration::from_millis(40));
         assert!(a.acquire().await >= Duration::from_millis(75));
+    }
+
+    /// Greedy readers and writers on one quota key until `total` grants: the grants'
+    /// classes in order and their instants.
+    async fn contend(
+        limits: &RateLimiters,
+        spec: &RateLimitSpec,
+        readers: &[&str],
+        writers: &[&str],
+        total: usize,
+    ) -> (Vec<Class>, Vec<Instant>) {
+        let grants = Arc::new(Mutex::new((Vec::new(), Vec::new())));
+        let mut tasks = tokio::task::JoinSet::new();
+        let handles = readers
+            .iter()
+            .map(|t| limits.quota("crm", t, Some(spec)).unwrap())
+            .chain(writers.iter().map(|t| limits.quota("crm", t, Some(spec)).unwrap().for_writes()));
+        for handle in handles {
+            let grants = grants.clone();
+            tasks.spawn(async move {
+                loop {
+                    handle.acquire().await;
+                    let mut g = lock(&grants);
+                    if g.0.len() >= total {
+                        return;
+                    }
+                    g.0.push(handle.class());
+                    g.1.push(Instant::now());
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        let (classes, times) = std::mem::take(&mut *lock(&grants));
+        (classes, times)
+    }
+
+    fn write_share_of(classes: &[Class]) -> f64 {
+        classes.iter().filter(|c| **c == Class::Write).count() as f64 / classes.len() as f64
+    }
+
+    fn busiest(times: &[Instant], w: Duration) -> usize {
+        let start = times[0];
+        busiest_window(&times.iter().map(|t| *t - start).collect::<Vec<_>>(), w)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_writes_get_their_share_of_a_connection_quota_and_the_limit_holds() {
+        // Eight greedy readers against one writer: by numbers alone the writer would get
+        // about one grant in nine.
+        let limits = RateLimiters::new(1).with_write_share(0.5);
+        let s = spec(20, 1, QuotaScope::Connection);
+        let (classes, times) = contend(&limits, &s, &["a"; 8], &["a"], 50).await;
+        let share = write_share_of(&classes);
+        assert!(share >= 0.45, "writes got {share:.2} of {} grants: {classes:?}", classes.len());
+        assert!(classes.contains(&Class::Read), "reads keep the rest: {classes:?}");
+        assert!(busiest(&times, Duration::from_secs(1)) <= 20, "never above the limit");
+        // Another connection's reads are not held back by these writes.
+        let b = limits.quota("crm", "b", Some(&s)).unwrap();
+        assert_eq!(b.acquire().await, Duration::ZERO);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_holding_the_shared_quotas_turn_does_not_block_writes() {
+        // Provider scope: reads of two tenants take FIFO turns; a write of a third tenant
+        // still gets its share (a read deferring to it while holding the read turn).
+        let limits = RateLimiters::new(1).with_write_share(0.25);
+        let s = spec(20, 1, QuotaScope::Provider);
+        let run = contend(&limits, &s, &["a", "a", "a", "b", "b", "b"], &["c"], 40);
+        let (classes, times) =
+            tokio::time::timeout(Duration::from_secs(60), run).await.expect("writes were not blocked");
+        let share = write_share_of(&classes);
+        assert!(share >= 0.2, "writes got {share:.2}: {classes:?}");
+        assert!(classes.contains(&Class::Read), "{classes:?}");
+        assert!(busiest(&times, Duration::from_secs(1)) <= 20);
+    }
+
+    #[tokio::test]
+    async fn either_class_alone_may_use_the_whole_budget() {
+        for scope in [QuotaScope::Connection, QuotaScope::Provider] {
+            let limits = RateLimiters::new(1).with_write_share(0.9);
+            let s = spec(20, 1, scope);
+            let read = limits.quota("crm", "a", Some(&s)).unwrap();
+            let write = read.clone().for_writes();
+            // The burst (2) goes to reads at once: nothing is kept for writes not waiting.
+            assert_eq!(read.acquire().await, Duration::ZERO, "{scope:?}");
+            assert_eq!(read.acquire().await, Duration::ZERO, "{scope:?}");
+            assert!(write.acquire().await > Duration::ZERO, "{scope:?}: the reads spent the budget");
+
+            let limits = RateLimiters::new(1).with_write_share(0.0);
+            let read = limits.quota("crm", "a", Some(&s)).unwrap();
+            let write = read.clone().for_writes();
+            assert_eq!(write.acquire().await, Duration::ZERO, "{scope:?}");
+            assert_eq!(write.acquire().await, Duration::ZERO, "{scope:?}");
+            assert!(read.acquire().await > Duration::ZERO, "{scope:?}: the writes spent the budget");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_write_stops_counting_as_waiting() {
+        let limits = RateLimiters::new(1).with_write_share(0.9);
+        let s = spec(20, 1, QuotaScope::Connection);
+        let write = limits.quota("crm", "a", Some(&s)).unwrap().for_writes();
+        let read = limits.quota("crm", "a", Some(&s)).unwrap();
+        read.acquire().await;
+        read.acquire().await;
+        // The reads spent the burst: this write waits, and is given up.
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), write.acquire()).await;
+        assert!(gave_up.is_err());
+        assert!(!read.quota.read_defers(&read.key), "no write waits any more");
+        let waiting = write.clone();
+        let pending = tokio::spawn(async move { waiting.acquire().await });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(read.quota.read_defers(&read.key), "a write waits and has less than its share");
+        pending.abort();
+        let _ = pending.await;
+        assert!(!read.quota.read_defers(&read.key));
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

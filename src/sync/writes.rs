@@ -208,6 +208,7 @@ impl Syncer<'_> {
         let mut session = self
             .session(&w.tenant_id, &w.provider, origin, manifest, &sink, &observer)
             .map_err(|e| retry(ErrorClass::Config, NOT_READY_RETRY, None, e.message))?;
+        session.for_writes();
 
         // Authenticate first: the base URL may need what the token response provides.
         let with = |session: &crate::http::Session<'_>| {

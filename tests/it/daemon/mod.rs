@@ -19,6 +19,7 @@ mod signals;
 mod sim_webhooks;
 mod views;
 mod webhooks;
+mod write_share;
 mod writes;
 mod writes_ambiguous;
 mod writes_conflict;
