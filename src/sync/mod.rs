@@ -173,6 +173,31 @@ impl<'a> Syncer<'a> {
         })
     }
 
+    /// A syncer that sends through `clients` (data and token clients built by
+    /// [`crate::http::client`] for `retry`), so a long-lived caller reuses their
+    /// connections instead of building clients (and TLS sessions) per use.
+    pub fn with_clients(
+        catalog: &'a Catalog,
+        store: &'a Store,
+        key: &'a MasterKey,
+        retry: RetryPolicy,
+        clients: (reqwest::Client, reqwest::Client),
+    ) -> Self {
+        let connect_timeout = retry.connect_timeout;
+        Self {
+            catalog,
+            store,
+            key,
+            retry,
+            metrics: Arc::new(Metrics::new()),
+            auth: AuthRegistry::global(),
+            token_margin: DEFAULT_REFRESH_MARGIN,
+            limits: Arc::new(RateLimiters::default()),
+            stages: Arc::default(),
+            clients: (clients.0, clients.1, connect_timeout),
+        }
+    }
+
     /// Draws from `limits` (the process-wide registry) instead of a private one.
     pub fn with_limits(mut self, limits: Arc<RateLimiters>) -> Self {
         self.limits = limits;

@@ -519,10 +519,18 @@ impl WriteWorker {
     /// Claims due writes and executes them until `shutdown`; a write in flight when it
     /// fires is abandoned and claimed again when its lease expires.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        // One pair of HTTP clients for every write: connections to a provider are reused.
+        let clients = match crate::http::client(&self.retry) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!("building the write worker's HTTP clients failed (each write builds its own): {e}");
+                None
+            }
+        };
         loop {
             let claimed = tokio::select! {
                 () = shutdown.cancelled() => return,
-                claimed = self.claim_and_execute() => claimed,
+                claimed = self.claim_and_execute(clients.as_ref()) => claimed,
             };
             let wait = match claimed {
                 Ok(0) => self.idle_poll,
@@ -541,7 +549,10 @@ impl WriteWorker {
 
     /// One round: claims up to `concurrency` due writes, executes them concurrently and
     /// settles each; the number claimed.
-    async fn claim_and_execute(self: &Arc<Self>) -> Result<usize, String> {
+    async fn claim_and_execute(
+        self: &Arc<Self>,
+        clients: Option<&(reqwest::Client, reqwest::Client)>,
+    ) -> Result<usize, String> {
         let until =
             Utc::now() + chrono::Duration::from_std(self.lease).unwrap_or_else(|_| chrono::Duration::minutes(5));
         let limit = i64::try_from(self.concurrency.max(1)).unwrap_or(1);
@@ -553,8 +564,8 @@ impl WriteWorker {
         let count = writes.len();
         let mut tasks = tokio::task::JoinSet::new();
         for write in writes {
-            let (worker, catalog) = (Arc::clone(self), Arc::clone(&catalog));
-            tasks.spawn(async move { worker.execute_and_settle(&catalog, &write).await });
+            let (worker, catalog, clients) = (Arc::clone(self), Arc::clone(&catalog), clients.cloned());
+            tasks.spawn(async move { worker.execute_and_settle(&catalog, &write, clients).await });
         }
         while let Some(done) = tasks.join_next().await {
             if let Err(e) = done {
@@ -565,9 +576,18 @@ impl WriteWorker {
     }
 
     /// Executes one claimed write through the connection's session and settles it.
-    async fn execute_and_settle(&self, catalog: &Catalog, w: &WriteRow) {
+    async fn execute_and_settle(
+        &self,
+        catalog: &Catalog,
+        w: &WriteRow,
+        clients: Option<(reqwest::Client, reqwest::Client)>,
+    ) {
         let started = Instant::now();
-        let outcome = match Syncer::new(catalog, &self.store, &self.key) {
+        let syncer = match clients {
+            Some(c) => Ok(Syncer::with_clients(catalog, &self.store, &self.key, self.retry.clone(), c)),
+            None => Syncer::new(catalog, &self.store, &self.key),
+        };
+        let outcome = match syncer {
             Ok(syncer) => {
                 let mut syncer = syncer.with_limits(self.limits.clone());
                 syncer.metrics = self.metrics.clone();
