@@ -10,6 +10,7 @@ mod demo;
 mod intelligence;
 mod output;
 mod progress;
+mod records;
 mod responsibilities;
 mod runs;
 mod simulate;
@@ -107,7 +108,7 @@ pub enum Command {
     Runs(runs::RunsCmd),
     /// Stored records.
     #[command(subcommand)]
-    Records(runs::RecordsCmd),
+    Records(records::RecordsCmd),
     /// Company integration intelligence aggregated from users' contributions.
     #[command(subcommand)]
     Intelligence(intelligence::IntelligenceCmd),
@@ -175,7 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => daemon::run(g, args).await,
         Command::Demo(args) => demo::run(g, args).await,
         Command::Runs(cmd) => runs::runs(g, cmd).await,
-        Command::Records(cmd) => runs::records(g, cmd).await,
+        Command::Records(cmd) => records::records(g, cmd).await,
         Command::Intelligence(cmd) => intelligence::show(g, cmd).await,
         Command::Contributions(cmd) => intelligence::contributions(g, cmd).await,
         Command::Responsibilities(cmd) => responsibilities::run(g, cmd).await,
