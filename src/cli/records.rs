@@ -349,7 +349,8 @@ const RECORD_COLUMNS: [&str; 6] = ["tenant_id", "provider", "external_id", "firs
 
 impl Columns {
     /// A key field named `external_id` is the record's external id, not repeated; any
-    /// other field named like a record column becomes `data.<field>`.
+    /// other field named like a record column becomes `field_<field>` (as in the entity
+    /// views).
     fn of(entity: &Entity) -> Self {
         let fields = entity
             .fields
@@ -357,7 +358,7 @@ impl Columns {
             .filter(|f| !(f.name == entity.key && f.name.as_str() == "external_id"))
             .map(|f| {
                 let name = f.name.as_str();
-                let column = if RECORD_COLUMNS.contains(&name) { format!("data.{name}") } else { name.to_owned() };
+                let column = if RECORD_COLUMNS.contains(&name) { format!("field_{name}") } else { name.to_owned() };
                 (column, name.to_owned())
             })
             .collect();
@@ -476,6 +477,29 @@ mod tests {
         assert_eq!(csv(Some(&json!(-1.5))), "-1.5");
         assert_eq!(csv(Some(&json!(true))), "true");
         assert_eq!(csv(Some(&json!({"a": [1, "x,y"]}))), "\"{\"\"a\"\":[1,\"\"x,y\"\"]}\"");
+    }
+
+    #[test]
+    fn fields_named_like_record_columns_are_renamed_and_the_key_is_not_repeated() {
+        use crate::config::{FieldDef, FieldType};
+        use crate::model::FieldName;
+        let field = |name: &str| FieldDef {
+            name: FieldName::parse(name).unwrap(),
+            kind: FieldType::String,
+            required: true,
+            description: None,
+        };
+        let entity = |key: &str| Entity {
+            name: EntityName::parse("thing").unwrap(),
+            title: "Thing".into(),
+            key: FieldName::parse(key).unwrap(),
+            description: None,
+            fields: vec![field("external_id"), field("name"), field("synced_at"), field("provider")],
+        };
+        let names = |e: &Entity| Columns::of(e).names().map(str::to_owned).collect::<Vec<_>>().join(",");
+        let record = "tenant_id,provider,external_id,first_seen_at,synced_at,deleted_at";
+        assert_eq!(names(&entity("external_id")), format!("{record},name,field_synced_at,field_provider"));
+        assert_eq!(names(&entity("name")), format!("{record},field_external_id,name,field_synced_at,field_provider"));
     }
 
     #[test]
