@@ -11,6 +11,7 @@ mod intelligence;
 mod output;
 mod progress;
 mod prune;
+mod records;
 mod responsibilities;
 mod runs;
 mod simulate;
@@ -109,7 +110,7 @@ pub enum Command {
     Runs(runs::RunsCmd),
     /// Stored records.
     #[command(subcommand)]
-    Records(runs::RecordsCmd),
+    Records(records::RecordsCmd),
     /// Company integration intelligence aggregated from users' contributions.
     #[command(subcommand)]
     Intelligence(intelligence::IntelligenceCmd),
@@ -182,7 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => daemon::run(g, args).await,
         Command::Demo(args) => demo::run(g, args).await,
         Command::Runs(cmd) => runs::runs(g, cmd).await,
-        Command::Records(cmd) => runs::records(g, cmd).await,
+        Command::Records(cmd) => records::records(g, cmd).await,
         Command::Intelligence(cmd) => intelligence::show(g, cmd).await,
         Command::Contributions(cmd) => intelligence::contributions(g, cmd).await,
         Command::Responsibilities(cmd) => responsibilities::run(g, cmd).await,

@@ -1,6 +1,6 @@
 //! `sync` progress: a bar on a terminal (records, total, percentage, ETA, rate-limit
-//! waits), log lines otherwise; and the log writer that suspends the bar so log lines
-//! never break it.
+//! waits), log lines otherwise; the bar of `records export`; and the log writer that
+//! suspends the bar so log lines never break it.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -169,6 +169,38 @@ impl Progress {
 impl Drop for Progress {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A bar counting records toward a known total (`records export`), drawn on stderr;
+/// log lines are written with it suspended. Cleared when finished or dropped.
+pub struct CountBar {
+    bar: ProgressBar,
+}
+
+impl CountBar {
+    pub fn start(label: &str, total: u64) -> Self {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} {wide_bar} {human_pos}/{human_len} records ({percent}%) · ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(label.to_owned());
+        *BAR.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bar.clone());
+        Self { bar }
+    }
+
+    pub fn inc(&self, n: u64) {
+        self.bar.inc(n);
+    }
+}
+
+impl Drop for CountBar {
+    fn drop(&mut self) {
+        *BAR.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.bar.finish_and_clear();
     }
 }
 

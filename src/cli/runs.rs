@@ -1,4 +1,4 @@
-//! `runs list|show` (the sync log) and `records list` (what was stored).
+//! `runs list|show`: the sync log.
 
 use std::process::ExitCode;
 
@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::output::outln;
 use super::{Global, output};
-use crate::model::{EntityName, RunRow, TenantId};
+use crate::model::{RunRow, TenantId};
 
 #[derive(Debug, Subcommand)]
 pub enum RunsCmd {
@@ -21,33 +21,6 @@ pub enum RunsCmd {
     },
     /// One run in full, with its dead letters.
     Show { run_id: String },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum RecordsCmd {
-    /// Stored records of one entity.
-    List {
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        entity: String,
-        #[arg(long, default_value_t = 20)]
-        limit: i64,
-    },
-    /// The tenant's change feed: records inserted, updated or deleted after a sequence
-    /// number, in order. Page with the next `--since` it prints.
-    Changes {
-        #[arg(long)]
-        tenant: String,
-        /// Changes of this entity only.
-        #[arg(long)]
-        entity: Option<String>,
-        /// Changes after this sequence number (0: from the start).
-        #[arg(long, default_value_t = 0)]
-        since: i64,
-        #[arg(long, default_value_t = 100)]
-        limit: i64,
-    },
 }
 
 fn duration(r: &RunRow) -> String {
@@ -137,87 +110,6 @@ pub async fn runs(g: &Global, cmd: RunsCmd) -> anyhow::Result<ExitCode> {
                     outln!("  dead letter {}: {}", d.source_id.as_deref().unwrap_or("?"), d.reason);
                 }
             }
-        }
-    }
-    store.close().await;
-    Ok(ExitCode::SUCCESS)
-}
-
-pub async fn records(g: &Global, cmd: RecordsCmd) -> anyhow::Result<ExitCode> {
-    let (tenant, entity, limit) = match cmd {
-        RecordsCmd::List { tenant, entity, limit } => (tenant, entity, limit),
-        RecordsCmd::Changes { tenant, entity, since, limit } => {
-            return changes(g, &tenant, entity.as_deref(), since, limit).await;
-        }
-    };
-    let catalog = g.catalog()?;
-    if catalog.entities.get(&entity).is_none() {
-        anyhow::bail!("unknown entity `{entity}` (known: {})", catalog.entities.names());
-    }
-    let store = g.store_existing(&catalog).await?;
-    let tenant = TenantId::parse(&tenant)?;
-    let entity = EntityName::parse(&entity)?;
-    let rows = store.list_records(&tenant, &entity, limit).await?;
-    let total = store.count_records(&tenant, Some(&entity)).await?;
-    if g.json {
-        output::json(&json!({ "total": total, "records": rows }))?;
-    } else {
-        let table: Vec<Vec<String>> = rows
-            .iter()
-            .map(|r| {
-                let data: String = r.data.to_string().chars().take(100).collect();
-                vec![
-                    r.provider.to_string(),
-                    r.external_id.clone(),
-                    r.last_synced.format("%Y-%m-%d %H:%M:%S").to_string(),
-                    data,
-                ]
-            })
-            .collect();
-        output::table(&["PROVIDER", "EXTERNAL ID", "LAST SYNCED", "DATA"], &table);
-        outln!("{} of {total} {entity} records", rows.len());
-    }
-    store.close().await;
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn changes(g: &Global, tenant: &str, entity: Option<&str>, since: i64, limit: i64) -> anyhow::Result<ExitCode> {
-    let catalog = g.catalog()?;
-    if let Some(entity) = entity
-        && catalog.entities.get(entity).is_none()
-    {
-        anyhow::bail!("unknown entity `{entity}` (known: {})", catalog.entities.names());
-    }
-    if since < 0 {
-        anyhow::bail!("--since must be 0 or a sequence number the feed printed");
-    }
-    let store = g.store_existing(&catalog).await?;
-    let tenant = TenantId::parse(tenant)?;
-    let entity = entity.map(EntityName::parse).transpose()?;
-    let rows = store.list_changes(&tenant, entity.as_ref(), since, limit).await?;
-    let next = rows.last().map_or(since, |c| c.seq);
-    if g.json {
-        output::json(&json!({ "changes": rows, "next_since": next }))?;
-    } else {
-        let table: Vec<Vec<String>> = rows
-            .iter()
-            .map(|c| {
-                vec![
-                    c.seq.to_string(),
-                    c.entity.to_string(),
-                    c.provider.to_string(),
-                    c.external_id.clone(),
-                    c.kind.to_string(),
-                    c.run_id.map_or("-".into(), |r| r.to_string()),
-                    c.changed_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                ]
-            })
-            .collect();
-        output::table(&["SEQ", "ENTITY", "PROVIDER", "EXTERNAL ID", "KIND", "RUN", "CHANGED"], &table);
-        if rows.is_empty() {
-            outln!("no changes after {since}");
-        } else {
-            outln!("{} changes; next: --since {next}", rows.len());
         }
     }
     store.close().await;

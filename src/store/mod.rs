@@ -3,7 +3,7 @@
 //! touches tenant data takes the tenant id and scopes its queries by it.
 //!
 //! The store keeps the model's rows (`crate::model`), one file per area (`tenants.rs`,
-//! `jobs.rs`, `scheduling.rs`, `users.rs`, `tokens.rs`, `intelligence.rs`, `writes.rs`, …). Each
+//! `jobs.rs`, `scheduling.rs`, `users.rs`, `tokens.rs`, `intelligence.rs`, `writes.rs`, `export.rs`, …). Each
 //! method is written once, on [`Store`], with its documentation, and its body is
 //! expanded for [`SqliteStore`] and [`PgStore`] by `on_backend!`; steps several writes
 //! share (the audit entry, locking a tenant) take either backend's connection
@@ -76,6 +76,7 @@ mod statement;
 mod rows;
 mod connect;
 mod error;
+mod export;
 mod gauges;
 mod health;
 mod inbox;
@@ -103,6 +104,7 @@ use uuid::Uuid;
 
 use connect::invalid_url;
 pub use error::StoreError;
+pub use export::{RecordFilter, RecordKey};
 pub use health::{HealthChange, Outage, StoreHealth};
 pub use inbox::{InboxRow, NewDelivery, WAKE_CHANNEL};
 pub use intelligence::{ContributionFilter, Fold, Folded, NewContribution};

@@ -14,6 +14,7 @@ mod mapping;
 mod migrations;
 mod operator_cli;
 mod postgres_socket;
+mod records_read;
 mod responsibilities_cli;
 mod resume;
 mod scheduling;
