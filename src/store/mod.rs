@@ -96,6 +96,7 @@ mod types;
 mod users;
 mod views;
 mod webhooks;
+mod write_effects;
 mod writes;
 
 use std::path::Path;
