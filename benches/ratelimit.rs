@@ -20,15 +20,14 @@ use std::time::{Duration, Instant};
 
 use tributary::model::{ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
 use tributary::simulator::{Provider, SimConfig, SimHandle};
-use tributary::store::Store;
+
 use tributary::sync::{SyncRequest, Syncer};
 
 use support::Scratch;
 
 /// (requests, per_secs); `None`: no limit. 110 per 10 s is the shipped HubSpot table
 /// (with its remaining-requests header), used as it is.
-const LIMITS: [Option<(u32, u32)>; 3] = [None, Some((10, 1)), Some((110, 10))];
-const SHIPPED: (u32, u32) = (110, 10);
+const LIMITS: [Option<(u32, u32)>; 3] = [None, Some((10, 1)), Some(support::SHIPPED_LIMIT)];
 /// Records of the unlimited reference sync.
 const REFERENCE_RECORDS: u64 = 20_000;
 
@@ -97,19 +96,7 @@ async fn measure(
     limit: Option<(u32, u32)>,
     records: u64,
 ) -> anyhow::Result<(Duration, Vec<Instant>)> {
-    let dir = scratch.dir.path();
-    let connectors = match limit {
-        Some(shipped) if shipped == SHIPPED => support::connectors_dir(dir, "-", None)?,
-        Some((n, per)) => {
-            support::connectors_dir(dir, "hubspot", Some(&format!("requests = {n}\nper_secs = {per}\n")))?
-        }
-        None => support::connectors_dir(dir, "hubspot", None)?,
-    };
-    let config = support::config_dir(dir, "")?;
-    let catalog = support::catalog(&config, &connectors)?;
-    let (key, _) = support::master_key(dir)?;
-    let store = Store::connect(&scratch.url).await?;
-    support::hubspot_tenant(&catalog, &store, &key, dir, "acme", sim).await?;
+    let (catalog, store, key) = support::limited_hubspot(scratch.dir.path(), &scratch.url, sim, limit).await?;
     let syncer = Syncer::new(&catalog, &store, &key)?;
     let request = SyncRequest {
         tenant: TenantId::parse("acme")?,

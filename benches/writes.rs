@@ -29,15 +29,14 @@ use tributary::config::WriteOp;
 use tributary::http::{RateLimiters, RetryPolicy};
 use tributary::model::{EntityName, Owner, ProviderId, TenantId};
 use tributary::simulator::{Provider, SimConfig, SimHandle};
-use tributary::store::{NewWrite, Store, WriteFilter, WriteState};
+use tributary::store::{NewWrite, WriteFilter, WriteState};
 use tributary::sync::writes::WriteWorker;
 use tributary::telemetry::Metrics;
 
 use support::Scratch;
 
 /// (requests, per_secs); `None`: no limit. 110 per 10 s is the shipped HubSpot table.
-const LIMITS: [Option<(u32, u32)>; 3] = [None, Some((110, 10)), Some((100, 10))];
-const SHIPPED: (u32, u32) = (110, 10);
+const LIMITS: [Option<(u32, u32)>; 3] = [None, Some(support::SHIPPED_LIMIT), Some((100, 10))];
 /// The worker's writes in flight (`[writes] concurrency`, default).
 const CONCURRENCY: usize = 8;
 
@@ -115,19 +114,7 @@ async fn measure(
     limit: Option<(u32, u32)>,
     writes: u64,
 ) -> anyhow::Result<(Duration, Vec<Instant>)> {
-    let dir = scratch.dir.path();
-    let connectors = match limit {
-        Some(shipped) if shipped == SHIPPED => support::connectors_dir(dir, "-", None)?,
-        Some((n, per)) => {
-            support::connectors_dir(dir, "hubspot", Some(&format!("requests = {n}\nper_secs = {per}\n")))?
-        }
-        None => support::connectors_dir(dir, "hubspot", None)?,
-    };
-    let config = support::config_dir(dir, "")?;
-    let catalog = support::catalog(&config, &connectors)?;
-    let (key, _) = support::master_key(dir)?;
-    let store = Store::connect(&scratch.url).await?;
-    support::hubspot_tenant(&catalog, &store, &key, dir, "acme", sim).await?;
+    let (catalog, store, key) = support::limited_hubspot(scratch.dir.path(), &scratch.url, sim, limit).await?;
 
     let (tenant, provider, entity) =
         (TenantId::parse("acme")?, ProviderId::parse("hubspot")?, EntityName::parse("contact")?);

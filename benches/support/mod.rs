@@ -157,6 +157,31 @@ pub fn simulator_thread(config: SimConfig) -> anyhow::Result<SimHandle> {
     Ok(rx.recv()??)
 }
 
+/// HubSpot's rate limit as its manifest ships it: 110 requests per 10 s.
+pub const SHIPPED_LIMIT: (u32, u32) = (110, 10);
+
+/// A catalog whose HubSpot manifest has `limit` (requests, seconds; `None`: none,
+/// [`SHIPPED_LIMIT`]: the manifest as shipped), a store at `url` and tenant `acme`
+/// connected to `sim`: what the rate-limit benches measure against.
+pub async fn limited_hubspot(
+    dir: &Path,
+    url: &str,
+    sim: &SimHandle,
+    limit: Option<(u32, u32)>,
+) -> anyhow::Result<(Catalog, Store, MasterKey)> {
+    let connectors = match limit {
+        Some(shipped) if shipped == SHIPPED_LIMIT => connectors_dir(dir, "-", None)?,
+        Some((n, per)) => connectors_dir(dir, "hubspot", Some(&format!("requests = {n}\nper_secs = {per}\n")))?,
+        None => connectors_dir(dir, "hubspot", None)?,
+    };
+    let config = config_dir(dir, "")?;
+    let catalog = catalog(&config, &connectors)?;
+    let (key, _) = master_key(dir)?;
+    let store = Store::connect(url).await?;
+    hubspot_tenant(&catalog, &store, &key, dir, "acme", sim).await?;
+    Ok((catalog, store, key))
+}
+
 /// Creates tenant `id` on the `aptem_hubspot` preset with HubSpot at `sim`, and stores
 /// the simulator's HubSpot credentials for it (its Aptem connection stays without
 /// credentials, so its Aptem jobs never run).
