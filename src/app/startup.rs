@@ -195,8 +195,15 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
     // An attempt in flight is abandoned; its lease expires and it is attempted again
     // with the same webhook-id.
     let _ = tokio::time::timeout(Duration::from_secs(1), webhooks_task).await;
-    // Likewise a write in flight: its lease expires and another claim attempts it again.
+    // Likewise a write in flight is abandoned (its task aborted).
     let _ = tokio::time::timeout(Duration::from_secs(1), writes_task).await;
+    // Writes abandoned in flight are given back, so the next daemon sends them at once
+    // (a create is looked up first) instead of after their lease.
+    match daemon.store.release_writes_of(&daemon.owner).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(writes = n, "writes in flight given back"),
+        Err(e) => tracing::warn!("giving back writes in flight failed (their leases will expire): {e}"),
+    }
     let _ = std::fs::remove_file(&opts.socket);
     daemon.store.close().await;
     tracing::info!("stopped");

@@ -578,6 +578,25 @@ impl Store {
         })
     }
 
+    /// Gives back every write `owner` holds (a daemon stopping with writes in flight):
+    /// pending again, due now, so the next daemon takes them at once instead of after
+    /// their lease. A create among them may have reached the provider: its claim count
+    /// makes the next attempt look it up first. The number released.
+    pub async fn release_writes_of(&self, owner: &str) -> Result<u64, StoreError> {
+        on_backend!(self, |s| {
+            let now = now();
+            let done = sqlx::query(
+                "UPDATE writes SET state = 'pending', lease_owner = NULL, lease_until = NULL, \
+                 next_attempt_at = $1, updated_at = $1 WHERE lease_owner = $2 AND state = 'in_flight'",
+            )
+            .bind_all((now, owner))
+            .execute(&s.pool)
+            .await
+            .map_err(db("releasing writes"))?;
+            Ok(done.rows_affected())
+        })
+    }
+
     /// Up to `filter.limit` writes, newest first, of the tenant, state and provider the
     /// filter names (every one it leaves `None`).
     pub async fn list_writes(&self, filter: &WriteFilter) -> Result<Vec<WriteRow>, StoreError> {

@@ -152,3 +152,41 @@ async fn sigkill_mid_write_then_restart_applies_each_create_once() {
 async fn sigkill_mid_write_then_restart_applies_each_create_once_on_postgres() {
     sigkill_mid_write(Fixture::postgres(&short_leases()).await).await;
 }
+
+/// SIGTERM with creates in flight (applied by the simulator, never answered): the
+/// stopping daemon gives them back, so with the default five-minute lease a new daemon
+/// still takes them at once, finds each with the lookup and sends none again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_write_gives_the_writes_back_for_the_next_daemon() {
+    let fx = Fixture::sqlite("").await;
+    let sim = start(SimConfig::new(Provider::HubSpot, SEEDED)).await.unwrap();
+    sim.set_write_fault(Some(AmbiguousWrite::Hang));
+    connected(&fx, &sim).await;
+    let email = "stopping@acme.example.com";
+    let id = submit_contact(&fx, email).await;
+    let mut daemon = fx.start("first", 1).await;
+    within(WRITE_PATIENCE, "the simulator to receive the create", || async {
+        (creates_received(&sim) == 1).then_some(())
+    })
+    .await;
+    daemon.signal("TERM").await;
+    let status = daemon.exit_within(Duration::from_secs(30)).await;
+    assert!(status.success(), "a drained daemon exits 0: {status}");
+    drop(daemon);
+    let given_back = fx.store.get_write(&id).await.unwrap().unwrap();
+    assert_eq!(given_back.write.state, WriteState::Pending, "{given_back:#?}");
+    assert_eq!(given_back.write.lease_owner, None, "{given_back:#?}");
+
+    sim.set_write_fault(None);
+    let daemon = fx.start("second", 1).await;
+    // Well within the five-minute lease the write would otherwise have waited for.
+    let done = within(Duration::from_secs(60), "the write to settle", || async {
+        let d = fx.store.get_write(&id).await.unwrap().unwrap();
+        d.write.state.is_final().then_some(d)
+    })
+    .await;
+    succeeded_once(&sim, &done, email);
+    assert_eq!(creates_received(&sim), 1, "not sent again: {:#?}", sim.writes_received());
+    drop(daemon);
+    fx.finish().await;
+}
