@@ -289,3 +289,42 @@ async fn a_burst_of_twenty_events_runs_each_job_once() {
     drop(s.daemon);
     s.fx.finish().await;
 }
+
+/// A `contact.deletion` webhook triggers the deletion stream where the tenant enabled it
+/// (HubSpot's `contacts_archived`, which marks the listed contacts deleted), besides the
+/// contacts stream; a tenant without it gets the contacts run alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_webhook_triggers_the_enabled_deletion_stream() {
+    let aptem = start(SimConfig::new(Provider::Aptem, 1)).await.unwrap();
+    let hubspot = start(SimConfig::new(Provider::HubSpot, 5)).await.unwrap();
+    let fx = Fixture::sqlite("").await;
+    let creds = hubspot.credentials();
+    let secret = creds["client_secret"].as_str().unwrap().to_owned();
+    let tenant = |archived: &str| {
+        format!(
+            "preset = \"aptem_hubspot\"\n\
+             [providers.aptem]\nbase_url = \"{}\"\nschedule = \"{NEVER}\"\n\
+             [providers.hubspot]\nbase_url = \"{}\"\nschedule = \"{NEVER}\"\n{archived}",
+            aptem.api_base(),
+            hubspot.base_url()
+        )
+    };
+    let enabled = "[providers.hubspot.streams]\ncontacts_archived = { enabled = true, entity = \"employer\" }\n";
+    fx.connect("acme", &tenant(enabled), &[("aptem", aptem.credentials()), ("hubspot", creds.clone())]).await;
+    let daemon = fx.start("d", 4).await;
+    let address = http_address(&daemon);
+    let deletion = contact_change(7).replace("contact.propertyChange", "contact.deletion");
+    let answer = post_hubspot(&address, HUBSPOT_PATH, &deletion, &secret, now_ms()).await;
+    assert_eq!(answer.status, 200);
+    let streams = eventually("both triggered runs to finish", || async {
+        let runs = webhook_runs(&fx, "acme").await;
+        let mut done: Vec<String> =
+            runs.iter().filter(|r| r.finished_at.is_some()).map(|r| r.stream.as_str().to_owned()).collect();
+        done.sort();
+        (done.len() >= 2).then_some(done)
+    })
+    .await;
+    assert_eq!(streams, ["contacts", "contacts_archived"]);
+    drop(daemon);
+    fx.finish().await;
+}
