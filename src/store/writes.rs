@@ -632,11 +632,14 @@ impl Store {
             let Some(write) = write else {
                 return Ok(None);
             };
+            // Only the attempts the row counts: one settled after the row was read would
+            // show an attempt whose outcome the row does not.
             let attempts: Vec<WriteAttempt> = sqlx::query_as(
                 "SELECT write_id, attempt, status, provider_message, latency_ms, error, at \
-                 FROM write_attempts WHERE write_id = $1 ORDER BY attempt",
+                 FROM write_attempts WHERE write_id = $1 AND attempt <= $2 ORDER BY attempt",
             )
             .bind(id)
+            .bind(write.attempts)
             .fetch_all(&s.pool)
             .await
             .map_err(db("reading a write's attempts"))?;

@@ -176,9 +176,10 @@ async fn a_refused_credential_marks_the_connection_and_the_write_waits() {
         (c.status == tributary::model::ConnectionStatus::NeedsReauth).then_some(())
     })
     .await;
-    let waiting = eventually("the attempt to be recorded", || async {
+    // The write's row and its attempts are read one after the other: wait for the row.
+    let waiting = eventually("the attempt to be settled", || async {
         let d = fx.store.get_write(&id).await.unwrap()?;
-        (!d.attempts.is_empty()).then_some(d)
+        (d.write.attempts >= 1 && !d.attempts.is_empty()).then_some(d)
     })
     .await;
     assert_eq!(waiting.write.state, WriteState::Pending, "it waits for new credentials: {waiting:?}");
