@@ -124,7 +124,9 @@ pub async fn run(g: &Global, args: CtlArgs) -> anyhow::Result<ExitCode> {
         Command::Writes(w) => Printed::Writes(w.clone()),
         _ => Printed::Rendered,
     };
-    let reply = call(&socket, &Request { v: VERSION, scope, command }).await.map_err(anyhow::Error::msg)?;
+    let reply = call(&socket, &Request { v: VERSION, scope, command, caller: Default::default() })
+        .await
+        .map_err(anyhow::Error::msg)?;
     if g.json {
         output::json(&reply)?;
     } else if let Some(e) = &reply.error {

@@ -272,6 +272,21 @@ pub struct Request {
     pub scope: Scope,
     #[serde(flatten)]
     pub command: Command,
+    /// Who sent it, set by the front end that received it (never by the client).
+    #[serde(skip)]
+    pub caller: Caller,
+}
+
+/// The identity behind a request, as the front end that received it established it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Caller {
+    /// Not established (a request built inside the daemon, or a test).
+    #[default]
+    Unknown,
+    /// A control-socket peer, from the socket's credentials.
+    Peer { uid: u32, gid: u32 },
+    /// An HTTP API request, by the name of its key.
+    ApiKey { name: String },
 }
 
 /// One reply line. `Debug` leaves out a `secret` in the data (the answer to

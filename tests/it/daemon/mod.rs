@@ -230,7 +230,7 @@ impl Daemon {
     }
 
     pub async fn try_request(&self, scope: Scope, command: Ctl) -> Result<Reply, String> {
-        call(&self.socket, &Request { v: VERSION, scope, command }).await
+        call(&self.socket, &Request { v: VERSION, scope, command, caller: Default::default() }).await
     }
 
     /// Sends a request as `scope`; panics if the socket does not answer.
