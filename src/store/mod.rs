@@ -90,6 +90,7 @@ mod records;
 mod responsibilities;
 mod scheduling;
 mod sqlite;
+mod sqlite_page;
 mod tenants;
 mod tokens;
 mod types;

@@ -22,9 +22,9 @@ const BINDS_PER_ROW: usize = 9;
 
 /// One record of a page, ready to write: serialized once, and hashed over that text.
 pub(super) struct Prepared<'a> {
-    external_id: &'a str,
-    json: String,
-    hash: String,
+    pub(super) external_id: &'a str,
+    pub(super) json: String,
+    pub(super) hash: String,
 }
 
 /// Collapses duplicate external ids (the last occurrence wins, at the position of the
@@ -620,17 +620,6 @@ impl SqliteStore {
         .await
         .map_err(db("numbering changed records"))?;
         Ok(done.rows_affected())
-    }
-
-    /// `None`: in-process, a page's statements cost no round trips, so SQLite writes
-    /// every page in the transaction of several statements of `write_prepared`.
-    async fn write_in_one_statement(
-        &self,
-        _: &TenantId,
-        _: &PageWrite<'_>,
-        _: &[Prepared<'_>],
-    ) -> Result<Option<PageOutcome>, StoreError> {
-        Ok(None)
     }
 }
 
