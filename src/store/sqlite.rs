@@ -137,6 +137,6 @@ impl SqliteStore {
 
     /// A list of strings as one bind parameter: a JSON array, read with `json_each`.
     pub(super) fn id_list(ids: &[&str]) -> String {
-        serde_json::Value::from(ids.to_vec()).to_string()
+        serde_json::to_string(ids).unwrap_or_default()
     }
 }

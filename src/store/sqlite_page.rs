@@ -48,6 +48,8 @@ impl SqliteStore {
             return Ok(None);
         }
         let now = now();
+        // sqlx's text form of a `DateTime<Utc>` on SQLite, made once for the page's rows.
+        let now_text = now.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false);
         let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
         let ids: Vec<&str> = records.iter().map(|r| r.external_id).collect();
         let rows: Vec<(i64, Option<String>, Option<String>, bool)> = sqlx::query_as(READ_PAGE_STATE)
@@ -118,8 +120,8 @@ impl SqliteStore {
                     .push_bind(record.external_id)
                     .push_bind(record.json.as_str())
                     .push_bind(record.hash.as_str())
-                    .push_bind(now)
-                    .push_bind(now)
+                    .push_bind(now_text.as_str())
+                    .push_bind(now_text.as_str())
                     .push_bind(change_run)
                     .push_bind(seq)
                     .push_unseparated(", 'inserted'");
