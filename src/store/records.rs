@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
+use foldhash::fast::RandomState;
+
 use serde_json::Value;
 use sqlx::QueryBuilder;
 use sqlx::types::Json;
@@ -30,7 +32,8 @@ pub(super) struct Prepared<'a> {
 /// Collapses duplicate external ids (the last occurrence wins, at the position of the
 /// first), serializes every record once and hashes the text.
 pub(super) fn prepare(records: &[RecordInput]) -> Vec<Prepared<'_>> {
-    let mut position: HashMap<&str, usize> = HashMap::with_capacity(records.len());
+    let mut position: HashMap<&str, usize, RandomState> =
+        HashMap::with_capacity_and_hasher(records.len(), RandomState::default());
     let mut unique: Vec<&RecordInput> = Vec::with_capacity(records.len());
     for record in records {
         match position.entry(record.external_id.as_str()) {
@@ -227,7 +230,8 @@ macro_rules! record_methods {
                         .map_err(db("reading the page's job and stored record hashes"))?
                 };
                 let mut lease: Option<Option<String>> = None;
-                let mut existing: HashMap<String, (String, bool)> = HashMap::with_capacity(rows.len());
+                let mut existing: HashMap<String, (String, bool), RandomState> =
+                    HashMap::with_capacity_and_hasher(rows.len(), RandomState::default());
                 for (id, hash, deleted) in rows {
                     match id {
                         None => lease = Some(hash),

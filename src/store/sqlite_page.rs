@@ -12,6 +12,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use sqlx::QueryBuilder;
 
 use super::error::{StoreError, db};
@@ -63,7 +65,8 @@ impl SqliteStore {
             .map_err(db("reading the page's job, change sequence and stored record hashes"))?;
         let mut lease: Option<Option<String>> = None;
         let mut last_seq = 0_i64;
-        let mut existing: HashMap<String, (String, bool)> = HashMap::with_capacity(rows.len());
+        let mut existing: HashMap<String, (String, bool), RandomState> =
+            HashMap::with_capacity_and_hasher(rows.len(), RandomState::default());
         for (kind, id, text, deleted) in rows {
             match (kind, id) {
                 (0, _) => lease = Some(text),
