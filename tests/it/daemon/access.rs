@@ -6,6 +6,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
 use tributary::control::protocol::{
     AuditQuery, Command as Ctl, Scope, WebhookAdd, WebhookCommand, WebhookId, WebhookReplay, WriteCommand, WriteId,
     WriteSubmit,
@@ -50,6 +52,19 @@ async fn scopes_come_from_the_peer_and_every_control_action_is_audited() {
     let me = std::fs::metadata(fx.dir.path()).expect("the fixture directory").uid();
     let daemon = fx.start("d", 2).await;
     let peer = format!("peer:{me}");
+
+    // Mistyped `v` and `cmd` are refused by type, never coerced.
+    for (line, expected) in [
+        (r#"{"v":"1","cmd":"status"}"#, r#"`v` must be the number 1, not the string "1""#),
+        (r#"{"v":1,"cmd":5}"#, "`cmd` must be a command name (a string), not the number 5"),
+    ] {
+        let stream = UnixStream::connect(&daemon.socket).await.expect("connect");
+        let (read, mut write) = stream.into_split();
+        write.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        BufReader::new(read).read_line(&mut answer).await.unwrap();
+        assert_eq!(json(answer.trim()), json!({ "v": 1, "ok": false, "error": expected }), "{line}");
+    }
 
     // Every kind of control action, as the operator.
     daemon.ok(Ctl::Trigger(target("acme", Some("aptem"), Some("learners")))).await;
