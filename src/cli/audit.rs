@@ -71,3 +71,64 @@ pub fn print(json: bool, rows: &[AuditEntry]) -> anyhow::Result<()> {
     output::table(&["AT", "WHO", "SCOPE", "TENANT", "ACTION", "TARGET", "OUTCOME"], &cells);
     Ok(())
 }
+
+/// A command-line change: its audit action, tenant and subject.
+pub(super) struct Change {
+    action: &'static str,
+    tenant: Option<String>,
+    subject: Option<String>,
+}
+
+/// The change `command` makes, for commands that audit their success in the store's
+/// own transaction: what to record when one fails instead.
+pub(super) fn change_of(command: &super::Command) -> Option<Change> {
+    use super::Command as C;
+    use super::credentials::CredentialsCmd;
+    use super::responsibilities::ResponsibilitiesCmd as R;
+    use super::tenant::TenantCmd as T;
+    use super::users::UsersCmd as U;
+    let change = |action, tenant: Option<&String>, subject: Option<String>| {
+        Some(Change { action, tenant: tenant.cloned(), subject })
+    };
+    match command {
+        C::Tenant(T::Create { id, .. }) => change("tenant.create", Some(id), None),
+        C::Tenant(T::Apply { file }) => change("tenant.apply", None, Some(file.display().to_string())),
+        C::Tenant(T::Rebase { id }) => change("tenant.rebase", Some(id), None),
+        C::Tenant(T::SetPreset { id, preset }) => change("tenant.set_preset", Some(id), Some(preset.clone())),
+        C::Credentials(CredentialsCmd::Set { tenant, provider, .. }) => {
+            change("credentials.set", Some(tenant), Some(provider.clone()))
+        }
+        C::Users(U::Add { id, tenant, .. }) => change("user.add", tenant.as_ref(), Some(id.clone())),
+        C::Users(U::SetRole { id, tenant, .. }) => change("membership.set", Some(tenant), Some(id.clone())),
+        C::Users(U::Remove { id, tenant }) => change("membership.remove", Some(tenant), Some(id.clone())),
+        C::Users(U::Connect { id, tenant, provider, .. }) => {
+            change("connection.connect", Some(tenant), Some(format!("{provider}/{id}")))
+        }
+        C::Responsibilities(R::Assign { tenant, provider, user, .. }) => {
+            change("responsibility.assign", Some(tenant), Some(format!("{provider}/{user}")))
+        }
+        C::Responsibilities(R::Remove { tenant, provider, user }) => {
+            change("responsibility.remove", Some(tenant), Some(format!("{provider}/{user}")))
+        }
+        _ => None,
+    }
+}
+
+/// Records a failed change (best effort: without a readable configuration or an
+/// existing store there is nowhere to record it, and the error is reported anyway).
+pub(super) async fn record_failure(g: &Global, change: Change, error: &anyhow::Error) {
+    let Ok(catalog) = g.catalog() else { return };
+    let Ok(store) = crate::store::Store::connect_existing(&g.database_url(&catalog)).await else { return };
+    let entry = AuditEntry {
+        scope: Some(super::LOCAL_SCOPE.into()),
+        tenant_id: change.tenant.as_deref().and_then(|t| TenantId::parse(t).ok()),
+        subject: change.subject,
+        outcome: crate::model::AuditOutcome::Error,
+        message: Some(format!("{error:#}").chars().take(500).collect()),
+        ..AuditEntry::new(super::actor(), change.action)
+    };
+    if let Err(e) = store.audit(entry).await {
+        tracing::warn!("writing the audit entry failed: {e}");
+    }
+    store.close().await;
+}

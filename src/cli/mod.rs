@@ -173,7 +173,17 @@ fn fatal(format: LogFormat, message: &str) {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
-    match cli.command {
+    // A change that fails is audited too (one that succeeds audits itself).
+    let change = audit::change_of(&cli.command);
+    let result = dispatch(g, cli.command).await;
+    if let (Some(change), Err(e)) = (change, &result) {
+        audit::record_failure(g, change, e).await;
+    }
+    result
+}
+
+async fn dispatch(g: &Global, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Config(cmd) => catalog::config(g, cmd),
         Command::Presets(cmd) => catalog::presets(g, cmd),
         Command::Connectors(cmd) => catalog::connectors(g, cmd),

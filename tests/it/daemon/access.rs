@@ -281,6 +281,8 @@ async fn command_line_changes_are_audited(fx: Fixture) {
     fx.ok(&["webhooks", "remove", &id], "").await;
     let out = fx.command(&["writes", "cancel", "wr_nope"]).output().await.unwrap();
     assert!(!out.status.success());
+    let out = fx.command(&["tenant", "set-preset", "acme", "no_such_preset"]).output().await.unwrap();
+    assert!(!out.status.success());
     fx.ok(&["prune"], "").await;
 
     let all = json(&fx.ok(&["--json", "audit", "list"], "").await);
@@ -292,6 +294,7 @@ async fn command_line_changes_are_audited(fx: Fixture) {
         actions,
         [
             ("prune", "ok"),
+            ("tenant.set_preset", "error"),
             ("writes.cancel", "error"),
             ("webhooks.remove", "ok"),
             ("webhooks.add", "ok"),
@@ -301,12 +304,13 @@ async fn command_line_changes_are_audited(fx: Fixture) {
         ]
     );
     assert!(all.iter().all(|e| e["scope"] == "local" && e["actor"].as_str().unwrap().starts_with("cli:")), "{all:#?}");
-    assert_eq!(all[2]["tenant_id"], "acme", "the removed endpoint's tenant: {:#?}", all[2]);
+    assert_eq!(all[3]["tenant_id"], "acme", "the removed endpoint's tenant: {:#?}", all[3]);
+    assert!(all[1]["message"].as_str().is_some_and(|m| m.contains("no_such_preset")), "{:#?}", all[1]);
     assert!(!serde_json::to_string(all).unwrap().contains("tok-s3cret"));
 
     let acme = json(&fx.ok(&["--json", "audit", "list", "--tenant", "acme"], "").await);
     let acme: Vec<&str> = acme.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(acme, ["webhooks.remove", "webhooks.add", "credentials.set", "tenant.create"]);
+    assert_eq!(acme, ["tenant.set_preset", "webhooks.remove", "webhooks.add", "credentials.set", "tenant.create"]);
     let future = json(&fx.ok(&["--json", "audit", "list", "--since", "2999-01-01"], "").await);
     assert_eq!(future, json!([]));
     let since = all[1]["at"].as_str().unwrap();
