@@ -132,6 +132,9 @@ async fn seed_tenants(store: &Store) -> anyhow::Result<()> {
         let audit = AuditEntry {
             at: now,
             actor: "bench".into(),
+            scope: None,
+            outcome: tributary::model::AuditOutcome::Ok,
+            message: None,
             action: "tenant.create".into(),
             tenant_id: Some(id.clone()),
             subject: None,

@@ -84,6 +84,9 @@ async fn seed(store: &Store, id: &str, count: u64) -> anyhow::Result<()> {
     let audit = AuditEntry {
         at: Utc::now(),
         actor: "bench".into(),
+        scope: None,
+        outcome: tributary::model::AuditOutcome::Ok,
+        message: None,
         action: "tenant.create".into(),
         tenant_id: Some(tenant.clone()),
         subject: None,

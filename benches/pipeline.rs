@@ -220,6 +220,9 @@ async fn measure(catalog: &Catalog, sim: &SimHandle, url: &str, dir: &Path, n: u
     let audit = AuditEntry {
         at: chrono::Utc::now(),
         actor: "bench".into(),
+        scope: None,
+        outcome: tributary::model::AuditOutcome::Ok,
+        message: None,
         action: "credentials.set".into(),
         tenant_id: Some(tenant.clone()),
         subject: Some(provider.to_string()),

@@ -93,6 +93,9 @@ impl<'a> Tenants<'a> {
         AuditEntry {
             at: Utc::now(),
             actor: self.actor.clone(),
+            scope: self.actor.starts_with("cli:").then(|| "local".into()),
+            outcome: crate::model::AuditOutcome::Ok,
+            message: None,
             action: action.to_owned(),
             tenant_id: Some(tenant.clone()),
             subject,

@@ -211,6 +211,9 @@ pub async fn hubspot_tenant(
     let audit = AuditEntry {
         at: chrono::Utc::now(),
         actor: "bench".into(),
+        scope: None,
+        outcome: tributary::model::AuditOutcome::Ok,
+        message: None,
         action: "credentials.set".into(),
         tenant_id: Some(tenant.clone()),
         subject: Some(provider.to_string()),

@@ -16,6 +16,7 @@
 //! bounded: stop claiming, cancel runs at their next page boundary, release leases,
 //! stop the servers, exit within the drain deadline.
 
+mod access;
 mod caps;
 mod dispatch;
 mod health;
@@ -147,6 +148,12 @@ pub struct Daemon {
     /// The configuration the webhook handler and the inbox worker read (replaced with
     /// `catalog` on reload).
     shared_catalog: Arc<std::sync::RwLock<Arc<Catalog>>>,
+    /// `[control]` resolved: which peers are operators and tenant admins (replaced on
+    /// reload).
+    access: crate::config::control::ControlAccess,
+    /// The daemon's own uid (the control socket's owner): an operator unless
+    /// `[control] operators` says otherwise.
+    uid: u32,
 }
 
 /// The daemon's addresses, once it is up.

@@ -20,6 +20,17 @@ impl Daemon {
                 Err(text)
             }
             Ok(catalog) => {
+                // Who may use the control socket follows the new configuration (and the
+                // system's users and groups as they are now).
+                let access = match self.access_of(&catalog) {
+                    Ok(access) => access,
+                    Err(text) => {
+                        ConfigReload { ok: false, detail: &text }.emit(&self.metrics);
+                        self.config_error = Some(text.clone());
+                        self.remember(None, None, None, format!("configuration rejected: {text}"));
+                        return Err(text);
+                    }
+                };
                 let catalog = Arc::new(catalog);
                 let result =
                     reconcile(&catalog, &self.store, self.settings.apply_tenant_files, FIXED_JITTER, &self.metrics)
@@ -29,6 +40,7 @@ impl Daemon {
                         *self.shared_catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
                             Arc::clone(&catalog);
                         self.catalog = catalog;
+                        self.access = access;
                         self.config_error = None;
                         ConfigReload { ok: true, detail: &counts.jobs.to_string() }.emit(&self.metrics);
                         for e in &counts.errors {

@@ -9,10 +9,13 @@ use serde_json::{Value, json};
 
 use super::{Daemon, Running};
 use crate::control::ControlMessage;
-use crate::control::protocol::{Command, Reply, Request, Scope, Target, WebhookCommand, WriteCommand, authorize};
-use crate::control::webhooks::Endpoints;
-use crate::control::writes::Writes;
-use crate::model::{JobFilter, PauseScope, ProviderId, StreamName, TenantId, TriggerKind};
+use crate::control::protocol::{
+    AuditQuery, Command, Reply, Request, Scope, Target, WebhookCommand, WriteCommand, authorize,
+};
+use crate::control::webhooks::{Endpoints, WebhookError};
+use crate::control::writes::{WriteError, Writes};
+use crate::model::{AuditOutcome, JobFilter, PauseScope, ProviderId, StreamName, TenantId, TriggerKind};
+use crate::store::AuditFilter;
 
 impl Daemon {
     pub(super) async fn handle(&mut self, msg: ControlMessage) {
@@ -45,8 +48,16 @@ impl Daemon {
         }
     }
 
+    /// Answers `request` with the scope its caller has (from the peer's credentials, or
+    /// the API key's), never the one the client merely asked for. Changes are audited
+    /// whatever their outcome; refusals are logged, counted and audited.
     async fn answer(&mut self, request: Request) -> Reply {
-        if let Err(e) = authorize(&request.scope, &request.command) {
+        let scope = match self.scope_of(&request).await {
+            Ok(scope) => scope,
+            Err(e) => return Reply::error(e),
+        };
+        if let Err(e) = authorize(&scope, &request.command) {
+            self.refused(&request, &scope, &e).await;
             return Reply::error(e);
         }
         // Without the store only what the daemon knows itself can be answered, at once.
@@ -55,26 +66,33 @@ impl Daemon {
         {
             return Reply::error(format!("the store is {}; try again when it answers", outage.describe()));
         }
-        let result = match request.command {
-            Command::Status => Ok(self.status(&request.scope).await),
-            Command::Tenants => self.tenants().await,
-            Command::Jobs(t) => self.jobs(&t).await,
-            Command::Runs(t) => self.runs(&t).await,
-            Command::Trigger(t) => self.trigger(&t).await,
-            Command::Pause(t) => self.pause(&t, true).await,
-            Command::Resume(t) => self.pause(&t, false).await,
-            Command::Intelligence(t) => self.intelligence(&t).await,
-            Command::Reload => self.reload().await.map(|r| json!(r)),
+        let owner = match scope {
+            Scope::Operator => self.owner_of(&request.command).await,
+            Scope::Tenant { .. } => None,
+        };
+        let failed = |e: String| (AuditOutcome::Error, e);
+        let result = match &request.command {
+            Command::Status => Ok(self.status(&scope).await),
+            Command::Tenants => self.tenants().await.map_err(failed),
+            Command::Jobs(t) => self.jobs(t).await.map_err(failed),
+            Command::Runs(t) => self.runs(t).await.map_err(failed),
+            Command::Trigger(t) => self.trigger(t).await.map_err(failed),
+            Command::Pause(t) => self.pause(t, true).await.map_err(failed),
+            Command::Resume(t) => self.pause(t, false).await.map_err(failed),
+            Command::Intelligence(t) => self.intelligence(t).await.map_err(failed),
+            Command::Reload => self.reload().await.map(|r| json!(r)).map_err(failed),
             Command::Drain => {
                 self.start_drain();
                 Ok(json!({ "draining": true, "in_flight": self.running.len() }))
             }
-            Command::Webhooks(w) => self.webhooks(&request.scope, &w).await,
-            Command::Writes(w) => self.writes(&request.scope, &w).await,
+            Command::Webhooks(w) => self.webhooks(&scope, w).await,
+            Command::Writes(w) => self.writes(&scope, w).await,
+            Command::Audit(q) => self.audit_log(&scope, q).await.map_err(failed),
         };
+        self.audit_answer(&request, &scope, owner.as_deref(), &result).await;
         match result {
             Ok(data) => Reply::ok(data),
-            Err(e) => Reply::error(e),
+            Err((_, e)) => Reply::error(e),
         }
     }
 
@@ -102,9 +120,11 @@ impl Daemon {
                 "workers": self.settings.workers,
                 "busy": self.running.len(),
             },
-            "config": match &self.config_error {
-                None => json!({ "state": "ok" }),
-                Some(e) => json!({ "state": "rejected (the previous configuration keeps running)", "error": e }),
+            // The rejection's text names files and other tenants: operators only.
+            "config": match (&self.config_error, only) {
+                (None, _) => json!({ "state": "ok" }),
+                (Some(e), None) => json!({ "state": "rejected (the previous configuration keeps running)", "error": e }),
+                (Some(_), Some(_)) => json!({ "state": "rejected (the previous configuration keeps running)" }),
             },
             "store": match self.health.outage() {
                 None => "reachable".to_owned(),
@@ -213,20 +233,43 @@ impl Daemon {
         }))
     }
 
-    /// Webhook endpoints, as `tributary webhooks` manages them, within `scope`.
-    async fn webhooks(&self, scope: &Scope, command: &WebhookCommand) -> Result<Value, String> {
+    /// Webhook endpoints, as `tributary webhooks` manages them, within `scope` (what is
+    /// out of it is `denied`).
+    async fn webhooks(&self, scope: &Scope, command: &WebhookCommand) -> Result<Value, (AuditOutcome, String)> {
         let endpoints = Endpoints {
             store: &self.store,
             scope,
             allow_private: self.catalog.settings.webhooks.allow_private_targets,
         };
-        endpoints.run(&self.key, command).await.map_err(|e| e.to_string())
+        endpoints.run(&self.key, command).await.map_err(|e| match e {
+            WebhookError::Refused(_) => (AuditOutcome::Denied, e.to_string()),
+            e => (AuditOutcome::Error, e.to_string()),
+        })
     }
 
-    /// Write-back, as `tributary writes` uses it, within `scope`.
-    async fn writes(&self, scope: &Scope, command: &WriteCommand) -> Result<Value, String> {
+    /// Write-back, as `tributary writes` uses it, within `scope` (what is out of it is
+    /// `denied`).
+    async fn writes(&self, scope: &Scope, command: &WriteCommand) -> Result<Value, (AuditOutcome, String)> {
         let writes = Writes { store: &self.store, catalog: &self.catalog, scope };
-        writes.run(command).await.map_err(|e| e.to_string())
+        writes.run(command).await.map_err(|e| match e {
+            WriteError::Refused(_) => (AuditOutcome::Denied, e.to_string()),
+            e => (AuditOutcome::Error, e.to_string()),
+        })
+    }
+
+    /// The audit log, newest first; a tenant admin's own tenant's entries only.
+    async fn audit_log(&self, scope: &Scope, q: &AuditQuery) -> Result<Value, String> {
+        let tenant = match scope {
+            Scope::Tenant { tenant } => Some(tenant.as_str()),
+            Scope::Operator => q.tenant.as_deref(),
+        };
+        let filter = AuditFilter {
+            tenant: tenant.map(TenantId::parse).transpose().map_err(|e| e.to_string())?,
+            since: q.since.as_deref().map(crate::control::audit::parse_since).transpose()?,
+            limit: q.limit.unwrap_or(100),
+        };
+        let rows = self.store.list_audit_filtered(&filter).await.map_err(|e| e.to_string())?;
+        Ok(json!(rows))
     }
 
     async fn pause(&mut self, t: &Target, paused: bool) -> Result<Value, String> {

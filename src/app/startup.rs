@@ -75,6 +75,8 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
         health: Arc::new(StoreHealth::default()),
         store_down: false,
         unsettled: Vec::new(),
+        access: Default::default(),
+        uid: 0,
     };
     let counts =
         reconcile(&daemon.catalog, &daemon.store, daemon.settings.apply_tenant_files, FIXED_JITTER, &daemon.metrics)
@@ -131,8 +133,10 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
     ));
     let wake_task =
         tokio::spawn(super::webhooks::wake_listener(daemon.store.clone(), tx.clone(), daemon.shutdown.clone()));
-    let listener =
-        control::bind(&opts.socket).map_err(|e| anyhow::anyhow!("control socket {}: {e}", opts.socket.display()))?;
+    let mode = daemon.catalog.settings.control.mode().map_err(|e| anyhow::anyhow!("control.socket_mode: {e}"))?;
+    let listener = control::bind(&opts.socket, mode)
+        .map_err(|e| anyhow::anyhow!("control socket {}: {e}", opts.socket.display()))?;
+    daemon.resolve_access(&opts.socket)?;
     let socket_task = tokio::spawn(control::serve(listener, tx.clone(), daemon.shutdown.clone()));
     tracing::info!(step = 5, socket = %opts.socket.display(), "control socket listening");
 

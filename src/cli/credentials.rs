@@ -92,6 +92,9 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
             let audit = AuditEntry {
                 at: Utc::now(),
                 actor: actor(),
+                scope: Some("local".into()),
+                outcome: crate::model::AuditOutcome::Ok,
+                message: None,
                 action: "credentials.set".into(),
                 tenant_id: Some(tenant.clone()),
                 subject: Some(provider.to_string()),

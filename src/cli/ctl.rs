@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::output::outln;
 use super::{Global, output};
 use crate::control::client::call;
-use crate::control::protocol::{Command, Request, Scope, Target, VERSION, WebhookCommand, WriteCommand};
+use crate::control::protocol::{AuditQuery, Command, Request, Scope, Target, VERSION, WebhookCommand, WriteCommand};
 
 /// Arguments of `tributary ctl`.
 #[derive(Debug, clap::Args)]
@@ -76,6 +76,16 @@ pub enum CtlCmd {
     /// Write-back (a tenant admin: its own tenant's writes only).
     #[command(subcommand)]
     Writes(super::writes::WritesCmd),
+    /// The audit log, newest first (a tenant admin: its own tenant's entries only).
+    Audit {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Entries at or after this time (RFC 3339, or a date: its midnight UTC).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        limit: Option<i64>,
+    },
 }
 
 fn target(tenant: Option<String>, provider: Option<String>, stream: Option<String>) -> Target {
@@ -113,6 +123,7 @@ pub async fn run(g: &Global, args: CtlArgs) -> anyhow::Result<ExitCode> {
         CtlCmd::Drain => Command::Drain,
         CtlCmd::Webhooks(cmd) => Command::Webhooks(cmd.command()),
         CtlCmd::Writes(cmd) => Command::Writes(cmd.command()?),
+        CtlCmd::Audit { tenant, since, limit } => Command::Audit(AuditQuery { tenant, since, limit }),
     };
     let scope = match args.as_tenant {
         Some(tenant) => Scope::Tenant { tenant },

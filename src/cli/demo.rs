@@ -298,6 +298,9 @@ async fn demo_users(store: &Store, key: &MasterKey, hubspot: &SimHandle) -> anyh
         let audit = AuditEntry {
             at: Utc::now(),
             actor: "demo".into(),
+            scope: Some("local".into()),
+            outcome: crate::model::AuditOutcome::Ok,
+            message: None,
             action: "user.add".into(),
             tenant_id: Some(acme.clone()),
             subject: Some(id.into()),
@@ -336,6 +339,9 @@ async fn store_credentials(
     let audit = AuditEntry {
         at: Utc::now(),
         actor: "demo".into(),
+        scope: Some("local".into()),
+        outcome: crate::model::AuditOutcome::Ok,
+        message: None,
         action: "credentials.set".into(),
         tenant_id: Some(tenant.clone()),
         subject: Some(provider.to_string()),

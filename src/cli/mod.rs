@@ -1,6 +1,7 @@
 //! The `tributary` command line: clap subcommands over the library. Human output by
 //! default, `--json` for machines; errors name what and where and exit non-zero.
 
+mod audit;
 mod catalog;
 mod connections;
 mod credentials;
@@ -131,6 +132,9 @@ pub enum Command {
     /// The typed entity views (`entity_<name>`) consumers read.
     #[command(subcommand)]
     Views(views::ViewsCmd),
+    /// The audit log: who changed what, control actions, denied requests.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -169,7 +173,17 @@ fn fatal(format: LogFormat, message: &str) {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
-    match cli.command {
+    // A change that fails is audited too (one that succeeds audits itself).
+    let change = audit::change_of(&cli.command);
+    let result = dispatch(g, cli.command).await;
+    if let (Some(change), Err(e)) = (change, &result) {
+        audit::record_failure(g, change, e).await;
+    }
+    result
+}
+
+async fn dispatch(g: &Global, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Config(cmd) => catalog::config(g, cmd),
         Command::Presets(cmd) => catalog::presets(g, cmd),
         Command::Connectors(cmd) => catalog::connectors(g, cmd),
@@ -191,6 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Writes(cmd) => writes::run(g, cmd).await,
         Command::Prune(args) => prune::run(g, args).await,
         Command::Views(cmd) => views::run(g, cmd).await,
+        Command::Audit(cmd) => audit::run(g, cmd).await,
     }
 }
 
@@ -275,6 +290,29 @@ pub fn state_dir(database_url: &str) -> PathBuf {
     match path.map(std::path::Path::new).and_then(std::path::Path::parent) {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
+    }
+}
+
+/// The scope recorded in the audit log for commands on the store itself.
+pub const LOCAL_SCOPE: &str = "local";
+
+/// Audits a `webhooks` or `writes` command run on the store (changes only, whatever
+/// their outcome; `owner`: the tenant of the endpoint it names, looked up before it ran);
+/// a failure to write the entry is reported, not fatal.
+pub async fn audit_command(
+    store: &crate::store::Store,
+    command: &crate::control::protocol::Command,
+    owner: Option<&str>,
+    outcome: Result<&serde_json::Value, &str>,
+) {
+    use crate::control::audit;
+    if !audit::is_change(command) {
+        return;
+    }
+    let outcome = outcome.map_err(|e| (crate::model::AuditOutcome::Error, e));
+    let entry = audit::entry(&actor(), Some(LOCAL_SCOPE), command, owner, outcome);
+    if let Err(e) = store.audit(entry).await {
+        tracing::warn!("writing the audit entry failed: {e}");
     }
 }
 

@@ -105,6 +105,9 @@ fn audit(action: &str, tenant: Option<&TenantId>, user: &UserId, details: Value)
     AuditEntry {
         at: Utc::now(),
         actor: actor(),
+        scope: Some("local".into()),
+        outcome: crate::model::AuditOutcome::Ok,
+        message: None,
         action: action.to_owned(),
         tenant_id: tenant.cloned(),
         subject: Some(user.to_string()),

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::output::outln;
 use super::{Global, output};
 use crate::control::protocol::{
-    Scope, WebhookAdd, WebhookCommand, WebhookDeliveries, WebhookId, WebhookList, WebhookReplay,
+    Command, Scope, WebhookAdd, WebhookCommand, WebhookDeliveries, WebhookId, WebhookList, WebhookReplay,
 };
 use crate::control::webhooks::{DEFAULT_DELIVERIES, Endpoints};
 use crate::store::{WebhookDelivery, WebhookEndpoint};
@@ -83,8 +83,21 @@ pub async fn run(g: &Global, cmd: WebhooksCmd) -> anyhow::Result<ExitCode> {
             scope: &Scope::Operator,
             allow_private: catalog.settings.webhooks.allow_private_targets,
         };
-        let answer = endpoints.run(&key, &command).await?;
-        print(g.json, &command, &answer)?;
+        let named = match &command {
+            WebhookCommand::Remove(WebhookId { id }) | WebhookCommand::Replay(WebhookReplay { id, .. }) => Some(id),
+            WebhookCommand::Test(WebhookId { id }) => Some(id),
+            _ => None,
+        };
+        let owner = match named {
+            Some(id) => store.get_webhook_endpoint(id).await.ok().flatten().and_then(|e| e.tenant_id),
+            None => None,
+        };
+        let answer = endpoints.run(&key, &command).await;
+        let audited = Command::Webhooks(command.clone());
+        let outcome = answer.as_ref().map_err(ToString::to_string);
+        super::audit_command(&store, &audited, owner.as_deref(), outcome.as_ref().copied().map_err(String::as_str))
+            .await;
+        print(g.json, &command, &answer?)?;
         Ok(ExitCode::SUCCESS)
     }
     .await;

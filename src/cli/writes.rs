@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::output::outln;
 use super::{Global, output};
-use crate::control::protocol::{Scope, WriteCommand, WriteId, WriteList, WriteRetry, WriteSubmit};
+use crate::control::protocol::{Command, Scope, WriteCommand, WriteId, WriteList, WriteRetry, WriteSubmit};
 use crate::control::writes::{DEFAULT_LIST, MAX_RECORD_BYTES, Writes, check_record};
 use crate::store::{WriteDetail, WriteRow, WriteState};
 
@@ -127,8 +127,11 @@ pub async fn run(g: &Global, cmd: WritesCmd) -> anyhow::Result<ExitCode> {
     let store = g.store(&catalog).await?;
     let result = async {
         let writes = Writes { store: &store, catalog: &catalog, scope: &Scope::Operator };
-        let answer = writes.run(&command).await?;
-        print(g.json, &command, &answer)?;
+        let answer = writes.run(&command).await;
+        let audited = Command::Writes(command.clone());
+        let outcome = answer.as_ref().map_err(ToString::to_string);
+        super::audit_command(&store, &audited, None, outcome.as_ref().copied().map_err(String::as_str)).await;
+        print(g.json, &command, &answer?)?;
         Ok(ExitCode::SUCCESS)
     }
     .await;

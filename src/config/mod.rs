@@ -3,6 +3,7 @@
 //! keys rejected), then references are checked — and every problem is reported at
 //! once with its file and key path. Nothing here panics on any input.
 
+pub mod control;
 mod diag;
 mod entities;
 mod layer;

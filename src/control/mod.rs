@@ -2,7 +2,14 @@
 //! request becomes a [`ControlMessage`] on the daemon's one control channel — the same
 //! channel signals feed — and is answered on its line. A malformed request gets an
 //! error reply; nothing a client sends can disturb the daemon.
+//!
+//! Each connection's peer credentials (`SO_PEERCRED`: uid and gid) are read once and set
+//! as every request's [`Caller`](protocol::Caller); the daemon maps them to a scope
+//! through `[control]` where it answers ([`access`]), so the scope a client asks for is
+//! checked, never trusted.
 
+pub mod access;
+pub mod audit;
 pub mod client;
 pub mod protocol;
 pub mod webhooks;
@@ -16,7 +23,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use self::protocol::{MAX_LINE, Reply, Request};
+use self::protocol::{Caller, MAX_LINE, Reply, Request};
 
 /// Everything that can ask the daemon to act, handled in one place.
 #[derive(Debug)]
@@ -35,8 +42,9 @@ pub enum ControlMessage {
     Wake,
 }
 
-/// Binds the socket: removes a stale file, creates the directory, sets mode 0600.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+/// Binds the socket: removes a stale file, creates the directory, sets `mode` (0600
+/// unless `[control] socket_mode` says otherwise).
+pub fn bind(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -54,7 +62,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     }
     Ok(listener)
 }
@@ -92,6 +100,14 @@ pub async fn serve(listener: UnixListener, tx: mpsc::Sender<ControlMessage>, shu
 }
 
 async fn connection(stream: UnixStream, tx: mpsc::Sender<ControlMessage>, shutdown: CancellationToken) {
+    // Whoever cannot be identified is answered with an error and never reaches the daemon.
+    let caller = match stream.peer_cred() {
+        Ok(cred) => Ok(Caller::Peer { uid: cred.uid(), gid: cred.gid() }),
+        Err(e) => {
+            tracing::warn!("control socket: cannot read the peer's credentials ({e}); its requests are refused");
+            Err(format!("the daemon cannot read this connection's credentials ({e}); refused"))
+        }
+    };
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     let mut line = String::new();
@@ -106,7 +122,14 @@ async fn connection(stream: UnixStream, tx: mpsc::Sender<ControlMessage>, shutdo
             Ok(_) if line.trim().is_empty() => continue,
             Ok(_) => match protocol::parse(line.trim()) {
                 Err(e) => Reply::error(e),
-                Ok(request) => {
+                Ok(mut request) => {
+                    request.caller = match &caller {
+                        Ok(caller) => caller.clone(),
+                        Err(e) => {
+                            let _ = write_reply(&mut write, &Reply::error(e.clone())).await;
+                            return;
+                        }
+                    };
                     let (reply_tx, reply_rx) = oneshot::channel();
                     if tx.send(ControlMessage::Request(request, reply_tx)).await.is_err() {
                         Reply::error("the daemon is shutting down")
@@ -120,13 +143,17 @@ async fn connection(stream: UnixStream, tx: mpsc::Sender<ControlMessage>, shutdo
             },
             Err(e) => Reply::error(e),
         };
-        let mut text = serde_json::to_string(&reply)
-            .unwrap_or_else(|_| r#"{"v":1,"ok":false,"error":"unencodable reply"}"#.into());
-        text.push('\n');
-        if write.write_all(text.as_bytes()).await.is_err() {
+        if write_reply(&mut write, &reply).await.is_err() {
             return;
         }
     }
+}
+
+async fn write_reply(write: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -> std::io::Result<()> {
+    let mut text =
+        serde_json::to_string(reply).unwrap_or_else(|_| r#"{"v":1,"ok":false,"error":"unencodable reply"}"#.into());
+    text.push('\n');
+    write.write_all(text.as_bytes()).await
 }
 
 /// Reads one line of at most [`MAX_LINE`] bytes; a longer one is an error (and consumed).

@@ -212,6 +212,19 @@ impl WriteCommand {
     }
 }
 
+/// `audit`: the audit log, newest first (a tenant admin: its own tenant's entries only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// RFC 3339, or a date (its midnight UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+}
+
 /// A command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -243,6 +256,8 @@ pub enum Command {
     /// scope is checked against each write where it is read
     /// ([`writes::Writes`](super::writes::Writes)).
     Writes(WriteCommand),
+    /// The audit log. A tenant admin reads its own tenant's entries only.
+    Audit(AuditQuery),
 }
 
 impl Command {
@@ -260,6 +275,7 @@ impl Command {
             Self::Drain => "drain",
             Self::Webhooks(w) => w.name(),
             Self::Writes(w) => w.name(),
+            Self::Audit(_) => "audit",
         }
     }
 }
@@ -333,14 +349,43 @@ impl Reply {
 /// Parses one request line; the error says what is wrong with it.
 pub fn parse(line: &str) -> Result<Request, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
-    match value.get("v").and_then(Value::as_u64) {
-        Some(v) if v == u64::from(VERSION) => {}
-        Some(v) => return Err(format!("protocol version {v} is not supported (this daemon speaks {VERSION})")),
+    let Value::Object(fields) = &value else {
+        return Err(format!("not a JSON object: the request is {}", kind_of(&value)));
+    };
+    // `v` and `cmd` are checked by their JSON type first: a number in a string (`"1"`), a
+    // float (`1.0`) or a numeric `cmd` is refused, never coerced.
+    match fields.get("v") {
         None => return Err("missing protocol version `v`".into()),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if v == u64::from(VERSION) => {}
+            Some(v) => return Err(format!("protocol version {v} is not supported (this daemon speaks {VERSION})")),
+            None => return Err(format!("`v` must be the whole number {VERSION}, not {n}")),
+        },
+        Some(other) => return Err(format!("`v` must be the number {VERSION}, not {}", kind_of(other))),
     }
-    let cmd = value.get("cmd").and_then(Value::as_str).unwrap_or("").to_owned();
-    serde_json::from_value(value)
-        .map_err(|e| if cmd.is_empty() { format!("missing `cmd`: {e}") } else { format!("bad `{cmd}` request: {e}") })
+    let cmd = match fields.get("cmd") {
+        None => return Err("missing `cmd`".into()),
+        Some(Value::String(cmd)) => cmd.clone(),
+        Some(other) => return Err(format!("`cmd` must be a command name (a string), not {}", kind_of(other))),
+    };
+    if let Some(action) = fields.get("action")
+        && !action.is_string()
+    {
+        return Err(format!("`action` must be an action name (a string), not {}", kind_of(action)));
+    }
+    serde_json::from_value(value).map_err(|e| format!("bad `{cmd}` request: {e}"))
+}
+
+/// A JSON value's type and, for scalars, the value itself, for error messages.
+fn kind_of(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("the boolean {b}"),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) => format!("the string {}", Value::String(s.chars().take(40).collect())),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
 }
 
 /// Whether a tenant-admin scope may run `command`, and on which tenant.
@@ -354,6 +399,11 @@ pub fn authorize(scope: &Scope, command: &Command) -> Result<(), String> {
     match command {
         Command::Status => Ok(()),
         Command::Runs(t) | Command::Trigger(t) | Command::Intelligence(t) => own(t),
+        Command::Audit(q) => match &q.tenant {
+            Some(x) if x != tenant => Err(format!("a tenant admin of `{tenant}` cannot act on tenant `{x}`")),
+            // Confined to its own tenant where the log is read.
+            _ => Ok(()),
+        },
         // Checked against the endpoints themselves, where they are read.
         Command::Webhooks(_) | Command::Writes(_) => Ok(()),
         other => Err(format!("`{}` needs the operator scope", other.name())),
@@ -420,6 +470,29 @@ mod tests {
     }
 
     #[test]
+    fn mistyped_versions_and_commands_are_refused_not_coerced() {
+        for (line, expected) in [
+            (r#"{"v":"1","cmd":"status"}"#, "`v` must be the number 1, not the string \"1\""),
+            (r#"{"v":1.0,"cmd":"status"}"#, "`v` must be the whole number 1, not 1.0"),
+            (r#"{"v":-1,"cmd":"status"}"#, "`v` must be the whole number 1, not -1"),
+            (r#"{"v":true,"cmd":"status"}"#, "`v` must be the number 1, not the boolean true"),
+            (r#"{"v":null,"cmd":"status"}"#, "`v` must be the number 1, not null"),
+            (r#"{"v":1,"cmd":5}"#, "`cmd` must be a command name (a string), not the number 5"),
+            (r#"{"v":1,"cmd":["status"]}"#, "`cmd` must be a command name (a string), not an array"),
+            (r#"{"v":1,"cmd":"webhooks","action":1}"#, "`action` must be an action name (a string), not the number 1"),
+            (r#"[{"v":1,"cmd":"status"}]"#, "not a JSON object: the request is an array"),
+            (r#""status""#, "not a JSON object: the request is the string \"status\""),
+        ] {
+            assert_eq!(parse(line).unwrap_err(), expected, "{line}");
+        }
+        // Other fields' types are checked by their command.
+        let err = parse(r#"{"v":1,"cmd":"runs","tenant":"acme","limit":"5"}"#).unwrap_err();
+        assert!(err.starts_with("bad `runs` request: invalid type: string \"5\", expected i64"), "{err}");
+        let r = parse(r#"{"v":1,"cmd":"audit","since":"2026-12-01"}"#).unwrap();
+        assert_eq!(r.command.name(), "audit");
+    }
+
+    #[test]
     fn tenant_admins_see_only_their_tenant_and_change_nothing() {
         let admin = Scope::Tenant { tenant: "acme".into() };
         let t = |tenant: &str| Target { tenant: Some(tenant.into()), ..Target::default() };
@@ -441,6 +514,10 @@ mod tests {
             assert!(authorize(&admin, &c).is_err(), "{c:?}");
         }
         assert!(authorize(&Scope::Operator, &Command::Drain).is_ok());
+        // The audit log: its own tenant's (confined where it is read), never another's.
+        assert!(authorize(&admin, &Command::Audit(AuditQuery::default())).is_ok());
+        let globex = AuditQuery { tenant: Some("globex".into()), ..AuditQuery::default() };
+        assert!(authorize(&admin, &Command::Audit(globex)).is_err());
         // Webhook endpoints are checked against their tenant where they are read.
         let list = Command::Webhooks(WebhookCommand::List(WebhookList::default()));
         assert!(authorize(&admin, &list).is_ok());

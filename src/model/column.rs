@@ -7,8 +7,8 @@ use sqlx::error::BoxDynError;
 use sqlx::{Database, Decode, Type};
 
 use super::{
-    ChangeKind, ConnectionStatus, ContributionKind, ContributionStatus, EntityName, PresetName, ProviderId,
-    Responsibility, RoleName, RunOutcome, RunTrigger, StreamName, TenantId, TriggerKind, UserId,
+    AuditOutcome, ChangeKind, ConnectionStatus, ContributionKind, ContributionStatus, EntityName, PresetName,
+    ProviderId, Responsibility, RoleName, RunOutcome, RunTrigger, StreamName, TenantId, TriggerKind, UserId,
 };
 
 /// Kept as TEXT: `$parse` turns the stored text back into the value.
@@ -53,6 +53,7 @@ fn word<T>(kind: &str, parse: fn(&str) -> Option<T>, text: &str) -> Result<T, Bo
 }
 
 text_column!(
+    AuditOutcome => |t| word("audit outcome", AuditOutcome::parse, t),
     TenantId => |t| id(TenantId::parse, t),
     ProviderId => |t| id(ProviderId::parse, t),
     StreamName => |t| id(StreamName::parse, t),

@@ -516,6 +516,15 @@ macro_rules! word_enum {
 }
 
 word_enum!(
+    /// How an audited action ended: done, refused for the caller's scope, or failed.
+    AuditOutcome {
+        Ok => "ok",
+        Denied => "denied",
+        Error => "error",
+    }
+);
+
+word_enum!(
     /// What kind of fact a contribution reports about a company integration.
     ContributionKind {
         DataSource => "data_source",

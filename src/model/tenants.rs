@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{PresetName, RoleName, TenantId, UserId};
+use super::{AuditOutcome, PresetName, RoleName, TenantId, UserId};
 
 /// A tenant and the preset revision it pinned.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -60,18 +60,43 @@ pub enum Saved {
     Unchanged,
 }
 
-/// One audit entry: who changed what, never secret values.
+/// One audit entry: who did what, as which scope, and how it ended — never secret values.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct AuditEntry {
     pub at: DateTime<Utc>,
-    /// e.g. `cli:alice`, `daemon`, `ctl:operator`.
+    /// e.g. `cli:alice` (a local command), `peer:1001(alice)` (a control-socket peer),
+    /// `key:deploy` (an HTTP API key), `daemon`.
     pub actor: String,
-    /// e.g. `tenant.create`, `tenant.rebase`, `credentials.set`.
+    /// The scope the actor acted with: `operator`, `tenant:acme`, or `local` for a
+    /// command on the store itself; `None` where none was established (an unknown peer).
+    pub scope: Option<String>,
+    /// e.g. `tenant.create`, `tenant.rebase`, `credentials.set`, `control.trigger`.
     pub action: String,
     pub tenant_id: Option<TenantId>,
     /// What was acted on, e.g. `aptem` for a credential.
     pub subject: Option<String>,
+    pub outcome: AuditOutcome,
+    /// Why it was denied or failed.
+    pub message: Option<String>,
     /// Non-secret details (what changed).
     #[sqlx(json)]
     pub details: Value,
+}
+
+impl AuditEntry {
+    /// `action` by `actor`, now, done (`ok`), with no scope, tenant, subject or details:
+    /// fill in the rest with `AuditEntry { tenant_id: …, ..AuditEntry::new(…) }`.
+    pub fn new(actor: impl Into<String>, action: impl Into<String>) -> Self {
+        Self {
+            at: Utc::now(),
+            actor: actor.into(),
+            scope: None,
+            action: action.into(),
+            tenant_id: None,
+            subject: None,
+            outcome: AuditOutcome::Ok,
+            message: None,
+            details: Value::Object(Default::default()),
+        }
+    }
 }

@@ -197,6 +197,9 @@ mod tests {
         let audit = AuditEntry {
             at: Utc::now(),
             actor: "test".into(),
+            scope: None,
+            outcome: crate::model::AuditOutcome::Ok,
+            message: None,
             action: "tenant.create".into(),
             tenant_id: Some(tenant.clone()),
             subject: None,

@@ -406,8 +406,8 @@ impl Store {
 pub(super) async fn insert_audit(conn: impl Into<Conn<'_>>, entry: &AuditEntry) -> Result<(), StoreError> {
     on_connection!(conn, |conn| {
         sqlx::query(
-            "INSERT INTO audit_log (at, actor, action, tenant_id, subject, details) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO audit_log (at, actor, action, tenant_id, subject, details, scope, outcome, message) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind_all((
             stored(entry.at),
@@ -416,6 +416,9 @@ pub(super) async fn insert_audit(conn: impl Into<Conn<'_>>, entry: &AuditEntry) 
             entry.tenant_id.as_ref().map(TenantId::as_str),
             entry.subject.as_deref(),
             Json(&entry.details),
+            entry.scope.as_deref(),
+            entry.outcome.as_str(),
+            entry.message.as_deref(),
         ))
         .execute(&mut *conn)
         .await

@@ -74,6 +74,7 @@ macro_rules! on_each {
 mod statement;
 #[macro_use]
 mod rows;
+mod audit;
 mod connect;
 mod error;
 mod export;
@@ -104,6 +105,7 @@ use std::path::Path;
 
 use uuid::Uuid;
 
+pub use audit::AuditFilter;
 use connect::invalid_url;
 pub use error::StoreError;
 pub use export::{RecordFilter, RecordKey};

@@ -64,6 +64,9 @@ fn change(
     AuditEntry {
         at,
         actor: actor.to_owned(),
+        scope: actor.starts_with("cli:").then(|| "local".into()),
+        outcome: crate::model::AuditOutcome::Ok,
+        message: None,
         action: action.to_owned(),
         tenant_id: Some(tenant.clone()),
         subject: Some(format!("{provider}/{user}")),

@@ -73,7 +73,7 @@ macro_rules! membership_columns {
 /// Columns of [`AuditEntry`](crate::model::AuditEntry).
 macro_rules! audit_columns {
     () => {
-        "at, actor, action, tenant_id, subject, details"
+        "at, actor, scope, action, tenant_id, subject, outcome, message, details"
     };
 }
 

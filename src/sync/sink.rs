@@ -103,6 +103,9 @@ impl CredentialSink for StoreSink<'_> {
             let audit = AuditEntry {
                 at: Utc::now(),
                 actor: "sync".into(),
+                scope: None,
+                outcome: crate::model::AuditOutcome::Ok,
+                message: None,
                 action: "credentials.rotated".into(),
                 tenant_id: Some(self.tenant.clone()),
                 subject: Some(self.provider.to_string()),

@@ -248,3 +248,27 @@ impl NeedsReauth<'_> {
         m.mark_stale();
     }
 }
+
+/// A control request was refused before it ran: an unknown peer, a scope wider than the
+/// peer's, or a command outside the caller's scope.
+pub struct ControlDenied<'a> {
+    /// e.g. `peer:1001(alice)`.
+    pub actor: &'a str,
+    pub command: &'a str,
+    /// `unknown_peer`, `unknown_caller`, `wider_scope` or `scope`.
+    pub reason: &'a str,
+    pub message: &'a str,
+}
+
+impl ControlDenied<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        tracing::warn!(
+            actor = self.actor,
+            command = self.command,
+            reason = self.reason,
+            error = self.message,
+            "control request denied"
+        );
+        m.control_denied.get_or_create(&ReasonLabels { reason: self.reason.to_owned() }).inc();
+    }
+}

@@ -102,6 +102,11 @@ pub struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabels {
     pub status: String,
 }
@@ -175,6 +180,8 @@ pub struct Metrics {
     pub jobs: Family<StateLabels, Gauge>,
     pub connections: Family<StatusLabels, Gauge>,
     pub config_reloads: Family<StateLabels, Counter>,
+    /// Control requests refused before they ran, by reason.
+    pub control_denied: Family<ReasonLabels, Counter>,
     pub stalled_runs: Family<ProviderLabels, Counter>,
     pub webhooks_received: Family<WebhookLabels, Counter>,
     /// Outbound webhook attempts by outcome.
@@ -233,6 +240,7 @@ impl Metrics {
             jobs: Family::default(),
             connections: Family::default(),
             config_reloads: Family::default(),
+            control_denied: Family::default(),
             stalled_runs: Family::default(),
             webhooks_received: Family::default(),
             webhook_attempts: Family::default(),
@@ -288,6 +296,11 @@ impl Metrics {
         registry.register("jobs", "Jobs by state (total, due, overdue, running, paused)", m.jobs.clone());
         registry.register("connections", "Connections by status", m.connections.clone());
         registry.register("config_reloads", "Configuration reloads, by result", m.config_reloads.clone());
+        registry.register(
+            "control_denied",
+            "Control requests refused before they ran (unknown peer, wider scope than allowed, out of scope), by reason",
+            m.control_denied.clone(),
+        );
         registry.register(
             "stalled_runs",
             "Runs reported stalled (no progress for the configured time)",

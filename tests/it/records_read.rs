@@ -45,6 +45,9 @@ async fn tenant(store: &Store, id: &str, providers: &[&str]) {
     let audit = AuditEntry {
         at: Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).unwrap(),
         actor: "cli:ops".into(),
+        scope: None,
+        outcome: tributary::model::AuditOutcome::Ok,
+        message: None,
         action: "tenant.create".into(),
         tenant_id: Some(tenant_id(id)),
         subject: None,

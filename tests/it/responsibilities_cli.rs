@@ -92,9 +92,12 @@ async fn responsibilities_are_assigned_listed_and_removed() {
     let audit = store.list_audit(Some(&acme), 20).await.unwrap();
     let actions: Vec<(&str, &str)> = audit
         .iter()
-        .filter(|e| e.action.starts_with("responsibility."))
+        .filter(|e| e.action.starts_with("responsibility.") && e.outcome == tributary::model::AuditOutcome::Ok)
         .map(|e| (e.action.as_str(), e.actor.as_str()))
         .collect();
+    // The refused attempts are audited as errors, with their message.
+    let failed = audit.iter().find(|e| e.action == "responsibility.remove" && e.message.is_some());
+    assert!(failed.is_some_and(|e| e.message.as_deref().unwrap().contains("has no responsibility")), "{audit:#?}");
     assert_eq!(
         actions,
         [

@@ -74,6 +74,9 @@ async fn tenant(store: &Store, id: &str, providers: &[&str]) -> TenantId {
     let audit = AuditEntry {
         at: at(0),
         actor: "test".into(),
+        scope: None,
+        outcome: tributary::model::AuditOutcome::Ok,
+        message: None,
         action: "tenant.create".into(),
         tenant_id: Some(state.id.clone()),
         subject: None,

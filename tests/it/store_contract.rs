@@ -105,6 +105,9 @@ fn audit(tenant: Option<&str>, action: &str, at: DateTime<Utc>) -> AuditEntry {
     AuditEntry {
         at,
         actor: "cli:alice".into(),
+        scope: None,
+        outcome: tributary::model::AuditOutcome::Ok,
+        message: None,
         action: action.into(),
         tenant_id: tenant.map(tenant_id),
         subject: Some("subject".into()),

@@ -222,6 +222,9 @@ async fn credentials_are_sealed_and_flip_the_connection_to_connected(store: &Sto
     let audit = AuditEntry {
         at: chrono::Utc::now(),
         actor: "test".into(),
+        scope: None,
+        outcome: tributary::model::AuditOutcome::Ok,
+        message: None,
         action: "credentials.set".into(),
         tenant_id: Some(id("acme")),
         subject: Some("aptem".into()),

@@ -148,6 +148,9 @@ async fn aptem_tenant(store: &Store, tenant: &str) -> i64 {
     let audit = AuditEntry {
         at: Utc::now(),
         actor: "test".into(),
+        scope: None,
+        outcome: tributary::model::AuditOutcome::Ok,
+        message: None,
         action: "tenant.create".into(),
         tenant_id: Some(state.id.clone()),
         subject: None,

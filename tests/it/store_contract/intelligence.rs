@@ -17,6 +17,9 @@ async fn member(store: &Store, tenant: &str, id: &str) {
     let audit = AuditEntry {
         at: chrono::Utc::now(),
         actor: "test".into(),
+        scope: None,
+        outcome: tributary::model::AuditOutcome::Ok,
+        message: None,
         action: "membership.set".into(),
         tenant_id: Some(tenant_id(tenant)),
         subject: Some(id.into()),

@@ -175,6 +175,9 @@ pub fn audit(action: &str, tenant: &TenantId) -> AuditEntry {
     AuditEntry {
         at: chrono::Utc::now(),
         actor: "test".into(),
+        scope: None,
+        outcome: tributary::model::AuditOutcome::Ok,
+        message: None,
         action: action.into(),
         tenant_id: Some(tenant.clone()),
         subject: None,
