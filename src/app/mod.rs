@@ -147,6 +147,8 @@ pub struct Daemon {
     /// The configuration the webhook handler and the inbox worker read (replaced with
     /// `catalog` on reload).
     shared_catalog: Arc<std::sync::RwLock<Arc<Catalog>>>,
+    /// The HTTP listener's certificate (`[server] tls_cert`), loaded again on reload.
+    tls: Option<Arc<crate::server::tls::ReloadableTls>>,
 }
 
 /// The daemon's addresses, once it is up.

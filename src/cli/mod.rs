@@ -1,6 +1,7 @@
 //! The `tributary` command line: clap subcommands over the library. Human output by
 //! default, `--json` for machines; errors name what and where and exit non-zero.
 
+mod api_keys;
 mod catalog;
 mod connections;
 mod credentials;
@@ -131,6 +132,9 @@ pub enum Command {
     /// The typed entity views (`entity_<name>`) consumers read.
     #[command(subcommand)]
     Views(views::ViewsCmd),
+    /// Keys of the HTTP API (`/api/v1`): create (printed once), list, revoke.
+    #[command(subcommand, name = "api-keys")]
+    ApiKeys(api_keys::ApiKeysCmd),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -191,6 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Writes(cmd) => writes::run(g, cmd).await,
         Command::Prune(args) => prune::run(g, args).await,
         Command::Views(cmd) => views::run(g, cmd).await,
+        Command::ApiKeys(cmd) => api_keys::run(g, cmd).await,
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Settings {
     pub writes: WriteSettings,
     #[serde(default)]
     pub retention: RetentionSettings,
+    #[serde(default)]
+    pub server: super::server::ServerSettings,
 }
 
 /// `[retention]`: how long history is kept. A number of days of 0 keeps that kind forever.
@@ -214,6 +216,7 @@ impl Settings {
         settings.daemon.check(&source.name, diag);
         settings.webhooks.check(&source.name, diag);
         settings.writes.check(&source.name, diag);
+        settings.server.check(&source.name, diag);
         if settings.retention.batch == 0 {
             diag.push(&source.name, "retention.batch", "must be at least 1");
         }

@@ -14,8 +14,9 @@ pub const VERSION: u32 = 1;
 /// Longest request line accepted.
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// Who is asking: an operator (everything) or a tenant admin (one tenant's status,
-/// triggers, runs and webhook endpoints; never credentials, mappings or schedules).
+/// Who is asking: an operator (everything) or a tenant admin (one tenant's status, jobs,
+/// runs, triggers, pause/resume and webhook endpoints; never credentials, mappings or
+/// schedules).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", untagged)]
 pub enum Scope {
@@ -353,7 +354,12 @@ pub fn authorize(scope: &Scope, command: &Command) -> Result<(), String> {
     };
     match command {
         Command::Status => Ok(()),
-        Command::Runs(t) | Command::Trigger(t) | Command::Intelligence(t) => own(t),
+        Command::Runs(t)
+        | Command::Jobs(t)
+        | Command::Trigger(t)
+        | Command::Pause(t)
+        | Command::Resume(t)
+        | Command::Intelligence(t) => own(t),
         // Checked against the endpoints themselves, where they are read.
         Command::Webhooks(_) | Command::Writes(_) => Ok(()),
         other => Err(format!("`{}` needs the operator scope", other.name())),
@@ -430,14 +436,14 @@ mod tests {
         assert!(authorize(&admin, &Command::Intelligence(t("acme"))).is_ok());
         assert!(authorize(&admin, &Command::Intelligence(t("globex"))).is_err());
         assert!(authorize(&admin, &Command::Runs(Target::default())).is_err());
-        for c in [
-            Command::Pause(t("acme")),
-            Command::Resume(t("acme")),
-            Command::Reload,
-            Command::Drain,
-            Command::Tenants,
-            Command::Jobs(t("acme")),
-        ] {
+        // Its own tenant's jobs, paused and resumed; never another's.
+        for c in [Command::Pause(t("acme")), Command::Resume(t("acme")), Command::Jobs(t("acme"))] {
+            assert!(authorize(&admin, &c).is_ok(), "{c:?}");
+        }
+        for c in [Command::Pause(t("globex")), Command::Resume(t("globex")), Command::Jobs(t("globex"))] {
+            assert!(authorize(&admin, &c).is_err(), "{c:?}");
+        }
+        for c in [Command::Reload, Command::Drain, Command::Tenants, Command::Jobs(Target::default())] {
             assert!(authorize(&admin, &c).is_err(), "{c:?}");
         }
         assert!(authorize(&Scope::Operator, &Command::Drain).is_ok());

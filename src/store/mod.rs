@@ -74,6 +74,7 @@ macro_rules! on_each {
 mod statement;
 #[macro_use]
 mod rows;
+mod api_keys;
 mod connect;
 mod error;
 mod export;
@@ -103,6 +104,7 @@ use std::path::Path;
 
 use uuid::Uuid;
 
+pub use api_keys::{ApiKeyRow, NewApiKey};
 use connect::invalid_url;
 pub use error::StoreError;
 pub use export::{RecordFilter, RecordKey};

@@ -7,6 +7,7 @@
 //! when their guard drops.
 
 mod abandoned;
+mod api;
 mod control;
 mod crash;
 mod demo;
