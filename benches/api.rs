@@ -9,6 +9,10 @@
 //! from the store) and goes through the daemon's control channel. The load generator
 //! shares the machine's cores with the daemon.
 //!
+//! References measured in the same run: `GET /healthz` under the same load (the HTTP
+//! stack alone: no key, no control channel), and the control socket's `status` round
+//! trip, one request at a time (the control channel without HTTP or a key).
+//!
 //! `cargo bench --bench api` (SQLite) or `cargo bench --bench api -- postgres://user@host/db`
 //! (also PostgreSQL, on a scratch database).
 
@@ -85,7 +89,7 @@ async fn measure(
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let listen = format!("127.0.0.1:{port}");
-    let (mut child, _socket) =
+    let (mut child, socket) =
         support::spawn_daemon_on(dir, &scratch.url, &config, &connectors, &key_file, &listen).await?;
     let base = format!("http://{listen}/api/v1");
     let client = reqwest::Client::new();
@@ -104,13 +108,32 @@ async fn measure(
     anyhow::ensure!(listed.as_array().is_some_and(|a| a.len() == runs.min(20)), "a tenant's runs: {listed}");
 
     let mut out = Vec::new();
+    let mut socket_status = Vec::new();
+    for _ in 0..200 {
+        let sent = Instant::now();
+        support::control(&socket, serde_json::json!({"v": 1, "cmd": "status"})).await?;
+        socket_status.push(sent.elapsed().as_secs_f64());
+    }
+    out.push((
+        "reference: control socket `status`, one at a time",
+        1.0 / support::median(&socket_status),
+        support::median(&socket_status),
+        support::quantile(&socket_status, 0.99),
+    ));
+    let health = format!("http://{listen}/healthz");
+    let (rate, latencies) = load(&client, &health, "", concurrency, window).await?;
+    out.push((
+        "reference: GET /healthz",
+        rate,
+        support::quantile(&latencies, 0.5),
+        support::quantile(&latencies, 0.99),
+    ));
     for (scenario, path, key) in [
         ("GET /api/v1/status (operator)", "/status", &operator),
         ("GET /api/v1/runs?limit=20 (operator, every tenant)", "/runs?limit=20", &operator),
         ("GET /api/v1/runs?limit=20 (tenant admin)", "/runs?limit=20", &tenant),
     ] {
-        let (rate, mut latencies) = load(&client, &format!("{base}{path}"), key, concurrency, window).await?;
-        latencies.sort_by(f64::total_cmp);
+        let (rate, latencies) = load(&client, &format!("{base}{path}"), key, concurrency, window).await?;
         out.push((scenario, rate, support::quantile(&latencies, 0.5), support::quantile(&latencies, 0.99)));
     }
     child.kill().await?;

@@ -8,8 +8,9 @@ use super::error::{StoreError, db, not_found};
 use super::rows::{now, stored};
 use crate::model::TenantId;
 
-/// One API key as stored: who it is for and what it may do, never its secret.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+/// One API key as stored: who it is for and what it may do, never its secret (and
+/// neither `Debug` nor serialization shows the digest).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct ApiKeyRow {
     pub id: String,
     pub name: String,
@@ -23,6 +24,20 @@ pub struct ApiKeyRow {
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for ApiKeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyRow")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("tenant_id", &self.tenant_id)
+            .field("role", &self.role)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A key to store; its secret already digested.
