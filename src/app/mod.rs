@@ -154,6 +154,8 @@ pub struct Daemon {
     /// The daemon's own uid (the control socket's owner): an operator unless
     /// `[control] operators` says otherwise.
     uid: u32,
+    /// The HTTP listener's certificate (`[server] tls_cert`), loaded again on reload.
+    tls: Option<Arc<crate::server::tls::ReloadableTls>>,
 }
 
 /// The daemon's addresses, once it is up.

@@ -46,6 +46,7 @@ impl Daemon {
                         for e in &counts.errors {
                             self.remember(None, None, None, e.clone());
                         }
+                        self.reload_tls();
                         self.wake = true;
                         Ok(counts)
                     }
@@ -56,6 +57,19 @@ impl Daemon {
                         Err(text)
                     }
                 }
+            }
+        }
+    }
+
+    /// The HTTP listener's certificate and key, read again; a pair that does not load
+    /// leaves the one in force.
+    fn reload_tls(&mut self) {
+        let Some(tls) = self.tls.clone() else { return };
+        match tls.reload(&self.catalog.settings.server) {
+            Ok(()) => tracing::info!("TLS certificate reloaded"),
+            Err(e) => {
+                tracing::warn!("TLS certificate not reloaded (the previous one stays): {e}");
+                self.remember(None, None, None, format!("TLS certificate not reloaded: {e}"));
             }
         }
     }

@@ -77,6 +77,7 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
         unsettled: Vec::new(),
         access: Default::default(),
         uid: 0,
+        tls: None,
     };
     let counts =
         reconcile(&daemon.catalog, &daemon.store, daemon.settings.apply_tenant_files, FIXED_JITTER, &daemon.metrics)
@@ -103,15 +104,35 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
         ),
         None => None,
     };
+    // The control channel: the socket, signals and the HTTP API feed it.
+    let (tx, rx) = mpsc::channel::<ControlMessage>(64);
+    let server_settings = daemon.catalog.settings.server.clone();
+    let api = crate::server::api::ApiState {
+        store: daemon.store.clone(),
+        control: tx.clone(),
+        metrics: daemon.metrics.clone(),
+        catalog: daemon.shared_catalog.clone(),
+        bad_keys: Arc::new(crate::server::api::BadKeys::new(server_settings.api_bad_keys_per_minute)),
+        max_body: server_settings.api_max_body_bytes,
+    };
+    daemon.tls = crate::server::tls::ReloadableTls::from_settings(&server_settings).map_err(|e| anyhow::anyhow!(e))?;
     let http_state = crate::server::HttpState {
         metrics: daemon.metrics.clone(),
         store: daemon.store.clone(),
         ready: daemon.ready.clone(),
         health: daemon.health.clone(),
         webhooks: webhook_listen.is_none().then(|| intake.clone()),
+        api: Some(api),
     };
-    let (http, http_task) = crate::server::serve(opts.http_listen, http_state, daemon.shutdown.clone()).await?;
-    tracing::info!(step = 4, address = %http, "HTTP server listening (/metrics, /healthz, /readyz)");
+    let (http, http_task) =
+        crate::server::serve_maybe_tls(opts.http_listen, http_state, daemon.tls.clone(), daemon.shutdown.clone())
+            .await?;
+    tracing::info!(
+        step = 4,
+        address = %http,
+        tls = daemon.tls.is_some(),
+        "HTTP server listening (/metrics, /healthz, /readyz, /api/v1)"
+    );
     let (webhooks, webhook_task) = match webhook_listen {
         Some(addr) => {
             let (bound, task) =
@@ -123,7 +144,6 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
         None => (http, None),
     };
 
-    let (tx, rx) = mpsc::channel::<ControlMessage>(64);
     let inbox_task = tokio::spawn(super::webhooks::inbox_worker(
         daemon.store.clone(),
         daemon.shared_catalog.clone(),

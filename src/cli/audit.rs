@@ -83,6 +83,7 @@ pub(super) struct Change {
 /// own transaction: what to record when one fails instead.
 pub(super) fn change_of(command: &super::Command) -> Option<Change> {
     use super::Command as C;
+    use super::api_keys::ApiKeysCmd as K;
     use super::credentials::CredentialsCmd;
     use super::responsibilities::ResponsibilitiesCmd as R;
     use super::tenant::TenantCmd as T;
@@ -110,6 +111,8 @@ pub(super) fn change_of(command: &super::Command) -> Option<Change> {
         C::Responsibilities(R::Remove { tenant, provider, user }) => {
             change("responsibility.remove", Some(tenant), Some(format!("{provider}/{user}")))
         }
+        C::ApiKeys(K::Create { tenant, name, .. }) => change("api_key.create", tenant.as_ref(), name.clone()),
+        C::ApiKeys(K::Revoke { name }) => change("api_key.revoke", None, Some(name.clone())),
         _ => None,
     }
 }

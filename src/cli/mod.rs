@@ -1,6 +1,7 @@
 //! The `tributary` command line: clap subcommands over the library. Human output by
 //! default, `--json` for machines; errors name what and where and exit non-zero.
 
+mod api_keys;
 mod audit;
 mod catalog;
 mod connections;
@@ -135,6 +136,9 @@ pub enum Command {
     /// The audit log: who changed what, control actions, denied requests.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
+    /// Keys of the HTTP API (`/api/v1`): create (printed once), list, revoke.
+    #[command(subcommand, name = "api-keys")]
+    ApiKeys(api_keys::ApiKeysCmd),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -206,6 +210,7 @@ async fn dispatch(g: &Global, command: Command) -> anyhow::Result<ExitCode> {
         Command::Prune(args) => prune::run(g, args).await,
         Command::Views(cmd) => views::run(g, cmd).await,
         Command::Audit(cmd) => audit::run(g, cmd).await,
+        Command::ApiKeys(cmd) => api_keys::run(g, cmd).await,
     }
 }
 

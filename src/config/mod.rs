@@ -12,6 +12,7 @@ mod manifest_check;
 mod manifest_spec;
 mod presets;
 mod roles;
+mod server;
 mod settings;
 mod source;
 mod tenant;
@@ -37,6 +38,7 @@ pub use manifest_spec::{
 };
 pub use presets::{Preset, Presets, revision_of};
 pub use roles::{Denied, RoleGrants, StreamPattern};
+pub use server::ServerSettings;
 pub use settings::{
     DEFAULT_MAX_RESPONSE_BYTES, DaemonSettings, RetentionSettings, SecretSettings, Settings, StoreSettings,
     WebhookSettings, WriteSettings,

@@ -28,6 +28,8 @@ pub struct Settings {
     /// `[control]`: who may use the control socket, and as what.
     #[serde(default)]
     pub control: super::control::ControlSettings,
+    #[serde(default)]
+    pub server: super::server::ServerSettings,
 }
 
 /// `[retention]`: how long history is kept. A number of days of 0 keeps that kind forever.
@@ -218,6 +220,7 @@ impl Settings {
         settings.webhooks.check(&source.name, diag);
         settings.writes.check(&source.name, diag);
         settings.control.check(&source.name, diag);
+        settings.server.check(&source.name, diag);
         if settings.retention.batch == 0 {
             diag.push(&source.name, "retention.batch", "must be at least 1");
         }

@@ -14,8 +14,9 @@ pub const VERSION: u32 = 1;
 /// Longest request line accepted.
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// Who is asking: an operator (everything) or a tenant admin (one tenant's status,
-/// triggers, runs and webhook endpoints; never credentials, mappings or schedules).
+/// Who is asking: an operator (everything) or a tenant admin (one tenant's status, jobs,
+/// runs, triggers, pause/resume and webhook endpoints; never credentials, mappings or
+/// schedules).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", untagged)]
 pub enum Scope {
@@ -398,7 +399,12 @@ pub fn authorize(scope: &Scope, command: &Command) -> Result<(), String> {
     };
     match command {
         Command::Status => Ok(()),
-        Command::Runs(t) | Command::Trigger(t) | Command::Intelligence(t) => own(t),
+        Command::Runs(t)
+        | Command::Jobs(t)
+        | Command::Trigger(t)
+        | Command::Pause(t)
+        | Command::Resume(t)
+        | Command::Intelligence(t) => own(t),
         Command::Audit(q) => match &q.tenant {
             Some(x) if x != tenant => Err(format!("a tenant admin of `{tenant}` cannot act on tenant `{x}`")),
             // Confined to its own tenant where the log is read.
@@ -503,14 +509,14 @@ mod tests {
         assert!(authorize(&admin, &Command::Intelligence(t("acme"))).is_ok());
         assert!(authorize(&admin, &Command::Intelligence(t("globex"))).is_err());
         assert!(authorize(&admin, &Command::Runs(Target::default())).is_err());
-        for c in [
-            Command::Pause(t("acme")),
-            Command::Resume(t("acme")),
-            Command::Reload,
-            Command::Drain,
-            Command::Tenants,
-            Command::Jobs(t("acme")),
-        ] {
+        // Its own tenant's jobs, paused and resumed; never another's.
+        for c in [Command::Pause(t("acme")), Command::Resume(t("acme")), Command::Jobs(t("acme"))] {
+            assert!(authorize(&admin, &c).is_ok(), "{c:?}");
+        }
+        for c in [Command::Pause(t("globex")), Command::Resume(t("globex")), Command::Jobs(t("globex"))] {
+            assert!(authorize(&admin, &c).is_err(), "{c:?}");
+        }
+        for c in [Command::Reload, Command::Drain, Command::Tenants, Command::Jobs(Target::default())] {
             assert!(authorize(&admin, &c).is_err(), "{c:?}");
         }
         assert!(authorize(&Scope::Operator, &Command::Drain).is_ok());

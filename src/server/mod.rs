@@ -1,7 +1,11 @@
 //! HTTP: `/metrics` (Prometheus text, or OpenMetrics when the scraper asks for it), `/healthz` (the process answers) and `/readyz`
 //! (configuration loaded, store reachable, not draining); and `POST /webhooks/{tenant}/{provider}`
-//! (`webhooks`), here or on a listener of its own (`[daemon] webhook_listen`).
+//! (`webhooks`), here or on a listener of its own (`[daemon] webhook_listen`); and the
+//! authenticated API under `/api/v1/` (`api`). The listener serves TLS itself when
+//! `[server]` names a certificate (`tls`).
 
+pub mod api;
+pub mod tls;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -31,6 +35,8 @@ pub struct HttpState {
     pub health: Arc<StoreHealth>,
     /// `POST /webhooks/…` on this listener (`None`: not here).
     pub webhooks: Option<Arc<WebhookIntake>>,
+    /// `/api/v1/…` on this listener (`None`: not served).
+    pub api: Option<api::ApiState>,
 }
 
 /// The longest `/readyz` waits for the store before answering that it does not answer.
@@ -38,11 +44,16 @@ const READY_PROBE: Duration = Duration::from_millis(900);
 
 pub fn router(state: HttpState) -> Router {
     let webhooks = state.webhooks.clone();
+    let api = state.api.clone();
     let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(state);
+    let router = match api {
+        Some(api) => router.merge(api::router(api)),
+        None => router,
+    };
     match webhooks {
         Some(intake) => router.merge(webhook_router(intake)),
         None => router,
@@ -99,6 +110,29 @@ pub async fn serve(
     serve_router(addr, router(state), shutdown).await
 }
 
+/// [`serve`], over TLS when `tls` is given.
+pub async fn serve_maybe_tls(
+    addr: SocketAddr,
+    state: HttpState,
+    tls: Option<Arc<tls::ReloadableTls>>,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let Some(tls) = tls else { return serve(addr, state, shutdown).await };
+    use axum::serve::ListenerExt as _;
+    let tcp = tokio::net::TcpListener::bind(addr).await?;
+    let bound = tcp.local_addr()?;
+    let listener = tls::TlsListener::new(tcp, tls, shutdown.clone())?.tap_io(|_| {});
+    let router = router(state);
+    let handle = tokio::spawn(async move {
+        let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { shutdown.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!("HTTPS server stopped: {e}");
+        }
+    });
+    Ok((bound, handle))
+}
+
 /// Binds `addr` and serves `router` (with the peer's address, for per-source limits)
 /// until `shutdown`; returns the bound address.
 pub async fn serve_router(
@@ -135,8 +169,14 @@ mod tests {
         metrics.set_quality_bands(&[Some(95.0), Some(40.0), None]);
         let ready = Arc::new(AtomicBool::new(true));
         let health = Arc::new(StoreHealth::default());
-        let state =
-            HttpState { metrics, store: store.clone(), ready: ready.clone(), health: health.clone(), webhooks: None };
+        let state = HttpState {
+            metrics,
+            store: store.clone(),
+            ready: ready.clone(),
+            health: health.clone(),
+            webhooks: None,
+            api: None,
+        };
         let shutdown = CancellationToken::new();
         let (addr, handle) = serve(([127, 0, 0, 1], 0).into(), state, shutdown.clone()).await.unwrap();
         let get = |path: &'static str| async move {

@@ -74,6 +74,7 @@ macro_rules! on_each {
 mod statement;
 #[macro_use]
 mod rows;
+mod api_keys;
 mod audit;
 mod connect;
 mod error;
@@ -105,6 +106,7 @@ use std::path::Path;
 
 use uuid::Uuid;
 
+pub use api_keys::{ApiKeyRow, NewApiKey};
 pub use audit::AuditFilter;
 use connect::invalid_url;
 pub use error::StoreError;

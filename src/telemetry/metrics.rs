@@ -51,6 +51,13 @@ pub struct WebhookLabels {
     pub outcome: String,
 }
 
+/// API requests refused: `reason` is `unauthorized` (no, bad, expired or revoked key),
+/// `forbidden` (the key's role or tenant does not allow it) or `rate_limited`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiDeniedLabels {
+    pub reason: &'static str,
+}
+
 /// Write-back attempts: `provider`, `op` (create, update, delete, comment) and `outcome`,
 /// one of [`WRITE_OUTCOMES`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -208,6 +215,8 @@ pub struct Metrics {
     pub build_info: Family<BuildLabels, Gauge>,
     /// Runs this process is running now.
     pub runs_in_progress: Family<ProviderLabels, Gauge>,
+    /// `/api/v1` requests refused, by reason.
+    pub api_denied: Family<ApiDeniedLabels, Counter>,
     /// The streams that have `last_success` and `sync_lag` series.
     pub(super) streams_seen: std::sync::Mutex<std::collections::HashSet<StreamLabels>>,
     /// A connection status changed in this process: the store gauges are out of date.
@@ -256,11 +265,17 @@ impl Metrics {
             job_lag: SecondsGauge::default(),
             build_info: Family::default(),
             runs_in_progress: Family::default(),
+            api_denied: Family::default(),
             streams_seen: Default::default(),
             stale: AtomicBool::new(false),
             registry: Registry::default(),
         };
         registry.register("runs_started", "Runs started", m.runs_started.clone());
+        registry.register(
+            "api_requests_denied",
+            "HTTP API requests refused, by reason (unauthorized, forbidden, rate_limited)",
+            m.api_denied.clone(),
+        );
         registry.register("runs_finished", "Runs finished, by outcome", m.runs_finished.clone());
         registry.register("run_duration_seconds", "Run duration", m.run_duration.clone());
         registry.register(

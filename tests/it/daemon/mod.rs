@@ -8,6 +8,7 @@
 
 mod abandoned;
 mod access;
+mod api;
 mod control;
 mod crash;
 mod demo;
