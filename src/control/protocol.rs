@@ -212,6 +212,20 @@ impl WriteCommand {
     }
 }
 
+/// `usage`: a tenant's usage (of one provider) by `day` (the default) or `week`, from
+/// `since` (a date or an RFC 3339 time) on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    pub tenant: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
 /// A command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -243,6 +257,8 @@ pub enum Command {
     /// scope is checked against each write where it is read
     /// ([`writes::Writes`](super::writes::Writes)).
     Writes(WriteCommand),
+    /// Usage analytics of a tenant (a tenant admin reads its own tenant's).
+    Usage(UsageQuery),
 }
 
 impl Command {
@@ -260,6 +276,7 @@ impl Command {
             Self::Drain => "drain",
             Self::Webhooks(w) => w.name(),
             Self::Writes(w) => w.name(),
+            Self::Usage(_) => "usage",
         }
     }
 }
@@ -354,6 +371,8 @@ pub fn authorize(scope: &Scope, command: &Command) -> Result<(), String> {
     match command {
         Command::Status => Ok(()),
         Command::Runs(t) | Command::Trigger(t) | Command::Intelligence(t) => own(t),
+        Command::Usage(q) if &q.tenant == tenant => Ok(()),
+        Command::Usage(q) => Err(format!("a tenant admin of `{tenant}` cannot act on tenant `{}`", q.tenant)),
         // Checked against the endpoints themselves, where they are read.
         Command::Webhooks(_) | Command::Writes(_) => Ok(()),
         other => Err(format!("`{}` needs the operator scope", other.name())),
@@ -429,6 +448,10 @@ mod tests {
         assert!(authorize(&admin, &Command::Trigger(t("globex"))).is_err());
         assert!(authorize(&admin, &Command::Intelligence(t("acme"))).is_ok());
         assert!(authorize(&admin, &Command::Intelligence(t("globex"))).is_err());
+        let usage = |tenant: &str| Command::Usage(UsageQuery { tenant: tenant.into(), ..UsageQuery::default() });
+        assert!(authorize(&admin, &usage("acme")).is_ok());
+        assert!(authorize(&admin, &usage("globex")).unwrap_err().contains("cannot act on tenant `globex`"));
+        assert!(authorize(&Scope::Operator, &usage("globex")).is_ok());
         assert!(authorize(&admin, &Command::Runs(Target::default())).is_err());
         for c in [
             Command::Pause(t("acme")),

@@ -84,7 +84,7 @@ impl Fixture {
             std::fs::copy(repo.join(file), config.join(file)).expect("copy a config file");
         }
         std::fs::write(config.join("tributary.toml"), format!("[daemon]\n{daemon}\n")).expect("write tributary.toml");
-        std::fs::write(dir.path().join("master.key"), MASTER_KEY).expect("write the master key");
+        crate::support::write_private(&dir.path().join("master.key"), MASTER_KEY.as_bytes());
         Self { dir, url, store, pg }
     }
 
