@@ -501,7 +501,7 @@ mod tests {
         let last = tampered.bytes.len() - 1;
         tampered.bytes[last] ^= 1;
         assert!(key.open(&t, &p, &tampered).is_err());
-        assert!(key.open(&t, &p, &SealedBlob { key_id: key.id().into(), bytes: vec![1, 2] }).is_err());
+        assert!(key.open(&t, &p, &SealedBlob { key_id: key.id(), bytes: vec![1, 2] }).is_err());
     }
 
     #[test]

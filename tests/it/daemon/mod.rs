@@ -10,6 +10,7 @@ mod abandoned;
 mod control;
 mod crash;
 mod demo;
+mod keys;
 mod leases;
 mod metrics;
 mod outage;

@@ -90,7 +90,7 @@ pub(super) async fn rotation_rewraps_every_sealed_value_and_resumes(store: &Stor
     let first = store.rotate_keys(&ring, 1, stop_after_3).await.unwrap();
     assert_eq!((first.rewrapped, first.batches, first.finished), (3, 3, false));
     let mut mixed = per_key(store).await;
-    mixed.sort_by(|a, b| a.1.cmp(&b.1));
+    mixed.sort_by_key(|a| a.1);
     assert_eq!(mixed, vec![(new_id.clone(), 3), (old.id(), 5)]);
     let rotation = store.key_rotation().await.unwrap().unwrap();
     assert_eq!((rotation.key_id.as_str(), rotation.rewrapped, rotation.finished_at), (new_id.as_str(), 3, None));
