@@ -207,7 +207,9 @@ fn per_key(counts: &[SealedCount]) -> BTreeMap<String, [i64; 3]> {
     by_key
 }
 
-/// See [`Global::master_key`].
+/// See [`Global::master_key`]: an error when the store holds sealed values and the
+/// loaded keys open none of them; a warning naming the key ids it cannot open when they
+/// open some.
 pub(super) async fn master_key(catalog: &Catalog, store: &Store) -> anyhow::Result<MasterKey> {
     let configured = std::env::var_os("TRIBUTARY_MASTER_KEY_FILE")
         .map(PathBuf::from)
@@ -245,15 +247,22 @@ pub(super) async fn master_key(catalog: &Catalog, store: &Store) -> anyhow::Resu
         ref o => tracing::debug!(key_id = key.id(), "master key from {o}"),
     }
     store.follow_key_rotation(&key).await?;
+    let held = by_key.keys().filter(|id| key.holds(id)).count();
     let mut missing = by_key.iter().filter(|(id, _)| !key.holds(id)).peekable();
     if missing.peek().is_some() {
-        anyhow::bail!(
+        let message = format!(
             "the store holds values sealed with master key {}, which the loaded key ({}, from {origin}) cannot open: \
              point TRIBUTARY_MASTER_KEY_FILE at the key file with that id (`tributary keys status` lists the \
              key ids)",
             listed(&mut missing),
             key.ids().join(", ")
         );
+        // A key that opens none of the store's values is the wrong key; one that opens
+        // some leaves the others failing one by one, each naming its key id.
+        if held == 0 {
+            anyhow::bail!(message);
+        }
+        tracing::warn!("{message}");
     }
     Ok(key)
 }

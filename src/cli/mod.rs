@@ -257,7 +257,7 @@ impl Global {
 
     /// Finds the master key and follows the store's key rotation; logs where it came
     /// from. A key is generated beside the database only while the store holds no sealed
-    /// value; a store holding values under a key id the ring does not hold is an error
+    /// value; a store holding sealed values none of which the ring opens is an error
     /// naming the key ids (see `keys.rs`).
     pub async fn master_key(&self, catalog: &Catalog, store: &Store) -> anyhow::Result<MasterKey> {
         keys::master_key(catalog, store).await
