@@ -51,6 +51,17 @@ pub enum KeysCmd {
     },
     /// How many sealed values remain under each key id, and the rotation under way.
     Status,
+    /// Remove every value sealed with a lost key: its credentials (their connections
+    /// become `pending`: set them again), tokens, and the webhook endpoints whose
+    /// signing secret it sealed. Without --yes, only lists what would go.
+    Forget {
+        /// The lost key's id (`keys status` lists them).
+        #[arg(long, value_name = "ID")]
+        key_id: String,
+        /// Remove them (otherwise a dry run).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 pub async fn run(g: &Global, cmd: KeysCmd) -> anyhow::Result<ExitCode> {
@@ -71,6 +82,7 @@ pub async fn run(g: &Global, cmd: KeysCmd) -> anyhow::Result<ExitCode> {
             rotate(g, &catalog, &store, &new_key_file, batch_size, Duration::from_millis(pause_ms)).await
         }
         KeysCmd::Status => status(g, &store).await,
+        KeysCmd::Forget { key_id, yes } => forget(g, &store, &key_id, yes).await,
     };
     store.close().await;
     result
@@ -190,6 +202,39 @@ async fn status(g: &Global, store: &Store) -> anyhow::Result<ExitCode> {
         })
         .collect();
     output::table(&["KEY ID", "CREDENTIALS", "TOKENS", "WEBHOOK SECRETS", "TOTAL", ""], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn forget(g: &Global, store: &Store, key_id: &str, yes: bool) -> anyhow::Result<ExitCode> {
+    let audit = crate::model::AuditEntry {
+        at: chrono::Utc::now(),
+        actor: super::actor(),
+        action: "keys.forget".into(),
+        tenant_id: None,
+        subject: Some(key_id.to_owned()),
+        details: json!({ "key_id": key_id }),
+    };
+    let gone = store.forget_key(key_id, yes, &audit).await?;
+    if g.json {
+        output::json(&json!({ "applied": yes, "forgotten": gone }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let verb = if yes { "removed" } else { "would remove" };
+    outln!(
+        "{verb} under key {key_id}: {} credentials, {} tokens, {} webhook endpoints",
+        gone.credentials.len(),
+        gone.tokens,
+        gone.webhook_endpoints.len()
+    );
+    for c in &gone.credentials {
+        outln!("  credentials {c}");
+    }
+    for e in &gone.webhook_endpoints {
+        outln!("  webhook endpoint {e}");
+    }
+    if !yes {
+        outln!("run again with --yes to remove them");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -13,7 +13,7 @@ use super::Store;
 use super::error::{StoreError, corrupt, db};
 use super::rows::now;
 use super::statement::Bind as _;
-use crate::model::{Owner, ProviderId, SealedBlob, TenantId, UserId};
+use crate::model::{AuditEntry, Owner, ProviderId, SealedBlob, TenantId, UserId};
 use crate::secrets::{MasterKey, Sealed};
 
 /// What [`Store::rotate_keys`] has done so far.
@@ -325,6 +325,97 @@ impl Store {
                 return Ok(progress);
             }
         }
+    }
+}
+
+/// What [`Store::forget_key`] removed (or would remove).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Forgotten {
+    pub key_id: String,
+    /// Connections whose credentials were removed (`tenant/provider`, `…/user U`).
+    pub credentials: Vec<String>,
+    /// Stored access tokens removed (obtained again on the next run).
+    pub tokens: i64,
+    /// Outbound webhook endpoints removed (their signing secret is lost with the key).
+    pub webhook_endpoints: Vec<String>,
+}
+
+impl Store {
+    /// Removes every value sealed with `key_id` (a lost key): credentials (their
+    /// connection becomes `pending`, its token goes too), tokens, and the webhook
+    /// endpoints whose signing secret it sealed (with their queued messages); with
+    /// `apply` false, only says what it would remove. One transaction, with `audit`.
+    /// The key of a registered rotation cannot be forgotten.
+    pub async fn forget_key(&self, key_id: &str, apply: bool, audit: &AuditEntry) -> Result<Forgotten, StoreError> {
+        if self.key_rotation().await?.is_some_and(|r| r.key_id == key_id) {
+            return Err(StoreError::Invalid {
+                what: format!("key `{key_id}` is the key of the registered rotation: every process seals with it"),
+            });
+        }
+        on_backend!(self, |s| {
+            let (mut tx, at) = s.begin_write().await?;
+            let creds: Vec<(String, String, String)> = sqlx::query_as(
+                "SELECT tenant_id, provider, owner_user FROM connections WHERE credentials_key_id = $1 \
+                 ORDER BY tenant_id, provider, owner_user",
+            )
+            .bind(key_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("listing credentials under a key"))?;
+            let (tokens,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM connections WHERE auth_state_key_id = $1")
+                .bind(key_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db("counting tokens under a key"))?;
+            let endpoints: Vec<(String,)> =
+                sqlx::query_as("SELECT id FROM webhook_endpoints WHERE secret_key_id = $1 ORDER BY id")
+                    .bind(key_id)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db("listing webhook endpoints under a key"))?;
+            let out = Forgotten {
+                key_id: key_id.to_owned(),
+                credentials: creds
+                    .into_iter()
+                    .map(|(t, p, u)| if u.is_empty() { format!("{t}/{p}") } else { format!("{t}/{p}/user {u}") })
+                    .collect(),
+                tokens,
+                webhook_endpoints: endpoints.into_iter().map(|(id,)| id).collect(),
+            };
+            if !apply {
+                return Ok(out);
+            }
+            let reason =
+                format!("its credentials were sealed with master key {key_id}, which was forgotten: set them again");
+            sqlx::query(
+                "UPDATE connections SET credentials = NULL, credentials_key_id = NULL, \
+                 credentials_version = credentials_version + 1, \
+                 status = CASE WHEN status = 'disabled' THEN status ELSE 'pending' END, \
+                 status_reason = CASE WHEN status = 'disabled' THEN status_reason ELSE $2 END, \
+                 auth_state = NULL, auth_state_key_id = NULL, auth_state_version = NULL, \
+                 auth_state_expires_at = NULL, updated_at = $3 WHERE credentials_key_id = $1",
+            )
+            .bind_all((key_id, reason.as_str(), at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db("forgetting credentials"))?;
+            sqlx::query(
+                "UPDATE connections SET auth_state = NULL, auth_state_key_id = NULL, auth_state_version = NULL, \
+                 auth_state_expires_at = NULL, updated_at = $2 WHERE auth_state_key_id = $1",
+            )
+            .bind_all((key_id, at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db("forgetting tokens"))?;
+            sqlx::query("DELETE FROM webhook_endpoints WHERE secret_key_id = $1")
+                .bind(key_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("forgetting webhook endpoints"))?;
+            super::jobs::insert_audit(&mut *tx, audit).await?;
+            tx.commit().await.map_err(db("committing a forgotten key"))?;
+            Ok(out)
+        })
     }
 }
 

@@ -111,7 +111,7 @@ pub use export::{RecordFilter, RecordKey};
 pub use health::{HealthChange, Outage, StoreHealth};
 pub use inbox::{InboxRow, NewDelivery, WAKE_CHANNEL};
 pub use intelligence::{ContributionFilter, Fold, Folded, NewContribution};
-pub use keys::{KeyRotation, RotationProgress, SealedCount, SealedKind, SealedValue};
+pub use keys::{Forgotten, KeyRotation, RotationProgress, SealedCount, SealedKind, SealedValue};
 pub use outbox::{WebhookAttemptRecord, WebhookDelivery, WebhookMessage, WebhookOutboxRow, WebhookSettle};
 pub use postgres::PgStore;
 pub use prune::PruneReport;

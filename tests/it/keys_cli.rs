@@ -190,6 +190,26 @@ fn a_store_refuses_master_keys_that_open_none_of_its_values() {
     assert!(!out.status.success() && stderr.contains("mode 0640"), "{stderr}");
     let status = json(&env.ok(&["--json", "keys", "status"]));
     assert!(status["rotation"].is_null(), "{status}");
+
+    // The key is lost for good: forget what it sealed (a dry run first), then go on
+    // with another key.
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = env.ok(&["keys", "forget", "--key-id", &id]);
+    assert!(
+        out.contains(&format!("would remove under key {id}: 1 credentials")) && out.contains("acme/aptem"),
+        "{out}"
+    );
+    assert!(!set(&env, Some(&other)).0, "a dry run changed nothing");
+    let out = env.ok(&["keys", "forget", "--key-id", &id, "--yes"]);
+    assert!(out.contains(&format!("removed under key {id}: 1 credentials")), "{out}");
+    let shown = json(&env.ok(&["--json", "credentials", "show", "--tenant", "acme"]));
+    let aptem = shown.as_array().unwrap().iter().find(|c| c["provider"] == "aptem").unwrap();
+    assert_eq!((&aptem["has_credentials"], &aptem["status"]), (&false.into(), &"pending".into()), "{shown}");
+    let (ok, stderr) = set(&env, Some(&other));
+    assert!(ok, "{stderr}");
+    let status = json(&env.ok(&["--json", "keys", "status"]));
+    assert_eq!(status["keys"][0]["key_id"], other_id.as_str(), "{status}");
+    assert_eq!(status["keys"].as_array().unwrap().len(), 1, "{status}");
 }
 
 #[tokio::test]

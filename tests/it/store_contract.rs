@@ -67,6 +67,7 @@ crate::support::contract::contract! {
         writes::only_pending_writes_are_cancelled,
         keys::rotation_rewraps_every_sealed_value_and_resumes,
         keys::a_registered_key_file_that_changed_is_an_error,
+        keys::forgetting_a_lost_key_removes_what_it_sealed,
         usage::usage_equals_the_sums_of_the_finished_runs,
     ],
     url: [

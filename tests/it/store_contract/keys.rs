@@ -131,3 +131,52 @@ pub(super) async fn a_registered_key_file_that_changed_is_an_error(store: &Store
     let err = store.follow_key_rotation(&MasterKey::from_bytes(OLD)).await.unwrap_err().to_string();
     assert!(err.contains(&new_id) && err.contains("new.key"), "{err}");
 }
+
+pub(super) async fn forgetting_a_lost_key_removes_what_it_sealed(store: &Store) {
+    let lost = MasterKey::from_bytes(OLD);
+    let kept = MasterKey::from_bytes(NEW);
+    create(store, "acme", &["aptem", "hubspot"]).await;
+    let (acme, aptem, hubspot) = (tenant_id("acme"), provider("aptem"), provider("hubspot"));
+    let entry = audit(Some("acme"), "credentials.set", at(1));
+    store.set_credentials(&acme, &aptem, Owner::Company, &lost.seal(&acme, &aptem, b"a"), &entry).await.unwrap();
+    store.set_credentials(&acme, &hubspot, Owner::Company, &kept.seal(&acme, &hubspot, b"h"), &entry).await.unwrap();
+    let row = store.lock_refresh(&acme, &aptem, Owner::Company, "w1", at(30)).await.unwrap().unwrap();
+    let token = lost.seal_as(Sealed::AuthState, &acme, &aptem, Owner::Company, b"t");
+    let write = TokenWrite {
+        lock_owner: "w1",
+        expected_version: row.credentials_version,
+        credentials: None,
+        auth_state: &token,
+        expires_at: None,
+    };
+    store.save_token(&acme, &aptem, Owner::Company, &write, None).await.unwrap().expect("the token is stored");
+    let events = vec!["run.failed".to_owned()];
+    for (id, key) in [("ep_lost", &lost), ("ep_kept", &kept)] {
+        let secret = key.seal_webhook_secret(id, b"whsec");
+        let endpoint = NewWebhookEndpoint {
+            id,
+            tenant: Some(&acme),
+            url: "https://example.com/h",
+            events: &events,
+            secret: &secret,
+        };
+        store.create_webhook_endpoint(&endpoint).await.unwrap();
+    }
+    let forget = audit(None, "keys.forget", at(2));
+    let dry = store.forget_key(&lost.id(), false, &forget).await.unwrap();
+    assert_eq!(dry.credentials, vec!["acme/aptem".to_owned()]);
+    assert_eq!((dry.tokens, dry.webhook_endpoints.clone()), (1, vec!["ep_lost".to_owned()]));
+    assert_eq!(per_key(store).await.len(), 2, "a dry run removes nothing");
+    assert_eq!(store.forget_key(&lost.id(), true, &forget).await.unwrap(), dry);
+    assert_eq!(per_key(store).await, vec![(kept.id(), 2)]);
+    let conn = store.get_connection(&acme, &aptem, Owner::Company).await.unwrap().unwrap();
+    assert_eq!(conn.status, ConnectionStatus::Pending);
+    assert!(conn.status_reason.unwrap_or_default().contains(&lost.id()));
+    assert!(store.get_webhook_endpoint("ep_lost").await.unwrap().is_none());
+    assert!(store.get_webhook_endpoint("ep_kept").await.unwrap().is_some());
+    // The key every process seals with cannot be forgotten.
+    store.register_key_rotation(&kept.id(), "/etc/tributary/next.key").await.unwrap();
+    let err = store.forget_key(&kept.id(), true, &forget).await.unwrap_err().to_string();
+    assert!(err.contains("registered rotation"), "{err}");
+    assert_eq!(per_key(store).await, vec![(kept.id(), 2)]);
+}
