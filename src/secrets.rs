@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
 
 use chacha20poly1305::aead::{Aead, Generate, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -30,7 +31,15 @@ pub enum SecretsError {
     WriteKey { path: PathBuf, source: std::io::Error },
     #[error("master key file {path} must hold 32 raw bytes or 64 hex digits")]
     BadKey { path: PathBuf },
-    #[error("credentials were sealed with key `{sealed}` but the loaded master key is `{loaded}`")]
+    #[error(
+        "master key file {path} may be read or written by other users (mode {mode:04o}); the key opens every \
+         stored credential: make it private with `chmod 600 {path}` (owned by the user tributary runs as)"
+    )]
+    KeyFileOpen { path: PathBuf, mode: u32 },
+    #[error(
+        "a value was sealed with master key `{sealed}`, which is not loaded (loaded: {loaded}); point \
+         TRIBUTARY_MASTER_KEY_FILE at the key file with id `{sealed}`"
+    )]
     WrongKey { sealed: String, loaded: String },
     #[error("stored credentials for `{tenant}`/`{provider}` cannot be decrypted (tampered, moved or another key)")]
     Decrypt { tenant: String, provider: String },
@@ -38,15 +47,34 @@ pub enum SecretsError {
     BadCredentials(String),
 }
 
-/// The master key and its id (a fingerprint, so rotation can tell keys apart).
+/// The master key ring: the key every new value is sealed with (its id is the ring's
+/// [`id`](Self::id)) and, during a rotation, the keys older values were sealed with,
+/// kept for opening them. Each key's id is a fingerprint of the key, so rotation can
+/// tell keys apart; a blob names the id of the key that sealed it.
 pub struct MasterKey {
+    ring: RwLock<Ring>,
+}
+
+struct Ring {
+    keys: Vec<KeyEntry>,
+    /// Index in `keys` of the key new values are sealed with.
+    write: usize,
+}
+
+struct KeyEntry {
     id: String,
     key: SecretBox<[u8; 32]>,
 }
 
+impl KeyEntry {
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(self.key.expose_secret().into())
+    }
+}
+
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MasterKey({}, [redacted])", self.id)
+        write!(f, "MasterKey({}, [redacted])", self.ids().join(", "))
     }
 }
 
@@ -77,11 +105,16 @@ impl fmt::Display for KeyOrigin {
 /// The key file name used beside the database.
 pub const KEY_FILE_NAME: &str = "tributary.master-key";
 
+/// The id of a key: `k` and the first 8 hex digits of a SHA-256 over it.
+fn key_id(bytes: &[u8; 32]) -> String {
+    let digest = Sha256::new().chain_update(b"tributary key id\0").chain_update(bytes).finalize();
+    format!("k{}", &hex::encode(digest)[..8])
+}
+
 impl MasterKey {
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        let digest = Sha256::new().chain_update(b"tributary key id\0").chain_update(bytes).finalize();
-        let id = format!("k{}", &hex::encode(digest)[..8]);
-        Self { id, key: SecretBox::new(Box::new(bytes)) }
+        let entry = KeyEntry { id: key_id(&bytes), key: SecretBox::new(Box::new(bytes)) };
+        Self { ring: RwLock::new(Ring { keys: vec![entry], write: 0 }) }
     }
 
     /// A fresh random key.
@@ -92,12 +125,49 @@ impl MasterKey {
         Self::from_bytes(bytes)
     }
 
-    pub fn id(&self) -> &str {
-        &self.id
+    fn ring(&self) -> std::sync::RwLockReadGuard<'_, Ring> {
+        self.ring.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Reads a key file: 32 raw bytes, or 64 hex digits with optional whitespace.
+    /// The id of the key new values are sealed with.
+    pub fn id(&self) -> String {
+        let ring = self.ring();
+        ring.keys[ring.write].id.clone()
+    }
+
+    /// The ids of every key of the ring (the sealing key first).
+    pub fn ids(&self) -> Vec<String> {
+        let ring = self.ring();
+        let mut ids = vec![ring.keys[ring.write].id.clone()];
+        ids.extend(ring.keys.iter().enumerate().filter(|(i, _)| *i != ring.write).map(|(_, k)| k.id.clone()));
+        ids
+    }
+
+    /// Whether the ring holds the key `id`.
+    pub fn holds(&self, id: &str) -> bool {
+        self.ring().keys.iter().any(|k| k.id == id)
+    }
+
+    /// Takes `other`'s sealing key into the ring and seals with it from now on; the keys
+    /// already held stay, for opening what they sealed.
+    pub fn adopt(&self, other: MasterKey) {
+        let other = other.ring.into_inner().unwrap_or_else(PoisonError::into_inner);
+        let new_id = other.keys[other.write].id.clone();
+        let mut ring = self.ring.write().unwrap_or_else(PoisonError::into_inner);
+        for entry in other.keys {
+            if !ring.keys.iter().any(|k| k.id == entry.id) {
+                ring.keys.push(entry);
+            }
+        }
+        if let Some(i) = ring.keys.iter().position(|k| k.id == new_id) {
+            ring.write = i;
+        }
+    }
+
+    /// Reads a key file: 32 raw bytes, or 64 hex digits with optional whitespace. A file
+    /// other users may read or write is refused: the key opens every stored credential.
     pub fn read(path: &Path) -> Result<Self, SecretsError> {
+        check_private(path)?;
         let data =
             Zeroizing::new(std::fs::read(path).map_err(|source| SecretsError::ReadKey { path: path.into(), source })?);
         let bad = || SecretsError::BadKey { path: path.into() };
@@ -111,6 +181,19 @@ impl MasterKey {
         Ok(Self::from_bytes(bytes))
     }
 
+    /// Writes a new random key to `path` (created 0600, never over an existing file) and
+    /// returns it.
+    pub fn generate_file(path: &Path) -> Result<Self, SecretsError> {
+        let key = Self::generate();
+        let bytes = {
+            let ring = key.ring();
+            *ring.keys[0].key.expose_secret()
+        };
+        let bytes = Zeroizing::new(bytes);
+        write_key_file(path, &bytes).map_err(|source| SecretsError::WriteKey { path: path.into(), source })?;
+        Ok(key)
+    }
+
     /// Finds the master key: a configured file, else `$CREDENTIALS_DIRECTORY/master-key`,
     /// else `<state_dir>/tributary.master-key`, generated (mode 0600) when missing.
     pub fn locate(
@@ -118,27 +201,34 @@ impl MasterKey {
         credentials_dir: Option<&Path>,
         state_dir: &Path,
     ) -> Result<(Self, KeyOrigin), SecretsError> {
+        if let Some(found) = Self::find(configured, credentials_dir, state_dir) {
+            return found;
+        }
+        let p = state_dir.join(KEY_FILE_NAME);
+        let key = Self::generate_file(&p)?;
+        Ok((key, KeyOrigin::Generated(p)))
+    }
+
+    /// [`Self::locate`] without generating: `None` when no key file exists where it looks.
+    pub fn find(
+        configured: Option<&Path>,
+        credentials_dir: Option<&Path>,
+        state_dir: &Path,
+    ) -> Option<Result<(Self, KeyOrigin), SecretsError>> {
         if let Some(p) = configured {
-            return Ok((Self::read(p)?, KeyOrigin::Configured(p.into())));
+            return Some(Self::read(p).map(|k| (k, KeyOrigin::Configured(p.into()))));
         }
         if let Some(dir) = credentials_dir {
             let p = dir.join("master-key");
             if p.is_file() {
-                return Ok((Self::read(&p)?, KeyOrigin::Systemd(p)));
+                return Some(Self::read(&p).map(|k| (k, KeyOrigin::Systemd(p))));
             }
         }
         let p = state_dir.join(KEY_FILE_NAME);
         if p.exists() {
-            return Ok((Self::read(&p)?, KeyOrigin::Existing(p)));
+            return Some(Self::read(&p).map(|k| (k, KeyOrigin::Existing(p))));
         }
-        let key = Self::generate();
-        write_key_file(&p, key.key.expose_secret())
-            .map_err(|source| SecretsError::WriteKey { path: p.clone(), source })?;
-        Ok((key, KeyOrigin::Generated(p)))
-    }
-
-    fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new(self.key.expose_secret().into())
+        None
     }
 
     /// Encrypts the credentials of a company connection: `plaintext` bound to (tenant,
@@ -158,7 +248,7 @@ impl MasterKey {
     }
 
     /// Encrypts `plaintext` as `what` of `owner`'s connection, bound to (tenant, provider,
-    /// owner, this key's id): a blob sealed as one kind of secret does not open as
+    /// owner, the sealing key's id): a blob sealed as one kind of secret does not open as
     /// another, and a user's does not open as the company's (nor the other way round).
     pub fn seal_as(
         &self,
@@ -168,18 +258,13 @@ impl MasterKey {
         owner: Owner<'_>,
         plaintext: &[u8],
     ) -> SealedBlob {
-        let nonce = XNonce::generate();
-        let aad = aad(what, tenant, provider, owner, &self.id);
-        // Encryption with a valid key and nonce cannot fail for in-memory buffers.
-        let ciphertext = self.cipher().encrypt(&nonce, Payload { msg: plaintext, aad: &aad }).unwrap_or_default();
-        let mut bytes = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
-        bytes.push(SEAL_VERSION);
-        bytes.extend_from_slice(nonce.as_slice());
-        bytes.extend_from_slice(&ciphertext);
-        SealedBlob { key_id: self.id.clone(), bytes }
+        let ring = self.ring();
+        let entry = &ring.keys[ring.write];
+        seal_with(entry, &aad(what, tenant, provider, owner, &entry.id), plaintext)
     }
 
-    /// Decrypts a blob sealed as `what` of `owner`'s connection to (tenant, provider).
+    /// Decrypts a blob sealed as `what` of `owner`'s connection to (tenant, provider),
+    /// with whichever key of the ring sealed it.
     pub fn open_as(
         &self,
         what: Sealed,
@@ -188,34 +273,49 @@ impl MasterKey {
         owner: Owner<'_>,
         blob: &SealedBlob,
     ) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
-        if blob.key_id != self.id {
-            return Err(SecretsError::WrongKey { sealed: blob.key_id.clone(), loaded: self.id.clone() });
-        }
         let fail = || SecretsError::Decrypt { tenant: tenant.to_string(), provider: provider.to_string() };
-        if blob.bytes.len() < 1 + NONCE_LEN || blob.bytes[0] != SEAL_VERSION {
-            return Err(fail());
-        }
-        let nonce = XNonce::try_from(&blob.bytes[1..1 + NONCE_LEN]).map_err(|_| fail())?;
-        let aad = aad(what, tenant, provider, owner, &self.id);
-        self.cipher()
-            .decrypt(&nonce, Payload { msg: &blob.bytes[1 + NONCE_LEN..], aad: &aad })
-            .map(Zeroizing::new)
-            .map_err(|_| fail())
+        let ring = self.ring();
+        let entry = self.entry(&ring, blob)?;
+        open_with(entry, &aad(what, tenant, provider, owner, &entry.id), blob).ok_or_else(fail)
+    }
+
+    /// The key of the ring that sealed `blob`.
+    fn entry<'r>(&self, ring: &'r Ring, blob: &SealedBlob) -> Result<&'r KeyEntry, SecretsError> {
+        ring.keys.iter().find(|k| k.id == blob.key_id).ok_or_else(|| SecretsError::WrongKey {
+            sealed: blob.key_id.clone(),
+            loaded: ring.keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>().join(", "),
+        })
     }
 }
 
+/// `version || nonce || ciphertext+tag` of `plaintext` under `entry`'s key.
+fn seal_with(entry: &KeyEntry, aad: &[u8], plaintext: &[u8]) -> SealedBlob {
+    let nonce = XNonce::generate();
+    // Encryption with a valid key and nonce cannot fail for in-memory buffers.
+    let ciphertext = entry.cipher().encrypt(&nonce, Payload { msg: plaintext, aad }).unwrap_or_default();
+    let mut bytes = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
+    bytes.push(SEAL_VERSION);
+    bytes.extend_from_slice(nonce.as_slice());
+    bytes.extend_from_slice(&ciphertext);
+    SealedBlob { key_id: entry.id.clone(), bytes }
+}
+
+/// The plaintext of `blob` under `entry`'s key; `None` if it does not authenticate.
+fn open_with(entry: &KeyEntry, aad: &[u8], blob: &SealedBlob) -> Option<Zeroizing<Vec<u8>>> {
+    if blob.bytes.len() < 1 + NONCE_LEN || blob.bytes[0] != SEAL_VERSION {
+        return None;
+    }
+    let nonce = XNonce::try_from(&blob.bytes[1..1 + NONCE_LEN]).ok()?;
+    entry.cipher().decrypt(&nonce, Payload { msg: &blob.bytes[1 + NONCE_LEN..], aad }).ok().map(Zeroizing::new)
+}
+
 impl MasterKey {
-    /// Encrypts an outbound webhook endpoint's signing secret, bound to (endpoint id, this
-    /// key's id).
+    /// Encrypts an outbound webhook endpoint's signing secret, bound to (endpoint id, the
+    /// sealing key's id).
     pub fn seal_webhook_secret(&self, endpoint_id: &str, plaintext: &[u8]) -> SealedBlob {
-        let nonce = XNonce::generate();
-        let aad = webhook_aad(endpoint_id, &self.id);
-        let ciphertext = self.cipher().encrypt(&nonce, Payload { msg: plaintext, aad: &aad }).unwrap_or_default();
-        let mut bytes = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
-        bytes.push(SEAL_VERSION);
-        bytes.extend_from_slice(nonce.as_slice());
-        bytes.extend_from_slice(&ciphertext);
-        SealedBlob { key_id: self.id.clone(), bytes }
+        let ring = self.ring();
+        let entry = &ring.keys[ring.write];
+        seal_with(entry, &webhook_aad(endpoint_id, &entry.id), plaintext)
     }
 
     /// Decrypts an outbound webhook endpoint's signing secret.
@@ -224,20 +324,28 @@ impl MasterKey {
         endpoint_id: &str,
         blob: &SealedBlob,
     ) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
-        if blob.key_id != self.id {
-            return Err(SecretsError::WrongKey { sealed: blob.key_id.clone(), loaded: self.id.clone() });
-        }
         let fail = || SecretsError::Decrypt { tenant: "-".into(), provider: format!("webhook endpoint {endpoint_id}") };
-        if blob.bytes.len() < 1 + NONCE_LEN || blob.bytes[0] != SEAL_VERSION {
-            return Err(fail());
-        }
-        let nonce = XNonce::try_from(&blob.bytes[1..1 + NONCE_LEN]).map_err(|_| fail())?;
-        let aad = webhook_aad(endpoint_id, &self.id);
-        self.cipher()
-            .decrypt(&nonce, Payload { msg: &blob.bytes[1 + NONCE_LEN..], aad: &aad })
-            .map(Zeroizing::new)
-            .map_err(|_| fail())
+        let ring = self.ring();
+        let entry = self.entry(&ring, blob)?;
+        open_with(entry, &webhook_aad(endpoint_id, &entry.id), blob).ok_or_else(fail)
     }
+}
+
+/// Refuses a key file whose mode lets other users (group or others) read or write it.
+#[cfg(unix)]
+fn check_private(path: &Path) -> Result<(), SecretsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|source| SecretsError::ReadKey { path: path.into(), source })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(SecretsError::KeyFileOpen { path: path.into(), mode });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path) -> Result<(), SecretsError> {
+    Ok(())
 }
 
 fn webhook_aad(endpoint_id: &str, key_id: &str) -> Vec<u8> {
@@ -393,7 +501,7 @@ mod tests {
         let last = tampered.bytes.len() - 1;
         tampered.bytes[last] ^= 1;
         assert!(key.open(&t, &p, &tampered).is_err());
-        assert!(key.open(&t, &p, &SealedBlob { key_id: key.id().into(), bytes: vec![1, 2] }).is_err());
+        assert!(key.open(&t, &p, &SealedBlob { key_id: key.id(), bytes: vec![1, 2] }).is_err());
     }
 
     #[test]
@@ -459,9 +567,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let creds = dir.path().join("creds");
         std::fs::create_dir(&creds).unwrap();
-        std::fs::write(creds.join("master-key"), [7u8; 32]).unwrap();
+        write_private(&creds.join("master-key"), &[7u8; 32]);
         let configured = dir.path().join("configured");
-        std::fs::write(&configured, format!("{}\n", "ab".repeat(32))).unwrap();
+        write_private(&configured, format!("{}\n", "ab".repeat(32)).as_bytes());
         let (k, o) = MasterKey::locate(Some(&configured), Some(&creds), dir.path()).unwrap();
         assert_eq!(o, KeyOrigin::Configured(configured.clone()));
         assert_eq!(k.id(), MasterKey::from_bytes([0xab; 32]).id());
@@ -470,6 +578,62 @@ mod tests {
         assert_eq!(k.id(), MasterKey::from_bytes([7; 32]).id());
         std::fs::write(&configured, "too short").unwrap();
         assert!(matches!(MasterKey::read(&configured), Err(SecretsError::BadKey { .. })));
+    }
+
+    fn write_private(path: &Path, bytes: &[u8]) {
+        std::fs::write(path, bytes).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        write_private(&path, "cd".repeat(32).as_bytes());
+        assert!(MasterKey::read(&path).is_ok());
+        for mode in [0o644, 0o640, 0o604, 0o620] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = MasterKey::read(&path).unwrap_err();
+            assert!(matches!(err, SecretsError::KeyFileOpen { mode: m, .. } if m == mode), "{mode:o}: {err}");
+            let text = err.to_string();
+            assert!(text.contains(&format!("{mode:04o}")) && text.contains("chmod 600"), "{text}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(MasterKey::read(&path).is_ok());
+    }
+
+    #[test]
+    fn a_ring_opens_with_every_key_and_seals_with_the_adopted_one() {
+        let (t, p) = ids();
+        let old = MasterKey::from_bytes([1; 32]);
+        let old_id = old.id();
+        let by_old = old.seal(&t, &p, b"old");
+        let hook_old = old.seal_webhook_secret("ep1", b"whsec");
+        let new = MasterKey::from_bytes([2; 32]);
+        let new_id = new.id();
+        assert_ne!(old_id, new_id);
+        // A process holding only the new key names both ids when it meets the old one.
+        let err = new.open(&t, &p, &by_old).unwrap_err().to_string();
+        assert!(err.contains(&old_id) && err.contains(&new_id), "{err}");
+        old.adopt(new);
+        assert_eq!(old.id(), new_id);
+        assert_eq!(old.ids(), vec![new_id.clone(), old_id.clone()]);
+        assert!(old.holds(&old_id) && old.holds(&new_id) && !old.holds("kffffffff"));
+        let by_new = old.seal(&t, &p, b"new");
+        assert_eq!(by_new.key_id, new_id);
+        assert_eq!(&old.open(&t, &p, &by_old).unwrap()[..], b"old");
+        assert_eq!(&old.open(&t, &p, &by_new).unwrap()[..], b"new");
+        assert_eq!(&old.open_webhook_secret("ep1", &hook_old).unwrap()[..], b"whsec");
+        assert_eq!(old.seal_webhook_secret("ep1", b"x").key_id, new_id);
+        // The key id is part of the additional data: relabelling a blob does not open it.
+        let relabelled = SealedBlob { key_id: old_id.clone(), bytes: by_new.bytes.clone() };
+        assert!(matches!(old.open(&t, &p, &relabelled), Err(SecretsError::Decrypt { .. })));
     }
 
     #[test]
@@ -483,7 +647,7 @@ mod tests {
         for bad in [&b"[1]"[..], b"not json", b"{}", br#"{"a":{"b":1}}"#] {
             assert!(Credentials::from_json(bad).is_err());
         }
-        let key = MasterKey::generate();
-        assert!(!format!("{key:?}").contains(&hex::encode(key.key.expose_secret())));
+        let key = MasterKey::from_bytes([0x3c; 32]);
+        assert!(!format!("{key:?}").contains(&hex::encode([0x3c; 32])));
     }
 }

@@ -129,6 +129,8 @@ pub fn master_key(dir: &Path) -> anyhow::Result<(MasterKey, PathBuf)> {
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
     let path = dir.join("master-key");
     std::fs::write(&path, hex::encode(bytes))?;
+    // tributary refuses a key file other users may read.
+    std::fs::set_permissions(&path, <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600))?;
     Ok((MasterKey::from_bytes(bytes), path))
 }
 

@@ -26,6 +26,7 @@ impl Daemon {
             self.settle_unsettled().await;
             self.close_expired_runs().await;
             self.refresh_gauges().await;
+            self.follow_key_rotation().await;
         }
         self.limits.sweep();
         self.metrics.rate_limit_keys.set(i64::try_from(self.limits.keys()).unwrap_or(i64::MAX));
@@ -47,6 +48,14 @@ impl Daemon {
             self.wake_at = None;
         }
         !down
+    }
+
+    /// Seals with the key of a rotation registered in the store (`tributary keys
+    /// rotate`) from now on, keeping the loaded keys for opening older values.
+    async fn follow_key_rotation(&mut self) {
+        if let Err(e) = self.store.follow_key_rotation(&self.key).await {
+            tracing::error!("{e}");
+        }
     }
 
     /// The job gauges (see [`GAUGE_COST_FACTOR`]) and the integration quality gauges.

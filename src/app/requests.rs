@@ -88,6 +88,7 @@ impl Daemon {
             Command::Webhooks(w) => self.webhooks(&scope, w).await,
             Command::Writes(w) => self.writes(&scope, w).await,
             Command::Audit(q) => self.audit_log(&scope, q).await.map_err(failed),
+            Command::Usage(q) => usage(&self.store, q).await.map_err(failed),
         };
         self.audit_answer(&request, &scope, owner.as_deref(), &result).await;
         match result {
@@ -300,4 +301,18 @@ fn running_json(job_id: i64, r: &Running) -> Value {
         "run_id": run_id, "trigger": r.claimed.trigger.as_str(), "seconds": r.started.elapsed().as_secs(),
         "fetched": stats.fetched, "pages": stats.pages, "inserted": stats.inserted, "updated": stats.updated,
     })
+}
+
+/// `usage`: the tenant's usage report (the scope was checked against its tenant).
+async fn usage(store: &crate::store::Store, q: &crate::control::protocol::UsageQuery) -> Result<Value, String> {
+    use crate::store::{UsagePeriod, parse_usage_since};
+    let tenant = TenantId::parse(&q.tenant).map_err(|e| e.to_string())?;
+    let provider = q.provider.as_deref().map(ProviderId::parse).transpose().map_err(|e| e.to_string())?;
+    let by = q.by.as_deref().map_or(Ok(UsagePeriod::Day), UsagePeriod::parse)?;
+    let since = q.since.as_deref().map(parse_usage_since).transpose()?;
+    if store.get_tenant(&tenant).await.map_err(|e| e.to_string())?.is_none() {
+        return Err(format!("tenant `{tenant}` not found"));
+    }
+    let report = store.usage(&tenant, provider.as_ref(), by, since).await.map_err(|e| e.to_string())?;
+    Ok(json!(report))
 }

@@ -113,6 +113,9 @@ pub(super) fn change_of(command: &super::Command) -> Option<Change> {
         }
         C::ApiKeys(K::Create { tenant, name, .. }) => change("api_key.create", tenant.as_ref(), name.clone()),
         C::ApiKeys(K::Revoke { name }) => change("api_key.revoke", None, Some(name.clone())),
+        C::Keys(super::keys::KeysCmd::Rotate { new_key_file, .. }) => {
+            change("keys.rotate", None, Some(new_key_file.display().to_string()))
+        }
         _ => None,
     }
 }

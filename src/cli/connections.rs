@@ -77,7 +77,7 @@ async fn test(
     if streams.is_empty() {
         anyhow::bail!("no enabled stream of `{provider}` to test at tenant `{tenant}`");
     }
-    let key = g.master_key(catalog, store)?;
+    let key = g.master_key(catalog, store).await?;
     let mut syncer = Syncer::new(catalog, store, &key)?;
     syncer.retry = crate::http::RetryPolicy::from_settings(&catalog.settings.daemon);
     // A check answers quickly: one attempt per request, no long backoff.

@@ -86,7 +86,7 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
                     required.join(", ")
                 );
             }
-            let key = g.master_key(&catalog, &store)?;
+            let key = g.master_key(&catalog, &store).await?;
             let sealed = key.seal_as(Sealed::Credentials, &tenant, &provider, owner, &creds.to_json());
             let fields: Vec<&str> = creds.names().collect();
             let audit = AuditEntry {

@@ -9,7 +9,9 @@ use serde_json::Value;
 use super::output::outln;
 use super::{Global, output};
 use crate::control::client::call;
-use crate::control::protocol::{AuditQuery, Command, Request, Scope, Target, VERSION, WebhookCommand, WriteCommand};
+use crate::control::protocol::{
+    AuditQuery, Command, Request, Scope, Target, UsageQuery, VERSION, WebhookCommand, WriteCommand,
+};
 
 /// Arguments of `tributary ctl`.
 #[derive(Debug, clap::Args)]
@@ -66,6 +68,18 @@ pub enum CtlCmd {
     },
     /// Company integration intelligence of a tenant (optionally one provider).
     Intelligence { tenant: String, provider: Option<String> },
+    /// Usage analytics of a tenant (a tenant admin: its own), as `tributary usage`.
+    Usage {
+        tenant: String,
+        #[arg(long)]
+        provider: Option<String>,
+        /// `day` or `week`.
+        #[arg(long)]
+        by: Option<String>,
+        /// A date or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Reload configuration (as SIGHUP).
     Reload,
     /// Drain and stop the daemon (as SIGTERM).
@@ -119,6 +133,7 @@ pub async fn run(g: &Global, args: CtlArgs) -> anyhow::Result<ExitCode> {
             Command::Resume(Target { job, ..target(Some(tenant), provider, None) })
         }
         CtlCmd::Intelligence { tenant, provider } => Command::Intelligence(target(Some(tenant), provider, None)),
+        CtlCmd::Usage { tenant, provider, by, since } => Command::Usage(UsageQuery { tenant, provider, by, since }),
         CtlCmd::Reload => Command::Reload,
         CtlCmd::Drain => Command::Drain,
         CtlCmd::Webhooks(cmd) => Command::Webhooks(cmd.command()),

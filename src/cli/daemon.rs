@@ -28,7 +28,7 @@ pub async fn run(g: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
     let catalog = g.catalog()?;
     let url = g.database_url(&catalog);
     let store = g.store(&catalog).await?;
-    let key = Arc::new(g.master_key(&catalog, &store)?);
+    let key = Arc::new(g.master_key(&catalog, &store).await?);
     let mut settings = catalog.settings.daemon.clone();
     if let Some(w) = args.workers {
         anyhow::ensure!(w > 0, "--workers must be greater than zero");

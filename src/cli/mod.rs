@@ -10,6 +10,7 @@ mod ctl;
 mod daemon;
 mod demo;
 mod intelligence;
+mod keys;
 mod output;
 mod progress;
 mod prune;
@@ -19,6 +20,7 @@ mod runs;
 mod simulate;
 mod sync;
 mod tenant;
+mod usage;
 mod users;
 mod views;
 mod webhooks;
@@ -128,6 +130,13 @@ pub enum Command {
     /// Write-back: submit writes to providers, list, show, retry, cancel them.
     #[command(subcommand)]
     Writes(writes::WritesCmd),
+    /// Master-key rotation: re-encrypt every sealed value under a new key; what remains
+    /// under each key id.
+    #[command(subcommand)]
+    Keys(keys::KeysCmd),
+    /// Usage analytics of a tenant: API calls, records, errors, bytes, rate-limit waits
+    /// and run time per provider and stream, by day or week.
+    Usage(usage::UsageArgs),
     /// Remove the history `[retention]` no longer keeps (the daemon does it daily).
     Prune(prune::PruneArgs),
     /// The typed entity views (`entity_<name>`) consumers read.
@@ -207,6 +216,8 @@ async fn dispatch(g: &Global, command: Command) -> anyhow::Result<ExitCode> {
         Command::Responsibilities(cmd) => responsibilities::run(g, cmd).await,
         Command::Webhooks(cmd) => webhooks::run(g, cmd).await,
         Command::Writes(cmd) => writes::run(g, cmd).await,
+        Command::Keys(cmd) => keys::run(g, cmd).await,
+        Command::Usage(args) => usage::run(g, args).await,
         Command::Prune(args) => prune::run(g, args).await,
         Command::Views(cmd) => views::run(g, cmd).await,
         Command::Audit(cmd) => audit::run(g, cmd).await,
@@ -264,28 +275,12 @@ impl Global {
         Store::connect_existing(&url).await.with_context(|| format!("cannot open the store at {}", redact_url(&url)))
     }
 
-    /// Finds (or creates) the master key; logs where it came from.
-    pub fn master_key(&self, catalog: &Catalog, store: &Store) -> anyhow::Result<MasterKey> {
-        let configured = std::env::var_os("TRIBUTARY_MASTER_KEY_FILE")
-            .map(PathBuf::from)
-            .or_else(|| catalog.settings.secrets.master_key_file.clone());
-        let systemd = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-        let state_dir = store
-            .sqlite_path()
-            .and_then(|p| p.parent())
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let (key, origin) = MasterKey::locate(configured.as_deref(), systemd.as_deref(), &state_dir)?;
-        match origin {
-            crate::secrets::KeyOrigin::Generated(ref p) => tracing::warn!(
-                path = %p.display(),
-                key_id = key.id(),
-                "generated a new master key; back it up — without it stored credentials cannot be decrypted"
-            ),
-            ref o => tracing::debug!(key_id = key.id(), "master key from {o}"),
-        }
-        Ok(key)
+    /// Finds the master key and follows the store's key rotation; logs where it came
+    /// from. A key is generated beside the database only while the store holds no sealed
+    /// value; a store holding sealed values none of which the ring opens is an error
+    /// naming the key ids (see `keys.rs`).
+    pub async fn master_key(&self, catalog: &Catalog, store: &Store) -> anyhow::Result<MasterKey> {
+        keys::master_key(catalog, store).await
     }
 }
 

@@ -85,7 +85,7 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
             names
         }
     };
-    let key = g.master_key(&catalog, &store)?;
+    let key = g.master_key(&catalog, &store).await?;
     // One process, one set of limits; next to running daemons this is one more replica.
     let daemon = &catalog.settings.daemon;
     let mut syncer = Syncer::new(&catalog, &store, &key)?

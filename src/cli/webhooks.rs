@@ -77,7 +77,7 @@ pub async fn run(g: &Global, cmd: WebhooksCmd) -> anyhow::Result<ExitCode> {
     let store = g.store(&catalog).await?;
     let command = cmd.command();
     let result = async {
-        let key = g.master_key(&catalog, &store)?;
+        let key = g.master_key(&catalog, &store).await?;
         let endpoints = Endpoints {
             store: &store,
             scope: &Scope::Operator,

@@ -26,7 +26,8 @@ pub fn is_change(command: &Command) -> bool {
         | Command::Jobs(_)
         | Command::Runs(_)
         | Command::Intelligence(_)
-        | Command::Audit(_) => false,
+        | Command::Audit(_)
+        | Command::Usage(_) => false,
     }
 }
 
@@ -103,6 +104,7 @@ fn describe(command: &Command, answer: Option<&Value>) -> (Option<String>, Value
             ((!parts.is_empty()).then(|| parts.join("/")), details, t.tenant.clone())
         }
         Command::Audit(q) => (None, json!({}), q.tenant.clone()),
+        Command::Usage(q) => (None, json!({}), Some(q.tenant.clone())),
         Command::Status | Command::Tenants | Command::Reload | Command::Drain => (None, json!({}), None),
         Command::Webhooks(w) => match w {
             WebhookCommand::Add(add) => {

@@ -226,6 +226,20 @@ pub struct AuditQuery {
     pub limit: Option<i64>,
 }
 
+/// `usage`: a tenant's usage (of one provider) by `day` (the default) or `week`, from
+/// `since` (a date or an RFC 3339 time) on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    pub tenant: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
 /// A command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -259,6 +273,8 @@ pub enum Command {
     Writes(WriteCommand),
     /// The audit log. A tenant admin reads its own tenant's entries only.
     Audit(AuditQuery),
+    /// Usage analytics of a tenant (a tenant admin reads its own tenant's).
+    Usage(UsageQuery),
 }
 
 impl Command {
@@ -277,6 +293,7 @@ impl Command {
             Self::Webhooks(w) => w.name(),
             Self::Writes(w) => w.name(),
             Self::Audit(_) => "audit",
+            Self::Usage(_) => "usage",
         }
     }
 }
@@ -410,6 +427,8 @@ pub fn authorize(scope: &Scope, command: &Command) -> Result<(), String> {
             // Confined to its own tenant where the log is read.
             _ => Ok(()),
         },
+        Command::Usage(q) if &q.tenant == tenant => Ok(()),
+        Command::Usage(q) => Err(format!("a tenant admin of `{tenant}` cannot act on tenant `{}`", q.tenant)),
         // Checked against the endpoints themselves, where they are read.
         Command::Webhooks(_) | Command::Writes(_) => Ok(()),
         other => Err(format!("`{}` needs the operator scope", other.name())),
@@ -508,6 +527,10 @@ mod tests {
         assert!(authorize(&admin, &Command::Trigger(t("globex"))).is_err());
         assert!(authorize(&admin, &Command::Intelligence(t("acme"))).is_ok());
         assert!(authorize(&admin, &Command::Intelligence(t("globex"))).is_err());
+        let usage = |tenant: &str| Command::Usage(UsageQuery { tenant: tenant.into(), ..UsageQuery::default() });
+        assert!(authorize(&admin, &usage("acme")).is_ok());
+        assert!(authorize(&admin, &usage("globex")).unwrap_err().contains("cannot act on tenant `globex`"));
+        assert!(authorize(&Scope::Operator, &usage("globex")).is_ok());
         assert!(authorize(&admin, &Command::Runs(Target::default())).is_err());
         // Its own tenant's jobs, paused and resumed; never another's.
         for c in [Command::Pause(t("acme")), Command::Resume(t("acme")), Command::Jobs(t("acme"))] {

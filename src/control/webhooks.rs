@@ -117,6 +117,8 @@ impl Endpoints<'_> {
         let events = check_events(&add.events).map_err(WebhookError::Invalid)?;
         let id = format!("ep_{}", uuid::Uuid::now_v7().simple());
         let secret = generate_secret();
+        // Seal with the key of a rotation under way, never with the one it replaces.
+        self.store.follow_key_rotation(key).await?;
         let sealed = key.seal_webhook_secret(&id, secret.as_bytes());
         let endpoint = self
             .store

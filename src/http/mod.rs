@@ -172,6 +172,8 @@ pub struct CallStats {
     pub retries: u64,
     pub rate_limit_waits: u64,
     pub rate_limit_wait_ms: u64,
+    /// Bytes of the response bodies read.
+    pub bytes_received: u64,
     /// Responses by status class: index 1–5 for 1xx–5xx, 0 for no response (transport error).
     pub by_class: [u64; 6],
     /// Response times of the requests that got a response (headers and body).
@@ -500,6 +502,7 @@ impl Session<'_> {
                 o.request(class, sent.elapsed());
             }
             let bytes = bytes?;
+            self.stats.bytes_received += bytes.len() as u64;
             self.stats.latency.record(sent.elapsed());
             let json: Option<Value> =
                 if bytes.is_empty() { None } else { shape::parse_body(&bytes, request.shape.as_deref()).ok() };

@@ -20,6 +20,10 @@ pub struct RunStats {
     pub retries: i64,
     pub rate_limit_waits: i64,
     pub rate_limit_wait_ms: i64,
+    /// Bytes of the response bodies the run read.
+    pub bytes_received: i64,
+    /// Requests that got no response (a transport error) or a 4xx or 5xx answer.
+    pub http_errors: i64,
     /// Response time percentiles of the run's HTTP requests, in milliseconds.
     pub http_p50_ms: Option<f64>,
     pub http_p95_ms: Option<f64>,

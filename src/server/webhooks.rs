@@ -138,6 +138,12 @@ impl WebhookIntake {
             }
         };
         let Some(sealed) = row.credentials else { return Ok(None) };
+        // Sealed with the key of a rotation this process has not followed yet.
+        if !self.key.holds(&sealed.key_id)
+            && let Err(e) = self.store.follow_key_rotation(&self.key).await
+        {
+            tracing::warn!(%tenant, %provider, "webhook: {e}");
+        }
         let plain = match self.key.open_as(Sealed::Credentials, &tenant, &provider, Owner::Company, &sealed) {
             Ok(plain) => plain,
             Err(e) => {

@@ -206,7 +206,8 @@ impl Store {
                  dead_lettered = $9, pages = $10, http_calls = $11, retries = $12, \
                  rate_limit_waits = $13, rate_limit_wait_ms = $14, error = $15, http_p50_ms = $16, \
                  http_p95_ms = $17, http_p99_ms = $18, error_class = $19, error_status = $20, \
-                 error_endpoint = $21, note = COALESCE($24, note) \
+                 error_endpoint = $21, note = COALESCE($24, note), bytes_received = $25, \
+                 http_errors = $26 \
                  WHERE id = $22 AND tenant_id = $23 AND outcome = 'running' RETURNING ",
                 run_columns!()
             ))
@@ -234,10 +235,13 @@ impl Store {
             .bind(run_id)
             .bind(tenant.as_str())
             .bind(stats.note.as_deref())
+            .bind(stats.bytes_received)
+            .bind(stats.http_errors)
             .fetch_optional(&mut *tx)
             .await
             .map_err(db("finishing a run"))?;
             if let Some(row) = row {
+                super::usage::add_usage(&mut *tx, &row).await?;
                 if let Some((event, data)) = super::webhooks::run_event(&row) {
                     B::enqueue_event(&mut tx, Some(tenant), event, data).await?;
                 }
@@ -261,16 +265,23 @@ impl Store {
     /// job's lease, before starting a run; returns how many runs were closed.
     pub async fn close_abandoned_runs(&self, tenant: &TenantId, job_id: i64, error: &str) -> Result<u64, StoreError> {
         on_backend!(self, |s| {
-            let done = sqlx::query(
+            // The closed runs count in the usage aggregate in the same transaction.
+            let (mut tx, _) = s.begin_write().await?;
+            let closed: Vec<RunRow> = sqlx::query_as(concat!(
                 "UPDATE runs SET finished_at = $1, outcome = 'abandoned', error = $2, \
                  cursor_after = (SELECT cursor FROM jobs WHERE jobs.id = runs.job_id) \
-                 WHERE job_id = $3 AND tenant_id = $4 AND outcome = 'running'",
-            )
+                 WHERE job_id = $3 AND tenant_id = $4 AND outcome = 'running' RETURNING ",
+                run_columns!()
+            ))
             .bind_all((now(), error, job_id, tenant.as_str()))
-            .execute(&s.pool)
+            .fetch_all(&mut *tx)
             .await
             .map_err(db("closing abandoned runs"))?;
-            Ok(done.rows_affected())
+            for row in &closed {
+                super::usage::add_usage(&mut *tx, row).await?;
+            }
+            tx.commit().await.map_err(db("committing closed runs"))?;
+            Ok(closed.len() as u64)
         })
     }
 
@@ -281,7 +292,8 @@ impl Store {
     pub async fn close_expired_runs(&self, expired_before: DateTime<Utc>, seen_by: &str) -> Result<u64, StoreError> {
         on_backend!(self, |s| {
             // Index `runs_running`; one job lookup by primary key per running run.
-            let done = sqlx::query(
+            let (mut tx, _) = s.begin_write().await?;
+            let closed: Vec<RunRow> = sqlx::query_as(concat!(
                 "UPDATE runs SET finished_at = $1, outcome = 'abandoned', \
                  error = 'abandoned: ' || COALESCE((SELECT 'its lease holder `' || j.lease_owner || \
                  '` stopped renewing the job''s lease' FROM jobs j WHERE j.id = runs.job_id \
@@ -290,13 +302,18 @@ impl Store {
                  cursor_after = (SELECT cursor FROM jobs WHERE jobs.id = runs.job_id) \
                  WHERE outcome = 'running' AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = runs.job_id \
                  AND (j.lease_owner IS NULL OR (j.lease_owner <> $3 AND \
-                 (j.lease_expires_at IS NULL OR j.lease_expires_at <= $2))))",
-            )
+                 (j.lease_expires_at IS NULL OR j.lease_expires_at <= $2)))) RETURNING ",
+                run_columns!()
+            ))
             .bind_all((now(), expired_before, seen_by))
-            .execute(&s.pool)
+            .fetch_all(&mut *tx)
             .await
             .map_err(db("closing runs whose lease expired"))?;
-            Ok(done.rows_affected())
+            for row in &closed {
+                super::usage::add_usage(&mut *tx, row).await?;
+            }
+            tx.commit().await.map_err(db("committing closed runs"))?;
+            Ok(closed.len() as u64)
         })
     }
 

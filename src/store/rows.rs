@@ -52,7 +52,7 @@ macro_rules! run_columns {
          outcome, cursor_before, cursor_after, fetched, inserted, updated, unchanged, \
          filtered, dead_lettered, pages, http_calls, retries, rate_limit_waits, \
          rate_limit_wait_ms, error, http_p50_ms, http_p95_ms, http_p99_ms, error_class, \
-         error_status, error_endpoint, replica, note"
+         error_status, error_endpoint, replica, note, bytes_received, http_errors"
     };
 }
 

@@ -57,6 +57,9 @@ impl SqliteStore {
                 ),
             });
         }
+        if let Some(file) = path.as_deref().filter(|f| create && !f.exists()) {
+            create_private(file).map_err(|e| invalid_url(url, &format!("cannot create {}: {e}", file.display())))?;
+        }
         // A connection to a local file cannot go stale: no ping (a round trip to the
         // connection's worker thread) before every acquire.
         let mut pool = SqlitePoolOptions::new().max_connections(8).test_before_acquire(false);
@@ -70,6 +73,9 @@ impl SqliteStore {
     }
 
     /// The database file, if the database is not in memory.
+    ///
+    /// (A new database file is created by [`create_private`] first, so it and the WAL
+    /// and shared-memory files SQLite creates beside it with the same mode are 0600.)
     pub(super) fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
@@ -138,5 +144,20 @@ impl SqliteStore {
     /// A list of strings as one bind parameter: a JSON array, read with `json_each`.
     pub(super) fn id_list(ids: &[&str]) -> String {
         serde_json::to_string(ids).unwrap_or_default()
+    }
+}
+
+/// Creates an empty database file readable and writable by its owner only (mode 0600):
+/// it holds sealed credentials and every tenant's records. SQLite gives the `-wal` and
+/// `-shm` files it creates beside it the same mode. An existing file is left alone.
+fn create_private(file: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(file) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }

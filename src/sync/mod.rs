@@ -461,6 +461,9 @@ fn copy_http(stats: &mut RunStats, calls: &crate::http::CallStats) {
     stats.retries = calls.retries as i64;
     stats.rate_limit_waits = calls.rate_limit_waits as i64;
     stats.rate_limit_wait_ms = calls.rate_limit_wait_ms as i64;
+    stats.bytes_received = calls.bytes_received as i64;
+    // No response (a transport error), 4xx and 5xx.
+    stats.http_errors = (calls.by_class[0] + calls.by_class[4] + calls.by_class[5]) as i64;
     stats.http_p50_ms = calls.latency.quantile_ms(0.50);
     stats.http_p95_ms = calls.latency.quantile_ms(0.95);
     stats.http_p99_ms = calls.latency.quantile_ms(0.99);

@@ -56,6 +56,19 @@ impl StoreSink<'_> {
         })
     }
 
+    /// Follows a key rotation registered in the store when `row` holds a value sealed
+    /// with a key this process does not hold yet.
+    async fn follow_for(&self, row: &AuthRow) -> Result<(), HttpError> {
+        let unknown = [row.credentials.as_ref(), row.auth_state.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|blob| !self.key.holds(&blob.key_id));
+        if unknown {
+            self.store.follow_key_rotation(self.key).await.map_err(store_error)?;
+        }
+        Ok(())
+    }
+
     fn gone(&self) -> HttpError {
         HttpError::Credentials(format!("the connection {}/{} no longer exists", self.tenant, self.provider))
     }
@@ -65,7 +78,9 @@ impl CredentialSink for StoreSink<'_> {
     fn load(&self) -> SinkFuture<'_, Stored> {
         Box::pin(async move {
             let row = self.store.get_auth(self.tenant, self.provider, self.owner).await.map_err(store_error)?;
-            self.open(row.ok_or_else(|| self.gone())?)
+            let row = row.ok_or_else(|| self.gone())?;
+            self.follow_for(&row).await?;
+            self.open(row)
         })
     }
 
@@ -77,6 +92,9 @@ impl CredentialSink for StoreSink<'_> {
                 .lock_refresh(self.tenant, self.provider, self.owner, owner, until)
                 .await
                 .map_err(store_error)?;
+            if let Some(row) = &row {
+                self.follow_for(row).await?;
+            }
             row.map(|r| self.open(r)).transpose()
         })
     }
@@ -89,6 +107,8 @@ impl CredentialSink for StoreSink<'_> {
         token: &'b Token,
     ) -> SinkFuture<'b, Option<(i64, i64)>> {
         Box::pin(async move {
+            // Seal with the key of a rotation under way, never with the one it replaces.
+            self.store.follow_key_rotation(self.key).await.map_err(store_error)?;
             let sealed_token =
                 self.key.seal_as(Sealed::AuthState, self.tenant, self.provider, self.owner, &token.to_json());
             let sealed_credentials = rotated

@@ -142,7 +142,7 @@ fn a_configured_master_key_file_is_used() {
     let env = Env::new();
     env.ok(&["tenant", "create", "--id", "acme", "--name", "Acme", "--subdomain", "acme", "--preset", "aptem"]);
     let key = env.dir.path().join("configured.key");
-    std::fs::write(&key, "11".repeat(32)).unwrap();
+    crate::support::write_private(&key, "11".repeat(32).as_bytes());
     let mut cmd = env.cmd(&["credentials", "set", "--tenant", "acme", "--provider", "aptem"]);
     cmd.env("TRIBUTARY_MASTER_KEY_FILE", &key).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();

@@ -9,6 +9,7 @@ mod daemon;
 mod deletions;
 mod faults;
 mod intelligence;
+mod keys_cli;
 mod layering;
 mod mapping;
 mod migrations;

@@ -7,10 +7,12 @@ mod changes;
 mod inbox;
 mod intelligence;
 mod isolation;
+mod keys;
 mod prune;
 mod records;
 mod runs;
 mod tenants;
+mod usage;
 mod users;
 mod writes;
 
@@ -63,6 +65,10 @@ crate::support::contract::contract! {
         writes::writes_to_one_object_are_claimed_one_at_a_time_in_order,
         writes::settles_are_fenced_and_recorded_with_their_attempts,
         writes::only_pending_writes_are_cancelled,
+        keys::rotation_rewraps_every_sealed_value_and_resumes,
+        keys::a_registered_key_file_that_changed_is_an_error,
+        keys::forgetting_a_lost_key_removes_what_it_sealed,
+        usage::usage_equals_the_sums_of_the_finished_runs,
     ],
     url: [
         tenants::migrations_rerun_idempotently,
@@ -75,6 +81,7 @@ crate::support::contract::contract! {
         intelligence::corrupt_contribution_rows_are_errors_not_panics,
         writes::concurrent_submissions_with_one_key_make_one_write,
         writes::two_claimers_apply_each_objects_writes_in_order,
+        usage::weeks_run_monday_to_sunday_and_since_counts_from_its_day,
     ],
 }
 

@@ -424,8 +424,8 @@ async fn refresh_lease_and_compare_and_swap(a: &Store, url: &str) {
     let v = first.credentials_version;
     assert_eq!((first.auth_state.as_ref(), first.auth_state_serial, first.refused), (None, 0, false));
     assert!(b.lock_refresh(t, p, Owner::Company, "b", soon).await.unwrap().is_none(), "held by a");
-    let token = SealedBlob { key_id: f.world.key.id().into(), bytes: vec![1, 2, 3] };
-    let rotated = SealedBlob { key_id: f.world.key.id().into(), bytes: vec![4, 5, 6] };
+    let token = SealedBlob { key_id: f.world.key.id(), bytes: vec![1, 2, 3] };
+    let rotated = SealedBlob { key_id: f.world.key.id(), bytes: vec![4, 5, 6] };
     let write = |owner, expected_version, credentials| TokenWrite {
         lock_owner: owner,
         expected_version,

@@ -12,6 +12,7 @@ mod api;
 mod control;
 mod crash;
 mod demo;
+mod keys;
 mod leases;
 mod metrics;
 mod outage;
@@ -86,7 +87,7 @@ impl Fixture {
             std::fs::copy(repo.join(file), config.join(file)).expect("copy a config file");
         }
         std::fs::write(config.join("tributary.toml"), format!("[daemon]\n{daemon}\n")).expect("write tributary.toml");
-        std::fs::write(dir.path().join("master.key"), MASTER_KEY).expect("write the master key");
+        crate::support::write_private(&dir.path().join("master.key"), MASTER_KEY.as_bytes());
         Self { dir, url, store, pg }
     }
 

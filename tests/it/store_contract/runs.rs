@@ -31,6 +31,8 @@ pub(super) async fn runs_round_trip_newest_first(store: &Store) {
         retries: 8,
         rate_limit_waits: 9,
         rate_limit_wait_ms: 1_234,
+        bytes_received: 65_536,
+        http_errors: 3,
         http_p50_ms: Some(12.5),
         http_p95_ms: Some(40.25),
         http_p99_ms: Some(80.0),

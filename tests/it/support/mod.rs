@@ -125,6 +125,14 @@ pub async fn exec_raw(url: &str, sql: &'static str) {
     }
 }
 
+/// Writes a file only its owner may read and write (mode 0600): a master key file, which
+/// tributary refuses when other users may read it.
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, bytes).expect("write a private file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("make a file private");
+}
+
 /// `text` parsed as JSON; panics with the text when it is not JSON.
 pub fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
