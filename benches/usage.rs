@@ -14,7 +14,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use serde_json::json;
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use tributary::model::{
@@ -86,14 +86,7 @@ async fn finish_cost(backend: &str, store: &Store) -> anyhow::Result<()> {
         overrides: vec![],
         enabled_providers: vec![hubspot.clone()],
     };
-    let audit = AuditEntry {
-        at: Utc::now(),
-        actor: "bench".into(),
-        action: "tenant.create".into(),
-        tenant_id: Some(tenant.clone()),
-        subject: None,
-        details: json!({}),
-    };
+    let audit = AuditEntry { tenant_id: Some(tenant.clone()), ..AuditEntry::new("bench", "tenant.create") };
     store.create_tenant(&state, &audit).await?;
     let conn = store
         .get_connection(&tenant, &hubspot, Owner::Company)
