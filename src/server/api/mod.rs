@@ -359,6 +359,11 @@ async fn authenticate(
     if path == format!("{PREFIX}/openapi.json") {
         return next.run(req).await;
     }
+    // Merged into the listener's router, the API's fallback also answers paths outside
+    // it (a webhook path on the main listener): those are simply not found.
+    if path != PREFIX && !path.starts_with(&format!("{PREFIX}/")) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     let ip = client.ip();
     if let Some(wait) = s.bad_keys.blocked(ip) {
         deny(&s.metrics, "rate_limited", &path, client, None, "too many requests with a bad API key");

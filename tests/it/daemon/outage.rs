@@ -163,7 +163,7 @@ async fn a_database_outage_is_reported_at_once_with_its_cause_and_the_daemon_rec
         .unwrap();
     fx.connect("acme", &aptem_tenant(&sim, NEVER), &[("aptem", sim.credentials())]).await;
     let daemon = fx.start("d", 2).await;
-    let listening = daemon.events("HTTP server listening (/metrics, /healthz, /readyz)");
+    let listening = daemon.events("HTTP server listening (/metrics, /healthz, /readyz, /api/v1)");
     let address = listening[0]["fields"]["address"].as_str().expect("the HTTP address").to_owned();
     assert_eq!(readyz(&address).await, (200, "ready\n".to_owned()));
     let learners = target("acme", Some("aptem"), Some("learners"));
