@@ -289,6 +289,8 @@ pub fn routes() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(pause))
         .routes(routes!(resume))
         .routes(routes!(intelligence))
+        .routes(routes!(usage))
+        .routes(routes!(audit))
         .routes(routes!(records))
         .routes(routes!(changes))
         .routes(routes!(webhooks_list, webhooks_add))
@@ -673,6 +675,60 @@ async fn intelligence(
     let p = query(q)?;
     let target = Target { tenant: Some(tenant), provider: p.provider, ..Target::default() };
     s.ask(&c, Access::Read, Command::Intelligence(target)).await
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct UsageParams {
+    /// One provider only.
+    provider: Option<String>,
+    /// `day` (the default) or `week` (ISO weeks, Monday first), in UTC.
+    by: Option<String>,
+    /// From this time on (RFC 3339, or a date: midnight UTC).
+    since: Option<String>,
+}
+
+/// The tenant's usage per provider and stream, by day or week (API calls, records
+/// fetched and written, errors by class, bytes, rate-limit waits, run time).
+#[utoipa::path(get, path = "/tenants/{tenant}/usage", tag = "data",
+    params(("tenant" = String, Path), UsageParams),
+    responses((status = 200, description = "Periods with their figures per provider and stream", body = serde_json::Value)))]
+async fn usage(
+    State(s): State<ApiState>,
+    Extension(c): Extension<ApiCaller>,
+    Path(tenant): Path<String>,
+    q: Result<Query<UsageParams>, QueryRejection>,
+) -> ApiResult {
+    let p = query(q)?;
+    let q = crate::control::protocol::UsageQuery { tenant, provider: p.provider, by: p.by, since: p.since };
+    s.ask(&c, Access::Read, Command::Usage(q)).await
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct AuditParams {
+    /// One tenant's entries (a tenant's key reads its own tenant's only).
+    tenant: Option<String>,
+    /// From this time on (RFC 3339, or a date: midnight UTC).
+    since: Option<String>,
+    /// At most this many, newest first (default 100).
+    limit: Option<i64>,
+}
+
+/// The audit log, newest first: who changed what, control actions, refused requests.
+#[utoipa::path(get, path = "/audit", tag = "daemon",
+    params(AuditParams),
+    responses((status = 200, description = "Audit entries, newest first", body = serde_json::Value)))]
+async fn audit(
+    State(s): State<ApiState>,
+    Extension(c): Extension<ApiCaller>,
+    q: Result<Query<AuditParams>, QueryRejection>,
+) -> ApiResult {
+    let p = query(q)?;
+    let q = crate::control::protocol::AuditQuery { tenant: p.tenant, since: p.since, limit: p.limit };
+    s.ask(&c, Access::Read, Command::Audit(q)).await
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]

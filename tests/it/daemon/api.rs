@@ -161,6 +161,10 @@ async fn matrix(fx: Fixture) {
         case("POST", "/tenants/acme/pause", Some(json!({"provider": "aptem"})), [OK, DENIED, OK, DENIED, DENIED]),
         case("POST", "/tenants/acme/resume", Some(json!({"provider": "aptem"})), [OK, DENIED, OK, DENIED, DENIED]),
         case("GET", "/tenants/acme/intelligence", None, [OK, OK, OK, OK, DENIED]),
+        case("GET", "/tenants/acme/usage?by=week", None, [OK, OK, OK, OK, DENIED]),
+        case("GET", "/tenants/globex/usage", None, [OK, OK, DENIED, DENIED, OK]),
+        case("GET", "/audit?limit=5", None, [OK, OK, OK, OK, OK]),
+        case("GET", "/audit?tenant=globex", None, [OK, OK, DENIED, DENIED, OK]),
         case("GET", "/tenants/acme/records/learner?limit=2&fields=first_name", None, [OK, OK, OK, OK, DENIED]),
         case("GET", "/tenants/acme/changes?since=0&limit=3", None, [OK, OK, OK, OK, DENIED]),
         case("GET", "/webhooks", None, [OK, OK, OK, OK, OK]),
@@ -284,6 +288,15 @@ async fn matrix(fx: Fixture) {
         let (_, secret) = key[4..].split_once('_').unwrap();
         assert!(!log.contains(secret), "a key's secret in the log");
     }
+    // The usage of acme's finished run, and a tenant key's audit log is its tenant's own.
+    let (status, usage, _) = call(&client, &base, Some(&keys[2]), "GET", "/tenants/acme/usage", None).await;
+    assert_eq!(status, 200, "{usage}");
+    assert!(usage.to_string().contains("learners"), "{usage}");
+    let (status, entries, _) = call(&client, &base, Some(&keys[2]), "GET", "/audit", None).await;
+    assert_eq!(status, 200, "{entries}");
+    let entries = entries.as_array().expect("audit entries");
+    assert!(!entries.is_empty());
+    assert!(entries.iter().all(|e| e["tenant_id"] == "acme"), "{entries:?}");
     // Creating and revoking keys is audited, by name, never with the key.
     let audit = json(&fx.ok(&["--json", "audit", "list"], "").await);
     let entries = audit.as_array().unwrap();
@@ -340,6 +353,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/tenants/{tenant}/pause"),
     ("post", "/api/v1/tenants/{tenant}/resume"),
     ("get", "/api/v1/tenants/{tenant}/intelligence"),
+    ("get", "/api/v1/tenants/{tenant}/usage"),
+    ("get", "/api/v1/audit"),
     ("get", "/api/v1/tenants/{tenant}/records/{entity}"),
     ("get", "/api/v1/tenants/{tenant}/changes"),
     ("get", "/api/v1/webhooks"),
