@@ -197,12 +197,14 @@ impl Daemon {
         if let Some(e) = &error {
             self.remember(Some(&r.tenant), Some(&r.provider), Some(&r.stream), e.clone());
         }
-        let partial = matches!(&done.result, Ok(row) if row.outcome == RunOutcome::Partial);
+        // A sweep the guard held back completed its pass: the job keeps its schedule.
+        let held_back = matches!(&done.result, Ok(row) if crate::sync::sweep_held_back(row));
+        let partial = !held_back && matches!(&done.result, Ok(row) if row.outcome == RunOutcome::Partial);
         let plan = if partial {
             // Ended at its bounds: the pass continues soon.
             after_partial_run(Utc::now(), run_id)
         } else {
-            after_run(job, r.claimed.timezone, Utc::now(), succeeded, run_id, &self.policy, FIXED_JITTER)
+            after_run(job, r.claimed.timezone, Utc::now(), succeeded || held_back, run_id, &self.policy, FIXED_JITTER)
         };
         match self.store.complete_job(&job.tenant_id, job.id, &self.owner, &plan.completion).await {
             Ok(_) => {}

@@ -22,6 +22,7 @@ mod scheduling;
 mod sim;
 mod store_contract;
 mod support;
+mod sweep;
 mod tenants;
 mod tokens;
 mod users;
