@@ -2,7 +2,8 @@
 //! of its entity (for the tenant and provider) that no run listed since the pass began
 //! (`seen_at`, set by every page of the stream) become deleted — unless that is more
 //! than the stream's guard share of its live records, in which case nothing is.
-//! Also the due time of each job's next full pass (`jobs.full_pass_at`).
+//! Also each job's full passes: the stream's full schedule as its last run read it
+//! (`jobs.full_schedule`) and when the next full pass is due (`jobs.full_pass_at`).
 
 use chrono::{DateTime, Utc};
 
@@ -135,20 +136,55 @@ impl Store {
 
     /// When the job's next full pass is due; `None` when none is planned.
     pub async fn full_pass_at(&self, tenant: &TenantId, job_id: i64) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self.full_pass_plan(tenant, job_id).await?.1)
+    }
+
+    /// The job's full schedule (as its last run read it) and its next full pass.
+    pub async fn full_pass_plan(
+        &self,
+        tenant: &TenantId,
+        job_id: i64,
+    ) -> Result<(Option<String>, Option<DateTime<Utc>>), StoreError> {
         on_backend!(self, |s| {
-            let row: Option<Option<DateTime<Utc>>> =
-                sqlx::query_scalar("SELECT full_pass_at FROM jobs WHERE id = $1 AND tenant_id = $2")
+            let row: Option<(Option<String>, Option<DateTime<Utc>>)> =
+                sqlx::query_as("SELECT full_schedule, full_pass_at FROM jobs WHERE id = $1 AND tenant_id = $2")
                     .bind(job_id)
                     .bind(tenant.as_str())
                     .fetch_optional(&s.pool)
                     .await
-                    .map_err(db("reading a job's next full pass"))?;
+                    .map_err(db("reading a job's full passes"))?;
             row.ok_or_else(|| no_job(tenant, job_id))
         })
     }
 
-    /// Plans the job's next full pass at `at` (`None`: none). A job whose next run is
-    /// later than `at` runs at `at` when its current run completes (`complete_job`).
+    /// Records the stream's full schedule as a run reads it (`None`: none) and returns
+    /// the job's next full pass. A schedule that changed (or went) forgets the planned
+    /// pass, for the scheduler to plan again.
+    pub async fn note_full_schedule(
+        &self,
+        tenant: &TenantId,
+        job_id: i64,
+        schedule: Option<&str>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let (stored, at) = self.full_pass_plan(tenant, job_id).await?;
+        if stored.as_deref() == schedule {
+            return Ok(at);
+        }
+        on_backend!(self, |s| {
+            sqlx::query("UPDATE jobs SET full_schedule = $1, full_pass_at = NULL WHERE id = $2 AND tenant_id = $3")
+                .bind(schedule)
+                .bind(job_id)
+                .bind(tenant.as_str())
+                .execute(&s.pool)
+                .await
+                .map_err(db("recording a job's full schedule"))?;
+        });
+        Ok(None)
+    }
+
+    /// Plans the job's next full pass at `at` (`None`: none, or the due one is done). A
+    /// job whose next run is later than `at` runs at `at` when its current run
+    /// completes (`complete_job`).
     pub async fn set_full_pass_at(
         &self,
         tenant: &TenantId,

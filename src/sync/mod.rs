@@ -284,13 +284,10 @@ impl<'a> Syncer<'a> {
             .or_else(|| config.schedule.clone())
             .unwrap_or_default();
         let job = self.store.ensure_job(&req.tenant, connection.id, &req.stream, &schedule).await?;
-        let tz: chrono_tz::Tz = view.tenant.timezone.parse().unwrap_or(chrono_tz::UTC);
-        let full_schedule = config
-            .streams
-            .get(req.stream.as_str())
-            .and_then(|s| s.full_schedule.as_deref())
-            .and_then(|s| crate::model::Schedule::parse(s).ok());
-        let full_due = self.plan_full_pass(req, &job, full_schedule.as_ref(), tz).await?;
+        // A full pass is due when the scheduler's plan says so (`full_schedule`).
+        let full_schedule = config.streams.get(req.stream.as_str()).and_then(|s| s.full_schedule.as_deref());
+        let planned = self.store.note_full_schedule(&req.tenant, job.id, full_schedule).await?;
+        let full_due = planned.is_some_and(|at| at <= chrono::Utc::now());
         let replica = req.lease_owner.clone().unwrap_or_else(process_replica);
         let run = self.store.start_run_by(&req.tenant, job.id, req.trigger, &replica).await?;
         let span = tracing::info_span!("run", tenant = %req.tenant, provider = %req.provider, stream = %req.stream, run_id = %run.id);
@@ -317,12 +314,10 @@ impl<'a> Syncer<'a> {
         };
         let result = self.read_all(&setup, &mut stats, &mut counted).instrument(span.clone()).await;
         tally.advance(&stats);
-        // A complete full pass plans the next one.
+        // A complete full pass that was due is done: the scheduler plans the next one.
         let full_done = matches!(&result, Ok(true)) || matches!(&result, Err(e) if e.pass_complete);
-        if let Some(schedule) = full_schedule.as_ref().filter(|_| full_done) {
-            let jitter = crate::scheduler::Jitter::for_job(job.id);
-            let next = crate::scheduler::next_run_after(schedule, tz, chrono::Utc::now(), jitter);
-            self.store.set_full_pass_at(&req.tenant, job.id, next).await?;
+        if full_due && full_done {
+            self.store.set_full_pass_at(&req.tenant, job.id, None).await?;
         }
         let (outcome, error) = match result {
             Ok(_) => (RunOutcome::Success, None),
@@ -360,34 +355,6 @@ impl<'a> Syncer<'a> {
         let row = self.store.finish_run(&req.tenant, run.id, outcome, &stats).await?;
         RunFinished { run: &row }.emit(&self.metrics);
         Ok(row)
-    }
-
-    /// Whether the job's full pass is due now (its stream's `full_schedule`, parsed in
-    /// `schedule`); plans the first one when none is planned, and forgets a plan when
-    /// the stream has no full schedule any more.
-    async fn plan_full_pass(
-        &self,
-        req: &SyncRequest,
-        job: &JobRow,
-        schedule: Option<&crate::model::Schedule>,
-        tz: chrono_tz::Tz,
-    ) -> Result<bool, SyncError> {
-        let planned = self.store.full_pass_at(&req.tenant, job.id).await?;
-        let now = chrono::Utc::now();
-        match (schedule, planned) {
-            (None, None) => Ok(false),
-            (None, Some(_)) => {
-                self.store.set_full_pass_at(&req.tenant, job.id, None).await?;
-                Ok(false)
-            }
-            (Some(schedule), None) => {
-                let jitter = crate::scheduler::Jitter::for_job(job.id);
-                let first = crate::scheduler::first_run_at(schedule, tz, now, jitter);
-                self.store.set_full_pass_at(&req.tenant, job.id, first).await?;
-                Ok(false)
-            }
-            (Some(_), Some(at)) => Ok(at <= now),
-        }
     }
 
     /// Reads the stream page by page through the pipeline, continuing the pass a saved

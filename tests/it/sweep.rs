@@ -8,11 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tributary::config::{Catalog, ConfigDir};
 use tributary::model::{ChangeKind, EntityName, ProviderId, RecordRow, RunOutcome, RunRow, TenantId};
+use tributary::scheduler::plan_full_pass;
 use tributary::simulator::{Faults, Provider, SimConfig, SimHandle, start};
-use tributary::store::Store;
+use tributary::store::{Failures, JobCompletion, Store};
 use tributary::sync::SyncRequest;
 
 use crate::support::world::{World, request};
@@ -255,13 +257,33 @@ async fn full_passes_run_on_their_own_schedule(store: &Store) {
     let first = run(&world, &request(&tenant, &hubspot(), "contacts")).await;
     assert_eq!(first.outcome, RunOutcome::Success);
     let jobs = store.list_jobs(&tenant).await.unwrap();
-    let job = jobs.iter().find(|j| j.stream.as_str() == "contacts").unwrap();
-    // The first run plans the first full pass: the next 03:00 (tenant time, UTC here),
-    // give or take the job's jitter.
-    let planned = store.full_pass_at(&tenant, job.id).await.unwrap().expect("a full pass is planned");
-    let now = chrono::Utc::now();
-    assert!(planned > now && planned - now <= chrono::Duration::hours(24) + chrono::Duration::minutes(30));
-    assert_eq!(planned.format("%H").to_string(), "03", "{planned}");
+    let job = jobs.iter().find(|j| j.stream.as_str() == "contacts").unwrap().clone();
+    // The run recorded the full schedule; after it the scheduler plans the first full
+    // pass: the next 03:00 (tenant time, UTC here), give or take the job's jitter.
+    assert_eq!(store.full_pass_plan(&tenant, job.id).await.unwrap(), (Some("daily at 03:00".to_owned()), None));
+    // At the store's precision (microseconds).
+    let now = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
+    let jitter = Duration::from_secs(60);
+    let planned = plan_full_pass(store, &tenant, job.id, chrono_tz::UTC, now, jitter).await.unwrap();
+    let planned = planned.expect("a full pass is planned");
+    assert!(planned > now && planned - now <= chrono::Duration::hours(24) + chrono::Duration::minutes(2));
+    assert_eq!(planned.format("%H:%M").to_string(), "03:00", "{planned}");
+    assert_eq!(store.full_pass_at(&tenant, job.id).await.unwrap(), Some(planned));
+
+    // The job runs every 15 minutes; when its next run would come after the full pass,
+    // the full pass's time is its next run.
+    let complete = |next: chrono::DateTime<chrono::Utc>| {
+        let tenant = tenant.clone();
+        async move {
+            let at = chrono::Utc::now();
+            store.claim_job(&tenant, job.id, "w1", at, at + chrono::Duration::minutes(5), None).await.unwrap();
+            let completion = JobCompletion { next_run_at: Some(next), failures: Failures::Reset, last_run_id: None };
+            store.complete_job(&tenant, job.id, "w1", &completion).await.unwrap().next_run_at
+        }
+    };
+    let soon = now + chrono::Duration::minutes(15);
+    assert_eq!(complete(soon).await, Some(soon));
+    assert_eq!(complete(planned + chrono::Duration::minutes(10)).await, Some(planned));
 
     // Not due: the next run reads incrementally and sweeps nothing.
     assert!(sim.delete("contacts", 7));
@@ -269,18 +291,17 @@ async fn full_passes_run_on_their_own_schedule(store: &Store) {
     assert!(!note(&inc).contains("swept"), "{:?}", inc.stats.note);
     assert!(deleted(&contacts(store, &tenant).await).is_empty());
 
-    // Due: an ordinary run (no --full-refresh) reads in full and sweeps, and the
-    // next full pass is planned a day on.
-    let past = now - chrono::Duration::minutes(1);
-    store.set_full_pass_at(&tenant, job.id, Some(past)).await.unwrap();
+    // Due: an ordinary run (no --full-refresh) reads in full and sweeps; the pass is
+    // done, and the scheduler plans the next one a day on.
+    store.set_full_pass_at(&tenant, job.id, Some(now - chrono::Duration::minutes(1))).await.unwrap();
     let due = run(&world, &request(&tenant, &hubspot(), "contacts")).await;
     assert_eq!(due.outcome, RunOutcome::Success, "{:?}", due.stats);
     assert_eq!(due.stats.fetched, 149);
     assert!(note(&due).contains("swept 1 of 150 records"), "{:?}", due.stats.note);
     assert_eq!(deleted(&contacts(store, &tenant).await), ["8"]);
-    let next = store.full_pass_at(&tenant, job.id).await.unwrap().unwrap();
-    assert!(next > chrono::Utc::now(), "{next}");
-    assert_eq!(next.format("%H").to_string(), "03");
+    assert_eq!(store.full_pass_at(&tenant, job.id).await.unwrap(), None);
+    let next = plan_full_pass(store, &tenant, job.id, chrono_tz::UTC, chrono::Utc::now(), jitter).await.unwrap();
+    assert_eq!(next, Some(planned));
 }
 
 crate::support::contract::contract! {
@@ -343,4 +364,42 @@ fn sweeping_streams_are_checked() {
          full_schedule = \"daily at 03:00\" } }",
     );
     assert_eq!(ok, "");
+}
+
+/// As an operator sees it: `tributary sync --full-refresh` of a sweeping stream says what
+/// it swept, and what the guard held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_reports_sweeps_and_held_back_ones() {
+    use crate::resume::{Backend, Env};
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let sim = start(SimConfig::new(Provider::HubSpot, CONTACTS)).await.unwrap();
+        let env = Env::new(backend).await;
+        let body = format!(
+            "preset = \"aptem_hubspot\"\n[providers.hubspot]\nbase_url = \"{}\"\n\
+             streams = {{ contacts = {{ enabled = true, entity = \"contact\", sweep = true }} }}\n",
+            sim.base_url()
+        );
+        env.tenant(&body, "hubspot", &sim.credentials()).await;
+        let sync = ["sync", "--tenant", "acme", "--provider", "hubspot", "--stream", "contacts"];
+        env.ok(&sync, "").await;
+        assert!(sim.delete("contacts", 3) && sim.delete("contacts", 120));
+        let full: Vec<&str> = sync.iter().copied().chain(["--full-refresh"]).collect();
+        let out = env.ok(&full, "").await;
+        assert!(out.contains("swept 2 of 150 records not seen in the full pass"), "{out}");
+        let gone = env.store.list_records(&env.tenant, &contact(), 1_000).await.unwrap();
+        assert_eq!(gone.iter().filter(|r| r.deleted_at.is_some()).count(), 2);
+
+        // Most contacts vanish (an outage answering with nothing would look the same).
+        for i in 10..100 {
+            assert!(sim.delete("contacts", i));
+        }
+        let out = env.run(&full, "").await;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("sweep held back by its guard") && text.contains("90 of 148"), "{text}");
+        let run = env.last_run().await.unwrap();
+        assert_eq!(run.outcome, RunOutcome::Partial);
+        let kept = env.store.list_records(&env.tenant, &contact(), 1_000).await.unwrap();
+        assert_eq!(kept.iter().filter(|r| r.deleted_at.is_some()).count(), 2, "nothing more deleted");
+        env.finish().await;
+    }
 }
