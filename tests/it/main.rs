@@ -7,6 +7,7 @@ mod config_model;
 mod connectors;
 mod daemon;
 mod deletions;
+mod deletions_salesforce;
 mod faults;
 mod intelligence;
 mod keys_cli;
