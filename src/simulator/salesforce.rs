@@ -203,7 +203,6 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
         json!({"type": def.name, "url": format!("{}/sobjects/{}/{id}", SPEC.api_base, def.name)}),
     );
     out.insert("Id".into(), Value::String(id));
-    out.insert("IsDeleted".into(), Value::Bool(false));
     match stream {
         ACCOUNTS => {
             let name = fake::company(&mut r);
@@ -465,6 +464,9 @@ fn select_fields(record: Value, fields: &[&str]) -> Value {
     for f in fields {
         if let Some(v) = map.get(*f) {
             out.insert((*f).to_owned(), v.clone());
+        } else if *f == "IsDeleted" {
+            // Records carry it only once deleted ([`respond`] sets it).
+            out.insert("IsDeleted".to_owned(), Value::Bool(false));
         }
     }
     Value::Object(out)
