@@ -655,9 +655,8 @@ impl SqliteStore {
 ///   sequence by their number (its row locked until commit: concurrent writers of one
 ///   tenant take their numbers one after the other), and only when fenced;
 /// - `upsert` writes them, numbered in page order with the numbers `seq` took (a
-///   changed record moves to the end of the feed); `seen` marks the unchanged records
-///   seen for a sweeping stream ($22; the upsert marks the written ones); `moved`
-///   moves the cursor and the position; `counted_run` adds the page to its run's row.
+///   changed record moves to the end of the feed); `moved` moves the cursor and the
+///   position; `counted_run` adds the page to its run's row.
 const PAGE_STATEMENT: &str = "WITH job AS (SELECT lease_owner FROM jobs WHERE id = $7 AND tenant_id = $1 FOR UPDATE), \
      fenced AS (SELECT 1 FROM job WHERE $8::text IS NULL OR lease_owner = $8), \
      incoming AS (SELECT * FROM unnest($4::text[], $5::text[], $6::text[]) WITH ORDINALITY \
@@ -679,18 +678,13 @@ const PAGE_STATEMENT: &str = "WITH job AS (SELECT lease_owner FROM jobs WHERE id
          ON CONFLICT (tenant_id) DO UPDATE SET last_seq = change_sequences.last_seq + excluded.last_seq \
          RETURNING last_seq - (SELECT count(*) FROM written) AS base), \
      upsert AS (INSERT INTO records (tenant_id, entity, provider, external_id, data, content_hash, first_seen, \
-         last_synced, change_seq, change_kind, change_run, seen_at) SELECT $1, $2, $3, w.external_id, \
-         w.data::jsonb, w.content_hash, $9, $9, s.base + row_number() OVER (ORDER BY w.ord), 'inserted', $13, \
-         CASE WHEN $22 THEN $9 END FROM written w CROSS JOIN seq s \
+         last_synced, change_seq, change_kind, change_run) SELECT $1, $2, $3, w.external_id, w.data::jsonb, \
+         w.content_hash, $9, $9, s.base + row_number() OVER (ORDER BY w.ord), 'inserted', $13 \
+         FROM written w CROSS JOIN seq s \
          ON CONFLICT (tenant_id, entity, provider, external_id) DO UPDATE SET data = excluded.data, \
          content_hash = excluded.content_hash, last_synced = excluded.last_synced, deleted_at = NULL, \
-         change_seq = excluded.change_seq, change_kind = 'updated', change_run = excluded.change_run, \
-         seen_at = COALESCE(excluded.seen_at, records.seen_at) \
+         change_seq = excluded.change_seq, change_kind = 'updated', change_run = excluded.change_run \
          WHERE records.content_hash IS DISTINCT FROM excluded.content_hash OR records.deleted_at IS NOT NULL), \
-     seen AS (UPDATE records r SET seen_at = $9 FROM incoming i JOIN existing e USING (external_id) \
-         WHERE $22 AND NOT e.deleted AND e.content_hash IS NOT DISTINCT FROM i.content_hash \
-         AND r.tenant_id = $1 AND r.entity = $2 AND r.provider = $3 AND r.external_id = i.external_id \
-         AND EXISTS (SELECT 1 FROM fenced)), \
      moved AS (UPDATE jobs SET updated_at = $9, cursor = COALESCE($10, cursor), \
          position = CASE WHEN $11 THEN $12 ELSE position END \
          WHERE id = $7 AND tenant_id = $1 AND ($10::text IS NOT NULL OR $11) AND EXISTS (SELECT 1 FROM fenced)), \
@@ -725,14 +719,15 @@ impl PgStore {
     }
 
     /// Writes a page without dead letters with [`PAGE_STATEMENT`]; `None` for a page
-    /// with dead letters (rare), which goes through the transaction of `write_prepared`.
+    /// with dead letters (rare) or of a sweeping stream (`mark_seen`: one more statement
+    /// marks its records seen), which goes through the transaction of `write_prepared`.
     async fn write_in_one_statement(
         &self,
         tenant: &TenantId,
         page: &PageWrite<'_>,
         records: &[Prepared<'_>],
     ) -> Result<Option<PageOutcome>, StoreError> {
-        if !page.dead_letters.is_empty() {
+        if !page.dead_letters.is_empty() || page.mark_seen {
             return Ok(None);
         }
         let ids: Vec<&str> = records.iter().map(|r| r.external_id).collect();
@@ -768,7 +763,6 @@ impl PgStore {
                 .bind(count(|r| r.retries))
                 .bind(count(|r| r.rate_limit_waits))
                 .bind(count(|r| r.rate_limit_wait_ms))
-                .bind(page.mark_seen)
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db("writing a page (records, cursor, position and run counts)"))?;
