@@ -6,8 +6,9 @@
 //!   sweep costs: hashes compared, nothing written);
 //! - `mark`: the same pass marking every listed record seen (`sweep = true`);
 //! - `sweep`: the sweep after it (count, guard, mark the 1 % deleted, number them in
-//!   the change feed);
-//! and the process's peak RSS (`VmHWM`).
+//!   the change feed).
+//!
+//! Also the process's peak RSS (`VmHWM`).
 //!
 //! `cargo bench --bench sweep` (SQLite; `SWEEP_N`, default 1000000, sets N) or
 //! `cargo bench --bench sweep -- postgres://postgres@127.0.0.1:5432/test` (also
@@ -40,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
         println!("{}: stored {n} deals in {:.1} s", scratch.backend, started.elapsed().as_secs_f64());
 
         // 1 % of the records are gone from the listing.
-        let listed = |i: u64| i % 100 != 0;
+        let listed = |i: u64| !i.is_multiple_of(100);
         let started = Instant::now();
         pass(&store, &tenant, job, n, listed, false).await?;
         let plain = started.elapsed().as_secs_f64();

@@ -461,6 +461,7 @@ impl<'a> Syncer<'a> {
         stats: &mut RunStats,
     ) -> Result<(), RunFailure> {
         let RunSetup { req, config, job, .. } = *setup;
+        let dead_lettered = stats.dead_lettered;
         let mut note = |text: String| {
             stats.note = Some(match stats.note.take() {
                 Some(n) => format!("{n}; {text}"),
@@ -473,6 +474,15 @@ impl<'a> Syncer<'a> {
             note(format!(
                 "not swept: stream `{other}` also feeds `{}`, and only the one stream feeding an entity may sweep it",
                 setup.entity
+            ));
+            return Ok(());
+        }
+        // A record that could not be mapped was listed but not stored as seen: rather
+        // than delete it, this pass does not sweep.
+        if dead_lettered > 0 {
+            note(format!(
+                "not swept: {dead_lettered} records of this run could not be mapped (see `runs show`); the pass \
+                 cannot vouch for what it did not store"
             ));
             return Ok(());
         }
