@@ -100,6 +100,9 @@ async fn tenant(store: &Store) -> anyhow::Result<(TenantId, i64)> {
     let audit = AuditEntry {
         at: Utc::now(),
         actor: "bench".into(),
+        scope: None,
+        outcome: tributary::model::AuditOutcome::Ok,
+        message: None,
         action: "tenant.create".into(),
         tenant_id: Some(tenant.clone()),
         subject: None,
