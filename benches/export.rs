@@ -125,6 +125,7 @@ async fn seed(store: &Store, id: &str, count: u64) -> anyhow::Result<()> {
             dead_letters: &[],
             position: PositionWrite::Keep,
             run: None,
+            mark_seen: false,
         };
         store.write_page(&tenant, &page).await?;
     }

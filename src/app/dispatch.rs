@@ -11,7 +11,7 @@ use super::health::Unsettled;
 use super::worker::{RunContext, run_job};
 use super::{Daemon, FIXED_JITTER, Progress, RunDone, Running};
 use crate::model::{ClaimedJob, ConnectionStatus, JobRow, Owner, RunOutcome, RunStats};
-use crate::scheduler::{after_partial_run, after_run};
+use crate::scheduler::{after_partial_run, after_run, plan_full_pass};
 use crate::store::{ClaimRequest, Exclusions, StoreError};
 use crate::telemetry::{LeaseLost, Metrics};
 
@@ -197,13 +197,21 @@ impl Daemon {
         if let Some(e) = &error {
             self.remember(Some(&r.tenant), Some(&r.provider), Some(&r.stream), e.clone());
         }
-        let partial = matches!(&done.result, Ok(row) if row.outcome == RunOutcome::Partial);
+        // A sweep the guard held back completed its pass: the job keeps its schedule.
+        let held_back = matches!(&done.result, Ok(row) if crate::sync::sweep_held_back(row));
+        let partial = !held_back && matches!(&done.result, Ok(row) if row.outcome == RunOutcome::Partial);
         let plan = if partial {
             // Ended at its bounds: the pass continues soon.
             after_partial_run(Utc::now(), run_id)
         } else {
-            after_run(job, r.claimed.timezone, Utc::now(), succeeded, run_id, &self.policy, FIXED_JITTER)
+            after_run(job, r.claimed.timezone, Utc::now(), succeeded || held_back, run_id, &self.policy, FIXED_JITTER)
         };
+        // The stream's next full pass (`full_schedule`), before the job's next run is
+        // written: `complete_job` makes the job due by then.
+        let tz = r.claimed.timezone;
+        if let Err(e) = plan_full_pass(&self.store, &job.tenant_id, job.id, tz, Utc::now(), FIXED_JITTER).await {
+            tracing::warn!(job_id = job.id, "planning the next full pass failed: {e}");
+        }
         match self.store.complete_job(&job.tenant_id, job.id, &self.owner, &plan.completion).await {
             Ok(_) => {}
             Err(StoreError::LeaseLost { .. }) => {

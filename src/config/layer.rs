@@ -44,7 +44,15 @@ pub struct ProviderLayer {
     /// Named record filters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub filters: BTreeMap<String, FilterSpec>,
+    /// The largest share (0–1) of a stream's stored records one sweep may delete, for
+    /// every stream of the provider that sweeps (a stream's own setting wins); by
+    /// default [`DEFAULT_SWEEP_MAX_SHARE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep_max_share: Option<f64>,
 }
+
+/// The share of a stream's stored records a sweep may delete when nothing says.
+pub const DEFAULT_SWEEP_MAX_SHARE: f64 = 0.2;
 
 /// One stream's settings in one layer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -64,6 +72,19 @@ pub struct StreamLayer {
     /// Seconds one run reads at most before it ends `partial` (overrides the manifest's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_run_secs: Option<u64>,
+    /// Mark and sweep: after every complete full pass of the stream, the stored records
+    /// of its entity (for this tenant and provider) that the pass did not see become
+    /// deleted. The stream must be the only one of the provider feeding that entity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<bool>,
+    /// The largest share (0–1) of the stored records one sweep may delete; above it
+    /// nothing is deleted and the run ends `partial`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep_max_share: Option<f64>,
+    /// When full passes run (a schedule like `schedule`), besides the runs of
+    /// `schedule`, which read incrementally where the stream can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_schedule: Option<String>,
 }
 
 /// How one target field is filled.
@@ -362,6 +383,9 @@ impl ProviderLayer {
             replace(&mut mine.schedule, &s.schedule);
             replace(&mut mine.max_pages_per_run, &s.max_pages_per_run);
             replace(&mut mine.max_run_secs, &s.max_run_secs);
+            replace(&mut mine.sweep, &s.sweep);
+            replace(&mut mine.sweep_max_share, &s.sweep_max_share);
+            replace(&mut mine.full_schedule, &s.full_schedule);
         }
         for (entity, fields) in &over.mappings {
             let mine = self.mappings.entry(entity.clone()).or_default();
@@ -369,6 +393,7 @@ impl ProviderLayer {
         }
         self.tags.extend(over.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
         self.filters.extend(over.filters.iter().map(|(k, v)| (k.clone(), v.clone())));
+        replace(&mut self.sweep_max_share, &over.sweep_max_share);
     }
 
     /// Every leaf as (dotted key path, value), in a stable order. Leaves are the units
@@ -398,6 +423,15 @@ impl ProviderLayer {
             if let Some(v) = &s.schedule {
                 out.push((join(&p, "schedule"), json(v)));
             }
+            if let Some(v) = &s.sweep {
+                out.push((join(&p, "sweep"), json(v)));
+            }
+            if let Some(v) = &s.sweep_max_share {
+                out.push((join(&p, "sweep_max_share"), json(v)));
+            }
+            if let Some(v) = &s.full_schedule {
+                out.push((join(&p, "full_schedule"), json(v)));
+            }
         }
         for (entity, fields) in &self.mappings {
             for (field, spec) in fields {
@@ -409,6 +443,9 @@ impl ProviderLayer {
         }
         for (k, v) in &self.filters {
             out.push((join("filters", k), json(v)));
+        }
+        if let Some(v) = &self.sweep_max_share {
+            out.push(("sweep_max_share".into(), json(v)));
         }
         out
     }
@@ -483,6 +520,30 @@ pub fn check_names(
         {
             err(&join(&p, "schedule"), e.to_string());
         }
+        if let Some(sched) = &s.full_schedule
+            && let Err(e) = Schedule::parse_checked(sched)
+        {
+            err(&join(&p, "full_schedule"), e.to_string());
+        }
+        if let Some(share) = s.sweep_max_share
+            && let Err(msg) = check_share(share)
+        {
+            err(&join(&p, "sweep_max_share"), msg);
+        }
+        if s.sweep == Some(true)
+            && let Some(spec) = manifest.streams.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v)
+            && spec.deletions
+        {
+            err(
+                &join(&p, "sweep"),
+                format!("`{name}` is a deletion stream: it lists deleted records, it cannot sweep"),
+            );
+        }
+    }
+    if let Some(share) = layer.sweep_max_share
+        && let Err(msg) = check_share(share)
+    {
+        err("sweep_max_share", msg);
     }
     for (entity, fields) in &layer.mappings {
         let p = join("mappings", entity);
@@ -542,6 +603,25 @@ pub fn check_names(
             (_, None) => err(&join(&p, "value"), "this operator needs a `value`".into()),
             _ => {}
         }
+    }
+}
+
+/// Another enabled stream of the provider (not a deletion stream) that feeds `entity`
+/// besides `stream`, if any.
+pub fn sweep_conflict(layer: &ProviderLayer, manifest: &Manifest, stream: &str, entity: &str) -> Option<String> {
+    layer
+        .enabled_streams()
+        .filter(|(name, e)| *name != stream && *e == Some(entity))
+        .find(|(name, _)| !manifest.streams.iter().any(|(k, s)| k.as_str() == *name && s.deletions))
+        .map(|(name, _)| name.to_owned())
+}
+
+/// A share of a stream's records: more than 0, at most 1.
+fn check_share(share: f64) -> Result<(), String> {
+    if share.is_finite() && share > 0.0 && share <= 1.0 {
+        Ok(())
+    } else {
+        Err(format!("`{share}` is not a share: give a number above 0 and at most 1 (0.2 is 20 %)"))
     }
 }
 
@@ -606,6 +686,22 @@ pub fn check_complete(
                 file,
                 &join(&join(&join(path, "streams"), stream), "entity"),
                 format!("deletion stream `{stream}` deletes `{e}`, which no other stream of `{}` reads", manifest.name),
+            );
+        }
+        // A sweep deletes the entity's records the stream did not see: another stream
+        // feeding the same entity would have its records swept.
+        if layer.streams.get(stream).and_then(|l| l.sweep) == Some(true)
+            && let Some(e) = entity
+            && let Some(other) = sweep_conflict(layer, manifest, stream, e)
+        {
+            diag.push(
+                file,
+                &join(&join(&join(path, "streams"), stream), "sweep"),
+                format!(
+                    "stream `{stream}` sweeps `{e}`, which stream `{other}` of `{}` also feeds: records carry no \
+                     stream, so only the one stream feeding an entity may sweep it",
+                    manifest.name
+                ),
             );
         }
         let Some(entity) = entity.and_then(|e| entities.get(e)) else {

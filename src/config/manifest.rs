@@ -382,6 +382,7 @@ impl Manifest {
                         schedule: None,
                         max_pages_per_run: s.max_pages_per_run,
                         max_run_secs: s.max_run_secs,
+                        ..StreamLayer::default()
                     };
                     (name.to_string(), layer)
                 })

@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 pub use diag::{Diagnostic, Diagnostics};
 pub use entities::{Entities, Entity, FieldDef, FieldType};
 pub use layer::{
-    FilterAction, FilterOp, FilterSpec, MappingRule, MappingSpec, ProviderLayer, ReverseRule, ReverseSpec,
-    ReverseTable, Sources, StreamLayer, TRANSFORMS, reverse_rule,
+    DEFAULT_SWEEP_MAX_SHARE, FilterAction, FilterOp, FilterSpec, MappingRule, MappingSpec, ProviderLayer, ReverseRule,
+    ReverseSpec, ReverseTable, Sources, StreamLayer, TRANSFORMS, reverse_rule, sweep_conflict,
 };
 pub use manifest::{
     AuthKind, AuthSpec, BUILTIN as BUILTIN_MANIFESTS, BUILTIN_VARIABLES, Category, DEFAULT_MAX_PAGES_PER_RUN,

@@ -72,6 +72,30 @@ enum CursorState {
     PerParent(BTreeMap<String, CursorValue>),
 }
 
+impl CursorState {
+    /// Whether no cursor is held: a pass from this state reads everything.
+    fn is_empty(&self) -> bool {
+        match self {
+            Self::Single(c) => c.is_none(),
+            Self::PerParent(m) => m.is_empty(),
+        }
+    }
+
+    /// Forgets every cursor (the pass reads in full).
+    fn clear(&mut self) {
+        match self {
+            Self::Single(c) => *c = None,
+            Self::PerParent(m) => m.clear(),
+        }
+    }
+}
+
+/// The start of a pass begun now, at the store's precision (microseconds).
+fn pass_start() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}
+
 /// Pages of pages before the guard stops a walk, when the manifest sets no limit.
 pub const DEFAULT_MAX_PAGES: u64 = 1_000_000;
 
@@ -104,6 +128,13 @@ pub struct StreamReader {
     pub notes: Vec<String>,
     /// The parts of each record the run reads; `None`: records are read whole.
     projection: Option<Arc<Projection>>,
+    /// Whether the pass reads the whole stream (no incremental cursor).
+    full: bool,
+    /// A full pass is due ([`Self::read_in_full`]): a saved position of an incremental
+    /// pass is discarded.
+    full_requested: bool,
+    /// When the pass began (kept in its positions).
+    started_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl StreamReader {
@@ -141,6 +172,7 @@ impl StreamReader {
             }
             (None, _) => CursorState::Single(None),
         };
+        let full = state.is_empty();
         Ok(Self {
             name: stream.clone(),
             spec,
@@ -162,6 +194,9 @@ impl StreamReader {
             position_live: false,
             notes: Vec::new(),
             projection: None,
+            full,
+            full_requested: false,
+            started_at: pass_start(),
         })
     }
 
@@ -174,6 +209,21 @@ impl StreamReader {
             projection.keep_path(&inc.cursor_field);
         }
         self.projection = Some(Arc::new(projection));
+    }
+
+    /// Reads the whole stream, ignoring the stored cursor (a full pass is due): unlike
+    /// `full_refresh`, a saved position of a full pass under way is continued; one of an
+    /// incremental pass is discarded ([`Self::resume_from`]). Call before `resume_from`.
+    pub fn read_in_full(&mut self) {
+        self.state.clear();
+        self.full = true;
+        self.full_requested = true;
+    }
+
+    /// When the pass began, if it reads the whole stream (it began without a cursor, or
+    /// continues a saved position of such a pass): `None` for an incremental pass.
+    pub fn full_pass_started(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.full.then_some(self.started_at)
     }
 
     /// Continues the pass a stored position (`stored`, the job's) belongs to, unless
@@ -208,8 +258,32 @@ impl StreamReader {
         if let Some(p) = &saved.parent {
             place = format!("{place} of parent {}", p.key);
         }
+        if self.full_requested && !saved.full {
+            self.notes.push(format!(
+                "a full pass is due: the saved position of incremental pass {} (saved {at}) was discarded",
+                saved.pass
+            ));
+            return;
+        }
         self.notes.push(format!("resumed pass {} at {place} (saved {at})", saved.pass));
         self.pass = saved.pass.clone();
+        // A full pass goes on reading in full, and keeps the time it began (a position
+        // that does not say when its pass began cannot vouch for a sweep).
+        match (saved.full, saved.started_at) {
+            (true, Some(started)) => {
+                self.state.clear();
+                self.full = true;
+                self.started_at = started;
+            }
+            (true, None) => {
+                self.state.clear();
+                self.full = false;
+            }
+            (false, started) => {
+                self.full = false;
+                self.started_at = started.unwrap_or(self.started_at);
+            }
+        }
         self.resume = Some(saved);
     }
 
@@ -221,6 +295,7 @@ impl StreamReader {
     fn restart_pass(&mut self, why: String) {
         self.notes.push(format!("{why}; the pass restarted from the beginning"));
         self.pass = uuid::Uuid::now_v7().to_string();
+        self.started_at = pass_start();
     }
 
     /// The position update to commit with the page just read: the position after it
@@ -241,6 +316,8 @@ impl StreamReader {
             saved_at: chrono::Utc::now(),
             walk: walk.map(Walk::point),
             parent: parent_key.map(|key| ParentPoint { key, done: walk.is_none() }),
+            full: self.full,
+            started_at: Some(self.started_at),
         };
         match serde_json::to_string(&saved) {
             Ok(text) => {

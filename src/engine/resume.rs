@@ -18,6 +18,13 @@ pub struct SavedPosition {
     /// For a child stream: the parent record being read, or the last one read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentPoint>,
+    /// Whether the pass reads the whole stream (no incremental cursor): a complete one
+    /// may sweep.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full: bool,
+    /// When the pass began (positions saved before this was kept have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 /// The page position of one walk.
@@ -116,10 +123,16 @@ mod tests {
                 window_records: 0,
             }),
             parent: Some(ParentPoint { key: "C1".into(), done: false }),
+            full: true,
+            started_at: Some(saved_at),
         };
         let text = serde_json::to_string(&p).unwrap();
         assert_eq!(SavedPosition::parse(&text), Some(p.clone()));
         assert!(SavedPosition::parse("{\"nonsense\":1}").is_none());
+        // A position saved before passes said whether they were full: not full.
+        let old = SavedPosition::parse(r#"{"pass":"p0","saved_at":"2026-01-01T00:00:00Z"}"#).unwrap();
+        assert!(!old.full);
+        assert_eq!(old.started_at, None);
         let later = saved_at + chrono::Duration::seconds(901);
         assert!(p.expired(Some(900), later));
         assert!(!p.expired(Some(1000), later));

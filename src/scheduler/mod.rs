@@ -7,6 +7,7 @@
 //! scheduler sleeps until [`crate::store::Store::next_due_at`] or a trigger.
 
 pub mod backoff;
+pub mod full_pass;
 pub mod lease;
 pub mod schedule;
 
@@ -17,6 +18,7 @@ use chrono_tz::Tz;
 use uuid::Uuid;
 
 pub use backoff::FailurePolicy;
+pub use full_pass::plan_full_pass;
 pub use schedule::{Jitter, first_run_at, next_run_after};
 
 use crate::config::{Denied, Effective, EffectiveProvider, RoleGrants};

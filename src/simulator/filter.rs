@@ -125,6 +125,14 @@ impl Filter {
         }
     }
 
+    /// Whether a record with `meta` falls within the filter's bounds (and parent).
+    pub(crate) fn matches_meta(&self, meta: &super::store::Meta) -> bool {
+        use std::ops::RangeBounds;
+        (self.updated_from, self.updated_to).contains(&meta.updated)
+            && (self.index_from, self.index_to).contains(&meta.index)
+            && self.partition.is_none_or(|p| meta.partition == Some(p))
+    }
+
     /// Narrows the filter with `index <cmp> i`.
     pub(crate) fn index(&mut self, cmp: Cmp, i: u64) {
         let (lo, hi) = cmp.bounds(i);

@@ -7,6 +7,9 @@
 //! `{id, success, errors}`), `GET …/sobjects/{Object}/{Id}` (the record with every
 //! field, `?fields=` to choose), `PATCH …/sobjects/{Object}/{Id}` (204; 412 when an
 //! `If-Unmodified-Since` HTTP-date is older than the record's last modification).
+//! `GET …/queryAll?q=…` also returns deleted rows (`IsDeleted = true`, as they were
+//! when deleted; live rows first, then deleted ones in index order), paged like
+//! `query`; `query` never returns them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,17 +64,37 @@ pub(crate) static SPEC: ProviderSpec = ProviderSpec {
 const OBJECTS: &[ObjectDef] = &[
     ObjectDef {
         name: "Account",
-        fields: &["Id", "Name", "Website", "Industry", "OwnerId", "CreatedDate", "SystemModstamp", "LastModifiedDate"],
+        fields: &[
+            "Id",
+            "IsDeleted",
+            "Name",
+            "Website",
+            "Industry",
+            "OwnerId",
+            "CreatedDate",
+            "SystemModstamp",
+            "LastModifiedDate",
+        ],
         times: &["CreatedDate", "SystemModstamp", "LastModifiedDate"],
     },
     ObjectDef {
         name: "Contact",
-        fields: &["Id", "FirstName", "LastName", "Email", "AccountId", "CreatedDate", "SystemModstamp"],
+        fields: &["Id", "IsDeleted", "FirstName", "LastName", "Email", "AccountId", "CreatedDate", "SystemModstamp"],
         times: &["CreatedDate", "SystemModstamp"],
     },
     ObjectDef {
         name: "Opportunity",
-        fields: &["Id", "Name", "Amount", "StageName", "CloseDate", "AccountId", "CreatedDate", "SystemModstamp"],
+        fields: &[
+            "Id",
+            "IsDeleted",
+            "Name",
+            "Amount",
+            "StageName",
+            "CloseDate",
+            "AccountId",
+            "CreatedDate",
+            "SystemModstamp",
+        ],
         times: &["CreatedDate", "SystemModstamp"],
     },
 ];
@@ -84,6 +107,8 @@ fn router() -> Router<Arc<Sim>> {
         .route("/services/oauth2/token", post(token))
         .route("/services/data/{version}/query", get(query))
         .route("/services/data/{version}/query/{locator}", get(more))
+        .route("/services/data/{version}/queryAll", get(query_all))
+        .route("/services/data/{version}/queryAll/{locator}", get(more))
         .route("/services/data/{version}/sobjects/{object}", post(create))
         .route("/services/data/{version}/sobjects/{object}/{id}", get(get_one).patch(update))
 }
@@ -273,10 +298,25 @@ async fn query(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    if let Err(response) = authorize(&sim, &headers) {
+    start_query(&sim, &version, &headers, raw.as_deref(), false)
+}
+
+/// `queryAll`: `query` with the deleted rows too.
+async fn query_all(
+    State(sim): State<Arc<Sim>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    start_query(&sim, &version, &headers, raw.as_deref(), true)
+}
+
+/// The first page of a query (`all`: of `queryAll`, deleted rows included).
+fn start_query(sim: &Sim, version: &str, headers: &HeaderMap, raw: Option<&str>, all: bool) -> Response {
+    if let Err(response) = authorize(sim, headers) {
         return *response;
     }
-    let params = Params::from_query(raw.as_deref());
+    let params = Params::from_query(raw);
     let Some(q) = params.get("q").filter(|q| !q.trim().is_empty()) else {
         return errors(StatusCode::BAD_REQUEST, "MALFORMED_QUERY", "A query string has to be specified");
     };
@@ -284,9 +324,10 @@ async fn query(
         Ok(p) => p,
         Err(e) => return soql_error(e),
     };
-    let batch = batch_size(&sim, &headers);
-    let locator = sim.register(format!("{batch}\n{q}"));
-    respond(&sim, &version, &parsed, &format!("01gSIM{locator}"), 0, batch)
+    let batch = batch_size(sim, headers);
+    // The locator remembers whether deleted rows belong to the query.
+    let locator = sim.register(format!("{batch}{}\n{q}", if all { "a" } else { "" }));
+    respond(sim, version, &parsed, &format!("01gSIM{locator}"), 0, batch, all)
 }
 
 async fn more(
@@ -310,13 +351,19 @@ async fn more(
     let Some((batch, q)) = payload.split_once('\n') else {
         return invalid();
     };
+    let (batch, all) = match batch.strip_suffix('a') {
+        Some(b) => (b, true),
+        None => (batch, false),
+    };
     let (Ok(batch), Ok(parsed)) = (batch.parse::<usize>(), soql::parse(q, OBJECTS)) else {
         return invalid();
     };
-    respond(&sim, &version, &parsed, id, offset, batch)
+    respond(&sim, &version, &parsed, id, offset, batch, all)
 }
 
-fn respond(sim: &Sim, version: &str, q: &Soql, locator: &str, offset: u64, batch: usize) -> Response {
+/// One page of a query's rows from `offset`: the live rows the query selects, then
+/// (`all`, `queryAll`) the deleted ones, unless `IsDeleted` says otherwise.
+fn respond(sim: &Sim, version: &str, q: &Soql, locator: &str, offset: u64, batch: usize, all: bool) -> Response {
     let Some(stream) = OBJECTS.iter().position(|o| o.name == q.object) else {
         return errors(StatusCode::BAD_REQUEST, "INVALID_TYPE", "sObject type is not supported.");
     };
@@ -354,20 +401,46 @@ fn respond(sim: &Sim, version: &str, q: &Soql, locator: &str, offset: u64, batch
         let total = matching.len() as u64;
         Page { items: matching.into_iter().skip(offset as usize).take(limit).collect(), total }
     };
-    let first = select(offset, 0);
-    let total = q.limit.map_or(first.total, |l| l.min(first.total));
+    // Live rows unless only deleted ones are asked for; deleted rows only for queryAll.
+    let live = q.deleted != Some(true);
+    let gone = if all && q.deleted != Some(false) { deleted_rows(sim, stream, q, &filter) } else { Vec::new() };
+    let live_total = if live { select(0, 0).total } else { 0 };
+    let rows = live_total + gone.len() as u64;
+    let total = q.limit.map_or(rows, |l| l.min(rows));
     let take = (total.saturating_sub(offset)).min(batch as u64) as usize;
-    let page = select(offset, take);
-    let records: Vec<Value> =
-        sim.records(stream, &page.items).into_iter().map(|r| select_fields(r, &q.fields)).collect();
-    let next = offset + page.items.len() as u64;
-    let done = next >= total || page.items.is_empty();
+    let mut records: Vec<Value> = Vec::with_capacity(take);
+    if offset < live_total {
+        let page = select(offset, take.min((live_total - offset) as usize));
+        records.extend(sim.records(stream, &page.items).into_iter().map(|r| select_fields(r, &q.fields)));
+    }
+    let skip = offset.saturating_sub(live_total) as usize;
+    for meta in gone.iter().skip(skip).take(take - records.len()) {
+        let mut r = record(sim, stream, meta);
+        r["IsDeleted"] = Value::Bool(true);
+        records.push(select_fields(r, &q.fields));
+    }
+    let next = offset + records.len() as u64;
+    let done = next >= total || records.is_empty();
     let mut body = json!({"totalSize": total, "done": done});
     if !done {
         body["nextRecordsUrl"] = json!(format!("/services/data/{version}/query/{locator}-{next}"));
     }
     body["records"] = Value::Array(records);
     util::json(StatusCode::OK, &body)
+}
+
+/// The deleted rows of `stream` the query's time and id conditions select (text
+/// conditions are not applied to them), as they were when deleted, in the query's order.
+fn deleted_rows(sim: &Sim, stream: usize, q: &Soql, filter: &Filter) -> Vec<Meta> {
+    let mut rows: Vec<Meta> =
+        sim.deleted(stream, 0, usize::MAX).into_iter().filter(|m| filter.matches_meta(m)).collect();
+    if q.by_time {
+        rows.sort_by_key(|m| (m.updated, m.index));
+    }
+    if q.desc {
+        rows.reverse();
+    }
+    rows
 }
 
 /// Whether a record's field is the text `value`, compared as Salesforce compares text
@@ -391,6 +464,9 @@ fn select_fields(record: Value, fields: &[&str]) -> Value {
     for f in fields {
         if let Some(v) = map.get(*f) {
             out.insert((*f).to_owned(), v.clone());
+        } else if *f == "IsDeleted" {
+            // Records carry it only once deleted ([`respond`] sets it).
+            out.insert("IsDeleted".to_owned(), Value::Bool(false));
         }
     }
     Value::Object(out)

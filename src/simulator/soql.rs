@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Conditions are allowed on the datetime fields (unquoted ISO literal), on
-//! `Id` (quoted), and `=` on any other field with a quoted string literal
+//! `Id` (quoted), `IsDeleted = true|false` (unquoted; deleted rows exist only for
+//! `queryAll`), and `=` on any other field with a quoted string literal
 //! (`Email = 'ann@example.com'`; backslash escapes as SOQL has them, `\'` for a
 //! quote), compared case-insensitively as Salesforce compares text. Anything
 //! else is `MALFORMED_QUERY`; unknown fields are `INVALID_FIELD`, unknown
@@ -30,6 +31,8 @@ pub(crate) struct Soql {
     pub ids: Vec<(Cmp, String)>,
     /// `field = 'text'` conditions on other fields (the literal unescaped).
     pub equals: Vec<(&'static str, String)>,
+    /// `IsDeleted = true|false`.
+    pub deleted: Option<bool>,
     /// Order by modification time (`true`) or by `Id` (`false`).
     pub by_time: bool,
     /// Descending order.
@@ -201,6 +204,7 @@ pub(crate) fn parse(q: &str, objects: &[ObjectDef]) -> Result<Soql, SoqlError> {
         time: Vec::new(),
         ids: Vec::new(),
         equals: Vec::new(),
+        deleted: None,
         by_time: false,
         desc: false,
         limit: None,
@@ -227,6 +231,17 @@ pub(crate) fn parse(q: &str, objects: &[ObjectDef]) -> Result<Soql, SoqlError> {
                         ))
                     })?;
                 query.time.push((cmp, t));
+            } else if f == "IsDeleted" {
+                let flag = match literal.to_ascii_lowercase().as_str() {
+                    "true" if cmp == Cmp::Eq => true,
+                    "false" if cmp == Cmp::Eq => false,
+                    _ => {
+                        return Err(SoqlError::Malformed(format!(
+                            "the simulator compares IsDeleted with = true or = false only, not {literal}"
+                        )));
+                    }
+                };
+                query.deleted = Some(flag);
             } else if f == "Id" {
                 let id =
                     unquote(&literal).ok_or_else(|| SoqlError::Malformed(format!("invalid ID field: {literal}")))?;
@@ -293,8 +308,24 @@ pub(crate) fn parse(q: &str, objects: &[ObjectDef]) -> Result<Soql, SoqlError> {
 mod tests {
     use super::*;
 
-    const OBJECTS: &[ObjectDef] =
-        &[ObjectDef { name: "Account", fields: &["Id", "Name", "SystemModstamp"], times: &["SystemModstamp"] }];
+    const OBJECTS: &[ObjectDef] = &[ObjectDef {
+        name: "Account",
+        fields: &["Id", "IsDeleted", "Name", "SystemModstamp"],
+        times: &["SystemModstamp"],
+    }];
+
+    #[test]
+    fn is_deleted_compares_with_a_boolean() {
+        let q = parse("SELECT Id FROM Account WHERE IsDeleted = TRUE ORDER BY SystemModstamp", OBJECTS);
+        assert_eq!(q.map(|q| q.deleted), Ok(Some(true)));
+        let q = parse("SELECT Id FROM Account WHERE isdeleted = false", OBJECTS);
+        assert_eq!(q.map(|q| q.deleted), Ok(Some(false)));
+        assert_eq!(parse("SELECT Id FROM Account", OBJECTS).map(|q| q.deleted), Ok(None));
+        for bad in ["IsDeleted = 'true'", "IsDeleted > true", "IsDeleted = 1"] {
+            let q = parse(&format!("SELECT Id FROM Account WHERE {bad}"), OBJECTS);
+            assert!(matches!(q, Err(SoqlError::Malformed(_))), "{bad}: {q:?}");
+        }
+    }
 
     #[test]
     fn parses_the_incremental_shape() {

@@ -224,6 +224,7 @@ mod tests {
             dead_letters: &[],
             position: PositionWrite::Keep,
             run: None,
+            mark_seen: false,
         };
         store.write_page(&tenant, &page).await.unwrap();
         store

@@ -94,6 +94,7 @@ mod responsibilities;
 mod scheduling;
 mod sqlite;
 mod sqlite_page;
+mod sweep;
 mod tenants;
 mod tokens;
 mod types;
@@ -121,6 +122,7 @@ pub use outbox::{WebhookAttemptRecord, WebhookDelivery, WebhookMessage, WebhookO
 pub use postgres::PgStore;
 pub use prune::PruneReport;
 pub use sqlite::SqliteStore;
+pub use sweep::{SweepOutcome, SweepRequest, within_share};
 pub use types::*;
 pub use usage::{UsageCounts, UsageDay, UsageLine, UsagePeriod, UsageReport, parse_usage_since, usage_error_class};
 pub use users::NOT_A_MEMBER_REASON;

@@ -100,6 +100,14 @@ impl PgStore {
          change_kind = 'deleted', change_run = $6 WHERE tenant_id = $1 AND entity = $2 AND provider = $3 \
          AND external_id = ANY($4::text[]) AND deleted_at IS NULL";
 
+    /// Marks the records of `id_list` `$4` seen at `$5` (a page of a sweeping stream).
+    /// Each record found by its key (a lateral lookup: with `= ANY($4)` the generic plan
+    /// of the prepared statement filters every record of the entity instead).
+    pub(super) const MARK_SEEN: &'static str = "UPDATE records SET seen_at = $5 FROM (SELECT x.rid \
+         FROM unnest($4::text[]) AS i(id) CROSS JOIN LATERAL (SELECT ctid AS rid FROM records \
+         WHERE tenant_id = $1 AND entity = $2 AND provider = $3 AND external_id = i.id LIMIT 1) x) l \
+         WHERE records.ctid = l.rid";
+
     /// A list of strings as one bind parameter: a `TEXT[]`.
     pub(super) fn id_list(ids: &[&str]) -> Vec<String> {
         ids.iter().map(|id| (*id).to_owned()).collect()

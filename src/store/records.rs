@@ -102,7 +102,7 @@ macro_rules! record_methods {
             /// numbers of the tenant's change sequence, in key order. The counter's row
             /// stays locked until commit, so concurrent writers of one tenant take their
             /// numbers one after the other.
-            async fn number_changes(
+            pub(super) async fn number_changes(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 tenant: &TenantId,
                 written: u64,
@@ -289,6 +289,19 @@ macro_rules! record_methods {
                     push_upsert!(qb, Self, tenant, page, chunk.iter().copied(), now);
                     // Kept prepared: a full page always has the same text.
                     written += qb.build().execute(&mut *tx).await.map_err(db("writing records"))?.rows_affected();
+                }
+                // A sweeping stream's page marks every record it lists seen, the
+                // unchanged ones too (the sweep deletes those a full pass did not see).
+                if page.mark_seen && !deletions && !ids.is_empty() {
+                    sqlx::query(Self::MARK_SEEN)
+                        .bind(tenant.as_str())
+                        .bind(page.entity.as_str())
+                        .bind(page.provider.as_str())
+                        .bind(Self::id_list(&ids))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("marking records seen"))?;
                 }
                 Self::number_changes(&mut tx, tenant, written).await?;
 
@@ -706,14 +719,15 @@ impl PgStore {
     }
 
     /// Writes a page without dead letters with [`PAGE_STATEMENT`]; `None` for a page
-    /// with dead letters (rare), which goes through the transaction of `write_prepared`.
+    /// with dead letters (rare) or of a sweeping stream (`mark_seen`: one more statement
+    /// marks its records seen), which goes through the transaction of `write_prepared`.
     async fn write_in_one_statement(
         &self,
         tenant: &TenantId,
         page: &PageWrite<'_>,
         records: &[Prepared<'_>],
     ) -> Result<Option<PageOutcome>, StoreError> {
-        if !page.dead_letters.is_empty() {
+        if !page.dead_letters.is_empty() || page.mark_seen {
             return Ok(None);
         }
         let ids: Vec<&str> = records.iter().map(|r| r.external_id).collect();

@@ -334,9 +334,11 @@ impl Store {
         completion: &JobCompletion,
     ) -> Result<JobRow, StoreError> {
         on_backend!(self, |s| {
-            // A trigger that arrived after the claim survives, so the job runs again.
+            // A trigger that arrived after the claim survives, so the job runs again. A
+            // full pass planned before the next run (and not yet due) comes first.
             let row: Option<JobRow> = sqlx::query_as(concat!(
-                "UPDATE jobs SET next_run_at = $1, \
+                "UPDATE jobs SET next_run_at = CASE WHEN full_pass_at > $4 \
+                 AND ($1 IS NULL OR full_pass_at < $1) THEN full_pass_at ELSE $1 END, \
                  consecutive_failures = CASE WHEN $2 THEN consecutive_failures + 1 ELSE 0 END, \
                  last_run_id = COALESCE($3, last_run_id), \
                  trigger_kind = CASE WHEN trigger_requested_at > claimed_at \

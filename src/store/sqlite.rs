@@ -141,6 +141,10 @@ impl SqliteStore {
          change_kind = 'deleted', change_run = $6 WHERE tenant_id = $1 AND entity = $2 AND provider = $3 \
          AND external_id IN (SELECT value FROM json_each($4)) AND deleted_at IS NULL";
 
+    /// Marks the records of `id_list` `$4` seen at `$5` (a page of a sweeping stream).
+    pub(super) const MARK_SEEN: &'static str = "UPDATE records SET seen_at = $5 WHERE tenant_id = $1 \
+         AND entity = $2 AND provider = $3 AND external_id IN (SELECT value FROM json_each($4))";
+
     /// A list of strings as one bind parameter: a JSON array, read with `json_each`.
     pub(super) fn id_list(ids: &[&str]) -> String {
         serde_json::to_string(ids).unwrap_or_default()

@@ -154,6 +154,16 @@ impl SqliteStore {
                 .push_bind(seq)
                 .push(") ON CONFLICT (tenant_id) DO UPDATE SET last_seq = excluded.last_seq");
         }
+        // A sweeping stream's page marks every record it lists seen, the unchanged ones
+        // too (the sweep deletes those a full pass did not see).
+        if page.mark_seen && !ids.is_empty() {
+            next(&mut qb);
+            qb.push("UPDATE records SET seen_at = ").push_bind(now);
+            qb.push(" WHERE tenant_id = ").push_bind(tenant.as_str());
+            qb.push(" AND entity = ").push_bind(page.entity.as_str());
+            qb.push(" AND provider = ").push_bind(page.provider.as_str());
+            qb.push(" AND external_id IN (SELECT value FROM json_each(").push_bind(Self::id_list(&ids)).push("))");
+        }
         // The cursor and the resumable position move with the page; the lease was
         // checked above under the write lock.
         if page.cursor.is_some() || position.is_some() {

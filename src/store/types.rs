@@ -87,6 +87,9 @@ pub struct PageWrite<'a> {
     pub position: PositionWrite<'a>,
     /// The run whose counters this page adds to, in the same transaction.
     pub run: Option<RunProgress>,
+    /// Marks every record of the page seen now (`seen_at`), changed or not: the page
+    /// belongs to a stream that sweeps.
+    pub mark_seen: bool,
 }
 
 /// What a page write does to the job's resumable position.

@@ -78,6 +78,15 @@ pub struct SyncRequest {
     pub owner: Option<UserId>,
 }
 
+/// How the note of a run whose sweep the guard held back begins.
+pub const SWEEP_HELD_BACK: &str = "sweep held back by its guard";
+
+/// Whether `run` ended `partial` because the guard held its sweep back: its pass is
+/// complete, so the job keeps its schedule instead of continuing at once.
+pub fn sweep_held_back(run: &RunRow) -> bool {
+    run.outcome == RunOutcome::Partial && run.stats.note.as_deref().is_some_and(|n| n.contains(SWEEP_HELD_BACK))
+}
+
 /// The name of this process as a replica in run rows when it holds no lease:
 /// `hostname-pid`.
 pub fn process_replica() -> String {
@@ -100,6 +109,8 @@ struct RunSetup<'r> {
     subdomain: &'r str,
     job: &'r JobRow,
     run_id: uuid::Uuid,
+    /// The stream's full pass is due (`full_schedule`): the run reads in full.
+    full_due: bool,
 }
 
 /// Runs syncs for one catalog, store and master key.
@@ -273,6 +284,10 @@ impl<'a> Syncer<'a> {
             .or_else(|| config.schedule.clone())
             .unwrap_or_default();
         let job = self.store.ensure_job(&req.tenant, connection.id, &req.stream, &schedule).await?;
+        // A full pass is due when the scheduler's plan says so (`full_schedule`).
+        let full_schedule = config.streams.get(req.stream.as_str()).and_then(|s| s.full_schedule.as_deref());
+        let planned = self.store.note_full_schedule(&req.tenant, job.id, full_schedule).await?;
+        let full_due = planned.is_some_and(|at| at <= chrono::Utc::now());
         let replica = req.lease_owner.clone().unwrap_or_else(process_replica);
         let run = self.store.start_run_by(&req.tenant, job.id, req.trigger, &replica).await?;
         let span = tracing::info_span!("run", tenant = %req.tenant, provider = %req.provider, stream = %req.stream, run_id = %run.id);
@@ -295,11 +310,17 @@ impl<'a> Syncer<'a> {
             subdomain: &view.tenant.subdomain,
             job: &job,
             run_id: run.id,
+            full_due,
         };
         let result = self.read_all(&setup, &mut stats, &mut counted).instrument(span.clone()).await;
         tally.advance(&stats);
+        // A complete full pass that was due is done: the scheduler plans the next one.
+        let full_done = matches!(&result, Ok(true)) || matches!(&result, Err(e) if e.pass_complete);
+        if full_due && full_done {
+            self.store.set_full_pass_at(&req.tenant, job.id, None).await?;
+        }
         let (outcome, error) = match result {
-            Ok(()) => (RunOutcome::Success, None),
+            Ok(_) => (RunOutcome::Success, None),
             Err(e) if e.cancelled => (RunOutcome::Cancelled, Some(e)),
             Err(e) if e.partial => (RunOutcome::Partial, Some(e)),
             Err(e) => (RunOutcome::Failed, Some(e)),
@@ -337,13 +358,14 @@ impl<'a> Syncer<'a> {
     }
 
     /// Reads the stream page by page through the pipeline, continuing the pass a saved
-    /// position belongs to.
+    /// position belongs to; `Ok(true)` when the pass that ended was a full one. After a
+    /// complete full pass of a stream that sweeps, sweeps.
     async fn read_all(
         &self,
         setup: &RunSetup<'_>,
         stats: &mut RunStats,
         progress: &mut (dyn FnMut(uuid::Uuid, &RunStats) + Send),
-    ) -> Result<(), RunFailure> {
+    ) -> Result<bool, RunFailure> {
         let RunSetup { req, manifest, config, entity, job, .. } = *setup;
         let entity_def =
             self.catalog.entities.get(entity).ok_or_else(|| RunFailure::plain(format!("unknown entity `{entity}`")))?;
@@ -375,6 +397,9 @@ impl<'a> Syncer<'a> {
         let position = self.store.job_position(&req.tenant, job.id).await.map_err(RunFailure::from_store)?;
         // Only what the mapping reads of each record is built (besides the key and cursor).
         reader.read_only(pipeline::projection(&mapping));
+        if setup.full_due && !req.full_refresh {
+            reader.read_in_full();
+        }
         reader.resume_from(position.as_deref(), req.full_refresh, chrono::Utc::now());
         if !reader.notes.is_empty() {
             let note = reader.notes.join("; ");
@@ -383,6 +408,7 @@ impl<'a> Syncer<'a> {
         }
         let spec = &manifest.streams[&req.stream];
         let layer = config.streams.get(req.stream.as_str());
+        let sweeps = layer.and_then(|l| l.sweep) == Some(true) && !spec.deletions;
         let bounds = Bounds {
             max_pages: layer
                 .and_then(|l| l.max_pages_per_run)
@@ -404,12 +430,94 @@ impl<'a> Syncer<'a> {
             primary_key: &spec.primary_key,
             bounds,
             deletions: spec.deletions,
+            mark_seen: sweeps,
         };
         let result = pages.run(&mut reader, &mut session, stats, progress).await;
         if !reader.notes.is_empty() {
             stats.note = Some(reader.notes.join("; "));
         }
-        result
+        result?;
+        let Some(started) = reader.full_pass_started() else {
+            return Ok(false);
+        };
+        if sweeps {
+            let share = layer
+                .and_then(|l| l.sweep_max_share)
+                .or(config.sweep_max_share)
+                .unwrap_or(crate::config::DEFAULT_SWEEP_MAX_SHARE);
+            self.sweep(setup, &entity_name, started, share, stats).await?;
+        }
+        Ok(true)
+    }
+
+    /// Sweeps after the complete full pass that began at `started`; the run's note says
+    /// what it did. Held back by the guard, the run ends `partial` (the pass complete).
+    async fn sweep(
+        &self,
+        setup: &RunSetup<'_>,
+        entity: &EntityName,
+        started: chrono::DateTime<chrono::Utc>,
+        max_share: f64,
+        stats: &mut RunStats,
+    ) -> Result<(), RunFailure> {
+        let RunSetup { req, config, job, .. } = *setup;
+        let dead_lettered = stats.dead_lettered;
+        let mut note = |text: String| {
+            stats.note = Some(match stats.note.take() {
+                Some(n) => format!("{n}; {text}"),
+                None => text,
+            });
+        };
+        // Records carry no stream: another stream feeding the entity would be swept too
+        // (configuration checks refuse it; this holds if one slipped through).
+        if let Some(other) = crate::config::sweep_conflict(config, setup.manifest, req.stream.as_str(), setup.entity) {
+            note(format!(
+                "not swept: stream `{other}` also feeds `{}`, and only the one stream feeding an entity may sweep it",
+                setup.entity
+            ));
+            return Ok(());
+        }
+        // A record that could not be mapped was listed but not stored as seen: rather
+        // than delete it, this pass does not sweep.
+        if dead_lettered > 0 {
+            note(format!(
+                "not swept: {dead_lettered} records of this run could not be mapped (see `runs show`); the pass \
+                 cannot vouch for what it did not store"
+            ));
+            return Ok(());
+        }
+        let sweep = crate::store::SweepRequest {
+            tenant: &req.tenant,
+            entity,
+            provider: &req.provider,
+            job_id: job.id,
+            lease_owner: req.lease_owner.as_deref(),
+            run_id: Some(setup.run_id),
+            pass_started: started,
+            max_share,
+        };
+        let outcome = self.store.sweep(&sweep).await.map_err(RunFailure::from_store)?;
+        let (unseen, live, guarded) = match outcome {
+            crate::store::SweepOutcome::Swept { deleted, live } => (deleted, live, false),
+            crate::store::SweepOutcome::Guarded { unseen, live } => (unseen, live, true),
+        };
+        crate::telemetry::SweepFinished {
+            tenant: req.tenant.as_str(),
+            provider: req.provider.as_str(),
+            stream: req.stream.as_str(),
+            entity: entity.as_str(),
+            run_id: setup.run_id,
+            live,
+            unseen,
+            guarded,
+            max_share,
+        }
+        .emit(&self.metrics);
+        if guarded {
+            return Err(RunFailure::held_back(unseen, live, max_share));
+        }
+        note(format!("swept {unseen} of {live} records not seen in the full pass"));
+        Ok(())
     }
 
     /// The HTTP session of one run (or write): the connection's token state, its
@@ -492,6 +600,8 @@ struct RunFailure {
     cancelled: bool,
     /// The run reached its bounds; its position is committed and the next run continues.
     partial: bool,
+    /// The pass is complete nonetheless (a sweep the guard held back).
+    pass_complete: bool,
     class: ErrorClass,
     status: Option<u16>,
     endpoint: Option<String>,
@@ -499,7 +609,16 @@ struct RunFailure {
 
 impl RunFailure {
     fn new(class: ErrorClass, message: String) -> Self {
-        Self { message, needs_reauth: false, cancelled: false, partial: false, class, status: None, endpoint: None }
+        Self {
+            message,
+            needs_reauth: false,
+            cancelled: false,
+            partial: false,
+            pass_complete: false,
+            class,
+            status: None,
+            endpoint: None,
+        }
     }
 
     fn plain(message: String) -> Self {
@@ -520,6 +639,17 @@ impl RunFailure {
             bounds.max_duration.as_secs()
         );
         Self { partial: true, ..Self::new(ErrorClass::Cancelled, message) }
+    }
+
+    /// The sweep after a complete full pass would delete `unseen` of `live` records,
+    /// more than `max_share`: nothing was deleted.
+    fn held_back(unseen: u64, live: u64, max_share: f64) -> Self {
+        let message = format!(
+            "{SWEEP_HELD_BACK}: {unseen} of {live} stored records were not seen in the complete full pass, more than \
+             sweep_max_share = {max_share} allows; nothing was deleted (if the records are really gone, raise \
+             sweep_max_share for one pass)"
+        );
+        Self { partial: true, pass_complete: true, ..Self::new(ErrorClass::Data, message) }
     }
 
     fn from_store(e: StoreError) -> Self {

@@ -57,6 +57,8 @@ pub(super) struct PageLoop<'r> {
     pub bounds: Bounds,
     /// The stream lists deleted records: their keys mark the stored ones deleted.
     pub deletions: bool,
+    /// The stream sweeps: every page marks its records seen.
+    pub mark_seen: bool,
 }
 
 impl PageLoop<'_> {
@@ -265,6 +267,7 @@ impl PageLoop<'_> {
             lease_owner: self.req.lease_owner.clone(),
             dead_letters: dead,
             deletions: self.deletions,
+            mark_seen: self.mark_seen,
         };
         (owned, done)
     }
@@ -342,6 +345,8 @@ struct OwnedPage {
     dead_letters: Vec<DeadLetterInput>,
     /// The records' keys mark stored records deleted.
     deletions: bool,
+    /// The page's records are marked seen (a stream that sweeps).
+    mark_seen: bool,
 }
 
 /// Writes one page (records, or the deletions of a deletion stream, dead letters,
@@ -371,6 +376,7 @@ async fn write_page(
             PositionUpdate::Clear => PositionWrite::Clear,
         },
         run: Some(page.run),
+        mark_seen: page.mark_seen,
     };
     // The page is serialized and hashed while the previous page's write is under way;
     // the time spent waiting for it is not this page's store time.

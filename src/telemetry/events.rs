@@ -272,3 +272,51 @@ impl ControlDenied<'_> {
         m.control_denied.get_or_create(&ReasonLabels { reason: self.reason.to_owned() }).inc();
     }
 }
+
+/// A sweep after a complete full pass: records not seen became deleted, or the guard
+/// held them back (more than the stream's share; nothing deleted, the run ends
+/// `partial`).
+pub struct SweepFinished<'a> {
+    pub tenant: &'a str,
+    pub provider: &'a str,
+    pub stream: &'a str,
+    pub entity: &'a str,
+    pub run_id: uuid::Uuid,
+    /// Live records before the sweep.
+    pub live: u64,
+    /// Records deleted (swept) or that would have been (guarded).
+    pub unseen: u64,
+    pub guarded: bool,
+    pub max_share: f64,
+}
+
+impl SweepFinished<'_> {
+    pub fn emit(&self, m: &Metrics) {
+        let outcome = if self.guarded { "guarded" } else { "swept" };
+        if self.guarded {
+            tracing::warn!(
+                tenant = self.tenant, provider = self.provider, stream = self.stream, entity = self.entity,
+                run_id = %self.run_id, live = self.live, unseen = self.unseen, max_share = self.max_share,
+                "sweep held back by its guard: more records unseen than the stream's share; nothing deleted"
+            );
+        } else {
+            tracing::info!(
+                tenant = self.tenant, provider = self.provider, stream = self.stream, entity = self.entity,
+                run_id = %self.run_id, live = self.live, deleted = self.unseen,
+                "swept records not seen in a complete full pass"
+            );
+        }
+        m.sweeps
+            .get_or_create(&OutcomeLabels {
+                provider: self.provider.to_owned(),
+                stream: self.stream.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        if !self.guarded {
+            m.swept_records
+                .get_or_create(&StreamLabels { provider: self.provider.to_owned(), stream: self.stream.to_owned() })
+                .inc_by(self.unseen);
+        }
+    }
+}

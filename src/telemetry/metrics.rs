@@ -217,6 +217,10 @@ pub struct Metrics {
     pub runs_in_progress: Family<ProviderLabels, Gauge>,
     /// `/api/v1` requests refused, by reason.
     pub api_denied: Family<ApiDeniedLabels, Counter>,
+    /// Sweeps after complete full passes, by outcome (`swept`, `guarded`).
+    pub sweeps: Family<OutcomeLabels, Counter>,
+    /// Records sweeps marked deleted.
+    pub swept_records: Family<StreamLabels, Counter>,
     /// The streams that have `last_success` and `sync_lag` series.
     pub(super) streams_seen: std::sync::Mutex<std::collections::HashSet<StreamLabels>>,
     /// A connection status changed in this process: the store gauges are out of date.
@@ -266,6 +270,8 @@ impl Metrics {
             build_info: Family::default(),
             runs_in_progress: Family::default(),
             api_denied: Family::default(),
+            sweeps: Family::default(),
+            swept_records: Family::default(),
             streams_seen: Default::default(),
             stale: AtomicBool::new(false),
             registry: Registry::default(),
@@ -282,6 +288,17 @@ impl Metrics {
             "records",
             "Records by result (inserted, updated, unchanged, filtered, dead_lettered)",
             m.records.clone(),
+        );
+        registry.register(
+            "sweeps",
+            "Sweeps after complete full passes, by outcome (swept; guarded: more unseen records than the stream's \
+             sweep_max_share, nothing deleted)",
+            m.sweeps.clone(),
+        );
+        registry.register(
+            "swept_records",
+            "Records marked deleted by sweeps (not seen in a complete full pass)",
+            m.swept_records.clone(),
         );
         registry.register("pages", "Pages committed (records and position in one transaction)", m.pages.clone());
         registry.register(

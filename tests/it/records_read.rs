@@ -75,6 +75,7 @@ async fn write(store: &Store, tenant: &str, provider_id: &str, entity: &str, rec
         dead_letters: &[],
         position: PositionWrite::Keep,
         run: None,
+        mark_seen: false,
     };
     store.write_page(&t, &page).await.unwrap();
 }

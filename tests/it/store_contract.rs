@@ -185,6 +185,7 @@ impl Page {
             dead_letters: &[],
             position: tributary::store::PositionWrite::Keep,
             run: None,
+            mark_seen: false,
         }
     }
 }

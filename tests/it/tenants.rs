@@ -151,6 +151,7 @@ async fn switching_preset_disables_the_dropped_provider_and_keeps_its_records(st
         dead_letters: &[],
         position: tributary::store::PositionWrite::Keep,
         run: None,
+        mark_seen: false,
     };
     store.write_page(&id("globex"), &page).await.unwrap();
 

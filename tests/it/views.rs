@@ -178,6 +178,7 @@ async fn write(store: &Store, tenant: &str, job_id: i64, entity: &str, records: 
         dead_letters: &[],
         position: PositionWrite::Keep,
         run: None,
+        mark_seen: false,
     };
     store.write_page(&id(TenantId::parse, tenant), &page).await.expect("write a page");
 }

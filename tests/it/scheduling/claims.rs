@@ -200,6 +200,7 @@ pub(super) async fn expired_leases_are_reclaimed_and_the_old_holder_is_fenced(st
         dead_letters: &[],
         position: tributary::store::PositionWrite::Keep,
         run: None,
+        mark_seen: false,
     };
     assert!(lost(store.write_page(&acme, &page).await.unwrap_err()));
     assert!(!store.release_lease(&acme, job.id, "worker-1").await.unwrap());

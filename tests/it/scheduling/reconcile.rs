@@ -56,6 +56,7 @@ pub(super) async fn reconcile_creates_updates_disables_and_reenables(store: &Sto
         dead_letters: &[],
         position: tributary::store::PositionWrite::Keep,
         run: None,
+        mark_seen: false,
     };
     store.write_page(&acme, &page).await.unwrap();
     let jobs = by_stream(store, &acme).await;
