@@ -54,6 +54,28 @@ pub(super) fn prepare(records: &[RecordInput]) -> Vec<Prepared<'_>> {
         .collect()
 }
 
+/// The stored hash and deletion of a page's records that exist, by key.
+pub(super) type Stored = HashMap<String, (String, bool), RandomState>;
+
+/// Tells a page's new, changed and unchanged records apart by their stored hashes;
+/// returns the counts and the records to write (new and changed, in page order).
+pub(super) fn classify<'p, 'a>(records: &'p [Prepared<'a>], existing: &Stored) -> (PageOutcome, Vec<&'p Prepared<'a>>) {
+    let mut outcome = PageOutcome::default();
+    let mut writes = Vec::with_capacity(records.len());
+    for record in records {
+        match existing.get(record.external_id) {
+            None => outcome.inserted += 1,
+            Some((hash, deleted)) if *deleted || *hash != record.hash => outcome.updated += 1,
+            Some(_) => {
+                outcome.unchanged += 1;
+                continue;
+            }
+        }
+        writes.push(record);
+    }
+    (outcome, writes)
+}
+
 /// Rows per statement so `per_row * rows` stays within `max_binds`.
 fn rows_per_statement(max_binds: usize, per_row: usize) -> usize {
     (max_binds / per_row).max(1)
@@ -230,8 +252,7 @@ macro_rules! record_methods {
                         .map_err(db("reading the page's job and stored record hashes"))?
                 };
                 let mut lease: Option<Option<String>> = None;
-                let mut existing: HashMap<String, (String, bool), RandomState> =
-                    HashMap::with_capacity_and_hasher(rows.len(), RandomState::default());
+                let mut existing: Stored = HashMap::with_capacity_and_hasher(rows.len(), RandomState::default());
                 for (id, hash, deleted) in rows {
                     match id {
                         None => lease = Some(hash),
@@ -253,21 +274,9 @@ macro_rules! record_methods {
                 // `DO UPDATE` branch rewrites exactly the changed rows (keeping
                 // `first_seen`), each found through the primary key. Unchanged records
                 // are not written at all.
-                let mut outcome = PageOutcome::default();
                 // A deletion page's records are marked deleted below, not upserted.
                 let upserted = if deletions { &[][..] } else { records };
-                let mut writes = Vec::with_capacity(upserted.len());
-                for record in upserted {
-                    match existing.get(record.external_id) {
-                        None => outcome.inserted += 1,
-                        Some((hash, deleted)) if *deleted || *hash != record.hash => outcome.updated += 1,
-                        Some(_) => {
-                            outcome.unchanged += 1;
-                            continue;
-                        }
-                    }
-                    writes.push(record);
-                }
+                let (mut outcome, writes) = classify(upserted, &existing);
                 let mut written = if together { outcome.inserted + outcome.updated } else { 0 };
                 if deletions && !ids.is_empty() {
                     written = sqlx::query(Self::MARK_DELETED)

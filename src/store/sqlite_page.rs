@@ -18,7 +18,7 @@ use sqlx::QueryBuilder;
 
 use super::error::{StoreError, db};
 use super::jobs::no_job;
-use super::records::Prepared;
+use super::records::{Prepared, Stored, classify};
 use super::rows::now;
 use super::sqlite::SqliteStore;
 use super::types::{PageWrite, PositionWrite};
@@ -65,8 +65,7 @@ impl SqliteStore {
             .map_err(db("reading the page's job, change sequence and stored record hashes"))?;
         let mut lease: Option<Option<String>> = None;
         let mut last_seq = 0_i64;
-        let mut existing: HashMap<String, (String, bool), RandomState> =
-            HashMap::with_capacity_and_hasher(rows.len(), RandomState::default());
+        let mut existing: Stored = HashMap::with_capacity_and_hasher(rows.len(), RandomState::default());
         for (kind, id, text, deleted) in rows {
             match (kind, id) {
                 (0, _) => lease = Some(text),
@@ -87,19 +86,7 @@ impl SqliteStore {
         }
 
         // New and changed records, in page order; unchanged ones are not written.
-        let mut outcome = PageOutcome::default();
-        let mut writes = Vec::with_capacity(records.len());
-        for record in records {
-            match existing.get(record.external_id) {
-                None => outcome.inserted += 1,
-                Some((hash, deleted)) if *deleted || *hash != record.hash => outcome.updated += 1,
-                Some(_) => {
-                    outcome.unchanged += 1;
-                    continue;
-                }
-            }
-            writes.push(record);
-        }
+        let (outcome, writes) = classify(records, &existing);
 
         let position = match page.position {
             PositionWrite::Keep => None,
