@@ -16,10 +16,10 @@ use chrono::Utc;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Catalog;
+use crate::config::{Catalog, WebhookSpec};
 use crate::control::ControlMessage;
 use crate::model::{JobFilter, ProviderId, StreamName, TenantId, TriggerKind};
-use crate::store::{Store, StoreError};
+use crate::store::{InboxRow, Store, StoreError};
 
 /// Quiet time that ends a burst.
 pub const DEBOUNCE: Duration = Duration::from_millis(500);
@@ -86,6 +86,7 @@ async fn process(store: &Store, catalog: &RwLock<Arc<Catalog>>) -> Result<usize,
         let mut targets: BTreeSet<(String, String, StreamName)> = BTreeSet::new();
         for row in &rows {
             let Some(spec) = catalog.manifests.get(&row.provider).and_then(|m| m.webhooks.as_ref()) else { continue };
+            mark_deleted(store, row, spec).await?;
             for event in row.event_types.lines() {
                 for stream in spec.streams_for(event) {
                     targets.insert((row.tenant_id.clone(), row.provider.clone(), stream.clone()));
@@ -104,6 +105,23 @@ async fn process(store: &Store, catalog: &RwLock<Arc<Catalog>>) -> Result<usize,
             return Ok(triggered);
         }
     }
+}
+
+/// Marks deleted the records `row` reports deleted (soft: `deleted_at` and a `deleted`
+/// change), as the manifest's `[[webhooks.deletes]]` say.
+async fn mark_deleted(store: &Store, row: &InboxRow, spec: &WebhookSpec) -> Result<(), StoreError> {
+    let deletions = spec.deletions(&row.event_types, &row.body);
+    if deletions.is_empty() {
+        return Ok(());
+    }
+    let (Ok(tenant), Ok(provider)) = (TenantId::parse(&row.tenant_id), ProviderId::parse(&row.provider)) else {
+        return Ok(());
+    };
+    for (entity, key) in deletions {
+        let n = store.mark_deleted(&tenant, &entity, &provider, &[key.as_str()], None).await?;
+        tracing::debug!(%tenant, %provider, %entity, deleted = n, "webhook reported a record deleted");
+    }
+    Ok(())
 }
 
 /// On PostgreSQL: wakes the main loop whenever another replica triggered jobs.

@@ -5,6 +5,7 @@
 use super::diag::{Diagnostics, join};
 use super::manifest::{AuthKind, BUILTIN_VARIABLES, Manifest, template_variables};
 use super::manifest_spec::{Pagination, ParamIn, RequestSpec, ResumeMode, check_pointer};
+use crate::model::EntityName;
 
 impl Manifest {
     /// Checks what serde cannot: pointers, templates, stream references, auth settings.
@@ -24,7 +25,8 @@ impl Manifest {
             err("max_response_bytes", "must be greater than zero".into());
         }
         if let Some(w) = &self.webhooks {
-            for (path, msg) in w.problems(&|s| self.streams.contains_key(s)) {
+            let has_entity = |e: &EntityName| self.streams.values().any(|s| &s.entity == e);
+            for (path, msg) in w.problems(&|s| self.streams.contains_key(s), &has_entity) {
                 err(&path, msg);
             }
         }

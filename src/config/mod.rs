@@ -47,7 +47,7 @@ pub use source::Source;
 pub use tenant::{
     Change, DEFAULT_TIMEZONE, Effective, EffectiveProvider, Origin, TenantSpec, check_subdomain, check_timezone,
 };
-pub use webhooks::{WebhookScheme, WebhookSpec};
+pub use webhooks::{WebhookDelete, WebhookScheme, WebhookSpec};
 pub use writes::{
     ConflictCheck, LOOKUP_CREATED_MARGIN, LookupEscape, LookupSpec, PathRoot, WriteOp, WriteRequest, WriteSpec,
     placeholders,

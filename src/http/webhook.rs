@@ -291,6 +291,7 @@ mod tests {
             delivery_id: Some("/id".into()),
             window_secs: 300,
             events: BTreeMap::new(),
+            deletes: Vec::new(),
         }
     }
 

@@ -21,6 +21,8 @@ pub struct InboxRow {
     pub provider: String,
     /// The event types, one a line.
     pub event_types: String,
+    /// The body as received (read for the deletions it reports).
+    pub body: Vec<u8>,
 }
 
 /// A delivery to keep.
@@ -94,7 +96,7 @@ macro_rules! webhook_methods {
 
             pub(super) async fn pending_webhooks(&self, limit: i64) -> Result<Vec<InboxRow>, StoreError> {
                 sqlx::query_as(
-                    "SELECT id, tenant_id, provider, event_types FROM webhook_inbox \
+                    "SELECT id, tenant_id, provider, event_types, body FROM webhook_inbox \
                      WHERE processed_at IS NULL ORDER BY id LIMIT $1",
                 )
                 .bind(limit)

@@ -8,6 +8,7 @@
 //! HMAC (which the unit tests pin to RFC 4231's vectors, and the verifier to Slack's
 //! and Standard Webhooks' published examples).
 
+mod deletes;
 mod listener;
 mod refusals;
 mod replicas;

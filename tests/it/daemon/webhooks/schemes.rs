@@ -68,14 +68,14 @@ impl Connected {
     }
 }
 
-fn now_secs() -> i64 {
+pub(super) fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-const SLACK_SECRET: &str = "slack-signing-secret";
+pub(super) const SLACK_SECRET: &str = "slack-signing-secret";
 
 /// Slack's headers for `body` at `ts` (seconds).
-fn slack_headers(secret: &str, ts: i64, body: &str) -> Vec<(&'static str, String)> {
+pub(super) fn slack_headers(secret: &str, ts: i64, body: &str) -> Vec<(&'static str, String)> {
     let sig = hex::encode(mac(secret.as_bytes(), &[b"v0:", ts.to_string().as_bytes(), b":", body.as_bytes()]));
     vec![
         ("content-type", "application/json".into()),
