@@ -17,10 +17,9 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use serde_json::json;
-use tributary::model::{AuditEntry, EntityName, Owner, PresetName, ProviderId, StreamName, TenantId};
-use tributary::store::{PageWrite, PositionWrite, RecordInput, Store, TenantState};
+use tributary::model::{EntityName, ProviderId};
+use tributary::store::{PageWrite, PositionWrite, RecordInput, Store};
 
 use support::Scratch;
 
@@ -68,36 +67,8 @@ async fn main() -> anyhow::Result<()> {
 
 /// Tenant `id` with `count` deals from HubSpot, written as a sync writes them.
 async fn seed(store: &Store, id: &str, count: u64) -> anyhow::Result<()> {
-    let tenant = TenantId::parse(id)?;
+    let (tenant, job_id) = support::hubspot_deals_job(store, id).await?;
     let hubspot = ProviderId::parse("hubspot")?;
-    let state = TenantState {
-        id: tenant.clone(),
-        name: id.into(),
-        subdomain: id.into(),
-        timezone: "Europe/London".into(),
-        preset: PresetName::parse("aptem_hubspot")?,
-        preset_revision: "bench".into(),
-        preset_snapshot: json!({}),
-        overrides: vec![],
-        enabled_providers: vec![hubspot.clone()],
-    };
-    let audit = AuditEntry {
-        at: Utc::now(),
-        actor: "bench".into(),
-        scope: None,
-        outcome: tributary::model::AuditOutcome::Ok,
-        message: None,
-        action: "tenant.create".into(),
-        tenant_id: Some(tenant.clone()),
-        subject: None,
-        details: json!({}),
-    };
-    store.create_tenant(&state, &audit).await?;
-    let connection = store
-        .get_connection(&tenant, &hubspot, Owner::Company)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no connection"))?;
-    let job = store.ensure_job(&tenant, connection.id, &StreamName::parse("deals")?, "15m").await?;
     let entity = EntityName::parse("deal")?;
     for start in (0..count).step_by(PAGE as usize) {
         let records: Vec<RecordInput> = (start..(start + PAGE).min(count))
@@ -119,7 +90,7 @@ async fn seed(store: &Store, id: &str, count: u64) -> anyhow::Result<()> {
             entity: &entity,
             provider: &hubspot,
             records: &records,
-            job_id: job.id,
+            job_id,
             cursor: None,
             lease_owner: None,
             dead_letters: &[],

@@ -21,8 +21,8 @@ use std::time::Instant;
 
 use chrono::Utc;
 use serde_json::json;
-use tributary::model::{AuditEntry, EntityName, Owner, PresetName, ProviderId, StreamName, TenantId};
-use tributary::store::{PageWrite, PositionWrite, RecordInput, Store, SweepOutcome, SweepRequest, TenantState};
+use tributary::model::{EntityName, ProviderId, TenantId};
+use tributary::store::{PageWrite, PositionWrite, RecordInput, Store, SweepOutcome, SweepRequest};
 
 use support::Scratch;
 
@@ -35,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
     for pg in Scratch::backends() {
         let scratch = Scratch::new(pg.as_deref()).await?;
         let store = Store::connect(&scratch.url).await?;
-        let (tenant, job) = tenant(&store).await?;
+        let (tenant, job) = support::hubspot_deals_job(&store, "bench").await?;
         let started = Instant::now();
         pass(&store, &tenant, job, n, |_| true, true).await?;
         println!("{}: stored {n} deals in {:.1} s", scratch.backend, started.elapsed().as_secs_f64());
@@ -80,41 +80,6 @@ async fn main() -> anyhow::Result<()> {
         scratch.drop_database().await?;
     }
     Ok(())
-}
-
-/// Tenant `bench` with a HubSpot connection and its `deals` job.
-async fn tenant(store: &Store) -> anyhow::Result<(TenantId, i64)> {
-    let tenant = TenantId::parse("bench")?;
-    let hubspot = ProviderId::parse("hubspot")?;
-    let state = TenantState {
-        id: tenant.clone(),
-        name: "bench".into(),
-        subdomain: "bench".into(),
-        timezone: "Europe/London".into(),
-        preset: PresetName::parse("aptem_hubspot")?,
-        preset_revision: "bench".into(),
-        preset_snapshot: json!({}),
-        overrides: vec![],
-        enabled_providers: vec![hubspot.clone()],
-    };
-    let audit = AuditEntry {
-        at: Utc::now(),
-        actor: "bench".into(),
-        scope: None,
-        outcome: tributary::model::AuditOutcome::Ok,
-        message: None,
-        action: "tenant.create".into(),
-        tenant_id: Some(tenant.clone()),
-        subject: None,
-        details: json!({}),
-    };
-    store.create_tenant(&state, &audit).await?;
-    let connection = store
-        .get_connection(&tenant, &hubspot, Owner::Company)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no connection"))?;
-    let job = store.ensure_job(&tenant, connection.id, &StreamName::parse("deals")?, "15m").await?;
-    Ok((tenant, job.id))
 }
 
 /// One full pass over records `0..count` the listing has (`listed`), in pages of

@@ -364,3 +364,31 @@ pub fn thread_cpu_share(
     }
     parts.join(", ")
 }
+
+/// Tenant `id` on the `aptem_hubspot` preset with its HubSpot connection and `deals` job,
+/// made straight in the store (no configuration files); returns the tenant and the job id.
+pub async fn hubspot_deals_job(store: &Store, id: &str) -> anyhow::Result<(TenantId, i64)> {
+    use tributary::model::{Owner, PresetName, StreamName};
+    use tributary::store::TenantState;
+    let tenant = TenantId::parse(id)?;
+    let hubspot = ProviderId::parse("hubspot")?;
+    let state = TenantState {
+        id: tenant.clone(),
+        name: id.into(),
+        subdomain: id.into(),
+        timezone: "Europe/London".into(),
+        preset: PresetName::parse("aptem_hubspot")?,
+        preset_revision: "bench".into(),
+        preset_snapshot: serde_json::json!({}),
+        overrides: vec![],
+        enabled_providers: vec![hubspot.clone()],
+    };
+    let audit = AuditEntry { tenant_id: Some(tenant.clone()), ..AuditEntry::new("bench", "tenant.create") };
+    store.create_tenant(&state, &audit).await?;
+    let connection = store
+        .get_connection(&tenant, &hubspot, Owner::Company)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no connection"))?;
+    let job = store.ensure_job(&tenant, connection.id, &StreamName::parse("deals")?, "15m").await?;
+    Ok((tenant, job.id))
+}
