@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tributary::model::{JobFilter, ProviderId, RunOutcome, RunRow, StreamName, TriggerKind};
-use tributary::simulator::{Provider, SimConfig, SimHandle};
 use tributary::store::Store;
+use tributary_simulator::{Provider, SimConfig, SimHandle};
 
 use support::Scratch;
 

@@ -40,10 +40,10 @@ use tributary::http::{RetryPolicy, Session};
 use tributary::mapping::{CompiledMapping, MapResult};
 use tributary::model::{AuditEntry, Owner, ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
 use tributary::secrets::{Credentials, MasterKey};
-use tributary::simulator::{Provider, SimConfig, SimHandle};
 use tributary::store::Store;
 use tributary::sync::{StageSnapshot, SyncRequest, Syncer};
 use tributary::tenants::Tenants;
+use tributary_simulator::{Provider, SimConfig, SimHandle};
 
 #[path = "support/mod.rs"]
 mod support;

@@ -19,7 +19,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use tributary::model::{ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
-use tributary::simulator::{Provider, SimConfig, SimHandle};
+use tributary_simulator::{Provider, SimConfig, SimHandle};
 
 use tributary::sync::{SyncRequest, Syncer};
 

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tributary::model::{RunOutcome, TenantId};
-use tributary::simulator::{Provider, SimConfig};
 use tributary::store::Store;
+use tributary_simulator::{Provider, SimConfig};
 
 use support::Scratch;
 
@@ -56,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
 /// Trigger latencies and `status` round trips, in seconds.
 async fn measure(
     scratch: &Scratch,
-    sim: &tributary::simulator::SimHandle,
+    sim: &tributary_simulator::SimHandle,
     triggers: usize,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let dir = scratch.dir.path();

@@ -33,8 +33,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use tributary::http::webhook::hmac_sha256;
 use tributary::model::TenantId;
-use tributary::simulator::{Provider, SimConfig};
 use tributary::store::{NewWebhookEndpoint, Store};
+use tributary_simulator::{Provider, SimConfig};
 
 use support::Scratch;
 
@@ -136,7 +136,7 @@ async fn serve_receiver(receiver: Arc<Receiver>) -> anyhow::Result<SocketAddr> {
 
 async fn measure(
     scratch: &Scratch,
-    sim: &tributary::simulator::SimHandle,
+    sim: &tributary_simulator::SimHandle,
     messages: usize,
     requests: usize,
     clients: usize,

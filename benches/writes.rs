@@ -28,10 +28,10 @@ use tokio_util::sync::CancellationToken;
 use tributary::config::WriteOp;
 use tributary::http::{RateLimiters, RetryPolicy};
 use tributary::model::{EntityName, Owner, ProviderId, TenantId};
-use tributary::simulator::{Provider, SimConfig, SimHandle};
 use tributary::store::{NewWrite, WriteFilter, WriteState};
 use tributary::sync::writes::WriteWorker;
 use tributary::telemetry::Metrics;
+use tributary_simulator::{Provider, SimConfig, SimHandle};
 
 use support::Scratch;
 

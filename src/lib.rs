@@ -17,7 +17,7 @@
 //! → sync → intelligence
 //! → scheduler
 //! → control → server
-//! → simulator → app → cli
+//! → app → cli
 //! ```
 //!
 //! `model` is the vocabulary; `telemetry` knows only the model (the modules that report
@@ -25,8 +25,9 @@
 //! store; `http` holds request templating, which the engine uses. (DESIGN.md's module
 //! table lists `telemetry` among the top modules and `secrets` after `store`; both sit
 //! lower here because they import neither. README's layout lists this order.)
-//! The simulators serve tests, benchmarks and `tributary demo`, so only the composition
-//! root and the CLI may name them.
+//! The simulators (the `tributary-simulator` crate in `crates/simulator`) serve tests,
+//! benchmarks, `tributary simulate` and `tributary demo`; of this library only the CLI
+//! names them, so the product's modules hold no test fixtures.
 
 pub mod app;
 pub mod cli;
@@ -40,7 +41,6 @@ pub mod model;
 pub mod scheduler;
 pub mod secrets;
 pub mod server;
-pub mod simulator;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

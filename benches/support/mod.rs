@@ -18,9 +18,9 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tributary::config::{Catalog, ConfigDir};
 use tributary::model::{AuditEntry, ProviderId, TenantId};
 use tributary::secrets::{Credentials, MasterKey};
-use tributary::simulator::{SimConfig, SimHandle};
 use tributary::store::Store;
 use tributary::tenants::Tenants;
+use tributary_simulator::{SimConfig, SimHandle};
 
 /// The repository (where `config/` and `connectors/` are).
 pub fn repo() -> &'static Path {
@@ -148,7 +148,7 @@ pub fn simulator_thread(config: SimConfig) -> anyhow::Result<SimHandle> {
             }
         };
         runtime.block_on(async move {
-            let handle = tributary::simulator::start(config).await;
+            let handle = tributary_simulator::start(config).await;
             let serving = handle.as_ref().ok().cloned();
             let _ = tx.send(handle);
             // Serve until the process ends (or the handle is shut down).

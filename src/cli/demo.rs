@@ -24,9 +24,9 @@ use super::Global;
 use crate::app::{DaemonOptions, Endpoints, reconcile};
 use crate::model::{AuditEntry, JobFilter, ProviderId, Responsibility, RoleName, TenantId, TriggerKind, UserId};
 use crate::secrets::{Credentials, MasterKey, Sealed};
-use crate::simulator::{Faults, Provider, SimConfig, SimHandle, start};
 use crate::store::Store;
 use crate::tenants::Tenants;
+use tributary_simulator::{Faults, Provider, SimConfig, SimHandle, start};
 
 /// Arguments of `tributary demo`.
 #[derive(Debug, clap::Args)]

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use std::time::Duration;
 
-use crate::simulator::{Faults, Provider, ServeWebhooks, SimConfig, serve};
+use tributary_simulator::{Faults, Provider, ServeWebhooks, SimConfig, serve};
 
 /// Arguments of `tributary simulate`.
 #[derive(Debug, clap::Args)]

@@ -179,7 +179,7 @@ fn every_command_explains_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_runs_and_records_from_the_command_line() {
     let sim =
-        tributary::simulator::start(tributary::simulator::SimConfig::new(tributary::simulator::Provider::Aptem, 1_200))
+        tributary_simulator::start(tributary_simulator::SimConfig::new(tributary_simulator::Provider::Aptem, 1_200))
             .await
             .unwrap();
     let env = Env::new();
@@ -236,10 +236,9 @@ async fn sync_runs_and_records_from_the_command_line() {
 // The simulator runs in this process while the binary blocks a thread: multi-threaded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_changes_pages_through_the_change_feed() {
-    let sim =
-        tributary::simulator::start(tributary::simulator::SimConfig::new(tributary::simulator::Provider::Aptem, 25))
-            .await
-            .unwrap();
+    let sim = tributary_simulator::start(tributary_simulator::SimConfig::new(tributary_simulator::Provider::Aptem, 25))
+        .await
+        .unwrap();
     let env = Env::new();
     let file = env.dir.path().join("acme.toml");
     std::fs::write(

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use tributary::config::{Catalog, ConfigDir};
 use tributary::model::{ChangeKind, EntityName, ProviderId, RecordRow, RunOutcome, RunRow, TenantId};
-use tributary::simulator::{Provider, SimConfig, start};
 use tributary::store::Store;
+use tributary_simulator::{Provider, SimConfig, start};
 
 use crate::support::world::{World, request};
 

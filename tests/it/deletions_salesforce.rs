@@ -3,8 +3,8 @@
 //! stores, against the Salesforce simulator.
 
 use tributary::model::{ChangeKind, EntityName, ProviderId, RunOutcome, RunRow, TenantId};
-use tributary::simulator::{Provider, SimConfig, SimHandle, start};
 use tributary::store::Store;
+use tributary_simulator::{Provider, SimConfig, SimHandle, start};
 
 use crate::support::world::{World, request};
 

@@ -9,7 +9,7 @@ use serde_json::json;
 use tributary::config::{Pagination, QuotaScope, RateLimitSpec};
 use tributary::http::RateLimiters;
 use tributary::model::RunOutcome;
-use tributary::simulator::{Faults, Provider, SimConfig, SimHandle, start};
+use tributary_simulator::{Faults, Provider, SimConfig, SimHandle, start};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::connectors::{Harness, ok};

@@ -8,9 +8,9 @@ use serde_json::json;
 use tributary::intelligence::aggregate::{Observation, conflicts, recompute};
 use tributary::intelligence::{self, Integration, IntelligenceError};
 use tributary::model::{ContributionKind as K, ContributionRow, ContributionStatus, Responsibility, RunRow};
-use tributary::simulator::Faults;
 use tributary::store::{ContributionFilter, Store};
 use tributary::telemetry::Metrics;
+use tributary_simulator::Faults;
 
 use crate::support::world::audit;
 use crate::users::runs::{World, hubspot, ok, tid, uid};
@@ -220,7 +220,7 @@ async fn the_command_line_and_the_daemon_contribute_review_and_show() {
     use crate::daemon::{Fixture, NEVER, eventually, started_runs, target};
 
     let sim =
-        tributary::simulator::start(tributary::simulator::SimConfig::new(tributary::simulator::Provider::HubSpot, 60))
+        tributary_simulator::start(tributary_simulator::SimConfig::new(tributary_simulator::Provider::HubSpot, 60))
             .await
             .unwrap();
     let fx = Fixture::sqlite("").await;

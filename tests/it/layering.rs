@@ -256,6 +256,29 @@ fn the_order_names_every_module_once() {
     assert_eq!(sorted, declared_sorted, "the order and the `pub mod` lines of src/lib.rs differ");
 }
 
+/// The files of `src` outside `src/cli` that name the simulator crate in code.
+fn simulator_users(src: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    files
+        .iter()
+        .filter(|p| !p.strip_prefix(src).expect("below src").starts_with("cli"))
+        .filter(|p| code_only(&std::fs::read_to_string(p).expect("readable source")).contains("tributary_simulator"))
+        .map(|p| p.strip_prefix(src).expect("below src").display().to_string())
+        .collect()
+}
+
+#[test]
+fn only_the_cli_names_the_simulators() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    assert_eq!(simulator_users(&src), Vec::<String>::new(), "the product's modules name the simulator crate");
+    let scratch = tree(&[
+        ("cli/demo.rs", "use tributary_simulator::start;\n"),
+        ("store/mod.rs", "// tributary_simulator in a comment\nfn f() { tributary_simulator::start(); }\n"),
+    ]);
+    assert_eq!(simulator_users(scratch.path()), vec!["store/mod.rs".to_owned()]);
+}
+
 /// A scratch `src/` tree for the checker's own tests.
 fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -183,7 +183,7 @@ fn set_preset_refuses_a_file_managed_tenant() {
 // The simulator runs in this process while the binary blocks a thread: multi-threaded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_test_reads_one_page_per_stream_and_stores_nothing() {
-    use tributary::simulator::{Provider, SimConfig, start};
+    use tributary_simulator::{Provider, SimConfig, start};
     let sim = start(SimConfig::new(Provider::Aptem, 450)).await.unwrap();
     let env = Env::new();
     let file = env.dir.path().join("acme.toml");
@@ -265,7 +265,7 @@ fn connect(env: &Env, preset: &str, providers: &str, provider: &str, creds: &str
 // The simulator runs in this process while the binary blocks a thread: multi-threaded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_progress_shows_the_total_without_a_terminal() {
-    use tributary::simulator::{Provider, SimConfig, start};
+    use tributary_simulator::{Provider, SimConfig, start};
     // Salesforce reports `totalSize`.
     let sim = start(SimConfig::new(Provider::Salesforce, 600).page_size_cap(200)).await.unwrap();
     let env = Env::new();
@@ -287,7 +287,7 @@ async fn sync_progress_shows_the_total_without_a_terminal() {
 // The simulator runs in this process while the binary blocks a thread: multi-threaded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_progress_says_when_it_waits_on_a_rate_limit() {
-    use tributary::simulator::{Faults, Provider, SimConfig, start};
+    use tributary_simulator::{Faults, Provider, SimConfig, start};
     // Bud answers every 2nd data request with 429 and `Retry-After: 2`.
     let faults = Faults::none().rate_limit_every(2).retry_after_secs(2);
     let sim = start(SimConfig::new(Provider::Bud, 600).faults(faults)).await.unwrap();
@@ -316,7 +316,7 @@ fn json_lines(out: &Output) -> Vec<serde_json::Value> {
 // The simulator runs in this process while the binary blocks a thread: multi-threaded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_name_the_run_on_every_event_and_fatal_errors_are_json() {
-    use tributary::simulator::{Provider, SimConfig, start};
+    use tributary_simulator::{Provider, SimConfig, start};
     let sim = start(SimConfig::new(Provider::Aptem, 1_500)).await.unwrap();
     let env = Env::new();
     let providers = format!("[providers.aptem]\nbase_url = \"{}\"\n", sim.api_base());

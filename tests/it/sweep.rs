@@ -13,9 +13,9 @@ use std::time::Duration;
 use tributary::config::{Catalog, ConfigDir};
 use tributary::model::{ChangeKind, EntityName, ProviderId, RecordRow, RunOutcome, RunRow, TenantId};
 use tributary::scheduler::plan_full_pass;
-use tributary::simulator::{Faults, Provider, SimConfig, SimHandle, start};
 use tributary::store::{Failures, JobCompletion, Store};
 use tributary::sync::SyncRequest;
+use tributary_simulator::{Faults, Provider, SimConfig, SimHandle, start};
 
 use crate::support::world::{World, request};
 

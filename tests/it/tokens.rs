@@ -13,10 +13,10 @@ use tributary::http::auth::AuthRegistry;
 use tributary::model::{
     ConnectionRow, ConnectionStatus, EntityName, Owner, ProviderId, RunOutcome, RunRow, RunStats, SealedBlob, TenantId,
 };
-use tributary::simulator::{Faults, Provider, SimConfig, SimHandle, start};
 use tributary::store::{Store, TokenWrite};
 use tributary::sync::Syncer;
 use tributary::telemetry::{Metrics, ResultLabels};
+use tributary_simulator::{Faults, Provider, SimConfig, SimHandle, start};
 
 use crate::support::world::{World, request};
 

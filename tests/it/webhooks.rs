@@ -426,7 +426,7 @@ async fn two_replicas_on_postgres_deliver_each_message_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_reports_its_record_changes_per_entity() {
-    use tributary::simulator::{Provider, SimConfig, start};
+    use tributary_simulator::{Provider, SimConfig, start};
     let sim = start(SimConfig::new(Provider::Aptem, 25)).await.unwrap();
     let (store, _dir) = sqlite_store().await;
     let world = World::builder().on(store.clone());

@@ -6,8 +6,8 @@
 use serde_json::{Value, json};
 use tributary::config::WriteOp;
 use tributary::model::{EntityName, Owner, ProviderId, TenantId};
-use tributary::simulator::{Provider, SimConfig, SimHandle, start};
 use tributary::store::{NewWrite, Store, WriteRow, WriteSettle};
+use tributary_simulator::{Provider, SimConfig, SimHandle, start};
 
 use crate::support::world::World;
 

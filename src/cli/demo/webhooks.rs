@@ -28,8 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::model::{ChangeRow, TenantId};
 use crate::secrets::MasterKey;
-use crate::simulator::{SimHandle, WebhookSent, WebhookTarget};
 use crate::store::{NewWebhookEndpoint, Store};
+use tributary_simulator::{SimHandle, WebhookSent, WebhookTarget};
 
 /// How long the demo waits for a webhook's change to be stored before saying so.
 const SYNC_PATIENCE: chrono::TimeDelta = chrono::TimeDelta::seconds(60);

@@ -16,8 +16,8 @@ use crate::cli::output;
 use crate::config::Catalog;
 use crate::control::protocol::{Scope, WriteSubmit};
 use crate::control::writes::Writes;
-use crate::simulator::SimHandle;
 use crate::store::{Store, WriteRow};
+use tributary_simulator::SimHandle;
 
 /// How long the demo follows a write before saying it has not settled.
 const SETTLE_PATIENCE: Duration = Duration::from_secs(60);

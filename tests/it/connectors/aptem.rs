@@ -1,10 +1,10 @@
 use serde_json::json;
-use tributary::simulator::{Provider, SimConfig, start};
+use tributary_simulator::{Provider, SimConfig, start};
 
 use super::{Harness, ok, text};
 use tributary::model::Owner;
 
-fn tenant(sim: &tributary::simulator::SimHandle, extra: &str) -> String {
+fn tenant(sim: &tributary_simulator::SimHandle, extra: &str) -> String {
     format!("preset = \"aptem\"\n[providers.aptem]\nbase_url = \"{}\"\n{extra}", sim.api_base())
 }
 

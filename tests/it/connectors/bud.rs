@@ -1,5 +1,5 @@
 use serde_json::{Value, json};
-use tributary::simulator::{Provider, SimConfig, SimHandle, start};
+use tributary_simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::{Harness, modify_until_changed, ok, text};
 use tributary::model::Owner;

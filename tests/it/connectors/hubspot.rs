@@ -1,5 +1,5 @@
 use serde_json::{Value, json};
-use tributary::simulator::{Provider, SimConfig, SimHandle, start};
+use tributary_simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::{Harness, modify_until_changed, ok, text};
 
@@ -172,7 +172,7 @@ async fn a_full_sync_failing_half_way_leaves_no_cursor_past_unread_records() {
     let failing = sim.clone();
     let run = h
         .sync_observed("contacts", &mut |_| {
-            failing.set_faults(tributary::simulator::Faults::none().server_error_every(1));
+            failing.set_faults(tributary_simulator::Faults::none().server_error_every(1));
         })
         .await;
     assert_eq!(run.outcome, tributary::model::RunOutcome::Failed);
@@ -181,7 +181,7 @@ async fn a_full_sync_failing_half_way_leaves_no_cursor_past_unread_records() {
     assert_eq!(run.stats.fetched, 3 * PAGE as i64, "the first three pages were stored");
     assert_eq!(run.stats.cursor_after, None, "no cursor from an incomplete full read");
 
-    sim.set_faults(tributary::simulator::Faults::none());
+    sim.set_faults(tributary_simulator::Faults::none());
     let again = h.sync("contacts").await;
     ok(&again);
     assert_eq!(again.cursor_before, None);

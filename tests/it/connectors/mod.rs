@@ -16,8 +16,8 @@ use std::path::Path;
 
 use serde_json::Value;
 use tributary::model::{EntityName, ProviderId, RecordRow, RunOutcome, RunRow, RunStats, TenantId};
-use tributary::simulator::SimHandle;
 use tributary::sync::{SyncRequest, Syncer};
+use tributary_simulator::SimHandle;
 
 use crate::support::world::{World, request};
 
@@ -157,14 +157,14 @@ pub fn modify_until_changed(sim: &SimHandle, stream: &str, i: u64, volatile: &[&
 /// tenant per case.
 pub async fn assert_pagination_edges(
     page: u64,
-    config: impl Fn(u64) -> tributary::simulator::SimConfig,
+    config: impl Fn(u64) -> tributary_simulator::SimConfig,
     tenant: impl Fn(&SimHandle) -> String,
     provider: &str,
     stream: &str,
     entity: &str,
 ) {
     for (n, pages) in [(0u64, 0i64), (page, 1), (page + 3, 2)] {
-        let sim = tributary::simulator::start(config(n)).await.unwrap();
+        let sim = tributary_simulator::start(config(n)).await.unwrap();
         let h = Harness::new(provider, &tenant(&sim), &sim).await;
         let run = h.sync(stream).await;
         ok(&run);

@@ -1,6 +1,6 @@
 use serde_json::{Value, json};
 use tributary::model::{ConnectionStatus, Owner, RunOutcome};
-use tributary::simulator::{Provider, SimConfig, SimHandle, start};
+use tributary_simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::{Harness, modify_until_changed, ok, text};
 

@@ -1,6 +1,6 @@
 use serde_json::Value;
 use tributary::model::{ConnectionStatus, Owner, RunOutcome};
-use tributary::simulator::{Provider, SimConfig, SimHandle, start};
+use tributary_simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::{Harness, modify_until_changed, ok, text};
 
@@ -105,7 +105,7 @@ async fn pagination_edges_empty_exactly_one_batch_and_partial_last_batch() {
 
 #[tokio::test]
 async fn throttling_403_is_waited_out_and_a_dead_refresh_token_needs_reauth() {
-    let faults = tributary::simulator::Faults::none().rate_limit_every(2).retry_after_secs(0);
+    let faults = tributary_simulator::Faults::none().rate_limit_every(2).retry_after_secs(0);
     let sim = start(SimConfig::new(Provider::Salesforce, 2_500).faults(faults)).await.unwrap();
     let h = Harness::new("salesforce", &tenant(&sim, ""), &sim).await;
     let run = h.sync("accounts").await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tributary::model::{JobRow, RunOutcome, TenantId};
-use tributary::simulator::{Faults, Provider, SimConfig, start};
+use tributary_simulator::{Faults, Provider, SimConfig, start};
 
 use super::control::aptem_tenant;
 use super::{Fixture, NEVER, eventually};

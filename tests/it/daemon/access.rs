@@ -13,8 +13,8 @@ use tributary::control::protocol::{
     WriteSubmit,
 };
 use tributary::model::{AuditEntry, AuditOutcome};
-use tributary::simulator::{Provider, SimConfig, start};
 use tributary::store::AuditFilter;
+use tributary_simulator::{Provider, SimConfig, start};
 
 use super::control::aptem_tenant;
 use super::{Fixture, NEVER, eventually, target};

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tributary::simulator::{Provider, SimConfig, start};
+use tributary_simulator::{Provider, SimConfig, start};
 
 use super::control::aptem_tenant;
 use super::{Daemon, Fixture, NEVER, eventually};

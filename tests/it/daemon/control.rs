@@ -8,7 +8,7 @@ use tributary::control::protocol::{
     Command as Ctl, Scope, Target, WebhookAdd, WebhookCommand, WebhookDeliveries, WebhookId, WebhookList, WebhookReplay,
 };
 use tributary::model::{RunOutcome, RunTrigger};
-use tributary::simulator::{Provider, SimConfig, SimHandle, start};
+use tributary_simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::outbound::{Mode, Receiver, WEBHOOKS};
 use super::{Fixture, NEVER, eventually, started_runs, target};

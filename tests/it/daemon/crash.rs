@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tributary::control::protocol::Command as Ctl;
 use tributary::model::{EntityName, JobRow, RunOutcome, TenantId};
-use tributary::simulator::{Faults, Provider, SimConfig, SimHandle, start};
+use tributary_simulator::{Faults, Provider, SimConfig, SimHandle, start};
 
 use super::{Fixture, NEVER, eventually, started_runs, target};
 

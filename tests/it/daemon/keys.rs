@@ -7,8 +7,8 @@ use serde_json::json;
 use tributary::control::protocol::{Command as Ctl, Scope, UsageQuery, WebhookAdd, WebhookCommand};
 use tributary::model::RunOutcome;
 use tributary::secrets::MasterKey;
-use tributary::simulator::{Provider, SimConfig, start};
 use tributary::store::SealedKind;
+use tributary_simulator::{Provider, SimConfig, start};
 
 use super::control::aptem_tenant;
 use super::outbound::WEBHOOKS;

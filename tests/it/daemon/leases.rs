@@ -10,7 +10,7 @@ use serde_json::Value;
 use tributary::control::protocol::Command as Ctl;
 use tributary::model::{EntityName, RunOutcome, RunRow, TenantId};
 use tributary::secrets::MasterKey;
-use tributary::simulator::{Faults, Provider, SimConfig, start};
+use tributary_simulator::{Faults, Provider, SimConfig, start};
 
 use super::control::aptem_tenant;
 use super::{Fixture, NEVER, eventually, started_runs, target};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tributary::control::protocol::{Command as Ctl, WebhookAdd, WebhookCommand, WebhookId};
 use tributary::model::{EntityName, RunOutcome, TenantId};
-use tributary::simulator::{Faults, Provider, SimConfig, start};
+use tributary_simulator::{Faults, Provider, SimConfig, start};
 
 use super::control::aptem_tenant;
 use super::outbound::{Mode, Receiver, WEBHOOKS};

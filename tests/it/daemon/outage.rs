@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::process::Command;
 use tributary::control::protocol::Command as Ctl;
 use tributary::model::{RunOutcome, TenantId};
-use tributary::simulator::{Faults, Provider, SimConfig, start};
 use tributary::store::Store;
+use tributary_simulator::{Faults, Provider, SimConfig, start};
 
 use super::control::aptem_tenant;
 use super::{Fixture, NEVER, eventually, target};

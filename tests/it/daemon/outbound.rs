@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tributary::control::protocol::Command as Ctl;
 use tributary::model::RunOutcome;
-use tributary::simulator::{Provider, SimConfig, start};
+use tributary_simulator::{Provider, SimConfig, start};
 
 use super::control::aptem_tenant;
 use super::{Fixture, NEVER, eventually, started_runs, target};

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tributary::control::protocol::Command as Ctl;
 use tributary::model::{EntityName, JobRow, RunOutcome, TenantId};
-use tributary::simulator::{Faults, Provider, SimConfig, start};
+use tributary_simulator::{Faults, Provider, SimConfig, start};
 
 use super::control::aptem_tenant;
 use super::{Fixture, NEVER, eventually, started_runs, target};

@@ -9,7 +9,7 @@
 use serde_json::Value;
 use tributary::control::protocol::Command as Ctl;
 use tributary::model::{EntityName, RecordRow, RunOutcome, RunRow, RunTrigger, TenantId};
-use tributary::simulator::{Provider, SimConfig, SimHandle, WebhookSent, WebhookTarget, start};
+use tributary_simulator::{Provider, SimConfig, SimHandle, WebhookSent, WebhookTarget, start};
 
 use super::{Daemon, Fixture, NEVER, eventually, started_runs, target};
 

@@ -3,7 +3,7 @@
 
 use tributary::control::protocol::Command as Ctl;
 use tributary::model::RunOutcome;
-use tributary::simulator::{Provider, SimConfig, start};
+use tributary_simulator::{Provider, SimConfig, start};
 
 use super::control::aptem_tenant;
 use super::{Fixture, NEVER, started_runs, target};

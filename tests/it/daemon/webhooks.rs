@@ -22,7 +22,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{KeyInit, Mac};
 use tributary::model::{RunOutcome, RunRow, RunTrigger};
-use tributary::simulator::{Provider, SimConfig, SimHandle, start};
+use tributary_simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::{Daemon, Fixture, NEVER, PATIENCE, eventually};
 

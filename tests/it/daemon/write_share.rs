@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tributary::control::protocol::{Command as Ctl, WriteCommand, WriteSubmit};
-use tributary::simulator::{Provider, SimConfig, start};
 use tributary::store::WriteState;
+use tributary_simulator::{Provider, SimConfig, start};
 
 use super::{Fixture, NEVER, eventually, started_runs, target};
 

@@ -5,7 +5,7 @@
 //! a storm of 429s makes several writes at once wait within their attempt, never fail
 //! or double.
 
-use tributary::simulator::{AmbiguousWrite, Faults, Provider, SimConfig, start};
+use tributary_simulator::{AmbiguousWrite, Faults, Provider, SimConfig, start};
 
 use super::Fixture;
 use super::writes_crash::{

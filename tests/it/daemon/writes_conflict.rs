@@ -3,8 +3,8 @@
 //! puts both versions side by side with the command that overrides it, which works.
 //! (What conflicts and `--force` do in the store: `writes_effects.rs`.)
 
-use tributary::simulator::{Provider, SimConfig, SimHandle, start};
 use tributary::store::WriteState;
+use tributary_simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::Fixture;
 use super::writes_crash::{SEEDED, connected, settled};

@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use tributary::simulator::{AmbiguousWrite, Provider, SimConfig, SimHandle, start};
 use tributary::store::{WriteDetail, WriteState};
+use tributary_simulator::{AmbiguousWrite, Provider, SimConfig, SimHandle, start};
 
 use super::{Fixture, NEVER};
 

@@ -7,8 +7,8 @@
 
 use serde_json::Value;
 use tributary::model::{ChangeKind, EntityName, ProviderId, TenantId};
-use tributary::simulator::{Provider, SimConfig, SimHandle, start};
 use tributary::store::{WriteDetail, WriteState};
+use tributary_simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::{Fixture, NEVER, eventually};
 
@@ -196,7 +196,7 @@ async fn a_create_whose_answer_was_lost_is_looked_up_not_sent_again() {
     connected(&fx, &sim).await;
     let daemon = fx.start("d", 1).await;
     // The simulator applies the create and never answers: the attempt times out.
-    sim.set_write_fault(Some(tributary::simulator::AmbiguousWrite::Hang));
+    sim.set_write_fault(Some(tributary_simulator::AmbiguousWrite::Hang));
     let companies = sim.record_count("companies");
     let said = fx
         .ok(

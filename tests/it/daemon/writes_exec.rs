@@ -3,8 +3,8 @@
 //! session and settled — succeeded with the provider's id, failed with the provider's
 //! message (no retry), or, when rate limited, waited out until it succeeds.
 
-use tributary::simulator::{Faults, Provider, SimConfig, SimHandle, start};
 use tributary::store::{WriteDetail, WriteState};
+use tributary_simulator::{Faults, Provider, SimConfig, SimHandle, start};
 
 use super::{Fixture, NEVER, eventually};
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tributary::model::RunOutcome;
-use tributary::simulator::{Faults, Provider, SimConfig, SimHandle, start};
+use tributary_simulator::{Faults, Provider, SimConfig, SimHandle, start};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use super::{Backend, Env, Stop, stop};

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tributary::simulator::{Provider, SimConfig};
+use tributary_simulator::{Provider, SimConfig};
 
 use super::common::{Session, assert_records, boot, client, read};
 

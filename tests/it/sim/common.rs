@@ -3,7 +3,7 @@
 
 use reqwest::{Client, RequestBuilder, Response};
 use serde_json::{Value, json};
-use tributary::simulator::{Provider, SimConfig, SimHandle, start};
+use tributary_simulator::{Provider, SimConfig, SimHandle, start};
 
 /// A started simulator with a logged-in client.
 pub struct Session {

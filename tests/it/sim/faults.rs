@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-use tributary::simulator::{Faults, Provider, SimConfig};
+use tributary_simulator::{Faults, Provider, SimConfig};
 
 use super::common::Session;
 use crate::support::json;

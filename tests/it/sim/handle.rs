@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tributary::simulator::{Provider, SimConfig, serve, start, start_on};
+use tributary_simulator::{Provider, SimConfig, serve, start, start_on};
 
 use super::common::{Session, boot, client};
 

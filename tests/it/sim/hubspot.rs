@@ -1,7 +1,7 @@
 //! HubSpot CRM v3.
 
 use serde_json::{Value, json};
-use tributary::simulator::{Provider, SimConfig};
+use tributary_simulator::{Provider, SimConfig};
 
 use super::common::{Session, assert_records, boot, client, read, refresh};
 

@@ -1,7 +1,7 @@
 //! Jira Cloud REST v3.
 
 use serde_json::{Value, json};
-use tributary::simulator::{Provider, SimConfig};
+use tributary_simulator::{Provider, SimConfig};
 
 use super::common::{Auth, Session, assert_records, boot, client, login_with, read};
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use reqwest::Method as HttpMethod;
 use serde_json::{Value, json};
-use tributary::simulator::{AmbiguousWrite, Faults, Provider, SimConfig};
+use tributary_simulator::{AmbiguousWrite, Faults, Provider, SimConfig};
 
 use super::common::{Session, read};
 

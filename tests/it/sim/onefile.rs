@@ -1,7 +1,7 @@
 //! OneFile API v2.1.
 
 use serde_json::{Value, json};
-use tributary::simulator::{Provider, SimConfig};
+use tributary_simulator::{Provider, SimConfig};
 
 use super::common::{Session, assert_records, boot, client, login_with, read};
 

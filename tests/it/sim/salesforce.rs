@@ -1,7 +1,7 @@
 //! Salesforce REST / SOQL.
 
 use serde_json::Value;
-use tributary::simulator::{Provider, SimConfig};
+use tributary_simulator::{Provider, SimConfig};
 
 use super::common::{Session, assert_records, boot, client, read, refresh};
 

@@ -1,7 +1,7 @@
 //! Slack Web API.
 
 use serde_json::Value;
-use tributary::simulator::{Provider, SimConfig};
+use tributary_simulator::{Provider, SimConfig};
 
 use super::common::{Session, assert_records, boot, client, read, refresh};
 

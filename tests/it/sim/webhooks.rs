@@ -12,7 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{KeyInit, Mac};
 use serde_json::Value;
-use tributary::simulator::{Provider, SimConfig, WebhookError, WebhookTarget, start};
+use tributary_simulator::{Provider, SimConfig, WebhookError, WebhookTarget, start};
 
 /// One request the receiver got.
 #[derive(Clone)]

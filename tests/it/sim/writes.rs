@@ -8,7 +8,7 @@ use reqwest::Method as HttpMethod;
 use serde_json::{Value, json};
 use tributary::config::{BUILTIN_ENTITIES, ConflictCheck, Diagnostics, Entities, Manifests, Method, Source, WriteOp};
 use tributary::mapping::{CompiledWrite, PreparedRequest, build_request, provider_error, write_result};
-use tributary::simulator::{AmbiguousWrite, Faults, Provider, SimConfig};
+use tributary_simulator::{AmbiguousWrite, Faults, Provider, SimConfig};
 
 use super::common::{Session, read};
 

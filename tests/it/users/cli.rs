@@ -7,7 +7,7 @@ use std::process::Stdio;
 use serde_json::Value;
 use tributary::control::protocol::{Command as Ctl, Scope};
 use tributary::model::{Owner, ProviderId, RunOutcome, RunRow, TenantId, UserId};
-use tributary::simulator::{Provider, SimConfig, start};
+use tributary_simulator::{Provider, SimConfig, start};
 
 use crate::daemon::{Fixture, NEVER, started_runs, target};
 use crate::support::json;

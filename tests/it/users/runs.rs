@@ -10,11 +10,11 @@ use tributary::config::TenantSpec;
 use tributary::model::{
     ConnectionRow, ConnectionStatus, EntityName, Owner, ProviderId, RoleName, RunOutcome, RunRow, TenantId, UserId,
 };
-use tributary::simulator::{Faults, Provider, SimConfig, SimHandle, start};
 use tributary::store::Store;
 use tributary::sync::{SyncError, SyncRequest};
 use tributary::telemetry::Metrics;
 use tributary::tenants::{ApplyOutcome, Tenants};
+use tributary_simulator::{Faults, Provider, SimConfig, SimHandle, start};
 
 use crate::support::exec_raw;
 use crate::support::world::{audit, request};

@@ -5,7 +5,7 @@
 
 use serde_json::json;
 use tributary::model::{ChangeKind, EntityName, ProviderId, RecordRow, RunOutcome, TenantId};
-use tributary::simulator::{Provider, SimConfig, start};
+use tributary_simulator::{Provider, SimConfig, start};
 
 use super::super::eventually;
 use super::schemes::{SLACK_SECRET, now_secs, slack_headers};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tributary::simulator::{Provider, SimConfig, start};
+use tributary_simulator::{Provider, SimConfig, start};
 
 use super::{
     Answer, HUBSPOT_PATH, Setup, contact_change, inbox_len, now_ms, post_hubspot, post_hubspot_from, received, setup,

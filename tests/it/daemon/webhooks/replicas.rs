@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use tributary::control::protocol::Command as Ctl;
-use tributary::simulator::{Faults, Provider, SimConfig, start};
 use tributary::store::WAKE_CHANNEL;
+use tributary_simulator::{Faults, Provider, SimConfig, start};
 
 use super::{HUBSPOT_PATH, contact_change, http_address, now_ms, post_hubspot, webhook_runs};
 use crate::daemon::{Fixture, NEVER, eventually, started_runs, target};

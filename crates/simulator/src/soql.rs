@@ -15,8 +15,8 @@
 //! else is `MALFORMED_QUERY`; unknown fields are `INVALID_FIELD`, unknown
 //! objects `INVALID_TYPE`.
 
-use crate::simulator::filter::Cmp;
-use crate::simulator::util::{self, Ts};
+use crate::filter::Cmp;
+use crate::util::{self, Ts};
 
 /// A parsed query.
 #[derive(Debug, Clone, PartialEq)]

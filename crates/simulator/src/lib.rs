@@ -28,7 +28,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use tributary::simulator::{Provider, SimConfig, start};
+//! use tributary_simulator::{Provider, SimConfig, start};
 //! let sim = start(SimConfig::new(Provider::HubSpot, 1_000)).await?;
 //! println!("{} {}", sim.api_base(), sim.credentials());
 //! sim.modify("contacts", 42);

@@ -11,8 +11,8 @@
 
 use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
 
-use crate::simulator::filter::Cmp;
-use crate::simulator::util::Ts;
+use crate::filter::Cmp;
+use crate::util::Ts;
 
 /// A parsed query.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
