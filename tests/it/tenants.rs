@@ -20,6 +20,7 @@ crate::support::contract::contract! {
         invalid_results_are_refused_and_nothing_is_written,
         a_tenant_can_add_a_provider_outside_its_preset,
         credentials_are_sealed_and_flip_the_connection_to_connected,
+        a_preset_grants_roles_that_the_tenant_may_replace,
     ],
     url: [],
 }
@@ -240,4 +241,46 @@ async fn credentials_are_sealed_and_flip_the_connection_to_connected(store: &Sto
     assert_eq!(opened.names().collect::<Vec<_>>(), ["api_token"]);
     // The blob cannot be opened as another tenant's.
     assert!(key.open(&id("globex"), &pid("aptem"), &blob).is_err());
+}
+
+async fn a_preset_grants_roles_that_the_tenant_may_replace(store: &Store) {
+    let dir = config_copy();
+    let presets = dir.path().join("presets.toml");
+    let mut text = std::fs::read_to_string(&presets).unwrap();
+    text.push_str(
+        "\n[presets.aptem_hubspot.roles.sales]\nstreams = [\"hubspot.*\"]\n\
+         [presets.aptem_hubspot.roles.developer]\nstreams = [\"hubspot.contacts\", \"aptem.learners\"]\n",
+    );
+    std::fs::write(&presets, &text).unwrap();
+    let catalog = load(dir.path());
+    let tenants = Tenants::new(&catalog, store, "test");
+    let head = "id = \"grants\"\nname = \"Grants\"\nsubdomain = \"grants\"\npreset = \"aptem_hubspot\"\n";
+    tenants.create(&spec(&catalog, head)).await.unwrap();
+    let roles = |v: &tributary::tenants::TenantView| {
+        v.roles.iter().map(|(r, s)| (r.as_str().to_owned(), s.clone())).collect::<Vec<_>>()
+    };
+    let view = tenants.require(&id("grants")).await.unwrap();
+    assert_eq!(
+        roles(&view),
+        [
+            ("developer".to_owned(), vec!["hubspot.contacts".to_owned(), "aptem.learners".to_owned()]),
+            ("sales".to_owned(), vec!["hubspot.*".to_owned()]),
+        ]
+    );
+    // The tenant's own grant replaces the preset's for that role only; an empty list
+    // takes the grant away.
+    let own = format!("{head}[roles.developer]\nstreams = []\n");
+    tenants.apply(&spec(&catalog, &own)).await.unwrap();
+    let view = tenants.require(&id("grants")).await.unwrap();
+    assert_eq!(roles(&view), [("developer".to_owned(), vec![]), ("sales".to_owned(), vec!["hubspot.*".to_owned()])]);
+
+    // A preset granting a provider it does not hold is refused, naming file and key.
+    std::fs::write(&presets, format!("{text}\n[presets.aptem.roles.sales]\nstreams = [\"hubspot.*\"]\n")).unwrap();
+    let err = Catalog::load(&ConfigDir::Dir(dir.path().to_owned()), None).unwrap_err().to_string();
+    assert!(
+        err.contains("presets.toml")
+            && err.contains("presets.aptem.roles.sales.streams[0]")
+            && err.contains("`hubspot`"),
+        "{err}"
+    );
 }
