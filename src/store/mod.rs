@@ -89,6 +89,7 @@ mod outbox;
 mod postgres;
 mod prune;
 mod reconcile;
+pub use self::reconcile::QueuedReconcile;
 mod records;
 mod responsibilities;
 mod scheduling;

@@ -21,6 +21,7 @@ crate::support::contract::contract! {
         a_tenant_can_add_a_provider_outside_its_preset,
         credentials_are_sealed_and_flip_the_connection_to_connected,
         a_preset_grants_roles_that_the_tenant_may_replace,
+        every_change_queues_its_tenant_until_its_jobs_follow,
     ],
     url: [],
 }
@@ -283,4 +284,70 @@ async fn a_preset_grants_roles_that_the_tenant_may_replace(store: &Store) {
             && err.contains("`hubspot`"),
         "{err}"
     );
+}
+
+/// The jobs of `tenant`'s enabled jobs as `provider.stream`, sorted.
+async fn enabled_jobs(store: &Store, tenant: &str) -> Vec<String> {
+    let mut jobs: Vec<String> = store
+        .list_jobs(&id(tenant))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|j| j.enabled)
+        .map(|j| format!("{}.{}", j.provider, j.stream))
+        .collect();
+    jobs.sort();
+    jobs
+}
+
+async fn every_change_queues_its_tenant_until_its_jobs_follow(store: &Store) {
+    use tributary::app::{FIXED_JITTER, reconcile_queued, reconcile_tenant};
+    let catalog = load(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config"));
+    let tenants = Tenants::new(&catalog, store, "test");
+    let queue = || async { store.queued_reconciles(100).await.unwrap() };
+
+    // A change made by a process that died before reconciling: the tenant stays queued,
+    // its jobs lag behind.
+    tenants.create(&spec(&catalog, "id = \"q\"\nname = \"Q\"\nsubdomain = \"q\"\npreset = \"bud\"\n")).await.unwrap();
+    let queued = queue().await;
+    assert_eq!(
+        queued.iter().map(|q| (q.tenant_id.as_str(), q.reason.as_str())).collect::<Vec<_>>(),
+        [("q", "tenant.create")]
+    );
+    assert_eq!(enabled_jobs(store, "q").await, Vec::<String>::new());
+    tenants.set_preset(&id("q"), "aptem").await.unwrap();
+    let again = queue().await;
+    assert_eq!(again.len(), 1);
+    assert!(again[0].generation > queued[0].generation, "queued again: {again:?}");
+    assert_eq!(again[0].reason, "tenant.set_preset");
+
+    // Whoever takes the queue next (a daemon's tick) makes the jobs follow and empties it.
+    let done = reconcile_queued(&catalog, store, FIXED_JITTER, 100).await.unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].result.as_ref().unwrap().created, 2, "{done:?}");
+    assert_eq!(enabled_jobs(store, "q").await, ["aptem.learners", "aptem.organizations"]);
+    assert_eq!(queue().await, []);
+
+    // A queued entry read before a newer change is not removed by the older reconcile.
+    tenants.set_preset(&id("q"), "bud").await.unwrap();
+    let stale = queue().await.remove(0);
+    tenants.set_preset(&id("q"), "aptem").await.unwrap();
+    assert!(!store.finish_reconcile(&stale).await.unwrap());
+    assert_eq!(queue().await.len(), 1);
+
+    // Credentials, role grants and tenant changes queue too; the command's own reconcile
+    // takes its tenant off the queue.
+    reconcile_tenant(&catalog, store, &id("q"), FIXED_JITTER).await.unwrap();
+    assert_eq!(queue().await, []);
+    let key = MasterKey::generate();
+    let aptem = pid("aptem");
+    let creds = Credentials::from_json(br#"{"api_token":"t0ken"}"#).unwrap();
+    let sealed = key.seal(&id("q"), &aptem, &creds.to_json());
+    store
+        .set_credentials(&id("q"), &aptem, Owner::Company, &sealed, &AuditEntry::new("test", "credentials.set"))
+        .await
+        .unwrap();
+    assert_eq!(queue().await.iter().map(|q| q.reason.as_str()).collect::<Vec<_>>(), ["credentials.set"]);
+    reconcile_tenant(&catalog, store, &id("q"), FIXED_JITTER).await.unwrap();
+    assert_eq!(queue().await, []);
 }

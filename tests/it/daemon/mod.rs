@@ -18,6 +18,7 @@ mod metrics;
 mod outage;
 mod outbound;
 mod plain_text;
+mod reconcile_queue;
 mod signals;
 mod sim_webhooks;
 mod views;
