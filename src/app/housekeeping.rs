@@ -54,7 +54,7 @@ impl Daemon {
     /// Reconciles the tenants a change queued (`reconcile_queue`) that no one reconciled
     /// yet: a command that died after its change, another replica's change. New or
     /// re-enabled jobs are claimed on the next turn of the loop.
-    async fn reconcile_queued(&mut self) {
+    pub(super) async fn reconcile_queued(&mut self) {
         match super::reconcile_queued(&self.catalog, &self.store, super::FIXED_JITTER, 1000).await {
             Ok(done) => {
                 for d in done {

@@ -44,6 +44,10 @@ impl Daemon {
                 self.wake = true;
             }
             ControlMessage::Wake => self.wake = true,
+            ControlMessage::ReconcileQueued => {
+                self.reconcile_queued().await;
+                self.wake = true;
+            }
             ControlMessage::ExitNow => {}
         }
     }
@@ -212,6 +216,10 @@ impl Daemon {
             self.store.trigger_jobs(&filter, TriggerKind::Manual, Utc::now()).await.map_err(|e| e.to_string())?;
         if jobs.is_empty() {
             return Err("no enabled, unpaused, connected job matches".into());
+        }
+        // Other replicas (PostgreSQL) claim at once what this one has no room for.
+        if let Err(e) = self.store.notify_wake().await {
+            tracing::warn!("{e}");
         }
         self.dispatch().await;
         let deadline = std::time::Instant::now() + Duration::from_millis(1500);

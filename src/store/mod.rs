@@ -89,7 +89,7 @@ mod outbox;
 mod postgres;
 mod prune;
 mod reconcile;
-pub use self::reconcile::QueuedReconcile;
+pub use self::reconcile::{QueuedReconcile, RECONCILE_PAYLOAD};
 mod records;
 mod responsibilities;
 mod scheduling;

@@ -176,8 +176,31 @@ pub struct QueuedReconcile {
 }
 
 /// Queues `tenant` for reconciliation on `conn` (inside the transaction of the change).
+/// On PostgreSQL the same transaction notifies every replica
+/// ([`RECONCILE_PAYLOAD`] on the wake channel, delivered when it commits).
 pub(super) async fn queue_reconcile(
     conn: impl Into<super::Conn<'_>>,
+    tenant: &TenantId,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let conn: super::Conn<'_> = conn.into();
+    if let super::Conn::Postgres(pg) = conn {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind_all((super::inbox::WAKE_CHANNEL, RECONCILE_PAYLOAD))
+            .execute(&mut *pg)
+            .await
+            .map_err(db("notifying other replicas"))?;
+        return queue_row(super::Conn::Postgres(pg), tenant, reason, now).await;
+    }
+    queue_row(conn, tenant, reason, now).await
+}
+
+/// The payload of the wake notification that says "take the reconciliation queue".
+pub const RECONCILE_PAYLOAD: &str = "reconcile";
+
+async fn queue_row(
+    conn: super::Conn<'_>,
     tenant: &TenantId,
     reason: &str,
     now: DateTime<Utc>,

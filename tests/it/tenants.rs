@@ -351,3 +351,25 @@ async fn every_change_queues_its_tenant_until_its_jobs_follow(store: &Store) {
     reconcile_tenant(&catalog, store, &id("q"), FIXED_JITTER).await.unwrap();
     assert_eq!(queue().await, []);
 }
+
+/// On PostgreSQL a change that queues a tenant tells every replica when it commits: a
+/// listener on the wake channel receives `reconcile`, so daemons do not wait for their tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_queued_change_notifies_every_replica_when_it_commits() {
+    let pg = crate::support::postgres_store().await;
+    let store = &pg.store;
+    let mut listener = store.wake_listener().await.unwrap().expect("a listener on PostgreSQL");
+    let catalog = load(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config"));
+    let tenants = Tenants::new(&catalog, store, "test");
+    tenants.create(&spec(&catalog, "id = \"n\"\nname = \"N\"\nsubdomain = \"n\"\npreset = \"bud\"\n")).await.unwrap();
+    let note = tokio::time::timeout(std::time::Duration::from_secs(20), listener.recv()).await.unwrap().unwrap();
+    assert_eq!(note.payload(), tributary::store::RECONCILE_PAYLOAD);
+    // A refused change (an unknown preset) queues and notifies nothing.
+    assert!(tenants.set_preset(&id("n"), "nope").await.is_err());
+    tenants.set_preset(&id("n"), "aptem").await.unwrap();
+    let note = tokio::time::timeout(std::time::Duration::from_secs(20), listener.recv()).await.unwrap().unwrap();
+    assert_eq!(note.payload(), tributary::store::RECONCILE_PAYLOAD);
+    assert_eq!(store.queued_reconciles(10).await.unwrap()[0].reason, "tenant.set_preset");
+    drop(listener);
+    pg.drop_db().await;
+}
