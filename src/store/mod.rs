@@ -93,6 +93,7 @@ pub use self::reconcile::{QueuedReconcile, RECONCILE_PAYLOAD};
 mod records;
 mod responsibilities;
 mod scheduling;
+pub use self::scheduling::FleetCaps;
 mod sqlite;
 mod sqlite_page;
 mod sweep;
