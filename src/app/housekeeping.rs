@@ -28,6 +28,7 @@ impl Daemon {
             self.refresh_gauges().await;
             self.follow_key_rotation().await;
             self.reconcile_queued().await;
+            self.heartbeat().await;
         }
         self.limits.sweep();
         self.metrics.rate_limit_keys.set(i64::try_from(self.limits.keys()).unwrap_or(i64::MAX));
@@ -49,6 +50,28 @@ impl Daemon {
             self.wake_at = None;
         }
         !down
+    }
+
+    /// This daemon's row in `replicas`: what it is, how busy, and that it is alive.
+    pub(super) fn replica_row(&self) -> crate::store::ReplicaRow {
+        crate::store::ReplicaRow {
+            id: self.owner.clone(),
+            host: crate::scheduler::lease::host_name(),
+            pid: i64::from(std::process::id()),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            workers: i64::try_from(self.settings.workers).unwrap_or(i64::MAX),
+            busy: i64::try_from(self.running.len()).unwrap_or(i64::MAX),
+            state: if self.draining.is_some() { "draining" } else { "running" }.to_owned(),
+            started_at: self.started_at,
+            heartbeat_at: Utc::now(),
+        }
+    }
+
+    /// Writes this daemon's heartbeat; rows of replicas silent for a day go.
+    pub(super) async fn heartbeat(&self) {
+        if let Err(e) = self.store.heartbeat_replica(&self.replica_row(), chrono::Duration::days(1)).await {
+            tracing::debug!("replica heartbeat not written: {e}");
+        }
     }
 
     /// Reconciles the tenants a change queued (`reconcile_queue`) that no one reconciled

@@ -144,6 +144,26 @@ impl Daemon {
         {
             out["jobs"] = json!(c);
         }
+        // Every daemon sharing the store; a heartbeat older than three ticks is stale.
+        if only.is_none()
+            && self.health.outage().is_none()
+            && let Ok(replicas) = self.store.list_replicas().await
+        {
+            let stale_before = Utc::now() - super::housekeeping::HOUSEKEEPING * 3;
+            out["replicas"] = Value::Array(
+                replicas
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "id": r.id, "host": r.host, "pid": r.pid, "version": r.version,
+                            "state": if r.heartbeat_at < stale_before { "stale" } else { r.state.as_str() },
+                            "workers": r.workers, "busy": r.busy, "started_at": r.started_at,
+                            "heartbeat_at": r.heartbeat_at, "this": r.id == self.owner,
+                        })
+                    })
+                    .collect(),
+            );
+        }
         out
     }
 

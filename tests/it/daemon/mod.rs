@@ -19,6 +19,7 @@ mod outage;
 mod outbound;
 mod plain_text;
 mod reconcile_queue;
+mod replicas;
 mod signals;
 mod sim_webhooks;
 mod views;
