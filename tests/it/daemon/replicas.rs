@@ -35,7 +35,7 @@ async fn postgres_status_shows_every_replica_of_the_fleet() {
     b.signal("TERM").await;
     assert!(b.exit_within(Duration::from_secs(15)).await.success());
     let ids: Vec<String> = fx.store.list_replicas().await.unwrap().into_iter().map(|r| r.id).collect();
-    assert_eq!(ids, [a_id.clone()]);
+    assert_eq!(ids, std::slice::from_ref(&a_id));
 
     // A killed daemon's row stays (its heartbeat stops; status calls it stale after
     // three ticks), and the store knows which daemon it was.
