@@ -100,8 +100,12 @@ impl Manifest {
                 match self.streams.get(parent) {
                     None => err(&join(&sp, "parent"), format!("unknown parent stream `{parent}`")),
                     Some(_) if parent == name => err(&join(&sp, "parent"), "a stream cannot be its own parent".into()),
-                    Some(p) if p.parent.is_some() => {
-                        err(&join(&sp, "parent"), "a parent stream cannot itself be a child".into())
+                    // A parent may itself be a child (Graph channels of teams, parents of
+                    // their messages), one level deep.
+                    Some(p)
+                        if p.parent.as_ref().and_then(|g| self.streams.get(g)).is_some_and(|g| g.parent.is_some()) =>
+                    {
+                        err(&join(&sp, "parent"), "a parent's parent stream cannot itself be a child".into())
                     }
                     Some(_) => {}
                 }
