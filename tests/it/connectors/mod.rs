@@ -7,6 +7,7 @@ mod bud;
 mod guards;
 mod hubspot;
 mod jira;
+mod microsoft;
 mod new_provider;
 mod onefile;
 mod salesforce;
