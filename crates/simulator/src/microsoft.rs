@@ -371,10 +371,12 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
     match stream {
         USERS => {
             let (first, last, mail) = person(sim, m.index);
+            // A modified user shows it in its display name (what a directory edit changes).
+            let display = if m.rev > 0 { format!("{first} {last} ({})", m.rev) } else { format!("{first} {last}") };
             json!({
                 "id": user_id(sim, m.index),
                 "businessPhones": [format!("+44 20 7946 {}", r.digits(4))],
-                "displayName": format!("{first} {last}"),
+                "displayName": display,
                 "givenName": first,
                 "jobTitle": r.pick(JOBS),
                 "mail": mail,
@@ -492,7 +494,8 @@ fn record(sim: &Sim, stream: usize, m: &Meta) -> Value {
                 "conversationId": format!("AAQkAG{}", sim.static_secret(&format!("ms-conv-{}", m.index), 20)),
                 "isDeliveryReceiptRequested": false,
                 "isReadReceiptRequested": false,
-                "isRead": m.rev > 0 || r.chance(60),
+                // Each modification flips the read flag (what a mailbox change most often is).
+                "isRead": Rng::new(sim.config.seed, "ms-mail-read", m.index, 0).chance(60) != (m.rev % 2 == 1),
                 "isDraft": false,
                 "webLink": format!("https://outlook.office365.com/owa/?ItemID={}&exvsurl=1&viewmodel=ReadMessageItem", mail_id(sim, m.index)),
                 "inferenceClassification": "focused",
