@@ -394,7 +394,13 @@ impl Walk {
             records = self.split_items(records, &stream_name)?;
         }
         if !self.inject.is_empty() {
-            for r in &mut records {
+            // A deletion item's key comes through the mapping too, which may read what
+            // the parent injects (Graph channel messages are keyed `channel:id`).
+            let deleted = self.tombstones.iter_mut().filter_map(|t| match t {
+                Tombstone::Item(item) => Some(item),
+                Tombstone::Key(_) => None,
+            });
+            for r in records.iter_mut().chain(deleted) {
                 if let Value::Object(map) = r {
                     for (k, t) in &self.inject {
                         map.insert(k.clone(), Value::String(parent_vars.render(t)?));

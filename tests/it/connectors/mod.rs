@@ -8,6 +8,7 @@ mod guards;
 mod hubspot;
 mod jira;
 mod microsoft;
+mod microsoft_delta;
 mod new_provider;
 mod onefile;
 mod salesforce;
