@@ -211,6 +211,11 @@ fn connectors_check_passes_and_refuses_a_third_level_of_parents() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/connectors/microsoft.toml");
     let out = env.ok(&["connectors", "check", path]);
     assert!(out.contains("valid manifest for `microsoft` (6 streams)"), "{out}");
+    let catalog = tributary::config::Catalog::load(&tributary::config::ConfigDir::Builtin, None)
+        .unwrap_or_else(|d| panic!("{d}"));
+    let manifest = catalog.manifests.get("microsoft").expect("built in");
+    let quota = manifest.rate_limit.as_ref().expect("a rate limit");
+    assert_eq!(quota.scope, tributary::config::QuotaScope::Provider, "the app's quota is shared by every tenant");
 
     let builtin = std::fs::read_to_string(path).unwrap();
     let (head, tail) = builtin.split_once("\n[mappings.user]").unwrap();
