@@ -9,6 +9,7 @@ mod hubspot;
 mod jira;
 mod new_provider;
 mod onefile;
+mod paging;
 mod salesforce;
 mod slack;
 mod state;
