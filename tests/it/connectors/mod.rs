@@ -11,6 +11,7 @@ mod microsoft;
 mod microsoft_delta;
 mod new_provider;
 mod onefile;
+mod paging;
 mod salesforce;
 mod slack;
 mod state;
