@@ -4,7 +4,7 @@
 
 use super::diag::{Diagnostics, join};
 use super::manifest::{AuthKind, BUILTIN_VARIABLES, Manifest, template_variables};
-use super::manifest_spec::{Pagination, ParamIn, RequestSpec, ResumeMode, check_pointer};
+use super::manifest_spec::{Pagination, ParamIn, RequestSpec, ResumeMode, StateUse, check_pointer};
 use crate::model::EntityName;
 
 impl Manifest {
@@ -100,8 +100,12 @@ impl Manifest {
                 match self.streams.get(parent) {
                     None => err(&join(&sp, "parent"), format!("unknown parent stream `{parent}`")),
                     Some(_) if parent == name => err(&join(&sp, "parent"), "a stream cannot be its own parent".into()),
-                    Some(p) if p.parent.is_some() => {
-                        err(&join(&sp, "parent"), "a parent stream cannot itself be a child".into())
+                    // A parent may itself be a child (Graph channels of teams, parents of
+                    // their messages), one level deep.
+                    Some(p)
+                        if p.parent.as_ref().and_then(|g| self.streams.get(g)).is_some_and(|g| g.parent.is_some()) =>
+                    {
+                        err(&join(&sp, "parent"), "a parent's parent stream cannot itself be a child".into())
                     }
                     Some(_) => {}
                 }
@@ -121,6 +125,9 @@ impl Manifest {
                 // what it inherits was checked above. Only problems of the combination
                 // (paging into a body it no longer has) are reported here in addition.
                 check_request_fields(&inc.request, &known_here, &join(&ip, "request"), &mut err);
+                if !inc.request.first_page_only.is_empty() || !inc.request.later_pages_only.is_empty() {
+                    check_page_only(&merged, &join(&ip, "request"), &mut err);
+                }
                 if let Some(msg) = body_paging_error(&merged)
                     && body_paging_error(&s.request).is_none()
                 {
@@ -131,6 +138,89 @@ impl Manifest {
                 }
                 if inc.cursor_field.trim().is_empty() {
                     err(&join(&ip, "cursor_field"), "must not be empty".into());
+                }
+            }
+            if let Some(st) = &s.state {
+                let stp = join(&sp, "state");
+                if s.incremental.is_some() {
+                    err(
+                        &stp,
+                        "a stream keeps either a state from the response or an `incremental` cursor, not both".into(),
+                    );
+                }
+                if s.deletions {
+                    err(
+                        &stp,
+                        "a deletion stream cannot keep a state (use `tombstone` on the stream that reads the entity)"
+                            .into(),
+                    );
+                }
+                for (key, p) in [("from", Some(&st.from)), ("record", st.record.as_ref())] {
+                    if let Some(p) = p
+                        && let Err(e) = check_pointer(p)
+                    {
+                        err(&join(&stp, key), e);
+                    }
+                }
+                let merged = s.request.overlay(&st.request);
+                check_request_fields(&st.request, &known_here, &join(&stp, "request"), &mut err);
+                if !st.request.first_page_only.is_empty() || !st.request.later_pages_only.is_empty() {
+                    check_page_only(&merged, &join(&stp, "request"), &mut err);
+                }
+                match st.use_as {
+                    StateUse::Param if !uses_var(&merged, "state") => err(
+                        &join(&stp, "request"),
+                        "`use = \"param\"` but the state request never uses `{state}`".into(),
+                    ),
+                    StateUse::Url if st.request.path.is_some() => err(
+                        &join(&join(&stp, "request"), "path"),
+                        "with `use = \"url\"` the state is the URL requested; a path is never used".into(),
+                    ),
+                    _ => {}
+                }
+                if let Some(init) = &st.init {
+                    let ip = join(&stp, "init");
+                    if init.request.path.is_none() {
+                        err(&join(&join(&ip, "request"), "path"), "the init request needs a path".into());
+                    }
+                    check_request_fields(&init.request, &known_here, &join(&ip, "request"), &mut err);
+                    if let Some(p) = &init.from
+                        && let Err(e) = check_pointer(p)
+                    {
+                        err(&join(&ip, "from"), e);
+                    }
+                }
+                if let Some(x) = &st.expired {
+                    let xp = join(&stp, "expired");
+                    if x.status.is_empty() && x.body.is_empty() {
+                        err(&xp, "name at least one `status` or `body` field".into());
+                    }
+                    for p in x.body.keys() {
+                        if let Err(e) = check_pointer(p) {
+                            err(&join(&xp, "body"), e);
+                        }
+                    }
+                }
+            } else if uses_var(&s.request, "state") {
+                err(&join(&sp, "request"), "`{state}` is only known to a stream with a `state` section".into());
+            }
+            if let Some(t) = &s.tombstone {
+                let tp = join(&sp, "tombstone");
+                for (key, p) in [("when", Some(&t.when)), ("key", t.key.as_ref())] {
+                    if let Some(p) = p
+                        && let Err(e) = check_pointer(p)
+                    {
+                        err(&join(&tp, key), e);
+                    }
+                }
+                if t.when.is_empty() {
+                    err(&join(&tp, "when"), "must point into the item, not be the whole item".into());
+                }
+                if s.deletions {
+                    err(
+                        &tp,
+                        "a deletion stream's records are all deletions; `tombstone` is for streams of records".into(),
+                    );
                 }
             }
             if s.resume == Some(ResumeMode::Cursor) && !s.incremental.as_ref().is_some_and(|i| i.sorted) {
@@ -191,13 +281,17 @@ impl Manifest {
 }
 
 fn uses_cursor(r: &RequestSpec) -> bool {
+    uses_var(r, "cursor")
+}
+
+fn uses_var(r: &RequestSpec, var: &str) -> bool {
     let mut texts: Vec<String> = r.query.values().cloned().collect();
     texts.extend(r.path.clone());
     texts.extend(r.headers.values().cloned());
     if let Some(b) = &r.body {
         texts.extend(json_strings(b).into_iter().map(str::to_owned));
     }
-    texts.iter().any(|t| template_variables(t).iter().any(|v| v == "cursor"))
+    texts.iter().any(|t| template_variables(t).iter().any(|v| v == var))
 }
 
 /// Every string inside a JSON value (templates live in strings only).
@@ -231,8 +325,25 @@ fn check_template_vars(t: &str, known: &dyn Fn(&str) -> bool, path: &str, err: &
 
 fn check_request(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &str, err: &mut impl FnMut(&str, String)) {
     check_request_fields(r, known, path, err);
+    check_page_only(r, path, err);
     if let Some(msg) = body_paging_error(r) {
         err(&join(path, "pagination"), msg);
+    }
+}
+
+/// `first_page_only` / `later_pages_only` name parameters the request has (in `r`, the
+/// request as sent: a section's overlay on the stream's), each in one list at most.
+fn check_page_only(r: &RequestSpec, path: &str, err: &mut impl FnMut(&str, String)) {
+    let in_body = |name: &str| r.body.as_ref().and_then(|b| b.get(name)).is_some();
+    for (key, names) in [("first_page_only", &r.first_page_only), ("later_pages_only", &r.later_pages_only)] {
+        for name in names {
+            if !r.query.contains_key(name) && !in_body(name) {
+                err(&join(path, key), format!("`{name}` is not a query parameter or body field of the request"));
+            }
+        }
+    }
+    for name in r.first_page_only.iter().filter(|n| r.later_pages_only.contains(n)) {
+        err(&join(path, "later_pages_only"), format!("`{name}` is also in `first_page_only`"));
     }
 }
 
@@ -278,20 +389,27 @@ fn check_request_fields(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &st
     }
     let pp = join(path, "pagination");
     let pointers: Vec<(&str, &String)> = match &r.pagination {
-        Some(Pagination::Cursor { cursor, is_last, .. }) => {
+        Some(Pagination::Cursor { cursor, is_last, has_more, .. }) => {
             let mut v = vec![("cursor", cursor)];
             v.extend(is_last.iter().map(|p| ("is_last", p)));
+            v.extend(has_more.iter().map(|p| ("has_more", p)));
             v
         }
-        Some(Pagination::NextUrl { next, done, .. }) => {
+        Some(Pagination::NextUrl { next, done, has_more, .. }) => {
             let mut v = vec![("next", next)];
             v.extend(done.iter().map(|p| ("done", p)));
+            v.extend(has_more.iter().map(|p| ("has_more", p)));
             v
         }
-        Some(Pagination::Offset { total, is_last, .. }) => {
-            total.iter().map(|p| ("total", p)).chain(is_last.iter().map(|p| ("is_last", p))).collect()
+        Some(Pagination::Offset { total, is_last, has_more, .. }) => total
+            .iter()
+            .map(|p| ("total", p))
+            .chain(is_last.iter().map(|p| ("is_last", p)))
+            .chain(has_more.iter().map(|p| ("has_more", p)))
+            .collect(),
+        Some(Pagination::PageNumber { total, has_more, .. }) => {
+            total.iter().map(|p| ("total", p)).chain(has_more.iter().map(|p| ("has_more", p))).collect()
         }
-        Some(Pagination::PageNumber { total, .. }) => total.iter().map(|p| ("total", p)).collect(),
         _ => Vec::new(),
     };
     for (k, p) in pointers {

@@ -41,6 +41,7 @@ impl Case {
             Provider::Salesforce => ("accounts", "employer"),
             Provider::Slack => ("channels", "channel"),
             Provider::Jira => ("projects", "project"),
+            Provider::Microsoft => ("users", "user"),
         };
         Self { provider, stream, entity }
     }
@@ -50,7 +51,7 @@ impl Case {
         let config = SimConfig::new(self.provider, n);
         match self.provider {
             Provider::Slack | Provider::Jira => config.parents(n),
-            Provider::Salesforce => config.page_size_cap(PAGE as usize),
+            Provider::Salesforce | Provider::Microsoft => config.page_size_cap(PAGE as usize),
             _ => config,
         }
     }
@@ -69,6 +70,9 @@ impl Case {
             ),
             Provider::Slack => format!("preset = \"aptem\"\n[providers.slack]\nenabled = true\nbase_url = \"{api}\"\n"),
             Provider::Jira => format!("preset = \"aptem\"\n[providers.jira]\nenabled = true\nbase_url = \"{base}\"\n"),
+            Provider::Microsoft => format!(
+                "preset = \"aptem\"\n[providers.microsoft]\nenabled = true\nbase_url = \"{api}\"\nvariables = {{ login_url = \"{base}\" }}\n"
+            ),
         }
     }
 
@@ -200,6 +204,11 @@ async fn fault_mix_slack() {
 #[tokio::test]
 async fn fault_mix_jira() {
     fault_mix(Provider::Jira, 0).await;
+}
+
+#[tokio::test]
+async fn fault_mix_microsoft_honours_retry_after() {
+    fault_mix(Provider::Microsoft, 1).await;
 }
 
 #[tokio::test]

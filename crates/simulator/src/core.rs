@@ -37,6 +37,9 @@ pub(crate) enum StreamKind {
     Parent,
     /// `records` records split over the parents (messages, issues).
     Child,
+    /// `records` records split over the records of the named stream (Graph channel
+    /// messages over channels, mail over users).
+    ChildOf(&'static str),
 }
 
 /// One stream a provider serves.
@@ -145,6 +148,9 @@ pub(crate) struct Sim {
     notes: Mutex<HashMap<(usize, u64), Vec<Value>>>,
     /// Notes written so far (their ids count from 1).
     note_count: AtomicU64,
+    /// Server-side sync states (Graph delta tokens) carry the generation they were
+    /// issued in; one from an older generation has expired.
+    sync_generation: AtomicU64,
 }
 
 /// Marks a response whose write was applied (the gate may then withhold it).
@@ -165,6 +171,13 @@ impl Sim {
                     StreamKind::Parent => (parents, 0),
                     StreamKind::Primary => (config.count_for(s.name), 0),
                     StreamKind::Child => (config.count_for(s.name), parents),
+                    StreamKind::ChildOf(of) => {
+                        let over = spec.streams.iter().find(|p| p.name == of).map_or(0, |p| match p.kind {
+                            StreamKind::Parent => parents,
+                            _ => config.count_for(p.name),
+                        });
+                        (config.count_for(s.name), over)
+                    }
                 };
                 StreamData::new(config.seed, s.name, count, partitions, anchor, spec.resolution_ns, spec.refine)
             })
@@ -199,7 +212,28 @@ impl Sim {
             write_fault: Mutex::new(None),
             notes: Mutex::new(HashMap::new()),
             note_count: AtomicU64::new(0),
+            sync_generation: AtomicU64::new(0),
         }
+    }
+
+    /// The generation of server-side sync states issued now.
+    pub(crate) fn sync_generation(&self) -> u64 {
+        self.sync_generation.load(Ordering::Relaxed)
+    }
+
+    /// Expires every server-side sync state issued so far.
+    pub(crate) fn expire_sync_states(&self) {
+        self.sync_generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The latest change stamp of a stream (see [`StreamData::watermark`]).
+    pub(crate) fn watermark(&self, stream: usize) -> Option<Ts> {
+        lock(&self.streams).get(stream).map(StreamData::watermark)
+    }
+
+    /// The records of a stream deleted after `after` (of parent `partition`, if given).
+    pub(crate) fn deleted_after(&self, stream: usize, after: Ts, partition: Option<u64>) -> Vec<u64> {
+        lock(&self.streams).get(stream).map(|s| s.deleted_after(after, partition)).unwrap_or_default()
     }
 
     /// The stream's position in the spec, by name or alias (any case).

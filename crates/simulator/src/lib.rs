@@ -16,6 +16,7 @@
 //! | salesforce | `/services/data/v60.0` (token `/services/oauth2/token`) | `client_id`, `client_secret`, `refresh_token` | accounts, contacts, opportunities |
 //! | slack | `/api` (token `/api/oauth.v2.access`) | `client_id`, `client_secret`, `refresh_token` | channels, users, messages (per channel) |
 //! | jira | `/rest/api/3` (OAuth token `/oauth/token`) | `email`, `api_token` (Basic); OAuth via [`SimHandle::oauth_credentials`] | projects, issues (per project) |
+//! | microsoft | `/v1.0` (token `/{tenant}/oauth2/v2.0/token`) | `tenant_id`, `client_id`, `client_secret`; delegated via [`SimHandle::oauth_credentials`] | users, groups, channels (per team), channel_messages (per channel), messages (per user) |
 //!
 //! Base records' `updated` times rise with the index over the year that
 //! ends an hour before [`SimHandle::anchor`]; [`SimHandle::modify`] and
@@ -45,6 +46,7 @@ mod hubspot;
 mod hubspot_search;
 mod jira;
 mod jql;
+mod microsoft;
 mod onefile;
 mod salesforce;
 mod server;
@@ -87,11 +89,13 @@ pub enum Provider {
     Slack,
     /// Jira Cloud REST v3 (Basic auth or OAuth2 with rotation).
     Jira,
+    /// Microsoft Graph v1.0 (OAuth2 client credentials, or delegated with rotation).
+    Microsoft,
 }
 
 impl Provider {
     /// Every simulated provider.
-    pub const ALL: [Provider; 7] = [
+    pub const ALL: [Provider; 8] = [
         Provider::Aptem,
         Provider::Bud,
         Provider::OneFile,
@@ -99,6 +103,7 @@ impl Provider {
         Provider::Salesforce,
         Provider::Slack,
         Provider::Jira,
+        Provider::Microsoft,
     ];
 
     /// The lowercase id used by manifests and the CLI (`hubspot`).
@@ -111,6 +116,7 @@ impl Provider {
             Provider::Salesforce => "salesforce",
             Provider::Slack => "slack",
             Provider::Jira => "jira",
+            Provider::Microsoft => "microsoft",
         }
     }
 
@@ -123,6 +129,7 @@ impl Provider {
             Provider::Salesforce => &salesforce::SPEC,
             Provider::Slack => &slack::SPEC,
             Provider::Jira => &jira::SPEC,
+            Provider::Microsoft => &microsoft::SPEC,
         }
     }
 
@@ -140,7 +147,9 @@ impl fmt::Display for Provider {
 
 /// The error for an unknown provider name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown simulated provider `{0}` (expected one of aptem, bud, onefile, hubspot, salesforce, slack, jira)")]
+#[error(
+    "unknown simulated provider `{0}` (expected one of aptem, bud, onefile, hubspot, salesforce, slack, jira, microsoft)"
+)]
 pub struct UnknownProvider(pub String);
 
 impl FromStr for Provider {
@@ -466,6 +475,7 @@ impl SimHandle {
             Provider::HubSpot | Provider::Salesforce | Provider::Slack | Provider::Jira => {
                 Some(self.sim().oauth_credentials())
             }
+            Provider::Microsoft => Some(microsoft::delegated_credentials(self.sim())),
             _ => None,
         }
     }
@@ -570,7 +580,9 @@ impl SimHandle {
     /// project).
     pub fn is_child_stream(&self, stream: &str) -> bool {
         let sim = self.sim();
-        sim.stream_index(stream).and_then(|s| sim.spec.streams.get(s)).is_some_and(|s| s.kind == StreamKind::Child)
+        sim.stream_index(stream)
+            .and_then(|s| sim.spec.streams.get(s))
+            .is_some_and(|s| matches!(s.kind, StreamKind::Child | StreamKind::ChildOf(_)))
     }
 
     /// Every write request that reached the API (create, update, comment, post), in
@@ -594,6 +606,12 @@ impl SimHandle {
     /// auth error and refreshes get `invalid_grant`.
     pub fn revoke(&self) {
         core::lock(&self.sim().auth).revoke_all();
+    }
+
+    /// Expires every server-side sync state issued so far (Graph delta links): using one
+    /// gets the provider's "start over" answer.
+    pub fn expire_sync_states(&self) {
+        self.sim().expire_sync_states();
     }
 
     /// Makes every access or session token issued so far expired.

@@ -7,10 +7,14 @@ mod bud;
 mod guards;
 mod hubspot;
 mod jira;
+mod microsoft;
+mod microsoft_delta;
 mod new_provider;
 mod onefile;
+mod paging;
 mod salesforce;
 mod slack;
+mod state;
 
 use std::path::Path;
 
