@@ -27,6 +27,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("slack.toml", include_str!("../../connectors/slack.toml")),
     ("jira.toml", include_str!("../../connectors/jira.toml")),
     ("microsoft.toml", include_str!("../../connectors/microsoft.toml")),
+    ("asana.toml", include_str!("../../connectors/asana.toml")),
 ];
 
 /// What kind of system a provider is.

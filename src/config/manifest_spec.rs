@@ -547,3 +547,45 @@ impl TombstoneSpec {
         }
     }
 }
+
+#[cfg(test)]
+mod state_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn tombstones_match_on_presence_a_value_or_any_of_several() {
+        let present = TombstoneSpec { when: "/@removed".into(), equals: None, key: None };
+        assert!(present.matches(&json!({ "id": "1", "@removed": { "reason": "deleted" } })));
+        assert!(!present.matches(&json!({ "id": "1" })));
+        assert!(!present.matches(&json!({ "id": "1", "@removed": null })));
+        assert!(!present.matches(&json!({ "id": "1", "@removed": false })));
+        let equals = TombstoneSpec { when: "/action".into(), equals: Some(json!("deleted")), key: None };
+        assert!(equals.matches(&json!({ "action": "deleted" })));
+        assert!(!equals.matches(&json!({ "action": "changed" })));
+        let any = TombstoneSpec { when: "/action".into(), equals: Some(json!(["deleted", "removed"])), key: None };
+        assert!(any.matches(&json!({ "action": "removed" })));
+        assert!(!any.matches(&json!({ "action": "added" })));
+    }
+
+    #[test]
+    fn a_state_section_parses_and_its_expiry_is_a_rule() {
+        let spec: StateSpec = toml::from_str(
+            r#"
+            from = "/sync"
+            use = "param"
+            request = { query = { sync = "{state}" } }
+            init = { request = { path = "/events" } }
+            expired = { status = [412], body = { "/errors/0/code" = "expired" } }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(spec.use_as, StateUse::Param);
+        let rule = spec.expired.as_ref().unwrap().rule();
+        assert_eq!(rule.action, ResponseAction::StateExpired);
+        assert_eq!(rule.status, [StatusMatch::Code(412)]);
+        assert!(toml::from_str::<StateSpec>("from = \"/sync\"\nuse = \"header\"").is_err());
+        assert!(toml::from_str::<StateSpec>("from = \"/sync\"\nuse = \"url\"\nfrom_header = \"x\"").is_err());
+    }
+}

@@ -2,6 +2,7 @@
 //! edges, tenant overrides, guards, and a provider added as a manifest file only.
 
 mod aptem;
+mod asana;
 mod bounds;
 mod bud;
 mod guards;

@@ -44,6 +44,23 @@ body = { query = "*", limit = 2 }
 records = "/results"
 pagination = { kind = "cursor", cursor = "/next_offset", param = "offset", in = "body" }
 
+# Offsets and page numbers that run until `more` is false (full pages each time).
+[streams.offsets]
+entity = "company"
+enabled_by_default = false
+[streams.offsets.request]
+path = "/offsets"
+records = "/items"
+pagination = { kind = "offset", offset_param = "skip", limit_param = "take", limit = 2, has_more = "/more" }
+
+[streams.pages]
+entity = "company"
+enabled_by_default = false
+[streams.pages.request]
+path = "/pages"
+records = "/items"
+pagination = { kind = "page_number", page_param = "page", size_param = "size", size = 2, has_more = "/more" }
+
 [mappings.company]
 external_id = { from = "id", transform = ["string"] }
 name = "name"
@@ -127,6 +144,28 @@ async fn a_numeric_next_offset_from_the_response_goes_back_as_a_number() {
     let (h, _dir) = harness(&server, "streams = { search = { enabled = true } }\n").await;
     let run = ok(&h.sync("search").await).clone();
     assert_eq!((run.stats.fetched, run.stats.inserted, run.stats.pages), (3, 3, 2));
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn offset_and_page_number_paging_stop_when_has_more_is_false() {
+    let server = MockServer::start().await;
+    let get = |p: &str| Mock::given(method("GET")).and(path(p.to_owned()));
+    let page = |ids: [u64; 2], more: bool| {
+        ResponseTemplate::new(200).set_body_json(json!({ "items": [company(ids[0]), company(ids[1])], "more": more }))
+    };
+    // Full pages throughout: only the flag says where the listing ends.
+    for (param, first, second) in [("skip", "0", "2"), ("page", "1", "2")] {
+        let p = if param == "skip" { "/offsets" } else { "/pages" };
+        get(p).and(query_param(param, first)).respond_with(page([1, 2], true)).expect(1).mount(&server).await;
+        get(p).and(query_param(param, second)).respond_with(page([3, 4], false)).expect(1).mount(&server).await;
+    }
+    let (h, _dir) = harness(&server, "streams = { offsets = { enabled = true }, pages = { enabled = true } }\n").await;
+    for stream in ["offsets", "pages"] {
+        let run = ok(&h.sync(stream).await).clone();
+        assert_eq!((run.stats.fetched, run.stats.pages), (4, 2), "{stream}");
+    }
+    assert_eq!(h.records("company").await.len(), 4);
     server.verify().await;
 }
 
