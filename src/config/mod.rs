@@ -33,8 +33,8 @@ pub use manifest::{
     DEFAULT_MAX_RUN_SECS, DEFAULT_TOKEN_TTL_SECS, Manifest, Manifests, StreamSpec,
 };
 pub use manifest_spec::{
-    BodyFormat, CursorFormat, IncrementalSpec, Method, Pagination, ParamIn, QuotaScope, RateLimitSpec, RequestSpec,
-    ResponseAction, ResponseRule, ResumeMode, StatusMatch,
+    BodyFormat, Conditional, CursorFormat, IncrementalSpec, Method, Pagination, ParamIn, QuotaScope, RateLimitSpec,
+    RequestSpec, ResponseAction, ResponseRule, ResumeMode, StatusMatch,
 };
 pub use presets::{Preset, Presets, revision_of};
 pub use roles::{Denied, RoleGrants, StreamPattern};

@@ -16,6 +16,7 @@
 //! credentials and token live in memory for the session only.
 
 mod exchange;
+mod jwt;
 mod memory;
 mod oauth;
 mod shared;
@@ -32,6 +33,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+pub use self::jwt::MAX_TTL_SECS as JWT_MAX_TTL_SECS;
 use self::memory::MemorySink;
 pub use self::shared::{AuthRegistry, ConnectionAuth};
 use super::HttpError;
