@@ -26,6 +26,9 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("salesforce.toml", include_str!("../../connectors/salesforce.toml")),
     ("slack.toml", include_str!("../../connectors/slack.toml")),
     ("jira.toml", include_str!("../../connectors/jira.toml")),
+    ("github.toml", include_str!("../../connectors/github.toml")),
+    ("github_app.toml", include_str!("../../connectors/github_app.toml")),
+    ("gitlab.toml", include_str!("../../connectors/gitlab.toml")),
 ];
 
 /// What kind of system a provider is.

@@ -16,6 +16,8 @@
 //! | salesforce | `/services/data/v60.0` (token `/services/oauth2/token`) | `client_id`, `client_secret`, `refresh_token` | accounts, contacts, opportunities |
 //! | slack | `/api` (token `/api/oauth.v2.access`) | `client_id`, `client_secret`, `refresh_token` | channels, users, messages (per channel) |
 //! | jira | `/rest/api/3` (OAuth token `/oauth/token`) | `email`, `api_token` (Basic); OAuth via [`SimHandle::oauth_credentials`] | projects, issues (per project) |
+//! | github | `` (app token `/app/installations/4242/access_tokens`) | `token`; app via [`SimHandle::app_credentials`] | repositories, issues, pull_requests (per repository) |
+//! | gitlab | `/api/v4` | `private_token` (header `PRIVATE-TOKEN`) | projects, issues, merge_requests (per project) |
 //!
 //! Base records' `updated` times rise with the index over the year that
 //! ends an hour before [`SimHandle::anchor`]; [`SimHandle::modify`] and
@@ -35,12 +37,15 @@
 //! # Ok(()) }
 //! ```
 
+mod appkey;
 mod aptem;
 mod auth;
 mod bud;
 mod core;
 mod fake;
 mod filter;
+mod github;
+mod gitlab;
 mod hubspot;
 mod hubspot_search;
 mod jira;
@@ -87,11 +92,15 @@ pub enum Provider {
     Slack,
     /// Jira Cloud REST v3 (Basic auth or OAuth2 with rotation).
     Jira,
+    /// GitHub REST v3 (personal token, or a GitHub App's installation tokens).
+    GitHub,
+    /// GitLab REST v4 (`PRIVATE-TOKEN`).
+    GitLab,
 }
 
 impl Provider {
     /// Every simulated provider.
-    pub const ALL: [Provider; 7] = [
+    pub const ALL: [Provider; 9] = [
         Provider::Aptem,
         Provider::Bud,
         Provider::OneFile,
@@ -99,6 +108,8 @@ impl Provider {
         Provider::Salesforce,
         Provider::Slack,
         Provider::Jira,
+        Provider::GitHub,
+        Provider::GitLab,
     ];
 
     /// The lowercase id used by manifests and the CLI (`hubspot`).
@@ -111,6 +122,8 @@ impl Provider {
             Provider::Salesforce => "salesforce",
             Provider::Slack => "slack",
             Provider::Jira => "jira",
+            Provider::GitHub => "github",
+            Provider::GitLab => "gitlab",
         }
     }
 
@@ -123,6 +136,8 @@ impl Provider {
             Provider::Salesforce => &salesforce::SPEC,
             Provider::Slack => &slack::SPEC,
             Provider::Jira => &jira::SPEC,
+            Provider::GitHub => &github::SPEC,
+            Provider::GitLab => &gitlab::SPEC,
         }
     }
 
@@ -140,7 +155,9 @@ impl fmt::Display for Provider {
 
 /// The error for an unknown provider name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown simulated provider `{0}` (expected one of aptem, bud, onefile, hubspot, salesforce, slack, jira)")]
+#[error(
+    "unknown simulated provider `{0}` (expected one of aptem, bud, onefile, hubspot, salesforce, slack, jira, github, gitlab)"
+)]
 pub struct UnknownProvider(pub String);
 
 impl FromStr for Provider {
@@ -466,6 +483,16 @@ impl SimHandle {
             Provider::HubSpot | Provider::Salesforce | Provider::Slack | Provider::Jira => {
                 Some(self.sim().oauth_credentials())
             }
+            _ => None,
+        }
+    }
+
+    /// GitHub App credentials (`app_id`, `installation_id`, `private_key` — a PEM key
+    /// made when first asked for, whose public half the simulator checks JWTs with);
+    /// `None` for other providers.
+    pub fn app_credentials(&self) -> Option<Value> {
+        match self.provider() {
+            Provider::GitHub => github::app_credentials(self.sim()),
             _ => None,
         }
     }
