@@ -4,6 +4,8 @@
 mod aptem;
 mod bounds;
 mod bud;
+mod github;
+mod gitlab;
 mod guards;
 mod hubspot;
 mod jira;

@@ -21,6 +21,8 @@ async fn credentials_api_bases_and_token_urls_per_provider() {
         ),
         (Provider::Slack, "/api", vec!["client_id", "client_secret", "refresh_token"], Some("/api/oauth.v2.access")),
         (Provider::Jira, "/rest/api/3", vec!["email", "api_token"], Some("/oauth/token")),
+        (Provider::GitHub, "", vec!["token"], Some("/app/installations/4242/access_tokens")),
+        (Provider::GitLab, "/api/v4", vec!["private_token"], None),
     ];
     for (provider, base, keys, token) in expected {
         let sim = boot(SimConfig::new(provider, 1)).await;

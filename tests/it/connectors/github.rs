@@ -1,0 +1,186 @@
+//! GitHub with a personal token (`github`) and as an App installation (`github_app`):
+//! `Link` paging, `since`, conditional requests (`304` = no change), client-side
+//! incremental for pull requests and the App's JWT → installation token flow.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tributary::model::{ConnectionStatus, Owner, RunOutcome};
+use tributary_simulator::{Provider, SimConfig, SimHandle, start};
+
+use super::{Harness, modify_until_changed, ok, text};
+
+fn tenant(sim: &SimHandle, provider: &str) -> String {
+    format!("preset = \"aptem\"\n[providers.{provider}]\nenabled = true\nbase_url = \"{}\"\n", sim.base_url())
+}
+
+fn note(run: &tributary::model::RunRow) -> String {
+    run.stats.note.clone().unwrap_or_default()
+}
+
+/// The stored key of a GitHub issue or pull request: `owner/repo#number`.
+fn key_of(sim: &SimHandle, stream: &str, i: u64, expected: &Value) -> String {
+    let repo = sim.parent_of(stream, i).unwrap();
+    format!("sim-org/repo-{:04}#{}", repo + 1, expected["number"])
+}
+
+#[tokio::test]
+async fn issues_sync_fully_then_unchanged_listings_answer_304_and_changes_come_through() {
+    let sim = start(SimConfig::new(Provider::GitHub, 30).parents(3).page_size_cap(4)).await.unwrap();
+    let h = Harness::new("github", &tenant(&sim, "github"), &sim).await;
+
+    let repos = h.sync("repositories").await;
+    ok(&repos);
+    assert_eq!(repos.stats.inserted, 3);
+    let projects = h.records("project").await;
+    for i in 0..3 {
+        let expected = sim.expected_record("repositories", i).unwrap();
+        let row = &projects[&text(&expected["id"])];
+        assert_eq!(row.data["key"], expected["full_name"]);
+        assert_eq!(row.data["name"], expected["name"]);
+    }
+
+    let full = h.sync("issues").await;
+    ok(&full);
+    assert_eq!((full.stats.fetched, full.stats.inserted), (30, 30));
+    // Three repositories of ten issues, four to a page: three pages each, linked by `Link`.
+    assert_eq!(full.stats.pages, 9);
+    let stored = h.records("issue").await;
+    for i in [0u64, 7, 29] {
+        let expected = sim.expected_record("issues", i).unwrap();
+        let row = &stored[&text(&expected["id"])].data;
+        assert_eq!(row["key"], key_of(&sim, "issues", i, &expected));
+        assert_eq!(row["summary"], expected["title"]);
+        assert_eq!(row["status"], expected["state"]);
+        assert_eq!(row["assignee"], expected["assignee"].get("login").cloned().unwrap_or(Value::Null));
+        assert_eq!(row["project_key"], format!("sim-org/repo-{:04}", sim.parent_of("issues", i).unwrap() + 1));
+    }
+    let state = full.stats.cursor_after.clone().expect("a stored state");
+    assert!(state.contains("validators") && state.contains("W/"), "{state}");
+
+    // From the cursor on, `since` lists each repository's latest issue again (its tag is
+    // new: the request is another one); then the same listings are not modified.
+    let second = h.sync("issues").await;
+    ok(&second);
+    assert_eq!((second.stats.inserted, second.stats.updated), (0, 0));
+    // Timestamps are whole seconds: a repository's latest second may hold two issues.
+    assert!(second.stats.fetched >= 3, "fetched {}", second.stats.fetched);
+    let before = sim.data_request_count();
+    let third = h.sync("issues").await;
+    ok(&third);
+    // The repositories, then one request per repository.
+    assert_eq!((third.stats.fetched, third.stats.http_calls), (0, 4));
+    assert_eq!(sim.data_request_count() - before, 4);
+    assert!(note(&third).contains("3 listing(s) not modified"), "{:?}", third.stats.note);
+
+    modify_until_changed(&sim, "issues", 7, &["updated_at"]);
+    let fourth = h.sync("issues").await;
+    ok(&fourth);
+    assert_eq!((fourth.stats.inserted, fourth.stats.updated), (0, 1));
+    assert!(note(&fourth).contains("2 listing(s) not modified"), "{:?}", fourth.stats.note);
+    let expected = sim.expected_record("issues", 7).unwrap();
+    assert_eq!(h.records("issue").await[&text(&expected["id"])].data["summary"], expected["title"]);
+}
+
+/// Pull requests have no `since`: the whole listing is read and what is not newer than
+/// the cursor is dropped before mapping, so the run reports only the real changes.
+#[tokio::test]
+async fn pull_requests_are_incremental_on_the_client_side() {
+    let n = 24;
+    let sim = start(SimConfig::new(Provider::GitHub, n).parents(3).page_size_cap(4)).await.unwrap();
+    let h = Harness::new("github", &tenant(&sim, "github"), &sim).await;
+    let full = h.sync("pull_requests").await;
+    ok(&full);
+    assert_eq!((full.stats.fetched, full.stats.inserted), (n as i64, n as i64));
+    let stored = h.records("merge_request").await;
+    for i in [1u64, 13] {
+        let expected = sim.expected_record("pull_requests", i).unwrap();
+        let row = &stored[&text(&expected["id"])].data;
+        assert_eq!(row["key"], key_of(&sim, "pull_requests", i, &expected));
+        assert_eq!(row["author"], expected["user"]["login"]);
+        assert_eq!(row["source_branch"], expected["head"]["ref"]);
+        assert_eq!(row["target_branch"], "main");
+    }
+
+    let other = (0..n).find(|i| sim.parent_of("pull_requests", *i) != sim.parent_of("pull_requests", 5)).unwrap();
+    let changed = [5u64, other];
+    for i in changed {
+        modify_until_changed(&sim, "pull_requests", i, &["updated_at", "closed_at", "merged_at"]);
+    }
+    let repos: std::collections::BTreeSet<u64> =
+        changed.iter().map(|i| sim.parent_of("pull_requests", *i).unwrap()).collect();
+    assert_eq!(repos.len(), 2, "the two changes are in two repositories");
+    let listed = (0..n).filter(|i| repos.contains(&sim.parent_of("pull_requests", *i).unwrap())).count() as i64;
+
+    let inc = h.sync("pull_requests").await;
+    ok(&inc);
+    assert_eq!((inc.stats.fetched, inc.stats.inserted, inc.stats.updated), (2, 0, 2));
+    let note = note(&inc);
+    assert!(note.contains(&format!("client-side incremental: {} record(s)", listed - 2)), "{note}");
+    assert!(note.contains("1 listing(s) not modified"), "{note}");
+    assert!(inc.stats.cursor_after > full.stats.cursor_after);
+}
+
+/// The App: the JWT signed with the app's key (checked by the simulator with the public
+/// key) buys an installation token, which every run and stream then shares; an expired
+/// one is renewed, and so is one about to expire, before a request is sent with it.
+#[tokio::test]
+async fn app_installation_tokens_are_obtained_shared_and_renewed() {
+    let sim = start(SimConfig::new(Provider::GitHub, 12).parents(3)).await.unwrap();
+    let creds = sim.app_credentials().unwrap();
+    let h = Harness::with_connectors("github_app", &tenant(&sim, "github_app"), &creds, None).await;
+    let tokens = || sim.requests_for("/app/installations/4242/access_tokens");
+
+    let repos = h.sync("repositories").await;
+    ok(&repos);
+    assert_eq!(repos.stats.inserted, 3);
+    assert_eq!(tokens(), 1);
+    ok(&h.sync("issues").await);
+    assert_eq!(tokens(), 1, "the installation token is reused by the next run");
+
+    sim.expire_access_tokens();
+    let after = h.sync("pull_requests").await;
+    ok(&after);
+    assert_eq!(after.stats.inserted, 12);
+    assert_eq!(tokens(), 2, "a rejected token is renewed once");
+
+    // Client-side incremental: the repositories listing has no `since`.
+    // (Only its description changed, which is not mapped: stored unchanged.)
+    assert!(sim.modify("repositories", 1));
+    let inc = h.sync("repositories").await;
+    ok(&inc);
+    assert_eq!((inc.stats.fetched, inc.stats.unchanged), (1, 1));
+    assert!(note(&inc).contains("client-side incremental: 2 record(s)"), "{:?}", inc.stats.note);
+}
+
+#[tokio::test]
+async fn an_installation_token_about_to_expire_is_renewed_before_it_is_sent() {
+    let sim =
+        start(SimConfig::new(Provider::GitHub, 3).parents(2).access_token_ttl(Duration::from_secs(2))).await.unwrap();
+    let creds = sim.app_credentials().unwrap();
+    let h = Harness::with_connectors("github_app", &tenant(&sim, "github_app"), &creds, None).await;
+    ok(&h.sync("repositories").await);
+    assert_eq!(sim.requests_for("/app/installations/4242/access_tokens"), 1);
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let run = h.sync("repositories").await;
+    ok(&run);
+    assert_eq!(sim.requests_for("/app/installations/4242/access_tokens"), 2);
+    assert_eq!(run.stats.http_calls, 1, "renewed from its `expires_at`, not after a 401");
+}
+
+#[tokio::test]
+async fn a_jwt_signed_with_another_key_is_refused_and_the_connection_needs_reauth() {
+    let sim = start(SimConfig::new(Provider::GitHub, 3)).await.unwrap();
+    let other = start(SimConfig::new(Provider::GitHub, 1)).await.unwrap();
+    let mut creds = sim.app_credentials().unwrap();
+    creds["private_key"] = other.app_credentials().unwrap()["private_key"].clone();
+    let h = Harness::with_connectors("github_app", &tenant(&sim, "github_app"), &creds, None).await;
+    let run = h.sync("repositories").await;
+    assert_eq!(run.outcome, RunOutcome::Failed);
+    let error = run.stats.error.clone().unwrap_or_default();
+    assert!(error.contains("A JSON web token could not be decoded"), "{error}");
+    assert!(!error.contains("PRIVATE KEY"), "{error}");
+    let conn = h.store.get_connection(&h.tenant, &h.provider, Owner::Company).await.unwrap().unwrap();
+    assert_eq!(conn.status, ConnectionStatus::NeedsReauth);
+    assert_eq!(sim.data_request_count(), 0);
+}
