@@ -184,3 +184,90 @@ async fn a_jwt_signed_with_another_key_is_refused_and_the_connection_needs_reaut
     assert_eq!(conn.status, ConnectionStatus::NeedsReauth);
     assert_eq!(sim.data_request_count(), 0);
 }
+
+/// The new language — `conditional`, `client_side`, `next_header`, `jwt_exchange` — from
+/// manifest files an operator drops in (copies of the built-in ones under other names),
+/// not compiled in.
+#[tokio::test]
+async fn the_new_manifest_keys_work_from_a_manifest_file_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors");
+    for (from, to) in [("github", "forge"), ("github_app", "forge_app"), ("gitlab", "lab")] {
+        let text = std::fs::read_to_string(repo.join(format!("{from}.toml"))).unwrap();
+        let text = text.replacen(&format!("name = \"{from}\""), &format!("name = \"{to}\""), 1);
+        std::fs::write(dir.path().join(format!("{to}.toml")), text).unwrap();
+    }
+    let hub = start(SimConfig::new(Provider::GitHub, 9).parents(3)).await.unwrap();
+    let forge = Harness::with_connectors("forge", &tenant(&hub, "forge"), &hub.credentials(), Some(dir.path())).await;
+    ok(&forge.sync("pull_requests").await);
+    let again = forge.sync("pull_requests").await;
+    ok(&again);
+    assert_eq!(again.stats.fetched, 0);
+    assert!(note(&again).contains("3 listing(s) not modified"), "{:?}", again.stats.note);
+
+    let app = Harness::with_connectors(
+        "forge_app",
+        &tenant(&hub, "forge_app"),
+        &hub.app_credentials().unwrap(),
+        Some(dir.path()),
+    )
+    .await;
+    assert!(hub.modify("repositories", 0));
+    ok(&app.sync("repositories").await);
+    let inc = app.sync("repositories").await;
+    ok(&inc);
+    assert_eq!(inc.stats.fetched, 0);
+    assert!(note(&inc).contains("client-side incremental: 3 record(s)"), "{:?}", inc.stats.note);
+    assert_eq!(hub.requests_for("/app/installations/4242/access_tokens"), 1);
+
+    let gl = start(SimConfig::new(Provider::GitLab, 4).parents(5).page_size_cap(2)).await.unwrap();
+    let tenant = format!("preset = \"aptem\"\n[providers.lab]\nenabled = true\nbase_url = \"{}\"\n", gl.api_base());
+    let lab = Harness::with_connectors("lab", &tenant, &gl.credentials(), Some(dir.path())).await;
+    let projects = lab.sync("projects").await;
+    ok(&projects);
+    assert_eq!((projects.stats.inserted, projects.stats.pages), (5, 3));
+}
+
+/// `tributary connectors check FILE` with the built binary.
+fn check(file: &std::path::Path) -> (bool, String) {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["connectors", "check"])
+        .arg(file)
+        .env("TRIBUTARY_CONFIG", repo.join("config"))
+        .env_remove("TRIBUTARY_CONNECTORS")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn connectors_check_names_bad_jwt_and_next_header_settings() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors");
+    let dir = tempfile::tempdir().unwrap();
+    let app = std::fs::read_to_string(repo.join("github_app.toml")).unwrap().replacen(
+        "jwt_issuer = \"{app_id}\"",
+        "jwt_issuer = \"{app_id}\"\njwt_ttl_secs = 900\njwt_key = \"pem\"",
+        1,
+    );
+    std::fs::write(dir.path().join("github_app.toml"), &app).unwrap();
+    let (success, out) = check(&dir.path().join("github_app.toml"));
+    assert!(!success, "{out}");
+    assert!(out.contains("auth.jwt_ttl_secs: must be between 1 and 600 seconds"), "{out}");
+    assert!(out.contains("auth.jwt_key: `pem` is not one of the credentials"), "{out}");
+
+    let lab = std::fs::read_to_string(repo.join("gitlab.toml"))
+        .unwrap()
+        .replacen("header = \"X-Next-Page\"", "header = \"X Next Page\"", 1)
+        .replacen("value = \"{private_token}\"", "value = \"{private_token}\"\njwt_ttl_secs = 60", 1);
+    std::fs::write(dir.path().join("gitlab.toml"), &lab).unwrap();
+    let (success, out) = check(&dir.path().join("gitlab.toml"));
+    assert!(!success, "{out}");
+    assert!(
+        out.contains("streams.projects.request.pagination.header: `X Next Page` is not an HTTP header name"),
+        "{out}"
+    );
+    assert!(out.contains("auth.jwt_ttl_secs: only `jwt_exchange` auth signs a JWT"), "{out}");
+    assert!(out.starts_with("2 configuration errors"), "{out}");
+}
