@@ -271,3 +271,83 @@ fn connectors_check_names_bad_jwt_and_next_header_settings() {
     assert!(out.contains("auth.jwt_ttl_secs: only `jwt_exchange` auth signs a JWT"), "{out}");
     assert!(out.starts_with("2 configuration errors"), "{out}");
 }
+
+const WIDGETS: &str = r#"# Widgets: one unpaged listing, validated by `Last-Modified`. Added as a manifest only.
+name = "widgets"
+title = "Widgets"
+category = "work"
+description = "Widgets"
+base_url = "https://widgets.example"
+default_schedule = "1h"
+
+[auth]
+kind = "bearer"
+credentials = ["token"]
+
+[streams.widgets]
+entity = "project"
+conditional = "last_modified"
+[streams.widgets.request]
+path = "/widgets"
+records = "/items"
+
+[mappings.project]
+external_id = { from = "id", transform = ["string"] }
+key = "key"
+name = "name"
+"#;
+
+/// `conditional = "last_modified"`: the `Last-Modified` of the last listing goes back as
+/// `If-Modified-Since`, and a `304` stores nothing and fails nothing.
+#[tokio::test]
+async fn last_modified_is_sent_back_as_if_modified_since() {
+    use wiremock::matchers::{header_exists, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let server = MockServer::start().await;
+    let stamp = "Wed, 21 Oct 2015 07:28:00 GMT";
+    Mock::given(method("GET"))
+        .and(path("/widgets"))
+        // (wiremock's `header` matcher would split the date at its comma)
+        .and(header_exists("if-modified-since"))
+        .respond_with(ResponseTemplate::new(304).insert_header("Last-Modified", stamp))
+        .expect(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/widgets"))
+        .respond_with(ResponseTemplate::new(200).insert_header("Last-Modified", stamp).set_body_json(
+            serde_json::json!({ "items": [
+                { "id": 1, "key": "W-1", "name": "Sprocket" },
+                { "id": 2, "key": "W-2", "name": "Flange" },
+            ] }),
+        ))
+        .expect(1)
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("widgets.toml"), WIDGETS).unwrap();
+    let tenant = format!("preset = \"aptem\"\n[providers.widgets]\nenabled = true\nbase_url = \"{}\"\n", server.uri());
+    let h = Harness::with_connectors("widgets", &tenant, &serde_json::json!({ "token": "w-secret" }), Some(dir.path()))
+        .await;
+    let first = h.sync("widgets").await;
+    ok(&first);
+    assert_eq!(first.stats.inserted, 2);
+    assert!(first.stats.cursor_after.as_deref().is_some_and(|c| c.contains(stamp)), "{:?}", first.stats.cursor_after);
+    let second = h.sync("widgets").await;
+    ok(&second);
+    assert_eq!((second.stats.fetched, second.stats.inserted), (0, 0));
+    assert!(note(&second).contains("1 listing(s) not modified"), "{:?}", second.stats.note);
+    assert_eq!(h.records("project").await.len(), 2);
+    server.verify().await;
+    let sent: Vec<Option<String>> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.headers.get("if-modified-since").and_then(|v| v.to_str().ok()).map(str::to_owned))
+        .collect();
+    assert_eq!(sent, [None, Some(stamp.to_owned())]);
+}
