@@ -720,6 +720,10 @@ pub async fn serve(configs: Vec<SimConfig>, port: Option<u16>, webhooks: Option<
         if let Some(oauth) = handle.oauth_credentials().filter(|_| handle.provider() == Provider::Jira) {
             println!("  oauth:       {oauth}");
         }
+        if let Some(app) = handle.app_credentials() {
+            // A key made for this run only, as GitHub hands an app its private key.
+            println!("  app:         {app}");
+        }
         if let (Some(w), Some((field, secret))) = (&webhooks, handle.webhook_secret()) {
             let url = w.url.replace("{provider}", handle.provider().id());
             println!("  webhooks:    {url} (signed with the credential `{field}` = {secret})");
