@@ -298,7 +298,8 @@ name = "name"
 "#;
 
 /// `conditional = "last_modified"`: the `Last-Modified` of the last listing goes back as
-/// `If-Modified-Since`, and a `304` stores nothing and fails nothing.
+/// `If-Modified-Since`, and a `304` stores nothing and fails nothing — nor does it count
+/// as a full pass that listed no records: the stream sweeps, and nothing is swept.
 #[tokio::test]
 async fn last_modified_is_sent_back_as_if_modified_since() {
     use wiremock::matchers::{header_exists, method, path};
@@ -329,7 +330,11 @@ async fn last_modified_is_sent_back_as_if_modified_since() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("widgets.toml"), WIDGETS).unwrap();
-    let tenant = format!("preset = \"aptem\"\n[providers.widgets]\nenabled = true\nbase_url = \"{}\"\n", server.uri());
+    let tenant = format!(
+        "preset = \"aptem\"\n[providers.widgets]\nenabled = true\nbase_url = \"{}\"\n\
+         streams = {{ widgets = {{ enabled = true, sweep = true }} }}\n",
+        server.uri()
+    );
     let h = Harness::with_connectors("widgets", &tenant, &serde_json::json!({ "token": "w-secret" }), Some(dir.path()))
         .await;
     let first = h.sync("widgets").await;
@@ -340,7 +345,10 @@ async fn last_modified_is_sent_back_as_if_modified_since() {
     ok(&second);
     assert_eq!((second.stats.fetched, second.stats.inserted), (0, 0));
     assert!(note(&second).contains("1 listing(s) not modified"), "{:?}", second.stats.note);
-    assert_eq!(h.records("project").await.len(), 2);
+    assert!(!note(&second).contains("swept") && !note(&second).contains("sweep held back"), "{}", note(&second));
+    let stored = h.records("project").await;
+    assert_eq!(stored.len(), 2);
+    assert!(stored.values().all(|r| r.deleted_at.is_none()), "a 304 pass swept");
     server.verify().await;
     let sent: Vec<Option<String>> = server
         .received_requests()
