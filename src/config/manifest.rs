@@ -150,6 +150,9 @@ pub struct AuthSpec {
     pub password: Option<String>,
 }
 
+/// The longest lifetime a `jwt_exchange` JWT may ask for (GitHub: ten minutes).
+pub const JWT_MAX_TTL_SECS: u64 = 600;
+
 impl AuthSpec {
     pub fn required_credentials(&self) -> Vec<String> {
         match &self.credentials {

@@ -76,9 +76,9 @@ impl Manifest {
         }
         if self.auth.kind == AuthKind::JwtExchange {
             match self.auth.jwt_ttl_secs {
-                Some(t) if t == 0 || t > crate::http::auth::JWT_MAX_TTL_SECS => err(
+                Some(t) if t == 0 || t > super::manifest::JWT_MAX_TTL_SECS => err(
                     "auth.jwt_ttl_secs",
-                    format!("must be between 1 and {} seconds", crate::http::auth::JWT_MAX_TTL_SECS),
+                    format!("must be between 1 and {} seconds", super::manifest::JWT_MAX_TTL_SECS),
                 ),
                 _ => {}
             }

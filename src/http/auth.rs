@@ -33,7 +33,6 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-pub use self::jwt::MAX_TTL_SECS as JWT_MAX_TTL_SECS;
 use self::memory::MemorySink;
 pub use self::shared::{AuthRegistry, ConnectionAuth};
 use super::HttpError;

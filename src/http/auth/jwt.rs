@@ -16,9 +16,6 @@ use crate::http::HttpError;
 /// The JWT's issue time is set this far in the past (clock drift, as GitHub advises).
 pub(super) const BACKDATE_SECS: i64 = 60;
 
-/// The longest lifetime a JWT may ask for (GitHub: ten minutes).
-pub const MAX_TTL_SECS: u64 = 600;
-
 /// A JWT signed with `pem` (an RSA private key, PKCS#1 or PKCS#8) for `issuer`, issued
 /// [`BACKDATE_SECS`] before `now` and expiring `ttl_secs` after `now`.
 pub(super) fn sign(pem: &str, issuer: &str, now: i64, ttl_secs: u64) -> Result<Zeroizing<String>, HttpError> {
@@ -30,7 +27,7 @@ pub(super) fn sign(pem: &str, issuer: &str, now: i64, ttl_secs: u64) -> Result<Z
         _ => return Err(bad("is not an RSA key")),
     }
     .map_err(|_| bad("is not a usable RSA key (2048 to 8192 bits)"))?;
-    let ttl = i64::try_from(ttl_secs.min(MAX_TTL_SECS)).unwrap_or(0);
+    let ttl = i64::try_from(ttl_secs.min(crate::config::JWT_MAX_TTL_SECS)).unwrap_or(0);
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
     let claims = serde_json::json!({ "iat": now - BACKDATE_SECS, "exp": now + ttl, "iss": issuer });
     let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
