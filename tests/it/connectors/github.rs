@@ -359,3 +359,19 @@ async fn last_modified_is_sent_back_as_if_modified_since() {
         .collect();
     assert_eq!(sent, [None, Some(stamp.to_owned())]);
 }
+
+/// With the manifest's own limits: a secondary limit (403 + `Retry-After`) and an
+/// exhausted primary one (403, `X-RateLimit-Remaining: 0`, `X-RateLimit-Reset`) are
+/// waits, never failures or retries.
+#[tokio::test]
+async fn secondary_and_primary_limits_are_waits() {
+    let faults = tributary_simulator::Faults::none().rate_limit_every(3).retry_after_secs(1);
+    let sim = start(SimConfig::new(Provider::GitHub, 9).parents(9).page_size_cap(2).faults(faults)).await.unwrap();
+    let h = Harness::new("github", &tenant(&sim, "github"), &sim).await;
+    let run = h.sync("repositories").await;
+    ok(&run);
+    // Five pages; requests 3 (secondary limit) and 6 (primary limit) were throttled.
+    assert_eq!((run.stats.inserted, run.stats.pages), (9, 5));
+    assert_eq!((run.stats.rate_limit_waits, run.stats.retries), (2, 0));
+    assert_eq!(sim.data_request_count(), 7);
+}
