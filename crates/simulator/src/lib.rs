@@ -17,6 +17,8 @@
 //! | slack | `/api` (token `/api/oauth.v2.access`) | `client_id`, `client_secret`, `refresh_token` | channels, users, messages (per channel) |
 //! | jira | `/rest/api/3` (OAuth token `/oauth/token`) | `email`, `api_token` (Basic); OAuth via [`SimHandle::oauth_credentials`] | projects, issues (per project) |
 //! | microsoft | `/v1.0` (token `/{tenant}/oauth2/v2.0/token`) | `tenant_id`, `client_id`, `client_secret`; delegated via [`SimHandle::oauth_credentials`] | users, groups, channels (per team), channel_messages (per channel), messages (per user) |
+//! | github | `` (app token `/app/installations/4242/access_tokens`) | `token`; app via [`SimHandle::app_credentials`] | repositories, issues, pull_requests (per repository) |
+//! | gitlab | `/api/v4` | `private_token` (header `PRIVATE-TOKEN`) | projects, issues, merge_requests (per project) |
 //!
 //! Base records' `updated` times rise with the index over the year that
 //! ends an hour before [`SimHandle::anchor`]; [`SimHandle::modify`] and
@@ -36,12 +38,15 @@
 //! # Ok(()) }
 //! ```
 
+mod appkey;
 mod aptem;
 mod auth;
 mod bud;
 mod core;
 mod fake;
 mod filter;
+mod github;
+mod gitlab;
 mod hubspot;
 mod hubspot_search;
 mod jira;
@@ -91,11 +96,15 @@ pub enum Provider {
     Jira,
     /// Microsoft Graph v1.0 (OAuth2 client credentials, or delegated with rotation).
     Microsoft,
+    /// GitHub REST v3 (personal token, or a GitHub App's installation tokens).
+    GitHub,
+    /// GitLab REST v4 (`PRIVATE-TOKEN`).
+    GitLab,
 }
 
 impl Provider {
     /// Every simulated provider.
-    pub const ALL: [Provider; 8] = [
+    pub const ALL: [Provider; 10] = [
         Provider::Aptem,
         Provider::Bud,
         Provider::OneFile,
@@ -104,6 +113,8 @@ impl Provider {
         Provider::Slack,
         Provider::Jira,
         Provider::Microsoft,
+        Provider::GitHub,
+        Provider::GitLab,
     ];
 
     /// The lowercase id used by manifests and the CLI (`hubspot`).
@@ -117,6 +128,8 @@ impl Provider {
             Provider::Slack => "slack",
             Provider::Jira => "jira",
             Provider::Microsoft => "microsoft",
+            Provider::GitHub => "github",
+            Provider::GitLab => "gitlab",
         }
     }
 
@@ -130,6 +143,8 @@ impl Provider {
             Provider::Slack => &slack::SPEC,
             Provider::Jira => &jira::SPEC,
             Provider::Microsoft => &microsoft::SPEC,
+            Provider::GitHub => &github::SPEC,
+            Provider::GitLab => &gitlab::SPEC,
         }
     }
 
@@ -148,7 +163,7 @@ impl fmt::Display for Provider {
 /// The error for an unknown provider name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown simulated provider `{0}` (expected one of aptem, bud, onefile, hubspot, salesforce, slack, jira, microsoft)"
+    "unknown simulated provider `{0}` (expected one of aptem, bud, onefile, hubspot, salesforce, slack, jira, microsoft, github, gitlab)"
 )]
 pub struct UnknownProvider(pub String);
 
@@ -480,6 +495,16 @@ impl SimHandle {
         }
     }
 
+    /// GitHub App credentials (`app_id`, `installation_id`, `private_key` — a PEM key
+    /// made when first asked for, whose public half the simulator checks JWTs with);
+    /// `None` for other providers.
+    pub fn app_credentials(&self) -> Option<Value> {
+        match self.provider() {
+            Provider::GitHub => github::app_credentials(self.sim()),
+            _ => None,
+        }
+    }
+
     /// Starts an independent OAuth grant (another installation) and returns
     /// its credentials, so several tenants can share one simulator without
     /// spending each other's rotating refresh tokens.
@@ -710,6 +735,10 @@ pub async fn serve(configs: Vec<SimConfig>, port: Option<u16>, webhooks: Option<
         println!("  credentials: {}", handle.credentials());
         if let Some(oauth) = handle.oauth_credentials().filter(|_| handle.provider() == Provider::Jira) {
             println!("  oauth:       {oauth}");
+        }
+        if let Some(app) = handle.app_credentials() {
+            // A key made for this run only, as GitHub hands an app its private key.
+            println!("  app:         {app}");
         }
         if let (Some(w), Some((field, secret))) = (&webhooks, handle.webhook_secret()) {
             let url = w.url.replace("{provider}", handle.provider().id());

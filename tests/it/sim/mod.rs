@@ -4,6 +4,8 @@ mod aptem;
 mod bud;
 mod common;
 mod faults;
+mod github;
+mod gitlab;
 mod handle;
 mod hubspot;
 mod jira;
