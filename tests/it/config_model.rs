@@ -47,7 +47,10 @@ fn repository_and_builtin_configuration_are_valid_and_identical() {
     let on_disk = load(&repo().join("config"));
     let builtin = Catalog::load(&ConfigDir::Builtin, None).unwrap_or_else(|d| panic!("{d}"));
     let names: Vec<_> = on_disk.presets.iter().map(|p| p.name.to_string()).collect();
-    assert_eq!(names, ["aptem", "aptem_hubspot", "aptem_salesforce", "bud", "bud_salesforce", "onefile"]);
+    assert_eq!(
+        names,
+        ["aptem", "aptem_hubspot", "aptem_microsoft_github", "aptem_salesforce", "bud", "bud_salesforce", "onefile"]
+    );
     for p in on_disk.presets.iter() {
         assert_eq!(builtin.presets.get(p.name.as_str()).map(|b| &b.revision), Some(&p.revision));
         assert!(p.revision.starts_with('r') && p.revision.len() == 13, "{}", p.revision);
