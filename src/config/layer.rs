@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::diag::{Diagnostics, join};
 use super::entities::Entities;
 use super::manifest::Manifest;
+use super::paths::SourcePath;
 use crate::model::{FieldName, Schedule};
 
 /// One provider's settings in one layer. Every field is optional: a layer states only
@@ -159,6 +160,19 @@ pub enum ReverseRule {
 /// an unmapped field or a constant is not written. Transforms, several sources or a
 /// non-invertible map need an explicit `reverse`, else the error says why.
 pub fn reverse_rule(spec: &MappingSpec) -> Result<ReverseRule, String> {
+    let rule = reverse_rule_unchecked(spec)?;
+    if let ReverseRule::To { to, .. } = &rule
+        && SourcePath::compile(to).is_ok_and(|p| p.is_query())
+    {
+        return Err(format!(
+            "`{to}` is a JSONPath query: it selects a value but cannot be written to; declare \
+             `reverse = {{ to = \"path\" }}` with a plain path, or `reverse = false` (never write the field)"
+        ));
+    }
+    Ok(rule)
+}
+
+fn reverse_rule_unchecked(spec: &MappingSpec) -> Result<ReverseRule, String> {
     let rule = match spec {
         MappingSpec::Off => return Ok(ReverseRule::Skip),
         MappingSpec::Path(p) => return Ok(ReverseRule::To { to: p.clone(), transform: vec![], map: BTreeMap::new() }),
@@ -591,6 +605,7 @@ pub fn check_names(
                 err(&join(&p, "field"), format!("unknown field of `{}`", f.entity));
             }
             (Some(src), None) if src.trim().is_empty() => err(&join(&p, "source"), "empty source path".into()),
+            (Some(src), None) if let Err(msg) = check_path(src) => err(&join(&p, "source"), msg),
             _ => {}
         }
         match (f.op, &f.value) {
@@ -625,11 +640,17 @@ fn check_share(share: f64) -> Result<(), String> {
     }
 }
 
+/// Compiles a source path as a run would: a path the language cannot evaluate is
+/// refused here, with the reason, instead of mapping to null at run time.
+fn check_path(p: &str) -> Result<(), String> {
+    SourcePath::compile(p).map(drop).map_err(|e| format!("bad source path `{p}`: {e}"))
+}
+
 fn check_mapping(spec: &MappingSpec) -> Result<(), String> {
     match spec {
         MappingSpec::Off => Ok(()),
         MappingSpec::Path(p) if p.trim().is_empty() => Err("empty source path".into()),
-        MappingSpec::Path(_) => Ok(()),
+        MappingSpec::Path(p) => check_path(p),
         MappingSpec::Rule(r) => {
             if r.from.is_none() && r.value.is_none() && r.default.is_none() {
                 return Err("a mapping table needs `from`, `value` or `default`".into());
@@ -641,6 +662,14 @@ fn check_mapping(spec: &MappingSpec) -> Result<(), String> {
                 && (from.paths().is_empty() || from.paths().iter().any(|p| p.trim().is_empty()))
             {
                 return Err("empty source path in `from`".into());
+            }
+            for p in r.from.as_ref().map(Sources::paths).unwrap_or_default() {
+                check_path(p)?;
+            }
+            if let Some(ReverseSpec::Table(t)) = &r.reverse
+                && let Some(to) = t.to.as_deref().filter(|t| !t.trim().is_empty())
+            {
+                check_path(to).map_err(|e| format!("`reverse.to`: {e}"))?;
             }
             for t in &r.transform {
                 if !TRANSFORMS.contains(&t.as_str()) {

@@ -26,6 +26,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("salesforce.toml", include_str!("../../connectors/salesforce.toml")),
     ("slack.toml", include_str!("../../connectors/slack.toml")),
     ("jira.toml", include_str!("../../connectors/jira.toml")),
+    ("google_drive.toml", include_str!("../../connectors/google_drive.toml")),
 ];
 
 /// What kind of system a provider is.

@@ -10,6 +10,7 @@ mod layer;
 mod manifest;
 mod manifest_check;
 mod manifest_spec;
+mod paths;
 mod presets;
 mod roles;
 mod server;
@@ -36,6 +37,7 @@ pub use manifest_spec::{
     BodyFormat, CursorFormat, IncrementalSpec, Method, Pagination, ParamIn, QuotaScope, RateLimitSpec, RequestSpec,
     ResponseAction, ResponseRule, ResumeMode, StatusMatch,
 };
+pub(crate) use paths::SourcePath;
 pub use presets::{Preset, Presets, revision_of};
 pub use roles::{Denied, RoleGrants, StreamPattern};
 pub use server::ServerSettings;

@@ -16,6 +16,7 @@
 //! | salesforce | `/services/data/v60.0` (token `/services/oauth2/token`) | `client_id`, `client_secret`, `refresh_token` | accounts, contacts, opportunities |
 //! | slack | `/api` (token `/api/oauth.v2.access`) | `client_id`, `client_secret`, `refresh_token` | channels, users, messages (per channel) |
 //! | jira | `/rest/api/3` (OAuth token `/oauth/token`) | `email`, `api_token` (Basic); OAuth via [`SimHandle::oauth_credentials`] | projects, issues (per project) |
+//! | google_drive | `/drive/v3` (token `/token`) | `client_id`, `client_secret`, `refresh_token` | files (and the changes feed over them) |
 //!
 //! Base records' `updated` times rise with the index over the year that
 //! ends an hour before [`SimHandle::anchor`]; [`SimHandle::modify`] and
@@ -41,6 +42,7 @@ mod bud;
 mod core;
 mod fake;
 mod filter;
+mod google_drive;
 mod hubspot;
 mod hubspot_search;
 mod jira;
@@ -87,11 +89,13 @@ pub enum Provider {
     Slack,
     /// Jira Cloud REST v3 (Basic auth or OAuth2 with rotation).
     Jira,
+    /// Google Drive v3 (OAuth2 refresh tokens; files and the changes feed).
+    GoogleDrive,
 }
 
 impl Provider {
     /// Every simulated provider.
-    pub const ALL: [Provider; 7] = [
+    pub const ALL: [Provider; 8] = [
         Provider::Aptem,
         Provider::Bud,
         Provider::OneFile,
@@ -99,6 +103,7 @@ impl Provider {
         Provider::Salesforce,
         Provider::Slack,
         Provider::Jira,
+        Provider::GoogleDrive,
     ];
 
     /// The lowercase id used by manifests and the CLI (`hubspot`).
@@ -111,6 +116,7 @@ impl Provider {
             Provider::Salesforce => "salesforce",
             Provider::Slack => "slack",
             Provider::Jira => "jira",
+            Provider::GoogleDrive => "google_drive",
         }
     }
 
@@ -123,6 +129,7 @@ impl Provider {
             Provider::Salesforce => &salesforce::SPEC,
             Provider::Slack => &slack::SPEC,
             Provider::Jira => &jira::SPEC,
+            Provider::GoogleDrive => &google_drive::SPEC,
         }
     }
 
@@ -140,7 +147,9 @@ impl fmt::Display for Provider {
 
 /// The error for an unknown provider name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown simulated provider `{0}` (expected one of aptem, bud, onefile, hubspot, salesforce, slack, jira)")]
+#[error(
+    "unknown simulated provider `{0}` (expected one of aptem, bud, onefile, hubspot, salesforce, slack, jira, google_drive)"
+)]
 pub struct UnknownProvider(pub String);
 
 impl FromStr for Provider {
@@ -463,7 +472,7 @@ impl SimHandle {
     /// Basic ones); `None` for the others.
     pub fn oauth_credentials(&self) -> Option<Value> {
         match self.provider() {
-            Provider::HubSpot | Provider::Salesforce | Provider::Slack | Provider::Jira => {
+            Provider::HubSpot | Provider::Salesforce | Provider::Slack | Provider::Jira | Provider::GoogleDrive => {
                 Some(self.sim().oauth_credentials())
             }
             _ => None,
@@ -521,7 +530,7 @@ impl SimHandle {
     /// `false` if there is no such live record.
     pub fn modify(&self, stream: &str, index: u64) -> bool {
         let sim = self.sim();
-        sim.stream_index(stream).and_then(|s| sim.mutate(s, |d| d.modify(index, Utc::now()))).unwrap_or(false)
+        sim.stream_index(stream).is_some_and(|s| sim.mutate_noted(s, index, |d| d.modify(index, Utc::now())))
     }
 
     /// Appends `n` records created now; returns their indices (`None` for
@@ -529,13 +538,17 @@ impl SimHandle {
     pub fn add(&self, stream: &str, n: u64) -> Option<Range<u64>> {
         let sim = self.sim();
         let s = sim.stream_index(stream)?;
-        sim.mutate(s, |d| d.add(n, Utc::now()))
+        let added = sim.mutate(s, |d| d.add(n, Utc::now()))?;
+        for i in added.clone() {
+            sim.journal_change(s, i);
+        }
+        Some(added)
     }
 
     /// Deletes record `index`; `false` if there is no such live record.
     pub fn delete(&self, stream: &str, index: u64) -> bool {
         let sim = self.sim();
-        sim.stream_index(stream).and_then(|s| sim.mutate(s, |d| d.delete(index))).unwrap_or(false)
+        sim.stream_index(stream).is_some_and(|s| sim.mutate_noted(s, index, |d| d.delete(index)))
     }
 
     /// Brings deleted record `index` back, modified now; `false` if it is not deleted
@@ -543,7 +556,7 @@ impl SimHandle {
     /// deleted records).
     pub fn restore(&self, stream: &str, index: u64) -> bool {
         let sim = self.sim();
-        sim.stream_index(stream).and_then(|s| sim.mutate(s, |d| d.restore(index, Utc::now()))).unwrap_or(false)
+        sim.stream_index(stream).is_some_and(|s| sim.mutate_noted(s, index, |d| d.restore(index, Utc::now())))
     }
 
     /// The record exactly as the API returns it with every field requested
@@ -648,6 +661,18 @@ impl SimHandle {
             Provider::Jira => Some("issues"),
             _ => None,
         }
+    }
+
+    /// The change feed's current position (Google Drive's `startPageToken`): changes
+    /// made from now on are listed from it.
+    pub fn change_token(&self) -> String {
+        self.sim().journal_head().to_string()
+    }
+
+    /// Forgets every change made so far, as a provider that keeps changes for a while
+    /// does: change-feed positions issued before now are refused from now on.
+    pub fn expire_change_tokens(&self) {
+        self.sim().expire_journal();
     }
 
     /// Stops the server (also happens when the last handle drops).

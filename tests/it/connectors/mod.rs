@@ -4,6 +4,7 @@
 mod aptem;
 mod bounds;
 mod bud;
+mod google_drive;
 mod guards;
 mod hubspot;
 mod jira;

@@ -64,6 +64,15 @@ fn assert_throttled(provider: Provider, status: u16, headers: &HeaderMap, text: 
             assert!(body["Message"].is_string());
             assert_eq!(retry_after, Some("1"));
         }
+        Provider::GoogleDrive => {
+            // 403 or 429 with a usage-limit reason in Google's envelope, no Retry-After.
+            assert!(status == 403 || status == 429, "{status}");
+            assert_eq!(body["error"]["code"].as_u64(), Some(u64::from(status)));
+            let reason = body["error"]["errors"][0]["reason"].as_str();
+            assert!(matches!(reason, Some("userRateLimitExceeded" | "rateLimitExceeded")), "{body}");
+            assert_eq!(body["error"]["errors"][0]["domain"], "usageLimits");
+            assert_eq!(retry_after, None);
+        }
     }
 }
 
