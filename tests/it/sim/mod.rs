@@ -4,6 +4,7 @@ mod aptem;
 mod bud;
 mod common;
 mod faults;
+mod google_drive;
 mod handle;
 mod hubspot;
 mod jira;
