@@ -29,14 +29,20 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("google_drive.toml", include_str!("../../connectors/google_drive.toml")),
 ];
 
-/// What kind of system a provider is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Category {
-    Lms,
-    Crm,
-    Work,
+/// What kind of system a provider is (`lms`, `crm`, `work`…): one of the `categories`
+/// configuration lists ([`DEFAULT_CATEGORIES`] unless `tributary.toml` says).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Category(String);
+
+impl Category {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
+
+/// The provider categories when `tributary.toml` lists none.
+pub const DEFAULT_CATEGORIES: &[&str] = &["lms", "crm", "work"];
 
 /// How a provider authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -454,6 +460,23 @@ impl Manifests {
 
     pub fn names(&self) -> String {
         self.0.keys().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Checks each manifest's `category` against the configured `categories`.
+    pub fn check_categories(&self, categories: &[String], diag: &mut Diagnostics) {
+        for m in self.0.values() {
+            if !categories.iter().any(|c| c == m.category.as_str()) {
+                diag.push(
+                    &m.source,
+                    "category",
+                    format!(
+                        "unknown category `{}` (known: {}; `categories` in tributary.toml lists them)",
+                        m.category.as_str(),
+                        categories.join(", ")
+                    ),
+                );
+            }
+        }
     }
 
     /// Checks the manifests' entity references and default mappings against `entities`.

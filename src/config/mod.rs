@@ -30,8 +30,8 @@ pub use layer::{
     ReverseSpec, ReverseTable, Sources, StreamLayer, TRANSFORMS, reverse_rule, sweep_conflict,
 };
 pub use manifest::{
-    AuthKind, AuthSpec, BUILTIN as BUILTIN_MANIFESTS, BUILTIN_VARIABLES, Category, DEFAULT_MAX_PAGES_PER_RUN,
-    DEFAULT_MAX_RUN_SECS, DEFAULT_TOKEN_TTL_SECS, Manifest, Manifests, StreamSpec,
+    AuthKind, AuthSpec, BUILTIN as BUILTIN_MANIFESTS, BUILTIN_VARIABLES, Category, DEFAULT_CATEGORIES,
+    DEFAULT_MAX_PAGES_PER_RUN, DEFAULT_MAX_RUN_SECS, DEFAULT_TOKEN_TTL_SECS, Manifest, Manifests, StreamSpec,
 };
 pub use manifest_spec::{
     BodyFormat, CursorFormat, IncrementalSpec, Method, Pagination, ParamIn, QuotaScope, RateLimitSpec, RequestSpec,
@@ -110,6 +110,7 @@ impl Catalog {
         manifests.check(&entities, &mut diag);
         let presets = presets_src.map(|s| Presets::load(&s, &manifests, &entities, &mut diag)).unwrap_or_default();
         let settings = settings_src.map(|s| Settings::load(&s, &mut diag)).unwrap_or_default();
+        manifests.check_categories(&settings.categories(), &mut diag);
         let mut catalog = Self { entities, manifests, presets, settings, tenant_files: Vec::new() };
         if let ConfigDir::Dir(d) = dir {
             let tenants = d.join("tenants");

@@ -1,0 +1,133 @@
+//! Manifest-language features every connector may use: selecting values by a JSONPath
+//! condition, open provider categories, tenant overrides of rate limits and retries
+//! within the manifest's bounds, and error rules that match bodies sent with HTTP 200.
+
+use std::path::Path;
+
+use tributary::config::{Catalog, ConfigDir, Diagnostics};
+
+use crate::config_model::config_copy;
+
+fn load(config: &Path, connectors: Option<&Path>) -> Result<Catalog, Diagnostics> {
+    Catalog::load(&ConfigDir::Dir(config.to_owned()), connectors)
+}
+
+/// Asserts `err` has a diagnostic for `file` (by its end) at `key` whose message holds
+/// `needle`.
+fn has(err: &Diagnostics, file: &str, key: &str, needle: &str) {
+    let all: Vec<String> = err.iter().map(|d| d.to_string()).collect();
+    assert!(
+        err.iter().any(|d| d.file.ends_with(file) && d.path == key && d.message.contains(needle)),
+        "missing `{file}: {key}: …{needle}…` in:\n{}",
+        all.join("\n")
+    );
+}
+
+fn append(path: &Path, text: &str) {
+    let mut old = std::fs::read_to_string(path).unwrap();
+    old.push_str(text);
+    std::fs::write(path, old).unwrap();
+}
+
+/// A path the language cannot evaluate — a JSONPath query with a syntax error or an
+/// unknown function, or a condition written without the `$` — is refused when
+/// configuration loads, naming the file, the entity and the field; nothing maps to null
+/// silently at run time.
+#[test]
+fn source_paths_that_cannot_be_evaluated_are_refused_at_load() {
+    let dir = config_copy();
+    let tenant = dir.path().join("tenants").join("acme.toml");
+    append(
+        &tenant,
+        "\n[providers.google_drive.mappings.file]\nowner_email = \"$.permissions[?@.role == ].emailAddress\"\n\
+         department = { from = \"$.properties[?nosuch(@)]\" }\nname = \"permissions[?(@.role)].name\"\n\
+         web_url = \"$.permissions[?@.role == 'owner'].emailAddress\"\n",
+    );
+    let err = load(dir.path(), None).unwrap_err();
+    let key = |f: &str| format!("providers.google_drive.mappings.file.{f}");
+    has(&err, "acme.toml", &key("owner_email"), "not a JSONPath query this language can evaluate");
+    has(&err, "acme.toml", &key("department"), "bad source path `$.properties[?nosuch(@)]`");
+    has(&err, "acme.toml", &key("name"), "JSONPath query starting with `$`");
+    // The well-formed query is accepted: three errors, not four.
+    assert_eq!(err.len(), 3, "{err}");
+
+    // The same check for a manifest file, through `connectors check`.
+    let connectors = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(repo.join("connectors/google_drive.toml")).unwrap();
+    let good = "$.permissions[?@.role == 'owner'].emailAddress";
+    assert!(manifest.contains(good));
+    let file = connectors.path().join("google_drive.toml");
+    std::fs::write(&file, manifest.replace(good, "$.permissions[?@.role = 'owner'].emailAddress")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["connectors", "check"])
+        .arg(&file)
+        .env("TRIBUTARY_CONFIG", repo.join("config"))
+        .env_remove("TRIBUTARY_CONNECTORS")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains("google_drive.toml: mappings.file.owner_email: ")
+            && l.contains("not a JSONPath query this language can evaluate")),
+        "{text}"
+    );
+}
+
+/// A query selects; it cannot be the place a write-back writes to.
+#[test]
+fn a_query_is_never_a_write_back_target() {
+    let dir = config_copy();
+    let tenant = dir.path().join("tenants").join("acme.toml");
+    // Channels are not written back: a query is fine there.
+    append(&tenant, "\n[providers.slack.mappings.channel]\nname = \"$.names[?@.primary == true].text\"\n");
+    // Contacts are: a field mapped through a query needs a plain `reverse.to`.
+    append(
+        &tenant,
+        "\n[providers.hubspot.mappings.contact]\nemail = \"$.properties.email\"\n\
+         phone = { from = \"$.properties.phone\", reverse = { to = \"properties.phone\" } }\n",
+    );
+    let err = load(dir.path(), None).unwrap_err();
+    has(&err, "acme.toml", "providers.hubspot.mappings.contact.email", "cannot be written to");
+    assert_eq!(err.len(), 1, "{err}");
+}
+
+/// `category` is an open list: `categories` in tributary.toml (default lms, crm, work)
+/// says which a manifest may name; anything else is refused with file and key.
+#[test]
+fn categories_come_from_configuration() {
+    let dir = config_copy();
+    let connectors = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(repo.join("connectors/google_drive.toml")).unwrap();
+    std::fs::write(
+        connectors.path().join("google_drive.toml"),
+        manifest.replace("category = \"work\"", "category = \"storage\""),
+    )
+    .unwrap();
+    let err = load(dir.path(), Some(connectors.path())).unwrap_err();
+    has(&err, "google_drive.toml", "category", "unknown category `storage` (known: lms, crm, work;");
+    assert_eq!(err.len(), 1, "{err}");
+
+    let settings = dir.path().join("tributary.toml");
+    let text = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(&settings, format!("categories = [\"lms\", \"crm\", \"work\", \"storage\"]\n{text}")).unwrap();
+    let catalog = load(dir.path(), Some(connectors.path())).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(catalog.manifests.get("google_drive").unwrap().category.as_str(), "storage");
+
+    // The list itself is checked; the built-in manifests' categories must stay listed.
+    let text = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(&settings, text.replace("\"storage\"]", "\"storage\", \"Bad Name\", \"crm\"]")).unwrap();
+    let err = load(dir.path(), Some(connectors.path())).unwrap_err();
+    has(&err, "tributary.toml", "categories[4]", "not a category name");
+    has(&err, "tributary.toml", "categories[5]", "listed twice");
+    let text = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(
+        &settings,
+        text.replace("[\"lms\", \"crm\", \"work\", \"storage\", \"Bad Name\", \"crm\"]", "[\"storage\"]"),
+    )
+    .unwrap();
+    let err = load(dir.path(), Some(connectors.path())).unwrap_err();
+    has(&err, "connectors/hubspot.toml", "category", "unknown category `crm` (known: storage;");
+}
