@@ -219,6 +219,12 @@ pub struct StreamSpec {
     /// provider must read that entity normally.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deletions: bool,
+    /// State taken from the response (delta link, sync token) instead of `incremental`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<super::manifest_spec::StateSpec>,
+    /// Items that say their record was deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tombstone: Option<super::manifest_spec::TombstoneSpec>,
 }
 
 /// Pages one run of a stream reads at most when neither manifest nor tenant says.
@@ -321,7 +327,7 @@ pub struct Manifest {
 }
 
 /// Template variables every request may use without declaring them.
-pub const BUILTIN_VARIABLES: &[&str] = &["base_url", "subdomain", "access_token", "cursor"];
+pub const BUILTIN_VARIABLES: &[&str] = &["base_url", "subdomain", "access_token", "cursor", "state"];
 
 impl Manifest {
     /// Parses one manifest; every problem is reported against `source.name` with its key path.

@@ -4,7 +4,7 @@
 
 use super::diag::{Diagnostics, join};
 use super::manifest::{AuthKind, BUILTIN_VARIABLES, Manifest, template_variables};
-use super::manifest_spec::{Pagination, ParamIn, RequestSpec, ResumeMode, check_pointer};
+use super::manifest_spec::{Pagination, ParamIn, RequestSpec, ResumeMode, StateUse, check_pointer};
 use crate::model::EntityName;
 
 impl Manifest {
@@ -133,6 +133,86 @@ impl Manifest {
                     err(&join(&ip, "cursor_field"), "must not be empty".into());
                 }
             }
+            if let Some(st) = &s.state {
+                let stp = join(&sp, "state");
+                if s.incremental.is_some() {
+                    err(
+                        &stp,
+                        "a stream keeps either a state from the response or an `incremental` cursor, not both".into(),
+                    );
+                }
+                if s.deletions {
+                    err(
+                        &stp,
+                        "a deletion stream cannot keep a state (use `tombstone` on the stream that reads the entity)"
+                            .into(),
+                    );
+                }
+                for (key, p) in [("from", Some(&st.from)), ("record", st.record.as_ref())] {
+                    if let Some(p) = p
+                        && let Err(e) = check_pointer(p)
+                    {
+                        err(&join(&stp, key), e);
+                    }
+                }
+                let merged = s.request.overlay(&st.request);
+                check_request_fields(&st.request, &known_here, &join(&stp, "request"), &mut err);
+                match st.use_as {
+                    StateUse::Param if !uses_var(&merged, "state") => err(
+                        &join(&stp, "request"),
+                        "`use = \"param\"` but the state request never uses `{state}`".into(),
+                    ),
+                    StateUse::Url if st.request.path.is_some() => err(
+                        &join(&join(&stp, "request"), "path"),
+                        "with `use = \"url\"` the state is the URL requested; a path is never used".into(),
+                    ),
+                    _ => {}
+                }
+                if let Some(init) = &st.init {
+                    let ip = join(&stp, "init");
+                    if init.request.path.is_none() {
+                        err(&join(&join(&ip, "request"), "path"), "the init request needs a path".into());
+                    }
+                    check_request_fields(&init.request, &known_here, &join(&ip, "request"), &mut err);
+                    if let Some(p) = &init.from
+                        && let Err(e) = check_pointer(p)
+                    {
+                        err(&join(&ip, "from"), e);
+                    }
+                }
+                if let Some(x) = &st.expired {
+                    let xp = join(&stp, "expired");
+                    if x.status.is_empty() && x.body.is_empty() {
+                        err(&xp, "name at least one `status` or `body` field".into());
+                    }
+                    for p in x.body.keys() {
+                        if let Err(e) = check_pointer(p) {
+                            err(&join(&xp, "body"), e);
+                        }
+                    }
+                }
+            } else if uses_var(&s.request, "state") {
+                err(&join(&sp, "request"), "`{state}` is only known to a stream with a `state` section".into());
+            }
+            if let Some(t) = &s.tombstone {
+                let tp = join(&sp, "tombstone");
+                for (key, p) in [("when", Some(&t.when)), ("key", t.key.as_ref())] {
+                    if let Some(p) = p
+                        && let Err(e) = check_pointer(p)
+                    {
+                        err(&join(&tp, key), e);
+                    }
+                }
+                if t.when.is_empty() {
+                    err(&join(&tp, "when"), "must point into the item, not be the whole item".into());
+                }
+                if s.deletions {
+                    err(
+                        &tp,
+                        "a deletion stream's records are all deletions; `tombstone` is for streams of records".into(),
+                    );
+                }
+            }
             if s.resume == Some(ResumeMode::Cursor) && !s.incremental.as_ref().is_some_and(|i| i.sorted) {
                 err(
                     &join(&sp, "resume"),
@@ -191,13 +271,17 @@ impl Manifest {
 }
 
 fn uses_cursor(r: &RequestSpec) -> bool {
+    uses_var(r, "cursor")
+}
+
+fn uses_var(r: &RequestSpec, var: &str) -> bool {
     let mut texts: Vec<String> = r.query.values().cloned().collect();
     texts.extend(r.path.clone());
     texts.extend(r.headers.values().cloned());
     if let Some(b) = &r.body {
         texts.extend(json_strings(b).into_iter().map(str::to_owned));
     }
-    texts.iter().any(|t| template_variables(t).iter().any(|v| v == "cursor"))
+    texts.iter().any(|t| template_variables(t).iter().any(|v| v == var))
 }
 
 /// Every string inside a JSON value (templates live in strings only).

@@ -315,6 +315,10 @@ pub enum ResponseAction {
     AuthExpired,
     /// Permanent: the run fails with the provider's message.
     Fail,
+    /// The stream state sent with the request expired (Graph delta 410, Asana sync
+    /// 412): the state is discarded and the stream read in full. A stream without a
+    /// `state` section fails as with `fail`.
+    StateExpired,
 }
 
 /// A status code or class (`"5xx"`).
@@ -407,5 +411,113 @@ pub fn check_pointer(p: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("`{p}` is not a JSON pointer (start with `/`, or `\"\"` for the whole body)"))
+    }
+}
+
+/// A stream state taken from the response (`[streams.<s>.state]`): a delta link, sync
+/// token, start page token or export cursor that the API hands out, instead of a
+/// high-water mark read from record fields. It is stored with the page it came on (in
+/// the page's transaction) and the next run's pass starts from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSpec {
+    /// Pointer to the state in a response body (`/@odata.deltaLink`, `/sync`); pages
+    /// without it leave the state as it is.
+    pub from: String,
+    /// How a pass from a state sends it: `url` requests it as the next URL (a delta
+    /// link), `param` renders it as `{state}` in the state request's query, headers or body.
+    #[serde(rename = "use")]
+    pub use_as: StateUse,
+    /// The request of a pass from a state (fields set here replace the stream's, as in
+    /// `incremental.request`); with `use = "param"` it must use `{state}`.
+    #[serde(default)]
+    pub request: RequestSpec,
+    /// Pointer inside each item of a pass from a state to the record itself (a Drive
+    /// change's `/file`, an Asana event's `/resource`); default: the item is the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    /// A request made before a full pass when the API hands out the first state on its
+    /// own (Drive `GET /changes/startPageToken`): taken before the pass so nothing that
+    /// changes during it is missed, and stored when the pass completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<StateInit>,
+    /// Responses that mean the state expired, besides `[[responses]]` rules with
+    /// `action = "state_expired"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired: Option<StateExpiry>,
+}
+
+/// How a state is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateUse {
+    Url,
+    Param,
+}
+
+/// The request that fetches a first state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateInit {
+    /// The request (its own path; the stream's query and headers are not inherited).
+    pub request: RequestSpec,
+    /// Pointer to the state in its response (default: the state's `from`). Read from an
+    /// error response too when that response means the state expired (Asana answers a
+    /// request without a sync token with 412 and a fresh token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+/// Responses that mean the stream state expired.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateExpiry {
+    #[serde(default)]
+    pub status: Vec<StatusMatch>,
+    /// Pointer → value the body must hold; an array value means any of them.
+    #[serde(default)]
+    pub body: BTreeMap<String, Value>,
+}
+
+impl StateExpiry {
+    /// As a response rule.
+    pub fn rule(&self) -> ResponseRule {
+        ResponseRule {
+            status: self.status.clone(),
+            body: self.body.clone(),
+            body_contains: None,
+            action: ResponseAction::StateExpired,
+            message: None,
+        }
+    }
+}
+
+/// An item of a stream that says the record was deleted (Graph delta `@removed`, Drive
+/// change `removed: true`, Asana event `action: "deleted"`): the stored record is
+/// marked deleted, as a deletion stream's records are, in the page's transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TombstoneSpec {
+    /// Pointer to the field that marks a deletion.
+    pub when: String,
+    /// The value(s) it must hold (an array: any of them); absent: any value but `null`
+    /// and `false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equals: Option<Value>,
+    /// Pointer to the deleted record's key in the item (Drive `/fileId`); default: the
+    /// key through the entity's mapping, as for deletion streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl TombstoneSpec {
+    /// Whether `item` says its record was deleted.
+    pub fn matches(&self, item: &Value) -> bool {
+        let Some(v) = item.pointer(&self.when) else { return false };
+        match &self.equals {
+            None => !matches!(v, Value::Null | Value::Bool(false)),
+            Some(Value::Array(any)) => any.iter().any(|e| e == v),
+            Some(e) => e == v,
+        }
     }
 }

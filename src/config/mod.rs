@@ -35,7 +35,7 @@ pub use manifest::{
 };
 pub use manifest_spec::{
     BodyFormat, CursorFormat, IncrementalSpec, Method, Pagination, ParamIn, QuotaScope, RateLimitSpec, RequestSpec,
-    ResponseAction, ResponseRule, ResumeMode, StatusMatch,
+    ResponseAction, ResponseRule, ResumeMode, StateExpiry, StateInit, StateSpec, StateUse, StatusMatch, TombstoneSpec,
 };
 pub(crate) use paths::SourcePath;
 pub use presets::{Preset, Presets, revision_of};

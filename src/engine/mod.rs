@@ -15,8 +15,10 @@ use serde_json::Value;
 
 use self::cursor::CursorValue;
 use self::resume::{ParentPoint, PositionUpdate, SavedPosition};
+pub use self::walk::Tombstone;
 use self::walk::Walk;
-use crate::config::{IncrementalSpec, Manifest, ResumeMode, StreamSpec};
+use crate::config::RequestSpec;
+use crate::config::{CursorFormat, IncrementalSpec, Manifest, ResumeMode, StreamSpec};
 use crate::http::shape::{Projection, RawBody};
 use crate::http::template::{self, Vars};
 use crate::http::{HttpError, Session};
@@ -63,6 +65,8 @@ pub struct Page {
     /// The body as the provider sent it: its records whole, where `records` may hold
     /// only the parts the run reads ([`StreamReader::read_only`]).
     pub body: Option<RawBody>,
+    /// Items of the page that say their record was deleted (`tombstone`).
+    pub tombstones: Vec<Tombstone>,
 }
 
 /// Where an incremental stream stands: one cursor, or one per parent record.
@@ -157,19 +161,17 @@ impl StreamReader {
         let mode = spec.resume_mode();
         let ttl_secs = spec.position_ttl();
         let stored = if full_refresh { None } else { cursor };
-        let state = match (&incremental, parent_spec.is_some()) {
-            (Some(inc), true) => {
+        // A state from the response is kept as opaque text, like a raw cursor.
+        let format = incremental.as_ref().map(|i| i.cursor_format).or(spec.state.as_ref().map(|_| CursorFormat::Raw));
+        let state = match (format, parent_spec.is_some()) {
+            (Some(format), true) => {
                 let map: BTreeMap<String, String> =
                     stored.and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
                 CursorState::PerParent(
-                    map.into_iter()
-                        .filter_map(|(k, v)| Some((k, CursorValue::from_stored(&v, inc.cursor_format)?)))
-                        .collect(),
+                    map.into_iter().filter_map(|(k, v)| Some((k, CursorValue::from_stored(&v, format)?))).collect(),
                 )
             }
-            (Some(inc), false) => {
-                CursorState::Single(stored.and_then(|c| CursorValue::from_stored(c, inc.cursor_format)))
-            }
+            (Some(format), false) => CursorState::Single(stored.and_then(|c| CursorValue::from_stored(c, format))),
             (None, _) => CursorState::Single(None),
         };
         let full = state.is_empty();
@@ -204,6 +206,10 @@ impl StreamReader {
     /// the reader itself needs) instead of every record whole: the rest of each record
     /// is scanned but never built. Parent records of a child stream are read whole.
     pub fn read_only(&mut self, mut projection: Projection) {
+        // Tombstones and wrapped records are read from the whole item.
+        if self.spec.tombstone.is_some() || self.spec.state.as_ref().is_some_and(|s| s.record.is_some()) {
+            return;
+        }
         projection.keep_path(&self.spec.primary_key);
         if let Some(inc) = &self.incremental {
             projection.keep_path(&inc.cursor_field);
@@ -377,6 +383,7 @@ impl StreamReader {
                         position: PositionUpdate::Clear,
                         total: None,
                         body: None,
+                        tombstones: Vec::new(),
                     }));
                 }
                 return Ok(None);
@@ -384,10 +391,43 @@ impl StreamReader {
             let Some(walk) = self.walk.as_mut() else {
                 continue;
             };
-            let result =
-                walk.next(session, &mut vars, &base_url, &self.headers, &self.name, self.projection.as_ref()).await?;
+            let result = match walk
+                .next(session, &mut vars, &base_url, &self.headers, &self.name, self.projection.as_ref())
+                .await
+            {
+                Err(EngineError::Http(HttpError::StateExpired { status, message, body, .. })) if walk.from_state => {
+                    let parent = walk.parent_key.clone();
+                    let record = walk.parent_record();
+                    let fresh =
+                        self.spec.state.as_ref().and_then(|st| {
+                            body.as_ref()?.pointer(&st.from).and_then(|v| template::scalar_text(Some(v)))
+                        });
+                    self.walk = None;
+                    self.state_expired(status, &message, parent.as_deref());
+                    // The stream (or this parent) is read again in full; a fresh state
+                    // the error carried is stored when that read completes.
+                    let mut full = self.fresh_walk(session, &vars, &base_url, record, parent, fresh.is_none()).await?;
+                    if fresh.is_some() {
+                        full.pending_state = fresh;
+                    }
+                    self.walk = Some(full);
+                    continue;
+                }
+                other => other?,
+            };
             let body = walk.body.take();
+            let tombstones = std::mem::take(&mut walk.tombstones);
             let finished = walk.finished();
+            // A state a page carries moves with that page in a pass from a state (it
+            // covers what was read up to there); a full pass stores its latest (or the
+            // one fetched before it began) only once complete.
+            let mut new_state = None;
+            if let Some(found) = walk.found_state.take() {
+                if walk.from_state { new_state = Some(found) } else { walk.pending_state = Some(found) }
+            }
+            if finished && new_state.is_none() {
+                new_state = walk.pending_state.take();
+            }
             // Records of the incremental request come sorted by the cursor when the
             // manifest says so: the cursor may move with every page. A full read's order
             // is not the cursor's, so its cursor is committed only once it is complete
@@ -401,22 +441,91 @@ impl StreamReader {
                 self.walk = None;
             }
             let stream_done = finished && self.parents.as_ref().is_none_or(VecDeque::is_empty);
-            let checkpoint = if sorted || finished { self.advance(parent_key.clone(), walk_max) } else { None };
+            let checkpoint = match new_state {
+                Some(state) => self.set_state(parent_key.clone(), state),
+                None if sorted || finished => self.advance(parent_key.clone(), walk_max),
+                None => None,
+            };
             let walk = self.walk.take();
             let position = self.position_after(walk.as_ref(), parent_key, stream_done);
             self.walk = walk;
             match result {
                 Some(records) => {
                     self.pages += 1;
-                    return Ok(Some(Page { records, checkpoint, position, total, body }));
+                    return Ok(Some(Page { records, checkpoint, position, total, body, tombstones }));
                 }
-                // A walk that ends on an empty page still moves the cursor and position.
-                None if checkpoint.is_some() || position != PositionUpdate::Keep => {
-                    return Ok(Some(Page { records: Vec::new(), checkpoint, position, total, body: None }));
+                // A walk that ends on an empty page still moves the cursor and position;
+                // a page of deletions only is a page.
+                None if checkpoint.is_some() || position != PositionUpdate::Keep || !tombstones.is_empty() => {
+                    if !tombstones.is_empty() {
+                        self.pages += 1;
+                    }
+                    return Ok(Some(Page { records: Vec::new(), checkpoint, position, total, body: None, tombstones }));
                 }
                 None => {}
             }
         }
+    }
+
+    /// Replaces the state (of `parent_key`'s walk in a child stream) with one from the
+    /// response; returns the new checkpoint.
+    fn set_state(&mut self, parent_key: Option<String>, state: String) -> Option<String> {
+        let value = CursorValue::Text(state);
+        match (&mut self.state, parent_key) {
+            (CursorState::Single(cur), _) => *cur = Some(value),
+            (CursorState::PerParent(map), Some(key)) => {
+                map.insert(key, value);
+            }
+            (CursorState::PerParent(_), None) => return None,
+        }
+        self.checkpoint()
+    }
+
+    /// The stored state was refused as expired: it is forgotten and the stream (or this
+    /// parent's part of it) read in full, which the run row's note says.
+    fn state_expired(&mut self, status: u16, message: &str, parent_key: Option<&str>) {
+        let whose = parent_key.map(|k| format!(" of parent {k}")).unwrap_or_default();
+        let why = format!("the stored state{whose} expired (HTTP {status}: {message}); read in full");
+        tracing::info!(stream = %self.name, "{why}");
+        self.notes.push(why);
+        match (&mut self.state, parent_key) {
+            (CursorState::Single(cur), _) => {
+                *cur = None;
+                self.full = true;
+                self.pass = uuid::Uuid::now_v7().to_string();
+                self.started_at = pass_start();
+            }
+            (CursorState::PerParent(map), Some(key)) => {
+                map.remove(key);
+            }
+            (CursorState::PerParent(_), None) => {}
+        }
+    }
+
+    /// A walk of the whole stream (or of `parent`'s part), with the first state the
+    /// manifest's `state.init` request hands out when `init` and one is declared.
+    async fn fresh_walk(
+        &self,
+        session: &mut Session<'_>,
+        vars: &Vars<'static>,
+        base_url: &str,
+        parent: Option<Value>,
+        parent_key: Option<String>,
+        init: bool,
+    ) -> Result<Walk, EngineError> {
+        let mut walk = Walk::new(&self.spec, self.incremental.as_ref(), None, parent.clone(), parent_key.clone());
+        if let (true, Some(st)) = (init, &self.spec.state)
+            && let Some(init) = &st.init
+        {
+            let mut init_spec = self.spec.clone();
+            init_spec.request = RequestSpec { pagination: None, ..init.request.clone() };
+            init_spec.tombstone = None;
+            let mut fetch = Walk::new(&init_spec, None, None, parent, parent_key);
+            let pointer = init.from.as_deref().unwrap_or(&st.from);
+            walk.pending_state =
+                Some(fetch.fetch_value(session, vars, base_url, &self.headers, pointer, &self.name).await?);
+        }
+        Ok(walk)
     }
 
     /// Moves the cursor state to include `seen`; returns the new checkpoint when it moved.
@@ -469,7 +578,10 @@ impl StreamReader {
                 CursorState::Single(c) => c.clone(),
                 CursorState::PerParent(_) => None,
             };
-            self.walk = Some(Walk::new(&self.spec, self.incremental.as_ref(), start, None, None));
+            self.walk = Some(match start {
+                None => self.fresh_walk(session, vars, base_url, None, None, true).await?,
+                start => Walk::new(&self.spec, self.incremental.as_ref(), start, None, None),
+            });
             return Ok(true);
         };
         let parent_spec = parent_spec.clone();
@@ -519,7 +631,10 @@ impl StreamReader {
             CursorState::PerParent(m) => m.get(&key).cloned(),
             CursorState::Single(_) => None,
         };
-        self.walk = Some(Walk::new(&self.spec, self.incremental.as_ref(), start, Some(parent), Some(key)));
+        self.walk = Some(match start {
+            None => self.fresh_walk(session, vars, base_url, Some(parent), Some(key), true).await?,
+            start => Walk::new(&self.spec, self.incremental.as_ref(), start, Some(parent), Some(key)),
+        });
         Ok(true)
     }
 }

@@ -46,6 +46,9 @@ pub struct WalkPoint {
     pub records: u64,
     #[serde(default)]
     pub window_records: u64,
+    /// A state taken during this (full) walk, stored when it completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_state: Option<String>,
 }
 
 /// The next page of a walk, as the pagination kind names it.
@@ -121,6 +124,7 @@ mod tests {
                 pages: 3,
                 records: 6000,
                 window_records: 0,
+                pending_state: Some("token-1".into()),
             }),
             parent: Some(ParentPoint { key: "C1".into(), done: false }),
             full: true,

@@ -9,10 +9,13 @@ use serde_json::Value;
 use super::EngineError;
 use super::cursor::CursorValue;
 use super::resume::{PagePosition as Position, WalkPoint};
-use crate::config::{BodyFormat, IncrementalSpec, Pagination, ParamIn, RequestSpec, ResponseAction, StreamSpec};
+use crate::config::{
+    BodyFormat, IncrementalSpec, Pagination, ParamIn, RequestSpec, ResponseAction, ResponseRule, StateSpec, StateUse,
+    StreamSpec, TombstoneSpec,
+};
 use crate::http::shape::{BodyShape, Projection, RawBody};
 use crate::http::template::{Vars, lookup_path, scalar_text};
-use crate::http::{Body, Request, Session};
+use crate::http::{Body, HttpError, Request, Session};
 use crate::model::StreamName;
 
 pub(super) struct Walk {
@@ -44,6 +47,30 @@ pub(super) struct Walk {
     pub from_cursor: bool,
     /// The last page's body as the provider sent it (dead letters keep its records).
     pub body: Option<RawBody>,
+    /// The stream's state section, if it keeps a state from the response.
+    state: Option<StateSpec>,
+    /// Whether this walk sends a stored state (a pass from a state).
+    pub from_state: bool,
+    /// The state the last page carried, if any.
+    pub found_state: Option<String>,
+    /// A state to store when this (full) walk completes: the latest one a page carried,
+    /// or the one the init request fetched before the walk began.
+    pub pending_state: Option<String>,
+    /// Extra response rules (the state's `expired`); set on every request of a stream
+    /// that keeps a state.
+    rules: Option<Arc<[ResponseRule]>>,
+    tombstone: Option<TombstoneSpec>,
+    /// The deletions the last page carried.
+    pub tombstones: Vec<Tombstone>,
+}
+
+/// An item that says its record was deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tombstone {
+    /// The key, read through the tombstone's `key` pointer.
+    Key(String),
+    /// The item itself: its key comes through the entity's mapping.
+    Item(Value),
 }
 
 impl Walk {
@@ -56,10 +83,18 @@ impl Walk {
         parent_key: Option<String>,
     ) -> Self {
         let from_cursor = incremental.is_some() && start.is_some();
-        let request = match (incremental, &start) {
-            (Some(inc), Some(_)) => spec.request.overlay(&inc.request),
+        let from_state = spec.state.is_some() && start.is_some();
+        let request = match (incremental, &spec.state, &start) {
+            (Some(inc), _, Some(_)) => spec.request.overlay(&inc.request),
+            (None, Some(st), Some(_)) => spec.request.overlay(&st.request),
             _ => spec.request.clone(),
         };
+        let pos = match (&spec.state, &start) {
+            (Some(st), Some(s)) if st.use_as == StateUse::Url => Position::Url(s.stored()),
+            _ => Position::Start,
+        };
+        let rules =
+            spec.state.as_ref().map(|st| -> Arc<[ResponseRule]> { st.expired.iter().map(|x| x.rule()).collect() });
         let pagination = request.pagination.clone().unwrap_or(Pagination::None);
         Self {
             request,
@@ -72,7 +107,7 @@ impl Walk {
             parent_key,
             start,
             max_seen: None,
-            pos: Position::Start,
+            pos,
             seen_positions: HashSet::new(),
             last_fingerprint: None,
             pages: 0,
@@ -81,6 +116,13 @@ impl Walk {
             total: None,
             from_cursor,
             body: None,
+            state: spec.state.clone(),
+            from_state,
+            found_state: None,
+            pending_state: None,
+            rules,
+            tombstone: spec.tombstone.clone(),
+            tombstones: Vec::new(),
         }
     }
 
@@ -93,7 +135,9 @@ impl Walk {
         parent: Option<Value>,
         parent_key: Option<String>,
     ) -> Option<Self> {
-        let format = incremental.map(|i| i.cursor_format);
+        let format = incremental
+            .map(|i| i.cursor_format)
+            .or_else(|| spec.state.as_ref().map(|_| crate::config::CursorFormat::Raw));
         let from = |s: &Option<String>| match (s, format) {
             (Some(s), Some(f)) => CursorValue::from_stored(s, f),
             _ => None,
@@ -119,6 +163,7 @@ impl Walk {
         walk.pages = point.pages;
         walk.records_read = point.records;
         walk.window_records = point.window_records;
+        walk.pending_state.clone_from(&point.pending_state);
         Some(walk)
     }
 
@@ -131,7 +176,13 @@ impl Walk {
             pages: self.pages,
             records: self.records_read,
             window_records: self.window_records,
+            pending_state: self.pending_state.clone(),
         }
+    }
+
+    /// The parent record this walk reads for (child streams).
+    pub fn parent_record(&self) -> Option<Value> {
+        self.parent.clone()
     }
 
     pub fn finished(&self) -> bool {
@@ -209,7 +260,15 @@ impl Walk {
                 _ => Vec::new(),
             }),
         });
-        Ok(Request { method: self.request.method.unwrap_or_default(), url, query, headers: hdrs, body, shape: None })
+        Ok(Request {
+            method: self.request.method.unwrap_or_default(),
+            url,
+            query,
+            headers: hdrs,
+            body,
+            shape: None,
+            rules: self.rules.clone(),
+        })
     }
 
     /// Fetches the next page; `Ok(None)` when the walk ended without records.
@@ -234,6 +293,16 @@ impl Walk {
             let format = inc.param_format.unwrap_or(inc.cursor_format);
             vars.set("cursor", start.minus_secs(inc.lookback_secs).render(format));
         }
+        if let (true, Some(st), Some(start)) = (self.from_state, &self.state, &self.start)
+            && st.use_as == StateUse::Param
+        {
+            vars.set("state", start.stored());
+        }
+        // A stored state URL is sent with the connection's credentials: only to the
+        // connection's own host.
+        if let (true, 0, Position::Url(u)) = (self.from_state, self.pages, &self.pos) {
+            resolve_next(base_url, u, &stream_name)?;
+        }
         let parent = self.parent.clone();
         let parent_vars = Vars { values: vars.values.clone(), parent: parent.as_ref() };
         let mut request = self.build(&parent_vars, base_url, headers)?;
@@ -241,6 +310,14 @@ impl Walk {
         request.shape = projection.map(|p| Arc::new(BodyShape::new(records_at, p.clone())));
         let mut response = session.send(&request, &parent_vars).await?;
         self.pages += 1;
+        if let Some(st) = &self.state {
+            self.found_state = response
+                .json
+                .as_ref()
+                .and_then(|j| j.pointer(&st.from))
+                .and_then(|v| scalar_text(Some(v)))
+                .filter(|s| !s.is_empty());
+        }
         let total_ptr = match (&self.request.total, &self.pagination) {
             (Some(p), _) => Some(p),
             (None, Pagination::Offset { total, .. } | Pagination::PageNumber { total, .. }) => total.as_ref(),
@@ -282,7 +359,8 @@ impl Walk {
         let n = items.map_or(0, Vec::len);
         // Guard: a page identical to the previous one means the API ignores our paging.
         if let Some(items) = items.filter(|i| !i.is_empty()) {
-            let key = |r: &Value| scalar_text(lookup_path(r, &self.primary_key)).unwrap_or_default();
+            // Items without the key (changes that wrap their record) are told apart whole.
+            let key = |r: &Value| scalar_text(lookup_path(r, &self.primary_key)).unwrap_or_else(|| r.to_string());
             let fp = (key(&items[0]), key(&items[items.len() - 1]), items.len());
             if self.last_fingerprint.as_ref() == Some(&fp) {
                 return Err(EngineError::RepeatedPage { stream: stream_name, page: self.pages });
@@ -312,6 +390,9 @@ impl Walk {
             }
         }
         self.body = Some(RawBody::new(std::mem::take(&mut response.body), records_ptr));
+        if self.tombstone.is_some() || (self.from_state && self.state.as_ref().is_some_and(|s| s.record.is_some())) {
+            records = self.split_items(records, &stream_name)?;
+        }
         if !self.inject.is_empty() {
             for r in &mut records {
                 if let Value::Object(map) = r {
@@ -322,6 +403,83 @@ impl Walk {
             }
         }
         Ok(if records.is_empty() { None } else { Some(records) })
+    }
+
+    /// Takes the tombstones out of a page's items and, in a pass from a state whose items
+    /// wrap the record (`state.record`), unwraps the others. The body no longer lines up
+    /// with the records then: dead letters keep the item as read.
+    fn split_items(&mut self, items: Vec<Value>, stream: &str) -> Result<Vec<Value>, EngineError> {
+        self.body = None;
+        let unwrap = self.state.as_ref().and_then(|s| s.record.clone()).filter(|_| self.from_state);
+        let mut records = Vec::with_capacity(items.len());
+        for mut item in items {
+            if let Some(t) = &self.tombstone
+                && t.matches(&item)
+            {
+                let gone = match &t.key {
+                    Some(p) => match item.pointer(p).and_then(|v| scalar_text(Some(v))).filter(|k| !k.is_empty()) {
+                        Some(key) => Tombstone::Key(key),
+                        None => {
+                            return Err(EngineError::BadResponse {
+                                stream: stream.to_owned(),
+                                message: format!("a deletion item has no key at `{p}` (tombstone.key)"),
+                            });
+                        }
+                    },
+                    // The mapping reads the record the item wraps, where it wraps one.
+                    None => match unwrap.as_deref().and_then(|p| item.pointer_mut(p)) {
+                        Some(record @ Value::Object(_)) => Tombstone::Item(record.take()),
+                        _ => Tombstone::Item(item),
+                    },
+                };
+                self.tombstones.push(gone);
+                continue;
+            }
+            match &unwrap {
+                None => records.push(item),
+                Some(p) => match item.pointer_mut(p).map(Value::take) {
+                    Some(record @ Value::Object(_)) => records.push(record),
+                    // An item about something else than a record (a Drive change of a
+                    // shared drive) is not one of the stream's records.
+                    _ => tracing::debug!(stream, pointer = %p, "an item without a record skipped"),
+                },
+            }
+        }
+        Ok(records)
+    }
+
+    /// Requests this walk's first page once and returns the value at `pointer` in the
+    /// response, or in an error response that means the state expired (Asana answers
+    /// a request without a sync token with 412 and a fresh one).
+    pub async fn fetch_value(
+        &mut self,
+        session: &mut Session<'_>,
+        vars: &Vars<'static>,
+        base_url: &str,
+        headers: &std::collections::BTreeMap<String, String>,
+        pointer: &str,
+        stream: &StreamName,
+    ) -> Result<String, EngineError> {
+        let parent = self.parent.clone();
+        let parent_vars = Vars { values: vars.values.clone(), parent: parent.as_ref() };
+        let mut request = self.build(&parent_vars, base_url, headers)?;
+        request.rules = Some(request.rules.unwrap_or_else(|| Arc::from(Vec::new())));
+        let json = match session.send(&request, &parent_vars).await {
+            Ok(r) => r.json,
+            Err(HttpError::StateExpired { body, .. }) => body.map(|b| *b),
+            Err(e) => return Err(e.into()),
+        };
+        json.as_ref()
+            .and_then(|j| j.pointer(pointer))
+            .and_then(|v| scalar_text(Some(v)))
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| EngineError::BadResponse {
+                stream: stream.to_string(),
+                message: format!(
+                    "the state request `{}` answered without a state at `{pointer}` (state.init)",
+                    crate::http::display_path(&request.url)
+                ),
+            })
     }
 
     fn advance(

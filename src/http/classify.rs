@@ -50,7 +50,7 @@ pub fn classify(rules: &[ResponseRule], status: u16, body: &[u8], json: Option<&
     Verdict { action, message }
 }
 
-fn matches(rule: &ResponseRule, status: u16, body: &[u8], json: Option<&Value>) -> bool {
+pub(super) fn matches(rule: &ResponseRule, status: u16, body: &[u8], json: Option<&Value>) -> bool {
     if !rule.status.is_empty() && !rule.status.iter().any(|s| s.matches(status)) {
         return false;
     }

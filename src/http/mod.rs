@@ -48,6 +48,10 @@ pub enum HttpError {
     Exhausted { path: String, attempts: u32, last: String },
     #[error("{0}")]
     Invalid(String),
+    /// The response says the stream state sent with the request expired; `body` is the
+    /// response's JSON (it may carry a fresh state).
+    #[error("{method} {path}: the stream state expired (HTTP {status}: {message})")]
+    StateExpired { method: &'static str, path: String, status: u16, message: String, body: Option<Box<Value>> },
     /// A response body was larger than the limit; not retried.
     #[error(
         "{origin}{path}: the response is larger than the limit of {limit} bytes (raise `max_response_bytes` in \
@@ -65,7 +69,7 @@ impl HttpError {
             Self::TooLarge { .. } => ErrorClass::Data,
             Self::Token { .. } => ErrorClass::Transient,
             Self::Permanent { status: 401 | 403, .. } | Self::AuthRejected { .. } => ErrorClass::Auth,
-            Self::Permanent { .. } => ErrorClass::Client,
+            Self::Permanent { .. } | Self::StateExpired { .. } => ErrorClass::Client,
             Self::Exhausted { last, .. } if last.starts_with("still rate limited") => ErrorClass::RateLimited,
             Self::Exhausted { .. } => ErrorClass::Transient,
         }
@@ -74,7 +78,7 @@ impl HttpError {
     /// The HTTP status of the failing response, when there was one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Self::Permanent { status, .. } => Some(*status),
+            Self::Permanent { status, .. } | Self::StateExpired { status, .. } => Some(*status),
             Self::Exhausted { last, .. } => {
                 let digits = last.strip_prefix("HTTP ")?.get(..3)?;
                 digits.parse().ok()
@@ -87,6 +91,7 @@ impl HttpError {
     pub fn endpoint(&self) -> Option<&str> {
         match self {
             Self::Permanent { path, .. }
+            | Self::StateExpired { path, .. }
             | Self::AuthRejected { path, .. }
             | Self::Exhausted { path, .. }
             | Self::TooLarge { path, .. } => Some(path.as_str()),
@@ -254,6 +259,10 @@ pub struct Request {
     /// Where the records are in the response and which of their parts the reader
     /// uses; `None` parses the whole body.
     pub shape: Option<std::sync::Arc<shape::BodyShape>>,
+    /// Rules checked before the session's (a stream's own `state.expired`); set (if
+    /// empty) on the requests of a stream that keeps a state: only those may answer
+    /// `state_expired`, elsewhere it fails as `fail` does.
+    pub rules: Option<std::sync::Arc<[ResponseRule]>>,
 }
 
 #[derive(Debug, Clone)]
@@ -506,7 +515,12 @@ impl Session<'_> {
             self.stats.latency.record(sent.elapsed());
             let json: Option<Value> =
                 if bytes.is_empty() { None } else { shape::parse_body(&bytes, request.shape.as_deref()).ok() };
-            let Verdict { action, message } = classify(&self.rules, status, &bytes, json.as_ref());
+            let Verdict { action, message } = match request.rules.as_deref() {
+                Some(first) if first.iter().any(|r| classify::matches(r, status, &bytes, json.as_ref())) => {
+                    classify(first, status, &bytes, json.as_ref())
+                }
+                _ => classify(&self.rules, status, &bytes, json.as_ref()),
+            };
             let message = message.unwrap_or_else(|| format!("HTTP {status}"));
             if action != ResponseAction::RateLimited
                 && let Some(quota) = &self.quota
@@ -562,7 +576,17 @@ impl Session<'_> {
                     state.refreshed = true;
                     self.auth.invalidate();
                 }
-                ResponseAction::Fail => {
+                // Only a request that carries a stream state can have sent an expired one.
+                ResponseAction::StateExpired if request.rules.is_some() => {
+                    return Err(Failure::Fatal(HttpError::StateExpired {
+                        method: request.method.as_str(),
+                        path: path.to_owned(),
+                        status,
+                        message,
+                        body: json.map(Box::new),
+                    }));
+                }
+                ResponseAction::Fail | ResponseAction::StateExpired => {
                     return Err(Failure::Fatal(HttpError::Permanent {
                         method: request.method.as_str(),
                         path: path.to_owned(),

@@ -251,6 +251,21 @@ impl CompiledMapping {
         fields.chain(filters).map(|p| p.segments().collect()).collect()
     }
 
+    /// The key (external id) of a record the provider says was deleted: only the key
+    /// field is produced (a deletion item carries little else). Never panics.
+    pub fn key_of(&self, record: &Value) -> Result<String, String> {
+        if !record.is_object() {
+            let kind = type_name(View::of(record));
+            return Err(format!("the `{}` deletion item is {} {kind}, not an object", self.entity, article(kind)));
+        }
+        let key = &self.fields[self.key];
+        match key.produce(record)? {
+            Some(value) => text(View::of(&value))
+                .ok_or_else(|| format!("key field `{}` has no string form (expected a string or number)", key.label)),
+            None => Err(format!("key field `{}` is missing", key.label)),
+        }
+    }
+
     /// Maps one raw record (a JSON object). Never panics, whatever the record holds.
     pub fn apply(&self, record: &Value) -> MapResult {
         if !record.is_object() {

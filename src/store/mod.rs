@@ -266,6 +266,26 @@ impl Store {
         dispatch!(self.write_deletions(tenant, page, &records)).map(Some)
     }
 
+    /// [`Self::write_page_when`] for a page that also carries deletions: the stored
+    /// records of `tombstones` (keys) are marked deleted in the page's transaction, after
+    /// its records are written (`deleted_at` and a `deleted` change, as
+    /// [`Self::write_deletions_when`] does). A deletion counts as `updated`, a key not
+    /// stored or already deleted as `unchanged`.
+    pub async fn write_page_with_tombstones_when(
+        &self,
+        tenant: &TenantId,
+        page: &PageWrite<'_>,
+        tombstones: &[String],
+        ready: impl Future<Output = bool>,
+    ) -> Result<Option<PageOutcome>, StoreError> {
+        let records = records::prepare(page.records);
+        let keys: Vec<&str> = tombstones.iter().map(String::as_str).collect();
+        if !ready.await {
+            return Ok(None);
+        }
+        dispatch!(self.write_with_tombstones(tenant, page, &records, &keys)).map(Some)
+    }
+
     /// Up to `limit` of the tenant's records of `entity`, by provider then external id.
     pub async fn list_records(
         &self,

@@ -176,7 +176,22 @@ macro_rules! record_methods {
                 if let Some(outcome) = self.write_in_one_statement(tenant, page, records).await? {
                     return Ok(outcome);
                 }
-                self.write_in_transaction(tenant, page, records, false).await
+                self.write_in_transaction(tenant, page, records, false, &[]).await
+            }
+
+            /// [`Self::write_prepared`] for a page that also carries deletions (items
+            /// that say their record was deleted): their keys mark the stored records
+            /// deleted in the page's transaction, after its records are written. Each
+            /// deletion counts as `updated`, a key not stored or already deleted as
+            /// `unchanged`.
+            pub(super) async fn write_with_tombstones(
+                &self,
+                tenant: &TenantId,
+                page: &PageWrite<'_>,
+                records: &[Prepared<'_>],
+                tombstones: &[&str],
+            ) -> Result<PageOutcome, StoreError> {
+                self.write_in_transaction(tenant, page, records, false, tombstones).await
             }
 
             /// A page of a deletion stream: its records' keys mark the stored records
@@ -190,7 +205,7 @@ macro_rules! record_methods {
                 page: &PageWrite<'_>,
                 records: &[Prepared<'_>],
             ) -> Result<PageOutcome, StoreError> {
-                self.write_in_transaction(tenant, page, records, true).await
+                self.write_in_transaction(tenant, page, records, true, &[]).await
             }
 
             /// The page write in a transaction of several statements: `records` are
@@ -201,6 +216,7 @@ macro_rules! record_methods {
                 page: &PageWrite<'_>,
                 records: &[Prepared<'_>],
                 deletions: bool,
+                tombstones: &[&str],
             ) -> Result<PageOutcome, StoreError> {
                 let now = now();
                 let mut tx = self.pool.begin_with(Self::BEGIN_WRITE).await.map_err(db("starting a transaction"))?;
@@ -298,6 +314,22 @@ macro_rules! record_methods {
                     push_upsert!(qb, Self, tenant, page, chunk.iter().copied(), now);
                     // Kept prepared: a full page always has the same text.
                     written += qb.build().execute(&mut *tx).await.map_err(db("writing records"))?.rows_affected();
+                }
+                if !tombstones.is_empty() {
+                    let gone = sqlx::query(Self::MARK_DELETED)
+                        .bind(tenant.as_str())
+                        .bind(page.entity.as_str())
+                        .bind(page.provider.as_str())
+                        .bind(Self::id_list(tombstones))
+                        .bind(now)
+                        .bind(page.run.as_ref().map(|r| r.run_id))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("marking records deleted"))?
+                        .rows_affected();
+                    written += gone;
+                    outcome.updated += gone;
+                    outcome.unchanged += (tombstones.len() as u64).saturating_sub(gone);
                 }
                 // A sweeping stream's page marks every record it lists seen, the
                 // unchanged ones too (the sweep deletes those a full pass did not see).

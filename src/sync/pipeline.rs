@@ -12,8 +12,8 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::{RunFailure, StageTimes, SyncRequest, copy_http};
-use crate::engine::StreamReader;
 use crate::engine::resume::PositionUpdate;
+use crate::engine::{StreamReader, Tombstone};
 use crate::http::shape::{Projection, RawBody};
 use crate::http::template::{lookup_path, scalar_text};
 use crate::http::{CallStats, Session};
@@ -236,9 +236,27 @@ impl PageLoop<'_> {
                 }
             }
         }
+        // Items that say their record was deleted: the key is the item's (a declared
+        // pointer) or comes through the mapping, as a deletion stream's does.
+        let mut tombstones = Vec::with_capacity(page.tombstones.len());
+        for gone in &page.tombstones {
+            match gone {
+                Tombstone::Key(key) => tombstones.push(key.clone()),
+                Tombstone::Item(item) => match self.mapping.key_of(item) {
+                    Ok(key) => tombstones.push(key),
+                    Err(reason) => dead.push(DeadLetterInput {
+                        run_id: Some(self.run_id),
+                        stream: self.req.stream.to_string(),
+                        source_id: scalar_text(lookup_path(item, self.primary_key)),
+                        reason: format!("deletion item: {reason}"),
+                        record: serde_json::value::to_raw_value(item).unwrap_or_else(|_| RawValue::NULL.to_owned()),
+                    }),
+                },
+            }
+        }
         StageTimes::add(&self.stages.map_ns, started);
         let done = PageDone {
-            fetched: page.records.len(),
+            fetched: page.records.len() + page.tombstones.len(),
             filtered,
             dead_lettered: dead.len(),
             checkpoint: page.checkpoint.clone(),
@@ -268,6 +286,7 @@ impl PageLoop<'_> {
             dead_letters: dead,
             deletions: self.deletions,
             mark_seen: self.mark_seen,
+            tombstones,
         };
         (owned, done)
     }
@@ -347,6 +366,8 @@ struct OwnedPage {
     deletions: bool,
     /// The page's records are marked seen (a stream that sweeps).
     mark_seen: bool,
+    /// Keys of records the page says were deleted.
+    tombstones: Vec<String>,
 }
 
 /// Writes one page (records, or the deletions of a deletion stream, dead letters,
@@ -390,6 +411,8 @@ async fn write_page(
     };
     let outcome = if page.deletions {
         store.write_deletions_when(&tenant, &write, ready).await
+    } else if !page.tombstones.is_empty() {
+        store.write_page_with_tombstones_when(&tenant, &write, &page.tombstones, ready).await
     } else {
         store.write_page_when(&tenant, &write, ready).await
     };

@@ -107,6 +107,7 @@ fn to_request(
         headers,
         body,
         shape: None,
+        rules: None,
     })
 }
 

@@ -12,6 +12,7 @@ mod new_provider;
 mod onefile;
 mod salesforce;
 mod slack;
+mod state;
 
 use std::path::Path;
 
