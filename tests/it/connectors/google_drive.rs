@@ -1,6 +1,6 @@
 //! Google Drive: files through `files.list` (page tokens, partial responses by
 //! `fields`), the owner chosen among the permissions by a JSONPath condition, and
-//! incremental reads by `modifiedTime`.
+//! later passes through the changes feed (changed, added and removed files).
 
 use serde_json::{Value, json};
 use tributary_simulator::{Faults, Provider, SimConfig, SimHandle, start};
@@ -38,10 +38,11 @@ fn assert_file(row: &Value, expected: &Value) {
 }
 
 #[tokio::test]
-async fn files_sync_fully_then_incrementally_with_the_owner_chosen_by_role() {
+async fn files_sync_fully_then_through_the_changes_feed_with_removals() {
     let n = 2_345;
     let sim = start(SimConfig::new(Provider::GoogleDrive, n)).await.unwrap();
     let h = Harness::new("google_drive", &tenant(&sim), &sim).await;
+    let start_token = sim.change_token();
     let run = h.sync("files").await;
     ok(&run);
     assert_eq!((run.stats.fetched, run.stats.inserted, run.stats.pages), (n as i64, n as i64, 3));
@@ -59,26 +60,76 @@ async fn files_sync_fully_then_incrementally_with_the_owner_chosen_by_role() {
     }
     assert!(owner_elsewhere > 0, "no sampled file has its owner after another permission");
     let log = sim.request_log();
-    assert!(log.iter().all(|l| l.contains("fields=") && l.contains("pageSize=1000")), "{log:?}");
-    assert!(log.iter().skip(1).all(|l| l.contains("pageToken=")), "{log:?}");
-    let cursor = run.stats.cursor_after.clone().expect("a cursor after the full pass");
+    // The start page token first, then the listing with its fields, by page token.
+    assert!(log[0].starts_with("GET /drive/v3/changes/startPageToken"), "{log:?}");
+    let listing = &log[1..];
+    assert_eq!(listing.len(), 3, "{log:?}");
+    assert!(listing.iter().all(|l| l.contains("/files?") && l.contains("fields=") && l.contains("pageSize=1000")));
+    assert!(listing.iter().skip(1).all(|l| l.contains("pageToken=")), "{log:?}");
+    // The token taken before the listing is the stream's state.
+    assert_eq!(run.stats.cursor_after.as_deref(), Some(start_token.as_str()));
 
-    // Two files change (a new name and permissions), one is added.
+    // Two files change (a new name and permissions), one is added, two are deleted.
     for i in [5u64, 2_000] {
         assert!(sim.modify("files", i));
     }
     let added = sim.add("files", 1).unwrap().start;
+    let gone: Vec<String> = [7u64, 1_500]
+        .iter()
+        .map(|i| {
+            let id = text(&sim.expected_record("files", *i).unwrap()["id"]);
+            assert!(sim.delete("files", *i));
+            id
+        })
+        .collect();
+    let requests_before = sim.data_request_count();
     let inc = h.sync("files").await;
     ok(&inc);
-    assert_eq!(inc.cursor_before.as_deref(), Some(cursor.as_str()));
-    assert_eq!((inc.stats.fetched, inc.stats.inserted, inc.stats.updated), (3, 1, 2));
-    let q = sim.request_log().last().cloned().unwrap();
-    assert!(q.contains("q=modifiedTime"), "{q}");
+    assert_eq!(inc.cursor_before.as_deref(), Some(start_token.as_str()));
+    // Five changes: three files stored (one new), two tombstones (counted as updated).
+    assert_eq!((inc.stats.fetched, inc.stats.inserted, inc.stats.updated), (5, 1, 4), "{:?}", inc.stats);
+    assert_eq!(sim.data_request_count() - requests_before, 1, "one page of changes, no listing");
+    let last = sim.request_log().last().cloned().unwrap();
+    assert!(last.contains("/changes?") && last.contains(&format!("pageToken={start_token}")), "{last}");
+    assert_eq!(inc.stats.cursor_after, Some(sim.change_token()), "the new start page token is stored");
     let stored = h.records("file").await;
     for i in [5u64, 2_000, added] {
         let expected = sim.expected_record("files", i).unwrap();
-        assert_file(&stored[&text(&expected["id"])].data, &expected);
+        let row = &stored[&text(&expected["id"])];
+        assert!(row.deleted_at.is_none());
+        assert_file(&row.data, &expected);
     }
+    for id in &gone {
+        assert!(stored[id].deleted_at.is_some(), "{id} is marked deleted");
+    }
+    assert_eq!(stored.values().filter(|r| r.deleted_at.is_none()).count() as u64, n - 1);
+
+    // Nothing changed since: one request, no changes, the same token.
+    let before = sim.data_request_count();
+    let quiet = h.sync("files").await;
+    ok(&quiet);
+    assert_eq!((quiet.stats.fetched, sim.data_request_count() - before), (0, 1));
+    assert_eq!(quiet.stats.cursor_after, Some(sim.change_token()));
+}
+
+/// A start page token Drive no longer accepts (400 `invalid` at `pageToken`) is
+/// dropped: the run reads every file again with a fresh token and succeeds.
+#[tokio::test]
+async fn an_expired_start_page_token_reads_the_files_in_full() {
+    let n = 40;
+    let sim = start(SimConfig::new(Provider::GoogleDrive, n)).await.unwrap();
+    let h = Harness::new("google_drive", &tenant(&sim), &sim).await;
+    ok(&h.sync("files").await);
+    assert!(sim.modify("files", 3));
+    sim.expire_change_tokens();
+    let run = h.sync("files").await;
+    ok(&run);
+    assert_eq!((run.stats.fetched, run.stats.updated), (n as i64, 1), "{:?}", run.stats);
+    let note = run.stats.note.clone().unwrap_or_default();
+    assert!(note.contains("expired") && note.contains("400"), "{note}");
+    assert_eq!(run.stats.cursor_after, Some(sim.change_token()));
+    let expected = sim.expected_record("files", 3).unwrap();
+    assert_file(&h.records("file").await[&text(&expected["id"])].data, &expected);
 }
 
 #[tokio::test]
@@ -108,9 +159,9 @@ async fn rate_limit_403s_and_429s_are_waited_out() {
     let run = h.sync("files").await;
     ok(&run);
     assert_eq!((run.stats.fetched, run.stats.pages), (n as i64, 12));
-    // 12 pages, every other request throttled (requests 2, 4, …, 22, the three kinds in
-    // turn): 11 waits between the 12 pages, 23 requests.
-    assert_eq!((run.stats.rate_limit_waits, run.stats.retries), (11, 0), "{:?}", run.stats);
-    assert_eq!((sim.data_request_count(), run.stats.http_calls), (23, 23));
+    // The start page token (request 1), then 12 pages with every other request throttled
+    // (requests 2, 4, …, 24, the three kinds in turn): 12 waits, 25 requests.
+    assert_eq!((run.stats.rate_limit_waits, run.stats.retries), (12, 0), "{:?}", run.stats);
+    assert_eq!((sim.data_request_count(), run.stats.http_calls), (25, 25));
     assert_eq!(h.records("file").await.len() as u64, n);
 }
