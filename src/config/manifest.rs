@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::diag::Diagnostics;
 use super::layer::{MappingSpec, ProviderLayer, StreamLayer};
 use super::manifest_spec::{
-    BodyFormat, IncrementalSpec, Pagination, RateLimitSpec, RequestSpec, ResponseRule, ResumeMode,
+    BodyFormat, IncrementalSpec, Pagination, RateLimitSpec, RequestSpec, ResponseRule, ResumeMode, RetrySpec,
 };
 use super::source::{Source, toml_files, typed};
 use super::webhooks::WebhookSpec;
@@ -282,6 +282,8 @@ struct RawManifest {
     #[serde(default)]
     rate_limit: Option<RateLimitSpec>,
     #[serde(default)]
+    retry: Option<RetrySpec>,
+    #[serde(default)]
     responses: Vec<ResponseRule>,
     #[serde(default)]
     default_schedule: Option<String>,
@@ -310,6 +312,8 @@ pub struct Manifest {
     pub headers: BTreeMap<String, String>,
     pub auth: AuthSpec,
     pub rate_limit: Option<RateLimitSpec>,
+    /// Bounds of the retry-policy overrides presets and tenants may set.
+    pub retry: Option<RetrySpec>,
     /// Response classification rules, tried in order before the defaults.
     pub responses: Vec<ResponseRule>,
     pub default_schedule: Option<String>,
@@ -345,6 +349,7 @@ impl Manifest {
             headers: raw.headers,
             auth: raw.auth,
             rate_limit: raw.rate_limit,
+            retry: raw.retry,
             responses: raw.responses,
             default_schedule: raw.default_schedule,
             streams: raw.streams,

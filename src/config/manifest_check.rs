@@ -51,6 +51,19 @@ impl Manifest {
                     err(&join("rate_limit", key), "must be greater than zero".into());
                 }
             }
+            if let Some(max) = rate.max_requests
+                && max < rate.requests
+            {
+                err("rate_limit.max_requests", format!("{max} is below `requests` ({})", rate.requests));
+            }
+        }
+        if let Some(retry) = &self.retry {
+            if retry.max_attempts == Some(0) {
+                err("retry.max_attempts", "must be at least 1".into());
+            }
+            if retry.max_backoff_secs == Some(0) {
+                err("retry.max_backoff_secs", "must be at least 1".into());
+            }
         }
         for (key, t) in self.auth.templates() {
             if let Some(msg) = unclosed_placeholder(t) {

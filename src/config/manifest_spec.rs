@@ -391,6 +391,25 @@ pub struct RateLimitSpec {
     pub reset_header: Option<String>,
     #[serde(default = "retry_after")]
     pub retry_after_header: String,
+    /// The highest `requests` a preset or tenant may set (`[providers.<p>] rate_limit =
+    /// { requests = N }`, for plans with a larger quota); default `requests`: an
+    /// override may only lower the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u32>,
+}
+
+/// `[retry]`: the bounds within which a preset or tenant may change the retry policy
+/// (`[providers.<p>] retry = { attempts, max_backoff_secs }`); without a bound, that
+/// part cannot be overridden.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// The most attempts per request an override may set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// The longest backoff between attempts (seconds) an override may set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_backoff_secs: Option<u64>,
 }
 
 fn retry_after() -> String {

@@ -26,8 +26,9 @@ use std::path::{Path, PathBuf};
 pub use diag::{Diagnostic, Diagnostics};
 pub use entities::{Entities, Entity, FieldDef, FieldType};
 pub use layer::{
-    DEFAULT_SWEEP_MAX_SHARE, FilterAction, FilterOp, FilterSpec, MappingRule, MappingSpec, ProviderLayer, ReverseRule,
-    ReverseSpec, ReverseTable, Sources, StreamLayer, TRANSFORMS, reverse_rule, sweep_conflict,
+    DEFAULT_SWEEP_MAX_SHARE, FilterAction, FilterOp, FilterSpec, MappingRule, MappingSpec, ProviderLayer,
+    RateLimitOverride, RetryOverride, ReverseRule, ReverseSpec, ReverseTable, Sources, StreamLayer, TRANSFORMS,
+    reverse_rule, sweep_conflict,
 };
 pub use manifest::{
     AuthKind, AuthSpec, BUILTIN as BUILTIN_MANIFESTS, BUILTIN_VARIABLES, Category, DEFAULT_CATEGORIES,
@@ -35,7 +36,8 @@ pub use manifest::{
 };
 pub use manifest_spec::{
     BodyFormat, CursorFormat, IncrementalSpec, Method, Pagination, ParamIn, QuotaScope, RateLimitSpec, RequestSpec,
-    ResponseAction, ResponseRule, ResumeMode, StateExpiry, StateInit, StateSpec, StateUse, StatusMatch, TombstoneSpec,
+    ResponseAction, ResponseRule, ResumeMode, RetrySpec, StateExpiry, StateInit, StateSpec, StateUse, StatusMatch,
+    TombstoneSpec,
 };
 pub(crate) use paths::SourcePath;
 pub use presets::{Preset, Presets, revision_of};

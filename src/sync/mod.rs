@@ -390,7 +390,7 @@ impl<'a> Syncer<'a> {
         };
         let observer = HttpMetrics::new(&self.metrics, req.provider.as_str());
         let origin = format!("provider `{}` stream `{}`", req.provider, req.stream);
-        let mut session = self.session(&req.tenant, &req.provider, origin, manifest, &sink, &observer)?;
+        let mut session = self.session(&req.tenant, &req.provider, origin, manifest, config, &sink, &observer)?;
         let mut reader =
             StreamReader::new(manifest, &req.stream, &base_url, vars, job.cursor.as_deref(), req.full_refresh)
                 .map_err(|e| RunFailure::plain(e.to_string()))?;
@@ -528,6 +528,7 @@ impl<'a> Syncer<'a> {
         provider: &ProviderId,
         origin: String,
         manifest: &Manifest,
+        config: &crate::config::ProviderLayer,
         sink: &'s StoreSink<'s>,
         observer: &'s HttpMetrics,
     ) -> Result<Session<'s>, RunFailure> {
@@ -555,9 +556,18 @@ impl<'a> Syncer<'a> {
             retry: self.retry.clone(),
             stats: Default::default(),
             sink: Some(sink),
-            quota: self.limits.quota(provider.as_str(), tenant.as_str(), manifest.rate_limit.as_ref()),
+            quota: self.limits.quota(provider.as_str(), tenant.as_str(), config.rate_limit(manifest).as_ref()),
             observer: Some(observer),
         };
+        // A preset's or tenant's retry policy (checked against the manifest's bounds at load).
+        if let Some(r) = &config.retry {
+            if let Some(attempts) = r.attempts {
+                session.retry.max_attempts = attempts;
+            }
+            if let Some(secs) = r.max_backoff_secs {
+                session.retry.max_delay = Duration::from_secs(secs);
+            }
+        }
         session.retry.max_response_bytes = manifest.max_response_bytes.unwrap_or(self.retry.max_response_bytes);
         session.retry.origin = Some(origin);
         Ok(session)

@@ -22,6 +22,7 @@ fn limit(requests: u32, per_secs: u32, scope: QuotaScope) -> RateLimitSpec {
         remaining_header: None,
         reset_header: None,
         retry_after_header: "Retry-After".into(),
+        max_requests: None,
     }
 }
 

@@ -131,3 +131,42 @@ fn categories_come_from_configuration() {
     let err = load(dir.path(), Some(connectors.path())).unwrap_err();
     has(&err, "connectors/hubspot.toml", "category", "unknown category `crm` (known: storage;");
 }
+
+/// Preset and tenant overrides of the rate limit and the retry policy stay within the
+/// bounds the manifest sets; outside them (or where it sets none) they are refused at
+/// load with file and key.
+#[test]
+fn rate_limit_and_retry_overrides_outside_the_manifests_bounds_are_refused() {
+    let dir = config_copy();
+    let tenant = dir.path().join("tenants").join("acme.toml");
+    append(
+        &tenant,
+        "\n[providers.google_drive]\nrate_limit = { requests = 24001 }\nretry = { attempts = 11, max_backoff_secs = 0 }\n\
+         [providers.bud]\nretry = { attempts = 3 }\n[providers.salesforce]\nrate_limit = { requests = 10 }\n",
+    );
+    let presets = dir.path().join("presets.toml");
+    append(&presets, "\n[providers.slack]\nrate_limit = { requests = 51 }\n");
+    let err = load(dir.path(), None).unwrap_err();
+    has(&err, "acme.toml", "providers.google_drive.rate_limit.requests", "24001 is outside 1–24000 requests per 60 s");
+    has(&err, "acme.toml", "providers.google_drive.retry.attempts", "11 is outside 1–10");
+    has(&err, "acme.toml", "providers.google_drive.retry.max_backoff_secs", "0 is outside 1–64");
+    has(&err, "acme.toml", "providers.bud.retry.attempts", "sets no bound for it (`[retry] max_attempts`");
+    has(&err, "acme.toml", "providers.salesforce.rate_limit", "shared by every tenant");
+    // Without `max_requests`, an override may only lower the limit.
+    has(&err, "presets.toml", "providers.slack.rate_limit.requests", "51 is outside 1–50");
+    assert_eq!(err.len(), 6, "{err}");
+
+    // Within the bounds: accepted, and the effective configuration carries them.
+    let dir = config_copy();
+    let tenant = dir.path().join("tenants").join("acme.toml");
+    append(
+        &tenant,
+        "\n[providers.google_drive]\nrate_limit = { requests = 20000 }\nretry = { attempts = 3, max_backoff_secs = 30 }\n",
+    );
+    let catalog = load(dir.path(), None).unwrap_or_else(|d| panic!("{d}"));
+    let spec = &catalog.tenant_files[0].1;
+    let layer = &spec.overrides[&tributary::model::ProviderId::parse("google_drive").unwrap()];
+    let manifest = catalog.manifests.get("google_drive").unwrap();
+    assert_eq!(layer.rate_limit(manifest).map(|r| (r.requests, r.per_secs)), Some((20000, 60)));
+    assert_eq!(layer.retry.map(|r| (r.attempts, r.max_backoff_secs)), Some((Some(3), Some(30))));
+}

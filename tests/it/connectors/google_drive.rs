@@ -165,3 +165,43 @@ async fn rate_limit_403s_and_429s_are_waited_out() {
     assert_eq!((sim.data_request_count(), run.stats.http_calls), (25, 25));
     assert_eq!(h.records("file").await.len() as u64, n);
 }
+
+/// A tenant's retry policy (within the manifest's `[retry]` bounds) is the one its runs
+/// use: two attempts, not the default five.
+#[tokio::test]
+async fn a_tenants_retry_attempts_are_the_runs() {
+    let sim =
+        start(SimConfig::new(Provider::GoogleDrive, 5).faults(Faults::none().server_error_every(1))).await.unwrap();
+    let h = Harness::new("google_drive", &format!("{}retry = {{ attempts = 2 }}\n", tenant(&sim)), &sim).await;
+    let run = h.sync("files").await;
+    assert_eq!(run.outcome, tributary::model::RunOutcome::Failed);
+    let error = run.stats.error.clone().unwrap_or_default();
+    assert!(error.contains("gave up after 2 attempts") && error.contains("Backend Error"), "{error}");
+    assert_eq!((sim.data_request_count(), run.stats.retries), (2, 1));
+}
+
+/// A tenant's rate limit replaces the manifest's for its runs: at 300 a minute (a burst
+/// of five, then one request every 200 ms) a run of eight requests waits on its quota
+/// at least three times; at the manifest's 12,000 it does not.
+#[tokio::test]
+async fn a_tenants_rate_limit_paces_its_runs() {
+    let sim = start(SimConfig::new(Provider::GoogleDrive, 70).page_size_cap(10)).await.unwrap();
+    let world = crate::support::world::World::builder().rate_limits().on_sqlite().await;
+    let provider = tributary::model::ProviderId::parse("google_drive").unwrap();
+    let slow =
+        world.create_tenant("slow", "Slow", &format!("{}rate_limit = {{ requests = 300 }}\n", tenant(&sim))).await;
+    let fast = world.create_tenant("fast", "Fast", &tenant(&sim)).await;
+    for t in [&slow, &fast] {
+        world.credentials(t, &provider, None, &sim.credentials()).await;
+    }
+    let h = Harness { world, tenant: slow.clone(), provider };
+    let syncer = h.syncer();
+    let paced = h.sync_using(&syncer, &slow, "files").await;
+    ok(&paced);
+    let free = h.sync_using(&syncer, &fast, "files").await;
+    ok(&free);
+    // Eight requests each: the start page token and seven pages.
+    assert_eq!((paced.stats.http_calls, free.stats.http_calls), (8, 8));
+    assert!(paced.stats.rate_limit_waits >= 3, "{:?}", paced.stats);
+    assert_eq!(free.stats.rate_limit_waits, 0, "{:?}", free.stats);
+}
