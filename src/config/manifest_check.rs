@@ -4,7 +4,7 @@
 
 use super::diag::{Diagnostics, join};
 use super::manifest::{AuthKind, BUILTIN_VARIABLES, Manifest, template_variables};
-use super::manifest_spec::{Pagination, ParamIn, RequestSpec, ResumeMode, StateUse, check_pointer};
+use super::manifest_spec::{Pagination, ParamIn, RequestSpec, ResumeMode, StateUse, check_body_key, check_pointer};
 use crate::model::EntityName;
 
 impl Manifest {
@@ -100,7 +100,12 @@ impl Manifest {
         }
         for (i, rule) in self.responses.iter().enumerate() {
             let path = format!("responses[{i}]");
-            for p in rule.body.keys().chain(rule.message.iter()) {
+            for p in rule.body.keys() {
+                if let Err(e) = check_body_key(p) {
+                    err(&path, e);
+                }
+            }
+            for p in rule.message.iter() {
                 if let Err(e) = check_pointer(p) {
                     err(&path, e);
                 }
@@ -199,7 +204,7 @@ impl Manifest {
                         err(&xp, "name at least one `status` or `body` field".into());
                     }
                     for p in x.body.keys() {
-                        if let Err(e) = check_pointer(p) {
+                        if let Err(e) = check_body_key(p) {
                             err(&join(&xp, "body"), e);
                         }
                     }

@@ -364,7 +364,8 @@ pub struct ResponseRule {
     /// Statuses or classes this rule applies to (empty: any).
     #[serde(default)]
     pub status: Vec<StatusMatch>,
-    /// Pointer → value the body must hold; an array value means any of them.
+    /// Pointer (or JSONPath query, `$…`: any node it selects) → value the body must
+    /// hold; an array value means any of them.
     #[serde(default)]
     pub body: BTreeMap<String, Value>,
     /// The raw body must contain this text.
@@ -422,6 +423,16 @@ pub enum QuotaScope {
     #[default]
     Connection,
     Provider,
+}
+
+/// Checks a key of a rule's `body`: a JSON pointer, or a JSONPath query (`$…`, any
+/// node it selects may hold the value: `$.error.errors[*].reason`).
+pub fn check_body_key(p: &str) -> Result<(), String> {
+    if p.starts_with('$') {
+        serde_json_path::JsonPath::parse(p).map(drop).map_err(|e| format!("`{p}` is not a JSONPath query: {e}"))
+    } else {
+        check_pointer(p)
+    }
 }
 
 /// Checks a JSON pointer's syntax.

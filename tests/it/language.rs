@@ -170,3 +170,155 @@ fn rate_limit_and_retry_overrides_outside_the_manifests_bounds_are_refused() {
     assert_eq!(layer.rate_limit(manifest).map(|r| (r.requests, r.per_secs)), Some((20000, 60)));
     assert_eq!(layer.retry.map(|r| (r.attempts, r.max_backoff_secs)), Some((Some(3), Some(30))));
 }
+
+/// An API that sends errors with HTTP 200 (`{"ok": false, "error": …}`): a manifest-only
+/// provider states a rule per action on the body, and runs follow them — a retry, a
+/// rate-limit wait, an empty end of the stream, a failure with the provider's message and
+/// an expired credential.
+#[tokio::test]
+async fn errors_sent_with_http_200_take_the_action_their_body_rule_says() {
+    use serde_json::json;
+    use wiremock::matchers::{method, path, query_param, query_param_is_missing};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    const OKAPI: &str = r#"# OkAPI: every answer is HTTP 200; `ok = false` bodies carry the error.
+name = "okapi"
+title = "OkAPI"
+category = "work"
+base_url = "https://okapi.example"
+default_schedule = "hourly"
+
+[auth]
+kind = "bearer"
+credentials = ["token"]
+value = "Bearer {token}"
+
+[[responses]]
+status = [200]
+body = { "/ok" = false, "/error" = "busy" }
+action = "retry"
+message = "/error"
+
+[[responses]]
+status = [200]
+body = { "/ok" = false, "$.warnings[*].code" = "slow_down" }
+action = "rate_limited"
+message = "/error"
+
+[[responses]]
+status = [200]
+body = { "/ok" = false, "/error" = ["token_expired", "token_revoked"] }
+action = "auth_expired"
+message = "/error"
+
+[[responses]]
+status = [200]
+body = { "/ok" = true, "/nothing_more" = true }
+action = "empty"
+
+[[responses]]
+status = [200]
+body = { "/ok" = false }
+action = "fail"
+message = "/detail"
+
+[streams.companies]
+entity = "company"
+[streams.companies.request]
+path = "/companies"
+records = "/items"
+pagination = { kind = "cursor", cursor = "/next", param = "page" }
+
+[mappings.company]
+external_id = { from = "id", transform = ["string"] }
+name = "name"
+"#;
+    let server = MockServer::start().await;
+    let page = |n: u64| json!({ "ok": true, "items": [{ "id": n, "name": format!("Company {n}") }], "next": format!("p{}", n + 1) });
+    let mount = |m: Mock| m.mount(&server);
+    // Page 1: busy once (retried), then throttled once (waited), then the page.
+    mount(
+        Mock::given(method("GET"))
+            .and(path("/companies"))
+            .and(query_param_is_missing("page"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "ok": false, "error": "busy" })))
+            .up_to_n_times(1),
+    )
+    .await;
+    mount(
+        Mock::given(method("GET"))
+            .and(path("/companies"))
+            .and(query_param_is_missing("page"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                json!({ "ok": false, "error": "limited", "warnings": [{ "code": "deprecated" }, { "code": "slow_down" }] }),
+            ))
+            .up_to_n_times(1),
+    )
+    .await;
+    mount(
+        Mock::given(method("GET"))
+            .and(path("/companies"))
+            .and(query_param_is_missing("page"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(page(1))),
+    )
+    .await;
+    mount(
+        Mock::given(method("GET"))
+            .and(path("/companies"))
+            .and(query_param("page", "p2"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(page(2))),
+    )
+    .await;
+    // Page 3 says there is nothing more: the stream ends there.
+    mount(
+        Mock::given(method("GET"))
+            .and(path("/companies"))
+            .and(query_param("page", "p3"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "ok": true, "nothing_more": true }))),
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("okapi.toml"), OKAPI).unwrap();
+    let tenant = format!("preset = \"aptem\"\n[providers.okapi]\nenabled = true\nbase_url = \"{}\"\n", server.uri());
+    let h =
+        crate::connectors::Harness::with_connectors("okapi", &tenant, &json!({ "token": "t" }), Some(dir.path())).await;
+    let run = h.sync("companies").await;
+    crate::connectors::ok(&run);
+    let s = &run.stats;
+    assert_eq!((s.fetched, s.inserted, s.http_calls), (2, 2, 5), "{s:?}");
+    assert_eq!((s.retries, s.rate_limit_waits), (1, 1), "{s:?}");
+
+    // A refusal: the run fails with the provider's message, not retried.
+    server.reset().await;
+    mount(
+        Mock::given(method("GET")).and(path("/companies")).respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                json!({ "ok": false, "error": "forbidden", "detail": "the token cannot read companies" }),
+            ),
+        ),
+    )
+    .await;
+    let failed = h.sync_with("companies", true).await;
+    assert_eq!(failed.outcome, tributary::model::RunOutcome::Failed);
+    assert!(
+        failed.stats.error.as_deref().unwrap_or_default().contains("the token cannot read companies"),
+        "{:?}",
+        failed.stats
+    );
+    assert_eq!((failed.stats.http_calls, failed.stats.error_class.as_deref()), (1, Some("client")));
+
+    // An expired credential: a static token cannot be refreshed, so the run stops as an
+    // authentication failure.
+    server.reset().await;
+    mount(
+        Mock::given(method("GET"))
+            .and(path("/companies"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "ok": false, "error": "token_revoked" }))),
+    )
+    .await;
+    let expired = h.sync_with("companies", true).await;
+    assert_eq!(expired.outcome, tributary::model::RunOutcome::Failed);
+    assert_eq!(expired.stats.error_class.as_deref(), Some("auth"), "{:?}", expired.stats);
+    assert!(expired.stats.error.as_deref().unwrap_or_default().contains("token_revoked"), "{:?}", expired.stats);
+}
