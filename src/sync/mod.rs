@@ -390,7 +390,7 @@ impl<'a> Syncer<'a> {
         };
         let observer = HttpMetrics::new(&self.metrics, req.provider.as_str());
         let origin = format!("provider `{}` stream `{}`", req.provider, req.stream);
-        let mut session = self.session(&req.tenant, &req.provider, origin, manifest, config, &sink, &observer)?;
+        let mut session = self.session(origin, manifest, config, &sink, &observer)?;
         let mut reader =
             StreamReader::new(manifest, &req.stream, &base_url, vars, job.cursor.as_deref(), req.full_refresh)
                 .map_err(|e| RunFailure::plain(e.to_string()))?;
@@ -521,17 +521,18 @@ impl<'a> Syncer<'a> {
     }
 
     /// The HTTP session of one run (or write): the connection's token state, its
-    /// rate-limit quota and the manifest's response rules; `origin` names it in errors.
+    /// rate-limit quota and the manifest's response rules, with the tenant's rate-limit
+    /// and retry overrides (`config`); `origin` names it in errors. The sink says whose
+    /// connection it is.
     fn session<'s>(
         &self,
-        tenant: &TenantId,
-        provider: &ProviderId,
         origin: String,
         manifest: &Manifest,
         config: &crate::config::ProviderLayer,
         sink: &'s StoreSink<'s>,
         observer: &'s HttpMetrics,
     ) -> Result<Session<'s>, RunFailure> {
+        let (tenant, provider) = (sink.tenant, sink.provider);
         // One token per connection: a user's never serves the company's, nor another's.
         let conn = self.auth.connection(&format!(
             "{}/{}/{}/{}",
