@@ -205,3 +205,37 @@ async fn a_tenants_rate_limit_paces_its_runs() {
     assert!(paced.stats.rate_limit_waits >= 3, "{:?}", paced.stats);
     assert_eq!(free.stats.rate_limit_waits, 0, "{:?}", free.stats);
 }
+
+/// The manifest's rules on Google's envelope: a usage-limit reason anywhere among the
+/// errors is a rate limit (403 or 429); a 403 for any other reason fails with Google's
+/// message; 401 refreshes the token.
+#[test]
+fn the_manifests_rules_tell_throttles_from_refusals() {
+    use tributary::config::{Catalog, ConfigDir, ResponseAction};
+    use tributary::http::classify::classify;
+    let catalog = Catalog::load(&ConfigDir::Builtin, None).unwrap();
+    let rules = &catalog.manifests.get("google_drive").unwrap().responses;
+    let envelope = |code: u16, reasons: &[&str], message: &str| {
+        let errors: Vec<Value> =
+            reasons.iter().map(|r| json!({ "domain": "usageLimits", "reason": r, "message": message })).collect();
+        json!({ "error": { "code": code, "message": message, "errors": errors } })
+    };
+    let verdict = |status: u16, body: &Value| classify(rules, status, body.to_string().as_bytes(), Some(body));
+    for (status, reasons) in [
+        (403, vec!["userRateLimitExceeded"]),
+        (403, vec!["rateLimitExceeded"]),
+        (403, vec!["dailyLimitExceededUnreg", "userRateLimitExceeded"]),
+        (429, vec!["rateLimitExceeded"]),
+        (429, vec![]),
+    ] {
+        let v = verdict(status, &envelope(status, &reasons, "Rate Limit Exceeded"));
+        assert_eq!(v.action, ResponseAction::RateLimited, "{status} {reasons:?}");
+        assert_eq!(v.message.as_deref(), Some("Rate Limit Exceeded"));
+    }
+    let denied =
+        envelope(403, &["insufficientFilePermissions"], "The user does not have sufficient permissions for this file.");
+    let v = verdict(403, &denied);
+    assert_eq!(v.action, ResponseAction::Fail);
+    assert_eq!(v.message.as_deref(), Some("The user does not have sufficient permissions for this file."));
+    assert_eq!(verdict(401, &envelope(401, &["authError"], "Invalid Credentials")).action, ResponseAction::AuthExpired);
+}
