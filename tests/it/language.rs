@@ -57,17 +57,23 @@ fn source_paths_that_cannot_be_evaluated_are_refused_at_load() {
     let manifest = std::fs::read_to_string(repo.join("connectors/google_drive.toml")).unwrap();
     let good = "$.permissions[?@.role == 'owner'].emailAddress";
     assert!(manifest.contains(good));
+    let check = |file: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .args(["connectors", "check"])
+            .arg(file)
+            .env("TRIBUTARY_CONFIG", repo.join("config"))
+            .env_remove("TRIBUTARY_CONNECTORS")
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    let (success, text) = check(&repo.join("connectors/google_drive.toml"));
+    assert!(success && text.contains("valid manifest for `google_drive` (1 streams)"), "{text}");
     let file = connectors.path().join("google_drive.toml");
     std::fs::write(&file, manifest.replace(good, "$.permissions[?@.role = 'owner'].emailAddress")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(["connectors", "check"])
-        .arg(&file)
-        .env("TRIBUTARY_CONFIG", repo.join("config"))
-        .env_remove("TRIBUTARY_CONNECTORS")
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!out.status.success(), "{text}");
+    let (success, text) = check(&file);
+    assert!(!success, "{text}");
     assert!(
         text.lines().any(|l| l.contains("google_drive.toml: mappings.file.owner_email: ")
             && l.contains("not a JSONPath query this language can evaluate")),
