@@ -152,16 +152,17 @@ impl<'a> Tenants<'a> {
             StoreError::Conflict { .. } => TenantError::Exists(spec.id.clone()),
             e => e.into(),
         })?;
-        if !spec.roles.is_empty() {
-            self.put_roles(spec).await?;
+        let roles = preset.roles_with(&spec.roles);
+        if !roles.is_empty() {
+            self.put_roles(&spec.id, &roles).await?;
         }
         Ok(preset.revision.clone())
     }
 
-    /// Stores the spec's role grants, replacing the tenant's.
-    async fn put_roles(&self, spec: &TenantSpec) -> Result<(), TenantError> {
-        let audit = self.audit("roles.set", &spec.id, None, json!({ "roles": spec.roles }));
-        self.store.put_role_grants(&spec.id, &spec.roles, &audit).await?;
+    /// Stores a tenant's role grants (its preset's with its own over them), replacing them.
+    async fn put_roles(&self, id: &TenantId, roles: &BTreeMap<RoleName, Vec<String>>) -> Result<(), TenantError> {
+        let audit = self.audit("roles.set", id, None, json!({ "roles": roles }));
+        self.store.put_role_grants(id, roles, &audit).await?;
         Ok(())
     }
 
@@ -179,6 +180,7 @@ impl<'a> Tenants<'a> {
             let preset = self.preset(spec.preset.as_str())?;
             (preset.revision.clone(), preset.resolved.clone())
         };
+        let roles = self.preset(spec.preset.as_str())?.roles_with(&spec.roles);
         let (state, effective) = self.state(spec, &revision, &snapshot)?;
         let mut changes = view.effective.diff(&effective);
         for (field, before, after) in [
@@ -192,7 +194,7 @@ impl<'a> Tenants<'a> {
                     .insert(0, Change { path: field.into(), before: Some(json!(before)), after: Some(json!(after)) });
             }
         }
-        let role_changes = role_changes(&view.roles, &spec.roles);
+        let role_changes = role_changes(&view.roles, &roles);
         changes.extend(role_changes.iter().cloned());
         let stored_overrides: Vec<(ProviderId, Value)> = view
             .overrides
@@ -206,7 +208,7 @@ impl<'a> Tenants<'a> {
         let audit = self.audit("tenant.apply", &spec.id, None, json!({ "changes": changes }));
         self.store.update_tenant(&state, &audit).await?;
         if !role_changes.is_empty() {
-            self.put_roles(spec).await?;
+            self.put_roles(&spec.id, &roles).await?;
         }
         Ok(ApplyOutcome::Updated { changes })
     }
@@ -268,6 +270,11 @@ impl<'a> Tenants<'a> {
             serde_json::to_value(&result).unwrap_or(Value::Null),
         );
         self.store.update_tenant(&state, &audit).await?;
+        // Grants the new preset adds for roles the tenant has none for.
+        let roles = preset.roles_with(&view.roles);
+        if roles != view.roles {
+            self.put_roles(&row.id, &roles).await?;
+        }
         Ok(result)
     }
 

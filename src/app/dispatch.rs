@@ -12,7 +12,7 @@ use super::worker::{RunContext, run_job};
 use super::{Daemon, FIXED_JITTER, Progress, RunDone, Running};
 use crate::model::{ClaimedJob, ConnectionStatus, JobRow, Owner, RunOutcome, RunStats};
 use crate::scheduler::{after_partial_run, after_run, plan_full_pass};
-use crate::store::{ClaimRequest, Exclusions, StoreError};
+use crate::store::{ClaimRequest, Exclusions, FleetCaps, StoreError};
 use crate::telemetry::{LeaseLost, Metrics};
 
 impl Daemon {
@@ -65,7 +65,10 @@ impl Daemon {
                 limit: free as u32,
                 exclude: Exclusions { tenants: &tenants, providers: &providers },
             };
-            let claimed = match self.store.claim_due_jobs(&req).await {
+            // The caps hold across every daemon sharing the store (the claim counts their
+            // leases); `at_capacity` above only saves the claim a look at full tenants.
+            let caps = FleetCaps { per_tenant: self.settings.per_tenant, per_provider: self.settings.per_provider };
+            let claimed = match self.store.claim_due_jobs_capped(&req, caps).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!("claiming jobs failed: {e}");

@@ -1,5 +1,5 @@
 //! Housekeeping, on a fixed tick: noticing the store's outages and returns, closing
-//! runs left `running` by dead processes, the job and quality gauges, rate-limit key
+//! runs left `running` by dead processes, queued reconciliations, the job and quality gauges, rate-limit key
 //! sweeps, and stall checks.
 
 use std::time::{Duration, Instant};
@@ -27,6 +27,8 @@ impl Daemon {
             self.close_expired_runs().await;
             self.refresh_gauges().await;
             self.follow_key_rotation().await;
+            self.reconcile_queued().await;
+            self.heartbeat().await;
         }
         self.limits.sweep();
         self.metrics.rate_limit_keys.set(i64::try_from(self.limits.keys()).unwrap_or(i64::MAX));
@@ -48,6 +50,50 @@ impl Daemon {
             self.wake_at = None;
         }
         !down
+    }
+
+    /// This daemon's row in `replicas`: what it is, how busy, and that it is alive.
+    pub(super) fn replica_row(&self) -> crate::store::ReplicaRow {
+        crate::store::ReplicaRow {
+            id: self.owner.clone(),
+            host: crate::scheduler::lease::host_name(),
+            pid: i64::from(std::process::id()),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            workers: i64::try_from(self.settings.workers).unwrap_or(i64::MAX),
+            busy: i64::try_from(self.running.len()).unwrap_or(i64::MAX),
+            state: if self.draining.is_some() { "draining" } else { "running" }.to_owned(),
+            started_at: self.started_at,
+            heartbeat_at: Utc::now(),
+        }
+    }
+
+    /// Writes this daemon's heartbeat; rows of replicas silent for a day go.
+    pub(super) async fn heartbeat(&self) {
+        if let Err(e) = self.store.heartbeat_replica(&self.replica_row(), chrono::Duration::days(1)).await {
+            tracing::debug!("replica heartbeat not written: {e}");
+        }
+    }
+
+    /// Reconciles the tenants a change queued (`reconcile_queue`) that no one reconciled
+    /// yet: a command that died after its change, another replica's change. New or
+    /// re-enabled jobs are claimed on the next turn of the loop.
+    pub(super) async fn reconcile_queued(&mut self) {
+        match super::reconcile_queued(&self.catalog, &self.store, super::FIXED_JITTER, 1000).await {
+            Ok(done) => {
+                for d in done {
+                    match d.result {
+                        Ok(jobs) => {
+                            tracing::info!(tenant = %d.tenant, reason = %d.reason, ?jobs, "jobs follow a queued change");
+                            self.wake = true;
+                        }
+                        Err(e) => {
+                            tracing::warn!(tenant = %d.tenant, reason = %d.reason, "queued change not reconciled: {e}")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("reconciliation queue not read: {e}"),
+        }
     }
 
     /// Seals with the key of a rotation registered in the store (`tributary keys

@@ -45,6 +45,9 @@ pub async fn reconcile(
             }
         }
     }
+    // What was queued before this pass is covered by it (a tenant queued again while it
+    // runs stays queued: its generation moved).
+    let queued = store.queued_reconciles(i64::MAX).await?;
     let now = Utc::now();
     let mut statuses = std::collections::BTreeMap::<ConnectionStatus, i64>::new();
     // One tenant at a time: a row carries its preset snapshot, so all of them at once
@@ -75,6 +78,11 @@ pub async fn reconcile(
             Err(e) => out.errors.push(format!("tenant `{}`: {e}", row.id)),
         }
     }
+    for q in &queued {
+        if !out.errors.iter().any(|e| e.starts_with(&format!("tenant `{}`", q.tenant_id))) {
+            store.finish_reconcile(q).await?;
+        }
+    }
     for status in ConnectionStatus::ALL {
         let n = statuses.get(&status).copied().unwrap_or(0);
         metrics.connections.get_or_create(&StatusLabels { status: status.as_str().into() }).set(n);
@@ -98,9 +106,26 @@ pub async fn reconcile(
 }
 
 /// Reconciles one tenant's jobs with its effective configuration, its connections and
-/// its role grants, as [`reconcile`] does for every tenant: after `tenant apply`, or
-/// when a user connection or a membership changed.
+/// its role grants, as [`reconcile`] does for every tenant, and takes the tenant off the
+/// reconciliation queue (unless it was queued again meanwhile): what every command that
+/// changed a tenant runs right after its change.
 pub async fn reconcile_tenant(
+    catalog: &Catalog,
+    store: &Store,
+    tenant: &TenantId,
+    fixed_jitter: std::time::Duration,
+) -> Result<ReconcileCounts, TenantError> {
+    let queued = store.queued_reconcile(tenant).await?;
+    let result = reconcile_one(catalog, store, tenant, fixed_jitter).await;
+    if let Some(q) = queued
+        && matches!(result, Ok(_) | Err(TenantError::NotFound(_)))
+    {
+        store.finish_reconcile(&q).await?;
+    }
+    result
+}
+
+async fn reconcile_one(
     catalog: &Catalog,
     store: &Store,
     tenant: &TenantId,
@@ -109,6 +134,40 @@ pub async fn reconcile_tenant(
     let view = Tenants::new(catalog, store, "reconcile").require(tenant).await?;
     let connections = store.list_connections(tenant).await?;
     Ok(reconcile_view(store, &view, &connections, Utc::now(), fixed_jitter).await?)
+}
+
+/// What [`reconcile_queued`] did for one queued tenant.
+#[derive(Debug)]
+pub struct QueueReconciled {
+    pub tenant: TenantId,
+    /// The change that queued it.
+    pub reason: String,
+    /// The jobs' changes, or why the tenant could not be reconciled (it stays queued).
+    pub result: Result<ReconcileCounts, TenantError>,
+}
+
+/// The one path by which changes reach the jobs: every store write that changes what
+/// jobs a tenant should have queues the tenant in its own transaction
+/// (`reconcile_queue`); this reconciles the queued tenants (at most `limit`) and removes
+/// each from the queue unless it was queued again meanwhile. The CLI runs it right after
+/// its change; every daemon runs it on its housekeeping tick, so a change whose process
+/// died before reconciling still reaches the jobs. A tenant deleted meanwhile leaves the
+/// queue; one that fails stays queued (its error is returned and logged by the caller).
+pub async fn reconcile_queued(
+    catalog: &Catalog,
+    store: &Store,
+    fixed_jitter: std::time::Duration,
+    limit: i64,
+) -> Result<Vec<QueueReconciled>, StoreError> {
+    let mut out = Vec::new();
+    for queued in store.queued_reconciles(limit).await? {
+        let result = reconcile_one(catalog, store, &queued.tenant_id, fixed_jitter).await;
+        if matches!(result, Ok(_) | Err(TenantError::NotFound(_))) {
+            store.finish_reconcile(&queued).await?;
+        }
+        out.push(QueueReconciled { tenant: queued.tenant_id, reason: queued.reason, result });
+    }
+    Ok(out)
 }
 
 async fn reconcile_view(

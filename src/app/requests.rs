@@ -44,6 +44,10 @@ impl Daemon {
                 self.wake = true;
             }
             ControlMessage::Wake => self.wake = true,
+            ControlMessage::ReconcileQueued => {
+                self.reconcile_queued().await;
+                self.wake = true;
+            }
             ControlMessage::ExitNow => {}
         }
     }
@@ -140,6 +144,26 @@ impl Daemon {
         {
             out["jobs"] = json!(c);
         }
+        // Every daemon sharing the store; a heartbeat older than three ticks is stale.
+        if only.is_none()
+            && self.health.outage().is_none()
+            && let Ok(replicas) = self.store.list_replicas().await
+        {
+            let stale_before = Utc::now() - super::housekeeping::HOUSEKEEPING * 3;
+            out["replicas"] = Value::Array(
+                replicas
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "id": r.id, "host": r.host, "pid": r.pid, "version": r.version,
+                            "state": if r.heartbeat_at < stale_before { "stale" } else { r.state.as_str() },
+                            "workers": r.workers, "busy": r.busy, "started_at": r.started_at,
+                            "heartbeat_at": r.heartbeat_at, "this": r.id == self.owner,
+                        })
+                    })
+                    .collect(),
+            );
+        }
         out
     }
 
@@ -212,6 +236,10 @@ impl Daemon {
             self.store.trigger_jobs(&filter, TriggerKind::Manual, Utc::now()).await.map_err(|e| e.to_string())?;
         if jobs.is_empty() {
             return Err("no enabled, unpaused, connected job matches".into());
+        }
+        // Other replicas (PostgreSQL) claim at once what this one has no room for.
+        if let Err(e) = self.store.notify_wake().await {
+            tracing::warn!("{e}");
         }
         self.dispatch().await;
         let deadline = std::time::Instant::now() + Duration::from_millis(1500);

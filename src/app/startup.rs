@@ -199,11 +199,15 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     on_ready(&Endpoints { socket: opts.socket.clone(), http, webhooks });
 
+    daemon.heartbeat().await;
     let result = daemon.main_loop(rx).await;
 
     tracing::info!("stopping: releasing leases and closing servers");
     if let Err(e) = daemon.store.release_all(&daemon.owner).await {
         tracing::warn!("releasing leases failed: {e}");
+    }
+    if let Err(e) = daemon.store.remove_replica(&daemon.owner).await {
+        tracing::warn!("removing this replica's row failed: {e}");
     }
     daemon.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;

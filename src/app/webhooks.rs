@@ -124,7 +124,8 @@ async fn mark_deleted(store: &Store, row: &InboxRow, spec: &WebhookSpec) -> Resu
     Ok(())
 }
 
-/// On PostgreSQL: wakes the main loop whenever another replica triggered jobs.
+/// On PostgreSQL: wakes the main loop whenever another replica triggered jobs, and has it
+/// take the reconciliation queue when a change (any process's) queued a tenant.
 pub(super) async fn wake_listener(store: Store, main: mpsc::Sender<ControlMessage>, shutdown: CancellationToken) {
     let mut listener = loop {
         match store.wake_listener().await {
@@ -142,7 +143,14 @@ pub(super) async fn wake_listener(store: Store, main: mpsc::Sender<ControlMessag
     loop {
         tokio::select! {
             n = listener.recv() => match n {
-                Ok(_) => { let _ = main.send(ControlMessage::Wake).await; }
+                Ok(n) => {
+                    let message = if n.payload() == crate::store::RECONCILE_PAYLOAD {
+                        ControlMessage::ReconcileQueued
+                    } else {
+                        ControlMessage::Wake
+                    };
+                    let _ = main.send(message).await;
+                }
                 Err(e) => {
                     tracing::warn!("listening for other replicas: {e}");
                     tokio::select! {

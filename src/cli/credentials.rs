@@ -101,9 +101,11 @@ pub async fn run(g: &Global, cmd: CredentialsCmd) -> anyhow::Result<ExitCode> {
                 details: json!({ "fields": fields, "key_id": key.id(), "user": user }),
             };
             let conn = store.set_credentials(&tenant, &provider, owner, &sealed, &audit).await?;
+            // A connection that had no credentials has its jobs from now on.
+            let jobs = crate::app::reconcile_tenant(&catalog, &store, &tenant, crate::app::FIXED_JITTER).await?;
             if g.json {
                 output::json(
-                    &json!({ "tenant": tenant, "provider": provider, "user": user, "version": conn.credentials_version, "status": conn.status, "fields": fields }),
+                    &json!({ "tenant": tenant, "provider": provider, "user": user, "version": conn.credentials_version, "status": conn.status, "fields": fields, "jobs": jobs }),
                 )?;
             } else {
                 let of = user.as_ref().map(|u| format!(" of user {u}")).unwrap_or_default();

@@ -79,10 +79,12 @@ pub async fn run(g: &Global, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
                 roles: BTreeMap::new(),
             };
             let revision = tenants.create(&spec).await?;
+            let jobs = reconcile_tenant(&catalog, &store, &id, FIXED_JITTER).await?;
             if g.json {
-                output::json(&json!({ "created": id, "preset": preset, "revision": revision }))?;
+                output::json(&json!({ "created": id, "preset": preset, "revision": revision, "jobs": jobs }))?;
             } else {
                 outln!("created tenant {id} on preset {preset} at revision {revision}");
+                print_jobs(&jobs);
             }
             Ok(())
         }
@@ -103,15 +105,7 @@ pub async fn run(g: &Global, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
                         print_changes(&changes);
                     }
                 }
-                if jobs.created + jobs.reenabled + jobs.disabled + jobs.updated > 0 {
-                    outln!(
-                        "jobs: {} created, {} re-enabled, {} disabled, {} rescheduled",
-                        jobs.created,
-                        jobs.reenabled,
-                        jobs.disabled,
-                        jobs.updated
-                    );
-                }
+                print_jobs(&jobs);
             }
             Ok(())
         }
@@ -143,16 +137,33 @@ pub async fn run(g: &Global, cmd: TenantCmd) -> anyhow::Result<ExitCode> {
         }
         TenantCmd::Show { id, explain } => show(g, &tenants, &store, &TenantId::parse(&id)?, explain).await,
         TenantCmd::Rebase { id } => {
-            let r = tenants.rebase(&TenantId::parse(&id)?).await?;
-            print_rebased(g, &id, &r)
+            let tenant = TenantId::parse(&id)?;
+            let r = tenants.rebase(&tenant).await?;
+            let jobs = reconcile_tenant(&catalog, &store, &tenant, FIXED_JITTER).await?;
+            print_rebased(g, &id, &r, &jobs)
         }
         TenantCmd::SetPreset { id, preset } => {
-            let r = tenants.set_preset(&TenantId::parse(&id)?, &preset).await?;
-            print_rebased(g, &id, &r)
+            let tenant = TenantId::parse(&id)?;
+            let r = tenants.set_preset(&tenant, &preset).await?;
+            let jobs = reconcile_tenant(&catalog, &store, &tenant, FIXED_JITTER).await?;
+            print_rebased(g, &id, &r, &jobs)
         }
     };
     store.close().await;
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// The jobs' changes after a command, when there were any.
+fn print_jobs(jobs: &crate::model::ReconcileCounts) {
+    if jobs.created + jobs.reenabled + jobs.disabled + jobs.updated > 0 {
+        outln!(
+            "jobs: {} created, {} re-enabled, {} disabled, {} rescheduled",
+            jobs.created,
+            jobs.reenabled,
+            jobs.disabled,
+            jobs.updated
+        );
+    }
 }
 
 async fn show(
@@ -316,9 +327,9 @@ fn print_changes(changes: &[Change]) {
     }
 }
 
-fn print_rebased(g: &Global, id: &str, r: &Rebased) -> anyhow::Result<()> {
+fn print_rebased(g: &Global, id: &str, r: &Rebased, jobs: &crate::model::ReconcileCounts) -> anyhow::Result<()> {
     if g.json {
-        return output::json(&json!({ "tenant": id, "result": r }));
+        return output::json(&json!({ "tenant": id, "result": r, "jobs": jobs }));
     }
     if r.from_preset == r.to_preset {
         outln!("tenant {id}: preset {} {} → {}", r.to_preset, r.from_revision, r.to_revision);
@@ -332,5 +343,6 @@ fn print_rebased(g: &Global, id: &str, r: &Rebased) -> anyhow::Result<()> {
         outln!("  connection {p} enabled");
     }
     print_changes(&r.changes);
+    print_jobs(jobs);
     Ok(())
 }

@@ -27,6 +27,8 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("slack.toml", include_str!("../../connectors/slack.toml")),
     ("jira.toml", include_str!("../../connectors/jira.toml")),
     ("google_drive.toml", include_str!("../../connectors/google_drive.toml")),
+    ("microsoft.toml", include_str!("../../connectors/microsoft.toml")),
+    ("asana.toml", include_str!("../../connectors/asana.toml")),
 ];
 
 /// What kind of system a provider is (`lms`, `crm`, `work`…): one of the `categories`

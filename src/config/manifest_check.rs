@@ -118,8 +118,12 @@ impl Manifest {
                 match self.streams.get(parent) {
                     None => err(&join(&sp, "parent"), format!("unknown parent stream `{parent}`")),
                     Some(_) if parent == name => err(&join(&sp, "parent"), "a stream cannot be its own parent".into()),
-                    Some(p) if p.parent.is_some() => {
-                        err(&join(&sp, "parent"), "a parent stream cannot itself be a child".into())
+                    // A parent may itself be a child (Graph channels of teams, parents of
+                    // their messages), one level deep.
+                    Some(p)
+                        if p.parent.as_ref().and_then(|g| self.streams.get(g)).is_some_and(|g| g.parent.is_some()) =>
+                    {
+                        err(&join(&sp, "parent"), "a parent's parent stream cannot itself be a child".into())
                     }
                     Some(_) => {}
                 }
@@ -139,6 +143,9 @@ impl Manifest {
                 // what it inherits was checked above. Only problems of the combination
                 // (paging into a body it no longer has) are reported here in addition.
                 check_request_fields(&inc.request, &known_here, &join(&ip, "request"), &mut err);
+                if !inc.request.first_page_only.is_empty() || !inc.request.later_pages_only.is_empty() {
+                    check_page_only(&merged, &join(&ip, "request"), &mut err);
+                }
                 if let Some(msg) = body_paging_error(&merged)
                     && body_paging_error(&s.request).is_none()
                 {
@@ -175,6 +182,9 @@ impl Manifest {
                 }
                 let merged = s.request.overlay(&st.request);
                 check_request_fields(&st.request, &known_here, &join(&stp, "request"), &mut err);
+                if !st.request.first_page_only.is_empty() || !st.request.later_pages_only.is_empty() {
+                    check_page_only(&merged, &join(&stp, "request"), &mut err);
+                }
                 match st.use_as {
                     StateUse::Param if !uses_var(&merged, "state") => err(
                         &join(&stp, "request"),
@@ -333,8 +343,25 @@ fn check_template_vars(t: &str, known: &dyn Fn(&str) -> bool, path: &str, err: &
 
 fn check_request(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &str, err: &mut impl FnMut(&str, String)) {
     check_request_fields(r, known, path, err);
+    check_page_only(r, path, err);
     if let Some(msg) = body_paging_error(r) {
         err(&join(path, "pagination"), msg);
+    }
+}
+
+/// `first_page_only` / `later_pages_only` name parameters the request has (in `r`, the
+/// request as sent: a section's overlay on the stream's), each in one list at most.
+fn check_page_only(r: &RequestSpec, path: &str, err: &mut impl FnMut(&str, String)) {
+    let in_body = |name: &str| r.body.as_ref().and_then(|b| b.get(name)).is_some();
+    for (key, names) in [("first_page_only", &r.first_page_only), ("later_pages_only", &r.later_pages_only)] {
+        for name in names {
+            if !r.query.contains_key(name) && !in_body(name) {
+                err(&join(path, key), format!("`{name}` is not a query parameter or body field of the request"));
+            }
+        }
+    }
+    for name in r.first_page_only.iter().filter(|n| r.later_pages_only.contains(n)) {
+        err(&join(path, "later_pages_only"), format!("`{name}` is also in `first_page_only`"));
     }
 }
 
@@ -380,20 +407,27 @@ fn check_request_fields(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &st
     }
     let pp = join(path, "pagination");
     let pointers: Vec<(&str, &String)> = match &r.pagination {
-        Some(Pagination::Cursor { cursor, is_last, .. }) => {
+        Some(Pagination::Cursor { cursor, is_last, has_more, .. }) => {
             let mut v = vec![("cursor", cursor)];
             v.extend(is_last.iter().map(|p| ("is_last", p)));
+            v.extend(has_more.iter().map(|p| ("has_more", p)));
             v
         }
-        Some(Pagination::NextUrl { next, done, .. }) => {
+        Some(Pagination::NextUrl { next, done, has_more, .. }) => {
             let mut v = vec![("next", next)];
             v.extend(done.iter().map(|p| ("done", p)));
+            v.extend(has_more.iter().map(|p| ("has_more", p)));
             v
         }
-        Some(Pagination::Offset { total, is_last, .. }) => {
-            total.iter().map(|p| ("total", p)).chain(is_last.iter().map(|p| ("is_last", p))).collect()
+        Some(Pagination::Offset { total, is_last, has_more, .. }) => total
+            .iter()
+            .map(|p| ("total", p))
+            .chain(is_last.iter().map(|p| ("is_last", p)))
+            .chain(has_more.iter().map(|p| ("has_more", p)))
+            .collect(),
+        Some(Pagination::PageNumber { total, has_more, .. }) => {
+            total.iter().map(|p| ("total", p)).chain(has_more.iter().map(|p| ("has_more", p))).collect()
         }
-        Some(Pagination::PageNumber { total, .. }) => total.iter().map(|p| ("total", p)).collect(),
         _ => Vec::new(),
     };
     for (k, p) in pointers {

@@ -76,6 +76,14 @@ pub struct RequestSpec {
     /// as progress. Default: the pagination's `total`, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<String>,
+    /// Names of `query` parameters (or top-level `body` fields) sent only with the first
+    /// request of a walk (a start time the API refuses alongside a page cursor).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first_page_only: Vec<String>,
+    /// Names of `query` parameters (or top-level `body` fields) sent only with the
+    /// requests after the first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub later_pages_only: Vec<String>,
 }
 
 impl RequestSpec {
@@ -111,6 +119,12 @@ impl RequestSpec {
         if over.total.is_some() {
             out.total.clone_from(&over.total);
         }
+        if !over.first_page_only.is_empty() {
+            out.first_page_only.clone_from(&over.first_page_only);
+        }
+        if !over.later_pages_only.is_empty() {
+            out.later_pages_only.clone_from(&over.later_pages_only);
+        }
         out
     }
 }
@@ -144,6 +158,9 @@ pub enum Pagination {
         /// Pointer to a boolean that is true on the last page (Jira `isLast`).
         #[serde(default)]
         is_last: Option<String>,
+        /// Pointer to a boolean that is false on the last page (`has_more`).
+        #[serde(default)]
+        has_more: Option<String>,
         #[serde(default)]
         max_pages: Option<u64>,
     },
@@ -153,6 +170,9 @@ pub enum Pagination {
         /// Pointer to a boolean that is true when done (Salesforce `done`).
         #[serde(default)]
         done: Option<String>,
+        /// Pointer to a boolean that is false on the last page (`has_more`).
+        #[serde(default)]
+        has_more: Option<String>,
         #[serde(default)]
         max_pages: Option<u64>,
     },
@@ -173,6 +193,9 @@ pub enum Pagination {
         total: Option<String>,
         #[serde(default)]
         is_last: Option<String>,
+        /// Pointer to a boolean that is false on the last page (`has_more`).
+        #[serde(default)]
+        has_more: Option<String>,
         #[serde(default)]
         max_pages: Option<u64>,
     },
@@ -193,6 +216,9 @@ pub enum Pagination {
         location: ParamIn,
         #[serde(default)]
         total: Option<String>,
+        /// Pointer to a boolean that is false on the last page (`has_more`).
+        #[serde(default)]
+        has_more: Option<String>,
         #[serde(default)]
         max_pages: Option<u64>,
     },
@@ -549,5 +575,47 @@ impl TombstoneSpec {
             Some(Value::Array(any)) => any.iter().any(|e| e == v),
             Some(e) => e == v,
         }
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn tombstones_match_on_presence_a_value_or_any_of_several() {
+        let present = TombstoneSpec { when: "/@removed".into(), equals: None, key: None };
+        assert!(present.matches(&json!({ "id": "1", "@removed": { "reason": "deleted" } })));
+        assert!(!present.matches(&json!({ "id": "1" })));
+        assert!(!present.matches(&json!({ "id": "1", "@removed": null })));
+        assert!(!present.matches(&json!({ "id": "1", "@removed": false })));
+        let equals = TombstoneSpec { when: "/action".into(), equals: Some(json!("deleted")), key: None };
+        assert!(equals.matches(&json!({ "action": "deleted" })));
+        assert!(!equals.matches(&json!({ "action": "changed" })));
+        let any = TombstoneSpec { when: "/action".into(), equals: Some(json!(["deleted", "removed"])), key: None };
+        assert!(any.matches(&json!({ "action": "removed" })));
+        assert!(!any.matches(&json!({ "action": "added" })));
+    }
+
+    #[test]
+    fn a_state_section_parses_and_its_expiry_is_a_rule() {
+        let spec: StateSpec = toml::from_str(
+            r#"
+            from = "/sync"
+            use = "param"
+            request = { query = { sync = "{state}" } }
+            init = { request = { path = "/events" } }
+            expired = { status = [412], body = { "/errors/0/code" = "expired" } }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(spec.use_as, StateUse::Param);
+        let rule = spec.expired.as_ref().unwrap().rule();
+        assert_eq!(rule.action, ResponseAction::StateExpired);
+        assert_eq!(rule.status, [StatusMatch::Code(412)]);
+        assert!(toml::from_str::<StateSpec>("from = \"/sync\"\nuse = \"header\"").is_err());
+        assert!(toml::from_str::<StateSpec>("from = \"/sync\"\nuse = \"url\"\nfrom_header = \"x\"").is_err());
     }
 }

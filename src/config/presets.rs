@@ -11,8 +11,9 @@ use super::diag::{Diagnostics, join};
 use super::entities::Entities;
 use super::layer::{ProviderLayer, check_complete, check_names};
 use super::manifest::Manifests;
+use super::roles::parse_roles;
 use super::source::{Source, take_table, typed, unknown_keys};
-use crate::model::{PresetName, ProviderId};
+use crate::model::{PresetName, ProviderId, RoleName};
 
 /// Unknown keys are reported by `unknown_keys` so the rest of the preset is still checked.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,6 +26,8 @@ struct RawPreset {
     providers: Vec<String>,
     #[serde(default)]
     overrides: toml::Table,
+    #[serde(default)]
+    roles: toml::Table,
 }
 
 /// A preset with its resolved per-provider defaults.
@@ -38,6 +41,20 @@ pub struct Preset {
     /// Connector defaults ⊕ platform provider defaults ⊕ this preset's adjustments.
     pub resolved: BTreeMap<ProviderId, ProviderLayer>,
     pub revision: String,
+    /// `[presets.<name>.roles.<role>] streams = [...]`: role grants every tenant of the
+    /// preset starts with; a tenant's own `[roles.<role>]` replaces the preset's for that
+    /// role (`streams = []` takes a grant away).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub roles: BTreeMap<RoleName, Vec<String>>,
+}
+
+impl Preset {
+    /// The preset's role grants with `own` (a tenant's) replacing them role by role.
+    pub fn roles_with(&self, own: &BTreeMap<RoleName, Vec<String>>) -> BTreeMap<RoleName, Vec<String>> {
+        let mut out = self.roles.clone();
+        out.extend(own.iter().map(|(r, s)| (r.clone(), s.clone())));
+        out
+    }
 }
 
 /// Content hash of resolved defaults: `r` + 12 hex digits.
@@ -99,7 +116,7 @@ impl Presets {
         for (name, value) in presets {
             let path = join("presets", &name);
             let id = PresetName::parse(&name).map_err(|e| diag.push(file, &path, e.to_string()));
-            let known = ["title", "description", "recommended", "providers", "overrides"];
+            let known = ["title", "description", "recommended", "providers", "overrides", "roles"];
             unknown_keys(&value, &known, diag, file, &path);
             let Some(raw) = typed::<RawPreset>(value, diag, file, &path) else {
                 continue;
@@ -159,6 +176,16 @@ impl Presets {
                 check_complete(&layer, manifest, entities, diag, file, &join(&path, member.as_str()));
                 resolved.insert(member.clone(), layer);
             }
+            let roles = parse_roles(raw.roles, manifests, diag, file, &path);
+            for (role, streams) in &roles {
+                for (i, text) in streams.iter().enumerate() {
+                    let provider = text.split('.').next().unwrap_or_default();
+                    if text != "*" && !members.iter().any(|m| m.as_str() == provider) {
+                        let at = format!("{}[{i}]", join(&join(&join(&path, "roles"), role.as_str()), "streams"));
+                        diag.push(file, &at, format!("provider `{provider}` is not in this preset's `providers`"));
+                    }
+                }
+            }
             let revision = revision_of(&resolved);
             out.insert(
                 id.clone(),
@@ -170,6 +197,7 @@ impl Presets {
                     providers: members,
                     resolved,
                     revision,
+                    roles,
                 },
             );
         }

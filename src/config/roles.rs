@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::Catalog;
 use super::diag::{Diagnostics, join};
+use super::manifest::Manifests;
 use super::source::{typed, unknown_keys};
 use crate::model::{ProviderId, RoleName, StreamName, TenantId};
 
@@ -132,14 +132,15 @@ impl RoleGrants {
     }
 }
 
-/// Validates a tenant file's `roles` table (role → `{ streams = [patterns] }`), reporting
-/// every problem under `roles.<role>…`. Returns the valid roles with their patterns in
-/// canonical text.
+/// Validates a `roles` table (role → `{ streams = [patterns] }`) of a tenant file (`at` =
+/// `""`) or a preset (`at` = `presets.<name>`), reporting every problem under
+/// `<at>.roles.<role>…`. Returns the valid roles with their patterns in canonical text.
 pub(super) fn parse_roles(
     roles: toml::Table,
-    catalog: &Catalog,
+    manifests: &Manifests,
     diag: &mut Diagnostics,
     file: &str,
+    at: &str,
 ) -> BTreeMap<RoleName, Vec<String>> {
     #[derive(serde::Deserialize)]
     struct RawRole {
@@ -147,7 +148,7 @@ pub(super) fn parse_roles(
     }
     let mut out = BTreeMap::new();
     for (name, value) in roles {
-        let path = join("roles", &name);
+        let path = join(&join(at, "roles"), &name);
         let role = RoleName::parse(&name).map_err(|e| diag.push(file, &path, e.to_string())).ok();
         unknown_keys(&value, &["streams"], diag, file, &path);
         let Some(raw) = typed::<RawRole>(value, diag, file, &path) else {
@@ -158,7 +159,7 @@ pub(super) fn parse_roles(
             let at = format!("{}[{i}]", join(&path, "streams"));
             match StreamPattern::parse(text) {
                 Ok(pattern) => {
-                    if let Err(e) = check_pattern(&pattern, catalog) {
+                    if let Err(e) = check_pattern(&pattern, manifests) {
                         diag.push(file, &at, e);
                     }
                     patterns.push(pattern.to_string());
@@ -174,14 +175,14 @@ pub(super) fn parse_roles(
 }
 
 /// Checks a pattern names a known provider and one of its streams.
-fn check_pattern(pattern: &StreamPattern, catalog: &Catalog) -> Result<(), String> {
+fn check_pattern(pattern: &StreamPattern, manifests: &Manifests) -> Result<(), String> {
     let (provider, stream) = match pattern {
         StreamPattern::Any => return Ok(()),
         StreamPattern::Provider(p) => (p, None),
         StreamPattern::Stream(p, s) => (p, Some(s)),
     };
-    let Some(manifest) = catalog.manifests.get(provider.as_str()) else {
-        return Err(format!("no connector manifest for provider `{provider}` (known: {})", catalog.manifests.names()));
+    let Some(manifest) = manifests.get(provider.as_str()) else {
+        return Err(format!("no connector manifest for provider `{provider}` (known: {})", manifests.names()));
     };
     match stream {
         Some(s) if !manifest.streams.contains_key(s) => {

@@ -110,7 +110,7 @@ impl TenantSpec {
                 overrides.insert(manifest.name.clone(), layer);
             }
         }
-        let roles = parse_roles(raw.roles, catalog, diag, file);
+        let roles = parse_roles(raw.roles, &catalog.manifests, diag, file, "");
         let (Some(id), Some(preset)) = (id, preset) else {
             return None;
         };

@@ -40,6 +40,9 @@ pub enum ControlMessage {
     TriggerAll,
     /// Jobs were triggered elsewhere (an inbound webhook, another replica): claim now.
     Wake,
+    /// A change queued tenants for reconciliation (another process, on PostgreSQL):
+    /// take the queue now, then claim.
+    ReconcileQueued,
 }
 
 /// Binds the socket: removes a stale file, creates the directory, sets `mode` (0600

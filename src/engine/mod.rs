@@ -108,6 +108,8 @@ pub struct StreamReader {
     name: StreamName,
     spec: StreamSpec,
     parent_spec: Option<StreamSpec>,
+    /// The parent stream's own parent, when the parent is a child stream.
+    grandparent_spec: Option<StreamSpec>,
     incremental: Option<IncrementalSpec>,
     base_url: String,
     headers: BTreeMap<String, String>,
@@ -157,6 +159,10 @@ impl StreamReader {
             Some(p) => Some(manifest.streams.get(p).ok_or_else(|| EngineError::UnknownStream(p.to_string()))?.clone()),
             None => None,
         };
+        let grandparent_spec = match parent_spec.as_ref().and_then(|p| p.parent.as_ref()) {
+            Some(g) => Some(manifest.streams.get(g).ok_or_else(|| EngineError::UnknownStream(g.to_string()))?.clone()),
+            None => None,
+        };
         let incremental = spec.incremental.clone();
         let mode = spec.resume_mode();
         let ttl_secs = spec.position_ttl();
@@ -179,6 +185,7 @@ impl StreamReader {
             name: stream.clone(),
             spec,
             parent_spec,
+            grandparent_spec,
             incremental,
             base_url: base_url.to_owned(),
             headers: manifest.headers.clone(),
@@ -553,6 +560,25 @@ impl StreamReader {
         if moved { self.checkpoint() } else { None }
     }
 
+    /// Every record of `spec` (under `parent`, for a child stream), read in full.
+    async fn read_all(
+        &self,
+        spec: &StreamSpec,
+        parent: Option<Value>,
+        session: &mut Session<'_>,
+        vars: &mut Vars<'static>,
+        base_url: &str,
+    ) -> Result<Vec<Value>, EngineError> {
+        let mut out = Vec::new();
+        let mut walk = Walk::new(spec, None, None, parent, None);
+        while !walk.finished() {
+            if let Some(records) = walk.next(session, vars, base_url, &self.headers, &self.name, None).await? {
+                out.extend(records);
+            }
+        }
+        Ok(out)
+    }
+
     /// Starts the walk for the stream, or for the next parent record. `false` when none is left.
     async fn start_next_walk(
         &mut self,
@@ -586,13 +612,15 @@ impl StreamReader {
         };
         let parent_spec = parent_spec.clone();
         if self.parents.is_none() {
-            // Read every parent record first (parent streams are small: channels, projects).
+            // Read every parent record first (parent streams are small: channels, projects);
+            // a parent that is itself a child is read under each of its own parents.
+            let grandparents = match &self.grandparent_spec {
+                Some(g) => self.read_all(g, None, session, vars, base_url).await?.into_iter().map(Some).collect(),
+                None => vec![None],
+            };
             let mut parents = VecDeque::new();
-            let mut walk = Walk::new(&parent_spec, None, None, None, None);
-            while !walk.finished() {
-                if let Some(records) = walk.next(session, vars, base_url, &self.headers, &self.name, None).await? {
-                    parents.extend(records);
-                }
+            for grandparent in grandparents {
+                parents.extend(self.read_all(&parent_spec, grandparent, session, vars, base_url).await?);
             }
             self.parents = Some(parents);
         }

@@ -150,7 +150,7 @@ impl Walk {
         let fits = matches!(
             (&walk.pagination, &point.next),
             (_, Position::Start | Position::Done)
-                | (Pagination::Cursor { .. }, Position::Cursor(_))
+                | (Pagination::Cursor { .. }, Position::Cursor(_) | Position::Offset(_))
                 | (Pagination::NextUrl { .. } | Pagination::LinkHeader { .. }, Position::Url(_))
                 | (Pagination::Offset { .. } | Pagination::Odata { .. }, Position::Offset(_))
                 | (Pagination::PageNumber { .. }, Position::Page(_))
@@ -209,8 +209,16 @@ impl Walk {
             } else {
                 format!("{base_url}{path}")
             };
+            // Parameters for one page position only: left out of the others.
+            let first = self.pos == Position::Start;
+            let skipped = if first { &self.request.later_pages_only } else { &self.request.first_page_only };
             for (k, v) in &self.request.query {
-                query.push((k.clone(), vars.render(v)?));
+                if !skipped.contains(k) {
+                    query.push((k.clone(), vars.render(v)?));
+                }
+            }
+            if let Some(Value::Object(map)) = body.as_mut() {
+                map.retain(|k, _| !skipped.contains(k));
             }
             let mut set = |location: ParamIn, name: &str, value: Value| match location {
                 ParamIn::Query => {
@@ -227,6 +235,10 @@ impl Walk {
             match (&self.pagination, &self.pos) {
                 (Pagination::Cursor { param, location, .. }, Position::Cursor(c)) => {
                     set(*location, param, Value::String(c.clone()))
+                }
+                // A numeric next offset from the response goes back as a number.
+                (Pagination::Cursor { param, location, .. }, Position::Offset(o)) => {
+                    set(*location, param, Value::from(*o))
                 }
                 (Pagination::Offset { offset_param, limit_param, limit, location, .. }, pos) => {
                     let offset = if let Position::Offset(o) = pos { *o } else { 0 };
@@ -394,7 +406,13 @@ impl Walk {
             records = self.split_items(records, &stream_name)?;
         }
         if !self.inject.is_empty() {
-            for r in &mut records {
+            // A deletion item's key comes through the mapping too, which may read what
+            // the parent injects (Graph channel messages are keyed `channel:id`).
+            let deleted = self.tombstones.iter_mut().filter_map(|t| match t {
+                Tombstone::Item(item) => Some(item),
+                Tombstone::Key(_) => None,
+            });
+            for r in records.iter_mut().chain(deleted) {
                 if let Value::Object(map) = r {
                     for (k, t) in &self.inject {
                         map.insert(k.clone(), Value::String(parent_vars.render(t)?));
@@ -493,26 +511,32 @@ impl Walk {
         let flag =
             |p: &Option<String>| p.as_deref().and_then(|p| json?.pointer(p)).and_then(Value::as_bool).unwrap_or(false);
         let total = |p: &Option<String>| p.as_deref().and_then(|p| json?.pointer(p)).and_then(Value::as_u64);
+        // A `has_more`-style flag that is false ends the walk (absent: no say).
+        let no_more = |p: &Option<String>| {
+            p.as_deref().and_then(|p| json?.pointer(p)).and_then(Value::as_bool).is_some_and(|more| !more)
+        };
         let n = n as u64;
         let next = if n == 0 || response.action == ResponseAction::Empty {
             Position::Done
         } else {
             match &self.pagination {
                 Pagination::None => Position::Done,
-                Pagination::Cursor { cursor, is_last, .. } => {
-                    let next = json
-                        .and_then(|j| j.pointer(cursor))
-                        .and_then(|v| scalar_text(Some(v)))
-                        .filter(|c| !c.is_empty());
-                    match next {
-                        Some(c) if !flag(is_last) => Position::Cursor(c),
-                        _ => Position::Done,
+                Pagination::Cursor { cursor, is_last, has_more, .. } => {
+                    let raw = json.and_then(|j| j.pointer(cursor));
+                    let next = raw.and_then(|v| scalar_text(Some(v))).filter(|c| !c.is_empty());
+                    match (next, raw.and_then(Value::as_u64)) {
+                        _ if flag(is_last) || no_more(has_more) => Position::Done,
+                        (Some(_), Some(offset)) => Position::Offset(offset),
+                        (Some(c), None) => Position::Cursor(c),
+                        (None, _) => Position::Done,
                     }
                 }
-                Pagination::NextUrl { next, done, .. } => {
+                Pagination::NextUrl { next, done, has_more, .. } => {
                     let url = json.and_then(|j| j.pointer(next)).and_then(Value::as_str).filter(|u| !u.is_empty());
                     match url {
-                        Some(u) if !flag(done) => Position::Url(resolve_next(request_url, u, stream)?),
+                        Some(u) if !flag(done) && !no_more(has_more) => {
+                            Position::Url(resolve_next(request_url, u, stream)?)
+                        }
                         _ => Position::Done,
                     }
                 }
@@ -520,24 +544,30 @@ impl Walk {
                     Some(u) => Position::Url(resolve_next(request_url, &u, stream)?),
                     None => Position::Done,
                 },
-                Pagination::Offset { limit, total: t, is_last, .. } => {
+                Pagination::Offset { limit, total: t, is_last, has_more, .. } => {
                     let offset = if let Position::Offset(o) = self.pos { o } else { 0 } + n;
                     let over = total(t).is_some_and(|t| offset >= t);
-                    let short = t.is_none() && is_last.is_none() && n < *limit;
-                    if over || short || flag(is_last) { Position::Done } else { Position::Offset(offset) }
+                    let short = t.is_none() && is_last.is_none() && has_more.is_none() && n < *limit;
+                    if over || short || flag(is_last) || no_more(has_more) {
+                        Position::Done
+                    } else {
+                        Position::Offset(offset)
+                    }
                 }
                 Pagination::Odata { limit, .. } => {
                     let offset = if let Position::Offset(o) = self.pos { o } else { 0 } + n;
                     if n < *limit { Position::Done } else { Position::Offset(offset) }
                 }
-                Pagination::PageNumber { size, start, total: t, .. } => {
+                Pagination::PageNumber { size, start, total: t, has_more, .. } => {
                     let page = if let Position::Page(p) = self.pos { p } else { *start };
                     self.records_read += n;
                     // With a total, a server that caps the page size below ours still has
                     // more pages; without one, a short page is the last.
-                    let done = match total(t) {
-                        Some(t) => self.records_read >= t,
-                        None => n < *size,
+                    let done = match (total(t), has_more) {
+                        _ if no_more(has_more) => true,
+                        (Some(t), _) => self.records_read >= t,
+                        (None, Some(_)) => false,
+                        (None, None) => n < *size,
                     };
                     if done { Position::Done } else { Position::Page(page + 1) }
                 }
@@ -548,6 +578,11 @@ impl Walk {
             && !self.seen_positions.insert(c.clone())
         {
             return Err(EngineError::StalledCursor { stream: stream.to_owned(), cursor: crate::http::display_path(c) });
+        }
+        if let (Pagination::Cursor { .. }, Position::Offset(o)) = (&self.pagination, &next)
+            && !self.seen_positions.insert(format!("#{o}"))
+        {
+            return Err(EngineError::StalledCursor { stream: stream.to_owned(), cursor: o.to_string() });
         }
         self.pos = next;
         Ok(())

@@ -18,14 +18,19 @@ use crate::tenants::{TenantError, Tenants};
 /// An id naming one process that holds leases: `<prefix><host>-<pid>-<random>`, so an
 /// operator told who holds a job sees which machine and process it is.
 pub fn instance_id(prefix: &str) -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
+    let host = host_name();
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    format!("{prefix}{host}-{}-{}", std::process::id(), &id[id.len() - 6..])
+}
+
+/// This machine's name (`/etc/hostname`, else `$HOSTNAME`, else `host`).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "host".into());
-    let id = uuid::Uuid::now_v7().simple().to_string();
-    format!("{prefix}{host}-{}-{}", std::process::id(), &id[id.len() - 6..])
+        .unwrap_or_else(|| "host".into())
 }
 
 /// Whether `holder` (an [`instance_id`]) names a process on this host that no longer

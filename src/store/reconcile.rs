@@ -162,3 +162,108 @@ impl Store {
         })
     }
 }
+
+/// A tenant waiting for its jobs to follow a change (`reconcile_queue`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct QueuedReconcile {
+    pub tenant_id: TenantId,
+    /// Grows with every queueing: [`Store::finish_reconcile`] removes the row only at
+    /// the generation that was reconciled.
+    pub generation: i64,
+    /// The change that queued it last (`tenant.apply`, `credentials.set`, …).
+    pub reason: String,
+    pub queued_at: DateTime<Utc>,
+}
+
+/// Queues `tenant` for reconciliation on `conn` (inside the transaction of the change).
+/// On PostgreSQL the same transaction notifies every replica
+/// ([`RECONCILE_PAYLOAD`] on the wake channel, delivered when it commits).
+pub(super) async fn queue_reconcile(
+    conn: impl Into<super::Conn<'_>>,
+    tenant: &TenantId,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let conn: super::Conn<'_> = conn.into();
+    if let super::Conn::Postgres(pg) = conn {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind_all((super::inbox::WAKE_CHANNEL, RECONCILE_PAYLOAD))
+            .execute(&mut *pg)
+            .await
+            .map_err(db("notifying other replicas"))?;
+        return queue_row(super::Conn::Postgres(pg), tenant, reason, now).await;
+    }
+    queue_row(conn, tenant, reason, now).await
+}
+
+/// The payload of the wake notification that says "take the reconciliation queue".
+pub const RECONCILE_PAYLOAD: &str = "reconcile";
+
+async fn queue_row(
+    conn: super::Conn<'_>,
+    tenant: &TenantId,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    on_connection!(conn, |conn| {
+        sqlx::query(
+            "INSERT INTO reconcile_queue (tenant_id, generation, reason, queued_at) VALUES ($1, 1, $2, $3) \
+             ON CONFLICT (tenant_id) DO UPDATE SET generation = reconcile_queue.generation + 1, \
+             reason = excluded.reason, queued_at = excluded.queued_at",
+        )
+        .bind_all((tenant.as_str(), reason, super::rows::stored(now)))
+        .execute(conn)
+        .await
+        .map_err(db("queueing a reconciliation"))?;
+        Ok(())
+    })
+}
+
+impl Store {
+    /// Up to `limit` tenants waiting for reconciliation, oldest first.
+    pub async fn queued_reconciles(&self, limit: i64) -> Result<Vec<QueuedReconcile>, StoreError> {
+        on_backend!(self, |s| {
+            sqlx::query_as(
+                "SELECT tenant_id, generation, reason, queued_at FROM reconcile_queue \
+                 ORDER BY queued_at, tenant_id LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(&s.pool)
+            .await
+            .map_err(db("reading the reconciliation queue"))
+        })
+    }
+
+    /// `tenant`'s entry in the reconciliation queue, if it has one.
+    pub async fn queued_reconcile(&self, tenant: &TenantId) -> Result<Option<QueuedReconcile>, StoreError> {
+        on_backend!(self, |s| {
+            sqlx::query_as("SELECT tenant_id, generation, reason, queued_at FROM reconcile_queue WHERE tenant_id = $1")
+                .bind(tenant.as_str())
+                .fetch_optional(&s.pool)
+                .await
+                .map_err(db("reading the reconciliation queue"))
+        })
+    }
+
+    /// Queues `tenant` for reconciliation outside any other change (a tenant whose
+    /// reconciliation failed is queued again by its caller).
+    pub async fn queue_reconcile(&self, tenant: &TenantId, reason: &str) -> Result<(), StoreError> {
+        on_backend!(self, |s| {
+            let mut conn = s.pool.acquire().await.map_err(db("queueing a reconciliation"))?;
+            queue_reconcile(&mut *conn, tenant, reason, Utc::now()).await
+        })
+    }
+
+    /// Removes `queued` from the queue unless it was queued again since it was read;
+    /// `true` if it was removed.
+    pub async fn finish_reconcile(&self, queued: &QueuedReconcile) -> Result<bool, StoreError> {
+        on_backend!(self, |s| {
+            let done = sqlx::query("DELETE FROM reconcile_queue WHERE tenant_id = $1 AND generation = $2")
+                .bind_all((queued.tenant_id.as_str(), queued.generation))
+                .execute(&s.pool)
+                .await
+                .map_err(db("finishing a reconciliation"))?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+}

@@ -9,6 +9,7 @@
 //! (`next_run_at <= now`). Every write a worker makes to its job is fenced on
 //! `lease_owner`: expiry alone does not take a lease away, another worker's claim does.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -166,6 +167,16 @@ macro_rules! scheduling_sql {
 scheduling_sql!(SqliteStore, sqlite_not_in, "", "IN (", ")");
 scheduling_sql!(PgStore, pg_not_in, " FOR UPDATE OF j SKIP LOCKED", "= ANY(ARRAY(", "))");
 
+impl SqliteStore {
+    /// Claims are serialized by `BEGIN IMMEDIATE` already.
+    const CLAIM_LOCK: Option<&'static str> = None;
+}
+
+impl PgStore {
+    /// Serializes capped claims across replicas until the claim commits (key: "trib" + 1).
+    const CLAIM_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(1953653346, 1)");
+}
+
 /// A claimed row: the job plus its tenant's time zone and its connection's owner.
 #[derive(sqlx::FromRow)]
 struct RawClaim {
@@ -203,6 +214,20 @@ fn claim_order(job: &ClaimedJob) -> (bool, Option<DateTime<Utc>>, Option<DateTim
     (j.trigger_requested_at.is_none(), j.trigger_requested_at, j.next_run_at, j.id)
 }
 
+/// Concurrency caps a claim keeps across every process sharing the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetCaps {
+    /// Unexpired leases one tenant's jobs may hold at once.
+    pub per_tenant: usize,
+    /// Unexpired leases one provider's jobs may hold at once.
+    pub per_provider: usize,
+}
+
+impl FleetCaps {
+    /// No caps: the claim takes whatever is due, up to its limit.
+    pub const NONE: FleetCaps = FleetCaps { per_tenant: usize::MAX, per_provider: usize::MAX };
+}
+
 /// The ids of `tenants` / `providers` as list parameters.
 fn exclusion_ids<'a>(exclude: &Exclusions<'a>) -> (Vec<&'a str>, Vec<&'a str>) {
     (exclude.tenants.iter().map(TenantId::as_str).collect(), exclude.providers.iter().map(ProviderId::as_str).collect())
@@ -223,21 +248,91 @@ impl Store {
     /// provider; a caller enforcing per-tenant caps releases the surplus with
     /// [`Store::release_lease`].
     pub async fn claim_due_jobs(&self, req: &ClaimRequest<'_>) -> Result<Vec<ClaimedJob>, StoreError> {
+        self.claim_due_jobs_capped(req, FleetCaps::NONE).await
+    }
+
+    /// [`Store::claim_due_jobs`] within concurrency caps that hold for every process
+    /// sharing the store: a job of a tenant (provider) that already has `caps.per_tenant`
+    /// (`caps.per_provider`) unexpired leases — any holder's — is not claimed, nor more
+    /// than that within the batch. Claims are serialized (SQLite `BEGIN IMMEDIATE`,
+    /// PostgreSQL a transaction-level advisory lock), so two replicas claiming at once
+    /// cannot both take the last place; the counts come from the `jobs_leased` index.
+    pub async fn claim_due_jobs_capped(
+        &self,
+        req: &ClaimRequest<'_>,
+        caps: FleetCaps,
+    ) -> Result<Vec<ClaimedJob>, StoreError> {
         on_backend!(self, |s: B| {
-            let (tenants, providers) = exclusion_ids(&req.exclude);
             let mut tx = s.pool.begin_with(B::BEGIN_WRITE).await.map_err(db("starting a claim transaction"))?;
             let mut raws: Vec<RawClaim> = Vec::new();
-            for sql in [B::CLAIM_TRIGGERED, B::CLAIM_DUE] {
-                let room = i64::from(req.limit) - raws.len() as i64;
-                if room <= 0 {
+            if caps == FleetCaps::NONE {
+                let (tenants, providers) = exclusion_ids(&req.exclude);
+                for sql in [B::CLAIM_TRIGGERED, B::CLAIM_DUE] {
+                    let room = i64::from(req.limit) - raws.len() as i64;
+                    if room <= 0 {
+                        break;
+                    }
+                    let batch: Vec<RawClaim> = sqlx::query_as(sql)
+                        .bind_all((
+                            req.owner,
+                            req.lease_until,
+                            req.now,
+                            room,
+                            B::id_list(&tenants),
+                            B::id_list(&providers),
+                        ))
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db("claiming due jobs"))?;
+                    raws.extend(batch);
+                }
+            } else {
+                if let Some(lock) = B::CLAIM_LOCK {
+                    sqlx::query(lock).execute(&mut *tx).await.map_err(db("serializing claims"))?;
+                }
+                let held: Vec<(String, String, i64)> = sqlx::query_as(
+                    "SELECT tenant_id, provider, COUNT(*) FROM jobs \
+                     WHERE lease_owner IS NOT NULL AND lease_expires_at > $1 GROUP BY tenant_id, provider",
+                )
+                .bind(req.now)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("counting held leases"))?;
+                let mut per_tenant: HashMap<String, usize> = HashMap::new();
+                let mut per_provider: HashMap<String, usize> = HashMap::new();
+                for (tenant, provider, n) in held {
+                    let n = usize::try_from(n).unwrap_or(0);
+                    *per_tenant.entry(tenant).or_default() += n;
+                    *per_provider.entry(provider).or_default() += n;
+                }
+                // One job per statement, the caps' exclusions recomputed after each.
+                'claim: while raws.len() < req.limit as usize {
+                    let (mut tenants, mut providers) = exclusion_ids(&req.exclude);
+                    tenants.extend(per_tenant.iter().filter(|(_, n)| **n >= caps.per_tenant).map(|(t, _)| t.as_str()));
+                    providers
+                        .extend(per_provider.iter().filter(|(_, n)| **n >= caps.per_provider).map(|(p, _)| p.as_str()));
+                    for sql in [B::CLAIM_TRIGGERED, B::CLAIM_DUE] {
+                        let one: Option<RawClaim> = sqlx::query_as(sql)
+                            .bind_all((
+                                req.owner,
+                                req.lease_until,
+                                req.now,
+                                1_i64,
+                                B::id_list(&tenants),
+                                B::id_list(&providers),
+                            ))
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(db("claiming due jobs"))?;
+                        if let Some(raw) = one {
+                            *per_tenant.entry(raw.job.tenant_id.as_str().to_owned()).or_default() += 1;
+                            *per_provider.entry(raw.job.provider.as_str().to_owned()).or_default() += 1;
+                            raws.push(raw);
+                            continue 'claim;
+                        }
+                    }
                     break;
                 }
-                let batch: Vec<RawClaim> = sqlx::query_as(sql)
-                    .bind_all((req.owner, req.lease_until, req.now, room, B::id_list(&tenants), B::id_list(&providers)))
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(db("claiming due jobs"))?;
-                raws.extend(batch);
             }
             // A row that does not convert rolls the whole claim back.
             let mut claimed: Vec<ClaimedJob> = convert_all(raws)?;

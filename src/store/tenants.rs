@@ -211,6 +211,7 @@ impl Store {
                 None,
             )
             .await?;
+            super::reconcile::queue_reconcile(&mut *tx, tenant, &audit.action, now).await?;
             insert_audit(&mut *tx, audit).await?;
             tx.commit().await.map_err(db("committing credentials"))?;
             Ok(row)
@@ -306,6 +307,7 @@ impl Store {
                 .map_err(tenant_write_error(state, context))?;
             let Some(row) = row else { return Err(missing()) };
             apply_tenant_state(&mut *tx, state, now).await?;
+            super::reconcile::queue_reconcile(&mut *tx, &state.id, &audit.action, now).await?;
             insert_audit(&mut *tx, audit).await?;
             tx.commit().await.map_err(db("committing a tenant"))?;
             Ok(row)

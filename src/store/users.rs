@@ -248,6 +248,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(db("updating the role of a user's connections"))?;
+                super::reconcile::queue_reconcile(&mut *tx, tenant, &audit.action, now).await?;
                 insert_audit(&mut *tx, audit).await?;
             }
             let row: MembershipRow = sqlx::query_as(concat!(
@@ -303,6 +304,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(db("disabling a user's connections"))?;
+            super::reconcile::queue_reconcile(&mut *tx, tenant, &audit.action, now).await?;
             insert_audit(&mut *tx, audit).await?;
             tx.commit().await.map_err(db("committing a membership removal"))?;
             Ok(disabled.rows_affected())
@@ -351,6 +353,7 @@ impl Store {
                     .await
                     .map_err(db("inserting role grants"))?;
             }
+            super::reconcile::queue_reconcile(&mut *tx, tenant, &audit.action, now).await?;
             insert_audit(&mut *tx, audit).await?;
             tx.commit().await.map_err(db("committing role grants"))?;
             Ok(())
@@ -445,6 +448,7 @@ impl Store {
                     (row, Saved::Created)
                 }
             };
+            super::reconcile::queue_reconcile(&mut *tx, tenant, &audit.action, now).await?;
             insert_audit(&mut *tx, audit).await?;
             tx.commit().await.map_err(db("committing a user connection"))?;
             Ok((row, saved))

@@ -298,3 +298,39 @@ async fn records_changes_pages_through_the_change_feed() {
     assert!(env.fails(&["records", "changes", "--tenant", "acme", "--entity", "nope"]).contains("unknown entity"));
     assert!(env.fails(&["records", "changes", "--tenant", "acme", "--since=-1"]).contains("--since must be"));
 }
+
+/// Jobs follow every tenant command at once, without a daemon: a tenant switched to
+/// another preset has its new provider's jobs when the command returns.
+#[test]
+fn tenant_commands_leave_the_jobs_following_them() {
+    let env = Env::new();
+    let created = json(&env.ok(&[
+        "--json",
+        "tenant",
+        "create",
+        "--id",
+        "initco",
+        "--name",
+        "Initco",
+        "--subdomain",
+        "initco",
+        "--preset",
+        "bud",
+    ]));
+    assert_eq!(created["jobs"]["created"], 2, "{created}");
+    let switched = json(&env.ok(&["--json", "tenant", "set-preset", "initco", "aptem"]));
+    // The switch itself disabled Bud's connection and its jobs; the jobs Aptem needs are
+    // made by the command.
+    assert_eq!(switched["jobs"]["created"], 2, "{switched}");
+    let back = json(&env.ok(&["--json", "tenant", "set-preset", "initco", "bud"]));
+    assert_eq!(back["jobs"]["created"], 0, "Bud's jobs come back, none made twice: {back}");
+    let stored = env.with_stdin(
+        &["credentials", "set", "--tenant", "initco", "--provider", "bud"],
+        r#"{"client_id":"c","client_secret":"s"}"#,
+    );
+    assert!(stored.status.success(), "{}", String::from_utf8_lossy(&stored.stderr));
+    let out = std::process::Command::new("sqlite3").arg(env.db()).arg("SELECT count(*) FROM reconcile_queue").output();
+    if let Ok(out) = out {
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "every command took its tenant off the queue");
+    }
+}

@@ -52,10 +52,12 @@ fn repository_and_builtin_configuration_are_valid_and_identical() {
         assert_eq!(builtin.presets.get(p.name.as_str()).map(|b| &b.revision), Some(&p.revision));
         assert!(p.revision.starts_with('r') && p.revision.len() == 13, "{}", p.revision);
     }
-    for provider in ["aptem", "bud", "onefile", "hubspot", "salesforce", "slack", "jira"] {
+    for provider in ["aptem", "bud", "onefile", "hubspot", "salesforce", "slack", "jira", "microsoft"] {
         assert!(on_disk.manifests.get(provider).is_some(), "{provider}");
     }
-    for entity in ["learner", "employer", "contact", "company", "deal", "issue", "message", "channel", "user"] {
+    for entity in
+        ["learner", "employer", "contact", "company", "deal", "issue", "message", "channel", "user", "group", "email"]
+    {
         assert!(on_disk.entities.get(entity).is_some(), "{entity}");
     }
     let learner = on_disk.entities.get("learner").unwrap();

@@ -43,6 +43,7 @@ impl Case {
             Provider::Slack => ("channels", "channel"),
             Provider::Jira => ("projects", "project"),
             Provider::GoogleDrive => ("files", "file"),
+            Provider::Microsoft => ("users", "user"),
         };
         Self { provider, stream, entity }
     }
@@ -52,7 +53,7 @@ impl Case {
         let config = SimConfig::new(self.provider, n);
         match self.provider {
             Provider::Slack | Provider::Jira => config.parents(n),
-            Provider::Salesforce => config.page_size_cap(PAGE as usize),
+            Provider::Salesforce | Provider::Microsoft => config.page_size_cap(PAGE as usize),
             _ => config,
         }
     }
@@ -73,6 +74,9 @@ impl Case {
             Provider::Jira => format!("preset = \"aptem\"\n[providers.jira]\nenabled = true\nbase_url = \"{base}\"\n"),
             Provider::GoogleDrive => format!(
                 "preset = \"aptem\"\n[providers.google_drive]\nenabled = true\nbase_url = \"{api}\"\nvariables = {{ oauth_url = \"{base}\" }}\n"
+            ),
+            Provider::Microsoft => format!(
+                "preset = \"aptem\"\n[providers.microsoft]\nenabled = true\nbase_url = \"{api}\"\nvariables = {{ login_url = \"{base}\" }}\n"
             ),
         }
     }
@@ -213,6 +217,11 @@ async fn fault_mix_jira() {
 #[tokio::test]
 async fn fault_mix_google_drive() {
     fault_mix(Provider::GoogleDrive, 0).await;
+}
+
+#[tokio::test]
+async fn fault_mix_microsoft_honours_retry_after() {
+    fault_mix(Provider::Microsoft, 1).await;
 }
 
 #[tokio::test]

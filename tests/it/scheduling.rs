@@ -23,6 +23,7 @@ crate::support::contract::contract! {
         claims::triggered_jobs_are_claimed_first,
         claims::expired_leases_are_reclaimed_and_the_old_holder_is_fenced,
         claims::claims_report_the_tenant_time_zone,
+        claims::capped_claims_count_every_holders_leases,
         leases::completion_clears_the_lease_and_the_served_trigger,
         leases::completion_counts_failures_and_links_the_run,
         leases::renewal_and_release,
@@ -35,6 +36,7 @@ crate::support::contract::contract! {
     ],
     url: [
         claims::concurrent_claimers_never_share_a_job,
+        claims::concurrent_capped_claimers_never_exceed_the_cap,
     ],
 }
 

@@ -20,6 +20,8 @@ crate::support::contract::contract! {
         invalid_results_are_refused_and_nothing_is_written,
         a_tenant_can_add_a_provider_outside_its_preset,
         credentials_are_sealed_and_flip_the_connection_to_connected,
+        a_preset_grants_roles_that_the_tenant_may_replace,
+        every_change_queues_its_tenant_until_its_jobs_follow,
     ],
     url: [],
 }
@@ -240,4 +242,134 @@ async fn credentials_are_sealed_and_flip_the_connection_to_connected(store: &Sto
     assert_eq!(opened.names().collect::<Vec<_>>(), ["api_token"]);
     // The blob cannot be opened as another tenant's.
     assert!(key.open(&id("globex"), &pid("aptem"), &blob).is_err());
+}
+
+async fn a_preset_grants_roles_that_the_tenant_may_replace(store: &Store) {
+    let dir = config_copy();
+    let presets = dir.path().join("presets.toml");
+    let mut text = std::fs::read_to_string(&presets).unwrap();
+    text.push_str(
+        "\n[presets.aptem_hubspot.roles.sales]\nstreams = [\"hubspot.*\"]\n\
+         [presets.aptem_hubspot.roles.developer]\nstreams = [\"hubspot.contacts\", \"aptem.learners\"]\n",
+    );
+    std::fs::write(&presets, &text).unwrap();
+    let catalog = load(dir.path());
+    let tenants = Tenants::new(&catalog, store, "test");
+    let head = "id = \"grants\"\nname = \"Grants\"\nsubdomain = \"grants\"\npreset = \"aptem_hubspot\"\n";
+    tenants.create(&spec(&catalog, head)).await.unwrap();
+    let roles = |v: &tributary::tenants::TenantView| {
+        v.roles.iter().map(|(r, s)| (r.as_str().to_owned(), s.clone())).collect::<Vec<_>>()
+    };
+    let view = tenants.require(&id("grants")).await.unwrap();
+    assert_eq!(
+        roles(&view),
+        [
+            ("developer".to_owned(), vec!["hubspot.contacts".to_owned(), "aptem.learners".to_owned()]),
+            ("sales".to_owned(), vec!["hubspot.*".to_owned()]),
+        ]
+    );
+    // The tenant's own grant replaces the preset's for that role only; an empty list
+    // takes the grant away.
+    let own = format!("{head}[roles.developer]\nstreams = []\n");
+    tenants.apply(&spec(&catalog, &own)).await.unwrap();
+    let view = tenants.require(&id("grants")).await.unwrap();
+    assert_eq!(roles(&view), [("developer".to_owned(), vec![]), ("sales".to_owned(), vec!["hubspot.*".to_owned()])]);
+
+    // A preset granting a provider it does not hold is refused, naming file and key.
+    std::fs::write(&presets, format!("{text}\n[presets.aptem.roles.sales]\nstreams = [\"hubspot.*\"]\n")).unwrap();
+    let err = Catalog::load(&ConfigDir::Dir(dir.path().to_owned()), None).unwrap_err().to_string();
+    assert!(
+        err.contains("presets.toml")
+            && err.contains("presets.aptem.roles.sales.streams[0]")
+            && err.contains("`hubspot`"),
+        "{err}"
+    );
+}
+
+/// The jobs of `tenant`'s enabled jobs as `provider.stream`, sorted.
+async fn enabled_jobs(store: &Store, tenant: &str) -> Vec<String> {
+    let mut jobs: Vec<String> = store
+        .list_jobs(&id(tenant))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|j| j.enabled)
+        .map(|j| format!("{}.{}", j.provider, j.stream))
+        .collect();
+    jobs.sort();
+    jobs
+}
+
+async fn every_change_queues_its_tenant_until_its_jobs_follow(store: &Store) {
+    use tributary::app::{FIXED_JITTER, reconcile_queued, reconcile_tenant};
+    let catalog = load(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config"));
+    let tenants = Tenants::new(&catalog, store, "test");
+    let queue = || async { store.queued_reconciles(100).await.unwrap() };
+
+    // A change made by a process that died before reconciling: the tenant stays queued,
+    // its jobs lag behind.
+    tenants.create(&spec(&catalog, "id = \"q\"\nname = \"Q\"\nsubdomain = \"q\"\npreset = \"bud\"\n")).await.unwrap();
+    let queued = queue().await;
+    assert_eq!(
+        queued.iter().map(|q| (q.tenant_id.as_str(), q.reason.as_str())).collect::<Vec<_>>(),
+        [("q", "tenant.create")]
+    );
+    assert_eq!(enabled_jobs(store, "q").await, Vec::<String>::new());
+    tenants.set_preset(&id("q"), "aptem").await.unwrap();
+    let again = queue().await;
+    assert_eq!(again.len(), 1);
+    assert!(again[0].generation > queued[0].generation, "queued again: {again:?}");
+    assert_eq!(again[0].reason, "tenant.set_preset");
+
+    // Whoever takes the queue next (a daemon's tick) makes the jobs follow and empties it.
+    let done = reconcile_queued(&catalog, store, FIXED_JITTER, 100).await.unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].result.as_ref().unwrap().created, 2, "{done:?}");
+    assert_eq!(enabled_jobs(store, "q").await, ["aptem.learners", "aptem.organizations"]);
+    assert_eq!(queue().await, []);
+
+    // A queued entry read before a newer change is not removed by the older reconcile.
+    tenants.set_preset(&id("q"), "bud").await.unwrap();
+    let stale = queue().await.remove(0);
+    tenants.set_preset(&id("q"), "aptem").await.unwrap();
+    assert!(!store.finish_reconcile(&stale).await.unwrap());
+    assert_eq!(queue().await.len(), 1);
+
+    // Credentials, role grants and tenant changes queue too; the command's own reconcile
+    // takes its tenant off the queue.
+    reconcile_tenant(&catalog, store, &id("q"), FIXED_JITTER).await.unwrap();
+    assert_eq!(queue().await, []);
+    let key = MasterKey::generate();
+    let aptem = pid("aptem");
+    let creds = Credentials::from_json(br#"{"api_token":"t0ken"}"#).unwrap();
+    let sealed = key.seal(&id("q"), &aptem, &creds.to_json());
+    store
+        .set_credentials(&id("q"), &aptem, Owner::Company, &sealed, &AuditEntry::new("test", "credentials.set"))
+        .await
+        .unwrap();
+    assert_eq!(queue().await.iter().map(|q| q.reason.as_str()).collect::<Vec<_>>(), ["credentials.set"]);
+    reconcile_tenant(&catalog, store, &id("q"), FIXED_JITTER).await.unwrap();
+    assert_eq!(queue().await, []);
+}
+
+/// On PostgreSQL a change that queues a tenant tells every replica when it commits: a
+/// listener on the wake channel receives `reconcile`, so daemons do not wait for their tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_queued_change_notifies_every_replica_when_it_commits() {
+    let pg = crate::support::postgres_store().await;
+    let store = &pg.store;
+    let mut listener = store.wake_listener().await.unwrap().expect("a listener on PostgreSQL");
+    let catalog = load(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config"));
+    let tenants = Tenants::new(&catalog, store, "test");
+    tenants.create(&spec(&catalog, "id = \"n\"\nname = \"N\"\nsubdomain = \"n\"\npreset = \"bud\"\n")).await.unwrap();
+    let note = tokio::time::timeout(std::time::Duration::from_secs(20), listener.recv()).await.unwrap().unwrap();
+    assert_eq!(note.payload(), tributary::store::RECONCILE_PAYLOAD);
+    // A refused change (an unknown preset) queues and notifies nothing.
+    assert!(tenants.set_preset(&id("n"), "nope").await.is_err());
+    tenants.set_preset(&id("n"), "aptem").await.unwrap();
+    let note = tokio::time::timeout(std::time::Duration::from_secs(20), listener.recv()).await.unwrap().unwrap();
+    assert_eq!(note.payload(), tributary::store::RECONCILE_PAYLOAD);
+    assert_eq!(store.queued_reconciles(10).await.unwrap()[0].reason, "tenant.set_preset");
+    drop(listener);
+    pg.drop_db().await;
 }

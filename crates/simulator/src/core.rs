@@ -37,6 +37,9 @@ pub(crate) enum StreamKind {
     Parent,
     /// `records` records split over the parents (messages, issues).
     Child,
+    /// `records` records split over the records of the named stream (Graph channel
+    /// messages over channels, mail over users).
+    ChildOf(&'static str),
 }
 
 /// One stream a provider serves.
@@ -147,6 +150,9 @@ pub(crate) struct Sim {
     note_count: AtomicU64,
     /// Every change made through the handle or a write, in order (change feeds).
     journal: Mutex<Journal>,
+    /// Server-side sync states (Graph delta tokens) carry the generation they were
+    /// issued in; one from an older generation has expired.
+    sync_generation: AtomicU64,
 }
 
 /// One entry of the change journal: a record of a stream was added, modified, deleted
@@ -207,6 +213,13 @@ impl Sim {
                     StreamKind::Parent => (parents, 0),
                     StreamKind::Primary => (config.count_for(s.name), 0),
                     StreamKind::Child => (config.count_for(s.name), parents),
+                    StreamKind::ChildOf(of) => {
+                        let over = spec.streams.iter().find(|p| p.name == of).map_or(0, |p| match p.kind {
+                            StreamKind::Parent => parents,
+                            _ => config.count_for(p.name),
+                        });
+                        (config.count_for(s.name), over)
+                    }
                 };
                 StreamData::new(config.seed, s.name, count, partitions, anchor, spec.resolution_ns, spec.refine)
             })
@@ -242,6 +255,7 @@ impl Sim {
             notes: Mutex::new(HashMap::new()),
             note_count: AtomicU64::new(0),
             journal: Mutex::new(Journal::default()),
+            sync_generation: AtomicU64::new(0),
         }
     }
 
@@ -283,6 +297,26 @@ impl Sim {
         let mut j = lock(&self.journal);
         j.first += j.entries.len() as u64;
         j.entries.clear();
+    }
+
+    /// The generation of server-side sync states issued now.
+    pub(crate) fn sync_generation(&self) -> u64 {
+        self.sync_generation.load(Ordering::Relaxed)
+    }
+
+    /// Expires every server-side sync state issued so far.
+    pub(crate) fn expire_sync_states(&self) {
+        self.sync_generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The latest change stamp of a stream (see [`StreamData::watermark`]).
+    pub(crate) fn watermark(&self, stream: usize) -> Option<Ts> {
+        lock(&self.streams).get(stream).map(StreamData::watermark)
+    }
+
+    /// The records of a stream deleted after `after` (of parent `partition`, if given).
+    pub(crate) fn deleted_after(&self, stream: usize, after: Ts, partition: Option<u64>) -> Vec<u64> {
+        lock(&self.streams).get(stream).map(|s| s.deleted_after(after, partition)).unwrap_or_default()
     }
 
     /// The stream's position in the spec, by name or alias (any case).

@@ -17,6 +17,7 @@
 //! | slack | `/api` (token `/api/oauth.v2.access`) | `client_id`, `client_secret`, `refresh_token` | channels, users, messages (per channel) |
 //! | jira | `/rest/api/3` (OAuth token `/oauth/token`) | `email`, `api_token` (Basic); OAuth via [`SimHandle::oauth_credentials`] | projects, issues (per project) |
 //! | google_drive | `/drive/v3` (token `/token`) | `client_id`, `client_secret`, `refresh_token` | files (and the changes feed over them) |
+//! | microsoft | `/v1.0` (token `/{tenant}/oauth2/v2.0/token`) | `tenant_id`, `client_id`, `client_secret`; delegated via [`SimHandle::oauth_credentials`] | users, groups, channels (per team), channel_messages (per channel), messages (per user) |
 //!
 //! Base records' `updated` times rise with the index over the year that
 //! ends an hour before [`SimHandle::anchor`]; [`SimHandle::modify`] and
@@ -47,6 +48,7 @@ mod hubspot;
 mod hubspot_search;
 mod jira;
 mod jql;
+mod microsoft;
 mod onefile;
 mod salesforce;
 mod server;
@@ -91,11 +93,13 @@ pub enum Provider {
     Jira,
     /// Google Drive v3 (OAuth2 refresh tokens; files and the changes feed).
     GoogleDrive,
+    /// Microsoft Graph v1.0 (OAuth2 client credentials, or delegated with rotation).
+    Microsoft,
 }
 
 impl Provider {
     /// Every simulated provider.
-    pub const ALL: [Provider; 8] = [
+    pub const ALL: [Provider; 9] = [
         Provider::Aptem,
         Provider::Bud,
         Provider::OneFile,
@@ -104,6 +108,7 @@ impl Provider {
         Provider::Slack,
         Provider::Jira,
         Provider::GoogleDrive,
+        Provider::Microsoft,
     ];
 
     /// The lowercase id used by manifests and the CLI (`hubspot`).
@@ -117,6 +122,7 @@ impl Provider {
             Provider::Slack => "slack",
             Provider::Jira => "jira",
             Provider::GoogleDrive => "google_drive",
+            Provider::Microsoft => "microsoft",
         }
     }
 
@@ -130,6 +136,7 @@ impl Provider {
             Provider::Slack => &slack::SPEC,
             Provider::Jira => &jira::SPEC,
             Provider::GoogleDrive => &google_drive::SPEC,
+            Provider::Microsoft => &microsoft::SPEC,
         }
     }
 
@@ -148,7 +155,8 @@ impl fmt::Display for Provider {
 /// The error for an unknown provider name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown simulated provider `{0}` (expected one of aptem, bud, onefile, hubspot, salesforce, slack, jira, google_drive)"
+    "unknown simulated provider `{0}` (expected one of aptem, bud, onefile, hubspot, salesforce, slack, jira, google_drive, \
+     microsoft)"
 )]
 pub struct UnknownProvider(pub String);
 
@@ -475,6 +483,7 @@ impl SimHandle {
             Provider::HubSpot | Provider::Salesforce | Provider::Slack | Provider::Jira | Provider::GoogleDrive => {
                 Some(self.sim().oauth_credentials())
             }
+            Provider::Microsoft => Some(microsoft::delegated_credentials(self.sim())),
             _ => None,
         }
     }
@@ -583,7 +592,9 @@ impl SimHandle {
     /// project).
     pub fn is_child_stream(&self, stream: &str) -> bool {
         let sim = self.sim();
-        sim.stream_index(stream).and_then(|s| sim.spec.streams.get(s)).is_some_and(|s| s.kind == StreamKind::Child)
+        sim.stream_index(stream)
+            .and_then(|s| sim.spec.streams.get(s))
+            .is_some_and(|s| matches!(s.kind, StreamKind::Child | StreamKind::ChildOf(_)))
     }
 
     /// Every write request that reached the API (create, update, comment, post), in
@@ -607,6 +618,12 @@ impl SimHandle {
     /// auth error and refreshes get `invalid_grant`.
     pub fn revoke(&self) {
         core::lock(&self.sim().auth).revoke_all();
+    }
+
+    /// Expires every server-side sync state issued so far (Graph delta links): using one
+    /// gets the provider's "start over" answer.
+    pub fn expire_sync_states(&self) {
+        self.sim().expire_sync_states();
     }
 
     /// Makes every access or session token issued so far expired.

@@ -40,6 +40,8 @@ struct Overlay {
     deleted: bool,
     /// The parent of a child record added to a chosen one (a posted message).
     partition: Option<u64>,
+    /// When a deleted record was deleted (stamped like a modification).
+    deleted_at: Option<Ts>,
 }
 
 /// Everything a generator needs to build one record.
@@ -238,6 +240,7 @@ impl StreamData {
                 rev: meta.rev.saturating_add(1),
                 deleted: false,
                 partition: self.chosen_partition(i),
+                deleted_at: None,
             },
         );
         true
@@ -248,7 +251,10 @@ impl StreamData {
         let start = self.len();
         for i in start..start + n {
             let t = self.stamp(now);
-            self.overlay.insert(i, Overlay { updated: t, created: t, rev: 0, deleted: false, partition: None });
+            self.overlay.insert(
+                i,
+                Overlay { updated: t, created: t, rev: 0, deleted: false, partition: None, deleted_at: None },
+            );
             self.by_updated.insert((t, i));
             self.added += 1;
         }
@@ -276,11 +282,40 @@ impl StreamData {
         };
         self.by_updated.remove(&(meta.updated, i));
         let partition = self.chosen_partition(i);
+        let deleted_at = Some(self.stamp(chrono::Utc::now()));
         self.overlay.insert(
             i,
-            Overlay { updated: meta.updated, created: meta.created, rev: meta.rev, deleted: true, partition },
+            Overlay {
+                updated: meta.updated,
+                created: meta.created,
+                rev: meta.rev,
+                deleted: true,
+                partition,
+                deleted_at,
+            },
         );
         true
+    }
+
+    /// The latest time stamped on a change (modification, addition, deletion) so far:
+    /// every later change is stamped after it, every base record before it. A change
+    /// feed (Graph delta) remembers it as where the next round starts.
+    pub(crate) fn watermark(&self) -> Ts {
+        self.last_stamp.unwrap_or(self.anchor - TimeDelta::nanoseconds(1))
+    }
+
+    /// The records deleted after `after` (of parent `partition`, if given), in the order
+    /// they were deleted.
+    pub(crate) fn deleted_after(&self, after: Ts, partition: Option<u64>) -> Vec<u64> {
+        let mut found: Vec<(Ts, u64)> = self
+            .overlay
+            .iter()
+            .filter(|(_, o)| o.deleted)
+            .filter_map(|(&i, o)| o.deleted_at.filter(|t| *t > after).map(|t| (t, i)))
+            .filter(|(_, i)| partition.is_none_or(|p| self.partition_of(*i) == Some(p)))
+            .collect();
+        found.sort_unstable();
+        found.into_iter().map(|(_, i)| i).collect()
     }
 
     /// Brings a deleted record back, modified now; `false` if it is not deleted.
@@ -291,6 +326,7 @@ impl StreamData {
         let updated = self.stamp(now);
         if let Some(o) = self.overlay.get_mut(&i) {
             o.deleted = false;
+            o.deleted_at = None;
             o.updated = updated;
         }
         self.by_updated.insert((updated, i));

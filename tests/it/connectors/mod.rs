@@ -2,14 +2,18 @@
 //! edges, tenant overrides, guards, and a provider added as a manifest file only.
 
 mod aptem;
+mod asana;
 mod bounds;
 mod bud;
 mod google_drive;
 mod guards;
 mod hubspot;
 mod jira;
+mod microsoft;
+mod microsoft_delta;
 mod new_provider;
 mod onefile;
+mod paging;
 mod salesforce;
 mod slack;
 mod state;

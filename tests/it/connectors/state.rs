@@ -84,6 +84,31 @@ request = { path = "/events", query = { sync = "{state}" }, records = "/data" }
 when = "/action"
 equals = "deleted"
 
+# Events per parent (Asana's per project): one sync token per parent record.
+[streams.groups]
+entity = "company"
+enabled_by_default = false
+[streams.groups.request]
+path = "/groups"
+records = "/data"
+
+[streams.members]
+entity = "company"
+parent = "groups"
+enabled_by_default = false
+[streams.members.request]
+path = "/groups/{parent.id}/members"
+records = "/data"
+[streams.members.state]
+from = "/sync"
+use = "param"
+record = "/resource"
+init = { request = { path = "/events", query = { resource = "{parent.id}" } } }
+request = { path = "/events", query = { resource = "{parent.id}", sync = "{state}" }, records = "/data" }
+[streams.members.tombstone]
+when = "/action"
+equals = "deleted"
+
 [mappings.company]
 external_id = { from = "id", transform = ["string"] }
 name = "name"
@@ -361,6 +386,73 @@ async fn a_sync_token_comes_from_the_expired_token_error_and_an_expired_one_read
     assert!(note.contains("stored state expired (HTTP 412: Sync token invalid or too old)"), "{note}");
     assert_eq!((again.stats.fetched, again.stats.inserted, again.stats.unchanged), (2, 1, 1));
     assert_eq!(again.stats.cursor_after.as_deref(), Some("s3"));
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn a_child_stream_keeps_one_state_per_parent_and_an_expired_one_rereads_only_that_parent() {
+    let server = MockServer::start().await;
+    let expired = |fresh: &str| {
+        ResponseTemplate::new(412)
+            .set_body_json(json!({ "errors": [{ "message": "Sync token invalid" }], "sync": fresh }))
+    };
+    let events =
+        |data: Value, sync: &str| ResponseTemplate::new(200).set_body_json(json!({ "data": data, "sync": sync }));
+    get("/groups")
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "data": [{ "id": "G1" }, { "id": "G2" }] })))
+        .mount(&server)
+        .await;
+    for (group, fresh) in [("G1", "g1-a"), ("G2", "g2-a")] {
+        get("/events")
+            .and(query_param("resource", group))
+            .and(query_param_is_missing("sync"))
+            .respond_with(expired(fresh))
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    get("/groups/G1/members")
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "data": [company(1, "One")] })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // G2 is read in full twice: first, and again once its token expired.
+    get("/groups/G2/members")
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "data": [company(2, "Two")] })))
+        .expect(2)
+        .mount(&server)
+        .await;
+    get("/events")
+        .and(query_param("resource", "G1"))
+        .and(query_param("sync", "g1-a"))
+        .respond_with(events(json!([{ "action": "deleted", "resource": { "id": 1 } }]), "g1-b"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    get("/events")
+        .and(query_param("resource", "G2"))
+        .and(query_param("sync", "g2-a"))
+        .respond_with(expired("g2-b"))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let (h, _dir) = harness(&server, "streams = { groups = { enabled = true }, members = { enabled = true } }\n").await;
+    let full = ok(&h.sync("members").await).clone();
+    assert_eq!((full.stats.fetched, full.stats.inserted), (2, 2));
+    assert_eq!(
+        serde_json::from_str::<Value>(full.stats.cursor_after.as_deref().unwrap()).unwrap(),
+        json!({ "G1": "g1-a", "G2": "g2-a" })
+    );
+    let next = ok(&h.sync("members").await).clone();
+    let note = next.stats.note.clone().unwrap_or_default();
+    assert!(note.contains("the stored state of parent G2 expired (HTTP 412"), "{note}");
+    assert_eq!((next.stats.fetched, next.stats.updated, next.stats.unchanged), (2, 1, 1));
+    assert_eq!(
+        serde_json::from_str::<Value>(next.stats.cursor_after.as_deref().unwrap()).unwrap(),
+        json!({ "G1": "g1-b", "G2": "g2-b" })
+    );
+    assert_eq!(stored(&h).await, [row("1", "One", true), row("2", "Two", false)]);
     server.verify().await;
 }
 

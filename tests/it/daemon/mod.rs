@@ -18,6 +18,8 @@ mod metrics;
 mod outage;
 mod outbound;
 mod plain_text;
+mod reconcile_queue;
+mod replicas;
 mod signals;
 mod sim_webhooks;
 mod views;

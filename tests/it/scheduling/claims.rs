@@ -270,3 +270,95 @@ pub(super) async fn concurrent_claimers_never_share_a_job(store: &Store, url: &s
     assert!(claim(store, "late", 5, 1000).await.is_empty());
     second.close().await;
 }
+
+/// `per_tenant` / `per_provider` hold across claimers: leases anyone holds count, and a
+/// batch never takes more than the room left.
+pub(super) async fn capped_claims_count_every_holders_leases(store: &Store) {
+    use tributary::store::FleetCaps;
+    let acme = tenant(store, "acme", &["hubspot", "jira"]).await;
+    let globex = tenant(store, "globex", &["hubspot"]).await;
+    jobs(
+        store,
+        &acme,
+        &[("hubspot", "contacts", Some(1)), ("hubspot", "companies", Some(1)), ("jira", "issues", Some(1))],
+    )
+    .await;
+    jobs(store, &globex, &[("hubspot", "contacts", Some(1)), ("hubspot", "companies", Some(1))]).await;
+    let caps = FleetCaps { per_tenant: 2, per_provider: 3 };
+    let first = store.claim_due_jobs_capped(&request("a", 5, 1), caps).await.unwrap();
+    assert_eq!(names(&first), ["acme/hubspot/contacts"]);
+    // Another holder: acme has one lease (a's), so one more of its jobs; then HubSpot
+    // has its third (globex's contacts): acme's Jira job and globex's companies wait.
+    let second = store.claim_due_jobs_capped(&request("b", 5, 10), caps).await.unwrap();
+    let got = names(&second);
+    assert_eq!(got, ["acme/hubspot/companies", "globex/hubspot/contacts"]);
+    let all: Vec<String> = names(&first).into_iter().chain(got.iter().cloned()).collect();
+    assert_eq!(all.iter().filter(|n| n.starts_with("acme/")).count(), 2, "{all:?}");
+    assert_eq!(all.iter().filter(|n| n.contains("/hubspot/")).count(), 3, "{all:?}");
+    assert!(store.claim_due_jobs_capped(&request("c", 5, 10), caps).await.unwrap().is_empty());
+    // An expired lease does not count; a released one frees its place.
+    let job = &first[0].job;
+    assert!(store.release_lease(&acme, job.id, "a").await.unwrap());
+    let third = store.claim_due_jobs_capped(&request("c", 5, 10), caps).await.unwrap();
+    assert_eq!(third.len(), 1, "{:?}", names(&third));
+    // Uncapped claims are unchanged: what is left is taken.
+    let rest = store.claim_due_jobs(&request("d", 5, 10)).await.unwrap();
+    assert_eq!(first.len() + second.len() + third.len() - 1 + rest.len(), 5);
+}
+
+/// Sixteen claimers on two pools, per-tenant cap 1: at no moment do two of them hold a
+/// lease on one tenant's jobs.
+pub(super) async fn concurrent_capped_claimers_never_exceed_the_cap(store: &Store, url: &str) {
+    use tributary::store::FleetCaps;
+    let mut tenants = Vec::new();
+    for t in 0..4 {
+        let id = tenant(store, &format!("t{t}"), &["hubspot"]).await;
+        let streams: Vec<String> = (0..10).map(|i| format!("s{i:02}")).collect();
+        let wanted: Vec<(&str, &str, Option<i64>)> = streams.iter().map(|s| ("hubspot", s.as_str(), Some(1))).collect();
+        jobs(store, &id, &wanted).await;
+        tenants.push(id);
+    }
+    let caps = FleetCaps { per_tenant: 1, per_provider: usize::MAX };
+    let second = Store::connect(url).await.unwrap();
+    let stores = [store.clone(), second.clone()];
+    let mut tasks = Vec::new();
+    for worker in 0..16 {
+        let store = stores[worker % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let owner = format!("worker-{worker}");
+            let mut done = 0;
+            for _ in 0..200 {
+                let batch = store.claim_due_jobs_capped(&request(&owner, 5, 3), caps).await.unwrap();
+                // While this claimer holds them, nobody else holds another of the tenant's.
+                for c in &batch {
+                    let held = store
+                        .list_jobs(&c.job.tenant_id)
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .filter(|j| j.lease_owner.is_some() && j.lease_expires_at.is_some_and(|e| e > at(5)))
+                        .count();
+                    assert_eq!(held, 1, "{} holds {held} leases", c.job.tenant_id);
+                }
+                for c in &batch {
+                    let completion = JobCompletion { next_run_at: None, failures: Failures::Reset, last_run_id: None };
+                    store.complete_job(&c.job.tenant_id, c.job.id, &owner, &completion).await.unwrap();
+                    done += 1;
+                }
+                if batch.is_empty() {
+                    tokio::task::yield_now().await;
+                }
+                if done > 0 && batch.is_empty() {
+                    break;
+                }
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap();
+    }
+    assert_eq!(total, 40, "every job ran once");
+    second.close().await;
+}

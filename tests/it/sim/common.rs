@@ -66,6 +66,17 @@ pub async fn login_with(sim: &SimHandle, client: &Client, creds: &Value) -> Auth
             assert_eq!(status, 200, "{body}");
             Auth::Bearer(s(&body, "access_token"))
         }
+        Provider::Microsoft => {
+            let form = [
+                ("grant_type", "client_credentials".to_owned()),
+                ("client_id", s(creds, "client_id")),
+                ("client_secret", s(creds, "client_secret")),
+                ("scope", "https://graph.microsoft.com/.default".to_owned()),
+            ];
+            let (status, body) = read(client.post(&token_url).form(&form).send().await.expect("token")).await;
+            assert_eq!(status, 200, "{body}");
+            Auth::Bearer(s(&body, "access_token"))
+        }
         Provider::Jira => {
             let body = json!({
                 "grant_type": "refresh_token",
@@ -135,6 +146,7 @@ impl Session {
             Provider::Slack => self.get("/users.list").query(&[("limit", "1")]),
             Provider::Jira => self.get("/project/search").query(&[("maxResults", "1")]),
             Provider::GoogleDrive => self.get("/files").query(&[("pageSize", "1")]),
+            Provider::Microsoft => self.get("/users").query(&[("$top", "1")]),
         }
     }
 }

@@ -73,6 +73,11 @@ fn assert_throttled(provider: Provider, status: u16, headers: &HeaderMap, text: 
             assert_eq!(body["error"]["errors"][0]["domain"], "usageLimits");
             assert_eq!(retry_after, None);
         }
+        Provider::Microsoft => {
+            assert_eq!((status, body["error"]["code"].as_str()), (429, Some("TooManyRequests")));
+            assert_eq!(retry_after, Some("1"));
+            assert!(body["error"]["innerError"]["request-id"].is_string());
+        }
     }
 }
 
@@ -149,7 +154,15 @@ async fn delays_apply_to_data_requests_and_faults_can_change_at_run_time() {
 #[tokio::test]
 async fn token_endpoints_are_exempt_from_faults() {
     let every = Faults::none().rate_limit_every(1).server_error_every(1).reset_every(1).truncate_every(1);
-    for provider in [Provider::Bud, Provider::OneFile, Provider::HubSpot, Provider::Salesforce, Provider::Slack] {
+    for provider in [
+        Provider::Bud,
+        Provider::OneFile,
+        Provider::HubSpot,
+        Provider::Salesforce,
+        Provider::Slack,
+        Provider::Microsoft,
+        Provider::GoogleDrive,
+    ] {
         // Logging in succeeds although every data request is faulted.
         let s = session(provider, every.clone()).await;
         assert!(probe(&s).await.is_none(), "{provider}");

@@ -9,6 +9,7 @@ mod handle;
 mod hubspot;
 mod jira;
 mod lms_writes;
+mod microsoft;
 mod onefile;
 mod salesforce;
 mod slack;
