@@ -146,6 +146,7 @@ pub fn connectors(g: &Global, cmd: ConnectorsCmd) -> anyhow::Result<ExitCode> {
                     let mut one = crate::config::Manifests::default();
                     one.insert(m.clone());
                     one.check(&catalog.entities, &mut diag);
+                    one.check_categories(&catalog.settings.categories(), &mut diag);
                 }
             }
             if !diag.is_empty() {

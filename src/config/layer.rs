@@ -13,6 +13,8 @@ use serde_json::Value;
 use super::diag::{Diagnostics, join};
 use super::entities::Entities;
 use super::manifest::Manifest;
+use super::manifest_spec::{QuotaScope, RateLimitSpec};
+use super::paths::SourcePath;
 use crate::model::{FieldName, Schedule};
 
 /// One provider's settings in one layer. Every field is optional: a layer states only
@@ -49,6 +51,43 @@ pub struct ProviderLayer {
     /// default [`DEFAULT_SWEEP_MAX_SHARE`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep_max_share: Option<f64>,
+    /// The provider's rate limit for this tenant (plans differ), within the manifest's
+    /// `[rate_limit] max_requests`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitOverride>,
+    /// The retry policy for this tenant, within the manifest's `[retry]` bounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryOverride>,
+}
+
+/// `rate_limit = { requests = N }`: requests per the manifest's `per_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitOverride {
+    pub requests: u32,
+}
+
+/// `retry = { attempts, max_backoff_secs }`: attempts per request (the first
+/// included) and the longest backoff between them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_backoff_secs: Option<u64>,
+}
+
+impl ProviderLayer {
+    /// The manifest's rate limit with this layer's override applied (`None`: the
+    /// manifest declares none).
+    pub fn rate_limit(&self, manifest: &Manifest) -> Option<RateLimitSpec> {
+        let mut spec = manifest.rate_limit.clone()?;
+        if let Some(over) = self.rate_limit {
+            spec.requests = over.requests;
+        }
+        Some(spec)
+    }
 }
 
 /// The share of a stream's stored records a sweep may delete when nothing says.
@@ -159,6 +198,19 @@ pub enum ReverseRule {
 /// an unmapped field or a constant is not written. Transforms, several sources or a
 /// non-invertible map need an explicit `reverse`, else the error says why.
 pub fn reverse_rule(spec: &MappingSpec) -> Result<ReverseRule, String> {
+    let rule = reverse_rule_unchecked(spec)?;
+    if let ReverseRule::To { to, .. } = &rule
+        && SourcePath::compile(to).is_ok_and(|p| p.is_query())
+    {
+        return Err(format!(
+            "`{to}` is a JSONPath query: it selects a value but cannot be written to; declare \
+             `reverse = {{ to = \"path\" }}` with a plain path, or `reverse = false` (never write the field)"
+        ));
+    }
+    Ok(rule)
+}
+
+fn reverse_rule_unchecked(spec: &MappingSpec) -> Result<ReverseRule, String> {
     let rule = match spec {
         MappingSpec::Off => return Ok(ReverseRule::Skip),
         MappingSpec::Path(p) => return Ok(ReverseRule::To { to: p.clone(), transform: vec![], map: BTreeMap::new() }),
@@ -394,6 +446,12 @@ impl ProviderLayer {
         self.tags.extend(over.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
         self.filters.extend(over.filters.iter().map(|(k, v)| (k.clone(), v.clone())));
         replace(&mut self.sweep_max_share, &over.sweep_max_share);
+        replace(&mut self.rate_limit, &over.rate_limit);
+        if let Some(r) = &over.retry {
+            let mine = self.retry.get_or_insert_with(RetryOverride::default);
+            replace(&mut mine.attempts, &r.attempts);
+            replace(&mut mine.max_backoff_secs, &r.max_backoff_secs);
+        }
     }
 
     /// Every leaf as (dotted key path, value), in a stable order. Leaves are the units
@@ -446,6 +504,17 @@ impl ProviderLayer {
         }
         if let Some(v) = &self.sweep_max_share {
             out.push(("sweep_max_share".into(), json(v)));
+        }
+        if let Some(v) = &self.rate_limit {
+            out.push(("rate_limit.requests".into(), json(&v.requests)));
+        }
+        if let Some(r) = &self.retry {
+            if let Some(v) = &r.attempts {
+                out.push(("retry.attempts".into(), json(v)));
+            }
+            if let Some(v) = &r.max_backoff_secs {
+                out.push(("retry.max_backoff_secs".into(), json(v)));
+            }
         }
         out
     }
@@ -545,6 +614,7 @@ pub fn check_names(
     {
         err("sweep_max_share", msg);
     }
+    check_overrides(layer, manifest, &mut err);
     for (entity, fields) in &layer.mappings {
         let p = join("mappings", entity);
         let Some(def) = entities.get(entity) else {
@@ -591,6 +661,7 @@ pub fn check_names(
                 err(&join(&p, "field"), format!("unknown field of `{}`", f.entity));
             }
             (Some(src), None) if src.trim().is_empty() => err(&join(&p, "source"), "empty source path".into()),
+            (Some(src), None) if let Err(msg) = check_path(src) => err(&join(&p, "source"), msg),
             _ => {}
         }
         match (f.op, &f.value) {
@@ -616,6 +687,52 @@ pub fn sweep_conflict(layer: &ProviderLayer, manifest: &Manifest, stream: &str, 
         .map(|(name, _)| name.to_owned())
 }
 
+/// Rate-limit and retry overrides within the manifest's bounds.
+fn check_overrides(layer: &ProviderLayer, manifest: &Manifest, err: &mut impl FnMut(&str, String)) {
+    let name = &manifest.name;
+    if let Some(over) = layer.rate_limit {
+        match &manifest.rate_limit {
+            None => err("rate_limit", format!("`{name}` declares no rate limit to override")),
+            Some(spec) if spec.scope == QuotaScope::Provider => err(
+                "rate_limit",
+                format!(
+                    "`{name}`'s rate limit is one quota shared by every tenant (scope = \"provider\"); it cannot be \
+                     overridden"
+                ),
+            ),
+            Some(spec) => {
+                let max = spec.max_requests.unwrap_or(spec.requests);
+                if over.requests == 0 || over.requests > max {
+                    err(
+                        "rate_limit.requests",
+                        format!(
+                            "{} is outside 1–{max} requests per {} s (`{name}`'s `[rate_limit] max_requests`)",
+                            over.requests, spec.per_secs
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    let Some(over) = layer.retry else { return };
+    let bounds = manifest.retry.clone().unwrap_or_default();
+    let mut bounded = |key: &str, value: Option<u64>, max: Option<u64>, bound: &str| {
+        let Some(value) = value else { return };
+        match max {
+            None => err(
+                &join("retry", key),
+                format!("`{name}` sets no bound for it (`[retry] {bound}` in the manifest); it cannot be overridden"),
+            ),
+            Some(max) if value == 0 || value > max => {
+                err(&join("retry", key), format!("{value} is outside 1–{max} (`{name}`'s `[retry] {bound}`)"))
+            }
+            Some(_) => {}
+        }
+    };
+    bounded("attempts", over.attempts.map(u64::from), bounds.max_attempts.map(u64::from), "max_attempts");
+    bounded("max_backoff_secs", over.max_backoff_secs, bounds.max_backoff_secs, "max_backoff_secs");
+}
+
 /// A share of a stream's records: more than 0, at most 1.
 fn check_share(share: f64) -> Result<(), String> {
     if share.is_finite() && share > 0.0 && share <= 1.0 {
@@ -625,11 +742,17 @@ fn check_share(share: f64) -> Result<(), String> {
     }
 }
 
+/// Compiles a source path as a run would: a path the language cannot evaluate is
+/// refused here, with the reason, instead of mapping to null at run time.
+fn check_path(p: &str) -> Result<(), String> {
+    SourcePath::compile(p).map(drop).map_err(|e| format!("bad source path `{p}`: {e}"))
+}
+
 fn check_mapping(spec: &MappingSpec) -> Result<(), String> {
     match spec {
         MappingSpec::Off => Ok(()),
         MappingSpec::Path(p) if p.trim().is_empty() => Err("empty source path".into()),
-        MappingSpec::Path(_) => Ok(()),
+        MappingSpec::Path(p) => check_path(p),
         MappingSpec::Rule(r) => {
             if r.from.is_none() && r.value.is_none() && r.default.is_none() {
                 return Err("a mapping table needs `from`, `value` or `default`".into());
@@ -641,6 +764,14 @@ fn check_mapping(spec: &MappingSpec) -> Result<(), String> {
                 && (from.paths().is_empty() || from.paths().iter().any(|p| p.trim().is_empty()))
             {
                 return Err("empty source path in `from`".into());
+            }
+            for p in r.from.as_ref().map(Sources::paths).unwrap_or_default() {
+                check_path(p)?;
+            }
+            if let Some(ReverseSpec::Table(t)) = &r.reverse
+                && let Some(to) = t.to.as_deref().filter(|t| !t.trim().is_empty())
+            {
+                check_path(to).map_err(|e| format!("`reverse.to`: {e}"))?;
             }
             for t in &r.transform {
                 if !TRANSFORMS.contains(&t.as_str()) {

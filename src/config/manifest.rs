@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::diag::Diagnostics;
 use super::layer::{MappingSpec, ProviderLayer, StreamLayer};
 use super::manifest_spec::{
-    BodyFormat, IncrementalSpec, Pagination, RateLimitSpec, RequestSpec, ResponseRule, ResumeMode,
+    BodyFormat, IncrementalSpec, Pagination, RateLimitSpec, RequestSpec, ResponseRule, ResumeMode, RetrySpec,
 };
 use super::source::{Source, toml_files, typed};
 use super::webhooks::WebhookSpec;
@@ -26,6 +26,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("salesforce.toml", include_str!("../../connectors/salesforce.toml")),
     ("slack.toml", include_str!("../../connectors/slack.toml")),
     ("jira.toml", include_str!("../../connectors/jira.toml")),
+    ("google_drive.toml", include_str!("../../connectors/google_drive.toml")),
     ("microsoft.toml", include_str!("../../connectors/microsoft.toml")),
     ("asana.toml", include_str!("../../connectors/asana.toml")),
     ("github.toml", include_str!("../../connectors/github.toml")),
@@ -33,14 +34,20 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("gitlab.toml", include_str!("../../connectors/gitlab.toml")),
 ];
 
-/// What kind of system a provider is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Category {
-    Lms,
-    Crm,
-    Work,
+/// What kind of system a provider is (`lms`, `crm`, `work`…): one of the `categories`
+/// configuration lists ([`DEFAULT_CATEGORIES`] unless `tributary.toml` says).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Category(String);
+
+impl Category {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
+
+/// The provider categories when `tributary.toml` lists none.
+pub const DEFAULT_CATEGORIES: &[&str] = &["lms", "crm", "work"];
 
 /// How a provider authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,6 +319,8 @@ struct RawManifest {
     #[serde(default)]
     rate_limit: Option<RateLimitSpec>,
     #[serde(default)]
+    retry: Option<RetrySpec>,
+    #[serde(default)]
     responses: Vec<ResponseRule>,
     #[serde(default)]
     default_schedule: Option<String>,
@@ -340,6 +349,8 @@ pub struct Manifest {
     pub headers: BTreeMap<String, String>,
     pub auth: AuthSpec,
     pub rate_limit: Option<RateLimitSpec>,
+    /// Bounds of the retry-policy overrides presets and tenants may set.
+    pub retry: Option<RetrySpec>,
     /// Response classification rules, tried in order before the defaults.
     pub responses: Vec<ResponseRule>,
     pub default_schedule: Option<String>,
@@ -375,6 +386,7 @@ impl Manifest {
             headers: raw.headers,
             auth: raw.auth,
             rate_limit: raw.rate_limit,
+            retry: raw.retry,
             responses: raw.responses,
             default_schedule: raw.default_schedule,
             streams: raw.streams,
@@ -496,6 +508,23 @@ impl Manifests {
 
     pub fn names(&self) -> String {
         self.0.keys().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Checks each manifest's `category` against the configured `categories`.
+    pub fn check_categories(&self, categories: &[String], diag: &mut Diagnostics) {
+        for m in self.0.values() {
+            if !categories.iter().any(|c| c == m.category.as_str()) {
+                diag.push(
+                    &m.source,
+                    "category",
+                    format!(
+                        "unknown category `{}` (known: {}; `categories` in tributary.toml lists them)",
+                        m.category.as_str(),
+                        categories.join(", ")
+                    ),
+                );
+            }
+        }
     }
 
     /// Checks the manifests' entity references and default mappings against `entities`.

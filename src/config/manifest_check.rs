@@ -4,7 +4,7 @@
 
 use super::diag::{Diagnostics, join};
 use super::manifest::{AuthKind, BUILTIN_VARIABLES, Manifest, template_variables};
-use super::manifest_spec::{Pagination, ParamIn, RequestSpec, ResumeMode, StateUse, check_pointer};
+use super::manifest_spec::{Pagination, ParamIn, RequestSpec, ResumeMode, StateUse, check_body_key, check_pointer};
 use crate::model::EntityName;
 
 impl Manifest {
@@ -50,6 +50,19 @@ impl Manifest {
                 if value == 0 {
                     err(&join("rate_limit", key), "must be greater than zero".into());
                 }
+            }
+            if let Some(max) = rate.max_requests
+                && max < rate.requests
+            {
+                err("rate_limit.max_requests", format!("{max} is below `requests` ({})", rate.requests));
+            }
+        }
+        if let Some(retry) = &self.retry {
+            if retry.max_attempts == Some(0) {
+                err("retry.max_attempts", "must be at least 1".into());
+            }
+            if retry.max_backoff_secs == Some(0) {
+                err("retry.max_backoff_secs", "must be at least 1".into());
             }
         }
         for (key, t) in self.auth.templates() {
@@ -111,7 +124,12 @@ impl Manifest {
         }
         for (i, rule) in self.responses.iter().enumerate() {
             let path = format!("responses[{i}]");
-            for p in rule.body.keys().chain(rule.message.iter()) {
+            for p in rule.body.keys() {
+                if let Err(e) = check_body_key(p) {
+                    err(&path, e);
+                }
+            }
+            for p in rule.message.iter() {
                 if let Err(e) = check_pointer(p) {
                     err(&path, e);
                 }
@@ -220,7 +238,7 @@ impl Manifest {
                         err(&xp, "name at least one `status` or `body` field".into());
                     }
                     for p in x.body.keys() {
-                        if let Err(e) = check_pointer(p) {
+                        if let Err(e) = check_body_key(p) {
                             err(&join(&xp, "body"), e);
                         }
                     }

@@ -435,7 +435,8 @@ pub struct ResponseRule {
     /// Statuses or classes this rule applies to (empty: any).
     #[serde(default)]
     pub status: Vec<StatusMatch>,
-    /// Pointer → value the body must hold; an array value means any of them.
+    /// Pointer (or JSONPath query, `$…`: any node it selects) → value the body must
+    /// hold; an array value means any of them.
     #[serde(default)]
     pub body: BTreeMap<String, Value>,
     /// The raw body must contain this text.
@@ -462,6 +463,25 @@ pub struct RateLimitSpec {
     pub reset_header: Option<String>,
     #[serde(default = "retry_after")]
     pub retry_after_header: String,
+    /// The highest `requests` a preset or tenant may set (`[providers.<p>] rate_limit =
+    /// { requests = N }`, for plans with a larger quota); default `requests`: an
+    /// override may only lower the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u32>,
+}
+
+/// `[retry]`: the bounds within which a preset or tenant may change the retry policy
+/// (`[providers.<p>] retry = { attempts, max_backoff_secs }`); without a bound, that
+/// part cannot be overridden.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// The most attempts per request an override may set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// The longest backoff between attempts (seconds) an override may set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_backoff_secs: Option<u64>,
 }
 
 fn retry_after() -> String {
@@ -474,6 +494,16 @@ pub enum QuotaScope {
     #[default]
     Connection,
     Provider,
+}
+
+/// Checks a key of a rule's `body`: a JSON pointer, or a JSONPath query (`$…`, any
+/// node it selects may hold the value: `$.error.errors[*].reason`).
+pub fn check_body_key(p: &str) -> Result<(), String> {
+    if p.starts_with('$') {
+        serde_json_path::JsonPath::parse(p).map(drop).map_err(|e| format!("`{p}` is not a JSONPath query: {e}"))
+    } else {
+        check_pointer(p)
+    }
 }
 
 /// Checks a JSON pointer's syntax.

@@ -10,6 +10,7 @@ mod layer;
 mod manifest;
 mod manifest_check;
 mod manifest_spec;
+mod paths;
 mod presets;
 mod roles;
 mod server;
@@ -25,18 +26,21 @@ use std::path::{Path, PathBuf};
 pub use diag::{Diagnostic, Diagnostics};
 pub use entities::{Entities, Entity, FieldDef, FieldType};
 pub use layer::{
-    DEFAULT_SWEEP_MAX_SHARE, FilterAction, FilterOp, FilterSpec, MappingRule, MappingSpec, ProviderLayer, ReverseRule,
-    ReverseSpec, ReverseTable, Sources, StreamLayer, TRANSFORMS, reverse_rule, sweep_conflict,
+    DEFAULT_SWEEP_MAX_SHARE, FilterAction, FilterOp, FilterSpec, MappingRule, MappingSpec, ProviderLayer,
+    RateLimitOverride, RetryOverride, ReverseRule, ReverseSpec, ReverseTable, Sources, StreamLayer, TRANSFORMS,
+    reverse_rule, sweep_conflict,
 };
 pub use manifest::{
-    AuthKind, AuthSpec, BUILTIN as BUILTIN_MANIFESTS, BUILTIN_VARIABLES, Category, DEFAULT_MAX_PAGES_PER_RUN,
-    DEFAULT_MAX_RUN_SECS, DEFAULT_TOKEN_TTL_SECS, JWT_MAX_TTL_SECS, Manifest, Manifests, StreamSpec,
+    AuthKind, AuthSpec, BUILTIN as BUILTIN_MANIFESTS, BUILTIN_VARIABLES, Category, DEFAULT_CATEGORIES,
+    DEFAULT_MAX_PAGES_PER_RUN, DEFAULT_MAX_RUN_SECS, DEFAULT_TOKEN_TTL_SECS, JWT_MAX_TTL_SECS, Manifest, Manifests,
+    StreamSpec,
 };
 pub use manifest_spec::{
     BodyFormat, Conditional, CursorFormat, IncrementalSpec, Method, Pagination, ParamIn, QuotaScope, RateLimitSpec,
-    RequestSpec, ResponseAction, ResponseRule, ResumeMode, StateExpiry, StateInit, StateSpec, StateUse, StatusMatch,
-    TombstoneSpec,
+    RequestSpec, ResponseAction, ResponseRule, ResumeMode, RetrySpec, StateExpiry, StateInit, StateSpec, StateUse,
+    StatusMatch, TombstoneSpec,
 };
+pub(crate) use paths::SourcePath;
 pub use presets::{Preset, Presets, revision_of};
 pub use roles::{Denied, RoleGrants, StreamPattern};
 pub use server::ServerSettings;
@@ -109,6 +113,7 @@ impl Catalog {
         manifests.check(&entities, &mut diag);
         let presets = presets_src.map(|s| Presets::load(&s, &manifests, &entities, &mut diag)).unwrap_or_default();
         let settings = settings_src.map(|s| Settings::load(&s, &mut diag)).unwrap_or_default();
+        manifests.check_categories(&settings.categories(), &mut diag);
         let mut catalog = Self { entities, manifests, presets, settings, tenant_files: Vec::new() };
         if let ConfigDir::Dir(d) = dir {
             let tenants = d.join("tenants");

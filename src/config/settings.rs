@@ -30,6 +30,19 @@ pub struct Settings {
     pub control: super::control::ControlSettings,
     #[serde(default)]
     pub server: super::server::ServerSettings,
+    /// What a connector manifest's `category` may be; default `lms`, `crm`, `work`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<String>>,
+}
+
+impl Settings {
+    /// The provider categories manifests may use.
+    pub fn categories(&self) -> Vec<String> {
+        match &self.categories {
+            Some(list) => list.clone(),
+            None => super::manifest::DEFAULT_CATEGORIES.iter().map(|c| (*c).to_owned()).collect(),
+        }
+    }
 }
 
 /// `[retention]`: how long history is kept. A number of days of 0 keeps that kind forever.
@@ -223,6 +236,23 @@ impl Settings {
         settings.server.check(&source.name, diag);
         if settings.retention.batch == 0 {
             diag.push(&source.name, "retention.batch", "must be at least 1");
+        }
+        if let Some(list) = &settings.categories {
+            if list.is_empty() {
+                diag.push(&source.name, "categories", "list at least one category");
+            }
+            for (i, c) in list.iter().enumerate() {
+                let name = c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                if c.is_empty() || !name {
+                    diag.push(
+                        &source.name,
+                        &format!("categories[{i}]"),
+                        format!("`{c}` is not a category name (lowercase letters, digits and `_`)"),
+                    );
+                } else if list[..i].contains(c) {
+                    diag.push(&source.name, &format!("categories[{i}]"), format!("`{c}` is listed twice"));
+                }
+            }
         }
         settings
     }

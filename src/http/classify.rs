@@ -61,14 +61,17 @@ pub(super) fn matches(rule: &ResponseRule, status: u16, body: &[u8], json: Optio
             return false;
         }
     }
-    rule.body.iter().all(|(pointer, expected)| {
-        let Some(actual) = json.and_then(|j| j.pointer(pointer)) else {
-            return false;
-        };
-        match expected {
+    rule.body.iter().all(|(key, expected)| {
+        let Some(json) = json else { return false };
+        let holds = |actual: &Value| match expected {
             Value::Array(any) => any.iter().any(|e| e == actual),
             e => e == actual,
+        };
+        if key.starts_with('$') {
+            // A query (checked when the manifest loaded): any node it selects.
+            return serde_json_path::JsonPath::parse(key).is_ok_and(|q| q.query(json).iter().any(|v| holds(v)));
         }
+        json.pointer(key).is_some_and(holds)
     })
 }
 
@@ -151,6 +154,39 @@ mod tests {
         assert_eq!(expired, Verdict { action: ResponseAction::AuthExpired, message: Some("token_expired".into()) });
         let other = c(200, json!({ "ok": false, "error": "channel_not_found" }));
         assert_eq!(other, Verdict { action: ResponseAction::Fail, message: Some("channel_not_found".into()) });
+    }
+
+    /// Every action a rule can give for a status can be given for HTTP 200 by a body
+    /// field, by pointer or by JSONPath query (any node it selects).
+    #[test]
+    fn every_action_matches_a_200_by_its_body() {
+        let actions = [
+            ("busy", ResponseAction::Retry),
+            ("slow_down", ResponseAction::RateLimited),
+            ("token_expired", ResponseAction::AuthExpired),
+            ("nothing_new", ResponseAction::Empty),
+            ("cursor_expired", ResponseAction::StateExpired),
+            ("denied", ResponseAction::Fail),
+            ("ok_but_odd", ResponseAction::Success),
+        ];
+        for (code, action) in actions {
+            let by_pointer = rule(&[200], json!({ "/status": "error", "/code": code }), action, Some("/detail"));
+            let by_query = rule(&[200], json!({ "$.errors[*].code": [code] }), action, Some("/errors/0/detail"));
+            let body = json!({ "status": "error", "code": code, "detail": format!("{code} happened") });
+            let c = classify(std::slice::from_ref(&by_pointer), 200, body.to_string().as_bytes(), Some(&body));
+            assert_eq!(c, Verdict { action, message: Some(format!("{code} happened")) }, "{code}");
+            // The code is the second of the errors: a query finds it anywhere.
+            let body = json!({ "errors": [{ "code": "other" }, { "code": code, "detail": "second" }] });
+            let c = classify(std::slice::from_ref(&by_query), 200, body.to_string().as_bytes(), Some(&body));
+            assert_eq!(c.action, action, "{code}");
+            // Another code, or no body: the defaults (200 success).
+            let other = json!({ "status": "error", "code": "unrelated", "errors": [{ "code": "unrelated" }] });
+            for r in [&by_pointer, &by_query] {
+                let c = classify(std::slice::from_ref(r), 200, other.to_string().as_bytes(), Some(&other));
+                assert_eq!(c.action, ResponseAction::Success, "{code}");
+                assert_eq!(classify(std::slice::from_ref(r), 200, b"", None).action, ResponseAction::Success);
+            }
+        }
     }
 
     #[test]

@@ -281,13 +281,16 @@ impl RateLimiters {
         if lock(&self.last_sweep).elapsed() >= SWEEP_EVERY {
             self.sweep();
         }
+        // Tenants whose plans differ (a `rate_limit` override) each have their rate's own
+        // limiter; those on the same rate share it.
+        let id = format!("{provider}/{}", spec.requests);
         let quota = {
             let mut quotas = lock(&self.quotas);
-            match quotas.get(provider) {
+            match quotas.get(&id) {
                 Some(q) if q.spec == *spec => q.clone(),
                 _ => {
                     let q = Arc::new(ProviderQuota::new(spec, self.replicas, self.write_share));
-                    quotas.insert(provider.to_owned(), q.clone());
+                    quotas.insert(id, q.clone());
                     q
                 }
             }
@@ -493,6 +496,7 @@ mod tests {
             remaining_header: Some("X-Remaining".into()),
             reset_header: Some("X-Reset".into()),
             retry_after_header: "Retry-After".into(),
+            max_requests: None,
         }
     }
 

@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-use super::paths::SourcePath;
 use super::value::{View, with_text};
+use crate::config::SourcePath;
 use crate::config::{FilterAction, FilterOp, FilterSpec};
 
 /// A compiled filter.

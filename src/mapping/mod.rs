@@ -25,7 +25,6 @@
 
 mod dates;
 mod filters;
-mod paths;
 mod plan;
 #[cfg(test)]
 mod proptests;

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::MappingError;
-use super::paths::SourcePath;
 use super::transforms::{Combiner, Concat, Step, Transform};
 use super::value::{NULL, Val, with_text};
+use crate::config::SourcePath;
 use crate::config::{MappingRule, MappingSpec};
 use crate::model::EntityName;
 

@@ -21,10 +21,10 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::MappingError;
-use super::paths::SourcePath;
 use super::transforms::{Step, Transform};
 use super::types::{conform, expected};
 use super::value::{Val, View, text, type_name};
+use crate::config::SourcePath;
 use crate::config::{
     BodyFormat, Entity, MappingSpec, Method, ReverseRule, WriteOp, WriteRequest, WriteSpec, placeholders, reverse_rule,
 };

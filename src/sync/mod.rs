@@ -390,7 +390,7 @@ impl<'a> Syncer<'a> {
         };
         let observer = HttpMetrics::new(&self.metrics, req.provider.as_str());
         let origin = format!("provider `{}` stream `{}`", req.provider, req.stream);
-        let mut session = self.session(&req.tenant, &req.provider, origin, manifest, &sink, &observer)?;
+        let mut session = self.session(origin, manifest, config, &sink, &observer)?;
         let mut reader =
             StreamReader::new(manifest, &req.stream, &base_url, vars, job.cursor.as_deref(), req.full_refresh)
                 .map_err(|e| RunFailure::plain(e.to_string()))?;
@@ -521,16 +521,18 @@ impl<'a> Syncer<'a> {
     }
 
     /// The HTTP session of one run (or write): the connection's token state, its
-    /// rate-limit quota and the manifest's response rules; `origin` names it in errors.
+    /// rate-limit quota and the manifest's response rules, with the tenant's rate-limit
+    /// and retry overrides (`config`); `origin` names it in errors. The sink says whose
+    /// connection it is.
     fn session<'s>(
         &self,
-        tenant: &TenantId,
-        provider: &ProviderId,
         origin: String,
         manifest: &Manifest,
+        config: &crate::config::ProviderLayer,
         sink: &'s StoreSink<'s>,
         observer: &'s HttpMetrics,
     ) -> Result<Session<'s>, RunFailure> {
+        let (tenant, provider) = (sink.tenant, sink.provider);
         // One token per connection: a user's never serves the company's, nor another's.
         let conn = self.auth.connection(&format!(
             "{}/{}/{}/{}",
@@ -555,9 +557,18 @@ impl<'a> Syncer<'a> {
             retry: self.retry.clone(),
             stats: Default::default(),
             sink: Some(sink),
-            quota: self.limits.quota(provider.as_str(), tenant.as_str(), manifest.rate_limit.as_ref()),
+            quota: self.limits.quota(provider.as_str(), tenant.as_str(), config.rate_limit(manifest).as_ref()),
             observer: Some(observer),
         };
+        // A preset's or tenant's retry policy (checked against the manifest's bounds at load).
+        if let Some(r) = &config.retry {
+            if let Some(attempts) = r.attempts {
+                session.retry.max_attempts = attempts;
+            }
+            if let Some(secs) = r.max_backoff_secs {
+                session.retry.max_delay = Duration::from_secs(secs);
+            }
+        }
         session.retry.max_response_bytes = manifest.max_response_bytes.unwrap_or(self.retry.max_response_bytes);
         session.retry.origin = Some(origin);
         Ok(session)

@@ -207,7 +207,7 @@ impl Syncer<'_> {
         let observer = HttpMetrics::new(&self.metrics, w.provider.as_str());
         let origin = format!("provider `{}` write `{}`", w.provider, w.id);
         let mut session = self
-            .session(&w.tenant_id, &w.provider, origin, manifest, &sink, &observer)
+            .session(origin, manifest, config, &sink, &observer)
             .map_err(|e| retry(ErrorClass::Config, NOT_READY_RETRY, None, e.message))?;
         session.for_writes();
 

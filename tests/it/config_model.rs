@@ -67,6 +67,8 @@ fn repository_and_builtin_configuration_are_valid_and_identical() {
         "github",
         "github_app",
         "gitlab",
+        "google_drive",
+        "asana",
     ] {
         assert!(on_disk.manifests.get(provider).is_some(), "{provider}");
     }
@@ -83,6 +85,7 @@ fn repository_and_builtin_configuration_are_valid_and_identical() {
         "group",
         "email",
         "merge_request",
+        "file",
     ] {
         assert!(on_disk.entities.get(entity).is_some(), "{entity}");
     }

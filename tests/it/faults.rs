@@ -22,6 +22,7 @@ fn limit(requests: u32, per_secs: u32, scope: QuotaScope) -> RateLimitSpec {
         remaining_header: None,
         reset_header: None,
         retry_after_header: "Retry-After".into(),
+        max_requests: None,
     }
 }
 
@@ -41,6 +42,7 @@ impl Case {
             Provider::Salesforce => ("accounts", "employer"),
             Provider::Slack => ("channels", "channel"),
             Provider::Jira => ("projects", "project"),
+            Provider::GoogleDrive => ("files", "file"),
             Provider::Microsoft => ("users", "user"),
             Provider::GitHub => ("repositories", "project"),
             Provider::GitLab => ("projects", "project"),
@@ -72,6 +74,9 @@ impl Case {
             ),
             Provider::Slack => format!("preset = \"aptem\"\n[providers.slack]\nenabled = true\nbase_url = \"{api}\"\n"),
             Provider::Jira => format!("preset = \"aptem\"\n[providers.jira]\nenabled = true\nbase_url = \"{base}\"\n"),
+            Provider::GoogleDrive => format!(
+                "preset = \"aptem\"\n[providers.google_drive]\nenabled = true\nbase_url = \"{api}\"\nvariables = {{ oauth_url = \"{base}\" }}\n"
+            ),
             Provider::Microsoft => format!(
                 "preset = \"aptem\"\n[providers.microsoft]\nenabled = true\nbase_url = \"{api}\"\nvariables = {{ login_url = \"{base}\" }}\n"
             ),
@@ -95,8 +100,9 @@ impl Case {
             Pagination::Odata { limit, .. } | Pagination::Offset { limit, .. } => *limit = PAGE,
             Pagination::PageNumber { size, .. } => *size = PAGE,
             Pagination::Cursor { .. } => {
-                let old = request.query.insert("limit".into(), PAGE.to_string());
-                assert!(old.is_some(), "{}: the page size is the `limit` parameter", self.provider);
+                let param = if self.provider == Provider::GoogleDrive { "pageSize" } else { "limit" };
+                let old = request.query.insert(param.into(), PAGE.to_string());
+                assert!(old.is_some(), "{}: the page size is the `{param}` parameter", self.provider);
             }
             Pagination::NextUrl { .. } => {} // the simulator's batch size is capped instead
             Pagination::LinkHeader { .. } | Pagination::NextHeader { .. } => {
@@ -228,6 +234,13 @@ async fn fault_mix_github() {
 #[tokio::test]
 async fn fault_mix_gitlab() {
     fault_mix(Provider::GitLab, 0).await;
+}
+
+/// Drive's throttling (403 `userRateLimitExceeded`, 403 `rateLimitExceeded`, 429
+/// `rateLimitExceeded`, no `Retry-After`) is waited out, never a failure or a retry.
+#[tokio::test]
+async fn fault_mix_google_drive() {
+    fault_mix(Provider::GoogleDrive, 0).await;
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod deletions_salesforce;
 mod faults;
 mod intelligence;
 mod keys_cli;
+mod language;
 mod layering;
 mod mapping;
 mod migrations;

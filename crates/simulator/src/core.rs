@@ -148,6 +148,8 @@ pub(crate) struct Sim {
     notes: Mutex<HashMap<(usize, u64), Vec<Value>>>,
     /// Notes written so far (their ids count from 1).
     note_count: AtomicU64,
+    /// Every change made through the handle or a write, in order (change feeds).
+    journal: Mutex<Journal>,
     /// Server-side sync states (Graph delta tokens) carry the generation they were
     /// issued in; one from an older generation has expired.
     sync_generation: AtomicU64,
@@ -155,6 +157,46 @@ pub(crate) struct Sim {
     free_requests: AtomicU64,
     /// The app's signing key pair (GitHub Apps), made on first use.
     pub(crate) app_key: std::sync::OnceLock<super::appkey::AppKey>,
+}
+
+/// One entry of the change journal: a record of a stream was added, modified, deleted
+/// or restored at `at`; what it is now says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Change {
+    /// Its position in the journal (from 1; a change feed's page token).
+    pub seq: u64,
+    pub stream: usize,
+    pub index: u64,
+    pub at: Ts,
+}
+
+/// The change journal: the most recent [`JOURNAL_CAP`] changes; positions before the
+/// oldest kept one have expired.
+#[derive(Debug)]
+struct Journal {
+    /// The position of `entries[0]` (or of the next change when empty).
+    first: u64,
+    entries: VecDeque<Change>,
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Self { first: 1, entries: VecDeque::new() }
+    }
+}
+
+/// Changes kept in the journal.
+const JOURNAL_CAP: usize = 100_000;
+
+/// What the journal answers for a position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Since {
+    /// The changes from the position on (up to the limit), and the position after them.
+    Changes(Vec<Change>, u64),
+    /// The position is older than the oldest change kept.
+    Expired,
+    /// The position was never issued.
+    Unknown,
 }
 
 /// Marks a response whose write was applied (the gate may then withhold it).
@@ -216,10 +258,51 @@ impl Sim {
             write_fault: Mutex::new(None),
             notes: Mutex::new(HashMap::new()),
             note_count: AtomicU64::new(0),
+            journal: Mutex::new(Journal::default()),
             sync_generation: AtomicU64::new(0),
             free_requests: AtomicU64::new(0),
             app_key: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Notes a change of record `index` of `stream` in the journal.
+    pub(crate) fn journal_change(&self, stream: usize, index: u64) {
+        let mut j = lock(&self.journal);
+        let seq = j.first + j.entries.len() as u64;
+        j.entries.push_back(Change { seq, stream, index, at: Utc::now() });
+        while j.entries.len() > JOURNAL_CAP {
+            j.entries.pop_front();
+            j.first += 1;
+        }
+    }
+
+    /// The position the next change will get (a change feed's start token).
+    pub(crate) fn journal_head(&self) -> u64 {
+        let j = lock(&self.journal);
+        j.first + j.entries.len() as u64
+    }
+
+    /// Up to `limit` changes from position `from` on.
+    pub(crate) fn journal_since(&self, from: u64, limit: usize) -> Since {
+        let j = lock(&self.journal);
+        let head = j.first + j.entries.len() as u64;
+        if from > head || from == 0 {
+            return Since::Unknown;
+        }
+        if from < j.first {
+            return Since::Expired;
+        }
+        let skip = usize::try_from(from - j.first).unwrap_or(usize::MAX);
+        let changes: Vec<Change> = j.entries.iter().skip(skip).take(limit).copied().collect();
+        let next = changes.last().map_or(from, |c| c.seq + 1);
+        Since::Changes(changes, next)
+    }
+
+    /// Forgets every change so far: positions issued before now have expired.
+    pub(crate) fn expire_journal(&self) {
+        let mut j = lock(&self.journal);
+        j.first += j.entries.len() as u64;
+        j.entries.clear();
     }
 
     /// The generation of server-side sync states issued now.
@@ -332,6 +415,16 @@ impl Sim {
         lock(&self.streams).get_mut(stream).map(f)
     }
 
+    /// Applies a change to record `index` of `stream` and, when it took (`f` says `true`),
+    /// notes it in the change journal.
+    pub(crate) fn mutate_noted(&self, stream: usize, index: u64, f: impl FnOnce(&mut StreamData) -> bool) -> bool {
+        let changed = self.mutate(stream, f).unwrap_or(false);
+        if changed {
+            self.journal_change(stream, index);
+        }
+        changed
+    }
+
     /// Applies a write: `index: None` creates a record, otherwise bumps the live record
     /// `index` to a new revision updated now; `fields` (provider fields, shaped as the
     /// record) are merged over what the record shows. Returns the record's index, or
@@ -356,6 +449,8 @@ impl Sim {
         };
         let mut patches = lock(&self.patches);
         merge(patches.entry((stream, index)).or_insert_with(|| json!({})), fields);
+        drop(patches);
+        self.journal_change(stream, index);
         Some(index)
     }
 

@@ -16,6 +16,7 @@
 //! | salesforce | `/services/data/v60.0` (token `/services/oauth2/token`) | `client_id`, `client_secret`, `refresh_token` | accounts, contacts, opportunities |
 //! | slack | `/api` (token `/api/oauth.v2.access`) | `client_id`, `client_secret`, `refresh_token` | channels, users, messages (per channel) |
 //! | jira | `/rest/api/3` (OAuth token `/oauth/token`) | `email`, `api_token` (Basic); OAuth via [`SimHandle::oauth_credentials`] | projects, issues (per project) |
+//! | google_drive | `/drive/v3` (token `/token`) | `client_id`, `client_secret`, `refresh_token` | files (and the changes feed over them) |
 //! | microsoft | `/v1.0` (token `/{tenant}/oauth2/v2.0/token`) | `tenant_id`, `client_id`, `client_secret`; delegated via [`SimHandle::oauth_credentials`] | users, groups, channels (per team), channel_messages (per channel), messages (per user) |
 //! | github | `` (app token `/app/installations/4242/access_tokens`) | `token`; app via [`SimHandle::app_credentials`] | repositories, issues, pull_requests (per repository) |
 //! | gitlab | `/api/v4` | `private_token` (header `PRIVATE-TOKEN`) | projects, issues, merge_requests (per project) |
@@ -47,6 +48,7 @@ mod fake;
 mod filter;
 mod github;
 mod gitlab;
+mod google_drive;
 mod hubspot;
 mod hubspot_search;
 mod jira;
@@ -94,6 +96,8 @@ pub enum Provider {
     Slack,
     /// Jira Cloud REST v3 (Basic auth or OAuth2 with rotation).
     Jira,
+    /// Google Drive v3 (OAuth2 refresh tokens; files and the changes feed).
+    GoogleDrive,
     /// Microsoft Graph v1.0 (OAuth2 client credentials, or delegated with rotation).
     Microsoft,
     /// GitHub REST v3 (personal token, or a GitHub App's installation tokens).
@@ -104,7 +108,7 @@ pub enum Provider {
 
 impl Provider {
     /// Every simulated provider.
-    pub const ALL: [Provider; 10] = [
+    pub const ALL: [Provider; 11] = [
         Provider::Aptem,
         Provider::Bud,
         Provider::OneFile,
@@ -112,6 +116,7 @@ impl Provider {
         Provider::Salesforce,
         Provider::Slack,
         Provider::Jira,
+        Provider::GoogleDrive,
         Provider::Microsoft,
         Provider::GitHub,
         Provider::GitLab,
@@ -127,6 +132,7 @@ impl Provider {
             Provider::Salesforce => "salesforce",
             Provider::Slack => "slack",
             Provider::Jira => "jira",
+            Provider::GoogleDrive => "google_drive",
             Provider::Microsoft => "microsoft",
             Provider::GitHub => "github",
             Provider::GitLab => "gitlab",
@@ -142,6 +148,7 @@ impl Provider {
             Provider::Salesforce => &salesforce::SPEC,
             Provider::Slack => &slack::SPEC,
             Provider::Jira => &jira::SPEC,
+            Provider::GoogleDrive => &google_drive::SPEC,
             Provider::Microsoft => &microsoft::SPEC,
             Provider::GitHub => &github::SPEC,
             Provider::GitLab => &gitlab::SPEC,
@@ -163,7 +170,8 @@ impl fmt::Display for Provider {
 /// The error for an unknown provider name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown simulated provider `{0}` (expected one of aptem, bud, onefile, hubspot, salesforce, slack, jira, microsoft, github, gitlab)"
+    "unknown simulated provider `{0}` (expected one of aptem, bud, onefile, hubspot, salesforce, slack, jira, microsoft, \
+     github, gitlab, google_drive)"
 )]
 pub struct UnknownProvider(pub String);
 
@@ -487,7 +495,7 @@ impl SimHandle {
     /// Basic ones); `None` for the others.
     pub fn oauth_credentials(&self) -> Option<Value> {
         match self.provider() {
-            Provider::HubSpot | Provider::Salesforce | Provider::Slack | Provider::Jira => {
+            Provider::HubSpot | Provider::Salesforce | Provider::Slack | Provider::Jira | Provider::GoogleDrive => {
                 Some(self.sim().oauth_credentials())
             }
             Provider::Microsoft => Some(microsoft::delegated_credentials(self.sim())),
@@ -556,7 +564,7 @@ impl SimHandle {
     /// `false` if there is no such live record.
     pub fn modify(&self, stream: &str, index: u64) -> bool {
         let sim = self.sim();
-        sim.stream_index(stream).and_then(|s| sim.mutate(s, |d| d.modify(index, Utc::now()))).unwrap_or(false)
+        sim.stream_index(stream).is_some_and(|s| sim.mutate_noted(s, index, |d| d.modify(index, Utc::now())))
     }
 
     /// Appends `n` records created now; returns their indices (`None` for
@@ -564,13 +572,17 @@ impl SimHandle {
     pub fn add(&self, stream: &str, n: u64) -> Option<Range<u64>> {
         let sim = self.sim();
         let s = sim.stream_index(stream)?;
-        sim.mutate(s, |d| d.add(n, Utc::now()))
+        let added = sim.mutate(s, |d| d.add(n, Utc::now()))?;
+        for i in added.clone() {
+            sim.journal_change(s, i);
+        }
+        Some(added)
     }
 
     /// Deletes record `index`; `false` if there is no such live record.
     pub fn delete(&self, stream: &str, index: u64) -> bool {
         let sim = self.sim();
-        sim.stream_index(stream).and_then(|s| sim.mutate(s, |d| d.delete(index))).unwrap_or(false)
+        sim.stream_index(stream).is_some_and(|s| sim.mutate_noted(s, index, |d| d.delete(index)))
     }
 
     /// Brings deleted record `index` back, modified now; `false` if it is not deleted
@@ -578,7 +590,7 @@ impl SimHandle {
     /// deleted records).
     pub fn restore(&self, stream: &str, index: u64) -> bool {
         let sim = self.sim();
-        sim.stream_index(stream).and_then(|s| sim.mutate(s, |d| d.restore(index, Utc::now()))).unwrap_or(false)
+        sim.stream_index(stream).is_some_and(|s| sim.mutate_noted(s, index, |d| d.restore(index, Utc::now())))
     }
 
     /// The record exactly as the API returns it with every field requested
@@ -691,6 +703,18 @@ impl SimHandle {
             Provider::Jira => Some("issues"),
             _ => None,
         }
+    }
+
+    /// The change feed's current position (Google Drive's `startPageToken`): changes
+    /// made from now on are listed from it.
+    pub fn change_token(&self) -> String {
+        self.sim().journal_head().to_string()
+    }
+
+    /// Forgets every change made so far, as a provider that keeps changes for a while
+    /// does: change-feed positions issued before now are refused from now on.
+    pub fn expire_change_tokens(&self) {
+        self.sim().expire_journal();
     }
 
     /// Stops the server (also happens when the last handle drops).

@@ -7,6 +7,7 @@ mod bounds;
 mod bud;
 mod github;
 mod gitlab;
+mod google_drive;
 mod guards;
 mod hubspot;
 mod jira;

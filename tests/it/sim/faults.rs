@@ -65,6 +65,15 @@ fn assert_throttled(provider: Provider, status: u16, headers: &HeaderMap, text: 
             assert!(body["Message"].is_string());
             assert_eq!(retry_after, Some("1"));
         }
+        Provider::GoogleDrive => {
+            // 403 or 429 with a usage-limit reason in Google's envelope, no Retry-After.
+            assert!(status == 403 || status == 429, "{status}");
+            assert_eq!(body["error"]["code"].as_u64(), Some(u64::from(status)));
+            let reason = body["error"]["errors"][0]["reason"].as_str();
+            assert!(matches!(reason, Some("userRateLimitExceeded" | "rateLimitExceeded")), "{body}");
+            assert_eq!(body["error"]["errors"][0]["domain"], "usageLimits");
+            assert_eq!(retry_after, None);
+        }
         Provider::Microsoft => {
             assert_eq!((status, body["error"]["code"].as_str()), (429, Some("TooManyRequests")));
             assert_eq!(retry_after, Some("1"));
@@ -165,6 +174,7 @@ async fn token_endpoints_are_exempt_from_faults() {
         Provider::Salesforce,
         Provider::Slack,
         Provider::Microsoft,
+        Provider::GoogleDrive,
     ] {
         // Logging in succeeds although every data request is faulted.
         let s = session(provider, every.clone()).await;

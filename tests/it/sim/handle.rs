@@ -21,6 +21,7 @@ async fn credentials_api_bases_and_token_urls_per_provider() {
         ),
         (Provider::Slack, "/api", vec!["client_id", "client_secret", "refresh_token"], Some("/api/oauth.v2.access")),
         (Provider::Jira, "/rest/api/3", vec!["email", "api_token"], Some("/oauth/token")),
+        (Provider::GoogleDrive, "/drive/v3", vec!["client_id", "client_secret", "refresh_token"], Some("/token")),
         (
             Provider::Microsoft,
             "/v1.0",

@@ -6,6 +6,7 @@ mod common;
 mod faults;
 mod github;
 mod gitlab;
+mod google_drive;
 mod handle;
 mod hubspot;
 mod jira;
