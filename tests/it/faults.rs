@@ -42,6 +42,7 @@ impl Case {
             Provider::Slack => ("channels", "channel"),
             Provider::Jira => ("projects", "project"),
             Provider::Microsoft => ("users", "user"),
+            Provider::Asana => ("projects", "project"),
         };
         Self { provider, stream, entity }
     }
@@ -50,7 +51,7 @@ impl Case {
     fn sim_config(&self, n: u64) -> SimConfig {
         let config = SimConfig::new(self.provider, n);
         match self.provider {
-            Provider::Slack | Provider::Jira => config.parents(n),
+            Provider::Slack | Provider::Jira | Provider::Asana => config.parents(n),
             Provider::Salesforce | Provider::Microsoft => config.page_size_cap(PAGE as usize),
             _ => config,
         }
@@ -72,6 +73,10 @@ impl Case {
             Provider::Jira => format!("preset = \"aptem\"\n[providers.jira]\nenabled = true\nbase_url = \"{base}\"\n"),
             Provider::Microsoft => format!(
                 "preset = \"aptem\"\n[providers.microsoft]\nenabled = true\nbase_url = \"{api}\"\nvariables = {{ login_url = \"{base}\" }}\n"
+            ),
+            Provider::Asana => format!(
+                "preset = \"aptem\"\n[providers.asana]\nenabled = true\nbase_url = \"{api}\"\nvariables = {{ auth_url = \"{base}\", workspace = \"{}\" }}\n",
+                tributary_simulator::ASANA_WORKSPACE_GID
             ),
         }
     }
@@ -209,6 +214,11 @@ async fn fault_mix_jira() {
 #[tokio::test]
 async fn fault_mix_microsoft_honours_retry_after() {
     fault_mix(Provider::Microsoft, 1).await;
+}
+
+#[tokio::test]
+async fn fault_mix_asana() {
+    fault_mix(Provider::Asana, 0).await;
 }
 
 #[tokio::test]

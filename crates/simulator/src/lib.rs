@@ -16,6 +16,7 @@
 //! | salesforce | `/services/data/v60.0` (token `/services/oauth2/token`) | `client_id`, `client_secret`, `refresh_token` | accounts, contacts, opportunities |
 //! | slack | `/api` (token `/api/oauth.v2.access`) | `client_id`, `client_secret`, `refresh_token` | channels, users, messages (per channel) |
 //! | jira | `/rest/api/3` (OAuth token `/oauth/token`) | `email`, `api_token` (Basic); OAuth via [`SimHandle::oauth_credentials`] | projects, issues (per project) |
+//! | asana | `/api/1.0` (token `/-/oauth_token`) | `client_id`, `client_secret`, `refresh_token` | projects (of workspace [`ASANA_WORKSPACE_GID`]), tasks (per project); `/events` sync tokens |
 //! | microsoft | `/v1.0` (token `/{tenant}/oauth2/v2.0/token`) | `tenant_id`, `client_id`, `client_secret`; delegated via [`SimHandle::oauth_credentials`] | users, groups, channels (per team), channel_messages (per channel), messages (per user) |
 //!
 //! Base records' `updated` times rise with the index over the year that
@@ -37,6 +38,7 @@
 //! ```
 
 mod aptem;
+mod asana;
 mod auth;
 mod bud;
 mod core;
@@ -69,6 +71,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use self::asana::WORKSPACE_GID as ASANA_WORKSPACE_GID;
 use self::core::{ProviderSpec, Sim, StreamKind};
 pub use self::webhooks::{WebhookError, WebhookSent, WebhookTarget};
 
@@ -91,11 +94,13 @@ pub enum Provider {
     Jira,
     /// Microsoft Graph v1.0 (OAuth2 client credentials, or delegated with rotation).
     Microsoft,
+    /// Asana API 1.0 (OAuth2 refresh tokens, not rotated).
+    Asana,
 }
 
 impl Provider {
     /// Every simulated provider.
-    pub const ALL: [Provider; 8] = [
+    pub const ALL: [Provider; 9] = [
         Provider::Aptem,
         Provider::Bud,
         Provider::OneFile,
@@ -104,6 +109,7 @@ impl Provider {
         Provider::Slack,
         Provider::Jira,
         Provider::Microsoft,
+        Provider::Asana,
     ];
 
     /// The lowercase id used by manifests and the CLI (`hubspot`).
@@ -117,6 +123,7 @@ impl Provider {
             Provider::Slack => "slack",
             Provider::Jira => "jira",
             Provider::Microsoft => "microsoft",
+            Provider::Asana => "asana",
         }
     }
 
@@ -130,6 +137,7 @@ impl Provider {
             Provider::Slack => &slack::SPEC,
             Provider::Jira => &jira::SPEC,
             Provider::Microsoft => &microsoft::SPEC,
+            Provider::Asana => &asana::SPEC,
         }
     }
 
@@ -148,7 +156,7 @@ impl fmt::Display for Provider {
 /// The error for an unknown provider name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown simulated provider `{0}` (expected one of aptem, bud, onefile, hubspot, salesforce, slack, jira, microsoft)"
+    "unknown simulated provider `{0}` (expected one of aptem, bud, onefile, hubspot, salesforce, slack, jira, microsoft, asana)"
 )]
 pub struct UnknownProvider(pub String);
 
@@ -472,7 +480,7 @@ impl SimHandle {
     /// Basic ones); `None` for the others.
     pub fn oauth_credentials(&self) -> Option<Value> {
         match self.provider() {
-            Provider::HubSpot | Provider::Salesforce | Provider::Slack | Provider::Jira => {
+            Provider::HubSpot | Provider::Salesforce | Provider::Slack | Provider::Jira | Provider::Asana => {
                 Some(self.sim().oauth_credentials())
             }
             Provider::Microsoft => Some(microsoft::delegated_credentials(self.sim())),

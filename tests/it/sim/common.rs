@@ -88,7 +88,7 @@ pub async fn login_with(sim: &SimHandle, client: &Client, creds: &Value) -> Auth
             assert_eq!(status, 200, "{body}");
             Auth::Bearer(s(&body, "access_token"))
         }
-        Provider::HubSpot | Provider::Salesforce | Provider::Slack => {
+        Provider::HubSpot | Provider::Salesforce | Provider::Slack | Provider::Asana => {
             let (status, body) = refresh(sim, client, creds, &s(creds, "refresh_token")).await;
             assert_eq!(status, 200, "{body}");
             if sim.provider() == Provider::Slack {
@@ -99,7 +99,7 @@ pub async fn login_with(sim: &SimHandle, client: &Client, creds: &Value) -> Auth
     }
 }
 
-/// A form-encoded refresh-token grant (HubSpot, Salesforce, Slack).
+/// A form-encoded refresh-token grant (HubSpot, Salesforce, Slack, Asana).
 pub async fn refresh(sim: &SimHandle, client: &Client, creds: &Value, token: &str) -> (u16, Value) {
     let form = [
         ("grant_type", "refresh_token".to_owned()),
@@ -146,6 +146,9 @@ impl Session {
             Provider::Slack => self.get("/users.list").query(&[("limit", "1")]),
             Provider::Jira => self.get("/project/search").query(&[("maxResults", "1")]),
             Provider::Microsoft => self.get("/users").query(&[("$top", "1")]),
+            Provider::Asana => {
+                self.get("/projects").query(&[("workspace", tributary_simulator::ASANA_WORKSPACE_GID), ("limit", "1")])
+            }
         }
     }
 }

@@ -27,6 +27,7 @@ async fn credentials_api_bases_and_token_urls_per_provider() {
             vec!["tenant_id", "client_id", "client_secret"],
             Some("/5f1c3a0e-7b2d-4e8f-9a6b-3c2d1e0f4a5b/oauth2/v2.0/token"),
         ),
+        (Provider::Asana, "/api/1.0", vec!["client_id", "client_secret", "refresh_token"], Some("/-/oauth_token")),
     ];
     for (provider, base, keys, token) in expected {
         let sim = boot(SimConfig::new(provider, 1)).await;
