@@ -1,5 +1,5 @@
-//! `demo`: everything working with no credentials. Starts the seven provider
-//! simulators on loopback, creates demo tenants against them in `./tributary-demo/`,
+//! `demo`: everything working with no credentials. Starts a simulator for every
+//! provider on loopback, creates demo tenants against them in `./tributary-demo/`,
 //! runs the daemon, and prints where to look. Data keeps changing upstream, so the
 //! one-minute schedule shows incremental runs. Webhooks flow both ways (see
 //! [`webhooks`]): the simulated HubSpot, Slack and Jira send signed webhooks that
@@ -65,7 +65,7 @@ pub async fn run(g: &Global, args: DemoArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(args.dir.join("tenants"))?;
     let dir = std::fs::canonicalize(&args.dir)?;
 
-    tracing::info!("demo: starting simulators for the seven providers");
+    tracing::info!(providers = Provider::ALL.len(), "demo: starting a simulator for every provider");
     let mut by_provider = Vec::new();
     for p in Provider::ALL {
         let mut config = SimConfig::new(p, args.records);
@@ -97,6 +97,9 @@ pub async fn run(g: &Global, args: DemoArgs) -> anyhow::Result<ExitCode> {
         ("initech", "onefile", Provider::OneFile),
         ("initech", "slack", Provider::Slack),
         ("initech", "jira", Provider::Jira),
+        ("hooli", "aptem", Provider::Aptem),
+        ("hooli", "microsoft", Provider::Microsoft),
+        ("hooli", "github", Provider::GitHub),
     ] {
         // With the secret each provider signs its webhooks with (HubSpot: the client secret).
         let creds = sims.get(p).credentials_with_webhook_secret();
@@ -164,11 +167,13 @@ pub async fn run(g: &Global, args: DemoArgs) -> anyhow::Result<ExitCode> {
 fn print_welcome(e: &Endpoints, dir: &str, sims: &[String], receiver: &str, every: u64) {
     let db = format!("sqlite://{dir}/demo.db");
     println!(
-        "\ntributary demo is running — three tenants, seven simulated providers, no credentials needed.\n\n  \
+        "\ntributary demo is running — four tenants, every provider simulated, no credentials needed.\n\n  \
          simulators:\n{}\n\n  \
          tenants:     acme (Aptem + HubSpot, custom field → learner.division, Aptem every minute;\n               \
          users ann, ben, cat with their own HubSpot connections feeding its intelligence)\n               \
-         globex (Bud + Salesforce), initech (OneFile + Slack + Jira)\n               \
+         globex (Bud + Salesforce), initech (OneFile + Slack + Jira),\n               \
+         hooli (Aptem + Microsoft 365 + GitHub: Graph delta queries, GitHub conditional requests;\n               \
+         its preset grants developers GitHub and Teams, sales the directory)\n               \
          their files: {dir}/tenants/*.toml\n\n  \
          webhooks in: every {every} s the simulated HubSpot (acme), Slack or Jira (initech) changes a record\n               \
          and sends its signed webhook to http://{}/webhooks/<tenant>/<provider>; the triggered\n               \
@@ -277,6 +282,34 @@ base_url = "{}"
                 api(Provider::OneFile),
                 api(Provider::Slack),
                 base(Provider::Jira)
+            ),
+        ),
+        (
+            "hooli",
+            format!(
+                r#"id = "hooli"
+name = "Hooli Academy"
+subdomain = "hooli"
+preset = "aptem_microsoft_github"
+
+[providers.aptem]
+base_url = "{}"
+
+# Microsoft Graph: users, groups and Teams read by delta queries after the first pass.
+[providers.microsoft]
+base_url = "{}"
+variables = {{ login_url = "{}" }}
+schedule = "every 2 minutes"
+
+# GitHub: issues read conditionally (an unchanged listing answers 304 and costs nothing).
+[providers.github]
+base_url = "{}"
+schedule = "every 2 minutes"
+"#,
+                api(Provider::Aptem),
+                api(Provider::Microsoft),
+                base(Provider::Microsoft),
+                base(Provider::GitHub)
             ),
         ),
     ]

@@ -9,7 +9,7 @@ use tributary_simulator::{Faults, Provider, ServeWebhooks, SimConfig, serve};
 /// Arguments of `tributary simulate`.
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
-    /// Providers to simulate (repeat or comma-separate); all seven when omitted.
+    /// Providers to simulate (repeat or comma-separate); every provider when omitted.
     #[arg(long = "provider", value_delimiter = ',')]
     pub providers: Vec<String>,
     /// Records per stream.

@@ -28,6 +28,9 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("jira.toml", include_str!("../../connectors/jira.toml")),
     ("microsoft.toml", include_str!("../../connectors/microsoft.toml")),
     ("asana.toml", include_str!("../../connectors/asana.toml")),
+    ("github.toml", include_str!("../../connectors/github.toml")),
+    ("github_app.toml", include_str!("../../connectors/github_app.toml")),
+    ("gitlab.toml", include_str!("../../connectors/gitlab.toml")),
 ];
 
 /// What kind of system a provider is.
@@ -55,6 +58,9 @@ pub enum AuthKind {
     Bearer,
     /// A key exchanged for a session token (e.g. OneFile).
     SessionToken,
+    /// An app's RS256 JWT (signed with its private key) exchanged for an installation
+    /// token (GitHub Apps).
+    JwtExchange,
 }
 
 impl AuthKind {
@@ -66,6 +72,7 @@ impl AuthKind {
             Self::Basic => "basic",
             Self::Bearer => "bearer",
             Self::SessionToken => "session_token",
+            Self::JwtExchange => "jwt_exchange",
         }
     }
 
@@ -77,6 +84,7 @@ impl AuthKind {
             Self::ApiKey | Self::SessionToken => &["api_key"],
             Self::Basic => &["username", "password"],
             Self::Bearer => &["token"],
+            Self::JwtExchange => &["app_id", "installation_id", "private_key"],
         }
     }
 }
@@ -109,6 +117,19 @@ pub struct AuthSpec {
     /// Pointer to the lifetime in seconds in the token response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_path: Option<String>,
+    /// Pointer to the token's expiry time (RFC 3339) in the token response (GitHub
+    /// `/expires_at`; the default for `jwt_exchange`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_path: Option<String>,
+    /// `jwt_exchange`: the JWT's issuer, a template (default `{app_id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_issuer: Option<String>,
+    /// `jwt_exchange`: the credential holding the PEM private key (default `private_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_key: Option<String>,
+    /// `jwt_exchange`: the JWT's lifetime in seconds (default 540, at most 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_ttl_secs: Option<u64>,
     /// Lifetime to assume when the response states none (Salesforce, OneFile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_ttl_secs: Option<u64>,
@@ -131,6 +152,9 @@ pub struct AuthSpec {
     pub password: Option<String>,
 }
 
+/// The longest lifetime a `jwt_exchange` JWT may ask for (GitHub: ten minutes).
+pub const JWT_MAX_TTL_SECS: u64 = 600;
+
 impl AuthSpec {
     pub fn required_credentials(&self) -> Vec<String> {
         match &self.credentials {
@@ -141,7 +165,13 @@ impl AuthSpec {
 
     /// Whether the kind exchanges credentials for a token first.
     pub fn needs_token(&self) -> bool {
-        matches!(self.kind, AuthKind::Oauth2RefreshToken | AuthKind::Oauth2ClientCredentials | AuthKind::SessionToken)
+        matches!(
+            self.kind,
+            AuthKind::Oauth2RefreshToken
+                | AuthKind::Oauth2ClientCredentials
+                | AuthKind::SessionToken
+                | AuthKind::JwtExchange
+        )
     }
 
     pub(super) fn templates(&self) -> Vec<(&'static str, &str)> {
@@ -151,6 +181,7 @@ impl AuthSpec {
             ("value", &self.value),
             ("username", &self.username),
             ("password", &self.password),
+            ("jwt_issuer", &self.jwt_issuer),
         ] {
             if let Some(v) = v {
                 out.push((key, v.as_str()));
@@ -188,6 +219,10 @@ pub struct StreamSpec {
     /// How to read only what changed since the last run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incremental: Option<IncrementalSpec>,
+    /// Conditional requests (`etag` or `last_modified`): the first request of each
+    /// walk (per parent record for a child stream) sends the validator of the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditional: Option<super::manifest_spec::Conditional>,
     /// How an interrupted pass continues (`position`, `cursor` or `none`); by default
     /// `position` for a stream that pages or is a child, `none` for a single request.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -74,7 +74,31 @@ impl Manifest {
         {
             err("auth", "basic auth with custom credential fields needs `username` and `password` templates".into());
         }
+        if self.auth.kind == AuthKind::JwtExchange {
+            match self.auth.jwt_ttl_secs {
+                Some(t) if t == 0 || t > super::manifest::JWT_MAX_TTL_SECS => err(
+                    "auth.jwt_ttl_secs",
+                    format!("must be between 1 and {} seconds", super::manifest::JWT_MAX_TTL_SECS),
+                ),
+                _ => {}
+            }
+            let key = self.auth.jwt_key.as_deref().unwrap_or("private_key");
+            if !credentials.iter().any(|c| c == key) {
+                err("auth.jwt_key", format!("`{key}` is not one of the credentials ({})", credentials.join(", ")));
+            }
+        } else {
+            for (key, set) in [
+                ("auth.jwt_issuer", self.auth.jwt_issuer.is_some()),
+                ("auth.jwt_key", self.auth.jwt_key.is_some()),
+                ("auth.jwt_ttl_secs", self.auth.jwt_ttl_secs.is_some()),
+            ] {
+                if set {
+                    err(key, "only `jwt_exchange` auth signs a JWT".into());
+                }
+            }
+        }
         for (key, p) in [
+            ("auth.expires_at_path", &self.auth.expires_at_path),
             ("auth.token_path", &self.auth.token_path),
             ("auth.expires_in_path", &self.auth.expires_in_path),
             ("auth.refresh_token_path", &self.auth.refresh_token_path),
@@ -133,7 +157,7 @@ impl Manifest {
                 {
                     err(&join(&join(&ip, "request"), "pagination"), msg);
                 }
-                if !uses_cursor(&merged) {
+                if !inc.client_side && !uses_cursor(&merged) {
                     err(&join(&ip, "request"), "the incremental request never uses `{cursor}`".into());
                 }
                 if inc.cursor_field.trim().is_empty() {
@@ -427,5 +451,13 @@ fn check_request_fields(r: &RequestSpec, known: &dyn Fn(&str) -> bool, path: &st
         }
         Some(p) if p.max_pages() == Some(0) => err(&join(&pp, "max_pages"), "must be greater than zero".into()),
         _ => {}
+    }
+    if let Some(Pagination::NextHeader { header, param, .. }) = &r.pagination {
+        if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            err(&join(&pp, "header"), format!("`{header}` is not an HTTP header name"));
+        }
+        if param.trim().is_empty() {
+            err(&join(&pp, "param"), "must not be empty".into());
+        }
     }
 }

@@ -181,6 +181,16 @@ pub enum Pagination {
         #[serde(default)]
         max_pages: Option<u64>,
     },
+    /// The next page's number or token in a response header (GitLab `X-Next-Page`),
+    /// sent back as a query parameter; an absent or empty header ends the stream.
+    NextHeader {
+        /// The response header (`X-Next-Page`).
+        header: String,
+        /// The query parameter that carries it (`page`).
+        param: String,
+        #[serde(default)]
+        max_pages: Option<u64>,
+    },
     /// Offset and limit (Jira `startAt`/`maxResults`); `odata` is `$skip`/`$top`.
     Offset {
         offset_param: String,
@@ -241,6 +251,7 @@ impl Pagination {
             Self::Cursor { max_pages, .. }
             | Self::NextUrl { max_pages, .. }
             | Self::LinkHeader { max_pages }
+            | Self::NextHeader { max_pages, .. }
             | Self::Offset { max_pages, .. }
             | Self::Odata { max_pages, .. }
             | Self::PageNumber { max_pages, .. } => *max_pages,
@@ -321,9 +332,43 @@ pub struct IncrementalSpec {
     /// reaching the cap. The full read is not capped.
     #[serde(default)]
     pub window_cap: Option<u64>,
+    /// The API has no "changed since" filter: every pass reads the whole listing, and
+    /// records whose cursor is at or below the stored one are dropped before mapping
+    /// (counted in the run's note), so the run reports only real changes.
+    #[serde(default)]
+    pub client_side: bool,
     /// The request when a cursor exists (fields set here replace the stream's).
     #[serde(default)]
     pub request: RequestSpec,
+}
+
+/// Conditional requests: the validator a response carried is kept in the stream's state
+/// and sent with the next pass's first request; `304 Not Modified` means nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Conditional {
+    /// `ETag` → `If-None-Match`.
+    Etag,
+    /// `Last-Modified` → `If-Modified-Since`.
+    LastModified,
+}
+
+impl Conditional {
+    /// The response header that carries the validator.
+    pub fn response_header(self) -> &'static str {
+        match self {
+            Self::Etag => "etag",
+            Self::LastModified => "last-modified",
+        }
+    }
+
+    /// The request header that sends it back.
+    pub fn request_header(self) -> &'static str {
+        match self {
+            Self::Etag => "If-None-Match",
+            Self::LastModified => "If-Modified-Since",
+        }
+    }
 }
 
 /// What a response means.

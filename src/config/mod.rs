@@ -30,11 +30,12 @@ pub use layer::{
 };
 pub use manifest::{
     AuthKind, AuthSpec, BUILTIN as BUILTIN_MANIFESTS, BUILTIN_VARIABLES, Category, DEFAULT_MAX_PAGES_PER_RUN,
-    DEFAULT_MAX_RUN_SECS, DEFAULT_TOKEN_TTL_SECS, Manifest, Manifests, StreamSpec,
+    DEFAULT_MAX_RUN_SECS, DEFAULT_TOKEN_TTL_SECS, JWT_MAX_TTL_SECS, Manifest, Manifests, StreamSpec,
 };
 pub use manifest_spec::{
-    BodyFormat, CursorFormat, IncrementalSpec, Method, Pagination, ParamIn, QuotaScope, RateLimitSpec, RequestSpec,
-    ResponseAction, ResponseRule, ResumeMode, StateExpiry, StateInit, StateSpec, StateUse, StatusMatch, TombstoneSpec,
+    BodyFormat, Conditional, CursorFormat, IncrementalSpec, Method, Pagination, ParamIn, QuotaScope, RateLimitSpec,
+    RequestSpec, ResponseAction, ResponseRule, ResumeMode, StateExpiry, StateInit, StateSpec, StateUse, StatusMatch,
+    TombstoneSpec,
 };
 pub use presets::{Preset, Presets, revision_of};
 pub use roles::{Denied, RoleGrants, StreamPattern};

@@ -18,7 +18,7 @@ use self::resume::{ParentPoint, PositionUpdate, SavedPosition};
 pub use self::walk::Tombstone;
 use self::walk::Walk;
 use crate::config::RequestSpec;
-use crate::config::{CursorFormat, IncrementalSpec, Manifest, ResumeMode, StreamSpec};
+use crate::config::{Conditional, CursorFormat, IncrementalSpec, Manifest, ResumeMode, StreamSpec};
 use crate::http::shape::{Projection, RawBody};
 use crate::http::template::{self, Vars};
 use crate::http::{HttpError, Session};
@@ -141,6 +141,24 @@ pub struct StreamReader {
     full_requested: bool,
     /// When the pass began (kept in its positions).
     started_at: chrono::DateTime<chrono::Utc>,
+    /// Conditional requests: the validators kept per walk (`""` for a stream without a
+    /// parent, else the parent record's key).
+    conditional: Option<Conditional>,
+    validators: BTreeMap<String, String>,
+    /// Walks answered `304 Not Modified` in this run.
+    pub not_modified: u64,
+    /// Records a client-side incremental read dropped (not newer than the cursor).
+    pub dropped: u64,
+}
+
+/// The stored state of a stream with conditional requests: its cursor state and the
+/// validators of its walks.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ConditionalState {
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    validators: BTreeMap<String, String>,
 }
 
 impl StreamReader {
@@ -166,7 +184,16 @@ impl StreamReader {
         let incremental = spec.incremental.clone();
         let mode = spec.resume_mode();
         let ttl_secs = spec.position_ttl();
-        let stored = if full_refresh { None } else { cursor };
+        let conditional = spec.conditional;
+        let mut stored = if full_refresh { None } else { cursor };
+        let mut validators = BTreeMap::new();
+        let conditional_state = stored
+            .filter(|_| spec.conditional.is_some())
+            .and_then(|c| serde_json::from_str::<ConditionalState>(c).ok());
+        if let Some(c) = &conditional_state {
+            validators.clone_from(&c.validators);
+            stored = c.cursor.as_deref();
+        }
         // A state from the response is kept as opaque text, like a raw cursor.
         let format = incremental.as_ref().map(|i| i.cursor_format).or(spec.state.as_ref().map(|_| CursorFormat::Raw));
         let state = match (format, parent_spec.is_some()) {
@@ -206,6 +233,10 @@ impl StreamReader {
             full,
             full_requested: false,
             started_at: pass_start(),
+            conditional,
+            validators,
+            not_modified: 0,
+            dropped: 0,
         })
     }
 
@@ -341,8 +372,17 @@ impl StreamReader {
         }
     }
 
-    /// The stored form of the current cursor state.
+    /// The stored form of the current cursor state (with the validators, for a stream
+    /// with conditional requests).
     pub fn checkpoint(&self) -> Option<String> {
+        let cursor = self.cursor_checkpoint();
+        if self.conditional.is_none() || self.validators.is_empty() {
+            return cursor;
+        }
+        serde_json::to_string(&ConditionalState { cursor, validators: self.validators.clone() }).ok()
+    }
+
+    fn cursor_checkpoint(&self) -> Option<String> {
         match &self.state {
             CursorState::Single(c) => c.as_ref().map(CursorValue::stored),
             CursorState::PerParent(m) if m.is_empty() => None,
@@ -380,6 +420,7 @@ impl StreamReader {
 
             if self.walk.is_none() && !self.start_next_walk(session, &mut vars, &base_url).await? {
                 self.done = true;
+                self.summarize();
                 // A position left from before (or of a pass that ended on an empty walk)
                 // is cleared with a last, empty page.
                 if self.position_live {
@@ -442,6 +483,14 @@ impl StreamReader {
             // until then the position carries the walk's high-water mark.
             let sorted = walk.from_cursor && self.incremental.as_ref().is_some_and(|i| i.sorted);
             let walk_max = walk.max_seen.clone();
+            self.dropped += std::mem::take(&mut walk.dropped);
+            let validator = if finished { walk.new_validator.take() } else { None };
+            if finished && walk.not_modified {
+                self.not_modified += 1;
+                // A pass that skipped unchanged listings did not list every record: it
+                // is no complete full pass (and so never sweeps).
+                self.full = false;
+            }
             let total = walk.total.filter(|_| self.parent_spec.is_none());
             let parent_key = walk.parent_key.clone();
             if finished {
@@ -450,7 +499,11 @@ impl StreamReader {
             let stream_done = finished && self.parents.as_ref().is_none_or(VecDeque::is_empty);
             let checkpoint = match new_state {
                 Some(state) => self.set_state(parent_key.clone(), state),
-                None if sorted || finished => self.advance(parent_key.clone(), walk_max),
+                None if sorted || finished => {
+                    let validated = self.keep_validator(parent_key.as_deref(), validator);
+                    self.advance(parent_key.clone(), walk_max)
+                        .or_else(|| validated.then(|| self.checkpoint()).flatten())
+                }
                 None => None,
             };
             let walk = self.walk.take();
@@ -535,6 +588,31 @@ impl StreamReader {
         Ok(walk)
     }
 
+    /// Keeps the validator a completed walk's first response carried; whether it changed.
+    fn keep_validator(&mut self, parent_key: Option<&str>, validator: Option<String>) -> bool {
+        let Some(v) = validator else { return false };
+        let key = parent_key.unwrap_or_default();
+        if self.validators.get(key) == Some(&v) {
+            return false;
+        }
+        self.validators.insert(key.to_owned(), v);
+        true
+    }
+
+    /// Notes what conditional requests and a client-side incremental read saved.
+    fn summarize(&mut self) {
+        if self.not_modified > 0 {
+            let n = self.not_modified;
+            tracing::info!(stream = %self.name, walks = n, "not modified since the last pass (304)");
+            self.notes.push(format!("{n} listing(s) not modified since the last pass (304)"));
+        }
+        if self.dropped > 0 {
+            let n = self.dropped;
+            tracing::info!(stream = %self.name, records = n, "client-side incremental: records not newer than the cursor dropped");
+            self.notes.push(format!("client-side incremental: {n} record(s) not newer than the cursor dropped"));
+        }
+    }
+
     /// Moves the cursor state to include `seen`; returns the new checkpoint when it moved.
     fn advance(&mut self, parent_key: Option<String>, seen: Option<CursorValue>) -> Option<String> {
         let seen = seen?;
@@ -604,10 +682,12 @@ impl StreamReader {
                 CursorState::Single(c) => c.clone(),
                 CursorState::PerParent(_) => None,
             };
-            self.walk = Some(match start {
+            let validator = self.validators.get("").cloned();
+            let walk = match start {
                 None => self.fresh_walk(session, vars, base_url, None, None, true).await?,
                 start => Walk::new(&self.spec, self.incremental.as_ref(), start, None, None),
-            });
+            };
+            self.walk = Some(walk.with_validator(validator));
             return Ok(true);
         };
         let parent_spec = parent_spec.clone();
@@ -659,10 +739,12 @@ impl StreamReader {
             CursorState::PerParent(m) => m.get(&key).cloned(),
             CursorState::Single(_) => None,
         };
-        self.walk = Some(match start {
+        let validator = self.validators.get(&key).cloned();
+        let walk = match start {
             None => self.fresh_walk(session, vars, base_url, Some(parent), Some(key), true).await?,
             start => Walk::new(&self.spec, self.incremental.as_ref(), start, Some(parent), Some(key)),
-        });
+        };
+        self.walk = Some(walk.with_validator(validator));
         Ok(true)
     }
 }

@@ -10,8 +10,8 @@ use super::EngineError;
 use super::cursor::CursorValue;
 use super::resume::{PagePosition as Position, WalkPoint};
 use crate::config::{
-    BodyFormat, IncrementalSpec, Pagination, ParamIn, RequestSpec, ResponseAction, ResponseRule, StateSpec, StateUse,
-    StreamSpec, TombstoneSpec,
+    BodyFormat, Conditional, IncrementalSpec, Pagination, ParamIn, RequestSpec, ResponseAction, ResponseRule,
+    StateSpec, StateUse, StreamSpec, TombstoneSpec,
 };
 use crate::http::shape::{BodyShape, Projection, RawBody};
 use crate::http::template::{Vars, lookup_path, scalar_text};
@@ -47,6 +47,16 @@ pub(super) struct Walk {
     pub from_cursor: bool,
     /// The last page's body as the provider sent it (dead letters keep its records).
     pub body: Option<RawBody>,
+    /// Conditional requests: which validator the stream keeps.
+    conditional: Option<Conditional>,
+    /// The validator sent with the walk's first request.
+    validator: Option<String>,
+    /// The validator the first response carried (to keep once the walk completes).
+    pub new_validator: Option<String>,
+    /// The first request was answered `304 Not Modified`.
+    pub not_modified: bool,
+    /// Records dropped by a client-side incremental read (at or below the cursor).
+    pub dropped: u64,
     /// The stream's state section, if it keeps a state from the response.
     state: Option<StateSpec>,
     /// Whether this walk sends a stored state (a pass from a state).
@@ -123,7 +133,18 @@ impl Walk {
             rules,
             tombstone: spec.tombstone.clone(),
             tombstones: Vec::new(),
+            conditional: spec.conditional,
+            validator: None,
+            new_validator: None,
+            not_modified: false,
+            dropped: 0,
         }
+    }
+
+    /// Sends `validator` (kept from an earlier pass) with the walk's first request.
+    pub fn with_validator(mut self, validator: Option<String>) -> Self {
+        self.validator = validator.filter(|_| self.conditional.is_some());
+        self
     }
 
     /// A walk of `spec` continuing from a saved `point`; `None` when the point does not
@@ -151,6 +172,7 @@ impl Walk {
             (&walk.pagination, &point.next),
             (_, Position::Start | Position::Done)
                 | (Pagination::Cursor { .. }, Position::Cursor(_) | Position::Offset(_))
+                | (Pagination::NextHeader { .. }, Position::Cursor(_))
                 | (Pagination::NextUrl { .. } | Pagination::LinkHeader { .. }, Position::Url(_))
                 | (Pagination::Offset { .. } | Pagination::Odata { .. }, Position::Offset(_))
                 | (Pagination::PageNumber { .. }, Position::Page(_))
@@ -240,6 +262,9 @@ impl Walk {
                 (Pagination::Cursor { param, location, .. }, Position::Offset(o)) => {
                     set(*location, param, Value::from(*o))
                 }
+                (Pagination::NextHeader { param, .. }, Position::Cursor(c)) => {
+                    set(ParamIn::Query, param, Value::String(c.clone()))
+                }
                 (Pagination::Offset { offset_param, limit_param, limit, location, .. }, pos) => {
                     let offset = if let Position::Offset(o) = pos { *o } else { 0 };
                     set(*location, limit_param, Value::from(*limit));
@@ -262,6 +287,9 @@ impl Walk {
         let mut hdrs = Vec::new();
         for (k, v) in headers.iter().chain(self.request.headers.iter()) {
             hdrs.push((k.clone(), vars.render(v)?));
+        }
+        if let (Some(kind), Some(validator), Position::Start) = (self.conditional, &self.validator, &self.pos) {
+            hdrs.push((kind.request_header().to_owned(), validator.clone()));
         }
         let body = body.map(|b| match self.request.body_format.unwrap_or(BodyFormat::Json) {
             BodyFormat::Json => Body::Json(b),
@@ -320,8 +348,24 @@ impl Walk {
         let mut request = self.build(&parent_vars, base_url, headers)?;
         let records_at = self.request.records.as_deref().unwrap_or_default();
         request.shape = projection.map(|p| Arc::new(BodyShape::new(records_at, p.clone())));
+        let first = self.pos == Position::Start;
         let mut response = session.send(&request, &parent_vars).await?;
         self.pages += 1;
+        if let (Some(kind), true) = (self.conditional, first) {
+            if response.status == 304 {
+                // Nothing changed since the validator was issued: no records, and the
+                // validator stays.
+                self.not_modified = true;
+                self.pos = Position::Done;
+                return Ok(None);
+            }
+            self.new_validator = response
+                .headers
+                .get(kind.response_header())
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .filter(|v| !v.is_empty());
+        }
         if let Some(st) = &self.state {
             self.found_state = response
                 .json
@@ -388,6 +432,7 @@ impl Walk {
                 _ => Vec::new(),
             }
         };
+        let mut dropped_here = 0;
         if let Some(inc) = &self.incremental {
             for r in &records {
                 if let Some(c) =
@@ -401,7 +446,19 @@ impl Walk {
                 self.restart_window_if_capped(inc.window_cap, records.len() as u64, &stream_name)?;
             }
         }
-        self.body = Some(RawBody::new(std::mem::take(&mut response.body), records_ptr));
+        // No server-side filter: what is not newer than the cursor is not a change.
+        if let (Some(inc), Some(start)) = (self.incremental.as_ref().filter(|i| i.client_side), &self.start) {
+            let before = records.len();
+            records.retain(|r| {
+                lookup_path(r, &inc.cursor_field)
+                    .and_then(|v| CursorValue::from_record(v, inc.cursor_format))
+                    .is_none_or(|c| c > *start)
+            });
+            dropped_here = before - records.len();
+            self.dropped += dropped_here as u64;
+        }
+        // Dead letters find their bytes by position in the body: only while none was dropped.
+        self.body = (dropped_here == 0).then(|| RawBody::new(std::mem::take(&mut response.body), records_ptr));
         if self.tombstone.is_some() || (self.from_state && self.state.as_ref().is_some_and(|s| s.record.is_some())) {
             records = self.split_items(records, &stream_name)?;
         }
@@ -544,6 +601,12 @@ impl Walk {
                     Some(u) => Position::Url(resolve_next(request_url, &u, stream)?),
                     None => Position::Done,
                 },
+                Pagination::NextHeader { header, .. } => {
+                    match response.headers.get(header.as_str()).and_then(|v| v.to_str().ok()).map(str::trim) {
+                        Some(next) if !next.is_empty() => Position::Cursor(next.to_owned()),
+                        _ => Position::Done,
+                    }
+                }
                 Pagination::Offset { limit, total: t, is_last, has_more, .. } => {
                     let offset = if let Position::Offset(o) = self.pos { o } else { 0 } + n;
                     let over = total(t).is_some_and(|t| offset >= t);

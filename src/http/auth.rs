@@ -16,6 +16,7 @@
 //! credentials and token live in memory for the session only.
 
 mod exchange;
+mod jwt;
 mod memory;
 mod oauth;
 mod shared;

@@ -39,7 +39,8 @@ pub fn classify(rules: &[ResponseRule], status: u16, body: &[u8], json: Option<&
         }
     }
     let action = match status {
-        204 => ResponseAction::Empty,
+        // 304 answers only a conditional request (one the manifest sent a validator with).
+        204 | 304 => ResponseAction::Empty,
         200..=299 => ResponseAction::Success,
         401 => ResponseAction::AuthExpired,
         429 => ResponseAction::RateLimited,
@@ -164,6 +165,7 @@ mod tests {
             Verdict { action: ResponseAction::Fail, message: Some("no access".into()) }
         );
         assert_eq!(classify(&[], 204, b"", None).action, ResponseAction::Empty);
+        assert_eq!(classify(&[], 304, b"", None).action, ResponseAction::Empty);
         assert_eq!(
             classify(&[], 503, b"busy", None),
             Verdict { action: ResponseAction::Retry, message: Some("busy".into()) }

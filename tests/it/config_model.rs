@@ -47,17 +47,43 @@ fn repository_and_builtin_configuration_are_valid_and_identical() {
     let on_disk = load(&repo().join("config"));
     let builtin = Catalog::load(&ConfigDir::Builtin, None).unwrap_or_else(|d| panic!("{d}"));
     let names: Vec<_> = on_disk.presets.iter().map(|p| p.name.to_string()).collect();
-    assert_eq!(names, ["aptem", "aptem_hubspot", "aptem_salesforce", "bud", "bud_salesforce", "onefile"]);
+    assert_eq!(
+        names,
+        ["aptem", "aptem_hubspot", "aptem_microsoft_github", "aptem_salesforce", "bud", "bud_salesforce", "onefile"]
+    );
     for p in on_disk.presets.iter() {
         assert_eq!(builtin.presets.get(p.name.as_str()).map(|b| &b.revision), Some(&p.revision));
         assert!(p.revision.starts_with('r') && p.revision.len() == 13, "{}", p.revision);
     }
-    for provider in ["aptem", "bud", "onefile", "hubspot", "salesforce", "slack", "jira", "microsoft"] {
+    for provider in [
+        "aptem",
+        "bud",
+        "onefile",
+        "hubspot",
+        "salesforce",
+        "slack",
+        "jira",
+        "microsoft",
+        "github",
+        "github_app",
+        "gitlab",
+    ] {
         assert!(on_disk.manifests.get(provider).is_some(), "{provider}");
     }
-    for entity in
-        ["learner", "employer", "contact", "company", "deal", "issue", "message", "channel", "user", "group", "email"]
-    {
+    for entity in [
+        "learner",
+        "employer",
+        "contact",
+        "company",
+        "deal",
+        "issue",
+        "message",
+        "channel",
+        "user",
+        "group",
+        "email",
+        "merge_request",
+    ] {
         assert!(on_disk.entities.get(entity).is_some(), "{entity}");
     }
     let learner = on_disk.entities.get("learner").unwrap();

@@ -42,6 +42,8 @@ impl Case {
             Provider::Slack => ("channels", "channel"),
             Provider::Jira => ("projects", "project"),
             Provider::Microsoft => ("users", "user"),
+            Provider::GitHub => ("repositories", "project"),
+            Provider::GitLab => ("projects", "project"),
             Provider::Asana => ("projects", "project"),
         };
         Self { provider, stream, entity }
@@ -51,7 +53,9 @@ impl Case {
     fn sim_config(&self, n: u64) -> SimConfig {
         let config = SimConfig::new(self.provider, n);
         match self.provider {
-            Provider::Slack | Provider::Jira | Provider::Asana => config.parents(n),
+            Provider::Slack | Provider::Jira | Provider::GitHub | Provider::GitLab | Provider::Asana => {
+                config.parents(n)
+            }
             Provider::Salesforce | Provider::Microsoft => config.page_size_cap(PAGE as usize),
             _ => config,
         }
@@ -74,6 +78,12 @@ impl Case {
             Provider::Microsoft => format!(
                 "preset = \"aptem\"\n[providers.microsoft]\nenabled = true\nbase_url = \"{api}\"\nvariables = {{ login_url = \"{base}\" }}\n"
             ),
+            Provider::GitHub => {
+                format!("preset = \"aptem\"\n[providers.github]\nenabled = true\nbase_url = \"{base}\"\n")
+            }
+            Provider::GitLab => {
+                format!("preset = \"aptem\"\n[providers.gitlab]\nenabled = true\nbase_url = \"{api}\"\n")
+            }
             Provider::Asana => format!(
                 "preset = \"aptem\"\n[providers.asana]\nenabled = true\nbase_url = \"{api}\"\nvariables = {{ auth_url = \"{base}\", workspace = \"{}\" }}\n",
                 tributary_simulator::ASANA_WORKSPACE_GID
@@ -96,6 +106,10 @@ impl Case {
                 assert!(old.is_some(), "{}: the page size is the `limit` parameter", self.provider);
             }
             Pagination::NextUrl { .. } => {} // the simulator's batch size is capped instead
+            Pagination::LinkHeader { .. } | Pagination::NextHeader { .. } => {
+                let old = request.query.insert("per_page".into(), PAGE.to_string());
+                assert!(old.is_some(), "{}: the page size is the `per_page` parameter", self.provider);
+            }
             other => panic!("unexpected pagination {other:?}"),
         }
         h.catalog.manifests.insert(m);
@@ -209,6 +223,18 @@ async fn fault_mix_slack() {
 #[tokio::test]
 async fn fault_mix_jira() {
     fault_mix(Provider::Jira, 0).await;
+}
+
+/// GitHub throttles with 403: a secondary limit (`Retry-After`) and an exhausted
+/// primary one (`X-RateLimit-Remaining: 0`), both waits.
+#[tokio::test]
+async fn fault_mix_github() {
+    fault_mix(Provider::GitHub, 0).await;
+}
+
+#[tokio::test]
+async fn fault_mix_gitlab() {
+    fault_mix(Provider::GitLab, 0).await;
 }
 
 #[tokio::test]

@@ -151,6 +151,10 @@ pub(crate) struct Sim {
     /// Server-side sync states (Graph delta tokens) carry the generation they were
     /// issued in; one from an older generation has expired.
     sync_generation: AtomicU64,
+    /// Data requests that cost the client no quota (GitHub's `304 Not Modified`).
+    free_requests: AtomicU64,
+    /// The app's signing key pair (GitHub Apps), made on first use.
+    pub(crate) app_key: std::sync::OnceLock<super::appkey::AppKey>,
 }
 
 /// Marks a response whose write was applied (the gate may then withhold it).
@@ -213,6 +217,8 @@ impl Sim {
             notes: Mutex::new(HashMap::new()),
             note_count: AtomicU64::new(0),
             sync_generation: AtomicU64::new(0),
+            free_requests: AtomicU64::new(0),
+            app_key: std::sync::OnceLock::new(),
         }
     }
 
@@ -507,6 +513,16 @@ impl Sim {
     /// Arrival times of the most recent data requests, oldest first.
     pub(crate) fn data_request_times(&self) -> Vec<Instant> {
         lock(&self.data_request_times).iter().copied().collect()
+    }
+
+    /// Marks the current data request as costing no quota.
+    pub(crate) fn count_free_request(&self) {
+        self.free_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Data requests served that cost quota.
+    pub(crate) fn billed_requests(&self) -> u64 {
+        self.data_request_count().saturating_sub(self.free_requests.load(Ordering::Relaxed))
     }
 
     /// Every request served so far.

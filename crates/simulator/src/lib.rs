@@ -18,6 +18,8 @@
 //! | jira | `/rest/api/3` (OAuth token `/oauth/token`) | `email`, `api_token` (Basic); OAuth via [`SimHandle::oauth_credentials`] | projects, issues (per project) |
 //! | asana | `/api/1.0` (token `/-/oauth_token`) | `client_id`, `client_secret`, `refresh_token` | projects (of workspace [`ASANA_WORKSPACE_GID`]), tasks (per project); `/events` sync tokens |
 //! | microsoft | `/v1.0` (token `/{tenant}/oauth2/v2.0/token`) | `tenant_id`, `client_id`, `client_secret`; delegated via [`SimHandle::oauth_credentials`] | users, groups, channels (per team), channel_messages (per channel), messages (per user) |
+//! | github | `` (app token `/app/installations/4242/access_tokens`) | `token`; app via [`SimHandle::app_credentials`] | repositories, issues, pull_requests (per repository) |
+//! | gitlab | `/api/v4` | `private_token` (header `PRIVATE-TOKEN`) | projects, issues, merge_requests (per project) |
 //!
 //! Base records' `updated` times rise with the index over the year that
 //! ends an hour before [`SimHandle::anchor`]; [`SimHandle::modify`] and
@@ -37,6 +39,7 @@
 //! # Ok(()) }
 //! ```
 
+mod appkey;
 mod aptem;
 mod asana;
 mod auth;
@@ -44,6 +47,8 @@ mod bud;
 mod core;
 mod fake;
 mod filter;
+mod github;
+mod gitlab;
 mod hubspot;
 mod hubspot_search;
 mod jira;
@@ -94,13 +99,17 @@ pub enum Provider {
     Jira,
     /// Microsoft Graph v1.0 (OAuth2 client credentials, or delegated with rotation).
     Microsoft,
+    /// GitHub REST v3 (personal token, or a GitHub App's installation tokens).
+    GitHub,
+    /// GitLab REST v4 (`PRIVATE-TOKEN`).
+    GitLab,
     /// Asana API 1.0 (OAuth2 refresh tokens, not rotated).
     Asana,
 }
 
 impl Provider {
     /// Every simulated provider.
-    pub const ALL: [Provider; 9] = [
+    pub const ALL: [Provider; 11] = [
         Provider::Aptem,
         Provider::Bud,
         Provider::OneFile,
@@ -109,6 +118,8 @@ impl Provider {
         Provider::Slack,
         Provider::Jira,
         Provider::Microsoft,
+        Provider::GitHub,
+        Provider::GitLab,
         Provider::Asana,
     ];
 
@@ -123,6 +134,8 @@ impl Provider {
             Provider::Slack => "slack",
             Provider::Jira => "jira",
             Provider::Microsoft => "microsoft",
+            Provider::GitHub => "github",
+            Provider::GitLab => "gitlab",
             Provider::Asana => "asana",
         }
     }
@@ -137,6 +150,8 @@ impl Provider {
             Provider::Slack => &slack::SPEC,
             Provider::Jira => &jira::SPEC,
             Provider::Microsoft => &microsoft::SPEC,
+            Provider::GitHub => &github::SPEC,
+            Provider::GitLab => &gitlab::SPEC,
             Provider::Asana => &asana::SPEC,
         }
     }
@@ -156,7 +171,7 @@ impl fmt::Display for Provider {
 /// The error for an unknown provider name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown simulated provider `{0}` (expected one of aptem, bud, onefile, hubspot, salesforce, slack, jira, microsoft, asana)"
+    "unknown simulated provider `{0}` (expected one of aptem, bud, onefile, hubspot, salesforce, slack, jira, microsoft, github, gitlab, asana)"
 )]
 pub struct UnknownProvider(pub String);
 
@@ -488,6 +503,16 @@ impl SimHandle {
         }
     }
 
+    /// GitHub App credentials (`app_id`, `installation_id`, `private_key` — a PEM key
+    /// made when first asked for, whose public half the simulator checks JWTs with);
+    /// `None` for other providers.
+    pub fn app_credentials(&self) -> Option<Value> {
+        match self.provider() {
+            Provider::GitHub => github::app_credentials(self.sim()),
+            _ => None,
+        }
+    }
+
     /// Starts an independent OAuth grant (another installation) and returns
     /// its credentials, so several tenants can share one simulator without
     /// spending each other's rotating refresh tokens.
@@ -718,6 +743,10 @@ pub async fn serve(configs: Vec<SimConfig>, port: Option<u16>, webhooks: Option<
         println!("  credentials: {}", handle.credentials());
         if let Some(oauth) = handle.oauth_credentials().filter(|_| handle.provider() == Provider::Jira) {
             println!("  oauth:       {oauth}");
+        }
+        if let Some(app) = handle.app_credentials() {
+            // A key made for this run only, as GitHub hands an app its private key.
+            println!("  app:         {app}");
         }
         if let (Some(w), Some((field, secret))) = (&webhooks, handle.webhook_secret()) {
             let url = w.url.replace("{provider}", handle.provider().id());

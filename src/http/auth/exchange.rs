@@ -24,6 +24,10 @@ pub(super) struct Fresh {
     pub provided: BTreeMap<String, String>,
 }
 
+/// A `jwt_exchange` JWT's lifetime unless the manifest says otherwise: nine minutes, under
+/// GitHub's ten-minute limit with room for clock drift.
+const DEFAULT_JWT_TTL_SECS: u64 = 540;
+
 /// OAuth error codes that mean "try again later", not "this grant is dead".
 const TRANSIENT_CODES: [&str; 4] = ["temporarily_unavailable", "server_error", "ratelimited", "slow_down"];
 
@@ -113,6 +117,14 @@ async fn generic(
         }
         _ => {}
     }
+    let jwt = if spec.kind == AuthKind::JwtExchange {
+        let issuer = vars.render(spec.jwt_issuer.as_deref().unwrap_or("{app_id}"))?;
+        let key = cred(spec.jwt_key.as_deref().unwrap_or("private_key"))?;
+        let ttl = spec.jwt_ttl_secs.unwrap_or(DEFAULT_JWT_TTL_SECS);
+        Some(super::jwt::sign(&key, &issuer, chrono::Utc::now().timestamp(), ttl)?)
+    } else {
+        None
+    };
     for (k, v) in &spec.token_params {
         params.push((k.clone(), vars.render(v)?));
     }
@@ -120,7 +132,14 @@ async fn generic(
     for (k, v) in &spec.token_headers {
         req = req.header(k, vars.render(v)?);
     }
-    if spec.kind != AuthKind::SessionToken || !params.is_empty() {
+    if let Some(jwt) = &jwt {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", jwt.as_str()))
+            .map_err(|_| HttpError::Credentials("the signed JWT is not a valid header value".into()))?;
+        value.set_sensitive(true);
+        req = req.header(reqwest::header::AUTHORIZATION, value);
+    }
+    let bodiless = matches!(spec.kind, AuthKind::SessionToken | AuthKind::JwtExchange);
+    if !bodiless || !params.is_empty() {
         req = match spec.token_body.unwrap_or(BodyFormat::Form) {
             BodyFormat::Form => req.form(&params),
             BodyFormat::Json => req.json(&params.iter().cloned().collect::<BTreeMap<_, _>>()),
@@ -139,7 +158,8 @@ async fn generic(
     if !(200..300).contains(&status) || json.as_ref().and_then(|j| j.get("ok")) == Some(&Value::Bool(false)) {
         return Err(refusal(status, &bytes));
     }
-    let token_path = spec.token_path.as_deref().unwrap_or("/access_token");
+    let default_path = if spec.kind == AuthKind::JwtExchange { "/token" } else { "/access_token" };
+    let token_path = spec.token_path.as_deref().unwrap_or(default_path);
     let access = if token_path.is_empty() {
         match &json {
             Some(Value::String(s)) => s.clone(),
@@ -153,11 +173,16 @@ async fn generic(
     if access.is_empty() {
         return Err(HttpError::Token { message: "the token response is empty".into(), permanent: false });
     }
-    let ttl = spec
-        .expires_in_path
-        .as_deref()
-        .or(Some("/expires_in"))
-        .and_then(|p| json.as_ref()?.pointer(p)?.as_u64())
+    let expires_at_path =
+        spec.expires_at_path.as_deref().or((spec.kind == AuthKind::JwtExchange).then_some("/expires_at"));
+    let until_expiry = expires_at_path
+        .and_then(|p| json.as_ref()?.pointer(p)?.as_str())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|at| (at.timestamp() - chrono::Utc::now().timestamp()).max(0).cast_unsigned());
+    let ttl = until_expiry
+        .or_else(|| {
+            spec.expires_in_path.as_deref().or(Some("/expires_in")).and_then(|p| json.as_ref()?.pointer(p)?.as_u64())
+        })
         .or(spec.token_ttl_secs);
     let refresh_token = (spec.kind == AuthKind::Oauth2RefreshToken)
         .then(|| {

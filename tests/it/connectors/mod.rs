@@ -5,6 +5,8 @@ mod aptem;
 mod asana;
 mod bounds;
 mod bud;
+mod github;
+mod gitlab;
 mod guards;
 mod hubspot;
 mod jira;

@@ -122,6 +122,23 @@ async fn the_demo_shows_webhooks_in_and_out_and_a_write_round_trip() {
     assert_eq!(run.trigger, RunTrigger::Webhook);
     assert_eq!(run.outcome, RunOutcome::Success, "{:?}", run.stats.error);
     check_writes(&store, &writes).await;
+    // Hooli's Microsoft 365 and GitHub streams ran from the start, each with records.
+    let hooli = tributary::model::TenantId::parse("hooli").expect("tenant id");
+    let streams = super::eventually("hooli's Microsoft and GitHub streams to succeed", || async {
+        let runs = store.list_runs(Some(&hooli), 10_000).await.expect("list runs");
+        let ok: BTreeSet<String> = runs
+            .iter()
+            .filter(|r| r.outcome == RunOutcome::Success && r.stats.fetched > 0)
+            .map(|r| format!("{}.{}", r.provider, r.stream))
+            .collect();
+        ["microsoft.users", "microsoft.channel_messages", "github.repositories", "github.issues"]
+            .iter()
+            .all(|s| ok.contains(*s))
+            .then_some(ok)
+    })
+    .await;
+    assert!(streams.contains("aptem.learners"), "{streams:?}");
+    assert!(welcome.contains("hooli (Aptem + Microsoft 365 + GitHub"), "{welcome}");
     store.close().await;
     let _ = child.start_kill();
     let _ = child.wait().await;

@@ -45,6 +45,8 @@ pub async fn login_with(sim: &SimHandle, client: &Client, creds: &Value) -> Auth
     let token_url = sim.token_url().unwrap_or_default();
     match sim.provider() {
         Provider::Aptem => Auth::Header("X-API-Token", s(creds, "api_token")),
+        Provider::GitHub => Auth::Bearer(s(creds, "token")),
+        Provider::GitLab => Auth::Header("PRIVATE-TOKEN", s(creds, "private_token")),
         Provider::Jira if creds.get("email").is_some() => Auth::Basic(s(creds, "email"), s(creds, "api_token")),
         Provider::OneFile => {
             let response = client
@@ -146,6 +148,8 @@ impl Session {
             Provider::Slack => self.get("/users.list").query(&[("limit", "1")]),
             Provider::Jira => self.get("/project/search").query(&[("maxResults", "1")]),
             Provider::Microsoft => self.get("/users").query(&[("$top", "1")]),
+            Provider::GitHub => self.get("/user/repos").query(&[("per_page", "1")]),
+            Provider::GitLab => self.get("/projects").query(&[("per_page", "1")]),
             Provider::Asana => {
                 self.get("/projects").query(&[("workspace", tributary_simulator::ASANA_WORKSPACE_GID), ("limit", "1")])
             }

@@ -25,7 +25,8 @@ async fn probe(s: &Session) -> Option<(u16, HeaderMap, String)> {
 
 /// Checks the provider's own throttle response.
 fn assert_throttled(provider: Provider, status: u16, headers: &HeaderMap, text: &str) {
-    let body = json(text);
+    // GitLab's throttle answer is plain text.
+    let body = if provider == Provider::GitLab { Value::Null } else { json(text) };
     let retry_after = headers.get("retry-after").and_then(|v| v.to_str().ok());
     match provider {
         Provider::Aptem => {
@@ -68,6 +69,18 @@ fn assert_throttled(provider: Provider, status: u16, headers: &HeaderMap, text: 
             assert_eq!((status, body["error"]["code"].as_str()), (429, Some("TooManyRequests")));
             assert_eq!(retry_after, Some("1"));
             assert!(body["error"]["innerError"]["request-id"].is_string());
+        }
+        Provider::GitHub => {
+            // Secondary limits say when to retry; an exhausted primary limit says when it resets.
+            assert_eq!(status, 403);
+            assert!(body["message"].as_str().is_some_and(|m| m.contains("rate limit")), "{text}");
+            let remaining = headers.get("x-ratelimit-remaining").and_then(|v| v.to_str().ok());
+            assert!(retry_after == Some("1") || remaining == Some("0"), "{headers:?}");
+        }
+        Provider::GitLab => {
+            assert_eq!((status, text), (429, "Retry later\n"));
+            assert_eq!(retry_after, Some("1"));
+            assert!(headers.get("ratelimit-reset").is_some());
         }
         Provider::Asana => {
             assert_eq!(status, 429);

@@ -5,6 +5,8 @@ mod asana;
 mod bud;
 mod common;
 mod faults;
+mod github;
+mod gitlab;
 mod handle;
 mod hubspot;
 mod jira;
