@@ -46,6 +46,7 @@ impl Case {
             Provider::Microsoft => ("users", "user"),
             Provider::GitHub => ("repositories", "project"),
             Provider::GitLab => ("projects", "project"),
+            Provider::Asana => ("projects", "project"),
         };
         Self { provider, stream, entity }
     }
@@ -54,7 +55,9 @@ impl Case {
     fn sim_config(&self, n: u64) -> SimConfig {
         let config = SimConfig::new(self.provider, n);
         match self.provider {
-            Provider::Slack | Provider::Jira | Provider::GitHub | Provider::GitLab => config.parents(n),
+            Provider::Slack | Provider::Jira | Provider::GitHub | Provider::GitLab | Provider::Asana => {
+                config.parents(n)
+            }
             Provider::Salesforce | Provider::Microsoft => config.page_size_cap(PAGE as usize),
             _ => config,
         }
@@ -86,6 +89,10 @@ impl Case {
             Provider::GitLab => {
                 format!("preset = \"aptem\"\n[providers.gitlab]\nenabled = true\nbase_url = \"{api}\"\n")
             }
+            Provider::Asana => format!(
+                "preset = \"aptem\"\n[providers.asana]\nenabled = true\nbase_url = \"{api}\"\nvariables = {{ auth_url = \"{base}\", workspace = \"{}\" }}\n",
+                tributary_simulator::ASANA_WORKSPACE_GID
+            ),
         }
     }
 
@@ -246,6 +253,11 @@ async fn fault_mix_google_drive() {
 #[tokio::test]
 async fn fault_mix_microsoft_honours_retry_after() {
     fault_mix(Provider::Microsoft, 1).await;
+}
+
+#[tokio::test]
+async fn fault_mix_asana() {
+    fault_mix(Provider::Asana, 0).await;
 }
 
 #[tokio::test]

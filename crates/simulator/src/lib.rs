@@ -17,6 +17,7 @@
 //! | slack | `/api` (token `/api/oauth.v2.access`) | `client_id`, `client_secret`, `refresh_token` | channels, users, messages (per channel) |
 //! | jira | `/rest/api/3` (OAuth token `/oauth/token`) | `email`, `api_token` (Basic); OAuth via [`SimHandle::oauth_credentials`] | projects, issues (per project) |
 //! | google_drive | `/drive/v3` (token `/token`) | `client_id`, `client_secret`, `refresh_token` | files (and the changes feed over them) |
+//! | asana | `/api/1.0` (token `/-/oauth_token`) | `client_id`, `client_secret`, `refresh_token` | projects (of workspace [`ASANA_WORKSPACE_GID`]), tasks (per project); `/events` sync tokens |
 //! | microsoft | `/v1.0` (token `/{tenant}/oauth2/v2.0/token`) | `tenant_id`, `client_id`, `client_secret`; delegated via [`SimHandle::oauth_credentials`] | users, groups, channels (per team), channel_messages (per channel), messages (per user) |
 //! | github | `` (app token `/app/installations/4242/access_tokens`) | `token`; app via [`SimHandle::app_credentials`] | repositories, issues, pull_requests (per repository) |
 //! | gitlab | `/api/v4` | `private_token` (header `PRIVATE-TOKEN`) | projects, issues, merge_requests (per project) |
@@ -41,6 +42,7 @@
 
 mod appkey;
 mod aptem;
+mod asana;
 mod auth;
 mod bud;
 mod core;
@@ -76,6 +78,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use self::asana::WORKSPACE_GID as ASANA_WORKSPACE_GID;
 use self::core::{ProviderSpec, Sim, StreamKind};
 pub use self::webhooks::{WebhookError, WebhookSent, WebhookTarget};
 
@@ -104,11 +107,13 @@ pub enum Provider {
     GitHub,
     /// GitLab REST v4 (`PRIVATE-TOKEN`).
     GitLab,
+    /// Asana API 1.0 (OAuth2 refresh tokens, not rotated).
+    Asana,
 }
 
 impl Provider {
     /// Every simulated provider.
-    pub const ALL: [Provider; 11] = [
+    pub const ALL: [Provider; 12] = [
         Provider::Aptem,
         Provider::Bud,
         Provider::OneFile,
@@ -120,6 +125,7 @@ impl Provider {
         Provider::Microsoft,
         Provider::GitHub,
         Provider::GitLab,
+        Provider::Asana,
     ];
 
     /// The lowercase id used by manifests and the CLI (`hubspot`).
@@ -136,6 +142,7 @@ impl Provider {
             Provider::Microsoft => "microsoft",
             Provider::GitHub => "github",
             Provider::GitLab => "gitlab",
+            Provider::Asana => "asana",
         }
     }
 
@@ -152,6 +159,7 @@ impl Provider {
             Provider::Microsoft => &microsoft::SPEC,
             Provider::GitHub => &github::SPEC,
             Provider::GitLab => &gitlab::SPEC,
+            Provider::Asana => &asana::SPEC,
         }
     }
 
@@ -171,7 +179,7 @@ impl fmt::Display for Provider {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown simulated provider `{0}` (expected one of aptem, bud, onefile, hubspot, salesforce, slack, jira, microsoft, \
-     github, gitlab, google_drive)"
+     github, gitlab, google_drive, asana)"
 )]
 pub struct UnknownProvider(pub String);
 
@@ -495,9 +503,12 @@ impl SimHandle {
     /// Basic ones); `None` for the others.
     pub fn oauth_credentials(&self) -> Option<Value> {
         match self.provider() {
-            Provider::HubSpot | Provider::Salesforce | Provider::Slack | Provider::Jira | Provider::GoogleDrive => {
-                Some(self.sim().oauth_credentials())
-            }
+            Provider::HubSpot
+            | Provider::Salesforce
+            | Provider::Slack
+            | Provider::Jira
+            | Provider::GoogleDrive
+            | Provider::Asana => Some(self.sim().oauth_credentials()),
             Provider::Microsoft => Some(microsoft::delegated_credentials(self.sim())),
             _ => None,
         }

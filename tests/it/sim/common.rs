@@ -90,7 +90,7 @@ pub async fn login_with(sim: &SimHandle, client: &Client, creds: &Value) -> Auth
             assert_eq!(status, 200, "{body}");
             Auth::Bearer(s(&body, "access_token"))
         }
-        Provider::HubSpot | Provider::Salesforce | Provider::Slack | Provider::GoogleDrive => {
+        Provider::HubSpot | Provider::Salesforce | Provider::Slack | Provider::GoogleDrive | Provider::Asana => {
             let (status, body) = refresh(sim, client, creds, &s(creds, "refresh_token")).await;
             assert_eq!(status, 200, "{body}");
             if sim.provider() == Provider::Slack {
@@ -101,7 +101,7 @@ pub async fn login_with(sim: &SimHandle, client: &Client, creds: &Value) -> Auth
     }
 }
 
-/// A form-encoded refresh-token grant (HubSpot, Salesforce, Slack, Google Drive).
+/// A form-encoded refresh-token grant (HubSpot, Salesforce, Slack, Google Drive, Asana).
 pub async fn refresh(sim: &SimHandle, client: &Client, creds: &Value, token: &str) -> (u16, Value) {
     let form = [
         ("grant_type", "refresh_token".to_owned()),
@@ -151,6 +151,9 @@ impl Session {
             Provider::Microsoft => self.get("/users").query(&[("$top", "1")]),
             Provider::GitHub => self.get("/user/repos").query(&[("per_page", "1")]),
             Provider::GitLab => self.get("/projects").query(&[("per_page", "1")]),
+            Provider::Asana => {
+                self.get("/projects").query(&[("workspace", tributary_simulator::ASANA_WORKSPACE_GID), ("limit", "1")])
+            }
         }
     }
 }

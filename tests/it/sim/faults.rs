@@ -91,6 +91,11 @@ fn assert_throttled(provider: Provider, status: u16, headers: &HeaderMap, text: 
             assert_eq!(retry_after, Some("1"));
             assert!(headers.get("ratelimit-reset").is_some());
         }
+        Provider::Asana => {
+            assert_eq!(status, 429);
+            assert_eq!(retry_after, Some("1"));
+            assert!(body["errors"][0]["message"].as_str().is_some_and(|m| m.contains("rate limit")), "{body}");
+        }
     }
 }
 
@@ -175,6 +180,7 @@ async fn token_endpoints_are_exempt_from_faults() {
         Provider::Slack,
         Provider::Microsoft,
         Provider::GoogleDrive,
+        Provider::Asana,
     ] {
         // Logging in succeeds although every data request is faulted.
         let s = session(provider, every.clone()).await;

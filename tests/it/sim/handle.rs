@@ -30,6 +30,7 @@ async fn credentials_api_bases_and_token_urls_per_provider() {
         ),
         (Provider::GitHub, "", vec!["token"], Some("/app/installations/4242/access_tokens")),
         (Provider::GitLab, "/api/v4", vec!["private_token"], None),
+        (Provider::Asana, "/api/1.0", vec!["client_id", "client_secret", "refresh_token"], Some("/-/oauth_token")),
     ];
     for (provider, base, keys, token) in expected {
         let sim = boot(SimConfig::new(provider, 1)).await;

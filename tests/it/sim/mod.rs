@@ -1,6 +1,7 @@
 //! Simulator tests: every provider's fake server over real HTTP on loopback.
 
 mod aptem;
+mod asana;
 mod bud;
 mod common;
 mod faults;
