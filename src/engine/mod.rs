@@ -454,7 +454,8 @@ impl StreamReader {
                     self.state_expired(status, &message, parent.as_deref());
                     // The stream (or this parent) is read again in full; a fresh state
                     // the error carried is stored when that read completes.
-                    let mut full = self.fresh_walk(session, &vars, &base_url, record, parent, fresh.is_none()).await?;
+                    let mut full =
+                        Box::pin(self.fresh_walk(session, &vars, &base_url, record, parent, fresh.is_none())).await?;
                     if fresh.is_some() {
                         full.pending_state = fresh;
                     }
@@ -583,7 +584,7 @@ impl StreamReader {
             let mut fetch = Walk::new(&init_spec, None, None, parent, parent_key);
             let pointer = init.from.as_deref().unwrap_or(&st.from);
             walk.pending_state =
-                Some(fetch.fetch_value(session, vars, base_url, &self.headers, pointer, &self.name).await?);
+                Some(Box::pin(fetch.fetch_value(session, vars, base_url, &self.headers, pointer, &self.name)).await?);
         }
         Ok(walk)
     }
@@ -684,7 +685,7 @@ impl StreamReader {
             };
             let validator = self.validators.get("").cloned();
             let walk = match start {
-                None => self.fresh_walk(session, vars, base_url, None, None, true).await?,
+                None => Box::pin(self.fresh_walk(session, vars, base_url, None, None, true)).await?,
                 start => Walk::new(&self.spec, self.incremental.as_ref(), start, None, None),
             };
             self.walk = Some(walk.with_validator(validator));
@@ -741,7 +742,7 @@ impl StreamReader {
         };
         let validator = self.validators.get(&key).cloned();
         let walk = match start {
-            None => self.fresh_walk(session, vars, base_url, Some(parent), Some(key), true).await?,
+            None => Box::pin(self.fresh_walk(session, vars, base_url, Some(parent), Some(key), true)).await?,
             start => Walk::new(&self.spec, self.incremental.as_ref(), start, Some(parent), Some(key)),
         };
         self.walk = Some(walk.with_validator(validator));

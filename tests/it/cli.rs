@@ -170,7 +170,7 @@ fn every_command_explains_itself() {
         assert!(out.contains("Usage:"), "{args:?}");
     }
     let presets = json(&env.ok(&["--json", "presets", "list"]));
-    assert_eq!(presets.as_array().unwrap().len(), 6);
+    assert_eq!(presets.as_array().unwrap().len(), 7);
     assert!(env.ok(&["presets", "show", "aptem_hubspot"]).contains("tags.crm_provider = HubSpot"));
     assert!(env.ok(&["connectors", "list"]).contains("session_token"));
 }
