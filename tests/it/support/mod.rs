@@ -93,10 +93,21 @@ impl Drop for PgTestDb {
 /// `DROP DATABASE name WITH (FORCE)` on the server at `server_url`.
 async fn drop_database(server_url: &str, name: &str) {
     let mut admin = PgConnection::connect(server_url).await.expect("reconnect to the PostgreSQL test server");
-    sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-        .execute(&mut admin)
-        .await
-        .expect("drop the test database");
+    // `WITH (FORCE)` waits five seconds for the backends it terminates; a loaded machine
+    // (or a just-killed daemon's sessions) can take longer, so a refusal is retried.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await
+        {
+            Ok(_) => break,
+            Err(e) if attempt < 6 => {
+                eprintln!("dropping test database {name} (attempt {attempt}): {e}");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => panic!("drop the test database {name}: {e}"),
+        }
+    }
     admin.close().await.expect("close the admin connection");
 }
 

@@ -66,6 +66,7 @@ async fn a_webhook_accepted_by_a_busy_replica_is_run_at_once_by_another() {
     assert!(!started_by(&a), "the busy replica did not run it");
     let blocked = fx.runs("blocker").await;
     assert!(blocked.iter().all(|r| r.finished_at.is_none()), "`a` was busy all along: {blocked:?}");
+    drop(listener);
     drop(a);
     drop(b);
     fx.finish().await;
