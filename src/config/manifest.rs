@@ -32,6 +32,8 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("github.toml", include_str!("../../connectors/github.toml")),
     ("github_app.toml", include_str!("../../connectors/github_app.toml")),
     ("gitlab.toml", include_str!("../../connectors/gitlab.toml")),
+    ("gitlab_oauth.toml", include_str!("../../connectors/gitlab_oauth.toml")),
+    ("microsoft_delegated.toml", include_str!("../../connectors/microsoft_delegated.toml")),
 ];
 
 /// What kind of system a provider is (`lms`, `crm`, `work`…): one of the `categories`
@@ -372,9 +374,21 @@ pub const BUILTIN_VARIABLES: &[&str] = &["base_url", "subdomain", "access_token"
 
 impl Manifest {
     /// Parses one manifest; every problem is reported against `source.name` with its key path.
+    /// A variant (`extends`) is laid over its base from the file's directory or the
+    /// built-ins.
     pub fn parse(source: &Source, diag: &mut Diagnostics) -> Option<Self> {
+        let dir = Path::new(&source.name).parent().filter(|_| !source.name.starts_with("<built-in>"));
+        Self::parse_with(source, &|name| super::extends::base_table(name, dir), diag)
+    }
+
+    /// Parses one manifest, taking the base a variant `extends` from `lookup`.
+    fn parse_with(
+        source: &Source,
+        lookup: &dyn Fn(&str) -> Option<toml::Table>,
+        diag: &mut Diagnostics,
+    ) -> Option<Self> {
         let file = source.name.as_str();
-        let table = source.parse(diag)?;
+        let table = super::extends::resolve(source, source.parse(diag)?, lookup, diag)?;
         let raw: RawManifest = typed(toml::Value::Table(table), diag, file, "")?;
         let m = Self {
             name: raw.name,
@@ -470,21 +484,22 @@ impl Manifests {
     /// Loads the built-in manifests, then every `*.toml` of `dir` (adding or replacing).
     pub fn load(dir: Option<&Path>, diag: &mut Diagnostics) -> Self {
         let mut out = Self::default();
+        let lookup = |name: &str| super::extends::base_table(name, dir);
         for (name, text) in BUILTIN {
-            out.add(&Source::builtin(&format!("connectors/{name}"), text), diag);
+            out.add(&Source::builtin(&format!("connectors/{name}"), text), &lookup, diag);
         }
         if let Some(dir) = dir {
             for path in toml_files(dir, diag) {
                 if let Some(source) = Source::read(&path, diag) {
-                    out.add(&source, diag);
+                    out.add(&source, &lookup, diag);
                 }
             }
         }
         out
     }
 
-    fn add(&mut self, source: &Source, diag: &mut Diagnostics) {
-        if let Some(m) = Manifest::parse(source, diag) {
+    fn add(&mut self, source: &Source, lookup: &dyn Fn(&str) -> Option<toml::Table>, diag: &mut Diagnostics) {
+        if let Some(m) = Manifest::parse_with(source, lookup, diag) {
             let stem = Path::new(&source.name).file_stem().and_then(|s| s.to_str()).unwrap_or_default();
             if stem != m.name.as_str() {
                 diag.push(&source.name, "name", format!("`{}` does not match the file name `{stem}.toml`", m.name));

@@ -232,6 +232,12 @@ impl Manifest {
                         err(&join(&ip, "from"), e);
                     }
                 }
+                if st.init_only && st.init.is_none() {
+                    err(
+                        &join(&stp, "init_only"),
+                        "a full pass that only takes the first state needs `init` to take it from".into(),
+                    );
+                }
                 if let Some(x) = &st.expired {
                     let xp = join(&stp, "expired");
                     if x.status.is_empty() && x.body.is_empty() {

@@ -546,6 +546,10 @@ pub struct StateSpec {
     /// `action = "state_expired"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expired: Option<StateExpiry>,
+    /// A full pass reads nothing: it only takes the first state from `init`. For a feed
+    /// of changes (Asana's events) whose records another stream lists in full.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init_only: bool,
 }
 
 /// How a state is sent.
@@ -609,6 +613,10 @@ pub struct TombstoneSpec {
     /// key through the entity's mapping, as for deletion streams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Items that are not deletions are skipped rather than stored (an events feed whose
+    /// other items are stubs of records another stream reads whole).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub only: bool,
 }
 
 impl TombstoneSpec {
@@ -631,15 +639,20 @@ mod state_tests {
 
     #[test]
     fn tombstones_match_on_presence_a_value_or_any_of_several() {
-        let present = TombstoneSpec { when: "/@removed".into(), equals: None, key: None };
+        let present = TombstoneSpec { when: "/@removed".into(), equals: None, key: None, only: false };
         assert!(present.matches(&json!({ "id": "1", "@removed": { "reason": "deleted" } })));
         assert!(!present.matches(&json!({ "id": "1" })));
         assert!(!present.matches(&json!({ "id": "1", "@removed": null })));
         assert!(!present.matches(&json!({ "id": "1", "@removed": false })));
-        let equals = TombstoneSpec { when: "/action".into(), equals: Some(json!("deleted")), key: None };
+        let equals = TombstoneSpec { when: "/action".into(), equals: Some(json!("deleted")), key: None, only: false };
         assert!(equals.matches(&json!({ "action": "deleted" })));
         assert!(!equals.matches(&json!({ "action": "changed" })));
-        let any = TombstoneSpec { when: "/action".into(), equals: Some(json!(["deleted", "removed"])), key: None };
+        let any = TombstoneSpec {
+            when: "/action".into(),
+            equals: Some(json!(["deleted", "removed"])),
+            key: None,
+            only: false,
+        };
         assert!(any.matches(&json!({ "action": "removed" })));
         assert!(!any.matches(&json!({ "action": "added" })));
     }

@@ -6,6 +6,7 @@
 pub mod control;
 mod diag;
 mod entities;
+mod extends;
 mod layer;
 mod manifest;
 mod manifest_check;

@@ -546,7 +546,12 @@ impl StreamReader {
     /// parent's part of it) read in full, which the run row's note says.
     fn state_expired(&mut self, status: u16, message: &str, parent_key: Option<&str>) {
         let whose = parent_key.map(|k| format!(" of parent {k}")).unwrap_or_default();
-        let why = format!("the stored state{whose} expired (HTTP {status}: {message}); read in full");
+        let then = if self.spec.state.as_ref().is_some_and(|s| s.init_only) {
+            "the feed starts again from a fresh state"
+        } else {
+            "read in full"
+        };
+        let why = format!("the stored state{whose} expired (HTTP {status}: {message}); {then}");
         tracing::info!(stream = %self.name, "{why}");
         self.notes.push(why);
         match (&mut self.state, parent_key) {
@@ -581,6 +586,9 @@ impl StreamReader {
             let mut init_spec = self.spec.clone();
             init_spec.request = RequestSpec { pagination: None, ..init.request.clone() };
             init_spec.tombstone = None;
+            if let Some(st) = init_spec.state.as_mut() {
+                st.init_only = false;
+            }
             let mut fetch = Walk::new(&init_spec, None, None, parent, parent_key);
             let pointer = init.from.as_deref().unwrap_or(&st.from);
             walk.pending_state =

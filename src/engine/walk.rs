@@ -101,6 +101,8 @@ impl Walk {
         };
         let pos = match (&spec.state, &start) {
             (Some(st), Some(s)) if st.use_as == StateUse::Url => Position::Url(s.stored()),
+            // A full pass of a feed of changes only takes its first state (`init`).
+            (Some(st), None) if st.init_only => Position::Done,
             _ => Position::Start,
         };
         let rules =
@@ -508,6 +510,9 @@ impl Walk {
                     },
                 };
                 self.tombstones.push(gone);
+                continue;
+            }
+            if self.tombstone.as_ref().is_some_and(|t| t.only) {
                 continue;
             }
             match &unwrap {

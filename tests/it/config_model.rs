@@ -67,8 +67,10 @@ fn repository_and_builtin_configuration_are_valid_and_identical() {
         "github",
         "github_app",
         "gitlab",
+        "gitlab_oauth",
         "google_drive",
         "asana",
+        "microsoft_delegated",
     ] {
         assert!(on_disk.manifests.get(provider).is_some(), "{provider}");
     }

@@ -8,17 +8,24 @@
 //! page), `X-Prev-Page`, `X-Total`, `X-Total-Pages` and a `Link` header. Every answer
 //! carries `RateLimit-Limit/Observed/Remaining/Reset/ResetTime` (a minute's window); the
 //! throttle fault is `429` with `Retry-After` and the body `Retry later`.
+//! OAuth2: `POST /oauth/token` (form or JSON, `grant_type=refresh_token` with the
+//! application's `client_id` and `client_secret`) answers a two-hour access token and a
+//! new refresh token (the old one is spent); the access token is accepted as
+//! `Authorization: Bearer` beside the personal token.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use chrono::{TimeDelta, Utc};
 use serde_json::{Value, json};
 
+use super::auth::{RefreshError, TokenCheck};
 use super::core::{ProviderSpec, Rotation, Sim, StreamKind, StreamSpec};
 use super::fake::{self, Rng};
 use super::filter::{Cmp, Filter};
@@ -37,16 +44,16 @@ pub(crate) const GROUP: &str = "sim-group";
 /// The GitLab simulator.
 pub(crate) static SPEC: ProviderSpec = ProviderSpec {
     api_base: "/api/v4",
-    token_path: None,
-    token_paths: &[],
+    token_path: Some("/oauth/token"),
+    token_paths: &["/oauth/token"],
     streams: &[
         StreamSpec { name: "projects", aliases: &[], kind: StreamKind::Parent },
         StreamSpec { name: "issues", aliases: &[], kind: StreamKind::Child },
         StreamSpec { name: "merge_requests", aliases: &["mrs"], kind: StreamKind::Child },
     ],
-    default_ttl: None,
-    rotation: Rotation::Never,
-    access_prefix: "glpat-",
+    default_ttl: Some(Duration::from_secs(7200)),
+    rotation: Rotation::Always,
+    access_prefix: "gloas-",
     refresh_prefix: "glrt-",
     resolution_ns: 1_000_000,
     refine: None,
@@ -60,6 +67,7 @@ pub(crate) static SPEC: ProviderSpec = ProviderSpec {
 
 fn router() -> Router<Arc<Sim>> {
     Router::new()
+        .route("/oauth/token", post(oauth_token))
         .route("/api/v4/projects", get(projects))
         .route("/api/v4/projects/{id}/issues", get(issues))
         .route("/api/v4/projects/{id}/merge_requests", get(merge_requests))
@@ -105,9 +113,68 @@ fn credentials(sim: &Sim) -> Value {
     json!({"private_token": token(sim)})
 }
 
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    util::json(status, &json!({"error": error, "error_description": description}))
+}
+
+/// `POST /oauth/token`: a refresh-token grant; the refresh token rotates.
+async fn oauth_token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let json = util::header_str(&headers, "content-type").is_some_and(|t| t.starts_with("application/json"));
+    let form: std::collections::HashMap<String, String> = if json {
+        match serde_json::from_slice::<serde_json::Map<String, Value>>(&body) {
+            Ok(map) => map.into_iter().filter_map(|(k, v)| Some((k, v.as_str()?.to_owned()))).collect(),
+            Err(_) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "The request body is not JSON."),
+        }
+    } else {
+        let params = Params::parse(&String::from_utf8_lossy(&body));
+        ["grant_type", "client_id", "client_secret", "refresh_token"]
+            .into_iter()
+            .filter_map(|k| Some((k.to_owned(), params.get(k)?.to_owned())))
+            .collect()
+    };
+    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+    if field("grant_type") != "refresh_token" {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "The authorization grant type is not supported by the authorization server.",
+        );
+    }
+    let (id, secret) = sim.client_pair();
+    if field("client_id") != id || field("client_secret") != secret {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Client authentication failed due to unknown client, no client authentication included, or unsupported authentication method.",
+        );
+    }
+    let result = super::core::lock(&sim.auth).refresh(field("refresh_token"), SPEC.refresh_prefix, SPEC.access_prefix);
+    match result {
+        Ok(issued) => util::json(
+            StatusCode::OK,
+            &json!({
+                "access_token": issued.access_token,
+                "token_type": "Bearer",
+                "expires_in": issued.expires_in,
+                "refresh_token": issued.refresh_token,
+                "scope": "read_api",
+                "created_at": Utc::now().timestamp(),
+            }),
+        ),
+        Err(RefreshError::Unknown | RefreshError::Reused | RefreshError::Revoked) => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client.",
+        ),
+    }
+}
+
 fn authorize(sim: &Sim, headers: &HeaderMap) -> Early<()> {
     let presented = util::header_str(headers, "private-token").map(str::to_owned).or_else(|| util::bearer(headers));
-    if presented.is_some_and(|t| t == token(sim)) && !sim.revoked() {
+    if presented.as_ref().is_some_and(|t| *t == token(sim)) && !sim.revoked() {
+        return Ok(());
+    }
+    if presented.is_some_and(|t| t.starts_with(SPEC.access_prefix) && sim.check_token(&t) == TokenCheck::Valid) {
         return Ok(());
     }
     Err(Box::new(message(StatusCode::UNAUTHORIZED, "401 Unauthorized")))

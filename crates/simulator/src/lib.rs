@@ -508,7 +508,8 @@ impl SimHandle {
             | Provider::Slack
             | Provider::Jira
             | Provider::GoogleDrive
-            | Provider::Asana => Some(self.sim().oauth_credentials()),
+            | Provider::Asana
+            | Provider::GitLab => Some(self.sim().oauth_credentials()),
             Provider::Microsoft => Some(microsoft::delegated_credentials(self.sim())),
             _ => None,
         }

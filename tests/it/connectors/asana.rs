@@ -138,3 +138,88 @@ async fn asana_simulator_empty_project_leaves_no_cursor_and_is_read_whole_again(
     assert_eq!(asks.len(), 2, "{asks:?}");
     assert!(asks.iter().all(|r| !r.contains("modified_since")), "{asks:?}");
 }
+
+#[tokio::test]
+async fn asana_simulator_deleted_tasks_come_from_each_projects_events_feed() {
+    let n = 40;
+    let sim = start(SimConfig::new(Provider::Asana, n).parents(2)).await.unwrap();
+    let h = Harness::new("asana", &tenant(&sim), &sim).await;
+    ok(&h.sync("tasks").await);
+    assert_eq!(h.records("issue").await.len() as u64, n);
+    let events = |from: usize| -> Vec<String> {
+        sim.request_log()[from..].iter().filter(|r| r.starts_with("GET /api/1.0/events?")).cloned().collect()
+    };
+
+    // The first run only takes each project's first token: a request without one is
+    // answered 412 with a fresh one, and nothing else is asked.
+    let from = sim.request_log().len();
+    let first = ok(&h.sync("task_deletions").await).clone();
+    assert_eq!((first.stats.fetched, first.stats.updated), (0, 0));
+    let asked = events(from);
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(asked.iter().all(|r| !r.contains("sync=")), "{asked:?}");
+    let tokens: serde_json::Map<String, Value> =
+        serde_json::from_str(first.stats.cursor_after.as_deref().expect("a token per project")).unwrap();
+    assert_eq!(tokens.len(), 2, "{tokens:?}");
+
+    // A deleted task is marked deleted; a changed one is an event too, but only a stub:
+    // this stream leaves it to `tasks`.
+    let (gone, changed) = (5u64, 6u64);
+    let changed_before =
+        h.records("issue").await[&text(&sim.expected_record("tasks", changed).unwrap()["gid"])].clone();
+    modify_until_changed(&sim, "tasks", changed, &["modified_at", "completed_at"]);
+    let gone_gid = text(&sim.expected_record("tasks", gone).unwrap()["gid"]);
+    assert!(sim.delete("tasks", gone));
+    let from = sim.request_log().len();
+    let second = ok(&h.sync("task_deletions").await).clone();
+    assert_eq!((second.stats.fetched, second.stats.updated, second.stats.inserted), (1, 1, 0), "{:?}", second.stats);
+    let asked = events(from);
+    assert_eq!(asked.len(), 2, "one request per project, each with its token: {asked:?}");
+    assert!(asked.iter().all(|r| r.contains("sync=")), "{asked:?}");
+    let stored = h.records("issue").await;
+    assert!(stored[&gone_gid].deleted_at.is_some(), "the deleted task is marked deleted");
+    assert_eq!(stored.values().filter(|r| r.deleted_at.is_some()).count(), 1);
+    let changed_after = &stored[&text(&sim.expected_record("tasks", changed).unwrap()["gid"])];
+    assert_eq!(changed_after.data, changed_before.data, "an event stub never overwrites the stored task");
+
+    // Nothing happened since: the feed reports nothing.
+    let quiet = ok(&h.sync("task_deletions").await).clone();
+    assert_eq!((quiet.stats.fetched, quiet.stats.updated), (0, 0));
+
+    // Expired tokens: each project's 412 carries a fresh one, which is kept (no init
+    // request), the run says so, and a deletion after it is seen by the next run.
+    sim.expire_sync_states();
+    let from = sim.request_log().len();
+    let expired = ok(&h.sync("task_deletions").await).clone();
+    let note = expired.stats.note.clone().unwrap_or_default();
+    assert!(note.contains("expired (HTTP 412") && note.contains("the feed starts again"), "{note}");
+    let asked = events(from);
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    let later = 30u64;
+    let later_gid = text(&sim.expected_record("tasks", later).unwrap()["gid"]);
+    assert!(sim.delete("tasks", later));
+    let after = ok(&h.sync("task_deletions").await).clone();
+    assert_eq!((after.stats.fetched, after.stats.updated), (1, 1), "{:?}", after.stats);
+    assert!(h.records("issue").await[&later_gid].deleted_at.is_some());
+}
+
+#[tokio::test]
+async fn asana_simulator_events_over_one_response_follow_has_more() {
+    let n = 300;
+    let sim = start(SimConfig::new(Provider::Asana, n).parents(1)).await.unwrap();
+    let h = Harness::new("asana", &tenant(&sim), &sim).await;
+    ok(&h.sync("tasks").await);
+    ok(&h.sync("task_deletions").await);
+    // 150 deletions in one project: two responses of the feed (100 and 50).
+    for i in 0..150 {
+        assert!(sim.delete("tasks", i * 2));
+    }
+    let from = sim.request_log().len();
+    let run = ok(&h.sync("task_deletions").await).clone();
+    assert_eq!((run.stats.fetched, run.stats.updated), (150, 150), "{:?}", run.stats);
+    let asked: Vec<String> =
+        sim.request_log()[from..].iter().filter(|r| r.starts_with("GET /api/1.0/events?")).cloned().collect();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    let stored = h.records("issue").await;
+    assert_eq!(stored.values().filter(|r| r.deleted_at.is_some()).count(), 150);
+}

@@ -1,5 +1,8 @@
-//! GitLab with a personal access token: `X-Next-Page` paging and `updated_after`.
+//! GitLab with a personal access token (`gitlab`): `X-Next-Page` paging and
+//! `updated_after`; through OAuth2 (`gitlab_oauth`, a variant of it) with rotating
+//! refresh tokens.
 
+use serde_json::Value;
 use tributary_simulator::{Provider, SimConfig, SimHandle, start};
 
 use super::{Harness, modify_until_changed, ok, text};
@@ -57,4 +60,42 @@ async fn projects_issues_and_merge_requests_page_by_x_next_page_then_read_increm
     assert_eq!(row["key"], expected["references"]["full"]);
     assert_eq!(row["source_branch"], expected["source_branch"]);
     assert_eq!(row["status"], expected["state"]);
+}
+
+/// `gitlab_oauth` is `gitlab` with an OAuth2 `[auth]`: the same streams read with a
+/// bearer token renewed at `/oauth/token`, the rotated refresh token kept for the next
+/// renewal (the simulator revokes a grant whose spent refresh token comes back).
+#[tokio::test]
+async fn the_oauth_variant_reads_the_same_streams_with_rotating_refresh_tokens() {
+    let sim = start(SimConfig::new(Provider::GitLab, 12).parents(3)).await.unwrap();
+    let creds: Value = sim.oauth_credentials().expect("GitLab OAuth credentials");
+    let toml = format!(
+        "preset = \"aptem\"\n[providers.gitlab_oauth]\nenabled = true\nbase_url = \"{}\"\n\
+         variables = {{ auth_url = \"{}\" }}\n",
+        sim.api_base(),
+        sim.base_url()
+    );
+    let h = Harness::with_connectors("gitlab_oauth", &toml, &creds, None).await;
+    let variant = h.catalog.manifests.get("gitlab_oauth").unwrap();
+    let base = h.catalog.manifests.get("gitlab").unwrap();
+    assert_eq!(variant.auth.kind, tributary::config::AuthKind::Oauth2RefreshToken);
+    assert_eq!(variant.streams, base.streams);
+    let token_calls = || sim.requests_for("/oauth/token");
+
+    let projects = ok(&h.sync("projects").await).clone();
+    assert_eq!(projects.stats.inserted, 3);
+    let issues = ok(&h.sync("issues").await).clone();
+    assert_eq!(issues.stats.inserted as u64, sim.record_count("issues"));
+    assert_eq!(token_calls(), 1, "one token for both runs");
+    let log = sim.request_log();
+    assert!(log.iter().any(|r| r.starts_with("GET /api/v4/projects")), "{log:?}");
+
+    // An expired access token: the next run renews it with the rotated refresh token.
+    for round in 0..2 {
+        sim.expire_access_tokens();
+        modify_until_changed(&sim, "issues", round, &["updated_at"]);
+        let run = ok(&h.sync("issues").await).clone();
+        assert_eq!(run.stats.updated, 1, "round {round}: {:?}", run.stats);
+    }
+    assert_eq!(token_calls(), 3, "each renewal sent the refresh token the last one returned");
 }

@@ -171,28 +171,22 @@ async fn pagination_edges_empty_exactly_one_page_and_partial_last_page() {
     .await;
 }
 
-/// Delegated access is the manifest with another `[auth]` (as its comment says): the
-/// refresh token rotates on every use and the rotated one is what the next token call
-/// sends (the simulator revokes a grant whose spent token comes back).
+/// Delegated access is the built-in variant `microsoft_delegated` (`extends = "microsoft"`
+/// with another `[auth]`): the same streams, the refresh token rotates on every use and
+/// the rotated one is what the next token call sends (the simulator revokes a grant whose
+/// spent token comes back).
 #[tokio::test]
-async fn delegated_access_with_rotating_refresh_tokens_through_a_manifest_copy() {
+async fn delegated_access_with_rotating_refresh_tokens_through_the_delegated_variant() {
     let sim = start(SimConfig::new(Provider::Microsoft, 8)).await.unwrap();
-    let builtin = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/connectors/microsoft.toml")).unwrap();
-    let (head, rest) = builtin.split_once("\n[auth]\n").unwrap();
-    let (_, after) = rest.split_once("\n\n").unwrap();
-    let delegated = format!(
-        "{head}\n[auth]\nkind = \"oauth2_refresh_token\"\ncredentials = [\"tenant_id\", \"client_id\", \"client_secret\", \"refresh_token\"]\n\
-         token_url = \"{{login_url}}/{{tenant_id}}/oauth2/v2.0/token\"\n\
-         token_params = {{ scope = \"offline_access User.Read.All\" }}\n\n{after}"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("microsoft.toml"), delegated).unwrap();
     let creds: Value = sim.oauth_credentials().unwrap();
-    let h = Harness::with_connectors("microsoft", &tenant(&sim), &creds, Some(dir.path())).await;
-    assert_eq!(
-        h.catalog.manifests.get("microsoft").unwrap().auth.kind,
-        tributary::config::AuthKind::Oauth2RefreshToken
-    );
+    let toml = tenant(&sim).replace("[providers.microsoft]", "[providers.microsoft_delegated]");
+    let h = Harness::with_connectors("microsoft_delegated", &toml, &creds, None).await;
+    let delegated = h.catalog.manifests.get("microsoft_delegated").unwrap();
+    let app = h.catalog.manifests.get("microsoft").unwrap();
+    assert_eq!(delegated.auth.kind, tributary::config::AuthKind::Oauth2RefreshToken);
+    assert_eq!(app.auth.kind, tributary::config::AuthKind::Oauth2ClientCredentials, "the base is unchanged");
+    assert_eq!(delegated.streams, app.streams, "every stream comes from the base");
+    assert_eq!(delegated.mappings, app.mappings);
     for round in 0..3 {
         let run = h.sync("users").await;
         ok(&run);
@@ -201,6 +195,8 @@ async fn delegated_access_with_rotating_refresh_tokens_through_a_manifest_copy()
         sim.expire_access_tokens();
     }
     assert_eq!(token_calls(&sim), 3, "one refresh per run, each with the token the last one returned");
+    let messages = h.sync("channel_messages").await;
+    assert!(ok(&messages).stats.inserted > 0, "{:?}", messages.stats);
 }
 
 /// `connectors check` passes the manifest; a child of channel messages (a third level of

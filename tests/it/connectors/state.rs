@@ -520,3 +520,45 @@ fn connectors_check_reports_state_and_tombstone_mistakes_by_key() {
     let (success, out) = check(&broken);
     assert!(!success && out.contains("from_header"), "{out}");
 }
+
+/// A variant (`extends`) is checked as the manifest it makes with its base: from the same
+/// directory when the directory has one, else built in; what it names must exist.
+#[test]
+fn connectors_check_takes_a_variants_base_and_names_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let variant = dir.path().join("mylab.toml");
+    std::fs::write(
+        &variant,
+        "name = \"mylab\"\nextends = \"gitlab\"\ntitle = \"My GitLab\"\n\
+         [auth]\nkind = \"bearer\"\ncredentials = [\"token\"]\nvalue = \"Bearer {token}\"\n",
+    )
+    .unwrap();
+    let (success, text) = check(&variant);
+    assert!(success, "{text}");
+    assert!(text.contains("valid manifest for `mylab` (3 streams)"), "{text}");
+
+    // A base in the same directory wins over the built-in one.
+    std::fs::write(dir.path().join("gitlab.toml"), "name = \"gitlab\"\n").unwrap();
+    let (success, text) = check(&variant);
+    assert!(!success, "the directory's gitlab.toml is the base: {text}");
+    assert!(text.contains("mylab.toml"), "{text}");
+
+    let other = tempfile::tempdir().unwrap();
+    let nowhere = other.path().join("lost.toml");
+    std::fs::write(&nowhere, "name = \"lost\"\nextends = \"nowhere\"\n").unwrap();
+    let (success, text) = check(&nowhere);
+    assert!(!success, "{text}");
+    assert!(text.contains("lost.toml: extends: no manifest `nowhere` to extend"), "{text}");
+
+    // A full pass that only takes a first state needs `init`.
+    let feed = other.path().join("feed.toml");
+    let text = DELTACRM.replacen("init = { request = { path = \"/events\" } }", "init_only = true", 1);
+    assert!(text != DELTACRM);
+    std::fs::write(&feed, text.replace("name = \"deltacrm\"", "name = \"feed\"")).unwrap();
+    let (success, out) = check(&feed);
+    assert!(!success, "{out}");
+    assert!(
+        out.contains("streams.tasks.state.init_only: a full pass that only takes the first state needs `init`"),
+        "{out}"
+    );
+}
