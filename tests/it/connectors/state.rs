@@ -109,6 +109,27 @@ request = { path = "/events", query = { resource = "{parent.id}", sync = "{state
 when = "/action"
 equals = "deleted"
 
+# A feed of deletions only (Asana's events beside a stream that lists the records): a
+# full pass only takes the first token; other items are skipped.
+[streams.feed]
+entity = "company"
+enabled_by_default = false
+[streams.feed.request]
+path = "/feed"
+records = "/data"
+pagination = { kind = "cursor", cursor = "/sync", param = "sync", has_more = "/has_more" }
+[streams.feed.state]
+from = "/sync"
+use = "param"
+init = { request = { path = "/feed" } }
+init_only = true
+request = { query = { sync = "{state}" } }
+[streams.feed.tombstone]
+when = "/action"
+equals = "deleted"
+key = "/resource/id"
+only = true
+
 [mappings.company]
 external_id = { from = "id", transform = ["string"] }
 name = "name"
@@ -561,4 +582,59 @@ fn connectors_check_takes_a_variants_base_and_names_what_is_wrong() {
         out.contains("streams.tasks.state.init_only: a full pass that only takes the first state needs `init`"),
         "{out}"
     );
+}
+
+#[tokio::test]
+async fn a_feed_of_deletions_only_takes_its_first_token_and_keeps_only_the_deletions() {
+    let server = MockServer::start().await;
+    get("/companies/delta")
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "value": [company(1, "One"), company(2, "Two")], "@odata.deltaLink": format!("{}/companies/delta?t=1", server.uri()),
+        })))
+        .mount(&server)
+        .await;
+    // The first run: one request without a token, answered 412 with one; nothing else.
+    get("/feed")
+        .and(query_param_is_missing("sync"))
+        .respond_with(
+            ResponseTemplate::new(412)
+                .set_body_json(json!({ "errors": [{ "message": "Sync token invalid" }], "sync": "f1" })),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    // The next: two responses (`has_more`), a changed record's stub skipped.
+    get("/feed")
+        .and(query_param("sync", "f1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": [
+                { "action": "changed", "resource": { "id": 2 } },
+                { "action": "deleted", "resource": { "id": 1 } },
+            ],
+            "sync": "f2", "has_more": true,
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    get("/feed")
+        .and(query_param("sync", "f2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": [{ "action": "deleted", "resource": { "id": 9 } }], "sync": "f3", "has_more": false,
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let (h, _dir) = harness(&server, "streams = { feed = { enabled = true } }\n").await;
+    ok(&h.sync("companies").await);
+    let first = ok(&h.sync("feed").await).clone();
+    assert_eq!((first.stats.fetched, first.stats.updated, first.stats.pages), (0, 0, 0), "{:?}", first.stats);
+    assert_eq!(first.stats.cursor_after.as_deref(), Some("f1"));
+
+    let second = ok(&h.sync("feed").await).clone();
+    // Two deletions read: one of a stored record, one of a record never stored.
+    assert_eq!((second.stats.fetched, second.stats.updated, second.stats.unchanged), (2, 1, 1), "{:?}", second.stats);
+    assert_eq!(second.stats.cursor_after.as_deref(), Some("f3"));
+    assert_eq!(stored(&h).await, [row("1", "One", true), row("2", "Two", false)], "the stub never overwrote record 2");
+    server.verify().await;
 }

@@ -29,7 +29,7 @@ async fn credentials_api_bases_and_token_urls_per_provider() {
             Some("/5f1c3a0e-7b2d-4e8f-9a6b-3c2d1e0f4a5b/oauth2/v2.0/token"),
         ),
         (Provider::GitHub, "", vec!["token"], Some("/app/installations/4242/access_tokens")),
-        (Provider::GitLab, "/api/v4", vec!["private_token"], None),
+        (Provider::GitLab, "/api/v4", vec!["private_token"], Some("/oauth/token")),
         (Provider::Asana, "/api/1.0", vec!["client_id", "client_secret", "refresh_token"], Some("/-/oauth_token")),
     ];
     for (provider, base, keys, token) in expected {
