@@ -67,7 +67,11 @@ impl Daemon {
             };
             // The caps hold across every daemon sharing the store (the claim counts their
             // leases); `at_capacity` above only saves the claim a look at full tenants.
-            let caps = FleetCaps { per_tenant: self.settings.per_tenant, per_provider: self.settings.per_provider };
+            let caps = FleetCaps {
+                per_tenant: self.settings.per_tenant,
+                per_provider: self.settings.per_provider,
+                global: self.settings.fleet_workers.unwrap_or(usize::MAX),
+            };
             let claimed = match self.store.claim_due_jobs_capped(&req, caps).await {
                 Ok(c) => c,
                 Err(e) => {

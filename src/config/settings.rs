@@ -145,6 +145,10 @@ pub struct DaemonSettings {
     pub per_tenant: usize,
     /// Concurrent runs per provider.
     pub per_provider: usize,
+    /// Concurrent runs across every daemon sharing the store (PostgreSQL replicas);
+    /// default: each daemon's `workers` is the only global cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet_workers: Option<usize>,
     /// How long a claimed job's lease lasts without a heartbeat.
     pub lease_secs: u64,
     /// How often a running job renews its lease.
@@ -187,6 +191,7 @@ impl Default for DaemonSettings {
             workers: 8,
             per_tenant: 2,
             per_provider: 4,
+            fleet_workers: None,
             lease_secs: 60,
             heartbeat_secs: 15,
             drain_deadline_secs: 30,
@@ -305,6 +310,7 @@ impl DaemonSettings {
             ("workers", self.workers),
             ("per_tenant", self.per_tenant),
             ("per_provider", self.per_provider),
+            ("fleet_workers", self.fleet_workers.unwrap_or(1)),
             ("lease_secs", usize::try_from(self.lease_secs).unwrap_or(usize::MAX)),
             ("heartbeat_secs", usize::try_from(self.heartbeat_secs).unwrap_or(usize::MAX)),
             ("max_response_bytes", usize::try_from(self.max_response_bytes).unwrap_or(usize::MAX)),

@@ -221,11 +221,13 @@ pub struct FleetCaps {
     pub per_tenant: usize,
     /// Unexpired leases one provider's jobs may hold at once.
     pub per_provider: usize,
+    /// Unexpired leases every job together may hold at once (the fleet's runs).
+    pub global: usize,
 }
 
 impl FleetCaps {
     /// No caps: the claim takes whatever is due, up to its limit.
-    pub const NONE: FleetCaps = FleetCaps { per_tenant: usize::MAX, per_provider: usize::MAX };
+    pub const NONE: FleetCaps = FleetCaps { per_tenant: usize::MAX, per_provider: usize::MAX, global: usize::MAX };
 }
 
 /// The ids of `tenants` / `providers` as list parameters.
@@ -300,13 +302,15 @@ impl Store {
                 .map_err(db("counting held leases"))?;
                 let mut per_tenant: HashMap<String, usize> = HashMap::new();
                 let mut per_provider: HashMap<String, usize> = HashMap::new();
+                let mut total = 0usize;
                 for (tenant, provider, n) in held {
                     let n = usize::try_from(n).unwrap_or(0);
+                    total += n;
                     *per_tenant.entry(tenant).or_default() += n;
                     *per_provider.entry(provider).or_default() += n;
                 }
                 // One job per statement, the caps' exclusions recomputed after each.
-                'claim: while raws.len() < req.limit as usize {
+                'claim: while raws.len() < req.limit as usize && total + raws.len() < caps.global {
                     let (mut tenants, mut providers) = exclusion_ids(&req.exclude);
                     tenants.extend(per_tenant.iter().filter(|(_, n)| **n >= caps.per_tenant).map(|(t, _)| t.as_str()));
                     providers

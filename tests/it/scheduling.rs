@@ -24,6 +24,7 @@ crate::support::contract::contract! {
         claims::expired_leases_are_reclaimed_and_the_old_holder_is_fenced,
         claims::claims_report_the_tenant_time_zone,
         claims::capped_claims_count_every_holders_leases,
+        claims::the_fleet_wide_cap_counts_every_holders_leases,
         leases::completion_clears_the_lease_and_the_served_trigger,
         leases::completion_counts_failures_and_links_the_run,
         leases::renewal_and_release,

@@ -284,7 +284,7 @@ pub(super) async fn capped_claims_count_every_holders_leases(store: &Store) {
     )
     .await;
     jobs(store, &globex, &[("hubspot", "contacts", Some(1)), ("hubspot", "companies", Some(1))]).await;
-    let caps = FleetCaps { per_tenant: 2, per_provider: 3 };
+    let caps = FleetCaps { per_tenant: 2, per_provider: 3, global: usize::MAX };
     let first = store.claim_due_jobs_capped(&request("a", 5, 1), caps).await.unwrap();
     assert_eq!(names(&first), ["acme/hubspot/contacts"]);
     // Another holder: acme has one lease (a's), so one more of its jobs; then HubSpot
@@ -306,6 +306,33 @@ pub(super) async fn capped_claims_count_every_holders_leases(store: &Store) {
     assert_eq!(first.len() + second.len() + third.len() - 1 + rest.len(), 5);
 }
 
+/// `global` holds across claimers: every holder's unexpired leases count against it, and a
+/// batch takes only the room left.
+pub(super) async fn the_fleet_wide_cap_counts_every_holders_leases(store: &Store) {
+    use tributary::store::FleetCaps;
+    let acme = tenant(store, "acme", &["hubspot", "jira"]).await;
+    let globex = tenant(store, "globex", &["hubspot"]).await;
+    jobs(
+        store,
+        &acme,
+        &[("hubspot", "contacts", Some(1)), ("hubspot", "companies", Some(1)), ("jira", "issues", Some(1))],
+    )
+    .await;
+    jobs(store, &globex, &[("hubspot", "contacts", Some(1)), ("hubspot", "companies", Some(1))]).await;
+    let caps = FleetCaps { per_tenant: usize::MAX, per_provider: usize::MAX, global: 3 };
+    let first = store.claim_due_jobs_capped(&request("a", 5, 2), caps).await.unwrap();
+    assert_eq!(first.len(), 2, "{:?}", names(&first));
+    // One place left in the fleet, whatever the other claimer asks for.
+    let second = store.claim_due_jobs_capped(&request("b", 5, 10), caps).await.unwrap();
+    assert_eq!(second.len(), 1, "{:?}", names(&second));
+    assert!(store.claim_due_jobs_capped(&request("c", 5, 10), caps).await.unwrap().is_empty());
+    // A released lease frees its place.
+    let job = &first[0].job;
+    assert!(store.release_lease(&job.tenant_id, job.id, "a").await.unwrap());
+    let third = store.claim_due_jobs_capped(&request("c", 5, 10), caps).await.unwrap();
+    assert_eq!(third.len(), 1, "{:?}", names(&third));
+}
+
 /// Sixteen claimers on two pools, per-tenant cap 1: at no moment do two of them hold a
 /// lease on one tenant's jobs.
 pub(super) async fn concurrent_capped_claimers_never_exceed_the_cap(store: &Store, url: &str) {
@@ -318,7 +345,7 @@ pub(super) async fn concurrent_capped_claimers_never_exceed_the_cap(store: &Stor
         jobs(store, &id, &wanted).await;
         tenants.push(id);
     }
-    let caps = FleetCaps { per_tenant: 1, per_provider: usize::MAX };
+    let caps = FleetCaps { per_tenant: 1, per_provider: usize::MAX, global: usize::MAX };
     let second = Store::connect(url).await.unwrap();
     let stores = [store.clone(), second.clone()];
     let mut tasks = Vec::new();
