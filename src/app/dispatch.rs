@@ -72,7 +72,10 @@ impl Daemon {
                 per_provider: self.settings.per_provider,
                 global: self.settings.fleet_workers.unwrap_or(usize::MAX),
             };
-            let claimed = match self.store.claim_due_jobs_capped(&req, caps).await {
+            let claiming = std::time::Instant::now();
+            let claimed = self.store.claim_due_jobs_capped(&req, caps).await;
+            self.metrics.claim_duration.observe(claiming.elapsed().as_secs_f64());
+            let claimed = match claimed {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!("claiming jobs failed: {e}");

@@ -212,6 +212,9 @@ pub struct Metrics {
     pub sync_lag: Family<StreamLabels, SecondsGauge>,
     /// How long the longest-waiting claimable job has been due.
     pub job_lag: SecondsGauge,
+    /// Claims of due jobs: one claim transaction each (the fleet's leases counted, jobs
+    /// taken), whether it took any.
+    pub claim_duration: Histogram,
     pub build_info: Family<BuildLabels, Gauge>,
     /// Runs this process is running now.
     pub runs_in_progress: Family<ProviderLabels, Gauge>,
@@ -267,6 +270,7 @@ impl Metrics {
             last_success: Family::default(),
             sync_lag: Family::default(),
             job_lag: SecondsGauge::default(),
+            claim_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             build_info: Family::default(),
             runs_in_progress: Family::default(),
             api_denied: Family::default(),
@@ -362,6 +366,11 @@ impl Metrics {
             "write_attempts",
             "Write-back attempts, by provider, operation and outcome",
             m.write_attempts.clone(),
+        );
+        registry.register(
+            "claim_duration_seconds",
+            "Claims of due jobs: one claim transaction each, whether it took any",
+            m.claim_duration.clone(),
         );
         registry.register(
             "write_duration_seconds",

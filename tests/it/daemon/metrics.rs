@@ -151,6 +151,8 @@ async fn a_revoked_connection_shows_as_needs_reauth_and_promtool_finds_nothing(f
     assert!(sample(&text, "tributary_http_requests_total{provider=\"aptem\",class=\"4xx\"}").is_some(), "{text}");
     assert!(sample(&text, "tributary_sync_lag_seconds{provider=\"aptem\",stream=\"learners\"}").is_some(), "{text}");
     assert!(sample(&text, "tributary_job_lag_seconds").is_some(), "{text}");
+    // The daemon claimed (the first run): its claims are timed.
+    assert!(sample(&text, "tributary_claim_duration_seconds_count").is_some_and(|n| n >= 1.0), "{text}");
     assert!(text.contains("tributary_build_info{version=\""), "{text}");
     assert!(!text.contains("acme"), "tenant ids are never labels:\n{text}");
     promtool_check(&text).await;
