@@ -209,6 +209,16 @@ fn render(name: &str, data: &Value) {
     }
 }
 
+/// A replica's budget shares (status) as `quota share/limit` items.
+fn budgets_text(v: &Value) -> Option<String> {
+    let items = v.as_array()?;
+    let parts: Option<Vec<String>> = items
+        .iter()
+        .map(|b| Some(format!("{} {}/{}", b.get("quota")?.as_str()?, b.get("requests")?, b.get("limit")?)))
+        .collect();
+    parts.filter(|p| !p.is_empty()).map(|p| p.join(", "))
+}
+
 fn table(rows: &[Value]) {
     let mut headers: Vec<String> = Vec::new();
     for r in rows {
@@ -228,7 +238,7 @@ fn table(rows: &[Value]) {
                 .map(|h| match r.get(h) {
                     None | Some(Value::Null) => "-".to_owned(),
                     Some(v) => {
-                        let text = output::compact(v);
+                        let text = budgets_text(v).unwrap_or_else(|| output::compact(v));
                         if text.chars().count() > 60 {
                             format!("{}…", text.chars().take(59).collect::<String>())
                         } else {
