@@ -911,6 +911,83 @@ mod tests {
         assert!(!read.quota.read_defers(&read.key));
     }
 
+    /// The leased key's demand (there is one key in these tests).
+    fn demand(limits: &RateLimiters) -> LeaseDemand {
+        let mut d = limits.lease_demands(Duration::from_secs(60), Duration::from_secs(1));
+        assert_eq!(d.len(), 1);
+        d.remove(0)
+    }
+
+    #[tokio::test]
+    async fn a_leased_quota_waits_for_its_share_and_lapses_without_a_renewal() {
+        let limits = RateLimiters::leased();
+        let s = spec(20, 1, QuotaScope::Provider);
+        let q = limits.quota("erp", "a", Some(&s)).unwrap();
+        assert!(limits.quota("none", "a", None).is_none());
+        // No share yet: the request waits, and the renewal is asked for at once.
+        let renew = limits.renewal_wanted().unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(60), q.acquire()).await.is_err());
+        assert!(tokio::time::timeout(Duration::from_millis(10), renew.notified()).await.is_ok());
+        let d = demand(&limits);
+        assert_eq!((d.request.quota.as_str(), d.request.limit, d.request.wants, d.share), ("erp/20", 20, 20, 0));
+
+        // A share: requests go (after one interval: a new limiter starts drained).
+        limits.set_share(&d, 10, Some(Instant::now() + Duration::from_millis(300)));
+        assert_eq!(limits.shares(), [("erp/20".to_owned(), 10, 1)]);
+        let waited = tokio::time::timeout(Duration::from_millis(200), q.acquire()).await.expect("a share");
+        assert!(waited > Duration::ZERO, "no burst from a new share");
+        // The share lapses with its lease unless renewed.
+        tokio::time::sleep(Duration::from_millis(320)).await;
+        assert_eq!(q.quota.limiter.check(&q.key), Some(UNLEASED_POLL));
+    }
+
+    #[test]
+    fn a_changed_share_allows_no_extra_burst_in_any_window() {
+        // Greedy on one key while the share changes 10 → 4 → 10 → 0 → 10 per 1 s: no
+        // window holds more than the largest share (a new limiter starts drained and
+        // not before the old one's next admission).
+        let limits = RateLimiters::leased();
+        let s = spec(10, 1, QuotaScope::Connection);
+        let q = limits.quota("crm", "t", Some(&s)).unwrap();
+        assert_eq!(q.quota.limiter.check(&q.key), Some(UNLEASED_POLL));
+        let d = demand(&limits);
+        assert_eq!(d.request.quota, "crm/10/t", "a connection's quota is keyed by its tenant");
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for (share, secs) in [(10, 1.5), (4, 1.5), (10, 1.0), (0, 0.3), (10, 1.2)] {
+            limits.set_share(&d, share, Some(Instant::now() + Duration::from_secs(10)));
+            let until = Instant::now() + Duration::from_secs_f64(secs);
+            while Instant::now() < until {
+                match q.quota.limiter.check(&q.key) {
+                    None => times.push(Instant::now() - start),
+                    Some(wait) => std::thread::sleep(wait.min(until.saturating_duration_since(Instant::now()))),
+                }
+            }
+        }
+        assert!(times.len() >= 25, "{times:?}");
+        assert!(busiest_window(&times, Duration::from_secs(1)) <= 10, "{times:?}");
+        // Waits were counted: the renewal asks for the whole limit.
+        assert_eq!(demand(&limits).request.wants, 10);
+    }
+
+    #[test]
+    fn idle_leased_keys_are_given_back_and_a_light_user_asks_for_what_it_uses() {
+        let limits = RateLimiters::leased();
+        let s = spec(100, 10, QuotaScope::Connection);
+        let q = limits.quota("crm", "t", Some(&s)).unwrap();
+        let _ = q.quota.limiter.check(&q.key);
+        let d = demand(&limits);
+        limits.set_share(&d, 50, Some(Instant::now() + Duration::from_secs(10)));
+        // 50 per 10 s: one request every ~208 ms, the first after one interval.
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(q.quota.limiter.check(&q.key), None);
+        // One grant in a second without a wait: twice that pace per 10 s window.
+        assert_eq!(demand(&limits).request.wants, 20);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(limits.lease_demands(Duration::from_millis(20), Duration::from_secs(1)).is_empty());
+        assert_eq!(limits.keys(), 0);
+    }
+
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
