@@ -252,3 +252,22 @@ fn table(rows: &[Value]) {
     let upper: Vec<String> = headers.iter().map(|h| h.to_uppercase()).collect();
     output::table(&upper.iter().map(String::as_str).collect::<Vec<_>>(), &cells);
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::budgets_text;
+
+    #[test]
+    fn a_replicas_budget_shares_print_as_quota_share_of_limit() {
+        let shares = json!([
+            { "quota": "hubspot/110", "requests": 55, "limit": 110, "per_secs": 10 },
+            { "quota": "slack/50/acme", "requests": 50, "limit": 50, "per_secs": 60 },
+        ]);
+        assert_eq!(budgets_text(&shares).as_deref(), Some("hubspot/110 55/110, slack/50/acme 50/50"));
+        assert_eq!(budgets_text(&json!([])), None, "no shares: the usual `[]`");
+        assert_eq!(budgets_text(&json!(["a"])), None, "other lists print as before");
+        assert_eq!(budgets_text(&json!(3)), None);
+    }
+}
