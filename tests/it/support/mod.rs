@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod contract;
+pub mod pgbouncer;
 pub mod world;
 
 use serde_json::Value;
@@ -62,6 +63,25 @@ pub async fn postgres_store() -> PgTestDb {
     PgTestDb { store, url, server_url, name: Some(name) }
 }
 
+/// A new empty database on the PostgreSQL test server (not migrated): its name, and the
+/// server's URL. Drop it with [`drop_empty_database`].
+pub async fn empty_postgres_database() -> (String, String) {
+    let server_url = std::env::var("TRIBUTARY_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.to_owned());
+    let name = format!("tributary_t_{}", Uuid::now_v7().simple());
+    let mut admin = PgConnection::connect(&server_url).await.expect("reach the PostgreSQL test server");
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create a test database");
+    admin.close().await.expect("close the admin connection");
+    (name, server_url)
+}
+
+/// Drops a database made by [`empty_postgres_database`].
+pub async fn drop_empty_database(name: &str, server_url: &str) {
+    drop_database(server_url, name).await;
+}
+
 impl PgTestDb {
     /// Closes the store and drops its database.
     pub async fn drop_db(mut self) {
@@ -98,7 +118,9 @@ async fn drop_database(server_url: &str, name: &str) {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await
+        match sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+            .execute(&mut admin)
+            .await
         {
             Ok(_) => break,
             Err(e) if attempt < 6 => {
