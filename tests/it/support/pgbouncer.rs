@@ -41,8 +41,10 @@ impl PgBouncer {
                  [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
                  auth_type = trust\nauth_file = {users}\npool_mode = transaction\n\
                  default_pool_size = {pool_size}\nmin_pool_size = 0\nreserve_pool_size = 0\n\
-                 max_db_connections = {pool_size}\nmax_client_conn = 500\n",
+                 max_db_connections = {pool_size}\nmax_client_conn = 500\n{statements}",
                 host = server.get_host(),
+                // Later versions can track named statements; the store must not need it.
+                statements = if tracks_statements() { "max_prepared_statements = 0\n" } else { "" },
                 server_port = server.get_port(),
                 users = users.display(),
             ),
@@ -104,6 +106,16 @@ fn binary() -> PathBuf {
         "pgbouncer is not installed (`apt-get install pgbouncer`; .ci/run installs it)"
     );
     binary
+}
+
+/// Whether this PgBouncer has `max_prepared_statements` (1.21 and later).
+fn tracks_statements() -> bool {
+    let out = std::process::Command::new(binary()).arg("--version").output().expect("run pgbouncer --version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split_whitespace().nth(1).unwrap_or("");
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (1, 21)
 }
 
 /// A port nothing listens on now.
