@@ -209,6 +209,15 @@ impl Store {
         }
     }
 
+    /// `"pgbouncer"` when the store is behind a transaction pooler (`[store] pooler`),
+    /// else `"none"`.
+    pub fn pooler(&self) -> &'static str {
+        match self {
+            Store::Postgres(s) if s.pool.behind_pooler() => "pgbouncer",
+            _ => "none",
+        }
+    }
+
     /// `"sqlite"` or `"postgres"`.
     pub fn backend(&self) -> &'static str {
         match self {

@@ -140,6 +140,7 @@ async fn two_daemons_behind_pgbouncer_split_the_jobs_and_hear_each_others_trigge
     // PgBouncer's pool, one listener per daemon, and this count's own connection.
     assert!(most <= POOL + 2 + 1, "{most} connections to the database");
     for daemon in [&a, &b] {
+        assert_eq!(daemon.events("store open, migrations applied")[0]["fields"]["pooler"], "pgbouncer");
         assert_eq!(complaints(daemon), Vec::<Value>::new(), "{}", daemon.log_text());
     }
     let log = bouncer.log_text();
