@@ -4,7 +4,8 @@
 # N Aptem learners served by `tributary simulate` on loopback (the manifest copied
 # without its rate limit), and a short command (`tributary tenant list`: start-up,
 # migration check, one read). Each mode gets a fresh database; the modes alternate, so
-# a loaded machine weighs on both alike.
+# a loaded machine weighs on both alike. Both connect without TLS (this PgBouncer
+# offers none; the server would, and its handshake would dominate the short command).
 #
 #   cargo build --release && benches/pgbouncer.sh
 #   BIN=target/debug/tributary PGB_N=5000 PGB_ROUNDS=1 benches/pgbouncer.sh
@@ -97,7 +98,7 @@ for mode in direct pgbouncer; do
   fi
 done
 url() { # mode
-  if [ "$1" = pgbouncer ]; then echo "postgres://$pg_user@127.0.0.1:$bport/${db}_$1"; else echo "postgres://$pg_user@$pg_host:$pg_port/${db}_$1"; fi
+  if [ "$1" = pgbouncer ]; then echo "postgres://$pg_user@127.0.0.1:$bport/${db}_$1"; else echo "postgres://$pg_user@$pg_host:$pg_port/${db}_$1?sslmode=disable"; fi
 }
 run() { # mode args...
   local mode=$1; shift
