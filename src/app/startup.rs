@@ -38,7 +38,12 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
         tenant_files = catalog.tenant_files.len(),
         "configuration valid"
     );
-    tracing::info!(step = 2, backend = opts.store.backend(), "store open, migrations applied");
+    tracing::info!(
+        step = 2,
+        backend = opts.store.backend(),
+        pooler = opts.store.pooler(),
+        "store open, migrations applied"
+    );
     let metrics = Arc::new(Metrics::new());
     let settings = opts.settings.clone();
     let write_share = catalog.settings.writes.rate_share;

@@ -130,7 +130,16 @@ pub(super) async fn wake_listener(store: Store, main: mpsc::Sender<ControlMessag
     let mut listener = loop {
         match store.wake_listener().await {
             Ok(Some(l)) => break l,
-            Ok(None) => return,
+            Ok(None) => {
+                if store.backend() == "postgres" {
+                    tracing::warn!(
+                        "the store is behind a transaction pooler and [store] listen_url is not set: \
+                         triggers and changes made elsewhere reach this daemon on its next wake-up, \
+                         not at once"
+                    );
+                }
+                return;
+            }
             Err(e) => {
                 tracing::warn!("{e}; retrying in 5 s");
                 tokio::select! {

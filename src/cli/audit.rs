@@ -124,7 +124,12 @@ pub(super) fn change_of(command: &super::Command) -> Option<Change> {
 /// existing store there is nowhere to record it, and the error is reported anyway).
 pub(super) async fn record_failure(g: &Global, change: Change, error: &anyhow::Error) {
     let Ok(catalog) = g.catalog() else { return };
-    let Ok(store) = crate::store::Store::connect_existing(&g.database_url(&catalog)).await else { return };
+    let Ok(store) =
+        crate::store::Store::connect_existing_with(&g.database_url(&catalog), &super::Global::pg_options(&catalog))
+            .await
+    else {
+        return;
+    };
     let entry = AuditEntry {
         scope: Some(super::LOCAL_SCOPE.into()),
         tenant_id: change.tenant.as_deref().and_then(|t| TenantId::parse(t).ok()),

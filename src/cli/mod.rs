@@ -32,9 +32,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{Catalog, ConfigDir};
+use crate::config::{Catalog, ConfigDir, PoolerSetting};
 use crate::secrets::MasterKey;
-use crate::store::Store;
+use crate::store::{DEFAULT_MAX_CONNECTIONS, PgOptions, Pooler, Store};
 
 /// tributary — a multi-tenant integration sync daemon.
 ///
@@ -263,16 +263,33 @@ impl Global {
             .unwrap_or_else(|| "sqlite://tributary.db".to_owned())
     }
 
+    /// The PostgreSQL connection settings of `[store]`.
+    pub fn pg_options(catalog: &Catalog) -> PgOptions {
+        let store = &catalog.settings.store;
+        PgOptions {
+            pooler: match store.pooler {
+                PoolerSetting::None => Pooler::None,
+                PoolerSetting::Pgbouncer => Pooler::PgBouncer,
+            },
+            listen_url: store.listen_url.clone(),
+            max_connections: store.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        }
+    }
+
     pub async fn store(&self, catalog: &Catalog) -> anyhow::Result<Store> {
         let url = self.database_url(catalog);
-        Store::connect(&url).await.with_context(|| format!("cannot open the store at {}", redact_url(&url)))
+        Store::connect_with(&url, &Self::pg_options(catalog))
+            .await
+            .with_context(|| format!("cannot open the store at {}", redact_url(&url)))
     }
 
     /// Opens the store for a command that only reads: a missing SQLite file is an error
     /// naming the URL, never a new empty database.
     pub async fn store_existing(&self, catalog: &Catalog) -> anyhow::Result<Store> {
         let url = self.database_url(catalog);
-        Store::connect_existing(&url).await.with_context(|| format!("cannot open the store at {}", redact_url(&url)))
+        Store::connect_existing_with(&url, &Self::pg_options(catalog))
+            .await
+            .with_context(|| format!("cannot open the store at {}", redact_url(&url)))
     }
 
     /// Finds the master key and follows the store's key rotation; logs where it came

@@ -46,8 +46,8 @@ pub use presets::{Preset, Presets, revision_of};
 pub use roles::{Denied, RoleGrants, StreamPattern};
 pub use server::ServerSettings;
 pub use settings::{
-    DEFAULT_MAX_RESPONSE_BYTES, DaemonSettings, RetentionSettings, SecretSettings, Settings, StoreSettings,
-    WebhookSettings, WriteSettings,
+    DEFAULT_MAX_RESPONSE_BYTES, DaemonSettings, PoolerSetting, RetentionSettings, SecretSettings, Settings,
+    StoreSettings, WebhookSettings, WriteSettings,
 };
 pub use source::Source;
 pub use tenant::{

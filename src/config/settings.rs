@@ -214,6 +214,65 @@ pub struct StoreSettings {
     /// `sqlite://tributary.db` (default) or `postgres://…`.
     #[serde(default)]
     pub database_url: Option<String>,
+    /// What `database_url` points at on PostgreSQL: `"none"` (default; PostgreSQL itself,
+    /// or a pooler in session mode) or `"pgbouncer"` (a pooler in transaction mode).
+    #[serde(default, skip_serializing_if = "PoolerSetting::is_none")]
+    pub pooler: PoolerSetting,
+    /// A `postgres://` URL straight to the server, for the listener that hears other
+    /// replicas' wake-ups (`LISTEN` needs a session of its own). Behind
+    /// `pooler = "pgbouncer"` without it, wake-ups fall back to the daemon's timers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_url: Option<String>,
+    /// The most connections one process opens to `database_url` (PostgreSQL; default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+}
+
+/// `[store] pooler`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolerSetting {
+    #[default]
+    None,
+    /// PgBouncer (or another pooler) in transaction mode.
+    Pgbouncer,
+}
+
+impl PoolerSetting {
+    fn is_none(&self) -> bool {
+        *self == PoolerSetting::None
+    }
+}
+
+impl StoreSettings {
+    fn check(&self, file: &str, diag: &mut Diagnostics) {
+        let postgres = |url: &str| url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if self.max_connections == Some(0) {
+            diag.push(file, "store.max_connections", "must be at least 1");
+        }
+        if let Some(url) = &self.listen_url
+            && !postgres(url)
+        {
+            diag.push(file, "store.listen_url", "must be a `postgres://` URL (straight to the server, not the pooler)");
+        }
+        if let Some(url) = &self.database_url
+            && !postgres(url)
+        {
+            for (key, set) in [
+                ("store.pooler", !self.pooler.is_none()),
+                ("store.listen_url", self.listen_url.is_some()),
+                ("store.max_connections", self.max_connections.is_some()),
+            ] {
+                if set {
+                    diag.push(
+                        file,
+                        key,
+                        "applies to a PostgreSQL store only (store.database_url is not `postgres://…`)",
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -241,6 +300,7 @@ impl Settings {
             );
         }
         let settings: Self = typed(toml::Value::Table(table), diag, &source.name, "").unwrap_or_default();
+        settings.store.check(&source.name, diag);
         settings.daemon.check(&source.name, diag);
         settings.webhooks.check(&source.name, diag);
         settings.writes.check(&source.name, diag);
@@ -420,6 +480,24 @@ runs_dayz = 3
         )
         .unwrap_err();
         assert!(err.contains("runs_dayz"), "{err}");
+    }
+
+    #[test]
+    fn store_settings_for_a_pooler_are_checked() {
+        let ok = load(
+            "[store]\ndatabase_url = \"postgres://t@pgbouncer:6432/t\"\npooler = \"pgbouncer\"\n\
+             listen_url = \"postgres://t@db:5432/t\"\nmax_connections = 4\n",
+        )
+        .unwrap();
+        assert_eq!((ok.store.pooler, ok.store.max_connections), (PoolerSetting::Pgbouncer, Some(4)));
+        assert_eq!(load("").unwrap().store.pooler, PoolerSetting::None);
+        let err = load("[store]\npooler = \"pgpool\"\n").unwrap_err();
+        assert!(err.contains("pooler") && err.contains("pgpool"), "{err}");
+        let err = load("[store]\nmax_connections = 0\nlisten_url = \"db:5432\"\n").unwrap_err();
+        assert!(err.contains("store.max_connections: must be at least 1"), "{err}");
+        assert!(err.contains("store.listen_url: must be a `postgres://` URL"), "{err}");
+        let err = load("[store]\ndatabase_url = \"sqlite://t.db\"\npooler = \"pgbouncer\"\n").unwrap_err();
+        assert!(err.contains("store.pooler: applies to a PostgreSQL store only"), "{err}");
     }
 
     #[test]

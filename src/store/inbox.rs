@@ -189,14 +189,16 @@ impl Store {
         }
     }
 
-    /// A listener on [`WAKE_CHANNEL`] (PostgreSQL); `None` on SQLite.
+    /// A listener on [`WAKE_CHANNEL`] (PostgreSQL); `None` on SQLite, and behind a
+    /// transaction pooler without `[store] listen_url` (wake-ups then come only from
+    /// the daemon's own timers).
     pub async fn wake_listener(&self) -> Result<Option<sqlx::postgres::PgListener>, StoreError> {
         match self {
             Store::Sqlite(_) => Ok(None),
             Store::Postgres(s) => {
-                let mut l = sqlx::postgres::PgListener::connect_with(&s.pool)
-                    .await
-                    .map_err(db("listening for other replicas"))?;
+                let Some(mut l) = s.listener().await.map_err(db("listening for other replicas"))? else {
+                    return Ok(None);
+                };
                 l.listen(WAKE_CHANNEL).await.map_err(db("listening for other replicas"))?;
                 Ok(Some(l))
             }

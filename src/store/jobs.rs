@@ -390,8 +390,9 @@ impl Store {
     /// Appends an entry to the audit log.
     pub async fn record_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         on_backend!(self, |s| {
-            let mut conn = s.pool.acquire().await.map_err(db("acquiring a connection"))?;
-            insert_audit(&mut *conn, entry).await
+            let (mut tx, _) = s.begin_write().await?;
+            insert_audit(&mut *tx, entry).await?;
+            tx.commit().await.map_err(db("committing an audit entry"))
         })
     }
 

@@ -87,6 +87,7 @@ mod intelligence;
 mod jobs;
 mod keys;
 mod outbox;
+mod pg_pool;
 mod postgres;
 mod prune;
 mod reconcile;
@@ -125,6 +126,7 @@ pub use inbox::{InboxRow, NewDelivery, WAKE_CHANNEL};
 pub use intelligence::{ContributionFilter, Fold, Folded, NewContribution};
 pub use keys::{Forgotten, KeyRotation, RotationProgress, SealedCount, SealedKind, SealedValue};
 pub use outbox::{WebhookAttemptRecord, WebhookDelivery, WebhookMessage, WebhookOutboxRow, WebhookSettle};
+pub use pg_pool::{DEFAULT_MAX_CONNECTIONS, PgOptions, Pooler};
 pub use postgres::PgStore;
 pub use prune::PruneReport;
 pub use sqlite::SqliteStore;
@@ -178,10 +180,16 @@ impl Store {
     /// `postgres://…` or `postgresql://…` connects to PostgreSQL. Anything else is
     /// [`StoreError::InvalidUrl`].
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Self::connect_with(url, &PgOptions::default()).await
+    }
+
+    /// [`Store::connect`] with the PostgreSQL connection settings of `[store]` (ignored
+    /// for SQLite, which `Settings` checks).
+    pub async fn connect_with(url: &str, pg: &PgOptions) -> Result<Store, StoreError> {
         if url.starts_with("sqlite:") {
             Ok(Store::Sqlite(SqliteStore::connect(url).await?))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Store::Postgres(PgStore::connect(url).await?))
+            Ok(Store::Postgres(PgStore::connect(url, pg).await?))
         } else {
             Err(invalid_url(url, "expected `sqlite://PATH`, `sqlite:PATH` or `postgres://…`"))
         }
@@ -191,10 +199,24 @@ impl Store {
     /// a missing SQLite file is an error naming the URL instead of a new empty database
     /// (a missing PostgreSQL database is an error either way).
     pub async fn connect_existing(url: &str) -> Result<Store, StoreError> {
+        Self::connect_existing_with(url, &PgOptions::default()).await
+    }
+
+    /// [`Store::connect_existing`] with the PostgreSQL connection settings of `[store]`.
+    pub async fn connect_existing_with(url: &str, pg: &PgOptions) -> Result<Store, StoreError> {
         if url.starts_with("sqlite:") {
             Ok(Store::Sqlite(SqliteStore::connect_existing(url).await?))
         } else {
-            Self::connect(url).await
+            Self::connect_with(url, pg).await
+        }
+    }
+
+    /// `"pgbouncer"` when the store is behind a transaction pooler (`[store] pooler`),
+    /// else `"none"`.
+    pub fn pooler(&self) -> &'static str {
+        match self {
+            Store::Postgres(s) if s.pool.behind_pooler() => "pgbouncer",
+            _ => "none",
         }
     }
 

@@ -3,36 +3,90 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::connect::{invalid_url, next_instance};
 use super::error::{StoreError, db};
+use super::pg_pool::{PgDb, PgOptions, Pooler};
+
+/// Serializes migrations behind a transaction pooler (a transaction-level advisory lock;
+/// the migrator's own lock is session-level, which a transaction pooler cannot keep).
+const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(1953653346, 2)";
 
 /// A store on a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PgStore {
-    pub(super) pool: PgPool,
+    pub(super) pool: PgDb,
+    /// `[store] listen_url`: where the wake-up listener connects instead of the pool.
+    listen_url: Option<String>,
     /// See [`super::Store::instance_id`].
     pub(super) instance: u64,
 }
 
 impl PgStore {
     /// Connects to the database named by a `postgres://` URL and migrates it.
-    pub(super) async fn connect(url: &str) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url)
+    pub(super) async fn connect(url: &str, settings: &PgOptions) -> Result<Self, StoreError> {
+        let mut options = PgConnectOptions::from_str(url)
             .map_err(|e| invalid_url(url, &e.to_string()))?
             .application_name("tributary");
+        if settings.pooler == Pooler::PgBouncer {
+            // A named statement lives on one server connection, which the pooler shares
+            // out between transactions: parse every statement afresh, as the unnamed one
+            // (see `pg_pool.rs`). PgBouncer before 1.21 refuses a startup parameter it
+            // does not know, such as `extra_float_digits` (the server's default serves).
+            options = options.statement_cache_capacity(0).extra_float_digits(None);
+        }
+        if let Some(listen) = &settings.listen_url {
+            PgConnectOptions::from_str(listen).map_err(|e| invalid_url(listen, &e.to_string()))?;
+        }
         let pool = PgPoolOptions::new()
-            .max_connections(10)
+            .max_connections(settings.max_connections)
             // Tolerant of a loaded server; a daemon notices an outage through its own
             // probe (`Store::probe`) within seconds, and stops using the pool meanwhile.
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
             .map_err(db("connecting to postgres"))?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool, instance: next_instance() })
+        let pool = PgDb::new(pool, settings.pooler);
+        let migrator = sqlx::migrate!("./migrations/postgres");
+        if pool.behind_pooler() {
+            // One transaction holds the lock and applies every pending migration (each in
+            // a savepoint of it).
+            let mut migrator = migrator;
+            migrator.set_locking(false);
+            let mut tx = pool.begin().await.map_err(db("starting the migrations"))?;
+            sqlx::query(MIGRATION_LOCK).execute(&mut *tx).await.map_err(db("locking the migrations"))?;
+            // `run_direct`: `run` on a borrowed connection makes the future not `Send`.
+            migrator.run_direct(None, &mut *tx, false).await?;
+            tx.commit().await.map_err(db("committing the migrations"))?;
+        } else {
+            migrator.run(pool.pool()).await?;
+        }
+        Ok(Self { pool, listen_url: settings.listen_url.clone(), instance: next_instance() })
+    }
+
+    /// A connection that stays with this process (for `LISTEN`): to `[store] listen_url`
+    /// if set, else from the pool; `None` behind a transaction pooler without a
+    /// `listen_url` (a pooled session cannot keep listening).
+    pub(super) async fn listener(&self) -> Result<Option<sqlx::postgres::PgListener>, sqlx::Error> {
+        match &self.listen_url {
+            Some(url) => {
+                let options = PgConnectOptions::from_str(url)?.application_name("tributary");
+                // A pool of its own, of one connection, through which the listener
+                // reconnects after a lost connection.
+                let pool = PgPoolOptions::new()
+                    .max_connections(1)
+                    .max_lifetime(None)
+                    .idle_timeout(None)
+                    .connect_with(options)
+                    .await?;
+                let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                listener.ignore_pool_close_event(true);
+                Ok(Some(listener))
+            }
+            None if self.pool.behind_pooler() => Ok(None),
+            None => sqlx::postgres::PgListener::connect_with(self.pool.pool()).await.map(Some),
+        }
     }
 
     // --- SQL that differs from SQLite ----------------------------------------------------

@@ -249,8 +249,9 @@ impl Store {
     /// reconciliation failed is queued again by its caller).
     pub async fn queue_reconcile(&self, tenant: &TenantId, reason: &str) -> Result<(), StoreError> {
         on_backend!(self, |s| {
-            let mut conn = s.pool.acquire().await.map_err(db("queueing a reconciliation"))?;
-            queue_reconcile(&mut *conn, tenant, reason, Utc::now()).await
+            let (mut tx, now) = s.begin_write().await?;
+            queue_reconcile(&mut *tx, tenant, reason, now).await?;
+            tx.commit().await.map_err(db("queueing a reconciliation"))
         })
     }
 

@@ -17,6 +17,7 @@ mod layering;
 mod mapping;
 mod migrations;
 mod operator_cli;
+mod pgbouncer;
 mod postgres_socket;
 mod records_read;
 mod responsibilities_cli;

@@ -18,6 +18,7 @@ mod leases;
 mod metrics;
 mod outage;
 mod outbound;
+mod pgbouncer;
 mod plain_text;
 mod reconcile_queue;
 mod replicas;

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod contract;
+pub mod pgbouncer;
 pub mod world;
 
 use serde_json::Value;
@@ -60,6 +61,25 @@ pub async fn postgres_store() -> PgTestDb {
     let url = with_database(&server_url, &name);
     let store = Store::connect(&url).await.expect("open the postgres store");
     PgTestDb { store, url, server_url, name: Some(name) }
+}
+
+/// A new empty database on the PostgreSQL test server (not migrated): its name, and the
+/// server's URL. Drop it with [`drop_empty_database`].
+pub async fn empty_postgres_database() -> (String, String) {
+    let server_url = std::env::var("TRIBUTARY_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.to_owned());
+    let name = format!("tributary_t_{}", Uuid::now_v7().simple());
+    let mut admin = PgConnection::connect(&server_url).await.expect("reach the PostgreSQL test server");
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create a test database");
+    admin.close().await.expect("close the admin connection");
+    (name, server_url)
+}
+
+/// Drops a database made by [`empty_postgres_database`].
+pub async fn drop_empty_database(name: &str, server_url: &str) {
+    drop_database(server_url, name).await;
 }
 
 impl PgTestDb {
