@@ -7,12 +7,13 @@
 //! ```sh
 //! cargo bench --bench fleet -- postgres://postgres@127.0.0.1:5432/postgres
 //! TENANTS=1000 WINDOW_SECS=20 REPLICAS=1,4 cargo bench --bench fleet -- postgres://…
-//! POOLER=postgres://postgres@127.0.0.1:6432 cargo bench --bench fleet -- postgres://…
+//! PGBOUNCER_POOL=20 cargo bench --bench fleet -- postgres://postgres@127.0.0.1:5432/postgres
 //! ```
 //!
-//! `POOLER` names a PgBouncer (transaction mode) in front of the same server: the replicas
-//! then reach the database through it (`[store] pooler = "pgbouncer"`), the bench itself
-//! directly.
+//! With `PGBOUNCER_POOL` the bench starts a PgBouncer (Debian's `pgbouncer`, transaction
+//! mode, that many server connections) in front of the same server: the replicas reach
+//! the database through it (`[store] pooler = "pgbouncer"`, their wake-up listener
+//! straight to the server through `listen_url`), the bench itself directly.
 //!
 //! The simulators run in this process, each on a thread of its own, with `LATENCY_MS`
 //! (default 20) added to every response. HubSpot's quota is made one app quota
@@ -202,13 +203,13 @@ async fn main() -> anyhow::Result<()> {
         .split(',')
         .filter_map(|n| n.trim().parse().ok())
         .collect();
-    let pooler = std::env::var("POOLER").ok();
+    let pool_size: Option<u32> = std::env::var("PGBOUNCER_POOL").ok().and_then(|v| v.parse().ok());
     println!("machine: {}", support::machine());
     println!(
         "{tenants} tenants × 5 providers × 3 streams; latency {latency:?}; HubSpot app quota {hubspot_limit}/s; \
          caps: workers {WORKERS} per replica, fleet {FLEET_WORKERS}, per provider {PER_PROVIDER}, per tenant {PER_TENANT}; \
          store {}",
-        if pooler.is_some() { "through PgBouncer" } else { "direct" }
+        pool_size.map_or_else(|| "direct".to_owned(), |n| format!("through PgBouncer (pool {n})"))
     );
 
     let sims = Sims::start(latency)?;
@@ -223,11 +224,15 @@ async fn main() -> anyhow::Result<()> {
         "workers = {WORKERS}\nfleet_workers = {FLEET_WORKERS}\nper_provider = {PER_PROVIDER}\nper_tenant = {PER_TENANT}\n\
          lease_secs = {LEASE_SECS}\nheartbeat_secs = 3\n"
     );
-    let daemon_url = match &pooler {
-        Some(p) => {
+    let bouncer = match pool_size {
+        Some(n) => Some(PgBouncer::start(&dir, &server, n)?),
+        None => None,
+    };
+    let daemon_url = match &bouncer {
+        Some(b) => {
             let name = scratch.url.rsplit_once('/').map_or("", |(_, n)| n);
-            daemon.push_str("[store]\npooler = \"pgbouncer\"\n");
-            format!("{}/{name}", p.trim_end_matches('/'))
+            daemon.push_str(&format!("[store]\npooler = \"pgbouncer\"\nlisten_url = \"{}\"\n", scratch.url));
+            format!("postgres://postgres@127.0.0.1:{}/{name}", b.port)
         }
         None => scratch.url.clone(),
     };
@@ -257,6 +262,7 @@ async fn main() -> anyhow::Result<()> {
     }
     store.close().await;
     pool.close().await;
+    drop(bouncer);
     scratch.drop_database().await?;
     if failures.is_empty() {
         println!("every check held");
@@ -647,4 +653,63 @@ async fn behave(setup: &Setup, pool: &PgPool, fleet: &mut Vec<Replica>) -> anyho
     }
 
     Ok(problems)
+}
+
+/// A PgBouncer in transaction mode on a free port, in front of `server`; killed on drop.
+struct PgBouncer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PgBouncer {
+    fn start(dir: &Path, server: &str, pool: u32) -> anyhow::Result<Self> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let options: sqlx::postgres::PgConnectOptions = server.parse()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let home = dir.join("pgbouncer");
+        std::fs::create_dir_all(&home)?;
+        let users = home.join("userlist.txt");
+        std::fs::write(&users, format!("\"{}\" \"\"\n", options.get_username()))?;
+        let ini = home.join("pgbouncer.ini");
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\n* = host={} port={}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
+                 unix_socket_dir =\nauth_type = trust\nauth_file = {}\npool_mode = transaction\n\
+                 default_pool_size = {pool}\nmax_db_connections = {pool}\nmax_client_conn = 1000\n",
+                options.get_host(),
+                options.get_port(),
+                users.display()
+            ),
+        )?;
+        let bin = if Path::new("/usr/sbin/pgbouncer").is_file() { "/usr/sbin/pgbouncer" } else { "pgbouncer" };
+        let mut cmd = std::process::Command::new(bin);
+        // PgBouncer refuses to run as root.
+        if std::fs::metadata("/proc/self")?.uid() == 0 {
+            for path in [dir, home.as_path()] {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+            }
+            for path in [&ini, &users] {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+            }
+            cmd.args(["-u", "nobody"]);
+        }
+        let child = cmd
+            .arg(&ini)
+            .stderr(std::fs::File::create(home.join("pgbouncer.log"))?)
+            .spawn()?;
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(20), "pgbouncer did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self { child, port })
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -251,11 +251,12 @@ impl Daemon {
         if jobs.is_empty() {
             return Err("no enabled, unpaused, connected job matches".into());
         }
-        // Other replicas (PostgreSQL) claim at once what this one has no room for.
+        // This replica takes what it has room for first (so its answer can name the
+        // runs); other replicas (PostgreSQL) are woken for the rest at once.
+        self.dispatch().await;
         if let Err(e) = self.store.notify_wake().await {
             tracing::warn!("{e}");
         }
-        self.dispatch().await;
         let deadline = std::time::Instant::now() + Duration::from_millis(1500);
         loop {
             let started =

@@ -27,7 +27,10 @@ async fn the_daemon_reconciles_a_queued_change(fx: Fixture) {
     // The library call a command makes, without the command's own reconcile after it.
     Tenants::new(&catalog, &fx.store, "test").create(&spec).await.unwrap();
     let late = TenantId::parse("late").unwrap();
-    assert!(fx.store.list_jobs(&late).await.unwrap().is_empty(), "no jobs before anyone reconciles");
+    if fx.pg.is_none() {
+        // On PostgreSQL the queue's NOTIFY may wake the daemon before this looks.
+        assert!(fx.store.list_jobs(&late).await.unwrap().is_empty(), "no jobs before anyone reconciles");
+    }
 
     let streams = eventually("the daemon to make the queued tenant's jobs", || async {
         let jobs = fx.store.list_jobs(&late).await.unwrap();
