@@ -98,7 +98,9 @@ async fn drop_database(server_url: &str, name: &str) {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await
+        match sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+            .execute(&mut admin)
+            .await
         {
             Ok(_) => break,
             Err(e) if attempt < 6 => {
