@@ -110,6 +110,9 @@ pub async fn reconcile_in_batches(
     Ok(out)
 }
 
+/// Effective configurations a pass keeps at most (see [`Pass::effective`]).
+const MAX_CACHED_CONFIGS: usize = 256;
+
 /// Effective configurations by what they are computed from: (preset, revision, snapshot
 /// index in [`Pass::snapshots`], overrides as JSON text by provider).
 type ConfigKey = (String, String, usize, Vec<(String, String)>);
@@ -190,6 +193,11 @@ impl<'a> Pass<'a> {
             snapshot,
             overrides.iter().map(|(p, l)| (p.to_string(), l.to_string())).collect(),
         );
+        if self.effective.len() >= MAX_CACHED_CONFIGS && !self.effective.contains_key(&key) {
+            // Tenants with overrides of their own each have a configuration: memory
+            // stays bounded, the common shapes are computed again soon enough.
+            self.effective.clear();
+        }
         let catalog = self.catalog;
         let snapshots = &self.snapshots;
         let found = self.effective.entry(key).or_insert_with(|| {
@@ -269,13 +277,22 @@ impl<'a> Pass<'a> {
         }
         let work: Vec<TenantJobs<'_>> =
             pending.iter().map(|(tenant, desired, next_due)| TenantJobs { tenant, desired, next_due }).collect();
-        let results = self.store.reconcile_jobs_many(&work).await?;
-        for ((tenant, ..), result) in pending.iter().zip(results) {
-            match result {
-                Ok(c) => self.add(c),
-                // The tenant or a connection went away since the batch was read.
-                Err(StoreError::NotFound { .. }) => alone.push(tenant.clone()),
-                Err(e) => self.fail(tenant, e),
+        match self.store.reconcile_jobs_many(&work).await {
+            Ok(results) => {
+                for ((tenant, ..), result) in pending.iter().zip(results) {
+                    match result {
+                        Ok(c) => self.add(c),
+                        // The tenant or a connection went away since the batch was read.
+                        Err(StoreError::NotFound { .. }) => alone.push(tenant.clone()),
+                        Err(e) => self.fail(tenant, e),
+                    }
+                }
+            }
+            // The batch's transaction failed as a whole: each of its tenants on its own,
+            // so one tenant's failure is that tenant's error only.
+            Err(e) => {
+                tracing::warn!(tenants = pending.len(), "reconciling a batch of tenants failed, one at a time now: {e}");
+                alone.extend(pending.iter().map(|(tenant, ..)| tenant.clone()));
             }
         }
         for tenant in &alone {

@@ -24,7 +24,7 @@ pub type NextDue<'a> = &'a (dyn Fn(&str, i64) -> Option<DateTime<Utc>> + Sync);
 pub const RECONCILE_BATCH: usize = 1000;
 
 /// Rows per multi-row statement of a reconciliation (well within both backends' bind
-/// budgets at 8 parameters a row).
+/// budgets at 10 parameters a row).
 const ROWS_PER_STATEMENT: usize = 1000;
 
 /// A stored job as reconciliation sees it.
@@ -395,50 +395,52 @@ macro_rules! reconcile_methods {
                     }
                 }
 
-                // New jobs: inserted, then scheduled (the jitter is seeded by the id).
+                // New jobs, with ids taken first: the jitter of their first run time is
+                // seeded by the id, so each row is written once, complete.
                 let creates: Vec<(usize, &NewJob<'_>)> =
                     plans.iter().flat_map(|(i, p)| p.creates.iter().map(move |c| (*i, c))).collect();
-                let mut scheduled: Vec<JobUpdate<'_>> = Vec::with_capacity(creates.len());
-                for chunk in creates.chunks(ROWS_PER_STATEMENT) {
+                let ids: Vec<i64> = if creates.is_empty() {
+                    Vec::new()
+                } else {
+                    sqlx::query_scalar(Self::ALLOCATE_JOB_IDS)
+                        .bind(i64::try_from(creates.len()).unwrap_or(i64::MAX))
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db("allocating job ids"))?
+                };
+                if ids.len() != creates.len() {
+                    return Err(StoreError::Conflict {
+                        what: format!("{} job ids allocated for {} new jobs", ids.len(), creates.len()),
+                    });
+                }
+                let rows: Vec<(i64, &NewJob<'_>, Option<DateTime<Utc>>)> = creates
+                    .iter()
+                    .zip(&ids)
+                    .map(|((i, job), id)| (*id, *job, (tenants[*i].next_due)(job.schedule, *id)))
+                    .collect();
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                     let mut qb = QueryBuilder::<$db>::new(
-                        "INSERT INTO jobs (tenant_id, connection_id, provider, stream, schedule, enabled, \
-                         created_at, updated_at) ",
+                        "INSERT INTO jobs (id, tenant_id, connection_id, provider, stream, schedule, enabled, \
+                         next_run_at, created_at, updated_at) ",
                     );
-                    qb.push_values(chunk, |mut row, (_, job)| {
-                        row.push_bind(job.tenant.as_str())
+                    qb.push_values(chunk, |mut row, (id, job, next_run_at)| {
+                        row.push_bind(*id)
+                            .push_bind(job.tenant.as_str())
                             .push_bind(job.connection_id)
                             .push_bind(job.provider)
                             .push_bind(job.stream)
                             .push_bind(job.schedule)
                             .push_bind(job.enabled)
+                            .push_bind(*next_run_at)
                             .push_bind(now)
                             .push_bind(now);
                     });
-                    qb.push(" RETURNING id, connection_id, stream");
-                    let created: Vec<(i64, i64, String)> =
-                        qb.build_query_as().persistent(false).fetch_all(&mut *tx).await.map_err(db("creating jobs"))?;
-                    let ids: HashMap<(i64, &str), i64> =
-                        created.iter().map(|(id, connection, stream)| ((*connection, stream.as_str()), *id)).collect();
-                    for (i, job) in chunk {
-                        let Some(&id) = ids.get(&(job.connection_id, job.stream)) else {
-                            return Err(StoreError::Conflict {
-                                what: format!(
-                                    "job of connection {} and stream `{}` was not created at tenant `{}`",
-                                    job.connection_id, job.stream, job.tenant
-                                ),
-                            });
-                        };
-                        scheduled.push(JobUpdate {
-                            id,
-                            enabled: job.enabled,
-                            reschedule: true,
-                            schedule: job.schedule,
-                            next_run_at: (tenants[*i].next_due)(job.schedule, id),
-                        });
-                    }
+                    // A job another writer created meanwhile (a `sync` on its own, which
+                    // does not lock the tenant) is left as that writer made it.
+                    qb.push(" ON CONFLICT (connection_id, stream) DO NOTHING");
+                    qb.build().persistent(false).execute(&mut *tx).await.map_err(db("creating jobs"))?;
                 }
-                let updates: Vec<&JobUpdate<'_>> =
-                    scheduled.iter().chain(plans.iter().flat_map(|(_, p)| p.updates.iter())).collect();
+                let updates: Vec<&JobUpdate<'_>> = plans.iter().flat_map(|(_, p)| p.updates.iter()).collect();
                 for chunk in updates.chunks(ROWS_PER_STATEMENT) {
                     let mut qb =
                         QueryBuilder::<$db>::new("WITH v (id, enabled, reschedule, schedule, next_run_at) AS (");

@@ -101,6 +101,11 @@ impl SqliteStore {
     pub(super) const CONNECTIONS_OF_TENANTS: &'static str =
         "SELECT id, tenant_id, provider, status FROM connections WHERE tenant_id IN (SELECT value FROM json_each($1))";
 
+    /// `$1` new job ids, after the largest (`BEGIN IMMEDIATE` holds the write lock until
+    /// they are used; SQLite gives a row without an id the largest plus one, too).
+    pub(super) const ALLOCATE_JOB_IDS: &'static str = "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+         SELECT (SELECT COALESCE(MAX(id), 0) FROM jobs) + i FROM n";
+
     /// The jobs of the tenants of `id_list` `$1` as reconciliation sees them.
     pub(super) const JOBS_OF_TENANTS: &'static str = "SELECT id, tenant_id, connection_id, stream, schedule, \
          enabled, next_run_at FROM jobs WHERE tenant_id IN (SELECT value FROM json_each($1))";
