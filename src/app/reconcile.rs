@@ -82,11 +82,8 @@ pub async fn reconcile_in_batches(
     out.tenants = pass.tenants;
     out.jobs = pass.jobs;
     out.errors.append(&mut pass.errors);
-    for q in &queued {
-        if !pass.failed.contains(q.tenant_id.as_str()) {
-            store.finish_reconcile(q).await?;
-        }
-    }
+    let done: Vec<_> = queued.into_iter().filter(|q| !pass.failed.contains(q.tenant_id.as_str())).collect();
+    store.finish_reconciles(&done).await?;
     let statuses = pass.statuses;
     for status in ConnectionStatus::ALL {
         let n = statuses.get(&status).copied().unwrap_or(0);
@@ -291,7 +288,10 @@ impl<'a> Pass<'a> {
             // The batch's transaction failed as a whole: each of its tenants on its own,
             // so one tenant's failure is that tenant's error only.
             Err(e) => {
-                tracing::warn!(tenants = pending.len(), "reconciling a batch of tenants failed, one at a time now: {e}");
+                tracing::warn!(
+                    tenants = pending.len(),
+                    "reconciling a batch of tenants failed, one at a time now: {e}"
+                );
                 alone.extend(pending.iter().map(|(tenant, ..)| tenant.clone()));
             }
         }

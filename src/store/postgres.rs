@@ -56,7 +56,8 @@ impl PgStore {
         "SELECT id, tenant_id, provider, status FROM connections WHERE tenant_id = ANY($1)";
 
     /// `$1` new job ids, from the jobs' sequence.
-    pub(super) const ALLOCATE_JOB_IDS: &'static str = "SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, $1)";
+    pub(super) const ALLOCATE_JOB_IDS: &'static str =
+        "SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, $1)";
 
     /// The jobs of the tenants of `id_list` `$1` as reconciliation sees them.
     pub(super) const JOBS_OF_TENANTS: &'static str = "SELECT id, tenant_id, connection_id, stream, schedule, \

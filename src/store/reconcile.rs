@@ -467,6 +467,36 @@ macro_rules! reconcile_methods {
     };
 }
 
+/// [`Store::finish_reconciles`] on each backend.
+macro_rules! finish_methods {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            async fn finish_many(&self, queued: &[QueuedReconcile]) -> Result<u64, StoreError> {
+                let mut removed = 0;
+                for chunk in queued.chunks(ROWS_PER_STATEMENT) {
+                    let mut qb =
+                        QueryBuilder::<$db>::new("DELETE FROM reconcile_queue WHERE (tenant_id, generation) IN (");
+                    qb.push_values(chunk, |mut row, q| {
+                        row.push_bind(q.tenant_id.as_str()).push_bind(q.generation);
+                    });
+                    qb.push(")");
+                    removed += qb
+                        .build()
+                        .persistent(false)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db("finishing reconciliations"))?
+                        .rows_affected();
+                }
+                Ok(removed)
+            }
+        }
+    };
+}
+
+finish_methods!(super::SqliteStore, sqlx::Sqlite);
+finish_methods!(super::PgStore, sqlx::Postgres);
+
 reconcile_methods!(super::SqliteStore, sqlx::Sqlite);
 reconcile_methods!(super::PgStore, sqlx::Postgres);
 
@@ -559,6 +589,12 @@ impl Store {
             let mut conn = s.pool.acquire().await.map_err(db("queueing a reconciliation"))?;
             queue_reconcile(&mut *conn, tenant, reason, Utc::now()).await
         })
+    }
+
+    /// [`Store::finish_reconcile`] for many entries, in multi-row statements (one commit
+    /// per thousand, not one per tenant); how many were removed.
+    pub async fn finish_reconciles(&self, queued: &[QueuedReconcile]) -> Result<u64, StoreError> {
+        on_backend!(self, |s| s.finish_many(queued).await)
     }
 
     /// Removes `queued` from the queue unless it was queued again since it was read;
