@@ -45,7 +45,9 @@ use tokio_util::sync::CancellationToken;
 
 use self::health::Unsettled;
 use self::housekeeping::HOUSEKEEPING;
-pub use self::reconcile::{QueueReconciled, Reconciled, reconcile, reconcile_queued, reconcile_tenant};
+pub use self::reconcile::{
+    QueueReconciled, Reconciled, reconcile, reconcile_in_batches, reconcile_queued, reconcile_tenant,
+};
 pub use self::startup::run;
 use crate::config::{Catalog, ConfigDir, DaemonSettings};
 use crate::control::{self, ControlMessage};

@@ -93,7 +93,10 @@ mod prune;
 mod reconcile;
 mod replicas;
 pub use self::budgets::{BudgetShareRow, ShareGrant, ShareRequest};
-pub use self::reconcile::{QueuedReconcile, RECONCILE_PAYLOAD};
+pub use self::reconcile::{
+    JobConnection, JobPlan, QueuedReconcile, RECONCILE_BATCH, RECONCILE_PAYLOAD, ReconcileInputs, ReconcileTenant,
+    StoredJob, TenantJobs, plan_jobs,
+};
 pub use self::replicas::ReplicaRow;
 mod records;
 mod responsibilities;

@@ -101,6 +101,22 @@ impl PgStore {
     /// Locks the tenant row until commit, serializing writers of one tenant.
     pub(super) const LOCK_TENANT: &'static str = "SELECT id FROM tenants WHERE id = $1 FOR UPDATE";
 
+    /// Locks the rows of the tenants of `id_list` `$1` until commit, in id order (the
+    /// order every multi-tenant writer takes them in); returns the ids found.
+    pub(super) const LOCK_TENANTS: &'static str = "SELECT id FROM tenants WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+
+    /// (id, tenant, provider, status) of the connections of the tenants of `id_list` `$1`.
+    pub(super) const CONNECTIONS_OF_TENANTS: &'static str =
+        "SELECT id, tenant_id, provider, status FROM connections WHERE tenant_id = ANY($1)";
+
+    /// `$1` new job ids, from the jobs' sequence.
+    pub(super) const ALLOCATE_JOB_IDS: &'static str =
+        "SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, $1)";
+
+    /// The jobs of the tenants of `id_list` `$1` as reconciliation sees them.
+    pub(super) const JOBS_OF_TENANTS: &'static str = "SELECT id, tenant_id, connection_id, stream, schedule, \
+         enabled, next_run_at FROM jobs WHERE tenant_id = ANY($1)";
+
     /// The page's job (`$5`, a row with a NULL `external_id` whose `content_hash` is the
     /// lease owner; no such row if the tenant has no such job), locked until commit so
     /// its lease cannot change under the page write; then the stored hash of every record

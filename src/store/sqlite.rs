@@ -93,6 +93,23 @@ impl SqliteStore {
     /// Reads the tenant row; `BEGIN IMMEDIATE` already serializes writers.
     pub(super) const LOCK_TENANT: &'static str = "SELECT id FROM tenants WHERE id = $1";
 
+    /// The ids of `id_list` `$1` that are tenants; `BEGIN IMMEDIATE` already serializes writers.
+    pub(super) const LOCK_TENANTS: &'static str =
+        "SELECT id FROM tenants WHERE id IN (SELECT value FROM json_each($1))";
+
+    /// (id, tenant, provider, status) of the connections of the tenants of `id_list` `$1`.
+    pub(super) const CONNECTIONS_OF_TENANTS: &'static str =
+        "SELECT id, tenant_id, provider, status FROM connections WHERE tenant_id IN (SELECT value FROM json_each($1))";
+
+    /// `$1` new job ids, after the largest (`BEGIN IMMEDIATE` holds the write lock until
+    /// they are used; SQLite gives a row without an id the largest plus one, too).
+    pub(super) const ALLOCATE_JOB_IDS: &'static str = "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+         SELECT (SELECT COALESCE(MAX(id), 0) FROM jobs) + i FROM n";
+
+    /// The jobs of the tenants of `id_list` `$1` as reconciliation sees them.
+    pub(super) const JOBS_OF_TENANTS: &'static str = "SELECT id, tenant_id, connection_id, stream, schedule, \
+         enabled, next_run_at FROM jobs WHERE tenant_id IN (SELECT value FROM json_each($1))";
+
     /// The page's job (`$5`, a row with a NULL `external_id` whose `content_hash` is the
     /// lease owner; no such row if the tenant has no such job), then the stored hash of
     /// every record of the page (`$4`, a list built by [`Self::id_list`]): one statement.

@@ -52,7 +52,7 @@ const MEMBERSHIPS_OF_TENANT: &str =
 const MEMBERSHIPS_OF_USER: &str =
     concat!("SELECT ", membership_columns!(), " FROM memberships WHERE user_id = $1 ORDER BY tenant_id");
 
-fn no_tenant(tenant: &TenantId) -> StoreError {
+pub(super) fn no_tenant(tenant: &TenantId) -> StoreError {
     StoreError::NotFound { what: format!("tenant `{tenant}` does not exist") }
 }
 

@@ -22,6 +22,7 @@ crate::support::contract::contract! {
         credentials_are_sealed_and_flip_the_connection_to_connected,
         a_preset_grants_roles_that_the_tenant_may_replace,
         every_change_queues_its_tenant_until_its_jobs_follow,
+        a_full_pass_gives_every_tenant_exactly_its_jobs,
     ],
     url: [],
 }
@@ -350,6 +351,112 @@ async fn every_change_queues_its_tenant_until_its_jobs_follow(store: &Store) {
     assert_eq!(queue().await.iter().map(|q| q.reason.as_str()).collect::<Vec<_>>(), ["credentials.set"]);
     reconcile_tenant(&catalog, store, &id("q"), FIXED_JITTER).await.unwrap();
     assert_eq!(queue().await, []);
+}
+
+/// Enabled jobs of the tenant as `provider.stream schedule`, and whether each has a next
+/// run time.
+async fn scheduled_jobs(store: &Store, tenant: &str) -> Vec<(String, bool)> {
+    let mut jobs: Vec<(String, bool)> = store
+        .list_jobs(&id(tenant))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|j| j.enabled)
+        .map(|j| (format!("{}.{} {}", j.provider, j.stream, j.schedule), j.next_run_at.is_some()))
+        .collect();
+    jobs.sort();
+    jobs
+}
+
+/// The daemon's full pass (start-up, reload) reads and writes tenants in batches and
+/// computes each distinct configuration once: every tenant still gets exactly the jobs
+/// its own reconciliation gives it, across batch boundaries, and a pass over tenants
+/// that did not change writes nothing.
+async fn a_full_pass_gives_every_tenant_exactly_its_jobs(store: &Store) {
+    use tributary::app::{FIXED_JITTER, reconcile_in_batches, reconcile_tenant};
+    use tributary::model::ReconcileCounts;
+    use tributary::telemetry::Metrics;
+    let catalog = load(&std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config"));
+    let tenants = Tenants::new(&catalog, store, "test");
+    let metrics = Metrics::new();
+    let text = |t: &str, preset: &str, extra: &str| {
+        format!("id = \"{t}\"\nname = \"{t}\"\nsubdomain = \"{t}\"\npreset = \"{preset}\"\n{extra}")
+    };
+    let all = ["pa", "pb", "pc", "pd", "pe"];
+    for (t, preset) in
+        [("pa", "aptem"), ("pb", "aptem_hubspot"), ("pc", "bud"), ("pd", "aptem_hubspot"), ("pe", "aptem")]
+    {
+        tenants.create(&spec(&catalog, &text(t, preset, ""))).await.unwrap();
+    }
+    let every_15 = "[providers.aptem]\nschedule = \"every 15 minutes\"\n";
+    tenants.apply(&spec(&catalog, &text("pd", "aptem_hubspot", every_15))).await.unwrap();
+    // The tenant's own reconciliation (configuration read alone) changes nothing after
+    // the pass: the pass left exactly its jobs.
+    let own_changes = || async {
+        let mut changed = Vec::new();
+        for t in all {
+            let c = reconcile_tenant(&catalog, store, &id(t), FIXED_JITTER).await.unwrap();
+            if c != (ReconcileCounts { unchanged: c.unchanged, ..Default::default() }) {
+                changed.push((t, c));
+            }
+        }
+        changed
+    };
+
+    // Five tenants in batches of two: three batches.
+    let first = reconcile_in_batches(&catalog, store, false, FIXED_JITTER, &metrics, 2).await.unwrap();
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    assert_eq!(first.tenants, 5);
+    assert_eq!(store.queued_reconciles(100).await.unwrap(), [], "the pass takes the tenants off the queue");
+    assert_eq!(own_changes().await, []);
+    let aptem = vec![("aptem.learners hourly".to_owned(), true), ("aptem.organizations hourly".to_owned(), true)];
+    assert_eq!(scheduled_jobs(store, "pa").await, aptem);
+    assert_eq!(scheduled_jobs(store, "pe").await, aptem);
+    let pd = scheduled_jobs(store, "pd").await;
+    let pb = scheduled_jobs(store, "pb").await;
+    assert_eq!(pd.len(), pb.len());
+    assert!(pd.iter().all(|(j, due)| *due && (j.starts_with("hubspot.") || j.ends_with("every 15 minutes"))), "{pd:?}");
+    assert!(pb.iter().all(|(j, due)| *due && !j.ends_with("every 15 minutes")), "{pb:?}");
+    let bud = scheduled_jobs(store, "pc").await;
+    assert!(!bud.is_empty() && bud.iter().all(|(j, _)| j.starts_with("bud.")), "{bud:?}");
+    let total = [2, pb.len(), bud.len(), pd.len(), 2].iter().sum::<usize>() as u64;
+    assert_eq!(first.jobs, ReconcileCounts { created: total, ..Default::default() });
+
+    // Nothing changed: the next pass writes nothing.
+    let again = reconcile_in_batches(&catalog, store, false, FIXED_JITTER, &metrics, 2).await.unwrap();
+    assert_eq!(again.jobs, ReconcileCounts { unchanged: total, ..Default::default() });
+
+    // Changes reach exactly their tenants: pb switches to Bud (its save disables the
+    // dropped providers' jobs; the pass creates Bud's), pe drops a stream and moves to
+    // every 15 minutes.
+    tenants.set_preset(&id("pb"), "bud").await.unwrap();
+    let drop_orgs = format!("{every_15}\n[providers.aptem.streams.organizations]\nenabled = false\n");
+    tenants.apply(&spec(&catalog, &text("pe", "aptem", &drop_orgs))).await.unwrap();
+    let third = reconcile_in_batches(&catalog, store, false, FIXED_JITTER, &metrics, 2).await.unwrap();
+    assert!(third.errors.is_empty(), "{:?}", third.errors);
+    let unchanged = total - pb.len() as u64 - 2;
+    assert_eq!(
+        third.jobs,
+        ReconcileCounts { created: bud.len() as u64, updated: 1, disabled: 1, unchanged, ..Default::default() }
+    );
+    assert_eq!(store.queued_reconciles(100).await.unwrap(), []);
+    assert_eq!(own_changes().await, []);
+    assert_eq!(scheduled_jobs(store, "pb").await, bud);
+    assert_eq!(scheduled_jobs(store, "pe").await, [("aptem.learners every 15 minutes".to_owned(), true)]);
+    assert_eq!(scheduled_jobs(store, "pa").await, aptem);
+
+    // The stream back: its job is enabled again (and takes the tenant's schedule).
+    tenants.apply(&spec(&catalog, &text("pe", "aptem", every_15))).await.unwrap();
+    let fourth = reconcile_in_batches(&catalog, store, false, FIXED_JITTER, &metrics, 3).await.unwrap();
+    assert_eq!((fourth.jobs.created, fourth.jobs.updated, fourth.jobs.reenabled, fourth.jobs.disabled), (0, 0, 1, 0));
+    assert_eq!(own_changes().await, []);
+    assert_eq!(
+        scheduled_jobs(store, "pe").await,
+        [
+            ("aptem.learners every 15 minutes".to_owned(), true),
+            ("aptem.organizations every 15 minutes".to_owned(), true)
+        ]
+    );
 }
 
 /// On PostgreSQL a change that queues a tenant tells every replica when it commits: a

@@ -44,7 +44,11 @@ async fn the_daemon_reconciles_a_queued_change(fx: Fixture) {
         fx.store.queued_reconciles(10).await.unwrap().is_empty().then_some(())
     })
     .await;
-    assert!(daemon.log_text().contains("jobs follow a queued change"), "{}", daemon.log_text());
+    // The daemon logs the change after taking it off the queue.
+    eventually("the daemon to log the queued change", || async {
+        daemon.log_text().contains("jobs follow a queued change").then_some(())
+    })
+    .await;
     drop(daemon);
     fx.finish().await;
 }
