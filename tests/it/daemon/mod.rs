@@ -311,12 +311,22 @@ pub fn target(tenant: &str, provider: Option<&str>, stream: Option<&str>) -> Tar
 }
 
 /// Polls `check` every 50 ms until it returns something, at most [`PATIENCE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + PATIENCE;
+    eventually_within(PATIENCE, what, check).await
+}
+
+/// [`eventually`] with its own patience, for waits whose work grows with a loaded
+/// machine (hundreds of runs on two daemons).
+pub async fn eventually_within<T, F, Fut>(patience: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + patience;
     loop {
         if let Some(value) = check().await {
             return value;
