@@ -5,7 +5,6 @@
 //! metrics).
 
 pub mod auth;
-pub mod budgets;
 pub mod classify;
 pub mod ratelimit;
 pub mod shape;

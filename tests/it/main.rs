@@ -2,7 +2,6 @@
 //! databases, the `contract!` macro for tests on both backends, the CLI environment, the
 //! world builder and `json`).
 
-mod budgets;
 mod cli;
 mod config_model;
 mod connectors;
