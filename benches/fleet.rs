@@ -18,7 +18,7 @@
 //! The simulators run in this process, each on a thread of its own, with `LATENCY_MS`
 //! (default 20) added to every response. HubSpot's quota is made one app quota
 //! (`scope = "provider"`) of `HUBSPOT_LIMIT` (default 40) requests a second: the budget
-//! the fleet shares. The caps: `workers = 8` per replica, `fleet_workers = 24`,
+//! the fleet shares (each of n replicas takes 1/n of it: `daemon.replicas = n`). The caps: `workers = 8` per replica, `fleet_workers = 24`,
 //! `per_provider = 12`, `per_tenant = 2`; leases of 10 s renewed every 3 s.
 //!
 //! What it checks and prints, per phase, from the run rows and the simulators' own
@@ -119,6 +119,8 @@ impl Sims {
 
 struct Setup {
     dir: PathBuf,
+    /// `tributary.toml`'s `[daemon]` keys (and `[store]` behind a pooler), less `replicas`.
+    daemon: String,
     config: PathBuf,
     connectors: PathBuf,
     key_file: PathBuf,
@@ -251,7 +253,7 @@ async fn main() -> anyhow::Result<()> {
     let (jobs,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE enabled").fetch_one(&pool).await?;
     println!("{tenants} tenants created in {created:.1?}, their {jobs} jobs reconciled in {:.1?}", started.elapsed());
     sqlx::query("ANALYZE").execute(&pool).await?;
-    let setup = Setup { dir: dir.clone(), config, connectors, key_file, daemon_url };
+    let setup = Setup { dir: dir.clone(), daemon, config, connectors, key_file, daemon_url };
 
     let mut failures = Vec::new();
     for &n in &replicas {
@@ -438,6 +440,13 @@ async fn phase(
     behaviours: bool,
 ) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
+    // Each replica takes 1/n of every quota (`daemon.replicas`).
+    let (keys, store) = setup.daemon.split_once("[store]").map_or((setup.daemon.as_str(), ""), |(k, s)| (k, s));
+    let store = if store.is_empty() { String::new() } else { format!("[store]{store}") };
+    std::fs::write(
+        setup.config.join("tributary.toml"),
+        format!("[daemon]\napply_tenant_files = false\n{keys}replicas = {n}\n{store}"),
+    )?;
     // Every job due, no lease: a backlog.
     sqlx::query(
         "UPDATE jobs SET next_run_at = now() - interval '1 minute', lease_owner = NULL, lease_expires_at = NULL \
@@ -694,10 +703,7 @@ impl PgBouncer {
             }
             cmd.args(["-u", "nobody"]);
         }
-        let child = cmd
-            .arg(&ini)
-            .stderr(std::fs::File::create(home.join("pgbouncer.log"))?)
-            .spawn()?;
+        let child = cmd.arg(&ini).stderr(std::fs::File::create(home.join("pgbouncer.log"))?).spawn()?;
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             anyhow::ensure!(started.elapsed() < Duration::from_secs(20), "pgbouncer did not listen");
