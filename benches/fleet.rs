@@ -45,8 +45,8 @@ use futures_util::StreamExt;
 use serde_json::json;
 use sqlx::postgres::PgPool;
 use tokio::process::Child;
-use tributary::model::{AuditEntry, ProviderId, TenantId};
-use tributary::secrets::{Credentials, MasterKey};
+use tributary::model::{ProviderId, TenantId};
+use tributary::secrets::MasterKey;
 use tributary::store::Store;
 use tributary::tenants::Tenants;
 use tributary_simulator::{ASANA_WORKSPACE_GID, Faults, Provider, SimConfig, SimHandle};
@@ -299,21 +299,7 @@ async fn create_tenants(
                     "hubspot" | "salesforce" | "asana" => sim.oauth_credentials().unwrap_or_else(|| sim.credentials()),
                     _ => sim.credentials(),
                 };
-                let provider = ProviderId::parse(provider)?;
-                let creds = Credentials::from_json(creds.to_string().as_bytes())?;
-                let audit = AuditEntry {
-                    at: Utc::now(),
-                    actor: "bench".into(),
-                    scope: None,
-                    outcome: tributary::model::AuditOutcome::Ok,
-                    message: None,
-                    action: "credentials.set".into(),
-                    tenant_id: Some(tenant.clone()),
-                    subject: Some(provider.to_string()),
-                    details: serde_json::Value::Null,
-                };
-                let sealed = key.seal(&tenant, &provider, &creds.to_json());
-                store.set_credentials(&tenant, &provider, tributary::model::Owner::Company, &sealed, &audit).await?;
+                support::set_credentials(store, key, &tenant, &ProviderId::parse(provider)?, &creds).await?;
             }
             Ok(())
         })

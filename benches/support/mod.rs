@@ -207,9 +207,19 @@ pub async fn hubspot_tenant(
     let spec = catalog.tenant_file(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
     Tenants::new(catalog, store, "bench").create(&spec).await?;
     std::fs::remove_file(&file)?;
-    let tenant = TenantId::parse(id)?;
-    let provider = ProviderId::parse("hubspot")?;
-    let creds = Credentials::from_json(sim.credentials().to_string().as_bytes())?;
+    set_credentials(store, key, &TenantId::parse(id)?, &ProviderId::parse("hubspot")?, &sim.credentials()).await
+}
+
+/// Seals `credentials` for the tenant's connection to `provider` and stores them, as
+/// `tributary credentials set` does.
+pub async fn set_credentials(
+    store: &Store,
+    key: &MasterKey,
+    tenant: &TenantId,
+    provider: &ProviderId,
+    credentials: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let creds = Credentials::from_json(credentials.to_string().as_bytes())?;
     let audit = AuditEntry {
         at: chrono::Utc::now(),
         actor: "bench".into(),
@@ -221,8 +231,8 @@ pub async fn hubspot_tenant(
         subject: Some(provider.to_string()),
         details: serde_json::Value::Null,
     };
-    let sealed = key.seal(&tenant, &provider, &creds.to_json());
-    store.set_credentials(&tenant, &provider, tributary::model::Owner::Company, &sealed, &audit).await?;
+    let sealed = key.seal(tenant, provider, &creds.to_json());
+    store.set_credentials(tenant, provider, tributary::model::Owner::Company, &sealed, &audit).await?;
     Ok(())
 }
 
