@@ -18,7 +18,8 @@
 //! The simulators run in this process, each on a thread of its own, with `LATENCY_MS`
 //! (default 20) added to every response. HubSpot's quota is made one app quota
 //! (`scope = "provider"`) of `HUBSPOT_LIMIT` (default 40) requests a second: the budget
-//! the fleet shares (each of n replicas takes 1/n of it: `daemon.replicas = n`). The caps: `workers = 8` per replica, `fleet_workers = 24`,
+//! the fleet shares (the replicas lease shares of it through the store). The caps:
+//! `workers = 8` per replica, `fleet_workers = 24`,
 //! `per_provider = 12`, `per_tenant = 2`; leases of 10 s renewed every 3 s.
 //!
 //! What it checks and prints, per phase, from the run rows and the simulators' own
@@ -426,12 +427,11 @@ async fn phase(
     behaviours: bool,
 ) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
-    // Each replica takes 1/n of every quota (`daemon.replicas`).
     let (keys, store) = setup.daemon.split_once("[store]").map_or((setup.daemon.as_str(), ""), |(k, s)| (k, s));
     let store = if store.is_empty() { String::new() } else { format!("[store]{store}") };
     std::fs::write(
         setup.config.join("tributary.toml"),
-        format!("[daemon]\napply_tenant_files = false\n{keys}replicas = {n}\n{store}"),
+        format!("[daemon]\napply_tenant_files = false\n{keys}{store}"),
     )?;
     // Every job due, no lease: a backlog.
     sqlx::query(

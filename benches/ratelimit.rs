@@ -10,13 +10,27 @@
 //! so its first second may burst). Reference measured in the same run: the same sync
 //! with no limit (its request rate is what the limiter holds back).
 //!
+//! Two replicas (PostgreSQL only): two processes' worth of limiters, stores and budget
+//! renewals (`RateLimiters::leased`, `http::budgets::run`) in one process, each syncing
+//! one HubSpot stream of the same connection (`contacts` on one, `companies` on the
+//! other) so both draw on one quota through their leased shares. Records per stream are
+//! half the single-sync figure (about `RATE_SECS` in all). The same figures, from the
+//! simulator's stamps of both streams' requests: the most requests in any window and
+//! the share of the limit used from the first request to the last.
+//!
 //! `cargo bench --bench ratelimit` (SQLite) or
-//! `cargo bench --bench ratelimit -- postgres://user@host/db` (also PostgreSQL).
+//! `cargo bench --bench ratelimit -- postgres://user@host/db` (also PostgreSQL, and the
+//! two-replica cases); `RATE_CASES=fleet` runs only the two-replica cases.
 
 #[path = "support/mod.rs"]
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tributary::http::RateLimiters;
+use tributary::store::Store;
 
 use tributary::model::{ProviderId, RunOutcome, RunTrigger, StreamName, TenantId};
 use tributary_simulator::{Provider, SimConfig, SimHandle};
@@ -35,7 +49,23 @@ const REFERENCE_RECORDS: u64 = 20_000;
 async fn main() -> anyhow::Result<()> {
     let secs: u64 = std::env::var("RATE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
     println!("machine: {}", support::machine());
+    let fleet_only = std::env::var("RATE_CASES").is_ok_and(|v| v == "fleet");
     for pg in Scratch::backends() {
+        if let Some(pg) = pg.as_deref() {
+            for (n, per) in [(10, 1), support::SHIPPED_LIMIT] {
+                let records = 100 * secs * u64::from(n) / u64::from(per) / 2;
+                let sim = support::simulator_thread(SimConfig::new(Provider::HubSpot, records))?;
+                let scratch = Scratch::new(Some(pg)).await?;
+                let result = measure_fleet(&scratch, &sim, (n, per), records).await;
+                scratch.drop_database().await?;
+                sim.shutdown();
+                let (elapsed, times) = result?;
+                report("PostgreSQL, 2 replicas", Some((n, per)), elapsed, &times);
+            }
+        }
+        if fleet_only {
+            continue;
+        }
         for limit in LIMITS {
             let records = match limit {
                 None => REFERENCE_RECORDS,
@@ -87,6 +117,70 @@ fn report(backend: &str, limit: Option<(u32, u32)>, elapsed: Duration, times: &[
             );
         }
     }
+}
+
+/// Two replicas, each its own store pool, leased limiters and renewal, syncing one
+/// stream each of `acme`'s HubSpot connection at once: the wall time of both and the
+/// simulator's data request stamps.
+async fn measure_fleet(
+    scratch: &Scratch,
+    sim: &SimHandle,
+    limit: (u32, u32),
+    records: u64,
+) -> anyhow::Result<(Duration, Vec<Instant>)> {
+    let (catalog, first, key) = support::limited_hubspot(scratch.dir.path(), &scratch.url, sim, Some(limit)).await?;
+    let stop = CancellationToken::new();
+    let stores = [first.clone(), Store::connect(&scratch.url).await?];
+    let mut syncers = Vec::new();
+    let mut renewals = Vec::new();
+    for (i, store) in stores.iter().enumerate() {
+        let limits = Arc::new(RateLimiters::leased());
+        let replica = format!("bench-{i}");
+        renewals.push(tokio::spawn(tributary::http::budgets::run(
+            store.clone(),
+            limits.clone(),
+            replica,
+            stop.clone(),
+        )));
+        syncers.push(Syncer::new(&catalog, store, &key)?.with_limits(limits));
+    }
+    let before = sim.data_request_count();
+    let started = Instant::now();
+    let (first_run, second_run) =
+        tokio::join!(sync_stream(&syncers[0], "contacts", records), sync_stream(&syncers[1], "companies", records));
+    let elapsed = started.elapsed();
+    stop.cancel();
+    for renewal in renewals {
+        let _ = renewal.await;
+    }
+    drop(syncers);
+    for store in stores {
+        store.close().await;
+    }
+    first_run?;
+    second_run?;
+    let served = (sim.data_request_count() - before) as usize;
+    let times = sim.data_request_times();
+    anyhow::ensure!(served <= times.len(), "the simulator kept {} of {served} request times", times.len());
+    Ok((elapsed, times[times.len() - served..].to_vec()))
+}
+
+/// One full sync of `acme`'s HubSpot `stream`, which must read `records`.
+async fn sync_stream(syncer: &Syncer<'_>, stream: &str, records: u64) -> anyhow::Result<()> {
+    let request = SyncRequest {
+        tenant: TenantId::parse("acme")?,
+        provider: ProviderId::parse("hubspot")?,
+        stream: StreamName::parse(stream)?,
+        trigger: RunTrigger::Cli,
+        full_refresh: true,
+        lease_owner: None,
+        cancel: None,
+        owner: None,
+    };
+    let row = syncer.run(&request, &mut |_, _| {}).await?;
+    anyhow::ensure!(row.outcome == RunOutcome::Success, "{stream}: sync failed: {:?}", row.stats.error);
+    anyhow::ensure!(row.stats.fetched as u64 == records, "{stream}: fetched {} of {records}", row.stats.fetched);
+    Ok(())
 }
 
 /// The sync's wall time and the simulator's data request stamps.

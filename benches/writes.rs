@@ -141,7 +141,7 @@ async fn measure(
         store: store.clone(),
         key: Arc::new(key),
         metrics: Arc::new(Metrics::new()),
-        limits: Arc::new(RateLimiters::new(1)),
+        limits: Arc::new(RateLimiters::new()),
         retry: RetryPolicy::default(),
         owner: "bench".into(),
         concurrency: CONCURRENCY,

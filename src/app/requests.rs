@@ -2,6 +2,7 @@
 //! sees and triggers only its own tenant and changes nothing else but its own tenant's
 //! webhook endpoints and writes.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -16,6 +17,9 @@ use crate::control::webhooks::{Endpoints, WebhookError};
 use crate::control::writes::{WriteError, Writes};
 use crate::model::{AuditOutcome, JobFilter, PauseScope, ProviderId, StreamName, TenantId, TriggerKind};
 use crate::store::AuditFilter;
+
+/// Budget shares listed in status (every replica's, by replica and quota).
+const BUDGETS_SHOWN: i64 = 1_000;
 
 impl Daemon {
     pub(super) async fn handle(&mut self, msg: ControlMessage) {
@@ -150,6 +154,15 @@ impl Daemon {
             && let Ok(replicas) = self.store.list_replicas().await
         {
             let stale_before = Utc::now() - super::housekeeping::HOUSEKEEPING * 3;
+            // Each replica's unexpired shares of the rate limits (PostgreSQL; on SQLite
+            // the one daemon has every quota whole and the list is empty).
+            let mut shares: HashMap<String, Vec<Value>> = HashMap::new();
+            for b in self.store.list_budget_shares(BUDGETS_SHOWN).await.unwrap_or_default() {
+                shares.entry(b.replica.clone()).or_default().push(json!({
+                    "quota": b.quota, "requests": b.requests, "limit": b.limit, "per_secs": b.per_secs,
+                    "wants": b.wants, "expires_at": b.expires_at,
+                }));
+            }
             out["replicas"] = Value::Array(
                 replicas
                     .iter()
@@ -159,6 +172,7 @@ impl Daemon {
                             "state": if r.heartbeat_at < stale_before { "stale" } else { r.state.as_str() },
                             "workers": r.workers, "busy": r.busy, "started_at": r.started_at,
                             "heartbeat_at": r.heartbeat_at, "this": r.id == self.owner,
+                            "budgets": shares.remove(&r.id).unwrap_or_default(),
                         })
                     })
                     .collect(),

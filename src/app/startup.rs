@@ -48,6 +48,14 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
     let settings = opts.settings.clone();
     let write_share = catalog.settings.writes.rate_share;
     let catalog = Arc::new(catalog);
+    // Replicas on PostgreSQL lease shares of every quota; one daemon on SQLite has them whole.
+    let limits = Arc::new(
+        match &opts.store {
+            crate::store::Store::Postgres(_) => RateLimiters::leased(),
+            crate::store::Store::Sqlite(_) => RateLimiters::new(),
+        }
+        .with_write_share(write_share),
+    );
     let mut daemon = Daemon {
         config_dir: opts.config_dir,
         connectors: opts.connectors,
@@ -60,7 +68,7 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
             max: Duration::from_secs(settings.failure_max_secs.max(1)),
             error_after: settings.error_after,
         },
-        limits: Arc::new(RateLimiters::new(settings.replicas).with_write_share(write_share)),
+        limits,
         settings,
         metrics,
         owner: instance_id(),
@@ -194,6 +202,12 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
         })
         .run(daemon.shutdown.clone()),
     );
+    let budgets_task = tokio::spawn(crate::http::budgets::run(
+        daemon.store.clone(),
+        daemon.limits.clone(),
+        daemon.owner.clone(),
+        daemon.shutdown.clone(),
+    ));
     let prune_task = tokio::spawn(super::retention::pruner(
         daemon.store.clone(),
         daemon.shared_catalog.clone(),
@@ -225,6 +239,8 @@ pub async fn run(opts: DaemonOptions, on_ready: impl FnOnce(&Endpoints)) -> anyh
     signals_task.abort();
     probe_task.abort();
     prune_task.abort();
+    // This replica's budget shares go back to the others at once.
+    let _ = tokio::time::timeout(Duration::from_secs(2), budgets_task).await;
     // An attempt in flight is abandoned; its lease expires and it is attempted again
     // with the same webhook-id.
     let _ = tokio::time::timeout(Duration::from_secs(1), webhooks_task).await;

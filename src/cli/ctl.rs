@@ -209,6 +209,16 @@ fn render(name: &str, data: &Value) {
     }
 }
 
+/// A replica's budget shares (status) as `quota share/limit` items.
+fn budgets_text(v: &Value) -> Option<String> {
+    let items = v.as_array()?;
+    let parts: Option<Vec<String>> = items
+        .iter()
+        .map(|b| Some(format!("{} {}/{}", b.get("quota")?.as_str()?, b.get("requests")?, b.get("limit")?)))
+        .collect();
+    parts.filter(|p| !p.is_empty()).map(|p| p.join(", "))
+}
+
 fn table(rows: &[Value]) {
     let mut headers: Vec<String> = Vec::new();
     for r in rows {
@@ -228,7 +238,7 @@ fn table(rows: &[Value]) {
                 .map(|h| match r.get(h) {
                     None | Some(Value::Null) => "-".to_owned(),
                     Some(v) => {
-                        let text = output::compact(v);
+                        let text = budgets_text(v).unwrap_or_else(|| output::compact(v));
                         if text.chars().count() > 60 {
                             format!("{}…", text.chars().take(59).collect::<String>())
                         } else {
@@ -241,4 +251,23 @@ fn table(rows: &[Value]) {
         .collect();
     let upper: Vec<String> = headers.iter().map(|h| h.to_uppercase()).collect();
     output::table(&upper.iter().map(String::as_str).collect::<Vec<_>>(), &cells);
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::budgets_text;
+
+    #[test]
+    fn a_replicas_budget_shares_print_as_quota_share_of_limit() {
+        let shares = json!([
+            { "quota": "hubspot/110", "requests": 55, "limit": 110, "per_secs": 10 },
+            { "quota": "slack/50/acme", "requests": 50, "limit": 50, "per_secs": 60 },
+        ]);
+        assert_eq!(budgets_text(&shares).as_deref(), Some("hubspot/110 55/110, slack/50/acme 50/50"));
+        assert_eq!(budgets_text(&json!([])), None, "no shares: the usual `[]`");
+        assert_eq!(budgets_text(&json!(["a"])), None, "other lists print as before");
+        assert_eq!(budgets_text(&json!(3)), None);
+    }
 }

@@ -86,10 +86,21 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let key = g.master_key(&catalog, &store).await?;
-    // One process, one set of limits; next to running daemons this is one more replica.
+    // One process, one set of limits; on PostgreSQL, next to running daemons, it leases
+    // its share of every quota like one more replica.
     let daemon = &catalog.settings.daemon;
-    let mut syncer = Syncer::new(&catalog, &store, &key)?
-        .with_limits(std::sync::Arc::new(crate::http::RateLimiters::new(daemon.replicas)));
+    let limits = Arc::new(match &store {
+        crate::store::Store::Postgres(_) => crate::http::RateLimiters::leased(),
+        crate::store::Store::Sqlite(_) => crate::http::RateLimiters::new(),
+    });
+    let budgets_stop = CancellationToken::new();
+    let budgets = tokio::spawn(crate::http::budgets::run(
+        store.clone(),
+        limits.clone(),
+        crate::scheduler::lease::instance_id("sync-"),
+        budgets_stop.clone(),
+    ));
+    let mut syncer = Syncer::new(&catalog, &store, &key)?.with_limits(limits);
     syncer.retry = crate::http::RetryPolicy::from_settings(daemon);
     // SIGINT/SIGTERM: the run in progress stops at the next page boundary (its page
     // and position commit) and no further stream starts; a second signal exits at once.
@@ -166,6 +177,8 @@ pub async fn run(g: &Global, args: SyncArgs) -> anyhow::Result<ExitCode> {
         rows.push(row);
     }
     watcher.abort();
+    budgets_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), budgets).await;
     store.close().await;
     if g.json {
         output::json(&json!(rows))?;

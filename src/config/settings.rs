@@ -169,9 +169,6 @@ pub struct DaemonSettings {
     pub http_listen: String,
     /// Apply `config/tenants/*.toml` on start and reload.
     pub apply_tenant_files: bool,
-    /// Daemons sharing the providers' quotas (replicas on one PostgreSQL): each takes
-    /// `1/replicas` of every rate limit, so together they stay within it.
-    pub replicas: u32,
     /// Total timeout of one HTTP attempt to a provider (connect, send, whole body).
     pub request_timeout_secs: u64,
     /// Connect timeout of HTTP requests to providers.
@@ -202,7 +199,6 @@ impl Default for DaemonSettings {
             control_socket: None,
             http_listen: "127.0.0.1:9187".into(),
             apply_tenant_files: true,
-            replicas: 1,
             request_timeout_secs: 120,
             connect_timeout_secs: 10,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
@@ -289,9 +285,20 @@ pub struct SecretSettings {
 
 impl Settings {
     pub fn load(source: &Source, diag: &mut Diagnostics) -> Self {
-        let Some(table) = source.parse(diag) else {
+        let Some(mut table) = source.parse(diag) else {
             return Self::default();
         };
+        if let Some(toml::Value::Table(daemon)) = table.get_mut("daemon")
+            && daemon.remove("replicas").is_some()
+        {
+            diag.push(
+                &source.name,
+                "daemon.replicas",
+                "was removed: replicas on one PostgreSQL database now share every rate limit through the \
+                 store (budget shares that follow each replica's use), so no static split is configured; \
+                 delete this key",
+            );
+        }
         let settings: Self = typed(toml::Value::Table(table), diag, &source.name, "").unwrap_or_default();
         settings.store.check(&source.name, diag);
         settings.daemon.check(&source.name, diag);

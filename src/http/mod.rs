@@ -5,6 +5,7 @@
 //! metrics).
 
 pub mod auth;
+pub mod budgets;
 pub mod classify;
 pub mod ratelimit;
 pub mod shape;

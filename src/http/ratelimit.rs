@@ -10,7 +10,14 @@
 //!   `per_secs`. A small burst (2 plus 1 % of the quota) is allowed and the rest is
 //!   spread evenly over the window stretched by 2 % (a margin for network jitter), which
 //!   keeps every window at or under `requests` and uses about 93–97 % of it.
-//! - **Replicas.** Each of N replicas takes `requests / N` of every quota (`daemon.replicas`).
+//! - **Replicas.** On SQLite (one daemon) a quota is whole. Replicas on one PostgreSQL
+//!   database lease shares of each quota through the store ([`RateLimiters::leased`],
+//!   renewed by `http::budgets`, computed by `store::budgets`): a quota key
+//!   (provider-scope: the provider; connection-scope: provider and tenant) gets a limiter
+//!   of this replica's share, zero (wait) until the first renewal gives it one, and the
+//!   shares of the fleet never add up to more than the limit. A limiter replaced for a
+//!   new share starts drained and not before the old one would have admitted the next
+//!   request, so a change of share never adds a burst.
 //! - **Adaptive.** A response's remaining/reset headers (named by the manifest) spread the
 //!   requests left until the reset; remaining 0 without a reset pauses for one window.
 //!   A throttle response's wait (`Retry-After` or the reset) holds the whole quota.
@@ -35,6 +42,7 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use reqwest::header::HeaderMap;
 
 use crate::config::{QuotaScope, RateLimitSpec};
+use crate::store::ShareRequest;
 
 /// A quota's burst is 2 plus one request per this many. Every request of the burst is
 /// one fewer in the steady rate (a window holds the burst and the spread requests), so
@@ -52,15 +60,17 @@ const SHARE_WINDOW: u32 = 20;
 const DEFER_MAX: Duration = Duration::from_millis(50);
 /// Writes' share of a quota while reads and writes both wait on it (`[writes] rate_share`).
 pub const DEFAULT_WRITE_SHARE: f64 = 0.25;
+/// How often a request on a leased quota without a share looks again.
+const UNLEASED_POLL: Duration = Duration::from_millis(25);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The governor quota that keeps `requests` per `per_secs` (already divided among
-/// `replicas`) in every sliding window.
-pub fn window_quota(requests: u32, per_secs: u32, replicas: u32) -> Quota {
-    let n = (requests / replicas.max(1)).max(1);
+/// The governor quota that keeps `requests` per `per_secs` (this process's share of a
+/// quota, at least 1) in every sliding window.
+pub fn window_quota(requests: u32, per_secs: u32) -> Quota {
+    let n = requests.max(1);
     let window = Duration::from_secs(u64::from(per_secs.max(1)));
     let burst = (2 + n / BURST_PER).min(n);
     // GCRA admits `burst + ceil(w / period) - 1` requests in a window `w`; with
@@ -107,9 +117,75 @@ impl Shares {
     }
 }
 
+/// One quota key's share of a quota leased from the fleet.
+struct Lease {
+    /// Requests per window this replica may send (0: wait for a share).
+    share: u32,
+    limiter: Option<DefaultDirectRateLimiter>,
+    /// A replaced limiter's next admission: the new one admits nothing before it.
+    not_before: Option<Instant>,
+    /// The share lapses then unless a renewal commits (it lapses in the store too).
+    valid_until: Option<Instant>,
+    /// Grants since the last renewal, and whether a request had to wait on the share.
+    grants: u32,
+    waited: bool,
+    last_used: Instant,
+}
+
+impl Lease {
+    fn new() -> Self {
+        Self {
+            share: 0,
+            limiter: None,
+            not_before: None,
+            valid_until: None,
+            grants: 0,
+            waited: true,
+            last_used: Instant::now(),
+        }
+    }
+
+    fn check(&mut self) -> Option<Duration> {
+        let now = Instant::now();
+        self.last_used = now;
+        let wait = match (&self.limiter, self.valid_until) {
+            (Some(l), Some(valid)) if valid > now => match self.not_before.filter(|t| *t > now) {
+                Some(t) => Some(t - now),
+                None => l.check().err().map(|n| n.wait_time_from(l.clock().now())),
+            },
+            _ => Some(UNLEASED_POLL),
+        };
+        match wait {
+            None => self.grants = self.grants.saturating_add(1),
+            Some(_) => self.waited = true,
+        }
+        wait
+    }
+
+    /// Changes the share; the new limiter starts drained and admits nothing before the
+    /// old one would have, so the change allows no extra burst.
+    fn set_share(&mut self, share: u32, per_secs: u32) {
+        if share == self.share {
+            return;
+        }
+        let now = Instant::now();
+        let old_next = self.limiter.take().and_then(|l| l.check().err().map(|n| n.wait_time_from(l.clock().now())));
+        let carried = [old_next.map(|w| now + w), self.not_before].into_iter().flatten().max();
+        self.share = share;
+        self.not_before = carried.filter(|t| *t > now);
+        self.limiter = (share > 0).then(|| {
+            let l = DefaultDirectRateLimiter::direct(window_quota(share, per_secs));
+            while l.check().is_ok() {}
+            l
+        });
+    }
+}
+
 enum Limiter {
     Direct(DefaultDirectRateLimiter),
     Keyed(DefaultKeyedRateLimiter<String>),
+    /// Shares leased from the fleet, one per key (`""` for a provider-scope quota).
+    Leased(Mutex<HashMap<String, Lease>>, Arc<tokio::sync::Notify>),
 }
 
 impl Limiter {
@@ -118,6 +194,15 @@ impl Limiter {
         match self {
             Self::Direct(l) => l.check().err().map(|n| n.wait_time_from(l.clock().now())),
             Self::Keyed(l) => l.check_key(&key.to_owned()).err().map(|n| n.wait_time_from(l.clock().now())),
+            Self::Leased(leases, renew) => {
+                let mut leases = lock(leases);
+                let lease = leases.entry(key.to_owned()).or_insert_with(|| {
+                    // A key new to this replica: ask for a share now, not at the next tick.
+                    renew.notify_one();
+                    Lease::new()
+                });
+                lease.check()
+            }
         }
     }
 }
@@ -142,12 +227,13 @@ struct ProviderQuota {
 }
 
 impl ProviderQuota {
-    fn new(spec: &RateLimitSpec, replicas: u32, write_share: f64) -> Self {
-        let quota = window_quota(spec.requests, spec.per_secs, replicas);
+    fn new(spec: &RateLimitSpec, fleet: Option<&Arc<tokio::sync::Notify>>, write_share: f64) -> Self {
+        let quota = window_quota(spec.requests, spec.per_secs);
         let defer = quota.replenish_interval().clamp(Duration::from_millis(1), DEFER_MAX);
-        let limiter = match spec.scope {
-            QuotaScope::Provider => Limiter::Direct(DefaultDirectRateLimiter::direct(quota)),
-            QuotaScope::Connection => Limiter::Keyed(DefaultKeyedRateLimiter::keyed(quota)),
+        let limiter = match (fleet, spec.scope) {
+            (Some(renew), _) => Limiter::Leased(Mutex::new(HashMap::new()), renew.clone()),
+            (None, QuotaScope::Provider) => Limiter::Direct(DefaultDirectRateLimiter::direct(quota)),
+            (None, QuotaScope::Connection) => Limiter::Keyed(DefaultKeyedRateLimiter::keyed(quota)),
         };
         Self {
             spec: spec.clone(),
@@ -175,6 +261,8 @@ impl ProviderQuota {
                 l.is_empty()
             }
             Limiter::Direct(_) => lock(&self.last_used).elapsed() > self.window.mul_f64(1.0 + JITTER_MARGIN),
+            // Idle leases are given back by the renewal (`lease_demands`).
+            Limiter::Leased(leases, _) => lock(leases).is_empty(),
         };
         idle && lock(&self.holds).is_empty() && lock(&self.shares).is_empty()
     }
@@ -183,6 +271,7 @@ impl ProviderQuota {
         match &self.limiter {
             Limiter::Keyed(l) => l.len(),
             Limiter::Direct(_) => 1,
+            Limiter::Leased(leases, _) => lock(leases).len(),
         }
     }
 
@@ -226,7 +315,8 @@ impl Drop for WriteWaiting<'_> {
 /// Every quota of the process. Create one (per daemon or CLI invocation) and share it
 /// with `Arc` so all sessions and runs draw from the same budgets.
 pub struct RateLimiters {
-    replicas: u32,
+    /// Leased quotas (replicas on PostgreSQL): woken when a key needs a share at once.
+    fleet: Option<Arc<tokio::sync::Notify>>,
     write_share: f64,
     quotas: Mutex<HashMap<String, Arc<ProviderQuota>>>,
     last_sweep: Mutex<Instant>,
@@ -234,14 +324,14 @@ pub struct RateLimiters {
 
 impl Default for RateLimiters {
     fn default() -> Self {
-        Self::new(1)
+        Self::new()
     }
 }
 
 impl std::fmt::Debug for RateLimiters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimiters")
-            .field("replicas", &self.replicas)
+            .field("leased", &self.fleet.is_some())
             .field("write_share", &self.write_share)
             .field("keys", &self.keys())
             .finish()
@@ -249,14 +339,102 @@ impl std::fmt::Debug for RateLimiters {
 }
 
 impl RateLimiters {
-    /// Limiters for one of `replicas` processes sharing the providers' quotas.
-    pub fn new(replicas: u32) -> Self {
+    /// Limiters of a process that is alone with the providers' quotas: each quota whole.
+    pub fn new() -> Self {
         Self {
-            replicas: replicas.max(1),
+            fleet: None,
             write_share: DEFAULT_WRITE_SHARE,
             quotas: Mutex::new(HashMap::new()),
             last_sweep: Mutex::new(Instant::now()),
         }
+    }
+
+    /// Limiters of one replica of a fleet: every quota key is used within the share the
+    /// renewal (`http::budgets::run`) leases for it, nothing before the first renewal.
+    pub fn leased() -> Self {
+        Self { fleet: Some(Arc::new(tokio::sync::Notify::new())), ..Self::new() }
+    }
+
+    /// Whether quotas are leased from the fleet.
+    pub fn is_leased(&self) -> bool {
+        self.fleet.is_some()
+    }
+
+    /// Notified when a quota key needs a share at once (leased limiters only).
+    pub(crate) fn renewal_wanted(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.fleet.clone()
+    }
+
+    /// The leased quota keys to renew, after dropping those unused for `idle` (their
+    /// requests wait for a new share if they come back): what each wants, from the
+    /// grants and waits since the last renewal `elapsed` ago (which are reset).
+    pub(crate) fn lease_demands(&self, idle: Duration, elapsed: Duration) -> Vec<LeaseDemand> {
+        let quotas: Vec<(String, Arc<ProviderQuota>)> =
+            lock(&self.quotas).iter().map(|(id, q)| (id.clone(), q.clone())).collect();
+        let mut out = Vec::new();
+        for (id, quota) in quotas {
+            let Limiter::Leased(leases, _) = &quota.limiter else { continue };
+            let spec = &quota.spec;
+            let mut leases = lock(leases);
+            leases.retain(|_, l| l.last_used.elapsed() <= idle);
+            for (key, lease) in leases.iter_mut() {
+                let limit = spec.requests.max(1);
+                let wants = if lease.waited {
+                    limit
+                } else {
+                    // Twice the pace of the last interval, per window.
+                    let per_window =
+                        f64::from(lease.grants) * f64::from(spec.per_secs.max(1)) / elapsed.as_secs_f64().max(0.001);
+                    ((2.0 * per_window).ceil().min(f64::from(limit)) as u32).max(1)
+                };
+                lease.grants = 0;
+                lease.waited = false;
+                let fleet_key = if key.is_empty() { id.clone() } else { format!("{id}/{key}") };
+                out.push(LeaseDemand {
+                    quota: quota.clone(),
+                    key: key.clone(),
+                    request: ShareRequest { quota: fleet_key, limit, per_secs: spec.per_secs.max(1), wants },
+                    share: lease.share,
+                });
+            }
+        }
+        out
+    }
+
+    /// Sets a leased key's share (smaller ones before the renewal commits, larger ones
+    /// after); `valid_until`, once committed, is when it lapses without a renewal.
+    pub(crate) fn set_share(&self, demand: &LeaseDemand, share: u32, valid_until: Option<Instant>) {
+        let Limiter::Leased(leases, _) = &demand.quota.limiter else { return };
+        let mut leases = lock(leases);
+        let lease = leases.entry(demand.key.clone()).or_insert_with(Lease::new);
+        lease.set_share(share, demand.quota.spec.per_secs);
+        if let Some(until) = valid_until {
+            lease.valid_until = Some(until);
+        }
+    }
+
+    /// Drops every lease (a stop): requests wait from now on.
+    pub(crate) fn drop_leases(&self) {
+        for q in lock(&self.quotas).values() {
+            if let Limiter::Leased(leases, _) = &q.limiter {
+                lock(leases).clear();
+            }
+        }
+    }
+
+    /// This replica's shares: (fleet quota key, requests per window, window seconds).
+    pub fn shares(&self) -> Vec<(String, u32, u32)> {
+        let mut out = Vec::new();
+        for (id, q) in lock(&self.quotas).iter() {
+            if let Limiter::Leased(leases, _) = &q.limiter {
+                for (key, lease) in lock(leases).iter() {
+                    let fleet_key = if key.is_empty() { id.clone() } else { format!("{id}/{key}") };
+                    out.push((fleet_key, lease.share, q.spec.per_secs));
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     /// Writes get at least `share` (0 to 0.9) of a quota's grants while reads wait on it
@@ -268,10 +446,6 @@ impl RateLimiters {
 
     pub fn write_share(&self) -> f64 {
         self.write_share
-    }
-
-    pub fn replicas(&self) -> u32 {
-        self.replicas
     }
 
     /// The quota a request of `tenant` to `provider` draws from; `None` when the
@@ -289,7 +463,7 @@ impl RateLimiters {
             match quotas.get(&id) {
                 Some(q) if q.spec == *spec => q.clone(),
                 _ => {
-                    let q = Arc::new(ProviderQuota::new(spec, self.replicas, self.write_share));
+                    let q = Arc::new(ProviderQuota::new(spec, self.fleet.as_ref(), self.write_share));
                     quotas.insert(id, q.clone());
                     q
                 }
@@ -313,6 +487,15 @@ impl RateLimiters {
     pub fn keys(&self) -> usize {
         lock(&self.quotas).values().map(|q| q.keys()).sum()
     }
+}
+
+/// A leased quota key due for renewal: what to ask the store, and where the answer goes.
+pub(crate) struct LeaseDemand {
+    quota: Arc<ProviderQuota>,
+    key: String,
+    pub request: ShareRequest,
+    /// The share held now.
+    pub share: u32,
 }
 
 /// One connection's view of its quota, for reads or (after [`Self::for_writes`]) writes.
@@ -355,8 +538,8 @@ impl QuotaHandle {
         let started = Instant::now();
         let mut waited = false;
         let _writing = (self.class == Class::Write).then(|| WriteWaiting::new(&self.quota, &self.key));
-        let _turn = match self.quota.limiter {
-            Limiter::Direct(_) => {
+        let _turn = match self.quota.spec.scope {
+            QuotaScope::Provider => {
                 let turn = &self.quota.turns[usize::from(self.class == Class::Write)];
                 Some(match turn.try_lock() {
                     Ok(turn) => turn,
@@ -366,7 +549,7 @@ impl QuotaHandle {
                     }
                 })
             }
-            Limiter::Keyed(_) => None,
+            QuotaScope::Connection => None,
         };
         loop {
             if let Some(until) = self.held_until().filter(|u| *u > Instant::now()) {
@@ -546,7 +729,7 @@ mod tests {
         ] {
             let w = Duration::from_secs(u64::from(per_secs));
             let n = (requests / replicas).max(1) as usize;
-            let times = admitted(window_quota(requests, per_secs, replicas), w * 8);
+            let times = admitted(window_quota((requests / replicas).max(1), per_secs), w * 8);
             let busiest = busiest_window(&times, w);
             assert!(busiest <= n, "{requests}/{per_secs}s ÷ {replicas}: {busiest} in one window");
             let used = times.len() as f64 / (8.0 * n as f64);
@@ -562,7 +745,7 @@ mod tests {
 
     #[test]
     fn connection_scope_budgets_are_separate_and_provider_scope_is_shared() {
-        let limits = RateLimiters::new(1);
+        let limits = RateLimiters::new();
         let own = spec(2, 60, QuotaScope::Connection);
         let a = limits.quota("crm", "a", Some(&own)).unwrap();
         let b = limits.quota("crm", "b", Some(&own)).unwrap();
@@ -583,7 +766,7 @@ mod tests {
 
     #[tokio::test]
     async fn idle_keys_are_evicted_and_providers_in_use_are_kept() {
-        let limits = RateLimiters::new(1);
+        let limits = RateLimiters::new();
         let fast = spec(40, 1, QuotaScope::Connection);
         for tenant in ["a", "b", "c"] {
             limits.quota("crm", tenant, Some(&fast)).unwrap().acquire().await;
@@ -603,7 +786,7 @@ mod tests {
 
     #[tokio::test]
     async fn holds_delay_the_next_request_of_that_key_only() {
-        let limits = RateLimiters::new(1);
+        let limits = RateLimiters::new();
         let s = spec(1000, 1, QuotaScope::Connection);
         let a = limits.quota("crm", "a", Some(&s)).unwrap();
         let b = limits.quota("crm", "b", Some(&s)).unwrap();
@@ -659,7 +842,7 @@ mod tests {
     async fn waiting_writes_get_their_share_of_a_connection_quota_and_the_limit_holds() {
         // Eight greedy readers against one writer: by numbers alone the writer would get
         // about one grant in nine.
-        let limits = RateLimiters::new(1).with_write_share(0.5);
+        let limits = RateLimiters::new().with_write_share(0.5);
         let s = spec(20, 1, QuotaScope::Connection);
         let (classes, times) = contend(&limits, &s, &["a"; 8], &["a"], 50).await;
         let share = write_share_of(&classes);
@@ -675,7 +858,7 @@ mod tests {
     async fn a_read_holding_the_shared_quotas_turn_does_not_block_writes() {
         // Provider scope: reads of two tenants take FIFO turns; a write of a third tenant
         // still gets its share (a read deferring to it while holding the read turn).
-        let limits = RateLimiters::new(1).with_write_share(0.25);
+        let limits = RateLimiters::new().with_write_share(0.25);
         let s = spec(20, 1, QuotaScope::Provider);
         let run = contend(&limits, &s, &["a", "a", "a", "b", "b", "b"], &["c"], 40);
         let (classes, times) =
@@ -689,7 +872,7 @@ mod tests {
     #[tokio::test]
     async fn either_class_alone_may_use_the_whole_budget() {
         for scope in [QuotaScope::Connection, QuotaScope::Provider] {
-            let limits = RateLimiters::new(1).with_write_share(0.9);
+            let limits = RateLimiters::new().with_write_share(0.9);
             let s = spec(20, 1, scope);
             let read = limits.quota("crm", "a", Some(&s)).unwrap();
             let write = read.clone().for_writes();
@@ -698,7 +881,7 @@ mod tests {
             assert_eq!(read.acquire().await, Duration::ZERO, "{scope:?}");
             assert!(write.acquire().await > Duration::ZERO, "{scope:?}: the reads spent the budget");
 
-            let limits = RateLimiters::new(1).with_write_share(0.0);
+            let limits = RateLimiters::new().with_write_share(0.0);
             let read = limits.quota("crm", "a", Some(&s)).unwrap();
             let write = read.clone().for_writes();
             assert_eq!(write.acquire().await, Duration::ZERO, "{scope:?}");
@@ -709,7 +892,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_write_stops_counting_as_waiting() {
-        let limits = RateLimiters::new(1).with_write_share(0.9);
+        let limits = RateLimiters::new().with_write_share(0.9);
         let s = spec(20, 1, QuotaScope::Connection);
         let write = limits.quota("crm", "a", Some(&s)).unwrap().for_writes();
         let read = limits.quota("crm", "a", Some(&s)).unwrap();
@@ -728,6 +911,83 @@ mod tests {
         assert!(!read.quota.read_defers(&read.key));
     }
 
+    /// The leased key's demand (there is one key in these tests).
+    fn demand(limits: &RateLimiters) -> LeaseDemand {
+        let mut d = limits.lease_demands(Duration::from_secs(60), Duration::from_secs(1));
+        assert_eq!(d.len(), 1);
+        d.remove(0)
+    }
+
+    #[tokio::test]
+    async fn a_leased_quota_waits_for_its_share_and_lapses_without_a_renewal() {
+        let limits = RateLimiters::leased();
+        let s = spec(20, 1, QuotaScope::Provider);
+        let q = limits.quota("erp", "a", Some(&s)).unwrap();
+        assert!(limits.quota("none", "a", None).is_none());
+        // No share yet: the request waits, and the renewal is asked for at once.
+        let renew = limits.renewal_wanted().unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(60), q.acquire()).await.is_err());
+        assert!(tokio::time::timeout(Duration::from_millis(10), renew.notified()).await.is_ok());
+        let d = demand(&limits);
+        assert_eq!((d.request.quota.as_str(), d.request.limit, d.request.wants, d.share), ("erp/20", 20, 20, 0));
+
+        // A share: requests go (after one interval: a new limiter starts drained).
+        limits.set_share(&d, 10, Some(Instant::now() + Duration::from_millis(300)));
+        assert_eq!(limits.shares(), [("erp/20".to_owned(), 10, 1)]);
+        let waited = tokio::time::timeout(Duration::from_millis(200), q.acquire()).await.expect("a share");
+        assert!(waited > Duration::ZERO, "no burst from a new share");
+        // The share lapses with its lease unless renewed.
+        tokio::time::sleep(Duration::from_millis(320)).await;
+        assert_eq!(q.quota.limiter.check(&q.key), Some(UNLEASED_POLL));
+    }
+
+    #[test]
+    fn a_changed_share_allows_no_extra_burst_in_any_window() {
+        // Greedy on one key while the share changes 10 → 4 → 10 → 0 → 10 per 1 s: no
+        // window holds more than the largest share (a new limiter starts drained and
+        // not before the old one's next admission).
+        let limits = RateLimiters::leased();
+        let s = spec(10, 1, QuotaScope::Connection);
+        let q = limits.quota("crm", "t", Some(&s)).unwrap();
+        assert_eq!(q.quota.limiter.check(&q.key), Some(UNLEASED_POLL));
+        let d = demand(&limits);
+        assert_eq!(d.request.quota, "crm/10/t", "a connection's quota is keyed by its tenant");
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for (share, secs) in [(10, 1.5), (4, 1.5), (10, 1.0), (0, 0.3), (10, 1.2)] {
+            limits.set_share(&d, share, Some(Instant::now() + Duration::from_secs(10)));
+            let until = Instant::now() + Duration::from_secs_f64(secs);
+            while Instant::now() < until {
+                match q.quota.limiter.check(&q.key) {
+                    None => times.push(Instant::now() - start),
+                    Some(wait) => std::thread::sleep(wait.min(until.saturating_duration_since(Instant::now()))),
+                }
+            }
+        }
+        assert!(times.len() >= 25, "{times:?}");
+        assert!(busiest_window(&times, Duration::from_secs(1)) <= 10, "{times:?}");
+        // Waits were counted: the renewal asks for the whole limit.
+        assert_eq!(demand(&limits).request.wants, 10);
+    }
+
+    #[test]
+    fn idle_leased_keys_are_given_back_and_a_light_user_asks_for_what_it_uses() {
+        let limits = RateLimiters::leased();
+        let s = spec(100, 10, QuotaScope::Connection);
+        let q = limits.quota("crm", "t", Some(&s)).unwrap();
+        let _ = q.quota.limiter.check(&q.key);
+        let d = demand(&limits);
+        limits.set_share(&d, 50, Some(Instant::now() + Duration::from_secs(10)));
+        // 50 per 10 s: one request every ~208 ms, the first after one interval.
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(q.quota.limiter.check(&q.key), None);
+        // One grant in a second without a wait: twice that pace per 10 s window.
+        assert_eq!(demand(&limits).request.wants, 20);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(limits.lease_demands(Duration::from_millis(20), Duration::from_secs(1)).is_empty());
+        assert_eq!(limits.keys(), 0);
+    }
+
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -738,7 +998,7 @@ mod tests {
 
     #[test]
     fn remaining_and_reset_headers_spread_what_is_left() {
-        let limits = RateLimiters::new(1);
+        let limits = RateLimiters::new();
         let q = limits.quota("crm", "a", Some(&spec(100, 10, QuotaScope::Connection))).unwrap();
         let max = Duration::from_secs(300);
         let near = |d: Option<Duration>, secs: f64| d.is_some_and(|d| (d.as_secs_f64() - secs).abs() < 0.05);

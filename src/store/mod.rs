@@ -76,6 +76,7 @@ mod statement;
 mod rows;
 mod api_keys;
 mod audit;
+pub mod budgets;
 mod connect;
 mod error;
 mod export;
@@ -91,6 +92,7 @@ mod postgres;
 mod prune;
 mod reconcile;
 mod replicas;
+pub use self::budgets::{BudgetShareRow, ShareGrant, ShareRequest};
 pub use self::reconcile::{
     JobConnection, JobPlan, QueuedReconcile, RECONCILE_BATCH, RECONCILE_PAYLOAD, ReconcileInputs, ReconcileTenant,
     StoredJob, TenantJobs, plan_jobs,

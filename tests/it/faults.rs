@@ -377,7 +377,7 @@ async fn two_tenants(scope: QuotaScope) -> (Vec<Instant>, Vec<Instant>) {
     let (sim_a, sim_b) = (start(case.sim_config(n)).await.unwrap(), start(case.sim_config(n)).await.unwrap());
     let h = case.harness(&sim_a, limit(R, 1, scope)).await;
     let other = h.add_tenant("globex", &case.tenant(&sim_b), &sim_b.credentials()).await;
-    let limits = Arc::new(RateLimiters::new(1));
+    let limits = Arc::new(RateLimiters::new());
     let (sa, sb) = (h.syncer().with_limits(limits.clone()), h.syncer().with_limits(limits.clone()));
     let (a, b) = tokio::join!(h.sync_using(&sa, &h.tenant, case.stream), h.sync_using(&sb, &other, case.stream));
     for run in [&a, &b] {

@@ -2,6 +2,7 @@
 //! databases, the `contract!` macro for tests on both backends, the CLI environment, the
 //! world builder and `json`).
 
+mod budgets;
 mod cli;
 mod config_model;
 mod connectors;

@@ -62,6 +62,21 @@ fn config_check_rejects_a_cron_that_never_fires_and_a_bad_listen_address() {
 }
 
 #[test]
+fn config_check_refuses_the_removed_replicas_key_and_says_why() {
+    let env = Env::new();
+    let config = config_copy();
+    let settings = config.path().join("tributary.toml");
+    let text = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(&settings, text.replacen("[daemon]", "[daemon]\nreplicas = 2", 1)).unwrap();
+    let out = env.run(&["--config", config.path().to_str().unwrap(), "config", "check"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("tributary.toml: daemon.replicas: was removed"), "{err}");
+    assert!(err.contains("share every rate limit through the store"), "{err}");
+    assert!(!err.contains("unknown field"), "one message for the key, not a parse error: {err}");
+}
+
+#[test]
 fn connectors_check_rejects_unclosed_templates_and_zero_rate_limits() {
     let env = Env::new();
     let dir = tempfile::tempdir().unwrap();

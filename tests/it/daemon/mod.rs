@@ -9,6 +9,7 @@
 mod abandoned;
 mod access;
 mod api;
+mod budgets;
 mod control;
 mod crash;
 mod demo;
@@ -62,6 +63,8 @@ pub struct Fixture {
     /// The test's own connection to the store, for assertions.
     pub store: Store,
     pg: Option<PgTestDb>,
+    /// The connector manifests every process of the fixture loads.
+    connectors: PathBuf,
 }
 
 impl Fixture {
@@ -91,7 +94,23 @@ impl Fixture {
         }
         std::fs::write(config.join("tributary.toml"), format!("[daemon]\n{daemon}\n")).expect("write tributary.toml");
         crate::support::write_private(&dir.path().join("master.key"), MASTER_KEY.as_bytes());
-        Self { dir, url, store, pg }
+        let connectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors");
+        Self { dir, url, store, pg, connectors }
+    }
+
+    /// Copies the repository's connector manifests into the fixture (for a test to
+    /// change) and has every process load them from there; returns the copy's path.
+    pub fn own_connectors(&mut self) -> PathBuf {
+        let copy = self.dir.path().join("connectors");
+        std::fs::create_dir_all(&copy).expect("create the connectors directory");
+        for entry in std::fs::read_dir(&self.connectors).expect("read the connectors") {
+            let path = entry.expect("a connector file").path();
+            if path.is_file() {
+                std::fs::copy(&path, copy.join(path.file_name().expect("a file name"))).expect("copy a connector");
+            }
+        }
+        self.connectors = copy.clone();
+        copy
     }
 
     pub fn config_dir(&self) -> PathBuf {
@@ -112,7 +131,7 @@ impl Fixture {
         cmd.args(args)
             .current_dir(self.dir.path())
             .env("TRIBUTARY_CONFIG", self.config_dir())
-            .env("TRIBUTARY_CONNECTORS", Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors"))
+            .env("TRIBUTARY_CONNECTORS", &self.connectors)
             .env("TRIBUTARY_DATABASE_URL", &self.url)
             .env("TRIBUTARY_MASTER_KEY_FILE", self.dir.path().join("master.key"))
             .env("TRIBUTARY_LOG", "info")
