@@ -9,9 +9,15 @@
 //! share lapses at the same moment unless a renewal commits, so a replica cut off from
 //! the store stops sending before the others grow into its share. Smaller shares are
 //! applied before the renewal commits, larger ones after. Keys unused for [`IDLE`] are
-//! dropped locally first, then their rows deleted; on a clean stop every row goes. A
+//! given back locally first, then in the store; on a clean stop every share goes back. A
 //! killed replica's rows expire after [`LEASE`] and the others take its share at their
 //! next renewal.
+//!
+//! A first share starts with its burst when no other replica held one of the quota
+//! within its window (the store says so: given-back rows stay, at zero, for a window):
+//! a connection's first request on a replica then waits only for the renewal (one
+//! round trip, at most [`MIN_GAP`] after the previous one), not for a drained limiter's
+//! first interval.
 //!
 //! The store's work is one transaction per replica per tick whatever the number of
 //! quota keys (a batch of arrays, no per-request traffic), and none while idle.
@@ -31,7 +37,7 @@ pub const LEASE: Duration = Duration::from_secs(5);
 /// A quota key unused this long is given back.
 pub const IDLE: Duration = Duration::from_secs(5);
 /// The shortest time between two renewals (new keys ask for one at once).
-pub const MIN_GAP: Duration = Duration::from_millis(200);
+pub const MIN_GAP: Duration = Duration::from_millis(50);
 /// Expired rows of dead replicas are deleted every this many renewals.
 const PURGE_EVERY: u32 = 60;
 
@@ -83,7 +89,7 @@ impl Renewal {
             .renew_budget_shares(&self.replica, LEASE, &requests, self.count % PURGE_EVERY == 1, |grants| {
                 for (d, g) in demands.iter().zip(grants) {
                     if g.requests < d.share {
-                        limits.set_share(d, g.requests, None);
+                        limits.set_share(d, *g, None);
                     }
                 }
             })
@@ -91,7 +97,7 @@ impl Renewal {
         match renewed {
             Ok(grants) => {
                 for (d, g) in demands.iter().zip(&grants) {
-                    limits.set_share(d, g.requests, Some(started + LEASE));
+                    limits.set_share(d, *g, Some(started + LEASE));
                 }
                 self.held = !demands.is_empty();
             }

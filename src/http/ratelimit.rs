@@ -42,7 +42,7 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use reqwest::header::HeaderMap;
 
 use crate::config::{QuotaScope, RateLimitSpec};
-use crate::store::ShareRequest;
+use crate::store::{ShareGrant, ShareRequest};
 
 /// A quota's burst is 2 plus one request per this many. Every request of the burst is
 /// one fewer in the steady rate (a window holds the burst and the spread requests), so
@@ -62,6 +62,9 @@ const DEFER_MAX: Duration = Duration::from_millis(50);
 pub const DEFAULT_WRITE_SHARE: f64 = 0.25;
 /// How often a request on a leased quota without a share looks again.
 const UNLEASED_POLL: Duration = Duration::from_millis(25);
+/// The longest a request on a leased quota waits before it looks again (its share may
+/// have grown meanwhile).
+const LEASED_RECHECK: Duration = Duration::from_millis(250);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -130,6 +133,10 @@ struct Lease {
     grants: u32,
     waited: bool,
     last_used: Instant,
+    /// Given back while idle (not renewed, no share); kept for a window after its last
+    /// use with the limiter it had, so that the same share taken again continues it.
+    idle: bool,
+    parked: Option<(u32, DefaultDirectRateLimiter)>,
 }
 
 impl Lease {
@@ -142,7 +149,17 @@ impl Lease {
             grants: 0,
             waited: true,
             last_used: Instant::now(),
+            idle: false,
+            parked: None,
         }
+    }
+
+    /// Gives the share back (the key went idle): requests wait for a new one.
+    fn park(&mut self) {
+        self.idle = true;
+        self.parked = self.limiter.take().map(|l| (self.share, l));
+        self.share = 0;
+        self.valid_until = None;
     }
 
     fn check(&mut self) -> Option<Duration> {
@@ -162,17 +179,43 @@ impl Lease {
         wait
     }
 
-    /// Changes the share; the new limiter starts drained and admits nothing before the
-    /// old one would have, so the change allows no extra burst.
-    fn set_share(&mut self, share: u32, per_secs: u32) {
+    /// Changes the share. A first share of a key no other replica used within its window
+    /// (`others_lately` false) starts with its burst: only this replica's own limiter
+    /// counts in any window, so it continues the limiter this replica parked for the same
+    /// share, else starts a fresh one. Otherwise the new limiter starts drained (and, if
+    /// smaller, admits nothing before the old one would have), so the change allows no
+    /// extra burst.
+    fn set_share(&mut self, share: u32, per_secs: u32, others_lately: bool) {
         if share == self.share {
             return;
         }
         let now = Instant::now();
-        let old_next = self.limiter.take().and_then(|l| l.check().err().map(|n| n.wait_time_from(l.clock().now())));
+        let parked = self.parked.take();
+        if self.limiter.is_none() && share > 0 && !others_lately {
+            let continued = match parked {
+                Some((was, l)) if was == share => Some(l),
+                Some(other) => {
+                    self.parked = Some(other);
+                    None
+                }
+                None => Some(DefaultDirectRateLimiter::direct(window_quota(share, per_secs))),
+            };
+            if let Some(l) = continued {
+                self.share = share;
+                self.limiter = Some(l);
+                return;
+            }
+        }
+        let old = self.limiter.take().or(self.parked.take().map(|(_, l)| l));
+        let old_next = old.and_then(|l| l.check().err().map(|n| n.wait_time_from(l.clock().now())));
         let carried = [old_next.map(|w| now + w), self.not_before].into_iter().flatten().max();
+        // A smaller share admits nothing before the old one would have; a larger one may
+        // go sooner than the smaller would have (its drained limiter keeps its rate, and
+        // it grew only into what the others gave up): carrying a small share's next
+        // admission — a minute away at one request per minute — would stall it.
+        let grows = share > self.share;
         self.share = share;
-        self.not_before = carried.filter(|t| *t > now);
+        self.not_before = if grows { None } else { carried.filter(|t| *t > now) };
         self.limiter = (share > 0).then(|| {
             let l = DefaultDirectRateLimiter::direct(window_quota(share, per_secs));
             while l.check().is_ok() {}
@@ -201,7 +244,15 @@ impl Limiter {
                     renew.notify_one();
                     Lease::new()
                 });
-                lease.check()
+                if lease.idle {
+                    // A key back from idle asks for a share at once too.
+                    lease.idle = false;
+                    lease.waited = true;
+                    renew.notify_one();
+                }
+                // A share can grow at any renewal: a request that a small share would
+                // hold back for a minute looks again soon.
+                lease.check().map(|wait| wait.min(LEASED_RECHECK))
             }
         }
     }
@@ -261,7 +312,7 @@ impl ProviderQuota {
                 l.is_empty()
             }
             Limiter::Direct(_) => lock(&self.last_used).elapsed() > self.window.mul_f64(1.0 + JITTER_MARGIN),
-            // Idle leases are given back by the renewal (`lease_demands`).
+            // Idle leases are given back, then forgotten, by the renewal (`lease_demands`).
             Limiter::Leased(leases, _) => lock(leases).is_empty(),
         };
         idle && lock(&self.holds).is_empty() && lock(&self.shares).is_empty()
@@ -271,7 +322,7 @@ impl ProviderQuota {
         match &self.limiter {
             Limiter::Keyed(l) => l.len(),
             Limiter::Direct(_) => 1,
-            Limiter::Leased(leases, _) => lock(leases).len(),
+            Limiter::Leased(leases, _) => lock(leases).values().filter(|l| !l.idle).count(),
         }
     }
 
@@ -376,8 +427,18 @@ impl RateLimiters {
             let Limiter::Leased(leases, _) = &quota.limiter else { continue };
             let spec = &quota.spec;
             let mut leases = lock(leases);
-            leases.retain(|_, l| l.last_used.elapsed() <= idle);
+            // An idle key's share is given back (its row too, as this renewal does not
+            // name it); its parked limiter is kept for one window after its last use.
+            let remembered = idle + quota.window.mul_f64(1.0 + JITTER_MARGIN);
+            leases.retain(|_, l| !l.idle || l.last_used.elapsed() <= remembered);
             for (key, lease) in leases.iter_mut() {
+                if lease.idle {
+                    continue;
+                }
+                if lease.last_used.elapsed() > idle {
+                    lease.park();
+                    continue;
+                }
                 let limit = spec.requests.max(1);
                 let wants = if lease.waited {
                     limit
@@ -403,11 +464,15 @@ impl RateLimiters {
 
     /// Sets a leased key's share (smaller ones before the renewal commits, larger ones
     /// after); `valid_until`, once committed, is when it lapses without a renewal.
-    pub(crate) fn set_share(&self, demand: &LeaseDemand, share: u32, valid_until: Option<Instant>) {
+    pub(crate) fn set_share(&self, demand: &LeaseDemand, grant: ShareGrant, valid_until: Option<Instant>) {
         let Limiter::Leased(leases, _) = &demand.quota.limiter else { return };
         let mut leases = lock(leases);
         let lease = leases.entry(demand.key.clone()).or_insert_with(Lease::new);
-        lease.set_share(share, demand.quota.spec.per_secs);
+        if lease.idle {
+            // Given back since the renewal asked: it stays so.
+            return;
+        }
+        lease.set_share(grant.requests, demand.quota.spec.per_secs, grant.others_lately);
         if let Some(until) = valid_until {
             lease.valid_until = Some(until);
         }
@@ -427,7 +492,7 @@ impl RateLimiters {
         let mut out = Vec::new();
         for (id, q) in lock(&self.quotas).iter() {
             if let Limiter::Leased(leases, _) = &q.limiter {
-                for (key, lease) in lock(leases).iter() {
+                for (key, lease) in lock(leases).iter().filter(|(_, l)| !l.idle) {
                     let fleet_key = if key.is_empty() { id.clone() } else { format!("{id}/{key}") };
                     out.push((fleet_key, lease.share, q.spec.per_secs));
                 }
@@ -911,6 +976,10 @@ mod tests {
         assert!(!read.quota.read_defers(&read.key));
     }
 
+    fn grant(requests: u32, others_lately: bool) -> ShareGrant {
+        ShareGrant { requests, holders: 1, others_lately }
+    }
+
     /// The leased key's demand (there is one key in these tests).
     fn demand(limits: &RateLimiters) -> LeaseDemand {
         let mut d = limits.lease_demands(Duration::from_secs(60), Duration::from_secs(1));
@@ -931,11 +1000,11 @@ mod tests {
         let d = demand(&limits);
         assert_eq!((d.request.quota.as_str(), d.request.limit, d.request.wants, d.share), ("erp/20", 20, 20, 0));
 
-        // A share: requests go (after one interval: a new limiter starts drained).
-        limits.set_share(&d, 10, Some(Instant::now() + Duration::from_millis(300)));
+        // A share of a key no other replica used lately: requests go at once.
+        limits.set_share(&d, grant(10, false), Some(Instant::now() + Duration::from_millis(300)));
         assert_eq!(limits.shares(), [("erp/20".to_owned(), 10, 1)]);
         let waited = tokio::time::timeout(Duration::from_millis(200), q.acquire()).await.expect("a share");
-        assert!(waited > Duration::ZERO, "no burst from a new share");
+        assert_eq!(waited, Duration::ZERO, "a fresh key starts with its burst");
         // The share lapses with its lease unless renewed.
         tokio::time::sleep(Duration::from_millis(320)).await;
         assert_eq!(q.quota.limiter.check(&q.key), Some(UNLEASED_POLL));
@@ -954,8 +1023,9 @@ mod tests {
         assert_eq!(d.request.quota, "crm/10/t", "a connection's quota is keyed by its tenant");
         let start = Instant::now();
         let mut times = Vec::new();
+        // Other replicas hold shares of the key (the reason it changes).
         for (share, secs) in [(10, 1.5), (4, 1.5), (10, 1.0), (0, 0.3), (10, 1.2)] {
-            limits.set_share(&d, share, Some(Instant::now() + Duration::from_secs(10)));
+            limits.set_share(&d, grant(share, true), Some(Instant::now() + Duration::from_secs(10)));
             let until = Instant::now() + Duration::from_secs_f64(secs);
             while Instant::now() < until {
                 match q.quota.limiter.check(&q.key) {
@@ -977,8 +1047,9 @@ mod tests {
         let q = limits.quota("crm", "t", Some(&s)).unwrap();
         let _ = q.quota.limiter.check(&q.key);
         let d = demand(&limits);
-        limits.set_share(&d, 50, Some(Instant::now() + Duration::from_secs(10)));
-        // 50 per 10 s: one request every ~208 ms, the first after one interval.
+        limits.set_share(&d, grant(50, true), Some(Instant::now() + Duration::from_secs(10)));
+        // 50 per 10 s, drained (others used the key lately): one request every ~208 ms,
+        // the first after one interval.
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(q.quota.limiter.check(&q.key), None);
         // One grant in a second without a wait: twice that pace per 10 s window.
@@ -986,6 +1057,40 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         assert!(limits.lease_demands(Duration::from_millis(20), Duration::from_secs(1)).is_empty());
         assert_eq!(limits.keys(), 0);
+        assert!(limits.shares().is_empty());
+    }
+
+    #[test]
+    fn a_key_back_from_idle_continues_its_limiter_and_is_forgotten_after_a_window() {
+        let limits = RateLimiters::leased();
+        let s = spec(10, 1, QuotaScope::Connection);
+        let q = limits.quota("crm", "t", Some(&s)).unwrap();
+        assert_eq!(q.quota.limiter.check(&q.key), Some(UNLEASED_POLL));
+        let d = demand(&limits);
+        limits.set_share(&d, grant(10, false), Some(Instant::now() + Duration::from_secs(10)));
+        // A fresh key: its burst (2 of 10 per second) at once, then the pace.
+        assert_eq!(q.quota.limiter.check(&q.key), None);
+        assert_eq!(q.quota.limiter.check(&q.key), None);
+        assert!(q.quota.limiter.check(&q.key).is_some());
+        // Idle: the share goes back (no demand); used again, it asks for one at once.
+        assert!(limits.lease_demands(Duration::ZERO, Duration::from_secs(1)).is_empty());
+        assert_eq!(limits.keys(), 0);
+        assert_eq!(q.quota.limiter.check(&q.key), Some(UNLEASED_POLL));
+        let d = demand(&limits);
+        assert_eq!((d.share, d.request.wants), (0, 10));
+        // The same share again: the parked limiter goes on, its burst still spent.
+        limits.set_share(&d, grant(10, false), Some(Instant::now() + Duration::from_secs(10)));
+        assert!(q.quota.limiter.check(&q.key).is_some(), "no second burst within the window");
+
+        // Idle for longer than a window: forgotten, and a new share starts fresh.
+        assert!(limits.lease_demands(Duration::ZERO, Duration::from_secs(1)).is_empty());
+        std::thread::sleep(Duration::from_millis(1_100));
+        assert!(limits.lease_demands(Duration::ZERO, Duration::from_secs(1)).is_empty());
+        assert!(matches!(&q.quota.limiter, Limiter::Leased(l, _) if lock(l).is_empty()));
+        assert_eq!(q.quota.limiter.check(&q.key), Some(UNLEASED_POLL));
+        let d = demand(&limits);
+        limits.set_share(&d, grant(10, false), Some(Instant::now() + Duration::from_secs(10)));
+        assert_eq!(q.quota.limiter.check(&q.key), None);
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

@@ -13,6 +13,12 @@
 //! reaches its fair share within two ticks. A replica that stops renewing (killed) keeps
 //! its rows until their lease expires; then the others grow into its share.
 //!
+//! A share given back (idle, or a clean stop) stays as a row at zero, expired, for one
+//! window of its quota; so does an expired one until the purge. A grant says whether
+//! another replica held a share within the quota's window (`others_lately`): when none
+//! did, requests of others cannot count in any window this replica's limiter sees, and
+//! its first share may start with its burst.
+//!
 //! The caller lowers its local limiters to a smaller share *before* the transaction
 //! commits (`before_commit`) and raises them to a larger one only *after*, so at no
 //! instant do the replicas' limiters together allow more than the limit.
@@ -50,6 +56,9 @@ pub struct ShareGrant {
     pub requests: u32,
     /// Replicas holding an unexpired share of the quota, this one included.
     pub holders: u32,
+    /// Whether another replica held a share of the quota within its last window (so
+    /// requests of others may still count in it): a new share then starts drained.
+    pub others_lately: bool,
 }
 
 /// Another replica's hold on a quota, as the renewal reads it.
@@ -76,19 +85,22 @@ pub struct BudgetShareRow {
 
 /// Max-min fair division of `limit` among holders wanting `wants` (water-filling): who
 /// wants less than an equal part gets what it wants, the rest is split equally among
-/// the others. The requests an integer division leaves over go one each to the holders
-/// that still want more, in the order given (the same order on every replica).
+/// the others. What nobody wants is split equally too (a quota is never left idle
+/// for want of asking: a lone holder has it whole, however little it used lately).
+/// The requests an integer division leaves over go one each, in the order given (the
+/// same order on every replica).
 pub fn fair_shares(limit: u32, wants: &[u32]) -> Vec<u32> {
     let mut shares = vec![0u32; wants.len()];
+    let asking: Vec<usize> = (0..wants.len()).filter(|i| wants[*i] > 0).collect();
     let mut left = limit;
-    let mut open: Vec<usize> = (0..wants.len()).filter(|i| wants[*i] > 0).collect();
+    let mut open = asking.clone();
     while !open.is_empty() && left > 0 {
         let part = left / open.len() as u32;
         if part == 0 {
             for i in open.iter().take(left as usize) {
                 shares[*i] += 1;
             }
-            break;
+            return shares;
         }
         let mut next = Vec::with_capacity(open.len());
         let mut given = 0;
@@ -102,6 +114,12 @@ pub fn fair_shares(limit: u32, wants: &[u32]) -> Vec<u32> {
         }
         left -= given;
         open = next;
+    }
+    if left > 0 && !asking.is_empty() {
+        let (part, extra) = (left / asking.len() as u32, left % asking.len() as u32);
+        for (n, i) in asking.iter().enumerate() {
+            shares[*i] += part + u32::from((n as u32) < extra);
+        }
     }
     shares
 }
@@ -126,6 +144,8 @@ struct OtherRow {
     replica: String,
     requests: i64,
     wants: i64,
+    /// Unexpired (else held within the last window, expired or given back since).
+    live: bool,
 }
 
 fn count(v: i64) -> u32 {
@@ -134,9 +154,10 @@ fn count(v: i64) -> u32 {
 
 impl Store {
     /// Renews `replica`'s shares of the quotas in `requests` (one row each, leased for
-    /// `lease`), drops its rows of every other quota, and returns the new shares in the
+    /// `lease`), gives back its shares of every other quota, and returns the new shares in the
     /// order of `requests`. `before_commit` sees them before they are committed: the
-    /// caller lowers its limiters there. `purge` also deletes rows expired a minute ago.
+    /// caller lowers its limiters there. `purge` also deletes rows expired more than a
+    /// window and a minute ago.
     /// On SQLite every quota is whole.
     pub async fn renew_budget_shares(
         &self,
@@ -148,8 +169,10 @@ impl Store {
     ) -> Result<Vec<ShareGrant>, StoreError> {
         let s = match self {
             Store::Sqlite(_) => {
-                let grants: Vec<ShareGrant> =
-                    requests.iter().map(|r| ShareGrant { requests: r.limit, holders: 1 }).collect();
+                let grants: Vec<ShareGrant> = requests
+                    .iter()
+                    .map(|r| ShareGrant { requests: r.limit, holders: 1, others_lately: false })
+                    .collect();
                 before_commit(&grants);
                 return Ok(grants);
             }
@@ -159,23 +182,33 @@ impl Store {
         let keys: Vec<String> = requests.iter().map(|r| r.quota.clone()).collect();
         let mut tx = s.pool.begin().await.map_err(db(what))?;
         sqlx::query(BUDGET_LOCK).execute(&mut *tx).await.map_err(db(what))?;
-        sqlx::query("DELETE FROM budget_shares WHERE replica = $1 AND NOT (quota = ANY($2))")
-            .bind(replica)
-            .bind(&keys)
+        // Shares given back stay as rows, at zero and expired, for one window more: the
+        // next holder learns that requests sent under them may still count
+        // (`others_lately`). The purge deletes them after that.
+        sqlx::query(
+            "UPDATE budget_shares SET requests = 0, wants = 0, expires_at = LEAST(expires_at, now()) \
+             WHERE replica = $1 AND NOT (quota = ANY($2)) AND expires_at > now()",
+        )
+        .bind(replica)
+        .bind(&keys)
+        .execute(&mut *tx)
+        .await
+        .map_err(db(what))?;
+        if purge {
+            sqlx::query(
+                "DELETE FROM budget_shares \
+                 WHERE expires_at < now() - make_interval(secs => per_secs::double precision) - interval '1 minute'",
+            )
             .execute(&mut *tx)
             .await
             .map_err(db(what))?;
-        if purge {
-            sqlx::query("DELETE FROM budget_shares WHERE expires_at < now() - interval '1 minute'")
-                .execute(&mut *tx)
-                .await
-                .map_err(db(what))?;
         }
         let mut grants = Vec::with_capacity(requests.len());
         if !requests.is_empty() {
             let rows: Vec<OtherRow> = sqlx::query_as(
-                "SELECT quota, replica, requests, wants FROM budget_shares \
-                 WHERE quota = ANY($1) AND replica <> $2 AND expires_at > now()",
+                "SELECT quota, replica, requests, wants, expires_at > now() AS live FROM budget_shares \
+                 WHERE quota = ANY($1) AND replica <> $2 \
+                 AND expires_at > now() - make_interval(secs => per_secs::double precision + 1)",
             )
             .bind(&keys)
             .bind(replica)
@@ -183,7 +216,8 @@ impl Store {
             .await
             .map_err(db(what))?;
             let mut others: std::collections::HashMap<&str, Vec<Holder>> = std::collections::HashMap::new();
-            for r in &rows {
+            let lately: std::collections::HashSet<&str> = rows.iter().map(|r| r.quota.as_str()).collect();
+            for r in rows.iter().filter(|r| r.live) {
                 others.entry(r.quota.as_str()).or_default().push(Holder {
                     replica: r.replica.clone(),
                     share: count(r.requests),
@@ -195,6 +229,7 @@ impl Store {
                 grants.push(ShareGrant {
                     requests: next_share(r.limit, replica, r.wants, them),
                     holders: u32::try_from(them.len() + 1).unwrap_or(u32::MAX),
+                    others_lately: lately.contains(r.quota.as_str()),
                 });
             }
             let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
@@ -225,16 +260,18 @@ impl Store {
         Ok(grants)
     }
 
-    /// Gives back every share `replica` holds (a clean stop).
+    /// Gives back every share `replica` holds (a clean stop). Nothing is stored on SQLite.
     pub async fn release_budget_shares(&self, replica: &str) -> Result<(), StoreError> {
-        on_backend!(self, |s| {
-            sqlx::query("DELETE FROM budget_shares WHERE replica = $1")
-                .bind(replica)
-                .execute(&s.pool)
-                .await
-                .map_err(db("giving back this replica's budget shares"))?;
-            Ok(())
-        })
+        let Store::Postgres(s) = self else { return Ok(()) };
+        sqlx::query(
+            "UPDATE budget_shares SET requests = 0, wants = 0, expires_at = LEAST(expires_at, now()) \
+             WHERE replica = $1 AND expires_at > now()",
+        )
+        .bind(replica)
+        .execute(&s.pool)
+        .await
+        .map_err(db("giving back this replica's budget shares"))?;
+        Ok(())
     }
 
     /// The unexpired shares of every replica (at most `limit`), by replica and quota.
@@ -271,6 +308,10 @@ mod tests {
         assert_eq!(fair_shares(100, &[0, 100]), [0, 100]);
         assert_eq!(fair_shares(100, &[]), Vec::<u32>::new());
         assert_eq!(fair_shares(0, &[3]), [0]);
+        // What nobody asks for is split too: a quota is not left idle.
+        assert_eq!(fair_shares(100, &[1]), [100], "a lone light user has it whole");
+        assert_eq!(fair_shares(100, &[10, 30]), [40, 60]);
+        assert_eq!(fair_shares(101, &[1, 1, 1]), [34, 34, 33]);
     }
 
     #[test]
@@ -284,6 +325,8 @@ mod tests {
         assert_eq!(next_share(110, "a", 110, &[holder("b", 0, 110)]), 55);
         // Then b grows into the half a gave back.
         assert_eq!(next_share(110, "b", 110, &[holder("a", 55, 110)]), 55);
+        // A lone holder has the whole quota however little it asks for.
+        assert_eq!(next_share(110, "a", 1, &[]), 110);
         // An idle replica keeps only what it uses; the busy one takes the rest.
         assert_eq!(next_share(110, "a", 4, &[holder("b", 55, 110)]), 4);
         assert_eq!(next_share(110, "b", 110, &[holder("a", 4, 4)]), 106);

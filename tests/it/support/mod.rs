@@ -112,25 +112,30 @@ impl Drop for PgTestDb {
 
 /// `DROP DATABASE name WITH (FORCE)` on the server at `server_url`.
 async fn drop_database(server_url: &str, name: &str) {
-    let mut admin = PgConnection::connect(server_url).await.expect("reconnect to the PostgreSQL test server");
     // `WITH (FORCE)` waits five seconds for the backends it terminates; a loaded machine
-    // (or a just-killed daemon's sessions) can take longer, so a refusal is retried.
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-            .execute(&mut admin)
-            .await
-        {
-            Ok(_) => break,
-            Err(e) if attempt < 6 => {
-                eprintln!("dropping test database {name} (attempt {attempt}): {e}");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // (or a just-killed daemon's sessions) can take longer, and while parallel tests hold
+    // many sessions the server may refuse a new one: both are retried for a minute.
+    let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    let mut last = String::new();
+    for attempt in 1..=30 {
+        let outcome = match PgConnection::connect(server_url).await {
+            Ok(mut admin) => {
+                let dropped = sqlx::query(AssertSqlSafe(statement.clone())).execute(&mut admin).await;
+                let _ = admin.close().await;
+                dropped.map(|_| ()).map_err(|e| format!("drop: {e}"))
             }
-            Err(e) => panic!("drop the test database {name}: {e}"),
+            Err(e) => Err(format!("connect: {e}")),
+        };
+        match outcome {
+            Ok(()) => return,
+            Err(e) => {
+                eprintln!("dropping test database {name} (attempt {attempt}): {e}");
+                last = e;
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
         }
     }
-    admin.close().await.expect("close the admin connection");
+    panic!("drop the test database {name}: {last}");
 }
 
 /// `url` with its database name replaced by `name`.
