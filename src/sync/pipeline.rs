@@ -86,15 +86,7 @@ impl PageLoop<'_> {
         let before = self.stages.snapshot();
         let result: Result<(), RunFailure> = async {
             let started = Instant::now();
-            // A run cancelled before its first page (waiting on a rate limit, say) stops
-            // at once: nothing was read, so this is a page boundary too.
-            let mut next = tokio::select! {
-                page = reader.next_page(session) => page.map_err(RunFailure::from),
-                () = cancelled() => {
-                    at_boundary = true;
-                    return Err(RunFailure::cancelled());
-                }
-            };
+            let mut next = reader.next_page(session).await.map_err(RunFailure::from);
             StageTimes::add(&self.stages.fetch_ns, started);
             // The page whose write is under way, and the signal its write sends when it
             // ends (committed or not), which the next page's write waits for.
