@@ -13,6 +13,7 @@ use tributary_simulator::{Faults, Provider, SimConfig, SimHandle, start};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::connectors::{Harness, ok};
+use crate::support::busiest;
 
 fn limit(requests: u32, per_secs: u32, scope: QuotaScope) -> RateLimitSpec {
     RateLimitSpec {
@@ -317,22 +318,6 @@ async fn a_permanent_4xx_fails_fast_with_the_providers_message() {
     assert_eq!((run.stats.http_calls, run.stats.retries, run.stats.rate_limit_waits), (1, 0, 0));
     assert_eq!(sim.data_request_count(), 1);
     assert!(started.elapsed() < Duration::from_secs(2));
-}
-
-/// The most requests in any half-open window `[t, t + w)`.
-fn busiest(times: &[Instant], w: Duration) -> usize {
-    let mut times = times.to_vec();
-    times.sort();
-    let mut j = 0;
-    (0..times.len())
-        .map(|i| {
-            while j < times.len() && times[j] < times[i] + w {
-                j += 1;
-            }
-            j - i
-        })
-        .max()
-        .unwrap_or(0)
 }
 
 /// Requests per second between the first and the last request.

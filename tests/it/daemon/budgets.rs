@@ -12,6 +12,7 @@ use tributary::control::protocol::Command as Ctl;
 use tributary_simulator::{Provider, SimConfig, start};
 
 use super::{Fixture, NEVER, eventually, target};
+use crate::support::busiest;
 
 /// Records per stream: 150 pages each, more than the test reads.
 const RECORDS: u64 = 15_000;
@@ -19,19 +20,6 @@ const LIMIT: usize = 20;
 const WINDOW: Duration = Duration::from_secs(2);
 /// The quota's key across the fleet: provider and limit.
 const QUOTA: &str = "hubspot/20";
-
-/// The most instants in any window `[t, t + w)`.
-fn busiest(times: &[Instant], w: Duration) -> usize {
-    let mut best = 0;
-    let mut j = 0;
-    for i in 0..times.len() {
-        while j < times.len() && times[j] < times[i] + w {
-            j += 1;
-        }
-        best = best.max(j - i);
-    }
-    best
-}
 
 fn in_window(times: &[Instant], from: Instant, w: Duration) -> usize {
     times.iter().filter(|t| **t >= from && **t < from + w).count()

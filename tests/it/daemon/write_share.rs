@@ -4,7 +4,7 @@
 //! the requests while both wait, all complete before the backfill does, and the
 //! simulator never sees more than the limit in any 10 s.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use tributary::control::protocol::{Command as Ctl, WriteCommand, WriteSubmit};
@@ -12,6 +12,7 @@ use tributary::store::WriteState;
 use tributary_simulator::{Provider, SimConfig, start};
 
 use super::{Fixture, NEVER, eventually, started_runs, target};
+use crate::support::busiest;
 
 /// Records per HubSpot stream: 60 pages of 100 each (the preset reads contacts and companies).
 const RECORDS: u64 = 6_000;
@@ -33,19 +34,6 @@ fn create(i: usize) -> Ctl {
         owner: None,
         record: json!({ "email": format!("writer{i}@acme.example.com") }),
     })))
-}
-
-/// The most instants in any window `[t, t + w)`.
-fn busiest(times: &[Instant], w: Duration) -> usize {
-    let mut best = 0;
-    let mut j = 0;
-    for i in 0..times.len() {
-        while j < times.len() && times[j] < times[i] + w {
-            j += 1;
-        }
-        best = best.max(j - i);
-    }
-    best
 }
 
 async fn writes_get_their_share_during_a_backfill(fx: Fixture) {

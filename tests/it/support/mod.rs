@@ -8,6 +8,8 @@ pub mod contract;
 pub mod pgbouncer;
 pub mod world;
 
+use std::time::{Duration, Instant};
+
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, SqliteConnection};
 use tributary::store::Store;
@@ -174,4 +176,20 @@ pub fn write_private(path: &std::path::Path, bytes: &[u8]) {
 /// `text` parsed as JSON; panics with the text when it is not JSON.
 pub fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The most instants in any half-open window `[t, t + w)` (in any order).
+pub fn busiest(times: &[Instant], w: Duration) -> usize {
+    let mut times = times.to_vec();
+    times.sort();
+    let mut j = 0;
+    (0..times.len())
+        .map(|i| {
+            while j < times.len() && times[j] < times[i] + w {
+                j += 1;
+            }
+            j - i
+        })
+        .max()
+        .unwrap_or(0)
 }
