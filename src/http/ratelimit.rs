@@ -73,9 +73,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The governor quota that keeps `requests` per `per_secs` (this process's share of a
 /// quota, at least 1) in every sliding window.
 pub fn window_quota(requests: u32, per_secs: u32) -> Quota {
+    shaped_quota(requests, per_secs, 2)
+}
+
+/// [`window_quota`] for one replica's share of a fleet's quota: a burst of one plus one
+/// per [`BURST_PER`]. Every share keeps its own burst, and each burst request is one
+/// fewer in the share's steady rate: at small shares (5 of a 10-a-second quota split in
+/// two) the constant two would cost a fifth of the rate.
+pub fn share_quota(requests: u32, per_secs: u32) -> Quota {
+    shaped_quota(requests, per_secs, 1)
+}
+
+fn shaped_quota(requests: u32, per_secs: u32, base_burst: u32) -> Quota {
     let n = requests.max(1);
     let window = Duration::from_secs(u64::from(per_secs.max(1)));
-    let burst = (2 + n / BURST_PER).min(n);
+    let burst = (base_burst + n / BURST_PER).min(n);
     // GCRA admits `burst + ceil(w / period) - 1` requests in a window `w`; with
     // `cells = n - burst + 1` periods spanning more than the window that is at most `n`.
     let cells = n - burst + 1;
@@ -198,7 +210,7 @@ impl Lease {
                     self.parked = Some(other);
                     None
                 }
-                None => Some(DefaultDirectRateLimiter::direct(window_quota(share, per_secs))),
+                None => Some(DefaultDirectRateLimiter::direct(share_quota(share, per_secs))),
             };
             if let Some(l) = continued {
                 self.share = share;
@@ -217,7 +229,7 @@ impl Lease {
         self.share = share;
         self.not_before = if grows { None } else { carried.filter(|t| *t > now) };
         self.limiter = (share > 0).then(|| {
-            let l = DefaultDirectRateLimiter::direct(window_quota(share, per_secs));
+            let l = DefaultDirectRateLimiter::direct(share_quota(share, per_secs));
             while l.check().is_ok() {}
             l
         });
@@ -809,6 +821,21 @@ mod tests {
     }
 
     #[test]
+    fn a_share_keeps_its_window_and_uses_most_of_it_even_when_small() {
+        for (share, per_secs) in [(1, 1), (2, 1), (5, 1), (10, 1), (55, 10), (110, 10), (500, 60)] {
+            let w = Duration::from_secs(u64::from(per_secs));
+            let times = admitted(share_quota(share, per_secs), w * 8);
+            let busiest = busiest_window(&times, w);
+            assert!(busiest <= share as usize, "{share}/{per_secs}s: {busiest} in one window");
+            let used = times.len() as f64 / (8.0 * f64::from(share));
+            if share >= 5 {
+                // One request of burst: the rest of the share is its steady rate.
+                assert!(used >= 0.95, "{share}/{per_secs}s: used {used:.3}");
+            }
+        }
+    }
+
+    #[test]
     fn connection_scope_budgets_are_separate_and_provider_scope_is_shared() {
         let limits = RateLimiters::new();
         let own = spec(2, 60, QuotaScope::Connection);
@@ -1068,8 +1095,7 @@ mod tests {
         assert_eq!(q.quota.limiter.check(&q.key), Some(UNLEASED_POLL));
         let d = demand(&limits);
         limits.set_share(&d, grant(10, false), Some(Instant::now() + Duration::from_secs(10)));
-        // A fresh key: its burst (2 of 10 per second) at once, then the pace.
-        assert_eq!(q.quota.limiter.check(&q.key), None);
+        // A fresh key: its burst (one request, at 10 per second) at once, then the pace.
         assert_eq!(q.quota.limiter.check(&q.key), None);
         assert!(q.quota.limiter.check(&q.key).is_some());
         // Idle: the share goes back (no demand); used again, it asks for one at once.
