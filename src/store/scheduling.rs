@@ -170,11 +170,23 @@ scheduling_sql!(PgStore, pg_not_in, " FOR UPDATE OF j SKIP LOCKED", "= ANY(ARRAY
 impl SqliteStore {
     /// Claims are serialized by `BEGIN IMMEDIATE` already.
     const CLAIM_LOCK: Option<&'static str> = None;
+    /// One daemon: no other replica holds a share of a quota.
+    const SHARES_ELSEWHERE: Option<&'static str> = None;
 }
 
 impl PgStore {
     /// Serializes capped claims across replicas until the claim commits (key: "trib" + 1).
     const CLAIM_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(1953653346, 1)");
+    /// The quota keys of which another replica (not `$1`) holds a share now.
+    const SHARES_ELSEWHERE: Option<&'static str> = Some(
+        "SELECT DISTINCT quota FROM budget_shares WHERE replica <> $1 AND expires_at > now() AND requests > 0",
+    );
+}
+
+/// The tenant of a connection's quota key (`provider/requests/tenant`); `None` for a
+/// provider-wide key (`provider/requests`).
+fn quota_tenant(quota: &str) -> Option<&str> {
+    quota.splitn(3, '/').nth(2).filter(|t| !t.is_empty())
 }
 
 /// A claimed row: the job plus its tenant's time zone and its connection's owner.
@@ -300,6 +312,19 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db("counting held leases"))?;
+                // A tenant one of whose connections' rate-limit shares another replica
+                // holds (it ran there within the last seconds) stays with that replica:
+                // claimed here, its requests would wait for the holder to give up part of
+                // the share, and a share taken over starts drained.
+                let shares_elsewhere: Vec<String> = match B::SHARES_ELSEWHERE {
+                    Some(sql) => sqlx::query_scalar(sql)
+                        .bind(req.owner)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db("reading the budget shares of other replicas"))?,
+                    None => Vec::new(),
+                };
+                let held_elsewhere: Vec<&str> = shares_elsewhere.iter().filter_map(|q| quota_tenant(q)).collect();
                 let mut per_tenant: HashMap<String, usize> = HashMap::new();
                 let mut per_provider: HashMap<String, usize> = HashMap::new();
                 let mut total = 0usize;
@@ -312,6 +337,7 @@ impl Store {
                 // One job per statement, the caps' exclusions recomputed after each.
                 'claim: while raws.len() < req.limit as usize && total + raws.len() < caps.global {
                     let (mut tenants, mut providers) = exclusion_ids(&req.exclude);
+                    tenants.extend(held_elsewhere.iter().copied());
                     tenants.extend(per_tenant.iter().filter(|(_, n)| **n >= caps.per_tenant).map(|(t, _)| t.as_str()));
                     providers
                         .extend(per_provider.iter().filter(|(_, n)| **n >= caps.per_provider).map(|(p, _)| p.as_str()));

@@ -25,6 +25,7 @@ crate::support::contract::contract! {
         claims::claims_report_the_tenant_time_zone,
         claims::capped_claims_count_every_holders_leases,
         claims::the_fleet_wide_cap_counts_every_holders_leases,
+        claims::a_tenant_whose_quota_share_another_replica_holds_stays_with_it,
         leases::completion_clears_the_lease_and_the_served_trigger,
         leases::completion_counts_failures_and_links_the_run,
         leases::renewal_and_release,

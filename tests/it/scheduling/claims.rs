@@ -389,3 +389,36 @@ pub(super) async fn concurrent_capped_claimers_never_exceed_the_cap(store: &Stor
     assert_eq!(total, 40, "every job ran once");
     second.close().await;
 }
+
+/// A tenant one of whose connections' rate-limit shares another replica holds (PostgreSQL
+/// replicas) is left to that replica by capped claims; once the share is given back, any
+/// replica claims it. SQLite has one daemon and no shares: nothing is left.
+pub(super) async fn a_tenant_whose_quota_share_another_replica_holds_stays_with_it(store: &Store) {
+    use tributary::store::{FleetCaps, ShareRequest};
+    let acme = tenant(store, "acme", &["hubspot"]).await;
+    let globex = tenant(store, "globex", &["hubspot"]).await;
+    jobs(store, &acme, &[("hubspot", "contacts", Some(1))]).await;
+    jobs(store, &globex, &[("hubspot", "contacts", Some(1))]).await;
+    let ask = |quota: &str| ShareRequest { quota: quota.into(), limit: 110, per_secs: 10, wants: 110 };
+    let lease = std::time::Duration::from_secs(60);
+    // b holds a share of acme's HubSpot quota, and of a provider-wide one (no tenant).
+    let asks = [ask("hubspot/110/acme"), ask("salesforce/100")];
+    store.renew_budget_shares("b", lease, &asks, false, |_| {}).await.unwrap();
+    let caps = FleetCaps { per_tenant: 2, per_provider: 10, global: usize::MAX };
+    let got = names(&store.claim_due_jobs_capped(&request("a", 5, 10), caps).await.unwrap());
+    if store.backend() == "postgres" {
+        assert_eq!(got, ["globex/hubspot/contacts"], "acme stays with b");
+        assert_eq!(
+            names(&store.claim_due_jobs_capped(&request("b", 5, 10), caps).await.unwrap()),
+            ["acme/hubspot/contacts"],
+            "b itself claims it"
+        );
+    } else {
+        assert_eq!(got, ["acme/hubspot/contacts", "globex/hubspot/contacts"]);
+    }
+    // Given back: nothing is left to anyone.
+    store.release_budget_shares("b").await.unwrap();
+    jobs(store, &acme, &[("hubspot", "companies", Some(1))]).await;
+    let got = names(&store.claim_due_jobs_capped(&request("a", 5, 10), caps).await.unwrap());
+    assert_eq!(got, ["acme/hubspot/companies"]);
+}
