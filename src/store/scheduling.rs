@@ -178,9 +178,8 @@ impl PgStore {
     /// Serializes capped claims across replicas until the claim commits (key: "trib" + 1).
     const CLAIM_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(1953653346, 1)");
     /// The quota keys of which another replica (not `$1`) holds a share now.
-    const SHARES_ELSEWHERE: Option<&'static str> = Some(
-        "SELECT DISTINCT quota FROM budget_shares WHERE replica <> $1 AND expires_at > now() AND requests > 0",
-    );
+    const SHARES_ELSEWHERE: Option<&'static str> =
+        Some("SELECT DISTINCT quota FROM budget_shares WHERE replica <> $1 AND expires_at > now() AND requests > 0");
 }
 
 /// The tenant of a connection's quota key (`provider/requests/tenant`); `None` for a
