@@ -469,13 +469,26 @@ async fn phase(
         problems.push(format!("{n} replicas: HubSpot saw {hub_most} requests in a second (quota {hubspot_limit})"));
     }
 
+    let mut killed = None;
     if behaviours {
-        problems.extend(behave(setup, pool, &mut fleet).await?);
+        let (found, victim) = behave(setup, pool, &mut fleet).await?;
+        problems.extend(found);
+        killed = Some(victim);
     }
     for r in fleet {
         r.stop().await?;
     }
-    let runs = runs_since(pool, since).await?;
+    let mut runs = runs_since(pool, since).await?;
+    // The killed replica's runs ended when it died, not when another replica closed
+    // their rows (after their leases expired): counted open until then, they would
+    // overlap the runs that took their places.
+    if let Some((victim, dead_at)) = &killed {
+        for r in runs.iter_mut().filter(|r| r.replica.as_deref() == Some(victim.as_str())) {
+            if r.finished_at.is_none_or(|f| f > *dead_at) {
+                r.finished_at = Some((*dead_at).max(r.started_at));
+            }
+        }
+    }
     let per_replica: BTreeMap<String, usize> = runs.iter().fold(BTreeMap::new(), |mut m, r| {
         *m.entry(r.replica.clone().unwrap_or_default()).or_default() += 1;
         m
@@ -516,7 +529,10 @@ async fn phase(
 
 /// A SIGKILL and a rolling restart with the fleet busy, then triggers through each replica
 /// of the idle fleet.
-async fn behave(setup: &Setup, pool: &PgPool, fleet: &mut Vec<Replica>) -> anyhow::Result<Vec<String>> {
+/// A replica killed with SIGKILL: its id and when it was dead.
+type Killed = (String, DateTime<Utc>);
+
+async fn behave(setup: &Setup, pool: &PgPool, fleet: &mut Vec<Replica>) -> anyhow::Result<(Vec<String>, Killed)> {
     let mut problems = Vec::new();
     // SIGKILL one replica with runs in flight.
     let victim = fleet.remove(1);
@@ -524,6 +540,7 @@ async fn behave(setup: &Setup, pool: &PgPool, fleet: &mut Vec<Replica>) -> anyho
     let killed_at = Utc::now();
     victim.kill();
     let _ = victim.child.wait().await;
+    let dead_at = Utc::now();
     let held: Vec<(i64,)> =
         sqlx::query_as("SELECT id FROM jobs WHERE lease_owner = $1").bind(&victim.id).fetch_all(pool).await?;
     let waited = Instant::now();
@@ -647,7 +664,7 @@ async fn behave(setup: &Setup, pool: &PgPool, fleet: &mut Vec<Replica>) -> anyho
         problems.push(format!("a trigger waited {:.2} s", waits.last().copied().unwrap_or_default()));
     }
 
-    Ok(problems)
+    Ok((problems, (victim.id.clone(), dead_at)))
 }
 
 /// A PgBouncer in transaction mode on a free port, in front of `server`; killed on drop.
