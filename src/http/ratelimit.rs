@@ -1040,8 +1040,8 @@ mod tests {
     #[test]
     fn a_changed_share_allows_no_extra_burst_in_any_window() {
         // Greedy on one key while the share changes 10 → 4 → 10 → 0 → 10 per 1 s: no
-        // window holds more than the largest share (a new limiter starts drained and
-        // not before the old one's next admission).
+        // window holds more than the largest share (a new limiter starts drained, and a
+        // smaller one not before the old one's next admission).
         let limits = RateLimiters::leased();
         let s = spec(10, 1, QuotaScope::Connection);
         let q = limits.quota("crm", "t", Some(&s)).unwrap();
