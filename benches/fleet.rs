@@ -50,7 +50,7 @@ use tributary::model::{ProviderId, TenantId};
 use tributary::secrets::MasterKey;
 use tributary::store::Store;
 use tributary::tenants::Tenants;
-use tributary_simulator::{ASANA_WORKSPACE_GID, Faults, Provider, SimConfig, SimHandle};
+use tributary_simulator::{Faults, Provider, SimConfig, SimHandle};
 
 use support::Scratch;
 
@@ -107,7 +107,7 @@ impl Sims {
              [providers.github]\nenabled = true\nbase_url = \"{}\"\n\
              [providers.gitlab]\nenabled = true\nbase_url = \"{}\"\n\
              [providers.asana]\nenabled = true\nbase_url = \"{}\"\n\
-             variables = {{ auth_url = \"{}\", workspace = \"{ASANA_WORKSPACE_GID}\" }}\n",
+             variables = {{ auth_url = \"{}\" }}\n",
             self.hubspot.base_url(),
             self.salesforce.base_url(),
             self.github.base_url(),

@@ -88,6 +88,7 @@ fn repository_and_builtin_configuration_are_valid_and_identical() {
         "email",
         "merge_request",
         "file",
+        "workspace",
     ] {
         assert!(on_disk.entities.get(entity).is_some(), "{entity}");
     }

@@ -91,8 +91,7 @@ impl Case {
                 format!("preset = \"aptem\"\n[providers.gitlab]\nenabled = true\nbase_url = \"{api}\"\n")
             }
             Provider::Asana => format!(
-                "preset = \"aptem\"\n[providers.asana]\nenabled = true\nbase_url = \"{api}\"\nvariables = {{ auth_url = \"{base}\", workspace = \"{}\" }}\n",
-                tributary_simulator::ASANA_WORKSPACE_GID
+                "preset = \"aptem\"\n[providers.asana]\nenabled = true\nbase_url = \"{api}\"\nvariables = {{ auth_url = \"{base}\" }}\n"
             ),
         }
     }

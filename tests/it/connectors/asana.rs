@@ -1,6 +1,6 @@
 //! The built-in Asana manifest against the Asana simulator (PROVIDERS.md §5): the OAuth2
-//! refresh as a form call at `/-/oauth_token`, projects per workspace and tasks per
-//! project paged by `next_page.offset`, `modified_since` (the last value seen less a
+//! refresh as a form call at `/-/oauth_token`, the workspaces listed, projects per
+//! workspace and tasks per project paged by `next_page.offset`, `modified_since` (the last value seen less a
 //! second) on the next run, an empty project read whole each time, and 429s with
 //! `Retry-After` waited out.
 
@@ -9,14 +9,51 @@ use tributary_simulator::{ASANA_WORKSPACE_GID, Faults, Provider, SimConfig, SimH
 
 use super::{Harness, modify_until_changed, ok, text};
 
-/// Asana is in no preset: the tenant switches it on and names its workspace.
+/// Asana is in no preset: the tenant switches it on. It names no workspace: the
+/// workspaces come from `/workspaces`.
 fn tenant(sim: &SimHandle) -> String {
     format!(
         "preset = \"aptem\"\n[providers.asana]\nenabled = true\nbase_url = \"{}\"\n\
-         variables = {{ auth_url = \"{}\", workspace = \"{ASANA_WORKSPACE_GID}\" }}\n",
+         variables = {{ auth_url = \"{}\" }}\n",
         sim.api_base(),
         sim.base_url()
     )
+}
+
+#[tokio::test]
+async fn asana_simulator_workspaces_are_listed_and_the_projects_of_each_read() {
+    let sim = start(SimConfig::new(Provider::Asana, 10).parents(3)).await.unwrap();
+    let h = Harness::new("asana", &tenant(&sim), &sim).await;
+
+    let full = ok(&h.sync("workspaces").await).clone();
+    assert_eq!((full.stats.fetched, full.stats.inserted, full.stats.pages), (1, 1, 1), "{:?}", full.stats);
+    let stored = h.records("workspace").await;
+    assert_eq!(stored.keys().collect::<Vec<_>>(), [ASANA_WORKSPACE_GID]);
+    assert_eq!(stored[ASANA_WORKSPACE_GID].data["name"], json!("Sim Workspace"));
+    // The listing has no `modified_since`: the next run reads it whole and stores nothing new.
+    let again = ok(&h.sync("workspaces").await).clone();
+    assert_eq!((again.stats.fetched, again.stats.inserted, again.stats.unchanged), (1, 0, 1), "{:?}", again.stats);
+
+    // Projects are asked for per listed workspace, with no variable set by the tenant.
+    let from = sim.request_log().len();
+    let projects = ok(&h.sync("projects").await).clone();
+    assert_eq!(projects.stats.inserted, 3);
+    let asked: Vec<String> = sim.request_log()[from..]
+        .iter()
+        .filter(|r| r.starts_with("GET /api/1.0/workspaces") || r.starts_with("GET /api/1.0/projects"))
+        .cloned()
+        .collect();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(asked[0].starts_with("GET /api/1.0/workspaces?limit=100"), "{asked:?}");
+    assert!(asked[1].contains(&format!("workspace={ASANA_WORKSPACE_GID}")), "{asked:?}");
+
+    // A tenant file that still names a workspace is refused, naming the variable.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("old.toml");
+    let body = tenant(&sim).replace(" }\n", ", workspace = \"1200000000000001\" }\n");
+    std::fs::write(&file, format!("id = \"old\"\nname = \"Old\"\nsubdomain = \"old\"\n{body}")).unwrap();
+    let err = h.catalog.tenant_file(&file).expect_err("`workspace` is no variable of `asana` any more").to_string();
+    assert!(err.contains("providers.asana.variables.workspace: unknown variable for `asana`"), "{err}");
 }
 
 /// A stored task against the record the simulator serves.

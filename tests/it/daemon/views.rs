@@ -70,7 +70,7 @@ async fn views_follow_the_entities(fx: Fixture) {
     let views = &reply["views"];
     assert_eq!(views["replaced"], serde_json::json!(["entity_learner"]), "{reply}");
     assert_eq!(views["dropped"], serde_json::json!(["entity_note"]), "{reply}");
-    assert_eq!(views["unchanged"], 13, "{reply}");
+    assert_eq!(views["unchanged"], 14, "{reply}");
     let learner = columns(&fx.url, "entity_learner").await;
     assert!(type_of(&learner, "division").is_none() && type_of(&learner, "uln").is_some(), "{learner:?}");
     assert!(columns(&fx.url, "entity_note").await.is_empty(), "the removed entity's view is dropped");
