@@ -677,13 +677,20 @@ pub fn check_names(
     }
 }
 
-/// Another enabled stream of the provider (not a deletion stream) that feeds `entity`
-/// besides `stream`, if any.
+/// Another enabled stream of the provider that feeds `entity` besides `stream`, if any.
+/// Streams that store no records of their own do not count: deletion streams, and those
+/// whose items are only tombstones (`tombstone.only`, Asana's events).
 pub fn sweep_conflict(layer: &ProviderLayer, manifest: &Manifest, stream: &str, entity: &str) -> Option<String> {
+    let stores_none = |name: &str| {
+        manifest
+            .streams
+            .iter()
+            .any(|(k, s)| k.as_str() == name && (s.deletions || s.tombstone.as_ref().is_some_and(|t| t.only)))
+    };
     layer
         .enabled_streams()
         .filter(|(name, e)| *name != stream && *e == Some(entity))
-        .find(|(name, _)| !manifest.streams.iter().any(|(k, s)| k.as_str() == *name && s.deletions))
+        .find(|(name, _)| !stores_none(name))
         .map(|(name, _)| name.to_owned())
 }
 

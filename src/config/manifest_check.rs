@@ -238,6 +238,32 @@ impl Manifest {
                         "a full pass that only takes the first state needs `init` to take it from".into(),
                     );
                 }
+                for (i, other) in st.expired_full_pass.iter().enumerate() {
+                    let key = format!("{}[{i}]", join(&stp, "expired_full_pass"));
+                    let found = self.streams.iter().find(|(k, _)| k.as_str() == other.as_str());
+                    match found {
+                        None => {
+                            let known = self.streams.keys().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
+                            err(&key, format!("unknown stream `{other}` (known: {known})"));
+                        }
+                        Some((k, _)) if k == name => {
+                            err(&key, "a stream whose state expired reads itself in full already".into())
+                        }
+                        Some((_, o)) if o.deletions || o.entity != s.entity => err(
+                            &key,
+                            format!(
+                                "`{other}` must read `{}` normally (not a deletion stream, not another entity): \
+                                 its sweep finds what this stream missed",
+                                s.entity
+                            ),
+                        ),
+                        Some((_, o)) if o.state.as_ref().is_some_and(|st| st.init_only) => err(
+                            &key,
+                            format!("`{other}` only takes a first state (`init_only`): its full pass lists nothing"),
+                        ),
+                        Some(_) => {}
+                    }
+                }
                 if let Some(x) = &st.expired {
                     let xp = join(&stp, "expired");
                     if x.status.is_empty() && x.body.is_empty() {

@@ -550,6 +550,13 @@ pub struct StateSpec {
     /// of changes (Asana's events) whose records another stream lists in full.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub init_only: bool,
+    /// Streams of the manifest whose next run is a full pass that sweeps when this
+    /// stream's state expires: a feed of changes that lost its state missed what happened
+    /// in the gap (Asana's events: "fetch the full dataset … now"), and only listing the
+    /// records in full, then sweeping the stored ones no longer listed, finds the
+    /// deletions among it. Each must read the same entity normally.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expired_full_pass: Vec<String>,
 }
 
 /// How a state is sent.

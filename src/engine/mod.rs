@@ -149,6 +149,9 @@ pub struct StreamReader {
     pub not_modified: u64,
     /// Records a client-side incremental read dropped (not newer than the cursor).
     pub dropped: u64,
+    /// Stored states the API refused as expired in this run (per parent in a child
+    /// stream).
+    pub states_expired: u64,
 }
 
 /// The stored state of a stream with conditional requests: its cursor state and the
@@ -237,6 +240,7 @@ impl StreamReader {
             validators,
             not_modified: 0,
             dropped: 0,
+            states_expired: 0,
         })
     }
 
@@ -554,6 +558,7 @@ impl StreamReader {
         let why = format!("the stored state{whose} expired (HTTP {status}: {message}); {then}");
         tracing::info!(stream = %self.name, "{why}");
         self.notes.push(why);
+        self.states_expired += 1;
         match (&mut self.state, parent_key) {
             (CursorState::Single(cur), _) => {
                 *cur = None;

@@ -13,7 +13,7 @@ use super::jobs::no_job;
 use super::postgres::PgStore;
 use super::rows::{now, stored};
 use super::sqlite::SqliteStore;
-use crate::model::{EntityName, ProviderId, TenantId};
+use crate::model::{EntityName, ProviderId, StreamName, TenantId};
 
 /// One sweep: the records of `entity` from `provider` not seen since `pass_started`.
 #[derive(Debug, Clone)]
@@ -182,9 +182,9 @@ impl Store {
         Ok(None)
     }
 
-    /// Plans the job's next full pass at `at` (`None`: none, or the due one is done). A
-    /// job whose next run is later than `at` runs at `at` when its current run
-    /// completes (`complete_job`).
+    /// Plans the job's next full pass at `at` (`None`: none, or the due one is done, which
+    /// also ends a sweep [`Store::request_full_pass`] asked for). A job whose next run is
+    /// later than `at` runs at `at` when its current run completes (`complete_job`).
     pub async fn set_full_pass_at(
         &self,
         tenant: &TenantId,
@@ -192,17 +192,72 @@ impl Store {
         at: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
         on_backend!(self, |s| {
-            let done = sqlx::query("UPDATE jobs SET full_pass_at = $1 WHERE id = $2 AND tenant_id = $3")
-                .bind(at.map(stored))
-                .bind(job_id)
-                .bind(tenant.as_str())
-                .execute(&s.pool)
-                .await
-                .map_err(db("planning a job's next full pass"))?;
+            let done = sqlx::query(
+                "UPDATE jobs SET full_pass_at = $1, \
+                 full_pass_sweeps = CASE WHEN $1 IS NULL THEN false ELSE full_pass_sweeps END \
+                 WHERE id = $2 AND tenant_id = $3",
+            )
+            .bind(at.map(stored))
+            .bind(job_id)
+            .bind(tenant.as_str())
+            .execute(&s.pool)
+            .await
+            .map_err(db("planning a job's next full pass"))?;
             if done.rows_affected() == 0 {
                 return Err(no_job(tenant, job_id));
             }
             Ok(())
+        })
+    }
+}
+
+impl Store {
+    /// Makes a full pass that sweeps due now for the job of `stream` on the connection
+    /// (`state.expired_full_pass`: another stream's state expired, and what it missed is
+    /// found only by listing in full): its `full_pass_at` becomes now unless earlier, its
+    /// next run no later than now, and the pass sweeps when complete even if the stream
+    /// does not. `false` when the connection has no job of `stream` yet (its first run
+    /// reads in full anyway).
+    pub async fn request_full_pass(
+        &self,
+        tenant: &TenantId,
+        connection_id: i64,
+        stream: &StreamName,
+    ) -> Result<bool, StoreError> {
+        let at = now();
+        on_backend!(self, |s| {
+            let done = sqlx::query(
+                "UPDATE jobs SET \
+                 full_pass_at = CASE WHEN full_pass_at IS NOT NULL AND full_pass_at < $1 \
+                 THEN full_pass_at ELSE $1 END, \
+                 full_pass_sweeps = true, \
+                 next_run_at = CASE WHEN next_run_at IS NULL OR next_run_at > $1 THEN $1 \
+                 ELSE next_run_at END, \
+                 updated_at = $1 \
+                 WHERE tenant_id = $2 AND connection_id = $3 AND stream = $4",
+            )
+            .bind(at)
+            .bind(tenant.as_str())
+            .bind(connection_id)
+            .bind(stream.as_str())
+            .execute(&s.pool)
+            .await
+            .map_err(db("planning a full pass that sweeps"))?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    /// Whether the job's due full pass sweeps because [`Store::request_full_pass`] asked.
+    pub async fn full_pass_sweeps(&self, tenant: &TenantId, job_id: i64) -> Result<bool, StoreError> {
+        on_backend!(self, |s| {
+            let row: Option<bool> =
+                sqlx::query_scalar("SELECT full_pass_sweeps FROM jobs WHERE id = $1 AND tenant_id = $2")
+                    .bind(job_id)
+                    .bind(tenant.as_str())
+                    .fetch_optional(&s.pool)
+                    .await
+                    .map_err(db("reading a job's full passes"))?;
+            row.ok_or_else(|| no_job(tenant, job_id))
         })
     }
 }

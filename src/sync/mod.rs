@@ -111,6 +111,9 @@ struct RunSetup<'r> {
     run_id: uuid::Uuid,
     /// The stream's full pass is due (`full_schedule`): the run reads in full.
     full_due: bool,
+    /// That full pass sweeps when complete though the stream does not (another stream's
+    /// state expired: `state.expired_full_pass`).
+    sweep_due: bool,
 }
 
 /// Runs syncs for one catalog, store and master key.
@@ -288,6 +291,8 @@ impl<'a> Syncer<'a> {
         let full_schedule = config.streams.get(req.stream.as_str()).and_then(|s| s.full_schedule.as_deref());
         let planned = self.store.note_full_schedule(&req.tenant, job.id, full_schedule).await?;
         let full_due = planned.is_some_and(|at| at <= chrono::Utc::now());
+        // Another stream's expired state asked for this full pass to sweep.
+        let sweep_due = full_due && self.store.full_pass_sweeps(&req.tenant, job.id).await?;
         let replica = req.lease_owner.clone().unwrap_or_else(process_replica);
         let run = self.store.start_run_by(&req.tenant, job.id, req.trigger, &replica).await?;
         let span = tracing::info_span!("run", tenant = %req.tenant, provider = %req.provider, stream = %req.stream, run_id = %run.id);
@@ -311,6 +316,7 @@ impl<'a> Syncer<'a> {
             job: &job,
             run_id: run.id,
             full_due,
+            sweep_due,
         };
         let result = self.read_all(&setup, &mut stats, &mut counted).instrument(span.clone()).await;
         tally.advance(&stats);
@@ -408,7 +414,7 @@ impl<'a> Syncer<'a> {
         }
         let spec = &manifest.streams[&req.stream];
         let layer = config.streams.get(req.stream.as_str());
-        let sweeps = layer.and_then(|l| l.sweep) == Some(true) && !spec.deletions;
+        let sweeps = (layer.and_then(|l| l.sweep) == Some(true) || setup.sweep_due) && !spec.deletions;
         let bounds = Bounds {
             max_pages: layer
                 .and_then(|l| l.max_pages_per_run)
@@ -436,6 +442,9 @@ impl<'a> Syncer<'a> {
         if !reader.notes.is_empty() {
             stats.note = Some(reader.notes.join("; "));
         }
+        if reader.states_expired > 0 {
+            self.request_full_passes(setup, spec, stats).await?;
+        }
         result?;
         let Some(started) = reader.full_pass_started() else {
             return Ok(false);
@@ -448,6 +457,44 @@ impl<'a> Syncer<'a> {
             self.sweep(setup, &entity_name, started, share, stats).await?;
         }
         Ok(true)
+    }
+
+    /// A stored state of the stream expired: the streams its `state.expired_full_pass`
+    /// names (those enabled for the tenant) get a full pass that sweeps, due now, so what
+    /// the stream missed while its state was expired — deletions above all — is found.
+    /// The run's note names them.
+    async fn request_full_passes(
+        &self,
+        setup: &RunSetup<'_>,
+        spec: &crate::config::StreamSpec,
+        stats: &mut RunStats,
+    ) -> Result<(), RunFailure> {
+        let RunSetup { req, config, job, .. } = *setup;
+        let Some(state) = &spec.state else { return Ok(()) };
+        let mut planned = Vec::new();
+        for name in &state.expired_full_pass {
+            if !config.streams.get(name.as_str()).is_some_and(|s| s.enabled.unwrap_or(false)) {
+                continue;
+            }
+            let stream = StreamName::parse(name).map_err(|e| RunFailure::plain(e.to_string()))?;
+            if self
+                .store
+                .request_full_pass(&req.tenant, job.connection_id, &stream)
+                .await
+                .map_err(RunFailure::from_store)?
+            {
+                planned.push(format!("`{name}`"));
+            }
+        }
+        if !planned.is_empty() {
+            let text = format!("a full pass that sweeps is due for {}", planned.join(", "));
+            tracing::info!(stream = %req.stream, "{text}");
+            stats.note = Some(match stats.note.take() {
+                Some(n) => format!("{n}; {text}"),
+                None => text,
+            });
+        }
+        Ok(())
     }
 
     /// Sweeps after the complete full pass that began at `started`; the run's note says

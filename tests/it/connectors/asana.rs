@@ -260,3 +260,68 @@ async fn asana_simulator_events_over_one_response_follow_has_more() {
     let stored = h.records("issue").await;
     assert_eq!(stored.values().filter(|r| r.deleted_at.is_some()).count(), 150);
 }
+
+/// Asana's answer to an expired sync token says to fetch the full dataset: the fresh
+/// token is kept, and `tasks` (named by `state.expired_full_pass`) gets a full pass that
+/// sweeps, due at once, so tasks deleted while the token was expired — which the feed
+/// never reports — end up deleted.
+#[tokio::test]
+async fn asana_simulator_an_expired_events_token_makes_tasks_read_in_full_and_sweep() {
+    let n = 40;
+    let sim = start(SimConfig::new(Provider::Asana, n).parents(2)).await.unwrap();
+    let h = Harness::new("asana", &tenant(&sim), &sim).await;
+    let task_requests = |from: usize| -> Vec<String> {
+        sim.request_log()[from..].iter().filter(|r| r.starts_with("GET /api/1.0/tasks?")).cloned().collect()
+    };
+    ok(&h.sync("tasks").await);
+    ok(&h.sync("task_deletions").await);
+    // No sweep is configured: an ordinary tasks run is incremental.
+    let from = sim.request_log().len();
+    let quiet = ok(&h.sync("tasks").await).clone();
+    assert!(task_requests(from).iter().all(|r| r.contains("modified_since=")), "{:?}", task_requests(from));
+    assert_eq!(quiet.stats.note, None);
+
+    // The tokens expire; two tasks are deleted before the feed is asked again.
+    sim.expire_sync_states();
+    let gone: Vec<String> =
+        [4u64, 17].iter().map(|i| text(&sim.expected_record("tasks", *i).unwrap()["gid"])).collect();
+    assert!(sim.delete("tasks", 4) && sim.delete("tasks", 17));
+    let expired = ok(&h.sync("task_deletions").await).clone();
+    // The fresh token carries nothing of the gap.
+    assert_eq!((expired.stats.fetched, expired.stats.updated), (0, 0), "{:?}", expired.stats);
+    let note = expired.stats.note.clone().unwrap_or_default();
+    assert!(note.contains("expired (HTTP 412"), "{note}");
+    assert!(note.contains("a full pass that sweeps is due for `tasks`"), "{note}");
+    assert!(h.records("issue").await.values().all(|r| r.deleted_at.is_none()));
+    // The daemon would run it now: the job is due.
+    let jobs = h.store.list_jobs(&h.tenant).await.unwrap();
+    let tasks_job = jobs.iter().find(|j| j.stream.as_str() == "tasks").unwrap();
+    assert!(tasks_job.next_run_at.is_some_and(|at| at <= chrono::Utc::now()), "{tasks_job:?}");
+
+    // The tasks run reads in full (no `modified_since`) and sweeps what it did not list.
+    let from = sim.request_log().len();
+    let full = ok(&h.sync("tasks").await).clone();
+    let asked = task_requests(from);
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(asked.iter().all(|r| !r.contains("modified_since")), "{asked:?}");
+    assert_eq!(full.stats.fetched, n as i64 - 2);
+    let note = full.stats.note.clone().unwrap_or_default();
+    assert!(note.contains(&format!("swept 2 of {n} records not seen in the full pass")), "{note}");
+    let stored = h.records("issue").await;
+    let deleted: Vec<&String> = stored.values().filter(|r| r.deleted_at.is_some()).map(|r| &r.external_id).collect();
+    let mut expected: Vec<&String> = gone.iter().collect();
+    expected.sort();
+    assert_eq!(deleted, expected);
+    let issue = tributary::model::EntityName::parse("issue").unwrap();
+    let changes = h.store.list_changes(&h.tenant, Some(&issue), 0, 1_000).await.unwrap();
+    for gid in &gone {
+        let change = changes.iter().find(|c| &c.external_id == gid).unwrap();
+        assert_eq!((change.kind, change.run_id), (tributary::model::ChangeKind::Deleted, Some(full.id)));
+    }
+
+    // That pass is done: the next run is incremental again and sweeps nothing.
+    let from = sim.request_log().len();
+    let after = ok(&h.sync("tasks").await).clone();
+    assert!(task_requests(from).iter().all(|r| r.contains("modified_since=")), "{:?}", task_requests(from));
+    assert!(!after.stats.note.unwrap_or_default().contains("swept"));
+}

@@ -123,6 +123,8 @@ from = "/sync"
 use = "param"
 init = { request = { path = "/feed" } }
 init_only = true
+# An expired token missed the gap: `companies` reads in full and sweeps.
+expired_full_pass = ["companies"]
 request = { query = { sync = "{state}" } }
 [streams.feed.tombstone]
 when = "/action"
@@ -506,6 +508,7 @@ fn connectors_check_reports_state_and_tombstone_mistakes_by_key() {
         ("init = { request = { path = \"/events\" } }", "init = { request = { query = { a = \"b\" } } }"),
         ("expired = { status = [410] }", "expired = { }"),
         ("key = \"/fileId\"", "key = \"fileId\""),
+        ("expired_full_pass = [\"companies\"]", "expired_full_pass = [\"nosuch\", \"feed\"]"),
     ];
     let mut text = DELTACRM.to_owned();
     for (from, to) in edits {
@@ -525,6 +528,8 @@ fn connectors_check_reports_state_and_tombstone_mistakes_by_key() {
         ("streams.tasks.state.init.request.path", "the init request needs a path"),
         ("streams.companies.state.expired", "name at least one `status` or `body` field"),
         ("streams.files.tombstone.key", "is not a JSON pointer"),
+        ("streams.feed.state.expired_full_pass[0]", "unknown stream `nosuch`"),
+        ("streams.feed.state.expired_full_pass[1]", "reads itself in full already"),
     ];
     for (key, message) in expected {
         assert!(
@@ -636,5 +641,84 @@ async fn a_feed_of_deletions_only_takes_its_first_token_and_keeps_only_the_delet
     assert_eq!((second.stats.fetched, second.stats.updated, second.stats.unchanged), (2, 1, 1), "{:?}", second.stats);
     assert_eq!(second.stats.cursor_after.as_deref(), Some("f3"));
     assert_eq!(stored(&h).await, [row("1", "One", true), row("2", "Two", false)], "the stub never overwrote record 2");
+    server.verify().await;
+}
+
+/// A feed whose token expired names, in `state.expired_full_pass`, the stream that lists
+/// its records: that stream's next run reads in full (here instead of its own delta
+/// link) and sweeps the stored records it no longer lists, though no `sweep` is set —
+/// the deletions the feed missed while its token was expired.
+#[tokio::test]
+async fn an_expired_feed_makes_the_stream_it_names_read_in_full_and_sweep() {
+    let server = MockServer::start().await;
+    let listing = |ids: &[(u64, &str)], token: &str| {
+        json!({
+            "value": ids.iter().map(|(id, name)| company(*id, name)).collect::<Vec<_>>(),
+            "@odata.deltaLink": format!("{}/companies/delta?t={token}", server.uri()),
+        })
+    };
+    // The first full listing, then (after the feed's token expired) the second: record 2
+    // was deleted meanwhile (one of six: within the sweep's guard), and no feed reports it.
+    get("/companies/delta")
+        .and(query_param_is_missing("t"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(listing(
+                &[(1, "One"), (2, "Two"), (3, "Three"), (4, "Four"), (5, "Five"), (6, "Six")],
+                "1",
+            )),
+        )
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    get("/companies/delta")
+        .and(query_param_is_missing("t"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(listing(&[(1, "One"), (3, "Three"), (4, "Four"), (5, "Five"), (6, "Six")], "2")),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    // The stored delta link is never asked for: the due full pass replaces it.
+    get("/companies/delta")
+        .and(query_param("t", "1"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    get("/feed")
+        .and(query_param_is_missing("sync"))
+        .respond_with(
+            ResponseTemplate::new(412).set_body_json(json!({ "errors": [{ "message": "no token" }], "sync": "f1" })),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    get("/feed")
+        .and(query_param("sync", "f1"))
+        .respond_with(
+            ResponseTemplate::new(412)
+                .set_body_json(json!({ "errors": [{ "message": "token too old" }], "sync": "f2" })),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let (h, _dir) = harness(&server, "streams = { feed = { enabled = true } }\n").await;
+    ok(&h.sync("companies").await);
+    ok(&h.sync("feed").await);
+    let expired = ok(&h.sync("feed").await).clone();
+    let note = expired.stats.note.clone().unwrap_or_default();
+    assert!(note.contains("expired (HTTP 412: token too old)"), "{note}");
+    assert!(note.contains("a full pass that sweeps is due for `companies`"), "{note}");
+    assert_eq!(expired.stats.cursor_after.as_deref(), Some("f2"));
+
+    let full = ok(&h.sync("companies").await).clone();
+    let note = full.stats.note.clone().unwrap_or_default();
+    assert!(note.contains("swept 1 of 6 records not seen in the full pass"), "{note}");
+    let deleted: Vec<String> = stored(&h).await.into_iter().filter(|r| r.2).map(|r| r.0).collect();
+    assert_eq!(deleted, ["2"]);
+    assert_eq!(full.stats.cursor_after, Some(format!("{}/companies/delta?t=2", server.uri())));
     server.verify().await;
 }
