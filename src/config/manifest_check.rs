@@ -126,12 +126,12 @@ impl Manifest {
             let path = format!("responses[{i}]");
             for p in rule.body.keys() {
                 if let Err(e) = check_body_key(p) {
-                    err(&path, e);
+                    err(&join(&path, "body"), e);
                 }
             }
             for p in rule.message.iter() {
                 if let Err(e) = check_pointer(p) {
-                    err(&path, e);
+                    err(&join(&path, "message"), e);
                 }
             }
         }

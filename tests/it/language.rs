@@ -328,3 +328,164 @@ name = "name"
     assert_eq!(expired.stats.error_class.as_deref(), Some("auth"), "{:?}", expired.stats);
     assert!(expired.stats.error.as_deref().unwrap_or_default().contains("token_revoked"), "{:?}", expired.stats);
 }
+
+/// A provider written only as a manifest file, for the tests below: contacts whose
+/// emails and custom fields are arrays, a rate limit and retry bounds a tenant may move
+/// within, and an error rule on the body.
+const PEOPLEHUB: &str = r#"# PeopleHub: contacts with several emails (one primary) and named custom fields.
+name = "peoplehub"
+title = "PeopleHub"
+category = "crm"
+description = "Contacts from PeopleHub"
+base_url = "https://api.peoplehub.example"
+default_schedule = "hourly"
+
+[auth]
+kind = "bearer"
+credentials = ["token"]
+value = "Bearer {token}"
+
+[rate_limit]
+requests = 50
+per_secs = 1
+max_requests = 100
+
+[retry]
+max_attempts = 8
+max_backoff_secs = 2
+
+[[responses]]
+status = [200]
+body = { "$.errors[*].code" = "forbidden" }
+action = "fail"
+message = "/errors/0/message"
+
+[streams.contacts]
+entity = "contact"
+[streams.contacts.request]
+path = "/contacts"
+records = "/items"
+pagination = { kind = "cursor", cursor = "/next", param = "page" }
+
+[mappings.contact]
+external_id = { from = "id", transform = ["string"] }
+first_name = "name.first"
+email = "$.emails[?@.primary == true].address"
+phone = "$.custom_fields[?@.name == 'Mobile'].value"
+company_id = { from = "$.custom_fields[?@.name == 'Employer ID'].value", transform = ["string"] }
+"#;
+
+/// A tenant of `peoplehub` at `uri`, with `extra` lines under its provider table.
+fn peoplehub_tenant(uri: &str, extra: &str) -> String {
+    format!("preset = \"aptem\"\n[providers.peoplehub]\nenabled = true\nbase_url = \"{uri}\"\n{extra}")
+}
+
+fn peoplehub_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("peoplehub.toml"), PEOPLEHUB).unwrap();
+    dir
+}
+
+/// Runs `tributary connectors check FILE` with the repository's configuration; its
+/// success and what it printed.
+fn connectors_check(file: &Path) -> (bool, String) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["connectors", "check"])
+        .arg(file)
+        .env("TRIBUTARY_CONFIG", repo.join("config"))
+        .env_remove("TRIBUTARY_CONNECTORS")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Mappings of a manifest file that select an array element by a condition — the primary
+/// email among several, a custom field by its name — store the selected values in a real
+/// sync; where nothing matches, the field is empty, and a record whose arrays are in
+/// another order maps the same.
+#[tokio::test]
+async fn a_manifest_file_maps_array_elements_selected_by_a_condition() {
+    use serde_json::{Value, json};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let server = MockServer::start().await;
+    let items = json!([
+        {
+            "id": 1, "name": { "first": "Ada" },
+            "emails": [
+                { "address": "ada.old@example.com", "primary": false },
+                { "address": "ada@example.com", "primary": true },
+            ],
+            "custom_fields": [
+                { "name": "Employer ID", "value": 42 },
+                { "name": "Mobile", "value": "+44 7700 900001" },
+            ],
+        },
+        {
+            "id": 2, "name": { "first": "Brian" },
+            "emails": [
+                { "address": "brian@example.com", "primary": true },
+                { "address": "b.k@example.com", "primary": false },
+            ],
+            "custom_fields": [{ "name": "Mobile", "value": "+44 7700 900002" }],
+        },
+        {
+            "id": 3, "name": { "first": "Cleo" },
+            "emails": [{ "address": "cleo.old@example.com", "primary": false }],
+            "custom_fields": [],
+        },
+    ]);
+    Mock::given(method("GET"))
+        .and(path("/contacts"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "items": items })))
+        .mount(&server)
+        .await;
+    let dir = peoplehub_dir();
+    let h = crate::connectors::Harness::with_connectors(
+        "peoplehub",
+        &peoplehub_tenant(&server.uri(), ""),
+        &json!({ "token": "t" }),
+        Some(dir.path()),
+    )
+    .await;
+    let run = crate::connectors::ok(&h.sync("contacts").await).clone();
+    assert_eq!((run.stats.fetched, run.stats.inserted, run.stats.dead_lettered), (3, 3, 0), "{:?}", run.stats);
+    let stored = h.records("contact").await;
+    let field = |id: &str, f: &str| stored[id].data.get(f).cloned().unwrap_or(Value::Null);
+    let rows: Vec<[Value; 4]> = ["1", "2", "3"]
+        .iter()
+        .map(|id| [field(id, "first_name"), field(id, "email"), field(id, "phone"), field(id, "company_id")])
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            [json!("Ada"), json!("ada@example.com"), json!("+44 7700 900001"), json!("42")],
+            [json!("Brian"), json!("brian@example.com"), json!("+44 7700 900002"), Value::Null],
+            [json!("Cleo"), Value::Null, Value::Null, Value::Null],
+        ]
+    );
+}
+
+/// A `[[responses]]` body rule whose JSONPath key cannot be evaluated is refused by
+/// `connectors check`, naming the file and the rule; the good file passes.
+#[test]
+fn a_bad_jsonpath_in_a_response_body_rule_is_refused_by_connectors_check() {
+    let dir = peoplehub_dir();
+    let file = dir.path().join("peoplehub.toml");
+    let (success, text) = connectors_check(&file);
+    assert!(success && text.contains("valid manifest for `peoplehub` (1 streams)"), "{text}");
+
+    let good = r#""$.errors[*].code" = "forbidden""#;
+    assert!(PEOPLEHUB.contains(good));
+    std::fs::write(&file, PEOPLEHUB.replace(good, r#""$.errors[?@.code == ].code" = "forbidden""#)).unwrap();
+    let (success, text) = connectors_check(&file);
+    assert!(!success, "{text}");
+    assert!(
+        text.lines().any(|l| l.contains("peoplehub.toml: responses[0].body: ")
+            && l.contains("`$.errors[?@.code == ].code` is not a JSONPath query")),
+        "{text}"
+    );
+}
