@@ -418,7 +418,9 @@ impl Session<'_> {
                 Failure::Transient { retry_after: Some(after), .. } => {
                     next.map(|_| (*after).min(policy.max_rate_limit_wait))
                 }
-                _ => next,
+                // The jitter adds up to the delay again: `max_delay` (a tenant's
+                // `max_backoff_secs`) bounds what is waited, jitter included.
+                _ => next.map(|d| d.min(policy.max_delay.max(policy.base_delay))),
             };
             next.filter(|d| elapsed + *d <= policy.max_elapsed)
         })

@@ -489,3 +489,124 @@ fn a_bad_jsonpath_in_a_response_body_rule_is_refused_by_connectors_check() {
         "{text}"
     );
 }
+
+/// A tenant's `retry` override of a manifest-only provider is what its runs do: as many
+/// attempts as it says (not the default five), and no wait between them longer than its
+/// `max_backoff_secs`, jitter included.
+#[tokio::test]
+async fn a_tenants_retry_override_of_a_manifest_file_sets_attempts_and_bounds_backoff() {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let server = MockServer::start().await;
+    let seen: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let stamps = Arc::clone(&seen);
+    Mock::given(method("GET"))
+        .and(path("/contacts"))
+        .respond_with(move |_: &wiremock::Request| {
+            stamps.lock().unwrap().push(Instant::now());
+            ResponseTemplate::new(503)
+        })
+        .mount(&server)
+        .await;
+    let dir = peoplehub_dir();
+    let tenant = peoplehub_tenant(&server.uri(), "retry = { attempts = 7, max_backoff_secs = 1 }\n");
+    let h = crate::connectors::Harness::with_connectors(
+        "peoplehub",
+        &tenant,
+        &serde_json::json!({ "token": "t" }),
+        Some(dir.path()),
+    )
+    .await;
+    // Doubling from 250 ms (the test kit's syncers start at 5 ms).
+    let mut syncer = h.syncer();
+    syncer.retry.base_delay = Duration::from_millis(250);
+    let run = h.sync_using(&syncer, &h.tenant, "contacts").await;
+    assert_eq!(run.outcome, tributary::model::RunOutcome::Failed);
+    assert_eq!(run.stats.error_class.as_deref(), Some("transient"), "{:?}", run.stats);
+    let stamps = seen.lock().unwrap().clone();
+    assert_eq!(stamps.len(), 7, "attempts the server received");
+    assert_eq!(run.stats.retries, 6);
+    // 250 ms, 500 ms, then the bound: each wait at most 1 s (plus the time to answer a
+    // request on this host), though the jitter could double an unbounded one.
+    let gaps: Vec<Duration> = stamps.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().all(|g| *g <= Duration::from_millis(1_200)), "{gaps:?}");
+    assert!(gaps[2..].iter().all(|g| *g >= Duration::from_millis(950)), "the bound is reached: {gaps:?}");
+}
+
+/// A tenant's `rate_limit` override of a manifest-only provider paces its runs: at 4
+/// requests a second (the manifest's 50 allowed up to 100), ten pages wait about two
+/// seconds for the limiter; a tenant without it hardly waits.
+#[tokio::test]
+async fn a_tenants_rate_limit_override_of_a_manifest_file_paces_its_runs() {
+    use serde_json::json;
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/contacts"))
+        .respond_with(|req: &wiremock::Request| {
+            let page: u64 = req
+                .url
+                .query_pairs()
+                .find(|(k, _)| k == "page")
+                .and_then(|(_, v)| v.strip_prefix('p').and_then(|n| n.parse().ok()))
+                .unwrap_or(1);
+            let next = if page < 10 { json!(format!("p{}", page + 1)) } else { serde_json::Value::Null };
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "items": [{ "id": page, "name": { "first": "N" } }], "next": next }))
+        })
+        .mount(&server)
+        .await;
+    let dir = peoplehub_dir();
+    // The manifest's limit is kept (other connector tests drop the limits).
+    let world = crate::support::world::World::builder().connectors(Some(dir.path())).rate_limits().on_sqlite().await;
+    let slow = peoplehub_tenant(&server.uri(), "rate_limit = { requests = 4 }\n");
+    let tenant = world.create_tenant("acme", "Acme", &slow).await;
+    let provider = tributary::model::ProviderId::parse("peoplehub").unwrap();
+    world.credentials(&tenant, &provider, None, &json!({ "token": "t" })).await;
+    let h = crate::connectors::Harness { world, tenant, provider };
+    let other = h.add_tenant("globex", &peoplehub_tenant(&server.uri(), ""), &json!({ "token": "t" })).await;
+
+    let paced = crate::connectors::ok(&h.sync("contacts").await).clone();
+    assert_eq!((paced.stats.fetched, paced.stats.http_calls), (10, 10), "{:?}", paced.stats);
+    // A burst of two, then one request every quarter second: eight waits, about 2 s.
+    assert!(paced.stats.rate_limit_wait_ms >= 1_700, "{:?}", paced.stats);
+
+    let syncer = h.syncer();
+    let free = h.sync_using(&syncer, &other, "contacts").await;
+    let free = crate::connectors::ok(&free);
+    assert_eq!(free.stats.fetched, 10);
+    assert!(free.stats.rate_limit_wait_ms < 700, "{:?}", free.stats);
+}
+
+/// Overrides outside a manifest file's bounds are refused at load, each with the tenant
+/// file and key; within them they are accepted.
+#[test]
+fn overrides_outside_a_manifest_files_bounds_are_refused() {
+    let dir = config_copy();
+    let connectors = peoplehub_dir();
+    let tenant = dir.path().join("tenants").join("acme.toml");
+    let original = std::fs::read_to_string(&tenant).unwrap();
+    append(
+        &tenant,
+        "\n[providers.peoplehub]\nenabled = true\nrate_limit = { requests = 101 }\n\
+         retry = { attempts = 9, max_backoff_secs = 3 }\n",
+    );
+    let err = load(dir.path(), Some(connectors.path())).unwrap_err();
+    has(&err, "acme.toml", "providers.peoplehub.rate_limit.requests", "101 is outside 1–100 requests per 1 s");
+    has(&err, "acme.toml", "providers.peoplehub.retry.attempts", "9 is outside 1–8");
+    has(&err, "acme.toml", "providers.peoplehub.retry.max_backoff_secs", "3 is outside 1–2");
+    assert_eq!(err.len(), 3, "{err}");
+
+    std::fs::write(&tenant, &original).unwrap();
+    append(
+        &tenant,
+        "\n[providers.peoplehub]\nenabled = true\nrate_limit = { requests = 100 }\n\
+         retry = { attempts = 8, max_backoff_secs = 2 }\n",
+    );
+    load(dir.path(), Some(connectors.path())).unwrap_or_else(|d| panic!("{d}"));
+}
