@@ -5,6 +5,7 @@ mod aptem;
 mod asana;
 mod bounds;
 mod bud;
+mod check;
 mod github;
 mod gitlab;
 mod google_drive;
