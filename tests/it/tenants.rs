@@ -21,6 +21,7 @@ crate::support::contract::contract! {
         a_tenant_can_add_a_provider_outside_its_preset,
         credentials_are_sealed_and_flip_the_connection_to_connected,
         a_preset_grants_roles_that_the_tenant_may_replace,
+        the_developer_preset_grants_its_roles_to_a_new_tenant,
         every_change_queues_its_tenant_until_its_jobs_follow,
         a_full_pass_gives_every_tenant_exactly_its_jobs,
     ],
@@ -284,6 +285,27 @@ async fn a_preset_grants_roles_that_the_tenant_may_replace(store: &Store) {
             && err.contains("presets.aptem.roles.sales.streams[0]")
             && err.contains("`hubspot`"),
         "{err}"
+    );
+}
+
+/// The repository's `aptem_microsoft_github` preset: a tenant created on it starts with
+/// the preset's `developer` and `sales` grants as `presets.toml` states them.
+async fn the_developer_preset_grants_its_roles_to_a_new_tenant(store: &Store) {
+    let dir = config_copy();
+    let catalog = load(dir.path());
+    let tenants = Tenants::new(&catalog, store, "test");
+    let head = "id = \"devs\"\nname = \"Devs\"\nsubdomain = \"devs\"\npreset = \"aptem_microsoft_github\"\n";
+    tenants.create(&spec(&catalog, head)).await.unwrap();
+    let view = tenants.require(&id("devs")).await.unwrap();
+    let roles: Vec<(String, Vec<String>)> =
+        view.roles.iter().map(|(r, s)| (r.as_str().to_owned(), s.clone())).collect();
+    let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        roles,
+        [
+            ("developer".to_owned(), owned(&["github.*", "microsoft.channels", "microsoft.channel_messages"])),
+            ("sales".to_owned(), owned(&["microsoft.users", "microsoft.groups"])),
+        ]
     );
 }
 

@@ -60,6 +60,25 @@ async fn projects_issues_and_merge_requests_page_by_x_next_page_then_read_increm
     assert_eq!(row["key"], expected["references"]["full"]);
     assert_eq!(row["source_branch"], expected["source_branch"]);
     assert_eq!(row["status"], expected["state"]);
+
+    // Merge requests read incrementally too: each project asked with `updated_after`,
+    // the changed and the added one stored.
+    modify_until_changed(&sim, "merge_requests", 3, &["updated_at", "closed_at", "merged_at"]);
+    let added = sim.add("merge_requests", 1).unwrap().start;
+    let from = sim.request_log().len();
+    let inc = ok(&h.sync("merge_requests").await).clone();
+    assert_eq!((inc.stats.inserted, inc.stats.updated), (1, 1), "{:?}", inc.stats);
+    assert!((2..=7).contains(&inc.stats.fetched), "fetched {}", inc.stats.fetched);
+    let asked: Vec<String> =
+        sim.request_log()[from..].iter().filter(|r| r.contains("/merge_requests")).cloned().collect();
+    assert!(asked.len() >= 5 && asked.iter().all(|r| r.contains("updated_after=")), "{asked:?}");
+    let stored = h.records("merge_request").await;
+    assert_eq!(stored.len(), 21);
+    for i in [3, added] {
+        let expected = sim.expected_record("merge_requests", i).unwrap();
+        let row = &stored[&text(&expected["id"])].data;
+        assert_eq!((&row["title"], &row["status"]), (&expected["title"], &expected["state"]));
+    }
 }
 
 /// `gitlab_oauth` is `gitlab` with an OAuth2 `[auth]`: the same streams read with a
