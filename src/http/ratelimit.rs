@@ -42,13 +42,14 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 use reqwest::header::HeaderMap;
 
 use crate::config::{QuotaScope, RateLimitSpec};
-use crate::store::{ShareGrant, ShareRequest};
+use crate::store::{SentCounts, ShareGrant, ShareRequest, share_burst};
 
-/// A quota's burst is 2 plus one request per this many. Every request of the burst is
-/// one fewer in the steady rate (a window holds the burst and the spread requests), so
-/// it is kept small; it lets a client that pauses for up to `burst - 1` intervals (a
-/// worker between two batches) catch up instead of losing those requests.
-const BURST_PER: u32 = 100;
+/// A quota's burst is 2 plus one request per this many (a share's: 1 plus, the store's
+/// [`share_burst`]). Every request of the burst is one fewer in the steady rate (a
+/// window holds the burst and the spread requests), so it is kept small; it lets a
+/// client that pauses for up to `burst - 1` intervals (a worker between two batches)
+/// catch up instead of losing those requests.
+const BURST_PER: u32 = crate::store::budgets::SHARE_BURST_PER;
 /// The window is stretched by this fraction: requests timed at the client arrive with
 /// jitter at the server, and the server's count is the one that matters.
 const JITTER_MARGIN: f64 = 0.02;
@@ -149,6 +150,9 @@ struct Lease {
     /// use with the limiter it had, so that the same share taken again continues it.
     idle: bool,
     parked: Option<(u32, DefaultDirectRateLimiter)>,
+    /// What this replica sent under the quota within its window (reported with each
+    /// renewal: other replicas' new limiters start with what it leaves).
+    sent: SentCounts,
 }
 
 impl Lease {
@@ -163,6 +167,7 @@ impl Lease {
             last_used: Instant::now(),
             idle: false,
             parked: None,
+            sent: SentCounts::default(),
         }
     }
 
@@ -174,7 +179,7 @@ impl Lease {
         self.valid_until = None;
     }
 
-    fn check(&mut self) -> Option<Duration> {
+    fn check(&mut self, per_secs: u32) -> Option<Duration> {
         let now = Instant::now();
         self.last_used = now;
         let wait = match (&self.limiter, self.valid_until) {
@@ -185,7 +190,10 @@ impl Lease {
             _ => Some(UNLEASED_POLL),
         };
         match wait {
-            None => self.grants = self.grants.saturating_add(1),
+            None => {
+                self.grants = self.grants.saturating_add(1);
+                self.sent.record(SentCounts::bucket_now(per_secs));
+            }
             Some(_) => self.waited = true,
         }
         wait
@@ -194,10 +202,11 @@ impl Lease {
     /// Changes the share. A first share of a key no other replica used within its window
     /// (`others_lately` false) starts with its burst: only this replica's own limiter
     /// counts in any window, so it continues the limiter this replica parked for the same
-    /// share, else starts a fresh one. Otherwise the new limiter starts drained (and, if
-    /// smaller, admits nothing before the old one would have), so the change allows no
-    /// extra burst.
-    fn set_share(&mut self, share: u32, per_secs: u32, others_lately: bool) {
+    /// share, else starts a fresh one. Otherwise the new limiter starts with the part of
+    /// its burst the fleet's recent requests leave (`credit`: all of it on a lightly used
+    /// quota, none on one used at its pace), and, if smaller, admits nothing before the
+    /// old one would have, so the change allows no extra burst.
+    fn set_share(&mut self, share: u32, per_secs: u32, others_lately: bool, credit: u32) {
         if share == self.share {
             return;
         }
@@ -222,15 +231,20 @@ impl Lease {
         let old_next = old.and_then(|l| l.check().err().map(|n| n.wait_time_from(l.clock().now())));
         let carried = [old_next.map(|w| now + w), self.not_before].into_iter().flatten().max();
         // A smaller share admits nothing before the old one would have; a larger one may
-        // go sooner than the smaller would have (its drained limiter keeps its rate, and
-        // it grew only into what the others gave up): carrying a small share's next
-        // admission — a minute away at one request per minute — would stall it.
+        // go sooner than the smaller would have (it grew only into what the others gave
+        // up, and its credit is what the fleet's requests leave): carrying a small
+        // share's next admission — a minute away at one request per minute — would
+        // stall it.
         let grows = share > self.share;
         self.share = share;
         self.not_before = if grows { None } else { carried.filter(|t| *t > now) };
         self.limiter = (share > 0).then(|| {
             let l = DefaultDirectRateLimiter::direct(share_quota(share, per_secs));
-            while l.check().is_ok() {}
+            for _ in credit.min(share_burst(share))..share_burst(share) {
+                if l.check().is_err() {
+                    break;
+                }
+            }
             l
         });
     }
@@ -240,7 +254,7 @@ enum Limiter {
     Direct(DefaultDirectRateLimiter),
     Keyed(DefaultKeyedRateLimiter<String>),
     /// Shares leased from the fleet, one per key (`""` for a provider-scope quota).
-    Leased(Mutex<HashMap<String, Lease>>, Arc<tokio::sync::Notify>),
+    Leased(Mutex<HashMap<String, Lease>>, Arc<tokio::sync::Notify>, u32),
 }
 
 impl Limiter {
@@ -249,7 +263,7 @@ impl Limiter {
         match self {
             Self::Direct(l) => l.check().err().map(|n| n.wait_time_from(l.clock().now())),
             Self::Keyed(l) => l.check_key(&key.to_owned()).err().map(|n| n.wait_time_from(l.clock().now())),
-            Self::Leased(leases, renew) => {
+            Self::Leased(leases, renew, per_secs) => {
                 let mut leases = lock(leases);
                 let lease = leases.entry(key.to_owned()).or_insert_with(|| {
                     // A key new to this replica: ask for a share now, not at the next tick.
@@ -264,7 +278,7 @@ impl Limiter {
                 }
                 // A share can grow at any renewal: a request that a small share would
                 // hold back for a minute looks again soon.
-                lease.check().map(|wait| wait.min(LEASED_RECHECK))
+                lease.check(*per_secs).map(|wait| wait.min(LEASED_RECHECK))
             }
         }
     }
@@ -294,7 +308,7 @@ impl ProviderQuota {
         let quota = window_quota(spec.requests, spec.per_secs);
         let defer = quota.replenish_interval().clamp(Duration::from_millis(1), DEFER_MAX);
         let limiter = match (fleet, spec.scope) {
-            (Some(renew), _) => Limiter::Leased(Mutex::new(HashMap::new()), renew.clone()),
+            (Some(renew), _) => Limiter::Leased(Mutex::new(HashMap::new()), renew.clone(), spec.per_secs.max(1)),
             (None, QuotaScope::Provider) => Limiter::Direct(DefaultDirectRateLimiter::direct(quota)),
             (None, QuotaScope::Connection) => Limiter::Keyed(DefaultKeyedRateLimiter::keyed(quota)),
         };
@@ -325,7 +339,7 @@ impl ProviderQuota {
             }
             Limiter::Direct(_) => lock(&self.last_used).elapsed() > self.window.mul_f64(1.0 + JITTER_MARGIN),
             // Idle leases are given back, then forgotten, by the renewal (`lease_demands`).
-            Limiter::Leased(leases, _) => lock(leases).is_empty(),
+            Limiter::Leased(leases, ..) => lock(leases).is_empty(),
         };
         idle && lock(&self.holds).is_empty() && lock(&self.shares).is_empty()
     }
@@ -334,7 +348,7 @@ impl ProviderQuota {
         match &self.limiter {
             Limiter::Keyed(l) => l.len(),
             Limiter::Direct(_) => 1,
-            Limiter::Leased(leases, _) => lock(leases).values().filter(|l| !l.idle).count(),
+            Limiter::Leased(leases, ..) => lock(leases).values().filter(|l| !l.idle).count(),
         }
     }
 
@@ -436,7 +450,7 @@ impl RateLimiters {
             lock(&self.quotas).iter().map(|(id, q)| (id.clone(), q.clone())).collect();
         let mut out = Vec::new();
         for (id, quota) in quotas {
-            let Limiter::Leased(leases, _) = &quota.limiter else { continue };
+            let Limiter::Leased(leases, ..) = &quota.limiter else { continue };
             let spec = &quota.spec;
             let mut leases = lock(leases);
             // An idle key's share is given back (its row too, as this renewal does not
@@ -462,11 +476,18 @@ impl RateLimiters {
                 };
                 lease.grants = 0;
                 lease.waited = false;
+                lease.sent.advance(SentCounts::bucket_now(spec.per_secs));
                 let fleet_key = if key.is_empty() { id.clone() } else { format!("{id}/{key}") };
                 out.push(LeaseDemand {
                     quota: quota.clone(),
                     key: key.clone(),
-                    request: ShareRequest { quota: fleet_key, limit, per_secs: spec.per_secs.max(1), wants },
+                    request: ShareRequest {
+                        quota: fleet_key,
+                        limit,
+                        per_secs: spec.per_secs.max(1),
+                        wants,
+                        sent: lease.sent.clone(),
+                    },
                     share: lease.share,
                 });
             }
@@ -477,14 +498,14 @@ impl RateLimiters {
     /// Sets a leased key's share (smaller ones before the renewal commits, larger ones
     /// after); `valid_until`, once committed, is when it lapses without a renewal.
     pub(crate) fn set_share(&self, demand: &LeaseDemand, grant: ShareGrant, valid_until: Option<Instant>) {
-        let Limiter::Leased(leases, _) = &demand.quota.limiter else { return };
+        let Limiter::Leased(leases, ..) = &demand.quota.limiter else { return };
         let mut leases = lock(leases);
         let lease = leases.entry(demand.key.clone()).or_insert_with(Lease::new);
         if lease.idle {
             // Given back since the renewal asked: it stays so.
             return;
         }
-        lease.set_share(grant.requests, demand.quota.spec.per_secs, grant.others_lately);
+        lease.set_share(grant.requests, demand.quota.spec.per_secs, grant.others_lately, grant.credit);
         if let Some(until) = valid_until {
             lease.valid_until = Some(until);
         }
@@ -493,7 +514,7 @@ impl RateLimiters {
     /// Drops every lease (a stop): requests wait from now on.
     pub(crate) fn drop_leases(&self) {
         for q in lock(&self.quotas).values() {
-            if let Limiter::Leased(leases, _) = &q.limiter {
+            if let Limiter::Leased(leases, ..) = &q.limiter {
                 lock(leases).clear();
             }
         }
@@ -503,7 +524,7 @@ impl RateLimiters {
     pub fn shares(&self) -> Vec<(String, u32, u32)> {
         let mut out = Vec::new();
         for (id, q) in lock(&self.quotas).iter() {
-            if let Limiter::Leased(leases, _) = &q.limiter {
+            if let Limiter::Leased(leases, ..) = &q.limiter {
                 for (key, lease) in lock(leases).iter().filter(|(_, l)| !l.idle) {
                     let fleet_key = if key.is_empty() { id.clone() } else { format!("{id}/{key}") };
                     out.push((fleet_key, lease.share, q.spec.per_secs));
@@ -1004,7 +1025,7 @@ mod tests {
     }
 
     fn grant(requests: u32, others_lately: bool) -> ShareGrant {
-        ShareGrant { requests, holders: 1, others_lately }
+        ShareGrant { requests, holders: 1, others_lately, credit: 0 }
     }
 
     /// The leased key's demand (there is one key in these tests).
@@ -1068,6 +1089,45 @@ mod tests {
     }
 
     #[test]
+    fn a_share_others_held_lately_starts_with_the_credit_the_store_gives_and_reports_what_it_sent() {
+        // 5,000 an hour on a connection another replica used lately: the store's credit
+        // (what the fleet's requests leave of the burst) goes at once, then one request
+        // per period (0.73 s); every admission is counted in the current bucket.
+        let limits = RateLimiters::leased();
+        let s = spec(5000, 3600, QuotaScope::Connection);
+        let q = limits.quota("github", "t", Some(&s)).unwrap();
+        let _ = q.quota.limiter.check(&q.key);
+        let d = demand(&limits);
+        assert_eq!(share_burst(5000), 51);
+        let credit = ShareGrant { credit: 7, ..grant(5000, true) };
+        limits.set_share(&d, credit, Some(Instant::now() + Duration::from_secs(10)));
+        let at_once = std::iter::from_fn(|| q.quota.limiter.check(&q.key).is_none().then_some(())).count();
+        assert_eq!(at_once, 7, "the credit, no more");
+        let sent = demand(&limits).request.sent;
+        assert_eq!(sent.total(), 7);
+        assert_eq!(sent.newest, SentCounts::bucket_now(3600));
+        // A credit above the share's burst is only its burst.
+        let limits = RateLimiters::leased();
+        let q = limits.quota("github", "t", Some(&s)).unwrap();
+        let _ = q.quota.limiter.check(&q.key);
+        let d = demand(&limits);
+        limits.set_share(
+            &d,
+            ShareGrant { credit: 500, ..grant(5000, true) },
+            Some(Instant::now() + Duration::from_secs(10)),
+        );
+        let at_once = std::iter::from_fn(|| q.quota.limiter.check(&q.key).is_none().then_some(())).count();
+        assert_eq!(at_once, 51);
+    }
+
+    #[test]
+    fn a_shares_burst_is_the_one_the_store_counts() {
+        for n in [1u32, 2, 5, 99, 100, 101, 250, 5000, 25_000, 100_000] {
+            assert_eq!(share_quota(n, 10).burst_size().get(), share_burst(n), "{n}");
+        }
+    }
+
+    #[test]
     fn idle_leased_keys_are_given_back_and_a_light_user_asks_for_what_it_uses() {
         let limits = RateLimiters::leased();
         let s = spec(100, 10, QuotaScope::Connection);
@@ -1112,7 +1172,7 @@ mod tests {
         assert!(limits.lease_demands(Duration::ZERO, Duration::from_secs(1)).is_empty());
         std::thread::sleep(Duration::from_millis(1_100));
         assert!(limits.lease_demands(Duration::ZERO, Duration::from_secs(1)).is_empty());
-        assert!(matches!(&q.quota.limiter, Limiter::Leased(l, _) if lock(l).is_empty()));
+        assert!(matches!(&q.quota.limiter, Limiter::Leased(l, ..) if lock(l).is_empty()));
         assert_eq!(q.quota.limiter.check(&q.key), Some(UNLEASED_POLL));
         let d = demand(&limits);
         limits.set_share(&d, grant(10, false), Some(Instant::now() + Duration::from_secs(10)));

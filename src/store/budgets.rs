@@ -13,11 +13,14 @@
 //! reaches its fair share within two ticks. A replica that stops renewing (killed) keeps
 //! its rows until their lease expires; then the others grow into its share.
 //!
-//! A share given back (idle, or a clean stop) stays as a row at zero, expired, for one
-//! window of its quota; so does an expired one until the purge. A grant says whether
-//! another replica held a share within the quota's window (`others_lately`): when none
-//! did, requests of others cannot count in any window this replica's limiter sees, and
-//! its first share may start with its burst.
+//! A share given back (idle, or a clean stop) stays as an expired row for one window of
+//! its quota, with the share it had; so does an expired one until the purge. Each row
+//! carries what its replica sent under the quota, per thirtieth of the window, as of its
+//! last renewal. A grant says whether another replica held a share within the quota's
+//! window (`others_lately`) and how much of a burst a new limiter for the share may
+//! start with (`credit`, [`start_credit`]): what the fleet's recent pace, the others'
+//! unreported requests and their bursts leave of the limit. A lightly used quota leaves
+//! a whole burst; one used at its pace leaves none, and a new limiter starts drained.
 //!
 //! The caller lowers its local limiters to a smaller share *before* the transaction
 //! commits (`before_commit`) and raises them to a larger one only *after*, so at no
@@ -25,7 +28,7 @@
 //!
 //! SQLite has one daemon: a quota stays whole there, and nothing is read or written.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -35,6 +38,149 @@ use super::error::{StoreError, db};
 
 /// Serializes budget renewals across replicas until the renewal commits (key: "trib" + 2).
 const BUDGET_LOCK: &str = "SELECT pg_advisory_xact_lock(1953653346, 2)";
+
+/// Buckets a quota's window is counted in: with each renewal a replica reports the
+/// requests it sent in each of the last ones ([`SentCounts`]).
+pub const SENT_BUCKETS: usize = 30;
+
+/// A share's limiter lets through one request at once, and one more per this many of
+/// its requests per window (`http::ratelimit::share_quota`).
+pub const SHARE_BURST_PER: u32 = 100;
+
+/// The burst of a limiter for `requests` per window of a fleet's quota (0 for no share).
+pub fn share_burst(requests: u32) -> u32 {
+    if requests == 0 { 0 } else { (1 + requests / SHARE_BURST_PER).min(requests) }
+}
+
+/// Requests one replica sent under its share of a quota, per bucket of a thirtieth of
+/// the quota's window ([`SENT_BUCKETS`]), newest first. Buckets are numbered by the
+/// wall clock (milliseconds since the epoch divided by the bucket's length), so the
+/// counts of replicas line up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SentCounts {
+    /// The bucket `counts[0]` counts.
+    pub newest: i64,
+    pub counts: Vec<u32>,
+}
+
+impl SentCounts {
+    /// A bucket's length for a window of `per_secs`, in milliseconds.
+    pub fn bucket_ms(per_secs: u32) -> i64 {
+        (i64::from(per_secs.max(1)) * 1000 / SENT_BUCKETS as i64).max(1)
+    }
+
+    /// The bucket the wall clock is in now, for a window of `per_secs`.
+    pub fn bucket_now(per_secs: u32) -> i64 {
+        let ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        i64::try_from(ms).unwrap_or(i64::MAX) / Self::bucket_ms(per_secs)
+    }
+
+    /// Makes `bucket` the newest: older counts move along, those past the window go.
+    pub fn advance(&mut self, bucket: i64) {
+        if self.counts.is_empty() {
+            self.newest = bucket;
+            return;
+        }
+        if bucket <= self.newest {
+            return;
+        }
+        let shift = usize::try_from(bucket - self.newest).unwrap_or(usize::MAX).min(SENT_BUCKETS);
+        self.counts.splice(0..0, std::iter::repeat_n(0, shift));
+        self.counts.truncate(SENT_BUCKETS);
+        while self.counts.last() == Some(&0) {
+            self.counts.pop();
+        }
+        self.newest = bucket;
+    }
+
+    /// Counts one request sent in `bucket` (one from a clock that went back counts in
+    /// the newest bucket).
+    pub fn record(&mut self, bucket: i64) {
+        self.advance(bucket);
+        if self.counts.is_empty() {
+            self.counts.push(0);
+        }
+        self.counts[0] = self.counts[0].saturating_add(1);
+    }
+
+    /// Requests counted in all buckets.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().map(|c| u64::from(*c)).sum()
+    }
+
+    fn text(&self) -> String {
+        self.counts.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// Another replica's row of a quota within the quota's window, as [`start_credit`]
+/// reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    /// Its share (the one it had, for a share given back or expired).
+    pub share: u32,
+    /// Whether it still holds the share (else it sends nothing more under it).
+    pub live: bool,
+    /// How long ago it last renewed (and reported `sent`).
+    pub since_renewal: Duration,
+    pub sent: SentCounts,
+}
+
+/// The burst a new limiter for `share` of a quota of `limit` per `per_secs` may start
+/// with, from what the fleet sent within the window: this replica's counts (`mine`, up
+/// to now) and the others' (`others`, as of their last renewal).
+///
+/// In any window that begins in the past and ends `x` into the future, the fleet sends
+/// what it sent in the past part, `U(x)`, and what every limiter admits in the future
+/// part: at most its burst and its share's rate for `x` (a share's limiter never admits
+/// more than its share in a whole window). The shares together are at most `limit`,
+/// so the window stays within the limit when the bursts together are at most
+/// `limit − U(x)·W/(W − x)` for every `x`: the limit less the busiest recent pace of the
+/// fleet, projected over a window. That pace is taken over the last 1 … 30 buckets.
+/// Less what the others may have sent since their last report (a burst and their rate
+/// for that time, at most a lease) and the bursts they may still send, the rest is this
+/// limiter's, up to its own burst. A quota used lightly within a long window (a GitHub
+/// connection: a few requests of 5,000 an hour) leaves a whole burst; one used at its
+/// pace (HubSpot's 40 a second, shared) leaves none, and the limiter starts drained.
+pub fn start_credit(
+    limit: u32,
+    per_secs: u32,
+    share: u32,
+    mine: &SentCounts,
+    others: &[Sender],
+    lease: Duration,
+) -> u32 {
+    let burst = share_burst(share);
+    if burst == 0 {
+        return 0;
+    }
+    let now = mine.newest.max(SentCounts::bucket_now(per_secs));
+    let mut per_bucket = [0u64; SENT_BUCKETS];
+    for sent in std::iter::once(mine).chain(others.iter().map(|o| &o.sent)) {
+        for (i, c) in sent.counts.iter().enumerate() {
+            let age = (now - (sent.newest - i as i64)).max(0);
+            if let Some(b) = usize::try_from(age).ok().and_then(|a| per_bucket.get_mut(a)) {
+                *b += u64::from(*c);
+            }
+        }
+    }
+    let mut recent = 0u64;
+    let mut pace = 0u64;
+    for (k, c) in per_bucket.iter().enumerate() {
+        recent += c;
+        pace = pace.max((recent * SENT_BUCKETS as u64).div_ceil(k as u64 + 1));
+    }
+    let window = f64::from(per_secs.max(1));
+    let mut reserved = 1u64;
+    for o in others {
+        let since = o.since_renewal.min(lease).as_secs_f64();
+        let unreported = u64::from(share_burst(o.share)) + (f64::from(o.share) * since / window).ceil() as u64;
+        let to_come = if o.live { u64::from(share_burst(o.share)) + 1 } else { 0 };
+        reserved += unreported + to_come;
+    }
+    let left = u64::from(limit).saturating_sub(pace).saturating_sub(reserved);
+    u32::try_from(left.min(u64::from(burst))).unwrap_or(burst)
+}
 
 /// What one replica asks of one quota at a renewal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +193,8 @@ pub struct ShareRequest {
     pub per_secs: u32,
     /// The requests per window this replica could use (the limit while it waits on it).
     pub wants: u32,
+    /// What it sent under the quota within the window, up to now.
+    pub sent: SentCounts,
 }
 
 /// The share a renewal gave one quota (in the order of the requests).
@@ -57,8 +205,11 @@ pub struct ShareGrant {
     /// Replicas holding an unexpired share of the quota, this one included.
     pub holders: u32,
     /// Whether another replica held a share of the quota within its last window (so
-    /// requests of others may still count in it): a new share then starts drained.
+    /// requests of others may still count in it).
     pub others_lately: bool,
+    /// The burst a new limiter for this share may start with ([`start_credit`]); when
+    /// others held the quota lately, a changed share starts with this much.
+    pub credit: u32,
 }
 
 /// Another replica's hold on a quota, as the renewal reads it.
@@ -146,6 +297,33 @@ struct OtherRow {
     wants: i64,
     /// Unexpired (else held within the last window, expired or given back since).
     live: bool,
+    per_secs: i64,
+    sent_bucket: i64,
+    sent: Vec<i64>,
+    since_renewal: f64,
+}
+
+impl OtherRow {
+    /// The row as a sender within a window of `per_secs`. Counts kept for another
+    /// window length (a tenant's override changed it) all count as sent just now.
+    fn sender(&self, per_secs: u32) -> Sender {
+        let counts: Vec<u32> = self.sent.iter().map(|c| count(*c)).collect();
+        let sent = if i64::from(per_secs) == self.per_secs {
+            SentCounts { newest: self.sent_bucket, counts }
+        } else {
+            let all: u64 = counts.iter().map(|c| u64::from(*c)).sum();
+            SentCounts {
+                newest: SentCounts::bucket_now(per_secs),
+                counts: vec![u32::try_from(all).unwrap_or(u32::MAX)],
+            }
+        };
+        Sender {
+            share: count(self.requests),
+            live: self.live,
+            since_renewal: Duration::try_from_secs_f64(self.since_renewal.max(0.0)).unwrap_or(Duration::MAX),
+            sent,
+        }
+    }
 }
 
 fn count(v: i64) -> u32 {
@@ -171,7 +349,12 @@ impl Store {
             Store::Sqlite(_) => {
                 let grants: Vec<ShareGrant> = requests
                     .iter()
-                    .map(|r| ShareGrant { requests: r.limit, holders: 1, others_lately: false })
+                    .map(|r| ShareGrant {
+                        requests: r.limit,
+                        holders: 1,
+                        others_lately: false,
+                        credit: share_burst(r.limit),
+                    })
                     .collect();
                 before_commit(&grants);
                 return Ok(grants);
@@ -182,11 +365,12 @@ impl Store {
         let keys: Vec<String> = requests.iter().map(|r| r.quota.clone()).collect();
         let mut tx = s.pool.begin().await.map_err(db(what))?;
         sqlx::query(BUDGET_LOCK).execute(&mut *tx).await.map_err(db(what))?;
-        // Shares given back stay as rows, at zero and expired, for one window more: the
-        // next holder learns that requests sent under them may still count
-        // (`others_lately`). The purge deletes them after that.
+        // Shares given back stay as rows, expired (so held no more) with the share they
+        // had and what was sent under it, for one window more: the next holder learns
+        // that requests sent under them may still count (`others_lately`, `credit`).
+        // The purge deletes them after that.
         sqlx::query(
-            "UPDATE budget_shares SET requests = 0, wants = 0, expires_at = LEAST(expires_at, now()) \
+            "UPDATE budget_shares SET wants = 0, expires_at = LEAST(expires_at, now()) \
              WHERE replica = $1 AND NOT (quota = ANY($2)) AND expires_at > now()",
         )
         .bind(replica)
@@ -206,7 +390,8 @@ impl Store {
         let mut grants = Vec::with_capacity(requests.len());
         if !requests.is_empty() {
             let rows: Vec<OtherRow> = sqlx::query_as(
-                "SELECT quota, replica, requests, wants, expires_at > now() AS live FROM budget_shares \
+                "SELECT quota, replica, requests, wants, expires_at > now() AS live, per_secs, sent_bucket, sent, \
+                 EXTRACT(EPOCH FROM now() - renewed_at)::float8 AS since_renewal FROM budget_shares \
                  WHERE quota = ANY($1) AND replica <> $2 \
                  AND expires_at > now() - make_interval(secs => per_secs::double precision + 1)",
             )
@@ -216,7 +401,10 @@ impl Store {
             .await
             .map_err(db(what))?;
             let mut others: std::collections::HashMap<&str, Vec<Holder>> = std::collections::HashMap::new();
-            let lately: std::collections::HashSet<&str> = rows.iter().map(|r| r.quota.as_str()).collect();
+            let mut lately: std::collections::HashMap<&str, Vec<&OtherRow>> = std::collections::HashMap::new();
+            for r in &rows {
+                lately.entry(r.quota.as_str()).or_default().push(r);
+            }
             for r in rows.iter().filter(|r| r.live) {
                 others.entry(r.quota.as_str()).or_default().push(Holder {
                     replica: r.replica.clone(),
@@ -226,10 +414,16 @@ impl Store {
             }
             for r in requests {
                 let them = others.get(r.quota.as_str()).map_or(&[][..], Vec::as_slice);
+                let share = next_share(r.limit, replica, r.wants, them);
+                let senders: Vec<Sender> = lately
+                    .get(r.quota.as_str())
+                    .map(|rows| rows.iter().map(|o| o.sender(r.per_secs)).collect())
+                    .unwrap_or_default();
                 grants.push(ShareGrant {
-                    requests: next_share(r.limit, replica, r.wants, them),
+                    requests: share,
                     holders: u32::try_from(them.len() + 1).unwrap_or(u32::MAX),
-                    others_lately: lately.contains(r.quota.as_str()),
+                    others_lately: !senders.is_empty(),
+                    credit: start_credit(r.limit, r.per_secs, share, &r.sent, &senders, lease),
                 });
             }
             let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
@@ -237,12 +431,18 @@ impl Store {
             let wants: Vec<i64> = requests.iter().map(|r| i64::from(r.wants)).collect();
             let limits: Vec<i64> = requests.iter().map(|r| i64::from(r.limit)).collect();
             let windows: Vec<i64> = requests.iter().map(|r| i64::from(r.per_secs)).collect();
+            let buckets: Vec<i64> = requests.iter().map(|r| r.sent.newest).collect();
+            let sent: Vec<String> = requests.iter().map(|r| r.sent.text()).collect();
             sqlx::query(
-                "INSERT INTO budget_shares (quota, replica, requests, wants, quota_limit, per_secs, expires_at) \
-                 SELECT q, $2, r, w, l, p, now() + make_interval(secs => $7::double precision / 1000) \
-                 FROM UNNEST($1::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) AS t(q, r, w, l, p) \
+                "INSERT INTO budget_shares \
+                 (quota, replica, requests, wants, quota_limit, per_secs, expires_at, sent_bucket, sent, renewed_at) \
+                 SELECT q, $2, r, w, l, p, now() + make_interval(secs => $7::double precision / 1000), b, \
+                 CASE WHEN s = '' THEN '{}'::bigint[] ELSE string_to_array(s, ',')::bigint[] END, now() \
+                 FROM UNNEST($1::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $8::bigint[], $9::text[]) \
+                 AS t(q, r, w, l, p, b, s) \
                  ON CONFLICT (quota, replica) DO UPDATE SET requests = excluded.requests, wants = excluded.wants, \
-                 quota_limit = excluded.quota_limit, per_secs = excluded.per_secs, expires_at = excluded.expires_at",
+                 quota_limit = excluded.quota_limit, per_secs = excluded.per_secs, expires_at = excluded.expires_at, \
+                 sent_bucket = excluded.sent_bucket, sent = excluded.sent, renewed_at = excluded.renewed_at",
             )
             .bind(&keys)
             .bind(replica)
@@ -251,6 +451,8 @@ impl Store {
             .bind(&limits)
             .bind(&windows)
             .bind(lease_ms)
+            .bind(&buckets)
+            .bind(&sent)
             .execute(&mut *tx)
             .await
             .map_err(db(what))?;
@@ -264,7 +466,7 @@ impl Store {
     pub async fn release_budget_shares(&self, replica: &str) -> Result<(), StoreError> {
         let Store::Postgres(s) = self else { return Ok(()) };
         sqlx::query(
-            "UPDATE budget_shares SET requests = 0, wants = 0, expires_at = LEAST(expires_at, now()) \
+            "UPDATE budget_shares SET wants = 0, expires_at = LEAST(expires_at, now()) \
              WHERE replica = $1 AND expires_at > now()",
         )
         .bind(replica)
@@ -333,6 +535,73 @@ mod tests {
         // The others' shares are respected even above their fair part (they shrink
         // at their own renewal).
         assert_eq!(next_share(100, "c", 100, &[holder("a", 60, 100), holder("b", 40, 100)]), 0);
+    }
+
+    fn sent(newest: i64, counts: &[u32]) -> SentCounts {
+        SentCounts { newest, counts: counts.to_vec() }
+    }
+
+    #[test]
+    fn sent_counts_move_along_the_window_and_forget_what_left_it() {
+        let mut c = SentCounts::default();
+        c.record(100);
+        c.record(100);
+        c.record(102);
+        assert_eq!(c, sent(102, &[1, 0, 2]));
+        c.advance(101);
+        assert_eq!(c, sent(102, &[1, 0, 2]), "a clock that went back changes nothing");
+        c.record(101);
+        assert_eq!(c, sent(102, &[2, 0, 2]), "and counts in the newest bucket");
+        c.advance(102 + SENT_BUCKETS as i64 - 1);
+        assert_eq!(c.counts.len(), SENT_BUCKETS);
+        assert_eq!(c.total(), 2, "the oldest bucket is still within the window");
+        c.advance(102 + SENT_BUCKETS as i64);
+        assert_eq!(c, sent(102 + SENT_BUCKETS as i64, &[]), "nothing within the window");
+        assert_eq!(c.text(), "");
+        assert_eq!(sent(7, &[3, 0, 1]).text(), "3,0,1");
+        assert_eq!(SentCounts::bucket_ms(3600), 120_000);
+        assert_eq!(SentCounts::bucket_ms(1), 33);
+    }
+
+    fn other(share: u32, live: bool, since_ms: u64, sent: SentCounts) -> Sender {
+        Sender { share, live, since_renewal: Duration::from_millis(since_ms), sent }
+    }
+
+    #[test]
+    fn a_new_limiter_starts_with_what_the_fleets_recent_requests_leave_of_its_burst() {
+        let lease = Duration::from_secs(5);
+        let now = SentCounts::bucket_now(3600);
+        let none = SentCounts::default();
+        assert_eq!(share_burst(5000), 51);
+        assert_eq!(share_burst(0), 0);
+        // Alone on a quota nobody used: the whole burst.
+        assert_eq!(start_credit(5000, 3600, 5000, &none, &[], lease), 51);
+        // No share, no credit.
+        assert_eq!(start_credit(5000, 3600, 0, &none, &[], lease), 0);
+        // A GitHub connection another replica gave back after 12 requests this hour:
+        // the whole burst.
+        let gave_back = other(5000, false, 30_000, sent(now - 3, &[8, 0, 4]));
+        assert_eq!(start_credit(5000, 3600, 5000, &none, &[gave_back], lease), 51);
+        // A quota the fleet used at its pace over the window: nothing left.
+        let steady = other(2500, true, 500, sent(now, &[166; SENT_BUCKETS]));
+        assert_eq!(start_credit(5000, 3600, 2500, &sent(now, &[0]), &[steady], lease), 0);
+        // Idle for most of the window but busy just now: the recent pace counts, not
+        // the window's total (4,900 in the last two buckets would be 73,500 an hour).
+        let burst_now = other(5000, false, 1_000, sent(now, &[4000, 900]));
+        assert_eq!(start_credit(5000, 3600, 5000, &none, &[burst_now], lease), 0);
+        // 10 a second, shared by two: each holder's burst and what it may have sent
+        // since its last report are kept back; at pace nothing is left.
+        let now1 = SentCounts::bucket_now(1);
+        let half = other(5, true, 900, sent(now1, &[0, 1, 0, 0, 0, 0, 1]));
+        assert_eq!(start_credit(10, 1, 5, &none, &[half], lease), 0);
+        // Salesforce's 100,000 a day, 1,001 sent this hour by a replica that stopped:
+        // a quarter share starts with its whole burst (251).
+        let nowd = SentCounts::bucket_now(86_400);
+        let stopped = other(100_000, false, 2_000, sent(nowd, &[1001]));
+        assert_eq!(start_credit(100_000, 86_400, 25_000, &none, &[stopped], lease), 251);
+        // This replica's own recent requests count as the others' do.
+        let mine = sent(now, &[4000, 900]);
+        assert_eq!(start_credit(5000, 3600, 5000, &mine, &[], lease), 0);
     }
 
     #[test]

@@ -92,7 +92,7 @@ mod postgres;
 mod prune;
 mod reconcile;
 mod replicas;
-pub use self::budgets::{BudgetShareRow, ShareGrant, ShareRequest};
+pub use self::budgets::{BudgetShareRow, SentCounts, ShareGrant, ShareRequest, share_burst};
 pub use self::reconcile::{
     JobConnection, JobPlan, QueuedReconcile, RECONCILE_BATCH, RECONCILE_PAYLOAD, ReconcileInputs, ReconcileTenant,
     StoredJob, TenantJobs, plan_jobs,

@@ -5,10 +5,16 @@
 
 use std::time::Duration;
 
-use tributary::store::{ShareGrant, ShareRequest, Store};
+use tributary::store::{SentCounts, ShareGrant, ShareRequest, Store, share_burst};
 
 fn ask(quota: &str, limit: u32, wants: u32) -> ShareRequest {
-    ShareRequest { quota: quota.into(), limit, per_secs: 10, wants }
+    ShareRequest { quota: quota.into(), limit, per_secs: 10, wants, sent: SentCounts::default() }
+}
+
+/// A grant for a quota nobody sent anything under lately: a new limiter may start with
+/// the share's whole burst.
+fn granted(requests: u32, holders: u32, others_lately: bool) -> ShareGrant {
+    ShareGrant { requests, holders, others_lately, credit: share_burst(requests) }
 }
 
 async fn renew(store: &Store, replica: &str, lease: Duration, asks: &[ShareRequest]) -> Vec<ShareGrant> {
@@ -33,14 +39,8 @@ async fn replicas_share_a_quota_through_the_store_and_a_dead_ones_share_expires(
     let lease = Duration::from_secs(30);
     let q = "hubspot/110/acme";
     // a alone: the whole quota. b arrives: nothing until a gives back half.
-    assert_eq!(
-        renew(store, "a", lease, &[ask(q, 110, 110)]).await[0],
-        ShareGrant { requests: 110, holders: 1, others_lately: false }
-    );
-    assert_eq!(
-        renew(store, "b", lease, &[ask(q, 110, 110)]).await[0],
-        ShareGrant { requests: 0, holders: 2, others_lately: true }
-    );
+    assert_eq!(renew(store, "a", lease, &[ask(q, 110, 110)]).await[0], granted(110, 1, false));
+    assert_eq!(renew(store, "b", lease, &[ask(q, 110, 110)]).await[0], granted(0, 2, true));
     assert_eq!(renew(store, "a", lease, &[ask(q, 110, 110)]).await[0].requests, 55);
     assert_eq!(renew(store, "b", lease, &[ask(q, 110, 110)]).await[0].requests, 55);
     assert_eq!(held(store, q).await, [("a".to_owned(), 55), ("b".to_owned(), 55)]);
@@ -63,7 +63,7 @@ async fn replicas_share_a_quota_through_the_store_and_a_dead_ones_share_expires(
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
         renew(store, "a", lease, &[ask("slack/50", 50, 50)]).await[0],
-        ShareGrant { requests: 50, holders: 1, others_lately: true },
+        granted(50, 1, true),
         "c's share expired, but within the window"
     );
 
@@ -72,13 +72,7 @@ async fn replicas_share_a_quota_through_the_store_and_a_dead_ones_share_expires(
     store.release_budget_shares("b").await.unwrap();
     assert_eq!(held(store, q).await, []);
     let grants = renew(store, "d", lease, &[ask(q, 110, 110), ask("jira/5", 5, 5)]).await;
-    assert_eq!(
-        grants,
-        [
-            ShareGrant { requests: 110, holders: 1, others_lately: true },
-            ShareGrant { requests: 5, holders: 1, others_lately: false }
-        ]
-    );
+    assert_eq!(grants, [granted(110, 1, true), granted(5, 1, false)]);
     pg.drop_db().await;
 }
 
@@ -87,7 +81,8 @@ async fn a_share_given_back_counts_as_recent_for_one_window_only() {
     let pg = crate::support::postgres_store().await;
     let store = &pg.store;
     let lease = Duration::from_secs(30);
-    let short = |q: &str| ShareRequest { quota: q.into(), limit: 10, per_secs: 1, wants: 10 };
+    let short =
+        |q: &str| ShareRequest { quota: q.into(), limit: 10, per_secs: 1, wants: 10, sent: SentCounts::default() };
     renew(store, "a", lease, &[short("erp/10")]).await;
     // a's next renewal does not name the quota: its share goes back.
     renew(store, "a", lease, &[]).await;
@@ -96,10 +91,7 @@ async fn a_share_given_back_counts_as_recent_for_one_window_only() {
     renew(store, "b", lease, &[]).await;
     // One window (1 s) and the second of margin later, nobody's requests can count.
     tokio::time::sleep(Duration::from_millis(2_300)).await;
-    assert_eq!(
-        renew(store, "c", lease, &[short("erp/10")]).await[0],
-        ShareGrant { requests: 10, holders: 1, others_lately: false }
-    );
+    assert_eq!(renew(store, "c", lease, &[short("erp/10")]).await[0], granted(10, 1, false));
 }
 
 #[tokio::test]
@@ -107,7 +99,53 @@ async fn on_sqlite_a_quota_is_whole_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
     let grants = renew(&store, "a", Duration::from_secs(5), &[ask("hubspot/110", 110, 3)]).await;
-    assert_eq!(grants, [ShareGrant { requests: 110, holders: 1, others_lately: false }]);
+    assert_eq!(grants, [granted(110, 1, false)]);
     assert!(store.list_budget_shares(10).await.unwrap().is_empty());
     store.release_budget_shares("a").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_new_share_starts_with_what_the_requests_others_reported_leave_of_its_burst() {
+    let pg = crate::support::postgres_store().await;
+    let store = &pg.store;
+    let lease = Duration::from_secs(30);
+    let hourly = |q: &str, newest: i64, counts: &[u32]| ShareRequest {
+        quota: q.into(),
+        limit: 5000,
+        per_secs: 3600,
+        wants: 5000,
+        sent: SentCounts { newest, counts: counts.to_vec() },
+    };
+    let now = SentCounts::bucket_now(3600);
+    // a used a GitHub connection for 12 requests this hour, then gave it back.
+    renew(store, "a", lease, &[hourly("github/5000/acme", now, &[12])]).await;
+    renew(store, "a", lease, &[]).await;
+    // b takes it: a held it within the window, but its 12 requests leave b's whole burst.
+    let g = renew(store, "b", lease, &[hourly("github/5000/acme", now, &[])]).await[0];
+    assert_eq!(g, ShareGrant { requests: 5000, holders: 1, others_lately: true, credit: 51 });
+
+    // c sent 4,000 in the last two minutes on another connection: its pace would be
+    // 60,000 an hour, so d's new limiter starts drained.
+    renew(store, "c", lease, &[hourly("github/5000/hooli", now, &[4000])]).await;
+    renew(store, "c", lease, &[]).await;
+    let g = renew(store, "d", lease, &[hourly("github/5000/hooli", now, &[])]).await[0];
+    assert_eq!((g.requests, g.others_lately, g.credit), (5000, true, 0));
+
+    // A short window used at its pace by a live holder leaves nothing either.
+    let now1 = SentCounts::bucket_now(1);
+    let busy = |replica_sent: &[u32]| ShareRequest {
+        quota: "hubspot/40".into(),
+        limit: 40,
+        per_secs: 1,
+        wants: 40,
+        sent: SentCounts { newest: now1, counts: replica_sent.to_vec() },
+    };
+    renew(store, "e", lease, &[busy(&[2, 1, 1, 2, 1, 1, 2])]).await;
+    let g = renew(store, "f", lease, &[busy(&[])]).await[0];
+    assert_eq!((g.requests, g.others_lately, g.credit), (0, true, 0));
+    let g = renew(store, "e", lease, &[busy(&[1, 2, 1, 1, 2, 1, 1])]).await[0];
+    assert_eq!(g.requests, 20, "e shrinks to half for f");
+    let g = renew(store, "f", lease, &[busy(&[])]).await[0];
+    assert_eq!((g.requests, g.credit), (20, 0), "f grows into the half, drained");
+    pg.drop_db().await;
 }

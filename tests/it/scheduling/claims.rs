@@ -399,7 +399,13 @@ pub(super) async fn a_tenant_whose_quota_share_another_replica_holds_stays_with_
     let globex = tenant(store, "globex", &["hubspot"]).await;
     jobs(store, &acme, &[("hubspot", "contacts", Some(1))]).await;
     jobs(store, &globex, &[("hubspot", "contacts", Some(1))]).await;
-    let ask = |quota: &str| ShareRequest { quota: quota.into(), limit: 110, per_secs: 10, wants: 110 };
+    let ask = |quota: &str| ShareRequest {
+        quota: quota.into(),
+        limit: 110,
+        per_secs: 10,
+        wants: 110,
+        sent: Default::default(),
+    };
     let lease = std::time::Duration::from_secs(60);
     // b holds a share of acme's HubSpot quota, and of a provider-wide one (no tenant).
     let asks = [ask("hubspot/110/acme"), ask("salesforce/100")];
