@@ -97,7 +97,8 @@ impl Sims {
         ]
     }
 
-    /// A tenant with the five providers on (Aptem, its preset's own, off).
+    /// A tenant with the five providers on (Aptem, its preset's own, off), three streams
+    /// each (Asana's workspaces, projects and tasks; its deletions feed off).
     fn tenant_toml(&self, id: &str) -> String {
         format!(
             "id = \"{id}\"\nname = \"{id}\"\nsubdomain = \"{id}\"\npreset = \"aptem\"\n\
@@ -107,7 +108,8 @@ impl Sims {
              [providers.github]\nenabled = true\nbase_url = \"{}\"\n\
              [providers.gitlab]\nenabled = true\nbase_url = \"{}\"\n\
              [providers.asana]\nenabled = true\nbase_url = \"{}\"\n\
-             variables = {{ auth_url = \"{}\" }}\n",
+             variables = {{ auth_url = \"{}\" }}\n\
+             [providers.asana.streams.task_deletions]\nenabled = false\n",
             self.hubspot.base_url(),
             self.salesforce.base_url(),
             self.github.base_url(),
