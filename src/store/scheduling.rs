@@ -314,7 +314,9 @@ impl Store {
                 // A tenant one of whose connections' rate-limit shares another replica
                 // holds (it ran there within the last seconds) stays with that replica:
                 // claimed here, its requests would wait for the holder to give up part of
-                // the share, and a share taken over starts drained.
+                // the share. Not a triggered job: the replica asked takes it at once (a
+                // trigger is picked up within a second wherever it is sent), and its
+                // requests wait for the share instead.
                 let shares_elsewhere: Vec<String> = match B::SHARES_ELSEWHERE {
                     Some(sql) => sqlx::query_scalar(sql)
                         .bind(req.owner)
@@ -336,18 +338,19 @@ impl Store {
                 // One job per statement, the caps' exclusions recomputed after each.
                 'claim: while raws.len() < req.limit as usize && total + raws.len() < caps.global {
                     let (mut tenants, mut providers) = exclusion_ids(&req.exclude);
-                    tenants.extend(held_elsewhere.iter().copied());
                     tenants.extend(per_tenant.iter().filter(|(_, n)| **n >= caps.per_tenant).map(|(t, _)| t.as_str()));
                     providers
                         .extend(per_provider.iter().filter(|(_, n)| **n >= caps.per_provider).map(|(p, _)| p.as_str()));
-                    for sql in [B::CLAIM_TRIGGERED, B::CLAIM_DUE] {
+                    let mut not_due = tenants.clone();
+                    not_due.extend(held_elsewhere.iter().copied());
+                    for (sql, tenants) in [(B::CLAIM_TRIGGERED, &tenants), (B::CLAIM_DUE, &not_due)] {
                         let one: Option<RawClaim> = sqlx::query_as(sql)
                             .bind_all((
                                 req.owner,
                                 req.lease_until,
                                 req.now,
                                 1_i64,
-                                B::id_list(&tenants),
+                                B::id_list(tenants),
                                 B::id_list(&providers),
                             ))
                             .fetch_optional(&mut *tx)

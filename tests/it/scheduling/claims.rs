@@ -427,4 +427,22 @@ pub(super) async fn a_tenant_whose_quota_share_another_replica_holds_stays_with_
     jobs(store, &acme, &[("hubspot", "companies", Some(1))]).await;
     let got = names(&store.claim_due_jobs_capped(&request("a", 5, 10), caps).await.unwrap());
     assert_eq!(got, ["acme/hubspot/companies"]);
+
+    // b holds the share again. A triggered job is taken by the replica the trigger was
+    // sent to all the same (its requests wait for the share); a due one stays with b.
+    store.renew_budget_shares("b", lease, &asks, false, |_| {}).await.unwrap();
+    jobs(store, &acme, &[("hubspot", "deals", Some(50)), ("hubspot", "owners", Some(1))]).await;
+    let deals = JobFilter {
+        tenant: Some(acme.clone()),
+        provider: Some(provider("hubspot")),
+        stream: Some(tributary::model::StreamName::parse("deals").unwrap()),
+    };
+    assert_eq!(store.trigger_jobs(&deals, TriggerKind::Manual, at(5)).await.unwrap().len(), 1);
+    let roomy = FleetCaps { per_tenant: 10, ..caps };
+    let got = names(&store.claim_due_jobs_capped(&request("a", 5, 10), roomy).await.unwrap());
+    if store.backend() == "postgres" {
+        assert_eq!(got, ["acme/hubspot/deals"], "the trigger, not the due job");
+    } else {
+        assert_eq!(got, ["acme/hubspot/deals", "acme/hubspot/owners"]);
+    }
 }
