@@ -341,17 +341,19 @@ impl Store {
                     tenants.extend(per_tenant.iter().filter(|(_, n)| **n >= caps.per_tenant).map(|(t, _)| t.as_str()));
                     providers
                         .extend(per_provider.iter().filter(|(_, n)| **n >= caps.per_provider).map(|(p, _)| p.as_str()));
-                    let mut not_due = tenants.clone();
-                    not_due.extend(held_elsewhere.iter().copied());
-                    for (sql, tenants) in [(B::CLAIM_TRIGGERED, &tenants), (B::CLAIM_DUE, &not_due)] {
+                    let triggered_ids = B::id_list(&tenants);
+                    tenants.extend(held_elsewhere.iter().copied());
+                    let due_ids = B::id_list(&tenants);
+                    let provider_ids = B::id_list(&providers);
+                    for (sql, tenant_ids) in [(B::CLAIM_TRIGGERED, triggered_ids), (B::CLAIM_DUE, due_ids)] {
                         let one: Option<RawClaim> = sqlx::query_as(sql)
                             .bind_all((
                                 req.owner,
                                 req.lease_until,
                                 req.now,
                                 1_i64,
-                                B::id_list(tenants),
-                                B::id_list(&providers),
+                                tenant_ids,
+                                provider_ids.clone(),
                             ))
                             .fetch_optional(&mut *tx)
                             .await
