@@ -347,14 +347,7 @@ impl Store {
                     let provider_ids = B::id_list(&providers);
                     for (sql, tenant_ids) in [(B::CLAIM_TRIGGERED, triggered_ids), (B::CLAIM_DUE, due_ids)] {
                         let one: Option<RawClaim> = sqlx::query_as(sql)
-                            .bind_all((
-                                req.owner,
-                                req.lease_until,
-                                req.now,
-                                1_i64,
-                                tenant_ids,
-                                provider_ids.clone(),
-                            ))
+                            .bind_all((req.owner, req.lease_until, req.now, 1_i64, tenant_ids, provider_ids.clone()))
                             .fetch_optional(&mut *tx)
                             .await
                             .map_err(db("claiming due jobs"))?;
