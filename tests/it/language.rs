@@ -57,17 +57,7 @@ fn source_paths_that_cannot_be_evaluated_are_refused_at_load() {
     let manifest = std::fs::read_to_string(repo.join("connectors/google_drive.toml")).unwrap();
     let good = "$.permissions[?@.role == 'owner'].emailAddress";
     assert!(manifest.contains(good));
-    let check = |file: &Path| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
-            .args(["connectors", "check"])
-            .arg(file)
-            .env("TRIBUTARY_CONFIG", repo.join("config"))
-            .env_remove("TRIBUTARY_CONNECTORS")
-            .output()
-            .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), text)
-    };
+    let check = crate::support::connectors_check;
     let (success, text) = check(&repo.join("connectors/google_drive.toml"));
     assert!(success && text.contains("valid manifest for `google_drive` (1 streams)"), "{text}");
     let file = connectors.path().join("google_drive.toml");
@@ -386,21 +376,6 @@ fn peoplehub_dir() -> tempfile::TempDir {
     dir
 }
 
-/// Runs `tributary connectors check FILE` with the repository's configuration; its
-/// success and what it printed.
-fn connectors_check(file: &Path) -> (bool, String) {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(["connectors", "check"])
-        .arg(file)
-        .env("TRIBUTARY_CONFIG", repo.join("config"))
-        .env_remove("TRIBUTARY_CONNECTORS")
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
 /// Mappings of a manifest file that select an array element by a condition — the primary
 /// email among several, a custom field by its name — store the selected values in a real
 /// sync; where nothing matches, the field is empty, and a record whose arrays are in
@@ -475,13 +450,13 @@ async fn a_manifest_file_maps_array_elements_selected_by_a_condition() {
 fn a_bad_jsonpath_in_a_response_body_rule_is_refused_by_connectors_check() {
     let dir = peoplehub_dir();
     let file = dir.path().join("peoplehub.toml");
-    let (success, text) = connectors_check(&file);
+    let (success, text) = crate::support::connectors_check(&file);
     assert!(success && text.contains("valid manifest for `peoplehub` (1 streams)"), "{text}");
 
     let good = r#""$.errors[*].code" = "forbidden""#;
     assert!(PEOPLEHUB.contains(good));
     std::fs::write(&file, PEOPLEHUB.replace(good, r#""$.errors[?@.code == ].code" = "forbidden""#)).unwrap();
-    let (success, text) = connectors_check(&file);
+    let (success, text) = crate::support::connectors_check(&file);
     assert!(!success, "{text}");
     assert!(
         text.lines().any(|l| l.contains("peoplehub.toml: responses[0].body: ")

@@ -3,7 +3,6 @@
 //! on a file of their own.
 
 use std::path::Path;
-use std::process::Command;
 
 #[test]
 fn connectors_check_accepts_every_built_in_manifest() {
@@ -17,15 +16,8 @@ fn connectors_check_accepts_every_built_in_manifest() {
     let mut checked = Vec::new();
     for file in &files {
         let name = file.file_stem().unwrap().to_string_lossy().into_owned();
-        let out = Command::new(env!("CARGO_BIN_EXE_tributary"))
-            .args(["connectors", "check"])
-            .arg(file)
-            .env("TRIBUTARY_CONFIG", repo.join("config"))
-            .env_remove("TRIBUTARY_CONNECTORS")
-            .output()
-            .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "{name}: {text}");
+        let (success, text) = crate::support::connectors_check(file);
+        assert!(success, "{name}: {text}");
         assert!(text.contains(&format!("valid manifest for `{name}` (")), "{name}: {text}");
         checked.push(name);
     }

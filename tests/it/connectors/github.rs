@@ -228,20 +228,6 @@ async fn the_new_manifest_keys_work_from_a_manifest_file_alone() {
     assert_eq!((projects.stats.inserted, projects.stats.pages), (5, 3));
 }
 
-/// `tributary connectors check FILE` with the built binary.
-fn check(file: &std::path::Path) -> (bool, String) {
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(["connectors", "check"])
-        .arg(file)
-        .env("TRIBUTARY_CONFIG", repo.join("config"))
-        .env_remove("TRIBUTARY_CONNECTORS")
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
 #[test]
 fn connectors_check_names_bad_jwt_and_next_header_settings() {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("connectors");
@@ -252,7 +238,7 @@ fn connectors_check_names_bad_jwt_and_next_header_settings() {
         1,
     );
     std::fs::write(dir.path().join("github_app.toml"), &app).unwrap();
-    let (success, out) = check(&dir.path().join("github_app.toml"));
+    let (success, out) = crate::support::connectors_check(&dir.path().join("github_app.toml"));
     assert!(!success, "{out}");
     assert!(out.contains("auth.jwt_ttl_secs: must be between 1 and 600 seconds"), "{out}");
     assert!(out.contains("auth.jwt_key: `pem` is not one of the credentials"), "{out}");
@@ -262,7 +248,7 @@ fn connectors_check_names_bad_jwt_and_next_header_settings() {
         .replacen("header = \"X-Next-Page\"", "header = \"X Next Page\"", 1)
         .replacen("value = \"{private_token}\"", "value = \"{private_token}\"\njwt_ttl_secs = 60", 1);
     std::fs::write(dir.path().join("gitlab.toml"), &lab).unwrap();
-    let (success, out) = check(&dir.path().join("gitlab.toml"));
+    let (success, out) = crate::support::connectors_check(&dir.path().join("gitlab.toml"));
     assert!(!success, "{out}");
     assert!(
         out.contains("streams.projects.request.pagination.header: `X Next Page` is not an HTTP header name"),

@@ -1,9 +1,6 @@
 //! A provider added by an operator as one manifest file, with no Rust change: it syncs
 //! into an existing entity, and `tributary connectors check` reports a broken copy.
 
-use std::path::Path;
-use std::process::Command;
-
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -129,26 +126,12 @@ async fn a_manifest_file_alone_adds_a_provider_that_syncs() {
     server.verify().await;
 }
 
-/// `tributary connectors check FILE` with the built binary.
-fn check(file: &Path) -> (bool, String) {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(["connectors", "check"])
-        .arg(file)
-        .env("TRIBUTARY_CONFIG", repo.join("config"))
-        .env_remove("TRIBUTARY_CONNECTORS")
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
 #[test]
 fn connectors_check_accepts_the_manifest_and_reports_every_error_of_a_broken_copy() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("acmecrm.toml");
     std::fs::write(&good, ACMECRM).unwrap();
-    let (success, text) = check(&good);
+    let (success, text) = crate::support::connectors_check(&good);
     assert!(success, "{text}");
     assert!(text.contains("valid manifest for `acmecrm`"), "{text}");
 
@@ -167,7 +150,7 @@ fn connectors_check_accepts_the_manifest_and_reports_every_error_of_a_broken_cop
         text = text.replacen(from, to, 1);
     }
     std::fs::write(&broken, text).unwrap();
-    let (success, out) = check(&broken);
+    let (success, out) = crate::support::connectors_check(&broken);
     assert!(!success, "a broken manifest must fail the check: {out}");
     let expected = [
         ("auth.value", "unknown template variable `{api_key}`"),

@@ -3,9 +3,6 @@
 //! sent as `{state}`, a sync token that an expired-token error hands out afresh; expired
 //! states start a full pass; tombstones mark stored records deleted.
 
-use std::path::Path;
-use std::process::Command;
-
 use serde_json::{Value, json};
 use tributary::model::{ChangeKind, EntityName, RunOutcome};
 use wiremock::matchers::{header, method, path, query_param, query_param_is_missing};
@@ -479,26 +476,12 @@ async fn a_child_stream_keeps_one_state_per_parent_and_an_expired_one_rereads_on
     server.verify().await;
 }
 
-/// `tributary connectors check FILE` with the built binary.
-fn check(file: &Path) -> (bool, String) {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(env!("CARGO_BIN_EXE_tributary"))
-        .args(["connectors", "check"])
-        .arg(file)
-        .env("TRIBUTARY_CONFIG", repo.join("config"))
-        .env_remove("TRIBUTARY_CONNECTORS")
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
 #[test]
 fn connectors_check_reports_state_and_tombstone_mistakes_by_key() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("deltacrm.toml");
     std::fs::write(&good, DELTACRM).unwrap();
-    let (success, text) = check(&good);
+    let (success, text) = crate::support::connectors_check(&good);
     assert!(success, "{text}");
 
     let edits = [
@@ -518,7 +501,7 @@ fn connectors_check_reports_state_and_tombstone_mistakes_by_key() {
     let broken_dir = tempfile::tempdir().unwrap();
     let broken = broken_dir.path().join("deltacrm.toml");
     std::fs::write(&broken, text).unwrap();
-    let (success, out) = check(&broken);
+    let (success, out) = crate::support::connectors_check(&broken);
     assert!(!success, "{out}");
     let expected = [
         ("streams.companies.state.from", "is not a JSON pointer"),
@@ -543,7 +526,7 @@ fn connectors_check_reports_state_and_tombstone_mistakes_by_key() {
     // An unknown key in the state section names it.
     let unknown = DELTACRM.replacen("use = \"url\"", "use = \"url\"\nfrom_header = \"X-State\"", 1);
     std::fs::write(&broken, unknown).unwrap();
-    let (success, out) = check(&broken);
+    let (success, out) = crate::support::connectors_check(&broken);
     assert!(!success && out.contains("from_header"), "{out}");
 }
 
@@ -559,20 +542,20 @@ fn connectors_check_takes_a_variants_base_and_names_what_is_wrong() {
          [auth]\nkind = \"bearer\"\ncredentials = [\"token\"]\nvalue = \"Bearer {token}\"\n",
     )
     .unwrap();
-    let (success, text) = check(&variant);
+    let (success, text) = crate::support::connectors_check(&variant);
     assert!(success, "{text}");
     assert!(text.contains("valid manifest for `mylab` (3 streams)"), "{text}");
 
     // A base in the same directory wins over the built-in one.
     std::fs::write(dir.path().join("gitlab.toml"), "name = \"gitlab\"\n").unwrap();
-    let (success, text) = check(&variant);
+    let (success, text) = crate::support::connectors_check(&variant);
     assert!(!success, "the directory's gitlab.toml is the base: {text}");
     assert!(text.contains("mylab.toml"), "{text}");
 
     let other = tempfile::tempdir().unwrap();
     let nowhere = other.path().join("lost.toml");
     std::fs::write(&nowhere, "name = \"lost\"\nextends = \"nowhere\"\n").unwrap();
-    let (success, text) = check(&nowhere);
+    let (success, text) = crate::support::connectors_check(&nowhere);
     assert!(!success, "{text}");
     assert!(text.contains("lost.toml: extends: no manifest `nowhere` to extend"), "{text}");
 
@@ -581,7 +564,7 @@ fn connectors_check_takes_a_variants_base_and_names_what_is_wrong() {
     let text = DELTACRM.replacen("init = { request = { path = \"/events\" } }", "init_only = true", 1);
     assert!(text != DELTACRM);
     std::fs::write(&feed, text.replace("name = \"deltacrm\"", "name = \"feed\"")).unwrap();
-    let (success, out) = check(&feed);
+    let (success, out) = crate::support::connectors_check(&feed);
     assert!(!success, "{out}");
     assert!(
         out.contains("streams.tasks.state.init_only: a full pass that only takes the first state needs `init`"),

@@ -193,3 +193,18 @@ pub fn busiest(times: &[Instant], w: Duration) -> usize {
         .max()
         .unwrap_or(0)
 }
+
+/// `tributary connectors check FILE` with the built binary and the repository's
+/// configuration: whether it succeeded, and what it printed (both streams).
+pub fn connectors_check(file: &std::path::Path) -> (bool, String) {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tributary"))
+        .args(["connectors", "check"])
+        .arg(file)
+        .env("TRIBUTARY_CONFIG", repo.join("config"))
+        .env_remove("TRIBUTARY_CONNECTORS")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
