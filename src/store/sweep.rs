@@ -145,30 +145,43 @@ impl Store {
         tenant: &TenantId,
         job_id: i64,
     ) -> Result<(Option<String>, Option<DateTime<Utc>>), StoreError> {
+        let (schedule, at, _) = self.full_pass_row(tenant, job_id).await?;
+        Ok((schedule, at))
+    }
+
+    /// The job's full schedule, next full pass, and whether that pass sweeps because
+    /// [`Store::request_full_pass`] asked.
+    async fn full_pass_row(
+        &self,
+        tenant: &TenantId,
+        job_id: i64,
+    ) -> Result<(Option<String>, Option<DateTime<Utc>>, bool), StoreError> {
         on_backend!(self, |s| {
-            let row: Option<(Option<String>, Option<DateTime<Utc>>)> =
-                sqlx::query_as("SELECT full_schedule, full_pass_at FROM jobs WHERE id = $1 AND tenant_id = $2")
-                    .bind(job_id)
-                    .bind(tenant.as_str())
-                    .fetch_optional(&s.pool)
-                    .await
-                    .map_err(db("reading a job's full passes"))?;
+            let row: Option<(Option<String>, Option<DateTime<Utc>>, bool)> = sqlx::query_as(
+                "SELECT full_schedule, full_pass_at, full_pass_sweeps FROM jobs WHERE id = $1 AND tenant_id = $2",
+            )
+            .bind(job_id)
+            .bind(tenant.as_str())
+            .fetch_optional(&s.pool)
+            .await
+            .map_err(db("reading a job's full passes"))?;
             row.ok_or_else(|| no_job(tenant, job_id))
         })
     }
 
     /// Records the stream's full schedule as a run reads it (`None`: none) and returns
-    /// the job's next full pass. A schedule that changed (or went) forgets the planned
-    /// pass, for the scheduler to plan again.
+    /// the job's next full pass, and whether it sweeps because
+    /// [`Store::request_full_pass`] asked. A schedule that changed (or went) forgets the
+    /// planned pass, for the scheduler to plan again.
     pub async fn note_full_schedule(
         &self,
         tenant: &TenantId,
         job_id: i64,
         schedule: Option<&str>,
-    ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let (stored, at) = self.full_pass_plan(tenant, job_id).await?;
+    ) -> Result<(Option<DateTime<Utc>>, bool), StoreError> {
+        let (stored, at, sweeps) = self.full_pass_row(tenant, job_id).await?;
         if stored.as_deref() == schedule {
-            return Ok(at);
+            return Ok((at, sweeps));
         }
         on_backend!(self, |s| {
             sqlx::query("UPDATE jobs SET full_schedule = $1, full_pass_at = NULL WHERE id = $2 AND tenant_id = $3")
@@ -179,7 +192,7 @@ impl Store {
                 .await
                 .map_err(db("recording a job's full schedule"))?;
         });
-        Ok(None)
+        Ok((None, false))
     }
 
     /// Plans the job's next full pass at `at` (`None`: none, or the due one is done, which
@@ -244,20 +257,6 @@ impl Store {
             .await
             .map_err(db("planning a full pass that sweeps"))?;
             Ok(done.rows_affected() > 0)
-        })
-    }
-
-    /// Whether the job's due full pass sweeps because [`Store::request_full_pass`] asked.
-    pub async fn full_pass_sweeps(&self, tenant: &TenantId, job_id: i64) -> Result<bool, StoreError> {
-        on_backend!(self, |s| {
-            let row: Option<bool> =
-                sqlx::query_scalar("SELECT full_pass_sweeps FROM jobs WHERE id = $1 AND tenant_id = $2")
-                    .bind(job_id)
-                    .bind(tenant.as_str())
-                    .fetch_optional(&s.pool)
-                    .await
-                    .map_err(db("reading a job's full passes"))?;
-            row.ok_or_else(|| no_job(tenant, job_id))
         })
     }
 }

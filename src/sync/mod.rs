@@ -289,10 +289,10 @@ impl<'a> Syncer<'a> {
         let job = self.store.ensure_job(&req.tenant, connection.id, &req.stream, &schedule).await?;
         // A full pass is due when the scheduler's plan says so (`full_schedule`).
         let full_schedule = config.streams.get(req.stream.as_str()).and_then(|s| s.full_schedule.as_deref());
-        let planned = self.store.note_full_schedule(&req.tenant, job.id, full_schedule).await?;
+        let (planned, sweeps) = self.store.note_full_schedule(&req.tenant, job.id, full_schedule).await?;
         let full_due = planned.is_some_and(|at| at <= chrono::Utc::now());
         // Another stream's expired state asked for this full pass to sweep.
-        let sweep_due = full_due && self.store.full_pass_sweeps(&req.tenant, job.id).await?;
+        let sweep_due = full_due && sweeps;
         let replica = req.lease_owner.clone().unwrap_or_else(process_replica);
         let run = self.store.start_run_by(&req.tenant, job.id, req.trigger, &replica).await?;
         let span = tracing::info_span!("run", tenant = %req.tenant, provider = %req.provider, stream = %req.stream, run_id = %run.id);
